@@ -1,0 +1,1 @@
+"""Data sets: generated (spiral), tables and images, each read from local files with checksums."""
