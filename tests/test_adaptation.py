@@ -1,0 +1,143 @@
+"""Every fast adaptation path against the generic torch.func oracle, in float64, with gradients."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from meta_neighborhoods.adaptation import Adaptation
+from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
+from meta_neighborhoods.model import MetaNeighborhoods
+
+HEADS = {
+    "linear": lambda: LinearHead(4, 3),
+    "mlp": lambda: MLPHead(4, (6, 5), 3),
+    "cosine": lambda: CosineHead(4, 3),
+}
+CASES = [
+    (head, task, adapt)
+    for head, task, adapt in itertools.product(HEADS, ("regression", "classification"), ("all", "last"))
+    if not (head == "cosine" and task == "regression")
+]
+
+
+def _build(head, task, adapt, **options):
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(
+        HEADS[head](), task=task, dictionary_size=7, adapt=adapt, learn_temperature=True,
+        extractor=nn.Linear(5, 4), **options,
+    ).double()
+    with torch.no_grad():  # values away from their initial symmetric spread, step size large enough to matter
+        model.adaptation.step_size.alpha.requires_grad_(True)
+        for a in model.adaptation.step_size.parameters():
+            a.uniform_(0.2, 0.6)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    y = torch.randn(6, 3, dtype=torch.float64) if task == "regression" else torch.randint(0, 3, (6,))
+    return model, x, y
+
+
+def _run(model, x, y, implementation):
+    model.adaptation.implementation = implementation
+    model.zero_grad()
+    prediction = model(x)
+    model.loss(prediction, y).backward()
+    return prediction.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("head,task,adapt", CASES)
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("step_size", ["scalar", "diagonal"])
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_fast_path_matches_generic(head, task, adapt, steps, step_size, similarity, first_order):
+    model, x, y = _build(
+        head, task, adapt, inner_steps=steps, step_size=step_size, similarity=similarity, first_order=first_order
+    )
+    assert model.adaptation.fast_path(model.head) is not None
+    fast, fast_grads = _run(model, x, y, "fast")
+    generic, generic_grads = _run(model, x, y, "generic")
+    torch.testing.assert_close(fast, generic, rtol=1e-9, atol=1e-10)
+    assert set(fast_grads) == set(generic_grads)
+    for name, g in generic_grads.items():
+        torch.testing.assert_close(fast_grads[name], g, rtol=1e-8, atol=1e-10, msg=f"gradient of {name}")
+    # every trainable tensor of the method really receives a meta-gradient
+    for name in ("dictionary.keys", "attention.log_temperature", "extractor.weight"):
+        assert generic_grads[name].abs().sum() > 0, name
+    assert any(g.abs().sum() > 0 for n, g in generic_grads.items() if n.startswith("adaptation.step_size"))
+    if task == "regression" or model.dictionary.value_kind == "learned":
+        assert generic_grads["dictionary.raw_values"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_fast_path_matches_generic_in_evaluation(head):
+    model, x, _ = _build(head, "classification", "all", inner_steps=2)
+    model.eval()
+    with torch.no_grad():
+        model.adaptation.implementation = "fast"
+        fast = model(x)
+        model.adaptation.implementation = "generic"
+        generic = model(x)
+    assert not fast.requires_grad
+    torch.testing.assert_close(fast, generic, rtol=1e-9, atol=1e-10)
+
+
+def test_python_loop_matches_vmap():
+    model, x, y = _build("mlp", "regression", "all", inner_steps=2)
+    loop, loop_grads = _run(model, x, y, "loop")
+    vmapped, vmapped_grads = _run(model, x, y, "generic")
+    torch.testing.assert_close(loop, vmapped)
+    for name, g in vmapped_grads.items():
+        torch.testing.assert_close(loop_grads[name], g, msg=name)
+
+
+def test_first_order_differs_from_second_order():
+    grads = {}
+    for first_order in (False, True):
+        model, x, y = _build("mlp", "regression", "all", first_order=first_order)
+        _, grads[first_order] = _run(model, x, y, "fast")
+    assert not torch.allclose(grads[False]["head.layers.0.weight"], grads[True]["head.layers.0.weight"])
+
+
+def test_masked_slots_get_no_weight_and_match():
+    """Slot dropout reaches the inner loop only through zero attention weights: both paths agree."""
+    torch.manual_seed(1)
+    head = MLPHead(3, (4,), 2).double()
+    adaptation = Adaptation(head, "regression", steps=2).double()
+    z, keys, values = (torch.randn(n, d, dtype=torch.float64) for n, d in ((5, 3), (8, 3), (8, 2)))
+    weights = torch.rand(5, 8, dtype=torch.float64) * (torch.rand(5, 8) > 0.5)
+    weights = weights / weights.sum(1, keepdim=True)
+    outputs = {}
+    for implementation in ("fast", "generic"):
+        adaptation.implementation = implementation
+        outputs[implementation] = adaptation(head, z, keys, values, weights)
+    torch.testing.assert_close(outputs["fast"], outputs["generic"])
+
+
+class ConstantHead(nn.Module):
+    """f(x) = c: the head under which Meta-Neighborhoods reduces to a soft kNN."""
+
+    def __init__(self, out_features):
+        super().__init__()
+        self.in_features, self.out_features = 2, out_features
+        self.c = nn.Parameter(torch.randn(out_features))
+
+    def forward(self, x):
+        return self.c.expand(len(x), -1)
+
+
+def test_soft_knn_identity():
+    """Constant head, squared loss, alpha = 1/2, one step: the attention-weighted mean of the values."""
+    torch.manual_seed(2)
+    model = MetaNeighborhoods(ConstantHead(3), dictionary_size=9, step_size_init=0.5, temperature=0.7).double()
+    assert model.adaptation.fast_path(model.head) is None  # a custom head goes through the generic path
+    x = torch.randn(11, 2, dtype=torch.float64)
+    weights = model.attention(x, model.dictionary.keys)
+    expected = weights @ model.dictionary.values()
+    torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_fast_implementation_refuses_custom_head():
+    model = MetaNeighborhoods(ConstantHead(1), dictionary_size=3, implementation="fast")
+    with pytest.raises(ValueError, match="no fast adaptation path for ConstantHead"):
+        model(torch.randn(2, 2))

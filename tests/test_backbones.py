@@ -1,0 +1,91 @@
+"""Backbone contract: shapes, gradients, norm-layer factory hooks, no final ReLU."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from meta_neighborhoods.backbones import available_backbones, create_backbone
+
+NAMES = available_backbones()
+STAGES = {"convnet4": 4, "resnet29": 3, "resnet56": 3, "densenet40_bc": 3}
+PARAMS = {  # (low, high), in_channels=3
+    "convnet4": (4e5, 7e5),
+    "resnet29": (2e5, 5e5),
+    "resnet56": (4e5, 9e5),
+    "densenet40_bc": (1e5, 3e5),
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def test_registry_lists_the_paper_backbones():
+    assert NAMES == sorted(STAGES)
+
+
+def test_unknown_name_raises_and_lists_known_names():
+    with pytest.raises(ValueError, match="convnet4"):
+        create_backbone("resnet1000")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("in_channels,size", [(1, 28), (3, 32), (3, 8), (1, 9)])
+def test_output_shape_and_finite(name, in_channels, size):
+    model = create_backbone(name, in_channels=in_channels).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, in_channels, size, size))
+    assert out.shape == (2, model.out_features)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_parameter_gets_a_gradient(name):
+    model = create_backbone(name).train()
+    out = model(torch.randn(2, 3, 32, 32))
+    # out.sum() would give zero gradients through a train-mode final BN, so use a random projection.
+    (out * torch.randn_like(out)).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_norm_layer_factory_builds_every_norm(name):
+    calls = []
+
+    def norm_layer(num_channels, last_in_stage):
+        calls.append((num_channels, last_in_stage))
+        return nn.BatchNorm2d(num_channels)
+
+    model = create_backbone(name, norm_layer=norm_layer)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert len(calls) == n_bn
+    assert sum(last for _, last in calls) == STAGES[name]
+    # The final BN produces the features and closes the last stage.
+    assert calls[-1] == (model.out_features, True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count(name):
+    n = sum(p.numel() for p in create_backbone(name).parameters())
+    print(f"{name}: {n:,} parameters")
+    low, high = PARAMS[name]
+    assert low < n < high
+
+
+def test_deeper_resnet_is_bigger():
+    def count(name):
+        return sum(p.numel() for p in create_backbone(name).parameters())
+
+    assert count("resnet56") > count("resnet29")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_features_have_no_final_relu(name):
+    model = create_backbone(name).train()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert (out < 0).any()
