@@ -165,14 +165,13 @@ def _linear_correction(weights, delta, inputs, query, alpha_w, alpha_b) -> torch
     """How one inner step changes a linear layer's output at ``query`` (B, in), without per-example weights.
 
     The layer's inner gradient for example i is sum_j w_ij delta_j [inputs_j, 1]^T, so its adapted
-    output moves by alpha * sum_j w_ij delta_j (inputs_j . query_i + 1). A diagonal alpha needs the
-    per-example gradient itself, but still no loop.
+    output moves by sum_j w_ij delta_j (alpha_w inputs_j . query_i + alpha_b): one (B, S) Gram matrix
+    and one mix per layer. A diagonal alpha needs the per-example gradient itself, but still no loop.
     """
-    bias_term = alpha_b * (weights @ delta)
     if alpha_w.ndim == 0:
-        return alpha_w * ((weights * (query @ inputs.T)) @ delta) + bias_term
+        return (weights * (alpha_w * (query @ inputs.T) + alpha_b)) @ delta
     grad_w = torch.einsum("bs,so,si->boi", weights, delta, inputs)
-    return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + bias_term
+    return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (weights @ delta)
 
 
 def adapt_mlp(adaptation, head: MLPHead, z, keys, values, weights) -> torch.Tensor:
