@@ -15,6 +15,7 @@ HEADS = {
     "mlp": lambda: MLPHead(4, (6, 5), 3),
     "cosine": lambda: CosineHead(4, 3),
 }
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA too where there is one
 CASES = [
     (head, task, adapt)
     for head, task, adapt in itertools.product(HEADS, ("regression", "classification"), ("all", "last"))
@@ -22,19 +23,19 @@ CASES = [
 ]
 
 
-def _build(head, task, adapt, **options):
+def _build(head, task, adapt, device="cpu", **options):
     torch.manual_seed(0)
     model = MetaNeighborhoods(
         HEADS[head](), task=task, dictionary_size=7, adapt=adapt, learn_temperature=True,
         extractor=nn.Linear(5, 4), **options,
-    ).double()
+    ).double().to(device)
     with torch.no_grad():  # values away from their initial symmetric spread, step size large enough to matter
         model.adaptation.step_size.alpha.requires_grad_(True)
         for a in model.adaptation.step_size.parameters():
             a.uniform_(0.2, 0.6)
     x = torch.randn(6, 5, dtype=torch.float64)
     y = torch.randn(6, 3, dtype=torch.float64) if task == "regression" else torch.randint(0, 3, (6,))
-    return model, x, y
+    return model, x.to(device), y.to(device)
 
 
 def _run(model, x, y, implementation):
@@ -50,9 +51,11 @@ def _run(model, x, y, implementation):
 @pytest.mark.parametrize("step_size", ["scalar", "diagonal"])
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_fast_path_matches_generic(head, task, adapt, steps, step_size, similarity, first_order):
+@pytest.mark.parametrize("device", DEVICES)
+def test_fast_path_matches_generic(head, task, adapt, steps, step_size, similarity, first_order, device):
     model, x, y = _build(
-        head, task, adapt, inner_steps=steps, step_size=step_size, similarity=similarity, first_order=first_order
+        head, task, adapt, device, inner_steps=steps, step_size=step_size, similarity=similarity,
+        first_order=first_order,
     )
     assert model.adaptation.fast_path(model.head) is not None
     fast, fast_grads = _run(model, x, y, "fast")
