@@ -1,0 +1,222 @@
+"""scikit-learn estimators: ``MetaNeighborhoodsRegressor`` and ``MetaNeighborhoodsClassifier``.
+
+Tables use the paper's regression setting: identity feature extractor, keys in (standardised) input
+space, and a head that is the same MLP as the vanilla baseline. ``dictionary_size=0`` *is* that
+baseline: the same network trained the same way, without neighbours.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+
+from .heads import MLPHead
+from .model import MetaNeighborhoods
+from .training import TensorBatches, fit, resolve_device
+
+PREDICT_BATCH = 4096  # rows per forward pass at prediction: memory stays bounded for any number of rows
+
+
+def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column; constant columns keep scale 1 so they stay finite."""
+    mean, scale = a.mean(axis=0), a.std(axis=0)
+    return mean, np.where(scale > 1e-12, scale, 1.0)
+
+
+class _MetaNeighborhoodsEstimator(BaseEstimator):
+    """What the regressor and classifier share: parameters, network, training loop, batched prediction."""
+
+    _task: str
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(128, 128),
+        dictionary_size=128,
+        similarity="euclidean",
+        temperature=None,
+        learn_temperature=True,
+        inner_steps=1,
+        step_size="scalar",
+        step_size_init=0.05,
+        adapt="all",
+        key_init="samples",
+        max_epochs=200,
+        batch_size=128,
+        learning_rate=1e-3,
+        weight_decay=1e-4,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change=20,
+        random_state=None,
+        device="cpu",
+        verbose=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.dictionary_size = dictionary_size
+        self.similarity = similarity
+        self.temperature = temperature
+        self.learn_temperature = learn_temperature
+        self.inner_steps = inner_steps
+        self.step_size = step_size
+        self.step_size_init = step_size_init
+        self.adapt = adapt
+        self.key_init = key_init
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def _check_parameters(self) -> None:
+        for name in ("max_epochs", "batch_size", "n_iter_no_change", "inner_steps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.dictionary_size, (int, np.integer)) and self.dictionary_size >= 0):
+            raise ValueError(f"dictionary_size must be a non-negative integer, got {self.dictionary_size!r}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"temperature must be positive (or None for the default), got {self.temperature!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        if self.key_init not in ("samples", "gaussian"):
+            raise ValueError(f"unknown key_init {self.key_init!r}; expected 'samples' or 'gaussian'")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+
+    def _default_temperature(self, n_features: int) -> float:
+        """Squared distances between standardised rows grow like 2 d, cosines stay in [-1, 1]."""
+        return float(n_features) if self.similarity == "euclidean" else 0.1
+
+    def _build(self, n_features: int, n_outputs: int, X: torch.Tensor, targets: torch.Tensor) -> MetaNeighborhoods:
+        hidden = tuple(int(h) for h in self.hidden_layer_sizes)
+        size = int(min(self.dictionary_size, len(X)))  # never more neighbours than training rows to start from
+        model = MetaNeighborhoods(
+            MLPHead(n_features, hidden, n_outputs),
+            task=self._task,
+            dictionary_size=size,
+            similarity=self.similarity,
+            temperature=self.temperature or self._default_temperature(n_features),
+            learn_temperature=self.learn_temperature,
+            inner_steps=int(self.inner_steps),
+            step_size=self.step_size,
+            step_size_init=self.step_size_init,
+            adapt=self.adapt,
+        )
+        if size and self.key_init == "samples":
+            model.dictionary.init_from_samples(X, targets, generator=torch.Generator().manual_seed(0))
+        return model
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def _fit(self, X: np.ndarray, targets: np.ndarray, n_outputs: int):
+        self._check_parameters()
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        torch.manual_seed(seed)
+        device = resolve_device(self.device)
+
+        self.x_mean_, self.x_scale_ = _standardiser(X)
+        X_std = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
+        y_t = torch.as_tensor(targets)
+
+        train, valid = np.arange(len(X)), None
+        n_valid = int(round(self.validation_fraction * len(X)))
+        if self.early_stopping and n_valid >= 2 and len(X) - n_valid >= 2:
+            order = rng.permutation(len(X))
+            valid, train = order[:n_valid], order[n_valid:]
+
+        self.model_ = self._build(X.shape[1], n_outputs, X_std[train], y_t[train]).to(device)
+        batches = TensorBatches(X_std[train], y_t[train], batch_size=int(self.batch_size), seed=seed)
+        best = {"loss": np.inf, "epoch": -1, "state": None}
+
+        def watch(epoch: int, train_loss: float) -> bool:
+            loss = self._loss(X_std[valid], y_t[valid], device) if valid is not None else train_loss
+            if loss < best["loss"] - 1e-6:
+                best.update(loss=loss, epoch=epoch, state=copy.deepcopy(self.model_.state_dict()))
+            return epoch - best["epoch"] >= self.n_iter_no_change
+
+        history = fit(
+            self.model_, batches, epochs=int(self.max_epochs), learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay, device=device, on_epoch_end=watch, progress=self.verbose > 0,
+            desc=type(self).__name__,
+        )
+        if best["state"] is not None:
+            self.model_.load_state_dict(best["state"])
+        self.model_.eval()
+        self.n_epochs_, self.best_epoch_, self.loss_curve_ = len(history), best["epoch"] + 1, history
+        self.best_validation_loss_ = float(best["loss"]) if valid is not None else None
+        return self
+
+    @torch.no_grad()
+    def _forward(self, X_std: torch.Tensor, device) -> torch.Tensor:
+        self.model_.eval()
+        return torch.cat([self.model_(X_std[i : i + PREDICT_BATCH].to(device)).cpu()
+                          for i in range(0, len(X_std), PREDICT_BATCH)])
+
+    def _loss(self, X_std, y, device) -> float:
+        return self.model_.loss(self._forward(X_std, device), y).item()
+
+    def _raw_predict(self, X) -> torch.Tensor:
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X_std = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
+        return self._forward(X_std, next(self.model_.parameters()).device)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = False
+        return tags
+
+
+class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
+    """Meta-Neighborhoods regression on tables (Sec. 4.3): an MLP finetuned per row on learned neighbours.
+
+    Inputs and targets are standardised inside; predictions come back on the original scale.
+    """
+
+    _task = "regression"
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
+        self._y_ndim = y.ndim
+        y2 = y.reshape(len(y), -1)
+        self.y_mean_, self.y_scale_ = _standardiser(y2)
+        return self._fit(X, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1])
+
+    def predict(self, X) -> np.ndarray:
+        out = self._raw_predict(X).double().numpy() * self.y_scale_ + self.y_mean_
+        return out.ravel() if self._y_ndim == 1 else out
+
+
+class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
+    """Meta-Neighborhoods classification on tables: dictionary values are learned class distributions."""
+
+    _task = "classification"
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(f"the target has a single class ({self.classes_[0]!r}); a classifier needs at least 2")
+        return self._fit(X, encoder.transform(y).astype(np.int64), len(self.classes_))
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._raw_predict(X).softmax(dim=1).double().numpy()
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
