@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -18,6 +19,49 @@ def _spiral(args) -> int:
     print(f"spiral test accuracy: vanilla {accuracy['vanilla']:.4f}, "
           f"meta-neighborhoods {accuracy['meta_neighborhoods']:.4f} ({metrics['seconds']:.1f} s); "
           f"wrote {args.out}/metrics.json, {', '.join(metrics['files'])}")
+    return 0
+
+
+def _check_target(args) -> None:
+    """--target belongs to --data-file and to nothing else; say so rather than ignore it."""
+    if args.data_file is not None and args.target is None:
+        raise ValueError("--data-file needs --target COLUMN (the name of the target column in its header)")
+    if args.data_file is None and args.target is not None:
+        raise ValueError("--target only applies to --data-file")
+
+
+def _table(args):
+    """The table named by --dataset, or the CSV of --data-file with its --target column."""
+    from .datasets.tables import load_csv_table, load_table
+
+    _check_target(args)
+    if args.data_file is not None:
+        return load_csv_table(args.data_file, args.target)
+    return load_table(args.dataset, args.data_dir)
+
+
+def _regress(args) -> int:
+    from .datasets.tables import available_tables
+    from .experiments.regression import run_regression, run_regression_all
+
+    options = {"folds": args.folds, "seed": args.seed, "search": args.search, "progress": not args.quiet,
+               "estimator_params": {"device": args.device}}
+    if args.dataset == "all":
+        _check_target(args)
+        run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
+        print((Path(args.out) / "summary.md").read_text(), end="")
+    else:
+        run_regression(_table(args), args.out, **options)
+        print((Path(args.out) / "results.md").read_text(), end="")
+    return 0
+
+
+def _ablate(args) -> int:
+    from .experiments.regression import run_ablation
+
+    run_ablation(_table(args), args.out, args.param, args.values, folds=args.folds, seed=args.seed,
+                 progress=not args.quiet, estimator_params={"device": args.device})
+    print((Path(args.out) / "ablation.md").read_text(), end="")
     return 0
 
 
@@ -46,6 +90,51 @@ def build_parser() -> argparse.ArgumentParser:
     spiral.add_argument("--epochs", type=int, default=300, help="training epochs of 1600 points (default 300)")
     spiral.add_argument("--no-animation", action="store_true", help="skip the GIF")
     spiral.set_defaults(run=_spiral)
+
+    from .datasets.tables import available_tables
+
+    def data_source(sub, allow_all: bool):
+        names = available_tables() + (["all"] if allow_all else [])
+        source = sub.add_mutually_exclusive_group(required=True)
+        source.add_argument("--dataset", choices=names, metavar="NAME",
+                            help=f"registered table: {', '.join(names)}"
+                                 + (" (all = every one whose files are present)" if allow_all else ""))
+        source.add_argument("--data-file", metavar="PATH",
+                            help="any numeric CSV with a header row instead (its file stem names the data set)")
+        sub.add_argument("--target", metavar="COLUMN", help="target column of --data-file (a header name)")
+        sub.add_argument("--data-dir", metavar="PATH",
+                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
+                              "gom defaults to the copy shipped with the package)")
+        sub.add_argument("--folds", type=int, default=5, help="cross-validation folds, the same for every method (default 5)")
+
+    regress = commands.add_parser(
+        "regress", help="regression tables of Table 2: kNN, vanilla MLP, Meta-Neighborhoods, gradient boosting",
+        description="k-fold MSE on the standardised target for kNN (k by inner CV), the vanilla MLP, "
+                    "Meta-Neighborhoods (estimator defaults) and HistGradientBoosting, with paired t-tests of "
+                    "Meta-Neighborhoods against each; writes results.json, results.md and folds.png "
+                    "(with --dataset all: one folder per data set, summary.md and summary.json).",
+    )
+    common(regress)
+    data_source(regress, allow_all=True)
+    regress.add_argument("--search", action="store_true",
+                         help="choose the MLP architecture per fold (2-5 layers x 32-256 units, inner 80/20 split) "
+                              "for vanilla, and use it for Meta-Neighborhoods too")
+    regress.set_defaults(run=_regress)
+
+    ablate = commands.add_parser(
+        "ablate", help="Meta-Neighborhoods' CV error against one of its parameters",
+        description="k-fold MSE of Meta-Neighborhoods for each value of one parameter (the same folds for every "
+                    "value, the other parameters at the estimator's defaults); writes ablation.json, ablation.md "
+                    "and ablation.png.",
+    )
+    common(ablate)
+    data_source(ablate, allow_all=False)
+    ablate.add_argument("--param", required=True,  # not choices=: the list lives in experiments.regression (slow import)
+                        help="parameter to vary: dictionary_size, temperature, inner_steps, step_size, similarity "
+                             "or adapt")
+    ablate.add_argument("--values", required=True, nargs="+", metavar="V",
+                        help="values to try, e.g. 16 64 256 (temperature also takes 'none', the default)")
+    ablate.set_defaults(run=_ablate)
     return parser
 
 

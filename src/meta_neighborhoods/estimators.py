@@ -129,8 +129,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         device = resolve_device(self.device)
 
         self.x_mean_, self.x_scale_ = _standardiser(X)
-        X_std = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
-        y_t = torch.as_tensor(targets)
+        X_std, y_t = self._standardise(X), torch.as_tensor(targets)
 
         train, valid = np.arange(len(X)), None
         n_valid = int(round(self.validation_fraction * len(X)))
@@ -143,7 +142,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         best = {"loss": np.inf, "epoch": -1, "state": None}
 
         def watch(epoch: int, train_loss: float) -> bool:
-            loss = self._loss(X_std[valid], y_t[valid], device) if valid is not None else train_loss
+            loss = self.model_.loss(self._forward(X[valid]), y_t[valid]).item() if valid is not None else train_loss
             if loss < best["loss"] - 1e-6:
                 best.update(loss=loss, epoch=epoch, state=copy.deepcopy(self.model_.state_dict()))
             return epoch - best["epoch"] >= self.n_iter_no_change
@@ -160,20 +159,20 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.best_validation_loss_ = float(best["loss"]) if valid is not None else None
         return self
 
-    @torch.no_grad()
-    def _forward(self, X_std: torch.Tensor, device) -> torch.Tensor:
-        self.model_.eval()
-        return torch.cat([self.model_(X_std[i : i + PREDICT_BATCH].to(device)).cpu()
-                          for i in range(0, len(X_std), PREDICT_BATCH)])
+    def _standardise(self, X: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
 
-    def _loss(self, X_std, y, device) -> float:
-        return self.model_.loss(self._forward(X_std, device), y).item()
+    @torch.no_grad()
+    def _forward(self, X: np.ndarray) -> torch.Tensor:
+        """Model outputs for raw rows, PREDICT_BATCH at a time: memory is bounded whatever the number of rows."""
+        self.model_.eval()
+        device = next(self.model_.parameters()).device
+        return torch.cat([self.model_(self._standardise(X[i : i + PREDICT_BATCH]).to(device)).cpu()
+                          for i in range(0, len(X), PREDICT_BATCH)])
 
     def _raw_predict(self, X) -> torch.Tensor:
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        X_std = torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
-        return self._forward(X_std, next(self.model_.parameters()).device)
+        return self._forward(validate_data(self, X, reset=False, dtype=np.float64))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -196,6 +195,11 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         self.y_mean_, self.y_scale_ = _standardiser(y2)
         return self._fit(X, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1])
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
     def predict(self, X) -> np.ndarray:
         out = self._raw_predict(X).double().numpy() * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_ndim == 1 else out
@@ -212,11 +216,12 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
-            raise ValueError(f"the target has a single class ({self.classes_[0]!r}); a classifier needs at least 2")
+            raise ValueError(f"the target has 1 class ({self.classes_[0]!r}); a classifier needs at least 2")
         return self._fit(X, encoder.transform(y).astype(np.int64), len(self.classes_))
 
     def predict_proba(self, X) -> np.ndarray:
         return self._raw_predict(X).softmax(dim=1).double().numpy()
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        probabilities = self.predict_proba(X)  # checks fitting first, so an unfitted model says so
+        return self.classes_[probabilities.argmax(axis=1)]

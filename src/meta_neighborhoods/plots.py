@@ -57,3 +57,42 @@ def spiral_animation(path, points, frames, trajectory, neighbour_labels, fps=8):
 
     FuncAnimation(fig, draw, frames=len(frames)).save(path, writer=PillowWriter(fps=fps), dpi=72)
     plt.close(fig)
+
+
+def fold_errors_figure(path, fold_errors, title):
+    """One line per method across the folds: paired differences (what the t-test sees) are visible at a glance."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, errors in fold_errors.items():
+        ax.plot(np.arange(1, len(errors) + 1), errors, marker="o", label=name)
+    ax.set_xticks(np.arange(1, len(next(iter(fold_errors.values()))) + 1))
+    ax.set_xlabel("fold")
+    ax.set_ylabel("MSE (standardised target)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def ablation_figure(path, param, values, means, stds, log_x, title):
+    """Mean ± std over folds against the value.
+
+    Values that are not all numbers (strings, None) sit at even positions; ``log_x`` applies only where
+    every value is a positive number.
+    """
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
+    log_x = log_x and numeric and bool((x > 0).all())
+    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    ax.errorbar(x, means, yerr=stds, marker="o", capsize=4)
+    if log_x:
+        ax.set_xscale("log")
+    if not numeric or log_x:
+        ax.set_xticks(x, [str(v) for v in values])
+        ax.minorticks_off()
+    ax.set_xlabel(param)
+    ax.set_ylabel("MSE (standardised target)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,281 @@
+"""Prediction throughput and memory: a fitted MetaNeighborhoodsRegressor against k-nearest neighbours.
+
+The baseline is scikit-learn's ``KNeighborsRegressor`` (k = 10, default algorithm) after a
+``StandardScaler``, in one Pipeline. The regressor uses its defaults apart from ``max_epochs`` (kept small
+so the script runs in minutes on two cores; the goal is prediction speed, not accuracy) and ``verbose``.
+
+* protein (UCI, 45,730 x 9, read from ../shared/data when present): fit on a 90% split, predict the
+  other 10% and the full table;
+* synthetic (seeded, ROWS x 90, y = a smooth function of five features + noise): fit on all of it,
+  predict 50,000 fresh rows; a second pair of models fitted on ROWS / 10 rows predicts the same fresh
+  rows, to show whether prediction memory grows with the number of training rows.
+
+Each prediction is timed once, after a 1,000-row warm-up. During that call two memory figures are taken:
+the peak of ``tracemalloc`` (numpy and Python allocations; torch tensors are invisible to it) and the
+peak growth of the resident set size, sampled every millisecond from /proc/self/statm (Linux only) by a
+background thread. Freed heap is handed back to the OS (``malloc_trim``) before each call, so RSS growth
+is not hidden by memory that an earlier step left with the allocator. "model MB" is the pickled size.
+``--threads N`` caps torch, OpenMP and BLAS threads for both predictors; on a machine shared with other
+jobs, ``--threads 1`` avoids oversubscribed threads (two torch threads on two busy cores made training
+about 25x slower in one test).
+
+    python benchmarks/inference_vs_knn.py [--json PATH] [--rows 500000] [--fit-epochs N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import pickle
+import threading
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import sklearn
+import torch
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from meta_neighborhoods.datasets.files import shared_data_dir
+from meta_neighborhoods.datasets.tables import load_table
+from meta_neighborhoods.estimators import PREDICT_BATCH, MetaNeighborhoodsRegressor
+
+FEATURES = 90  # synthetic table width (as YearPredictionMSD)
+FRESH_ROWS = 50_000  # rows predicted on the synthetic table
+WARMUP_ROWS = 1_000
+MB = 2**20
+PAGE = os.sysconf("SC_PAGE_SIZE")
+LIBC = ctypes.CDLL("libc.so.6")
+
+
+@dataclass
+class Measurement:
+    """One predictor on one prediction set."""
+
+    case: str
+    model: str
+    train_rows: int
+    predict_rows: int
+    fit_s: float
+    predict_s: float
+    rows_per_s: float
+    peak_rss_mb: float
+    traced_peak_mb: float
+    model_mb: float
+    rmse: float
+    search: str  # the neighbour search kNN's algorithm='auto' picked ("" for MN)
+
+
+# -- data and models ------------------------------------------------------------------------------
+
+
+def synthetic(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Standard normal features; the target depends smoothly on the first five, plus noise."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((rows, FEATURES))
+    y = (np.sin(2 * X[:, 0]) + 0.5 * X[:, 1] * X[:, 2] + np.exp(-X[:, 3] ** 2) + np.tanh(X[:, 4])
+         + 0.1 * rng.standard_normal(rows))
+    return X, y
+
+
+def knn():
+    return make_pipeline(StandardScaler(), KNeighborsRegressor(n_neighbors=10))
+
+
+def meta_neighborhoods(epochs: int) -> MetaNeighborhoodsRegressor:
+    return MetaNeighborhoodsRegressor(max_epochs=epochs, random_state=0)
+
+
+def search(model) -> str:
+    return "" if isinstance(model, MetaNeighborhoodsRegressor) else model[-1]._fit_method
+
+
+def fitted(model, X, y):
+    """The model fitted on (X, y), and the seconds that took."""
+    start = time.perf_counter()
+    model.fit(X, y)
+    return model, time.perf_counter() - start
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * PAGE
+
+
+class PeakRSS:
+    """Context manager: the largest RSS growth over the block, sampled by a thread every millisecond."""
+
+    def __init__(self, interval_s: float = 1e-3):
+        self.interval_s, self.growth = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.growth = max(self.growth, rss_bytes() - self.baseline)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> PeakRSS:
+        self.baseline = rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.growth = max(self.growth, rss_bytes() - self.baseline)
+
+
+def release_memory() -> None:
+    """Collect garbage and return the allocator's free heap to the OS, so RSS starts from what is in use."""
+    gc.collect()
+    LIBC.malloc_trim(0)
+
+
+def pickled_mb(model) -> float:
+    class Counter:
+        size = 0
+
+        def write(self, data) -> None:
+            self.size += memoryview(data).nbytes
+
+    counter = Counter()
+    pickle.dump(model, counter, protocol=5)
+    return counter.size / MB
+
+
+# -- one measurement ------------------------------------------------------------------------------
+
+
+def measure(case: str, name: str, model, fit_s: float, train_rows: int, X, y) -> Measurement:
+    """Predict X once (after a warm-up), timing it and recording peak traced memory and RSS growth."""
+    model.predict(X[:WARMUP_ROWS])
+    release_memory()
+    tracemalloc.start()
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        prediction = model.predict(X)
+        seconds = time.perf_counter() - start
+    traced_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return Measurement(
+        case=case, model=name, train_rows=train_rows, predict_rows=len(X), fit_s=fit_s, predict_s=seconds,
+        rows_per_s=len(X) / seconds, peak_rss_mb=rss.growth / MB, traced_peak_mb=traced_peak / MB,
+        model_mb=pickled_mb(model), rmse=float(np.sqrt(np.mean((prediction - y) ** 2))), search=search(model),
+    )
+
+
+def compare(case: str, pair: dict, train_rows: int, X, y) -> list[Measurement]:
+    """Both predictors of ``pair`` ({name: (model, fit seconds)}) on the same prediction set."""
+    return [measure(case, name, model, fit_s, train_rows, X, y) for name, (model, fit_s) in pair.items()]
+
+
+def fit_pair(X, y, epochs: int) -> dict:
+    return {"MN": fitted(meta_neighborhoods(epochs), X, y), "kNN": fitted(knn(), X, y)}
+
+
+# -- the two tables -------------------------------------------------------------------------------
+
+
+def protein_results(epochs: int) -> list[Measurement]:
+    table = load_table("protein")
+    X_train, X_test, y_train, y_test = train_test_split(table.X, table.y, test_size=0.1, random_state=0)
+    pair = fit_pair(X_train, y_train, epochs)
+    return [*compare("protein, held-out 10%", pair, len(X_train), X_test, y_test),
+            *compare("protein, full table", pair, len(X_train), table.X, table.y)]
+
+
+def synthetic_results(rows: int, epochs: int) -> tuple[list[Measurement], list[Measurement]]:
+    """The main comparison (fit on ``rows``), then the same fresh rows predicted by models fit on rows / 10."""
+    X, y = synthetic(rows, seed=0)
+    X_new, y_new = synthetic(FRESH_ROWS, seed=1)
+    main = compare("synthetic", fit_pair(X, y, epochs), rows, X_new, y_new)
+    small = rows // 10
+    smaller = compare("synthetic, fewer training rows", fit_pair(X[:small], y[:small], epochs), small, X_new, y_new)
+    return main, smaller
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def ratio(results: list[Measurement], case: str) -> float:
+    """MN / kNN throughput on one case."""
+    speed = {r.model: r.rows_per_s for r in results if r.case == case}
+    return speed["MN"] / speed["kNN"]
+
+
+def print_throughput(results: list[Measurement]) -> None:
+    print(f"{'case':<24}{'model':<6}{'train rows':>11}{'pred rows':>10}{'fit s':>8}{'pred s':>8}"
+          f"{'rows/s':>11}{'MN/kNN':>8}{'RSS+ MB':>9}{'traced MB':>10}{'model MB':>9}{'RMSE':>8}  kNN search")
+    for r in results:
+        speedup = f"{ratio(results, r.case):.1f}x" if r.model == "MN" else ""
+        print(f"{r.case:<24}{r.model:<6}{r.train_rows:>11,}{r.predict_rows:>10,}{r.fit_s:>8.1f}{r.predict_s:>8.2f}"
+              f"{r.rows_per_s:>11,.0f}{speedup:>8}{r.peak_rss_mb:>9.1f}{r.traced_peak_mb:>10.1f}"
+              f"{r.model_mb:>9.1f}{r.rmse:>8.3f}  {r.search}")
+
+
+def print_memory_scaling(scaling: list[Measurement]) -> None:
+    print(f"\nprediction memory vs training rows ({FRESH_ROWS:,} fresh synthetic rows predicted; MB)")
+    print(f"{'train rows':>11}{'MN RSS+':>10}{'MN traced':>11}{'MN model':>10}"
+          f"{'kNN RSS+':>10}{'kNN traced':>11}{'kNN model':>10}")
+    for rows in sorted({r.train_rows for r in scaling}):
+        by_model = {r.model: r for r in scaling if r.train_rows == rows}
+        mn, nn = by_model["MN"], by_model["kNN"]
+        print(f"{rows:>11,}{mn.peak_rss_mb:>10.1f}{mn.traced_peak_mb:>11.1f}{mn.model_mb:>10.1f}"
+              f"{nn.peak_rss_mb:>10.1f}{nn.traced_peak_mb:>11.1f}{nn.model_mb:>10.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="also write every number here")
+    parser.add_argument("--rows", type=int, default=500_000, help="synthetic training rows")
+    parser.add_argument("--fit-epochs", type=int, help="max_epochs of the regressor (default 2 synthetic, 20 protein)")
+    parser.add_argument("--threads", type=int, help="torch, OpenMP and BLAS threads (default: the libraries' own)")
+    args = parser.parse_args()
+    if args.rows < 10 * WARMUP_ROWS:
+        parser.error(f"--rows must be at least {10 * WARMUP_ROWS:,}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with threadpool_limits(limits=args.threads):
+        protein = protein_results(args.fit_epochs or 20) if shared_data_dir() else []
+        synthetic_main, synthetic_small = synthetic_results(args.rows, args.fit_epochs or 2)
+    results = protein + synthetic_main
+
+    print(f"predict throughput and memory, MetaNeighborhoodsRegressor (defaults, max_epochs "
+          f"{args.fit_epochs or '20 protein / 2 synthetic'}, PREDICT_BATCH {PREDICT_BATCH}) vs StandardScaler + "
+          f"KNeighborsRegressor(k=10); cpu, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+          f"scikit-learn {sklearn.__version__}")
+    if not protein:
+        print("protein: skipped, ../shared/data not found")
+    print_throughput(results)
+    print_memory_scaling(synthetic_small + synthetic_main)
+    goal = ratio(results, "synthetic")
+    print(f"\ngoal: MN predict throughput >= 10x kNN's: {goal:.1f}x on synthetic ({args.rows:,} training rows) "
+          f"- {'met' if goal >= 10 else 'NOT met'}"
+          + "".join(f"; {ratio(results, case):.1f}x on {case}" for case in dict.fromkeys(r.case for r in protein)))
+
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({
+                "settings": {**vars(args), "torch_threads": torch.get_num_threads(), "predict_batch": PREDICT_BATCH,
+                             "torch": torch.__version__, "sklearn": sklearn.__version__},
+                "results": [asdict(r) for r in results],
+                "memory_vs_training_rows": [asdict(r) for r in synthetic_small + synthetic_main],
+                "goal_ratio_synthetic": goal,
+            }, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

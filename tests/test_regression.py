@@ -1,0 +1,234 @@
+"""Table 2 / ablation experiments: statistics bookkeeping, files written, and the two commands, on tiny data."""
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.stats import ttest_rel
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.model_selection import KFold
+from threadpoolctl import threadpool_limits
+
+import meta_neighborhoods
+from meta_neighborhoods.cli import build_parser, main
+from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
+from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+from meta_neighborhoods.experiments import regression
+from meta_neighborhoods.experiments.regression import (
+    ABLATION_TYPES, METHODS, ablation_values, paired_tests, run_ablation, run_regression, run_regression_all,
+)
+
+FAST = {"max_epochs": 5, "hidden_layer_sizes": (16,), "dictionary_size": 16}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One OpenMP thread: on a small shared machine, thread barriers of gradient boosting can stall for seconds."""
+    with threadpool_limits(1):
+        yield
+
+
+@pytest.fixture
+def tiny_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 4))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 + 0.1 * rng.normal(size=120)
+    path = tmp_path / "tiny.csv"
+    np.savetxt(path, np.c_[X, y], delimiter=",", header="a,b,c,d,y", comments="")
+    return path
+
+
+@pytest.fixture
+def fast_estimators(monkeypatch):
+    """The commands use the estimator's defaults, which are sized for real data; shrink them for a test."""
+    monkeypatch.setattr(regression, "MetaNeighborhoodsRegressor",
+                        functools.partial(MetaNeighborhoodsRegressor, **FAST))
+
+
+# ---------------------------------------------------------------------------------------------------
+# paired_tests
+
+
+def test_paired_tests_match_scipy_and_skip_the_reference():
+    errors = {"meta_neighborhoods": [0.50, 0.40, 0.60, 0.45], "vanilla": [0.55, 0.48, 0.61, 0.52],
+              "knn": [0.70, 0.30, 0.90, 0.20]}
+    p = paired_tests(errors)
+    assert set(p) == {"vanilla", "knn"}
+    assert p["vanilla"] == pytest.approx(ttest_rel(errors["meta_neighborhoods"], errors["vanilla"]).pvalue)
+    assert p["vanilla"] == pytest.approx(0.04272, abs=1e-5)  # t = -3.392 on 3 degrees of freedom
+    assert 0.0 < p["knn"] <= 1.0
+    assert paired_tests(errors, reference="knn").keys() == {"meta_neighborhoods", "vanilla"}
+
+
+def test_paired_tests_give_none_where_no_test_exists():
+    assert paired_tests({"meta_neighborhoods": [0.3, 0.4], "vanilla": [0.3, 0.4]}) == {"vanilla": None}
+    assert paired_tests({"meta_neighborhoods": [0.3], "vanilla": [0.5]}) == {"vanilla": None}
+    assert json.dumps(paired_tests({"meta_neighborhoods": [0.3], "knn": [0.5]})) == '{"knn": null}'
+
+
+# ---------------------------------------------------------------------------------------------------
+# run_regression
+
+
+def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
+    table = load_csv_table(tiny_csv, "y")
+    results = run_regression(table, tmp_path / "run", folds=2, seed=3, estimator_params=FAST, progress=False)
+
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert (saved["dataset"], saved["n"], saved["d"], saved["metric"]) == ("tiny", 120, 4, "mse")
+    assert list(saved["folds"]) == list(METHODS)
+    assert all(len(errors) == 2 and min(errors) > 0 for errors in saved["folds"].values())
+    for name, errors in saved["folds"].items():
+        assert saved["mean"][name] == pytest.approx(np.mean(errors))
+        assert saved["std"][name] == pytest.approx(np.std(errors))
+    assert set(saved["p_values"]) == {"knn", "vanilla", "hist_gradient_boosting"}
+    assert saved["p_value_vs_vanilla"] == saved["p_values"]["vanilla"]
+    assert set(saved["seconds"]) == set(METHODS) and "architectures" not in saved
+    config = saved["config"]
+    assert (config["folds"], config["seed"], config["search"]) == (2, 3, False)
+    assert config["version"] == meta_neighborhoods.__version__
+    assert config["estimator"]["dictionary_size"] == 16 and config["estimator"]["random_state"] == 3
+    assert config["estimator"]["hidden_layer_sizes"] == [16]
+
+    # The same folds and the training fold's standardisation, checked on the deterministic method.
+    expected = []
+    for train, test in KFold(2, shuffle=True, random_state=3).split(table.X):
+        mean, std = table.y[train].mean(), table.y[train].std()
+        model = HistGradientBoostingRegressor(random_state=3).fit(table.X[train], (table.y[train] - mean) / std)
+        expected.append(np.mean((model.predict(table.X[test]) - (table.y[test] - mean) / std) ** 2))
+    assert saved["folds"]["hist_gradient_boosting"] == pytest.approx(expected)
+
+    markdown = (tmp_path / "run" / "results.md").read_text()
+    assert "| method | MSE (mean ± std) | p-value (MN vs method) |" in markdown
+    assert all(f"| {name} |" in markdown for name in METHODS)
+    assert (tmp_path / "run" / "folds.png").stat().st_size > 5_000
+
+
+def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
+    table = load_csv_table(tiny_csv, "y")
+    methods = {name: METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
+    results = run_regression(table, tmp_path, folds=2, search=True, methods=methods,
+                             estimator_params={**FAST, "max_epochs": 1}, progress=False)
+    assert [a["fold"] for a in results["architectures"]] == [0, 1]
+    for choice in results["architectures"]:
+        depth, width = len(choice["hidden_layer_sizes"]), choice["hidden_layer_sizes"][0]
+        assert depth in regression.SEARCH_DEPTHS and width in regression.SEARCH_WIDTHS
+        assert choice["hidden_layer_sizes"] == [width] * depth
+        assert len(choice["validation_mse"]) == 16
+        assert min(choice["validation_mse"].values()) == choice["validation_mse"]["x".join([str(width)] * depth)]
+    assert results["config"]["estimator"]["hidden_layer_sizes"].startswith("searched")
+
+
+def test_run_regression_needs_the_reference_method(tiny_csv, tmp_path):
+    with pytest.raises(ValueError, match="meta_neighborhoods"):
+        run_regression(load_csv_table(tiny_csv, "y"), tmp_path, methods={"knn": METHODS["knn"]}, progress=False)
+
+
+def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, capsys):
+    data = tmp_path / "data" / "gom"
+    data.mkdir(parents=True)
+    (data / GOM_FILE).symlink_to(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}")
+    methods = {name: METHODS[name] for name in ("knn", "vanilla", "meta_neighborhoods")}
+    summary = run_regression_all(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods,
+                                 folds=2, estimator_params={**FAST, "max_epochs": 2}, progress=False)
+
+    assert "skipping boston: boston: missing data file" in capsys.readouterr().err
+    assert list(summary["datasets"]) == ["gom"] and list(summary["skipped"]) == ["boston"]
+    row = summary["datasets"]["gom"]
+    assert (row["n"], row["d"]) == (1059, 116)
+    assert row["beats_both"] == (row["mean"]["meta_neighborhoods"] < min(row["mean"]["vanilla"], row["mean"]["knn"]))
+    assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    markdown = (tmp_path / "out" / "summary.md").read_text()
+    assert "| data set | n | d | knn | vanilla | meta_neighborhoods | p MN vs vanilla | p MN vs kNN | MN best |" in markdown
+    assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
+    assert (tmp_path / "out" / "gom" / "results.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------
+# run_ablation
+
+
+def test_ablation_values_take_the_estimators_types():
+    assert ablation_values("dictionary_size", ["0", "64"]) == [0, 64]
+    assert ablation_values("temperature", ["0.5", "none", 2]) == [0.5, None, 2.0]
+    assert ablation_values("similarity", ["cosine", "euclidean"]) == ["cosine", "euclidean"]
+    with pytest.raises(ValueError, match="must be of type int"):
+        ablation_values("inner_steps", ["1.5"])
+    with pytest.raises(ValueError, match="repeat"):
+        ablation_values("dictionary_size", ["8", "8"])
+
+
+def test_unknown_ablation_parameter_names_the_allowed_ones(tiny_csv, tmp_path, capsys):
+    with pytest.raises(ValueError, match="dictionary_size, temperature, inner_steps, step_size, similarity, adapt"):
+        run_ablation(load_csv_table(tiny_csv, "y"), tmp_path, "learning_rate", ["0.1"], progress=False)
+    assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "width", "--values", "3",
+                 "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "unknown ablation parameter 'width'" in error
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands
+
+
+def test_regress_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):
+    out = tmp_path / "run"
+    assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", "--out", str(out), "--folds", "2",
+                 "--quiet", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (out / "results.md").read_text() and "| meta_neighborhoods |" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "tiny" and results["config"]["estimator_params"] == {"device": "cpu"}
+    assert (out / "folds.png").is_file()
+
+
+def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):
+    out = tmp_path / "ablation"
+    assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "dictionary_size",
+                 "--values", "0", "8", "--out", str(out), "--folds", "2", "--quiet", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (out / "ablation.md").read_text() and "| dictionary_size | MSE (mean ± std) |" in printed
+    saved = json.loads((out / "ablation.json").read_text())
+    assert (saved["param"], saved["values"]) == ("dictionary_size", [0, 8])
+    assert np.array(saved["folds"]).shape == (2, 2) and len(saved["mean"]) == len(saved["std"]) == 2
+    assert saved["mean"][0] == pytest.approx(np.mean(saved["folds"][0]))
+    assert saved["config"]["folds"] == 2 and saved["config"]["estimator"]["dictionary_size"].startswith("ablated")
+    assert (out / "ablation.png").stat().st_size > 5_000
+
+
+def test_regress_all_skips_every_missing_data_set(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # With --data-dir given, even gom is read from there (not from the package's copy), so nothing loads.
+    assert main(["regress", "--dataset", "all", "--data-dir", str(empty), "--out", str(tmp_path / "all"),
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert all(f"skipping {name}:" in captured.err for name in available_tables())
+    summary = json.loads((tmp_path / "all" / "summary.json").read_text())
+    assert summary["datasets"] == {} and list(summary["skipped"]) == available_tables()
+    assert captured.out == (tmp_path / "all" / "summary.md").read_text()
+
+
+def test_dataset_and_data_file_are_mutually_exclusive_and_one_is_required(tiny_csv, tmp_path, capsys):
+    for argv in (["--dataset", "gom", "--data-file", str(tiny_csv)], []):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["regress", *argv, "--out", str(tmp_path)])
+        assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["regress", "--data-file", str(tiny_csv), "--out", str(tmp_path)]) == 2
+    assert "--data-file needs --target" in capsys.readouterr().err
+    assert main(["regress", "--dataset", "gom", "--target", "y", "--out", str(tmp_path)]) == 2
+    assert "--target only applies to --data-file" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_ablate_lists_its_parameters(capsys):
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in ("regress", "ablate"):
+        assert all(action.help for action in commands[name]._actions), name
+    with pytest.raises(SystemExit):
+        main(["ablate", "--help"])
+    text = capsys.readouterr().out
+    assert all(param in text for param in ABLATION_TYPES)  # listed in the help text, kept in step here
