@@ -23,3 +23,83 @@ FLOAT32_ROUNDING = {
 )
 def test_scikit_learn_compliance(estimator, check):
     check(estimator)
+
+
+def _table(n=300, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 + 0.1 * rng.normal(size=n)
+    return X, y
+
+
+def test_regressor_learns_and_answers_on_the_original_scale():
+    X, y = _table()
+    scaled = 1000.0 + 50.0 * y  # far from standardised: predictions must come back on this scale
+    model = MetaNeighborhoodsRegressor(hidden_layer_sizes=(32,), dictionary_size=32, max_epochs=150,
+                                       random_state=0).fit(X[:240], scaled[:240])
+    prediction = model.predict(X[240:])
+    assert prediction.shape == (60,) and abs(prediction.mean() - scaled[240:].mean()) < 50
+    assert model.score(X[240:], scaled[240:]) > 0.6
+    assert model.n_features_in_ == 5 and model.model_.dictionary.size == 32
+
+
+def test_dictionary_size_zero_is_the_vanilla_network():
+    X, y = _table(n=120)
+    vanilla = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 0}).fit(X, y)
+    assert vanilla.model_.vanilla and vanilla.model_.dictionary is None
+    neighbours = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    assert not neighbours.model_.vanilla
+    assert sum(p.numel() for p in neighbours.model_.head.parameters()) == sum(
+        p.numel() for p in vanilla.model_.head.parameters())
+
+
+def test_random_state_makes_fits_reproducible():
+    X, y = _table(n=120)
+    first = MetaNeighborhoodsRegressor(**FAST).fit(X, y).predict(X)
+    np.testing.assert_array_equal(first, MetaNeighborhoodsRegressor(**FAST).fit(X, y).predict(X))
+    assert not np.array_equal(first, MetaNeighborhoodsRegressor(**{**FAST, "random_state": 1}).fit(X, y).predict(X))
+
+
+def test_classifier_keeps_labels_and_probabilities():
+    X, y = _table(n=200)
+    labels = np.where(y > np.median(y), "high", "low")
+    model = MetaNeighborhoodsClassifier(**{**FAST, "max_epochs": 60}).fit(X, labels)
+    assert list(model.classes_) == ["high", "low"]
+    proba = model.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert set(model.predict(X)) <= {"high", "low"} and model.score(X, labels) > 0.7
+
+
+def test_prediction_works_in_bounded_batches(monkeypatch):
+    import meta_neighborhoods.estimators as estimators
+
+    X, y = _table(n=100)
+    model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    whole = model.predict(X)
+    monkeypatch.setattr(estimators, "PREDICT_BATCH", 7)
+    np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"similarity": "manhattan"}, "unknown similarity 'manhattan'"),
+        ({"step_size": "full"}, "unknown step size 'full'"),
+        ({"adapt": "first"}, "unknown adapt 'first'"),
+        ({"temperature": 0.0}, "temperature must be positive"),
+        ({"dictionary_size": -1}, "dictionary_size must be a non-negative integer"),
+        ({"max_epochs": 0}, "max_epochs must be a positive integer"),
+        ({"validation_fraction": 1.5}, "validation_fraction must be in"),
+    ],
+)
+def test_bad_parameters_are_named(params, message):
+    X, y = _table(n=40)
+    with pytest.raises(ValueError, match=message):
+        MetaNeighborhoodsRegressor(**{**FAST, **params}).fit(X, y)
+
+
+def test_feature_count_mismatch_at_predict():
+    X, y = _table(n=60)
+    model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    with pytest.raises(ValueError, match="features"):
+        model.predict(X[:, :3])

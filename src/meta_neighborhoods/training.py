@@ -27,14 +27,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on the extractor's and head's weight matrices and kernels only.
 
-    Never on the dictionary, the temperature or the step size (as the authors), nor on biases,
-    normalisation parameters and scales (tensors with fewer than two dimensions).
+    Never on the dictionary, the temperature, the step size or the iFiLM dictionaries (as the authors),
+    nor on biases, normalisation parameters and scales (tensors with fewer than two dimensions).
     """
     exempt = ("dictionary.", "attention.", "adaptation.")
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name.startswith(exempt) or p.ndim < 2 else decay).append(p)
+            (no_decay if name.startswith(exempt) or ".film." in name or p.ndim < 2 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
