@@ -1,0 +1,434 @@
+"""Image data sets: real MNIST/digits files, tiny synthetic files in every other format, and ImageBatches."""
+
+import dataclasses
+import gzip
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from meta_neighborhoods.datasets import images
+from meta_neighborhoods.datasets.files import DataFileError, sha256, shared_data_dir
+from meta_neighborhoods.datasets.images import (
+    IMAGE_DATASETS,
+    ImageBatches,
+    ImageSplit,
+    available_image_datasets,
+    load_image_dataset,
+    read_idx,
+)
+
+SHARED = shared_data_dir()
+needs_shared = pytest.mark.skipif(
+    SHARED is None, reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
+)
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]  # shared/data/mnist/PROVENANCE.md
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _random_rgb(rng, size=(8, 8)):
+    return rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+
+
+def _write_png_tree(root, classes, per_class, rng, size=(8, 8), suffix=".png"):
+    """``root/<class>/<i>.png`` with random pixels; returns {path: pixels} to compare with the loader."""
+    written = {}
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = _random_rgb(rng, size)
+            Image.fromarray(pixels).save(root / c / f"{i}{suffix}")
+            written[root / c / f"{i}{suffix}"] = pixels
+    return written
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    magic = {1: 2049, 3: 2051}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _write_idx_set(folder, rng, n_train=6, n_test=4, gz=True):
+    """A Fashion-MNIST-like set: the four MNIST names, random 5x5 images, labels 0..2."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for stem_images, stem_labels, n in [("train-images-idx3-ubyte", "train-labels-idx1-ubyte", n_train),
+                                        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", n_test)]:
+        arrays[stem_images] = rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)
+        arrays[stem_labels] = np.arange(n, dtype=np.uint8) % 3
+    for stem, array in arrays.items():
+        data = _idx_bytes(array)
+        (folder / (stem + ".gz" if gz else stem)).write_bytes(gzip.compress(data) if gz else data)
+    return arrays
+
+
+# --- registry -----------------------------------------------------------------------------------------
+
+
+def test_registry_and_unknown_name():
+    assert available_image_datasets() == [
+        "mnist", "idx", "digits", "cifar10", "cifar100", "svhn", "cinic10", "tiny_imagenet", "mnist_m", "pacs",
+        "imagenet",
+    ]
+    with pytest.raises(ValueError, match=r"unknown image data set 'cifar11'.*mnist.*imagenet"):
+        load_image_dataset("cifar11")
+
+
+def test_unknown_option_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"mnist: unknown option\(s\) \['image_size'\]"):
+        load_image_dataset("mnist", data_dir=tmp_path, image_size=32)
+
+
+# --- IDX / MNIST --------------------------------------------------------------------------------------
+
+
+@needs_shared
+def test_read_idx_on_real_mnist_headers():
+    labels = read_idx(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    pixels = read_idx(SHARED / "mnist" / "t10k-images-idx3-ubyte.gz")
+    assert labels.shape == (10000,) and pixels.shape == (10000, 28, 28) and pixels.dtype == np.uint8
+    np.testing.assert_array_equal(np.bincount(labels), MNIST_TEST_COUNTS)
+
+
+@needs_shared
+def test_mnist_shapes_counts_and_stats():
+    data = load_image_dataset("mnist")
+    assert data.train.images.shape == (60000, 1, 28, 28) and data.test.images.shape == (10000, 1, 28, 28)
+    assert data.train.labels.dtype == np.int64 and data.classes == [str(i) for i in range(10)]
+    np.testing.assert_array_equal(np.bincount(data.train.labels), MNIST_TRAIN_COUNTS)
+    np.testing.assert_array_equal(np.bincount(data.test.labels), MNIST_TEST_COUNTS)
+    assert data.mean == pytest.approx((0.1307,), abs=1e-4) and data.std == pytest.approx((0.3081,), abs=1e-4)
+    assert data.augment == "none"
+
+
+def test_read_idx_plain_and_gzipped(tmp_path):
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    (tmp_path / "plain").write_bytes(_idx_bytes(array))
+    (tmp_path / "packed").write_bytes(gzip.compress(_idx_bytes(array)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "plain"), array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "packed"), array)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:-5], "truncated"),
+    (lambda data: data[:10], "truncated IDX header"),
+    (lambda data: (2052).to_bytes(4, "big") + data[4:], "unknown IDX magic number 2052"),
+    (lambda data: data + b"\0", "longer than its header"),
+])
+def test_read_idx_damaged_files_name_the_file(tmp_path, damage, message):
+    path = tmp_path / "damaged-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(damage(_idx_bytes(np.zeros((2, 3, 3), dtype=np.uint8)))))
+    with pytest.raises(ValueError, match=message) as error:
+        read_idx(path)
+    assert str(path) in str(error.value)
+
+
+def test_read_idx_truncated_gzip_stream(tmp_path):
+    path = tmp_path / "cut.gz"
+    path.write_bytes(gzip.compress(_idx_bytes(np.zeros((50, 9, 9), dtype=np.uint8)))[:-12])
+    with pytest.raises(ValueError, match="cut.gz.*truncated or corrupt"):
+        read_idx(path)
+
+
+def test_idx_loader_reads_any_idx_set_without_checksum(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = _write_idx_set(tmp_path, rng, gz=False)
+    data = load_image_dataset("idx", data_dir=tmp_path)
+    np.testing.assert_array_equal(data.train.images[:, 0], arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(data.test.labels, arrays["t10k-labels-idx1-ubyte"])
+    assert data.classes == ["0", "1", "2"] and data.train.images.shape == (6, 1, 5, 5)
+
+
+def test_mnist_refuses_other_idx_files(tmp_path):
+    _write_idx_set(tmp_path / "mnist", np.random.default_rng(0))
+    with pytest.raises(DataFileError, match=r"mnist: .*has sha256 .*expected"):
+        load_image_dataset("mnist", data_dir=tmp_path)
+
+
+def test_mnist_missing_folder_says_where_to_put_it(tmp_path):
+    with pytest.raises(DataFileError, match=r"mnist: missing data file .*mnist/.*--data-dir DIR"):
+        load_image_dataset("mnist", data_dir=tmp_path)
+
+
+# --- digits -------------------------------------------------------------------------------------------
+
+
+@needs_shared
+def test_digits_shapes_scaling_and_stratified_split():
+    data = load_image_dataset("digits")
+    train, test = data.train, data.test
+    assert train.images.shape[1:] == (1, 8, 8) and len(train) + len(test) == 1797
+    assert train.images.max() == 255 and set(np.unique(train.images)) <= {round(k * 255 / 16) for k in range(17)}
+    per_class = np.bincount(train.labels) + np.bincount(test.labels)
+    np.testing.assert_array_equal(np.bincount(test.labels), np.rint(0.2 * per_class))
+    again = load_image_dataset("digits")
+    np.testing.assert_array_equal(again.test.images, test.images)  # the fixed seed gives the same split
+
+
+# --- CIFAR-10 JPEG tarballs and their cache ---------------------------------------------------------
+
+
+def _write_jpeg_tarball(path, split, classes, per_class, rng):
+    with tarfile.open(path, "w:gz") as tar:
+        for c in classes:
+            for i in range(per_class):
+                buffer = io.BytesIO()
+                Image.fromarray(_random_rgb(rng, (32, 32))).save(buffer, format="JPEG")
+                info = tarfile.TarInfo(f"{split}/{c}/{i:04d}.jpg")
+                info.size = buffer.tell()
+                buffer.seek(0)
+                tar.addfile(info, buffer)
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path, monkeypatch):
+    """Two tiny tarballs in the CIFAR-10 layout, registered under ``cifar10`` with their own checksums."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cifar10_jpg"
+    folder.mkdir(parents=True)
+    classes = ["truck", "airplane", "cat"]  # written out of order: the loader must sort them
+    _write_jpeg_tarball(folder / "cifar10_jpg_train.tar.gz", "train", classes, 3, rng)
+    _write_jpeg_tarball(folder / "cifar10_jpg_test.tar.gz", "test", classes, 2, rng)
+    checksums = {split: sha256(folder / f"cifar10_jpg_{split}.tar.gz") for split in ("train", "test")}
+    spec = IMAGE_DATASETS["cifar10"]
+    patched = dataclasses.replace(spec, options={**spec.options, "checksums": checksums})
+    monkeypatch.setitem(IMAGE_DATASETS, "cifar10", patched)
+    return tmp_path / "data", tmp_path / "cache"
+
+
+def test_cifar10_tarball_is_decoded_once_then_read_from_cache(tiny_cifar, monkeypatch):
+    data_dir, cache_dir = tiny_cifar
+    first = load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
+    assert first.classes == ["airplane", "cat", "truck"] and first.augment == "crop_flip"
+    assert first.train.images.shape == (9, 3, 32, 32) and first.test.images.shape == (6, 3, 32, 32)
+    np.testing.assert_array_equal(first.train.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    assert sorted(p.name.split("-")[0] for p in cache_dir.iterdir()) == ["cifar10_jpg_test", "cifar10_jpg_train"]
+
+    def no_tarball(*args, **kwargs):
+        raise AssertionError("the tarball was opened although the cache exists")
+
+    monkeypatch.setattr(images.tarfile, "open", no_tarball)
+    second = load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
+    np.testing.assert_array_equal(second.train.images, first.train.images)
+    np.testing.assert_array_equal(second.test.labels, first.test.labels)
+    assert second.classes == first.classes and second.mean == first.mean
+
+
+def test_cifar10_cache_dir_from_environment(tiny_cifar, monkeypatch):
+    data_dir, cache_dir = tiny_cifar
+    monkeypatch.setenv("META_NEIGHBORHOODS_CACHE", str(cache_dir / "env"))
+    load_image_dataset("cifar10", data_dir=data_dir)
+    assert len(list((cache_dir / "env").glob("*.npz"))) == 2 and not list((cache_dir / "env").glob("*.tmp"))
+
+
+def test_cifar10_wrong_checksum_is_refused(tiny_cifar, monkeypatch):
+    data_dir, cache_dir = tiny_cifar
+    spec = IMAGE_DATASETS["cifar10"]
+    monkeypatch.setitem(IMAGE_DATASETS, "cifar10", dataclasses.replace(
+        spec, options={**spec.options, "checksums": images.CIFAR10_JPG_SHA256}))
+    with pytest.raises(DataFileError, match="cifar10: .*cifar10_jpg_train.tar.gz has sha256"):
+        load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
+
+
+def test_cifar10_missing_tarball_says_where_to_put_it(tmp_path):
+    with pytest.raises(DataFileError, match=r"cifar10: missing data file .*cifar10_jpg_train.tar.gz.*--data-dir"):
+        load_image_dataset("cifar10", data_dir=tmp_path, cache_dir=tmp_path)
+
+
+# --- other formats, each on a tiny synthetic file -----------------------------------------------------
+
+
+def test_cifar100_python_pickles(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    pixels = {s: rng.integers(0, 256, (n, 3072), dtype=np.uint8) for s, n in (("train", 5), ("test", 3))}
+    for split, data in pixels.items():
+        with open(root / split, "wb") as f:
+            pickle.dump({b"data": data, b"fine_labels": list(range(len(data))), b"coarse_labels": [0] * len(data)}, f)
+    with open(root / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [b"apple", b"bee", b"cup", b"dog", b"egg"]}, f)
+    data = load_image_dataset("cifar100", data_dir=tmp_path)
+    assert data.classes == ["apple", "bee", "cup", "dog", "egg"] and data.augment == "crop_flip"
+    np.testing.assert_array_equal(data.train.images, pixels["train"].reshape(5, 3, 32, 32))
+    np.testing.assert_array_equal(data.test.labels, [0, 1, 2])
+
+
+def test_svhn_mat_files_map_label_10_to_digit_0(tmp_path):
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (32, 32, 3, 4), dtype=np.uint8)
+    savemat(tmp_path / "train_32x32.mat", {"X": X, "y": np.array([[10], [1], [5], [10]], dtype=np.uint8)})
+    savemat(tmp_path / "test_32x32.mat", {"X": X[..., :2], "y": np.array([[3], [10]], dtype=np.uint8)})
+    data = load_image_dataset("svhn", data_dir=tmp_path)
+    np.testing.assert_array_equal(data.train.labels, [0, 1, 5, 0])
+    np.testing.assert_array_equal(data.train.images[2], X[..., 2].transpose(2, 0, 1))
+    assert data.test.images.shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("name, folder, test_split", [
+    ("cinic10", "cinic10", "test"), ("pacs", "pacs", "test"), ("imagenet", "imagenet", "val"),
+])
+def test_image_folder_formats(tmp_path, name, folder, test_split):
+    rng = np.random.default_rng(0)
+    written = _write_png_tree(tmp_path / folder / "train", ["b", "a"], 2, rng)
+    _write_png_tree(tmp_path / folder / test_split, ["a", "b"], 1, rng)
+    options = {"image_size": None} if name == "imagenet" else {}
+    data = load_image_dataset(name, data_dir=tmp_path, **options)
+    assert data.classes == ["a", "b"] and data.train.images.shape == (4, 3, 8, 8) and len(data.test) == 2
+    first = written[tmp_path / folder / "train" / "a" / "0.png"]
+    np.testing.assert_array_equal(data.train.images[0], first.transpose(2, 0, 1))
+    np.testing.assert_array_equal(data.train.labels, [0, 0, 1, 1])
+
+
+def test_imagenet_is_resized_to_32_by_default(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_png_tree(tmp_path / "train", ["x", "y"], 1, rng, size=(48, 64))
+    _write_png_tree(tmp_path / "val", ["x"], 1, rng, size=(40, 40))
+    assert load_image_dataset("imagenet", data_dir=tmp_path).train.images.shape == (2, 3, 32, 32)
+    assert load_image_dataset("imagenet", data_dir=tmp_path, image_size=16).test.images.shape == (1, 3, 16, 16)
+
+
+def test_folder_of_mixed_sizes_asks_for_image_size(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_png_tree(tmp_path / "pacs" / "train", ["a"], 1, rng, size=(8, 8))
+    _write_png_tree(tmp_path / "pacs" / "train" / "b", ["c"], 1, rng, size=(9, 9))
+    _write_png_tree(tmp_path / "pacs" / "test", ["a"], 1, rng)
+    with pytest.raises(ValueError, match="pacs: images differ in size.*image_size"):
+        load_image_dataset("pacs", data_dir=tmp_path)
+    assert load_image_dataset("pacs", data_dir=tmp_path, image_size=8).train.images.shape == (2, 3, 8, 8)
+
+
+def test_folder_test_class_unknown_to_train_is_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_png_tree(tmp_path / "train", ["a"], 1, rng)
+    _write_png_tree(tmp_path / "test", ["z"], 1, rng)
+    with pytest.raises(ValueError, match=r"cinic10: images of class\(es\) \['z'\]"):
+        load_image_dataset("cinic10", data_dir=tmp_path)
+
+
+def test_folder_format_missing_says_where_to_put_it(tmp_path):
+    with pytest.raises(DataFileError, match=r"cinic10: missing .*cinic10/train.*--data-dir DIR"):
+        load_image_dataset("cinic10", data_dir=tmp_path)
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiny-imagenet-200"
+    wnids = ["n02", "n01"]  # the order of wnids.txt is the class order
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    for wnid in wnids:
+        _write_png_tree(root / "train" / wnid, ["images"], 2, rng, suffix=".JPEG")
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("ignored\n")
+    lines = []
+    for i, wnid in enumerate(["n01", "n02", "n01"]):
+        Image.fromarray(_random_rgb(rng)).save(root / "val" / "images" / f"val_{i}.JPEG", format="JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t8\t8")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    data = load_image_dataset("tiny_imagenet", data_dir=tmp_path, image_size=4)
+    assert data.classes == wnids and data.train.images.shape == (4, 3, 4, 4)
+    np.testing.assert_array_equal(data.test.labels, [0, 1, 1])  # n02 first, then the two n01 images
+
+
+def test_mnist_m_layout(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist_m"
+    pixels = {}
+    for split, labels in (("train", [3, 0, 3]), ("test", [9])):
+        (root / f"mnist_m_{split}").mkdir(parents=True)
+        lines = []
+        for i, label in enumerate(labels):
+            pixels[split, i] = _random_rgb(rng, (32, 32))
+            Image.fromarray(pixels[split, i]).save(root / f"mnist_m_{split}" / f"{i:08d}.png")
+            lines.append(f"{i:08d}.png {label}")
+        (root / f"mnist_m_{split}_labels.txt").write_text("\n".join(lines) + "\n")
+    data = load_image_dataset("mnist_m", data_dir=tmp_path)
+    np.testing.assert_array_equal(data.train.labels, [0, 3, 3])
+    np.testing.assert_array_equal(data.train.images[0], pixels["train", 1].transpose(2, 0, 1))
+    assert data.test.images.shape == (1, 3, 32, 32) and data.classes == [str(i) for i in range(10)]
+
+
+def test_mnist_m_listed_image_missing(tmp_path):
+    root = tmp_path / "mnist_m"
+    (root / "mnist_m_train").mkdir(parents=True)
+    (root / "mnist_m_train_labels.txt").write_text("00000000.png 1\n")
+    with pytest.raises(DataFileError, match=r"mnist_m: missing image .*00000000.png.*--data-dir"):
+        load_image_dataset("mnist_m", data_dir=tmp_path)
+
+
+# --- ImageBatches -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def split():
+    rng = np.random.default_rng(0)
+    return ImageSplit(rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8), np.arange(10, dtype=np.int64))
+
+
+def _stats(split):
+    scaled = split.images / 255.0
+    return tuple(scaled.mean(axis=(0, 2, 3))), tuple(scaled.std(axis=(0, 2, 3)))
+
+
+def test_batches_shapes_and_normalisation(split):
+    mean, std = _stats(split)
+    batches = ImageBatches(split, mean, std, batch_size=4)
+    got = list(batches)
+    assert len(batches) == len(got) == 3 and [len(y) for _, y in got] == [4, 4, 2]
+    x = torch.cat([x for x, _ in got])
+    assert x.dtype == torch.float32 and x.shape == (10, 3, 32, 32) and got[0][1].dtype == torch.int64
+    np.testing.assert_allclose(x.mean(dim=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(dim=(0, 2, 3), unbiased=False), 1, atol=1e-4)
+    np.testing.assert_array_equal(torch.cat([y for _, y in got]), np.arange(10))
+
+
+def test_dataset_stats_match_numpy(split):
+    expected_mean, expected_std = _stats(split)
+    mean, std = images._channel_stats(split.images)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-12)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-12)
+
+
+def test_batches_are_reproducible_and_epochs_differ(split):
+    def epochs(seed):
+        batches = ImageBatches(split, (0.5,) * 3, (0.25,) * 3, batch_size=4, shuffle=True, seed=seed,
+                               augment="crop_flip")
+        return [[(x, y) for x, y in batches] for _ in range(2)]
+
+    a, b, c = epochs(1), epochs(1), epochs(2)
+    for epoch_a, epoch_b in zip(a, b):
+        for (xa, ya), (xb, yb) in zip(epoch_a, epoch_b):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not torch.equal(torch.cat([y for _, y in a[0]]), torch.cat([y for _, y in a[1]]))
+    assert not torch.equal(torch.cat([y for _, y in a[0]]), torch.cat([y for _, y in c[0]]))
+
+
+def test_crop_flip_changes_images_but_keeps_shape_and_content(split):
+    plain = next(iter(ImageBatches(split, (0.0,) * 3, (1.0,) * 3, batch_size=10)))[0]
+    augmented = next(iter(ImageBatches(split, (0.0,) * 3, (1.0,) * 3, batch_size=10, augment="crop_flip", seed=3)))[0]
+    assert augmented.shape == plain.shape and not torch.equal(augmented, plain)
+    for original, crop in zip(plain, augmented):  # each crop is a shifted, maybe flipped window of the padded image
+        padded = torch.nn.functional.pad(original, (4, 4, 4, 4))
+        windows = [padded[:, i:i + 32, j:j + 32] for i in range(9) for j in range(9)]
+        assert any(torch.equal(crop, w) or torch.equal(crop, w.flip(2)) for w in windows)
+
+
+def test_subset_uses_a_seeded_part_of_the_split(split):
+    small = ImageBatches(split, (0.0,) * 3, (1.0,) * 3, batch_size=2, subset=5, seed=7)
+    labels = torch.cat([y for _, y in small])
+    assert len(small) == 3 and len(labels) == 5 and len(set(labels.tolist())) == 5
+    again = torch.cat([y for _, y in ImageBatches(split, (0.0,) * 3, (1.0,) * 3, batch_size=2, subset=5, seed=7)])
+    assert torch.equal(labels, again)
+    with pytest.raises(ValueError, match="subset"):
+        ImageBatches(split, (0.0,) * 3, (1.0,) * 3, subset=11)
+
+
+def test_bad_augment_is_refused(split):
+    with pytest.raises(ValueError, match="augment"):
+        ImageBatches(split, (0.0,) * 3, (1.0,) * 3, augment="mixup")
