@@ -1,3 +1,19 @@
 """Meta-Neighborhoods (Shan, Li, Oliva, NeurIPS 2020) in PyTorch."""
 
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "MetaNeighborhoods": "model",
+    "MetaNeighborhoodsClassifier": "estimators",
+    "MetaNeighborhoodsRegressor": "estimators",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    """Import torch and scikit-learn on first use only, so that ``meta-neighborhoods --help`` starts fast."""
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

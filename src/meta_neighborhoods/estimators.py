@@ -69,7 +69,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         key_init="samples",
         max_epochs=1000,
         batch_size=128,
-        learning_rate=3e-3,
+        learning_rate=1e-3,
         weight_decay=1e-4,
         early_stopping=True,
         validation_fraction=0.1,
