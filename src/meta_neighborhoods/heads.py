@@ -44,6 +44,8 @@ class CosineHead(nn.Module):
     W's columns are class prototypes; they are what the inner loop adapts.
     """
 
+    decays_weight = False  # scale-invariant in W: weight decay would only shrink it (see parameter_groups)
+
     def __init__(self, in_features: int, out_features: int, scale: float = 10.0):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features

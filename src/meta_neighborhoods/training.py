@@ -28,13 +28,16 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on the extractor's and head's weight matrices and kernels only.
 
     Never on the dictionary, the temperature, the step size or the iFiLM dictionaries (as the authors),
-    nor on biases, normalisation parameters and scales (tensors with fewer than two dimensions).
+    nor on biases, normalisation parameters and scales (tensors with fewer than two dimensions), nor in
+    modules that declare ``decays_weight = False`` (the cosine head: decay only rescales its prototypes).
     """
     exempt = ("dictionary.", "attention.", "adaptation.")
+    scale_free = {id(p) for m in model.modules() if not getattr(m, "decays_weight", True) for p in m.parameters()}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name.startswith(exempt) or ".film." in name or p.ndim < 2 else decay).append(p)
+            skip = name.startswith(exempt) or ".film." in name or p.ndim < 2 or id(p) in scale_free
+            (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -26,7 +26,7 @@ from ..datasets.files import DataFileError
 from ..datasets.tables import Table, load_table
 from ..estimators import MetaNeighborhoodsRegressor
 from ..plots import ablation_figure, fold_errors_figure
-from ..results import prepare_out_dir, write_json
+from ..results import markdown_table, prepare_out_dir, write_json
 
 REFERENCE = "meta_neighborhoods"
 KNN_NEIGHBOURS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)
@@ -179,18 +179,13 @@ def _p(p: float | None) -> str:
     return "—" if p is None else f"{p:.3g}"
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
-
-
 def _results_markdown(results: dict) -> str:
     rows = [[name, _mse(results["mean"][name], results["std"][name]), _p(results["p_values"].get(name))]
             for name in results["folds"]]
     config = results["config"]
     title = (f"# {results['dataset']}: {config['folds']}-fold MSE on the standardised target "
              f"(n = {results['n']}, d = {results['d']}, seed {config['seed']})\n\n")
-    return title + _markdown_table(["method", "MSE (mean ± std)", "p-value (MN vs method)"], rows)
+    return title + markdown_table(["method", "MSE (mean ± std)", "p-value (MN vs method)"], rows)
 
 
 def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
@@ -246,7 +241,7 @@ def _summary_markdown(rows: dict, methods: list[str], skipped: dict) -> str:
              for name, r in rows.items()]
     text = ("# Regression: k-fold MSE on the standardised target (mean ± std over folds)\n\n"
             "MN best: Meta-Neighborhoods has a lower mean MSE than both vanilla and kNN.\n\n")
-    text += _markdown_table(header, lines)
+    text += markdown_table(header, lines)
     if skipped:
         text += "\nSkipped (data files missing): " + ", ".join(skipped) + "\n"
     return text
@@ -325,7 +320,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = 5, seed: in
     write_json(out / "ablation.json", results)
     rows = [[str(v), _mse(m, s)] for v, m, s in zip(values, results["mean"], results["std"])]
     title = f"# {table.name}: Meta-Neighborhoods ablation of {param} ({folds}-fold MSE, standardised target)\n\n"
-    (out / "ablation.md").write_text(title + _markdown_table([param, "MSE (mean ± std)"], rows))
+    (out / "ablation.md").write_text(title + markdown_table([param, "MSE (mean ± std)"], rows))
     ablation_figure(out / "ablation.png", param, values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}")
     return results

@@ -1,0 +1,287 @@
+"""Table 1: image classification by vanilla, vanilla+iFiLM, Meta-Neighborhoods and MN+iFiLM on one backbone.
+
+Protocol (the same for every method, so only the method differs):
+
+* a seeded validation split is held out of the training split (10 %, at most 5000 images); the test split is
+  touched once, at the end;
+* ``fit`` with AdamW (weight decay as ``training.parameter_groups``), gradients clipped to +-10 by value, the
+  learning rate x0.1 after 2/3 of the epochs; augmentation (the data set's own) on the training batches only;
+* after every epoch the validation accuracy is measured and the best weights so far are saved to ``best.pt``;
+  the test accuracy is that of the best checkpoint, reloaded from disk.
+
+Every method uses the cosine classifier (tau learned, init 10) on the backbone's features. The Meta-Neighborhoods
+settings follow the authors' image code (DESIGN.md), see ``MN_SETTINGS``. The dictionary size is not given in the
+paper's main text; our default is ``NEIGHBOURS_PER_CLASS`` (10) slots per class: 100 for 10-class sets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..backbones import available_backbones, create_backbone
+from ..datasets.images import IMAGE_DATASETS, ImageBatches, ImageDataset, ImageSplit, load_image_dataset
+from ..film import film_norm_layer
+from ..heads import CosineHead
+from ..model import MetaNeighborhoods
+from ..results import atomic_write, markdown_table, prepare_out_dir, write_json
+from ..training import fit, resolve_device
+
+
+class Method(NamedTuple):
+    dictionary: bool  # induced neighbours + per-input adaptation of the head
+    ifilm: bool  # every BatchNorm of the backbone followed by iFiLM
+
+
+METHODS = {
+    "vanilla": Method(dictionary=False, ifilm=False),
+    "vanilla_ifilm": Method(dictionary=False, ifilm=True),
+    "mn": Method(dictionary=True, ifilm=False),
+    "mn_ifilm": Method(dictionary=True, ifilm=True),
+}
+MN_SETTINGS = {
+    "similarity": "cosine", "temperature": 0.2, "learn_temperature": False, "inner_steps": 1,
+    "step_size": "scalar", "step_size_init": 0.05, "adapt": "last", "first_order": False,
+    "values": "learned", "key_std": 0.05, "slot_dropout": 0.5,
+}
+IFILM_WHERE = "all"
+NEIGHBOURS_PER_CLASS = 10
+VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
+GRAD_CLIP = 10.0
+LR_DROP_AT = 2 / 3  # fraction of the epochs after which the learning rate drops tenfold
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    """The arguments of ``run_classification``: with them, a run can be repeated exactly."""
+
+    dataset: str
+    backbone: str
+    method: str
+    epochs: int
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 7.5e-5
+    train_subset: int | None = None
+    dictionary_size: int | None = None  # None: NEIGHBOURS_PER_CLASS x classes
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+
+
+class Splits(NamedTuple):
+    train: ImageSplit
+    validation: ImageSplit
+    test: ImageSplit
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model and checkpoint
+
+
+def build_model(method: str, backbone: str, in_channels: int, num_classes: int,
+                dictionary_size: int = 100) -> MetaNeighborhoods:
+    """Backbone + cosine head (+ dictionary, + iFiLM) for one of ``METHODS``; vanilla methods ignore the size."""
+    spec = METHODS[method]
+    extractor = create_backbone(backbone, in_channels, film_norm_layer(IFILM_WHERE) if spec.ifilm else None)
+    head = CosineHead(extractor.out_features, num_classes)
+    return MetaNeighborhoods(head, task="classification", dictionary_size=dictionary_size if spec.dictionary else 0,
+                             extractor=extractor, **MN_SETTINGS)
+
+
+def save_checkpoint(path: Path, model: nn.Module, **info) -> None:
+    """State dict plus plain ``info`` through a temporary file and a rename: a crash never leaves half a file."""
+    atomic_write(path, lambda tmp: torch.save({"state_dict": model.state_dict(), **info}, tmp))
+
+
+def load_checkpoint(path: Path, model: nn.Module) -> dict:
+    """Load weights saved by ``save_checkpoint`` into ``model`` (tensors only, no code); returns the checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])
+    return checkpoint
+
+
+class BestCheckpoint:
+    """Keeps the weights of the best validation accuracy so far on disk (the earliest epoch wins ties)."""
+
+    def __init__(self, path: Path, model_args: dict):
+        self.path, self.model_args = path, model_args
+        self.accuracy, self.epoch = -1.0, 0
+
+    def update(self, model: nn.Module, accuracy: float, epoch: int) -> bool:
+        if accuracy <= self.accuracy:
+            return False
+        self.accuracy, self.epoch = accuracy, epoch
+        save_checkpoint(self.path, model, model_args=self.model_args, epoch=epoch, validation_accuracy=accuracy)
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data and evaluation
+
+
+def split_validation(train: ImageSplit, seed: int) -> tuple[ImageSplit, ImageSplit]:
+    """(train, validation): a seeded random ``VALIDATION_FRACTION`` of the images, at most ``VALIDATION_MAX``."""
+    n_validation = min(VALIDATION_MAX, max(1, round(VALIDATION_FRACTION * len(train))))
+    if n_validation >= len(train):
+        raise ValueError(f"the training split has {len(train)} images, too few to hold out a validation split")
+    order = np.random.default_rng(seed).permutation(len(train))
+
+    def part(index: np.ndarray) -> ImageSplit:
+        index = np.sort(index)
+        return ImageSplit(train.images[index], train.labels[index])
+
+    return part(order[n_validation:]), part(order[:n_validation])
+
+
+def _batches(split: ImageSplit, dataset: ImageDataset, config: ClassificationConfig, training: bool = False):
+    """Normalised batches; shuffling, augmentation and ``train_subset`` apply to training batches only."""
+    if not training:
+        return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size)
+    return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size, shuffle=True,
+                        seed=config.seed, augment=dataset.augment, subset=config.train_subset)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches, device: torch.device) -> float:
+    """Fraction of correct argmax predictions in evaluation mode (all dictionary slots, BN running stats)."""
+    model.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += (model(x.to(device)).argmax(dim=1).cpu() == y).sum().item()
+        total += len(y)
+    return correct / total
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs
+
+
+def _check_names(dataset: str, backbone: str, method: str) -> None:
+    """Fail on a misspelt name before minutes of data loading, listing the valid ones."""
+    for kind, name, known in (("image data set", dataset, list(IMAGE_DATASETS)),
+                              ("backbone", backbone, available_backbones()),
+                              ("method", method, [*METHODS, "all"])):
+        if name not in known:
+            raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(known)}")
+
+
+def _model_args(config: ClassificationConfig, dataset: ImageDataset) -> dict:
+    """``build_model``'s arguments for this run: what rebuilds the network of ``best.pt``."""
+    return {"method": config.method, "backbone": config.backbone, "in_channels": dataset.train.images.shape[1],
+            "num_classes": len(dataset.classes),
+            "dictionary_size": config.dictionary_size if METHODS[config.method].dictionary else 0}
+
+
+def _run_config(config: ClassificationConfig, model_args: dict | None = None) -> dict:
+    """The arguments plus every fixed choice of the protocol, as written to config.json."""
+    return {
+        **asdict(config),
+        **({"model": model_args} if model_args is not None else {}),
+        "meta_neighborhoods": MN_SETTINGS, "ifilm_where": IFILM_WHERE,
+        "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config.epochs),
+        "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX, "version": __version__,
+    }
+
+
+def _milestones(epochs: int) -> list[int]:
+    return [round(LR_DROP_AT * epochs)]
+
+
+def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: Splits, out: Path,
+                  device: torch.device, progress: bool) -> dict:
+    """One method end to end into ``out``: train, keep the best-on-validation checkpoint, test it."""
+    started = time.perf_counter()
+    train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
+    out = prepare_out_dir(out)
+    model_args = _model_args(config, dataset)
+    run_config = _run_config(config, model_args)
+    write_json(out / "config.json", run_config)
+    torch.manual_seed(config.seed)
+    model = build_model(**model_args).to(device)
+    validation = _batches(splits.validation, dataset, config)
+    best, history = BestCheckpoint(out / "best.pt", model_args), []
+
+    with tqdm(total=config.epochs, desc=config.method, disable=not progress) as bar:
+        def on_epoch_end(epoch: int, loss: float) -> None:
+            validation_accuracy = accuracy(model, validation, device)
+            best.update(model, validation_accuracy, epoch + 1)
+            history.append({"epoch": epoch + 1, "loss": loss, "validation_accuracy": validation_accuracy})
+            bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{validation_accuracy:.4f}", best=f"{best.accuracy:.4f}",
+                            refresh=False)
+            bar.update()
+
+        fit(model, train, epochs=config.epochs,
+            learning_rate=config.learning_rate, weight_decay=config.weight_decay, grad_clip=GRAD_CLIP,
+            milestones=_milestones(config.epochs), device=device, on_epoch_end=on_epoch_end, progress=False)
+
+    load_checkpoint(out / "best.pt", model)
+    metrics = {
+        "test_accuracy": accuracy(model, _batches(splits.test, dataset, config), device),
+        "validation_accuracy": best.accuracy, "best_epoch": best.epoch,
+        "method": config.method, "backbone": config.backbone, "dataset": config.dataset, "epochs": config.epochs,
+        "seconds": round(time.perf_counter() - started, 2), "device": str(device),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "images": {"train": config.train_subset or len(splits.train), "validation": len(splits.validation),
+                   "test": len(splits.test)},
+        "history": history, "files": ["best.pt", "config.json", "metrics.json"], "config": run_config,
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _comparison_markdown(config: ClassificationConfig, results: dict[str, dict]) -> str:
+    rows = [[name, f"{m['test_accuracy']:.4f}", f"{m['validation_accuracy']:.4f}", str(m["best_epoch"]),
+             f"{m['seconds']:.1f}"] for name, m in results.items()]
+    title = (f"# {config.dataset}, {config.backbone}: test accuracy of the best-on-validation checkpoint "
+             f"({config.epochs} epochs, seed {config.seed})\n\n")
+    return title + markdown_table(["method", "test accuracy", "validation accuracy", "best epoch", "seconds"], rows)
+
+
+def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits, out: Path,
+             device: torch.device, progress: bool) -> dict:
+    """Every method on the same data into ``out/<method>/``, plus comparison.md and comparison.json."""
+    results = {name: _train_method(replace(config, method=name), dataset, splits, out / name, device, progress)
+               for name in METHODS}
+    keys = ("test_accuracy", "validation_accuracy", "best_epoch", "seconds")
+    comparison = {"dataset": config.dataset, "backbone": config.backbone,
+                  "methods": {name: {k: m[k] for k in keys} for name, m in results.items()},
+                  "config": _run_config(config)}
+    write_json(out / "comparison.json", comparison)
+    (out / "comparison.md").write_text(_comparison_markdown(config, results))
+    return comparison
+
+
+def run_classification(dataset_name: str, backbone: str, method: str, out, epochs: int, batch_size: int = 128,
+                       learning_rate: float = 1e-3, weight_decay: float = 7.5e-5, train_subset: int | None = None,
+                       data_dir=None, cache_dir=None, device: str = "auto", seed: int = 0, progress: bool = True,
+                       dictionary_size: int | None = None) -> dict:
+    """Train and test one method (``out/metrics.json``, ``config.json``, ``best.pt``) and return its metrics.
+
+    ``method="all"`` runs every method of ``METHODS`` into ``out/<method>/`` and returns the comparison
+    (also written to ``out/comparison.json`` and ``out/comparison.md``).
+    """
+    _check_names(dataset_name, backbone, method)
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if dictionary_size is not None and not (isinstance(dictionary_size, int) and dictionary_size >= 1):
+        raise ValueError(f"dictionary size must be a positive integer, got {dictionary_size!r}")
+    out, torch_device = prepare_out_dir(out), resolve_device(device)
+    dataset = load_image_dataset(dataset_name, data_dir, cache_dir)
+    config = ClassificationConfig(
+        dataset_name, backbone, method, epochs, batch_size, learning_rate, weight_decay, train_subset,
+        dictionary_size or NEIGHBOURS_PER_CLASS * len(dataset.classes), seed, device,
+        None if data_dir is None else str(data_dir), None if cache_dir is None else str(cache_dir),
+    )
+    splits = Splits(*split_validation(dataset.train, seed), dataset.test)
+    run = _compare if method == "all" else _train_method
+    return run(config, dataset, splits, out, torch_device, progress)
