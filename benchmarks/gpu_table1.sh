@@ -3,7 +3,7 @@
 # remains, ResNet-29 on the CIFAR-10 JPEG copy for vanilla and MN+iFiLM. Run from the repository root with
 # the data under ${DATA:-../shared/data} (mnist/, cifar10_jpg/). Results go to ${OUT:-runs/gpu_table1}:
 # one folder per run (metrics.json) and table1.md. MNIST_EPOCHS, CIFAR_EPOCHS, BUDGET (seconds), DEVICE and
-# EXTRA (more classify options, e.g. "--train-subset 500" for a quick check on a CPU) override the defaults.
+# PYTHON (default python3), EXTRA (more classify options, e.g. "--train-subset 500" for a quick check on a CPU) override the defaults.
 set -uo pipefail
 out=${OUT:-runs/gpu_table1}
 data=${DATA:-../shared/data}
@@ -17,15 +17,15 @@ deadline=$((SECONDS + budget))
 run() {  # run DATASET BACKBONE METHOD EPOCHS: skipped when under a minute is left
   local left=$((deadline - SECONDS))
   if [ "$left" -lt 60 ]; then echo "skip $1 $2 $3: ${left}s left"; return; fi
-  timeout "$left" python3 -m meta_neighborhoods classify --dataset "$1" --backbone "$2" --method "$3" \
+  timeout "$left" "${PYTHON:-python3}" -m meta_neighborhoods classify --dataset "$1" --backbone "$2" --method "$3" \
     --epochs "$4" --data-dir "$data" --cache-dir "$out/cache" --device "${DEVICE:-cuda}" --quiet --out "$out/$1-$2-$3" ${EXTRA:-}
 }
 
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
+"${PYTHON:-python3}" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 for method in vanilla mn vanilla_ifilm mn_ifilm; do run mnist convnet4 "$method" "$mnist_epochs"; done
 for method in vanilla mn_ifilm mn vanilla_ifilm; do run cifar10 resnet29 "$method" "$cifar_epochs"; done
 rm -rf "$out/cache" "$out"/*/best.pt
-python3 - "$out" <<'PY'
+"${PYTHON:-python3}" - "$out" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])

@@ -82,6 +82,30 @@ def _classify(args) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    from .experiments.analysis import MAX_KEYS, run_analysis
+
+    results = run_analysis(
+        args.run_dir, args.what, out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir, samples=args.samples,
+        seed=args.seed, device=args.device, keys_per_class=None if args.all_keys else args.keys_per_class,
+        max_keys=None if args.all_keys else MAX_KEYS, progress=not args.quiet,
+    )
+    out = Path(args.out if args.out is not None else args.run_dir)
+    lines = {
+        "tsne": lambda r: (f"tsne: {r['train_images']} training features and {r['dictionary_size']} keys; keys whose "
+                           f"nearest training feature shares their class: {r['key_nearest_same_class_share']:.3f} "
+                           f"(feature space {r['key_nearest_same_class_share_feature_space']:.3f})"),
+        "cosine": lambda r: (f"cosine: {r['test_images']} test images, {r['share_above_diagonal']:.3f} above the "
+                             f"diagonal, mean cosine {r['mean_before']:.3f} -> {r['mean_after']:.3f}, accuracy "
+                             f"{r['accuracy_before']:.4f} -> {r['accuracy_after']:.4f}"),
+        "retrieval": lambda r: (f"retrieval: {len(r['keys'])} keys x {r['config']['k']} nearest of "
+                                f"{r['test_images']} test images, same class as the key: {r['same_class_share']:.3f}"),
+    }
+    for name, result in results.items():
+        print(f"{lines[name](result)}; wrote {out / (name + '.png')}, {name}.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meta-neighborhoods",
@@ -184,6 +208,34 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where decoded images are cached (default $META_NEIGHBORHOODS_CACHE or "
                                "~/.cache/meta_neighborhoods)")
     classify.set_defaults(run=_classify)
+
+    analyze = commands.add_parser(
+        "analyze", help="figures 4-6 of a classify run: t-SNE of keys, cosine before/after finetuning, retrieval",
+        description="Reload a Meta-Neighborhoods classify run (its best.pt and data set; vanilla runs have no "
+                    "dictionary and are refused) and write, next to each PNG, a JSON file with its numbers: "
+                    "tsne (Fig. 5: keys among training features, t-SNE, keys coloured by their value's class), "
+                    "cosine (Fig. 4: cosine of each test feature to its true class prototype before vs after the "
+                    "per-input finetuning, share above the diagonal, accuracy before vs after), retrieval "
+                    "(Fig. 6 / A.8: the 5 nearest test images of learned neighbours, 2 per value class, at most 20).",
+    )
+    analyze.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
+                         help="folder of one classify run (with --method all: OUT/mn or OUT/mn_ifilm)")
+    analyze.add_argument("--what", required=True, choices=["tsne", "cosine", "retrieval", "all"],
+                         help="which analysis to run (all = the three)")
+    analyze.add_argument("--out", metavar="DIR", help="where to write PNG and JSON files (default: the run folder)")
+    analyze.add_argument("--data-dir", metavar="PATH", help="folder with the data files (default: the run's)")
+    analyze.add_argument("--cache-dir", metavar="PATH", help="where decoded images are cached (default: the run's)")
+    analyze.add_argument("--samples", type=int, metavar="N",
+                         help="training images for tsne (default 2000), test images for cosine and retrieval "
+                              "(default all); a seeded sample")
+    analyze.add_argument("--keys-per-class", type=int, default=2, metavar="K",
+                         help="retrieval: most confident keys per value class (default 2; at most 20 rows)")
+    analyze.add_argument("--all-keys", action="store_true", help="retrieval: one row for every key instead")
+    analyze.add_argument("--seed", type=int, default=0, help="seed of the samples and of t-SNE (default 0)")
+    analyze.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                         help="where to compute features: auto = CUDA if available, else CPU (default auto)")
+    analyze.add_argument("--quiet", action="store_true", help="no progress messages")
+    analyze.set_defaults(run=_analyze)
     return parser
 
 

@@ -96,3 +96,85 @@ def ablation_figure(path, param, values, means, stds, log_x, title):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Analysis of the learned neighbours (Figs. 4-6)
+
+
+def class_colours(n_classes):
+    """One colour per class, shared by every analysis figure: tab10 / tab20 where they suffice, else turbo."""
+    if n_classes <= 10:
+        return np.array(plt.get_cmap("tab10").colors[:n_classes])
+    if n_classes <= 20:
+        return np.array(plt.get_cmap("tab20").colors[:n_classes])
+    return plt.get_cmap("turbo")(np.linspace(0.0, 1.0, n_classes))[:, :3]
+
+
+def tsne_figure(path, train_xy, train_labels, key_xy, key_labels, class_names, title):
+    """Fig. 5: training features as small dots and keys as '+', both coloured by class (keys by argmax value)."""
+    colours = class_colours(len(class_names))
+    fig, ax = plt.subplots(figsize=(7.4, 6.4))
+    ax.scatter(train_xy[:, 0], train_xy[:, 1], c=colours[train_labels], s=5, alpha=0.5, linewidths=0)
+    ax.scatter(key_xy[:, 0], key_xy[:, 1], c=colours[key_labels], marker="P", s=70, edgecolors="black",
+               linewidths=0.6, zorder=3)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=5, label=name)
+               for c, name in enumerate(class_names)] if len(class_names) <= 20 else []
+    handles += [plt.Line2D([], [], marker="P", linestyle="", markerfacecolor="white", markeredgecolor="black",
+                           markersize=8, label="learned neighbour (key)")]
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cosine_figure(path, before, after, title):
+    """Fig. 4: each test point's cosine to its ground-truth prototype before (x) and after (y) finetuning."""
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    ax.scatter(before, after, s=6, alpha=0.6, color="#3b6fb6", linewidths=0)
+    low = float(min(np.min(before), np.min(after)))
+    high = float(max(np.max(before), np.max(after)))
+    pad = 0.03 * (high - low or 1.0)
+    line = [low - pad, high + pad]
+    ax.plot(line, line, color="red", linewidth=1.2)
+    ax.set_xlim(line)
+    ax.set_ylim(line)
+    ax.set_aspect("equal")
+    ax.set_xlabel("cosine similarity before finetuning")
+    ax.set_ylabel("cosine similarity after finetuning")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def retrieval_figure(path, images, row_labels, correct, title):
+    """Fig. 6 / A.8: one row per key, its nearest test images; green outline = the key's value class, else red.
+
+    ``images`` is (rows, k, C, H, W) uint8 as stored (no normalisation), ``correct`` (rows, k) booleans.
+    Returns the grid's shape (rows, k).
+    """
+    rows, k = images.shape[:2]
+    height = 1.15 * rows + 0.6
+    fig, axes = plt.subplots(rows, k, figsize=(1.15 * k + 1.9, height), squeeze=False)
+    for r in range(rows):
+        for c in range(k):
+            ax, image = axes[r, c], images[r, c]
+            if image.shape[0] == 1:
+                ax.imshow(image[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.imshow(image.transpose(1, 2, 0), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("#1a9850" if correct[r, c] else "#d73027")
+                spine.set_linewidth(2.5)
+        axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.5 / height))  # room for the title above the first row
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return axes.shape

@@ -1,0 +1,116 @@
+"""Training throughput: images/s of one training step for the four Table 1 methods on two backbones.
+
+One step is what ``training.fit`` does per batch: forward, the (meta-)loss, backward, gradients clipped by
+value, AdamW step (weight decay as ``training.parameter_groups``). The models are ``build_model`` from the
+classification experiment (dictionary of 100 slots, 10 classes), fed random inputs and labels in training
+mode: ConvNet4 on 1x28x28, ResNet-29 on 3x32x32. Each time is the median over ``--steps`` timed steps after
+warm-up (one step on the CPU, three on CUDA), all in this process (synchronised on CUDA); the four methods of a
+backbone take turns step by step. Goal: MN+iFiLM keeps at least 0.6x of vanilla's throughput.
+
+    python benchmarks/train_throughput.py [--json PATH] [--device cpu|cuda] [--batch 128] [--steps N] [--threads N]
+
+Timed steps: 5 on the CPU (under a minute on two cores), 20 on CUDA. On the CPU torch runs one thread unless
+``--threads`` says otherwise: on two cores shared with other jobs, two threads made steps up to ten times
+slower and the ratios meaningless (one thread waits for the other at every barrier).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from meta_neighborhoods.experiments.classification import GRAD_CLIP, METHODS, build_model
+from meta_neighborhoods.training import parameter_groups
+
+BACKBONES = {"convnet4": (1, 28), "resnet29": (3, 32)}  # name: (channels, side)
+CLASSES, DICTIONARY_SIZE = 10, 100
+GOAL = 0.6
+
+
+def timed(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
+    """Median wall time in milliseconds of each of ``steps`` (name: closure), after ``warmup`` untimed calls.
+
+    The closures take turns, one call each per round, so a change of load on a shared machine hits them all alike.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def training_step(method: str, backbone: str, batch: int, device: torch.device):
+    """A closure running one training step of a fresh model on one fixed random batch."""
+    channels, side = BACKBONES[backbone]
+    torch.manual_seed(0)
+    model = build_model(method, backbone, channels, CLASSES, DICTIONARY_SIZE).to(device).train()
+    optimizer = torch.optim.AdamW(parameter_groups(model, 7.5e-5), lr=1e-3)
+    x = torch.randn(batch, channels, side, side, device=device)
+    y = torch.randint(CLASSES, (batch,), device=device)
+
+    def step():
+        loss = model.loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_value_(model.parameters(), GRAD_CLIP)
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="also write every number here")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=128, help="images per step")
+    parser.add_argument("--steps", type=int, help="timed steps per model (default: 5 on cpu, 20 on cuda)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on cpu, torch's own on cuda)")
+    args = parser.parse_args()
+    device, batch = torch.device(args.device), args.batch
+    steps = args.steps or (20 if device.type == "cuda" else 5)
+    threads = args.threads or (1 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    warmup = 3 if device.type == "cuda" else 1
+
+    results = []
+    for backbone in BACKBONES:
+        ms = timed({m: training_step(m, backbone, batch, device) for m in METHODS}, steps, warmup, device)
+        results += [{"backbone": backbone, "method": m, "ms_per_step": round(t, 3),
+                     "images_per_s": round(batch * 1e3 / t, 1)} for m, t in ms.items()]
+    vanilla = {r["backbone"]: r["ms_per_step"] for r in results if r["method"] == "vanilla"}
+    for r in results:  # ratio of throughputs = inverse ratio of step times
+        r["vs_vanilla"] = round(vanilla[r["backbone"]] / r["ms_per_step"], 3)
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"one training step (forward, meta-loss, backward, clip, AdamW), batch {batch}, median of {steps} steps "
+          f"after {warmup} warm-up, {where}, torch {torch.__version__}")
+    print(f"{'backbone':<10}{'method':<15}{'ms/step':>10}{'images/s':>11}{'vs vanilla':>12}")
+    for r in results:
+        print(f"{r['backbone']:<10}{r['method']:<15}{r['ms_per_step']:>10.1f}{r['images_per_s']:>11.1f}"
+              f"{r['vs_vanilla']:>11.2f}x")
+    goal = {r["backbone"]: r["vs_vanilla"] for r in results if r["method"] == "mn_ifilm"}
+    print(f"goal: MN+iFiLM >= {GOAL}x vanilla's throughput: "
+          + ", ".join(f"{b} {ratio:.2f}x ({'met' if ratio >= GOAL else 'missed'})" for b, ratio in goal.items()))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"device": where, "torch": torch.__version__, "batch": batch, "steps": steps, "warmup": warmup,
+                       "goal_ratio": GOAL, "mn_ifilm_vs_vanilla": goal, "results": results}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""Analysis of a trained image classifier's learned neighbours: Figs. 4, 5 and 6 (Appendix A.8) of the paper.
+
+``run_analysis(run_dir, what)`` reloads a ``classify`` run (``best.pt``, and the data set named in its
+``metrics.json`` / ``config.json``) and writes, next to each PNG, a JSON file with every number in it:
+
+* ``tsne`` (Fig. 5): features z of N training images (the images the run trained on, a seeded sample) and the S keys,
+  embedded together by t-SNE (``init="pca"``, seeded). The model compares features with keys by cosine similarity, so
+  with a cosine attention both are L2-normalised before the embedding (Euclidean distance between unit vectors is a
+  monotone function of their cosine). Keys are coloured by the argmax of their value. The JSON holds the 2-D
+  coordinates, the labels, and the share of keys whose nearest training feature has the key's class (in the embedding,
+  and, for reference, in feature space under the attention's similarity).
+* ``cosine`` (Fig. 4): for each test image, cos(z_i, prototype_{y_i}) before and after the per-input finetuning of the
+  cosine head. The head computes ``tau * cos(z, W[:, c])`` before and ``tau * cos(z, W_i[:, c])`` after (the same
+  learned tau), so both cosines are the head's logits divided by tau: ``model.head(z)`` before,
+  ``model.predict_features(z)`` (evaluation mode: every slot) after. The share of points above the diagonal is the
+  number Fig. 4 shows; test accuracy before vs after adaptation comes with it.
+* ``retrieval`` (Fig. 6 / A.8): for chosen keys (by default 2 per value class, the most confident, at most 20 rows),
+  the 5 test images whose features are most cosine-similar to the key, and the share of them whose label is the key's
+  value class.
+
+A vanilla run has no dictionary and is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..datasets.images import ImageBatches, ImageDataset, ImageSplit, load_image_dataset
+from ..model import MetaNeighborhoods
+from ..results import prepare_out_dir, write_json
+from ..training import resolve_device
+from .classification import build_model, load_checkpoint, split_validation
+
+ANALYSES = ("tsne", "cosine", "retrieval")
+TSNE_SAMPLES = 2000  # training images in the t-SNE picture unless told otherwise
+RETRIEVED = 5  # nearest test images per key (Fig. 6)
+KEYS_PER_CLASS, MAX_KEYS = 2, 20  # rows of the retrieval grid by default
+FEATURE_BATCH = 256
+
+
+@dataclass(eq=False)
+class LoadedRun:
+    """A ``classify`` run back in memory: the model in evaluation mode, its data set and its training images."""
+
+    run_dir: Path
+    config: dict
+    model: MetaNeighborhoods
+    dataset: ImageDataset
+    train: ImageSplit  # the images the run trained on (validation held out, ``train_subset`` applied)
+    device: torch.device
+    cache: dict = field(default_factory=dict)  # features already computed, by (split name, indices)
+
+
+def _run_config(run_dir: Path) -> dict:
+    for name in ("metrics.json", "config.json"):
+        path = run_dir / name
+        if path.is_file():
+            config = json.loads(path.read_text())
+            return config.get("config", config) if name == "metrics.json" else config
+    raise FileNotFoundError(f"{run_dir} holds neither metrics.json nor config.json: not a classify run folder "
+                            "(with --method all, pass one method's subfolder, e.g. RUN/mn)")
+
+
+def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> LoadedRun:
+    """Rebuild the model of ``run_dir/best.pt`` and reload its data set; refuse a vanilla run before loading data.
+
+    ``data_dir`` / ``cache_dir`` default to those the run was trained with (themselves defaulting as usual).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    config = _run_config(run_dir)
+    checkpoint_path = run_dir / "best.pt"
+    if not checkpoint_path.is_file():
+        raise FileNotFoundError(f"{checkpoint_path} is missing: the run has not finished an epoch yet")
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    model_args = checkpoint["model_args"]
+    if not model_args.get("dictionary_size"):
+        raise ValueError(f"{run_dir} is a {model_args.get('method', 'vanilla')!r} run: it has no dictionary of learned "
+                         "neighbours to analyse; pass an mn or mn_ifilm run")
+    model = build_model(**model_args)
+    load_checkpoint(checkpoint_path, model)
+    torch_device = resolve_device(device)
+    model.to(torch_device).eval()
+    dataset = load_image_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"),
+                                 cache_dir if cache_dir is not None else config.get("cache_dir"))
+    train, _ = split_validation(dataset.train, config.get("seed", 0))
+    if config.get("train_subset"):
+        index = ImageBatches(train, dataset.mean, dataset.std, subset=config["train_subset"],
+                             seed=config.get("seed", 0)).indices
+        train = ImageSplit(train.images[index], train.labels[index])
+    return LoadedRun(run_dir, config, model, dataset, train, torch_device)
+
+
+@torch.no_grad()
+def features(run: LoadedRun, split: ImageSplit) -> torch.Tensor:
+    """Features z (N, d) of a split's images (normalised as in training, no augmentation), float32 on the CPU."""
+    run.model.eval()
+    batches = ImageBatches(split, run.dataset.mean, run.dataset.std, batch_size=FEATURE_BATCH)
+    return torch.cat([run.model.features(x.to(run.device)).float().cpu() for x, _ in batches])
+
+
+def _features_of(run: LoadedRun, name: str, index: np.ndarray) -> tuple[ImageSplit, torch.Tensor]:
+    """(the images ``index`` of split ``name``, their features), computed once per run and sample."""
+    split = _subset(run.train if name == "train" else run.dataset.test, index)
+    key = (name, index.tobytes())
+    if key not in run.cache:
+        run.cache[key] = features(run, split)
+    return split, run.cache[key]
+
+
+def _sample(n_total: int, samples: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of ``samples`` out of ``n_total`` (all of them when None or larger)."""
+    if samples is not None and not (isinstance(samples, (int, np.integer)) and samples >= 1):
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if samples is None or samples >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).choice(n_total, size=samples, replace=False))
+
+
+def _subset(split: ImageSplit, index: np.ndarray) -> ImageSplit:
+    return ImageSplit(split.images[index], split.labels[index])
+
+
+def _key_classes(run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
+    """(class, probability) of each key's value: its argmax and max."""
+    values = run.model.dictionary.values().detach().float().cpu()
+    top = values.max(dim=1)
+    return top.indices.numpy(), top.values.numpy()
+
+
+def _config(run: LoadedRun, what: str, samples, seed: int, **extra) -> dict:
+    return {"analysis": what, "run": str(run.run_dir), "samples": samples, "seed": seed,
+            "dataset": run.config.get("dataset"), "backbone": run.config.get("backbone"),
+            "method": run.config.get("method"), "device": str(run.device), **extra}
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fig. 5: t-SNE of keys among training features
+
+
+def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: int = 0,
+                 progress: bool = False) -> dict:
+    """t-SNE of ``samples`` training features and every key; writes ``tsne.png`` and ``tsne.json``."""
+    from sklearn.manifold import TSNE
+
+    from ..plots import tsne_figure
+
+    out = prepare_out_dir(out)
+    index = _sample(len(run.train), samples, seed)
+    _say(progress, f"tsne: features of {len(index)} training images")
+    split, z = _features_of(run, "train", index)
+    labels = split.labels
+    keys = run.model.dictionary.keys.detach().float().cpu()
+    key_classes, key_max = _key_classes(run)
+    normalised = run.model.attention.similarity == "cosine"
+    points = torch.cat([z, keys])
+    if normalised:
+        points = F.normalize(points, dim=-1)
+    perplexity = float(min(30.0, (len(points) - 1) / 3))
+    _say(progress, f"tsne: embedding {len(index)} features and {len(keys)} keys (perplexity {perplexity:g})")
+    xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(
+        points.numpy().astype(np.float64))
+    train_xy, key_xy = xy[: len(index)], xy[len(index):]
+
+    nearest_2d = ((key_xy[:, None, :] - train_xy[None, :, :]) ** 2).sum(-1).argmin(axis=1)
+    similarity = run.model.attention.similarity
+    nearest_feature = _similarities(keys, z, similarity).argmax(dim=1).numpy()
+    result = {
+        "config": _config(run, "tsne", samples, seed, perplexity=perplexity, init="pca", normalised=normalised),
+        "train_images": len(index), "dictionary_size": len(keys), "class_names": run.dataset.classes,
+        "key_nearest_same_class_share": float(np.mean(labels[nearest_2d] == key_classes)),
+        "key_nearest_same_class_share_feature_space": float(np.mean(labels[nearest_feature] == key_classes)),
+        "train": {"indices": index.tolist(), "labels": labels.tolist(), "xy": train_xy.tolist(),
+                  "indices_into": "the run's training images: the train split minus its validation hold-out"},
+        "keys": {"labels": key_classes.tolist(), "max_value": key_max.tolist(), "xy": key_xy.tolist(),
+                 "nearest_train": nearest_2d.tolist()},
+        "files": ["tsne.png", "tsne.json"],
+    }
+    title = (f"{run.config.get('dataset')}: t-SNE of {len(index)} training features (dots) and {len(keys)} keys (+);\n"
+             f"keys whose nearest training feature shares their class: {result['key_nearest_same_class_share']:.2f}")
+    tsne_figure(out / "tsne.png", train_xy, labels, key_xy, key_classes, run.dataset.classes, title)
+    write_json(out / "tsne.json", result)
+    return result
+
+
+def _similarities(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    """(len(a), len(b)) similarities as the attention measures them (higher = closer)."""
+    if kind == "cosine":
+        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+    return -torch.cdist(a, b)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fig. 4: cosine to the ground-truth prototype before vs after finetuning
+
+
+@torch.no_grad()
+def prototype_cosines(model: MetaNeighborhoods, z: torch.Tensor, labels: torch.Tensor,
+                      batch_size: int = FEATURE_BATCH):
+    """(before, after, logits_before, logits_after): cos(z_i, prototype_{y_i}) with the shared head and with the
+    head adapted to input i (evaluation mode), as the logits divided by the cosine head's tau.
+
+    Batched: the adapted head holds per-example prototypes (B, d, C)."""
+    model.eval()
+    tau = model.head.scale
+    logits_before = torch.cat([model.head(part) for part in z.split(batch_size)])
+    logits_after = torch.cat([model.predict_features(part) for part in z.split(batch_size)])
+    rows = torch.arange(len(z), device=z.device)
+    return (logits_before[rows, labels] / tau, logits_after[rows, labels] / tau, logits_before, logits_after)
+
+
+def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 0, progress: bool = False) -> dict:
+    """Fig. 4 on ``samples`` test images (all when None); writes ``cosine.png`` and ``cosine.json``."""
+    from ..plots import cosine_figure
+
+    out = prepare_out_dir(out)
+    index = _sample(len(run.dataset.test), samples, seed)
+    _say(progress, f"cosine: {len(index)} test images")
+    split, z = _features_of(run, "test", index)
+    z = z.to(run.device)
+    labels = torch.from_numpy(split.labels).to(run.device)
+    before, after, logits_before, logits_after = prototype_cosines(run.model, z, labels)
+    before, after = before.float().cpu().numpy(), after.float().cpu().numpy()
+    result = {
+        "config": _config(run, "cosine", samples, seed),
+        "test_images": len(index), "tau": float(run.model.head.scale.detach()),
+        "mean_before": float(before.mean()), "mean_after": float(after.mean()),
+        "median_before": float(np.median(before)), "median_after": float(np.median(after)),
+        "share_above_diagonal": float(np.mean(after > before)),
+        "accuracy_before": float((logits_before.argmax(dim=1) == labels).float().mean()),
+        "accuracy_after": float((logits_after.argmax(dim=1) == labels).float().mean()),
+        "indices": index.tolist(), "labels": split.labels.tolist(),
+        "before": before.tolist(), "after": after.tolist(),
+        "files": ["cosine.png", "cosine.json"],
+    }
+    title = (f"{run.config.get('dataset')}: {len(index)} test images, {result['share_above_diagonal']:.1%} above "
+             f"the diagonal\naccuracy {result['accuracy_before']:.3f} before, {result['accuracy_after']:.3f} after "
+             "finetuning")
+    cosine_figure(out / "cosine.png", before, after, title)
+    write_json(out / "cosine.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fig. 6 / A.8: nearest test images of each learned neighbour
+
+
+def select_keys(key_classes: np.ndarray, key_max: np.ndarray, keys_per_class: int | None = KEYS_PER_CLASS,
+                max_keys: int | None = MAX_KEYS) -> np.ndarray:
+    """Keys ordered by value class, the most confident first within a class: ``keys_per_class`` per class
+    (None: all), then the first ``max_keys`` (None: all)."""
+    for name, number in (("keys per class", keys_per_class), ("max keys", max_keys)):
+        if number is not None and not (isinstance(number, (int, np.integer)) and number >= 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {number!r}")
+    chosen = []
+    for c in np.unique(key_classes):
+        members = np.flatnonzero(key_classes == c)
+        members = members[np.argsort(-key_max[members], kind="stable")]
+        chosen.extend(members[:keys_per_class] if keys_per_class is not None else members)
+    return np.array(chosen[:max_keys] if max_keys is not None else chosen, dtype=np.int64)
+
+
+def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int = 0,
+                      keys_per_class: int | None = KEYS_PER_CLASS, max_keys: int | None = MAX_KEYS,
+                      k: int = RETRIEVED, progress: bool = False) -> dict:
+    """The ``k`` test images (out of ``samples``, all when None) nearest to each chosen key by cosine similarity of
+    features; writes ``retrieval.png`` and ``retrieval.json``."""
+    from ..plots import retrieval_figure
+
+    out = prepare_out_dir(out)
+    index = _sample(len(run.dataset.test), samples, seed)
+    if len(index) < k:
+        raise ValueError(f"retrieval needs at least {k} test images, got {len(index)}")
+    _say(progress, f"retrieval: features of {len(index)} test images")
+    split, z = _features_of(run, "test", index)
+    keys = run.model.dictionary.keys.detach().float().cpu()
+    key_classes, key_max = _key_classes(run)
+    chosen = select_keys(key_classes, key_max, keys_per_class, max_keys)
+    similarity = F.normalize(keys[chosen], dim=-1) @ F.normalize(z, dim=-1).T
+    top = similarity.topk(k, dim=1)
+    rows = []
+    for row, key in enumerate(chosen):
+        local = top.indices[row].numpy()
+        retrieved = split.labels[local]
+        rows.append({"key": int(key), "value_class": int(key_classes[key]), "max_value": float(key_max[key]),
+                     "indices": index[local].tolist(), "labels": retrieved.tolist(),
+                     "similarities": top.values[row].tolist(),
+                     "same_class_share": float(np.mean(retrieved == key_classes[key]))})
+    correct = np.array([[label == r["value_class"] for label in r["labels"]] for r in rows], dtype=bool)
+    result = {
+        "config": _config(run, "retrieval", samples, seed, keys_per_class=keys_per_class, max_keys=max_keys,
+                          k=k, similarity="cosine"),
+        "test_images": len(index), "dictionary_size": len(keys), "class_names": run.dataset.classes,
+        "same_class_share": float(correct.mean()), "keys": rows,
+        "files": ["retrieval.png", "retrieval.json"],
+    }
+    images = run.dataset.test.images[np.array([r["indices"] for r in rows])]
+    names = run.dataset.classes
+    labels = [f"key {r['key']}: {names[r['value_class']]}\nv = {r['max_value']:.2f}" for r in rows]
+    title = (f"{run.config.get('dataset')}: {k} nearest test images of {len(rows)} learned neighbours "
+             f"(green = key's class; {result['same_class_share']:.0%})")
+    result["grid"] = list(retrieval_figure(out / "retrieval.png", images, labels, correct, title))
+    write_json(out / "retrieval.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=None, samples: int | None = None,
+                 seed: int = 0, device: str = "cpu", keys_per_class: int | None = KEYS_PER_CLASS,
+                 max_keys: int | None = MAX_KEYS, progress: bool = False) -> dict:
+    """Run ``what`` (one of ``ANALYSES`` or ``"all"``) on a classify run; files go to ``out`` (default: the run).
+
+    ``samples`` is the number of training images for ``tsne`` (default ``TSNE_SAMPLES``) and of test images for
+    ``cosine`` and ``retrieval`` (default: all). Returns ``{analysis: result}``.
+    """
+    if what != "all" and what not in ANALYSES:
+        raise ValueError(f"unknown analysis {what!r}; choose one of {', '.join(ANALYSES)}, all")
+    _sample(1, samples, seed)  # validates samples and the key selection before any loading
+    select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    out = prepare_out_dir(out if out is not None else run_dir)
+    run = load_run(run_dir, data_dir, cache_dir, device)
+    results = {}
+    for name in ANALYSES if what == "all" else (what,):
+        if name == "tsne":
+            results[name] = analyze_tsne(run, out, TSNE_SAMPLES if samples is None else samples, seed, progress)
+        elif name == "cosine":
+            results[name] = analyze_cosine(run, out, samples, seed, progress)
+        else:
+            results[name] = analyze_retrieval(run, out, samples, seed, keys_per_class, max_keys, progress=progress)
+    return results

@@ -1,0 +1,194 @@
+"""The analyze command (Figs. 4-6): t-SNE of keys, cosine to the true prototype before/after finetuning, retrieval."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.image import imread
+
+from meta_neighborhoods.cli import main
+from meta_neighborhoods.datasets.files import shared_data_dir
+from meta_neighborhoods.datasets.images import ImageBatches, ImageSplit, load_image_dataset
+from meta_neighborhoods.experiments.analysis import analyze_cosine, load_run, run_analysis, select_keys
+from meta_neighborhoods.experiments.classification import (
+    build_model, load_checkpoint, run_classification, save_checkpoint,
+)
+
+SHARED = shared_data_dir()
+needs_digits = pytest.mark.skipif(
+    SHARED is None or not (SHARED / "sklearn_digits").is_dir(),
+    reason="digits needs ../shared/data/sklearn_digits (or $META_NEIGHBORHOODS_DATA), absent in this checkout",
+)
+SAMPLES = 120
+
+
+@pytest.fixture(scope="module")
+def mn_run(tmp_path_factory):
+    """A tiny Meta-Neighborhoods run: convnet4 on digits, 2 epochs (batch 32, as in test_classification)."""
+    out = tmp_path_factory.mktemp("analysis") / "mn"
+    run_classification("digits", "convnet4", "mn", out, epochs=2, batch_size=32, device="cpu", progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def analysed(mn_run, tmp_path_factory):
+    """``analyze --what all`` through the command line, into a separate folder."""
+    out = tmp_path_factory.mktemp("analysis") / "figures"
+    argv = ["analyze", "--run", str(mn_run), "--what", "all", "--samples", str(SAMPLES), "--seed", "3",
+            "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    return out
+
+
+def _model(run_dir):
+    checkpoint = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    model = build_model(**checkpoint["model_args"])
+    load_checkpoint(run_dir / "best.pt", model)
+    return model.eval()
+
+
+@torch.no_grad()
+def _test_features(model, indices):
+    """Features of the given test images, computed here without the analysis module."""
+    dataset = load_image_dataset("digits")
+    split = ImageSplit(dataset.test.images[indices], dataset.test.labels[indices])
+    return torch.cat([model.features(x) for x, _ in ImageBatches(split, dataset.mean, dataset.std, batch_size=64)])
+
+
+@needs_digits
+def test_all_writes_each_figure_with_its_numbers(analysed, mn_run, capsys):
+    for name in ("tsne", "cosine", "retrieval"):
+        png = imread(analysed / f"{name}.png")
+        assert png.ndim == 3 and min(png.shape[:2]) > 100
+        result = json.loads((analysed / f"{name}.json").read_text())
+        assert result["files"] == [f"{name}.png", f"{name}.json"]
+        config = result["config"]
+        assert (config["analysis"], config["run"], config["samples"], config["seed"]) == (name, str(mn_run), SAMPLES, 3)
+        assert (config["dataset"], config["method"]) == ("digits", "mn")
+    assert not (mn_run / "tsne.json").exists(), "--out must be honoured"
+
+
+@needs_digits
+def test_tsne_embeds_the_sampled_features_and_every_key(analysed):
+    result = json.loads((analysed / "tsne.json").read_text())
+    assert result["train_images"] == SAMPLES and result["dictionary_size"] == 100
+    train, keys = result["train"], result["keys"]
+    assert len(train["indices"]) == len(train["labels"]) == len(train["xy"]) == SAMPLES
+    assert len(keys["labels"]) == len(keys["xy"]) == len(keys["max_value"]) == 100
+    assert np.isfinite(train["xy"]).all() and np.isfinite(keys["xy"]).all()
+    assert all(0 <= c < 10 for c in keys["labels"]) and all(0.1 <= v <= 1 for v in keys["max_value"])
+    for share in ("key_nearest_same_class_share", "key_nearest_same_class_share_feature_space"):
+        assert 0.0 <= result[share] <= 1.0
+    # the share, recomputed from the written coordinates
+    train_xy, key_xy = np.array(train["xy"]), np.array(keys["xy"])
+    nearest = ((key_xy[:, None] - train_xy[None]) ** 2).sum(-1).argmin(1)
+    assert result["key_nearest_same_class_share"] == pytest.approx(
+        np.mean(np.array(train["labels"])[nearest] == np.array(keys["labels"])))
+
+
+@needs_digits
+def test_cosine_before_is_the_cosine_to_the_head_prototype_of_the_true_class(analysed, mn_run):
+    result = json.loads((analysed / "cosine.json").read_text())
+    assert result["test_images"] == SAMPLES == len(result["before"]) == len(result["after"])
+    model = _model(mn_run)
+    z = _test_features(model, np.array(result["indices"]))
+    labels = torch.tensor(result["labels"])
+    direct = F.cosine_similarity(z, model.head.weight.detach().T[labels], dim=1)
+    np.testing.assert_allclose(result["before"], direct.numpy(), atol=1e-5)
+    assert np.all(np.abs(result["after"]) <= 1 + 1e-6)
+    assert result["mean_before"] == pytest.approx(np.mean(result["before"]))
+    assert result["mean_after"] == pytest.approx(np.mean(result["after"]))
+    assert result["share_above_diagonal"] == pytest.approx(np.mean(np.array(result["after"]) > result["before"]))
+    for key in ("share_above_diagonal", "accuracy_before", "accuracy_after"):
+        assert 0.0 <= result[key] <= 1.0
+
+
+@needs_digits
+def test_cosine_accuracy_after_adaptation_is_the_runs_test_accuracy(mn_run, tmp_path):
+    """On every test image the adapted head is the model itself: its accuracy is the one classify reported."""
+    result = analyze_cosine(load_run(mn_run, device="cpu"), tmp_path)
+    metrics = json.loads((mn_run / "metrics.json").read_text())
+    assert result["test_images"] == metrics["images"]["test"]
+    assert result["accuracy_after"] == pytest.approx(metrics["test_accuracy"])
+
+
+@needs_digits
+def test_retrieval_finds_the_nearest_test_images_of_two_keys_per_class(analysed, mn_run):
+    result = json.loads((analysed / "retrieval.json").read_text())
+    model = _model(mn_run)
+    values = model.dictionary.values().detach()
+    per_class = np.bincount(values.argmax(1).numpy(), minlength=10)
+    rows = min(20, int(np.minimum(per_class, 2).sum()))
+    assert len(result["keys"]) == rows and result["grid"] == [rows, 5]
+    assert [r["value_class"] for r in result["keys"]] == sorted(r["value_class"] for r in result["keys"])
+    dataset = load_image_dataset("digits")
+    pool = np.sort(np.random.default_rng(3).choice(len(dataset.test), SAMPLES, replace=False))
+    z = _test_features(model, pool)
+    for row in result["keys"]:
+        key = model.dictionary.keys.detach()[row["key"]]
+        assert row["value_class"] == values[row["key"]].argmax().item()
+        order = torch.argsort(F.cosine_similarity(z, key[None], dim=1), descending=True)[:5]
+        assert row["indices"] == pool[order.numpy()].tolist()
+        assert row["labels"] == dataset.test.labels[row["indices"]].tolist()
+        assert row["same_class_share"] == np.mean(np.array(row["labels"]) == row["value_class"])
+    assert 0.0 <= result["same_class_share"] <= 1.0
+    assert result["same_class_share"] == pytest.approx(np.mean([r["same_class_share"] for r in result["keys"]]))
+
+
+@needs_digits
+def test_all_keys_gives_one_row_per_key(mn_run, tmp_path):
+    argv = ["analyze", "--run", str(mn_run), "--what", "retrieval", "--all-keys", "--samples", "60",
+            "--out", str(tmp_path), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    result = json.loads((tmp_path / "retrieval.json").read_text())
+    assert result["grid"] == [100, 5] and sorted(r["key"] for r in result["keys"]) == list(range(100))
+    assert imread(tmp_path / "retrieval.png").shape[0] > 5000  # a tall grid: 100 rows of images
+
+
+def _vanilla_run(path):
+    """A vanilla run folder as classify leaves it (checkpoint with its model_args, config.json); no data needed."""
+    path.mkdir()
+    args = {"method": "vanilla", "backbone": "convnet4", "in_channels": 1, "num_classes": 10, "dictionary_size": 0}
+    save_checkpoint(path / "best.pt", build_model(**args), model_args=args, epoch=1, validation_accuracy=0.5)
+    (path / "config.json").write_text(json.dumps({"dataset": "digits", "method": "vanilla", "model": args}))
+    return path
+
+
+def test_a_vanilla_run_is_refused_with_a_clear_message(tmp_path, capsys):
+    run = _vanilla_run(tmp_path / "vanilla")
+    assert main(["analyze", "--run", str(run), "--what", "all", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "'vanilla' run: it has no dictionary of learned neighbours" in error
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json"]
+    with pytest.raises(ValueError, match="no dictionary"):
+        run_analysis(run, "tsne")
+
+
+def test_unknown_analysis_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "--run", str(tmp_path), "--what", "umap"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'umap'" in capsys.readouterr().err
+
+
+def test_a_missing_run_folder_or_checkpoint_is_reported(tmp_path, capsys):
+    assert main(["analyze", "--run", str(tmp_path / "nope"), "--what", "cosine", "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--quiet"]) == 2
+    assert "best.pt is missing" in capsys.readouterr().err
+    assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--samples", "0", "--quiet"]) == 2
+    assert "samples must be a positive integer" in capsys.readouterr().err
+    assert main(["analyze", "--run", str(tmp_path), "--what", "retrieval", "--keys-per-class", "0", "--quiet"]) == 2
+    assert "keys per class must be a positive integer" in capsys.readouterr().err
+
+
+def test_select_keys_orders_by_class_and_confidence():
+    classes = np.array([2, 0, 0, 1, 0, 2])
+    confidence = np.array([0.5, 0.3, 0.9, 0.4, 0.6, 0.7])
+    assert select_keys(classes, confidence, 2, 20).tolist() == [2, 4, 3, 5, 0]
+    assert select_keys(classes, confidence, 2, 3).tolist() == [2, 4, 3]
+    assert select_keys(classes, confidence, None, None).tolist() == [2, 4, 1, 3, 5, 0]
