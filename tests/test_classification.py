@@ -9,7 +9,7 @@ from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.images import ImageBatches, load_image_dataset
 from meta_neighborhoods.experiments.classification import (
-    METHODS, BestCheckpoint, accuracy, build_model, load_checkpoint,
+    METHODS, BestCheckpoint, accuracy, build_model, init_keys_from_features, load_checkpoint,
 )
 from meta_neighborhoods.training import TensorBatches, fit
 
@@ -125,3 +125,19 @@ def test_reloaded_checkpoint_predicts_like_the_best_model_in_memory(tmp_path):
     assert (checkpoint["epoch"], checkpoint["validation_accuracy"], checkpoint["model_args"]) == (1, 0.5, args)
     torch.testing.assert_close(_predict(fresh, x), expected, rtol=0, atol=0)
     assert not list(tmp_path.glob(".best.pt.*"))  # no temporary file left behind
+
+
+@pytest.mark.skipif(SHARED is None, reason="../shared/data (sklearn_digits) is not present in this checkout")
+def test_keys_can_start_at_training_features():
+    """--key-init samples: keys are features of training images, values peak at their labels."""
+    dataset = load_image_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("mn", "convnet4", 1, 10, dictionary_size=20)
+    init_keys_from_features(model, dataset.train, dataset, seed=0, device=torch.device("cpu"))
+    values = model.dictionary.values()
+    assert values.max(dim=1).values.min() > 0.99  # (nearly) one-hot labels
+    model.train()
+    with torch.no_grad():
+        features = model.features(torch.zeros(1, 1, 8, 8))
+    assert model.dictionary.keys.shape == (20, features.shape[1])
+    assert model.dictionary.keys.std() > 0.05 * 3  # on the features' scale, not the Gaussian init's

@@ -71,7 +71,7 @@ def _classify(args) -> int:
     result = run_classification(
         args.dataset, args.backbone, args.method, args.out, args.epochs, batch_size=args.batch_size,
         train_subset=args.train_subset, data_dir=args.data_dir, cache_dir=args.cache_dir, device=args.device,
-        seed=args.seed, progress=not args.quiet, dictionary_size=args.dictionary_size,
+        seed=args.seed, progress=not args.quiet, dictionary_size=args.dictionary_size, key_init=args.key_init,
     )
     if args.method == "all":
         print((Path(args.out) / "comparison.md").read_text(), end="")
@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
     classify.add_argument("--train-subset", type=int, metavar="N",
                           help="train on N images of the training split only (seeded), for quick CPU runs")
+    classify.add_argument("--key-init", choices=["gaussian", "samples"], default="gaussian",
+                          help="keys from N(0, 0.05^2) with random learned values, as the authors (default), or at "
+                               "the features of random training images with their labels as values")
     classify.add_argument("--dictionary-size", type=int, metavar="S",
                           help="induced neighbours of mn and mn_ifilm (default 10 per class: 100 for 10-class sets)")
     classify.add_argument("--data-dir", metavar="PATH",

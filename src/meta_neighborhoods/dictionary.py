@@ -74,10 +74,7 @@ class InducedDictionary(nn.Module):
             raise ValueError(f"need at least {self.size} samples to initialise {self.size} keys, got {len(features)}")
         pick = torch.randperm(len(features), generator=generator)[: self.size]
         self.keys.copy_(features[pick])
-        encoded = self._encode(targets[pick], self.raw_values.shape[1])
-        if self.task == "classification" and self.value_kind == "learned":
-            encoded = encoded / self.value_scale  # softmax(scale * raw) then peaks at the label
-        self.raw_values.copy_(encoded)
+        self.raw_values.copy_(self._encode(targets[pick], self.raw_values.shape[1]))  # learned: softmax(scale * one-hot)
 
     def slot_mask(self, batch_size: int, generator=None) -> torch.Tensor | None:
         """Which slots each example sees (B, S), or None when all are visible (evaluation)."""

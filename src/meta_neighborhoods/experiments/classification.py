@@ -32,6 +32,7 @@ from ..datasets.images import IMAGE_DATASETS, ImageBatches, ImageDataset, ImageS
 from ..film import film_norm_layer
 from ..heads import CosineHead
 from ..model import MetaNeighborhoods
+from ..similarity import check_option
 from ..results import atomic_write, markdown_table, prepare_out_dir, write_json
 from ..training import fit, resolve_device
 
@@ -53,6 +54,7 @@ MN_SETTINGS = {
     "values": "learned", "key_std": 0.05, "slot_dropout": 0.5,
 }
 IFILM_WHERE = "all"
+KEY_INITS = ("samples", "gaussian")
 NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
 GRAD_CLIP = 10.0
@@ -72,6 +74,7 @@ class ClassificationConfig:
     weight_decay: float = 7.5e-5
     train_subset: int | None = None
     dictionary_size: int | None = None  # None: NEIGHBOURS_PER_CLASS x classes
+    key_init: str = "gaussian"  # the authors' N(0, 0.05^2); or "samples": features of training images
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
@@ -96,6 +99,23 @@ def build_model(method: str, backbone: str, in_channels: int, num_classes: int,
     head = CosineHead(extractor.out_features, num_classes)
     return MetaNeighborhoods(head, task="classification", dictionary_size=dictionary_size if spec.dictionary else 0,
                              extractor=extractor, **MN_SETTINGS)
+
+
+@torch.no_grad()
+def init_keys_from_features(model: MetaNeighborhoods, split: ImageSplit, dataset: ImageDataset, seed: int,
+                            device: torch.device) -> None:
+    """Keys at the initial features of S random training images, values at their labels.
+
+    Random Gaussian keys are nearly orthogonal to every feature in a wide feature space, so attention
+    starts uniform, adaptation moves nothing and the keys get almost no gradient; keys that start on
+    the data are attended to selectively from the first step.
+    """
+    size = model.dictionary.size
+    pick = np.random.default_rng(seed).choice(len(split), size=size, replace=len(split) < size)
+    batch = ImageBatches(ImageSplit(split.images[pick], split.labels[pick]), dataset.mean, dataset.std, batch_size=size)
+    images, labels = next(iter(batch))
+    model.train()  # batch statistics: the running ones are still at their initial values
+    model.dictionary.init_from_samples(model.features(images.to(device)), labels.to(device))
 
 
 def save_checkpoint(path: Path, model: nn.Module, **info) -> None:
@@ -208,6 +228,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     write_json(out / "config.json", run_config)
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
+    if model.dictionary is not None and config.key_init == "samples":  # else build_model's Gaussian keys
+        init_keys_from_features(model, splits.train, dataset, config.seed, device)
     validation = _batches(splits.validation, dataset, config)
     best, history = BestCheckpoint(out / "best.pt", model_args), []
 
@@ -264,7 +286,7 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
 def run_classification(dataset_name: str, backbone: str, method: str, out, epochs: int, batch_size: int = 128,
                        learning_rate: float = 1e-3, weight_decay: float = 7.5e-5, train_subset: int | None = None,
                        data_dir=None, cache_dir=None, device: str = "auto", seed: int = 0, progress: bool = True,
-                       dictionary_size: int | None = None) -> dict:
+                       dictionary_size: int | None = None, key_init: str = "gaussian") -> dict:
     """Train and test one method (``out/metrics.json``, ``config.json``, ``best.pt``) and return its metrics.
 
     ``method="all"`` runs every method of ``METHODS`` into ``out/<method>/`` and returns the comparison
@@ -275,11 +297,12 @@ def run_classification(dataset_name: str, backbone: str, method: str, out, epoch
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if dictionary_size is not None and not (isinstance(dictionary_size, int) and dictionary_size >= 1):
         raise ValueError(f"dictionary size must be a positive integer, got {dictionary_size!r}")
+    check_option("key initialisation", key_init, KEY_INITS)
     out, torch_device = prepare_out_dir(out), resolve_device(device)
     dataset = load_image_dataset(dataset_name, data_dir, cache_dir)
     config = ClassificationConfig(
         dataset_name, backbone, method, epochs, batch_size, learning_rate, weight_decay, train_subset,
-        dictionary_size or NEIGHBOURS_PER_CLASS * len(dataset.classes), seed, device,
+        dictionary_size or NEIGHBOURS_PER_CLASS * len(dataset.classes), key_init, seed, device,
         None if data_dir is None else str(data_dir), None if cache_dir is None else str(cache_dir),
     )
     splits = Splits(*split_validation(dataset.train, seed), dataset.test)
