@@ -131,7 +131,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             return self.temperature
         return float(n_features) if self._similarity(n_features) == "euclidean" else 0.1
 
-    def _build(self, n_features: int, n_outputs: int, X: torch.Tensor, targets: torch.Tensor) -> MetaNeighborhoods:
+    def _build(self, n_features: int, n_outputs: int, X: torch.Tensor, targets: torch.Tensor,
+               seed: int) -> MetaNeighborhoods:
         hidden = tuple(int(h) for h in self.hidden_layer_sizes)
         size = int(min(self.dictionary_size, len(X)))  # never more neighbours than training rows to start from
         model = MetaNeighborhoods(
@@ -147,7 +148,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             adapt=self.adapt,
         )
         if size and self.key_init == "samples":
-            model.dictionary.init_from_samples(X, targets, generator=torch.Generator().manual_seed(0))
+            model.dictionary.init_from_samples(X, targets, generator=torch.Generator().manual_seed(seed))
         return model
 
     # -- training ---------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             order = rng.permutation(len(X))
             valid, train = order[:n_valid], order[n_valid:]
 
-        self.model_ = self._build(X.shape[1], n_outputs, X_std[train], y_t[train]).to(device)
+        self.model_ = self._build(X.shape[1], n_outputs, X_std[train], y_t[train], seed).to(device)
         batches = TensorBatches(X_std[train], y_t[train], batch_size=int(self.batch_size), seed=seed)
         best = {"loss": np.inf, "epoch": -1, "state": None}
 
