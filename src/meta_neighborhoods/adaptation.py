@@ -58,7 +58,7 @@ class StepSize(nn.Module):
 
     def forward(self) -> Params:
         if self.kind == "scalar":
-            return {name: self.alpha.abs() for name in self.names}
+            return dict.fromkeys(self.names, self.alpha.abs())
         return {name: a.abs() for name, a in zip(self.names, self.alpha)}
 
 
@@ -89,10 +89,7 @@ class Adaptation(nn.Module):
 
     def fast_path(self, head: nn.Module) -> Callable | None:
         """The closed-form implementation for this head, or None when only the generic one applies."""
-        for head_type, path in FAST_PATHS.items():
-            if type(head) is head_type:
-                return path
-        return None
+        return FAST_PATHS.get(type(head))  # exact type: a subclass may change the forward pass
 
     def forward(self, head, z, keys, values, weights) -> torch.Tensor:
         """Predictions (B, out) of the head adapted to each row of z (B, d) with attention ``weights`` (B, S)."""
