@@ -45,6 +45,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         loop: how many steps, the form and start of the learned step size, which layers are finetuned.
     key_init : "samples" (keys at random training rows, values at their targets) or "gaussian".
     max_epochs, batch_size, learning_rate, weight_decay : AdamW training; decay only on weight matrices.
+    gradient_clip : clip every gradient entry to +-this (None: no clipping); keeps the second-order
+        meta-gradient from throwing a run off course (seen on naval without it).
     early_stopping, validation_fraction, n_iter_no_change : stop when the loss on a held-out share of
         the training rows has not improved for that many epochs, and keep the best weights.
     random_state : seed for the split, initialisation and batches. device : "cpu", "cuda" or "auto".
@@ -71,6 +73,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         batch_size=128,
         learning_rate=1e-3,
         weight_decay=1e-4,
+        gradient_clip=1.0,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=20,
@@ -92,6 +95,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
+        self.gradient_clip = gradient_clip
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -116,6 +120,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             raise ValueError(f"unknown similarity {self.similarity!r}; expected 'auto', 'cosine' or 'euclidean'")
         if self.key_init not in ("samples", "gaussian"):
             raise ValueError(f"unknown key_init {self.key_init!r}; expected 'samples' or 'gaussian'")
+        if self.gradient_clip is not None and not self.gradient_clip > 0:
+            raise ValueError(f"gradient_clip must be positive or None, got {self.gradient_clip!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
 
@@ -181,7 +187,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
         history = fit(
             self.model_, batches, epochs=int(self.max_epochs), learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, device=device, on_epoch_end=watch, progress=self.verbose > 0,
+            weight_decay=self.weight_decay, grad_clip=self.gradient_clip, device=device, on_epoch_end=watch, progress=self.verbose > 0,
             desc=type(self).__name__,
         )
         if best["state"] is not None:
