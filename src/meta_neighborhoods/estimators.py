@@ -187,8 +187,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
         history = fit(
             self.model_, batches, epochs=int(self.max_epochs), learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, grad_clip=self.gradient_clip, device=device, on_epoch_end=watch, progress=self.verbose > 0,
-            desc=type(self).__name__,
+            weight_decay=self.weight_decay, grad_clip=self.gradient_clip, device=device, on_epoch_end=watch,
+            progress=self.verbose > 0, desc=type(self).__name__,
         )
         if best["state"] is not None:
             self.model_.load_state_dict(best["state"])
