@@ -11,28 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
-
-
-def timed(step, repeats: int, device) -> float:
-    """Median wall time of ``step`` in milliseconds, after one warm-up call."""
-    step()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 
 def main() -> None:
@@ -62,11 +46,14 @@ def main() -> None:
         return run
 
     subset = min(args.loop_subset, args.batch)
+    def alone(run, repeats):  # each variant on its own, with as many repeats as its run time allows
+        return timed({"step": run}, repeats, 1, device)["step"]
+
     ms = {
-        "vanilla_ms": timed(step("vanilla"), 50, device),
-        "fast_ms": timed(step("fast"), 20, device),
-        "generic_ms": timed(step("generic"), 3, device),
-        "loop_ms": timed(step("loop", slice(0, subset)), 2, device) * args.batch / subset,
+        "vanilla_ms": alone(step("vanilla"), 50),
+        "fast_ms": alone(step("fast"), 20),
+        "generic_ms": alone(step("generic"), 3),
+        "loop_ms": alone(step("loop", slice(0, subset)), 2) * args.batch / subset,
     }
     print(f"one meta-training step, MLP 90-128-128-1, B={args.batch}, S={args.keys}, 1 inner step, "
           f"all layers, second order, {device.type} ({torch.get_num_threads()} threads), torch {torch.__version__}")

@@ -18,39 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from meta_neighborhoods.experiments.classification import GRAD_CLIP, METHODS, build_model
 from meta_neighborhoods.training import parameter_groups
+from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 BACKBONES = {"convnet4": (1, 28), "resnet29": (3, 32)}  # name: (channels, side)
 CLASSES, DICTIONARY_SIZE = 10, 100
 GOAL = 0.6
-
-
-def timed(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
-    """Median wall time in milliseconds of each of ``steps`` (name: closure), after ``warmup`` untimed calls.
-
-    The closures take turns, one call each per round, so a change of load on a shared machine hits them all alike.
-    """
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def training_step(method: str, backbone: str, batch: int, device: torch.device):
