@@ -13,7 +13,7 @@ from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.images import ImageBatches, ImageSplit, load_image_dataset
 from meta_neighborhoods.experiments.analysis import analyze_cosine, load_run, run_analysis, select_keys
 from meta_neighborhoods.experiments.classification import (
-    build_model, load_checkpoint, run_classification, save_checkpoint,
+    build_model, load_best_model, run_classification, save_checkpoint,
 )
 
 SHARED = shared_data_dir()
@@ -43,10 +43,7 @@ def analysed(mn_run, tmp_path_factory):
 
 
 def _model(run_dir):
-    checkpoint = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    model = build_model(**checkpoint["model_args"])
-    load_checkpoint(run_dir / "best.pt", model)
-    return model.eval()
+    return load_best_model(run_dir)[0]
 
 
 @torch.no_grad()
@@ -151,17 +148,18 @@ def _vanilla_run(path):
     """A vanilla run folder as classify leaves it (checkpoint with its model_args, config.json); no data needed."""
     path.mkdir()
     args = {"method": "vanilla", "backbone": "convnet4", "in_channels": 1, "num_classes": 10, "dictionary_size": 0}
-    save_checkpoint(path / "best.pt", build_model(**args), model_args=args, epoch=1, validation_accuracy=0.5)
+    save_checkpoint(path / "best", build_model(**args), model_args=args, epoch=1, validation_accuracy=0.5)
     (path / "config.json").write_text(json.dumps({"dataset": "digits", "method": "vanilla", "model": args}))
     return path
 
 
 def test_a_vanilla_run_is_refused_with_a_clear_message(tmp_path, capsys):
     run = _vanilla_run(tmp_path / "vanilla")
+    before = sorted(p.name for p in run.iterdir())
     assert main(["analyze", "--run", str(run), "--what", "all", "--quiet"]) == 2
     error = capsys.readouterr().err
     assert "'vanilla' run: it has no dictionary of learned neighbours" in error
-    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json"]
+    assert sorted(p.name for p in run.iterdir()) == before  # nothing written
     with pytest.raises(ValueError, match="no dictionary"):
         run_analysis(run, "tsne")
 
@@ -179,7 +177,7 @@ def test_a_missing_run_folder_or_checkpoint_is_reported(tmp_path, capsys):
     assert not (tmp_path / "nope").exists()
     (tmp_path / "config.json").write_text("{}")
     assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--quiet"]) == 2
-    assert "best.pt is missing" in capsys.readouterr().err
+    assert "best.json is missing" in capsys.readouterr().err
     assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--samples", "0", "--quiet"]) == 2
     assert "samples must be a positive integer" in capsys.readouterr().err
     assert main(["analyze", "--run", str(tmp_path), "--what", "retrieval", "--keys-per-class", "0", "--quiet"]) == 2

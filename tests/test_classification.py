@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from meta_neighborhoods import checkpoint
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.images import ImageBatches, load_image_dataset
@@ -55,11 +56,11 @@ def test_classify_all_writes_every_method_and_a_comparison(digits_run, capsys):
 @pytest.mark.parametrize("method", list(METHODS))
 def test_best_checkpoint_reloads_into_a_fresh_model_and_reproduces_the_test_accuracy(digits_run, method):
     metrics = json.loads((digits_run / method / "metrics.json").read_text())
-    checkpoint = torch.load(digits_run / method / "best.pt", map_location="cpu", weights_only=True)
-    assert checkpoint["epoch"] == metrics["best_epoch"]
-    assert checkpoint["model_args"] == metrics["config"]["model"]
+    tensors, info = checkpoint.load(digits_run / method / "best")
+    assert info["epoch"] == metrics["best_epoch"]
+    assert info["model_args"] == metrics["config"]["model"]
     model = build_model(**metrics["config"]["model"])
-    model.load_state_dict(checkpoint["state_dict"])  # strict: same architecture, nothing missing
+    model.load_state_dict(checkpoint.take_prefix("model.", tensors))  # strict: same architecture, nothing missing
     dataset = load_image_dataset("digits")
     test = ImageBatches(dataset.test, dataset.mean, dataset.std, batch_size=metrics["config"]["batch_size"])
     assert accuracy(model, test, CPU) == metrics["test_accuracy"]
@@ -110,7 +111,7 @@ def test_reloaded_checkpoint_predicts_like_the_best_model_in_memory(tmp_path):
     args = {"method": "mn_ifilm", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 8}
     model = build_model(**args)
     x, y = torch.randn(24, 1, 8, 8), torch.randint(0, 3, (24,))
-    best = BestCheckpoint(tmp_path / "best.pt", args)
+    best = BestCheckpoint(tmp_path / "best", args)
     train = TensorBatches(x, y, batch_size=8)
 
     fit(model, train, epochs=1, progress=False)
@@ -121,10 +122,11 @@ def test_reloaded_checkpoint_predicts_like_the_best_model_in_memory(tmp_path):
     assert not torch.allclose(_predict(model, x), expected)
 
     fresh = build_model(**args)
-    checkpoint = load_checkpoint(tmp_path / "best.pt", fresh)
-    assert (checkpoint["epoch"], checkpoint["validation_accuracy"], checkpoint["model_args"]) == (1, 0.5, args)
+    info = load_checkpoint(tmp_path / "best", fresh)
+    assert (info["epoch"], info["validation_accuracy"], info["model_args"]) == (1, 0.5, args)
     torch.testing.assert_close(_predict(fresh, x), expected, rtol=0, atol=0)
-    assert not list(tmp_path.glob(".best.pt.*"))  # no temporary file left behind
+    assert [p.suffix for p in tmp_path.iterdir()].count(".safetensors") == 1  # the stale weights are gone
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
 @pytest.mark.skipif(SHARED is None, reason="../shared/data (sklearn_digits) is not present in this checkout")

@@ -65,20 +65,43 @@ def _ablate(args) -> int:
     return 0
 
 
-def _classify(args) -> int:
-    from .experiments.classification import run_classification
+CLASSIFY_DEFAULTS = {"epochs": 100, "batch_size": 128, "seed": 0, "key_init": "gaussian"}
+CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
+                        "dictionary_size", "out")
 
-    result = run_classification(
-        args.dataset, args.backbone, args.method, args.out, args.epochs, batch_size=args.batch_size,
-        train_subset=args.train_subset, data_dir=args.data_dir, cache_dir=args.cache_dir, device=args.device,
-        seed=args.seed, progress=not args.quiet, dictionary_size=args.dictionary_size, key_init=args.key_init,
-    )
-    if args.method == "all":
-        print((Path(args.out) / "comparison.md").read_text(), end="")
+
+def _classify(args) -> int:
+    from . import distributed
+    from .experiments.classification import resume_classification, run_classification
+
+    if args.resume is not None:
+        given = [f"--{name.replace('_', '-')}" for name in CLASSIFY_RUN_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise ValueError(f"--resume continues a run with its saved configuration; drop {', '.join(given)}")
+        out = Path(args.resume)
+        result = resume_classification(out, device=args.device, progress=not args.quiet, data_dir=args.data_dir,
+                                       cache_dir=args.cache_dir)
     else:
-        print(f"{args.dataset} / {args.backbone} / {args.method}: test accuracy {result['test_accuracy']:.4f} "
-              f"(best validation accuracy {result['validation_accuracy']:.4f} at epoch {result['best_epoch']}, "
-              f"{result['seconds']:.1f} s); wrote {args.out}/metrics.json, config.json, best.pt")
+        missing = [f"--{name}" for name in ("dataset", "backbone", "method", "out") if getattr(args, name) is None]
+        if missing:
+            raise ValueError(f"classify needs {', '.join(missing)} (or --resume DIR to continue a run)")
+        for name, default in CLASSIFY_DEFAULTS.items():
+            setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
+        out = Path(args.out)
+        result = run_classification(
+            args.dataset, args.backbone, args.method, out, args.epochs, batch_size=args.batch_size,
+            train_subset=args.train_subset, data_dir=args.data_dir, cache_dir=args.cache_dir, device=args.device,
+            seed=args.seed, progress=not args.quiet, dictionary_size=args.dictionary_size, key_init=args.key_init,
+        )
+    if not distributed.is_main():
+        return 0
+    if "methods" in result:
+        print((out / "comparison.md").read_text(), end="")
+    else:
+        print(f"{result['dataset']} / {result['backbone']} / {result['method']}: test accuracy "
+              f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
+              f"{result['best_epoch']}, {result['seconds']:.1f} s); wrote {out}/metrics.json, config.json, "
+              "checkpoints best and last")
     return 0
 
 
@@ -114,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sub):
-        sub.add_argument("--out", required=True, help="folder for metrics, configuration and figures (created if needed)")
+    def common(sub, out_required=True):
+        sub.add_argument("--out", required=out_required,
+                         help="folder for metrics, configuration and figures (created if needed)")
         sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         sub.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                          help="where to train: auto = CUDA if available, else CPU (default auto)")
@@ -182,25 +206,32 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one method (or all four) on an image data set with a cosine-classifier head: AdamW, "
                     "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs, a seeded 10% validation "
                     "split (at most 5000 images) held out of the training set; the best-on-validation weights are "
-                    "kept in best.pt and their test accuracy reported. Writes metrics.json and config.json (with "
-                    "--method all: one folder per method, comparison.md and comparison.json).",
+                    "kept in checkpoint best (best.json + safetensors) and their test accuracy reported; the whole "
+                    "training state is saved after every epoch in checkpoint last, from which --resume continues. "
+                    "Writes metrics.json and config.json (with --method all: one folder per method, comparison.md "
+                    "and comparison.json). Runs on several processes under torchrun (see the README).",
     )
-    common(classify)
+    common(classify, out_required=False)
+    classify.set_defaults(seed=None)  # None = not given: --resume must not be combined with run settings
+    classify.add_argument("--resume", metavar="DIR",
+                          help="continue the interrupted run in DIR with its saved configuration (only --device, "
+                               "--quiet, --data-dir and --cache-dir may be given with it)")
     # Names are checked by the experiment, not choices=: the registries import torch, which slows --help.
-    classify.add_argument("--dataset", required=True, metavar="NAME",
+    classify.add_argument("--dataset", metavar="NAME",
                           help="registered image data set, e.g. digits, mnist, cifar10, cifar100, svhn "
                                "(an unknown name lists them all)")
-    classify.add_argument("--backbone", required=True, metavar="NAME",
+    classify.add_argument("--backbone", metavar="NAME",
                           help="feature extractor, e.g. convnet4, resnet29, resnet56, densenet40_bc "
                                "(an unknown name lists them all)")
-    classify.add_argument("--method", required=True, metavar="METHOD",
+    classify.add_argument("--method", metavar="METHOD",
                           help="vanilla (backbone + cosine head), vanilla_ifilm (iFiLM after every BatchNorm), "
                                "mn (Meta-Neighborhoods), mn_ifilm (both), or all (the four, into OUT/<method>/)")
-    classify.add_argument("--epochs", type=int, default=100, help="training epochs (default 100)")
-    classify.add_argument("--batch-size", type=int, default=128, help="mini-batch size (default 128)")
+    classify.add_argument("--epochs", type=int, help="training epochs (default 100)")
+    classify.add_argument("--batch-size", type=int,
+                          help="mini-batch size (default 128); under torchrun the global batch, split over processes")
     classify.add_argument("--train-subset", type=int, metavar="N",
                           help="train on N images of the training split only (seeded), for quick CPU runs")
-    classify.add_argument("--key-init", choices=["gaussian", "samples"], default="gaussian",
+    classify.add_argument("--key-init", choices=["gaussian", "samples"],
                           help="keys from N(0, 0.05^2) with random learned values, as the authors (default), or at "
                                "the features of random training images with their labels as values")
     classify.add_argument("--dictionary-size", type=int, metavar="S",
@@ -214,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = commands.add_parser(
         "analyze", help="figures 4-6 of a classify run: t-SNE of keys, cosine before/after finetuning, retrieval",
-        description="Reload a Meta-Neighborhoods classify run (its best.pt and data set; vanilla runs have no "
+        description="Reload a Meta-Neighborhoods classify run (its best checkpoint and data set; vanilla runs have no "
                     "dictionary and are refused) and write, next to each PNG, a JSON file with its numbers: "
                     "tsne (Fig. 5: keys among training features, t-SNE, keys coloured by their value's class), "
                     "cosine (Fig. 4: cosine of each test feature to its true class prototype before vs after the "
@@ -246,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, PermissionError, RuntimeError, FloatingPointError) as error:
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as error:
         print(f"meta-neighborhoods {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ baseline: the same network trained the same way, without neighbours.
 from __future__ import annotations
 
 import copy
+import numbers
 
 import numpy as np
 import torch
@@ -16,8 +17,10 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
+from .adaptation import ADAPT, STEP_SIZES
 from .heads import MLPHead
 from .model import MetaNeighborhoods
+from .similarity import check_option
 from .training import TensorBatches, fit, resolve_device
 
 HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
@@ -28,6 +31,11 @@ def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scale of each column; constant columns keep scale 1 so they stay finite."""
     mean, scale = a.mean(axis=0), a.std(axis=0)
     return mean, np.where(scale > 1e-12, scale, 1.0)
+
+
+def _positive(value) -> bool:
+    """A real number above zero: a string, None or NaN fails here rather than as a TypeError later."""
+    return isinstance(value, numbers.Real) and value > 0
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -112,18 +120,29 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(self.dictionary_size, (int, np.integer)) and self.dictionary_size >= 0):
             raise ValueError(f"dictionary_size must be a non-negative integer, got {self.dictionary_size!r}")
-        if self.temperature is not None and not self.temperature > 0:
+        hidden = self.hidden_layer_sizes
+        if not (isinstance(hidden, (tuple, list, np.ndarray))
+                and all(isinstance(h, (int, np.integer)) and h >= 1 for h in hidden)):
+            raise ValueError(f"hidden_layer_sizes must be a sequence of positive integers (e.g. (128, 128)), "
+                             f"got {hidden!r}")
+        if self.temperature is not None and not _positive(self.temperature):
             raise ValueError(f"temperature must be positive (or None for the default), got {self.temperature!r}")
-        if not 0.0 < self.validation_fraction < 1.0:
+        if not (_positive(self.validation_fraction) and self.validation_fraction < 1.0):
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         if self.similarity not in ("auto", "cosine", "euclidean"):
             raise ValueError(f"unknown similarity {self.similarity!r}; expected 'auto', 'cosine' or 'euclidean'")
         if self.key_init not in ("samples", "gaussian"):
             raise ValueError(f"unknown key_init {self.key_init!r}; expected 'samples' or 'gaussian'")
-        if self.gradient_clip is not None and not self.gradient_clip > 0:
+        check_option("step size", self.step_size, STEP_SIZES)
+        check_option("adapt", self.adapt, ADAPT)
+        if not _positive(self.step_size_init):
+            raise ValueError(f"step_size_init must be positive, got {self.step_size_init!r}")
+        if self.gradient_clip is not None and not _positive(self.gradient_clip):
             raise ValueError(f"gradient_clip must be positive or None, got {self.gradient_clip!r}")
-        if not self.learning_rate > 0:
+        if not _positive(self.learning_rate):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        if not (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
 
     def _similarity(self, n_features: int) -> str:
         """``auto``: Euclidean for few features, cosine beyond HIGH_DIMENSIONAL (chosen on gom and the UCI sets)."""
@@ -228,6 +247,9 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
+        if y.dtype.kind not in "biuf":  # y_numeric converts object arrays only; strings would fail inside numpy
+            raise ValueError(f"the target y must be numeric for regression, got dtype {y.dtype}; "
+                             "use MetaNeighborhoodsClassifier for labels")
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)
         self.y_mean_, self.y_scale_ = _standardiser(y2)

@@ -579,10 +579,13 @@ def load_image_dataset(
 class ImageBatches:
     """Mini-batches ``(x, y)`` of one split: x float32 ``(B, C, H, W)`` normalised with mean/std, y int64.
 
-    Every pass draws fresh randomness (shuffle order, crops, flips) from ``(seed, pass number)``, so two objects
-    built with the same arguments yield the same sequence of epochs. ``subset`` keeps the first ``subset`` images of a
-    permutation drawn from ``seed`` (fixed across epochs) for quick CPU runs. ``augment="crop_flip"`` zero-pads by 4
-    pixels, takes a random crop of the original size and flips half the images horizontally (standard CIFAR).
+    Every pass draws fresh randomness (shuffle order, crops, flips) from ``(seed, epoch)``; the epoch counts
+    passes and is part of ``state_dict()``, so a resumed run sees the same batches as an uninterrupted one.
+    ``subset`` keeps the first ``subset`` images of a permutation drawn from ``seed`` (fixed across epochs) for
+    quick CPU runs. ``augment="crop_flip"`` zero-pads by 4 pixels, takes a random crop of the original size and
+    flips half the images horizontally (standard CIFAR). ``shard=(rank, world_size)``: this process takes every
+    ``world_size``-th image of each global batch of ``batch_size`` (multi-process training), and a last global
+    batch too small to give every process an image is dropped.
     """
 
     def __init__(
@@ -596,6 +599,7 @@ class ImageBatches:
         seed: int = 0,
         augment: str = "none",
         subset: int | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if augment not in ("none", "crop_flip"):
             raise ValueError(f"augment must be 'none' or 'crop_flip', got {augment!r}")
@@ -603,7 +607,10 @@ class ImageBatches:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if len(mean) != split.images.shape[1] or len(std) != split.images.shape[1]:
             raise ValueError(f"mean/std need one value per channel ({split.images.shape[1]})")
+        if not 0 <= shard[0] < shard[1] <= batch_size:
+            raise ValueError(f"shard (rank, world size) = {shard} needs 0 <= rank < world size <= batch size")
         self.split, self.batch_size, self.shuffle, self.seed, self.augment = split, batch_size, shuffle, seed, augment
+        self.shard = shard
         self.indices = np.arange(len(split))
         if subset is not None:
             if not 1 <= subset <= len(split):
@@ -616,6 +623,12 @@ class ImageBatches:
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
 
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
         generator = torch.Generator().manual_seed(int(state))
@@ -623,8 +636,12 @@ class ImageBatches:
         order = self.indices
         if self.shuffle:
             order = order[torch.randperm(len(order), generator=generator).numpy()]
+        rank, world_size = self.shard
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
+            if len(batch) < world_size:
+                break
+            batch = batch[rank::world_size]
             x = torch.from_numpy(self.split.images[batch]).float().div_(255)
             if self.augment == "crop_flip":
                 x = _crop_flip(x, generator)

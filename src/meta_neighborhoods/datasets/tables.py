@@ -96,17 +96,22 @@ def _read_numeric(
     caller then reports as missing values).
     """
     names = None
-    with open(path, newline="") as handle:
-        if header:
-            names = [n.strip() for n in next(csv.reader([handle.readline()], delimiter=delimiter or ","), [])]
-        try:
-            with warnings.catch_warnings():  # an empty file is reported below, not as a numpy warning
-                warnings.simplefilter("ignore", UserWarning)
-                data = np.loadtxt(handle, delimiter=delimiter, ndmin=2, dtype=np.float64, comments=None)
-        except ValueError:
-            data = None
-    if data is None:
-        data = _read_numeric_slowly(path, dataset=dataset, delimiter=delimiter, names=names)
+    try:
+        with open(path, newline="") as handle:
+            if header:
+                names = [n.strip() for n in next(csv.reader([handle.readline()], delimiter=delimiter or ","), [])]
+            try:
+                with warnings.catch_warnings():  # an empty file is reported below, not as a numpy warning
+                    warnings.simplefilter("ignore", UserWarning)
+                    data = np.loadtxt(handle, delimiter=delimiter, ndmin=2, dtype=np.float64, comments=None)
+            except ValueError:
+                data = None
+        if data is None:
+            data = _read_numeric_slowly(path, dataset=dataset, delimiter=delimiter, names=names)
+    except UnicodeDecodeError as error:  # a binary or differently encoded file: name it, not the codec
+        raise ValueError(
+            f"{dataset}: {path} is not a UTF-8 text table (byte {error.start}); is it the right file?"
+        ) from None
     if data.size == 0:
         raise ValueError(f"{dataset}: {path} has no data rows")
     if names is not None and data.shape[1] != len(names):

@@ -1,6 +1,6 @@
 """Analysis of a trained image classifier's learned neighbours: Figs. 4, 5 and 6 (Appendix A.8) of the paper.
 
-``run_analysis(run_dir, what)`` reloads a ``classify`` run (``best.pt``, and the data set named in its
+``run_analysis(run_dir, what)`` reloads a ``classify`` run (its ``best`` checkpoint, and the data set named in its
 ``metrics.json`` / ``config.json``) and writes, next to each PNG, a JSON file with every number in it:
 
 * ``tsne`` (Fig. 5): features z of N training images (the images the run trained on, a seeded sample) and the S keys,
@@ -36,7 +36,7 @@ from ..datasets.images import ImageBatches, ImageDataset, ImageSplit, load_image
 from ..model import MetaNeighborhoods
 from ..results import prepare_out_dir, write_json
 from ..training import resolve_device
-from .classification import build_model, load_checkpoint, split_validation
+from .classification import load_best_model, split_validation
 
 ANALYSES = ("tsne", "cosine", "retrieval")
 TSNE_SAMPLES = 2000  # training images in the t-SNE picture unless told otherwise
@@ -69,7 +69,7 @@ def _run_config(run_dir: Path) -> dict:
 
 
 def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> LoadedRun:
-    """Rebuild the model of ``run_dir/best.pt`` and reload its data set; refuse a vanilla run before loading data.
+    """Rebuild the best model of ``run_dir`` and reload its data set; refuse a vanilla run before loading data.
 
     ``data_dir`` / ``cache_dir`` default to those the run was trained with (themselves defaulting as usual).
     """
@@ -77,16 +77,10 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     config = _run_config(run_dir)
-    checkpoint_path = run_dir / "best.pt"
-    if not checkpoint_path.is_file():
-        raise FileNotFoundError(f"{checkpoint_path} is missing: the run has not finished an epoch yet")
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    model_args = checkpoint["model_args"]
-    if not model_args.get("dictionary_size"):
-        raise ValueError(f"{run_dir} is a {model_args.get('method', 'vanilla')!r} run: it has no dictionary of learned "
-                         "neighbours to analyse; pass an mn or mn_ifilm run")
-    model = build_model(**model_args)
-    load_checkpoint(checkpoint_path, model)
+    model, info = load_best_model(run_dir)
+    if not info["model_args"].get("dictionary_size"):
+        raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "
+                         "of learned neighbours to analyse; pass an mn or mn_ifilm run")
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
     dataset = load_image_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"),

@@ -6,8 +6,15 @@ Protocol (the same for every method, so only the method differs):
   touched once, at the end;
 * ``fit`` with AdamW (weight decay as ``training.parameter_groups``), gradients clipped to +-10 by value, the
   learning rate x0.1 after 2/3 of the epochs; augmentation (the data set's own) on the training batches only;
-* after every epoch the validation accuracy is measured and the best weights so far are saved to ``best.pt``;
-  the test accuracy is that of the best checkpoint, reloaded from disk.
+* after every epoch the validation accuracy is measured and the best weights so far are saved as checkpoint
+  ``best`` (``best.json`` + safetensors, see ``checkpoint.py``); the test accuracy is that of the best checkpoint,
+  reloaded from disk;
+* after every epoch the whole training state is saved as checkpoint ``last``: ``resume_classification`` (CLI
+  ``--resume DIR``) continues a killed run and ends exactly where the uninterrupted run would have;
+* under ``torchrun`` every process trains on its slice of each global batch of ``batch_size`` images
+  (DistributedDataParallel); rank 0 alone validates, tests, logs and writes. BatchNorm statistics are those of
+  each process's slice (not synchronised), so a multi-process run equals a one-process run exactly only for
+  backbones without BatchNorm; slot-dropout masks and augmentation are drawn per process.
 
 Every method uses the cosine classifier (tau learned, init 10) on the backbone's features. The Meta-Neighborhoods
 settings follow the authors' image code (DESIGN.md), see ``MN_SETTINGS``. The dictionary size is not given in the
@@ -16,6 +23,7 @@ paper's main text; our default is ``NEIGHBOURS_PER_CLASS`` (10) slots per class:
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, checkpoint, distributed
 from ..backbones import available_backbones, create_backbone
 from ..datasets.images import IMAGE_DATASETS, ImageBatches, ImageDataset, ImageSplit, load_image_dataset
 from ..film import film_norm_layer
@@ -35,6 +43,8 @@ from ..model import MetaNeighborhoods
 from ..similarity import check_option
 from ..results import atomic_write, markdown_table, prepare_out_dir, write_json
 from ..training import fit, resolve_device
+
+LAST, BEST = "last", "best"  # checkpoint stems inside a run folder
 
 
 class Method(NamedTuple):
@@ -118,31 +128,59 @@ def init_keys_from_features(model: MetaNeighborhoods, split: ImageSplit, dataset
     model.dictionary.init_from_samples(model.features(images.to(device)), labels.to(device))
 
 
-def save_checkpoint(path: Path, model: nn.Module, **info) -> None:
-    """State dict plus plain ``info`` through a temporary file and a rename: a crash never leaves half a file."""
-    atomic_write(path, lambda tmp: torch.save({"state_dict": model.state_dict(), **info}, tmp))
+def save_checkpoint(stem: Path, model: nn.Module, **info) -> None:
+    """Weights (safetensors) plus plain ``info`` (JSON), atomically: see ``checkpoint.save``."""
+    checkpoint.save(stem, checkpoint.with_prefix("model.", model.state_dict()), info)
 
 
-def load_checkpoint(path: Path, model: nn.Module) -> dict:
-    """Load weights saved by ``save_checkpoint`` into ``model`` (tensors only, no code); returns the checkpoint."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(checkpoint["state_dict"])
-    return checkpoint
+def load_checkpoint(stem: Path, model: nn.Module) -> dict:
+    """Load weights saved by ``save_checkpoint`` into ``model`` (no code is executed); returns their ``info``."""
+    tensors, info = checkpoint.load(stem)
+    checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), f"{stem}.json")
+    return info
+
+
+def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
+    """The best-on-validation network of a classify run folder, rebuilt from its checkpoint, and its info."""
+    stem = Path(run_dir) / BEST
+    if not checkpoint.exists(stem):
+        raise FileNotFoundError(f"{stem}.json is missing: {run_dir} is not a classify run folder, or the run has "
+                                "not finished an epoch yet")
+    info = checkpoint.load(stem)[1]
+    model = build_model(**info["model_args"])
+    load_checkpoint(stem, model)
+    return model.eval(), info
 
 
 class BestCheckpoint:
     """Keeps the weights of the best validation accuracy so far on disk (the earliest epoch wins ties)."""
 
-    def __init__(self, path: Path, model_args: dict):
-        self.path, self.model_args = path, model_args
+    def __init__(self, stem: Path, model_args: dict):
+        self.stem, self.model_args = stem, model_args
         self.accuracy, self.epoch = -1.0, 0
 
     def update(self, model: nn.Module, accuracy: float, epoch: int) -> bool:
         if accuracy <= self.accuracy:
             return False
         self.accuracy, self.epoch = accuracy, epoch
-        save_checkpoint(self.path, model, model_args=self.model_args, epoch=epoch, validation_accuracy=accuracy)
+        save_checkpoint(self.stem, model, model_args=self.model_args, epoch=epoch, validation_accuracy=accuracy)
         return True
+
+    def state_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accuracy, self.epoch = state["accuracy"], state["epoch"]
+
+
+class History(list):
+    """Per-epoch records that travel in the ``last`` checkpoint, so a resumed run reports every epoch."""
+
+    def state_dict(self) -> dict:
+        return {"epochs": list(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self[:] = state["epochs"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,7 +206,8 @@ def _batches(split: ImageSplit, dataset: ImageDataset, config: ClassificationCon
     if not training:
         return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size)
     return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size, shuffle=True,
-                        seed=config.seed, augment=dataset.augment, subset=config.train_subset)
+                        seed=config.seed, augment=dataset.augment, subset=config.train_subset,
+                        shard=(distributed.rank(), distributed.world_size()))
 
 
 @torch.no_grad()
@@ -218,44 +257,57 @@ def _milestones(epochs: int) -> list[int]:
 
 
 def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: Splits, out: Path,
-                  device: torch.device, progress: bool) -> dict:
-    """One method end to end into ``out``: train, keep the best-on-validation checkpoint, test it."""
+                  device: torch.device, progress: bool, resume: bool = False) -> dict:
+    """One method end to end into ``out``: train (or continue from ``out/last``), keep the best-on-validation
+    checkpoint, test it. Only rank 0 writes; other ranks return an empty dict."""
     started = time.perf_counter()
     train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
-    out = prepare_out_dir(out)
+    main = distributed.is_main()
+    out = prepare_out_dir(out) if main else Path(out)
+    if resume and (out / "metrics.json").is_file():
+        return json.loads((out / "metrics.json").read_text())  # finished before the interruption
+    if resume and not checkpoint.exists(out / LAST):
+        raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
     model_args = _model_args(config, dataset)
     run_config = _run_config(config, model_args)
-    write_json(out / "config.json", run_config)
+    if main and not resume:
+        write_json(out / "config.json", run_config)
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
-    if model.dictionary is not None and config.key_init == "samples":  # else build_model's Gaussian keys
+    if model.dictionary is not None and config.key_init == "samples" and not resume:  # else Gaussian keys
         init_keys_from_features(model, splits.train, dataset, config.seed, device)
     validation = _batches(splits.validation, dataset, config)
-    best, history = BestCheckpoint(out / "best.pt", model_args), []
+    best, history = BestCheckpoint(out / BEST, model_args), History()
 
-    with tqdm(total=config.epochs, desc=config.method, disable=not progress) as bar:
+    with tqdm(total=config.epochs, desc=config.method, disable=not (progress and main)) as bar:
         def on_epoch_end(epoch: int, loss: float) -> None:
+            if not main:
+                return
             validation_accuracy = accuracy(model, validation, device)
             best.update(model, validation_accuracy, epoch + 1)
             history.append({"epoch": epoch + 1, "loss": loss, "validation_accuracy": validation_accuracy})
-            bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{validation_accuracy:.4f}", best=f"{best.accuracy:.4f}",
-                            refresh=False)
-            bar.update()
+            bar.n = epoch + 1
+            bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{validation_accuracy:.4f}", best=f"{best.accuracy:.4f}")
 
         fit(model, train, epochs=config.epochs,
             learning_rate=config.learning_rate, weight_decay=config.weight_decay, grad_clip=GRAD_CLIP,
-            milestones=_milestones(config.epochs), device=device, on_epoch_end=on_epoch_end, progress=False)
+            milestones=_milestones(config.epochs), device=device, on_epoch_end=on_epoch_end, progress=False,
+            checkpoint=out / LAST, resume=resume, stateful={"best": best, "history": history}, config=run_config)
+    if not main:
+        return {}
 
-    load_checkpoint(out / "best.pt", model)
+    load_checkpoint(out / BEST, model)
     metrics = {
         "test_accuracy": accuracy(model, _batches(splits.test, dataset, config), device),
         "validation_accuracy": best.accuracy, "best_epoch": best.epoch,
         "method": config.method, "backbone": config.backbone, "dataset": config.dataset, "epochs": config.epochs,
         "seconds": round(time.perf_counter() - started, 2), "device": str(device),
+        "processes": distributed.world_size(), "resumed": resume,
         "parameters": sum(p.numel() for p in model.parameters()),
         "images": {"train": config.train_subset or len(splits.train), "validation": len(splits.validation),
                    "test": len(splits.test)},
-        "history": history, "files": ["best.pt", "config.json", "metrics.json"], "config": run_config,
+        "history": list(history), "files": [f"{BEST}.json", f"{LAST}.json", "config.json", "metrics.json"],
+        "config": run_config,
     }
     write_json(out / "metrics.json", metrics)
     return metrics
@@ -270,10 +322,17 @@ def _comparison_markdown(config: ClassificationConfig, results: dict[str, dict])
 
 
 def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits, out: Path,
-             device: torch.device, progress: bool) -> dict:
-    """Every method on the same data into ``out/<method>/``, plus comparison.md and comparison.json."""
-    results = {name: _train_method(replace(config, method=name), dataset, splits, out / name, device, progress)
-               for name in METHODS}
+             device: torch.device, progress: bool, resume: bool = False) -> dict:
+    """Every method on the same data into ``out/<method>/``, plus comparison.md and comparison.json.
+
+    Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest."""
+    results = {}
+    for name in METHODS:
+        continues = resume and ((out / name / "metrics.json").is_file() or checkpoint.exists(out / name / LAST))
+        results[name] = _train_method(replace(config, method=name), dataset, splits, out / name, device, progress,
+                                      resume=continues)
+    if not distributed.is_main():
+        return {}
     keys = ("test_accuracy", "validation_accuracy", "best_epoch", "seconds")
     comparison = {"dataset": config.dataset, "backbone": config.backbone,
                   "methods": {name: {k: m[k] for k in keys} for name, m in results.items()},
@@ -287,7 +346,7 @@ def run_classification(dataset_name: str, backbone: str, method: str, out, epoch
                        learning_rate: float = 1e-3, weight_decay: float = 7.5e-5, train_subset: int | None = None,
                        data_dir=None, cache_dir=None, device: str = "auto", seed: int = 0, progress: bool = True,
                        dictionary_size: int | None = None, key_init: str = "gaussian") -> dict:
-    """Train and test one method (``out/metrics.json``, ``config.json``, ``best.pt``) and return its metrics.
+    """Train and test one method (``out/metrics.json``, ``config.json``, checkpoints) and return its metrics.
 
     ``method="all"`` runs every method of ``METHODS`` into ``out/<method>/`` and returns the comparison
     (also written to ``out/comparison.json`` and ``out/comparison.md``).
@@ -298,13 +357,46 @@ def run_classification(dataset_name: str, backbone: str, method: str, out, epoch
     if dictionary_size is not None and not (isinstance(dictionary_size, int) and dictionary_size >= 1):
         raise ValueError(f"dictionary size must be a positive integer, got {dictionary_size!r}")
     check_option("key initialisation", key_init, KEY_INITS)
-    out, torch_device = prepare_out_dir(out), resolve_device(device)
+    torch_device = resolve_device(device)
+    if distributed.is_main():
+        out = prepare_out_dir(out)
     dataset = load_image_dataset(dataset_name, data_dir, cache_dir)
     config = ClassificationConfig(
         dataset_name, backbone, method, epochs, batch_size, learning_rate, weight_decay, train_subset,
         dictionary_size or NEIGHBOURS_PER_CLASS * len(dataset.classes), key_init, seed, device,
         None if data_dir is None else str(data_dir), None if cache_dir is None else str(cache_dir),
     )
-    splits = Splits(*split_validation(dataset.train, seed), dataset.test)
-    run = _compare if method == "all" else _train_method
-    return run(config, dataset, splits, out, torch_device, progress)
+    return _execute(config, dataset, Path(out), torch_device, progress, resume=False)
+
+
+def resume_classification(out, device: str | None = None, progress: bool = True, data_dir=None,
+                          cache_dir=None) -> dict:
+    """Continue the classify run in ``out`` with its saved configuration (``out/config.json``) from its ``last``
+    checkpoint; ends with the same weights and metrics as the uninterrupted run. ``device`` and the data paths
+    may differ from the original run's (files move; a run may continue on another machine)."""
+    out = Path(out)
+    if not (out / "config.json").is_file():
+        raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no config.json of a classify run")
+    saved = json.loads((out / "config.json").read_text())
+    fields = {name: saved[name] for name in ClassificationConfig.__dataclass_fields__}
+    fields.update({k: str(v) for k, v in (("data_dir", data_dir), ("cache_dir", cache_dir)) if v is not None})
+    config = ClassificationConfig(**{**fields, "device": device or fields["device"]})
+    dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
+    return _execute(config, dataset, out, resolve_device(config.device), progress, resume=True)
+
+
+def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, device: torch.device, progress: bool,
+             resume: bool) -> dict:
+    """Run (or resume) ``config`` in this process, inside torchrun's process group when launched by it."""
+    device = distributed.setup(device)
+    try:
+        splits = Splits(*split_validation(dataset.train, config.seed), dataset.test)
+        if config.method != "all":
+            return _train_method(config, dataset, splits, out, device, progress, resume)
+        _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
+        if distributed.is_main() and not resume:
+            write_json(out / "config.json", _run_config(config))
+        return _compare(config, dataset, splits, out, device, progress, resume)
+    finally:
+        distributed.barrier()
+        distributed.teardown()

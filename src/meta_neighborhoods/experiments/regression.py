@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..datasets.files import DataFileError
-from ..datasets.tables import Table, load_table
+from ..datasets.tables import Table, available_tables, load_table
 from ..estimators import MetaNeighborhoodsRegressor
 from ..plots import ablation_figure, fold_errors_figure
 from ..results import markdown_table, prepare_out_dir, write_json
@@ -251,8 +251,12 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict = MET
     """Table 2 for several registered data sets into ``out/<name>/``, plus summary.md / summary.json.
 
     A data set whose files are missing is skipped with a note, so one absent download does not stop the rest.
-    ``options`` are passed to ``run_regression``.
+    ``options`` are passed to ``run_regression``. A misspelt name fails before any data set is run.
     """
+    unknown = [name for name in names if name not in available_tables()]
+    if unknown:
+        known = ", ".join(available_tables())
+        raise ValueError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
     out = prepare_out_dir(out)
     rows, skipped = {}, {}
     for name in names:

@@ -1,0 +1,170 @@
+"""Checkpoints that never execute code and never leave half a file behind.
+
+A checkpoint ``<stem>`` is two files: ``<stem>.<token>.safetensors`` (every tensor: weights, optimiser
+moments, RNG states) and ``<stem>.json`` (everything else: configuration, step, scheduler, and the name and
+sha256 of its tensor file). The tensor file is written first under a fresh name, then the JSON replaces the
+previous one by an atomic rename: that rename is the commit. A crash at any moment leaves the previous JSON
+pointing at its own, intact tensor file; stale tensor files are removed only after the commit.
+Loading reads JSON and safetensors only, so a checkpoint cannot run code (unlike ``torch.load`` of a pickle).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import secrets
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .results import atomic_write, write_json
+
+FORMAT = "meta-neighborhoods-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, damaged, unsafe, or written for another configuration."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(stem: Path) -> Path:
+    return stem.with_name(stem.name + ".json")
+
+
+def exists(stem: str | Path) -> bool:
+    return _manifest(Path(stem)).is_file()
+
+
+def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write ``tensors`` and the JSON-able ``meta`` as checkpoint ``stem``; returns the JSON path."""
+    stem = Path(stem)
+    weights = stem.with_name(f"{stem.name}.{secrets.token_hex(4)}.safetensors")
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+    manifest = write_json(_manifest(stem), {"format": FORMAT, "version": VERSION, "tensors": weights.name,
+                                            "sha256": _sha256(weights), **meta})
+    for stale in stem.parent.glob(f"{stem.name}.*.safetensors"):
+        if stale != weights:
+            stale.unlink(missing_ok=True)
+    return manifest
+
+
+def load(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) of checkpoint ``stem``, with a ``CheckpointError`` naming whatever is wrong."""
+    manifest = _manifest(Path(stem))
+    if not manifest.is_file():
+        raise CheckpointError(f"no checkpoint at {manifest}: the file does not exist")
+    try:
+        meta = json.loads(manifest.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{manifest} is not a readable checkpoint manifest (corrupt or truncated JSON: "
+                              f"{error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{manifest} is not a meta-neighborhoods checkpoint manifest")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{manifest} has checkpoint format version {meta.get('version')}; "
+                              f"this version of meta-neighborhoods reads version {VERSION}")
+    weights = manifest.with_name(Path(meta["tensors"]).name)
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {manifest} names {weights.name}, which is missing")
+    if _sha256(weights) != meta["sha256"]:
+        raise CheckpointError(f"{weights} is damaged: its sha256 differs from the one recorded in {manifest.name}")
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights} is not a valid safetensors file ({error})") from None
+    return tensors, meta
+
+
+# ---------------------------------------------------------------------------------------------------
+# What goes into a checkpoint: modules, optimisers, schedulers, random number generators
+
+
+def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{name}": t for name, t in tensors.items()}
+
+
+def take_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+
+
+def load_module(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state)``, but a mismatch names the configuration problem, not torch internals."""
+    expected = module.state_dict()
+    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+    wrong = [f"{name} {tuple(state[name].shape)} (model: {tuple(t.shape)})"
+             for name, t in expected.items() if name in state and state[name].shape != t.shape]
+    if missing or unexpected or wrong:
+        parts = [f"missing {', '.join(missing[:5])}" if missing else "",
+                 f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+                 f"shapes differ: {', '.join(wrong[:5])}" if wrong else ""]
+        raise CheckpointError(f"{source} was written for another model configuration: "
+                              + "; ".join(p for p in parts if p))
+    module.load_state_dict(state)
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """The optimiser's tensors (per-parameter moments, steps) and the JSON-able rest (hyper-parameters)."""
+    state = optimizer.state_dict()
+    tensors, other = {}, {}
+    for index, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value
+            else:
+                other.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "state": other}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    entries: dict[int, dict] = {int(index): dict(values) for index, values in meta["state"].items()}
+    for name, tensor in tensors.items():
+        index, key = name.split(".", 1)
+        entries.setdefault(int(index), {})[key] = tensor
+    groups = [{**group, **({"betas": tuple(group["betas"])} if "betas" in group else {})}
+              for group in meta["param_groups"]]
+    optimizer.load_state_dict({"state": entries, "param_groups": groups})
+
+
+def scheduler_state(scheduler) -> dict:
+    """The scheduler's progress; its milestones belong to the configuration, which rebuilds it."""
+    return {key: value for key, value in scheduler.state_dict().items() if key != "milestones"}
+
+
+def load_scheduler(scheduler, meta: dict) -> None:
+    scheduler.load_state_dict({**scheduler.state_dict(), **meta})
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    """Every global random number generator a training run draws from (torch CPU and CUDA, numpy, random)."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    return tensors, {"numpy": [kind, keys.tolist(), position, has_gauss, gauss],
+                     "python": [version, list(internal), python_gauss]}
+
+
+def load_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[f"cuda.{i}"] for i in range(len(tensors) - 1)]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+    kind, keys, position, has_gauss, gauss = meta["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    version, internal, python_gauss = meta["python"]
+    random.setstate((version, tuple(internal), python_gauss))

@@ -1,0 +1,66 @@
+"""Multi-process training under PyTorch's own launcher, ``torchrun``: one process per device.
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE (and the rendezvous variables) for every process; ``setup``
+joins the process group (NCCL on GPUs, gloo on CPUs) and pins the process to its device. Every rank trains
+on its own slice of each global batch, DistributedDataParallel averages the gradients, and only rank 0
+logs, shows progress and writes files. Outside torchrun every function here is a no-op for one process.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched_by_torchrun() -> bool:
+    return all(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+
+
+def is_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0: the one process that logs, shows progress bars and writes metrics and checkpoints."""
+    return rank() == 0
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join torchrun's process group if launched by it; returns this process's device."""
+    if not launched_by_torchrun():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    if not is_active():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def teardown() -> None:
+    if is_active():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_active():
+        dist.barrier()
+
+
+def mean(total: float, count: int) -> float:
+    """``total / count`` summed over every rank (the epoch's mean loss over all processes' examples)."""
+    if not is_active():
+        return total / count
+    sums = torch.tensor([total, float(count)], dtype=torch.float64)
+    dist.all_reduce(sums)
+    return (sums[0] / sums[1]).item()

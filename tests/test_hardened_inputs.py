@@ -1,0 +1,328 @@
+"""Bad inputs fail early and say what is wrong; nothing already on disk or in the caller's arrays changes.
+
+``BAD_INPUTS`` is one table: each case builds its inputs in ``tmp_path`` and returns ``(function, *args)``.
+The test checks the exception type and message, that the raising frame is ours or scikit-learn's input
+validation (never deep inside torch), and that the arguments and every file under ``tmp_path`` are unchanged.
+Hypothesis then feeds the estimators random finite tables, which must always give sane predictions.
+"""
+
+import copy
+import functools
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sklearn.utils.multiclass
+import sklearn.utils.validation
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from sklearn.linear_model import LogisticRegression
+
+import meta_neighborhoods
+from meta_neighborhoods.backbones import create_backbone
+from meta_neighborhoods.cli import main
+from meta_neighborhoods.datasets.files import DataFileError
+from meta_neighborhoods.datasets.images import load_image_dataset, read_idx
+from meta_neighborhoods.datasets.tables import GOM_FILE, _GOM_PACKAGED, load_csv_table, load_table
+from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from meta_neighborhoods.experiments.classification import run_classification
+from meta_neighborhoods.experiments.regression import run_regression_all
+from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.results import prepare_out_dir
+from meta_neighborhoods.similarity import Attention
+
+TINY = dict(hidden_layer_sizes=(8,), dictionary_size=4, max_epochs=3, batch_size=16, random_state=0)
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(30, 3))
+Y = X[:, 0] + 0.1 * RNG.normal(size=30)
+LABELS = (Y > 0).astype(np.int64)
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+# Where a clear error may come from: our code, or scikit-learn's own checks of X and y.
+OUR_CODE = Path(meta_neighborhoods.__file__).parent
+SKLEARN_CHECKS = {Path(sklearn.utils.validation.__file__), Path(sklearn.utils.multiclass.__file__)}
+
+
+def _with(array, index, value):
+    """A copy of ``array`` with one entry replaced: the bad input, never the shared one."""
+    bad = array.astype(float)
+    bad[index] = value
+    return bad
+
+
+def _regressor_fit(X_, y_, **params):
+    return lambda tmp: (MetaNeighborhoodsRegressor(**{**TINY, **params}).fit, X_, y_)
+
+
+def _classifier_fit(X_, y_, **params):
+    return lambda tmp: (MetaNeighborhoodsClassifier(**{**TINY, **params}).fit, X_, y_)
+
+
+def _bad_parameter(**params):
+    return _regressor_fit(X, Y, **params)
+
+
+@functools.cache
+def _fitted_regressor():
+    return MetaNeighborhoodsRegressor(**TINY).fit(X, Y)
+
+
+def _predict(X_):
+    return lambda tmp: (_fitted_regressor().predict, X_)
+
+
+def _module(**options):
+    """A small model with a dictionary, so that attention and adaptation are built too."""
+    return lambda tmp: (functools.partial(MetaNeighborhoods, MLPHead(2, (4,), 1), dictionary_size=4, **options),)
+
+
+def _idx(magic: int, shape: tuple[int, ...]) -> bytes:
+    """A valid IDX file of zeros: magic, big-endian sizes, then one byte per entry."""
+    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in shape)
+    return header + bytes(int(np.prod(shape)))
+
+
+IDX_IMAGES, IDX_LABELS = _idx(2051, (3, 2, 2)), _idx(2049, (3,))
+
+
+def _write(path: Path, content: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def _csv(content: bytes | str):
+    return lambda tmp: (load_csv_table, _write(tmp / "table.csv", content), "y")
+
+
+def _gom_with_one_byte_changed(tmp):
+    data = bytearray(_GOM_PACKAGED.read_bytes())
+    data[100] ^= 1
+    _write(tmp / "gom" / GOM_FILE, bytes(data))
+    return load_table, "gom", tmp
+
+
+def _mnist_with_wrong_file(tmp):
+    _write(tmp / "mnist" / "train-images-idx3-ubyte.gz", gzip.compress(IDX_IMAGES))
+    return load_image_dataset, "mnist", tmp
+
+
+def _idx_set_with_truncated_images(tmp):
+    for stem, content in (("train-images-idx3-ubyte", IDX_IMAGES[:-5]), ("train-labels-idx1-ubyte", IDX_LABELS),
+                          ("t10k-images-idx3-ubyte", IDX_IMAGES), ("t10k-labels-idx1-ubyte", IDX_LABELS)):
+        _write(tmp / stem, content)
+    return load_image_dataset, "idx", tmp
+
+
+def _read_only_out_dir(tmp):
+    out = tmp / "runs"
+    _write(out / "metrics.json", "{}")
+    out.chmod(0o555)
+    return prepare_out_dir, out
+
+
+BAD_INPUTS = [
+    # -- estimators: X and y
+    pytest.param(_regressor_fit(_with(X, (0, 1), np.nan), Y), ValueError, "Input X contains NaN", id="nan-in-X"),
+    pytest.param(_regressor_fit(_with(X, (2, 0), np.inf), Y), ValueError, "Input X contains infinity", id="inf-in-X"),
+    pytest.param(_regressor_fit(X, _with(Y, 3, np.nan)), ValueError, "Input y contains NaN", id="nan-in-y"),
+    pytest.param(_regressor_fit(X, _with(Y, 3, -np.inf)), ValueError, "Input y contains infinity", id="inf-in-y"),
+    pytest.param(_classifier_fit(X, _with(LABELS, 0, np.nan)), ValueError, "Input y contains NaN",
+                 id="classifier-nan-in-y"),
+    pytest.param(_regressor_fit(X[:0], Y[:0]), ValueError, r"0 sample\(s\)", id="empty-X"),
+    pytest.param(_regressor_fit(X[:, 0], Y), ValueError, "Expected 2D array, got 1D array", id="1d-X"),
+    pytest.param(_regressor_fit(X[:, :, None], Y), ValueError, "dim 3", id="3d-X"),
+    pytest.param(_regressor_fit(X, Y[:-1]), ValueError, r"inconsistent numbers of samples: \[30, 29\]",
+                 id="y-wrong-length"),
+    pytest.param(_regressor_fit(X, Y[:, None, None]), ValueError, "dim 3", id="regressor-3d-y"),
+    pytest.param(_regressor_fit(X, np.array(["low", "high"] * 15)), ValueError, "target y must be numeric",
+                 id="regressor-string-y"),
+    pytest.param(_classifier_fit(X, np.c_[LABELS, LABELS]), ValueError, r"y should be a 1d array.*\(30, 2\)",
+                 id="classifier-2d-y"),
+    pytest.param(_classifier_fit(X, np.zeros(30)), ValueError, "1 class .*needs at least 2", id="single-class"),
+    pytest.param(_classifier_fit(X, Y), ValueError, "Unknown label type: continuous", id="classifier-continuous-y"),
+    pytest.param(_classifier_fit(X, np.array([1, "a"] * 15, dtype=object)), ValueError, "Unknown label type",
+                 id="classifier-mixed-object-labels"),
+    pytest.param(_predict(X[:, :2]), ValueError, "X has 2 features, but MetaNeighborhoodsRegressor is expecting 3",
+                 id="predict-feature-mismatch"),
+    pytest.param(_predict(_with(X, (5, 2), np.nan)), ValueError, "Input X contains NaN", id="predict-nan-in-X"),
+    # -- estimators: parameters
+    pytest.param(_bad_parameter(similarity="manhattan"), ValueError, "unknown similarity 'manhattan'",
+                 id="unknown-similarity"),
+    pytest.param(_bad_parameter(step_size="matrix"), ValueError, "unknown step size 'matrix'.*'scalar'",
+                 id="unknown-step-size"),
+    pytest.param(_bad_parameter(adapt="first"), ValueError, "unknown adapt 'first'.*'last'", id="unknown-adapt"),
+    pytest.param(_bad_parameter(key_init="zeros"), ValueError, "unknown key_init 'zeros'", id="unknown-key-init"),
+    pytest.param(_bad_parameter(device="tpu"), ValueError, "unknown device 'tpu'", id="unknown-device"),
+    pytest.param(_bad_parameter(dictionary_size=-1), ValueError, "dictionary_size must be a non-negative integer",
+                 id="negative-dictionary-size"),
+    pytest.param(_bad_parameter(temperature=0.0), ValueError, "temperature must be positive", id="zero-temperature"),
+    pytest.param(_bad_parameter(temperature=-2.0), ValueError, "temperature must be positive",
+                 id="negative-temperature"),
+    pytest.param(_bad_parameter(hidden_layer_sizes=(8, 0)), ValueError,
+                 "hidden_layer_sizes must be a sequence of positive integers", id="zero-hidden-size"),
+    pytest.param(_bad_parameter(hidden_layer_sizes=8), ValueError,
+                 "hidden_layer_sizes must be a sequence of positive integers", id="hidden-sizes-not-a-sequence"),
+    pytest.param(_bad_parameter(batch_size=0), ValueError, "batch_size must be a positive integer",
+                 id="zero-batch-size"),
+    pytest.param(_bad_parameter(max_epochs=-1), ValueError, "max_epochs must be a positive integer",
+                 id="negative-max-epochs"),
+    pytest.param(_bad_parameter(step_size_init=0.0), ValueError, "step_size_init must be positive",
+                 id="zero-step-size-init"),
+    pytest.param(_bad_parameter(learning_rate=0.0), ValueError, "learning_rate must be positive",
+                 id="zero-learning-rate"),
+    pytest.param(_bad_parameter(weight_decay=-1e-4), ValueError, "weight_decay must be non-negative",
+                 id="negative-weight-decay"),
+    # -- the torch module
+    pytest.param(_module(similarity="manhattan"), ValueError, "unknown similarity 'manhattan'",
+                 id="module-unknown-similarity"),
+    pytest.param(_module(step_size="matrix"), ValueError, "unknown step size 'matrix'", id="module-unknown-step-size"),
+    pytest.param(_module(adapt="first"), ValueError, "unknown adapt 'first'", id="module-unknown-adapt"),
+    pytest.param(lambda tmp: (Attention, "euclidean", 0.0), ValueError, "temperature must be positive",
+                 id="attention-zero-temperature"),
+    pytest.param(lambda tmp: (Attention, "cosine", -1.0), ValueError, "temperature must be positive",
+                 id="attention-negative-temperature"),
+    # -- registries and experiments: a misspelt name fails before any data is read or any folder made
+    pytest.param(lambda tmp: (create_backbone, "resnet1000"), ValueError, "unknown backbone 'resnet1000'.*convnet4",
+                 id="unknown-backbone"),
+    pytest.param(lambda tmp: (run_classification, "cifar11", "convnet4", "mn", tmp / "out", 1), ValueError,
+                 "unknown image data set 'cifar11'.*cifar10", id="unknown-dataset"),
+    pytest.param(lambda tmp: (run_classification, "digits", "convnet4", "knn", tmp / "out", 1), ValueError,
+                 "unknown method 'knn'.*mn_ifilm", id="unknown-method"),
+    pytest.param(lambda tmp: (run_regression_all, ["gom", "bostn"], tmp / "out"), ValueError,
+                 r"unknown table\(s\) 'bostn'.*boston", id="unknown-table-in-regression-runner"),
+    # -- data files
+    pytest.param(lambda tmp: (load_csv_table, tmp / "missing.csv", "y"), DataFileError, "missing data file",
+                 id="missing-csv"),
+    pytest.param(lambda tmp: (load_image_dataset, "mnist", tmp), DataFileError,
+                 "missing data file .*train-images-idx3-ubyte.gz", id="missing-mnist"),
+    pytest.param(_gom_with_one_byte_changed, DataFileError, "has sha256 [0-9a-f]{64}, expected",
+                 id="gom-wrong-checksum"),
+    pytest.param(_mnist_with_wrong_file, DataFileError, "has sha256 [0-9a-f]{64}, expected",
+                 id="mnist-wrong-checksum"),
+    pytest.param(_idx_set_with_truncated_images, ValueError, "train-images-idx3-ubyte: truncated: 23 bytes",
+                 id="truncated-idx"),
+    pytest.param(lambda tmp: (read_idx, _write(tmp / "labels.gz", gzip.compress(IDX_LABELS)[:-6])), ValueError,
+                 "labels.gz: damaged gzip stream", id="truncated-gzipped-idx"),
+    pytest.param(_csv("a,b,y\n1,2,3\n4,5"), ValueError, "table.csv line 3 has 2 fields, expected 3",
+                 id="truncated-csv"),
+    pytest.param(_csv("a,b,y\n"), ValueError, "table.csv has no data rows", id="header-only-csv"),
+    pytest.param(_csv("a,b,y\n1,red,3\n"), ValueError, "column 'b' .* is not numeric", id="text-column-csv"),
+    pytest.param(_csv("a,b,y\n1,2,inf\n4,5,6\n"), ValueError, "target has 1 NaN/inf", id="inf-in-csv"),
+    pytest.param(_csv(b"\x89PNG\r\n\x1a\n\xff\xfe"), ValueError, "table.csv is not a UTF-8 text table",
+                 id="binary-file-as-csv"),
+    # -- output folders
+    pytest.param(lambda tmp: (prepare_out_dir, _write(tmp / "metrics.json", "{}")), PermissionError,
+                 "cannot write to output directory .*metrics.json", id="out-dir-is-a-file"),
+    pytest.param(lambda tmp: (prepare_out_dir, _write(tmp / "metrics.json", "{}") / "run"), PermissionError,
+                 "cannot write to output directory .*Not a directory", id="out-dir-under-a-file"),
+    pytest.param(_read_only_out_dir, PermissionError, "cannot write to output directory .*Permission denied",
+                 id="read-only-out-dir", marks=pytest.mark.skipif(IS_ROOT, reason="root may write anywhere")),
+]
+
+
+def _files(root: Path) -> dict[str, str | None]:
+    """Every path under ``root``: sha256 for files, None for folders."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+            for p in sorted(root.rglob("*"))}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    return a == b
+
+
+@pytest.mark.parametrize("setup, error, message", BAD_INPUTS)
+def test_bad_input_fails_early_with_a_clear_message_and_changes_nothing(tmp_path, setup, error, message):
+    function, *args = setup(tmp_path)
+    arguments, files = copy.deepcopy(args), _files(tmp_path)
+    with pytest.raises(error, match=message) as excinfo:
+        function(*args)
+    raised_in = Path(str(excinfo.traceback[-1].path))
+    assert OUR_CODE in raised_in.parents or raised_in in SKLEARN_CHECKS, f"raised deep inside {raised_in}"
+    assert all(_same(a, b) for a, b in zip(args, arguments)), "the arguments were changed"
+    assert _files(tmp_path) == files, "files were written, changed or removed"
+
+
+def test_table_covers_enough_cases():
+    assert len(BAD_INPUTS) >= 22
+
+
+@pytest.mark.parametrize("estimator", [MetaNeighborhoodsRegressor, MetaNeighborhoodsClassifier])
+def test_bad_predict_input_leaves_the_fitted_model_as_it_was(estimator):
+    model = estimator(**TINY).fit(X, LABELS)
+    before = model.predict(X)
+    for bad in (X[:, :2], X[:, 0], X[:0], _with(X, (1, 1), np.inf)):
+        with pytest.raises(ValueError):
+            model.predict(bad)
+    np.testing.assert_array_equal(model.predict(X), before)
+    assert model.n_features_in_ == 3
+
+
+def test_cli_refuses_an_output_folder_it_cannot_write_and_keeps_the_file(tmp_path, capsys):
+    results = _write(tmp_path / "results.md", "# earlier results\n")
+    files = _files(tmp_path)
+    assert main(["regress", "--dataset", "gom", "--out", str(results / "run"), "--quiet"]) == 2
+    assert "cannot write to output directory" in capsys.readouterr().err
+    assert _files(tmp_path) == files
+
+
+@pytest.mark.parametrize("labels", [
+    np.array(["dog", "cat", "emu"]),
+    np.array(["dog", "cat", "emu"], dtype=object),
+    np.array([30, 10, 20]),
+], ids=["str", "object", "int"])
+def test_classifier_takes_labels_as_scikit_learn_does(labels):
+    y = labels[np.arange(len(X)) % 3]
+    model = MetaNeighborhoodsClassifier(**TINY).fit(X, y)
+    reference = LogisticRegression().fit(X, y)
+    np.testing.assert_array_equal(model.classes_, sorted(set(labels)))
+    assert model.classes_.dtype == reference.classes_.dtype
+    predictions = model.predict(X)
+    assert predictions.dtype == reference.predict(X).dtype and set(predictions) <= set(labels)
+
+
+# -- properties on random tables -------------------------------------------------------------------------
+
+FINITE = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+FAST = settings(max_examples=15, deadline=None, database=None)  # no .hypothesis folder in the checkout
+
+
+@st.composite
+def tables(draw):
+    """n x d finite features, sometimes with a constant column and sometimes with duplicated rows."""
+    n, d = draw(st.integers(5, 60)), draw(st.integers(1, 6))
+    X_ = draw(hnp.arrays(np.float64, (n, d), elements=FINITE))
+    if draw(st.booleans()):
+        X_[:, draw(st.integers(0, d - 1))] = draw(FINITE)
+    if draw(st.booleans()):
+        X_[n // 2 :] = X_[: n - n // 2]
+    return X_
+
+
+@FAST
+@given(data=st.data())
+def test_regressor_predicts_finite_values_of_the_right_shape(data):
+    X_ = data.draw(tables())
+    y = data.draw(hnp.arrays(np.float64, len(X_), elements=FINITE))
+    predictions = MetaNeighborhoodsRegressor(**TINY).fit(X_, y).predict(X_)
+    assert predictions.shape == (len(X_),) and np.isfinite(predictions).all()
+
+
+@FAST
+@given(data=st.data())
+def test_classifier_gives_distributions_and_known_labels(data):
+    X_ = data.draw(tables())
+    y = data.draw(hnp.arrays(np.int64, len(X_), elements=st.integers(0, 3)))
+    y[:2] = [0, 1]  # at least two classes
+    model = MetaNeighborhoodsClassifier(**TINY).fit(X_, y)
+    probabilities = model.predict_proba(X_)
+    assert probabilities.shape == (len(X_), len(model.classes_)) and (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert set(model.predict(X_)) <= set(model.classes_)
