@@ -65,7 +65,7 @@ def _ablate(args) -> int:
     return 0
 
 
-CLASSIFY_DEFAULTS = {"epochs": 100, "batch_size": 128, "seed": 0, "key_init": "gaussian"}
+CLASSIFY_DEFAULTS = {"epochs": 100, "batch_size": 128, "seed": 0, "key_init": "gaussian", "device": "auto"}
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
                         "dictionary_size", "out")
 
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and comparison.json). Runs on several processes under torchrun (see the README).",
     )
     common(classify, out_required=False)
-    classify.set_defaults(seed=None)  # None = not given: --resume must not be combined with run settings
+    classify.set_defaults(seed=None, device=None)  # None = not given (--resume takes the saved device)
     classify.add_argument("--resume", metavar="DIR",
                           help="continue the interrupted run in DIR with its saved configuration (only --device, "
                                "--quiet, --data-dir and --cache-dir may be given with it)")

@@ -23,11 +23,12 @@ def is_active() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_active() else 0
+    """This process's rank; torchrun's RANK before the process group is joined and after it is left."""
+    return dist.get_rank() if is_active() else int(os.environ.get("RANK", 0))
 
 
 def world_size() -> int:
-    return dist.get_world_size() if is_active() else 1
+    return dist.get_world_size() if is_active() else int(os.environ.get("WORLD_SIZE", 1))
 
 
 def is_main() -> bool:

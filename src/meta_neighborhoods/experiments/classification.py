@@ -45,6 +45,7 @@ from ..results import atomic_write, markdown_table, prepare_out_dir, write_json
 from ..training import fit, resolve_device
 
 LAST, BEST = "last", "best"  # checkpoint stems inside a run folder
+RELOCATABLE = ("device", "data_dir", "cache_dir")  # settings a resumed run may change: they do not alter results
 
 
 class Method(NamedTuple):
@@ -292,7 +293,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         fit(model, train, epochs=config.epochs,
             learning_rate=config.learning_rate, weight_decay=config.weight_decay, grad_clip=GRAD_CLIP,
             milestones=_milestones(config.epochs), device=device, on_epoch_end=on_epoch_end, progress=False,
-            checkpoint=out / LAST, resume=resume, stateful={"best": best, "history": history}, config=run_config)
+            checkpoint=out / LAST, resume=resume, stateful={"best": best, "history": history},
+            config={key: value for key, value in run_config.items() if key not in RELOCATABLE})
     if not main:
         return {}
 

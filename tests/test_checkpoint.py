@@ -1,0 +1,209 @@
+"""Checkpoints: safe format, atomic commits, exact training state, NaN stop, and every way a checkpoint can be bad."""
+
+import hashlib
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from meta_neighborhoods import checkpoint
+from meta_neighborhoods.cli import main
+from meta_neighborhoods.experiments.classification import build_model, load_checkpoint, save_checkpoint
+from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.training import TensorBatches, fit
+
+ARGS = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 8}
+
+
+def _files(folder):
+    """sha256 of every file under ``folder``: what a failed load must leave untouched."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _weights(stem):
+    return stem.parent / json.loads(stem.with_name(stem.name + ".json").read_text())["tensors"]
+
+
+def _regression_model(seed=0):
+    torch.manual_seed(seed)
+    return MetaNeighborhoods(MLPHead(3, (8,), 1), dictionary_size=6)
+
+
+def _data(n=64):
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, generator=generator), torch.randn(n, 1, generator=generator)
+
+
+def test_round_trip_keeps_every_tensor_and_the_metadata(tmp_path):
+    tensors = {"a": torch.randn(3, 4), "b": torch.arange(5), "c": torch.tensor(2.5, dtype=torch.float64)}
+    checkpoint.save(tmp_path / "ck", tensors, {"step": 7, "note": "hello"})
+    loaded, meta = checkpoint.load(tmp_path / "ck")
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    assert (meta["step"], meta["note"], meta["format"]) == (7, "hello", checkpoint.FORMAT)
+
+
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    stem = tmp_path / "last"
+    checkpoint.save(stem, {"w": torch.ones(4)}, {"step": 1})
+    before = _files(tmp_path)
+
+    def crash(tensors, path):
+        with open(path, "wb") as file:
+            file.write(b"half a fi")  # the process dies mid-write
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(stem, {"w": torch.zeros(4)}, {"step": 2})
+    assert _files(tmp_path) == before  # no temporary file left, nothing replaced
+    tensors, meta = checkpoint.load(stem)
+    assert meta["step"] == 1 and torch.equal(tensors["w"], torch.ones(4))
+
+
+def test_a_new_commit_removes_the_stale_weights(tmp_path):
+    for step in range(3):
+        checkpoint.save(tmp_path / "last", {"w": torch.full((2,), float(step))}, {"step": step})
+    assert len(list(tmp_path.glob("last.*.safetensors"))) == 1
+    assert checkpoint.load(tmp_path / "last")[1]["step"] == 2
+
+
+def test_rng_states_are_restored_exactly():
+    tensors, meta = checkpoint.rng_state()
+    meta = json.loads(json.dumps(meta))  # what a checkpoint stores
+    expected = torch.rand(3), np.random.rand(3), random.random()
+    checkpoint.load_rng(tensors, meta)
+    assert torch.equal(torch.rand(3), expected[0]) and np.array_equal(np.random.rand(3), expected[1])
+    assert random.random() == expected[2]
+
+
+def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
+    """Two epochs, then a fresh process-like restart (new model, new batches) for two more, against four."""
+    x, y = _data()
+    options = dict(learning_rate=1e-2, weight_decay=1e-3, grad_clip=1.0, milestones=[3], progress=False)
+    reference = _regression_model()
+    history = fit(reference, TensorBatches(x, y, batch_size=16), epochs=4, **options)
+
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, **options)
+    torch.manual_seed(123)  # the restarted process's RNG is elsewhere: the checkpoint must restore it
+    resumed_model = _regression_model(seed=1)
+    batches = TensorBatches(x, y, batch_size=16, seed=5)  # the checkpoint restores where the shuffling stood
+    resumed = fit(resumed_model, batches, epochs=4, checkpoint=stem, resume=True, **options)
+    assert resumed == history
+    for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = _data()
+    model, stem = _regression_model(), tmp_path / "last"
+
+    def poison(step):
+        if step == 6:  # epoch 2 (4 steps per epoch)
+            with torch.no_grad():
+                model.head.layers[0].weight.fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match=r"became nan at epoch 2, step 7.*epoch 1\) is kept at"):
+        fit(model, TensorBatches(x, y, batch_size=16), epochs=3, checkpoint=stem, on_step=poison, progress=False)
+    tensors, meta = checkpoint.load(stem)
+    assert meta["epoch"] == 1 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad checkpoints: each gives a CheckpointError naming the problem and leaves every file as it was
+
+
+def _saved(tmp_path):
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "best", build_model(**ARGS), model_args=ARGS, epoch=1)
+    return tmp_path / "best"
+
+
+def _other_configuration(stem):
+    return lambda: load_checkpoint(stem, build_model(**{**ARGS, "dictionary_size": 16}))
+
+
+def _flip_a_byte(stem):
+    weights = _weights(stem)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+
+def _truncate_weights(stem):
+    weights = _weights(stem)
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def _truncate_manifest(stem):
+    manifest = stem.with_name("best.json")
+    manifest.write_text(manifest.read_text()[:50])
+
+
+def _pickle_in_place_of_safetensors(stem):
+    """A pickle under the safetensors name, with the manifest's checksum updated so only the format is wrong."""
+    weights = _weights(stem)
+    torch.save({"state_dict": build_model(**ARGS).state_dict()}, weights)
+    manifest = stem.with_name("best.json")
+    meta = json.loads(manifest.read_text())
+    meta["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    manifest.write_text(json.dumps(meta))
+
+
+def _missing_weights(stem):
+    _weights(stem).unlink()
+
+
+def _foreign_json(stem):
+    stem.with_name("best.json").write_text(json.dumps({"state_dict": "elsewhere"}))
+
+
+BAD_CHECKPOINTS = [
+    pytest.param(None, "written for another model configuration: shapes differ: dictionary.keys",
+                 id="another-configuration"),
+    pytest.param(_flip_a_byte, "is damaged: its sha256 differs", id="corrupt-weights"),
+    pytest.param(_truncate_weights, "is damaged: its sha256 differs", id="truncated-weights"),
+    pytest.param(_truncate_manifest, "corrupt or truncated JSON", id="truncated-manifest"),
+    pytest.param(_pickle_in_place_of_safetensors, "is not a valid safetensors file", id="pickle-not-safetensors"),
+    pytest.param(_missing_weights, r"names best\.\w+\.safetensors, which is missing", id="missing-weights"),
+    pytest.param(_foreign_json, "is not a meta-neighborhoods checkpoint", id="foreign-json"),
+]
+
+
+@pytest.mark.parametrize("damage, message", BAD_CHECKPOINTS)
+def test_a_bad_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage, message):
+    stem = _saved(tmp_path)
+    load = _other_configuration(stem) if damage is None else (lambda: load_checkpoint(stem, build_model(**ARGS)))
+    if damage is not None:
+        damage(stem)
+    before = _files(tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match=message) as error:
+        load()
+    assert "torch" not in str(error.traceback[-1].path)
+    assert _files(tmp_path) == before
+
+
+def test_resume_needs_a_run_and_its_own_configuration(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["classify", "--resume", str(tmp_path / "empty"), "--quiet"]) == 2
+    assert "nothing to resume in" in capsys.readouterr().err
+    assert not list((tmp_path / "empty").iterdir())
+    assert main(["classify", "--resume", str(tmp_path), "--epochs", "3", "--quiet"]) == 2
+    assert "--resume continues a run with its saved configuration; drop --epochs" in capsys.readouterr().err
+    assert main(["classify", "--dataset", "digits", "--quiet"]) == 2
+    assert "classify needs --backbone, --method, --out (or --resume DIR" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_run_configuration_is_refused(tmp_path):
+    x, y = _data()
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem, progress=False,
+        config={"epochs": 2})
+    before = _files(tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="written by a run with another configuration"):
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
+            progress=False, config={"epochs": 3})
+    assert _files(tmp_path) == before

@@ -1,0 +1,95 @@
+"""Multi-process training (gloo on CPU): two processes equal one process with the same global batch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from meta_neighborhoods import checkpoint, distributed
+from meta_neighborhoods.datasets.files import shared_data_dir
+from meta_neighborhoods.datasets.images import ImageBatches, ImageSplit
+from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.training import fit
+
+WORLD_SIZE, BATCH, EPOCHS = 2, 16, 3
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available in this build")
+
+
+def _split() -> ImageSplit:
+    rng = np.random.default_rng(0)
+    return ImageSplit(rng.integers(0, 256, (96, 1, 8, 8), dtype=np.uint8), rng.integers(0, 4, 96))
+
+
+def _model() -> MetaNeighborhoods:
+    """No BatchNorm (its statistics are per process) and no slot dropout (its masks are drawn per process)."""
+    torch.manual_seed(0)
+    return MetaNeighborhoods(MLPHead(64, (16,), 4), task="classification", dictionary_size=12, similarity="cosine",
+                             temperature=0.2, learn_temperature=True, extractor=nn.Flatten())
+
+
+def _train(shard: tuple[int, int]) -> MetaNeighborhoods:
+    model = _model()
+    batches = ImageBatches(_split(), (0.5,), (0.25,), batch_size=BATCH, shuffle=True, seed=3, shard=shard)
+    fit(model, batches, epochs=EPOCHS, learning_rate=1e-2, weight_decay=1e-3, grad_clip=1.0, milestones=[2],
+        progress=False)
+    return model
+
+
+def _worker(rank: int, rendezvous: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        model = _train((distributed.rank(), distributed.world_size()))
+        if distributed.is_main():
+            checkpoint.save(out, model.state_dict(), {})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
+    mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path / "ddp")), nprocs=WORLD_SIZE,
+                       start_method="spawn")
+    parallel = checkpoint.load(tmp_path / "ddp")[0]
+    alone = _train((0, 1)).state_dict()
+    initial = _model().state_dict()
+    assert parallel.keys() == alone.keys()
+    for name, value in alone.items():
+        torch.testing.assert_close(parallel[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        assert name == "attention.log_temperature" or not torch.equal(value, initial[name]), f"{name} did not train"
+
+
+def test_each_process_takes_its_slice_of_every_global_batch():
+    split = _split()
+    whole = list(ImageBatches(split, (0.5,), (0.25,), batch_size=BATCH, shuffle=True, seed=3))
+    shards = [list(ImageBatches(split, (0.5,), (0.25,), batch_size=BATCH, shuffle=True, seed=3, shard=(r, 2)))
+              for r in range(2)]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *shards):
+        assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1) and torch.equal(y[0::2], y0)
+    with pytest.raises(ValueError, match="shard"):
+        ImageBatches(split, (0.5,), (0.25,), batch_size=BATCH, shard=(2, 2))
+
+
+@pytest.mark.skipif(shared_data_dir() is None or not (shared_data_dir() / "sklearn_digits").is_dir(),
+                    reason="digits needs ../shared/data/sklearn_digits, absent in this checkout")
+def test_classify_runs_under_torchrun_and_only_rank_0_writes(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
+               "-m", "meta_neighborhoods", "classify", "--dataset", "digits", "--backbone", "convnet4", "--method",
+               "mn", "--epochs", "2", "--batch-size", "32", "--train-subset", "400", "--device", "cpu", "--quiet",
+               "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("test accuracy") == 1  # one report, from rank 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == WORLD_SIZE and len(metrics["history"]) == 2 and metrics["test_accuracy"] > 0.3
+    assert checkpoint.load(out / "last")[1]["epoch"] == 2
