@@ -24,7 +24,7 @@ run() {  # run DATASET BACKBONE METHOD EPOCHS: skipped when under a minute is le
 "${PYTHON:-python3}" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 for method in vanilla mn vanilla_ifilm mn_ifilm; do run mnist convnet4 "$method" "$mnist_epochs"; done
 for method in vanilla mn_ifilm mn vanilla_ifilm; do run cifar10 resnet29 "$method" "$cifar_epochs"; done
-rm -rf "$out/cache" "$out"/*/best.pt
+rm -rf "$out/cache" "$out"/*/*.safetensors  # weights stay on the device; metrics and checkpoint JSON come back
 "${PYTHON:-python3}" - "$out" <<'PY'
 import json, sys
 from pathlib import Path

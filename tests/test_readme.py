@@ -8,7 +8,8 @@ import numpy as np
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_examples_run():
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the examples write files
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     assert len(blocks) >= 2
     rng = np.random.default_rng(0)
@@ -17,3 +18,6 @@ def test_readme_python_examples_run():
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["y_pred"].shape == (10,)
+    np.testing.assert_array_equal(namespace["same"].predict(namespace["X_test"]),
+                                  namespace["regressor"].predict(namespace["X_test"]))
+    np.testing.assert_allclose(namespace["y_onnx"], namespace["regressor"].predict(namespace["X_test"]), atol=1e-5)

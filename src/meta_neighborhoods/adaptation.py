@@ -7,6 +7,8 @@ Two implementations of the same mathematics:
 * ``fast`` paths use the structure of particular heads. At the first step every example starts
   from the same phi, so its inner gradient is an attention-weighted mix of S per-key gradients the
   whole batch shares; for linear layers that mix never needs per-example weights (DESIGN.md).
+  Their inner gradients are written out (``loss_gradient``, explicit backpropagation), not taken with
+  ``torch.autograd.grad``: evaluation needs no autograd, and a model exports to ONNX inner loop included.
 
 Meta-gradients are second order by default. ``first_order=True`` drops the derivatives of the inner
 gradient with respect to the adapted head parameters (the Hessian terms); keys, values, attention and
@@ -37,6 +39,17 @@ def inner_loss(task: str, prediction: torch.Tensor, target: torch.Tensor) -> tor
     if task == "regression":
         return (prediction - target).pow(2).sum(-1)
     return -(target * F.log_softmax(prediction, dim=-1)).sum(-1)
+
+
+def loss_gradient(task: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """d inner_loss / d prediction, row by row, written out rather than asked of ``torch.autograd.grad``.
+
+    The values are autograd's, and so are their derivatives for the second-order outer step; but being
+    plain tensor algebra, the inner loop needs no autograd at evaluation and traces into an ONNX graph.
+    """
+    if task == "regression":
+        return 2 * (prediction - target)
+    return prediction.softmax(dim=-1) * target.sum(-1, keepdim=True) - target
 
 
 class StepSize(nn.Module):
@@ -131,31 +144,36 @@ def adapt_generic(adaptation, head, z, keys, values, weights, loop: bool = False
     return vmap(predict_one)(weights, z)
 
 
-def _inner_grads(loss: torch.Tensor, inputs: list[torch.Tensor], keep_graph: bool) -> tuple[torch.Tensor, ...]:
-    """Gradients of the inner loss; differentiable (``keep_graph``) when the outer step needs them."""
-    return torch.autograd.grad(loss, inputs, create_graph=keep_graph)
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per layer: (out, in) shared, (B, out, in) per example
 
 
-def _tracked(t: torch.Tensor) -> torch.Tensor:
-    """t itself when autograd tracks it, else a leaf that does (evaluation under no_grad, frozen heads)."""
-    return t if t.requires_grad else t.detach().requires_grad_()
+def _layer_names(i: int) -> tuple[str, str]:
+    return f"layers.{i}.weight", f"layers.{i}.bias"
 
 
-def _batched_steps(adaptation, head, fixed, params, alphas, keys, values, weights, steps) -> Params:
-    """Further inner steps on per-example parameters (leading batch dimension), by ordinary autograd.
+def _mlp_forward(layers: Layers, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Each layer's input and pre-activation; matmul broadcasts shared and per-example weights alike."""
+    inputs, pre = [], []
+    for i, (weight, bias) in enumerate(layers):
+        inputs.append(x)
+        pre.append(x @ weight.transpose(-1, -2) + bias.unsqueeze(-2))
+        x = F.relu(pre[-1]) if i < len(layers) - 1 else pre[-1]
+    return inputs, pre
 
-    Examples are independent, so the gradient of the summed loss with respect to example i's
-    parameters is example i's own inner gradient.
-    """
-    forward = vmap(lambda p: functional_call(head, {**fixed, **p}, (keys,)))
-    keep_graph = torch.is_grad_enabled()
-    for _ in range(steps):
-        at = {n: (t.detach().requires_grad_() if adaptation.first_order else _tracked(t)) for n, t in params.items()}
-        with torch.enable_grad():
-            loss = (weights * inner_loss(adaptation.task, forward(at), values)).sum()
-            grads = _inner_grads(loss, list(at.values()), keep_graph)
-        params = {n: params[n] - alphas[n] * g for n, g in zip(params, grads)}
-    return params
+
+def _mlp_deltas(adaptation, layers: Layers, tuned: list[int], keys, values,
+                weights=None) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+    """Backpropagation of the per-key inner losses: each layer's input, and the loss gradient at the
+    pre-activation of every tuned layer: per key (S, out), or with ``weights`` (B, S) example b's weighted
+    share (B, S, out). ``first_order`` takes it at tuned parameters cut from the outer graph."""
+    at = [(w.detach(), b.detach()) if adaptation.first_order and i in tuned else (w, b)
+          for i, (w, b) in enumerate(layers)]
+    inputs, pre = _mlp_forward(at, keys)
+    top = loss_gradient(adaptation.task, pre[-1], values)
+    deltas = {len(at) - 1: top if weights is None else weights[..., None] * top}
+    for i in range(len(at) - 1, min(tuned), -1):
+        deltas[i - 1] = (deltas[i] @ at[i][0]) * (pre[i - 1] > 0)
+    return inputs, deltas
 
 
 def _linear_correction(weights, delta, inputs, query, alpha_w, alpha_b) -> torch.Tensor:
@@ -171,40 +189,36 @@ def _linear_correction(weights, delta, inputs, query, alpha_w, alpha_b) -> torch
     return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (weights @ delta)
 
 
+def _mlp_step(adaptation, layers: Layers, tuned: list[int], alphas: Params, keys, values, weights) -> Layers:
+    """One inner step with per-example results: tuned layers come out (B, out, in), the others stay shared."""
+    inputs, deltas = _mlp_deltas(adaptation, layers, tuned, keys, values, weights)
+    stepped = list(layers)
+    for i in tuned:  # example b's gradient: its weighted deltas times the layer's inputs, summed over keys
+        (weight, bias), names = layers[i], _layer_names(i)
+        stepped[i] = (weight - alphas[names[0]] * (deltas[i].transpose(-1, -2) @ inputs[i]),
+                      bias - alphas[names[1]] * deltas[i].sum(-2))
+    return stepped
+
+
 def adapt_mlp(adaptation, head: MLPHead, z, keys, values, weights) -> torch.Tensor:
     """Fast path for linear and MLP heads, adapted in full or in the last layer."""
-    adapted, fixed = _split(adaptation, head)
-    alphas, n_layers = adaptation.step_size(), len(head.layers)
-    params = {**fixed, **{n: (p.detach() if adaptation.first_order else p) for n, p in adapted.items()}}
-    keep_graph = torch.is_grad_enabled()
-    with torch.enable_grad():  # the inner gradient is needed even when evaluating
-        h, inputs, pre = keys, [], []
-        for i in range(n_layers):
-            inputs.append(h)
-            a = _tracked(F.linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]))
-            pre.append(a)
-            h = F.relu(a) if i < n_layers - 1 else a
-        loss = inner_loss(adaptation.task, h, values).sum()  # per-key losses: grad w.r.t. pre = per-key deltas
-        tuned = [i for i in range(n_layers) if f"layers.{i}.weight" in adapted]
-        deltas = dict(zip(tuned, _inner_grads(loss, [pre[i] for i in tuned], keep_graph)))
+    alphas, params = adaptation.step_size(), dict(head.named_parameters())
+    layers = [tuple(params[name] for name in _layer_names(i)) for i in range(len(head.layers))]
+    tuned = [i for i in range(len(layers)) if _layer_names(i)[0] in adaptation.names]
+    if adaptation.steps > 1:
+        for _ in range(adaptation.steps):
+            layers = _mlp_step(adaptation, layers, tuned, alphas, keys, values, weights)
+        return _mlp_forward(layers, z[:, None])[1][-1][:, 0]
 
-    if adaptation.steps == 1:
-        x = z
-        for i, layer in enumerate(head.layers):
-            a = layer(x)
-            if i in deltas:
-                names = (f"layers.{i}.weight", f"layers.{i}.bias")
-                a = a - _linear_correction(weights, deltas[i], inputs[i], x, alphas[names[0]], alphas[names[1]])
-            x = F.relu(a) if i < n_layers - 1 else a
-        return x
-
-    per_example = {}
-    for i, delta in deltas.items():
-        w_name, b_name = f"layers.{i}.weight", f"layers.{i}.bias"
-        per_example[w_name] = adapted[w_name] - alphas[w_name] * torch.einsum("bs,so,si->boi", weights, delta, inputs[i])
-        per_example[b_name] = adapted[b_name] - alphas[b_name] * (weights @ delta)
-    per_example = _batched_steps(adaptation, head, fixed, per_example, alphas, keys, values, weights, adaptation.steps - 1)
-    return vmap(lambda p, z_i: functional_call(head, {**fixed, **p}, (z_i[None],))[0])(per_example, z)
+    inputs, deltas = _mlp_deltas(adaptation, layers, tuned, keys, values)
+    x = z
+    for i, layer in enumerate(head.layers):
+        a = layer(x)
+        if i in tuned:
+            names = _layer_names(i)
+            a = a - _linear_correction(weights, deltas[i], inputs[i], x, alphas[names[0]], alphas[names[1]])
+        x = F.relu(a) if i < len(layers) - 1 else a
+    return x
 
 
 def adapt_cosine(adaptation, head: CosineHead, z, keys, values, weights) -> torch.Tensor:
@@ -215,15 +229,12 @@ def adapt_cosine(adaptation, head: CosineHead, z, keys, values, weights) -> torc
     """
     alpha = adaptation.step_size()["weight"]
     tau, unit_keys = head.scale, F.normalize(keys, dim=-1)
-    weight = head.weight.expand(len(z), *head.weight.shape)
-    keep_graph = torch.is_grad_enabled()
+    weight = head.weight.expand(z.shape[0], *head.weight.shape)  # shape[0]: a symbolic batch size for export
     for _ in range(adaptation.steps):
         at = weight.detach() if adaptation.first_order else weight
         norms = at.norm(dim=1, keepdim=True)  # (B, 1, C)
         units = at / norms
-        with torch.enable_grad():
-            logits = _tracked(tau * torch.einsum("sd,bdc->bsc", unit_keys, units))
-            (residual,) = _inner_grads(inner_loss(adaptation.task, logits, values).sum(), [logits], keep_graph)
+        residual = loss_gradient(adaptation.task, tau * torch.einsum("sd,bdc->bsc", unit_keys, units), values)
         mixed = torch.einsum("bs,bsc,sd->bdc", weights, residual, unit_keys)
         along = (units * mixed).sum(dim=1, keepdim=True)
         weight = weight - alpha * tau * (mixed - units * along) / norms

@@ -8,7 +8,9 @@ baseline: the same network trained the same way, without neighbours.
 from __future__ import annotations
 
 import copy
+import json
 import numbers
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,8 +18,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from torch import nn
 
+from . import __version__, checkpoint, export
 from .adaptation import ADAPT, STEP_SIZES
+from .checkpoint import CheckpointError
 from .heads import MLPHead
 from .model import MetaNeighborhoods
 from .similarity import check_option
@@ -36,6 +41,65 @@ def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _positive(value) -> bool:
     """A real number above zero: a string, None or NaN fails here rather than as a TypeError later."""
     return isinstance(value, numbers.Real) and value > 0
+
+
+def _to_json(value):
+    """Tuples, numpy arrays and numpy scalars as their JSON counterparts (lists, numbers); the rest unchanged."""
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
+
+
+def _json_only(what: str, entries: dict) -> dict:
+    """``entries`` as JSON values, or a ValueError naming the one that is not (before anything is written)."""
+    entries = _to_json(entries)
+    for name, value in entries.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"cannot save {what} {name}={value!r} ({error}): save() keeps JSON values only; "
+                             "pickle or joblib keep any object") from None
+    return entries
+
+
+def _checkpoint_stem(path) -> Path:
+    """``model`` or ``model.json`` -> the stem of checkpoint ``model.json`` + ``model.<token>.safetensors``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} is a tensor file, not a checkpoint: pass the checkpoint's stem ('model') or "
+                              "its manifest ('model.json')")
+    return path.with_suffix("") if path.suffix == ".json" else path
+
+
+class _Deployed(nn.Module):
+    """Raw float32 rows in, the estimator's answer out: standardisation, network and ``output`` in one graph."""
+
+    def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module):
+        super().__init__()
+        self.model, self.output = model, output
+        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=torch.float32))
+        self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.model((x - self.x_mean) / self.x_scale))
+
+
+class _Rescale(nn.Module):
+    """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, flat: bool):
+        super().__init__()
+        self.flat = flat
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        y = y * self.scale + self.mean
+        return y[:, 0] if self.flat else y
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -59,6 +123,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         the training rows has not improved for that many epochs, and keep the best weights.
     random_state : seed for the split, initialisation and batches. device : "cpu", "cuda" or "auto".
     verbose : > 0 shows a progress bar.
+
+    Fitted: ``model_`` (the ``MetaNeighborhoods`` network), ``network_`` (what it was built from: features, outputs,
+    dictionary size, similarity and temperature actually used), input standardisation ``x_mean_`` and ``x_scale_``.
+    ``save``/``load`` keep them in the safe checkpoint format; ``export_onnx`` writes the predictor as one ONNX graph.
 
     The defaults were chosen on gom and the nine UCI benchmark tables (see the README's Table 2).
     """
@@ -156,25 +224,26 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             return self.temperature
         return float(n_features) if self._similarity(n_features) == "euclidean" else 0.1
 
-    def _build(self, n_features: int, n_outputs: int, X: torch.Tensor, targets: torch.Tensor,
-               seed: int) -> MetaNeighborhoods:
-        hidden = tuple(int(h) for h in self.hidden_layer_sizes)
-        size = int(min(self.dictionary_size, len(X)))  # never more neighbours than training rows to start from
-        model = MetaNeighborhoods(
-            MLPHead(n_features, hidden, n_outputs),
+    def _network(self, n_features: int, n_outputs: int, n_rows: int) -> dict:
+        """``_build``'s arguments, fixed at fit and saved with the weights: ``load`` rebuilds the same network."""
+        return {"n_features": n_features, "n_outputs": n_outputs,
+                "dictionary_size": int(min(self.dictionary_size, n_rows)),  # at most one neighbour per training row
+                "similarity": self._similarity(n_features), "temperature": float(self._temperature(n_features))}
+
+    def _build(self, n_features: int, n_outputs: int, dictionary_size: int, similarity: str,
+               temperature: float) -> MetaNeighborhoods:
+        return MetaNeighborhoods(
+            MLPHead(n_features, tuple(int(h) for h in self.hidden_layer_sizes), n_outputs),
             task=self._task,
-            dictionary_size=size,
-            similarity=self._similarity(n_features),
-            temperature=self._temperature(n_features),
+            dictionary_size=dictionary_size,
+            similarity=similarity,
+            temperature=temperature,
             learn_temperature=self.learn_temperature,
             inner_steps=int(self.inner_steps),
             step_size=self.step_size,
             step_size_init=self.step_size_init,
             adapt=self.adapt,
         )
-        if size and self.key_init == "samples":
-            model.dictionary.init_from_samples(X, targets, generator=torch.Generator().manual_seed(seed))
-        return model
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -194,7 +263,12 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             order = rng.permutation(len(X))
             valid, train = order[:n_valid], order[n_valid:]
 
-        self.model_ = self._build(X.shape[1], n_outputs, X_std[train], y_t[train], seed).to(device)
+        self.network_ = self._network(X.shape[1], n_outputs, len(train))
+        self.model_ = self._build(**self.network_)
+        if self.model_.dictionary is not None and self.key_init == "samples":
+            generator = torch.Generator().manual_seed(seed)
+            self.model_.dictionary.init_from_samples(X_std[train], y_t[train], generator=generator)
+        self.model_.to(device)
         batches = TensorBatches(X_std[train], y_t[train], batch_size=int(self.batch_size), seed=seed)
         best = {"loss": np.inf, "epoch": -1, "state": None}
 
@@ -236,6 +310,72 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         tags.non_deterministic = False
         return tags
 
+    # -- persistence and deployment ----------------------------------------------------------------
+
+    def _fitted_state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What fit learned besides the network: numeric arrays as tensors; labels, names and numbers as JSON."""
+        tensors, arrays, values = {}, {}, {}
+        for name, value in vars(self).items():
+            if name in self._get_param_names() or name == "model_":
+                continue
+            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+                tensors[f"fitted.{name}"] = torch.from_numpy(value)
+            elif isinstance(value, np.ndarray):  # string or object labels, feature names
+                arrays[name] = {"dtype": value.dtype.str, "values": value.tolist()}
+            else:
+                values[name] = value
+        return tensors, {"fitted": _json_only("fitted attribute", values), "arrays": _json_only("array", arrays)}
+
+    def save(self, path) -> Path:
+        """Save the fitted estimator as checkpoint ``path`` (``path.json`` + ``path.<token>.safetensors``, written
+        atomically, see ``checkpoint.py``); returns the JSON path. JSON and tensors only: unlike a pickle, loading
+        it cannot run code."""
+        check_is_fitted(self, "model_")
+        tensors, fitted = self._fitted_state()
+        meta = {"estimator": type(self).__name__, "params": _json_only("parameter", self.get_params(deep=False)),
+                **fitted, "meta_neighborhoods_version": __version__}
+        return checkpoint.save(_checkpoint_stem(path), {**checkpoint.with_prefix("model.", self.model_.state_dict()),
+                                                        **tensors}, meta)
+
+    @classmethod
+    def load(cls, path):
+        """The estimator saved by ``save`` at ``path`` (stem or ``.json``), on the CPU and ready to predict.
+
+        A ``CheckpointError`` names whatever is wrong: a missing, damaged or foreign file, another estimator class,
+        or a network that differs from the one the file describes.
+        """
+        stem = _checkpoint_stem(path)
+        tensors, meta = checkpoint.load(stem)
+        source = f"{stem}.json"
+        if meta.get("estimator") != cls.__name__:
+            found = f"a {meta['estimator']}" if "estimator" in meta else "no estimator (another kind of checkpoint)"
+            raise CheckpointError(f"{source} holds {found}, not a {cls.__name__}")
+        try:
+            estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
+            estimator._check_parameters()
+            fitted = {**meta["fitted"],
+                      **{name: np.array(a["values"], dtype=a["dtype"]) for name, a in meta["arrays"].items()},
+                      **{name: t.numpy() for name, t in checkpoint.take_prefix("fitted.", tensors).items()}}
+            model = estimator._build(**fitted["network_"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{source} does not describe a {cls.__name__} that this version can rebuild "
+                                  f"({type(error).__name__}: {error})") from None
+        checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), source)
+        vars(estimator).update(fitted)
+        estimator.model_ = model.eval()
+        return estimator
+
+    def export_onnx(self, path) -> Path:
+        """Write the fitted predictor as one ONNX graph (see ``export.py``); returns its path.
+
+        Input ``"input"``: raw float32 rows (n, n_features_in_); output ``"output"``: ``predict`` (regressor) or
+        ``predict_proba`` (classifier), up to float32 rounding. Standardisation, attention over the dictionary, the
+        inner steps and the head are all in the graph.
+        """
+        check_is_fitted(self, "model_")
+        deployed = _Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
+        return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_), path)
+
 
 class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
     """Meta-Neighborhoods regression on tables (Sec. 4.3): an MLP finetuned per row on learned neighbours.
@@ -264,6 +404,9 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         out = self._raw_predict(X).double().numpy() * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_ndim == 1 else out
 
+    def _deployed_output(self) -> nn.Module:
+        return _Rescale(self.y_mean_, self.y_scale_, flat=self._y_ndim == 1)
+
 
 class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     """Meta-Neighborhoods classification on tables: dictionary values are learned class distributions."""
@@ -281,6 +424,9 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
 
     def predict_proba(self, X) -> np.ndarray:
         return self._raw_predict(X).softmax(dim=1).double().numpy()
+
+    def _deployed_output(self) -> nn.Module:
+        return nn.Softmax(dim=1)
 
     def predict(self, X) -> np.ndarray:
         probabilities = self.predict_proba(X)  # checks fitting first, so an unfitted model says so

@@ -64,7 +64,7 @@ class MetaNeighborhoods(nn.Module):
 
     def attend(self, z: torch.Tensor) -> torch.Tensor:
         """Attention weights (B, S) of features z over the dictionary (slot dropout while training)."""
-        return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(len(z)))
+        return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0]))
 
     def predict_features(self, z: torch.Tensor) -> torch.Tensor:
         """Predictions from features: the head adapted to each input's neighbourhood (or not, if vanilla)."""

@@ -1,0 +1,143 @@
+"""ONNX export of a whole adapted predictor: attention over the dictionary, every inner step and the head in one graph.
+
+The paper suggests deploying Meta-Neighborhoods locally, e.g. for privacy; an ONNX file runs in onnxruntime (or
+any ONNX runtime) without Python, PyTorch or this package.
+
+* Exporter: ``torch.onnx.export(..., dynamo=True)``, built on ``torch.export``, which traces sizes symbolically:
+  the batch (and an image's height and width) stay free, and a size the code pins down (``len(x)``) shows as a
+  constant in the graph, where ``export_onnx`` finds and refuses it. The TorchScript tracer (``dynamo=False``,
+  deprecated since torch 2.9) bakes such sizes in silently: the cosine path's former ``len(z)`` gave a graph traced
+  at batch 4 that failed at batch 7. It would export faster (0.2 s against 2-5 s); nothing else speaks for it.
+  The dynamo exporter needs onnxscript (the ``export`` extra).
+* Inner loop: the graph holds the fast (closed-form) paths of ``adaptation.py``, whose inner gradients are plain
+  tensor algebra. The generic ``torch.func`` path (``vmap`` of ``grad``) cannot be traced, so a model whose head has
+  no fast path is refused with an error saying so.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .adaptation import FAST_PATHS
+from .model import MetaNeighborhoods
+from .results import atomic_write, prepare_out_dir
+
+OPSET = 18
+INPUT, OUTPUT = "input", "output"
+BATCH = {0: "batch"}
+IMAGES = {0: "batch", 2: "height", 3: "width"}
+CHECK_IMAGE_SIZE, CHECK_BATCH = 32, 7  # the random batch a run's export is checked on
+
+
+def _inner_loops(module: nn.Module) -> Iterator[MetaNeighborhoods]:
+    return (m for m in module.modules() if isinstance(m, MetaNeighborhoods) and not m.vanilla)
+
+
+def _exportable(module: nn.Module) -> nn.Module:
+    """A CPU copy of ``module`` in evaluation mode whose inner loops take their fast path (the traceable one)."""
+    for model in _inner_loops(module):
+        if model.adaptation.fast_path(model.head) is None:
+            heads = ", ".join(head.__name__ for head in FAST_PATHS)
+            raise ValueError(f"cannot export the inner loop of a {type(model.head).__name__} head to ONNX: only heads "
+                             f"with a closed-form fast path ({heads}) export; the generic torch.func path (vmap of "
+                             "grad) cannot be traced")
+    module = copy.deepcopy(module).cpu().eval()
+    for model in _inner_loops(module):
+        model.adaptation.implementation = "fast"
+    return module
+
+
+def _require(*modules: str) -> None:
+    """Name the missing optional dependencies, and how to install them, before any work is done."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModuleNotFoundError(f"ONNX export needs {', '.join(missing)}: pip install 'meta-neighborhoods[export]'")
+
+
+def _check_free(program, dynamic_dims: dict[int, str]) -> None:
+    """The exporter falls back to fixed sizes when the code pins one down; a graph for one batch size is refused."""
+    shape = program.model.graph.inputs[0].shape
+    fixed = [f"{name} (dimension {dim}) = {shape[dim]}" for dim, name in dynamic_dims.items()
+             if isinstance(shape[dim], int)]
+    if fixed:
+        raise RuntimeError(f"the ONNX exporter fixed {', '.join(fixed)}: the module turns that size into a Python "
+                           "number (e.g. len(x)); use x.shape[...] instead")
+
+
+@contextmanager
+def _quiet_exporter():
+    """Silence what torch's exporter says about itself (torchvision absent, its own deprecations): not the user's
+    concern. Errors still surface."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_dims: dict[int, str] = BATCH) -> Path:
+    """Write ``module``'s evaluation-mode forward pass as the ONNX graph ``path``, atomically; returns the path.
+
+    One input ``"input"`` and one output ``"output"``; the input dimensions in ``dynamic_dims`` (default: the batch)
+    stay free, the others take ``example_input``'s sizes. The module is copied, never changed; the file's folder is
+    created if needed.
+    """
+    _require("onnx", "onnxscript")
+    path = Path(path)
+    prepare_out_dir(path.parent)  # fail on an unwritable destination before tracing, not after
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write the ONNX graph to {path}: it is a directory")
+    dims = {dim: torch.export.Dim(name) for dim, name in dynamic_dims.items()}
+    with torch.no_grad(), _quiet_exporter():
+        program = torch.onnx.export(_exportable(module), (example_input.cpu(),), input_names=[INPUT],
+                                    output_names=[OUTPUT], opset_version=OPSET, dynamo=True, dynamic_shapes=(dims,),
+                                    verbose=False)
+    _check_free(program, dynamic_dims)
+    return atomic_write(path, program.save)
+
+
+def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:
+    """Largest |onnxruntime - PyTorch| over ``inputs``: how faithful the graph at ``path`` is to ``module``."""
+    _require("onnxruntime")
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_output,) = session.run([OUTPUT], {INPUT: inputs.numpy()})
+    with torch.no_grad():
+        torch_output = _exportable(module)(inputs)
+    return float(np.abs(onnx_output - torch_output.numpy()).max())
+
+
+def export_run(run_dir, path, seed: int = 0) -> tuple[Path, float]:
+    """The best network of a classify run as an ONNX graph, and its check (``max_difference`` on a random batch).
+
+    Input: images (batch, C, height, width), float32, scaled to [0, 1] and normalised per channel with the mean and
+    std of the run's training split, as in training (any height and width: the backbones end in global pooling; the
+    network was trained at its data set's size). Output: the class logits (batch, classes) of the adapted predictor.
+    """
+    from .experiments.classification import load_best_model
+
+    _require("onnx", "onnxscript", "onnxruntime")
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    model, info = load_best_model(run_dir)
+    channels = info["model_args"]["in_channels"]
+    generator = torch.Generator().manual_seed(seed)
+    example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
+                      for n in (2, CHECK_BATCH))
+    path = export_onnx(model, example, path, IMAGES)
+    return path, max_difference(path, model, check)

@@ -1,0 +1,187 @@
+"""ONNX export: the whole adapted predictor (attention, inner steps, head) as one graph, run by onnxruntime."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+ort = pytest.importorskip("onnxruntime", reason="ONNX export tests need onnxruntime: pip install '.[export]'")
+pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript: pip install '.[export]'")
+
+from meta_neighborhoods.cli import main  # noqa: E402
+from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor  # noqa: E402
+from meta_neighborhoods.experiments.classification import build_model, load_best_model, save_checkpoint  # noqa: E402
+from meta_neighborhoods.export import IMAGES, export_onnx  # noqa: E402
+from meta_neighborhoods.heads import MLPHead  # noqa: E402
+from meta_neighborhoods.model import MetaNeighborhoods  # noqa: E402
+
+ATOL = 1e-5  # float32 graph against float32 PyTorch
+FAST = dict(hidden_layer_sizes=(16,), dictionary_size=8, max_epochs=5, learning_rate=1e-2, random_state=0)
+
+
+def _onnx(path, x) -> np.ndarray:
+    return ort.InferenceSession(str(path)).run(["output"], {"input": np.asarray(x, dtype=np.float32)})[0]
+
+
+@torch.no_grad()
+def _torch(model, x) -> np.ndarray:
+    return model.eval()(x).numpy()
+
+
+def _mlp_model(steps, similarity, task):
+    torch.manual_seed(0)
+    return MetaNeighborhoods(MLPHead(5, (16, 8), 3), task=task, dictionary_size=12, similarity=similarity,
+                             temperature=0.5, inner_steps=steps, step_size_init=0.3).eval()
+
+
+@pytest.mark.parametrize("steps,similarity,task", [(1, "euclidean", "regression"), (1, "cosine", "classification"),
+                                                   (2, "euclidean", "classification"), (2, "cosine", "regression")])
+def test_adapted_mlp_is_one_graph_with_a_free_batch(tmp_path, steps, similarity, task):
+    model = _mlp_model(steps, similarity, task)
+    path = export_onnx(model, torch.randn(4, 5), tmp_path / "model.onnx")
+    x = torch.randn(7, 5)  # another batch size than the export's
+    expected = _torch(model, x)
+    np.testing.assert_allclose(_onnx(path, x), expected, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(_onnx(path, x[:1]), expected[:1], atol=ATOL, rtol=0)
+    with torch.no_grad():  # the graph holds the adaptation: the head alone answers differently
+        assert np.abs(model.head(x).numpy() - expected).max() > 1e-2
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # written atomically: no temporary file left
+
+
+def test_vanilla_model(tmp_path):
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(5, (16,), 3), dictionary_size=0).eval()
+    path = export_onnx(model, torch.randn(4, 5), tmp_path / "vanilla.onnx")
+    x = torch.randn(7, 5)
+    np.testing.assert_allclose(_onnx(path, x), _torch(model, x), atol=ATOL, rtol=0)
+
+
+def test_cosine_head_with_ifilm_image_model(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("mn_ifilm", "convnet4", 1, 10, dictionary_size=20).eval()
+    path = export_onnx(model, torch.randn(4, 1, 16, 16), tmp_path / "images.onnx", IMAGES)
+    for shape in ((7, 1, 16, 16), (2, 1, 12, 20)):  # batch, height and width are free
+        x = torch.randn(shape)
+        expected = _torch(model, x)
+        np.testing.assert_allclose(_onnx(path, x), expected, atol=ATOL, rtol=0)
+    with torch.no_grad():
+        assert np.abs(model.head(model.features(x)).numpy() - expected).max() > 1e-4
+
+
+def test_generic_implementation_exports_through_the_fast_path_without_changing_the_model(tmp_path):
+    model = MetaNeighborhoods(MLPHead(5, (8,), 2), dictionary_size=6, implementation="generic", step_size_init=0.3)
+    path = export_onnx(model, torch.randn(4, 5), tmp_path / "generic.onnx")
+    x = torch.randn(7, 5)
+    np.testing.assert_allclose(_onnx(path, x), _torch(model, x), atol=ATOL, rtol=0)
+    assert model.adaptation.implementation == "generic"
+
+
+class ConstantHead(nn.Module):
+    """A custom head: only the generic torch.func inner loop applies to it."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_features, self.out_features = 5, 1
+        self.c = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.c.expand(x.shape[0], 1)
+
+
+def test_a_head_without_fast_path_is_refused_clearly(tmp_path):
+    model = MetaNeighborhoods(ConstantHead(), dictionary_size=4)
+    with pytest.raises(ValueError, match="cannot export the inner loop of a ConstantHead head.*MLPHead, CosineHead"):
+        export_onnx(model, torch.randn(4, 5), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+class PinsTheBatch(nn.Module):
+    def forward(self, x):
+        return x.reshape(len(x), -1) * 2  # len(): a Python int the exporter can only fix
+
+
+def test_a_batch_size_the_exporter_fixes_is_refused(tmp_path):
+    with pytest.raises(RuntimeError, match=r"fixed batch \(dimension 0\) = 4.*x.shape"):
+        export_onnx(PinsTheBatch(), torch.randn(4, 3), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(100, 5)) * 3 + 10  # far from standardised: the graph must standardise
+    y = np.sin(X[:, 0]) + 0.2 * X[:, 1]
+    labels = np.array(["cat", "dog", "emu"])[(X[:, 0] > 10).astype(int) + (X[:, 1] > 12)]
+    return X, y, labels
+
+
+def test_regressor_graph_gives_predict_on_raw_rows(tmp_path, table):
+    X, y, _ = table
+    model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    model.export_onnx(tmp_path / "regressor.onnx")
+    np.testing.assert_allclose(_onnx(tmp_path / "regressor.onnx", X), model.predict(X), atol=ATOL, rtol=0)
+    two = MetaNeighborhoodsRegressor(**FAST).fit(X, np.c_[y, 2 * y])  # several targets: one column each
+    two.export_onnx(tmp_path / "two.onnx")
+    np.testing.assert_allclose(_onnx(tmp_path / "two.onnx", X[:7]), two.predict(X[:7]), atol=ATOL, rtol=0)
+
+
+def test_classifier_graph_gives_predict_proba_on_raw_rows(tmp_path, table):
+    X, _, labels = table
+    model = MetaNeighborhoodsClassifier(**FAST, inner_steps=2).fit(X, labels)
+    path = model.export_onnx(tmp_path / "classifier.onnx")
+    probabilities = _onnx(path, X[:7])
+    np.testing.assert_allclose(probabilities, model.predict_proba(X[:7]), atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(model.classes_[probabilities.argmax(1)], model.predict(X[:7]))
+
+
+def _run_folder(path, method="mn"):
+    """A run folder as classify leaves it (best checkpoint with its model_args, config.json); no data needed."""
+    path.mkdir()
+    args = {"method": method, "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}
+    torch.manual_seed(0)
+    save_checkpoint(path / "best", build_model(**args), model_args=args, epoch=1, validation_accuracy=0.5)
+    (path / "config.json").write_text(json.dumps({"dataset": "cifar10", "method": method, "model": args}))
+    return path
+
+
+def test_cli_exports_a_run_and_checks_it(tmp_path, capsys):
+    run, out = _run_folder(tmp_path / "run"), tmp_path / "deploy" / "model.onnx"
+    assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "max |onnxruntime - PyTorch| = " in printed
+    assert float(printed.split("= ")[-1].split()[0]) < ATOL
+    model = load_best_model(run)[0]
+    x = torch.randn(5, 3, 24, 24)
+    np.testing.assert_allclose(_onnx(out, x), _torch(model, x), atol=ATOL, rtol=0)
+
+
+def test_cli_bad_inputs_are_reported(tmp_path, capsys):
+    run = _run_folder(tmp_path / "run", method="vanilla")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--run", str(run), "--format", "tflite", "--out", str(tmp_path / "m.tflite")])
+    assert exit_info.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+
+    assert main(["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert f"run folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "best.json is missing" in capsys.readouterr().err
+
+    (tmp_path / "file").write_text("")
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "file" / "m.onnx")]) == 2
+    assert "cannot write to output directory" in capsys.readouterr().err
+    assert main(["export", "--run", str(run), "--out", str(run)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_names_the_missing_export_dependencies(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "onnxscript" else find_spec(name, *rest))
+    run = _run_folder(tmp_path / "run", method="vanilla")
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'meta-neighborhoods[export]'" in capsys.readouterr().err

@@ -1,0 +1,170 @@
+"""Fitted estimators survive pickle, joblib and save/load with identical predictions; bad files are named."""
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from meta_neighborhoods.checkpoint import CheckpointError
+from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from meta_neighborhoods.experiments.classification import build_model, save_checkpoint
+
+FAST = dict(hidden_layer_sizes=(16,), dictionary_size=8, max_epochs=5, learning_rate=1e-2, random_state=0)
+
+
+def _table(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)) * 3 + 10
+    return X, np.sin(X[:, 0]) + 0.2 * X[:, 1]
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """A regressor, and classifiers with string, integer and boolean labels (two inner steps)."""
+    X, y = _table()
+    return {
+        "regressor": MetaNeighborhoodsRegressor(**FAST).fit(X, y),
+        "strings": MetaNeighborhoodsClassifier(**FAST, inner_steps=2).fit(X, np.array(["a", "bb", "c"])[
+            (X[:, 0] > 10).astype(int) + (X[:, 1] > 12)]),
+        "integers": MetaNeighborhoodsClassifier(**FAST, similarity="cosine").fit(X, (X[:, 2] > 10).astype(int) * 7),
+        "booleans": MetaNeighborhoodsClassifier(**{**FAST, "dictionary_size": 0}).fit(X, X[:, 3] > 10),
+    }
+
+
+def _pickle(model, tmp_path):
+    return pickle.loads(pickle.dumps(model))
+
+
+def _joblib(model, tmp_path):
+    joblib.dump(model, tmp_path / "model.joblib")
+    return joblib.load(tmp_path / "model.joblib")
+
+
+def _save_load(model, tmp_path):
+    model.save(tmp_path / "model")
+    return type(model).load(tmp_path / "model.json")
+
+
+def _outputs(model, X):
+    outputs = [model.predict(X)]
+    if hasattr(model, "predict_proba"):
+        outputs.append(model.predict_proba(X))
+    return outputs
+
+
+@pytest.mark.parametrize("round_trip", [_pickle, _joblib, _save_load], ids=["pickle", "joblib", "save_load"])
+@pytest.mark.parametrize("name", ["regressor", "strings", "integers", "booleans"])
+def test_round_trip_predicts_identically(fitted, name, round_trip, tmp_path):
+    model = fitted[name]
+    X = _table(n=30, seed=1)[0]
+    copy = round_trip(model, tmp_path)
+    assert type(copy) is type(model) and copy.get_params() == model.get_params()
+    for before, after in zip(_outputs(model, X), _outputs(copy, X)):
+        assert before.dtype == after.dtype
+        np.testing.assert_array_equal(after, before)
+    if hasattr(model, "classes_"):
+        np.testing.assert_array_equal(copy.classes_, model.classes_)
+        assert copy.classes_.dtype == model.classes_.dtype
+    assert copy.network_ == model.network_ and copy.n_features_in_ == model.n_features_in_
+
+
+def test_save_writes_one_manifest_and_one_tensor_file(fitted, tmp_path):
+    model = fitted["regressor"]
+    assert model.save(tmp_path / "model") == tmp_path / "model.json"
+    model.save(tmp_path / "model.json")  # the manifest's name works too, and replaces the previous checkpoint
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].startswith("model.") and files[0].endswith(".safetensors")
+    assert files[1] == "model.json"
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["estimator"] == "MetaNeighborhoodsRegressor" and meta["params"]["hidden_layer_sizes"] == [16]
+    assert meta["fitted"]["network_"] == {"n_features": 4, "n_outputs": 1, "dictionary_size": 8,
+                                          "similarity": "euclidean", "temperature": 4.0}
+    assert "meta_neighborhoods_version" in meta
+
+
+def test_loading_as_the_wrong_class_is_refused(fitted, tmp_path):
+    fitted["regressor"].save(tmp_path / "model")
+    with pytest.raises(CheckpointError, match="holds a MetaNeighborhoodsRegressor, not a MetaNeighborhoodsClassifier"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "model")
+
+
+def test_a_classify_checkpoint_is_not_an_estimator(tmp_path):
+    args = {"method": "vanilla", "backbone": "convnet4", "in_channels": 1, "num_classes": 10, "dictionary_size": 0}
+    save_checkpoint(tmp_path / "best", build_model(**args), model_args=args, epoch=1, validation_accuracy=0.5)
+    with pytest.raises(CheckpointError, match="holds no estimator"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "best.json")
+
+
+def _edit_manifest(path: Path, edit) -> None:
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
+def test_a_file_from_another_configuration_is_refused(fitted, tmp_path):
+    fitted["regressor"].save(tmp_path / "model")
+    _edit_manifest(tmp_path / "model.json", lambda meta: meta["params"].update(hidden_layer_sizes=[32]))
+    with pytest.raises(CheckpointError, match="written for another model configuration.*shapes differ"):
+        MetaNeighborhoodsRegressor.load(tmp_path / "model")
+    _edit_manifest(tmp_path / "model.json", lambda meta: meta["params"].update(inner_steps="three"))
+    with pytest.raises(CheckpointError, match="does not describe a MetaNeighborhoodsRegressor.*inner_steps"):
+        MetaNeighborhoodsRegressor.load(tmp_path / "model")
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the proof that a loader executed code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def test_damaged_truncated_and_foreign_files_are_named_and_never_executed(fitted, tmp_path):
+    marker = tmp_path / "code-ran"
+    payload = pickle.dumps(_Payload(marker))
+    fitted["strings"].save(tmp_path / "model")
+    manifest = tmp_path / "model.json"
+    tensors = next(tmp_path.glob("model.*.safetensors"))
+
+    data = tensors.read_bytes()
+    tensors.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="is damaged"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "model")
+
+    tensors.write_bytes(payload)  # a pickle in the tensor file's place, even with a matching checksum
+    with pytest.raises(CheckpointError, match="is damaged"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "model")
+    _edit_manifest(manifest, lambda meta: meta.update(sha256=hashlib.sha256(payload).hexdigest()))
+    with pytest.raises(CheckpointError, match="is not a valid safetensors file"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "model")
+
+    (tmp_path / "evil.safetensors").write_bytes(payload)  # a pickle renamed, passed directly
+    with pytest.raises(CheckpointError, match="is a tensor file, not a checkpoint"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "evil.safetensors")
+    (tmp_path / "evil.json").write_bytes(payload)
+    with pytest.raises(CheckpointError, match="not a readable checkpoint manifest"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "evil.json")
+
+    manifest.write_text(manifest.read_text()[:40])
+    with pytest.raises(CheckpointError, match="corrupt or truncated JSON"):
+        MetaNeighborhoodsClassifier.load(manifest)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        MetaNeighborhoodsClassifier.load(tmp_path / "absent")
+    assert not marker.exists()
+
+
+def test_what_cannot_be_saved_is_named_before_anything_is_written(fitted, tmp_path):
+    with pytest.raises(NotFittedError):
+        MetaNeighborhoodsRegressor().save(tmp_path / "model")
+    model = pickle.loads(pickle.dumps(fitted["regressor"]))
+    model.set_params(random_state=np.random.RandomState(0))
+    with pytest.raises(ValueError, match="cannot save parameter random_state=RandomState"):
+        model.save(tmp_path / "model")
+    assert not list(tmp_path.iterdir())
