@@ -8,6 +8,10 @@ warm-up (one step on the CPU, three on CUDA), all in this process (synchronised 
 backbone take turns step by step. Goal: MN+iFiLM keeps at least 0.6x of vanilla's throughput.
 
     python benchmarks/train_throughput.py [--json PATH] [--device cpu|cuda] [--batch 128] [--steps N] [--threads N]
+    python benchmarks/train_throughput.py --profile vanilla_ifilm --backbone resnet29 --device cuda
+
+``--profile METHOD`` times nothing: it runs a few steps of one model under ``torch.profiler`` and prints the
+operators that take the most (device) time, to find where a method's extra time goes.
 
 Timed steps: 5 on the CPU (under a minute on two cores), 20 on CUDA. On the CPU torch runs one thread unless
 ``--threads`` says otherwise: on two cores shared with other jobs, two threads made steps up to ten times
@@ -50,6 +54,25 @@ def training_step(method: str, backbone: str, batch: int, device: torch.device):
     return step
 
 
+def profile(method: str, backbone: str, batch: int, device: torch.device, rows: int = 20) -> None:
+    """Print the operators with the most self time over 5 steps (after 3 warm-up steps) of one model."""
+    step = training_step(method, backbone, batch, device)
+    for _ in range(3):
+        step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+        torch.cuda.synchronize(device)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(5):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"{method} on {backbone}, batch {batch}, 5 steps, {device}:")
+    print(profiler.key_averages().table(sort_by=key, row_limit=rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="also write every number here")
@@ -57,6 +80,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="images per step")
     parser.add_argument("--steps", type=int, help="timed steps per model (default: 5 on cpu, 20 on cuda)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 on cpu, torch's own on cuda)")
+    parser.add_argument("--profile", choices=list(METHODS), help="profile this method instead of timing all four")
+    parser.add_argument("--backbone", choices=list(BACKBONES), default="resnet29", help="backbone for --profile")
     args = parser.parse_args()
     device, batch = torch.device(args.device), args.batch
     steps = args.steps or (20 if device.type == "cuda" else 5)
@@ -64,6 +89,8 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
     warmup = 3 if device.type == "cuda" else 1
+    if args.profile:
+        return profile(args.profile, args.backbone, batch, device)
 
     results = []
     for backbone in BACKBONES:
