@@ -44,9 +44,10 @@ def _train(shard: tuple[int, int]) -> MetaNeighborhoods:
     return model
 
 
-def _worker(rank: int, rendezvous: str, out: str) -> None:
+def _worker(rank: int, world_size: int, rendezvous: str, out: str) -> None:
+    """One process of a ``world_size``-process run (one thread each, so both runs sum in the same order)."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
         model = _train((distributed.rank(), distributed.world_size()))
         if distributed.is_main():
@@ -55,11 +56,16 @@ def _worker(rank: int, rendezvous: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+def _run(tmp_path, world_size: int) -> dict:
+    """Train in ``world_size`` fresh processes, so neither run depends on this test process's torch settings."""
+    out = tmp_path / f"world{world_size}"
+    mp.start_processes(_worker, args=(world_size, str(tmp_path / f"rendezvous{world_size}"), str(out)),
+                       nprocs=world_size, start_method="spawn")
+    return checkpoint.load(out)[0]
+
+
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
-    mp.start_processes(_worker, args=(str(tmp_path / "rendezvous"), str(tmp_path / "ddp")), nprocs=WORLD_SIZE,
-                       start_method="spawn")
-    parallel = checkpoint.load(tmp_path / "ddp")[0]
-    alone = _train((0, 1)).state_dict()
+    parallel, alone = _run(tmp_path, WORLD_SIZE), _run(tmp_path, 1)
     initial = _model().state_dict()
     assert parallel.keys() == alone.keys()
     for name, value in alone.items():
