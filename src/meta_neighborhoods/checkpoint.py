@@ -10,7 +10,6 @@ Loading reads JSON and safetensors only, so a checkpoint cannot run code (unlike
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import secrets
@@ -22,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .datasets.files import sha256
 from .results import atomic_write, write_json
 
 FORMAT = "meta-neighborhoods-checkpoint"
@@ -30,14 +30,6 @@ VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, damaged, unsafe, or written for another configuration."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _manifest(stem: Path) -> Path:
@@ -55,7 +47,7 @@ def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     atomic_write(weights, lambda tmp: save_file(tensors, tmp))
     manifest = write_json(_manifest(stem), {"format": FORMAT, "version": VERSION, "tensors": weights.name,
-                                            "sha256": _sha256(weights), **meta})
+                                            "sha256": sha256(weights), **meta})
     for stale in stem.parent.glob(f"{stem.name}.*.safetensors"):
         if stale != weights:
             stale.unlink(missing_ok=True)
@@ -80,7 +72,7 @@ def load(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     weights = manifest.with_name(Path(meta["tensors"]).name)
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {manifest} names {weights.name}, which is missing")
-    if _sha256(weights) != meta["sha256"]:
+    if sha256(weights) != meta["sha256"]:
         raise CheckpointError(f"{weights} is damaged: its sha256 differs from the one recorded in {manifest.name}")
     try:
         tensors = load_file(weights)
