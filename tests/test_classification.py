@@ -122,7 +122,7 @@ def test_reloaded_checkpoint_predicts_like_the_best_model_in_memory(tmp_path):
     assert not torch.allclose(_predict(model, x), expected)
 
     fresh = build_model(**args)
-    info = load_checkpoint(tmp_path / "best", fresh)
+    _, info = load_checkpoint(tmp_path / "best", fresh)
     assert (info["epoch"], info["validation_accuracy"], info["model_args"]) == (1, 0.5, args)
     torch.testing.assert_close(_predict(fresh, x), expected, rtol=0, atol=0)
     assert [p.suffix for p in tmp_path.iterdir()].count(".safetensors") == 1  # the stale weights are gone

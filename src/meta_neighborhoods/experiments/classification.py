@@ -134,11 +134,15 @@ def save_checkpoint(stem: Path, model: nn.Module, **info) -> None:
     checkpoint.save(stem, checkpoint.with_prefix("model.", model.state_dict()), info)
 
 
-def load_checkpoint(stem: Path, model: nn.Module) -> dict:
-    """Load weights saved by ``save_checkpoint`` into ``model`` (no code is executed); returns their ``info``."""
+def load_checkpoint(stem: Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """Weights saved by ``save_checkpoint`` loaded into ``model`` (no code is executed), and their ``info``.
+
+    Without ``model``, the network is rebuilt from the ``model_args`` the checkpoint records.
+    """
     tensors, info = checkpoint.load(stem)
+    model = build_model(**info["model_args"]) if model is None else model
     checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), f"{stem}.json")
-    return info
+    return model, info
 
 
 def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
@@ -147,9 +151,7 @@ def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
     if not checkpoint.exists(stem):
         raise FileNotFoundError(f"{stem}.json is missing: {run_dir} is not a classify run folder, or the run has "
                                 "not finished an epoch yet")
-    info = checkpoint.load(stem)[1]
-    model = build_model(**info["model_args"])
-    load_checkpoint(stem, model)
+    model, info = load_checkpoint(stem)
     return model.eval(), info
 
 
