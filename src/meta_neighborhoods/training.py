@@ -74,12 +74,8 @@ def _network(model: nn.Module) -> nn.Module:
     """What the forward pass runs through: ``model`` itself, or its DistributedDataParallel wrapper under torchrun."""
     if not distributed.is_active():
         return model
-    device_ids = [model_device(model)] if model_device(model).type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def fit(
