@@ -18,11 +18,6 @@ from meta_neighborhoods.training import TensorBatches, fit
 ARGS = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 8}
 
 
-def _files(folder):
-    """sha256 of every file under ``folder``: what a failed load must leave untouched."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _weights(stem):
     return stem.parent / json.loads(stem.with_name(stem.name + ".json").read_text())["tensors"]
 
@@ -45,10 +40,10 @@ def test_round_trip_keeps_every_tensor_and_the_metadata(tmp_path):
     assert (meta["step"], meta["note"], meta["format"]) == (7, "hello", checkpoint.FORMAT)
 
 
-def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch, snapshot):
     stem = tmp_path / "last"
     checkpoint.save(stem, {"w": torch.ones(4)}, {"step": 1})
-    before = _files(tmp_path)
+    before = snapshot(tmp_path)
 
     def crash(tensors, path):
         with open(path, "wb") as file:
@@ -58,7 +53,7 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(checkpoint, "save_file", crash)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(stem, {"w": torch.zeros(4)}, {"step": 2})
-    assert _files(tmp_path) == before  # no temporary file left, nothing replaced
+    assert snapshot(tmp_path) == before  # no temporary file left, nothing replaced
     tensors, meta = checkpoint.load(stem)
     assert meta["step"] == 1 and torch.equal(tensors["w"], torch.ones(4))
 
@@ -174,16 +169,16 @@ BAD_CHECKPOINTS = [
 
 
 @pytest.mark.parametrize("damage, message", BAD_CHECKPOINTS)
-def test_a_bad_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage, message):
+def test_a_bad_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage, message, snapshot):
     stem = _saved(tmp_path)
     load = _other_configuration(stem) if damage is None else (lambda: load_checkpoint(stem, build_model(**ARGS)))
     if damage is not None:
         damage(stem)
-    before = _files(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match=message) as error:
         load()
     assert "torch" not in str(error.traceback[-1].path)
-    assert _files(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_resume_needs_a_run_and_its_own_configuration(tmp_path, capsys):
@@ -197,13 +192,13 @@ def test_resume_needs_a_run_and_its_own_configuration(tmp_path, capsys):
     assert "classify needs --backbone, --method, --out (or --resume DIR" in capsys.readouterr().err
 
 
-def test_a_checkpoint_of_another_run_configuration_is_refused(tmp_path):
+def test_a_checkpoint_of_another_run_configuration_is_refused(tmp_path, snapshot):
     x, y = _data()
     stem = tmp_path / "last"
     fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem, progress=False,
         config={"epochs": 2})
-    before = _files(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="written by a run with another configuration"):
         fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
             progress=False, config={"epochs": 3})
-    assert _files(tmp_path) == before
+    assert snapshot(tmp_path) == before

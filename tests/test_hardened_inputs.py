@@ -9,7 +9,6 @@ Hypothesis then feeds the estimators random finite tables, which must always giv
 import copy
 import functools
 import gzip
-import hashlib
 import os
 from pathlib import Path
 
@@ -226,12 +225,6 @@ BAD_INPUTS = [
 ]
 
 
-def _files(root: Path) -> dict[str, str | None]:
-    """Every path under ``root``: sha256 for files, None for folders."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-            for p in sorted(root.rglob("*"))}
-
-
 def _same(a, b) -> bool:
     if isinstance(a, np.ndarray):
         return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
@@ -239,15 +232,16 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("setup, error, message", BAD_INPUTS)
-def test_bad_input_fails_early_with_a_clear_message_and_changes_nothing(tmp_path, setup, error, message):
+def test_bad_input_fails_early_with_a_clear_message_and_changes_nothing(tmp_path, snapshot, setup, error,
+                                                                         message):
     function, *args = setup(tmp_path)
-    arguments, files = copy.deepcopy(args), _files(tmp_path)
+    arguments, files = copy.deepcopy(args), snapshot(tmp_path)
     with pytest.raises(error, match=message) as excinfo:
         function(*args)
     raised_in = Path(str(excinfo.traceback[-1].path))
     assert OUR_CODE in raised_in.parents or raised_in in SKLEARN_CHECKS, f"raised deep inside {raised_in}"
     assert all(_same(a, b) for a, b in zip(args, arguments)), "the arguments were changed"
-    assert _files(tmp_path) == files, "files were written, changed or removed"
+    assert snapshot(tmp_path) == files, "files were written, changed or removed"
 
 
 def test_table_covers_enough_cases():
@@ -265,12 +259,12 @@ def test_bad_predict_input_leaves_the_fitted_model_as_it_was(estimator):
     assert model.n_features_in_ == 3
 
 
-def test_cli_refuses_an_output_folder_it_cannot_write_and_keeps_the_file(tmp_path, capsys):
+def test_cli_refuses_an_output_folder_it_cannot_write_and_keeps_the_file(tmp_path, capsys, snapshot):
     results = _write(tmp_path / "results.md", "# earlier results\n")
-    files = _files(tmp_path)
+    files = snapshot(tmp_path)
     assert main(["regress", "--dataset", "gom", "--out", str(results / "run"), "--quiet"]) == 2
     assert "cannot write to output directory" in capsys.readouterr().err
-    assert _files(tmp_path) == files
+    assert snapshot(tmp_path) == files
 
 
 @pytest.mark.parametrize("labels", [

@@ -155,7 +155,8 @@ class TrainingState:
     """Everything a run needs to continue exactly where it stopped, saved with ``checkpoint.save``."""
 
     def __init__(self, model: nn.Module, optimizer, schedule, stateful: dict, config: dict | None):
-        self.model, self.optimizer, self.schedule, self.stateful, self.config = model, optimizer, schedule, stateful, config
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.stateful, self.config = stateful, config
         self.epoch, self.step, self.history = 0, 0, []
 
     def save(self, stem: str | Path) -> None:
