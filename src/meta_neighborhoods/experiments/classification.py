@@ -41,7 +41,7 @@ from ..film import film_norm_layer
 from ..heads import CosineHead
 from ..model import MetaNeighborhoods
 from ..similarity import check_option
-from ..results import atomic_write, markdown_table, prepare_out_dir, write_json
+from ..results import markdown_table, prepare_out_dir, write_json
 from ..training import fit, resolve_device
 
 LAST, BEST = "last", "best"  # checkpoint stems inside a run folder
