@@ -1,7 +1,9 @@
 """Multi-process training (gloo on CPU): two processes equal one process with the same global batch."""
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -48,12 +50,10 @@ def _worker(rank: int, world_size: int, rendezvous: str, out: str) -> None:
     """One process of a ``world_size``-process run (one thread each, so both runs sum in the same order)."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
-    try:
-        model = _train((distributed.rank(), distributed.world_size()))
-        if distributed.is_main():
-            checkpoint.save(out, model.state_dict(), {})
-    finally:
-        dist.destroy_process_group()
+    model = _train((distributed.rank(), distributed.world_size()))
+    if distributed.is_main():
+        checkpoint.save(out, model.state_dict(), {})
+    distributed.teardown()
 
 
 def _run(tmp_path, world_size: int) -> dict:
@@ -99,3 +99,22 @@ def test_classify_runs_under_torchrun_and_only_rank_0_writes(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == WORLD_SIZE and len(metrics["history"]) == 2 and metrics["test_accuracy"] > 0.3
     assert checkpoint.load(out / "last")[1]["epoch"] == 2
+
+
+@pytest.mark.parametrize("error", [None, ValueError])
+def test_process_group_waits_for_every_rank_only_after_a_success(monkeypatch, error):
+    """A one-process torchrun group: joined inside the block, left after it; a barrier only on success."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(name, value)
+    barriers = []
+    monkeypatch.setattr(dist, "barrier", lambda: barriers.append(dist.get_world_size()))
+    with pytest.raises(ValueError) if error else contextlib.nullcontext():
+        with distributed.process_group(torch.device("cpu")) as device:
+            assert device == torch.device("cpu") and distributed.is_active()
+            if error:
+                raise error("boom")
+    assert not distributed.is_active() and barriers == ([] if error else [1])

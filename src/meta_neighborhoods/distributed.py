@@ -9,6 +9,8 @@ logs, shows progress and writes files. Outside torchrun every function here is a
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -48,14 +50,29 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
-def teardown() -> None:
+def teardown(wait: bool = True) -> None:
+    """Leave the process group; with ``wait``, only once every rank is done.
+
+    A rank that leaves while a peer is still busy (rank 0 writing its files, say) closes connections
+    the peer's gloo threads still hold, which can abort that peer at exit. After an error a rank leaves
+    at once instead: its peers may be inside a collective that a barrier would be mistaken for.
+    """
     if is_active():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if is_active():
-        dist.barrier()
+@contextmanager
+def process_group(device: torch.device) -> Iterator[torch.device]:
+    """``setup`` for the block, yielding this process's device, and ``teardown`` after it (waiting only on success)."""
+    device = setup(device)
+    try:
+        yield device
+    except BaseException:
+        teardown(wait=False)  # torchrun stops the peers once this process exits with the error
+        raise
+    teardown()
 
 
 def mean(total: float, count: int) -> float:

@@ -392,8 +392,7 @@ def resume_classification(out, device: str | None = None, progress: bool = True,
 def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, device: torch.device, progress: bool,
              resume: bool) -> dict:
     """Run (or resume) ``config`` in this process, inside torchrun's process group when launched by it."""
-    device = distributed.setup(device)
-    try:
+    with distributed.process_group(device) as device:
         splits = Splits(*split_validation(dataset.train, config.seed), dataset.test)
         if config.method != "all":
             return _train_method(config, dataset, splits, out, device, progress, resume)
@@ -401,6 +400,3 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
         if distributed.is_main() and not resume:
             write_json(out / "config.json", _run_config(config))
         return _compare(config, dataset, splits, out, device, progress, resume)
-    finally:
-        distributed.barrier()
-        distributed.teardown()
