@@ -80,6 +80,21 @@ def test_prediction_works_in_bounded_batches(monkeypatch):
     np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
 
 
+def test_fit_standardises_in_bounded_blocks(monkeypatch):
+    """Fit reads the table a block of rows at a time (no float64 copy of it): same statistics, same model."""
+    import meta_neighborhoods.estimators as estimators
+
+    X, y = _table(n=100)
+    whole = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    monkeypatch.setattr(estimators, "PREDICT_BATCH", 7)
+    blocks = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    np.testing.assert_allclose(blocks.x_mean_, X.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(blocks.x_scale_, X.std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(blocks.y_scale_, y.std(), rtol=1e-12)
+    assert blocks.n_epochs_ == whole.n_epochs_
+    np.testing.assert_allclose(blocks.predict(X), whole.predict(X), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "params, message",
     [

@@ -33,8 +33,13 @@ PREDICT_BATCH = 4096  # rows per forward pass at prediction: memory stays bounde
 
 
 def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each column; constant columns keep scale 1 so they stay finite."""
-    mean, scale = a.mean(axis=0), a.std(axis=0)
+    """Mean and scale of each column; constant columns keep scale 1 so they stay finite.
+
+    The squared deviations are summed PREDICT_BATCH rows at a time: no temporary as large as ``a``.
+    """
+    mean = a.mean(axis=0)
+    squares = sum(np.square(a[i : i + PREDICT_BATCH] - mean).sum(axis=0) for i in range(0, len(a), PREDICT_BATCH))
+    scale = np.sqrt(squares / len(a))
     return mean, np.where(scale > 1e-12, scale, 1.0)
 
 
@@ -255,21 +260,22 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         device = resolve_device(self.device)
 
         self.x_mean_, self.x_scale_ = _standardiser(X)
-        X_std, y_t = self._standardise(X), torch.as_tensor(targets)
+        y_t = torch.as_tensor(targets)
 
         train, valid = np.arange(len(X)), None
         n_valid = int(round(self.validation_fraction * len(X)))
         if self.early_stopping and n_valid >= 2 and len(X) - n_valid >= 2:
             order = rng.permutation(len(X))
             valid, train = order[:n_valid], order[n_valid:]
+        X_train, y_train = self._standardised_rows(X, train), y_t[train]
 
         self.network_ = self._network(X.shape[1], n_outputs, len(train))
         self.model_ = self._build(**self.network_)
         if self.model_.dictionary is not None and self.key_init == "samples":
             generator = torch.Generator().manual_seed(seed)
-            self.model_.dictionary.init_from_samples(X_std[train], y_t[train], generator=generator)
+            self.model_.dictionary.init_from_samples(X_train, y_train, generator=generator)
         self.model_.to(device)
-        batches = TensorBatches(X_std[train], y_t[train], batch_size=int(self.batch_size), seed=seed)
+        batches = TensorBatches(X_train, y_train, batch_size=int(self.batch_size), seed=seed)
         best = {"loss": np.inf, "epoch": -1, "state": None}
 
         def watch(epoch: int, train_loss: float) -> bool:
@@ -292,6 +298,14 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
         return torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
+
+    def _standardised_rows(self, X: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """``_standardise(X[rows])``, PREDICT_BATCH rows at a time: fit's one float32 copy of the training rows,
+        without float64 temporaries as large as the table."""
+        out = torch.empty(len(rows), X.shape[1], dtype=torch.float32)
+        for i in range(0, len(rows), PREDICT_BATCH):
+            out[i : i + PREDICT_BATCH] = self._standardise(X[rows[i : i + PREDICT_BATCH]])
+        return out
 
     @torch.no_grad()
     def _forward(self, X: np.ndarray) -> torch.Tensor:
