@@ -202,3 +202,27 @@ def test_a_checkpoint_of_another_run_configuration_is_refused(tmp_path, snapshot
         fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
             progress=False, config={"epochs": 3})
     assert snapshot(tmp_path) == before
+
+
+def test_a_checkpoint_without_a_stateful_field_is_refused_by_name(tmp_path, snapshot):
+    """A checkpoint from a version whose best-so-far tracker kept fewer fields: named, not a KeyError."""
+
+    class Tracker:
+        def __init__(self, fields):
+            self.fields = fields
+
+        def state_dict(self):
+            return dict.fromkeys(self.fields, 0.0)
+
+        def load_state_dict(self, state):
+            self.values = [state[field] for field in self.fields]
+
+    x, y = _data()
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem, progress=False,
+        stateful={"best": Tracker(["accuracy"])})
+    before = snapshot(tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match="lacks 'loss' for 'best': it was written by another version"):
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
+            progress=False, stateful={"best": Tracker(["accuracy", "loss"])})
+    assert snapshot(tmp_path) == before

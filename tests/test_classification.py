@@ -4,13 +4,14 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from meta_neighborhoods import checkpoint
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.images import ImageBatches, load_image_dataset
 from meta_neighborhoods.experiments.classification import (
-    METHODS, BestCheckpoint, accuracy, build_model, init_keys_from_features, load_checkpoint,
+    METHODS, BestCheckpoint, build_model, evaluate, init_keys_from_features, load_checkpoint,
 )
 from meta_neighborhoods.training import TensorBatches, fit
 
@@ -63,7 +64,7 @@ def test_best_checkpoint_reloads_into_a_fresh_model_and_reproduces_the_test_accu
     model.load_state_dict(checkpoint.take_prefix("model.", tensors))  # strict: same architecture, nothing missing
     dataset = load_image_dataset("digits")
     test = ImageBatches(dataset.test, dataset.mean, dataset.std, batch_size=metrics["config"]["batch_size"])
-    assert accuracy(model, test, CPU) == metrics["test_accuracy"]
+    assert evaluate(model, test, CPU)[0] == metrics["test_accuracy"]
 
 
 @needs_digits
@@ -115,18 +116,41 @@ def test_reloaded_checkpoint_predicts_like_the_best_model_in_memory(tmp_path):
     train = TensorBatches(x, y, batch_size=8)
 
     fit(model, train, epochs=1, progress=False)
-    assert best.update(model, 0.5, epoch=1)
+    assert best.update(model, 0.5, loss=0.8, epoch=1)
     expected = _predict(model, x)
     fit(model, train, epochs=1, progress=False)
-    assert not best.update(model, 0.5, epoch=2)  # a tie keeps the earlier epoch
+    assert not best.update(model, 0.4, loss=0.1, epoch=2)  # accuracy first
+    assert not best.update(model, 0.5, loss=0.8, epoch=3)  # a whole tie keeps the earlier epoch
     assert not torch.allclose(_predict(model, x), expected)
 
     fresh = build_model(**args)
     _, info = load_checkpoint(tmp_path / "best", fresh)
-    assert (info["epoch"], info["validation_accuracy"], info["model_args"]) == (1, 0.5, args)
+    assert (info["epoch"], info["validation_accuracy"], info["validation_loss"], info["model_args"]) == (
+        1, 0.5, 0.8, args)
     torch.testing.assert_close(_predict(fresh, x), expected, rtol=0, atol=0)
     assert [p.suffix for p in tmp_path.iterdir()].count(".safetensors") == 1  # the stale weights are gone
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_an_accuracy_tie_goes_to_the_lower_validation_loss(tmp_path):
+    """A saturated validation split (every image right) still tells the epochs apart by their loss."""
+    args = {"method": "vanilla", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 0}
+    best = BestCheckpoint(tmp_path / "best", args)
+    model = build_model(**args)
+    assert best.update(model, 1.0, loss=0.30, epoch=4)
+    assert best.update(model, 1.0, loss=0.05, epoch=6)
+    assert not best.update(model, 1.0, loss=0.07, epoch=7)
+    assert (best.accuracy, best.loss, best.epoch) == (1.0, 0.05, 6)
+    assert load_checkpoint(tmp_path / "best")[1]["epoch"] == 6
+
+
+def test_evaluate_returns_accuracy_and_mean_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 3.0], [0.5, 0.2, 0.1], [0.0, 4.0, 0.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    batches = [(logits[:3], labels[:3]), (logits[3:], labels[3:])]  # two batches: the means weigh every example
+    accuracy, loss = evaluate(nn.Identity(), batches, CPU)
+    assert accuracy == 0.75
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, labels).item())
 
 
 @pytest.mark.skipif(SHARED is None, reason="../shared/data (sklearn_digits) is not present in this checkout")

@@ -183,5 +183,9 @@ class TrainingState:
         checkpoint.load_scheduler(self.schedule, meta["scheduler"])
         checkpoint.load_rng(checkpoint.take_prefix("rng.", tensors), meta["rng"])
         for name, obj in self.stateful.items():
-            obj.load_state_dict(meta["stateful"][name])
+            try:
+                obj.load_state_dict(meta["stateful"][name])
+            except KeyError as missing:
+                raise checkpoint.CheckpointError(f"{stem}.json lacks {missing} for {name!r}: it was written by another "
+                                                 "version of meta-neighborhoods; start the run afresh") from None
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]

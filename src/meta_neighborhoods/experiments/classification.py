@@ -6,8 +6,8 @@ Protocol (the same for every method, so only the method differs):
   touched once, at the end;
 * ``fit`` with AdamW (weight decay as ``training.parameter_groups``), gradients clipped to +-10 by value, the
   learning rate x0.1 after 2/3 of the epochs; augmentation (the data set's own) on the training batches only;
-* after every epoch the validation accuracy is measured and the best weights so far are saved as checkpoint
-  ``best`` (``best.json`` + safetensors, see ``checkpoint.py``); the test accuracy is that of the best checkpoint,
+* after every epoch the validation accuracy and loss are measured and the best weights so far (highest accuracy,
+  ties to the lower loss) are saved as checkpoint ``best`` (``best.json`` + safetensors, see ``checkpoint.py``); the test accuracy is that of the best checkpoint,
   reloaded from disk;
 * after every epoch the whole training state is saved as checkpoint ``last``: ``resume_classification`` (CLI
   ``--resume DIR``) continues a killed run and ends exactly where the uninterrupted run would have;
@@ -156,24 +156,30 @@ def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
 
 
 class BestCheckpoint:
-    """Keeps the weights of the best validation accuracy so far on disk (the earliest epoch wins ties)."""
+    """Keeps the weights of the best validation accuracy so far on disk.
+
+    Ties go to the lower validation loss (then to the earlier epoch): a small validation split saturates, on
+    digits all 144 images are right from about epoch 5 on, and "the first epoch at the maximum" would then
+    pick an early, barely trained network over the later ones, which are as accurate and more confident.
+    """
 
     def __init__(self, stem: Path, model_args: dict):
         self.stem, self.model_args = stem, model_args
-        self.accuracy, self.epoch = -1.0, 0
+        self.accuracy, self.loss, self.epoch = -1.0, float("inf"), 0
 
-    def update(self, model: nn.Module, accuracy: float, epoch: int) -> bool:
-        if accuracy <= self.accuracy:
+    def update(self, model: nn.Module, accuracy: float, loss: float, epoch: int) -> bool:
+        if (accuracy, -loss) <= (self.accuracy, -self.loss):
             return False
-        self.accuracy, self.epoch = accuracy, epoch
-        save_checkpoint(self.stem, model, model_args=self.model_args, epoch=epoch, validation_accuracy=accuracy)
+        self.accuracy, self.loss, self.epoch = accuracy, loss, epoch
+        save_checkpoint(self.stem, model, model_args=self.model_args, epoch=epoch, validation_accuracy=accuracy,
+                        validation_loss=loss)
         return True
 
     def state_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "epoch": self.epoch}
+        return {"accuracy": self.accuracy, "loss": self.loss, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.accuracy, self.epoch = state["accuracy"], state["epoch"]
+        self.accuracy, self.loss, self.epoch = state["accuracy"], state["loss"], state["epoch"]
 
 
 class History(list):
@@ -214,14 +220,16 @@ def _batches(split: ImageSplit, dataset: ImageDataset, config: ClassificationCon
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches, device: torch.device) -> float:
-    """Fraction of correct argmax predictions in evaluation mode (all dictionary slots, BN running stats)."""
+def evaluate(model: nn.Module, batches, device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the predictions in evaluation mode (all dictionary slots, BN running stats)."""
     model.eval()
-    correct = total = 0
+    correct = total = loss = 0.0
     for x, y in batches:
-        correct += (model(x.to(device)).argmax(dim=1).cpu() == y).sum().item()
+        logits = model(x.to(device)).cpu()
+        correct += (logits.argmax(dim=1) == y).sum().item()
+        loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
         total += len(y)
-    return correct / total
+    return correct / total, loss / total
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,9 +294,10 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         def on_epoch_end(epoch: int, loss: float) -> None:
             if not main:
                 return
-            validation_accuracy = accuracy(model, validation, device)
-            best.update(model, validation_accuracy, epoch + 1)
-            history.append({"epoch": epoch + 1, "loss": loss, "validation_accuracy": validation_accuracy})
+            validation_accuracy, validation_loss = evaluate(model, validation, device)
+            best.update(model, validation_accuracy, validation_loss, epoch + 1)
+            history.append({"epoch": epoch + 1, "loss": loss, "validation_accuracy": validation_accuracy,
+                            "validation_loss": validation_loss})
             bar.n = epoch + 1
             bar.set_postfix(loss=f"{loss:.4f}", val_acc=f"{validation_accuracy:.4f}", best=f"{best.accuracy:.4f}")
 
@@ -302,8 +311,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
 
     load_checkpoint(out / BEST, model)
     metrics = {
-        "test_accuracy": accuracy(model, _batches(splits.test, dataset, config), device),
-        "validation_accuracy": best.accuracy, "best_epoch": best.epoch,
+        "test_accuracy": evaluate(model, _batches(splits.test, dataset, config), device)[0],
+        "validation_accuracy": best.accuracy, "validation_loss": best.loss, "best_epoch": best.epoch,
         "method": config.method, "backbone": config.backbone, "dataset": config.dataset, "epochs": config.epochs,
         "seconds": round(time.perf_counter() - started, 2), "device": str(device),
         "processes": distributed.world_size(), "resumed": resume,
