@@ -217,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         "classify", help="image classification of Table 1: vanilla, vanilla+iFiLM, Meta-Neighborhoods, MN+iFiLM",
         description="Train one method (or all four) on an image data set with a cosine-classifier head: AdamW, "
                     "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs, a seeded 10% validation "
-                    "split (at most 5000 images) held out of the training set; the best-on-validation weights (highest "
-                    "accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + safetensors) and their test accuracy reported; the whole "
-                    "training state is saved after every epoch in checkpoint last, from which --resume continues. "
+                    "split (at most 5000 images) held out of the training set; the best-on-validation weights "
+                    "(highest accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + "
+                    "safetensors) and their test accuracy reported; the whole training state is saved after every "
+                    "epoch in checkpoint last, from which --resume continues. "
                     "Writes metrics.json and config.json (with --method all: one folder per method, comparison.md "
                     "and comparison.json). Runs on several processes under torchrun (see the README).",
     )

@@ -7,8 +7,8 @@ Protocol (the same for every method, so only the method differs):
 * ``fit`` with AdamW (weight decay as ``training.parameter_groups``), gradients clipped to +-10 by value, the
   learning rate x0.1 after 2/3 of the epochs; augmentation (the data set's own) on the training batches only;
 * after every epoch the validation accuracy and loss are measured and the best weights so far (highest accuracy,
-  ties to the lower loss) are saved as checkpoint ``best`` (``best.json`` + safetensors, see ``checkpoint.py``); the test accuracy is that of the best checkpoint,
-  reloaded from disk;
+  ties to the lower loss) are saved as checkpoint ``best`` (``best.json`` + safetensors, see ``checkpoint.py``);
+  the test accuracy is that of the best checkpoint, reloaded from disk;
 * after every epoch the whole training state is saved as checkpoint ``last``: ``resume_classification`` (CLI
   ``--resume DIR``) continues a killed run and ends exactly where the uninterrupted run would have;
 * under ``torchrun`` every process trains on its slice of each global batch of ``batch_size`` images
