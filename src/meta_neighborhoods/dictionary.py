@@ -10,6 +10,7 @@ from .similarity import check_option
 
 TASKS = ("regression", "classification")
 VALUE_KINDS = ("learned", "fixed")
+KEY_INITS = ("samples", "gaussian")  # keys at training examples (``init_from_samples``), or the random start
 
 
 class InducedDictionary(nn.Module):

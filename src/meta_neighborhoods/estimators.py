@@ -23,9 +23,10 @@ from torch import nn
 from . import __version__, checkpoint, export
 from .adaptation import ADAPT, STEP_SIZES
 from .checkpoint import CheckpointError
+from .dictionary import KEY_INITS
 from .heads import MLPHead
 from .model import MetaNeighborhoods
-from .similarity import check_option
+from .similarity import SIMILARITIES, check_option
 from .training import TensorBatches, fit, resolve_device
 
 HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
@@ -202,10 +203,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             raise ValueError(f"temperature must be positive (or None for the default), got {self.temperature!r}")
         if not (_positive(self.validation_fraction) and self.validation_fraction < 1.0):
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-        if self.similarity not in ("auto", "cosine", "euclidean"):
-            raise ValueError(f"unknown similarity {self.similarity!r}; expected 'auto', 'cosine' or 'euclidean'")
-        if self.key_init not in ("samples", "gaussian"):
-            raise ValueError(f"unknown key_init {self.key_init!r}; expected 'samples' or 'gaussian'")
+        check_option("similarity", self.similarity, ("auto", *SIMILARITIES))
+        check_option("key_init", self.key_init, KEY_INITS)
         check_option("step size", self.step_size, STEP_SIZES)
         check_option("adapt", self.adapt, ADAPT)
         if not _positive(self.step_size_init):

@@ -132,8 +132,6 @@ def export_run(run_dir, path, seed: int = 0) -> tuple[Path, float]:
     from .experiments.classification import load_best_model
 
     _require("onnx", "onnxscript", "onnxruntime")
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
     model, info = load_best_model(run_dir)
     channels = info["model_args"]["in_channels"]
     generator = torch.Generator().manual_seed(seed)

@@ -74,10 +74,8 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     ``data_dir`` / ``cache_dir`` default to those the run was trained with (themselves defaulting as usual).
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    config = _run_config(run_dir)
     model, info = load_best_model(run_dir)
+    config = _run_config(run_dir)
     if not info["model_args"].get("dictionary_size"):
         raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "
                          "of learned neighbours to analyse; pass an mn or mn_ifilm run")

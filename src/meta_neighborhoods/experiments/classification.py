@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from .. import __version__, checkpoint, distributed
 from ..backbones import available_backbones, create_backbone
 from ..datasets.images import IMAGE_DATASETS, ImageBatches, ImageDataset, ImageSplit, load_image_dataset
+from ..dictionary import KEY_INITS
 from ..film import film_norm_layer
 from ..heads import CosineHead
 from ..model import MetaNeighborhoods
@@ -65,7 +66,6 @@ MN_SETTINGS = {
     "values": "learned", "key_std": 0.05, "slot_dropout": 0.5,
 }
 IFILM_WHERE = "all"
-KEY_INITS = ("samples", "gaussian")
 NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
 GRAD_CLIP = 10.0
@@ -147,6 +147,8 @@ def load_checkpoint(stem: Path, model: nn.Module | None = None) -> tuple[nn.Modu
 
 def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
     """The best-on-validation network of a classify run folder, rebuilt from its checkpoint, and its info."""
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
     stem = Path(run_dir) / BEST
     if not checkpoint.exists(stem):
         raise FileNotFoundError(f"{stem}.json is missing: {run_dir} is not a classify run folder, or the run has "
@@ -227,7 +229,7 @@ def evaluate(model: nn.Module, batches, device: torch.device) -> tuple[float, fl
     for x, y in batches:
         logits = model(x.to(device)).cpu()
         correct += (logits.argmax(dim=1) == y).sum().item()
-        loss += nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
+        loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         total += len(y)
     return correct / total, loss / total
 
