@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from meta_neighborhoods.adaptation import Adaptation
+from meta_neighborhoods.config import MNConfig
 from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 
@@ -106,7 +107,7 @@ def test_masked_slots_get_no_weight_and_match():
     """Slot dropout reaches the inner loop only through zero attention weights: both paths agree."""
     torch.manual_seed(1)
     head = MLPHead(3, (4,), 2).double()
-    adaptation = Adaptation(head, "regression", steps=2).double()
+    adaptation = Adaptation(head, MNConfig(inner_steps=2)).double()
     z, keys, values = (torch.randn(n, d, dtype=torch.float64) for n, d in ((5, 3), (8, 3), (8, 2)))
     weights = torch.rand(5, 8, dtype=torch.float64) * (torch.rand(5, 8) > 0.5)
     weights = weights / weights.sum(1, keepdim=True)

@@ -10,11 +10,11 @@ from matplotlib.image import imread
 
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.files import shared_data_dir
-from meta_neighborhoods.datasets.images import ImageBatches, ImageSplit, load_image_dataset
+from meta_neighborhoods.datasets.batches import ImageBatches
+from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
 from meta_neighborhoods.experiments.analysis import analyze_cosine, load_run, run_analysis, select_keys
-from meta_neighborhoods.experiments.classification import (
-    build_model, load_best_model, run_classification, save_checkpoint,
-)
+from meta_neighborhoods.experiments.classification import run_classification
+from meta_neighborhoods.runs import build_model, load_best_model, save_checkpoint
 
 SHARED = shared_data_dir()
 needs_digits = pytest.mark.skipif(
@@ -156,7 +156,7 @@ def _vanilla_run(path):
 def test_a_vanilla_run_is_refused_with_a_clear_message(tmp_path, capsys):
     run = _vanilla_run(tmp_path / "vanilla")
     before = sorted(p.name for p in run.iterdir())
-    assert main(["analyze", "--run", str(run), "--what", "all", "--quiet"]) == 2
+    assert main(["analyze", "--run", str(run), "--what", "all", "--quiet"]) == 1
     error = capsys.readouterr().err
     assert "'vanilla' run: it has no dictionary of learned neighbours" in error
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written
@@ -172,11 +172,11 @@ def test_unknown_analysis_is_a_usage_error(tmp_path, capsys):
 
 
 def test_a_missing_run_folder_or_checkpoint_is_reported(tmp_path, capsys):
-    assert main(["analyze", "--run", str(tmp_path / "nope"), "--what", "cosine", "--quiet"]) == 2
+    assert main(["analyze", "--run", str(tmp_path / "nope"), "--what", "cosine", "--quiet"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
     (tmp_path / "config.json").write_text("{}")
-    assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--quiet"]) == 2
+    assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--quiet"]) == 1
     assert "best.json is missing" in capsys.readouterr().err
     assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--samples", "0", "--quiet"]) == 2
     assert "samples must be a positive integer" in capsys.readouterr().err

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from meta_neighborhoods import checkpoint
+from meta_neighborhoods.callbacks import Callback
 from meta_neighborhoods.cli import main
-from meta_neighborhoods.experiments.classification import build_model, load_checkpoint, save_checkpoint
+from meta_neighborhoods.runs import build_model, load_checkpoint, save_checkpoint
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.training import TensorBatches, fit
+from meta_neighborhoods.datasets.batches import TensorBatches
+from meta_neighborhoods.training import OptimizerSpec, fit
 
 ARGS = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 8}
 
@@ -77,7 +79,7 @@ def test_rng_states_are_restored_exactly():
 def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
     """Two epochs, then a fresh process-like restart (new model, new batches) for two more, against four."""
     x, y = _data()
-    options = dict(learning_rate=1e-2, weight_decay=1e-3, grad_clip=1.0, milestones=[3], progress=False)
+    options = dict(optimizer=OptimizerSpec(1e-2, 1e-3, milestones=(3,), grad_clip=1.0))
     reference = _regression_model()
     history = fit(reference, TensorBatches(x, y, batch_size=16), epochs=4, **options)
 
@@ -96,13 +98,14 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     x, y = _data()
     model, stem = _regression_model(), tmp_path / "last"
 
-    def poison(step):
-        if step == 6:  # epoch 2 (4 steps per epoch)
-            with torch.no_grad():
-                model.head.layers[0].weight.fill_(float("nan"))
+    class Poison(Callback):
+        def on_step(self, step):
+            if step == 6:  # epoch 2 (4 steps per epoch)
+                with torch.no_grad():
+                    model.head.layers[0].weight.fill_(float("nan"))
 
     with pytest.raises(FloatingPointError, match=r"became nan at epoch 2, step 7.*epoch 1\) is kept at"):
-        fit(model, TensorBatches(x, y, batch_size=16), epochs=3, checkpoint=stem, on_step=poison, progress=False)
+        fit(model, TensorBatches(x, y, batch_size=16), epochs=3, checkpoint=stem, callbacks={"poison": Poison()})
     tensors, meta = checkpoint.load(stem)
     assert meta["epoch"] == 1 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
@@ -183,7 +186,7 @@ def test_a_bad_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage, messag
 
 def test_resume_needs_a_run_and_its_own_configuration(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert main(["classify", "--resume", str(tmp_path / "empty"), "--quiet"]) == 2
+    assert main(["classify", "--resume", str(tmp_path / "empty"), "--quiet"]) == 1
     assert "nothing to resume in" in capsys.readouterr().err
     assert not list((tmp_path / "empty").iterdir())
     assert main(["classify", "--resume", str(tmp_path), "--epochs", "3", "--quiet"]) == 2
@@ -195,19 +198,19 @@ def test_resume_needs_a_run_and_its_own_configuration(tmp_path, capsys):
 def test_a_checkpoint_of_another_run_configuration_is_refused(tmp_path, snapshot):
     x, y = _data()
     stem = tmp_path / "last"
-    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem, progress=False,
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem,
         config={"epochs": 2})
     before = snapshot(tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="written by a run with another configuration"):
         fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
-            progress=False, config={"epochs": 3})
+            config={"epochs": 3})
     assert snapshot(tmp_path) == before
 
 
 def test_a_checkpoint_without_a_stateful_field_is_refused_by_name(tmp_path, snapshot):
     """A checkpoint from a version whose best-so-far tracker kept fewer fields: named, not a KeyError."""
 
-    class Tracker:
+    class Tracker(Callback):
         def __init__(self, fields):
             self.fields = fields
 
@@ -219,10 +222,10 @@ def test_a_checkpoint_without_a_stateful_field_is_refused_by_name(tmp_path, snap
 
     x, y = _data()
     stem = tmp_path / "last"
-    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem, progress=False,
-        stateful={"best": Tracker(["accuracy"])})
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem,
+        callbacks={"best": Tracker(["accuracy"])})
     before = snapshot(tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="lacks 'loss' for 'best': it was written by another version"):
         fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
-            progress=False, stateful={"best": Tracker(["accuracy", "loss"])})
+            callbacks={"best": Tracker(["accuracy", "loss"])})
     assert snapshot(tmp_path) == before

@@ -9,11 +9,11 @@ from torch import nn
 from meta_neighborhoods import checkpoint
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.files import shared_data_dir
-from meta_neighborhoods.datasets.images import ImageBatches, load_image_dataset
-from meta_neighborhoods.experiments.classification import (
-    METHODS, BestCheckpoint, build_model, evaluate, init_keys_from_features, load_checkpoint,
-)
-from meta_neighborhoods.training import TensorBatches, fit
+from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
+from meta_neighborhoods.datasets.images import load_image_dataset
+from meta_neighborhoods.experiments.classification import evaluate, init_keys_from_features
+from meta_neighborhoods.runs import METHODS, BestCheckpoint, build_model, load_checkpoint
+from meta_neighborhoods.training import fit
 
 SHARED = shared_data_dir()
 needs_digits = pytest.mark.skipif(
@@ -115,10 +115,10 @@ def test_reloaded_checkpoint_predicts_like_the_best_model_in_memory(tmp_path):
     best = BestCheckpoint(tmp_path / "best", args)
     train = TensorBatches(x, y, batch_size=8)
 
-    fit(model, train, epochs=1, progress=False)
+    fit(model, train, epochs=1)
     assert best.update(model, 0.5, loss=0.8, epoch=1)
     expected = _predict(model, x)
-    fit(model, train, epochs=1, progress=False)
+    fit(model, train, epochs=1)
     assert not best.update(model, 0.4, loss=0.1, epoch=2)  # accuracy first
     assert not best.update(model, 0.5, loss=0.8, epoch=3)  # a whole tie keeps the earlier epoch
     assert not torch.allclose(_predict(model, x), expected)

@@ -16,10 +16,11 @@ from torch import nn
 
 from meta_neighborhoods import checkpoint, distributed
 from meta_neighborhoods.datasets.files import shared_data_dir
-from meta_neighborhoods.datasets.images import ImageBatches, ImageSplit
+from meta_neighborhoods.datasets.batches import ImageBatches
+from meta_neighborhoods.datasets.images import ImageSplit
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.training import fit
+from meta_neighborhoods.training import OptimizerSpec, fit
 
 WORLD_SIZE, BATCH, EPOCHS = 2, 16, 3
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -41,8 +42,7 @@ def _model() -> MetaNeighborhoods:
 def _train(shard: tuple[int, int]) -> MetaNeighborhoods:
     model = _model()
     batches = ImageBatches(_split(), (0.5,), (0.25,), batch_size=BATCH, shuffle=True, seed=3, shard=shard)
-    fit(model, batches, epochs=EPOCHS, learning_rate=1e-2, weight_decay=1e-3, grad_clip=1.0, milestones=[2],
-        progress=False)
+    fit(model, batches, epochs=EPOCHS, optimizer=OptimizerSpec(1e-2, 1e-3, milestones=(2,), grad_clip=1.0))
     return model
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript
 
 from meta_neighborhoods.cli import main  # noqa: E402
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor  # noqa: E402
-from meta_neighborhoods.experiments.classification import build_model, load_best_model, save_checkpoint  # noqa: E402
+from meta_neighborhoods.runs import build_model, load_best_model, save_checkpoint  # noqa: E402
 from meta_neighborhoods.export import IMAGES, export_onnx  # noqa: E402
 from meta_neighborhoods.heads import MLPHead  # noqa: E402
 from meta_neighborhoods.model import MetaNeighborhoods  # noqa: E402
@@ -163,15 +163,15 @@ def test_cli_bad_inputs_are_reported(tmp_path, capsys):
         main(["export", "--run", str(run), "--format", "tflite", "--out", str(tmp_path / "m.tflite")])
     assert exit_info.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
 
-    assert main(["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "m.onnx")]) == 1
     assert f"run folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
-    assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "m.onnx")]) == 1
     assert "best.json is missing" in capsys.readouterr().err
 
     (tmp_path / "file").write_text("")
-    assert main(["export", "--run", str(run), "--out", str(tmp_path / "file" / "m.onnx")]) == 2
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "file" / "m.onnx")]) == 1
     assert "cannot write to output directory" in capsys.readouterr().err
-    assert main(["export", "--run", str(run), "--out", str(run)]) == 2
+    assert main(["export", "--run", str(run), "--out", str(run)]) == 1
     assert "is a directory" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
 
@@ -183,5 +183,5 @@ def test_cli_names_the_missing_export_dependencies(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *rest: None if name == "onnxscript" else find_spec(name, *rest))
     run = _run_folder(tmp_path / "run", method="vanilla")
-    assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]) == 1
     assert "pip install 'meta-neighborhoods[export]'" in capsys.readouterr().err

@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from meta_neighborhoods.backbones import create_backbone
-from meta_neighborhoods.film import FiLMBatchNorm2d, film_norm_layer, film_parameters
+from meta_neighborhoods.film import FiLMBatchNorm2d, FiLMDictionary, film_norm_layer
+from meta_neighborhoods.heads import decayed_parameter_names
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +111,8 @@ def test_norm_layer_wraps_the_requested_batchnorms(name, where, expected):
 
 def test_film_backbone_trains_every_dictionary_parameter():
     model = create_backbone("convnet4", in_channels=1, norm_layer=film_norm_layer("all"))
-    params = list(film_parameters(model))
+    params = [p for m in model.modules() if isinstance(m, FiLMDictionary) for p in m.parameters()]
+    assert not [n for n in decayed_parameter_names(model) if ".film." in n]  # iFiLM is exempt from weight decay
     assert len(params) == 4 * 4  # keys, gamma, beta, log-temperature per layer
     film_names = {n for n, p in model.named_parameters() if ".film." in n}
     assert {id(p) for p in params} == {id(p) for n, p in model.named_parameters() if n in film_names}

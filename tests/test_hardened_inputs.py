@@ -25,14 +25,15 @@ import meta_neighborhoods
 from meta_neighborhoods.backbones import create_backbone
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.files import DataFileError
-from meta_neighborhoods.datasets.images import load_image_dataset, read_idx
+from meta_neighborhoods.datasets.image_formats import read_idx
+from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.datasets.tables import GOM_FILE, _GOM_PACKAGED, load_csv_table, load_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.experiments.regression import run_regression_all
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.results import prepare_out_dir
+from meta_neighborhoods.io import prepare_out_dir
 from meta_neighborhoods.similarity import Attention
 
 TINY = dict(hidden_layer_sizes=(8,), dictionary_size=4, max_epochs=3, batch_size=16, random_state=0)
@@ -262,7 +263,7 @@ def test_bad_predict_input_leaves_the_fitted_model_as_it_was(estimator):
 def test_cli_refuses_an_output_folder_it_cannot_write_and_keeps_the_file(tmp_path, capsys, snapshot):
     results = _write(tmp_path / "results.md", "# earlier results\n")
     files = snapshot(tmp_path)
-    assert main(["regress", "--dataset", "gom", "--out", str(results / "run"), "--quiet"]) == 2
+    assert main(["regress", "--dataset", "gom", "--out", str(results / "run"), "--quiet"]) == 1
     assert "cannot write to output directory" in capsys.readouterr().err
     assert snapshot(tmp_path) == files
 

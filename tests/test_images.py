@@ -11,16 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from meta_neighborhoods.datasets import images
-from meta_neighborhoods.datasets.files import DataFileError, sha256, shared_data_dir
+from meta_neighborhoods.datasets import image_formats, images
+from meta_neighborhoods.datasets.batches import ImageBatches
+from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
+from meta_neighborhoods.datasets.image_formats import read_idx
 from meta_neighborhoods.datasets.images import (
     IMAGE_DATASETS,
-    ImageBatches,
     ImageSplit,
     available_image_datasets,
     load_image_dataset,
-    read_idx,
 )
+from meta_neighborhoods.io import sha256
 
 SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(
@@ -211,7 +212,7 @@ def test_cifar10_tarball_is_decoded_once_then_read_from_cache(tiny_cifar, monkey
     def no_tarball(*args, **kwargs):
         raise AssertionError("the tarball was opened although the cache exists")
 
-    monkeypatch.setattr(images.tarfile, "open", no_tarball)
+    monkeypatch.setattr(image_formats.tarfile, "open", no_tarball)
     second = load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
     np.testing.assert_array_equal(second.train.images, first.train.images)
     np.testing.assert_array_equal(second.test.labels, first.test.labels)

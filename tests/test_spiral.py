@@ -31,7 +31,7 @@ def test_spiral_command_separates_what_a_linear_model_cannot(tmp_path):
 def test_spiral_command_reports_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    assert main(["spiral", "--out", str(blocker / "run"), "--quiet"]) == 2
+    assert main(["spiral", "--out", str(blocker / "run"), "--quiet"]) == 1
     assert "cannot write to output directory" in capsys.readouterr().err
 
 

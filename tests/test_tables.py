@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from meta_neighborhoods.datasets import tables
+from meta_neighborhoods.datasets import files, tables
 from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
 from meta_neighborhoods.datasets.tables import Table, available_tables, load_csv_table, load_table
 
@@ -110,7 +110,7 @@ def test_uci_missing_file_names_the_file_and_where_to_put_it(tmp_path):
 
 
 def test_no_data_dir_at_all_says_so(monkeypatch):
-    monkeypatch.setattr(tables, "shared_data_dir", lambda: None)
+    monkeypatch.setattr(files, "shared_data_dir", lambda: None)
     with pytest.raises(DataFileError, match="no data directory.*--data-dir"):
         load_table("yacht")
 

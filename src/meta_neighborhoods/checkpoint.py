@@ -21,8 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .datasets.files import sha256
-from .results import atomic_write, write_json
+from .io import atomic_write, sha256, write_json
 
 FORMAT = "meta-neighborhoods-checkpoint"
 VERSION = 1

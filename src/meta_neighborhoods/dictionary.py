@@ -6,48 +6,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .similarity import check_option
-
-TASKS = ("regression", "classification")
-VALUE_KINDS = ("learned", "fixed")
-KEY_INITS = ("samples", "gaussian")  # keys at training examples (``init_from_samples``), or the random start
+from .config import MNConfig
+from .validation import check_int
 
 
 class InducedDictionary(nn.Module):
     """Keys in feature space and values in target space.
 
     Regression values are learned targets. Classification values are class distributions, either
-    learned as ``softmax(value_scale * raw)`` (the authors' parametrisation, scale 10) or fixed one-hot
+    learned as ``softmax(VALUE_SCALE * raw)`` (the authors' parametrisation) or fixed one-hot
     labels drawn at random (as in the spiral toy). During training each example may see only a random
     subset of the slots (``slot_dropout``), which keeps any one neighbour from carrying the model.
     """
 
-    def __init__(
-        self,
-        size: int,
-        key_dim: int,
-        value_dim: int,
-        task: str = "regression",
-        values: str = "learned",
-        key_std: float = 1.0,
-        value_scale: float = 10.0,
-        slot_dropout: float = 0.0,
-    ):
+    VALUE_SCALE = 10.0  # learned class values are softmax(VALUE_SCALE * raw), as in the authors' code
+
+    def __init__(self, config: MNConfig, key_dim: int, value_dim: int):
         super().__init__()
-        check_option("task", task, TASKS)
-        check_option("values", values, VALUE_KINDS)
-        for name, number in (("dictionary size", size), ("key dimension", key_dim), ("value dimension", value_dim)):
-            if not (isinstance(number, int) and number > 0):
-                raise ValueError(f"{name} must be a positive integer, got {number!r}")
-        if not 0.0 <= slot_dropout < 1.0:
-            raise ValueError(f"slot_dropout must be in [0, 1), got {slot_dropout}")
-        self.task, self.value_kind = task, values
-        self.value_scale, self.slot_dropout = value_scale, slot_dropout
-        self.keys = nn.Parameter(torch.randn(size, key_dim) * key_std)
-        if values == "fixed":
+        size = check_int("dictionary size", config.dictionary_size)
+        for name, number in (("key dimension", key_dim), ("value dimension", value_dim)):
+            check_int(name, number)
+        self.task, self.value_kind, self.slot_dropout = config.task, config.values, config.slot_dropout
+        self.keys = nn.Parameter(torch.randn(size, key_dim) * config.key_std)
+        if self.value_kind == "fixed":
             labels = torch.randperm(size) % value_dim
             self.register_buffer("raw_values", self._encode(labels, value_dim))
-        elif task == "regression":
+        elif self.task == "regression":
             self.raw_values = nn.Parameter(torch.randn(size, value_dim))
         else:
             self.raw_values = nn.Parameter(torch.randn(size, value_dim) * 0.1)
@@ -65,7 +49,7 @@ class InducedDictionary(nn.Module):
     def values(self) -> torch.Tensor:
         """Values (S, value_dim) as the inner loop sees them."""
         if self.task == "classification" and self.value_kind == "learned":
-            return (self.value_scale * self.raw_values).softmax(dim=-1)
+            return (self.VALUE_SCALE * self.raw_values).softmax(dim=-1)
         return self.raw_values
 
     @torch.no_grad()

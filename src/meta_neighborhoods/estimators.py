@@ -8,8 +8,6 @@ baseline: the same network trained the same way, without neighbours.
 from __future__ import annotations
 
 import copy
-import json
-import numbers
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +18,19 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 from torch import nn
 
-from . import __version__, checkpoint, export
-from .adaptation import ADAPT, STEP_SIZES
+from . import __version__, checkpoint, export, persistence
+from .callbacks import BestEpoch, EarlyStopping, Progress, lower_loss
 from .checkpoint import CheckpointError
-from .dictionary import KEY_INITS
+from .config import SIMILARITIES, MNConfig
+from .datasets.batches import TensorBatches
 from .heads import MLPHead
 from .model import MetaNeighborhoods
-from .similarity import SIMILARITIES, check_option
-from .training import TensorBatches, fit, resolve_device
+from .training import OptimizerSpec, fit, resolve_device
+from .validation import ConfigError, check_int, check_option, check_positive, is_int, is_positive, is_real
 
 HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
 PREDICT_BATCH = 4096  # rows per forward pass at prediction: memory stays bounded for any number of rows
+TOL = 1e-6  # a validation loss must improve by more than this to count as better
 
 
 def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,70 +42,6 @@ def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     squares = sum(np.square(a[i : i + PREDICT_BATCH] - mean).sum(axis=0) for i in range(0, len(a), PREDICT_BATCH))
     scale = np.sqrt(squares / len(a))
     return mean, np.where(scale > 1e-12, scale, 1.0)
-
-
-def _positive(value) -> bool:
-    """A real number above zero: a string, None or NaN fails here rather than as a TypeError later."""
-    return isinstance(value, numbers.Real) and value > 0
-
-
-def _to_json(value):
-    """Tuples, numpy arrays and numpy scalars as their JSON counterparts (lists, numbers); the rest unchanged."""
-    if isinstance(value, (tuple, list)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
-    if isinstance(value, (np.ndarray, np.generic)):
-        return value.tolist()
-    return value
-
-
-def _json_only(what: str, entries: dict) -> dict:
-    """``entries`` as JSON values, or a ValueError naming the one that is not (before anything is written)."""
-    entries = _to_json(entries)
-    for name, value in entries.items():
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"cannot save {what} {name}={value!r} ({error}): save() keeps JSON values only; "
-                             "pickle or joblib keep any object") from None
-    return entries
-
-
-def _checkpoint_stem(path) -> Path:
-    """``model`` or ``model.json`` -> the stem of checkpoint ``model.json`` + ``model.<token>.safetensors``."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        raise CheckpointError(f"{path} is a tensor file, not a checkpoint: pass the checkpoint's stem ('model') or "
-                              "its manifest ('model.json')")
-    return path.with_suffix("") if path.suffix == ".json" else path
-
-
-class _Deployed(nn.Module):
-    """Raw float32 rows in, the estimator's answer out: standardisation, network and ``output`` in one graph."""
-
-    def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module):
-        super().__init__()
-        self.model, self.output = model, output
-        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=torch.float32))
-        self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.model((x - self.x_mean) / self.x_scale))
-
-
-class _Rescale(nn.Module):
-    """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does."""
-
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, flat: bool):
-        super().__init__()
-        self.flat = flat
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        y = y * self.scale + self.mean
-        return y[:, 0] if self.flat else y
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -146,10 +82,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         similarity="auto",
         temperature=None,
         learn_temperature=True,
-        inner_steps=1,
-        step_size="scalar",
-        step_size_init=0.05,
-        adapt="all",
+        inner_steps=MNConfig.inner_steps,
+        step_size=MNConfig.step_size,
+        step_size_init=MNConfig.step_size_init,
+        adapt=MNConfig.adapt,
         key_init="samples",
         max_epochs=1000,
         batch_size=128,
@@ -188,33 +124,21 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     # -- building ---------------------------------------------------------------------------------
 
     def _check_parameters(self) -> None:
-        for name in ("max_epochs", "batch_size", "n_iter_no_change", "inner_steps"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, np.integer)) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.dictionary_size, (int, np.integer)) and self.dictionary_size >= 0):
-            raise ValueError(f"dictionary_size must be a non-negative integer, got {self.dictionary_size!r}")
+        """The training settings; the method's own are checked by ``MNConfig`` when ``_config`` builds it."""
+        for name in ("max_epochs", "batch_size", "n_iter_no_change"):
+            check_int(name, getattr(self, name))
         hidden = self.hidden_layer_sizes
-        if not (isinstance(hidden, (tuple, list, np.ndarray))
-                and all(isinstance(h, (int, np.integer)) and h >= 1 for h in hidden)):
-            raise ValueError(f"hidden_layer_sizes must be a sequence of positive integers (e.g. (128, 128)), "
-                             f"got {hidden!r}")
-        if self.temperature is not None and not _positive(self.temperature):
-            raise ValueError(f"temperature must be positive (or None for the default), got {self.temperature!r}")
-        if not (_positive(self.validation_fraction) and self.validation_fraction < 1.0):
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        if not (isinstance(hidden, (tuple, list, np.ndarray)) and all(is_int(h) and h >= 1 for h in hidden)):
+            raise ConfigError(f"hidden_layer_sizes must be a sequence of positive integers (e.g. (128, 128)), "
+                              f"got {hidden!r}")
+        if not (is_positive(self.validation_fraction) and self.validation_fraction < 1.0):
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         check_option("similarity", self.similarity, ("auto", *SIMILARITIES))
-        check_option("key_init", self.key_init, KEY_INITS)
-        check_option("step size", self.step_size, STEP_SIZES)
-        check_option("adapt", self.adapt, ADAPT)
-        if not _positive(self.step_size_init):
-            raise ValueError(f"step_size_init must be positive, got {self.step_size_init!r}")
-        if self.gradient_clip is not None and not _positive(self.gradient_clip):
-            raise ValueError(f"gradient_clip must be positive or None, got {self.gradient_clip!r}")
-        if not _positive(self.learning_rate):
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if not (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
+        if self.gradient_clip is not None:
+            check_positive("gradient_clip", self.gradient_clip)
+        check_positive("learning_rate", self.learning_rate)
+        if not (is_real(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
 
     def _similarity(self, n_features: int) -> str:
         """``auto``: Euclidean for few features, cosine beyond HIGH_DIMENSIONAL (chosen on gom and the UCI sets)."""
@@ -228,26 +152,24 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             return self.temperature
         return float(n_features) if self._similarity(n_features) == "euclidean" else 0.1
 
+    def _config(self, dictionary_size, similarity: str, temperature: float) -> MNConfig:
+        """The method's settings: the estimator's parameters, with what fit resolved from the data."""
+        return MNConfig(task=self._task, dictionary_size=dictionary_size, similarity=similarity,
+                        temperature=temperature, learn_temperature=self.learn_temperature,
+                        inner_steps=self.inner_steps, step_size=self.step_size, step_size_init=self.step_size_init,
+                        adapt=self.adapt, key_init=self.key_init)
+
     def _network(self, n_features: int, n_outputs: int, n_rows: int) -> dict:
         """``_build``'s arguments, fixed at fit and saved with the weights: ``load`` rebuilds the same network."""
+        config = self._config(self.dictionary_size, self._similarity(n_features), self._temperature(n_features))
         return {"n_features": n_features, "n_outputs": n_outputs,
-                "dictionary_size": int(min(self.dictionary_size, n_rows)),  # at most one neighbour per training row
-                "similarity": self._similarity(n_features), "temperature": float(self._temperature(n_features))}
+                "dictionary_size": min(config.dictionary_size, n_rows),  # at most one neighbour per training row
+                "similarity": config.similarity, "temperature": config.temperature}
 
     def _build(self, n_features: int, n_outputs: int, dictionary_size: int, similarity: str,
                temperature: float) -> MetaNeighborhoods:
-        return MetaNeighborhoods(
-            MLPHead(n_features, tuple(int(h) for h in self.hidden_layer_sizes), n_outputs),
-            task=self._task,
-            dictionary_size=dictionary_size,
-            similarity=similarity,
-            temperature=temperature,
-            learn_temperature=self.learn_temperature,
-            inner_steps=int(self.inner_steps),
-            step_size=self.step_size,
-            step_size_init=self.step_size_init,
-            adapt=self.adapt,
-        )
+        head = MLPHead(n_features, tuple(int(h) for h in self.hidden_layer_sizes), n_outputs)
+        return MetaNeighborhoods(head, self._config(dictionary_size, similarity, temperature))
 
     # -- training ---------------------------------------------------------------------------------
 
@@ -258,41 +180,41 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         torch.manual_seed(seed)
         device = resolve_device(self.device)
 
-        self.x_mean_, self.x_scale_ = _standardiser(X)
-        y_t = torch.as_tensor(targets)
-
         train, valid = np.arange(len(X)), None
         n_valid = int(round(self.validation_fraction * len(X)))
         if self.early_stopping and n_valid >= 2 and len(X) - n_valid >= 2:
             order = rng.permutation(len(X))
             valid, train = order[:n_valid], order[n_valid:]
-        X_train, y_train = self._standardised_rows(X, train), y_t[train]
-
-        self.network_ = self._network(X.shape[1], n_outputs, len(train))
+        self.network_ = self._network(X.shape[1], n_outputs, len(train))  # checks the method's settings first
         self.model_ = self._build(**self.network_)
+        self.x_mean_, self.x_scale_ = _standardiser(X)
+        y_t = torch.as_tensor(targets)
+        X_train, y_train = self._standardised_rows(X, train), y_t[train]
         if self.model_.dictionary is not None and self.key_init == "samples":
             generator = torch.Generator().manual_seed(seed)
             self.model_.dictionary.init_from_samples(X_train, y_train, generator=generator)
         self.model_.to(device)
-        batches = TensorBatches(X_train, y_train, batch_size=int(self.batch_size), seed=seed)
-        best = {"loss": np.inf, "epoch": -1, "state": None}
 
-        def watch(epoch: int, train_loss: float) -> bool:
-            loss = self.model_.loss(self._forward(X[valid]), y_t[valid]).item() if valid is not None else train_loss
-            if loss < best["loss"] - 1e-6:
-                best.update(loss=loss, epoch=epoch, state=copy.deepcopy(self.model_.state_dict()))
-            return epoch - best["epoch"] >= self.n_iter_no_change
+        def measure(train_loss: float) -> dict:
+            if valid is None:
+                return {"loss": train_loss}
+            return {"loss": self.model_.loss(self._forward(X[valid]), y_t[valid]).item()}
 
+        kept = {}
+        best = BestEpoch(lower_loss(TOL), {"loss": np.inf},
+                         keep=lambda epoch, metrics: kept.update(state=copy.deepcopy(self.model_.state_dict())))
         history = fit(
-            self.model_, batches, epochs=int(self.max_epochs), learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, grad_clip=self.gradient_clip, device=device, on_epoch_end=watch,
-            progress=self.verbose > 0, desc=type(self).__name__,
+            self.model_, TensorBatches(X_train, y_train, batch_size=int(self.batch_size), seed=seed),
+            epochs=int(self.max_epochs), device=device,
+            optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
+            callbacks={"early_stopping": EarlyStopping(best, measure, int(self.n_iter_no_change)),
+                       "progress": Progress(type(self).__name__, enabled=self.verbose > 0)},
         )
-        if best["state"] is not None:
-            self.model_.load_state_dict(best["state"])
+        if kept:
+            self.model_.load_state_dict(kept["state"])
         self.model_.eval()
-        self.n_epochs_, self.best_epoch_, self.loss_curve_ = len(history), best["epoch"] + 1, history
-        self.best_validation_loss_ = float(best["loss"]) if valid is not None else None
+        self.n_epochs_, self.best_epoch_, self.loss_curve_ = len(history), best.epoch, history
+        self.best_validation_loss_ = float(best.best["loss"]) if valid is not None else None
         return self
 
     def _standardise(self, X: np.ndarray) -> torch.Tensor:
@@ -325,30 +247,19 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     # -- persistence and deployment ----------------------------------------------------------------
 
-    def _fitted_state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        """What fit learned besides the network: numeric arrays as tensors; labels, names and numbers as JSON."""
-        tensors, arrays, values = {}, {}, {}
-        for name, value in vars(self).items():
-            if name in self._get_param_names() or name == "model_":
-                continue
-            if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-                tensors[f"fitted.{name}"] = torch.from_numpy(value)
-            elif isinstance(value, np.ndarray):  # string or object labels, feature names
-                arrays[name] = {"dtype": value.dtype.str, "values": value.tolist()}
-            else:
-                values[name] = value
-        return tensors, {"fitted": _json_only("fitted attribute", values), "arrays": _json_only("array", arrays)}
-
     def save(self, path) -> Path:
         """Save the fitted estimator as checkpoint ``path`` (``path.json`` + ``path.<token>.safetensors``, written
         atomically, see ``checkpoint.py``); returns the JSON path. JSON and tensors only: unlike a pickle, loading
         it cannot run code."""
         check_is_fitted(self, "model_")
-        tensors, fitted = self._fitted_state()
-        meta = {"estimator": type(self).__name__, "params": _json_only("parameter", self.get_params(deep=False)),
+        params = self._get_param_names()
+        tensors, fitted = persistence.split_fitted(
+            {name: value for name, value in vars(self).items() if name not in params and name != "model_"})
+        meta = {"estimator": type(self).__name__,
+                "params": persistence.json_only("parameter", self.get_params(deep=False)),
                 **fitted, "meta_neighborhoods_version": __version__}
-        return checkpoint.save(_checkpoint_stem(path), {**checkpoint.with_prefix("model.", self.model_.state_dict()),
-                                                        **tensors}, meta)
+        model = checkpoint.with_prefix("model.", self.model_.state_dict())
+        return checkpoint.save(persistence.checkpoint_stem(path), {**model, **tensors}, meta)
 
     @classmethod
     def load(cls, path):
@@ -357,7 +268,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         A ``CheckpointError`` names whatever is wrong: a missing, damaged or foreign file, another estimator class,
         or a network that differs from the one the file describes.
         """
-        stem = _checkpoint_stem(path)
+        stem = persistence.checkpoint_stem(path)
         tensors, meta = checkpoint.load(stem)
         source = f"{stem}.json"
         if meta.get("estimator") != cls.__name__:
@@ -366,9 +277,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         try:
             estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
             estimator._check_parameters()
-            fitted = {**meta["fitted"],
-                      **{name: np.array(a["values"], dtype=a["dtype"]) for name, a in meta["arrays"].items()},
-                      **{name: t.numpy() for name, t in checkpoint.take_prefix("fitted.", tensors).items()}}
+            fitted = persistence.join_fitted(meta, tensors)
             model = estimator._build(**fitted["network_"])
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{source} does not describe a {cls.__name__} that this version can rebuild "
@@ -386,7 +295,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         inner steps and the head are all in the graph.
         """
         check_is_fitted(self, "model_")
-        deployed = _Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
+        deployed = persistence.Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
         return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_), path)
 
 
@@ -418,7 +327,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         return out.ravel() if self._y_ndim == 1 else out
 
     def _deployed_output(self) -> nn.Module:
-        return _Rescale(self.y_mean_, self.y_scale_, flat=self._y_ndim == 1)
+        return persistence.Rescale(self.y_mean_, self.y_scale_, flat=self._y_ndim == 1)
 
 
 class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):

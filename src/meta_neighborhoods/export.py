@@ -9,7 +9,7 @@ any ONNX runtime) without Python, PyTorch or this package.
   deprecated since torch 2.9) bakes such sizes in silently: the cosine path's former ``len(z)`` gave a graph traced
   at batch 4 that failed at batch 7. It would export faster (0.2 s against 2-5 s); nothing else speaks for it.
   The dynamo exporter needs onnxscript (the ``export`` extra).
-* Inner loop: the graph holds the fast (closed-form) paths of ``adaptation.py``, whose inner gradients are plain
+* Inner loop: the graph holds the heads' fast (closed-form) paths (``heads/``), whose inner gradients are plain
   tensor algebra. The generic ``torch.func`` path (``vmap`` of ``grad``) cannot be traced, so a model whose head has
   no fast path is refused with an error saying so.
 """
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adaptation import FAST_PATHS
+from .heads import FAST_PATHS, fast_path_for
 from .model import MetaNeighborhoods
-from .results import atomic_write, prepare_out_dir
+from .io import atomic_write, prepare_out_dir
 
 OPSET = 18
 INPUT, OUTPUT = "input", "output"
@@ -46,7 +46,7 @@ def _inner_loops(module: nn.Module) -> Iterator[MetaNeighborhoods]:
 def _exportable(module: nn.Module) -> nn.Module:
     """A CPU copy of ``module`` in evaluation mode whose inner loops take their fast path (the traceable one)."""
     for model in _inner_loops(module):
-        if model.adaptation.fast_path(model.head) is None:
+        if fast_path_for(model.head) is None:
             heads = ", ".join(head.__name__ for head in FAST_PATHS)
             raise ValueError(f"cannot export the inner loop of a {type(model.head).__name__} head to ONNX: only heads "
                              f"with a closed-form fast path ({heads}) export; the generic torch.func path (vmap of "
@@ -129,7 +129,7 @@ def export_run(run_dir, path, seed: int = 0) -> tuple[Path, float]:
     std of the run's training split, as in training (any height and width: the backbones end in global pooling; the
     network was trained at its data set's size). Output: the class logits (batch, classes) of the adapted predictor.
     """
-    from .experiments.classification import load_best_model
+    from .runs import load_best_model
 
     _require("onnx", "onnxscript", "onnxruntime")
     model, info = load_best_model(run_dir)

@@ -11,17 +11,18 @@ scale that multiplies the similarity, i.e. T = 1/5 = 0.2, not T = 5:
   is more than e^0.4 ~ 1.5x another: attention is nearly uniform, every example gets nearly the
   same gamma_hat/beta_hat (plain FiLM, not instance-wise), and the keys' gradients are damped by
   1/T. T = 0.2 gives logits in [-5, 5], i.e. real contrast between entries;
-- T = 0.2 is also the authors' temperature for the main dictionary on images (DESIGN.md).
+- T = 0.2 is also the authors' temperature for the main dictionary on images.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
-from meta_neighborhoods.similarity import Attention, check_option
+from .similarity import Attention
+from .validation import check_option
 
 WHERE = ("all", "last")
 
@@ -29,9 +30,11 @@ WHERE = ("all", "last")
 class FiLMDictionary(nn.Module):
     """The per-layer dictionary {k_j, gamma_j, beta_j} and its attention.
 
-    A module of its own so that every iFiLM parameter name contains ``.film.`` (see
-    `FiLMBatchNorm2d`) and name-based filters, e.g. "no weight decay", can find them.
+    Weight decay never applies to it (``decays_weight``, see the head contract in ``heads/base.py``), as in
+    the authors' code for every dictionary.
     """
+
+    decays_weight = False
 
     def __init__(self, num_features: int, size: int = 10, similarity: str = "cosine",
                  temperature: float = 0.2, learn_temperature: bool = True, key_std: float = 1.0):
@@ -84,13 +87,3 @@ def film_norm_layer(where: str = "all", size: int = 10, similarity: str = "cosin
         return nn.BatchNorm2d(num_channels)
 
     return norm_layer
-
-
-def film_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
-    """The iFiLM dictionaries' parameters (keys, gamma, beta, learned log-temperature).
-
-    A training loop exempts them from weight decay, like the main dictionary.
-    """
-    for module in model.modules():
-        if isinstance(module, FiLMDictionary):
-            yield from module.parameters()

@@ -7,53 +7,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adaptation import Adaptation
-from .dictionary import TASKS, InducedDictionary
-from .similarity import Attention, check_option
+from .config import MNConfig
+from .dictionary import InducedDictionary
+from .heads import decayed_parameter_names
+from .similarity import Attention
 
 
 class MetaNeighborhoods(nn.Module):
     """The model of Fig. 2. With ``dictionary_size=0`` it is the vanilla baseline: same extractor and
     head, trained the same way, no neighbours and no adaptation.
 
-    ``head`` must expose ``in_features`` (the feature dimension, where the keys live) and
-    ``out_features`` (the target dimension, or the number of classes).
+    ``head`` meets the head contract (``heads/base.py``): ``in_features`` is where the keys live,
+    ``out_features`` the values' dimension. The method's settings come as one ``MNConfig``; keyword
+    arguments override its fields (``MetaNeighborhoods(head, dictionary_size=512)``).
     """
 
-    def __init__(
-        self,
-        head: nn.Module,
-        task: str = "regression",
-        dictionary_size: int = 100,
-        similarity: str = "euclidean",
-        temperature: float = 1.0,
-        learn_temperature: bool = False,
-        inner_steps: int = 1,
-        step_size: str = "scalar",
-        step_size_init: float = 0.05,
-        adapt: str = "all",
-        first_order: bool = False,
-        values: str = "learned",
-        key_std: float = 1.0,
-        slot_dropout: float = 0.0,
-        extractor: nn.Module | None = None,
-        implementation: str = "auto",
-    ):
+    def __init__(self, head: nn.Module, config: MNConfig | None = None, *, extractor: nn.Module | None = None,
+                 **overrides):
         super().__init__()
-        check_option("task", task, TASKS)
-        if not (isinstance(dictionary_size, int) and dictionary_size >= 0):
-            raise ValueError(f"dictionary_size must be a non-negative integer, got {dictionary_size!r}")
-        self.task = task
+        self.config = config = (config or MNConfig()).replace(**overrides)
+        self.task = config.task
         self.extractor = extractor if extractor is not None else nn.Identity()
         self.head = head
         self.dictionary = self.attention = self.adaptation = None
-        if dictionary_size > 0:
-            self.dictionary = InducedDictionary(
-                dictionary_size, head.in_features, head.out_features, task, values, key_std, slot_dropout=slot_dropout
-            )
-            self.attention = Attention(similarity, temperature, learn_temperature)
-            self.adaptation = Adaptation(
-                head, task, inner_steps, step_size, step_size_init, adapt, first_order, implementation
-            )
+        if not config.vanilla:
+            self.dictionary = InducedDictionary(config, head.in_features, head.out_features)
+            self.attention = Attention(config.similarity, config.temperature, config.learn_temperature)
+            self.adaptation = Adaptation(head, config)
 
     @property
     def vanilla(self) -> bool:
@@ -80,3 +60,17 @@ class MetaNeighborhoods(nn.Module):
         if self.task == "regression":
             return F.mse_loss(prediction, target.reshape(prediction.shape))
         return F.cross_entropy(prediction, target)
+
+    def parameter_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: weight decay on the extractor's and head's weight matrices and kernels only.
+
+        Never on the dictionary, the temperature or the step size (as the authors), nor where a module
+        declares ``decays_weight = False`` (the cosine head, the iFiLM dictionaries; see the head contract).
+        """
+        decayed = set()
+        for part in (self.extractor, self.head):
+            params = dict(part.named_parameters())
+            decayed.update(id(params[name]) for name in decayed_parameter_names(part))
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": [p for p in trainable if id(p) in decayed], "weight_decay": weight_decay},
+                {"params": [p for p in trainable if id(p) not in decayed], "weight_decay": 0.0}]

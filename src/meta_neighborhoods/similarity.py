@@ -8,13 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SIMILARITIES = ("cosine", "euclidean")
-
-
-def check_option(name: str, value, allowed) -> None:
-    """Reject an unknown option value with a message that lists the valid ones."""
-    if value not in allowed:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
+from .config import SIMILARITIES
+from .validation import check_option, check_positive
 
 
 def similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
@@ -38,8 +33,7 @@ class Attention(nn.Module):
     def __init__(self, similarity: str = "euclidean", temperature: float = 1.0, learn_temperature: bool = False):
         super().__init__()
         check_option("similarity", similarity, SIMILARITIES)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        check_positive("temperature", temperature)
         self.similarity = similarity
         log_t = torch.tensor(math.log(temperature))
         if learn_temperature:

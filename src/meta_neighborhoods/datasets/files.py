@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from ..io import sha256
 
 
 class DataFileError(FileNotFoundError):
@@ -21,12 +22,21 @@ def shared_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
-def sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def data_root(data_dir: Path | str | None, *, dataset: str, hint: str) -> Path:
+    """``data_dir``, else ``shared_data_dir()``; one message for "no data folder at all", whichever loader asks."""
+    base = data_dir if data_dir is not None else shared_data_dir()
+    if base is None:
+        raise DataFileError(
+            f"{dataset}: no data directory was given and ../shared/data does not exist "
+            f"($META_NEIGHBORHOODS_DATA is unset). {hint}"
+        )
+    return Path(base)
+
+
+def first_existing(base: Path, candidates: list[str]) -> Path:
+    """The first ``base / candidate`` (file or folder) that exists, else the first one, so that the error names it."""
+    paths = [base / c for c in candidates]
+    return next((p for p in paths if p.exists()), paths[0])
 
 
 def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint: str) -> Path:

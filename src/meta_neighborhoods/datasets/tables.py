@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .files import DataFileError, require_file, shared_data_dir
+from .files import data_root, first_existing, require_file
 
 __all__ = ["Table", "TableSpec", "TABLES", "available_tables", "load_table", "load_csv_table"]
 
@@ -76,14 +76,7 @@ _MISSING_TOKENS = {"", "na", "nan", "?", "null", "none"}
 
 def _locate(data_dir: Path | str | None, candidates: list[str], *, dataset: str, hint: str) -> Path:
     """The first candidate that exists under the data directory, else the first one (so the error names it)."""
-    base = Path(data_dir) if data_dir is not None else shared_data_dir()
-    if base is None:
-        raise DataFileError(
-            f"{dataset}: missing data file {candidates[0]}: no data directory was given and ../shared/data "
-            f"does not exist ($META_NEIGHBORHOODS_DATA is unset). {hint}"
-        )
-    paths = [base / c for c in candidates]
-    return next((p for p in paths if p.is_file()), paths[0])
+    return first_existing(data_root(data_dir, dataset=dataset, hint=hint), candidates)
 
 
 def _read_numeric(

@@ -23,7 +23,6 @@ A vanilla run has no dictionary and is refused.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..datasets.images import ImageBatches, ImageDataset, ImageSplit, load_image_dataset
+from .. import runs
+from ..datasets.batches import ImageBatches
+from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
+from ..io import prepare_out_dir, write_json
 from ..model import MetaNeighborhoods
-from ..results import prepare_out_dir, write_json
 from ..training import resolve_device
-from .classification import load_best_model, split_validation
+from ..validation import ConfigError
 
 ANALYSES = ("tsne", "cosine", "retrieval")
 TSNE_SAMPLES = 2000  # training images in the t-SNE picture unless told otherwise
@@ -53,29 +54,21 @@ class LoadedRun:
     config: dict
     model: MetaNeighborhoods
     dataset: ImageDataset
+    split: runs.Split  # what the run recorded: its training images, and the normalisation of its inputs
     train: ImageSplit  # the images the run trained on (validation held out, ``train_subset`` applied)
     device: torch.device
     cache: dict = field(default_factory=dict)  # features already computed, by (split name, indices)
 
 
-def _run_config(run_dir: Path) -> dict:
-    for name in ("metrics.json", "config.json"):
-        path = run_dir / name
-        if path.is_file():
-            config = json.loads(path.read_text())
-            return config.get("config", config) if name == "metrics.json" else config
-    raise FileNotFoundError(f"{run_dir} holds neither metrics.json nor config.json: not a classify run folder "
-                            "(with --method all, pass one method's subfolder, e.g. RUN/mn)")
-
-
 def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> LoadedRun:
     """Rebuild the best model of ``run_dir`` and reload its data set; refuse a vanilla run before loading data.
 
-    ``data_dir`` / ``cache_dir`` default to those the run was trained with (themselves defaulting as usual).
+    ``data_dir`` / ``cache_dir`` default to those the run was trained with (themselves defaulting as usual). The
+    training images are the ones the run recorded in ``split.json``, not a split derived again.
     """
     run_dir = Path(run_dir)
-    model, info = load_best_model(run_dir)
-    config = _run_config(run_dir)
+    model, info = runs.load_best_model(run_dir)
+    config = runs.read_config(run_dir)
     if not info["model_args"].get("dictionary_size"):
         raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "
                          "of learned neighbours to analyse; pass an mn or mn_ifilm run")
@@ -83,19 +76,16 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     model.to(torch_device).eval()
     dataset = load_image_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"),
                                  cache_dir if cache_dir is not None else config.get("cache_dir"))
-    train, _ = split_validation(dataset.train, config.get("seed", 0))
-    if config.get("train_subset"):
-        index = ImageBatches(train, dataset.mean, dataset.std, subset=config["train_subset"],
-                             seed=config.get("seed", 0)).indices
-        train = ImageSplit(train.images[index], train.labels[index])
-    return LoadedRun(run_dir, config, model, dataset, train, torch_device)
+    split = runs.read_split(run_dir, len(dataset.train))
+    train = ImageSplit(dataset.train.images[split.train], dataset.train.labels[split.train])
+    return LoadedRun(run_dir, config, model, dataset, split, train, torch_device)
 
 
 @torch.no_grad()
 def features(run: LoadedRun, split: ImageSplit) -> torch.Tensor:
     """Features z (N, d) of a split's images (normalised as in training, no augmentation), float32 on the CPU."""
     run.model.eval()
-    batches = ImageBatches(split, run.dataset.mean, run.dataset.std, batch_size=FEATURE_BATCH)
+    batches = ImageBatches(split, run.split.mean, run.split.std, batch_size=FEATURE_BATCH)
     return torch.cat([run.model.features(x.to(run.device)).float().cpu() for x, _ in batches])
 
 
@@ -111,7 +101,7 @@ def _features_of(run: LoadedRun, name: str, index: np.ndarray) -> tuple[ImageSpl
 def _sample(n_total: int, samples: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded sample of ``samples`` out of ``n_total`` (all of them when None or larger)."""
     if samples is not None and not (isinstance(samples, (int, np.integer)) and samples >= 1):
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        raise ConfigError(f"samples must be a positive integer, got {samples!r}")
     if samples is None or samples >= n_total:
         return np.arange(n_total)
     return np.sort(np.random.default_rng(seed).choice(n_total, size=samples, replace=False))
@@ -256,7 +246,7 @@ def select_keys(key_classes: np.ndarray, key_max: np.ndarray, keys_per_class: in
     (None: all), then the first ``max_keys`` (None: all)."""
     for name, number in (("keys per class", keys_per_class), ("max keys", max_keys)):
         if number is not None and not (isinstance(number, (int, np.integer)) and number >= 1):
-            raise ValueError(f"{name} must be a positive integer or None, got {number!r}")
+            raise ConfigError(f"{name} must be a positive integer or None, got {number!r}")
     chosen = []
     for c in np.unique(key_classes):
         members = np.flatnonzero(key_classes == c)
@@ -275,7 +265,7 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
     out = prepare_out_dir(out)
     index = _sample(len(run.dataset.test), samples, seed)
     if len(index) < k:
-        raise ValueError(f"retrieval needs at least {k} test images, got {len(index)}")
+        raise ConfigError(f"retrieval needs at least {k} test images, got {len(index)}")
     _say(progress, f"retrieval: features of {len(index)} test images")
     split, z = _features_of(run, "test", index)
     keys = run.model.dictionary.keys.detach().float().cpu()
@@ -321,7 +311,7 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     ``cosine`` and ``retrieval`` (default: all). Returns ``{analysis: result}``.
     """
     if what != "all" and what not in ANALYSES:
-        raise ValueError(f"unknown analysis {what!r}; choose one of {', '.join(ANALYSES)}, all")
+        raise ConfigError(f"unknown analysis {what!r}; choose one of {', '.join(ANALYSES)}, all")
     _sample(1, samples, seed)  # validates samples and the key selection before any loading
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
     if not Path(run_dir).is_dir():

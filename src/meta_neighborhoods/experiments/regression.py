@@ -26,7 +26,8 @@ from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
 from ..estimators import MetaNeighborhoodsRegressor
 from ..plots import ablation_figure, fold_errors_figure
-from ..results import markdown_table, prepare_out_dir, write_json
+from ..io import markdown_table, prepare_out_dir, write_json, write_text
+from ..validation import ConfigError
 
 REFERENCE = "meta_neighborhoods"
 KNN_NEIGHBOURS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)
@@ -111,7 +112,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                    progress: bool = True) -> dict:
     """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time."""
     if folds < 2:
-        raise ValueError(f"cross-validation needs at least 2 folds, got {folds}")
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
     errors = {name: [] for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
     architectures = []
@@ -201,7 +202,7 @@ def run_regression(table: Table, out, folds: int = 5, seed: int = 0, search: boo
     (vanilla keeps ``dictionary_size=0``); with ``search=True`` the searched architecture overrides theirs.
     """
     if REFERENCE not in methods:
-        raise ValueError(f"methods must include {REFERENCE!r}, the reference of the paired tests")
+        raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the paired tests")
     out, params = prepare_out_dir(out), dict(estimator_params or {})
     cv = cross_validate(table, methods, folds=folds, seed=seed, params=params, search=search, progress=progress)
     p_values = paired_tests(cv["folds"])
@@ -219,7 +220,7 @@ def run_regression(table: Table, out, folds: int = 5, seed: int = 0, search: boo
         },
     }
     write_json(out / "results.json", results)
-    (out / "results.md").write_text(_results_markdown(results))
+    write_text(out / "results.md", _results_markdown(results))
     fold_errors_figure(out / "folds.png", cv["folds"], f"{table.name}: MSE per fold (standardised target)")
     return results
 
@@ -256,7 +257,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict = MET
     unknown = [name for name in names if name not in available_tables()]
     if unknown:
         known = ", ".join(available_tables())
-        raise ValueError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
+        raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
     out = prepare_out_dir(out)
     rows, skipped = {}, {}
     for name in names:
@@ -269,7 +270,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict = MET
         rows[name] = _summary_row(run_regression(table, out / name, methods=methods, **options))
     summary = {"datasets": rows, "skipped": skipped}
     write_json(out / "summary.json", summary)
-    (out / "summary.md").write_text(_summary_markdown(rows, list(methods), skipped))
+    write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped))
     return summary
 
 
@@ -280,7 +281,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict = MET
 def ablation_values(param: str, values) -> list:
     """Command-line strings (or Python values) as the estimator's type; ``none`` means the default temperature."""
     if param not in ABLATION_TYPES:
-        raise ValueError(f"unknown ablation parameter {param!r}; choose one of {', '.join(ABLATION_TYPES)}")
+        raise ConfigError(f"unknown ablation parameter {param!r}; choose one of {', '.join(ABLATION_TYPES)}")
     kind, converted = ABLATION_TYPES[param], []
     for value in values:
         if param == "temperature" and (value is None or str(value).lower() == "none"):
@@ -289,11 +290,11 @@ def ablation_values(param: str, values) -> list:
         try:
             converted.append(kind(value))
         except ValueError:
-            raise ValueError(f"{param} values must be of type {kind.__name__}, got {value!r}") from None
+            raise ConfigError(f"{param} values must be of type {kind.__name__}, got {value!r}") from None
     if not converted:
-        raise ValueError(f"no values given for {param}")
+        raise ConfigError(f"no values given for {param}")
     if len(set(converted)) != len(converted):
-        raise ValueError(f"{param} values repeat: {list(values)}")
+        raise ConfigError(f"{param} values repeat: {list(values)}")
     return converted
 
 
@@ -324,7 +325,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = 5, seed: in
     write_json(out / "ablation.json", results)
     rows = [[str(v), _mse(m, s)] for v, m, s in zip(values, results["mean"], results["std"])]
     title = f"# {table.name}: Meta-Neighborhoods ablation of {param} ({folds}-fold MSE, standardised target)\n\n"
-    (out / "ablation.md").write_text(title + markdown_table([param, "MSE (mean ± std)"], rows))
+    write_text(out / "ablation.md", title + markdown_table([param, "MSE (mean ± std)"], rows))
     ablation_figure(out / "ablation.png", param, values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}")
     return results

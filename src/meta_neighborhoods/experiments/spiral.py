@@ -8,12 +8,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from ..callbacks import Callback, Progress
+from ..config import MNConfig
+from ..datasets.batches import TensorBatches
 from ..datasets.spiral import make_spirals
 from ..heads import LinearHead
+from ..io import prepare_out_dir, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
-from ..results import prepare_out_dir, write_json
-from ..training import TensorBatches, fit, resolve_device
+from ..training import OptimizerSpec, fit, resolve_device
+
+# Sec. 4.1: 100 neighbours with fixed labels, negative Euclidean similarity at T = 0.1; a large first step.
+SPIRAL_CONFIG = MNConfig(task="classification", temperature=0.1, values="fixed", step_size_init=0.5)
 
 
 @dataclass
@@ -22,10 +28,7 @@ class SpiralConfig:
     epochs: int = 300
     batch_size: int = 256
     learning_rate: float = 0.01
-    dictionary_size: int = 100  # the paper's 100 neighbours
-    temperature: float = 0.1  # the paper's T
-    similarity: str = "euclidean"
-    step_size_init: float = 0.5
+    method: MNConfig = SPIRAL_CONFIG
     n_per_class: int = 800
     noise: float = 0.5
     snapshots: int = 30  # moments recorded for the figure and the animation
@@ -50,10 +53,26 @@ def _predict(model, x):
     return model(x).argmax(1)
 
 
-def _train(model, train, test, config, device, progress, record=None):
+class _Snapshots(Callback):
+    """The keys and the test predictions at ``epochs`` (epochs done), for the figure and the animation."""
+
+    def __init__(self, model, test, epochs: set[int]):
+        self.model, self.test, self.epochs = model, test, epochs
+        self.trajectory, self.frames = [], []
+
+    def on_epoch_end(self, epoch: int, loss: float | None = None) -> None:
+        if epoch + 1 in self.epochs:
+            self.trajectory.append(self.model.dictionary.keys.detach().cpu().numpy().copy())
+            predictions = _predict(self.model, self.test[0])
+            accuracy = (predictions == self.test[1]).float().mean().item()
+            self.frames.append((epoch + 1, accuracy, predictions.cpu().numpy()))
+
+
+def _train(model, train, test, config, device, progress, callbacks=None):
     batches = TensorBatches(*train, batch_size=config.batch_size, seed=config.seed)
-    fit(model, batches, epochs=config.epochs, learning_rate=config.learning_rate, device=device,
-        on_epoch_end=record, progress=progress, desc="vanilla" if model.vanilla else "meta-neighborhoods")
+    desc = "vanilla" if model.vanilla else "meta-neighborhoods"
+    fit(model, batches, epochs=config.epochs, optimizer=OptimizerSpec(config.learning_rate), device=device,
+        callbacks={**(callbacks or {}), "progress": Progress(desc, progress)})
     return (_predict(model, test[0]) == test[1]).float().mean().item()
 
 
@@ -65,27 +84,15 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     accuracy = {}
 
     torch.manual_seed(config.seed)
-    vanilla = MetaNeighborhoods(LinearHead(2, 2), task="classification", dictionary_size=0).to(device)
+    vanilla = MetaNeighborhoods(LinearHead(2, 2), config.method.replace(dictionary_size=0)).to(device)
     accuracy["vanilla"] = _train(vanilla, train, test, config, device, progress)
 
     torch.manual_seed(config.seed)
-    model = MetaNeighborhoods(
-        LinearHead(2, 2), task="classification", dictionary_size=config.dictionary_size,
-        similarity=config.similarity, temperature=config.temperature, values="fixed",
-        step_size_init=config.step_size_init,
-    ).to(device)
-    record_at = set(np.linspace(0, config.epochs, config.snapshots).round().astype(int).tolist())
-    trajectory, frames = [], []
-
-    def record(epoch, loss=None):
-        if epoch + 1 in record_at:
-            trajectory.append(model.dictionary.keys.detach().cpu().numpy().copy())
-            predictions = _predict(model, test[0])
-            accuracy_now = (predictions == test[1]).float().mean().item()
-            frames.append((epoch + 1, accuracy_now, predictions.cpu().numpy()))
-
-    record(-1)
-    accuracy["meta_neighborhoods"] = _train(model, train, test, config, device, progress, record)
+    model = MetaNeighborhoods(LinearHead(2, 2), config.method).to(device)
+    snapshots = _Snapshots(model, test, set(np.linspace(0, config.epochs, config.snapshots).round().astype(int).tolist()))
+    snapshots.on_epoch_end(-1)  # the initial state
+    accuracy["meta_neighborhoods"] = _train(model, train, test, config, device, progress, {"snapshots": snapshots})
+    trajectory, frames = snapshots.trajectory, snapshots.frames
 
     points = test[0].cpu().numpy()
     labels = model.dictionary.values().argmax(1).cpu().numpy()
@@ -101,7 +108,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         "seconds": round(time.time() - started, 2),
         "device": str(device),
         "files": files,
-        "config": asdict(config),
+        "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
     }
     write_json(out / "metrics.json", metrics)
     return metrics

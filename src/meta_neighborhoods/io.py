@@ -1,7 +1,12 @@
-"""Run folders: created up front with a clear error, files written atomically so nothing half-written survives."""
+"""Files the package writes and checks: output folders, atomic writes, JSON, checksums, Markdown tables.
+
+At the bottom of the import graph: everything that writes a file writes it through ``atomic_write``, so a
+crash never leaves half a file behind.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -22,8 +27,13 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(temporary_path)``, then rename the result onto ``path``: a crash never leaves half a file."""
+    """Call ``write(temporary_path)``, then rename the result onto ``path``: a crash never leaves half a file.
+
+    The temporary file lies beside ``path`` (same file system, so the rename is atomic); ``path``'s folder is
+    created if needed.
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -39,6 +49,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write JSON atomically (see ``atomic_write``)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -1,0 +1,9 @@
+"""The sub-commands, one module each: ``add_parser(subparsers)`` registers it, ``run(args)`` does its work.
+
+``COMMANDS`` is the order in which ``meta-neighborhoods --help`` lists them. Importing a command module is
+cheap: each imports its experiment (torch, scikit-learn) inside ``run``, so ``--help`` starts fast.
+"""
+
+from . import ablate, analyze, classify, export, regress, spiral
+
+COMMANDS = (spiral, regress, ablate, classify, analyze, export)

@@ -1,0 +1,73 @@
+"""``meta-neighborhoods analyze``: figures 4-6 of a Meta-Neighborhoods classify run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import data_folders, device, output, parent, quiet, seed
+
+SUMMARIES = {
+    "tsne": lambda r: (f"tsne: {r['train_images']} training features and {r['dictionary_size']} keys; keys whose "
+                       f"nearest training feature shares their class: {r['key_nearest_same_class_share']:.3f} "
+                       f"(feature space {r['key_nearest_same_class_share_feature_space']:.3f})"),
+    "cosine": lambda r: (f"cosine: {r['test_images']} test images, {r['share_above_diagonal']:.3f} above the "
+                         f"diagonal, mean cosine {r['mean_before']:.3f} -> {r['mean_after']:.3f}, accuracy "
+                         f"{r['accuracy_before']:.4f} -> {r['accuracy_after']:.4f}"),
+    "retrieval": lambda r: (f"retrieval: {len(r['keys'])} keys x {r['config']['k']} nearest of "
+                            f"{r['test_images']} test images, same class as the key: {r['same_class_share']:.3f}"),
+}
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "analyze", help="figures 4-6 of a classify run: t-SNE of keys, cosine before/after finetuning, retrieval",
+        parents=[_run(), output(required=False, metavar="DIR",
+                                help="where to write PNG and JSON files (default: the run folder)"),
+                 data_folders("folder with the data files (default: the run's)",
+                              "where decoded images are cached (default: the run's)"),
+                 _samples(), seed(help="seed of the samples and of t-SNE (default %(default)s)"),
+                 device(task="compute features"), quiet("no progress messages")],
+        description="Reload a Meta-Neighborhoods classify run (its best checkpoint and data set; vanilla runs have no "
+                    "dictionary and are refused) and write, next to each PNG, a JSON file with its numbers: "
+                    "tsne (Fig. 5: keys among training features, t-SNE, keys coloured by their value's class), "
+                    "cosine (Fig. 4: cosine of each test feature to its true class prototype before vs after the "
+                    "per-input finetuning, share above the diagonal, accuracy before vs after), retrieval "
+                    "(Fig. 6 / A.8: the 5 nearest test images of learned neighbours, 2 per value class, at most 20).",
+    )
+    parser.set_defaults(run=run)
+
+
+def _run():
+    """--run and --what, the first options in --help."""
+    parser = parent()
+    parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
+                        help="folder of one classify run (with --method all: OUT/mn or OUT/mn_ifilm)")
+    parser.add_argument("--what", required=True, choices=["tsne", "cosine", "retrieval", "all"],
+                        help="which analysis to run (all = the three)")
+    return parser
+
+
+def _samples():
+    """How many images and keys the analyses take, between the data folders and --seed in --help."""
+    parser = parent()
+    parser.add_argument("--samples", type=int, metavar="N",
+                        help="training images for tsne (default 2000), test images for cosine and retrieval "
+                             "(default all); a seeded sample")
+    parser.add_argument("--keys-per-class", type=int, default=2, metavar="K",
+                        help="retrieval: most confident keys per value class (default %(default)s; at most 20 rows)")
+    parser.add_argument("--all-keys", action="store_true", help="retrieval: one row for every key instead")
+    return parser
+
+
+def run(args) -> int:
+    from ..experiments.analysis import MAX_KEYS, run_analysis
+
+    results = run_analysis(
+        args.run_dir, args.what, out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir, samples=args.samples,
+        seed=args.seed, device=args.device, keys_per_class=None if args.all_keys else args.keys_per_class,
+        max_keys=None if args.all_keys else MAX_KEYS, progress=not args.quiet,
+    )
+    out = Path(args.out if args.out is not None else args.run_dir)
+    for name, result in results.items():
+        print(f"{SUMMARIES[name](result)}; wrote {out / (name + '.png')}, {name}.json")
+    return 0

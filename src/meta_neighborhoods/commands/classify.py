@@ -1,0 +1,110 @@
+"""``meta-neighborhoods classify``: image classification of Table 1, a new run or ``--resume`` of one.
+
+The run options default to None so that ``--resume`` can tell which were given (and refuse them: a resumed
+run keeps its saved configuration); a new run then fills them in from ``CLASSIFY_DEFAULTS``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import UsageError, data_folders, device, output, parent, quiet, seed
+
+CLASSIFY_DEFAULTS = {"epochs": 100, "batch_size": 128, "seed": 0, "key_init": "gaussian", "device": "auto"}
+CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
+                        "dictionary_size", "out")
+REQUIRED = ("dataset", "backbone", "method", "out")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "classify", help="image classification of Table 1: vanilla, vanilla+iFiLM, Meta-Neighborhoods, MN+iFiLM",
+        parents=[output(required=False), seed(None, help=f"random seed (default {CLASSIFY_DEFAULTS['seed']})"),
+                 device(default=None, shown=CLASSIFY_DEFAULTS["device"]), quiet(), _configuration(), data_folders()],
+        description="Train one method (or all four) on an image data set with a cosine-classifier head: AdamW, "
+                    "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs, a seeded 10% validation "
+                    "split (at most 5000 images) held out of the training set; the best-on-validation weights "
+                    "(highest accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + "
+                    "safetensors) and their test accuracy reported; the whole training state is saved after every "
+                    "epoch in checkpoint last, from which --resume continues. "
+                    "Writes metrics.json and config.json (with --method all: one folder per method, comparison.md "
+                    "and comparison.json). Runs on several processes under torchrun (see the README).",
+    )
+    parser.set_defaults(run=run)
+
+
+def _configuration():
+    """--resume and the configuration of a new run, between --quiet and the data folders in --help."""
+    parser = parent()
+    parser.add_argument("--resume", metavar="DIR",
+                        help="continue the interrupted run in DIR with its saved configuration (only --device, "
+                             "--quiet, --data-dir and --cache-dir may be given with it)")
+    # Names are checked by the experiment, not choices=: the registries import torch, which slows --help.
+    parser.add_argument("--dataset", metavar="NAME",
+                        help="registered image data set, e.g. digits, mnist, cifar10, cifar100, svhn "
+                             "(an unknown name lists them all)")
+    parser.add_argument("--backbone", metavar="NAME",
+                        help="feature extractor, e.g. convnet4, resnet29, resnet56, densenet40_bc "
+                             "(an unknown name lists them all)")
+    parser.add_argument("--method", metavar="METHOD",
+                        help="vanilla (backbone + cosine head), vanilla_ifilm (iFiLM after every BatchNorm), "
+                             "mn (Meta-Neighborhoods), mn_ifilm (both), or all (the four, into OUT/<method>/)")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {CLASSIFY_DEFAULTS['epochs']})")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"mini-batch size (default {CLASSIFY_DEFAULTS['batch_size']}); under torchrun the "
+                             "global batch, split over processes")
+    parser.add_argument("--train-subset", type=int, metavar="N",
+                        help="train on N images of the training split only (seeded), for quick CPU runs")
+    parser.add_argument("--key-init", choices=["gaussian", "samples"],
+                        help="keys from N(0, 0.05^2) with random learned values, as the authors (default), or at "
+                             "the features of random training images with their labels as values")
+    parser.add_argument("--dictionary-size", type=int, metavar="S",
+                        help="induced neighbours of mn and mn_ifilm (default 10 per class: 100 for 10-class sets)")
+    return parser
+
+
+def check_options(args) -> None:
+    """--resume takes none of the run options; a new run needs the four without a default. Fills the defaults."""
+    if args.resume is not None:
+        given = [f"--{name.replace('_', '-')}" for name in CLASSIFY_RUN_OPTIONS if getattr(args, name) is not None]
+        if given:
+            raise UsageError(f"--resume continues a run with its saved configuration; drop {', '.join(given)}")
+        return
+    missing = [f"--{name}" for name in REQUIRED if getattr(args, name) is None]
+    if missing:
+        raise UsageError(f"classify needs {', '.join(missing)} (or --resume DIR to continue a run)")
+    for name, default in CLASSIFY_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+
+
+def run(args) -> int:
+    check_options(args)  # before the imports: a usage error needs no torch
+    from .. import distributed
+    from ..experiments.classification import resume_classification, run_classification
+
+    folders = {"data_dir": args.data_dir, "cache_dir": args.cache_dir}
+    if args.resume is not None:
+        out = Path(args.resume)
+        result = resume_classification(out, device=args.device, progress=not args.quiet, **folders)
+    else:
+        out = Path(args.out)
+        result = run_classification(
+            args.dataset, args.backbone, args.method, out, args.epochs, batch_size=args.batch_size,
+            train_subset=args.train_subset, device=args.device, seed=args.seed, progress=not args.quiet,
+            dictionary_size=args.dictionary_size, key_init=args.key_init, **folders,
+        )
+    if distributed.is_main():
+        _report(result, out)
+    return 0
+
+
+def _report(result: dict, out: Path) -> None:
+    """One line for a single method; the comparison table for --method all."""
+    if "methods" in result:
+        print((out / "comparison.md").read_text(), end="")
+        return
+    print(f"{result['dataset']} / {result['backbone']} / {result['method']}: test accuracy "
+          f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
+          f"{result['best_epoch']}, {result['seconds']:.1f} s); wrote {out}/metrics.json, config.json, "
+          "checkpoints best and last")

@@ -1,0 +1,109 @@
+"""Options several commands share, as argparse parent parsers, and the helpers that read them.
+
+Each function returns a fresh parent parser (``add_help=False``) for ``parents=[...]``; its parameters
+carry the help text or default where one command differs from the others, so that every command keeps
+its own wording. Parents are added in the order the options appear in ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import DEVICES
+from ..datasets.tables import available_tables, load_csv_table, load_table
+
+
+class UsageError(Exception):
+    """Options that parse but do not go together; the command line reports it as a usage error (status 2)."""
+
+
+def parent() -> argparse.ArgumentParser:
+    """A parser that only carries options: the sub-command that takes it as a parent owns --help."""
+    return argparse.ArgumentParser(add_help=False)
+
+
+def output(required: bool = True, metavar: str | None = None,
+           help: str = "folder for metrics, configuration and figures (created if needed)") -> argparse.ArgumentParser:
+    """--out, the folder a command writes to."""
+    parser = parent()
+    parser.add_argument("--out", required=required, metavar=metavar, help=help)
+    return parser
+
+
+def seed(default: int | None = 0, help: str = "random seed (default %(default)s)") -> argparse.ArgumentParser:
+    """--seed; classify's default None means "not given", so that --resume can refuse it."""
+    parser = parent()
+    parser.add_argument("--seed", type=int, default=default, help=help)
+    return parser
+
+
+def device(task: str = "train", default: str | None = "auto", shown: str = "auto") -> argparse.ArgumentParser:
+    """--device; classify's default None means "not given" (--resume then takes the saved device)."""
+    parser = parent()
+    parser.add_argument("--device", choices=DEVICES, default=default,
+                        help=f"where to {task}: auto = CUDA if available, else CPU (default {shown})")
+    return parser
+
+
+def quiet(help: str = "no progress bars") -> argparse.ArgumentParser:
+    """--quiet; analyze prints messages rather than bars, and says so."""
+    parser = parent()
+    parser.add_argument("--quiet", action="store_true", help=help)
+    return parser
+
+
+def run_options() -> list[argparse.ArgumentParser]:
+    """--out, --seed, --device and --quiet, the first options of every training command."""
+    return [output(), seed(), device(), quiet()]
+
+
+def data_folders(
+    data_help: str = "folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA)",
+    cache_help: str = "where decoded images are cached (default $META_NEIGHBORHOODS_CACHE or "
+                      "~/.cache/meta_neighborhoods)",
+) -> argparse.ArgumentParser:
+    """--data-dir and --cache-dir, where image data sets are read and their decoded images cached."""
+    parser = parent()
+    parser.add_argument("--data-dir", metavar="PATH", help=data_help)
+    parser.add_argument("--cache-dir", metavar="PATH", help=cache_help)
+    return parser
+
+
+def table_source(allow_all: bool) -> argparse.ArgumentParser:
+    """The table of regress and ablate: --dataset NAME or --data-file PATH --target COLUMN, and its folds."""
+    parser = parent()
+    names = available_tables() + (["all"] if allow_all else [])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=names, metavar="NAME",
+                        help=f"registered table: {', '.join(names)}"
+                             + (" (all = every one whose files are present)" if allow_all else ""))
+    source.add_argument("--data-file", metavar="PATH",
+                        help="any numeric CSV with a header row instead (its file stem names the data set)")
+    parser.add_argument("--target", metavar="COLUMN", help="target column of --data-file (a header name)")
+    parser.add_argument("--data-dir", metavar="PATH",
+                        help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
+                             "gom defaults to the copy shipped with the package)")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="cross-validation folds, the same for every method (default %(default)s)")
+    return parser
+
+
+def check_target(args) -> None:
+    """--target belongs to --data-file and to nothing else; say so rather than ignore it."""
+    if args.data_file is not None and args.target is None:
+        raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
+    if args.data_file is None and args.target is not None:
+        raise UsageError("--target only applies to --data-file")
+
+
+def load_table_source(args):
+    """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target)."""
+    if args.data_file is not None:
+        return load_csv_table(args.data_file, args.target)
+    return load_table(args.dataset, args.data_dir)
+
+
+def fit_options(args) -> dict:
+    """The keyword arguments regress and ablate both pass to their experiment: folds, seed, progress, device."""
+    return {"folds": args.folds, "seed": args.seed, "progress": not args.quiet,
+            "estimator_params": {"device": args.device}}

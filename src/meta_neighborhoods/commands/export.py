@@ -1,0 +1,34 @@
+"""``meta-neighborhoods export``: a classify run's best network as one ONNX graph."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export", help="a classify run's best network as one ONNX graph, to deploy without Python",
+        description="Export the best checkpoint of a classify run as a single ONNX graph: backbone (with iFiLM), "
+                    "attention over the dictionary, the inner finetuning steps and the cosine head, for onnxruntime "
+                    "or any ONNX runtime. Input 'input': float32 images (batch, C, height, width), scaled to [0, 1] "
+                    "and normalised with the per-channel mean and std of the run's training split, as in training "
+                    "(batch, height and width are free). Output 'output': class logits (batch, classes). The graph "
+                    "is checked against PyTorch on a random batch and the largest difference printed.",
+    )
+    parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
+                        help="folder of one classify run (with --method all: OUT/<method>)")
+    parser.add_argument("--format", choices=["onnx"], default="onnx",
+                        help="file format (default %(default)s, the only one)")
+    parser.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..export import CHECK_BATCH, export_run
+
+    try:
+        path, difference = export_run(args.run_dir, args.out)
+    except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
+        raise RuntimeError(str(error)) from error
+    print(f"wrote {path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output "
+          f"'output' = class logits of the adapted predictor; max |onnxruntime - PyTorch| = {difference:.2e} on a "
+          f"random batch of {CHECK_BATCH}")
+    return 0

@@ -1,0 +1,90 @@
+"""The method's hyper-parameters in one frozen, validated object: ``MNConfig``.
+
+Every front end (the scikit-learn estimators, ``classify``, ``spiral``, the ablations) builds one of these
+and hands it to ``MetaNeighborhoods``; the defaults below are the only ones, and ``__post_init__`` is the only
+place a method setting is checked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+import numpy as np
+
+from .validation import ConfigError, check_int, check_option, check_positive, is_real
+
+TASKS = ("regression", "classification")
+SIMILARITIES = ("cosine", "euclidean")
+STEP_SIZES = ("scalar", "diagonal")
+ADAPT = ("all", "last")
+VALUE_KINDS = ("learned", "fixed")
+KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
+IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
+DEVICES = ("auto", "cpu", "cuda")  # where to train: "auto" = CUDA if available
+
+
+@dataclass(frozen=True)
+class MNConfig:
+    """What defines a Meta-Neighborhoods model besides its head and extractor.
+
+    ``dictionary_size`` S = 0 is the vanilla baseline (no neighbours, no adaptation). Attention is
+    ``softmax(similarity / temperature)``, the temperature fixed or learned. The inner loop takes ``inner_steps``
+    steps of a learned ``step_size`` ("scalar" or "diagonal", starting at ``step_size_init``) on the head's
+    parameters (``adapt``: "all" or the "last" layer), second order unless ``first_order``. Dictionary values are
+    "learned" or "fixed" random labels; keys start at training examples (``key_init="samples"``, done by the
+    front end, which has the data) or at N(0, ``key_std``^2). ``slot_dropout`` hides that share of the slots from
+    each training example. ``implementation`` picks the inner loop: a head's fast path or the ``torch.func`` oracle.
+    """
+
+    task: str = "regression"
+    dictionary_size: int = 100
+    similarity: str = "euclidean"
+    temperature: float = 1.0
+    learn_temperature: bool = False
+    inner_steps: int = 1
+    step_size: str = "scalar"
+    step_size_init: float = 0.05
+    adapt: str = "all"
+    first_order: bool = False
+    values: str = "learned"
+    key_init: str = "gaussian"
+    key_std: float = 1.0
+    slot_dropout: float = 0.0
+    implementation: str = "auto"
+
+    def __post_init__(self) -> None:
+        """Check every field, naming it and what it allows; numbers become plain ``int`` / ``float`` (JSON-able)."""
+        for name, allowed in (("task", TASKS), ("similarity", SIMILARITIES), ("step size", STEP_SIZES),
+                              ("adapt", ADAPT), ("values", VALUE_KINDS), ("key_init", KEY_INITS),
+                              ("implementation", IMPLEMENTATIONS)):
+            check_option(name, getattr(self, name.replace(" ", "_")), allowed)
+        numbers = {"dictionary_size": check_int("dictionary_size", self.dictionary_size, minimum=0),
+                   "inner_steps": check_int("inner_steps", self.inner_steps),
+                   "temperature": check_positive("temperature", self.temperature),
+                   "step_size_init": check_positive("step_size_init", self.step_size_init),
+                   "key_std": check_positive("key_std", self.key_std)}
+        if not (is_real(self.slot_dropout) and 0.0 <= self.slot_dropout < 1.0):
+            raise ConfigError(f"slot_dropout must be in [0, 1), got {self.slot_dropout!r}")
+        for flag in ("learn_temperature", "first_order"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+            numbers[flag] = bool(getattr(self, flag))
+        for name, value in {**numbers, "slot_dropout": float(self.slot_dropout)}.items():
+            object.__setattr__(self, name, value)  # frozen: normalise in place, once
+
+    @property
+    def vanilla(self) -> bool:
+        return self.dictionary_size == 0
+
+    def replace(self, **changes) -> MNConfig:
+        """A copy with ``changes`` (validated again); an unknown name is refused, listing the fields."""
+        unknown = sorted(set(changes) - FIELDS)
+        if unknown:
+            raise ConfigError(f"unknown MNConfig field(s) {', '.join(unknown)}; fields: {', '.join(sorted(FIELDS))}")
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FIELDS = frozenset(f.name for f in fields(MNConfig))

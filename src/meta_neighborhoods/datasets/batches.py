@@ -1,0 +1,130 @@
+"""Training-side batching: loaded data in, seeded and resumable mini-batches (with augmentation) out.
+
+Loading and checking files is ``images.py``'s job; everything here is about the order and form in which
+training sees the data, so that a run can be reproduced and resumed batch for batch.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..validation import ConfigError
+from .images import ImageSplit
+
+__all__ = ["TensorBatches", "ImageBatches", "crop_flip"]
+
+
+class TensorBatches:
+    """Shuffled mini-batches of in-memory tensors, reproducible through a seeded generator."""
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.tensors[0]) // self.batch_size)
+
+    def state_dict(self) -> dict:
+        """Where the shuffling stands (JSON-able), so a resumed run draws the same batches."""
+        return {"generator": self.generator.get_state().tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            yield tuple(t[index] for t in self.tensors)
+
+
+class ImageBatches:
+    """Mini-batches ``(x, y)`` of one split: x float32 ``(B, C, H, W)`` normalised with mean/std, y int64.
+
+    Every pass draws fresh randomness (shuffle order, crops, flips) from ``(seed, epoch)``; the epoch counts
+    passes and is part of ``state_dict()``, so a resumed run sees the same batches as an uninterrupted one.
+    ``subset`` keeps the first ``subset`` images of a permutation drawn from ``seed`` (fixed across epochs) for
+    quick CPU runs. ``augment="crop_flip"`` zero-pads by 4 pixels, takes a random crop of the original size and
+    flips half the images horizontally (standard CIFAR). ``shard=(rank, world_size)``: this process takes every
+    ``world_size``-th image of each global batch of ``batch_size`` (multi-process training), and a last global
+    batch too small to give every process an image is dropped.
+    """
+
+    def __init__(
+        self,
+        split: ImageSplit,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        batch_size: int = 128,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: str = "none",
+        subset: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> None:
+        # Settings, not file contents, so ConfigError (a usage error on the command line).
+        if augment not in ("none", "crop_flip"):
+            raise ConfigError(f"augment must be 'none' or 'crop_flip', got {augment!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        if len(mean) != split.images.shape[1] or len(std) != split.images.shape[1]:
+            raise ConfigError(f"mean/std need one value per channel ({split.images.shape[1]})")
+        if not 0 <= shard[0] < shard[1] <= batch_size:
+            raise ConfigError(f"shard (rank, world size) = {shard} needs 0 <= rank < world size <= batch size")
+        self.split, self.batch_size, self.shuffle, self.seed, self.augment = split, batch_size, shuffle, seed, augment
+        self.shard = shard
+        self.indices = np.arange(len(split))
+        if subset is not None:
+            if not 1 <= subset <= len(split):
+                raise ConfigError(f"subset must be in 1..{len(split)}, got {subset}")
+            self.indices = np.sort(np.random.default_rng(seed).permutation(len(split))[:subset])
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = state["epoch"]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        self.epoch += 1
+        order = self.indices
+        if self.shuffle:
+            order = order[torch.randperm(len(order), generator=generator).numpy()]
+        rank, world_size = self.shard
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            if len(batch) < world_size:
+                break
+            batch = batch[rank::world_size]
+            x = torch.from_numpy(self.split.images[batch]).float().div_(255)
+            if self.augment == "crop_flip":
+                x = crop_flip(x, generator)
+            yield (x - self.mean) / self.std, torch.from_numpy(self.split.labels[batch])
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random padded crop plus horizontal flip for the whole batch with one gather (no per-image Python loop)."""
+    b, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    top = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+    left = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+    flip = torch.rand(b, 1, generator=generator) < 0.5
+    rows = top + torch.arange(h)
+    columns = left + torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w))
+    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+                  rows[:, None, :, None], columns[:, None, None, :]]

@@ -1,0 +1,352 @@
+"""Reading image files into uint8 arrays, one loader per on-disk format; which files make which data set is
+decided by the registry in ``images.py``.
+
+Loaders return plain arrays (``Arrays`` per split), not ``ImageSplit``: ``images.py`` imports this module, so
+building its types here would make the two import each other. ``images.py`` checks the arrays when it wraps them.
+Every loader takes ``(name, data_dir, **options)``; ``name`` and ``hint`` only go into error messages.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..io import atomic_write
+from .files import DataFileError, data_root, first_existing, require_file
+
+__all__ = [
+    "Arrays",
+    "Loaded",
+    "read_idx",
+    "default_cache_dir",
+    "load_idx",
+    "load_digits",
+    "load_jpeg_tarballs",
+    "load_cifar100",
+    "load_svhn",
+    "load_folders",
+    "load_tiny_imagenet",
+    "load_mnist_m",
+]
+
+Arrays = tuple[np.ndarray, np.ndarray]  # one split: images (N, C, H, W) uint8, labels (N,) int64
+Loaded = tuple[Arrays, Arrays, list[str]]  # train, test, class names
+_Entry = tuple[str, str, Any]  # (class name, where - for errors and ordering, path or file object)
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+def _folder_root(data_dir: Path | None, folder: str, marker: str, *, dataset: str, hint: str) -> Path:
+    """``<data_dir>/<folder>`` if it holds ``marker``, else ``<data_dir>`` if that does; otherwise DataFileError."""
+    base = data_root(data_dir, dataset=dataset, hint=hint)
+    found = first_existing(base, [f"{folder}/{marker}", marker])
+    if not found.exists():
+        raise DataFileError(f"{dataset}: missing {found} (also looked for {base / marker}). {hint}")
+    return found.parent
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding images (shared by every folder, list and tarball format)
+
+
+def _decode(source: Path | io.BytesIO, where: str, size: int | None, *, dataset: str, hint: str) -> np.ndarray:
+    """One image as ``(3, H, W)`` uint8 (grey and palette images become RGB); ``where`` names it in errors."""
+    try:
+        with Image.open(source) as image:
+            image = image.convert("RGB")
+            if size is not None and image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BOX)
+            return np.asarray(image).transpose(2, 0, 1)
+    except FileNotFoundError:
+        raise DataFileError(f"{dataset}: missing image {where}. {hint}") from None
+    except OSError as error:
+        raise ValueError(f"{dataset}: cannot decode image {where}: {error}") from None
+
+
+def _build_split(
+    entries: list[_Entry], classes: list[str] | None, size: int | None, *, dataset: str, hint: str
+) -> tuple[Arrays, list[str]]:
+    """Decode labelled images in (class, name) order; classes default to the sorted class names present."""
+    if not entries:
+        raise DataFileError(f"{dataset}: no images found. {hint}")
+    classes = sorted({c for c, _, _ in entries}) if classes is None else list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({c for c, _, _ in entries} - set(index))
+    if unknown:
+        raise ValueError(
+            f"{dataset}: images of class(es) {unknown[:5]} that are not among the {len(classes)} known classes "
+            f"(first: {classes[:5]})"
+        )
+    entries = sorted(entries, key=lambda e: (index[e[0]], e[1]))
+    arrays = [_decode(source, where, size, dataset=dataset, hint=hint) for _, where, source in entries]
+    first = arrays[0].shape
+    for array, (_, where, _) in zip(arrays, entries):
+        if array.shape != first:
+            raise ValueError(
+                f"{dataset}: images differ in size ({where} is {array.shape[1:]}, {entries[0][1]} is {first[1:]}); "
+                "pass image_size to resize them"
+            )
+    labels = np.array([index[c] for c, _, _ in entries], dtype=np.int64)
+    return (np.stack(arrays), labels), classes
+
+
+def _read_image_folder(
+    root: Path, size: int | None = None, classes: list[str] | None = None, *, dataset: str, hint: str
+) -> tuple[Arrays, list[str]]:
+    """An ImageFolder tree ``root/<class>/**/<image>``; other files (e.g. Tiny ImageNet's boxes.txt) are skipped."""
+    if not root.is_dir():
+        raise DataFileError(f"{dataset}: missing folder {root}. {hint}")
+    entries = [
+        (folder.name, str(path), path)
+        for folder in root.iterdir()
+        if folder.is_dir()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()
+    ]
+    if not entries:
+        raise DataFileError(f"{dataset}: no images in {root} (expected {root}/<class>/<image>). {hint}")
+    return _build_split(entries, classes, size, dataset=dataset, hint=hint)
+
+
+# ---------------------------------------------------------------------------------------------------
+# IDX (MNIST layout)
+
+_IDX_MAGIC = {2049: 1, 2051: 3}  # unsigned-byte labels (1-D) and images (3-D)
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path | str) -> np.ndarray:
+    """Read a gzipped or plain IDX file of unsigned bytes: magic 2049 (labels, N) or 2051 (images, N x H x W).
+
+    The whole file is checked against its header, so a truncated download fails here, naming the file.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    except (EOFError, gzip.BadGzipFile) as error:
+        raise ValueError(f"{path}: damaged gzip stream ({error}); the file is truncated or corrupt") from None
+    if len(data) < 4:
+        raise ValueError(f"{path}: only {len(data)} bytes, too short for an IDX header")
+    magic = int.from_bytes(data[:4], "big")
+    if magic not in _IDX_MAGIC:
+        raise ValueError(f"{path}: unknown IDX magic number {magic} (expected 2049 for labels or 2051 for images)")
+    ndim = _IDX_MAGIC[magic]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "longer than its header says"
+        raise ValueError(f"{path}: {problem}: {len(data)} bytes, the header {shape} needs {expected}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def load_idx(
+    name: str, data_dir: Path | None, *, folders: tuple[str, ...], checksums: dict[str, str] | None, hint: str
+) -> Loaded:
+    """The four MNIST-named IDX files, looked for in each of ``folders``; gzipped only when checksums are given."""
+    base = data_root(data_dir, dataset=name, hint=hint)
+    suffixes = (".gz",) if checksums is not None else (".gz", "")  # the known digests are of the gzipped files
+
+    def read(stem: str, ndim: int) -> np.ndarray:
+        path = first_existing(base, [f"{folder}/{stem}{suffix}" for folder in folders for suffix in suffixes])
+        require_file(path, None if checksums is None else checksums[path.name], dataset=name, hint=hint)
+        array = read_idx(path)
+        if array.ndim != ndim:
+            raise ValueError(f"{name}: {path} holds a {array.ndim}-D array, expected {ndim}-D (swapped files?)")
+        return array
+
+    splits = []
+    for split, (images_stem, labels_stem) in _IDX_FILES.items():
+        images, labels = read(images_stem, 3), read(labels_stem, 1)
+        if len(images) != len(labels):
+            raise ValueError(f"{name}: {split} has {len(images)} images but {len(labels)} labels")
+        splits.append((images[:, None].copy(), labels.astype(np.int64)))
+    n_classes = int(max(labels.max() for _, labels in splits)) + 1
+    return splits[0], splits[1], [str(i) for i in range(n_classes)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# scikit-learn digits
+
+
+def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices (each in file order) with ``round(test_fraction * n_c)`` test rows per class."""
+    rng = np.random.default_rng(seed)
+    test = np.concatenate([
+        rng.permutation(np.flatnonzero(labels == c))[: round(test_fraction * int((labels == c).sum()))]
+        for c in np.unique(labels)
+    ])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test] = True
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def load_digits(name: str, data_dir: Path | None, *, checksum: str, seed: int, hint: str) -> Loaded:
+    """``digits.csv.gz``: 64 pixel counts 0..16 (scaled to 0..255) and a label per row, split 80/20 by ``seed``."""
+    base = data_root(data_dir, dataset=name, hint=hint)
+    path = require_file(first_existing(base, ["sklearn_digits/digits.csv.gz", "digits.csv.gz"]), checksum,
+                        dataset=name, hint=hint)
+    data = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    if data.shape[1] != 65 or data[:, :64].min() < 0 or data[:, :64].max() > 16:
+        raise ValueError(f"{name}: {path} should have 64 pixel counts in 0..16 plus a label per row")
+    images = np.rint(data[:, :64] * 255 / 16).astype(np.uint8).reshape(-1, 1, 8, 8)
+    labels = data[:, 64].astype(np.int64)
+    train, test = _stratified_split(labels, 0.2, seed)
+    return (images[train], labels[train]), (images[test], labels[test]), [str(i) for i in range(10)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# JPEG tarballs (CIFAR-10), decoded once into a cache
+
+
+def default_cache_dir() -> Path:
+    """``$META_NEIGHBORHOODS_CACHE`` or ``~/.cache/meta_neighborhoods``: where decoded image sets are kept."""
+    env = os.environ.get("META_NEIGHBORHOODS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "meta_neighborhoods"
+
+
+def _tarball_entries(path: Path, split: str) -> list[_Entry]:
+    """``<split>/<class>/<image>`` members of a tarball, read into memory (CIFAR-10 JPEGs are about 1 KB each)."""
+    entries = []
+    with tarfile.open(path, "r:*") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            is_image = len(parts) == 3 and parts[0] == split and Path(parts[2]).suffix.lower() in _IMAGE_SUFFIXES
+            if member.isfile() and is_image:
+                entries.append((parts[1], f"{path}:{member.name}", io.BytesIO(tar.extractfile(member).read())))
+    return entries
+
+
+def _cached_tarball(
+    path: Path, digest: str, split: str, cache_dir: Path, *, dataset: str, hint: str
+) -> tuple[Arrays, list[str]]:
+    """The decoded split from ``<cache_dir>/<stem>-<sha256>.npz``, decoding the tarball first if needed."""
+    cache = cache_dir / f"{path.name.split('.')[0]}-{digest}.npz"
+    if not cache.is_file():
+        (images, labels), classes = _build_split(_tarball_entries(path, split), None, None, dataset=dataset,
+                                                 hint=f"{path} should hold {split}/<class>/<image>. {hint}")
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as handle:  # a handle, not the name: np.savez would append ".npz" to a name
+                np.savez(handle, images=images, labels=labels, classes=np.array(classes))
+
+        atomic_write(cache, write)  # readers never see a half-written cache
+    with np.load(cache, allow_pickle=False) as stored:
+        return (stored["images"], stored["labels"]), stored["classes"].tolist()
+
+
+def load_jpeg_tarballs(
+    name: str, data_dir: Path | None, *, folder: str, checksums: dict[str, str], cache_dir: Path | None, hint: str
+) -> Loaded:
+    """``<folder>_<split>.tar.gz`` per split, each checked against its sha256, which also keys its cache file."""
+    base = data_root(data_dir, dataset=name, hint=hint)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    parts = {}
+    for split, digest in checksums.items():
+        file = f"{folder}_{split}.tar.gz"
+        path = require_file(first_existing(base, [f"{folder}/{file}", file]), digest, dataset=name, hint=hint)
+        parts[split] = _cached_tarball(path, digest, split, cache_dir, dataset=name, hint=hint)
+    (train, classes), (test, test_classes) = parts["train"], parts["test"]
+    if test_classes != classes:
+        raise ValueError(f"{name}: train classes {classes} differ from test classes {test_classes}")
+    return train, test, classes
+
+
+# ---------------------------------------------------------------------------------------------------
+# Other sets of Table 1, by path only
+
+
+def load_cifar100(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
+    """The official python pickles. ``pickle`` can run code, so only load the files downloaded from the CIFAR page."""
+    root = _folder_root(data_dir, "cifar-100-python", "meta", dataset=name, hint=hint)
+
+    def unpickle(file: str) -> dict:
+        path = require_file(root / file, None, dataset=name, hint=hint)
+        with open(path, "rb") as handle:
+            return pickle.load(handle, encoding="bytes")
+
+    classes = [c.decode() for c in unpickle("meta")[b"fine_label_names"]]
+    splits = []
+    for file in ("train", "test"):
+        batch = unpickle(file)
+        data, labels = np.asarray(batch[b"data"], dtype=np.uint8), np.asarray(batch[b"fine_labels"], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+            raise ValueError(f"{name}: {root / file} should hold N x 3072 pixels and N fine labels, got {data.shape}")
+        splits.append((data.reshape(-1, 3, 32, 32), labels))
+    return splits[0], splits[1], classes
+
+
+def load_svhn(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
+    """The cropped-digits ``.mat`` files; their label 10 means digit 0."""
+    from scipy.io import loadmat  # imported here: scipy is slow to import and only SVHN needs it
+
+    base = data_root(data_dir, dataset=name, hint=hint)
+    splits = []
+    for split in ("train", "test"):
+        file = f"{split}_32x32.mat"
+        path = require_file(first_existing(base, [f"svhn/{file}", file]), None, dataset=name, hint=hint)
+        mat = loadmat(path)
+        images, labels = mat["X"], mat["y"].reshape(-1).astype(np.int64)
+        if images.ndim != 4 or images.shape[:3] != (32, 32, 3) or images.shape[3] != len(labels):
+            raise ValueError(f"{name}: {path} should hold X (32, 32, 3, N) and y (N, 1), got {images.shape}")
+        if labels.min() < 1 or labels.max() > 10:
+            raise ValueError(f"{name}: {path} has labels outside 1..10")
+        splits.append((np.ascontiguousarray(images.transpose(3, 2, 0, 1), dtype=np.uint8), labels % 10))
+    return splits[0], splits[1], [str(i) for i in range(10)]
+
+
+def load_folders(
+    name: str, data_dir: Path | None, *, folder: str, splits: tuple[str, str], image_size: int | None, hint: str
+) -> Loaded:
+    """Train and test ImageFolder trees; the test split must use the train split's classes."""
+    root = _folder_root(data_dir, folder, splits[0], dataset=name, hint=hint)
+    train, classes = _read_image_folder(root / splits[0], image_size, dataset=name, hint=hint)
+    test, _ = _read_image_folder(root / splits[1], image_size, classes, dataset=name, hint=hint)
+    return train, test, classes
+
+
+def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | None, hint: str) -> Loaded:
+    """``tiny-imagenet-200/`` as distributed; its test set has no labels, so ``val`` is the test split."""
+    root = _folder_root(data_dir, "tiny-imagenet-200", "wnids.txt", dataset=name, hint=hint)
+    classes = (root / "wnids.txt").read_text().split()
+    train, _ = _read_image_folder(root / "train", image_size, classes, dataset=name, hint=hint)
+    annotations = require_file(root / "val" / "val_annotations.txt", None, dataset=name, hint=hint)
+    entries = [
+        (fields[1], str(root / "val" / "images" / fields[0]), root / "val" / "images" / fields[0])
+        for fields in (line.split("\t") for line in annotations.read_text().splitlines() if line.strip())
+    ]
+    test, _ = _build_split(entries, classes, image_size, dataset=name, hint=hint)
+    return train, test, classes
+
+
+def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
+    """``mnist_m/`` as distributed: a PNG folder per split, listed with labels in ``mnist_m_<split>_labels.txt``."""
+    root = _folder_root(data_dir, "mnist_m", "mnist_m_train_labels.txt", dataset=name, hint=hint)
+    classes = [str(i) for i in range(10)]
+    splits = []
+    for split in ("train", "test"):
+        listing = require_file(root / f"mnist_m_{split}_labels.txt", None, dataset=name, hint=hint)
+        folder = root / f"mnist_m_{split}"
+        entries = []
+        for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
+            fields = line.split()
+            if len(fields) != 2:
+                if fields:
+                    raise ValueError(f"{name}: {listing} line {lineno} should be 'name label', got {line!r}")
+                continue
+            entries.append((fields[1], str(folder / fields[0]), folder / fields[0]))
+        splits.append(_build_split(entries, classes, None, dataset=name, hint=hint)[0])
+    return splits[0], splits[1], classes

@@ -1,0 +1,75 @@
+"""What a head must provide, and the registry that pairs a head class with its fast inner loop.
+
+The head contract (``Head``): any ``nn.Module`` with
+
+* ``in_features``: the feature dimension, where the dictionary's keys live;
+* ``out_features``: the target dimension, or the number of classes (the values' dimension);
+* optionally ``adapted_parameter_names(adapt)``: which of its parameters the inner loop finetunes for
+  ``adapt="all"`` and ``adapt="last"`` (default: all of them; the parameters of the last module that has any);
+* optionally ``decays_weight = False`` on the head or any submodule whose parameters weight decay must not touch
+  (default: weight decay on every parameter with two or more dimensions, see ``decayed_parameter_names``).
+
+A head with a closed-form inner loop registers it with ``@fast_path(HeadClass)``; ``fast_path_for`` finds it by
+exact type, because a subclass may change the forward pass the closed form relies on. Heads without one run
+through the generic ``torch.func`` oracle in ``adaptation.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from ..inner_loss import InnerLoop
+
+FastPath = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, InnerLoop], torch.Tensor]
+"""``path(head, z (B, d), keys (S, d), values (S, out), weights (B, S), loop) -> predictions (B, out)``."""
+
+FAST_PATHS: dict[type, FastPath] = {}
+
+
+@runtime_checkable
+class Head(Protocol):
+    """The part of the model finetuned for each input (see the module docstring for the optional parts)."""
+
+    in_features: int
+    out_features: int
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+def fast_path(head_type: type) -> Callable[[FastPath], FastPath]:
+    """Register the decorated function as ``head_type``'s closed-form inner loop."""
+
+    def register(path: FastPath) -> FastPath:
+        FAST_PATHS[head_type] = path
+        return path
+
+    return register
+
+
+def fast_path_for(head: nn.Module) -> FastPath | None:
+    """The closed-form inner loop of this head's exact type, or None when only the generic one applies."""
+    return FAST_PATHS.get(type(head))
+
+
+def adapted_parameter_names(head: nn.Module, adapt: str) -> list[str]:
+    """The head's parameters the inner loop finetunes: all of them, or those of its last layer."""
+    if hasattr(head, "adapted_parameter_names"):
+        return head.adapted_parameter_names(adapt)
+    names = [name for name, _ in head.named_parameters()]
+    if adapt == "all":
+        return names
+    last_module = [m for m in head.modules() if any(True for _ in m.parameters(recurse=False))][-1]
+    last = {id(p) for p in last_module.parameters(recurse=False)}
+    return [name for name, p in head.named_parameters() if id(p) in last]
+
+
+def decayed_parameter_names(module: nn.Module) -> list[str]:
+    """Parameters weight decay applies to: weight matrices and kernels (two or more dimensions), except in
+    submodules that declare ``decays_weight = False`` (e.g. the cosine head: decay would only shrink its
+    scale-free prototypes; the iFiLM dictionaries)."""
+    exempt = {id(p) for m in module.modules() if not getattr(m, "decays_weight", True) for p in m.parameters()}
+    return [name for name, p in module.named_parameters() if p.ndim >= 2 and id(p) not in exempt]

@@ -1,0 +1,48 @@
+"""The inner objective (Eq. 1) that each input's head is finetuned on, and what one inner loop needs to know.
+
+At the bottom of the method's modules: both the generic oracle (``adaptation.py``) and the heads' fast paths
+(``heads/``) use these, so neither has to import the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Params = dict[str, torch.Tensor]
+
+
+def inner_loss(task: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row loss L(f(k_j), v_j): squared error, or cross-entropy against a class distribution."""
+    if task == "regression":
+        return (prediction - target).pow(2).sum(-1)
+    return -(target * F.log_softmax(prediction, dim=-1)).sum(-1)
+
+
+def loss_gradient(task: str, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """d inner_loss / d prediction, row by row, written out rather than asked of ``torch.autograd.grad``.
+
+    The values are autograd's, and so are their derivatives for the second-order outer step; but being
+    plain tensor algebra, the inner loop needs no autograd at evaluation and traces into an ONNX graph.
+    """
+    if task == "regression":
+        return 2 * (prediction - target)
+    return prediction.softmax(dim=-1) * target.sum(-1, keepdim=True) - target
+
+
+@dataclass(frozen=True)
+class InnerLoop:
+    """One call's inner loop: the task's loss, how many steps, the step size of each adapted parameter (by name),
+    and whether the Hessian terms are dropped (``first_order``)."""
+
+    task: str
+    steps: int
+    alphas: Params
+    first_order: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        """The adapted parameters of the head."""
+        return list(self.alphas)

@@ -1,0 +1,92 @@
+"""What the estimators' ``save``, ``load`` and ``export_onnx`` need besides the checkpoint format itself:
+fitted attributes as JSON and tensors, checkpoint paths, and the deployable module (raw rows in, answer out)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import CheckpointError
+
+
+def to_json(value):
+    """Tuples, numpy arrays and numpy scalars as their JSON counterparts (lists, numbers); the rest unchanged."""
+    if isinstance(value, (tuple, list)):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
+
+
+def json_only(what: str, entries: dict) -> dict:
+    """``entries`` as JSON values, or a ValueError naming the one that is not (before anything is written)."""
+    entries = to_json(entries)
+    for name, value in entries.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"cannot save {what} {name}={value!r} ({error}): save() keeps JSON values only; "
+                             "pickle or joblib keep any object") from None
+    return entries
+
+
+def split_fitted(attributes: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Fitted attributes as (tensors, JSON): numeric arrays as tensors; label arrays, names and numbers as JSON."""
+    tensors, arrays, values = {}, {}, {}
+    for name, value in attributes.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            tensors[f"fitted.{name}"] = torch.from_numpy(value)
+        elif isinstance(value, np.ndarray):  # string or object labels, feature names
+            arrays[name] = {"dtype": value.dtype.str, "values": value.tolist()}
+        else:
+            values[name] = value
+    return tensors, {"fitted": json_only("fitted attribute", values), "arrays": json_only("array", arrays)}
+
+
+def join_fitted(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """The inverse of ``split_fitted``: the fitted attributes from a checkpoint's JSON and tensors."""
+    return {**meta["fitted"],
+            **{name: np.array(a["values"], dtype=a["dtype"]) for name, a in meta["arrays"].items()},
+            **{name[len("fitted."):]: t.numpy() for name, t in tensors.items() if name.startswith("fitted.")}}
+
+
+def checkpoint_stem(path) -> Path:
+    """``model`` or ``model.json`` -> the stem of checkpoint ``model.json`` + ``model.<token>.safetensors``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} is a tensor file, not a checkpoint: pass the checkpoint's stem ('model') or "
+                              "its manifest ('model.json')")
+    return path.with_suffix("") if path.suffix == ".json" else path
+
+
+class Deployed(nn.Module):
+    """Raw float32 rows in, the estimator's answer out: standardisation, network and ``output`` in one graph."""
+
+    def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module):
+        super().__init__()
+        self.model, self.output = model, output
+        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=torch.float32))
+        self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.model((x - self.x_mean) / self.x_scale))
+
+
+class Rescale(nn.Module):
+    """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, flat: bool):
+        super().__init__()
+        self.flat = flat
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        y = y * self.scale + self.mean
+        return y[:, 0] if self.flat else y

@@ -1,0 +1,48 @@
+"""Checks of user-given settings, shared by every layer: one message style, one error type.
+
+``ConfigError`` is a ``ValueError`` (what scikit-learn and PyTorch users catch), and the command line tells
+it apart from failures at run time: a bad setting is a usage error (exit status 2), not a crash (exit 1).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+
+class ConfigError(ValueError):
+    """A setting (parameter, option, command-line value) that is not allowed; the message names it."""
+
+
+def check_option(name: str, value, allowed) -> None:
+    """Reject an unknown option value with a message that lists the valid ones."""
+    if value not in allowed:
+        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
+
+
+def is_int(value) -> bool:
+    """An integer that is not a bool (numpy integers included)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int when it is an integer >= ``minimum``; otherwise a ConfigError naming it."""
+    if not (is_int(value) and value >= minimum):
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def is_real(value) -> bool:
+    """A real number that is not a bool (numpy floats and integers included)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_positive(value) -> bool:
+    """A real number above zero: a string, None or NaN fails here rather than as a TypeError later."""
+    return is_real(value) and value > 0
+
+
+def check_positive(name: str, value) -> float:
+    if not is_positive(value):
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    return float(value)

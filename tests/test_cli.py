@@ -1,0 +1,143 @@
+"""The command line: one module per command, shared options, and the exit status of each kind of error."""
+
+import subprocess
+import sys
+
+import pytest
+
+from meta_neighborhoods.cli import build_parser, main
+from meta_neighborhoods.commands import COMMANDS
+from meta_neighborhoods.validation import ConfigError
+
+NAMES = ["spiral", "regress", "ablate", "classify", "analyze", "export"]
+TRAINING = ["spiral", "regress", "ablate", "classify"]
+
+
+def _help(capsys, *argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def _spiral_raising(monkeypatch, error, tmp_path):
+    """Run ``spiral`` with its experiment replaced by one that raises ``error``; return the exit status."""
+    def run_spiral(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("meta_neighborhoods.experiments.spiral.run_spiral", run_spiral)  # imports torch: not above
+    return main(["spiral", "--out", str(tmp_path / "run"), "--quiet"])
+
+
+def test_every_command_module_registers_itself_and_runs():
+    assert [command.__name__.rsplit(".", 1)[-1] for command in COMMANDS] == NAMES
+    for command in COMMANDS:
+        assert callable(command.add_parser) and callable(command.run)
+    for name in NAMES:
+        argv = {"regress": ["--dataset", "gom"], "ablate": ["--dataset", "gom", "--param", "p", "--values", "1"],
+                "analyze": ["--run", "r", "--what", "all"], "export": ["--run", "r"]}.get(name, [])
+        args = build_parser().parse_args([name, *argv, "--out", "o"])
+        assert args.command == name and args.run.__module__ == f"meta_neighborhoods.commands.{name}"
+
+
+def test_help_lists_all_six_commands(capsys):
+    text = _help(capsys)
+    for name in NAMES:
+        assert f"    {name} " in text
+
+
+def test_help_imports_neither_torch_nor_sklearn_nor_the_experiments():
+    code = ("import sys; from meta_neighborhoods.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn') "
+            "or m.startswith('meta_neighborhoods.experiments')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_python_dash_m_runs_the_command_line():
+    done = subprocess.run([sys.executable, "-m", "meta_neighborhoods", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and all(name in done.stdout for name in NAMES)
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_training_commands_share_out_seed_device_quiet(capsys, name):
+    text = _help(capsys, name)
+    for option in ("--out", "--seed SEED", "--device {auto,cpu,cuda}", "--quiet"):
+        assert option in text
+
+
+@pytest.mark.parametrize("name", ["regress", "ablate"])
+def test_regress_and_ablate_share_the_table_source(capsys, name):
+    text = _help(capsys, name)
+    for option in ("--dataset NAME", "--data-file PATH", "--target COLUMN", "--data-dir PATH", "--folds FOLDS"):
+        assert option in text
+    assert ("all = every one whose files are present" in " ".join(text.split())) == (name == "regress")
+
+
+def test_each_command_keeps_its_own_defaults():
+    parse = build_parser().parse_args
+    classify = parse(["classify"])
+    assert classify.seed is None and classify.device is None  # not given: --resume can refuse or inherit them
+    analyze = parse(["analyze", "--run", "r", "--what", "all"])
+    assert (analyze.seed, analyze.device, analyze.out, analyze.data_dir, analyze.cache_dir) == (0, "auto", None,
+                                                                                                 None, None)
+    spiral = parse(["spiral", "--out", "o"])
+    assert (spiral.seed, spiral.device, spiral.quiet, spiral.epochs) == (0, "auto", False, 300)
+
+
+def test_image_commands_share_the_data_folders(capsys):
+    assert "--data-dir PATH" in _help(capsys, "classify") and "--cache-dir PATH" in _help(capsys, "classify")
+    text = _help(capsys, "analyze")
+    assert "--data-dir PATH" in text and "--cache-dir PATH" in text and "(default: the run's)" in text
+
+
+def test_an_argparse_error_exits_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["spiral", "--out", "o", "--device", "tpu"])
+    assert exit_info.value.code == 2 and "invalid choice: 'tpu'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["classify", "--dataset", "digits", "--quiet"], "classify needs --backbone, --method, --out"),
+    (["classify", "--resume", "r", "--seed", "1"],
+     "--resume continues a run with its saved configuration; drop --seed"),
+    (["regress", "--dataset", "gom", "--target", "y", "--out", "o"], "--target only applies to --data-file"),
+    (["ablate", "--data-file", "t.csv", "--param", "p", "--values", "1", "--out", "o"], "--data-file needs --target"),
+])
+def test_a_usage_error_exits_2_with_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"meta-neighborhoods {argv[0]}: error: ") and message in error
+    assert error.count("\n") == 1
+
+
+def test_a_config_error_exits_2_and_other_value_errors_exit_1(monkeypatch, tmp_path, capsys):
+    from meta_neighborhoods.checkpoint import CheckpointError
+
+    assert _spiral_raising(monkeypatch, ConfigError("epochs must be a positive integer, got 0"), tmp_path) == 2
+    assert capsys.readouterr().err == "meta-neighborhoods spiral: error: epochs must be a positive integer, got 0\n"
+    assert _spiral_raising(monkeypatch, ValueError("the loss is not finite"), tmp_path) == 1
+    assert capsys.readouterr().err == "meta-neighborhoods spiral: error: the loss is not finite\n"
+    assert _spiral_raising(monkeypatch, CheckpointError("checkpoint damaged"), tmp_path) == 1
+    assert capsys.readouterr().err == "meta-neighborhoods spiral: error: checkpoint damaged\n"
+    assert _spiral_raising(monkeypatch, FloatingPointError("overflow"), tmp_path) == 1
+
+
+def test_an_unwritable_output_folder_exits_1(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["spiral", "--out", str(tmp_path / "file" / "run"), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("meta-neighborhoods spiral: error: cannot write to output directory")
+    assert error.count("\n") == 1
+
+
+def test_a_missing_run_folder_exits_1(tmp_path, capsys):
+    assert main(["analyze", "--run", str(tmp_path / "nope"), "--what", "cosine", "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("meta-neighborhoods analyze: error: ") and "does not exist" in error
+    assert error.count("\n") == 1
+
+
+def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, tmp_path, capsys):
+    assert _spiral_raising(monkeypatch, KeyboardInterrupt(), tmp_path) == 130
+    assert capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"
