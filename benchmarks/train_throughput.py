@@ -1,8 +1,8 @@
 """Training throughput: images/s of one training step for the four Table 1 methods on two backbones.
 
 One step is what ``training.fit`` does per batch: forward, the (meta-)loss, backward, gradients clipped by
-value, AdamW step (weight decay as ``training.parameter_groups``). The models are ``build_model`` from the
-classification experiment (dictionary of 100 slots, 10 classes), fed random inputs and labels in training
+value, AdamW step (weight decay as ``MetaNeighborhoods.parameter_groups``). The models are ``runs.build_model``
+(dictionary of 100 slots, 10 classes), fed random inputs and labels in training
 mode: ConvNet4 on 1x28x28, ResNet-29 on 3x32x32. Each time is the median over ``--steps`` timed steps after
 warm-up (one step on the CPU, three on CUDA), all in this process (synchronised on CUDA); the four methods of a
 backbone take turns step by step. Goal: MN+iFiLM keeps at least 0.6x of vanilla's throughput.
@@ -26,8 +26,8 @@ import json
 import torch
 from torch import nn
 
-from meta_neighborhoods.experiments.classification import GRAD_CLIP, METHODS, build_model
-from meta_neighborhoods.training import parameter_groups
+from meta_neighborhoods.experiments.classification import GRAD_CLIP
+from meta_neighborhoods.runs import METHODS, build_model
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 BACKBONES = {"convnet4": (1, 28), "resnet29": (3, 32)}  # name: (channels, side)
@@ -40,7 +40,7 @@ def training_step(method: str, backbone: str, batch: int, device: torch.device):
     channels, side = BACKBONES[backbone]
     torch.manual_seed(0)
     model = build_model(method, backbone, channels, CLASSES, DICTIONARY_SIZE).to(device).train()
-    optimizer = torch.optim.AdamW(parameter_groups(model, 7.5e-5), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameter_groups(7.5e-5), lr=1e-3)
     x = torch.randn(batch, channels, side, side, device=device)
     y = torch.randint(CLASSES, (batch,), device=device)
 

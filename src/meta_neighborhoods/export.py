@@ -29,8 +29,9 @@ import torch
 from torch import nn
 
 from .heads import FAST_PATHS, fast_path_for
-from .model import MetaNeighborhoods
 from .io import atomic_write, prepare_out_dir
+from .model import MetaNeighborhoods
+from .runs import load_best_model
 
 OPSET = 18
 INPUT, OUTPUT = "input", "output"
@@ -129,8 +130,6 @@ def export_run(run_dir, path, seed: int = 0) -> tuple[Path, float]:
     std of the run's training split, as in training (any height and width: the backbones end in global pooling; the
     network was trained at its data set's size). Output: the class logits (batch, classes) of the adapted predictor.
     """
-    from .runs import load_best_model
-
     _require("onnx", "onnxscript", "onnxruntime")
     model, info = load_best_model(run_dir)
     channels = info["model_args"]["in_channels"]

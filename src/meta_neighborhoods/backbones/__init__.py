@@ -1,53 +1,16 @@
 """Backbone registry: feature extractors mu_theta that feed the cosine classifier.
 
-Every backbone maps (B, C, H, W) to (B, out_features) through global average
-pooling and ends in a BatchNorm without ReLU, so features are roughly Gaussian
-(Sec. 2.3) and the dictionary keys can be initialised from a Gaussian.
-BatchNorm layers are built by a caller-supplied `norm_layer(num_channels,
-last_in_stage)` so iFiLM can wrap all of them or only the last of each stage.
+The backbone contract: a constructor ``name(in_channels, norm_layer, **kwargs)`` registered with
+``@register_backbone`` (one file in this package plus its import below), whose
+module maps (B, C, H, W) to (B, out_features) through global average pooling and ends in a BatchNorm
+without ReLU, so features are roughly Gaussian (Sec. 2.3) and the dictionary keys can be initialised from
+a Gaussian. It exposes ``out_features`` and ``num_stages``. BatchNorm layers are built by a caller-supplied
+``norm_layer(num_channels, last_in_stage)``, ``last_in_stage`` True for exactly one BN per stage (the
+final BN closes the last one), so iFiLM can wrap all of them or only the last of each stage. The tests
+iterate the registry: a new backbone needs no test edit.
 """
 
-from typing import Callable
+from . import convnet4, densenet, resnet  # noqa: F401 (each registers its backbones)
+from .base import NormLayer, available_backbones, batch_norm, create_backbone, init_weights, register_backbone
 
-import torch.nn as nn
-
-NormLayer = Callable[[int, bool], nn.Module]
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_backbone(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a backbone constructor under its function name."""
-    _REGISTRY[fn.__name__] = fn
-    return fn
-
-
-def available_backbones() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_backbone(name: str, in_channels: int = 3, norm_layer: NormLayer | None = None,
-                    **kwargs) -> nn.Module:
-    """Build a registered backbone; `kwargs` go to its constructor (e.g. `stem_width`)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
-    return _REGISTRY[name](in_channels=in_channels, norm_layer=norm_layer or batch_norm, **kwargs)
-
-
-def batch_norm(num_channels: int, last_in_stage: bool = False) -> nn.Module:
-    """Default norm layer; `last_in_stage` only matters to replacements such as iFiLM."""
-    return nn.BatchNorm2d(num_channels)
-
-
-def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs (ReLU nets), identity-initialised BatchNorms."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
-# Imported last: the modules register themselves with the decorator defined above.
-from meta_neighborhoods.backbones import convnet4, densenet, resnet  # noqa: E402, F401
+__all__ = ["NormLayer", "available_backbones", "batch_norm", "create_backbone", "init_weights", "register_backbone"]

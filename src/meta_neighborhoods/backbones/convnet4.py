@@ -3,7 +3,7 @@
 import torch
 import torch.nn as nn
 
-from meta_neighborhoods.backbones import NormLayer, batch_norm, init_weights, register_backbone
+from .base import NormLayer, batch_norm, init_weights, register_backbone
 
 
 class ConvNet4(nn.Module):
@@ -26,7 +26,7 @@ class ConvNet4(nn.Module):
                 layers.append(nn.MaxPool2d(3, stride=2, padding=1))
             in_channels = width
         self.features = nn.Sequential(*layers)
-        self.out_features = in_channels
+        self.out_features, self.num_stages = in_channels, len(self.widths)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meta_neighborhoods.backbones import NormLayer, batch_norm, init_weights, register_backbone
+from .base import NormLayer, batch_norm, init_weights, register_backbone
 
 
 class DenseLayer(nn.Module):
@@ -62,7 +62,7 @@ class DenseNetBC(nn.Module):
                 channels = out_channels
         layers.append(norm_layer(channels, True))
         self.features = nn.Sequential(*layers)
-        self.out_features = channels
+        self.out_features, self.num_stages = channels, 3
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

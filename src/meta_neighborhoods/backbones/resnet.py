@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meta_neighborhoods.backbones import NormLayer, batch_norm, init_weights, register_backbone
+from .base import NormLayer, batch_norm, init_weights, register_backbone
 
 
 class PreActBottleneck(nn.Module):
@@ -61,7 +61,7 @@ class PreActResNet(nn.Module):
                 channels = width
         self.blocks = nn.Sequential(*blocks)
         self.final_bn = norm_layer(channels, True)
-        self.out_features = channels
+        self.out_features, self.num_stages = channels, len(self.widths)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

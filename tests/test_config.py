@@ -1,0 +1,72 @@
+"""MNConfig: one home for the method's defaults and their validation, shared by every front end."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from meta_neighborhoods.config import FIELDS, MNConfig
+from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.runs import IMAGE_CONFIG, build_model
+from meta_neighborhoods.validation import ConfigError
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("task", "ranking", "unknown task 'ranking'; expected one of 'regression', 'classification'"),
+    ("dictionary_size", -1, "dictionary_size must be a non-negative integer, got -1"),
+    ("dictionary_size", 2.5, "dictionary_size must be a non-negative integer"),
+    ("similarity", "manhattan", "unknown similarity 'manhattan'; expected one of 'cosine', 'euclidean'"),
+    ("temperature", 0.0, "temperature must be positive, got 0.0"),
+    ("temperature", "hot", "temperature must be positive"),
+    ("inner_steps", 0, "inner_steps must be a positive integer, got 0"),
+    ("inner_steps", True, "inner_steps must be a positive integer"),
+    ("step_size", "full", "unknown step size 'full'; expected one of 'scalar', 'diagonal'"),
+    ("step_size_init", -0.1, "step_size_init must be positive"),
+    ("adapt", "first", "unknown adapt 'first'; expected one of 'all', 'last'"),
+    ("values", "soft", "unknown values 'soft'"),
+    ("key_init", "zeros", "unknown key_init 'zeros'; expected one of 'samples', 'gaussian'"),
+    ("key_std", 0, "key_std must be positive"),
+    ("slot_dropout", 1.0, r"slot_dropout must be in \[0, 1\), got 1.0"),
+    ("implementation", "cuda", "unknown implementation 'cuda'"),
+    ("learn_temperature", "yes", "learn_temperature must be True or False"),
+    ("first_order", 1, "first_order must be True or False"),
+])
+def test_every_field_is_checked_and_named(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        MNConfig(**{field: value})
+    with pytest.raises(ValueError, match=message):  # a ConfigError is a ValueError, as scikit-learn users expect
+        MNConfig().replace(**{field: value})
+
+
+def test_replace_refuses_unknown_fields_and_lists_them():
+    with pytest.raises(ConfigError, match="unknown MNConfig field.*dictionary_sise.*fields: adapt, dictionary_size"):
+        MNConfig().replace(dictionary_sise=4)
+
+
+def test_numbers_become_plain_python_values():
+    config = MNConfig(dictionary_size=np.int64(8), inner_steps=np.int32(2), temperature=np.float32(0.5),
+                      learn_temperature=np.bool_(True))
+    assert [type(getattr(config, name)) for name in ("dictionary_size", "inner_steps", "temperature",
+                                                     "learn_temperature")] == [int, int, float, bool]
+    assert set(config.to_dict()) == FIELDS
+
+
+def test_model_keywords_override_the_config():
+    model = MetaNeighborhoods(MLPHead(3, (4,), 1), MNConfig(dictionary_size=5), inner_steps=2)
+    assert model.config == MNConfig(dictionary_size=5, inner_steps=2)
+    assert model.dictionary.size == 5 and model.adaptation.steps == 2
+    assert MetaNeighborhoods(MLPHead(3, (), 1), dictionary_size=0).vanilla
+
+
+def test_defaults_the_estimators_share_with_the_method_are_the_method_defaults():
+    defaults = {name: p.default for name, p in inspect.signature(MetaNeighborhoodsRegressor).parameters.items()}
+    for name in ("inner_steps", "step_size", "step_size_init", "adapt"):
+        assert defaults[name] == getattr(MNConfig(), name), name
+
+
+def test_image_methods_use_the_image_config():
+    model = build_model("mn", "convnet4", 1, 3, dictionary_size=6)
+    assert model.config == IMAGE_CONFIG.replace(dictionary_size=6)
+    assert build_model("vanilla", "convnet4", 1, 3, dictionary_size=6).vanilla

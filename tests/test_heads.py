@@ -1,0 +1,65 @@
+"""The head contract (heads/base.py): the fast-path registry, which parameters adapt and which decay."""
+
+import torch
+from torch import nn
+
+from meta_neighborhoods.heads import (
+    FAST_PATHS, CosineHead, MLPHead, adapted_parameter_names, decayed_parameter_names, fast_path, fast_path_for,
+)
+from meta_neighborhoods.model import MetaNeighborhoods
+
+
+class TwoLayers(nn.Module):
+    """A head without its own ``adapted_parameter_names``: the defaults apply."""
+
+    def __init__(self):
+        super().__init__()
+        self.in_features, self.out_features = 3, 2
+        self.first, self.second = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, z):
+        return self.second(torch.relu(self.first(z)))
+
+
+def test_a_head_without_a_fast_path_gets_the_defaults():
+    head = TwoLayers()
+    assert fast_path_for(head) is None
+    assert adapted_parameter_names(head, "all") == ["first.weight", "first.bias", "second.weight", "second.bias"]
+    assert adapted_parameter_names(head, "last") == ["second.weight", "second.bias"]
+    assert decayed_parameter_names(head) == ["first.weight", "second.weight"]
+
+
+def test_fast_paths_are_found_by_exact_type():
+    class Subclass(MLPHead):
+        pass
+
+    assert fast_path_for(MLPHead(3, (), 1)) is FAST_PATHS[MLPHead]
+    assert fast_path_for(Subclass(3, (), 1)) is None  # it may change the forward pass the closed form relies on
+
+
+def test_a_registered_fast_path_is_what_the_inner_loop_runs():
+    calls = []
+
+    class Marked(TwoLayers):
+        pass
+
+    @fast_path(Marked)
+    def marked(head, z, keys, values, weights, loop):
+        calls.append((loop.task, loop.steps, sorted(loop.alphas)))
+        return torch.zeros(len(z), head.out_features)
+
+    try:
+        model = MetaNeighborhoods(Marked(), dictionary_size=4, inner_steps=2, adapt="last")
+        assert model(torch.randn(5, 3)).shape == (5, 2)
+        assert calls == [("regression", 2, ["second.bias", "second.weight"])]
+    finally:
+        del FAST_PATHS[Marked]
+
+
+def test_weight_decay_follows_the_contract():
+    model = MetaNeighborhoods(CosineHead(4, 3), task="classification", dictionary_size=5, extractor=nn.Linear(6, 4))
+    decayed, exempt = model.parameter_groups(1e-3)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert [names[id(p)] for p in decayed["params"]] == ["extractor.weight"]  # not the cosine head's prototypes
+    assert decayed["weight_decay"] == 1e-3 and exempt["weight_decay"] == 0.0
+    assert {names[id(p)] for p in exempt["params"]} == set(names.values()) - {"extractor.weight"}

@@ -1,0 +1,99 @@
+"""The package's structure, as docs/architecture.md describes it: small modules and functions, imports that only
+point down the layers, no cycles. A change that breaks the layout fails here, not in a later review."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "meta_neighborhoods"
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one line per parameter
+# Bottom to top; a module may import from its own layer and the ones below (docs/architecture.md).
+LAYERS = [
+    ["", "validation", "io", "inner_loss", "callbacks", "distributed", "plots"],
+    ["config"],
+    ["similarity", "dictionary", "heads", "film", "backbones"],
+    ["adaptation", "model"],
+    ["datasets"],
+    ["checkpoint", "training", "persistence", "runs", "export"],
+    ["estimators", "experiments"],
+    ["commands", "cli", "__main__"],
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+MODULES = sorted(ROOT.rglob("*.py"))
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Package-relative names of the modules ``path`` imports (at the top or inside functions)."""
+    package = _name(path).split(".") if path.name == "__init__.py" else _name(path).split(".")[:-1]
+    package = [p for p in package if p]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - (node.level - 1)] + ([node.module] if node.module else [])
+            for alias in node.names:
+                candidate = [*base, alias.name]
+                is_module = (ROOT.joinpath(*candidate).with_suffix(".py").exists()
+                             or ROOT.joinpath(*candidate).is_dir())
+                found.add(".".join(candidate if is_module else base))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("meta_neighborhoods"):
+            found.add(node.module.removeprefix("meta_neighborhoods").lstrip("."))
+    return found - {_name(path)}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    if top not in LAYER:
+        raise AssertionError(f"{module} is in no layer of tests/test_layout.py; add it (and to docs/architecture.md)")
+    return LAYER[top]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_are_small(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (path.name, node.name) not in \
+                LONG_FUNCTIONS_ALLOWED:
+            assert node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES, f"{node.name} is too long"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_point_down_the_layers(path):
+    module = _name(path)
+    upward = [other for other in _imports(path) if _layer(other) > _layer(module)]
+    assert not upward, f"{module} (layer {_layer(module)}) imports from a higher layer: {upward}"
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` (module -> the modules it imports), or None."""
+    done, active = set(), []
+
+    def visit(module):
+        if module in active:
+            return active[active.index(module):] + [module]
+        if module in done:
+            return None
+        active.append(module)
+        found = next((c for other in sorted(graph.get(module, ())) if (c := visit(other))), None)
+        active.pop()
+        done.add(module)
+        return found
+
+    return next((c for module in sorted(graph) if (c := visit(module))), None)
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_cycles():
+    cycle = _cycle({_name(path): _imports(path) for path in MODULES})
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
