@@ -5,7 +5,7 @@ import inspect
 import numpy as np
 import pytest
 
-from meta_neighborhoods.config import FIELDS, MNConfig
+from meta_neighborhoods.config import FIELDS, ClassificationConfig, MNConfig, SpiralConfig
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
@@ -70,3 +70,31 @@ def test_image_methods_use_the_image_config():
     model = build_model("mn", "convnet4", 1, 3, dictionary_size=6)
     assert model.config == IMAGE_CONFIG.replace(dictionary_size=6)
     assert build_model("vanilla", "convnet4", 1, 3, dictionary_size=6).vanilla
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"batch_size": "32"}, "batch_size must be a positive integer"),
+    ({"dictionary_size": 0}, "dictionary size must be a positive integer"),
+    ({"key_init": "zeros"}, "unknown key initialisation 'zeros'"),
+    ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"seed": -1}, "seed must be a non-negative integer"),
+])
+def test_a_classify_run_checks_its_arguments(options, message):
+    with pytest.raises(ConfigError, match=message):
+        ClassificationConfig("digits", "convnet4", "mn", **options)
+
+
+def test_the_command_lines_show_the_run_configs_defaults(capsys):
+    from meta_neighborhoods.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["classify", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"training epochs (default {ClassificationConfig.epochs})" in text
+    assert f"mini-batch size (default {ClassificationConfig.batch_size})" in text
+    with pytest.raises(SystemExit):
+        main(["spiral", "--help"])
+    assert f"(default {SpiralConfig.epochs})" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        SpiralConfig(epochs=0)

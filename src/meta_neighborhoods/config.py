@@ -1,8 +1,9 @@
-"""The method's hyper-parameters in one frozen, validated object: ``MNConfig``.
+"""Settings in frozen, validated objects: the method's (``MNConfig``) and those of the runs built on it.
 
-Every front end (the scikit-learn estimators, ``classify``, ``spiral``, the ablations) builds one of these
+Every front end (the scikit-learn estimators, ``classify``, ``spiral``, the ablations) builds an ``MNConfig``
 and hands it to ``MetaNeighborhoods``; the defaults below are the only ones, and ``__post_init__`` is the only
-place a method setting is checked.
+place a method setting is checked. ``SpiralConfig`` and ``ClassificationConfig`` hold the arguments of a spiral
+or classify run, with the command line's defaults. This module imports no torch, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -88,3 +89,58 @@ class MNConfig:
 
 
 FIELDS = frozenset(f.name for f in fields(MNConfig))
+
+
+# Sec. 4.1: 100 neighbours with fixed labels, negative Euclidean similarity at T = 0.1; a large first step.
+SPIRAL_METHOD = MNConfig(task="classification", temperature=0.1, values="fixed", step_size_init=0.5)
+
+
+@dataclass(frozen=True)
+class SpiralConfig:
+    """The two-spiral toy: training budget, data and what is recorded for the figure and the animation."""
+
+    seed: int = 0
+    epochs: int = 300
+    batch_size: int = 256
+    learning_rate: float = 0.01
+    method: MNConfig = SPIRAL_METHOD
+    n_per_class: int = 800
+    noise: float = 0.5
+    snapshots: int = 30  # moments recorded for the figure and the animation
+    animation: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "n_per_class", "snapshots"):
+            check_int(name, getattr(self, name))
+        check_positive("learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class ClassificationConfig:
+    """The arguments of a classify run: with them, a run can be repeated exactly. Names of data sets,
+    backbones and methods are checked by the experiment, which has the registries."""
+
+    dataset: str
+    backbone: str
+    method: str
+    epochs: int = 100
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 7.5e-5
+    train_subset: int | None = None
+    dictionary_size: int | None = None  # None: 10 per class (``classification.NEIGHBOURS_PER_CLASS``)
+    key_init: str = "gaussian"  # the authors' N(0, 0.05^2); or "samples": features of training images
+    seed: int = 0
+    device: str = "auto"
+    data_dir: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
+        if self.dictionary_size is not None:  # train_subset is checked against the data by ImageBatches
+            check_int("dictionary size", self.dictionary_size)
+        check_positive("learning_rate", self.learning_rate)
+        check_option("key initialisation", self.key_init, KEY_INITS)
+        check_option("device", self.device, DEVICES)
+        check_int("seed", self.seed, minimum=0)

@@ -1,16 +1,17 @@
 """``meta-neighborhoods classify``: image classification of Table 1, a new run or ``--resume`` of one.
 
 The run options default to None so that ``--resume`` can tell which were given (and refuse them: a resumed
-run keeps its saved configuration); a new run then fills them in from ``CLASSIFY_DEFAULTS``.
+run keeps its saved configuration); a new run passes on those given, and ``ClassificationConfig`` supplies
+the defaults of the rest (its defaults are the ones ``--help`` shows).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..config import ClassificationConfig as Defaults
 from .common import UsageError, data_folders, device, output, parent, quiet, seed
 
-CLASSIFY_DEFAULTS = {"epochs": 100, "batch_size": 128, "seed": 0, "key_init": "gaussian", "device": "auto"}
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
                         "dictionary_size", "out")
 REQUIRED = ("dataset", "backbone", "method", "out")
@@ -19,8 +20,8 @@ REQUIRED = ("dataset", "backbone", "method", "out")
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "classify", help="image classification of Table 1: vanilla, vanilla+iFiLM, Meta-Neighborhoods, MN+iFiLM",
-        parents=[output(required=False), seed(None, help=f"random seed (default {CLASSIFY_DEFAULTS['seed']})"),
-                 device(default=None, shown=CLASSIFY_DEFAULTS["device"]), quiet(), _configuration(), data_folders()],
+        parents=[output(required=False), seed(None, help=f"random seed (default {Defaults.seed})"),
+                 device(default=None, shown=Defaults.device), quiet(), _configuration(), data_folders()],
         description="Train one method (or all four) on an image data set with a cosine-classifier head: AdamW, "
                     "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs, a seeded 10% validation "
                     "split (at most 5000 images) held out of the training set; the best-on-validation weights "
@@ -49,9 +50,9 @@ def _configuration():
     parser.add_argument("--method", metavar="METHOD",
                         help="vanilla (backbone + cosine head), vanilla_ifilm (iFiLM after every BatchNorm), "
                              "mn (Meta-Neighborhoods), mn_ifilm (both), or all (the four, into OUT/<method>/)")
-    parser.add_argument("--epochs", type=int, help=f"training epochs (default {CLASSIFY_DEFAULTS['epochs']})")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {Defaults.epochs})")
     parser.add_argument("--batch-size", type=int,
-                        help=f"mini-batch size (default {CLASSIFY_DEFAULTS['batch_size']}); under torchrun the "
+                        help=f"mini-batch size (default {Defaults.batch_size}); under torchrun the "
                              "global batch, split over processes")
     parser.add_argument("--train-subset", type=int, metavar="N",
                         help="train on N images of the training split only (seeded), for quick CPU runs")
@@ -64,7 +65,7 @@ def _configuration():
 
 
 def check_options(args) -> None:
-    """--resume takes none of the run options; a new run needs the four without a default. Fills the defaults."""
+    """--resume takes none of the run options; a new run needs the four without a default."""
     if args.resume is not None:
         given = [f"--{name.replace('_', '-')}" for name in CLASSIFY_RUN_OPTIONS if getattr(args, name) is not None]
         if given:
@@ -73,9 +74,6 @@ def check_options(args) -> None:
     missing = [f"--{name}" for name in REQUIRED if getattr(args, name) is None]
     if missing:
         raise UsageError(f"classify needs {', '.join(missing)} (or --resume DIR to continue a run)")
-    for name, default in CLASSIFY_DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, default)
 
 
 def run(args) -> int:
@@ -89,11 +87,9 @@ def run(args) -> int:
         result = resume_classification(out, device=args.device, progress=not args.quiet, **folders)
     else:
         out = Path(args.out)
-        result = run_classification(
-            args.dataset, args.backbone, args.method, out, args.epochs, batch_size=args.batch_size,
-            train_subset=args.train_subset, device=args.device, seed=args.seed, progress=not args.quiet,
-            dictionary_size=args.dictionary_size, key_init=args.key_init, **folders,
-        )
+        given = {name: getattr(args, name) for name in (*CLASSIFY_RUN_OPTIONS, "device", *folders)
+                 if name not in REQUIRED and getattr(args, name) is not None}
+        result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet, **given)
     if distributed.is_main():
         _report(result, out)
     return 0

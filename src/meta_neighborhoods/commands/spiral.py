@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..config import SpiralConfig
 from .common import run_options
 
 
@@ -12,14 +13,14 @@ def add_parser(subparsers) -> None:
                     "negative Euclidean similarity, T = 0.1) on two spirals; writes metrics.json, spiral.png and "
                     "spiral.gif (test predictions, neighbours coloured by value, their trajectories).",
     )
-    parser.add_argument("--epochs", type=int, default=300,
+    parser.add_argument("--epochs", type=int, default=SpiralConfig.epochs,
                         help="training epochs of 1600 points (default %(default)s)")
     parser.add_argument("--no-animation", action="store_true", help="skip the GIF")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..experiments.spiral import SpiralConfig, run_spiral
+    from ..experiments.spiral import run_spiral
 
     config = SpiralConfig(seed=args.seed, epochs=args.epochs, animation=not args.no_animation)
     metrics = run_spiral(args.out, config, device=args.device, progress=not args.quiet)

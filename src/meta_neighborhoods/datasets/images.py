@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..validation import ConfigError
 from .image_formats import (
     Loaded,
     load_cifar100,
@@ -112,7 +113,7 @@ class ImageSpec:
         unknown = sorted(set(overrides) - set(self.settable))
         if unknown:
             accepted = list(self.settable) or "none"
-            raise ValueError(f"{name}: unknown option(s) {unknown}; this data set accepts {accepted}")
+            raise ConfigError(f"{name}: unknown option(s) {unknown}; this data set accepts {accepted}")
         options = {**self.options, **overrides}
         if self.cached:
             options["cache_dir"] = cache_dir
@@ -230,6 +231,6 @@ def load_image_dataset(
     """Load a registered image data set (see the module docstring); ``options`` e.g. ``image_size`` for imagenet."""
     spec = IMAGE_DATASETS.get(name)
     if spec is None:
-        raise ValueError(f"unknown image data set {name!r}; known: {', '.join(IMAGE_DATASETS)}")
+        raise ConfigError(f"unknown image data set {name!r}; known: {', '.join(IMAGE_DATASETS)}")
     return spec.load(name, Path(data_dir) if data_dir is not None else None,
                      Path(cache_dir) if cache_dir is not None else None, options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validation import ConfigError
+
 
 def make_spirals(n_per_class: int = 800, noise: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Points (2 n, 2) and labels (2 n,) of two concentric spirals, as in the authors' generator.
@@ -12,7 +14,7 @@ def make_spirals(n_per_class: int = 800, noise: float = 0.5, seed: int = 0) -> t
     uniform jitter ``U * noise``; class 1 is class 0 mirrored through the origin.
     """
     if n_per_class < 1:
-        raise ValueError(f"n_per_class must be positive, got {n_per_class}")
+        raise ConfigError(f"n_per_class must be positive, got {n_per_class}")
     rng = np.random.default_rng(seed)
     n = np.sqrt(rng.random(n_per_class)) * 780 * (2 * np.pi) / 360
     x = -np.cos(n) * n + rng.random(n_per_class) * noise

@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..validation import ConfigError
 from .files import data_root, first_existing, require_file
 
 __all__ = ["Table", "TableSpec", "TABLES", "available_tables", "load_table", "load_csv_table"]
@@ -326,7 +327,7 @@ def load_table(name: str, data_dir: Path | str | None = None) -> Table:
     """Load a registered table; ``data_dir`` overrides where its files are looked for (see module docstring)."""
     spec = TABLES.get(name)
     if spec is None:
-        raise ValueError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}")
+        raise ConfigError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}")
     return spec.load(name, Path(data_dir) if data_dir is not None else None)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,7 +37,7 @@ from torch import nn
 from .. import __version__, checkpoint, distributed
 from ..backbones import available_backbones
 from ..callbacks import Callback, History, Progress
-from ..config import KEY_INITS
+from ..config import ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import IMAGE_DATASETS, ImageDataset, ImageSplit, load_image_dataset
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
@@ -45,7 +45,7 @@ from ..model import MetaNeighborhoods
 from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHODS, METRICS, SPLIT, BestCheckpoint, Split,
                     build_model, load_checkpoint, write_split)
 from ..training import OptimizerSpec, fit, resolve_device
-from ..validation import ConfigError, check_int, check_option
+from ..validation import ConfigError
 
 RELOCATABLE = ("device", "data_dir", "cache_dir")  # settings a resumed run may change: they do not alter results
 RUN_FIELDS = ("dictionary_size", "key_init")  # MNConfig fields each run sets (recorded with its arguments)
@@ -53,26 +53,6 @@ NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
 GRAD_CLIP = 10.0
 LR_DROP_AT = 2 / 3  # fraction of the epochs after which the learning rate drops tenfold
-
-
-@dataclass(frozen=True)
-class ClassificationConfig:
-    """The arguments of ``run_classification``: with them, a run can be repeated exactly."""
-
-    dataset: str
-    backbone: str
-    method: str
-    epochs: int
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 7.5e-5
-    train_subset: int | None = None
-    dictionary_size: int | None = None  # None: NEIGHBOURS_PER_CLASS x classes
-    key_init: str = "gaussian"  # the authors' N(0, 0.05^2); or "samples": features of training images
-    seed: int = 0
-    device: str = "auto"
-    data_dir: str | None = None
-    cache_dir: str | None = None
 
 
 class Splits(NamedTuple):
@@ -275,30 +255,23 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     return comparison
 
 
-def run_classification(dataset_name: str, backbone: str, method: str, out, epochs: int, batch_size: int = 128,
-                       learning_rate: float = 1e-3, weight_decay: float = 7.5e-5, train_subset: int | None = None,
-                       data_dir=None, cache_dir=None, device: str = "auto", seed: int = 0, progress: bool = True,
-                       dictionary_size: int | None = None, key_init: str = "gaussian") -> dict:
+def run_classification(dataset: str, backbone: str, method: str, out, progress: bool = True, **options) -> dict:
     """Train and test one method (``out/metrics.json``, ``config.json``, checkpoints) and return its metrics.
 
-    ``method="all"`` runs every method of ``METHODS`` into ``out/<method>/`` and returns the comparison
+    ``options`` are the other fields of ``ClassificationConfig`` (epochs, batch_size, seed, device, ...), with its
+    defaults. ``method="all"`` runs every method of ``METHODS`` into ``out/<method>/`` and returns the comparison
     (also written to ``out/comparison.json`` and ``out/comparison.md``).
     """
-    _check_names(dataset_name, backbone, method)
-    check_int("epochs", epochs)
-    if dictionary_size is not None:
-        check_int("dictionary size", dictionary_size)
-    check_option("key initialisation", key_init, KEY_INITS)
-    torch_device = resolve_device(device)
+    _check_names(dataset, backbone, method)
+    options = {**options, **{k: str(options[k]) for k in ("data_dir", "cache_dir") if options.get(k) is not None}}
+    config = ClassificationConfig(dataset, backbone, method, **options)
+    torch_device = resolve_device(config.device)
     if distributed.is_main():
         out = prepare_out_dir(out)
-    dataset = load_image_dataset(dataset_name, data_dir, cache_dir)
-    config = ClassificationConfig(
-        dataset_name, backbone, method, epochs, batch_size, learning_rate, weight_decay, train_subset,
-        dictionary_size or NEIGHBOURS_PER_CLASS * len(dataset.classes), key_init, seed, device,
-        None if data_dir is None else str(data_dir), None if cache_dir is None else str(cache_dir),
-    )
-    return _execute(config, dataset, Path(out), torch_device, progress, resume=False)
+    data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
+    if config.dictionary_size is None:
+        config = replace(config, dictionary_size=NEIGHBOURS_PER_CLASS * len(data.classes))
+    return _execute(config, data, Path(out), torch_device, progress, resume=False)
 
 
 def resume_classification(out, device: str | None = None, progress: bool = True, data_dir=None,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 from ..callbacks import Callback, Progress
-from ..config import MNConfig
+from ..config import SpiralConfig
 from ..datasets.batches import TensorBatches
 from ..datasets.spiral import make_spirals
 from ..heads import LinearHead
@@ -17,23 +17,6 @@ from ..io import prepare_out_dir, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..training import OptimizerSpec, fit, resolve_device
-
-# Sec. 4.1: 100 neighbours with fixed labels, negative Euclidean similarity at T = 0.1; a large first step.
-SPIRAL_CONFIG = MNConfig(task="classification", temperature=0.1, values="fixed", step_size_init=0.5)
-
-
-@dataclass
-class SpiralConfig:
-    seed: int = 0
-    epochs: int = 300
-    batch_size: int = 256
-    learning_rate: float = 0.01
-    method: MNConfig = SPIRAL_CONFIG
-    n_per_class: int = 800
-    noise: float = 0.5
-    snapshots: int = 30  # moments recorded for the figure and the animation
-    animation: bool = True
-
 
 def _data(config: SpiralConfig, device):
     """Train and test spirals from separate seeds, standardised with the training statistics."""
