@@ -29,7 +29,7 @@ class StepSize(nn.Module):
     Stored signed and used as ``|alpha|``, as in the authors' code, so it stays non-negative.
     """
 
-    def __init__(self, shapes: dict[str, torch.Size], kind: str = "scalar", init: float = 0.05):
+    def __init__(self, shapes: dict[str, torch.Size], kind: str, init: float):
         super().__init__()
         self.kind, self.names = kind, list(shapes)
         if kind == "scalar":
