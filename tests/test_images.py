@@ -433,3 +433,32 @@ def test_subset_uses_a_seeded_part_of_the_split(split):
 def test_bad_augment_is_refused(split):
     with pytest.raises(ValueError, match="augment"):
         ImageBatches(split, (0.0,) * 3, (1.0,) * 3, augment="mixup")
+
+
+class _RunsCode:
+    """What a crafted pickle holds: unpickling it calls os.system (here: touch a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("file", ["meta", "train"])
+def test_a_crafted_cifar100_pickle_runs_no_code(tmp_path, file):
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    data = np.zeros((2, 3072), dtype=np.uint8)
+    contents = {"meta": {b"fine_label_names": [b"a", b"b"]},
+                "train": {b"data": data, b"fine_labels": [0, 1]}, "test": {b"data": data, b"fine_labels": [1, 0]}}
+    marker = tmp_path / "pwned"
+    contents[file] = {**contents[file], b"extra": _RunsCode(marker)}
+    for name, content in contents.items():
+        (root / name).write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(ValueError, match=f"{file} is not an official CIFAR-100 python file, refused: it asks for "
+                                         "posix.system"):
+        load_image_dataset("cifar100", data_dir=tmp_path)
+    assert not marker.exists()
