@@ -229,3 +229,62 @@ def test_a_checkpoint_without_a_stateful_field_is_refused_by_name(tmp_path, snap
         fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
             callbacks={"best": Tracker(["accuracy", "loss"])})
     assert snapshot(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# Untrusted files: only the checkpoint's own files are read, written or removed
+
+
+def _small_checkpoint(stem):
+    return checkpoint.save(stem, {"w": torch.ones(2)}, {"epoch": 1})
+
+
+def test_save_removes_only_its_own_earlier_files(tmp_path):
+    others = ["model.backup.safetensors", "model.fp16.safetensors", "run1.0123abcd.safetensors",
+              "run2.0123abcd.safetensors", "model.json.bak", ".model.other.tmp"]
+    for name in others:
+        (tmp_path / name).write_text("keep me")
+    _small_checkpoint(tmp_path / "model")
+    _small_checkpoint(tmp_path / "model")
+    _small_checkpoint(tmp_path / "run[12]")
+    assert all((tmp_path / name).read_text() == "keep me" for name in others)
+    assert len(list(tmp_path.glob("model.*.safetensors"))) == 1 + 2  # its own latest, and the two others
+
+
+def test_the_next_save_removes_what_a_killed_write_left(tmp_path):
+    stem = tmp_path / "last"
+    _small_checkpoint(stem)
+    leftovers = [tmp_path / ".last.0123abcd.safetensors.k3j2h1.tmp", tmp_path / ".last.json.x9y8z7.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"\0" * 100)
+    _small_checkpoint(stem)
+    assert not any(path.exists() for path in leftovers)
+    assert checkpoint.load(stem)[1]["epoch"] == 1
+
+
+@pytest.mark.parametrize("target", ["manifest", "tensors"])
+def test_a_symlinked_checkpoint_file_is_refused(tmp_path, target):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _small_checkpoint(outside / "best")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    manifest = _small_checkpoint(folder / "best")
+    if target == "manifest":
+        manifest.unlink()
+        manifest.symlink_to(outside / "best.json")
+    else:
+        name = json.loads(manifest.read_text())["tensors"]
+        (folder / name).unlink()
+        (folder / name).symlink_to(next(outside.glob("best.*.safetensors")))
+    with pytest.raises(checkpoint.CheckpointError, match="is not a regular file inside"):
+        checkpoint.load(folder / "best")
+
+
+@pytest.mark.parametrize("tensors", ["../outside/best.0123abcd.safetensors", "/etc/passwd", "other.safetensors", 7])
+def test_a_manifest_naming_a_foreign_tensor_file_is_refused(tmp_path, tensors):
+    manifest = _small_checkpoint(tmp_path / "best")
+    meta = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**meta, "tensors": tensors}))
+    with pytest.raises(checkpoint.CheckpointError, match="should name this checkpoint's own tensor file"):
+        checkpoint.load(tmp_path / "best")

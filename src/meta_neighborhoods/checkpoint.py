@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import secrets
 from pathlib import Path
 
@@ -31,8 +32,23 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, damaged, unsafe, or written for another configuration."""
 
 
+TOKEN_HEX = 8  # hex digits of the random token in a tensor file's name
+
+
 def _manifest(stem: Path) -> Path:
     return stem.with_name(stem.name + ".json")
+
+
+def _tensor_file(stem: Path) -> str:
+    """The pattern of this checkpoint's tensor file names: ``<stem>.<token>.safetensors``."""
+    return rf"{re.escape(stem.name)}\.[0-9a-f]{{{TOKEN_HEX}}}\.safetensors"
+
+
+def _own_files(stem: Path) -> re.Pattern:
+    """Names this checkpoint writes: its tensor files, and the temporary files of an interrupted write (of
+    either file). Other files that merely start with the stem (``model.backup.safetensors``) never match."""
+    tensors = _tensor_file(stem)
+    return re.compile(rf"{tensors}|\.({tensors}|{re.escape(stem.name)}\.json)\..+\.tmp")
 
 
 def exists(stem: str | Path) -> bool:
@@ -40,37 +56,62 @@ def exists(stem: str | Path) -> bool:
 
 
 def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write ``tensors`` and the JSON-able ``meta`` as checkpoint ``stem``; returns the JSON path."""
+    """Write ``tensors`` and the JSON-able ``meta`` as checkpoint ``stem``; returns the JSON path.
+
+    After the commit (the manifest's rename), the files of this checkpoint's earlier versions are removed: older
+    tensor files and the temporary files a killed writer left; nothing else in the folder is touched.
+    """
     stem = Path(stem)
-    weights = stem.with_name(f"{stem.name}.{secrets.token_hex(4)}.safetensors")
+    if not stem.parent.is_dir():
+        raise FileNotFoundError(f"cannot save checkpoint {stem}: folder {stem.parent} does not exist")
+    weights = stem.with_name(f"{stem.name}.{secrets.token_hex(TOKEN_HEX // 2)}.safetensors")
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     atomic_write(weights, lambda tmp: save_file(tensors, tmp))
     manifest = write_json(_manifest(stem), {"format": FORMAT, "version": VERSION, "tensors": weights.name,
                                             "sha256": sha256(weights), **meta})
-    for stale in stem.parent.glob(f"{stem.name}.*.safetensors"):
-        if stale != weights:
+    own = _own_files(stem)
+    for stale in stem.parent.iterdir():
+        if stale != weights and own.fullmatch(stale.name):
             stale.unlink(missing_ok=True)
     return manifest
+
+
+def _regular_file_inside(path: Path, folder: Path, what: str) -> None:
+    """Refuse symlinks and anything that resolves outside ``folder``: a checkpoint reads its own files only."""
+    if path.is_symlink() or not path.is_file() or path.resolve().parent != folder.resolve():
+        raise CheckpointError(f"{path} is not a regular file inside {folder}: refusing to read it as {what}")
+
+
+def _read_manifest(manifest: Path) -> dict:
+    try:
+        meta = json.loads(manifest.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise CheckpointError(f"{manifest} is not a readable checkpoint manifest (corrupt or truncated JSON: "
+                              f"{type(error).__name__}: {error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{manifest} is not a meta-neighborhoods checkpoint manifest")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{manifest} has checkpoint format version {meta.get('version')!r}; "
+                              f"this version of meta-neighborhoods reads version {VERSION}")
+    tensors, digest = meta.get("tensors"), meta.get("sha256")
+    if not (isinstance(tensors, str) and re.fullmatch(_tensor_file(manifest.with_suffix("")), tensors)
+            and isinstance(digest, str)):
+        raise CheckpointError(f"{manifest}: the fields tensors and sha256 should name this checkpoint's own tensor "
+                              f"file and its digest, got tensors={tensors!r}")
+    return meta
 
 
 def load(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(tensors, meta) of checkpoint ``stem``, with a ``CheckpointError`` naming whatever is wrong."""
     manifest = _manifest(Path(stem))
-    if not manifest.is_file():
+    if not manifest.exists():
         raise CheckpointError(f"no checkpoint at {manifest}: the file does not exist")
-    try:
-        meta = json.loads(manifest.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{manifest} is not a readable checkpoint manifest (corrupt or truncated JSON: "
-                              f"{error})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{manifest} is not a meta-neighborhoods checkpoint manifest")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{manifest} has checkpoint format version {meta.get('version')}; "
-                              f"this version of meta-neighborhoods reads version {VERSION}")
-    weights = manifest.with_name(Path(meta["tensors"]).name)
-    if not weights.is_file():
+    _regular_file_inside(manifest, manifest.parent, "a checkpoint manifest")
+    meta = _read_manifest(manifest)
+    weights = manifest.with_name(meta["tensors"])
+    if not weights.exists() and not weights.is_symlink():
         raise CheckpointError(f"checkpoint {manifest} names {weights.name}, which is missing")
+    _regular_file_inside(weights, manifest.parent, "its tensor file")
     if sha256(weights) != meta["sha256"]:
         raise CheckpointError(f"{weights} is damaged: its sha256 differs from the one recorded in {manifest.name}")
     try:
