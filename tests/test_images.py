@@ -363,6 +363,28 @@ def test_mnist_m_listed_image_missing(tmp_path):
         load_image_dataset("mnist_m", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("listed", ["../../outside.png", "/tmp/outside.png", "link.png"])
+def test_mnist_m_reads_only_images_inside_its_folder(tmp_path, listed):
+    root = tmp_path / "mnist_m"
+    (root / "mnist_m_train").mkdir(parents=True)
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(outside)
+    (root / "mnist_m_train" / "link.png").symlink_to(outside)
+    (root / "mnist_m_train_labels.txt").write_text(f"{listed} 1\n")
+    with pytest.raises(ValueError, match=f"mnist_m_train_labels.txt names '{listed}', which is not a file inside"):
+        load_image_dataset("mnist_m", data_dir=tmp_path)
+
+
+def test_an_image_folder_does_not_follow_symbolic_links(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_png_tree(tmp_path / "pacs" / "train", ["a"], 1, rng)
+    _write_png_tree(tmp_path / "pacs" / "test", ["a"], 1, rng)
+    _write_png_tree(tmp_path / "elsewhere", ["b"], 1, rng)
+    (tmp_path / "pacs" / "train" / "b").symlink_to(tmp_path / "elsewhere" / "b")
+    with pytest.raises(ValueError, match=r"pacs: .*train/b is a symbolic link"):
+        load_image_dataset("pacs", data_dir=tmp_path)
+
+
 # --- ImageBatches -------------------------------------------------------------------------------------
 
 

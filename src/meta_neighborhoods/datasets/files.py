@@ -39,6 +39,15 @@ def first_existing(base: Path, candidates: list[str]) -> Path:
     return next((p for p in paths if p.exists()), paths[0])
 
 
+def folder_root(data_dir: Path | None, folder: str, marker: str, *, dataset: str, hint: str) -> Path:
+    """``<data_dir>/<folder>`` if it holds ``marker``, else ``<data_dir>`` if that does; otherwise DataFileError."""
+    base = data_root(data_dir, dataset=dataset, hint=hint)
+    found = first_existing(base, [f"{folder}/{marker}", marker])
+    if not found.exists():
+        raise DataFileError(f"{dataset}: missing {found} (also looked for {base / marker}). {hint}")
+    return found.parent
+
+
 def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint: str) -> Path:
     """Return ``path`` if it exists and matches ``expected_sha256``; otherwise raise DataFileError.
 

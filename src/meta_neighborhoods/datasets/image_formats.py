@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import pickle
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..io import atomic_write
-from .files import DataFileError, data_root, first_existing, require_file
+from .files import DataFileError, data_root, first_existing, folder_root, require_file
 
 __all__ = [
     "Arrays",
@@ -30,7 +29,6 @@ __all__ = [
     "load_idx",
     "load_digits",
     "load_jpeg_tarballs",
-    "load_cifar100",
     "load_svhn",
     "load_folders",
     "load_tiny_imagenet",
@@ -41,15 +39,6 @@ Arrays = tuple[np.ndarray, np.ndarray]  # one split: images (N, C, H, W) uint8, 
 Loaded = tuple[Arrays, Arrays, list[str]]  # train, test, class names
 _Entry = tuple[str, str, Any]  # (class name, where - for errors and ordering, path or file object)
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
-
-
-def _folder_root(data_dir: Path | None, folder: str, marker: str, *, dataset: str, hint: str) -> Path:
-    """``<data_dir>/<folder>`` if it holds ``marker``, else ``<data_dir>`` if that does; otherwise DataFileError."""
-    base = data_root(data_dir, dataset=dataset, hint=hint)
-    found = first_existing(base, [f"{folder}/{marker}", marker])
-    if not found.exists():
-        raise DataFileError(f"{dataset}: missing {found} (also looked for {base / marker}). {hint}")
-    return found.parent
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,13 +92,13 @@ def _read_image_folder(
     """An ImageFolder tree ``root/<class>/**/<image>``; other files (e.g. Tiny ImageNet's boxes.txt) are skipped."""
     if not root.is_dir():
         raise DataFileError(f"{dataset}: missing folder {root}. {hint}")
-    entries = [
-        (folder.name, str(path), path)
-        for folder in root.iterdir()
-        if folder.is_dir()
-        for path in folder.rglob("*")
-        if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()
-    ]
+    folders = [folder for folder in root.iterdir() if folder.is_dir()]
+    paths = [(folder, path) for folder in folders for path in [folder, *folder.rglob("*")]]
+    linked = [path for _, path in paths if path.is_symlink()]
+    if linked:  # it may lead anywhere on the machine: a data set is read from its own folder only
+        raise ValueError(f"{dataset}: {linked[0]} is a symbolic link; image folders must hold the images themselves")
+    entries = [(folder.name, str(path), path) for folder, path in paths
+               if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()]
     if not entries:
         raise DataFileError(f"{dataset}: no images in {root} (expected {root}/<class>/<image>). {hint}")
     return _build_split(entries, classes, size, dataset=dataset, hint=hint)
@@ -269,62 +258,6 @@ def load_jpeg_tarballs(
 # Other sets of Table 1, by path only
 
 
-# What a CIFAR-100 pickle may ask for: numpy's array reconstruction (numpy 1 and 2 names) and, in files written
-# by Python 3 at protocol 2, bytes rebuilt by ``_codecs.encode``; nothing that can act on the system.
-_CIFAR100_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """An unpickler that builds plain data and numpy arrays only: a crafted file cannot call anything else
-    (``pickle.load`` would run whatever its ``__reduce__`` names, e.g. ``os.system``)."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _CIFAR100_GLOBALS:
-            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR-100 file never holds")
-        return super().find_class(module, name)
-
-
-def _unpickle_arrays(path: Path, *, dataset: str) -> dict:
-    try:
-        with open(path, "rb") as handle:
-            content = _ArraysOnly(handle, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
-        raise ValueError(f"{dataset}: {path} is not an official CIFAR-100 python file, refused: {error}") from None
-    if not isinstance(content, dict):
-        raise ValueError(f"{dataset}: {path} should hold a dict, got {type(content).__name__}")
-    return content
-
-
-def load_cifar100(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
-    """The official python version, read with an unpickler that only builds arrays (``_ArraysOnly``)."""
-    root = _folder_root(data_dir, "cifar-100-python", "meta", dataset=name, hint=hint)
-
-    def unpickle(file: str, *keys: bytes) -> list:
-        path = require_file(root / file, None, dataset=name, hint=hint)
-        content = _unpickle_arrays(path, dataset=name)
-        missing = [key.decode() for key in keys if key not in content]
-        if missing:
-            raise ValueError(f"{name}: {path} lacks {', '.join(missing)}")
-        return [content[key] for key in keys]
-
-    (names,) = unpickle("meta", b"fine_label_names")
-    if not (isinstance(names, list) and all(isinstance(c, bytes) for c in names)):
-        raise ValueError(f"{name}: {root / 'meta'}: fine_label_names should be a list of names")
-    classes = [c.decode(errors="replace") for c in names]
-    splits = []
-    for file in ("train", "test"):
-        data, labels = unpickle(file, b"data", b"fine_labels")
-        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and isinstance(labels, list)
-                and all(type(label) is int for label in labels)):
-            raise ValueError(f"{name}: {root / file} should hold uint8 pixels and a list of integer fine labels")
-        data, labels = np.asarray(data, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
-        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-            raise ValueError(f"{name}: {root / file} should hold N x 3072 pixels and N fine labels, got {data.shape}")
-        splits.append((data.reshape(-1, 3, 32, 32), labels))
-    return splits[0], splits[1], classes
-
-
 def load_svhn(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
     """The cropped-digits ``.mat`` files; their label 10 means digit 0."""
     from scipy.io import loadmat  # imported here: scipy is slow to import and only SVHN needs it
@@ -348,7 +281,7 @@ def load_folders(
     name: str, data_dir: Path | None, *, folder: str, splits: tuple[str, str], image_size: int | None, hint: str
 ) -> Loaded:
     """Train and test ImageFolder trees; the test split must use the train split's classes."""
-    root = _folder_root(data_dir, folder, splits[0], dataset=name, hint=hint)
+    root = folder_root(data_dir, folder, splits[0], dataset=name, hint=hint)
     train, classes = _read_image_folder(root / splits[0], image_size, dataset=name, hint=hint)
     test, _ = _read_image_folder(root / splits[1], image_size, classes, dataset=name, hint=hint)
     return train, test, classes
@@ -356,21 +289,28 @@ def load_folders(
 
 def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | None, hint: str) -> Loaded:
     """``tiny-imagenet-200/`` as distributed; its test set has no labels, so ``val`` is the test split."""
-    root = _folder_root(data_dir, "tiny-imagenet-200", "wnids.txt", dataset=name, hint=hint)
+    root = folder_root(data_dir, "tiny-imagenet-200", "wnids.txt", dataset=name, hint=hint)
     classes = (root / "wnids.txt").read_text().split()
     train, _ = _read_image_folder(root / "train", image_size, classes, dataset=name, hint=hint)
     annotations = require_file(root / "val" / "val_annotations.txt", None, dataset=name, hint=hint)
-    entries = [
-        (fields[1], str(root / "val" / "images" / fields[0]), root / "val" / "images" / fields[0])
-        for fields in (line.split("\t") for line in annotations.read_text().splitlines() if line.strip())
-    ]
+    entries = [(fields[1], str(path), path)
+               for fields in (line.split("\t") for line in annotations.read_text().splitlines() if line.strip())
+               for path in [_listed(root / "val" / "images", fields[0], annotations, dataset=name)]]
     test, _ = _build_split(entries, classes, image_size, dataset=name, hint=hint)
     return train, test, classes
 
 
+def _listed(folder: Path, name: str, listing: Path, *, dataset: str) -> Path:
+    """``folder / name`` for an image a label list names, refused unless it is a file inside ``folder``."""
+    path = folder / name
+    if path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()) or Path(name).is_absolute():
+        raise ValueError(f"{dataset}: {listing} names {name!r}, which is not a file inside {folder}: refused")
+    return path
+
+
 def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
     """``mnist_m/`` as distributed: a PNG folder per split, listed with labels in ``mnist_m_<split>_labels.txt``."""
-    root = _folder_root(data_dir, "mnist_m", "mnist_m_train_labels.txt", dataset=name, hint=hint)
+    root = folder_root(data_dir, "mnist_m", "mnist_m_train_labels.txt", dataset=name, hint=hint)
     classes = [str(i) for i in range(10)]
     splits = []
     for split in ("train", "test"):
@@ -383,6 +323,7 @@ def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
                 if fields:
                     raise ValueError(f"{name}: {listing} line {lineno} should be 'name label', got {line!r}")
                 continue
-            entries.append((fields[1], str(folder / fields[0]), folder / fields[0]))
+            path = _listed(folder, fields[0], listing, dataset=name)
+            entries.append((fields[1], str(path), path))
         splits.append(_build_split(entries, classes, None, dataset=name, hint=hint)[0])
     return splits[0], splits[1], classes

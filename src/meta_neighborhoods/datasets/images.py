@@ -43,9 +43,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..validation import ConfigError
+from .cifar100 import load_cifar100
 from .image_formats import (
     Loaded,
-    load_cifar100,
     load_digits,
     load_folders,
     load_idx,
