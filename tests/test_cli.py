@@ -88,7 +88,8 @@ def test_each_command_keeps_its_own_defaults():
 def test_image_commands_share_the_data_folders(capsys):
     assert "--data-dir PATH" in _help(capsys, "classify") and "--cache-dir PATH" in _help(capsys, "classify")
     text = _help(capsys, "analyze")
-    assert "--data-dir PATH" in text and "--cache-dir PATH" in text and "(default: the run's)" in text
+    assert "--data-dir PATH" in text and "--cache-dir PATH" in text
+    assert "never a path stored in a run folder" in " ".join(text.split())
 
 
 def test_an_argparse_error_exits_2(capsys):

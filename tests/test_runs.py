@@ -1,11 +1,18 @@
 """Run folders (runs.py): what a classify run records about its data, and how analyze reads it back."""
 
+import dataclasses
 import json
+import os
+import pickle
+import re
 
 import numpy as np
 import pytest
+import torch
 
 from meta_neighborhoods import runs
+from meta_neighborhoods.cli import main
+from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.analysis import load_run
@@ -53,3 +60,137 @@ def test_analysis_trains_on_exactly_the_images_the_run_recorded(tmp_path):
     run = load_run(out, device="cpu")
     np.testing.assert_array_equal(run.train.images, dataset.train.images[saved["train"]])
     assert runs.SPLIT in json.loads((out / runs.METRICS).read_text())["files"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# A run folder is untrusted: every field checked, no path taken from it
+
+
+def _config(**changes):
+    return {**dataclasses.asdict(ClassificationConfig("digits", "convnet4", "mn", epochs=2)), **changes}
+
+
+def test_paths_in_a_run_folder_are_never_used(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(_config(data_dir="/elsewhere", cache_dir="/tmp/evil")))
+    config = runs.read_config(tmp_path)
+    assert (config.data_dir, config.cache_dir) == (None, None)
+    assert runs.read_config(tmp_path, data_dir="mine").data_dir == "mine"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": "rm -rf /"}, "unknown method 'rm -rf /'"),
+    ({"backbone": "vgg"}, "unknown backbone 'vgg'"),
+    ({"dataset": ["digits"]}, "field dataset has the wrong type"),
+    ({"epochs": "2"}, "field epochs has the wrong type"),
+    ({"epochs": True}, "field epochs has the wrong type"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"seed": -3}, "seed must be a non-negative integer"),
+    ({"key_init": "zeros"}, "unknown key initialisation"),
+])
+def test_every_field_of_a_run_config_is_checked(tmp_path, changes, message):
+    (tmp_path / "config.json").write_text(json.dumps(_config(**changes)))
+    with pytest.raises(runs.RunFolderError, match=f"config.json: .*{re.escape(message)}"):
+        runs.read_config(tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "should hold a JSON object"), ("{", "is not readable JSON"), ("[" * 100000, "is not readable JSON"),
+    ('{"dataset": "digits"}', "lacks backbone, method, epochs"),
+])
+def test_a_damaged_run_config_is_named(tmp_path, text, message):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(runs.RunFolderError, match=message):
+        runs.read_config(tmp_path)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_run_folder_runs_no_code(tmp_path, capsys):
+    """A run folder naming cifar100 and a data folder with a crafted pickle: analyze reads neither."""
+    evil = tmp_path / "evil" / "cifar-100-python"
+    evil.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    for name in ("meta", "train", "test"):
+        (evil / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+    run = tmp_path / "run"
+    run.mkdir()
+    args = {"method": "mn", "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}
+    runs.save_checkpoint(run / "best", runs.build_model(**args), model_args=args, epoch=1)
+    (run / "config.json").write_text(json.dumps(_config(dataset="cifar100", data_dir=str(tmp_path / "evil"))))
+    main(["analyze", "--run", str(run), "--what", "cosine", "--quiet", "--device", "cpu",
+          "--data-dir", str(tmp_path / "nothing-here")])
+    assert not marker.exists()
+    assert "cifar100" in capsys.readouterr().err  # it looked where it was told, not where the folder says
+
+
+# ---------------------------------------------------------------------------------------------------
+# Never lose or mix up work
+
+
+def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
+    with runs.lock(tmp_path):
+        with pytest.raises(runs.RunFolderError, match=rf"is being written by process {os.getpid()} "):
+            with runs.lock(tmp_path):
+                pass
+    with runs.lock(tmp_path):  # released when the holder is done
+        pass
+
+
+def test_classify_into_a_folder_another_run_is_writing_fails(tmp_path, capsys):
+    with runs.lock(tmp_path):
+        argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                "--out", str(tmp_path), "--device", "cpu", "--quiet"]
+        if shared_data_dir() is None:
+            pytest.skip("digits needs ../shared/data")
+        assert main(argv) == 1
+    assert "is being written by process" in capsys.readouterr().err
+
+
+def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    runs.save_checkpoint(tmp_path / "best", torch.nn.Linear(1, 1), epoch=1)
+    (tmp_path / "mn").mkdir()
+    (tmp_path / "mn" / "metrics.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(runs.RunFolderError, match="already holds a run .*--resume.*--overwrite"):
+        runs.claim(tmp_path, overwrite=False)
+    runs.claim(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mn", "notes.txt"]
+    runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
+
+
+@needs_digits
+def test_resume_recomputes_what_a_stale_metrics_file_claims(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+            "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert main(argv) == 1 and "already holds a run" in capsys.readouterr().err
+    (out / "metrics.json").write_text(json.dumps({**metrics, "test_accuracy": 0.123}))
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_ctrl_c_names_the_resume_command(tmp_path, capsys, monkeypatch):
+    from meta_neighborhoods.experiments import classification
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classification, "run_classification", interrupted)
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out",
+            str(tmp_path / "my run"), "--quiet"]
+    assert main(argv) == 130
+    error = capsys.readouterr().err
+    assert error == (f"meta-neighborhoods classify: interrupted; the last checkpoint is kept; continue with: "
+                     f"meta-neighborhoods classify --resume '{tmp_path / 'my run'}'\n")

@@ -51,6 +51,11 @@ def _own_files(stem: Path) -> re.Pattern:
     return re.compile(rf"{tensors}|\.({tensors}|{re.escape(stem.name)}\.json)\..+\.tmp")
 
 
+def owns(stem: str | Path, name: str) -> bool:
+    """Whether a file called ``name`` beside ``stem`` is one of checkpoint ``stem``'s files."""
+    return name == _manifest(Path(stem)).name or bool(_own_files(Path(stem)).fullmatch(name))
+
+
 def exists(stem: str | Path) -> bool:
     return _manifest(Path(stem)).is_file()
 

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"meta-neighborhoods {args.command}"
     try:
         return args.run(args)
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
+        print(f"{prefix}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
         return 130
     except (UsageError, ConfigError) as error:  # ConfigError first: it is a ValueError too
         print(f"{prefix}: error: {error}", file=sys.stderr)

@@ -12,12 +12,24 @@ One method's run folder::
 With ``--method all`` the parent folder holds one such folder per method, plus ``config.json``,
 ``comparison.json`` and ``comparison.md``. ``classify`` writes run folders; ``analyze`` and ``export`` read them
 through this module alone, so they see exactly what the run trained on.
+
+A run folder is untrusted input. Every field read from it is checked (type, range, allowed names) before
+anything is loaded or built, and paths are never taken from it: on ``--resume`` and in ``analyze`` the data and
+cache folders come from the command line or the defaults, so a crafted folder cannot make us read or write
+elsewhere. While a run writes a folder it holds an exclusive lock on ``.lock`` there (``lock``); a second writer
+fails at once, naming the holder. A new run refuses a folder that already holds a run unless asked to
+``overwrite`` it (``claim``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
-from dataclasses import dataclass
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,16 +37,22 @@ import numpy as np
 from torch import nn
 
 from . import checkpoint
-from .backbones import create_backbone
+from .backbones import available_backbones, create_backbone
 from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
-from .config import MNConfig
+from .config import ClassificationConfig, MNConfig
 from .film import film_norm_layer
 from .heads import CosineHead
 from .io import write_json
 from .model import MetaNeighborhoods
 
-CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
+CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lock"
 LAST, BEST = "last", "best"  # checkpoint stems
+COMPARISON = ("comparison.json", "comparison.md")
+PATH_FIELDS = ("data_dir", "cache_dir")  # recorded for information, never read back (see the module docstring)
+
+
+class RunFolderError(ValueError):
+    """A run folder that is missing, damaged, foreign, busy, or not what the command needs."""
 
 
 class Method(NamedTuple):
@@ -80,9 +98,29 @@ def load_checkpoint(stem: Path, model: nn.Module | None = None) -> tuple[nn.Modu
     Without ``model``, the network is rebuilt from the ``model_args`` the checkpoint records.
     """
     tensors, info = checkpoint.load(stem)
-    model = build_model(**info["model_args"]) if model is None else model
+    if model is None:
+        model = build_model(**_model_args(info.get("model_args"), tensors, f"{stem}.json"))
     checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), f"{stem}.json")
     return model, info
+
+
+def _model_args(args, tensors: dict, source: str) -> dict:
+    """``build_model``'s arguments as a checkpoint records them, checked against the names we know and against
+    the tensor file's shapes before anything is built (a crafted size must not allocate terabytes)."""
+    names = ("method", "backbone", "in_channels", "num_classes", "dictionary_size")
+    if not (isinstance(args, dict) and set(args) == set(names) and all(type(args[n]) is int for n in names[2:])
+            and args["method"] in METHODS and args["backbone"] in available_backbones()):
+        raise checkpoint.CheckpointError(f"{source}: model_args should name a method, a backbone and three "
+                                         f"integers ({', '.join(names)}), got {args!r}")
+    keys, prototypes = tensors.get("model.dictionary.keys"), tensors.get("model.head.weight")
+    size = 0 if keys is None else keys.shape[0]
+    expected = args["dictionary_size"] if METHODS[args["method"]].dictionary else 0  # vanilla ignores the size
+    if (size != expected or prototypes is None or prototypes.shape[1:] != (args["num_classes"],)
+            or not 1 <= args["in_channels"] <= 64):
+        raise checkpoint.CheckpointError(f"{source}: model_args {args} do not match the tensors it holds "
+                                         f"(dictionary of {size}, head "
+                                         f"{None if prototypes is None else tuple(prototypes.shape)})")
+    return args
 
 
 def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
@@ -127,15 +165,107 @@ class BestCheckpoint(Callback):
 # What a run records besides its checkpoints
 
 
-def read_config(run_dir: Path) -> dict:
-    """The configuration of one method's run folder (from ``metrics.json`` once finished, else ``config.json``)."""
-    for name in (METRICS, CONFIG):
+def read_json(path: Path) -> dict:
+    """A JSON object from a run folder, or a RunFolderError naming the file."""
+    if path.is_symlink() or not path.is_file():
+        raise RunFolderError(f"{path} is missing (or not a regular file): not a classify run folder")
+    try:
+        content = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise RunFolderError(f"{path} is not readable JSON ({type(error).__name__}: {error})") from None
+    if not isinstance(content, dict):
+        raise RunFolderError(f"{path} should hold a JSON object, got {type(content).__name__}")
+    return content
+
+
+def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationConfig:
+    """The checked configuration of the run in ``run_dir`` (its ``config.json``), with the data and cache folders
+    of the caller (never the folder's own: see the module docstring)."""
+    path = Path(run_dir) / CONFIG
+    saved = read_json(path)
+    names = [f.name for f in fields(ClassificationConfig) if f.name not in PATH_FIELDS]
+    missing = [name for name in names if name not in saved]
+    if missing:
+        raise RunFolderError(f"{path} lacks {', '.join(missing)}: not the configuration of a classify run")
+    wrong = [name for name in names if not _json_type_fits(name, saved[name])]
+    if wrong:
+        raise RunFolderError(f"{path}: field {wrong[0]} has the wrong type ({saved[wrong[0]]!r})")
+    try:
+        config = ClassificationConfig(**{name: saved[name] for name in names}, data_dir=_text(data_dir),
+                                      cache_dir=_text(cache_dir))
+    except ValueError as error:
+        raise RunFolderError(f"{path}: {error}") from None
+    for kind, name, known in (("method", config.method, [*METHODS, "all"]),
+                              ("backbone", config.backbone, available_backbones())):
+        if name not in known:
+            raise RunFolderError(f"{path}: unknown {kind} {name!r}")
+    return config
+
+
+def _json_type_fits(name: str, value) -> bool:
+    """Whether a JSON value has the type of ClassificationConfig field ``name`` (bools are not numbers here)."""
+    kind = {f.name: f.type for f in fields(ClassificationConfig)}[name]
+    if value is None:
+        return "None" in str(kind)
+    if "int" in str(kind):
+        return type(value) is int
+    if "float" in str(kind):
+        return type(value) in (int, float)
+    return type(value) is str
+
+
+def _text(path) -> str | None:
+    return None if path is None else str(path)
+
+
+@contextmanager
+def lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's exclusive lock for the block; a second writer fails at once, naming the holder.
+
+    An advisory ``fcntl`` lock on ``run_dir/.lock``: the system releases it when the holder exits, however it
+    ends (SIGKILL included), so a killed run never leaves its folder locked.
+    """
+    path = Path(run_dir) / LOCK
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunFolderError(f"{run_dir} is being written by {holder}; wait for it to end or choose another "
+                                 "folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def holds_a_run(run_dir: Path) -> list[str]:
+    """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them)."""
+    run_dir = Path(run_dir)
+    own = {CONFIG, SPLIT, METRICS, *COMPARISON, f"{BEST}.json", f"{LAST}.json"}
+    found = sorted(p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
+                   or checkpoint.owns(run_dir / LAST, p.name))
+    return found + sorted(name for name in METHODS if (run_dir / name).is_dir() and holds_a_run(run_dir / name))
+
+
+def claim(run_dir: Path, overwrite: bool) -> None:
+    """Make ``run_dir`` ready for a new run: refuse one that holds a run, unless ``overwrite``, which removes the
+    earlier run's files (and only those)."""
+    found = holds_a_run(run_dir)
+    if found and not overwrite:
+        raise RunFolderError(f"{run_dir} already holds a run ({', '.join(found[:4])}): continue it with --resume "
+                             f"{run_dir}, replace it with --overwrite, or choose another --out")
+    for name in found:
         path = Path(run_dir) / name
-        if path.is_file():
-            config = json.loads(path.read_text())
-            return config.get("config", config) if name == METRICS else config
-    raise FileNotFoundError(f"{run_dir} holds neither {METRICS} nor {CONFIG}: not a classify run folder "
-                            "(with --method all, pass one method's subfolder, e.g. RUN/mn)")
+        if path.is_dir():
+            claim(path, overwrite=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,8 +23,7 @@ def add_parser(subparsers) -> None:
         "analyze", help="figures 4-6 of a classify run: t-SNE of keys, cosine before/after finetuning, retrieval",
         parents=[_run(), output(required=False, metavar="DIR",
                                 help="where to write PNG and JSON files (default: the run folder)"),
-                 data_folders("folder with the data files (default: the run's)",
-                              "where decoded images are cached (default: the run's)"),
+                 data_folders(),
                  _samples(), seed(help="seed of the samples and of t-SNE (default %(default)s)"),
                  device(task="compute features"), quiet("no progress messages")],
         description="Reload a Meta-Neighborhoods classify run (its best checkpoint and data set; vanilla runs have no "

@@ -7,13 +7,14 @@ the defaults of the rest (its defaults are the ones ``--help`` shows).
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from ..config import ClassificationConfig as Defaults
 from .common import UsageError, data_folders, device, output, parent, quiet, seed
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
-                        "dictionary_size", "out")
+                        "dictionary_size", "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
 
 
@@ -61,6 +62,8 @@ def _configuration():
                              "the features of random training images with their labels as values")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help="induced neighbours of mn and mn_ifilm (default 10 per class: 100 for 10-class sets)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace the run already in --out (its files only); without it such a folder is refused")
     return parser
 
 
@@ -82,14 +85,18 @@ def run(args) -> int:
     from ..experiments.classification import resume_classification, run_classification
 
     folders = {"data_dir": args.data_dir, "cache_dir": args.cache_dir}
-    if args.resume is not None:
-        out = Path(args.resume)
-        result = resume_classification(out, device=args.device, progress=not args.quiet, **folders)
-    else:
-        out = Path(args.out)
-        given = {name: getattr(args, name) for name in (*CLASSIFY_RUN_OPTIONS, "device", *folders)
-                 if name not in REQUIRED and getattr(args, name) is not None}
-        result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet, **given)
+    out = Path(args.resume if args.resume is not None else args.out)
+    try:
+        if args.resume is not None:
+            result = resume_classification(out, device=args.device, progress=not args.quiet, **folders)
+        else:
+            given = {name: getattr(args, name) for name in (*CLASSIFY_RUN_OPTIONS, "device", *folders)
+                     if name not in REQUIRED and getattr(args, name) is not None}
+            result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet,
+                                        **given)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"the last checkpoint is kept; continue with: meta-neighborhoods classify --resume "
+                                f"{shlex.quote(str(out))}") from None
     if distributed.is_main():
         _report(result, out)
     return 0

@@ -58,11 +58,13 @@ def run_options() -> list[argparse.ArgumentParser]:
 
 
 def data_folders(
-    data_help: str = "folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA)",
+    data_help: str = "folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; never a "
+                     "path stored in a run folder)",
     cache_help: str = "where decoded images are cached (default $META_NEIGHBORHOODS_CACHE or "
-                      "~/.cache/meta_neighborhoods)",
+                      "~/.cache/meta_neighborhoods; never a path stored in a run folder)",
 ) -> argparse.ArgumentParser:
-    """--data-dir and --cache-dir, where image data sets are read and their decoded images cached."""
+    """--data-dir and --cache-dir, where image data sets are read and their decoded images cached. A run folder
+    may record them, but a resumed run or an analysis takes them from here or the defaults (runs.py)."""
     parser = parent()
     parser.add_argument("--data-dir", metavar="PATH", help=data_help)
     parser.add_argument("--cache-dir", metavar="PATH", help=cache_help)

@@ -1,7 +1,7 @@
 """Analysis of a trained image classifier's learned neighbours: Figs. 4, 5 and 6 (Appendix A.8) of the paper.
 
 ``run_analysis(run_dir, what)`` reloads a ``classify`` run (its ``best`` checkpoint, and the data set named in its
-``metrics.json`` / ``config.json``) and writes, next to each PNG, a JSON file with every number in it:
+``config.json``) and writes, next to each PNG, a JSON file with every number in it:
 
 * ``tsne`` (Fig. 5): features z of N training images (the images the run trained on, a seeded sample) and the S keys,
   embedded together by t-SNE (``init="pca"``, seeded). The model compares features with keys by cosine similarity, so
@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import runs
+from ..config import ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..io import prepare_out_dir, write_json
@@ -51,7 +52,7 @@ class LoadedRun:
     """A ``classify`` run back in memory: the model in evaluation mode, its data set and its training images."""
 
     run_dir: Path
-    config: dict
+    config: ClassificationConfig
     model: MetaNeighborhoods
     dataset: ImageDataset
     split: runs.Split  # what the run recorded: its training images, and the normalisation of its inputs
@@ -63,19 +64,19 @@ class LoadedRun:
 def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> LoadedRun:
     """Rebuild the best model of ``run_dir`` and reload its data set; refuse a vanilla run before loading data.
 
-    ``data_dir`` / ``cache_dir`` default to those the run was trained with (themselves defaulting as usual). The
-    training images are the ones the run recorded in ``split.json``, not a split derived again.
+    The run folder is checked first (``runs.read_config``); ``data_dir`` / ``cache_dir`` are the caller's (or the
+    defaults), never paths stored in the folder. The training images are the ones the run recorded in
+    ``split.json``, not a split derived again.
     """
     run_dir = Path(run_dir)
     model, info = runs.load_best_model(run_dir)
-    config = runs.read_config(run_dir)
     if not info["model_args"].get("dictionary_size"):
         raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "
                          "of learned neighbours to analyse; pass an mn or mn_ifilm run")
+    config = runs.read_config(run_dir, data_dir, cache_dir)
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
-    dataset = load_image_dataset(config["dataset"], data_dir if data_dir is not None else config.get("data_dir"),
-                                 cache_dir if cache_dir is not None else config.get("cache_dir"))
+    dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
     split = runs.read_split(run_dir, len(dataset.train))
     train = ImageSplit(dataset.train.images[split.train], dataset.train.labels[split.train])
     return LoadedRun(run_dir, config, model, dataset, split, train, torch_device)
@@ -120,8 +121,8 @@ def _key_classes(run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
 
 def _config(run: LoadedRun, what: str, samples, seed: int, **extra) -> dict:
     return {"analysis": what, "run": str(run.run_dir), "samples": samples, "seed": seed,
-            "dataset": run.config.get("dataset"), "backbone": run.config.get("backbone"),
-            "method": run.config.get("method"), "device": str(run.device), **extra}
+            "dataset": run.config.dataset, "backbone": run.config.backbone,
+            "method": run.config.method, "device": str(run.device), **extra}
 
 
 def _say(progress: bool, message: str) -> None:
@@ -171,7 +172,7 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
                  "nearest_train": nearest_2d.tolist()},
         "files": ["tsne.png", "tsne.json"],
     }
-    title = (f"{run.config.get('dataset')}: t-SNE of {len(index)} training features (dots) and {len(keys)} keys (+);\n"
+    title = (f"{run.config.dataset}: t-SNE of {len(index)} training features (dots) and {len(keys)} keys (+);\n"
              f"keys whose nearest training feature shares their class: {result['key_nearest_same_class_share']:.2f}")
     tsne_figure(out / "tsne.png", train_xy, labels, key_xy, key_classes, run.dataset.classes, title)
     write_json(out / "tsne.json", result)
@@ -228,7 +229,7 @@ def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 
         "before": before.tolist(), "after": after.tolist(),
         "files": ["cosine.png", "cosine.json"],
     }
-    title = (f"{run.config.get('dataset')}: {len(index)} test images, {result['share_above_diagonal']:.1%} above "
+    title = (f"{run.config.dataset}: {len(index)} test images, {result['share_above_diagonal']:.1%} above "
              f"the diagonal\naccuracy {result['accuracy_before']:.3f} before, {result['accuracy_after']:.3f} after "
              "finetuning")
     cosine_figure(out / "cosine.png", before, after, title)
@@ -292,7 +293,7 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
     images = run.dataset.test.images[np.array([r["indices"] for r in rows])]
     names = run.dataset.classes
     labels = [f"key {r['key']}: {names[r['value_class']]}\nv = {r['max_value']:.2f}" for r in rows]
-    title = (f"{run.config.get('dataset')}: {k} nearest test images of {len(rows)} learned neighbours "
+    title = (f"{run.config.dataset}: {k} nearest test images of {len(rows)} learned neighbours "
              f"(green = key's class; {result['same_class_share']:.0%})")
     result["grid"] = list(retrieval_figure(out / "retrieval.png", images, labels, correct, title))
     write_json(out / "retrieval.json", result)

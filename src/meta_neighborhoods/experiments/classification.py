@@ -24,8 +24,8 @@ dictionary size is not given in the paper's main text; our default is ``NEIGHBOU
 
 from __future__ import annotations
 
-import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, checkpoint, distributed
+from .. import __version__, checkpoint, distributed, runs
 from ..backbones import available_backbones
 from ..callbacks import Callback, History, Progress
 from ..config import ClassificationConfig
@@ -184,8 +184,6 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
     main = distributed.is_main()
     out = prepare_out_dir(out) if main else Path(out)
-    if resume and (out / METRICS).is_file():
-        return json.loads((out / METRICS).read_text())  # finished before the interruption
     if resume and not checkpoint.exists(out / LAST):
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
     model_args = _model_args(config, dataset)
@@ -241,7 +239,7 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest."""
     results = {}
     for name in METHODS:
-        continues = resume and ((out / name / METRICS).is_file() or checkpoint.exists(out / name / LAST))
+        continues = resume and checkpoint.exists(out / name / LAST)
         results[name] = _train_method(replace(config, method=name), dataset, splits, out / name, device, progress,
                                       resume=continues)
     if not distributed.is_main():
@@ -255,12 +253,14 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     return comparison
 
 
-def run_classification(dataset: str, backbone: str, method: str, out, progress: bool = True, **options) -> dict:
+def run_classification(dataset: str, backbone: str, method: str, out, progress: bool = True,
+                       overwrite: bool = False, **options) -> dict:
     """Train and test one method (``out/metrics.json``, ``config.json``, checkpoints) and return its metrics.
 
     ``options`` are the other fields of ``ClassificationConfig`` (epochs, batch_size, seed, device, ...), with its
     defaults. ``method="all"`` runs every method of ``METHODS`` into ``out/<method>/`` and returns the comparison
-    (also written to ``out/comparison.json`` and ``out/comparison.md``).
+    (also written to ``out/comparison.json`` and ``out/comparison.md``). A folder that already holds a run is
+    refused unless ``overwrite`` (which removes that run's files first).
     """
     _check_names(dataset, backbone, method)
     options = {**options, **{k: str(options[k]) for k in ("data_dir", "cache_dir") if options.get(k) is not None}}
@@ -271,33 +271,40 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
     if config.dictionary_size is None:
         config = replace(config, dictionary_size=NEIGHBOURS_PER_CLASS * len(data.classes))
-    return _execute(config, data, Path(out), torch_device, progress, resume=False)
+    return _execute(config, data, Path(out), torch_device, progress, resume=False, overwrite=overwrite)
 
 
 def resume_classification(out, device: str | None = None, progress: bool = True, data_dir=None,
                           cache_dir=None) -> dict:
     """Continue the classify run in ``out`` with its saved configuration (``out/config.json``) from its ``last``
-    checkpoint; ends with the same weights and metrics as the uninterrupted run. ``device`` and the data paths
-    may differ from the original run's (files move; a run may continue on another machine)."""
+    checkpoint(s); ends with the same weights and metrics as the uninterrupted run. What is finished is read
+    from the checkpoints, never from a ``metrics.json``. ``device`` may differ from the original run's; the data
+    and cache folders are the caller's (or the defaults), never paths stored in the run folder."""
     out = Path(out)
     if not (out / CONFIG).is_file():
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {CONFIG} of a classify run")
-    saved = json.loads((out / CONFIG).read_text())
-    fields = {name: saved[name] for name in ClassificationConfig.__dataclass_fields__}
-    fields.update({k: str(v) for k, v in (("data_dir", data_dir), ("cache_dir", cache_dir)) if v is not None})
-    config = ClassificationConfig(**{**fields, "device": device or fields["device"]})
+    config = runs.read_config(out, data_dir, cache_dir)  # checked before anything is loaded
+    config = replace(config, device=device or config.device)
+    stems = [out / LAST] if config.method != "all" else [out / name / LAST for name in METHODS]
+    if not any(checkpoint.exists(stem) for stem in stems):
+        raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
     dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
     return _execute(config, dataset, out, resolve_device(config.device), progress, resume=True)
 
 
 def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, device: torch.device, progress: bool,
-             resume: bool) -> dict:
-    """Run (or resume) ``config`` in this process, inside torchrun's process group when launched by it."""
+             resume: bool, overwrite: bool = False) -> dict:
+    """Run (or resume) ``config`` in this process, inside torchrun's process group when launched by it; rank 0
+    holds the run folder's lock throughout."""
     with distributed.process_group(device) as device:
         splits = split_validation(dataset, config.seed)
-        if config.method != "all":
-            return _train_method(config, dataset, splits, out, device, progress, resume)
         _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
-        if distributed.is_main() and not resume:
-            write_json(out / CONFIG, _run_config(config))
-        return _compare(config, dataset, splits, out, device, progress, resume)
+        main = distributed.is_main()
+        with runs.lock(out) if main else nullcontext():
+            if main and not resume:
+                runs.claim(out, overwrite)
+            if config.method != "all":
+                return _train_method(config, dataset, splits, out, device, progress, resume)
+            if main and not resume:
+                write_json(out / CONFIG, _run_config(config))
+            return _compare(config, dataset, splits, out, device, progress, resume)
