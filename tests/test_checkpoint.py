@@ -288,3 +288,45 @@ def test_a_manifest_naming_a_foreign_tensor_file_is_refused(tmp_path, tensors):
     manifest.write_text(json.dumps({**meta, "tensors": tensors}))
     with pytest.raises(checkpoint.CheckpointError, match="should name this checkpoint's own tensor file"):
         checkpoint.load(tmp_path / "best")
+
+
+def _finished_fit(tmp_path, epochs=2):
+    x, y = _data()
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=epochs, checkpoint=stem)
+    return x, y, stem
+
+
+def _tamper(stem, edit_meta=None, drop_tensors=None):
+    tensors, meta = checkpoint.load(stem)
+    if edit_meta:
+        edit_meta(meta)
+    tensors = {k: v for k, v in tensors.items() if not (drop_tensors and k.startswith(drop_tensors))}
+    keep = {k: v for k, v in meta.items() if k not in ("format", "version", "tensors", "sha256")}
+    checkpoint.save(stem, tensors, keep)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (dict(drop_tensors="optimizer."), "lacks the optimiser's moments after 8 steps"),
+    (dict(drop_tensors="optimizer.0.exp_avg_sq"), "optimiser state of parameter 0 is incomplete"),
+    (dict(edit_meta=lambda m: m.update(epoch=1000)), "do not describe a run of 3 epochs"),
+    (dict(edit_meta=lambda m: m.update(history=[0.1])), "do not describe a run of 3 epochs"),
+    (dict(edit_meta=lambda m: m["optimizer"]["param_groups"][0].update(weight_decay=0.5)),
+     "hyper-parameters differ from the ones the configuration implies"),
+    (dict(edit_meta=lambda m: m["scheduler"].update(last_epoch=0)), "the schedule stands at epoch 0"),
+    (dict(edit_meta=lambda m: m.update(optimizer="nope")), "the optimiser state is damaged"),
+])
+def test_a_tampered_last_checkpoint_is_refused(tmp_path, tamper, message):
+    x, y, stem = _finished_fit(tmp_path)
+    _tamper(stem, **tamper)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=3, checkpoint=stem, resume=True)
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    model = build_model(**ARGS)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_checkpoint(tmp_path / "best", model, model_args=ARGS, epoch=1)
+    with pytest.raises(checkpoint.CheckpointError, match="holds NaN or infinite values in .*refusing"):
+        load_checkpoint(tmp_path / "best")

@@ -185,3 +185,12 @@ def test_cli_names_the_missing_export_dependencies(tmp_path, capsys, monkeypatch
     run = _run_folder(tmp_path / "run", method="vanilla")
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]) == 1
     assert "pip install 'meta-neighborhoods[export]'" in capsys.readouterr().err
+
+
+def test_a_network_with_nan_weights_is_not_exported(tmp_path):
+    model = MetaNeighborhoods(MLPHead(5, (8,), 2), dictionary_size=6)
+    with torch.no_grad():
+        model.head.layers[0].weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="cannot export a network with NaN or infinite values"):
+        export_onnx(model, torch.randn(4, 5), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())

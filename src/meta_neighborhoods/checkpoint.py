@@ -150,6 +150,10 @@ def load_module(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
                  f"shapes differ: {', '.join(wrong[:5])}" if wrong else ""]
         raise CheckpointError(f"{source} was written for another model configuration: "
                               + "; ".join(p for p in parts if p))
+    broken = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        raise CheckpointError(f"{source} holds NaN or infinite values in {', '.join(broken[:5])}: refusing to load "
+                              "a diverged or damaged network")
     module.load_state_dict(state)
 
 
@@ -166,13 +170,31 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.T
     return tensors, {"param_groups": state["param_groups"], "state": other}
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    entries: dict[int, dict] = {int(index): dict(values) for index, values in meta["state"].items()}
-    for name, tensor in tensors.items():
-        index, key = name.split(".", 1)
-        entries.setdefault(int(index), {})[key] = tensor
-    groups = [{**group, **({"betas": tuple(group["betas"])} if "betas" in group else {})}
-              for group in meta["param_groups"]]
+def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
+                   source: str = "the checkpoint") -> None:
+    """Restore the optimiser's state, checked against the optimiser the configuration built: the same groups and
+    hyper-parameters (the learning rate is the schedule's), and for every parameter with a state all its entries,
+    shaped like the parameter."""
+    fresh = optimizer.state_dict()
+    try:
+        groups = [{**group, **({"betas": tuple(group["betas"])} if "betas" in group else {})}
+                  for group in meta["param_groups"]]
+        if [{k: v for k, v in g.items() if k != "lr"} for g in groups] != \
+                [{k: v for k, v in g.items() if k != "lr"} for g in fresh["param_groups"]]:
+            raise CheckpointError(f"{source}: the optimiser's groups or hyper-parameters differ from the ones the "
+                                  "configuration implies")
+        entries: dict[int, dict] = {int(index): dict(values) for index, values in meta["state"].items()}
+        for name, tensor in tensors.items():
+            index, key = name.split(".", 1)
+            entries.setdefault(int(index), {})[key] = tensor
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{source}: the optimiser state is damaged ({type(error).__name__}: {error})") from None
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, entry in entries.items():
+        moments = [entry.get(key) for key in ("exp_avg", "exp_avg_sq")]
+        if not (0 <= index < len(params) and "step" in entry and all(
+                torch.is_tensor(m) and m.shape == params[index].shape for m in moments)):
+            raise CheckpointError(f"{source}: the optimiser state of parameter {index} is incomplete or misshapen")
     optimizer.load_state_dict({"state": entries, "param_groups": groups})
 
 

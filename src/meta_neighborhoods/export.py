@@ -52,6 +52,9 @@ def _exportable(module: nn.Module) -> nn.Module:
             raise ValueError(f"cannot export the inner loop of a {type(model.head).__name__} head to ONNX: only heads "
                              f"with a closed-form fast path ({heads}) export; the generic torch.func path (vmap of "
                              "grad) cannot be traced")
+    broken = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if broken:
+        raise ValueError(f"cannot export a network with NaN or infinite values (in {', '.join(broken[:3])})")
     module = copy.deepcopy(module).cpu().eval()
     for model in _inner_loops(module):
         model.adaptation.implementation = "fast"
@@ -137,4 +140,9 @@ def export_run(run_dir, path, seed: int = 0) -> tuple[Path, float]:
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
                       for n in (2, CHECK_BATCH))
     path = export_onnx(model, example, path, IMAGES)
-    return path, max_difference(path, model, check)
+    difference = max_difference(path, model, check)
+    if not np.isfinite(difference):
+        path.unlink()
+        raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference {difference}); "
+                           "nothing was written")
+    return path, difference

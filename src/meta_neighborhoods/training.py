@@ -66,7 +66,7 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
     stateful = {name: c for name, c in {**callbacks, "batches": batches}.items() if hasattr(c, "state_dict")}
     state = TrainingState(model, optimizer, stateful, config)
     if resume:
-        state.load(checkpoint)
+        state.load(checkpoint, epochs)
     network = _network(model)
     for callback in callbacks.values():
         callback.on_train_begin(state.epoch, epochs)
@@ -133,21 +133,47 @@ class TrainingState:
             "stateful": {name: obj.state_dict() for name, obj in self.stateful.items()},
         })
 
-    def load(self, stem: str | Path) -> None:
+    def load(self, stem: str | Path, epochs: int) -> None:
+        """Restore everything from checkpoint ``stem`` of a run of ``epochs`` epochs; any field that is not what
+        the configuration implies is a CheckpointError naming it."""
         if stem is None:
             raise ValueError("resume=True needs the checkpoint to resume from")
         tensors, meta = checkpoint.load(stem)
+        source = f"{stem}.json"
         if self.config is not None and meta.get("config") != self.config:
-            raise checkpoint.CheckpointError(f"{stem}.json was written by a run with another configuration; "
+            raise checkpoint.CheckpointError(f"{source} was written by a run with another configuration; "
                                              "resume it with its own settings")
-        checkpoint.load_module(self.model, checkpoint.take_prefix("model.", tensors), f"{stem}.json")
-        checkpoint.load_optimizer(self.optimizer, checkpoint.take_prefix("optimizer.", tensors), meta["optimizer"])
-        checkpoint.load_scheduler(self.schedule, meta["scheduler"])
-        checkpoint.load_rng(checkpoint.take_prefix("rng.", tensors), meta["rng"])
+        self._check_progress(meta, epochs, source)
+        checkpoint.load_module(self.model, checkpoint.take_prefix("model.", tensors), source)
+        moments = checkpoint.take_prefix("optimizer.", tensors)
+        if meta["step"] > 0 and not moments:
+            raise checkpoint.CheckpointError(f"{source} lacks the optimiser's moments after {meta['step']} steps")
+        try:
+            checkpoint.load_optimizer(self.optimizer, moments, meta["optimizer"], source)
+            checkpoint.load_scheduler(self.schedule, meta["scheduler"])
+            checkpoint.load_rng(checkpoint.take_prefix("rng.", tensors), meta["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            if isinstance(error, checkpoint.CheckpointError):
+                raise
+            raise checkpoint.CheckpointError(f"{source}: damaged training state ({type(error).__name__}: "
+                                             f"{error})") from None
+        if self.schedule.last_epoch != meta["epoch"]:
+            raise checkpoint.CheckpointError(f"{source}: the schedule stands at epoch {self.schedule.last_epoch}, "
+                                             f"the run at epoch {meta['epoch']}")
         for name, obj in self.stateful.items():
             try:
                 obj.load_state_dict(meta["stateful"][name])
-            except KeyError as missing:
-                raise checkpoint.CheckpointError(f"{stem}.json lacks {missing} for {name!r}: it was written by another "
+            except (KeyError, TypeError) as missing:
+                raise checkpoint.CheckpointError(f"{source} lacks {missing} for {name!r}: it was written by another "
                                                  "version of meta-neighborhoods; start the run afresh") from None
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
+
+    @staticmethod
+    def _check_progress(meta: dict, epochs: int, source: str) -> None:
+        epoch, step, history = meta.get("epoch"), meta.get("step"), meta.get("history")
+        if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int and step >= epoch
+                and isinstance(history, list) and len(history) == epoch
+                and all(type(loss) in (int, float) for loss in history)):
+            raise checkpoint.CheckpointError(f"{source}: epoch {epoch!r}, step {step!r} and a history of "
+                                             f"{len(history) if isinstance(history, list) else history!r} losses "
+                                             f"do not describe a run of {epochs} epochs")
