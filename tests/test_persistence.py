@@ -168,3 +168,26 @@ def test_what_cannot_be_saved_is_named_before_anything_is_written(fitted, tmp_pa
     with pytest.raises(ValueError, match="cannot save parameter random_state=RandomState"):
         model.save(tmp_path / "model")
     assert not list(tmp_path.iterdir())
+
+
+def _huge_network(meta):
+    meta["fitted"]["network_"].update(n_features=10**9)
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("regressor", lambda meta: meta["fitted"].update(predict="x"), "unknown fitted attribute.*predict: refused"),
+    ("regressor", lambda meta: meta["fitted"].update(__class__="x"), "unknown fitted attribute"),
+    ("regressor", _huge_network, "shapes differ: layer 0"),
+    ("regressor", lambda meta: meta["params"].update(hidden_layer_sizes=[10**9, 10**9]), "shapes differ: layer 0"),
+    ("regressor", lambda meta: meta["fitted"]["network_"].update(dictionary_size=10**12),
+     "dictionary's keys do not match"),
+    ("regressor", lambda meta: meta["fitted"].update(network_=[1, 2]), "network_ should hold n_features"),
+    ("regressor", lambda meta: meta["fitted"]["network_"].update(similarity="manhattan"), "unknown similarity"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "b"]), "2 classes_ for 3 outputs"),
+])
+def test_a_tampered_estimator_file_is_refused_before_anything_is_built(fitted, tmp_path, name, edit, message):
+    fitted[name].save(tmp_path / "model")
+    _edit_manifest(tmp_path / "model.json", edit)
+    cls = type(fitted[name])
+    with pytest.raises(CheckpointError, match=message):
+        cls.load(tmp_path / "model")

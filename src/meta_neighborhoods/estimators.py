@@ -31,6 +31,8 @@ from .validation import ConfigError, check_int, check_option, check_positive, is
 HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
 PREDICT_BATCH = 4096  # rows per forward pass at prediction: memory stays bounded for any number of rows
 TOL = 1e-6  # a validation loss must improve by more than this to count as better
+FITTED = ("x_mean_", "x_scale_", "network_", "n_epochs_", "best_epoch_", "loss_curve_", "best_validation_loss_",
+          "n_features_in_", "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
 
 
 def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,8 +280,16 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
             estimator._check_parameters()
             fitted = persistence.join_fitted(meta, tensors)
+            persistence.check_fitted(fitted, cls._FITTED, source)
+            network = fitted["network_"]
+            estimator._config(network["dictionary_size"], network["similarity"], network["temperature"])
+            persistence.check_shapes(fitted, tensors, estimator.hidden_layer_sizes, source)
+            if cls._task == "classification" and len(fitted["classes_"]) != fitted["network_"]["n_outputs"]:
+                raise ValueError(f"{len(fitted['classes_'])} classes_ for {fitted['network_']['n_outputs']} outputs")
             model = estimator._build(**fitted["network_"])
-        except (KeyError, TypeError, ValueError) as error:
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
             raise CheckpointError(f"{source} does not describe a {cls.__name__} that this version can rebuild "
                                   f"({type(error).__name__}: {error})") from None
         checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), source)
@@ -306,6 +316,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
     """
 
     _task = "regression"
+    _FITTED = frozenset({*FITTED, "y_mean_", "y_scale_", "_y_ndim"})
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
@@ -334,6 +345,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     """Meta-Neighborhoods classification on tables: dictionary values are learned class distributions."""
 
     _task = "classification"
+    _FITTED = frozenset({*FITTED, "classes_"})
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64)

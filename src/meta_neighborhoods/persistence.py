@@ -56,6 +56,41 @@ def join_fitted(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
             **{name[len("fitted."):]: t.numpy() for name, t in tensors.items() if name.startswith("fitted.")}}
 
 
+NETWORK = {"n_features": int, "n_outputs": int, "dictionary_size": int, "similarity": str, "temperature": float}
+
+
+def check_fitted(fitted: dict, allowed: frozenset, source: str) -> None:
+    """Fitted attributes from a file, checked before anything is built from them: only names ``fit`` sets, and a
+    ``network_`` of the right fields and types."""
+    unknown = sorted(set(fitted) - allowed)
+    if unknown:
+        raise CheckpointError(f"{source}: unknown fitted attribute(s) {', '.join(unknown[:5])}: refused")
+    network = fitted.get("network_")
+    if not (isinstance(network, dict) and set(network) == set(NETWORK)
+            and all(type(network[k]) is t or (t is float and type(network[k]) is int) for k, t in NETWORK.items())):
+        raise CheckpointError(f"{source}: network_ should hold {', '.join(NETWORK)}, got {network!r}")
+
+
+def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> None:
+    """The sizes ``network_`` and the parameters imply, against the tensor file's own shapes: a crafted size must
+    fail here, not make torch allocate terabytes when the network is built."""
+    network = fitted["network_"]
+    widths = [network["n_features"], *hidden, network["n_outputs"]]
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        weight = tensors.get(f"model.head.layers.{i}.weight")
+        if weight is None or tuple(weight.shape) != (b, a):
+            raise CheckpointError(f"{source} was written for another model configuration: shapes differ: layer {i} "
+                                  f"is {None if weight is None else tuple(weight.shape)} in the tensor file, {b} x {a} "
+                                  "by its network_ and parameters")
+    keys = tensors.get("model.dictionary.keys")
+    if (0 if keys is None else tuple(keys.shape)) != (
+            0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
+        raise CheckpointError(f"{source}: the dictionary's keys do not match network_ {network}")
+    for name in ("x_mean_", "x_scale_"):
+        if np.shape(fitted.get(name)) != (network["n_features"],):
+            raise CheckpointError(f"{source}: {name} should hold {network['n_features']} values")
+
+
 def checkpoint_stem(path) -> Path:
     """``model`` or ``model.json`` -> the stem of checkpoint ``model.json`` + ``model.<token>.safetensors``."""
     path = Path(path)
