@@ -385,6 +385,24 @@ def test_an_image_folder_does_not_follow_symbolic_links(tmp_path):
         load_image_dataset("pacs", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("stem, labels, message", [
+    ("train-labels-idx1-ubyte", [0, 1, 2, 0, 1, 255], "the training labels skip class 3 .*up to 255"),
+    ("t10k-labels-idx1-ubyte", [0, 1, 2, 5], r"test labels \[5\] never occur in the training labels"),
+])
+def test_idx_labels_are_validated_not_trusted(tmp_path, stem, labels, message):
+    _write_idx_set(tmp_path, np.random.default_rng(0))
+    (tmp_path / f"{stem}.gz").write_bytes(gzip.compress(_idx_bytes(np.array(labels, dtype=np.uint8))))
+    with pytest.raises(ValueError, match=message):
+        load_image_dataset("idx", data_dir=tmp_path)
+
+
+def test_idx_images_of_size_zero_are_refused(tmp_path):
+    _write_idx_set(tmp_path, np.random.default_rng(0))
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(np.zeros((6, 0, 0), np.uint8))))
+    with pytest.raises(ValueError, match="train images of the IDX files are empty"):
+        load_image_dataset("idx", data_dir=tmp_path)
+
+
 # --- ImageBatches -------------------------------------------------------------------------------------
 
 
@@ -484,3 +502,24 @@ def test_a_crafted_cifar100_pickle_runs_no_code(tmp_path, file):
                                          "posix.system"):
         load_image_dataset("cifar100", data_dir=tmp_path)
     assert not marker.exists()
+
+
+def test_an_idx_gzip_bomb_is_not_inflated(tmp_path):
+    header = (2049).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    bomb = tmp_path / "labels.gz"
+    bomb.write_bytes(gzip.compress(header + bytes(50_000_000), compresslevel=1))  # ~50 KB on disk
+    with pytest.raises(ValueError, match="longer than its header says"):
+        read_idx(bomb)
+    huge = tmp_path / "images.gz"
+    huge.write_bytes(gzip.compress((2051).to_bytes(4, "big") + ((1 << 31).to_bytes(4, "big")) * 3))
+    with pytest.raises(ValueError, match=r"declares 9903520314283042199192993792 bytes, more than this reader"):
+        read_idx(huge)
+
+
+def test_a_decompression_bomb_image_is_refused_in_one_line(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    _write_png_tree(tmp_path / "pacs" / "train", ["a"], 1, rng, size=(64, 64))
+    _write_png_tree(tmp_path / "pacs" / "test", ["a"], 1, rng, size=(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is then over twice the limit: PIL's bomb error
+    with pytest.raises(ValueError, match="pacs: image .* is too large to decode safely"):
+        load_image_dataset("pacs", data_dir=tmp_path)

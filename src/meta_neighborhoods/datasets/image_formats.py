@@ -9,9 +9,11 @@ Every loader takes ``(name, data_dir, **options)``; ``name`` and ``hint`` only g
 from __future__ import annotations
 
 import gzip
+import math
 import io
 import os
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,8 @@ def _decode(source: Path | io.BytesIO, where: str, size: int | None, *, dataset:
             return np.asarray(image).transpose(2, 0, 1)
     except FileNotFoundError:
         raise DataFileError(f"{dataset}: missing image {where}. {hint}") from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{dataset}: image {where} is too large to decode safely ({error})") from None
     except OSError as error:
         raise ValueError(f"{dataset}: cannot decode image {where}: {error}") from None
 
@@ -114,32 +118,46 @@ _IDX_FILES = {
 }
 
 
+MAX_IDX_BYTES = 1 << 31  # 2 GiB: far above any IDX set of Table 1 (MNIST's training images are 47 MB)
+
+
 def read_idx(path: Path | str) -> np.ndarray:
     """Read a gzipped or plain IDX file of unsigned bytes: magic 2049 (labels, N) or 2051 (images, N x H x W).
 
-    The whole file is checked against its header, so a truncated download fails here, naming the file.
+    The whole file is checked against its header, so a truncated download fails here, naming the file. A gzip
+    stream is inflated only as far as the header's declared size (plus one byte, to see whether it is longer):
+    a small file that inflates to gigabytes fails without filling memory.
     """
     path = Path(path)
-    data = path.read_bytes()
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
     try:
-        data = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
-    except (EOFError, gzip.BadGzipFile) as error:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as stream:
+            head = stream.read(4)
+            if len(head) < 4:
+                raise ValueError(f"{path}: only {len(head)} bytes, too short for an IDX header")
+            magic = int.from_bytes(head, "big")
+            if magic not in _IDX_MAGIC:
+                raise ValueError(f"{path}: unknown IDX magic number {magic} (expected 2049 for labels or 2051 for "
+                                 "images)")
+            ndim = _IDX_MAGIC[magic]
+            dims = stream.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{path}: truncated IDX header ({4 + len(dims)} bytes, need {4 + 4 * ndim})")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            expected = math.prod(shape)  # Python integers: a header of 2^31 x 2^31 x 2^31 cannot overflow
+            if expected > MAX_IDX_BYTES:
+                raise ValueError(f"{path}: the header {shape} declares {expected} bytes, more than this reader "
+                                 f"accepts ({MAX_IDX_BYTES}); a damaged or foreign file?")
+            data = stream.read(expected + 1)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise ValueError(f"{path}: damaged gzip stream ({error}); the file is truncated or corrupt") from None
-    if len(data) < 4:
-        raise ValueError(f"{path}: only {len(data)} bytes, too short for an IDX header")
-    magic = int.from_bytes(data[:4], "big")
-    if magic not in _IDX_MAGIC:
-        raise ValueError(f"{path}: unknown IDX magic number {magic} (expected 2049 for labels or 2051 for images)")
-    ndim = _IDX_MAGIC[magic]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes, need {header})")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape))
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "longer than its header says"
-        raise ValueError(f"{path}: {problem}: {len(data)} bytes, the header {shape} needs {expected}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+        header = 4 + 4 * ndim
+        raise ValueError(f"{path}: {problem}: {header + len(data)}{'+' if len(data) > expected else ''} bytes, the "
+                         f"header {shape} needs {header + expected}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def load_idx(
@@ -162,9 +180,24 @@ def load_idx(
         images, labels = read(images_stem, 3), read(labels_stem, 1)
         if len(images) != len(labels):
             raise ValueError(f"{name}: {split} has {len(images)} images but {len(labels)} labels")
+        if images.size == 0:
+            raise ValueError(f"{name}: the {split} images of the IDX files are empty ({images.shape})")
         splits.append((images[:, None].copy(), labels.astype(np.int64)))
-    n_classes = int(max(labels.max() for _, labels in splits)) + 1
-    return splits[0], splits[1], [str(i) for i in range(n_classes)]
+    return splits[0], splits[1], _idx_classes(name, splits[0][1], splits[1][1])
+
+
+def _idx_classes(name: str, train: np.ndarray, test: np.ndarray) -> list[str]:
+    """Classes 0..K-1, every one present in the training labels; a label outside them is a damaged file, not a
+    reason to grow the model (one stray 255 would otherwise make a 256-class classifier)."""
+    present = np.unique(train)
+    if len(present) and not np.array_equal(present, np.arange(len(present))):
+        gap = next(int(c) for c in range(int(present.max()) + 1) if c not in set(present.tolist()))
+        raise ValueError(f"{name}: the training labels skip class {gap} (they go up to {int(present.max())}); "
+                         "a damaged or foreign labels file?")
+    unseen = sorted(set(np.unique(test).tolist()) - set(present.tolist()))
+    if unseen:
+        raise ValueError(f"{name}: test labels {unseen[:5]} never occur in the training labels")
+    return [str(i) for i in range(len(present))]
 
 
 # ---------------------------------------------------------------------------------------------------
