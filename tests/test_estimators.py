@@ -118,3 +118,30 @@ def test_feature_count_mismatch_at_predict():
     model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
     with pytest.raises(ValueError, match="features"):
         model.predict(X[:, :3])
+
+
+def test_standardisation_does_not_overflow_near_the_float_limit():
+    X, y = _table(n=80)
+    reference = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    huge_y = MetaNeighborhoodsRegressor(**FAST).fit(X, y * 1e155)
+    assert np.isfinite(huge_y.y_scale_).all()
+    np.testing.assert_allclose(huge_y.predict(X) / 1e155, reference.predict(X), rtol=1e-4, atol=1e-4)
+    X_huge = X.copy()
+    X_huge[:, 0] *= 1e300
+    scaled = MetaNeighborhoodsRegressor(**FAST).fit(X_huge, y)
+    assert np.isfinite(scaled.x_scale_).all()
+    np.testing.assert_allclose(scaled.predict(X_huge), reference.predict(X), rtol=1e-4, atol=1e-4)
+
+
+def test_a_row_beyond_float32_on_the_training_scale_is_refused_not_answered_with_nan(monkeypatch):
+    import meta_neighborhoods.estimators as estimators
+
+    X, y = _table(n=60)
+    labels = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    monkeypatch.setattr(estimators, "PREDICT_BATCH", 7)
+    for model, target in ((MetaNeighborhoodsRegressor(**FAST), y), (MetaNeighborhoodsClassifier(**FAST), labels)):
+        model.fit(X, target)
+        bad = X[:10].copy()
+        bad[8, 2] = 1e39
+        with pytest.raises(ValueError, match="row 8, feature 2: 1e[+]39 lies too far outside the training data"):
+            model.predict(bad)

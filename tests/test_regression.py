@@ -232,3 +232,16 @@ def test_every_option_has_help_and_ablate_lists_its_parameters(capsys):
         main(["ablate", "--help"])
     text = capsys.readouterr().out
     assert all(param in text for param in ABLATION_TYPES)  # listed in the help text, kept in step here
+
+
+def test_a_target_near_the_float_limit_is_scaled_not_zeroed():
+    """A target of 1e200 squared overflows: the fold's scale must not become inf (and every MSE 0)."""
+    from meta_neighborhoods.datasets.tables import Table
+    from meta_neighborhoods.experiments.regression import cross_validate
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X[:, 0] + 0.3 * rng.normal(size=60)
+    errors = [cross_validate(Table("t", X, target, None, ""), {"knn": METHODS["knn"]}, folds=3, seed=0, params={},
+                             progress=False)["mean"]["knn"] for target in (y, y * 1e200)]
+    assert errors[0] > 0.05 and errors[1] == pytest.approx(errors[0], rel=1e-6)

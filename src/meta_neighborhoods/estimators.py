@@ -35,15 +35,19 @@ FITTED = ("x_mean_", "x_scale_", "network_", "n_epochs_", "best_epoch_", "loss_c
           "n_features_in_", "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
 
 
-def _standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each column; constant columns keep scale 1 so they stay finite.
+def standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scale of each column of ``a`` (n, d); constant columns keep scale 1 so they stay finite.
 
-    The squared deviations are summed PREDICT_BATCH rows at a time: no temporary as large as ``a``.
+    Computed on the columns divided by their largest magnitude, so that values near the float64 limit (1e155
+    squared, 1e300 summed) never overflow; the squared deviations are summed PREDICT_BATCH rows at a time, with
+    no temporary as large as ``a``.
     """
-    mean = a.mean(axis=0)
-    squares = sum(np.square(a[i : i + PREDICT_BATCH] - mean).sum(axis=0) for i in range(0, len(a), PREDICT_BATCH))
-    scale = np.sqrt(squares / len(a))
-    return mean, np.where(scale > 1e-12, scale, 1.0)
+    peak = np.abs(a).max(axis=0) if len(a) else np.ones(a.shape[1:])
+    peak = np.where(peak > 0, peak, 1.0)
+    mean = sum(a[i : i + PREDICT_BATCH].sum(axis=0) / peak for i in range(0, len(a), PREDICT_BATCH)) / len(a)
+    squares = sum(np.square(a[i : i + PREDICT_BATCH] / peak - mean).sum(axis=0) for i in range(0, len(a), PREDICT_BATCH))
+    mean, scale = mean * peak, np.sqrt(squares / len(a)) * peak
+    return mean, np.where(scale > 1e-12 * peak, scale, 1.0)
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -189,7 +193,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             valid, train = order[:n_valid], order[n_valid:]
         self.network_ = self._network(X.shape[1], n_outputs, len(train))  # checks the method's settings first
         self.model_ = self._build(**self.network_)
-        self.x_mean_, self.x_scale_ = _standardiser(X)
+        self.x_mean_, self.x_scale_ = standardiser(X)
         y_t = torch.as_tensor(targets)
         X_train, y_train = self._standardised_rows(X, train), y_t[train]
         if self.model_.dictionary is not None and self.key_init == "samples":
@@ -219,8 +223,17 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.best_validation_loss_ = float(best.best["loss"]) if valid is not None else None
         return self
 
-    def _standardise(self, X: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor((X - self.x_mean_) / self.x_scale_, dtype=torch.float32)
+    def _standardise(self, X: np.ndarray, offset: int = 0) -> torch.Tensor:
+        """Rows on the training scale, in float32; a value that lands beyond float32 there is refused, by row and
+        feature, rather than turned into inf and a NaN prediction."""
+        with np.errstate(over="ignore"):
+            rows = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+        if not np.isfinite(rows).all():
+            row, feature = np.argwhere(~np.isfinite(rows))[0]
+            raise ValueError(f"row {offset + row}, feature {feature}: {float(X[row, feature]):.6g} lies too far outside "
+                             f"the training data (mean {self.x_mean_[feature]:.4g}, scale "
+                             f"{self.x_scale_[feature]:.4g}) to predict")
+        return torch.from_numpy(rows)
 
     def _standardised_rows(self, X: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         """``_standardise(X[rows])``, PREDICT_BATCH rows at a time: fit's one float32 copy of the training rows,
@@ -235,12 +248,17 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """Model outputs for raw rows, PREDICT_BATCH at a time: memory is bounded whatever the number of rows."""
         self.model_.eval()
         device = next(self.model_.parameters()).device
-        return torch.cat([self.model_(self._standardise(X[i : i + PREDICT_BATCH]).to(device)).cpu()
+        return torch.cat([self.model_(self._standardise(X[i : i + PREDICT_BATCH], i).to(device)).cpu()
                           for i in range(0, len(X), PREDICT_BATCH)])
 
     def _raw_predict(self, X) -> torch.Tensor:
+        """The network's outputs for ``X``; never a NaN passed on (nor, for a classifier, a default class)."""
         check_is_fitted(self, "model_")
-        return self._forward(validate_data(self, X, reset=False, dtype=np.float64))
+        out = self._forward(validate_data(self, X, reset=False, dtype=np.float64))
+        if not torch.isfinite(out).all():
+            rows = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten()[:5].tolist()
+            raise ValueError(f"the network's outputs are not finite for rows {rows}: refusing to answer")
+        return out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -325,7 +343,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
                              "use MetaNeighborhoodsClassifier for labels")
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)
-        self.y_mean_, self.y_scale_ = _standardiser(y2)
+        self.y_mean_, self.y_scale_ = standardiser(y2)
         return self._fit(X, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1])
 
     def __sklearn_tags__(self):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..estimators import MetaNeighborhoodsRegressor
+from ..estimators import MetaNeighborhoodsRegressor, standardiser
 from ..plots import ablation_figure, fold_errors_figure
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
 from ..validation import ConfigError
@@ -82,8 +82,7 @@ METHODS = {
 
 def _standardised_fold(table: Table, train: np.ndarray, test: np.ndarray):
     """Scale the target by the training fold only, so test rows never leak into the scale of the error."""
-    mean, std = table.y[train].mean(), table.y[train].std()
-    std = std if std > 1e-12 else 1.0
+    mean, std = (float(v[0]) for v in standardiser(table.y[train][:, None]))  # no overflow near the float limit
     return table.X[train], (table.y[train] - mean) / std, table.X[test], (table.y[test] - mean) / std
 
 
