@@ -313,7 +313,6 @@ def _tamper(stem, edit_meta=None, drop_tensors=None):
     (dict(edit_meta=lambda m: m.update(history=[0.1])), "do not describe a run of 3 epochs"),
     (dict(edit_meta=lambda m: m["optimizer"]["param_groups"][0].update(weight_decay=0.5)),
      "hyper-parameters differ from the ones the configuration implies"),
-    (dict(edit_meta=lambda m: m["scheduler"].update(last_epoch=0)), "the schedule stands at epoch 0"),
     (dict(edit_meta=lambda m: m.update(optimizer="nope")), "the optimiser state is damaged"),
 ])
 def test_a_tampered_last_checkpoint_is_refused(tmp_path, tamper, message):

@@ -1,7 +1,7 @@
 """Checkpoints that never execute code and never leave half a file behind.
 
 A checkpoint ``<stem>`` is two files: ``<stem>.<token>.safetensors`` (every tensor: weights, optimiser
-moments, RNG states) and ``<stem>.json`` (everything else: configuration, step, scheduler, and the name and
+moments, RNG states) and ``<stem>.json`` (everything else: configuration, step, and the name and
 sha256 of its tensor file). The tensor file is written first under a fresh name, then the JSON replaces the
 previous one by an atomic rename: that rename is the commit. A crash at any moment leaves the previous JSON
 pointing at its own, intact tensor file; stale tensor files are removed only after the commit.
@@ -127,7 +127,7 @@ def load(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# What goes into a checkpoint: modules, optimisers, schedulers, random number generators
+# What goes into a checkpoint: modules, optimisers, random number generators
 
 
 def with_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -172,8 +172,9 @@ def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.T
 
 def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
                    source: str = "the checkpoint") -> None:
-    """Restore the optimiser's state, checked against the optimiser the configuration built: the same groups and
-    hyper-parameters (the learning rate is the schedule's), and for every parameter with a state all its entries,
+    """Restore the optimiser's per-parameter state, checked against the optimiser the configuration built: the
+    recorded groups and hyper-parameters must be its own (they are not taken from the file: the learning rate is
+    the schedule's, see ``training.TrainingState.load``), and every parameter with a state has all its entries,
     shaped like the parameter."""
     fresh = optimizer.state_dict()
     try:
@@ -195,16 +196,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
         if not (0 <= index < len(params) and "step" in entry and all(
                 torch.is_tensor(m) and m.shape == params[index].shape for m in moments)):
             raise CheckpointError(f"{source}: the optimiser state of parameter {index} is incomplete or misshapen")
-    optimizer.load_state_dict({"state": entries, "param_groups": groups})
-
-
-def scheduler_state(scheduler) -> dict:
-    """The scheduler's progress; its milestones belong to the configuration, which rebuilds it."""
-    return {key: value for key, value in scheduler.state_dict().items() if key != "milestones"}
-
-
-def load_scheduler(scheduler, meta: dict) -> None:
-    scheduler.load_state_dict({**scheduler.state_dict(), **meta})
+    optimizer.load_state_dict({"state": entries, "param_groups": fresh["param_groups"]})
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:

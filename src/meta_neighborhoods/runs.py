@@ -109,6 +109,7 @@ def _model_args(args, tensors: dict, source: str) -> dict:
     the tensor file's shapes before anything is built (a crafted size must not allocate terabytes)."""
     names = ("method", "backbone", "in_channels", "num_classes", "dictionary_size")
     if not (isinstance(args, dict) and set(args) == set(names) and all(type(args[n]) is int for n in names[2:])
+            and all(type(args[n]) is str for n in names[:2])
             and args["method"] in METHODS and args["backbone"] in available_backbones()):
         raise checkpoint.CheckpointError(f"{source}: model_args should name a method, a backbone and three "
                                          f"integers ({', '.join(names)}), got {args!r}")

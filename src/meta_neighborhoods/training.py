@@ -3,6 +3,7 @@ callbacks for what differs between front ends, and the ``last`` checkpoint (the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,7 @@ class TrainingState:
                    **checkpoint.with_prefix("rng.", rng_tensors)}
         checkpoint.save(stem, tensors, {
             "epoch": self.epoch, "step": self.step, "history": self.history, "config": self.config,
-            "optimizer": optimizer_meta, "scheduler": checkpoint.scheduler_state(self.schedule), "rng": rng_meta,
+            "optimizer": optimizer_meta, "rng": rng_meta,
             "stateful": {name: obj.state_dict() for name, obj in self.stateful.items()},
         })
 
@@ -148,18 +149,16 @@ class TrainingState:
         moments = checkpoint.take_prefix("optimizer.", tensors)
         if meta["step"] > 0 and not moments:
             raise checkpoint.CheckpointError(f"{source} lacks the optimiser's moments after {meta['step']} steps")
+        checkpoint.load_optimizer(self.optimizer, moments, meta["optimizer"], source)
         try:
-            checkpoint.load_optimizer(self.optimizer, moments, meta["optimizer"], source)
-            checkpoint.load_scheduler(self.schedule, meta["scheduler"])
             checkpoint.load_rng(checkpoint.take_prefix("rng.", tensors), meta["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
-            if isinstance(error, checkpoint.CheckpointError):
-                raise
-            raise checkpoint.CheckpointError(f"{source}: damaged training state ({type(error).__name__}: "
-                                             f"{error})") from None
-        if self.schedule.last_epoch != meta["epoch"]:
-            raise checkpoint.CheckpointError(f"{source}: the schedule stands at epoch {self.schedule.last_epoch}, "
-                                             f"the run at epoch {meta['epoch']}")
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as error:
+            raise checkpoint.CheckpointError(f"{source}: damaged random number generator state "
+                                             f"({type(error).__name__}: {error})") from None
+        with warnings.catch_warnings():  # stepping the schedule alone, to where the run stood, is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(meta["epoch"]):
+                self.schedule.step()
         for name, obj in self.stateful.items():
             try:
                 obj.load_state_dict(meta["stateful"][name])

@@ -1,0 +1,123 @@
+"""Fuzzing what is read from disk: checkpoint manifests and run-folder configs, mutated at random (types, missing
+and extra keys, huge numbers, nesting, paths). Loading either succeeds or raises the one documented error type
+(``CheckpointError``, ``RunFolderError``), never another exception, and touches no file outside its folder."""
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meta_neighborhoods import checkpoint, runs
+from meta_neighborhoods.checkpoint import CheckpointError
+from meta_neighborhoods.config import ClassificationConfig
+from meta_neighborhoods.datasets.batches import TensorBatches
+from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.training import fit
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False, width=64),
+                    st.sampled_from(["", "../../etc/passwd", "/tmp/x", "best.0123abcd.safetensors", "a" * 1000]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                             max_size=4), max_leaves=12)
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _paths(value, prefix=()):
+    """Every path (tuple of keys and indices) into a JSON value."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+@st.composite
+def mutations(draw, document):
+    """A copy of ``document`` with one place replaced, removed, or given an extra key."""
+    document = json.loads(json.dumps(document))
+    path = draw(st.sampled_from(list(_paths(document))[1:]))
+    parent = document
+    for step in path[:-1]:
+        parent = parent[step]
+    action = draw(st.sampled_from(["replace", "remove", "extra"]))
+    if action == "replace":
+        parent[path[-1]] = draw(VALUES)
+    elif action == "remove" and isinstance(parent, dict):
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[draw(st.text(min_size=1, max_size=8))] = draw(VALUES)
+    return document
+
+
+def _everything_outside(root):
+    return sorted(str(p) for p in root.iterdir())
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """An estimator file, a best checkpoint and a last checkpoint, each in a folder of its own."""
+    root = tmp_path_factory.mktemp("fuzz")
+    torch.manual_seed(0)
+    X, y = torch.randn(40, 3).double().numpy(), torch.randn(40).double().numpy()
+    (root / "estimator").mkdir()
+    MetaNeighborhoodsRegressor(hidden_layer_sizes=(8,), dictionary_size=6, max_epochs=2, random_state=0).fit(
+        X, y).save(root / "estimator" / "model")
+    args = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 4}
+    (root / "best").mkdir()
+    runs.save_checkpoint(root / "best" / "best", runs.build_model(**args), model_args=args, epoch=1,
+                         validation_accuracy=0.5, validation_loss=1.0)
+    (root / "last").mkdir()
+    fit(_model(), _batches(), epochs=1, checkpoint=root / "last" / "last", config={"epochs": 2})
+    (root / "run").mkdir()
+    (root / "run" / "config.json").write_text(json.dumps(
+        {**dataclasses.asdict(ClassificationConfig("digits", "convnet4", "mn")), "extra": 1}))
+    return root
+
+
+def _model():
+    torch.manual_seed(0)
+    return MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=4)
+
+
+def _batches():
+    generator = torch.Generator().manual_seed(0)
+    return TensorBatches(torch.randn(16, 3, generator=generator), torch.randn(16, 1, generator=generator),
+                         batch_size=8)
+
+
+LOADERS = {
+    "estimator": ("model.json", lambda folder: MetaNeighborhoodsRegressor.load(folder / "model"), CheckpointError),
+    "best": ("best.json", lambda folder: runs.load_checkpoint(folder / "best"), CheckpointError),
+    "last": ("last.json", lambda folder: fit(_model(), _batches(), epochs=2, checkpoint=folder / "last",
+                                             resume=True, config={"epochs": 2}), CheckpointError),
+    "run": ("config.json", lambda folder: runs.read_config(folder), runs.RunFolderError),
+}
+
+
+@pytest.mark.parametrize("kind", list(LOADERS))
+def test_a_mutated_file_loads_or_raises_the_documented_error(saved, tmp_path_factory, kind):
+    name, load, error = LOADERS[kind]
+    original = json.loads((saved / kind / name).read_text())
+
+    @FUZZ
+    @given(document=mutations(original))
+    def check(document):
+        folder = tmp_path_factory.mktemp(kind)
+        shutil.rmtree(folder)
+        shutil.copytree(saved / kind, folder)
+        (folder / name).write_text(json.dumps(document))
+        outside = _everything_outside(folder.parent)
+        try:
+            load(folder)
+        except error:
+            pass
+        assert _everything_outside(folder.parent) == outside
+
+    check()
