@@ -329,3 +329,20 @@ def test_nan_weights_are_refused_at_load(tmp_path):
     save_checkpoint(tmp_path / "best", model, model_args=ARGS, epoch=1)
     with pytest.raises(checkpoint.CheckpointError, match="holds NaN or infinite values in .*refusing"):
         load_checkpoint(tmp_path / "best")
+
+
+def test_a_failed_tensor_write_is_an_os_error_that_names_the_file(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def disk_full(tensors, path):
+        raise SafetensorError("No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(OSError, match=r"cannot write checkpoint .*best\.[0-9a-f]{8}\.safetensors: No space left"):
+        checkpoint.save(tmp_path / "best", {"w": torch.ones(1)}, {})
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_into_a_missing_folder_names_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"folder {tmp_path / 'nope'} does not exist"):
+        checkpoint.save(tmp_path / "nope" / "best", {"w": torch.ones(1)}, {})

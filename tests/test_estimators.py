@@ -145,3 +145,11 @@ def test_a_row_beyond_float32_on_the_training_scale_is_refused_not_answered_with
         bad[8, 2] = 1e39
         with pytest.raises(ValueError, match="row 8, feature 2: 1e[+]39 lies too far outside the training data"):
             model.predict(bad)
+
+
+def test_a_misspelt_parameter_names_the_public_class():
+    with pytest.raises(TypeError, match=r"MetaNeighborhoodsRegressor.__init__\(\) got an unexpected keyword argument "
+                                        "'dictionary_sise'"):
+        MetaNeighborhoodsRegressor(dictionary_sise=4)
+    with pytest.raises(TypeError, match=r"MetaNeighborhoodsClassifier.__init__\(\) got an unexpected"):
+        MetaNeighborhoodsClassifier(hiden=3)

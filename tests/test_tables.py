@@ -298,3 +298,17 @@ def test_csv_table_ragged_row(tmp_path):
 def test_csv_table_missing_file(tmp_path):
     with pytest.raises(DataFileError, match="nowhere.csv"):
         load_csv_table(tmp_path / "nowhere.csv", "y")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_text("\ufeffy,a\n1,2\n3,4\n5,7\n", encoding="utf-8")
+    table = load_csv_table(path, "y")
+    assert table.feature_names == ["a"] and table.y.tolist() == [1.0, 3.0, 5.0]
+
+
+def test_a_file_with_another_separator_says_so(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b;y\n1;2;3\n4;5;6\n")
+    with pytest.raises(ValueError, match="the file seems separated by ';', not ','"):
+        load_csv_table(path, "y")

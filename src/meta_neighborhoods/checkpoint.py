@@ -71,7 +71,10 @@ def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
         raise FileNotFoundError(f"cannot save checkpoint {stem}: folder {stem.parent} does not exist")
     weights = stem.with_name(f"{stem.name}.{secrets.token_hex(TOKEN_HEX // 2)}.safetensors")
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+    try:
+        atomic_write(weights, lambda tmp: save_file(tensors, tmp))
+    except SafetensorError as error:  # e.g. the disk is full: an OSError, as for any other file that cannot be written
+        raise OSError(f"cannot write checkpoint {weights}: {error}") from None
     manifest = write_json(_manifest(stem), {"format": FORMAT, "version": VERSION, "tensors": weights.name,
                                             "sha256": sha256(weights), **meta})
     own = _own_files(stem)

@@ -8,6 +8,7 @@ baseline: the same network trained the same way, without neighbours.
 from __future__ import annotations
 
 import copy
+import types
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,17 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+
+    def __init_subclass__(cls, **kwargs):
+        """Give each public estimator its own copy of ``__init__``, so that a misspelt parameter is reported as
+        ``MetaNeighborhoodsRegressor.__init__() got an unexpected keyword argument``, not under this private
+        class's name."""
+        super().__init_subclass__(**kwargs)
+        init, name = _MetaNeighborhoodsEstimator.__init__, f"{cls.__name__}.__init__"
+        code = init.__code__.replace(co_qualname=name) if hasattr(init.__code__, "co_qualname") else init.__code__
+        own = types.FunctionType(code, init.__globals__, "__init__", init.__defaults__, init.__closure__)
+        own.__kwdefaults__, own.__doc__, own.__qualname__ = init.__kwdefaults__, init.__doc__, name
+        cls.__init__ = own
 
     # -- building ---------------------------------------------------------------------------------
 

@@ -240,9 +240,20 @@ def lock(run_dir: Path) -> Iterator[None]:
         handle.truncate()
         handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})")
         handle.flush()
+        _remove_leftovers(Path(run_dir))
         yield
     finally:
         handle.close()
+
+
+def _remove_leftovers(run_dir: Path) -> None:
+    """The temporary files (``io.atomic_write``'s ``.<name>.<random>.tmp``) of a writer that was killed: with the
+    lock held nobody else writes here. Only those of the run's own files are removed."""
+    own = (CONFIG, SPLIT, METRICS, *COMPARISON, f"{BEST}.", f"{LAST}.")
+    for folder in [run_dir, *(run_dir / name for name in METHODS if (run_dir / name).is_dir())]:
+        for path in folder.glob(".*.tmp"):
+            if path.is_file() and path.name[1:].startswith(own):
+                path.unlink(missing_ok=True)
 
 
 def holds_a_run(run_dir: Path) -> list[str]:

@@ -21,7 +21,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, otherwise the CPU; asking for CUDA without one is an error."""
     check_option("device", name, DEVICES)
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)

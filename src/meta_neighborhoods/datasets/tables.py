@@ -91,7 +91,7 @@ def _read_numeric(
     """
     names = None
     try:
-        with open(path, newline="") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a name
             if header:
                 names = [n.strip() for n in next(csv.reader([handle.readline()], delimiter=delimiter or ","), [])]
             try:
@@ -106,6 +106,8 @@ def _read_numeric(
         raise ValueError(
             f"{dataset}: {path} is not a UTF-8 text table (byte {error.start}); is it the right file?"
         ) from None
+    except csv.Error as error:  # e.g. a field longer than the csv module's limit
+        raise ValueError(f"{dataset}: {path} is not a readable CSV table ({error})") from None
     if data.size == 0:
         raise ValueError(f"{dataset}: {path} has no data rows")
     if names is not None and data.shape[1] != len(names):
@@ -116,7 +118,7 @@ def _read_numeric(
 def _read_numeric_slowly(path: Path, *, dataset: str, delimiter: str | None, names: list[str] | None) -> np.ndarray:
     rows: list[list[float]] = []
     width = len(names) if names is not None else None
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         lines = enumerate(handle, start=1)
         if names is not None:
             next(lines)
@@ -137,9 +139,11 @@ def _read_numeric_slowly(path: Path, *, dataset: str, delimiter: str | None, nam
                 except ValueError:
                     if text.strip().lower() not in _MISSING_TOKENS:
                         column = repr(names[j]) if names is not None else f"{j} (0-based)"
+                        other = next((d for d in ";\t|" if d in text), None)
+                        hint = (f"the file seems separated by {other!r}, not {delimiter!r}" if other
+                                else "only numeric columns can be read - encode or drop it first")
                         raise ValueError(
-                            f"{dataset}: column {column} of {path} is not numeric (line {lineno}: {text!r}); "
-                            "only numeric columns can be read - encode or drop it first"
+                            f"{dataset}: column {column} of {path} is not numeric (line {lineno}: {text!r}); {hint}"
                         ) from None
                     row.append(math.nan)
             rows.append(row)
