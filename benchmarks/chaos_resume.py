@@ -52,6 +52,10 @@ def _continue(out: Path) -> list[str]:
     return [*RUN, "--out", str(out), "--overwrite"]
 
 
+def _what(args: list[str]) -> str:
+    return "resume" if "--resume" in args else "fresh start"
+
+
 def _manifest_time(out: Path) -> float:
     path = out / "last.json"
     return path.stat().st_mtime_ns if path.exists() else 0
@@ -69,12 +73,12 @@ def _kill_once(out: Path, delay: float, after_a_checkpoint: bool, deadline: floa
         time.sleep(0.005)
     try:
         process.wait(timeout=delay)
-        return f"{args[1]} finished before the kill (rc {process.returncode})"
+        return f"{_what(args)} finished before the kill (rc {process.returncode})"
     except subprocess.TimeoutExpired:
         process.send_signal(signal.SIGKILL)
         process.wait()
         moment = "its next checkpoint" if after_a_checkpoint else "its start"
-        return f"{args[1]} killed {delay:.2f} s after {moment}, at epoch {_epoch(out)}"
+        return f"{_what(args)} killed {delay:.2f} s after {moment}, at epoch {_epoch(out)}"
 
 
 def main() -> int:

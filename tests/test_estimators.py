@@ -153,3 +153,15 @@ def test_a_misspelt_parameter_names_the_public_class():
         MetaNeighborhoodsRegressor(dictionary_sise=4)
     with pytest.raises(TypeError, match=r"MetaNeighborhoodsClassifier.__init__\(\) got an unexpected"):
         MetaNeighborhoodsClassifier(hiden=3)
+
+
+class _Frame:
+    """What the estimators read of a pandas DataFrame to name its columns (pandas is not a dependency)."""
+
+    columns = ["price", "colour", "size"]
+    dtypes = [np.dtype(float), np.dtype(object), np.dtype(int)]
+
+
+def test_a_data_frame_with_a_text_column_is_refused_naming_it():
+    with pytest.raises(ValueError, match="X has non-numeric column.s. 'colour': encode them"):
+        MetaNeighborhoodsRegressor(**FAST).fit(_Frame(), np.zeros(3))

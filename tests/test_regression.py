@@ -245,3 +245,11 @@ def test_a_target_near_the_float_limit_is_scaled_not_zeroed():
     errors = [cross_validate(Table("t", X, target, None, ""), {"knn": METHODS["knn"]}, folds=3, seed=0, params={},
                              progress=False)["mean"]["knn"] for target in (y, y * 1e200)]
     assert errors[0] > 0.05 and errors[1] == pytest.approx(errors[0], rel=1e-6)
+
+
+def test_a_table_too_small_for_the_folds_says_so(tmp_path, capsys):
+    path = tmp_path / "six.csv"
+    path.write_text("a,b,y\n1,2,3\n4,5,6\n7,8,9\n1,3,5\n2,2,2\n5,1,0\n")
+    assert main(["regress", "--data-file", str(path), "--target", "y", "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    assert "six: 6 rows are too few for 5-fold cross-validation: a training fold would hold 4 rows, and kNN's inner " \
+           "5-fold search needs 5" in capsys.readouterr().err

@@ -26,29 +26,14 @@ from .config import SIMILARITIES, MNConfig
 from .datasets.batches import TensorBatches
 from .heads import MLPHead
 from .model import MetaNeighborhoods
+from .standardise import PREDICT_BATCH, numeric_columns, standardiser
 from .training import OptimizerSpec, fit, resolve_device
 from .validation import ConfigError, check_int, check_option, check_positive, is_int, is_positive, is_real
 
 HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
-PREDICT_BATCH = 4096  # rows per forward pass at prediction: memory stays bounded for any number of rows
 TOL = 1e-6  # a validation loss must improve by more than this to count as better
 FITTED = ("x_mean_", "x_scale_", "network_", "n_epochs_", "best_epoch_", "loss_curve_", "best_validation_loss_",
           "n_features_in_", "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
-
-
-def standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each column of ``a`` (n, d); constant columns keep scale 1 so they stay finite.
-
-    Computed on the columns divided by their largest magnitude, so that values near the float64 limit (1e155
-    squared, 1e300 summed) never overflow; the squared deviations are summed PREDICT_BATCH rows at a time, with
-    no temporary as large as ``a``.
-    """
-    peak = np.abs(a).max(axis=0) if len(a) else np.ones(a.shape[1:])
-    peak = np.where(peak > 0, peak, 1.0)
-    mean = sum(a[i : i + PREDICT_BATCH].sum(axis=0) / peak for i in range(0, len(a), PREDICT_BATCH)) / len(a)
-    squares = sum(np.square(a[i : i + PREDICT_BATCH] / peak - mean).sum(axis=0) for i in range(0, len(a), PREDICT_BATCH))
-    mean, scale = mean * peak, np.sqrt(squares / len(a)) * peak
-    return mean, np.where(scale > 1e-12 * peak, scale, 1.0)
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -266,7 +251,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def _raw_predict(self, X) -> torch.Tensor:
         """The network's outputs for ``X``; never a NaN passed on (nor, for a classifier, a default class)."""
         check_is_fitted(self, "model_")
-        out = self._forward(validate_data(self, X, reset=False, dtype=np.float64))
+        out = self._forward(validate_data(self, numeric_columns(X), reset=False, dtype=np.float64))
         if not torch.isfinite(out).all():
             rows = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten()[:5].tolist()
             raise ValueError(f"the network's outputs are not finite for rows {rows}: refusing to answer")
@@ -349,7 +334,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
     _FITTED = frozenset({*FITTED, "y_mean_", "y_scale_", "_y_ndim"})
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
+        X, y = validate_data(self, numeric_columns(X), y, dtype=np.float64, y_numeric=True, multi_output=True)
         if y.dtype.kind not in "biuf":  # y_numeric converts object arrays only; strings would fail inside numpy
             raise ValueError(f"the target y must be numeric for regression, got dtype {y.dtype}; "
                              "use MetaNeighborhoodsClassifier for labels")
@@ -378,7 +363,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     _FITTED = frozenset({*FITTED, "classes_"})
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=np.float64)
+        X, y = validate_data(self, numeric_columns(X), y, dtype=np.float64)
         check_classification_targets(y)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_

@@ -162,9 +162,12 @@ class TrainingState:
         for name, obj in self.stateful.items():
             try:
                 obj.load_state_dict(meta["stateful"][name])
-            except (KeyError, TypeError) as missing:
+            except KeyError as missing:
                 raise checkpoint.CheckpointError(f"{source} lacks {missing} for {name!r}: it was written by another "
                                                  "version of meta-neighborhoods; start the run afresh") from None
+            except (TypeError, ValueError, RuntimeError, IndexError, OverflowError, AttributeError) as error:
+                raise checkpoint.CheckpointError(f"{source}: the state of {name!r} is damaged "
+                                                 f"({type(error).__name__}: {error})") from None
         self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
 
     @staticmethod

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..estimators import MetaNeighborhoodsRegressor, standardiser
+from ..estimators import MetaNeighborhoodsRegressor
+from ..standardise import standardiser
 from ..plots import ablation_figure, fold_errors_figure
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
 from ..validation import ConfigError
@@ -112,6 +113,12 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time."""
     if folds < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
+    smallest = len(table.y) - math.ceil(len(table.y) / folds)  # rows in the smallest training fold
+    if smallest < (KNN_INNER_FOLDS if "knn" in methods else 2):
+        raise ValueError(f"{table.name}: {len(table.y)} rows are too few for {folds}-fold cross-validation: a training "
+                         f"fold would hold {smallest} rows"
+                         + (f", and kNN's inner {KNN_INNER_FOLDS}-fold search needs {KNN_INNER_FOLDS}" if "knn" in
+                            methods else ""))
     errors = {name: [] for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
     architectures = []
