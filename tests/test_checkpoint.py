@@ -346,3 +346,23 @@ def test_a_failed_tensor_write_is_an_os_error_that_names_the_file(tmp_path, monk
 def test_save_into_a_missing_folder_names_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"folder {tmp_path / 'nope'} does not exist"):
         checkpoint.save(tmp_path / "nope" / "best", {"w": torch.ones(1)}, {})
+
+
+def test_deeply_nested_json_is_a_checkpoint_error(tmp_path):
+    manifest = _small_checkpoint(tmp_path / "best")
+    manifest.write_text("[" * 100_000)
+    with pytest.raises(checkpoint.CheckpointError, match="best.json is not a readable checkpoint manifest"):
+        checkpoint.load(tmp_path / "best")
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"dictionary_size": 10**12}, "do not match the tensors it holds"),
+    ({"num_classes": 10**9}, "do not match the tensors it holds"),
+    ({"in_channels": 10**6}, "do not match the tensors it holds"),
+    ({"method": ["mn"]}, "model_args should name a method"),
+    ({"backbone": "vgg"}, "model_args should name a method"),
+])
+def test_model_args_are_checked_before_anything_is_built(tmp_path, edit, message):
+    save_checkpoint(tmp_path / "best", build_model(**ARGS), model_args={**ARGS, **edit}, epoch=1)
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+        load_checkpoint(tmp_path / "best")

@@ -165,3 +165,10 @@ class _Frame:
 def test_a_data_frame_with_a_text_column_is_refused_naming_it():
     with pytest.raises(ValueError, match="X has non-numeric column.s. 'colour': encode them"):
         MetaNeighborhoodsRegressor(**FAST).fit(_Frame(), np.zeros(3))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_asking_for_cuda_without_one_speaks_the_api_s_words():
+    X, y = _table(n=30)
+    with pytest.raises(RuntimeError, match="device 'cuda' was requested but no CUDA GPU is available; use 'cpu'"):
+        MetaNeighborhoodsRegressor(**{**FAST, "device": "cuda"}).fit(X, y)

@@ -194,3 +194,28 @@ def test_ctrl_c_names_the_resume_command(tmp_path, capsys, monkeypatch):
     error = capsys.readouterr().err
     assert error == (f"meta-neighborhoods classify: interrupted; the last checkpoint is kept; continue with: "
                      f"meta-neighborhoods classify --resume '{tmp_path / 'my run'}'\n")
+
+
+def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path):
+    (tmp_path / "mn").mkdir()
+    leftovers = [tmp_path / ".config.json.ab12cd.tmp", tmp_path / "mn" / ".metrics.json.x1y2.tmp",
+                 tmp_path / "mn" / ".best.0123abcd.safetensors.q9w8.tmp"]
+    mine = tmp_path / ".notes.tmp"
+    for path in [*leftovers, mine]:
+        path.write_text("x")
+    with runs.lock(tmp_path):
+        pass
+    assert not any(path.exists() for path in leftovers) and mine.exists()
+
+
+def test_analyze_refuses_a_folder_whose_files_disagree(tmp_path, capsys):
+    if shared_data_dir() is None or not (shared_data_dir() / "sklearn_digits").is_dir():
+        pytest.skip("digits needs ../shared/data/sklearn_digits")
+    run = tmp_path / "run"
+    run.mkdir()
+    args = {"method": "mn", "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}
+    runs.save_checkpoint(run / "best", runs.build_model(**args), model_args=args, epoch=1)
+    (run / "config.json").write_text(json.dumps(_config()))  # digits: 1 channel, 10 classes
+    assert main(["analyze", "--run", str(run), "--what", "cosine", "--quiet", "--device", "cpu"]) == 1
+    assert "takes 3-channel images of 4 classes, but digits (named in its config.json) has 1 channels and 10 " \
+           "classes" in capsys.readouterr().err

@@ -77,6 +77,11 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
     dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
+    args, images = info["model_args"], dataset.train.images
+    if (args["in_channels"], args["num_classes"]) != (images.shape[1], len(dataset.classes)):
+        raise ValueError(f"{run_dir}: its network takes {args['in_channels']}-channel images of {args['num_classes']} "
+                         f"classes, but {config.dataset} (named in its config.json) has {images.shape[1]} channels and "
+                         f"{len(dataset.classes)} classes: the folder's files disagree")
     split = runs.read_split(run_dir, len(dataset.train))
     train = ImageSplit(dataset.train.images[split.train], dataset.train.labels[split.train])
     return LoadedRun(run_dir, config, model, dataset, split, train, torch_device)

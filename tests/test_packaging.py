@@ -1,0 +1,48 @@
+"""What a user installs: every package the code imports is declared, with the floors the code needs."""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn"}  # import name -> distribution name, where they differ
+OPTIONAL = {"onnx", "onnxscript", "onnxruntime"}  # the export extra, imported only when exporting
+FLOORS = {"scikit-learn": "1.6", "pillow": "9.1", "torch": "2.6"}  # validate_data; Image.Resampling; dynamo export
+
+tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else pytest.importorskip("tomli")
+
+
+def _declared() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {re.split(r"[<>=!~ ]", spec)[0].lower(): spec for spec in project["dependencies"]}
+
+
+def _imported() -> set[str]:
+    names = set()
+    for path in (ROOT / "src" / "meta_neighborhoods").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n != "meta_neighborhoods"} - OPTIONAL
+
+
+def test_every_imported_package_is_declared():
+    declared = _declared()
+    missing = sorted(DISTRIBUTIONS.get(name, name) for name in _imported() if DISTRIBUTIONS.get(name, name).lower()
+                     not in declared)
+    assert not missing, f"imported but not in pyproject's dependencies: {missing}"
+
+
+@pytest.mark.parametrize("distribution, floor", sorted(FLOORS.items()))
+def test_the_floors_are_those_the_code_needs(distribution, floor):
+    assert f">={floor}" in _declared()[distribution]
+
+
+def test_the_licence_is_a_file_and_an_spdx_expression():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
