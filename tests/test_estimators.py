@@ -91,7 +91,7 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
     np.testing.assert_allclose(blocks.x_mean_, X.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocks.x_scale_, X.std(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocks.y_scale_, y.std(), rtol=1e-12)
-    assert blocks.n_epochs_ == whole.n_epochs_
+    assert blocks.n_iter_ == whole.n_iter_
     np.testing.assert_allclose(blocks.predict(X), whole.predict(X), rtol=1e-5, atol=1e-6)
 
 
@@ -170,5 +170,45 @@ def test_a_data_frame_with_a_text_column_is_refused_naming_it():
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_asking_for_cuda_without_one_speaks_the_api_s_words():
     X, y = _table(n=30)
-    with pytest.raises(RuntimeError, match="device 'cuda' was requested but no CUDA GPU is available; use 'cpu'"):
-        MetaNeighborhoodsRegressor(**{**FAST, "device": "cuda"}).fit(X, y)
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(RuntimeError, match=f"device '{device}' was requested but this machine has 0 CUDA GPU"):
+            MetaNeighborhoodsRegressor(**{**FAST, "device": device}).fit(X, y)
+    assert MetaNeighborhoodsRegressor(**{**FAST, "device": "cpu:0"}).fit(X, y).predict(X).shape == y.shape
+
+
+def test_fit_leaves_the_callers_random_stream_alone():
+    import torch
+
+    X, y = _table(n=40)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = MetaNeighborhoodsRegressor(**{**FAST, "random_state": 0}).fit(X, y).predict(X)
+    assert torch.equal(torch.rand(3), expected)
+    second = MetaNeighborhoodsRegressor(**{**FAST, "random_state": 0}).fit(X, y).predict(X)
+    np.testing.assert_array_equal(first, second)  # and the fit itself stays seeded
+
+
+def test_the_attributes_scikit_learn_users_read():
+    X, y = _table(n=80)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 40, "n_iter_no_change": 3}).fit(X, y)
+    assert model.n_iter_ == len(model.loss_curve_) == len(model.validation_loss_curve_)
+    assert model.best_loss_ == min(model.validation_loss_curve_) == model.validation_loss_curve_[model.best_epoch_ - 1]
+    no_split = MetaNeighborhoodsRegressor(**{**FAST, "early_stopping": False}).fit(X, y)
+    assert no_split.validation_loss_curve_ is None and no_split.best_loss_ == min(no_split.loss_curve_)
+
+
+def test_tol_decides_what_counts_as_better():
+    X, y = _table(n=80)
+    strict = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 30, "n_iter_no_change": 2, "tol": 10.0}).fit(X, y)
+    assert strict.best_epoch_ == 1 and strict.n_iter_ == 3  # nothing beats the first epoch by 10
+    with pytest.raises(ValueError, match="tol must be a non-negative number"):
+        MetaNeighborhoodsRegressor(**{**FAST, "tol": -1}).fit(X, y)
+
+
+def test_ending_at_max_epochs_before_early_stopping_warns():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = _table(n=80)
+    with pytest.warns(ConvergenceWarning, match="stopped at max_epochs=2 while its validation loss was still"):
+        MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "n_iter_no_change": 5}).fit(X, y)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
@@ -21,7 +23,6 @@ from torch import nn
 
 from . import __version__, checkpoint, export, persistence
 from .callbacks import BestEpoch, EarlyStopping, Progress, lower_loss
-from .checkpoint import CheckpointError
 from .config import SIMILARITIES, MNConfig
 from .datasets.batches import TensorBatches
 from .heads import MLPHead
@@ -31,9 +32,9 @@ from .training import OptimizerSpec, fit, resolve_device
 from .validation import ConfigError, check_int, check_option, check_positive, is_int, is_positive, is_real
 
 HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
-TOL = 1e-6  # a validation loss must improve by more than this to count as better
-FITTED = ("x_mean_", "x_scale_", "network_", "n_epochs_", "best_epoch_", "loss_curve_", "best_validation_loss_",
-          "n_features_in_", "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
+TOL = 1e-6  # default tol: a validation loss must improve by more than this to count as better
+FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
+          "best_loss_", "n_features_in_", "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -53,13 +54,18 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     max_epochs, batch_size, learning_rate, weight_decay : AdamW training; decay only on weight matrices.
     gradient_clip : clip every gradient entry to +-this (None: no clipping); keeps the second-order
         meta-gradient from throwing a run off course (seen on naval without it).
+    tol : an epoch counts as better when its loss is lower than the best by more than ``tol``.
     early_stopping, validation_fraction, n_iter_no_change : stop when the loss on a held-out share of
-        the training rows has not improved for that many epochs, and keep the best weights.
-    random_state : seed for the split, initialisation and batches. device : "cpu", "cuda" or "auto".
+        the training rows has not improved for that many epochs, and keep the best weights (without early
+        stopping the training loss decides). Ending at max_epochs first raises a ``ConvergenceWarning``.
+    random_state : seed for the split, initialisation and batches; the caller's global torch generator is
+        left untouched. device : "auto" or any torch device string ("cpu", "cuda", "cuda:1", "mps").
     verbose : > 0 shows a progress bar.
 
     Fitted: ``model_`` (the ``MetaNeighborhoods`` network), ``network_`` (what it was built from: features, outputs,
-    dictionary size, similarity and temperature actually used), input standardisation ``x_mean_`` and ``x_scale_``.
+    dictionary size, similarity and temperature actually used), input standardisation ``x_mean_`` and ``x_scale_``;
+    ``n_iter_`` (epochs run), ``loss_curve_`` (training loss per epoch), ``validation_loss_curve_`` (None without
+    a validation split), ``best_loss_`` and ``best_epoch_`` (whose weights are kept).
     ``save``/``load`` keep them in the safe checkpoint format; ``export_onnx`` writes the predictor as one ONNX graph.
 
     The defaults were chosen on gom and the nine UCI benchmark tables (see the README's Table 2).
@@ -84,6 +90,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         learning_rate=1e-3,
         weight_decay=1e-4,
         gradient_clip=1.0,
+        tol=TOL,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=20,
@@ -106,6 +113,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.gradient_clip = gradient_clip
+        self.tol = tol
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -140,6 +148,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         if self.gradient_clip is not None:
             check_positive("gradient_clip", self.gradient_clip)
         check_positive("learning_rate", self.learning_rate)
+        if not (is_real(self.tol) and self.tol >= 0):
+            raise ConfigError(f"tol must be a non-negative number, got {self.tol!r}")
         if not (is_real(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
 
@@ -177,12 +187,17 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     # -- training ---------------------------------------------------------------------------------
 
     def _fit(self, X: np.ndarray, targets: np.ndarray, n_outputs: int):
+        """Fit on the estimator's own seeded stream: the caller's global torch generator is left as it was."""
         self._check_parameters()
+        device = resolve_device(self.device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self._train(X, targets, n_outputs, device)
+        return self
+
+    def _train(self, X: np.ndarray, targets: np.ndarray, n_outputs: int, device: torch.device) -> None:
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         torch.manual_seed(seed)
-        device = resolve_device(self.device)
-
         train, valid = np.arange(len(X)), None
         n_valid = int(round(self.validation_fraction * len(X)))
         if self.early_stopping and n_valid >= 2 and len(X) - n_valid >= 2:
@@ -197,14 +212,15 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             generator = torch.Generator().manual_seed(seed)
             self.model_.dictionary.init_from_samples(X_train, y_train, generator=generator)
         self.model_.to(device)
+        curve = []
 
         def measure(train_loss: float) -> dict:
-            if valid is None:
-                return {"loss": train_loss}
-            return {"loss": self.model_.loss(self._forward(X[valid]), y_t[valid]).item()}
+            loss = train_loss if valid is None else self.model_.loss(self._forward(X[valid]), y_t[valid]).item()
+            curve.append(loss)
+            return {"loss": loss}
 
         kept = {}
-        best = BestEpoch(lower_loss(TOL), {"loss": np.inf},
+        best = BestEpoch(lower_loss(self.tol), {"loss": np.inf},
                          keep=lambda epoch, metrics: kept.update(state=copy.deepcopy(self.model_.state_dict())))
         history = fit(
             self.model_, TensorBatches(X_train, y_train, batch_size=int(self.batch_size), seed=seed),
@@ -216,9 +232,13 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         if kept:
             self.model_.load_state_dict(kept["state"])
         self.model_.eval()
-        self.n_epochs_, self.best_epoch_, self.loss_curve_ = len(history), best.epoch, history
-        self.best_validation_loss_ = float(best.best["loss"]) if valid is not None else None
-        return self
+        self.n_iter_, self.best_epoch_, self.loss_curve_ = len(history), best.epoch, history
+        self.validation_loss_curve_ = curve if valid is not None else None
+        self.best_loss_ = float(best.best["loss"])
+        if self.n_iter_ == self.max_epochs and self.n_iter_ - best.epoch < self.n_iter_no_change:
+            warnings.warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs} while its "
+                          f"{'validation' if valid is not None else 'training'} loss was still improving (best at "
+                          f"epoch {best.epoch}); raise max_epochs to train to convergence", ConvergenceWarning)
 
     def _standardise(self, X: np.ndarray, offset: int = 0) -> torch.Tensor:
         """Rows on the training scale, in float32; a value that lands beyond float32 there is refused, by row and
@@ -288,25 +308,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         stem = persistence.checkpoint_stem(path)
         tensors, meta = checkpoint.load(stem)
         source = f"{stem}.json"
-        if meta.get("estimator") != cls.__name__:
-            found = f"a {meta['estimator']}" if "estimator" in meta else "no estimator (another kind of checkpoint)"
-            raise CheckpointError(f"{source} holds {found}, not a {cls.__name__}")
-        try:
-            estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
-            estimator._check_parameters()
-            fitted = persistence.join_fitted(meta, tensors)
-            persistence.check_fitted(fitted, cls._FITTED, source)
-            network = fitted["network_"]
-            estimator._config(network["dictionary_size"], network["similarity"], network["temperature"])
-            persistence.check_shapes(fitted, tensors, estimator.hidden_layer_sizes, source)
-            if cls._task == "classification" and len(fitted["classes_"]) != fitted["network_"]["n_outputs"]:
-                raise ValueError(f"{len(fitted['classes_'])} classes_ for {fitted['network_']['n_outputs']} outputs")
-            model = estimator._build(**fitted["network_"])
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
-            raise CheckpointError(f"{source} does not describe a {cls.__name__} that this version can rebuild "
-                                  f"({type(error).__name__}: {error})") from None
+        estimator, fitted, model = persistence.rebuild(cls, meta, tensors, source)
         checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), source)
         vars(estimator).update(fitted)
         estimator.model_ = model.eval()

@@ -125,3 +125,27 @@ class Rescale(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         y = y * self.scale + self.mean
         return y[:, 0] if self.flat else y
+
+
+def rebuild(cls, meta: dict, tensors: dict, source: str):
+    """(estimator, fitted attributes, unloaded network) of estimator class ``cls`` from a checkpoint's contents,
+    every field checked first (see ``check_fitted`` and ``check_shapes``); anything wrong is a CheckpointError."""
+    if meta.get("estimator") != cls.__name__:
+        found = f"a {meta['estimator']}" if "estimator" in meta else "no estimator (another kind of checkpoint)"
+        raise CheckpointError(f"{source} holds {found}, not a {cls.__name__}")
+    try:
+        estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
+        estimator._check_parameters()
+        fitted = join_fitted(meta, tensors)
+        check_fitted(fitted, cls._FITTED, source)
+        network = fitted["network_"]
+        estimator._config(network["dictionary_size"], network["similarity"], network["temperature"])
+        check_shapes(fitted, tensors, estimator.hidden_layer_sizes, source)
+        if cls._task == "classification" and len(fitted["classes_"]) != network["n_outputs"]:
+            raise ValueError(f"{len(fitted['classes_'])} classes_ for {network['n_outputs']} outputs")
+        return estimator, fitted, estimator._build(**network)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise CheckpointError(f"{source} does not describe a {cls.__name__} that this version can rebuild "
+                              f"({type(error).__name__}: {error})") from None

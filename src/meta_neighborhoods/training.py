@@ -13,18 +13,25 @@ from torch import nn
 
 from . import checkpoint, distributed
 from .callbacks import Callback
-from .config import DEVICES
-from .validation import check_int, check_option
+from .validation import ConfigError, check_int
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, otherwise the CPU; asking for CUDA without one is an error."""
-    check_option("device", name, DEVICES)
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; use 'cpu' or 'auto'")
+    """``auto`` picks CUDA when present, otherwise the CPU; any other torch device string ("cuda:1", "mps") is
+    checked against what this machine has."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}; expected 'auto' or a torch device such as 'cpu', 'cuda', "
+                          "'cuda:1', 'mps'") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise RuntimeError(f"device {name!r} was requested but this machine has {torch.cuda.device_count()} CUDA "
+                           "GPU(s); use 'cpu' or 'auto'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {name!r} was requested but MPS is not available here; use 'cpu' or 'auto'")
+    return device
 
 
 @dataclass(frozen=True)
