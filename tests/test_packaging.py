@@ -46,3 +46,14 @@ def test_the_floors_are_those_the_code_needs(distribution, floor):
 def test_the_licence_is_a_file_and_an_spdx_expression():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "MIT" and (ROOT / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_the_version_has_one_home_and_the_package_is_typed():
+    from importlib.metadata import version
+
+    import meta_neighborhoods
+
+    assert version("meta-neighborhoods") == meta_neighborhoods.__version__
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert (ROOT / "src" / "meta_neighborhoods" / "py.typed").is_file()
