@@ -219,3 +219,13 @@ def test_analyze_refuses_a_folder_whose_files_disagree(tmp_path, capsys):
     assert main(["analyze", "--run", str(run), "--what", "cosine", "--quiet", "--device", "cpu"]) == 1
     assert "takes 3-channel images of 4 classes, but digits (named in its config.json) has 1 channels and 10 " \
            "classes" in capsys.readouterr().err
+
+
+def test_the_parent_of_a_method_all_run_lists_its_method_folders(tmp_path):
+    args = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 4}
+    for method in ("vanilla", "mn"):
+        (tmp_path / method).mkdir()
+        runs.save_checkpoint(tmp_path / method / "best", runs.build_model(**args), model_args=args, epoch=1)
+    with pytest.raises(FileNotFoundError, match=r"best.json is missing: .* holds a --method all run; pass one of its "
+                                                r"method folders: .*vanilla, .*mn$"):
+        runs.load_best_model(tmp_path)

@@ -130,6 +130,10 @@ def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     stem = Path(run_dir) / BEST
     if not checkpoint.exists(stem):
+        methods = [name for name in METHODS if checkpoint.exists(Path(run_dir) / name / BEST)]
+        if methods:  # the parent of a --method all run: say which folders to pass
+            raise FileNotFoundError(f"{stem}.json is missing: {run_dir} holds a --method all run; pass one of its "
+                                    f"method folders: {', '.join(str(Path(run_dir) / name) for name in methods)}")
         raise FileNotFoundError(f"{stem}.json is missing: {run_dir} is not a classify run folder, or the run has "
                                 "not finished an epoch yet")
     model, info = load_checkpoint(stem)
