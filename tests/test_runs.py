@@ -229,3 +229,18 @@ def test_the_parent_of_a_method_all_run_lists_its_method_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"best.json is missing: .* holds a --method all run; pass one of its "
                                                 r"method folders: .*vanilla, .*mn$"):
         runs.load_best_model(tmp_path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"train": "0,1"}, "field train should be a non-empty list"),
+    ({"validation": [1.5]}, "should hold image indices"),
+    ({"mean": [0.5, 0.5]}, "mean and std should be equally long lists"),
+    ({"std": [0.0]}, "std positive"),
+    ({"mean": ["x"]}, "mean and std should be equally long lists of finite numbers"),
+])
+def test_every_field_of_a_split_record_is_checked(tmp_path, changes, message):
+    runs.write_split(tmp_path, _split())
+    saved = json.loads((tmp_path / "split.json").read_text())
+    (tmp_path / "split.json").write_text(json.dumps({**saved, **changes}))
+    with pytest.raises(runs.RunFolderError, match=f"split.json: .*{message}"):
+        runs.read_split(tmp_path, n_images=6)

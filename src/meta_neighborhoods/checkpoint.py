@@ -153,11 +153,16 @@ def load_module(module: nn.Module, state: dict[str, torch.Tensor], source: str) 
                  f"shapes differ: {', '.join(wrong[:5])}" if wrong else ""]
         raise CheckpointError(f"{source} was written for another model configuration: "
                               + "; ".join(p for p in parts if p))
-    broken = [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    broken = non_finite(state)
     if broken:
         raise CheckpointError(f"{source} holds NaN or infinite values in {', '.join(broken[:5])}: refusing to load "
                               "a diverged or damaged network")
     module.load_state_dict(state)
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold NaN or infinite values."""
+    return [name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()]
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

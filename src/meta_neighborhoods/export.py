@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import checkpoint
 from .heads import FAST_PATHS, fast_path_for
 from .io import atomic_write, prepare_out_dir
 from .model import MetaNeighborhoods
@@ -52,7 +53,7 @@ def _exportable(module: nn.Module) -> nn.Module:
             raise ValueError(f"cannot export the inner loop of a {type(model.head).__name__} head to ONNX: only heads "
                              f"with a closed-form fast path ({heads}) export; the generic torch.func path (vmap of "
                              "grad) cannot be traced")
-    broken = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    broken = checkpoint.non_finite(module.state_dict())
     if broken:
         raise ValueError(f"cannot export a network with NaN or infinite values (in {', '.join(broken[:3])})")
     module = copy.deepcopy(module).cpu().eval()

@@ -207,9 +207,12 @@ def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationC
     return config
 
 
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(ClassificationConfig)}  # e.g. "int | None"
+
+
 def _json_type_fits(name: str, value) -> bool:
     """Whether a JSON value has the type of ClassificationConfig field ``name`` (bools are not numbers here)."""
-    kind = {f.name: f.type for f in fields(ClassificationConfig)}[name]
+    kind = _FIELD_TYPES[name]
     if value is None:
         return "None" in str(kind)
     if "int" in str(kind):
@@ -263,7 +266,7 @@ def _remove_leftovers(run_dir: Path) -> None:
 def holds_a_run(run_dir: Path) -> list[str]:
     """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them)."""
     run_dir = Path(run_dir)
-    own = {CONFIG, SPLIT, METRICS, *COMPARISON, f"{BEST}.json", f"{LAST}.json"}
+    own = {CONFIG, SPLIT, METRICS, *COMPARISON}  # and the checkpoints' files, manifests included (checkpoint.owns)
     found = sorted(p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
                    or checkpoint.owns(run_dir / LAST, p.name))
     return found + sorted(name for name in METHODS if (run_dir / name).is_dir() and holds_a_run(run_dir / name))
@@ -306,10 +309,20 @@ def read_split(run_dir: Path, n_images: int) -> Split:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the run was written by an older version of meta-neighborhoods, "
                                 "which did not record its split; train it again")
-    saved = json.loads(path.read_text())
+    saved = read_json(path)
+    for name in ("train", "validation", "mean", "std"):
+        if not (isinstance(saved.get(name), list) and saved[name]):
+            raise RunFolderError(f"{path}: field {name} should be a non-empty list")
+    if not all(type(i) is int for name in ("train", "validation") for i in saved[name]):
+        raise RunFolderError(f"{path}: the train and validation fields should hold image indices (integers)")
     indices = {name: np.asarray(saved[name], dtype=np.int64) for name in ("train", "validation")}
     for name, index in indices.items():
-        if index.ndim != 1 or len(index) == 0 or index.min() < 0 or index.max() >= n_images:
+        if index.min() < 0 or index.max() >= n_images:
             raise ValueError(f"{path}: the {name} indices do not fit a train split of {n_images} images; is this the "
                              "data set the run was trained on?")
+    normalisation = [saved["mean"], saved["std"]]
+    if not (len(saved["mean"]) == len(saved["std"]) and all(
+            type(v) in (int, float) and np.isfinite(v) for values in normalisation for v in values)
+            and all(v > 0 for v in saved["std"])):
+        raise RunFolderError(f"{path}: mean and std should be equally long lists of finite numbers, std positive")
     return Split(indices["train"], indices["validation"], tuple(saved["mean"]), tuple(saved["std"]))

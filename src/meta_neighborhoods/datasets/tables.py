@@ -139,7 +139,7 @@ def _read_numeric_slowly(path: Path, *, dataset: str, delimiter: str | None, nam
                 except ValueError:
                     if text.strip().lower() not in _MISSING_TOKENS:
                         column = repr(names[j]) if names is not None else f"{j} (0-based)"
-                        other = next((d for d in ";\t|" if d in text), None)
+                        other = next((d for d in ";\t|" if d in text), None) if delimiter else None
                         hint = (f"the file seems separated by {other!r}, not {delimiter!r}" if other
                                 else "only numeric columns can be read - encode or drop it first")
                         raise ValueError(

@@ -184,8 +184,6 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
     main = distributed.is_main()
     out = prepare_out_dir(out) if main else Path(out)
-    if resume and not checkpoint.exists(out / LAST):
-        raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
     model_args = _model_args(config, dataset)
     run_config = _run_config(config, model_args)
     if main and not resume:
@@ -208,7 +206,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         return {}
     load_checkpoint(out / BEST, model)
     metrics = {"test_accuracy": evaluate(model, _batches(splits.test, dataset, config), device)[0],
-               **_summary(config, splits, best), "seconds": round(time.perf_counter() - started, 2),
+               **_summary(config, best), "seconds": round(time.perf_counter() - started, 2),
                "device": str(device), "processes": distributed.world_size(), "resumed": resume,
                "parameters": sum(p.numel() for p in model.parameters()),
                "images": {"train": config.train_subset or len(splits.train), "validation": len(splits.validation),
@@ -219,7 +217,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     return metrics
 
 
-def _summary(config: ClassificationConfig, splits: Splits, best: BestCheckpoint) -> dict:
+def _summary(config: ClassificationConfig, best: BestCheckpoint) -> dict:
     return {"validation_accuracy": best.accuracy, "validation_loss": best.loss, "best_epoch": best.epoch,
             "method": config.method, "backbone": config.backbone, "dataset": config.dataset, "epochs": config.epochs}
 
