@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.stats import ttest_rel
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
@@ -15,9 +14,10 @@ import meta_neighborhoods
 from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+from meta_neighborhoods.significance import corrected_t_test, paired_t_test
 from meta_neighborhoods.experiments import regression
 from meta_neighborhoods.experiments.regression import (
-    ABLATION_TYPES, METHODS, ablation_values, paired_tests, run_ablation, run_regression, run_regression_all,
+    ABLATION_TYPES, METHODS, ablation_values, run_ablation, run_regression, run_regression_all,
 )
 
 FAST = {"max_epochs": 5, "hidden_layer_sizes": (16,), "dictionary_size": 16}
@@ -48,61 +48,51 @@ def fast_estimators(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# paired_tests
-
-
-def test_paired_tests_match_scipy_and_skip_the_reference():
-    errors = {"meta_neighborhoods": [0.50, 0.40, 0.60, 0.45], "vanilla": [0.55, 0.48, 0.61, 0.52],
-              "knn": [0.70, 0.30, 0.90, 0.20]}
-    p = paired_tests(errors)
-    assert set(p) == {"vanilla", "knn"}
-    assert p["vanilla"] == pytest.approx(ttest_rel(errors["meta_neighborhoods"], errors["vanilla"]).pvalue)
-    assert p["vanilla"] == pytest.approx(0.04272, abs=1e-5)  # t = -3.392 on 3 degrees of freedom
-    assert 0.0 < p["knn"] <= 1.0
-    assert paired_tests(errors, reference="knn").keys() == {"meta_neighborhoods", "vanilla"}
-
-
-def test_paired_tests_give_none_where_no_test_exists():
-    assert paired_tests({"meta_neighborhoods": [0.3, 0.4], "vanilla": [0.3, 0.4]}) == {"vanilla": None}
-    assert paired_tests({"meta_neighborhoods": [0.3], "vanilla": [0.5]}) == {"vanilla": None}
-    assert json.dumps(paired_tests({"meta_neighborhoods": [0.3], "knn": [0.5]})) == '{"knn": null}'
-
-
-# ---------------------------------------------------------------------------------------------------
 # run_regression
 
 
 def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     table = load_csv_table(tiny_csv, "y")
-    results = run_regression(table, tmp_path / "run", folds=2, seed=3, estimator_params=FAST, progress=False)
+    results = run_regression(table, tmp_path / "run", folds=2, seed=3, seeds=2, estimator_params=FAST,
+                             progress=False)
 
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     assert (saved["dataset"], saved["n"], saved["d"], saved["metric"]) == ("tiny", 120, 4, "mse")
     assert list(saved["folds"]) == list(METHODS)
-    assert all(len(errors) == 2 and min(errors) > 0 for errors in saved["folds"].values())
+    assert all(len(errors) == 4 and min(errors) > 0 for errors in saved["folds"].values())  # 2 seeds x 2 folds
+    assert (saved["fold_seeds"], saved["fold_numbers"]) == ([3, 3, 4, 4], [0, 1, 0, 1])
     for name, errors in saved["folds"].items():
         assert saved["mean"][name] == pytest.approx(np.mean(errors))
         assert saved["std"][name] == pytest.approx(np.std(errors))
-    assert set(saved["p_values"]) == {"knn", "vanilla", "hist_gradient_boosting"}
+        assert saved["ratio"][name] == pytest.approx(np.mean(errors) / np.mean(saved["folds"]["vanilla"]))
+    ours = np.array(saved["folds"]["meta_neighborhoods"])
+    for name in ("knn", "vanilla", "hist_gradient_boosting"):
+        theirs = np.array(saved["folds"][name])
+        assert saved["reference_wins"][name] == int(np.sum(ours < theirs))
+        assert saved["p_values"][name] == corrected_t_test(ours, theirs, folds=2)
+        assert saved["p_values_first_seed"][name] == paired_t_test(ours[:2], theirs[:2])
     assert saved["p_value_vs_vanilla"] == saved["p_values"]["vanilla"]
     assert set(saved["seconds"]) == set(METHODS) and "architectures" not in saved
     config = saved["config"]
-    assert (config["folds"], config["seed"], config["search"]) == (2, 3, False)
+    assert (config["folds"], config["seed"], config["seeds"], config["search"]) == (2, 3, 2, False)
+    assert (config["rows_used"], config["rows_in_table"], config["max_rows"]) == (120, 120, None)
     assert config["version"] == meta_neighborhoods.__version__
     assert config["estimator"]["dictionary_size"] == 16 and config["estimator"]["random_state"] == 3
     assert config["estimator"]["hidden_layer_sizes"] == [16]
 
     # The same folds and the training fold's standardisation, checked on the deterministic method.
     expected = []
-    for train, test in KFold(2, shuffle=True, random_state=3).split(table.X):
-        mean, std = table.y[train].mean(), table.y[train].std()
-        model = HistGradientBoostingRegressor(random_state=3).fit(table.X[train], (table.y[train] - mean) / std)
-        expected.append(np.mean((model.predict(table.X[test]) - (table.y[test] - mean) / std) ** 2))
+    for seed in (3, 4):  # each repeat shuffles the folds and seeds the models with its own seed
+        for train, test in KFold(2, shuffle=True, random_state=seed).split(table.X):
+            mean, std = table.y[train].mean(), table.y[train].std()
+            model = HistGradientBoostingRegressor(random_state=seed).fit(table.X[train], (table.y[train] - mean) / std)
+            expected.append(np.mean((model.predict(table.X[test]) - (table.y[test] - mean) / std) ** 2))
     assert saved["folds"]["hist_gradient_boosting"] == pytest.approx(expected)
 
     markdown = (tmp_path / "run" / "results.md").read_text()
-    assert "| method | MSE (mean ± std) | p-value (MN vs method) |" in markdown
+    assert ("| method | MSE (mean ± std) | ratio to vanilla | MN wins | p corrected | p paired (first seed) |"
+            in markdown) and "2-fold CV repeated over 2 seeds (3..4)" in markdown
     assert all(f"| {name} |" in markdown for name in METHODS)
     assert (tmp_path / "run" / "folds.png").stat().st_size > 5_000
 
@@ -110,9 +100,9 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
 def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
     table = load_csv_table(tiny_csv, "y")
     methods = {name: METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
-    results = run_regression(table, tmp_path, folds=2, search=True, methods=methods,
+    results = run_regression(table, tmp_path, folds=2, seeds=2, search=True, methods=methods,
                              estimator_params={**FAST, "max_epochs": 1}, progress=False)
-    assert [a["fold"] for a in results["architectures"]] == [0, 1]
+    assert [(a["seed"], a["fold"]) for a in results["architectures"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     for choice in results["architectures"]:
         depth, width = len(choice["hidden_layer_sizes"]), choice["hidden_layer_sizes"][0]
         assert depth in regression.SEARCH_DEPTHS and width in regression.SEARCH_WIDTHS
@@ -133,7 +123,7 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, capsys)
     (data / GOM_FILE).symlink_to(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}")
     methods = {name: METHODS[name] for name in ("knn", "vanilla", "meta_neighborhoods")}
     summary = run_regression_all(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods,
-                                 folds=2, estimator_params={**FAST, "max_epochs": 2}, progress=False)
+                                 folds=2, seeds=1, estimator_params={**FAST, "max_epochs": 2}, progress=False)
 
     assert "skipping boston: boston: missing data file" in capsys.readouterr().err
     assert list(summary["datasets"]) == ["gom"] and list(summary["skipped"]) == ["boston"]
@@ -142,7 +132,8 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, capsys)
     assert row["beats_both"] == (row["mean"]["meta_neighborhoods"] < min(row["mean"]["vanilla"], row["mean"]["knn"]))
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
     markdown = (tmp_path / "out" / "summary.md").read_text()
-    assert "| data set | n | d | knn | vanilla | meta_neighborhoods | p MN vs vanilla | p MN vs kNN | MN best |" in markdown
+    assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN wins vs vanilla | "
+            "p MN vs vanilla | p MN vs kNN | MN best |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
     assert (tmp_path / "out" / "gom" / "results.json").is_file()
 
@@ -154,6 +145,7 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, capsys)
 def test_ablation_values_take_the_estimators_types():
     assert ablation_values("dictionary_size", ["0", "64"]) == [0, 64]
     assert ablation_values("temperature", ["0.5", "none", 2]) == [0.5, None, 2.0]
+    assert ablation_values("top_k", ["None", "32"]) == [None, 32]
     assert ablation_values("similarity", ["cosine", "euclidean"]) == ["cosine", "euclidean"]
     with pytest.raises(ValueError, match="must be of type int"):
         ablation_values("inner_steps", ["1.5"])
@@ -162,7 +154,7 @@ def test_ablation_values_take_the_estimators_types():
 
 
 def test_unknown_ablation_parameter_names_the_allowed_ones(tiny_csv, tmp_path, capsys):
-    with pytest.raises(ValueError, match="dictionary_size, temperature, inner_steps, step_size, similarity, adapt"):
+    with pytest.raises(ValueError, match="dictionary_size, temperature, top_k, inner_steps, step_size, similarity"):
         run_ablation(load_csv_table(tiny_csv, "y"), tmp_path, "learning_rate", ["0.1"], progress=False)
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "width", "--values", "3",
                  "--out", str(tmp_path / "a"), "--quiet"]) == 2
@@ -177,24 +169,27 @@ def test_unknown_ablation_parameter_names_the_allowed_ones(tiny_csv, tmp_path, c
 def test_regress_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):
     out = tmp_path / "run"
     assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", "--out", str(out), "--folds", "2",
-                 "--quiet", "--device", "cpu"]) == 0
+                 "--seeds", "1", "--max-epochs", "3", "--max-rows", "100", "--quiet", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert printed == (out / "results.md").read_text() and "| meta_neighborhoods |" in printed
     results = json.loads((out / "results.json").read_text())
-    assert results["dataset"] == "tiny" and results["config"]["estimator_params"] == {"device": "cpu"}
+    assert results["dataset"] == "tiny" and results["config"]["estimator_params"] == {"device": "cpu", "max_epochs": 3}
+    assert (results["n"], results["config"]["rows_in_table"], len(results["folds"]["vanilla"])) == (100, 120, 2)
     assert (out / "folds.png").is_file()
 
 
 def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):
     out = tmp_path / "ablation"
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "dictionary_size",
-                 "--values", "0", "8", "--out", str(out), "--folds", "2", "--quiet", "--device", "cpu"]) == 0
+                 "--values", "0", "8", "--out", str(out), "--folds", "2", "--seeds", "2", "--quiet", "--device",
+                 "cpu"]) == 0
     printed = capsys.readouterr().out
     assert printed == (out / "ablation.md").read_text() and "| dictionary_size | MSE (mean ± std) |" in printed
     saved = json.loads((out / "ablation.json").read_text())
     assert (saved["param"], saved["values"]) == ("dictionary_size", [0, 8])
-    assert np.array(saved["folds"]).shape == (2, 2) and len(saved["mean"]) == len(saved["std"]) == 2
-    assert saved["mean"][0] == pytest.approx(np.mean(saved["folds"][0]))
+    assert np.array(saved["folds"]).shape == (2, 4) and len(saved["mean"]) == len(saved["std"]) == 2
+    assert saved["mean"][0] == pytest.approx(np.mean(saved["folds"][0])) and saved["ratio"][0] == 1.0
+    assert saved["p_value_vs_first"] == [None, corrected_t_test(saved["folds"][1], saved["folds"][0], folds=2)]
     assert saved["config"]["folds"] == 2 and saved["config"]["estimator"]["dictionary_size"].startswith("ablated")
     assert (out / "ablation.png").stat().st_size > 5_000
 
@@ -243,8 +238,8 @@ def test_a_target_near_the_float_limit_is_scaled_not_zeroed():
     X = rng.normal(size=(60, 3))
     y = X[:, 0] + 0.3 * rng.normal(size=60)
     errors = [cross_validate(Table("t", X, target, None, ""), {"knn": METHODS["knn"]}, folds=3, seed=0, params={},
-                             progress=False)["mean"]["knn"] for target in (y, y * 1e200)]
-    assert errors[0] > 0.05 and errors[1] == pytest.approx(errors[0], rel=1e-6)
+                             progress=False)["folds"]["knn"] for target in (y, y * 1e200)]
+    assert min(errors[0]) > 0.05 and errors[1] == pytest.approx(errors[0], rel=1e-6)
 
 
 def test_a_table_too_small_for_the_folds_says_so(tmp_path, capsys):
@@ -253,3 +248,18 @@ def test_a_table_too_small_for_the_folds_says_so(tmp_path, capsys):
     assert main(["regress", "--data-file", str(path), "--target", "y", "--out", str(tmp_path / "run"), "--quiet"]) == 1
     assert "six: 6 rows are too few for 5-fold cross-validation: a training fold would hold 4 rows, and kNN's inner " \
            "5-fold search needs 5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    (["--max-epochs", "0"], "--max-epochs must be a positive integer, got 0"),
+    (["--max-rows", "-3"], "--max-rows must be a positive integer, got -3"),
+])
+def test_a_bad_protocol_option_is_refused_before_any_work(tiny_csv, tmp_path, capsys, argv, message):
+    for command in (["regress"], ["ablate", "--param", "top_k", "--values", "4"]):
+        out = tmp_path / command[0]
+        assert main([*command, "--data-file", str(tiny_csv), "--target", "y", "--out", str(out), *argv]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ValueError, match="seeds must be a positive integer"):
+        run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "api", seeds=0, progress=False)
+    assert not (tmp_path / "api").exists()

@@ -17,10 +17,11 @@ def add_parser(subparsers) -> None:
     )
     # Not choices=: the list lives in experiments.regression, a slow import.
     parser.add_argument("--param", required=True,
-                        help="parameter to vary: dictionary_size, temperature, inner_steps, step_size, similarity "
-                             "or adapt")
+                        help="parameter to vary: dictionary_size, temperature, top_k, inner_steps, step_size, "
+                             "similarity, adapt or slot_dropout")
     parser.add_argument("--values", required=True, nargs="+", metavar="V",
-                        help="values to try, e.g. 16 64 256 (temperature also takes 'none', the default)")
+                        help="values to try, e.g. 16 64 256 (temperature and top_k also take 'none': the default "
+                             "temperature, full attention)")
     parser.set_defaults(run=run)
 
 
@@ -28,6 +29,7 @@ def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
     from ..experiments.regression import run_ablation
 
-    run_ablation(load_table_source(args), args.out, args.param, args.values, **fit_options(args))
+    options = fit_options(args)
+    run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
     print((Path(args.out) / "ablation.md").read_text(), end="")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import DEVICES
+from ..validation import check_int
 from ..datasets.tables import available_tables, load_csv_table, load_table
 
 
@@ -87,6 +88,13 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                              "gom defaults to the copy shipped with the package)")
     parser.add_argument("--folds", type=int, default=5,
                         help="cross-validation folds, the same for every method (default %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="repeats of the whole k-fold CV, each with its own fold shuffle and model seed "
+                             "(--seed, --seed + 1, ...; default %(default)s); errors and tests cover every repeat")
+    parser.add_argument("--max-epochs", type=int, metavar="E",
+                        help="cap on the training epochs of the MLP methods (default: the estimator's)")
+    parser.add_argument("--max-rows", type=int, metavar="N",
+                        help="run on N rows drawn at random (with --seed) to bound the cost (default: all rows)")
     return parser
 
 
@@ -106,6 +114,12 @@ def load_table_source(args):
 
 
 def fit_options(args) -> dict:
-    """The keyword arguments regress and ablate both pass to their experiment: folds, seed, progress, device."""
-    return {"folds": args.folds, "seed": args.seed, "progress": not args.quiet,
-            "estimator_params": {"device": args.device}}
+    """The keyword arguments regress and ablate both pass to their experiment, checked before any work."""
+    check_int("--seeds", args.seeds)
+    params = {"device": args.device}
+    if args.max_epochs is not None:
+        params["max_epochs"] = check_int("--max-epochs", args.max_epochs)
+    if args.max_rows is not None:
+        check_int("--max-rows", args.max_rows)
+    return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
+            "progress": not args.quiet, "estimator_params": params}

@@ -1,0 +1,62 @@
+"""Comparing methods over repeated k-fold cross-validation: which differences the folds can tell apart.
+
+Errors of every method come as one list per method, in the same (seed, fold) order. Two tests of a reference
+method against each other one:
+
+* the paper's plain paired t-test over the folds of one repeat;
+* the corrected repeated-CV t-test of Nadeau & Bengio (2003): over all r x k (seed, fold) pairs, with the
+  variance of the mean difference inflated by ``n_test / n_train``, because the training sets of different
+  folds overlap and their errors are not independent. The plain test over r x k pairs would be far too
+  confident; this one is the usual choice for repeated CV (Bouckaert & Frank 2004).
+
+A p-value is None (JSON null) where no test exists: fewer than two pairs, or no difference at all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+
+def _t_test(differences: np.ndarray, variance_factor: float) -> float | None:
+    """Two-sided p-value of mean(differences) = 0, with Var(mean) = variance_factor * sample variance."""
+    if len(differences) < 2 or not differences.any():
+        return None
+    mean, variance = differences.mean(), differences.var(ddof=1)
+    if variance == 0.0:  # the same nonzero difference on every fold: as certain as a t-test gets
+        return 0.0
+    t = mean / math.sqrt(variance_factor * variance)
+    return float(2 * stats.t.sf(abs(t), df=len(differences) - 1))
+
+
+def paired_t_test(ours, theirs) -> float | None:
+    """The plain paired t-test (``scipy.stats.ttest_rel``) of two methods' errors on the same folds."""
+    differences = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    return _t_test(differences, 1.0 / max(len(differences), 1))
+
+
+def corrected_t_test(ours, theirs, folds: int) -> float | None:
+    """Nadeau & Bengio's corrected resampled t-test over all (seed, fold) pairs of repeated ``folds``-fold CV:
+    Var(mean) = (1 / J + n_test / n_train) * sample variance, with n_test / n_train = 1 / (folds - 1)."""
+    differences = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    return _t_test(differences, 1.0 / max(len(differences), 1) + 1.0 / (folds - 1))
+
+
+def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline: str | None = None) -> dict:
+    """Every figure the reports give, per method: mean and std over all (seed, fold) errors (ddof=0), the ratio
+    of its mean to ``baseline``'s, and against ``reference``: folds the reference wins, the corrected test over
+    all pairs, and the plain paired test over the first ``folds`` pairs (the first seed, as the paper)."""
+    ours = errors[reference]
+    summary = {"mean": {}, "std": {}, "ratio": {}, "reference_wins": {}, "p_values": {}, "p_values_first_seed": {}}
+    for name, theirs in errors.items():
+        summary["mean"][name] = float(np.mean(theirs))
+        summary["std"][name] = float(np.std(theirs))
+        if baseline in errors:
+            summary["ratio"][name] = float(np.mean(theirs) / np.mean(errors[baseline]))
+        if name != reference:
+            summary["reference_wins"][name] = int(np.sum(np.asarray(ours) < np.asarray(theirs)))
+            summary["p_values"][name] = corrected_t_test(ours, theirs, folds)
+            summary["p_values_first_seed"][name] = paired_t_test(ours[:folds], theirs[:folds])
+    return summary
