@@ -10,6 +10,8 @@ from meta_neighborhoods.adaptation import Adaptation
 from meta_neighborhoods.config import MNConfig
 from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.similarity import nearest_keys
+from meta_neighborhoods.similarity import similarity as pairwise_similarity
 
 HEADS = {
     "linear": lambda: LinearHead(4, 3),
@@ -145,3 +147,74 @@ def test_fast_implementation_refuses_custom_head():
     model = MetaNeighborhoods(ConstantHead(1), dictionary_size=3, implementation="fast")
     with pytest.raises(ValueError, match="no fast adaptation path for ConstantHead"):
         model(torch.randn(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Top-k attention
+
+
+def _top_k_oracle(model, x):
+    """The generic oracle on the whole dictionary, with attention masked to the same k keys per input."""
+    z, keys = model.features(x), model.dictionary.keys
+    index = nearest_keys(z, keys, model.attention.similarity, model.config.top_k)
+    weights = model.attention(z, keys, torch.zeros(keys.shape[0], dtype=torch.bool).expand(len(z), -1)
+                              .scatter(1, index, True))
+    model.adaptation.implementation = "generic"
+    return model.adaptation(model.head, z, keys, model.dictionary.values(), weights)
+
+
+def _prediction_and_grads(model, y, predict):
+    model.zero_grad()
+    prediction = predict()
+    model.loss(prediction, y).backward()
+    return prediction.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("head,task,adapt", CASES)
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("step_size", ["scalar", "diagonal"])
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps, step_size, similarity):
+    model, x, y = _build(head, task, adapt, inner_steps=steps, step_size=step_size, similarity=similarity,
+                         top_k=3)
+    assert model.config.sparse
+    model.adaptation.implementation = "auto"
+    fast, fast_grads = _prediction_and_grads(model, y, lambda: model(x))
+    oracle, oracle_grads = _prediction_and_grads(model, y, lambda: _top_k_oracle(model, x))
+    torch.testing.assert_close(fast, oracle, rtol=1e-9, atol=1e-10)
+    assert set(fast_grads) <= set(oracle_grads)
+    for name, g in oracle_grads.items():
+        torch.testing.assert_close(fast_grads.get(name, torch.zeros_like(g)), g, rtol=1e-8, atol=1e-10,
+                                   msg=f"gradient of {name}")
+    attended = nearest_keys(model.features(x), model.dictionary.keys, similarity, 3).unique()
+    touched = torch.nonzero(fast_grads["dictionary.keys"].abs().sum(1)).flatten()
+    assert len(touched) > 0 and set(touched.tolist()) <= set(attended.tolist())
+
+
+@pytest.mark.parametrize("head,task,adapt", CASES)
+def test_top_k_of_every_key_is_the_full_path(head, task, adapt):
+    model, x, y = _build(head, task, adapt, inner_steps=2)
+    full, full_grads = _prediction_and_grads(model, y, lambda: model(x))
+    top, top_grads = _prediction_and_grads(model, y, lambda: model.predict_top_k(model.features(x), 7))
+    torch.testing.assert_close(top, full, rtol=1e-9, atol=1e-10)
+    for name, g in full_grads.items():
+        torch.testing.assert_close(top_grads[name], g, rtol=1e-8, atol=1e-10, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+def test_nearest_keys_scan_in_chunks_without_changing_the_choice(similarity):
+    torch.manual_seed(3)
+    z, keys = torch.randn(9, 4, dtype=torch.float64), torch.randn(50, 4, dtype=torch.float64)
+    expected = pairwise_similarity(z, keys, similarity).topk(6, dim=1).indices
+    for chunk in (1, 7, 50, 1000):
+        assert torch.equal(nearest_keys(z, keys, similarity, 6, chunk=chunk).sort(1).values, expected.sort(1).values)
+    mask = torch.rand(9, 50) > 0.5
+    chosen = nearest_keys(z, keys, similarity, 6, mask=mask, chunk=7)
+    assert mask.gather(1, chosen).all()  # hidden slots are never chosen while enough are visible
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 2.5, "8", True])
+def test_a_bad_top_k_is_refused_naming_it(top_k):
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        MNConfig(top_k=top_k)
+    assert not MNConfig(dictionary_size=8, top_k=8).sparse and not MNConfig(dictionary_size=8, top_k=80).sparse

@@ -19,8 +19,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .config import MNConfig
-from .heads import adapted_parameter_names, fast_path_for
-from .inner_loss import InnerLoop, Params, inner_loss
+from .heads import adapted_parameter_names, fast_path_for, takes_top_k
+from .inner_loss import InnerLoop, Params, TopK, inner_loss
 
 
 class StepSize(nn.Module):
@@ -63,12 +63,16 @@ class Adaptation(nn.Module):
         return fast_path_for(head)
 
     def forward(self, head, z, keys, values, weights) -> torch.Tensor:
-        """Predictions (B, out) of the head adapted to each row of z (B, d) with attention ``weights`` (B, S)."""
+        """Predictions (B, out) of the head adapted to each row of z (B, d) with attention ``weights``: (B, S), or
+        ``TopK`` on S keys, which only fast paths registered with ``top_k=True`` take as it is."""
         choice, path = self.implementation, fast_path_for(head)
         if choice == "fast" and path is None:
             raise ValueError(f"no fast adaptation path for {type(head).__name__}; use implementation='generic'")
         loop = InnerLoop(self.task, self.steps, self.step_size(), self.first_order)
-        if choice in ("auto", "fast") and path is not None:
+        fast = choice in ("auto", "fast") and path is not None
+        if isinstance(weights, TopK) and not (fast and takes_top_k(path)):
+            weights = weights.dense(keys.shape[0])
+        if fast:
             return path(head, z, keys, values, weights, loop)
         return adapt_generic(head, z, keys, values, weights, loop, python_loop=choice == "loop")
 

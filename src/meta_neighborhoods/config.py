@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from .validation import ConfigError, check_int, check_option, check_positive, is_real
+from .validation import ConfigError, check_int, check_option, check_positive, is_int, is_real
 
 TASKS = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
@@ -34,7 +34,8 @@ class MNConfig:
     parameters (``adapt``: "all" or the "last" layer), second order unless ``first_order``. Dictionary values are
     "learned" or "fixed" random labels; keys start at training examples (``key_init="samples"``, done by the
     front end, which has the data) or at N(0, ``key_std``^2). ``slot_dropout`` hides that share of the slots from
-    each training example. ``implementation`` picks the inner loop: a head's fast path or the ``torch.func`` oracle.
+    each training example. ``top_k`` = K lets each example attend only to its K most similar keys (softmax over those;
+None or K >= S: all of them), so the inner loop's work grows with K, not S. ``implementation`` picks the inner loop: a head's fast path or the ``torch.func`` oracle.
     """
 
     task: str = "regression"
@@ -51,6 +52,7 @@ class MNConfig:
     key_init: str = "gaussian"
     key_std: float = 1.0
     slot_dropout: float = 0.0
+    top_k: int | None = None
     implementation: str = "auto"
 
     def __post_init__(self) -> None:
@@ -64,6 +66,10 @@ class MNConfig:
                    "temperature": check_positive("temperature", self.temperature),
                    "step_size_init": check_positive("step_size_init", self.step_size_init),
                    "key_std": check_positive("key_std", self.key_std)}
+        if self.top_k is not None:
+            if not (is_int(self.top_k) and self.top_k >= 1):
+                raise ConfigError(f"top_k must be a positive integer (or None for full attention), got {self.top_k!r}")
+            numbers["top_k"] = int(self.top_k)
         if not (is_real(self.slot_dropout) and 0.0 <= self.slot_dropout < 1.0):
             raise ConfigError(f"slot_dropout must be in [0, 1), got {self.slot_dropout!r}")
         for flag in ("learn_temperature", "first_order"):
@@ -76,6 +82,11 @@ class MNConfig:
     @property
     def vanilla(self) -> bool:
         return self.dictionary_size == 0
+
+    @property
+    def sparse(self) -> bool:
+        """Whether attention keeps only the top K keys: a K below the dictionary size."""
+        return self.top_k is not None and self.top_k < self.dictionary_size
 
     def replace(self, **changes) -> MNConfig:
         """A copy with ``changes`` (validated again); an unknown name is refused, listing the fields."""

@@ -45,9 +45,11 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     hidden_layer_sizes : widths of the MLP head's hidden layers (the vanilla baseline uses the same).
     dictionary_size : S, the number of induced neighbours (capped at the number of training rows);
         0 trains the vanilla MLP.
+    top_k : K: each row attends only to its K most similar keys (None: all S). The inner loop's work then
+        grows with K rather than S, so that the dictionary may be as large as the training set.
     similarity : "euclidean" (negative squared distance), "cosine", or "auto" (cosine above 32 features).
     temperature : softmax temperature T; None = d for Euclidean, 0.1 for cosine. ``learn_temperature``
-        lets training adjust it.
+        lets training adjust it. slot_dropout : share of the slots hidden from each training row.
     inner_steps, step_size ("scalar" | "diagonal"), step_size_init, adapt ("all" | "last"): the inner
         loop: how many steps, the form and start of the learned step size, which layers are finetuned.
     key_init : "samples" (keys at random training rows, values at their targets) or "gaussian".
@@ -77,9 +79,11 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self,
         hidden_layer_sizes=(128, 128),
         dictionary_size=128,
+        top_k=None,
         similarity="auto",
         temperature=None,
         learn_temperature=True,
+        slot_dropout=0.0,
         inner_steps=MNConfig.inner_steps,
         step_size=MNConfig.step_size,
         step_size_init=MNConfig.step_size_init,
@@ -100,9 +104,11 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.dictionary_size = dictionary_size
+        self.top_k = top_k
         self.similarity = similarity
         self.temperature = temperature
         self.learn_temperature = learn_temperature
+        self.slot_dropout = slot_dropout
         self.inner_steps = inner_steps
         self.step_size = step_size
         self.step_size_init = step_size_init
@@ -168,8 +174,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def _config(self, dictionary_size, similarity: str, temperature: float) -> MNConfig:
         """The method's settings: the estimator's parameters, with what fit resolved from the data."""
         return MNConfig(task=self._task, dictionary_size=dictionary_size, similarity=similarity,
-                        temperature=temperature, learn_temperature=self.learn_temperature,
-                        inner_steps=self.inner_steps, step_size=self.step_size, step_size_init=self.step_size_init,
+                        temperature=temperature, learn_temperature=self.learn_temperature, top_k=self.top_k,
+                        slot_dropout=self.slot_dropout, inner_steps=self.inner_steps, step_size=self.step_size, step_size_init=self.step_size_init,
                         adapt=self.adapt, key_init=self.key_init)
 
     def _network(self, n_features: int, n_outputs: int, n_rows: int) -> dict:

@@ -33,6 +33,20 @@ def loss_gradient(task: str, prediction: torch.Tensor, target: torch.Tensor) -> 
 
 
 @dataclass(frozen=True)
+class TopK:
+    """Attention on K keys per example (top-k attention): ``weight`` (B, K) on the keys ``index`` (B, K) points
+    to, zero on every other key. Fast paths that take it gather those keys; the others see ``dense``."""
+
+    index: torch.Tensor
+    weight: torch.Tensor
+
+    def dense(self, n_keys: int) -> torch.Tensor:
+        """The same weights as a (B, n_keys) matrix."""
+        zeros = self.weight.new_zeros(self.weight.shape[0], n_keys)
+        return zeros.scatter(1, self.index, self.weight)
+
+
+@dataclass(frozen=True)
 class InnerLoop:
     """One call's inner loop: the task's loss, how many steps, the step size of each adapted parameter (by name),
     and whether the Hessian terms are dropped (``first_order``)."""

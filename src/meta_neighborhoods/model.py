@@ -10,6 +10,7 @@ from .adaptation import Adaptation
 from .config import MNConfig
 from .dictionary import InducedDictionary
 from .heads import decayed_parameter_names
+from .inner_loss import TopK
 from .similarity import Attention
 
 
@@ -47,10 +48,23 @@ class MetaNeighborhoods(nn.Module):
         return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0]))
 
     def predict_features(self, z: torch.Tensor) -> torch.Tensor:
-        """Predictions from features: the head adapted to each input's neighbourhood (or not, if vanilla)."""
+        """Predictions from features: the head adapted to each input's neighbourhood (or not, if vanilla).
+
+        With top-k attention the inner loop sees only the keys some example of the batch attends to.
+        """
         if self.vanilla:
             return self.head(z)
+        if self.config.sparse:
+            return self.predict_top_k(z, self.config.top_k)
         return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z))
+
+    def predict_top_k(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """``predict_features`` with attention on each input's k most similar keys; the inner loop sees only
+        the keys some example of the batch attends to."""
+        keys = self.dictionary.keys
+        top = self.attention.top_k(z, keys, k, self.dictionary.slot_mask(z.shape[0]))
+        used, local = top.index.unique(return_inverse=True)
+        return self.adaptation(self.head, z, keys[used], self.dictionary.values()[used], TopK(local, top.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict_features(self.features(x))

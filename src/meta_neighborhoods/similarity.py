@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SIMILARITIES
+from .inner_loss import TopK
 from .validation import check_option, check_positive
 
 
@@ -22,6 +23,34 @@ def similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "euclidean":
         return 2 * z @ keys.T - z.pow(2).sum(-1, keepdim=True) - keys.pow(2).sum(-1)
     check_option("similarity", kind, SIMILARITIES)
+
+
+def pair_similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
+    """Similarities (B, K) between each input z_b (B, d) and its own K keys (B, K, d); as ``similarity``."""
+    if kind == "cosine":
+        return (F.normalize(keys, dim=-1) @ F.normalize(z, dim=-1)[..., None])[..., 0]
+    return 2 * (keys @ z[..., None])[..., 0] - z.pow(2).sum(-1, keepdim=True) - keys.pow(2).sum(-1)
+
+
+@torch.no_grad()
+def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, mask: torch.Tensor | None = None,
+                 chunk: int = 8192) -> torch.Tensor:
+    """Indices (B, k) of each input's k most similar keys, hidden slots (``mask`` False) last.
+
+    The keys are scanned ``chunk`` at a time, keeping the best k so far: memory stays O(B (k + chunk)) however
+    large the dictionary, so it may hold every training row. No gradient: only the choice is made here.
+    """
+    best = index = None
+    for start in range(0, keys.shape[0], chunk):
+        scores = similarity(z, keys[start : start + chunk], kind)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, start : start + chunk], float("-inf"))
+        candidates = torch.arange(start, start + scores.shape[1], device=z.device).expand_as(scores)
+        if best is not None:
+            scores, candidates = torch.cat([best, scores], dim=1), torch.cat([index, candidates], dim=1)
+        best, chosen = scores.topk(min(k, scores.shape[1]), dim=1)
+        index = candidates.gather(1, chosen)
+    return index
 
 
 class Attention(nn.Module):
@@ -51,6 +80,17 @@ class Attention(nn.Module):
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
         return logits.softmax(dim=-1)
+
+    def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> TopK:
+        """Weights on each example's k most similar visible keys, a softmax over those k alone (``TopK``).
+
+        Only the (B, k) chosen similarities are computed with gradient, so the backward pass costs O(B k d).
+        """
+        index = nearest_keys(z, keys, self.similarity, k, mask)
+        logits = pair_similarity(z, keys[index], self.similarity) / self.temperature
+        if mask is not None:
+            logits = logits.masked_fill(~mask.gather(1, index), float("-inf"))
+        return TopK(index, logits.softmax(dim=-1))
 
     def extra_repr(self) -> str:
         return f"similarity={self.similarity!r}, learned={isinstance(self.log_temperature, nn.Parameter)}"

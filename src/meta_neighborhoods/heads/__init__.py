@@ -1,9 +1,11 @@
 """Heads f_phi: the part of the model finetuned for each input. The contract and the fast-path registry are in
 ``base.py``; each head lives in its own module with its fast path. A new head: one module, one import here."""
 
-from .base import FAST_PATHS, Head, adapted_parameter_names, decayed_parameter_names, fast_path, fast_path_for
+from .base import (FAST_PATHS, Head, adapted_parameter_names, decayed_parameter_names, fast_path, fast_path_for,
+                   takes_top_k)
 from .mlp import LinearHead, MLPHead  # noqa: I001 (registration order: the order error messages list them in)
 from .cosine import CosineHead
 
-__all__ = ["Head", "FAST_PATHS", "fast_path", "fast_path_for", "adapted_parameter_names", "decayed_parameter_names",
+__all__ = ["Head", "FAST_PATHS", "fast_path", "fast_path_for", "takes_top_k", "adapted_parameter_names",
+           "decayed_parameter_names",
            "MLPHead", "LinearHead", "CosineHead"]

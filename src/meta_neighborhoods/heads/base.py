@@ -40,14 +40,20 @@ class Head(Protocol):
     def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
-def fast_path(head_type: type) -> Callable[[FastPath], FastPath]:
-    """Register the decorated function as ``head_type``'s closed-form inner loop."""
+def fast_path(head_type: type, top_k: bool = False) -> Callable[[FastPath], FastPath]:
+    """Register the decorated function as ``head_type``'s closed-form inner loop; ``top_k=True`` says it takes
+    top-k attention (``inner_loss.TopK``) as it is, rather than as a dense (B, S) matrix."""
 
     def register(path: FastPath) -> FastPath:
+        path.takes_top_k = top_k
         FAST_PATHS[head_type] = path
         return path
 
     return register
+
+
+def takes_top_k(path: FastPath) -> bool:
+    return getattr(path, "takes_top_k", False)
 
 
 def fast_path_for(head: nn.Module) -> FastPath | None:

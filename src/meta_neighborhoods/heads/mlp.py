@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inner_loss import InnerLoop, loss_gradient
+from ..inner_loss import InnerLoop, TopK, loss_gradient
 from ..validation import ConfigError
 from .base import fast_path
 
@@ -86,11 +86,23 @@ def _linear_correction(weights, delta, inputs, query, alpha_w, alpha_b) -> torch
     The layer's inner gradient for example i is sum_j w_ij delta_j [inputs_j, 1]^T, so its adapted
     output moves by sum_j w_ij delta_j (alpha_w inputs_j . query_i + alpha_b): one (B, S) Gram matrix
     and one mix per layer. A diagonal alpha needs the per-example gradient itself, but still no loop.
+    With top-k attention only each example's K keys enter: O(B K (in + out)) whatever S is.
     """
+    if isinstance(weights, TopK):
+        return _top_k_correction(weights, delta[weights.index], inputs[weights.index], query, alpha_w, alpha_b)
     if alpha_w.ndim == 0:
         return (weights * (alpha_w * (query @ inputs.T) + alpha_b)) @ delta
     grad_w = torch.einsum("bs,so,si->boi", weights, delta, inputs)
     return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (weights @ delta)
+
+
+def _top_k_correction(top: TopK, delta, inputs, query, alpha_w, alpha_b) -> torch.Tensor:
+    """``_linear_correction`` on each example's own keys: delta (B, K, out) and inputs (B, K, in) gathered."""
+    if alpha_w.ndim == 0:
+        gram = (inputs @ query[..., None])[..., 0]  # (B, K)
+        return ((top.weight * (alpha_w * gram + alpha_b))[:, None] @ delta)[:, 0]
+    grad_w = torch.einsum("bk,bko,bki->boi", top.weight, delta, inputs)
+    return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (top.weight[:, None] @ delta)[:, 0]
 
 
 def _mlp_step(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values, weights) -> Layers:
@@ -104,13 +116,19 @@ def _mlp_step(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values, w
     return stepped
 
 
-@fast_path(MLPHead)
+@fast_path(MLPHead, top_k=True)
 def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch.Tensor:
-    """Fast path for linear and MLP heads, adapted in full or in the last layer."""
+    """Fast path for linear and MLP heads, adapted in full or in the last layer.
+
+    One step shares the per-key backpropagation across the batch; later steps are per example, so with top-k
+    attention each example then carries its own K keys (B, K, d) through them.
+    """
     params = dict(head.named_parameters())
     layers = [tuple(params[name] for name in _layer_names(i)) for i in range(len(head.layers))]
     tuned = [i for i in range(len(layers)) if _layer_names(i)[0] in loop.alphas]
     if loop.steps > 1:
+        if isinstance(weights, TopK):
+            keys, values, weights = keys[weights.index], values[weights.index], weights.weight
         for _ in range(loop.steps):
             layers = _mlp_step(loop, layers, tuned, keys, values, weights)
         return _mlp_forward(layers, z[:, None])[1][-1][:, 0]
