@@ -1,10 +1,14 @@
-"""How fast is one meta-training step? Vanilla vs the generic vmap oracle vs a Python loop vs the fast path.
+"""How fast is one meta-training step? Vanilla vs the generic vmap oracle vs a Python loop vs the fast path,
+and the fast path against vanilla for dictionary sizes S and top-k attention K.
 
-Configuration (issue 2): MLP head 90-128-128-1, batch B = 256, S = 512 keys, one inner step, all
-layers adapted, second-order meta-gradients. Every variant is a full forward + backward of the
-meta-loss, timed in this process. The loop runs on a subset of the batch and is scaled to B.
+Configuration (issues 2 and 10): MLP head 90-128-128-1, batch B = 256, one inner step, all layers adapted,
+second-order meta-gradients; keys and inputs N(0, 1), so that the inputs of a batch share few neighbours
+(the worst case for top-k: up to B K distinct keys per step). Every variant is a full forward + backward of the
+meta-loss, timed in this process; vanilla and the fast path take turns (one call each per round) and the
+medians are reported, since these machines vary 2-4x from run to run. The loop runs on a subset of the batch
+and is scaled to B.
 
-    python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda]
+    python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda] [--sizes 512 4096 16384] [--ks 0 64 32]
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--keys", type=int, default=512)
     parser.add_argument("--loop-subset", type=int, default=16, help="examples the Python loop runs (scaled to the batch)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384], help="dictionary sizes S")
+    parser.add_argument("--ks", type=int, nargs="+", default=[0, 64, 32], help="top-k K (0 = full attention)")
+    parser.add_argument("--repeats", type=int, default=30, help="rounds of the interleaved S x K timings")
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -64,9 +71,31 @@ def main() -> None:
         print(f"{name:<28}{ms[key]:>12.2f}{ms[key] / ms['fast_ms']:>11.1f}x{ms[key] / ms['vanilla_ms']:>11.1f}x")
     print(f"targets: generic / fast >= 100x (got {ms['generic_ms'] / ms['fast_ms']:.0f}x), "
           f"fast / vanilla <= 8x (got {ms['fast_ms'] / ms['vanilla_ms']:.1f}x)")
+    configs = [_sizes_and_top_k(S, K or None, x, y, args.repeats, device) for S in args.sizes for K in args.ks]
+    print(f"\nS x top-k: fast path vs vanilla, interleaved, median of {args.repeats} rounds")
+    print(f"{'S':>7}{'top-k':>7}{'vanilla ms':>12}{'fast ms':>10}{'ratio':>8}")
+    for c in configs:
+        print(f"{c['dictionary_size']:>7}{c['top_k'] or 'full':>7}{c['vanilla_ms']:>12.2f}{c['fast_ms']:>10.2f}"
+              f"{c['fast_ms'] / c['vanilla_ms']:>7.1f}x")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({k: round(v, 3) for k, v in ms.items()}, handle, indent=2)
+            json.dump({**{k: round(v, 3) for k, v in ms.items()}, "configs": configs}, handle, indent=2)
+
+
+def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device) -> dict:
+    """Vanilla and the fast path of one S x K setting, taking turns; medians in milliseconds."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=size, top_k=top_k, adapt="all",
+                              similarity="euclidean", temperature=90.0).to(device)
+
+    def step(vanilla: bool):
+        def run():
+            model.zero_grad(set_to_none=True)
+            model.loss(model.head(x) if vanilla else model(x), y).backward()
+        return run
+
+    ms = timed({"vanilla_ms": step(True), "fast_ms": step(False)}, repeats, 2, device)
+    return {"dictionary_size": size, "top_k": top_k, **{k: round(v, 3) for k, v in ms.items()}}
 
 
 if __name__ == "__main__":

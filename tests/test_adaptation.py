@@ -206,10 +206,11 @@ def test_nearest_keys_scan_in_chunks_without_changing_the_choice(similarity):
     torch.manual_seed(3)
     z, keys = torch.randn(9, 4, dtype=torch.float64), torch.randn(50, 4, dtype=torch.float64)
     expected = pairwise_similarity(z, keys, similarity).topk(6, dim=1).indices
-    for chunk in (1, 7, 50, 1000):
-        assert torch.equal(nearest_keys(z, keys, similarity, 6, chunk=chunk).sort(1).values, expected.sort(1).values)
+    for chunk_elements in (1, 63, 450, 10**6):  # chunks of 6 (never fewer than k), 7, 50 and all 50 keys
+        chosen = nearest_keys(z, keys, similarity, 6, chunk_elements=chunk_elements)
+        assert torch.equal(chosen.sort(1).values, expected.sort(1).values)
     mask = torch.rand(9, 50) > 0.5
-    chosen = nearest_keys(z, keys, similarity, 6, mask=mask, chunk=7)
+    chosen = nearest_keys(z, keys, similarity, 6, mask=mask, chunk_elements=63)
     assert mask.gather(1, chosen).all()  # hidden slots are never chosen while enough are visible
 
 

@@ -32,17 +32,27 @@ def pair_similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Ten
     return 2 * (keys @ z[..., None])[..., 0] - z.pow(2).sum(-1, keepdim=True) - keys.pow(2).sum(-1)
 
 
+def _ranking_scores(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
+    """Scores (B, S) that order the keys of each input as ``similarity`` does, in one fused product: for the
+    Euclidean kind the input's own norm, the same for every key, is left out."""
+    if kind == "cosine":
+        return F.normalize(z, dim=-1) @ F.normalize(keys, dim=-1).T
+    return torch.addmm(-keys.pow(2).sum(-1), z, keys.T, alpha=2)
+
+
 @torch.no_grad()
 def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, mask: torch.Tensor | None = None,
-                 chunk: int = 8192) -> torch.Tensor:
+                 chunk_elements: int = 1 << 22) -> torch.Tensor:
     """Indices (B, k) of each input's k most similar keys, hidden slots (``mask`` False) last.
 
-    The keys are scanned ``chunk`` at a time, keeping the best k so far: memory stays O(B (k + chunk)) however
-    large the dictionary, so it may hold every training row. No gradient: only the choice is made here.
+    The keys are scanned in chunks of at most ``chunk_elements`` scores, keeping the best k so far: memory stays
+    bounded however large the dictionary, so it may hold every training row. No gradient: only the choice is
+    made here.
     """
+    chunk = max(k, chunk_elements // max(z.shape[0], 1))
     best = index = None
     for start in range(0, keys.shape[0], chunk):
-        scores = similarity(z, keys[start : start + chunk], kind)
+        scores = _ranking_scores(z, keys[start : start + chunk], kind)
         if mask is not None:
             scores = scores.masked_fill(~mask[:, start : start + chunk], float("-inf"))
         candidates = torch.arange(start, start + scores.shape[1], device=z.device).expand_as(scores)

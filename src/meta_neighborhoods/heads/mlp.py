@@ -48,6 +48,7 @@ def LinearHead(in_features: int, out_features: int = 1) -> MLPHead:
     return MLPHead(in_features, (), out_features)
 
 
+DENSE_BELOW = 16  # top-k attention on at most this many keys per K runs as dense matrices (benchmarks/adaptation_speed.py)
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per layer: (out, in) shared, (B, out, in) per example
 
 
@@ -89,7 +90,7 @@ def _linear_correction(weights, delta, inputs, query, alpha_w, alpha_b) -> torch
     With top-k attention only each example's K keys enter: O(B K (in + out)) whatever S is.
     """
     if isinstance(weights, TopK):
-        return _top_k_correction(weights, delta[weights.index], inputs[weights.index], query, alpha_w, alpha_b)
+        return _top_k_correction(weights, delta, inputs, query, alpha_w, alpha_b)
     if alpha_w.ndim == 0:
         return (weights * (alpha_w * (query @ inputs.T) + alpha_b)) @ delta
     grad_w = torch.einsum("bs,so,si->boi", weights, delta, inputs)
@@ -97,12 +98,18 @@ def _linear_correction(weights, delta, inputs, query, alpha_w, alpha_b) -> torch
 
 
 def _top_k_correction(top: TopK, delta, inputs, query, alpha_w, alpha_b) -> torch.Tensor:
-    """``_linear_correction`` on each example's own keys: delta (B, K, out) and inputs (B, K, in) gathered."""
+    """``_linear_correction`` on each example's own K keys, gathered: O(B K (in + out)) whatever S is."""
+    delta, inputs = _gather(delta, top.index), _gather(inputs, top.index)  # (B, K, out), (B, K, in)
     if alpha_w.ndim == 0:
-        gram = (inputs @ query[..., None])[..., 0]  # (B, K)
-        return ((top.weight * (alpha_w * gram + alpha_b))[:, None] @ delta)[:, 0]
+        gram = (inputs * query[:, None]).sum(-1)  # elementwise: a (B, K) batch of dot products is no GEMM
+        return ((top.weight * (alpha_w * gram + alpha_b))[..., None] * delta).sum(1)
     grad_w = torch.einsum("bk,bko,bki->boi", top.weight, delta, inputs)
-    return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (top.weight[:, None] @ delta)[:, 0]
+    return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (top.weight[..., None] * delta).sum(1)
+
+
+def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """rows[index] for index (B, K), through index_select, whose backward (index_add) is the cheaper one."""
+    return rows.index_select(0, index.flatten()).view(*index.shape, rows.shape[-1])
 
 
 def _mlp_step(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values, weights) -> Layers:
@@ -126,9 +133,11 @@ def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch
     params = dict(head.named_parameters())
     layers = [tuple(params[name] for name in _layer_names(i)) for i in range(len(head.layers))]
     tuned = [i for i in range(len(layers)) if _layer_names(i)[0] in loop.alphas]
+    if isinstance(weights, TopK) and keys.shape[0] <= DENSE_BELOW * weights.index.shape[1]:
+        weights = weights.dense(keys.shape[0])  # few distinct keys: GEMMs over all of them beat gathering
     if loop.steps > 1:
         if isinstance(weights, TopK):
-            keys, values, weights = keys[weights.index], values[weights.index], weights.weight
+            keys, values, weights = _gather(keys, weights.index), _gather(values, weights.index), weights.weight
         for _ in range(loop.steps):
             layers = _mlp_step(loop, layers, tuned, keys, values, weights)
         return _mlp_forward(layers, z[:, None])[1][-1][:, 0]

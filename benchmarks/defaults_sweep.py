@@ -1,0 +1,124 @@
+"""Choose the estimators' defaults by one rule over many tables, never per table (issue 10, item 3).
+
+Every candidate setting of MetaNeighborhoodsRegressor runs the repeated-CV protocol of ``regress`` (the same
+folds for every method, ``--seeds`` repeats) beside the vanilla MLP and kNN, on every table given. Results go
+to ``OUT/<table>.json`` (one error per method for every seed x fold), so that an interrupted sweep resumes and
+several processes can share the tables; ``--report`` then prints the comparison and applies the rule:
+
+    lowest geometric mean of MN / vanilla over the tables, among the candidates that are never worse than
+    vanilla by more than 2 % on any table; ties (within 0.5 %) go to the cheaper candidate.
+
+    python benchmarks/defaults_sweep.py --out runs/sweep --tables gom boston ... [--seeds 3] [--max-rows 1500]
+    python benchmarks/defaults_sweep.py --out runs/sweep --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from meta_neighborhoods.datasets.tables import load_table
+from meta_neighborhoods.experiments.regression import METHODS, cross_validate, subset_rows
+from meta_neighborhoods.significance import compare
+
+CANDIDATES = {  # estimator parameters over the library's defaults at the time of the sweep
+    "S128": {"dictionary_size": 128},
+    "S512": {"dictionary_size": 512},
+    "S512-drop": {"dictionary_size": 512, "slot_dropout": 0.5},
+    "S512-k32": {"dictionary_size": 512, "top_k": 32},
+    "S4096-k32": {"dictionary_size": 4096, "top_k": 32},
+    "S4096-k32-drop": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5},
+    "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "similarity": "euclidean"},
+}
+TOLERANCE, TIE = 1.02, 0.005
+
+
+def _method(extra: dict):
+    """Meta-Neighborhoods with ``extra`` over the run's parameters, as a factory for ``cross_validate``."""
+    def factory(*, seed: int, n_train: int, params: dict):
+        return METHODS["meta_neighborhoods"](seed=seed, n_train=n_train, params={**params, **extra})
+    return factory
+
+
+def run_table(name: str, out: Path, candidates: list[str], args) -> None:
+    path = out / f"{name}.json"
+    done = json.loads(path.read_text()) if path.exists() else {"folds": {}, "seconds": {}}
+    todo = {"knn": METHODS["knn"], "vanilla": METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
+    todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
+    if not todo:
+        return
+    table = subset_rows(load_table(name, args.data_dir), args.max_rows, args.seed)
+    params = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
+                        progress=not args.quiet)
+    done["folds"].update(cv["folds"])
+    done["seconds"].update(cv["seconds"])
+    done.update({"n": len(table.y), "folds_k": args.folds, "fold_seeds": cv["fold_seeds"]})
+    path.write_text(json.dumps(done, indent=1))
+
+
+def report(out: Path) -> None:
+    tables = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    names = sorted({m for t in tables.values() for m in t["folds"]} - {"knn", "vanilla"},
+                   key=lambda c: list(CANDIDATES).index(c) if c in CANDIDATES else 99)
+    ratios, cost, rows = {}, {}, []
+    for candidate in names:
+        seen = {t: d for t, d in tables.items() if candidate in d["folds"]}
+        summaries = {t: compare({k: d["folds"][k] for k in ("knn", "vanilla", candidate)}, candidate, d["folds_k"],
+                                baseline="vanilla") for t, d in seen.items()}
+        ratios[candidate] = {t: s["ratio"][candidate] for t, s in summaries.items()}
+        cost[candidate] = float(np.mean([d["seconds"][candidate] / d["seconds"]["vanilla"] for d in seen.values()]))
+        below_knn = sum(s["mean"][candidate] < s["mean"]["knn"] for s in summaries.values())
+        significant = sum(s["ratio"][candidate] < 1 and (s["p_values"]["vanilla"] or 1) < 0.05
+                          for s in summaries.values())
+        r = list(ratios[candidate].values())
+        rows.append([candidate, len(r), f"{math.exp(np.mean(np.log(r))):.4f}", f"{max(r):.3f}",
+                     f"{sum(x < 1 for x in r)}", f"{significant}", f"{below_knn}", f"{cost[candidate]:.1f}"])
+    print("| candidate | tables | geo-mean MN/vanilla | worst | below vanilla | significant (p<0.05) | below kNN | "
+          "fit time / vanilla |\n|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print("\n| table | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
+    for t in tables:
+        print(f"| {t} | " + " | ".join(f"{ratios[c][t]:.3f}" if t in ratios[c] else "" for c in names) + " |")
+    complete = [c for c in names if len(ratios[c]) == len(tables)]
+    safe = [c for c in complete if max(ratios[c].values()) <= TOLERANCE] or complete
+    if safe:
+        score = {c: math.exp(np.mean(np.log(list(ratios[c].values())))) for c in safe}
+        best = min(score.values())
+        chosen = min((c for c in safe if score[c] <= best + TIE), key=cost.get)
+        print(f"\nRule: among {safe} (never > {TOLERANCE:.2f} x vanilla), lowest geometric mean within {TIE}, "
+              f"then cheapest: {chosen}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--tables", nargs="*", default=[])
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--data-dir")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--max-rows", type=int, default=1500)
+    parser.add_argument("--max-epochs", type=int)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    if args.report:
+        report(args.out)
+        return
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.tables:
+        run_table(name, args.out, args.candidates, args)
+
+
+if __name__ == "__main__":
+    main()
