@@ -9,7 +9,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn"}  # import name -> distribution name, where they differ
-OPTIONAL = {"onnx", "onnxscript", "onnxruntime"}  # the export extra, imported only when exporting
 FLOORS = {"scikit-learn": "1.6", "pillow": "9.1", "torch": "2.6"}  # validate_data; Image.Resampling; dynamo export
 
 tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else pytest.importorskip("tomli")
@@ -20,6 +19,12 @@ def _declared() -> dict[str, str]:
     return {re.split(r"[<>=!~ ]", spec)[0].lower(): spec for spec in project["dependencies"]}
 
 
+def _extras() -> set[str]:
+    """Packages of the extras (export, baselines), imported only where they are used."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    return {re.split(r"[<>=!~ \[]", spec)[0].lower() for specs in extras.values() for spec in specs}
+
+
 def _imported() -> set[str]:
     names = set()
     for path in (ROOT / "src" / "meta_neighborhoods").rglob("*.py"):
@@ -28,7 +33,7 @@ def _imported() -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n != "meta_neighborhoods"} - OPTIONAL
+    return {n for n in names if n not in sys.stdlib_module_names and n != "meta_neighborhoods"} - _extras()
 
 
 def test_every_imported_package_is_declared():

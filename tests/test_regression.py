@@ -54,7 +54,7 @@ def fast_estimators(monkeypatch):
 def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     table = load_csv_table(tiny_csv, "y")
     results = run_regression(table, tmp_path / "run", folds=2, seed=3, seeds=2, estimator_params=FAST,
-                             progress=False)
+                             methods=METHODS, progress=False)
 
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
@@ -95,6 +95,17 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
             in markdown) and "2-fold CV repeated over 2 seeds (3..4)" in markdown
     assert all(f"| {name} |" in markdown for name in METHODS)
     assert (tmp_path / "run" / "folds.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("baseline, package", [("lightgbm", "lightgbm"), ("realmlp_td", "pytabkit")])
+def test_an_installed_baseline_joins_the_table_on_the_same_folds(tiny_csv, tmp_path, baseline, package):
+    pytest.importorskip(package)
+    assert baseline in regression.available_methods()
+    methods = {name: regression.available_methods()[name] for name in ("meta_neighborhoods", baseline)}
+    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, methods=methods,
+                             estimator_params=FAST, progress=False)
+    assert len(results["folds"][baseline]) == 2 and 0 < results["mean"][baseline] < 1.5  # learns something
+    assert results["p_values"].keys() == {baseline}
 
 
 def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
@@ -194,16 +205,18 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
     assert (out / "ablation.png").stat().st_size > 5_000
 
 
-def test_regress_all_skips_every_missing_data_set(tmp_path, capsys):
+def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    # With --data-dir given, even gom is read from there (not from the package's copy), so nothing loads.
-    assert main(["regress", "--dataset", "all", "--data-dir", str(empty), "--out", str(tmp_path / "all"),
-                 "--quiet"]) == 0
+    # A --data-dir without gom's file still finds the copy shipped with the package; every other table is skipped.
+    assert main(["regress", "--dataset", "all", "--data-dir", str(empty), "--out", str(tmp_path / "all"), "--folds",
+                 "2", "--seeds", "1", "--max-epochs", "1", "--max-rows", "60", "--device", "cpu", "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert all(f"skipping {name}:" in captured.err for name in available_tables())
+    shipped = ["gom", "gom-longitude"]
+    missing = [name for name in available_tables() if name not in shipped]
+    assert all(f"skipping {name}:" in captured.err for name in missing)
     summary = json.loads((tmp_path / "all" / "summary.json").read_text())
-    assert summary["datasets"] == {} and list(summary["skipped"]) == available_tables()
+    assert list(summary["datasets"]) == shipped and list(summary["skipped"]) == missing
     assert captured.out == (tmp_path / "all" / "summary.md").read_text()
 
 

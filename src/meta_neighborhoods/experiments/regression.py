@@ -7,6 +7,7 @@ the MSE is measured on that scale, so the numbers are comparable with the paper'
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import sys
 import time
@@ -73,12 +74,32 @@ def _hist_gradient_boosting(*, seed: int, n_train: int, params: dict):
     return HistGradientBoostingRegressor(random_state=seed)
 
 
+def _lightgbm(*, seed: int, n_train: int, params: dict):
+    from lightgbm import LGBMRegressor
+
+    return LGBMRegressor(random_state=seed, n_jobs=1, verbose=-1)
+
+
+def _realmlp_td(*, seed: int, n_train: int, params: dict):
+    """pytabkit's RealMLP with its tuned defaults (TD): robust scaling, numerical embeddings, its own schedule."""
+    from pytabkit import RealMLP_TD_Regressor
+
+    return RealMLP_TD_Regressor(random_state=seed, device="cpu", n_threads=1, verbosity=0)
+
+
 METHODS = {
     "knn": _knn,
     "vanilla": _vanilla,
     "meta_neighborhoods": _meta_neighborhoods,
     "hist_gradient_boosting": _hist_gradient_boosting,
 }
+BASELINES = {"lightgbm": ("lightgbm", _lightgbm), "realmlp_td": ("pytabkit", _realmlp_td)}  # name: (package, factory)
+
+
+def available_methods() -> dict:
+    """METHODS, plus each optional baseline whose package is installed (``pip install '.[baselines]'``)."""
+    return {**METHODS, **{name: factory for name, (package, factory) in BASELINES.items()
+                          if importlib.util.find_spec(package) is not None}}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,15 +261,17 @@ def _cross_validated(table: Table, methods: dict, params: dict, *, folds: int, s
 
 
 def run_regression(table: Table, out, folds: int = 5, seed: int = 0, seeds: int = SEEDS, search: bool = False,
-                   methods: dict = METHODS, estimator_params: dict | None = None, max_rows: int | None = None,
+                   methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
                    progress: bool = True) -> dict:
     """Table 2 for one data set: writes results.json, results.md and folds.png into ``out``.
 
     The whole ``folds``-fold CV runs ``seeds`` times (seeds ``seed``, ``seed + 1``, ...), every method on the same
     folds. ``estimator_params`` override the estimators' defaults for vanilla and Meta-Neighborhoods alike
     (vanilla keeps ``dictionary_size=0``); with ``search=True`` the searched architecture overrides theirs.
-    ``max_rows`` runs on a random subset of that many rows, to bound the cost.
+    ``max_rows`` runs on a random subset of that many rows, to bound the cost. ``methods`` default to
+    ``available_methods()``.
     """
+    methods = available_methods() if methods is None else methods
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = _protocol_options(folds, seed, seeds, max_rows)
@@ -298,7 +321,7 @@ def _summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: s
     return text
 
 
-def run_regression_all(names: list[str], out, data_dir=None, methods: dict = METHODS, **options) -> dict:
+def run_regression_all(names: list[str], out, data_dir=None, methods: dict | None = None, **options) -> dict:
     """Table 2 for several registered data sets into ``out/<name>/``, plus summary.md / summary.json.
 
     A data set whose files are missing is skipped with a note, so one absent download does not stop the rest.
@@ -310,6 +333,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict = MET
         known = ", ".join(available_tables())
         raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
     check_int("seeds", options.get("seeds", SEEDS))
+    methods = available_methods() if methods is None else methods
     out = prepare_out_dir(out)
     rows, skipped, protocol = {}, {}, ""
     for name in names:
