@@ -77,7 +77,7 @@ def report(out: Path) -> None:
         significant = sum(s["ratio"][candidate] < 1 and (s["p_values"]["vanilla"] or 1) < 0.05
                           for s in summaries.values())
         r = list(ratios[candidate].values())
-        rows.append([candidate, len(r), f"{math.exp(np.mean(np.log(r))):.4f}", f"{max(r):.3f}",
+        rows.append([candidate, str(len(r)), f"{math.exp(np.mean(np.log(r))):.4f}", f"{max(r):.3f}",
                      f"{sum(x < 1 for x in r)}", f"{significant}", f"{below_knn}", f"{cost[candidate]:.1f}"])
     print("| candidate | tables | geo-mean MN/vanilla | worst | below vanilla | significant (p<0.05) | below kNN | "
           "fit time / vanilla |\n|---|---|---|---|---|---|---|---|")

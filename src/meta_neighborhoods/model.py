@@ -64,7 +64,8 @@ class MetaNeighborhoods(nn.Module):
         keys = self.dictionary.keys
         top = self.attention.top_k(z, keys, k, self.dictionary.slot_mask(z.shape[0]))
         used, local = top.index.unique(return_inverse=True)
-        return self.adaptation(self.head, z, keys[used], self.dictionary.values()[used], TopK(local, top.weight))
+        return self.adaptation(self.head, z, keys.index_select(0, used), self.dictionary.values().index_select(0, used),
+                               TopK(local, top.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict_features(self.features(x))

@@ -97,7 +97,8 @@ class Attention(nn.Module):
         Only the (B, k) chosen similarities are computed with gradient, so the backward pass costs O(B k d).
         """
         index = nearest_keys(z, keys, self.similarity, k, mask)
-        logits = pair_similarity(z, keys[index], self.similarity) / self.temperature
+        chosen = keys.index_select(0, index.flatten()).view(*index.shape, keys.shape[1])  # backward: index_add
+        logits = pair_similarity(z, chosen, self.similarity) / self.temperature
         if mask is not None:
             logits = logits.masked_fill(~mask.gather(1, index), float("-inf"))
         return TopK(index, logits.softmax(dim=-1))

@@ -48,7 +48,7 @@ def LinearHead(in_features: int, out_features: int = 1) -> MLPHead:
     return MLPHead(in_features, (), out_features)
 
 
-DENSE_BELOW = 16  # top-k attention on at most this many keys per K runs as dense matrices (benchmarks/adaptation_speed.py)
+DENSE_BELOW = 64  # top-k attention on at most this many keys per K runs as dense matrices (benchmarks/adaptation_speed.py)
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per layer: (out, in) shared, (B, out, in) per example
 
 
