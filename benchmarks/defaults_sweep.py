@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from meta_neighborhoods.datasets.tables import load_table
-from meta_neighborhoods.experiments.regression import METHODS, cross_validate, subset_rows
+from meta_neighborhoods.experiments.cross_validation import METHODS, cross_validate, subset_rows
 from meta_neighborhoods.significance import compare
 
 CANDIDATES = {  # estimator parameters over the library's defaults at the time of the sweep

@@ -1,17 +1,21 @@
 """The training loop's callbacks: one best-epoch mechanism with its criterion as a parameter, early stopping,
-the order the loop calls them in, and state that travels in the ``last`` checkpoint."""
+the order the loop calls them in, state that travels in the ``last`` checkpoint, and the per-epoch logs (metrics.csv,
+TensorBoard)."""
 
+import csv
 import math
 
+import pytest
 import torch
 
 from meta_neighborhoods.callbacks import (
-    BestEpoch, Callback, EarlyStopping, History, higher_accuracy_then_lower_loss, lower_loss,
+    BestEpoch, Callback, EarlyStopping, History, MetricsLog, TensorBoardLog, higher_accuracy_then_lower_loss,
+    lower_loss, tensorboard_available,
 )
 from meta_neighborhoods.datasets.batches import TensorBatches
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.training import fit
+from meta_neighborhoods.training import OptimizerSpec, fit
 
 
 def test_lower_loss_needs_more_than_the_tolerance():
@@ -84,3 +88,66 @@ def test_history_travels_in_the_last_checkpoint(tmp_path):
     fit(resumed_model, resumed_batches, epochs=3, callbacks={"log": Logger(resumed), "history": resumed},
         checkpoint=tmp_path / "last", resume=True)
     assert [r["epoch"] for r in resumed] == [1, 2, 3] and resumed[:2] == list(history)
+
+
+# --- metrics.csv and TensorBoard -------------------------------------------------------------------------
+
+
+def _logged_fit(folder, epochs, resume=False, tensorboard=False):
+    """``fit`` with a MetricsLog (and a TensorBoardLog) whose validation column is a made-up function of the
+    epoch; the learning rate drops tenfold after epoch 2."""
+    model, batches = _setup()
+    log = MetricsLog(folder / "metrics.csv", ("validation_loss",), lambda: {"validation_loss": 0.5})
+    callbacks = {"metrics": log, **({"tensorboard": TensorBoardLog(folder / "tb", log)} if tensorboard else {})}
+    fit(model, batches, epochs=epochs, optimizer=OptimizerSpec(0.01, milestones=(2,)), callbacks=callbacks,
+        checkpoint=folder / "last", resume=resume)
+    return log
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_metrics_csv_has_a_row_per_epoch_with_its_learning_rate(tmp_path):
+    _logged_fit(tmp_path, epochs=3)
+    rows = _csv(tmp_path / "metrics.csv")
+    assert list(rows[0]) == ["epoch", "train_loss", "validation_loss", "learning_rate", "seconds"]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.01, 0.01, 0.001])
+    assert all(float(r["seconds"]) >= 0 and math.isfinite(float(r["train_loss"])) for r in rows)
+
+
+def test_a_resumed_run_logs_each_epoch_once(tmp_path):
+    """Killed after logging epoch 3 but before checkpointing it: the resumed run does epoch 3 again, and the file
+    holds it once (the row of the checkpointed state, not the killed run's)."""
+    _logged_fit(tmp_path, epochs=2)
+    before = _csv(tmp_path / "metrics.csv")
+    with open(tmp_path / "metrics.csv", "a") as handle:
+        handle.write("3,9.9,0.5,0.001,1.0\n")  # what the killed run appended
+    _logged_fit(tmp_path, epochs=4, resume=True)
+    rows = _csv(tmp_path / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4] and rows[:2] == before
+    assert float(rows[2]["train_loss"]) != 9.9
+
+
+@pytest.mark.parametrize("rows", [[{"epoch": 1}], "rows", [{"epoch": "1", "train_loss": 1.0, "validation_loss": 1.0,
+                                                             "learning_rate": 0.1, "seconds": 1.0}]])
+def test_a_damaged_metrics_log_state_is_refused(tmp_path, rows):
+    log = MetricsLog(tmp_path / "m.csv", ("validation_loss",), dict)
+    with pytest.raises(ValueError, match="records of numbers with the columns epoch, train_loss"):
+        log.load_state_dict({"rows": rows})
+
+
+def test_tensorboard_events_hold_the_same_scalars(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert tensorboard_available()
+    log = _logged_fit(tmp_path, epochs=2, tensorboard=True)
+    _logged_fit(tmp_path, epochs=3, resume=True, tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    assert {"train_loss", "validation_loss", "learning_rate", "seconds"} <= set(events.Tags()["scalars"])
+    losses = events.Scalars("train_loss")
+    assert [e.step for e in losses] == [1, 2, 3]
+    assert losses[0].value == pytest.approx(log.rows[0]["train_loss"])

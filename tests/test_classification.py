@@ -1,25 +1,23 @@
-"""Table 1 experiment: the classify command end to end on digits, name checks, and the best-checkpoint logic."""
+"""Table 1 experiment: the classify command end to end on digits (shipped with scikit-learn, so always here), name
+checks, the best-checkpoint logic, and what a run folder records (run.json, metrics.csv, TensorBoard)."""
 
+import csv
 import json
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 from meta_neighborhoods import checkpoint
+from meta_neighborhoods.callbacks import tensorboard_available
 from meta_neighborhoods.cli import main
-from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
 from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.classification import evaluate, init_keys_from_features
 from meta_neighborhoods.runs import METHODS, BestCheckpoint, build_model, load_checkpoint
 from meta_neighborhoods.training import fit
 
-SHARED = shared_data_dir()
-needs_digits = pytest.mark.skipif(
-    SHARED is None or not (SHARED / "sklearn_digits").is_dir(),
-    reason="digits needs ../shared/data/sklearn_digits (or $META_NEIGHBORHOODS_DATA), absent in this checkout",
-)
 CPU = torch.device("cpu")
 
 
@@ -34,7 +32,6 @@ def digits_run(tmp_path_factory):
     return out
 
 
-@needs_digits
 def test_classify_all_writes_every_method_and_a_comparison(digits_run, capsys):
     for method in METHODS:
         metrics = json.loads((digits_run / method / "metrics.json").read_text())
@@ -53,7 +50,6 @@ def test_classify_all_writes_every_method_and_a_comparison(digits_run, capsys):
     assert set(json.loads((digits_run / "comparison.json").read_text())["methods"]) == set(METHODS)
 
 
-@needs_digits
 @pytest.mark.parametrize("method", list(METHODS))
 def test_best_checkpoint_reloads_into_a_fresh_model_and_reproduces_the_test_accuracy(digits_run, method):
     metrics = json.loads((digits_run / method / "metrics.json").read_text())
@@ -67,7 +63,37 @@ def test_best_checkpoint_reloads_into_a_fresh_model_and_reproduces_the_test_accu
     assert evaluate(model, test, CPU)[0] == metrics["test_accuracy"]
 
 
-@needs_digits
+def test_every_run_folder_records_provenance_seeds_and_inputs(digits_run):
+    """run.json beside config.json, in each method's folder and in the parent of --method all."""
+    for folder in (digits_run, *(digits_run / method for method in METHODS)):
+        record = json.loads((folder / "run.json").read_text())
+        provenance = record["provenance"]
+        assert provenance["torch"] == torch.__version__ and provenance["python"] == sys.version.split()[0]
+        assert provenance["command"] == sys.argv  # in-process here; test_resume sees a real command line
+        assert "git_commit" in provenance and record["resumed"] == []
+        assert set(record["seeds"].values()) == {0}  # --seed's default, from which every seed is drawn
+        assert record["classes"] == [str(i) for i in range(10)] and record["dataset"] == "digits"
+        inputs = record["input"]
+        assert (inputs["layout"], inputs["channels"], inputs["height"], inputs["width"]) == ("NCHW", 1, 8, 8)
+    split = json.loads((digits_run / "mn" / "split.json").read_text())
+    assert (inputs["mean"], inputs["std"]) == (split["mean"], split["std"])
+
+
+def test_metrics_csv_has_a_row_per_epoch_as_metrics_json_tells(digits_run):
+    for method in METHODS:
+        metrics = json.loads((digits_run / method / "metrics.json").read_text())
+        with open(digits_run / method / "metrics.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert [int(row["epoch"]) for row in rows] == [1, 2]
+        for row, epoch in zip(rows, metrics["history"]):
+            assert float(row["train_loss"]) == pytest.approx(epoch["loss"])
+            assert float(row["validation_accuracy"]) == pytest.approx(epoch["validation_accuracy"])
+            assert float(row["validation_loss"]) == pytest.approx(epoch["validation_loss"])
+            assert float(row["seconds"]) > 0
+        assert [float(row["learning_rate"]) for row in rows] == pytest.approx([1e-3, 1e-4])  # x0.1 after 2/3
+        assert (digits_run / method / "tensorboard").is_dir() == tensorboard_available()
+
+
 def test_a_bad_train_subset_fails_before_any_file_is_written(tmp_path, capsys):
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--train-subset", "0",
             "--out", str(tmp_path / "run"), "--quiet"]
@@ -153,7 +179,6 @@ def test_evaluate_returns_accuracy_and_mean_cross_entropy():
     assert loss == pytest.approx(nn.functional.cross_entropy(logits, labels).item())
 
 
-@pytest.mark.skipif(SHARED is None, reason="../shared/data (sklearn_digits) is not present in this checkout")
 def test_keys_can_start_at_training_features():
     """--key-init samples: keys are features of training images, values peak at their labels."""
     dataset = load_image_dataset("digits")

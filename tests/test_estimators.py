@@ -18,7 +18,8 @@ FLOAT32_ROUNDING = {
 
 
 @parametrize_with_checks(
-    [MetaNeighborhoodsRegressor(**FAST), MetaNeighborhoodsClassifier(**FAST)],
+    [MetaNeighborhoodsRegressor(**FAST), MetaNeighborhoodsClassifier(**FAST),
+     MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 16, "top_k": 4, "slot_dropout": 0.5})],
     expected_failed_checks=lambda estimator: FLOAT32_ROUNDING,
 )
 def test_scikit_learn_compliance(estimator, check):
@@ -51,6 +52,14 @@ def test_dictionary_size_zero_is_the_vanilla_network():
     assert not neighbours.model_.vanilla
     assert sum(p.numel() for p in neighbours.model_.head.parameters()) == sum(
         p.numel() for p in vanilla.model_.head.parameters())
+
+
+def test_a_dictionary_as_large_as_the_training_set_with_top_k_attention():
+    """Keys at every training row (S is capped at their number); each row attends to its 4 nearest keys."""
+    X, y = _table(n=300)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 10**6, "top_k": 4, "max_epochs": 40}).fit(X, y)
+    assert model.network_["dictionary_size"] == 270 and model.model_.config.sparse  # 300 rows less 10 % validation
+    assert model.score(X, y) > 0.5
 
 
 def test_random_state_makes_fits_reproducible():
@@ -105,6 +114,9 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"dictionary_size": -1}, "dictionary_size must be a non-negative integer"),
         ({"max_epochs": 0}, "max_epochs must be a positive integer"),
         ({"validation_fraction": 1.5}, "validation_fraction must be in"),
+        ({"top_k": 0}, "top_k must be a positive integer"),
+        ({"top_k": 2.5}, "top_k must be a positive integer"),
+        ({"slot_dropout": 1.0}, "slot_dropout must be in"),
     ],
 )
 def test_bad_parameters_are_named(params, message):

@@ -12,6 +12,7 @@ pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript
 
 from meta_neighborhoods.cli import main  # noqa: E402
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor  # noqa: E402
+from meta_neighborhoods.run_record import image_inputs, write_run_record  # noqa: E402
 from meta_neighborhoods.runs import build_model, load_best_model, save_checkpoint  # noqa: E402
 from meta_neighborhoods.export import IMAGES, export_onnx  # noqa: E402
 from meta_neighborhoods.heads import MLPHead  # noqa: E402
@@ -136,13 +137,19 @@ def test_classifier_graph_gives_predict_proba_on_raw_rows(tmp_path, table):
     np.testing.assert_array_equal(model.classes_[probabilities.argmax(1)], model.predict(X[:7]))
 
 
+CLASSES = ["cat", "dog", "emu", "yak"]
+MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
+
+
 def _run_folder(path, method="mn"):
-    """A run folder as classify leaves it (best checkpoint with its model_args, config.json); no data needed."""
+    """A run folder as classify leaves it (best checkpoint with its model_args, config.json, run.json); no data
+    needed."""
     path.mkdir()
     args = {"method": method, "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}
     torch.manual_seed(0)
     save_checkpoint(path / "best", build_model(**args), model_args=args, epoch=1, validation_accuracy=0.5)
     (path / "config.json").write_text(json.dumps({"dataset": "cifar10", "method": method, "model": args}))
+    write_run_record(path, {"classes": CLASSES, "input": image_inputs((10, 3, 32, 32), MEAN, STD)})
     return path
 
 
@@ -155,6 +162,34 @@ def test_cli_exports_a_run_and_checks_it(tmp_path, capsys):
     model = load_best_model(run)[0]
     x = torch.randn(5, 3, 24, 24)
     np.testing.assert_allclose(_onnx(out, x), _torch(model, x), atol=ATOL, rtol=0)
+
+
+def test_the_graph_carries_the_normalisation_and_the_class_names(tmp_path):
+    """A deployment reads from the file alone how to scale its images and what each output column is."""
+    onnx = pytest.importorskip("onnx")
+    run, out = _run_folder(tmp_path / "run"), tmp_path / "model.onnx"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    metadata = {prop.key: prop.value for prop in onnx.load(str(out)).metadata_props}
+    assert json.loads(metadata["classes"]) == CLASSES
+    assert json.loads(metadata["input_mean"]) == MEAN and json.loads(metadata["input_std"]) == STD
+    assert (metadata["input_channels"], metadata["input_height"], metadata["input_width"]) == ("3", "32", "32")
+    assert metadata["input_layout"] == "NCHW" and metadata["input_scale"] == "255"
+    assert "(pixels / 255 - mean) / std" in metadata["input_transform"]
+    assert (metadata["method"], metadata["backbone"]) == ("mn", "convnet4")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda run: (run / "run.json").unlink(), "run.json is missing: the run was written by an older version"),
+    (lambda run: write_run_record(run, {"classes": CLASSES[:3], "input": image_inputs((1, 3, 8, 8), MEAN, STD)}),
+     "run.json names 3 classes of 3-channel images, but the best checkpoint's network has 4 outputs"),
+    (lambda run: write_run_record(run, {"classes": CLASSES, "input": image_inputs((1, 3, 8, 8), MEAN, [0, 1, 1])}),
+     "run.json: input should give"),
+])
+def test_a_run_without_a_sound_record_of_its_inputs_is_not_exported(tmp_path, capsys, damage, message):
+    run = _run_folder(tmp_path / "run")
+    damage(run)
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "m.onnx")]) == 1
+    assert message in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
 
 
 def test_cli_bad_inputs_are_reported(tmp_path, capsys):

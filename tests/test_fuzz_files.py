@@ -1,4 +1,4 @@
-"""Fuzzing what is read from disk: checkpoint manifests and run-folder configs, mutated at random (types, missing
+"""Fuzzing what is read from disk: checkpoint manifests, run-folder configs and run records, mutated at random (types, missing
 and extra keys, huge numbers, nesting, paths). Loading either succeeds or raises the one documented error type
 (``CheckpointError``, ``RunFolderError``), never another exception, and touches no file outside its folder."""
 
@@ -18,6 +18,7 @@ from meta_neighborhoods.datasets.batches import TensorBatches
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.run_record import image_inputs, read_inputs, write_run_record
 from meta_neighborhoods.training import fit
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False, width=64),
@@ -78,6 +79,9 @@ def saved(tmp_path_factory):
     (root / "run").mkdir()
     (root / "run" / "config.json").write_text(json.dumps(
         {**dataclasses.asdict(ClassificationConfig("digits", "convnet4", "mn")), "extra": 1}))
+    (root / "record").mkdir()
+    write_run_record(root / "record", {"seeds": {"seed": 0}, "classes": ["0", "1", "2"],
+                                       "input": image_inputs((5, 3, 8, 8), [0.5, 0.4, 0.3], [0.2, 0.2, 0.3])})
     return root
 
 
@@ -98,6 +102,7 @@ LOADERS = {
     "last": ("last.json", lambda folder: fit(_model(), _batches(), epochs=2, checkpoint=folder / "last",
                                              resume=True, config={"epochs": 2}), CheckpointError),
     "run": ("config.json", lambda folder: runs.read_config(folder), runs.RunFolderError),
+    "record": ("run.json", lambda folder: read_inputs(folder), runs.RunFolderError),
 }
 
 

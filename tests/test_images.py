@@ -3,6 +3,7 @@
 import dataclasses
 import gzip
 import io
+import json
 import pickle
 import tarfile
 
@@ -11,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from meta_neighborhoods.datasets import image_formats, images
+from meta_neighborhoods.datasets import files, image_formats, images
 from meta_neighborhoods.datasets.batches import ImageBatches
 from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
-from meta_neighborhoods.datasets.image_formats import read_idx
+from meta_neighborhoods.datasets.image_formats import _stratified_split, read_idx
 from meta_neighborhoods.datasets.images import (
     IMAGE_DATASETS,
     ImageSplit,
@@ -53,13 +54,13 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def _write_idx_set(folder, rng, n_train=6, n_test=4, gz=True):
-    """A Fashion-MNIST-like set: the four MNIST names, random 5x5 images, labels 0..2."""
+def _write_idx_set(folder, rng, n_train=6, n_test=4, gz=True, size=5):
+    """A Fashion-MNIST-like set: the four MNIST names, random size x size images, labels 0..2."""
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for stem_images, stem_labels, n in [("train-images-idx3-ubyte", "train-labels-idx1-ubyte", n_train),
                                         ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", n_test)]:
-        arrays[stem_images] = rng.integers(0, 256, (n, 5, 5), dtype=np.uint8)
+        arrays[stem_images] = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
         arrays[stem_labels] = np.arange(n, dtype=np.uint8) % 3
     for stem, array in arrays.items():
         data = _idx_bytes(array)
@@ -144,6 +145,25 @@ def test_idx_loader_reads_any_idx_set_without_checksum(tmp_path):
     assert data.classes == ["0", "1", "2"] and data.train.images.shape == (6, 1, 5, 5)
 
 
+def test_classify_trains_on_any_idx_set(tmp_path, capsys):
+    """``classify --dataset idx --data-dir DIR``: a 3-class set in MNIST's file layout, no checksum, one epoch."""
+    from meta_neighborhoods.cli import main
+
+    data = tmp_path / "my-idx-set"
+    _write_idx_set(data, np.random.default_rng(0), n_train=30, n_test=9, size=8)
+    out = tmp_path / "run"
+    argv = ["classify", "--dataset", "idx", "--data-dir", str(data), "--backbone", "convnet4", "--method", "mn",
+            "--epochs", "1", "--batch-size", "8", "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "idx" and metrics["images"] == {"train": 27, "validation": 3, "test": 9}
+    assert len(metrics["history"]) == 1 and np.isfinite(metrics["history"][0]["loss"])
+    assert metrics["config"]["model"]["num_classes"] == 3 and 0.0 <= metrics["test_accuracy"] <= 1.0
+    record = json.loads((out / "run.json").read_text())
+    assert record["classes"] == ["0", "1", "2"] and record["input"]["height"] == record["input"]["width"] == 8
+    assert "test accuracy" in capsys.readouterr().out
+
+
 def test_mnist_refuses_other_idx_files(tmp_path):
     _write_idx_set(tmp_path / "mnist", np.random.default_rng(0))
     with pytest.raises(DataFileError, match=r"mnist: .*has sha256 .*expected"):
@@ -158,7 +178,6 @@ def test_mnist_missing_folder_says_where_to_put_it(tmp_path):
 # --- digits -------------------------------------------------------------------------------------------
 
 
-@needs_shared
 def test_digits_shapes_scaling_and_stratified_split():
     data = load_image_dataset("digits")
     train, test = data.train, data.test
@@ -168,6 +187,26 @@ def test_digits_shapes_scaling_and_stratified_split():
     np.testing.assert_array_equal(np.bincount(test.labels), np.rint(0.2 * per_class))
     again = load_image_dataset("digits")
     np.testing.assert_array_equal(again.test.images, test.images)  # the fixed seed gives the same split
+
+
+def test_digits_need_no_data_folder(tmp_path, monkeypatch):
+    """scikit-learn ships them: no ../shared/data, no --data-dir (or one that holds something else)."""
+    monkeypatch.setattr(files, "shared_data_dir", lambda: None)
+    monkeypatch.delenv("META_NEIGHBORHOODS_DATA", raising=False)
+    data = load_image_dataset("digits")
+    elsewhere = load_image_dataset("digits", data_dir=tmp_path)
+    np.testing.assert_array_equal(data.train.images, elsewhere.train.images)
+    assert len(data.train) + len(data.test) == 1797 and data.classes == [str(i) for i in range(10)]
+
+
+@needs_shared
+def test_digits_from_scikit_learn_are_the_file_the_results_were_computed_on():
+    """The same 1797 rows as sklearn_digits/digits.csv.gz (the file the earlier runs read), so the same split."""
+    raw = np.loadtxt(SHARED / "sklearn_digits" / "digits.csv.gz", delimiter=",")
+    data = load_image_dataset("digits")
+    train, test = _stratified_split(raw[:, 64].astype(np.int64), 0.2, images.DIGITS_SPLIT_SEED)
+    np.testing.assert_array_equal(data.test.labels, raw[test, 64])
+    np.testing.assert_array_equal(data.train.images.reshape(len(train), 64), np.rint(raw[train, :64] * 255 / 16))
 
 
 # --- CIFAR-10 JPEG tarballs and their cache ---------------------------------------------------------

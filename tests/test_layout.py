@@ -12,12 +12,13 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one line per parameter
 # Bottom to top; a module may import from its own layer and the ones below (docs/architecture.md).
 LAYERS = [
-    ["", "validation", "io", "inner_loss", "callbacks", "distributed", "plots", "standardise", "significance"],
+    ["", "validation", "io", "inner_loss", "callbacks", "distributed", "plots", "standardise", "significance",
+     "provenance"],
     ["config"],
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model"],
     ["datasets"],
-    ["checkpoint", "training", "persistence", "runs", "export"],
+    ["checkpoint", "training", "persistence", "runs", "run_record", "export"],
     ["estimators", "experiments"],
     ["commands", "cli", "__main__"],
 ]

@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn"}  # import name -> distribution name, where they differ
-FLOORS = {"scikit-learn": "1.6", "pillow": "9.1", "torch": "2.6"}  # validate_data; Image.Resampling; dynamo export
+FLOORS = {"scikit-learn": "1.6", "pillow": "9.1", "torch": "2.6",  # validate_data; Image.Resampling; dynamo export
+          "pandas": "1.5"}  # read_csv's C parser with sep=r"\s+", errors.ParserError / EmptyDataError
 
 tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else pytest.importorskip("tomli")
 

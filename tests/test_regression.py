@@ -15,9 +15,10 @@ from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test
-from meta_neighborhoods.experiments import regression
+from meta_neighborhoods.experiments import cross_validation
+from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate
 from meta_neighborhoods.experiments.regression import (
-    ABLATION_TYPES, METHODS, ablation_values, run_ablation, run_regression, run_regression_all,
+    ABLATION_TYPES, ablation_values, run_ablation, run_regression, run_regression_all,
 )
 
 FAST = {"max_epochs": 5, "hidden_layer_sizes": (16,), "dictionary_size": 16}
@@ -43,7 +44,7 @@ def tiny_csv(tmp_path):
 @pytest.fixture
 def fast_estimators(monkeypatch):
     """The commands use the estimator's defaults, which are sized for real data; shrink them for a test."""
-    monkeypatch.setattr(regression, "MetaNeighborhoodsRegressor",
+    monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor",
                         functools.partial(MetaNeighborhoodsRegressor, **FAST))
 
 
@@ -77,6 +78,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     config = saved["config"]
     assert (config["folds"], config["seed"], config["seeds"], config["search"]) == (2, 3, 2, False)
     assert (config["rows_used"], config["rows_in_table"], config["max_rows"]) == (120, 120, None)
+    assert config["provenance"]["meta_neighborhoods"] == meta_neighborhoods.__version__  # and the command, versions
     assert config["version"] == meta_neighborhoods.__version__
     assert config["estimator"]["dictionary_size"] == 16 and config["estimator"]["random_state"] == 3
     assert config["estimator"]["hidden_layer_sizes"] == [16]
@@ -100,8 +102,8 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
 @pytest.mark.parametrize("baseline, package", [("lightgbm", "lightgbm"), ("realmlp_td", "pytabkit")])
 def test_an_installed_baseline_joins_the_table_on_the_same_folds(tiny_csv, tmp_path, baseline, package):
     pytest.importorskip(package)
-    assert baseline in regression.available_methods()
-    methods = {name: regression.available_methods()[name] for name in ("meta_neighborhoods", baseline)}
+    assert baseline in available_methods()
+    methods = {name: available_methods()[name] for name in ("meta_neighborhoods", baseline)}
     results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, methods=methods,
                              estimator_params=FAST, progress=False)
     assert len(results["folds"][baseline]) == 2 and 0 < results["mean"][baseline] < 1.5  # learns something
@@ -116,7 +118,7 @@ def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
     assert [(a["seed"], a["fold"]) for a in results["architectures"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     for choice in results["architectures"]:
         depth, width = len(choice["hidden_layer_sizes"]), choice["hidden_layer_sizes"][0]
-        assert depth in regression.SEARCH_DEPTHS and width in regression.SEARCH_WIDTHS
+        assert depth in cross_validation.SEARCH_DEPTHS and width in cross_validation.SEARCH_WIDTHS
         assert choice["hidden_layer_sizes"] == [width] * depth
         assert len(choice["validation_mse"]) == 16
         assert min(choice["validation_mse"].values()) == choice["validation_mse"]["x".join([str(width)] * depth)]
@@ -245,7 +247,6 @@ def test_every_option_has_help_and_ablate_lists_its_parameters(capsys):
 def test_a_target_near_the_float_limit_is_scaled_not_zeroed():
     """A target of 1e200 squared overflows: the fold's scale must not become inf (and every MSE 0)."""
     from meta_neighborhoods.datasets.tables import Table
-    from meta_neighborhoods.experiments.regression import cross_validate
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3))

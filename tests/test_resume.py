@@ -1,5 +1,7 @@
-"""A classify run killed with SIGKILL part way and resumed ends exactly as the same run uninterrupted."""
+"""A classify run killed with SIGKILL part way and resumed ends exactly as the same run uninterrupted, and its
+records (metrics.csv, run.json) tell each epoch once and who resumed it."""
 
+import csv
 import json
 import os
 import signal
@@ -7,17 +9,10 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 
 from meta_neighborhoods import checkpoint
-from meta_neighborhoods.datasets.files import shared_data_dir
 
-SHARED = shared_data_dir()
-pytestmark = pytest.mark.skipif(
-    SHARED is None or not (SHARED / "sklearn_digits").is_dir(),
-    reason="digits needs ../shared/data/sklearn_digits (or $META_NEIGHBORHOODS_DATA), absent in this checkout",
-)
 EPOCHS = 8
 RUN = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn_ifilm", "--epochs", str(EPOCHS),
        "--batch-size", "32", "--train-subset", "600", "--device", "cpu", "--quiet"]
@@ -73,3 +68,16 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     for key in ("test_accuracy", "validation_accuracy", "best_epoch", "history", "config"):
         assert resumed[key] == expected[key], key
     assert len(resumed["history"]) == EPOCHS
+
+    expected, resumed = (_csv(run / "metrics.csv") for run in (whole, killed))
+    assert [row["epoch"] for row in resumed] == [str(epoch) for epoch in range(1, EPOCHS + 1)]  # each epoch once
+    for name in ("train_loss", "validation_loss", "validation_accuracy", "learning_rate"):
+        assert [row[name] for row in resumed] == [row[name] for row in expected], name
+    record = json.loads((killed / "run.json").read_text())
+    assert record["provenance"]["command"][1:] == [*RUN, "--out", str(killed)]
+    assert [entry["command"][1:] for entry in record["resumed"]] == [["classify", "--resume", str(killed), "--quiet"]]
+
+
+def _csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -13,16 +13,10 @@ import torch
 from meta_neighborhoods import runs
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
-from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.analysis import load_run
 from meta_neighborhoods.experiments.classification import run_classification
 
-SHARED = shared_data_dir()
-needs_digits = pytest.mark.skipif(
-    SHARED is None or not (SHARED / "sklearn_digits").is_dir(),
-    reason="digits needs ../shared/data/sklearn_digits (or $META_NEIGHBORHOODS_DATA), absent in this checkout",
-)
 
 
 def _split():
@@ -47,7 +41,6 @@ def test_a_run_without_a_split_record_is_refused_clearly(tmp_path):
         runs.read_split(tmp_path, n_images=5)
 
 
-@needs_digits
 def test_analysis_trains_on_exactly_the_images_the_run_recorded(tmp_path):
     out = tmp_path / "run"
     run_classification("digits", "convnet4", "mn", out, epochs=1, batch_size=64, train_subset=300, device="cpu",
@@ -148,14 +141,16 @@ def test_classify_into_a_folder_another_run_is_writing_fails(tmp_path, capsys):
     with runs.lock(tmp_path):
         argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
                 "--out", str(tmp_path), "--device", "cpu", "--quiet"]
-        if shared_data_dir() is None:
-            pytest.skip("digits needs ../shared/data")
         assert main(argv) == 1
     assert "is being written by process" in capsys.readouterr().err
 
 
 def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
+    for name in ("run.json", "metrics.csv"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "tensorboard" / "events.out.tfevents.1.host").write_text("x")
     runs.save_checkpoint(tmp_path / "best", torch.nn.Linear(1, 1), epoch=1)
     (tmp_path / "mn").mkdir()
     (tmp_path / "mn" / "metrics.json").write_text("{}")
@@ -167,7 +162,6 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
 
 
-@needs_digits
 def test_resume_recomputes_what_a_stale_metrics_file_claims(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
@@ -178,7 +172,10 @@ def test_resume_recomputes_what_a_stale_metrics_file_claims(tmp_path, capsys):
     (out / "metrics.json").write_text(json.dumps({**metrics, "test_accuracy": 0.123}))
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    record = json.loads((out / "run.json").read_text())
+    assert len(record["resumed"]) == 1 and record["provenance"]["time"] <= record["resumed"][0]["time"]
     assert main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "run.json").read_text())["resumed"] == []
 
 
 def test_ctrl_c_names_the_resume_command(tmp_path, capsys, monkeypatch):
@@ -209,8 +206,6 @@ def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path):
 
 
 def test_analyze_refuses_a_folder_whose_files_disagree(tmp_path, capsys):
-    if shared_data_dir() is None or not (shared_data_dir() / "sklearn_digits").is_dir():
-        pytest.skip("digits needs ../shared/data/sklearn_digits")
     run = tmp_path / "run"
     run.mkdir()
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}

@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+import meta_neighborhoods
+
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.spiral import make_spirals
 
@@ -26,6 +28,13 @@ def test_spiral_command_separates_what_a_linear_model_cannot(tmp_path):
     assert accuracy["vanilla"] < 0.75
     assert metrics["config"]["dictionary_size"] == 100 and metrics["config"]["temperature"] == 0.1
     assert (out / "spiral.png").stat().st_size > 10_000
+    record = json.loads((out / "run.json").read_text())  # provenance, seeds, and the inputs the models expect
+    assert record["provenance"]["meta_neighborhoods"] == meta_neighborhoods.__version__
+    assert record["seeds"] == {"seed": 0, "train_spirals": 0, "test_spirals": 1, "torch": 0, "batches": 0}
+    train, _ = make_spirals(n_per_class=metrics["config"]["n_per_class"], noise=metrics["config"]["noise"], seed=0)
+    np.testing.assert_allclose(record["input"]["mean"], train.mean(0))
+    np.testing.assert_allclose(record["input"]["std"], train.std(0))
+    assert "run.json" in metrics["files"]
 
 
 def test_spiral_command_reports_unwritable_output(tmp_path, capsys):

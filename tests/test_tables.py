@@ -8,6 +8,7 @@ import pytest
 from meta_neighborhoods.datasets import files, tables
 from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
 from meta_neighborhoods.datasets.tables import Table, available_tables, load_csv_table, load_table
+from meta_neighborhoods.datasets.text_tables import read_indices, read_numeric
 
 SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(
@@ -68,10 +69,32 @@ def test_gom_data_dir_accepts_flat_layout_and_checks_it(tmp_path):
         load_table("gom", data_dir=str(tmp_path))
 
 
-def test_gom_data_dir_without_the_file_names_it(tmp_path):
-    with pytest.raises(DataFileError, match=tables.GOM_FILE) as info:
-        load_table("gom-longitude", data_dir=tmp_path)
-    assert "--data-dir" in str(info.value) and "Geographical Original of Music" in str(info.value)
+@pytest.mark.parametrize("name", ["gom", "gom-longitude"])
+def test_gom_is_found_whatever_data_dir_holds(tmp_path, name):
+    """A data folder without gom's file (another data set's folder, an empty one) still finds the shipped copy."""
+    (tmp_path / "uci_bdl").mkdir()
+    shipped = load_table(name)
+    for data_dir in (tmp_path, str(tmp_path / "uci_bdl"), tmp_path / "does-not-exist"):
+        table = load_table(name, data_dir=data_dir)
+        np.testing.assert_array_equal(table.X, shipped.X)
+        np.testing.assert_array_equal(table.y, shipped.y)
+
+
+def test_a_damaged_gom_copy_in_data_dir_says_how_to_fall_back(tmp_path):
+    (tmp_path / "gom").mkdir()
+    (tmp_path / "gom" / tables.GOM_FILE).write_text("1,2\n")
+    with pytest.raises(DataFileError, match="sha256") as info:
+        load_table("gom", data_dir=tmp_path)
+    assert "remove it to use the copy shipped with the package" in str(info.value)
+
+
+def test_regress_finds_gom_with_any_data_dir(tmp_path, capsys):
+    from meta_neighborhoods.cli import main
+
+    argv = ["regress", "--dataset", "gom", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--folds",
+            "2", "--seeds", "1", "--max-epochs", "1", "--max-rows", "60", "--quiet", "--device", "cpu"]
+    assert main(argv) == 0
+    assert "gom" in (tmp_path / "out" / "results.md").read_text()
 
 
 @needs_shared
@@ -270,14 +293,15 @@ def test_csv_table_unknown_target(small_csv):
 def test_csv_table_non_numeric_column_is_named(tmp_path):
     path = tmp_path / "colors.csv"
     path.write_text("a,colour,y\n1,red,10\n2,blue,20\n")
-    with pytest.raises(ValueError, match=r"column 'colour' of .*colors.csv is not numeric \(line 2: 'red'\)"):
+    with pytest.raises(ValueError, match=r"column 'colour' of .*colors.csv is not numeric \(file line 2: 'red'\)"):
         load_csv_table(path, "y")
 
 
 def test_csv_table_nan_target(tmp_path):
     path = tmp_path / "gaps.csv"
     path.write_text("a,y\n1,10\n2,\n3,30\n")
-    with pytest.raises(ValueError, match=r"gaps: the target has 1 NaN/inf value\(s\) \(first in data row 1\)"):
+    with pytest.raises(ValueError, match=r"gaps: the target has 1 NaN/inf value\(s\) \(first on file line 3 of "
+                                         r".*gaps.csv\)"):
         load_csv_table(path, "y")
 
 
@@ -288,10 +312,11 @@ def test_csv_table_nan_feature_names_data_set_and_column(tmp_path):
         load_csv_table(path, "y")
 
 
-def test_csv_table_ragged_row(tmp_path):
+@pytest.mark.parametrize("row, fields", [("2,20,5", 3), ("2", 1)])
+def test_csv_table_ragged_row(tmp_path, row, fields):
     path = tmp_path / "ragged.csv"
-    path.write_text("a,y\n1,10\n2,20,5\n")
-    with pytest.raises(ValueError, match="line 3 has 3 fields, expected 2"):
+    path.write_text(f"a,y\n1,10\n{row}\n")
+    with pytest.raises(ValueError, match=f"file line 3 of .*ragged.csv has {fields} fields, expected 2"):
         load_csv_table(path, "y")
 
 
@@ -312,3 +337,54 @@ def test_a_file_with_another_separator_says_so(tmp_path):
     path.write_text("a;b;y\n1;2;3\n4;5;6\n")
     with pytest.raises(ValueError, match="the file seems separated by ';', not ','"):
         load_csv_table(path, "y")
+
+
+# --- reading through pandas: quoting, BOMs, NA markers, one numbering of rows ------------------------
+
+
+def test_quoted_fields_and_numbers_are_read(tmp_path):
+    path = tmp_path / "quoted.csv"
+    path.write_text('"a","price, in euros",y\n"1.5","2",3\n4,"5e3",6\n')
+    table = load_csv_table(path, "y")
+    assert table.feature_names == ["a", "price, in euros"]
+    np.testing.assert_array_equal(table.X, [[1.5, 2.0], [4.0, 5000.0]])
+
+
+@pytest.mark.parametrize("marker", ["", "NA", "na", "NaN", "?", "null", "None", "N/A"])
+def test_na_markers_are_missing_values_named_by_file_line(tmp_path, marker):
+    path = tmp_path / "holes.csv"
+    path.write_text(f"a,b,y\n1,2,10\n\n3,{marker},20\n")  # the blank line 3 holds no row, but counts as a line
+    with pytest.raises(ValueError, match=r"holes: the features have 1 NaN/inf value\(s\) \(first: feature 'b', "
+                                         r"file line 4 of .*holes.csv\)"):
+        load_csv_table(path, "y")
+
+
+def test_a_bom_with_windows_line_ends_and_quotes(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes('\ufeff"y","a"\r\n1,2\r\n3,4\r\n'.encode("utf-8"))
+    table = load_csv_table(path, "y")
+    assert table.feature_names == ["a"] and table.y.tolist() == [1.0, 3.0]
+
+
+def test_every_error_numbers_rows_by_their_file_line(tmp_path):
+    """Text, missing and ragged rows: the line an editor shows, the header and blank lines counted."""
+    path = tmp_path / "t.csv"
+    for body, line in (("1,2\n\n3,x\n", 4), ("1,2\n3,\n", 3), ("1,2\n\n\n3,4,5\n", 5), ("1,2\n\n3\n", 4)):
+        path.write_text("a,y\n" + body)
+        with pytest.raises(ValueError, match=rf"file line {line}\b") as info:
+            load_csv_table(path, "y")
+        assert "data row" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_whitespace_tables_and_their_index_files(tmp_path):
+    """The UCI benchmark layout (whitespace-separated, leading blanks) through the same reader."""
+    folder = tmp_path / "uci_bdl" / "yacht"
+    folder.mkdir(parents=True)
+    (folder / "data.txt").write_text(" 1 2 3\n 4  5 6\n")
+    (folder / "index_features.txt").write_text("0\n2\n")
+    (folder / "index_target.txt").write_text("x\n")
+    read = read_numeric(folder / "data.txt", dataset="yacht", delimiter=None, header=False)
+    np.testing.assert_array_equal(read.data, [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(read_indices(folder / "index_features.txt", dataset="yacht"), [0, 2])
+    with pytest.raises(ValueError, match="index_target.txt is not numeric"):
+        read_indices(folder / "index_target.txt", dataset="yacht")

@@ -10,9 +10,15 @@ lowest validation loss (``lower_loss``), classify the highest validation accurac
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from .io import atomic_write
 
 Metrics = dict[str, float]
 Criterion = Callable[[Metrics, Metrics], bool]  # better(new, best)
@@ -23,6 +29,9 @@ class Callback:
 
     def on_train_begin(self, start_epoch: int, epochs: int) -> None:
         pass
+
+    def on_epoch_start(self, epoch: int, learning_rate: float) -> None:
+        """``learning_rate``: the one this epoch trains with (every parameter group shares it)."""
 
     def on_step(self, step: int) -> None:
         pass
@@ -93,6 +102,80 @@ class History(list, Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self[:] = state["epochs"]
+
+
+class MetricsLog(Callback):
+    """A CSV file with a row per epoch, as a Lightning ``CSVLogger`` keeps: the epoch, the training loss, what
+    ``measured()`` returns (e.g. validation loss and accuracy), the learning rate and the epoch's seconds.
+
+    A row is appended as each epoch ends. The rows also travel in checkpoint ``last``, and a resumed run rewrites
+    the file from them before it continues: an epoch the killed run logged after its last checkpoint is done
+    again, and logged once.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...], measured: Callable[[], Metrics]):
+        self.path, self.measured = Path(path), measured
+        self.columns = ("epoch", "train_loss", *columns, "learning_rate", "seconds")
+        self.rows: list[dict] = []
+        self.started = self.learning_rate = None
+
+    def on_train_begin(self, start_epoch: int, epochs: int) -> None:
+        atomic_write(self.path, lambda tmp: self._write(tmp, "w", self.rows))
+
+    def on_epoch_start(self, epoch: int, learning_rate: float) -> None:
+        self.started, self.learning_rate = time.perf_counter(), learning_rate
+
+    def on_epoch_end(self, epoch: int, loss: float) -> None:
+        row = {"epoch": epoch + 1, "train_loss": loss, **self.measured(), "learning_rate": self.learning_rate,
+               "seconds": round(time.perf_counter() - self.started, 3)}
+        self.rows.append(row)
+        self._write(self.path, "a", [row])
+
+    def _write(self, path, mode: str, rows: list[dict]) -> None:
+        with open(path, mode, newline="") as handle:
+            writer = csv.DictWriter(handle, self.columns)
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        rows = state["rows"]
+        if not (isinstance(rows, list) and all(isinstance(row, dict) and list(row) == list(self.columns) and all(
+                type(value) in (int, float) for value in row.values()) for row in rows)):
+            raise ValueError(f"the rows should be records of numbers with the columns {', '.join(self.columns)}")
+        self.rows = [dict(row) for row in rows]
+
+
+def tensorboard_available() -> bool:
+    """Whether TensorBoard event files can be written (``torch.utils.tensorboard`` needs the tensorboard package)."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+class TensorBoardLog(Callback):
+    """The rows of a ``MetricsLog`` as TensorBoard scalars (step = epoch) in ``log_dir``; needs TensorBoard
+    (``tensorboard_available``). A resumed run purges the events logged after its checkpoint."""
+
+    def __init__(self, log_dir: Path, metrics: MetricsLog):
+        self.log_dir, self.metrics, self.writer = Path(log_dir), metrics, None
+
+    def on_train_begin(self, start_epoch: int, epochs: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imported here: TensorBoard is optional
+
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=start_epoch + 1 if start_epoch else None)
+
+    def on_epoch_end(self, epoch: int, loss: float) -> None:
+        row = self.metrics.rows[-1]
+        for name, value in row.items():
+            if name != "epoch":
+                self.writer.add_scalar(name, value, row["epoch"])
+        self.writer.flush()
+
+    def on_train_end(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class Progress(Callback):

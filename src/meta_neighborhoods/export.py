@@ -12,12 +12,16 @@ any ONNX runtime) without Python, PyTorch or this package.
 * Inner loop: the graph holds the heads' fast (closed-form) paths (``heads/``), whose inner gradients are plain
   tensor algebra. The generic ``torch.func`` path (``vmap`` of ``grad``) cannot be traced, so a model whose head has
   no fast path is refused with an error saying so.
+* Metadata: a run's graph carries what a deployment needs beside it in ``metadata_props`` (strings; lists as JSON):
+  ``classes`` (the output columns' names) and ``input_*`` (layout, channels, trained height and width, scale,
+  per-channel mean and std, and the transform in words), from the run's ``run.json``.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -28,11 +32,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import __version__, checkpoint
 from .heads import FAST_PATHS, fast_path_for
 from .io import atomic_write, prepare_out_dir
 from .model import MetaNeighborhoods
-from .runs import load_best_model
+from .run_record import read_inputs
+from .runs import RunFolderError, load_best_model
 
 OPSET = 18
 INPUT, OUTPUT = "input", "output"
@@ -94,12 +99,13 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_dims: dict[int, str] = BATCH) -> Path:
+def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_dims: dict[int, str] = BATCH,
+                metadata: dict[str, str] | None = None) -> Path:
     """Write ``module``'s evaluation-mode forward pass as the ONNX graph ``path``, atomically; returns the path.
 
     One input ``"input"`` and one output ``"output"``; the input dimensions in ``dynamic_dims`` (default: the batch)
-    stay free, the others take ``example_input``'s sizes. The module is copied, never changed; the file's folder is
-    created if needed.
+    stay free, the others take ``example_input``'s sizes; ``metadata`` goes into the model's ``metadata_props``. The
+    module is copied, never changed; the file's folder is created if needed.
     """
     _require("onnx", "onnxscript")
     path = Path(path)
@@ -112,6 +118,7 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
                                     output_names=[OUTPUT], opset_version=OPSET, dynamo=True, dynamic_shapes=(dims,),
                                     verbose=False)
     _check_free(program, dynamic_dims)
+    program.model.metadata_props.update(metadata or {})
     return atomic_write(path, program.save)
 
 
@@ -136,14 +143,28 @@ def export_run(run_dir, path, seed: int = 0) -> tuple[Path, float]:
     """
     _require("onnx", "onnxscript", "onnxruntime")
     model, info = load_best_model(run_dir)
+    metadata = run_metadata(run_dir, info["model_args"])
     channels = info["model_args"]["in_channels"]
     generator = torch.Generator().manual_seed(seed)
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
                       for n in (2, CHECK_BATCH))
-    path = export_onnx(model, example, path, IMAGES)
+    path = export_onnx(model, example, path, IMAGES, metadata)
     difference = max_difference(path, model, check)
     if not np.isfinite(difference):
         path.unlink()
         raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference {difference}); "
                            "nothing was written")
     return path, difference
+
+
+def run_metadata(run_dir, model_args: dict) -> dict[str, str]:
+    """The graph's ``metadata_props`` for a classify run: its classes and inputs (``run.json``), checked against the
+    network of its best checkpoint, plus the method, backbone and package version."""
+    inputs, classes = read_inputs(run_dir)
+    if (len(classes), inputs["channels"]) != (model_args["num_classes"], model_args["in_channels"]):
+        raise RunFolderError(f"{run_dir}: run.json names {len(classes)} classes of {inputs['channels']}-channel "
+                             f"images, but the best checkpoint's network has {model_args['num_classes']} outputs and "
+                             f"{model_args['in_channels']} input channels: the folder's files disagree")
+    return {"classes": json.dumps(classes), **{f"input_{name}": value if isinstance(value, str) else json.dumps(value)
+                                               for name, value in inputs.items()},
+            "method": model_args["method"], "backbone": model_args["backbone"], "meta_neighborhoods": __version__}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,46 +11,79 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
 
-PREDICTION_COLOURS = np.array(["#3b6fb6", "#f2c12e"])  # blue / yellow, as Fig. 3
-NEIGHBOUR_COLOURS = np.array(["#1a9850", "#d73027"])  # green / red
+CLASS_COLOURS = np.array(["#3b6fb6", "#f2c12e"])  # blue / yellow, as Fig. 3: predictions and neighbours alike
+SPIRAL_AXES = ("$x_1$ (standardised)", "$x_2$ (standardised)")
 
 
-def draw_spiral_state(ax, points, predictions, trajectory, neighbour_labels, title):
-    """Test predictions, the neighbours' keys coloured by value, and their dotted paths so far.
+def _save(fig, path, dpi=120, rect=(0.0, 0.0, 1.0, 1.0)) -> None:
+    """Lay out (tightly within ``rect``; None: the caller has placed the axes), write and close: no open figure is
+    left behind (long runs would pile them up)."""
+    if rect is not None:
+        fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
 
-    ``trajectory`` has shape (T, S, 2): the keys at T moments of training up to now.
-    """
+
+def _draw_predictions(ax, points, predictions, title):
     ax.clear()
-    ax.scatter(points[:, 0], points[:, 1], c=PREDICTION_COLOURS[predictions], s=4, alpha=0.6, linewidths=0)
-    for path in trajectory.transpose(1, 0, 2):
-        ax.plot(path[:, 0], path[:, 1], ":", color="black", linewidth=0.6)
-    keys = trajectory[-1]
-    ax.scatter(keys[:, 0], keys[:, 1], c=NEIGHBOUR_COLOURS[neighbour_labels], marker="P", s=45,
-               edgecolors="black", linewidths=0.5)
-    ax.set_title(title)
+    ax.scatter(points[:, 0], points[:, 1], c=CLASS_COLOURS[predictions], s=4, alpha=0.6, linewidths=0)
+    ax.set_title(title, fontsize=10)
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_xlabel(SPIRAL_AXES[0])
+    ax.set_ylabel(SPIRAL_AXES[1])
 
 
-def spiral_figure(path, points, frames, trajectory, neighbour_labels, panels=3):
-    """Fig. 3: ``panels`` moments of training from initialisation to the end, side by side.
+def draw_spiral_state(ax, points, predictions, trajectory, neighbour_labels, title):
+    """Test predictions, the neighbours' keys in their value's class colour, and their dotted paths so far.
+
+    ``trajectory`` has shape (T, S, 2): the keys at T moments of training up to now.
+    """
+    _draw_predictions(ax, points, predictions, title)
+    for path in trajectory.transpose(1, 0, 2):
+        ax.plot(path[:, 0], path[:, 1], ":", color="black", linewidth=0.6)
+    keys = trajectory[-1]
+    ax.scatter(keys[:, 0], keys[:, 1], c=CLASS_COLOURS[neighbour_labels], marker="P", s=45,
+               edgecolors="black", linewidths=0.5)
+
+
+def _spiral_legend(fig, **where):
+    """One legend for every panel: what the dots, the crosses and the dotted lines are."""
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour, markersize=5,
+                          label=f"test point predicted as spiral {c}") for c, colour in enumerate(CLASS_COLOURS)]
+    handles += [plt.Line2D([], [], marker="P", linestyle="", markerfacecolor=colour, markeredgecolor="black",
+                           markersize=8, label=f"learned neighbour, value = spiral {c}")
+                for c, colour in enumerate(CLASS_COLOURS)]
+    handles.append(plt.Line2D([], [], linestyle=":", color="black", label="neighbour's path during training"))
+    fig.legend(handles=handles, fontsize=8, frameon=False, **where)
+
+
+def spiral_figure(path, points, frames, trajectory, neighbour_labels, panels=3, vanilla=None):
+    """Fig. 3: ``panels`` moments of training from initialisation to the end, side by side, and (when ``vanilla``
+    = (accuracy, predictions) is given) the vanilla linear model's test predictions in a last panel.
 
     ``frames`` is a list of (epoch, accuracy, predictions), one per snapshot in ``trajectory``.
     """
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4.4))
-    for ax, t in zip(axes, np.linspace(0, len(frames) - 1, panels).round().astype(int)):
+    columns = panels + (vanilla is not None)
+    fig, axes = plt.subplots(1, columns, figsize=(4.2 * columns, 4.9), squeeze=False, sharex=True, sharey=True)
+    for ax, t in zip(axes[0], np.linspace(0, len(frames) - 1, panels).round().astype(int)):
         epoch, accuracy, predictions = frames[t]
         draw_spiral_state(ax, points, predictions, trajectory[: t + 1], neighbour_labels,
-                          f"epoch {epoch}: test accuracy {accuracy:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+                          f"Meta-Neighborhoods, epoch {epoch}\ntest accuracy {accuracy:.3f}")
+    if vanilla is not None:
+        accuracy, predictions = vanilla
+        _draw_predictions(axes[0, -1], points, predictions, f"vanilla linear model, trained\n"
+                                                            f"test accuracy {accuracy:.3f}")
+    _spiral_legend(fig, loc="lower center", ncol=3)
+    _save(fig, path, rect=(0.0, 0.1, 1.0, 1.0))
 
 
 def spiral_animation(path, points, frames, trajectory, neighbour_labels, fps=8):
     """The same picture for every snapshot, as a GIF."""
-    fig, ax = plt.subplots(figsize=(4.4, 4.6))
+    fig, ax = plt.subplots(figsize=(4.6, 5.8))
+    _spiral_legend(fig, loc="lower center", ncol=1)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.24, top=0.95)
 
     def draw(t):
         epoch, accuracy, predictions = frames[t]
@@ -69,13 +104,12 @@ def fold_errors_figure(path, fold_errors, title):
     ax.set_ylabel("MSE (standardised target)")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
-def ablation_figure(path, param, values, means, stds, log_x, title):
-    """Mean ± std over folds against the value.
+def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="error bars: ±1 std over folds"):
+    """Mean ± std over folds against the value, with ``error_bars`` (what the bars are, e.g. "error bars: ±1 std
+    over 15 folds (3 seeds x 5 folds)") written under the plot: a bar means nothing until it says what it spans.
 
     Values that are not all numbers (strings, None) sit at even positions; ``log_x`` applies only where
     every value is a positive number.
@@ -83,7 +117,7 @@ def ablation_figure(path, param, values, means, stds, log_x, title):
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
     log_x = log_x and numeric and bool((x > 0).all())
-    fig, ax = plt.subplots(figsize=(5.6, 4.0))
+    fig, ax = plt.subplots(figsize=(5.6, 4.3))
     ax.errorbar(x, means, yerr=stds, marker="o", capsize=4)
     if log_x:
         ax.set_xscale("log")
@@ -93,9 +127,8 @@ def ablation_figure(path, param, values, means, stds, log_x, title):
     ax.set_xlabel(param)
     ax.set_ylabel("MSE (standardised target)")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.text(0.5, 0.015, error_bars, ha="center", va="bottom", fontsize=8, color="#444444")
+    _save(fig, path, rect=(0.0, 0.05, 1.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,40 +159,40 @@ def tsne_figure(path, train_xy, train_labels, key_xy, key_labels, class_names, t
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def cosine_figure(path, before, after, title):
     """Fig. 4: each test point's cosine to its ground-truth prototype before (x) and after (y) finetuning."""
-    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    fig, ax = plt.subplots(figsize=(5.4, 5.6))
     ax.scatter(before, after, s=6, alpha=0.6, color="#3b6fb6", linewidths=0)
     low = float(min(np.min(before), np.min(after)))
     high = float(max(np.max(before), np.max(after)))
     pad = 0.03 * (high - low or 1.0)
     line = [low - pad, high + pad]
-    ax.plot(line, line, color="red", linewidth=1.2)
+    ax.plot(line, line, color="red", linewidth=1.2, label="diagonal: after = before (no change)")
     ax.set_xlim(line)
     ax.set_ylim(line)
     ax.set_aspect("equal")
     ax.set_xlabel("cosine similarity before finetuning")
     ax.set_ylabel("cosine similarity after finetuning")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
 
 
-def retrieval_figure(path, images, row_labels, correct, title):
+def retrieval_figure(path, images, row_labels, correct, title, caption=""):
     """Fig. 6 / A.8: one row per key, its nearest test images; green outline = the key's value class, else red.
 
     ``images`` is (rows, k, C, H, W) uint8 as stored (no normalisation), ``correct`` (rows, k) booleans.
-    Returns the grid's shape (rows, k).
+    ``caption``, under the grid, says what the row labels mean. Returns the grid's shape (rows, k).
     """
     rows, k = images.shape[:2]
-    height = 1.15 * rows + 0.6
-    fig, axes = plt.subplots(rows, k, figsize=(1.15 * k + 1.9, height), squeeze=False)
+    width = 1.15 * k + 1.9
+    caption = textwrap.fill(caption, width=int(16 * width)) if caption else ""
+    bottom = 0.14 * (caption.count("\n") + 1) + 0.2 if caption else 0.0  # inches of caption under the grid
+    height = 1.15 * rows + 0.6 + bottom
+    fig, axes = plt.subplots(rows, k, figsize=(width, height), squeeze=False)
     for r in range(rows):
         for c in range(k):
             ax, image = axes[r, c], images[r, c]
@@ -173,8 +206,11 @@ def retrieval_figure(path, images, row_labels, correct, title):
                 spine.set_edgecolor("#1a9850" if correct[r, c] else "#d73027")
                 spine.set_linewidth(2.5)
         axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.5 / height))  # room for the title above the first row
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    fig.suptitle(title, fontsize=9, y=1 - 0.12 / height, va="top")
+    if caption:
+        fig.text(0.02, 0.1 / height, caption, ha="left", va="bottom", fontsize=7, color="#333333")
+    # by hand, in inches: the row labels on the left, the title above the first row, the caption under the last
+    fig.subplots_adjust(left=1.8 / width, right=1 - 0.1 / width, bottom=(bottom or 0.1) / height,
+                        top=1 - 0.5 / height, wspace=0.1, hspace=0.1)
+    _save(fig, path, dpi=100, rect=None)
     return axes.shape

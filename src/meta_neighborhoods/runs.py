@@ -3,10 +3,14 @@
 One method's run folder::
 
     config.json        the run's configuration, written before training
+    run.json           provenance (versions, git commit, command line), seeds, the inputs and classes the network
+                       expects (``run_record.py``)
     split.json         which images of the data set's train split it trained and validated on (indices), and the
                        per-channel mean and std its inputs were normalised with
     best.json + best.<token>.safetensors   checkpoint ``best``: the best-on-validation weights and ``model_args``
     last.json + last.<token>.safetensors   checkpoint ``last``: the whole training state after the latest epoch
+    metrics.csv        a row per epoch (losses, validation accuracy, learning rate, seconds), as training goes
+    tensorboard/       the same as TensorBoard event files, when TensorBoard is installed
     metrics.json       test accuracy, history and configuration, written at the end
 
 With ``--method all`` the parent folder holds one such folder per method, plus ``config.json``,
@@ -26,6 +30,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +51,7 @@ from .io import write_json
 from .model import MetaNeighborhoods
 
 CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lock"
+RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
 PATH_FIELDS = ("data_dir", "cache_dir")  # recorded for information, never read back (see the module docstring)
@@ -256,7 +262,7 @@ def lock(run_dir: Path) -> Iterator[None]:
 def _remove_leftovers(run_dir: Path) -> None:
     """The temporary files (``io.atomic_write``'s ``.<name>.<random>.tmp``) of a writer that was killed: with the
     lock held nobody else writes here. Only those of the run's own files are removed."""
-    own = (CONFIG, SPLIT, METRICS, *COMPARISON, f"{BEST}.", f"{LAST}.")
+    own = (CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, *COMPARISON, f"{BEST}.", f"{LAST}.")
     for folder in [run_dir, *(run_dir / name for name in METHODS if (run_dir / name).is_dir())]:
         for path in folder.glob(".*.tmp"):
             if path.is_file() and path.name[1:].startswith(own):
@@ -266,7 +272,8 @@ def _remove_leftovers(run_dir: Path) -> None:
 def holds_a_run(run_dir: Path) -> list[str]:
     """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them)."""
     run_dir = Path(run_dir)
-    own = {CONFIG, SPLIT, METRICS, *COMPARISON}  # and the checkpoints' files, manifests included (checkpoint.owns)
+    own = {CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # and the checkpoints' files,
+    # manifests included (checkpoint.owns)
     found = sorted(p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
                    or checkpoint.owns(run_dir / LAST, p.name))
     return found + sorted(name for name in METHODS if (run_dir / name).is_dir() and holds_a_run(run_dir / name))
@@ -281,7 +288,9 @@ def claim(run_dir: Path, overwrite: bool) -> None:
                              f"{run_dir}, replace it with --overwrite, or choose another --out")
     for name in found:
         path = Path(run_dir) / name
-        if path.is_dir():
+        if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.is_dir() and not path.is_symlink():
             claim(path, overwrite=True)
         else:
             path.unlink(missing_ok=True)

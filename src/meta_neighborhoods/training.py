@@ -80,6 +80,8 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
         callback.on_train_begin(state.epoch, epochs)
     try:
         for epoch in range(state.epoch, epochs):
+            for callback in callbacks.values():
+                callback.on_epoch_start(epoch, state.optimizer.param_groups[0]["lr"])
             loss = _train_epoch(state, network, batches, device, callbacks, checkpoint)
             state.schedule.step()
             state.history.append(loss)

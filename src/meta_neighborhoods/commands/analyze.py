@@ -10,7 +10,8 @@ SUMMARIES = {
     "tsne": lambda r: (f"tsne: {r['train_images']} training features and {r['dictionary_size']} keys; keys whose "
                        f"nearest training feature shares their class: {r['key_nearest_same_class_share']:.3f} "
                        f"(feature space {r['key_nearest_same_class_share_feature_space']:.3f})"),
-    "cosine": lambda r: (f"cosine: {r['test_images']} test images, {r['share_above_diagonal']:.3f} above the "
+    "cosine": lambda r: (f"cosine: {r['test_images']} test images, {r['share_above_diagonal']:.3f} above, "
+                         f"{r['share_below_diagonal']:.3f} below and {r['share_on_diagonal']:.3f} on the "
                          f"diagonal, mean cosine {r['mean_before']:.3f} -> {r['mean_after']:.3f}, accuracy "
                          f"{r['accuracy_before']:.4f} -> {r['accuracy_after']:.4f}"),
     "retrieval": lambda r: (f"retrieval: {len(r['keys'])} keys x {r['config']['k']} nearest of "

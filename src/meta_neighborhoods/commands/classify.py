@@ -29,8 +29,10 @@ def add_parser(subparsers) -> None:
                     "(highest accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + "
                     "safetensors) and their test accuracy reported; the whole training state is saved after every "
                     "epoch in checkpoint last, from which --resume continues. "
-                    "Writes metrics.json and config.json (with --method all: one folder per method, comparison.md "
-                    "and comparison.json). Runs on several processes under torchrun (see the README).",
+                    "Writes metrics.json, a row per epoch in metrics.csv (and TensorBoard events in tensorboard/ "
+                    "when TensorBoard is installed), config.json and run.json (provenance, seeds, the inputs and "
+                    "classes an exported model expects); with --method all: one folder per method, comparison.md "
+                    "and comparison.json. Runs on several processes under torchrun (see the README).",
     )
     parser.set_defaults(run=run)
 
@@ -109,5 +111,5 @@ def _report(result: dict, out: Path) -> None:
         return
     print(f"{result['dataset']} / {result['backbone']} / {result['method']}: test accuracy "
           f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
-          f"{result['best_epoch']}, {result['seconds']:.1f} s); wrote {out}/metrics.json, config.json, "
-          "checkpoints best and last")
+          f"{result['best_epoch']}, {result['seconds']:.1f} s); wrote {out}/metrics.json, metrics.csv, config.json, "
+          "run.json, checkpoints best and last")

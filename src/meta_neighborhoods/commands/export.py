@@ -10,8 +10,11 @@ def add_parser(subparsers) -> None:
                     "attention over the dictionary, the inner finetuning steps and the cosine head, for onnxruntime "
                     "or any ONNX runtime. Input 'input': float32 images (batch, C, height, width), scaled to [0, 1] "
                     "and normalised with the per-channel mean and std of the run's training split, as in training "
-                    "(batch, height and width are free). Output 'output': class logits (batch, classes). The graph "
-                    "is checked against PyTorch on a random batch and the largest difference printed.",
+                    "(batch, height and width are free). Output 'output': class logits (batch, classes). The "
+                    "graph's metadata (metadata_props) carries the class names (classes) and the normalisation "
+                    "(input_mean, input_std, input_channels, input_height, input_width, input_transform) from the "
+                    "run's run.json. The graph is checked against PyTorch on a random batch and the largest "
+                    "difference printed.",
     )
     parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
                         help="folder of one classify run (with --method all: OUT/<method>)")
@@ -29,6 +32,6 @@ def run(args) -> int:
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
     print(f"wrote {path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output "
-          f"'output' = class logits of the adapted predictor; max |onnxruntime - PyTorch| = {difference:.2e} on a "
+          f"'output' = class logits of the adapted predictor (normalisation and class names in its metadata); max |onnxruntime - PyTorch| = {difference:.2e} on a "
           f"random batch of {CHECK_BATCH}")
     return 0

@@ -216,16 +216,18 @@ def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tu
     return np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
 
-def load_digits(name: str, data_dir: Path | None, *, checksum: str, seed: int, hint: str) -> Loaded:
-    """``digits.csv.gz``: 64 pixel counts 0..16 (scaled to 0..255) and a label per row, split 80/20 by ``seed``."""
-    base = data_root(data_dir, dataset=name, hint=hint)
-    path = require_file(first_existing(base, ["sklearn_digits/digits.csv.gz", "digits.csv.gz"]), checksum,
-                        dataset=name, hint=hint)
-    data = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-    if data.shape[1] != 65 or data[:, :64].min() < 0 or data[:, :64].max() > 16:
-        raise ValueError(f"{name}: {path} should have 64 pixel counts in 0..16 plus a label per row")
-    images = np.rint(data[:, :64] * 255 / 16).astype(np.uint8).reshape(-1, 1, 8, 8)
-    labels = data[:, 64].astype(np.int64)
+def load_digits(name: str, data_dir: Path | None, *, seed: int) -> Loaded:
+    """scikit-learn's 8x8 digits, from scikit-learn itself (``sklearn.datasets.load_digits``, a file shipped inside
+    it): no data folder is needed, so ``data_dir`` is not used. Pixel counts 0..16 are scaled to 0..255; the set
+    has no split, so it is split 80/20 by ``seed``."""
+    from sklearn.datasets import load_digits as sklearn_digits  # imported here: scikit-learn is slow to import
+
+    bunch = sklearn_digits()
+    data, labels = np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64)
+    if data.shape != (len(labels), 64) or data.min() < 0 or data.max() > 16:
+        raise ValueError(f"{name}: scikit-learn's digits should be 64 pixel counts in 0..16 per image, got an array "
+                         f"of shape {data.shape}")
+    images = np.rint(data * 255 / 16).astype(np.uint8).reshape(-1, 1, 8, 8)
     train, test = _stratified_split(labels, 0.2, seed)
     return (images[train], labels[train]), (images[test], labels[test]), [str(i) for i in range(10)]
 

@@ -6,10 +6,12 @@ Each loader looks in ``<data_dir>/<folder>/`` first, then in ``<data_dir>/`` its
 
 * ``mnist`` - the four gzipped IDX files (``train-images-idx3-ubyte.gz`` ...) in ``mnist/``; sha256 checked.
 * ``idx`` - any data set in MNIST's IDX layout (e.g. Fashion-MNIST), the same four names, gzipped or plain, directly
-  in ``data_dir``; no checksum, so the same loader serves files whose digests are not MNIST's.
-* ``digits`` - scikit-learn's 8x8 digits (``sklearn_digits/digits.csv.gz``, sha256 checked). Pixel counts 0..16 are
-  scaled to 0..255 (``round(x * 255 / 16)``, half to even). The file has no split, so a stratified 80/20 split is drawn
-  with ``numpy.random.default_rng(DIGITS_SPLIT_SEED)`` (seed 0): ``round(0.2 * n_class)`` test images per class.
+  in ``data_dir``; no checksum, so the same loader serves files whose digests are not MNIST's. The classes are the
+  labels found (0..K-1, each present in the training labels); shapes and label ranges are checked.
+* ``digits`` - scikit-learn's 8x8 digits, from ``sklearn.datasets.load_digits`` (they ship inside scikit-learn: no
+  data folder is needed, ``data_dir`` is not used). Pixel counts 0..16 are scaled to 0..255 (``round(x * 255 / 16)``,
+  half to even). The set has no split, so a stratified 80/20 split is drawn with
+  ``numpy.random.default_rng(DIGITS_SPLIT_SEED)`` (seed 0): ``round(0.2 * n_class)`` test images per class.
 * ``cifar10`` - ``cifar10_jpg/cifar10_jpg_{train,test}.tar.gz`` (``<split>/<class>/NNNN.jpg``, sha256 checked). The
   JPEGs are decoded once into ``<cache_dir>/<tarball stem>-<sha256>.npz``; later loads read that file.
   ``cache_dir`` defaults to ``$META_NEIGHBORHOODS_CACHE`` or ``~/.cache/meta_neighborhoods``.
@@ -157,7 +159,6 @@ MNIST_SHA256 = {  # from shared/data/mnist/PROVENANCE.md
     "train-images-idx3-ubyte.gz": "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
     "train-labels-idx1-ubyte.gz": "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
 }
-DIGITS_SHA256 = "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22"
 CIFAR10_JPG_SHA256 = {  # from shared/data/cifar10_jpg/PROVENANCE.md
     "train": "45a63b9dd7542b37404b94f3e6f0269562f89fe2ff16ed505e6a327bb8c68449",
     "test": "f225cabdd5279430dd56749e356119671fe0cd2bf543e78d20c27af441d80951",
@@ -182,10 +183,7 @@ IMAGE_DATASETS: dict[str, ImageSpec] = {
         "hint": "Put the four IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                 "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) in DIR and pass --data-dir DIR.",
     }),
-    "digits": ImageSpec(load_digits, {
-        "checksum": DIGITS_SHA256, "seed": DIGITS_SPLIT_SEED,
-        "hint": _hint("digits.csv.gz from scikit-learn's sklearn/datasets/data/", "sklearn_digits/"),
-    }),
+    "digits": ImageSpec(load_digits, {"seed": DIGITS_SPLIT_SEED}),
     "cifar10": ImageSpec(load_jpeg_tarballs, {
         "folder": "cifar10_jpg", "checksums": CIFAR10_JPG_SHA256,
         "hint": _hint("cifar10_jpg_train.tar.gz and cifar10_jpg_test.tar.gz "

@@ -4,7 +4,8 @@ Names and where their files are looked for (``data_dir`` defaults to ``shared_da
 
 * ``gom``, ``gom-longitude`` - UCI *Geographical Original of Music*, the 116-feature file. A copy ships
   inside this package (``meta_neighborhoods/data``, see ``GOM_LICENSE.md``) and is used unless
-  ``data_dir`` is given, in which case ``<data_dir>/gom/<file>`` or ``<data_dir>/<file>`` is read.
+  ``<data_dir>/gom/<file>`` or ``<data_dir>/<file>`` exists, which is then read (and checked) instead: any
+  ``data_dir``, or none, finds gom.
   The file has two target columns, latitude then longitude. The paper's Table 2 reports a single
   number for gom (d = 116) without naming the coordinate, so ``gom`` predicts latitude, the first
   target column of the UCI file; ``gom-longitude`` predicts the other one. Both drop both
@@ -19,13 +20,13 @@ Names and where their files are looked for (``data_dir`` defaults to ``shared_da
   loader checks the column layout instead.
 
 ``load_csv_table`` reads any numeric CSV with a header row for data sets outside the registry.
+
+Every text table is read by ``text_tables.py`` (pandas: quoting, a byte-order mark, NA markers). Errors name a row by
+its line in the file (1-based, the header and blank lines counted), the one numbering a user can look up in an editor.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +35,7 @@ import numpy as np
 
 from ..validation import ConfigError
 from .files import data_root, first_existing, require_file
+from .text_tables import Source, read_indices, read_numeric
 
 __all__ = ["Table", "TableSpec", "TABLES", "available_tables", "load_table", "load_csv_table"]
 
@@ -72,82 +74,11 @@ class TableSpec:
 
 
 _PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
-_MISSING_TOKENS = {"", "na", "nan", "?", "null", "none"}
 
 
 def _locate(data_dir: Path | str | None, candidates: list[str], *, dataset: str, hint: str) -> Path:
     """The first candidate that exists under the data directory, else the first one (so the error names it)."""
     return first_existing(data_root(data_dir, dataset=dataset, hint=hint), candidates)
-
-
-def _read_numeric(
-    path: Path, *, dataset: str, delimiter: str | None, header: bool
-) -> tuple[list[str] | None, np.ndarray]:
-    """Read a numeric text table (optionally with a header row) into float64.
-
-    The fast path is ``np.loadtxt``; if it fails, the file is re-read field by field so that the error can
-    name the offending column and line, and so that empty / ``NA`` / ``?`` fields become NaN (which the
-    caller then reports as missing values).
-    """
-    names = None
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a name
-            if header:
-                names = [n.strip() for n in next(csv.reader([handle.readline()], delimiter=delimiter or ","), [])]
-            try:
-                with warnings.catch_warnings():  # an empty file is reported below, not as a numpy warning
-                    warnings.simplefilter("ignore", UserWarning)
-                    data = np.loadtxt(handle, delimiter=delimiter, ndmin=2, dtype=np.float64, comments=None)
-            except ValueError:
-                data = None
-        if data is None:
-            data = _read_numeric_slowly(path, dataset=dataset, delimiter=delimiter, names=names)
-    except UnicodeDecodeError as error:  # a binary or differently encoded file: name it, not the codec
-        raise ValueError(
-            f"{dataset}: {path} is not a UTF-8 text table (byte {error.start}); is it the right file?"
-        ) from None
-    except csv.Error as error:  # e.g. a field longer than the csv module's limit
-        raise ValueError(f"{dataset}: {path} is not a readable CSV table ({error})") from None
-    if data.size == 0:
-        raise ValueError(f"{dataset}: {path} has no data rows")
-    if names is not None and data.shape[1] != len(names):
-        raise ValueError(f"{dataset}: {path} has {len(names)} header names but {data.shape[1]} columns of data")
-    return names, data
-
-
-def _read_numeric_slowly(path: Path, *, dataset: str, delimiter: str | None, names: list[str] | None) -> np.ndarray:
-    rows: list[list[float]] = []
-    width = len(names) if names is not None else None
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        lines = enumerate(handle, start=1)
-        if names is not None:
-            next(lines)
-        for lineno, line in lines:
-            if delimiter is None:
-                fields = line.split()
-            else:
-                fields = next(csv.reader([line], delimiter=delimiter), [])
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line
-            width = len(fields) if width is None else width
-            if len(fields) != width:
-                raise ValueError(f"{dataset}: {path} line {lineno} has {len(fields)} fields, expected {width}")
-            row = []
-            for j, text in enumerate(fields):
-                try:
-                    row.append(float(text))
-                except ValueError:
-                    if text.strip().lower() not in _MISSING_TOKENS:
-                        column = repr(names[j]) if names is not None else f"{j} (0-based)"
-                        other = next((d for d in ";\t|" if d in text), None) if delimiter else None
-                        hint = (f"the file seems separated by {other!r}, not {delimiter!r}" if other
-                                else "only numeric columns can be read - encode or drop it first")
-                        raise ValueError(
-                            f"{dataset}: column {column} of {path} is not numeric (line {lineno}: {text!r}); {hint}"
-                        ) from None
-                    row.append(math.nan)
-            rows.append(row)
-    return np.array(rows, dtype=np.float64).reshape(len(rows), width or 0)
 
 
 def _expect_columns(data: np.ndarray, expected: int, path: Path, *, dataset: str, layout: str) -> None:
@@ -158,23 +89,25 @@ def _expect_columns(data: np.ndarray, expected: int, path: Path, *, dataset: str
         )
 
 
-def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str) -> Table:
-    """Build the Table, refusing NaN/inf: models here have no notion of missing values."""
+def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
+                   source: Source) -> Table:
+    """Build the Table, refusing NaN/inf: models here have no notion of missing values. Rows are named by their
+    line in ``source``'s file (X and y hold its rows in file order)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     bad_y = ~np.isfinite(y)
     if bad_y.any():
         raise ValueError(
-            f"{name}: the target has {int(bad_y.sum())} NaN/inf value(s) (first in data row {int(np.argmax(bad_y))}); "
-            "drop or fill those rows first"
+            f"{name}: the target has {int(bad_y.sum())} NaN/inf value(s) (first on file line "
+            f"{source.line(int(np.argmax(bad_y)))} of {source.path}); drop or fill those rows first"
         )
     bad_X = ~np.isfinite(X)
     if bad_X.any():
         row, col = (int(i[0]) for i in np.nonzero(bad_X))
         column = repr(feature_names[col]) if feature_names is not None else f"{col} (0-based)"
         raise ValueError(
-            f"{name}: the features have {int(bad_X.sum())} NaN/inf value(s) (first: feature {column}, data row {row}); "
-            "drop or fill them first"
+            f"{name}: the features have {int(bad_X.sum())} NaN/inf value(s) (first: feature {column}, file line "
+            f"{source.line(row)} of {source.path}); drop or fill them first"
         )
     return Table(name=name, X=X, y=y, feature_names=feature_names, description=description)
 
@@ -189,24 +122,25 @@ _GOM_PACKAGED = _PACKAGE_DATA / f"gom_{GOM_FILE}"
 
 
 def _load_gom(name: str, data_dir: Path | None, *, target_column: int, target_name: str) -> Table:
+    """A copy in ``data_dir`` (``gom/<file>`` or ``<file>``) is read and checked; without one, the package's own."""
     source = (
         f"The file is {GOM_FILE} of the UCI Machine Learning Repository data set "
         "'Geographical Original of Music' (CC BY 4.0)"
     )
-    if data_dir is None:
+    found = first_existing(Path(data_dir), [f"gom/{GOM_FILE}", GOM_FILE]) if data_dir is not None else None
+    if found is not None and found.exists():
+        path, hint = found, f"Replace it with the UCI file, or remove it to use the copy shipped with the package. {source}."
+    else:
         path = _GOM_PACKAGED
         hint = f"The copy shipped with meta_neighborhoods is missing or damaged; reinstall the package. {source}."
-    else:
-        hint = f"Put it in DIR/gom/ (or DIR/) and pass --data-dir DIR. {source}."
-        path = _locate(data_dir, [f"gom/{GOM_FILE}", GOM_FILE], dataset=name, hint=hint)
     require_file(path, GOM_SHA256, dataset=name, hint=hint)
-    _, data = _read_numeric(path, dataset=name, delimiter=",", header=False)
-    _expect_columns(data, 118, path, dataset=name, layout="116 features, latitude, longitude")
+    read = read_numeric(path, dataset=name, delimiter=",", header=False)
+    _expect_columns(read.data, 118, path, dataset=name, layout="116 features, latitude, longitude")
     description = (
         f"UCI Geographical Original of Music: 1059 x 116 audio features; target = {target_name} of the music's origin "
         "(latitude and longitude are both excluded from the features)"
     )
-    return _checked_table(name, data[:, :116], data[:, target_column], None, description)
+    return _checked_table(name, read.data[:, :116], read.data[:, target_column], None, description, read.source)
 
 
 def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str, what: str) -> Table:
@@ -217,14 +151,9 @@ def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str,
     )
     data_path = _locate(data_dir, [f"uci_bdl/{folder}/data.txt", f"{folder}/data.txt"], dataset=name, hint=hint)
     require_file(data_path, sha256, dataset=name, hint=hint)
-    index_paths = [require_file(data_path.parent / f, None, dataset=name, hint=hint)
-                   for f in ("index_features.txt", "index_target.txt")]
-    _, data = _read_numeric(data_path, dataset=name, delimiter=None, header=False)
-    try:
-        features = np.loadtxt(index_paths[0], dtype=np.int64, ndmin=1)
-        target = np.loadtxt(index_paths[1], dtype=np.int64, ndmin=1)
-    except ValueError as error:
-        raise ValueError(f"{name}: cannot read the column indices next to {data_path}: {error}") from None
+    features, target = (read_indices(require_file(data_path.parent / f, None, dataset=name, hint=hint), dataset=name)
+                        for f in ("index_features.txt", "index_target.txt"))
+    data, source = read_numeric(data_path, dataset=name, delimiter=None, header=False)[1:]
     n_columns = data.shape[1]
     if target.size != 1 or not all(0 <= i < n_columns for i in [*features, *target]):
         raise ValueError(
@@ -235,7 +164,7 @@ def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str,
         f"UCI {what}: {len(data)} x {len(features)}, target = column {int(target[0])} of {folder}/data.txt "
         "(Hernandez-Lobato & Adams benchmark files)"
     )
-    return _checked_table(name, data[:, features], data[:, int(target[0])], None, description)
+    return _checked_table(name, data[:, features], data[:, int(target[0])], None, description, source)
 
 
 def _load_uci_file(
@@ -259,7 +188,7 @@ def _load_uci_file(
     )
     path = _locate(data_dir, [file, f"{name}/{file}"], dataset=name, hint=hint)
     require_file(path, None, dataset=name, hint=hint)
-    names, data = _read_numeric(path, dataset=name, delimiter=delimiter, header=header)
+    names, data, source = read_numeric(path, dataset=name, delimiter=delimiter, header=header)
     _expect_columns(data, n_columns, path, dataset=name, layout=layout)
     if names is not None:
         missing = [c for c in (target, *drop) if isinstance(c, str) and c not in names]
@@ -269,7 +198,7 @@ def _load_uci_file(
     dropped = {target_index, *(names.index(c) for c in drop)} if names is not None else {target_index}
     keep = [j for j in range(n_columns) if j not in dropped]
     feature_names = [names[j] for j in keep] if names is not None else None
-    return _checked_table(name, data[:, keep], data[:, target_index], feature_names, description)
+    return _checked_table(name, data[:, keep], data[:, target_index], feature_names, description, source)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -343,8 +272,7 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
     path = Path(path)
     name = path.stem
     require_file(path, None, dataset=name, hint="load_csv_table needs an existing CSV file with a header row.")
-    names, data = _read_numeric(path, dataset=name, delimiter=",", header=True)
-    assert names is not None
+    names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True)
     if isinstance(target, str):
         if names.count(target) != 1:
             problem = "no" if target not in names else "more than one"
@@ -356,4 +284,4 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
         target_index = target % len(names)
     keep = [j for j in range(len(names)) if j != target_index]
     description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
-    return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description)
+    return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description, source)

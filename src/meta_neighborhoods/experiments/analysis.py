@@ -13,10 +13,12 @@
   cosine head. The head computes ``tau * cos(z, W[:, c])`` before and ``tau * cos(z, W_i[:, c])`` after (the same
   learned tau), so both cosines are the head's logits divided by tau: ``model.head(z)`` before,
   ``model.predict_features(z)`` (evaluation mode: every slot) after. The share of points above the diagonal is the
-  number Fig. 4 shows; test accuracy before vs after adaptation comes with it.
+  number Fig. 4 shows; a point within ``DIAGONAL_TOLERANCE`` of it (no change) counts as on it, not above, and the
+  shares above, below and on it are all given. Test accuracy before vs after adaptation comes with them.
 * ``retrieval`` (Fig. 6 / A.8): for chosen keys (by default 2 per value class, the most confident, at most 20 rows),
   the 5 test images whose features are most cosine-similar to the key, and the share of them whose label is the key's
-  value class.
+  value class. Each row is labelled with the key's value class and v, the probability the key's value (a learned
+  class distribution) gives that class.
 
 A vanilla run has no dictionary and is refused.
 """
@@ -44,6 +46,10 @@ ANALYSES = ("tsne", "cosine", "retrieval")
 TSNE_SAMPLES = 2000  # training images in the t-SNE picture unless told otherwise
 RETRIEVED = 5  # nearest test images per key (Fig. 6)
 KEYS_PER_CLASS, MAX_KEYS = 2, 20  # rows of the retrieval grid by default
+DIAGONAL_TOLERANCE = 1e-6  # |after - before| up to this is "no change": float32 rounding of the same cosine
+RETRIEVAL_CAPTION = ("Each row: one learned neighbour (key), labelled with its value class and v, the probability "
+                     "its learned value (a class distribution) gives that class, i.e. how sure the key is of its "
+                     "class. Green outline: the test image's label is the key's class; red: it is not.")
 FEATURE_BATCH = 256
 
 
@@ -210,6 +216,26 @@ def prototype_cosines(model: MetaNeighborhoods, z: torch.Tensor, labels: torch.T
     return (logits_before[rows, labels] / tau, logits_after[rows, labels] / tau, logits_before, logits_after)
 
 
+def diagonal_shares(before: np.ndarray, after: np.ndarray, tolerance: float = DIAGONAL_TOLERANCE) -> dict:
+    """Shares of the points above (after > before), below and on the diagonal of Fig. 4; a point within
+    ``tolerance`` of it is on it, so an adaptation that changes nothing shows 0 % above, as the picture does. The
+    median distance from the diagonal says whether "above" is a visible shift or a hair's breadth."""
+    change = np.asarray(after, dtype=np.float64) - np.asarray(before, dtype=np.float64)
+    return {"share_above_diagonal": float(np.mean(change > tolerance)),
+            "share_below_diagonal": float(np.mean(change < -tolerance)),
+            "share_on_diagonal": float(np.mean(np.abs(change) <= tolerance)), "diagonal_tolerance": tolerance,
+            "median_abs_change": float(np.median(np.abs(change)))}
+
+
+def cosine_title(dataset: str, shares: dict, accuracy_before: float, accuracy_after: float, images: int) -> str:
+    """The title of Fig. 4: what the points show (above, below, on the diagonal) and the accuracies."""
+    return (f"{dataset}: {images} test images, accuracy {accuracy_before:.3f} before, {accuracy_after:.3f} after "
+            f"finetuning\n{shares['share_above_diagonal']:.1%} above the diagonal, "
+            f"{shares['share_below_diagonal']:.1%} below, {shares['share_on_diagonal']:.1%} on it\n"
+            f"(on it: |after - before| <= {shares['diagonal_tolerance']:g}; median |after - before| "
+            f"{shares['median_abs_change']:.1e})")
+
+
 def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 0, progress: bool = False) -> dict:
     """Fig. 4 on ``samples`` test images (all when None); writes ``cosine.png`` and ``cosine.json``."""
     from ..plots import cosine_figure
@@ -227,16 +253,14 @@ def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 
         "test_images": len(index), "tau": float(run.model.head.scale.detach()),
         "mean_before": float(before.mean()), "mean_after": float(after.mean()),
         "median_before": float(np.median(before)), "median_after": float(np.median(after)),
-        "share_above_diagonal": float(np.mean(after > before)),
+        **diagonal_shares(before, after),
         "accuracy_before": float((logits_before.argmax(dim=1) == labels).float().mean()),
         "accuracy_after": float((logits_after.argmax(dim=1) == labels).float().mean()),
         "indices": index.tolist(), "labels": split.labels.tolist(),
         "before": before.tolist(), "after": after.tolist(),
         "files": ["cosine.png", "cosine.json"],
     }
-    title = (f"{run.config.dataset}: {len(index)} test images, {result['share_above_diagonal']:.1%} above "
-             f"the diagonal\naccuracy {result['accuracy_before']:.3f} before, {result['accuracy_after']:.3f} after "
-             "finetuning")
+    title = cosine_title(run.config.dataset, result, result["accuracy_before"], result["accuracy_after"], len(index))
     cosine_figure(out / "cosine.png", before, after, title)
     write_json(out / "cosine.json", result)
     return result
@@ -300,7 +324,7 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
     labels = [f"key {r['key']}: {names[r['value_class']]}\nv = {r['max_value']:.2f}" for r in rows]
     title = (f"{run.config.dataset}: {k} nearest test images of {len(rows)} learned neighbours "
              f"(green = key's class; {result['same_class_share']:.0%})")
-    result["grid"] = list(retrieval_figure(out / "retrieval.png", images, labels, correct, title))
+    result["grid"] = list(retrieval_figure(out / "retrieval.png", images, labels, correct, title, RETRIEVAL_CAPTION))
     write_json(out / "retrieval.json", result)
     return result
 

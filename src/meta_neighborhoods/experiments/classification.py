@@ -6,7 +6,10 @@ Protocol (the same for every method, so only the method differs):
   touched once, at the end;
 * ``fit`` with AdamW (weight decay as ``MetaNeighborhoods.parameter_groups``), gradients clipped to +-10 by value, the
   learning rate x0.1 after 2/3 of the epochs; augmentation (the data set's own) on the training batches only;
-* the indices of the training and validation images and the input normalisation are recorded (``split.json``);
+* the indices of the training and validation images and the input normalisation are recorded (``split.json``), and
+  the provenance, seeds, inputs and classes of the run (``run.json``, see ``run_record.py``);
+* every epoch appends a row to ``metrics.csv`` (training and validation loss, validation accuracy, learning rate,
+  seconds) and, when TensorBoard is installed, writes the same scalars to ``tensorboard/``;
 * after every epoch the validation accuracy and loss are measured and the best weights so far (highest accuracy,
   ties to the lower loss) are saved as checkpoint ``best`` (``best.json`` + safetensors, see ``checkpoint.py``);
   the test accuracy is that of the best checkpoint, reloaded from disk;
@@ -36,14 +39,15 @@ from torch import nn
 
 from .. import __version__, checkpoint, distributed, runs
 from ..backbones import available_backbones
-from ..callbacks import Callback, History, Progress
+from ..callbacks import Callback, History, MetricsLog, Progress, TensorBoardLog, tensorboard_available
 from ..config import ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import IMAGE_DATASETS, ImageDataset, ImageSplit, load_image_dataset
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
-from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHODS, METRICS, SPLIT, BestCheckpoint, Split,
-                    build_model, load_checkpoint, write_split)
+from ..run_record import image_inputs, write_run_record
+from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHODS, METRICS, METRICS_CSV, RUN, SPLIT,
+                    TENSORBOARD, BestCheckpoint, Split, build_model, load_checkpoint, write_split)
 from ..training import OptimizerSpec, fit, resolve_device
 from ..validation import ConfigError
 
@@ -157,6 +161,21 @@ def _milestones(epochs: int) -> list[int]:
     return [round(LR_DROP_AT * epochs)]
 
 
+def _run_record(config: ClassificationConfig, dataset: ImageDataset) -> dict:
+    """run.json's seeds (all of them ``config.seed``), and the inputs and classes the network expects."""
+    seeds = {name: config.seed for name in ("seed", "validation_split", "torch", "batches", "key_init")}
+    return {"seeds": seeds, "dataset": config.dataset, "classes": list(dataset.classes),
+            "input": image_inputs(dataset.train.images.shape, dataset.mean, dataset.std)}
+
+
+def _loggers(out: Path, history: History) -> dict:
+    """metrics.csv, and TensorBoard's event files when it is installed (skipped silently otherwise)."""
+    columns = ("validation_loss", "validation_accuracy")
+    log = MetricsLog(out / METRICS_CSV, columns, lambda: {name: history[-1][name] for name in columns})
+    return {"metrics_csv": log, **({"tensorboard": TensorBoardLog(out / TENSORBOARD, log)}
+                                   if tensorboard_available() else {})}
+
+
 class _Validation(Callback):
     """After every epoch (rank 0 only): validation accuracy and loss, the best checkpoint, the history, the bar."""
 
@@ -189,6 +208,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     if main and not resume:
         write_json(out / CONFIG, run_config)
         write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
+    if main:
+        write_run_record(out, _run_record(config, dataset), resume)
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
     if model.dictionary is not None and config.key_init == "samples" and not resume:  # else Gaussian keys
@@ -199,6 +220,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         optimizer=OptimizerSpec(config.learning_rate, config.weight_decay, tuple(_milestones(config.epochs)),
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
+                   **(_loggers(out, history) if main else {}),
                    "progress": Progress(config.method, progress and main, validation.postfix, leave=True)},
         checkpoint=out / LAST, resume=resume,
         config={key: value for key, value in run_config.items() if key not in RELOCATABLE})
@@ -211,7 +233,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
                "parameters": sum(p.numel() for p in model.parameters()),
                "images": {"train": config.train_subset or len(splits.train), "validation": len(splits.validation),
                           "test": len(splits.test)},
-               "history": list(history), "files": [f"{BEST}.json", f"{LAST}.json", CONFIG, SPLIT, METRICS],
+               "history": list(history),
+               "files": [f"{BEST}.json", f"{LAST}.json", CONFIG, RUN, SPLIT, METRICS_CSV, METRICS],
                "config": run_config}
     write_json(out / METRICS, metrics)
     return metrics
@@ -305,4 +328,6 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
                 return _train_method(config, dataset, splits, out, device, progress, resume)
             if main and not resume:
                 write_json(out / CONFIG, _run_config(config))
+            if main:
+                write_run_record(out, _run_record(config, dataset), resume)
             return _compare(config, dataset, splits, out, device, progress, resume)

@@ -16,18 +16,30 @@ from ..heads import LinearHead
 from ..io import prepare_out_dir, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
+from ..run_record import RUN, write_run_record
 from ..training import OptimizerSpec, fit, resolve_device
 
+
+def _seeds(config: SpiralConfig) -> dict:
+    """Every seed the run draws from, derived from ``config.seed``: what reproduces it."""
+    return {"seed": config.seed, "train_spirals": 2 * config.seed, "test_spirals": 2 * config.seed + 1,
+            "torch": config.seed, "batches": config.seed}
+
+
 def _data(config: SpiralConfig, device):
-    """Train and test spirals from separate seeds, standardised with the training statistics."""
-    train_x, train_y = make_spirals(config.n_per_class, config.noise, seed=2 * config.seed)
-    test_x, test_y = make_spirals(config.n_per_class, config.noise, seed=2 * config.seed + 1)
+    """Train and test spirals from separate seeds, standardised with the training statistics; and the record of
+    that standardisation (what a model trained here expects of its inputs)."""
+    seeds = _seeds(config)
+    train_x, train_y = make_spirals(config.n_per_class, config.noise, seed=seeds["train_spirals"])
+    test_x, test_y = make_spirals(config.n_per_class, config.noise, seed=seeds["test_spirals"])
     mean, std = train_x.mean(0), train_x.std(0)
 
     def tensors(x, y):
         return torch.tensor((x - mean) / std, dtype=torch.float32, device=device), torch.tensor(y, device=device)
 
-    return tensors(train_x, train_y), tensors(test_x, test_y)
+    normalisation = {"features": 2, "mean": mean.tolist(), "std": std.tolist(),
+                     "transform": "(x - mean) / std per feature, with the training spirals' mean and std"}
+    return tensors(train_x, train_y), tensors(test_x, test_y), normalisation
 
 
 @torch.no_grad()
@@ -51,36 +63,41 @@ class _Snapshots(Callback):
             self.frames.append((epoch + 1, accuracy, predictions.cpu().numpy()))
 
 
-def _train(model, train, test, config, device, progress, callbacks=None):
+def _train(model, train, test, config, device, progress, callbacks=None) -> tuple[float, np.ndarray]:
+    """Fit ``model``; its test accuracy and test predictions."""
     batches = TensorBatches(*train, batch_size=config.batch_size, seed=config.seed)
     desc = "vanilla" if model.vanilla else "meta-neighborhoods"
     fit(model, batches, epochs=config.epochs, optimizer=OptimizerSpec(config.learning_rate), device=device,
         callbacks={**(callbacks or {}), "progress": Progress(desc, progress)})
-    return (_predict(model, test[0]) == test[1]).float().mean().item()
+    predictions = _predict(model, test[0])
+    return (predictions == test[1]).float().mean().item(), predictions.cpu().numpy()
 
 
 def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", progress: bool = True) -> dict:
-    """Train vanilla and Meta-Neighborhoods (same linear head) and write metrics, figure and animation."""
+    """Train vanilla and Meta-Neighborhoods (same linear head) and write metrics, figure and animation, and the
+    run's record (``run.json``: provenance, seeds, input normalisation)."""
     config = config or SpiralConfig()
     out, device, started = prepare_out_dir(out), resolve_device(device), time.time()
-    train, test = _data(config, device)
+    train, test, normalisation = _data(config, device)
+    write_run_record(out, {"seeds": _seeds(config), "input": normalisation})
     accuracy = {}
 
     torch.manual_seed(config.seed)
     vanilla = MetaNeighborhoods(LinearHead(2, 2), config.method.replace(dictionary_size=0)).to(device)
-    accuracy["vanilla"] = _train(vanilla, train, test, config, device, progress)
+    accuracy["vanilla"], vanilla_predictions = _train(vanilla, train, test, config, device, progress)
 
     torch.manual_seed(config.seed)
     model = MetaNeighborhoods(LinearHead(2, 2), config.method).to(device)
     snapshots = _Snapshots(model, test, set(np.linspace(0, config.epochs, config.snapshots).round().astype(int).tolist()))
     snapshots.on_epoch_end(-1)  # the initial state
-    accuracy["meta_neighborhoods"] = _train(model, train, test, config, device, progress, {"snapshots": snapshots})
+    accuracy["meta_neighborhoods"], _ = _train(model, train, test, config, device, progress, {"snapshots": snapshots})
     trajectory, frames = snapshots.trajectory, snapshots.frames
 
     points = test[0].cpu().numpy()
     labels = model.dictionary.values().argmax(1).cpu().numpy()
     trajectory = np.stack(trajectory)
-    spiral_figure(out / "spiral.png", points, frames, trajectory, labels)
+    spiral_figure(out / "spiral.png", points, frames, trajectory, labels,
+                  vanilla=(accuracy["vanilla"], vanilla_predictions))
     files = ["spiral.png"]
     if config.animation:
         spiral_animation(out / "spiral.gif", points, frames, trajectory, labels)
@@ -90,7 +107,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         "step_size": model.adaptation.step_size()["layers.0.weight"].item(),
         "seconds": round(time.time() - started, 2),
         "device": str(device),
-        "files": files,
+        "files": [*files, RUN],
         "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
     }
     write_json(out / "metrics.json", metrics)

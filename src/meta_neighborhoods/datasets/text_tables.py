@@ -1,0 +1,136 @@
+"""Reading numeric text tables (CSV, whitespace-separated) into float64 with pandas' C parser, and errors that
+name the file, the column and the row, each row by the one numbering a user can look up in an editor: its line in
+the file (1-based, the header and blank lines counted). Which files make which table is ``tables.py``'s business.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Source", "TextTable", "read_numeric", "read_indices"]
+
+# Read as missing (NaN, then reported as such) besides pandas' own markers (empty, NA, NaN, null, N/A, ...).
+_NA_MARKERS = ["?", "na", "Na", "none", "None", "NONE", "Null", "NAN", "Nan"]
+_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+@dataclass(frozen=True)
+class Source:
+    """The file a table's rows come from, to name a row in errors by the one numbering a user can look up: the
+    line of the file (1-based, header and blank lines counted), whatever the message."""
+
+    path: Path
+    header: bool
+    delimiter: str | None
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """(file line, fields) of each data row: the header and blank lines hold none, as pandas reads them.
+        Scans the file, so only errors ask."""
+        with open(self.path, encoding="utf-8-sig", newline="") as handle:
+            for n, text in enumerate(handle, start=1):
+                if text.strip() and (n > 1 or not self.header):
+                    yield n, _fields(text, self.delimiter)
+
+    def line(self, row: int) -> int:
+        """File line of data row ``row`` (0-based)."""
+        return next(itertools.islice(self.rows(), row, None), (row + 1 + self.header, []))[0]
+
+
+def _fields(line: str, delimiter: str | None) -> list[str]:
+    return line.split() if delimiter is None else next(csv.reader([line], delimiter=delimiter), [])
+
+
+class TextTable(NamedTuple):
+    names: list[str] | None  # the header's, when the file has one
+    data: np.ndarray  # (rows, columns) float64, NaN where a value is missing
+    source: Source
+
+
+def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: bool) -> TextTable:
+    """Read a numeric text table (optionally with a header row) into float64, with pandas' C parser: quoted
+    fields, a byte-order mark and NA markers are understood, blank lines skipped; NA markers (and the missing
+    fields of a short row) become NaN, which the caller reports as missing values. ``delimiter=None``: whitespace.
+
+    The header is read apart (csv module), so that two columns of one name stay visibly two.
+    """
+    source = Source(path, header, delimiter)
+    try:
+        names = _header(path, delimiter) if header else None
+        frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=int(header), encoding="utf-8-sig",
+                            na_values=_NA_MARKERS, low_memory=False, engine="c")
+    except UnicodeDecodeError as error:  # a binary or differently encoded file: name it, not the codec
+        raise ValueError(
+            f"{dataset}: {path} is not a UTF-8 text table (byte {error.start}); is it the right file?"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{dataset}: {path} has no data rows") from None
+    except (pd.errors.ParserError, csv.Error) as error:  # ragged rows, or a broken quote / header
+        raise ValueError(f"{dataset}: {_parser_problem(error, path)}") from None
+    if names is not None and frame.shape[1] != len(names):
+        raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data")
+    data = _as_float(frame, names, source, dataset=dataset)
+    _refuse_short_rows(data, source, dataset=dataset)
+    return TextTable(names, data, source)
+
+
+def _header(path: Path, delimiter: str | None) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a name
+        return [name.strip() for name in _fields(handle.readline(), delimiter)]
+
+
+def _refuse_short_rows(data: np.ndarray, source: Source, *, dataset: str) -> None:
+    """pandas fills the missing fields of a short row (a truncated file) with NaN: call it what it is, not a
+    missing value. Only rows holding NaN are looked at, in one pass over the file."""
+    suspects = set(np.flatnonzero(np.isnan(data).any(axis=1)).tolist())
+    for row, (line, fields) in enumerate(source.rows() if suspects else ()):
+        if row in suspects and len(fields) < data.shape[1]:
+            raise ValueError(f"{dataset}: file line {line} of {source.path} has {len(fields)} fields, expected "
+                             f"{data.shape[1]}")
+
+
+def _parser_problem(error: Exception, path: Path) -> str:
+    """pandas' tokenizer error in this module's words (it counts file lines too, header included)."""
+    ragged = _RAGGED.search(str(error))
+    if ragged is None:
+        return f"{path} is not a readable table ({str(error).strip()})"
+    expected, line, saw = ragged.groups()
+    return f"file line {line} of {path} has {saw} fields, expected {expected}"
+
+
+def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, dataset: str) -> np.ndarray:
+    """The frame as float64; a column pandas could not read as numbers is named with its first non-number."""
+    for j in range(frame.shape[1]):
+        values = frame.iloc[:, j]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            continue
+        numbers = pd.to_numeric(values.astype(str).where(values.notna()), errors="coerce")
+        bad = np.flatnonzero(numbers.isna().to_numpy() & values.notna().to_numpy())
+        if len(bad):
+            text = str(values.iloc[bad[0]])
+            column = repr(names[j]) if names is not None else f"{j} (0-based)"
+            other = next((d for d in ";\t|" if d in text), None) if source.delimiter else None
+            hint = (f"the file seems separated by {other!r}, not {source.delimiter!r}" if other
+                    else "only numeric columns can be read - encode or drop it first")
+            raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric "
+                             f"(file line {source.line(int(bad[0]))}: {text!r}); {hint}")
+        frame[frame.columns[j]] = numbers
+    data = frame.to_numpy(dtype=np.float64)
+    if data.size == 0:
+        raise ValueError(f"{dataset}: {source.path} has no data rows")
+    return data
+
+
+def read_indices(path: Path, *, dataset: str) -> np.ndarray:
+    """Column indices: whole numbers separated by whitespace (``index_features.txt``, ``index_target.txt``)."""
+    values = read_numeric(path, dataset=dataset, delimiter=None, header=False).data.ravel()
+    if not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise ValueError(f"{dataset}: {path} should hold column indices (whole numbers)")
+    return values.astype(np.int64)

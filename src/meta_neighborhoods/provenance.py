@@ -1,0 +1,61 @@
+"""What produced a result: package and library versions, the platform, the git commit, the command line.
+
+Every run folder records ``provenance()`` beside its configuration, so a number can be traced to the code and
+the libraries that computed it (as scikit-learn's ``show_versions`` or a Lightning run's hparams do).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+
+GIT_TIMEOUT = 5.0  # seconds; a hung git (a network file system, a lock) must not hold up a run
+
+
+def _git(*args: str) -> str | None:
+    """Output of a read-only git command run in the package's folder, or None (no git, not a clone, timeout).
+
+    ``GIT_OPTIONAL_LOCKS=0``: ``git status`` then never rewrites the index, so recording leaves the clone as it was.
+    """
+    try:
+        done = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"}, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, whether tracked files differ from it) when this package is imported from a git clone that tracks
+    its files (a virtual environment inside some other clone does not count), else (None, None)."""
+    if _git("ls-files", "--error-unmatch", "__init__.py") is None:
+        return None, None
+    commit, status = _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+    return commit or None, None if not commit or status is None else bool(status)
+
+
+def provenance() -> dict:
+    """A JSON-able record of what is running now: versions, platform, git commit and whether the clone had
+    uncommitted changes (both None outside a clone), the command line (``sys.argv``) and the time (UTC)."""
+    commit, dirty = git_state()
+    return {
+        "meta_neighborhoods": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "command": list(sys.argv),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,68 @@
+"""``run.json``: what a run folder records beside its configuration, for a person and for a deployed model.
+
+* ``provenance`` - ``provenance.provenance()`` of the process that started the run (versions, platform, git commit,
+  command line), and ``resumed``: the same for each process that continued it (``classify --resume``);
+* ``seeds`` - every seed the run draws from;
+* ``input`` - what the network expects of its inputs: for images the layout, channels, the size it was trained at
+  and the per-channel mean and std (inputs are ``(pixels / 255 - mean) / std``); for the spiral the per-feature
+  standardisation;
+* ``classes`` - the class names, in the order of the network's outputs.
+
+``export`` writes ``input`` and ``classes`` into the ONNX graph's metadata, read back here (``read_inputs``) with
+every field checked: a run folder is untrusted input (``runs.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .io import write_json
+from .provenance import provenance
+from .runs import RUN, RunFolderError, read_json
+
+IMAGE_TRANSFORM = "x = (pixels / 255 - mean) / std, per channel; float32, (batch, channels, height, width)"
+
+
+def image_inputs(shape: tuple[int, ...], mean, std) -> dict:
+    """``input`` of an image classifier trained on ``(N, C, H, W)`` images normalised with ``mean`` and ``std``."""
+    channels, height, width = (int(n) for n in shape[1:])
+    return {"layout": "NCHW", "channels": channels, "height": height, "width": width, "scale": 255,
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "transform": IMAGE_TRANSFORM}
+
+
+def write_run_record(run_dir, record: dict, resume: bool = False) -> Path:
+    """``run_dir/run.json`` with ``record`` (seeds, input, classes) and the provenance of this process: as the
+    run's own for a new run, appended to ``resumed`` (the run's own kept) when it continues one."""
+    path, now = Path(run_dir) / RUN, provenance()
+    if not resume:
+        return write_json(path, {"provenance": now, **record, "resumed": []})
+    saved = read_json(path) if path.is_file() else {}  # a run of an older version has none: start the record here
+    resumed = saved.get("resumed") if isinstance(saved.get("resumed"), list) else []
+    return write_json(path, {"provenance": saved.get("provenance"), **record, "resumed": [*resumed, now]})
+
+
+def _finite_list(value, length: int, positive: bool = False) -> bool:
+    return (isinstance(value, list) and len(value) == length and all(
+        type(v) in (int, float) and math.isfinite(v) and (v > 0 or not positive) for v in value))
+
+
+def read_inputs(run_dir) -> tuple[dict, list[str]]:
+    """(``input``, ``classes``) of an image run's ``run.json``, every field checked, or a RunFolderError naming
+    the file (FileNotFoundError for a run of an older version, which recorded neither)."""
+    path = Path(run_dir) / RUN
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run was written by an older version of meta-neighborhoods, "
+                                "which did not record its inputs and classes; train it again")
+    saved = read_json(path)
+    inputs, classes = saved.get("input"), saved.get("classes")
+    sizes = ("channels", "height", "width")
+    if not (isinstance(inputs, dict) and all(type(inputs.get(n)) is int and 1 <= inputs[n] <= 1 << 16 for n in sizes)
+            and inputs.get("scale") == 255 and inputs.get("layout") == "NCHW"
+            and _finite_list(inputs.get("mean"), inputs["channels"])
+            and _finite_list(inputs.get("std"), inputs["channels"], positive=True)):
+        raise RunFolderError(f"{path}: input should give the layout NCHW, scale 255, positive channels, height and "
+                             "width, and a finite mean and a positive std per channel")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise RunFolderError(f"{path}: classes should be a non-empty list of names")
+    return image_inputs((0, *(inputs[n] for n in sizes)), inputs["mean"], inputs["std"]), classes

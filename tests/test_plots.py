@@ -1,0 +1,99 @@
+"""The figures say what they show: legends, axis labels, captions, and titles that agree with the points."""
+
+import numpy as np
+import pytest
+from matplotlib.colors import to_rgba
+from matplotlib.text import Text
+
+from meta_neighborhoods import plots
+from meta_neighborhoods.experiments.analysis import RETRIEVAL_CAPTION, cosine_title, diagonal_shares
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plotting functions write (still written), to read what is drawn on them."""
+    kept, save = [], plots._save
+
+    def keep(fig, path, *args, **kwargs):
+        kept.append(fig)
+        save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return kept
+
+
+def _texts(fig) -> list[str]:
+    return [text.get_text() for text in fig.findobj(Text) if text.get_text()]
+
+
+def _spiral(rng, n=60, keys=6, snapshots=4):
+    points = rng.normal(size=(n, 2))
+    frames = [(epoch, 0.5 + 0.1 * epoch, rng.integers(0, 2, n)) for epoch in range(snapshots)]
+    return points, frames, rng.normal(size=(snapshots, keys, 2)), np.array([0, 1, 1, 0, 1, 0])
+
+
+def test_spiral_figure_has_a_legend_axis_labels_and_the_vanilla_model(tmp_path, figures):
+    points, frames, trajectory, labels = _spiral(np.random.default_rng(0))
+    vanilla = np.zeros(len(points), dtype=int)
+    plots.spiral_figure(tmp_path / "spiral.png", points, frames, trajectory, labels, vanilla=(0.61, vanilla))
+    (fig,) = figures
+    assert (tmp_path / "spiral.png").stat().st_size > 10_000
+    assert len(fig.axes) == 4  # three moments of training and the vanilla model
+    assert "vanilla" in fig.axes[-1].get_title() and "0.610" in fig.axes[-1].get_title()
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    (legend,) = fig.legends
+    entries = [text.get_text() for text in legend.get_texts()]
+    assert {"test point predicted as spiral 0", "learned neighbour, value = spiral 1",
+            "neighbour's path during training"} <= set(entries)
+
+
+def test_a_neighbour_takes_the_colour_of_its_class(tmp_path, figures):
+    points, frames, trajectory, labels = _spiral(np.random.default_rng(1))
+    plots.spiral_figure(tmp_path / "spiral.png", points, frames, trajectory, labels)
+    (fig,) = figures
+    assert len(fig.axes) == 3  # without the vanilla model's predictions, no panel for it
+    dots, keys = fig.axes[-1].collections  # the test points, then the neighbours' keys
+    expected = [to_rgba(plots.CLASS_COLOURS[label]) for label in labels]
+    np.testing.assert_allclose(keys.get_facecolors(), expected)
+    dot_colours = {tuple(np.round(c[:3], 6)) for c in dots.get_facecolors()}
+    assert {tuple(np.round(c[:3], 6)) for c in keys.get_facecolors()} <= dot_colours  # the same two colours
+
+
+def test_ablation_figure_says_what_the_error_bars_are(tmp_path, figures):
+    caption = "error bars: ±1 std over 15 folds (3 seeds x 5 folds)"
+    plots.ablation_figure(tmp_path / "a.png", "dictionary_size", [0, 8, 64], [1.0, 0.8, 0.7], [0.1, 0.1, 0.05],
+                          log_x=True, title="gom", error_bars=caption)
+    plots.ablation_figure(tmp_path / "b.png", "similarity", ["cosine", None], [1.0, 0.9], [0.1, 0.2], False, "gom")
+    assert caption in _texts(figures[0])
+    assert any(text.startswith("error bars:") for text in _texts(figures[1]))  # the old call still works
+    assert (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file()
+
+
+def test_retrieval_figure_explains_its_row_labels(tmp_path, figures):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 5, 1, 8, 8), dtype=np.uint8)
+    labels = [f"key {i}: {i}\nv = 0.57" for i in range(3)]
+    shape = plots.retrieval_figure(tmp_path / "r.png", images, labels, rng.random((3, 5)) > 0.5, "digits",
+                                   RETRIEVAL_CAPTION)
+    assert shape == (3, 5)
+    text = " ".join(_texts(figures[0])).replace("\n", " ")
+    assert "v = 0.57" in text and "and v, the probability its learned value" in text and "Green outline" in text
+
+
+def test_points_on_the_diagonal_are_not_above_it(tmp_path, figures):
+    before = np.linspace(0.1, 0.9, 50).astype(np.float32)
+    shares = diagonal_shares(before, before.copy())
+    assert shares["share_above_diagonal"] == 0.0 == shares["share_below_diagonal"]
+    assert shares["share_on_diagonal"] == 1.0
+    title = cosine_title("digits", shares, 0.9, 0.9, len(before))
+    assert "0.0% above the diagonal, 0.0% below, 100.0% on it" in title
+    plots.cosine_figure(tmp_path / "cosine.png", before, before, title)
+    assert figures[0].axes[0].get_title() == title
+
+
+def test_rounding_noise_is_on_the_diagonal_and_real_changes_are_not():
+    before = np.array([0.5, 0.5, 0.5, 0.5])
+    after = before + np.array([1e-8, -1e-8, 0.01, -0.02])
+    shares = diagonal_shares(before, after)
+    assert (shares["share_above_diagonal"], shares["share_below_diagonal"], shares["share_on_diagonal"]) == (
+        0.25, 0.25, 0.5)

@@ -1,0 +1,60 @@
+"""provenance(): the versions, platform, git commit and command line a run folder records."""
+
+import json
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import meta_neighborhoods
+from meta_neighborhoods import provenance as module
+from meta_neighborhoods.provenance import git_state, provenance
+
+PACKAGE = Path(meta_neighborhoods.__file__).resolve().parent
+
+
+def test_the_record_is_json_and_names_every_version(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["meta-neighborhoods", "classify", "--dataset", "digits"])
+    record = json.loads(json.dumps(provenance()))
+    assert record["meta_neighborhoods"] == meta_neighborhoods.__version__
+    assert (record["torch"], record["numpy"]) == (torch.__version__, np.__version__)
+    assert record["python"] == platform.python_version() and record["platform"] == platform.platform()
+    assert record["command"] == ["meta-neighborhoods", "classify", "--dataset", "digits"]
+    assert {"git_commit", "git_dirty", "cuda", "time"} <= set(record)
+
+
+def _clone_head() -> str | None:
+    if shutil.which("git") is None:
+        return None
+    done = subprocess.run(["git", "-C", str(PACKAGE), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_the_commit_of_the_clone_the_package_is_imported_from():
+    head = _clone_head()
+    if head is None:
+        pytest.skip("the package is not imported from a git clone here")
+    commit, dirty = git_state()
+    assert commit == head and isinstance(dirty, bool)
+
+
+def test_outside_a_clone_there_is_no_commit(tmp_path, monkeypatch):
+    monkeypatch.setattr(module, "__file__", str(tmp_path / "provenance.py"))
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert git_state() == (None, None)
+    assert provenance()["git_commit"] is None
+
+
+@pytest.mark.parametrize("failure", [FileNotFoundError("git"), subprocess.TimeoutExpired("git", 5.0)],
+                         ids=["git-missing", "git-hangs"])
+def test_a_missing_or_hung_git_gives_none_not_an_error(monkeypatch, failure):
+    def run(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert git_state() == (None, None)
