@@ -9,6 +9,7 @@ from torch import nn
 from meta_neighborhoods.adaptation import Adaptation
 from meta_neighborhoods.config import MNConfig
 from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
+from meta_neighborhoods import model as model_module
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.similarity import nearest_keys
 from meta_neighborhoods.similarity import similarity as pairwise_similarity
@@ -174,7 +175,10 @@ def _prediction_and_grads(model, y, predict):
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("step_size", ["scalar", "diagonal"])
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
-def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps, step_size, similarity):
+@pytest.mark.parametrize("dense_below", [0, 64])  # each example's own k keys gathered, or dense over all keys
+def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps, step_size, similarity, dense_below,
+                                                        monkeypatch):
+    monkeypatch.setattr(model_module, "DENSE_BELOW", dense_below)
     model, x, y = _build(head, task, adapt, inner_steps=steps, step_size=step_size, similarity=similarity,
                          top_k=3)
     assert model.config.sparse
@@ -192,7 +196,9 @@ def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps
 
 
 @pytest.mark.parametrize("head,task,adapt", CASES)
-def test_top_k_of_every_key_is_the_full_path(head, task, adapt):
+@pytest.mark.parametrize("dense_below", [0, 64])
+def test_top_k_of_every_key_is_the_full_path(head, task, adapt, dense_below, monkeypatch):
+    monkeypatch.setattr(model_module, "DENSE_BELOW", dense_below)
     model, x, y = _build(head, task, adapt, inner_steps=2)
     full, full_grads = _prediction_and_grads(model, y, lambda: model(x))
     top, top_grads = _prediction_and_grads(model, y, lambda: model.predict_top_k(model.features(x), 7))

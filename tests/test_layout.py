@@ -13,7 +13,7 @@ LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one li
 # Bottom to top; a module may import from its own layer and the ones below (docs/architecture.md).
 LAYERS = [
     ["", "validation", "io", "inner_loss", "callbacks", "distributed", "plots", "standardise", "significance",
-     "provenance"],
+     "provenance", "estimator_docs"],
     ["config"],
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model"],

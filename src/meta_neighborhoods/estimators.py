@@ -22,9 +22,11 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, valida
 from torch import nn
 
 from . import __version__, checkpoint, export, persistence
+from . import estimator_docs as docs
 from .callbacks import BestEpoch, EarlyStopping, Progress, lower_loss
 from .config import SIMILARITIES, MNConfig
 from .datasets.batches import TensorBatches
+from .estimator_docs import doc
 from .heads import MLPHead
 from .model import MetaNeighborhoods
 from .standardise import PREDICT_BATCH, numeric_columns, standardiser
@@ -40,50 +42,26 @@ FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_cur
 class _MetaNeighborhoodsEstimator(BaseEstimator):
     """What the regressor and classifier share: parameters, network, training loop, batched prediction.
 
-    Parameters
-    ----------
-    hidden_layer_sizes : widths of the MLP head's hidden layers (the vanilla baseline uses the same).
-    dictionary_size : S, the number of induced neighbours (capped at the number of training rows);
-        0 trains the vanilla MLP.
-    top_k : K: each row attends only to its K most similar keys (None: all S). The inner loop's work then
-        grows with K rather than S, so that the dictionary may be as large as the training set.
-    similarity : "euclidean" (negative squared distance), "cosine", or "auto" (cosine above 32 features).
-    temperature : softmax temperature T; None = d for Euclidean, 0.1 for cosine. ``learn_temperature``
-        lets training adjust it. slot_dropout : share of the slots hidden from each training row.
-    inner_steps, step_size ("scalar" | "diagonal"), step_size_init, adapt ("all" | "last"): the inner
-        loop: how many steps, the form and start of the learned step size, which layers are finetuned.
-    key_init : "samples" (keys at random training rows, values at their targets) or "gaussian".
-    max_epochs, batch_size, learning_rate, weight_decay : AdamW training; decay only on weight matrices.
-    gradient_clip : clip every gradient entry to +-this (None: no clipping); keeps the second-order
-        meta-gradient from throwing a run off course (seen on naval without it).
-    tol : an epoch counts as better when its loss is lower than the best by more than ``tol``.
-    early_stopping, validation_fraction, n_iter_no_change : stop when the loss on a held-out share of
-        the training rows has not improved for that many epochs, and keep the best weights (without early
-        stopping the training loss decides). Ending at max_epochs first raises a ``ConvergenceWarning``.
-    random_state : seed for the split, initialisation and batches; the caller's global torch generator is
-        left untouched. device : "auto" or any torch device string ("cpu", "cuda", "cuda:1", "mps").
-    verbose : > 0 shows a progress bar.
-
-    Fitted: ``model_`` (the ``MetaNeighborhoods`` network), ``network_`` (what it was built from: features, outputs,
-    dictionary size, similarity and temperature actually used), input standardisation ``x_mean_`` and ``x_scale_``;
-    ``n_iter_`` (epochs run), ``loss_curve_`` (training loss per epoch), ``validation_loss_curve_`` (None without
-    a validation split), ``best_loss_`` and ``best_epoch_`` (whose weights are kept).
-    ``save``/``load`` keep them in the safe checkpoint format; ``export_onnx`` writes the predictor as one ONNX graph.
-
-    The defaults were chosen on gom and the nine UCI benchmark tables (see the README's Table 2).
+    The parameters and fitted attributes are documented once, in ``estimator_docs.py``, for both public classes.
+    The defaults were chosen by one rule over gom, gom-longitude and the nine UCI tables, with repeated CV
+    (``docs/results/defaults.md``).
     """
 
     _task: str
+    # scikit-learn's HTML representation shows each parameter's documentation only next to a link: the installed
+    # text of that documentation, which works offline (the project publishes no web documentation).
+    _doc_link_module = "meta_neighborhoods"
+    _doc_link_template = Path(docs.__file__).resolve().as_uri()
 
     def __init__(
         self,
         hidden_layer_sizes=(128, 128),
-        dictionary_size=128,
-        top_k=None,
+        dictionary_size=4096,
+        top_k=32,
         similarity="auto",
         temperature=None,
         learn_temperature=True,
-        slot_dropout=0.0,
+        slot_dropout=0.5,
         inner_steps=MNConfig.inner_steps,
         step_size=MNConfig.step_size,
         step_size_init=MNConfig.step_size_init,
@@ -290,10 +268,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     # -- persistence and deployment ----------------------------------------------------------------
 
+    @doc(docs.SAVE)
     def save(self, path) -> Path:
-        """Save the fitted estimator as checkpoint ``path`` (``path.json`` + ``path.<token>.safetensors``, written
-        atomically, see ``checkpoint.py``); returns the JSON path. JSON and tensors only: unlike a pickle, loading
-        it cannot run code."""
         check_is_fitted(self, "model_")
         params = self._get_param_names()
         tensors, fitted = persistence.split_fitted(
@@ -305,12 +281,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         return checkpoint.save(persistence.checkpoint_stem(path), {**model, **tensors}, meta)
 
     @classmethod
+    @doc(docs.LOAD)
     def load(cls, path):
-        """The estimator saved by ``save`` at ``path`` (stem or ``.json``), on the CPU and ready to predict.
-
-        A ``CheckpointError`` names whatever is wrong: a missing, damaged or foreign file, another estimator class,
-        or a network that differs from the one the file describes.
-        """
         stem = persistence.checkpoint_stem(path)
         tensors, meta = checkpoint.load(stem)
         source = f"{stem}.json"
@@ -320,27 +292,19 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         estimator.model_ = model.eval()
         return estimator
 
+    @doc(docs.EXPORT_ONNX)
     def export_onnx(self, path) -> Path:
-        """Write the fitted predictor as one ONNX graph (see ``export.py``); returns its path.
-
-        Input ``"input"``: raw float32 rows (n, n_features_in_); output ``"output"``: ``predict`` (regressor) or
-        ``predict_proba`` (classifier), up to float32 rounding. Standardisation, attention over the dictionary, the
-        inner steps and the head are all in the graph.
-        """
         check_is_fitted(self, "model_")
         deployed = persistence.Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
         return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_), path)
 
 
 class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
-    """Meta-Neighborhoods regression on tables (Sec. 4.3): an MLP finetuned per row on learned neighbours.
-
-    Inputs and targets are standardised inside; predictions come back on the original scale.
-    """
-
+    __doc__ = docs.REGRESSOR
     _task = "regression"
     _FITTED = frozenset({*FITTED, "y_mean_", "y_scale_", "_y_ndim"})
 
+    @doc(docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
     def fit(self, X, y):
         X, y = validate_data(self, numeric_columns(X), y, dtype=np.float64, y_numeric=True, multi_output=True)
         if y.dtype.kind not in "biuf":  # y_numeric converts object arrays only; strings would fail inside numpy
@@ -356,20 +320,28 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         tags.target_tags.multi_output = True
         return tags
 
+    @doc(docs.PREDICT.format(summary="Predict with the head adapted to each row's neighbourhood.",
+                             returns="ndarray of shape (n_samples,) or (n_samples, n_outputs)\n"
+                                     "        Predictions on the scale of the y fit saw."))
     def predict(self, X) -> np.ndarray:
         out = self._raw_predict(X).double().numpy() * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_ndim == 1 else out
+
+    @doc(docs.SCORE.format(summary="The coefficient of determination R^2 of ``predict(X)``.",
+                           shape=" or (n_samples, n_outputs)", target="targets", returns="R^2 (1 is perfect)."))
+    def score(self, X, y, sample_weight=None) -> float:
+        return super().score(X, y, sample_weight=sample_weight)
 
     def _deployed_output(self) -> nn.Module:
         return persistence.Rescale(self.y_mean_, self.y_scale_, flat=self._y_ndim == 1)
 
 
 class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
-    """Meta-Neighborhoods classification on tables: dictionary values are learned class distributions."""
-
+    __doc__ = docs.CLASSIFIER
     _task = "classification"
     _FITTED = frozenset({*FITTED, "classes_"})
 
+    @doc(docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
     def fit(self, X, y):
         X, y = validate_data(self, numeric_columns(X), y, dtype=np.float64)
         check_classification_targets(y)
@@ -379,12 +351,22 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
             raise ValueError(f"the target has 1 class ({self.classes_[0]!r}); a classifier needs at least 2")
         return self._fit(X, encoder.transform(y).astype(np.int64), len(self.classes_))
 
+    @doc(docs.PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
+                             returns="ndarray of shape (n_samples, n_classes)\n"
+                                     "        Probabilities of the classes in the order of ``classes_``."))
     def predict_proba(self, X) -> np.ndarray:
         return self._raw_predict(X).softmax(dim=1).double().numpy()
 
     def _deployed_output(self) -> nn.Module:
         return nn.Softmax(dim=1)
 
+    @doc(docs.PREDICT.format(summary="The most probable class of each row (see ``predict_proba``).",
+                             returns="ndarray of shape (n_samples,)\n        Labels from ``classes_``."))
     def predict(self, X) -> np.ndarray:
         probabilities = self.predict_proba(X)  # checks fitting first, so an unfitted model says so
         return self.classes_[probabilities.argmax(axis=1)]
+
+    @doc(docs.SCORE.format(summary="The accuracy of ``predict(X)``.", shape="", target="labels",
+                           returns="Share of rows predicted right."))
+    def score(self, X, y, sample_weight=None) -> float:
+        return super().score(X, y, sample_weight=sample_weight)

@@ -14,6 +14,9 @@ from .inner_loss import TopK
 from .similarity import Attention
 
 
+DENSE_BELOW = 64  # top-k on at most this many keys per k runs dense (measured: benchmarks/adaptation_speed.py)
+
+
 class MetaNeighborhoods(nn.Module):
     """The model of Fig. 2. With ``dictionary_size=0`` it is the vanilla baseline: same extractor and
     head, trained the same way, no neighbours and no adaptation.
@@ -59,10 +62,13 @@ class MetaNeighborhoods(nn.Module):
         return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z))
 
     def predict_top_k(self, z: torch.Tensor, k: int) -> torch.Tensor:
-        """``predict_features`` with attention on each input's k most similar keys; the inner loop sees only
-        the keys some example of the batch attends to."""
+        """``predict_features`` with attention on each input's k most similar keys. Up to DENSE_BELOW keys per k,
+        dense matrices over every key are faster than gathering; beyond, the inner loop sees only the keys some
+        example of the batch attends to, each example its own k."""
         keys = self.dictionary.keys
         top = self.attention.top_k(z, keys, k, self.dictionary.slot_mask(z.shape[0]))
+        if keys.shape[0] <= DENSE_BELOW * k:
+            return self.adaptation(self.head, z, keys, self.dictionary.values(), top.dense(keys.shape[0]))
         used, local = top.index.unique(return_inverse=True)
         return self.adaptation(self.head, z, keys.index_select(0, used), self.dictionary.values().index_select(0, used),
                                TopK(local, top.weight))

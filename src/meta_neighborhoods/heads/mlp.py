@@ -48,7 +48,6 @@ def LinearHead(in_features: int, out_features: int = 1) -> MLPHead:
     return MLPHead(in_features, (), out_features)
 
 
-DENSE_BELOW = 64  # top-k attention on at most this many keys per K runs as dense matrices (benchmarks/adaptation_speed.py)
 Layers = list[tuple[torch.Tensor, torch.Tensor]]  # (weight, bias) per layer: (out, in) shared, (B, out, in) per example
 
 
@@ -133,8 +132,6 @@ def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch
     params = dict(head.named_parameters())
     layers = [tuple(params[name] for name in _layer_names(i)) for i in range(len(head.layers))]
     tuned = [i for i in range(len(layers)) if _layer_names(i)[0] in loop.alphas]
-    if isinstance(weights, TopK) and keys.shape[0] <= DENSE_BELOW * weights.index.shape[1]:
-        weights = weights.dense(keys.shape[0])  # few distinct keys: GEMMs over all of them beat gathering
     if loop.steps > 1:
         if isinstance(weights, TopK):
             keys, values, weights = _gather(keys, weights.index), _gather(values, weights.index), weights.weight

@@ -1,0 +1,299 @@
+"""The numpydoc text of the scikit-learn estimators, in one place: both classes share their parameters, and
+scikit-learn's HTML representation shows each parameter's entry from the class docstring."""
+
+PARAMETERS = """
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(128, 128)
+        Widths of the MLP head's hidden layers. The vanilla baseline (``dictionary_size=0``) is the same network.
+    dictionary_size : int, default=4096
+        S, the number of induced neighbours, capped at the number of training rows (keys start at training rows,
+        values at their targets). 0 trains the vanilla MLP, without neighbours.
+    top_k : int or None, default=32
+        K: each row attends only to its K most similar keys, a softmax over those K. The inner loop's work then
+        grows with K rather than S, which makes dictionaries as large as the training set affordable. None (or a
+        K of at least S) attends to every key.
+    similarity : {"auto", "euclidean", "cosine"}, default="auto"
+        How rows and keys are compared: negative squared Euclidean distance or cosine. "auto" takes cosine above
+        32 features and Euclidean below (regressor), Euclidean always (classifier).
+    temperature : float or None, default=None
+        Softmax temperature T of the attention. None: T = d (the number of features) for Euclidean similarity,
+        0.1 for cosine.
+    learn_temperature : bool, default=True
+        Whether training adjusts the temperature (stored as log T, so it stays positive).
+    slot_dropout : float, default=0.5
+        Share of the dictionary hidden from each training row at random (none at prediction), as the authors do:
+        no single neighbour, and no row's own copy among the keys, can carry the model.
+    inner_steps : int, default=1
+        Gradient steps of the per-row finetuning.
+    step_size : {"scalar", "diagonal"}, default="scalar"
+        The learned inner step size: one number, or one per adapted weight.
+    step_size_init : float, default=0.05
+        Where the learned step size starts.
+    adapt : {"all", "last"}, default="all"
+        Which layers of the head the inner loop finetunes.
+    key_init : {"samples", "gaussian"}, default="samples"
+        Keys at random training rows and values at their targets, or keys drawn from N(0, 1).
+    max_epochs : int, default=1000
+        Upper bound on the training epochs; ending there before early stopping raises a ``ConvergenceWarning``.
+    batch_size : int, default=128
+        Rows per training step.
+    learning_rate : float, default=1e-3
+        AdamW's learning rate.
+    weight_decay : float, default=1e-4
+        AdamW's weight decay, on weight matrices only (never on the dictionary, temperature or step size).
+    gradient_clip : float or None, default=1.0
+        Clip every gradient entry to +-this (None: no clipping); keeps the second-order meta-gradient from
+        throwing a run off course.
+    tol : float, default=1e-6
+        An epoch counts as better when its loss is lower than the best by more than ``tol``.
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the training rows and stop when their loss has not improved for
+        ``n_iter_no_change`` epochs, keeping the best weights. Without it, the training loss decides.
+    validation_fraction : float, default=0.1
+        Share of the training rows held out for early stopping.
+    n_iter_no_change : int, default=20
+        Epochs without improvement before training stops.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the validation split, the initialisation, the slot dropout and the batches. The caller's global
+        torch generator is left untouched.
+    device : str, default="cpu"
+        "auto" (CUDA when available) or any torch device string ("cpu", "cuda", "cuda:1", "mps").
+    verbose : int, default=0
+        Above 0, a progress bar per epoch.
+"""
+
+ATTRIBUTES = """
+    Attributes
+    ----------
+    model_ : MetaNeighborhoods
+        The trained network (a ``torch.nn.Module``).
+    network_ : dict
+        What the network was built from: features, outputs, dictionary size, similarity and temperature used.
+    x_mean_ : ndarray of shape (n_features_in_,)
+        Mean of each feature on the training rows (inputs are standardised inside).
+    x_scale_ : ndarray of shape (n_features_in_,)
+        Scale of each feature on the training rows.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features seen during fit, when X had string column names.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Training loss of every epoch.
+    validation_loss_curve_ : list of float or None
+        Validation loss of every epoch (None without early stopping).
+    best_loss_ : float
+        The best validation (or training) loss; its weights are the ones kept.
+    best_epoch_ : int
+        The epoch of ``best_loss_``.{extra}
+"""
+
+SEE_ALSO = """
+    See Also
+    --------
+    sklearn.neural_network.{mlp} : An MLP without neighbours.
+    meta_neighborhoods.model.MetaNeighborhoods : The PyTorch module underneath, for one's own training loop.
+"""
+
+REGRESSOR = ("""Meta-Neighborhoods regression on tables (Sec. 4.3): an MLP finetuned per row on learned neighbours.
+
+    Inputs and targets are standardised inside; predictions come back on the original scale.
+""" + PARAMETERS + ATTRIBUTES.format(extra="""
+    y_mean_ : ndarray of shape (n_outputs,)
+        Mean of each target on the training rows.
+    y_scale_ : ndarray of shape (n_outputs,)
+        Scale of each target on the training rows.""") + SEE_ALSO.format(mlp="MLPRegressor") + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meta_neighborhoods import MetaNeighborhoodsRegressor
+    >>> X = np.random.default_rng(0).normal(size=(200, 4))
+    >>> y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2
+    >>> model = MetaNeighborhoodsRegressor(max_epochs=20, random_state=0).fit(X, y)
+    >>> model.predict(X[:3]).shape
+    (3,)
+""")
+
+CLASSIFIER = ("""Meta-Neighborhoods classification on tables: dictionary values are learned class distributions.
+
+    The head is finetuned per row on the cross-entropy of its neighbours' class distributions.
+""" + PARAMETERS + ATTRIBUTES.format(extra="""
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.""") + SEE_ALSO.format(mlp="MLPClassifier") + """
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meta_neighborhoods import MetaNeighborhoodsClassifier
+    >>> X = np.random.default_rng(0).normal(size=(200, 4))
+    >>> y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    >>> model = MetaNeighborhoodsClassifier(max_epochs=20, random_state=0).fit(X, y)
+    >>> model.predict_proba(X[:3]).shape
+    (3, 2)
+"""
+)
+
+X_PARAMETER = """X : array-like of shape (n_samples, n_features)
+        Rows to {what}: numbers (a data frame's columns must be numeric). Sparse matrices are refused."""
+
+FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a held-out share of the rows.
+
+    Inputs (and a regressor's targets) are standardised inside; the dictionary's keys start at random training
+    rows, and head, keys, values, step size and temperature are trained through the per-row adaptation.
+
+    Parameters
+    ----------
+    """ + X_PARAMETER.format(what="train on") + """
+    y : array-like of shape (n_samples,){shape}
+        {target}
+
+    Returns
+    -------
+    object
+        The fitted estimator itself.
+
+    See Also
+    --------
+    predict : What the fitted estimator answers.
+
+    Examples
+    --------
+    See the class docstring.
+    """
+
+PREDICT = """{summary}
+
+    Each row attends to its nearest keys, the head takes one finetuning step on them, and the finetuned head
+    answers; rows go through the network in bounded batches.
+
+    Parameters
+    ----------
+    """ + X_PARAMETER.format(what="predict") + """
+
+    Returns
+    -------
+    {returns}
+
+    See Also
+    --------
+    fit : Train the estimator first.
+
+    Examples
+    --------
+    See the class docstring.
+    """
+
+SCORE = """{summary}
+
+    As scikit-learn's own estimators score, so that model selection treats this one like any other.
+
+    Parameters
+    ----------
+    """ + X_PARAMETER.format(what="score") + """
+    y : array-like of shape (n_samples,){shape}
+        True {target}.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weights of the rows.
+
+    Returns
+    -------
+    float
+        {returns}
+
+    See Also
+    --------
+    predict : The predictions scored.
+
+    Examples
+    --------
+    See the class docstring.
+    """
+
+SAVE = """Save the fitted estimator as a checkpoint: ``path.json`` and ``path.<token>.safetensors``.
+
+    Written atomically (see ``checkpoint.py``); JSON and tensors only, so that, unlike a pickle, loading it
+    cannot run code.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Stem of the two files (a ``.json`` suffix is taken off).
+
+    Returns
+    -------
+    Path
+        The JSON file written.
+
+    See Also
+    --------
+    load : Read it back.
+
+    Examples
+    --------
+    >>> model.save("model")  # doctest: +SKIP
+    """
+
+LOAD = """Read an estimator saved by ``save``, on the CPU and ready to predict.
+
+    Every field of the file is checked before anything is built; nothing is unpickled.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Stem of the checkpoint, or its ``.json`` file.
+
+    Returns
+    -------
+    estimator
+        The fitted estimator, predicting as the saved one did.
+
+    Raises
+    ------
+    CheckpointError
+        Names whatever is wrong: a missing, damaged or foreign file, another estimator class, or a network that
+        differs from the one the file describes.
+
+    See Also
+    --------
+    save : Write one.
+
+    Examples
+    --------
+    >>> same = MetaNeighborhoodsRegressor.load("model")  # doctest: +SKIP
+    """
+
+EXPORT_ONNX = """Write the fitted predictor as one ONNX graph, to run without PyTorch (see ``export.py``).
+
+    Input ``"input"``: raw float32 rows (n, n_features_in_); output ``"output"``: ``predict`` (regressor) or
+    ``predict_proba`` (classifier), up to float32 rounding. Standardisation, attention over the dictionary, the
+    inner steps and the head are all in the graph.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.onnx`` file to write.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    See Also
+    --------
+    save : The exact, PyTorch format.
+
+    Examples
+    --------
+    >>> model.export_onnx("model.onnx")  # doctest: +SKIP
+    """
+
+
+def doc(text: str):
+    """Give the decorated method ``text`` as its docstring."""
+
+    def apply(method):
+        method.__doc__ = text
+        return method
+
+    return apply
