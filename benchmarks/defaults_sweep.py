@@ -26,14 +26,18 @@ from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import METHODS, cross_validate, subset_rows
 from meta_neighborhoods.significance import compare
 
-CANDIDATES = {  # estimator parameters over the library's defaults at the time of the sweep
-    "S128": {"dictionary_size": 128},
-    "S512": {"dictionary_size": 512},
-    "S512-drop": {"dictionary_size": 512, "slot_dropout": 0.5},
-    "S512-k32": {"dictionary_size": 512, "top_k": 32},
-    "S4096-k32": {"dictionary_size": 4096, "top_k": 32},
+_FULL = {"top_k": None, "slot_dropout": 0.0}
+CANDIDATES = {  # complete settings of the dictionary; "+loo": with leave-self-out, which the estimators always do
+    # now (a training row never sees the key that started as its own copy); the others were run before it
+    "S128": {"dictionary_size": 128, **_FULL},
+    "S512": {"dictionary_size": 512, **_FULL},
+    "S512-drop": {"dictionary_size": 512, "top_k": None, "slot_dropout": 0.5},
+    "S512-k32": {"dictionary_size": 512, "top_k": 32, "slot_dropout": 0.0},
+    "S4096-k32": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0},
     "S4096-k32-drop": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5},
-    "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "similarity": "euclidean"},
+    "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
+    "S4096-k32+loo": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0},
+    "S4096-k32-drop+loo": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5},
 }
 TOLERANCE, TIE = 1.02, 0.005
 
