@@ -30,6 +30,7 @@ CANDIDATES = {
     "S4096 K32 drop auto": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "similarity": "auto"},
     "S4096 K32 drop euclidean": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5,
                                  "similarity": "euclidean"},
+    "S4096 K32 euclidean": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
     "defaults": {},
 }
 
@@ -50,13 +51,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--tables", nargs="+", default=list(tables()), choices=list(tables()))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     results = {}
-    for name, (X, y) in tables().items():
+    for name, (X, y) in ((name, table) for name, table in tables().items() if name in args.tables):
         scores = {c: [] for c in args.candidates}
         for seed in range(args.seeds):
             for train, test in StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(X, y):

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 
 from meta_neighborhoods.datasets.tables import load_table
-from meta_neighborhoods.experiments.cross_validation import METHODS, cross_validate, subset_rows
+from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate, subset_rows
 from meta_neighborhoods.significance import compare
 
 _FULL = {"top_k": None, "slot_dropout": 0.0}
-CANDIDATES = {  # complete settings of the dictionary; "+loo": with leave-self-out, which the estimators always do
-    # now (a training row never sees the key that started as its own copy); the others were run before it
+CANDIDATES = {  # complete settings of the dictionary (the estimators' other defaults as they are)
     "S128": {"dictionary_size": 128, **_FULL},
     "S512": {"dictionary_size": 512, **_FULL},
     "S512-drop": {"dictionary_size": 512, "top_k": None, "slot_dropout": 0.5},
@@ -36,10 +35,9 @@ CANDIDATES = {  # complete settings of the dictionary; "+loo": with leave-self-o
     "S4096-k32": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0},
     "S4096-k32-drop": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5},
     "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
-    "S4096-k32+loo": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0},
-    "S4096-k32-drop+loo": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5},
 }
 TOLERANCE, TIE = 1.02, 0.005
+BASELINES = ("hist_gradient_boosting", "lightgbm", "realmlp_td")  # rivals run on the same folds, not candidates
 
 
 def _method(extra: dict):
@@ -52,7 +50,8 @@ def _method(extra: dict):
 def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     path = out / f"{name}.json"
     done = json.loads(path.read_text()) if path.exists() else {"folds": {}, "seconds": {}}
-    todo = {"knn": METHODS["knn"], "vanilla": METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
+    todo = {"knn": METHODS["knn"], "vanilla": METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates},
+            **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return
@@ -60,6 +59,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     params = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
+    done = json.loads(path.read_text()) if path.exists() else done  # what other processes wrote meanwhile
     done["folds"].update(cv["folds"])
     done["seconds"].update(cv["seconds"])
     done.update({"n": len(table.y), "folds_k": args.folds, "fold_seeds": cv["fold_seeds"]})
@@ -68,7 +68,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
 
 def report(out: Path) -> None:
     tables = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
-    names = sorted({m for t in tables.values() for m in t["folds"]} - {"knn", "vanilla"},
+    names = sorted({m for t in tables.values() for m in t["folds"]} - {"knn", "vanilla", *BASELINES},
                    key=lambda c: list(CANDIDATES).index(c) if c in CANDIDATES else 99)
     ratios, cost, rows = {}, {}, []
     for candidate in names:
@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tables", nargs="*", default=[])
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--baselines", nargs="*", default=[], choices=BASELINES,
+                        help="also run these rivals on the same folds (for the regenerated Table 2)")
     parser.add_argument("--data-dir")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)

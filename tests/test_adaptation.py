@@ -225,20 +225,3 @@ def test_a_bad_top_k_is_refused_naming_it(top_k):
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         MNConfig(top_k=top_k)
     assert not MNConfig(dictionary_size=8, top_k=8).sparse and not MNConfig(dictionary_size=8, top_k=80).sparse
-
-
-@pytest.mark.parametrize("top_k", [None, 2])
-def test_leave_self_out_hides_each_rows_own_key_while_training(top_k):
-    """Keys that start at training rows: a row never sees its own copy in training, and every key at prediction."""
-    torch.manual_seed(4)
-    model = MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=6, top_k=top_k, temperature=0.01)
-    x = torch.randn(6, 3)
-    model.dictionary.init_from_samples(x, torch.randn(6))
-    own = model.dictionary.source_rows[None, :] == torch.arange(6)[:, None]  # (row, slot): the row's own key
-    model.train()
-    index = nearest_keys(x, model.dictionary.keys, "euclidean", 2, model.dictionary.slot_mask(6, torch.arange(6)))
-    assert not own.gather(1, index).any()
-    assert (model.attend(x, torch.arange(6))[own] == 0).all()
-    model.eval()
-    assert (model.attend(x)[own] > 0.99).all()  # at T = 0.01 each row's own copy is all it sees
-    assert torch.isfinite(model(x)).all()

@@ -28,8 +28,6 @@ class InducedDictionary(nn.Module):
             check_int(name, number)
         self.task, self.value_kind, self.slot_dropout = config.task, config.values, config.slot_dropout
         self.keys = nn.Parameter(torch.randn(size, key_dim) * config.key_std)
-        # The training row each key started at (-1: none); training only, so not saved.
-        self.register_buffer("source_rows", torch.full((size,), -1, dtype=torch.long), persistent=False)
         if self.value_kind == "fixed":
             labels = torch.randperm(size) % value_dim
             self.register_buffer("raw_values", self._encode(labels, value_dim))
@@ -61,27 +59,16 @@ class InducedDictionary(nn.Module):
             raise ValueError(f"need at least {self.size} samples to initialise {self.size} keys, got {len(features)}")
         pick = torch.randperm(len(features), generator=generator)[: self.size]
         self.keys.copy_(features[pick])
-        self.source_rows.copy_(pick)
         self.raw_values.copy_(self._encode(targets[pick], self.raw_values.shape[1]))  # learned: softmax(scale * one-hot)
 
-    def slot_mask(self, batch_size: int, rows: torch.Tensor | None = None, generator=None) -> torch.Tensor | None:
-        """Which slots each example sees (B, S) while training, or None when all are visible (evaluation).
-
-        Slot dropout hides a random share. ``rows``, the examples' indices among the rows the keys started at
-        (``init_from_samples``), hides each example's own copy: a key that starts as the example itself, with its
-        target as value, would teach the model to lean on a neighbour no test row has (leave-self-out).
-        """
-        if not self.training or (self.slot_dropout == 0.0 and rows is None):
+    def slot_mask(self, batch_size: int, generator=None) -> torch.Tensor | None:
+        """Which slots each example sees (B, S), or None when all are visible (evaluation)."""
+        if not self.training or self.slot_dropout == 0.0:
             return None
-        mask = torch.ones(batch_size, self.size, dtype=torch.bool, device=self.keys.device)
-        if self.slot_dropout > 0.0:
-            keep = max(1, round(self.size * (1.0 - self.slot_dropout)))
-            scores = torch.rand(batch_size, self.size, generator=generator, device=self.keys.device)
-            mask = torch.zeros_like(mask).scatter_(1, scores.topk(keep, dim=1).indices, True)
-        if rows is not None:
-            mask &= self.source_rows != rows[:, None]
-            mask |= ~mask.any(dim=1, keepdim=True)  # an example left with no slot sees them all
-        return mask
+        keep = max(1, round(self.size * (1.0 - self.slot_dropout)))
+        scores = torch.rand(batch_size, self.size, generator=generator, device=self.keys.device)
+        chosen = scores.topk(keep, dim=1).indices
+        return torch.zeros_like(scores, dtype=torch.bool).scatter_(1, chosen, True)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, task={self.task!r}, values={self.value_kind!r}, slot_dropout={self.slot_dropout}"

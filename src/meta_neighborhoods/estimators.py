@@ -207,8 +207,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         best = BestEpoch(lower_loss(self.tol), {"loss": np.inf},
                          keep=lambda epoch, metrics: kept.update(state=copy.deepcopy(self.model_.state_dict())))
         history = fit(
-            self.model_, TensorBatches(X_train, y_train, torch.arange(len(train)), batch_size=int(self.batch_size),
-                                       seed=seed),
+            self.model_, TensorBatches(X_train, y_train, batch_size=int(self.batch_size), seed=seed),
             epochs=int(self.max_epochs), device=device,
             optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
             callbacks={"early_stopping": EarlyStopping(best, measure, int(self.n_iter_no_change)),

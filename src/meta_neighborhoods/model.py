@@ -46,12 +46,11 @@ class MetaNeighborhoods(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(x)
 
-    def attend(self, z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention weights (B, S) of features z over the dictionary (slot dropout and, given the examples'
-        training ``rows``, leave-self-out while training; see ``InducedDictionary.slot_mask``)."""
-        return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0], rows))
+    def attend(self, z: torch.Tensor) -> torch.Tensor:
+        """Attention weights (B, S) of features z over the dictionary (slot dropout while training)."""
+        return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0]))
 
-    def predict_features(self, z: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_features(self, z: torch.Tensor) -> torch.Tensor:
         """Predictions from features: the head adapted to each input's neighbourhood (or not, if vanilla).
 
         With top-k attention the inner loop sees only the keys some example of the batch attends to.
@@ -59,24 +58,23 @@ class MetaNeighborhoods(nn.Module):
         if self.vanilla:
             return self.head(z)
         if self.config.sparse:
-            return self.predict_top_k(z, self.config.top_k, rows)
-        return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z, rows))
+            return self.predict_top_k(z, self.config.top_k)
+        return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z))
 
-    def predict_top_k(self, z: torch.Tensor, k: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def predict_top_k(self, z: torch.Tensor, k: int) -> torch.Tensor:
         """``predict_features`` with attention on each input's k most similar keys. Up to DENSE_BELOW keys per k,
         dense matrices over every key are faster than gathering; beyond, the inner loop sees only the keys some
         example of the batch attends to, each example its own k."""
         keys = self.dictionary.keys
-        top = self.attention.top_k(z, keys, k, self.dictionary.slot_mask(z.shape[0], rows))
+        top = self.attention.top_k(z, keys, k, self.dictionary.slot_mask(z.shape[0]))
         if keys.shape[0] <= DENSE_BELOW * k:
             return self.adaptation(self.head, z, keys, self.dictionary.values(), top.dense(keys.shape[0]))
         used, local = top.index.unique(return_inverse=True)
         return self.adaptation(self.head, z, keys.index_select(0, used), self.dictionary.values().index_select(0, used),
                                TopK(local, top.weight))
 
-    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Predictions for inputs x; ``rows`` (training only): their indices among the rows the keys started at."""
-        return self.predict_features(self.features(x), rows)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_features(self.features(x))
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The meta-objective (Eq. 2): mean squared error or cross-entropy of the adapted predictions."""

@@ -103,9 +103,9 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
     model, optimizer, clip = state.model, state.optimizer, state.spec.grad_clip
     model.train()
     total, count = 0.0, 0
-    for x, y, *extra in batches:  # extra: more inputs of the network, e.g. the examples' rows (leave-self-out)
+    for x, y in batches:
         x, y = x.to(device), y.to(device)
-        loss = model.loss(network(x, *(t.to(device) for t in extra)), y)
+        loss = model.loss(network(x), y)
         if not torch.isfinite(loss):
             kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if (
                 checkpoint is not None and state.epoch > 0) else ""
