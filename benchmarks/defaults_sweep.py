@@ -100,6 +100,22 @@ def report(out: Path) -> None:
               f"then cheapest: {chosen}")
 
 
+def table2(out: Path, candidate: str) -> None:
+    """Table 2 from the sweep: every method on the same folds, ``candidate`` as Meta-Neighborhoods."""
+    tables = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    methods = ["knn", "vanilla", candidate, *BASELINES]
+    seen = [m for m in methods if all(m in d["folds"] for d in tables.values())]
+    print("| data set | n | " + " | ".join("MN" if m == candidate else m for m in seen)
+          + " | MN / vanilla | MN wins | p vs vanilla | p vs kNN |\n|---|---|" + "---|" * (len(seen) + 4))
+    for name, d in tables.items():
+        s = compare({m: d["folds"][m] for m in seen}, candidate, d["folds_k"], baseline="vanilla")
+        cells = [f"{s['mean'][m]:.4g} ± {s['std'][m]:.2g}" for m in seen]
+        p = {m: s["p_values"][m] for m in ("vanilla", "knn")}
+        print(f"| {name} | {d['n']} | " + " | ".join(cells) + f" | {s['ratio'][candidate]:.3f} | "
+              f"{s['reference_wins']['vanilla']}/{len(d['fold_seeds'])} | "
+              + " | ".join("—" if v is None else f"{v:.2g}" for v in p.values()) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
@@ -116,9 +132,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--table2", metavar="CANDIDATE", help="print Table 2 with this candidate as MN")
     args = parser.parse_args()
-    if args.report:
-        report(args.out)
+    if args.report or args.table2:
+        report(args.out) if args.report else table2(args.out, args.table2)
         return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
