@@ -34,8 +34,9 @@ class MNConfig:
     parameters (``adapt``: "all" or the "last" layer), second order unless ``first_order``. Dictionary values are
     "learned" or "fixed" random labels; keys start at training examples (``key_init="samples"``, done by the
     front end, which has the data) or at N(0, ``key_std``^2). ``slot_dropout`` hides that share of the slots from
-    each training example. ``top_k`` = K lets each example attend only to its K most similar keys (softmax over those;
-None or K >= S: all of them), so the inner loop's work grows with K, not S. ``implementation`` picks the inner loop: a head's fast path or the ``torch.func`` oracle.
+    each training example. ``top_k`` = K lets each example attend only to its K most similar keys (softmax over
+    those; None or K >= S: all of them), so the inner loop's work grows with K, not S. ``implementation`` picks the
+    inner loop: a head's fast path or the ``torch.func`` oracle.
     """
 
     task: str = "regression"

@@ -155,8 +155,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """The method's settings: the estimator's parameters, with what fit resolved from the data."""
         return MNConfig(task=self._task, dictionary_size=dictionary_size, similarity=similarity,
                         temperature=temperature, learn_temperature=self.learn_temperature, top_k=self.top_k,
-                        slot_dropout=self.slot_dropout, inner_steps=self.inner_steps, step_size=self.step_size, step_size_init=self.step_size_init,
-                        adapt=self.adapt, key_init=self.key_init)
+                        slot_dropout=self.slot_dropout, inner_steps=self.inner_steps, step_size=self.step_size,
+                        step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init)
 
     def _network(self, n_features: int, n_outputs: int, n_rows: int) -> dict:
         """``_build``'s arguments, fixed at fit and saved with the weights: ``load`` rebuilds the same network."""

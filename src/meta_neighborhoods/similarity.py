@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SIMILARITIES
-from .inner_loss import TopK
+from .inner_loss import TopK, gather_rows
 from .validation import check_option, check_positive
 
 
@@ -36,7 +36,7 @@ def _ranking_scores(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Ten
     """Scores (B, S) that order the keys of each input as ``similarity`` does, in one fused product: for the
     Euclidean kind the input's own norm, the same for every key, is left out."""
     if kind == "cosine":
-        return F.normalize(z, dim=-1) @ F.normalize(keys, dim=-1).T
+        return similarity(z, keys, kind)
     return torch.addmm(-keys.pow(2).sum(-1), z, keys.T, alpha=2)
 
 
@@ -97,8 +97,7 @@ class Attention(nn.Module):
         Only the (B, k) chosen similarities are computed with gradient, so the backward pass costs O(B k d).
         """
         index = nearest_keys(z, keys, self.similarity, k, mask)
-        chosen = keys.index_select(0, index.flatten()).view(*index.shape, keys.shape[1])  # backward: index_add
-        logits = pair_similarity(z, chosen, self.similarity) / self.temperature
+        logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
         if mask is not None:
             logits = logits.masked_fill(~mask.gather(1, index), float("-inf"))
         return TopK(index, logits.softmax(dim=-1))

@@ -89,7 +89,7 @@ def available_methods() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Cross-validation, architecture search, statistics
+# Cross-validation and architecture search
 
 
 def _standardised_fold(table: Table, train: np.ndarray, test: np.ndarray):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inner_loss import InnerLoop, TopK, loss_gradient
+from ..inner_loss import InnerLoop, TopK, gather_rows, loss_gradient
 from ..validation import ConfigError
 from .base import fast_path
 
@@ -98,17 +98,12 @@ def _linear_correction(weights, delta, inputs, query, alpha_w, alpha_b) -> torch
 
 def _top_k_correction(top: TopK, delta, inputs, query, alpha_w, alpha_b) -> torch.Tensor:
     """``_linear_correction`` on each example's own K keys, gathered: O(B K (in + out)) whatever S is."""
-    delta, inputs = _gather(delta, top.index), _gather(inputs, top.index)  # (B, K, out), (B, K, in)
+    delta, inputs = gather_rows(delta, top.index), gather_rows(inputs, top.index)  # (B, K, out), (B, K, in)
     if alpha_w.ndim == 0:
         gram = (inputs * query[:, None]).sum(-1)  # elementwise: a (B, K) batch of dot products is no GEMM
         return ((top.weight * (alpha_w * gram + alpha_b))[..., None] * delta).sum(1)
     grad_w = torch.einsum("bk,bko,bki->boi", top.weight, delta, inputs)
     return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (top.weight[..., None] * delta).sum(1)
-
-
-def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """rows[index] for index (B, K), through index_select, whose backward (index_add) is the cheaper one."""
-    return rows.index_select(0, index.flatten()).view(*index.shape, rows.shape[-1])
 
 
 def _mlp_step(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values, weights) -> Layers:
@@ -134,7 +129,8 @@ def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch
     tuned = [i for i in range(len(layers)) if _layer_names(i)[0] in loop.alphas]
     if loop.steps > 1:
         if isinstance(weights, TopK):
-            keys, values, weights = _gather(keys, weights.index), _gather(values, weights.index), weights.weight
+            index, weights = weights.index, weights.weight
+            keys, values = gather_rows(keys, index), gather_rows(values, index)
         for _ in range(loop.steps):
             layers = _mlp_step(loop, layers, tuned, keys, values, weights)
         return _mlp_forward(layers, z[:, None])[1][-1][:, 0]
