@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
-    """All four methods, 2 epochs. Batch 32: at 128 the BatchNorm running statistics still lag after 20 steps,
+    """All five methods, 2 epochs. Batch 32: at 128 the BatchNorm running statistics still lag after 20 steps,
     and evaluation-mode accuracy after 2 epochs is ~0.35 although the batch-statistics accuracy is ~0.95."""
     out = tmp_path_factory.mktemp("classify") / "digits"
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "2",
@@ -103,7 +103,7 @@ def test_a_bad_train_subset_fails_before_any_file_is_written(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, name, message", [
-    ("--method", "knn", "unknown method 'knn'; choose one of vanilla, vanilla_ifilm, mn, mn_ifilm, all"),
+    ("--method", "knn", "unknown method 'knn'; choose one of vanilla, maxl, vanilla_ifilm, mn, mn_ifilm, all"),
     ("--backbone", "vgg", "unknown backbone 'vgg'"),
     ("--dataset", "nope", "unknown image data set 'nope'"),
 ])

@@ -1,7 +1,10 @@
 """The command line: one module per command, shared options, and the exit status of each kind of error."""
 
+import logging
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -142,3 +145,98 @@ def test_a_missing_run_folder_exits_1(tmp_path, capsys):
 def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, tmp_path, capsys):
     assert _spiral_raising(monkeypatch, KeyboardInterrupt(), tmp_path) == 130
     assert capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Messages: the package's loggers on stderr, results on stdout
+
+
+def _spiral_done(monkeypatch, seen: dict):
+    """Replace spiral's experiment by one that logs through the package's loggers and returns metrics."""
+    def run_spiral(out, config, device, progress):
+        log = logging.getLogger("meta_neighborhoods.experiments.spiral")
+        log.debug("a detail")
+        log.info("training")
+        log.warning("careful")
+        seen["progress"] = progress
+        return {"test_accuracy": {"vanilla": 0.5, "meta_neighborhoods": 0.75}, "seconds": 1.0, "files": ["spiral.png"]}
+
+    monkeypatch.setattr("meta_neighborhoods.experiments.spiral.run_spiral", run_spiral)
+
+
+OPTIONS = "debug: options: command='spiral', "
+TRAINING, CAREFUL, WROTE = "training", "warning: careful", "wrote {out}/metrics.json, spiral.png"
+
+
+@pytest.mark.parametrize("flags, lines, progress", [
+    ([], [TRAINING, CAREFUL, WROTE], True),
+    (["--quiet"], [CAREFUL], False),
+    (["-v"], [OPTIONS, "debug: a detail", TRAINING, CAREFUL, WROTE], True),
+])
+def test_messages_go_to_stderr_at_the_level_of_quiet_or_verbose(monkeypatch, tmp_path, capsys, flags, lines,
+                                                                progress):
+    seen = {}
+    _spiral_done(monkeypatch, seen)
+    out = tmp_path / "run"
+    assert main(["spiral", "--out", str(out), *flags]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "spiral test accuracy: vanilla 0.5000, meta-neighborhoods 0.7500 (1.0 s)\n"
+    got = captured.err.splitlines()
+    assert len(got) == len(lines), got
+    for line, start in zip(got, lines):
+        assert line.startswith("meta-neighborhoods spiral: " + start.format(out=out)), got
+    assert seen["progress"] is progress
+
+
+def test_quiet_and_verbose_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--run", "r", "--out", "m.onnx", "--quiet", "--verbose"])
+    assert exit_info.value.code == 2 and "not allowed with argument --quiet" in capsys.readouterr().err
+
+
+def test_only_the_command_line_prints_and_configures_logging():
+    root = Path(build_parser.__code__.co_filename).parent
+    for path in root.rglob("*.py"):
+        text, relative = path.read_text(), path.relative_to(root)
+        if relative.parts[0] != "commands" and relative.name != "cli.py":
+            assert "print(" not in text, f"{relative}: messages go through logging.getLogger(__name__)"
+        if relative.name != "cli.py":
+            assert not re.search(r"basicConfig|addHandler|getLogger\(\)", text), relative
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training settings as flags
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning-rate", "0"], "--learning-rate must be positive, got 0.0"),
+    (["--weight-decay", "-1"], "--weight-decay must be a non-negative number, got -1.0"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--dictionary-size", "-1"], "dictionary_size must be a non-negative integer, got -1"),
+    (["--top-k", "0"], "top_k must be a positive integer"),
+    (["--slot-dropout", "1"], "slot_dropout must be in [0, 1), got 1.0"),
+])
+def test_the_estimator_settings_are_checked_before_any_work(tmp_path, capsys, argv, message):
+    for command in (["regress"], ["ablate", "--param", "temperature", "--values", "1"]):
+        out = tmp_path / command[0]
+        assert main([*command, "--dataset", "gom", "--out", str(out), *argv]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_the_ablated_parameter_is_not_also_a_flag(tmp_path, capsys):
+    argv = ["ablate", "--dataset", "gom", "--param", "top_k", "--values", "4", "8", "--top-k", "2", "--out",
+            str(tmp_path / "a")]
+    assert main(argv) == 2
+    assert "--param top_k is varied over --values; drop --top-k" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning-rate", "-0.1"], "learning_rate must be positive, got -0.1"),
+    (["--weight-decay", "-1"], "weight_decay must be a non-negative number, got -1.0"),
+])
+def test_classify_checks_its_optimiser_settings_before_any_work(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--out", str(out),
+                 *argv]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

@@ -156,8 +156,10 @@ def _run_folder(path, method="mn"):
 def test_cli_exports_a_run_and_checks_it(tmp_path, capsys):
     run, out = _run_folder(tmp_path / "run"), tmp_path / "deploy" / "model.onnx"
     assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert f"wrote {out}" in printed and "max |onnxruntime - PyTorch| = " in printed
+    captured = capsys.readouterr()
+    printed = captured.out  # the result on stdout, the file written as a message on stderr
+    assert printed.startswith(f"{out} (onnx)") and "max |onnxruntime - PyTorch| = " in printed
+    assert f"meta-neighborhoods export: wrote {out}\n" in captured.err
     assert float(printed.split("= ")[-1].split()[0]) < ATOL
     model = load_best_model(run)[0]
     x = torch.randn(5, 3, 24, 24)

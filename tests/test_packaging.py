@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn"}  # import name -> distribution name, where they differ
+DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml"}  # import -> distribution name
 FLOORS = {"scikit-learn": "1.6", "pillow": "9.1", "torch": "2.6",  # validate_data; Image.Resampling; dynamo export
           "pandas": "1.5"}  # read_csv's C parser with sep=r"\s+", errors.ParserError / EmptyDataError
 
@@ -21,7 +21,7 @@ def _declared() -> dict[str, str]:
 
 
 def _extras() -> set[str]:
-    """Packages of the extras (export, baselines), imported only where they are used."""
+    """Packages of the extras (export, baselines, yaml), imported only where they are used."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     return {re.split(r"[<>=!~ \[]", spec)[0].lower() for specs in extras.values() for spec in specs}
 
@@ -34,7 +34,9 @@ def _imported() -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n != "meta_neighborhoods"} - _extras()
+    extras = _extras()
+    return {n for n in names if n not in sys.stdlib_module_names and n != "meta_neighborhoods"
+            and DISTRIBUTIONS.get(n, n).lower() not in extras}
 
 
 def test_every_imported_package_is_declared():

@@ -1,5 +1,6 @@
-"""A classify run killed with SIGKILL part way and resumed ends exactly as the same run uninterrupted, and its
-records (metrics.csv, run.json) tell each epoch once and who resumed it."""
+"""A classify run killed with SIGKILL part way and resumed ends exactly as the same run uninterrupted (MN+iFiLM, and
+MAXL, whose label generator trains beside the network), and its records (metrics.csv, run.json) tell each epoch
+once and who resumed it."""
 
 import csv
 import json
@@ -9,19 +10,23 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from meta_neighborhoods import checkpoint
 
-EPOCHS = 8
-RUN = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn_ifilm", "--epochs", str(EPOCHS),
-       "--batch-size", "32", "--train-subset", "600", "--device", "cpu", "--quiet"]
+EPOCHS = {"mn_ifilm": 8, "maxl": 4}  # by method: a maxl step (second-order lookahead) costs 2-3 mn_ifilm steps
 # One thread in every process: float sums then run in the same order, so "exactly" can mean bit for bit.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _command(*args):
     return [sys.executable, "-m", "meta_neighborhoods", *args]
+
+
+def _run(method):
+    return ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", method, "--epochs",
+            str(EPOCHS[method]), "--batch-size", "32", "--train-subset", "600", "--device", "cpu", "--quiet"]
 
 
 def _epoch_saved(out):
@@ -31,9 +36,9 @@ def _epoch_saved(out):
         return 0
 
 
-def _kill_after_an_epoch(out):
+def _kill_after_an_epoch(out, run):
     """Start the run, SIGKILL it as soon as a checkpoint exists; returns the epoch it had saved."""
-    process = subprocess.Popen(_command(*RUN, "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(_command(*run, "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while _epoch_saved(out) < 1 and process.poll() is None and time.monotonic() < deadline:
@@ -48,12 +53,13 @@ def _tensors(out, stem):
     return checkpoint.load(out / stem)[0]
 
 
-def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_command(*RUN, "--out", str(whole)), env=ENV, check=True, capture_output=True)
+@pytest.mark.parametrize("method", list(EPOCHS))
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, method):
+    whole, killed, run, epochs = tmp_path / "whole", tmp_path / "killed", _run(method), EPOCHS[method]
+    subprocess.run(_command(*run, "--out", str(whole)), env=ENV, check=True, capture_output=True)
 
-    saved_epoch = _kill_after_an_epoch(killed)
-    assert 1 <= saved_epoch < EPOCHS and not (killed / "metrics.json").exists()
+    saved_epoch = _kill_after_an_epoch(killed, run)
+    assert 1 <= saved_epoch < epochs and not (killed / "metrics.json").exists()
     done = subprocess.run(_command("classify", "--resume", str(killed), "--quiet"), env=ENV, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
@@ -67,14 +73,14 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path):
     assert resumed["resumed"] and not expected["resumed"]
     for key in ("test_accuracy", "validation_accuracy", "best_epoch", "history", "config"):
         assert resumed[key] == expected[key], key
-    assert len(resumed["history"]) == EPOCHS
+    assert len(resumed["history"]) == epochs
 
     expected, resumed = (_csv(run / "metrics.csv") for run in (whole, killed))
-    assert [row["epoch"] for row in resumed] == [str(epoch) for epoch in range(1, EPOCHS + 1)]  # each epoch once
+    assert [row["epoch"] for row in resumed] == [str(epoch) for epoch in range(1, epochs + 1)]  # each epoch once
     for name in ("train_loss", "validation_loss", "validation_accuracy", "learning_rate"):
         assert [row[name] for row in resumed] == [row[name] for row in expected], name
     record = json.loads((killed / "run.json").read_text())
-    assert record["provenance"]["command"][1:] == [*RUN, "--out", str(killed)]
+    assert record["provenance"]["command"][1:] == [*run, "--out", str(killed)]
     assert [entry["command"][1:] for entry in record["resumed"]] == [["classify", "--resume", str(killed), "--quiet"]]
 
 

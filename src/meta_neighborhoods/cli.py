@@ -1,24 +1,34 @@
 """The command line: ``meta-neighborhoods <experiment> ...`` (also ``python -m meta_neighborhoods``).
 
-Each command lives in ``commands/<name>.py``; this module only assembles the parser and turns errors into
-one line on stderr and an exit status: 2 for a usage error (argparse's own, ``UsageError``, ``ConfigError``),
-1 for a failure at run time, 130 when interrupted.
+Each command lives in ``commands/<name>.py``; this module only assembles the parser (with ``--config FILE`` for
+every command, read by ``commands/config_file.py``), sets the level of the package's messages on stderr (INFO;
+WARNING with ``--quiet``, DEBUG with ``-v``) and turns errors into one line on stderr and an exit status: 2 for a
+usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time, 130 when interrupted.
+The results a command exists for (its tables, its accuracy line) go to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from contextlib import contextmanager
 
 from . import __version__
-from .commands import COMMANDS
+from .commands import COMMANDS, config_file
 from .commands.common import UsageError
 from .validation import ConfigError
 
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
+LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _build()[0]
+
+
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The parser and each command's own parser, by name."""
     parser = argparse.ArgumentParser(
         prog="meta-neighborhoods",
         description="Meta-Neighborhoods (Shan, Li, Oliva, NeurIPS 2020): experiments from the paper.",
@@ -27,23 +37,68 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(subparsers)
-    return parser
+    for name, command_parser in subparsers.choices.items():
+        config_file.add_option(command_parser, records=_record_reader(name) is not None)
+    return parser, subparsers.choices
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    prefix = f"meta-neighborhoods {args.command}"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, commands = _build()
+    name = next((token for token in argv if not token.startswith("-")), None)  # the command, if any
+    prefix = f"meta-neighborhoods {name}"
     try:
-        return args.run(args)
-    except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
-        print(f"{prefix}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
-        return 130
-    except (UsageError, ConfigError) as error:  # ConfigError first: it is a ValueError too
+        args = config_file.parse(parser, argv, commands.get(name), _record_reader(name))
+    except ConfigError as error:  # the --config file
         print(f"{prefix}: error: {error}", file=sys.stderr)
         return 2
-    except RUNTIME_ERRORS as error:
-        print(f"{prefix}: error: {error}", file=sys.stderr)
-        return 1
+    with _messages(prefix, args):
+        LOGGER.debug("options: %s", ", ".join(f"{key}={value!r}" for key, value in sorted(vars(args).items())
+                                              if not callable(value)))
+        try:
+            return args.run(args)
+        except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
+            print(f"{prefix}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
+            return 130
+        except (UsageError, ConfigError) as error:  # ConfigError first: it is a ValueError too
+            print(f"{prefix}: error: {error}", file=sys.stderr)
+            return 2
+        except RUNTIME_ERRORS as error:
+            print(f"{prefix}: error: {error}", file=sys.stderr)
+            return 1
+
+
+def _record_reader(name: str | None):
+    """The command's ``options_from_record``: how ``--config`` reads the record of its runs (None: it has none)."""
+    module = next((command for command in COMMANDS if command.__name__.rsplit(".", 1)[-1] == name), None)
+    return getattr(module, "options_from_record", None)
+
+
+@contextmanager
+def _messages(prefix: str, args):
+    """The package's messages on stderr at the level --quiet / -v chose, while the command runs; the logger is left
+    as it was found (main may run more than once in a process)."""
+    handler, level = logging.StreamHandler(sys.stderr), LOGGER.level
+    handler.setFormatter(_Lines(prefix))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(level)
+
+
+class _Lines(logging.Formatter):
+    """``meta-neighborhoods <command>: [level: ]message``, the form of the error lines; INFO names no level."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"{self.prefix}: {level}{super().format(record)}"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from .validation import ConfigError, check_int, check_option, check_positive, is_int, is_real
+from .validation import ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_real
 
 TASKS = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
@@ -142,6 +142,7 @@ class ClassificationConfig:
     train_subset: int | None = None
     dictionary_size: int | None = None  # None: 10 per class (``classification.NEIGHBOURS_PER_CLASS``)
     key_init: str = "gaussian"  # the authors' N(0, 0.05^2); or "samples": features of training images
+    psi: int = 5  # MAXL's auxiliary classes per class (maxl runs only), as MAXL's code (psi = [5] * 20)
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
@@ -153,6 +154,8 @@ class ClassificationConfig:
         if self.dictionary_size is not None:  # train_subset is checked against the data by ImageBatches
             check_int("dictionary size", self.dictionary_size)
         check_positive("learning_rate", self.learning_rate)
+        check_non_negative("weight_decay", self.weight_decay)
         check_option("key initialisation", self.key_init, KEY_INITS)
+        check_int("psi (--psi, MAXL's auxiliary classes per class)", self.psi, minimum=2)
         check_option("device", self.device, DEVICES)
         check_int("seed", self.seed, minimum=0)

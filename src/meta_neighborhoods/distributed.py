@@ -82,3 +82,14 @@ def mean(total: float, count: int) -> float:
     sums = torch.tensor([total, float(count)], dtype=torch.float64)
     dist.all_reduce(sums)
     return (sums[0] / sums[1]).item()
+
+
+def average(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's mean over every rank, differentiable: the backward pass sends every rank's gradient back to each
+    rank's own tensors (one collective for all of them). The tensors themselves outside torchrun."""
+    if not is_active():
+        return tensors
+    from torch.distributed.nn.functional import all_reduce  # differentiable, unlike dist.all_reduce
+
+    total = all_reduce(torch.cat([t.flatten() for t in tensors])) / world_size()
+    return [part.view_as(t) for part, t in zip(total.split([t.numel() for t in tensors]), tensors)]

@@ -48,6 +48,7 @@ from .config import ClassificationConfig, MNConfig
 from .film import film_norm_layer
 from .heads import CosineHead
 from .io import write_json
+from .maxl import MetaAuxiliaryLearning
 from .model import MetaNeighborhoods
 
 CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lock"
@@ -64,10 +65,12 @@ class RunFolderError(ValueError):
 class Method(NamedTuple):
     dictionary: bool  # induced neighbours + per-input adaptation of the head
     ifilm: bool  # every BatchNorm of the backbone followed by iFiLM
+    auxiliary: bool = False  # trained with meta-learned auxiliary labels (MAXL, ``maxl.py``)
 
 
-METHODS = {
+METHODS = {  # in the order of Table 1's columns
     "vanilla": Method(dictionary=False, ifilm=False),
+    "maxl": Method(dictionary=False, ifilm=False, auxiliary=True),
     "vanilla_ifilm": Method(dictionary=False, ifilm=True),
     "mn": Method(dictionary=True, ifilm=False),
     "mn_ifilm": Method(dictionary=True, ifilm=True),
@@ -79,11 +82,14 @@ IMAGE_CONFIG = MNConfig(task="classification", similarity="cosine", temperature=
 IFILM_WHERE = "all"
 
 
-def build_model(method: str, backbone: str, in_channels: int, num_classes: int,
-                dictionary_size: int = 100) -> MetaNeighborhoods:
-    """Backbone + cosine head (+ dictionary, + iFiLM) for one of ``METHODS``; vanilla methods ignore the size."""
+def build_model(method: str, backbone: str, in_channels: int, num_classes: int, dictionary_size: int = 100,
+                psi: int = ClassificationConfig.psi) -> MetaNeighborhoods:
+    """Backbone + cosine head (+ dictionary, + iFiLM, + MAXL's auxiliary head and label generator) for one of
+    ``METHODS``; methods without a dictionary ignore its size, those without auxiliary labels psi."""
     spec = METHODS[method]
     extractor = create_backbone(backbone, in_channels, film_norm_layer(IFILM_WHERE) if spec.ifilm else None)
+    if spec.auxiliary:
+        return MetaAuxiliaryLearning(extractor, create_backbone(backbone, in_channels), num_classes, psi)
     head = CosineHead(extractor.out_features, num_classes)
     config = IMAGE_CONFIG.replace(dictionary_size=dictionary_size if spec.dictionary else 0)
     return MetaNeighborhoods(head, config, extractor=extractor)
@@ -114,19 +120,25 @@ def _model_args(args, tensors: dict, source: str) -> dict:
     """``build_model``'s arguments as a checkpoint records them, checked against the names we know and against
     the tensor file's shapes before anything is built (a crafted size must not allocate terabytes)."""
     names = ("method", "backbone", "in_channels", "num_classes", "dictionary_size")
-    if not (isinstance(args, dict) and set(args) == set(names) and all(type(args[n]) is int for n in names[2:])
-            and all(type(args[n]) is str for n in names[:2])
-            and args["method"] in METHODS and args["backbone"] in available_backbones()):
-        raise checkpoint.CheckpointError(f"{source}: model_args should name a method, a backbone and three "
-                                         f"integers ({', '.join(names)}), got {args!r}")
+    method = METHODS.get(args.get("method")) if isinstance(args, dict) and type(args.get("method")) is str else None
+    names += ("psi",) if method is not None and method.auxiliary else ()  # MAXL's auxiliary classes per class
+    if not (method is not None and set(args) == set(names) and all(type(args[n]) is int for n in names[2:])
+            and type(args["backbone"]) is str and args["backbone"] in available_backbones()
+            and args.get("psi", 2) >= 2):
+        raise checkpoint.CheckpointError(f"{source}: model_args should name a method, a backbone and "
+                                         f"{len(names) - 2} integers ({', '.join(names)}), got {args!r}")
     keys, prototypes = tensors.get("model.dictionary.keys"), tensors.get("model.head.weight")
+    auxiliary = tensors.get("model.auxiliary.weight")
     size = 0 if keys is None else keys.shape[0]
-    expected = args["dictionary_size"] if METHODS[args["method"]].dictionary else 0  # vanilla ignores the size
+    expected = args["dictionary_size"] if method.dictionary else 0  # vanilla ignores the size
+    shape = (None if auxiliary is None else tuple(auxiliary.shape[1:]),
+             (args["num_classes"] * args["psi"],) if method.auxiliary else None)
     if (size != expected or prototypes is None or prototypes.shape[1:] != (args["num_classes"],)
-            or not 1 <= args["in_channels"] <= 64):
+            or shape[0] != shape[1] or not 1 <= args["in_channels"] <= 64):
         raise checkpoint.CheckpointError(f"{source}: model_args {args} do not match the tensors it holds "
                                          f"(dictionary of {size}, head "
-                                         f"{None if prototypes is None else tuple(prototypes.shape)})")
+                                         f"{None if prototypes is None else tuple(prototypes.shape)}, auxiliary head "
+                                         f"{None if auxiliary is None else tuple(auxiliary.shape)})")
     return args
 
 

@@ -46,3 +46,9 @@ def check_positive(name: str, value) -> float:
     if not is_positive(value):
         raise ConfigError(f"{name} must be positive, got {value!r}")
     return float(value)
+
+
+def check_non_negative(name: str, value) -> float:
+    if not (is_real(value) and value >= 0):
+        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from .common import check_target, fit_options, load_table_source, run_options, table_source
+from ..validation import ConfigError
+from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_settings, fit_options, load_table_source,
+                     run_options, table_run_options, table_source)
+
+LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "ablate", help="Meta-Neighborhoods' CV error against one of its parameters",
-        parents=[*run_options(), table_source(allow_all=False)],
+        parents=[*run_options(), table_source(allow_all=False), estimator_settings()],
         description="k-fold MSE of Meta-Neighborhoods for each value of one parameter (the same folds for every "
                     "value, the other parameters at the estimator's defaults); writes ablation.json, ablation.md "
                     "and ablation.png.",
@@ -27,9 +32,21 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
+    if args.param in ESTIMATOR_OPTIONS and getattr(args, args.param) is not None:
+        raise UsageError(f"--param {args.param} is varied over --values; drop --{args.param.replace('_', '-')}")
     from ..experiments.regression import run_ablation
 
     options = fit_options(args)
     run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
     print((Path(args.out) / "ablation.md").read_text(), end="")
+    LOGGER.info("wrote %s/ablation.md, ablation.json, ablation.png", args.out)
     return 0
+
+
+def options_from_record(record: dict) -> dict:
+    """The options of the ablate run whose ablation.json ``record`` is, for --config ('none' for a value None)."""
+    if "param" not in record:
+        raise ConfigError("not the ablation.json of an ablate run")
+    values = record.get("values")
+    listed = ["none" if value is None else value for value in values] if isinstance(values, list) else values
+    return {**table_run_options(record), "param": record["param"], "values": listed}

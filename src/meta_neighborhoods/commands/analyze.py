@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from .common import data_folders, device, output, parent, quiet, seed
+from .common import data_folders, device, output, parent, seed, verbosity
+
+LOGGER = logging.getLogger(__name__)
 
 SUMMARIES = {
     "tsne": lambda r: (f"tsne: {r['train_images']} training features and {r['dictionary_size']} keys; keys whose "
@@ -26,7 +29,7 @@ def add_parser(subparsers) -> None:
                                 help="where to write PNG and JSON files (default: the run folder)"),
                  data_folders(),
                  _samples(), seed(help="seed of the samples and of t-SNE (default %(default)s)"),
-                 device(task="compute features"), quiet("no progress messages")],
+                 device(task="compute features"), verbosity("warnings and errors only")],
         description="Reload a Meta-Neighborhoods classify run (its best checkpoint and data set; vanilla runs have no "
                     "dictionary and are refused) and write, next to each PNG, a JSON file with its numbers: "
                     "tsne (Fig. 5: keys among training features, t-SNE, keys coloured by their value's class), "
@@ -65,9 +68,10 @@ def run(args) -> int:
     results = run_analysis(
         args.run_dir, args.what, out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir, samples=args.samples,
         seed=args.seed, device=args.device, keys_per_class=None if args.all_keys else args.keys_per_class,
-        max_keys=None if args.all_keys else MAX_KEYS, progress=not args.quiet,
+        max_keys=None if args.all_keys else MAX_KEYS,
     )
     out = Path(args.out if args.out is not None else args.run_dir)
     for name, result in results.items():
-        print(f"{SUMMARIES[name](result)}; wrote {out / (name + '.png')}, {name}.json")
+        print(SUMMARIES[name](result))
+        LOGGER.info("wrote %s, %s.json", out / (name + ".png"), name)
     return 0

@@ -7,23 +7,28 @@ the defaults of the rest (its defaults are the ones ``--help`` shows).
 
 from __future__ import annotations
 
+import logging
 import shlex
+from dataclasses import fields
 from pathlib import Path
 
 from ..config import ClassificationConfig as Defaults
-from .common import UsageError, data_folders, device, output, parent, quiet, seed
+from ..validation import ConfigError
+from .common import UsageError, add_optimiser_options, data_folders, device, output, parent, seed, verbosity
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
-                        "dictionary_size", "out", "overwrite")
+                        "dictionary_size", "psi", "learning_rate", "weight_decay", "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
+RECORDED = {f.name: f.default for f in fields(Defaults) if f.name not in ("data_dir", "cache_dir")}  # in a record
+LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "classify", help="image classification of Table 1: vanilla, vanilla+iFiLM, Meta-Neighborhoods, MN+iFiLM",
+        "classify", help="image classification of Table 1: vanilla, MAXL, vanilla+iFiLM, Meta-Neighborhoods, MN+iFiLM",
         parents=[output(required=False), seed(None, help=f"random seed (default {Defaults.seed})"),
-                 device(default=None, shown=Defaults.device), quiet(), _configuration(), data_folders()],
-        description="Train one method (or all four) on an image data set with a cosine-classifier head: AdamW, "
+                 device(default=None, shown=Defaults.device), verbosity(), _configuration(), data_folders()],
+        description="Train one method (or all five) on an image data set with a cosine-classifier head: AdamW, "
                     "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs, a seeded 10% validation "
                     "split (at most 5000 images) held out of the training set; the best-on-validation weights "
                     "(highest accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + "
@@ -42,7 +47,7 @@ def _configuration():
     parser = parent()
     parser.add_argument("--resume", metavar="DIR",
                         help="continue the interrupted run in DIR with its saved configuration (only --device, "
-                             "--quiet, --data-dir and --cache-dir may be given with it)")
+                             "--quiet, -v, --data-dir and --cache-dir may be given with it)")
     # Names are checked by the experiment, not choices=: the registries import torch, which slows --help.
     parser.add_argument("--dataset", metavar="NAME",
                         help="registered image data set, e.g. digits, mnist, cifar10, cifar100, svhn "
@@ -51,12 +56,14 @@ def _configuration():
                         help="feature extractor, e.g. convnet4, resnet29, resnet56, densenet40_bc "
                              "(an unknown name lists them all)")
     parser.add_argument("--method", metavar="METHOD",
-                        help="vanilla (backbone + cosine head), vanilla_ifilm (iFiLM after every BatchNorm), "
-                             "mn (Meta-Neighborhoods), mn_ifilm (both), or all (the four, into OUT/<method>/)")
+                        help="vanilla (backbone + cosine head), maxl (vanilla trained with meta-learned auxiliary "
+                             "labels, MAXL), vanilla_ifilm (iFiLM after every BatchNorm), mn (Meta-Neighborhoods), "
+                             "mn_ifilm (both), or all (the five, into OUT/<method>/)")
     parser.add_argument("--epochs", type=int, help=f"training epochs (default {Defaults.epochs})")
     parser.add_argument("--batch-size", type=int,
                         help=f"mini-batch size (default {Defaults.batch_size}); under torchrun the "
                              "global batch, split over processes")
+    add_optimiser_options(parser, f"default {Defaults.learning_rate:g}", f"default {Defaults.weight_decay:g}")
     parser.add_argument("--train-subset", type=int, metavar="N",
                         help="train on N images of the training split only (seeded), for quick CPU runs")
     parser.add_argument("--key-init", choices=["gaussian", "samples"],
@@ -64,6 +71,8 @@ def _configuration():
                              "the features of random training images with their labels as values")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help="induced neighbours of mn and mn_ifilm (default 10 per class: 100 for 10-class sets)")
+    parser.add_argument("--psi", type=int, metavar="PSI",
+                        help=f"maxl: auxiliary classes per class, at least 2 (default {Defaults.psi}, as MAXL's code)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace the run already in --out (its files only); without it such a folder is refused")
     return parser
@@ -72,6 +81,8 @@ def _configuration():
 def check_options(args) -> None:
     """--resume takes none of the run options; a new run needs the four without a default."""
     if args.resume is not None:
+        if args.config is not None:
+            raise UsageError("--resume continues a run with its saved configuration; it takes no --config")
         given = [f"--{name.replace('_', '-')}" for name in CLASSIFY_RUN_OPTIONS if getattr(args, name) is not None]
         if given:
             raise UsageError(f"--resume continues a run with its saved configuration; drop {', '.join(given)}")
@@ -105,11 +116,23 @@ def run(args) -> int:
 
 
 def _report(result: dict, out: Path) -> None:
-    """One line for a single method; the comparison table for --method all."""
+    """The result on stdout: one line for a single method, the comparison table for --method all; the files
+    written as a message."""
     if "methods" in result:
         print((out / "comparison.md").read_text(), end="")
+        LOGGER.info("wrote %s/comparison.md, comparison.json, config.json, run.json and a folder per method", out)
         return
     print(f"{result['dataset']} / {result['backbone']} / {result['method']}: test accuracy "
           f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
-          f"{result['best_epoch']}, {result['seconds']:.1f} s); wrote {out}/metrics.json, metrics.csv, config.json, "
-          "run.json, checkpoints best and last")
+          f"{result['best_epoch']}, {result['seconds']:.1f} s)")
+    LOGGER.info("wrote %s/metrics.json, metrics.csv, config.json, run.json, checkpoints best and last", out)
+
+
+def options_from_record(record: dict) -> dict:
+    """The options of the classify run whose config.json (or metrics.json, comparison.json) ``record`` is, for
+    --config. Not its data folders (paths are never taken from a run folder), nor a setting at its default: the new
+    run gets that again, and a setting that does not apply to the run's method (--psi outside maxl) is refused."""
+    config = record.get("config", record)
+    if not (isinstance(config, dict) and "backbone" in config):
+        raise ConfigError("not the config.json, metrics.json or comparison.json of a classify run")
+    return {name: config[name] for name, default in RECORDED.items() if name in config and config[name] != default}

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import DEVICES
-from ..validation import check_int
+from ..config import DEVICES, MNConfig
+from ..validation import ConfigError, check_int, check_non_negative, check_positive
 from ..datasets.tables import available_tables, load_csv_table, load_table
+
+
+ESTIMATOR_OPTIONS = ("max_epochs", "learning_rate", "weight_decay", "batch_size", "dictionary_size", "top_k",
+                     "slot_dropout")  # estimator parameters with an option of the same name in regress and ablate
 
 
 class UsageError(Exception):
@@ -46,16 +50,24 @@ def device(task: str = "train", default: str | None = "auto", shown: str = "auto
     return parser
 
 
-def quiet(help: str = "no progress bars") -> argparse.ArgumentParser:
-    """--quiet; analyze prints messages rather than bars, and says so."""
+def verbosity(quiet_help: str = "warnings and errors only, no progress bars") -> argparse.ArgumentParser:
+    """--quiet or -v/--verbose: the level of the messages on stderr (the CLI sets it; INFO without either)."""
     parser = parent()
-    parser.add_argument("--quiet", action="store_true", help=help)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", action="store_true", help=quiet_help)
+    group.add_argument("-v", "--verbose", action="store_true", help="debug messages too")
     return parser
 
 
 def run_options() -> list[argparse.ArgumentParser]:
-    """--out, --seed, --device and --quiet, the first options of every training command."""
-    return [output(), seed(), device(), quiet()]
+    """--out, --seed, --device, --quiet and --verbose, the first options of every training command."""
+    return [output(), seed(), device(), verbosity()]
+
+
+def add_optimiser_options(parser: argparse.ArgumentParser, learning_rate: str, weight_decay: str) -> None:
+    """--learning-rate and --weight-decay of AdamW, with the defaults the help shows; None = not given."""
+    parser.add_argument("--learning-rate", type=float, metavar="LR", help=f"AdamW's learning rate ({learning_rate})")
+    parser.add_argument("--weight-decay", type=float, metavar="WD", help=f"AdamW's weight decay ({weight_decay})")
 
 
 def data_folders(
@@ -113,13 +125,50 @@ def load_table_source(args):
     return load_table(args.dataset, args.data_dir)
 
 
+def estimator_settings() -> argparse.ArgumentParser:
+    """The training settings regress and ablate pass to the MLP estimators; not given: the estimator's default."""
+    parser = parent()
+    add_optimiser_options(parser, "default: the estimator's", "default: the estimator's")
+    parser.add_argument("--batch-size", type=int, metavar="B", help="mini-batch size (default: the estimator's)")
+    parser.add_argument("--dictionary-size", type=int, metavar="S",
+                        help="induced neighbours of Meta-Neighborhoods (default: the estimator's; vanilla has none)")
+    parser.add_argument("--top-k", type=int, metavar="K",
+                        help="attend to the K most similar keys only (default: all of them)")
+    parser.add_argument("--slot-dropout", type=float, metavar="P",
+                        help="share of the dictionary hidden from each training example (default: the estimator's)")
+    return parser
+
+
 def fit_options(args) -> dict:
     """The keyword arguments regress and ablate both pass to their experiment, checked before any work."""
     check_int("--seeds", args.seeds)
-    params = {"device": args.device}
-    if args.max_epochs is not None:
-        params["max_epochs"] = check_int("--max-epochs", args.max_epochs)
     if args.max_rows is not None:
         check_int("--max-rows", args.max_rows)
+    params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name) is not None}
+    _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
-            "progress": not args.quiet, "estimator_params": params}
+            "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}
+
+
+def _check_estimator_params(params: dict) -> None:
+    """The estimator checks its parameters when it fits, minutes into a run; these fail before any work."""
+    for name in ("max_epochs", "batch_size"):
+        if name in params:
+            check_int("--" + name.replace("_", "-"), params[name])
+    if "learning_rate" in params:
+        check_positive("--learning-rate", params["learning_rate"])
+    if "weight_decay" in params:
+        check_non_negative("--weight-decay", params["weight_decay"])
+    MNConfig(**{name: params[name] for name in ("dictionary_size", "top_k", "slot_dropout") if name in params})
+
+
+def table_run_options(record: dict) -> dict:
+    """The options of the regress or ablate run whose results.json or ablation.json ``record`` is: its protocol,
+    the estimator settings it was given and its table when registered (a --data-file's path is not recorded)."""
+    config = record.get("config")
+    if not (isinstance(config, dict) and isinstance(config.get("estimator_params"), dict)):
+        raise ConfigError("not the results.json or ablation.json of a regress or ablate run")
+    options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "search") if key in config}
+    if isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
+        options["dataset"] = record["dataset"]
+    return {**options, **config["estimator_params"]}

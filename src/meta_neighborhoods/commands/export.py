@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
+from .common import verbosity
+
+LOGGER = logging.getLogger(__name__)
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export", help="a classify run's best network as one ONNX graph, to deploy without Python",
+        parents=[verbosity("warnings and errors only")],
         description="Export the best checkpoint of a classify run as a single ONNX graph: backbone (with iFiLM), "
                     "attention over the dictionary, the inner finetuning steps and the cosine head, for onnxruntime "
                     "or any ONNX runtime. Input 'input': float32 images (batch, C, height, width), scaled to [0, 1] "
@@ -31,7 +38,8 @@ def run(args) -> int:
         path, difference = export_run(args.run_dir, args.out)
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
-    print(f"wrote {path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output "
-          f"'output' = class logits of the adapted predictor (normalisation and class names in its metadata); max |onnxruntime - PyTorch| = {difference:.2e} on a "
-          f"random batch of {CHECK_BATCH}")
+    print(f"{path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output 'output' = "
+          f"class logits of the adapted predictor (normalisation and class names in its metadata); "
+          f"max |onnxruntime - PyTorch| = {difference:.2e} on a random batch of {CHECK_BATCH}")
+    LOGGER.info("wrote %s", path)
     return 0

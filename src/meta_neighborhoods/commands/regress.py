@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from ..datasets.tables import available_tables
-from .common import check_target, fit_options, load_table_source, run_options, table_source
+from ..validation import ConfigError
+from .common import (check_target, estimator_settings, fit_options, load_table_source, run_options, table_run_options,
+                     table_source)
+
+LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "regress", help="regression tables of Table 2: kNN, vanilla MLP, Meta-Neighborhoods, gradient boosting",
-        parents=[*run_options(), table_source(allow_all=True)],
+        parents=[*run_options(), table_source(allow_all=True), estimator_settings()],
         description="k-fold MSE on the standardised target for kNN (k by inner CV), the vanilla MLP, "
                     "Meta-Neighborhoods (estimator defaults) and HistGradientBoosting, with paired t-tests of "
                     "Meta-Neighborhoods against each; writes results.json, results.md and folds.png "
@@ -30,8 +35,17 @@ def run(args) -> int:
     options = {**fit_options(args), "search": args.search}
     if args.dataset == "all":
         run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
-        print((Path(args.out) / "summary.md").read_text(), end="")
+        written = ("summary.md", "summary.json and a folder per data set")
     else:
         run_regression(load_table_source(args), args.out, **options)
-        print((Path(args.out) / "results.md").read_text(), end="")
+        written = ("results.md", "results.json, folds.png")
+    print((Path(args.out) / written[0]).read_text(), end="")
+    LOGGER.info("wrote %s/%s, %s", args.out, *written)
     return 0
+
+
+def options_from_record(record: dict) -> dict:
+    """The options of the regress run whose results.json ``record`` is, for --config."""
+    if "param" in record:
+        raise ConfigError("the ablation.json of an ablate run, not the results.json of a regress run")
+    return table_run_options(record)

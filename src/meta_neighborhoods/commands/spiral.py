@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..config import SpiralConfig
+from ..validation import ConfigError
 from .common import run_options
+
+LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
@@ -26,6 +31,20 @@ def run(args) -> int:
     metrics = run_spiral(args.out, config, device=args.device, progress=not args.quiet)
     accuracy = metrics["test_accuracy"]
     print(f"spiral test accuracy: vanilla {accuracy['vanilla']:.4f}, "
-          f"meta-neighborhoods {accuracy['meta_neighborhoods']:.4f} ({metrics['seconds']:.1f} s); "
-          f"wrote {args.out}/metrics.json, {', '.join(metrics['files'])}")
+          f"meta-neighborhoods {accuracy['meta_neighborhoods']:.4f} ({metrics['seconds']:.1f} s)")
+    LOGGER.info("wrote %s/metrics.json, %s", args.out, ", ".join(metrics["files"]))
     return 0
+
+
+def options_from_record(record: dict) -> dict:
+    """The options of the spiral run whose metrics.json ``record`` is, for --config (its other settings are
+    fixed)."""
+    config = record.get("config")
+    if not (isinstance(config, dict) and "n_per_class" in config):
+        raise ConfigError("not the metrics.json of a spiral run")
+    options = {name: config[name] for name in ("seed", "epochs") if name in config}
+    if "animation" in config:
+        if not isinstance(config["animation"], bool):
+            raise ConfigError(f"animation must be true or false, got {config['animation']!r}")
+        options["no_animation"] = not config["animation"]
+    return options

@@ -25,7 +25,7 @@ A vanilla run has no dictionary and is refused.
 
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,7 @@ RETRIEVAL_CAPTION = ("Each row: one learned neighbour (key), labelled with its v
                      "its learned value (a class distribution) gives that class, i.e. how sure the key is of its "
                      "class. Green outline: the test image's label is the key's class; red: it is not.")
 FEATURE_BATCH = 256
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -136,17 +137,11 @@ def _config(run: LoadedRun, what: str, samples, seed: int, **extra) -> dict:
             "method": run.config.method, "device": str(run.device), **extra}
 
 
-def _say(progress: bool, message: str) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Fig. 5: t-SNE of keys among training features
 
 
-def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: int = 0,
-                 progress: bool = False) -> dict:
+def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: int = 0) -> dict:
     """t-SNE of ``samples`` training features and every key; writes ``tsne.png`` and ``tsne.json``."""
     from sklearn.manifold import TSNE
 
@@ -154,7 +149,7 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
 
     out = prepare_out_dir(out)
     index = _sample(len(run.train), samples, seed)
-    _say(progress, f"tsne: features of {len(index)} training images")
+    LOGGER.info("tsne: features of %d training images", len(index))
     split, z = _features_of(run, "train", index)
     labels = split.labels
     keys = run.model.dictionary.keys.detach().float().cpu()
@@ -164,7 +159,7 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
     if normalised:
         points = F.normalize(points, dim=-1)
     perplexity = float(min(30.0, (len(points) - 1) / 3))
-    _say(progress, f"tsne: embedding {len(index)} features and {len(keys)} keys (perplexity {perplexity:g})")
+    LOGGER.info("tsne: embedding %d features and %d keys (perplexity %g)", len(index), len(keys), perplexity)
     xy = TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(
         points.numpy().astype(np.float64))
     train_xy, key_xy = xy[: len(index)], xy[len(index):]
@@ -236,13 +231,13 @@ def cosine_title(dataset: str, shares: dict, accuracy_before: float, accuracy_af
             f"{shares['median_abs_change']:.1e})")
 
 
-def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 0, progress: bool = False) -> dict:
+def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 0) -> dict:
     """Fig. 4 on ``samples`` test images (all when None); writes ``cosine.png`` and ``cosine.json``."""
     from ..plots import cosine_figure
 
     out = prepare_out_dir(out)
     index = _sample(len(run.dataset.test), samples, seed)
-    _say(progress, f"cosine: {len(index)} test images")
+    LOGGER.info("cosine: %d test images", len(index))
     split, z = _features_of(run, "test", index)
     z = z.to(run.device)
     labels = torch.from_numpy(split.labels).to(run.device)
@@ -287,7 +282,7 @@ def select_keys(key_classes: np.ndarray, key_max: np.ndarray, keys_per_class: in
 
 def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int = 0,
                       keys_per_class: int | None = KEYS_PER_CLASS, max_keys: int | None = MAX_KEYS,
-                      k: int = RETRIEVED, progress: bool = False) -> dict:
+                      k: int = RETRIEVED) -> dict:
     """The ``k`` test images (out of ``samples``, all when None) nearest to each chosen key by cosine similarity of
     features; writes ``retrieval.png`` and ``retrieval.json``."""
     from ..plots import retrieval_figure
@@ -296,7 +291,7 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
     index = _sample(len(run.dataset.test), samples, seed)
     if len(index) < k:
         raise ConfigError(f"retrieval needs at least {k} test images, got {len(index)}")
-    _say(progress, f"retrieval: features of {len(index)} test images")
+    LOGGER.info("retrieval: features of %d test images", len(index))
     split, z = _features_of(run, "test", index)
     keys = run.model.dictionary.keys.detach().float().cpu()
     key_classes, key_max = _key_classes(run)
@@ -334,7 +329,7 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
 
 def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=None, samples: int | None = None,
                  seed: int = 0, device: str = "cpu", keys_per_class: int | None = KEYS_PER_CLASS,
-                 max_keys: int | None = MAX_KEYS, progress: bool = False) -> dict:
+                 max_keys: int | None = MAX_KEYS) -> dict:
     """Run ``what`` (one of ``ANALYSES`` or ``"all"``) on a classify run; files go to ``out`` (default: the run).
 
     ``samples`` is the number of training images for ``tsne`` (default ``TSNE_SAMPLES``) and of test images for
@@ -351,9 +346,9 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     results = {}
     for name in ANALYSES if what == "all" else (what,):
         if name == "tsne":
-            results[name] = analyze_tsne(run, out, TSNE_SAMPLES if samples is None else samples, seed, progress)
+            results[name] = analyze_tsne(run, out, TSNE_SAMPLES if samples is None else samples, seed)
         elif name == "cosine":
-            results[name] = analyze_cosine(run, out, samples, seed, progress)
+            results[name] = analyze_cosine(run, out, samples, seed)
         else:
-            results[name] = analyze_retrieval(run, out, samples, seed, keys_per_class, max_keys, progress=progress)
+            results[name] = analyze_retrieval(run, out, samples, seed, keys_per_class, max_keys)
     return results

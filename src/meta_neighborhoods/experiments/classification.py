@@ -1,4 +1,4 @@
-"""Table 1: image classification by vanilla, vanilla+iFiLM, Meta-Neighborhoods and MN+iFiLM on one backbone.
+"""Table 1: image classification by vanilla, MAXL, vanilla+iFiLM, Meta-Neighborhoods and MN+iFiLM on one backbone.
 
 Protocol (the same for every method, so only the method differs):
 
@@ -23,6 +23,8 @@ Protocol (the same for every method, so only the method differs):
 Every method uses the cosine classifier (tau learned, init 10) on the backbone's features. The Meta-Neighborhoods
 settings follow the authors' image code, see ``runs.IMAGE_CONFIG``; the run folder's layout is ``runs.py``'s. The
 dictionary size is not given in the paper's main text; our default is ``NEIGHBOURS_PER_CLASS`` (10) slots per class: 100 for 10-class sets.
+MAXL (``maxl.py``) trains the vanilla network with a label generator beside it, through the same loop and protocol;
+its fixed settings are recorded in config.json under ``maxl``, psi with the arguments.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, checkpoint, distributed, runs
+from .. import __version__, checkpoint, distributed, maxl, runs
 from ..backbones import available_backbones
 from ..callbacks import Callback, History, MetricsLog, Progress, TensorBoardLog, tensorboard_available
 from ..config import ClassificationConfig
@@ -56,6 +58,8 @@ RUN_FIELDS = ("dictionary_size", "key_init")  # MNConfig fields each run sets (r
 NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
 GRAD_CLIP = 10.0
+MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
+                 "entropy_weight": maxl.ENTROPY_WEIGHT}
 LR_DROP_AT = 2 / 3  # fraction of the epochs after which the learning rate drops tenfold
 
 
@@ -140,9 +144,10 @@ def _check_names(dataset: str, backbone: str, method: str) -> None:
 
 def _model_args(config: ClassificationConfig, dataset: ImageDataset) -> dict:
     """``build_model``'s arguments for this run: what rebuilds the network of checkpoint ``best``."""
+    spec = METHODS[config.method]
     return {"method": config.method, "backbone": config.backbone, "in_channels": dataset.train.images.shape[1],
-            "num_classes": len(dataset.classes),
-            "dictionary_size": config.dictionary_size if METHODS[config.method].dictionary else 0}
+            "num_classes": len(dataset.classes), "dictionary_size": config.dictionary_size if spec.dictionary else 0,
+            **({"psi": config.psi} if spec.auxiliary else {})}
 
 
 def _run_config(config: ClassificationConfig, model_args: dict | None = None) -> dict:
@@ -152,9 +157,14 @@ def _run_config(config: ClassificationConfig, model_args: dict | None = None) ->
         **asdict(config),
         **({"model": model_args} if model_args is not None else {}),
         "meta_neighborhoods": method, "ifilm_where": IFILM_WHERE,
+        **({"maxl": MAXL_SETTINGS} if _trains_maxl(config.method) else {}),
         "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config.epochs),
         "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX, "version": __version__,
     }
+
+
+def _trains_maxl(method: str) -> bool:
+    return method == "all" or METHODS[method].auxiliary
 
 
 def _milestones(epochs: int) -> list[int]:
@@ -284,6 +294,9 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     refused unless ``overwrite`` (which removes that run's files first).
     """
     _check_names(dataset, backbone, method)
+    if "psi" in options and not _trains_maxl(method):
+        raise ConfigError(f"--psi (psi, MAXL's auxiliary classes per class) applies to --method maxl or all, not "
+                          f"{method!r}")
     options = {**options, **{k: str(options[k]) for k in ("data_dir", "cache_dir") if options.get(k) is not None}}
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)

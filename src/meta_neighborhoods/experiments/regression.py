@@ -3,7 +3,7 @@ MLP, Meta-Neighborhoods, gradient boosting and the optional baselines, with the 
 
 from __future__ import annotations
 
-import sys
+import logging
 
 from .. import __version__
 from ..datasets.files import DataFileError
@@ -26,6 +26,7 @@ ABLATION_TYPES = {
 }
 NONE_MEANS = {"temperature": "the default temperature", "top_k": "full attention"}  # what the value 'none' means
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
+LOGGER = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
         try:
             table = load_table(name, data_dir)
         except DataFileError as error:
-            print(f"skipping {name}: {error}", file=sys.stderr)
+            LOGGER.warning("skipping %s: %s", name, error)
             skipped[name] = str(error)
             continue
         results = run_regression(table, out / name, methods=methods, **options)

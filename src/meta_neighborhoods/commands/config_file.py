@@ -1,0 +1,191 @@
+"""``--config FILE``: a command's options from a TOML, YAML or JSON file, or from the record of an earlier run.
+
+Keys are the command's long option names (``max-epochs`` or ``max_epochs``). The values become the parser's
+defaults, so argparse keeps its precedence: a flag on the command line wins over the file. argparse neither
+converts nor checks a default, so each value is checked here against its option: its type (true or false for a
+flag, a list for a list option, whose items may be numbers: ``values = [16, 64]``) and its choices. A JSON file
+with a ``config`` or ``version`` key (neither is an option) is the record of a run (``config.json``,
+``results.json``, ...): the command's ``options_from_record`` turns it into options, checked the same way.
+
+The file is untrusted: its size is bounded, YAML is read with ``yaml.safe_load`` only, and every refusal is one
+line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..validation import ConfigError, is_int, is_real
+
+MAX_BYTES = 1 << 20  # options fit in far less; a larger file is a mistake, not a configuration
+NOT_IN_FILES = ("help", "config")  # a file naming another file would chain untrusted reads
+SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
+           None: ("a string", lambda value: isinstance(value, str))}
+
+
+def add_option(parser: argparse.ArgumentParser, records: bool) -> None:
+    """--config; ``records``: whether the command reads the record of its runs too."""
+    record = (", or the record of an earlier run of this command (its config.json, metrics.json, results.json or "
+              "ablation.json)") if records else ""
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"read options from a .toml, .yaml or .json file (keys: the long option names){record}; "
+                             "options given here win over the file")
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.ArgumentParser | None = None,
+          from_record=None) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the options of the file ``--config`` names in ``command``'s arguments
+    as defaults; ``from_record`` turns a run record into options (None: the command reads none)."""
+    path = _config_path(argv) if command is not None else None
+    if path is None:
+        return parser.parse_args(argv)
+    values = _checked(command, _read_options(Path(path), from_record), path)
+    defaults = {dest: command.get_default(dest) for dest in values}
+    command.set_defaults(**values)
+    for action in command._actions:  # given by the file: no longer required on the command line
+        action.required = action.required and action.dest not in values
+    for group in command._mutually_exclusive_groups:
+        group.required = group.required and not any(action.dest in values for action in group._group_actions)
+    args = parser.parse_args(argv)
+    _settle_exclusive(command, args, values, defaults)
+    return args
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The FILE of ``--config FILE`` (abbreviations as argparse takes them); None when absent or malformed, which
+    the real parse then reports."""
+    finder = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    finder.add_argument("--config")
+    try:
+        return finder.parse_known_args(argv)[0].config
+    except argparse.ArgumentError:
+        return None
+
+
+def _settle_exclusive(command, args, values: dict, defaults: dict) -> None:
+    """A flag on the command line replaces the file's choice in its mutually exclusive group (``--data-file`` the
+    file's ``dataset``, ``-v`` its ``quiet``): argparse cannot see that clash, the file's value being a default."""
+    for group in command._mutually_exclusive_groups:
+        members = group._group_actions
+        if any(a.dest not in values and getattr(args, a.dest) != a.default for a in members):
+            for action in members:
+                if action.dest in values:
+                    setattr(args, action.dest, defaults[action.dest])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _read_options(path: Path, from_record) -> dict:
+    """The file's mapping; a run record's as the options it ran with."""
+    values = _read(path)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(values).__name__}")
+    if path.suffix.lower() == ".json" and ("config" in values or "version" in values):
+        if from_record is None:
+            raise ConfigError(f"{path}: the record of a run, which this command cannot read; give a file of options")
+        try:
+            values = from_record(values)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    return values
+
+
+def _read(path: Path):
+    readers = {".toml": _toml, ".yaml": _yaml, ".yml": _yaml, ".json": json.loads}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise ConfigError(f"{path}: unknown kind of config file; --config reads .toml, .yaml, .yml or .json")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist or is not a regular file")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    if len(data) > MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_BYTES // 1024} KiB, too large for a config file")
+    try:
+        return reader(data)
+    except ConfigError as error:  # a missing reader
+        raise ConfigError(f"{path}: {error}") from None
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError, JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.').upper()}: {' '.join(str(error).split())}") \
+            from None
+
+
+def _toml(data: bytes):
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise ConfigError("reading TOML needs Python 3.11 or later; use a JSON or YAML file") from None
+    return tomllib.loads(data.decode("utf-8"))
+
+
+def _yaml(data: bytes):
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        raise ConfigError("reading YAML needs PyYAML: pip install pyyaml, or use a TOML or JSON file") from None
+    try:
+        return yaml.safe_load(data)  # plain data only: no Python objects
+    except yaml.YAMLError as error:
+        raise ValueError(error) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checking
+
+
+def _checked(command: argparse.ArgumentParser, values: dict, path) -> dict:
+    """The file's values by destination, each checked against its option."""
+    options = {option: action for action in command._actions if action.dest not in NOT_IN_FILES
+               for option in action.option_strings if option.startswith("--")}
+    checked, seen = {}, set()
+    for key, value in values.items():
+        action = options.get("--" + key.replace("_", "-")) if isinstance(key, str) else None
+        if action is None:
+            known = ", ".join(sorted(option[2:] for option in options))
+            raise ConfigError(f"{path}: unknown option {_shown(key)} for {command.prog}; its options: {known}")
+        if action.dest in seen:
+            raise ConfigError(f"{path}: option {key} is given twice")
+        seen.add(action.dest)
+        if value is None and action.default is None:  # null: not given
+            continue
+        checked[action.dest] = _value(action, value, f"{path}: {key}")
+    for group in command._mutually_exclusive_groups:
+        both = [a.option_strings[-1] for a in group._group_actions if checked.get(a.dest, a.default) != a.default]
+        if len(both) > 1:
+            raise ConfigError(f"{path}: {' and '.join(both)} exclude each other")
+    return checked
+
+
+def _value(action: argparse.Action, value, where: str):
+    if action.nargs == 0:  # a flag
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
+        return action.const if value else action.default
+    if action.nargs is None:
+        return _scalar(action, value, where)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where} must be a non-empty list, got {_shown(value)}")
+    return [_scalar(action, str(item) if action.type is None and is_real(item) else item, where) for item in value]
+
+
+def _scalar(action: argparse.Action, value, where: str):
+    kind, accepts = SCALARS[action.type]
+    if not accepts(value):
+        raise ConfigError(f"{where} must be {kind}, got {_shown(value)}")
+    value = value if action.type is None else action.type(value)
+    if action.choices is not None and value not in action.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}; got {_shown(value)}")
+    return value
+
+
+def _shown(value) -> str:
+    """A value for a one-line message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

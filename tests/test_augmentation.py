@@ -1,0 +1,65 @@
+"""The authors' augmentation pipeline: shapes, reproducibility, and what each step may change."""
+
+import numpy as np
+import pytest
+import torch
+
+from meta_neighborhoods.datasets.augmentation import (CIFAR10_POLICY, MAGNITUDES, _operate, autoaugment, cutout,
+                                                      paper_augment)
+from PIL import Image
+
+
+def images(channels, n=6, size=32, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, channels, size, size), dtype=np.uint8))
+
+
+def test_the_policy_has_25_pairs_of_known_operations_with_levels_0_to_9():
+    names = set(MAGNITUDES) | {"autocontrast", "equalize", "invert"}
+    assert len(CIFAR10_POLICY) == 25
+    for pair in CIFAR10_POLICY:
+        assert len(pair) == 2
+        for probability, name, level in pair:
+            assert 0 <= probability <= 1 and name in names and 0 <= level <= 9
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+@pytest.mark.parametrize("name", sorted(set(MAGNITUDES) | {"autocontrast", "equalize", "invert"}))
+def test_every_operation_keeps_size_and_mode_and_changes_the_image(mode, name):
+    array = np.random.default_rng(1).integers(40, 200, (32, 32) if mode == "L" else (32, 32, 3), dtype=np.uint8)
+    image = Image.fromarray(array)
+    out = _operate(image, name, 9, -1)
+    assert out.size == image.size and out.mode == image.mode
+    grey_colour = mode == "L" and name == "color"  # saturation of a grey image: nothing to change
+    assert np.array_equal(np.asarray(out), array) == grey_colour
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_paper_augment_is_uint8_of_the_same_shape_and_reproducible(channels):
+    x = images(channels)
+    first = paper_augment(x, torch.Generator().manual_seed(3))
+    again = paper_augment(x, torch.Generator().manual_seed(3))
+    other = paper_augment(x, torch.Generator().manual_seed(4))
+    assert first.dtype == torch.uint8 and first.shape == x.shape
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_autoaugment_draws_only_from_the_generator_it_is_given():
+    x = images(3)
+    torch.manual_seed(0)
+    first = autoaugment(x, np.random.default_rng(5))
+    torch.manual_seed(1)
+    np.random.seed(1)
+    assert torch.equal(first, autoaugment(x, np.random.default_rng(5)))
+
+
+def test_cutout_zeroes_one_clipped_square_around_a_pixel_and_nothing_else():
+    x = torch.full((200, 1, 32, 32), 7, dtype=torch.uint8)
+    out = cutout(x, torch.Generator().manual_seed(0))
+    for image in out[:, 0]:
+        rows, columns = torch.nonzero(image == 0, as_tuple=True)
+        assert 0 < len(rows) <= 16 * 16
+        height, width = rows.max() - rows.min() + 1, columns.max() - columns.min() + 1
+        assert len(rows) == height * width and height <= 16 and width <= 16  # one rectangle
+        assert (image[image != 0] == 7).all()
+    corners = [(out[:, 0, :8, :8] == 0).any(), (out[:, 0, -8:, -8:] == 0).any()]
+    assert all(corners)  # squares reach the borders, clipped

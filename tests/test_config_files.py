@@ -1,0 +1,220 @@
+"""``--config FILE``: options from TOML, YAML and JSON files and from the records of earlier runs; flags win over
+the file; every bad file is refused with one line naming the file and the key, before any work."""
+
+import json
+
+import pytest
+
+from meta_neighborhoods.cli import main
+from meta_neighborhoods.commands import COMMANDS
+
+
+@pytest.fixture
+def parsed(monkeypatch):
+    """``parsed(argv)``: the options a command receives, its work replaced by nothing from the first call on."""
+    received = {}
+
+    def parse(argv):
+        for command in COMMANDS:
+            monkeypatch.setattr(command, "run", lambda args: received.update(args=args) or 0)
+        assert main(argv) == 0
+        return received.pop("args")
+
+    return parse
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return str(path)
+
+
+def _refused(capsys, argv, *parts) -> str:
+    """Exit status 2 and one line on stderr that holds every part."""
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and all(part in error for part in parts), error
+    return error
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files of options
+
+
+def test_a_toml_file_gives_options_and_the_command_line_wins(tmp_path, parsed):
+    config = _write(tmp_path / "spiral.toml", 'out = "runs/s"\nepochs = 7\nseed = 3\nno-animation = true\n'
+                                              'device = "cpu"\n')
+    args = parsed(["spiral", "--config", config])  # --out, a required option, comes from the file
+    assert (args.out, args.epochs, args.seed, args.no_animation, args.device) == ("runs/s", 7, 3, True, "cpu")
+    args = parsed(["spiral", "--config", config, "--seed", "5", "--out", "elsewhere"])
+    assert (args.out, args.epochs, args.seed) == ("elsewhere", 7, 5)
+    assert parsed(["spiral", "--conf", config]).epochs == 7  # abbreviated as argparse allows
+
+
+def test_a_json_file_takes_dashes_or_underscores_and_floats_from_integers(tmp_path, parsed):
+    config = _write(tmp_path / "r.json", json.dumps({"dataset": "gom", "out": "o", "max_epochs": 2, "learning-rate": 1,
+                                                     "top_k": 4, "search": True}))
+    args = parsed(["regress", "--config", config])
+    assert (args.dataset, args.max_epochs, args.learning_rate, args.top_k, args.search) == ("gom", 2, 1.0, 4, True)
+    assert isinstance(args.learning_rate, float)
+
+
+def test_a_yaml_file_gives_a_list_option_whose_items_may_be_numbers(tmp_path, parsed):
+    pytest.importorskip("yaml")
+    config = _write(tmp_path / "a.yaml", "dataset: gom\nout: o\nparam: top_k\nvalues: [none, 4, 16]\nfolds: 2\n")
+    args = parsed(["ablate", "--config", config])
+    assert (args.param, args.values, args.folds) == ("top_k", ["none", "4", "16"], 2)
+    assert parsed(["ablate", "--config", config, "--values", "8"]).values == ["8"]
+
+
+def test_a_flag_on_the_command_line_replaces_the_files_choice_of_an_exclusive_pair(tmp_path, parsed):
+    config = _write(tmp_path / "r.toml", 'dataset = "all"\nout = "o"\nquiet = true\n')
+    args = parsed(["regress", "--config", config, "--data-file", "t.csv", "--target", "y", "-v"])
+    assert (args.dataset, args.data_file, args.quiet, args.verbose) == (None, "t.csv", False, True)
+    args = parsed(["regress", "--config", config])
+    assert (args.dataset, args.data_file, args.quiet, args.verbose) == ("all", None, True, False)
+
+
+def test_null_leaves_an_option_at_its_default(tmp_path, parsed):
+    config = _write(tmp_path / "r.json", '{"dataset": "gom", "out": "o", "max_rows": null}')
+    assert parsed(["regress", "--config", config]).max_rows is None
+
+
+@pytest.mark.parametrize("name, text, parts", [
+    ("u.toml", 'out = "o"\nepoch = 3\n', ["unknown option 'epoch' for meta-neighborhoods spiral", "epochs"]),
+    ("c.toml", 'out = "o"\nconfig = "other.toml"\n', ["unknown option 'config'"]),
+    ("t.toml", 'out = "o"\nepochs = "3"\n', ["epochs must be an integer, got '3'"]),
+    ("f.toml", 'out = "o"\nepochs = 2.5\n', ["epochs must be an integer, got 2.5"]),
+    ("b.toml", 'out = "o"\nno-animation = "yes"\n', ["no-animation must be true or false, got 'yes'"]),
+    ("d.toml", 'out = "o"\ndevice = "tpu"\n', ["device must be one of auto, cpu, cuda; got 'tpu'"]),
+    ("n.json", '{"out": "o", "seed": null}', ["seed must be an integer, got None"]),
+    ("l.json", '[["epochs", 3]]', ["expected a mapping of option names to values, got list"]),
+    ("s.json", '"epochs"', ["expected a mapping of option names to values, got str"]),
+    ("twice.json", '{"out": "o", "no-animation": true, "no_animation": true}',
+     ["option no_animation is given twice"]),
+    ("syntax.toml", 'epochs = \n', ["not valid TOML: Invalid value"]),
+    ("syntax.json", '{"epochs": 3', ["not valid JSON"]),
+    ("options.ini", 'epochs = 3\n', ["unknown kind of config file; --config reads .toml, .yaml, .yml or .json"]),
+    ("quiet.toml", 'out = "o"\nquiet = true\nverbose = true\n', ["--quiet and --verbose exclude each other"]),
+])
+def test_a_bad_file_is_refused_naming_the_file_and_the_key(tmp_path, capsys, name, text, parts):
+    config = _write(tmp_path / name, text)
+    _refused(capsys, ["spiral", "--config", config], f"meta-neighborhoods spiral: error: {config}", *parts)
+
+
+def test_a_list_option_needs_a_list_of_its_type(tmp_path, capsys):
+    config = _write(tmp_path / "a.toml", 'dataset = "gom"\nout = "o"\nparam = "top_k"\nvalues = 4\n')
+    _refused(capsys, ["ablate", "--config", config], "values must be a non-empty list, got 4")
+    config = _write(tmp_path / "b.toml", 'dataset = "gom"\nout = "o"\nparam = "top_k"\nvalues = [true]\n')
+    _refused(capsys, ["ablate", "--config", config], "values must be a string, got True")
+    config = _write(tmp_path / "c.toml", 'dataset = "iris"\nout = "o"\nparam = "top_k"\nvalues = [1]\n')
+    _refused(capsys, ["ablate", "--config", config], "dataset must be one of gom, ")
+
+
+def test_a_missing_a_too_large_or_a_special_file_is_refused(tmp_path, capsys):
+    missing = str(tmp_path / "nope.toml")
+    _refused(capsys, ["spiral", "--config", missing], f"config file {missing} does not exist or is not a regular file")
+    (tmp_path / "folder.toml").mkdir()
+    _refused(capsys, ["spiral", "--config", str(tmp_path / "folder.toml")], "is not a regular file")
+    large = _write(tmp_path / "large.json", json.dumps({"out": "o", "target": "y" * 2_000_000}))
+    _refused(capsys, ["regress", "--config", large], f"{large}: larger than 1024 KiB, too large for a config file")
+    deep = _write(tmp_path / "deep.json", "[" * 100_000 + "]" * 100_000)
+    _refused(capsys, ["spiral", "--config", deep], f"{deep}: not valid JSON")
+
+
+def test_yaml_builds_plain_data_only(tmp_path, capsys):
+    pytest.importorskip("yaml")
+    marker = tmp_path / "ran"
+    config = _write(tmp_path / "evil.yaml", f'out: !!python/object/apply:os.system ["touch {marker}"]\n')
+    _refused(capsys, ["spiral", "--config", config], f"{config}: not valid YAML: could not determine a constructor")
+    assert not marker.exists()
+
+
+def test_yaml_without_pyyaml_says_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "yaml", None)  # import yaml now fails
+    config = _write(tmp_path / "s.yml", "out: o\n")
+    _refused(capsys, ["spiral", "--config", config], f"{config}: reading YAML needs PyYAML: pip install pyyaml, "
+                                                     "or use a TOML or JSON file")
+
+
+def test_resume_takes_no_config_file(tmp_path, capsys):
+    config = _write(tmp_path / "c.toml", "epochs = 3\n")
+    _refused(capsys, ["classify", "--resume", str(tmp_path), "--config", config],
+             "--resume continues a run with its saved configuration; it takes no --config")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Records of earlier runs
+
+
+def test_a_classify_run_repeats_from_its_config_json(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+            "--train-subset", "64", "--learning-rate", "0.002", "--weight-decay", "0", "--seed", "2", "--device",
+            "cpu", "--quiet"]
+    assert main([*argv, "--out", str(first)]) == 0
+    config = json.loads((first / "config.json").read_text())
+    assert (config["learning_rate"], config["weight_decay"], config["train_subset"]) == (0.002, 0.0, 64)
+    assert main(["classify", "--config", str(first / "config.json"), "--out", str(second), "--quiet"]) == 0
+    assert json.loads((second / "config.json").read_text()) == config
+    first_metrics, second_metrics = (json.loads((run / "metrics.json").read_text()) for run in (first, second))
+    assert first_metrics["test_accuracy"] == second_metrics["test_accuracy"]
+
+
+def test_a_classify_record_gives_its_options_but_no_paths(tmp_path, parsed):
+    record = {"dataset": "digits", "backbone": "convnet4", "method": "mn", "epochs": 3, "batch_size": 128,
+              "learning_rate": 0.01, "dictionary_size": 100, "seed": 0, "device": "cpu", "data_dir": "/elsewhere",
+              "cache_dir": "/cache", "model": {"num_classes": 10}, "version": "0.1.0"}
+    config = _write(tmp_path / "config.json", json.dumps(record))
+    args = parsed(["classify", "--config", config, "--out", "o"])
+    assert (args.dataset, args.method, args.epochs, args.learning_rate, args.dictionary_size, args.device) == (
+        "digits", "mn", 3, 0.01, 100, "cpu")
+    assert args.data_dir is None and args.cache_dir is None
+    assert args.batch_size is None and args.seed is None  # at their defaults: left to the defaults
+    metrics = _write(tmp_path / "metrics.json", json.dumps({"test_accuracy": 0.5, "config": record}))
+    assert parsed(["classify", "--config", metrics, "--out", "o"]).epochs == 3
+
+
+def test_a_spiral_run_repeats_from_its_metrics_json(tmp_path, parsed):
+    record = {"test_accuracy": {}, "config": {"seed": 4, "epochs": 9, "batch_size": 256, "n_per_class": 800,
+                                             "animation": False, "dictionary_size": 100}}
+    config = _write(tmp_path / "metrics.json", json.dumps(record))
+    args = parsed(["spiral", "--config", config, "--out", "o"])
+    assert (args.seed, args.epochs, args.no_animation) == (4, 9, True)
+
+
+def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_path, parsed, monkeypatch):
+    from meta_neighborhoods.experiments import regression
+
+    mlps = {name: method for name, method in regression.available_methods().items()
+            if name in ("vanilla", "meta_neighborhoods")}
+    monkeypatch.setattr(regression, "available_methods", lambda: mlps)  # the methods the settings reach
+    argv = ["regress", "--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2",
+            "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
+    assert saved["estimator_params"] == {"device": "cpu", "max_epochs": 2, "learning_rate": 0.01, "batch_size": 16,
+                                         "top_k": 4}
+    assert (saved["estimator"]["learning_rate"], saved["estimator"]["batch_size"]) == (0.01, 16)
+    args = parsed(["regress", "--config", str(tmp_path / "run" / "results.json"), "--out", "again"])
+    assert (args.dataset, args.max_rows, args.folds, args.seeds, args.max_epochs, args.learning_rate, args.batch_size,
+            args.top_k, args.device, args.search) == ("gom", 60, 2, 1, 2, 0.01, 16, 4, "cpu", False)
+
+
+def test_an_ablation_record_gives_its_parameter_and_values(tmp_path, parsed, capsys):
+    record = {"dataset": "gom", "param": "top_k", "values": [None, 4],
+              "config": {"folds": 2, "seed": 1, "seeds": 1, "max_rows": 60, "estimator_params": {"device": "cpu"}}}
+    config = _write(tmp_path / "ablation.json", json.dumps(record))
+    args = parsed(["ablate", "--config", config, "--out", "o"])
+    assert (args.dataset, args.param, args.values, args.folds, args.seed) == ("gom", "top_k", ["none", "4"], 2, 1)
+    _refused(capsys, ["regress", "--config", config, "--out", "o"], "the ablation.json of an ablate run")
+
+
+def test_a_record_of_another_command_or_for_a_command_without_records_is_refused(tmp_path, capsys):
+    spiral = _write(tmp_path / "metrics.json", json.dumps({"config": {"seed": 0, "n_per_class": 800}}))
+    _refused(capsys, ["classify", "--config", spiral], "not the config.json, metrics.json or comparison.json of a "
+                                                       "classify run")
+    _refused(capsys, ["regress", "--config", spiral], "not the results.json or ablation.json of a regress or "
+                                                      "ablate run")
+    _refused(capsys, ["analyze", "--config", spiral], f"{spiral}: the record of a run, which this command cannot read")
+    bad = _write(tmp_path / "bad.json", json.dumps({"config": {"n_per_class": 800, "animation": "no"}}))
+    _refused(capsys, ["spiral", "--config", bad], f"{bad}: animation must be true or false, got 'no'")
