@@ -1,6 +1,10 @@
 """``--preset paper``: the authors' values, turned into a classify run's settings."""
 
+import json
+
+import numpy as np
 import pytest
+import torch
 
 from meta_neighborhoods.presets import PAPER_BUDGETS, check_preset, paper_settings
 from meta_neighborhoods.validation import ConfigError
@@ -24,7 +28,7 @@ def test_the_budget_in_steps_is_kept_whatever_the_training_split():
 
 
 @pytest.mark.parametrize("name, dataset, message", [
-    ("fast", "cifar10", "unknown --preset 'fast'; known: paper"),
+    ("fast", "cifar10", "unknown --preset 'fast'; expected one of 'paper'"),
     ("paper", "digits", "--preset paper has no settings for 'digits'"),
 ])
 def test_bad_presets_are_refused_naming_the_option(name, dataset, message):
@@ -35,3 +39,51 @@ def test_bad_presets_are_refused_naming_the_option(name, dataset, message):
 def test_no_preset_is_allowed_for_every_data_set():
     check_preset(None, "digits")
     assert set(PAPER_BUDGETS) == {"cifar10", "cifar100", "mnist", "svhn"}
+
+
+def fake_cifar10(n_train=120, n_test=30, classes=3):
+    """A random stand-in for CIFAR-10 (uint8 32 x 32 colour images), so that a preset run needs no files."""
+    from meta_neighborhoods.datasets.images import ImageDataset, ImageSplit
+
+    rng = np.random.default_rng(0)
+    split = lambda n: ImageSplit(rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8),
+                                 rng.integers(0, classes, n).astype(np.int64))
+    return ImageDataset("cifar10", split(n_train), split(n_test), [f"c{i}" for i in range(classes)],
+                        (0.5,) * 3, (0.25,) * 3, "crop_flip")
+
+
+def test_a_paper_run_records_the_authors_values_and_options_given_win(tmp_path, monkeypatch):
+    from meta_neighborhoods.experiments import classification
+
+    monkeypatch.setattr(classification, "load_image_dataset", lambda *args, **kwargs: fake_cifar10())
+    metrics = classification.run_classification("cifar10", "convnet4", "mn", tmp_path / "run", progress=False,
+                                                preset="paper", epochs=2, batch_size=16, device="cpu")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["preset"] == "paper" and config["augment"] == "paper"
+    assert config["epochs"] == 2 and config["batch_size"] == 16  # given: they win
+    assert config["weight_decay"] == pytest.approx(0.075) and config["lr_drop_at"] == pytest.approx(0.75)
+    assert config["dictionary_size"] == 300 and config["model"]["dictionary_size"] == 300  # 100 per class
+    assert config["milestones"] == [2]  # round(0.75 * 2)
+    assert len(metrics["history"]) == 2
+
+
+def test_paper_augmentation_reaches_the_training_batches():
+    from meta_neighborhoods.datasets.batches import ImageBatches
+
+    data = fake_cifar10()
+    batch = lambda augment: next(iter(ImageBatches(data.train, data.mean, data.std, batch_size=64, seed=1,
+                                                   augment=augment)))[0]
+    plain, crop_flip, paper = batch("none"), batch("crop_flip"), batch("paper")
+    assert plain.shape == crop_flip.shape == paper.shape
+    assert not torch.equal(crop_flip, paper)  # same crops and flips (same generator), then AutoAugment and Cutout
+    assert torch.equal(batch("paper"), paper)  # and reproducible from the seed
+
+
+def test_the_command_line_refuses_a_preset_for_a_data_set_without_one_before_any_work(tmp_path, capsys):
+    from meta_neighborhoods.cli import main
+
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--preset", "paper",
+            "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(argv) == 2
+    assert "--preset paper has no settings for 'digits'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

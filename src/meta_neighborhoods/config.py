@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from .presets import PRESETS
 from .validation import ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_real
 
 TASKS = ("regression", "classification")
@@ -21,7 +22,8 @@ ADAPT = ("all", "last")
 VALUE_KINDS = ("learned", "fixed")
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
-DEVICES = ("auto", "cpu", "cuda")  # where to train: "auto" = CUDA if available
+DEVICES = ("auto", "cpu", "cuda")
+AUGMENTATIONS = ("dataset", "paper")  # classify: the data set's own (``ImageSpec.augment``) or the authors' pipeline  # where to train: "auto" = CUDA if available
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,9 @@ class ClassificationConfig:
     dictionary_size: int | None = None  # None: 10 per class (``classification.NEIGHBOURS_PER_CLASS``)
     key_init: str = "gaussian"  # the authors' N(0, 0.05^2); or "samples": features of training images
     psi: int = 5  # MAXL's auxiliary classes per class (maxl runs only), as MAXL's code (psi = [5] * 20)
+    lr_drop_at: float = 2 / 3  # share of the epochs after which the learning rate drops tenfold
+    augment: str = "dataset"  # the data set's own augmentation, or "paper": the authors' full pipeline
+    preset: str | None = None  # what set the defaults above (``presets.py``), recorded with the run
     seed: int = 0
     device: str = "auto"
     data_dir: str | None = None
@@ -157,5 +162,10 @@ class ClassificationConfig:
         check_non_negative("weight_decay", self.weight_decay)
         check_option("key initialisation", self.key_init, KEY_INITS)
         check_int("psi (--psi, MAXL's auxiliary classes per class)", self.psi, minimum=2)
+        if not (is_real(self.lr_drop_at) and 0 < self.lr_drop_at <= 1):
+            raise ConfigError(f"lr_drop_at must be in (0, 1], got {self.lr_drop_at!r}")
+        check_option("augment", self.augment, AUGMENTATIONS)
+        if self.preset is not None:
+            check_option("--preset", self.preset, PRESETS)
         check_option("device", self.device, DEVICES)
         check_int("seed", self.seed, minimum=0)

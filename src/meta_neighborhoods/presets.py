@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from .validation import ConfigError
+from .validation import ConfigError, check_option
 
 PRESETS = ("paper",)
 
@@ -42,8 +42,7 @@ def check_preset(name: str | None, dataset: str) -> None:
     """Refuse an unknown preset, or one with no values for ``dataset``, before any work."""
     if name is None:
         return
-    if name not in PRESETS:
-        raise ConfigError(f"unknown --preset {name!r}; known: {', '.join(PRESETS)}")
+    check_option("--preset", name, PRESETS)
     if dataset not in PAPER_BUDGETS:
         raise ConfigError(f"--preset paper has no settings for {dataset!r}: the authors' code trains "
                           f"{', '.join(PAPER_BUDGETS)} only")

@@ -12,12 +12,14 @@ import shlex
 from dataclasses import fields
 from pathlib import Path
 
-from ..config import ClassificationConfig as Defaults
+from ..config import AUGMENTATIONS, ClassificationConfig as Defaults
+from ..presets import PRESETS
 from ..validation import ConfigError
 from .common import UsageError, add_optimiser_options, data_folders, device, output, parent, seed, verbosity
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
-                        "dictionary_size", "psi", "learning_rate", "weight_decay", "out", "overwrite")
+                        "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment", "preset",
+                        "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
 RECORDED = {f.name: f.default for f in fields(Defaults) if f.name not in ("data_dir", "cache_dir")}  # in a record
 LOGGER = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ def add_parser(subparsers) -> None:
         parents=[output(required=False), seed(None, help=f"random seed (default {Defaults.seed})"),
                  device(default=None, shown=Defaults.device), verbosity(), _configuration(), data_folders()],
         description="Train one method (or all five) on an image data set with a cosine-classifier head: AdamW, "
-                    "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs, a seeded 10% validation "
+                    "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs (--lr-drop-at), a seeded 10% validation "
                     "split (at most 5000 images) held out of the training set; the best-on-validation weights "
                     "(highest accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + "
                     "safetensors) and their test accuracy reported; the whole training state is saved after every "
@@ -73,6 +75,17 @@ def _configuration():
                         help="induced neighbours of mn and mn_ifilm (default 10 per class: 100 for 10-class sets)")
     parser.add_argument("--psi", type=int, metavar="PSI",
                         help=f"maxl: auxiliary classes per class, at least 2 (default {Defaults.psi}, as MAXL's code)")
+    parser.add_argument("--lr-drop-at", type=float, metavar="SHARE",
+                        help=f"share of the epochs after which the learning rate drops tenfold (default "
+                             f"{Defaults.lr_drop_at:.3g})")
+    parser.add_argument("--augment", choices=AUGMENTATIONS,
+                        help="augmentation of the training images: the data set's own (default; crop and flip for "
+                             "CIFAR and SVHN, none for digits and MNIST) or the authors' pipeline, paper: crop, "
+                             "flip, AutoAugment's CIFAR-10 policy and Cutout")
+    parser.add_argument("--preset", choices=PRESETS,
+                        help="paper: the authors' protocol for the data set (cifar10, cifar100, mnist, svhn): their "
+                             "budget in steps as epochs, learning-rate drop, batch 128, weight decay, 100 neighbours "
+                             "per class, --augment paper; options given here win over it (see presets.py)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="replace the run already in --out (its files only); without it such a folder is refused")
     return parser

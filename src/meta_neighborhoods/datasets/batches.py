@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from ..validation import ConfigError
+from .augmentation import crop_flip, paper_augment
 from .images import ImageSplit
 
-__all__ = ["TensorBatches", "ImageBatches", "crop_flip"]
+__all__ = ["TensorBatches", "ImageBatches"]
+AUGMENTATIONS = {"none": None, "crop_flip": crop_flip, "paper": paper_augment}  # each (uint8 batch, generator)
 
 
 class TensorBatches:
@@ -51,7 +53,7 @@ class ImageBatches:
     passes and is part of ``state_dict()``, so a resumed run sees the same batches as an uninterrupted one.
     ``subset`` keeps the first ``subset`` images of a permutation drawn from ``seed`` (fixed across epochs) for
     quick CPU runs. ``augment="crop_flip"`` zero-pads by 4 pixels, takes a random crop of the original size and
-    flips half the images horizontally (standard CIFAR). ``shard=(rank, world_size)``: this process takes every
+    flips half the images horizontally (standard CIFAR); ``"paper"`` adds AutoAugment and Cutout (``augmentation.py``). ``shard=(rank, world_size)``: this process takes every
     ``world_size``-th image of each global batch of ``batch_size`` (multi-process training), and a last global
     batch too small to give every process an image is dropped.
     """
@@ -70,8 +72,8 @@ class ImageBatches:
         shard: tuple[int, int] = (0, 1),
     ) -> None:
         # Settings, not file contents, so ConfigError (a usage error on the command line).
-        if augment not in ("none", "crop_flip"):
-            raise ConfigError(f"augment must be 'none' or 'crop_flip', got {augment!r}")
+        if augment not in AUGMENTATIONS:
+            raise ConfigError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if len(mean) != split.images.shape[1] or len(std) != split.images.shape[1]:
@@ -111,20 +113,8 @@ class ImageBatches:
             if len(batch) < world_size:
                 break
             batch = batch[rank::world_size]
-            x = torch.from_numpy(self.split.images[batch]).float().div_(255)
-            if self.augment == "crop_flip":
-                x = crop_flip(x, generator)
-            yield (x - self.mean) / self.std, torch.from_numpy(self.split.labels[batch])
+            x = torch.from_numpy(self.split.images[batch])
+            if AUGMENTATIONS[self.augment] is not None:
+                x = AUGMENTATIONS[self.augment](x, generator)
+            yield (x.float().div_(255) - self.mean) / self.std, torch.from_numpy(self.split.labels[batch])
 
-
-def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random padded crop plus horizontal flip for the whole batch with one gather (no per-image Python loop)."""
-    b, c, h, w = x.shape
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    top = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
-    left = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
-    flip = torch.rand(b, 1, generator=generator) < 0.5
-    rows = top + torch.arange(h)
-    columns = left + torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w))
-    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
-                  rows[:, None, :, None], columns[:, None, None, :]]

@@ -5,7 +5,8 @@ Protocol (the same for every method, so only the method differs):
 * a seeded validation split is held out of the training split (10 %, at most 5000 images); the test split is
   touched once, at the end;
 * ``fit`` with AdamW (weight decay as ``MetaNeighborhoods.parameter_groups``), gradients clipped to +-10 by value, the
-  learning rate x0.1 after 2/3 of the epochs; augmentation (the data set's own) on the training batches only;
+  learning rate x0.1 after 2/3 of the epochs (``lr_drop_at``); augmentation (the data set's own, or the authors'
+  pipeline) on the training batches only; ``preset="paper"`` sets the authors' protocol (``presets.py``);
 * the indices of the training and validation images and the input normalisation are recorded (``split.json``), and
   the provenance, seeds, inputs and classes of the run (``run.json``, see ``run_record.py``);
 * every epoch appends a row to ``metrics.csv`` (training and validation loss, validation accuracy, learning rate,
@@ -47,6 +48,7 @@ from ..datasets.batches import ImageBatches
 from ..datasets.images import IMAGE_DATASETS, ImageDataset, ImageSplit, load_image_dataset
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
+from ..presets import check_preset, paper_settings
 from ..run_record import image_inputs, write_run_record
 from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHODS, METRICS, METRICS_CSV, RUN, SPLIT,
                     TENSORBOARD, BestCheckpoint, Split, build_model, load_checkpoint, write_split)
@@ -60,7 +62,6 @@ VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
 GRAD_CLIP = 10.0
 MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
                  "entropy_weight": maxl.ENTROPY_WEIGHT}
-LR_DROP_AT = 2 / 3  # fraction of the epochs after which the learning rate drops tenfold
 
 
 class Splits(NamedTuple):
@@ -92,10 +93,19 @@ def init_keys_from_features(model: MetaNeighborhoods, split: ImageSplit, dataset
 # Data and evaluation
 
 
+def _training_images(dataset: ImageDataset) -> int:
+    """How many training images are left once the validation split is held out."""
+    return len(dataset.train) - _validation_images(len(dataset.train))
+
+
+def _validation_images(n: int) -> int:
+    return min(VALIDATION_MAX, max(1, round(VALIDATION_FRACTION * n)))
+
+
 def split_validation(dataset: ImageDataset, seed: int) -> Splits:
     """A seeded random ``VALIDATION_FRACTION`` of the training images (at most ``VALIDATION_MAX``) held out."""
     n = len(dataset.train)
-    n_validation = min(VALIDATION_MAX, max(1, round(VALIDATION_FRACTION * n)))
+    n_validation = _validation_images(n)
     if n_validation >= n:
         raise ValueError(f"the training split has {n} images, too few to hold out a validation split")
     order = np.random.default_rng(seed).permutation(n)
@@ -112,7 +122,8 @@ def _batches(split: ImageSplit, dataset: ImageDataset, config: ClassificationCon
     if not training:
         return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size)
     return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size, shuffle=True,
-                        seed=config.seed, augment=dataset.augment, subset=config.train_subset,
+                        seed=config.seed, augment=dataset.augment if config.augment == "dataset" else config.augment,
+                        subset=config.train_subset,
                         shard=(distributed.rank(), distributed.world_size()))
 
 
@@ -158,7 +169,7 @@ def _run_config(config: ClassificationConfig, model_args: dict | None = None) ->
         **({"model": model_args} if model_args is not None else {}),
         "meta_neighborhoods": method, "ifilm_where": IFILM_WHERE,
         **({"maxl": MAXL_SETTINGS} if _trains_maxl(config.method) else {}),
-        "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config.epochs),
+        "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config),
         "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX, "version": __version__,
     }
 
@@ -167,8 +178,8 @@ def _trains_maxl(method: str) -> bool:
     return method == "all" or METHODS[method].auxiliary
 
 
-def _milestones(epochs: int) -> list[int]:
-    return [round(LR_DROP_AT * epochs)]
+def _milestones(config: ClassificationConfig) -> list[int]:
+    return [round(config.lr_drop_at * config.epochs)]
 
 
 def _run_record(config: ClassificationConfig, dataset: ImageDataset) -> dict:
@@ -227,7 +238,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     best, history = BestCheckpoint(out / BEST, model_args), History()
     validation = _Validation(model, _batches(splits.validation, dataset, config), device, best, history)
     fit(model, train, epochs=config.epochs, device=device,
-        optimizer=OptimizerSpec(config.learning_rate, config.weight_decay, tuple(_milestones(config.epochs)),
+        optimizer=OptimizerSpec(config.learning_rate, config.weight_decay, tuple(_milestones(config)),
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
                    **(_loggers(out, history) if main else {}),
@@ -294,6 +305,7 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     refused unless ``overwrite`` (which removes that run's files first).
     """
     _check_names(dataset, backbone, method)
+    check_preset(options.get("preset"), dataset)
     if "psi" in options and not _trains_maxl(method):
         raise ConfigError(f"--psi (psi, MAXL's auxiliary classes per class) applies to --method maxl or all, not "
                           f"{method!r}")
@@ -303,6 +315,9 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     if distributed.is_main():
         out = prepare_out_dir(out)
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
+    if config.preset is not None:  # what the preset sets, unless given
+        preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
+        config = replace(config, **{name: value for name, value in preset.items() if name not in options})
     if config.dictionary_size is None:
         config = replace(config, dictionary_size=NEIGHBOURS_PER_CLASS * len(data.classes))
     return _execute(config, data, Path(out), torch_device, progress, resume=False, overwrite=overwrite)
