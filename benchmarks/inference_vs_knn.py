@@ -46,7 +46,8 @@ from threadpoolctl import threadpool_limits
 
 from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.tables import load_table
-from meta_neighborhoods.estimators import PREDICT_BATCH, MetaNeighborhoodsRegressor
+from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+from meta_neighborhoods.standardise import PREDICT_BATCH
 
 FEATURES = 90  # synthetic table width (as YearPredictionMSD)
 FRESH_ROWS = 50_000  # rows predicted on the synthetic table

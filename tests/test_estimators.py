@@ -15,12 +15,18 @@ FLOAT32_ROUNDING = {
     "check_methods_subset_invariance": "float32 rounding depends on the batch (differences ~1e-7)",
     "check_methods_sample_order_invariance": "float32 rounding depends on the batch (differences ~1e-7)",
 }
+# As for scikit-learn's SGD-based estimators: with mini-batches, a validation split and keys drawn by row, weighting
+# a row is not repeating it; and where it is (full batch, tests/test_sample_weight.py), only to float32 rounding.
+WEIGHTS_ARE_NOT_REPEATS = {
+    f"check_sample_weight_equivalence_on_{data}_data": "mini-batch training: a weight is not a repeated row, and "
+    "float32 rounding differs even where it is (~1e-7)" for data in ("dense", "sparse")
+}
 
 
 @parametrize_with_checks(
     [MetaNeighborhoodsRegressor(**FAST), MetaNeighborhoodsClassifier(**FAST),
      MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 16, "top_k": 4, "slot_dropout": 0.5})],
-    expected_failed_checks=lambda estimator: FLOAT32_ROUNDING,
+    expected_failed_checks=lambda estimator: {**FLOAT32_ROUNDING, **WEIGHTS_ARE_NOT_REPEATS},
 )
 def test_scikit_learn_compliance(estimator, check):
     check(estimator)
@@ -80,22 +86,22 @@ def test_classifier_keeps_labels_and_probabilities():
 
 
 def test_prediction_works_in_bounded_batches(monkeypatch):
-    import meta_neighborhoods.estimators as estimators
+    import meta_neighborhoods.standardise as standardise
 
     X, y = _table(n=100)
     model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
     whole = model.predict(X)
-    monkeypatch.setattr(estimators, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(standardise, "PREDICT_BATCH", 7)
     np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
 
 
 def test_fit_standardises_in_bounded_blocks(monkeypatch):
     """Fit reads the table a block of rows at a time (no float64 copy of it): same statistics, same model."""
-    import meta_neighborhoods.estimators as estimators
+    import meta_neighborhoods.standardise as standardise
 
     X, y = _table(n=100)
     whole = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
-    monkeypatch.setattr(estimators, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(standardise, "PREDICT_BATCH", 7)
     blocks = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
     np.testing.assert_allclose(blocks.x_mean_, X.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocks.x_scale_, X.std(axis=0), rtol=1e-12)
@@ -146,11 +152,11 @@ def test_standardisation_does_not_overflow_near_the_float_limit():
 
 
 def test_a_row_beyond_float32_on_the_training_scale_is_refused_not_answered_with_nan(monkeypatch):
-    import meta_neighborhoods.estimators as estimators
+    import meta_neighborhoods.standardise as standardise
 
     X, y = _table(n=60)
     labels = (X[:, 0] > np.median(X[:, 0])).astype(int)
-    monkeypatch.setattr(estimators, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(standardise, "PREDICT_BATCH", 7)
     for model, target in ((MetaNeighborhoodsRegressor(**FAST), y), (MetaNeighborhoodsClassifier(**FAST), labels)):
         model.fit(X, target)
         bad = X[:10].copy()

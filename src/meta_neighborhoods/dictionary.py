@@ -53,12 +53,14 @@ class InducedDictionary(nn.Module):
         return self.raw_values
 
     @torch.no_grad()
-    def init_from_samples(self, features: torch.Tensor, targets: torch.Tensor, generator=None) -> None:
-        """Start keys at randomly chosen training features and values at their targets."""
-        if len(features) < self.size:
-            raise ValueError(f"need at least {self.size} samples to initialise {self.size} keys, got {len(features)}")
-        pick = torch.randperm(len(features), generator=generator)[: self.size]
-        self.keys.copy_(features[pick])
+    def init_from_samples(self, samples: torch.Tensor, targets: torch.Tensor, generator=None,
+                          features=None) -> None:
+        """Start keys at randomly chosen training samples and values at their targets; ``features`` (e.g. the
+        model's extractor) maps the chosen samples to key space, when they are not features already."""
+        if len(samples) < self.size:
+            raise ValueError(f"need at least {self.size} samples to initialise {self.size} keys, got {len(samples)}")
+        pick = torch.randperm(len(samples), generator=generator)[: self.size]
+        self.keys.copy_(samples[pick] if features is None else features(samples[pick]))
         self.raw_values.copy_(self._encode(targets[pick], self.raw_values.shape[1]))  # learned: softmax(scale * one-hot)
 
     def slot_mask(self, batch_size: int, generator=None) -> torch.Tensor | None:

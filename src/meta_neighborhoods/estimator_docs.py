@@ -6,6 +6,7 @@ PARAMETERS = """
     ----------
     hidden_layer_sizes : tuple of int, default=(128, 128)
         Widths of the MLP head's hidden layers. The vanilla baseline (``dictionary_size=0``) is the same network.
+        Unused with a ``head`` of one's own.
     dictionary_size : int, default=512
         S, the number of induced neighbours, capped at the number of training rows (keys start at training rows,
         values at their targets). 0 trains the vanilla MLP, without neighbours.
@@ -16,10 +17,11 @@ PARAMETERS = """
         S) attends to every key.
     similarity : {"auto", "euclidean", "cosine"}, default="auto"
         How rows and keys are compared: negative squared Euclidean distance or cosine. "auto" takes cosine above
-        32 features and Euclidean below (regressor), Euclidean always (classifier).
+        32 features (where the keys live: the rows', or the extractor's) and Euclidean below (regressor),
+        Euclidean always (classifier).
     temperature : float or None, default=None
-        Softmax temperature T of the attention. None: T = d (the number of features) for Euclidean similarity,
-        0.1 for cosine.
+        Softmax temperature T of the attention. None: T = d (the number of those features) for Euclidean
+        similarity, 0.1 for cosine.
     learn_temperature : bool, default=True
         Whether training adjusts the temperature (stored as log T, so it stays positive).
     slot_dropout : float, default=0.0
@@ -62,6 +64,17 @@ PARAMETERS = """
         "auto" (CUDA when available) or any torch device string ("cpu", "cuda", "cuda:1", "mps").
     verbose : int, default=0
         Above 0, a progress bar per epoch.
+    head : callable or None, default=None
+        One's own head: ``head(n_features, n_outputs)`` returns the ``torch.nn.Module`` finetuned for each row,
+        meeting the head contract of ``heads/base.py`` (``in_features`` and ``out_features`` as asked; with an
+        extractor, ``n_features`` is its output width). None: the MLP of ``hidden_layer_sizes``. Heads with a
+        fast inner loop (``MLPHead``, ``CosineHead``) keep it; others run the generic ``torch.func`` one, which
+        is slower and does not export to ONNX. A factory's own settings go in with it
+        (``functools.partial(MyHead, width=64)``). ``save`` refuses a model built by a factory (pickle it).
+    extractor : callable or None, default=None
+        One's own feature extractor, trained with the rest: ``extractor(n_features)`` returns a
+        ``torch.nn.Module`` mapping rows (n, n_features) to features (n, m). The keys live among its features,
+        and ``key_init="samples"`` starts them at the features of training rows. None: the standardised rows.
 """
 
 ATTRIBUTES = """
@@ -136,7 +149,8 @@ CLASSIFIER = ("""Meta-Neighborhoods classification on tables: dictionary values 
 )
 
 X_PARAMETER = """X : array-like of shape (n_samples, n_features)
-        Rows to {what}: numbers (a data frame's columns must be numeric). Sparse matrices are refused."""
+        Rows to {what}: numbers (a data frame's columns must be numeric), dense or a scipy.sparse matrix (read a
+        block of rows at a time, never densified whole)."""
 
 FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a held-out share of the rows.
 
@@ -148,6 +162,13 @@ FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a he
     """ + X_PARAMETER.format(what="train on") + """
     y : array-like of shape (n_samples,){shape}
         {target}
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative weights of the rows, not all zero. They weight the standardisation (means and scales of X,
+        and of a regressor's y), the loss of every training batch (sum w_i l_i / sum w_i) and the validation loss
+        of early stopping; a row of weight 0 is left out altogether (nor is it ever a key). Integer weights act
+        as repeated rows with full-batch training (``batch_size`` >= n_samples), ``early_stopping=False`` and
+        ``key_init="gaussian"``, up to float32 rounding; otherwise approximately (batches, validation split and
+        keys go by row).
 
     Returns
     -------

@@ -1,13 +1,13 @@
 """scikit-learn estimators: ``MetaNeighborhoodsRegressor`` and ``MetaNeighborhoodsClassifier``.
 
-Tables use the paper's regression setting: identity feature extractor, keys in (standardised) input
-space, and a head that is the same MLP as the vanilla baseline. ``dictionary_size=0`` *is* that
-baseline: the same network trained the same way, without neighbours.
+Tables use the paper's regression setting by default: identity feature extractor, keys in (standardised) input
+space, and a head that is the same MLP as the vanilla baseline. ``dictionary_size=0`` *is* that baseline: the
+same network trained the same way, without neighbours. ``head`` and ``extractor`` bring one's own network
+(``factories.py``); rows may be dense or sparse and weighted (``standardise.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import types
 import warnings
 from pathlib import Path
@@ -23,14 +23,14 @@ from torch import nn
 
 from . import __version__, checkpoint, export, persistence
 from . import estimator_docs as docs
-from .callbacks import BestEpoch, EarlyStopping, Progress, lower_loss
+from .callbacks import Progress
 from .config import SIMILARITIES, MNConfig
 from .datasets.batches import TensorBatches
 from .estimator_docs import doc
-from .heads import MLPHead
+from .factories import FACTORIES, build_extractor, build_head
 from .model import MetaNeighborhoods
-from .standardise import PREDICT_BATCH, numeric_columns, standardiser
-from .training import OptimizerSpec, fit, resolve_device
+from .standardise import blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows
+from .training import OptimizerSpec, fit_early_stopping, resolve_device
 from .validation import ConfigError, check_int, check_option, check_positive, is_int, is_positive, is_real
 
 HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
@@ -79,6 +79,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         random_state=None,
         device="cpu",
         verbose=0,
+        head=None,
+        extractor=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.dictionary_size = dictionary_size
@@ -104,6 +106,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.head = head
+        self.extractor = extractor
 
     def __init_subclass__(cls, **kwargs):
         """Give each public estimator its own copy of ``__init__``, so that a misspelt parameter is reported as
@@ -137,19 +141,20 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         if not (is_real(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
 
-    def _similarity(self, n_features: int) -> str:
+    def _similarity(self, key_features: int) -> str:
         """``auto``: for regression, Euclidean for few features and cosine beyond HIGH_DIMENSIONAL (gom: 0.90 against
         vanilla with cosine, 1.07 with Euclidean); for classification Euclidean always (digits: cosine lost to
-        vanilla, Euclidean did not). See docs/results/defaults.md."""
+        vanilla, Euclidean did not). See docs/results/defaults.md. Features where the keys live: the rows', or
+        the extractor's."""
         if self.similarity != "auto":
             return self.similarity
-        return "cosine" if self._task == "regression" and n_features > HIGH_DIMENSIONAL else "euclidean"
+        return "cosine" if self._task == "regression" and key_features > HIGH_DIMENSIONAL else "euclidean"
 
-    def _temperature(self, n_features: int) -> float:
+    def _temperature(self, key_features: int) -> float:
         """Squared distances between standardised rows grow like 2 d; cosines stay in [-1, 1]."""
         if self.temperature is not None:
             return self.temperature
-        return float(n_features) if self._similarity(n_features) == "euclidean" else 0.1
+        return float(key_features) if self._similarity(key_features) == "euclidean" else 0.1
 
     def _config(self, dictionary_size, similarity: str, temperature: float) -> MNConfig:
         """The method's settings: the estimator's parameters, with what fit resolved from the data."""
@@ -158,106 +163,86 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                         slot_dropout=self.slot_dropout, inner_steps=self.inner_steps, step_size=self.step_size,
                         step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init)
 
-    def _network(self, n_features: int, n_outputs: int, n_rows: int) -> dict:
+    def _network(self, n_features: int, n_outputs: int, n_rows: int, key_features: int) -> dict:
         """``_build``'s arguments, fixed at fit and saved with the weights: ``load`` rebuilds the same network."""
-        config = self._config(self.dictionary_size, self._similarity(n_features), self._temperature(n_features))
+        config = self._config(self.dictionary_size, self._similarity(key_features), self._temperature(key_features))
         return {"n_features": n_features, "n_outputs": n_outputs,
                 "dictionary_size": min(config.dictionary_size, n_rows),  # at most one neighbour per training row
                 "similarity": config.similarity, "temperature": config.temperature}
 
-    def _build(self, n_features: int, n_outputs: int, dictionary_size: int, similarity: str,
-               temperature: float) -> MetaNeighborhoods:
-        head = MLPHead(n_features, tuple(int(h) for h in self.hidden_layer_sizes), n_outputs)
-        return MetaNeighborhoods(head, self._config(dictionary_size, similarity, temperature))
+    def _build(self, n_features: int, n_outputs: int, dictionary_size: int, similarity: str, temperature: float,
+               extractor: nn.Module | None = None, key_features: int | None = None) -> MetaNeighborhoods:
+        """The network ``network_`` describes; the head takes the ``key_features`` of ``extractor`` (without one,
+        the rows themselves)."""
+        head = build_head(self.head, key_features or n_features, n_outputs, self.hidden_layer_sizes)
+        return MetaNeighborhoods(head, self._config(dictionary_size, similarity, temperature), extractor=extractor)
 
     # -- training ---------------------------------------------------------------------------------
 
-    def _fit(self, X: np.ndarray, targets: np.ndarray, n_outputs: int):
-        """Fit on the estimator's own seeded stream: the caller's global torch generator is left as it was."""
+    def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int):
+        """Fit on ``rows`` of X (with their ``weights`` and ``targets``) on the estimator's own seeded stream: the
+        caller's global torch generator is left as it was."""
         self._check_parameters()
         device = resolve_device(self.device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            self._train(X, targets, n_outputs, device)
+            self._train(X, rows, weights, targets, n_outputs, device)
         return self
 
-    def _train(self, X: np.ndarray, targets: np.ndarray, n_outputs: int, device: torch.device) -> None:
+    def _split(self, n: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray | None]:
+        """(training, validation) positions among n rows; no validation rows without early stopping."""
+        n_valid = int(round(self.validation_fraction * n))
+        if self.early_stopping and n_valid >= 2 and n - n_valid >= 2:
+            order = rng.permutation(n)
+            return order[n_valid:], order[:n_valid]
+        return np.arange(n), None
+
+    def _train(self, X, rows, weights, targets, n_outputs: int, device: torch.device) -> None:
+        """Build the network and train it on ``rows`` of X, a share of them held out for early stopping."""
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         torch.manual_seed(seed)
-        train, valid = np.arange(len(X)), None
-        n_valid = int(round(self.validation_fraction * len(X)))
-        if self.early_stopping and n_valid >= 2 and len(X) - n_valid >= 2:
-            order = rng.permutation(len(X))
-            valid, train = order[:n_valid], order[n_valid:]
-        self.network_ = self._network(X.shape[1], n_outputs, len(train))  # checks the method's settings first
-        self.model_ = self._build(**self.network_)
-        self.x_mean_, self.x_scale_ = standardiser(X)
-        y_t = torch.as_tensor(targets)
-        X_train, y_train = self._standardised_rows(X, train), y_t[train]
-        if self.model_.dictionary is not None and self.key_init == "samples":
-            generator = torch.Generator().manual_seed(seed)
-            self.model_.dictionary.init_from_samples(X_train, y_train, generator=generator)
+        train, valid = self._split(len(rows), rng)
+        extractor, key_features = build_extractor(self.extractor, X.shape[1])
+        self.network_ = self._network(X.shape[1], n_outputs, len(train), key_features)  # checks the settings first
+        self.model_ = self._build(**self.network_, extractor=extractor, key_features=key_features)
+        self.x_mean_, self.x_scale_ = standardiser(X, weights, rows)
+        per_row = [torch.as_tensor(targets)]  # what goes with each row into batches and losses: target (and weight)
+        if weights is not None:
+            per_row.append(torch.as_tensor(weights, dtype=torch.float32))
+        X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
+        if self.model_.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows
+            self.model_.dictionary.init_from_samples(X_train, per_row[0][train], torch.Generator().manual_seed(seed),
+                                                     features=self.model_.features)
         self.model_.to(device)
-        curve = []
-
-        def measure(train_loss: float) -> dict:
-            loss = train_loss if valid is None else self.model_.loss(self._forward(X[valid]), y_t[valid]).item()
-            curve.append(loss)
-            return {"loss": loss}
-
-        kept = {}
-        best = BestEpoch(lower_loss(self.tol), {"loss": np.inf},
-                         keep=lambda epoch, metrics: kept.update(state=copy.deepcopy(self.model_.state_dict())))
-        history = fit(
-            self.model_, TensorBatches(X_train, y_train, batch_size=int(self.batch_size), seed=seed),
-            epochs=int(self.max_epochs), device=device,
+        validation_loss = None if valid is None else (
+            lambda: self.model_.loss(self._forward(X, rows[valid]), *(t[valid] for t in per_row)).item())
+        batches = TensorBatches(X_train, *(t[train] for t in per_row), batch_size=int(self.batch_size), seed=seed)
+        run = fit_early_stopping(
+            self.model_, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
+            validation_loss=validation_loss, device=device,
             optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
-            callbacks={"early_stopping": EarlyStopping(best, measure, int(self.n_iter_no_change)),
-                       "progress": Progress(type(self).__name__, enabled=self.verbose > 0)},
-        )
-        if kept:
-            self.model_.load_state_dict(kept["state"])
+            callbacks={"progress": Progress(type(self).__name__, enabled=self.verbose > 0)})
         self.model_.eval()
-        self.n_iter_, self.best_epoch_, self.loss_curve_ = len(history), best.epoch, history
-        self.validation_loss_curve_ = curve if valid is not None else None
-        self.best_loss_ = float(best.best["loss"])
-        if self.n_iter_ == self.max_epochs and self.n_iter_ - best.epoch < self.n_iter_no_change:
+        self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
+        self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
+        if self.n_iter_ == self.max_epochs and self.n_iter_ - self.best_epoch_ < self.n_iter_no_change:
             warnings.warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs} while its "
                           f"{'validation' if valid is not None else 'training'} loss was still improving (best at "
-                          f"epoch {best.epoch}); raise max_epochs to train to convergence", ConvergenceWarning)
-
-    def _standardise(self, X: np.ndarray, offset: int = 0) -> torch.Tensor:
-        """Rows on the training scale, in float32; a value that lands beyond float32 there is refused, by row and
-        feature, rather than turned into inf and a NaN prediction."""
-        with np.errstate(over="ignore"):
-            rows = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
-        if not np.isfinite(rows).all():
-            row, feature = np.argwhere(~np.isfinite(rows))[0]
-            raise ValueError(f"row {offset + row}, feature {feature}: {float(X[row, feature]):.6g} lies too far outside "
-                             f"the training data (mean {self.x_mean_[feature]:.4g}, scale "
-                             f"{self.x_scale_[feature]:.4g}) to predict")
-        return torch.from_numpy(rows)
-
-    def _standardised_rows(self, X: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-        """``_standardise(X[rows])``, PREDICT_BATCH rows at a time: fit's one float32 copy of the training rows,
-        without float64 temporaries as large as the table."""
-        out = torch.empty(len(rows), X.shape[1], dtype=torch.float32)
-        for i in range(0, len(rows), PREDICT_BATCH):
-            out[i : i + PREDICT_BATCH] = self._standardise(X[rows[i : i + PREDICT_BATCH]])
-        return out
+                          f"epoch {self.best_epoch_}); raise max_epochs to train to convergence", ConvergenceWarning)
 
     @torch.no_grad()
-    def _forward(self, X: np.ndarray) -> torch.Tensor:
-        """Model outputs for raw rows, PREDICT_BATCH at a time: memory is bounded whatever the number of rows."""
+    def _forward(self, X, rows: np.ndarray | None = None) -> torch.Tensor:
+        """Model outputs for raw rows (all, or ``rows``), PREDICT_BATCH at a time: memory is bounded whatever the
+        number of rows, and a sparse X is densified one block at a time."""
         self.model_.eval()
-        device = next(self.model_.parameters()).device
-        return torch.cat([self.model_(self._standardise(X[i : i + PREDICT_BATCH], i).to(device)).cpu()
-                          for i in range(0, len(X), PREDICT_BATCH)])
+        device, mean, scale = next(self.model_.parameters()).device, self.x_mean_, self.x_scale_
+        return torch.cat([self.model_(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
+                          for i, block in blocks(X, rows)])
 
     def _raw_predict(self, X) -> torch.Tensor:
         """The network's outputs for ``X``; never a NaN passed on (nor, for a classifier, a default class)."""
         check_is_fitted(self, "model_")
-        out = self._forward(validate_data(self, numeric_columns(X), reset=False, dtype=np.float64))
+        out = self._forward(validate_data(self, numeric_columns(X), reset=False, dtype=np.float64, accept_sparse="csr"))
         if not torch.isfinite(out).all():
             rows = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten()[:5].tolist()
             raise ValueError(f"the network's outputs are not finite for rows {rows}: refusing to answer")
@@ -266,6 +251,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
+        tags.input_tags.sparse = True
         return tags
 
     # -- persistence and deployment ----------------------------------------------------------------
@@ -273,6 +259,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     @doc(docs.SAVE)
     def save(self, path) -> Path:
         check_is_fitted(self, "model_")
+        custom = [name for name in FACTORIES if getattr(self, name) is not None]
+        if custom:
+            raise ValueError(f"cannot save a model built by a custom {' and '.join(custom)}: save() rebuilds networks "
+                             "from JSON, which a factory is not; pickle or joblib the estimator instead")
         params = self._get_param_names()
         tensors, fitted = persistence.split_fitted(
             {name: value for name, value in vars(self).items() if name not in params and name != "model_"})
@@ -307,15 +297,17 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
     _FITTED = frozenset({*FITTED, "y_mean_", "y_scale_", "_y_ndim"})
 
     @doc(docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
-    def fit(self, X, y):
-        X, y = validate_data(self, numeric_columns(X), y, dtype=np.float64, y_numeric=True, multi_output=True)
+    def fit(self, X, y, sample_weight=None):
+        X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, y_numeric=True,
+                             multi_output=True)
         if y.dtype.kind not in "biuf":  # y_numeric converts object arrays only; strings would fail inside numpy
             raise ValueError(f"the target y must be numeric for regression, got dtype {y.dtype}; "
                              "use MetaNeighborhoodsClassifier for labels")
+        rows, weights = training_rows(sample_weight, X)
         self._y_ndim = y.ndim
-        y2 = y.reshape(len(y), -1)
-        self.y_mean_, self.y_scale_ = standardiser(y2)
-        return self._fit(X, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1])
+        y2 = y.reshape(len(y), -1)[rows]
+        self.y_mean_, self.y_scale_ = standardiser(y2, weights)
+        return self._fit(X, rows, weights, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -344,14 +336,17 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     _FITTED = frozenset({*FITTED, "classes_"})
 
     @doc(docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
-    def fit(self, X, y):
-        X, y = validate_data(self, numeric_columns(X), y, dtype=np.float64)
+    def fit(self, X, y, sample_weight=None):
+        X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64)
         check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
+        rows, weights = training_rows(sample_weight, X)
+        encoder = LabelEncoder().fit(y[rows])  # the classes of the rows fit learns from: a zero weight drops a row
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
-            raise ValueError(f"the target has 1 class ({self.classes_[0]!r}); a classifier needs at least 2")
-        return self._fit(X, encoder.transform(y).astype(np.int64), len(self.classes_))
+            among = "" if weights is None else " among the rows of positive sample_weight"
+            raise ValueError(f"the target has 1 class ({self.classes_.tolist()[0]!r}){among}; a classifier needs at "
+                             "least 2")
+        return self._fit(X, rows, weights, encoder.transform(y[rows]).astype(np.int64), len(self.classes_))
 
     @doc(docs.PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
                              returns="ndarray of shape (n_samples, n_classes)\n"

@@ -76,11 +76,18 @@ class MetaNeighborhoods(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict_features(self.features(x))
 
-    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The meta-objective (Eq. 2): mean squared error or cross-entropy of the adapted predictions."""
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The meta-objective (Eq. 2): mean squared error or cross-entropy of the adapted predictions; with a weight
+        w_i per row, the weighted mean sum(w_i l_i) / sum(w_i) of the rows' losses (scikit-learn's sample_weight)."""
+        reduction = "mean" if weight is None else "none"
         if self.task == "regression":
-            return F.mse_loss(prediction, target.reshape(prediction.shape))
-        return F.cross_entropy(prediction, target)
+            loss = F.mse_loss(prediction, target.reshape(prediction.shape), reduction=reduction)
+        else:
+            loss = F.cross_entropy(prediction, target, reduction=reduction)
+        if weight is None:
+            return loss
+        return (weight * loss.reshape(len(weight), -1).mean(dim=1)).sum() / weight.sum()
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups: weight decay on the extractor's and head's weight matrices and kernels only.

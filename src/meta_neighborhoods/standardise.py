@@ -1,25 +1,98 @@
-"""Rows going into the estimators: numeric columns only, and a column scale that cannot overflow."""
+"""Rows going into the estimators: numeric columns, dense or sparse tables read a bounded block of rows at a time,
+the rows a fit learns from (sample weights), and column scales that cannot overflow."""
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.sparsefuncs import mean_variance_axis, min_max_axis
+from sklearn.utils.validation import _check_sample_weight
 
 PREDICT_BATCH = 4096  # rows per block: memory stays bounded for any number of rows (at fit and at prediction)
 
 
-def standardiser(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each column of ``a`` (n, d); constant columns keep scale 1 so they stay finite.
+def blocks(X, rows: np.ndarray | None = None):
+    """``(offset, dense float block)`` of X's rows (or of ``rows``, indices into X), PREDICT_BATCH at a time: a
+    sparse table is densified one block at a time, never whole."""
+    n = X.shape[0] if rows is None else len(rows)
+    for i in range(0, n, PREDICT_BATCH):
+        block = X[i : i + PREDICT_BATCH] if rows is None else X[rows[i : i + PREDICT_BATCH]]
+        yield i, block.toarray() if sp.issparse(block) else block
+
+
+def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows fit learns from, their weights): all rows and None without ``sample_weight``; otherwise the rows of
+    positive weight, so that a zero weight is the same as dropping the row (it never enters a statistic, a batch,
+    the validation split or the keys). Weights are checked as scikit-learn checks them."""
+    if sample_weight is None:
+        return np.arange(X.shape[0]), None
+    weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    rows = np.flatnonzero(weights > 0)
+    return rows, weights[rows]
+
+
+def standardiser(a, weights: np.ndarray | None = None, rows: np.ndarray | None = None):
+    """Mean and scale of each column of ``a`` (n, d), dense or sparse, over ``rows`` (default: all) with their
+    ``weights`` (default: equal); constant columns keep scale 1 so they stay finite.
 
     Computed on the columns divided by their largest magnitude, so that values near the float64 limit (1e155
-    squared, 1e300 summed) never overflow; the squared deviations are summed PREDICT_BATCH rows at a time, with
-    no temporary as large as ``a``.
+    squared, 1e300 summed) never overflow. A dense ``a`` is read PREDICT_BATCH rows at a time, with no temporary as
+    large as ``a``; a sparse one through scikit-learn's sparse statistics, without densifying it.
     """
-    peak = np.abs(a).max(axis=0) if len(a) else np.ones(a.shape[1:])
-    peak = np.where(peak > 0, peak, 1.0)
-    mean = sum(a[i : i + PREDICT_BATCH].sum(axis=0) / peak for i in range(0, len(a), PREDICT_BATCH)) / len(a)
-    squares = sum(np.square(a[i : i + PREDICT_BATCH] / peak - mean).sum(axis=0) for i in range(0, len(a), PREDICT_BATCH))
-    mean, scale = mean * peak, np.sqrt(squares / len(a)) * peak
+    if sp.issparse(a) and rows is not None:
+        a, rows = a[rows], None  # a sparse copy of those rows
+    peak = _column_peaks(a, rows)
+    mean, std = _sparse_moments(a, weights, peak) if sp.issparse(a) else _dense_moments(a, weights, rows, peak)
+    mean, scale = mean * peak, std * peak
     return mean, np.where(scale > 1e-12 * peak, scale, 1.0)
+
+
+def _column_peaks(a, rows) -> np.ndarray:
+    """The largest magnitude in each column (1 for a column of zeros)."""
+    if sp.issparse(a):
+        peak = np.maximum(*(np.abs(extreme) for extreme in min_max_axis(a, axis=0)))
+    else:
+        peak = np.max([np.abs(block).max(axis=0) for _, block in blocks(a, rows)], axis=0)
+    return np.where(peak > 0, peak, 1.0)
+
+
+def _dense_moments(a: np.ndarray, weights, rows, peak) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, standard deviation) of the columns divided by ``peak``, a block of rows at a time."""
+
+    def column_sum(i: int, block: np.ndarray) -> np.ndarray:  # (weighted) column sums of the block at offset i
+        return block.sum(axis=0) if weights is None else weights[i : i + len(block)] @ block
+
+    total = (a.shape[0] if rows is None else len(rows)) if weights is None else weights.sum()
+    mean = sum(column_sum(i, block) / peak for i, block in blocks(a, rows)) / total
+    squares = sum(column_sum(i, np.square(block / peak - mean)) for i, block in blocks(a, rows))
+    return mean, np.sqrt(squares / total)
+
+
+def _sparse_moments(a, weights, peak) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, standard deviation) of the columns divided by ``peak``, from the sparse matrix itself."""
+    mean, variance = mean_variance_axis(a @ sp.diags(1.0 / peak), axis=0, weights=weights)
+    return mean, np.sqrt(variance)
+
+
+def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, offset: int = 0) -> np.ndarray:
+    """Dense rows on the training scale, in float32; a value that lands beyond float32 there is refused, by row
+    (counted from ``offset``) and feature, rather than turned into inf and a NaN prediction."""
+    with np.errstate(over="ignore"):
+        rows = ((X - mean) / scale).astype(np.float32)
+    if not np.isfinite(rows).all():
+        row, feature = np.argwhere(~np.isfinite(rows))[0]
+        raise ValueError(f"row {offset + row}, feature {feature}: {float(X[row, feature]):.6g} lies too far outside "
+                         f"the training data (mean {mean[feature]:.4g}, scale {scale[feature]:.4g}) to predict")
+    return rows
+
+
+def standardised_rows(X, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``standardise(X[rows])`` block by block: fit's one float32 copy of the training rows, without float64
+    temporaries (or a densified sparse table) as large as the table."""
+    out = np.empty((len(rows), X.shape[1]), dtype=np.float32)
+    for i, block in blocks(X, rows):
+        out[i : i + len(block)] = standardise(block, mean, scale, i)
+    return out
 
 
 def numeric_columns(X):

@@ -3,16 +3,19 @@ callbacks for what differs between front ends, and the ``last`` checkpoint (the 
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from . import checkpoint, distributed
-from .callbacks import Callback
+from .callbacks import BestEpoch, Callback, EarlyStopping, lower_loss
 from .validation import ConfigError, check_int
 
 
@@ -63,6 +66,8 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
         checkpoint: str | Path | None = None, resume: bool = False, config: dict | None = None) -> list[float]:
     """Train ``model`` (which provides ``loss`` and ``parameter_groups``); returns the mean loss of each epoch.
 
+    ``batches`` yields ``(x, y)``, or ``(x, y, weight)`` with a weight per example, which ``model.loss`` takes.
+
     A NaN or infinite loss stops training with an error naming the step. ``checkpoint`` (a path stem) receives
     the whole training state after every epoch: weights, optimiser, schedule, random number generators,
     ``config`` and the ``state_dict()`` of every callback (and of ``batches``) that has one. ``resume=True``
@@ -97,15 +102,47 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
     return state.history
 
 
+class EarlyStopped(NamedTuple):
+    """What ``fit_early_stopping`` did: the training loss of every epoch, the loss that decided (validation, or
+    training), and the best epoch (counted from 1) with its loss."""
+
+    losses: list[float]
+    measured: list[float]
+    best_epoch: int
+    best_loss: float
+
+
+def fit_early_stopping(model: nn.Module, batches: Iterable, *, epochs: int, patience: int, tol: float = 0.0,
+                       validation_loss: Callable[[], float] | None = None, callbacks: dict[str, Callback] | None = None,
+                       **options) -> EarlyStopped:
+    """``fit`` (``options`` are its own) until the validation loss, or without ``validation_loss`` the epoch's
+    training loss, has not beaten its best by more than ``tol`` for ``patience`` epochs; ``model`` is left with
+    the weights of the best epoch."""
+    measured, kept = [], {}
+
+    def measure(train_loss: float) -> dict:
+        measured.append(train_loss if validation_loss is None else validation_loss())
+        return {"loss": measured[-1]}
+
+    best = BestEpoch(lower_loss(tol), {"loss": math.inf},
+                     keep=lambda epoch, metrics: kept.update(state=copy.deepcopy(model.state_dict())))
+    losses = fit(model, batches, epochs=epochs,
+                 callbacks={"early_stopping": EarlyStopping(best, measure, patience), **(callbacks or {})}, **options)
+    if kept:
+        model.load_state_dict(kept["state"])
+    return EarlyStopped(losses, measured, best.epoch, float(best.best["loss"]))
+
+
 def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, device, callbacks: dict,
                  checkpoint) -> float:
-    """One pass over ``batches``; the mean loss over every process's examples."""
+    """One pass over ``batches`` of ``(x, y)`` or ``(x, y, weight)``; the mean loss over every process's examples
+    (weighted: each batch counts with its total weight)."""
     model, optimizer, clip = state.model, state.optimizer, state.spec.grad_clip
     model.train()
     total, count = 0.0, 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        loss = model.loss(network(x), y)
+    for batch in batches:
+        x, y, *weight = (t.to(device) for t in batch)
+        loss = model.loss(network(x), y, *weight)
         if not torch.isfinite(loss):
             kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if (
                 checkpoint is not None and state.epoch > 0) else ""
@@ -117,7 +154,8 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
             nn.utils.clip_grad_value_(model.parameters(), clip)
         optimizer.step()
         state.step += 1
-        total, count = total + loss.item() * len(x), count + len(x)
+        size = weight[0].sum().item() if weight else len(x)
+        total, count = total + loss.item() * size, count + size
         for callback in callbacks.values():
             callback.on_step(state.step)
     return distributed.mean(total, count)

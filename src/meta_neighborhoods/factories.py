@@ -1,0 +1,80 @@
+"""Bring your own network: the estimators' ``head`` and ``extractor`` factories (as skorch's ``module``), called with
+the sizes fit finds and checked before training starts, so that a wrong one is named, not met deep inside torch.
+
+* ``head(n_features, n_outputs) -> nn.Module`` meets the head contract (``heads/base.py``): its ``in_features``
+  and ``out_features`` are the sizes it was asked for. Heads with a fast path (``MLPHead``, ``CosineHead``) keep
+  it; any other runs the generic ``torch.func`` inner loop.
+* ``extractor(n_features) -> nn.Module`` maps rows (n, n_features) to features (n, m): the dictionary's keys
+  live there, and the head is asked for ``m`` inputs.
+
+A factory's own settings go in with it (``functools.partial(MyHead, width=64)``), which scikit-learn clones and
+grid-searches like any parameter value. Without factories: the MLP head of ``hidden_layer_sizes`` on the rows
+themselves, the paper's setting for tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .heads import MLPHead
+from .validation import ConfigError
+
+FACTORIES = ("head", "extractor")  # the estimators' parameters that take a factory
+
+
+def build_extractor(factory, n_features: int) -> tuple[nn.Module | None, int]:
+    """(extractor, the number of features it gives) for rows of ``n_features``; (None, n_features) without one."""
+    if factory is None:
+        return None, n_features
+    call, extractor = _call("extractor", factory, n_features)
+    shape = _output_shape(call, extractor, n_features)
+    if len(shape) != 2:
+        raise ConfigError(f"{call} answers 2 rows with shape {tuple(shape)}: the head needs a matrix (rows, features)")
+    return extractor, shape[1]
+
+
+def build_head(factory, n_features: int, n_outputs: int, hidden: Sequence[int]) -> nn.Module:
+    """The head for ``n_features`` inputs and ``n_outputs`` outputs; the MLP of ``hidden`` without a factory."""
+    if factory is None:
+        return MLPHead(n_features, tuple(int(h) for h in hidden), n_outputs)
+    call, head = _call("head", factory, n_features, n_outputs)
+    sizes = getattr(head, "in_features", None), getattr(head, "out_features", None)
+    if sizes != (n_features, n_outputs):
+        raise ConfigError(f"{call} returned a head with in_features={sizes[0]!r} and out_features={sizes[1]!r}; the "
+                          f"head contract (heads/base.py) needs in_features={n_features} and out_features={n_outputs}")
+    shape = _output_shape(call, head, n_features)
+    if tuple(shape) != (2, n_outputs):
+        raise ConfigError(f"{call} answers 2 rows with shape {tuple(shape)}, not (2, {n_outputs})")
+    return head
+
+
+def _call(name: str, factory, *sizes: int) -> tuple[str, nn.Module]:
+    """(the call in words, for messages; the module it returned)."""
+    if isinstance(factory, nn.Module) or not callable(factory):
+        raise ConfigError(f"{name} must be None or a callable returning a torch.nn.Module (a class or a function, "
+                          f"not a built module), got {factory!r}")
+    call = f"{name}({', '.join(map(str, sizes))})"
+    module = factory(*sizes)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"{call} returned {type(module).__name__}, not a torch.nn.Module")
+    return call, module
+
+
+@torch.no_grad()
+def _output_shape(call: str, module: nn.Module, n_features: int) -> torch.Size:
+    """The shape of ``module``'s answer to two rows of zeros, in evaluation mode: no batch statistic is touched."""
+    training = module.training
+    try:
+        out = module.eval()(torch.zeros(2, n_features))
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        reason = (str(error).splitlines() or [""])[0]
+        raise ConfigError(f"{call} cannot take rows of {n_features} features ({type(error).__name__}: "
+                          f"{reason})") from None
+    finally:
+        module.train(training)
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"{call} answers rows with {type(out).__name__}, not a tensor")
+    return out.shape
