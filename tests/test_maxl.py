@@ -197,7 +197,7 @@ def test_a_run_trains_every_parameter_of_both_networks_and_records_psi(maxl_run)
     assert config["psi"] == 3 and config["model"] == {"method": "maxl", "backbone": "convnet4", "in_channels": 1,
                                                       "num_classes": 10, "dictionary_size": 0, "psi": 3}
     assert config["maxl"] == {"meta_gradient": "second order", "lookahead_step_size": STEP_SIZE,
-                              "entropy_weight": ENTROPY_WEIGHT}
+                              "entropy_weight": ENTROPY_WEIGHT, "generator_lr_scale": 0.1}
     torch.manual_seed(config["seed"])  # the run's initial weights, as classify draws them
     initial = build_model(**config["model"])
     trained = checkpoint.take_prefix("model.", checkpoint.load(maxl_run / "last")[0])
@@ -288,3 +288,13 @@ def test_two_processes_train_both_networks_as_one(tmp_path):
     for name, value in runs[1].items():
         torch.testing.assert_close(runs[2][name], value, rtol=1e-5, atol=1e-6, msg=name)
         assert not torch.equal(value, initial[name]), f"{name} did not train"
+
+
+def test_the_generator_learns_at_a_tenth_of_the_learning_rate_as_in_maxl():
+    model = _tiny()
+    optimizer, _ = OptimizerSpec(learning_rate=0.02, weight_decay=0.1).build(model)
+    rates = {id(p): (group["lr"], group["weight_decay"]) for group in optimizer.param_groups for p in group["params"]}
+    assert len(rates) == len(list(model.parameters()))  # every parameter in exactly one group
+    for name, p in model.named_parameters():
+        assert rates[id(p)][0] == pytest.approx(0.002 if name.startswith("generator.") else 0.02), name
+    assert all("lr_scale" not in group for group in optimizer.param_groups)

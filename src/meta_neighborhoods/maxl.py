@@ -22,9 +22,9 @@ alternative by central finite differences (DARTS), eps = 0.01 / |grad L_primary(
 
 * both heads are cosine classifiers trained with cross-entropy (soft targets for the auxiliary one), not
   MLP + softmax trained with focal loss (gamma 2);
-* one AdamW over both networks with the shared protocol's learning rate, weight decay and schedule (theirs: SGD 0.01
-  for the multi-task network, SGD 1e-3 with weight decay 5e-4 for the generator, both halved every 50 epochs), and
-  alpha stays 0.01 where theirs halves with the schedule;
+* one AdamW over both networks with the shared protocol's learning rate, weight decay and schedule, the generator
+  at a tenth of the learning rate as theirs (theirs: SGD 0.01 for the multi-task network, SGD 1e-3 with weight decay
+  5e-4 for the generator, both halved every 50 epochs), and alpha stays 0.01 where theirs halves with the schedule;
 * the update is simultaneous, not alternating: every step computes both networks' gradients on the same batch at
   the same parameters and steps both (``loss``), where theirs makes a whole pass updating the multi-task network,
   then a pass updating the generator;
@@ -50,6 +50,7 @@ from .validation import check_int
 
 STEP_SIZE = 0.01  # alpha of the virtual step: their multi-task learning rate
 ENTROPY_WEIGHT = 0.2
+GENERATOR_LR_SCALE = 0.1  # their generator's learning rate over the multi-task network's (1e-3 / 1e-2)
 FINITE_DIFFERENCE = 0.01  # first order: eps * |d| of the central difference
 MULTITASK = ("extractor", "head", "auxiliary")  # the multi-task network's parts; the generator is the rest
 
@@ -174,17 +175,22 @@ class MetaAuxiliaryLearning(MetaNeighborhoods):
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """AdamW groups over both networks by the vanilla rule: decay on weight matrices and kernels, not on the
-        cosine heads (``heads.decayed_parameter_names``)."""
+        cosine heads (``heads.decayed_parameter_names``); the generator at a tenth of the learning rate."""
         decayed = set(decayed_parameter_names(self))
         trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
-        return [{"params": [p for name, p in trainable if name in decayed], "weight_decay": weight_decay},
-                {"params": [p for name, p in trainable if name not in decayed], "weight_decay": 0.0}]
+        return [{"params": [p for name, p in trainable if (name in decayed) == decay and _is_generator(name) == gen],
+                 "weight_decay": weight_decay if decay else 0.0, **({"lr_scale": GENERATOR_LR_SCALE} if gen else {})}
+                for gen in (False, True) for decay in (True, False)]
 
 
 def _multitask_loss(primary: torch.Tensor, auxiliary: torch.Tensor, target: torch.Tensor,
                     labels: torch.Tensor) -> torch.Tensor:
     """Primary cross-entropy plus the auxiliary head's cross-entropy against the generated (soft) labels."""
     return F.cross_entropy(primary, target) + F.cross_entropy(auxiliary, labels)
+
+
+def _is_generator(name: str) -> bool:
+    return name.split(".")[0] not in MULTITASK
 
 
 def _within(part: str, tensors: dict) -> dict:

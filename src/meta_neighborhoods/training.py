@@ -39,8 +39,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """AdamW over ``model.parameter_groups(weight_decay)``; the learning rate drops tenfold after each epoch in
-    ``milestones``; every gradient entry is clipped to +-``grad_clip`` (None: no clipping)."""
+    """AdamW over ``model.parameter_groups(weight_decay)`` (a group's ``lr_scale`` multiplies its learning rate); the
+    learning rate drops tenfold after each epoch in ``milestones``; every gradient entry is clipped to +-``grad_clip``
+    (None: no clipping)."""
 
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
@@ -49,7 +50,9 @@ class OptimizerSpec:
 
     def build(self, model: nn.Module):
         """(optimizer, scheduler) for ``model``."""
-        optimizer = torch.optim.AdamW(model.parameter_groups(self.weight_decay), lr=self.learning_rate)
+        groups = [{**{key: value for key, value in group.items() if key != "lr_scale"},
+                   "lr": self.learning_rate * group.get("lr_scale", 1.0)} for group in model.parameter_groups(self.weight_decay)]
+        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate)
         return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(self.milestones), gamma=0.1)
 
 

@@ -61,7 +61,7 @@ NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
 GRAD_CLIP = 10.0
 MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
-                 "entropy_weight": maxl.ENTROPY_WEIGHT}
+                 "entropy_weight": maxl.ENTROPY_WEIGHT, "generator_lr_scale": maxl.GENERATOR_LR_SCALE}
 
 
 class Splits(NamedTuple):
