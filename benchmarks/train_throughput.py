@@ -35,9 +35,11 @@ CLASSES, DICTIONARY_SIZE = 10, 100
 GOAL = 0.6
 
 
-def training_step(method: str, backbone: str, batch: int, device: torch.device):
-    """A closure running one training step of a fresh model on one fixed random batch."""
-    channels, side = BACKBONES[backbone]
+def training_step(method: str, backbone: str, batch: int, device: torch.device, side: int | None = None):
+    """A closure running one training step of a fresh model on one fixed random batch (images of the
+    backbone's side unless ``side`` says otherwise)."""
+    channels, default_side = BACKBONES[backbone]
+    side = side or default_side
     torch.manual_seed(0)
     model = build_model(method, backbone, channels, CLASSES, DICTIONARY_SIZE).to(device).train()
     optimizer = torch.optim.AdamW(model.parameter_groups(7.5e-5), lr=1e-3)

@@ -1,6 +1,9 @@
-"""iFiLM: identity at init, batched layer == per-example loop (values and gradients), backbone hooks."""
+"""iFiLM: identity at init, the fused layer == a per-example loop and == the unfused autograd computation
+(values, gradients, BatchNorm statistics), backbone hooks."""
 
+import copy
 import math
+import re
 
 import pytest
 import torch
@@ -59,27 +62,114 @@ def _reference(layer: FiLMBatchNorm2d, x: torch.Tensor, similarity: str) -> torc
     return torch.stack(outputs)
 
 
+def _unfused(layer: FiLMBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """The layer as autograd's generic operators, as computed before the fused operator: the nn.BatchNorm2d
+    module, then ``Attention`` over the pooled outputs, the mixture and the modulation."""
+    a, film = layer.bn(x), layer.film
+    weights = film.attention(a.mean(dim=(2, 3)), film.keys)
+    return torch.addcmul((weights @ film.beta)[:, :, None, None], 1 + (weights @ film.gamma)[:, :, None, None], a)
+
+
+def _random_layer(similarity: str = "cosine", temperature: float = 0.2, **bn_options) -> FiLMBatchNorm2d:
+    """A float64 layer of 6 channels and 4 entries, away from its identity init; ``bn_options`` rebuild its BN."""
+    layer = FiLMBatchNorm2d(6, size=4, similarity=similarity, temperature=temperature)
+    if bn_options:
+        layer.bn = nn.BatchNorm2d(6, **bn_options)
+    layer = layer.double()
+    with torch.no_grad():
+        for p in (layer.film.keys, layer.film.gamma, layer.film.beta):
+            p.normal_(0, 0.5)
+        layer.bn.weight.uniform_(0.5, 1.5)
+        layer.bn.bias.normal_()
+        if layer.bn.running_mean is not None:
+            layer.bn.running_mean.normal_()
+            layer.bn.running_var.uniform_(0.5, 2.0)
+    return layer
+
+
+INPUT_NAMES = ["x", "keys", "gamma", "beta", "log_T", "bn.weight", "bn.bias"]
+
+
+def _inputs(layer: FiLMBatchNorm2d, x: torch.Tensor) -> list[torch.Tensor]:
+    """x and every parameter of the layer, in the order of ``INPUT_NAMES``."""
+    film = layer.film
+    return [x, film.keys, film.gamma, film.beta, film.attention.log_temperature, layer.bn.weight, layer.bn.bias]
+
+
+def _grads(out: torch.Tensor, upstream: torch.Tensor, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return torch.autograd.grad((out * upstream).sum(), inputs)
+
+
 @pytest.mark.parametrize("similarity,temperature", [("cosine", 0.2), ("euclidean", 2.0)])
 def test_batched_layer_matches_per_example_loop(similarity, temperature):
-    layer = FiLMBatchNorm2d(6, size=4, similarity=similarity, temperature=temperature).double()
-    with torch.no_grad():
-        layer.film.keys.normal_(0, 0.5)
-        layer.film.gamma.normal_(0, 0.5)
-        layer.film.beta.normal_(0, 0.5)
-        layer.bn.bias.normal_()
+    layer = _random_layer(similarity, temperature)
     x = torch.randn(5, 6, 4, 3, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(5, 6, 4, 3, dtype=torch.float64)
-    params = [x, layer.film.keys, layer.film.gamma, layer.film.beta,
-              layer.film.attention.log_temperature, layer.bn.weight, layer.bn.bias]
 
     out = layer.train()(x)
     expected = _reference(layer, x, similarity)
     torch.testing.assert_close(out, expected)
-    grads = torch.autograd.grad((out * upstream).sum(), params)
-    expected_grads = torch.autograd.grad((expected * upstream).sum(), params)
-    for name, g, e in zip(["x", "keys", "gamma", "beta", "log_T", "bn.weight", "bn.bias"], grads, expected_grads):
+    grads, expected_grads = _grads(out, upstream, _inputs(layer, x)), _grads(expected, upstream, _inputs(layer, x))
+    for name, g, e in zip(INPUT_NAMES, grads, expected_grads):
         assert g.abs().sum() > 0, name
         torch.testing.assert_close(g, e, msg=name)
+
+
+@pytest.mark.parametrize("similarity,temperature", [("cosine", 0.2), ("euclidean", 2.0)])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("bn_options", [{}, {"momentum": None}, {"track_running_stats": False}],
+                         ids=["default", "cumulative-average", "untracked"])
+def test_fused_layer_equals_the_unfused_computation(similarity, temperature, train, bn_options):
+    fused = _random_layer(similarity, temperature, **bn_options).train(train)
+    plain = copy.deepcopy(fused)
+    for _ in range(2):  # the second step starts from the running statistics the first one left
+        x = (torch.randn(5, 6, 4, 3, dtype=torch.float64) * 2 + 1).requires_grad_()
+        upstream = torch.randn(5, 6, 4, 3, dtype=torch.float64)
+        out, expected = fused(x), _unfused(plain, x)
+        torch.testing.assert_close(out, expected)
+        grads, expected_grads = _grads(out, upstream, _inputs(fused, x)), _grads(expected, upstream, _inputs(plain, x))
+        for name, g, e in zip(INPUT_NAMES, grads, expected_grads):
+            torch.testing.assert_close(g, e, msg=name)
+        torch.testing.assert_close(fused.bn.state_dict(), plain.bn.state_dict())  # running stats, batch count
+
+
+def test_pooled_outputs_below_the_norm_floor_are_clamped_as_f_normalize_clamps_them():
+    """F.normalize floors a norm at 1e-12, and there its gradient is a plain scale. A zero BN weight makes
+    every pooled BN output the BN's bias exactly, here of norm ~1e-13."""
+    fused = _random_layer().train()
+    with torch.no_grad():
+        fused.bn.weight.zero_()
+        fused.bn.bias.normal_(0, 1e-13)
+    plain = copy.deepcopy(fused)
+    x = torch.randn(5, 6, 4, 3, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(5, 6, 4, 3, dtype=torch.float64)
+    out, expected = fused(x), _unfused(plain, x)
+    torch.testing.assert_close(out, expected)
+    for name, g, e in zip(INPUT_NAMES, _grads(out, upstream, _inputs(fused, x)),
+                          _grads(expected, upstream, _inputs(plain, x))):
+        torch.testing.assert_close(g, e, msg=name)
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "euclidean"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_fused_layer_passes_gradcheck(similarity, train):
+    layer = _random_layer(similarity, 0.5).train(train)
+    names = [name for name, _ in layer.named_parameters()]
+
+    def forward(x, *params):
+        return torch.func.functional_call(layer, dict(zip(names, params)), (x,))
+
+    x = torch.randn(3, 6, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(forward, (x, *layer.parameters()))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (1, 3, 1, 1)], ids=["not-4d", "one-value-per-channel"])
+def test_bad_inputs_raise_batchnorm2d_s_errors(shape):
+    x = torch.randn(shape)
+    with pytest.raises(ValueError) as plain:
+        nn.BatchNorm2d(3)(x)
+    with pytest.raises(ValueError, match=re.escape(str(plain.value))):
+        FiLMBatchNorm2d(3)(x)
 
 
 def test_temperature_default_is_a_contrastive_cosine_attention():

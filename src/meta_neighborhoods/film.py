@@ -20,18 +20,20 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from .similarity import Attention
 from .validation import check_option
 
 WHERE = ("all", "last")
+_NORM_EPS = 1e-12  # F.normalize's floor on a norm
 
 
 class FiLMDictionary(nn.Module):
-    """The per-layer dictionary {k_j, gamma_j, beta_j} and its attention.
+    """The per-layer dictionary {k_j, gamma_j, beta_j}; ``attention`` holds its similarity and temperature.
 
     Weight decay never applies to it (``decays_weight``, see the head contract in ``heads/base.py``), as in
-    the authors' code for every dictionary.
+    the authors' code for every dictionary. ``FiLMBatchNorm2d`` computes the modulation (``_FusedFiLM``).
     """
 
     decays_weight = False
@@ -47,18 +49,16 @@ class FiLMDictionary(nn.Module):
         self.beta = nn.Parameter(torch.zeros(size, num_features))
         self.attention = Attention(similarity, temperature, learn_temperature)
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        """Modulate a (B, C, H, W), all examples at once: one (B, S) @ (S, C) product each."""
-        weights = self.attention(a.mean(dim=(2, 3)), self.keys)  # (B, S)
-        gamma_hat, beta_hat = (weights @ torch.cat([self.gamma, self.beta], dim=1))[:, :, None, None].chunk(2, dim=1)
-        return torch.addcmul(beta_hat, 1 + gamma_hat, a)  # one pass over a: GPU steps here are launch-bound
-
     def extra_repr(self) -> str:
         return f"size={self.keys.shape[0]}, num_features={self.keys.shape[1]}"
 
 
 class FiLMBatchNorm2d(nn.Module):
-    """nn.BatchNorm2d (``.bn``) followed by iFiLM (``.film``); equals the BN while gamma = beta = 0."""
+    """nn.BatchNorm2d (``.bn``) followed by iFiLM (``.film``); equals the BN while gamma = beta = 0.
+
+    The two run as one fused operator (``_FusedFiLM``): the BN's parameters and buffers are read and
+    updated as nn.BatchNorm2d.forward would, but ``.bn`` itself is never called.
+    """
 
     def __init__(self, num_features: int, size: int = 10, similarity: str = "cosine",
                  temperature: float = 0.2, learn_temperature: bool = True, key_std: float = 1.0):
@@ -67,7 +67,155 @@ class FiLMBatchNorm2d(nn.Module):
         self.film = FiLMDictionary(num_features, size, similarity, temperature, learn_temperature, key_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.film(self.bn(x))
+        bn, film = self.bn, self.film
+        bn._check_input_dim(x)  # nn.BatchNorm2d's error for an input that is not (N, C, H, W)
+        return _FusedFiLM.apply(x, bn.weight, bn.bias, film.keys, film.gamma, film.beta,
+                                film.attention.log_temperature, film.attention.similarity, *_batch_norm_mode(bn),
+                                bn.eps)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The fused operator. A GPU step of a small batch is launch-bound, and nn.BatchNorm2d followed by autograd's
+# generic Attention, mixing and addcmul dispatched about 210 aten operators per layer, forward and backward
+# (see benchmarks/ifilm_ops.py). Folded, BN then iFiLM is one per-example, per-channel scale and shift of
+# the centred input. With N examples of n positions, s_i the sums of x_i over its map, s = sum_i s_i and
+# mean = s / (N n):
+#   c = w / sqrt(var + eps),  q_i = (s_i - s / N) c + n b  (n times x_i's pooled BN output: the query),
+#   W = softmax(similarity(q / n, keys) / T),  gamma_hat = W gamma,  beta_hat = W beta,
+#   y_i = (x_i - mean) (1 + gamma_hat_i) c + (1 + gamma_hat_i) b + beta_hat_i.
+# Forward and backward are written out: one autograd node, about 90 operators on (N, C)-sized tensors
+# (160 aten events), and the passes over x are sums, centring and modulation (on the CPU, cheaper than
+# torch's BatchNorm alone). Constants ride on alpha/value arguments where they can: an operator with a
+# Python number operand dispatches four more to wrap it.
+
+
+def _batch_norm_mode(bn: nn.BatchNorm2d) -> tuple:
+    """(running_mean, running_var, use batch statistics, momentum): nn.BatchNorm2d.forward's choices,
+    counting the batch in ``num_batches_tracked`` as it does."""
+    momentum = bn.momentum or 0.0
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    tracked = not bn.training or bn.track_running_stats
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    return (bn.running_mean if tracked else None), (bn.running_var if tracked else None), use_batch, momentum
+
+
+def _maps(t: torch.Tensor) -> torch.Tensor:
+    """A per-channel (C) or per-example, per-channel (N, C) tensor broadcast over the feature maps."""
+    return t.view(*t.shape, 1, 1)
+
+
+def _normalise(x: torch.Tensor, running_mean, running_var, use_batch: bool, momentum: float, eps: float) -> tuple:
+    """(x - mean, the offsets s_i - n mean (N, C), 1 / sqrt(var + eps)) by BatchNorm's rule; batch statistics
+    update the running averages (unbiased variance) as BatchNorm does. The variance takes two passes (the
+    mean, then squares of x - mean), exact where a sum of squares would cancel."""
+    n = x.shape[2] * x.shape[3]
+    sums = x.sum(dim=(2, 3))
+    if not use_batch:
+        return x - _maps(running_mean), torch.sub(sums, running_mean, alpha=n), (running_var + eps).rsqrt()
+    count = x.shape[0] * n
+    if count == 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+    total = sums.sum(dim=0)
+    centred = torch.sub(x, _maps(total), alpha=1 / count)
+    squares = (centred * centred).sum(dim=(0, 2, 3))
+    if running_mean is not None:
+        # (1 - momentum) r + momentum statistic, as r - momentum r + ...: scalar factors ride on alpha
+        running_mean.add_(running_mean, alpha=-momentum).add_(total, alpha=momentum / count)
+        running_var.add_(running_var, alpha=-momentum).add_(squares, alpha=momentum / (count - 1))
+    return centred, torch.sub(sums, total, alpha=1 / x.shape[0]), (squares / count + eps).rsqrt()
+
+
+def _unit(v: torch.Tensor, eps: float) -> tuple:
+    """(rows of v scaled to length one as F.normalize(v, eps=eps) does, the clamped norms, whether the norm
+    was kept)."""
+    norm = torch.linalg.vector_norm(v, dim=1, keepdim=True)
+    clamped = norm.clamp_min(eps)
+    return v / clamped, clamped, norm.eq(clamped)
+
+
+def _unit_backward(grad: torch.Tensor, unit: torch.Tensor, clamped: torch.Tensor, kept: torch.Tensor):
+    """Gradient through ``_unit``: the radial part drops out, unless the norm was clamped (then a plain scale)."""
+    radial = (unit * grad).sum(1, keepdim=True) * kept
+    return torch.addcmul(grad, unit, radial, value=-1).div_(clamped)
+
+
+def _similarity(queries: torch.Tensor, keys: torch.Tensor, kind: str, n: int) -> tuple:
+    """(similarities (N, S) of ``queries / n`` to the keys as ``similarity.similarity``, what
+    ``_similarity_backward`` needs). Cosine ignores the 1/n but for F.normalize's floor on the norm."""
+    if kind == "cosine":
+        (q, q_norm, q_kept), (k, k_norm, k_kept) = _unit(queries, n * _NORM_EPS), _unit(keys, _NORM_EPS)
+        return torch.mm(q, k.t()), (q, q_norm, q_kept, k, k_norm, k_kept)
+    sims = torch.addmm((keys * keys).sum(1), queries, keys.t(), beta=-1, alpha=2 / n)
+    return sims.sub_((queries * queries).sum(1, keepdim=True), alpha=1 / n**2), (queries, keys)
+
+
+def _similarity_backward(grad: torch.Tensor, kind: str, saved: tuple, n: int) -> tuple:
+    """Gradients (queries, keys) of the similarities."""
+    if kind == "cosine":
+        q, q_norm, q_kept, k, k_norm, k_kept = saved
+        return (_unit_backward(torch.mm(grad, k), q, q_norm, q_kept),
+                _unit_backward(torch.mm(grad.t(), q), k, k_norm, k_kept))
+    queries, keys = saved
+    grad_queries = torch.addmm(queries * grad.sum(1, keepdim=True), grad, keys, beta=-2 / n**2, alpha=2 / n)
+    return grad_queries, torch.addmm(keys * grad.sum(0)[:, None], grad.t(), queries, beta=-2, alpha=2 / n)
+
+
+class _FusedFiLM(torch.autograd.Function):
+    """BatchNorm2d + iFiLM in one operator with a hand-written backward (see the comment above)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, keys, gamma, beta, log_temperature, kind, running_mean, running_var,
+                use_batch, momentum, eps):
+        n = x.shape[2] * x.shape[3]
+        centred, offsets, inv_std = _normalise(x, running_mean, running_var, use_batch, momentum, eps)
+        c = inv_std * weight
+        sims, saved = _similarity(torch.add(offsets * c, bias, alpha=n), keys, kind, n)
+        temperature = log_temperature.exp()
+        logits = sims / temperature
+        attention = logits.softmax(dim=1)
+        gamma_hat = torch.mm(attention, gamma)
+        scale = _maps(torch.addcmul(c, gamma_hat, c))  # (1 + gamma_hat) c
+        shift = torch.addcmul(torch.addmm(bias, attention, beta), gamma_hat, bias)  # (1 + gamma_hat) b + beta_hat
+        ctx.kind, ctx.use_batch = kind, use_batch
+        ctx.save_for_backward(centred, bias, gamma, beta, offsets, inv_std, c, gamma_hat, scale, attention, logits,
+                              temperature, *saved)
+        return torch.addcmul(_maps(shift), centred, scale)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y):
+        centred, bias, gamma, beta, offsets, inv_std, c, gamma_hat, scale, attention, logits, temperature, *saved = \
+            ctx.saved_tensors
+        n = centred.shape[2] * centred.shape[3]
+        grad_scale, grad_shift = (grad_y * centred).sum(dim=(2, 3)), grad_y.sum(dim=(2, 3))
+        grad_gamma_hat = torch.addcmul(grad_scale * c, grad_shift, bias)  # beta_hat's gradient is grad_shift
+        grad_attention = torch.addmm(torch.mm(grad_gamma_hat, gamma.t()), grad_shift, beta.t())
+        grad_logits = torch._softmax_backward_data(grad_attention, attention, 1, attention.dtype)
+        grad_queries, grad_keys = _similarity_backward(grad_logits / temperature, ctx.kind, saved, n)
+        grad_c = torch.addcmul(torch.addcmul(grad_scale, gamma_hat, grad_scale), grad_queries, offsets).sum(dim=0)
+        grad_bias = torch.add(torch.addcmul(grad_shift, gamma_hat, grad_shift), grad_queries, alpha=n).sum(dim=0)
+        grad_weight, grad_offsets = grad_c * inv_std, grad_queries * c
+        if ctx.use_batch:  # grad_weight * c * inv_std = grad_c * weight * inv_std^3, the variance's path
+            grad_x = _batch_input_gradient(grad_y, centred, scale, grad_offsets, grad_total=c * grad_bias,
+                                           grad_variance=grad_weight * c * inv_std)
+        else:  # the running statistics are constants
+            grad_x = torch.addcmul(_maps(grad_offsets), grad_y, scale)
+        attention_t = attention.t()
+        return (grad_x, grad_weight, grad_bias, grad_keys, torch.mm(attention_t, grad_gamma_hat),
+                torch.mm(attention_t, grad_shift), -(grad_logits * logits).sum(), None, None, None, None, None, None)
+
+
+def _batch_input_gradient(grad_y, centred, scale, grad_offsets, grad_total, grad_variance):
+    """dL/dx with batch statistics: the direct path ``grad_y * scale`` and the paths through the examples'
+    sums s_i, the batch sum s (in x - s / count and in the offsets s_i - s / N; ``grad_total`` is -count
+    times its gradient, which is c times the BN bias's) and the variance (whose own path through s is zero:
+    the centred values sum to zero)."""
+    count = centred.numel() // centred.shape[1]
+    per_example = torch.sub(grad_offsets, grad_total, alpha=1 / count)
+    return torch.addcmul(_maps(per_example), centred, _maps(grad_variance), value=-1 / count).addcmul_(
+        grad_y, scale)
 
 
 def film_norm_layer(where: str = "all", size: int = 10, similarity: str = "cosine",
