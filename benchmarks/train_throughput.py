@@ -24,10 +24,10 @@ import argparse
 import json
 
 import torch
-from torch import nn
 
 from meta_neighborhoods.experiments.classification import GRAD_CLIP
 from meta_neighborhoods.runs import METHODS, build_model
+from meta_neighborhoods.training import OptimizerSpec, clip_gradients
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 BACKBONES = {"convnet4": (1, 28), "resnet29": (3, 32)}  # name: (channels, side)
@@ -42,7 +42,7 @@ def training_step(method: str, backbone: str, batch: int, device: torch.device, 
     side = side or default_side
     torch.manual_seed(0)
     model = build_model(method, backbone, channels, CLASSES, DICTIONARY_SIZE).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameter_groups(7.5e-5), lr=1e-3)
+    optimizer, _ = OptimizerSpec(1e-3, 7.5e-5, grad_clip=GRAD_CLIP).build(model)  # the training loop's
     x = torch.randn(batch, channels, side, side, device=device)
     y = torch.randint(CLASSES, (batch,), device=device)
 
@@ -50,7 +50,7 @@ def training_step(method: str, backbone: str, batch: int, device: torch.device, 
         loss = model.loss(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_value_(model.parameters(), GRAD_CLIP)
+        clip_gradients(model, GRAD_CLIP)
         optimizer.step()
 
     return step

@@ -153,8 +153,7 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
                                      f"{state.step + 1}: training stopped{kept}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_value_(model.parameters(), clip)
+        clip_gradients(model, clip)
         optimizer.step()
         state.step += 1
         size = weight[0].sum().item() if weight else len(x)
@@ -162,6 +161,12 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
         for callback in callbacks.values():
             callback.on_step(state.step)
     return distributed.mean(total, count)
+
+
+def clip_gradients(model: nn.Module, clip: float | None) -> None:
+    """Clip every gradient entry to +-``clip`` (None: leave them); the training loop's, and its benchmarks'."""
+    if clip is not None:
+        nn.utils.clip_grad_value_(model.parameters(), clip)
 
 
 class TrainingState:
