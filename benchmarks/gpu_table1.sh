@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Table 1 on a CUDA GPU in about 8 minutes: ConvNet4 on full MNIST for the five methods (MAXL last: a step of
+# Table 1 on a CUDA GPU in about 8 minutes: train_throughput.py (images/s of each method), then ConvNet4 on full MNIST for the five methods (MAXL last: a step of
 # it costs 3-7 vanilla steps), then, while time remains, ResNet-29 on the CIFAR-10 JPEG copy for vanilla and
 # MN+iFiLM, then the rest. Run from the repository root with
 # the data under ${DATA:-../shared/data} (mnist/, cifar10_jpg/). Results go to ${OUT:-runs/gpu_table1}:
@@ -12,6 +12,7 @@ budget=${BUDGET:-470}
 mnist_epochs=${MNIST_EPOCHS:-8}
 cifar_epochs=${CIFAR_EPOCHS:-4}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)  # absolute: the throughput benchmark runs from benchmarks/
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 deadline=$((SECONDS + budget))
 
@@ -23,6 +24,9 @@ run() {  # run DATASET BACKBONE METHOD EPOCHS: skipped when under a minute is le
 }
 
 "${PYTHON:-python3}" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
+# iFiLM's cost first (about a minute): images/s of a training step of every method against vanilla's
+(cd benchmarks && timeout 120 "${PYTHON:-python3}" train_throughput.py --device "${DEVICE:-cuda}" --json "$out/throughput.json") \
+  | tee "$out/throughput.txt"
 for method in vanilla mn vanilla_ifilm mn_ifilm maxl; do run mnist convnet4 "$method" "$mnist_epochs"; done
 for method in vanilla mn_ifilm mn vanilla_ifilm maxl; do run cifar10 resnet29 "$method" "$cifar_epochs"; done
 rm -rf "$out/cache" "$out"/*/*.safetensors  # weights stay on the device; metrics and checkpoint JSON come back
