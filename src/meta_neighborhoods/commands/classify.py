@@ -13,7 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from ..config import AUGMENTATIONS, ClassificationConfig as Defaults
-from ..presets import PRESETS
+from ..presets import PAPER_BUDGETS, PRESETS
 from ..validation import ConfigError
 from .common import UsageError, add_optimiser_options, data_folders, device, output, parent, seed, verbosity
 
@@ -83,7 +83,7 @@ def _configuration():
                              "CIFAR and SVHN, none for digits and MNIST) or the authors' pipeline, paper: crop, "
                              "flip, AutoAugment's CIFAR-10 policy and Cutout")
     parser.add_argument("--preset", choices=PRESETS,
-                        help="paper: the authors' protocol for the data set (cifar10, cifar100, mnist, svhn): their "
+                        help=f"paper: the authors' protocol for the data set ({', '.join(PAPER_BUDGETS)}): their "
                              "budget in steps as epochs, learning-rate drop, batch 128, weight decay, 100 neighbours "
                              "per class, --augment paper; options given here win over it (see presets.py)")
     parser.add_argument("--overwrite", action="store_true", default=None,
