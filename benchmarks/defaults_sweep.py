@@ -10,6 +10,9 @@ several processes can share the tables; ``--report`` then prints the comparison 
 
     python benchmarks/defaults_sweep.py --out runs/sweep --tables gom boston ... [--seeds 3] [--max-rows 1500]
     python benchmarks/defaults_sweep.py --out runs/sweep --report
+
+A training setting that vanilla shares (``--patience``) runs into its own folder, beside the base one on the same
+folds, and is compared with ``--out BASE --compare-training OTHER CANDIDATE``.
 """
 
 from __future__ import annotations
@@ -55,14 +58,17 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return
+    params = {key: value for key, value in (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience))
+              if value is not None}  # training settings of every MLP, vanilla included: one folder per setting
+    if done.setdefault("params", params) != params:
+        raise SystemExit(f"{path} was run with {done['params']}, not {params}: give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, args.seed)
-    params = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
     done = json.loads(path.read_text()) if path.exists() else done  # what other processes wrote meanwhile
     done["folds"].update(cv["folds"])
     done["seconds"].update(cv["seconds"])
-    done.update({"n": len(table.y), "folds_k": args.folds, "fold_seeds": cv["fold_seeds"]})
+    done.update({"params": params, "n": len(table.y), "folds_k": args.folds, "fold_seeds": cv["fold_seeds"]})
     path.write_text(json.dumps(done, indent=1))
 
 
@@ -116,6 +122,31 @@ def table2(out: Path, candidate: str) -> None:
               + " | ".join("—" if v is None else f"{v:.2g}" for v in p.values()) + " |")
 
 
+def compare_training(base: Path, other: Path, candidate: str) -> None:
+    """A training setting shared by vanilla and MN (another --out), table by table: each method's MSE under
+    ``other`` over its MSE under ``base``, on the same folds. Adopted where it lowers the geometric mean of both
+    by more than the tie, so the gain is not the neighbours' alone."""
+    shared = sorted({p.stem for p in base.glob("*.json")} & {p.stem for p in other.glob("*.json")})
+    print(f"| table | vanilla {base.name} | vanilla {other.name} | ratio | MN {base.name} | MN {other.name} | ratio | "
+          f"MN/vanilla {base.name} | MN/vanilla {other.name} |\n|---|---|---|---|---|---|---|---|---|")
+    logs = {"vanilla": [], candidate: []}
+    for name in shared:
+        runs = [json.loads((folder / f"{name}.json").read_text()) for folder in (base, other)]
+        if runs[0]["fold_seeds"] != runs[1]["fold_seeds"] or runs[0]["n"] != runs[1]["n"]:
+            raise SystemExit(f"{name}: the two folders did not run the same folds")
+        mean = {m: [float(np.mean(run["folds"][m])) for run in runs] for m in logs}
+        cells = []
+        for m in logs:
+            logs[m].append(math.log(mean[m][1] / mean[m][0]))
+            cells += [f"{mean[m][0]:.4g}", f"{mean[m][1]:.4g}", f"{mean[m][1] / mean[m][0]:.3f}"]
+        cells += [f"{mean[candidate][i] / mean['vanilla'][i]:.3f}" for i in (0, 1)]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    geo = {m: math.exp(np.mean(v)) for m, v in logs.items()}
+    verdict = "adopt" if all(g < 1 - TIE for g in geo.values()) else "keep the base"
+    print(f"\nGeometric mean of {other.name} / {base.name} over {len(shared)} tables: "
+          + ", ".join(f"{m} {g:.4f}" for m, g in geo.items()) + f": {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
@@ -129,11 +160,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-rows", type=int, default=1500)
     parser.add_argument("--max-epochs", type=int)
+    parser.add_argument("--patience", type=int, help="n_iter_no_change of early stopping, for vanilla and MN alike")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--table2", metavar="CANDIDATE", help="print Table 2 with this candidate as MN")
+    parser.add_argument("--compare-training", nargs=2, metavar=("OTHER", "CANDIDATE"),
+                        help="compare a training setting run into folder OTHER with --out, for vanilla and CANDIDATE")
     args = parser.parse_args()
+    if args.compare_training:
+        compare_training(args.out, Path(args.compare_training[0]), args.compare_training[1])
+        return
     if args.report or args.table2:
         report(args.out) if args.report else table2(args.out, args.table2)
         return
