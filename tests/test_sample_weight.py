@@ -7,9 +7,10 @@ import pytest
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from meta_neighborhoods.standardise import standardise
 
-# Full-batch training without a validation split and with random keys: here a weight of k is k copies of the row.
+# Full-batch training without a validation split, random keys and no slot dropout (its masks are drawn per row):
+# here a weight of k is k copies of the row.
 FULL_BATCH = dict(hidden_layer_sizes=(8,), dictionary_size=6, max_epochs=25, learning_rate=1e-2, batch_size=1000,
-                  early_stopping=False, key_init="gaussian", random_state=0)
+                  early_stopping=False, key_init="gaussian", slot_dropout=0.0, random_state=0)
 MINI_BATCH = dict(hidden_layer_sizes=(8,), dictionary_size=6, max_epochs=25, learning_rate=1e-2, batch_size=8,
                   n_iter_no_change=5, random_state=0)
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)  # float32 networks: a weighted sum rounds unlike a sum over copies

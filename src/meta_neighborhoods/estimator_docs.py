@@ -7,14 +7,15 @@ PARAMETERS = """
     hidden_layer_sizes : tuple of int, default=(128, 128)
         Widths of the MLP head's hidden layers. The vanilla baseline (``dictionary_size=0``) is the same network.
         Unused with a ``head`` of one's own.
-    dictionary_size : int, default=512
+    dictionary_size : int, default=4096
         S, the number of induced neighbours, capped at the number of training rows (keys start at training rows,
-        values at their targets). 0 trains the vanilla MLP, without neighbours.
-    top_k : int or None, default=None
+        values at their targets), so that on tables of up to about 4,000 rows every training row is a key. 0 trains
+        the vanilla MLP, without neighbours.
+    top_k : int or None, default=32
         K: each row attends only to its K most similar keys, a softmax over those K. The inner loop's work then
-        grows with K rather than S, which makes dictionaries as large as the training set affordable (e.g.
-        ``dictionary_size=4096, top_k=32, slot_dropout=0.5``, the best setting on gom). None (or a K of at least
-        S) attends to every key.
+        grows with K rather than S, which makes dictionaries as large as the training set affordable. None (or a
+        K of at least S) attends to every key (``dictionary_size=512, top_k=None, slot_dropout=0`` were the
+        defaults before; cheaper on large tables, see ``docs/results/defaults.md``).
     similarity : {"auto", "euclidean", "cosine"}, default="auto"
         How rows and keys are compared: negative squared Euclidean distance or cosine. "auto" takes cosine above
         32 features (where the keys live: the rows', or the extractor's) and Euclidean below (regressor),
@@ -24,7 +25,7 @@ PARAMETERS = """
         similarity, 0.1 for cosine.
     learn_temperature : bool, default=True
         Whether training adjusts the temperature (stored as log T, so it stays positive).
-    slot_dropout : float, default=0.0
+    slot_dropout : float, default=0.5
         Share of the dictionary hidden from each training row at random (none at prediction); the authors use 0.5
         on images, and it helps large dictionaries on tables.
     inner_steps : int, default=1
