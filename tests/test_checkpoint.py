@@ -314,6 +314,7 @@ def _tamper(stem, edit_meta=None, drop_tensors=None):
     (dict(edit_meta=lambda m: m["optimizer"]["param_groups"][0].update(weight_decay=0.5)),
      "hyper-parameters differ from the ones the configuration implies"),
     (dict(edit_meta=lambda m: m.update(optimizer="nope")), "the optimiser state is damaged"),
+    (dict(edit_meta=lambda m: m.pop("optimizer")), "the optimiser state is damaged"),  # found by test_fuzz_files
 ])
 def test_a_tampered_last_checkpoint_is_refused(tmp_path, tamper, message):
     x, y, stem = _finished_fit(tmp_path)

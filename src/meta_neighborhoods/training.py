@@ -204,7 +204,7 @@ class TrainingState:
         moments = checkpoint.take_prefix("optimizer.", tensors)
         if meta["step"] > 0 and not moments:
             raise checkpoint.CheckpointError(f"{source} lacks the optimiser's moments after {meta['step']} steps")
-        checkpoint.load_optimizer(self.optimizer, moments, meta["optimizer"], source)
+        checkpoint.load_optimizer(self.optimizer, moments, meta.get("optimizer"), source)
         try:
             checkpoint.load_rng(checkpoint.take_prefix("rng.", tensors), meta["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as error:
