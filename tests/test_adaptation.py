@@ -225,3 +225,17 @@ def test_a_bad_top_k_is_refused_naming_it(top_k):
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         MNConfig(top_k=top_k)
     assert not MNConfig(dictionary_size=8, top_k=8).sparse and not MNConfig(dictionary_size=8, top_k=80).sparse
+
+
+@pytest.mark.parametrize("size, dropout", [(7, 0.5), (64, 0.5), (4096, 0.5), (100, 0.9), (10, 0.05)])
+def test_slot_dropout_shows_each_example_the_keep_slots_of_highest_score(size, dropout):
+    """The mask is the top-k of the same random scores (drawn from a generator with the same seed), per row."""
+    from meta_neighborhoods.dictionary import InducedDictionary
+
+    dictionary = InducedDictionary(MNConfig(dictionary_size=size, slot_dropout=dropout), 3, 1).train()
+    mask = dictionary.slot_mask(32, torch.Generator().manual_seed(5))
+    keep = max(1, round(size * (1 - dropout)))
+    scores = torch.rand(32, size, generator=torch.Generator().manual_seed(5))
+    expected = torch.zeros(32, size, dtype=torch.bool).scatter_(1, scores.topk(keep, dim=1).indices, True)
+    assert torch.equal(mask, expected) and (mask.sum(1) == keep).all()
+    assert dictionary.eval().slot_mask(32) is None
