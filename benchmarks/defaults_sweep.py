@@ -43,6 +43,10 @@ TOLERANCE, TIE = 1.02, 0.005
 BASELINES = ("hist_gradient_boosting", "lightgbm", "realmlp_td")  # rivals run on the same folds, not candidates
 
 
+def _geometric_mean(ratios) -> float:
+    return math.exp(np.mean(np.log(list(ratios))))
+
+
 def _method(extra: dict):
     """Meta-Neighborhoods with ``extra`` over the run's parameters, as a factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
@@ -87,7 +91,7 @@ def report(out: Path) -> None:
         significant = sum(s["ratio"][candidate] < 1 and (s["p_values"]["vanilla"] or 1) < 0.05
                           for s in summaries.values())
         r = list(ratios[candidate].values())
-        rows.append([candidate, str(len(r)), f"{math.exp(np.mean(np.log(r))):.4f}", f"{max(r):.3f}",
+        rows.append([candidate, str(len(r)), f"{_geometric_mean(r):.4f}", f"{max(r):.3f}",
                      f"{sum(x < 1 for x in r)}", f"{significant}", f"{below_knn}", f"{cost[candidate]:.1f}"])
     print("| candidate | tables | geo-mean MN/vanilla | worst | below vanilla | significant (p<0.05) | below kNN | "
           "fit time / vanilla |\n|---|---|---|---|---|---|---|---|")
@@ -99,7 +103,7 @@ def report(out: Path) -> None:
     complete = [c for c in names if len(ratios[c]) == len(tables)]
     safe = [c for c in complete if max(ratios[c].values()) <= TOLERANCE] or complete
     if safe:
-        score = {c: math.exp(np.mean(np.log(list(ratios[c].values())))) for c in safe}
+        score = {c: _geometric_mean(ratios[c].values()) for c in safe}
         best = min(score.values())
         chosen = min((c for c in safe if score[c] <= best + TIE), key=cost.get)
         print(f"\nRule: among {safe} (never > {TOLERANCE:.2f} x vanilla), lowest geometric mean within {TIE}, "
@@ -129,19 +133,19 @@ def compare_training(base: Path, other: Path, candidate: str) -> None:
     shared = sorted({p.stem for p in base.glob("*.json")} & {p.stem for p in other.glob("*.json")})
     print(f"| table | vanilla {base.name} | vanilla {other.name} | ratio | MN {base.name} | MN {other.name} | ratio | "
           f"MN/vanilla {base.name} | MN/vanilla {other.name} |\n|---|---|---|---|---|---|---|---|---|")
-    logs = {"vanilla": [], candidate: []}
+    ratios = {"vanilla": [], candidate: []}
     for name in shared:
         runs = [json.loads((folder / f"{name}.json").read_text()) for folder in (base, other)]
         if runs[0]["fold_seeds"] != runs[1]["fold_seeds"] or runs[0]["n"] != runs[1]["n"]:
             raise SystemExit(f"{name}: the two folders did not run the same folds")
-        mean = {m: [float(np.mean(run["folds"][m])) for run in runs] for m in logs}
+        mean = {m: [float(np.mean(run["folds"][m])) for run in runs] for m in ratios}
         cells = []
-        for m in logs:
-            logs[m].append(math.log(mean[m][1] / mean[m][0]))
+        for m in ratios:
+            ratios[m].append(mean[m][1] / mean[m][0])
             cells += [f"{mean[m][0]:.4g}", f"{mean[m][1]:.4g}", f"{mean[m][1] / mean[m][0]:.3f}"]
         cells += [f"{mean[candidate][i] / mean['vanilla'][i]:.3f}" for i in (0, 1)]
         print(f"| {name} | " + " | ".join(cells) + " |")
-    geo = {m: math.exp(np.mean(v)) for m, v in logs.items()}
+    geo = {m: _geometric_mean(v) for m, v in ratios.items()}
     verdict = "adopt" if all(g < 1 - TIE for g in geo.values()) else "keep the base"
     print(f"\nGeometric mean of {other.name} / {base.name} over {len(shared)} tables: "
           + ", ".join(f"{m} {g:.4f}" for m, g in geo.items()) + f": {verdict}")

@@ -8,6 +8,7 @@ from torch import nn
 
 from meta_neighborhoods.adaptation import Adaptation
 from meta_neighborhoods.config import MNConfig
+from meta_neighborhoods.dictionary import InducedDictionary
 from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.model import MetaNeighborhoods
@@ -230,8 +231,6 @@ def test_a_bad_top_k_is_refused_naming_it(top_k):
 @pytest.mark.parametrize("size, dropout", [(7, 0.5), (64, 0.5), (4096, 0.5), (100, 0.9), (10, 0.05)])
 def test_slot_dropout_shows_each_example_the_keep_slots_of_highest_score(size, dropout):
     """The mask is the top-k of the same random scores (drawn from a generator with the same seed), per row."""
-    from meta_neighborhoods.dictionary import InducedDictionary
-
     dictionary = InducedDictionary(MNConfig(dictionary_size=size, slot_dropout=dropout), 3, 1).train()
     mask = dictionary.slot_mask(32, torch.Generator().manual_seed(5))
     keep = max(1, round(size * (1 - dropout)))
