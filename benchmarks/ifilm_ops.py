@@ -6,13 +6,12 @@ For each method this script
 * counts the ``aten::`` events of one training step (forward, meta-loss, backward, gradient clipping, AdamW)
   under ``torch.profiler``: ``all`` counts nested events too (``aten::linear`` and the ``aten::addmm`` it
   calls are two), ``fwd+bwd`` those of the forward and backward passes alone, ``leaf`` only those that call
-  no other aten operator (about the kernels a GPU would launch, views included). On the CPU AdamW and
-  clipping loop over the parameters (on CUDA both default to grouped ``foreach`` operators), so there each
-  parameter adds about 28 events of its own, iFiLM's four per layer about 110;
+  no other aten operator (about the kernels a GPU would launch, views included). AdamW is the fused kernel
+  (``OptimizerSpec``), a few events per step on the CPU as on CUDA; the value clipping still takes one
+  ``clamp_`` per parameter on the CPU (on CUDA a grouped ``foreach`` operator);
 * times the step as ``train_throughput.py`` does (its ``training_step``; the methods take turns step by
   step, median over ``--steps``, one thread) at the backbone's image size (32x32) and at 4x4, where the
-  arithmetic is negligible and the time is dispatch overhead (a CPU stand-in for the launch-bound GPU step,
-  AdamW's per-parameter loop included).
+  arithmetic is negligible and the time is dispatch overhead (a CPU stand-in for the launch-bound GPU step).
 
     python benchmarks/ifilm_ops.py [--batch 32] [--steps 11] [--backbone resnet29] [--before FILE]
 

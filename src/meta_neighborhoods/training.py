@@ -52,7 +52,7 @@ class OptimizerSpec:
         """(optimizer, scheduler) for ``model``."""
         groups = [{**{key: value for key, value in group.items() if key != "lr_scale"},
                    "lr": self.learning_rate * group.get("lr_scale", 1.0)} for group in model.parameter_groups(self.weight_decay)]
-        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate)
+        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate, fused=True)  # one kernel, not ~28 ops per tensor
         return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(self.milestones), gamma=0.1)
 
 
