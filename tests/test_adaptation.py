@@ -182,7 +182,7 @@ def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps
     monkeypatch.setattr(model_module, "DENSE_BELOW", dense_below)
     model, x, y = _build(head, task, adapt, inner_steps=steps, step_size=step_size, similarity=similarity,
                          top_k=3)
-    assert model.config.sparse
+    assert model.config.neighbourhood_size(training=True) == 3
     model.adaptation.implementation = "auto"
     fast, fast_grads = _prediction_and_grads(model, y, lambda: model(x))
     oracle, oracle_grads = _prediction_and_grads(model, y, lambda: _top_k_oracle(model, x))
@@ -225,7 +225,27 @@ def test_nearest_keys_scan_in_chunks_without_changing_the_choice(similarity):
 def test_a_bad_top_k_is_refused_naming_it(top_k):
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         MNConfig(top_k=top_k)
-    assert not MNConfig(dictionary_size=8, top_k=8).sparse and not MNConfig(dictionary_size=8, top_k=80).sparse
+    assert MNConfig(dictionary_size=8, top_k=8).neighbourhood_size(True) is None  # K >= S: every key
+    assert MNConfig(dictionary_size=8, top_k=80).neighbourhood_size(True) is None
+
+
+@pytest.mark.parametrize("top_k, dropout, size, training, expected", [
+    (32, 0.5, 4096, True, 32), (32, 0.5, 4096, False, 64), (32, 0.0, 4096, False, 32), (30, 0.25, 4096, False, 40),
+    (3, 0.5, 5, False, None), (3, 0.5, 6, True, 3), (None, 0.5, 4096, False, None)])
+def test_evaluation_attends_to_the_neighbourhood_training_saw(top_k, dropout, size, training, expected):
+    """Training shows each example (1 - dropout) of the slots, so its K nearest visible keys are about its
+    K / (1 - dropout) nearest keys overall: evaluation, with every slot visible, attends to that many."""
+    config = MNConfig(dictionary_size=size, top_k=top_k, slot_dropout=dropout)
+    assert config.neighbourhood_size(training) == expected
+
+
+def test_an_evaluating_model_attends_to_k_over_the_kept_share(monkeypatch):
+    model = MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=50, top_k=5, slot_dropout=0.5)
+    seen = []
+    monkeypatch.setattr(model, "predict_top_k", lambda z, k: seen.append(k) or z[:, :1])
+    model(torch.randn(2, 3))
+    model.eval()(torch.randn(2, 3))
+    assert seen == [5, 10]
 
 
 @pytest.mark.parametrize("size, dropout", [(7, 0.5), (64, 0.5), (4096, 0.5), (100, 0.9), (10, 0.05)])

@@ -64,7 +64,8 @@ def test_a_dictionary_as_large_as_the_training_set_with_top_k_attention():
     """Keys at every training row (S is capped at their number); each row attends to its 4 nearest keys."""
     X, y = _table(n=300)
     model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 10**6, "top_k": 4, "max_epochs": 40}).fit(X, y)
-    assert model.network_["dictionary_size"] == 270 and model.model_.config.sparse  # 300 rows less 10 % validation
+    assert model.network_["dictionary_size"] == 270  # 300 rows less 10 % validation
+    assert model.model_.config.neighbourhood_size(False) == 8  # 4 / (1 - slot dropout 0.5) once every slot is seen
     assert model.score(X, y) > 0.5
 
 

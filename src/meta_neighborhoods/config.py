@@ -86,10 +86,18 @@ class MNConfig:
     def vanilla(self) -> bool:
         return self.dictionary_size == 0
 
-    @property
-    def sparse(self) -> bool:
-        """Whether attention keeps only the top K keys: a K below the dictionary size."""
-        return self.top_k is not None and self.top_k < self.dictionary_size
+    def neighbourhood_size(self, training: bool) -> int | None:
+        """How many keys an example attends to: K while training, or None for all of them (K >= S).
+
+        A training example sees (1 - slot_dropout) of the slots, so its K nearest visible keys reach as far as
+        its K / (1 - slot_dropout) nearest keys of the whole dictionary. At evaluation every slot is visible and
+        that many keys are attended to: the same neighbourhood as in training (at the estimators' defaults, 64 keys
+        instead of 32 lowered MN / vanilla's geometric mean over 11 tables from 1.041 to 1.002; defaults.md).
+        """
+        if self.top_k is None:
+            return None
+        k = self.top_k if training else round(self.top_k / (1.0 - self.slot_dropout))
+        return k if k < self.dictionary_size else None
 
     def replace(self, **changes) -> MNConfig:
         """A copy with ``changes`` (validated again); an unknown name is refused, listing the fields."""

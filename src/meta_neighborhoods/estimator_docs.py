@@ -13,8 +13,10 @@ PARAMETERS = """
         the vanilla MLP, without neighbours.
     top_k : int or None, default=32
         K: each row attends only to its K most similar keys, a softmax over those K. The inner loop's work then
-        grows with K rather than S, which makes dictionaries as large as the training set affordable. None (or a
-        K of at least S) attends to every key (``dictionary_size=512, top_k=None, slot_dropout=0`` were the
+        grows with K rather than S, which makes dictionaries as large as the training set affordable. K counts
+        the keys a training row sees; at prediction, with no slot hidden, the same neighbourhood holds
+        K / (1 - slot_dropout) keys, and that many are attended to (64 at the defaults). None (or a K of at least
+        S) attends to every key (``dictionary_size=512, top_k=None, slot_dropout=0`` were the
         defaults before; cheaper on large tables, see ``docs/results/defaults.md``). On noisy targets a wider
         neighbourhood can help: 128 beat 32 on eight of eleven tables there, and lost badly on a noise-free one.
     similarity : {"auto", "euclidean", "cosine"}, default="auto"
@@ -28,7 +30,8 @@ PARAMETERS = """
         Whether training adjusts the temperature (stored as log T, so it stays positive).
     slot_dropout : float, default=0.5
         Share of the dictionary hidden from each training row at random (none at prediction); the authors use 0.5
-        on images, and it helps large dictionaries on tables.
+        on images, and it helps large dictionaries on tables. With ``top_k``, prediction attends to
+        top_k / (1 - slot_dropout) keys.
     inner_steps : int, default=1
         Gradient steps of the per-row finetuning.
     step_size : {"scalar", "diagonal"}, default="scalar"

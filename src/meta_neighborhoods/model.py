@@ -57,8 +57,9 @@ class MetaNeighborhoods(nn.Module):
         """
         if self.vanilla:
             return self.head(z)
-        if self.config.sparse:
-            return self.predict_top_k(z, self.config.top_k)
+        k = self.config.neighbourhood_size(self.training)
+        if k is not None:
+            return self.predict_top_k(z, k)
         return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z))
 
     def predict_top_k(self, z: torch.Tensor, k: int) -> torch.Tensor:
