@@ -12,7 +12,7 @@ from meta_neighborhoods.dictionary import InducedDictionary
 from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.similarity import nearest_keys
+from meta_neighborhoods.similarity import Attention, first_visible, n_candidates, nearest_keys
 from meta_neighborhoods.similarity import similarity as pairwise_similarity
 
 HEADS = {
@@ -215,10 +215,40 @@ def test_nearest_keys_scan_in_chunks_without_changing_the_choice(similarity):
     expected = pairwise_similarity(z, keys, similarity).topk(6, dim=1).indices
     for chunk_elements in (1, 63, 450, 10**6):  # chunks of 6 (never fewer than k), 7, 50 and all 50 keys
         chosen = nearest_keys(z, keys, similarity, 6, chunk_elements=chunk_elements)
-        assert torch.equal(chosen.sort(1).values, expected.sort(1).values)
-    mask = torch.rand(9, 50) > 0.5
-    chosen = nearest_keys(z, keys, similarity, 6, mask=mask, chunk_elements=63)
-    assert mask.gather(1, chosen).all()  # hidden slots are never chosen while enough are visible
+        assert torch.equal(chosen, expected)  # most similar first, as slot dropout's first_visible relies on
+
+
+def test_first_visible_takes_the_nearest_visible_keys_and_hidden_ones_only_when_too_few_are_visible():
+    index = torch.tensor([[7, 3, 9, 1, 4], [2, 8, 6, 5, 0]])
+    hidden = torch.tensor([[True, False, True, False, False], [True, True, True, True, False]])
+    chosen, chosen_hidden = first_visible(index, hidden, 3)
+    assert chosen.tolist() == [[3, 1, 4], [0, 2, 8]]
+    assert chosen_hidden.tolist() == [[False, False, False], [False, True, True]]
+
+
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+def test_top_k_with_slot_dropout_attends_to_the_nearest_visible_candidates(similarity):
+    """Each slot is hidden with probability p, drawn for the nearest n_candidates keys; the k nearest visible
+    ones get all the weight."""
+    attention, k, p = Attention(similarity, 0.5), 4, 0.5
+    z, keys = torch.randn(64, 3, dtype=torch.float64), torch.randn(300, 3, dtype=torch.float64)
+    torch.manual_seed(1)
+    top = attention.top_k(z, keys, k, slot_dropout=p)
+    candidates = nearest_keys(z, keys, similarity, n_candidates(k, p, 300))
+    torch.manual_seed(1)
+    hidden = torch.rand(candidates.shape) < p
+    visible_rank = torch.where(hidden, 10**6, (~hidden).cumsum(1))  # 1 for the nearest visible, 2, ...
+    expected = candidates.gather(1, (visible_rank <= k).to(torch.int8).topk(k, dim=1, sorted=False).indices)
+    assert torch.equal(top.index.sort(1).values, expected.sort(1).values)
+    assert (top.weight > 0).all() and torch.allclose(top.weight.sum(1), torch.ones(64, dtype=torch.float64))
+    assert 0.4 < (top.index[:, 0] != candidates[:, 0]).double().mean() < 0.6  # the nearest key is hidden half the time
+
+
+def test_top_k_weights_stay_finite_when_every_candidate_is_hidden():
+    torch.manual_seed(0)
+    top = Attention("euclidean", 1.0).top_k(torch.randn(200, 2), torch.randn(3, 2), 2, slot_dropout=0.9)
+    assert torch.isfinite(top.weight).all() and torch.allclose(top.weight.sum(1), torch.ones(200))
+    assert (top.weight == 0.5).all(dim=1).any()  # a row that saw none of its keys: uniform over the k chosen
 
 
 @pytest.mark.parametrize("top_k", [0, -1, 2.5, "8", True])

@@ -63,11 +63,17 @@ class InducedDictionary(nn.Module):
         self.keys.copy_(samples[pick] if features is None else features(samples[pick]))
         self.raw_values.copy_(self._encode(targets[pick], self.raw_values.shape[1]))  # learned: softmax(scale * one-hot)
 
+    @property
+    def hidden_share(self) -> float:
+        """The share of slots hidden from each example: ``slot_dropout`` while training, none at evaluation."""
+        return self.slot_dropout if self.training else 0.0
+
     def slot_mask(self, batch_size: int, generator=None) -> torch.Tensor | None:
-        """Which slots each example sees (B, S), or None when all are visible (evaluation): the ``keep`` slots of
-        highest random score, found by one selection per row (kthvalue), 2.5x cheaper than a top-k of half the
-        slots. A tie at the threshold (chance about S / 2^24 per row) shows one slot more."""
-        if not self.training or self.slot_dropout == 0.0:
+        """Which slots each example sees (B, S), or None when all are visible (evaluation), for full attention: the
+        ``keep`` slots of highest random score, as the authors' code, found by one selection per row (kthvalue),
+        2.5x cheaper than a top-k of half the slots. A tie at the threshold (chance about S / 2^24 per row) shows
+        one slot more. Top-k attention draws for its nearest candidates only (``Attention.top_k``)."""
+        if self.hidden_share == 0.0:
             return None
         keep = max(1, round(self.size * (1.0 - self.slot_dropout)))
         scores = torch.rand(batch_size, self.size, generator=generator, device=self.keys.device)

@@ -30,7 +30,9 @@ PARAMETERS = """
         Whether training adjusts the temperature (stored as log T, so it stays positive).
     slot_dropout : float, default=0.5
         Share of the dictionary hidden from each training row at random (none at prediction); the authors use 0.5
-        on images, and it helps large dictionaries on tables. With ``top_k``, prediction attends to
+        on images, and it helps large dictionaries on tables. With full attention each row sees exactly that
+        share, as in the authors' code; with ``top_k`` each slot is hidden with that probability, drawn for the
+        row's nearest keys only (cheaper than a draw for every slot), and prediction attends to
         top_k / (1 - slot_dropout) keys.
     inner_steps : int, default=1
         Gradient steps of the per-row finetuning.

@@ -26,10 +26,12 @@ def similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def pair_similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
-    """Similarities (B, K) between each input z_b (B, d) and its own K keys (B, K, d); as ``similarity``."""
+    """Similarities (B, K) between each input z_b (B, d) and its own K keys (B, K, d); as ``similarity``.
+
+    Elementwise products summed, not a batch of (K, d) x (d, 1) matrix products, which CPU kernels run slowly."""
     if kind == "cosine":
-        return (F.normalize(keys, dim=-1) @ F.normalize(z, dim=-1)[..., None])[..., 0]
-    return 2 * (keys @ z[..., None])[..., 0] - z.pow(2).sum(-1, keepdim=True) - keys.pow(2).sum(-1)
+        return (F.normalize(keys, dim=-1) * F.normalize(z, dim=-1)[:, None]).sum(-1)
+    return -(keys - z[:, None]).pow(2).sum(-1)
 
 
 def _ranking_scores(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
@@ -41,9 +43,8 @@ def _ranking_scores(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Ten
 
 
 @torch.no_grad()
-def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, mask: torch.Tensor | None = None,
-                 chunk_elements: int = 1 << 22) -> torch.Tensor:
-    """Indices (B, k) of each input's k most similar keys, hidden slots (``mask`` False) last.
+def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elements: int = 1 << 22) -> torch.Tensor:
+    """Indices (B, k) of each input's k most similar keys, most similar first.
 
     The keys are scanned in chunks of at most ``chunk_elements`` scores, keeping the best k so far: memory stays
     bounded however large the dictionary, so it may hold every training row. No gradient: only the choice is
@@ -53,14 +54,27 @@ def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, mask: t
     best = index = None
     for start in range(0, keys.shape[0], chunk):
         scores = _ranking_scores(z, keys[start : start + chunk], kind)
-        if mask is not None:
-            scores = scores.masked_fill(~mask[:, start : start + chunk], float("-inf"))
         candidates = torch.arange(start, start + scores.shape[1], device=z.device).expand_as(scores)
         if best is not None:
             scores, candidates = torch.cat([best, scores], dim=1), torch.cat([index, candidates], dim=1)
         best, chosen = scores.topk(min(k, scores.shape[1]), dim=1)
         index = candidates.gather(1, chosen)
     return index
+
+
+def n_candidates(k: int, slot_dropout: float, n_keys: int) -> int:
+    """How many nearest keys to draw slot dropout for, so that fewer than k of them are visible with a chance
+    below about 1e-8: their visible count is binomial, with mean n (1 - slot_dropout)."""
+    return min(n_keys, math.ceil((k + 6 * math.sqrt(k) + 6) / (1.0 - slot_dropout)))
+
+
+def first_visible(index: torch.Tensor, hidden: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k first visible of each row's keys ``index`` (B, n), nearest first (hidden ones last, if too few are
+    visible), and whether each of those is hidden."""
+    n = index.shape[1]
+    rank = (~hidden) * n + torch.arange(n, 0, -1, device=index.device)  # visible first, then in index's order
+    chosen = rank.topk(k, dim=1).indices
+    return index.gather(1, chosen), hidden.gather(1, chosen)
 
 
 class Attention(nn.Module):
@@ -91,15 +105,21 @@ class Attention(nn.Module):
             logits = logits.masked_fill(~mask, float("-inf"))
         return logits.softmax(dim=-1)
 
-    def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> TopK:
+    def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0) -> TopK:
         """Weights on each example's k most similar visible keys, a softmax over those k alone (``TopK``).
 
-        Only the (B, k) chosen similarities are computed with gradient, so the backward pass costs O(B k d).
+        Slot dropout hides each slot from each example with probability ``slot_dropout``, drawn only for the
+        example's nearest ``n_candidates`` keys, not for all S slots. Only the (B, k) chosen similarities are
+        computed with gradient, so the backward pass costs O(B k d).
         """
-        index = nearest_keys(z, keys, self.similarity, k, mask)
+        if slot_dropout == 0.0:
+            index, hidden = nearest_keys(z, keys, self.similarity, k), None
+        else:
+            index = nearest_keys(z, keys, self.similarity, n_candidates(k, slot_dropout, keys.shape[0]))
+            index, hidden = first_visible(index, torch.rand(index.shape, device=z.device) < slot_dropout, k)
         logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
-        if mask is not None:
-            logits = logits.masked_fill(~mask.gather(1, index), float("-inf"))
+        if hidden is not None:  # weight 0 on a hidden key, unless all k are (chance below 1e-8): then uniform
+            logits = logits.masked_fill(hidden, torch.finfo(logits.dtype).min)
         return TopK(index, logits.softmax(dim=-1))
 
     def extra_repr(self) -> str:
