@@ -272,7 +272,7 @@ def test_evaluation_attends_to_the_neighbourhood_training_saw(top_k, dropout, si
 def test_an_evaluating_model_attends_to_k_over_the_kept_share(monkeypatch):
     model = MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=50, top_k=5, slot_dropout=0.5)
     seen = []
-    monkeypatch.setattr(model, "predict_top_k", lambda z, k: seen.append(k) or z[:, :1])
+    monkeypatch.setattr(model, "predict_top_k", lambda z, k, own_slot: seen.append(k) or z[:, :1])
     model(torch.randn(2, 3))
     model.eval()(torch.randn(2, 3))
     assert seen == [5, 10]
@@ -288,3 +288,31 @@ def test_slot_dropout_shows_each_example_the_keep_slots_of_highest_score(size, d
     expected = torch.zeros(32, size, dtype=torch.bool).scatter_(1, scores.topk(keep, dim=1).indices, True)
     assert torch.equal(mask, expected) and (mask.sum(1) == keep).all()
     assert dictionary.eval().slot_mask(32) is None
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+def test_leave_one_out_never_attends_to_a_rows_own_slot(similarity, dropout):
+    """A row whose own key is in the dictionary (keys initialised at the training rows) never sees it while
+    training; without slot dropout it attends to its k nearest other keys."""
+    torch.manual_seed(0)
+    keys = torch.randn(40, 3, dtype=torch.float64)
+    z, own = keys[:30].clone(), torch.arange(30)  # rows 0..29 sit on their own keys
+    own[5] = -1  # a row with no slot of its own
+    attention = Attention(similarity, 0.5)
+    top = attention.top_k(z, keys, 4, slot_dropout=dropout, own_slot=own)
+    assert not (top.index == own[:, None]).any() and torch.isfinite(top.weight).all()
+    if dropout == 0.0:
+        others = pairwise_similarity(z, keys, similarity).scatter(1, own.clamp(min=0)[:, None], float("-inf"))
+        others[5] = pairwise_similarity(z[5:6], keys, similarity)[0]
+        assert torch.equal(top.index.sort(1).values, others.topk(4, dim=1).indices.sort(1).values)
+    full = attention(z, keys, None, own)
+    assert (full.gather(1, own.clamp(min=0)[:, None])[own >= 0] == 0).all()
+    torch.testing.assert_close(full.sum(1), torch.ones(30, dtype=torch.float64))
+
+
+def test_an_evaluating_model_ignores_own_slots():
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=20, top_k=3).eval()
+    x = model.dictionary.keys[:5].detach().clone()
+    torch.testing.assert_close(model(x, torch.arange(5)), model(x))

@@ -231,3 +231,31 @@ def test_ending_at_max_epochs_before_early_stopping_warns():
     X, y = _table(n=80)
     with pytest.warns(ConvergenceWarning, match="stopped at max_epochs=2 while its validation loss was still"):
         MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "n_iter_no_change": 5}).fit(X, y)
+
+
+def test_training_rows_never_attend_to_their_own_keys(monkeypatch):
+    """Keys start at the training rows with their targets as values; leave-one-out hides each row's own key from
+    it while training (a test row never finds itself among the keys either), and prediction hides nothing."""
+    from meta_neighborhoods.similarity import Attention
+    X, y = _table(n=120)
+    seen, top_k = [], Attention.top_k
+
+    def spy(self, z, keys, k, slot_dropout=0.0, own_slot=None):
+        top = top_k(self, z, keys, k, slot_dropout, own_slot)
+        if own_slot is not None:  # the row's own key, found by position: keys still sit at their rows early on
+            nearest = (z[:, None] - keys[None]).pow(2).sum(-1).argmin(1)
+            attended = (top.index == own_slot[:, None]) & (top.weight > 0)
+            seen.append((bool(attended.any()), float((nearest == own_slot).double().mean())))
+        else:
+            seen.append(None)
+        return top
+
+    monkeypatch.setattr(Attention, "top_k", spy)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 500, "top_k": 4, "max_epochs": 2,
+                                          "leave_one_out": True}).fit(X, y)
+    training = [s for s in seen if s is not None]
+    assert training and not any(attended for attended, _ in training)
+    assert training[0][1] == 1.0  # at the first step each row's own slot is its nearest key: the one hidden
+    seen.clear()
+    model.predict(X)
+    assert seen and all(s is None for s in seen)

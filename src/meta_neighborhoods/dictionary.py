@@ -54,14 +54,18 @@ class InducedDictionary(nn.Module):
 
     @torch.no_grad()
     def init_from_samples(self, samples: torch.Tensor, targets: torch.Tensor, generator=None,
-                          features=None) -> None:
+                          features=None) -> torch.Tensor:
         """Start keys at randomly chosen training samples and values at their targets; ``features`` (e.g. the
-        model's extractor) maps the chosen samples to key space, when they are not features already."""
+        model's extractor) maps the chosen samples to key space, when they are not features already. Returns
+        each sample's slot (-1: none), the ``own_slot`` that leave-one-out training hides from it."""
         if len(samples) < self.size:
             raise ValueError(f"need at least {self.size} samples to initialise {self.size} keys, got {len(samples)}")
         pick = torch.randperm(len(samples), generator=generator)[: self.size]
         self.keys.copy_(samples[pick] if features is None else features(samples[pick]))
         self.raw_values.copy_(self._encode(targets[pick], self.raw_values.shape[1]))  # learned: softmax(scale * one-hot)
+        own_slot = torch.full((len(samples),), -1, dtype=torch.long)
+        own_slot[pick] = torch.arange(self.size)
+        return own_slot
 
     @property
     def hidden_share(self) -> float:

@@ -44,6 +44,9 @@ PARAMETERS = """
         Which layers of the head the inner loop finetunes.
     key_init : {"samples", "gaussian"}, default="samples"
         Keys at random training rows and values at their targets, or keys drawn from N(0, 1).
+    leave_one_out : bool, default=False
+        With ``key_init="samples"``, hide from each training row the key that started at it (holding its own
+        target) while training, as a test row never finds itself among the keys. No effect on prediction.
     max_epochs : int, default=1000
         Upper bound on the training epochs; ending there before early stopping raises a ``ConvergenceWarning``.
     batch_size : int, default=128

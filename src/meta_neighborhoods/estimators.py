@@ -67,6 +67,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         step_size_init=MNConfig.step_size_init,
         adapt=MNConfig.adapt,
         key_init="samples",
+        leave_one_out=False,
         max_epochs=1000,
         batch_size=128,
         learning_rate=1e-3,
@@ -94,6 +95,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.step_size_init = step_size_init
         self.adapt = adapt
         self.key_init = key_init
+        self.leave_one_out = leave_one_out
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -126,6 +128,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """The training settings; the method's own are checked by ``MNConfig`` when ``_config`` builds it."""
         for name in ("max_epochs", "batch_size", "n_iter_no_change"):
             check_int(name, getattr(self, name))
+        if not isinstance(self.leave_one_out, (bool, np.bool_)):
+            raise ConfigError(f"leave_one_out must be True or False, got {self.leave_one_out!r}")
         hidden = self.hidden_layer_sizes
         if not (isinstance(hidden, (tuple, list, np.ndarray)) and all(is_int(h) and h >= 1 for h in hidden)):
             raise ConfigError(f"hidden_layer_sizes must be a sequence of positive integers (e.g. (128, 128)), "
@@ -210,13 +214,18 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         if weights is not None:
             per_row.append(torch.as_tensor(weights, dtype=torch.float32))
         X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
+        inputs = [X_train]
         if self.model_.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows
-            self.model_.dictionary.init_from_samples(X_train, per_row[0][train], torch.Generator().manual_seed(seed),
-                                                     features=self.model_.features)
+            own_slot = self.model_.dictionary.init_from_samples(X_train, per_row[0][train],
+                                                                torch.Generator().manual_seed(seed),
+                                                                features=self.model_.features)
+            if self.leave_one_out:
+                inputs.append(own_slot)
         self.model_.to(device)
         validation_loss = None if valid is None else (
             lambda: self.model_.loss(self._forward(X, rows[valid]), *(t[valid] for t in per_row)).item())
-        batches = TensorBatches(X_train, *(t[train] for t in per_row), batch_size=int(self.batch_size), seed=seed)
+        batches = TensorBatches(*inputs, *(t[train] for t in per_row), batch_size=int(self.batch_size), seed=seed,
+                                inputs=len(inputs))
         run = fit_early_stopping(
             self.model_, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
             validation_loss=validation_loss, device=device,

@@ -46,27 +46,31 @@ class MetaNeighborhoods(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(x)
 
-    def attend(self, z: torch.Tensor) -> torch.Tensor:
+    def attend(self, z: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """Attention weights (B, S) of features z over the dictionary (slot dropout while training)."""
-        return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0]))
+        return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0]), own_slot)
 
-    def predict_features(self, z: torch.Tensor) -> torch.Tensor:
+    def predict_features(self, z: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions from features: the head adapted to each input's neighbourhood (or not, if vanilla).
 
-        With top-k attention the inner loop sees only the keys some example of the batch attends to.
+        ``own_slot`` (B,): while training, a slot each row may not attend to (-1: none), the key that was
+        initialised at the row itself and holds its own target: leave-one-out, so that training, like a test
+        row, never sees its own answer among its neighbours. With top-k attention the inner loop sees only the
+        keys some example of the batch attends to.
         """
         if self.vanilla:
             return self.head(z)
+        own_slot = own_slot if self.training else None
         k = self.config.neighbourhood_size(self.training)
         if k is not None:
-            return self.predict_top_k(z, k)
-        return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z))
+            return self.predict_top_k(z, k, own_slot)
+        return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z, own_slot))
 
-    def predict_top_k(self, z: torch.Tensor, k: int) -> torch.Tensor:
+    def predict_top_k(self, z: torch.Tensor, k: int, own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """``predict_features`` with attention on each input's k most similar keys. The inner loop sees only the U
         keys some example of the batch attends to; up to DENSE_BELOW of them per k, as dense (B, U) weights, whose
         matrix products beat gathering each example's own k keys."""
-        top = self.attention.top_k(z, self.dictionary.keys, k, self.dictionary.hidden_share)
+        top = self.attention.top_k(z, self.dictionary.keys, k, self.dictionary.hidden_share, own_slot)
         used, local = top.index.unique(return_inverse=True)
         weights = TopK(local, top.weight)
         if len(used) <= DENSE_BELOW * k:
@@ -74,8 +78,8 @@ class MetaNeighborhoods(nn.Module):
         return self.adaptation(self.head, z, self.dictionary.keys.index_select(0, used),
                                self.dictionary.values().index_select(0, used), weights)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.predict_features(self.features(x))
+    def forward(self, x: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
+        return self.predict_features(self.features(x), own_slot)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor,
              weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -98,25 +98,37 @@ class Attention(nn.Module):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.exp()
 
-    def forward(self, z: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Weights (B, S) that sum to one over the slots an example may see (``mask``, True = visible)."""
+    def forward(self, z: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None,
+                own_slot: torch.Tensor | None = None) -> torch.Tensor:
+        """Weights (B, S) that sum to one over the slots an example may see (``mask``, True = visible), never
+        on its ``own_slot`` (B,) (-1: none); uniform over all slots for a row that may see none."""
         logits = similarity(z, keys, self.similarity) / self.temperature
+        if own_slot is not None:
+            own = torch.arange(keys.shape[0], device=z.device) == own_slot[:, None]
+            mask = ~own if mask is None else mask & ~own
         if mask is not None:
-            logits = logits.masked_fill(~mask, float("-inf"))
+            logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         return logits.softmax(dim=-1)
 
-    def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0) -> TopK:
+    def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
+              own_slot: torch.Tensor | None = None) -> TopK:
         """Weights on each example's k most similar visible keys, a softmax over those k alone (``TopK``).
 
         Slot dropout hides each slot from each example with probability ``slot_dropout``, drawn only for the
-        example's nearest ``n_candidates`` keys, not for all S slots. Only the (B, k) chosen similarities are
-        computed with gradient, so the backward pass costs O(B k d).
+        example's nearest ``n_candidates`` keys, not for all S slots; ``own_slot`` (B,) is a slot each example
+        never sees (-1: none). Only the (B, k) chosen similarities are computed with gradient, so the backward
+        pass costs O(B k d).
         """
-        if slot_dropout == 0.0:
-            index, hidden = nearest_keys(z, keys, self.similarity, k), None
-        else:
-            index = nearest_keys(z, keys, self.similarity, n_candidates(k, slot_dropout, keys.shape[0]))
-            index, hidden = first_visible(index, torch.rand(index.shape, device=z.device) < slot_dropout, k)
+        n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
+        index = nearest_keys(z, keys, self.similarity, min(keys.shape[0], n + (own_slot is not None)))
+        hidden = None
+        if slot_dropout > 0:
+            hidden = torch.rand(index.shape, device=z.device) < slot_dropout
+        if own_slot is not None:
+            own = index == own_slot[:, None]
+            hidden = own if hidden is None else hidden | own
+        if hidden is not None:
+            index, hidden = first_visible(index, hidden, k)
         logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
         if hidden is not None:  # weight 0 on a hidden key, unless all k are (chance below 1e-8): then uniform
             logits = logits.masked_fill(hidden, torch.finfo(logits.dtype).min)

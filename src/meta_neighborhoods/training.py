@@ -69,7 +69,8 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
         checkpoint: str | Path | None = None, resume: bool = False, config: dict | None = None) -> list[float]:
     """Train ``model`` (which provides ``loss`` and ``parameter_groups``); returns the mean loss of each epoch.
 
-    ``batches`` yields ``(x, y)``, or ``(x, y, weight)`` with a weight per example, which ``model.loss`` takes.
+    ``batches`` yields ``(x, y)``, or ``(x, y, weight)`` with a weight per example, which ``model.loss`` takes;
+    ``x`` may be a tuple of the model's inputs (``(x, own_slot)`` for leave-one-out).
 
     A NaN or infinite loss stops training with an error naming the step. ``checkpoint`` (a path stem) receives
     the whole training state after every epoch: weights, optimiser, schedule, random number generators,
@@ -143,9 +144,10 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
     model, optimizer, clip = state.model, state.optimizer, state.spec.grad_clip
     model.train()
     total, count = 0.0, 0
-    for batch in batches:
-        x, y, *weight = (t.to(device) for t in batch)
-        loss = model.loss(network(x), y, *weight)
+    for x, *targets in batches:
+        inputs = tuple(t.to(device) for t in (x if isinstance(x, tuple) else (x,)))
+        y, *weight = (t.to(device) for t in targets)
+        loss = model.loss(network(*inputs), y, *weight)
         if not torch.isfinite(loss):
             kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if (
                 checkpoint is not None and state.epoch > 0) else ""
@@ -156,7 +158,7 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
         clip_gradients(model, clip)
         optimizer.step()
         state.step += 1
-        size = weight[0].sum().item() if weight else len(x)
+        size = weight[0].sum().item() if weight else len(y)
         total, count = total + loss.item() * size, count + size
         for callback in callbacks.values():
             callback.on_step(state.step)

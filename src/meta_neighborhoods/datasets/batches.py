@@ -20,12 +20,14 @@ AUGMENTATIONS = {"none": None, "crop_flip": crop_flip, "paper": paper_augment}  
 
 
 class TensorBatches:
-    """Shuffled mini-batches of in-memory tensors, reproducible through a seeded generator."""
+    """Shuffled mini-batches of in-memory tensors, reproducible through a seeded generator. With ``inputs`` > 1,
+    the first ``inputs`` tensors are the model's inputs and come as one tuple: ``((x, own_slot), y)``."""
 
-    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0):
+    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 inputs: int = 1):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
-        self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
+        self.tensors, self.batch_size, self.shuffle, self.inputs = tensors, batch_size, shuffle, inputs
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -43,7 +45,8 @@ class TensorBatches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield tuple(t[index] for t in self.tensors)
+            batch = tuple(t[index] for t in self.tensors)
+            yield batch if self.inputs == 1 else (batch[: self.inputs], *batch[self.inputs :])
 
 
 class ImageBatches:
