@@ -124,6 +124,7 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"top_k": 0}, "top_k must be a positive integer"),
         ({"top_k": 2.5}, "top_k must be a positive integer"),
         ({"slot_dropout": 1.0}, "slot_dropout must be in"),
+        ({"leave_one_out": "yes"}, "leave_one_out must be True or False"),
     ],
 )
 def test_bad_parameters_are_named(params, message):

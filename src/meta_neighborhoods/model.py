@@ -14,7 +14,7 @@ from .inner_loss import TopK
 from .similarity import Attention
 
 
-DENSE_BELOW = 40  # up to this many used keys per k, dense (B, U) matrices beat gathering (benchmarks/adaptation_speed.py)
+DENSE_BELOW = 32  # top-k on at most this many keys per k runs dense (measured: benchmarks/adaptation_speed.py)
 
 
 class MetaNeighborhoods(nn.Module):
@@ -67,16 +67,17 @@ class MetaNeighborhoods(nn.Module):
         return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z, own_slot))
 
     def predict_top_k(self, z: torch.Tensor, k: int, own_slot: torch.Tensor | None = None) -> torch.Tensor:
-        """``predict_features`` with attention on each input's k most similar keys. The inner loop sees only the U
-        keys some example of the batch attends to; up to DENSE_BELOW of them per k, as dense (B, U) weights, whose
-        matrix products beat gathering each example's own k keys."""
-        top = self.attention.top_k(z, self.dictionary.keys, k, self.dictionary.hidden_share, own_slot)
+        """``predict_features`` with attention on each input's k most similar keys. Up to DENSE_BELOW keys per k,
+        dense matrices over every key are faster than gathering (and their shapes do not depend on the data, so
+        the model exports to ONNX); beyond, the inner loop sees only the keys some example of the batch attends
+        to, each example its own k."""
+        keys = self.dictionary.keys
+        top = self.attention.top_k(z, keys, k, self.dictionary.hidden_share, own_slot)
+        if keys.shape[0] <= DENSE_BELOW * k:
+            return self.adaptation(self.head, z, keys, self.dictionary.values(), top.dense(keys.shape[0]))
         used, local = top.index.unique(return_inverse=True)
-        weights = TopK(local, top.weight)
-        if len(used) <= DENSE_BELOW * k:
-            weights = weights.dense(len(used))
-        return self.adaptation(self.head, z, self.dictionary.keys.index_select(0, used),
-                               self.dictionary.values().index_select(0, used), weights)
+        return self.adaptation(self.head, z, keys.index_select(0, used), self.dictionary.values().index_select(0, used),
+                               TopK(local, top.weight))
 
     def forward(self, x: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
         return self.predict_features(self.features(x), own_slot)
