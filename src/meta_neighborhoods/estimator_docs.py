@@ -46,7 +46,9 @@ PARAMETERS = """
         Keys at random training rows and values at their targets, or keys drawn from N(0, 1).
     leave_one_out : bool, default=False
         With ``key_init="samples"``, hide from each training row the key that started at it (holding its own
-        target) while training, as a test row never finds itself among the keys. No effect on prediction.
+        target) while training, as a test row never finds itself among the keys. No effect on prediction. Over
+        eleven tables a tie with the default (better on the noisiest, worse where neighbours carry the signal;
+        ``docs/results/defaults.md``): worth trying on noisy targets.
     max_epochs : int, default=1000
         Upper bound on the training epochs; ending there before early stopping raises a ``ConvergenceWarning``.
     batch_size : int, default=128
