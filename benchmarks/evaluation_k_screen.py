@@ -18,8 +18,7 @@ import numpy as np
 
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
-from meta_neighborhoods.experiments.cross_validation import repeated_folds, subset_rows
-from meta_neighborhoods.standardise import standardiser
+from meta_neighborhoods.experiments.cross_validation import repeated_folds, standardised_fold, subset_rows
 
 KS = (8, 16, 32, 64, 128, 256, None)
 
@@ -28,13 +27,12 @@ def screen(name: str, max_rows: int, seed: int, data_dir: str | None) -> dict:
     table = subset_rows(load_table(name, data_dir), max_rows, seed)
     errors = {k: [] for k in KS}
     for _, fold, train, test in repeated_folds(len(table.y), 5, seed, 1):
-        mean, std = (float(v[0]) for v in standardiser(table.y[train][:, None]))  # as regress scales the target
-        model = MetaNeighborhoodsRegressor(random_state=seed, n_iter_no_change=60)
-        model.fit(table.X[train], (table.y[train] - mean) / std)
+        X_train, y_train, X_test, y_test = standardised_fold(table, train, test)  # as regress scales the target
+        model = MetaNeighborhoodsRegressor(random_state=seed, n_iter_no_change=60).fit(X_train, y_train)
         trained = model.model_.config
         for k in KS:
             model.model_.config = trained.replace(top_k=k, slot_dropout=0.0)  # exactly k keys at evaluation
-            errors[k].append(float(np.mean((model.predict(table.X[test]) - (table.y[test] - mean) / std) ** 2)))
+            errors[k].append(float(np.mean((model.predict(X_test) - y_test) ** 2)))
         print(json.dumps({"table": name, "fold": fold, **{str(k): errors[k][-1] for k in KS}}), flush=True)
     return {str(k): float(np.mean(e) / np.mean(errors[32])) for k, e in errors.items()}
 

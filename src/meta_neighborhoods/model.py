@@ -47,7 +47,8 @@ class MetaNeighborhoods(nn.Module):
         return self.extractor(x)
 
     def attend(self, z: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention weights (B, S) of features z over the dictionary (slot dropout while training)."""
+        """Attention weights (B, S) of features z over the dictionary (slot dropout while training), none on a
+        row's ``own_slot``."""
         return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0]), own_slot)
 
     def predict_features(self, z: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:

@@ -92,7 +92,7 @@ def available_methods() -> dict:
 # Cross-validation and architecture search
 
 
-def _standardised_fold(table: Table, train: np.ndarray, test: np.ndarray):
+def standardised_fold(table: Table, train: np.ndarray, test: np.ndarray):
     """Scale the target by the training fold only, so test rows never leak into the scale of the error."""
     mean, std = (float(v[0]) for v in standardiser(table.y[train][:, None]))  # no overflow near the float limit
     return table.X[train], (table.y[train] - mean) / std, table.X[test], (table.y[test] - mean) / std
@@ -157,7 +157,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     architectures, fold_seeds = [], []
     with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=not progress) as bar:
         for repeat_seed, fold, train, test in repeated_folds(len(table.y), folds, seed, seeds):
-            X_train, y_train, X_test, y_test = _standardised_fold(table, train, test)
+            X_train, y_train, X_test, y_test = standardised_fold(table, train, test)
             fold_params, where = dict(params), f"seed {repeat_seed} fold {fold + 1}"
             fold_seeds.append(repeat_seed)
             if search:
