@@ -72,10 +72,11 @@ class MetaNeighborhoods(nn.Module):
         dense matrices over every key are faster than gathering (and their shapes do not depend on the data, so
         the model exports to ONNX); beyond, the inner loop sees only the keys some example of the batch attends
         to, each example its own k."""
-        keys = self.dictionary.keys
-        top = self.attention.top_k(z, keys, k, self.dictionary.hidden_share, own_slot)
+        keys, hidden_share = self.dictionary.keys, self.dictionary.hidden_share
         if keys.shape[0] <= DENSE_BELOW * k:
-            return self.adaptation(self.head, z, keys, self.dictionary.values(), top.dense(keys.shape[0]))
+            weights = self.attention.top_k_dense(z, keys, k, hidden_share, own_slot)
+            return self.adaptation(self.head, z, keys, self.dictionary.values(), weights)
+        top = self.attention.top_k(z, keys, k, hidden_share, own_slot)
         used, local = top.index.unique(return_inverse=True)
         return self.adaptation(self.head, z, keys.index_select(0, used), self.dictionary.values().index_select(0, used),
                                TopK(local, top.weight))

@@ -110,14 +110,14 @@ class Attention(nn.Module):
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         return logits.softmax(dim=-1)
 
-    def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
-              own_slot: torch.Tensor | None = None) -> TopK:
-        """Weights on each example's k most similar visible keys, a softmax over those k alone (``TopK``).
+    @torch.no_grad()
+    def choose(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
+               own_slot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each example's k most similar visible keys (B, k), and which of them are hidden (None: none is).
 
         Slot dropout hides each slot from each example with probability ``slot_dropout``, drawn only for the
         example's nearest ``n_candidates`` keys, not for all S slots; ``own_slot`` (B,) is a slot each example
-        never sees (-1: none). Only the (B, k) chosen similarities are computed with gradient, so the backward
-        pass costs O(B k d).
+        never sees (-1: none). A key is hidden only where fewer than k candidates are visible (chance below 1e-8).
         """
         n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
         index = nearest_keys(z, keys, self.similarity, min(keys.shape[0], n + (own_slot is not None)))
@@ -127,12 +127,29 @@ class Attention(nn.Module):
         if own_slot is not None:
             own = index == own_slot[:, None]
             hidden = own if hidden is None else hidden | own
-        if hidden is not None:
-            index, hidden = first_visible(index, hidden, k)
+        if hidden is None:
+            return index, None
+        return first_visible(index, hidden, k)
+
+    def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
+              own_slot: torch.Tensor | None = None) -> TopK:
+        """Weights on the keys ``choose`` picks, a softmax over those k alone (``TopK``; uniform over them if all
+        are hidden). Only the (B, k) chosen similarities are computed with gradient: the backward costs O(B k d).
+        """
+        index, hidden = self.choose(z, keys, k, slot_dropout, own_slot)
         logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
-        if hidden is not None:  # weight 0 on a hidden key, unless all k are (chance below 1e-8): then uniform
+        if hidden is not None:
             logits = logits.masked_fill(hidden, torch.finfo(logits.dtype).min)
         return TopK(index, logits.softmax(dim=-1))
+
+    def top_k_dense(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
+                    own_slot: torch.Tensor | None = None) -> torch.Tensor:
+        """``top_k``'s weights as a (B, S) matrix, computed as full attention masked to the chosen keys: on a
+        small dictionary one (B, S) matrix product costs less than gathering (B, k, d) keys. A row whose k keys
+        are all hidden gets uniform weights over the dictionary."""
+        index, hidden = self.choose(z, keys, k, slot_dropout, own_slot)
+        chosen = torch.zeros(z.shape[0], keys.shape[0], dtype=torch.bool, device=z.device)
+        return self(z, keys, chosen.scatter_(1, index, True if hidden is None else ~hidden))
 
     def extra_repr(self) -> str:
         return f"similarity={self.similarity!r}, learned={isinstance(self.log_temperature, nn.Parameter)}"
