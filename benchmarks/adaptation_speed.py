@@ -8,6 +8,10 @@ meta-loss, timed in this process; vanilla and the fast path take turns (one call
 medians are reported, since these machines vary 2-4x from run to run. The loop runs on a subset of the batch
 and is scaled to B.
 
+"keys" is how many keys the inner loop runs the head on (forward, backward and, second order, the backward of
+that): all S on the dense path, else the distinct keys the batch attends to. Each is a row of a vanilla step, so
+keys / B bounds the ratio to vanilla from below, whatever the rest of the step costs.
+
     python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda] [--sizes 512 4096 16384] [--ks 0 64 32]
 """
 
@@ -19,7 +23,8 @@ import json
 import torch
 
 from meta_neighborhoods.heads import MLPHead
-from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.model import DENSE_BELOW, MetaNeighborhoods
+from meta_neighborhoods.similarity import nearest_keys
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 
@@ -73,10 +78,10 @@ def main() -> None:
           f"fast / vanilla <= 8x (got {ms['fast_ms'] / ms['vanilla_ms']:.1f}x)")
     configs = [_sizes_and_top_k(S, K or None, x, y, args.repeats, device) for S in args.sizes for K in args.ks]
     print(f"\nS x top-k: fast path vs vanilla, interleaved, median of {args.repeats} rounds")
-    print(f"{'S':>7}{'top-k':>7}{'vanilla ms':>12}{'fast ms':>10}{'ratio':>8}")
+    print(f"{'S':>7}{'top-k':>7}{'vanilla ms':>12}{'fast ms':>10}{'ratio':>8}{'keys':>8}{'keys / B':>10}")
     for c in configs:
         print(f"{c['dictionary_size']:>7}{c['top_k'] or 'full':>7}{c['vanilla_ms']:>12.2f}{c['fast_ms']:>10.2f}"
-              f"{c['fast_ms'] / c['vanilla_ms']:>7.1f}x")
+              f"{c['fast_ms'] / c['vanilla_ms']:>7.1f}x{c['distinct_keys']:>8}{c['distinct_keys'] / len(x):>9.1f}x")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({**{k: round(v, 3) for k, v in ms.items()}, "configs": configs}, handle, indent=2)
@@ -95,7 +100,16 @@ def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device) -
         return run
 
     ms = timed({"vanilla_ms": step(True), "fast_ms": step(False)}, repeats, 2, device)
-    return {"dictionary_size": size, "top_k": top_k, **{k: round(v, 3) for k, v in ms.items()}}
+    return {"dictionary_size": size, "top_k": top_k, **{k: round(v, 3) for k, v in ms.items()},
+            "distinct_keys": _distinct_keys(model, x)}
+
+
+def _distinct_keys(model: MetaNeighborhoods, x: torch.Tensor) -> int:
+    """Keys the inner loop runs the head on: every key on the dense path, else those some row attends to."""
+    keys, k = model.dictionary.keys, model.config.neighbourhood_size(training=True)
+    if k is None or keys.shape[0] <= DENSE_BELOW * k:
+        return keys.shape[0]
+    return nearest_keys(x, keys, model.attention.similarity, k).unique().numel()
 
 
 if __name__ == "__main__":
