@@ -39,6 +39,7 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S4096-k32-drop": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5},
     "S4096-k128-drop": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5},
     "S4096-k32-drop-loo": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "leave_one_out": True},
+    "S4096-k32-drop-fixed": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "learn_dictionary": False},
     "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
 }
 TOLERANCE, TIE = 1.02, 0.005

@@ -26,6 +26,7 @@ from meta_neighborhoods.validation import ConfigError
     ("step_size_init", -0.1, "step_size_init must be positive"),
     ("adapt", "first", "unknown adapt 'first'; expected one of 'all', 'last'"),
     ("values", "soft", "unknown values 'soft'"),
+    ("keys", "frozen", "unknown keys 'frozen'; expected one of 'learned', 'fixed'"),
     ("key_init", "zeros", "unknown key_init 'zeros'; expected one of 'samples', 'gaussian'"),
     ("key_std", 0, "key_std must be positive"),
     ("slot_dropout", 1.0, r"slot_dropout must be in \[0, 1\), got 1.0"),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
@@ -125,6 +126,8 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"top_k": 2.5}, "top_k must be a positive integer"),
         ({"slot_dropout": 1.0}, "slot_dropout must be in"),
         ({"leave_one_out": "yes"}, "leave_one_out must be True or False"),
+        ({"learn_dictionary": 0}, "learn_dictionary must be True or False"),
+        ({"learn_dictionary": False, "key_init": "gaussian"}, "learn_dictionary=False .* needs key_init='samples'"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
@@ -234,24 +237,46 @@ def test_ending_at_max_epochs_before_early_stopping_warns():
         MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "n_iter_no_change": 5}).fit(X, y)
 
 
+@pytest.mark.parametrize("estimator, target", [(MetaNeighborhoodsRegressor, lambda X: X[:, 0] + X[:, 1] ** 2),
+                                               (MetaNeighborhoodsClassifier, lambda X: (X[:, 0] > 0).astype(int))])
+def test_a_fixed_dictionary_stays_at_training_rows_and_their_targets(estimator, target):
+    """learn_dictionary=False: after training every key is still a (standardised) training row and its value that
+    row's target, while the network around them has learned."""
+    X = _table(n=120)[0]
+    y = target(X)
+    model = estimator(**{**FAST, "dictionary_size": 40, "learn_dictionary": False}).fit(X, y)
+    net = model.model_
+    assert {"dictionary.keys", "dictionary.raw_values"}.isdisjoint(dict(net.named_parameters()))
+    rows = torch.as_tensor((X - model.x_mean_) / model.x_scale_, dtype=torch.float32)
+    distance, row = (net.dictionary.keys[:, None] - rows[None]).abs().amax(-1).min(dim=1)
+    assert distance.max() < 1e-5 and len(row.unique()) == 40
+    values = net.dictionary.values()
+    if estimator is MetaNeighborhoodsRegressor:
+        expected = (y[row.numpy()] - model.y_mean_) / model.y_scale_
+        np.testing.assert_allclose(values[:, 0].numpy(), expected.reshape(-1), rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(values.argmax(1).numpy(), y[row.numpy()])
+    assert net.adaptation.step_size.alpha.item() != MetaNeighborhoodsRegressor().step_size_init
+
+
 def test_training_rows_never_attend_to_their_own_keys(monkeypatch):
     """Keys start at the training rows with their targets as values; leave-one-out hides each row's own key from
     it while training (a test row never finds itself among the keys either), and prediction hides nothing."""
     from meta_neighborhoods.similarity import Attention
     X, y = _table(n=120)
-    seen, top_k = [], Attention.top_k
+    seen, choose = [], Attention.choose
 
     def spy(self, z, keys, k, slot_dropout=0.0, own_slot=None):
-        top = top_k(self, z, keys, k, slot_dropout, own_slot)
+        index, hidden = choose(self, z, keys, k, slot_dropout, own_slot)
         if own_slot is not None:  # the row's own key, found by position: keys still sit at their rows early on
             nearest = (z[:, None] - keys[None]).pow(2).sum(-1).argmin(1)
-            attended = (top.index == own_slot[:, None]) & (top.weight > 0)
+            attended = (index == own_slot[:, None]) & (True if hidden is None else ~hidden)
             seen.append((bool(attended.any()), float((nearest == own_slot).double().mean())))
         else:
             seen.append(None)
-        return top
+        return index, hidden
 
-    monkeypatch.setattr(Attention, "top_k", spy)
+    monkeypatch.setattr(Attention, "choose", spy)
     model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 500, "top_k": 4, "max_epochs": 2,
                                           "leave_one_out": True}).fit(X, y)
     training = [s for s in seen if s is not None]

@@ -33,6 +33,7 @@ def fitted():
             (X[:, 0] > 10).astype(int) + (X[:, 1] > 12)]),
         "integers": MetaNeighborhoodsClassifier(**FAST, similarity="cosine").fit(X, (X[:, 2] > 10).astype(int) * 7),
         "booleans": MetaNeighborhoodsClassifier(**{**FAST, "dictionary_size": 0}).fit(X, X[:, 3] > 10),
+        "fixed dictionary": MetaNeighborhoodsClassifier(**FAST, learn_dictionary=False).fit(X, X[:, 3] > 10),
     }
 
 
@@ -58,7 +59,7 @@ def _outputs(model, X):
 
 
 @pytest.mark.parametrize("round_trip", [_pickle, _joblib, _save_load], ids=["pickle", "joblib", "save_load"])
-@pytest.mark.parametrize("name", ["regressor", "strings", "integers", "booleans"])
+@pytest.mark.parametrize("name", ["regressor", "strings", "integers", "booleans", "fixed dictionary"])
 def test_round_trip_predicts_identically(fitted, name, round_trip, tmp_path):
     model = fitted[name]
     X = _table(n=30, seed=1)[0]

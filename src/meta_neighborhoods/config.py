@@ -20,6 +20,7 @@ SIMILARITIES = ("cosine", "euclidean")
 STEP_SIZES = ("scalar", "diagonal")
 ADAPT = ("all", "last")
 VALUE_KINDS = ("learned", "fixed")
+KEY_KINDS = ("learned", "fixed")  # trained with the network, or left where they start
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
 DEVICES = ("auto", "cpu", "cuda")
@@ -34,7 +35,8 @@ class MNConfig:
     ``softmax(similarity / temperature)``, the temperature fixed or learned. The inner loop takes ``inner_steps``
     steps of a learned ``step_size`` ("scalar" or "diagonal", starting at ``step_size_init``) on the head's
     parameters (``adapt``: "all" or the "last" layer), second order unless ``first_order``. Dictionary values are
-    "learned" or "fixed" random labels; keys start at training examples (``key_init="samples"``, done by the
+    "learned" or "fixed" (random labels, or the targets of the rows the keys start at); ``keys`` are "learned"
+    or "fixed" where they start. Keys start at training examples (``key_init="samples"``, done by the
     front end, which has the data) or at N(0, ``key_std``^2). ``slot_dropout`` hides that share of the slots from
     each training example. ``top_k`` = K lets each example attend only to its K most similar keys (softmax over
     those; None or K >= S: all of them), so the inner loop's work grows with K, not S. ``implementation`` picks the
@@ -52,6 +54,7 @@ class MNConfig:
     adapt: str = "all"
     first_order: bool = False
     values: str = "learned"
+    keys: str = "learned"
     key_init: str = "gaussian"
     key_std: float = 1.0
     slot_dropout: float = 0.0
@@ -61,7 +64,7 @@ class MNConfig:
     def __post_init__(self) -> None:
         """Check every field, naming it and what it allows; numbers become plain ``int`` / ``float`` (JSON-able)."""
         for name, allowed in (("task", TASKS), ("similarity", SIMILARITIES), ("step size", STEP_SIZES),
-                              ("adapt", ADAPT), ("values", VALUE_KINDS), ("key_init", KEY_INITS),
+                              ("adapt", ADAPT), ("values", VALUE_KINDS), ("keys", KEY_KINDS), ("key_init", KEY_INITS),
                               ("implementation", IMPLEMENTATIONS)):
             check_option(name, getattr(self, name.replace(" ", "_")), allowed)
         numbers = {"dictionary_size": check_int("dictionary_size", self.dictionary_size, minimum=0),

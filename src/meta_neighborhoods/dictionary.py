@@ -15,7 +15,8 @@ class InducedDictionary(nn.Module):
 
     Regression values are learned targets. Classification values are class distributions, either
     learned as ``softmax(VALUE_SCALE * raw)`` (the authors' parametrisation) or fixed one-hot
-    labels drawn at random (as in the spiral toy). During training each example may see only a random
+    labels drawn at random (as in the spiral toy). Fixed keys and values started at training rows and their
+    targets (``init_from_samples``) stay a true neighbourhood: the training set itself. During training each example may see only a random
     subset of the slots (``slot_dropout``), which keeps any one neighbour from carrying the model.
     """
 
@@ -27,14 +28,19 @@ class InducedDictionary(nn.Module):
         for name, number in (("key dimension", key_dim), ("value dimension", value_dim)):
             check_int(name, number)
         self.task, self.value_kind, self.slot_dropout = config.task, config.values, config.slot_dropout
-        self.keys = nn.Parameter(torch.randn(size, key_dim) * config.key_std)
-        if self.value_kind == "fixed":
-            labels = torch.randperm(size) % value_dim
-            self.register_buffer("raw_values", self._encode(labels, value_dim))
-        elif self.task == "regression":
-            self.raw_values = nn.Parameter(torch.randn(size, value_dim))
+        self._hold("keys", torch.randn(size, key_dim) * config.key_std, learned=config.keys == "learned")
+        if self.task == "classification" and self.value_kind == "fixed":
+            values = F.one_hot(torch.randperm(size) % value_dim, value_dim).float()  # random labels
         else:
-            self.raw_values = nn.Parameter(torch.randn(size, value_dim) * 0.1)
+            values = torch.randn(size, value_dim) * (1.0 if self.task == "regression" else 0.1)
+        self._hold("raw_values", values, learned=self.value_kind == "learned")
+
+    def _hold(self, name: str, tensor: torch.Tensor, learned: bool) -> None:
+        """A learned tensor is a parameter; a fixed one a buffer, saved with the model but never trained."""
+        if learned:
+            setattr(self, name, nn.Parameter(tensor))
+        else:
+            self.register_buffer(name, tensor)
 
     @property
     def size(self) -> int:

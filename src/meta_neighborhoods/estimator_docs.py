@@ -44,6 +44,10 @@ PARAMETERS = """
         Which layers of the head the inner loop finetunes.
     key_init : {"samples", "gaussian"}, default="samples"
         Keys at random training rows and values at their targets, or keys drawn from N(0, 1).
+    learn_dictionary : bool, default=True
+        Whether training moves the keys and values. False keeps them at the training rows and their targets (needs
+        ``key_init="samples"``): the neighbours are then the training set itself, as for kNN, and only the
+        network, attention and step size learn how to use them.
     leave_one_out : bool, default=False
         With ``key_init="samples"``, hide from each training row the key that started at it (holding its own
         target) while training, as a test row never finds itself among the keys. No effect on prediction. Over

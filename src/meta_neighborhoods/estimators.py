@@ -67,6 +67,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         step_size_init=MNConfig.step_size_init,
         adapt=MNConfig.adapt,
         key_init="samples",
+        learn_dictionary=True,
         leave_one_out=False,
         max_epochs=1000,
         batch_size=128,
@@ -95,6 +96,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.step_size_init = step_size_init
         self.adapt = adapt
         self.key_init = key_init
+        self.learn_dictionary = learn_dictionary
         self.leave_one_out = leave_one_out
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -128,8 +130,12 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """The training settings; the method's own are checked by ``MNConfig`` when ``_config`` builds it."""
         for name in ("max_epochs", "batch_size", "n_iter_no_change"):
             check_int(name, getattr(self, name))
-        if not isinstance(self.leave_one_out, (bool, np.bool_)):
-            raise ConfigError(f"leave_one_out must be True or False, got {self.leave_one_out!r}")
+        for flag in ("leave_one_out", "learn_dictionary"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if not self.learn_dictionary and self.key_init != "samples":
+            raise ConfigError(f"learn_dictionary=False keeps the keys where they start: it needs key_init='samples' "
+                              f"(the training rows), got key_init={self.key_init!r}")
         hidden = self.hidden_layer_sizes
         if not (isinstance(hidden, (tuple, list, np.ndarray)) and all(is_int(h) and h >= 1 for h in hidden)):
             raise ConfigError(f"hidden_layer_sizes must be a sequence of positive integers (e.g. (128, 128)), "
@@ -165,7 +171,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         return MNConfig(task=self._task, dictionary_size=dictionary_size, similarity=similarity,
                         temperature=temperature, learn_temperature=self.learn_temperature, top_k=self.top_k,
                         slot_dropout=self.slot_dropout, inner_steps=self.inner_steps, step_size=self.step_size,
-                        step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init)
+                        step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init,
+                        **dict.fromkeys(("keys", "values"), "learned" if self.learn_dictionary else "fixed"))
 
     def _network(self, n_features: int, n_outputs: int, n_rows: int, key_features: int) -> dict:
         """``_build``'s arguments, fixed at fit and saved with the weights: ``load`` rebuilds the same network."""
