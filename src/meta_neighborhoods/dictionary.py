@@ -16,8 +16,9 @@ class InducedDictionary(nn.Module):
     Regression values are learned targets. Classification values are class distributions, either
     learned as ``softmax(VALUE_SCALE * raw)`` (the authors' parametrisation) or fixed one-hot
     labels drawn at random (as in the spiral toy). Fixed keys and values started at training rows and their
-    targets (``init_from_samples``) stay a true neighbourhood: the training set itself. During training each example may see only a random
-    subset of the slots (``slot_dropout``), which keeps any one neighbour from carrying the model.
+    targets (``init_from_samples``) stay a true neighbourhood: the training set itself. During training each
+    example may see only a random subset of the slots (``slot_dropout``), which keeps any one neighbour from
+    carrying the model.
     """
 
     VALUE_SCALE = 10.0  # learned class values are softmax(VALUE_SCALE * raw), as in the authors' code
