@@ -77,7 +77,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         tol=TOL,
         early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=60,
+        n_iter_no_change=200,
         random_state=None,
         device="cpu",
         verbose=0,
