@@ -1,9 +1,9 @@
 """One-seed screen: how many neighbours should a fit trained with top-K attention attend to at evaluation?
 
 Fits MetaNeighborhoodsRegressor at the defaults of its time (patience 60) on the 5 folds of one seed of
-``regress``'s protocol, then scores the same fitted network on the fold's test rows with K_eval in KS keys (None: all of them),
-relative to K_eval = 32. It led to evaluating at K / (1 - slot_dropout) keys (``MNConfig.neighbourhood_size``);
-the sweep of ``defaults_sweep.py`` is what tested that rule. Prints one JSON line per fold and a summary.
+``regress``'s protocol, then scores the same fitted network on the fold's test rows with K_eval in KS keys
+(None: all of them), relative to K_eval = 32. It led to evaluating at K / (1 - slot_dropout) keys
+(``MNConfig.neighbourhood_size``); the sweep of ``defaults_sweep.py`` is what tested that rule. Prints one JSON line per fold and a summary.
 
     python benchmarks/evaluation_k_screen.py --tables boston concrete ... [--max-rows 1000] [--seed 0]
 """

@@ -31,7 +31,7 @@ class InducedDictionary(nn.Module):
         self.task, self.value_kind, self.slot_dropout = config.task, config.values, config.slot_dropout
         self._hold("keys", torch.randn(size, key_dim) * config.key_std, learned=config.keys == "learned")
         if self.task == "classification" and self.value_kind == "fixed":
-            values = F.one_hot(torch.randperm(size) % value_dim, value_dim).float()  # random labels
+            values = self._encode(torch.randperm(size) % value_dim, value_dim)  # random labels
         else:
             values = torch.randn(size, value_dim) * (1.0 if self.task == "regression" else 0.1)
         self._hold("raw_values", values, learned=self.value_kind == "learned")
