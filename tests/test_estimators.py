@@ -266,8 +266,8 @@ def test_training_rows_never_attend_to_their_own_keys(monkeypatch):
     X, y = _table(n=120)
     seen, choose = [], Attention.choose
 
-    def spy(self, z, keys, k, slot_dropout=0.0, own_slot=None):
-        index, hidden = choose(self, z, keys, k, slot_dropout, own_slot)
+    def spy(self, z, keys, k, slot_dropout=0.0, own_slot=None, scores=None):
+        index, hidden = choose(self, z, keys, k, slot_dropout, own_slot, scores)
         if own_slot is not None:  # the row's own key, found by position: keys still sit at their rows early on
             nearest = (z[:, None] - keys[None]).pow(2).sum(-1).argmin(1)
             attended = (index == own_slot[:, None]) & (True if hidden is None else ~hidden)

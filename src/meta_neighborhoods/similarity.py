@@ -77,6 +77,14 @@ def first_visible(index: torch.Tensor, hidden: torch.Tensor, k: int) -> tuple[to
     return index.gather(1, chosen), hidden.gather(1, chosen)
 
 
+def masked_softmax(logits: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over the last dimension restricted to ``visible`` (True = kept; None: all); uniform where a row
+    keeps nothing."""
+    if visible is not None:
+        logits = logits.masked_fill(~visible, torch.finfo(logits.dtype).min)
+    return logits.softmax(dim=-1)
+
+
 class Attention(nn.Module):
     """omega(z, k_j): which neighbours an input listens to, and how much.
 
@@ -102,25 +110,28 @@ class Attention(nn.Module):
                 own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """Weights (B, S) that sum to one over the slots an example may see (``mask``, True = visible), never
         on its ``own_slot`` (B,) (-1: none); uniform over all slots for a row that may see none."""
-        logits = similarity(z, keys, self.similarity) / self.temperature
         if own_slot is not None:
             own = torch.arange(keys.shape[0], device=z.device) == own_slot[:, None]
             mask = ~own if mask is None else mask & ~own
-        if mask is not None:
-            logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
-        return logits.softmax(dim=-1)
+        return masked_softmax(self.logits(z, keys), mask)
+
+    def logits(self, z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return similarity(z, keys, self.similarity) / self.temperature
 
     @torch.no_grad()
     def choose(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
-               own_slot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+               own_slot: torch.Tensor | None = None,
+               scores: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each example's k most similar visible keys (B, k), and which of them are hidden (None: none is).
 
         Slot dropout hides each slot from each example with probability ``slot_dropout``, drawn only for the
         example's nearest ``n_candidates`` keys, not for all S slots; ``own_slot`` (B,) is a slot each example
         never sees (-1: none). A key is hidden only where fewer than k candidates are visible (chance below 1e-8).
+        ``scores`` (B, S), if given, rank the keys as the similarities do, so that they are not computed again.
         """
         n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
-        index = nearest_keys(z, keys, self.similarity, min(keys.shape[0], n + (own_slot is not None)))
+        n = min(keys.shape[0], n + (own_slot is not None))
+        index = nearest_keys(z, keys, self.similarity, n) if scores is None else scores.topk(n, dim=1).indices
         hidden = None
         if slot_dropout > 0:
             hidden = torch.rand(index.shape, device=z.device) < slot_dropout
@@ -138,18 +149,17 @@ class Attention(nn.Module):
         """
         index, hidden = self.choose(z, keys, k, slot_dropout, own_slot)
         logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
-        if hidden is not None:
-            logits = logits.masked_fill(hidden, torch.finfo(logits.dtype).min)
-        return TopK(index, logits.softmax(dim=-1))
+        return TopK(index, masked_softmax(logits, None if hidden is None else ~hidden))
 
     def top_k_dense(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
                     own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """``top_k``'s weights as a (B, S) matrix, computed as full attention masked to the chosen keys: on a
-        small dictionary one (B, S) matrix product costs less than gathering (B, k, d) keys. A row whose k keys
-        are all hidden gets uniform weights over the dictionary."""
-        index, hidden = self.choose(z, keys, k, slot_dropout, own_slot)
-        chosen = torch.zeros(z.shape[0], keys.shape[0], dtype=torch.bool, device=z.device)
-        return self(z, keys, chosen.scatter_(1, index, True if hidden is None else ~hidden))
+        small dictionary one (B, S) matrix product costs less than gathering (B, k, d) keys, and it ranks the keys
+        too. A row whose k keys are all hidden gets uniform weights over the dictionary."""
+        logits = self.logits(z, keys)
+        index, hidden = self.choose(z, keys, k, slot_dropout, own_slot, scores=logits.detach())
+        chosen = torch.zeros_like(logits, dtype=torch.bool)
+        return masked_softmax(logits, chosen.scatter_(1, index, True if hidden is None else ~hidden))
 
     def extra_repr(self) -> str:
         return f"similarity={self.similarity!r}, learned={isinstance(self.log_temperature, nn.Parameter)}"
