@@ -116,6 +116,7 @@ class Attention(nn.Module):
         return masked_softmax(self.logits(z, keys), mask)
 
     def logits(self, z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Similarities (B, S) over the temperature: the softmax's input, and a ranking of the keys too."""
         return similarity(z, keys, self.similarity) / self.temperature
 
     @torch.no_grad()
