@@ -53,7 +53,7 @@ def _run(model, x, y, implementation):
 
 @pytest.mark.parametrize("head,task,adapt", CASES)
 @pytest.mark.parametrize("steps", [1, 3])
-@pytest.mark.parametrize("step_size", ["scalar", "diagonal"])
+@pytest.mark.parametrize("step_size", ["scalar", "layer", "diagonal"])
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
@@ -174,7 +174,7 @@ def _prediction_and_grads(model, y, predict):
 
 @pytest.mark.parametrize("head,task,adapt", CASES)
 @pytest.mark.parametrize("steps", [1, 3])
-@pytest.mark.parametrize("step_size", ["scalar", "diagonal"])
+@pytest.mark.parametrize("step_size", ["scalar", "layer", "diagonal"])
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
 @pytest.mark.parametrize("dense_below", [0, 64])  # each example's own k keys gathered, or dense over all keys
 def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps, step_size, similarity, dense_below,

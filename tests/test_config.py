@@ -22,7 +22,7 @@ from meta_neighborhoods.validation import ConfigError
     ("temperature", "hot", "temperature must be positive"),
     ("inner_steps", 0, "inner_steps must be a positive integer, got 0"),
     ("inner_steps", True, "inner_steps must be a positive integer"),
-    ("step_size", "full", "unknown step size 'full'; expected one of 'scalar', 'diagonal'"),
+    ("step_size", "full", "unknown step size 'full'; expected one of 'scalar', 'layer', 'diagonal'"),
     ("step_size_init", -0.1, "step_size_init must be positive"),
     ("adapt", "first", "unknown adapt 'first'; expected one of 'all', 'last'"),
     ("values", "soft", "unknown values 'soft'"),

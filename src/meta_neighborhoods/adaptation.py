@@ -24,7 +24,8 @@ from .inner_loss import InnerLoop, Params, TopK, inner_loss
 
 
 class StepSize(nn.Module):
-    """The learned inner step size alpha: one scalar, or one entry per adapted weight (diagonal).
+    """The learned inner step size alpha: one scalar, one per adapted tensor ("layer": each layer's weight and
+    bias find their own pace, as MAML++'s per-layer rates), or one entry per adapted weight ("diagonal").
 
     Stored signed and used as ``|alpha|``, as in the authors' code, so it stays non-negative.
     """
@@ -35,7 +36,8 @@ class StepSize(nn.Module):
         if kind == "scalar":
             self.alpha = nn.Parameter(torch.tensor(float(init)))
         else:
-            self.alpha = nn.ParameterList(nn.Parameter(torch.full(shape, float(init))) for shape in shapes.values())
+            self.alpha = nn.ParameterList(nn.Parameter(torch.full(shape if kind == "diagonal" else (), float(init)))
+                                          for shape in shapes.values())
 
     def forward(self) -> Params:
         if self.kind == "scalar":

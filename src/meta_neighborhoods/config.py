@@ -17,7 +17,7 @@ from .validation import ConfigError, check_int, check_non_negative, check_option
 
 TASKS = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
-STEP_SIZES = ("scalar", "diagonal")
+STEP_SIZES = ("scalar", "layer", "diagonal")
 ADAPT = ("all", "last")
 VALUE_KINDS = ("learned", "fixed")
 KEY_KINDS = ("learned", "fixed")  # trained with the network, or left where they start
@@ -33,7 +33,8 @@ class MNConfig:
 
     ``dictionary_size`` S = 0 is the vanilla baseline (no neighbours, no adaptation). Attention is
     ``softmax(similarity / temperature)``, the temperature fixed or learned. The inner loop takes ``inner_steps``
-    steps of a learned ``step_size`` ("scalar" or "diagonal", starting at ``step_size_init``) on the head's
+    steps of a learned ``step_size`` ("scalar", one per adapted "layer" tensor, or "diagonal", starting at
+    ``step_size_init``) on the head's
     parameters (``adapt``: "all" or the "last" layer), second order unless ``first_order``. Dictionary values are
     "learned" or "fixed" (random labels, or the targets of the rows the keys start at); ``keys`` are "learned"
     or "fixed" where they start. Keys start at training examples (``key_init="samples"``, done by the

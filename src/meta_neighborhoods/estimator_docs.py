@@ -36,8 +36,9 @@ PARAMETERS = """
         top_k / (1 - slot_dropout) keys.
     inner_steps : int, default=1
         Gradient steps of the per-row finetuning.
-    step_size : {"scalar", "diagonal"}, default="scalar"
-        The learned inner step size: one number, or one per adapted weight.
+    step_size : {"scalar", "layer", "diagonal"}, default="scalar"
+        The learned inner step size: one number, one per adapted weight matrix and bias vector, or one per
+        adapted weight.
     step_size_init : float, default=0.05
         Where the learned step size starts.
     adapt : {"all", "last"}, default="all"
