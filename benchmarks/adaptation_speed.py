@@ -1,7 +1,8 @@
 """How fast is one meta-training step? Vanilla vs the generic vmap oracle vs a Python loop vs the fast path,
 and the fast path against vanilla for dictionary sizes S and top-k attention K.
 
-Configuration (issues 2 and 10): MLP head 90-128-128-1, batch B = 256, one inner step, all layers adapted,
+Configuration (issues 2 and 10): MLP head 90-128-128-1, batch B = 256, one inner step, all layers adapted (or
+with ``--adapt last`` the last, as the estimators' defaults),
 second-order meta-gradients; keys and inputs N(0, 1), so that the inputs of a batch share few neighbours
 (the worst case for top-k: up to B K distinct keys per step). Every variant is a full forward + backward of the
 meta-loss, timed in this process; vanilla and the fast path take turns (one call each per round) and the
@@ -13,6 +14,7 @@ that): all S on the dense path, else the distinct keys the batch attends to. Eac
 keys / B bounds the ratio to vanilla from below, whatever the rest of the step costs.
 
     python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda] [--sizes 512 4096 16384] [--ks 0 64 32]
+        [--adapt all|last]
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384], help="dictionary sizes S")
     parser.add_argument("--ks", type=int, nargs="+", default=[0, 64, 32], help="top-k K (0 = full attention)")
     parser.add_argument("--repeats", type=int, default=30, help="rounds of the interleaved S x K timings")
+    parser.add_argument("--adapt", default="all", choices=["all", "last"], help="layers the inner loop finetunes")
     args = parser.parse_args()
     device = torch.device(args.device)
 
     torch.manual_seed(0)
-    model = MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=args.keys, adapt="all").to(device)
+    model = MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=args.keys, adapt=args.adapt).to(device)
     x = torch.randn(args.batch, 90, device=device)
     y = torch.randn(args.batch, 1, device=device)
 
@@ -68,7 +71,8 @@ def main() -> None:
         "loop_ms": alone(step("loop", slice(0, subset)), 2) * args.batch / subset,
     }
     print(f"one meta-training step, MLP 90-128-128-1, B={args.batch}, S={args.keys}, 1 inner step, "
-          f"all layers, second order, {device.type} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+          f"{args.adapt} layers, second order, {device.type} ({torch.get_num_threads()} threads), "
+          f"torch {torch.__version__}")
     print(f"{'variant':<28}{'ms':>12}{'vs fast':>12}{'vs vanilla':>12}")
     names = {"vanilla_ms": "vanilla (no neighbours)", "fast_ms": "fast path",
              "generic_ms": "generic (torch.func vmap)", "loop_ms": f"python loop (x{args.batch // subset} scaled)"}
@@ -76,7 +80,8 @@ def main() -> None:
         print(f"{name:<28}{ms[key]:>12.2f}{ms[key] / ms['fast_ms']:>11.1f}x{ms[key] / ms['vanilla_ms']:>11.1f}x")
     print(f"targets: generic / fast >= 100x (got {ms['generic_ms'] / ms['fast_ms']:.0f}x), "
           f"fast / vanilla <= 8x (got {ms['fast_ms'] / ms['vanilla_ms']:.1f}x)")
-    configs = [_sizes_and_top_k(S, K or None, x, y, args.repeats, device) for S in args.sizes for K in args.ks]
+    configs = [_sizes_and_top_k(S, K or None, x, y, args.repeats, device, args.adapt) for S in args.sizes
+               for K in args.ks]
     print(f"\nS x top-k: fast path vs vanilla, interleaved, median of {args.repeats} rounds")
     print(f"{'S':>7}{'top-k':>7}{'vanilla ms':>12}{'fast ms':>10}{'ratio':>8}{'keys':>8}{'keys / B':>10}")
     for c in configs:
@@ -87,10 +92,10 @@ def main() -> None:
             json.dump({**{k: round(v, 3) for k, v in ms.items()}, "configs": configs}, handle, indent=2)
 
 
-def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device) -> dict:
+def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, adapt: str) -> dict:
     """Vanilla and the fast path of one S x K setting, taking turns; medians in milliseconds."""
     torch.manual_seed(0)
-    model = MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=size, top_k=top_k, adapt="all",
+    model = MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=size, top_k=top_k, adapt=adapt,
                               similarity="euclidean", temperature=90.0).to(device)
 
     def step(vanilla: bool):

@@ -29,6 +29,9 @@ SETTINGS = {  # name: estimator parameters (besides the defaults)
     "S=4096 K=32": {"dictionary_size": 4096, "top_k": 32, **_NO_DROP},
     "S=16384 K=32": {"dictionary_size": 16384, "top_k": 32, **_NO_DROP},
     "S=16384 full": {"dictionary_size": 16384, "top_k": None, **_NO_DROP},
+    "all layers, K=32": {"adapt": "all", "top_k": 32},  # the defaults before last-layer adaptation
+    "last layer, K=32": {"adapt": "last", "top_k": 32},
+    "last layer, K=128": {"adapt": "last", "top_k": 128},
 }
 
 
