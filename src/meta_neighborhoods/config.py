@@ -34,10 +34,10 @@ class MNConfig:
     ``dictionary_size`` S = 0 is the vanilla baseline (no neighbours, no adaptation). Attention is
     ``softmax(similarity / temperature)``, the temperature fixed or learned. The inner loop takes ``inner_steps``
     steps of a learned ``step_size`` ("scalar", one per adapted "layer" tensor, or "diagonal", starting at
-    ``step_size_init``) on the head's
-    parameters (``adapt``: "all" or the "last" layer), second order unless ``first_order``. Dictionary values are
-    "learned" or "fixed" (random labels, or the targets of the rows the keys start at); ``keys`` are "learned"
-    or "fixed" where they start. Keys start at training examples (``key_init="samples"``, done by the
+    ``step_size_init``) on the head's parameters (``adapt``: the "last" layer, a local linear correction on the
+    hidden features, or "all"), second order unless ``first_order``. Dictionary values are "learned" or "fixed"
+    (random labels, or the targets of the rows the keys start at); ``keys`` are "learned" or "fixed" where they
+    start. Keys start at training examples (``key_init="samples"``, done by the
     front end, which has the data) or at N(0, ``key_std``^2). ``slot_dropout`` hides that share of the slots from
     each training example. ``top_k`` = K lets each example attend only to its K most similar keys (softmax over
     those; None or K >= S: all of them), so the inner loop's work grows with K, not S. ``implementation`` picks the
@@ -52,7 +52,7 @@ class MNConfig:
     inner_steps: int = 1
     step_size: str = "scalar"
     step_size_init: float = 0.05
-    adapt: str = "all"
+    adapt: str = "last"
     first_order: bool = False
     values: str = "learned"
     keys: str = "learned"
@@ -95,8 +95,8 @@ class MNConfig:
 
         A training example sees (1 - slot_dropout) of the slots, so its K nearest visible keys reach as far as
         its K / (1 - slot_dropout) nearest keys of the whole dictionary. At evaluation every slot is visible and
-        that many keys are attended to: the same neighbourhood as in training (at the estimators' defaults, 64 keys
-        instead of 32 lowered MN / vanilla's geometric mean over 11 tables from 1.041 to 1.002; defaults.md).
+        that many keys are attended to: the same neighbourhood as in training (at top-32 with all layers adapted, 64
+        keys instead of 32 lowered MN / vanilla's geometric mean over 11 tables from 1.041 to 1.002; defaults.md).
         """
         if self.top_k is None:
             return None

@@ -57,7 +57,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self,
         hidden_layer_sizes=(128, 128),
         dictionary_size=4096,
-        top_k=32,
+        top_k=128,
         similarity="auto",
         temperature=None,
         learn_temperature=True,
