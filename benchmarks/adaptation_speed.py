@@ -71,7 +71,7 @@ def main() -> None:
         "loop_ms": alone(step("loop", slice(0, subset)), 2) * args.batch / subset,
     }
     print(f"one meta-training step, MLP 90-128-128-1, B={args.batch}, S={args.keys}, 1 inner step, "
-          f"{args.adapt} layers, second order, {device.type} ({torch.get_num_threads()} threads), "
+          f"adapt={args.adapt}, second order, {device.type} ({torch.get_num_threads()} threads), "
           f"torch {torch.__version__}")
     print(f"{'variant':<28}{'ms':>12}{'vs fast':>12}{'vs vanilla':>12}")
     names = {"vanilla_ms": "vanilla (no neighbours)", "fast_ms": "fast path",
