@@ -34,8 +34,6 @@ CANDIDATES = {
     "defaults": {},
     "defaults loo": {"leave_one_out": True},
     "defaults fixed": {"learn_dictionary": False},
-    "defaults last": {"adapt": "last"},
-    "defaults layer": {"step_size": "layer"},
     "defaults K128 last": {"top_k": 128, "adapt": "last"},
 }
 

@@ -37,7 +37,6 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S512-k32": {"dictionary_size": 512, "top_k": 32, "slot_dropout": 0.0},
     "S4096-k32": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0},
     "S4096-k32-drop": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5},
-    "S4096-k64-drop": {"dictionary_size": 4096, "top_k": 64, "slot_dropout": 0.5},
     "S4096-k128-drop": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5},
     "S4096-k32-drop-loo": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "leave_one_out": True},
     "S4096-k32-drop-fixed": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "learn_dictionary": False},

@@ -31,7 +31,6 @@ SETTINGS = {  # name: estimator parameters (besides the defaults)
     "S=16384 full": {"dictionary_size": 16384, "top_k": None, **_NO_DROP},
     "all layers, K=32": {"adapt": "all", "top_k": 32},  # the defaults before last-layer adaptation
     "last layer, K=32": {"adapt": "last", "top_k": 32},
-    "last layer, K=128": {"adapt": "last", "top_k": 128},
 }
 
 
