@@ -45,6 +45,8 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S4096-k32-drop-layer": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "step_size": "layer"},
     "S4096-k128-drop-last-diag": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                   "step_size": "diagonal"},
+    "S4096-k128-drop-last-layer": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
+                                   "step_size": "layer"},
     "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
 }
 TOLERANCE, TIE = 1.02, 0.005

@@ -133,7 +133,7 @@ def estimator_settings() -> argparse.ArgumentParser:
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help="induced neighbours of Meta-Neighborhoods (default: the estimator's; vanilla has none)")
     parser.add_argument("--top-k", type=int, metavar="K",
-                        help="attend to the K most similar keys only (default: all of them)")
+                        help="attend to the K most similar keys only (default: the estimator's)")
     parser.add_argument("--slot-dropout", type=float, metavar="P",
                         help="share of the dictionary hidden from each training example (default: the estimator's)")
     return parser
