@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from meta_neighborhoods.significance import compare, corrected_t_test, paired_t_test
+from meta_neighborhoods.significance import compare, corrected_t_test, paired_t_test, resolvable_difference
 
 OURS = [0.50, 0.40, 0.60, 0.45, 0.52, 0.41]
 THEIRS = [0.55, 0.48, 0.61, 0.52, 0.50, 0.47]
@@ -23,6 +23,16 @@ def test_the_corrected_test_inflates_the_variance_by_the_overlap_of_training_set
     t = d.mean() / math.sqrt((1 / 6 + 1 / (3 - 1)) * d.var(ddof=1))  # 3-fold CV: n_test / n_train = 1 / 2
     assert corrected_t_test(OURS, THEIRS, folds=3) == pytest.approx(2 * stats.t.sf(abs(t), 5))
     assert corrected_t_test(OURS, THEIRS, folds=3) > paired_t_test(OURS, THEIRS)  # less confident than naive
+
+
+def test_the_resolvable_difference_is_where_the_corrected_test_reaches_the_level():
+    spread = np.subtract(OURS, THEIRS) - np.mean(np.subtract(OURS, THEIRS))  # same variance, mean zero
+    for level in (0.05, 0.2):
+        edge = resolvable_difference(OURS, THEIRS, folds=3, level=level)
+        assert corrected_t_test(spread + edge, np.zeros(6), folds=3) == pytest.approx(level)
+        assert corrected_t_test(spread + 0.9 * edge, np.zeros(6), folds=3) > level  # a smaller gap is not seen
+    assert resolvable_difference(OURS, THEIRS, folds=3, level=0.2) < resolvable_difference(OURS, THEIRS, folds=3)
+    assert resolvable_difference([0.3], [0.5], folds=2) is None
 
 
 def test_no_test_where_none_exists():

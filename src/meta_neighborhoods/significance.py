@@ -44,6 +44,18 @@ def corrected_t_test(ours, theirs, folds: int) -> float | None:
     return _t_test(differences, 1.0 / max(len(differences), 1) + 1.0 / (folds - 1))
 
 
+def resolvable_difference(ours, theirs, folds: int, level: float = 0.05) -> float | None:
+    """The smallest mean difference the corrected test would call significant at ``level``, given how much these
+    differences vary from (seed, fold) to (seed, fold): how fine a comparison the protocol can see on this table.
+    None with fewer than two pairs."""
+    differences = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    n = len(differences)
+    if n < 2:
+        return None
+    scale = math.sqrt((1.0 / n + 1.0 / (folds - 1)) * differences.var(ddof=1))
+    return float(stats.t.ppf(1 - level / 2, df=n - 1) * scale)
+
+
 def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline: str | None = None) -> dict:
     """Every figure the reports give, per method: mean and std over all (seed, fold) errors (ddof=0), the ratio
     of its mean to ``baseline``'s, and against ``reference``: folds the reference wins, the corrected test over
