@@ -14,7 +14,7 @@ import meta_neighborhoods
 from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
-from meta_neighborhoods.significance import corrected_t_test, paired_t_test
+from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
 from meta_neighborhoods.experiments import cross_validation
 from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate
 from meta_neighborhoods.experiments.regression import (
@@ -72,6 +72,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
         theirs = np.array(saved["folds"][name])
         assert saved["reference_wins"][name] == int(np.sum(ours < theirs))
         assert saved["p_values"][name] == corrected_t_test(ours, theirs, folds=2)
+        assert saved["resolvable"][name] == resolvable_difference(ours, theirs, folds=2)
         assert saved["p_values_first_seed"][name] == paired_t_test(ours[:2], theirs[:2])
     assert saved["p_value_vs_vanilla"] == saved["p_values"]["vanilla"]
     assert set(saved["seconds"]) == set(METHODS) and "architectures" not in saved
@@ -93,7 +94,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     assert saved["folds"]["hist_gradient_boosting"] == pytest.approx(expected)
 
     markdown = (tmp_path / "run" / "results.md").read_text()
-    assert ("| method | MSE (mean ± std) | ratio to vanilla | MN wins | p corrected | p paired (first seed) |"
+    assert ("| method | MSE (mean ± std) | ratio to vanilla | MN wins | p corrected | resolves | p paired (first seed) |"
             in markdown) and "2-fold CV repeated over 2 seeds (3..4)" in markdown
     assert all(f"| {name} |" in markdown for name in METHODS)
     assert (tmp_path / "run" / "folds.png").stat().st_size > 5_000

@@ -48,6 +48,7 @@ def test_compare_gives_every_figure_of_the_reports():
     assert summary["ratio"]["mn"] == pytest.approx(np.mean(OURS) / np.mean(THEIRS)) and summary["ratio"]["vanilla"] == 1
     assert summary["reference_wins"] == {"vanilla": 5, "knn": 6}
     assert summary["p_values"]["vanilla"] == corrected_t_test(OURS, THEIRS, 3)
+    assert summary["resolvable"]["vanilla"] == resolvable_difference(OURS, THEIRS, 3)
     assert summary["p_values_first_seed"]["vanilla"] == paired_t_test(OURS[:3], THEIRS[:3])
     assert "mn" not in summary["p_values"]
     json.dumps(summary)  # JSON-able as it is

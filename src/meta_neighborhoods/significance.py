@@ -59,9 +59,11 @@ def resolvable_difference(ours, theirs, folds: int, level: float = 0.05) -> floa
 def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline: str | None = None) -> dict:
     """Every figure the reports give, per method: mean and std over all (seed, fold) errors (ddof=0), the ratio
     of its mean to ``baseline``'s, and against ``reference``: folds the reference wins, the corrected test over
-    all pairs, and the plain paired test over the first ``folds`` pairs (the first seed, as the paper)."""
+    all pairs, the smallest difference that test could see (``resolvable_difference``) and the plain paired test
+    over the first ``folds`` pairs (the first seed, as the paper)."""
     ours = errors[reference]
-    summary = {"mean": {}, "std": {}, "ratio": {}, "reference_wins": {}, "p_values": {}, "p_values_first_seed": {}}
+    summary = {"mean": {}, "std": {}, "ratio": {}, "reference_wins": {}, "p_values": {}, "resolvable": {},
+               "p_values_first_seed": {}}
     for name, theirs in errors.items():
         summary["mean"][name] = float(np.mean(theirs))
         summary["std"][name] = float(np.std(theirs))
@@ -70,5 +72,6 @@ def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline
         if name != reference:
             summary["reference_wins"][name] = int(np.sum(np.asarray(ours) < np.asarray(theirs)))
             summary["p_values"][name] = corrected_t_test(ours, theirs, folds)
+            summary["resolvable"][name] = resolvable_difference(ours, theirs, folds)
             summary["p_values_first_seed"][name] = paired_t_test(ours[:folds], theirs[:folds])
     return summary
