@@ -35,9 +35,10 @@ PARAMETERS = """
         top_k / (1 - slot_dropout) keys.
     inner_steps : int, default=1
         Gradient steps of the per-row finetuning.
-    step_size : {"scalar", "layer", "diagonal"}, default="scalar"
+    step_size : {"scalar", "layer", "diagonal"}, default="layer"
         The learned inner step size: one number, one per adapted weight matrix and bias vector, or one per
-        adapted weight.
+        adapted weight. One per tensor lets the last layer's bias, a shift shared by the neighbourhood, move at
+        its own pace rather than at the weights' (whose step is scaled by the hidden features' products).
     step_size_init : float, default=0.05
         Where the learned step size starts.
     adapt : {"all", "last"}, default="last"

@@ -63,7 +63,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         learn_temperature=True,
         slot_dropout=0.5,
         inner_steps=MNConfig.inner_steps,
-        step_size=MNConfig.step_size,
+        step_size="layer",
         step_size_init=MNConfig.step_size_init,
         adapt=MNConfig.adapt,
         key_init="samples",
