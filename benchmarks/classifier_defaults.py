@@ -35,6 +35,7 @@ CANDIDATES = {
     "defaults loo": {"leave_one_out": True},
     "defaults fixed": {"learn_dictionary": False},
     "defaults K128 last": {"top_k": 128, "adapt": "last"},
+    "defaults layer": {"step_size": "layer"},
 }
 
 
