@@ -63,8 +63,10 @@ def test_model_keywords_override_the_config():
 
 def test_defaults_the_estimators_share_with_the_method_are_the_method_defaults():
     defaults = {name: p.default for name, p in inspect.signature(MetaNeighborhoodsRegressor).parameters.items()}
-    for name in ("inner_steps", "step_size", "step_size_init", "adapt"):
+    for name in ("inner_steps", "step_size_init", "adapt"):
         assert defaults[name] == getattr(MNConfig(), name), name
+    # like S and top-k, the step size was swept on tables only; the image and spiral presets keep MNConfig's
+    assert (defaults["step_size"], MNConfig().step_size) == ("layer", "scalar")
 
 
 def test_image_methods_use_the_image_config():
