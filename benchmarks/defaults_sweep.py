@@ -27,7 +27,7 @@ import torch
 
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate, subset_rows
-from meta_neighborhoods.significance import compare, resolvable_difference
+from meta_neighborhoods.significance import compare
 
 _FULL = {"top_k": None, "slot_dropout": 0.0}
 CANDIDATES = {  # complete settings of the dictionary (the estimators' other defaults as they are)
@@ -125,8 +125,8 @@ def report(out: Path) -> None:
 
 def table2(out: Path, candidate: str) -> None:
     """Table 2 from the sweep: every method on the same folds, ``candidate`` as Meta-Neighborhoods. "resolves" is
-    the smallest MN / vanilla gap the corrected test could call significant on that table (``resolvable_difference``
-    over vanilla's mean)."""
+    the smallest MN / vanilla gap the corrected test could call significant on that table (``compare``'s
+    ``resolvable`` over vanilla's mean)."""
     tables = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     methods = ["knn", "vanilla", candidate, *BASELINES]
     seen = [m for m in methods if all(m in d["folds"] for d in tables.values())]
@@ -136,11 +136,10 @@ def table2(out: Path, candidate: str) -> None:
         s = compare({m: d["folds"][m] for m in seen}, candidate, d["folds_k"], baseline="vanilla")
         cells = [f"{s['mean'][m]:.4g} ± {s['std'][m]:.2g}" for m in seen]
         p = {m: s["p_values"][m] for m in ("vanilla", "knn")}
-        gap = resolvable_difference(d["folds"][candidate], d["folds"]["vanilla"], d["folds_k"])
         print(f"| {name} | {d['n']} | " + " | ".join(cells) + f" | {s['ratio'][candidate]:.3f} | "
               f"{s['reference_wins']['vanilla']}/{len(d['fold_seeds'])} | "
               + " | ".join("—" if v is None else f"{v:.2g}" for v in p.values())
-              + f" | ±{100 * gap / s['mean']['vanilla']:.1f} % |")
+              + f" | ±{100 * s['resolvable']['vanilla'] / s['mean']['vanilla']:.1f} % |")
 
 
 def compare_training(base: Path, other: Path, candidate: str) -> None:

@@ -31,28 +31,37 @@ def _t_test(differences: np.ndarray, variance_factor: float) -> float | None:
     return float(2 * stats.t.sf(abs(t), df=len(differences) - 1))
 
 
+def _differences(ours, theirs) -> np.ndarray:
+    return np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+
+
+def _corrected_factor(pairs: int, folds: int) -> float:
+    """Nadeau & Bengio's Var(mean) / sample variance: 1 / J + n_test / n_train, n_test / n_train = 1 / (folds - 1)."""
+    return 1.0 / max(pairs, 1) + 1.0 / (folds - 1)
+
+
 def paired_t_test(ours, theirs) -> float | None:
     """The plain paired t-test (``scipy.stats.ttest_rel``) of two methods' errors on the same folds."""
-    differences = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    differences = _differences(ours, theirs)
     return _t_test(differences, 1.0 / max(len(differences), 1))
 
 
 def corrected_t_test(ours, theirs, folds: int) -> float | None:
-    """Nadeau & Bengio's corrected resampled t-test over all (seed, fold) pairs of repeated ``folds``-fold CV:
-    Var(mean) = (1 / J + n_test / n_train) * sample variance, with n_test / n_train = 1 / (folds - 1)."""
-    differences = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
-    return _t_test(differences, 1.0 / max(len(differences), 1) + 1.0 / (folds - 1))
+    """Nadeau & Bengio's corrected resampled t-test over all (seed, fold) pairs of repeated ``folds``-fold CV,
+    with the variance of the mean inflated by ``_corrected_factor``."""
+    differences = _differences(ours, theirs)
+    return _t_test(differences, _corrected_factor(len(differences), folds))
 
 
 def resolvable_difference(ours, theirs, folds: int, level: float = 0.05) -> float | None:
     """The smallest mean difference the corrected test would call significant at ``level``, given how much these
     differences vary from (seed, fold) to (seed, fold): how fine a comparison the protocol can see on this table.
     None with fewer than two pairs."""
-    differences = np.asarray(ours, dtype=float) - np.asarray(theirs, dtype=float)
+    differences = _differences(ours, theirs)
     n = len(differences)
     if n < 2:
         return None
-    scale = math.sqrt((1.0 / n + 1.0 / (folds - 1)) * differences.var(ddof=1))
+    scale = math.sqrt(_corrected_factor(n, folds) * differences.var(ddof=1))
     return float(stats.t.ppf(1 - level / 2, df=n - 1) * scale)
 
 
