@@ -47,6 +47,11 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
                                   "step_size": "diagonal"},
     "S4096-k128-drop-last-layer": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                    "step_size": "layer"},
+    "S4096-k128-drop-last-layer-2step": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
+                                         "step_size": "layer", "inner_steps": 2},
+    "S4096-k128-drop-last-layer-fixed-loo": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5,
+                                             "adapt": "last", "step_size": "layer", "learn_dictionary": False,
+                                             "leave_one_out": True},
     "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
 }
 TOLERANCE, TIE = 1.02, 0.005
@@ -142,6 +147,24 @@ def table2(out: Path, candidate: str) -> None:
               + f" | ±{100 * s['resolvable']['vanilla'] / s['mean']['vanilla']:.1f} % |")
 
 
+def head_to_head(out: Path, reference: str, candidate: str) -> None:
+    """``candidate`` against ``reference`` (both Meta-Neighborhoods settings) on every table both ran: the ratio of
+    their mean errors, the folds the candidate wins and the corrected test between the two, beside each one's
+    ratio to vanilla. It tells whether a change moved a table at all, which the ratios to vanilla alone cannot."""
+    print(f"| table | {reference} / vanilla | {candidate} / vanilla | {candidate} / {reference} | folds lower | p |"
+          "\n|---|---|---|---|---|---|")
+    for path in sorted(out.glob("*.json")):
+        d = json.loads(path.read_text())
+        if not {reference, candidate} <= set(d["folds"]):
+            continue
+        s = compare({m: d["folds"][m] for m in ("vanilla", reference, candidate)}, candidate, d["folds_k"],
+                    baseline="vanilla")
+        p = s["p_values"][reference]
+        print(f"| {path.stem} | {s['ratio'][reference]:.3f} | {s['ratio'][candidate]:.3f} | "
+              f"{s['mean'][candidate] / s['mean'][reference]:.3f} | {s['reference_wins'][reference]}/"
+              f"{len(d['fold_seeds'])} | {'—' if p is None else f'{p:.2g}'} |")
+
+
 def compare_training(base: Path, other: Path, candidate: str) -> None:
     """A training setting shared by vanilla and MN (another --out), table by table: each method's MSE under
     ``other`` over its MSE under ``base``, on the same folds. Adopted where it lowers the geometric mean of both
@@ -187,7 +210,12 @@ def main() -> None:
     parser.add_argument("--table2", metavar="CANDIDATE", help="print Table 2 with this candidate as MN")
     parser.add_argument("--compare-training", nargs=2, metavar=("OTHER", "CANDIDATE"),
                         help="compare a training setting run into folder OTHER with --out, for vanilla and CANDIDATE")
+    parser.add_argument("--head-to-head", nargs=2, metavar=("REFERENCE", "CANDIDATE"),
+                        help="compare two candidates in --out table by table, with the corrected test between them")
     args = parser.parse_args()
+    if args.head_to_head:
+        head_to_head(args.out, *args.head_to_head)
+        return
     if args.compare_training:
         compare_training(args.out, Path(args.compare_training[0]), args.compare_training[1])
         return
