@@ -66,13 +66,15 @@ def _mlp_forward(layers: Layers, x: torch.Tensor) -> tuple[list[torch.Tensor], l
 
 
 def _mlp_deltas(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values,
-                weights=None) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+                weights=None, start: int = 0) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
     """Backpropagation of the per-key inner losses: each layer's input, and the loss gradient at the
     pre-activation of every tuned layer: per key (S, out), or with ``weights`` (B, S) example b's weighted
-    share (B, S, out). ``first_order`` takes it at tuned parameters cut from the outer graph."""
+    share (B, S, out). ``first_order`` takes it at tuned parameters cut from the outer graph. ``keys`` are
+    the input of layer ``start``, at or below the first tuned one (the inputs below it are left None)."""
     at = [(w.detach(), b.detach()) if loop.first_order and i in tuned else (w, b)
           for i, (w, b) in enumerate(layers)]
-    inputs, pre = _mlp_forward(at, keys)
+    inputs, pre = _mlp_forward(at[start:], keys)
+    inputs, pre = [None] * start + inputs, [None] * start + pre
     top = loss_gradient(loop.task, pre[-1], values)
     deltas = {len(at) - 1: top if weights is None else weights[..., None] * top}
     for i in range(len(at) - 1, min(tuned), -1):
@@ -106,9 +108,9 @@ def _top_k_correction(top: TopK, delta, inputs, query, alpha_w, alpha_b) -> torc
     return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (top.weight[..., None] * delta).sum(1)
 
 
-def _mlp_step(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values, weights) -> Layers:
+def _mlp_step(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values, weights, start: int) -> Layers:
     """One inner step with per-example results: tuned layers come out (B, out, in), the others stay shared."""
-    inputs, deltas = _mlp_deltas(loop, layers, tuned, keys, values, weights)
+    inputs, deltas = _mlp_deltas(loop, layers, tuned, keys, values, weights, start)
     stepped = list(layers)
     for i in tuned:  # example b's gradient: its weighted deltas times the layer's inputs, summed over keys
         (weight, bias), names = layers[i], _layer_names(i)
@@ -122,17 +124,21 @@ def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch
     """Fast path for linear and MLP heads, adapted in full or in the last layer.
 
     One step shares the per-key backpropagation across the batch; later steps are per example, so with top-k
-    attention each example then carries its own K keys (B, K, d) through them.
+    attention each example then carries its own K keys (B, K, d) through them. The layers below the first tuned
+    one never change: the keys pass through them once, shared, whatever the number of steps.
     """
     params = dict(head.named_parameters())
     layers = [tuple(params[name] for name in _layer_names(i)) for i in range(len(head.layers))]
     tuned = [i for i in range(len(layers)) if _layer_names(i)[0] in loop.alphas]
     if loop.steps > 1:
+        start = min(tuned)
+        for weight, bias in layers[:start]:  # never the last layer, so always followed by a ReLU
+            keys = F.relu(keys @ weight.T + bias)
         if isinstance(weights, TopK):
             index, weights = weights.index, weights.weight
             keys, values = gather_rows(keys, index), gather_rows(values, index)
         for _ in range(loop.steps):
-            layers = _mlp_step(loop, layers, tuned, keys, values, weights)
+            layers = _mlp_step(loop, layers, tuned, keys, values, weights, start)
         return _mlp_forward(layers, z[:, None])[1][-1][:, 0]
 
     inputs, deltas = _mlp_deltas(loop, layers, tuned, keys, values)
