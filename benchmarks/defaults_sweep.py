@@ -11,8 +11,8 @@ several processes can share the tables; ``--report`` then prints the comparison 
     python benchmarks/defaults_sweep.py --out runs/sweep --tables gom boston ... [--seeds 3] [--max-rows 1500]
     python benchmarks/defaults_sweep.py --out runs/sweep --report
 
-A training setting that vanilla shares (``--patience``) runs into its own folder, beside the base one on the same
-folds, and is compared with ``--out BASE --compare-training OTHER CANDIDATE``.
+A training setting that vanilla shares (``--patience``, ``--ema-decay``) runs into its own folder, beside the base one
+on the same folds, and is compared with ``--out BASE --compare-training OTHER CANDIDATE``.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return
-    params = {key: value for key, value in (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience))
-              if value is not None}  # training settings of every MLP, vanilla included: one folder per setting
+    settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience), ("ema_decay", args.ema_decay))
+    params = {key: value for key, value in settings if value is not None}  # every MLP's, vanilla's too: own folder
     if done.setdefault("params", params) != params:
         raise SystemExit(f"{path} was run with {done['params']}, not {params}: give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, args.seed)
@@ -204,6 +204,8 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=1500)
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--patience", type=int, help="n_iter_no_change of early stopping, for vanilla and MN alike")
+    parser.add_argument("--ema-decay", type=float, help="ema_decay (a moving average of the weights), for vanilla and "
+                        "MN alike")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")

@@ -178,6 +178,10 @@ BAD_INPUTS = [
                  id="zero-learning-rate"),
     pytest.param(_bad_parameter(weight_decay=-1e-4), ValueError, "weight_decay must be non-negative",
                  id="negative-weight-decay"),
+    pytest.param(_bad_parameter(ema_decay=1.0), ValueError, r"ema_decay must be None or a number in \(0, 1\), got 1.0",
+                 id="ema-decay-of-one"),
+    pytest.param(_bad_parameter(ema_decay="0.9"), ValueError, "ema_decay must be None or a number in",
+                 id="ema-decay-text"),
     # -- the torch module
     pytest.param(_module(similarity="manhattan"), ValueError, "unknown similarity 'manhattan'",
                  id="module-unknown-similarity"),

@@ -1,11 +1,13 @@
 """The training loop's optimiser (``training.OptimizerSpec``): torch's fused AdamW kernel, which must take the same
-steps as the reference AdamW over the model's weight-decay groups."""
+steps as the reference AdamW over the model's weight-decay groups; and the moving average of the weights that early
+stopping can validate and keep."""
 
 import torch
 
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.training import OptimizerSpec, clip_gradients
+from meta_neighborhoods.callbacks import Callback
+from meta_neighborhoods.training import OptimizerSpec, clip_gradients, fit_early_stopping
 
 
 def _steps(model: MetaNeighborhoods, optimizer, steps: int = 5) -> dict:
@@ -37,3 +39,42 @@ def test_the_fused_adamw_steps_as_the_reference_adamw():
     for name, value in expected.items():
         torch.testing.assert_close(got[name], value, rtol=1e-10, atol=1e-12, msg=name)
         assert not torch.equal(value, initial[name]), f"{name} did not move"
+
+
+class _RawWeights(Callback):
+    """The parameters after every optimiser step, as the optimiser left them."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+
+    def on_step(self, step: int) -> None:
+        self.seen.append({name: p.detach().clone() for name, p in self.model.named_parameters()})
+
+
+def test_early_stopping_validates_and_keeps_the_moving_average_of_the_weights():
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=6).double()
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    generator = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(16, 4, generator=generator, dtype=torch.float64),
+                torch.randn(16, 1, generator=generator, dtype=torch.float64)) for _ in range(3)]
+    validated, losses = [], iter([3.0, 1.0, 2.0, 2.5, 2.7])  # epoch 2 is the best, then patience runs out
+    raw, decay = _RawWeights(model), 0.9
+
+    def validation_loss() -> float:
+        validated.append({name: p.detach().clone() for name, p in model.named_parameters()})
+        return next(losses)
+
+    run = fit_early_stopping(model, batches, epochs=10, patience=3, validation_loss=validation_loss, average=decay,
+                             optimizer=OptimizerSpec(learning_rate=0.05), callbacks={"raw": raw})
+    assert run.best_epoch == 2 and len(raw.seen) == 5 * len(batches)
+    expected, averages = dict(initial), []
+    for step in raw.seen:
+        expected = {name: decay * expected[name] + (1 - decay) * step[name] for name in expected}
+        averages.append(expected)
+    for epoch, weights in enumerate(validated):  # validation saw each epoch's average, not its last step
+        for name, value in weights.items():
+            torch.testing.assert_close(value, averages[len(batches) * (epoch + 1) - 1][name], rtol=1e-12, atol=1e-12)
+            assert not torch.allclose(value, raw.seen[len(batches) * (epoch + 1) - 1][name])
+    for name, p in model.named_parameters():  # and the model ends with the best epoch's average
+        torch.testing.assert_close(p.detach(), validated[1][name], rtol=0, atol=0)

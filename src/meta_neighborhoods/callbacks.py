@@ -13,9 +13,12 @@ from __future__ import annotations
 import csv
 import importlib.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .io import atomic_write
@@ -91,6 +94,36 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch: int, loss: float) -> bool:
         self.best.update(self.measure(loss), epoch + 1)
         return epoch + 1 - self.best.epoch >= self.patience
+
+
+class WeightAverage(Callback):
+    """An exponential moving average of the parameters, updated after every optimiser step (Polyak averaging):
+    it smooths out the last steps' noise (here the slot dropout's and the minibatches'), so the epoch that early
+    stopping keeps depends less on where the last step happened to land."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.model, self.decay = model, decay
+        self.average = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def on_step(self, step: int) -> None:
+        for name, p in self.model.named_parameters():
+            self.average[name].lerp_(p, 1.0 - self.decay)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The model holds the averaged parameters inside the block and its own again after it."""
+        params = dict(self.model.named_parameters())
+        own = {name: p.detach().clone() for name, p in params.items()}
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(self.average[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(own[name])
 
 
 class History(list, Callback):

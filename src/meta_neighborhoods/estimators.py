@@ -74,6 +74,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         learning_rate=1e-3,
         weight_decay=1e-4,
         gradient_clip=1.0,
+        ema_decay=None,
         tol=TOL,
         early_stopping=True,
         validation_fraction=0.1,
@@ -103,6 +104,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.gradient_clip = gradient_clip
+        self.ema_decay = ema_decay
         self.tol = tol
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -146,6 +148,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         if self.gradient_clip is not None:
             check_positive("gradient_clip", self.gradient_clip)
         check_positive("learning_rate", self.learning_rate)
+        if self.ema_decay is not None and not (is_real(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
+            raise ConfigError(f"ema_decay must be None or a number in (0, 1), got {self.ema_decay!r}")
         if not (is_real(self.tol) and self.tol >= 0):
             raise ConfigError(f"tol must be a non-negative number, got {self.tol!r}")
         if not (is_real(self.weight_decay) and self.weight_decay >= 0):
@@ -235,7 +239,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                                 inputs=len(inputs))
         run = fit_early_stopping(
             self.model_, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
-            validation_loss=validation_loss, device=device,
+            validation_loss=validation_loss, device=device, average=self.ema_decay,
             optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
             callbacks={"progress": Progress(type(self).__name__, enabled=self.verbose > 0)})
         self.model_.eval()

@@ -3,6 +3,7 @@ callbacks for what differs between front ends, and the ``last`` checkpoint (the 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from . import checkpoint, distributed
-from .callbacks import BestEpoch, Callback, EarlyStopping, lower_loss
+from .callbacks import BestEpoch, Callback, EarlyStopping, WeightAverage, lower_loss
 from .validation import ConfigError, check_int
 
 
@@ -118,20 +119,27 @@ class EarlyStopped(NamedTuple):
 
 def fit_early_stopping(model: nn.Module, batches: Iterable, *, epochs: int, patience: int, tol: float = 0.0,
                        validation_loss: Callable[[], float] | None = None, callbacks: dict[str, Callback] | None = None,
-                       **options) -> EarlyStopped:
+                       average: float | None = None, **options) -> EarlyStopped:
     """``fit`` (``options`` are its own) until the validation loss, or without ``validation_loss`` the epoch's
     training loss, has not beaten its best by more than ``tol`` for ``patience`` epochs; ``model`` is left with
-    the weights of the best epoch."""
+    the weights of the best epoch. ``average`` (a decay in (0, 1)) measures and keeps, instead of the weights, their
+    moving average over the steps (``WeightAverage``)."""
     measured, kept = [], {}
+    averaged = {} if average is None else {"average": WeightAverage(model, average)}
+    applied = averaged["average"].applied if averaged else contextlib.nullcontext
 
     def measure(train_loss: float) -> dict:
-        measured.append(train_loss if validation_loss is None else validation_loss())
+        with applied():
+            measured.append(train_loss if validation_loss is None else validation_loss())
         return {"loss": measured[-1]}
 
-    best = BestEpoch(lower_loss(tol), {"loss": math.inf},
-                     keep=lambda epoch, metrics: kept.update(state=copy.deepcopy(model.state_dict())))
-    losses = fit(model, batches, epochs=epochs,
-                 callbacks={"early_stopping": EarlyStopping(best, measure, patience), **(callbacks or {})}, **options)
+    def keep(epoch: int, metrics: dict) -> None:
+        with applied():
+            kept.update(state=copy.deepcopy(model.state_dict()))
+
+    best = BestEpoch(lower_loss(tol), {"loss": math.inf}, keep=keep)
+    losses = fit(model, batches, epochs=epochs, callbacks={
+        **averaged, "early_stopping": EarlyStopping(best, measure, patience), **(callbacks or {})}, **options)
     if kept:
         model.load_state_dict(kept["state"])
     return EarlyStopped(losses, measured, best.epoch, float(best.best["loss"]))
