@@ -36,6 +36,8 @@ CANDIDATES = {
     "defaults fixed": {"learn_dictionary": False},
     "defaults K128 last": {"top_k": 128, "adapt": "last"},
     "defaults layer": {"step_size": "layer"},
+    "vanilla ema": {"dictionary_size": 0, "ema_decay": 0.99},  # a training setting both share: weight averaging
+    "defaults ema": {"ema_decay": 0.99},
 }
 
 

@@ -24,12 +24,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate, subset_rows
 from meta_neighborhoods.significance import compare
 
 _FULL = {"top_k": None, "slot_dropout": 0.0}
+
+
+def _hidden_layers(n_features: int) -> nn.Module:
+    """The default MLP's hidden layers (128, 128) as the extractor, a linear head on them: the same network as
+    vanilla, with keys in its last hidden layer instead of among the rows (the authors' setting for images)."""
+    return nn.Sequential(nn.Linear(n_features, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU())
+
+
+_FEATURE_KEYS = {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "step_size": "layer",
+                 "hidden_layer_sizes": (), "extractor": _hidden_layers}
 CANDIDATES = {  # complete settings of the dictionary (the estimators' other defaults as they are)
     "S128": {"dictionary_size": 128, **_FULL},
     "S512": {"dictionary_size": 512, **_FULL},
@@ -52,6 +63,8 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S4096-k128-drop-last-layer-fixed-loo": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5,
                                              "adapt": "last", "step_size": "layer", "learn_dictionary": False,
                                              "leave_one_out": True},
+    "S4096-k128-drop-features": _FEATURE_KEYS,
+    "S4096-k128-drop-features-euclid": {**_FEATURE_KEYS, "similarity": "euclidean"},
     "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
 }
 TOLERANCE, TIE = 1.02, 0.005
