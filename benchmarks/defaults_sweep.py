@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate, subset_rows
 from meta_neighborhoods.significance import compare
@@ -75,6 +76,10 @@ def _geometric_mean(ratios) -> float:
     return math.exp(np.mean(np.log(list(ratios))))
 
 
+def _decay(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
 def _method(extra: dict):
     """Meta-Neighborhoods with ``extra`` over the run's parameters, as a factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
@@ -90,8 +95,9 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return
-    settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience), ("ema_decay", args.ema_decay))
+    settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience))
     params = {key: value for key, value in settings if value is not None}  # every MLP's, vanilla's too: own folder
+    params["ema_decay"] = args.ema_decay  # always recorded: its default changed from None to 0.99
     if done.setdefault("params", params) != params:
         raise SystemExit(f"{path} was run with {done['params']}, not {params}: give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, args.seed)
@@ -217,8 +223,8 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=1500)
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--patience", type=int, help="n_iter_no_change of early stopping, for vanilla and MN alike")
-    parser.add_argument("--ema-decay", type=float, help="ema_decay (a moving average of the weights), for vanilla and "
-                        "MN alike")
+    parser.add_argument("--ema-decay", type=_decay, default=MetaNeighborhoodsRegressor().ema_decay,
+                        help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")

@@ -231,7 +231,7 @@ def test_tol_decides_what_counts_as_better():
 
 def test_the_moving_average_of_the_weights_is_what_is_validated_and_kept():
     X, y = _table(n=80)
-    plain = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    plain = MetaNeighborhoodsRegressor(**{**FAST, "ema_decay": None}).fit(X, y)
     averaged = MetaNeighborhoodsRegressor(**{**FAST, "ema_decay": 0.9}).fit(X, y)
     assert averaged.validation_loss_curve_ != plain.validation_loss_curve_  # not the same weights validated
     assert averaged.loss_curve_[0] == plain.loss_curve_[0]  # yet the same first epoch of training

@@ -54,7 +54,7 @@ class _RawWeights(Callback):
 def test_early_stopping_validates_and_keeps_the_moving_average_of_the_weights():
     torch.manual_seed(0)
     model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=6).double()
-    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    names = [name for name, _ in model.named_parameters()]
     generator = torch.Generator().manual_seed(2)
     batches = [(torch.randn(16, 4, generator=generator, dtype=torch.float64),
                 torch.randn(16, 1, generator=generator, dtype=torch.float64)) for _ in range(3)]
@@ -68,10 +68,10 @@ def test_early_stopping_validates_and_keeps_the_moving_average_of_the_weights():
     run = fit_early_stopping(model, batches, epochs=10, patience=3, validation_loss=validation_loss, average=decay,
                              optimizer=OptimizerSpec(learning_rate=0.05), callbacks={"raw": raw})
     assert run.best_epoch == 2 and len(raw.seen) == 5 * len(batches)
-    expected, averages = dict(initial), []
-    for step in raw.seen:
-        expected = {name: decay * expected[name] + (1 - decay) * step[name] for name in expected}
-        averages.append(expected)
+    averages = []
+    for t in range(1, len(raw.seen) + 1):  # exponential weights on the steps so far, summing to one: not on the start
+        weights = [(1 - decay) * decay ** (t - s) / (1 - decay ** t) for s in range(1, t + 1)]
+        averages.append({name: sum(w * step[name] for w, step in zip(weights, raw.seen)) for name in names})
     for epoch, weights in enumerate(validated):  # validation saw each epoch's average, not its last step
         for name, value in weights.items():
             torch.testing.assert_close(value, averages[len(batches) * (epoch + 1) - 1][name], rtol=1e-12, atol=1e-12)

@@ -99,25 +99,29 @@ class EarlyStopping(Callback):
 class WeightAverage(Callback):
     """An exponential moving average of the parameters, updated after every optimiser step (Polyak averaging):
     it smooths out the last steps' noise (here the slot dropout's and the minibatches'), so the epoch that early
-    stopping keeps depends less on where the last step happened to land."""
+    stopping keeps depends less on where the last step happened to land. It starts at zero and is divided by
+    1 - decay^steps (Adam's bias correction): the initial weights carry no weight, however short the fit."""
 
     def __init__(self, model: nn.Module, decay: float):
-        self.model, self.decay = model, decay
-        self.average = {name: p.detach().clone() for name, p in model.named_parameters()}
+        self.model, self.decay, self.steps = model, decay, 0
+        self.average = {name: torch.zeros_like(p, requires_grad=False) for name, p in model.named_parameters()}
 
     @torch.no_grad()
     def on_step(self, step: int) -> None:
+        self.steps += 1
         for name, p in self.model.named_parameters():
             self.average[name].lerp_(p, 1.0 - self.decay)
 
     @contextmanager
     def applied(self) -> Iterator[None]:
-        """The model holds the averaged parameters inside the block and its own again after it."""
+        """The model holds the averaged parameters inside the block (its own before any step) and its own again
+        after it."""
         params = dict(self.model.named_parameters())
         own = {name: p.detach().clone() for name, p in params.items()}
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(self.average[name])
+        if self.steps:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(self.average[name] / (1.0 - self.decay ** self.steps))
         try:
             yield
         finally:

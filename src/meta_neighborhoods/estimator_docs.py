@@ -67,9 +67,11 @@ PARAMETERS = """
     gradient_clip : float or None, default=1.0
         Clip every gradient entry to +-this (None: no clipping); keeps the second-order meta-gradient from
         throwing a run off course.
-    ema_decay : float or None, default=None
+    ema_decay : float or None, default=0.99
         Keep an exponential moving average of the weights, updated after every step with this decay (0.99: about
-        the last 100 steps), and validate, keep and predict with it. None: the weights of the last step.
+        the last 100 steps), and validate, keep and predict with it. None: the weights of the last step. Over 11
+        tables it lowered both the vanilla network's and Meta-Neighborhoods' errors by about 4 %
+        (docs/results/defaults.md).
     tol : float, default=1e-6
         An epoch counts as better when its loss is lower than the best by more than ``tol``.
     early_stopping : bool, default=True

@@ -74,7 +74,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         learning_rate=1e-3,
         weight_decay=1e-4,
         gradient_clip=1.0,
-        ema_decay=None,
+        ema_decay=0.99,
         tol=TOL,
         early_stopping=True,
         validation_fraction=0.1,
