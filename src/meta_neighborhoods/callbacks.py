@@ -104,7 +104,7 @@ class WeightAverage(Callback):
 
     def __init__(self, model: nn.Module, decay: float):
         self.model, self.decay, self.steps = model, decay, 0
-        self.average = {name: torch.zeros_like(p, requires_grad=False) for name, p in model.named_parameters()}
+        self.average = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
 
     @torch.no_grad()
     def on_step(self, step: int) -> None:

@@ -70,7 +70,7 @@ PARAMETERS = """
     ema_decay : float or None, default=0.99
         Keep an exponential moving average of the weights, updated after every step with this decay (0.99: about
         the last 100 steps), and validate, keep and predict with it. None: the weights of the last step. Over 11
-        tables it lowered both the vanilla network's and Meta-Neighborhoods' errors by about 4 %
+        tables it lowered both the vanilla network's and Meta-Neighborhoods' errors by about 3 %
         (docs/results/defaults.md).
     tol : float, default=1e-6
         An epoch counts as better when its loss is lower than the best by more than ``tol``.
