@@ -11,7 +11,7 @@ several processes can share the tables; ``--report`` then prints the comparison 
     python benchmarks/defaults_sweep.py --out runs/sweep --tables gom boston ... [--seeds 3] [--max-rows 1500]
     python benchmarks/defaults_sweep.py --out runs/sweep --report
 
-A training setting that vanilla shares (``--patience``, ``--ema-decay``) runs into its own folder, beside the base one
+A training setting that vanilla shares (``--patience``, ``--ema-decay``, ``--input-transform``) runs into its own folder, beside the base one
 on the same folds, and is compared with ``--out BASE --compare-training OTHER CANDIDATE``.
 """
 
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import QuantileTransformer
 from torch import nn
 
 from meta_neighborhoods import MetaNeighborhoodsRegressor
@@ -87,26 +89,39 @@ def _method(extra: dict):
     return factory
 
 
+def _quantile(factory):
+    """``factory``'s estimator behind a quantile transform of each feature to a normal distribution, fitted on the
+    training fold: an input transform for any MLP on tables, given to vanilla and MN alike."""
+    def wrapped(*, seed: int, n_train: int, params: dict):
+        transform = QuantileTransformer(n_quantiles=min(1000, n_train), output_distribution="normal",
+                                        subsample=None, random_state=seed)
+        return make_pipeline(transform, factory(seed=seed, n_train=n_train, params=params))
+    return wrapped
+
+
 def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     path = out / f"{name}.json"
     done = json.loads(path.read_text()) if path.exists() else {"folds": {}, "seconds": {}}
-    todo = {"knn": METHODS["knn"], "vanilla": METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates},
-            **{name: available_methods()[name] for name in args.baselines}}
+    networks = {"vanilla": METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
+    if args.input_transform == "quantile":
+        networks = {method: _quantile(factory) for method, factory in networks.items()}
+    todo = {"knn": METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return
     settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience))
     params = {key: value for key, value in settings if value is not None}  # every MLP's, vanilla's too: own folder
     params["ema_decay"] = args.ema_decay  # always recorded: its default changed from None to 0.99
-    if done.setdefault("params", params) != params:
-        raise SystemExit(f"{path} was run with {done['params']}, not {params}: give another --out")
+    recorded = {**params, "input_transform": args.input_transform} if args.input_transform != "none" else params
+    if done.setdefault("params", recorded) != recorded:
+        raise SystemExit(f"{path} was run with {done['params']}, not {recorded}: give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, args.seed)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
     done = json.loads(path.read_text()) if path.exists() else done  # what other processes wrote meanwhile
     done["folds"].update(cv["folds"])
     done["seconds"].update(cv["seconds"])
-    done.update({"params": params, "n": len(table.y), "folds_k": args.folds, "fold_seeds": cv["fold_seeds"]})
+    done.update({"params": recorded, "n": len(table.y), "folds_k": args.folds, "fold_seeds": cv["fold_seeds"]})
     path.write_text(json.dumps(done, indent=1))
 
 
@@ -225,6 +240,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, help="n_iter_no_change of early stopping, for vanilla and MN alike")
     parser.add_argument("--ema-decay", type=_decay, default=MetaNeighborhoodsRegressor().ema_decay,
                         help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
+    parser.add_argument("--input-transform", choices=("none", "quantile"), default="none",
+                        help="a transform of the features before vanilla and MN alike (kNN keeps its scaling)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")
