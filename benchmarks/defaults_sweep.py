@@ -11,8 +11,9 @@ several processes can share the tables; ``--report`` then prints the comparison 
     python benchmarks/defaults_sweep.py --out runs/sweep --tables gom boston ... [--seeds 3] [--max-rows 1500]
     python benchmarks/defaults_sweep.py --out runs/sweep --report
 
-A training setting that vanilla shares (``--patience``, ``--ema-decay``, ``--input-transform``) runs into its own folder, beside the base one
-on the same folds, and is compared with ``--out BASE --compare-training OTHER CANDIDATE``.
+A training setting that vanilla shares (``--patience``, ``--batch-size``, ``--ema-decay``, ``--input-transform``)
+runs into its own folder, beside the base one on the same folds, and is compared with
+``--out BASE --compare-training OTHER CANDIDATE``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
                                   "step_size": "diagonal"},
     "S4096-k128-drop-last-layer": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                    "step_size": "layer"},
+    "S4096-k128-drop-last-layer-b512": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
+                                        "step_size": "layer", "batch_size": 512},
+    "S4096-k128-drop-last-layer-b1024": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
+                                         "step_size": "layer", "batch_size": 1024},
     "S4096-k128-drop-last-layer-2step": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                          "step_size": "layer", "inner_steps": 2},
     "S4096-k128-drop-last-layer-fixed-loo": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5,
@@ -109,7 +114,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return
-    settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience))
+    settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience), ("batch_size", args.batch_size))
     params = {key: value for key, value in settings if value is not None}  # every MLP's, vanilla's too: own folder
     params["ema_decay"] = args.ema_decay  # always recorded: its default changed from None to 0.99
     recorded = {**params, "input_transform": args.input_transform} if args.input_transform != "none" else params
@@ -238,6 +243,7 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=1500)
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--patience", type=int, help="n_iter_no_change of early stopping, for vanilla and MN alike")
+    parser.add_argument("--batch-size", type=int, help="batch_size, for vanilla and MN alike")
     parser.add_argument("--ema-decay", type=_decay, default=MetaNeighborhoodsRegressor().ema_decay,
                         help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
     parser.add_argument("--input-transform", choices=("none", "quantile"), default="none",
