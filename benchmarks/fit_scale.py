@@ -80,10 +80,10 @@ def main() -> None:
     result = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
     base = result.get("vanilla", {}).get("seconds_per_epoch")
     print(f"fit on {args.rows:,} x 90 rows, {args.epochs} epoch(s), median of {args.repeats}, 2 threads")
-    print(f"{'setting':<16}{'s / epoch':>11}{'vs vanilla':>12}{'peak MB':>10}")
+    print(f"{'setting':<20}{'s / epoch':>11}{'vs vanilla':>12}{'peak MB':>10}")
     for name, r in result.items():
         ratio = f"{r['seconds_per_epoch'] / base:.1f}x" if base else "—"
-        print(f"{name:<16}{r['seconds_per_epoch']:>11.1f}{ratio:>12}{r['peak_mb']:>10.0f}")
+        print(f"{name:<20}{r['seconds_per_epoch']:>11.1f}{ratio:>12}{r['peak_mb']:>10.0f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rows": args.rows, "epochs": args.epochs, "settings": result}, handle, indent=2)
