@@ -62,6 +62,8 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
                                   "step_size": "diagonal"},
     "S4096-k128-drop-last-layer": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                    "step_size": "layer"},
+    "S4096-k8-drop-last-layer": {"dictionary_size": 4096, "top_k": 8, "slot_dropout": 0.5, "adapt": "last",
+                                 "step_size": "layer"},
     "S4096-k128-drop-last-layer-b512": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                         "step_size": "layer", "batch_size": 512},
     "S4096-k128-drop-last-layer-b1024": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
