@@ -45,6 +45,7 @@ def _hidden_layers(n_features: int) -> nn.Module:
 
 _FEATURE_KEYS = {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "step_size": "layer",
                  "hidden_layer_sizes": (), "extractor": _hidden_layers}
+_LAST_LAYER = {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last", "step_size": "layer"}
 CANDIDATES = {  # complete settings of the dictionary (the estimators' other defaults as they are)
     "S128": {"dictionary_size": 128, **_FULL},
     "S512": {"dictionary_size": 512, **_FULL},
@@ -60,19 +61,12 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S4096-k32-drop-layer": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "step_size": "layer"},
     "S4096-k128-drop-last-diag": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                   "step_size": "diagonal"},
-    "S4096-k128-drop-last-layer": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
-                                   "step_size": "layer"},
-    "S4096-k8-drop-last-layer": {"dictionary_size": 4096, "top_k": 8, "slot_dropout": 0.5, "adapt": "last",
-                                 "step_size": "layer"},
-    "S4096-k128-drop-last-layer-b512": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
-                                        "step_size": "layer", "batch_size": 512},
-    "S4096-k128-drop-last-layer-b1024": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
-                                         "step_size": "layer", "batch_size": 1024},
-    "S4096-k128-drop-last-layer-2step": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
-                                         "step_size": "layer", "inner_steps": 2},
-    "S4096-k128-drop-last-layer-fixed-loo": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5,
-                                             "adapt": "last", "step_size": "layer", "learn_dictionary": False,
-                                             "leave_one_out": True},
+    "S4096-k128-drop-last-layer": _LAST_LAYER,  # the defaults now
+    "S4096-k8-drop-last-layer": {**_LAST_LAYER, "top_k": 8},
+    "S4096-k128-drop-last-layer-b512": {**_LAST_LAYER, "batch_size": 512},
+    "S4096-k128-drop-last-layer-b1024": {**_LAST_LAYER, "batch_size": 1024},
+    "S4096-k128-drop-last-layer-2step": {**_LAST_LAYER, "inner_steps": 2},
+    "S4096-k128-drop-last-layer-fixed-loo": {**_LAST_LAYER, "learn_dictionary": False, "leave_one_out": True},
     "S4096-k128-drop-features": _FEATURE_KEYS,
     "S4096-k128-drop-features-euclid": {**_FEATURE_KEYS, "similarity": "euclidean"},
     "S4096-k32-euclid": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
