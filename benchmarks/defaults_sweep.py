@@ -43,9 +43,8 @@ def _hidden_layers(n_features: int) -> nn.Module:
     return nn.Sequential(nn.Linear(n_features, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU())
 
 
-_FEATURE_KEYS = {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "step_size": "layer",
-                 "hidden_layer_sizes": (), "extractor": _hidden_layers}
 _LAST_LAYER = {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last", "step_size": "layer"}
+_FEATURE_KEYS = {**_LAST_LAYER, "hidden_layer_sizes": (), "extractor": _hidden_layers}  # linear head: last = all
 CANDIDATES = {  # complete settings of the dictionary (the estimators' other defaults as they are)
     "S128": {"dictionary_size": 128, **_FULL},
     "S512": {"dictionary_size": 512, **_FULL},

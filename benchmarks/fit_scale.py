@@ -31,8 +31,7 @@ SETTINGS = {  # name: estimator parameters (besides the defaults)
     "S=16384 full": {"dictionary_size": 16384, "top_k": None, **_NO_DROP},
     "all layers, K=32": {"adapt": "all", "top_k": 32},  # the defaults before last-layer adaptation
     "last layer, K=32": {"adapt": "last", "top_k": 32},
-    "batch 512": {"batch_size": 512},  # a step's pass over the keys shared by more rows
-    "batch 1024": {"batch_size": 1024},
+    "batch 1024": {"batch_size": 1024},  # a step's pass over the keys shared by more rows
     "vanilla, batch 1024": {"dictionary_size": 0, "batch_size": 1024},
 }
 
