@@ -31,13 +31,14 @@ CASES = [
 def _build(head, task, adapt, device="cpu", **options):
     torch.manual_seed(0)
     model = MetaNeighborhoods(
-        HEADS[head](), task=task, dictionary_size=7, adapt=adapt, learn_temperature=True,
+        HEADS[head](), task=task, dictionary_size=7, adapt=adapt, learn_temperature=True, learn_metric=True,
         extractor=nn.Linear(5, 4), **options,
     ).double().to(device)
     with torch.no_grad():  # values away from their initial symmetric spread, step size large enough to matter
         model.adaptation.step_size.alpha.requires_grad_(True)
         for a in model.adaptation.step_size.parameters():
             a.uniform_(0.2, 0.6)
+        model.attention.log_scale.uniform_(-0.5, 0.5)  # features weighed unequally
     x = torch.randn(6, 5, dtype=torch.float64)
     y = torch.randn(6, 3, dtype=torch.float64) if task == "regression" else torch.randint(0, 3, (6,))
     return model, x.to(device), y.to(device)
@@ -70,7 +71,7 @@ def test_fast_path_matches_generic(head, task, adapt, steps, step_size, similari
     for name, g in generic_grads.items():
         torch.testing.assert_close(fast_grads[name], g, rtol=1e-8, atol=1e-10, msg=f"gradient of {name}")
     # every trainable tensor of the method really receives a meta-gradient
-    for name in ("dictionary.keys", "attention.log_temperature", "extractor.weight"):
+    for name in ("dictionary.keys", "attention.log_temperature", "attention.log_scale", "extractor.weight"):
         assert generic_grads[name].abs().sum() > 0, name
     assert any(g.abs().sum() > 0 for n, g in generic_grads.items() if n.startswith("adaptation.step_size"))
     if task == "regression" or model.dictionary.value_kind == "learned":
@@ -157,8 +158,8 @@ def test_fast_implementation_refuses_custom_head():
 
 def _top_k_oracle(model, x):
     """The generic oracle on the whole dictionary, with attention masked to the same k keys per input."""
-    z, keys = model.features(x), model.dictionary.keys
-    index = nearest_keys(z, keys, model.attention.similarity, model.config.top_k)
+    z, keys, scaled = model.features(x), model.dictionary.keys, model.attention.scaled
+    index = nearest_keys(scaled(z), scaled(keys), model.attention.similarity, model.config.top_k)
     weights = model.attention(z, keys, torch.zeros(keys.shape[0], dtype=torch.bool).expand(len(z), -1)
                               .scatter(1, index, True))
     model.adaptation.implementation = "generic"
@@ -191,7 +192,8 @@ def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps
     for name, g in oracle_grads.items():
         torch.testing.assert_close(fast_grads.get(name, torch.zeros_like(g)), g, rtol=1e-8, atol=1e-10,
                                    msg=f"gradient of {name}")
-    attended = nearest_keys(model.features(x), model.dictionary.keys, similarity, 3).unique()
+    scaled = model.attention.scaled
+    attended = nearest_keys(scaled(model.features(x)), scaled(model.dictionary.keys), similarity, 3).unique()
     touched = torch.nonzero(fast_grads["dictionary.keys"].abs().sum(1)).flatten()
     assert len(touched) > 0 and set(touched.tolist()) <= set(attended.tolist())
 
@@ -249,6 +251,37 @@ def test_top_k_weights_stay_finite_when_every_candidate_is_hidden():
     top = Attention("euclidean", 1.0).top_k(torch.randn(200, 2), torch.randn(3, 2), 2, slot_dropout=0.9)
     assert torch.isfinite(top.weight).all() and torch.allclose(top.weight.sum(1), torch.ones(200))
     assert (top.weight == 0.5).all(dim=1).any()  # a row that saw none of its keys: uniform over the k chosen
+
+
+@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("form", ["full", "top_k", "top_k_dense"])
+def test_a_learned_metric_compares_rows_and_keys_weighted_per_feature(similarity, form):
+    """With log_scale = log s the weights are those of plain attention between z * s and k * s, gradients too;
+    at its start (s = 1) the metric changes nothing."""
+    torch.manual_seed(0)
+    z, keys = torch.randn(16, 3, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
+    learned, plain = Attention(similarity, 0.5, metric_dim=3).double(), Attention(similarity, 0.5).double()
+    assert torch.equal(learned(z, keys), plain(z, keys))
+    with torch.no_grad():
+        learned.log_scale.copy_(torch.tensor([1.0, -2.0, 0.3]))
+    scale = learned.log_scale.detach().exp().requires_grad_(True)
+
+    def weights(attention, z, keys):
+        torch.manual_seed(3)  # the same slot dropout draws
+        if form == "full":
+            return attention(z, keys)
+        if form == "top_k_dense":
+            return attention.top_k_dense(z, keys, 5, slot_dropout=0.5)
+        top = attention.top_k(z, keys, 5, slot_dropout=0.5)
+        return torch.zeros(16, 40, dtype=z.dtype).scatter(1, top.index, top.weight)
+
+    ours, reference = weights(learned, z, keys), weights(plain, z * scale, keys * scale)
+    torch.testing.assert_close(ours, reference)
+    probe = torch.randn_like(ours)
+    (ours * probe).sum().backward()
+    (reference * probe).sum().backward()
+    torch.testing.assert_close(learned.log_scale.grad, scale.grad * scale.detach())  # d/d log s = s d/ds
+    assert learned.log_scale.grad.abs().min() > 0
 
 
 @pytest.mark.parametrize("top_k", [0, -1, 2.5, "8", True])

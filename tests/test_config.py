@@ -32,6 +32,7 @@ from meta_neighborhoods.validation import ConfigError
     ("slot_dropout", 1.0, r"slot_dropout must be in \[0, 1\), got 1.0"),
     ("implementation", "cuda", "unknown implementation 'cuda'"),
     ("learn_temperature", "yes", "learn_temperature must be True or False"),
+    ("learn_metric", "no", "learn_metric must be True or False"),
     ("first_order", 1, "first_order must be True or False"),
 ])
 def test_every_field_is_checked_and_named(field, value, message):

@@ -32,7 +32,8 @@ class MNConfig:
     """What defines a Meta-Neighborhoods model besides its head and extractor.
 
     ``dictionary_size`` S = 0 is the vanilla baseline (no neighbours, no adaptation). Attention is
-    ``softmax(similarity / temperature)``, the temperature fixed or learned. The inner loop takes ``inner_steps``
+    ``softmax(similarity / temperature)``, the temperature fixed or learned, the similarity taken with a learned
+    weight per key feature if ``learn_metric``. The inner loop takes ``inner_steps``
     steps of a learned ``step_size`` ("scalar", one per adapted "layer" tensor, or "diagonal", starting at
     ``step_size_init``) on the head's parameters (``adapt``: the "last" layer, a local linear correction on the
     hidden features, or "all"), second order unless ``first_order``. Dictionary values are "learned" or "fixed"
@@ -49,6 +50,7 @@ class MNConfig:
     similarity: str = "euclidean"
     temperature: float = 1.0
     learn_temperature: bool = False
+    learn_metric: bool = False
     inner_steps: int = 1
     step_size: str = "scalar"
     step_size_init: float = 0.05
@@ -79,7 +81,7 @@ class MNConfig:
             numbers["top_k"] = int(self.top_k)
         if not (is_real(self.slot_dropout) and 0.0 <= self.slot_dropout < 1.0):
             raise ConfigError(f"slot_dropout must be in [0, 1), got {self.slot_dropout!r}")
-        for flag in ("learn_temperature", "first_order"):
+        for flag in ("learn_temperature", "learn_metric", "first_order"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
             numbers[flag] = bool(getattr(self, flag))

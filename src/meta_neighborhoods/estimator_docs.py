@@ -27,6 +27,9 @@ PARAMETERS = """
         similarity, 0.1 for cosine.
     learn_temperature : bool, default=True
         Whether training adjusts the temperature (stored as log T, so it stays positive).
+    learn_metric : bool, default=False
+        Whether the similarity weighs each feature (where the keys live) by a learned factor, starting at 1: an
+        ARD metric, so that neighbours can come to be judged by the features that matter.
     slot_dropout : float, default=0.5
         Share of the dictionary hidden from each training row at random (none at prediction); the authors use 0.5
         on images, and it helps large dictionaries on tables. With full attention each row sees exactly that

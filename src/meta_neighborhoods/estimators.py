@@ -61,6 +61,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         similarity="auto",
         temperature=None,
         learn_temperature=True,
+        learn_metric=False,
         slot_dropout=0.5,
         inner_steps=MNConfig.inner_steps,
         step_size="layer",
@@ -91,6 +92,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.similarity = similarity
         self.temperature = temperature
         self.learn_temperature = learn_temperature
+        self.learn_metric = learn_metric
         self.slot_dropout = slot_dropout
         self.inner_steps = inner_steps
         self.step_size = step_size
@@ -173,7 +175,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def _config(self, dictionary_size, similarity: str, temperature: float) -> MNConfig:
         """The method's settings: the estimator's parameters, with what fit resolved from the data."""
         return MNConfig(task=self._task, dictionary_size=dictionary_size, similarity=similarity,
-                        temperature=temperature, learn_temperature=self.learn_temperature, top_k=self.top_k,
+                        temperature=temperature, learn_temperature=self.learn_temperature,
+                        learn_metric=self.learn_metric, top_k=self.top_k,
                         slot_dropout=self.slot_dropout, inner_steps=self.inner_steps, step_size=self.step_size,
                         step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init,
                         **dict.fromkeys(("keys", "values"), "learned" if self.learn_dictionary else "fixed"))

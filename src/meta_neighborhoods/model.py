@@ -36,7 +36,8 @@ class MetaNeighborhoods(nn.Module):
         self.dictionary = self.attention = self.adaptation = None
         if not config.vanilla:
             self.dictionary = InducedDictionary(config, head.in_features, head.out_features)
-            self.attention = Attention(config.similarity, config.temperature, config.learn_temperature)
+            self.attention = Attention(config.similarity, config.temperature, config.learn_temperature,
+                                       head.in_features if config.learn_metric else None)
             self.adaptation = Adaptation(head, config)
 
     @property

@@ -88,10 +88,13 @@ def masked_softmax(logits: torch.Tensor, visible: torch.Tensor | None) -> torch.
 class Attention(nn.Module):
     """omega(z, k_j): which neighbours an input listens to, and how much.
 
-    The temperature is stored as log T so that a learned temperature stays positive.
+    The temperature is stored as log T so that a learned temperature stays positive. With ``metric_dim`` = d the
+    similarity is taken between z * s and k * s, s = exp(log_scale) a learned weight per feature starting at 1
+    (an ARD metric): neighbours can come to be judged by the features that matter.
     """
 
-    def __init__(self, similarity: str = "euclidean", temperature: float = 1.0, learn_temperature: bool = False):
+    def __init__(self, similarity: str = "euclidean", temperature: float = 1.0, learn_temperature: bool = False,
+                 metric_dim: int | None = None):
         super().__init__()
         check_option("similarity", similarity, SIMILARITIES)
         check_positive("temperature", temperature)
@@ -101,6 +104,11 @@ class Attention(nn.Module):
             self.log_temperature = nn.Parameter(log_t)
         else:
             self.register_buffer("log_temperature", log_t)
+        self.log_scale = None if metric_dim is None else nn.Parameter(torch.zeros(metric_dim))
+
+    def scaled(self, t: torch.Tensor) -> torch.Tensor:
+        """Inputs or keys (..., d) in the space the similarity is taken in: weighted per feature, if learned."""
+        return t if self.log_scale is None else t * self.log_scale.exp()
 
     @property
     def temperature(self) -> torch.Tensor:
@@ -117,7 +125,7 @@ class Attention(nn.Module):
 
     def logits(self, z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Similarities (B, S) over the temperature: the softmax's input, and a ranking of the keys too."""
-        return similarity(z, keys, self.similarity) / self.temperature
+        return similarity(self.scaled(z), self.scaled(keys), self.similarity) / self.temperature
 
     @torch.no_grad()
     def choose(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
@@ -128,7 +136,8 @@ class Attention(nn.Module):
         Slot dropout hides each slot from each example with probability ``slot_dropout``, drawn only for the
         example's nearest ``n_candidates`` keys, not for all S slots; ``own_slot`` (B,) is a slot each example
         never sees (-1: none). A key is hidden only where fewer than k candidates are visible (chance below 1e-8).
-        ``scores`` (B, S), if given, rank the keys as the similarities do, so that they are not computed again.
+        ``scores`` (B, S), if given, rank the keys as the similarities do, so that they are not computed again;
+        otherwise ``z`` and ``keys`` are taken as ``scaled`` already.
         """
         n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
         n = min(keys.shape[0], n + (own_slot is not None))
@@ -148,6 +157,7 @@ class Attention(nn.Module):
         """Weights on the keys ``choose`` picks, a softmax over those k alone (``TopK``; uniform over them if all
         are hidden). Only the (B, k) chosen similarities are computed with gradient: the backward costs O(B k d).
         """
+        z, keys = self.scaled(z), self.scaled(keys)
         index, hidden = self.choose(z, keys, k, slot_dropout, own_slot)
         logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
         return TopK(index, masked_softmax(logits, None if hidden is None else ~hidden))
@@ -163,4 +173,5 @@ class Attention(nn.Module):
         return masked_softmax(logits, chosen.scatter_(1, index, True if hidden is None else ~hidden))
 
     def extra_repr(self) -> str:
-        return f"similarity={self.similarity!r}, learned={isinstance(self.log_temperature, nn.Parameter)}"
+        return (f"similarity={self.similarity!r}, learned={isinstance(self.log_temperature, nn.Parameter)}, "
+                f"metric={'learned' if self.log_scale is not None else 'fixed'}")
