@@ -110,7 +110,8 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return
-    settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience), ("batch_size", args.batch_size))
+    settings = (("max_epochs", args.max_epochs), ("n_iter_no_change", args.patience), ("batch_size", args.batch_size),
+                ("validation_fraction", args.validation_fraction))
     params = {key: value for key, value in settings if value is not None}  # every MLP's, vanilla's too: own folder
     params["ema_decay"] = args.ema_decay  # always recorded: its default changed from None to 0.99
     recorded = {**params, "input_transform": args.input_transform} if args.input_transform != "none" else params
@@ -240,6 +241,8 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--patience", type=int, help="n_iter_no_change of early stopping, for vanilla and MN alike")
     parser.add_argument("--batch-size", type=int, help="batch_size, for vanilla and MN alike")
+    parser.add_argument("--validation-fraction", type=float,
+                        help="validation_fraction of early stopping, for vanilla and MN alike")
     parser.add_argument("--ema-decay", type=_decay, default=MetaNeighborhoodsRegressor().ema_decay,
                         help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
     parser.add_argument("--input-transform", choices=("none", "quantile"), default="none",
