@@ -70,7 +70,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         key_init="samples",
         learn_dictionary=True,
         leave_one_out=False,
-        max_epochs=1000,
+        max_epochs=3000,
         batch_size=128,
         learning_rate=1e-3,
         weight_decay=1e-4,
