@@ -31,7 +31,8 @@ def fitted():
         "regressor": MetaNeighborhoodsRegressor(**FAST).fit(X, y),
         "strings": MetaNeighborhoodsClassifier(**FAST, inner_steps=2).fit(X, np.array(["a", "bb", "c"])[
             (X[:, 0] > 10).astype(int) + (X[:, 1] > 12)]),
-        "integers": MetaNeighborhoodsClassifier(**FAST, similarity="cosine", learn_metric=True).fit(X, (X[:, 2] > 10).astype(int) * 7),
+        "integers": MetaNeighborhoodsClassifier(**FAST, similarity="cosine", learn_metric=True).fit(
+            X, (X[:, 2] > 10).astype(int) * 7),
         "booleans": MetaNeighborhoodsClassifier(**{**FAST, "dictionary_size": 0}).fit(X, X[:, 3] > 10),
         "fixed dictionary": MetaNeighborhoodsClassifier(**FAST, learn_dictionary=False).fit(X, X[:, 3] > 10),
     }
