@@ -1,5 +1,6 @@
 """Every fast adaptation path against the generic torch.func oracle, in float64, with gradients."""
 
+import copy
 import itertools
 
 import pytest
@@ -349,3 +350,48 @@ def test_an_evaluating_model_ignores_own_slots():
     model = MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=20, top_k=3).eval()
     x = model.dictionary.keys[:5].detach().clone()
     torch.testing.assert_close(model(x, torch.arange(5)), model(x))
+
+
+@pytest.mark.parametrize("adapt", ["all", "last"])
+@pytest.mark.parametrize("top_k", [None, 3])
+@pytest.mark.parametrize("dense_below", [0, 64])
+def test_a_batch_draw_is_the_plain_model_on_the_kept_slots(adapt, top_k, dense_below, monkeypatch):
+    """With ``slot_draw="batch"`` a training step is the model without slot dropout on the slots the batch kept:
+    the same predictions and meta-gradients, none reaching a hidden key, and own slots renumbered to the kept."""
+    monkeypatch.setattr(model_module, "DENSE_BELOW", dense_below)
+    model, x, y = _build("mlp", "regression", adapt, top_k=top_k, slot_dropout=0.5, slot_draw="batch")
+    model.dictionary.keys.data[:3] = model.features(x[:3]).detach()  # rows 0-2 sit on their own keys
+    own = torch.tensor([0, 1, 2, -1, -1, -1])
+    torch.manual_seed(11)
+    prediction, grads = _prediction_and_grads(model, y, lambda: model(x, own))
+    torch.manual_seed(11)
+    keys, values, hidden, kept_own = model.dictionary.visible(own)
+    assert hidden == 0.0 and len(keys) == 4 and len(torch.cat([keys, model.dictionary.keys]).unique(dim=0)) == 7
+    for row in range(3):  # a kept own slot points at the same key; a hidden one at none
+        kept = (keys == model.dictionary.keys[row]).all(1)
+        assert kept_own[row] == (kept.nonzero().item() if kept.any() else -1)
+    plain = copy.deepcopy(model)
+    plain.config = plain.config.replace(dictionary_size=4, slot_dropout=0.0)
+    plain.dictionary = InducedDictionary(plain.config, 4, 3).double()
+    with torch.no_grad():
+        plain.dictionary.keys.copy_(keys), plain.dictionary.raw_values.copy_(values)
+    expected, expected_grads = _prediction_and_grads(plain, y, lambda: plain(x, kept_own))
+    torch.testing.assert_close(prediction, expected, rtol=1e-9, atol=1e-10)
+    for name, g in expected_grads.items():
+        if not name.startswith("dictionary."):
+            torch.testing.assert_close(grads[name], g, rtol=1e-8, atol=1e-10, msg=f"gradient of {name}")
+    hidden_keys = ~(model.dictionary.keys[:, None] == keys[None]).all(2).any(1)
+    assert (grads["dictionary.keys"][hidden_keys] == 0).all() and grads["dictionary.keys"].abs().sum() > 0
+
+
+def test_a_batch_draw_shows_each_slot_with_the_kept_share_and_all_of_them_at_evaluation():
+    dictionary = InducedDictionary(MNConfig(dictionary_size=10, slot_dropout=0.3, slot_draw="batch"), 2, 1).train()
+    torch.manual_seed(0)
+    seen = torch.zeros(10)
+    for _ in range(2000):
+        keys, _, _, _ = dictionary.visible()
+        assert len(keys) == 7
+        seen += (dictionary.keys[:, None] == keys[None]).all(2).any(1)
+    assert ((seen - 1400).abs() < 90).all()  # 0.7 of 2,000 draws each, binomial sd 20
+    keys, values, hidden, own = dictionary.eval().visible(torch.arange(3))
+    assert keys is dictionary.keys and hidden == 0.0 and torch.equal(own, torch.arange(3))

@@ -30,6 +30,7 @@ from meta_neighborhoods.validation import ConfigError
     ("key_init", "zeros", "unknown key_init 'zeros'; expected one of 'samples', 'gaussian'"),
     ("key_std", 0, "key_std must be positive"),
     ("slot_dropout", 1.0, r"slot_dropout must be in \[0, 1\), got 1.0"),
+    ("slot_draw", "column", "unknown slot_draw 'column'; expected one of 'row', 'batch'"),
     ("implementation", "cuda", "unknown implementation 'cuda'"),
     ("learn_temperature", "yes", "learn_temperature must be True or False"),
     ("learn_metric", "no", "learn_metric must be True or False"),

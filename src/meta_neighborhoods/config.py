@@ -21,6 +21,7 @@ STEP_SIZES = ("scalar", "layer", "diagonal")
 ADAPT = ("all", "last")
 VALUE_KINDS = ("learned", "fixed")
 KEY_KINDS = ("learned", "fixed")  # trained with the network, or left where they start
+SLOT_DRAWS = ("row", "batch")  # slot dropout drawn for each example, or once for the whole batch
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
 DEVICES = ("auto", "cpu", "cuda")
@@ -40,9 +41,11 @@ class MNConfig:
     (random labels, or the targets of the rows the keys start at); ``keys`` are "learned" or "fixed" where they
     start. Keys start at training examples (``key_init="samples"``, done by the
     front end, which has the data) or at N(0, ``key_std``^2). ``slot_dropout`` hides that share of the slots from
-    each training example. ``top_k`` = K lets each example attend only to its K most similar keys (softmax over
-    those; None or K >= S: all of them), so the inner loop's work grows with K, not S. ``implementation`` picks the
-    inner loop: a head's fast path or the ``torch.func`` oracle.
+    each training example, drawn for each example (``slot_draw="row"``) or once for the whole batch ("batch": each
+    example's view has about the same law, and the hidden slots cost nothing). ``top_k`` = K lets each example
+    attend only to its K most similar keys (softmax over those; None or K >= S: all of them), so the inner loop's
+    work grows with K, not S. ``implementation`` picks the inner loop: a head's fast path or the ``torch.func``
+    oracle.
     """
 
     task: str = "regression"
@@ -61,6 +64,7 @@ class MNConfig:
     key_init: str = "gaussian"
     key_std: float = 1.0
     slot_dropout: float = 0.0
+    slot_draw: str = "row"
     top_k: int | None = None
     implementation: str = "auto"
 
@@ -68,7 +72,7 @@ class MNConfig:
         """Check every field, naming it and what it allows; numbers become plain ``int`` / ``float`` (JSON-able)."""
         for name, allowed in (("task", TASKS), ("similarity", SIMILARITIES), ("step size", STEP_SIZES),
                               ("adapt", ADAPT), ("values", VALUE_KINDS), ("keys", KEY_KINDS), ("key_init", KEY_INITS),
-                              ("implementation", IMPLEMENTATIONS)):
+                              ("slot_draw", SLOT_DRAWS), ("implementation", IMPLEMENTATIONS)):
             check_option(name, getattr(self, name.replace(" ", "_")), allowed)
         numbers = {"dictionary_size": check_int("dictionary_size", self.dictionary_size, minimum=0),
                    "inner_steps": check_int("inner_steps", self.inner_steps),

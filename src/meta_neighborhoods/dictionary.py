@@ -29,6 +29,7 @@ class InducedDictionary(nn.Module):
         for name, number in (("key dimension", key_dim), ("value dimension", value_dim)):
             check_int(name, number)
         self.task, self.value_kind, self.slot_dropout = config.task, config.values, config.slot_dropout
+        self.slot_draw = config.slot_draw
         self._hold("keys", torch.randn(size, key_dim) * config.key_std, learned=config.keys == "learned")
         if self.task == "classification" and self.value_kind == "fixed":
             values = self._encode(torch.randperm(size) % value_dim, value_dim)  # random labels
@@ -79,6 +80,25 @@ class InducedDictionary(nn.Module):
         """The share of slots hidden from each example: ``slot_dropout`` while training, none at evaluation."""
         return self.slot_dropout if self.training else 0.0
 
+    def visible(self, own_slot: torch.Tensor | None = None):
+        """(keys, values, hidden share, own_slot) as this batch sees them. With ``slot_draw="batch"`` one draw serves
+        the whole training batch: every example sees the same ``keep`` slots, chosen uniformly (each example's view
+        as the per-example draw of full attention), so the hidden slots are left out of the work. ``own_slot`` (B,)
+        is renumbered to the kept slots (-1 where its slot is hidden)."""
+        keys, values = self.keys, self.values()
+        if self.hidden_share == 0.0 or self.slot_draw == "row":
+            return keys, values, self.hidden_share, own_slot
+        kept = torch.randperm(self.size, device=keys.device)[: self._keep()]
+        if own_slot is not None:
+            place = torch.full((self.size,), -1, dtype=torch.long, device=keys.device)
+            place[kept] = torch.arange(len(kept), device=keys.device)
+            own_slot = torch.where(own_slot >= 0, place[own_slot.clamp(min=0)], own_slot)
+        return keys[kept], values[kept], 0.0, own_slot
+
+    def _keep(self) -> int:
+        """How many slots a training example sees."""
+        return max(1, round(self.size * (1.0 - self.slot_dropout)))
+
     def slot_mask(self, batch_size: int, generator=None) -> torch.Tensor | None:
         """Which slots each example sees (B, S), or None when all are visible (evaluation), for full attention: the
         ``keep`` slots of highest random score, as the authors' code, found by one selection per row (kthvalue),
@@ -86,9 +106,10 @@ class InducedDictionary(nn.Module):
         one slot more. Top-k attention draws for its nearest candidates only (``Attention.top_k``)."""
         if self.hidden_share == 0.0:
             return None
-        keep = max(1, round(self.size * (1.0 - self.slot_dropout)))
+        keep = self._keep()
         scores = torch.rand(batch_size, self.size, generator=generator, device=self.keys.device)
         return scores >= scores.kthvalue(self.size - keep + 1, dim=1, keepdim=True).values
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, task={self.task!r}, values={self.value_kind!r}, slot_dropout={self.slot_dropout}"
+        return (f"size={self.size}, task={self.task!r}, values={self.value_kind!r}, slot_dropout={self.slot_dropout}, "
+                f"slot_draw={self.slot_draw!r}")

@@ -36,6 +36,10 @@ PARAMETERS = """
         share, as in the authors' code; with ``top_k`` each slot is hidden with that probability, drawn for the
         row's nearest keys only (cheaper than a draw for every slot), and prediction attends to
         top_k / (1 - slot_dropout) keys.
+    slot_draw : {"row", "batch"}, default="row"
+        Whether slot dropout is drawn for each training row or once for the whole batch. Each row's view has about
+        the same law either way (a batch's rows then hide the same slots), and "batch" leaves the hidden slots out
+        of the work: a step costs about (1 - slot_dropout) of a "row" step's key work.
     inner_steps : int, default=1
         Gradient steps of the per-row finetuning.
     step_size : {"scalar", "layer", "diagonal"}, default="layer"

@@ -63,6 +63,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         learn_temperature=True,
         learn_metric=False,
         slot_dropout=0.5,
+        slot_draw=MNConfig.slot_draw,
         inner_steps=MNConfig.inner_steps,
         step_size="layer",
         step_size_init=MNConfig.step_size_init,
@@ -94,6 +95,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.learn_temperature = learn_temperature
         self.learn_metric = learn_metric
         self.slot_dropout = slot_dropout
+        self.slot_draw = slot_draw
         self.inner_steps = inner_steps
         self.step_size = step_size
         self.step_size_init = step_size_init
@@ -176,8 +178,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """The method's settings: the estimator's parameters, with what fit resolved from the data."""
         return MNConfig(task=self._task, dictionary_size=dictionary_size, similarity=similarity,
                         temperature=temperature, learn_temperature=self.learn_temperature,
-                        learn_metric=self.learn_metric, top_k=self.top_k,
-                        slot_dropout=self.slot_dropout, inner_steps=self.inner_steps, step_size=self.step_size,
+                        learn_metric=self.learn_metric, top_k=self.top_k, slot_dropout=self.slot_dropout,
+                        slot_draw=self.slot_draw, inner_steps=self.inner_steps, step_size=self.step_size,
                         step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init,
                         **dict.fromkeys(("keys", "values"), "learned" if self.learn_dictionary else "fixed"))
 

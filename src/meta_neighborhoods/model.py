@@ -47,11 +47,6 @@ class MetaNeighborhoods(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.extractor(x)
 
-    def attend(self, z: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention weights (B, S) of features z over the dictionary (slot dropout while training), none on a
-        row's ``own_slot``."""
-        return self.attention(z, self.dictionary.keys, self.dictionary.slot_mask(z.shape[0]), own_slot)
-
     def predict_features(self, z: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions from features: the head adapted to each input's neighbourhood (or not, if vanilla).
 
@@ -66,20 +61,22 @@ class MetaNeighborhoods(nn.Module):
         k = self.config.neighbourhood_size(self.training)
         if k is not None:
             return self.predict_top_k(z, k, own_slot)
-        return self.adaptation(self.head, z, self.dictionary.keys, self.dictionary.values(), self.attend(z, own_slot))
+        keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
+        mask = self.dictionary.slot_mask(z.shape[0]) if hidden else None
+        return self.adaptation(self.head, z, keys, values, self.attention(z, keys, mask, own_slot))
 
     def predict_top_k(self, z: torch.Tensor, k: int, own_slot: torch.Tensor | None = None) -> torch.Tensor:
-        """``predict_features`` with attention on each input's k most similar keys. Up to DENSE_BELOW keys per k,
-        dense matrices over every key are faster than gathering (and their shapes do not depend on the data, so
-        the model exports to ONNX); beyond, the inner loop sees only the keys some example of the batch attends
+        """``predict_features`` with attention on each input's k most similar visible keys. Up to DENSE_BELOW keys
+        per k, dense matrices over every key are faster than gathering (and their shapes do not depend on the data,
+        so the model exports to ONNX); beyond, the inner loop sees only the keys some example of the batch attends
         to, each example its own k."""
-        keys, hidden_share = self.dictionary.keys, self.dictionary.hidden_share
+        keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
         if keys.shape[0] <= DENSE_BELOW * k:
-            weights = self.attention.top_k_dense(z, keys, k, hidden_share, own_slot)
-            return self.adaptation(self.head, z, keys, self.dictionary.values(), weights)
-        top = self.attention.top_k(z, keys, k, hidden_share, own_slot)
+            weights = self.attention.top_k_dense(z, keys, k, hidden, own_slot)
+            return self.adaptation(self.head, z, keys, values, weights)
+        top = self.attention.top_k(z, keys, k, hidden, own_slot)
         used, local = top.index.unique(return_inverse=True)
-        return self.adaptation(self.head, z, keys.index_select(0, used), self.dictionary.values().index_select(0, used),
+        return self.adaptation(self.head, z, keys.index_select(0, used), values.index_select(0, used),
                                TopK(local, top.weight))
 
     def forward(self, x: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
