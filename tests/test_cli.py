@@ -223,6 +223,14 @@ def test_the_estimator_settings_are_checked_before_any_work(tmp_path, capsys, ar
         assert message in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.parametrize("command", ["regress", "ablate"])
+def test_an_unknown_slot_draw_is_refused_by_the_parser(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--dataset", "gom", "--out", str(tmp_path / "o"), "--slot-draw", "column"])
+    assert exit_info.value.code == 2 and "invalid choice: 'column'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_ablated_parameter_is_not_also_a_flag(tmp_path, capsys):
     argv = ["ablate", "--dataset", "gom", "--param", "top_k", "--values", "4", "8", "--top-k", "2", "--out",
             str(tmp_path / "a")]

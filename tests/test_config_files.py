@@ -189,15 +189,17 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
             if name in ("vanilla", "meta_neighborhoods")}
     monkeypatch.setattr(regression, "available_methods", lambda: mlps)  # the methods the settings reach
     argv = ["regress", "--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2",
-            "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--device", "cpu", "--quiet"]
+            "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--slot-draw", "batch", "--device", "cpu",
+            "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     saved = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
     assert saved["estimator_params"] == {"device": "cpu", "max_epochs": 2, "learning_rate": 0.01, "batch_size": 16,
-                                         "top_k": 4}
-    assert (saved["estimator"]["learning_rate"], saved["estimator"]["batch_size"]) == (0.01, 16)
+                                         "top_k": 4, "slot_draw": "batch"}
+    assert [saved["estimator"][name] for name in ("learning_rate", "batch_size", "slot_draw")] == [0.01, 16, "batch"]
     args = parsed(["regress", "--config", str(tmp_path / "run" / "results.json"), "--out", "again"])
     assert (args.dataset, args.max_rows, args.folds, args.seeds, args.max_epochs, args.learning_rate, args.batch_size,
-            args.top_k, args.device, args.search) == ("gom", 60, 2, 1, 2, 0.01, 16, 4, "cpu", False)
+            args.top_k, args.slot_draw, args.device, args.search) == ("gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu",
+                                                                      False)
 
 
 def test_an_ablation_record_gives_its_parameter_and_values(tmp_path, parsed, capsys):

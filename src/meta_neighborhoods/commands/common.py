@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import DEVICES, MNConfig
+from ..config import DEVICES, SLOT_DRAWS, MNConfig
 from ..validation import ConfigError, check_int, check_non_negative, check_positive
 from ..datasets.tables import available_tables, load_csv_table, load_table
 
 
+# estimator parameters with an option of the same name in regress and ablate
 ESTIMATOR_OPTIONS = ("max_epochs", "learning_rate", "weight_decay", "batch_size", "dictionary_size", "top_k",
-                     "slot_dropout")  # estimator parameters with an option of the same name in regress and ablate
+                     "slot_dropout", "slot_draw")
 
 
 class UsageError(Exception):
@@ -136,6 +137,9 @@ def estimator_settings() -> argparse.ArgumentParser:
                         help="attend to the K most similar keys only (default: the estimator's)")
     parser.add_argument("--slot-dropout", type=float, metavar="P",
                         help="share of the dictionary hidden from each training example (default: the estimator's)")
+    parser.add_argument("--slot-draw", choices=SLOT_DRAWS,
+                        help="slot dropout drawn for each example or once per batch, which leaves the hidden keys out "
+                             "of the step (default: the estimator's)")
     return parser
 
 
@@ -159,7 +163,8 @@ def _check_estimator_params(params: dict) -> None:
         check_positive("--learning-rate", params["learning_rate"])
     if "weight_decay" in params:
         check_non_negative("--weight-decay", params["weight_decay"])
-    MNConfig(**{name: params[name] for name in ("dictionary_size", "top_k", "slot_dropout") if name in params})
+    MNConfig(**{name: params[name] for name in ("dictionary_size", "top_k", "slot_dropout", "slot_draw")
+                if name in params})
 
 
 def table_run_options(record: dict) -> dict:
