@@ -80,7 +80,8 @@ class InducedDictionary(nn.Module):
         """The share of slots hidden from each example: ``slot_dropout`` while training, none at evaluation."""
         return self.slot_dropout if self.training else 0.0
 
-    def visible(self, own_slot: torch.Tensor | None = None):
+    def visible(self, own_slot: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float,
+                                                                     torch.Tensor | None]:
         """(keys, values, hidden share, own_slot) as this batch sees them. With ``slot_draw="batch"`` one draw serves
         the whole training batch: every example sees the same ``keep`` slots, chosen uniformly (each example's view
         as the per-example draw of full attention), so the hidden slots are left out of the work. ``own_slot`` (B,)
