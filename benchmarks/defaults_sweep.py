@@ -63,6 +63,7 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S4096-k128-drop-last-layer": _LAST_LAYER,  # the defaults now
     "S4096-k8-drop-last-layer": {**_LAST_LAYER, "top_k": 8},
     "S4096-k32-drop-last-layer": {**_LAST_LAYER, "top_k": 32},
+    "S4096-full-drop-last-layer": {**_LAST_LAYER, "top_k": None},
     "S4096-k128-drop-last-layer-metric": {**_LAST_LAYER, "learn_metric": True},
     "S4096-k128-drop75-last-layer": {**_LAST_LAYER, "slot_dropout": 0.75},
     "S4096-k128-drop-last-layer-batch-draw": {**_LAST_LAYER, "slot_draw": "batch"},
