@@ -38,6 +38,7 @@ CANDIDATES = {
     "defaults layer": {"step_size": "layer"},
     "vanilla ema": {"dictionary_size": 0, "ema_decay": 0.99},  # a training setting both share: weight averaging
     "defaults ema": {"ema_decay": 0.99},
+    "defaults full": {"top_k": None},  # full attention, which the regression rule ties with top-128
 }
 
 

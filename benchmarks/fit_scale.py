@@ -25,6 +25,7 @@ SETTINGS = {  # name: estimator parameters (besides the defaults)
     "vanilla": {"dictionary_size": 0},
     "defaults": {},
     "batch draw": {"slot_draw": "batch"},  # one slot-dropout draw per batch: the hidden keys cost nothing
+    "full attention": {"top_k": None},  # the defaults with every key attended to
     "S=512 full": {"dictionary_size": 512, "top_k": None, **_NO_DROP},  # the defaults before patience 60
     "S=512 K=32": {"dictionary_size": 512, "top_k": 32, **_NO_DROP},
     "S=4096 K=32": {"dictionary_size": 4096, "top_k": 32, **_NO_DROP},
