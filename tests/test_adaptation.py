@@ -374,7 +374,8 @@ def test_a_batch_draw_is_the_plain_model_on_the_kept_slots(adapt, top_k, dense_b
     plain.config = plain.config.replace(dictionary_size=4, slot_dropout=0.0)
     plain.dictionary = InducedDictionary(plain.config, 4, 3).double()
     with torch.no_grad():
-        plain.dictionary.keys.copy_(keys), plain.dictionary.raw_values.copy_(values)
+        plain.dictionary.keys.copy_(keys)
+        plain.dictionary.raw_values.copy_(values)
     expected, expected_grads = _prediction_and_grads(plain, y, lambda: plain(x, kept_own))
     torch.testing.assert_close(prediction, expected, rtol=1e-9, atol=1e-10)
     for name, g in expected_grads.items():

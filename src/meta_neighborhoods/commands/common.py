@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import DEVICES, SLOT_DRAWS, MNConfig
+from ..config import DEVICES, FIELDS, SLOT_DRAWS, MNConfig
 from ..validation import ConfigError, check_int, check_non_negative, check_positive
 from ..datasets.tables import available_tables, load_csv_table, load_table
 
@@ -163,8 +163,7 @@ def _check_estimator_params(params: dict) -> None:
         check_positive("--learning-rate", params["learning_rate"])
     if "weight_decay" in params:
         check_non_negative("--weight-decay", params["weight_decay"])
-    MNConfig(**{name: params[name] for name in ("dictionary_size", "top_k", "slot_dropout", "slot_draw")
-                if name in params})
+    MNConfig(**{name: value for name, value in params.items() if name in FIELDS})  # the method's own settings
 
 
 def table_run_options(record: dict) -> dict:
