@@ -166,6 +166,8 @@ def report(out: Path) -> None:
             f"{safe} (none is never > {TOLERANCE:.2f} x vanilla: all complete ones)"
         print(f"\nRule: among {among}, lowest geometric mean within {TIE}, "
               f"then cheapest: {chosen}")
+        print("A choice that changes the defaults must also keep the classifier at least vanilla's accuracy on "
+              "digits (benchmarks/classifier_defaults.py); docs/results/defaults.md says where that overruled it.")
 
 
 def table2(out: Path, candidate: str) -> None:
