@@ -67,6 +67,7 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S4096-k128-drop-last-layer-metric": {**_LAST_LAYER, "learn_metric": True},
     "S4096-k128-drop75-last-layer": {**_LAST_LAYER, "slot_dropout": 0.75},
     "S4096-k128-drop-last-layer-batch-draw": {**_LAST_LAYER, "slot_draw": "batch"},
+    "S4096-k128-drop-last-layer-keys01": {**_LAST_LAYER, "key_lr_scale": 0.1},
     "S4096-k128-drop-last-layer-b512": {**_LAST_LAYER, "batch_size": 512},
     "S4096-k128-drop-last-layer-b1024": {**_LAST_LAYER, "batch_size": 1024},
     "S4096-k128-drop-last-layer-2step": {**_LAST_LAYER, "inner_steps": 2},

@@ -29,6 +29,7 @@ from meta_neighborhoods.validation import ConfigError
     ("keys", "frozen", "unknown keys 'frozen'; expected one of 'learned', 'fixed'"),
     ("key_init", "zeros", "unknown key_init 'zeros'; expected one of 'samples', 'gaussian'"),
     ("key_std", 0, "key_std must be positive"),
+    ("key_lr_scale", 0.0, "key_lr_scale must be positive, got 0.0"),
     ("slot_dropout", 1.0, r"slot_dropout must be in \[0, 1\), got 1.0"),
     ("slot_draw", "column", "unknown slot_draw 'column'; expected one of 'row', 'batch'"),
     ("implementation", "cuda", "unknown implementation 'cuda'"),

@@ -126,6 +126,7 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"top_k": 2.5}, "top_k must be a positive integer"),
         ({"slot_dropout": 1.0}, "slot_dropout must be in"),
         ({"slot_draw": "column"}, "unknown slot_draw 'column'"),
+        ({"key_lr_scale": -1}, "key_lr_scale must be positive"),
         ({"leave_one_out": "yes"}, "leave_one_out must be True or False"),
         ({"learn_metric": 1}, "learn_metric must be True or False"),
         ({"learn_dictionary": 0}, "learn_dictionary must be True or False"),

@@ -41,6 +41,23 @@ def test_the_fused_adamw_steps_as_the_reference_adamw():
         assert not torch.equal(value, initial[name]), f"{name} did not move"
 
 
+def test_the_keys_step_at_key_lr_scale_times_the_learning_rate():
+    def model(scale):
+        torch.manual_seed(0)
+        return MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=6, key_lr_scale=scale).double()
+
+    spec, initial = OptimizerSpec(learning_rate=0.05, weight_decay=0.1), model(1.0).state_dict()
+    plain, slow = model(1.0), model(0.1)
+    optimizer, _ = spec.build(slow)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.05, 0.05, 0.05 * 0.1]
+    assert optimizer.param_groups[-1]["params"] == [slow.dictionary.keys]
+    plain_after, slow_after = _steps(plain, spec.build(plain)[0], steps=1), _steps(slow, optimizer, steps=1)
+    for name, value in plain_after.items():  # one AdamW step: the same gradients, so moves in proportion
+        scale = 0.1 if name == "dictionary.keys" else 1.0
+        torch.testing.assert_close(slow_after[name] - initial[name], scale * (value - initial[name]), msg=name)
+        assert not torch.equal(value, initial[name]), f"{name} did not move"
+
+
 class _RawWeights(Callback):
     """The parameters after every optimiser step, as the optimiser left them."""
 

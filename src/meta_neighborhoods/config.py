@@ -63,6 +63,7 @@ class MNConfig:
     keys: str = "learned"
     key_init: str = "gaussian"
     key_std: float = 1.0
+    key_lr_scale: float = 1.0  # the keys' learning rate as a multiple of the network's (their own AdamW group)
     slot_dropout: float = 0.0
     slot_draw: str = "row"
     top_k: int | None = None
@@ -78,7 +79,8 @@ class MNConfig:
                    "inner_steps": check_int("inner_steps", self.inner_steps),
                    "temperature": check_positive("temperature", self.temperature),
                    "step_size_init": check_positive("step_size_init", self.step_size_init),
-                   "key_std": check_positive("key_std", self.key_std)}
+                   "key_std": check_positive("key_std", self.key_std),
+                   "key_lr_scale": check_positive("key_lr_scale", self.key_lr_scale)}
         if self.top_k is not None:
             if not (is_int(self.top_k) and self.top_k >= 1):
                 raise ConfigError(f"top_k must be a positive integer (or None for full attention), got {self.top_k!r}")

@@ -59,6 +59,10 @@ PARAMETERS = """
         Whether training moves the keys and values. False keeps them at the training rows and their targets (needs
         ``key_init="samples"``): the neighbours are then the training set itself, as for kNN, and only the
         network, attention and step size learn how to use them.
+    key_lr_scale : float, default=1.0
+        The keys' learning rate as a multiple of ``learning_rate`` (the values and the network keep theirs).
+        Slower keys stay nearer the training rows they start at; a tenth was screened over the eleven tables of
+        ``docs/results/defaults.md``.
     leave_one_out : bool, default=False
         With ``key_init="samples"``, hide from each training row the key that started at it (holding its own
         target) while training, as a test row never finds itself among the keys. No effect on prediction. Over

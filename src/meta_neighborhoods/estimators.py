@@ -70,6 +70,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         adapt=MNConfig.adapt,
         key_init="samples",
         learn_dictionary=True,
+        key_lr_scale=MNConfig.key_lr_scale,
         leave_one_out=False,
         max_epochs=3000,
         batch_size=128,
@@ -102,6 +103,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.adapt = adapt
         self.key_init = key_init
         self.learn_dictionary = learn_dictionary
+        self.key_lr_scale = key_lr_scale
         self.leave_one_out = leave_one_out
         self.max_epochs = max_epochs
         self.batch_size = batch_size
@@ -181,6 +183,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                         learn_metric=self.learn_metric, top_k=self.top_k, slot_dropout=self.slot_dropout,
                         slot_draw=self.slot_draw, inner_steps=self.inner_steps, step_size=self.step_size,
                         step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init,
+                        key_lr_scale=self.key_lr_scale,
                         **dict.fromkeys(("keys", "values"), "learned" if self.learn_dictionary else "fixed"))
 
     def _network(self, n_features: int, n_outputs: int, n_rows: int, key_features: int) -> dict:

@@ -100,11 +100,17 @@ class MetaNeighborhoods(nn.Module):
 
         Never on the dictionary, the temperature or the step size (as the authors), nor where a module
         declares ``decays_weight = False`` (the cosine head, the iFiLM dictionaries; see the head contract).
+        The keys form a group of their own at ``key_lr_scale`` times the learning rate when that is not 1.
         """
         decayed = set()
         for part in (self.extractor, self.head):
             params = dict(part.named_parameters())
             decayed.update(id(params[name]) for name in decayed_parameter_names(part))
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": [p for p in trainable if id(p) in decayed], "weight_decay": weight_decay},
-                {"params": [p for p in trainable if id(p) not in decayed], "weight_decay": 0.0}]
+        keys = self.dictionary.keys if self.dictionary is not None else None
+        scaled = isinstance(keys, nn.Parameter) and keys.requires_grad and self.config.key_lr_scale != 1.0
+        trainable = [p for p in self.parameters() if p.requires_grad and not (scaled and p is keys)]
+        groups = [{"params": [p for p in trainable if id(p) in decayed], "weight_decay": weight_decay},
+                  {"params": [p for p in trainable if id(p) not in decayed], "weight_decay": 0.0}]
+        if scaled:
+            groups.append({"params": [keys], "weight_decay": 0.0, "lr_scale": self.config.key_lr_scale})
+        return groups
