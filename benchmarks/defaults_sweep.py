@@ -122,18 +122,43 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     recorded = {**params, "input_transform": args.input_transform} if args.input_transform != "none" else params
     if done.setdefault("params", recorded) != recorded:
         raise SystemExit(f"{path} was run with {done['params']}, not {recorded}: give another --out")
-    table = subset_rows(load_table(name, args.data_dir), args.max_rows, args.seed)
+    rows_seed = args.seed if args.rows_seed is None else args.rows_seed
+    table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
     done = json.loads(path.read_text()) if path.exists() else done  # what other processes wrote meanwhile
     done["folds"].update(cv["folds"])
     done["seconds"].update(cv["seconds"])
-    done.update({"params": recorded, "n": len(table.y), "folds_k": args.folds, "fold_seeds": cv["fold_seeds"]})
+    done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
+                 "fold_seeds": cv["fold_seeds"]})
     path.write_text(json.dumps(done, indent=1))
 
 
-def report(out: Path) -> None:
+def load(out: Path, more: Path | None = None) -> dict[str, dict]:
+    """The sweep's tables by name; with ``more``, a folder of further repeats on the same rows (run with ``--seed 3
+    --rows-seed 0`` after a ``--seed 0`` sweep, say): each method's errors there appended to its own, for the
+    tables and methods both folders have."""
     tables = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    if more is None:
+        return tables
+    merged = {}
+    for name, d in tables.items():
+        path = more / f"{name}.json"
+        if not path.exists():
+            continue
+        e = json.loads(path.read_text())
+        same = [(x["n"], x["folds_k"], x["params"], x.get("rows_seed", x["fold_seeds"][0])) for x in (d, e)]
+        if same[0] != same[1] or set(d["fold_seeds"]) & set(e["fold_seeds"]):
+            raise SystemExit(f"{path} does not hold further repeats of {out / path.name}: other rows, settings or seeds")
+        methods = [m for m in d["folds"] if m in e["folds"]]
+        merged[name] = {**d, "folds": {m: d["folds"][m] + e["folds"][m] for m in methods},
+                        "seconds": {m: d["seconds"][m] + e["seconds"][m] for m in methods},
+                        "fold_seeds": d["fold_seeds"] + e["fold_seeds"]}
+    return merged
+
+
+def report(out: Path, more: Path | None = None) -> None:
+    tables = load(out, more)
     names = sorted({m for t in tables.values() for m in t["folds"]} - {"knn", "vanilla", *BASELINES},
                    key=lambda c: list(CANDIDATES).index(c) if c in CANDIDATES else 99)
     ratios, cost, rows = {}, {}, []
@@ -171,11 +196,11 @@ def report(out: Path) -> None:
               "digits (benchmarks/classifier_defaults.py); docs/results/defaults.md says where that overruled it.")
 
 
-def table2(out: Path, candidate: str) -> None:
+def table2(out: Path, candidate: str, more: Path | None = None) -> None:
     """Table 2 from the sweep: every method on the same folds, ``candidate`` as Meta-Neighborhoods. "resolves" is
     the smallest MN / vanilla gap the corrected test could call significant on that table (``compare``'s
     ``resolvable`` over vanilla's mean)."""
-    tables = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    tables = load(out, more)
     methods = ["knn", "vanilla", candidate, *BASELINES]
     seen = [m for m in methods if all(m in d["folds"] for d in tables.values())]
     print("| data set | n | " + " | ".join("MN" if m == candidate else m for m in seen)
@@ -246,6 +271,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-rows", type=int, default=1500)
+    parser.add_argument("--rows-seed", type=int, help="the seed that picks the --max-rows rows (default: --seed); "
+                        "--seed 3 --rows-seed 0 adds repeats 3, 4, ... on the rows of a --seed 0 sweep")
     parser.add_argument("--max-epochs", type=int)
     parser.add_argument("--patience", type=int, help="n_iter_no_change of early stopping, for vanilla and MN alike")
     parser.add_argument("--batch-size", type=int, help="batch_size, for vanilla and MN alike")
@@ -261,6 +288,8 @@ def main() -> None:
     parser.add_argument("--table2", metavar="CANDIDATE", help="print Table 2 with this candidate as MN")
     parser.add_argument("--compare-training", nargs=2, metavar=("OTHER", "CANDIDATE"),
                         help="compare a training setting run into folder OTHER with --out, for vanilla and CANDIDATE")
+    parser.add_argument("--more-seeds", type=Path, metavar="DIR",
+                        help="with --report or --table2: append DIR's repeats on the same rows (see --rows-seed)")
     parser.add_argument("--head-to-head", nargs=2, metavar=("REFERENCE", "CANDIDATE"),
                         help="compare two candidates in --out table by table, with the corrected test between them")
     args = parser.parse_args()
@@ -271,7 +300,7 @@ def main() -> None:
         compare_training(args.out, Path(args.compare_training[0]), args.compare_training[1])
         return
     if args.report or args.table2:
-        report(args.out) if args.report else table2(args.out, args.table2)
+        report(args.out, args.more_seeds) if args.report else table2(args.out, args.table2, args.more_seeds)
         return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
