@@ -14,6 +14,11 @@ several processes can share the tables; ``--report`` then prints the comparison 
 A training setting that vanilla shares (``--patience``, ``--batch-size``, ``--ema-decay``, ``--input-transform``)
 runs into its own folder, beside the base one on the same folds, and is compared with
 ``--out BASE --compare-training OTHER CANDIDATE``.
+
+More repeats of a finished sweep, on its rows, go to a folder of their own and join it in the report:
+
+    python benchmarks/defaults_sweep.py --out runs/more --tables ... --seed 3 --seeds 5 --rows-seed 0
+    python benchmarks/defaults_sweep.py --out runs/sweep --more-seeds runs/more --table2 CANDIDATE
 """
 
 from __future__ import annotations
