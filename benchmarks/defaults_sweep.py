@@ -128,6 +128,9 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     if done.setdefault("params", recorded) != recorded:
         raise SystemExit(f"{path} was run with {done['params']}, not {recorded}: give another --out")
     rows_seed = args.seed if args.rows_seed is None else args.rows_seed
+    earlier = done.get("rows_seed", done["fold_seeds"][0] if "fold_seeds" in done else rows_seed)  # older files: --seed
+    if earlier != rows_seed:
+        raise SystemExit(f"{path} holds the rows of --rows-seed {earlier}, not {rows_seed}: give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
