@@ -110,9 +110,35 @@ def _quantile(factory):
     return wrapped
 
 
+def _read(path: Path) -> dict:
+    """A sweep file, checked before use: a list of numbers per method and, once a run is in, one repeat seed per
+    error. It is read, never executed; anything else stops with a line that names the file."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SystemExit(f"{path}: not a readable sweep file ({error})")
+    lists = d.get("folds") if isinstance(d, dict) and isinstance(d.get("seconds"), dict) else None
+    ok = isinstance(lists, dict) and all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
+                                         for v in lists.values())
+    if ok and "fold_seeds" in d:
+        seeds = d["fold_seeds"]
+        ok = (isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds)
+              and all(len(v) == len(seeds) for v in lists.values()) and isinstance(d.get("params", {}), dict)
+              and all(isinstance(d.get(k), int) for k in ("n", "folds_k")))  # the first sweeps kept no params
+    if not ok:
+        raise SystemExit(f"{path} is not a sweep file: it needs 'folds' (a list of errors per method), 'seconds', and "
+                         "with them 'fold_seeds' (one per error), 'n' and 'folds_k'")
+    return d
+
+
+def _rows_seed(run: dict) -> int:
+    """The seed that picked a sweep file's rows: recorded, or (files from before --rows-seed) its first repeat's."""
+    return run.get("rows_seed", run["fold_seeds"][0])
+
+
 def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     path = out / f"{name}.json"
-    done = json.loads(path.read_text()) if path.exists() else {"folds": {}, "seconds": {}}
+    done = _read(path) if path.exists() else {"folds": {}, "seconds": {}}
     networks = {"vanilla": METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
     if args.input_transform == "quantile":
         networks = {method: _quantile(factory) for method, factory in networks.items()}
@@ -128,13 +154,12 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     if done.setdefault("params", recorded) != recorded:
         raise SystemExit(f"{path} was run with {done['params']}, not {recorded}: give another --out")
     rows_seed = args.seed if args.rows_seed is None else args.rows_seed
-    earlier = done.get("rows_seed", done["fold_seeds"][0] if "fold_seeds" in done else rows_seed)  # older files: --seed
-    if earlier != rows_seed:
-        raise SystemExit(f"{path} holds the rows of --rows-seed {earlier}, not {rows_seed}: give another --out")
+    if "fold_seeds" in done and _rows_seed(done) != rows_seed:
+        raise SystemExit(f"{path} holds the rows of --rows-seed {_rows_seed(done)}, not {rows_seed}: give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
-    done = json.loads(path.read_text()) if path.exists() else done  # what other processes wrote meanwhile
+    done = _read(path) if path.exists() else done  # what other processes wrote meanwhile
     done["folds"].update(cv["folds"])
     done["seconds"].update(cv["seconds"])
     done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
@@ -146,7 +171,7 @@ def load(out: Path, more: Path | None = None) -> dict[str, dict]:
     """The sweep's tables by name; with ``more``, a folder of further repeats on the same rows (run with ``--seed 3
     --rows-seed 0`` after a ``--seed 0`` sweep, say): each method's errors there appended to its own, for the
     tables and methods both folders have."""
-    tables = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    tables = {p.stem: _read(p) for p in sorted(out.glob("*.json"))}
     if more is None:
         return tables
     merged = {}
@@ -154,8 +179,8 @@ def load(out: Path, more: Path | None = None) -> dict[str, dict]:
         path = more / f"{name}.json"
         if not path.exists():
             continue
-        e = json.loads(path.read_text())
-        same = [(x["n"], x["folds_k"], x["params"], x.get("rows_seed", x["fold_seeds"][0])) for x in (d, e)]
+        e = _read(path)
+        same = [(x["n"], x["folds_k"], x.get("params"), _rows_seed(x)) for x in (d, e)]
         if same[0] != same[1] or set(d["fold_seeds"]) & set(e["fold_seeds"]):
             raise SystemExit(f"{path} does not hold further repeats of {out / path.name}: other rows, settings or seeds")
         methods = [m for m in d["folds"] if m in e["folds"]]
@@ -229,14 +254,13 @@ def head_to_head(out: Path, reference: str, candidate: str) -> None:
     ratio to vanilla. It tells whether a change moved a table at all, which the ratios to vanilla alone cannot."""
     print(f"| table | {reference} / vanilla | {candidate} / vanilla | {candidate} / {reference} | folds lower | p |"
           "\n|---|---|---|---|---|---|")
-    for path in sorted(out.glob("*.json")):
-        d = json.loads(path.read_text())
+    for name, d in load(out).items():
         if not {reference, candidate} <= set(d["folds"]):
             continue
         s = compare({m: d["folds"][m] for m in ("vanilla", reference, candidate)}, candidate, d["folds_k"],
                     baseline="vanilla")
         p = s["p_values"][reference]
-        print(f"| {path.stem} | {s['ratio'][reference]:.3f} | {s['ratio'][candidate]:.3f} | "
+        print(f"| {name} | {s['ratio'][reference]:.3f} | {s['ratio'][candidate]:.3f} | "
               f"{s['mean'][candidate] / s['mean'][reference]:.3f} | {s['reference_wins'][reference]}/"
               f"{len(d['fold_seeds'])} | {'—' if p is None else f'{p:.2g}'} |")
 
@@ -251,7 +275,7 @@ def compare_training(base: Path, other: Path, candidate: str) -> None:
           f"MN/vanilla {base.name} | MN/vanilla {other.name} |\n|---|---|---|---|---|---|---|---|---|")
     ratios = {"vanilla": [], candidate: []}
     for name in shared:
-        runs = [json.loads((folder / f"{name}.json").read_text()) for folder in (base, other)]
+        runs = [_read(folder / f"{name}.json") for folder in (base, other)]
         if runs[0]["fold_seeds"] != runs[1]["fold_seeds"] or runs[0]["n"] != runs[1]["n"]:
             raise SystemExit(f"{name}: the two folders did not run the same folds")
         mean = {m: [float(np.mean(run["folds"][m])) for run in runs] for m in ratios}
