@@ -193,7 +193,7 @@ def load(out: Path, more: Path | None = None) -> dict[str, dict]:
 def report(out: Path, more: Path | None = None) -> None:
     tables = load(out, more)
     names = sorted({m for t in tables.values() for m in t["folds"]} - {"knn", "vanilla", *BASELINES},
-                   key=lambda c: list(CANDIDATES).index(c) if c in CANDIDATES else 99)
+                   key=lambda c: (list(CANDIDATES).index(c) if c in CANDIDATES else len(CANDIDATES), c))
     ratios, cost, rows = {}, {}, []
     for candidate in names:
         seen = {t: d for t, d in tables.items() if candidate in d["folds"]}
