@@ -120,6 +120,7 @@ def _read(path: Path) -> dict:
     lists = d.get("folds") if isinstance(d, dict) and isinstance(d.get("seconds"), dict) else None
     ok = isinstance(lists, dict) and all(isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)
                                          for v in lists.values())
+    ok = ok and set(lists) <= set(d["seconds"]) and all(isinstance(x, (int, float)) for x in d["seconds"].values())
     if ok and "fold_seeds" in d:
         seeds = d["fold_seeds"]
         ok = (isinstance(seeds, list) and seeds and all(isinstance(x, int) for x in seeds)
@@ -127,7 +128,7 @@ def _read(path: Path) -> dict:
               and all(isinstance(d.get(k), int) for k in ("n", "folds_k")))  # the first sweeps kept no params
     if not ok:
         raise SystemExit(f"{path} is not a sweep file: it needs 'folds' (a list of errors per method), 'seconds', and "
-                         "with them 'fold_seeds' (one per error), 'n' and 'folds_k'")
+                         "with them 'fold_seeds' (one per error), 'n' and 'folds_k'; 'seconds' a number per method")
     return d
 
 
@@ -155,7 +156,8 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
         raise SystemExit(f"{path} was run with {done['params']}, not {recorded}: give another --out")
     rows_seed = args.seed if args.rows_seed is None else args.rows_seed
     if "fold_seeds" in done and _rows_seed(done) != rows_seed:
-        raise SystemExit(f"{path} holds the rows of --rows-seed {_rows_seed(done)}, not {rows_seed}: give another --out")
+        raise SystemExit(f"{path} holds the rows of --rows-seed {_rows_seed(done)}, not {rows_seed}: "
+                         "give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
@@ -182,7 +184,8 @@ def load(out: Path, more: Path | None = None) -> dict[str, dict]:
         e = _read(path)
         same = [(x["n"], x["folds_k"], x.get("params"), _rows_seed(x)) for x in (d, e)]
         if same[0] != same[1] or set(d["fold_seeds"]) & set(e["fold_seeds"]):
-            raise SystemExit(f"{path} does not hold further repeats of {out / path.name}: other rows, settings or seeds")
+            raise SystemExit(f"{path} does not hold further repeats of {out / path.name}: "
+                             "other rows, settings or seeds")
         methods = [m for m in d["folds"] if m in e["folds"]]
         merged[name] = {**d, "folds": {m: d["folds"][m] + e["folds"][m] for m in methods},
                         "seconds": {m: d["seconds"][m] + e["seconds"][m] for m in methods},
