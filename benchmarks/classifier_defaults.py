@@ -20,6 +20,7 @@ from sklearn.datasets import load_digits, make_classification
 from sklearn.model_selection import StratifiedKFold
 
 from meta_neighborhoods import MetaNeighborhoodsClassifier
+from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import corrected_t_test
 
 CANDIDATES = {
@@ -80,9 +81,9 @@ def main() -> None:
             p = corrected_t_test(s, base, args.folds) if c != "vanilla" else None
             print(f"{c:<26}{np.mean(s):>8.4f}{np.mean(s) - np.mean(base):>+11.4f}"
                   f"{int(np.sum(np.array(s) > np.array(base))):>7}{'—' if p is None else f'{p:.3g}':>8}", flush=True)
-    if args.json:
+    if args.json:  # beside the tables' scores, what produced them (versions, commit, command, time)
         with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+            json.dump({**results, "provenance": provenance()}, handle, indent=1)
 
 
 if __name__ == "__main__":
