@@ -81,9 +81,10 @@ def main() -> None:
             p = corrected_t_test(s, base, args.folds) if c != "vanilla" else None
             print(f"{c:<26}{np.mean(s):>8.4f}{np.mean(s) - np.mean(base):>+11.4f}"
                   f"{int(np.sum(np.array(s) > np.array(base))):>7}{'—' if p is None else f'{p:.3g}':>8}", flush=True)
-    if args.json:  # beside the tables' scores, what produced them (versions, commit, command, time)
+    if args.json:  # beside the tables' scores, what produced them; recorded before opening the file, which may be
+        record = {**results, "provenance": provenance()}  # tracked: truncating it first would mark the clone dirty
         with open(args.json, "w") as handle:
-            json.dump({**results, "provenance": provenance()}, handle, indent=1)
+            json.dump(record, handle, indent=1)
 
 
 if __name__ == "__main__":
