@@ -11,7 +11,6 @@ and Nadeau & Bengio's corrected t-test, per table.
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 
 import numpy as np
@@ -20,6 +19,7 @@ from sklearn.datasets import load_digits, make_classification
 from sklearn.model_selection import StratifiedKFold
 
 from meta_neighborhoods import MetaNeighborhoodsClassifier
+from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import corrected_t_test
 
@@ -81,10 +81,8 @@ def main() -> None:
             p = corrected_t_test(s, base, args.folds) if c != "vanilla" else None
             print(f"{c:<26}{np.mean(s):>8.4f}{np.mean(s) - np.mean(base):>+11.4f}"
                   f"{int(np.sum(np.array(s) > np.array(base))):>7}{'—' if p is None else f'{p:.3g}':>8}", flush=True)
-    if args.json:  # beside the tables' scores, what produced them; recorded before opening the file, which may be
-        record = {**results, "provenance": provenance()}  # tracked: truncating it first would mark the clone dirty
-        with open(args.json, "w") as handle:
-            json.dump(record, handle, indent=1)
+    if args.json:  # beside the tables' scores, what produced them; written atomically, so the file is untouched
+        write_json(args.json, {**results, "provenance": provenance()})  # until then (and never left half-written)
 
 
 if __name__ == "__main__":
