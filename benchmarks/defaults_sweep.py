@@ -50,7 +50,8 @@ def _hidden_layers(n_features: int) -> nn.Module:
 
 _LAST_LAYER = {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last", "step_size": "layer"}
 _FEATURE_KEYS = {**_LAST_LAYER, "hidden_layer_sizes": (), "extractor": _hidden_layers}  # linear head: last = all
-CANDIDATES = {  # complete settings of the dictionary (the estimators' other defaults as they are)
+CANDIDATES = {  # complete settings of the dictionary (the estimators' other defaults as they are, but the network
+    # with neighbours is kept whatever its validation loss unless a candidate says vanilla_fallback)
     "S128": {"dictionary_size": 128, **_FULL},
     "S512": {"dictionary_size": 512, **_FULL},
     "S512-drop": {"dictionary_size": 512, "top_k": None, "slot_dropout": 0.5},
@@ -65,7 +66,8 @@ CANDIDATES = {  # complete settings of the dictionary (the estimators' other def
     "S4096-k32-drop-layer": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.5, "step_size": "layer"},
     "S4096-k128-drop-last-diag": {"dictionary_size": 4096, "top_k": 128, "slot_dropout": 0.5, "adapt": "last",
                                   "step_size": "diagonal"},
-    "S4096-k128-drop-last-layer": _LAST_LAYER,  # the defaults now
+    "S4096-k128-drop-last-layer": _LAST_LAYER,  # the defaults' network, always kept
+    "S4096-k128-drop-last-layer-fallback": {**_LAST_LAYER, "vanilla_fallback": True},  # the defaults now
     "S4096-k8-drop-last-layer": {**_LAST_LAYER, "top_k": 8},
     "S4096-k32-drop-last-layer": {**_LAST_LAYER, "top_k": 32},
     "S4096-full-drop-last-layer": {**_LAST_LAYER, "top_k": None},
@@ -96,7 +98,8 @@ def _decay(text: str) -> float | None:
 def _method(extra: dict):
     """Meta-Neighborhoods with ``extra`` over the run's parameters, as a factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
-        return METHODS["meta_neighborhoods"](seed=seed, n_train=n_train, params={**params, **extra})
+        return METHODS["meta_neighborhoods"](seed=seed, n_train=n_train,
+                                             params={**params, "vanilla_fallback": False, **extra})
     return factory
 
 

@@ -64,10 +64,41 @@ def test_dictionary_size_zero_is_the_vanilla_network():
 def test_a_dictionary_as_large_as_the_training_set_with_top_k_attention():
     """Keys at every training row (S is capped at their number); each row attends to its 4 nearest keys."""
     X, y = _table(n=300)
-    model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 10**6, "top_k": 4, "max_epochs": 40}).fit(X, y)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 10**6, "top_k": 4, "max_epochs": 40,
+                                          "vanilla_fallback": False}).fit(X, y)
     assert model.network_["dictionary_size"] == 270  # 300 rows less 10 % validation
     assert model.model_.config.neighbourhood_size(False) == 8  # 4 / (1 - slot dropout 0.5) once every slot is seen
     assert model.score(X, y) > 0.5
+
+
+def _noisy_line(n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    return X, X[:, 0] + 0.5 * rng.normal(size=n)
+
+
+@pytest.mark.parametrize("random_state, kept", [(1, "vanilla"), (2, "meta_neighborhoods")])
+def test_the_vanilla_fallback_keeps_the_network_that_validates_better(random_state, kept):
+    """Both networks train on the same rows with the same seed, so each is exactly the estimator that trains it
+    alone; the one of lower validation loss answers, and every fitted attribute is its own."""
+    X, y = _noisy_line()
+    params = {**FAST, "dictionary_size": 64, "max_epochs": 60, "random_state": random_state}
+    both = MetaNeighborhoodsRegressor(**params).fit(X, y)
+    alone = {"meta_neighborhoods": MetaNeighborhoodsRegressor(**{**params, "vanilla_fallback": False}).fit(X, y),
+             "vanilla": MetaNeighborhoodsRegressor(**{**params, "dictionary_size": 0}).fit(X, y)}
+    assert both.validation_losses_ == {name: model.best_loss_ for name, model in alone.items()}
+    assert both.selected_ == kept == min(alone, key=lambda name: alone[name].best_loss_)
+    np.testing.assert_array_equal(both.predict(X), alone[kept].predict(X))
+    assert (both.network_, both.loss_curve_, both.best_epoch_) == (
+        alone[kept].network_, alone[kept].loss_curve_, alone[kept].best_epoch_)
+    assert all(model.selected_ == name and list(model.validation_losses_) == [name] for name, model in alone.items())
+
+
+def test_without_validation_rows_the_network_with_neighbours_is_kept():
+    X, y = _noisy_line(n=120)
+    model = MetaNeighborhoodsClassifier(**{**FAST, "early_stopping": False}).fit(X, y > 0)
+    assert model.selected_ == "meta_neighborhoods" and model.validation_losses_ == {}
+    assert model.model_.dictionary is not None
 
 
 def test_random_state_makes_fits_reproducible():

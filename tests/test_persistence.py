@@ -23,12 +23,21 @@ def _table(n=90, seed=0):
     return X, np.sin(X[:, 0]) + 0.2 * X[:, 1]
 
 
+def _noisy_line(n=200):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 4))
+    return X, X[:, 0] + 0.5 * rng.normal(size=n)
+
+
 @pytest.fixture(scope="module")
 def fitted():
     """A regressor, and classifiers with string, integer and boolean labels (two inner steps)."""
     X, y = _table()
     return {
-        "regressor": MetaNeighborhoodsRegressor(**FAST).fit(X, y),
+        "regressor": MetaNeighborhoodsRegressor(**FAST, vanilla_fallback=False).fit(X, y),
+        "vanilla fallback": MetaNeighborhoodsRegressor(  # a setting where the fallback keeps the vanilla network
+            hidden_layer_sizes=(16,), dictionary_size=64, max_epochs=60, learning_rate=1e-2, n_iter_no_change=5,
+            batch_size=32, random_state=2).fit(*_noisy_line()),
         "strings": MetaNeighborhoodsClassifier(**FAST, inner_steps=2).fit(X, np.array(["a", "bb", "c"])[
             (X[:, 0] > 10).astype(int) + (X[:, 1] > 12)]),
         "integers": MetaNeighborhoodsClassifier(**FAST, similarity="cosine", learn_metric=True).fit(
@@ -60,7 +69,8 @@ def _outputs(model, X):
 
 
 @pytest.mark.parametrize("round_trip", [_pickle, _joblib, _save_load], ids=["pickle", "joblib", "save_load"])
-@pytest.mark.parametrize("name", ["regressor", "strings", "integers", "booleans", "fixed dictionary"])
+@pytest.mark.parametrize("name", ["regressor", "vanilla fallback", "strings", "integers", "booleans",
+                                  "fixed dictionary"])
 def test_round_trip_predicts_identically(fitted, name, round_trip, tmp_path):
     model = fitted[name]
     X = _table(n=30, seed=1)[0]
@@ -73,6 +83,14 @@ def test_round_trip_predicts_identically(fitted, name, round_trip, tmp_path):
         np.testing.assert_array_equal(copy.classes_, model.classes_)
         assert copy.classes_.dtype == model.classes_.dtype
     assert copy.network_ == model.network_ and copy.n_features_in_ == model.n_features_in_
+
+
+def test_the_fallback_s_choice_survives_save_and_load(fitted, tmp_path):
+    model = fitted["vanilla fallback"]
+    assert model.selected_ == "vanilla" and set(model.validation_losses_) == {"meta_neighborhoods", "vanilla"}
+    loaded = _save_load(model, tmp_path)
+    assert (loaded.selected_, loaded.validation_losses_, loaded.network_["dictionary_size"]) == (
+        "vanilla", model.validation_losses_, 0)
 
 
 def test_save_writes_one_manifest_and_one_tensor_file(fitted, tmp_path):
@@ -184,6 +202,10 @@ def _huge_network(meta):
     ("regressor", lambda meta: meta["fitted"]["network_"].update(dictionary_size=10**12),
      "dictionary's keys do not match"),
     ("regressor", lambda meta: meta["fitted"].update(network_=[1, 2]), "network_ should hold n_features"),
+    ("regressor", lambda meta: meta["fitted"].update(selected_="vanilla"), "selected_ should be 'meta_neighborhoods'"),
+    ("booleans", lambda meta: meta["fitted"].update(selected_="all"), "selected_ should be 'vanilla'"),
+    ("regressor", lambda meta: meta["fitted"].update(validation_losses_={"knn": 1.0}), "validation_losses_ should"),
+    ("regressor", lambda meta: meta["fitted"].update(validation_losses_=[1.0]), "validation_losses_ should"),
     ("regressor", lambda meta: meta["fitted"]["network_"].update(similarity="manhattan"), "unknown similarity"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "b"]), "2 classes_ for 3 outputs"),
 ])

@@ -208,6 +208,30 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
     assert (out / "ablation.png").stat().st_size > 5_000
 
 
+def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_uses_it(tiny_csv, tmp_path, monkeypatch):
+    """The regress column is the estimator as users get it (vanilla fallback on); --no-vanilla-fallback gives the
+    paper's method; an ablation studies the method itself, so its networks with neighbours are always kept."""
+    made = []
+
+    def spy(**params):
+        made.append(params)
+        return MetaNeighborhoodsRegressor(**{**FAST, **params})
+
+    monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor", spy)
+    common = ["--data-file", str(tiny_csv), "--target", "y", "--folds", "2", "--seeds", "1", "--quiet"]
+    fallback = {}
+    for flags in ([], ["--no-vanilla-fallback"]):
+        made.clear()
+        assert main(["regress", *common, "--out", str(tmp_path / f"r{len(flags)}"), "--max-epochs", "2", *flags]) == 0
+        fallback[len(flags)] = {p.get("vanilla_fallback", "default") for p in made if "dictionary_size" not in p}
+    assert fallback == {0: {"default"}, 1: {False}}
+    made.clear()
+    assert main(["ablate", *common, "--out", str(tmp_path / "a"), "--param", "top_k", "--values", "2", "4"]) == 0
+    ablated = [p for p in made if "top_k" in p]
+    assert len(ablated) == 4 and all(p["vanilla_fallback"] is False for p in ablated)
+    assert json.loads((tmp_path / "a" / "ablation.json").read_text())["config"]["estimator"]["vanilla_fallback"] is False
+
+
 def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -24,8 +24,23 @@ KEY_KINDS = ("learned", "fixed")  # trained with the network, or left where they
 SLOT_DRAWS = ("row", "batch")  # slot dropout drawn for each example, or once for the whole batch
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
-DEVICES = ("auto", "cpu", "cuda")
-AUGMENTATIONS = ("dataset", "paper")  # classify: the data set's own (``ImageSpec.augment``) or the authors' pipeline  # where to train: "auto" = CUDA if available
+DEVICES = ("auto", "cpu", "cuda")  # where to train: "auto" = CUDA if available
+HIGH_DIMENSIONAL = 32  # key features above which the regressors' "auto" similarity is cosine
+AUGMENTATIONS = ("dataset", "paper")  # classify: the data set's own (``ImageSpec.augment``) or the authors' pipeline
+
+
+def auto_similarity(task: str, key_features: int) -> str:
+    """The estimators' ``similarity="auto"``: for regression, Euclidean for few features and cosine beyond
+    HIGH_DIMENSIONAL (gom: 0.90 against vanilla with cosine, 1.07 with Euclidean); for classification Euclidean
+    always (digits: cosine lost to vanilla, Euclidean did not). See docs/results/defaults.md. Key features: the
+    rows', or an extractor's."""
+    return "cosine" if task == "regression" and key_features > HIGH_DIMENSIONAL else "euclidean"
+
+
+def default_temperature(similarity: str, key_features: int) -> float:
+    """The estimators' ``temperature=None``: squared distances between standardised rows grow like 2 d; cosines
+    stay in [-1, 1]."""
+    return float(key_features) if similarity == "euclidean" else 0.1
 
 
 @dataclass(frozen=True)

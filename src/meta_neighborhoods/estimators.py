@@ -11,6 +11,7 @@ from __future__ import annotations
 import types
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,22 +22,37 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 from torch import nn
 
-from . import __version__, checkpoint, export, persistence
+from . import export, persistence
 from . import estimator_docs as docs
 from .callbacks import Progress
-from .config import SIMILARITIES, MNConfig
+from .config import SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .datasets.batches import TensorBatches
 from .estimator_docs import doc
-from .factories import FACTORIES, build_extractor, build_head
+from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
 from .standardise import blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows
 from .training import OptimizerSpec, fit_early_stopping, resolve_device
-from .validation import ConfigError, check_int, check_option, check_positive, is_int, is_positive, is_real
+from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
+                         is_real)
 
-HIGH_DIMENSIONAL = 32  # features above which ``similarity="auto"`` means cosine
 TOL = 1e-6  # default tol: a validation loss must improve by more than this to count as better
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
-          "best_loss_", "n_features_in_", "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
+          "best_loss_", "selected_", "validation_losses_", "n_features_in_",
+          "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
+
+
+class _Rows(NamedTuple):
+    """The rows fit trains on: X, the positions used (``rows``) split into training and validation positions among
+    them, the standardised training rows, what goes with each row (target, weight), outputs, and the seed."""
+
+    X: object
+    rows: np.ndarray
+    train: np.ndarray
+    valid: np.ndarray | None
+    X_train: torch.Tensor
+    per_row: list
+    n_outputs: int
+    seed: int
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -72,6 +88,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         learn_dictionary=True,
         key_lr_scale=MNConfig.key_lr_scale,
         leave_one_out=False,
+        vanilla_fallback=True,
         max_epochs=3000,
         batch_size=128,
         learning_rate=1e-3,
@@ -105,6 +122,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.learn_dictionary = learn_dictionary
         self.key_lr_scale = key_lr_scale
         self.leave_one_out = leave_one_out
+        self.vanilla_fallback = vanilla_fallback
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -138,7 +156,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """The training settings; the method's own are checked by ``MNConfig`` when ``_config`` builds it."""
         for name in ("max_epochs", "batch_size", "n_iter_no_change"):
             check_int(name, getattr(self, name))
-        for flag in ("leave_one_out", "learn_dictionary"):
+        for flag in ("leave_one_out", "learn_dictionary", "vanilla_fallback"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if not self.learn_dictionary and self.key_init != "samples":
@@ -156,25 +174,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         check_positive("learning_rate", self.learning_rate)
         if self.ema_decay is not None and not (is_real(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
             raise ConfigError(f"ema_decay must be None or a number in (0, 1), got {self.ema_decay!r}")
-        if not (is_real(self.tol) and self.tol >= 0):
-            raise ConfigError(f"tol must be a non-negative number, got {self.tol!r}")
-        if not (is_real(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
-
-    def _similarity(self, key_features: int) -> str:
-        """``auto``: for regression, Euclidean for few features and cosine beyond HIGH_DIMENSIONAL (gom: 0.90 against
-        vanilla with cosine, 1.07 with Euclidean); for classification Euclidean always (digits: cosine lost to
-        vanilla, Euclidean did not). See docs/results/defaults.md. Features where the keys live: the rows', or
-        the extractor's."""
-        if self.similarity != "auto":
-            return self.similarity
-        return "cosine" if self._task == "regression" and key_features > HIGH_DIMENSIONAL else "euclidean"
-
-    def _temperature(self, key_features: int) -> float:
-        """Squared distances between standardised rows grow like 2 d; cosines stay in [-1, 1]."""
-        if self.temperature is not None:
-            return self.temperature
-        return float(key_features) if self._similarity(key_features) == "euclidean" else 0.1
+        check_non_negative("tol", self.tol)
+        check_non_negative("weight_decay", self.weight_decay)
 
     def _config(self, dictionary_size, similarity: str, temperature: float) -> MNConfig:
         """The method's settings: the estimator's parameters, with what fit resolved from the data."""
@@ -186,9 +187,11 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                         key_lr_scale=self.key_lr_scale,
                         **dict.fromkeys(("keys", "values"), "learned" if self.learn_dictionary else "fixed"))
 
-    def _network(self, n_features: int, n_outputs: int, n_rows: int, key_features: int) -> dict:
+    def _network(self, n_features: int, n_outputs: int, n_rows: int, key_features: int, dictionary_size: int) -> dict:
         """``_build``'s arguments, fixed at fit and saved with the weights: ``load`` rebuilds the same network."""
-        config = self._config(self.dictionary_size, self._similarity(key_features), self._temperature(key_features))
+        similarity = auto_similarity(self._task, key_features) if self.similarity == "auto" else self.similarity
+        temperature = default_temperature(similarity, key_features) if self.temperature is None else self.temperature
+        config = self._config(dictionary_size, similarity, temperature)
         return {"n_features": n_features, "n_outputs": n_outputs,
                 "dictionary_size": min(config.dictionary_size, n_rows),  # at most one neighbour per training row
                 "similarity": config.similarity, "temperature": config.temperature}
@@ -220,37 +223,25 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         return np.arange(n), None
 
     def _train(self, X, rows, weights, targets, n_outputs: int, device: torch.device) -> None:
-        """Build the network and train it on ``rows`` of X, a share of them held out for early stopping."""
+        """Train on ``rows`` of X, a share of them held out for early stopping; with ``vanilla_fallback``, train the
+        same network without neighbours on the same rows too, and keep whichever validates better."""
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        torch.manual_seed(seed)
         train, valid = self._split(len(rows), rng)
-        extractor, key_features = build_extractor(self.extractor, X.shape[1])
-        self.network_ = self._network(X.shape[1], n_outputs, len(train), key_features)  # checks the settings first
-        self.model_ = self._build(**self.network_, extractor=extractor, key_features=key_features)
         self.x_mean_, self.x_scale_ = standardiser(X, weights, rows)
         per_row = [torch.as_tensor(targets)]  # what goes with each row into batches and losses: target (and weight)
         if weights is not None:
             per_row.append(torch.as_tensor(weights, dtype=torch.float32))
         X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
-        inputs = [X_train]
-        if self.model_.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows
-            own_slot = self.model_.dictionary.init_from_samples(X_train, per_row[0][train],
-                                                                torch.Generator().manual_seed(seed),
-                                                                features=self.model_.features)
-            if self.leave_one_out:
-                inputs.append(own_slot)
-        self.model_.to(device)
-        validation_loss = None if valid is None else (
-            lambda: self.model_.loss(self._forward(X, rows[valid]), *(t[valid] for t in per_row)).item())
-        batches = TensorBatches(*inputs, *(t[train] for t in per_row), batch_size=int(self.batch_size), seed=seed,
-                                inputs=len(inputs))
-        run = fit_early_stopping(
-            self.model_, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
-            validation_loss=validation_loss, device=device, average=self.ema_decay,
-            optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
-            callbacks={"progress": Progress(type(self).__name__, enabled=self.verbose > 0)})
-        self.model_.eval()
+        data = _Rows(X, rows, train, valid, X_train, per_row, n_outputs, seed)
+        fits = {"meta_neighborhoods": self._train_network(data, self.dictionary_size, device)}
+        if fits["meta_neighborhoods"][0]["dictionary_size"] == 0:
+            fits = {"vanilla": fits.pop("meta_neighborhoods")}
+        elif self.vanilla_fallback and valid is not None:
+            fits["vanilla"] = self._train_network(data, 0, device)
+        self.validation_losses_ = {} if valid is None else {name: fit[2].best_loss for name, fit in fits.items()}
+        self.selected_ = min(fits, key=lambda name: fits[name][2].best_loss)  # a tie keeps the neighbours
+        self.network_, self.model_, run = fits[self.selected_]
         self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
         self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
         if self.n_iter_ == self.max_epochs and self.n_iter_ - self.best_epoch_ < self.n_iter_no_change:
@@ -258,13 +249,41 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                           f"{'validation' if valid is not None else 'training'} loss was still improving (best at "
                           f"epoch {self.best_epoch_}); raise max_epochs to train to convergence", ConvergenceWarning)
 
+    def _train_network(self, data: _Rows, dictionary_size: int, device: torch.device) -> tuple:
+        """(network_, model, run) of one network trained on ``data``: every draw is seeded from ``data.seed``, so
+        the vanilla network trained here equals the one ``dictionary_size=0`` fits."""
+        torch.manual_seed(data.seed)
+        extractor, key_features = build_extractor(self.extractor, data.X.shape[1])
+        n_train, targets = len(data.train), data.per_row[0][data.train]
+        network = self._network(data.X.shape[1], data.n_outputs, n_train, key_features, dictionary_size)
+        model = self._build(**network, extractor=extractor, key_features=key_features)
+        inputs = [data.X_train]
+        if model.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows
+            own_slot = model.dictionary.init_from_samples(data.X_train, targets, torch.Generator().manual_seed(
+                data.seed), features=model.features)
+            if self.leave_one_out:
+                inputs.append(own_slot)
+        model.to(device)
+        valid = data.valid
+        validation_loss = None if valid is None else (lambda: model.loss(
+            self._forward(data.X, data.rows[valid], model), *(t[valid] for t in data.per_row)).item())
+        batches = TensorBatches(*inputs, *(t[data.train] for t in data.per_row), batch_size=int(self.batch_size),
+                                seed=data.seed, inputs=len(inputs))
+        label = type(self).__name__ + (" (vanilla fallback)" if dictionary_size == 0 < self.dictionary_size else "")
+        run = fit_early_stopping(
+            model, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
+            validation_loss=validation_loss, device=device, average=self.ema_decay,
+            optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
+            callbacks={"progress": Progress(label, enabled=self.verbose > 0)})
+        return network, model.eval(), run
+
     @torch.no_grad()
-    def _forward(self, X, rows: np.ndarray | None = None) -> torch.Tensor:
-        """Model outputs for raw rows (all, or ``rows``), PREDICT_BATCH at a time: memory is bounded whatever the
-        number of rows, and a sparse X is densified one block at a time."""
-        self.model_.eval()
-        device, mean, scale = next(self.model_.parameters()).device, self.x_mean_, self.x_scale_
-        return torch.cat([self.model_(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
+    def _forward(self, X, rows: np.ndarray | None = None, model: nn.Module | None = None) -> torch.Tensor:
+        """Outputs of ``model`` (default ``model_``) for raw rows (all, or ``rows``), PREDICT_BATCH at a time:
+        memory is bounded whatever the number of rows, and a sparse X is densified one block at a time."""
+        model = (self.model_ if model is None else model).eval()
+        device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
+        return torch.cat([model(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
                           for i, block in blocks(X, rows)])
 
     def _raw_predict(self, X) -> torch.Tensor:
@@ -287,30 +306,12 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     @doc(docs.SAVE)
     def save(self, path) -> Path:
         check_is_fitted(self, "model_")
-        custom = [name for name in FACTORIES if getattr(self, name) is not None]
-        if custom:
-            raise ValueError(f"cannot save a model built by a custom {' and '.join(custom)}: save() rebuilds networks "
-                             "from JSON, which a factory is not; pickle or joblib the estimator instead")
-        params = self._get_param_names()
-        tensors, fitted = persistence.split_fitted(
-            {name: value for name, value in vars(self).items() if name not in params and name != "model_"})
-        meta = {"estimator": type(self).__name__,
-                "params": persistence.json_only("parameter", self.get_params(deep=False)),
-                **fitted, "meta_neighborhoods_version": __version__}
-        model = checkpoint.with_prefix("model.", self.model_.state_dict())
-        return checkpoint.save(persistence.checkpoint_stem(path), {**model, **tensors}, meta)
+        return persistence.save(self, path)
 
     @classmethod
     @doc(docs.LOAD)
     def load(cls, path):
-        stem = persistence.checkpoint_stem(path)
-        tensors, meta = checkpoint.load(stem)
-        source = f"{stem}.json"
-        estimator, fitted, model = persistence.rebuild(cls, meta, tensors, source)
-        checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), source)
-        vars(estimator).update(fitted)
-        estimator.model_ = model.eval()
-        return estimator
+        return persistence.load(cls, path)
 
     @doc(docs.EXPORT_ONNX)
     def export_onnx(self, path) -> Path:

@@ -1,4 +1,4 @@
-"""What the estimators' ``save``, ``load`` and ``export_onnx`` need besides the checkpoint format itself:
+"""The estimators' ``save`` and ``load``, and what ``export_onnx`` needs, on top of the checkpoint format itself:
 fitted attributes as JSON and tensors, checkpoint paths, and the deployable module (raw rows in, answer out)."""
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import __version__, checkpoint
 from .checkpoint import CheckpointError
+from .factories import FACTORIES
 
 
 def to_json(value):
@@ -69,6 +71,15 @@ def check_fitted(fitted: dict, allowed: frozenset, source: str) -> None:
     if not (isinstance(network, dict) and set(network) == set(NETWORK)
             and all(type(network[k]) is t or (t is float and type(network[k]) is int) for k, t in NETWORK.items())):
         raise CheckpointError(f"{source}: network_ should hold {', '.join(NETWORK)}, got {network!r}")
+    selected = "vanilla" if network["dictionary_size"] == 0 else "meta_neighborhoods"
+    if "selected_" in fitted and fitted["selected_"] != selected:
+        raise CheckpointError(f"{source}: selected_ should be {selected!r} for a dictionary of "
+                              f"{network['dictionary_size']} keys, got {fitted['selected_']!r}")
+    losses = fitted.get("validation_losses_", {})
+    if not (isinstance(losses, dict) and set(losses) <= {"meta_neighborhoods", "vanilla"}
+            and all(type(v) in (int, float) for v in losses.values())):
+        raise CheckpointError(f"{source}: validation_losses_ should map meta_neighborhoods and vanilla to numbers, "
+                              f"got {losses!r}")
 
 
 def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> None:
@@ -149,3 +160,31 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise CheckpointError(f"{source} does not describe a {cls.__name__} that this version can rebuild "
                               f"({type(error).__name__}: {error})") from None
+
+
+def save(estimator, path) -> Path:
+    """``estimator.save``: parameters and fitted attributes as JSON, the network's weights and arrays as tensors."""
+    custom = [name for name in FACTORIES if getattr(estimator, name) is not None]
+    if custom:
+        raise ValueError(f"cannot save a model built by a custom {' and '.join(custom)}: save() rebuilds networks "
+                         "from JSON, which a factory is not; pickle or joblib the estimator instead")
+    params = estimator._get_param_names()
+    tensors, fitted = split_fitted(
+        {name: value for name, value in vars(estimator).items() if name not in params and name != "model_"})
+    meta = {"estimator": type(estimator).__name__,
+            "params": json_only("parameter", estimator.get_params(deep=False)),
+            **fitted, "meta_neighborhoods_version": __version__}
+    model = checkpoint.with_prefix("model.", estimator.model_.state_dict())
+    return checkpoint.save(checkpoint_stem(path), {**model, **tensors}, meta)
+
+
+def load(cls, path):
+    """``cls.load``: the estimator ``save`` wrote, every field checked by ``rebuild`` before it is built."""
+    stem = checkpoint_stem(path)
+    tensors, meta = checkpoint.load(stem)
+    source = f"{stem}.json"
+    estimator, fitted, model = rebuild(cls, meta, tensors, source)
+    checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), source)
+    vars(estimator).update(fitted)
+    estimator.model_ = model.eval()
+    return estimator

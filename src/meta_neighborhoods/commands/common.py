@@ -16,7 +16,7 @@ from ..datasets.tables import available_tables, load_csv_table, load_table
 
 # estimator parameters with an option of the same name in regress and ablate
 ESTIMATOR_OPTIONS = ("max_epochs", "learning_rate", "weight_decay", "batch_size", "dictionary_size", "top_k",
-                     "slot_dropout", "slot_draw")
+                     "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's only
 
 
 class UsageError(Exception):
@@ -148,7 +148,7 @@ def fit_options(args) -> dict:
     check_int("--seeds", args.seeds)
     if args.max_rows is not None:
         check_int("--max-rows", args.max_rows)
-    params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name) is not None}
+    params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
             "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}

@@ -25,6 +25,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--search", action="store_true",
                         help="choose the MLP architecture per fold (2-5 layers x 32-256 units, inner 80/20 split) "
                              "for vanilla, and use it for Meta-Neighborhoods too")
+    parser.add_argument("--no-vanilla-fallback", dest="vanilla_fallback", action="store_const", const=False,
+                        help="always keep Meta-Neighborhoods' network, as the paper does, instead of the estimator's "
+                             "default: keep the vanilla network trained on the same rows where it validates better")
     parser.set_defaults(run=run)
 
 

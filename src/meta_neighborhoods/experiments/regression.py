@@ -25,6 +25,7 @@ ABLATION_TYPES = {
     "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
 }
 NONE_MEANS = {"temperature": "the default temperature", "top_k": "full attention"}  # what the value 'none' means
+ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
 LOGGER = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def ablation_values(param: str, values) -> list:
 def _with_value(param: str, value):
     """Meta-Neighborhoods with one parameter fixed, as a method factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
-        return meta_neighborhoods_estimator(seed=seed, n_train=n_train, params={**params, param: value})
+        return meta_neighborhoods_estimator(seed=seed, n_train=n_train, params={**params, **ABLATED, param: value})
     return factory
 
 
@@ -227,7 +228,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = 5, seed: in
         **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
         "p_value_vs_first": [None, *summary["p_values"].values()],
         "seconds": list(cv["seconds"].values()),
-        "config": _run_config(table, used, options, params, {param: "ablated, see values"}),
+        "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
     }
     write_json(out / "ablation.json", results)
     rows = [[str(v), _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
