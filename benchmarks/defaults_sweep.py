@@ -162,6 +162,9 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
         raise SystemExit(f"{path} holds the rows of --rows-seed {_rows_seed(done)}, not {rows_seed}: "
                          "give another --out")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
+    if done.get("n", len(table.y)) != len(table.y):  # other rows: the folds would not be the ones on file
+        raise SystemExit(f"{path} holds {done['n']} rows, not the {len(table.y)} that --max-rows {args.max_rows} "
+                         "leaves: give the --max-rows it was run with, or another --out")
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
     done = _read(path) if path.exists() else done  # what other processes wrote meanwhile
