@@ -33,6 +33,7 @@ CANDIDATES = {
                                  "similarity": "euclidean"},
     "S4096 K32 euclidean": {"dictionary_size": 4096, "top_k": 32, "slot_dropout": 0.0, "similarity": "euclidean"},
     "defaults": {},
+    "defaults alone": {"vanilla_fallback": False},  # the network with neighbours kept whatever it validates
     "defaults loo": {"leave_one_out": True},
     "defaults fixed": {"learn_dictionary": False},
     "defaults K128 last": {"top_k": 128, "adapt": "last"},

@@ -238,21 +238,25 @@ def report(out: Path, more: Path | None = None) -> None:
               "digits (benchmarks/classifier_defaults.py); docs/results/defaults.md says where that overruled it.")
 
 
-def table2(out: Path, candidate: str, more: Path | None = None) -> None:
-    """Table 2 from the sweep: every method on the same folds, ``candidate`` as Meta-Neighborhoods. "resolves" is
-    the smallest MN / vanilla gap the corrected test could call significant on that table (``compare``'s
-    ``resolvable`` over vanilla's mean)."""
+def table2(out: Path, candidate: str, more: Path | None = None, alone: str | None = None) -> None:
+    """Table 2 from the sweep: every method on the same folds, ``candidate`` as Meta-Neighborhoods (MN) and, given,
+    ``alone`` as "MN alone" (its network with neighbours, kept whatever it validates). "resolves" is the smallest
+    MN / vanilla gap the corrected test could call significant on that table (``compare``'s ``resolvable`` over
+    vanilla's mean)."""
     tables = load(out, more)
-    methods = ["knn", "vanilla", candidate, *BASELINES]
+    methods = ["knn", "vanilla", candidate, *([alone] if alone else []), *BASELINES]
     seen = [m for m in methods if all(m in d["folds"] for d in tables.values())]
-    print("| data set | n | " + " | ".join("MN" if m == candidate else m for m in seen)
-          + " | MN / vanilla | MN wins | p vs vanilla | p vs kNN | resolves |\n|---|---|" + "---|" * (len(seen) + 5))
+    names = {candidate: "MN", alone: "MN alone"}
+    ratios = [m for m in (candidate, alone) if m in seen]
+    print("| data set | n | " + " | ".join(names.get(m, m) for m in seen)
+          + "".join(f" | {names[m]} / vanilla" for m in ratios)
+          + " | MN wins | p vs vanilla | p vs kNN | resolves |\n|---|---|" + "---|" * (len(seen) + len(ratios) + 4))
     for name, d in tables.items():
         s = compare({m: d["folds"][m] for m in seen}, candidate, d["folds_k"], baseline="vanilla")
         cells = [f"{s['mean'][m]:.4g} ± {s['std'][m]:.2g}" for m in seen]
         p = {m: s["p_values"][m] for m in ("vanilla", "knn")}
-        print(f"| {name} | {d['n']} | " + " | ".join(cells) + f" | {s['ratio'][candidate]:.3f} | "
-              f"{s['reference_wins']['vanilla']}/{len(d['fold_seeds'])} | "
+        print(f"| {name} | {d['n']} | " + " | ".join(cells) + "".join(f" | {s['ratio'][m]:.3f}" for m in ratios)
+              + f" | {s['reference_wins']['vanilla']}/{len(d['fold_seeds'])} | "
               + " | ".join("—" if v is None else f"{v:.2g}" for v in p.values())
               + f" | ±{100 * s['resolvable']['vanilla'] / s['mean']['vanilla']:.1f} % |")
 
@@ -326,7 +330,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")
-    parser.add_argument("--table2", metavar="CANDIDATE", help="print Table 2 with this candidate as MN")
+    parser.add_argument("--table2", nargs="+", metavar="CANDIDATE",
+                        help="print Table 2 with this candidate as MN (and a second as 'MN alone')")
     parser.add_argument("--compare-training", nargs=2, metavar=("OTHER", "CANDIDATE"),
                         help="compare a training setting run into folder OTHER with --out, for vanilla and CANDIDATE")
     parser.add_argument("--more-seeds", type=Path, metavar="DIR",
@@ -340,8 +345,11 @@ def main() -> None:
     if args.compare_training:
         compare_training(args.out, Path(args.compare_training[0]), args.compare_training[1])
         return
+    if args.table2 and len(args.table2) > 2:
+        parser.error("--table2 takes one candidate as MN and at most one more as 'MN alone'")
     if args.report or args.table2:
-        report(args.out, args.more_seeds) if args.report else table2(args.out, args.table2, args.more_seeds)
+        report(args.out, args.more_seeds) if args.report else table2(args.out, *args.table2[:1], args.more_seeds,
+                                                                     *args.table2[1:2])
         return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
