@@ -23,7 +23,8 @@ import numpy as np
 _NO_DROP = {"slot_dropout": 0.0}
 SETTINGS = {  # name: estimator parameters (besides the defaults)
     "vanilla": {"dictionary_size": 0},
-    "defaults": {},
+    "defaults": {},  # with the vanilla fallback: the network with neighbours, then the vanilla one, both trained
+    "defaults alone": {"vanilla_fallback": False},  # the network with neighbours only
     "batch draw": {"slot_draw": "batch"},  # one slot-dropout draw per batch: the hidden keys cost nothing
     "full attention": {"top_k": None},  # the defaults with every key attended to
     "S=512 full": {"dictionary_size": 512, "top_k": None, **_NO_DROP},  # the defaults before patience 60
