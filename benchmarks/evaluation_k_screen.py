@@ -28,7 +28,8 @@ def screen(name: str, max_rows: int, seed: int, data_dir: str | None) -> dict:
     errors = {k: [] for k in KS}
     for _, fold, train, test in repeated_folds(len(table.y), 5, seed, 1):
         X_train, y_train, X_test, y_test = standardised_fold(table, train, test)  # as regress scales the target
-        model = MetaNeighborhoodsRegressor(random_state=seed, n_iter_no_change=60).fit(X_train, y_train)
+        model = MetaNeighborhoodsRegressor(random_state=seed, n_iter_no_change=60,  # the network with neighbours
+                                           vanilla_fallback=False).fit(X_train, y_train)
         trained = model.model_.config
         for k in KS:
             model.model_.config = trained.replace(top_k=k, slot_dropout=0.0)  # exactly k keys at evaluation
