@@ -192,6 +192,7 @@ def test_what_cannot_be_saved_is_named_before_anything_is_written(fitted, tmp_pa
 
 def _huge_network(meta):
     meta["fitted"]["network_"].update(n_features=10**9)
+    meta["fitted"].update(n_features_in_=10**9)  # consistent, so that only the tensor file's shapes can tell
 
 
 @pytest.mark.parametrize("name, edit, message", [
@@ -206,6 +207,12 @@ def _huge_network(meta):
     ("booleans", lambda meta: meta["fitted"].update(selected_="all"), "selected_ should be 'vanilla'"),
     ("regressor", lambda meta: meta["fitted"].update(validation_losses_={"knn": 1.0}), "validation_losses_ should"),
     ("regressor", lambda meta: meta["fitted"].update(validation_losses_=[1.0]), "validation_losses_ should"),
+    ("regressor", lambda meta: meta["fitted"].update(n_iter_="5"), "n_iter_ should be a non-negative integer"),
+    ("regressor", lambda meta: meta["fitted"].update(best_loss_=[0.1]), "best_loss_ should be a number"),
+    ("regressor", lambda meta: meta["fitted"].update(loss_curve_=[0.1, "x"]), "loss_curve_ should be a list"),
+    ("regressor", lambda meta: meta["fitted"].update(validation_loss_curve_={}), "validation_loss_curve_ should"),
+    ("regressor", lambda meta: meta["fitted"].update(n_features_in_=5), "n_features_in_ should be network_'s"),
+    ("regressor", lambda meta: meta["fitted"].update(_y_ndim=3), "_y_ndim should be 1 or 2"),
     ("regressor", lambda meta: meta["fitted"]["network_"].update(similarity="manhattan"), "unknown similarity"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "b"]), "2 classes_ for 3 outputs"),
 ])

@@ -80,6 +80,24 @@ def check_fitted(fitted: dict, allowed: frozenset, source: str) -> None:
             and all(type(v) in (int, float) for v in losses.values())):
         raise CheckpointError(f"{source}: validation_losses_ should map meta_neighborhoods and vanilla to numbers, "
                               f"got {losses!r}")
+    for name, ok, what in _FITTED_CHECKS:
+        if name in fitted and not ok(fitted[name], network):
+            raise CheckpointError(f"{source}: {name} should be {what}, got {str(fitted[name])[:80]}")
+
+
+def _numbers(value) -> bool:
+    return isinstance(value, list) and all(type(v) in (int, float) for v in value)
+
+
+_FITTED_CHECKS = (  # (name, test of its value given network_, what it should be): the rest of what fit sets
+    ("n_iter_", lambda v, n: type(v) is int and v >= 0, "a non-negative integer"),
+    ("best_epoch_", lambda v, n: type(v) is int and v >= 0, "a non-negative integer"),
+    ("best_loss_", lambda v, n: type(v) in (int, float), "a number"),
+    ("loss_curve_", lambda v, n: _numbers(v), "a list of numbers"),
+    ("validation_loss_curve_", lambda v, n: v is None or _numbers(v), "a list of numbers or None"),
+    ("n_features_in_", lambda v, n: v == n["n_features"] and type(v) is int, "network_'s n_features"),
+    ("_y_ndim", lambda v, n: v in (1, 2) and type(v) is int, "1 or 2"),
+)
 
 
 def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> None:
