@@ -1,8 +1,9 @@
 """Peak resident memory of fit and predict against training rows: MetaNeighborhoodsRegressor vs kNN.
 
 Models and data come from inference_vs_knn.py: the regressor with its defaults apart from a small
-``max_epochs`` (the goal is memory, not accuracy) and ``vanilla_fallback=False`` (the network with neighbours), and StandardScaler + KNeighborsRegressor(k = 10); the
-synthetic table is seeded, N x 90 (seed 0 for the training rows, seed 1 for the fresh rows predicted).
+``max_epochs`` (the goal is memory, not accuracy) and ``vanilla_fallback=False`` (the network with neighbours),
+and StandardScaler + KNeighborsRegressor(k = 10); the synthetic table is seeded, N x 90 (seed 0 for the training
+rows, seed 1 for the fresh rows predicted).
 
 Every (model, training rows) case runs in a fresh process (multiprocessing, "spawn"), so nothing an
 earlier, larger case left behind can hide or inflate growth. That process generates the training rows and
@@ -115,8 +116,8 @@ def in_fresh_process(job: tuple, pinned: bool, epochs: int, threads: int) -> Mea
 def print_report(timed: list[Measurement], memory: list[Measurement], args) -> None:
     print(f"peak RSS growth of fit and predict vs training rows (synthetic, {FEATURES} features; a fresh process "
           f"per run): MetaNeighborhoodsRegressor (defaults, no vanilla fallback, max_epochs {args.fit_epochs}, "
-          f"PREDICT_BATCH "
-          f"{PREDICT_BATCH}) vs StandardScaler + KNeighborsRegressor(k=10); cpu, threads {args.threads}, "
+          f"PREDICT_BATCH {PREDICT_BATCH}) vs StandardScaler + KNeighborsRegressor(k=10); cpu, "
+          f"threads {args.threads}, "
           f"torch {torch.__version__}, scikit-learn {sklearn.__version__}; seconds with glibc's malloc defaults, "
           f"peaks with its mmap threshold pinned at {MMAP_THRESHOLD // 1024} KiB\n")
     print("| model | train rows | fit s | fit peak MB | predict rows | predict s | predict peak MB |")

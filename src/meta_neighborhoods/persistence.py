@@ -62,8 +62,8 @@ NETWORK = {"n_features": int, "n_outputs": int, "dictionary_size": int, "similar
 
 
 def check_fitted(fitted: dict, allowed: frozenset, source: str) -> None:
-    """Fitted attributes from a file, checked before anything is built from them: only names ``fit`` sets, and a
-    ``network_`` of the right fields and types."""
+    """Fitted attributes from a file, checked before anything is built from them: only names ``fit`` sets, a
+    ``network_`` of the right fields and types, a ``selected_`` that names it, and the rest (``_FITTED_CHECKS``)."""
     unknown = sorted(set(fitted) - allowed)
     if unknown:
         raise CheckpointError(f"{source}: unknown fitted attribute(s) {', '.join(unknown[:5])}: refused")
@@ -75,11 +75,6 @@ def check_fitted(fitted: dict, allowed: frozenset, source: str) -> None:
     if "selected_" in fitted and fitted["selected_"] != selected:
         raise CheckpointError(f"{source}: selected_ should be {selected!r} for a dictionary of "
                               f"{network['dictionary_size']} keys, got {fitted['selected_']!r}")
-    losses = fitted.get("validation_losses_", {})
-    if not (isinstance(losses, dict) and set(losses) <= {"meta_neighborhoods", "vanilla"}
-            and all(type(v) in (int, float) for v in losses.values())):
-        raise CheckpointError(f"{source}: validation_losses_ should map meta_neighborhoods and vanilla to numbers, "
-                              f"got {losses!r}")
     for name, ok, what in _FITTED_CHECKS:
         if name in fitted and not ok(fitted[name], network):
             raise CheckpointError(f"{source}: {name} should be {what}, got {str(fitted[name])[:80]}")
@@ -95,6 +90,8 @@ _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be
     ("best_loss_", lambda v, n: type(v) in (int, float), "a number"),
     ("loss_curve_", lambda v, n: _numbers(v), "a list of numbers"),
     ("validation_loss_curve_", lambda v, n: v is None or _numbers(v), "a list of numbers or None"),
+    ("validation_losses_", lambda v, n: isinstance(v, dict) and set(v) <= {"meta_neighborhoods", "vanilla"}
+     and _numbers(list(v.values())), "a map of meta_neighborhoods and vanilla to numbers"),
     ("n_features_in_", lambda v, n: v == n["n_features"] and type(v) is int, "network_'s n_features"),
     ("_y_ndim", lambda v, n: v in (1, 2) and type(v) is int, "1 or 2"),
 )
