@@ -169,6 +169,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
                         progress=not args.quiet)
     done = _read(path) if path.exists() else done  # what other processes wrote meanwhile
     done["folds"].update(cv["folds"])
+    done.setdefault("kept", {}).update(cv["kept"])  # the network each fold kept, for candidates with the fallback
     done["seconds"].update(cv["seconds"])
     done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
                  "fold_seeds": cv["fold_seeds"]})

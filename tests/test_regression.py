@@ -76,6 +76,8 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
         assert saved["p_values_first_seed"][name] == paired_t_test(ours[:2], theirs[:2])
     assert saved["p_value_vs_vanilla"] == saved["p_values"]["vanilla"]
     assert set(saved["seconds"]) == set(METHODS) and "architectures" not in saved
+    assert saved["kept"]["vanilla"] == ["vanilla"] * 4 and set(saved["kept"]) == {"vanilla", "meta_neighborhoods"}
+    assert set(saved["kept"]["meta_neighborhoods"]) <= {"vanilla", "meta_neighborhoods"}
     config = saved["config"]
     assert (config["folds"], config["seed"], config["seeds"], config["search"]) == (2, 3, 2, False)
     assert (config["rows_used"], config["rows_in_table"], config["max_rows"]) == (120, 120, None)
@@ -126,6 +128,32 @@ def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
     assert results["config"]["estimator"]["hidden_layer_sizes"].startswith("searched")
 
 
+class _KeptBySeed:
+    """A mean predictor that reports the vanilla fallback's choice: the network without neighbours under seed 3."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def fit(self, X, y):
+        self.selected_, self.mean_ = "vanilla" if self.seed == 3 else "meta_neighborhoods", float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
+
+
+def test_the_network_each_fold_kept_is_recorded_and_counted(tiny_csv, tmp_path):
+    methods = {"knn": METHODS["knn"], "meta_neighborhoods": lambda seed, n_train, params: _KeptBySeed(seed)}
+    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "run", folds=2, seed=3, seeds=2,
+                             methods=methods, progress=False)
+    assert results["kept"] == {"meta_neighborhoods": ["vanilla", "vanilla", "meta_neighborhoods",
+                                                      "meta_neighborhoods"]}  # the folds' order; knn reports none
+    assert "kept the network with neighbours on 2 of 4 folds" in (tmp_path / "run" / "results.md").read_text()
+    summary = run_regression_all(["gom"], tmp_path / "all", methods=methods, folds=2, seeds=1, progress=False)
+    assert summary["datasets"]["gom"]["neighbours_kept"] == 2  # seed 0: the neighbours kept on both folds
+    assert "| 2/2 |" in (tmp_path / "all" / "summary.md").read_text()
+
+
 def test_run_regression_needs_the_reference_method(tiny_csv, tmp_path):
     with pytest.raises(ValueError, match="meta_neighborhoods"):
         run_regression(load_csv_table(tiny_csv, "y"), tmp_path, methods={"knn": METHODS["knn"]}, progress=False)
@@ -147,7 +175,7 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN wins vs vanilla | "
-            "p MN vs vanilla | p MN vs kNN | MN best |") in markdown
+            "p MN vs vanilla | p MN vs kNN | MN best | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
     assert (tmp_path / "out" / "gom" / "results.json").is_file()
 

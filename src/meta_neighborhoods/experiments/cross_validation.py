@@ -149,10 +149,11 @@ def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int):
 
 def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params: dict, seeds: int = 1,
                    search: bool = False, progress: bool = True) -> dict:
-    """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time."""
+    """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, and
+    for each method whose estimator reports it (``selected_``, the vanilla fallback) the network each fold kept."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
-    errors = {name: [] for name in methods}
+    errors, kept = {name: [] for name in methods}, {}
     seconds = dict.fromkeys(methods, 0.0)
     architectures, fold_seeds = [], []
     with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=not progress) as bar:
@@ -170,10 +171,12 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                 started = time.perf_counter()
                 model = factory(seed=repeat_seed, n_train=len(train), params=fold_params)
                 errors[name].append(_fit_mse(model, X_train, y_train, X_test, y_test))
+                if hasattr(model, "selected_"):
+                    kept.setdefault(name, []).append(model.selected_)
                 seconds[name] += time.perf_counter() - started
                 bar.update()
     return {
-        "folds": errors, "fold_seeds": fold_seeds, "fold_numbers": list(range(folds)) * seeds,
+        "folds": errors, "kept": kept, "fold_seeds": fold_seeds, "fold_numbers": list(range(folds)) * seeds,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
         "architectures": architectures,
     }

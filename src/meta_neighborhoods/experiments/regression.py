@@ -20,6 +20,7 @@ from .cross_validation import (
 REFERENCE = "meta_neighborhoods"
 BASELINE = "vanilla"  # what the ratios are relative to
 FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded with fold_seeds[r * folds + f]"
+NEIGHBOURS_KEPT = "meta_neighborhoods"  # an estimator's selected_ when it kept the network with neighbours
 ABLATION_TYPES = {
     "dictionary_size": int, "temperature": float, "top_k": int, "inner_steps": int,
     "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
@@ -72,8 +73,20 @@ def _results_markdown(results: dict) -> str:
              f"of them; resolves: the smallest gap between MN and the method that test could call significant "
              f"(p < 0.05) given how the gap varies from fold to fold, in % of the method's MSE; p paired: the "
              f"paper's paired t-test over the {config['folds']} folds of seed {config['seed']}.\n\n")
-    return title + markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN wins", "p corrected",
-                                   "resolves", "p paired (first seed)"], rows)
+    table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN wins", "p corrected",
+                            "resolves", "p paired (first seed)"], rows)
+    kept = _neighbours_kept(results)
+    if kept is not None and kept < total:
+        table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds; on the others the "
+                  f"network without them validated better and was kept (the vanilla fallback; `--no-vanilla-fallback` "
+                  f"always keeps the neighbours).\n")
+    return title + table
+
+
+def _neighbours_kept(results: dict) -> int | None:
+    """On how many folds Meta-Neighborhoods kept its network with neighbours (None: not recorded)."""
+    kept = results.get("kept", {}).get(REFERENCE)
+    return None if kept is None else sum(choice == NEIGHBOURS_KEPT for choice in kept)
 
 
 def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
@@ -109,7 +122,7 @@ def run_regression(table: Table, out, folds: int = 5, seed: int = 0, seeds: int 
     varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
     results = {
         "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
-        "folds": cv["folds"], "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
+        "folds": cv["folds"], "kept": cv["kept"], "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
         "fold_order": FOLD_ORDER, **summary, "p_value_vs_vanilla": summary["p_values"].get("vanilla"),
         "seconds": cv["seconds"], **({"architectures": cv["architectures"]} if search else {}),
         "config": {**_run_config(table, used, options, params, varied), "search": search},
@@ -127,6 +140,7 @@ def _summary_row(results: dict) -> dict:
     return {
         "n": results["n"], "d": results["d"], "mean": mean, "std": results["std"], "ratio": results["ratio"],
         "reference_wins": results["reference_wins"], "folds_total": len(results["fold_seeds"]),
+        "neighbours_kept": _neighbours_kept(results),
         "p_value_vs_vanilla": p_values.get("vanilla"), "p_value_vs_knn": p_values.get("knn"),
         "beats_both": bool(rivals) and all(mean[REFERENCE] < m for m in rivals),
     }
@@ -134,15 +148,17 @@ def _summary_row(results: dict) -> dict:
 
 def _summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str) -> str:
     header = ["data set", "n", "d", *methods, "MN / vanilla", "MN wins vs vanilla", "p MN vs vanilla",
-              "p MN vs kNN", "MN best"]
+              "p MN vs kNN", "MN best", "neighbours kept"]
     lines = [[name, str(r["n"]), str(r["d"]), *(_mse(r["mean"][m], r["std"][m]) for m in methods),
               _number(r["ratio"][REFERENCE]) if r["ratio"] else "—",
               f"{r['reference_wins']['vanilla']}/{r['folds_total']}" if "vanilla" in r["reference_wins"] else "—",
-              _p(r["p_value_vs_vanilla"]), _p(r["p_value_vs_knn"]), "✓" if r["beats_both"] else ""]
+              _p(r["p_value_vs_vanilla"]), _p(r["p_value_vs_knn"]), "✓" if r["beats_both"] else "",
+              "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
              for name, r in rows.items()]
     text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
             "Mean ± std over all (seed, fold) errors; p: corrected repeated-CV t-test (Nadeau & Bengio) of "
-            "Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and kNN.\n\n")
+            "Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and kNN. Neighbours kept: "
+            "folds where MN kept its network with neighbours, not the vanilla fallback's.\n\n")
     text += markdown_table(header, lines)
     if skipped:
         text += "\nSkipped (data files missing): " + ", ".join(skipped) + "\n"
