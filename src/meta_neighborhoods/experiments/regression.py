@@ -76,10 +76,10 @@ def _results_markdown(results: dict) -> str:
     table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN wins", "p corrected",
                             "resolves", "p paired (first seed)"], rows)
     kept = _neighbours_kept(results)
-    if kept is not None and kept < total:
-        table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds; on the others the "
-                  f"network without them validated better and was kept (the vanilla fallback; `--no-vanilla-fallback` "
-                  f"always keeps the neighbours).\n")
+    if kept is not None:
+        table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
+                  f"fallback keeps the network without them where it validates better; `--no-vanilla-fallback` always "
+                  f"keeps the neighbours).\n")
     return title + table
 
 
