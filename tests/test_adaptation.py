@@ -13,7 +13,9 @@ from meta_neighborhoods.dictionary import InducedDictionary
 from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.similarity import Attention, first_visible, n_candidates, nearest_keys
+from meta_neighborhoods.similarity import (
+    Attention, first_visible, n_candidates, nearest, nearest_keys, nearest_visible,
+)
 from meta_neighborhoods.similarity import similarity as pairwise_similarity
 
 HEADS = {
@@ -221,6 +223,23 @@ def test_nearest_keys_scan_in_chunks_without_changing_the_choice(similarity):
         assert torch.equal(chosen, expected)  # most similar first, as slot dropout's first_visible relies on
 
 
+@pytest.mark.parametrize("hidden_share", [0.3, 0.9])  # enough visible in every row; too few in some
+def test_nearest_visible_keeps_first_visibles_choice_without_sorting_the_candidates(hidden_share):
+    torch.manual_seed(0)
+    scores, index = torch.randn(50, 12, dtype=torch.float64), torch.randperm(600)[:600].view(50, 12)
+    hidden = torch.rand(50, 12) < hidden_share
+    chosen, chosen_hidden = nearest_visible(scores, index, hidden, 4)
+    order = scores.argsort(dim=1, descending=True)
+    expected, expected_hidden = first_visible(index.gather(1, order), hidden.gather(1, order), 4)
+    position = chosen.sort(1).indices  # the same keys, in any order
+    assert torch.equal(chosen.sort(1).values, expected.sort(1).values)
+    if chosen_hidden is None:
+        assert hidden_share == 0.3 and not expected_hidden.any()
+    else:
+        assert hidden_share == 0.9 and expected_hidden.any()
+        assert torch.equal(chosen_hidden.gather(1, position), expected_hidden.gather(1, expected.sort(1).indices))
+
+
 def test_first_visible_takes_the_nearest_visible_keys_and_hidden_ones_only_when_too_few_are_visible():
     index = torch.tensor([[7, 3, 9, 1, 4], [2, 8, 6, 5, 0]])
     hidden = torch.tensor([[True, False, True, False, False], [True, True, True, True, False]])
@@ -231,20 +250,22 @@ def test_first_visible_takes_the_nearest_visible_keys_and_hidden_ones_only_when_
 
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
 def test_top_k_with_slot_dropout_attends_to_the_nearest_visible_candidates(similarity):
-    """Each slot is hidden with probability p, drawn for the nearest n_candidates keys; the k nearest visible
-    ones get all the weight."""
+    """Each slot is hidden with probability p, drawn for the nearest n_candidates keys (in the order ``nearest``
+    finds them); the k nearest visible ones get all the weight."""
     attention, k, p = Attention(similarity, 0.5), 4, 0.5
     z, keys = torch.randn(64, 3, dtype=torch.float64), torch.randn(300, 3, dtype=torch.float64)
     torch.manual_seed(1)
     top = attention.top_k(z, keys, k, slot_dropout=p)
-    candidates = nearest_keys(z, keys, similarity, n_candidates(k, p, 300))
+    _, candidates = nearest(z, keys, similarity, n_candidates(k, p, 300), ordered=False)
     torch.manual_seed(1)
     hidden = torch.rand(candidates.shape) < p
-    visible_rank = torch.where(hidden, 10**6, (~hidden).cumsum(1))  # 1 for the nearest visible, 2, ...
-    expected = candidates.gather(1, (visible_rank <= k).to(torch.int8).topk(k, dim=1, sorted=False).indices)
-    assert torch.equal(top.index.sort(1).values, expected.sort(1).values)
+    for row, chosen in enumerate(top.index):
+        order = pairwise_similarity(z[row : row + 1], keys[candidates[row]], similarity)[0].argsort(descending=True)
+        visible = [int(key) for key in candidates[row][order] if not hidden[row, candidates[row] == key].item()]
+        assert sorted(chosen.tolist()) == sorted(visible[:k])
     assert (top.weight > 0).all() and torch.allclose(top.weight.sum(1), torch.ones(64, dtype=torch.float64))
-    assert 0.4 < (top.index[:, 0] != candidates[:, 0]).double().mean() < 0.6  # the nearest key is hidden half the time
+    nearest_one = nearest_keys(z, keys, similarity, 1)
+    assert 0.4 < (top.index != nearest_one).all(1).double().mean() < 0.6  # the nearest key is hidden half the time
 
 
 def test_top_k_weights_stay_finite_when_every_candidate_is_hidden():

@@ -43,8 +43,10 @@ def _ranking_scores(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Ten
 
 
 @torch.no_grad()
-def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elements: int = 1 << 22) -> torch.Tensor:
-    """Indices (B, k) of each input's k most similar keys, most similar first.
+def nearest(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elements: int = 1 << 22,
+            ordered: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranking scores and indices (B, k) of each input's k most similar keys: most similar first, or with
+    ``ordered=False`` in no particular order (sorting them costs more than finding them).
 
     The keys are scanned in chunks of at most ``chunk_elements`` scores, keeping the best k so far: memory stays
     bounded however large the dictionary, so it may hold every training row. No gradient: only the choice is
@@ -57,9 +59,14 @@ def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_e
         candidates = torch.arange(start, start + scores.shape[1], device=z.device).expand_as(scores)
         if best is not None:
             scores, candidates = torch.cat([best, scores], dim=1), torch.cat([index, candidates], dim=1)
-        best, chosen = scores.topk(min(k, scores.shape[1]), dim=1)
+        best, chosen = scores.topk(min(k, scores.shape[1]), dim=1, sorted=ordered)
         index = candidates.gather(1, chosen)
-    return index
+    return best, index
+
+
+def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elements: int = 1 << 22) -> torch.Tensor:
+    """Indices (B, k) of each input's k most similar keys, most similar first (``nearest``)."""
+    return nearest(z, keys, kind, k, chunk_elements)[1]
 
 
 def n_candidates(k: int, slot_dropout: float, n_keys: int) -> int:
@@ -75,6 +82,18 @@ def first_visible(index: torch.Tensor, hidden: torch.Tensor, k: int) -> tuple[to
     rank = (~hidden) * n + torch.arange(n, 0, -1, device=index.device)  # visible first, then in index's order
     chosen = rank.topk(k, dim=1).indices
     return index.gather(1, chosen), hidden.gather(1, chosen)
+
+
+def nearest_visible(scores: torch.Tensor, index: torch.Tensor, hidden: torch.Tensor,
+                    k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The k most similar visible keys among each row's candidates ``index`` (B, n) in any order, ranked by their
+    ``scores``, and which of them are hidden (None: none is). Only where a row has fewer than k visible candidates
+    (chance about 1e-8 with ``n_candidates`` of them) are they sorted, and its nearest hidden ones fill the rest."""
+    if bool(((~hidden).sum(1) >= k).all()):
+        chosen = scores.masked_fill(hidden, float("-inf")).topk(k, dim=1, sorted=False).indices
+        return index.gather(1, chosen), None
+    order = scores.argsort(dim=1, descending=True)
+    return first_visible(index.gather(1, order), hidden.gather(1, order), k)
 
 
 def masked_softmax(logits: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
@@ -141,7 +160,10 @@ class Attention(nn.Module):
         """
         n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
         n = min(keys.shape[0], n + (own_slot is not None))
-        index = nearest_keys(z, keys, self.similarity, n) if scores is None else scores.topk(n, dim=1).indices
+        if scores is None:
+            scores, index = nearest(z, keys, self.similarity, n, ordered=False)
+        else:
+            scores, index = scores.topk(n, dim=1, sorted=False)
         hidden = None
         if slot_dropout > 0:
             hidden = torch.rand(index.shape, device=z.device) < slot_dropout
@@ -150,7 +172,7 @@ class Attention(nn.Module):
             hidden = own if hidden is None else hidden | own
         if hidden is None:
             return index, None
-        return first_visible(index, hidden, k)
+        return nearest_visible(scores, index, hidden, k)
 
     def top_k(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
               own_slot: torch.Tensor | None = None) -> TopK:

@@ -1,0 +1,95 @@
+"""What one training step of the defaults costs, and how much of it choosing the keys alone takes.
+
+The estimators' defaults (top-128 attention with slot dropout 0.5, the last layer adapted, cosine similarity for
+these 90 features) on rows of ``fit_scale.py``'s synthetic 90-feature table, batch 128, the dictionary started at
+training rows as ``fit`` starts it. Timed in this process, interleaved (one call of each per round), medians:
+
+* vanilla: a whole training step of the same MLP without neighbours (forward, backward, AdamW);
+* choose: only the exact choice of each row's keys among S (``Attention.choose``: the B x S similarities and
+  the top-k of the nearest candidates), no gradient, nothing else. Any exact top-k attention does this work
+  every step, so ``choose / vanilla`` bounds MN's cost per epoch from below, whatever the inner loop costs;
+* MN: a whole training step of the defaults.
+
+    python benchmarks/step_parts.py [--sizes 512 4096 16384] [--repeats 20] [--threads 2] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from fit_scale import table  # benchmarks/: scripts run from this folder
+from meta_neighborhoods import MetaNeighborhoodsRegressor
+from timing import timed
+
+BATCH = 128  # the estimators' batch size
+
+
+def build(dictionary_size: int, rows: torch.Tensor, targets: torch.Tensor):
+    """The defaults' network for 90 features, as ``fit`` builds and starts it, with its optimiser."""
+    estimator = MetaNeighborhoodsRegressor(dictionary_size=dictionary_size)
+    network = estimator._network(rows.shape[1], 1, len(rows), rows.shape[1], dictionary_size)
+    model = estimator._build(**network).train()
+    if not model.vanilla:
+        model.dictionary.init_from_samples(rows, targets, generator=torch.Generator().manual_seed(0))
+    return model, torch.optim.AdamW(model.parameters(), lr=estimator.learning_rate)
+
+
+def training_step(model, optimiser, x, y):
+    def run():
+        optimiser.zero_grad(set_to_none=True)
+        model.loss(model(x), y).backward()
+        optimiser.step()
+    return run
+
+
+def choosing(model, x):
+    """The exact choice of each row's keys at training time, as the defaults make it."""
+    attention, k = model.attention, model.config.neighbourhood_size(training=True)
+    slot_dropout = model.dictionary.hidden_share
+
+    def run():
+        attention.choose(attention.scaled(x), attention.scaled(model.dictionary.keys.detach()), k, slot_dropout)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384], help="dictionary sizes S")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", help="also write the timings here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    X, y = table(max(args.sizes) + BATCH)
+    rows, targets = torch.from_numpy(X).float(), torch.from_numpy(y).float()[:, None]
+    rows = (rows - rows.mean(0)) / rows.std(0)
+    x, y_batch = rows[-BATCH:], targets[-BATCH:]  # a batch of rows outside the dictionary's start
+
+    steps = {"vanilla": training_step(*build(0, rows, targets), x, y_batch)}
+    for size in args.sizes:
+        model, optimiser = build(size, rows[:size], targets[:size])
+        steps[f"choose S={size}"] = choosing(model, x)
+        steps[f"MN S={size}"] = training_step(model, optimiser, x, y_batch)
+    ms = timed(steps, args.repeats, 2, torch.device("cpu"))
+
+    print(f"one training step of the defaults, B={BATCH}, 90 features, MLP 128-128, {args.threads} threads, "
+          f"torch {torch.__version__}; interleaved, median of {args.repeats} rounds")
+    print(f"{'S':>7}{'vanilla ms':>12}{'choose ms':>11}{'choose / vanilla':>18}{'MN ms':>9}{'MN / vanilla':>14}"
+          f"{'choose / MN':>13}")
+    vanilla = ms["vanilla"]
+    for size in args.sizes:
+        choose, step = ms[f"choose S={size}"], ms[f"MN S={size}"]
+        print(f"{size:>7}{vanilla:>12.2f}{choose:>11.2f}{choose / vanilla:>17.1f}x{step:>9.2f}{step / vanilla:>13.1f}x"
+              f"{choose / step:>13.0%}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"batch": BATCH, "threads": args.threads, "ms": {k: round(v, 3) for k, v in ms.items()}},
+                      handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
