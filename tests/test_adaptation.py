@@ -221,6 +221,10 @@ def test_nearest_keys_scan_in_chunks_without_changing_the_choice(similarity):
     for chunk_elements in (1, 63, 450, 10**6):  # chunks of 6 (never fewer than k), 7, 50 and all 50 keys
         chosen = nearest_keys(z, keys, similarity, 6, chunk_elements=chunk_elements)
         assert torch.equal(chosen, expected)  # most similar first, as slot dropout's first_visible relies on
+        scores, unordered = nearest(z, keys, similarity, 6, chunk_elements=chunk_elements, ordered=False)
+        assert torch.equal(unordered.sort(1).values, expected.sort(1).values)  # the same keys, in any order
+        offset = scores - pairwise_similarity(z, keys, similarity).gather(1, unordered)
+        torch.testing.assert_close(offset, offset[:, :1].expand_as(offset))  # similarities up to a constant per row
 
 
 @pytest.mark.parametrize("hidden_share", [0.3, 0.9])  # enough visible in every row; too few in some
