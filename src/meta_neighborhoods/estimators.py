@@ -234,11 +234,11 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             per_row.append(torch.as_tensor(weights, dtype=torch.float32))
         X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
         data = _Rows(X, rows, train, valid, X_train, per_row, n_outputs, seed)
-        fits = {"meta_neighborhoods": self._train_network(data, self.dictionary_size, device)}
-        if fits["meta_neighborhoods"][0]["dictionary_size"] == 0:
-            fits = {"vanilla": fits.pop("meta_neighborhoods")}
+        fits = {persistence.WITH_NEIGHBOURS: self._train_network(data, self.dictionary_size, device)}
+        if fits[persistence.WITH_NEIGHBOURS][0]["dictionary_size"] == 0:
+            fits = {persistence.VANILLA: fits.pop(persistence.WITH_NEIGHBOURS)}
         elif self.vanilla_fallback and valid is not None:
-            fits["vanilla"] = self._train_network(data, 0, device)
+            fits[persistence.VANILLA] = self._train_network(data, 0, device)
         self.validation_losses_ = {} if valid is None else {name: fit[2].best_loss for name, fit in fits.items()}
         self.selected_ = min(fits, key=lambda name: fits[name][2].best_loss)  # a tie keeps the neighbours
         self.network_, self.model_, run = fits[self.selected_]

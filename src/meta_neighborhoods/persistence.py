@@ -58,6 +58,7 @@ def join_fitted(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
             **{name[len("fitted."):]: t.numpy() for name, t in tensors.items() if name.startswith("fitted.")}}
 
 
+WITH_NEIGHBOURS, VANILLA = "meta_neighborhoods", "vanilla"  # the values of selected_: the network fit kept
 NETWORK = {"n_features": int, "n_outputs": int, "dictionary_size": int, "similarity": str, "temperature": float}
 
 
@@ -71,7 +72,7 @@ def check_fitted(fitted: dict, allowed: frozenset, source: str) -> None:
     if not (isinstance(network, dict) and set(network) == set(NETWORK)
             and all(type(network[k]) is t or (t is float and type(network[k]) is int) for k, t in NETWORK.items())):
         raise CheckpointError(f"{source}: network_ should hold {', '.join(NETWORK)}, got {network!r}")
-    selected = "vanilla" if network["dictionary_size"] == 0 else "meta_neighborhoods"
+    selected = VANILLA if network["dictionary_size"] == 0 else WITH_NEIGHBOURS
     if "selected_" in fitted and fitted["selected_"] != selected:
         raise CheckpointError(f"{source}: selected_ should be {selected!r} for a dictionary of "
                               f"{network['dictionary_size']} keys, got {fitted['selected_']!r}")
@@ -90,7 +91,7 @@ _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be
     ("best_loss_", lambda v, n: type(v) in (int, float), "a number"),
     ("loss_curve_", lambda v, n: _numbers(v), "a list of numbers"),
     ("validation_loss_curve_", lambda v, n: v is None or _numbers(v), "a list of numbers or None"),
-    ("validation_losses_", lambda v, n: isinstance(v, dict) and set(v) <= {"meta_neighborhoods", "vanilla"}
+    ("validation_losses_", lambda v, n: isinstance(v, dict) and set(v) <= {WITH_NEIGHBOURS, VANILLA}
      and _numbers(list(v.values())), "a map of meta_neighborhoods and vanilla to numbers"),
     ("n_features_in_", lambda v, n: v == n["n_features"] and type(v) is int, "network_'s n_features"),
     ("_y_ndim", lambda v, n: v in (1, 2) and type(v) is int, "1 or 2"),

@@ -9,6 +9,7 @@ from .. import __version__
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
+from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
@@ -20,7 +21,6 @@ from .cross_validation import (
 REFERENCE = "meta_neighborhoods"
 BASELINE = "vanilla"  # what the ratios are relative to
 FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded with fold_seeds[r * folds + f]"
-NEIGHBOURS_KEPT = "meta_neighborhoods"  # an estimator's selected_ when it kept the network with neighbours
 ABLATION_TYPES = {
     "dictionary_size": int, "temperature": float, "top_k": int, "inner_steps": int,
     "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
@@ -86,7 +86,7 @@ def _results_markdown(results: dict) -> str:
 def _neighbours_kept(results: dict) -> int | None:
     """On how many folds Meta-Neighborhoods kept its network with neighbours (None: not recorded)."""
     kept = results.get("kept", {}).get(REFERENCE)
-    return None if kept is None else sum(choice == NEIGHBOURS_KEPT for choice in kept)
+    return None if kept is None else sum(choice == WITH_NEIGHBOURS for choice in kept)
 
 
 def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
