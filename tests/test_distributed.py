@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from meta_neighborhoods import checkpoint, distributed
@@ -21,6 +20,8 @@ from meta_neighborhoods.datasets.images import ImageSplit
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.training import OptimizerSpec, fit
+
+from gloo_processes import train_in_processes
 
 WORLD_SIZE, BATCH, EPOCHS = 2, 16, 3
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
@@ -46,31 +47,8 @@ def _train(shard: tuple[int, int]) -> MetaNeighborhoods:
     return model
 
 
-def _worker(rank: int, world_size: int, rendezvous: str, out: str) -> None:
-    """One process of a ``world_size``-process run (one thread each, so both runs sum in the same order)."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
-    model = _train((distributed.rank(), distributed.world_size()))
-    if distributed.is_main():
-        checkpoint.save(out, model.state_dict(), {})
-    distributed.teardown()
-    # Leave without the interpreter's finalisation: once in about a hundred runs gloo's worker threads aborted rank 1
-    # there ("terminate called without an active exception", pytorch/pytorch#179291), after every result was written.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
-def _run(tmp_path, world_size: int) -> dict:
-    """Train in ``world_size`` fresh processes, so neither run depends on this test process's torch settings."""
-    out = tmp_path / f"world{world_size}"
-    mp.start_processes(_worker, args=(world_size, str(tmp_path / f"rendezvous{world_size}"), str(out)),
-                       nprocs=world_size, start_method="spawn")
-    return checkpoint.load(out)[0]
-
-
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
-    parallel, alone = _run(tmp_path, WORLD_SIZE), _run(tmp_path, 1)
+    parallel, alone = (train_in_processes(_train, world_size, tmp_path) for world_size in (WORLD_SIZE, 1))
     initial = _model().state_dict()
     assert parallel.keys() == alone.keys()
     for name, value in alone.items():

@@ -5,18 +5,15 @@ options that are refused."""
 import copy
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from meta_neighborhoods import checkpoint, distributed
+from meta_neighborhoods import checkpoint
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.batches import ImageBatches
 from meta_neighborhoods.datasets.images import ImageSplit
@@ -26,6 +23,8 @@ from meta_neighborhoods.maxl import ENTROPY_WEIGHT, STEP_SIZE, MetaAuxiliaryLear
 from meta_neighborhoods.export import export_run
 from meta_neighborhoods.runs import build_model, load_best_model, load_checkpoint, save_checkpoint
 from meta_neighborhoods.training import OptimizerSpec, fit
+
+from gloo_processes import train_in_processes
 
 CLASSES, PSI, INPUTS, BATCH = 3, 2, 6, 12
 
@@ -269,28 +268,9 @@ def _train_tiny(shard: tuple[int, int]) -> MetaAuxiliaryLearning:
     return model
 
 
-def _worker(rank: int, world_size: int, rendezvous: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
-    model = _train_tiny((distributed.rank(), distributed.world_size()))
-    if distributed.is_main():
-        checkpoint.save(out, model.state_dict(), {})
-    distributed.teardown()
-    # Without the interpreter's finalisation, as test_distributed.py's worker: gloo's threads can abort a rank there
-    # ("terminate called without an active exception"; seen here once in CI at stop 34, after every result was written).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo in this torch build")
 def test_two_processes_train_both_networks_as_one(tmp_path):
-    runs = {}
-    for world_size in (2, 1):
-        out = tmp_path / f"world{world_size}"
-        mp.start_processes(_worker, args=(world_size, str(tmp_path / f"rendezvous{world_size}"), str(out)),
-                           nprocs=world_size, start_method="spawn")
-        runs[world_size] = checkpoint.load(out)[0]
+    runs = {world_size: train_in_processes(_train_tiny, world_size, tmp_path) for world_size in (2, 1)}
     initial = _tiny(inputs=64).float().state_dict()
     for name, value in runs[1].items():
         torch.testing.assert_close(runs[2][name], value, rtol=1e-5, atol=1e-6, msg=name)
