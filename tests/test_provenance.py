@@ -28,6 +28,16 @@ def test_the_record_is_json_and_names_every_version(monkeypatch):
     assert {"git_commit", "git_dirty", "cuda", "time"} <= set(record)
 
 
+def test_the_record_names_the_thread_count_a_rerun_needs():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert provenance()["threads"] == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert provenance()["threads"] == threads
+
+
 def _clone_head() -> str | None:
     if shutil.which("git") is None:
         return None

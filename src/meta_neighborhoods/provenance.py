@@ -44,8 +44,9 @@ def git_state() -> tuple[str | None, bool | None]:
 
 
 def provenance() -> dict:
-    """A JSON-able record of what is running now: versions, platform, git commit and whether the clone had
-    uncommitted changes (both None outside a clone), the command line (``sys.argv``) and the time (UTC)."""
+    """A JSON-able record of what is running now: versions, platform, torch's CPU threads (training with
+    neighbours sums in an order that depends on them, so a rerun matches only on as many), git commit and whether
+    the clone had uncommitted changes (both None outside a clone), the command line (``sys.argv``) and the time."""
     commit, dirty = git_state()
     return {
         "meta_neighborhoods": __version__,
@@ -54,6 +55,7 @@ def provenance() -> dict:
         "numpy": np.__version__,
         "cuda": torch.version.cuda,
         "platform": platform.platform(),
+        "threads": torch.get_num_threads(),
         "git_commit": commit,
         "git_dirty": dirty,
         "command": list(sys.argv),
