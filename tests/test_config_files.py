@@ -4,6 +4,7 @@ the file; every bad file is refused with one line naming the file and the key, b
 import json
 
 import pytest
+import torch
 
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.commands import COMMANDS
@@ -191,15 +192,26 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
     argv = ["regress", "--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2",
             "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--slot-draw", "batch", "--device", "cpu",
             "--quiet"]
-    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    threads = torch.get_num_threads()
+    run_threads = 1 if threads != 1 else 2  # not the process's own, so that the run's count shows
+    assert main([*argv, "--threads", str(run_threads), "--out", str(tmp_path / "run")]) == 0
+    assert torch.get_num_threads() == threads  # restored after the run
     saved = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
+    assert saved["provenance"]["threads"] == run_threads
     assert saved["estimator_params"] == {"device": "cpu", "max_epochs": 2, "learning_rate": 0.01, "batch_size": 16,
                                          "top_k": 4, "slot_draw": "batch"}
     assert [saved["estimator"][name] for name in ("learning_rate", "batch_size", "slot_draw")] == [0.01, 16, "batch"]
     args = parsed(["regress", "--config", str(tmp_path / "run" / "results.json"), "--out", "again"])
     assert (args.dataset, args.max_rows, args.folds, args.seeds, args.max_epochs, args.learning_rate, args.batch_size,
-            args.top_k, args.slot_draw, args.device, args.search) == ("gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu",
-                                                                      False)
+            args.top_k, args.slot_draw, args.device, args.search, args.threads) == (
+        "gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu", False, run_threads)
+
+
+def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys):
+    record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1, "estimator_params": {}, "provenance": {"threads": "x"}}}
+    config = _write(tmp_path / "results.json", json.dumps(record))
+    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], "results.json", "threads")
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_ablation_record_gives_its_parameter_and_values(tmp_path, parsed, capsys):

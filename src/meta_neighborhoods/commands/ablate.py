@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..validation import ConfigError
 from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_settings, fit_options, load_table_source,
-                     run_options, table_run_options, table_source)
+                     run_options, table_run_options, table_source, torch_threads)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def run(args) -> int:
     from ..experiments.regression import run_ablation
 
     options = fit_options(args)
-    run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
+    with torch_threads(args.threads):
+        run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
     print((Path(args.out) / "ablation.md").read_text(), end="")
     LOGGER.info("wrote %s/ablation.md, ablation.json, ablation.png", args.out)
     return 0

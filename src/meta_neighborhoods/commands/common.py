@@ -8,6 +8,7 @@ its own wording. Parents are added in the order the options appear in ``--help``
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 
 from ..config import DEVICES, FIELDS, SLOT_DRAWS, MNConfig
 from ..validation import ConfigError, check_int, check_non_negative, check_positive
@@ -108,6 +109,10 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                         help="cap on the training epochs of the MLP methods (default: the estimator's)")
     parser.add_argument("--max-rows", type=int, metavar="N",
                         help="run on N rows drawn at random (with --seed) to bound the cost (default: all rows)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch's CPU threads (default: torch's choice). Meta-Neighborhoods' training sums in an "
+                             "order that depends on them: a rerun matches a run fold for fold only on as many "
+                             "(every run records its count, provenance.threads)")
     return parser
 
 
@@ -146,12 +151,28 @@ def estimator_settings() -> argparse.ArgumentParser:
 def fit_options(args) -> dict:
     """The keyword arguments regress and ablate both pass to their experiment, checked before any work."""
     check_int("--seeds", args.seeds)
-    if args.max_rows is not None:
-        check_int("--max-rows", args.max_rows)
+    for name in ("max_rows", "threads"):
+        if getattr(args, name) is not None:
+            check_int("--" + name.replace("_", "-"), getattr(args, name))
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
             "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}
+
+
+@contextmanager
+def torch_threads(threads: int | None):
+    """torch's CPU threads set to ``threads`` (None: left alone) while a run lasts, and restored after it, since the
+    command line may run more than once in a process."""
+    import torch  # here, not at the top: a usage error needs no torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_estimator_params(params: dict) -> None:
@@ -173,6 +194,8 @@ def table_run_options(record: dict) -> dict:
     if not (isinstance(config, dict) and isinstance(config.get("estimator_params"), dict)):
         raise ConfigError("not the results.json or ablation.json of a regress or ablate run")
     options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "search") if key in config}
+    if isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
+        options["threads"] = config["provenance"]["threads"]  # checked as --threads is
     if isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
         options["dataset"] = record["dataset"]
     return {**options, **config["estimator_params"]}

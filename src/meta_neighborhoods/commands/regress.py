@@ -8,7 +8,7 @@ from pathlib import Path
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
 from .common import (check_target, estimator_settings, fit_options, load_table_source, run_options, table_run_options,
-                     table_source)
+                     table_source, torch_threads)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,12 +36,13 @@ def run(args) -> int:
     from ..experiments.regression import run_regression, run_regression_all
 
     options = {**fit_options(args), "search": args.search}
-    if args.dataset == "all":
-        run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
-        written = ("summary.md", "summary.json and a folder per data set")
-    else:
-        run_regression(load_table_source(args), args.out, **options)
-        written = ("results.md", "results.json, folds.png")
+    with torch_threads(args.threads):
+        if args.dataset == "all":
+            run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
+            written = ("summary.md", "summary.json and a folder per data set")
+        else:
+            run_regression(load_table_source(args), args.out, **options)
+            written = ("results.md", "results.json, folds.png")
     print((Path(args.out) / written[0]).read_text(), end="")
     LOGGER.info("wrote %s/%s, %s", args.out, *written)
     return 0
