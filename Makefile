@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/meta-neighborhoods spiral --out $(OUT)/spiral
-	$(BIN)/meta-neighborhoods regress --dataset gom --out $(OUT)/gom
+	$(BIN)/meta-neighborhoods regress --dataset gom --threads 1 --out $(OUT)/gom
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
