@@ -11,7 +11,10 @@ import torch
 def timed(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict[str, float]:
     """Median wall time in milliseconds of each of ``steps`` (name: closure), after ``warmup`` untimed calls.
 
-    The closures take turns, one call each per round, so a change of load on a shared machine hits them all alike.
+    The closures take turns, one timed call each per round, so a change of load on a shared machine hits them all
+    alike. Each timed call follows an untimed call of the same closure: it then finds the caches and the memory
+    allocator as its own previous step left them, as in a training loop, not as the other closures did (a vanilla
+    step timed right after a large Meta-Neighborhoods step took up to 3x its own time).
     """
     for step in steps.values():
         for _ in range(warmup):
@@ -19,6 +22,7 @@ def timed(steps: dict, repeats: int, warmup: int, device: torch.device) -> dict[
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
+            step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
