@@ -8,6 +8,10 @@ training rows as ``fit`` starts it. Timed in this process, interleaved (one call
 * choose: only the exact choice of each row's keys among S (``Attention.choose``: the B x S similarities and
   the top-k of the nearest candidates), no gradient, nothing else. Any exact top-k attention does this work
   every step, so ``choose / vanilla`` bounds MN's cost per epoch from below, whatever the inner loop costs;
+* keys alone: only the head's work on the keys the batch uses (all S on the dense path, S <= 32 k): their
+  forward, the inner loss's gradient at the last layer's output and the backward of both to the network and the
+  keys (``adaptation_speed.keys_alone``), nothing of the batch. Every exact implementation does this too, so
+  ``keys alone / vanilla`` is a second floor;
 * MN: a whole training step of the defaults.
 
     python benchmarks/step_parts.py [--sizes 512 4096 16384] [--repeats 20] [--threads 2] [--json PATH]
@@ -20,7 +24,8 @@ import json
 
 import torch
 
-from fit_scale import table  # benchmarks/: scripts run from this folder
+from adaptation_speed import keys_alone, used_keys  # benchmarks/: scripts run from this folder
+from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from timing import timed
 
@@ -73,18 +78,19 @@ def main() -> None:
     for size in args.sizes:
         model, optimiser = build(size, rows[:size], targets[:size])
         steps[f"choose S={size}"] = choosing(model, x)
+        steps[f"keys S={size}"] = keys_alone(model, used_keys(model, x))
         steps[f"MN S={size}"] = training_step(model, optimiser, x, y_batch)
     ms = timed(steps, args.repeats, 2, torch.device("cpu"))
 
     print(f"one training step of the defaults, B={BATCH}, 90 features, MLP 128-128, {args.threads} threads, "
           f"torch {torch.__version__}; interleaved, median of {args.repeats} rounds")
-    print(f"{'S':>7}{'vanilla ms':>12}{'choose ms':>11}{'choose / vanilla':>18}{'MN ms':>9}{'MN / vanilla':>14}"
-          f"{'choose / MN':>13}")
+    print(f"{'S':>7}{'vanilla ms':>12}{'choose ms':>11}{'choose / vanilla':>18}{'keys alone ms':>15}"
+          f"{'keys alone / vanilla':>22}{'MN ms':>9}{'MN / vanilla':>14}{'choose / MN':>13}")
     vanilla = ms["vanilla"]
     for size in args.sizes:
-        choose, step = ms[f"choose S={size}"], ms[f"MN S={size}"]
-        print(f"{size:>7}{vanilla:>12.2f}{choose:>11.2f}{choose / vanilla:>17.1f}x{step:>9.2f}{step / vanilla:>13.1f}x"
-              f"{choose / step:>13.0%}")
+        choose, keys, step = ms[f"choose S={size}"], ms[f"keys S={size}"], ms[f"MN S={size}"]
+        print(f"{size:>7}{vanilla:>12.2f}{choose:>11.2f}{choose / vanilla:>17.1f}x{keys:>15.2f}{keys / vanilla:>21.1f}x"
+              f"{step:>9.2f}{step / vanilla:>13.1f}x{choose / step:>13.0%}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"batch": BATCH, "threads": args.threads, "ms": {k: round(v, 3) for k, v in ms.items()}},
