@@ -10,11 +10,12 @@ medians are reported, since these machines vary 2-4x from run to run. The loop r
 and is scaled to B.
 
 "keys" is how many keys the inner loop runs the head on (forward, backward and, second order, the backward of
-that): all S on the dense path, else the distinct keys the batch attends to. "keys alone" times just that work
-(``keys_alone``): those keys through the head, the inner loss's gradient at each adapted layer's output, and the
-backward of a scalar of the layers' inputs and those gradients (the second order), with nothing of the batch: no
-choice of keys, no attention, no adapted prediction, no weight gradient of the inner loss. Every exact
-implementation of the step does at least this, so ``keys alone / vanilla`` bounds the step's ratio from below.
+that): all S on the dense path, else the distinct keys the batch attends to. "keys alone" times the least of that
+work (``keys_alone``): the keys the batch attends to through the head, the inner loss's gradient at each adapted
+layer's output, and the backward of a scalar of the layers' inputs and those gradients (the second order), with
+nothing of the batch: no choice of keys, no attention, no adapted prediction, no weight gradient of the inner
+loss. Every exact implementation of the step does at least this, so ``keys alone / vanilla`` bounds the step's
+ratio from below.
 
     python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda] [--sizes 512 4096 16384] [--ks 0 64 32]
         [--adapt all|last]
@@ -108,26 +109,27 @@ def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, a
             model.loss(model.head(x) if vanilla else model(x), y).backward()
         return run
 
-    used = used_keys(model, x)
-    ms = timed({"vanilla_ms": step(True), "fast_ms": step(False), "keys_ms": keys_alone(model, used)}, repeats, 2,
-               device)
+    attended = attended_keys(model, x)
+    ms = timed({"vanilla_ms": step(True), "fast_ms": step(False), "keys_ms": keys_alone(model, attended)}, repeats,
+               2, device)
+    dense = top_k is None or size <= DENSE_BELOW * model.config.neighbourhood_size(training=True)
     return {"dictionary_size": size, "top_k": top_k, **{k: round(v, 3) for k, v in ms.items()},
-            "distinct_keys": used.numel()}
+            "distinct_keys": size if dense else attended.numel()}  # the keys the fast path runs the head on
 
 
-def used_keys(model: MetaNeighborhoods, x: torch.Tensor) -> torch.Tensor:
-    """Slots the inner loop runs the head on: every key on the dense path, else those some row of x attends to."""
-    keys, k = model.dictionary.keys.detach(), model.config.neighbourhood_size(training=True)
-    if k is None or keys.shape[0] <= DENSE_BELOW * k:
+def attended_keys(model: MetaNeighborhoods, x: torch.Tensor) -> torch.Tensor:
+    """The slots some row of x attends to in training: the keys any exact step must run the head on."""
+    attention, keys, k = model.attention, model.dictionary.keys.detach(), model.config.neighbourhood_size(training=True)
+    if k is None:
         return torch.arange(keys.shape[0], device=keys.device)
-    attention = model.attention
     return attention.choose(attention.scaled(x), attention.scaled(keys), k, model.dictionary.hidden_share)[0].unique()
 
 
 def keys_alone(model: MetaNeighborhoods, used: torch.Tensor):
-    """The floor of a step: the MLP head's forward on the ``used`` keys, the inner loss's backward to each adapted
-    layer's output (what the step needs of the keys: each layer's input and output gradient, no weight gradient),
-    and the backward of a scalar of those (the second order), which reaches the weights and the keys."""
+    """The floor of a step: the MLP head's forward on the ``used`` keys (``attended_keys``), the inner loss's
+    backward to each adapted layer's output (what the step needs of the keys: each layer's input and output
+    gradient, no weight gradient), and the backward of a scalar of those (the second order), which reaches the
+    weights and the keys."""
     layers = list(model.head.layers)
     adapted = range(len(layers)) if model.config.adapt == "all" else [len(layers) - 1]
 

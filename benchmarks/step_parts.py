@@ -8,8 +8,8 @@ training rows as ``fit`` starts it. Timed in this process, interleaved (one call
 * choose: only the exact choice of each row's keys among S (``Attention.choose``: the B x S similarities and
   the top-k of the nearest candidates), no gradient, nothing else. Any exact top-k attention does this work
   every step, so ``choose / vanilla`` bounds MN's cost per epoch from below, whatever the inner loop costs;
-* keys alone: only the head's work on the keys the batch uses (all S on the dense path, S <= 32 k): their
-  forward, the inner loss's gradient at the last layer's output and the backward of both to the network and the
+* keys alone: only the head's work on the keys the batch attends to (the dense path, S <= 32 k, runs all S):
+  their forward, the inner loss's gradient at the last layer's output and the backward of both to the network and the
   keys (``adaptation_speed.keys_alone``), nothing of the batch. Every exact implementation does this too, so
   ``keys alone / vanilla`` is a second floor;
 * MN: a whole training step of the defaults.
@@ -24,7 +24,7 @@ import json
 
 import torch
 
-from adaptation_speed import keys_alone, used_keys  # benchmarks/: scripts run from this folder
+from adaptation_speed import attended_keys, keys_alone  # benchmarks/: scripts run from this folder
 from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from timing import timed
@@ -78,7 +78,7 @@ def main() -> None:
     for size in args.sizes:
         model, optimiser = build(size, rows[:size], targets[:size])
         steps[f"choose S={size}"] = choosing(model, x)
-        steps[f"keys S={size}"] = keys_alone(model, used_keys(model, x))
+        steps[f"keys S={size}"] = keys_alone(model, attended_keys(model, x))
         steps[f"MN S={size}"] = training_step(model, optimiser, x, y_batch)
     ms = timed(steps, args.repeats, 2, torch.device("cpu"))
 
