@@ -2,11 +2,13 @@
 
 import functools
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
 
@@ -152,6 +154,57 @@ def test_the_network_each_fold_kept_is_recorded_and_counted(tiny_csv, tmp_path):
     summary = run_regression_all(["gom"], tmp_path / "all", methods=methods, folds=2, seeds=1, progress=False)
     assert summary["datasets"]["gom"]["neighbours_kept"] == 2  # seed 0: the neighbours kept on both folds
     assert "| 2/2 |" in (tmp_path / "all" / "summary.md").read_text()
+
+
+class _Warns:
+    """A mean predictor whose fit warns as a capped fit does (``ConvergenceWarning``) under seed 0, and with an
+    unrelated warning under seed 1."""
+
+    def __init__(self, seed):
+        self.seed = seed
+
+    def fit(self, X, y):
+        if self.seed == 0:
+            warnings.warn("stopped at max_epochs", ConvergenceWarning)
+        else:
+            warnings.warn("something else", UserWarning)
+        self.mean_ = float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean_)
+
+
+def test_fits_stopped_at_max_epochs_are_counted_and_reported_once(tiny_csv, tmp_path, caplog):
+    """A run capped by --max-epochs says so once, in its log and its report, with the count per method, instead
+    of a warning per fit; other warnings still reach the caller."""
+    methods = {"knn": METHODS["knn"], "meta_neighborhoods": lambda seed, n_train, params: _Warns(seed)}
+    table = load_csv_table(tiny_csv, "y")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = run_regression(table, tmp_path / "run", folds=2, seeds=2, methods=methods, progress=False)
+    assert [w.category for w in caught] == [UserWarning, UserWarning]  # seed 1's two folds; none of the capped
+    assert results["unconverged"] == {"meta_neighborhoods": 2}
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["unconverged"] == {"meta_neighborhoods": 2}
+    note = "Stopped at max_epochs while the validation loss was still improving (meta_neighborhoods: 2 of 4 folds)"
+    assert note in (tmp_path / "run" / "results.md").read_text()
+    assert [r.getMessage() for r in caplog.records if "max_epochs" in r.getMessage()] == [
+        f"tiny: {note}: raise --max-epochs to train to convergence."]
+
+    caplog.clear()
+    results = run_regression(table, tmp_path / "knn", folds=2, seeds=1, methods={**methods, "meta_neighborhoods":
+                             lambda seed, n_train, params: _KeptBySeed(seed)}, progress=False)
+    assert results["unconverged"] == {} and "Stopped" not in (tmp_path / "knn" / "results.md").read_text()
+    assert not caplog.records
+
+
+def test_the_search_s_capped_fits_are_counted_apart(tiny_csv, tmp_path):
+    methods = {name: METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
+    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, search=True, methods=methods,
+                             estimator_params={**FAST, "max_epochs": 1}, progress=False)
+    search = len(cross_validation.SEARCH_DEPTHS) * len(cross_validation.SEARCH_WIDTHS) * 2
+    assert results["unconverged"] == {"architecture search": search, "vanilla": 2, "meta_neighborhoods": 2}
+    assert f"architecture search: {search} fits; vanilla: 2 of 2 folds" in (tmp_path / "results.md").read_text()
 
 
 def test_run_regression_needs_the_reference_method(tiny_csv, tmp_path):

@@ -11,9 +11,12 @@ import dataclasses
 import importlib.util
 import math
 import time
+import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import GridSearchCV, KFold, train_test_split
 from sklearn.neighbors import KNeighborsRegressor
@@ -32,6 +35,7 @@ KNN_INNER_FOLDS = 5
 SEARCH_DEPTHS = (2, 3, 4, 5)  # hidden layers, as the paper's architecture search
 SEARCH_WIDTHS = (32, 64, 128, 256)  # units in every hidden layer
 SEARCH_VALIDATION = 0.2
+SEARCH = "architecture search"  # the name the search's fits are counted under in ``unconverged``
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -149,11 +153,12 @@ def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int):
 
 def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params: dict, seeds: int = 1,
                    search: bool = False, progress: bool = True) -> dict:
-    """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, and
-    for each method whose estimator reports it (``selected_``, the vanilla fallback) the network each fold kept."""
+    """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, for
+    each method whose estimator reports it (``selected_``, the vanilla fallback) the network each fold kept, and
+    how many fits stopped at ``max_epochs`` while still improving (``unconverged``, by method)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
-    errors, kept = {name: [] for name in methods}, {}
+    errors, kept, unconverged = {name: [] for name in methods}, {}, {}
     seconds = dict.fromkeys(methods, 0.0)
     architectures, fold_seeds = [], []
     with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=not progress) as bar:
@@ -163,14 +168,16 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
             fold_seeds.append(repeat_seed)
             if search:
                 bar.set_postfix_str(f"{where}: architecture search")
-                choice = search_architecture(X_train, y_train, seed=repeat_seed, params=params)
+                with _counting_unconverged(unconverged, SEARCH):
+                    choice = search_architecture(X_train, y_train, seed=repeat_seed, params=params)
                 architectures.append({"seed": repeat_seed, "fold": fold, **choice})
                 fold_params["hidden_layer_sizes"] = tuple(choice["hidden_layer_sizes"])
             for name, factory in methods.items():
                 bar.set_postfix_str(f"{where}: {name}")
                 started = time.perf_counter()
                 model = factory(seed=repeat_seed, n_train=len(train), params=fold_params)
-                errors[name].append(_fit_mse(model, X_train, y_train, X_test, y_test))
+                with _counting_unconverged(unconverged, name):
+                    errors[name].append(_fit_mse(model, X_train, y_train, X_test, y_test))
                 if hasattr(model, "selected_"):
                     kept.setdefault(name, []).append(model.selected_)
                 seconds[name] += time.perf_counter() - started
@@ -178,8 +185,23 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     return {
         "folds": errors, "kept": kept, "fold_seeds": fold_seeds, "fold_numbers": list(range(folds)) * seeds,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
-        "architectures": architectures,
+        "architectures": architectures, "unconverged": unconverged,
     }
+
+
+@contextmanager
+def _counting_unconverged(counts: dict, name: str):
+    """Count under ``name`` the fits inside that stopped at ``max_epochs`` still improving (their
+    ``ConvergenceWarning``), so that a run capped by ``--max-epochs`` says so once, not once per fit; every other
+    warning passes on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            counts[name] = counts.get(name, 0) + 1
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) -> dict:

@@ -15,7 +15,7 @@ from ..provenance import provenance
 from ..significance import compare
 from ..validation import ConfigError, check_int
 from .cross_validation import (
-    SEEDS, available_methods, cross_validated, meta_neighborhoods_estimator, protocol_options,
+    SEARCH, SEEDS, available_methods, cross_validated, meta_neighborhoods_estimator, protocol_options,
 )
 
 REFERENCE = "meta_neighborhoods"
@@ -80,7 +80,26 @@ def _results_markdown(results: dict) -> str:
         table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
                   f"fallback keeps the network without them where it validates better; `--no-vanilla-fallback` always "
                   f"keeps the neighbours).\n")
-    return title + table
+    return title + table + _unconverged_note(results)
+
+
+def _unconverged_note(results: dict) -> str:
+    """A paragraph on the fits that stopped at ``max_epochs`` while still improving ('' if none did): such a run
+    measures capped training, and its reader should know. The run also logs it, once, instead of a warning per
+    fit."""
+    total, unconverged = len(results["fold_seeds"]), results["unconverged"]
+    if not unconverged:
+        return ""
+    counts = "; ".join(f"{name}: {count} {'fits' if name == SEARCH else f'of {total} folds'}"
+                       for name, count in unconverged.items())
+    return (f"\nStopped at max_epochs while the validation loss was still improving ({counts}): raise --max-epochs "
+            f"to train to convergence.\n")
+
+
+def _warn_unconverged(results: dict) -> None:
+    """Say once on the log what ``_unconverged_note`` says in the report."""
+    if results["unconverged"]:
+        LOGGER.warning("%s: %s", results["dataset"], _unconverged_note(results).strip())
 
 
 def _neighbours_kept(results: dict) -> int | None:
@@ -124,10 +143,12 @@ def run_regression(table: Table, out, folds: int = 5, seed: int = 0, seeds: int 
         "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
         "folds": cv["folds"], "kept": cv["kept"], "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
         "fold_order": FOLD_ORDER, **summary, "p_value_vs_vanilla": summary["p_values"].get("vanilla"),
-        "seconds": cv["seconds"], **({"architectures": cv["architectures"]} if search else {}),
+        "seconds": cv["seconds"], "unconverged": cv["unconverged"],
+        **({"architectures": cv["architectures"]} if search else {}),
         "config": {**_run_config(table, used, options, params, varied), "search": search},
     }
     write_json(out / "results.json", results)
+    _warn_unconverged(results)
     write_text(out / "results.md", _results_markdown(results))
     fold_errors_figure(out / "folds.png", cv["folds"],
                        f"{table.name}: MSE per fold, {_protocol(results['config'])} (standardised target)")
@@ -243,10 +264,11 @@ def run_ablation(table: Table, out, param: str, values, folds: int = 5, seed: in
         "fold_numbers": cv["fold_numbers"], "fold_order": FOLD_ORDER,
         **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
         "p_value_vs_first": [None, *summary["p_values"].values()],
-        "seconds": list(cv["seconds"].values()),
+        "seconds": list(cv["seconds"].values()), "unconverged": cv["unconverged"],
         "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
     }
     write_json(out / "ablation.json", results)
+    _warn_unconverged(results)
     rows = [[str(v), _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
             zip(values, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
     total = len(cv["fold_seeds"])
@@ -254,7 +276,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = 5, seed: in
              f"{_protocol(results['config'])})\n\nMean ± std over all {total} (seed, fold) errors; ratio and p "
              f"(corrected repeated-CV t-test) against {param} = {values[0]}.\n\n")
     write_text(out / "ablation.md", title + markdown_table(
-        [param, "MSE (mean ± std)", f"ratio to {values[0]}", "p vs first"], rows))
+        [param, "MSE (mean ± std)", f"ratio to {values[0]}", "p vs first"], rows) + _unconverged_note(results))
     ablation_figure(out / "ablation.png", param, values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}",
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seeds x {folds} folds)")
