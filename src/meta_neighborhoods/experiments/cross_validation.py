@@ -137,7 +137,7 @@ def _check_size(table: Table, methods: dict, folds: int) -> None:
     smallest = len(table.y) - math.ceil(len(table.y) / folds)  # rows in the smallest training fold
     if smallest < (KNN_INNER_FOLDS if "knn" in methods else 2):
         raise ValueError(f"{table.name}: {len(table.y)} rows are too few for {folds}-fold cross-validation: a training "
-                         f"fold would hold {smallest} rows"
+                         f"fold would hold {smallest} row{'s' * (smallest != 1)}"
                          + (f", and kNN's inner {KNN_INNER_FOLDS}-fold search needs {KNN_INNER_FOLDS}" if "knn" in
                             methods else ""))
 
