@@ -170,6 +170,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     done = _read(path) if path.exists() else done  # what other processes wrote meanwhile
     done["folds"].update(cv["folds"])
     done.setdefault("kept", {}).update(cv["kept"])  # the network each fold kept, for candidates with the fallback
+    done.setdefault("validation_losses", {}).update(cv["validation_losses"])  # to replay other choices between them
     done["seconds"].update(cv["seconds"])
     done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
                  "fold_seeds": cv["fold_seeds"]})

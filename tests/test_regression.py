@@ -80,6 +80,10 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     assert set(saved["seconds"]) == set(METHODS) and "architectures" not in saved
     assert saved["kept"]["vanilla"] == ["vanilla"] * 4 and set(saved["kept"]) == {"vanilla", "meta_neighborhoods"}
     assert set(saved["kept"]["meta_neighborhoods"]) <= {"vanilla", "meta_neighborhoods"}
+    assert set(saved["validation_losses"]) == set(saved["kept"])  # what each fold's choice was made by, in order
+    assert all(list(losses) == ["vanilla"] for losses in saved["validation_losses"]["vanilla"])
+    for choice, losses in zip(saved["kept"]["meta_neighborhoods"], saved["validation_losses"]["meta_neighborhoods"]):
+        assert set(losses) == {"vanilla", "meta_neighborhoods"} and choice == min(losses, key=losses.get)
     config = saved["config"]
     assert (config["folds"], config["seed"], config["seeds"], config["search"]) == (2, 3, 2, False)
     assert (config["rows_used"], config["rows_in_table"], config["max_rows"]) == (120, 120, None)

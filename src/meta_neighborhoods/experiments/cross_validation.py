@@ -154,11 +154,11 @@ def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int):
 def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params: dict, seeds: int = 1,
                    search: bool = False, progress: bool = True) -> dict:
     """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, for
-    each method whose estimator reports it (``selected_``, the vanilla fallback) the network each fold kept, and
-    how many fits stopped at ``max_epochs`` while still improving (``unconverged``, by method)."""
+    each method whose estimator reports them (the vanilla fallback) the network each fold kept and the validation
+    losses it chose by, and how many fits stopped at ``max_epochs`` while still improving (``unconverged``)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
-    errors, kept, unconverged = {name: [] for name in methods}, {}, {}
+    errors, kept, losses, unconverged = {name: [] for name in methods}, {}, {}, {}
     seconds = dict.fromkeys(methods, 0.0)
     architectures, fold_seeds = [], []
     with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=not progress) as bar:
@@ -180,10 +180,12 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                     errors[name].append(_fit_mse(model, X_train, y_train, X_test, y_test))
                 if hasattr(model, "selected_"):
                     kept.setdefault(name, []).append(model.selected_)
+                if hasattr(model, "validation_losses_"):
+                    losses.setdefault(name, []).append(dict(model.validation_losses_))
                 seconds[name] += time.perf_counter() - started
                 bar.update()
     return {
-        "folds": errors, "kept": kept, "fold_seeds": fold_seeds, "fold_numbers": list(range(folds)) * seeds,
+        "folds": errors, "kept": kept, "validation_losses": losses, "fold_seeds": fold_seeds, "fold_numbers": list(range(folds)) * seeds,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
         "architectures": architectures, "unconverged": unconverged,
     }

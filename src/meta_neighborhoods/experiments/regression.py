@@ -141,7 +141,8 @@ def run_regression(table: Table, out, folds: int = 5, seed: int = 0, seeds: int 
     varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
     results = {
         "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
-        "folds": cv["folds"], "kept": cv["kept"], "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
+        "folds": cv["folds"], "kept": cv["kept"], "validation_losses": cv["validation_losses"],
+        "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
         "fold_order": FOLD_ORDER, **summary, "p_value_vs_vanilla": summary["p_values"].get("vanilla"),
         "seconds": cv["seconds"], "unconverged": cv["unconverged"],
         **({"architectures": cv["architectures"]} if search else {}),
