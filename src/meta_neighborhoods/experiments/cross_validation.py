@@ -185,7 +185,8 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                 seconds[name] += time.perf_counter() - started
                 bar.update()
     return {
-        "folds": errors, "kept": kept, "validation_losses": losses, "fold_seeds": fold_seeds, "fold_numbers": list(range(folds)) * seeds,
+        "folds": errors, "kept": kept, "validation_losses": losses, "fold_seeds": fold_seeds,
+        "fold_numbers": list(range(folds)) * seeds,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
         "architectures": architectures, "unconverged": unconverged,
     }
