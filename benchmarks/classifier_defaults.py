@@ -66,14 +66,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
-    results = {}
+    results, kept, losses = {}, {}, {}  # per table and candidate, fold by fold: accuracy, network kept, its evidence
     for name, (X, y) in ((name, table) for name, table in tables().items() if name in args.tables):
         scores = {c: [] for c in args.candidates}
+        kept[name], losses[name] = {c: [] for c in args.candidates}, {c: [] for c in args.candidates}
         for seed in range(args.seeds):
             for train, test in StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(X, y):
                 for c in args.candidates:
                     model = MetaNeighborhoodsClassifier(random_state=seed, **CANDIDATES[c]).fit(X[train], y[train])
                     scores[c].append(float(model.score(X[test], y[test])))
+                    kept[name][c].append(model.selected_)
+                    losses[name][c].append(model.validation_losses_)
         results[name] = scores
         print(f"\n{name}: accuracy, {args.folds}-fold CV x {args.seeds} seeds")
         print(f"{'candidate':<26}{'mean':>8}{'- vanilla':>11}{'wins':>7}{'p':>8}")
@@ -82,8 +85,9 @@ def main() -> None:
             p = corrected_t_test(s, base, args.folds) if c != "vanilla" else None
             print(f"{c:<26}{np.mean(s):>8.4f}{np.mean(s) - np.mean(base):>+11.4f}"
                   f"{int(np.sum(np.array(s) > np.array(base))):>7}{'—' if p is None else f'{p:.3g}':>8}", flush=True)
-    if args.json:  # beside the tables' scores, what produced them; written atomically, so the file is untouched
-        write_json(args.json, {**results, "provenance": provenance()})  # until then (and never left half-written)
+    if args.json:  # beside the tables' scores, the network each fold kept and the losses it chose by, and what
+        # produced them; written atomically, so the file is untouched until then (and never left half-written)
+        write_json(args.json, {**results, "kept": kept, "validation_losses": losses, "provenance": provenance()})
 
 
 if __name__ == "__main__":
