@@ -29,7 +29,7 @@ import json
 import torch
 
 from meta_neighborhoods.heads import MLPHead
-from meta_neighborhoods.model import DENSE_BELOW, MetaNeighborhoods
+from meta_neighborhoods.model import MetaNeighborhoods, runs_dense
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 
@@ -112,17 +112,23 @@ def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, a
     attended = attended_keys(model, x)
     ms = timed({"vanilla_ms": step(True), "fast_ms": step(False), "keys_ms": keys_alone(model, attended)}, repeats,
                2, device)
-    dense = top_k is None or size <= DENSE_BELOW * model.config.neighbourhood_size(training=True)
+    dense = top_k is None or runs_dense(size, model.config.neighbourhood_size(training=True))
     return {"dictionary_size": size, "top_k": top_k, **{k: round(v, 3) for k, v in ms.items()},
             "distinct_keys": size if dense else attended.numel()}  # the keys the fast path runs the head on
 
 
+def chosen_keys(model: MetaNeighborhoods, x: torch.Tensor) -> torch.Tensor:
+    """Each row's keys (B, k) as a training step chooses them (``Attention.choose``, with slot dropout's draw)."""
+    attention, keys = model.attention, model.dictionary.keys.detach()
+    k = model.config.neighbourhood_size(training=True)
+    return attention.choose(attention.scaled(x), attention.scaled(keys), k, model.dictionary.hidden_share)[0]
+
+
 def attended_keys(model: MetaNeighborhoods, x: torch.Tensor) -> torch.Tensor:
     """The slots some row of x attends to in training: the keys any exact step must run the head on."""
-    attention, keys, k = model.attention, model.dictionary.keys.detach(), model.config.neighbourhood_size(training=True)
-    if k is None:
-        return torch.arange(keys.shape[0], device=keys.device)
-    return attention.choose(attention.scaled(x), attention.scaled(keys), k, model.dictionary.hidden_share)[0].unique()
+    if model.config.neighbourhood_size(training=True) is None:
+        return torch.arange(model.dictionary.size, device=model.dictionary.keys.device)
+    return chosen_keys(model, x).unique()
 
 
 def keys_alone(model: MetaNeighborhoods, used: torch.Tensor):

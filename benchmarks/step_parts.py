@@ -24,7 +24,7 @@ import json
 
 import torch
 
-from adaptation_speed import attended_keys, keys_alone  # benchmarks/: scripts run from this folder
+from adaptation_speed import attended_keys, chosen_keys, keys_alone  # benchmarks/: scripts run from this folder
 from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from timing import timed
@@ -52,11 +52,8 @@ def training_step(model, optimiser, x, y):
 
 def choosing(model, x):
     """The exact choice of each row's keys at training time, as the defaults make it."""
-    attention, k = model.attention, model.config.neighbourhood_size(training=True)
-    slot_dropout = model.dictionary.hidden_share
-
     def run():
-        attention.choose(attention.scaled(x), attention.scaled(model.dictionary.keys.detach()), k, slot_dropout)
+        chosen_keys(model, x)
     return run
 
 

@@ -17,6 +17,11 @@ from .similarity import Attention
 DENSE_BELOW = 32  # top-k on at most this many keys per k runs dense (measured: benchmarks/adaptation_speed.py)
 
 
+
+def runs_dense(n_keys: int, k: int) -> bool:
+    """Whether top-k attention over ``n_keys`` keys runs dense, over every key (``predict_top_k``)."""
+    return n_keys <= DENSE_BELOW * k
+
 class MetaNeighborhoods(nn.Module):
     """The model of Fig. 2. With ``dictionary_size=0`` it is the vanilla baseline: same extractor and
     head, trained the same way, no neighbours and no adaptation.
@@ -71,7 +76,7 @@ class MetaNeighborhoods(nn.Module):
         so the model exports to ONNX); beyond, the inner loop sees only the keys some example of the batch attends
         to, each example its own k."""
         keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
-        if keys.shape[0] <= DENSE_BELOW * k:
+        if runs_dense(keys.shape[0], k):
             weights = self.attention.top_k_dense(z, keys, k, hidden, own_slot)
             return self.adaptation(self.head, z, keys, values, weights)
         top = self.attention.top_k(z, keys, k, hidden, own_slot)
