@@ -207,10 +207,13 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
         "gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu", False, run_threads)
 
 
-def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys):
-    record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1, "estimator_params": {}, "provenance": {"threads": "x"}}}
+@pytest.mark.parametrize("threads, parts", [("x", ("results.json", "threads")),
+                                           (100000, ("--threads must be at most 1024",))])  # torch would crash
+def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys, threads, parts):
+    record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1, "estimator_params": {},
+                                           "provenance": {"threads": threads}}}
     config = _write(tmp_path / "results.json", json.dumps(record))
-    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], "results.json", "threads")
+    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], *parts)
     assert not (tmp_path / "o").exists()
 
 

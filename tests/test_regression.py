@@ -379,6 +379,7 @@ def test_a_table_too_small_for_the_folds_says_so(tmp_path, capsys):
     (["--max-epochs", "0"], "--max-epochs must be a positive integer, got 0"),
     (["--max-rows", "-3"], "--max-rows must be a positive integer, got -3"),
     (["--threads", "0"], "--threads must be a positive integer, got 0"),
+    (["--threads", "100000"], "--threads must be at most 1024, got 100000"),  # torch would crash on it
 ])
 def test_a_bad_protocol_option_is_refused_before_any_work(tiny_csv, tmp_path, capsys, argv, message):
     for command in (["regress"], ["ablate", "--param", "top_k", "--values", "4"]):

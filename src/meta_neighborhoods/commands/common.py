@@ -20,6 +20,9 @@ ESTIMATOR_OPTIONS = ("max_epochs", "learning_rate", "weight_decay", "batch_size"
                      "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's only
 
 
+MAX_THREADS = 1024  # more than any CPU offers; torch crashes (segmentation fault) on counts near 100,000
+
+
 class UsageError(Exception):
     """Options that parse but do not go together; the command line reports it as a usage error (status 2)."""
 
@@ -154,6 +157,8 @@ def fit_options(args) -> dict:
     for name in ("max_rows", "threads"):
         if getattr(args, name) is not None:
             check_int("--" + name.replace("_", "-"), getattr(args, name))
+    if args.threads is not None and args.threads > MAX_THREADS:
+        raise ConfigError(f"--threads must be at most {MAX_THREADS}, got {args.threads}")
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
