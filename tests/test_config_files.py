@@ -207,13 +207,36 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
         "gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu", False, run_threads)
 
 
-@pytest.mark.parametrize("threads, parts", [("x", ("results.json", "threads")),
-                                           (100000, ("--threads must be at most 1024",))])  # torch would crash
+@pytest.mark.parametrize("threads, parts", [("x", ("results.json", "threads")),  # torch would crash on 100000:
+                                           (100000, ("results.json: --threads must be at most 1024",))])
 def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys, threads, parts):
     record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1, "estimator_params": {},
                                            "provenance": {"threads": threads}}}
     config = _write(tmp_path / "results.json", json.dumps(record))
     _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], *parts)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("line, message", [("seeds = 0", "--seeds must be a positive integer, got 0"),
+                                           ("top-k = 0", "top_k must be a positive integer"),
+                                           ("slot_dropout = 1.5", "slot_dropout must be in [0, 1)"),
+                                           ("learning-rate = -1.0", "--learning-rate must be positive")])
+def test_an_out_of_range_value_names_the_file_it_came_from_unless_the_command_line_gave_it(tmp_path, capsys, line,
+                                                                                          message):
+    config = _write(tmp_path / "options.toml", f'dataset = "gom"\n{line}\n')
+    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], f"options.toml: {message}")
+    option = "--" + line.split(" = ")[0].replace("_", "-")
+    value = line.split(" = ")[1]
+    config = _write(tmp_path / "fine.toml", 'dataset = "gom"\n')
+    error = _refused(capsys, ["regress", "--config", config, option, value, "--out", str(tmp_path / "o")], message)
+    assert "fine.toml" not in error
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_misspelt_name_checked_at_run_time_names_the_file(tmp_path, capsys):
+    config = _write(tmp_path / "c.toml",
+                    f'dataset = "mnist"\nmethod = "mn"\nbackbone = "conv4"\nout = "{tmp_path / "o"}"\n')
+    _refused(capsys, ["classify", "--config", config], "c.toml: unknown backbone 'conv4'; choose one of convnet4")
     assert not (tmp_path / "o").exists()
 
 

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
             print(f"{prefix}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
             return 130
-        except (UsageError, ConfigError) as error:  # ConfigError first: it is a ValueError too
+        except ConfigError as error:  # first: it is a ValueError too
+            print(f"{prefix}: error: {config_file.source(error, args)}{error}", file=sys.stderr)
+            return 2
+        except UsageError as error:
             print(f"{prefix}: error: {error}", file=sys.stderr)
             return 2
         except RUNTIME_ERRORS as error:

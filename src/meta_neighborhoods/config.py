@@ -98,13 +98,14 @@ class MNConfig:
                    "key_lr_scale": check_positive("key_lr_scale", self.key_lr_scale)}
         if self.top_k is not None:
             if not (is_int(self.top_k) and self.top_k >= 1):
-                raise ConfigError(f"top_k must be a positive integer (or None for full attention), got {self.top_k!r}")
+                raise ConfigError(f"top_k must be a positive integer (or None for full attention), got {self.top_k!r}",
+                                  "top_k")
             numbers["top_k"] = int(self.top_k)
         if not (is_real(self.slot_dropout) and 0.0 <= self.slot_dropout < 1.0):
-            raise ConfigError(f"slot_dropout must be in [0, 1), got {self.slot_dropout!r}")
+            raise ConfigError(f"slot_dropout must be in [0, 1), got {self.slot_dropout!r}", "slot_dropout")
         for flag in ("learn_temperature", "learn_metric", "first_order"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}", flag)
             numbers[flag] = bool(getattr(self, flag))
         for name, value in {**numbers, "slot_dropout": float(self.slot_dropout)}.items():
             object.__setattr__(self, name, value)  # frozen: normalise in place, once
@@ -198,7 +199,7 @@ class ClassificationConfig:
         check_option("key initialisation", self.key_init, KEY_INITS)
         check_int("psi (--psi, MAXL's auxiliary classes per class)", self.psi, minimum=2)
         if not (is_real(self.lr_drop_at) and 0 < self.lr_drop_at <= 1):
-            raise ConfigError(f"lr_drop_at must be in (0, 1], got {self.lr_drop_at!r}")
+            raise ConfigError(f"lr_drop_at must be in (0, 1], got {self.lr_drop_at!r}", "lr_drop_at")
         check_option("augment", self.augment, AUGMENTATIONS)
         if self.preset is not None:
             check_option("--preset", self.preset, PRESETS)

@@ -10,13 +10,18 @@ import numbers
 
 
 class ConfigError(ValueError):
-    """A setting (parameter, option, command-line value) that is not allowed; the message names it."""
+    """A setting (parameter, option, command-line value) that is not allowed; the message names it, and so does
+    ``setting`` where one setting is at fault (the command line then names the --config file that gave it)."""
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting
 
 
 def check_option(name: str, value, allowed) -> None:
     """Reject an unknown option value with a message that lists the valid ones."""
     if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}")
+        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}", name)
 
 
 def is_int(value) -> bool:
@@ -28,7 +33,7 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int when it is an integer >= ``minimum``; otherwise a ConfigError naming it."""
     if not (is_int(value) and value >= minimum):
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+        raise ConfigError(f"{name} must be {kind}, got {value!r}", name)
     return int(value)
 
 
@@ -44,11 +49,11 @@ def is_positive(value) -> bool:
 
 def check_positive(name: str, value) -> float:
     if not is_positive(value):
-        raise ConfigError(f"{name} must be positive, got {value!r}")
+        raise ConfigError(f"{name} must be positive, got {value!r}", name)
     return float(value)
 
 
 def check_non_negative(name: str, value) -> float:
     if not (is_real(value) and value >= 0):
-        raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+        raise ConfigError(f"{name} must be a non-negative number, got {value!r}", name)
     return float(value)

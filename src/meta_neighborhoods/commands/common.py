@@ -158,7 +158,7 @@ def fit_options(args) -> dict:
         if getattr(args, name) is not None:
             check_int("--" + name.replace("_", "-"), getattr(args, name))
     if args.threads is not None and args.threads > MAX_THREADS:
-        raise ConfigError(f"--threads must be at most {MAX_THREADS}, got {args.threads}")
+        raise ConfigError(f"--threads must be at most {MAX_THREADS}, got {args.threads}", "--threads")
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,

@@ -6,6 +6,7 @@ converts nor checks a default, so each value is checked here against its option:
 flag, a list for a list option, whose items may be numbers: ``values = [16, 64]``) and its choices. A JSON file
 with a ``config`` or ``version`` key (neither is an option) is the record of a run (``config.json``,
 ``results.json``, ...): the command's ``options_from_record`` turns it into options, checked the same way.
+Ranges are checked when the command runs, as for the command line; a refusal then names the file (``source``).
 
 The file is untrusted: its size is bounded, YAML is read with ``yaml.safe_load`` only, and every refusal is one
 line naming the file and the key.
@@ -50,7 +51,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
         group.required = group.required and not any(action.dest in values for action in group._group_actions)
     args = parser.parse_args(argv)
     _settle_exclusive(command, args, values, defaults)
+    args.config_gave = {dest: path for dest, value in values.items() if getattr(args, dest) == value}
     return args
+
+
+def source(error: ConfigError, args: argparse.Namespace) -> str:
+    """``"FILE: "`` where the setting ``error`` refuses took its value from the --config FILE, else ``""``: a
+    value is checked for its range only when the command runs, and the message should name the file it came from."""
+    setting = (error.setting or "").split(" (")[0].lstrip("-").replace("-", "_").replace(" ", "_")
+    return f"{args.config_gave[setting]}: " if setting in getattr(args, "config_gave", {}) else ""
 
 
 def _config_path(argv: list[str]) -> str | None:

@@ -336,7 +336,7 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     ``cosine`` and ``retrieval`` (default: all). Returns ``{analysis: result}``.
     """
     if what != "all" and what not in ANALYSES:
-        raise ConfigError(f"unknown analysis {what!r}; choose one of {', '.join(ANALYSES)}, all")
+        raise ConfigError(f"unknown analysis {what!r}; choose one of {', '.join(ANALYSES)}, all", "what")
     _sample(1, samples, seed)  # validates samples and the key selection before any loading
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
     if not Path(run_dir).is_dir():

@@ -146,11 +146,11 @@ def evaluate(model: nn.Module, batches, device: torch.device) -> tuple[float, fl
 
 def _check_names(dataset: str, backbone: str, method: str) -> None:
     """Fail on a misspelt name before minutes of data loading, listing the valid ones."""
-    for kind, name, known in (("image data set", dataset, list(IMAGE_DATASETS)),
-                              ("backbone", backbone, available_backbones()),
-                              ("method", method, [*METHODS, "all"])):
+    for option, kind, name, known in (("dataset", "image data set", dataset, list(IMAGE_DATASETS)),
+                                      ("backbone", "backbone", backbone, available_backbones()),
+                                      ("method", "method", method, [*METHODS, "all"])):
         if name not in known:
-            raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(known)}")
+            raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(known)}", option)
 
 
 def _model_args(config: ClassificationConfig, dataset: ImageDataset) -> dict:

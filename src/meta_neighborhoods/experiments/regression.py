@@ -224,7 +224,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
 def ablation_values(param: str, values) -> list:
     """Command-line strings (or Python values) as the estimator's type; ``none`` means what NONE_MEANS says."""
     if param not in ABLATION_TYPES:
-        raise ConfigError(f"unknown ablation parameter {param!r}; choose one of {', '.join(ABLATION_TYPES)}")
+        raise ConfigError(f"unknown ablation parameter {param!r}; choose one of {', '.join(ABLATION_TYPES)}", "param")
     kind, converted = ABLATION_TYPES[param], []
     for value in values:
         if param in NONE_MEANS and (value is None or str(value).lower() == "none"):
