@@ -24,11 +24,12 @@ ratio from below.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.io import write_json
+from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.model import MetaNeighborhoods, runs_dense
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
@@ -93,8 +94,8 @@ def main() -> None:
               f"{c['fast_ms'] / c['vanilla_ms']:>7.1f}x{c['distinct_keys']:>8}{c['distinct_keys'] / len(x):>9.1f}x"
               f"{c['keys_ms']:>15.2f}{c['keys_ms'] / c['vanilla_ms']:>21.1f}x")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({**{k: round(v, 3) for k, v in ms.items()}, "configs": configs}, handle, indent=2)
+        write_json(args.json, {**{k: round(v, 3) for k, v in ms.items()}, "configs": configs,
+                               "provenance": provenance()})
 
 
 def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, adapt: str) -> dict:

@@ -37,6 +37,8 @@ from torch import nn
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate, subset_rows
+from meta_neighborhoods.io import write_json
+from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import compare
 
 _FULL = {"top_k": None, "slot_dropout": 0.0}
@@ -172,9 +174,10 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     done.setdefault("kept", {}).update(cv["kept"])  # the network each fold kept, for candidates with the fallback
     done.setdefault("validation_losses", {}).update(cv["validation_losses"])  # to replay other choices between them
     done["seconds"].update(cv["seconds"])
+    done.setdefault("provenance", {}).update(dict.fromkeys(cv["folds"], provenance()))  # threads, versions, command
     done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
                  "fold_seeds": cv["fold_seeds"]})
-    path.write_text(json.dumps(done, indent=1))
+    write_json(path, done)
 
 
 def load(out: Path, more: Path | None = None) -> dict[str, dict]:

@@ -87,8 +87,11 @@ def main() -> None:
         ratio = f"{r['seconds_per_epoch'] / base:.1f}x" if base else "—"
         print(f"{name:<20}{r['seconds_per_epoch']:>11.1f}{ratio:>12}{r['peak_mb']:>10.0f}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"rows": args.rows, "epochs": args.epochs, "settings": result}, handle, indent=2)
+        from meta_neighborhoods.io import write_json  # here: the parent process needs no torch otherwise
+        from meta_neighborhoods.provenance import provenance
+
+        write_json(args.json, {"rows": args.rows, "epochs": args.epochs, "settings": result,
+                               "provenance": provenance()})
 
 
 if __name__ == "__main__":

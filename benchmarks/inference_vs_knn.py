@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import pickle
 import threading
@@ -47,6 +46,8 @@ from threadpoolctl import threadpool_limits
 from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+from meta_neighborhoods.io import write_json
+from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.standardise import PREDICT_BATCH
 
 FEATURES = 90  # synthetic table width (as YearPredictionMSD)
@@ -270,14 +271,14 @@ def main() -> None:
           + "".join(f"; {ratio(results, case):.1f}x on {case}" for case in dict.fromkeys(r.case for r in protein)))
 
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({
-                "settings": {**vars(args), "torch_threads": torch.get_num_threads(), "predict_batch": PREDICT_BATCH,
-                             "torch": torch.__version__, "sklearn": sklearn.__version__},
-                "results": [asdict(r) for r in results],
-                "memory_vs_training_rows": [asdict(r) for r in synthetic_small + synthetic_main],
-                "goal_ratio_synthetic": goal,
-            }, handle, indent=2)
+        write_json(args.json, {
+            "settings": {**vars(args), "torch_threads": torch.get_num_threads(), "predict_batch": PREDICT_BATCH,
+                         "torch": torch.__version__, "sklearn": sklearn.__version__},
+            "results": [asdict(r) for r in results],
+            "memory_vs_training_rows": [asdict(r) for r in synthetic_small + synthetic_main],
+            "goal_ratio_synthetic": goal,
+            "provenance": provenance(),
+        })
 
 
 if __name__ == "__main__":

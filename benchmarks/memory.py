@@ -37,7 +37,6 @@ memory, and extra threads on a machine shared with other jobs slow fitting badly
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import time
@@ -48,6 +47,9 @@ from dataclasses import asdict, dataclass
 import sklearn
 import torch
 from threadpoolctl import threadpool_limits
+
+from meta_neighborhoods.io import write_json
+from meta_neighborhoods.provenance import provenance
 
 from inference_vs_knn import (FEATURES, MB, PREDICT_BATCH, WARMUP_ROWS, PeakRSS, fitted, knn, meta_neighborhoods,
                               release_memory, synthetic)
@@ -160,14 +162,14 @@ def main() -> None:
     print_report(runs[False], runs[True], args)
 
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({
-                "settings": {**vars(args), "features": FEATURES, "fresh_rows": PREDICT_ROWS, "train_seed": TRAIN_SEED,
-                             "predict_seed": PREDICT_SEED, "model_seed": 0, "predict_batch": PREDICT_BATCH,
-                             "mmap_threshold": MMAP_THRESHOLD, "torch": torch.__version__,
-                             "sklearn": sklearn.__version__},
-                "results": [asdict(m) for results in runs.values() for m in results],
-            }, handle, indent=2)
+        write_json(args.json, {
+            "settings": {**vars(args), "features": FEATURES, "fresh_rows": PREDICT_ROWS, "train_seed": TRAIN_SEED,
+                         "predict_seed": PREDICT_SEED, "model_seed": 0, "predict_batch": PREDICT_BATCH,
+                         "mmap_threshold": MMAP_THRESHOLD, "torch": torch.__version__,
+                         "sklearn": sklearn.__version__},
+            "results": [asdict(m) for results in runs.values() for m in results],
+            "provenance": provenance(),
+        })
 
 
 if __name__ == "__main__":

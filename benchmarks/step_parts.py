@@ -20,13 +20,14 @@ training rows as ``fit`` starts it. Timed in this process, interleaved (one call
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from adaptation_speed import attended_keys, chosen_keys, keys_alone  # benchmarks/: scripts run from this folder
 from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
+from meta_neighborhoods.io import write_json
+from meta_neighborhoods.provenance import provenance
 from timing import timed
 
 BATCH = 128  # the estimators' batch size
@@ -89,9 +90,8 @@ def main() -> None:
         print(f"{size:>7}{vanilla:>12.2f}{choose:>11.2f}{choose / vanilla:>17.1f}x{keys:>15.2f}{keys / vanilla:>21.1f}x"
               f"{step:>9.2f}{step / vanilla:>13.1f}x{choose / step:>13.0%}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"batch": BATCH, "threads": args.threads, "ms": {k: round(v, 3) for k, v in ms.items()}},
-                      handle, indent=2)
+        write_json(args.json, {"batch": BATCH, "threads": args.threads, "ms": {k: round(v, 3) for k, v in ms.items()},
+                               "provenance": provenance()})
 
 
 if __name__ == "__main__":

@@ -25,11 +25,12 @@ slower and the ratios meaningless (one thread waits for the other at every barri
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from meta_neighborhoods.experiments.classification import GRAD_CLIP
+from meta_neighborhoods.io import write_json
+from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.runs import METHODS, build_model
 from meta_neighborhoods.training import OptimizerSpec, clip_gradients
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
@@ -160,10 +161,10 @@ def main() -> None:
             print(f"goal: {method} >= {GOAL}x eager vanilla's throughput: "
                   + ", ".join(f"{b} {ratio:.2f}x ({'met' if ratio >= GOAL else 'missed'})" for b, ratio in goal.items()))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"device": where, "torch": torch.__version__, "batch": batch, "steps": steps, "warmup": warmup,
-                       "goal_ratio": GOAL, "mn_ifilm_vs_vanilla": summary["mn_ifilm"], "vs_vanilla_by_method": summary,
-                       "not_captured": failed, "results": results}, handle, indent=2)
+        write_json(args.json, {"device": where, "torch": torch.__version__, "batch": batch, "steps": steps,
+                               "warmup": warmup, "goal_ratio": GOAL, "mn_ifilm_vs_vanilla": summary["mn_ifilm"],
+                               "vs_vanilla_by_method": summary, "not_captured": failed, "results": results,
+                               "provenance": provenance()})
 
 
 if __name__ == "__main__":
