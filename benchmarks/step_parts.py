@@ -7,7 +7,8 @@ training rows as ``fit`` starts it. Timed in this process, interleaved (one call
 * vanilla: a whole training step of the same MLP without neighbours (forward, backward, AdamW);
 * choose: only the exact choice of each row's keys among S (``Attention.choose``: the B x S similarities and
   the top-k of the nearest candidates), no gradient, nothing else. Any exact top-k attention does this work
-  every step, so ``choose / vanilla`` bounds MN's cost per epoch from below, whatever the inner loop costs;
+  every step, so ``choose / vanilla`` bounds MN's cost per epoch from below, whatever the inner loop costs (0 for
+  S <= k: every key is attended, nothing is chosen);
 * keys alone: only the head's work on the keys the batch attends to (the dense path, S <= 32 k, runs all S):
   their forward, the inner loss's gradient at the last layer's output and the backward of both to the network and the
   keys (``adaptation_speed.keys_alone``), nothing of the batch. Every exact implementation does this too, so
@@ -75,7 +76,8 @@ def main() -> None:
     steps = {"vanilla": training_step(*build(0, rows, targets), x, y_batch)}
     for size in args.sizes:
         model, optimiser = build(size, rows[:size], targets[:size])
-        steps[f"choose S={size}"] = choosing(model, x)
+        if model.config.neighbourhood_size(training=True) is not None:  # else every key is attended: no choice
+            steps[f"choose S={size}"] = choosing(model, x)
         steps[f"keys S={size}"] = keys_alone(model, attended_keys(model, x))
         steps[f"MN S={size}"] = training_step(model, optimiser, x, y_batch)
     ms = timed(steps, args.repeats, 2, torch.device("cpu"))
@@ -86,7 +88,7 @@ def main() -> None:
           f"{'keys alone / vanilla':>22}{'MN ms':>9}{'MN / vanilla':>14}{'choose / MN':>13}")
     vanilla = ms["vanilla"]
     for size in args.sizes:
-        choose, keys, step = ms[f"choose S={size}"], ms[f"keys S={size}"], ms[f"MN S={size}"]
+        choose, keys, step = ms.get(f"choose S={size}", 0.0), ms[f"keys S={size}"], ms[f"MN S={size}"]
         print(f"{size:>7}{vanilla:>12.2f}{choose:>11.2f}{choose / vanilla:>17.1f}x{keys:>15.2f}{keys / vanilla:>21.1f}x"
               f"{step:>9.2f}{step / vanilla:>13.1f}x{choose / step:>13.0%}")
     if args.json:

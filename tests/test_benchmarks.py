@@ -1,0 +1,47 @@
+"""The benchmark scripts run, on the smallest settings, and record what measured them: CI runs no benchmark, so
+this is what keeps them from rotting between the sessions that time them."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(*argv: str) -> str:
+    done = subprocess.run([sys.executable, *argv], cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _recorded(provenance: dict, script: str) -> None:
+    assert provenance["command"][0] == script and provenance["threads"] >= 1
+    assert {"torch", "numpy", "meta_neighborhoods", "git_commit", "time"} <= set(provenance)
+
+
+@pytest.mark.parametrize("script, options, measured", [
+    ("step_parts.py", ["--sizes", "64", "256", "--repeats", "1"], lambda d: d["ms"]),  # 64 <= K: no choice
+    ("adaptation_speed.py", ["--sizes", "64", "--ks", "8", "--repeats", "1"], lambda d: d["configs"][0]),
+])
+def test_a_speed_benchmark_writes_its_timings_and_provenance(tmp_path, script, options, measured):
+    _run(script, *options, "--json", str(tmp_path / "out.json"))
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert all(value > 0 for key, value in measured(result).items() if key.endswith("_ms"))
+    _recorded(result["provenance"], script)
+
+
+def test_the_defaults_sweep_records_each_method_s_errors_with_its_provenance_and_reports(tmp_path):
+    candidate = "S4096-k128-drop-last-layer-fallback"
+    common = ["defaults_sweep.py", "--out", str(tmp_path), "--tables", "gom", "--seeds", "1", "--folds", "2",
+              "--max-epochs", "2", "--max-rows", "60", "--threads", "1", "--quiet"]
+    _run(*common, "--candidates", candidate)
+    sweep = json.loads((tmp_path / "gom.json").read_text())
+    assert set(sweep["folds"]) == set(sweep["provenance"]) == {"knn", "vanilla", candidate}
+    assert all(len(errors) == 2 and min(errors) > 0 for errors in sweep["folds"].values())
+    for provenance in sweep["provenance"].values():
+        _recorded(provenance, "defaults_sweep.py")
+        assert provenance["threads"] == 1  # what a rerun must match (README, Table 2)
+    assert candidate in _run("defaults_sweep.py", "--out", str(tmp_path), "--report")
