@@ -24,12 +24,15 @@ def _recorded(provenance: dict, script: str) -> None:
 
 @pytest.mark.parametrize("script, options, measured", [
     ("step_parts.py", ["--sizes", "64", "256", "--repeats", "1"], lambda d: d["ms"]),  # 64 <= K: no choice
-    ("adaptation_speed.py", ["--sizes", "64", "--ks", "8", "--repeats", "1"], lambda d: d["configs"][0]),
+    ("adaptation_speed.py", ["--sizes", "64", "--ks", "8", "--repeats", "1"],
+     lambda d: {key: value for key, value in d["configs"][0].items() if key.endswith("_ms")}),
+    ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
+     lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
 ])
-def test_a_speed_benchmark_writes_its_timings_and_provenance(tmp_path, script, options, measured):
+def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, options, measured):
     _run(script, *options, "--json", str(tmp_path / "out.json"))
     result = json.loads((tmp_path / "out.json").read_text())
-    assert all(value > 0 for key, value in measured(result).items() if key.endswith("_ms"))
+    assert measured(result) and all(value > 0 for value in measured(result).values())
     _recorded(result["provenance"], script)
 
 
