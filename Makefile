@@ -22,8 +22,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/meta-neighborhoods spiral --out $(OUT)/spiral
-	$(BIN)/meta-neighborhoods regress --dataset gom --threads 1 --out $(OUT)/gom
+	$(BIN)/meta-neighborhoods spiral --out $(OUT)/spiral --overwrite
+	$(BIN)/meta-neighborhoods regress --dataset gom --threads 1 --out $(OUT)/gom --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -153,7 +153,7 @@ def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, tmp_path, c
 
 def _spiral_done(monkeypatch, seen: dict):
     """Replace spiral's experiment by one that logs through the package's loggers and returns metrics."""
-    def run_spiral(out, config, device, progress):
+    def run_spiral(out, config, device, progress, overwrite):
         log = logging.getLogger("meta_neighborhoods.experiments.spiral")
         log.debug("a detail")
         log.info("training")

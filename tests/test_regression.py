@@ -17,7 +17,7 @@ from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
-from meta_neighborhoods.experiments import cross_validation
+from meta_neighborhoods.experiments import cross_validation, regression
 from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate
 from meta_neighborhoods.experiments.regression import (
     ABLATION_TYPES, ablation_values, run_ablation, run_regression, run_regression_all,
@@ -291,6 +291,40 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
     assert saved["p_value_vs_first"] == [None, corrected_t_test(saved["folds"][1], saved["folds"][0], folds=2)]
     assert saved["config"]["folds"] == 2 and saved["config"]["estimator"]["dictionary_size"].startswith("ablated")
     assert (out / "ablation.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("command, existing", [
+    (["regress", "--data-file", "{csv}", "--target", "y"], "results.json"),
+    (["regress", "--dataset", "all"], "gom/results.json"),  # any table's results, before the first table runs
+    (["ablate", "--data-file", "{csv}", "--target", "y", "--param", "top_k", "--values", "4"], "ablation.json"),
+])
+def test_a_folder_holding_a_run_is_refused_before_any_work_unless_overwrite(tiny_csv, tmp_path, capsys, monkeypatch,
+                                                                           command, existing):
+    out = tmp_path / "run"
+    (out / existing).parent.mkdir(parents=True)
+    (out / existing).write_text('{"hours": "of work"}')
+
+    def work(*args, **kwargs):
+        raise RuntimeError("the work began")
+
+    monkeypatch.setattr(regression, "cross_validated", work)
+    argv = [part.format(csv=tiny_csv) for part in command] + ["--out", str(out), "--quiet", "--folds", "2"]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert f"{out} already holds a run ({existing}): replace it with --overwrite" in error
+    assert error.count("\n") == 1 and (out / existing).read_text() == '{"hours": "of work"}'
+    assert main([*argv, "--overwrite"]) == 1 and "the work began" in capsys.readouterr().err
+
+
+def test_the_api_refuses_a_folder_holding_a_run_unless_overwrite(tiny_csv, tmp_path):
+    table, out = load_csv_table(tiny_csv, "y"), tmp_path / "run"
+    first = run_regression(table, out, folds=2, seeds=1, estimator_params=FAST, methods=METHODS, progress=False)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=METHODS, progress=False)
+    assert json.loads((out / "results.json").read_text())["fold_seeds"] == first["fold_seeds"] == [0, 0]
+    run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=METHODS, progress=False,
+                   overwrite=True)
+    assert json.loads((out / "results.json").read_text())["fold_seeds"] == [1, 1]
 
 
 def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_uses_it(tiny_csv, tmp_path, monkeypatch):

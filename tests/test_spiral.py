@@ -37,6 +37,17 @@ def test_spiral_command_separates_what_a_linear_model_cannot(tmp_path):
     assert "run.json" in metrics["files"]
 
 
+def test_spiral_command_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path, capsys):
+    out, argv = tmp_path / "spiral", ["spiral", "--epochs", "2", "--quiet", "--no-animation", "--device", "cpu"]
+    assert main([*argv, "--out", str(out)]) == 0
+    before = (out / "metrics.json").read_text()
+    assert main([*argv, "--out", str(out), "--seed", "1"]) == 1
+    assert f"{out} already holds a run (metrics.json, run.json, spiral.png)" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == before
+    assert main([*argv, "--out", str(out), "--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
+
+
 def test_spiral_command_reports_unwritable_output(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

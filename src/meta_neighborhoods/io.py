@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -24,6 +24,18 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     except OSError as error:
         raise PermissionError(f"cannot write to output directory {out}: {error.strerror or error}") from error
     return out
+
+
+def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False) -> Path:
+    """``prepare_out_dir`` for a new run that writes the files ``outputs`` (paths relative to ``out``): a folder
+    that holds any of them, an earlier run's results, is refused before any work unless ``overwrite``; the new run
+    then replaces them as it writes its own."""
+    found = [name for name in outputs if (Path(out) / name).exists()]
+    if found and not overwrite:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise FileExistsError(f"{out} already holds a run ({shown}): replace it with --overwrite, or choose another "
+                              "--out")
+    return prepare_out_dir(out)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:

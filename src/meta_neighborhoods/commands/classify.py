@@ -15,7 +15,8 @@ from pathlib import Path
 from ..config import AUGMENTATIONS, ClassificationConfig as Defaults
 from ..presets import PAPER_BUDGETS, PRESETS
 from ..validation import ConfigError
-from .common import UsageError, add_optimiser_options, data_folders, device, output, parent, seed, verbosity
+from .common import (UsageError, add_optimiser_options, data_folders, device, output, overwrite, parent, seed,
+                     verbosity)
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
                         "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment", "preset",
@@ -28,7 +29,7 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "classify", help="image classification of Table 1: vanilla, MAXL, vanilla+iFiLM, Meta-Neighborhoods, MN+iFiLM",
-        parents=[output(required=False), seed(None, help=f"random seed (default {Defaults.seed})"),
+        parents=[output(required=False), overwrite(), seed(None, help=f"random seed (default {Defaults.seed})"),
                  device(default=None, shown=Defaults.device), verbosity(), _configuration(), data_folders()],
         description="Train one method (or all five) on an image data set with a cosine-classifier head: AdamW, "
                     "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs (--lr-drop-at), a seeded 10% validation "
@@ -86,8 +87,6 @@ def _configuration():
                         help=f"paper: the authors' protocol for the data set ({', '.join(PAPER_BUDGETS)}): their "
                              "budget in steps as epochs, learning-rate drop, batch 128, weight decay, 100 neighbours "
                              "per class, --augment paper; options given here win over it (see presets.py)")
-    parser.add_argument("--overwrite", action="store_true", default=None,
-                        help="replace the run already in --out (its files only); without it such a folder is refused")
     return parser
 
 

@@ -40,6 +40,15 @@ def output(required: bool = True, metavar: str | None = None,
     return parser
 
 
+def overwrite() -> argparse.ArgumentParser:
+    """--overwrite: a new run refuses a folder that holds an earlier run's results without it. Its default None
+    means "not given", so that classify --resume can refuse it."""
+    parser = parent()
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="replace the run already in --out (its files only); without it such a folder is refused")
+    return parser
+
+
 def seed(default: int | None = 0, help: str = "random seed (default %(default)s)") -> argparse.ArgumentParser:
     """--seed; classify's default None means "not given", so that --resume can refuse it."""
     parser = parent()
@@ -65,8 +74,8 @@ def verbosity(quiet_help: str = "warnings and errors only, no progress bars") ->
 
 
 def run_options() -> list[argparse.ArgumentParser]:
-    """--out, --seed, --device, --quiet and --verbose, the first options of every training command."""
-    return [output(), seed(), device(), verbosity()]
+    """--out, --overwrite, --seed, --device, --quiet and --verbose, the first options of every training command."""
+    return [output(), overwrite(), seed(), device(), verbosity()]
 
 
 def add_optimiser_options(parser: argparse.ArgumentParser, learning_rate: str, weight_decay: str) -> None:
@@ -162,7 +171,8 @@ def fit_options(args) -> dict:
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
-            "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}
+            "overwrite": bool(args.overwrite), "progress": not args.quiet,
+            "estimator_params": {"device": args.device, **params}}
 
 
 @contextmanager

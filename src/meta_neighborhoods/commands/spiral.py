@@ -28,7 +28,8 @@ def run(args) -> int:
     from ..experiments.spiral import run_spiral
 
     config = SpiralConfig(seed=args.seed, epochs=args.epochs, animation=not args.no_animation)
-    metrics = run_spiral(args.out, config, device=args.device, progress=not args.quiet)
+    metrics = run_spiral(args.out, config, device=args.device, progress=not args.quiet,
+                         overwrite=bool(args.overwrite))
     accuracy = metrics["test_accuracy"]
     print(f"spiral test accuracy: vanilla {accuracy['vanilla']:.4f}, "
           f"meta-neighborhoods {accuracy['meta_neighborhoods']:.4f} ({metrics['seconds']:.1f} s)")

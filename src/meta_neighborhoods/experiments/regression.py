@@ -8,7 +8,7 @@ import logging
 from .. import __version__
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import markdown_table, prepare_out_dir, write_json, write_text
+from ..io import claim_out_dir, markdown_table, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
@@ -28,6 +28,9 @@ ABLATION_TYPES = {
 NONE_MEANS = {"temperature": "the default temperature", "top_k": "full attention"}  # what the value 'none' means
 ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
+RESULTS = ("results.json", "results.md", "folds.png")  # what each run writes: a folder holding them holds a run
+SUMMARY = ("summary.json", "summary.md")
+ABLATION = ("ablation.json", "ablation.md", "ablation.png")
 LOGGER = logging.getLogger(__name__)
 
 
@@ -122,8 +125,9 @@ def _run_config(table: Table, used: Table, options: dict, params: dict, varied: 
 
 def run_regression(table: Table, out, folds: int = 5, seed: int = 0, seeds: int = SEEDS, search: bool = False,
                    methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
-                   progress: bool = True) -> dict:
-    """Table 2 for one data set: writes results.json, results.md and folds.png into ``out``.
+                   progress: bool = True, overwrite: bool = False) -> dict:
+    """Table 2 for one data set: writes results.json, results.md and folds.png into ``out`` (a folder holding them
+    is refused unless ``overwrite``).
 
     The whole ``folds``-fold CV runs ``seeds`` times (seeds ``seed``, ``seed + 1``, ...), every method on the same
     folds. ``estimator_params`` override the estimators' defaults for vanilla and Meta-Neighborhoods alike
@@ -135,7 +139,7 @@ def run_regression(table: Table, out, folds: int = 5, seed: int = 0, seeds: int 
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows)
-    out, params = prepare_out_dir(out), dict(estimator_params or {})
+    out, params = claim_out_dir(out, RESULTS, overwrite), dict(estimator_params or {})
     used, cv = cross_validated(table, methods, params, **options, progress=progress, search=search)
     summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
     varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
@@ -191,8 +195,8 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     """Table 2 for several registered data sets into ``out/<name>/``, plus summary.md / summary.json.
 
     A data set whose files are missing is skipped with a note, so one absent download does not stop the rest.
-    ``options`` are passed to ``run_regression``. A misspelt name or a bad count of seeds fails before any
-    data set is run.
+    ``options`` are passed to ``run_regression``. A misspelt name, a bad count of seeds or a folder that holds an
+    earlier run's results (without ``overwrite``) fails before any data set is run.
     """
     unknown = [name for name in names if name not in available_tables()]
     if unknown:
@@ -200,7 +204,8 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
         raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
     check_int("seeds", options.get("seeds", SEEDS))
     methods = available_methods() if methods is None else methods
-    out = prepare_out_dir(out)
+    out = claim_out_dir(out, [*SUMMARY, *(f"{name}/{file}" for name in names for file in RESULTS)],
+                        options.get("overwrite", False))
     rows, skipped, protocol = {}, {}, ""
     for name in names:
         try:
@@ -249,12 +254,14 @@ def _with_value(param: str, value):
 
 
 def run_ablation(table: Table, out, param: str, values, folds: int = 5, seed: int = 0, seeds: int = SEEDS,
-                 max_rows: int | None = None, progress: bool = True, estimator_params: dict | None = None) -> dict:
+                 max_rows: int | None = None, progress: bool = True, estimator_params: dict | None = None,
+                 overwrite: bool = False) -> dict:
     """Meta-Neighborhoods' CV error for each value of one parameter (same folds, ``seeds`` repeats), each value
-    tested against the first with the corrected t-test; writes ablation.json/.md/.png."""
+    tested against the first with the corrected t-test; writes ablation.json/.md/.png (a folder holding them is
+    refused unless ``overwrite``)."""
     values = ablation_values(param, values)
     options = protocol_options(folds, seed, seeds, max_rows)
-    out, params = prepare_out_dir(out), dict(estimator_params or {})
+    out, params = claim_out_dir(out, ABLATION, overwrite), dict(estimator_params or {})
     methods = {f"{param}={value}": _with_value(param, value) for value in values}
     used, cv = cross_validated(table, methods, params, **options, progress=progress)
     first = next(iter(methods))

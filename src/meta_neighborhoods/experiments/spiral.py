@@ -13,11 +13,13 @@ from ..config import SpiralConfig
 from ..datasets.batches import TensorBatches
 from ..datasets.spiral import make_spirals
 from ..heads import LinearHead
-from ..io import prepare_out_dir, write_json
+from ..io import claim_out_dir, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
 from ..training import OptimizerSpec, fit, resolve_device
+
+OUTPUTS = ("metrics.json", RUN, "spiral.png", "spiral.gif")  # what a run writes: a folder holding them holds a run
 
 
 def _seeds(config: SpiralConfig) -> dict:
@@ -73,11 +75,14 @@ def _train(model, train, test, config, device, progress, callbacks=None) -> tupl
     return (predictions == test[1]).float().mean().item(), predictions.cpu().numpy()
 
 
-def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", progress: bool = True) -> dict:
+def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", progress: bool = True,
+               overwrite: bool = False) -> dict:
     """Train vanilla and Meta-Neighborhoods (same linear head) and write metrics, figure and animation, and the
-    run's record (``run.json``: provenance, seeds, input normalisation)."""
+    run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
+    ``overwrite``."""
     config = config or SpiralConfig()
-    out, device, started = prepare_out_dir(out), resolve_device(device), time.time()
+    out = claim_out_dir(out, OUTPUTS, overwrite)
+    device, started = resolve_device(device), time.time()
     train, test, normalisation = _data(config, device)
     write_run_record(out, {"seeds": _seeds(config), "input": normalisation})
     accuracy = {}
