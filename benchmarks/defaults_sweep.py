@@ -24,8 +24,11 @@ More repeats of a finished sweep, on its rows, go to a folder of their own and j
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -169,15 +172,28 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
                          "leaves: give the --max-rows it was run with, or another --out")
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
-    done = _read(path) if path.exists() else done  # what other processes wrote meanwhile
-    done["folds"].update(cv["folds"])
-    done.setdefault("kept", {}).update(cv["kept"])  # the network each fold kept, for candidates with the fallback
-    done.setdefault("validation_losses", {}).update(cv["validation_losses"])  # to replay other choices between them
-    done["seconds"].update(cv["seconds"])
-    done.setdefault("provenance", {}).update(dict.fromkeys(cv["folds"], provenance()))  # threads, versions, command
-    done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
-                 "fold_seeds": cv["fold_seeds"]})
-    write_json(path, done)
+    with _only_writer(out):  # what other processes wrote meanwhile is read and kept
+        done = _read(path) if path.exists() else done
+        done["folds"].update(cv["folds"])
+        done.setdefault("kept", {}).update(cv["kept"])  # the network each fold kept, for candidates with the fallback
+        done.setdefault("validation_losses", {}).update(cv["validation_losses"])  # to replay other choices
+        done["seconds"].update(cv["seconds"])
+        done.setdefault("provenance", {}).update(dict.fromkeys(cv["folds"], provenance()))  # threads, versions
+        done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
+                     "fold_seeds": cv["fold_seeds"]})
+        write_json(path, done)
+
+
+@contextmanager
+def _only_writer(folder: Path):
+    """An exclusive lock on the sweep's folder for the block: two processes that finish methods of one table at once
+    would otherwise both read its file, and the second to write would drop the first one's methods."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # and with it the lock
 
 
 def load(out: Path, more: Path | None = None) -> dict[str, dict]:
