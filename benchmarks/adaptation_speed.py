@@ -29,8 +29,8 @@ import torch
 
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.model import MetaNeighborhoods, runs_dense
+from meta_neighborhoods.provenance import provenance
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 

@@ -17,10 +17,10 @@ from .similarity import Attention
 DENSE_BELOW = 32  # top-k on at most this many keys per k runs dense (measured: benchmarks/adaptation_speed.py)
 
 
-
 def runs_dense(n_keys: int, k: int) -> bool:
     """Whether top-k attention over ``n_keys`` keys runs dense, over every key (``predict_top_k``)."""
     return n_keys <= DENSE_BELOW * k
+
 
 class MetaNeighborhoods(nn.Module):
     """The model of Fig. 2. With ``dictionary_size=0`` it is the vanilla baseline: same extractor and
