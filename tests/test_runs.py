@@ -155,7 +155,7 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "mn").mkdir()
     (tmp_path / "mn" / "metrics.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(runs.RunFolderError, match="already holds a run .*--resume.*--overwrite"):
+    with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--overwrite"):
         runs.claim(tmp_path, overwrite=False)
     runs.claim(tmp_path, overwrite=True)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["mn", "notes.txt"]

@@ -26,15 +26,22 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     return out
 
 
+def refuse_held(out: str | os.PathLike, found: list[str], resume: bool = False) -> None:
+    """Refuse a new run in ``out``, which holds ``found`` (an earlier run's files), in one line naming them and the
+    ways on (``resume``: the command can also continue that run)."""
+    if found:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        resume_it = f"continue it with --resume {out}, " if resume else ""
+        raise FileExistsError(f"{out} already holds a run ({shown}): {resume_it}replace it with --overwrite, or "
+                              "choose another --out")
+
+
 def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False) -> Path:
     """``prepare_out_dir`` for a new run that writes the files ``outputs`` (paths relative to ``out``): a folder
     that holds any of them, an earlier run's results, is refused before any work unless ``overwrite``; the new run
     then replaces them as it writes its own."""
-    found = [name for name in outputs if (Path(out) / name).exists()]
-    if found and not overwrite:
-        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
-        raise FileExistsError(f"{out} already holds a run ({shown}): replace it with --overwrite, or choose another "
-                              "--out")
+    if not overwrite:
+        refuse_held(out, [name for name in outputs if (Path(out) / name).exists()])
     return prepare_out_dir(out)
 
 

@@ -47,7 +47,7 @@ from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
 from .config import ClassificationConfig, MNConfig
 from .film import film_norm_layer
 from .heads import CosineHead
-from .io import write_json
+from .io import refuse_held, write_json
 from .maxl import MetaAuxiliaryLearning
 from .model import MetaNeighborhoods
 
@@ -295,9 +295,8 @@ def claim(run_dir: Path, overwrite: bool) -> None:
     """Make ``run_dir`` ready for a new run: refuse one that holds a run, unless ``overwrite``, which removes the
     earlier run's files (and only those)."""
     found = holds_a_run(run_dir)
-    if found and not overwrite:
-        raise RunFolderError(f"{run_dir} already holds a run ({', '.join(found[:4])}): continue it with --resume "
-                             f"{run_dir}, replace it with --overwrite, or choose another --out")
+    if not overwrite:
+        refuse_held(run_dir, found, resume=True)
     for name in found:
         path = Path(run_dir) / name
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
