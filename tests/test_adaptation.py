@@ -10,11 +10,11 @@ from torch import nn
 from meta_neighborhoods.adaptation import Adaptation
 from meta_neighborhoods.config import MNConfig
 from meta_neighborhoods.dictionary import InducedDictionary
-from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead
+from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead, fast_path_for
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.similarity import (
-    Attention, first_visible, n_candidates, nearest, nearest_keys, nearest_visible,
+    Attention, first_visible, n_candidates, nearest, nearest_visible,
 )
 from meta_neighborhoods.similarity import similarity as pairwise_similarity
 
@@ -66,7 +66,7 @@ def test_fast_path_matches_generic(head, task, adapt, steps, step_size, similari
         head, task, adapt, device, inner_steps=steps, step_size=step_size, similarity=similarity,
         first_order=first_order,
     )
-    assert model.adaptation.fast_path(model.head) is not None
+    assert fast_path_for(model.head) is not None
     fast, fast_grads = _run(model, x, y, "fast")
     generic, generic_grads = _run(model, x, y, "generic")
     torch.testing.assert_close(fast, generic, rtol=1e-9, atol=1e-10)
@@ -142,7 +142,7 @@ def test_soft_knn_identity():
     """Constant head, squared loss, alpha = 1/2, one step: the attention-weighted mean of the values."""
     torch.manual_seed(2)
     model = MetaNeighborhoods(ConstantHead(3), dictionary_size=9, step_size_init=0.5, temperature=0.7).double()
-    assert model.adaptation.fast_path(model.head) is None  # a custom head goes through the generic path
+    assert fast_path_for(model.head) is None  # a custom head goes through the generic path
     x = torch.randn(11, 2, dtype=torch.float64)
     weights = model.attention(x, model.dictionary.keys)
     expected = weights @ model.dictionary.values()
@@ -162,7 +162,7 @@ def test_fast_implementation_refuses_custom_head():
 def _top_k_oracle(model, x):
     """The generic oracle on the whole dictionary, with attention masked to the same k keys per input."""
     z, keys, scaled = model.features(x), model.dictionary.keys, model.attention.scaled
-    index = nearest_keys(scaled(z), scaled(keys), model.attention.similarity, model.config.top_k)
+    index = nearest(scaled(z), scaled(keys), model.attention.similarity, model.config.top_k)[1]
     weights = model.attention(z, keys, torch.zeros(keys.shape[0], dtype=torch.bool).expand(len(z), -1)
                               .scatter(1, index, True))
     model.adaptation.implementation = "generic"
@@ -196,7 +196,7 @@ def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps
         torch.testing.assert_close(fast_grads.get(name, torch.zeros_like(g)), g, rtol=1e-8, atol=1e-10,
                                    msg=f"gradient of {name}")
     scaled = model.attention.scaled
-    attended = nearest_keys(scaled(model.features(x)), scaled(model.dictionary.keys), similarity, 3).unique()
+    attended = nearest(scaled(model.features(x)), scaled(model.dictionary.keys), similarity, 3)[1].unique()
     touched = torch.nonzero(fast_grads["dictionary.keys"].abs().sum(1)).flatten()
     assert len(touched) > 0 and set(touched.tolist()) <= set(attended.tolist())
 
@@ -214,12 +214,12 @@ def test_top_k_of_every_key_is_the_full_path(head, task, adapt, dense_below, mon
 
 
 @pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
-def test_nearest_keys_scan_in_chunks_without_changing_the_choice(similarity):
+def test_nearest_scans_in_chunks_without_changing_the_choice(similarity):
     torch.manual_seed(3)
     z, keys = torch.randn(9, 4, dtype=torch.float64), torch.randn(50, 4, dtype=torch.float64)
     expected = pairwise_similarity(z, keys, similarity).topk(6, dim=1).indices
     for chunk_elements in (1, 63, 450, 10**6):  # chunks of 6 (never fewer than k), 7, 50 and all 50 keys
-        chosen = nearest_keys(z, keys, similarity, 6, chunk_elements=chunk_elements)
+        chosen = nearest(z, keys, similarity, 6, chunk_elements=chunk_elements)[1]
         assert torch.equal(chosen, expected)  # most similar first, as slot dropout's first_visible relies on
         scores, unordered = nearest(z, keys, similarity, 6, chunk_elements=chunk_elements, ordered=False)
         assert torch.equal(unordered.sort(1).values, expected.sort(1).values)  # the same keys, in any order
@@ -268,7 +268,7 @@ def test_top_k_with_slot_dropout_attends_to_the_nearest_visible_candidates(simil
         visible = [int(key) for key in candidates[row][order] if not hidden[row, candidates[row] == key].item()]
         assert sorted(chosen.tolist()) == sorted(visible[:k])
     assert (top.weight > 0).all() and torch.allclose(top.weight.sum(1), torch.ones(64, dtype=torch.float64))
-    nearest_one = nearest_keys(z, keys, similarity, 1)
+    nearest_one = nearest(z, keys, similarity, 1)[1]
     assert 0.4 < (top.index != nearest_one).all(1).double().mean() < 0.6  # the nearest key is hidden half the time
 
 

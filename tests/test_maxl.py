@@ -19,7 +19,7 @@ from meta_neighborhoods.datasets.batches import ImageBatches
 from meta_neighborhoods.datasets.images import ImageSplit
 from meta_neighborhoods.experiments.analysis import run_analysis
 from meta_neighborhoods.experiments.classification import run_classification
-from meta_neighborhoods.maxl import ENTROPY_WEIGHT, STEP_SIZE, MetaAuxiliaryLearning, label_entropy, masked_softmax
+from meta_neighborhoods.maxl import ENTROPY_WEIGHT, STEP_SIZE, MetaAuxiliaryLearning, label_entropy, auxiliary_labels
 from meta_neighborhoods.export import export_run
 from meta_neighborhoods.runs import build_model, load_best_model, load_checkpoint, save_checkpoint
 from meta_neighborhoods.training import OptimizerSpec, fit
@@ -147,9 +147,9 @@ def test_the_virtual_steps_leave_the_batchnorm_statistics_to_the_real_forward():
 # Masked softmax and entropy
 
 
-def test_the_masked_softmax_puts_all_mass_on_the_true_classs_sub_classes():
+def test_the_auxiliary_labels_puts_all_mass_on_the_true_classs_sub_classes():
     logits, target = torch.randn(20, 4 * 3, dtype=torch.float64), torch.randint(0, 4, (20,))
-    labels = masked_softmax(logits, target, 3)
+    labels = auxiliary_labels(logits, target, 3)
     blocks = labels.reshape(20, 4, 3)
     outside = torch.ones(20, 4, dtype=torch.bool)
     outside[torch.arange(20), target] = False
@@ -160,19 +160,19 @@ def test_the_masked_softmax_puts_all_mass_on_the_true_classs_sub_classes():
 
 def test_the_entropy_term_is_largest_for_uniform_labels():
     target = torch.arange(24) % 4  # every class equally often
-    uniform = masked_softmax(torch.zeros(24, 12, dtype=torch.float64), target, 3)
+    uniform = auxiliary_labels(torch.zeros(24, 12, dtype=torch.float64), target, 3)
     assert label_entropy(uniform).item() == pytest.approx(math.log(12), abs=1e-12)
     for seed in range(20):
         logits = torch.randn(24, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-        assert label_entropy(masked_softmax(logits, target, 3)) < label_entropy(uniform)
+        assert label_entropy(auxiliary_labels(logits, target, 3)) < label_entropy(uniform)
     logits = torch.zeros(24, 12, dtype=torch.float64, requires_grad=True)  # uniform is a stationary point
-    (gradient,) = torch.autograd.grad(label_entropy(masked_softmax(logits, target, 3)), logits)
+    (gradient,) = torch.autograd.grad(label_entropy(auxiliary_labels(logits, target, 3)), logits)
     assert gradient.abs().max() < 1e-12
 
 
 def test_the_entropy_of_a_batch_missing_classes_has_a_finite_gradient():
     logits = torch.randn(6, 12, requires_grad=True)
-    label_entropy(masked_softmax(logits, torch.zeros(6, dtype=torch.long), 3)).backward()
+    label_entropy(auxiliary_labels(logits, torch.zeros(6, dtype=torch.long), 3)).backward()
     assert torch.isfinite(logits.grad).all()
 
 

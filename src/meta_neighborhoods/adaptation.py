@@ -59,11 +59,6 @@ class Adaptation(nn.Module):
         shapes = {n: p.shape for n, p in head.named_parameters() if n in names}
         self.step_size = StepSize(shapes, config.step_size, config.step_size_init)
 
-    @staticmethod
-    def fast_path(head: nn.Module):
-        """The closed-form implementation for this head, or None when only the generic one applies."""
-        return fast_path_for(head)
-
     def forward(self, head, z, keys, values, weights) -> torch.Tensor:
         """Predictions (B, out) of the head adapted to each row of z (B, d) with attention ``weights``: (B, S), or
         ``TopK`` on S keys, which only fast paths registered with ``top_k=True`` take as it is."""

@@ -34,7 +34,8 @@ class Callback:
         pass
 
     def on_epoch_start(self, epoch: int, learning_rate: float) -> None:
-        """``learning_rate``: the one this epoch trains with (every parameter group shares it)."""
+        """``learning_rate``: the base one this epoch trains with (the first parameter group's; groups with an
+        ``lr_scale``, such as the keys, train at that multiple of it)."""
 
     def on_step(self, step: int) -> None:
         pass

@@ -39,12 +39,12 @@ class FiLMDictionary(nn.Module):
     decays_weight = False
 
     def __init__(self, num_features: int, size: int = 10, similarity: str = "cosine",
-                 temperature: float = 0.2, learn_temperature: bool = True, key_std: float = 1.0):
+                 temperature: float = 0.2, learn_temperature: bool = True):
         super().__init__()
         # The queries are pooled BN outputs: centred, per-channel std at most 1 at init (weight 1,
-        # bias 0), so N(0, key_std^2) keys with key_std = 1 lie in the same range. For cosine only
-        # the direction counts, and an isotropic Gaussian spreads the directions uniformly.
-        self.keys = nn.Parameter(torch.randn(size, num_features) * key_std)
+        # bias 0), so N(0, 1) keys lie in the same range. For cosine only the direction counts, and an
+        # isotropic Gaussian spreads the directions uniformly.
+        self.keys = nn.Parameter(torch.randn(size, num_features))
         self.gamma = nn.Parameter(torch.zeros(size, num_features))
         self.beta = nn.Parameter(torch.zeros(size, num_features))
         self.attention = Attention(similarity, temperature, learn_temperature)
@@ -60,11 +60,11 @@ class FiLMBatchNorm2d(nn.Module):
     updated as nn.BatchNorm2d.forward would, but ``.bn`` itself is never called.
     """
 
-    def __init__(self, num_features: int, size: int = 10, similarity: str = "cosine",
-                 temperature: float = 0.2, learn_temperature: bool = True, key_std: float = 1.0):
+    def __init__(self, num_features: int, **options):
+        """``options``: the dictionary's (``FiLMDictionary``: size, similarity, temperature, learn_temperature)."""
         super().__init__()
         self.bn = nn.BatchNorm2d(num_features)
-        self.film = FiLMDictionary(num_features, size, similarity, temperature, learn_temperature, key_std)
+        self.film = FiLMDictionary(num_features, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn, film = self.bn, self.film
@@ -218,20 +218,18 @@ def _batch_input_gradient(grad_y, centred, scale, grad_offsets, grad_total, grad
         grad_y, scale)
 
 
-def film_norm_layer(where: str = "all", size: int = 10, similarity: str = "cosine",
-                    temperature: float = 0.2, learn_temperature: bool = True
-                    ) -> Callable[[int, bool], nn.Module]:
+def film_norm_layer(where: str = "all", **options) -> Callable[[int, bool], nn.Module]:
     """A `norm_layer(num_channels, last_in_stage)` for `create_backbone`.
 
     ``"all"`` wraps every BatchNorm; ``"last"`` only the last BN of each stage (cheaper), the
-    others stay plain nn.BatchNorm2d.
+    others stay plain nn.BatchNorm2d. ``options`` go to every ``FiLMDictionary``.
     """
     check_option("where", where, WHERE)
-    Attention(similarity, temperature)  # fail now, not at the first layer the backbone builds
+    FiLMDictionary(1, **options)  # fail now, not at the first layer the backbone builds
 
     def norm_layer(num_channels: int, last_in_stage: bool = False) -> nn.Module:
         if where == "all" or last_in_stage:
-            return FiLMBatchNorm2d(num_channels, size, similarity, temperature, learn_temperature)
+            return FiLMBatchNorm2d(num_channels, **options)
         return nn.BatchNorm2d(num_channels)
 
     return norm_layer

@@ -46,6 +46,7 @@ from . import distributed
 from .config import MNConfig
 from .heads import CosineHead, decayed_parameter_names
 from .model import MetaNeighborhoods
+from .similarity import masked_softmax
 from .validation import check_int
 
 STEP_SIZE = 0.01  # alpha of the virtual step: their multi-task learning rate
@@ -55,10 +56,9 @@ FINITE_DIFFERENCE = 0.01  # first order: eps * |d| of the central difference
 MULTITASK = ("extractor", "head", "auxiliary")  # the multi-task network's parts; the generator is the rest
 
 
-def masked_softmax(logits: torch.Tensor, target: torch.Tensor, psi: int) -> torch.Tensor:
+def auxiliary_labels(logits: torch.Tensor, target: torch.Tensor, psi: int) -> torch.Tensor:
     """Softmax over the psi auxiliary classes ``[c * psi, (c + 1) * psi)`` of each row's class c; zero elsewhere."""
-    own = torch.arange(logits.shape[1], device=logits.device) // psi == target[:, None]
-    return logits.masked_fill(~own, float("-inf")).softmax(dim=1)
+    return masked_softmax(logits, torch.arange(logits.shape[1], device=logits.device) // psi == target[:, None])
 
 
 def label_entropy(labels: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class LabelGenerator(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, num_classes * psi))
 
     def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return masked_softmax(self.classifier(self.extractor(x)), target, self.psi)
+        return auxiliary_labels(self.classifier(self.extractor(x)), target, self.psi)
 
 
 class _Batch(NamedTuple):

@@ -57,8 +57,7 @@ class MetaNeighborhoods(nn.Module):
 
         ``own_slot`` (B,): while training, a slot each row may not attend to (-1: none), the key that was
         initialised at the row itself and holds its own target: leave-one-out, so that training, like a test
-        row, never sees its own answer among its neighbours. With top-k attention the inner loop sees only the
-        keys some example of the batch attends to.
+        row, never sees its own answer among its neighbours. Top-k attention: ``predict_top_k``.
         """
         if self.vanilla:
             return self.head(z)

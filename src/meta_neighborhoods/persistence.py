@@ -14,6 +14,8 @@ from . import __version__, checkpoint
 from .checkpoint import CheckpointError
 from .factories import FACTORIES
 
+MODEL, FITTED = "model.", "fitted."  # the prefixes of the network's tensors and of the numeric fitted attributes
+
 
 def to_json(value):
     """Tuples, numpy arrays and numpy scalars as their JSON counterparts (lists, numbers); the rest unchanged."""
@@ -43,19 +45,20 @@ def split_fitted(attributes: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, arrays, values = {}, {}, {}
     for name, value in attributes.items():
         if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
-            tensors[f"fitted.{name}"] = torch.from_numpy(value)
+            tensors[name] = torch.from_numpy(value)
         elif isinstance(value, np.ndarray):  # string or object labels, feature names
             arrays[name] = {"dtype": value.dtype.str, "values": value.tolist()}
         else:
             values[name] = value
-    return tensors, {"fitted": json_only("fitted attribute", values), "arrays": json_only("array", arrays)}
+    return checkpoint.with_prefix(FITTED, tensors), {"fitted": json_only("fitted attribute", values),
+                                                     "arrays": json_only("array", arrays)}
 
 
 def join_fitted(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
     """The inverse of ``split_fitted``: the fitted attributes from a checkpoint's JSON and tensors."""
     return {**meta["fitted"],
             **{name: np.array(a["values"], dtype=a["dtype"]) for name, a in meta["arrays"].items()},
-            **{name[len("fitted."):]: t.numpy() for name, t in tensors.items() if name.startswith("fitted.")}}
+            **{name: t.numpy() for name, t in checkpoint.take_prefix(FITTED, tensors).items()}}
 
 
 WITH_NEIGHBOURS, VANILLA = "meta_neighborhoods", "vanilla"  # the values of selected_: the network fit kept
@@ -104,12 +107,12 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> Non
     network = fitted["network_"]
     widths = [network["n_features"], *hidden, network["n_outputs"]]
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        weight = tensors.get(f"model.head.layers.{i}.weight")
+        weight = tensors.get(f"{MODEL}head.layers.{i}.weight")
         if weight is None or tuple(weight.shape) != (b, a):
             raise CheckpointError(f"{source} was written for another model configuration: shapes differ: layer {i} "
                                   f"is {None if weight is None else tuple(weight.shape)} in the tensor file, {b} x {a} "
                                   "by its network_ and parameters")
-    keys = tensors.get("model.dictionary.keys")
+    keys = tensors.get(f"{MODEL}dictionary.keys")
     if (0 if keys is None else tuple(keys.shape)) != (
             0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
         raise CheckpointError(f"{source}: the dictionary's keys do not match network_ {network}")
@@ -190,7 +193,7 @@ def save(estimator, path) -> Path:
     meta = {"estimator": type(estimator).__name__,
             "params": json_only("parameter", estimator.get_params(deep=False)),
             **fitted, "meta_neighborhoods_version": __version__}
-    model = checkpoint.with_prefix("model.", estimator.model_.state_dict())
+    model = checkpoint.with_prefix(MODEL, estimator.model_.state_dict())
     return checkpoint.save(checkpoint_stem(path), {**model, **tensors}, meta)
 
 
@@ -200,7 +203,7 @@ def load(cls, path):
     tensors, meta = checkpoint.load(stem)
     source = f"{stem}.json"
     estimator, fitted, model = rebuild(cls, meta, tensors, source)
-    checkpoint.load_module(model, checkpoint.take_prefix("model.", tensors), source)
+    checkpoint.load_module(model, checkpoint.take_prefix(MODEL, tensors), source)
     vars(estimator).update(fitted)
     estimator.model_ = model.eval()
     return estimator

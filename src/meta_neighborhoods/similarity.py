@@ -64,11 +64,6 @@ def nearest(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elemen
     return best, index
 
 
-def nearest_keys(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elements: int = 1 << 22) -> torch.Tensor:
-    """Indices (B, k) of each input's k most similar keys, most similar first (``nearest``)."""
-    return nearest(z, keys, kind, k, chunk_elements)[1]
-
-
 def n_candidates(k: int, slot_dropout: float, n_keys: int) -> int:
     """How many nearest keys to draw slot dropout for, so that fewer than k of them are visible with a chance
     below about 1e-8: their visible count is binomial, with mean n (1 - slot_dropout)."""

@@ -39,8 +39,10 @@ from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..io import prepare_out_dir, write_json
 from ..model import MetaNeighborhoods
+from ..plots import cosine_figure, retrieval_figure, tsne_figure
+from ..similarity import similarity
 from ..training import resolve_device
-from ..validation import ConfigError
+from ..validation import ConfigError, check_int
 
 ANALYSES = ("tsne", "cosine", "retrieval")
 TSNE_SAMPLES = 2000  # training images in the t-SNE picture unless told otherwise
@@ -113,8 +115,8 @@ def _features_of(run: LoadedRun, name: str, index: np.ndarray) -> tuple[ImageSpl
 
 def _sample(n_total: int, samples: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded sample of ``samples`` out of ``n_total`` (all of them when None or larger)."""
-    if samples is not None and not (isinstance(samples, (int, np.integer)) and samples >= 1):
-        raise ConfigError(f"samples must be a positive integer, got {samples!r}")
+    if samples is not None:
+        check_int("samples", samples)
     if samples is None or samples >= n_total:
         return np.arange(n_total)
     return np.sort(np.random.default_rng(seed).choice(n_total, size=samples, replace=False))
@@ -145,8 +147,6 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
     """t-SNE of ``samples`` training features and every key; writes ``tsne.png`` and ``tsne.json``."""
     from sklearn.manifold import TSNE
 
-    from ..plots import tsne_figure
-
     out = prepare_out_dir(out)
     index = _sample(len(run.train), samples, seed)
     LOGGER.info("tsne: features of %d training images", len(index))
@@ -165,8 +165,7 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
     train_xy, key_xy = xy[: len(index)], xy[len(index):]
 
     nearest_2d = ((key_xy[:, None, :] - train_xy[None, :, :]) ** 2).sum(-1).argmin(axis=1)
-    similarity = run.model.attention.similarity
-    nearest_feature = _similarities(keys, z, similarity).argmax(dim=1).numpy()
+    nearest_feature = similarity(keys, z, run.model.attention.similarity).argmax(dim=1).numpy()
     result = {
         "config": _config(run, "tsne", samples, seed, perplexity=perplexity, init="pca", normalised=normalised),
         "train_images": len(index), "dictionary_size": len(keys), "class_names": run.dataset.classes,
@@ -183,13 +182,6 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
     tsne_figure(out / "tsne.png", train_xy, labels, key_xy, key_classes, run.dataset.classes, title)
     write_json(out / "tsne.json", result)
     return result
-
-
-def _similarities(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
-    """(len(a), len(b)) similarities as the attention measures them (higher = closer)."""
-    if kind == "cosine":
-        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
-    return -torch.cdist(a, b)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,8 +225,6 @@ def cosine_title(dataset: str, shares: dict, accuracy_before: float, accuracy_af
 
 def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 0) -> dict:
     """Fig. 4 on ``samples`` test images (all when None); writes ``cosine.png`` and ``cosine.json``."""
-    from ..plots import cosine_figure
-
     out = prepare_out_dir(out)
     index = _sample(len(run.dataset.test), samples, seed)
     LOGGER.info("cosine: %d test images", len(index))
@@ -270,8 +260,8 @@ def select_keys(key_classes: np.ndarray, key_max: np.ndarray, keys_per_class: in
     """Keys ordered by value class, the most confident first within a class: ``keys_per_class`` per class
     (None: all), then the first ``max_keys`` (None: all)."""
     for name, number in (("keys per class", keys_per_class), ("max keys", max_keys)):
-        if number is not None and not (isinstance(number, (int, np.integer)) and number >= 1):
-            raise ConfigError(f"{name} must be a positive integer or None, got {number!r}")
+        if number is not None:
+            check_int(name, number)
     chosen = []
     for c in np.unique(key_classes):
         members = np.flatnonzero(key_classes == c)
@@ -285,8 +275,6 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
                       k: int = RETRIEVED) -> dict:
     """The ``k`` test images (out of ``samples``, all when None) nearest to each chosen key by cosine similarity of
     features; writes ``retrieval.png`` and ``retrieval.json``."""
-    from ..plots import retrieval_figure
-
     out = prepare_out_dir(out)
     index = _sample(len(run.dataset.test), samples, seed)
     if len(index) < k:
@@ -296,8 +284,8 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
     keys = run.model.dictionary.keys.detach().float().cpu()
     key_classes, key_max = _key_classes(run)
     chosen = select_keys(key_classes, key_max, keys_per_class, max_keys)
-    similarity = F.normalize(keys[chosen], dim=-1) @ F.normalize(z, dim=-1).T
-    top = similarity.topk(k, dim=1)
+    cosines = F.normalize(keys[chosen], dim=-1) @ F.normalize(z, dim=-1).T
+    top = cosines.topk(k, dim=1)
     rows = []
     for row, key in enumerate(chosen):
         local = top.indices[row].numpy()

@@ -45,7 +45,7 @@ from ..backbones import available_backbones
 from ..callbacks import Callback, History, MetricsLog, Progress, TensorBoardLog, tensorboard_available
 from ..config import ClassificationConfig
 from ..datasets.batches import ImageBatches
-from ..datasets.images import IMAGE_DATASETS, ImageDataset, ImageSplit, load_image_dataset
+from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
@@ -146,7 +146,7 @@ def evaluate(model: nn.Module, batches, device: torch.device) -> tuple[float, fl
 
 def _check_names(dataset: str, backbone: str, method: str) -> None:
     """Fail on a misspelt name before minutes of data loading, listing the valid ones."""
-    for option, kind, name, known in (("dataset", "image data set", dataset, list(IMAGE_DATASETS)),
+    for option, kind, name, known in (("dataset", "image data set", dataset, available_image_datasets()),
                                       ("backbone", "backbone", backbone, available_backbones()),
                                       ("method", "method", method, [*METHODS, "all"])):
         if name not in known:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inner_loss import InnerLoop, TopK, gather_rows, loss_gradient
-from ..validation import ConfigError
+from ..validation import ConfigError, is_int
 from .base import fast_path
 
 
@@ -26,9 +26,10 @@ class MLPHead(nn.Module):
     def __init__(self, in_features: int, hidden: Sequence[int] = (), out_features: int = 1):
         super().__init__()
         widths = [in_features, *hidden, out_features]
-        if any(not (isinstance(w, int) and w > 0) for w in widths):
+        if any(not (is_int(w) and w > 0) for w in widths):
             raise ConfigError(f"layer widths must be positive integers, got {widths}")
-        self.in_features, self.out_features = in_features, out_features
+        widths = [int(w) for w in widths]
+        self.in_features, self.out_features = widths[0], widths[-1]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
