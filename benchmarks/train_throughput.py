@@ -28,7 +28,7 @@ import argparse
 
 import torch
 
-from meta_neighborhoods.experiments.classification import GRAD_CLIP
+from meta_neighborhoods.config import GRAD_CLIP
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.runs import METHODS, build_model

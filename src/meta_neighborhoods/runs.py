@@ -44,7 +44,7 @@ from torch import nn
 from . import checkpoint
 from .backbones import available_backbones, create_backbone
 from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
-from .config import ClassificationConfig, MNConfig
+from .config import PATH_FIELDS, ClassificationConfig, MNConfig
 from .film import film_norm_layer
 from .heads import CosineHead
 from .io import refuse_held, write_json
@@ -55,7 +55,6 @@ CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lo
 RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
-PATH_FIELDS = ("data_dir", "cache_dir")  # recorded for information, never read back (see the module docstring)
 
 
 class RunFolderError(ValueError):
@@ -75,6 +74,8 @@ METHODS = {  # in the order of Table 1's columns
     "mn": Method(dictionary=True, ifilm=False),
     "mn_ifilm": Method(dictionary=True, ifilm=True),
 }
+METHOD_NAMES = (*METHODS, "all")  # what --method takes: one method, or all of them
+
 # The authors' image settings: cosine attention at T = 0.2, the last layer (the cosine head) adapted, keys from
 # N(0, 0.05^2), half the slots hidden from each training example.
 IMAGE_CONFIG = MNConfig(task="classification", similarity="cosine", temperature=0.2, adapt="last", key_std=0.05,
@@ -214,11 +215,11 @@ def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationC
     if wrong:
         raise RunFolderError(f"{path}: field {wrong[0]} has the wrong type ({saved[wrong[0]]!r})")
     try:
-        config = ClassificationConfig(**{name: saved[name] for name in names}, data_dir=_text(data_dir),
-                                      cache_dir=_text(cache_dir))
+        config = ClassificationConfig(**{name: saved[name] for name in names}, data_dir=data_dir,
+                                      cache_dir=cache_dir)
     except ValueError as error:
         raise RunFolderError(f"{path}: {error}") from None
-    for kind, name, known in (("method", config.method, [*METHODS, "all"]),
+    for kind, name, known in (("method", config.method, METHOD_NAMES),
                               ("backbone", config.backbone, available_backbones())):
         if name not in known:
             raise RunFolderError(f"{path}: unknown {kind} {name!r}")
@@ -238,10 +239,6 @@ def _json_type_fits(name: str, value) -> bool:
     if "float" in str(kind):
         return type(value) in (int, float)
     return type(value) is str
-
-
-def _text(path) -> str | None:
-    return None if path is None else str(path)
 
 
 @contextmanager

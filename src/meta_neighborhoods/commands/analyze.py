@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
 from .common import data_folders, device, output, parent, seed, verbosity
 
 LOGGER = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ def add_parser(subparsers) -> None:
                     "tsne (Fig. 5: keys among training features, t-SNE, keys coloured by their value's class), "
                     "cosine (Fig. 4: cosine of each test feature to its true class prototype before vs after the "
                     "per-input finetuning, share above the diagonal, accuracy before vs after), retrieval "
-                    "(Fig. 6 / A.8: the 5 nearest test images of learned neighbours, 2 per value class, at most 20).",
+                    f"(Fig. 6 / A.8: the {RETRIEVED} nearest test images of learned neighbours, {KEYS_PER_CLASS} per value "
+                    f"class, at most {MAX_KEYS}).",
     )
     parser.set_defaults(run=run)
 
@@ -45,7 +47,7 @@ def _run():
     parser = parent()
     parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
                         help="folder of one classify run (with --method all: OUT/mn or OUT/mn_ifilm)")
-    parser.add_argument("--what", required=True, choices=["tsne", "cosine", "retrieval", "all"],
+    parser.add_argument("--what", required=True, choices=[*ANALYSES, "all"],
                         help="which analysis to run (all = the three)")
     return parser
 
@@ -54,16 +56,17 @@ def _samples():
     """How many images and keys the analyses take, between the data folders and --seed in --help."""
     parser = parent()
     parser.add_argument("--samples", type=int, metavar="N",
-                        help="training images for tsne (default 2000), test images for cosine and retrieval "
+                        help=f"training images for tsne (default {TSNE_SAMPLES}), test images for cosine and retrieval "
                              "(default all); a seeded sample")
-    parser.add_argument("--keys-per-class", type=int, default=2, metavar="K",
-                        help="retrieval: most confident keys per value class (default %(default)s; at most 20 rows)")
+    parser.add_argument("--keys-per-class", type=int, default=KEYS_PER_CLASS, metavar="K",
+                        help=f"retrieval: most confident keys per value class (default %(default)s; at most {MAX_KEYS} "
+                             "rows)")
     parser.add_argument("--all-keys", action="store_true", help="retrieval: one row for every key instead")
     return parser
 
 
 def run(args) -> int:
-    from ..experiments.analysis import MAX_KEYS, run_analysis
+    from ..experiments.analysis import run_analysis
 
     results = run_analysis(
         args.run_dir, args.what, out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir, samples=args.samples,

@@ -12,7 +12,8 @@ import shlex
 from dataclasses import fields
 from pathlib import Path
 
-from ..config import AUGMENTATIONS, ClassificationConfig as Defaults
+from ..config import (AUGMENTATIONS, GRAD_CLIP, KEY_INITS, NEIGHBOURS_PER_CLASS, PATH_FIELDS, VALIDATION_FRACTION,
+                      VALIDATION_MAX, ClassificationConfig as Defaults)
 from ..presets import PAPER_BUDGETS, PRESETS
 from ..validation import ConfigError
 from .common import (UsageError, add_optimiser_options, data_folders, device, output, overwrite, parent, seed,
@@ -22,7 +23,7 @@ CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size",
                         "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment", "preset",
                         "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
-RECORDED = {f.name: f.default for f in fields(Defaults) if f.name not in ("data_dir", "cache_dir")}  # in a record
+RECORDED = {f.name: f.default for f in fields(Defaults) if f.name not in PATH_FIELDS}  # in a record
 LOGGER = logging.getLogger(__name__)
 
 
@@ -32,8 +33,8 @@ def add_parser(subparsers) -> None:
         parents=[output(required=False), overwrite(), seed(None, help=f"random seed (default {Defaults.seed})"),
                  device(default=None, shown=Defaults.device), verbosity(), _configuration(), data_folders()],
         description="Train one method (or all five) on an image data set with a cosine-classifier head: AdamW, "
-                    "gradients clipped to +-10, learning rate x0.1 after 2/3 of the epochs (--lr-drop-at), a seeded 10% validation "
-                    "split (at most 5000 images) held out of the training set; the best-on-validation weights "
+                    f"gradients clipped to +-{GRAD_CLIP:g}, learning rate x0.1 after 2/3 of the epochs (--lr-drop-at), a "
+                    f"seeded {VALIDATION_FRACTION:.0%} validation split (at most {VALIDATION_MAX} images) held out of the training set; the best-on-validation weights "
                     "(highest accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + "
                     "safetensors) and their test accuracy reported; the whole training state is saved after every "
                     "epoch in checkpoint last, from which --resume continues. "
@@ -69,11 +70,12 @@ def _configuration():
     add_optimiser_options(parser, f"default {Defaults.learning_rate:g}", f"default {Defaults.weight_decay:g}")
     parser.add_argument("--train-subset", type=int, metavar="N",
                         help="train on N images of the training split only (seeded), for quick CPU runs")
-    parser.add_argument("--key-init", choices=["gaussian", "samples"],
+    parser.add_argument("--key-init", choices=KEY_INITS,
                         help="keys from N(0, 0.05^2) with random learned values, as the authors (default), or at "
                              "the features of random training images with their labels as values")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
-                        help="induced neighbours of mn and mn_ifilm (default 10 per class: 100 for 10-class sets)")
+                        help=f"induced neighbours of mn and mn_ifilm (default {NEIGHBOURS_PER_CLASS} per class: "
+                             f"{NEIGHBOURS_PER_CLASS * 10} for 10-class sets)")
     parser.add_argument("--psi", type=int, metavar="PSI",
                         help=f"maxl: auxiliary classes per class, at least 2 (default {Defaults.psi}, as MAXL's code)")
     parser.add_argument("--lr-drop-at", type=float, metavar="SHARE",

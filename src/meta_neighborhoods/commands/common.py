@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from contextlib import contextmanager
 
-from ..config import DEVICES, FIELDS, SLOT_DRAWS, MNConfig
+from ..config import DEVICES, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import ConfigError, check_int, check_non_negative, check_positive
 from ..datasets.tables import available_tables, load_csv_table, load_table
 
@@ -112,9 +112,9 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
-    parser.add_argument("--folds", type=int, default=5,
+    parser.add_argument("--folds", type=int, default=FOLDS,
                         help="cross-validation folds, the same for every method (default %(default)s)")
-    parser.add_argument("--seeds", type=int, default=3,
+    parser.add_argument("--seeds", type=int, default=SEEDS,
                         help="repeats of the whole k-fold CV, each with its own fold shuffle and model seed "
                              "(--seed, --seed + 1, ...; default %(default)s); errors and tests cover every repeat")
     parser.add_argument("--max-epochs", type=int, metavar="E",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..config import SpiralConfig
+from ..config import SPIRAL_METHOD, SpiralConfig
 from ..validation import ConfigError
 from .common import run_options
 
@@ -14,12 +14,13 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "spiral", help="two-spiral toy of Sec. 4.1 / Fig. 3", parents=run_options(),
-        description="Train a vanilla linear classifier and Meta-Neighborhoods (same linear head, 100 neighbours, "
-                    "negative Euclidean similarity, T = 0.1) on two spirals; writes metrics.json, spiral.png and "
+        description=f"Train a vanilla linear classifier and Meta-Neighborhoods (same linear head, "
+                    f"{SPIRAL_METHOD.dictionary_size} neighbours, negative Euclidean similarity, T = "
+                    f"{SPIRAL_METHOD.temperature:g}) on two spirals; writes metrics.json, spiral.png and "
                     "spiral.gif (test predictions, neighbours coloured by value, their trajectories).",
     )
     parser.add_argument("--epochs", type=int, default=SpiralConfig.epochs,
-                        help="training epochs of 1600 points (default %(default)s)")
+                        help=f"training epochs of {2 * SpiralConfig.n_per_class} points (default %(default)s)")
     parser.add_argument("--no-animation", action="store_true", help="skip the GIF")
     parser.set_defaults(run=run)
 

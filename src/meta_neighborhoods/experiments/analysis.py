@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import runs
-from ..config import ClassificationConfig
+from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES, ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..io import prepare_out_dir, write_json
@@ -44,10 +44,6 @@ from ..similarity import similarity
 from ..training import resolve_device
 from ..validation import ConfigError, check_int
 
-ANALYSES = ("tsne", "cosine", "retrieval")
-TSNE_SAMPLES = 2000  # training images in the t-SNE picture unless told otherwise
-RETRIEVED = 5  # nearest test images per key (Fig. 6)
-KEYS_PER_CLASS, MAX_KEYS = 2, 20  # rows of the retrieval grid by default
 DIAGONAL_TOLERANCE = 1e-6  # |after - before| up to this is "no change": float32 rounding of the same cosine
 RETRIEVAL_CAPTION = ("Each row: one learned neighbour (key), labelled with its value class and v, the probability "
                      "its learned value (a class distribution) gives that class, i.e. how sure the key is of its "

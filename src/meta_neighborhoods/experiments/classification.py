@@ -43,23 +43,21 @@ from torch import nn
 from .. import __version__, checkpoint, distributed, maxl, runs
 from ..backbones import available_backbones
 from ..callbacks import Callback, History, MetricsLog, Progress, TensorBoardLog, tensorboard_available
-from ..config import ClassificationConfig
+from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, VALIDATION_FRACTION, VALIDATION_MAX,
+                      ClassificationConfig)
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..io import markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import image_inputs, write_run_record
-from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHODS, METRICS, METRICS_CSV, RUN, SPLIT,
-                    TENSORBOARD, BestCheckpoint, Split, build_model, load_checkpoint, write_split)
+from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHOD_NAMES, METHODS, METRICS, METRICS_CSV, RUN,
+                    SPLIT, TENSORBOARD, BestCheckpoint, Split, build_model, load_checkpoint, write_split)
 from ..training import OptimizerSpec, fit, resolve_device
 from ..validation import ConfigError
 
-RELOCATABLE = ("device", "data_dir", "cache_dir")  # settings a resumed run may change: they do not alter results
+RELOCATABLE = ("device", *PATH_FIELDS)  # settings a resumed run may change: they do not alter results
 RUN_FIELDS = ("dictionary_size", "key_init")  # MNConfig fields each run sets (recorded with its arguments)
-NEIGHBOURS_PER_CLASS = 10
-VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
-GRAD_CLIP = 10.0
 MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
                  "entropy_weight": maxl.ENTROPY_WEIGHT, "generator_lr_scale": maxl.GENERATOR_LR_SCALE}
 
@@ -148,7 +146,7 @@ def _check_names(dataset: str, backbone: str, method: str) -> None:
     """Fail on a misspelt name before minutes of data loading, listing the valid ones."""
     for option, kind, name, known in (("dataset", "image data set", dataset, available_image_datasets()),
                                       ("backbone", "backbone", backbone, available_backbones()),
-                                      ("method", "method", method, [*METHODS, "all"])):
+                                      ("method", "method", method, METHOD_NAMES)):
         if name not in known:
             raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(known)}", option)
 
@@ -309,7 +307,6 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     if "psi" in options and not _trains_maxl(method):
         raise ConfigError(f"--psi (psi, MAXL's auxiliary classes per class) applies to --method maxl or all, not "
                           f"{method!r}")
-    options = {**options, **{k: str(options[k]) for k in ("data_dir", "cache_dir") if options.get(k) is not None}}
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
     if distributed.is_main():

@@ -7,6 +7,7 @@ import logging
 
 from .. import __version__
 from ..datasets.files import DataFileError
+from ..config import FOLDS, SEEDS
 from ..datasets.tables import Table, available_tables, load_table
 from ..io import claim_out_dir, markdown_table, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
@@ -15,7 +16,7 @@ from ..provenance import provenance
 from ..significance import compare
 from ..validation import ConfigError, check_int
 from .cross_validation import (
-    SEARCH, SEEDS, available_methods, cross_validated, meta_neighborhoods_estimator, protocol_options,
+    SEARCH, available_methods, cross_validated, meta_neighborhoods_estimator, protocol_options,
 )
 
 REFERENCE = "meta_neighborhoods"
@@ -123,7 +124,7 @@ def _run_config(table: Table, used: Table, options: dict, params: dict, varied: 
             "provenance": provenance()}
 
 
-def run_regression(table: Table, out, folds: int = 5, seed: int = 0, seeds: int = SEEDS, search: bool = False,
+def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS, search: bool = False,
                    methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
                    progress: bool = True, overwrite: bool = False) -> dict:
     """Table 2 for one data set: writes results.json, results.md and folds.png into ``out`` (a folder holding them
@@ -195,14 +196,15 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     """Table 2 for several registered data sets into ``out/<name>/``, plus summary.md / summary.json.
 
     A data set whose files are missing is skipped with a note, so one absent download does not stop the rest.
-    ``options`` are passed to ``run_regression``. A misspelt name, a bad count of seeds or a folder that holds an
+    ``options`` are passed to ``run_regression``. A misspelt name, a bad count of seeds or rows or a folder that holds an
     earlier run's results (without ``overwrite``) fails before any data set is run.
     """
     unknown = [name for name in names if name not in available_tables()]
     if unknown:
         known = ", ".join(available_tables())
         raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
-    check_int("seeds", options.get("seeds", SEEDS))
+    protocol_options(options.get("folds", FOLDS), options.get("seed", 0), options.get("seeds", SEEDS),
+                     options.get("max_rows"))
     methods = available_methods() if methods is None else methods
     out = claim_out_dir(out, [*SUMMARY, *(f"{name}/{file}" for name in names for file in RESULTS)],
                         options.get("overwrite", False))
@@ -253,7 +255,7 @@ def _with_value(param: str, value):
     return factory
 
 
-def run_ablation(table: Table, out, param: str, values, folds: int = 5, seed: int = 0, seeds: int = SEEDS,
+def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS,
                  max_rows: int | None = None, progress: bool = True, estimator_params: dict | None = None,
                  overwrite: bool = False) -> dict:
     """Meta-Neighborhoods' CV error for each value of one parameter (same folds, ``seeds`` repeats), each value
