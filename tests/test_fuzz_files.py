@@ -107,9 +107,10 @@ LOADERS = {
 
 
 @pytest.mark.parametrize("kind", list(LOADERS))
-def test_a_mutated_file_loads_or_raises_the_documented_error(saved, tmp_path_factory, kind):
+def test_a_mutated_file_loads_or_raises_the_documented_error(saved, tmp_path_factory, snapshot, kind):
     name, load, error = LOADERS[kind]
     original = json.loads((saved / kind / name).read_text())
+    originals, outcomes = snapshot(saved), []
 
     @FUZZ
     @given(document=mutations(original))
@@ -121,8 +122,11 @@ def test_a_mutated_file_loads_or_raises_the_documented_error(saved, tmp_path_fac
         outside = _everything_outside(folder.parent)
         try:
             load(folder)
+            outcomes.append("loaded")
         except error:
-            pass
+            outcomes.append("refused")
         assert _everything_outside(folder.parent) == outside
 
     check()
+    assert snapshot(saved) == originals  # no loader reached back into the saved originals
+    assert {"loaded", "refused"} <= set(outcomes), outcomes  # the loader reads the file, and refuses what is bad

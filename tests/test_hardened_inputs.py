@@ -249,10 +249,6 @@ def test_bad_input_fails_early_with_a_clear_message_and_changes_nothing(tmp_path
     assert snapshot(tmp_path) == files, "files were written, changed or removed"
 
 
-def test_table_covers_enough_cases():
-    assert len(BAD_INPUTS) >= 22
-
-
 @pytest.mark.parametrize("estimator", [MetaNeighborhoodsRegressor, MetaNeighborhoodsClassifier])
 def test_bad_predict_input_leaves_the_fitted_model_as_it_was(estimator):
     model = estimator(**TINY).fit(X, LABELS)
@@ -307,11 +303,16 @@ def tables(draw):
 
 @FAST
 @given(data=st.data())
-def test_regressor_predicts_finite_values_of_the_right_shape(data):
+def test_regressor_predicts_finite_values_of_the_right_shape_row_by_row(data):
     X_ = data.draw(tables())
     y = data.draw(hnp.arrays(np.float64, len(X_), elements=FINITE))
-    predictions = MetaNeighborhoodsRegressor(**TINY).fit(X_, y).predict(X_)
+    model = MetaNeighborhoodsRegressor(**TINY).fit(X_, y)
+    predictions = model.predict(X_)
     assert predictions.shape == (len(X_),) and np.isfinite(predictions).all()
+    tolerance = dict(rtol=1e-5, atol=1e-6 * (1 + np.ptp(y)))  # float32 rounding, on the targets' scale
+    _, first, inverse = np.unique(X_, axis=0, return_index=True, return_inverse=True)
+    np.testing.assert_allclose(predictions, predictions[first][inverse.ravel()], **tolerance)  # equal rows alike
+    np.testing.assert_allclose(model.predict(X_[::-1]), predictions[::-1], **tolerance)  # whatever their order
 
 
 @FAST

@@ -1,13 +1,16 @@
 """The training loop's optimiser (``training.OptimizerSpec``): torch's fused AdamW kernel, which must take the same
-steps as the reference AdamW over the model's weight-decay groups; and the moving average of the weights that early
+steps as the reference AdamW over the model's weight-decay groups, on gradients clipped first; and the moving average of the weights that early
 stopping can validate and keep."""
 
+import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from meta_neighborhoods.datasets.batches import TensorBatches
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.callbacks import Callback
-from meta_neighborhoods.training import OptimizerSpec, clip_gradients, fit_early_stopping
+from meta_neighborhoods.training import OptimizerSpec, clip_gradients, fit, fit_early_stopping
 
 
 def _steps(model: MetaNeighborhoods, optimizer, steps: int = 5) -> dict:
@@ -56,6 +59,21 @@ def test_the_keys_step_at_key_lr_scale_times_the_learning_rate():
         scale = 0.1 if name == "dictionary.keys" else 1.0
         torch.testing.assert_close(slow_after[name] - initial[name], scale * (value - initial[name]), msg=name)
         assert not torch.equal(value, initial[name]), f"{name} did not move"
+
+
+def test_fit_clips_every_gradient_entry_before_each_step():
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(3, (8,), 1), dictionary_size=6)
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, generator=generator), 100 * torch.randn(64, 1, generator=generator)  # large gradients
+    largest = []  # the largest gradient entry the optimiser sees at each step
+    hook = register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: largest.append(max(
+        p.grad.abs().max().item() for group in optimizer.param_groups for p in group["params"] if p.grad is not None)))
+    try:
+        fit(model, TensorBatches(x, y, batch_size=16), epochs=1, optimizer=OptimizerSpec(1e-2, grad_clip=0.01))
+    finally:
+        hook.remove()
+    assert largest == pytest.approx([0.01] * 4)  # every step clipped, and each needed it
 
 
 class _RawWeights(Callback):
