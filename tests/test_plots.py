@@ -97,3 +97,17 @@ def test_rounding_noise_is_on_the_diagonal_and_real_changes_are_not():
     shares = diagonal_shares(before, after)
     assert (shares["share_above_diagonal"], shares["share_below_diagonal"], shares["share_on_diagonal"]) == (
         0.25, 0.25, 0.5)
+
+
+def test_figures_replace_a_link_at_their_path_never_write_through_it(tmp_path):
+    """A run folder is untrusted: a link at a figure's name must not make a figure overwrite its target."""
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    points, frames, trajectory, labels = _spiral(np.random.default_rng(2))
+    for name in ("spiral.png", "spiral.gif"):
+        (tmp_path / name).symlink_to(victim)
+    plots.spiral_figure(tmp_path / "spiral.png", points, frames, trajectory, labels)
+    plots.spiral_animation(tmp_path / "spiral.gif", points, frames, trajectory, labels)
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / "spiral.png").read_bytes().startswith(b"\x89PNG") and not (tmp_path / "spiral.png").is_symlink()
+    assert (tmp_path / "spiral.gif").read_bytes().startswith(b"GIF8")

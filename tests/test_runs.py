@@ -205,6 +205,38 @@ def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path):
     assert not any(path.exists() for path in leftovers) and mine.exists()
 
 
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_the_lock_is_never_taken_through_a_link_or_on_what_is_not_a_file(tmp_path, kind):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    run = tmp_path / "run"
+    run.mkdir()
+    if kind == "link":
+        (run / ".lock").symlink_to(victim)
+    else:
+        os.mkfifo(run / ".lock")
+    with pytest.raises(runs.RunFolderError, match=r"\.lock .*remove it"):
+        with runs.lock(run):
+            pass
+    assert victim.read_text() == "keep me"
+
+
+def test_a_method_folder_that_is_a_link_is_refused_and_never_cleaned(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".config.json.ab12cd.tmp").write_text("not the run's")
+    (elsewhere / "config.json").write_text("{}")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "mn").symlink_to(elsewhere)
+    with pytest.raises(runs.RunFolderError, match="is a link"):
+        runs.method_dir(run, "mn")
+    with runs.lock(run):
+        pass
+    assert runs.holds_a_run(run) == [] and sorted(p.name for p in elsewhere.iterdir()) == [
+        ".config.json.ab12cd.tmp", "config.json"]
+
+
 def test_analyze_refuses_a_folder_whose_files_disagree(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import matplotlib
 
@@ -11,17 +12,27 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.animation import FuncAnimation, PillowWriter  # noqa: E402
 
+from .io import atomic_write  # noqa: E402
+
 CLASS_COLOURS = np.array(["#3b6fb6", "#f2c12e"])  # blue / yellow, as Fig. 3: predictions and neighbours alike
 SPIRAL_AXES = ("$x_1$ (standardised)", "$x_2$ (standardised)")
 
 
 def _save(fig, path, dpi=120, rect=(0.0, 0.0, 1.0, 1.0)) -> None:
-    """Lay out (tightly within ``rect``; None: the caller has placed the axes), write and close: no open figure is
-    left behind (long runs would pile them up)."""
+    """Lay out (tightly within ``rect``; None: the caller has placed the axes), write atomically (never through a
+    link at ``path``) and close: no open figure is left behind (long runs would pile them up)."""
     if rect is not None:
         fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=dpi)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=Path(path).suffix[1:]))
     plt.close(fig)
+
+
+class _GIF(PillowWriter):
+    """Pillow's writer, told the format: ``atomic_write``'s temporary file has no .gif suffix to infer it from."""
+
+    def finish(self):
+        self._frames[0].save(self.outfile, format="GIF", save_all=True, append_images=self._frames[1:],
+                             duration=int(1000 / self.fps), loop=0)
 
 
 def _draw_predictions(ax, points, predictions, title):
@@ -90,7 +101,8 @@ def spiral_animation(path, points, frames, trajectory, neighbour_labels, fps=8):
         draw_spiral_state(ax, points, predictions, trajectory[: t + 1], neighbour_labels,
                           f"epoch {epoch}: test accuracy {accuracy:.3f}")
 
-    FuncAnimation(fig, draw, frames=len(frames)).save(path, writer=PillowWriter(fps=fps), dpi=72)
+    animation = FuncAnimation(fig, draw, frames=len(frames))
+    atomic_write(path, lambda tmp: animation.save(tmp, writer=_GIF(fps=fps), dpi=72))
     plt.close(fig)
 
 

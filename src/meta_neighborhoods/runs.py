@@ -28,6 +28,7 @@ fails at once, naming the holder. A new run refuses a folder that already holds 
 from __future__ import annotations
 
 import fcntl
+import stat
 import json
 import os
 import shutil
@@ -249,7 +250,14 @@ def lock(run_dir: Path) -> Iterator[None]:
     ends (SIGKILL included), so a killed run never leaves its folder locked.
     """
     path = Path(run_dir) / LOCK
-    handle = open(path, "a+")
+    try:  # never through a link, never anything but a regular file: the lock's text replaces what it holds
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        raise RunFolderError(f"{path} cannot be the run's lock file ({error.strerror}): remove it") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunFolderError(f"{path} is not a regular file, so it cannot be the run's lock file: remove it")
+    handle = os.fdopen(fd, "r+")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -272,7 +280,7 @@ def _remove_leftovers(run_dir: Path) -> None:
     """The temporary files (``io.atomic_write``'s ``.<name>.<random>.tmp``) of a writer that was killed: with the
     lock held nobody else writes here. Only those of the run's own files are removed."""
     own = (CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, *COMPARISON, f"{BEST}.", f"{LAST}.")
-    for folder in [run_dir, *(run_dir / name for name in METHODS if (run_dir / name).is_dir())]:
+    for folder in [run_dir, *(run_dir / name for name in METHODS if _is_method_dir(run_dir / name))]:
         for path in folder.glob(".*.tmp"):
             if path.is_file() and path.name[1:].startswith(own):
                 path.unlink(missing_ok=True)
@@ -285,7 +293,20 @@ def holds_a_run(run_dir: Path) -> list[str]:
     # manifests included (checkpoint.owns)
     found = sorted(p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
                    or checkpoint.owns(run_dir / LAST, p.name))
-    return found + sorted(name for name in METHODS if (run_dir / name).is_dir() and holds_a_run(run_dir / name))
+    return found + sorted(name for name in METHODS if _is_method_dir(run_dir / name) and holds_a_run(run_dir / name))
+
+
+def method_dir(run_dir: Path, name: str) -> Path:
+    """``run_dir/<name>``, one method's folder in a ``--method all`` run; never a link, through which the run
+    would write elsewhere."""
+    folder = Path(run_dir) / name
+    if folder.is_symlink():
+        raise RunFolderError(f"{folder} is a link: a method's folder must lie inside its run folder; remove the link")
+    return folder
+
+
+def _is_method_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def claim(run_dir: Path, overwrite: bool) -> None:

@@ -279,8 +279,9 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest."""
     results = {}
     for name in METHODS:
-        continues = resume and checkpoint.exists(out / name / LAST)
-        results[name] = _train_method(replace(config, method=name), dataset, splits, out / name, device, progress,
+        folder = runs.method_dir(out, name)
+        continues = resume and checkpoint.exists(folder / LAST)
+        results[name] = _train_method(replace(config, method=name), dataset, splits, folder, device, progress,
                                       resume=continues)
     if not distributed.is_main():
         return {}
