@@ -14,6 +14,7 @@ from meta_neighborhoods.cli import main  # noqa: E402
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor  # noqa: E402
 from meta_neighborhoods.run_record import image_inputs, write_run_record  # noqa: E402
 from meta_neighborhoods.runs import build_model, load_best_model, save_checkpoint  # noqa: E402
+from meta_neighborhoods import export as export_module  # noqa: E402
 from meta_neighborhoods.export import IMAGES, export_onnx  # noqa: E402
 from meta_neighborhoods.heads import MLPHead  # noqa: E402
 from meta_neighborhoods.model import MetaNeighborhoods  # noqa: E402
@@ -231,3 +232,23 @@ def test_a_network_with_nan_weights_is_not_exported(tmp_path):
     with pytest.raises(ValueError, match="cannot export a network with NaN or infinite values"):
         export_onnx(model, torch.randn(4, 5), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())
+
+
+def test_an_existing_file_is_replaced_only_when_asked_and_only_by_a_graph_that_passed_its_check(tmp_path, capsys,
+                                                                                               monkeypatch):
+    run, out = _run_folder(tmp_path / "run", method="vanilla"), tmp_path / "model.onnx"
+    out.write_text("an earlier export")
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 1
+    assert f"{out} already exists: replace it with --overwrite" in capsys.readouterr().err
+    for name in ("best.json", "run.json"):  # the run's own files, even when asked
+        before = (run / name).read_bytes()
+        assert main(["export", "--run", str(run), "--out", str(run / name), "--overwrite"]) == 1
+        assert "is a file of the run being exported" in capsys.readouterr().err
+        assert (run / name).read_bytes() == before
+    monkeypatch.setattr(export_module, "max_difference", lambda *args: float("nan"))  # a graph that fails its check
+    assert main(["export", "--run", str(run), "--out", str(out), "--overwrite"]) == 1
+    assert "nothing was written" in capsys.readouterr().err
+    assert out.read_text() == "an earlier export" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "run"]
+    monkeypatch.undo()
+    assert main(["export", "--run", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert out.read_bytes() != b"an earlier export" and _onnx(out, torch.randn(2, 3, 16, 16)).shape == (2, 4)

@@ -23,6 +23,8 @@ import copy
 import importlib.util
 import json
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +39,7 @@ from .heads import FAST_PATHS, fast_path_for
 from .io import atomic_write, prepare_out_dir
 from .model import MetaNeighborhoods
 from .run_record import read_inputs
-from .runs import RunFolderError, load_best_model
+from .runs import RunFolderError, holds_a_run, load_best_model
 
 OPSET = 18
 INPUT, OUTPUT = "input", "output"
@@ -134,27 +136,44 @@ def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:
     return float(np.abs(onnx_output - torch_output.numpy()).max())
 
 
-def export_run(run_dir, path, seed: int = 0) -> tuple[Path, float]:
+def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[Path, float]:
     """The best network of a classify run as an ONNX graph, and its check (``max_difference`` on a random batch).
+
+    The graph is written at ``path`` only once it has passed its check; a file already there is replaced only with
+    ``overwrite``, and never one of the run's own files.
 
     Input: images (batch, C, height, width), float32, scaled to [0, 1] and normalised per channel with the mean and
     std of the run's training split, as in training (any height and width: the backbones end in global pooling; the
     network was trained at its data set's size). Output: the class logits (batch, classes) of the adapted predictor.
     """
     _require("onnx", "onnxscript", "onnxruntime")
+    path = _destination(run_dir, path, overwrite)
     model, info = load_best_model(run_dir)
     metadata = run_metadata(run_dir, info["model_args"])
     channels = info["model_args"]["in_channels"]
     generator = torch.Generator().manual_seed(seed)
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
                       for n in (2, CHECK_BATCH))
-    path = export_onnx(model, example, path, IMAGES, metadata)
-    difference = max_difference(path, model, check)
-    if not np.isfinite(difference):
-        path.unlink()
-        raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference {difference}); "
-                           "nothing was written")
+    with tempfile.TemporaryDirectory(dir=prepare_out_dir(path.parent), prefix=f".{path.name}.") as scratch:
+        candidate = export_onnx(model, example, Path(scratch) / path.name, IMAGES, metadata)
+        difference = max_difference(candidate, model, check)
+        if not np.isfinite(difference):
+            raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference "
+                               f"{difference}); nothing was written")
+        os.replace(candidate, path)
     return path, difference
+
+
+def _destination(run_dir, path, overwrite: bool) -> Path:
+    """``path``, refused where it is one of the run's own files, or an existing file without ``overwrite``."""
+    path, run_dir = Path(path), Path(run_dir)
+    if run_dir.is_dir() and path.parent.resolve() == run_dir.resolve() and path.name in holds_a_run(run_dir):
+        raise FileExistsError(f"{path} is a file of the run being exported: choose another --out")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write the ONNX graph to {path}: it is a directory")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{path} already exists: replace it with --overwrite, or choose another --out")
+    return path
 
 
 def run_metadata(run_dir, model_args: dict) -> dict[str, str]:

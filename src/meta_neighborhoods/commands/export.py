@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--format", choices=["onnx"], default="onnx",
                         help="file format (default %(default)s, the only one)")
     parser.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never a file of the run)")
     parser.set_defaults(run=run)
 
 
@@ -35,7 +36,7 @@ def run(args) -> int:
     from ..export import CHECK_BATCH, export_run
 
     try:
-        path, difference = export_run(args.run_dir, args.out)
+        path, difference = export_run(args.run_dir, args.out, overwrite=args.overwrite)
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
     print(f"{path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output 'output' = "
