@@ -85,6 +85,10 @@ def test_cosine_before_is_the_cosine_to_the_head_prototype_of_the_true_class(ana
     labels = torch.tensor(result["labels"])
     direct = F.cosine_similarity(z, model.head.weight.detach().T[labels], dim=1)
     np.testing.assert_allclose(result["before"], direct.numpy(), atol=1e-5)
+    with torch.no_grad():  # after: the adapted head's cosine logit of the true class, without its scale
+        adapted = model.eval().predict_features(z)[torch.arange(len(z)), labels] / model.head.scale
+    np.testing.assert_allclose(result["after"], adapted.numpy(), atol=1e-5)
+    assert np.abs(np.subtract(result["after"], result["before"])).max() > 1e-3  # the adaptation moved them
     assert np.all(np.abs(result["after"]) <= 1 + 1e-6)
     assert result["mean_before"] == pytest.approx(np.mean(result["before"]))
     assert result["mean_after"] == pytest.approx(np.mean(result["after"]))

@@ -5,6 +5,7 @@ import csv
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ from meta_neighborhoods import checkpoint
 from meta_neighborhoods.callbacks import tensorboard_available
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
-from meta_neighborhoods.datasets.images import load_image_dataset
+from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
 from meta_neighborhoods.experiments.classification import evaluate, init_keys_from_features
 from meta_neighborhoods.runs import METHODS, BestCheckpoint, build_model, load_checkpoint
 from meta_neighborhoods.training import fit
@@ -185,10 +186,13 @@ def test_keys_can_start_at_training_features():
     torch.manual_seed(0)
     model = build_model("mn", "convnet4", 1, 10, dictionary_size=20)
     init_keys_from_features(model, dataset.train, dataset, seed=0, device=torch.device("cpu"))
-    values = model.dictionary.values()
-    assert values.max(dim=1).values.min() > 0.99  # (nearly) one-hot labels
-    model.train()
+    torch.manual_seed(0)  # the same network, to compute the features of the images the keys should be
+    reference = build_model("mn", "convnet4", 1, 10, dictionary_size=20).train()
+    pick = np.random.default_rng(0).choice(len(dataset.train), 20, replace=False)
+    x, y = next(iter(ImageBatches(ImageSplit(dataset.train.images[pick], dataset.train.labels[pick]),
+                                  dataset.mean, dataset.std, batch_size=20)))
     with torch.no_grad():
-        features = model.features(torch.zeros(1, 1, 8, 8))
-    assert model.dictionary.keys.shape == (20, features.shape[1])
-    assert model.dictionary.keys.std() > 0.05 * 3  # on the features' scale, not the Gaussian init's
+        distance, row = torch.cdist(model.dictionary.keys, reference.features(x)).min(dim=1)
+    assert distance.max() < 1e-4 and sorted(row.tolist()) == list(range(20))  # each key is one image's feature
+    values = model.dictionary.values()
+    assert torch.equal(values.argmax(1), y[row]) and values.max(dim=1).values.min() > 0.99  # its label, one-hot

@@ -62,6 +62,16 @@ def test_python_dash_m_runs_the_command_line():
     assert done.returncode == 0 and all(name in done.stdout for name in NAMES)
 
 
+@pytest.mark.parametrize("argv, status", [
+    (["spiral", "--out", "{tmp}/o", "--epochs", "0"], 2),  # a usage error
+    (["analyze", "--run", "{tmp}/nope", "--what", "cosine", "--quiet"], 1),  # a failure at run time
+])
+def test_the_process_exits_with_the_status_and_the_one_line_main_gives(tmp_path, argv, status):
+    done = subprocess.run([sys.executable, "-m", "meta_neighborhoods", *[a.format(tmp=tmp_path) for a in argv]],
+                          capture_output=True, text=True)
+    assert done.returncode == status and done.stderr.count("\n") == 1, done.stderr
+
+
 @pytest.mark.parametrize("name", TRAINING)
 def test_training_commands_share_out_seed_device_quiet(capsys, name):
     text = _help(capsys, name)

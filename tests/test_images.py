@@ -212,7 +212,9 @@ def test_digits_from_scikit_learn_are_the_file_the_results_were_computed_on():
 # --- CIFAR-10 JPEG tarballs and their cache ---------------------------------------------------------
 
 
-def _write_jpeg_tarball(path, split, classes, per_class, rng):
+def _write_jpeg_tarball(path, split, classes, per_class, rng) -> dict:
+    """The tarball, and each image as its JPEG decodes (C, H, W) by (class, index)."""
+    written = {}
     with tarfile.open(path, "w:gz") as tar:
         for c in classes:
             for i in range(per_class):
@@ -222,30 +224,35 @@ def _write_jpeg_tarball(path, split, classes, per_class, rng):
                 info.size = buffer.tell()
                 buffer.seek(0)
                 tar.addfile(info, buffer)
+                written[c, i] = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")).transpose(2, 0, 1)
+    return written
 
 
 @pytest.fixture
 def tiny_cifar(tmp_path, monkeypatch):
-    """Two tiny tarballs in the CIFAR-10 layout, registered under ``cifar10`` with their own checksums."""
+    """Two tiny tarballs in the CIFAR-10 layout, registered under ``cifar10`` with their own checksums; the data and
+    cache folders, and the training images as written."""
     rng = np.random.default_rng(0)
     folder = tmp_path / "data" / "cifar10_jpg"
     folder.mkdir(parents=True)
     classes = ["truck", "airplane", "cat"]  # written out of order: the loader must sort them
-    _write_jpeg_tarball(folder / "cifar10_jpg_train.tar.gz", "train", classes, 3, rng)
+    written = _write_jpeg_tarball(folder / "cifar10_jpg_train.tar.gz", "train", classes, 3, rng)
     _write_jpeg_tarball(folder / "cifar10_jpg_test.tar.gz", "test", classes, 2, rng)
     checksums = {split: sha256(folder / f"cifar10_jpg_{split}.tar.gz") for split in ("train", "test")}
     spec = IMAGE_DATASETS["cifar10"]
     patched = dataclasses.replace(spec, options={**spec.options, "checksums": checksums})
     monkeypatch.setitem(IMAGE_DATASETS, "cifar10", patched)
-    return tmp_path / "data", tmp_path / "cache"
+    return tmp_path / "data", tmp_path / "cache", written
 
 
 def test_cifar10_tarball_is_decoded_once_then_read_from_cache(tiny_cifar, monkeypatch):
-    data_dir, cache_dir = tiny_cifar
+    data_dir, cache_dir, written = tiny_cifar
     first = load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
     assert first.classes == ["airplane", "cat", "truck"] and first.augment == "crop_flip"
     assert first.train.images.shape == (9, 3, 32, 32) and first.test.images.shape == (6, 3, 32, 32)
     np.testing.assert_array_equal(first.train.labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
+    expected = [written[c, i] for c in ("airplane", "cat", "truck") for i in range(3)]
+    np.testing.assert_array_equal(first.train.images, np.stack(expected))  # each image decoded, beside its label
     assert sorted(p.name.split("-")[0] for p in cache_dir.iterdir()) == ["cifar10_jpg_test", "cifar10_jpg_train"]
 
     def no_tarball(*args, **kwargs):
@@ -259,14 +266,14 @@ def test_cifar10_tarball_is_decoded_once_then_read_from_cache(tiny_cifar, monkey
 
 
 def test_cifar10_cache_dir_from_environment(tiny_cifar, monkeypatch):
-    data_dir, cache_dir = tiny_cifar
+    data_dir, cache_dir, _ = tiny_cifar
     monkeypatch.setenv("META_NEIGHBORHOODS_CACHE", str(cache_dir / "env"))
     load_image_dataset("cifar10", data_dir=data_dir)
     assert len(list((cache_dir / "env").glob("*.npz"))) == 2 and not list((cache_dir / "env").glob("*.tmp"))
 
 
 def test_cifar10_wrong_checksum_is_refused(tiny_cifar, monkeypatch):
-    data_dir, cache_dir = tiny_cifar
+    data_dir, cache_dir, _ = tiny_cifar
     spec = IMAGE_DATASETS["cifar10"]
     monkeypatch.setitem(IMAGE_DATASETS, "cifar10", dataclasses.replace(
         spec, options={**spec.options, "checksums": images.CIFAR10_JPG_SHA256}))

@@ -53,6 +53,26 @@ def test_the_commit_of_the_clone_the_package_is_imported_from():
     assert commit == head and isinstance(dirty, bool)
 
 
+def test_a_changed_tracked_file_marks_the_clone_dirty(tmp_path, monkeypatch):
+    if shutil.which("git") is None:
+        pytest.skip("no git here")
+    clone = tmp_path / "clone"
+    (clone / "pkg").mkdir(parents=True)
+    (clone / "pkg" / "__init__.py").write_text("")
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(module, "__file__", str(clone / "pkg" / "provenance.py"))
+    head = git("rev-parse", "HEAD").strip()
+    assert git_state() == (head, False)
+    (clone / "pkg" / "__init__.py").write_text("# changed\n")
+    assert git_state() == (head, True)
+
+
 def test_outside_a_clone_there_is_no_commit(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "__file__", str(tmp_path / "provenance.py"))
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))

@@ -60,6 +60,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, meth
 
     saved_epoch = _kill_after_an_epoch(killed, run)
     assert 1 <= saved_epoch < epochs and not (killed / "metrics.json").exists()
+    logged = _csv(killed / "metrics.csv")[:saved_epoch]  # with the timings of the epochs the checkpoint holds
     done = subprocess.run(_command("classify", "--resume", str(killed), "--quiet"), env=ENV, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
@@ -79,6 +80,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, meth
     assert [row["epoch"] for row in resumed] == [str(epoch) for epoch in range(1, epochs + 1)]  # each epoch once
     for name in ("train_loss", "validation_loss", "validation_accuracy", "learning_rate"):
         assert [row[name] for row in resumed] == [row[name] for row in expected], name
+    assert resumed[:saved_epoch] == logged  # continued from the checkpoint: its epochs were not trained again
     record = json.loads((killed / "run.json").read_text())
     assert record["provenance"]["command"][1:] == [*run, "--out", str(killed)]
     assert [entry["command"][1:] for entry in record["resumed"]] == [["classify", "--resume", str(killed), "--quiet"]]

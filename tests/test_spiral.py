@@ -14,6 +14,9 @@ from meta_neighborhoods.datasets.spiral import make_spirals
 def test_spirals_are_two_mirrored_arms():
     points, labels = make_spirals(n_per_class=50, seed=3)
     assert points.shape == (100, 2) and labels.tolist() == [0] * 50 + [1] * 50
+    np.testing.assert_array_equal(points[50:], -points[:50])  # class 1 is class 0 through the origin
+    radius = np.hypot(*points[:50].T)  # a bit over two turns: the radius grows with the angle up to 780 degrees
+    assert radius.max() < 780 * 2 * np.pi / 360 + 0.5 * np.sqrt(2) and radius.max() > 10
     other_points, _ = make_spirals(n_per_class=50, seed=4)
     assert not np.allclose(points, other_points)
     np.testing.assert_array_equal(points, make_spirals(n_per_class=50, seed=3)[0])
