@@ -130,6 +130,15 @@ def test_yaml_builds_plain_data_only(tmp_path, capsys):
     assert not marker.exists()
 
 
+def test_yaml_aliases_are_refused_before_they_expand(tmp_path, capsys):
+    """Nine levels of nine aliases are 10^9 items once expanded (a 'billion laughs' file of 450 bytes)."""
+    pytest.importorskip("yaml")
+    lines = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)] + [f"folds: [{', '.join(['*l8'] * 9)}]"]
+    config = _write(tmp_path / "laughs.yaml", "\n".join(lines) + "\n")
+    _refused(capsys, ["spiral", "--config", config], f"{config}: not valid YAML: it uses an alias (*name)")
+
+
 def test_yaml_without_pyyaml_says_what_to_install(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "yaml", None)  # import yaml now fails
     config = _write(tmp_path / "s.yml", "out: o\n")

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import reprlib
 from pathlib import Path
 
 from ..validation import ConfigError, is_int, is_real
 
 MAX_BYTES = 1 << 20  # options fit in far less; a larger file is a mistake, not a configuration
+SHORT = reprlib.Repr()  # a value as messages show it: a few items of a few levels, never the whole
+SHORT.maxlevel, SHORT.maxlist, SHORT.maxdict, SHORT.maxstring = 2, 4, 4, 40
 NOT_IN_FILES = ("help", "config")  # a file naming another file would chain untrusted reads
 SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
            None: ("a string", lambda value: isinstance(value, str))}
@@ -140,6 +143,8 @@ def _yaml(data: bytes):
     except ModuleNotFoundError:
         raise ConfigError("reading YAML needs PyYAML: pip install pyyaml, or use a TOML or JSON file") from None
     try:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(data, Loader=yaml.SafeLoader)):
+            raise ValueError("it uses an alias (*name), which a config file does not need: write the value out")
         return yaml.safe_load(data)  # plain data only: no Python objects
     except yaml.YAMLError as error:
         raise ValueError(error) from None
@@ -195,6 +200,6 @@ def _scalar(action: argparse.Action, value, where: str):
 
 
 def _shown(value) -> str:
-    """A value for a one-line message: its repr, cut short."""
-    text = repr(value)
+    """A value for a one-line message: its repr, cut short (and never built whole: a file's list may be huge)."""
+    text = SHORT.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
