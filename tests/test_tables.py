@@ -305,6 +305,21 @@ def test_csv_table_nan_target(tmp_path):
         load_csv_table(path, "y")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("y\n1\n2\n", r"only_target: .*only_target.csv has no feature columns besides the target"),
+    ("a,y\n1,5\n2,5\n3,5\n", r"only_target: the target of .*only_target.csv is constant \(5\): there is nothing"),
+    ("a,y\n1e300,1\n2,2\n", r"only_target: a feature in .*only_target.csv reaches 1e\+300, beyond 1e\+150"),
+    ("a,y\n1,-2e200\n2,2\n", r"only_target: the target in .*only_target.csv reaches 2e\+200"),
+])
+def test_a_table_no_model_can_learn_from_is_refused_before_any_work(tmp_path, text, message):
+    """Found as a user: regress crashed on each (a ZeroDivisionError after writing results.json, or scikit-learn's
+    50-line report of failed fits)."""
+    path = tmp_path / "only_target.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_csv_table(path, "y")
+
+
 def test_csv_table_nan_feature_names_data_set_and_column(tmp_path):
     path = tmp_path / "holes.csv"
     path.write_text("a,b,y\n1,NA,10\n2,3,20\n")

@@ -89,10 +89,14 @@ def _expect_columns(data: np.ndarray, expected: int, path: Path, *, dataset: str
         )
 
 
+MAX_MAGNITUDE = 1e150  # a table's largest |value|: squares and sums of squares stay finite in float64
+
+
 def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
                    source: Source) -> Table:
-    """Build the Table, refusing NaN/inf: models here have no notion of missing values. Rows are named by their
-    line in ``source``'s file (X and y hold its rows in file order)."""
+    """Build the Table, refusing NaN/inf (models here have no notion of missing values), values whose squares
+    overflow (errors are squared, baselines standardise), a table without features and a constant target. Rows are
+    named by their line in ``source``'s file (X and y hold its rows in file order)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
     bad_y = ~np.isfinite(y)
@@ -109,6 +113,14 @@ def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[
             f"{name}: the features have {int(bad_X.sum())} NaN/inf value(s) (first: feature {column}, file line "
             f"{source.line(row)} of {source.path}); drop or fill them first"
         )
+    if X.shape[1] == 0:
+        raise ValueError(f"{name}: {source.path} has no feature columns besides the target")
+    for values, what in ((X, "a feature"), (y, "the target")):
+        if np.abs(values).max() > MAX_MAGNITUDE:
+            raise ValueError(f"{name}: {what} in {source.path} reaches {np.abs(values).max():.3g}, beyond "
+                             f"{MAX_MAGNITUDE:.0e}, whose squares overflow: rescale it first")
+    if np.ptp(y) == 0:
+        raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
     return Table(name=name, X=X, y=y, feature_names=feature_names, description=description)
 
 

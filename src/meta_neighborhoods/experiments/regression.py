@@ -53,7 +53,7 @@ def _p(p: float | None) -> str:
 
 
 def _gap(gap: float | None, mean: float) -> str:
-    return "—" if gap is None else f"±{100 * gap / mean:.1f} %"
+    return "—" if gap is None or mean == 0 else f"±{100 * gap / mean:.1f} %"
 
 
 def _protocol(config: dict) -> str:
