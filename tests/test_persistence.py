@@ -217,6 +217,12 @@ def _huge_network(meta):
     ("regressor", lambda meta: meta["fitted"].update(_y_ndim=3), "_y_ndim should be 1 or 2"),
     ("regressor", lambda meta: meta["fitted"]["network_"].update(similarity="manhattan"), "unknown similarity"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "b"]), "2 classes_ for 3 outputs"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|O", values=[{"x": 1}, "b", "c"]),
+     "classes_ should be a flat list of strings or numbers"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(values=[["a"], ["b"], ["c"]]), "a flat list"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<U250000000"),  # 3 GB for three labels
+     "holds strings of over 10000 characters"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<M8[ns]"), "a flat list of strings or numbers"),
 ])
 def test_a_tampered_estimator_file_is_refused_before_anything_is_built(fitted, tmp_path, name, edit, message):
     fitted[name].save(tmp_path / "model")

@@ -14,6 +14,7 @@ from . import __version__, checkpoint
 from .checkpoint import CheckpointError
 from .factories import FACTORIES
 
+MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 MODEL, FITTED = "model.", "fitted."  # the prefixes of the network's tensors and of the numeric fitted attributes
 
 
@@ -56,9 +57,20 @@ def split_fitted(attributes: dict) -> tuple[dict[str, torch.Tensor], dict]:
 
 def join_fitted(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
     """The inverse of ``split_fitted``: the fitted attributes from a checkpoint's JSON and tensors."""
-    return {**meta["fitted"],
-            **{name: np.array(a["values"], dtype=a["dtype"]) for name, a in meta["arrays"].items()},
+    return {**meta["fitted"], **{name: _label_array(name, a) for name, a in meta["arrays"].items()},
             **{name: t.numpy() for name, t in checkpoint.take_prefix(FITTED, tensors).items()}}
+
+
+def _label_array(name: str, entry: dict) -> np.ndarray:
+    """A label or name array from a checkpoint's JSON, as ``split_fitted`` wrote it: a flat list of strings or
+    numbers, of a dtype that holds them (strings of at most MAX_LABEL characters: a file cannot claim gigabytes)."""
+    dtype, values = np.dtype(entry["dtype"]), entry["values"]
+    if (dtype.kind not in "UObiuf" or not isinstance(values, list)
+            or not all(isinstance(value, (str, int, float, bool)) for value in values)):
+        raise ValueError(f"array {name} should be a flat list of strings or numbers, of their dtype")
+    if dtype.kind == "U" and dtype.itemsize > 4 * MAX_LABEL:
+        raise ValueError(f"array {name}'s dtype {dtype.str} holds strings of over {MAX_LABEL} characters")
+    return np.array(values, dtype=dtype)
 
 
 WITH_NEIGHBOURS, VANILLA = "meta_neighborhoods", "vanilla"  # the values of selected_: the network fit kept
