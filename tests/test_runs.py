@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from meta_neighborhoods import runs
+from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.images import load_image_dataset
@@ -271,3 +272,13 @@ def test_every_field_of_a_split_record_is_checked(tmp_path, changes, message):
     (tmp_path / "split.json").write_text(json.dumps({**saved, **changes}))
     with pytest.raises(runs.RunFolderError, match=f"split.json: .*{message}"):
         runs.read_split(tmp_path, n_images=6)
+
+
+@pytest.mark.parametrize("name", ["config.json", "best.json"])
+def test_a_huge_record_is_refused_without_being_read_whole(tmp_path, name):
+    """A sparse gigabyte takes no disk; reading it whole took 2.4 GB of memory."""
+    with open(tmp_path / name, "wb") as handle:
+        handle.truncate(1 << 30)
+    read = (lambda: runs.read_config(tmp_path)) if name == "config.json" else (lambda: runs.load_best_model(tmp_path))
+    with pytest.raises((runs.RunFolderError, CheckpointError), match=f"{name}.*larger than 64 MiB"):
+        read()

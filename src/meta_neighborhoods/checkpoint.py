@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .io import atomic_write, sha256, write_json
+from .io import atomic_write, read_record, sha256, write_json
 
 FORMAT = "meta-neighborhoods-checkpoint"
 VERSION = 1
@@ -92,8 +92,8 @@ def _regular_file_inside(path: Path, folder: Path, what: str) -> None:
 
 def _read_manifest(manifest: Path) -> dict:
     try:
-        meta = json.loads(manifest.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        meta = json.loads(read_record(manifest))
+    except (ValueError, RecursionError) as error:  # too large, not UTF-8, not JSON
         raise CheckpointError(f"{manifest} is not a readable checkpoint manifest (corrupt or truncated JSON: "
                               f"{type(error).__name__}: {error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
+MAX_RECORD_BYTES = 64 << 20  # a record's text: the largest, a split's image indices, is a few MB
+
+
 def prepare_out_dir(out: str | os.PathLike) -> Path:
     """Create ``out`` if needed and make sure we can write there, before any work is done."""
     out = Path(out)
@@ -73,6 +76,16 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write text atomically (see ``atomic_write``)."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_record(path: str | os.PathLike, limit: int = MAX_RECORD_BYTES) -> str:
+    """The text of a JSON record the package wrote (a manifest, a run's configuration): refused, as a ValueError
+    naming the file, above ``limit`` bytes, so that a crafted file (a sparse gigabyte) is never read whole."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit >> 20} MiB, far more than any record this package writes")
+    return data.decode("utf-8")
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

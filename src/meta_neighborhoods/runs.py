@@ -48,7 +48,7 @@ from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
 from .config import PATH_FIELDS, ClassificationConfig, MNConfig
 from .film import film_norm_layer
 from .heads import CosineHead
-from .io import refuse_held, write_json
+from .io import read_record, refuse_held, write_json
 from .maxl import MetaAuxiliaryLearning
 from .model import MetaNeighborhoods
 
@@ -195,8 +195,8 @@ def read_json(path: Path) -> dict:
     if path.is_symlink() or not path.is_file():
         raise RunFolderError(f"{path} is missing (or not a regular file): not a classify run folder")
     try:
-        content = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        content = json.loads(read_record(path))
+    except (ValueError, RecursionError) as error:  # too large, not UTF-8, not JSON
         raise RunFolderError(f"{path} is not readable JSON ({type(error).__name__}: {error})") from None
     if not isinstance(content, dict):
         raise RunFolderError(f"{path} should hold a JSON object, got {type(content).__name__}")
