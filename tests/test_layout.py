@@ -101,7 +101,9 @@ def test_no_import_cycles():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
-UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLError\b)|(?<![.\w])eval\("
+# yaml: safe_load builds objects, and only plain ones; parse only lists events (to refuse aliases), builds nothing
+UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLError\b|parse\(|SafeLoader\b|AliasEvent\b)"
+                    r"|(?<![.\w])eval\("
                     r"|(?<![.\w])exec\(|np\.load\((?![^)]*allow_pickle=False)")
 
 
