@@ -475,7 +475,9 @@ def test_batches_shapes_and_normalisation(split):
     np.testing.assert_array_equal(torch.cat([y for _, y in got]), np.arange(10))
 
 
-def test_dataset_stats_match_numpy(split):
+@pytest.mark.parametrize("block_pixels", [1 << 24, 3100])  # one block, or blocks of 3 images and a last of 1
+def test_dataset_stats_match_numpy(split, block_pixels, monkeypatch):
+    monkeypatch.setattr(images, "STATS_BLOCK_PIXELS", block_pixels)
     expected_mean, expected_std = _stats(split)
     mean, std = images._channel_stats(split.images)
     np.testing.assert_allclose(mean, expected_mean, rtol=1e-12)

@@ -138,12 +138,18 @@ def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str],
     return ImageDataset(name, train, test, list(classes), mean, std, augment)
 
 
+STATS_BLOCK_PIXELS = 1 << 24  # pixels of one channel counted at a time (128 MB as int64)
+
+
 def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of ``images / 255``, exact, from a 256-bin histogram (no float copy of the set)."""
+    """Per-channel mean and std of ``images / 255``, exact, from a 256-bin histogram counted a block of images at a
+    time (``bincount`` widens what it counts to int64: a whole channel of a large set would take 8x its bytes)."""
     values = np.arange(256, dtype=np.float64) / 255.0
+    block = max(1, STATS_BLOCK_PIXELS // max(1, images[0, 0].size))  # images per block
     means, stds = [], []
     for channel in range(images.shape[1]):
-        counts = np.bincount(images[:, channel].ravel(), minlength=256).astype(np.float64)
+        counts = sum((np.bincount(images[start:start + block, channel].ravel(), minlength=256)
+                      for start in range(0, len(images), block)), np.zeros(256, np.int64)).astype(np.float64)
         mean = float(counts @ values / counts.sum())
         means.append(mean)
         stds.append(float(np.sqrt(counts @ (values - mean) ** 2 / counts.sum())))
