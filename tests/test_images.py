@@ -281,6 +281,21 @@ def test_cifar10_wrong_checksum_is_refused(tiny_cifar, monkeypatch):
         load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
 
 
+@pytest.mark.parametrize("damage", [
+    lambda path: np.savez(path, labels=np.zeros(9, np.int64)),  # no images: a KeyError in the reader
+    lambda path: path.write_bytes(b"PK\x03\x04 not a zip"),  # zipfile.BadZipFile
+    lambda path: path.write_bytes(b"\x00" * 40),  # numpy's own ValueError, which names no file
+])
+def test_a_damaged_cache_is_refused_in_one_line_naming_the_data_set_and_its_folders(tiny_cifar, damage):
+    data_dir, cache_dir, _ = tiny_cifar
+    load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
+    (cached,) = cache_dir.glob("cifar10_jpg_train-*.npz")
+    damage(cached)
+    with pytest.raises(DataFileError, match=f"cifar10: a file under {data_dir} or the cache {cache_dir} cannot be "
+                                            r"read as this data set \(\w+"):
+        load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
+
+
 def test_cifar10_missing_tarball_says_where_to_put_it(tmp_path):
     with pytest.raises(DataFileError, match=r"cifar10: missing data file .*cifar10_jpg_train.tar.gz.*--data-dir"):
         load_image_dataset("cifar10", data_dir=tmp_path, cache_dir=tmp_path)

@@ -19,7 +19,7 @@ from .commands import COMMANDS, config_file
 from .commands.common import UsageError
 from .validation import ConfigError
 
-RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
+RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError)
 LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
 
 
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as error:
             print(f"{prefix}: error: {error}", file=sys.stderr)
             return 2
-        except RUNTIME_ERRORS as error:
-            print(f"{prefix}: error: {error}", file=sys.stderr)
+        except RUNTIME_ERRORS as error:  # a bare MemoryError says nothing: its name then
+            print(f"{prefix}: error: {str(error) or type(error).__name__}", file=sys.stderr)
             return 1
 
 

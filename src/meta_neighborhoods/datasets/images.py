@@ -45,6 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..validation import ConfigError
+from .files import DataFileError
 from .cifar100 import load_cifar100
 from .image_formats import (
     Loaded,
@@ -119,8 +120,24 @@ class ImageSpec:
         options = {**self.options, **overrides}
         if self.cached:
             options["cache_dir"] = cache_dir
-        train, test, classes = self.loader(name, data_dir, **options)
+        try:
+            train, test, classes = self.loader(name, data_dir, **options)
+        except Exception as error:  # noqa: BLE001 (files are untrusted: whatever a decoder raises, one line)
+            if _says_where(error, name):
+                raise
+            folders = f"{data_dir or 'the default data folder'}" + (f" or the cache {cache_dir}" if cache_dir else "")
+            raise DataFileError(f"{name}: a file under {folders} cannot be read as this data set "
+                                f"({type(error).__name__}: {error})") from error
         return _dataset(name, ImageSplit(*train), ImageSplit(*test), classes, self.augment)
+
+
+def _says_where(error: Exception, name: str) -> bool:
+    """Whether a loader's error is one of ours, which name the data set or the file they refuse; a decoder's
+    (PIL's, scipy's, numpy's: a KeyError, a SyntaxError, a bare MemoryError) may name neither."""
+    if isinstance(error, (ConfigError, DataFileError)):
+        return True
+    text = str(error)
+    return isinstance(error, ValueError) and (text.startswith(f"{name}:") or Path(text.split(": ")[0]).is_file())
 
 
 def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str], augment: str) -> ImageDataset:
