@@ -367,3 +367,12 @@ def test_model_args_are_checked_before_anything_is_built(tmp_path, edit, message
     save_checkpoint(tmp_path / "best", build_model(**ARGS), model_args={**ARGS, **edit}, epoch=1)
     with pytest.raises(checkpoint.CheckpointError, match=message):
         load_checkpoint(tmp_path / "best")
+
+
+@pytest.mark.parametrize("keys", [torch.tensor(1.0), torch.ones(8)])
+def test_keys_of_another_rank_are_refused_before_anything_is_built(tmp_path, keys):
+    model = build_model(**ARGS)
+    model.dictionary._parameters["keys"] = torch.nn.Parameter(keys)  # a crafted tensor file, its digest recomputed
+    save_checkpoint(tmp_path / "best", model, model_args=ARGS, epoch=1)
+    with pytest.raises(checkpoint.CheckpointError, match="do not match the tensors it holds"):
+        load_checkpoint(tmp_path / "best")

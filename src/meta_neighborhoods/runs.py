@@ -131,7 +131,7 @@ def _model_args(args, tensors: dict, source: str) -> dict:
                                          f"{len(names) - 2} integers ({', '.join(names)}), got {args!r}")
     keys, prototypes = tensors.get("model.dictionary.keys"), tensors.get("model.head.weight")
     auxiliary = tensors.get("model.auxiliary.weight")
-    size = 0 if keys is None else keys.shape[0]
+    size = 0 if keys is None else keys.shape[0] if keys.dim() == 2 else tuple(keys.shape)  # not (S, d): refused
     expected = args["dictionary_size"] if method.dictionary else 0  # vanilla ignores the size
     shape = (None if auxiliary is None else tuple(auxiliary.shape[1:]),
              (args["num_classes"] * args["psi"],) if method.auxiliary else None)
