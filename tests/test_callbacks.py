@@ -139,6 +139,23 @@ def test_a_damaged_metrics_log_state_is_refused(tmp_path, rows):
         log.load_state_dict({"rows": rows})
 
 
+@pytest.mark.parametrize("state", [{"accuracy": "x", "loss": 1.0, "epoch": 2}, {"accuracy": 0.5, "loss": 1.0, "epoch": "x"},
+                                   {"accuracy": 0.5, "loss": 1.0, "epoch": -1}, {"accuracy": True, "loss": 1.0, "epoch": 1}])
+def test_a_damaged_best_epoch_state_is_refused(state):
+    """Found by crafting a last.json: a text accuracy failed a whole epoch later, a text epoch was reported."""
+    best = BestEpoch(lambda new, old: new["accuracy"] > old["accuracy"], {"accuracy": 0.0, "loss": math.inf})
+    with pytest.raises(ValueError, match="the best epoch should be a count of epochs and its accuracy, loss numbers"):
+        best.load_state_dict(state)
+    best.load_state_dict({"accuracy": 0.5, "loss": 1.0, "epoch": 2})
+    assert (best.best, best.epoch) == ({"accuracy": 0.5, "loss": 1.0}, 2)
+
+
+@pytest.mark.parametrize("epochs", ["x", [{"loss": "x"}], [[1.0]], [{"loss": [1.0]}]])
+def test_a_damaged_history_state_is_refused(epochs):
+    with pytest.raises(ValueError, match="the history should be a list of records of numbers"):
+        History().load_state_dict({"epochs": epochs})
+
+
 def test_tensorboard_events_hold_the_same_scalars(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -586,3 +586,10 @@ def test_a_decompression_bomb_image_is_refused_in_one_line(tmp_path, monkeypatch
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is then over twice the limit: PIL's bomb error
     with pytest.raises(ValueError, match="pacs: image .* is too large to decode safely"):
         load_image_dataset("pacs", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("epoch", ["3", -1, 2**70, 1.0])
+def test_a_damaged_batches_state_is_refused(split, epoch):
+    batches = ImageBatches(split, (0.5,) * 3, (0.25,) * 3, batch_size=4, shuffle=True, seed=0)
+    with pytest.raises(ValueError, match="the batches' epoch should be a count of epochs"):
+        batches.load_state_dict({"epoch": epoch})

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .io import atomic_write
+from .validation import is_int, is_real
 
 Metrics = dict[str, float]
 Criterion = Callable[[Metrics, Metrics], bool]  # better(new, best)
@@ -82,8 +83,11 @@ class BestEpoch:
         return {**self.best, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best = {name: state[name] for name in self.best}
-        self.epoch = state["epoch"]
+        best, epoch = {name: state[name] for name in self.best}, state["epoch"]
+        if not (all(is_real(value) for value in best.values()) and is_int(epoch) and epoch >= 0):
+            raise ValueError(f"the best epoch should be a count of epochs and its {', '.join(best)} numbers, got "
+                             f"{state!r:.200}")
+        self.best, self.epoch = best, epoch
 
 
 class EarlyStopping(Callback):
@@ -139,7 +143,11 @@ class History(list, Callback):
         return {"epochs": list(self)}
 
     def load_state_dict(self, state: dict) -> None:
-        self[:] = state["epochs"]
+        epochs = state["epochs"]
+        if not (isinstance(epochs, list) and all(isinstance(record, dict) and all(
+                isinstance(name, str) and is_real(value) for name, value in record.items()) for record in epochs)):
+            raise ValueError("the history should be a list of records of numbers, one per epoch")
+        self[:] = epochs
 
 
 class MetricsLog(Callback):

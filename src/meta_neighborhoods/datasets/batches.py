@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..validation import ConfigError
+from ..validation import ConfigError, is_int
 from .augmentation import crop_flip, paper_augment
 from .images import ImageSplit
 
@@ -101,7 +101,10 @@ class ImageBatches:
         return {"epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch = state["epoch"]
+        epoch = state["epoch"]
+        if not (is_int(epoch) and 0 <= epoch < 2**63):  # it seeds the epoch's shuffle
+            raise ValueError(f"the batches' epoch should be a count of epochs, got {epoch!r:.60}")
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
