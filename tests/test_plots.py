@@ -111,3 +111,14 @@ def test_figures_replace_a_link_at_their_path_never_write_through_it(tmp_path):
     assert victim.read_text() == "keep me"
     assert (tmp_path / "spiral.png").read_bytes().startswith(b"\x89PNG") and not (tmp_path / "spiral.png").is_symlink()
     assert (tmp_path / "spiral.gif").read_bytes().startswith(b"GIF8")
+
+
+def test_class_names_from_disk_are_drawn_as_plain_text(tmp_path):
+    r"""A class folder named like $\foo$ made matplotlib's mathtext parser fail in analyze."""
+    rng = np.random.default_rng(0)
+    names = ["$\\foo$", "cost $5", "plain"]
+    plots.tsne_figure(tmp_path / "t.png", rng.normal(size=(6, 2)), np.arange(6) % 3, rng.normal(size=(3, 2)),
+                      np.arange(3), names, "t-SNE")
+    plots.retrieval_figure(tmp_path / "r.png", rng.integers(0, 256, (3, 2, 1, 8, 8), dtype=np.uint8),
+                           [f"{name}\nv = 0.5" for name in names], np.ones((3, 2), bool), "digits")
+    assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "r.png").stat().st_size > 0

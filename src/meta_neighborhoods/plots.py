@@ -35,6 +35,12 @@ class _GIF(PillowWriter):
                              duration=int(1000 / self.fps), loop=0)
 
 
+def _literal(text: str) -> str:
+    """A name read from disk (a class folder's) as plain text: matplotlib would parse $...$ in it as mathtext, and
+    fail on what is not valid mathtext."""
+    return text.replace("$", r"\$")
+
+
 def _draw_predictions(ax, points, predictions, title):
     ax.clear()
     ax.scatter(points[:, 0], points[:, 1], c=CLASS_COLOURS[predictions], s=4, alpha=0.6, linewidths=0)
@@ -163,7 +169,7 @@ def tsne_figure(path, train_xy, train_labels, key_xy, key_labels, class_names, t
     ax.scatter(train_xy[:, 0], train_xy[:, 1], c=colours[train_labels], s=5, alpha=0.5, linewidths=0)
     ax.scatter(key_xy[:, 0], key_xy[:, 1], c=colours[key_labels], marker="P", s=70, edgecolors="black",
                linewidths=0.6, zorder=3)
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=5, label=name)
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=5, label=_literal(name))
                for c, name in enumerate(class_names)] if len(class_names) <= 20 else []
     handles += [plt.Line2D([], [], marker="P", linestyle="", markerfacecolor="white", markeredgecolor="black",
                            markersize=8, label="learned neighbour (key)")]
@@ -217,7 +223,7 @@ def retrieval_figure(path, images, row_labels, correct, title, caption=""):
             for spine in ax.spines.values():
                 spine.set_edgecolor("#1a9850" if correct[r, c] else "#d73027")
                 spine.set_linewidth(2.5)
-        axes[r, 0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=8)
+        axes[r, 0].set_ylabel(_literal(row_labels[r]), rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(title, fontsize=9, y=1 - 0.12 / height, va="top")
     if caption:
         fig.text(0.02, 0.1 / height, caption, ha="left", va="bottom", fontsize=7, color="#333333")
