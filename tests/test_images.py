@@ -333,6 +333,21 @@ def test_svhn_mat_files_map_label_10_to_digit_0(tmp_path):
     assert data.test.images.shape == (2, 3, 32, 32)
 
 
+@pytest.mark.parametrize("train, message", [
+    ({"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.array([[1.5], [2]])}, "labels 1..10"),
+    ({"X": np.zeros((32, 32, 3, 2), np.uint8)}, r"got \{'X': \(32, 32, 3, 2\)\}"),
+    ({"X": np.zeros((32, 32, 3, 100_001), np.uint8), "y": np.ones((100_001, 1), np.uint8)}, "N at most 100000"),
+])
+def test_svhn_files_are_checked_by_what_they_declare_before_they_are_read(tmp_path, train, message):
+    """A 2 MB compressed file declaring 700,000 images inflated to 2 GB; a label 1.5 was truncated to 1."""
+    from scipy.io import savemat
+
+    savemat(tmp_path / "train_32x32.mat", train, do_compression=True)
+    savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 1), np.uint8), "y": np.ones((1, 1))})
+    with pytest.raises(ValueError, match=f"svhn: .*train_32x32.mat should hold .*{message}"):
+        load_image_dataset("svhn", data_dir=tmp_path)
+
+
 @pytest.mark.parametrize("name, folder, test_split", [
     ("cinic10", "cinic10", "test"), ("pacs", "pacs", "test"), ("imagenet", "imagenet", "val"),
 ])

@@ -293,21 +293,29 @@ def load_jpeg_tarballs(
 # Other sets of Table 1, by path only
 
 
+SVHN_MAX_IMAGES = 100_000  # per file; the official train split holds 73,257
+
+
 def load_svhn(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
-    """The cropped-digits ``.mat`` files; their label 10 means digit 0."""
-    from scipy.io import loadmat  # imported here: scipy is slow to import and only SVHN needs it
+    """The cropped-digits ``.mat`` files; their label 10 means digit 0. What a file declares is checked before it is
+    read: a compressed file of a few MB may inflate to gigabytes."""
+    from scipy.io import loadmat, whosmat  # imported here: scipy is slow to import and only SVHN needs it
 
     base = data_root(data_dir, dataset=name, hint=hint)
     splits = []
     for split in ("train", "test"):
         file = f"{split}_32x32.mat"
         path = require_file(first_existing(base, [f"svhn/{file}", file]), None, dataset=name, hint=hint)
-        mat = loadmat(path)
-        images, labels = mat["X"], mat["y"].reshape(-1).astype(np.int64)
-        if images.ndim != 4 or images.shape[:3] != (32, 32, 3) or images.shape[3] != len(labels):
-            raise ValueError(f"{name}: {path} should hold X (32, 32, 3, N) and y (N, 1), got {images.shape}")
-        if labels.min() < 1 or labels.max() > 10:
-            raise ValueError(f"{name}: {path} has labels outside 1..10")
+        declared = {entry[0]: tuple(entry[1]) for entry in whosmat(path)}
+        n = declared.get("X", (0,))[-1]
+        if declared.get("X") != (32, 32, 3, n) or declared.get("y") != (n, 1) or not 0 < n <= SVHN_MAX_IMAGES:
+            raise ValueError(f"{name}: {path} should hold X (32, 32, 3, N) and y (N, 1), N at most {SVHN_MAX_IMAGES}, "
+                             f"got {declared}")
+        mat = loadmat(path, variable_names=["X", "y"])
+        images, labels = mat["X"], mat["y"].reshape(-1)
+        if images.shape != (32, 32, 3, n) or not np.isin(labels, np.arange(1, 11)).all():
+            raise ValueError(f"{name}: {path} should hold uint8 images and labels 1..10")
+        labels = labels.astype(np.int64)
         splits.append((np.ascontiguousarray(images.transpose(3, 2, 0, 1), dtype=np.uint8), labels % 10))
     return splits[0], splits[1], [str(i) for i in range(10)]
 
