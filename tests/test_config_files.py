@@ -2,6 +2,7 @@
 the file; every bad file is refused with one line naming the file and the key, before any work."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -224,6 +225,25 @@ def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys,
     config = _write(tmp_path / "results.json", json.dumps(record))
     _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], *parts)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command, line", [("spiral", "overwrite = true"), ("classify", "overwrite = true"),
+                                           ("classify", 'resume = "runs/x"'), ("regress", "overwrite = true")])
+def test_replacing_or_continuing_a_run_is_asked_on_the_command_line_never_by_a_file(tmp_path, capsys, command, line):
+    """A file that set overwrite and out replaced an earlier run without the user asking."""
+    (tmp_path / "o").mkdir()
+    earlier = Path(_write(tmp_path / "o" / "metrics.json", "{}"))
+    config = _write(tmp_path / "options.toml", f'{line}\nout = "{tmp_path / "o"}"\n')
+    _refused(capsys, [command, "--config", config], f"{config}: ", "is asked on the command line only")
+    assert earlier.read_text() == "{}"
+
+
+@pytest.mark.parametrize("setting", ["out", "overwrite", "data_file", "data_dir"])
+def test_a_record_gives_settings_never_paths_or_overwrite(tmp_path, capsys, setting):
+    record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1, "estimator_params": {setting: "x"}}}
+    config = _write(tmp_path / "results.json", json.dumps(record))
+    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")],
+             f"results.json: its estimator_params hold settings no run records ({setting})")
 
 
 @pytest.mark.parametrize("line, message", [("seeds = 0", "--seeds must be a positive integer, got 0"),

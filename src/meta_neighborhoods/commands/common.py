@@ -213,4 +213,8 @@ def table_run_options(record: dict) -> dict:
         options["threads"] = config["provenance"]["threads"]  # checked as --threads is
     if isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
         options["dataset"] = record["dataset"]
+    unknown = sorted(set(config["estimator_params"]) - {*ESTIMATOR_OPTIONS, "device"}, key=str)
+    if unknown:  # a record gives settings, never paths or --overwrite
+        raise ConfigError(f"its estimator_params hold settings no run records ({', '.join(unknown)[:80]}); expected "
+                          f"some of {', '.join(ESTIMATOR_OPTIONS)}, device")
     return {**options, **config["estimator_params"]}

@@ -25,6 +25,7 @@ MAX_BYTES = 1 << 20  # options fit in far less; a larger file is a mistake, not 
 SHORT = reprlib.Repr()  # a value as messages show it: a few items of a few levels, never the whole
 SHORT.maxlevel, SHORT.maxlist, SHORT.maxdict, SHORT.maxstring = 2, 4, 4, 40
 NOT_IN_FILES = ("help", "config")  # a file naming another file would chain untrusted reads
+ASKED_ONLY = ("overwrite", "resume")  # replacing or continuing a run: asked on the command line, never by a file
 SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
            None: ("a string", lambda value: isinstance(value, str))}
 
@@ -161,6 +162,8 @@ def _checked(command: argparse.ArgumentParser, values: dict, path) -> dict:
     checked, seen = {}, set()
     for key, value in values.items():
         action = options.get("--" + key.replace("_", "-")) if isinstance(key, str) else None
+        if action is not None and action.dest in ASKED_ONLY:
+            raise ConfigError(f"{path}: {key} is asked on the command line only (--{action.dest}), never by a file")
         if action is None:
             known = ", ".join(sorted(option[2:] for option in options))
             raise ConfigError(f"{path}: unknown option {_shown(key)} for {command.prog}; its options: {known}")
