@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -230,3 +231,14 @@ def test_a_tampered_estimator_file_is_refused_before_anything_is_built(fitted, t
     cls = type(fitted[name])
     with pytest.raises(CheckpointError, match=message):
         cls.load(tmp_path / "model")
+
+
+def test_save_never_replaces_what_is_not_a_regular_file(fitted, tmp_path):
+    """As root, export_onnx("/dev/null") replaced the system's /dev/null with a regular file."""
+    os.mkfifo(tmp_path / "model.json")
+    (tmp_path / "folder.json").mkdir()
+    for stem in ("model", "folder"):
+        with pytest.raises(FileExistsError, match=f"{stem}.json exists and is not a regular file"):
+            fitted["regressor"].save(tmp_path / stem)
+    assert (tmp_path / "folder.json").is_dir() and not (tmp_path / "model.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.json", "model.json"]

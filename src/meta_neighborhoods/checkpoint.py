@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .io import atomic_write, read_record, sha256, write_json
+from .io import atomic_write, read_record, replaceable, sha256, write_json
 
 FORMAT = "meta-neighborhoods-checkpoint"
 VERSION = 1
@@ -69,6 +69,7 @@ def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
     stem = Path(stem)
     if not stem.parent.is_dir():
         raise FileNotFoundError(f"cannot save checkpoint {stem}: folder {stem.parent} does not exist")
+    replaceable(_manifest(stem))  # before the tensors are written, not after
     weights = stem.with_name(f"{stem.name}.{secrets.token_hex(TOKEN_HEX // 2)}.safetensors")
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     try:

@@ -36,7 +36,7 @@ from torch import nn
 
 from . import __version__, checkpoint
 from .heads import FAST_PATHS, fast_path_for
-from .io import atomic_write, prepare_out_dir
+from .io import atomic_write, prepare_out_dir, replaceable
 from .model import MetaNeighborhoods
 from .run_record import read_inputs
 from .runs import RunFolderError, holds_a_run, load_best_model
@@ -114,6 +114,7 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
     prepare_out_dir(path.parent)  # fail on an unwritable destination before tracing, not after
     if path.is_dir():
         raise IsADirectoryError(f"cannot write the ONNX graph to {path}: it is a directory")
+    replaceable(path)  # no device or pipe either, before tracing
     dims = {dim: torch.export.Dim(name) for dim, name in dynamic_dims.items()}
     with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(_exportable(module), (example_input.cpu(),), input_names=[INPUT],

@@ -48,13 +48,22 @@ def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: boo
     return prepare_out_dir(out)
 
 
+def replaceable(path: str | os.PathLike) -> Path:
+    """``path``, refused when what is there is neither a regular file nor a link (a folder, a device such as
+    /dev/null, a pipe): nothing we wrote, so nothing we may replace."""
+    path = Path(path)
+    if not path.is_symlink() and path.exists() and not path.is_file():
+        raise FileExistsError(f"{path} exists and is not a regular file: refused, choose another path")
+    return path
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(temporary_path)``, then rename the result onto ``path``: a crash never leaves half a file.
 
     The temporary file lies beside ``path`` (same file system, so the rename is atomic); ``path``'s folder is
-    created if needed.
+    created if needed. A link at ``path`` is replaced, never written through (see ``replaceable``).
     """
-    path = Path(path)
+    path = replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
