@@ -224,6 +224,9 @@ def _huge_network(meta):
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<U250000000"),  # 3 GB for three labels
      "holds strings of over 10000 characters"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<M8[ns]"), "a flat list of strings or numbers"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|i1", values=[0, 1, 1000]), "OverflowError"),
+    ("regressor", lambda meta: meta["params"].update(inner_steps=10**9), "inner_steps must be at most 100"),  # hung
+    ("regressor", lambda meta: meta["params"].update(learning_rate=float("inf")), "learning_rate must be positive"),
 ])
 def test_a_tampered_estimator_file_is_refused_before_anything_is_built(fitted, tmp_path, name, edit, message):
     fitted[name].save(tmp_path / "model")

@@ -26,6 +26,7 @@ SLOT_DRAWS = ("row", "batch")  # slot dropout drawn for each example, or once fo
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
 DEVICES = ("auto", "cpu", "cuda")  # where to train: "auto" = CUDA if available
+MAX_INNER_STEPS = 100  # the paper takes one; a few more never helped (docs/results/defaults.md)
 HIGH_DIMENSIONAL = 32  # key features above which the regressors' "auto" similarity is cosine
 FOLDS, SEEDS = 5, 3  # regress, ablate: k-fold CV, repeated (one seed hid a 4.5 % gain on gom that three seeds show)
 # classify's protocol: the dictionary by default, the validation split held out of the training set, the clip
@@ -103,11 +104,13 @@ class MNConfig:
                               ("slot_draw", SLOT_DRAWS), ("implementation", IMPLEMENTATIONS)):
             check_option(name, getattr(self, name.replace(" ", "_")), allowed)
         numbers = {"dictionary_size": check_int("dictionary_size", self.dictionary_size, minimum=0),
-                   "inner_steps": check_int("inner_steps", self.inner_steps),
+                   "inner_steps": check_int("inner_steps", self.inner_steps),  # at most MAX_INNER_STEPS: below
                    "temperature": check_positive("temperature", self.temperature),
                    "step_size_init": check_positive("step_size_init", self.step_size_init),
                    "key_std": check_positive("key_std", self.key_std),
                    "key_lr_scale": check_positive("key_lr_scale", self.key_lr_scale)}
+        if numbers["inner_steps"] > MAX_INNER_STEPS:  # each is a pass over the head: a saved 10**9 hung predict
+            raise ConfigError(f"inner_steps must be at most {MAX_INNER_STEPS}, got {self.inner_steps}", "inner_steps")
         if self.top_k is not None:
             if not (is_int(self.top_k) and self.top_k >= 1):
                 raise ConfigError(f"top_k must be a positive integer (or None for full attention), got {self.top_k!r}",

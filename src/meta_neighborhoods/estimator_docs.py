@@ -42,7 +42,7 @@ PARAMETERS = """
         of the work: an epoch took 0.5 to 0.6x the time. A choice for large tables where fit time matters; not the
         default, because the correlated draw left naval's error 67 % higher (``docs/results/defaults.md``).
     inner_steps : int, default=1
-        Gradient steps of the per-row finetuning.
+        Gradient steps of the per-row finetuning (1 to 100).
     step_size : {"scalar", "layer", "diagonal"}, default="layer"
         The learned inner step size: one number, one per adapted weight matrix and bias vector, or one per
         adapted weight. One per tensor lets the last layer's bias, a shift shared by the neighbourhood, move at

@@ -188,7 +188,7 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         return estimator, fitted, estimator._build(**network)
     except CheckpointError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MemoryError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, MemoryError) as error:
         raise CheckpointError(f"{source} does not describe a {cls.__name__} that this version can rebuild "
                               f"({type(error).__name__}: {error})") from None
 

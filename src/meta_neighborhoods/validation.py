@@ -6,6 +6,7 @@ it apart from failures at run time: a bad setting is a usage error (exit status 
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -43,8 +44,8 @@ def is_real(value) -> bool:
 
 
 def is_positive(value) -> bool:
-    """A real number above zero: a string, None or NaN fails here rather than as a TypeError later."""
-    return is_real(value) and value > 0
+    """A finite real number above zero: a string, None, NaN or infinity fails here rather than later."""
+    return is_real(value) and 0 < value < math.inf
 
 
 def check_positive(name: str, value) -> float:
@@ -54,6 +55,6 @@ def check_positive(name: str, value) -> float:
 
 
 def check_non_negative(name: str, value) -> float:
-    if not (is_real(value) and value >= 0):
+    if not (is_real(value) and 0 <= value < math.inf):
         raise ConfigError(f"{name} must be a non-negative number, got {value!r}", name)
     return float(value)
