@@ -403,3 +403,13 @@ def test_whitespace_tables_and_their_index_files(tmp_path):
     np.testing.assert_array_equal(read_indices(folder / "index_features.txt", dataset="yacht"), [0, 2])
     with pytest.raises(ValueError, match="index_target.txt is not numeric"):
         read_indices(folder / "index_target.txt", dataset="yacht")
+
+
+def test_a_huge_text_field_is_named_in_one_short_line(tmp_path):
+    """A 200,000-character field escaped as the csv module's 'field larger than field limit' traceback."""
+    path = tmp_path / "long.csv"
+    path.write_text("a,y\n1,2\n" + "x" * 200_000 + ",3\n")
+    with pytest.raises(ValueError, match=r"long: column 'a' of .*long.csv is not numeric \(file line 3: 'x{60}'\.\.\.\)") \
+            as error:
+        load_csv_table(path, "y")
+    assert len(str(error.value)) < 300

@@ -45,7 +45,12 @@ class Source:
 
 
 def _fields(line: str, delimiter: str | None) -> list[str]:
-    return line.split() if delimiter is None else next(csv.reader([line], delimiter=delimiter), [])
+    if delimiter is None:
+        return line.split()
+    try:
+        return next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error:  # a field beyond the csv module's size limit: split plainly, only to count and locate rows
+        return line.split(delimiter)
 
 
 class TextTable(NamedTuple):
@@ -120,7 +125,7 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
             hint = (f"the file seems separated by {other!r}, not {source.delimiter!r}" if other
                     else "only numeric columns can be read - encode or drop it first")
             raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric "
-                             f"(file line {source.line(int(bad[0]))}: {text!r}); {hint}")
+                             f"(file line {source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}")
         frame[frame.columns[j]] = numbers
     data = frame.to_numpy(dtype=np.float64)
     if data.size == 0:
