@@ -145,6 +145,15 @@ def test_idx_loader_reads_any_idx_set_without_checksum(tmp_path):
     assert data.classes == ["0", "1", "2"] and data.train.images.shape == (6, 1, 5, 5)
 
 
+def test_images_that_are_all_one_value_are_refused_before_training(tmp_path):
+    """All-zero images trained to a NaN loss: normalising by a standard deviation of 0."""
+    _write_idx_set(tmp_path, np.random.default_rng(0), gz=False)
+    zeros = np.zeros((6, 5, 5), np.uint8)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(_idx_bytes(zeros))
+    with pytest.raises(ValueError, match="idx: channel 0 of every training image is the same value \\(0\\)"):
+        load_image_dataset("idx", data_dir=tmp_path)
+
+
 def test_classify_trains_on_any_idx_set(tmp_path, capsys):
     """``classify --dataset idx --data-dir DIR``: a 3-class set in MNIST's file layout, no checksum, one epoch."""
     from meta_neighborhoods.cli import main

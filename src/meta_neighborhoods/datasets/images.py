@@ -152,6 +152,10 @@ def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str],
                 f"{name}: train images are {train.images.shape[1:]} but {split} images {part.images.shape[1:]}"
             )
     mean, std = _channel_stats(train.images)
+    if min(std) == 0:  # normalising by it would make every input NaN
+        channel = std.index(0.0)
+        raise ValueError(f"{name}: channel {channel} of every training image is the same value "
+                         f"({mean[channel] * 255:.0f}): the files hold no image to learn from")
     return ImageDataset(name, train, test, list(classes), mean, std, augment)
 
 
