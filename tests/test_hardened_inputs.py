@@ -32,6 +32,7 @@ from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeigh
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.experiments.regression import run_regression_all
 from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.standardise import standardiser
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.io import prepare_out_dir
 from meta_neighborhoods.similarity import Attention
@@ -326,3 +327,15 @@ def test_classifier_gives_distributions_and_known_labels(data):
     assert probabilities.shape == (len(X_), len(model.classes_)) and (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert set(model.predict(X_)) <= set(model.classes_)
+
+
+@pytest.mark.parametrize("value", [1e30, 3.3e100])
+def test_a_constant_column_of_any_magnitude_standardises_to_about_zero(value):
+    """With scale 1, the rounding of a column of 1e30's mean left inputs of 5.6e14: the first loss was inf."""
+    rng = np.random.default_rng(0)
+    b = rng.normal(size=40)
+    X_ = np.c_[np.full(40, value), b]
+    mean, scale = standardiser(X_)
+    assert abs((X_[0, 0] - mean[0]) / scale[0]) < 1e-6
+    model = MetaNeighborhoodsRegressor(**TINY).fit(X_, b + 0.1 * rng.normal(size=40))
+    assert np.isfinite(model.predict(X_)).all()
