@@ -376,3 +376,23 @@ def test_keys_of_another_rank_are_refused_before_anything_is_built(tmp_path, key
     save_checkpoint(tmp_path / "best", model, model_args=ARGS, epoch=1)
     with pytest.raises(checkpoint.CheckpointError, match="do not match the tensors it holds"):
         load_checkpoint(tmp_path / "best")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda tensors, meta: tensors.update({"optimizer.0.step": torch.tensor([1.0, 2.0, 3.0])}),
+    lambda tensors, meta: tensors.update({"optimizer.0.step": torch.tensor(-1.0)}),
+    lambda tensors, meta: tensors.update({"optimizer.0.exp_avg": tensors["optimizer.0.exp_avg"].double()}),
+    lambda tensors, meta: meta["optimizer"]["state"].update({"0": {"extra": 1.0}}),
+])
+def test_a_damaged_optimiser_state_is_refused_naming_the_file(tmp_path, edit):
+    """A crafted step gave torch's own message ('a Tensor with 3 elements cannot be converted to Scalar'), naming no
+    file; float64 moments were taken as they were."""
+    x, y = _data()
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem, config={"epochs": 2})
+    tensors, meta = checkpoint.load(stem)
+    edit(tensors, meta)
+    checkpoint.save(stem, tensors, {k: v for k, v in meta.items() if k not in ("format", "version", "tensors", "sha256")})
+    with pytest.raises(checkpoint.CheckpointError, match="last.json: the optimiser state of parameter 0 is "):
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
+            config={"epochs": 2})

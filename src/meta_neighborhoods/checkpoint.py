@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .io import atomic_write, read_record, replaceable, sha256, write_json
+from .validation import is_real
 
 FORMAT = "meta-neighborhoods-checkpoint"
 VERSION = 1
@@ -202,9 +203,14 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, entry in entries.items():
         moments = [entry.get(key) for key in ("exp_avg", "exp_avg_sq")]
-        if not (0 <= index < len(params) and "step" in entry and all(
-                torch.is_tensor(m) and m.shape == params[index].shape for m in moments)):
-            raise CheckpointError(f"{source}: the optimiser state of parameter {index} is incomplete or misshapen")
+        step = entry.get("step")
+        step = step.item() if torch.is_tensor(step) and step.numel() == 1 else step
+        if not (0 <= index < len(params) and set(entry) == {"step", "exp_avg", "exp_avg_sq"}
+                and is_real(step) and 0 <= step < 2**53 and all(
+                    torch.is_tensor(m) and m.shape == params[index].shape and m.dtype == params[index].dtype
+                    for m in moments)):
+            raise CheckpointError(f"{source}: the optimiser state of parameter {index} is incomplete, misshapen or "
+                                  "of another type")
     optimizer.load_state_dict({"state": entries, "param_groups": fresh["param_groups"]})
 
 
