@@ -86,7 +86,8 @@ def test_image_methods_use_the_image_config():
     ({"dictionary_size": 0}, "dictionary size must be a positive integer"),
     ({"key_init": "zeros"}, "unknown key initialisation 'zeros'"),
     ({"device": "tpu"}, "unknown device 'tpu'"),
-    ({"seed": -1}, "seed must be a non-negative integer"),
+    ({"seed": -1}, r"seed must be an integer from 0 to 2\*\*31 - 1, got -1"),
+    ({"seed": 10**20}, r"seed must be an integer from 0 to 2\*\*31 - 1"),
 ])
 def test_a_classify_run_checks_its_arguments(options, message):
     with pytest.raises(ConfigError, match=message):

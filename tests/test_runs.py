@@ -78,7 +78,7 @@ def test_paths_in_a_run_folder_are_never_used(tmp_path):
     ({"epochs": "2"}, "field epochs has the wrong type"),
     ({"epochs": True}, "field epochs has the wrong type"),
     ({"epochs": 0}, "epochs must be a positive integer"),
-    ({"seed": -3}, "seed must be a non-negative integer"),
+    ({"seed": -3}, "seed must be an integer from 0 to 2**31 - 1"),
     ({"key_init": "zeros"}, "unknown key initialisation"),
 ])
 def test_every_field_of_a_run_config_is_checked(tmp_path, changes, message):

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from .presets import PRESETS
-from .validation import ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_real
+from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, check_seed, is_int,
+                         is_real)
 
 TASKS = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
@@ -178,6 +179,7 @@ class SpiralConfig:
         for name in ("epochs", "batch_size", "n_per_class", "snapshots"):
             check_int(name, getattr(self, name))
         check_positive("learning_rate", self.learning_rate)
+        check_seed("seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -225,4 +227,4 @@ class ClassificationConfig:
         if self.preset is not None:
             check_option("--preset", self.preset, PRESETS)
         check_option("device", self.device, DEVICES)
-        check_int("seed", self.seed, minimum=0)
+        check_seed("seed", self.seed)

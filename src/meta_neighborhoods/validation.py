@@ -38,6 +38,14 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_seed(name: str, value) -> int:
+    """A seed: an integer in [0, 2**31), which every generator takes (numpy, torch, random), with room for the
+    seeds derived from it (seed + repeat, 2 seed + 1)."""
+    if not (is_int(value) and 0 <= value < 2**31):
+        raise ConfigError(f"{name} must be an integer from 0 to 2**31 - 1, got {value!r:.40}", name)
+    return int(value)
+
+
 def is_real(value) -> bool:
     """A real number that is not a bool (numpy floats and integers included)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)

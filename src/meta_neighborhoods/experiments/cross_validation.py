@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..datasets.tables import Table
 from ..estimators import MetaNeighborhoodsRegressor
 from ..standardise import standardiser
-from ..validation import ConfigError, check_int
+from ..validation import ConfigError, check_int, check_seed
 
 KNN_NEIGHBOURS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)
 KNN_INNER_FOLDS = 5
@@ -208,6 +208,7 @@ def _counting_unconverged(counts: dict, name: str):
 
 def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) -> dict:
     """The protocol of a run, checked before anything is written."""
+    check_seed("seed", seed)
     check_int("seeds", seeds)
     if max_rows is not None:
         check_int("max_rows", max_rows)
