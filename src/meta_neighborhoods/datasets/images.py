@@ -38,6 +38,7 @@ This module says which files make which data set; ``image_formats`` reads them a
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -45,8 +46,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..validation import ConfigError
-from .files import DataFileError
 from .cifar100 import load_cifar100
+from .files import DataFileError
 from .image_formats import (
     Loaded,
     load_digits,
@@ -137,7 +138,7 @@ def _says_where(error: Exception, name: str) -> bool:
     if isinstance(error, (ConfigError, DataFileError)):
         return True
     text = str(error)
-    return isinstance(error, ValueError) and (text.startswith(f"{name}:") or Path(text.split(": ")[0]).is_file())
+    return isinstance(error, ValueError) and (text.startswith(f"{name}:") or os.path.isfile(text.split(": ")[0]))
 
 
 def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str], augment: str) -> ImageDataset:
