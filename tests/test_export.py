@@ -1,6 +1,8 @@
 """ONNX export: the whole adapted predictor (attention, inner steps, head) as one graph, run by onnxruntime."""
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -252,3 +254,11 @@ def test_an_existing_file_is_replaced_only_when_asked_and_only_by_a_graph_that_p
     monkeypatch.undo()
     assert main(["export", "--run", str(run), "--out", str(out), "--overwrite"]) == 0
     assert out.read_bytes() != b"an earlier export" and _onnx(out, torch.randn(2, 3, 16, 16)).shape == (2, 4)
+
+
+def test_export_never_replaces_a_device_or_a_pipe_even_when_asked(tmp_path, capsys):
+    run, pipe = _run_folder(tmp_path / "run", method="vanilla"), tmp_path / "pipe.onnx"
+    os.mkfifo(pipe)
+    assert main(["export", "--run", str(run), "--out", str(pipe), "--overwrite"]) == 1
+    assert "pipe.onnx exists and is not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)

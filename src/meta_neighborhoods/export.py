@@ -172,6 +172,7 @@ def _destination(run_dir, path, overwrite: bool) -> Path:
         raise FileExistsError(f"{path} is a file of the run being exported: choose another --out")
     if path.is_dir():
         raise IsADirectoryError(f"cannot write the ONNX graph to {path}: it is a directory")
+    replaceable(path)  # never a device or a pipe, even with overwrite
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} already exists: replace it with --overwrite, or choose another --out")
     return path
