@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
+from meta_neighborhoods import checkpoint
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from meta_neighborhoods.runs import build_model, save_checkpoint
@@ -226,6 +227,7 @@ def _huge_network(meta):
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<M8[ns]"), "a flat list of strings or numbers"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|i1", values=[0, 1, 1000]), "OverflowError"),
     ("regressor", lambda meta: meta["params"].update(inner_steps=10**9), "inner_steps must be at most 100"),  # hung
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "a", "c"]), "classes_ should name each"),
     ("regressor", lambda meta: meta["params"].update(learning_rate=float("inf")), "learning_rate must be positive"),
 ])
 def test_a_tampered_estimator_file_is_refused_before_anything_is_built(fitted, tmp_path, name, edit, message):
@@ -245,3 +247,16 @@ def test_save_never_replaces_what_is_not_a_regular_file(fitted, tmp_path):
             fitted["regressor"].save(tmp_path / stem)
     assert (tmp_path / "folder.json").is_dir() and not (tmp_path / "model.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.json", "model.json"]
+
+
+@pytest.mark.parametrize("name, value, message", [("x_scale_", 0.0, "x_scale_ should hold positive values"),
+                                                  ("x_mean_", float("nan"), "x_mean_ should hold 4 finite values")])
+def test_a_column_scale_that_would_break_predict_is_refused(fitted, tmp_path, name, value, message):
+    """A saved scale of 0 loaded, and predict then blamed the rows ('lies too far outside the training data')."""
+    fitted["regressor"].save(tmp_path / "model")
+    tensors, meta = checkpoint.load(tmp_path / "model")
+    tensors[f"fitted.{name}"][0] = value
+    checkpoint.save(tmp_path / "model", tensors,
+                    {k: v for k, v in meta.items() if k not in ("format", "version", "tensors", "sha256")})
+    with pytest.raises(CheckpointError, match=message):
+        MetaNeighborhoodsRegressor.load(tmp_path / "model")

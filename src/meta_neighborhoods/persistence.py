@@ -129,8 +129,14 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> Non
             0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
         raise CheckpointError(f"{source}: the dictionary's keys do not match network_ {network}")
     for name in ("x_mean_", "x_scale_"):
-        if np.shape(fitted.get(name)) != (network["n_features"],):
-            raise CheckpointError(f"{source}: {name} should hold {network['n_features']} values")
+        values = fitted.get(name)
+        if np.shape(values) != (network["n_features"],) or not np.isfinite(values).all():
+            raise CheckpointError(f"{source}: {name} should hold {network['n_features']} finite values")
+    if not (fitted["x_scale_"] > 0).all():  # fit never gives a column a scale of 0: predict would divide by it
+        raise CheckpointError(f"{source}: x_scale_ should hold positive values")
+    classes = fitted.get("classes_")
+    if classes is not None and len(np.unique(classes)) != len(classes):
+        raise CheckpointError(f"{source}: classes_ should name each class once")
 
 
 def checkpoint_stem(path) -> Path:
