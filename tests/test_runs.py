@@ -179,6 +179,19 @@ def test_resume_recomputes_what_a_stale_metrics_file_claims(tmp_path, capsys):
     assert json.loads((out / "run.json").read_text())["resumed"] == []
 
 
+def test_a_refused_resume_leaves_the_run_record_as_it_was(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    last = json.loads((out / "last.json").read_text())
+    last["optimizer"]["state"]["0"] = {"extra": 1.0}
+    (out / "last.json").write_text(json.dumps(last))
+    record = (out / "run.json").read_bytes()
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert "last.json: the optimiser state of parameter 0" in capsys.readouterr().err
+    assert (out / "run.json").read_bytes() == record  # no resume recorded: none took place
+
+
 def test_ctrl_c_names_the_resume_command(tmp_path, capsys, monkeypatch):
     from meta_neighborhoods.experiments import classification
 

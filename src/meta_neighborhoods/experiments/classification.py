@@ -195,6 +195,17 @@ def _loggers(out: Path, history: History) -> dict:
                                    if tensorboard_available() else {})}
 
 
+class _ResumeRecord(Callback):
+    """Adds this process to ``run.json``'s resumed runs once training has restored its checkpoint: a resume refused
+    for a damaged checkpoint leaves the record as it was."""
+
+    def __init__(self, out: Path, record: dict):
+        self.out, self.record = out, record
+
+    def on_train_begin(self, start_epoch: int, epochs: int) -> None:
+        write_run_record(self.out, self.record, resume=True)
+
+
 class _Validation(Callback):
     """After every epoch (rank 0 only): validation accuracy and loss, the best checkpoint, the history, the bar."""
 
@@ -227,8 +238,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     if main and not resume:
         write_json(out / CONFIG, run_config)
         write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
-    if main:
-        write_run_record(out, _run_record(config, dataset), resume)
+        write_run_record(out, _run_record(config, dataset))
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
     if model.dictionary is not None and config.key_init == "samples" and not resume:  # else Gaussian keys
@@ -240,6 +250,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
                    **(_loggers(out, history) if main else {}),
+                   **({"record": _ResumeRecord(out, _run_record(config, dataset))} if main and resume else {}),
                    "progress": Progress(config.method, progress and main, validation.postfix, leave=True)},
         checkpoint=out / LAST, resume=resume,
         config={key: value for key, value in run_config.items() if key not in RELOCATABLE})
