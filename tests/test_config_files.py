@@ -238,6 +238,12 @@ def test_replacing_or_continuing_a_run_is_asked_on_the_command_line_never_by_a_f
     assert earlier.read_text() == "{}"
 
 
+def test_a_file_may_say_overwrite_false_which_asks_for_nothing(tmp_path, parsed):
+    config = _write(tmp_path / "c.toml", 'dataset = "gom"\nout = "x"\noverwrite = false\n')
+    args = parsed(["regress", "--config", config])
+    assert not args.overwrite and args.out == "x"
+
+
 @pytest.mark.parametrize("setting", ["out", "overwrite", "data_file", "data_dir"])
 def test_a_record_gives_settings_never_paths_or_overwrite(tmp_path, capsys, setting):
     record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1, "estimator_params": {setting: "x"}}}

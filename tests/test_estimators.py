@@ -345,3 +345,11 @@ def test_training_rows_never_attend_to_their_own_keys(monkeypatch):
     seen.clear()
     model.predict(X)
     assert seen and all(s is None for s in seen)
+
+
+def test_an_infinite_gradient_clip_means_no_clipping_as_before():
+    X, y = _table(n=60)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "gradient_clip": float("inf")}).fit(X, y)
+    assert np.isfinite(model.predict(X)).all()
+    with pytest.raises(ValueError, match="gradient_clip must be positive, got nan"):
+        MetaNeighborhoodsRegressor(gradient_clip=float("nan")).fit(X, y)

@@ -223,3 +223,12 @@ def test_film_backbone_trains_every_dictionary_parameter():
 def test_unknown_where_raises_and_lists_choices():
     with pytest.raises(ValueError, match="'all', 'last'"):
         film_norm_layer("first")
+
+
+def test_checking_the_options_draws_no_random_number():
+    """The check built a dictionary, which drew keys: every iFiLM model then started elsewhere for its seed."""
+    torch.manual_seed(0)
+    film_norm_layer("all", size=4)
+    after_check = torch.rand(3)
+    torch.manual_seed(0)
+    torch.testing.assert_close(after_check, torch.rand(3))

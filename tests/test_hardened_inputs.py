@@ -329,6 +329,13 @@ def test_classifier_gives_distributions_and_known_labels(data):
     assert set(model.predict(X_)) <= set(model.classes_)
 
 
+@pytest.mark.parametrize("value", [1e-6, 1e-40, 1.0])
+def test_a_small_constant_column_keeps_scale_1_so_a_new_value_at_prediction_stays_in_range(value):
+    """Scaling a constant column by its magnitude multiplied a new value by 1e6 (or refused it, at 1e-40)."""
+    mean, scale = standardiser(np.c_[np.full(40, value), np.arange(40.0)])
+    assert scale[0] == 1.0 and mean[0] == pytest.approx(value)
+
+
 @pytest.mark.parametrize("value", [1e30, 3.3e100])
 def test_a_constant_column_of_any_magnitude_standardises_to_about_zero(value):
     """With scale 1, the rounding of a column of 1e30's mean left inputs of 5.6e14: the first loss was inf."""

@@ -305,6 +305,14 @@ def test_a_damaged_cache_is_refused_in_one_line_naming_the_data_set_and_its_fold
         load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
 
 
+def test_an_unwritable_cache_folder_is_the_systems_error_not_a_damaged_data_file(tiny_cifar, tmp_path):
+    data_dir, _, _ = tiny_cifar
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError) as error:
+        load_image_dataset("cifar10", data_dir=data_dir, cache_dir=tmp_path / "a_file" / "cache")
+    assert not isinstance(error.value, DataFileError)
+
+
 def test_cifar10_missing_tarball_says_where_to_put_it(tmp_path):
     with pytest.raises(DataFileError, match=r"cifar10: missing data file .*cifar10_jpg_train.tar.gz.*--data-dir"):
         load_image_dataset("cifar10", data_dir=tmp_path, cache_dir=tmp_path)

@@ -8,6 +8,7 @@ same network trained the same way, without neighbours. ``head`` and ``extractor`
 
 from __future__ import annotations
 
+import math
 import types
 import warnings
 from pathlib import Path
@@ -169,7 +170,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         if not (is_positive(self.validation_fraction) and self.validation_fraction < 1.0):
             raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         check_option("similarity", self.similarity, ("auto", *SIMILARITIES))
-        if self.gradient_clip is not None:
+        if self.gradient_clip is not None and self.gradient_clip != math.inf:  # inf: no clipping, as None
             check_positive("gradient_clip", self.gradient_clip)
         check_positive("learning_rate", self.learning_rate)
         if self.ema_decay is not None and not (is_real(self.ema_decay) and 0.0 < self.ema_decay < 1.0):

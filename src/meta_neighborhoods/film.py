@@ -225,7 +225,8 @@ def film_norm_layer(where: str = "all", **options) -> Callable[[int, bool], nn.M
     others stay plain nn.BatchNorm2d. ``options`` go to every ``FiLMDictionary``.
     """
     check_option("where", where, WHERE)
-    FiLMDictionary(1, **options)  # fail now, not at the first layer the backbone builds
+    with torch.random.fork_rng(devices=[]):  # fail now, not at the first layer the backbone builds, drawing nothing
+        FiLMDictionary(1, **options)
 
     def norm_layer(num_channels: int, last_in_stage: bool = False) -> nn.Module:
         if where == "all" or last_in_stage:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
-MAX_RECORD_BYTES = 64 << 20  # a record's text: the largest, a split's image indices, is a few MB
+MAX_RECORD_BYTES = 256 << 20  # a record's text: the largest, a split's image indices, takes 12 bytes an image
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:

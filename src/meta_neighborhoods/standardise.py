@@ -33,9 +33,9 @@ def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
 
 def standardiser(a, weights: np.ndarray | None = None, rows: np.ndarray | None = None):
     """Mean and scale of each column of ``a`` (n, d), dense or sparse, over ``rows`` (default: all) with their
-    ``weights`` (default: equal); a constant column is scaled by its magnitude, so that it stays near 0 however
-    large its value (the rounding of its mean is relative to that magnitude: with scale 1, a column of 1e30 gave
-    inputs of 1e14).
+    ``weights`` (default: equal); a constant column keeps scale 1, or its magnitude where that is larger, so that
+    it stays near 0 however large its value (the rounding of its mean is relative to that magnitude: with scale 1, a
+    column of 1e30 gave inputs of 1e14), while a new value at prediction is not blown up by a small constant's scale.
 
     Computed on the columns divided by their largest magnitude, so that values near the float64 limit (1e155
     squared, 1e300 summed) never overflow. A dense ``a`` is read PREDICT_BATCH rows at a time, with no temporary as
@@ -46,7 +46,7 @@ def standardiser(a, weights: np.ndarray | None = None, rows: np.ndarray | None =
     peak = _column_peaks(a, rows)
     mean, std = _sparse_moments(a, weights, peak) if sp.issparse(a) else _dense_moments(a, weights, rows, peak)
     mean, scale = mean * peak, std * peak
-    return mean, np.where(scale > 1e-12 * peak, scale, peak)
+    return mean, np.where(scale > 1e-12 * peak, scale, np.maximum(peak, 1.0))
 
 
 def _column_peaks(a, rows) -> np.ndarray:

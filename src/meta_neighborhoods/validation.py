@@ -38,11 +38,11 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_seed(name: str, value) -> int:
-    """A seed: an integer in [0, 2**31), which every generator takes (numpy, torch, random), with room for the
-    seeds derived from it (seed + repeat, 2 seed + 1)."""
-    if not (is_int(value) and 0 <= value < 2**31):
-        raise ConfigError(f"{name} must be an integer from 0 to 2**31 - 1, got {value!r:.40}", name)
+def check_seed(name: str, value, limit: int = 2**62) -> int:
+    """A seed: an integer in [0, ``limit``). torch's generators take signed 64-bit seeds, and the default leaves
+    room for the seeds derived from one (2 seed + 1)."""
+    if not (is_int(value) and 0 <= value < limit):
+        raise ConfigError(f"{name} must be an integer from 0 to {limit - 1}, got {value!r:.40}", name)
     return int(value)
 
 
@@ -58,11 +58,16 @@ def is_positive(value) -> bool:
 
 def check_positive(name: str, value) -> float:
     if not is_positive(value):
-        raise ConfigError(f"{name} must be positive, got {value!r}", name)
+        raise ConfigError(f"{name} must be positive{_and_finite(value)}, got {value!r}", name)
     return float(value)
 
 
 def check_non_negative(name: str, value) -> float:
     if not (is_real(value) and 0 <= value < math.inf):
-        raise ConfigError(f"{name} must be a non-negative number, got {value!r}", name)
+        raise ConfigError(f"{name} must be a non-negative number{_and_finite(value)}, got {value!r}", name)
     return float(value)
+
+
+def _and_finite(value) -> str:
+    """What a message adds for an infinite value, which is of the right sign yet refused."""
+    return " and finite" if is_real(value) and value == math.inf else ""

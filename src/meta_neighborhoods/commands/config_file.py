@@ -162,7 +162,7 @@ def _checked(command: argparse.ArgumentParser, values: dict, path) -> dict:
     checked, seen = {}, set()
     for key, value in values.items():
         action = options.get("--" + key.replace("_", "-")) if isinstance(key, str) else None
-        if action is not None and action.dest in ASKED_ONLY:
+        if action is not None and action.dest in ASKED_ONLY and value not in (None, False):
             raise ConfigError(f"{path}: {key} is asked on the command line only (--{action.dest}), never by a file")
         if action is None:
             known = ", ".join(sorted(option[2:] for option in options))

@@ -133,10 +133,10 @@ class ImageSpec:
 
 
 def _says_where(error: Exception, name: str) -> bool:
-    """Whether a loader's error is one of ours, which name the data set or the file they refuse; a decoder's
-    (PIL's, scipy's, numpy's: a KeyError, a SyntaxError, a bare MemoryError) may name neither."""
-    if isinstance(error, (ConfigError, DataFileError)):
-        return True
+    """Whether a loader's error names where it arose: ours name the data set or the file, the system's its path; a
+    decoder's (PIL's, scipy's, numpy's: a KeyError, a SyntaxError, a bare MemoryError) may name neither."""
+    if isinstance(error, (ConfigError, DataFileError)) or (isinstance(error, OSError) and error.errno is not None):
+        return True  # ours, or the system's (an unwritable cache folder): each names its path
     text = str(error)
     return isinstance(error, ValueError) and (text.startswith(f"{name}:") or os.path.isfile(text.split(": ")[0]))
 

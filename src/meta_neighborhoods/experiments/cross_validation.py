@@ -208,8 +208,8 @@ def _counting_unconverged(counts: dict, name: str):
 
 def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) -> dict:
     """The protocol of a run, checked before anything is written."""
-    check_seed("seed", seed)
     check_int("seeds", seeds)
+    check_seed("seed", seed, limit=2**32 - seeds)  # scikit-learn's generators take seeds below 2**32: seed + repeat
     if max_rows is not None:
         check_int("max_rows", max_rows)
     return {"folds": folds, "seed": seed, "seeds": seeds, "max_rows": max_rows}
