@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meta_neighborhoods import checkpoint, runs
+from meta_neighborhoods import runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.batches import TensorBatches

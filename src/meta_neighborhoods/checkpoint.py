@@ -27,6 +27,7 @@ from .validation import is_real
 
 FORMAT = "meta-neighborhoods-checkpoint"
 VERSION = 1
+MODEL = "model."  # the prefix of the network's tensors in every checkpoint (training's last, best, a saved estimator)
 
 
 class CheckpointError(ValueError):

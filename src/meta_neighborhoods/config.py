@@ -105,7 +105,7 @@ class MNConfig:
                               ("slot_draw", SLOT_DRAWS), ("implementation", IMPLEMENTATIONS)):
             check_option(name, getattr(self, name.replace(" ", "_")), allowed)
         numbers = {"dictionary_size": check_int("dictionary_size", self.dictionary_size, minimum=0),
-                   "inner_steps": check_int("inner_steps", self.inner_steps),  # at most MAX_INNER_STEPS: below
+                   "inner_steps": check_int("inner_steps", self.inner_steps),
                    "temperature": check_positive("temperature", self.temperature),
                    "step_size_init": check_positive("step_size_init", self.step_size_init),
                    "key_std": check_positive("key_std", self.key_std),

@@ -15,7 +15,7 @@ from .checkpoint import CheckpointError
 from .factories import FACTORIES
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
-MODEL, FITTED = "model.", "fitted."  # the prefixes of the network's tensors and of the numeric fitted attributes
+FITTED = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
 
 
 def to_json(value):
@@ -119,12 +119,12 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> Non
     network = fitted["network_"]
     widths = [network["n_features"], *hidden, network["n_outputs"]]
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        weight = tensors.get(f"{MODEL}head.layers.{i}.weight")
+        weight = tensors.get(f"{checkpoint.MODEL}head.layers.{i}.weight")
         if weight is None or tuple(weight.shape) != (b, a):
             raise CheckpointError(f"{source} was written for another model configuration: shapes differ: layer {i} "
                                   f"is {None if weight is None else tuple(weight.shape)} in the tensor file, {b} x {a} "
                                   "by its network_ and parameters")
-    keys = tensors.get(f"{MODEL}dictionary.keys")
+    keys = tensors.get(f"{checkpoint.MODEL}dictionary.keys")
     if (0 if keys is None else tuple(keys.shape)) != (
             0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
         raise CheckpointError(f"{source}: the dictionary's keys do not match network_ {network}")
@@ -211,7 +211,7 @@ def save(estimator, path) -> Path:
     meta = {"estimator": type(estimator).__name__,
             "params": json_only("parameter", estimator.get_params(deep=False)),
             **fitted, "meta_neighborhoods_version": __version__}
-    model = checkpoint.with_prefix(MODEL, estimator.model_.state_dict())
+    model = checkpoint.with_prefix(checkpoint.MODEL, estimator.model_.state_dict())
     return checkpoint.save(checkpoint_stem(path), {**model, **tensors}, meta)
 
 
@@ -221,7 +221,7 @@ def load(cls, path):
     tensors, meta = checkpoint.load(stem)
     source = f"{stem}.json"
     estimator, fitted, model = rebuild(cls, meta, tensors, source)
-    checkpoint.load_module(model, checkpoint.take_prefix(MODEL, tensors), source)
+    checkpoint.load_module(model, checkpoint.take_prefix(checkpoint.MODEL, tensors), source)
     vars(estimator).update(fitted)
     estimator.model_ = model.eval()
     return estimator

@@ -33,10 +33,11 @@ def add_parser(subparsers) -> None:
         parents=[output(required=False), overwrite(), seed(None, help=f"random seed (default {Defaults.seed})"),
                  device(default=None, shown=Defaults.device), verbosity(), _configuration(), data_folders()],
         description="Train one method (or all five) on an image data set with a cosine-classifier head: AdamW, "
-                    f"gradients clipped to +-{GRAD_CLIP:g}, learning rate x0.1 after 2/3 of the epochs (--lr-drop-at), a "
-                    f"seeded {VALIDATION_FRACTION:.0%} validation split (at most {VALIDATION_MAX} images) held out of the training set; the best-on-validation weights "
-                    "(highest accuracy, ties to the lower validation loss) are kept in checkpoint best (best.json + "
-                    "safetensors) and their test accuracy reported; the whole training state is saved after every "
+                    f"gradients clipped to +-{GRAD_CLIP:g}, learning rate x0.1 after 2/3 of the epochs "
+                    f"(--lr-drop-at), a seeded {VALIDATION_FRACTION:.0%} validation split (at most {VALIDATION_MAX} "
+                    "images) held out of the training set; the best-on-validation weights (highest accuracy, ties "
+                    "to the lower validation loss) are kept in checkpoint best (best.json + safetensors) and their "
+                    "test accuracy reported; the whole training state is saved after every "
                     "epoch in checkpoint last, from which --resume continues. "
                     "Writes metrics.json, a row per epoch in metrics.csv (and TensorBoard events in tensorboard/ "
                     "when TensorBoard is installed), config.json and run.json (provenance, seeds, the inputs and "

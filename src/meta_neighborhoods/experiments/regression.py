@@ -6,15 +6,15 @@ from __future__ import annotations
 import logging
 
 from .. import __version__
-from ..datasets.files import DataFileError
 from ..config import FOLDS, SEEDS
+from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
 from ..io import claim_out_dir, markdown_table, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
-from ..validation import ConfigError, check_int
+from ..validation import ConfigError
 from .cross_validation import (
     SEARCH, available_methods, cross_validated, meta_neighborhoods_estimator, protocol_options,
 )
