@@ -295,3 +295,23 @@ def test_a_huge_record_is_refused_without_being_read_whole(tmp_path, name):
     read = (lambda: runs.read_config(tmp_path)) if name == "config.json" else (lambda: runs.load_best_model(tmp_path))
     with pytest.raises((runs.RunFolderError, CheckpointError), match=f"{name}.*larger than 256 MiB"):
         read()
+
+
+def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_restored(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    first = out / "vanilla" / "last.json"
+    intact = first.read_text()
+    damaged = json.loads(intact)
+    damaged["optimizer"]["state"]["0"] = {"extra": 1.0}
+    first.write_text(json.dumps(damaged))
+    record = (out / "run.json").read_bytes()
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert "last.json: the optimiser state of parameter 0" in capsys.readouterr().err
+    assert (out / "run.json").read_bytes() == record  # refused before any checkpoint was restored
+    first.write_text(intact)
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
+    folders = [out, *(path.parent for path in sorted(out.glob("*/run.json")))]
+    assert len(folders) > 2
+    assert all(len(json.loads((folder / "run.json").read_text())["resumed"]) == 1 for folder in folders)

@@ -196,14 +196,15 @@ def _loggers(out: Path, history: History) -> dict:
 
 
 class _ResumeRecord(Callback):
-    """Adds this process to ``run.json``'s resumed runs once training has restored its checkpoint: a resume refused
-    for a damaged checkpoint leaves the record as it was."""
+    """Adds this process to the resumed runs of each folder's ``run.json`` once training has restored its checkpoint:
+    a resume refused for a damaged checkpoint leaves the records as they were."""
 
-    def __init__(self, out: Path, record: dict):
-        self.out, self.record = out, record
+    def __init__(self, folders: list[Path], record: dict):
+        self.folders, self.record = folders, record
 
     def on_train_begin(self, start_epoch: int, epochs: int) -> None:
-        write_run_record(self.out, self.record, resume=True)
+        for folder in self.folders:
+            write_run_record(folder, self.record, resume=True)
 
 
 class _Validation(Callback):
@@ -226,9 +227,10 @@ class _Validation(Callback):
 
 
 def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: Splits, out: Path,
-                  device: torch.device, progress: bool, resume: bool = False) -> dict:
+                  device: torch.device, progress: bool, resume: bool = False, top: Path | None = None) -> dict:
     """One method end to end into ``out``: train (or continue from ``out/last``), keep the best-on-validation
-    checkpoint, test it. Only rank 0 writes; other ranks return an empty dict."""
+    checkpoint, test it. Only rank 0 writes; other ranks return an empty dict. A resume is recorded in ``out``
+    and, where given, in the ``top`` folder of a ``--method all`` run, once the checkpoint is restored."""
     started = time.perf_counter()
     train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
     main = distributed.is_main()
@@ -250,7 +252,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
                    **(_loggers(out, history) if main else {}),
-                   **({"record": _ResumeRecord(out, _run_record(config, dataset))} if main and resume else {}),
+                   **({"record": _ResumeRecord([out] + ([top] if top else []), _run_record(config, dataset))}
+                      if main and resume else {}),
                    "progress": Progress(config.method, progress and main, validation.postfix, leave=True)},
         checkpoint=out / LAST, resume=resume,
         config={key: value for key, value in run_config.items() if key not in RELOCATABLE})
@@ -287,13 +290,15 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
              device: torch.device, progress: bool, resume: bool = False) -> dict:
     """Every method on the same data into ``out/<method>/``, plus comparison.md and comparison.json.
 
-    Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest."""
-    results = {}
+    Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest; the
+    first method to restore its checkpoint records the resume in ``out`` too."""
+    results, unrecorded = {}, resume
     for name in METHODS:
         folder = runs.method_dir(out, name)
         continues = resume and checkpoint.exists(folder / LAST)
         results[name] = _train_method(replace(config, method=name), dataset, splits, folder, device, progress,
-                                      resume=continues)
+                                      resume=continues, top=out if continues and unrecorded else None)
+        unrecorded = unrecorded and not continues
     if not distributed.is_main():
         return {}
     keys = ("test_accuracy", "validation_accuracy", "best_epoch", "seconds")
@@ -365,6 +370,5 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
                 return _train_method(config, dataset, splits, out, device, progress, resume)
             if main and not resume:
                 write_json(out / CONFIG, _run_config(config))
-            if main:
-                write_run_record(out, _run_record(config, dataset), resume)
+                write_run_record(out, _run_record(config, dataset))
             return _compare(config, dataset, splits, out, device, progress, resume)
