@@ -145,6 +145,20 @@ def test_idx_loader_reads_any_idx_set_without_checksum(tmp_path):
     assert data.classes == ["0", "1", "2"] and data.train.images.shape == (6, 1, 5, 5)
 
 
+def test_a_data_file_found_in_a_data_folder_is_not_read_through_a_link(tmp_path):
+    """The link could lead anywhere on the machine; the folder given is where the data set is read from."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    _write_idx_set(data, np.random.default_rng(0), gz=False)
+    _write_idx_set(elsewhere, np.random.default_rng(1), gz=False)
+    (data / "t10k-labels-idx1-ubyte").unlink()
+    (data / "t10k-labels-idx1-ubyte").symlink_to(elsewhere / "t10k-labels-idx1-ubyte")
+    with pytest.raises(DataFileError, match=r"idx: .*data/t10k-labels-idx1-ubyte is a symbolic link"):
+        load_image_dataset("idx", data_dir=data)
+    linked_folder = tmp_path / "linked"
+    linked_folder.symlink_to(elsewhere, target_is_directory=True)  # the folder itself: the user's choice
+    assert len(load_image_dataset("idx", data_dir=linked_folder).test.labels) == 4
+
+
 def test_images_that_are_all_one_value_are_refused_before_training(tmp_path):
     """All-zero images trained to a NaN loss: normalising by a standard deviation of 0."""
     _write_idx_set(tmp_path, np.random.default_rng(0), gz=False)

@@ -283,6 +283,17 @@ def test_csv_table_by_name_and_by_index(small_csv):
     assert last.feature_names == ["a", "b", "y"]
 
 
+def test_a_csv_the_user_names_may_be_a_link_a_table_in_a_data_folder_may_not(small_csv, tmp_path):
+    named = tmp_path / "named.csv"
+    named.symlink_to(small_csv)
+    np.testing.assert_array_equal(load_csv_table(named, "y").y, [10, 20, 30])
+    folder = tmp_path / "uci_bdl" / "yacht"
+    folder.mkdir(parents=True)
+    (folder / "data.txt").symlink_to(small_csv)
+    with pytest.raises(DataFileError, match=r"yacht: .*yacht/data.txt is a symbolic link"):
+        load_table("yacht", data_dir=tmp_path)
+
+
 def test_csv_table_unknown_target(small_csv):
     with pytest.raises(ValueError, match=r"no column named 'price'.*\['a', 'b', 'y', 'c'\]"):
         load_csv_table(small_csv, "price")

@@ -48,12 +48,16 @@ def folder_root(data_dir: Path | None, folder: str, marker: str, *, dataset: str
     return found.parent
 
 
-def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint: str) -> Path:
+def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint: str, named: bool = False) -> Path:
     """Return ``path`` if it exists and matches ``expected_sha256``; otherwise raise DataFileError.
 
-    ``hint`` tells the user where the file comes from or which ``--data-dir`` to pass.
+    A file found in a data folder is read from that folder, so it may not be a link, which could lead anywhere on
+    the machine (the folder itself may be one: the user chose it); a file the user ``named`` may. ``hint`` tells
+    the user where the file comes from or which ``--data-dir`` to pass.
     """
     path = Path(path)
+    if path.is_symlink() and not named:
+        raise DataFileError(f"{dataset}: {path} is a symbolic link; a data folder must hold its files themselves")
     if not path.is_file():
         raise DataFileError(f"{dataset}: missing data file {path}. {hint}")
     if expected_sha256 is not None:

@@ -283,7 +283,8 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
     """
     path = Path(path)
     name = path.stem
-    require_file(path, None, dataset=name, hint="load_csv_table needs an existing CSV file with a header row.")
+    require_file(path, None, dataset=name, hint="load_csv_table needs an existing CSV file with a header row.",
+                 named=True)
     names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True)
     if isinstance(target, str):
         if names.count(target) != 1:
