@@ -290,7 +290,8 @@ SCORE = """{summary}
 SAVE = """Save the fitted estimator as a checkpoint: ``path.json`` and ``path.<token>.safetensors``.
 
     Written atomically (see ``checkpoint.py``); JSON and tensors only, so that, unlike a pickle, loading it
-    cannot run code.
+    cannot run code. An earlier checkpoint at ``path`` is replaced, as ``torch.save`` and ``joblib.dump`` replace
+    a file; what is not a regular file (a folder, a device) is refused.
 
     Parameters
     ----------
@@ -349,7 +350,7 @@ EXPORT_ONNX = """Write the fitted predictor as one ONNX graph, to run without Py
     Parameters
     ----------
     path : str or path-like
-        The ``.onnx`` file to write.
+        The ``.onnx`` file to write; an earlier one there is replaced (what is not a regular file is refused).
 
     Returns
     -------
