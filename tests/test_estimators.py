@@ -131,8 +131,31 @@ def test_classifier_keeps_labels_and_probabilities():
     model = MetaNeighborhoodsClassifier(**{**FAST, "max_epochs": 60}).fit(X, labels)
     assert list(model.classes_) == ["high", "low"]
     proba = model.predict_proba(X)
-    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=4 * np.finfo(np.float64).eps)  # scikit-learn's
+    np.testing.assert_allclose(model.predict_log_proba(X), np.log(proba), rtol=1e-12)  # log_loss checks this sum
     assert set(model.predict(X)) <= {"high", "low"} and model.score(X, labels) > 0.7
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("estimator", ESTIMATORS[:2], ids=["regressor", "classifier"])
+def test_torchs_default_dtype_changes_nothing(estimator, tmp_path):
+    """A user's torch.set_default_dtype(torch.float64) is a global the estimators must not depend on: fit, predict
+    and load give what they give under float32, and the global is as the user left it."""
+    X, y = _table(n=100)
+    y = y if isinstance(estimator, MetaNeighborhoodsRegressor) else y > np.median(y)
+    answer = "predict" if isinstance(estimator, MetaNeighborhoodsRegressor) else "predict_proba"
+    model = clone(estimator).fit(X, y)
+    model.save(tmp_path / "model")
+    expected = getattr(model, answer)(X)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        np.testing.assert_array_equal(getattr(clone(estimator).fit(X, y), answer)(X), expected)
+        np.testing.assert_array_equal(getattr(type(estimator).load(tmp_path / "model"), answer)(X), expected)
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def test_prediction_works_in_bounded_batches(monkeypatch):

@@ -100,6 +100,9 @@ def test_factories_are_parameters_scikit_learn_clones_and_searches():
     ({"extractor": lambda d: nn.Unflatten(1, (2, 2))}, r"extractor\(4\) answers 2 rows with shape \(2, 2, 2\): the "
                                                        r"head needs a matrix"),
     ({"extractor": lambda d: 7}, r"extractor\(4\) returned int, not a torch.nn.Module"),
+    ({"head": functools.partial(MLPHead, hidden=(16,))}, r"head\(4, 1\) failed \(.*multiple values for argument "
+                                                        r"'hidden'\); a head factory is called as head\(n_features, "),
+    ({"extractor": lambda: nn.Identity()}, r"extractor\(4\) failed .* called as extractor\(n_features\)"),
 ])
 def test_a_bad_factory_is_refused_naming_it(params, message):
     X, y, _ = _table(n=40)

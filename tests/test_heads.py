@@ -1,5 +1,6 @@
 """The head contract (heads/base.py): the fast-path registry, which parameters adapt and which decay."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -63,3 +64,16 @@ def test_weight_decay_follows_the_contract():
     assert [names[id(p)] for p in decayed["params"]] == ["extractor.weight"]  # not the cosine head's prototypes
     assert decayed["weight_decay"] == 1e-3 and exempt["weight_decay"] == 0.0
     assert {names[id(p)] for p in exempt["params"]} == set(names.values()) - {"extractor.weight"}
+
+
+@pytest.mark.parametrize("head, shape", [(MLPHead(5, (8,), 1), (2, 3, 5)), (MLPHead(5, (8,), 1), (5,)),
+                                         (MLPHead(5, (8,), 1), (4, 6)), (CosineHead(5, 3), (2, 3, 5))])
+@pytest.mark.parametrize("options", [{}, {"inner_steps": 2}, {"top_k": 4}, {"dictionary_size": 0}])
+def test_features_that_are_not_rows_of_the_heads_width_are_refused(head, shape, options):
+    """Each row is adapted to its own neighbourhood: a (*, d) batch would be mixed up (two inner steps gave wrong
+    numbers, silently), so the model asks for (batch, in_features), as its error says."""
+    task = "classification" if isinstance(head, CosineHead) else "regression"
+    model = MetaNeighborhoods(head, task=task, **{"dictionary_size": 32, **options})
+    got = rf"\({', '.join(map(str, shape))},?\)"
+    with pytest.raises(ValueError, match=rf"takes features of shape \(batch, 5\), got {got}"):
+        model(torch.randn(shape))

@@ -261,6 +261,13 @@ PREDICT = """{summary}
     See the class docstring.
     """
 
+PREDICT_PROBA = PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
+                               returns="ndarray of shape (n_samples, n_classes)\n"
+                                       "        Probabilities of the classes in the order of ``classes_``.")
+PREDICT_LOG_PROBA = PREDICT.format(summary="Logarithms of ``predict_proba``, computed without its rounding to 0.",
+                                   returns="ndarray of shape (n_samples, n_classes)\n"
+                                           "        Log-probabilities of the classes in the order of ``classes_``.")
+
 SCORE = """{summary}
 
     As scikit-learn's own estimators score, so that model selection treats this one like any other.
@@ -286,6 +293,11 @@ SCORE = """{summary}
     --------
     See the class docstring.
     """
+
+REGRESSOR_SCORE = SCORE.format(summary="The coefficient of determination R^2 of ``predict(X)``.",
+                               shape=" or (n_samples, n_outputs)", target="targets", returns="R^2 (1 is perfect).")
+CLASSIFIER_SCORE = SCORE.format(summary="The accuracy of ``predict(X)``.", shape="", target="labels",
+                                returns="Share of rows predicted right.")
 
 SAVE = """Save the fitted estimator as a checkpoint: ``path.json`` and ``path.<token>.safetensors``.
 

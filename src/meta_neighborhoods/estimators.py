@@ -32,7 +32,7 @@ from .estimator_docs import doc
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
 from .standardise import blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows
-from .training import OptimizerSpec, fit_early_stopping, resolve_device
+from .training import OptimizerSpec, fit_early_stopping, float32_default, resolve_device
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real)
 
@@ -65,8 +65,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     """
 
     _task: str
-    # scikit-learn's HTML representation shows each parameter's documentation only next to a link: the installed
-    # text of that documentation, which works offline (the project publishes no web documentation).
+    # the HTML repr shows a parameter's documentation only beside a link: the installed text works offline
     _doc_link_module = "meta_neighborhoods"
     _doc_link_template = Path(docs.__file__).resolve().as_uri()
 
@@ -201,17 +200,18 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                extractor: nn.Module | None = None, key_features: int | None = None) -> MetaNeighborhoods:
         """The network ``network_`` describes; the head takes the ``key_features`` of ``extractor`` (without one,
         the rows themselves)."""
-        head = build_head(self.head, key_features or n_features, n_outputs, self.hidden_layer_sizes)
-        return MetaNeighborhoods(head, self._config(dictionary_size, similarity, temperature), extractor=extractor)
+        with float32_default():
+            head = build_head(self.head, key_features or n_features, n_outputs, self.hidden_layer_sizes)
+            return MetaNeighborhoods(head, self._config(dictionary_size, similarity, temperature), extractor=extractor)
 
     # -- training ---------------------------------------------------------------------------------
 
     def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int):
         """Fit on ``rows`` of X (with their ``weights`` and ``targets``) on the estimator's own seeded stream: the
-        caller's global torch generator is left as it was."""
+        caller's global torch generator and default dtype are left as they were."""
         self._check_parameters()
         device = resolve_device(self.device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), float32_default():
             self._train(X, rows, weights, targets, n_outputs, device)
         return self
 
@@ -284,8 +284,9 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         memory is bounded whatever the number of rows, and a sparse X is densified one block at a time."""
         model = (self.model_ if model is None else model).eval()
         device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
-        return torch.cat([model(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
-                          for i, block in blocks(X, rows)])
+        with float32_default():
+            return torch.cat([model(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
+                              for i, block in blocks(X, rows)])
 
     def _raw_predict(self, X) -> torch.Tensor:
         """The network's outputs for ``X``; never a NaN passed on (nor, for a classifier, a default class)."""
@@ -351,8 +352,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         out = self._raw_predict(X).double().numpy() * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_ndim == 1 else out
 
-    @doc(docs.SCORE.format(summary="The coefficient of determination R^2 of ``predict(X)``.",
-                           shape=" or (n_samples, n_outputs)", target="targets", returns="R^2 (1 is perfect)."))
+    @doc(docs.REGRESSOR_SCORE)
     def score(self, X, y, sample_weight=None) -> float:
         return super().score(X, y, sample_weight=sample_weight)
 
@@ -378,11 +378,13 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
                              "least 2")
         return self._fit(X, rows, weights, encoder.transform(y[rows]).astype(np.int64), len(self.classes_))
 
-    @doc(docs.PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
-                             returns="ndarray of shape (n_samples, n_classes)\n"
-                                     "        Probabilities of the classes in the order of ``classes_``."))
+    @doc(docs.PREDICT_PROBA)
     def predict_proba(self, X) -> np.ndarray:
-        return self._raw_predict(X).softmax(dim=1).double().numpy()
+        return self._raw_predict(X).double().softmax(dim=1).numpy()  # in float64: rows sum to 1 at its precision
+
+    @doc(docs.PREDICT_LOG_PROBA)
+    def predict_log_proba(self, X) -> np.ndarray:
+        return self._raw_predict(X).double().log_softmax(dim=1).numpy()
 
     def _deployed_output(self) -> nn.Module:
         return nn.Softmax(dim=1)
@@ -393,7 +395,6 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
         probabilities = self.predict_proba(X)  # checks fitting first, so an unfitted model says so
         return self.classes_[probabilities.argmax(axis=1)]
 
-    @doc(docs.SCORE.format(summary="The accuracy of ``predict(X)``.", shape="", target="labels",
-                           returns="Share of rows predicted right."))
+    @doc(docs.CLASSIFIER_SCORE)
     def score(self, X, y, sample_weight=None) -> float:
         return super().score(X, y, sample_weight=sample_weight)

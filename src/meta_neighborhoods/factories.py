@@ -8,8 +8,10 @@ the sizes fit finds and checked before training starts, so that a wrong one is n
   live there, and the head is asked for ``m`` inputs.
 
 A factory's own settings go in with it (``functools.partial(MyHead, width=64)``), which scikit-learn clones and
-grid-searches like any parameter value. Without factories: the MLP head of ``hidden_layer_sizes`` on the rows
-themselves, the paper's setting for tables.
+grid-searches like any parameter value, and which pickles where ``MyHead`` is defined at a module's top level (a
+lambda does not). Without factories: the MLP head of ``hidden_layer_sizes`` on the rows themselves, the paper's
+setting for tables (``MLPHead(in_features, hidden, out_features)`` takes its sizes around its widths: use
+``hidden_layer_sizes``, not a factory).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .heads import MLPHead
 from .validation import ConfigError
 
 FACTORIES = ("head", "extractor")  # the estimators' parameters that take a factory
+CALLS = {"head": "head(n_features, n_outputs)", "extractor": "extractor(n_features)"}
 
 
 def build_extractor(factory, n_features: int) -> tuple[nn.Module | None, int]:
@@ -57,7 +60,10 @@ def _call(name: str, factory, *sizes: int) -> tuple[str, nn.Module]:
         raise ConfigError(f"{name} must be None or a callable returning a torch.nn.Module (a class or a function, "
                           f"not a built module), got {factory!r}")
     call = f"{name}({', '.join(map(str, sizes))})"
-    module = factory(*sizes)
+    try:
+        module = factory(*sizes)
+    except TypeError as error:  # most often a factory that does not take the sizes as they are given
+        raise ConfigError(f"{call} failed ({error}); a {name} factory is called as {CALLS[name]}") from None
     if not isinstance(module, nn.Module):
         raise ConfigError(f"{call} returned {type(module).__name__}, not a torch.nn.Module")
     return call, module

@@ -57,6 +57,18 @@ class OptimizerSpec:
         return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(self.milestones), gamma=0.1)
 
 
+@contextlib.contextmanager
+def float32_default():
+    """Inside: torch's default dtype is float32, as it was before a user changed that global, so that what the
+    estimators build, draw and compute does not depend on it (their rows are float32)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
 def _network(model: nn.Module) -> nn.Module:
     """What the forward pass runs through: ``model`` itself, or its DistributedDataParallel wrapper under torchrun."""
     if not distributed.is_active():
