@@ -77,3 +77,11 @@ def test_features_that_are_not_rows_of_the_heads_width_are_refused(head, shape, 
     got = rf"\({', '.join(map(str, shape))},?\)"
     with pytest.raises(ValueError, match=rf"takes features of shape \(batch, 5\), got {got}"):
         model(torch.randn(shape))
+
+
+def test_the_models_repr_shows_the_methods_settings():
+    text = repr(MetaNeighborhoods(MLPHead(5, (8,), 1), dictionary_size=16, top_k=4, inner_steps=2, temperature=0.5,
+                                  step_size="layer"))
+    for shown in ("top_k=4", "size=16", "inner_steps=2", "temperature=0.5", "kind='layer'", "adapted=['layers.1"):
+        assert shown in text, shown
+    assert "vanilla" in repr(MetaNeighborhoods(MLPHead(5, (8,), 1), dictionary_size=0))

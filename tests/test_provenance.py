@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas
 import pytest
+import scipy
+import sklearn
 import torch
 
 import meta_neighborhoods
@@ -25,7 +28,15 @@ def test_the_record_is_json_and_names_every_version(monkeypatch):
     assert (record["torch"], record["numpy"]) == (torch.__version__, np.__version__)
     assert record["python"] == platform.python_version() and record["platform"] == platform.platform()
     assert record["command"] == ["meta-neighborhoods", "classify", "--dataset", "digits"]
+    assert record["working_directory"] == str(Path.cwd())  # where the command's relative paths start
+    assert (record["scikit-learn"], record["scipy"], record["pandas"]) == (sklearn.__version__, scipy.__version__,
+                                                                           pandas.__version__)
     assert {"git_commit", "git_dirty", "cuda", "time"} <= set(record)
+
+
+def test_a_library_that_is_not_installed_is_recorded_as_none(monkeypatch):
+    monkeypatch.setattr(module, "LIBRARIES", ("no-such-distribution-here",))
+    assert provenance()["no-such-distribution-here"] is None
 
 
 def test_the_record_names_the_thread_count_a_rerun_needs():

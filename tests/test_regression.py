@@ -88,6 +88,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     config = saved["config"]
     assert (config["folds"], config["seed"], config["seeds"], config["search"]) == (2, 3, 2, False)
     assert (config["rows_used"], config["rows_in_table"], config["max_rows"]) == (120, 120, None)
+    assert (config["table"], config["table_sha256"]) == (table.description, table.sha256())
     assert config["provenance"]["meta_neighborhoods"] == meta_neighborhoods.__version__  # and the command, versions
     assert config["version"] == meta_neighborhoods.__version__
     assert config["estimator"]["dictionary_size"] == 16 and config["estimator"]["random_state"] == 3
@@ -308,7 +309,7 @@ def test_a_folder_holding_a_run_is_refused_before_any_work_unless_overwrite(tiny
     def work(*args, **kwargs):
         raise RuntimeError("the work began")
 
-    monkeypatch.setattr(regression, "cross_validated", work)
+    monkeypatch.setattr(regression, "cross_validate", work)
     argv = [part.format(csv=tiny_csv) for part in command] + ["--out", str(out), "--quiet", "--folds", "2"]
     assert main(argv) == 1
     error = capsys.readouterr().err
@@ -424,3 +425,17 @@ def test_a_bad_protocol_option_is_refused_before_any_work(tiny_csv, tmp_path, ca
     with pytest.raises(ValueError, match="seeds must be a positive integer"):
         run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "api", seeds=0, progress=False)
     assert not (tmp_path / "api").exists()
+
+
+@pytest.mark.parametrize("command", ["regress", "ablate"])
+@pytest.mark.parametrize("folds, status, message", [
+    ("1", 2, "cross-validation needs at least 2 folds, got 1"),
+    ("121", 1, "tiny: 120 rows cannot make 121 folds: a test fold needs a row"),
+])
+def test_folds_the_table_cannot_make_are_refused_before_the_output_folder_is_made(tiny_csv, tmp_path, capsys, command,
+                                                                                  folds, status, message):
+    ablated = ["--param", "top_k", "--values", "4"] if command == "ablate" else []
+    argv = [command, "--data-file", str(tiny_csv), "--target", "y", *ablated, "--folds", folds, "--quiet",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == status
+    assert message in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import meta_neighborhoods
 
@@ -49,6 +50,21 @@ def test_spiral_command_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path
     assert (out / "metrics.json").read_text() == before
     assert main([*argv, "--out", str(out), "--seed", "1", "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
+
+
+def test_an_overwritten_run_leaves_none_of_its_files_that_the_new_run_does_not_write(tmp_path):
+    out, argv = tmp_path / "spiral", ["spiral", "--epochs", "2", "--quiet", "--device", "cpu", "--out"]
+    assert main([*argv, str(out)]) == 0 and (out / "spiral.gif").is_file()
+    assert main([*argv, str(out), "--no-animation", "--overwrite"]) == 0
+    files = json.loads((out / "metrics.json").read_text())["files"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(["metrics.json", *files])
+
+
+def test_a_device_this_machine_lacks_is_refused_before_the_output_folder_is_made(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["spiral", "--device", "cuda", "--quiet", "--out", str(tmp_path / "run")]) == 1
+    assert "this machine has 0 CUDA GPU(s)" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_spiral_command_reports_unwritable_output(tmp_path, capsys):

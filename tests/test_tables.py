@@ -294,6 +294,13 @@ def test_a_csv_the_user_names_may_be_a_link_a_table_in_a_data_folder_may_not(sma
         load_table("yacht", data_dir=tmp_path)
 
 
+def test_a_tables_digest_is_of_its_numbers_not_of_its_file(small_csv, tmp_path):
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("a, b, y, c\n1.0, 2, 1e1, 3\n4, 5.00, 20, 6\n7, 8, 30, 9.0\n")
+    assert load_csv_table(spaced, "y").sha256() == load_csv_table(small_csv, "y").sha256()
+    assert load_csv_table(small_csv, "c").sha256() != load_csv_table(small_csv, "y").sha256()  # y is not X
+
+
 def test_csv_table_unknown_target(small_csv):
     with pytest.raises(ValueError, match=r"no column named 'price'.*\['a', 'b', 'y', 'c'\]"):
         load_csv_table(small_csv, "price")

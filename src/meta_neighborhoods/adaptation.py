@@ -44,6 +44,9 @@ class StepSize(nn.Module):
             return dict.fromkeys(self.names, self.alpha.abs())
         return {name: a.abs() for name, a in zip(self.names, self.alpha)}
 
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, adapted={self.names}"
+
 
 class Adaptation(nn.Module):
     """Per-input finetuning of a head: ``inner_steps`` gradient steps of size alpha on the neighbours' loss.
@@ -72,6 +75,10 @@ class Adaptation(nn.Module):
         if fast:
             return path(head, z, keys, values, weights, loop)
         return adapt_generic(head, z, keys, values, weights, loop, python_loop=choice == "loop")
+
+    def extra_repr(self) -> str:
+        return (f"task={self.task!r}, inner_steps={self.steps}, first_order={self.first_order}, "
+                f"implementation={self.implementation!r}")
 
 
 def adapt_generic(head: nn.Module, z, keys, values, weights, loop: InnerLoop,

@@ -86,6 +86,9 @@ class MetaNeighborhoods(nn.Module):
         return self.adaptation(self.head, z, keys.index_select(0, used), values.index_select(0, used),
                                TopK(local, top.weight))
 
+    def extra_repr(self) -> str:
+        return "vanilla" if self.vanilla else f"top_k={self.config.top_k}"
+
     def forward(self, x: torch.Tensor, own_slot: torch.Tensor | None = None) -> torch.Tensor:
         return self.predict_features(self.features(x), own_slot)
 

@@ -11,6 +11,7 @@ import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from . import __version__
 
 GIT_TIMEOUT = 5.0  # seconds; a hung git (a network file system, a lock) must not hold up a run
+LIBRARIES = ("scikit-learn", "scipy", "pandas")  # what else computes results (folds, baselines, tables, tests)
 
 
 def _git(*args: str) -> str | None:
@@ -43,21 +45,31 @@ def git_state() -> tuple[str | None, bool | None]:
     return commit or None, None if not commit or status is None else bool(status)
 
 
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def provenance() -> dict:
     """A JSON-able record of what is running now: versions, platform, torch's CPU threads (training with
     neighbours sums in an order that depends on them, so a rerun matches only on as many), git commit and whether
-    the clone had uncommitted changes (both None outside a clone), the command line (``sys.argv``) and the time."""
+    the clone had uncommitted changes (both None outside a clone), the command line (``sys.argv``) and the folder
+    its relative paths start from, and the time."""
     commit, dirty = git_state()
     return {
         "meta_neighborhoods": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
+        **{name: _version(name) for name in LIBRARIES},
         "cuda": torch.version.cuda,
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
         "git_commit": commit,
         "git_dirty": dirty,
         "command": list(sys.argv),
+        "working_directory": os.getcwd(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -190,5 +190,6 @@ class Attention(nn.Module):
         return masked_softmax(logits, chosen.scatter_(1, index, True if hidden is None else ~hidden))
 
     def extra_repr(self) -> str:
-        return (f"similarity={self.similarity!r}, learned={isinstance(self.log_temperature, nn.Parameter)}, "
+        return (f"similarity={self.similarity!r}, temperature={self.log_temperature.exp().item():.4g}, "
+                f"learned={isinstance(self.log_temperature, nn.Parameter)}, "
                 f"metric={'learned' if self.log_scale is not None else 'fixed'}")

@@ -27,6 +27,7 @@ its line in the file (1-based, the header and blank lines counted), the one numb
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +57,14 @@ class Table:
             raise ValueError(f"{self.name}: X must be (n, d) and y (n,), got {self.X.shape} and {self.y.shape}")
         if self.feature_names is not None and len(self.feature_names) != self.X.shape[1]:
             raise ValueError(f"{self.name}: {len(self.feature_names)} feature names for {self.X.shape[1]} features")
+
+    def sha256(self) -> str:
+        """Of the numbers (the shape, then X and y as float64): a run records which table it used, whatever the file
+        and formatting the numbers were read from."""
+        digest = hashlib.sha256(np.asarray(self.X.shape, dtype=np.int64).tobytes())
+        for array in (self.X, self.y):
+            digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)

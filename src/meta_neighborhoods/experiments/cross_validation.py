@@ -133,6 +133,8 @@ def subset_rows(table: Table, max_rows: int | None, seed: int) -> Table:
 def _check_size(table: Table, methods: dict, folds: int) -> None:
     if folds < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
+    if folds > len(table.y):
+        raise ValueError(f"{table.name}: {len(table.y)} rows cannot make {folds} folds: a test fold needs a row")
     smallest = len(table.y) - math.ceil(len(table.y) / folds)  # rows in the smallest training fold
     if smallest < (KNN_INNER_FOLDS if "knn" in methods else 2):
         raise ValueError(f"{table.name}: {len(table.y)} rows are too few for {folds}-fold cross-validation: a training "
@@ -208,6 +210,9 @@ def _counting_unconverged(counts: dict, name: str):
 
 def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) -> dict:
     """The protocol of a run, checked before anything is written."""
+    check_int("folds", folds)
+    if folds < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
     check_int("seeds", seeds)
     check_seed("seed", seed, limit=2**32 - seeds)  # scikit-learn's generators take seeds below 2**32: seed + repeat
     if max_rows is not None:
@@ -215,9 +220,9 @@ def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) ->
     return {"folds": folds, "seed": seed, "seeds": seeds, "max_rows": max_rows}
 
 
-def cross_validated(table: Table, methods: dict, params: dict, *, folds: int, seed: int, seeds: int,
-                     max_rows: int | None, progress: bool, search: bool = False) -> tuple[Table, dict]:
-    """The rows a run uses (at most ``max_rows``) and its repeated CV."""
-    used = subset_rows(table, max_rows, seed)
-    return used, cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
-                                progress=progress)
+def protocol_rows(table: Table, methods: dict, options: dict) -> Table:
+    """The rows a run of ``protocol_options`` uses (at most ``max_rows``), checked against its folds before
+    anything is written."""
+    used = subset_rows(table, options["max_rows"], options["seed"])
+    _check_size(used, methods, options["folds"])
+    return used

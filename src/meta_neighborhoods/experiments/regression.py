@@ -16,7 +16,7 @@ from ..provenance import provenance
 from ..significance import compare
 from ..validation import ConfigError
 from .cross_validation import (
-    SEARCH, available_methods, cross_validated, meta_neighborhoods_estimator, protocol_options,
+    SEARCH, available_methods, cross_validate, meta_neighborhoods_estimator, protocol_options, protocol_rows,
 )
 
 REFERENCE = "meta_neighborhoods"
@@ -118,8 +118,10 @@ def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
 
 
 def _run_config(table: Table, used: Table, options: dict, params: dict, varied: dict) -> dict:
-    """What a run needs to be repeated: the protocol, the rows it used, the estimator's full parameters."""
-    return {**options, "rows_used": len(used.y), "rows_in_table": len(table.y), "estimator_params": params,
+    """What a run needs to be repeated: the protocol, the table and the rows it used, the estimator's full
+    parameters."""
+    return {**options, "table": table.description, "table_sha256": table.sha256(), "rows_used": len(used.y),
+            "rows_in_table": len(table.y), "estimator_params": params,
             "version": __version__, "estimator": _estimator_config(params, options["seed"], varied),
             "provenance": provenance()}
 
@@ -140,8 +142,10 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows)
+    used = protocol_rows(table, methods, options)
     out, params = claim_out_dir(out, RESULTS, overwrite), dict(estimator_params or {})
-    used, cv = cross_validated(table, methods, params, **options, progress=progress, search=search)
+    cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
+                        progress=progress)
     summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
     varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
     results = {
@@ -263,9 +267,10 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     refused unless ``overwrite``)."""
     values = ablation_values(param, values)
     options = protocol_options(folds, seed, seeds, max_rows)
-    out, params = claim_out_dir(out, ABLATION, overwrite), dict(estimator_params or {})
     methods = {f"{param}={value}": _with_value(param, value) for value in values}
-    used, cv = cross_validated(table, methods, params, **options, progress=progress)
+    used = protocol_rows(table, methods, options)
+    out, params = claim_out_dir(out, ABLATION, overwrite), dict(estimator_params or {})
+    cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
     first = next(iter(methods))
     summary = compare(cv["folds"], first, folds, baseline=first)
     results = {

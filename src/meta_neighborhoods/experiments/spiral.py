@@ -80,9 +80,8 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     """Train vanilla and Meta-Neighborhoods (same linear head) and write metrics, figure and animation, and the
     run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
     ``overwrite``."""
-    config = config or SpiralConfig()
+    config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
     out = claim_out_dir(out, OUTPUTS, overwrite)
-    device, started = resolve_device(device), time.time()
     train, test, normalisation = _data(config, device)
     write_run_record(out, {"seeds": _seeds(config), "input": normalisation})
     accuracy = {}
@@ -116,4 +115,6 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
     }
     write_json(out / "metrics.json", metrics)
+    for stale in set(OUTPUTS) - {"metrics.json", *metrics["files"]}:  # an overwritten run's: not of this one
+        (out / stale).unlink(missing_ok=True)
     return metrics
