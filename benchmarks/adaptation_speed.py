@@ -3,11 +3,12 @@ and the fast path against vanilla for dictionary sizes S and top-k attention K.
 
 Configuration (issues 2 and 10): MLP head 90-128-128-1, batch B = 256, one inner step, all layers adapted (or
 with ``--adapt last`` the last, as the estimators' defaults),
-second-order meta-gradients; keys and inputs N(0, 1), so that the inputs of a batch share few neighbours
-(the worst case for top-k: up to B K distinct keys per step). Every variant is a full forward + backward of the
-meta-loss, timed in this process; vanilla and the fast path take turns (one call each per round) and the
-medians are reported, since these machines vary 2-4x from run to run. The loop runs on a subset of the batch
-and is scaled to B.
+second-order meta-gradients, Euclidean attention at temperature 90 (the inputs' width); keys and inputs N(0, 1),
+so that the inputs of a batch share few neighbours (the worst case for top-k: up to B K distinct keys per step).
+Every variant is a full forward + backward of the meta-loss, timed in this process; the variants compared take
+turns (one call each per round: vanilla, fast path, oracle and loop at S = ``--keys``, full attention; then
+vanilla and the fast path for each S x K) and the medians are reported, since these machines vary 2-4x from run
+to run. The loop runs on a subset of the batch and is scaled to B. ``--threads`` sets torch's CPU threads.
 
 "keys" is how many keys the inner loop runs the head on (forward, backward and, second order, the backward of
 that): all S on the dense path, else the distinct keys the batch attends to. "keys alone" times the least of that
@@ -17,8 +18,8 @@ nothing of the batch: no choice of keys, no attention, no adapted prediction, no
 loss. Every exact implementation of the step does at least this, so ``keys alone / vanilla`` bounds the step's
 ratio from below.
 
-    python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda] [--sizes 512 4096 16384] [--ks 0 64 32]
-        [--adapt all|last]
+    python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda] [--threads N] [--sizes 512 4096 16384]
+        [--ks 0 64 32] [--repeats 30] [--oracle-repeats 5] [--adapt all|last]
 """
 
 from __future__ import annotations
@@ -38,46 +39,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", help="also write the timings here")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--keys", type=int, default=512)
-    parser.add_argument("--loop-subset", type=int, default=16, help="examples the Python loop runs (scaled to the batch)")
+    parser.add_argument("--keys", type=int, default=512, help="S of the four-variant comparison (full attention)")
+    parser.add_argument("--loop-subset", type=int, default=16,
+                        help="examples the Python loop runs (scaled to the batch)")
+    parser.add_argument("--oracle-repeats", type=int, default=5,
+                        help="rounds of the four-variant comparison (the oracle and the loop take ~1 s a call)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384], help="dictionary sizes S")
     parser.add_argument("--ks", type=int, nargs="+", default=[0, 64, 32], help="top-k K (0 = full attention)")
     parser.add_argument("--repeats", type=int, default=30, help="rounds of the interleaved S x K timings")
     parser.add_argument("--adapt", default="all", choices=["all", "last"], help="layers the inner loop finetunes")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    model = MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=args.keys, adapt=args.adapt).to(device)
     x = torch.randn(args.batch, 90, device=device)
     y = torch.randn(args.batch, 1, device=device)
-
-    def step(implementation, rows=slice(None)):
-        def run():
-            model.zero_grad(set_to_none=True)
-            if implementation == "vanilla":
-                prediction = model.head(x[rows])
-            else:
-                model.adaptation.implementation = implementation
-                prediction = model(x[rows])
-            model.loss(prediction, y[rows]).backward()
-        return run
-
-    subset = min(args.loop_subset, args.batch)
-    def alone(run, repeats):  # each variant on its own, with as many repeats as its run time allows
-        return timed({"step": run}, repeats, 1, device)["step"]
-
-    ms = {
-        "vanilla_ms": alone(step("vanilla"), 50),
-        "fast_ms": alone(step("fast"), 20),
-        "generic_ms": alone(step("generic"), 3),
-        "loop_ms": alone(step("loop", slice(0, subset)), 2) * args.batch / subset,
-    }
+    ms = _implementations(_model(args.keys, None, args.adapt, device), x, y, args.loop_subset, args.oracle_repeats,
+                          device)
     print(f"one meta-training step, MLP 90-128-128-1, B={args.batch}, S={args.keys}, 1 inner step, "
           f"adapt={args.adapt}, second order, {device.type} ({torch.get_num_threads()} threads), "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}; interleaved, median of {args.oracle_repeats} rounds")
     print(f"{'variant':<28}{'ms':>12}{'vs fast':>12}{'vs vanilla':>12}")
+    subset = min(args.loop_subset, args.batch)
     names = {"vanilla_ms": "vanilla (no neighbours)", "fast_ms": "fast path",
              "generic_ms": "generic (torch.func vmap)", "loop_ms": f"python loop (x{args.batch // subset} scaled)"}
     for key, name in names.items():
@@ -94,27 +81,49 @@ def main() -> None:
               f"{c['fast_ms'] / c['vanilla_ms']:>7.1f}x{c['distinct_keys']:>8}{c['distinct_keys'] / len(x):>9.1f}x"
               f"{c['keys_ms']:>15.2f}{c['keys_ms'] / c['vanilla_ms']:>21.1f}x")
     if args.json:
-        write_json(args.json, {**{k: round(v, 3) for k, v in ms.items()}, "configs": configs,
-                               "provenance": provenance()})
+        write_json(args.json, {**ms, "configs": configs, "provenance": provenance()})
+
+
+def _model(size: int, top_k: int | None, adapt: str, device) -> MetaNeighborhoods:
+    """The benchmark's network: MLP 90-128-128-1, Euclidean attention at a temperature of the inputs' width."""
+    torch.manual_seed(0)
+    return MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=size, top_k=top_k, adapt=adapt,
+                             similarity="euclidean", temperature=90.0).to(device)
+
+
+def _step(model: MetaNeighborhoods, x, y, implementation: str, rows=slice(None)):
+    """One meta-training step's forward and backward (no optimiser: it is the same for every variant)."""
+    def run():
+        model.zero_grad(set_to_none=True)
+        if implementation == "vanilla":
+            prediction = model.head(x[rows])
+        else:
+            model.adaptation.implementation = implementation
+            prediction = model(x[rows])
+        model.loss(prediction, y[rows]).backward()
+    return run
+
+
+def _implementations(model: MetaNeighborhoods, x, y, loop_subset: int, repeats: int, device) -> dict:
+    """Vanilla, the fast path, the vmap oracle and the Python loop (on ``loop_subset`` rows, scaled to the batch),
+    taking turns; medians in milliseconds."""
+    subset = min(loop_subset, len(x))
+    ms = timed({"vanilla_ms": _step(model, x, y, "vanilla"), "fast_ms": _step(model, x, y, "fast"),
+                "generic_ms": _step(model, x, y, "generic"), "loop_ms": _step(model, x, y, "loop", slice(0, subset))},
+               repeats, 1, device)
+    model.adaptation.implementation = "auto"
+    return {**{k: round(v, 3) for k, v in ms.items()}, "loop_ms": round(ms["loop_ms"] * len(x) / subset, 3)}
 
 
 def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, adapt: str) -> dict:
     """Vanilla and the fast path of one S x K setting, taking turns; medians in milliseconds."""
-    torch.manual_seed(0)
-    model = MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=size, top_k=top_k, adapt=adapt,
-                              similarity="euclidean", temperature=90.0).to(device)
-
-    def step(vanilla: bool):
-        def run():
-            model.zero_grad(set_to_none=True)
-            model.loss(model.head(x) if vanilla else model(x), y).backward()
-        return run
-
+    model = _model(size, top_k, adapt, device)
     attended = attended_keys(model, x)
-    ms = timed({"vanilla_ms": step(True), "fast_ms": step(False), "keys_ms": keys_alone(model, attended)}, repeats,
-               2, device)
-    dense = top_k is None or runs_dense(size, model.config.neighbourhood_size(training=True))
-    return {"dictionary_size": size, "top_k": top_k, **{k: round(v, 3) for k, v in ms.items()},
+    ms = timed({"vanilla_ms": _step(model, x, y, "vanilla"), "fast_ms": _step(model, x, y, "auto"),
+                "keys_ms": keys_alone(model, attended)}, repeats, 2, device)
+    k = model.config.neighbourhood_size(training=True)
+    dense = k is None or runs_dense(size, k)
+    return {"dictionary_size": size, "top_k": top_k, **{name: round(v, 3) for name, v in ms.items()},
             "distinct_keys": size if dense else attended.numel()}  # the keys the fast path runs the head on
 
 

@@ -1,11 +1,17 @@
 """Fit time per epoch and peak memory of Meta-Neighborhoods and vanilla at the size of the paper's "music" set.
 
 A synthetic regression table of 515,345 x 90 rows (a random two-layer network of the inputs plus noise). Each
-setting is fitted for ``--epochs`` epochs in a fresh process, so that its peak resident memory (ru_maxrss) is
-its own; settings take turns over ``--repeats`` rounds and the medians are reported, with ratios to vanilla.
-The fit includes standardisation, the validation pass of early stopping (10 % of the rows) and every step.
+setting is fitted for ``--epochs`` epochs in a fresh process; settings take turns over ``--repeats`` rounds and
+the medians are reported, with ratios to vanilla. The seconds are the whole ``fit`` divided by the epochs: with
+one epoch they include its set-up, the validation pass of early stopping (10 % of the rows) and, for the defaults,
+the vanilla network the fallback trains beside. Memory, two ways: "fit MB", what fitting adds to the process
+over the table it fits (the largest growth of the resident set over the fit's start, sampled every millisecond,
+freed heap returned to the OS first, as ``memory.py``); "peak MB", the process's high-water mark (ru_maxrss),
+which also holds torch itself and the float64 temporaries of making the table. ``--threads`` caps torch, OpenMP
+and BLAS threads in each process (default 2, the figures so far; 1 is steadier on a machine shared with other
+jobs). Linux only (/proc, glibc's malloc_trim). Every round's figures are kept in ``--json``.
 
-    python benchmarks/fit_scale.py [--rows 515345] [--epochs 1] [--repeats 1] [--json PATH]
+    python benchmarks/fit_scale.py [--rows 515345] [--epochs 1] [--repeats 3] [--threads 2] [--json PATH]
 """
 
 from __future__ import annotations
@@ -46,52 +52,62 @@ def table(rows: int, features: int = 90, seed: int = 0) -> tuple[np.ndarray, np.
     return X, hidden @ rng.normal(size=32) + 0.3 * rng.normal(size=rows)
 
 
-def one(setting: str, rows: int, epochs: int) -> dict:
-    """Fit one setting here; its seconds and this process's peak memory."""
+def one(setting: str, rows: int, epochs: int, threads: int) -> dict:
+    """Fit one setting here; its seconds, what the fit adds to memory, and this process's peak memory."""
     import torch
+    from threadpoolctl import threadpool_limits
 
+    from inference_vs_knn import MB, PeakRSS, release_memory  # benchmarks/: scripts run from this folder
     from meta_neighborhoods import MetaNeighborhoodsRegressor
 
-    torch.set_num_threads(2)
-    X, y = table(rows)
-    started = time.perf_counter()
-    MetaNeighborhoodsRegressor(max_epochs=epochs, random_state=0, **SETTINGS[setting]).fit(X, y)
-    seconds = time.perf_counter() - started
-    return {"seconds_per_epoch": seconds / epochs, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads):
+        X, y = table(rows)
+        release_memory()
+        started = time.perf_counter()
+        with PeakRSS() as fit_memory:
+            MetaNeighborhoodsRegressor(max_epochs=epochs, random_state=0, **SETTINGS[setting]).fit(X, y)
+        seconds = time.perf_counter() - started
+    return {"seconds_per_epoch": seconds / epochs, "fit_mb": fit_memory.growth / MB,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=515_345)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--json")
     parser.add_argument("--one", choices=list(SETTINGS), help=argparse.SUPPRESS)  # the child process's setting
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.rows, args.epochs)))
+        print(json.dumps(one(args.one, args.rows, args.epochs, args.threads)))
         return
     runs = {name: [] for name in args.settings}
     for _ in range(args.repeats):
         for name in args.settings:  # interleaved: a change of load hits every setting alike
             child = subprocess.run([sys.executable, __file__, "--one", name, "--rows", str(args.rows), "--epochs",
-                                    str(args.epochs)], capture_output=True, text=True, check=True)
+                                    str(args.epochs), "--threads", str(args.threads)],
+                                   capture_output=True, text=True, check=True)
             runs[name].append(json.loads(child.stdout.strip().splitlines()[-1]))
             print(f"  {name}: {runs[name][-1]}", file=sys.stderr, flush=True)
     result = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
     base = result.get("vanilla", {}).get("seconds_per_epoch")
-    print(f"fit on {args.rows:,} x 90 rows, {args.epochs} epoch(s), median of {args.repeats}, 2 threads")
-    print(f"{'setting':<20}{'s / epoch':>11}{'vs vanilla':>12}{'peak MB':>10}")
+    threads = sorted({r["threads"] for rs in runs.values() for r in rs})
+    print(f"fit on {args.rows:,} x 90 rows, {args.epochs} epoch(s), median of {args.repeats}, "
+          f"{'/'.join(map(str, threads))} thread(s)")
+    print(f"{'setting':<20}{'s / epoch':>11}{'vs vanilla':>12}{'fit MB':>9}{'peak MB':>10}")
     for name, r in result.items():
         ratio = f"{r['seconds_per_epoch'] / base:.1f}x" if base else "—"
-        print(f"{name:<20}{r['seconds_per_epoch']:>11.1f}{ratio:>12}{r['peak_mb']:>10.0f}")
+        print(f"{name:<20}{r['seconds_per_epoch']:>11.1f}{ratio:>12}{r['fit_mb']:>9.0f}{r['peak_mb']:>10.0f}")
     if args.json:
         from meta_neighborhoods.io import write_json  # here: the parent process needs no torch otherwise
         from meta_neighborhoods.provenance import provenance
 
-        write_json(args.json, {"rows": args.rows, "epochs": args.epochs, "settings": result,
-                               "provenance": provenance()})
+        write_json(args.json, {"rows": args.rows, "epochs": args.epochs, "threads": args.threads, "settings": result,
+                               "rounds": runs, "provenance": provenance()})
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ def _recorded(provenance: dict, script: str) -> None:
 
 @pytest.mark.parametrize("script, options, measured", [
     ("step_parts.py", ["--sizes", "64", "256", "--repeats", "1"], lambda d: d["ms"]),  # 64 <= K: no choice
-    ("adaptation_speed.py", ["--sizes", "64", "--ks", "8", "--repeats", "1"],
-     lambda d: {key: value for key, value in d["configs"][0].items() if key.endswith("_ms")}),
+    ("adaptation_speed.py", ["--keys", "64", "--oracle-repeats", "1", "--sizes", "64", "--ks", "8", "128", "--repeats",
+                             "1"],  # K = 128 >= S: every key, as full attention
+     lambda d: {f"{i} {key}": value for i, one in enumerate([d, *d["configs"]]) for key, value in one.items()
+                if key.endswith("_ms")}),
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
      lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
 ])
