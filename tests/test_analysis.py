@@ -158,6 +158,8 @@ def test_a_vanilla_run_is_refused_with_a_clear_message(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written
     with pytest.raises(ValueError, match="no dictionary"):
         run_analysis(run, "tsne")
+    assert main(["analyze", "--run", str(run), "--what", "all", "--out", str(tmp_path / "elsewhere"), "--quiet"]) == 1
+    assert not (tmp_path / "elsewhere").exists()  # refused before its output folder was made
 
 
 def test_unknown_analysis_is_a_usage_error(tmp_path, capsys):

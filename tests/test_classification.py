@@ -103,6 +103,13 @@ def test_a_bad_train_subset_fails_before_any_file_is_written(tmp_path, capsys):
     assert not list((tmp_path / "run").iterdir())
 
 
+def test_a_missing_data_set_leaves_no_output_folder(tmp_path, capsys):
+    argv = ["classify", "--dataset", "mnist", "--backbone", "convnet4", "--method", "mn", "--data-dir",
+            str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "--quiet"]
+    assert main(argv) == 1
+    assert "mnist: missing" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("flag, name, message", [
     ("--method", "knn", "unknown method 'knn'; choose one of vanilla, maxl, vanilla_ifilm, mn, mn_ifilm, all"),
     ("--backbone", "vgg", "unknown backbone 'vgg'"),

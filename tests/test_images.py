@@ -351,6 +351,27 @@ def test_cifar100_python_pickles(tmp_path):
     np.testing.assert_array_equal(data.test.labels, [0, 1, 2])
 
 
+def test_cifar10_reads_the_official_python_version_where_it_is_there(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    batches = {f"data_batch_{i}": rng.integers(0, 256, (2, 3072), dtype=np.uint8) for i in range(1, 6)}
+    batches["test_batch"] = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+    for file, data in batches.items():
+        (root / file).write_bytes(pickle.dumps({b"data": data, b"labels": [i % 3 for i in range(len(data))],
+                                                b"batch_label": b"x", b"filenames": [b"f"] * len(data)}, protocol=2))
+    (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane", b"bird", b"cat"]}, protocol=2))
+    data = load_image_dataset("cifar10", data_dir=tmp_path, cache_dir=tmp_path / "cache")
+    assert data.classes == ["airplane", "bird", "cat"] and data.augment == "crop_flip"
+    train = np.concatenate([batches[f"data_batch_{i}"] for i in range(1, 6)]).reshape(10, 3, 32, 32)
+    np.testing.assert_array_equal(data.train.images, train)  # the official pixels, in batch order
+    np.testing.assert_array_equal(data.test.labels, [0, 1, 2])
+    assert not (tmp_path / "cache").exists()  # nothing to decode, nothing cached
+    (root / "data_batch_3").unlink()
+    with pytest.raises(DataFileError, match=r"cifar10: missing data file .*data_batch_3"):
+        load_image_dataset("cifar10", data_dir=tmp_path)
+
+
 def test_svhn_mat_files_map_label_10_to_digit_0(tmp_path):
     from scipy.io import savemat
 
@@ -607,7 +628,7 @@ def test_a_crafted_cifar100_pickle_runs_no_code(tmp_path, file):
     contents[file] = {**contents[file], b"extra": _RunsCode(marker)}
     for name, content in contents.items():
         (root / name).write_bytes(pickle.dumps(content, protocol=2))
-    with pytest.raises(ValueError, match=f"{file} is not an official CIFAR-100 python file, refused: it asks for "
+    with pytest.raises(ValueError, match=f"{file} is not an official CIFAR python file, refused: it asks for "
                                          "posix.system"):
         load_image_dataset("cifar100", data_dir=tmp_path)
     assert not marker.exists()

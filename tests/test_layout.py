@@ -110,7 +110,7 @@ UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLEr
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_nothing_read_from_disk_can_run_code(path):
     """No unpickling, no torch.load, YAML through yaml.safe_load only (--config files), no eval/exec, np.load only
-    with allow_pickle=False (CIFAR-100's pickles go through datasets/cifar100.py's unpickler, which admits numpy's
+    with allow_pickle=False (CIFAR's pickles go through datasets/cifar_python.py's unpickler, which admits numpy's
     array reconstruction only)."""
     assert not UNSAFE.findall(path.read_text())
 

@@ -148,7 +148,7 @@ def test_classify_into_a_folder_another_run_is_writing_fails(tmp_path, capsys):
 
 def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    for name in ("run.json", "metrics.csv"):
+    for name in ("run.json", "metrics.csv", "cosine.png", "tsne.json"):  # analyze writes into the run by default
         (tmp_path / name).write_text("x")
     (tmp_path / "tensorboard").mkdir()
     (tmp_path / "tensorboard" / "events.out.tfevents.1.host").write_text("x")
@@ -172,7 +172,9 @@ def test_resume_recomputes_what_a_stale_metrics_file_claims(tmp_path, capsys):
     assert main(argv) == 1 and "already holds a run" in capsys.readouterr().err
     (out / "metrics.json").write_text(json.dumps({**metrics, "test_accuracy": 0.123}))
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
-    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["test_accuracy"] == metrics["test_accuracy"]
+    assert resumed["seconds"] == metrics["seconds"] > 0  # the epochs' time, not the resuming process's
     record = json.loads((out / "run.json").read_text())
     assert len(record["resumed"]) == 1 and record["provenance"]["time"] <= record["resumed"][0]["time"]
     assert main([*argv, "--overwrite"]) == 0

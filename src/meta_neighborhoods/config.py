@@ -37,7 +37,7 @@ GRAD_CLIP = 10.0
 # analyze: what it draws, and how much of it by default
 ANALYSES = ("tsne", "cosine", "retrieval")
 TSNE_SAMPLES = 2000  # training images in the t-SNE picture
-RETRIEVED = 5  # nearest test images per key (Fig. 6)
+RETRIEVED = 5  # nearest test images per key (Appendix A.8)
 KEYS_PER_CLASS, MAX_KEYS = 2, 20  # rows of the retrieval grid
 PATH_FIELDS = ("data_dir", "cache_dir")  # classify's data folders: recorded, never read back from a run folder
 AUGMENTATIONS = ("dataset", "paper")  # classify: the data set's own (``ImageSpec.augment``) or the authors' pipeline

@@ -181,26 +181,32 @@ def tsne_figure(path, train_xy, train_labels, key_xy, key_labels, class_names, t
 
 
 def cosine_figure(path, before, after, title):
-    """Fig. 4: each test point's cosine to its ground-truth prototype before (x) and after (y) finetuning."""
-    fig, ax = plt.subplots(figsize=(5.4, 5.6))
-    ax.scatter(before, after, s=6, alpha=0.6, color="#3b6fb6", linewidths=0)
-    low = float(min(np.min(before), np.min(after)))
-    high = float(max(np.max(before), np.max(after)))
+    """Fig. 4: each test point's cosine to its ground-truth prototype before (x) and after (y) finetuning; and,
+    since finetuning moves most points by little, the change itself against the cosine before (right)."""
+    before, after = np.asarray(before), np.asarray(after)
+    fig, (ax, change) = plt.subplots(1, 2, figsize=(10.4, 5.2))
+    low, high = float(min(before.min(), after.min())), float(max(before.max(), after.max()))
     pad = 0.03 * (high - low or 1.0)
     line = [low - pad, high + pad]
-    ax.plot(line, line, color="red", linewidth=1.2, label="diagonal: after = before (no change)")
+    ax.plot(line, line, color="red", linewidth=0.8, zorder=1, label="after = before (no change)")
+    ax.scatter(before, after, s=6, alpha=0.6, color="#3b6fb6", linewidths=0, zorder=2)
     ax.set_xlim(line)
     ax.set_ylim(line)
     ax.set_aspect("equal")
-    ax.set_xlabel("cosine similarity before finetuning")
-    ax.set_ylabel("cosine similarity after finetuning")
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("cosine after finetuning")
     ax.legend(loc="lower right", fontsize=8)
+    change.axhline(0.0, color="red", linewidth=0.8, zorder=1, label="no change")
+    change.scatter(before, after - before, s=6, alpha=0.6, color="#3b6fb6", linewidths=0, zorder=2)
+    change.set_ylabel("change: cosine after - before")
+    change.legend(loc="lower right", fontsize=8)
+    for axis in (ax, change):
+        axis.set_xlabel("cosine before finetuning (test feature vs its true class's prototype)")
+    fig.suptitle(title, fontsize=9)
     _save(fig, path)
 
 
 def retrieval_figure(path, images, row_labels, correct, title, caption=""):
-    """Fig. 6 / A.8: one row per key, its nearest test images; green outline = the key's value class, else red.
+    """Appendix A.8: one row per key, its nearest test images; green outline = the key's value class, else red.
 
     ``images`` is (rows, k, C, H, W) uint8 as stored (no normalisation), ``correct`` (rows, k) booleans.
     ``caption``, under the grid, says what the row labels mean. Returns the grid's shape (rows, k).

@@ -45,7 +45,7 @@ from torch import nn
 from . import checkpoint
 from .backbones import available_backbones, create_backbone
 from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
-from .config import PATH_FIELDS, ClassificationConfig, MNConfig
+from .config import ANALYSES, PATH_FIELDS, ClassificationConfig, MNConfig
 from .film import film_norm_layer
 from .heads import CosineHead
 from .io import read_record, refuse_held, write_json
@@ -56,6 +56,9 @@ CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lo
 RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
+# What analyze writes into the run by default: the run's too, so that an overwritten run keeps no figure of a model
+# its folder no longer holds.
+ANALYSIS_FILES = tuple(f"{name}.{kind}" for name in ANALYSES for kind in ("png", "json"))
 
 
 class RunFolderError(ValueError):
@@ -289,8 +292,8 @@ def _remove_leftovers(run_dir: Path) -> None:
 def holds_a_run(run_dir: Path) -> list[str]:
     """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them)."""
     run_dir = Path(run_dir)
-    own = {CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # and the checkpoints' files,
-    # manifests included (checkpoint.owns)
+    own = {CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON, *ANALYSIS_FILES}  # and the
+    # checkpoints' files, manifests included (checkpoint.owns)
     found = sorted(p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
                    or checkpoint.owns(run_dir / LAST, p.name))
     return found + sorted(name for name in METHODS if _is_method_dir(run_dir / name) and holds_a_run(run_dir / name))

@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
                     "tsne (Fig. 5: keys among training features, t-SNE, keys coloured by their value's class), "
                     "cosine (Fig. 4: cosine of each test feature to its true class prototype before vs after the "
                     "per-input finetuning, share above the diagonal, accuracy before vs after), retrieval "
-                    f"(Fig. 6 / A.8: the {RETRIEVED} nearest test images of learned neighbours, {KEYS_PER_CLASS} "
+                    f"(Appendix A.8: the {RETRIEVED} nearest test images of learned neighbours, {KEYS_PER_CLASS} "
                     f"per value class, at most {MAX_KEYS}).",
     )
     parser.set_defaults(run=run)

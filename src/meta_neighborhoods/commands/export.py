@@ -40,7 +40,7 @@ def run(args) -> int:
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
     print(f"{path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output 'output' = "
-          f"class logits of the adapted predictor (normalisation and class names in its metadata); "
+          f"class logits of the run's best network (normalisation and class names in its metadata); "
           f"max |onnxruntime - PyTorch| = {difference:.2e} on a random batch of {CHECK_BATCH}")
     LOGGER.info("wrote %s", path)
     return 0

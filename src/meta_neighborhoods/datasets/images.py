@@ -12,7 +12,9 @@ Each loader looks in ``<data_dir>/<folder>/`` first, then in ``<data_dir>/`` its
   data folder is needed, ``data_dir`` is not used). Pixel counts 0..16 are scaled to 0..255 (``round(x * 255 / 16)``,
   half to even). The set has no split, so a stratified 80/20 split is drawn with
   ``numpy.random.default_rng(DIGITS_SPLIT_SEED)`` (seed 0): ``round(0.2 * n_class)`` test images per class.
-* ``cifar10`` - ``cifar10_jpg/cifar10_jpg_{train,test}.tar.gz`` (``<split>/<class>/NNNN.jpg``, sha256 checked). The
+* ``cifar10`` - the official python version, ``cifar-10-batches-py/`` (``data_batch_1`` ... ``_5``, ``test_batch``,
+  ``batches.meta``), when it is there; else the JPEG copy ``cifar10_jpg/cifar10_jpg_{train,test}.tar.gz``
+  (``<split>/<class>/NNNN.jpg``, sha256 checked, re-encoded from the official pixels: not the same numbers). Its
   JPEGs are decoded once into ``<cache_dir>/<tarball stem>-<sha256>.npz``; later loads read that file.
   ``cache_dir`` defaults to ``$META_NEIGHBORHOODS_CACHE`` or ``~/.cache/meta_neighborhoods``.
 * ``cifar100`` - the official python version, ``cifar-100-python/{train,test,meta}``; fine labels.
@@ -31,7 +33,7 @@ Each loader looks in ``<data_dir>/<folder>/`` first, then in ``<data_dir>/`` its
   as in Chrabaszcz et al.'s downsampled ImageNet).
 
 Resizing uses Pillow's BOX filter (an area average, so downsampling does not alias). Folder formats are decoded on
-every load (no cache); only ``cifar10`` is cached.
+every load (no cache); only the JPEG copy of ``cifar10`` is cached.
 
 This module says which files make which data set; ``image_formats`` reads them and ``batches`` feeds training.
 """
@@ -46,8 +48,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..validation import ConfigError
-from .cifar100 import load_cifar100
-from .files import DataFileError
+from .cifar_python import CIFAR10_FOLDER, load_cifar10_python, load_cifar100
+from .files import DataFileError, data_root, first_existing
 from .image_formats import (
     Loaded,
     load_digits,
@@ -201,6 +203,15 @@ def _hint(what: str, where: str) -> str:
     return f"Put {what} in DIR/{where} (or DIR/) and pass --data-dir DIR."
 
 
+def load_cifar10(name: str, data_dir: Path | None, *, cache_dir: Path | None, hint: str, **jpeg_copy) -> Loaded:
+    """The official python version where ``batches.meta`` is found (in ``cifar-10-batches-py/`` or the data folder),
+    else the JPEG copy of ``../shared/data`` (``jpeg_copy``: its folder and checksums)."""
+    base = data_root(data_dir, dataset=name, hint=hint)
+    if first_existing(base, [f"{CIFAR10_FOLDER}/batches.meta", "batches.meta"]).is_file():
+        return load_cifar10_python(name, data_dir, hint=hint)
+    return load_jpeg_tarballs(name, data_dir, cache_dir=cache_dir, hint=hint, **jpeg_copy)
+
+
 IMAGE_DATASETS: dict[str, ImageSpec] = {
     "mnist": ImageSpec(load_idx, {
         "folders": ("mnist", "."), "checksums": MNIST_SHA256,
@@ -212,10 +223,11 @@ IMAGE_DATASETS: dict[str, ImageSpec] = {
                 "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) in DIR and pass --data-dir DIR.",
     }),
     "digits": ImageSpec(load_digits, {"seed": DIGITS_SPLIT_SEED}),
-    "cifar10": ImageSpec(load_jpeg_tarballs, {
+    "cifar10": ImageSpec(load_cifar10, {
         "folder": "cifar10_jpg", "checksums": CIFAR10_JPG_SHA256,
-        "hint": _hint("cifar10_jpg_train.tar.gz and cifar10_jpg_test.tar.gz "
-                      "(see shared/data/cifar10_jpg/PROVENANCE.md)", "cifar10_jpg/"),
+        "hint": "Put the official CIFAR-10 python version (cifar-10-batches-py/ from cifar-10-python.tar.gz) in DIR, "
+                "or the JPEG copy cifar10_jpg_train.tar.gz and cifar10_jpg_test.tar.gz in DIR/cifar10_jpg/, and "
+                "pass --data-dir DIR.",
     }, augment="crop_flip", cached=True),
     "cifar100": ImageSpec(load_cifar100, {
         "hint": _hint("the official CIFAR-100 python version (train, test, meta from cifar-100-python.tar.gz)",

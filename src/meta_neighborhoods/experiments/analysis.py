@@ -15,7 +15,7 @@
   ``model.predict_features(z)`` (evaluation mode: every slot) after. The share of points above the diagonal is the
   number Fig. 4 shows; a point within ``DIAGONAL_TOLERANCE`` of it (no change) counts as on it, not above, and the
   shares above, below and on it are all given. Test accuracy before vs after adaptation comes with them.
-* ``retrieval`` (Fig. 6 / A.8): for chosen keys (by default 2 per value class, the most confident, at most 20 rows),
+* ``retrieval`` (Appendix A.8): for chosen keys (by default 2 per value class, the most confident, at most 20 rows),
   the 5 test images whose features are most cosine-similar to the key, and the share of them whose label is the key's
   value class. Each row is labelled with the key's value class and v, the probability the key's value (a learned
   class distribution) gives that class.
@@ -248,7 +248,7 @@ def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 
 
 
 # ---------------------------------------------------------------------------------------------------
-# Fig. 6 / A.8: nearest test images of each learned neighbour
+# Appendix A.8: nearest test images of each learned neighbour
 
 
 def select_keys(key_classes: np.ndarray, key_max: np.ndarray, keys_per_class: int | None = KEYS_PER_CLASS,
@@ -325,8 +325,8 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    run = load_run(run_dir, data_dir, cache_dir, device)  # refused runs and missing data leave no folder behind
     out = prepare_out_dir(out if out is not None else run_dir)
-    run = load_run(run_dir, data_dir, cache_dir, device)
     results = {}
     for name in ANALYSES if what == "all" else (what,):
         if name == "tsne":

@@ -30,7 +30,6 @@ its fixed settings are recorded in config.json under ``maxl``, psi with the argu
 
 from __future__ import annotations
 
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -187,6 +186,12 @@ def _run_record(config: ClassificationConfig, dataset: ImageDataset) -> dict:
             "input": image_inputs(dataset.train.images.shape, dataset.mean, dataset.std)}
 
 
+def _training_seconds(loggers: dict) -> float:
+    """The epochs' seconds (training and validation), those of a killed process's checkpointed epochs too: what
+    the method cost, whether it ran at once or was resumed, and without the one-off start-up of a first method."""
+    return round(sum(row["seconds"] for row in loggers["metrics_csv"].rows), 2)
+
+
 def _loggers(out: Path, history: History) -> dict:
     """metrics.csv, and TensorBoard's event files when it is installed (skipped silently otherwise)."""
     columns = ("validation_loss", "validation_accuracy")
@@ -231,7 +236,6 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     """One method end to end into ``out``: train (or continue from ``out/last``), keep the best-on-validation
     checkpoint, test it. Only rank 0 writes; other ranks return an empty dict. A resume is recorded in ``out``
     and, where given, in the ``top`` folder of a ``--method all`` run, once the checkpoint is restored."""
-    started = time.perf_counter()
     train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
     main = distributed.is_main()
     out = prepare_out_dir(out) if main else Path(out)
@@ -247,11 +251,12 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         init_keys_from_features(model, splits.train, dataset, config.seed, device)
     best, history = BestCheckpoint(out / BEST, model_args), History()
     validation = _Validation(model, _batches(splits.validation, dataset, config), device, best, history)
+    loggers = _loggers(out, history) if main else {}
     fit(model, train, epochs=config.epochs, device=device,
         optimizer=OptimizerSpec(config.learning_rate, config.weight_decay, tuple(_milestones(config)),
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
-                   **(_loggers(out, history) if main else {}),
+                   **loggers,
                    **({"record": _ResumeRecord([out] + ([top] if top else []), _run_record(config, dataset))}
                       if main and resume else {}),
                    "progress": Progress(config.method, progress and main, validation.postfix, leave=True)},
@@ -261,7 +266,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         return {}
     load_checkpoint(out / BEST, model)
     metrics = {"test_accuracy": evaluate(model, _batches(splits.test, dataset, config), device)[0],
-               **_summary(config, best), "seconds": round(time.perf_counter() - started, 2),
+               **_summary(config, best), "seconds": _training_seconds(loggers),
                "device": str(device), "processes": distributed.world_size(), "resumed": resume,
                "parameters": sum(p.numel() for p in model.parameters()),
                "images": {"train": config.train_subset or len(splits.train), "validation": len(splits.validation),
@@ -326,9 +331,9 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
                           f"{method!r}")
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
-    if distributed.is_main():
-        out = prepare_out_dir(out)
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
+    if distributed.is_main():  # once the data is there: a missing data set leaves no empty folder behind
+        out = prepare_out_dir(out)
     if config.preset is not None:  # what the preset sets, unless given
         preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
         config = replace(config, **{name: value for name, value in preset.items() if name not in options})
