@@ -100,9 +100,9 @@ def test_factories_are_parameters_scikit_learn_clones_and_searches():
     ({"extractor": lambda d: nn.Unflatten(1, (2, 2))}, r"extractor\(4\) answers 2 rows with shape \(2, 2, 2\): the "
                                                        r"head needs a matrix"),
     ({"extractor": lambda d: 7}, r"extractor\(4\) returned int, not a torch.nn.Module"),
-    ({"head": functools.partial(MLPHead, hidden=(16,))}, r"head\(4, 1\) failed \(.*multiple values for argument "
-                                                        r"'hidden'\); a head factory is called as head\(n_features, "),
-    ({"extractor": lambda: nn.Identity()}, r"extractor\(4\) failed .* called as extractor\(n_features\)"),
+    ({"head": functools.partial(MLPHead, hidden=(16,))}, r"head\(4, 1\) cannot be called \(.*\); a head "
+                                                        r"factory is called as head\(n_features, n_outputs\)"),
+    ({"extractor": lambda: nn.Identity()}, r"extractor\(4\) cannot be called .* called as extractor\(n_features\)"),
 ])
 def test_a_bad_factory_is_refused_naming_it(params, message):
     X, y, _ = _table(n=40)
@@ -150,3 +150,12 @@ def test_onnx_export_of_networks_of_one_s_own(tmp_path):
     generic = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}, head=TanhHead).fit(X, y)
     with pytest.raises(ValueError, match="cannot export the inner loop of a TanhHead head to ONNX"):
         generic.export_onnx(tmp_path / "generic.onnx")
+
+
+def test_an_error_inside_a_factory_that_takes_the_sizes_is_its_own():
+    def broken(n_features, n_outputs):
+        return nn.Linear(n_features, n_outputs, bias="yes", no_such_option=1)
+
+    X, y, _ = _table(n=40)
+    with pytest.raises(TypeError, match="no_such_option"):  # not blamed on how the factory is called
+        MetaNeighborhoodsRegressor(**FAST, head=broken).fit(X, y)

@@ -152,11 +152,26 @@ def test_a_data_file_found_in_a_data_folder_is_not_read_through_a_link(tmp_path)
     _write_idx_set(elsewhere, np.random.default_rng(1), gz=False)
     (data / "t10k-labels-idx1-ubyte").unlink()
     (data / "t10k-labels-idx1-ubyte").symlink_to(elsewhere / "t10k-labels-idx1-ubyte")
-    with pytest.raises(DataFileError, match=r"idx: .*data/t10k-labels-idx1-ubyte is a symbolic link"):
+    with pytest.raises(DataFileError, match=r"idx: .*data/t10k-labels-idx1-ubyte leads outside the data folder"):
         load_image_dataset("idx", data_dir=data)
     linked_folder = tmp_path / "linked"
     linked_folder.symlink_to(elsewhere, target_is_directory=True)  # the folder itself: the user's choice
     assert len(load_image_dataset("idx", data_dir=linked_folder).test.labels) == 4
+    _write_idx_set(tmp_path / "gzipped", np.random.default_rng(2))
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "mnist").symlink_to(tmp_path / "gzipped", target_is_directory=True)  # a set's folder in it
+    with pytest.raises(DataFileError, match=r"mnist: .*mnist/mnist/train-images-idx3-ubyte.gz leads outside"):
+        load_image_dataset("mnist", data_dir=tmp_path / "mnist")
+
+
+def test_a_data_sets_folder_that_leads_outside_the_data_folder_is_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"a", b"b"]}, protocol=2))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cifar-100-python").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(DataFileError, match=r"cifar100: .*cifar-100-python/meta leads outside the data folder"):
+        load_image_dataset("cifar100", data_dir=tmp_path / "data")
 
 
 def test_images_that_are_all_one_value_are_refused_before_training(tmp_path):

@@ -163,6 +163,15 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
 
 
+def test_a_folder_of_analyses_alone_is_not_a_run(tmp_path):
+    """analyze --out FOLDER writes figures there: neither a run to refuse nor files --overwrite may remove."""
+    for name in ("cosine.png", "tsne.json"):
+        (tmp_path / name).write_text("x")
+    assert runs.holds_a_run(tmp_path) == []
+    runs.claim(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cosine.png", "tsne.json"]
+
+
 def test_resume_recomputes_what_a_stale_metrics_file_claims(tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
@@ -317,3 +326,19 @@ def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_
     folders = [out, *(path.parent for path in sorted(out.glob("*/run.json")))]
     assert len(folders) > 2
     assert all(len(json.loads((folder / "run.json").read_text())["resumed"]) == 1 for folder in folders)
+
+
+def test_a_resume_on_other_images_under_the_same_name_is_refused(tmp_path, capsys):
+    """cifar10 reads the official files where they are, else the JPEG copy: other pixels under one name. A run is
+    continued (or analysed) only on the images whose channel statistics it recorded."""
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    split = json.loads((out / "split.json").read_text())
+    (out / "split.json").write_text(json.dumps({**split, "mean": [split["mean"][0] * 1.01]}))  # as other images give
+    record = (out / "run.json").read_bytes()
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert "split.json: the run trained on digits images of channel means" in capsys.readouterr().err
+    assert (out / "run.json").read_bytes() == record
+    with pytest.raises(runs.RunFolderError, match="not the images the run was trained on"):
+        runs.read_split_of(out, load_image_dataset("digits"))

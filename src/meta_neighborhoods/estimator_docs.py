@@ -261,6 +261,11 @@ PREDICT = """{summary}
     See the class docstring.
     """
 
+REGRESSOR_PREDICT = PREDICT.format(summary="Predict with the head adapted to each row's neighbourhood.",
+                                   returns="ndarray of shape (n_samples,) or (n_samples, n_outputs)\n"
+                                           "        Predictions on the scale of the y fit saw.")
+CLASSIFIER_PREDICT = PREDICT.format(summary="The most probable class of each row (see ``predict_proba``).",
+                                    returns="ndarray of shape (n_samples,)\n        Labels from ``classes_``.")
 PREDICT_PROBA = PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
                                returns="ndarray of shape (n_samples, n_classes)\n"
                                        "        Probabilities of the classes in the order of ``classes_``.")

@@ -345,9 +345,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         tags.target_tags.multi_output = True
         return tags
 
-    @doc(docs.PREDICT.format(summary="Predict with the head adapted to each row's neighbourhood.",
-                             returns="ndarray of shape (n_samples,) or (n_samples, n_outputs)\n"
-                                     "        Predictions on the scale of the y fit saw."))
+    @doc(docs.REGRESSOR_PREDICT)
     def predict(self, X) -> np.ndarray:
         out = self._raw_predict(X).double().numpy() * self.y_scale_ + self.y_mean_
         return out.ravel() if self._y_ndim == 1 else out
@@ -389,8 +387,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     def _deployed_output(self) -> nn.Module:
         return nn.Softmax(dim=1)
 
-    @doc(docs.PREDICT.format(summary="The most probable class of each row (see ``predict_proba``).",
-                             returns="ndarray of shape (n_samples,)\n        Labels from ``classes_``."))
+    @doc(docs.CLASSIFIER_PREDICT)
     def predict(self, X) -> np.ndarray:
         probabilities = self.predict_proba(X)  # checks fitting first, so an unfitted model says so
         return self.classes_[probabilities.argmax(axis=1)]

@@ -16,6 +16,7 @@ setting for tables (``MLPHead(in_features, hidden, out_features)`` takes its siz
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -61,9 +62,12 @@ def _call(name: str, factory, *sizes: int) -> tuple[str, nn.Module]:
                           f"not a built module), got {factory!r}")
     call = f"{name}({', '.join(map(str, sizes))})"
     try:
-        module = factory(*sizes)
-    except TypeError as error:  # most often a factory that does not take the sizes as they are given
-        raise ConfigError(f"{call} failed ({error}); a {name} factory is called as {CALLS[name]}") from None
+        inspect.signature(factory).bind(*sizes)
+    except TypeError as error:  # a factory that does not take the sizes as they are given
+        raise ConfigError(f"{call} cannot be called ({error}); a {name} factory is called as {CALLS[name]}") from None
+    except ValueError:  # no signature to read (some builtins): the call itself will say
+        pass
+    module = factory(*sizes)
     if not isinstance(module, nn.Module):
         raise ConfigError(f"{call} returned {type(module).__name__}, not a torch.nn.Module")
     return call, module

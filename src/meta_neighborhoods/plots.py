@@ -200,8 +200,8 @@ def cosine_figure(path, before, after, title):
     change.set_ylabel("change: cosine after - before")
     change.legend(loc="lower right", fontsize=8)
     for axis in (ax, change):
-        axis.set_xlabel("cosine before finetuning (test feature vs its true class's prototype)")
-    fig.suptitle(title, fontsize=9)
+        axis.set_xlabel("cosine before finetuning")
+    fig.suptitle(f"{title}\ncosine of each test image's feature to its true class's prototype", fontsize=9)
     _save(fig, path)
 
 

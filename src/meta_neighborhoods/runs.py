@@ -56,9 +56,6 @@ CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lo
 RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
-# What analyze writes into the run by default: the run's too, so that an overwritten run keeps no figure of a model
-# its folder no longer holds.
-ANALYSIS_FILES = tuple(f"{name}.{kind}" for name in ANALYSES for kind in ("png", "json"))
 
 
 class RunFolderError(ValueError):
@@ -289,14 +286,23 @@ def _remove_leftovers(run_dir: Path) -> None:
                 path.unlink(missing_ok=True)
 
 
+def analysis_files(name: str) -> tuple[str, str]:
+    """The figure and the record that analysis ``name`` (of ``ANALYSES``) writes."""
+    return f"{name}.png", f"{name}.json"
+
+
 def holds_a_run(run_dir: Path) -> list[str]:
-    """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them)."""
+    """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them). What analyze
+    wrote beside a run's files is the run's too (an overwritten run keeps no figure of a model it no longer holds);
+    alone, it is a folder of analyses, not a run."""
     run_dir = Path(run_dir)
-    own = {CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON, *ANALYSIS_FILES}  # and the
-    # checkpoints' files, manifests included (checkpoint.owns)
-    found = sorted(p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
-                   or checkpoint.owns(run_dir / LAST, p.name))
-    return found + sorted(name for name in METHODS if _is_method_dir(run_dir / name) and holds_a_run(run_dir / name))
+    own = {CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # and the checkpoints' files,
+    # manifests included (checkpoint.owns)
+    found = [p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
+             or checkpoint.owns(run_dir / LAST, p.name)]
+    figures = [file for name in ANALYSES for file in analysis_files(name) if found and (run_dir / file).exists()]
+    return sorted(found + figures) + sorted(name for name in METHODS if _is_method_dir(run_dir / name)
+                                            and holds_a_run(run_dir / name))
 
 
 def method_dir(run_dir: Path, name: str) -> Path:
@@ -367,3 +373,16 @@ def read_split(run_dir: Path, n_images: int) -> Split:
             and all(v > 0 for v in saved["std"])):
         raise RunFolderError(f"{path}: mean and std should be equally long lists of finite numbers, std positive")
     return Split(indices["train"], indices["validation"], tuple(saved["mean"]), tuple(saved["std"]))
+
+
+def read_split_of(run_dir: Path, dataset) -> Split:
+    """``read_split`` for the ``ImageDataset`` loaded now, refused unless its channel statistics are those the run
+    recorded: other pixels under the same name (the official CIFAR-10 files in place of its JPEG copy, another
+    download) would continue or analyse another experiment without a word."""
+    split = read_split(run_dir, len(dataset.train))
+    if not (np.allclose(split.mean, dataset.mean, rtol=1e-9, atol=0) and np.allclose(split.std, dataset.std,
+                                                                                        rtol=1e-9, atol=0)):
+        raise RunFolderError(f"{Path(run_dir) / SPLIT}: the run trained on {dataset.name} images of channel means "
+                             f"{np.round(split.mean, 6).tolist()}, but those under the data folder given have "
+                             f"{np.round(dataset.mean, 6).tolist()}: not the images the run was trained on")
+    return split

@@ -60,7 +60,9 @@ class OptimizerSpec:
 @contextlib.contextmanager
 def float32_default():
     """Inside: torch's default dtype is float32, as it was before a user changed that global, so that what the
-    estimators build, draw and compute does not depend on it (their rows are float32)."""
+    estimators build, draw and compute does not depend on it (their rows are float32). A process-wide setting, as
+    the random state ``torch.random.fork_rng`` keeps beside it: fits in threads of one process do not run at once
+    safely (scikit-learn's ``n_jobs`` runs processes by default)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
     try:

@@ -37,7 +37,7 @@ class _ArraysOnly(pickle.Unpickler):
 
 def _entries(path: Path, keys: tuple[bytes, ...], *, dataset: str, hint: str) -> list:
     """The entries ``keys`` of the dict one official file holds, read with ``_ArraysOnly``."""
-    path = require_file(path, None, dataset=dataset, hint=hint)
+    path = require_file(path, None, dataset=dataset, hint=hint, within=path.parent)
     try:
         with open(path, "rb") as handle:
             content = _ArraysOnly(handle, encoding="bytes").load()

@@ -40,24 +40,26 @@ def first_existing(base: Path, candidates: list[str]) -> Path:
 
 
 def folder_root(data_dir: Path | None, folder: str, marker: str, *, dataset: str, hint: str) -> Path:
-    """``<data_dir>/<folder>`` if it holds ``marker``, else ``<data_dir>`` if that does; otherwise DataFileError."""
+    """``<data_dir>/<folder>`` if it holds ``marker``, else ``<data_dir>`` if that does; otherwise DataFileError.
+    A ``<folder>`` that leads outside the data folder (a link) is refused, as ``require_file`` refuses a file."""
     base = data_root(data_dir, dataset=dataset, hint=hint)
     found = first_existing(base, [f"{folder}/{marker}", marker])
     if not found.exists():
         raise DataFileError(f"{dataset}: missing {found} (also looked for {base / marker}). {hint}")
+    _inside(found, base, dataset)
     return found.parent
 
 
-def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint: str, named: bool = False) -> Path:
+def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint: str, within: Path | None) -> Path:
     """Return ``path`` if it exists and matches ``expected_sha256``; otherwise raise DataFileError.
 
-    A file found in a data folder is read from that folder, so it may not be a link, which could lead anywhere on
-    the machine (the folder itself may be one: the user chose it); a file the user ``named`` may. ``hint`` tells
-    the user where the file comes from or which ``--data-dir`` to pass.
+    A file found in a data folder (``within``) is read only if it lies there, not through a link that could lead
+    anywhere on the machine (the data folder itself may be a link: the user chose it); ``within=None``: a file the
+    user named. ``hint`` tells the user where the file comes from or which ``--data-dir`` to pass.
     """
     path = Path(path)
-    if path.is_symlink() and not named:
-        raise DataFileError(f"{dataset}: {path} is a symbolic link; a data folder must hold its files themselves")
+    if within is not None:
+        _inside(path, within, dataset)
     if not path.is_file():
         raise DataFileError(f"{dataset}: missing data file {path}. {hint}")
     if expected_sha256 is not None:
@@ -68,3 +70,9 @@ def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint:
                 f"the file is corrupt or a different version. {hint}"
             )
     return path
+
+
+def _inside(path: Path, folder: Path, dataset: str) -> None:
+    if path.exists() and not path.resolve().is_relative_to(Path(folder).resolve()):
+        raise DataFileError(f"{dataset}: {path} leads outside the data folder {folder} (a symbolic link); a data "
+                            "folder must hold its files themselves")

@@ -169,7 +169,7 @@ def load_idx(
 
     def read(stem: str, ndim: int) -> np.ndarray:
         path = first_existing(base, [f"{folder}/{stem}{suffix}" for folder in folders for suffix in suffixes])
-        require_file(path, None if checksums is None else checksums[path.name], dataset=name, hint=hint)
+        require_file(path, None if checksums is None else checksums[path.name], dataset=name, hint=hint, within=base)
         array = read_idx(path)
         if array.ndim != ndim:
             raise ValueError(f"{name}: {path} holds a {array.ndim}-D array, expected {ndim}-D (swapped files?)")
@@ -281,7 +281,8 @@ def load_jpeg_tarballs(
     parts = {}
     for split, digest in checksums.items():
         file = f"{folder}_{split}.tar.gz"
-        path = require_file(first_existing(base, [f"{folder}/{file}", file]), digest, dataset=name, hint=hint)
+        path = require_file(first_existing(base, [f"{folder}/{file}", file]), digest, dataset=name, hint=hint,
+                            within=base)
         parts[split] = _cached_tarball(path, digest, split, cache_dir, dataset=name, hint=hint)
     (train, classes), (test, test_classes) = parts["train"], parts["test"]
     if test_classes != classes:
@@ -305,7 +306,7 @@ def load_svhn(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
     splits = []
     for split in ("train", "test"):
         file = f"{split}_32x32.mat"
-        path = require_file(first_existing(base, [f"svhn/{file}", file]), None, dataset=name, hint=hint)
+        path = require_file(first_existing(base, [f"svhn/{file}", file]), None, dataset=name, hint=hint, within=base)
         declared = {entry[0]: tuple(entry[1]) for entry in whosmat(path)}
         n = declared.get("X", (0,))[-1]
         if declared.get("X") != (32, 32, 3, n) or declared.get("y") != (n, 1) or not 0 < n <= SVHN_MAX_IMAGES:
@@ -335,7 +336,7 @@ def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | No
     root = folder_root(data_dir, "tiny-imagenet-200", "wnids.txt", dataset=name, hint=hint)
     classes = (root / "wnids.txt").read_text().split()
     train, _ = _read_image_folder(root / "train", image_size, classes, dataset=name, hint=hint)
-    annotations = require_file(root / "val" / "val_annotations.txt", None, dataset=name, hint=hint)
+    annotations = require_file(root / "val" / "val_annotations.txt", None, dataset=name, hint=hint, within=root)
     entries = [(fields[1], str(path), path)
                for fields in (line.split("\t") for line in annotations.read_text().splitlines() if line.strip())
                for path in [_listed(root / "val" / "images", fields[0], annotations, dataset=name)]]
@@ -357,7 +358,7 @@ def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
     classes = [str(i) for i in range(10)]
     splits = []
     for split in ("train", "test"):
-        listing = require_file(root / f"mnist_m_{split}_labels.txt", None, dataset=name, hint=hint)
+        listing = require_file(root / f"mnist_m_{split}_labels.txt", None, dataset=name, hint=hint, within=root)
         folder = root / f"mnist_m_{split}"
         entries = []
         for lineno, line in enumerate(listing.read_text().splitlines(), start=1):

