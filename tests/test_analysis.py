@@ -179,7 +179,7 @@ def test_a_missing_run_folder_or_checkpoint_is_reported(tmp_path, capsys):
     assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--samples", "0", "--quiet"]) == 2
     assert "samples must be a positive integer" in capsys.readouterr().err
     assert main(["analyze", "--run", str(tmp_path), "--what", "retrieval", "--keys-per-class", "0", "--quiet"]) == 2
-    assert "keys per class must be a positive integer" in capsys.readouterr().err
+    assert "keys_per_class must be a positive integer" in capsys.readouterr().err
 
 
 def test_select_keys_orders_by_class_and_confidence():

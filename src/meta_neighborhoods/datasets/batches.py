@@ -26,7 +26,7 @@ class TensorBatches:
     def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = True, seed: int = 0,
                  inputs: int = 1):
         if batch_size < 1:
-            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}", "batch_size")
         self.tensors, self.batch_size, self.shuffle, self.inputs = tensors, batch_size, shuffle, inputs
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -78,7 +78,7 @@ class ImageBatches:
         if augment not in AUGMENTATIONS:
             raise ConfigError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
         if batch_size < 1:
-            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+            raise ConfigError(f"batch_size must be positive, got {batch_size}", "batch_size")
         if len(mean) != split.images.shape[1] or len(std) != split.images.shape[1]:
             raise ConfigError(f"mean/std need one value per channel ({split.images.shape[1]})")
         if not 0 <= shard[0] < shard[1] <= batch_size:
@@ -88,7 +88,7 @@ class ImageBatches:
         self.indices = np.arange(len(split))
         if subset is not None:
             if not 1 <= subset <= len(split):
-                raise ConfigError(f"subset must be in 1..{len(split)}, got {subset}")
+                raise ConfigError(f"train_subset must be in 1..{len(split)}, got {subset}", "train_subset")
             self.indices = np.sort(np.random.default_rng(seed).permutation(len(split))[:subset])
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)

@@ -257,7 +257,7 @@ def select_keys(key_classes: np.ndarray, key_max: np.ndarray, keys_per_class: in
                 max_keys: int | None = MAX_KEYS) -> np.ndarray:
     """Keys ordered by value class, the most confident first within a class: ``keys_per_class`` per class
     (None: all), then the first ``max_keys`` (None: all)."""
-    for name, number in (("keys per class", keys_per_class), ("max keys", max_keys)):
+    for name, number in (("keys_per_class", keys_per_class), ("max_keys", max_keys)):
         if number is not None:
             check_int(name, number)
     chosen = []
