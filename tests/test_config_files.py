@@ -4,11 +4,13 @@ the file; every bad file is refused with one line naming the file and the key, b
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.commands import COMMANDS
+from meta_neighborhoods.datasets.files import shared_data_dir
 
 
 @pytest.fixture
@@ -215,6 +217,45 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
     assert (args.dataset, args.max_rows, args.folds, args.seeds, args.max_epochs, args.learning_rate, args.batch_size,
             args.top_k, args.slot_draw, args.device, args.search, args.threads) == (
         "gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu", False, run_threads)
+
+
+def _csv(path, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(40, 3))
+    np.savetxt(path, rows, delimiter=",", header="a,b,y", comments="")
+    return str(path)
+
+
+def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_table(tmp_path, parsed, capsys,
+                                                                                       monkeypatch):
+    """MN alone (--no-vanilla-fallback) is the paper's method: its record repeats it; and a record names its table
+    by digest, so that a file of another table under the same name (or a registered one) is refused."""
+    from meta_neighborhoods.experiments import regression
+
+    mlps = {name: method for name, method in regression.available_methods().items()
+            if name in ("vanilla", "meta_neighborhoods")}
+    monkeypatch.setattr(regression, "available_methods", lambda: mlps)
+    data = tmp_path / "data"
+    data.mkdir()
+    argv = ["regress", "--data-file", _csv(data / "yacht.csv", 0), "--target", "y", "--folds", "2", "--seeds", "1",
+            "--max-epochs", "2", "--no-vanilla-fallback", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    record = str(tmp_path / "run" / "results.json")
+    saved = json.loads(Path(record).read_text())
+    assert saved["config"]["estimator_params"]["vanilla_fallback"] is False
+    assert "without the vanilla fallback (MN alone" in (tmp_path / "run" / "results.md").read_text()
+    args = parsed(["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--target", "y",
+                   "--out", "again"])
+    assert args.vanilla_fallback is False and args.table_sha256 == saved["config"]["table_sha256"]
+    monkeypatch.undo()
+    _csv(data / "yacht.csv", 1)  # other numbers under the same name
+    _refused(capsys, ["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--target", "y",
+                      "--out", str(tmp_path / "other")], "results.json: yacht", "the recorded run used other numbers")
+    if shared_data_dir() is not None:  # the stem names a registered table, which the record then gives
+        _refused(capsys, ["regress", "--config", record, "--data-dir", str(shared_data_dir()), "--out",
+                          str(tmp_path / "registered")], "the recorded run used other numbers")
+    assert not (tmp_path / "other").exists() and not (tmp_path / "registered").exists()
 
 
 @pytest.mark.parametrize("threads, parts", [("x", ("results.json", "threads")),  # torch would crash on 100000:

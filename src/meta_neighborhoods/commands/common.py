@@ -112,6 +112,9 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
+    parser.add_argument("--table-sha256", metavar="HEX",
+                        help="refuse a table whose numbers have another digest (a run records its table's: "
+                             "--config with its record reruns it on that table only)")
     parser.add_argument("--folds", type=int, default=FOLDS,
                         help="cross-validation folds, the same for every method (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=SEEDS,
@@ -134,13 +137,20 @@ def check_target(args) -> None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
     if args.data_file is None and args.target is not None:
         raise UsageError("--target only applies to --data-file")
+    if args.dataset == "all" and args.table_sha256 is not None:
+        raise UsageError("--table-sha256 names one table's numbers, not those of --dataset all")
 
 
 def load_table_source(args):
-    """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target)."""
-    if args.data_file is not None:
-        return load_csv_table(args.data_file, args.target)
-    return load_table(args.dataset, args.data_dir)
+    """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target),
+    refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
+    table = load_csv_table(args.data_file, args.target) if args.data_file is not None else load_table(
+        args.dataset, args.data_dir)
+    if args.table_sha256 is not None and table.sha256() != args.table_sha256:
+        raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
+                          f"{args.table_sha256[:16]}... (--table-sha256): the recorded run used other numbers",
+                          "table_sha256")
+    return table
 
 
 def estimator_settings() -> argparse.ArgumentParser:
@@ -208,7 +218,8 @@ def table_run_options(record: dict) -> dict:
     config = record.get("config")
     if not (isinstance(config, dict) and isinstance(config.get("estimator_params"), dict)):
         raise ConfigError("not the results.json or ablation.json of a regress or ablate run")
-    options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "search") if key in config}
+    options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "search", "table_sha256")
+               if key in config}
     if isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
         options["threads"] = config["provenance"]["threads"]  # checked as --threads is
     if isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
@@ -217,4 +228,8 @@ def table_run_options(record: dict) -> dict:
     if unknown:  # a record gives settings, never paths or --overwrite
         raise ConfigError(f"its estimator_params hold settings no run records ({', '.join(unknown)[:80]}); expected "
                           f"some of {', '.join(ESTIMATOR_OPTIONS)}, device")
-    return {**options, **config["estimator_params"]}
+    params = dict(config["estimator_params"])
+    fallback = params.pop("vanilla_fallback", True)  # its option is --no-vanilla-fallback
+    if not isinstance(fallback, bool):
+        raise ConfigError(f"its estimator_params give vanilla_fallback = {fallback!r:.40}, not true or false")
+    return {**options, **params, **({"no_vanilla_fallback": True} if not fallback else {})}

@@ -76,15 +76,26 @@ def _results_markdown(results: dict) -> str:
              f"error. p corrected: Nadeau & Bengio's corrected repeated-CV t-test of MN against the method over all "
              f"of them; resolves: the smallest gap between MN and the method that test could call significant "
              f"(p < 0.05) given how the gap varies from fold to fold, in % of the method's MSE; p paired: the "
-             f"paper's paired t-test over the {config['folds']} folds of seed {config['seed']}.\n\n")
+             f"paper's paired t-test over the {config['folds']} folds of seed {config['seed']}. Std: of the "
+             f"{total} errors (population, ddof = 0).\n\n{_method_note(config)}\n\n")
     table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN wins", "p corrected",
                             "resolves", "p paired (first seed)"], rows)
     kept = _neighbours_kept(results)
-    if kept is not None:
+    if kept is not None and config["estimator"].get("vanilla_fallback", True):
         table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
                   f"fallback keeps the network without them where it validates better; `--no-vanilla-fallback` always "
                   f"keeps the neighbours).\n")
     return title + table + _unconverged_note(results)
+
+
+def _method_note(config: dict) -> str:
+    """Which Meta-Neighborhoods the run measured: the README's Table 2 has two (with and without the fallback)."""
+    fallback = config["estimator"].get("vanilla_fallback", True)
+    which = ("the estimator's defaults, with the vanilla fallback" if fallback else
+             "without the vanilla fallback (MN alone: always the network with neighbours, as the paper)")
+    search = (f"; the MLP's architecture searched per fold for vanilla and used by MN too (`architectures` in "
+              f"results.json)") if config.get("search") else ""
+    return f"Meta-Neighborhoods (MN): {which}{search}."
 
 
 def _unconverged_note(results: dict) -> str:
