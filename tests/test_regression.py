@@ -12,6 +12,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold
 from threadpoolctl import threadpool_limits
+import torch
 
 import meta_neighborhoods
 from meta_neighborhoods.cli import build_parser, main
@@ -405,7 +406,7 @@ def test_a_target_near_the_float_limit_is_scaled_not_zeroed():
 def test_a_table_too_small_for_the_folds_says_so(tmp_path, capsys):
     path = tmp_path / "six.csv"
     path.write_text("a,b,y\n1,2,3\n4,5,6\n7,8,9\n1,3,5\n2,2,2\n5,1,0\n")
-    assert main(["regress", "--data-file", str(path), "--target", "y", "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    assert main(["regress", "--data-file", str(path), "--target", "y", "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "six: 6 rows are too few for 5-fold cross-validation: a training fold would hold 4 rows, and kNN's inner " \
            "5-fold search needs 5" in capsys.readouterr().err
 
@@ -430,7 +431,7 @@ def test_a_bad_protocol_option_is_refused_before_any_work(tiny_csv, tmp_path, ca
 @pytest.mark.parametrize("command", ["regress", "ablate"])
 @pytest.mark.parametrize("folds, status, message", [
     ("1", 2, "cross-validation needs at least 2 folds, got 1"),
-    ("121", 1, "tiny: 120 rows cannot make 121 folds: a test fold needs a row"),
+    ("121", 2, "tiny: 120 rows cannot make 121 folds: a test fold needs a row"),
 ])
 def test_folds_the_table_cannot_make_are_refused_before_the_output_folder_is_made(tiny_csv, tmp_path, capsys, command,
                                                                                   folds, status, message):
@@ -439,3 +440,40 @@ def test_folds_the_table_cannot_make_are_refused_before_the_output_folder_is_mad
             "--out", str(tmp_path / "run")]
     assert main(argv) == status
     assert message in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_folder_holding_another_table_run_is_refused_and_overwrite_leaves_one_run(tiny_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("ablation.json", "ablation.md", "ablation.png"):
+        (out / name).write_text("an ablation")
+    argv = ["regress", "--data-file", str(tiny_csv), "--target", "y", "--folds", "2", "--seeds", "1", "--max-epochs",
+            "2", "--quiet", "--out", str(out)]
+    assert main(argv) == 1 and "already holds a run (ablation.json" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["folds.png", "results.json",
+                                                                                  "results.md"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+@pytest.mark.parametrize("command", [["regress"], ["ablate", "--param", "top_k", "--values", "4"]])
+def test_a_device_this_machine_lacks_is_refused_before_any_folder_or_fit(tiny_csv, tmp_path, capsys, command):
+    argv = [*command, "--data-file", str(tiny_csv), "--target", "y", "--device", "cuda", "--quiet", "--out",
+            str(tmp_path / "run")]
+    assert main(argv) == 1
+    assert "this machine has 0 CUDA GPU(s)" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_every_table_folder_of_an_all_run_is_checked_before_the_first_table_runs(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    (out / "boston").mkdir(parents=True)
+
+    def unwritable(folder):
+        if folder == out / "boston":
+            raise PermissionError(f"cannot write to output directory {folder}")
+        return folder
+
+    monkeypatch.setattr(regression, "prepare_out_dir", unwritable)
+    monkeypatch.setattr(regression, "run_regression", lambda *a, **k: pytest.fail("a table ran"))
+    with pytest.raises(PermissionError, match="boston"):
+        run_regression_all(["gom", "boston"], out, methods={"meta_neighborhoods": METHODS["meta_neighborhoods"]})

@@ -294,7 +294,7 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
     """
     path = Path(path)
     name = path.stem
-    require_file(path, None, dataset=name, hint="load_csv_table needs an existing CSV file with a header row.",
+    require_file(path, None, dataset=name, hint="Give an existing CSV file with a header row.",
                  within=None)  # the file the user named
     names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True)
     if isinstance(target, str):

@@ -139,13 +139,14 @@ def _check_folds(folds: int) -> None:
 def _check_size(table: Table, methods: dict, folds: int) -> None:
     _check_folds(folds)
     if folds > len(table.y):
-        raise ValueError(f"{table.name}: {len(table.y)} rows cannot make {folds} folds: a test fold needs a row")
+        raise ConfigError(f"{table.name}: {len(table.y)} row{'s' * (len(table.y) != 1)} cannot make {folds} folds: a "
+                          "test fold needs a row", "folds")
     smallest = len(table.y) - math.ceil(len(table.y) / folds)  # rows in the smallest training fold
     if smallest < (KNN_INNER_FOLDS if "knn" in methods else 2):
-        raise ValueError(f"{table.name}: {len(table.y)} rows are too few for {folds}-fold cross-validation: a training "
-                         f"fold would hold {smallest} row{'s' * (smallest != 1)}"
-                         + (f", and kNN's inner {KNN_INNER_FOLDS}-fold search needs {KNN_INNER_FOLDS}" if "knn" in
-                            methods else ""))
+        raise ConfigError(f"{table.name}: {len(table.y)} rows are too few for {folds}-fold cross-validation: a "
+                          f"training fold would hold {smallest} row{'s' * (smallest != 1)}"
+                          + (f", and kNN's inner {KNN_INNER_FOLDS}-fold search needs {KNN_INNER_FOLDS}" if "knn" in
+                             methods else ""), "folds")
 
 
 def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int):

@@ -9,11 +9,12 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import claim_out_dir, markdown_table, write_json, write_text
+from ..io import claim_out_dir, markdown_table, prepare_out_dir, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
+from ..training import resolve_device
 from ..validation import ConfigError
 from .cross_validation import (
     SEARCH, available_methods, cross_validate, meta_neighborhoods_estimator, protocol_options, protocol_rows,
@@ -32,6 +33,7 @@ LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that sp
 RESULTS = ("results.json", "results.md", "folds.png")  # what each run writes: a folder holding them holds a run
 SUMMARY = ("summary.json", "summary.md")
 ABLATION = ("ablation.json", "ablation.md", "ablation.png")
+TABLE_RUNS = (*RESULTS, *SUMMARY, *ABLATION)  # what regress and ablate write: any of them in a folder is a run
 LOGGER = logging.getLogger(__name__)
 
 
@@ -153,8 +155,8 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows)
-    used = protocol_rows(table, methods, options)
-    out, params = claim_out_dir(out, RESULTS, overwrite), dict(estimator_params or {})
+    used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
+    out = claim_out_dir(out, TABLE_RUNS, overwrite)
     cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
                         progress=progress)
     summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
@@ -173,7 +175,22 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     write_text(out / "results.md", _results_markdown(results))
     fold_errors_figure(out / "folds.png", cv["folds"],
                        f"{table.name}: MSE per fold, {_protocol(results['config'])} (standardised target)")
+    _drop_stale(out, RESULTS)
     return results
+
+
+def _checked_params(estimator_params: dict | None) -> dict:
+    """The estimators' settings, their device checked before any folder or fit: one this machine lacks fails here."""
+    params = dict(estimator_params or {})
+    resolve_device(params.get("device", "cpu"))
+    return params
+
+
+def _drop_stale(out, written: tuple[str, ...]) -> None:
+    """Once a run asked to ``overwrite`` has written its files, those of another table run left beside them (an
+    ablation where a regress run now is) go: a folder holds one run."""
+    for name in set(TABLE_RUNS) - set(written):
+        (out / name).unlink(missing_ok=True)
 
 
 def _summary_row(results: dict) -> dict:
@@ -221,8 +238,12 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     protocol_options(options.get("folds", FOLDS), options.get("seed", 0), options.get("seeds", SEEDS),
                      options.get("max_rows"))
     methods = available_methods() if methods is None else methods
-    out = claim_out_dir(out, [*SUMMARY, *(f"{name}/{file}" for name in names for file in RESULTS)],
+    _checked_params(options.get("estimator_params"))
+    out = claim_out_dir(out, [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)],
                         options.get("overwrite", False))
+    for name in names:  # a table's folder that cannot be written fails now, not after the tables before it ran
+        if (out / name).is_dir():
+            prepare_out_dir(out / name)
     rows, skipped, protocol = {}, {}, ""
     for name in names:
         try:
@@ -236,6 +257,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     summary = {"datasets": rows, "skipped": skipped}
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
+    _drop_stale(out, SUMMARY)
     return summary
 
 
@@ -279,8 +301,8 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     values = ablation_values(param, values)
     options = protocol_options(folds, seed, seeds, max_rows)
     methods = {f"{param}={value}": _with_value(param, value) for value in values}
-    used = protocol_rows(table, methods, options)
-    out, params = claim_out_dir(out, ABLATION, overwrite), dict(estimator_params or {})
+    used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
+    out = claim_out_dir(out, TABLE_RUNS, overwrite)
     cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
     first = next(iter(methods))
     summary = compare(cv["folds"], first, folds, baseline=first)
@@ -306,4 +328,5 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     ablation_figure(out / "ablation.png", param, values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}",
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seeds x {folds} folds)")
+    _drop_stale(out, ABLATION)
     return results
