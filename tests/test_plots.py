@@ -130,3 +130,13 @@ def test_class_names_from_disk_are_drawn_as_plain_text(tmp_path):
     plots.retrieval_figure(tmp_path / "r.png", rng.integers(0, 256, (3, 2, 1, 8, 8), dtype=np.uint8),
                            [f"{name}\nv = 0.5" for name in names], np.ones((3, 2), bool), "digits")
     assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "r.png").stat().st_size > 0
+
+
+def test_the_fold_errors_break_between_seeds_whose_folds_are_other_rows(tmp_path, figures):
+    errors = {"vanilla": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "mn": [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]}
+    plots.fold_errors_figure(tmp_path / "folds.png", errors, "a title " * 20, folds=3)
+    ax = figures[0].axes[0]
+    ys = ax.get_lines()[0].get_ydata()
+    assert np.isnan(ys[3]) and np.array_equal(ys[[0, 1, 2, 4, 5, 6]], errors["vanilla"])  # no line joins two seeds
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "1", "2", "3"]
+    assert "\n" in ax.get_title()  # a long title wraps instead of being cut off

@@ -296,6 +296,15 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
     assert (out / "ablation.png").stat().st_size > 5_000
 
 
+def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fast_estimators):
+    out = tmp_path / "ablation"
+    assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "top_k", "--values", "none",
+                 "4", "--out", str(out), "--folds", "2", "--seeds", "1", "--quiet", "--device", "cpu"]) == 0
+    report = (out / "ablation.md").read_text()
+    assert "| full |" in report and "ratio to full" in report and "None" not in report
+    assert json.loads((out / "ablation.json").read_text())["values"] == [None, 4]  # the record keeps the value
+
+
 @pytest.mark.parametrize("command, existing", [
     (["regress", "--data-file", "{csv}", "--target", "y"], "results.json"),
     (["regress", "--dataset", "all"], "gom/results.json"),  # any table's results, before the first table runs

@@ -33,6 +33,7 @@ def test_the_resolvable_difference_is_where_the_corrected_test_reaches_the_level
         assert corrected_t_test(spread + 0.9 * edge, np.zeros(6), folds=3) > level  # a smaller gap is not seen
     assert resolvable_difference(OURS, THEIRS, folds=3, level=0.2) < resolvable_difference(OURS, THEIRS, folds=3)
     assert resolvable_difference([0.3], [0.5], folds=2) is None
+    assert resolvable_difference([0.3, 0.4], [0.3, 0.4], folds=2) is None  # identical errors: no test, no gap
 
 
 def test_no_test_where_none_exists():

@@ -112,16 +112,22 @@ def spiral_animation(path, points, frames, trajectory, neighbour_labels, fps=8):
     plt.close(fig)
 
 
-def fold_errors_figure(path, fold_errors, title):
-    """One line per method across the folds: paired differences (what the t-test sees) are visible at a glance."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+def fold_errors_figure(path, fold_errors, title, folds):
+    """One line per method across each seed's ``folds`` (entry r * folds + f is fold f of repeat r), broken
+    between seeds, whose folds are not the same rows: paired differences (what the t-test sees) at a glance."""
+    n = len(next(iter(fold_errors.values())))
+    x = np.array([(i // folds) * (folds + 1) + i % folds + 1 for i in range(n)], dtype=float)
+    gaps = [i for i in range(folds, n, folds)]  # a NaN there breaks the line between seeds
+    fig, ax = plt.subplots(figsize=(min(max(6.4, 0.22 * n + 2.0), 16.0), 4.6))
     for name, errors in fold_errors.items():
-        ax.plot(np.arange(1, len(errors) + 1), errors, marker="o", label=name)
-    ax.set_xticks(np.arange(1, len(next(iter(fold_errors.values()))) + 1))
-    ax.set_xlabel("fold")
+        ax.plot(np.insert(x, gaps, np.nan), np.insert(np.asarray(errors, dtype=float), gaps, np.nan), marker="o",
+                label=name)
+    shown = [i for i in range(n) if (i % folds) % max(1, folds // 10) == 0]
+    ax.set_xticks(x[shown], [str(i % folds + 1) for i in shown])
+    ax.set_xlabel(f"fold, seed by seed ({n // folds} seed{'s' * (n // folds != 1)} x {folds} folds, left to right)")
     ax.set_ylabel("MSE (standardised target)")
-    ax.set_title(title)
-    ax.legend()
+    ax.set_title(textwrap.fill(title, 80), fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(fold_errors)))
     _save(fig, path)
 
 

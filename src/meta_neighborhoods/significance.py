@@ -56,10 +56,10 @@ def corrected_t_test(ours, theirs, folds: int) -> float | None:
 def resolvable_difference(ours, theirs, folds: int, level: float = 0.05) -> float | None:
     """The smallest mean difference the corrected test would call significant at ``level``, given how much these
     differences vary from (seed, fold) to (seed, fold): how fine a comparison the protocol can see on this table.
-    None with fewer than two pairs."""
+    None with fewer than two pairs, or differences that do not vary (the test is undefined: identical errors)."""
     differences = _differences(ours, theirs)
     n = len(differences)
-    if n < 2:
+    if n < 2 or differences.var(ddof=1) == 0:
         return None
     scale = math.sqrt(_corrected_factor(n, folds) * differences.var(ddof=1))
     return float(stats.t.ppf(1 - level / 2, df=n - 1) * scale)

@@ -28,6 +28,7 @@ ABLATION_TYPES = {
     "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
 }
 NONE_MEANS = {"temperature": "the default temperature", "top_k": "full attention"}  # what the value 'none' means
+NONE_SHOWN = {"temperature": "default", "top_k": "full"}  # and how the report and its figure show it
 ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
 RESULTS = ("results.json", "results.md", "folds.png")  # what each run writes: a folder holding them holds a run
@@ -174,7 +175,7 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     _warn_unconverged(results)
     write_text(out / "results.md", _results_markdown(results))
     fold_errors_figure(out / "folds.png", cv["folds"],
-                       f"{table.name}: MSE per fold, {_protocol(results['config'])} (standardised target)")
+                       f"{table.name}: MSE per fold, {_protocol(results['config'])} (standardised target)", folds)
     _drop_stale(out, RESULTS)
     return results
 
@@ -299,8 +300,9 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     tested against the first with the corrected t-test; writes ablation.json/.md/.png (a folder holding them is
     refused unless ``overwrite``)."""
     values = ablation_values(param, values)
+    shown = [NONE_SHOWN.get(param, "none") if value is None else str(value) for value in values]
     options = protocol_options(folds, seed, seeds, max_rows)
-    methods = {f"{param}={value}": _with_value(param, value) for value in values}
+    methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
     out = claim_out_dir(out, TABLE_RUNS, overwrite)
     cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
@@ -317,15 +319,15 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     }
     write_json(out / "ablation.json", results)
     _warn_unconverged(results)
-    rows = [[str(v), _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
-            zip(values, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
+    rows = [[v, _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
+            zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
     total = len(cv["fold_seeds"])
     title = (f"# {table.name}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
              f"{_protocol(results['config'])})\n\nMean ± std over all {total} (seed, fold) errors; ratio and p "
-             f"(corrected repeated-CV t-test) against {param} = {values[0]}.\n\n")
+             f"(corrected repeated-CV t-test) against {param} = {shown[0]}.\n\n")
     write_text(out / "ablation.md", title + markdown_table(
-        [param, "MSE (mean ± std)", f"ratio to {values[0]}", "p vs first"], rows) + _unconverged_note(results))
-    ablation_figure(out / "ablation.png", param, values, results["mean"], results["std"],
+        [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results))
+    ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}",
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seeds x {folds} folds)")
     _drop_stale(out, ABLATION)
