@@ -279,7 +279,11 @@ def table2(out: Path, candidate: str, more: Path | None = None, alone: str | Non
         print(f"| {name} | {d['n']} | " + " | ".join(cells) + "".join(f" | {s['ratio'][m]:.3f}" for m in ratios)
               + f" | {s['reference_wins']['vanilla']}/{len(d['fold_seeds'])} | "
               + " | ".join("—" if v is None else f"{v:.2g}" for v in p.values())
-              + f" | ±{100 * s['resolvable']['vanilla'] / s['mean']['vanilla']:.1f} % |")
+              + f" | {_resolves(s['resolvable']['vanilla'], s['mean']['vanilla'])} |")
+
+
+def _resolves(gap: float | None, mean: float) -> str:
+    return "—" if gap is None else f"±{100 * gap / mean:.1f} %"  # None: the errors are identical, no test
 
 
 def head_to_head(out: Path, reference: str, candidate: str) -> None:

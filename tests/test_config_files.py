@@ -250,12 +250,20 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
     assert args.vanilla_fallback is False and args.table_sha256 == saved["config"]["table_sha256"]
     monkeypatch.undo()
     _csv(data / "yacht.csv", 1)  # other numbers under the same name
-    _refused(capsys, ["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--target", "y",
-                      "--out", str(tmp_path / "other")], "results.json: yacht", "the recorded run used other numbers")
+    again = ["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--target", "y", "--out"]
+    _refused(capsys, [*again, str(tmp_path / "other")], "results.json: yacht", "other numbers; --table-sha256 none")
     if shared_data_dir() is not None:  # the stem names a registered table, which the record then gives
         _refused(capsys, ["regress", "--config", record, "--data-dir", str(shared_data_dir()), "--out",
-                          str(tmp_path / "registered")], "the recorded run used other numbers")
+                          str(tmp_path / "registered")], "which a run records): other numbers")
     assert not (tmp_path / "other").exists() and not (tmp_path / "registered").exists()
+    monkeypatch.setattr(regression, "available_methods", lambda: mlps)
+    assert main([*again, str(tmp_path / "waived"), "--table-sha256", "none", "--quiet"]) == 0  # the line wins
+    capsys.readouterr()
+    _refused(capsys, ["regress", "--dataset", "gom", "--table-sha256", "abc", "--out", "x"], "64 hexadecimal")
+    _refused(capsys, ["regress", "--dataset", "all", "--table-sha256", "0" * 64, "--out", "x"], "not those of")
+    args = parsed(["regress", "--config", record, "--dataset", "all", "--out", "again"])  # a record's binds no 'all'
+    assert args.dataset == "all"
+
 
 
 @pytest.mark.parametrize("threads, parts", [("x", ("results.json", "threads")),  # torch would crash on 100000:

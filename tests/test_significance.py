@@ -34,6 +34,7 @@ def test_the_resolvable_difference_is_where_the_corrected_test_reaches_the_level
     assert resolvable_difference(OURS, THEIRS, folds=3, level=0.2) < resolvable_difference(OURS, THEIRS, folds=3)
     assert resolvable_difference([0.3], [0.5], folds=2) is None
     assert resolvable_difference([0.3, 0.4], [0.3, 0.4], folds=2) is None  # identical errors: no test, no gap
+    assert resolvable_difference([1.0, 2.0, 3.0], [0.5, 1.5, 2.5], folds=3) == 0.0  # a constant gap: any size
 
 
 def test_no_test_where_none_exists():

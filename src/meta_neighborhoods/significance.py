@@ -56,10 +56,11 @@ def corrected_t_test(ours, theirs, folds: int) -> float | None:
 def resolvable_difference(ours, theirs, folds: int, level: float = 0.05) -> float | None:
     """The smallest mean difference the corrected test would call significant at ``level``, given how much these
     differences vary from (seed, fold) to (seed, fold): how fine a comparison the protocol can see on this table.
-    None with fewer than two pairs, or differences that do not vary (the test is undefined: identical errors)."""
+    None with fewer than two pairs, or identical errors (the test is undefined; a constant nonzero difference is
+    resolved at any size, 0)."""
     differences = _differences(ours, theirs)
     n = len(differences)
-    if n < 2 or differences.var(ddof=1) == 0:
+    if n < 2 or not differences.any():
         return None
     scale = math.sqrt(_corrected_factor(n, folds) * differences.var(ddof=1))
     return float(stats.t.ppf(1 - level / 2, df=n - 1) * scale)

@@ -8,6 +8,7 @@ its own wording. Parents are added in the order the options appear in ``--help``
 from __future__ import annotations
 
 import argparse
+import re
 from contextlib import contextmanager
 
 from ..config import DEVICES, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
@@ -113,8 +114,8 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
     parser.add_argument("--table-sha256", metavar="HEX",
-                        help="refuse a table whose numbers have another digest (a run records its table's: "
-                             "--config with its record reruns it on that table only)")
+                        help="refuse a table whose numbers have another digest (a run records its table's, and "
+                             "--config with its record reruns it on that table only; 'none' waives the check)")
     parser.add_argument("--folds", type=int, default=FOLDS,
                         help="cross-validation folds, the same for every method (default %(default)s)")
     parser.add_argument("--seeds", type=int, default=SEEDS,
@@ -132,13 +133,20 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
 
 
 def check_target(args) -> None:
-    """--target belongs to --data-file and to nothing else; say so rather than ignore it."""
+    """--target belongs to --data-file and to nothing else, --table-sha256 to one table: say so rather than ignore
+    them. A digest a record gave (--config) does not bind --dataset all, nor does 'none' bind anything."""
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
     if args.data_file is None and args.target is not None:
         raise UsageError("--target only applies to --data-file")
-    if args.dataset == "all" and args.table_sha256 is not None:
+    recorded = "table_sha256" in getattr(args, "config_gave", {})
+    if args.table_sha256 is not None and (args.table_sha256.lower() == "none" or args.dataset == "all" and recorded):
+        args.table_sha256 = None
+    if args.table_sha256 is not None and args.dataset == "all":
         raise UsageError("--table-sha256 names one table's numbers, not those of --dataset all")
+    if args.table_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.table_sha256):
+        raise ConfigError(f"--table-sha256 must be 64 hexadecimal digits or none, got {args.table_sha256!r:.80}",
+                          "table_sha256")
 
 
 def load_table_source(args):
@@ -146,10 +154,10 @@ def load_table_source(args):
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
     table = load_csv_table(args.data_file, args.target) if args.data_file is not None else load_table(
         args.dataset, args.data_dir)
-    if args.table_sha256 is not None and table.sha256() != args.table_sha256:
+    if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
-                          f"{args.table_sha256[:16]}... (--table-sha256): the recorded run used other numbers",
-                          "table_sha256")
+                          f"{args.table_sha256[:16]}... (--table-sha256, which a run records): other numbers; "
+                          "--table-sha256 none runs on them", "table_sha256")
     return table
 
 

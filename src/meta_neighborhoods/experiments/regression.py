@@ -27,8 +27,8 @@ ABLATION_TYPES = {
     "dictionary_size": int, "temperature": float, "top_k": int, "inner_steps": int,
     "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
 }
-NONE_MEANS = {"temperature": "the default temperature", "top_k": "full attention"}  # what the value 'none' means
-NONE_SHOWN = {"temperature": "default", "top_k": "full"}  # and how the report and its figure show it
+# The parameters whose value 'none' means their default temperature or full attention, as reports show it.
+NONE_MEANS = {"temperature": "default", "top_k": "full"}
 ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
 RESULTS = ("results.json", "results.md", "folds.png")  # what each run writes: a folder holding them holds a run
@@ -94,7 +94,7 @@ def _results_markdown(results: dict) -> str:
 def _method_note(config: dict) -> str:
     """Which Meta-Neighborhoods the run measured: the README's Table 2 has two (with and without the fallback)."""
     fallback = config["estimator"].get("vanilla_fallback", True)
-    which = ("the estimator's defaults, with the vanilla fallback" if fallback else
+    which = ("with the vanilla fallback (the estimator's default)" if fallback else
              "without the vanilla fallback (MN alone: always the network with neighbours, as the paper)")
     search = (f"; the MLP's architecture searched per fold for vanilla and used by MN too (`architectures` in "
               f"results.json)") if config.get("search") else ""
@@ -143,8 +143,8 @@ def _run_config(table: Table, used: Table, options: dict, params: dict, varied: 
 def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS, search: bool = False,
                    methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
                    progress: bool = True, overwrite: bool = False) -> dict:
-    """Table 2 for one data set: writes results.json, results.md and folds.png into ``out`` (a folder holding them
-    is refused unless ``overwrite``).
+    """Table 2 for one data set: writes results.json, results.md and folds.png into ``out`` (a folder holding any
+    table run's files is refused unless ``overwrite``).
 
     The whole ``folds``-fold CV runs ``seeds`` times (seeds ``seed``, ``seed + 1``, ...), every method on the same
     folds. ``estimator_params`` override the estimators' defaults for vanilla and Meta-Neighborhoods alike
@@ -191,7 +191,8 @@ def _drop_stale(out, written: tuple[str, ...]) -> None:
     """Once a run asked to ``overwrite`` has written its files, those of another table run left beside them (an
     ablation where a regress run now is) go: a folder holds one run."""
     for name in set(TABLE_RUNS) - set(written):
-        (out / name).unlink(missing_ok=True)
+        if (out / name).is_file() or (out / name).is_symlink():  # never a folder of that name
+            (out / name).unlink()
 
 
 def _summary_row(results: dict) -> dict:
@@ -243,7 +244,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     out = claim_out_dir(out, [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)],
                         options.get("overwrite", False))
     for name in names:  # a table's folder that cannot be written fails now, not after the tables before it ran
-        if (out / name).is_dir():
+        if (out / name).exists() or (out / name).is_symlink():
             prepare_out_dir(out / name)
     rows, skipped, protocol = {}, {}, ""
     for name in names:
@@ -297,10 +298,10 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
                  max_rows: int | None = None, progress: bool = True, estimator_params: dict | None = None,
                  overwrite: bool = False) -> dict:
     """Meta-Neighborhoods' CV error for each value of one parameter (same folds, ``seeds`` repeats), each value
-    tested against the first with the corrected t-test; writes ablation.json/.md/.png (a folder holding them is
-    refused unless ``overwrite``)."""
+    tested against the first with the corrected t-test; writes ablation.json/.md/.png (a folder holding any table
+    run's files is refused unless ``overwrite``)."""
     values = ablation_values(param, values)
-    shown = [NONE_SHOWN.get(param, "none") if value is None else str(value) for value in values]
+    shown = [NONE_MEANS[param] if value is None else str(value) for value in values]
     options = protocol_options(folds, seed, seeds, max_rows)
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
