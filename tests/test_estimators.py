@@ -376,3 +376,11 @@ def test_an_infinite_gradient_clip_means_no_clipping_as_before():
     assert np.isfinite(model.predict(X)).all()
     with pytest.raises(ValueError, match="gradient_clip must be positive, got nan"):
         MetaNeighborhoodsRegressor(gradient_clip=float("nan")).fit(X, y)
+
+
+def test_one_hidden_layer_may_be_given_as_an_int_as_to_mlp_regressor(tmp_path):
+    X, y = _table(n=80)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "hidden_layer_sizes": 8}).fit(X, y)
+    assert [layer.out_features for layer in model.model_.head.layers] == [8, 1]
+    model.save(tmp_path / "model")
+    np.testing.assert_array_equal(MetaNeighborhoodsRegressor.load(tmp_path / "model").predict(X), model.predict(X))

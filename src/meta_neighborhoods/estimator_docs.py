@@ -4,8 +4,9 @@ scikit-learn's HTML representation shows each parameter's entry from the class d
 PARAMETERS = """
     Parameters
     ----------
-    hidden_layer_sizes : tuple of int, default=(128, 128)
-        Widths of the MLP head's hidden layers. The vanilla baseline (``dictionary_size=0``) is the same network.
+    hidden_layer_sizes : int or tuple of int, default=(128, 128)
+        Widths of the MLP head's hidden layers (an int: one layer). The vanilla baseline (``dictionary_size=0``) is
+        the same network.
         Unused with a ``head`` of one's own.
     dictionary_size : int, default=4096
         S, the number of induced neighbours, capped at the number of training rows (keys start at training rows,

@@ -163,8 +163,9 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             raise ConfigError(f"learn_dictionary=False keeps the keys where they start: it needs key_init='samples' "
                               f"(the training rows), got key_init={self.key_init!r}")
         hidden = self.hidden_layer_sizes
-        if not (isinstance(hidden, (tuple, list, np.ndarray)) and all(is_int(h) and h >= 1 for h in hidden)):
-            raise ConfigError(f"hidden_layer_sizes must be a sequence of positive integers (e.g. (128, 128)), "
+        if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
+                is_int(h) and h >= 1 for h in hidden)):
+            raise ConfigError(f"hidden_layer_sizes must be a positive integer or a sequence of them (e.g. (128, 128)), "
                               f"got {hidden!r}")
         if not (is_positive(self.validation_fraction) and self.validation_fraction < 1.0):
             raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .heads import MLPHead
-from .validation import ConfigError
+from .validation import ConfigError, is_int
 
 FACTORIES = ("head", "extractor")  # the estimators' parameters that take a factory
 CALLS = {"head": "head(n_features, n_outputs)", "extractor": "extractor(n_features)"}
@@ -40,10 +40,15 @@ def build_extractor(factory, n_features: int) -> tuple[nn.Module | None, int]:
     return extractor, shape[1]
 
 
-def build_head(factory, n_features: int, n_outputs: int, hidden: Sequence[int]) -> nn.Module:
+def hidden_widths(hidden: int | Sequence[int]) -> tuple[int, ...]:
+    """``hidden_layer_sizes`` as a tuple of widths: one int is one hidden layer, as ``MLPRegressor`` takes it."""
+    return (int(hidden),) if is_int(hidden) else tuple(int(h) for h in hidden)
+
+
+def build_head(factory, n_features: int, n_outputs: int, hidden: int | Sequence[int]) -> nn.Module:
     """The head for ``n_features`` inputs and ``n_outputs`` outputs; the MLP of ``hidden`` without a factory."""
     if factory is None:
-        return MLPHead(n_features, tuple(int(h) for h in hidden), n_outputs)
+        return MLPHead(n_features, hidden_widths(hidden), n_outputs)
     call, head = _call("head", factory, n_features, n_outputs)
     sizes = getattr(head, "in_features", None), getattr(head, "out_features", None)
     if sizes != (n_features, n_outputs):

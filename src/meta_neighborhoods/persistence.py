@@ -12,7 +12,7 @@ from torch import nn
 
 from . import __version__, checkpoint
 from .checkpoint import CheckpointError
-from .factories import FACTORIES
+from .factories import FACTORIES, hidden_widths
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 FITTED = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
@@ -188,7 +188,7 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         check_fitted(fitted, cls._FITTED, source)
         network = fitted["network_"]
         estimator._config(network["dictionary_size"], network["similarity"], network["temperature"])
-        check_shapes(fitted, tensors, estimator.hidden_layer_sizes, source)
+        check_shapes(fitted, tensors, hidden_widths(estimator.hidden_layer_sizes), source)
         if cls._task == "classification" and len(fitted["classes_"]) != network["n_outputs"]:
             raise ValueError(f"{len(fitted['classes_'])} classes_ for {network['n_outputs']} outputs")
         return estimator, fitted, estimator._build(**network)
