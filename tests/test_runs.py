@@ -281,6 +281,8 @@ def test_the_parent_of_a_method_all_run_lists_its_method_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"best.json is missing: .* holds a --method all run; pass one of its "
                                                 r"method folders: .*vanilla, .*mn$"):
         runs.load_best_model(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"pass one of its method folders: [^,]*mn$"):  # keys to analyse
+        load_run(tmp_path)  # analyze names only the folders it takes
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -144,13 +144,14 @@ def _model_args(args, tensors: dict, source: str) -> dict:
     return args
 
 
-def load_best_model(run_dir) -> tuple[MetaNeighborhoods, dict]:
-    """The best-on-validation network of a classify run folder, rebuilt from its checkpoint, and its info."""
+def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[MetaNeighborhoods, dict]:
+    """The best-on-validation network of a classify run folder, rebuilt from its checkpoint, and its info. Given
+    the top folder of a --method all run, the error names the method folders ``among`` those the caller takes."""
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     stem = Path(run_dir) / BEST
     if not checkpoint.exists(stem):
-        methods = [name for name in METHODS if checkpoint.exists(Path(run_dir) / name / BEST)]
+        methods = [name for name in among if checkpoint.exists(Path(run_dir) / name / BEST)]
         if methods:  # the parent of a --method all run: say which folders to pass
             raise FileNotFoundError(f"{stem}.json is missing: {run_dir} holds a --method all run; pass one of its "
                                     f"method folders: {', '.join(str(Path(run_dir) / name) for name in methods)}")

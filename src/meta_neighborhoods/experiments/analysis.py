@@ -74,7 +74,8 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     ``split.json``, not a split derived again.
     """
     run_dir = Path(run_dir)
-    model, info = runs.load_best_model(run_dir)
+    model, info = runs.load_best_model(run_dir, among=tuple(name for name, kind in runs.METHODS.items()
+                                                             if kind.dictionary))  # what has keys to analyse
     if not info["model_args"].get("dictionary_size"):
         raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "
                          "of learned neighbours to analyse; pass an mn or mn_ifilm run")
