@@ -9,8 +9,9 @@ Protocol (the same for every method, so only the method differs):
   pipeline) on the training batches only; ``preset="paper"`` sets the authors' protocol (``presets.py``);
 * the indices of the training and validation images and the input normalisation are recorded (``split.json``), and
   the provenance, seeds, inputs and classes of the run (``run.json``, see ``run_record.py``);
-* every epoch appends a row to ``metrics.csv`` (training and validation loss, validation accuracy, learning rate,
-  seconds) and, when TensorBoard is installed, writes the same scalars to ``tensorboard/``;
+* every epoch appends a row to ``metrics.csv`` (training loss, the objective the method minimises, MAXL's auxiliary
+  terms included; validation loss, the cross-entropy of the class prediction for every method; validation accuracy,
+  learning rate, seconds) and, when TensorBoard is installed, writes the same scalars to ``tensorboard/``;
 * after every epoch the validation accuracy and loss are measured and the best weights so far (highest accuracy,
   ties to the lower loss) are saved as checkpoint ``best`` (``best.json`` + safetensors, see ``checkpoint.py``);
   the test accuracy is that of the best checkpoint, reloaded from disk;
