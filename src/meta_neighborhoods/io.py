@@ -48,6 +48,16 @@ def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: boo
     return prepare_out_dir(out)
 
 
+def remove_unwritten(out: str | os.PathLike, outputs: Iterable[str], written: Iterable[str]) -> None:
+    """Once a run asked to overwrite has written ``written``, the rest of ``outputs`` an earlier run left in ``out``
+    go (an animation the new run did not make, an ablation where a regress run now is): the folder holds one run.
+    Files and links only, never a folder of such a name."""
+    for name in set(outputs) - set(written):
+        path = Path(out) / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+
+
 def replaceable(path: str | os.PathLike) -> Path:
     """``path``, refused when what is there is neither a regular file nor a link (a folder, a device such as
     /dev/null, a pipe): nothing we wrote, so nothing we may replace."""

@@ -117,7 +117,7 @@ def fold_errors_figure(path, fold_errors, title, folds):
     between seeds, whose folds are not the same rows: paired differences (what the t-test sees) at a glance."""
     n = len(next(iter(fold_errors.values())))
     x = np.array([(i // folds) * (folds + 1) + i % folds + 1 for i in range(n)], dtype=float)
-    gaps = [i for i in range(folds, n, folds)]  # a NaN there breaks the line between seeds
+    gaps = list(range(folds, n, folds))  # a NaN there breaks the line between seeds
     fig, ax = plt.subplots(figsize=(min(max(6.4, 0.22 * n + 2.0), 16.0), 4.6))
     for name, errors in fold_errors.items():
         ax.plot(np.insert(x, gaps, np.nan), np.insert(np.asarray(errors, dtype=float), gaps, np.nan), marker="o",

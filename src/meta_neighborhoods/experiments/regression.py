@@ -9,7 +9,7 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import claim_out_dir, markdown_table, prepare_out_dir, write_json, write_text
+from ..io import claim_out_dir, markdown_table, prepare_out_dir, remove_unwritten, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
@@ -176,7 +176,7 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     write_text(out / "results.md", _results_markdown(results))
     fold_errors_figure(out / "folds.png", cv["folds"],
                        f"{table.name}: MSE per fold, {_protocol(results['config'])} (standardised target)", folds)
-    _drop_stale(out, RESULTS)
+    remove_unwritten(out, TABLE_RUNS, RESULTS)
     return results
 
 
@@ -186,13 +186,6 @@ def _checked_params(estimator_params: dict | None) -> dict:
     resolve_device(params.get("device", "cpu"))
     return params
 
-
-def _drop_stale(out, written: tuple[str, ...]) -> None:
-    """Once a run asked to ``overwrite`` has written its files, those of another table run left beside them (an
-    ablation where a regress run now is) go: a folder holds one run."""
-    for name in set(TABLE_RUNS) - set(written):
-        if (out / name).is_file() or (out / name).is_symlink():  # never a folder of that name
-            (out / name).unlink()
 
 
 def _summary_row(results: dict) -> dict:
@@ -259,7 +252,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     summary = {"datasets": rows, "skipped": skipped}
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
-    _drop_stale(out, SUMMARY)
+    remove_unwritten(out, TABLE_RUNS, SUMMARY)
     return summary
 
 
@@ -331,5 +324,5 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}",
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seeds x {folds} folds)")
-    _drop_stale(out, ABLATION)
+    remove_unwritten(out, TABLE_RUNS, ABLATION)
     return results

@@ -13,7 +13,7 @@ from ..config import SpiralConfig
 from ..datasets.batches import TensorBatches
 from ..datasets.spiral import make_spirals
 from ..heads import LinearHead
-from ..io import claim_out_dir, write_json
+from ..io import claim_out_dir, remove_unwritten, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
@@ -115,6 +115,5 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
     }
     write_json(out / "metrics.json", metrics)
-    for stale in set(OUTPUTS) - {"metrics.json", *metrics["files"]}:  # an overwritten run's: not of this one
-        (out / stale).unlink(missing_ok=True)
+    remove_unwritten(out, OUTPUTS, ["metrics.json", *metrics["files"]])
     return metrics
