@@ -67,6 +67,9 @@ def test_ablation_figure_says_what_the_error_bars_are(tmp_path, figures):
     assert caption in _texts(figures[0])
     assert any(text.startswith("error bars:") for text in _texts(figures[1]))  # the old call still works
     assert (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file()
+    plots.ablation_figure(tmp_path / "c.png", "top_k", [64, 8, 32], [1.0, 0.8, 0.7], [0.1, 0.1, 0.05], False, "gom")
+    line = figures[2].axes[0].lines[0]
+    assert list(line.get_xdata()) == [8, 32, 64] and list(line.get_ydata()) == [0.8, 0.7, 1.0]  # no doubling back
 
 
 def test_retrieval_figure_explains_its_row_labels(tmp_path, figures):

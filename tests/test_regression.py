@@ -3,6 +3,7 @@
 import functools
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -283,15 +284,19 @@ def test_regress_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimato
 def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):
     out = tmp_path / "ablation"
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "dictionary_size",
-                 "--values", "0", "8", "--out", str(out), "--folds", "2", "--seeds", "2", "--quiet", "--device",
-                 "cpu"]) == 0
+                 "--values", "0", "8", "5000", "--out", str(out), "--folds", "2", "--seeds", "2", "--quiet",
+                 "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert printed == (out / "ablation.md").read_text() and "| dictionary_size | MSE (mean ± std) |" in printed
+    assert "without the vanilla fallback" in printed
     saved = json.loads((out / "ablation.json").read_text())
-    assert (saved["param"], saved["values"]) == ("dictionary_size", [0, 8])
-    assert np.array(saved["folds"]).shape == (2, 4) and len(saved["mean"]) == len(saved["std"]) == 2
+    assert (saved["param"], saved["values"]) == ("dictionary_size", [0, 8, 5000])
+    assert np.array(saved["folds"]).shape == (3, 4) and len(saved["mean"]) == len(saved["std"]) == 3
+    assert saved["dictionary_sizes"][:2] == [[0] * 4, [8] * 4] and max(saved["dictionary_sizes"][2]) < 5000
+    assert f"5000 ran with {min(saved['dictionary_sizes'][2])}" in printed  # the cap is said, not left to guess
     assert saved["mean"][0] == pytest.approx(np.mean(saved["folds"][0])) and saved["ratio"][0] == 1.0
-    assert saved["p_value_vs_first"] == [None, corrected_t_test(saved["folds"][1], saved["folds"][0], folds=2)]
+    first, *others = saved["folds"]
+    assert saved["p_value_vs_first"] == [None, *(corrected_t_test(f, first, folds=2) for f in others)]
     assert saved["config"]["folds"] == 2 and saved["config"]["estimator"]["dictionary_size"].startswith("ablated")
     assert (out / "ablation.png").stat().st_size > 5_000
 
@@ -486,3 +491,15 @@ def test_every_table_folder_of_an_all_run_is_checked_before_the_first_table_runs
     monkeypatch.setattr(regression, "run_regression", lambda *a, **k: pytest.fail("a table ran"))
     with pytest.raises(PermissionError, match="boston"):
         run_regression_all(["gom", "boston"], out, methods={"meta_neighborhoods": METHODS["meta_neighborhoods"]})
+
+
+def test_a_baseline_installed_but_broken_is_skipped_before_any_fit(tmp_path, monkeypatch, caplog):
+    broken = tmp_path / "site" / "lightgbm"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("libgomp.so.1: cannot open shared object file")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "lightgbm", raising=False)
+    with caplog.at_level("WARNING"):
+        methods = available_methods()
+    assert "lightgbm" not in methods and METHODS.keys() <= methods.keys()
+    assert "skipping the lightgbm baseline" in caplog.text and "libgomp" in caplog.text

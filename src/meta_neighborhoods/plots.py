@@ -140,6 +140,9 @@ def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="
     """
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
+    if numeric:  # the line joins the values in their order on the axis, whatever order they were given in
+        order = np.argsort(x)
+        x, means, stds = x[order], np.asarray(means)[order], np.asarray(stds)[order]
     log_x = log_x and numeric and bool((x > 0).all())
     fig, ax = plt.subplots(figsize=(5.6, 4.3))
     ax.errorbar(x, means, yerr=stds, marker="o", capsize=4)

@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
         "ablate", help="Meta-Neighborhoods' CV error against one of its parameters",
         parents=[*run_options(), table_source(allow_all=False), estimator_settings()],
         description="k-fold MSE of Meta-Neighborhoods for each value of one parameter (the same folds for every "
-                    "value, the other parameters at the estimator's defaults); writes ablation.json, ablation.md "
+                    "value, the other parameters at the estimator's defaults, without the vanilla fallback: the "
+                    "network with neighbours is always kept); writes ablation.json, ablation.md "
                     "and ablation.png.",
     )
     # Not choices=: the list lives in experiments.regression, a slow import.

@@ -8,7 +8,9 @@ seeds, each with its own fold shuffle and model seed: one seed is an anecdote.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
+import logging
 import math
 import time
 import warnings
@@ -28,6 +30,8 @@ from ..datasets.tables import Table
 from ..estimators import MetaNeighborhoodsRegressor
 from ..standardise import standardiser
 from ..validation import ConfigError, check_int, check_seed
+
+LOGGER = logging.getLogger(__name__)
 
 KNN_NEIGHBOURS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50)
 KNN_INNER_FOLDS = 5
@@ -86,9 +90,23 @@ BASELINES = {"lightgbm": ("lightgbm", _lightgbm), "realmlp_td": ("pytabkit", _re
 
 
 def available_methods() -> dict:
-    """METHODS, plus each optional baseline whose package is installed (``pip install '.[baselines]'``)."""
-    return {**METHODS, **{name: factory for name, (package, factory) in BASELINES.items()
-                          if importlib.util.find_spec(package) is not None}}
+    """METHODS, plus each optional baseline whose package imports (``pip install '.[baselines]'``).
+
+    Imported here, not only looked up: a package that is installed but broken (a missing shared library) is
+    skipped with a warning before any fit, not found at the first fold's baseline after the others trained.
+    """
+    return {**METHODS, **{name: factory for name, (package, factory) in BASELINES.items() if _imports(name, package)}}
+
+
+def _imports(name: str, package: str) -> bool:
+    if importlib.util.find_spec(package) is None:
+        return False
+    try:
+        importlib.import_module(package)
+    except (ImportError, OSError) as error:
+        LOGGER.warning("skipping the %s baseline: %s is installed but does not import (%s)", name, package, error)
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,10 +180,10 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                    search: bool = False, progress: bool = True) -> dict:
     """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, for
     each method whose estimator reports them (the vanilla fallback) the network each fold kept and the validation
-    losses it chose by, and how many fits stopped at ``max_epochs`` while still improving (``unconverged``)."""
+    losses it chose by, the dictionary size each fit had (capped at its training rows), and how many fits stopped at ``max_epochs`` while still improving (``unconverged``)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
-    errors, kept, losses, unconverged = {name: [] for name in methods}, {}, {}, {}
+    errors, kept, losses, sizes, unconverged = {name: [] for name in methods}, {}, {}, {}, {}
     seconds = dict.fromkeys(methods, 0.0)
     architectures, fold_seeds = [], []
     with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=not progress) as bar:
@@ -189,13 +207,15 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                     kept.setdefault(name, []).append(model.selected_)
                 if hasattr(model, "validation_losses_"):
                     losses.setdefault(name, []).append(dict(model.validation_losses_))
+                if hasattr(model, "network_"):
+                    sizes.setdefault(name, []).append(model.network_["dictionary_size"])
                 seconds[name] += time.perf_counter() - started
                 bar.update()
     return {
         "folds": errors, "kept": kept, "validation_losses": losses, "fold_seeds": fold_seeds,
         "fold_numbers": list(range(folds)) * seeds,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
-        "architectures": architectures, "unconverged": unconverged,
+        "architectures": architectures, "unconverged": unconverged, "dictionary_sizes": sizes,
     }
 
 

@@ -114,6 +114,17 @@ def _unconverged_note(results: dict) -> str:
             f"to train to convergence.\n")
 
 
+def _capped_note(param: str, values: list, shown: list, sizes: list) -> str:
+    """Say which dictionary sizes were capped at the rows a fit trains on ('' if none): two values above the cap
+    fit the same network, and their equal rows would otherwise read as a finding."""
+    if param != "dictionary_size":
+        return ""
+    capped = [f"{label} ran with {min(got)}" + (f" to {max(got)}" if max(got) > min(got) else "")
+              for value, label, got in zip(values, shown, sizes) if max(got) < value]
+    return (f"\nThe dictionary holds at most one key per row a fit trains on: {'; '.join(capped)} keys, so values "
+            f"above that cap fit the same network.\n") if capped else ""
+
+
 def _warn_unconverged(results: dict) -> None:
     """Say once on the log what ``_unconverged_note`` says in the report."""
     if results["unconverged"]:
@@ -309,6 +320,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
         **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
         "p_value_vs_first": [None, *summary["p_values"].values()],
         "seconds": list(cv["seconds"].values()), "unconverged": cv["unconverged"],
+        "dictionary_sizes": list(cv["dictionary_sizes"].values()),
         "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
     }
     write_json(out / "ablation.json", results)
@@ -317,10 +329,12 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
             zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
     total = len(cv["fold_seeds"])
     title = (f"# {table.name}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
-             f"{_protocol(results['config'])})\n\nMean ± std over all {total} (seed, fold) errors; ratio and p "
-             f"(corrected repeated-CV t-test) against {param} = {shown[0]}.\n\n")
+             f"{_protocol(results['config'])})\n\n{_method_note(results['config'])} The other parameters at the "
+             f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
+             f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
     write_text(out / "ablation.md", title + markdown_table(
-        [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results))
+        [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results)
+        + _capped_note(param, values, shown, results["dictionary_sizes"]))
     ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}",
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seeds x {folds} folds)")
