@@ -202,6 +202,7 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"learn_metric": 1}, "learn_metric must be True or False"),
         ({"learn_dictionary": 0}, "learn_dictionary must be True or False"),
         ({"learn_dictionary": False, "key_init": "gaussian"}, "learn_dictionary=False .* needs key_init='samples'"),
+        ({"leave_one_out": True, "key_init": "gaussian"}, "leave_one_out=True .* needs key_init='samples'"),
     ],
 )
 def test_bad_parameters_are_named(params, message):

@@ -8,6 +8,7 @@ from meta_neighborhoods.heads import (
     FAST_PATHS, CosineHead, MLPHead, adapted_parameter_names, decayed_parameter_names, fast_path, fast_path_for,
 )
 from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.validation import ConfigError
 
 
 class TwoLayers(nn.Module):
@@ -85,3 +86,28 @@ def test_the_models_repr_shows_the_methods_settings():
     for shown in ("top_k=4", "size=16", "inner_steps=2", "temperature=0.5", "kind='layer'", "adapted=['layers.1"):
         assert shown in text, shown
     assert "vanilla" in repr(MetaNeighborhoods(MLPHead(5, (8,), 1), dictionary_size=0))
+
+
+class WithDropout(TwoLayers):
+    def forward(self, z):
+        return self.second(nn.functional.dropout(torch.relu(self.first(z)), 0.5, self.training))
+
+
+@pytest.mark.parametrize("implementation", ["generic", "loop"])
+def test_a_head_with_dropout_trains_through_the_generic_loop(implementation):
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(WithDropout(), dictionary_size=4, implementation=implementation)
+    z = torch.randn(5, 3)
+    model(z).sum().backward()  # vmap's default refused the random draw
+    assert model.head.first.weight.grad.abs().sum() > 0
+    model.eval()
+    torch.testing.assert_close(model(z), model(z))  # no dropout at evaluation
+
+
+@pytest.mark.parametrize("norm", [nn.BatchNorm1d(4), nn.SyncBatchNorm(4)])
+def test_a_head_with_batch_normalisation_is_refused_by_name(norm):
+    head = TwoLayers()
+    head.norm = norm
+    with pytest.raises(ConfigError, match=r"batch normalisation \(norm\).*extractor"):
+        MetaNeighborhoods(head, dictionary_size=4)
+    MetaNeighborhoods(head, dictionary_size=0)  # the vanilla network has no inner loop: nothing to refuse

@@ -17,10 +17,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .config import MNConfig
 from .heads import adapted_parameter_names, fast_path_for, takes_top_k
 from .inner_loss import InnerLoop, Params, TopK, inner_loss
+from .validation import ConfigError
 
 
 class StepSize(nn.Module):
@@ -58,6 +60,7 @@ class Adaptation(nn.Module):
         super().__init__()
         self.task, self.steps, self.first_order = config.task, config.inner_steps, config.first_order
         self.implementation = config.implementation
+        _check_per_input(head)
         names = adapted_parameter_names(head, config.adapt)
         shapes = {n: p.shape for n, p in head.named_parameters() if n in names}
         self.step_size = StepSize(shapes, config.step_size, config.step_size_init)
@@ -81,6 +84,16 @@ class Adaptation(nn.Module):
                 f"implementation={self.implementation!r}")
 
 
+def _check_per_input(head: nn.Module) -> None:
+    """Refuse a head that normalises by its batch: it is finetuned on one input's neighbours and then applied to
+    that one input, so batch statistics have no batch, and their running averages cannot update inside the
+    per-input gradient."""
+    norms = [name or type(head).__name__ for name, m in head.named_modules() if isinstance(m, _BatchNorm)]
+    if norms:
+        raise ConfigError(f"the head holds batch normalisation ({', '.join(norms)}), which a head finetuned per "
+                          "input cannot use: put it in the extractor, or use nn.LayerNorm in the head", "head")
+
+
 def adapt_generic(head: nn.Module, z, keys, values, weights, loop: InnerLoop,
                   python_loop: bool = False) -> torch.Tensor:
     """The oracle: each example's own inner loop, vectorised with vmap (or a plain Python loop)."""
@@ -102,4 +115,4 @@ def adapt_generic(head: nn.Module, z, keys, values, weights, loop: InnerLoop,
 
     if python_loop:
         return torch.stack([predict_one(w, z_i) for w, z_i in zip(weights, z)])
-    return vmap(predict_one)(weights, z)
+    return vmap(predict_one, randomness="different")(weights, z)  # dropout in a head: each input its own draw

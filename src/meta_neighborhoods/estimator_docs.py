@@ -65,7 +65,7 @@ PARAMETERS = """
         Slower keys stay nearer the training rows they start at; a tenth was screened over the eleven tables of
         ``docs/results/defaults.md``.
     leave_one_out : bool, default=False
-        With ``key_init="samples"``, hide from each training row the key that started at it (holding its own
+        With ``key_init="samples"`` (refused with another), hide from each training row the key that started at it (holding its own
         target) while training, as a test row never finds itself among the keys. No effect on prediction. Over
         eleven tables a tie with the default (better on the noisiest, worse where neighbours carry the signal;
         ``docs/results/defaults.md``): worth trying on noisy targets.
@@ -117,7 +117,8 @@ PARAMETERS = """
         meeting the head contract of ``heads/base.py`` (``in_features`` and ``out_features`` as asked; with an
         extractor, ``n_features`` is its output width). None: the MLP of ``hidden_layer_sizes``. Heads with a
         fast inner loop (``MLPHead``, ``CosineHead``) keep it; others run the generic ``torch.func`` one, which
-        is slower and does not export to ONNX. A factory's own settings go in with it
+        is slower and does not export to ONNX; dropout in it draws anew for each row, batch normalisation is
+        refused (the head runs on one row at a time). A factory's own settings go in with it
         (``functools.partial(MyHead, width=64)``). ``save`` refuses a model built by a factory (pickle it).
     extractor : callable or None, default=None
         One's own feature extractor, trained with the rest: ``extractor(n_features)`` returns a

@@ -159,9 +159,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         for flag in ("leave_one_out", "learn_dictionary", "vanilla_fallback"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
-        if not self.learn_dictionary and self.key_init != "samples":
-            raise ConfigError(f"learn_dictionary=False keeps the keys where they start: it needs key_init='samples' "
-                              f"(the training rows), got key_init={self.key_init!r}")
+        need_rows = {"learn_dictionary=False keeps the keys where they start": not self.learn_dictionary,
+                     "leave_one_out=True hides from each row the key started at it": self.leave_one_out}
+        for what in (what for what, on in need_rows.items() if on and self.key_init != "samples"):
+            raise ConfigError(f"{what}: it needs key_init='samples' (the training rows), got key_init={self.key_init!r}")
         hidden = self.hidden_layer_sizes
         if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
                 is_int(h) and h >= 1 for h in hidden)):

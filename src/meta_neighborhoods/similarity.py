@@ -91,12 +91,17 @@ def nearest_visible(scores: torch.Tensor, index: torch.Tensor, hidden: torch.Ten
     return first_visible(index.gather(1, order), hidden.gather(1, order), k)
 
 
-def masked_softmax(logits: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over the last dimension restricted to ``visible`` (True = kept; None: all); uniform where a row
-    keeps nothing."""
-    if visible is not None:
-        logits = logits.masked_fill(~visible, torch.finfo(logits.dtype).min)
-    return logits.softmax(dim=-1)
+def masked_softmax(logits: torch.Tensor, visible: torch.Tensor | None,
+                   fallback: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over the last dimension restricted to ``visible`` (True = kept; None: all); uniform over
+    ``fallback`` (None: every slot) where a row keeps nothing, so that a fallback never reaches a row's own slot."""
+    if visible is None:
+        return logits.softmax(dim=-1)
+    weights = logits.masked_fill(~visible, torch.finfo(logits.dtype).min).softmax(dim=-1)
+    if fallback is None:
+        return weights
+    uniform = fallback.to(weights.dtype) / fallback.sum(dim=-1, keepdim=True).clamp_min(1)
+    return torch.where(visible.any(dim=-1, keepdim=True), weights, uniform)
 
 
 class Attention(nn.Module):
@@ -131,11 +136,12 @@ class Attention(nn.Module):
     def forward(self, z: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None,
                 own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """Weights (B, S) that sum to one over the slots an example may see (``mask``, True = visible), never
-        on its ``own_slot`` (B,) (-1: none); uniform over all slots for a row that may see none."""
+        on its ``own_slot`` (B,) (-1: none); uniform over all slots but its own for a row that may see none."""
+        others = None
         if own_slot is not None:
-            own = torch.arange(keys.shape[0], device=z.device) == own_slot[:, None]
-            mask = ~own if mask is None else mask & ~own
-        return masked_softmax(self.logits(z, keys), mask)
+            others = torch.arange(keys.shape[0], device=z.device) != own_slot[:, None]
+            mask = others if mask is None else mask & others
+        return masked_softmax(self.logits(z, keys), mask, others)
 
     def logits(self, z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Similarities (B, S) over the temperature: the softmax's input, and a ranking of the keys too."""
@@ -165,6 +171,7 @@ class Attention(nn.Module):
         if own_slot is not None:
             own = index == own_slot[:, None]
             hidden = own if hidden is None else hidden | own
+            scores = scores.masked_fill(own, float("-inf"))  # ranked last: never a filler for too few visible
         if hidden is None:
             return index, None
         return nearest_visible(scores, index, hidden, k)
@@ -183,11 +190,13 @@ class Attention(nn.Module):
                     own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """``top_k``'s weights as a (B, S) matrix, computed as full attention masked to the chosen keys: on a
         small dictionary one (B, S) matrix product costs less than gathering (B, k, d) keys, and it ranks the keys
-        too. A row whose k keys are all hidden gets uniform weights over the dictionary."""
+        too. A row whose k keys are all hidden gets uniform weights over them, as in ``top_k``."""
         logits = self.logits(z, keys)
         index, hidden = self.choose(z, keys, k, slot_dropout, own_slot, scores=logits.detach())
-        chosen = torch.zeros_like(logits, dtype=torch.bool)
-        return masked_softmax(logits, chosen.scatter_(1, index, True if hidden is None else ~hidden))
+        chosen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
+        if hidden is None:
+            return masked_softmax(logits, chosen)
+        return masked_softmax(logits, torch.zeros_like(chosen).scatter_(1, index, ~hidden), chosen)
 
     def extra_repr(self) -> str:
         return (f"similarity={self.similarity!r}, temperature={self.log_temperature.exp().item():.4g}, "

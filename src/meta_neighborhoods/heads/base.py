@@ -6,6 +6,8 @@ The head contract (``Head``): any ``nn.Module`` with
 * ``out_features``: the target dimension, or the number of classes (the values' dimension);
 * optionally ``adapted_parameter_names(adapt)``: which of its parameters the inner loop finetunes for
   ``adapt="all"`` and ``adapt="last"`` (default: all of them; the parameters of the last module that has any);
+* no batch normalisation (refused: the head is finetuned and applied one input at a time); dropout draws
+  anew for each input;
 * optionally ``decays_weight = False`` on the head or any submodule whose parameters weight decay must not touch
   (default: weight decay on every parameter with two or more dimensions, see ``decayed_parameter_names``).
 
