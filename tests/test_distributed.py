@@ -65,6 +65,18 @@ def test_each_process_takes_its_slice_of_every_global_batch():
         assert torch.equal(x[0::2], x0) and torch.equal(x[1::2], x1) and torch.equal(y[0::2], y0)
     with pytest.raises(ValueError, match="shard"):
         ImageBatches(split, (0.5,), (0.25,), batch_size=BATCH, shard=(2, 2))
+    with pytest.raises(ValueError, match="batch_size 17 must be a multiple of the 2 processes"):
+        ImageBatches(split, (0.5,), (0.25,), batch_size=17, shard=(0, 2))  # unequal shares weigh images unequally
+
+
+def test_every_process_takes_an_equal_share_of_the_last_batch_and_augments_on_its_own():
+    rng = np.random.default_rng(0)
+    same = ImageSplit(np.repeat(rng.integers(0, 256, (1, 1, 8, 8), dtype=np.uint8), 37, axis=0), np.zeros(37, int))
+    shards = [list(ImageBatches(same, (0.5,), (0.25,), batch_size=BATCH, seed=3, shard=(r, 2), augment="crop_flip"))
+              for r in range(2)]
+    assert [len(y) for _, y in shards[0]] == [len(y) for _, y in shards[1]] == [8, 8, 2]  # 37 = 16 + 16 + 5 -> 4
+    first, second = (torch.cat([x for x, _ in shard]) for shard in shards)
+    assert sum(torch.equal(a, b) for a, b in zip(first, second)) < len(first) // 2  # not the same crops and flips
 
 
 @pytest.mark.skipif(shared_data_dir() is None or not (shared_data_dir() / "sklearn_digits").is_dir(),

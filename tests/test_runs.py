@@ -157,7 +157,10 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "mn" / "metrics.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--overwrite"):
-        runs.claim(tmp_path, overwrite=False)
+        runs.claim(tmp_path, overwrite=False, resumable=True)
+    with pytest.raises(FileExistsError, match="already holds a run") as refused:
+        runs.claim(tmp_path, overwrite=False)  # no last checkpoint: --resume would only say there is nothing
+    assert "--resume" not in str(refused.value) and "--overwrite" in str(refused.value)
     runs.claim(tmp_path, overwrite=True)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["mn", "notes.txt"]
     runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
@@ -203,19 +206,29 @@ def test_a_refused_resume_leaves_the_run_record_as_it_was(tmp_path, capsys):
     assert (out / "run.json").read_bytes() == record  # no resume recorded: none took place
 
 
-def test_ctrl_c_names_the_resume_command(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("kept", [None, "last", "mn/last"])
+def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, capsys, monkeypatch, kept):
     from meta_neighborhoods.experiments import classification
 
+    out = tmp_path / "my run"
+
     def interrupted(*args, **kwargs):
+        if kept:  # an epoch had finished (of the one method, or of one of --method all's)
+            (out / kept).parent.mkdir(parents=True)
+            runs.save_checkpoint(out / kept, torch.nn.Linear(1, 1), epoch=1)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(classification, "run_classification", interrupted)
-    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out",
-            str(tmp_path / "my run"), "--quiet"]
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out", str(out),
+            "--quiet"]
     assert main(argv) == 130
     error = capsys.readouterr().err
-    assert error == (f"meta-neighborhoods classify: interrupted; the last checkpoint is kept; continue with: "
-                     f"meta-neighborhoods classify --resume '{tmp_path / 'my run'}'\n")
+    if kept:
+        assert error == (f"meta-neighborhoods classify: interrupted; the last checkpoint is kept; continue with: "
+                         f"meta-neighborhoods classify --resume '{out}'\n")
+    else:
+        assert error == (f"meta-neighborhoods classify: interrupted; no epoch had finished, so no checkpoint is "
+                         f"kept: start again with --overwrite '{out}'\n")
 
 
 def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path):
@@ -344,3 +357,51 @@ def test_a_resume_on_other_images_under_the_same_name_is_refused(tmp_path, capsy
     assert (out / "run.json").read_bytes() == record
     with pytest.raises(runs.RunFolderError, match="not the images the run was trained on"):
         runs.read_split_of(out, load_image_dataset("digits"))
+
+
+def test_a_resume_on_another_number_of_processes_is_refused_by_name(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert json.loads((out / "run.json").read_text())["processes"] == 1
+    last = json.loads((out / "last.json").read_text())
+    assert last["config"]["processes"] == 1
+    last["config"]["processes"] = 2  # as if torchrun had run it on two
+    (out / "last.json").write_text(json.dumps(last))
+    metrics = (out / "metrics.json").read_bytes()
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert "another configuration (processes: 2 there, 1 here)" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == metrics
+
+
+def test_a_damaged_best_checkpoint_is_refused_before_a_resume_trains(tmp_path, capsys, monkeypatch):
+    from meta_neighborhoods.experiments import classification
+
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    best = next(out.glob("best.*.safetensors"))
+    damaged = bytearray(best.read_bytes())
+    damaged[-1] ^= 0xFF
+    best.write_bytes(bytes(damaged))
+    trained = []
+    monkeypatch.setattr(classification, "fit", lambda *args, **kwargs: trained.append(1))
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert best.name in capsys.readouterr().err and not trained
+
+
+def test_an_edited_config_is_refused_before_the_network_is_built(tmp_path, capsys, monkeypatch):
+    from meta_neighborhoods.experiments import classification
+
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    config["dictionary_size"] = 10**9  # would ask for terabytes
+    (out / "config.json").write_text(json.dumps(config))
+    built = []
+    monkeypatch.setattr(classification, "build_model", lambda **args: built.append(args))
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert "another configuration (dictionary_size: 100 there, 1000000000 here; model.dictionary_size" in (
+        capsys.readouterr().err)
+    assert not built

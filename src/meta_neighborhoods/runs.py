@@ -319,12 +319,23 @@ def _is_method_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 
 
-def claim(run_dir: Path, overwrite: bool) -> None:
-    """Make ``run_dir`` ready for a new run: refuse one that holds a run, unless ``overwrite``, which removes the
-    earlier run's files (and only those)."""
+def last_stems(run_dir, method: str | None) -> list[Path]:
+    """Where a run of ``method`` keeps checkpoint ``last`` (``--method all``: in each method's folder; None: both)."""
+    return ([] if method == "all" else [Path(run_dir) / LAST]) + (
+        [Path(run_dir) / name / LAST for name in METHODS] if method in ("all", None) else [])
+
+
+def resumable(run_dir, method: str | None = None) -> bool:
+    """Whether ``run_dir`` holds a ``last`` checkpoint to continue, of a run of ``method`` (None: either kind)."""
+    return any(checkpoint.exists(stem) for stem in last_stems(run_dir, method))
+
+
+def claim(run_dir: Path, overwrite: bool, resumable: bool = False) -> None:
+    """Make ``run_dir`` ready for a new run: refuse one that holds a run (offering --resume where it is
+    ``resumable``), unless ``overwrite``, which removes the earlier run's files (and only those)."""
     found = holds_a_run(run_dir)
     if not overwrite:
-        refuse_held(run_dir, found, resume=True)
+        refuse_held(run_dir, found, resume=resumable)
     for name in found:
         path = Path(run_dir) / name
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():

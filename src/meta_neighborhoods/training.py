@@ -187,6 +187,37 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
     return distributed.mean(total, count)
 
 
+def check_configuration(meta: dict, config: dict | None, source: str) -> None:
+    """Refuse checkpoint metadata ``meta`` (from ``source``) written under another configuration than ``config``
+    (None: no check), naming where they differ."""
+    if config is not None and meta.get("config") != config:
+        raise checkpoint.CheckpointError(f"{source} was written by a run with another configuration "
+                                         f"({_differences(meta.get('config'), config)}); resume it with its own "
+                                         "settings")
+
+
+def _differences(saved, now: dict) -> str:
+    """The settings on which a checkpoint's configuration and this run's differ, as 'name: saved there, now here'
+    (the first three), so that a refused resume says what to change; the saved values are shown cut short."""
+    if not isinstance(saved, dict):
+        return "none recorded"
+    saved, now = _flat(saved), _flat(now)
+    names = [name for name in sorted({*saved, *now}) if saved.get(name) != now.get(name)]
+    shown = [f"{name!s:.40}: {saved.get(name)!r:.40} there, {now.get(name)!r:.40} here" for name in names[:3]]
+    return "; ".join(shown) + (f"; and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested configuration as one level of dotted names: 'model.dictionary_size', not the whole 'model'."""
+    flat = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
 def clip_gradients(model: nn.Module, clip: float | None) -> None:
     """Clip every gradient entry to +-``clip`` (None: leave them); the training loop's, and its benchmarks'."""
     if clip is not None:
@@ -220,9 +251,7 @@ class TrainingState:
             raise ValueError("resume=True needs the checkpoint to resume from")
         tensors, meta = checkpoint.load(stem)
         source = f"{stem}.json"
-        if self.config is not None and meta.get("config") != self.config:
-            raise checkpoint.CheckpointError(f"{source} was written by a run with another configuration; "
-                                             "resume it with its own settings")
+        check_configuration(meta, self.config, source)
         self._check_progress(meta, epochs, source)
         checkpoint.load_module(self.model, checkpoint.take_prefix(checkpoint.MODEL, tensors), source)
         moments = checkpoint.take_prefix("optimizer.", tensors)

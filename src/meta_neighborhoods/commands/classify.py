@@ -123,11 +123,25 @@ def run(args) -> int:
             result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet,
                                         **given)
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"the last checkpoint is kept; continue with: meta-neighborhoods classify --resume "
-                                f"{shlex.quote(str(out))}") from None
+        raise KeyboardInterrupt(_how_to_continue(out)) from None
     if distributed.is_main():
         _report(result, out)
     return 0
+
+
+def _how_to_continue(out: Path) -> str:
+    """What an interrupted run can do next: --resume from its last checkpoint, with as many processes as it ran
+    on, or, before its first epoch ended, only start again."""
+    from .. import distributed
+    from ..runs import resumable
+
+    if not resumable(out):
+        return f"no epoch had finished, so no checkpoint is kept: start again with --overwrite {shlex.quote(str(out))}"
+    resume, processes = f"classify --resume {shlex.quote(str(out))}", distributed.world_size()
+    if processes > 1:
+        return (f"the last checkpoint is kept; continue on {processes} processes in all, as it ran: torchrun ... "
+                f"-m meta_neighborhoods {resume}")
+    return f"the last checkpoint is kept; continue with: meta-neighborhoods {resume}"
 
 
 def _report(result: dict, out: Path) -> None:

@@ -57,8 +57,9 @@ class ImageBatches:
     ``subset`` keeps the first ``subset`` images of a permutation drawn from ``seed`` (fixed across epochs) for
     quick CPU runs. ``augment="crop_flip"`` zero-pads by 4 pixels, takes a random crop of the original size and
     flips half the images horizontally (standard CIFAR); ``"paper"`` adds AutoAugment and Cutout (``augmentation.py``). ``shard=(rank, world_size)``: this process takes every
-    ``world_size``-th image of each global batch of ``batch_size`` (multi-process training), and a last global
-    batch too small to give every process an image is dropped.
+    ``world_size``-th image of each global batch of ``batch_size`` (a multiple of ``world_size``; multi-process
+    training), the last global batch cut to a multiple of ``world_size`` (so that every process's mean loss
+    weighs its images as one process would), and augments them with draws of its own.
     """
 
     def __init__(
@@ -83,6 +84,9 @@ class ImageBatches:
             raise ConfigError(f"mean/std need one value per channel ({split.images.shape[1]})")
         if not 0 <= shard[0] < shard[1] <= batch_size:
             raise ConfigError(f"shard (rank, world size) = {shard} needs 0 <= rank < world size <= batch size")
+        if batch_size % shard[1]:  # equal shares: DistributedDataParallel averages the processes' mean losses
+            raise ConfigError(f"batch_size {batch_size} must be a multiple of the {shard[1]} processes, so that each "
+                              "takes an equal share of every batch", "batch_size")
         self.split, self.batch_size, self.shuffle, self.seed, self.augment = split, batch_size, shuffle, seed, augment
         self.shard = shard
         self.indices = np.arange(len(split))
@@ -114,13 +118,16 @@ class ImageBatches:
         if self.shuffle:
             order = order[torch.randperm(len(order), generator=generator).numpy()]
         rank, world_size = self.shard
+        augmenting = generator if world_size == 1 else torch.Generator().manual_seed(  # each process its own draws
+            int(np.random.SeedSequence([self.seed, self.epoch - 1, rank]).generate_state(1)[0]))
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            if len(batch) < world_size:
+            batch = batch[: len(batch) - len(batch) % world_size]  # the last one too: equal shares, or none
+            if len(batch) == 0:
                 break
             batch = batch[rank::world_size]
             x = torch.from_numpy(self.split.images[batch])
             if AUGMENTATIONS[self.augment] is not None:
-                x = AUGMENTATIONS[self.augment](x, generator)
+                x = AUGMENTATIONS[self.augment](x, augmenting)
             yield (x.float().div_(255) - self.mean) / self.std, torch.from_numpy(self.split.labels[batch])
 

@@ -53,7 +53,7 @@ from ..presets import check_preset, paper_settings
 from ..run_record import image_inputs, write_run_record
 from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHOD_NAMES, METHODS, METRICS, METRICS_CSV, RUN,
                     SPLIT, TENSORBOARD, BestCheckpoint, Split, build_model, load_checkpoint, write_split)
-from ..training import OptimizerSpec, fit, resolve_device
+from ..training import OptimizerSpec, check_configuration, fit, resolve_device
 from ..validation import ConfigError
 
 RELOCATABLE = ("device", *PATH_FIELDS)  # settings a resumed run may change: they do not alter results
@@ -183,7 +183,8 @@ def _milestones(config: ClassificationConfig) -> list[int]:
 def _run_record(config: ClassificationConfig, dataset: ImageDataset) -> dict:
     """run.json's seeds (all of them ``config.seed``), and the inputs and classes the network expects."""
     seeds = {name: config.seed for name in ("seed", "validation_split", "torch", "batches", "key_init")}
-    return {"seeds": seeds, "dataset": config.dataset, "classes": list(dataset.classes),
+    return {"seeds": seeds, "dataset": config.dataset, "processes": distributed.world_size(),
+            "classes": list(dataset.classes),
             "input": image_inputs(dataset.train.images.shape, dataset.mean, dataset.std)}
 
 
@@ -247,8 +248,15 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         write_json(out / CONFIG, run_config)
         write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
         write_run_record(out, _run_record(config, dataset))
+    fit_config = {**{key: value for key, value in run_config.items() if key not in RELOCATABLE},
+                  "processes": distributed.world_size()}  # a resume on another number of processes is another run
+    resuming = resume and checkpoint.exists(out / LAST)  # a method of --method all may not have started
+    if resuming:  # before the network is built: an edited config.json must not allocate what it asks for
+        check_configuration(checkpoint.load(out / LAST)[1], fit_config, f"{out / LAST}.json")
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
+    if resuming:  # a damaged best is found now, not after the remaining epochs have trained
+        load_checkpoint(out / BEST, model)
     if model.dictionary is not None and config.key_init == "samples" and not resume:  # else Gaussian keys
         init_keys_from_features(model, splits.train, dataset, config.seed, device)
     best, history = BestCheckpoint(out / BEST, model_args), History()
@@ -262,8 +270,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
                    **({"record": _ResumeRecord([out] + ([top] if top else []), _run_record(config, dataset))}
                       if main and resume else {}),
                    "progress": Progress(config.method, progress and main, validation.postfix, leave=True)},
-        checkpoint=out / LAST, resume=resume,
-        config={key: value for key, value in run_config.items() if key not in RELOCATABLE})
+        checkpoint=out / LAST, resume=resume, config=fit_config)
     if not main:
         return {}
     load_checkpoint(out / BEST, model)
@@ -355,11 +362,10 @@ def resume_classification(out, device: str | None = None, progress: bool = True,
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {CONFIG} of a classify run")
     config = runs.read_config(out, data_dir, cache_dir)  # checked before anything is loaded
     config = replace(config, device=device or config.device)
-    stems = [out / LAST] if config.method != "all" else [out / name / LAST for name in METHODS]
-    if not any(checkpoint.exists(stem) for stem in stems):
+    if not runs.resumable(out, config.method):
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
     dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
-    for stem in stems:
+    for stem in runs.last_stems(out, config.method):
         if (stem.parent / SPLIT).is_file():  # a method of --method all that had not started has none
             runs.read_split_of(stem.parent, dataset)
     return _execute(config, dataset, out, resolve_device(config.device), progress, resume=True)
@@ -375,7 +381,7 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
         main = distributed.is_main()
         with runs.lock(out) if main else nullcontext():
             if main and not resume:
-                runs.claim(out, overwrite)
+                runs.claim(out, overwrite, runs.resumable(out))
             if config.method != "all":
                 return _train_method(config, dataset, splits, out, device, progress, resume)
             if main and not resume:
