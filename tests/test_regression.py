@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -503,3 +504,17 @@ def test_a_baseline_installed_but_broken_is_skipped_before_any_fit(tmp_path, mon
         methods = available_methods()
     assert "lightgbm" not in methods and METHODS.keys() <= methods.keys()
     assert "skipping the lightgbm baseline" in caplog.text and "libgomp" in caplog.text
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_table_folder_that_is_a_link_is_refused_before_anything_is_written_or_removed(tmp_path, overwrite):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "ablation.json").write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gom").symlink_to(elsewhere)
+    with pytest.raises(FileExistsError, match=r"gom is a link: the folders a run writes must lie inside"):
+        run_regression_all(["gom"], out, methods=dict(METHODS), folds=2, seeds=1, progress=False,
+                           overwrite=overwrite)
+    assert [p.name for p in elsewhere.iterdir()] == ["ablation.json"] and sorted(os.listdir(out)) == ["gom"]

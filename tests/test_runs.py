@@ -14,6 +14,7 @@ from meta_neighborhoods import runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
+from meta_neighborhoods.io import inner_folder
 from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.analysis import load_run
 from meta_neighborhoods.experiments.classification import run_classification
@@ -267,8 +268,8 @@ def test_a_method_folder_that_is_a_link_is_refused_and_never_cleaned(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "mn").symlink_to(elsewhere)
-    with pytest.raises(runs.RunFolderError, match="is a link"):
-        runs.method_dir(run, "mn")
+    with pytest.raises(FileExistsError, match="is a link"):
+        inner_folder(run, "mn")
     with runs.lock(run):
         pass
     assert runs.holds_a_run(run) == [] and sorted(p.name for p in elsewhere.iterdir()) == [
@@ -405,3 +406,14 @@ def test_an_edited_config_is_refused_before_the_network_is_built(tmp_path, capsy
     assert "another configuration (dictionary_size: 100 there, 1000000000 here; model.dictionary_size" in (
         capsys.readouterr().err)
     assert not built
+
+
+def test_method_all_refuses_a_linked_method_folder_before_the_first_method_trains(tmp_path, capsys):
+    elsewhere, out = tmp_path / "elsewhere", tmp_path / "run"
+    elsewhere.mkdir()
+    out.mkdir()
+    (out / "mn_ifilm").symlink_to(elsewhere)  # the last method's folder
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 1
+    assert "mn_ifilm is a link" in capsys.readouterr().err
+    assert not (out / "vanilla" / "metrics.json").exists() and not any(elsewhere.iterdir())

@@ -29,6 +29,16 @@ def prepare_out_dir(out: str | os.PathLike) -> Path:
     return out
 
 
+def inner_folder(parent: str | os.PathLike, name: str) -> Path:
+    """``parent/name``, a run's own folder inside ``parent`` (a data set's, a method's): never a link, through
+    which a run would write, and an overwrite delete, outside the folder it was given."""
+    folder = Path(parent) / name
+    if folder.is_symlink():
+        raise FileExistsError(f"{folder} is a link: the folders a run writes must lie inside {parent}; remove the "
+                              "link")
+    return folder
+
+
 def refuse_held(out: str | os.PathLike, found: list[str], resume: bool = False) -> None:
     """Refuse a new run in ``out``, which holds ``found`` (an earlier run's files), in one line naming them and the
     ways on (``resume``: the command can also continue that run)."""

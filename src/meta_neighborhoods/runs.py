@@ -306,15 +306,6 @@ def holds_a_run(run_dir: Path) -> list[str]:
                                             and holds_a_run(run_dir / name))
 
 
-def method_dir(run_dir: Path, name: str) -> Path:
-    """``run_dir/<name>``, one method's folder in a ``--method all`` run; never a link, through which the run
-    would write elsewhere."""
-    folder = Path(run_dir) / name
-    if folder.is_symlink():
-        raise RunFolderError(f"{folder} is a link: a method's folder must lie inside its run folder; remove the link")
-    return folder
-
-
 def _is_method_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink()
 

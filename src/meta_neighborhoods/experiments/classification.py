@@ -47,7 +47,7 @@ from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, VALIDATION_F
                       ClassificationConfig)
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
-from ..io import markdown_table, prepare_out_dir, write_json, write_text
+from ..io import inner_folder, markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import image_inputs, write_run_record
@@ -307,8 +307,8 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest; the
     first method to restore its checkpoint records the resume in ``out`` too."""
     results, unrecorded = {}, resume
-    for name in METHODS:
-        folder = runs.method_dir(out, name)
+    folders = {name: inner_folder(out, name) for name in METHODS}  # every one checked before the first trains
+    for name, folder in folders.items():
         continues = resume and checkpoint.exists(folder / LAST)
         results[name] = _train_method(replace(config, method=name), dataset, splits, folder, device, progress,
                                       resume=continues, top=out if continues and unrecorded else None)

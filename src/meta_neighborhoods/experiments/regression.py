@@ -9,7 +9,7 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import claim_out_dir, markdown_table, prepare_out_dir, remove_unwritten, write_json, write_text
+from ..io import claim_out_dir, inner_folder, markdown_table, prepare_out_dir, remove_unwritten, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
@@ -245,11 +245,12 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
                      options.get("max_rows"))
     methods = available_methods() if methods is None else methods
     _checked_params(options.get("estimator_params"))
+    folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     out = claim_out_dir(out, [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)],
                         options.get("overwrite", False))
-    for name in names:  # a table's folder that cannot be written fails now, not after the tables before it ran
-        if (out / name).exists() or (out / name).is_symlink():
-            prepare_out_dir(out / name)
+    for folder in folders:  # a table's folder that cannot be written fails now, not after the tables before it ran
+        if folder.exists():
+            prepare_out_dir(folder)
     rows, skipped, protocol = {}, {}, ""
     for name in names:
         try:
