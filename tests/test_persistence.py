@@ -9,6 +9,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import NotFittedError
 
 from meta_neighborhoods import checkpoint
@@ -37,6 +38,7 @@ def fitted():
     X, y = _table()
     return {
         "regressor": MetaNeighborhoodsRegressor(**FAST, vanilla_fallback=False).fit(X, y),
+        "multioutput": MetaNeighborhoodsRegressor(**FAST).fit(X, np.c_[y, -2 * y]),
         "vanilla fallback": MetaNeighborhoodsRegressor(  # a setting where the fallback keeps the vanilla network
             hidden_layer_sizes=(16,), dictionary_size=64, max_epochs=60, learning_rate=1e-2, n_iter_no_change=5,
             batch_size=32, random_state=2).fit(*_noisy_line()),
@@ -217,6 +219,7 @@ def _huge_network(meta):
     ("regressor", lambda meta: meta["fitted"].update(validation_loss_curve_={}), "validation_loss_curve_ should"),
     ("regressor", lambda meta: meta["fitted"].update(n_features_in_=5), "n_features_in_ should be network_'s"),
     ("regressor", lambda meta: meta["fitted"].update(_y_ndim=3), "_y_ndim should be 1 or 2"),
+    ("multioutput", lambda meta: meta["fitted"].update(_y_ndim=1), "_y_ndim should be 1 or 2 for one target, 2 for"),
     ("regressor", lambda meta: meta["fitted"]["network_"].update(similarity="manhattan"), "unknown similarity"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "b"]), "2 classes_ for 3 outputs"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|O", values=[{"x": 1}, "b", "c"]),
@@ -249,13 +252,24 @@ def test_save_never_replaces_what_is_not_a_regular_file(fitted, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.json", "model.json"]
 
 
-@pytest.mark.parametrize("name, value, message", [("x_scale_", 0.0, "x_scale_ should hold positive values"),
-                                                  ("x_mean_", float("nan"), "x_mean_ should hold 4 finite values")])
+@pytest.mark.parametrize("name, value, message", [
+    ("x_scale_", 0.0, "x_scale_ should hold positive values"),
+    ("x_mean_", float("nan"), "x_mean_ should hold 4 finite values"),
+    ("y_scale_", 0.0, "y_scale_ should hold positive values"),  # predicted a constant
+    ("y_scale_", float("nan"), "y_scale_ should hold 1 finite values"),  # predicted NaN
+    ("y_mean_", torch.zeros(7, dtype=torch.float64), "y_mean_ should hold 1 finite values"),  # 28 values for 4 rows
+    ("y_mean_", None, "y_mean_ should hold 1 finite values"),  # predict's AttributeError
+])
 def test_a_column_scale_that_would_break_predict_is_refused(fitted, tmp_path, name, value, message):
     """A saved scale of 0 loaded, and predict then blamed the rows ('lies too far outside the training data')."""
     fitted["regressor"].save(tmp_path / "model")
     tensors, meta = checkpoint.load(tmp_path / "model")
-    tensors[f"fitted.{name}"][0] = value
+    if value is None or isinstance(value, torch.Tensor):
+        tensors.pop(f"fitted.{name}")
+        if value is not None:
+            tensors[f"fitted.{name}"] = value
+    else:
+        tensors[f"fitted.{name}"][0] = value
     checkpoint.save(tmp_path / "model", tensors,
                     {k: v for k, v in meta.items() if k not in ("format", "version", "tensors", "sha256")})
     with pytest.raises(CheckpointError, match=message):

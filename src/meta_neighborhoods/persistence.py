@@ -113,9 +113,10 @@ _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be
 )
 
 
-def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> None:
+def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str, targets: bool = False) -> None:
     """The sizes ``network_`` and the parameters imply, against the tensor file's own shapes: a crafted size must
-    fail here, not make torch allocate terabytes when the network is built."""
+    fail here, not make torch allocate terabytes when the network is built; and the columns' scales (``targets``:
+    the regressor's of its targets too), which predict would otherwise apply without a word."""
     network = fitted["network_"]
     widths = [network["n_features"], *hidden, network["n_outputs"]]
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
@@ -128,12 +129,16 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str) -> Non
     if (0 if keys is None else tuple(keys.shape)) != (
             0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
         raise CheckpointError(f"{source}: the dictionary's keys do not match network_ {network}")
-    for name in ("x_mean_", "x_scale_"):
-        values = fitted.get(name)
-        if np.shape(values) != (network["n_features"],) or not np.isfinite(values).all():
-            raise CheckpointError(f"{source}: {name} should hold {network['n_features']} finite values")
-    if not (fitted["x_scale_"] > 0).all():  # fit never gives a column a scale of 0: predict would divide by it
-        raise CheckpointError(f"{source}: x_scale_ should hold positive values")
+    scaled = {"x": network["n_features"], **({"y": network["n_outputs"]} if targets else {})}
+    for side, size in scaled.items():  # what predict standardises the inputs and rescales the targets with
+        for name in (f"{side}_mean_", f"{side}_scale_"):
+            values = np.asarray(fitted.get(name, []))
+            if values.shape != (size,) or values.dtype.kind not in "fiu" or not np.isfinite(values).all():
+                raise CheckpointError(f"{source}: {name} should hold {size} finite values")
+        if not (np.asarray(fitted[f"{side}_scale_"]) > 0).all():  # fit never gives a scale of 0
+            raise CheckpointError(f"{source}: {side}_scale_ should hold positive values")
+    if targets and fitted.get("_y_ndim") not in ((1, 2) if network["n_outputs"] == 1 else (2,)):
+        raise CheckpointError(f"{source}: _y_ndim should be 1 or 2 for one target, 2 for several")
     classes = fitted.get("classes_")
     if classes is not None and len(np.unique(classes)) != len(classes):
         raise CheckpointError(f"{source}: classes_ should name each class once")
@@ -188,7 +193,8 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         check_fitted(fitted, cls._FITTED, source)
         network = fitted["network_"]
         estimator._config(network["dictionary_size"], network["similarity"], network["temperature"])
-        check_shapes(fitted, tensors, hidden_widths(estimator.hidden_layer_sizes), source)
+        check_shapes(fitted, tensors, hidden_widths(estimator.hidden_layer_sizes), source,
+                     targets=cls._task == "regression")
         if cls._task == "classification" and len(fitted["classes_"]) != network["n_outputs"]:
             raise ValueError(f"{len(fitted['classes_'])} classes_ for {network['n_outputs']} outputs")
         return estimator, fitted, estimator._build(**network)
