@@ -431,3 +431,13 @@ def test_a_huge_text_field_is_named_in_one_short_line(tmp_path):
             as error:
         load_csv_table(path, "y")
     assert len(str(error.value)) < 300
+
+
+@needs_shared
+@pytest.mark.parametrize("features", ["0 1 2 3 4 5 6 7 8", "0 0 1 2"])
+def test_index_files_that_would_leak_the_target_or_repeat_a_column_are_refused(tmp_path, features):
+    folder = tmp_path / "uci_bdl" / "concrete"
+    shutil.copytree(SHARED / "uci_bdl" / "concrete", folder)
+    (folder / "index_features.txt").write_text(features.replace(" ", "\n") + "\n")  # column 8 is the target
+    with pytest.raises(ValueError, match="need distinct in-range features and exactly one target index, not a feature"):
+        load_table("concrete", tmp_path)

@@ -178,10 +178,11 @@ def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str,
                                      dataset=name) for f in ("index_features.txt", "index_target.txt"))
     data, source = read_numeric(data_path, dataset=name, delimiter=None, header=False)[1:]
     n_columns = data.shape[1]
-    if target.size != 1 or not all(0 <= i < n_columns for i in [*features, *target]):
-        raise ValueError(
+    if (target.size != 1 or not all(0 <= i < n_columns for i in [*features, *target])
+            or len(set(features.tolist())) != len(features) or int(target[0]) in features):
+        raise ValueError(  # a target among the features would be copied, not predicted
             f"{name}: index_features.txt / index_target.txt in {data_path.parent} do not fit data.txt "
-            f"({n_columns} columns; need in-range features and exactly one target index)"
+            f"({n_columns} columns; need distinct in-range features and exactly one target index, not a feature)"
         )
     description = (
         f"UCI {what}: {len(data)} x {len(features)}, target = column {int(target[0])} of {folder}/data.txt "
