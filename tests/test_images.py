@@ -4,6 +4,7 @@ import dataclasses
 import gzip
 import io
 import json
+import os
 import pickle
 import tarfile
 
@@ -506,13 +507,14 @@ def test_mnist_m_listed_image_missing(tmp_path):
         load_image_dataset("mnist_m", data_dir=tmp_path)
 
 
-@pytest.mark.parametrize("listed", ["../../outside.png", "/tmp/outside.png", "link.png"])
+@pytest.mark.parametrize("listed", ["../../outside.png", "/tmp/outside.png", "link.png", "fifo.png", "folder.png"])
 def test_mnist_m_reads_only_images_inside_its_folder(tmp_path, listed):
     root = tmp_path / "mnist_m"
-    (root / "mnist_m_train").mkdir(parents=True)
+    (root / "mnist_m_train" / "folder.png").mkdir(parents=True)
     outside = tmp_path / "outside.png"
     Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(outside)
     (root / "mnist_m_train" / "link.png").symlink_to(outside)
+    os.mkfifo(root / "mnist_m_train" / "fifo.png")  # reading it would block forever
     (root / "mnist_m_train_labels.txt").write_text(f"{listed} 1\n")
     with pytest.raises(ValueError, match=f"mnist_m_train_labels.txt names '{listed}', which is not a file inside"):
         load_image_dataset("mnist_m", data_dir=tmp_path)

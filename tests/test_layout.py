@@ -101,8 +101,10 @@ def test_no_import_cycles():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
-# yaml: safe_load builds objects, and only plain ones; parse only lists events (to refuse aliases), builds nothing
-UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLError\b|parse\(|SafeLoader\b|AliasEvent\b)"
+# yaml: safe_load (or a safe loader's own) builds objects, and only plain ones; parse only lists events (to refuse
+# aliases), builds nothing
+UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLError\b|parse\(|SafeLoader\b|CSafeLoader\b"
+                    r"|AliasEvent\b)"
                     r"|(?<![.\w])eval\("
                     r"|(?<![.\w])exec\(|np\.load\((?![^)]*allow_pickle=False)")
 
@@ -118,3 +120,4 @@ def test_nothing_read_from_disk_can_run_code(path):
 def test_the_unsafe_pattern_admits_only_safe_yaml():
     assert UNSAFE.findall("yaml.load(text)") and UNSAFE.findall("yaml.unsafe_load(text)")
     assert not UNSAFE.findall("yaml.safe_load(data)") and not UNSAFE.findall("except yaml.YAMLError:")
+    assert not UNSAFE.findall('getattr(yaml, "CSafeLoader", yaml.SafeLoader)') and UNSAFE.findall("yaml.Loader(data)")

@@ -347,7 +347,8 @@ def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | No
 def _listed(folder: Path, name: str, listing: Path, *, dataset: str) -> Path:
     """``folder / name`` for an image a label list names, refused unless it is a file inside ``folder``."""
     path = folder / name
-    if path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()) or Path(name).is_absolute():
+    if (path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()) or Path(name).is_absolute()
+            or path.exists() and not path.is_file()):  # a FIFO would block the read forever
         raise ValueError(f"{dataset}: {listing} names {name!r}, which is not a file inside {folder}: refused")
     return path
 
