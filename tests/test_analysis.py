@@ -1,6 +1,7 @@
 """The analyze command (Figs. 4-6): t-SNE of keys, cosine to the true prototype before/after finetuning, retrieval."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -188,3 +189,22 @@ def test_select_keys_orders_by_class_and_confidence():
     assert select_keys(classes, confidence, 2, 20).tolist() == [2, 4, 3, 5, 0]
     assert select_keys(classes, confidence, 2, 3).tolist() == [2, 4, 3]
     assert select_keys(classes, confidence, None, None).tolist() == [2, 4, 1, 3, 5, 0]
+
+
+def test_an_out_holding_analyses_or_another_run_is_refused_before_any_work(mn_run, analysed, tmp_path, capsys):
+    analysed = shutil.copytree(analysed, tmp_path / "figures")  # the module's own stay as they are
+    before = {p.name: p.read_bytes() for p in analysed.iterdir()}
+    argv = ["analyze", "--run", str(mn_run), "--what", "cosine", "--samples", str(SAMPLES), "--device", "cpu",
+            "--quiet"]
+    assert main([*argv, "--out", str(analysed)]) == 1
+    assert "already holds a run (cosine.png, cosine.json): replace it with --overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in analysed.iterdir()} == before
+    other = tmp_path / "other run"
+    shutil.copytree(mn_run, other, ignore=shutil.ignore_patterns("*.png", "*.json", "*.safetensors", "tensorboard"))
+    (other / "config.json").write_text("{}")  # a run's file: the analyses would pass for its own
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, "--out", str(other), *extra]) == 1
+        assert "holds another classify run (config.json" in capsys.readouterr().err
+    assert not (other / "cosine.json").exists()
+    assert main([*argv, "--out", str(analysed), "--overwrite"]) == 0
+    assert (analysed / "cosine.json").read_bytes() != before["cosine.json"]  # another sample: another config

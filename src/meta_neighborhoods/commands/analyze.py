@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
                                 help="where to write PNG and JSON files (default: the run folder)"),
                  data_folders(),
                  _samples(), seed(help="seed of the samples and of t-SNE (default %(default)s)"),
-                 device(task="compute features"), verbosity("warnings and errors only")],
+                 device(task="compute features"), _overwrite(), verbosity("warnings and errors only")],
         description="Reload a Meta-Neighborhoods classify run (its best checkpoint and data set; vanilla runs have no "
                     "dictionary and are refused) and write, next to each PNG, a JSON file with its numbers: "
                     "tsne (Fig. 5: keys among training features, t-SNE, keys coloured by their value's class), "
@@ -65,13 +65,22 @@ def _samples():
     return parser
 
 
+def _overwrite():
+    """--overwrite: replace earlier analyses in an --out other than the run."""
+    parser = parent()
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace these analyses' files in an --out other than the run (the run's own are always "
+                             "replaced); an --out that holds another run is refused")
+    return parser
+
+
 def run(args) -> int:
     from ..experiments.analysis import run_analysis
 
     results = run_analysis(
         args.run_dir, args.what, out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir, samples=args.samples,
         seed=args.seed, device=args.device, keys_per_class=None if args.all_keys else args.keys_per_class,
-        max_keys=None if args.all_keys else MAX_KEYS,
+        max_keys=None if args.all_keys else MAX_KEYS, overwrite=args.overwrite,
     )
     out = Path(args.out if args.out is not None else args.run_dir)
     for name, result in results.items():

@@ -37,7 +37,7 @@ from .. import runs
 from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES, ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
-from ..io import prepare_out_dir, write_json
+from ..io import prepare_out_dir, refuse_held, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..similarity import similarity
@@ -315,10 +315,25 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
 # ---------------------------------------------------------------------------------------------------
 
 
+def _claim_analyses(run_dir: Path, out: Path | None, names, overwrite: bool) -> Path:
+    """Where the analyses ``names`` of ``run_dir`` go, refused before any work as ``run_analysis`` says."""
+    if out is None or out.resolve() == run_dir.resolve():
+        return run_dir
+    held = runs.holds_a_run(out) if out.is_dir() else []
+    if held:
+        raise runs.RunFolderError(f"{out} holds another classify run ({', '.join(held[:3])}): analyses of {run_dir} "
+                                  "would pass for its own; choose another --out")
+    if not overwrite:
+        refuse_held(out, [file for name in names for file in runs.analysis_files(name) if (out / file).exists()])
+    return out
+
+
 def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=None, samples: int | None = None,
                  seed: int = 0, device: str = "cpu", keys_per_class: int | None = KEYS_PER_CLASS,
-                 max_keys: int | None = MAX_KEYS) -> dict:
-    """Run ``what`` (one of ``ANALYSES`` or ``"all"``) on a classify run; files go to ``out`` (default: the run).
+                 max_keys: int | None = MAX_KEYS, overwrite: bool = False) -> dict:
+    """Run ``what`` (one of ``ANALYSES`` or ``"all"``) on a classify run; files go to ``out`` (default: the run,
+    whose earlier analyses they replace). Another ``out`` that holds these analyses' files is refused unless
+    ``overwrite``, one that holds another run always: its analyses would pass for that run's.
 
     ``samples`` is the number of training images for ``tsne`` (default ``TSNE_SAMPLES``) and of test images for
     ``cosine`` and ``retrieval`` (default: all). Returns ``{analysis: result}``.
@@ -329,10 +344,12 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
     if not Path(run_dir).is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    names = ANALYSES if what == "all" else (what,)
+    out = _claim_analyses(Path(run_dir), None if out is None else Path(out), names, overwrite)
     run = load_run(run_dir, data_dir, cache_dir, device)  # refused runs and missing data leave no folder behind
-    out = prepare_out_dir(out if out is not None else run_dir)
+    out = prepare_out_dir(out)
     results = {}
-    for name in ANALYSES if what == "all" else (what,):
+    for name in names:
         if name == "tsne":
             results[name] = analyze_tsne(run, out, TSNE_SAMPLES if samples is None else samples, seed)
         elif name == "cosine":
