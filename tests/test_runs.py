@@ -153,6 +153,8 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
         (tmp_path / name).write_text("x")
     (tmp_path / "tensorboard").mkdir()
     (tmp_path / "tensorboard" / "events.out.tfevents.1.host").write_text("x")
+    (tmp_path / "tensorboard" / "other").mkdir()  # another experiment's log the user keeps there: not this run's
+    (tmp_path / "tensorboard" / "other" / "events.out.tfevents.2.host").write_text("x")
     runs.save_checkpoint(tmp_path / "best", torch.nn.Linear(1, 1), epoch=1)
     (tmp_path / "mn").mkdir()
     (tmp_path / "mn" / "metrics.json").write_text("{}")
@@ -163,7 +165,11 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
         runs.claim(tmp_path, overwrite=False)  # no last checkpoint: --resume would only say there is nothing
     assert "--resume" not in str(refused.value) and "--overwrite" in str(refused.value)
     runs.claim(tmp_path, overwrite=True)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["mn", "notes.txt"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "mn", "notes.txt", "tensorboard", "tensorboard/other", "tensorboard/other/events.out.tfevents.2.host"]
+    (tmp_path / "tensorboard" / "other" / "events.out.tfevents.2.host").unlink()
+    (tmp_path / "tensorboard" / "other").rmdir()
+    (tmp_path / "tensorboard").rmdir()
     runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
 
 

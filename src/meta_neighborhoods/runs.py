@@ -30,7 +30,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import stat
 import sys
 from collections.abc import Iterator
@@ -330,11 +329,21 @@ def claim(run_dir: Path, overwrite: bool, resumable: bool = False) -> None:
     for name in found:
         path = Path(run_dir) / name
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            _remove_event_files(path)
         elif path.is_dir() and not path.is_symlink():
             claim(path, overwrite=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def _remove_event_files(folder: Path) -> None:
+    """The event files a run's TensorBoard log wrote (``events.out.tfevents.*``), and the folder once empty: what
+    else the user keeps there stays."""
+    for path in folder.glob("events.out.tfevents.*"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 @dataclass(frozen=True, eq=False)
