@@ -79,3 +79,15 @@ def test_help_lists_the_spiral_command(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "spiral" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_leaves_nothing_that_refuses_its_folder(tmp_path, monkeypatch):
+    from meta_neighborhoods.experiments import spiral
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spiral, "_train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        spiral.run_spiral(tmp_path / "run", progress=False)
+    assert not [name for name in spiral.OUTPUTS if (tmp_path / "run" / name).exists()]  # a rerun needs no --overwrite

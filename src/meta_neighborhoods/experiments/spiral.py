@@ -83,7 +83,6 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
     out = claim_out_dir(out, OUTPUTS, overwrite)
     train, test, normalisation = _data(config, device)
-    write_run_record(out, {"seeds": _seeds(config), "input": normalisation})
     accuracy = {}
 
     torch.manual_seed(config.seed)
@@ -114,6 +113,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         "files": [*files, RUN],
         "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
     }
-    write_json(out / "metrics.json", metrics)
+    write_run_record(out, {"seeds": _seeds(config), "input": normalisation})  # at the end: an interrupted run
+    write_json(out / "metrics.json", metrics)  # leaves no file that would make its folder refused
     remove_unwritten(out, OUTPUTS, ["metrics.json", *metrics["files"]])
     return metrics
