@@ -242,7 +242,8 @@ def test_an_existing_file_is_replaced_only_when_asked_and_only_by_a_graph_that_p
     out.write_text("an earlier export")
     assert main(["export", "--run", str(run), "--out", str(out)]) == 1
     assert f"{out} already exists: replace it with --overwrite" in capsys.readouterr().err
-    for name in ("best.json", "run.json"):  # the run's own files, even when asked
+    (run / ".lock").write_text("")
+    for name in ("best.json", "run.json", ".lock"):  # the run's own files, even when asked
         before = (run / name).read_bytes()
         assert main(["export", "--run", str(run), "--out", str(run / name), "--overwrite"]) == 1
         assert "is a file of the run being exported" in capsys.readouterr().err

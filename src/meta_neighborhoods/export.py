@@ -39,7 +39,7 @@ from .heads import FAST_PATHS, fast_path_for
 from .io import atomic_write, prepare_out_dir, replaceable
 from .model import MetaNeighborhoods
 from .run_record import read_inputs
-from .runs import RunFolderError, holds_a_run, load_best_model
+from .runs import LOCK, RunFolderError, holds_a_run, load_best_model
 
 OPSET = 18
 INPUT, OUTPUT = "input", "output"
@@ -168,7 +168,8 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
 def _destination(run_dir, path, overwrite: bool) -> Path:
     """``path``, refused where it is one of the run's own files, or an existing file without ``overwrite``."""
     path, run_dir = Path(path), Path(run_dir)
-    if run_dir.is_dir() and path.parent.resolve() == run_dir.resolve() and path.name in holds_a_run(run_dir):
+    if run_dir.is_dir() and path.parent.resolve() == run_dir.resolve() and (
+            path.name in holds_a_run(run_dir) or path.name == LOCK):  # the lock too: it keeps a second writer out
         raise FileExistsError(f"{path} is a file of the run being exported: choose another --out")
     if path.is_dir():
         raise IsADirectoryError(f"cannot write the ONNX graph to {path}: it is a directory")
