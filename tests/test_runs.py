@@ -75,6 +75,7 @@ def test_paths_in_a_run_folder_are_never_used(tmp_path):
 @pytest.mark.parametrize("changes, message", [
     ({"method": "rm -rf /"}, "unknown method 'rm -rf /'"),
     ({"backbone": "vgg"}, "unknown backbone 'vgg'"),
+    ({"dataset": "../../evil"}, "unknown image data set '../../evil'"),  # was a usage error naming no file
     ({"dataset": ["digits"]}, "field dataset has the wrong type"),
     ({"epochs": "2"}, "field epochs has the wrong type"),
     ({"epochs": True}, "field epochs has the wrong type"),

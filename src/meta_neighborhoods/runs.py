@@ -45,6 +45,7 @@ from . import checkpoint
 from .backbones import available_backbones, create_backbone
 from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
 from .config import ANALYSES, PATH_FIELDS, ClassificationConfig, MNConfig
+from .datasets.images import available_image_datasets
 from .film import film_norm_layer
 from .heads import CosineHead
 from .io import read_record, refuse_held, write_json
@@ -221,7 +222,8 @@ def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationC
     except ValueError as error:
         raise RunFolderError(f"{path}: {error}") from None
     for kind, name, known in (("method", config.method, METHOD_NAMES),
-                              ("backbone", config.backbone, available_backbones())):
+                              ("backbone", config.backbone, available_backbones()),
+                              ("image data set", config.dataset, available_image_datasets())):
         if name not in known:
             raise RunFolderError(f"{path}: unknown {kind} {name!r}")
     return config
