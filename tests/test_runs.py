@@ -160,11 +160,12 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "mn").mkdir()
     (tmp_path / "mn" / "metrics.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--overwrite"):
-        runs.claim(tmp_path, overwrite=False, resumable=True)
     with pytest.raises(FileExistsError, match="already holds a run") as refused:
         runs.claim(tmp_path, overwrite=False)  # no last checkpoint: --resume would only say there is nothing
     assert "--resume" not in str(refused.value) and "--overwrite" in str(refused.value)
+    runs.save_checkpoint(tmp_path / "mn" / "last", torch.nn.Linear(1, 1), epoch=1)
+    with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--overwrite"):
+        runs.claim(tmp_path, overwrite=False)
     runs.claim(tmp_path, overwrite=True)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         "mn", "notes.txt", "tensorboard", "tensorboard/other", "tensorboard/other/events.out.tfevents.2.host"]

@@ -20,9 +20,8 @@ through this module alone, so they see exactly what the run trained on.
 A run folder is untrusted input. Every field read from it is checked (type, range, allowed names) before
 anything is loaded or built, and paths are never taken from it: on ``--resume`` and in ``analyze`` the data and
 cache folders come from the command line or the defaults, so a crafted folder cannot make us read or write
-elsewhere. While a run writes a folder it holds an exclusive lock on ``.lock`` there (``lock``); a second writer
-fails at once, naming the holder. A new run refuses a folder that already holds a run unless asked to
-``overwrite`` it (``claim``).
+elsewhere. While a run writes a folder it holds an exclusive lock on ``.lock`` there (``lock``); a new run refuses
+a folder that already holds a run unless asked to ``overwrite`` it (``claim``).
 """
 
 from __future__ import annotations
@@ -313,8 +312,8 @@ def _is_method_dir(path: Path) -> bool:
 
 def last_stems(run_dir, method: str | None) -> list[Path]:
     """Where a run of ``method`` keeps checkpoint ``last`` (``--method all``: in each method's folder; None: both)."""
-    return ([] if method == "all" else [Path(run_dir) / LAST]) + (
-        [Path(run_dir) / name / LAST for name in METHODS] if method in ("all", None) else [])
+    one, each = [Path(run_dir) / LAST], [Path(run_dir) / name / LAST for name in METHODS]
+    return {"all": each, None: one + each}.get(method, one)
 
 
 def resumable(run_dir, method: str | None = None) -> bool:
@@ -322,12 +321,12 @@ def resumable(run_dir, method: str | None = None) -> bool:
     return any(checkpoint.exists(stem) for stem in last_stems(run_dir, method))
 
 
-def claim(run_dir: Path, overwrite: bool, resumable: bool = False) -> None:
-    """Make ``run_dir`` ready for a new run: refuse one that holds a run (offering --resume where it is
-    ``resumable``), unless ``overwrite``, which removes the earlier run's files (and only those)."""
+def claim(run_dir: Path, overwrite: bool) -> None:
+    """Make ``run_dir`` ready for a new run: refuse one that holds a run (offering --resume where it can), unless
+    ``overwrite``, which removes the earlier run's files (and only those)."""
     found = holds_a_run(run_dir)
     if not overwrite:
-        refuse_held(run_dir, found, resume=resumable)
+        refuse_held(run_dir, found, resume=resumable(run_dir))
     for name in found:
         path = Path(run_dir) / name
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
@@ -339,8 +338,7 @@ def claim(run_dir: Path, overwrite: bool, resumable: bool = False) -> None:
 
 
 def _remove_event_files(folder: Path) -> None:
-    """The event files a run's TensorBoard log wrote (``events.out.tfevents.*``), and the folder once empty: what
-    else the user keeps there stays."""
+    """The event files a run's TensorBoard log wrote, and the folder once empty: what else is there stays."""
     for path in folder.glob("events.out.tfevents.*"):
         if path.is_file() and not path.is_symlink():
             path.unlink()

@@ -381,7 +381,7 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
         main = distributed.is_main()
         with runs.lock(out) if main else nullcontext():
             if main and not resume:
-                runs.claim(out, overwrite, runs.resumable(out))
+                runs.claim(out, overwrite)
             if config.method != "all":
                 return _train_method(config, dataset, splits, out, device, progress, resume)
             if main and not resume:
