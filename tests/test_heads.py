@@ -60,7 +60,7 @@ def test_a_registered_fast_path_is_what_the_inner_loop_runs():
 
 def test_weight_decay_follows_the_contract():
     model = MetaNeighborhoods(CosineHead(4, 3), task="classification", dictionary_size=5, extractor=nn.Linear(6, 4))
-    decayed, exempt = model.parameter_groups(1e-3)
+    decayed, exempt = model.parameter_groups(1e-3, 0.01)
     names = {id(p): n for n, p in model.named_parameters()}
     assert [names[id(p)] for p in decayed["params"]] == ["extractor.weight"]  # not the cosine head's prototypes
     assert decayed["weight_decay"] == 1e-3 and exempt["weight_decay"] == 0.0

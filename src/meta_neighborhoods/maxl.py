@@ -173,13 +173,14 @@ class MetaAuxiliaryLearning(MetaNeighborhoods):
         return (functional_call(self.head, _within("head", tensors), (z,)),
                 functional_call(self.auxiliary, _within("auxiliary", tensors), (z,)))
 
-    def parameter_groups(self, weight_decay: float) -> list[dict]:
+    def parameter_groups(self, weight_decay: float, learning_rate: float) -> list[dict]:
         """AdamW groups over both networks by the vanilla rule: decay on weight matrices and kernels, not on the
         cosine heads (``heads.decayed_parameter_names``); the generator at a tenth of the learning rate."""
         decayed = set(decayed_parameter_names(self))
         trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
         return [{"params": [p for name, p in trainable if (name in decayed) == decay and _is_generator(name) == gen],
-                 "weight_decay": weight_decay if decay else 0.0, **({"lr_scale": GENERATOR_LR_SCALE} if gen else {})}
+                 "weight_decay": weight_decay if decay else 0.0,
+                 "lr": learning_rate * (GENERATOR_LR_SCALE if gen else 1.0)}
                 for gen in (False, True) for decay in (True, False)]
 
 

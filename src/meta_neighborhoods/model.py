@@ -105,12 +105,13 @@ class MetaNeighborhoods(nn.Module):
             return loss
         return (weight * loss.reshape(len(weight), -1).mean(dim=1)).sum() / weight.sum()
 
-    def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: weight decay on the extractor's and head's weight matrices and kernels only.
+    def parameter_groups(self, weight_decay: float, learning_rate: float) -> list[dict]:
+        """AdamW groups, each with its ``lr``: weight decay on the extractor's and head's weight matrices and kernels
+        only.
 
         Never on the dictionary, the temperature or the step size (as the authors), nor where a module
         declares ``decays_weight = False`` (the cosine head, the iFiLM dictionaries; see the head contract).
-        The keys form a group of their own at ``key_lr_scale`` times the learning rate when that is not 1.
+        The keys form a group of their own at ``key_lr_scale`` times ``learning_rate`` when that is not 1.
         """
         decayed = set()
         for part in (self.extractor, self.head):
@@ -122,5 +123,5 @@ class MetaNeighborhoods(nn.Module):
         groups = [{"params": [p for p in trainable if id(p) in decayed], "weight_decay": weight_decay},
                   {"params": [p for p in trainable if id(p) not in decayed], "weight_decay": 0.0}]
         if scaled:
-            groups.append({"params": [keys], "weight_decay": 0.0, "lr_scale": self.config.key_lr_scale})
-        return groups
+            groups.append({"params": [keys], "weight_decay": 0.0, "lr": learning_rate * self.config.key_lr_scale})
+        return [{"lr": learning_rate, **group} for group in groups]

@@ -40,8 +40,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """AdamW over ``model.parameter_groups(weight_decay)`` (a group's ``lr_scale`` multiplies its learning rate); the
-    learning rate drops tenfold after each epoch in ``milestones``; every gradient entry is clipped to +-``grad_clip``
+    """AdamW over ``model.parameter_groups(weight_decay, learning_rate)`` (each group with its learning rate); the
+    learning rates drop tenfold after each epoch in ``milestones``; every gradient entry is clipped to +-``grad_clip``
     (None: no clipping)."""
 
     learning_rate: float = 1e-3
@@ -51,8 +51,7 @@ class OptimizerSpec:
 
     def build(self, model: nn.Module):
         """(optimizer, scheduler) for ``model``."""
-        groups = [{**{key: value for key, value in group.items() if key != "lr_scale"},
-                   "lr": self.learning_rate * group.get("lr_scale", 1.0)} for group in model.parameter_groups(self.weight_decay)]
+        groups = model.parameter_groups(self.weight_decay, self.learning_rate)
         optimizer = torch.optim.AdamW(groups, lr=self.learning_rate, fused=True)  # one kernel, not ~28 ops per tensor
         return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(self.milestones), gamma=0.1)
 
