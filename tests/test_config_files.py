@@ -256,16 +256,17 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
     saved = json.loads(Path(record).read_text())
     assert saved["config"]["estimator_params"]["vanilla_fallback"] is False
     assert "without the vanilla fallback (MN alone" in (tmp_path / "run" / "results.md").read_text()
-    args = parsed(["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--target", "y",
-                   "--out", "again"])
+    args = parsed(["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--out", "again"])
     assert args.vanilla_fallback is False and args.table_sha256 == saved["config"]["table_sha256"]
+    assert args.target == "y" and args.dataset is None  # the CSV's column is recorded; the file is given again
     monkeypatch.undo()
     _csv(data / "yacht.csv", 1)  # other numbers under the same name
     again = ["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--target", "y", "--out"]
     _refused(capsys, [*again, str(tmp_path / "other")], "results.json: yacht", "other numbers; --table-sha256 none")
-    if shared_data_dir() is not None:  # the stem names a registered table, which the record then gives
-        _refused(capsys, ["regress", "--config", record, "--data-dir", str(shared_data_dir()), "--out",
-                          str(tmp_path / "registered")], "which a run records): other numbers")
+    # the stem names a registered table, yacht, but the record is of a CSV file: it is not rerun on the registered one
+    with pytest.raises(SystemExit) as refused:
+        main(["regress", "--config", record, "--out", str(tmp_path / "registered")])
+    assert refused.value.code == 2 and "--data-file is required" in capsys.readouterr().err
     assert not (tmp_path / "other").exists() and not (tmp_path / "registered").exists()
     monkeypatch.setattr(regression, "available_methods", lambda: mlps)
     assert main([*again, str(tmp_path / "waived"), "--table-sha256", "none", "--quiet"]) == 0  # the line wins

@@ -222,7 +222,8 @@ def _check_estimator_params(params: dict) -> None:
 
 def table_run_options(record: dict) -> dict:
     """The options of the regress or ablate run whose results.json or ablation.json ``record`` is: its protocol,
-    the estimator settings it was given and its table when registered (a --data-file's path is not recorded)."""
+    the estimator settings it was given, and its table when registered, else its CSV's target column (a
+    --data-file's path is not recorded: the file is given again)."""
     config = record.get("config")
     if not (isinstance(config, dict) and isinstance(config.get("estimator_params"), dict)):
         raise ConfigError("not the results.json or ablation.json of a regress or ablate run")
@@ -230,7 +231,9 @@ def table_run_options(record: dict) -> dict:
                if key in config}
     if isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
         options["threads"] = config["provenance"]["threads"]  # checked as --threads is
-    if isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
+    if "target" in config:  # a --data-file's, even one named like a registered table (boston.csv)
+        options["target"] = config["target"]
+    elif isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
         options["dataset"] = record["dataset"]
     unknown = sorted(set(config["estimator_params"]) - {*ESTIMATOR_OPTIONS, "device"}, key=str)
     if unknown:  # a record gives settings, never paths or --overwrite

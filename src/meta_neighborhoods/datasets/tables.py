@@ -50,6 +50,7 @@ class Table:
     y: np.ndarray
     feature_names: list[str] | None
     description: str
+    target: str | None = None  # the column a user's CSV file names as the target; None for a registered table
 
     def __post_init__(self) -> None:
         # Catch a loader bug here rather than as a confusing shape error deep inside training.
@@ -104,7 +105,7 @@ MAX_MAGNITUDE = 1e150  # a table's largest |value|: squares and sums of squares 
 
 
 def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
-                   source: Source) -> Table:
+                   source: Source, target: str | None = None) -> Table:
     """Build the Table, refusing NaN/inf (models here have no notion of missing values), values whose squares
     overflow (errors are squared, baselines standardise), a table without features and a constant target. Rows are
     named by their line in ``source``'s file (X and y hold its rows in file order)."""
@@ -132,7 +133,7 @@ def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[
                              f"{MAX_MAGNITUDE:.0e}, whose squares overflow: rescale it first")
     if np.ptp(y) == 0:
         raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
-    return Table(name=name, X=X, y=y, feature_names=feature_names, description=description)
+    return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,4 +310,5 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
         target_index = target % len(names)
     keep = [j for j in range(len(names)) if j != target_index]
     description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
-    return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description, source)
+    return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description, source,
+                          target=names[target_index])

@@ -145,7 +145,8 @@ def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
 def _run_config(table: Table, used: Table, options: dict, params: dict, varied: dict) -> dict:
     """What a run needs to be repeated: the protocol, the table and the rows it used, the estimator's full
     parameters."""
-    return {**options, "table": table.description, "table_sha256": table.sha256(), "rows_used": len(used.y),
+    return {**options, "table": table.description, **({"target": table.target} if table.target is not None else {}),
+            "table_sha256": table.sha256(), "rows_used": len(used.y),
             "rows_in_table": len(table.y), "estimator_params": params,
             "version": __version__, "estimator": _estimator_config(params, options["seed"], varied),
             "provenance": provenance()}
