@@ -354,3 +354,12 @@ def test_a_record_of_another_command_or_for_a_command_without_records_is_refused
     _refused(capsys, ["analyze", "--config", spiral], f"{spiral}: the record of a run, which this command cannot read")
     bad = _write(tmp_path / "bad.json", json.dumps({"config": {"n_per_class": 800, "animation": "no"}}))
     _refused(capsys, ["spiral", "--config", bad], f"{bad}: animation must be true or false, got 'no'")
+
+
+@pytest.mark.parametrize("command, records", [("spiral", "(metrics.json)"), ("regress", "(results.json)"),
+                                              ("ablate", "(ablation.json)"),
+                                              ("classify", "(config.json or metrics.json or comparison.json)")])
+def test_each_command_names_the_records_its_config_reads(capsys, command, records):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert records in " ".join(capsys.readouterr().out.split())

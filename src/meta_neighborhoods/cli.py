@@ -38,7 +38,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     for command in COMMANDS:
         command.add_parser(subparsers)
     for name, command_parser in subparsers.choices.items():
-        config_file.add_option(command_parser, records=_record_reader(name) is not None)
+        config_file.add_option(command_parser, records=_records(name))
     return parser, subparsers.choices
 
 
@@ -71,10 +71,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
 
+def _command(name: str | None):
+    return next((command for command in COMMANDS if command.__name__.rsplit(".", 1)[-1] == name), None)
+
+
 def _record_reader(name: str | None):
     """The command's ``options_from_record``: how ``--config`` reads the record of its runs (None: it has none)."""
-    module = next((command for command in COMMANDS if command.__name__.rsplit(".", 1)[-1] == name), None)
-    return getattr(module, "options_from_record", None)
+    return getattr(_command(name), "options_from_record", None)
+
+
+def _records(name: str) -> tuple[str, ...]:
+    """The files of its runs that the command's ``--config`` reads (``RECORDS`` beside ``options_from_record``)."""
+    return getattr(_command(name), "RECORDS", ()) if _record_reader(name) is not None else ()
 
 
 @contextmanager

@@ -45,6 +45,9 @@ def run(args) -> int:
     return 0
 
 
+RECORDS = ("ablation.json",)  # what options_from_record reads
+
+
 def options_from_record(record: dict) -> dict:
     """The options of the ablate run whose ablation.json ``record`` is, for --config ('none' for a value None)."""
     if "param" not in record:

@@ -157,6 +157,9 @@ def _report(result: dict, out: Path) -> None:
     LOGGER.info("wrote %s/metrics.json, metrics.csv, config.json, run.json, checkpoints best and last", out)
 
 
+RECORDS = ("config.json", "metrics.json", "comparison.json")  # what options_from_record reads
+
+
 def options_from_record(record: dict) -> dict:
     """The options of the classify run whose config.json (or metrics.json, comparison.json) ``record`` is, for
     --config. Not its data folders (paths are never taken from a run folder), nor a setting at its default: the new

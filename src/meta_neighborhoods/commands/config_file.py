@@ -30,10 +30,9 @@ SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
            None: ("a string", lambda value: isinstance(value, str))}
 
 
-def add_option(parser: argparse.ArgumentParser, records: bool) -> None:
-    """--config; ``records``: whether the command reads the record of its runs too."""
-    record = (", or the record of an earlier run of this command (its config.json, metrics.json, results.json or "
-              "ablation.json)") if records else ""
+def add_option(parser: argparse.ArgumentParser, records: tuple[str, ...]) -> None:
+    """--config; ``records``: the files of its runs the command reads too (none: it reads no record)."""
+    record = (f", or the record of an earlier run of this command ({' or '.join(records)})") if records else ""
     parser.add_argument("--config", metavar="FILE",
                         help=f"read options from a .toml, .yaml or .json file (keys: the long option names){record}; "
                              "options given here win over the file")

@@ -48,6 +48,9 @@ def run(args) -> int:
     return 0
 
 
+RECORDS = ("results.json",)  # what options_from_record reads
+
+
 def options_from_record(record: dict) -> dict:
     """The options of the regress run whose results.json ``record`` is, for --config."""
     if "param" in record:

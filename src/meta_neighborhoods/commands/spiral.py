@@ -38,6 +38,9 @@ def run(args) -> int:
     return 0
 
 
+RECORDS = ("metrics.json",)  # what options_from_record reads
+
+
 def options_from_record(record: dict) -> dict:
     """The options of the spiral run whose metrics.json ``record`` is, for --config (its other settings are
     fixed)."""
