@@ -258,3 +258,17 @@ def test_classify_checks_its_optimiser_settings_before_any_work(tmp_path, capsys
     assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--out", str(out),
                  *argv]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_regress_help_shows_the_estimators_own_defaults(capsys):
+    from meta_neighborhoods.config import ESTIMATOR
+    from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+
+    params = MetaNeighborhoodsRegressor().get_params()
+    assert all(params[name] == value for name, value in vars(ESTIMATOR).items())  # one home for both
+    with pytest.raises(SystemExit):
+        main(["regress", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for option, value in (("--max-epochs", 3000), ("--batch-size", 128), ("--dictionary-size", 4096),
+                          ("--top-k", 128), ("--slot-dropout", 0.5), ("--learning-rate", 0.001)):
+        assert f"(default {value}, the estimator's" in shown.split(option, 2)[-1][:200], option

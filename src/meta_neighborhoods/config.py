@@ -157,6 +157,22 @@ class MNConfig:
 FIELDS = frozenset(f.name for f in fields(MNConfig))
 
 
+@dataclass(frozen=True)
+class EstimatorDefaults:
+    """The estimators' defaults that regress and ablate can override, chosen over eleven tables
+    (``docs/results/defaults.md``): one home for the estimators' signature and the commands' --help."""
+
+    dictionary_size: int = 4096
+    top_k: int = 128
+    slot_dropout: float = 0.5
+    max_epochs: int = 3000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+
+
+ESTIMATOR = EstimatorDefaults()
+
 # Sec. 4.1: 100 neighbours with fixed labels, negative Euclidean similarity at T = 0.1; a large first step.
 SPIRAL_METHOD = MNConfig(task="classification", temperature=0.1, values="fixed", step_size_init=0.5)
 

@@ -26,7 +26,7 @@ from torch import nn
 from . import export, persistence
 from . import estimator_docs as docs
 from .callbacks import Progress
-from .config import SIMILARITIES, MNConfig, auto_similarity, default_temperature
+from .config import ESTIMATOR, SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .datasets.batches import TensorBatches
 from .estimator_docs import doc
 from .factories import build_extractor, build_head
@@ -72,13 +72,13 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def __init__(
         self,
         hidden_layer_sizes=(128, 128),
-        dictionary_size=4096,
-        top_k=128,
+        dictionary_size=ESTIMATOR.dictionary_size,
+        top_k=ESTIMATOR.top_k,
         similarity="auto",
         temperature=None,
         learn_temperature=True,
         learn_metric=False,
-        slot_dropout=0.5,
+        slot_dropout=ESTIMATOR.slot_dropout,
         slot_draw=MNConfig.slot_draw,
         inner_steps=MNConfig.inner_steps,
         step_size="layer",
@@ -89,10 +89,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         key_lr_scale=MNConfig.key_lr_scale,
         leave_one_out=False,
         vanilla_fallback=True,
-        max_epochs=3000,
-        batch_size=128,
-        learning_rate=1e-3,
-        weight_decay=1e-4,
+        max_epochs=ESTIMATOR.max_epochs,
+        batch_size=ESTIMATOR.batch_size,
+        learning_rate=ESTIMATOR.learning_rate,
+        weight_decay=ESTIMATOR.weight_decay,
         gradient_clip=1.0,
         ema_decay=0.99,
         tol=TOL,

@@ -11,7 +11,7 @@ import argparse
 import re
 from contextlib import contextmanager
 
-from ..config import DEVICES, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
+from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import ConfigError, check_int, check_non_negative, check_positive
 from ..datasets.tables import available_tables, load_csv_table, load_table
 
@@ -122,7 +122,8 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                         help="repeats of the whole k-fold CV, each with its own fold shuffle and model seed "
                              "(--seed, --seed + 1, ...; default %(default)s); errors and tests cover every repeat")
     parser.add_argument("--max-epochs", type=int, metavar="E",
-                        help="cap on the training epochs of the MLP methods (default: the estimator's)")
+                        help=f"cap on the training epochs of the MLP methods (default {ESTIMATOR.max_epochs}, the "
+                             "estimator's)")
     parser.add_argument("--max-rows", type=int, metavar="N",
                         help="run on N rows drawn at random (with --seed) to bound the cost (default: all rows)")
     parser.add_argument("--threads", type=int, metavar="N",
@@ -164,17 +165,21 @@ def load_table_source(args):
 def estimator_settings() -> argparse.ArgumentParser:
     """The training settings regress and ablate pass to the MLP estimators; not given: the estimator's default."""
     parser = parent()
-    add_optimiser_options(parser, "default: the estimator's", "default: the estimator's")
-    parser.add_argument("--batch-size", type=int, metavar="B", help="mini-batch size (default: the estimator's)")
+    add_optimiser_options(parser, f"default {ESTIMATOR.learning_rate:g}, the estimator's",
+                          f"default {ESTIMATOR.weight_decay:g}, the estimator's")
+    parser.add_argument("--batch-size", type=int, metavar="B",
+                        help=f"mini-batch size (default {ESTIMATOR.batch_size}, the estimator's)")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
-                        help="induced neighbours of Meta-Neighborhoods (default: the estimator's; vanilla has none)")
+                        help=f"induced neighbours of Meta-Neighborhoods (default {ESTIMATOR.dictionary_size}, the "
+                             "estimator's, at most one per training row; vanilla has none)")
     parser.add_argument("--top-k", type=int, metavar="K",
-                        help="attend to the K most similar keys only (default: the estimator's)")
+                        help=f"attend to the K most similar keys only (default {ESTIMATOR.top_k}, the estimator's)")
     parser.add_argument("--slot-dropout", type=float, metavar="P",
-                        help="share of the dictionary hidden from each training example (default: the estimator's)")
+                        help=f"share of the dictionary hidden from each training example (default "
+                             f"{ESTIMATOR.slot_dropout:g}, the estimator's)")
     parser.add_argument("--slot-draw", choices=SLOT_DRAWS,
                         help="slot dropout drawn for each example or once per batch, which leaves the hidden keys out "
-                             "of the step (default: the estimator's)")
+                             f"of the step (default {MNConfig.slot_draw}, the estimator's)")
     return parser
 
 
