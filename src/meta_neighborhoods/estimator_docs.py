@@ -111,7 +111,7 @@ PARAMETERS = """
     device : str, default="cpu"
         "auto" (CUDA when available) or any torch device string ("cpu", "cuda", "cuda:1", "mps").
     verbose : int, default=0
-        Above 0, a progress bar per epoch.
+        Above 0, a progress bar over the epochs of each network trained.
     head : callable or None, default=None
         One's own head: ``head(n_features, n_outputs)`` returns the ``torch.nn.Module`` finetuned for each row,
         meeting the head contract of ``heads/base.py`` (``in_features`` and ``out_features`` as asked; with an
@@ -210,7 +210,7 @@ X_PARAMETER = """X : array-like of shape (n_samples, n_features)
 FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a held-out share of the rows.
 
     Inputs (and a regressor's targets) are standardised inside; the dictionary's keys start at random training
-    rows, and head, keys, values, step size and temperature are trained through the per-row adaptation. With
+    rows (``key_init="samples"``, the default), and head, keys, values, step size and temperature are trained through the per-row adaptation. With
     ``vanilla_fallback`` the same network without neighbours is then trained on the same rows, and the one with
     the lower validation loss is kept.
 
@@ -243,8 +243,8 @@ FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a he
 
 PREDICT = """{summary}
 
-    Each row attends to its nearest keys, the head takes one finetuning step on them, and the finetuned head
-    answers; rows go through the network in bounded batches.
+    Each row attends to its nearest keys, the head takes ``inner_steps`` finetuning steps on them, and the
+    finetuned head answers; rows go through the network in bounded batches.
 
     Parameters
     ----------

@@ -72,8 +72,8 @@ def _configuration():
     parser.add_argument("--train-subset", type=int, metavar="N",
                         help="train on N images of the training split only (seeded), for quick CPU runs")
     parser.add_argument("--key-init", choices=KEY_INITS,
-                        help="keys from N(0, 0.05^2) with random learned values, as the authors (default), or at "
-                             "the features of random training images with their labels as values")
+                        help="gaussian (the default, as the authors): keys from N(0, 0.05^2) with random learned "
+                             "values; samples: at the features of random training images, their labels as values")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help=f"induced neighbours of mn and mn_ifilm (default {NEIGHBOURS_PER_CLASS} per class: "
                              f"{NEIGHBOURS_PER_CLASS * 10} for 10-class sets)")
