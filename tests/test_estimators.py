@@ -1,9 +1,12 @@
 """The scikit-learn estimators: sklearn's own compliance checks, and behaviour on real and synthetic tables."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
@@ -385,3 +388,15 @@ def test_one_hidden_layer_may_be_given_as_an_int_as_to_mlp_regressor(tmp_path):
     assert [layer.out_features for layer in model.model_.head.layers] == [8, 1]
     model.save(tmp_path / "model")
     np.testing.assert_array_equal(MetaNeighborhoodsRegressor.load(tmp_path / "model").predict(X), model.predict(X))
+
+
+def test_too_few_rows_for_early_stopping_are_said_not_passed_over():
+    X, y = _table(n=14)  # 10 % of 14 rows is one validation row
+    with pytest.warns(UserWarning, match="14 training rows leave 1 for validation, too few: no early stopping and no "
+                                         "vanilla fallback"):
+        model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}).fit(X, y)
+    assert model.validation_losses_ == {} and model.validation_loss_curve_ is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "early_stopping": False}).fit(X, y)  # not asked for

@@ -98,7 +98,8 @@ PARAMETERS = """
         An epoch counts as better when its loss is lower than the best by more than ``tol``.
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the training rows and stop when their loss has not improved for
-        ``n_iter_no_change`` epochs, keeping the best weights. Without it, the training loss decides.
+        ``n_iter_no_change`` epochs, keeping the best weights. Without it, the training loss decides, as it does
+        (with a warning) where too few rows leave two on each side; the vanilla fallback then does not run.
     validation_fraction : float, default=0.1
         Share of the training rows held out for early stopping.
     n_iter_no_change : int, default=200

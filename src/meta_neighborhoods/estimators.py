@@ -31,7 +31,8 @@ from .datasets.batches import TensorBatches
 from .estimator_docs import doc
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
-from .standardise import blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows
+from .standardise import (blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows,
+                          validation_split)
 from .training import OptimizerSpec, fit_early_stopping, float32_default, resolve_device
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real)
@@ -217,20 +218,12 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             self._train(X, rows, weights, targets, n_outputs, device)
         return self
 
-    def _split(self, n: int, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray | None]:
-        """(training, validation) positions among n rows; no validation rows without early stopping."""
-        n_valid = int(round(self.validation_fraction * n))
-        if self.early_stopping and n_valid >= 2 and n - n_valid >= 2:
-            order = rng.permutation(n)
-            return order[n_valid:], order[:n_valid]
-        return np.arange(n), None
-
     def _train(self, X, rows, weights, targets, n_outputs: int, device: torch.device) -> None:
         """Train on ``rows`` of X, a share of them held out for early stopping; with ``vanilla_fallback``, train the
         same network without neighbours on the same rows too, and keep whichever validates better."""
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        train, valid = self._split(len(rows), rng)
+        train, valid = validation_split(len(rows), self.validation_fraction if self.early_stopping else 0.0, rng)
         self.x_mean_, self.x_scale_ = standardiser(X, weights, rows)
         per_row = [torch.as_tensor(targets)]  # what goes with each row into batches and losses: target (and weight)
         if weights is not None:

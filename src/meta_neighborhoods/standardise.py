@@ -3,6 +3,8 @@ the rows a fit learns from (sample weights), and column scales that cannot overf
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.sparsefuncs import mean_variance_axis, min_max_axis
@@ -106,3 +108,16 @@ def numeric_columns(X):
             raise ValueError(f"X has non-numeric column(s) {', '.join(map(repr, bad[:5]))}: encode them (e.g. with "
                              "OneHotEncoder in a pipeline) or drop them first")
     return X
+
+
+def validation_split(n: int, fraction: float, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training, validation) positions among n rows, ``fraction`` of them held out (0: none). Too few rows for two
+    on each side is said, not passed over: neither early stopping nor the vanilla fallback can then run."""
+    n_valid = int(round(fraction * n))
+    if n_valid >= 2 and n - n_valid >= 2:
+        order = rng.permutation(n)
+        return order[n_valid:], order[:n_valid]
+    if fraction > 0:
+        warnings.warn(f"{n} training rows leave {n_valid} for validation, too few: no early stopping and no vanilla "
+                      "fallback; training runs max_epochs", UserWarning, stacklevel=3)
+    return np.arange(n), None
