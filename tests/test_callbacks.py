@@ -4,13 +4,14 @@ TensorBoard)."""
 
 import csv
 import math
+import sys
 
 import pytest
 import torch
 
 from meta_neighborhoods.callbacks import (
-    BestEpoch, Callback, EarlyStopping, History, MetricsLog, TensorBoardLog, higher_accuracy_then_lower_loss,
-    lower_loss, tensorboard_available,
+    BestEpoch, Callback, EarlyStopping, History, MetricsLog, Progress, TensorBoardLog,
+    higher_accuracy_then_lower_loss, lower_loss, tensorboard_available,
 )
 from meta_neighborhoods.datasets.batches import TensorBatches
 from meta_neighborhoods.heads import MLPHead
@@ -168,3 +169,13 @@ def test_tensorboard_events_hold_the_same_scalars(tmp_path):
     losses = events.Scalars("train_loss")
     assert [e.step for e in losses] == [1, 2, 3]
     assert losses[0].value == pytest.approx(log.rows[0]["train_loss"])
+
+
+def test_a_progress_bar_shows_on_a_terminal_only(monkeypatch, capsys):
+    for tty in (False, True):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+        progress = Progress("train", enabled=True)
+        progress.on_train_begin(0, 3)
+        progress.on_epoch_end(0, 0.5)
+        progress.on_train_end()
+        assert ("train" in capsys.readouterr().err) == tty  # a log redirected to a file gets no carriage returns

@@ -224,6 +224,12 @@ class TensorBoardLog(Callback):
             self.writer.close()
 
 
+def bar_disabled(enabled: bool) -> bool | None:
+    """tqdm's ``disable`` for a bar asked for or not: asked for, it shows on a terminal only (None), so that a log
+    redirected to a file does not fill with carriage returns."""
+    return None if enabled else True
+
+
 class Progress(Callback):
     """A progress bar over epochs with the training loss and whatever ``postfix()`` adds (e.g. validation)."""
 
@@ -233,7 +239,7 @@ class Progress(Callback):
         self.bar = None
 
     def on_train_begin(self, start_epoch: int, epochs: int) -> None:
-        self.bar = tqdm(desc=self.desc, total=epochs, initial=start_epoch, disable=not self.enabled,
+        self.bar = tqdm(desc=self.desc, total=epochs, initial=start_epoch, disable=bar_disabled(self.enabled),
                         leave=self.leave)
 
     def on_epoch_end(self, epoch: int, loss: float) -> None:

@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from ..callbacks import bar_disabled
 from ..datasets.tables import Table
 from ..estimators import MetaNeighborhoodsRegressor
 from ..standardise import standardiser
@@ -186,7 +187,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     errors, kept, losses, sizes, unconverged = {name: [] for name in methods}, {}, {}, {}, {}
     seconds = dict.fromkeys(methods, 0.0)
     architectures, fold_seeds = [], []
-    with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=not progress) as bar:
+    with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=bar_disabled(progress)) as bar:
         for repeat_seed, fold, train, test in repeated_folds(len(table.y), folds, seed, seeds):
             X_train, y_train, X_test, y_test = standardised_fold(table, train, test)
             fold_params, where = dict(params), f"seed {repeat_seed} fold {fold + 1}"
