@@ -363,3 +363,11 @@ def test_each_command_names_the_records_its_config_reads(capsys, command, record
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert records in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("name, text", [("twice.json", '{"seed": 1, "seed": 2}'), ("twice.yaml", "seed: 1\nseed: 2\n")])
+def test_a_key_given_twice_is_refused_not_taken_last(tmp_path, capsys, name, text):
+    if name.endswith("yaml"):
+        pytest.importorskip("yaml")
+    config = _write(tmp_path / name, text)
+    _refused(capsys, ["spiral", "--config", config, "--out", str(tmp_path / "run")], "key 'seed' is given twice")

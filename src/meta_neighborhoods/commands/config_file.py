@@ -107,7 +107,7 @@ def _read_options(path: Path, from_record) -> dict:
 
 
 def _read(path: Path):
-    readers = {".toml": _toml, ".yaml": _yaml, ".yml": _yaml, ".json": json.loads}
+    readers = {".toml": _toml, ".yaml": _yaml, ".yml": _yaml, ".json": _json}
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise ConfigError(f"{path}: unknown kind of config file; --config reads .toml, .yaml, .yml or .json")
@@ -129,6 +129,20 @@ def _read(path: Path):
             from None
 
 
+def _json(data: bytes):
+    return json.loads(data, object_pairs_hook=_once_each)
+
+
+def _once_each(pairs: list) -> dict:
+    """A mapping whose keys are each given once: of a key given twice, the last would win without a word (TOML
+    refuses it itself)."""
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise ValueError(f"key {SHORT.repr(twice)} is given twice")
+    return dict(pairs)
+
+
 def _toml(data: bytes):
     try:
         import tomllib
@@ -148,7 +162,10 @@ def _yaml(data: bytes):
             raise ValueError("it uses an alias (*name), which a config file does not need: write the value out")
         loader = safe(data)  # what yaml.safe_load does, with the faster loader: plain data only, no Python objects
         try:
-            return loader.get_single_data()
+            node = loader.get_single_node()
+            if isinstance(node, yaml.MappingNode):  # the options: each once
+                _once_each([(key.value, None) for key, _ in node.value])
+            return None if node is None else loader.construct_document(node)
         finally:
             loader.dispose()
     except yaml.YAMLError as error:
