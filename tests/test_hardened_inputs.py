@@ -97,6 +97,11 @@ def _write(path: Path, content: bytes | str) -> Path:
     return path
 
 
+def _folder(path):
+    path.mkdir()
+    return path
+
+
 def _csv(content: bytes | str):
     return lambda tmp: (load_csv_table, _write(tmp / "table.csv", content), "y")
 
@@ -204,6 +209,8 @@ BAD_INPUTS = [
     # -- data files
     pytest.param(lambda tmp: (load_csv_table, tmp / "missing.csv", "y"), DataFileError, "missing data file",
                  id="missing-csv"),
+    pytest.param(lambda tmp: (load_csv_table, _folder(tmp / "table.csv"), "y"), DataFileError,
+                 "table.csv is not a regular file", id="folder-as-csv"),
     pytest.param(lambda tmp: (load_image_dataset, "mnist", tmp), DataFileError,
                  "missing data file .*train-images-idx3-ubyte.gz", id="missing-mnist"),
     pytest.param(_gom_with_one_byte_changed, DataFileError, "has sha256 [0-9a-f]{64}, expected",

@@ -60,6 +60,8 @@ def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint:
     path = Path(path)
     if within is not None:
         _inside(path, within, dataset)
+    if path.exists() and not path.is_file():
+        raise DataFileError(f"{dataset}: {path} is not a regular file (a folder, a pipe or a device). {hint}")
     if not path.is_file():
         raise DataFileError(f"{dataset}: missing data file {path}. {hint}")
     if expected_sha256 is not None:
