@@ -1,5 +1,8 @@
 """numpydoc on the public estimators: every section a user looks for, and scikit-learn's HTML shows each parameter."""
 
+import ast
+import re
+
 import pytest
 
 from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
@@ -27,3 +30,13 @@ def test_the_html_representation_shows_every_parameter_s_documentation():
     html = MetaNeighborhoodsRegressor()._repr_html_()
     assert html.count('class="param-doc-description"') == len(MetaNeighborhoodsRegressor().get_params())
     assert "the number of induced neighbours" in html
+
+
+@pytest.mark.parametrize("estimator", [MetaNeighborhoodsRegressor, MetaNeighborhoodsClassifier])
+def test_every_default_the_docstring_states_is_the_signatures(estimator):
+    """A default changed in the signature (or in config.ESTIMATOR) must not leave the documented one behind."""
+    stated = dict(re.findall(r"^    (\w+) : [^\n]*?, default=([^\n]+)$", estimator.__doc__, flags=re.MULTILINE))
+    params = estimator().get_params()
+    assert set(params) <= set(stated)
+    for name, value in params.items():
+        assert ast.literal_eval(stated[name]) == value, name

@@ -35,8 +35,8 @@ class Callback:
         pass
 
     def on_epoch_start(self, epoch: int, learning_rate: float) -> None:
-        """``learning_rate``: the base one this epoch trains with (the first parameter group's; groups with an
-        ``lr_scale``, such as the keys, train at that multiple of it)."""
+        """``learning_rate``: the base one this epoch trains with (the first parameter group's; the keys at
+        ``key_lr_scale`` and MAXL's generator train at a multiple of it, see ``parameter_groups``)."""
 
     def on_step(self, step: int) -> None:
         pass

@@ -32,7 +32,7 @@ from .estimator_docs import doc
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
 from .standardise import (blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows,
-                          validation_split)
+                          early_stopping_split)
 from .training import OptimizerSpec, fit_early_stopping, float32_default, resolve_device
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real)
@@ -223,7 +223,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         same network without neighbours on the same rows too, and keep whichever validates better."""
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        train, valid = validation_split(len(rows), self.validation_fraction if self.early_stopping else 0.0, rng)
+        train, valid = early_stopping_split(len(rows), self.validation_fraction if self.early_stopping else 0.0, rng)
         self.x_mean_, self.x_scale_ = standardiser(X, weights, rows)
         per_row = [torch.as_tensor(targets)]  # what goes with each row into batches and losses: target (and weight)
         if weights is not None:

@@ -110,7 +110,7 @@ def numeric_columns(X):
     return X
 
 
-def validation_split(n: int, fraction: float, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray | None]:
+def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray | None]:
     """(training, validation) positions among n rows, ``fraction`` of them held out (0: none). Too few rows for two
     on each side is said, not passed over: neither early stopping nor the vanilla fallback can then run."""
     n_valid = int(round(fraction * n))
