@@ -387,8 +387,9 @@ def test_leave_one_out_never_attends_to_a_rows_own_slot(similarity, dropout):
     torch.testing.assert_close(full.sum(1), torch.ones(30, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("form", ["full", "top_k", "top_k_dense"])
-def test_a_row_that_sees_no_slot_still_never_attends_to_its_own(form):
+@pytest.mark.parametrize("form, k", [("full", None), ("top_k", 1), ("top_k_dense", 1), ("top_k", 5),
+                                     ("top_k_dense", 5)])
+def test_a_row_that_sees_no_slot_still_never_attends_to_its_own(form, k):
     """Slot dropout can leave a row nothing visible on a small dictionary: the fallback spreads the weight over the
     other slots (full attention) or the k chosen ones (top-k), never onto the row's own key."""
     torch.manual_seed(0)
@@ -399,7 +400,7 @@ def test_a_row_that_sees_no_slot_still_never_attends_to_its_own(form):
         weights = attention(z, keys, mask, own)
         assert (~(mask & (torch.arange(5) != own[:, None])).any(1)).sum() > 100  # the fallback ran, often
     else:
-        weights = getattr(attention, form)(z, keys, 1, slot_dropout=0.5, own_slot=own)
+        weights = getattr(attention, form)(z, keys, k, slot_dropout=0.5, own_slot=own)  # k = 5: every key
         weights = weights.dense(5) if form == "top_k" else weights
     assert (weights.gather(1, own[:, None]) == 0).all()
     torch.testing.assert_close(weights.sum(1), torch.ones(len(z), dtype=torch.float64))

@@ -272,3 +272,8 @@ def test_regress_help_shows_the_estimators_own_defaults(capsys):
     for option, value in (("--max-epochs", 3000), ("--batch-size", 128), ("--dictionary-size", 4096),
                           ("--top-k", 128), ("--slot-dropout", 0.5), ("--learning-rate", 0.001)):
         assert f"(default {value}, the estimator's" in shown.split(option, 2)[-1][:200], option
+
+
+def test_a_command_that_reads_its_records_names_them():
+    for command in COMMANDS:
+        assert hasattr(command, "options_from_record") == bool(getattr(command, "RECORDS", ())), command.__name__

@@ -371,3 +371,16 @@ def test_a_key_given_twice_is_refused_not_taken_last(tmp_path, capsys, name, tex
         pytest.importorskip("yaml")
     config = _write(tmp_path / name, text)
     _refused(capsys, ["spiral", "--config", config, "--out", str(tmp_path / "run")], "key 'seed' is given twice")
+
+
+def test_a_csv_runs_target_column_does_not_follow_its_record_onto_a_registered_table():
+    from argparse import Namespace
+
+    from meta_neighborhoods.commands.common import UsageError, check_target
+
+    given = dict(data_file=None, target="y", table_sha256=None, dataset="gom")
+    args = Namespace(**given, config_gave={"target": "results.json"})
+    check_target(args)  # the record gave it: the command line's --dataset wins
+    assert args.target is None
+    with pytest.raises(UsageError, match="--target only applies to --data-file"):
+        check_target(Namespace(**given))  # typed by the user: said, not ignored

@@ -392,11 +392,20 @@ def test_one_hidden_layer_may_be_given_as_an_int_as_to_mlp_regressor(tmp_path):
 
 def test_too_few_rows_for_early_stopping_are_said_not_passed_over():
     X, y = _table(n=14)  # 10 % of 14 rows is one validation row
-    with pytest.warns(UserWarning, match="14 training rows leave 1 for validation, too few: no early stopping and no "
-                                         "vanilla fallback"):
+    with pytest.warns(UserWarning, match="14 training rows leave 1 for validation, too few: early stopping on the "
+                                         "training loss, and no vanilla fallback"):
         model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}).fit(X, y)
     assert model.validation_losses_ == {} and model.validation_loss_curve_ is None
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)
         MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "early_stopping": False}).fit(X, y)  # not asked for
+
+
+def test_leave_one_out_with_slot_dropout_drawn_per_batch_fits_when_few_slots_stay_visible():
+    """top_k 128 of 200 slots, half hidden for the whole batch: fewer visible candidates than k once a row's own
+    slot is set aside ('selected index k out of range')."""
+    X, y = _table(n=220)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 200, "top_k": 128, "leave_one_out": True,
+                                          "slot_draw": "batch", "max_epochs": 2}).fit(X, y)
+    assert np.isfinite(model.predict(X)).all()

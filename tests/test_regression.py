@@ -305,10 +305,11 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
 def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fast_estimators):
     out = tmp_path / "ablation"
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "top_k", "--values", "none",
-                 "4", "--out", str(out), "--folds", "2", "--seeds", "1", "--quiet", "--device", "cpu"]) == 0
+                 "4", "1000", "--out", str(out), "--folds", "2", "--seeds", "1", "--quiet", "--device", "cpu"]) == 0
     report = (out / "ablation.md").read_text()
     assert "| full |" in report and "ratio to full" in report and "None" not in report
-    assert json.loads((out / "ablation.json").read_text())["values"] == [None, 4]  # the record keeps the value
+    assert json.loads((out / "ablation.json").read_text())["values"] == [None, 4, 1000]  # the record keeps the value
+    assert "A top-k of at least the dictionary's keys is full attention: 1000 (of " in report and "4 (of" not in report
 
 
 @pytest.mark.parametrize("command, existing", [

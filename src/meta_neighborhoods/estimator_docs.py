@@ -112,7 +112,7 @@ PARAMETERS = """
     device : str, default="cpu"
         "auto" (CUDA when available) or any torch device string ("cpu", "cuda", "cuda:1", "mps").
     verbose : int, default=0
-        Above 0, a progress bar over the epochs of each network trained.
+        Above 0, a progress bar over the epochs of each network trained (on a terminal).
     head : callable or None, default=None
         One's own head: ``head(n_features, n_outputs)`` returns the ``torch.nn.Module`` finetuned for each row,
         meeting the head contract of ``heads/base.py`` (``in_features`` and ``out_features`` as asked; with an

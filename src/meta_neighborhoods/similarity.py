@@ -159,6 +159,7 @@ class Attention(nn.Module):
         ``scores`` (B, S), if given, rank the keys as the similarities do, so that they are not computed again;
         otherwise ``z`` and ``keys`` are taken as ``scaled`` already.
         """
+        k = max(1, min(k, keys.shape[0] - (own_slot is not None)))  # a row's own key is never among its k
         n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
         n = min(keys.shape[0], n + (own_slot is not None))
         if scores is None:

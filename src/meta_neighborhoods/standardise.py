@@ -118,6 +118,6 @@ def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState) ->
         order = rng.permutation(n)
         return order[n_valid:], order[:n_valid]
     if fraction > 0:
-        warnings.warn(f"{n} training rows leave {n_valid} for validation, too few: no early stopping and no vanilla "
-                      "fallback; training runs max_epochs", UserWarning, stacklevel=3)
+        warnings.warn(f"{n} training rows leave {n_valid} for validation, too few: early stopping on the training "
+                      "loss, and no vanilla fallback", UserWarning, stacklevel=4)
     return np.arange(n), None

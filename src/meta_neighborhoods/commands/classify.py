@@ -136,7 +136,7 @@ def _how_to_continue(out: Path) -> str:
     from ..runs import resumable
 
     if not resumable(out):
-        return f"no epoch had finished, so no checkpoint is kept: start again with --overwrite {shlex.quote(str(out))}"
+        return f"no epoch had finished, so no checkpoint is kept: start {shlex.quote(str(out))} again with --overwrite"
     resume, processes = f"classify --resume {shlex.quote(str(out))}", distributed.world_size()
     if processes > 1:
         return (f"the last checkpoint is kept; continue on {processes} processes in all, as it ran: torchrun ... "

@@ -135,7 +135,10 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
 
 def check_target(args) -> None:
     """--target belongs to --data-file and to nothing else, --table-sha256 to one table: say so rather than ignore
-    them. A digest a record gave (--config) does not bind --dataset all, nor does 'none' bind anything."""
+    them. A digest a record gave (--config) does not bind --dataset all, nor does 'none' bind anything, nor a
+    target column a record gave another table."""
+    if args.data_file is None and "target" in getattr(args, "config_gave", {}):
+        args.target = None  # a CSV run's record, rerun on a registered table the command line names
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
     if args.data_file is None and args.target is not None:

@@ -136,10 +136,11 @@ def _json(data: bytes):
 def _once_each(pairs: list) -> dict:
     """A mapping whose keys are each given once: of a key given twice, the last would win without a word (TOML
     refuses it itself)."""
-    keys = [key for key, _ in pairs]
-    twice = next((key for key in keys if keys.count(key) > 1), None)
-    if twice is not None:
-        raise ValueError(f"key {SHORT.repr(twice)} is given twice")
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"key {SHORT.repr(key)} is given twice")
+        seen.add(key)
     return dict(pairs)
 
 
@@ -164,7 +165,7 @@ def _yaml(data: bytes):
         try:
             node = loader.get_single_node()
             if isinstance(node, yaml.MappingNode):  # the options: each once
-                _once_each([(key.value, None) for key, _ in node.value])
+                _once_each([(key.value, None) for key, _ in node.value if isinstance(key, yaml.ScalarNode)])
             return None if node is None else loader.construct_document(node)
         finally:
             loader.dispose()

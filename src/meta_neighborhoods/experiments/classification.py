@@ -248,8 +248,9 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         write_json(out / CONFIG, run_config)
         write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
         write_run_record(out, _run_record(config, dataset))
+    processes = distributed.world_size()  # several: part of the run (one, as every run before they were recorded)
     fit_config = {**{key: value for key, value in run_config.items() if key not in RELOCATABLE},
-                  "processes": distributed.world_size()}  # a resume on another number of processes is another run
+                  **({"processes": processes} if processes > 1 else {})}
     resuming = resume and checkpoint.exists(out / LAST)  # a method of --method all may not have started
     if resuming:  # before the network is built: an edited config.json must not allocate what it asks for
         check_configuration(checkpoint.load(out / LAST)[1], fit_config, f"{out / LAST}.json")
@@ -300,6 +301,10 @@ def _comparison_markdown(config: ClassificationConfig, results: dict[str, dict])
     return title + markdown_table(["method", "test accuracy", "validation accuracy", "best epoch", "seconds"], rows)
 
 
+def _method_folders(out: Path) -> dict[str, Path]:
+    return {name: inner_folder(out, name) for name in METHODS}
+
+
 def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits, out: Path,
              device: torch.device, progress: bool, resume: bool = False) -> dict:
     """Every method on the same data into ``out/<method>/``, plus comparison.md and comparison.json.
@@ -307,8 +312,7 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest; the
     first method to restore its checkpoint records the resume in ``out`` too."""
     results, unrecorded = {}, resume
-    folders = {name: inner_folder(out, name) for name in METHODS}  # every one checked before the first trains
-    for name, folder in folders.items():
+    for name, folder in _method_folders(out).items():
         continues = resume and checkpoint.exists(folder / LAST)
         results[name] = _train_method(replace(config, method=name), dataset, splits, folder, device, progress,
                                       resume=continues, top=out if continues and unrecorded else None)
@@ -378,6 +382,8 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
     with distributed.process_group(device) as device:
         splits = split_validation(dataset, config.seed)
         _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
+        if config.method == "all":
+            _method_folders(out)  # a link among them is refused before anything is removed or written
         main = distributed.is_main()
         with runs.lock(out) if main else nullcontext():
             if main and not resume:

@@ -115,14 +115,20 @@ def _unconverged_note(results: dict) -> str:
 
 
 def _capped_note(param: str, values: list, shown: list, sizes: list) -> str:
-    """Say which dictionary sizes were capped at the rows a fit trains on ('' if none): two values above the cap
-    fit the same network, and their equal rows would otherwise read as a finding."""
-    if param != "dictionary_size":
-        return ""
-    capped = [f"{label} ran with {min(got)}" + (f" to {max(got)}" if max(got) > min(got) else "")
-              for value, label, got in zip(values, shown, sizes) if max(got) < value]
-    return (f"\nThe dictionary holds at most one key per row a fit trains on: {'; '.join(capped)} keys, so values "
-            f"above that cap fit the same network.\n") if capped else ""
+    """Say which values the fitted dictionary made the same as another ('' if none): a dictionary size capped at
+    the rows a fit trains on, a top-k over as many keys as there are (full attention). Their equal rows would
+    otherwise read as a finding."""
+    held = [f"{min(got)}" + (f" to {max(got)}" if max(got) > min(got) else "") for got in sizes]
+    if param == "dictionary_size":
+        capped = [f"{label} ran with {keys}" for value, label, got, keys in zip(values, shown, sizes, held)
+                  if max(got) < value]
+        return (f"\nThe dictionary holds at most one key per row a fit trains on: {'; '.join(capped)} keys, so "
+                f"values above that cap fit the same network.\n") if capped else ""
+    if param == "top_k":
+        full = [f"{label} (of {keys} keys)" for value, label, got, keys in zip(values, shown, sizes, held)
+                if value is not None and value >= min(got)]
+        return (f"\nA top-k of at least the dictionary's keys is full attention: {'; '.join(full)}.\n") if full else ""
+    return ""
 
 
 def _warn_unconverged(results: dict) -> None:
