@@ -39,7 +39,8 @@ from torch import nn
 
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
-from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate, subset_rows
+from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, available_methods, cross_validate,
+                                                             subset_rows)
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import compare
@@ -103,7 +104,7 @@ def _decay(text: str) -> float | None:
 def _method(extra: dict):
     """Meta-Neighborhoods with ``extra`` over the run's parameters, as a factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
-        return METHODS["meta_neighborhoods"](seed=seed, n_train=n_train,
+        return TABLE_METHODS["meta_neighborhoods"](seed=seed, n_train=n_train,
                                              params={**params, "vanilla_fallback": False, **extra})
     return factory
 
@@ -148,10 +149,10 @@ def _rows_seed(run: dict) -> int:
 def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     path = out / f"{name}.json"
     done = _read(path) if path.exists() else {"folds": {}, "seconds": {}}
-    networks = {"vanilla": METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
+    networks = {"vanilla": TABLE_METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
     if args.input_transform == "quantile":
         networks = {method: _quantile(factory) for method, factory in networks.items()}
-    todo = {"knn": METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
+    todo = {"knn": TABLE_METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
         return

@@ -22,7 +22,7 @@ from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
 from meta_neighborhoods.experiments import cross_validation, regression
-from meta_neighborhoods.experiments.cross_validation import METHODS, available_methods, cross_validate
+from meta_neighborhoods.experiments.cross_validation import TABLE_METHODS, available_methods, cross_validate
 from meta_neighborhoods.experiments.regression import (
     ABLATION_TYPES, ablation_values, run_ablation, run_regression, run_regression_all,
 )
@@ -61,12 +61,12 @@ def fast_estimators(monkeypatch):
 def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     table = load_csv_table(tiny_csv, "y")
     results = run_regression(table, tmp_path / "run", folds=2, seed=3, seeds=2, estimator_params=FAST,
-                             methods=METHODS, progress=False)
+                             methods=TABLE_METHODS, progress=False)
 
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     assert (saved["dataset"], saved["n"], saved["d"], saved["metric"]) == ("tiny", 120, 4, "mse")
-    assert list(saved["folds"]) == list(METHODS)
+    assert list(saved["folds"]) == list(TABLE_METHODS)
     assert all(len(errors) == 4 and min(errors) > 0 for errors in saved["folds"].values())  # 2 seeds x 2 folds
     assert (saved["fold_seeds"], saved["fold_numbers"]) == ([3, 3, 4, 4], [0, 1, 0, 1])
     for name, errors in saved["folds"].items():
@@ -81,7 +81,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
         assert saved["resolvable"][name] == resolvable_difference(ours, theirs, folds=2)
         assert saved["p_values_first_seed"][name] == paired_t_test(ours[:2], theirs[:2])
     assert saved["p_value_vs_vanilla"] == saved["p_values"]["vanilla"]
-    assert set(saved["seconds"]) == set(METHODS) and "architectures" not in saved
+    assert set(saved["seconds"]) == set(TABLE_METHODS) and "architectures" not in saved
     assert saved["kept"]["vanilla"] == ["vanilla"] * 4 and set(saved["kept"]) == {"vanilla", "meta_neighborhoods"}
     assert set(saved["kept"]["meta_neighborhoods"]) <= {"vanilla", "meta_neighborhoods"}
     assert set(saved["validation_losses"]) == set(saved["kept"])  # what each fold's choice was made by, in order
@@ -109,7 +109,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     markdown = (tmp_path / "run" / "results.md").read_text()
     assert ("| method | MSE (mean ± std) | ratio to vanilla | MN wins | p corrected | resolves | p paired (first seed) |"
             in markdown) and "2-fold CV repeated over 2 seeds (3..4)" in markdown
-    assert all(f"| {name} |" in markdown for name in METHODS)
+    assert all(f"| {name} |" in markdown for name in TABLE_METHODS)
     assert (tmp_path / "run" / "folds.png").stat().st_size > 5_000
 
 
@@ -126,7 +126,7 @@ def test_an_installed_baseline_joins_the_table_on_the_same_folds(tiny_csv, tmp_p
 
 def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
     table = load_csv_table(tiny_csv, "y")
-    methods = {name: METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
+    methods = {name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
     results = run_regression(table, tmp_path, folds=2, seeds=2, search=True, methods=methods,
                              estimator_params={**FAST, "max_epochs": 1}, progress=False)
     assert [(a["seed"], a["fold"]) for a in results["architectures"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -154,7 +154,7 @@ class _KeptBySeed:
 
 
 def test_the_network_each_fold_kept_is_recorded_and_counted(tiny_csv, tmp_path):
-    methods = {"knn": METHODS["knn"], "meta_neighborhoods": lambda seed, n_train, params: _KeptBySeed(seed)}
+    methods = {"knn": TABLE_METHODS["knn"], "meta_neighborhoods": lambda seed, n_train, params: _KeptBySeed(seed)}
     results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "run", folds=2, seed=3, seeds=2,
                              methods=methods, progress=False)
     assert results["kept"] == {"meta_neighborhoods": ["vanilla", "vanilla", "meta_neighborhoods",
@@ -187,7 +187,7 @@ class _Warns:
 def test_fits_stopped_at_max_epochs_are_counted_and_reported_once(tiny_csv, tmp_path, caplog):
     """A run capped by --max-epochs says so once, in its log and its report, with the count per method, instead
     of a warning per fit; other warnings still reach the caller."""
-    methods = {"knn": METHODS["knn"], "meta_neighborhoods": lambda seed, n_train, params: _Warns(seed)}
+    methods = {"knn": TABLE_METHODS["knn"], "meta_neighborhoods": lambda seed, n_train, params: _Warns(seed)}
     table = load_csv_table(tiny_csv, "y")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -208,7 +208,7 @@ def test_fits_stopped_at_max_epochs_are_counted_and_reported_once(tiny_csv, tmp_
 
 
 def test_the_search_s_capped_fits_are_counted_apart(tiny_csv, tmp_path):
-    methods = {name: METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
+    methods = {name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
     results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, search=True, methods=methods,
                              estimator_params={**FAST, "max_epochs": 1}, progress=False)
     search = len(cross_validation.SEARCH_DEPTHS) * len(cross_validation.SEARCH_WIDTHS) * 2
@@ -218,14 +218,14 @@ def test_the_search_s_capped_fits_are_counted_apart(tiny_csv, tmp_path):
 
 def test_run_regression_needs_the_reference_method(tiny_csv, tmp_path):
     with pytest.raises(ValueError, match="meta_neighborhoods"):
-        run_regression(load_csv_table(tiny_csv, "y"), tmp_path, methods={"knn": METHODS["knn"]}, progress=False)
+        run_regression(load_csv_table(tiny_csv, "y"), tmp_path, methods={"knn": TABLE_METHODS["knn"]}, progress=False)
 
 
 def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog):
     data = tmp_path / "data" / "gom"
     data.mkdir(parents=True)
     shutil.copyfile(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}", data / GOM_FILE)
-    methods = {name: METHODS[name] for name in ("knn", "vanilla", "meta_neighborhoods")}
+    methods = {name: TABLE_METHODS[name] for name in ("knn", "vanilla", "meta_neighborhoods")}
     summary = run_regression_all(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods,
                                  folds=2, seeds=1, estimator_params={**FAST, "max_epochs": 2}, progress=False)
 
@@ -337,11 +337,11 @@ def test_a_folder_holding_a_run_is_refused_before_any_work_unless_overwrite(tiny
 
 def test_the_api_refuses_a_folder_holding_a_run_unless_overwrite(tiny_csv, tmp_path):
     table, out = load_csv_table(tiny_csv, "y"), tmp_path / "run"
-    first = run_regression(table, out, folds=2, seeds=1, estimator_params=FAST, methods=METHODS, progress=False)
+    first = run_regression(table, out, folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
-        run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=METHODS, progress=False)
+        run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
     assert json.loads((out / "results.json").read_text())["fold_seeds"] == first["fold_seeds"] == [0, 0]
-    run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=METHODS, progress=False,
+    run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False,
                    overwrite=True)
     assert json.loads((out / "results.json").read_text())["fold_seeds"] == [1, 1]
 
@@ -414,7 +414,7 @@ def test_a_target_near_the_float_limit_is_scaled_not_zeroed():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 3))
     y = X[:, 0] + 0.3 * rng.normal(size=60)
-    errors = [cross_validate(Table("t", X, target, None, ""), {"knn": METHODS["knn"]}, folds=3, seed=0, params={},
+    errors = [cross_validate(Table("t", X, target, None, ""), {"knn": TABLE_METHODS["knn"]}, folds=3, seed=0, params={},
                              progress=False)["folds"]["knn"] for target in (y, y * 1e200)]
     assert min(errors[0]) > 0.05 and errors[1] == pytest.approx(errors[0], rel=1e-6)
 
@@ -492,7 +492,7 @@ def test_every_table_folder_of_an_all_run_is_checked_before_the_first_table_runs
     monkeypatch.setattr(regression, "prepare_out_dir", unwritable)
     monkeypatch.setattr(regression, "run_regression", lambda *a, **k: pytest.fail("a table ran"))
     with pytest.raises(PermissionError, match="boston"):
-        run_regression_all(["gom", "boston"], out, methods={"meta_neighborhoods": METHODS["meta_neighborhoods"]})
+        run_regression_all(["gom", "boston"], out, methods={"meta_neighborhoods": TABLE_METHODS["meta_neighborhoods"]})
 
 
 def test_a_baseline_installed_but_broken_is_skipped_before_any_fit(tmp_path, monkeypatch, caplog):
@@ -503,7 +503,7 @@ def test_a_baseline_installed_but_broken_is_skipped_before_any_fit(tmp_path, mon
     monkeypatch.delitem(sys.modules, "lightgbm", raising=False)
     with caplog.at_level("WARNING"):
         methods = available_methods()
-    assert "lightgbm" not in methods and METHODS.keys() <= methods.keys()
+    assert "lightgbm" not in methods and TABLE_METHODS.keys() <= methods.keys()
     assert "skipping the lightgbm baseline" in caplog.text and "libgomp" in caplog.text
 
 
@@ -516,6 +516,6 @@ def test_a_table_folder_that_is_a_link_is_refused_before_anything_is_written_or_
     out.mkdir()
     (out / "gom").symlink_to(elsewhere)
     with pytest.raises(FileExistsError, match=r"gom is a link: the folders a run writes must lie inside"):
-        run_regression_all(["gom"], out, methods=dict(METHODS), folds=2, seeds=1, progress=False,
+        run_regression_all(["gom"], out, methods=dict(TABLE_METHODS), folds=2, seeds=1, progress=False,
                            overwrite=overwrite)
     assert [p.name for p in elsewhere.iterdir()] == ["ablation.json"] and sorted(os.listdir(out)) == ["gom"]

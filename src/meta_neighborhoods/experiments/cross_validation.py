@@ -81,7 +81,7 @@ def _realmlp_td(*, seed: int, n_train: int, params: dict):
     return RealMLP_TD_Regressor(random_state=seed, device="cpu", n_threads=1, verbosity=0)
 
 
-METHODS = {
+TABLE_METHODS = {
     "knn": _knn,
     "vanilla": _vanilla,
     "meta_neighborhoods": meta_neighborhoods_estimator,
@@ -91,12 +91,13 @@ BASELINES = {"lightgbm": ("lightgbm", _lightgbm), "realmlp_td": ("pytabkit", _re
 
 
 def available_methods() -> dict:
-    """METHODS, plus each optional baseline whose package imports (``pip install '.[baselines]'``).
+    """TABLE_METHODS, plus each optional baseline whose package imports (``pip install '.[baselines]'``).
 
     Imported here, not only looked up: a package that is installed but broken (a missing shared library) is
     skipped with a warning before any fit, not found at the first fold's baseline after the others trained.
     """
-    return {**METHODS, **{name: factory for name, (package, factory) in BASELINES.items() if _imports(name, package)}}
+    return {**TABLE_METHODS,
+            **{name: factory for name, (package, factory) in BASELINES.items() if _imports(name, package)}}
 
 
 def _imports(name: str, package: str) -> bool:
