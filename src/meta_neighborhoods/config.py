@@ -2,8 +2,9 @@
 
 Every front end (the scikit-learn estimators, ``classify``, ``spiral``, the ablations) builds an ``MNConfig``
 and hands it to ``MetaNeighborhoods``; the method's defaults below are the only ones (the estimators' training
-settings: ``EstimatorDefaults``), and ``__post_init__`` checks every method setting before anything is built. ``SpiralConfig`` and ``ClassificationConfig`` hold the arguments of a spiral
-or classify run, with the command line's defaults. This module imports no torch, so ``--help`` stays fast.
+settings: ``EstimatorDefaults``), and ``__post_init__`` checks every method setting before anything is built.
+``SpiralConfig`` and ``ClassificationConfig`` hold the arguments of a spiral or classify run, with the command
+line's defaults. This module imports no torch, so ``--help`` stays fast.
 """
 
 from __future__ import annotations

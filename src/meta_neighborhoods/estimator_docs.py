@@ -65,8 +65,8 @@ PARAMETERS = """
         Slower keys stay nearer the training rows they start at; a tenth was screened over the eleven tables of
         ``docs/results/defaults.md``.
     leave_one_out : bool, default=False
-        With ``key_init="samples"`` (refused with another), hide from each training row the key that started at it (holding its own
-        target) while training, as a test row never finds itself among the keys. No effect on prediction. Over
+        With ``key_init="samples"`` (refused with another), hide from each training row the key that started at
+        it (holding its own target) while training, as a test row never finds itself among the keys. No effect on prediction. Over
         eleven tables a tie with the default (better on the noisiest, worse where neighbours carry the signal;
         ``docs/results/defaults.md``): worth trying on noisy targets.
     vanilla_fallback : bool, default=True
@@ -211,9 +211,9 @@ X_PARAMETER = """X : array-like of shape (n_samples, n_features)
 FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a held-out share of the rows.
 
     Inputs (and a regressor's targets) are standardised inside; the dictionary's keys start at random training
-    rows (``key_init="samples"``, the default), and head, keys, values, step size and temperature are trained through the per-row adaptation. With
-    ``vanilla_fallback`` the same network without neighbours is then trained on the same rows, and the one with
-    the lower validation loss is kept.
+    rows (``key_init="samples"``, the default), and head, keys, values, step size and temperature are trained
+    through the per-row adaptation. With ``vanilla_fallback`` the same network without neighbours is then
+    trained on the same rows, and the one with the lower validation loss is kept.
 
     Parameters
     ----------

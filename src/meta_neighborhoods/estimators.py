@@ -163,7 +163,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         need_rows = {"learn_dictionary=False keeps the keys where they start": not self.learn_dictionary,
                      "leave_one_out=True hides from each row the key started at it": self.leave_one_out}
         for what in (what for what, on in need_rows.items() if on and self.key_init != "samples"):
-            raise ConfigError(f"{what}: it needs key_init='samples' (the training rows), got key_init={self.key_init!r}")
+            raise ConfigError(f"{what}: it needs key_init='samples' (the training rows), got "
+                              f"key_init={self.key_init!r}")
         hidden = self.hidden_layer_sizes
         if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
                 is_int(h) and h >= 1 for h in hidden)):
