@@ -66,9 +66,9 @@ PARAMETERS = """
         ``docs/results/defaults.md``.
     leave_one_out : bool, default=False
         With ``key_init="samples"`` (refused with another), hide from each training row the key that started at
-        it (holding its own target) while training, as a test row never finds itself among the keys. No effect on prediction. Over
-        eleven tables a tie with the default (better on the noisiest, worse where neighbours carry the signal;
-        ``docs/results/defaults.md``): worth trying on noisy targets.
+        it (holding its own target) while training, as a test row never finds itself among the keys. No effect
+        on prediction. Over eleven tables a tie with the default (better on the noisiest, worse where neighbours
+        carry the signal; ``docs/results/defaults.md``): worth trying on noisy targets.
     vanilla_fallback : bool, default=True
         Also train the same network without neighbours (``dictionary_size=0``) on the same training rows, with the
         same seed, and keep it when its validation loss is lower (``selected_`` says which was kept). Over eleven

@@ -182,7 +182,8 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                    search: bool = False, progress: bool = True) -> dict:
     """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, for
     each method whose estimator reports them (the vanilla fallback) the network each fold kept and the validation
-    losses it chose by, the dictionary size each fit had (capped at its training rows), and how many fits stopped at ``max_epochs`` while still improving (``unconverged``)."""
+    losses it chose by, the dictionary size each fit had (capped at its training rows), and how many fits stopped
+    at ``max_epochs`` while still improving (``unconverged``)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
     errors, kept, losses, sizes, unconverged = {name: [] for name in methods}, {}, {}, {}, {}
