@@ -103,8 +103,8 @@ def test_no_import_cycles():
 
 # yaml: safe_load (or a safe loader's own) builds objects, and only plain ones; parse only lists events (to refuse
 # aliases), builds nothing
-UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLError\b|parse\(|SafeLoader\b|CSafeLoader\b"
-                    r"|AliasEvent\b|MappingNode\b|ScalarNode\b)"
+UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLError\b|parse\(|SafeLoader\b"
+                    r"|CSafeLoader\b|AliasEvent\b|MappingNode\b|ScalarNode\b)"
                     r"|(?<![.\w])eval\("
                     r"|(?<![.\w])exec\(|np\.load\((?![^)]*allow_pickle=False)")
 

@@ -339,7 +339,8 @@ def test_the_api_refuses_a_folder_holding_a_run_unless_overwrite(tiny_csv, tmp_p
     table, out = load_csv_table(tiny_csv, "y"), tmp_path / "run"
     first = run_regression(table, out, folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
-        run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
+        run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS,
+                       progress=False)
     assert json.loads((out / "results.json").read_text())["fold_seeds"] == first["fold_seeds"] == [0, 0]
     run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False,
                    overwrite=True)

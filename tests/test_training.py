@@ -55,7 +55,8 @@ def test_the_keys_step_at_key_lr_scale_times_the_learning_rate():
     assert [group["lr"] for group in optimizer.param_groups] == [0.05, 0.05, 0.05 * 0.1]
     assert optimizer.param_groups[-1]["params"] == [slow.dictionary.keys]
     own = model(0.1)  # one's own optimiser over the groups, as the README's training loop: the same rates
-    assert [g["lr"] for g in torch.optim.AdamW(own.parameter_groups(0.1, 0.05)).param_groups] == [0.05, 0.05, 0.05 * 0.1]
+    rates = [group["lr"] for group in torch.optim.AdamW(own.parameter_groups(0.1, 0.05)).param_groups]
+    assert rates == [0.05, 0.05, 0.05 * 0.1]
     plain_after, slow_after = _steps(plain, spec.build(plain)[0], steps=1), _steps(slow, optimizer, steps=1)
     for name, value in plain_after.items():  # one AdamW step: the same gradients, so moves in proportion
         scale = 0.1 if name == "dictionary.keys" else 1.0
