@@ -67,9 +67,13 @@ def test_ablation_figure_says_what_the_error_bars_are(tmp_path, figures):
     assert caption in _texts(figures[0])
     assert any(text.startswith("error bars:") for text in _texts(figures[1]))  # the old call still works
     assert (tmp_path / "a.png").is_file() and (tmp_path / "b.png").is_file()
-    plots.ablation_figure(tmp_path / "c.png", "top_k", [64, 8, 32], [1.0, 0.8, 0.7], [0.1, 0.1, 0.05], False, "gom")
-    line = figures[2].axes[0].lines[0]
-    assert list(line.get_xdata()) == [8, 32, 64] and list(line.get_ydata()) == [0.8, 0.7, 1.0]  # no doubling back
+    for log_x in (False, True):
+        plots.ablation_figure(tmp_path / "c.png", "top_k", [64, 8, 32], [1.0, 0.8, 0.7], [0.1, 0.1, 0.05], log_x, "gom")
+        ax = figures[-1].axes[0]
+        line = ax.lines[0]
+        assert list(line.get_xdata()) == [8, 32, 64] and list(line.get_ydata()) == [0.8, 0.7, 1.0]  # no doubling back
+    ticks = {tick.get_position()[0]: tick.get_text() for tick in ax.get_xticklabels()}
+    assert ticks == {8.0: "8", 32.0: "32", 64.0: "64"} and ax.get_xlabel() == "top_k (log scale)"  # each its own
 
 
 def test_retrieval_figure_explains_its_row_labels(tmp_path, figures):

@@ -142,7 +142,7 @@ def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="
     x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
     if numeric:  # the line joins the values in their order on the axis, whatever order they were given in
         order = np.argsort(x)
-        x, means, stds = x[order], np.asarray(means)[order], np.asarray(stds)[order]
+        x, means, stds, values = x[order], np.asarray(means)[order], np.asarray(stds)[order], [values[i] for i in order]
     log_x = log_x and numeric and bool((x > 0).all())
     fig, ax = plt.subplots(figsize=(5.6, 4.3))
     ax.errorbar(x, means, yerr=stds, marker="o", capsize=4)
@@ -151,7 +151,7 @@ def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="
     if not numeric or log_x:
         ax.set_xticks(x, [str(v) for v in values])
         ax.minorticks_off()
-    ax.set_xlabel(param)
+    ax.set_xlabel(f"{param} (log scale)" if log_x else param)
     ax.set_ylabel("MSE (standardised target)")
     ax.set_title(title)
     fig.text(0.5, 0.015, error_bars, ha="center", va="bottom", fontsize=8, color="#444444")
