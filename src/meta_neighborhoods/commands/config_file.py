@@ -147,8 +147,8 @@ def _once_each(pairs: list) -> dict:
 def _toml(data: bytes):
     try:
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise ConfigError("reading TOML needs Python 3.11 or later; use a JSON or YAML file") from None
+    except ModuleNotFoundError:  # Python 3.10: the same parser, a dependency there
+        import tomli as tomllib
     return tomllib.loads(data.decode("utf-8"))
 
 

@@ -91,7 +91,7 @@ BASELINES = {"lightgbm": ("lightgbm", _lightgbm), "realmlp_td": ("pytabkit", _re
 
 
 def available_methods() -> dict:
-    """TABLE_METHODS, plus each optional baseline whose package imports (``pip install '.[baselines]'``).
+    """TABLE_METHODS, plus each optional baseline whose package imports (``pip install -e '.[baselines]'``).
 
     Imported here, not only looked up: a package that is installed but broken (a missing shared library) is
     skipped with a warning before any fit, not found at the first fold's baseline after the others trained.
