@@ -147,3 +147,14 @@ def test_the_fold_errors_break_between_seeds_whose_folds_are_other_rows(tmp_path
     assert np.isnan(ys[3]) and np.array_equal(ys[[0, 1, 2, 4, 5, 6]], errors["vanilla"])  # no line joins two seeds
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "1", "2", "3"]
     assert "\n" in ax.get_title()  # a long title wraps instead of being cut off
+
+
+def test_methods_differ_by_marker_too_and_a_fallback_fold_is_ringed(tmp_path, figures):
+    errors = {"vanilla": [1.0, 2.0, 3.0, 4.0], "mn": [1.0, 1.5, 3.0, 3.5]}  # folds 0 and 2: mn kept vanilla's
+    plots.fold_errors_figure(tmp_path / "folds.png", errors, "t", folds=2, fell_back=("mn", [0, 2]))
+    ax = figures[0].axes[0]
+    first, second = ax.get_lines()[:2]
+    assert first.get_marker() != second.get_marker() and first.get_linestyle() != second.get_linestyle()
+    rings = ax.collections[0].get_offsets()
+    assert np.array_equal(np.asarray(rings)[:, 1], [1.0, 3.0])  # drawn where vanilla's point hides under mn's
+    assert "mn kept the vanilla network" in [t.get_text() for t in ax.get_legend().get_texts()]

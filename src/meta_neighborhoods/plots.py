@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 
@@ -16,6 +17,10 @@ from .io import atomic_write  # noqa: E402
 
 CLASS_COLOURS = np.array(["#3b6fb6", "#f2c12e"])  # blue / yellow, as Fig. 3: predictions and neighbours alike
 SPIRAL_AXES = ("$x_1$ (standardised)", "$x_2$ (standardised)")
+# Methods in one figure: Okabe-Ito colours, told apart by marker and line too (no red against green alone)
+METHOD_STYLES = [dict(color=c, marker=m, linestyle=ls) for c, m, ls in zip(
+    ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"], "os^DvPX",
+    ["-", "--", "-.", ":", "-", "--", "-."])]
 
 
 def _save(fig, path, dpi=120, rect=(0.0, 0.0, 1.0, 1.0)) -> None:
@@ -112,22 +117,30 @@ def spiral_animation(path, points, frames, trajectory, neighbour_labels, fps=8):
     plt.close(fig)
 
 
-def fold_errors_figure(path, fold_errors, title, folds):
+def fold_errors_figure(path, fold_errors, title, folds, fell_back=None):
     """One line per method across each seed's ``folds`` (entry r * folds + f is fold f of repeat r), broken
-    between seeds, whose folds are not the same rows: paired differences (what the t-test sees) at a glance."""
+    between seeds, whose folds are not the same rows: paired differences (what the t-test sees) at a glance.
+    ``fell_back``: (method, the folds where it kept the vanilla network), ringed, since its point there hides
+    vanilla's, equal to it."""
     n = len(next(iter(fold_errors.values())))
     x = np.array([(i // folds) * (folds + 1) + i % folds + 1 for i in range(n)], dtype=float)
     gaps = list(range(folds, n, folds))  # a NaN there breaks the line between seeds
-    fig, ax = plt.subplots(figsize=(min(max(6.4, 0.22 * n + 2.0), 16.0), 4.6))
-    for name, errors in fold_errors.items():
-        ax.plot(np.insert(x, gaps, np.nan), np.insert(np.asarray(errors, dtype=float), gaps, np.nan), marker="o",
-                label=name)
+    width = min(max(6.4, 0.22 * n + 2.0), 16.0)
+    fig, ax = plt.subplots(figsize=(width, 4.6))
+    for (name, errors), style in zip(fold_errors.items(), itertools.cycle(METHOD_STYLES)):
+        ax.plot(np.insert(x, gaps, np.nan), np.insert(np.asarray(errors, dtype=float), gaps, np.nan), label=name,
+                markersize=5, **style)
+    if fell_back and fell_back[1]:
+        name, where = fell_back
+        ax.scatter(x[where], np.asarray(fold_errors[name], dtype=float)[where], s=140, facecolors="none",
+                   edgecolors="#444444", linewidths=1.2, zorder=3, label=f"{name} kept the vanilla network")
     shown = [i for i in range(n) if (i % folds) % max(1, folds // 10) == 0]
     ax.set_xticks(x[shown], [str(i % folds + 1) for i in shown])
     ax.set_xlabel(f"fold, seed by seed ({n // folds} seed{'s' * (n // folds != 1)} x {folds} folds, left to right)")
     ax.set_ylabel("MSE (standardised target)")
     ax.set_title(textwrap.fill(title, 80), fontsize=9)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(4, len(fold_errors)))
+    entries = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(entries, int(width // 2.6)))
     _save(fig, path)
 
 

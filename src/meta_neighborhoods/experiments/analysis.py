@@ -214,7 +214,7 @@ def diagonal_shares(before: np.ndarray, after: np.ndarray, tolerance: float = DI
 
 def cosine_title(dataset: str, shares: dict, accuracy_before: float, accuracy_after: float, images: int) -> str:
     """The title of Fig. 4: what the points show (above, below, on the diagonal) and the accuracies."""
-    return (f"{dataset}: {images} test images, accuracy {accuracy_before:.3f} before, {accuracy_after:.3f} after "
+    return (f"{dataset}: {images} test images, accuracy {accuracy_before:.4f} before, {accuracy_after:.4f} after "
             f"finetuning\n{shares['share_above_diagonal']:.1%} above the diagonal, "
             f"{shares['share_below_diagonal']:.1%} below, {shares['share_on_diagonal']:.1%} on it\n"
             f"(on it: |after - before| <= {shares['diagonal_tolerance']:g}; median |after - before| "

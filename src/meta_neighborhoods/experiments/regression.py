@@ -192,8 +192,9 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     write_json(out / "results.json", results)
     _warn_unconverged(results)
     write_text(out / "results.md", _results_markdown(results))
-    fold_errors_figure(out / "folds.png", cv["folds"],
-                       f"{table.name}: MSE per fold, {_protocol(results['config'])} (standardised target)", folds)
+    kept = cv["kept"].get(REFERENCE, [])
+    fold_errors_figure(out / "folds.png", cv["folds"], f"{table.name}: MSE per fold, {_protocol(results['config'])}",
+                       folds, (REFERENCE, [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]))
     remove_unwritten(out, TABLE_RUNS, RESULTS)
     return results
 
