@@ -158,3 +158,12 @@ def test_methods_differ_by_marker_too_and_a_fallback_fold_is_ringed(tmp_path, fi
     rings = ax.collections[0].get_offsets()
     assert np.array_equal(np.asarray(rings)[:, 1], [1.0, 3.0])  # drawn where vanilla's point hides under mn's
     assert "mn kept the vanilla network" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_ablation_points_carry_their_p_value_and_categories_are_not_joined(tmp_path, figures):
+    plots.ablation_figure(tmp_path / "a.png", "top_k", [64, 8], [1.0, 0.8], [0.1, 0.1], True, "gom",
+                          notes=["", "p = 0.047"])
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.texts] == ["p = 0.047", ""]  # follows its value into axis order
+    plots.ablation_figure(tmp_path / "b.png", "temperature", ["default", "1.0"], [1.0, 0.9], [0.1, 0.1], True, "g")
+    assert figures[1].axes[0].lines[0].get_linestyle() == "None"  # no line suggests a scale between categories

@@ -144,21 +144,29 @@ def fold_errors_figure(path, fold_errors, title, folds, fell_back=None):
     _save(fig, path)
 
 
-def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="error bars: ±1 std over folds"):
+def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="error bars: ±1 std over folds",
+                    notes=None):
     """Mean ± std over folds against the value, with ``error_bars`` (what the bars are, e.g. "error bars: ±1 std
     over 15 folds (3 seeds x 5 folds)") written under the plot: a bar means nothing until it says what it spans.
+    ``notes``, one per value, are written above its point: the paired test's p, which bars dominated by how hard
+    each fold is cannot show.
 
-    Values that are not all numbers (strings, None) sit at even positions; ``log_x`` applies only where
+    Values that are not all numbers (strings, None) sit at even positions, unjoined; ``log_x`` applies only where
     every value is a positive number.
     """
+    notes = notes or [""] * len(values)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     x = np.asarray(values, dtype=float) if numeric else np.arange(len(values))
     if numeric:  # the line joins the values in their order on the axis, whatever order they were given in
         order = np.argsort(x)
         x, means, stds, values = x[order], np.asarray(means)[order], np.asarray(stds)[order], [values[i] for i in order]
+        notes = [notes[i] for i in order]
     log_x = log_x and numeric and bool((x > 0).all())
     fig, ax = plt.subplots(figsize=(5.6, 4.3))
-    ax.errorbar(x, means, yerr=stds, marker="o", capsize=4)
+    ax.errorbar(x, means, yerr=stds, marker="o", capsize=4, linestyle="-" if numeric else "none")
+    for x_i, top, note in zip(x, np.asarray(means) + np.asarray(stds), notes):
+        ax.annotate(note, (x_i, top), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7)
+    ax.margins(x=0.08, y=0.12)  # room for the notes above the highest bar
     if log_x:
         ax.set_xscale("log")
     if not numeric or log_x:
@@ -167,8 +175,8 @@ def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="
     ax.set_xlabel(f"{param} (log scale)" if log_x else param)
     ax.set_ylabel("MSE (standardised target)")
     ax.set_title(title)
-    fig.text(0.5, 0.015, error_bars, ha="center", va="bottom", fontsize=8, color="#444444")
-    _save(fig, path, rect=(0.0, 0.05, 1.0, 1.0))
+    fig.text(0.5, 0.015, textwrap.fill(error_bars, 90), ha="center", va="bottom", fontsize=8, color="#444444")
+    _save(fig, path, rect=(0.0, 0.08, 1.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------------

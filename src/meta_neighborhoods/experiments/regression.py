@@ -345,7 +345,9 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
         [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results)
         + _capped_note(param, values, shown, results["dictionary_sizes"]))
     ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"], results["std"],
-                    log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: {param}",
-                    error_bars=f"error bars: ±1 std over {total} folds ({seeds} seeds x {folds} folds)")
+                    log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: Meta-Neighborhoods' MSE against {param}",
+                    error_bars=f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} "
+                               f"folds), the same folds for every value; p: corrected t-test against {shown[0]}",
+                    notes=["" if p is None else f"p = {p:.2g}" for p in results["p_value_vs_first"]])
     remove_unwritten(out, TABLE_RUNS, ABLATION)
     return results
