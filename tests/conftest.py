@@ -1,9 +1,17 @@
-"""Fixtures shared by test modules."""
+"""Fixtures shared by test modules, and one compute thread per process: on a loaded 2-core machine torch's two
+threads per process mostly wait on each other (a compliance check took 192 s instead of 3), and a process the
+tests start inherits the setting."""
 
 import hashlib
+import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in every child process
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 def _snapshot(root: Path) -> dict[str, str | None]:

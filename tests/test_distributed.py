@@ -14,7 +14,6 @@ import torch.distributed as dist
 from torch import nn
 
 from meta_neighborhoods import checkpoint, distributed
-from meta_neighborhoods.datasets.files import shared_data_dir
 from meta_neighborhoods.datasets.batches import ImageBatches
 from meta_neighborhoods.datasets.images import ImageSplit
 from meta_neighborhoods.heads import MLPHead
@@ -79,9 +78,7 @@ def test_every_process_takes_an_equal_share_of_the_last_batch_and_augments_on_it
     assert sum(torch.equal(a, b) for a, b in zip(first, second)) < len(first) // 2  # not the same crops and flips
 
 
-@pytest.mark.skipif(shared_data_dir() is None or not (shared_data_dir() / "sklearn_digits").is_dir(),
-                    reason="digits needs ../shared/data/sklearn_digits, absent in this checkout")
-def test_classify_runs_under_torchrun_and_only_rank_0_writes(tmp_path):
+def test_classify_runs_under_torchrun_and_only_rank_0_writes(tmp_path):  # digits ship with scikit-learn
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
                "-m", "meta_neighborhoods", "classify", "--dataset", "digits", "--backbone", "convnet4", "--method",

@@ -100,8 +100,8 @@ def test_a_head_with_dropout_trains_through_the_generic_loop(implementation):
     z = torch.randn(5, 3)
     model(z).sum().backward()  # vmap's default refused the random draw
     assert model.head.first.weight.grad.abs().sum() > 0
-    twins = model(z[:1].repeat(2, 1))
-    assert not torch.equal(twins[0], twins[1])  # each input its own draw, as the head contract says
+    many = model(z[:1].repeat(16, 1))
+    assert len(torch.unique(many, dim=0)) > 1  # each input its own draw, as the head contract says
     model.eval()
     torch.testing.assert_close(model(z), model(z))  # no dropout at evaluation
 

@@ -27,7 +27,8 @@ from meta_neighborhoods.io import sha256
 
 SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(
-    SHARED is None, reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
+    SHARED is None or not SHARED.is_dir(),
+    reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
 )
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]  # shared/data/mnist/PROVENANCE.md
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

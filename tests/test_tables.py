@@ -12,7 +12,8 @@ from meta_neighborhoods.datasets.text_tables import read_indices, read_numeric
 
 SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(
-    SHARED is None, reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
+    SHARED is None or not SHARED.is_dir(),
+    reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
 )
 
 UCI_SHAPES = {  # name: (folder, n, d) from shared/data/uci_bdl/PROVENANCE.md
