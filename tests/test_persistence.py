@@ -219,6 +219,8 @@ def _huge_network(meta):
     ("regressor", lambda meta: meta["fitted"].update(validation_loss_curve_={}), "validation_loss_curve_ should"),
     ("regressor", lambda meta: meta["fitted"].update(n_features_in_=5), "n_features_in_ should be network_'s"),
     ("regressor", lambda meta: meta["fitted"].update(_y_ndim=3), "_y_ndim should be 1 or 2"),
+    ("regressor", lambda meta: meta["fitted"].update(_y_ndim=True), "_y_ndim should be 1 or 2"),
+    ("regressor", lambda meta: meta["fitted"].pop("_y_ndim"), "_y_ndim should be 1 or 2"),
     ("multioutput", lambda meta: meta["fitted"].update(_y_ndim=1), "_y_ndim should be 1 or 2 for one target, 2 for"),
     ("regressor", lambda meta: meta["fitted"]["network_"].update(similarity="manhattan"), "unknown similarity"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "b"]), "2 classes_ for 3 outputs"),

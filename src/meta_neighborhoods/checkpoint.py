@@ -112,13 +112,19 @@ def _read_manifest(manifest: Path) -> dict:
     return meta
 
 
-def load(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, meta) of checkpoint ``stem``, with a ``CheckpointError`` naming whatever is wrong."""
+def read_meta(stem: str | Path) -> dict:
+    """The checked metadata of checkpoint ``stem``, its tensors left unread: what a resume compares before it
+    builds anything."""
     manifest = _manifest(Path(stem))
     if not manifest.exists():
         raise CheckpointError(f"no checkpoint at {manifest}: the file does not exist")
     _regular_file_inside(manifest, manifest.parent, "a checkpoint manifest")
-    meta = _read_manifest(manifest)
+    return _read_manifest(manifest)
+
+
+def load(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) of checkpoint ``stem``, with a ``CheckpointError`` naming whatever is wrong."""
+    meta, manifest = read_meta(stem), _manifest(Path(stem))
     weights = manifest.with_name(meta["tensors"])
     if not weights.exists() and not weights.is_symlink():
         raise CheckpointError(f"checkpoint {manifest} names {weights.name}, which is missing")

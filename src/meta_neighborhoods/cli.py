@@ -82,7 +82,7 @@ def _record_reader(name: str | None):
 
 def _records(name: str) -> tuple[str, ...]:
     """The files of its runs that the command's ``--config`` reads (``RECORDS`` beside ``options_from_record``)."""
-    return getattr(_command(name), "RECORDS", ()) if _record_reader(name) is not None else ()
+    return getattr(_command(name), "RECORDS", ())
 
 
 @contextmanager

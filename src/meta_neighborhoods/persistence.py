@@ -109,7 +109,8 @@ _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be
     ("validation_losses_", lambda v, n: isinstance(v, dict) and set(v) <= {WITH_NEIGHBOURS, VANILLA}
      and _numbers(list(v.values())), "a map of meta_neighborhoods and vanilla to numbers"),
     ("n_features_in_", lambda v, n: v == n["n_features"] and type(v) is int, "network_'s n_features"),
-    ("_y_ndim", lambda v, n: v in (1, 2) and type(v) is int, "1 or 2"),
+    ("_y_ndim", lambda v, n: type(v) is int and v in ((1, 2) if n["n_outputs"] == 1 else (2,)),
+     "1 or 2 for one target, 2 for several"),
 )
 
 
@@ -137,7 +138,7 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str, target
                 raise CheckpointError(f"{source}: {name} should hold {size} finite values")
         if not (np.asarray(fitted[f"{side}_scale_"]) > 0).all():  # fit never gives a scale of 0
             raise CheckpointError(f"{source}: {side}_scale_ should hold positive values")
-    if targets and fitted.get("_y_ndim") not in ((1, 2) if network["n_outputs"] == 1 else (2,)):
+    if targets and "_y_ndim" not in fitted:  # its value is checked with the other fitted attributes
         raise CheckpointError(f"{source}: _y_ndim should be 1 or 2 for one target, 2 for several")
     classes = fitted.get("classes_")
     if classes is not None and len(np.unique(classes)) != len(classes):

@@ -171,8 +171,6 @@ def _yaml(data: bytes):
             loader.dispose()
     except yaml.YAMLError as error:
         raise ValueError(error) from None
-    except RecursionError:
-        raise ValueError("it is nested too deeply for a config file") from None
 
 
 # ---------------------------------------------------------------------------------------------------

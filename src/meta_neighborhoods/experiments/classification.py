@@ -253,7 +253,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
                   **({"processes": processes} if processes > 1 else {})}
     resuming = resume and checkpoint.exists(out / LAST)  # a method of --method all may not have started
     if resuming:  # before the network is built: an edited config.json must not allocate what it asks for
-        check_configuration(checkpoint.load(out / LAST)[1], fit_config, f"{out / LAST}.json")
+        check_configuration(checkpoint.read_meta(out / LAST), fit_config, f"{out / LAST}.json")
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
     if resuming:  # a damaged best is found now, not after the remaining epochs have trained

@@ -206,7 +206,6 @@ def _checked_params(estimator_params: dict | None) -> dict:
     return params
 
 
-
 def _summary_row(results: dict) -> dict:
     mean, p_values = results["mean"], results["p_values"]
     rivals = [mean[m] for m in ("vanilla", "knn") if m in mean]
