@@ -1,7 +1,7 @@
 """Training throughput: images/s of one training step for the four Table 1 methods on two backbones.
 
 One step is what ``training.fit`` does per batch: forward, the (meta-)loss, backward, gradients clipped by
-value, AdamW step (weight decay as ``MetaNeighborhoods.parameter_groups``). The models are ``runs.build_model``
+value, AdamW step (weight decay as ``MetaNeighborhoods.parameter_groups``). The models are ``image_methods.build_model``
 (dictionary of 100 slots, 10 classes), fed random inputs and labels in training
 mode: ConvNet4 on 1x28x28, ResNet-29 on 3x32x32. Each time is the median over ``--steps`` timed steps after
 warm-up (one step on the CPU, three on CUDA), all in this process (synchronised on CUDA); the four methods of a
@@ -31,7 +31,7 @@ import torch
 from meta_neighborhoods.config import GRAD_CLIP
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
-from meta_neighborhoods.runs import METHODS, build_model
+from meta_neighborhoods.image_methods import METHODS, build_model
 from meta_neighborhoods.training import OptimizerSpec, clip_gradients
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 

@@ -14,7 +14,8 @@ from meta_neighborhoods.datasets.batches import ImageBatches
 from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
 from meta_neighborhoods.experiments.analysis import analyze_cosine, load_run, run_analysis, select_keys
 from meta_neighborhoods.experiments.classification import run_classification
-from meta_neighborhoods.runs import build_model, load_best_model, save_checkpoint
+from meta_neighborhoods.image_methods import build_model, save_checkpoint
+from meta_neighborhoods.runs import load_best_model
 
 SAMPLES = 120
 

@@ -11,7 +11,7 @@ import torch
 from meta_neighborhoods import checkpoint
 from meta_neighborhoods.callbacks import Callback
 from meta_neighborhoods.cli import main
-from meta_neighborhoods.runs import build_model, load_checkpoint, save_checkpoint
+from meta_neighborhoods.image_methods import build_model, load_checkpoint, save_checkpoint
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.datasets.batches import TensorBatches

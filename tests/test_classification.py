@@ -16,7 +16,7 @@ from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
 from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
 from meta_neighborhoods.experiments.classification import evaluate, init_keys_from_features
-from meta_neighborhoods.runs import METHODS, BestCheckpoint, build_model, load_checkpoint
+from meta_neighborhoods.image_methods import METHODS, BestCheckpoint, build_model, load_checkpoint
 from meta_neighborhoods.training import fit
 
 CPU = torch.device("cpu")

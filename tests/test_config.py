@@ -9,7 +9,7 @@ from meta_neighborhoods.config import FIELDS, ClassificationConfig, MNConfig, Sp
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.runs import IMAGE_CONFIG, build_model
+from meta_neighborhoods.image_methods import IMAGE_CONFIG, build_model
 from meta_neighborhoods.validation import ConfigError
 
 

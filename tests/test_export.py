@@ -15,7 +15,8 @@ pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript
 from meta_neighborhoods.cli import main  # noqa: E402
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor  # noqa: E402
 from meta_neighborhoods.run_record import image_inputs, write_run_record  # noqa: E402
-from meta_neighborhoods.runs import build_model, load_best_model, save_checkpoint  # noqa: E402
+from meta_neighborhoods.image_methods import build_model, save_checkpoint  # noqa: E402
+from meta_neighborhoods.runs import load_best_model  # noqa: E402
 from meta_neighborhoods import export as export_module  # noqa: E402
 from meta_neighborhoods.export import IMAGES, export_onnx  # noqa: E402
 from meta_neighborhoods.heads import MLPHead  # noqa: E402

@@ -11,7 +11,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meta_neighborhoods import runs
+from meta_neighborhoods import image_methods, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.batches import TensorBatches
@@ -72,7 +72,7 @@ def saved(tmp_path_factory):
         X, y).save(root / "estimator" / "model")
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 4}
     (root / "best").mkdir()
-    runs.save_checkpoint(root / "best" / "best", runs.build_model(**args), model_args=args, epoch=1,
+    image_methods.save_checkpoint(root / "best" / "best", image_methods.build_model(**args), model_args=args, epoch=1,
                          validation_accuracy=0.5, validation_loss=1.0)
     (root / "last").mkdir()
     fit(_model(), _batches(), epochs=1, checkpoint=root / "last" / "last", config={"epochs": 2})
@@ -98,7 +98,7 @@ def _batches():
 
 LOADERS = {
     "estimator": ("model.json", lambda folder: MetaNeighborhoodsRegressor.load(folder / "model"), CheckpointError),
-    "best": ("best.json", lambda folder: runs.load_checkpoint(folder / "best"), CheckpointError),
+    "best": ("best.json", lambda folder: image_methods.load_checkpoint(folder / "best"), CheckpointError),
     "last": ("last.json", lambda folder: fit(_model(), _batches(), epochs=2, checkpoint=folder / "last",
                                              resume=True, config={"epochs": 2}), CheckpointError),
     "run": ("config.json", lambda folder: runs.read_config(folder), runs.RunFolderError),

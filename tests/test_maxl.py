@@ -21,7 +21,8 @@ from meta_neighborhoods.experiments.analysis import run_analysis
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.maxl import ENTROPY_WEIGHT, STEP_SIZE, MetaAuxiliaryLearning, label_entropy, auxiliary_labels
 from meta_neighborhoods.export import export_run
-from meta_neighborhoods.runs import build_model, load_best_model, load_checkpoint, save_checkpoint
+from meta_neighborhoods.image_methods import build_model, load_checkpoint, save_checkpoint
+from meta_neighborhoods.runs import load_best_model
 from meta_neighborhoods.training import OptimizerSpec, fit
 
 from gloo_processes import train_in_processes

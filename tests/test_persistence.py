@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError
 from meta_neighborhoods import checkpoint
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
-from meta_neighborhoods.runs import build_model, save_checkpoint
+from meta_neighborhoods.image_methods import build_model, save_checkpoint
 
 FAST = dict(hidden_layer_sizes=(16,), dictionary_size=8, max_epochs=5, learning_rate=1e-2, random_state=0)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from meta_neighborhoods import runs
+from meta_neighborhoods import image_methods, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
@@ -119,7 +119,7 @@ def test_a_crafted_run_folder_runs_no_code(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}
-    runs.save_checkpoint(run / "best", runs.build_model(**args), model_args=args, epoch=1)
+    image_methods.save_checkpoint(run / "best", image_methods.build_model(**args), model_args=args, epoch=1)
     (run / "config.json").write_text(json.dumps(_config(dataset="cifar100", data_dir=str(tmp_path / "evil"))))
     main(["analyze", "--run", str(run), "--what", "cosine", "--quiet", "--device", "cpu",
           "--data-dir", str(tmp_path / "nothing-here")])
@@ -156,14 +156,14 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "tensorboard" / "events.out.tfevents.1.host").write_text("x")
     (tmp_path / "tensorboard" / "other").mkdir()  # another experiment's log the user keeps there: not this run's
     (tmp_path / "tensorboard" / "other" / "events.out.tfevents.2.host").write_text("x")
-    runs.save_checkpoint(tmp_path / "best", torch.nn.Linear(1, 1), epoch=1)
+    image_methods.save_checkpoint(tmp_path / "best", torch.nn.Linear(1, 1), epoch=1)
     (tmp_path / "mn").mkdir()
     (tmp_path / "mn" / "metrics.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="already holds a run") as refused:
         runs.claim(tmp_path, overwrite=False)  # no last checkpoint: --resume would only say there is nothing
     assert "--resume" not in str(refused.value) and "--overwrite" in str(refused.value)
-    runs.save_checkpoint(tmp_path / "mn" / "last", torch.nn.Linear(1, 1), epoch=1)
+    image_methods.save_checkpoint(tmp_path / "mn" / "last", torch.nn.Linear(1, 1), epoch=1)
     with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--overwrite"):
         runs.claim(tmp_path, overwrite=False)
     runs.claim(tmp_path, overwrite=True)
@@ -224,7 +224,7 @@ def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, ca
     def interrupted(*args, **kwargs):
         if kept:  # an epoch had finished (of the one method, or of one of --method all's)
             (out / kept).parent.mkdir(parents=True)
-            runs.save_checkpoint(out / kept, torch.nn.Linear(1, 1), epoch=1)
+            image_methods.save_checkpoint(out / kept, torch.nn.Linear(1, 1), epoch=1)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(classification, "run_classification", interrupted)
@@ -288,7 +288,7 @@ def test_analyze_refuses_a_folder_whose_files_disagree(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}
-    runs.save_checkpoint(run / "best", runs.build_model(**args), model_args=args, epoch=1)
+    image_methods.save_checkpoint(run / "best", image_methods.build_model(**args), model_args=args, epoch=1)
     (run / "config.json").write_text(json.dumps(_config()))  # digits: 1 channel, 10 classes
     assert main(["analyze", "--run", str(run), "--what", "cosine", "--quiet", "--device", "cpu"]) == 1
     assert "takes 3-channel images of 4 classes, but digits (named in its config.json) has 1 channels and 10 " \
@@ -299,7 +299,7 @@ def test_the_parent_of_a_method_all_run_lists_its_method_folders(tmp_path):
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 4}
     for method in ("vanilla", "mn"):
         (tmp_path / method).mkdir()
-        runs.save_checkpoint(tmp_path / method / "best", runs.build_model(**args), model_args=args, epoch=1)
+        image_methods.save_checkpoint(tmp_path / method / "best", image_methods.build_model(**args), model_args=args, epoch=1)
     with pytest.raises(FileNotFoundError, match=r"best.json is missing: .* holds a --method all run; pass one of its "
                                                 r"method folders: .*vanilla, .*mn$"):
         runs.load_best_model(tmp_path)

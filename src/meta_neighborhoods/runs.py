@@ -1,4 +1,5 @@
-"""Run folders of ``classify``: their layout, the network each holds, and what each records.
+"""Run folders of ``classify``: their layout, who may write them, and what each records (the network a run holds
+and its checkpoint ``best`` are ``image_methods.py``'s; ``runs.load_best_model`` finds it in a folder).
 
 One method's run folder::
 
@@ -35,20 +36,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-from torch import nn
 
 from . import checkpoint
-from .backbones import available_backbones, create_backbone
-from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
-from .config import ANALYSES, PATH_FIELDS, ClassificationConfig, MNConfig
+from .backbones import available_backbones
+from .config import ANALYSES, PATH_FIELDS, ClassificationConfig
 from .datasets.images import available_image_datasets
-from .film import film_norm_layer
-from .heads import CosineHead
+from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
 from .io import read_record, refuse_held, write_json
-from .maxl import MetaAuxiliaryLearning
 from .model import MetaNeighborhoods
 
 CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lock"
@@ -59,88 +55,6 @@ COMPARISON = ("comparison.json", "comparison.md")
 
 class RunFolderError(ValueError):
     """A run folder that is missing, damaged, foreign, busy, or not what the command needs."""
-
-
-class Method(NamedTuple):
-    dictionary: bool  # induced neighbours + per-input adaptation of the head
-    ifilm: bool  # every BatchNorm of the backbone followed by iFiLM
-    auxiliary: bool = False  # trained with meta-learned auxiliary labels (MAXL, ``maxl.py``)
-
-
-METHODS = {  # in the order of Table 1's columns
-    "vanilla": Method(dictionary=False, ifilm=False),
-    "maxl": Method(dictionary=False, ifilm=False, auxiliary=True),
-    "vanilla_ifilm": Method(dictionary=False, ifilm=True),
-    "mn": Method(dictionary=True, ifilm=False),
-    "mn_ifilm": Method(dictionary=True, ifilm=True),
-}
-METHOD_NAMES = (*METHODS, "all")  # what --method takes: one method, or all of them
-
-# The authors' image settings: cosine attention at T = 0.2, the last layer (the cosine head) adapted, keys from
-# N(0, 0.05^2), half the slots hidden from each training example.
-IMAGE_CONFIG = MNConfig(task="classification", similarity="cosine", temperature=0.2, adapt="last", key_std=0.05,
-                        slot_dropout=0.5)
-IFILM_WHERE = "all"
-
-
-def build_model(method: str, backbone: str, in_channels: int, num_classes: int, dictionary_size: int = 100,
-                psi: int = ClassificationConfig.psi) -> MetaNeighborhoods:
-    """Backbone + cosine head (+ dictionary, + iFiLM, + MAXL's auxiliary head and label generator) for one of
-    ``METHODS``; methods without a dictionary ignore its size, those without auxiliary labels psi."""
-    spec = METHODS[method]
-    extractor = create_backbone(backbone, in_channels, film_norm_layer(IFILM_WHERE) if spec.ifilm else None)
-    if spec.auxiliary:
-        return MetaAuxiliaryLearning(extractor, create_backbone(backbone, in_channels), num_classes, psi)
-    head = CosineHead(extractor.out_features, num_classes)
-    config = IMAGE_CONFIG.replace(dictionary_size=dictionary_size if spec.dictionary else 0)
-    return MetaNeighborhoods(head, config, extractor=extractor)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Checkpoint ``best``: weights plus the ``model_args`` that rebuild them (``last`` is ``training.TrainingState``'s)
-
-
-def save_checkpoint(stem: Path, model: nn.Module, **info) -> None:
-    """Weights (safetensors) plus plain ``info`` (JSON), atomically: see ``checkpoint.save``."""
-    checkpoint.save(stem, checkpoint.with_prefix(checkpoint.MODEL, model.state_dict()), info)
-
-
-def load_checkpoint(stem: Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
-    """Weights saved by ``save_checkpoint`` loaded into ``model`` (no code is executed), and their ``info``.
-
-    Without ``model``, the network is rebuilt from the ``model_args`` the checkpoint records.
-    """
-    tensors, info = checkpoint.load(stem)
-    if model is None:
-        model = build_model(**_model_args(info.get("model_args"), tensors, f"{stem}.json"))
-    checkpoint.load_module(model, checkpoint.take_prefix(checkpoint.MODEL, tensors), f"{stem}.json")
-    return model, info
-
-
-def _model_args(args, tensors: dict, source: str) -> dict:
-    """``build_model``'s arguments as a checkpoint records them, checked against the names we know and against
-    the tensor file's shapes before anything is built (a crafted size must not allocate terabytes)."""
-    names = ("method", "backbone", "in_channels", "num_classes", "dictionary_size")
-    method = METHODS.get(args.get("method")) if isinstance(args, dict) and type(args.get("method")) is str else None
-    names += ("psi",) if method is not None and method.auxiliary else ()  # MAXL's auxiliary classes per class
-    if not (method is not None and set(args) == set(names) and all(type(args[n]) is int for n in names[2:])
-            and type(args["backbone"]) is str and args["backbone"] in available_backbones()
-            and args.get("psi", 2) >= 2):
-        raise checkpoint.CheckpointError(f"{source}: model_args should name a method, a backbone and "
-                                         f"{len(names) - 2} integers ({', '.join(names)}), got {args!r}")
-    network = checkpoint.take_prefix(checkpoint.MODEL, tensors)
-    keys, prototypes, auxiliary = (network.get(name) for name in ("dictionary.keys", "head.weight", "auxiliary.weight"))
-    size = 0 if keys is None else keys.shape[0] if keys.dim() == 2 else tuple(keys.shape)  # not (S, d): refused
-    expected = args["dictionary_size"] if method.dictionary else 0  # vanilla ignores the size
-    shape = (None if auxiliary is None else tuple(auxiliary.shape[1:]),
-             (args["num_classes"] * args["psi"],) if method.auxiliary else None)
-    if (size != expected or prototypes is None or prototypes.shape[1:] != (args["num_classes"],)
-            or shape[0] != shape[1] or not 1 <= args["in_channels"] <= 64):
-        raise checkpoint.CheckpointError(f"{source}: model_args {args} do not match the tensors it holds "
-                                         f"(dictionary of {size}, head "
-                                         f"{None if prototypes is None else tuple(prototypes.shape)}, auxiliary head "
-                                         f"{None if auxiliary is None else tuple(auxiliary.shape)})")
-    return args
 
 
 def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[MetaNeighborhoods, dict]:
@@ -158,36 +72,6 @@ def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[M
                                 "not finished an epoch yet")
     model, info = load_checkpoint(stem)
     return model.eval(), info
-
-
-class BestCheckpoint(Callback):
-    """Keeps the weights of the best validation accuracy so far on disk (ties to the lower validation loss, see
-    ``callbacks.higher_accuracy_then_lower_loss``); its state travels in checkpoint ``last``."""
-
-    def __init__(self, stem: Path, model_args: dict):
-        self.stem, self.model_args = stem, model_args
-        self.tracker = BestEpoch(higher_accuracy_then_lower_loss, {"accuracy": -1.0, "loss": float("inf")})
-
-    def update(self, model: nn.Module, accuracy: float, loss: float, epoch: int) -> bool:
-        if not self.tracker.update({"accuracy": accuracy, "loss": loss}, epoch):
-            return False
-        save_checkpoint(self.stem, model, model_args=self.model_args, epoch=epoch, validation_accuracy=accuracy,
-                        validation_loss=loss)
-        return True
-
-    accuracy = property(lambda self: self.tracker.best["accuracy"])
-    loss = property(lambda self: self.tracker.best["loss"])
-    epoch = property(lambda self: self.tracker.epoch)
-
-    def state_dict(self) -> dict:
-        return self.tracker.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.tracker.load_state_dict(state)
-
-
-# ---------------------------------------------------------------------------------------------------
-# What a run records besides its checkpoints
 
 
 def read_json(path: Path) -> dict:

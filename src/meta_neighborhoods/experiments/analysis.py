@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import runs
+from ..image_methods import METHODS
 from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES, ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
@@ -74,7 +75,7 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     ``split.json``, not a split derived again.
     """
     run_dir = Path(run_dir)
-    model, info = runs.load_best_model(run_dir, among=tuple(name for name, kind in runs.METHODS.items()
+    model, info = runs.load_best_model(run_dir, among=tuple(name for name, kind in METHODS.items()
                                                              if kind.dictionary))  # what has keys to analyse
     if not info["model_args"].get("dictionary_size"):
         raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "

@@ -23,7 +23,7 @@ Protocol (the same for every method, so only the method differs):
   backbones without BatchNorm; slot-dropout masks and augmentation are drawn per process.
 
 Every method uses the cosine classifier (tau learned, init 10) on the backbone's features. The Meta-Neighborhoods
-settings follow the authors' image code, see ``runs.IMAGE_CONFIG``; the run folder's layout is ``runs.py``'s. The
+settings follow the authors' image code, see ``image_methods.IMAGE_CONFIG``; the run folder's layout is ``runs.py``'s. The
 dictionary size is not given in the paper's main text; our default is ``NEIGHBOURS_PER_CLASS`` (10) slots per class: 100 for 10-class sets.
 MAXL (``maxl.py``) trains the vanilla network with a label generator beside it, through the same loop and protocol;
 its fixed settings are recorded in config.json under ``maxl``, psi with the arguments.
@@ -51,8 +51,9 @@ from ..io import inner_folder, markdown_table, prepare_out_dir, write_json, writ
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import image_inputs, write_run_record
-from ..runs import (BEST, CONFIG, IFILM_WHERE, IMAGE_CONFIG, LAST, METHOD_NAMES, METHODS, METRICS, METRICS_CSV, RUN,
-                    SPLIT, TENSORBOARD, BestCheckpoint, Split, build_model, load_checkpoint, write_split)
+from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
+                             load_checkpoint)
+from ..runs import BEST, CONFIG, LAST, METRICS, METRICS_CSV, RUN, SPLIT, TENSORBOARD, Split, write_split
 from ..training import OptimizerSpec, check_configuration, fit, resolve_device
 from ..validation import ConfigError
 
