@@ -58,7 +58,7 @@ def test_best_checkpoint_reloads_into_a_fresh_model_and_reproduces_the_test_accu
     assert info["epoch"] == metrics["best_epoch"]
     assert info["model_args"] == metrics["config"]["model"]
     model = build_model(**metrics["config"]["model"])
-    model.load_state_dict(checkpoint.take_prefix("model.", tensors))  # strict: same architecture, nothing missing
+    model.load_state_dict(checkpoint.network_of(tensors))  # strict: same architecture, nothing missing
     dataset = load_image_dataset("digits")
     test = ImageBatches(dataset.test, dataset.mean, dataset.std, batch_size=metrics["config"]["batch_size"])
     assert evaluate(model, test, CPU)[0] == metrics["test_accuracy"]

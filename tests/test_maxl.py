@@ -202,7 +202,7 @@ def test_a_run_trains_every_parameter_of_both_networks_and_records_psi(maxl_run)
                               "entropy_weight": ENTROPY_WEIGHT, "generator_lr_scale": 0.1}
     torch.manual_seed(config["seed"])  # the run's initial weights, as classify draws them
     initial = build_model(**config["model"])
-    trained = checkpoint.take_prefix("model.", checkpoint.load(maxl_run / "last")[0])
+    trained = checkpoint.network_of(checkpoint.load(maxl_run / "last")[0])
     assert trained.keys() == initial.state_dict().keys()
     names = [name for name, _ in initial.named_parameters()]
     assert any(name.startswith("generator.") for name in names) and any(name.startswith("auxiliary.") for name in names)

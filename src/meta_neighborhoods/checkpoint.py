@@ -150,9 +150,20 @@ def take_prefix(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torc
     return {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
 
 
-def load_module(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``module.load_state_dict(state)``, but a mismatch names the configuration problem, not torch internals."""
-    expected = module.state_dict()
+def network_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The network's tensors as every checkpoint holds them (under ``MODEL``), beside whatever else it keeps."""
+    return with_prefix(MODEL, module.state_dict())
+
+
+def network_of(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's state in a checkpoint's ``tensors`` (the inverse of ``network_tensors``)."""
+    return take_prefix(MODEL, tensors)
+
+
+def load_network(module: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """The network in a checkpoint's ``tensors`` loaded into ``module``, as ``module.load_state_dict`` would, but a
+    mismatch names the configuration problem, not torch internals, and non-finite weights are refused."""
+    state, expected = network_of(tensors), module.state_dict()
     missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
     wrong = [f"{name} {tuple(state[name].shape)} (model: {tuple(t.shape)})"
              for name, t in expected.items() if name in state and state[name].shape != t.shape]

@@ -63,7 +63,7 @@ def build_model(method: str, backbone: str, in_channels: int, num_classes: int, 
 
 def save_checkpoint(stem: Path, model: nn.Module, **info) -> None:
     """Weights (safetensors) plus plain ``info`` (JSON), atomically: see ``checkpoint.save``."""
-    checkpoint.save(stem, checkpoint.with_prefix(checkpoint.MODEL, model.state_dict()), info)
+    checkpoint.save(stem, checkpoint.network_tensors(model), info)
 
 
 def load_checkpoint(stem: Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
@@ -74,7 +74,7 @@ def load_checkpoint(stem: Path, model: nn.Module | None = None) -> tuple[nn.Modu
     tensors, info = checkpoint.load(stem)
     if model is None:
         model = build_model(**_model_args(info.get("model_args"), tensors, f"{stem}.json"))
-    checkpoint.load_module(model, checkpoint.take_prefix(checkpoint.MODEL, tensors), f"{stem}.json")
+    checkpoint.load_network(model, tensors, f"{stem}.json")
     return model, info
 
 
@@ -89,7 +89,7 @@ def _model_args(args, tensors: dict, source: str) -> dict:
             and args.get("psi", 2) >= 2):
         raise checkpoint.CheckpointError(f"{source}: model_args should name a method, a backbone and "
                                          f"{len(names) - 2} integers ({', '.join(names)}), got {args!r}")
-    network = checkpoint.take_prefix(checkpoint.MODEL, tensors)
+    network = checkpoint.network_of(tensors)
     keys, prototypes, auxiliary = (network.get(name) for name in ("dictionary.keys", "head.weight", "auxiliary.weight"))
     size = 0 if keys is None else keys.shape[0] if keys.dim() == 2 else tuple(keys.shape)  # not (S, d): refused
     expected = args["dictionary_size"] if method.dictionary else 0  # vanilla ignores the size

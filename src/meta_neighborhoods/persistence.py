@@ -118,15 +118,15 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str, target
     """The sizes ``network_`` and the parameters imply, against the tensor file's own shapes: a crafted size must
     fail here, not make torch allocate terabytes when the network is built; and the columns' scales (``targets``:
     the regressor's of its targets too), which predict would otherwise apply without a word."""
-    network = fitted["network_"]
+    network, state = fitted["network_"], checkpoint.network_of(tensors)
     widths = [network["n_features"], *hidden, network["n_outputs"]]
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        weight = tensors.get(f"{checkpoint.MODEL}head.layers.{i}.weight")
+        weight = state.get(f"head.layers.{i}.weight")
         if weight is None or tuple(weight.shape) != (b, a):
             raise CheckpointError(f"{source} was written for another model configuration: shapes differ: layer {i} "
                                   f"is {None if weight is None else tuple(weight.shape)} in the tensor file, {b} x {a} "
                                   "by its network_ and parameters")
-    keys = tensors.get(f"{checkpoint.MODEL}dictionary.keys")
+    keys = state.get("dictionary.keys")
     if (0 if keys is None else tuple(keys.shape)) != (
             0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
         raise CheckpointError(f"{source}: the dictionary's keys do not match network_ {network}")
@@ -218,8 +218,7 @@ def save(estimator, path) -> Path:
     meta = {"estimator": type(estimator).__name__,
             "params": json_only("parameter", estimator.get_params(deep=False)),
             **fitted, "meta_neighborhoods_version": __version__}
-    model = checkpoint.with_prefix(checkpoint.MODEL, estimator.model_.state_dict())
-    return checkpoint.save(checkpoint_stem(path), {**model, **tensors}, meta)
+    return checkpoint.save(checkpoint_stem(path), {**checkpoint.network_tensors(estimator.model_), **tensors}, meta)
 
 
 def load(cls, path):
@@ -228,7 +227,7 @@ def load(cls, path):
     tensors, meta = checkpoint.load(stem)
     source = f"{stem}.json"
     estimator, fitted, model = rebuild(cls, meta, tensors, source)
-    checkpoint.load_module(model, checkpoint.take_prefix(checkpoint.MODEL, tensors), source)
+    checkpoint.load_network(model, tensors, source)
     vars(estimator).update(fitted)
     estimator.model_ = model.eval()
     return estimator

@@ -234,7 +234,7 @@ class TrainingState:
     def save(self, stem: str | Path) -> None:
         optimizer_tensors, optimizer_meta = checkpoint.optimizer_state(self.optimizer)
         rng_tensors, rng_meta = checkpoint.rng_state()
-        tensors = {**checkpoint.with_prefix(checkpoint.MODEL, self.model.state_dict()),
+        tensors = {**checkpoint.network_tensors(self.model),
                    **checkpoint.with_prefix("optimizer.", optimizer_tensors),
                    **checkpoint.with_prefix("rng.", rng_tensors)}
         checkpoint.save(stem, tensors, {
@@ -252,7 +252,7 @@ class TrainingState:
         source = f"{stem}.json"
         check_configuration(meta, self.config, source)
         self._check_progress(meta, epochs, source)
-        checkpoint.load_module(self.model, checkpoint.take_prefix(checkpoint.MODEL, tensors), source)
+        checkpoint.load_network(self.model, tensors, source)
         moments = checkpoint.take_prefix("optimizer.", tensors)
         if meta["step"] > 0 and not moments:
             raise checkpoint.CheckpointError(f"{source} lacks the optimiser's moments after {meta['step']} steps")
