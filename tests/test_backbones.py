@@ -30,6 +30,26 @@ def test_paper_backbones_have_their_stages(name):
     assert create_backbone(name).num_stages == PAPER_STAGES[name]
 
 
+@pytest.mark.parametrize("name,option,value,channels", [
+    ("resnet29", "stem_width", 32, lambda m: m.stem.out_channels),
+    ("resnet56", "stem_width", 8, lambda m: m.stem.out_channels),
+    ("densenet40_bc", "growth_rate", 6, lambda m: m.features[0].out_channels),  # the stem is 2 x growth_rate wide
+])
+def test_constructor_options_reach_the_backbone(name, option, value, channels):
+    """create_backbone's keyword arguments are the constructor's (timm's create_model): a width option changes the
+    network, which still maps images to its out_features."""
+    model = create_backbone(name, **{option: value}).eval()
+    default = create_backbone(name)
+    assert channels(model) == value * (2 if option == "growth_rate" else 1) != channels(default)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 16, 16)).shape == (2, model.out_features)
+
+
+def test_unknown_constructor_option_is_refused():
+    with pytest.raises(TypeError, match="stem_width"):
+        create_backbone("convnet4", stem_width=8)
+
+
 def test_unknown_name_raises_and_lists_known_names():
     with pytest.raises(ValueError, match="convnet4"):
         create_backbone("resnet1000")
