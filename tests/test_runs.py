@@ -149,7 +149,7 @@ def test_classify_into_a_folder_another_run_is_writing_fails(tmp_path, capsys):
 
 
 def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "config.json").write_text('{"method": "all", "meta_neighborhoods": {}}')
     for name in ("run.json", "metrics.csv", "cosine.png", "tsne.json"):  # analyze writes into the run by default
         (tmp_path / name).write_text("x")
     (tmp_path / "tensorboard").mkdir()
@@ -173,6 +173,22 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "tensorboard" / "other").rmdir()
     (tmp_path / "tensorboard").rmdir()
     runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
+
+
+@pytest.mark.parametrize("where", [".", "mn"])
+@pytest.mark.parametrize("content", ['{"lr": 0.1}', "epochs: 3", '{"method": "mn"}', '{"method": "x", '
+                                     '"meta_neighborhoods": {}}'])
+def test_a_config_json_no_run_wrote_is_refused_even_with_overwrite(tmp_path, where, content):
+    """A user's own config.json where a run would write its configuration is neither a run's file that --overwrite
+    may remove nor one a new run may replace: refused, naming it, before anything of the folder is removed."""
+    (tmp_path / where).mkdir(exist_ok=True)
+    (tmp_path / where / "config.json").write_text(content)
+    (tmp_path / "run.json").write_text("{}")  # an earlier run's file, which a refused claim must leave
+    assert "config.json" not in runs.holds_a_run(tmp_path / where)
+    for overwrite in (False, True):
+        with pytest.raises(runs.RunFolderError, match=r"config.json is not the configuration a classify run writes"):
+            runs.claim(tmp_path, overwrite=overwrite)
+    assert (tmp_path / where / "config.json").read_text() == content and (tmp_path / "run.json").exists()
 
 
 def test_a_folder_of_analyses_alone_is_not_a_run(tmp_path):

@@ -181,13 +181,26 @@ def holds_a_run(run_dir: Path) -> list[str]:
     wrote beside a run's files is the run's too (an overwritten run keeps no figure of a model it no longer holds);
     alone, it is a folder of analyses, not a run."""
     run_dir = Path(run_dir)
-    own = {CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # and the checkpoints' files,
-    # manifests included (checkpoint.owns)
+    own = {SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # and the checkpoints' files,
+    # manifests included (checkpoint.owns), and a config.json a run wrote (``_foreign_config``)
     found = [p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
-             or checkpoint.owns(run_dir / LAST, p.name)]
+             or checkpoint.owns(run_dir / LAST, p.name)
+             or p.name == CONFIG and not _foreign_config(run_dir / CONFIG)]
     figures = [file for name in ANALYSES for file in analysis_files(name) if found and (run_dir / file).exists()]
     return sorted(found + figures) + sorted(name for name in METHODS if _is_method_dir(run_dir / name)
                                             and holds_a_run(run_dir / name))
+
+
+def _foreign_config(path: Path) -> bool:
+    """Whether ``path`` is there but not a run's ``config.json`` (a JSON object naming a method and recording the
+    method's settings, as every classify run's does): a user's own file of that name, which is not ours to remove."""
+    if not (path.exists() or path.is_symlink()):
+        return False
+    try:
+        saved = read_json(path)
+    except RunFolderError:
+        return True
+    return not (saved.get("method") in METHOD_NAMES and isinstance(saved.get("meta_neighborhoods"), dict))
 
 
 def _is_method_dir(path: Path) -> bool:
@@ -207,7 +220,12 @@ def resumable(run_dir, method: str | None = None) -> bool:
 
 def claim(run_dir: Path, overwrite: bool) -> None:
     """Make ``run_dir`` ready for a new run: refuse one that holds a run (offering --resume where it can), unless
-    ``overwrite``, which removes the earlier run's files (and only those)."""
+    ``overwrite``, which removes the earlier run's files (and only those). A ``config.json`` that no run wrote is
+    refused either way: the run would replace it."""
+    for path in [Path(run_dir) / CONFIG, *(Path(run_dir) / name / CONFIG for name in METHODS)]:
+        if _foreign_config(path):  # before anything is removed
+            raise RunFolderError(f"{path} is not the configuration a classify run writes, and a run would replace "
+                                 "it: move it, or choose another --out")
     found = holds_a_run(run_dir)
     if not overwrite:
         refuse_held(run_dir, found, resume=resumable(run_dir))
