@@ -302,6 +302,18 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
     assert (out / "ablation.png").stat().st_size > 5_000
 
 
+@pytest.mark.parametrize("param, values, sizes, notes", [
+    ("dictionary_size", [0, 8, 5000], [[0, 0], [8, 8], [40, 41]],
+     ["", "p = 0.031", "p = 0.5, ran with 40 to 41 keys"]),
+    ("top_k", [None, 4, 1000], [[40, 40]] * 3, ["", "p = 0.031", "p = 0.5, full attention, 40 keys"]),
+    ("temperature", [1.0, 0.1, 10.0], [[40, 40]] * 3, ["", "p = 0.031", "p = 0.5"]),
+])
+def test_the_ablation_figure_marks_values_the_dictionary_capped(param, values, sizes, notes):
+    """A capped value's point is said on the figure too, not only in its report: its equal height is no finding."""
+    results = {"p_value_vs_first": [None, 0.0312, 0.5], "dictionary_sizes": sizes}
+    assert regression._point_notes(param, values, results) == notes
+
+
 def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fast_estimators):
     out = tmp_path / "ablation"
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "top_k", "--values", "none",

@@ -114,21 +114,37 @@ def _unconverged_note(results: dict) -> str:
             f"to train to convergence.\n")
 
 
-def _capped_note(param: str, values: list, shown: list, sizes: list) -> str:
-    """Say which values the fitted dictionary made the same as another ('' if none): a dictionary size capped at
-    the rows a fit trains on, a top-k over as many keys as there are (full attention). Their equal rows would
-    otherwise read as a finding."""
+def _capped(param: str, values: list, sizes: list) -> list[str]:
+    """Per value, the keys its fits had where the fitted dictionary made it the same as another value ('' where
+    not): a dictionary size capped at the rows a fit trains on, a top-k over as many keys as there are (full
+    attention). Equal results of such values would otherwise read as a finding."""
     held = [f"{min(got)}" + (f" to {max(got)}" if max(got) > min(got) else "") for got in sizes]
     if param == "dictionary_size":
-        capped = [f"{label} ran with {keys}" for value, label, got, keys in zip(values, shown, sizes, held)
-                  if max(got) < value]
-        return (f"\nThe dictionary holds at most one key per row a fit trains on: {'; '.join(capped)} keys, so "
-                f"values above that cap fit the same network.\n") if capped else ""
+        return [keys if max(got) < value else "" for value, got, keys in zip(values, sizes, held)]
     if param == "top_k":
-        full = [f"{label} (of {keys} keys)" for value, label, got, keys in zip(values, shown, sizes, held)
-                if value is not None and value >= min(got)]
-        return (f"\nA top-k of at least the dictionary's keys is full attention: {'; '.join(full)}.\n") if full else ""
+        return [keys if value is not None and value >= min(got) else "" for value, got, keys in zip(values, sizes, held)]
+    return [""] * len(values)
+
+
+def _capped_note(param: str, values: list, shown: list, sizes: list) -> str:
+    """``_capped`` as a paragraph of the report ('' if it found nothing)."""
+    keys = _capped(param, values, sizes)
+    if param == "dictionary_size" and any(keys):
+        return (f"\nThe dictionary holds at most one key per row a fit trains on: "
+                f"{'; '.join(f'{label} ran with {k}' for label, k in zip(shown, keys) if k)} keys, so values above "
+                "that cap fit the same network.\n")
+    if param == "top_k" and any(keys):
+        return (f"\nA top-k of at least the dictionary's keys is full attention: "
+                f"{'; '.join(f'{label} (of {k} keys)' for label, k in zip(shown, keys) if k)}.\n")
     return ""
+
+
+def _point_notes(param: str, values: list, results: dict) -> list[str]:
+    """What the ablation figure writes above each value's point: its p against the first value, and the keys it ran
+    with where the dictionary capped it (``_capped``)."""
+    said = {"dictionary_size": "ran with {} keys", "top_k": "full attention, {} keys"}.get(param, "{}")
+    return [", ".join(filter(None, ["" if p is None else f"p = {p:.2g}", keys and said.format(keys)]))
+            for p, keys in zip(results["p_value_vs_first"], _capped(param, values, results["dictionary_sizes"]))]
 
 
 def _warn_unconverged(results: dict) -> None:
@@ -347,6 +363,6 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: Meta-Neighborhoods' MSE against {param}",
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} "
                                f"folds), the same folds for every value; p: corrected t-test against {shown[0]}",
-                    notes=["" if p is None else f"p = {p:.2g}" for p in results["p_value_vs_first"]])
+                    notes=_point_notes(param, values, results))
     remove_unwritten(out, TABLE_RUNS, ABLATION)
     return results
