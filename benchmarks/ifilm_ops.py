@@ -52,7 +52,8 @@ def load_film(path: str) -> ModuleType:
 
 def step_for(method: str, film: ModuleType | None, backbone: str, batch: int, side: int | None = None):
     """``training_step`` of ``method``, its iFiLM layers from ``film`` (None: the installed film.py)."""
-    patch = mock.patch.object(image_methods, "film_norm_layer", film.film_norm_layer) if film else contextlib.nullcontext()
+    patch = (mock.patch.object(image_methods, "film_norm_layer", film.film_norm_layer) if film
+             else contextlib.nullcontext())
     with patch:
         return training_step(method, backbone, batch, CPU, side)
 

@@ -202,7 +202,8 @@ def test_an_out_holding_analyses_or_another_run_is_refused_before_any_work(mn_ru
     assert {p.name: p.read_bytes() for p in analysed.iterdir()} == before
     other = tmp_path / "other run"
     shutil.copytree(mn_run, other, ignore=shutil.ignore_patterns("*.png", "*.json", "*.safetensors", "tensorboard"))
-    (other / "config.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')  # a run's file: the analyses would pass for its own
+    # a run's file: the analyses would pass for its own
+    (other / "config.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')
     for extra in ([], ["--overwrite"]):
         assert main([*argv, "--out", str(other), *extra]) == 1
         assert "holds another classify run (config.json" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def saved(tmp_path_factory):
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 4}
     (root / "best").mkdir()
     image_methods.save_checkpoint(root / "best" / "best", image_methods.build_model(**args), model_args=args, epoch=1,
-                         validation_accuracy=0.5, validation_loss=1.0)
+                                  validation_accuracy=0.5, validation_loss=1.0)
     (root / "last").mkdir()
     fit(_model(), _batches(), epochs=1, checkpoint=root / "last" / "last", config={"epochs": 2})
     (root / "run").mkdir()

@@ -304,8 +304,13 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
 
 @pytest.mark.parametrize("param, values, sizes, notes", [
     ("dictionary_size", [0, 8, 5000], [[0, 0], [8, 8], [40, 41]],
-     ["", "p = 0.031", "p = 0.5, ran with 40 to 41 keys"]),
-    ("top_k", [None, 4, 1000], [[40, 40]] * 3, ["", "p = 0.031", "p = 0.5, full attention, 40 keys"]),
+     ["", "p = 0.031", "p = 0.5\n40–41 keys"]),
+    ("dictionary_size", [8, 41, 5000], [[8, 8], [40, 41], [40, 41]],  # 41 is capped in the 40-row fold only
+     ["", "p = 0.031\n40 keys\nin 1/2 folds", "p = 0.5\n40–41 keys"]),
+    ("top_k", [None, 4, 1000], [[40, 40]] * 3, ["", "p = 0.031", "p = 0.5\nfull: 40 keys"]),
+    ("top_k", [None, 40, 1000], [[40, 41]] * 3,  # 40 of 41 keys is no full attention
+     ["", "p = 0.031\nfull: 40 keys\nin 1/2 folds", "p = 0.5\nfull: 40–41 keys"]),
+    ("top_k", [None, 4, 1000], [[0, 0]] * 3, ["", "p = 0.031", "p = 0.5"]),  # no dictionary: no attention at all
     ("temperature", [1.0, 0.1, 10.0], [[40, 40]] * 3, ["", "p = 0.031", "p = 0.5"]),
 ])
 def test_the_ablation_figure_marks_values_the_dictionary_capped(param, values, sizes, notes):

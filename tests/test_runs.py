@@ -175,20 +175,44 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
 
 
-@pytest.mark.parametrize("where", [".", "mn"])
-@pytest.mark.parametrize("content", ['{"lr": 0.1}', "epochs: 3", '{"method": "mn"}', '{"method": "x", '
-                                     '"meta_neighborhoods": {}}'])
-def test_a_config_json_no_run_wrote_is_refused_even_with_overwrite(tmp_path, where, content):
-    """A user's own config.json where a run would write its configuration is neither a run's file that --overwrite
-    may remove nor one a new run may replace: refused, naming it, before anything of the folder is removed."""
+@pytest.mark.parametrize("where, method", [(".", "mn"), (".", "all"), ("mn", "all")])
+@pytest.mark.parametrize("content, problem", [
+    ('{"lr": 0.1}', "is not the configuration a classify run writes"), ("epochs: 3", "is not readable JSON"),
+    ('{"method": "mn"}', "is not the configuration"), ('{"method": "x", "meta_neighborhoods": {}}', "is not the"),
+    ("link", "is a link or not a regular file"), ("folder", "is a link or not a regular file")])
+def test_a_config_json_no_run_wrote_is_refused_even_with_overwrite(tmp_path, where, method, content, problem):
+    """A user's own config.json where the new run would write its configuration is neither a run's file that
+    --overwrite may remove nor one the run may replace: refused, saying why, before anything is removed."""
     (tmp_path / where).mkdir(exist_ok=True)
-    (tmp_path / where / "config.json").write_text(content)
+    path = tmp_path / where / "config.json"
+    if content == "link":  # even to a run's configuration: a link is never written through
+        (tmp_path / "elsewhere.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')
+        path.symlink_to(tmp_path / "elsewhere.json")
+    elif content == "folder":
+        path.mkdir()
+    else:
+        path.write_text(content)
     (tmp_path / "run.json").write_text("{}")  # an earlier run's file, which a refused claim must leave
     assert "config.json" not in runs.holds_a_run(tmp_path / where)
     for overwrite in (False, True):
-        with pytest.raises(runs.RunFolderError, match=r"config.json is not the configuration a classify run writes"):
-            runs.claim(tmp_path, overwrite=overwrite)
-    assert (tmp_path / where / "config.json").read_text() == content and (tmp_path / "run.json").exists()
+        with pytest.raises(runs.RunFolderError, match=f"config.json {problem}.*the run would replace it"):
+            runs.claim(tmp_path, overwrite=overwrite, method=method)
+    assert path.exists() and (tmp_path / "run.json").exists()
+
+
+def test_a_config_json_in_a_folder_the_run_does_not_write_is_left_alone(tmp_path):
+    """Only the files the new run writes are its concern: a user's config.json in another method's folder, or deeper,
+    neither blocks a run of one method nor is removed with the earlier run's files around it."""
+    (tmp_path / "config.json").write_text('{"method": "all", "meta_neighborhoods": {}}')  # an earlier run's
+    (tmp_path / "mn" / "vanilla").mkdir(parents=True)
+    (tmp_path / "mn" / "config.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')
+    (tmp_path / "mn" / "metrics.csv").write_text("x")
+    for mine in (tmp_path / "vanilla" / "config.json", tmp_path / "mn" / "vanilla" / "config.json"):
+        mine.parent.mkdir(exist_ok=True)
+        mine.write_text('{"lr": 0.1}')
+    runs.claim(tmp_path, overwrite=True, method="mn")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "mn", "mn/vanilla", "mn/vanilla/config.json", "vanilla", "vanilla/config.json"]
 
 
 def test_a_folder_of_analyses_alone_is_not_a_run(tmp_path):
@@ -315,7 +339,8 @@ def test_the_parent_of_a_method_all_run_lists_its_method_folders(tmp_path):
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 3, "dictionary_size": 4}
     for method in ("vanilla", "mn"):
         (tmp_path / method).mkdir()
-        image_methods.save_checkpoint(tmp_path / method / "best", image_methods.build_model(**args), model_args=args, epoch=1)
+        image_methods.save_checkpoint(tmp_path / method / "best", image_methods.build_model(**args), model_args=args,
+                                      epoch=1)
     with pytest.raises(FileNotFoundError, match=r"best.json is missing: .* holds a --method all run; pass one of its "
                                                 r"method folders: .*vanilla, .*mn$"):
         runs.load_best_model(tmp_path)

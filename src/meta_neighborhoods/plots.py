@@ -165,7 +165,7 @@ def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="
     fig, ax = plt.subplots(figsize=(5.6, 4.3))
     ax.errorbar(x, means, yerr=stds, marker="o", capsize=4, linestyle="-" if numeric else "none")
     for x_i, top, note in zip(x, np.asarray(means) + np.asarray(stds), notes):
-        ax.annotate(note, (x_i, top), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7)
+        ax.annotate(note, (x_i, top), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=7)
     ax.margins(x=0.08, y=0.12)  # room for the notes above the highest bar
     if log_x:
         ax.set_xscale("log")

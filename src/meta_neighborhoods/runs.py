@@ -191,16 +191,21 @@ def holds_a_run(run_dir: Path) -> list[str]:
                                             and holds_a_run(run_dir / name))
 
 
-def _foreign_config(path: Path) -> bool:
-    """Whether ``path`` is there but not a run's ``config.json`` (a JSON object naming a method and recording the
-    method's settings, as every classify run's does): a user's own file of that name, which is not ours to remove."""
+def _foreign_config(path: Path) -> str:
+    """What makes ``path`` other than a run's ``config.json`` ('' when it is one, or is not there): a user's own file
+    of that name, which is not ours to remove or replace. A run's is a JSON object naming a method and recording the
+    method's settings, as every classify run's is."""
     if not (path.exists() or path.is_symlink()):
-        return False
+        return ""
+    if path.is_symlink() or not path.is_file():
+        return "is a link or not a regular file"
     try:
         saved = read_json(path)
     except RunFolderError:
-        return True
-    return not (saved.get("method") in METHOD_NAMES and isinstance(saved.get("meta_neighborhoods"), dict))
+        return "is not readable JSON"
+    if saved.get("method") in METHOD_NAMES and isinstance(saved.get("meta_neighborhoods"), dict):
+        return ""
+    return "is not the configuration a classify run writes"
 
 
 def _is_method_dir(path: Path) -> bool:
@@ -218,23 +223,30 @@ def resumable(run_dir, method: str | None = None) -> bool:
     return any(checkpoint.exists(stem) for stem in last_stems(run_dir, method))
 
 
-def claim(run_dir: Path, overwrite: bool) -> None:
-    """Make ``run_dir`` ready for a new run: refuse one that holds a run (offering --resume where it can), unless
-    ``overwrite``, which removes the earlier run's files (and only those). A ``config.json`` that no run wrote is
-    refused either way: the run would replace it."""
-    for path in [Path(run_dir) / CONFIG, *(Path(run_dir) / name / CONFIG for name in METHODS)]:
-        if _foreign_config(path):  # before anything is removed
-            raise RunFolderError(f"{path} is not the configuration a classify run writes, and a run would replace "
-                                 "it: move it, or choose another --out")
+def claim(run_dir: Path, overwrite: bool, method: str | None = None) -> None:
+    """Make ``run_dir`` ready for a new run of ``method``: refuse one that holds a run (offering --resume where it
+    can), unless ``overwrite``, which removes the earlier run's files (and only those). A ``config.json`` the new run
+    would write (``--method all``: in each method's folder too) that no run wrote is refused either way, before
+    anything is removed: the run would replace it."""
+    writes = [Path(run_dir) / CONFIG, *(Path(run_dir) / name / CONFIG for name in METHODS if method == "all")]
+    for path in writes:
+        problem = _foreign_config(path)
+        if problem:
+            raise RunFolderError(f"{path} {problem}, and the run would replace it: move it, or choose another --out")
     found = holds_a_run(run_dir)
     if not overwrite:
         refuse_held(run_dir, found, resume=resumable(run_dir))
+    _remove(Path(run_dir), found)
+
+
+def _remove(run_dir: Path, found: list[str]) -> None:
+    """The files of an earlier run that ``holds_a_run`` found in ``run_dir``, and those of its method folders."""
     for name in found:
-        path = Path(run_dir) / name
+        path = run_dir / name
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
             _remove_event_files(path)
         elif path.is_dir() and not path.is_symlink():
-            claim(path, overwrite=True)
+            _remove(path, holds_a_run(path))
         else:
             path.unlink(missing_ok=True)
 

@@ -23,8 +23,9 @@ Protocol (the same for every method, so only the method differs):
   backbones without BatchNorm; slot-dropout masks and augmentation are drawn per process.
 
 Every method uses the cosine classifier (tau learned, init 10) on the backbone's features. The Meta-Neighborhoods
-settings follow the authors' image code, see ``image_methods.IMAGE_CONFIG``; the run folder's layout is ``runs.py``'s. The
-dictionary size is not given in the paper's main text; our default is ``NEIGHBOURS_PER_CLASS`` (10) slots per class: 100 for 10-class sets.
+settings follow the authors' image code, see ``image_methods.IMAGE_CONFIG``; the run folder's layout is
+``runs.py``'s. The dictionary size is not given in the paper's main text; our default is ``NEIGHBOURS_PER_CLASS``
+(10) slots per class: 100 for 10-class sets.
 MAXL (``maxl.py``) trains the vanilla network with a label generator beside it, through the same loop and protocol;
 its fixed settings are recorded in config.json under ``maxl``, psi with the arguments.
 """
@@ -388,7 +389,7 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
         main = distributed.is_main()
         with runs.lock(out) if main else nullcontext():
             if main and not resume:
-                runs.claim(out, overwrite)
+                runs.claim(out, overwrite, config.method)
             if config.method != "all":
                 return _train_method(config, dataset, splits, out, device, progress, resume)
             if main and not resume:
