@@ -256,6 +256,25 @@ def test_a_misspelt_parameter_names_the_public_class():
         MetaNeighborhoodsClassifier(hiden=3)
 
 
+def test_a_subclass_keeps_its_own_init_and_parameters():
+    """The usual way to add a parameter or change defaults: the subclass's ``__init__`` is the one that runs, and
+    get_params / clone see its signature (a subclass without one still gets its own name in errors)."""
+
+    class MyRegressor(MetaNeighborhoodsRegressor):
+        def __init__(self, my_option=1.0, hidden_layer_sizes=(8,), max_epochs=5, random_state=0):
+            super().__init__(hidden_layer_sizes=hidden_layer_sizes, max_epochs=max_epochs, random_state=random_state)
+            self.my_option = my_option
+
+    class Plain(MetaNeighborhoodsClassifier):
+        pass
+
+    model = MyRegressor(my_option=2.0)
+    assert model.get_params() == {"my_option": 2.0, "hidden_layer_sizes": (8,), "max_epochs": 5, "random_state": 0}
+    assert clone(model).my_option == 2.0 and MyRegressor().max_epochs == 5
+    with pytest.raises(TypeError, match=r"Plain.__init__\(\) got an unexpected keyword argument 'hiden'"):
+        Plain(hiden=3)
+
+
 class _Frame:
     """What the estimators read of a pandas DataFrame to name its columns (pandas is not a dependency)."""
 

@@ -224,9 +224,10 @@ FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a he
         Non-negative weights of the rows, not all zero. They weight the standardisation (means and scales of X,
         and of a regressor's y), the loss of every training batch (sum w_i l_i / sum w_i) and the validation loss
         of early stopping; a row of weight 0 is left out altogether (nor is it ever a key). Integer weights act
-        as repeated rows with full-batch training (``batch_size`` >= n_samples), ``early_stopping=False`` and
-        ``key_init="gaussian"``, up to float32 rounding; otherwise approximately (batches, validation split and
-        keys go by row).
+        as repeated rows with full-batch training (``batch_size`` >= n_samples), ``early_stopping=False``,
+        ``key_init="gaussian"``, ``slot_dropout=0`` and a ``dictionary_size`` no larger than the rows of positive
+        weight, up to float32 rounding; otherwise approximately (batches, validation split, slot dropout's draws
+        and keys go by row, and the dictionary is capped at the rows, not their copies).
 
     Returns
     -------

@@ -143,8 +143,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def __init_subclass__(cls, **kwargs):
         """Give each public estimator its own copy of ``__init__``, so that a misspelt parameter is reported as
         ``MetaNeighborhoodsRegressor.__init__() got an unexpected keyword argument``, not under this private
-        class's name."""
+        class's name. A subclass with an ``__init__`` of its own (a user's) keeps it."""
         super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            return
         init, name = _MetaNeighborhoodsEstimator.__init__, f"{cls.__name__}.__init__"
         code = init.__code__.replace(co_qualname=name) if hasattr(init.__code__, "co_qualname") else init.__code__
         own = types.FunctionType(code, init.__globals__, "__init__", init.__defaults__, init.__closure__)
