@@ -7,9 +7,12 @@ one epoch they include its set-up, the validation pass of early stopping (10 % o
 the vanilla network the fallback trains beside. Memory, two ways: "fit MB", what fitting adds to the process
 over the table it fits (the largest growth of the resident set over the fit's start, sampled every millisecond,
 freed heap returned to the OS first, as ``memory.py``); "peak MB", the process's high-water mark (ru_maxrss),
-which also holds torch itself and the float64 temporaries of making the table. ``--threads`` caps torch, OpenMP
+which also holds torch itself and the float64 temporaries of making the table. Before either is measured the child
+fits the same setting on 256 rows, so that neither counts what any first fit of a process pays once (torch's
+optimiser machinery is imported on first use: about a second and 70 MB). ``--threads`` caps torch, OpenMP
 and BLAS threads in each process (default 2, the figures so far; 1 is steadier on a machine shared with other
-jobs). Linux only (/proc, glibc's malloc_trim). Every round's figures are kept in ``--json``.
+jobs). Linux only (/proc, glibc's malloc_trim). Every round's figures are kept in ``--json``; a setting whose
+process fails (out of memory, say) is reported with its error and left out of the medians, the others go on.
 
     python benchmarks/fit_scale.py [--rows 515345] [--epochs 1] [--repeats 3] [--threads 2] [--json PATH]
 """
@@ -62,6 +65,7 @@ def one(setting: str, rows: int, epochs: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     with threadpool_limits(threads):
+        MetaNeighborhoodsRegressor(max_epochs=1, random_state=0, **SETTINGS[setting]).fit(*table(256, seed=1))
         X, y = table(rows)
         release_memory()
         started = time.perf_counter()
@@ -70,6 +74,17 @@ def one(setting: str, rows: int, epochs: int, threads: int) -> dict:
         seconds = time.perf_counter() - started
     return {"seconds_per_epoch": seconds / epochs, "fit_mb": fit_memory.growth / MB,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads()}
+
+
+def _child(name: str, args) -> dict:
+    """One setting fitted in a fresh process: its figures, or the error that ended it (its last line of stderr)."""
+    child = subprocess.run([sys.executable, __file__, "--one", name, "--rows", str(args.rows), "--epochs",
+                            str(args.epochs), "--threads", str(args.threads)], capture_output=True, text=True)
+    if child.returncode:
+        print(child.stderr[-2000:], file=sys.stderr, flush=True)
+        last = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+        return {"error": last}
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -88,18 +103,19 @@ def main() -> None:
     runs = {name: [] for name in args.settings}
     for _ in range(args.repeats):
         for name in args.settings:  # interleaved: a change of load hits every setting alike
-            child = subprocess.run([sys.executable, __file__, "--one", name, "--rows", str(args.rows), "--epochs",
-                                    str(args.epochs), "--threads", str(args.threads)],
-                                   capture_output=True, text=True, check=True)
-            runs[name].append(json.loads(child.stdout.strip().splitlines()[-1]))
+            runs[name].append(_child(name, args))
             print(f"  {name}: {runs[name][-1]}", file=sys.stderr, flush=True)
-    result = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
+    result = {name: {key: statistics.median(r[key] for r in done) for key in done[0]} if done else {}
+              for name, rs in runs.items() for done in [[r for r in rs if "error" not in r]]}
     base = result.get("vanilla", {}).get("seconds_per_epoch")
-    threads = sorted({r["threads"] for rs in runs.values() for r in rs})
+    threads = sorted({r["threads"] for rs in runs.values() for r in rs if "threads" in r})
     print(f"fit on {args.rows:,} x 90 rows, {args.epochs} epoch(s), median of {args.repeats}, "
           f"{'/'.join(map(str, threads))} thread(s)")
     print(f"{'setting':<20}{'s / epoch':>11}{'vs vanilla':>12}{'fit MB':>9}{'peak MB':>10}")
     for name, r in result.items():
+        if not r:
+            print(f"{name:<20}{'failed: ' + runs[name][-1]['error']}")
+            continue
         ratio = f"{r['seconds_per_epoch'] / base:.1f}x" if base else "—"
         print(f"{name:<20}{r['seconds_per_epoch']:>11.1f}{ratio:>12}{r['fit_mb']:>9.0f}{r['peak_mb']:>10.0f}")
     if args.json:
@@ -107,7 +123,7 @@ def main() -> None:
         from meta_neighborhoods.provenance import provenance
 
         write_json(args.json, {"rows": args.rows, "epochs": args.epochs, "threads": args.threads, "settings": result,
-                               "rounds": runs, "provenance": provenance()})
+                               "rounds": runs, "provenance": {**provenance(), "threads": args.threads}})  # the children's
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ The estimators' defaults (top-128 attention with slot dropout 0.5, the last laye
 these 90 features) on rows of ``fit_scale.py``'s synthetic 90-feature table, batch 128, the dictionary started at
 training rows as ``fit`` starts it. Timed in this process, interleaved (one call of each per round), medians:
 
-* vanilla: a whole training step of the same MLP without neighbours (forward, backward, AdamW);
+* vanilla: a whole training step of the same MLP without neighbours, as ``fit`` takes it (forward, backward,
+  gradient clipping, fused AdamW over the model's parameter groups, the moving average's update);
 * choose: only the exact choice of each row's keys among S (``Attention.choose``: the B x S similarities and
   the top-k of the nearest candidates), no gradient, nothing else. Any exact top-k attention does this work
   every step, so ``choose / vanilla`` bounds MN's cost per epoch from below, whatever the inner loop costs (0 for
@@ -13,7 +14,7 @@ training rows as ``fit`` starts it. Timed in this process, interleaved (one call
   their forward, the inner loss's gradient at the last layer's output and the backward of both to the network and the
   keys (``adaptation_speed.keys_alone``), nothing of the batch. Every exact implementation does this too, so
   ``keys alone / vanilla`` is a second floor;
-* MN: a whole training step of the defaults.
+* MN: a whole training step of the defaults, the same way.
 
     python benchmarks/step_parts.py [--sizes 512 4096 16384] [--repeats 20] [--threads 2] [--json PATH]
 """
@@ -21,6 +22,7 @@ training rows as ``fit`` starts it. Timed in this process, interleaved (one call
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 
@@ -28,27 +30,35 @@ from adaptation_speed import attended_keys, chosen_keys, keys_alone  # benchmark
 from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.io import write_json
+from meta_neighborhoods.callbacks import WeightAverage
 from meta_neighborhoods.provenance import provenance
+from meta_neighborhoods.training import OptimizerSpec, clip_gradients
 from timing import timed
 
 BATCH = 128  # the estimators' batch size
 
 
 def build(dictionary_size: int, rows: torch.Tensor, targets: torch.Tensor):
-    """The defaults' network for 90 features, as ``fit`` builds and starts it, with its optimiser."""
+    """The defaults' network for 90 features, as ``fit`` builds and starts it, and its training step."""
     estimator = MetaNeighborhoodsRegressor(dictionary_size=dictionary_size)
     network = estimator._network(rows.shape[1], 1, len(rows), rows.shape[1], dictionary_size)
     model = estimator._build(**network).train()
     if not model.vanilla:
         model.dictionary.init_from_samples(rows, targets, generator=torch.Generator().manual_seed(0))
-    return model, torch.optim.AdamW(model.parameters(), lr=estimator.learning_rate)
+    return model, training_step(model, estimator)
 
 
-def training_step(model, optimiser, x, y):
-    def run():
+def training_step(model, estimator: MetaNeighborhoodsRegressor):
+    """One step of ``fit``'s loop (``training._train_epoch``) with the estimator's optimiser, clipping and average."""
+    spec = OptimizerSpec(estimator.learning_rate, estimator.weight_decay, grad_clip=estimator.gradient_clip)
+    optimiser, average = spec.build(model)[0], WeightAverage(model, estimator.ema_decay)
+
+    def run(x, y):
         optimiser.zero_grad(set_to_none=True)
         model.loss(model(x), y).backward()
+        clip_gradients(model, spec.grad_clip)
         optimiser.step()
+        average.on_step(0)
     return run
 
 
@@ -73,13 +83,13 @@ def main() -> None:
     rows = (rows - rows.mean(0)) / rows.std(0)
     x, y_batch = rows[-BATCH:], targets[-BATCH:]  # a batch of rows outside the dictionary's start
 
-    steps = {"vanilla": training_step(*build(0, rows, targets), x, y_batch)}
+    steps = {"vanilla": functools.partial(build(0, rows, targets)[1], x, y_batch)}
     for size in args.sizes:
-        model, optimiser = build(size, rows[:size], targets[:size])
+        model, step = build(size, rows[:size], targets[:size])
         if model.config.neighbourhood_size(training=True) is not None:  # else every key is attended: no choice
             steps[f"choose S={size}"] = choosing(model, x)
         steps[f"keys S={size}"] = keys_alone(model, attended_keys(model, x))
-        steps[f"MN S={size}"] = training_step(model, optimiser, x, y_batch)
+        steps[f"MN S={size}"] = functools.partial(step, x, y_batch)
     ms = timed(steps, args.repeats, 2, torch.device("cpu"))
 
     print(f"one training step of the defaults, B={BATCH}, 90 features, MLP 128-128, {args.threads} threads, "

@@ -24,8 +24,8 @@ def _recorded(provenance: dict, script: str) -> None:
 
 @pytest.mark.parametrize("script, options, measured", [
     ("step_parts.py", ["--sizes", "64", "256", "--repeats", "1"], lambda d: d["ms"]),  # 64 <= K: no choice
-    ("adaptation_speed.py", ["--keys", "64", "--oracle-repeats", "1", "--sizes", "64", "--ks", "8", "128", "--repeats",
-                             "1"],  # K = 128 >= S: every key, as full attention
+    ("adaptation_speed.py", ["--keys", "64", "--oracle-repeats", "1", "--sizes", "64", "--ks", "0", "8", "128",
+                             "--repeats", "1"],  # K = 128 >= S: every key, as full attention
      lambda d: {f"{i} {key}": value for i, one in enumerate([d, *d["configs"]]) for key, value in one.items()
                 if key.endswith("_ms")}),
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
@@ -36,6 +36,11 @@ def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, op
     result = json.loads((tmp_path / "out.json").read_text())
     assert measured(result) and all(value > 0 for value in measured(result).values())
     _recorded(result["provenance"], script)
+    if script == "adaptation_speed.py":  # the layout issue 10 asks for
+        assert {"vanilla_ms", "fast_ms", "generic_ms", "loop_ms", "batch", "keys", "adapt"} <= set(result)
+        assert [(c["dictionary_size"], c["top_k"]) for c in result["configs"]] == [(64, None), (64, 8), (64, 128)]
+    if script == "fit_scale.py":  # what the children ran with, not the parent's threads
+        assert result["provenance"]["threads"] == result["threads"] == 2
 
 
 def test_the_defaults_sweep_records_each_method_s_errors_with_its_provenance_and_reports(tmp_path):
