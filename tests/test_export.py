@@ -132,6 +132,27 @@ def test_regressor_graph_gives_predict_on_raw_rows(tmp_path, table):
     np.testing.assert_allclose(_onnx(tmp_path / "two.onnx", X[:7]), two.predict(X[:7]), atol=ATOL, rtol=0)
 
 
+def test_the_estimators_graph_takes_float32_rows_whatever_torch_s_default_dtype(tmp_path, table):
+    """The estimators compute in float32 under a float64 default; their graph must too (it mixed both, and
+    onnxruntime refused to load it)."""
+    X, y, _ = table
+    model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model.export_onnx(tmp_path / "regressor.onnx")
+    finally:
+        torch.set_default_dtype(previous)
+    np.testing.assert_allclose(_onnx(tmp_path / "regressor.onnx", X), model.predict(X), atol=ATOL, rtol=0)
+
+
+def test_an_example_input_of_another_dtype_than_the_weights_is_refused(tmp_path):
+    model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=6, top_k=2).eval()
+    with pytest.raises(TypeError, match="example input is torch.float64 but the module's weights are torch.float32"):
+        export_onnx(model, torch.zeros(2, 4, dtype=torch.float64), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_classifier_graph_gives_predict_proba_on_raw_rows(tmp_path, table):
     X, _, labels = table
     model = MetaNeighborhoodsClassifier(**FAST, inner_steps=2).fit(X, labels)

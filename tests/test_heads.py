@@ -88,6 +88,12 @@ def test_the_models_repr_shows_the_methods_settings():
     assert "vanilla" in repr(MetaNeighborhoods(MLPHead(5, (8,), 1), dictionary_size=0))
 
 
+def test_a_model_built_on_the_meta_device_prints():
+    """Printing reads the temperature, which a meta tensor does not hold."""
+    with torch.device("meta"):
+        assert "temperature=?" in repr(MetaNeighborhoods(MLPHead(6, (8,), 1), dictionary_size=40, top_k=4))
+
+
 class WithDropout(TwoLayers):
     def forward(self, z):
         return self.second(nn.functional.dropout(torch.relu(self.first(z)), 0.5, self.training))

@@ -317,7 +317,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def export_onnx(self, path) -> Path:
         check_is_fitted(self, "model_")
         deployed = persistence.Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
-        return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_), path)
+        return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_, dtype=torch.float32), path)
 
 
 class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):

@@ -115,6 +115,7 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
     if path.is_dir():
         raise IsADirectoryError(f"cannot write the ONNX graph to {path}: it is a directory")
     replaceable(path)  # no device or pipe either, before tracing
+    _check_dtype(module, example_input)
     dims = {dim: torch.export.Dim(name) for dim, name in dynamic_dims.items()}
     with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(_exportable(module), (example_input.cpu(),), input_names=[INPUT],
@@ -123,6 +124,15 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
     _check_free(program, dynamic_dims)
     program.model.metadata_props.update(metadata or {})
     return atomic_write(path, program.save)
+
+
+def _check_dtype(module: nn.Module, example_input: torch.Tensor) -> None:
+    """Refuse an example input of another floating dtype than the module's weights: eager torch would refuse the
+    forward pass, but the exporter writes a graph that mixes both, which onnxruntime cannot load."""
+    weights = {p.dtype for p in module.parameters() if p.is_floating_point()}
+    if weights and example_input.dtype not in weights:
+        raise TypeError(f"the example input is {example_input.dtype} but the module's weights are "
+                        f"{', '.join(sorted(map(str, weights)))}: give an input of the weights' dtype")
 
 
 def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:

@@ -159,9 +159,9 @@ class Attention(nn.Module):
         ``scores`` (B, S), if given, rank the keys as the similarities do, so that they are not computed again;
         otherwise ``z`` and ``keys`` are taken as ``scaled`` already.
         """
-        k = max(1, min(k, keys.shape[0] - (own_slot is not None)))  # a row's own key is never among its k
+        k = max(1, min(k, keys.shape[0] - int(own_slot is not None)))  # a row's own key is never among its k
         n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
-        n = min(keys.shape[0], n + (own_slot is not None))
+        n = min(keys.shape[0], n + int(own_slot is not None))
         if scores is None:
             scores, index = nearest(z, keys, self.similarity, n, ordered=False)
         else:
@@ -200,6 +200,7 @@ class Attention(nn.Module):
         return masked_softmax(logits, torch.zeros_like(chosen).scatter_(1, index, ~hidden), chosen)
 
     def extra_repr(self) -> str:
-        return (f"similarity={self.similarity!r}, temperature={self.log_temperature.exp().item():.4g}, "
+        temperature = "?" if self.log_temperature.is_meta else f"{self.log_temperature.exp().item():.4g}"
+        return (f"similarity={self.similarity!r}, temperature={temperature}, "
                 f"learned={isinstance(self.log_temperature, nn.Parameter)}, "
                 f"metric={'learned' if self.log_scale is not None else 'fixed'}")
