@@ -100,13 +100,14 @@ def test_a_bad_train_subset_fails_before_any_file_is_written(tmp_path, capsys):
             "--out", str(tmp_path / "run"), "--quiet"]
     assert main(argv) == 2
     assert "train_subset must be in 1.." in capsys.readouterr().err
-    assert not list((tmp_path / "run").iterdir())
+    assert not (tmp_path / "run").exists()  # not even an empty folder
     (tmp_path / "run.toml").write_text("train-subset = 0\nbatch-size = 64\n")
     assert main([*argv[:-5], "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "run2"), "--quiet"]) == 2
     assert f"{tmp_path / 'run.toml'}: train_subset must be in 1.." in capsys.readouterr().err  # names the file
 
 
 def test_a_missing_data_set_leaves_no_output_folder(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()  # a data folder without the data set
     argv = ["classify", "--dataset", "mnist", "--backbone", "convnet4", "--method", "mn", "--data-dir",
             str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "--quiet"]
     assert main(argv) == 1

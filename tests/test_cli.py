@@ -117,6 +117,15 @@ def test_an_argparse_error_exits_2(capsys):
      "--resume continues a run with its saved configuration; drop --seed"),
     (["regress", "--dataset", "gom", "--target", "y", "--out", "o"], "--target only applies to --data-file"),
     (["ablate", "--data-file", "t.csv", "--param", "p", "--values", "1", "--out", "o"], "--data-file needs --target"),
+    *[(argv, "--data-dir /no/such/folder is not a folder") for argv in (  # not the shipped copy (gom, digits),
+        ["regress", "--dataset", "gom", "--data-dir", "/no/such/folder", "--out", "o"],  # nor --dataset all's two
+        ["regress", "--dataset", "all", "--data-dir", "/no/such/folder", "--out", "o"],
+        ["ablate", "--dataset", "gom", "--data-dir", "/no/such/folder", "--param", "top_k", "--values", "4", "--out",
+         "o"],
+        ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--data-dir",
+         "/no/such/folder", "--out", "o"],
+        ["classify", "--resume", "r", "--data-dir", "/no/such/folder"],
+        ["analyze", "--run", "r", "--what", "cosine", "--data-dir", "/no/such/folder"])],
 ])
 def test_a_usage_error_exits_2_with_one_line(capsys, argv, message):
     assert main(argv) == 2

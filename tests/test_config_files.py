@@ -378,7 +378,7 @@ def test_a_csv_runs_target_column_does_not_follow_its_record_onto_a_registered_t
 
     from meta_neighborhoods.commands.common import UsageError, check_target
 
-    given = dict(data_file=None, target="y", table_sha256=None, dataset="gom")
+    given = dict(data_file=None, target="y", table_sha256=None, dataset="gom", data_dir=None)
     args = Namespace(**given, config_gave={"target": "results.json"})
     check_target(args)  # the record gave it: the command line's --dataset wins
     assert args.target is None

@@ -34,6 +34,13 @@ def test_the_record_is_json_and_names_every_version(monkeypatch):
     assert {"git_commit", "git_dirty", "cuda", "time"} <= set(record)
 
 
+def test_a_run_started_with_python_m_records_a_command_that_runs_again(monkeypatch):
+    """``python -m meta_neighborhoods`` leaves the package's __main__.py in sys.argv[0], which cannot run alone."""
+    main_file = str(Path(meta_neighborhoods.__file__).with_name("__main__.py"))
+    monkeypatch.setattr(sys, "argv", [main_file, "spiral", "--epochs", "2"])
+    assert provenance()["command"] == [sys.executable, "-m", "meta_neighborhoods", "spiral", "--epochs", "2"]
+
+
 def test_a_library_that_is_not_installed_is_recorded_as_none(monkeypatch):
     monkeypatch.setattr(module, "LIBRARIES", ("no-such-distribution-here",))
     assert provenance()["no-such-distribution-here"] is None

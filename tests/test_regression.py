@@ -282,6 +282,19 @@ def test_regress_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimato
     assert (out / "folds.png").is_file()
 
 
+@pytest.mark.parametrize("param, value, message", [
+    ("dictionary_size", "-1", "dictionary_size must be a non-negative integer"),
+    ("temperature", "0", "temperature"), ("top_k", "0", "top_k"), ("inner_steps", "0", "inner_steps"),
+    ("slot_dropout", "1.5", "slot_dropout"), ("similarity", "manhattan", "similarity"),
+])
+def test_a_value_the_estimator_refuses_leaves_no_output_folder(tiny_csv, tmp_path, capsys, param, value, message):
+    """Every value is checked as fit checks it before --out is claimed: a refused ablation leaves nothing."""
+    out = tmp_path / "ablation"
+    assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", param, "--values", value,
+                 "--out", str(out), "--quiet"]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
 def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):
     out = tmp_path / "ablation"
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "dictionary_size",
@@ -384,7 +397,8 @@ def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_use
     made.clear()
     assert main(["ablate", *common, "--out", str(tmp_path / "a"), "--param", "top_k", "--values", "2", "4"]) == 0
     ablated = [p for p in made if "top_k" in p]
-    assert len(ablated) == 4 and all(p["vanilla_fallback"] is False for p in ablated)
+    assert len(ablated) == 2 + 4 and all(p["vanilla_fallback"] is False for p in ablated)  # each value checked
+    # before the folder is claimed, then fitted on 2 folds
     assert json.loads((tmp_path / "a" / "ablation.json").read_text())["config"]["estimator"]["vanilla_fallback"] is False
 
 

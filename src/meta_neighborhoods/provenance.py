@@ -52,10 +52,18 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def command() -> list[str]:
+    """The command line as it can be run again: ``sys.argv``, but ``python -m meta_neighborhoods ...`` where the
+    package ran as a module (its ``sys.argv[0]`` is ``__main__.py``, which cannot run by itself)."""
+    if sys.argv and Path(sys.argv[0]).resolve() == Path(__file__).resolve().with_name("__main__.py"):
+        return [sys.executable, "-m", "meta_neighborhoods", *sys.argv[1:]]
+    return list(sys.argv)
+
+
 def provenance() -> dict:
     """A JSON-able record of what is running now: versions, platform, torch's CPU threads (training with
     neighbours sums in an order that depends on them, so a rerun matches only on as many), git commit and whether
-    the clone had uncommitted changes (both None outside a clone), the command line (``sys.argv``) and the folder
+    the clone had uncommitted changes (both None outside a clone), the command line (``command``) and the folder
     its relative paths start from, and the time."""
     commit, dirty = git_state()
     return {
@@ -69,7 +77,7 @@ def provenance() -> dict:
         "threads": torch.get_num_threads(),
         "git_commit": commit,
         "git_dirty": dirty,
-        "command": list(sys.argv),
+        "command": command(),
         "working_directory": os.getcwd(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from contextlib import contextmanager
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
@@ -133,10 +134,18 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
     return parser
 
 
+def check_data_dir(args) -> None:
+    """A --data-dir given must be a folder: a mistyped one would otherwise fall back to the shipped copies (gom,
+    digits) or, for --dataset all, skip every table it should hold, and the run would succeed on other data."""
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir} is not a folder")
+
+
 def check_target(args) -> None:
     """--target belongs to --data-file and to nothing else, --table-sha256 to one table: say so rather than ignore
     them. A digest a record gave (--config) does not bind --dataset all, nor does 'none' bind anything, nor a
-    target column a record gave another table."""
+    target column a record gave another table. --data-dir as ``check_data_dir``."""
+    check_data_dir(args)
     if args.data_file is None and "target" in getattr(args, "config_gave", {}):
         args.target = None  # a CSV run's record, rerun on a registered table the command line names
     if args.data_file is not None and args.target is None:

@@ -347,8 +347,6 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
-    if distributed.is_main():  # once the data is there: a missing data set leaves no empty folder behind
-        out = prepare_out_dir(out)
     if config.preset is not None:  # what the preset sets, unless given
         preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
         config = replace(config, **{name: value for name, value in preset.items() if name not in options})
@@ -387,6 +385,8 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
         if config.method == "all":
             _method_folders(out)  # a link among them is refused before anything is removed or written
         main = distributed.is_main()
+        if main and not resume:  # once the data and the settings are checked: a refused run leaves no folder
+            prepare_out_dir(out)
         with runs.lock(out) if main else nullcontext():
             if main and not resume:
                 runs.claim(out, overwrite, config.method)

@@ -325,6 +325,16 @@ def ablation_values(param: str, values) -> list:
     return converted
 
 
+def _check_values(factories, params: dict, table: Table) -> None:
+    """Each value's settings checked as fit checks them (types, ranges, what the method allows), before a folder
+    is claimed: a refused value must leave nothing behind, not an empty --out."""
+    features = table.X.shape[1]
+    for factory in factories:
+        estimator = factory(seed=0, n_train=len(table.y), params=params)
+        estimator._check_parameters()
+        estimator._network(features, 1, len(table.y), features, estimator.dictionary_size)
+
+
 def _with_value(param: str, value):
     """Meta-Neighborhoods with one parameter fixed, as a method factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
@@ -343,6 +353,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     options = protocol_options(folds, seed, seeds, max_rows)
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
+    _check_values(methods.values(), params, used)
     out = claim_out_dir(out, TABLE_RUNS, overwrite)
     cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
     first = next(iter(methods))
