@@ -356,7 +356,7 @@ def test_a_record_of_another_command_or_for_a_command_without_records_is_refused
     _refused(capsys, ["spiral", "--config", bad], f"{bad}: animation must be true or false, got 'no'")
 
 
-@pytest.mark.parametrize("command, records", [("spiral", "(metrics.json)"), ("regress", "(results.json)"),
+@pytest.mark.parametrize("command, records", [("spiral", "(metrics.json)"), ("regress", "(results.json or summary.json)"),
                                               ("ablate", "(ablation.json)"),
                                               ("classify", "(config.json or metrics.json or comparison.json)")])
 def test_each_command_names_the_records_its_config_reads(capsys, command, records):

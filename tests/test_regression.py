@@ -415,6 +415,12 @@ def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_
     summary = json.loads((tmp_path / "all" / "summary.json").read_text())
     assert list(summary["datasets"]) == shipped and list(summary["skipped"]) == missing
     assert captured.out == (tmp_path / "all" / "summary.md").read_text()
+    assert summary["config"]["folds"] == 2 and "git_commit" in summary["config"]["provenance"]
+    # the summary is the run's record: --config with it reruns --dataset all, table for table
+    assert main(["regress", "--config", str(tmp_path / "all" / "summary.json"), "--data-dir", str(empty), "--out",
+                 str(tmp_path / "again"), "--max-epochs", "1", "--device", "cpu", "--quiet"]) == 0
+    again = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert again["datasets"] == summary["datasets"] and again["config"]["seeds"] == 1
 
 
 def test_dataset_and_data_file_are_mutually_exclusive_and_one_is_required(tiny_csv, tmp_path, capsys):

@@ -48,11 +48,14 @@ def run(args) -> int:
     return 0
 
 
-RECORDS = ("results.json",)  # what options_from_record reads
+RECORDS = ("results.json", "summary.json")  # what options_from_record reads
 
 
 def options_from_record(record: dict) -> dict:
-    """The options of the regress run whose results.json ``record`` is, for --config."""
+    """The options of the regress run whose results.json ``record`` is, for --config; a summary.json reruns
+    --dataset all (each table then checks its own digest no more: the tables' records hold them)."""
     if "param" in record:
         raise ConfigError("the ablation.json of an ablate run, not the results.json of a regress run")
+    if "datasets" in record:
+        return {**table_run_options(record), "dataset": "all"}
     return table_run_options(record)

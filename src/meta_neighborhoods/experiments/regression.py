@@ -274,10 +274,12 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     if unknown:
         known = ", ".join(available_tables())
         raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
-    protocol_options(options.get("folds", FOLDS), options.get("seed", 0), options.get("seeds", SEEDS),
-                     options.get("max_rows"))
+    checked = protocol_options(options.get("folds", FOLDS), options.get("seed", 0), options.get("seeds", SEEDS),
+                               options.get("max_rows"))
     methods = available_methods() if methods is None else methods
-    _checked_params(options.get("estimator_params"))
+    config = {**checked, "search": options.get("search", False), "tables": names,  # what reruns it (--config)
+              "estimator_params": _checked_params(options.get("estimator_params")), "version": __version__,
+              "provenance": provenance()}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     out = claim_out_dir(out, [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)],
                         options.get("overwrite", False))
@@ -294,7 +296,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
             continue
         results = run_regression(table, out / name, methods=methods, **options)
         rows[name], protocol = _summary_row(results), _protocol(results["config"])
-    summary = {"datasets": rows, "skipped": skipped}
+    summary = {"datasets": rows, "skipped": skipped, "config": config}
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
     remove_unwritten(out, TABLE_RUNS, SUMMARY)
