@@ -229,8 +229,8 @@ BAD_INPUTS = [
     pytest.param(_csv(b"\x89PNG\r\n\x1a\n\xff\xfe"), ValueError, "table.csv is not a UTF-8 text table",
                  id="binary-file-as-csv"),
     # -- output folders
-    pytest.param(lambda tmp: (prepare_out_dir, _write(tmp / "metrics.json", "{}")), PermissionError,
-                 "cannot write to output directory .*metrics.json", id="out-dir-is-a-file"),
+    pytest.param(lambda tmp: (prepare_out_dir, _write(tmp / "metrics.json", "{}")), NotADirectoryError,
+                 "cannot write to output directory .*metrics.json: it is a file, not a folder", id="out-dir-is-a-file"),
     pytest.param(lambda tmp: (prepare_out_dir, _write(tmp / "metrics.json", "{}") / "run"), PermissionError,
                  "cannot write to output directory .*Not a directory", id="out-dir-under-a-file"),
     pytest.param(_read_only_out_dir, PermissionError, "cannot write to output directory .*Permission denied",

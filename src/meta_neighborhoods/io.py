@@ -20,6 +20,8 @@ MAX_RECORD_BYTES = 256 << 20  # a record's text: the largest, a split's image in
 def prepare_out_dir(out: str | os.PathLike) -> Path:
     """Create ``out`` if needed and make sure we can write there, before any work is done."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"cannot write to output directory {out}: it is a file, not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
