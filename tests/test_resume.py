@@ -82,8 +82,9 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, meth
         assert [row[name] for row in resumed] == [row[name] for row in expected], name
     assert resumed[:saved_epoch] == logged  # continued from the checkpoint: its epochs were not trained again
     record = json.loads((killed / "run.json").read_text())
-    assert record["provenance"]["command"][1:] == [*run, "--out", str(killed)]
-    assert [entry["command"][1:] for entry in record["resumed"]] == [["classify", "--resume", str(killed), "--quiet"]]
+    assert record["provenance"]["command"] == _command(*run, "--out", str(killed))  # as it can run again
+    assert [entry["command"] for entry in record["resumed"]] == [_command("classify", "--resume", str(killed),
+                                                                          "--quiet")]
 
 
 def _csv(path):

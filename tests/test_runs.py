@@ -121,6 +121,7 @@ def test_a_crafted_run_folder_runs_no_code(tmp_path, capsys):
     args = {"method": "mn", "backbone": "convnet4", "in_channels": 3, "num_classes": 4, "dictionary_size": 8}
     image_methods.save_checkpoint(run / "best", image_methods.build_model(**args), model_args=args, epoch=1)
     (run / "config.json").write_text(json.dumps(_config(dataset="cifar100", data_dir=str(tmp_path / "evil"))))
+    (tmp_path / "nothing-here").mkdir()  # the data folder given, without the data set
     main(["analyze", "--run", str(run), "--what", "cosine", "--quiet", "--device", "cpu",
           "--data-dir", str(tmp_path / "nothing-here")])
     assert not marker.exists()
