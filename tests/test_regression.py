@@ -328,8 +328,8 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
 ])
 def test_the_ablation_figure_marks_values_the_dictionary_capped(param, values, sizes, notes):
     """A capped value's point is said on the figure too, not only in its report: its equal height is no finding."""
-    results = {"p_value_vs_first": [None, 0.0312, 0.5], "dictionary_sizes": sizes}
-    assert regression._point_notes(param, values, results) == notes
+    capped = regression._capped(param, values, sizes)
+    assert regression._point_notes(param, [None, 0.0312, 0.5], capped) == notes
 
 
 def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fast_estimators):

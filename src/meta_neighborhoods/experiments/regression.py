@@ -116,10 +116,9 @@ def _unconverged_note(results: dict) -> str:
 
 def _capped(param: str, values: list, sizes: list) -> list[tuple[str, str]]:
     """Per value, the keys of the folds where the fitted dictionary made it another value, and in how many folds
-    (('', '') where none did; the second '' where every fold did): a
-    dictionary size above the rows a fit trains on (capped at them), a top-k of at least the keys there are (full
-    attention). Equal results of such values would otherwise read
-    as a finding, and unequal ones as a contradiction."""
+    (('', '') where none did; the second '' where every fold did): a dictionary size above the rows a fit trains
+    on (capped at them), a top-k of at least the keys there are (full attention). Equal results of such values
+    would otherwise read as a finding, and unequal ones as a contradiction."""
     said = []
     for value, got in zip(values, sizes):
         hit = ([keys for keys in got if keys < value] if param == "dictionary_size"
@@ -146,15 +145,14 @@ CAP_LEGEND = {"dictionary_size": "'N keys': the dictionary's size there, capped 
               "top_k": "'full': a top-k of all the dictionary's keys, i.e. full attention"}
 
 
-def _point_notes(param: str, values: list, results: dict) -> list[str]:
+def _point_notes(param: str, p_values: list, capped: list[tuple[str, str]]) -> list[str]:
     """What the ablation figure writes above each value's point: its p against the first value and, on lines of
     their own, the keys it ran with where the dictionary capped it (``_capped``; ``CAP_LEGEND`` says what they mean)."""
     said = {"dictionary_size": "{} keys", "top_k": "full: {} keys"}.get(param, "{}")
     return ["\n".join(filter(None, ["" if p is None else f"p = {p:.2g}",
                                      keys and said.format(keys.replace(" to ", "–")),
                                      folds.replace(" of ", "/").strip()]))
-            for p, (keys, folds) in zip(results["p_value_vs_first"],
-                                        _capped(param, values, results["dictionary_sizes"]))]
+            for p, (keys, folds) in zip(p_values, capped)]
 
 
 def _warn_unconverged(results: dict) -> None:
@@ -388,6 +386,6 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} "
                                f"folds), the same folds for every value; p: corrected t-test against {shown[0]}"
                                + (f"; {CAP_LEGEND[param]}" if any(keys for keys, _ in capped) else ""),
-                    notes=_point_notes(param, values, results))
+                    notes=_point_notes(param, results["p_value_vs_first"], capped))
     remove_unwritten(out, TABLE_RUNS, ABLATION)
     return results
