@@ -162,18 +162,18 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "mn" / "metrics.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="already holds a run") as refused:
-        runs.claim(tmp_path, overwrite=False)  # no last checkpoint: --resume would only say there is nothing
+        runs.claim(tmp_path, overwrite=False, method="all")  # no last checkpoint: --resume would say nothing is there
     assert "--resume" not in str(refused.value) and "--overwrite" in str(refused.value)
     image_methods.save_checkpoint(tmp_path / "mn" / "last", torch.nn.Linear(1, 1), epoch=1)
     with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--overwrite"):
-        runs.claim(tmp_path, overwrite=False)
-    runs.claim(tmp_path, overwrite=True)
+        runs.claim(tmp_path, overwrite=False, method="all")
+    runs.claim(tmp_path, overwrite=True, method="all")
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
         "mn", "notes.txt", "tensorboard", "tensorboard/other", "tensorboard/other/events.out.tfevents.2.host"]
     (tmp_path / "tensorboard" / "other" / "events.out.tfevents.2.host").unlink()
     (tmp_path / "tensorboard" / "other").rmdir()
     (tmp_path / "tensorboard").rmdir()
-    runs.claim(tmp_path, overwrite=False)  # nothing of a run is left
+    runs.claim(tmp_path, overwrite=False, method="all")  # nothing of a run is left
 
 
 @pytest.mark.parametrize("where, method", [(".", "mn"), (".", "all"), ("mn", "all")])
@@ -221,7 +221,7 @@ def test_a_folder_of_analyses_alone_is_not_a_run(tmp_path):
     for name in ("cosine.png", "tsne.json"):
         (tmp_path / name).write_text("x")
     assert runs.holds_a_run(tmp_path) == []
-    runs.claim(tmp_path, overwrite=True)
+    runs.claim(tmp_path, overwrite=True, method="mn")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cosine.png", "tsne.json"]
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from . import __version__
 from .commands import COMMANDS, config_file
-from .commands.common import UsageError
+from .commands.common import UsageError, check_data_dir
 from .validation import ConfigError
 
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError)
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         LOGGER.debug("options: %s", ", ".join(f"{key}={value!r}" for key, value in sorted(vars(args).items())
                                               if not callable(value)))
         try:
+            if getattr(args, "data_dir", None) is not None:  # every command that reads data: before any work
+                check_data_dir(args)
             return args.run(args)
         except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
             print(f"{prefix}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)

@@ -57,6 +57,15 @@ def build_model(method: str, backbone: str, in_channels: int, num_classes: int, 
     return MetaNeighborhoods(head, config, extractor=extractor)
 
 
+def build_model_args(method: str, backbone: str, in_channels: int, num_classes: int, dictionary_size: int,
+                     psi: int) -> dict:
+    """``build_model``'s arguments as checkpoint ``best`` records them, to rebuild its network (``_model_args``
+    checks them on load): a method without a dictionary records size 0, psi only where MAXL uses it."""
+    spec = METHODS[method]
+    return {"method": method, "backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
+            "dictionary_size": dictionary_size if spec.dictionary else 0, **({"psi": psi} if spec.auxiliary else {})}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Checkpoint ``best``: weights plus the ``model_args`` that rebuild them (``last`` is ``training.TrainingState``'s)
 

@@ -16,7 +16,8 @@ One method's run folder::
 
 With ``--method all`` the parent folder holds one such folder per method, plus ``config.json``,
 ``comparison.json`` and ``comparison.md``. ``classify`` writes run folders; ``analyze`` and ``export`` read them
-through this module alone, so they see exactly what the run trained on.
+through this module (with ``image_methods.py`` for checkpoint ``best`` and ``run_record.py`` for ``run.json``), so
+they see exactly what the run trained on.
 
 A run folder is untrusted input. Every field read from it is checked (type, range, allowed names) before
 anything is loaded or built, and paths are never taken from it: on ``--resume`` and in ``analyze`` the data and
@@ -31,7 +32,6 @@ import fcntl
 import json
 import os
 import stat
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -46,11 +46,13 @@ from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
 from .io import read_record, refuse_held, write_json
 from .model import MetaNeighborhoods
+from .provenance import command
 
 CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lock"
 RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
+METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the method's fixed settings
 
 
 class RunFolderError(ValueError):
@@ -153,7 +155,7 @@ def lock(run_dir: Path) -> Iterator[None]:
                                  "folder") from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})")
+        handle.write(f"process {os.getpid()} ({' '.join(command())[:200]})")
         handle.flush()
         _remove_leftovers(Path(run_dir))
         yield
@@ -203,7 +205,7 @@ def _foreign_config(path: Path) -> str:
         saved = read_json(path)
     except RunFolderError:
         return "is not readable JSON"
-    if saved.get("method") in METHOD_NAMES and isinstance(saved.get("meta_neighborhoods"), dict):
+    if saved.get("method") in METHOD_NAMES and isinstance(saved.get(METHOD_SETTINGS), dict):
         return ""
     return "is not the configuration a classify run writes"
 
@@ -223,7 +225,7 @@ def resumable(run_dir, method: str | None = None) -> bool:
     return any(checkpoint.exists(stem) for stem in last_stems(run_dir, method))
 
 
-def claim(run_dir: Path, overwrite: bool, method: str | None = None) -> None:
+def claim(run_dir: Path, overwrite: bool, method: str) -> None:
     """Make ``run_dir`` ready for a new run of ``method``: refuse one that holds a run (offering --resume where it
     can), unless ``overwrite``, which removes the earlier run's files (and only those). A ``config.json`` the new run
     would write (``--method all``: in each method's folder too) that no run wrote is refused either way, before

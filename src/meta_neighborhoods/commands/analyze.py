@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
-from .common import check_data_dir, data_folders, device, output, parent, seed, verbosity
+from .common import data_folders, device, output, parent, seed, verbosity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -75,7 +75,6 @@ def _overwrite():
 
 
 def run(args) -> int:
-    check_data_dir(args)  # before the imports: a usage error needs no torch
     from ..experiments.analysis import run_analysis
 
     results = run_analysis(

@@ -16,8 +16,8 @@ from ..config import (AUGMENTATIONS, GRAD_CLIP, KEY_INITS, NEIGHBOURS_PER_CLASS,
                       VALIDATION_MAX, ClassificationConfig as Defaults)
 from ..presets import PAPER_BUDGETS, PRESETS
 from ..validation import ConfigError
-from .common import (UsageError, add_optimiser_options, check_data_dir, data_folders, device, output, overwrite,
-                     parent, seed, verbosity)
+from .common import (UsageError, add_optimiser_options, data_folders, device, output, overwrite, parent, seed,
+                     verbosity)
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
                         "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment", "preset",
@@ -94,9 +94,7 @@ def _configuration():
 
 
 def check_options(args) -> None:
-    """--resume takes none of the run options; a new run needs the four without a default; --data-dir is a
-    folder."""
-    check_data_dir(args)
+    """--resume takes none of the run options; a new run needs the four without a default."""
     if args.resume is not None:
         if args.config is not None:
             raise UsageError("--resume continues a run with its saved configuration; it takes no --config")

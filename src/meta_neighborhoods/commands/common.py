@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import ConfigError, check_int, check_non_negative, check_positive
@@ -144,8 +144,7 @@ def check_data_dir(args) -> None:
 def check_target(args) -> None:
     """--target belongs to --data-file and to nothing else, --table-sha256 to one table: say so rather than ignore
     them. A digest a record gave (--config) does not bind --dataset all, nor does 'none' bind anything, nor a
-    target column a record gave another table. --data-dir as ``check_data_dir``."""
-    check_data_dir(args)
+    target column a record gave another table."""
     if args.data_file is None and "target" in getattr(args, "config_gave", {}):
         args.target = None  # a CSV run's record, rerun on a registered table the command line names
     if args.data_file is not None and args.target is None:

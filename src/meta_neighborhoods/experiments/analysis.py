@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import runs
-from ..image_methods import METHODS
 from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES, ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
+from ..image_methods import METHODS
 from ..io import prepare_out_dir, refuse_held, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure

@@ -48,13 +48,14 @@ from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, VALIDATION_F
                       ClassificationConfig)
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
+from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
+                             build_model_args, load_checkpoint)
 from ..io import inner_folder, markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import image_inputs, write_run_record
-from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
-                             load_checkpoint)
-from ..runs import BEST, CONFIG, LAST, METRICS, METRICS_CSV, RUN, SPLIT, TENSORBOARD, Split, write_split
+from ..runs import (BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, RUN, SPLIT, TENSORBOARD, Split,
+                    write_split)
 from ..training import OptimizerSpec, check_configuration, fit, resolve_device
 from ..validation import ConfigError
 
@@ -153,21 +154,13 @@ def _check_names(dataset: str, backbone: str, method: str) -> None:
             raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(known)}", option)
 
 
-def _model_args(config: ClassificationConfig, dataset: ImageDataset) -> dict:
-    """``build_model``'s arguments for this run: what rebuilds the network of checkpoint ``best``."""
-    spec = METHODS[config.method]
-    return {"method": config.method, "backbone": config.backbone, "in_channels": dataset.train.images.shape[1],
-            "num_classes": len(dataset.classes), "dictionary_size": config.dictionary_size if spec.dictionary else 0,
-            **({"psi": config.psi} if spec.auxiliary else {})}
-
-
 def _run_config(config: ClassificationConfig, model_args: dict | None = None) -> dict:
     """The arguments plus every fixed choice of the protocol, as written to config.json."""
     method = {name: value for name, value in IMAGE_CONFIG.to_dict().items() if name not in RUN_FIELDS}
     return {
         **asdict(config),
         **({"model": model_args} if model_args is not None else {}),
-        "meta_neighborhoods": method, "ifilm_where": IFILM_WHERE,
+        METHOD_SETTINGS: method, "ifilm_where": IFILM_WHERE,
         **({"maxl": MAXL_SETTINGS} if _trains_maxl(config.method) else {}),
         "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config),
         "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX, "version": __version__,
@@ -244,7 +237,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
     main = distributed.is_main()
     out = prepare_out_dir(out) if main else Path(out)
-    model_args = _model_args(config, dataset)
+    model_args = build_model_args(config.method, config.backbone, dataset.train.images.shape[1],
+                                  len(dataset.classes), config.dictionary_size, config.psi)
     run_config = _run_config(config, model_args)
     if main and not resume:
         write_json(out / CONFIG, run_config)

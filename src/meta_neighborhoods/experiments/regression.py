@@ -275,7 +275,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     checked = protocol_options(options.get("folds", FOLDS), options.get("seed", 0), options.get("seeds", SEEDS),
                                options.get("max_rows"))
     methods = available_methods() if methods is None else methods
-    config = {**checked, "search": options.get("search", False), "tables": names,  # what reruns it (--config)
+    config = {**checked, "search": options.get("search", False),  # what --config with summary.json reruns
               "estimator_params": _checked_params(options.get("estimator_params")), "version": __version__,
               "provenance": provenance()}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
