@@ -127,7 +127,8 @@ def test_an_argparse_error_exits_2(capsys):
         ["classify", "--resume", "r", "--data-dir", "/no/such/folder"],
         ["analyze", "--run", "r", "--what", "cosine", "--data-dir", "/no/such/folder"])],
 ])
-def test_a_usage_error_exits_2_with_one_line(capsys, argv, message):
+def test_a_usage_error_exits_2_with_one_line(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)  # were it not refused, a run's relative --out lands here, not in the checkout
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"meta-neighborhoods {argv[0]}: error: ") and message in error
