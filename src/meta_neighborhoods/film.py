@@ -32,8 +32,9 @@ _NORM_EPS = 1e-12  # F.normalize's floor on a norm
 class FiLMDictionary(nn.Module):
     """The per-layer dictionary {k_j, gamma_j, beta_j}; ``attention`` holds its similarity and temperature.
 
-    Weight decay never applies to it (``decays_weight``, see the head contract in ``heads/base.py``), as in
-    the authors' code for every dictionary. ``FiLMBatchNorm2d`` computes the modulation (``_FusedFiLM``).
+    Weight decay never applies to it (``decays_weight``, see the head contract in ``heads/base.py``), as to the
+    method's own dictionary; the authors' code decays the iFiLM dictionaries, which sit in its extractor (a
+    deviation the README lists). ``FiLMBatchNorm2d`` computes the modulation (``_FusedFiLM``).
     """
 
     decays_weight = False

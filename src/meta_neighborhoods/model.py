@@ -110,7 +110,8 @@ class MetaNeighborhoods(nn.Module):
         only.
 
         Never on the dictionary, the temperature or the step size (as the authors), nor where a module
-        declares ``decays_weight = False`` (the cosine head, the iFiLM dictionaries; see the head contract).
+        declares ``decays_weight = False`` (the cosine head, the iFiLM dictionaries; see the head contract), nor
+        on BatchNorm's scales and shifts (the authors decay those and the iFiLM dictionaries: the README lists it).
         The keys form a group of their own at ``key_lr_scale`` times ``learning_rate`` when that is not 1.
         """
         decayed = set()

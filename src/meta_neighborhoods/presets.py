@@ -3,7 +3,8 @@
 Every value comes from their code (``lupalab/Meta-Neighborhoods``; file and line of each below). What our runs
 already share with theirs is not repeated here: cosine attention at T = 0.2, slot dropout 0.5, keys from
 N(0, 0.05^2), one inner step with a learned scalar step size from 0.05, the cosine head
-(``image_methods.IMAGE_CONFIG``), iFiLM dictionaries of 10 entries after every BatchNorm (``film.py``), AdamW at
+(``image_methods.IMAGE_CONFIG``), iFiLM dictionaries of 10 entries after every BatchNorm (``film.py``; they also
+modulate the projection shortcuts: the README lists where our network differs from theirs), AdamW at
 1e-3 (``ClassificationConfig``), gradients clipped to +-10 (``config.GRAD_CLIP``). Command-line values given with
 the preset override it.
 """

@@ -40,7 +40,8 @@ class PreActResNet(nn.Module):
     """Stem conv3x3 (16), three stages of n bottlenecks (64/128/256 wide), final BN without ReLU.
 
     depth = 9n + 2. The final BN is the `last_in_stage` BN of the third stage.
-    A 16-wide stem follows He et al. and the authors' code; `stem_width` changes it.
+    A 16-wide stem follows He et al. and the authors' code; `stem_width` changes it. Each bottleneck is a quarter
+    of its output wide inside, as He et al.'s; the authors' are as wide as their input (the README lists it).
     """
 
     widths = (64, 128, 256)
