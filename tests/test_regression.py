@@ -21,7 +21,7 @@ from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
-from meta_neighborhoods.experiments import cross_validation, regression
+from meta_neighborhoods.experiments import ablation_caps, cross_validation, regression
 from meta_neighborhoods.experiments.cross_validation import TABLE_METHODS, available_methods, cross_validate
 from meta_neighborhoods.experiments.regression import (
     ABLATION_TYPES, ablation_values, run_ablation, run_regression, run_regression_all,
@@ -328,8 +328,8 @@ def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimator
 ])
 def test_the_ablation_figure_marks_values_the_dictionary_capped(param, values, sizes, notes):
     """A capped value's point is said on the figure too, not only in its report: its equal height is no finding."""
-    capped = regression._capped(param, values, sizes)
-    assert regression._point_notes(param, [None, 0.0312, 0.5], capped) == notes
+    capped = ablation_caps.capped_values(param, values, sizes)
+    assert ablation_caps.point_notes(param, [None, 0.0312, 0.5], capped) == notes
 
 
 def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fast_estimators):

@@ -16,6 +16,7 @@ from ..provenance import provenance
 from ..significance import compare
 from ..training import resolve_device
 from ..validation import ConfigError
+from .ablation_caps import CAPS, capped_note, capped_values, point_notes
 from .cross_validation import (
     SEARCH, available_methods, cross_validate, meta_neighborhoods_estimator, protocol_options, protocol_rows,
 )
@@ -112,47 +113,6 @@ def _unconverged_note(results: dict) -> str:
                        for name, count in unconverged.items())
     return (f"\nStopped at max_epochs while the validation loss was still improving ({counts}): raise --max-epochs "
             f"to train to convergence.\n")
-
-
-def _capped(param: str, values: list, sizes: list) -> list[tuple[str, str]]:
-    """Per value, the keys of the folds where the fitted dictionary made it another value, and in how many folds
-    (('', '') where none did; the second '' where every fold did): a dictionary size above the rows a fit trains
-    on (capped at them), a top-k of at least the keys there are (full attention). Equal results of such values
-    would otherwise read as a finding, and unequal ones as a contradiction."""
-    said = []
-    for value, got in zip(values, sizes):
-        hit = ([keys for keys in got if keys < value] if param == "dictionary_size"
-               else [keys for keys in got if value is not None and 0 < keys <= value] if param == "top_k" else [])
-        keys = "" if not hit else f"{min(hit)}" + (f" to {max(hit)}" if max(hit) > min(hit) else "")
-        said.append((keys, f" in {len(hit)} of {len(got)} folds" if hit and len(hit) < len(got) else ""))
-    return said
-
-
-def _capped_note(param: str, values: list, shown: list, sizes: list) -> str:
-    """``_capped`` as a paragraph of the report ('' if it found nothing)."""
-    capped = [(label, keys, folds) for label, (keys, folds) in zip(shown, _capped(param, values, sizes)) if keys]
-    if param == "dictionary_size" and capped:
-        return (f"\nThe dictionary holds at most one key per row a fit trains on: "
-                f"{'; '.join(f'{label} ran with {keys} keys{folds}' for label, keys, folds in capped)}, so values "
-                "above that cap fit the same network there.\n")
-    if param == "top_k" and capped:
-        return (f"\nA top-k of at least the dictionary's keys is full attention: "
-                f"{'; '.join(f'{label} (of {keys} keys{folds})' for label, keys, folds in capped)}.\n")
-    return ""
-
-
-CAP_LEGEND = {"dictionary_size": "'N keys': the dictionary's size there, capped at the rows a fit trains on",
-              "top_k": "'full': a top-k of all the dictionary's keys, i.e. full attention"}
-
-
-def _point_notes(param: str, p_values: list, capped: list[tuple[str, str]]) -> list[str]:
-    """What the ablation figure writes above each value's point: its p against the first value and, on lines of
-    their own, the keys it ran with where the dictionary capped it (``_capped``; ``CAP_LEGEND`` says what they mean)."""
-    said = {"dictionary_size": "{} keys", "top_k": "full: {} keys"}.get(param, "{}")
-    return ["\n".join(filter(None, ["" if p is None else f"p = {p:.2g}",
-                                     keys and said.format(keys.replace(" to ", "–")),
-                                     folds.replace(" of ", "/").strip()]))
-            for p, (keys, folds) in zip(p_values, capped)]
 
 
 def _warn_unconverged(results: dict) -> None:
@@ -377,15 +337,15 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
              f"{_protocol(results['config'])})\n\n{_method_note(results['config'])} The other parameters at the "
              f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
              f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
+    capped = capped_values(param, values, results["dictionary_sizes"])
     write_text(out / "ablation.md", title + markdown_table(
         [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results)
-        + _capped_note(param, values, shown, results["dictionary_sizes"]))
-    capped = _capped(param, values, results["dictionary_sizes"])
+        + capped_note(param, shown, capped))
     ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"], results["std"],
                     log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: Meta-Neighborhoods' MSE against {param}",
                     error_bars=f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} "
                                f"folds), the same folds for every value; p: corrected t-test against {shown[0]}"
-                               + (f"; {CAP_LEGEND[param]}" if any(keys for keys, _ in capped) else ""),
-                    notes=_point_notes(param, results["p_value_vs_first"], capped))
+                               + (f"; {CAPS[param].legend}" if any(capped) else ""),
+                    notes=point_notes(param, results["p_value_vs_first"], capped))
     remove_unwritten(out, TABLE_RUNS, ABLATION)
     return results
