@@ -32,7 +32,7 @@ from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.callbacks import WeightAverage
 from meta_neighborhoods.provenance import provenance
-from meta_neighborhoods.training import OptimizerSpec, clip_gradients
+from meta_neighborhoods.training import OptimizerSpec, optimizer_step
 from timing import timed
 
 BATCH = 128  # the estimators' batch size
@@ -54,10 +54,7 @@ def training_step(model, estimator: MetaNeighborhoodsRegressor):
     optimiser, average = spec.build(model)[0], WeightAverage(model, estimator.ema_decay)
 
     def run(x, y):
-        optimiser.zero_grad(set_to_none=True)
-        model.loss(model(x), y).backward()
-        clip_gradients(model, spec.grad_clip)
-        optimiser.step()
+        optimizer_step(model, optimiser, spec.grad_clip, model.loss(model(x), y))
         average.on_step(0)
     return run
 

@@ -32,7 +32,7 @@ from meta_neighborhoods.config import GRAD_CLIP
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.image_methods import METHODS, build_model
-from meta_neighborhoods.training import OptimizerSpec, clip_gradients
+from meta_neighborhoods.training import OptimizerSpec, optimizer_step
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
 BACKBONES = {"convnet4": (1, 28), "resnet29": (3, 32)}  # name: (channels, side)
@@ -55,11 +55,7 @@ def training_step(method: str, backbone: str, batch: int, device: torch.device, 
     y = torch.randint(CLASSES, (batch,), device=device)
 
     def step():
-        loss = model.loss(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(model, GRAD_CLIP)
-        optimizer.step()
+        optimizer_step(model, optimizer, GRAD_CLIP, model.loss(model(x), y))
 
     return step
 

@@ -174,10 +174,7 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
                 checkpoint is not None and state.epoch > 0) else ""
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {state.epoch + 1}, step "
                                      f"{state.step + 1}: training stopped{kept}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(model, clip)
-        optimizer.step()
+        optimizer_step(model, optimizer, clip, loss)
         state.step += 1
         size = weight[0].sum().item() if weight else len(y)
         total, count = total + loss.item() * size, count + size
@@ -215,6 +212,14 @@ def _flat(config: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{name}"] = value
     return flat
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, clip: float | None, loss: torch.Tensor) -> None:
+    """What every training step does with its loss: backward, clipping, the optimiser's step (benchmarks time it)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients(model, clip)
+    optimizer.step()
 
 
 def clip_gradients(model: nn.Module, clip: float | None) -> None:
