@@ -32,7 +32,7 @@ from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeigh
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.experiments.regression import run_regression_all
 from meta_neighborhoods.heads import MLPHead
-from meta_neighborhoods.standardise import standardiser
+from meta_neighborhoods.standardise import early_stopping_split, standardiser
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.io import prepare_out_dir
 from meta_neighborhoods.similarity import Attention
@@ -341,6 +341,34 @@ def test_a_small_constant_column_keeps_scale_1_so_a_new_value_at_prediction_stay
     """Scaling a constant column by its magnitude multiplied a new value by 1e6 (or refused it, at 1e-40)."""
     mean, scale = standardiser(np.c_[np.full(40, value), np.arange(40.0)])
     assert scale[0] == 1.0 and mean[0] == pytest.approx(value)
+
+
+def test_a_small_real_variation_around_a_large_offset_is_not_taken_for_a_constant():
+    """1e8 + 1e-5 z has about 650 float64 steps of variation: it was scaled by 1e8 and erased in float32."""
+    z = np.random.default_rng(0).normal(size=300)
+    mean, scale = standardiser(np.c_[1e8 + 1e-5 * z])
+    assert scale[0] == pytest.approx(1e-5 * z.std(), rel=1e-3)
+    assert standardiser(np.c_[np.full(30, 1e8)])[1][0] == 1e8  # a true constant as before
+
+
+@pytest.mark.parametrize("value", [5.0, 1e9])
+def test_a_constant_target_is_predicted_back_whatever_its_size(value):
+    """The target's scale multiplies the network's error at prediction: a constant 1e9 was predicted off by 3.8e8
+    when its scale was its magnitude."""
+    X_ = np.random.default_rng(0).normal(size=(60, 3))
+    model = MetaNeighborhoodsRegressor(**TINY).fit(X_, np.full(60, value))
+    assert model.y_scale_[0] == 1.0 and np.abs(model.predict(X_) - value).max() < 5.0
+
+
+def test_the_classifier_s_early_stopping_rows_hold_every_class():
+    """Stratified, as scikit-learn's MLPClassifier: a minority class missing from the validation rows (76 of 200
+    seeds, plain) would not count in early stopping or the vanilla fallback."""
+    labels = (np.arange(200) < 10).astype(np.int64)
+    for seed in range(50):
+        train, valid = early_stopping_split(200, 0.1, np.random.RandomState(seed), labels)
+        assert labels[valid].sum() == 1 and len(valid) == 20 and sorted([*train, *valid]) == list(range(200))
+    train, valid = early_stopping_split(200, 0.1, np.random.RandomState(0), np.r_[labels[:-9], 2])  # a class of 1
+    assert len(valid) == 20  # too small a class to stratify: the plain split
 
 
 @pytest.mark.parametrize("value", [1e30, 3.3e100])

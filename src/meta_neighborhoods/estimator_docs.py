@@ -101,7 +101,7 @@ PARAMETERS = """
         ``n_iter_no_change`` epochs, keeping the best weights. Without it, the training loss decides, as it does
         (with a warning) where too few rows leave two on each side; the vanilla fallback then does not run.
     validation_fraction : float, default=0.1
-        Share of the training rows held out for early stopping.
+        Share of the training rows held out for early stopping (the classifier's stratified by class).
     n_iter_no_change : int, default=200
         Epochs without improvement before training stops. On nearly noise-free tables (naval, energy, yacht) both
         networks keep improving after long plateaus: 60 rather than 20, then 200 rather than 60, fitted them

@@ -226,7 +226,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         same network without neighbours on the same rows too, and keep whichever validates better."""
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
-        train, valid = early_stopping_split(len(rows), self.validation_fraction if self.early_stopping else 0.0, rng)
+        train, valid = early_stopping_split(len(rows), self.validation_fraction if self.early_stopping else 0.0, rng,
+                                            targets if self._task == "classification" else None)
         self.x_mean_, self.x_scale_ = standardiser(X, weights, rows)
         per_row = [torch.as_tensor(targets)]  # what goes with each row into batches and losses: target (and weight)
         if weights is not None:
@@ -335,7 +336,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         rows, weights = training_rows(sample_weight, X)
         self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)[rows]
-        self.y_mean_, self.y_scale_ = standardiser(y2, weights)
+        self.y_mean_, self.y_scale_ = standardiser(y2, weights, target=True)
         return self._fit(X, rows, weights, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1])
 
     def __sklearn_tags__(self):

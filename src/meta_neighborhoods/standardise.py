@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.model_selection import train_test_split
 from sklearn.utils.sparsefuncs import mean_variance_axis, min_max_axis
 from sklearn.utils.validation import _check_sample_weight
 
@@ -33,11 +34,17 @@ def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
     return rows, weights[rows]
 
 
-def standardiser(a, weights: np.ndarray | None = None, rows: np.ndarray | None = None):
+ROUNDING = 64 * np.finfo(np.float64).eps  # a deviation this small against a column's magnitude is its rounding
+
+
+def standardiser(a, weights: np.ndarray | None = None, rows: np.ndarray | None = None, target: bool = False):
     """Mean and scale of each column of ``a`` (n, d), dense or sparse, over ``rows`` (default: all) with their
-    ``weights`` (default: equal); a constant column keeps scale 1, or its magnitude where that is larger, so that
-    it stays near 0 however large its value (the rounding of its mean is relative to that magnitude: with scale 1, a
-    column of 1e30 gave inputs of 1e14), while a new value at prediction is not blown up by a small constant's scale.
+    ``weights`` (default: equal): the weighted mean and population standard deviation (ddof 0). A column whose
+    deviation is within rounding of its largest magnitude (64 float64 steps) is constant: as an input it keeps scale
+    1, or its magnitude where that is larger, so that it stays near 0 however large its value (the rounding of its
+    mean is relative to that magnitude: with scale 1, a column of 1e30 gave inputs of 1e14), while a new value at
+    prediction is not blown up by a small constant's scale; as a ``target`` it keeps scale 1, since predictions
+    multiply the network's error by it (with its magnitude, a constant 1e9 was predicted off by 3.8e8).
 
     Computed on the columns divided by their largest magnitude, so that values near the float64 limit (1e155
     squared, 1e300 summed) never overflow. A dense ``a`` is read PREDICT_BATCH rows at a time, with no temporary as
@@ -48,7 +55,8 @@ def standardiser(a, weights: np.ndarray | None = None, rows: np.ndarray | None =
     peak = _column_peaks(a, rows)
     mean, std = _sparse_moments(a, weights, peak) if sp.issparse(a) else _dense_moments(a, weights, rows, peak)
     mean, scale = mean * peak, std * peak
-    return mean, np.where(scale > 1e-12 * peak, scale, np.maximum(peak, 1.0))
+    constant = scale <= ROUNDING * peak
+    return mean, np.where(constant, 1.0 if target else np.maximum(peak, 1.0), scale)
 
 
 def _column_peaks(a, rows) -> np.ndarray:
@@ -110,11 +118,20 @@ def numeric_columns(X):
     return X
 
 
-def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray | None]:
-    """(training, validation) positions among n rows, ``fraction`` of them held out (0: none). Too few rows for two
+def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
+                         labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(training, validation) positions among n rows, ``fraction`` of them held out (0: none); with a classifier's
+    ``labels``, stratified where every class has two rows or more (as scikit-learn's MLPClassifier: a minority class
+    left out of the validation rows would not count in early stopping or the vanilla fallback). Too few rows for two
     on each side is said, not passed over: neither early stopping nor the vanilla fallback can then run."""
     n_valid = int(round(fraction * n))
     if n_valid >= 2 and n - n_valid >= 2:
+        if labels is not None and np.unique(labels, return_counts=True)[1].min() >= 2:
+            try:
+                train, valid = train_test_split(np.arange(n), test_size=n_valid, stratify=labels, random_state=rng)
+                return train, valid
+            except ValueError:  # fewer validation (or training) rows than classes: the plain split below
+                pass
         order = rng.permutation(n)
         return order[n_valid:], order[:n_valid]
     if fraction > 0:
