@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         LOGGER.debug("options: %s", ", ".join(f"{key}={value!r}" for key, value in sorted(vars(args).items())
                                               if not callable(value)))
         try:
-            if getattr(args, "data_dir", None) is not None:  # every command that reads data: before any work
-                check_data_dir(args)
+            check_data_dir(getattr(args, "data_dir", None))  # every command that reads data: before any work
             return args.run(args)
         except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
             print(f"{prefix}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)

@@ -124,17 +124,15 @@ def numeric_columns(X):
 def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
                          labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(training, validation) positions among n rows, ``fraction`` of them held out (0: none); with a classifier's
-    ``labels``, stratified where every class has two rows or more (as scikit-learn's MLPClassifier: a minority class
-    left out of the validation rows would not count in early stopping or the vanilla fallback). Too few rows for two
-    on each side is said, not passed over: neither early stopping nor the vanilla fallback can then run."""
+    ``labels``, stratified where every class has two rows or more and each side a row per class (as scikit-learn's
+    MLPClassifier: a minority class left out of the validation rows would not count in early stopping or the
+    vanilla fallback). Too few rows for two on each side is said, not passed over: neither early stopping nor the
+    vanilla fallback can then run."""
     n_valid = int(round(fraction * n))
     if n_valid >= 2 and n - n_valid >= 2:
-        if labels is not None and np.unique(labels, return_counts=True)[1].min() >= 2:
-            try:
-                train, valid = train_test_split(np.arange(n), test_size=n_valid, stratify=labels, random_state=rng)
-                return train, valid
-            except ValueError:  # fewer validation (or training) rows than classes: the plain split below
-                pass
+        counts = None if labels is None else np.unique(labels, return_counts=True)[1]
+        if counts is not None and counts.min() >= 2 and min(n_valid, n - n_valid) >= len(counts):
+            return tuple(train_test_split(np.arange(n), test_size=n_valid, stratify=labels, random_state=rng))
         order = rng.permutation(n)
         return order[n_valid:], order[:n_valid]
     if fraction > 0:

@@ -134,11 +134,11 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def check_data_dir(args) -> None:
+def check_data_dir(data_dir) -> None:
     """A --data-dir given must be a folder: a mistyped one would otherwise fall back to the shipped copies (gom,
     digits) or, for --dataset all, skip every table it should hold, and the run would succeed on other data."""
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise UsageError(f"--data-dir {args.data_dir} is not a folder")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a folder")
 
 
 def check_target(args) -> None:
