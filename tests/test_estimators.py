@@ -161,6 +161,21 @@ def test_torchs_default_dtype_changes_nothing(estimator, tmp_path):
         torch.set_default_dtype(previous)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_fits_in_threads_of_one_process_give_what_they_give_alone():
+    """torch's random state and default dtype are process-wide: fits and predictions in threads (joblib's
+    threading backend, a web server's workers) take turns, each as it would run alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X, y = _table(n=120)
+    settings = [{**FAST, "random_state": seed, "slot_dropout": 0.5} for seed in range(4)]
+    alone = [MetaNeighborhoodsRegressor(**kwargs).fit(X, y).predict(X) for kwargs in settings]
+    with ThreadPoolExecutor(len(settings)) as pool:
+        together = list(pool.map(lambda kwargs: MetaNeighborhoodsRegressor(**kwargs).fit(X, y).predict(X), settings))
+    for expected, got in zip(alone, together):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_prediction_works_in_bounded_batches(monkeypatch):
     import meta_neighborhoods.standardise as standardise
 

@@ -217,7 +217,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         caller's global torch generator and default dtype are left as they were."""
         self._check_parameters()
         device = resolve_device(self.device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), float32_default():
+        with float32_default(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             self._train(X, rows, weights, targets, n_outputs, device)
         return self
 

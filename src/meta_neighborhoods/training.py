@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import threading
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+_TORCH_GLOBALS = threading.RLock()  # held by float32_default: see there
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
     """AdamW over ``model.parameter_groups(weight_decay, learning_rate)`` (each group with its learning rate); the
@@ -59,15 +63,16 @@ class OptimizerSpec:
 @contextlib.contextmanager
 def float32_default():
     """Inside: torch's default dtype is float32, as it was before a user changed that global, so that what the
-    estimators build, draw and compute does not depend on it (their rows are float32). A process-wide setting, as
-    the random state ``torch.random.fork_rng`` keeps beside it: fits in threads of one process do not run at once
-    safely (scikit-learn's ``n_jobs`` runs processes by default)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
+    estimators build, draw and compute does not depend on it (their rows are float32). The dtype and the random
+    state the estimators fork beside it are process-wide, so whoever is inside holds a process-wide lock: fits and
+    predictions in threads of one process take turns, each as it would run alone."""
+    with _TORCH_GLOBALS:
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
 
 
 def _network(model: nn.Module) -> nn.Module:
