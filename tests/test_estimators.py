@@ -1,5 +1,6 @@
 """The scikit-learn estimators: sklearn's own compliance checks, and behaviour on real and synthetic tables."""
 
+import re
 import warnings
 
 import numpy as np
@@ -217,6 +218,9 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"slot_draw": "column"}, "unknown slot_draw 'column'"),
         ({"key_lr_scale": -1}, "key_lr_scale must be positive"),
         ({"leave_one_out": "yes"}, "leave_one_out must be True or False"),
+        ({"early_stopping": "False"}, "early_stopping must be True or False"),  # a truthy string turned it on
+        ({"verbose": None}, "verbose must be a non-negative integer"),
+        ({"verbose": -1}, "verbose must be a non-negative integer"),
         ({"learn_metric": 1}, "learn_metric must be True or False"),
         ({"learn_dictionary": 0}, "learn_dictionary must be True or False"),
         ({"learn_dictionary": False, "key_init": "gaussian"}, "learn_dictionary=False .* needs key_init='samples'"),
@@ -236,17 +240,28 @@ def test_feature_count_mismatch_at_predict():
         model.predict(X[:, :3])
 
 
-def test_standardisation_does_not_overflow_near_the_float_limit():
+@pytest.mark.parametrize("magnitude, offset", [(1e155, 0.0), (5e306, 3.0)])  # squares; sums of 80 rows beyond float64
+def test_standardisation_does_not_overflow_near_the_float_limit(magnitude, offset):
     X, y = _table(n=80)
     reference = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
-    huge_y = MetaNeighborhoodsRegressor(**FAST).fit(X, y * 1e155)
+    huge_y = MetaNeighborhoodsRegressor(**FAST).fit(X, magnitude * (offset + y))
     assert np.isfinite(huge_y.y_scale_).all()
-    np.testing.assert_allclose(huge_y.predict(X) / 1e155, reference.predict(X), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(huge_y.predict(X) / magnitude - offset, reference.predict(X), rtol=1e-4, atol=1e-4)
     X_huge = X.copy()
-    X_huge[:, 0] *= 1e300
+    X_huge[:, 0] = magnitude * (offset + X[:, 0])
     scaled = MetaNeighborhoodsRegressor(**FAST).fit(X_huge, y)
     assert np.isfinite(scaled.x_scale_).all()
     np.testing.assert_allclose(scaled.predict(X_huge), reference.predict(X), rtol=1e-4, atol=1e-4)
+
+
+def test_a_prediction_beyond_float64_on_the_scale_of_y_is_refused_not_answered_with_inf():
+    X, y = _table(n=60)
+    model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    outputs = (model.predict(X) - model.y_mean_) / model.y_scale_
+    model.y_mean_, model.y_scale_ = np.full(1, 1e308), np.full(1, 1e308)  # a target near the float64 limit
+    beyond = np.flatnonzero(outputs > 0.8)[:5].tolist()  # 1e308 * (1 + output) overflows
+    with pytest.raises(ValueError, match=rf"the answers for rows {re.escape(str(beyond))} are not finite"):
+        model.predict(X)
 
 
 def test_a_row_beyond_float32_on_the_training_scale_is_refused_not_answered_with_nan(monkeypatch):

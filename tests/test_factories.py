@@ -103,6 +103,8 @@ def test_factories_are_parameters_scikit_learn_clones_and_searches():
     ({"head": functools.partial(MLPHead, hidden=(16,))}, r"head\(4, 1\) cannot be called \(.*\); a head "
                                                         r"factory is called as head\(n_features, n_outputs\)"),
     ({"extractor": lambda: nn.Identity()}, r"extractor\(4\) cannot be called .* called as extractor\(n_features\)"),
+    ({"extractor": lambda d: nn.Linear(d, 0)}, r"shape \(2, 0\): .* with at least one feature"),  # was: temperature 0
+    ({"head": MLPHead}, "MLPHead's hidden must be a sequence .* use the estimators' hidden_layer_sizes"),
 ])
 def test_a_bad_factory_is_refused_naming_it(params, message):
     X, y, _ = _table(n=40)

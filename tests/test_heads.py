@@ -119,3 +119,29 @@ def test_a_head_with_batch_normalisation_is_refused_by_name(norm):
     with pytest.raises(ConfigError, match=r"batch normalisation \(norm\).*extractor"):
         MetaNeighborhoods(head, dictionary_size=4)
     MetaNeighborhoods(head, dictionary_size=0)  # the vanilla network has no inner loop: nothing to refuse
+
+
+@pytest.mark.parametrize("build, error, message", [
+    (lambda: MetaNeighborhoods(MLPHead(3, (4,), 1), {"dictionary_size": 4}), TypeError, "config must be an MNConfig"),
+    (lambda: MetaNeighborhoods("head"), TypeError, "head must be a torch.nn.Module with in_features"),
+    (lambda: CosineHead(0, 4), ConfigError, "in_features and out_features must be positive integers"),
+    (lambda: MLPHead(3, 1), ConfigError, "hidden must be a sequence of layer widths"),
+    (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((5,), 9)), ValueError,
+     r"own_slot must hold one slot in \[-1, 4\) per row"),  # was: taken as -1
+    (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((4,), -1)), ValueError, r"got shape \(4,\)"),
+    (lambda: _training(4).dictionary.init_from_samples(torch.randn(5, 3), torch.randn(4, 1)), ValueError,
+     "4 targets for 5 samples"),
+])
+def test_the_modules_refuse_wrong_arguments_naming_them(build, error, message):
+    with pytest.raises(error, match=message):
+        build()
+
+
+def _training(size: int) -> MetaNeighborhoods:
+    return MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=size).train()
+
+
+def test_the_lazy_exports_are_listed():
+    import meta_neighborhoods
+
+    assert {"MetaNeighborhoods", "MetaNeighborhoodsRegressor", "__version__"} <= set(dir(meta_neighborhoods))

@@ -196,6 +196,22 @@ def test_what_cannot_be_saved_is_named_before_anything_is_written(fitted, tmp_pa
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("change, message", [({"top_k": 2}, r"top_k \(128 at fit, 2 now\)"),
+                                             ({"inner_steps": 3}, r"inner_steps \(1 at fit, 3 now\)"),
+                                             ({"hidden_layer_sizes": (8,)}, "the weights' shapes")])
+def test_parameters_set_after_fit_that_would_rebuild_another_network_are_refused(fitted, tmp_path, change, message):
+    """save writes the parameters, and load rebuilds the network from them: a change since fit would load a
+    network that predicts otherwise (top_k, inner_steps) or a file that its own load refuses (shapes)."""
+    model = pickle.loads(pickle.dumps(fitted["regressor"]))
+    state = torch.random.get_rng_state()
+    model.set_params(learning_rate=0.5)  # a training setting: the fitted network is the same
+    np.testing.assert_array_equal(_save_load(model, tmp_path).predict(_table()[0]), model.predict(_table()[0]))
+    model.set_params(**change)
+    with pytest.raises(ValueError, match=f"set_params since fit changed {message}"):
+        model.save(tmp_path / "changed")
+    assert not list(tmp_path.glob("changed*")) and torch.equal(torch.random.get_rng_state(), state)
+
+
 def _huge_network(meta):
     meta["fitted"]["network_"].update(n_features=10**9)
     meta["fitted"].update(n_features_in_=10**9)  # consistent, so that only the tensor file's shapes can tell

@@ -76,6 +76,21 @@ def test_weights_change_the_fit():
     assert set(classifier.predict(X)) == {"heavy"} and classifier.predict_proba(X)[:, 0].mean() > 0.7
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("cls, target", CASES, ids=["regressor", "classifier"])
+def test_only_the_ratios_of_weights_count_whatever_their_scale(cls, target):
+    """Weights of 1e-40 or 1e38 are beyond float32 (flushed to 0, or inf): the loss was NaN. A power of two is
+    exact, so it changes nothing at all; another factor changes only the weights' float64 rounding."""
+    table = _table()
+    X, y, weights = table[0], table[target], table[3] + 1.0
+    expected = _answers(cls(**MINI_BATCH).fit(X, y, sample_weight=weights), X)
+    np.testing.assert_array_equal(_answers(cls(**MINI_BATCH).fit(X, y, sample_weight=weights * 2.0**-140), X),
+                                  expected)
+    for scale in (1e-300, 1e-40, 1e38, 1e300):
+        np.testing.assert_allclose(_answers(cls(**MINI_BATCH).fit(X, y, sample_weight=weights * scale), X),
+                                   expected, **TOLERANCE)
+
+
 def test_the_validation_loss_of_early_stopping_is_weighted():
     """A fifth of the rows are wild outliers of negligible weight: unweighted, those in the validation split
     would make its loss huge; weighted, it stays that of the other rows."""

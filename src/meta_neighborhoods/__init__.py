@@ -17,3 +17,8 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """What ``__getattr__`` exports lazily, listed as if imported (tab completion, ``dir``)."""
+    return sorted({*globals(), *__all__})

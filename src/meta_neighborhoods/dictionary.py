@@ -66,6 +66,8 @@ class InducedDictionary(nn.Module):
         """Start keys at randomly chosen training samples and values at their targets; ``features`` (e.g. the
         model's extractor) maps the chosen samples to key space, when they are not features already. Returns
         each sample's slot (-1: none), the ``own_slot`` that leave-one-out training hides from it."""
+        if len(targets) != len(samples):
+            raise ValueError(f"{len(targets)} targets for {len(samples)} samples: one target per sample")
         if len(samples) < self.size:
             raise ValueError(f"need at least {self.size} samples to initialise {self.size} keys, got {len(samples)}")
         pick = torch.randperm(len(samples), generator=generator)[: self.size]

@@ -312,7 +312,8 @@ SAVE = """Save the fitted estimator as a checkpoint: ``path.json`` and ``path.<t
 
     Written atomically (see ``checkpoint.py``); JSON and tensors only, so that, unlike a pickle, loading it
     cannot run code. An earlier checkpoint at ``path`` is replaced, as ``torch.save`` and ``joblib.dump`` replace
-    a file; what is not a regular file (a folder, a device) is refused.
+    a file; what is not a regular file (a folder, a device) is refused, and so are parameters set since fit
+    (``set_params``) from which ``load``, which rebuilds the network from them, would build another one.
 
     Parameters
     ----------

@@ -159,7 +159,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """The training settings; the method's own are checked by ``MNConfig`` when ``_config`` builds it."""
         for name in ("max_epochs", "batch_size", "n_iter_no_change"):
             check_int(name, getattr(self, name))
-        for flag in ("leave_one_out", "learn_dictionary", "vanilla_fallback"):
+        check_int("verbose", int(self.verbose) if isinstance(self.verbose, (bool, np.bool_)) else self.verbose, 0)
+        for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         need_rows = {"learn_dictionary=False keeps the keys where they start": not self.learn_dictionary,
@@ -287,13 +288,15 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             return torch.cat([model(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
                               for i, block in blocks(X, rows)])
 
-    def _raw_predict(self, X) -> torch.Tensor:
-        """The network's outputs for ``X``; never a NaN passed on (nor, for a classifier, a default class)."""
+    def _raw_predict(self, X, answer=lambda out: out) -> torch.Tensor:
+        """``answer`` of the network's outputs for ``X`` (in float64); never a NaN or an inf passed on (nor, for a
+        classifier, a default class)."""
         check_is_fitted(self, "model_")
         out = self._forward(validate_data(self, numeric_columns(X), reset=False, dtype=np.float64, accept_sparse="csr"))
+        out = answer(out.double())
         if not torch.isfinite(out).all():
             rows = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten()[:5].tolist()
-            raise ValueError(f"the network's outputs are not finite for rows {rows}: refusing to answer")
+            raise ValueError(f"the answers for rows {rows} are not finite (NaN, or beyond float64): refusing to answer")
         return out
 
     def __sklearn_tags__(self):
@@ -346,7 +349,8 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
 
     @doc(docs.REGRESSOR_PREDICT)
     def predict(self, X) -> np.ndarray:
-        out = self._raw_predict(X).double().numpy() * self.y_scale_ + self.y_mean_
+        out = self._raw_predict(X, lambda out: out * torch.from_numpy(self.y_scale_) + torch.from_numpy(self.y_mean_))
+        out = out.numpy()
         return out.ravel() if self._y_ndim == 1 else out
 
     @doc(docs.REGRESSOR_SCORE)
@@ -377,11 +381,11 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
 
     @doc(docs.PREDICT_PROBA)
     def predict_proba(self, X) -> np.ndarray:
-        return self._raw_predict(X).double().softmax(dim=1).numpy()  # in float64: rows sum to 1 at its precision
+        return self._raw_predict(X).softmax(dim=1).numpy()  # in float64: rows sum to 1 at its precision
 
     @doc(docs.PREDICT_LOG_PROBA)
     def predict_log_proba(self, X) -> np.ndarray:
-        return self._raw_predict(X).double().log_softmax(dim=1).numpy()
+        return self._raw_predict(X).log_softmax(dim=1).numpy()
 
     def _deployed_output(self) -> nn.Module:
         return nn.Softmax(dim=1)

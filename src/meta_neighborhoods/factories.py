@@ -35,8 +35,9 @@ def build_extractor(factory, n_features: int) -> tuple[nn.Module | None, int]:
         return None, n_features
     call, extractor = _call("extractor", factory, n_features)
     shape = _output_shape(call, extractor, n_features)
-    if len(shape) != 2:
-        raise ConfigError(f"{call} answers 2 rows with shape {tuple(shape)}: the head needs a matrix (rows, features)")
+    if len(shape) != 2 or shape[1] < 1:
+        raise ConfigError(f"{call} answers 2 rows with shape {tuple(shape)}: the head needs a matrix (rows, features) "
+                          "with at least one feature")
     return extractor, shape[1]
 
 

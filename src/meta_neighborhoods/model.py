@@ -34,6 +34,12 @@ class MetaNeighborhoods(nn.Module):
     def __init__(self, head: nn.Module, config: MNConfig | None = None, *, extractor: nn.Module | None = None,
                  **overrides):
         super().__init__()
+        if not (isinstance(head, nn.Module) and hasattr(head, "in_features") and hasattr(head, "out_features")):
+            raise TypeError(f"head must be a torch.nn.Module with in_features and out_features (the head contract, "
+                            f"heads/base.py), got {type(head).__name__}")
+        if not isinstance(config, (MNConfig, type(None))):
+            raise TypeError(f"config must be an MNConfig or None (settings as keywords: MetaNeighborhoods(head, "
+                            f"dictionary_size=512)), got {type(config).__name__}")
         self.config = config = (config or MNConfig()).replace(**overrides)
         self.task = config.task
         self.extractor = extractor if extractor is not None else nn.Identity()
@@ -65,6 +71,10 @@ class MetaNeighborhoods(nn.Module):
         if self.vanilla:
             return self.head(z)
         own_slot = own_slot if self.training else None
+        if own_slot is not None and not (own_slot.shape == (len(z),) and bool(
+                ((own_slot >= -1) & (own_slot < self.dictionary.size)).all())):
+            raise ValueError(f"own_slot must hold one slot in [-1, {self.dictionary.size}) per row: shape ({len(z)},), "
+                             f"got shape {tuple(own_slot.shape)} with values in [{own_slot.min()}, {own_slot.max()}]")
         k = self.config.neighbourhood_size(self.training)
         if k is not None:
             return self.predict_top_k(z, k, own_slot)

@@ -3,6 +3,7 @@ fitted attributes as JSON and tensors, checkpoint paths, and the deployable modu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -212,6 +213,10 @@ def save(estimator, path) -> Path:
     if custom:
         raise ValueError(f"cannot save a model built by a custom {' and '.join(custom)}: save() rebuilds networks "
                          "from JSON, which a factory is not; pickle or joblib the estimator instead")
+    changed = changed_since_fit(estimator)
+    if changed:
+        raise ValueError(f"cannot save: set_params since fit changed {', '.join(changed)}, from which load would "
+                         "rebuild another network than the fitted one; fit again, or set them back")
     params = estimator._get_param_names()
     tensors, fitted = split_fitted(
         {name: value for name, value in vars(estimator).items() if name not in params and name != "model_"})
@@ -221,12 +226,25 @@ def save(estimator, path) -> Path:
     return checkpoint.save(checkpoint_stem(path), {**checkpoint.network_tensors(estimator.model_), **tensors}, meta)
 
 
+def changed_since_fit(estimator) -> list[str]:
+    """What the estimator's parameters now build otherwise than its fitted ``model_`` (settings of the method, or
+    its weights' shapes): ``load`` rebuilds the network from the parameters ``save`` writes."""
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the caller's stream
+        rebuilt, fitted = estimator._build(**estimator.network_), estimator.model_
+    changed = [f"{field.name} ({getattr(fitted.config, field.name)!r} at fit, {getattr(rebuilt.config, field.name)!r} "
+               "now)" for field in dataclasses.fields(fitted.config)
+               if getattr(rebuilt.config, field.name) != getattr(fitted.config, field.name)]
+    shapes = [{name: tuple(t.shape) for name, t in net.state_dict().items()} for net in (rebuilt, fitted)]
+    return changed + (["the weights' shapes (hidden_layer_sizes)"] if shapes[0] != shapes[1] else [])
+
+
 def load(cls, path):
     """``cls.load``: the estimator ``save`` wrote, every field checked by ``rebuild`` before it is built."""
     stem = checkpoint_stem(path)
     tensors, meta = checkpoint.load(stem)
     source = f"{stem}.json"
-    estimator, fitted, model = rebuild(cls, meta, tensors, source)
+    with torch.random.fork_rng(devices=[]):  # the initial weights it draws are replaced: not from the caller's stream
+        estimator, fitted, model = rebuild(cls, meta, tensors, source)
     checkpoint.load_network(model, tensors, source)
     vars(estimator).update(fitted)
     estimator.model_ = model.eval()

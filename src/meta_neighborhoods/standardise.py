@@ -31,7 +31,11 @@ def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
         return np.arange(X.shape[0]), None
     weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
     rows = np.flatnonzero(weights > 0)
-    return rows, weights[rows]
+    if not len(rows):
+        return rows, weights[rows]
+    # only ratios of weights count: brought to a largest weight in [1, 2) by a power of two, which is exact (the fit
+    # is the one the weights given make), so that float32 neither flushes tiny weights to 0 nor huge ones to inf
+    return rows, np.ldexp(weights[rows], 1 - np.frexp(weights[rows].max())[1])
 
 
 CONSTANT = 1e-12  # a deviation this small against a column's magnitude counts as none (see standardiser)
@@ -78,7 +82,8 @@ def _dense_moments(a: np.ndarray, weights, rows, peak) -> tuple[np.ndarray, np.n
         return block.sum(axis=0) if weights is None else weights[i : i + len(block)] @ block
 
     total = (a.shape[0] if rows is None else len(rows)) if weights is None else weights.sum()
-    mean = sum(column_sum(i, block) / peak for i, block in blocks(a, rows)) / total
+    binade = np.ldexp(1.0, np.frexp(peak)[1] - 1)  # a power of two: dividing by it first is exact, a sum cannot overflow
+    mean = sum(column_sum(i, block / binade) / (peak / binade) for i, block in blocks(a, rows)) / total
     squares = sum(column_sum(i, np.square(block / peak - mean)) for i, block in blocks(a, rows))
     return mean, np.sqrt(squares / total)
 
