@@ -171,6 +171,20 @@ def test_tensorboard_events_hold_the_same_scalars(tmp_path):
     assert losses[0].value == pytest.approx(log.rows[0]["train_loss"])
 
 
+def test_a_progress_bar_of_steps_advances_within_an_epoch_and_shows_it(monkeypatch, capsys):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    progress = Progress("train", enabled=True, steps=4)
+    progress.on_train_begin(1, 3)  # resumed after the first epoch
+    assert (progress.bar.n, progress.bar.total) == (4, 12)
+    for step in range(5, 8):
+        progress.on_step(step)
+    assert progress.bar.n == 7
+    progress.on_epoch_end(1, 0.5)
+    assert progress.bar.n == 8 and "epoch=2/3" in str(progress.bar)
+    progress.on_train_end()
+    assert "train" in capsys.readouterr().err
+
+
 def test_a_progress_bar_shows_on_a_terminal_only(monkeypatch, capsys):
     for tty in (False, True):
         monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)

@@ -237,10 +237,8 @@ def test_resume_recomputes_what_a_stale_metrics_file_claims(tmp_path, capsys):
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["test_accuracy"] == metrics["test_accuracy"]
     assert resumed["seconds"] == metrics["seconds"] > 0  # the epochs' time, not the resuming process's
-    record = json.loads((out / "run.json").read_text())
-    assert len(record["resumed"]) == 1 and record["provenance"]["time"] <= record["resumed"][0]["time"]
-    assert main([*argv, "--overwrite"]) == 0
-    assert json.loads((out / "run.json").read_text())["resumed"] == []
+    # every epoch had trained: the test ran again, and no record claims a resumed run (none was interrupted)
+    assert resumed == metrics and json.loads((out / "run.json").read_text())["resumed"] == []
 
 
 def test_a_refused_resume_leaves_the_run_record_as_it_was(tmp_path, capsys):
@@ -374,10 +372,24 @@ def test_a_huge_record_is_refused_without_being_read_whole(tmp_path, name):
         read()
 
 
-def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_restored(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "1",
-                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_restored(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """Interrupted in mn's second epoch: vanilla, maxl and vanilla_ifilm had finished (they are tested again, and
+    no record says they were resumed), mn continues (its record and the top folder's say so), mn_ifilm starts."""
+    from meta_neighborhoods.experiments import classification
+
+    out, fit = tmp_path / "run", classification.fit
+
+    def interrupted_in_mn(model, batches, *, epochs, checkpoint, **options):
+        fit(model, batches, epochs=1 if checkpoint.parent.name == "mn" else epochs, checkpoint=checkpoint, **options)
+        if checkpoint.parent.name == "mn":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(classification, "fit", interrupted_in_mn)
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "2",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 130
+    monkeypatch.setattr(classification, "fit", fit)
+    finished = {name: (out / name / "metrics.json").read_bytes() for name in ("vanilla", "maxl", "vanilla_ifilm")}
     first = out / "vanilla" / "last.json"
     intact = first.read_text()
     damaged = json.loads(intact)
@@ -389,9 +401,35 @@ def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_
     assert (out / "run.json").read_bytes() == record  # refused before any checkpoint was restored
     first.write_text(intact)
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
-    folders = [out, *(path.parent for path in sorted(out.glob("*/run.json")))]
-    assert len(folders) > 2
-    assert all(len(json.loads((folder / "run.json").read_text())["resumed"]) == 1 for folder in folders)
+    resumes = {folder.name: len(json.loads((folder / "run.json").read_text())["resumed"])
+               for folder in [out, *(path.parent for path in out.glob("*/run.json"))]}
+    assert resumes == {"run": 1, "vanilla": 0, "maxl": 0, "vanilla_ifilm": 0, "mn": 1, "mn_ifilm": 0}
+    assert {name: (out / name / "metrics.json").read_bytes() for name in finished} == finished
+    assert json.loads((out / "mn" / "metrics.json").read_text())["resumed"] is True
+
+
+def test_a_classify_run_trains_on_the_threads_it_records_and_so_do_its_resume_and_its_rerun(tmp_path, capsys,
+                                                                                              monkeypatch):
+    """Training sums in an order that depends on torch's threads: a resume, or a rerun from the record, on another
+    count ended with other weights (every tensor differed)."""
+    from meta_neighborhoods.experiments import classification
+
+    seen, fit, threads = [], classification.fit, torch.get_num_threads()
+    monkeypatch.setattr(classification, "fit", lambda *args, **kwargs: (seen.append(torch.get_num_threads()),
+                                                                        fit(*args, **kwargs))[1])
+    own = 2 if threads == 1 else 1  # not the process's
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+            "--batch-size", "64", "--train-subset", "200", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--threads", str(own), "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["threads"] == own
+    assert main(["classify", "--resume", str(tmp_path / "run"), "--quiet"]) == 0
+    assert main(["classify", "--config", str(tmp_path / "run" / "config.json"), "--out", str(tmp_path / "rerun"),
+                 "--quiet"]) == 0
+    assert seen == [own] * 3 and torch.get_num_threads() == threads
+    assert main([*argv, "--out", str(tmp_path / "default")]) == 0  # torch's choice, recorded
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["threads"] == threads == seen[-1]
+    assert main(["classify", "--resume", str(tmp_path / "run"), "--threads", str(threads)]) == 2
+    assert "drop --threads" in capsys.readouterr().err
 
 
 def test_a_resume_on_other_images_under_the_same_name_is_refused(tmp_path, capsys):

@@ -23,13 +23,21 @@ RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryE
 LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
 
 
+class _Parser(argparse.ArgumentParser):
+    """Errors in one line, ``prog: error: message`` (status 2), as every other error of the command line; --help
+    gives the usage. Each command's parser is one too (argparse builds them of the main parser's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     return _build()[0]
 
 
 def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The parser and each command's own parser, by name."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="meta-neighborhoods",
         description="Meta-Neighborhoods (Shan, Li, Oliva, NeurIPS 2020): experiments from the paper.",
     )

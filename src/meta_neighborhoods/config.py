@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from .presets import PRESETS
-from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, check_seed, is_int,
-                         is_real)
+from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, check_seed,
+                         check_threads, is_int, is_real)
 
 TASKS = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
@@ -220,6 +220,7 @@ class ClassificationConfig:
     preset: str | None = None  # what set the defaults above (``presets.py``), recorded with the run
     seed: int = 0
     device: str = "auto"
+    threads: int | None = None  # torch's CPU threads, which results depend on (a run records the count it ran on)
     data_dir: str | None = None
     cache_dir: str | None = None
 
@@ -244,4 +245,5 @@ class ClassificationConfig:
         if self.preset is not None:
             check_option("--preset", self.preset, PRESETS)
         check_option("device", self.device, DEVICES)
+        check_threads("threads", self.threads)
         check_seed("seed", self.seed)

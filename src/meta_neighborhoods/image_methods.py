@@ -20,12 +20,18 @@ from .film import film_norm_layer
 from .heads import CosineHead
 from .maxl import MetaAuxiliaryLearning
 from .model import MetaNeighborhoods
+from .validation import ConfigError
 
 
 class Method(NamedTuple):
     dictionary: bool  # induced neighbours + per-input adaptation of the head
     ifilm: bool  # every BatchNorm of the backbone followed by iFiLM
     auxiliary: bool = False  # trained with meta-learned auxiliary labels (MAXL, ``maxl.py``)
+
+    def unused(self) -> dict[str, str]:
+        """The settings of a classify run that do not change this method, and what each is."""
+        return {**({} if self.auxiliary else {"psi": "MAXL's auxiliary classes per class"}),
+                **({} if self.dictionary else {"dictionary_size": "induced neighbours", "key_init": "their keys' start"})}
 
 
 METHODS = {  # in the order of Table 1's columns
@@ -36,6 +42,22 @@ METHODS = {  # in the order of Table 1's columns
     "mn_ifilm": Method(dictionary=True, ifilm=True),
 }
 METHOD_NAMES = (*METHODS, "all")  # what --method takes: one method, or all of them
+
+
+def unused_settings(method: str) -> dict[str, str]:
+    """The settings of a classify run that ``method`` leaves at their defaults (``Method.unused``; none for all, whose
+    methods each leave their own)."""
+    return {} if method == "all" else METHODS[method].unused()
+
+
+def check_settings(method: str, given) -> None:
+    """A setting ``given`` for a method it does not change is refused, naming the methods it applies to: a record
+    of a run of another method gives some (such a run records them at their defaults)."""
+    for name, what in unused_settings(method).items():
+        if name in given:
+            users = [other for other, spec in METHODS.items() if name not in spec.unused()]
+            raise ConfigError(f"--{name.replace('_', '-')} ({name}, {what}) applies to --method {', '.join(users)} "
+                              f"or all, not {method!r}", name)
 
 # The authors' image settings: cosine attention at T = 0.2, the last layer (the cosine head) adapted, keys from
 # N(0, 0.05^2), half the slots hidden from each training example.

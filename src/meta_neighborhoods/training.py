@@ -75,6 +75,19 @@ def float32_default():
             torch.set_default_dtype(previous)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's CPU threads set to ``threads`` (None: left alone) while a run lasts, and restored after it: training
+    sums in an order that depends on them, and a process may run more than once."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _network(model: nn.Module) -> nn.Module:
     """What the forward pass runs through: ``model`` itself, or its DistributedDataParallel wrapper under torchrun."""
     if not distributed.is_active():

@@ -25,6 +25,16 @@ def check_option(name: str, value, allowed) -> None:
         raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}", name)
 
 
+MAX_THREADS = 1024  # more than any CPU offers; torch crashes (segmentation fault) on counts near 100,000
+
+
+def check_threads(name: str, value) -> int | None:
+    """A count of torch's CPU threads (None: torch's choice), at most MAX_THREADS."""
+    if value is not None and check_int(name, value) > MAX_THREADS:
+        raise ConfigError(f"{name} must be at most {MAX_THREADS}, got {value}", name)
+    return value
+
+
 def is_int(value) -> bool:
     """An integer that is not a bool (numpy integers included)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..validation import ConfigError
 from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_settings, fit_options, load_table_source,
-                     run_options, table_run_options, table_source, torch_threads)
+                     run_options, table_run_options, table_source)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def run(args) -> int:
     if args.param in ESTIMATOR_OPTIONS and getattr(args, args.param) is not None:
         raise UsageError(f"--param {args.param} is varied over --values; drop --{args.param.replace('_', '-')}")
     from ..experiments.regression import run_ablation
+    from ..training import torch_threads
 
     options = fit_options(args)
     with torch_threads(args.threads):

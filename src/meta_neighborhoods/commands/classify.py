@@ -21,7 +21,7 @@ from .common import (UsageError, add_optimiser_options, data_folders, device, ou
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
                         "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment", "preset",
-                        "out", "overwrite")
+                        "threads", "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
 RECORDED = {f.name: f.default for f in fields(Defaults) if f.name not in PATH_FIELDS}  # in a record
 LOGGER = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ def _configuration():
                         help="augmentation of the training images: the data set's own (default; crop and flip for "
                              "CIFAR and SVHN, none for digits and MNIST) or the authors' pipeline, paper: crop, "
                              "flip, AutoAugment's CIFAR-10 policy and Cutout")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch's CPU threads (default: torch's choice). Training sums in an order that depends on "
+                             "them: the run records the count it ran on, and --resume and --config runs use it again")
     parser.add_argument("--preset", choices=PRESETS,
                         help=f"paper: the authors' protocol for the data set ({', '.join(PAPER_BUDGETS)}): their "
                              "budget in steps as epochs, learning-rate drop, batch 128, weight decay, 100 neighbours "

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import argparse
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
-from ..validation import ConfigError, check_int, check_non_negative, check_positive
+from ..validation import ConfigError, check_int, check_non_negative, check_positive, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
 
 
 # estimator parameters with an option of the same name in regress and ablate
 ESTIMATOR_OPTIONS = ("max_epochs", "learning_rate", "weight_decay", "batch_size", "dictionary_size", "top_k",
                      "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's only
-
-
-MAX_THREADS = 1024  # more than any CPU offers; torch crashes (segmentation fault) on counts near 100,000
 
 
 class UsageError(Exception):
@@ -197,31 +193,14 @@ def estimator_settings() -> argparse.ArgumentParser:
 def fit_options(args) -> dict:
     """The keyword arguments regress and ablate both pass to their experiment, checked before any work."""
     check_int("--seeds", args.seeds)
-    for name in ("max_rows", "threads"):
-        if getattr(args, name) is not None:
-            check_int("--" + name.replace("_", "-"), getattr(args, name))
-    if args.threads is not None and args.threads > MAX_THREADS:
-        raise ConfigError(f"--threads must be at most {MAX_THREADS}, got {args.threads}", "--threads")
+    if args.max_rows is not None:
+        check_int("--max-rows", args.max_rows)
+    check_threads("--threads", args.threads)
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
             "overwrite": bool(args.overwrite), "progress": not args.quiet,
             "estimator_params": {"device": args.device, **params}}
-
-
-@contextmanager
-def torch_threads(threads: int | None):
-    """torch's CPU threads set to ``threads`` (None: left alone) while a run lasts, and restored after it, since the
-    command line may run more than once in a process."""
-    import torch  # here, not at the top: a usage error needs no torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _check_estimator_params(params: dict) -> None:

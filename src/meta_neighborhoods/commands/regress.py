@@ -8,7 +8,7 @@ from pathlib import Path
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
 from .common import (check_target, estimator_settings, fit_options, load_table_source, run_options, table_run_options,
-                     table_source, torch_threads)
+                     table_source)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
     from ..experiments.regression import run_regression, run_regression_all
+    from ..training import torch_threads
 
     options = {**fit_options(args), "search": args.search}
     with torch_threads(args.threads):

@@ -33,7 +33,7 @@ its fixed settings are recorded in config.json under ``maxl``, psi with the argu
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,16 +49,17 @@ from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, VALIDATION_F
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
-                             build_model_args, load_checkpoint)
+                             build_model_args, check_settings, load_checkpoint, unused_settings)
 from ..io import inner_folder, markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import image_inputs, write_run_record
 from ..runs import (BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, RUN, SPLIT, TENSORBOARD, Split,
                     write_split)
-from ..training import OptimizerSpec, check_configuration, fit, resolve_device
+from ..training import OptimizerSpec, check_configuration, fit, resolve_device, torch_threads
 from ..validation import ConfigError
 
+RUN_DEFAULTS = {field.name: field.default for field in fields(ClassificationConfig)}
 RELOCATABLE = ("device", *PATH_FIELDS)  # settings a resumed run may change: they do not alter results
 RUN_FIELDS = ("dictionary_size", "key_init")  # MNConfig fields each run sets (recorded with its arguments)
 MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
@@ -161,14 +162,10 @@ def _run_config(config: ClassificationConfig, model_args: dict | None = None) ->
         **asdict(config),
         **({"model": model_args} if model_args is not None else {}),
         METHOD_SETTINGS: method, "ifilm_where": IFILM_WHERE,
-        **({"maxl": MAXL_SETTINGS} if _trains_maxl(config.method) else {}),
+        **({"maxl": MAXL_SETTINGS} if "psi" not in unused_settings(config.method) else {}),
         "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config),
         "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX, "version": __version__,
     }
-
-
-def _trains_maxl(method: str) -> bool:
-    return method == "all" or METHODS[method].auxiliary
 
 
 def _milestones(config: ClassificationConfig) -> list[int]:
@@ -199,14 +196,16 @@ def _loggers(out: Path, history: History) -> dict:
 
 
 class _ResumeRecord(Callback):
-    """Adds this process to the resumed runs of each folder's ``run.json`` once training has restored its checkpoint:
-    a resume refused for a damaged checkpoint leaves the records as they were."""
+    """Adds this process to the resumed runs of each folder's ``run.json`` once training has restored its checkpoint
+    and has epochs left to train (``continued``): a resume refused for a damaged checkpoint, or of a run that had
+    trained every epoch (only tested again), leaves the records as they were."""
 
     def __init__(self, folders: list[Path], record: dict):
-        self.folders, self.record = folders, record
+        self.folders, self.record, self.continued = folders, record, False
 
     def on_train_begin(self, start_epoch: int, epochs: int) -> None:
-        for folder in self.folders:
+        self.continued = start_epoch < epochs
+        for folder in self.folders if self.continued else ():
             write_run_record(folder, self.record, resume=True)
 
 
@@ -245,7 +244,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
         write_run_record(out, _run_record(config, dataset))
     processes = distributed.world_size()  # several: part of the run (one, as every run before they were recorded)
-    fit_config = {**{key: value for key, value in run_config.items() if key not in RELOCATABLE},
+    fit_config = {**{key: value for key, value in run_config.items()  # threads: None in runs that did not record them
+                     if key not in RELOCATABLE and (key != "threads" or value is not None)},
                   **({"processes": processes} if processes > 1 else {})}
     resuming = resume and checkpoint.exists(out / LAST)  # a method of --method all may not have started
     if resuming:  # before the network is built: an edited config.json must not allocate what it asks for
@@ -259,21 +259,20 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     best, history = BestCheckpoint(out / BEST, model_args), History()
     validation = _Validation(model, _batches(splits.validation, dataset, config), device, best, history)
     loggers = _loggers(out, history) if main else {}
+    record = _ResumeRecord([out] + ([top] if top else []), _run_record(config, dataset)) if main and resume else None
     fit(model, train, epochs=config.epochs, device=device,
         optimizer=OptimizerSpec(config.learning_rate, config.weight_decay, tuple(_milestones(config)),
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
-                   **loggers,
-                   **({"record": _ResumeRecord([out] + ([top] if top else []), _run_record(config, dataset))}
-                      if main and resume else {}),
-                   "progress": Progress(config.method, progress and main, validation.postfix, leave=True)},
+                   **loggers, **({"record": record} if record else {}),
+                   "progress": Progress(config.method, progress and main, validation.postfix, True, len(train))},
         checkpoint=out / LAST, resume=resume, config=fit_config)
     if not main:
         return {}
     load_checkpoint(out / BEST, model)
     metrics = {"test_accuracy": evaluate(model, _batches(splits.test, dataset, config), device)[0],
                **_summary(config, best), "seconds": _training_seconds(loggers),
-               "device": str(device), "processes": distributed.world_size(), "resumed": resume,
+               "device": str(device), "processes": distributed.world_size(), "resumed": bool(record and record.continued),
                "parameters": sum(p.numel() for p in model.parameters()),
                "images": {"train": config.train_subset or len(splits.train), "validation": len(splits.validation),
                           "test": len(splits.test)},
@@ -310,9 +309,10 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     results, unrecorded = {}, resume
     for name, folder in _method_folders(out).items():
         continues = resume and checkpoint.exists(folder / LAST)
-        results[name] = _train_method(replace(config, method=name), dataset, splits, folder, device, progress,
-                                      resume=continues, top=out if continues and unrecorded else None)
-        unrecorded = unrecorded and not continues
+        own = replace(config, method=name, **{unused: RUN_DEFAULTS[unused] for unused in unused_settings(name)})
+        results[name] = _train_method(own, dataset, splits, folder, device, progress, resume=continues,
+                                      top=out if continues and unrecorded else None)
+        unrecorded = unrecorded and not results[name].get("resumed")  # a finished method records no resume
     if not distributed.is_main():
         return {}
     keys = ("test_accuracy", "validation_accuracy", "best_epoch", "seconds")
@@ -335,17 +335,17 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     """
     _check_names(dataset, backbone, method)
     check_preset(options.get("preset"), dataset)
-    if "psi" in options and not _trains_maxl(method):
-        raise ConfigError(f"--psi (psi, MAXL's auxiliary classes per class) applies to --method maxl or all, not "
-                          f"{method!r}")
+    check_settings(method, options)
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
     if config.preset is not None:  # what the preset sets, unless given
         preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
         config = replace(config, **{name: value for name, value in preset.items() if name not in options})
-    if config.dictionary_size is None:
+    if config.dictionary_size is None and "dictionary_size" not in unused_settings(config.method):
         config = replace(config, dictionary_size=NEIGHBOURS_PER_CLASS * len(data.classes))
+    if config.threads is None:  # recorded, so that a resume or a rerun from the record sums as this run does
+        config = replace(config, threads=torch.get_num_threads())
     return _execute(config, data, Path(out), torch_device, progress, resume=False, overwrite=overwrite)
 
 
@@ -373,7 +373,7 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
              resume: bool, overwrite: bool = False) -> dict:
     """Run (or resume) ``config`` in this process, inside torchrun's process group when launched by it; rank 0
     holds the run folder's lock throughout."""
-    with distributed.process_group(device) as device:
+    with distributed.process_group(device) as device, torch_threads(config.threads):
         splits = split_validation(dataset, config.seed)
         _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
         if config.method == "all":
