@@ -177,6 +177,34 @@ def test_fits_in_threads_of_one_process_give_what_they_give_alone():
         np.testing.assert_array_equal(got, expected)
 
 
+def test_a_child_forked_while_a_thread_fits_predicts():
+    """The lock of torch's globals, held by the fitting thread at the fork, is the child's own and free."""
+    import multiprocessing
+    import threading
+
+    from meta_neighborhoods import training
+
+    X, y = _table(n=60)
+    model, held, release = MetaNeighborhoodsRegressor(**FAST).fit(X, y), threading.Event(), threading.Event()
+
+    def hold():
+        with training._TORCH_GLOBALS:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(60)
+    child = multiprocessing.get_context("fork").Process(target=model.predict, args=(X,))
+    child.start()
+    child.join(60)
+    release.set()
+    holder.join()
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+
+
 def test_prediction_works_in_bounded_batches(monkeypatch):
     import meta_neighborhoods.standardise as standardise
 

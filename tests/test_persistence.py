@@ -204,8 +204,12 @@ def test_parameters_set_after_fit_that_would_rebuild_another_network_are_refused
     network that predicts otherwise (top_k, inner_steps) or a file that its own load refuses (shapes)."""
     model = pickle.loads(pickle.dumps(fitted["regressor"]))
     state = torch.random.get_rng_state()
-    model.set_params(learning_rate=0.5)  # a training setting: the fitted network is the same
+    model.set_params(learning_rate=0.5, key_lr_scale=0.5, slot_draw="batch")  # how it trains: the same network
     np.testing.assert_array_equal(_save_load(model, tmp_path).predict(_table()[0]), model.predict(_table()[0]))
+    vanilla = pickle.loads(pickle.dumps(fitted["vanilla fallback"])).set_params(**change)
+    if "hidden_layer_sizes" not in change:  # the fallback kept the network without neighbours: no setting of theirs
+        np.testing.assert_array_equal(_save_load(vanilla, tmp_path).predict(_table()[0]),
+                                      fitted["vanilla fallback"].predict(_table()[0]))
     model.set_params(**change)
     with pytest.raises(ValueError, match=f"set_params since fit changed {message}"):
         model.save(tmp_path / "changed")

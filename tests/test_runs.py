@@ -406,6 +406,37 @@ def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_
     assert resumes == {"run": 1, "vanilla": 0, "maxl": 0, "vanilla_ifilm": 0, "mn": 1, "mn_ifilm": 0}
     assert {name: (out / name / "metrics.json").read_bytes() for name in finished} == finished
     assert json.loads((out / "mn" / "metrics.json").read_text())["resumed"] is True
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet",
+                 "--overwrite"]) == 0
+    assert json.loads((out / "run.json").read_text())["resumed"] == []  # a new run's record
+
+
+def test_a_run_folder_written_before_threads_were_recorded_resumes_and_reruns(tmp_path, monkeypatch):
+    """Such a run trained on torch's choice of threads, recorded nowhere but in run.json; and its vanilla records
+    gave the dictionary size vanilla does not use, which a rerun from them now leaves out."""
+    from meta_neighborhoods.commands.classify import options_from_record
+    from meta_neighborhoods.experiments import classification
+
+    out, fit = tmp_path / "run", classification.fit
+
+    def one_epoch(model, batches, *, epochs, **options):
+        fit(model, batches, epochs=1, **options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classification, "fit", one_epoch)
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "2",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 130
+    monkeypatch.setattr(classification, "fit", fit)
+    for name, record in (("config.json", lambda meta: meta), ("last.json", lambda meta: meta["config"])):
+        meta = json.loads((out / name).read_text())
+        del record(meta)["threads"]
+        record(meta)["dictionary_size"] = 100  # as every run recorded it
+        (out / name).write_text(json.dumps(meta))
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["resumed"] is True
+    options = options_from_record(json.loads((out / "config.json").read_text()))
+    assert "dictionary_size" not in options and options["method"] == "vanilla"
 
 
 def test_a_classify_run_trains_on_the_threads_it_records_and_so_do_its_resume_and_its_rerun(tmp_path, capsys,

@@ -58,6 +58,10 @@ def default_temperature(similarity: str, key_features: int) -> float:
     return float(key_features) if similarity == "euclidean" else 0.1
 
 
+# MNConfig's settings of how a model trains, not of what a trained one computes (a saved model needs no other)
+TRAINING_ONLY = ("first_order", "key_init", "key_std", "key_lr_scale", "slot_draw")
+
+
 @dataclass(frozen=True)
 class MNConfig:
     """What defines a Meta-Neighborhoods model besides its head and extractor.
@@ -247,3 +251,7 @@ class ClassificationConfig:
         check_option("device", self.device, DEVICES)
         check_threads("threads", self.threads)
         check_seed("seed", self.seed)
+
+
+RUN_DEFAULTS = {field.name: field.default for field in fields(ClassificationConfig)}  # MISSING: none (the names)
+ADDED_SINCE = ("threads",)  # fields a run folder written before they existed lacks: it ran at their default

@@ -33,7 +33,7 @@ from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
 from .standardise import (blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows,
                           early_stopping_split)
-from .training import OptimizerSpec, fit_early_stopping, float32_default, resolve_device
+from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real)
 
@@ -207,7 +207,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                extractor: nn.Module | None = None, key_features: int | None = None) -> MetaNeighborhoods:
         """The network ``network_`` describes; the head takes the ``key_features`` of ``extractor`` (without one,
         the rows themselves)."""
-        with float32_default():
+        with torch_globals():
             head = build_head(self.head, key_features or n_features, n_outputs, self.hidden_layer_sizes)
             return MetaNeighborhoods(head, self._config(dictionary_size, similarity, temperature), extractor=extractor)
 
@@ -218,7 +218,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         caller's global torch generator and default dtype are left as they were."""
         self._check_parameters()
         device = resolve_device(self.device)
-        with float32_default(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch_globals(rng_devices=[device] if device.type == "cuda" else []):
             self._train(X, rows, weights, targets, n_outputs, device)
         return self
 
@@ -284,7 +284,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         memory is bounded whatever the number of rows, and a sparse X is densified one block at a time."""
         model = (self.model_ if model is None else model).eval()
         device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
-        with float32_default():
+        with torch_globals():
             return torch.cat([model(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
                               for i, block in blocks(X, rows)])
 
@@ -349,7 +349,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
 
     @doc(docs.REGRESSOR_PREDICT)
     def predict(self, X) -> np.ndarray:
-        out = self._raw_predict(X, lambda out: out * torch.from_numpy(self.y_scale_) + torch.from_numpy(self.y_mean_))
+        out = self._raw_predict(X, lambda out: out * torch.tensor(self.y_scale_) + torch.tensor(self.y_mean_))
         out = out.numpy()
         return out.ravel() if self._y_ndim == 1 else out
 

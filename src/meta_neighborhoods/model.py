@@ -73,8 +73,9 @@ class MetaNeighborhoods(nn.Module):
         own_slot = own_slot if self.training else None
         if own_slot is not None and not (own_slot.shape == (len(z),) and bool(
                 ((own_slot >= -1) & (own_slot < self.dictionary.size)).all())):
+            values = f" with values in [{own_slot.min()}, {own_slot.max()}]" if own_slot.numel() else ""
             raise ValueError(f"own_slot must hold one slot in [-1, {self.dictionary.size}) per row: shape ({len(z)},), "
-                             f"got shape {tuple(own_slot.shape)} with values in [{own_slot.min()}, {own_slot.max()}]")
+                             f"got shape {tuple(own_slot.shape)}{values}")
         k = self.config.neighbourhood_size(self.training)
         if k is not None:
             return self.predict_top_k(z, k, own_slot)

@@ -13,7 +13,9 @@ from torch import nn
 
 from . import __version__, checkpoint
 from .checkpoint import CheckpointError
+from .config import TRAINING_ONLY
 from .factories import FACTORIES, hidden_widths
+from .training import torch_globals
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 FITTED = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
@@ -227,13 +229,15 @@ def save(estimator, path) -> Path:
 
 
 def changed_since_fit(estimator) -> list[str]:
-    """What the estimator's parameters now build otherwise than its fitted ``model_`` (settings of the method, or
-    its weights' shapes): ``load`` rebuilds the network from the parameters ``save`` writes."""
-    with torch.random.fork_rng(devices=[]):  # building draws initial weights: not from the caller's stream
+    """What the estimator's parameters now build otherwise than its fitted ``model_`` (settings of the method that
+    change what a trained network computes, or its weights' shapes): ``load`` rebuilds the network from the
+    parameters ``save`` writes."""
+    with torch_globals(rng_devices=[]):  # building draws initial weights: not from the caller's stream
         rebuilt, fitted = estimator._build(**estimator.network_), estimator.model_
-    changed = [f"{field.name} ({getattr(fitted.config, field.name)!r} at fit, {getattr(rebuilt.config, field.name)!r} "
-               "now)" for field in dataclasses.fields(fitted.config)
-               if getattr(rebuilt.config, field.name) != getattr(fitted.config, field.name)]
+    settings = [] if fitted.vanilla else [field.name for field in dataclasses.fields(fitted.config)
+                                          if field.name not in TRAINING_ONLY]
+    changed = [f"{name} ({getattr(fitted.config, name)!r} at fit, {getattr(rebuilt.config, name)!r} now)"
+               for name in settings if getattr(rebuilt.config, name) != getattr(fitted.config, name)]
     shapes = [{name: tuple(t.shape) for name, t in net.state_dict().items()} for net in (rebuilt, fitted)]
     return changed + (["the weights' shapes (hidden_layer_sizes)"] if shapes[0] != shapes[1] else [])
 
@@ -243,7 +247,7 @@ def load(cls, path):
     stem = checkpoint_stem(path)
     tensors, meta = checkpoint.load(stem)
     source = f"{stem}.json"
-    with torch.random.fork_rng(devices=[]):  # the initial weights it draws are replaced: not from the caller's stream
+    with torch_globals(rng_devices=[]):  # the initial weights it draws are replaced: not from the caller's stream
         estimator, fitted, model = rebuild(cls, meta, tensors, source)
     checkpoint.load_network(model, tensors, source)
     vars(estimator).update(fitted)

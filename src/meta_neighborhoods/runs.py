@@ -41,7 +41,7 @@ import numpy as np
 
 from . import checkpoint
 from .backbones import available_backbones
-from .config import ANALYSES, PATH_FIELDS, ClassificationConfig
+from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
 from .io import read_record, refuse_held, write_json
@@ -95,6 +95,7 @@ def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationC
     path = Path(run_dir) / CONFIG
     saved = read_json(path)
     names = [f.name for f in fields(ClassificationConfig) if f.name not in PATH_FIELDS]
+    saved = {**{name: RUN_DEFAULTS[name] for name in ADDED_SINCE}, **saved}
     missing = [name for name in names if name not in saved]
     if missing:
         raise RunFolderError(f"{path} lacks {', '.join(missing)}: not the configuration of a classify run")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterable
@@ -39,7 +40,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-_TORCH_GLOBALS = threading.RLock()  # held by float32_default: see there
+_TORCH_GLOBALS = threading.RLock()  # held by torch_globals: see there
+
+
+def _new_lock_after_fork() -> None:
+    """A child forked while a thread of its parent held the lock inherits it held, by a thread it does not have."""
+    global _TORCH_GLOBALS
+    _TORCH_GLOBALS = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 @dataclass(frozen=True)
@@ -61,12 +71,13 @@ class OptimizerSpec:
 
 
 @contextlib.contextmanager
-def float32_default():
+def torch_globals(rng_devices: list | None = None):
     """Inside: torch's default dtype is float32, as it was before a user changed that global, so that what the
-    estimators build, draw and compute does not depend on it (their rows are float32). The dtype and the random
-    state the estimators fork beside it are process-wide, so whoever is inside holds a process-wide lock: fits and
-    predictions in threads of one process take turns, each as it would run alone."""
-    with _TORCH_GLOBALS:
+    estimators build, draw and compute does not depend on it (their rows are float32); given ``rng_devices``, the
+    random state (of the CPU and those devices) is the caller's again after. Both are process-wide, so whoever is
+    inside holds a process-wide lock: fits and predictions in threads of one process take turns, each as it would
+    run alone."""
+    with _TORCH_GLOBALS, torch.random.fork_rng(devices=rng_devices or [], enabled=rng_devices is not None):
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.float32)
         try:

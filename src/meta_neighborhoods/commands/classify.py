@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import shlex
-from dataclasses import fields
 from pathlib import Path
 
-from ..config import (AUGMENTATIONS, GRAD_CLIP, KEY_INITS, NEIGHBOURS_PER_CLASS, PATH_FIELDS, VALIDATION_FRACTION,
-                      VALIDATION_MAX, ClassificationConfig as Defaults)
+from ..config import (AUGMENTATIONS, GRAD_CLIP, KEY_INITS, NEIGHBOURS_PER_CLASS, PATH_FIELDS, RUN_DEFAULTS,
+                      VALIDATION_FRACTION, VALIDATION_MAX, ClassificationConfig as Defaults)
 from ..presets import PAPER_BUDGETS, PRESETS
 from ..validation import ConfigError
 from .common import (UsageError, add_optimiser_options, data_folders, device, output, overwrite, parent, seed,
@@ -23,7 +22,7 @@ CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size",
                         "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment", "preset",
                         "threads", "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
-RECORDED = {f.name: f.default for f in fields(Defaults) if f.name not in PATH_FIELDS}  # in a record
+RECORDED = {name: default for name, default in RUN_DEFAULTS.items() if name not in PATH_FIELDS}  # in a record
 LOGGER = logging.getLogger(__name__)
 
 
@@ -165,9 +164,14 @@ RECORDS = ("config.json", "metrics.json", "comparison.json")  # what options_fro
 
 def options_from_record(record: dict) -> dict:
     """The options of the classify run whose config.json (or metrics.json, comparison.json) ``record`` is, for
-    --config. Not its data folders (paths are never taken from a run folder), nor a setting at its default: the new
-    run gets that again, and a setting that does not apply to the run's method (--psi outside maxl) is refused."""
+    --config. Not its data folders (paths are never taken from a run folder), nor a setting at its default (the new
+    run gets that again), nor one the run's method does not use (earlier versions recorded a --preset's or a
+    --method all run's dictionary size for every method; given on the command line, such a setting is refused)."""
     config = record.get("config", record)
     if not (isinstance(config, dict) and "backbone" in config):
         raise ConfigError("not the config.json, metrics.json or comparison.json of a classify run")
-    return {name: config[name] for name, default in RECORDED.items() if name in config and config[name] != default}
+    from ..image_methods import METHOD_NAMES, unused_settings  # here: torch only once a record is read
+
+    unused = unused_settings(config["method"]) if config.get("method") in METHOD_NAMES else {}  # an older run's
+    return {name: config[name] for name, default in RECORDED.items()
+            if name in config and config[name] != default and name not in unused}

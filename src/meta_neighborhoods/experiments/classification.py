@@ -33,7 +33,7 @@ its fixed settings are recorded in config.json under ``maxl``, psi with the argu
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,8 +44,8 @@ from torch import nn
 from .. import __version__, checkpoint, distributed, maxl, runs
 from ..backbones import available_backbones
 from ..callbacks import Callback, History, MetricsLog, Progress, TensorBoardLog, tensorboard_available
-from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, VALIDATION_FRACTION, VALIDATION_MAX,
-                      ClassificationConfig)
+from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, RUN_DEFAULTS, VALIDATION_FRACTION,
+                      VALIDATION_MAX, ClassificationConfig)
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
@@ -59,7 +59,6 @@ from ..runs import (BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, R
 from ..training import OptimizerSpec, check_configuration, fit, resolve_device, torch_threads
 from ..validation import ConfigError
 
-RUN_DEFAULTS = {field.name: field.default for field in fields(ClassificationConfig)}
 RELOCATABLE = ("device", *PATH_FIELDS)  # settings a resumed run may change: they do not alter results
 RUN_FIELDS = ("dictionary_size", "key_init")  # MNConfig fields each run sets (recorded with its arguments)
 MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
@@ -304,12 +303,14 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
              device: torch.device, progress: bool, resume: bool = False) -> dict:
     """Every method on the same data into ``out/<method>/``, plus comparison.md and comparison.json.
 
-    Resuming keeps the methods that had finished, continues the one that was interrupted, starts the rest; the
-    first method to restore its checkpoint records the resume in ``out`` too."""
+    Each method gets the settings it uses (the others at their defaults), or, resumed, those its folder recorded.
+    Resuming tests again the methods that had finished, continues the one that was interrupted, starts the rest;
+    the first method with epochs left to train records the resume in ``out`` too."""
     results, unrecorded = {}, resume
     for name, folder in _method_folders(out).items():
         continues = resume and checkpoint.exists(folder / LAST)
-        own = replace(config, method=name, **{unused: RUN_DEFAULTS[unused] for unused in unused_settings(name)})
+        own = (replace(runs.read_config(folder, config.data_dir, config.cache_dir), device=config.device) if continues
+               else replace(config, method=name, **{unused: RUN_DEFAULTS[unused] for unused in unused_settings(name)}))
         results[name] = _train_method(own, dataset, splits, folder, device, progress, resume=continues,
                                       top=out if continues and unrecorded else None)
         unrecorded = unrecorded and not results[name].get("resumed")  # a finished method records no resume
@@ -341,7 +342,8 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
     if config.preset is not None:  # what the preset sets, unless given
         preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
-        config = replace(config, **{name: value for name, value in preset.items() if name not in options})
+        config = replace(config, **{name: value for name, value in preset.items()
+                                    if name not in options and name not in unused_settings(method)})
     if config.dictionary_size is None and "dictionary_size" not in unused_settings(config.method):
         config = replace(config, dictionary_size=NEIGHBOURS_PER_CLASS * len(data.classes))
     if config.threads is None:  # recorded, so that a resume or a rerun from the record sums as this run does

@@ -25,7 +25,7 @@ class MLPHead(nn.Module):
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (), out_features: int = 1):
         super().__init__()
-        if not isinstance(hidden, Sequence):  # MLPHead(n_features, n_outputs), as a head factory calls it, lands here
+        if is_int(hidden):  # MLPHead(n_features, n_outputs), as a head factory calls it, lands here
             raise ConfigError(f"MLPHead's hidden must be a sequence of layer widths, got {hidden!r} (as a head "
                               "factory it would take n_outputs for it: use the estimators' hidden_layer_sizes)")
         widths = [in_features, *hidden, out_features]
