@@ -126,6 +126,13 @@ def test_an_argparse_error_exits_2_with_one_line(capsys, argv, message):
     (["classify", "--resume", "r", "--seed", "1"],
      "--resume continues a run with its saved configuration; drop --seed"),
     (["regress", "--dataset", "gom", "--target", "y", "--out", "o"], "--target only applies to --data-file"),
+    (["regress", "--dataset", "gom", "--dictionary-size", "0", "--out", "o"], "--dictionary-size 0 is the vanilla "
+                                                                               "network"),  # compared with itself
+    (["regress", "--dataset", "gom", "--seed", "4294967295", "--seeds", "2", "--out", "o"],
+     "seeds must be at most 1 from seed 4294967295"),
+    (["regress", "--dataset", "gom", "--seeds", "99999999999999999999", "--out", "o"],  # was: "from 0 to -9999..."
+     "seeds must be at most 4294967296 from seed 0"),
+    (["analyze", "--run", "r", "--what", "tsne", "--seed", "-1"], "seed must be an integer from 0 to 4294967295"),
     (["ablate", "--data-file", "t.csv", "--param", "p", "--values", "1", "--out", "o"], "--data-file needs --target"),
     *[(argv, "--data-dir /no/such/folder is not a folder") for argv in (  # not the shipped copy (gom, digits),
         ["regress", "--dataset", "gom", "--data-dir", "/no/such/folder", "--out", "o"],  # nor --dataset all's two
@@ -301,3 +308,22 @@ def test_regress_help_shows_the_estimators_own_defaults(capsys):
 def test_a_command_that_reads_its_records_names_them():
     for command in COMMANDS:
         assert hasattr(command, "options_from_record") == bool(getattr(command, "RECORDS", ())), command.__name__
+
+
+@pytest.mark.parametrize("argv", [
+    ["regress", "--dataset", "gom", "--max-rows", "40", "--max-epochs", "1", "--seeds", "1", "--folds", "2"],
+    ["ablate", "--dataset", "gom", "--max-rows", "40", "--max-epochs", "1", "--seeds", "1", "--folds", "2", "--param",
+     "top_k", "--values", "2", "4"],
+    ["spiral", "--epochs", "1", "--no-animation"],
+], ids=["regress", "ablate", "spiral"])
+def test_a_table_run_into_a_folder_another_run_is_writing_is_refused(tmp_path, capsys, argv):
+    """Two runs into one --out at once both ended with status 0, and the later one removed what the first wrote."""
+    from meta_neighborhoods.io import lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with lock(out, "meta-neighborhoods ablate --out run"):
+        assert main([*argv, "--quiet", "--out", str(out)]) == 1
+    assert f"{out} is being written by process" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == [".lock"]
+    assert main([*argv, "--quiet", "--out", str(out)]) == 0  # released with its holder

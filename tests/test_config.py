@@ -113,5 +113,7 @@ def test_a_run_recorded_with_a_large_seed_is_still_read():
     """Seeds up to 2**62 (torch takes signed 64-bit ones): a classify run of seed 2**32 could not be analysed."""
     assert ClassificationConfig("digits", "convnet4", "mn", seed=2**32).seed == 2**32
     from meta_neighborhoods.experiments.cross_validation import protocol_options
-    with pytest.raises(ConfigError, match="seed must be an integer from 0 to 4294967292"):  # scikit-learn's limit
+    with pytest.raises(ConfigError, match="seed must be an integer from 0 to 4294967295"):  # scikit-learn's limit
         protocol_options(5, 2**32, 3, None)
+    with pytest.raises(ConfigError, match="seeds must be at most 2 from seed 4294967294"):  # seed + repeat, each
+        protocol_options(5, 2**32 - 2, 3, None)

@@ -53,6 +53,8 @@ def test_a_toml_file_gives_options_and_the_command_line_wins(tmp_path, parsed):
     args = parsed(["spiral", "--config", config, "--seed", "5", "--out", "elsewhere"])
     assert (args.out, args.epochs, args.seed) == ("elsewhere", 7, 5)
     assert parsed(["spiral", "--conf", config]).epochs == 7  # abbreviated as argparse allows
+    config = _write(tmp_path / "bom.toml", "\ufeffepochs = 4\n")  # saved by an editor that writes one (was refused)
+    assert parsed(["spiral", "--config", config, "--out", "o"]).epochs == 4
 
 
 def test_a_json_file_takes_dashes_or_underscores_and_floats_from_integers(tmp_path, parsed):
@@ -316,7 +318,8 @@ def test_a_record_gives_settings_never_paths_or_overwrite(tmp_path, capsys, sett
 @pytest.mark.parametrize("line, message", [("seeds = 0", "--seeds must be a positive integer, got 0"),
                                            ("top-k = 0", "top_k must be a positive integer"),
                                            ("slot_dropout = 1.5", "slot_dropout must be in [0, 1)"),
-                                           ("learning-rate = -1.0", "--learning-rate must be positive")])
+                                           ("learning-rate = -1.0", "--learning-rate must be positive"),
+                                           ("learning-rate = nan", "--learning-rate must be positive")])
 def test_an_out_of_range_value_names_the_file_it_came_from_unless_the_command_line_gave_it(tmp_path, capsys, line,
                                                                                           message):
     config = _write(tmp_path / "options.toml", f'dataset = "gom"\n{line}\n')

@@ -28,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
     gives the usage. Each command's parser is one too (argparse builds them of the main parser's class)."""
 
     def error(self, message: str):
+        message = message if len(message) <= 300 else message[:300] + "..."  # it quotes the value, however long
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

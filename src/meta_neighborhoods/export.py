@@ -36,10 +36,10 @@ from torch import nn
 
 from . import __version__, checkpoint
 from .heads import FAST_PATHS, fast_path_for
-from .io import atomic_write, prepare_out_dir, replaceable
+from .io import LOCK, atomic_write, prepare_out_dir, replaceable
 from .model import MetaNeighborhoods
 from .run_record import read_inputs
-from .runs import LOCK, RunFolderError, holds_a_run, load_best_model
+from .runs import RunFolderError, holds_a_run, load_best_model
 
 OPSET = 18
 INPUT, OUTPUT = "input", "output"

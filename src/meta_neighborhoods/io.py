@@ -6,15 +6,24 @@ crash never leaves half a file behind.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import stat
+import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
 MAX_RECORD_BYTES = 256 << 20  # a record's text: the largest, a split's image indices, takes 12 bytes an image
+LOCK = ".lock"  # in a folder a run writes: see lock
+
+
+class RunFolderError(ValueError):
+    """A run folder that is missing, damaged, foreign, busy, or not what the command needs."""
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
@@ -58,6 +67,44 @@ def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: boo
     if not overwrite:
         refuse_held(out, [name for name in outputs if (Path(out) / name).exists()])
     return prepare_out_dir(out)
+
+
+@contextmanager
+def lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
+    """Hold ``folder``'s exclusive lock for the block, describing the ``holder`` (a command line); a second writer
+    fails at once, naming it, where it would have replaced or removed what the first one wrote.
+
+    An advisory ``fcntl`` lock on ``folder/.lock``: the system releases it when the holder exits, however it
+    ends (SIGKILL included), so a killed run never leaves its folder locked.
+    """
+    path = Path(folder) / LOCK
+    try:  # never through a link, never anything but a regular file: the lock's text replaces what it holds
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as error:
+        raise RunFolderError(f"{path} cannot be the run's lock file ({error.strerror}): remove it") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunFolderError(f"{path} is not a regular file, so it cannot be the run's lock file: remove it")
+    with os.fdopen(fd, "r+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "another process"
+            raise RunFolderError(f"{folder} is being written by {holder}; wait for it to end or choose another "
+                                 "folder") from None
+        handle.truncate()
+        handle.write(f"process {os.getpid()} ({holder[:200]})")
+        handle.flush()
+        yield
+
+
+@contextmanager
+def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False) -> Iterator[Path]:
+    """``claim_out_dir``, then ``out``'s lock until the block has written the run: a second run into ``out`` fails
+    at once (it would have replaced, or at the end removed, what the first one wrote)."""
+    out = claim_out_dir(out, outputs, overwrite)
+    with lock(out, " ".join(sys.argv)):
+        yield out
 
 
 def remove_unwritten(out: str | os.PathLike, outputs: Iterable[str], written: Iterable[str]) -> None:

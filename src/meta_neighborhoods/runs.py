@@ -28,10 +28,8 @@ a folder that already holds a run unless asked to ``overwrite`` it (``claim``).
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -44,19 +42,15 @@ from .backbones import available_backbones
 from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
-from .io import read_record, refuse_held, write_json
+from .io import RunFolderError, lock as folder_lock, read_record, refuse_held, write_json
 from .model import MetaNeighborhoods
 from .provenance import command
 
-CONFIG, SPLIT, METRICS, LOCK = "config.json", "split.json", "metrics.json", ".lock"
+CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
 RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
 METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the method's fixed settings
-
-
-class RunFolderError(ValueError):
-    """A run folder that is missing, damaged, foreign, busy, or not what the command needs."""
 
 
 def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[MetaNeighborhoods, dict]:
@@ -132,36 +126,10 @@ def _json_type_fits(name: str, value) -> bool:
 
 @contextmanager
 def lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run folder's exclusive lock for the block; a second writer fails at once, naming the holder.
-
-    An advisory ``fcntl`` lock on ``run_dir/.lock``: the system releases it when the holder exits, however it
-    ends (SIGKILL included), so a killed run never leaves its folder locked.
-    """
-    path = Path(run_dir) / LOCK
-    try:  # never through a link, never anything but a regular file: the lock's text replaces what it holds
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
-    except OSError as error:
-        raise RunFolderError(f"{path} cannot be the run's lock file ({error.strerror}): remove it") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise RunFolderError(f"{path} is not a regular file, so it cannot be the run's lock file: remove it")
-    handle = os.fdopen(fd, "r+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise RunFolderError(f"{run_dir} is being written by {holder}; wait for it to end or choose another "
-                                 "folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()} ({' '.join(command())[:200]})")
-        handle.flush()
+    """``io.lock`` on a classify run folder, whose killed writer's temporary files it then removes."""
+    with folder_lock(run_dir, " ".join(command())):
         _remove_leftovers(Path(run_dir))
         yield
-    finally:
-        handle.close()
 
 
 def _remove_leftovers(run_dir: Path) -> None:

@@ -54,7 +54,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
         group.required = group.required and not any(action.dest in values for action in group._group_actions)
     args = parser.parse_args(argv)
     _settle_exclusive(command, args, values, defaults)
-    args.config_gave = {dest: path for dest, value in values.items() if getattr(args, dest) == value}
+    args.config_gave = {dest: path for dest, value in values.items()  # `is`: a NaN the file gave is not == itself
+                        if getattr(args, dest) is value or getattr(args, dest) == value}
     return args
 
 
@@ -149,7 +150,7 @@ def _toml(data: bytes):
         import tomllib
     except ModuleNotFoundError:  # Python 3.10: the same parser, a dependency there
         import tomli as tomllib
-    return tomllib.loads(data.decode("utf-8"))
+    return tomllib.loads(data.decode("utf-8-sig"))  # a byte-order mark, as JSON's reader takes it
 
 
 def _yaml(data: bytes):

@@ -43,7 +43,7 @@ from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..similarity import similarity
 from ..training import resolve_device
-from ..validation import ConfigError, check_int
+from ..validation import ConfigError, check_int, check_seed
 
 DIAGONAL_TOLERANCE = 1e-6  # |after - before| up to this is "no change": float32 rounding of the same cosine
 RETRIEVAL_CAPTION = ("Each row: one learned neighbour (key), labelled with its value class and v, the probability "
@@ -341,6 +341,7 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     """
     if what != "all" and what not in ANALYSES:
         raise ConfigError(f"unknown analysis {what!r}; choose one of {', '.join(ANALYSES)}, all", "what")
+    check_seed("seed", seed, limit=2**32)  # numpy's and t-SNE's generators take seeds below 2**32
     _sample(1, samples, seed)  # validates samples and the key selection before any loading
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
     if not Path(run_dir).is_dir():

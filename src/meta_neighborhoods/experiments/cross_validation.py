@@ -241,7 +241,10 @@ def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) ->
     """The protocol of a run, checked before anything is written."""
     _check_folds(folds)
     check_int("seeds", seeds)
-    check_seed("seed", seed, limit=2**32 - seeds)  # scikit-learn's generators take seeds below 2**32: seed + repeat
+    check_seed("seed", seed, limit=2**32)  # scikit-learn's generators take seeds below 2**32: seed + repeat, each
+    if seed + seeds > 2**32:
+        raise ConfigError(f"seeds must be at most {2**32 - seed} from seed {seed} (the last repeat's seed, seed + "
+                          f"seeds - 1, must be below 2**32), got {seeds}", "seeds")
     if max_rows is not None:
         check_int("max_rows", max_rows)
     return {"folds": folds, "seed": seed, "seeds": seeds, "max_rows": max_rows}

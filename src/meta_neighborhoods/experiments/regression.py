@@ -9,7 +9,7 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import claim_out_dir, inner_folder, markdown_table, prepare_out_dir, remove_unwritten, write_json, write_text
+from ..io import claimed, inner_folder, markdown_table, prepare_out_dir, remove_unwritten, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
@@ -159,27 +159,28 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows)
     used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
-    out = claim_out_dir(out, TABLE_RUNS, overwrite)
-    cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
-                        progress=progress)
-    summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
-    varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
-    results = {
-        "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
-        "folds": cv["folds"], "kept": cv["kept"], "validation_losses": cv["validation_losses"],
-        "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
-        "fold_order": FOLD_ORDER, **summary, "p_value_vs_vanilla": summary["p_values"].get("vanilla"),
-        "seconds": cv["seconds"], "unconverged": cv["unconverged"],
-        **({"architectures": cv["architectures"]} if search else {}),
-        "config": {**_run_config(table, used, options, params, varied), "search": search},
-    }
-    write_json(out / "results.json", results)
-    _warn_unconverged(results)
-    write_text(out / "results.md", _results_markdown(results))
-    kept = cv["kept"].get(REFERENCE, [])
-    fold_errors_figure(out / "folds.png", cv["folds"], f"{table.name}: MSE per fold, {_protocol(results['config'])}",
-                       folds, (REFERENCE, [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]))
-    remove_unwritten(out, TABLE_RUNS, RESULTS)
+    with claimed(out, TABLE_RUNS, overwrite) as out:
+        cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
+                            progress=progress)
+        summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
+        varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
+        results = {
+            "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
+            "folds": cv["folds"], "kept": cv["kept"], "validation_losses": cv["validation_losses"],
+            "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
+            "fold_order": FOLD_ORDER, **summary, "p_value_vs_vanilla": summary["p_values"].get("vanilla"),
+            "seconds": cv["seconds"], "unconverged": cv["unconverged"],
+            **({"architectures": cv["architectures"]} if search else {}),
+            "config": {**_run_config(table, used, options, params, varied), "search": search},
+        }
+        write_json(out / "results.json", results)
+        _warn_unconverged(results)
+        write_text(out / "results.md", _results_markdown(results))
+        kept = cv["kept"].get(REFERENCE, [])
+        vanilla_kept = [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]
+        fold_errors_figure(out / "folds.png", cv["folds"], f"{table.name}: MSE per fold, "
+                           f"{_protocol(results['config'])}", folds, (REFERENCE, vanilla_kept))
+        remove_unwritten(out, TABLE_RUNS, RESULTS)
     return results
 
 
@@ -239,25 +240,25 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
               "estimator_params": _checked_params(options.get("estimator_params")), "version": __version__,
               "provenance": provenance()}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
-    out = claim_out_dir(out, [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)],
-                        options.get("overwrite", False))
-    for folder in folders:  # a table's folder that cannot be written fails now, not after the tables before it ran
-        if folder.exists():
-            prepare_out_dir(folder)
-    rows, skipped, protocol = {}, {}, ""
-    for name in names:
-        try:
-            table = load_table(name, data_dir)
-        except DataFileError as error:
-            LOGGER.warning("skipping %s: %s", name, error)
-            skipped[name] = str(error)
-            continue
-        results = run_regression(table, out / name, methods=methods, **options)
-        rows[name], protocol = _summary_row(results), _protocol(results["config"])
-    summary = {"datasets": rows, "skipped": skipped, "config": config}
-    write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
-    remove_unwritten(out, TABLE_RUNS, SUMMARY)
+    outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
+    with claimed(out, outputs, options.get("overwrite", False)) as out:
+        for folder in folders:  # a table's folder that cannot be written fails now, not after the tables before it ran
+            if folder.exists():
+                prepare_out_dir(folder)
+        rows, skipped, protocol = {}, {}, ""
+        for name in names:
+            try:
+                table = load_table(name, data_dir)
+            except DataFileError as error:
+                LOGGER.warning("skipping %s: %s", name, error)
+                skipped[name] = str(error)
+                continue
+            results = run_regression(table, out / name, methods=methods, **options)
+            rows[name], protocol = _summary_row(results), _protocol(results["config"])
+        summary = {"datasets": rows, "skipped": skipped, "config": config}
+        write_json(out / "summary.json", summary)
+        write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
+        remove_unwritten(out, TABLE_RUNS, SUMMARY)
     return summary
 
 
@@ -314,38 +315,39 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
     _check_values(methods.values(), params, used)
-    out = claim_out_dir(out, TABLE_RUNS, overwrite)
-    cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
-    first = next(iter(methods))
-    summary = compare(cv["folds"], first, folds, baseline=first)
-    results = {
-        "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
-        "param": param, "values": values, "folds": list(cv["folds"].values()), "fold_seeds": cv["fold_seeds"],
-        "fold_numbers": cv["fold_numbers"], "fold_order": FOLD_ORDER,
-        **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
-        "p_value_vs_first": [None, *summary["p_values"].values()],
-        "seconds": list(cv["seconds"].values()), "unconverged": cv["unconverged"],
-        "dictionary_sizes": list(cv["dictionary_sizes"].values()),
-        "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
-    }
-    write_json(out / "ablation.json", results)
-    _warn_unconverged(results)
-    rows = [[v, _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
-            zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
-    total = len(cv["fold_seeds"])
-    title = (f"# {table.name}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
-             f"{_protocol(results['config'])})\n\n{_method_note(results['config'])} The other parameters at the "
-             f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
-             f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
-    capped = capped_values(param, values, results["dictionary_sizes"])
-    write_text(out / "ablation.md", title + markdown_table(
-        [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results)
-        + capped_note(param, shown, capped))
-    ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"], results["std"],
-                    log_x=param in LOG_SCALE_PARAMS, title=f"{table.name}: Meta-Neighborhoods' MSE against {param}",
-                    error_bars=f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} "
-                               f"folds), the same folds for every value; p: corrected t-test against {shown[0]}"
-                               + (f"; {CAPS[param].legend}" if any(capped) else ""),
-                    notes=point_notes(param, results["p_value_vs_first"], capped))
-    remove_unwritten(out, TABLE_RUNS, ABLATION)
+    with claimed(out, TABLE_RUNS, overwrite) as out:
+        cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
+        first = next(iter(methods))
+        summary = compare(cv["folds"], first, folds, baseline=first)
+        results = {
+            "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
+            "param": param, "values": values, "folds": list(cv["folds"].values()), "fold_seeds": cv["fold_seeds"],
+            "fold_numbers": cv["fold_numbers"], "fold_order": FOLD_ORDER,
+            **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
+            "p_value_vs_first": [None, *summary["p_values"].values()],
+            "seconds": list(cv["seconds"].values()), "unconverged": cv["unconverged"],
+            "dictionary_sizes": list(cv["dictionary_sizes"].values()),
+            "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
+        }
+        write_json(out / "ablation.json", results)
+        _warn_unconverged(results)
+        rows = [[v, _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
+                zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
+        total = len(cv["fold_seeds"])
+        title = (f"# {table.name}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
+                 f"{_protocol(results['config'])})\n\n{_method_note(results['config'])} The other parameters at the "
+                 f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
+                 f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
+        capped = capped_values(param, values, results["dictionary_sizes"])
+        write_text(out / "ablation.md", title + markdown_table(
+            [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results)
+            + capped_note(param, shown, capped))
+        bars = (f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} folds), the same "
+                f"folds for every value; p: corrected t-test against {shown[0]}"
+                + (f"; {CAPS[param].legend}" if any(capped) else ""))
+        ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"],
+                        results["std"], log_x=param in LOG_SCALE_PARAMS, error_bars=bars,
+                        title=f"{table.name}: Meta-Neighborhoods' MSE against {param}",
+                        notes=point_notes(param, results["p_value_vs_first"], capped))
+        remove_unwritten(out, TABLE_RUNS, ABLATION)
     return results

@@ -13,7 +13,7 @@ from ..config import SpiralConfig
 from ..datasets.batches import TensorBatches
 from ..datasets.spiral import make_spirals
 from ..heads import LinearHead
-from ..io import claim_out_dir, remove_unwritten, write_json
+from ..io import claimed, remove_unwritten, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
@@ -81,39 +81,41 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
     ``overwrite``."""
     config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
-    out = claim_out_dir(out, OUTPUTS, overwrite)
-    train, test, normalisation = _data(config, device)
-    accuracy = {}
+    with claimed(out, OUTPUTS, overwrite) as out:
+        train, test, normalisation = _data(config, device)
+        accuracy = {}
 
-    torch.manual_seed(config.seed)
-    vanilla = MetaNeighborhoods(LinearHead(2, 2), config.method.replace(dictionary_size=0)).to(device)
-    accuracy["vanilla"], vanilla_predictions = _train(vanilla, train, test, config, device, progress)
+        torch.manual_seed(config.seed)
+        vanilla = MetaNeighborhoods(LinearHead(2, 2), config.method.replace(dictionary_size=0)).to(device)
+        accuracy["vanilla"], vanilla_predictions = _train(vanilla, train, test, config, device, progress)
 
-    torch.manual_seed(config.seed)
-    model = MetaNeighborhoods(LinearHead(2, 2), config.method).to(device)
-    snapshots = _Snapshots(model, test, set(np.linspace(0, config.epochs, config.snapshots).round().astype(int).tolist()))
-    snapshots.on_epoch_end(-1)  # the initial state
-    accuracy["meta_neighborhoods"], _ = _train(model, train, test, config, device, progress, {"snapshots": snapshots})
-    trajectory, frames = snapshots.trajectory, snapshots.frames
+        torch.manual_seed(config.seed)
+        model = MetaNeighborhoods(LinearHead(2, 2), config.method).to(device)
+        at = set(np.linspace(0, config.epochs, config.snapshots).round().astype(int).tolist())
+        snapshots = _Snapshots(model, test, at)
+        snapshots.on_epoch_end(-1)  # the initial state
+        accuracy["meta_neighborhoods"], _ = _train(model, train, test, config, device, progress,
+                                                   {"snapshots": snapshots})
+        trajectory, frames = snapshots.trajectory, snapshots.frames
 
-    points = test[0].cpu().numpy()
-    labels = model.dictionary.values().argmax(1).cpu().numpy()
-    trajectory = np.stack(trajectory)
-    spiral_figure(out / "spiral.png", points, frames, trajectory, labels,
-                  vanilla=(accuracy["vanilla"], vanilla_predictions))
-    files = ["spiral.png"]
-    if config.animation:
-        spiral_animation(out / "spiral.gif", points, frames, trajectory, labels)
-        files.append("spiral.gif")
-    metrics = {
-        "test_accuracy": accuracy,
-        "step_size": model.adaptation.step_size()["layers.0.weight"].item(),
-        "seconds": round(time.time() - started, 2),
-        "device": str(device),
-        "files": [*files, RUN],
-        "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
-    }
-    write_run_record(out, {"seeds": _seeds(config), "input": normalisation})  # at the end: an interrupted run
-    write_json(out / "metrics.json", metrics)  # leaves no file that would make its folder refused
-    remove_unwritten(out, OUTPUTS, ["metrics.json", *metrics["files"]])
+        points = test[0].cpu().numpy()
+        labels = model.dictionary.values().argmax(1).cpu().numpy()
+        trajectory = np.stack(trajectory)
+        spiral_figure(out / "spiral.png", points, frames, trajectory, labels,
+                      vanilla=(accuracy["vanilla"], vanilla_predictions))
+        files = ["spiral.png"]
+        if config.animation:
+            spiral_animation(out / "spiral.gif", points, frames, trajectory, labels)
+            files.append("spiral.gif")
+        metrics = {
+            "test_accuracy": accuracy,
+            "step_size": model.adaptation.step_size()["layers.0.weight"].item(),
+            "seconds": round(time.time() - started, 2),
+            "device": str(device),
+            "files": [*files, RUN],
+            "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
+        }
+        write_run_record(out, {"seeds": _seeds(config), "input": normalisation})  # at the end: an interrupted run
+        write_json(out / "metrics.json", metrics)  # leaves no file that would make its folder refused
+        remove_unwritten(out, OUTPUTS, ["metrics.json", *metrics["files"]])
     return metrics
