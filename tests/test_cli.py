@@ -327,3 +327,23 @@ def test_a_table_run_into_a_folder_another_run_is_writing_is_refused(tmp_path, c
     assert f"{out} is being written by process" in capsys.readouterr().err
     assert sorted(path.name for path in out.iterdir()) == [".lock"]
     assert main([*argv, "--quiet", "--out", str(out)]) == 0  # released with its holder
+
+
+@pytest.mark.parametrize("argv, mark, kind", [
+    (["spiral", "--epochs", "1", "--no-animation"], "results.json", "regress or ablate"),
+    (["regress", "--dataset", "gom", "--max-rows", "40", "--seeds", "1", "--folds", "2"], "split.json", "classify"),
+    (["ablate", "--dataset", "gom", "--param", "top_k", "--values", "2"], "spiral.png", "spiral"),
+    (["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla"], "spiral.png", "spiral"),
+    (["analyze", "--run", "r", "--what", "cosine"], "results.json", "regress or ablate"),
+], ids=["spiral", "regress", "ablate", "classify", "analyze"])
+def test_a_folder_holding_another_command_s_run_is_refused_even_with_overwrite(tmp_path, capsys, argv, mark, kind):
+    """Their files mixed (regress beside a classify run), or one's records replaced the other's (spiral's
+    metrics.json and run.json over a classify run's, leaving its checkpoints)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / mark).write_text("{}")
+    (tmp_path / "r").mkdir()
+    argv = [*argv, "--quiet"] if argv[0] != "analyze" else [*argv, "--run", str(tmp_path / "r")]
+    assert main([*argv, "--out", str(out), "--overwrite"]) == 1
+    assert f"{out} holds a {kind} run ({mark}): a " in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) in ([mark], [".lock", mark])  # classify locks, then claims

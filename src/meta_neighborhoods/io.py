@@ -22,8 +22,23 @@ MAX_RECORD_BYTES = 256 << 20  # a record's text: the largest, a split's image in
 LOCK = ".lock"  # in a folder a run writes: see lock
 
 
+# The files that mark a folder as holding a run of each kind: a run of another kind is refused there, --overwrite or
+# not (their files would mix, and their same-named records, metrics.json and run.json, replace each other's)
+RUN_KINDS = {"regress or ablate": ("results.json", "summary.json", "ablation.json"),
+             "spiral": ("spiral.png", "spiral.gif"), "classify": ("split.json", "last.json", "comparison.json")}
+
+
 class RunFolderError(ValueError):
     """A run folder that is missing, damaged, foreign, busy, or not what the command needs."""
+
+
+def refuse_other_runs(out: str | os.PathLike, kind: str) -> None:
+    """Refuse a run of ``kind`` (a key of RUN_KINDS) in ``out`` where a run of another kind is."""
+    for other, marks in RUN_KINDS.items():
+        found = [name for name in marks if other != kind and (Path(out) / name).exists()]
+        if found:
+            raise RunFolderError(f"{out} holds a {other} run ({', '.join(found)}): a {kind} run would mix with it, "
+                                 "--overwrite or not; choose another --out")
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
@@ -60,10 +75,11 @@ def refuse_held(out: str | os.PathLike, found: list[str], resume: bool = False) 
                               "choose another --out")
 
 
-def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False) -> Path:
-    """``prepare_out_dir`` for a new run that writes the files ``outputs`` (paths relative to ``out``): a folder
-    that holds any of them, an earlier run's results, is refused before any work unless ``overwrite``; the new run
-    then replaces them as it writes its own."""
+def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kind: str) -> Path:
+    """``prepare_out_dir`` for a new run of ``kind`` that writes the files ``outputs`` (paths relative to ``out``): a
+    folder that holds any of them, an earlier run's results, is refused before any work unless ``overwrite`` (the
+    new run then replaces them as it writes its own), one that holds a run of another kind always."""
+    refuse_other_runs(out, kind)
     if not overwrite:
         refuse_held(out, [name for name in outputs if (Path(out) / name).exists()])
     return prepare_out_dir(out)
@@ -99,10 +115,10 @@ def lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
 
 
 @contextmanager
-def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool = False) -> Iterator[Path]:
+def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kind: str) -> Iterator[Path]:
     """``claim_out_dir``, then ``out``'s lock until the block has written the run: a second run into ``out`` fails
     at once (it would have replaced, or at the end removed, what the first one wrote)."""
-    out = claim_out_dir(out, outputs, overwrite)
+    out = claim_out_dir(out, outputs, overwrite, kind)
     with lock(out, " ".join(sys.argv)):
         yield out
 

@@ -42,7 +42,7 @@ from .backbones import available_backbones
 from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
-from .io import RunFolderError, lock as folder_lock, read_record, refuse_held, write_json
+from .io import RunFolderError, lock as folder_lock, read_record, refuse_held, refuse_other_runs, write_json
 from .model import MetaNeighborhoods
 from .provenance import command
 
@@ -199,6 +199,7 @@ def claim(run_dir: Path, overwrite: bool, method: str) -> None:
     can), unless ``overwrite``, which removes the earlier run's files (and only those). A ``config.json`` the new run
     would write (``--method all``: in each method's folder too) that no run wrote is refused either way, before
     anything is removed: the run would replace it."""
+    refuse_other_runs(run_dir, "classify")
     writes = [Path(run_dir) / CONFIG, *(Path(run_dir) / name / CONFIG for name in METHODS if method == "all")]
     for path in writes:
         problem = _foreign_config(path)

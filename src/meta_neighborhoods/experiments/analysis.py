@@ -38,7 +38,7 @@ from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..image_methods import METHODS
-from ..io import prepare_out_dir, refuse_held, write_json
+from ..io import prepare_out_dir, refuse_held, refuse_other_runs, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..similarity import similarity
@@ -320,6 +320,8 @@ def _claim_analyses(run_dir: Path, out: Path | None, names, overwrite: bool) -> 
     """Where the analyses ``names`` of ``run_dir`` go, refused before any work as ``run_analysis`` says."""
     if out is None or out.resolve() == run_dir.resolve():
         return run_dir
+    if out.is_dir():
+        refuse_other_runs(out, "classify")  # a table or spiral run's: analyses would mix with it
     held = runs.holds_a_run(out) if out.is_dir() else []
     if held:
         raise runs.RunFolderError(f"{out} holds another classify run ({', '.join(held[:3])}): analyses of {run_dir} "

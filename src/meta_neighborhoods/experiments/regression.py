@@ -36,6 +36,7 @@ RESULTS = ("results.json", "results.md", "folds.png")  # what each run writes: a
 SUMMARY = ("summary.json", "summary.md")
 ABLATION = ("ablation.json", "ablation.md", "ablation.png")
 TABLE_RUNS = (*RESULTS, *SUMMARY, *ABLATION)  # what regress and ablate write: any of them in a folder is a run
+TABLE_KIND = "regress or ablate"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
 
 
@@ -159,7 +160,7 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows)
     used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
-    with claimed(out, TABLE_RUNS, overwrite) as out:
+    with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
                             progress=progress)
         summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
@@ -241,7 +242,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
               "provenance": provenance()}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
-    with claimed(out, outputs, options.get("overwrite", False)) as out:
+    with claimed(out, outputs, options.get("overwrite", False), TABLE_KIND) as out:
         for folder in folders:  # a table's folder that cannot be written fails now, not after the tables before it ran
             if folder.exists():
                 prepare_out_dir(folder)
@@ -315,7 +316,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
     _check_values(methods.values(), params, used)
-    with claimed(out, TABLE_RUNS, overwrite) as out:
+    with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
         first = next(iter(methods))
         summary = compare(cv["folds"], first, folds, baseline=first)

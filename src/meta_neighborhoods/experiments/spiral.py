@@ -81,7 +81,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
     ``overwrite``."""
     config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
-    with claimed(out, OUTPUTS, overwrite) as out:
+    with claimed(out, OUTPUTS, overwrite, "spiral") as out:
         train, test, normalisation = _data(config, device)
         accuracy = {}
 
