@@ -46,7 +46,7 @@ def test_spiral_command_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path
     assert main([*argv, "--out", str(out)]) == 0
     before = (out / "metrics.json").read_text()
     assert main([*argv, "--out", str(out), "--seed", "1"]) == 1
-    assert f"{out} already holds a run (metrics.json, run.json, spiral.png)" in capsys.readouterr().err
+    assert f"{out} already holds a run (metrics.json, run.json)" in capsys.readouterr().err
     assert (out / "metrics.json").read_text() == before
     assert main([*argv, "--out", str(out), "--seed", "1", "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
@@ -91,3 +91,8 @@ def test_an_interrupted_run_leaves_nothing_that_refuses_its_folder(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         spiral.run_spiral(tmp_path / "run", progress=False)
     assert not [name for name in spiral.OUTPUTS if (tmp_path / "run" / name).exists()]  # a rerun needs no --overwrite
+    monkeypatch.undo()
+    (tmp_path / "run" / "spiral.png").write_bytes(b"killed while drawing the animation")  # it was refused for this
+    config = spiral.SpiralConfig(epochs=1, animation=False)
+    assert spiral.run_spiral(tmp_path / "run", config, progress=False)["files"] == ["spiral.png", "run.json"]
+    assert (tmp_path / "run" / "spiral.png").stat().st_size > 10_000

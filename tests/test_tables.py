@@ -309,6 +309,23 @@ def test_csv_table_unknown_target(small_csv):
         load_csv_table(small_csv, 4)
 
 
+def test_a_csv_column_without_a_name_is_refused_not_taken_for_a_feature(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "indexed.csv"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [4.0, 5.0, 7.0]}).to_csv(path)  # the index, as pandas writes it
+    with pytest.raises(ValueError, match=r"column 1 of .*indexed.csv has no name .*index=False"):
+        load_csv_table(path, "y")
+
+
+def test_blank_lines_before_a_csv_header_are_skipped(tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text("\n\na,y\n1,3\n4,6\n")  # read as "0 header names but 2 columns of data"
+    table = load_csv_table(path, "y")
+    np.testing.assert_array_equal(table.y, [3.0, 6.0])
+    np.testing.assert_array_equal(table.X[:, 0], [1.0, 4.0])
+
+
 def test_csv_table_non_numeric_column_is_named(tmp_path):
     path = tmp_path / "colors.csv"
     path.write_text("a,colour,y\n1,red,10\n2,blue,20\n")

@@ -68,8 +68,8 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     """
     source = Source(path, header, delimiter)
     try:
-        names = _header(path, delimiter) if header else None
-        frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=int(header), encoding="utf-8-sig",
+        names, skip = _header(path, delimiter) if header else (None, 0)
+        frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding="utf-8-sig",
                             na_values=_NA_MARKERS, low_memory=False, engine="c")
     except UnicodeDecodeError as error:  # a binary or differently encoded file: name it, not the codec
         raise ValueError(
@@ -86,9 +86,13 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     return TextTable(names, data, source)
 
 
-def _header(path: Path, delimiter: str | None) -> list[str]:
+def _header(path: Path, delimiter: str | None) -> tuple[list[str], int]:
+    """(the names of the header, the first line that is not blank; the file lines up to it, which the data skip)."""
     with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a name
-        return [name.strip() for name in _fields(handle.readline(), delimiter)]
+        for count, line in enumerate(handle, start=1):
+            if line.strip():
+                return [name.strip() for name in _fields(line, delimiter)], count
+    return [], 0
 
 
 def _refuse_short_rows(data: np.ndarray, source: Source, *, dataset: str) -> None:

@@ -19,7 +19,8 @@ from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
 from ..training import OptimizerSpec, fit, resolve_device
 
-OUTPUTS = ("metrics.json", RUN, "spiral.png", "spiral.gif")  # what a run writes: a folder holding them holds a run
+RECORDS = ("metrics.json", RUN)  # a folder holding them holds a run (written last: see run_spiral)
+OUTPUTS = (*RECORDS, "spiral.png", "spiral.gif")  # what a run writes; the figures alone are a killed run's leftovers
 
 
 def _seeds(config: SpiralConfig) -> dict:
@@ -81,7 +82,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
     ``overwrite``."""
     config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
-    with claimed(out, OUTPUTS, overwrite, "spiral") as out:
+    with claimed(out, RECORDS, overwrite, "spiral") as out:
         train, test, normalisation = _data(config, device)
         accuracy = {}
 
