@@ -59,6 +59,7 @@ def test_all_writes_each_figure_with_its_numbers(analysed, mn_run, capsys):
         config = result["config"]
         assert (config["analysis"], config["run"], config["samples"], config["seed"]) == (name, str(mn_run), SAMPLES, 3)
         assert (config["dataset"], config["method"]) == ("digits", "mn")
+        assert {"command", "git_commit", "torch", "meta_neighborhoods"} <= set(config["provenance"])  # versions
     assert not (mn_run / "tsne.json").exists(), "--out must be honoured"
 
 

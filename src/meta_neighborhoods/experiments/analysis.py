@@ -41,6 +41,7 @@ from ..image_methods import METHODS
 from ..io import prepare_out_dir, refuse_held, refuse_other_runs, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
+from ..provenance import provenance
 from ..similarity import similarity
 from ..training import resolve_device
 from ..validation import ConfigError, check_int, check_seed
@@ -132,9 +133,10 @@ def _key_classes(run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _config(run: LoadedRun, what: str, samples, seed: int, **extra) -> dict:
+    """What an analysis's record says it was run with: its settings, the run's, and the versions and command."""
     return {"analysis": what, "run": str(run.run_dir), "samples": samples, "seed": seed,
             "dataset": run.config.dataset, "backbone": run.config.backbone,
-            "method": run.config.method, "device": str(run.device), **extra}
+            "method": run.config.method, "device": str(run.device), **extra, "provenance": provenance()}
 
 
 # ---------------------------------------------------------------------------------------------------
