@@ -363,6 +363,7 @@ def test_a_folder_holding_a_run_is_refused_before_any_work_unless_overwrite(tiny
     assert f"{out} already holds a run ({existing}): replace it with --overwrite" in error
     assert error.count("\n") == 1 and (out / existing).read_text() == '{"hours": "of work"}'
     assert main([*argv, "--overwrite"]) == 1 and "the work began" in capsys.readouterr().err
+    assert (out / existing).read_text() == '{"hours": "of work"}'  # a failed run leaves the earlier one whole
 
 
 def test_the_api_refuses_a_folder_holding_a_run_unless_overwrite(tiny_csv, tmp_path):
@@ -507,6 +508,25 @@ def test_a_folder_holding_another_table_run_is_refused_and_overwrite_leaves_one_
     assert main([*argv, "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["folds.png", "results.json",
                                                                                   "results.md"]
+
+
+def test_an_overwrite_interrupted_while_writing_leaves_none_of_the_earlier_run(tiny_csv, tmp_path, monkeypatch):
+    """The earlier run's files went only once the new one had written its own: its figure stayed beside the new
+    results.json and results.md when the new run was stopped while drawing."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("results.json", "results.md", "folds.png"):
+        (out / name).write_text("the earlier run")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(regression, "fold_errors_figure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_regression(load_csv_table(tiny_csv, "y"), out, folds=2, seeds=1, estimator_params=FAST,
+                       methods=TABLE_METHODS, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["results.json", "results.md"]
+    assert "the earlier run" not in (out / "results.json").read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -123,11 +123,12 @@ def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kin
         yield out
 
 
-def remove_unwritten(out: str | os.PathLike, outputs: Iterable[str], written: Iterable[str]) -> None:
-    """Once a run asked to overwrite has written ``written``, the rest of ``outputs`` an earlier run left in ``out``
-    go (an animation the new run did not make, an ablation where a regress run now is): the folder holds one run.
-    Files and links only, never a folder of such a name."""
-    for name in set(outputs) - set(written):
+def remove_outputs(out: str | os.PathLike, outputs: Iterable[str]) -> None:
+    """The ``outputs`` an earlier run left in ``out`` (a run asked to overwrite it), removed once the new run has its
+    results and before it writes them: a failed run leaves the earlier one whole, an interrupted one part of its
+    own files, never a mix of two runs (an animation the new run does not make, an ablation where a regress run now
+    is). Files and links only, never a folder of such a name."""
+    for name in outputs:
         path = Path(out) / name
         if path.is_file() or path.is_symlink():
             path.unlink()

@@ -9,7 +9,7 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import claimed, inner_folder, markdown_table, prepare_out_dir, remove_unwritten, write_json, write_text
+from ..io import claimed, inner_folder, markdown_table, prepare_out_dir, remove_outputs, write_json, write_text
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
@@ -174,6 +174,7 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
             **({"architectures": cv["architectures"]} if search else {}),
             "config": {**_run_config(table, used, options, params, varied), "search": search},
         }
+        remove_outputs(out, TABLE_RUNS)
         write_json(out / "results.json", results)
         _warn_unconverged(results)
         write_text(out / "results.md", _results_markdown(results))
@@ -181,7 +182,6 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
         vanilla_kept = [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]
         fold_errors_figure(out / "folds.png", cv["folds"], f"{table.name}: MSE per fold, "
                            f"{_protocol(results['config'])}", folds, (REFERENCE, vanilla_kept))
-        remove_unwritten(out, TABLE_RUNS, RESULTS)
     return results
 
 
@@ -257,9 +257,9 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
             results = run_regression(table, out / name, methods=methods, **options)
             rows[name], protocol = _summary_row(results), _protocol(results["config"])
         summary = {"datasets": rows, "skipped": skipped, "config": config}
+        remove_outputs(out, TABLE_RUNS)
         write_json(out / "summary.json", summary)
         write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
-        remove_unwritten(out, TABLE_RUNS, SUMMARY)
     return summary
 
 
@@ -330,6 +330,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
             "dictionary_sizes": list(cv["dictionary_sizes"].values()),
             "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
         }
+        remove_outputs(out, TABLE_RUNS)
         write_json(out / "ablation.json", results)
         _warn_unconverged(results)
         rows = [[v, _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
@@ -350,5 +351,4 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
                         results["std"], log_x=param in LOG_SCALE_PARAMS, error_bars=bars,
                         title=f"{table.name}: Meta-Neighborhoods' MSE against {param}",
                         notes=point_notes(param, results["p_value_vs_first"], capped))
-        remove_unwritten(out, TABLE_RUNS, ABLATION)
     return results

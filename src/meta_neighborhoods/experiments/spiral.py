@@ -13,7 +13,7 @@ from ..config import SpiralConfig
 from ..datasets.batches import TensorBatches
 from ..datasets.spiral import make_spirals
 from ..heads import LinearHead
-from ..io import claimed, remove_unwritten, write_json
+from ..io import claimed, remove_outputs, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
@@ -102,6 +102,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         points = test[0].cpu().numpy()
         labels = model.dictionary.values().argmax(1).cpu().numpy()
         trajectory = np.stack(trajectory)
+        remove_outputs(out, OUTPUTS)
         spiral_figure(out / "spiral.png", points, frames, trajectory, labels,
                       vanilla=(accuracy["vanilla"], vanilla_predictions))
         files = ["spiral.png"]
@@ -118,5 +119,4 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         }
         write_run_record(out, {"seeds": _seeds(config), "input": normalisation})  # at the end: an interrupted run
         write_json(out / "metrics.json", metrics)  # leaves no file that would make its folder refused
-        remove_unwritten(out, OUTPUTS, ["metrics.json", *metrics["files"]])
     return metrics
