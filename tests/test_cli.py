@@ -322,7 +322,7 @@ def test_a_table_run_into_a_folder_another_run_is_writing_is_refused(tmp_path, c
 
     out = tmp_path / "run"
     out.mkdir()
-    with lock(out, "meta-neighborhoods ablate --out run"):
+    with lock(out):
         assert main([*argv, "--quiet", "--out", str(out)]) == 1
     assert f"{out} is being written by process" in capsys.readouterr().err
     assert sorted(path.name for path in out.iterdir()) == [".lock"]

@@ -75,20 +75,10 @@ def refuse_held(out: str | os.PathLike, found: list[str], resume: bool = False) 
                               "choose another --out")
 
 
-def claim_out_dir(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kind: str) -> Path:
-    """``prepare_out_dir`` for a new run of ``kind`` that writes the files ``outputs`` (paths relative to ``out``): a
-    folder that holds any of them, an earlier run's results, is refused before any work unless ``overwrite`` (the
-    new run then replaces them as it writes its own), one that holds a run of another kind always."""
-    refuse_other_runs(out, kind)
-    if not overwrite:
-        refuse_held(out, [name for name in outputs if (Path(out) / name).exists()])
-    return prepare_out_dir(out)
-
-
 @contextmanager
-def lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
-    """Hold ``folder``'s exclusive lock for the block, describing the ``holder`` (a command line); a second writer
-    fails at once, naming it, where it would have replaced or removed what the first one wrote.
+def lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``folder``'s exclusive lock for the block; a second writer fails at once, naming this process and its
+    command line, where it would have replaced or removed what the first one wrote.
 
     An advisory ``fcntl`` lock on ``folder/.lock``: the system releases it when the holder exits, however it
     ends (SIGKILL included), so a killed run never leaves its folder locked.
@@ -109,17 +99,22 @@ def lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
             raise RunFolderError(f"{folder} is being written by {holder}; wait for it to end or choose another "
                                  "folder") from None
         handle.truncate()
-        handle.write(f"process {os.getpid()} ({holder[:200]})")
+        handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})")
         handle.flush()
         yield
 
 
 @contextmanager
 def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kind: str) -> Iterator[Path]:
-    """``claim_out_dir``, then ``out``'s lock until the block has written the run: a second run into ``out`` fails
-    at once (it would have replaced, or at the end removed, what the first one wrote)."""
-    out = claim_out_dir(out, outputs, overwrite, kind)
-    with lock(out, " ".join(sys.argv)):
+    """``out`` made ready for a new run of ``kind`` that writes the files ``outputs`` (paths relative to ``out``),
+    and locked until the block has written the run. A folder that holds a run of another kind is refused, one that
+    holds any of ``outputs`` (an earlier run's results) too unless ``overwrite`` (the new run then removes them just
+    before it writes its own: ``remove_outputs``), both before any work; a second run into ``out`` fails at once."""
+    refuse_other_runs(out, kind)
+    if not overwrite:
+        refuse_held(out, [name for name in outputs if (Path(out) / name).exists()])
+    out = prepare_out_dir(out)
+    with lock(out):
         yield out
 
 

@@ -44,7 +44,6 @@ from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
 from .io import RunFolderError, lock as folder_lock, read_record, refuse_held, refuse_other_runs, write_json
 from .model import MetaNeighborhoods
-from .provenance import command
 
 CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
 RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
@@ -127,7 +126,7 @@ def _json_type_fits(name: str, value) -> bool:
 @contextmanager
 def lock(run_dir: Path) -> Iterator[None]:
     """``io.lock`` on a classify run folder, whose killed writer's temporary files it then removes."""
-    with folder_lock(run_dir, " ".join(command())):
+    with folder_lock(run_dir):
         _remove_leftovers(Path(run_dir))
         yield
 
