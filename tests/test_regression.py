@@ -366,6 +366,27 @@ def test_a_folder_holding_a_run_is_refused_before_any_work_unless_overwrite(tiny
     assert (out / existing).read_text() == '{"hours": "of work"}'  # a failed run leaves the earlier one whole
 
 
+@pytest.mark.parametrize("command, stray", [
+    (["regress", "--data-file", "{csv}", "--target", "y"], "results.md"),
+    (["regress", "--dataset", "all"], "summary.md"),
+    (["regress", "--dataset", "all"], "gom/folds.png"),
+    (["ablate", "--data-file", "{csv}", "--target", "y", "--param", "top_k", "--values", "4"], "ablation.png"),
+])
+def test_a_user_s_file_of_a_run_s_name_is_never_replaced_even_with_overwrite(tiny_csv, tmp_path, capsys, command,
+                                                                            stray):
+    """A summary.md of the user's own, beside no run's record, was taken for a run's file: --overwrite removed it."""
+    out = tmp_path / "run"
+    (out / stray).parent.mkdir(parents=True)
+    (out / stray).write_text("my notes")
+    argv = [part.format(csv=tiny_csv) for part in command] + ["--out", str(out), "--quiet", "--folds", "2"]
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, *extra]) == 1
+        error = capsys.readouterr().err
+        assert f"{out} holds {stray} beside no record of a regress or ablate run" in error and "move them" in error
+        assert error.count("\n") == 1 and (out / stray).read_text() == "my notes"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [Path(stray).name]
+
+
 def test_the_api_refuses_a_folder_holding_a_run_unless_overwrite(tiny_csv, tmp_path):
     table, out = load_csv_table(tiny_csv, "y"), tmp_path / "run"
     first = run_regression(table, out, folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)

@@ -41,6 +41,18 @@ def refuse_other_runs(out: str | os.PathLike, kind: str) -> None:
                                  "--overwrite or not; choose another --out")
 
 
+def refuse_strays(out: str | os.PathLike, found: list[str], kind: str) -> None:
+    """Refuse files named as a run of ``kind`` writes them (``found``, relative to ``out``) where no record of such a
+    run lies beside them (RUN_KINDS): a user's own ``summary.md``, not a run's, which --overwrite would remove."""
+    strays = [name for name in found if not any((Path(out) / name).parent.joinpath(mark).exists()
+                                                 for mark in RUN_KINDS[kind])]
+    if strays:
+        shown = ", ".join(strays[:4]) + (", ..." if len(strays) > 4 else "")
+        raise RunFolderError(f"{out} holds {shown} beside no record of a {kind} run ({', '.join(RUN_KINDS[kind])}): "
+                             "files a run did not write are never replaced, --overwrite or not; move them or choose "
+                             "another --out")
+
+
 def prepare_out_dir(out: str | os.PathLike) -> Path:
     """Create ``out`` if needed and make sure we can write there, before any work is done."""
     out = Path(out)
@@ -111,8 +123,10 @@ def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kin
     holds any of ``outputs`` (an earlier run's results) too unless ``overwrite`` (the new run then removes them just
     before it writes its own: ``remove_outputs``), both before any work; a second run into ``out`` fails at once."""
     refuse_other_runs(out, kind)
+    found = [name for name in outputs if (Path(out) / name).exists()]
+    refuse_strays(out, found, kind)
     if not overwrite:
-        refuse_held(out, [name for name in outputs if (Path(out) / name).exists()])
+        refuse_held(out, found)
     out = prepare_out_dir(out)
     with lock(out):
         yield out
