@@ -326,6 +326,18 @@ def test_blank_lines_before_a_csv_header_are_skipped(tmp_path):
     np.testing.assert_array_equal(table.X[:, 0], [1.0, 4.0])
 
 
+@pytest.mark.parametrize("head, line", [("\n\na,b,y\n", 5), ('"a\nb",b,y\n', 4), ('a,"b\n\nc",y\n', 5)])
+def test_a_row_is_named_by_its_file_line_after_blank_lines_or_a_header_of_several_lines(tmp_path, head, line):
+    """Blank lines before the header, or a quoted line break in it, shifted the file lines that errors name (the
+    quoted one also gave a wrong count of header names)."""
+    path = tmp_path / "odd.csv"
+    path.write_text(head + "1,2,3\n4,5,6\n")
+    np.testing.assert_array_equal(load_csv_table(path, "y").X, [[1.0, 2.0], [4.0, 5.0]])
+    path.write_text(head + "1,2,3\n4,x,6\n")
+    with pytest.raises(ValueError, match=rf"column '[^']+' of .*odd.csv is not numeric \(file line {line}: 'x'\)"):
+        load_csv_table(path, "y")
+
+
 def test_csv_table_non_numeric_column_is_named(tmp_path):
     path = tmp_path / "colors.csv"
     path.write_text("a,colour,y\n1,red,10\n2,blue,20\n")

@@ -28,7 +28,7 @@ class Source:
     line of the file (1-based, header and blank lines counted), whatever the message."""
 
     path: Path
-    header: bool
+    header_end: int  # the file line the header ends on (0: no header)
     delimiter: str | None
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
@@ -36,12 +36,12 @@ class Source:
         Scans the file, so only errors ask."""
         with open(self.path, encoding="utf-8-sig", newline="") as handle:
             for n, text in enumerate(handle, start=1):
-                if text.strip() and (n > 1 or not self.header):
+                if text.strip() and n > self.header_end:
                     yield n, _fields(text, self.delimiter)
 
     def line(self, row: int) -> int:
         """File line of data row ``row`` (0-based)."""
-        return next(itertools.islice(self.rows(), row, None), (row + 1 + self.header, []))[0]
+        return next(itertools.islice(self.rows(), row, None), (row + 1 + self.header_end, []))[0]
 
 
 def _fields(line: str, delimiter: str | None) -> list[str]:
@@ -66,9 +66,8 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
 
     The header is read apart (csv module), so that two columns of one name stay visibly two.
     """
-    source = Source(path, header, delimiter)
     try:
-        names, skip = _header(path, delimiter) if header else (None, 0)
+        names, skip, header_end = _header(path, delimiter) if header else (None, 0, 0)
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding="utf-8-sig",
                             na_values=_NA_MARKERS, low_memory=False, engine="c")
     except UnicodeDecodeError as error:  # a binary or differently encoded file: name it, not the codec
@@ -79,6 +78,7 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         raise ValueError(f"{dataset}: {path} has no data rows") from None
     except (pd.errors.ParserError, csv.Error) as error:  # ragged rows, or a broken quote / header
         raise ValueError(f"{dataset}: {_parser_problem(error, path)}") from None
+    source = Source(path, header_end, delimiter)
     if names is not None and frame.shape[1] != len(names):
         raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data")
     data = _as_float(frame, names, source, dataset=dataset)
@@ -86,13 +86,24 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     return TextTable(names, data, source)
 
 
-def _header(path: Path, delimiter: str | None) -> tuple[list[str], int]:
-    """(the names of the header, the first line that is not blank; the file lines up to it, which the data skip)."""
+def _header(path: Path, delimiter: str | None) -> tuple[list[str], int, int]:
+    """(the names of the header, the first record that is not blank; the records up to it, which the data skip
+    (pandas counts a quoted line break inside a record as part of it, and blank lines as records); the file line
+    it ends on)."""
     with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a name
-        for count, line in enumerate(handle, start=1):
-            if line.strip():
-                return [name.strip() for name in _fields(line, delimiter)], count
-    return [], 0
+        for count, (fields, line) in enumerate(_records(handle, delimiter), start=1):
+            if len(fields) > 1 or "".join(fields).strip():
+                return [name.strip() for name in fields], count, line
+    return [], 0, 0
+
+
+def _records(handle, delimiter: str | None) -> Iterator[tuple[list[str], int]]:
+    """(fields, the file line it ends on) of each record: a CSV's quoted field may hold a line break."""
+    if delimiter is None:
+        yield from ((line.split(), n) for n, line in enumerate(handle, start=1))
+        return
+    reader = csv.reader(handle, delimiter=delimiter)
+    yield from ((fields, reader.line_num) for fields in reader)
 
 
 def _refuse_short_rows(data: np.ndarray, source: Source, *, dataset: str) -> None:
