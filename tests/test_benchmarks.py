@@ -28,6 +28,8 @@ def _recorded(provenance: dict, script: str) -> None:
                              "--repeats", "1"],  # K = 128 >= S: every key, as full attention
      lambda d: {f"{i} {key}": value for i, one in enumerate([d, *d["configs"]]) for key, value in one.items()
                 if key.endswith("_ms")}),
+    ("predict_blocks.py", ["--sizes", "0", "64", "--blocks", "4096", "512", "--rows", "64", "--repeats", "1"],
+     lambda d: d["us_per_row"]),
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
      lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
 ])

@@ -31,8 +31,8 @@ from .datasets.batches import TensorBatches
 from .estimator_docs import doc
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
-from .standardise import (blocks, numeric_columns, standardise, standardised_rows, standardiser, training_rows,
-                          early_stopping_split)
+from .standardise import (blocks, early_stopping_split, network_batch, numeric_columns, standardise, standardised_rows,
+                          standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real)
@@ -280,13 +280,13 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     @torch.no_grad()
     def _forward(self, X, rows: np.ndarray | None = None, model: nn.Module | None = None) -> torch.Tensor:
-        """Outputs of ``model`` (default ``model_``) for raw rows (all, or ``rows``), PREDICT_BATCH at a time:
-        memory is bounded whatever the number of rows, and a sparse X is densified one block at a time."""
+        """Outputs of ``model`` (default ``model_``) for raw rows (all, or ``rows``), one bounded block at a time."""
         model = (self.model_ if model is None else model).eval()
         device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
+        size = network_batch(0 if model.dictionary is None else model.dictionary.size)
         with torch_globals():
             return torch.cat([model(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
-                              for i, block in blocks(X, rows)])
+                              for i, block in blocks(X, rows, size)])
 
     def _raw_predict(self, X, answer=lambda out: out) -> torch.Tensor:
         """``answer`` of the network's outputs for ``X`` (in float64); never a NaN or an inf passed on (nor, for a
