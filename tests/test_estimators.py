@@ -215,6 +215,14 @@ def test_prediction_works_in_bounded_batches(monkeypatch):
     np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
 
 
+def test_prediction_blocks_shrink_as_the_dictionary_grows_within_bounds():
+    from meta_neighborhoods.standardise import PREDICT_BATCH, network_batch
+
+    assert network_batch(0) == network_batch(512) == PREDICT_BATCH  # vanilla, and small dictionaries: as before
+    assert network_batch(1024) == 2048 and network_batch(4096) == 512  # about 2**21 attention entries a block
+    assert network_batch(16384) == network_batch(10**9) == 512  # never so few rows that the keys' pass dominates
+
+
 def test_fit_standardises_in_bounded_blocks(monkeypatch):
     """Fit reads the table a block of rows at a time (no float64 copy of it): same statistics, same model."""
     import meta_neighborhoods.standardise as standardise
