@@ -31,7 +31,7 @@ from .datasets.batches import TensorBatches
 from .estimator_docs import doc
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
-from .standardise import (blocks, early_stopping_split, network_batch, numeric_columns, standardise, standardised_rows,
+from .standardise import (early_stopping_split, in_blocks, network_batch, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
@@ -285,8 +285,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
         size = network_batch(0 if model.dictionary is None else model.dictionary.size)
         with torch_globals():
-            return torch.cat([model(torch.from_numpy(standardise(block, mean, scale, i)).to(device)).cpu()
-                              for i, block in blocks(X, rows, size)])
+            return torch.from_numpy(in_blocks(lambda i, block: model(torch.from_numpy(standardise(
+                block, mean, scale, i)).to(device)).cpu(), X, rows, size))
 
     def _raw_predict(self, X, answer=lambda out: out) -> torch.Tensor:
         """``answer`` of the network's outputs for ``X`` (in float64); never a NaN or an inf passed on (nor, for a

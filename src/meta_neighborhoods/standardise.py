@@ -32,6 +32,19 @@ def blocks(X, rows: np.ndarray | None = None, size: int | None = None):
         yield i, block.toarray() if sp.issparse(block) else block
 
 
+def in_blocks(function, X, rows: np.ndarray | None = None, size: int | None = None) -> np.ndarray:
+    """``function(offset, dense block)`` of each of ``blocks``, stacked in one array allocated at the first block:
+    small answers kept among each block's large temporaries pinned the allocator's heap, which then grew with the
+    rows (2 GB for 150,000 rows predicted in blocks of 512, against 0.1 GB so)."""
+    out = None
+    for i, block in blocks(X, rows, size):
+        answer = np.asarray(function(i, block))
+        if out is None:
+            out = np.empty((X.shape[0] if rows is None else len(rows), *answer.shape[1:]), answer.dtype)
+        out[i : i + len(answer)] = answer
+    return out
+
+
 def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
     """(rows fit learns from, their weights): all rows and None without ``sample_weight``; otherwise the rows of
     positive weight, so that a zero weight is the same as dropping the row (it never enters a statistic, a batch,
