@@ -54,7 +54,6 @@ FEATURES = 90  # synthetic table width (as YearPredictionMSD)
 FRESH_ROWS = 50_000  # rows predicted on the synthetic table
 WARMUP_ROWS = 1_000
 MB = 2**20
-BLOCK = network_batch(MetaNeighborhoodsRegressor().dictionary_size)  # the defaults' dictionary, on these tables whole
 PAGE = os.sysconf("SC_PAGE_SIZE")
 LIBC = ctypes.CDLL("libc.so.6")
 
@@ -74,7 +73,7 @@ class Measurement:
     traced_peak_mb: float
     model_mb: float
     rmse: float
-    search: str  # the neighbour search kNN's algorithm='auto' picked ("" for MN)
+    search: str  # the neighbour search kNN's algorithm='auto' picked; for MN the rows it predicts at a time
 
 
 # -- data and models ------------------------------------------------------------------------------
@@ -100,7 +99,9 @@ def meta_neighborhoods(epochs: int) -> MetaNeighborhoodsRegressor:
 
 
 def search(model) -> str:
-    return "" if isinstance(model, MetaNeighborhoodsRegressor) else model[-1]._fit_method
+    if isinstance(model, MetaNeighborhoodsRegressor):  # blocks sized to the dictionary it was fitted with
+        return f"blocks of {network_batch(model.model_.dictionary.size)}"
+    return model[-1]._fit_method
 
 
 def fitted(model, X, y):
@@ -222,7 +223,7 @@ def ratio(results: list[Measurement], case: str) -> float:
 
 def print_throughput(results: list[Measurement]) -> None:
     print(f"{'case':<24}{'model':<6}{'train rows':>11}{'pred rows':>10}{'fit s':>8}{'pred s':>8}"
-          f"{'rows/s':>11}{'MN/kNN':>8}{'RSS+ MB':>9}{'traced MB':>10}{'model MB':>9}{'RMSE':>8}  kNN search")
+          f"{'rows/s':>11}{'MN/kNN':>8}{'RSS+ MB':>9}{'traced MB':>10}{'model MB':>9}{'RMSE':>8}  search or blocks")
     for r in results:
         speedup = f"{ratio(results, r.case):.1f}x" if r.model == "MN" else ""
         print(f"{r.case:<24}{r.model:<6}{r.train_rows:>11,}{r.predict_rows:>10,}{r.fit_s:>8.1f}{r.predict_s:>8.2f}"
@@ -259,7 +260,7 @@ def main() -> None:
     results = protein + synthetic_main
 
     print(f"predict throughput and memory, MetaNeighborhoodsRegressor (defaults, max_epochs "
-          f"{args.fit_epochs or '20 protein / 2 synthetic'}, predicting {BLOCK} rows at a time) vs StandardScaler + "
+          f"{args.fit_epochs or '20 protein / 2 synthetic'}, predicting in blocks sized to its dictionary) vs StandardScaler + "
           f"KNeighborsRegressor(k=10); cpu, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"scikit-learn {sklearn.__version__}")
     if not protein:
@@ -273,7 +274,7 @@ def main() -> None:
 
     if args.json:
         write_json(args.json, {
-            "settings": {**vars(args), "torch_threads": torch.get_num_threads(), "predict_block": BLOCK,
+            "settings": {**vars(args), "torch_threads": torch.get_num_threads(),
                          "torch": torch.__version__, "sklearn": sklearn.__version__},
             "results": [asdict(r) for r in results],
             "memory_vs_training_rows": [asdict(r) for r in synthetic_small + synthetic_main],

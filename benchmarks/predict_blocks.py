@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import warnings
 
 import numpy as np
@@ -38,6 +39,11 @@ def fitted(size: int, X: np.ndarray, y: np.ndarray) -> MetaNeighborhoodsRegresso
                                           random_state=0).fit(X, y)
 
 
+def keys(model: MetaNeighborhoodsRegressor) -> int:
+    """The keys the fitted model attends over (0: vanilla)."""
+    return 0 if model.model_.dictionary is None else model.model_.dictionary.size
+
+
 def predict(model: MetaNeighborhoodsRegressor, X: np.ndarray, block: int | None) -> np.ndarray:
     """``model.predict(X)`` in blocks of ``block`` rows (None: as the estimators choose)."""
     estimators.network_batch = CHOSEN if block is None else lambda keys: block
@@ -48,23 +54,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 512, 4096, 8192, 16384],
                         help="dictionary sizes S (0: vanilla)")
-    parser.add_argument("--blocks", type=int, nargs="+", default=[4096, 2048, 1024, 512, 256])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[4096, 2048, 1024, 512, 256],
+                        help="rows per block (positive)")
     parser.add_argument("--rows", type=int, default=4096, help="fresh rows predicted per call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the timings here")
     args = parser.parse_args()
+    if min(args.blocks) < 1:
+        parser.error(f"--blocks must be positive, got {args.blocks}")
     torch.set_num_threads(args.threads)
-    X, y = table(max(max(args.sizes), 4096) + args.rows)
+    X, y = table(math.ceil(max(max(args.sizes), 4096) / 0.9) + args.rows)  # S training rows besides the validation's
     train, fresh = slice(0, len(y) - args.rows), slice(len(y) - args.rows, None)
     models = {size: fitted(size, X[train], y[train]) for size in args.sizes}
     blocks = [*args.blocks, None]
     calls = {(size, block): functools.partial(predict, model, X[fresh], block)
              for size, model in models.items() for block in blocks}
-    ms = timed(calls, args.repeats, 1, torch.device("cpu"))
-    before = {size: predict(model, X[fresh], 4096) for size, model in models.items()}
-    gaps = {key: float(np.abs(call() - before[key[0]]).max()) for key, call in calls.items()}
-    estimators.network_batch = CHOSEN
+    try:
+        ms = timed(calls, args.repeats, 1, torch.device("cpu"))
+        before = {size: predict(model, X[fresh], 4096) for size, model in models.items()}
+        gaps = {key: float(np.abs(call() - before[key[0]]).max()) for key, call in calls.items()}
+    finally:
+        estimators.network_batch = CHOSEN
 
     print(f"predict, microseconds per row, {args.rows} fresh rows, 90 features, MLP 128-128, the defaults but S, "
           f"{args.threads} threads, torch {torch.__version__}; interleaved, median of {args.repeats} rounds")
@@ -73,7 +84,7 @@ def main() -> None:
     for size in args.sizes:
         per_row = {block: ms[size, block] * 1e3 / args.rows for block in blocks}
         ratio = per_row[None] / per_row[4096] if 4096 in per_row else float("nan")
-        chosen = f"{per_row[None]:.1f} ({CHOSEN(size)})"
+        chosen = f"{per_row[None]:.1f} ({CHOSEN(keys(models[size]))})"
         gap = max(gaps[size, block] for block in blocks)
         print(f"{size:>7}" + "".join(f"{per_row[b]:>10.1f}" for b in args.blocks) + f"{chosen:>14}{ratio:>14.2f}x"
               f"{gap:>12.1e}")
@@ -81,7 +92,7 @@ def main() -> None:
         write_json(args.json, {"rows": args.rows, "threads": args.threads, "provenance": provenance(),
                                "us_per_row": {f"S={s} block={b or 'chosen'}": round(t * 1e3 / args.rows, 2)
                                               for (s, b), t in ms.items()},
-                               "chosen_block": {f"S={s}": CHOSEN(s) for s in args.sizes},
+                               "chosen_block": {f"S={s}": CHOSEN(keys(models[s])) for s in args.sizes},
                                "max_abs_diff_vs_4096": {f"S={s} block={b or 'chosen'}": g
                                                         for (s, b), g in gaps.items()}})
 

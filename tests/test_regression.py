@@ -531,6 +531,29 @@ def test_a_folder_holding_another_table_run_is_refused_and_overwrite_leaves_one_
                                                                                   "results.md"]
 
 
+def test_an_overwrite_stopped_among_its_removals_leaves_a_run_that_can_be_overwritten(tiny_csv, tmp_path,
+                                                                                       monkeypatch):
+    """results.json went first: a Ctrl-C after it left results.md and folds.png beside no record, a folder refused
+    for good as holding files no run wrote."""
+    out, table = tmp_path / "run", load_csv_table(tiny_csv, "y")
+    options = dict(folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
+    run_regression(table, out, **options)
+    unlink, removed = Path.unlink, []
+
+    def stopped_after_one(path, *args, **kwargs):
+        if removed:
+            raise KeyboardInterrupt
+        removed.append(path.name)
+        unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_regression(table, out, seed=1, overwrite=True, **options)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert removed != ["results.json"] and (out / "results.json").is_file()
+    assert run_regression(table, out, seed=1, overwrite=True, **options)["fold_seeds"] == [1, 1]
+
+
 def test_an_overwrite_interrupted_while_writing_leaves_none_of_the_earlier_run(tiny_csv, tmp_path, monkeypatch):
     """The earlier run's files went only once the new one had written its own: its figure stayed beside the new
     results.json and results.md when the new run was stopped while drawing."""

@@ -52,6 +52,17 @@ def test_spiral_command_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
 
 
+def test_a_run_whose_figure_was_moved_away_can_still_be_overwritten(tmp_path, capsys):
+    """Its records alone were taken for a user's own files, beside no figure: refused even with --overwrite."""
+    out, argv = tmp_path / "spiral", ["spiral", "--epochs", "2", "--quiet", "--no-animation", "--device", "cpu"]
+    assert main([*argv, "--out", str(out)]) == 0
+    (out / "spiral.png").rename(tmp_path / "for-the-paper.png")
+    assert main([*argv, "--out", str(out), "--seed", "1"]) == 1
+    assert f"{out} already holds a run (metrics.json, run.json)" in capsys.readouterr().err
+    assert main([*argv, "--out", str(out), "--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 1
+
+
 def test_an_overwritten_run_leaves_none_of_its_files_that_the_new_run_does_not_write(tmp_path):
     out, argv = tmp_path / "spiral", ["spiral", "--epochs", "2", "--quiet", "--device", "cpu", "--out"]
     assert main([*argv, str(out)]) == 0 and (out / "spiral.gif").is_file()

@@ -41,16 +41,16 @@ def refuse_other_runs(out: str | os.PathLike, kind: str) -> None:
                                  "--overwrite or not; choose another --out")
 
 
-def refuse_strays(out: str | os.PathLike, found: list[str], kind: str) -> None:
-    """Refuse files named as a run of ``kind`` writes them (``found``, relative to ``out``) where no record of such a
-    run lies beside them (RUN_KINDS): a user's own ``summary.md``, not a run's, which --overwrite would remove."""
-    strays = [name for name in found if not any((Path(out) / name).parent.joinpath(mark).exists()
-                                                 for mark in RUN_KINDS[kind])]
+def refuse_strays(out: str | os.PathLike, found: list[str], kind: str, records: Iterable[str] = ()) -> None:
+    """Refuse files named as a run of ``kind`` writes them (``found``, relative to ``out``) where nothing that shows
+    such a run (its RUN_KINDS marks, or ``records``) lies beside them: a user's own ``summary.md``, not a run's,
+    which --overwrite would remove."""
+    shows = (*RUN_KINDS[kind], *records)
+    strays = [name for name in found if not any((Path(out) / name).parent.joinpath(mark).exists() for mark in shows)]
     if strays:
         shown = ", ".join(strays[:4]) + (", ..." if len(strays) > 4 else "")
-        raise RunFolderError(f"{out} holds {shown} beside no record of a {kind} run ({', '.join(RUN_KINDS[kind])}): "
-                             "files a run did not write are never replaced, --overwrite or not; move them or choose "
-                             "another --out")
+        raise RunFolderError(f"{out} holds {shown} beside no record of a {kind} run ({', '.join(shows)}): files a run "
+                             "did not write are never replaced, --overwrite or not; move them or choose another --out")
 
 
 def prepare_out_dir(out: str | os.PathLike) -> Path:
@@ -117,14 +117,17 @@ def lock(folder: str | os.PathLike) -> Iterator[None]:
 
 
 @contextmanager
-def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kind: str) -> Iterator[Path]:
+def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kind: str,
+            records: Iterable[str] = ()) -> Iterator[Path]:
     """``out`` made ready for a new run of ``kind`` that writes the files ``outputs`` (paths relative to ``out``),
     and locked until the block has written the run. A folder that holds a run of another kind is refused, one that
     holds any of ``outputs`` (an earlier run's results) too unless ``overwrite`` (the new run then removes them just
-    before it writes its own: ``remove_outputs``), both before any work; a second run into ``out`` fails at once."""
+    before it writes its own: ``remove_outputs``), both before any work; a second run into ``out`` fails at once.
+    Files of ``outputs`` beside nothing that shows a run (``refuse_strays``; ``records``: the kind's own) are
+    refused either way."""
     refuse_other_runs(out, kind)
     found = [name for name in outputs if (Path(out) / name).exists()]
-    refuse_strays(out, found, kind)
+    refuse_strays(out, found, kind, records)
     if not overwrite:
         refuse_held(out, found)
     out = prepare_out_dir(out)
@@ -136,8 +139,10 @@ def remove_outputs(out: str | os.PathLike, outputs: Iterable[str]) -> None:
     """The ``outputs`` an earlier run left in ``out`` (a run asked to overwrite it), removed once the new run has its
     results and before it writes them: a failed run leaves the earlier one whole, an interrupted one part of its
     own files, never a mix of two runs (an animation the new run does not make, an ablation where a regress run now
-    is). Files and links only, never a folder of such a name."""
-    for name in outputs:
+    is). Files and links only, never a folder of such a name. The records that show a run (RUN_KINDS) go last: a
+    run stopped among the removals leaves a folder that is still a run's, which --overwrite can replace."""
+    marks = {mark for kind_marks in RUN_KINDS.values() for mark in kind_marks}
+    for name in sorted(outputs, key=lambda name: Path(name).name in marks):
         path = Path(out) / name
         if path.is_file() or path.is_symlink():
             path.unlink()

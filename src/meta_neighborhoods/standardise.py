@@ -19,7 +19,7 @@ def network_batch(keys: int) -> int:
     """Rows the network predicts at once when each attends over ``keys`` keys: a block's (rows x keys) attention
     matrices of about ATTENTION_ENTRIES entries stay in the processor's caches, at least 512 rows keep the keys' own
     pass (made again for each block) small; at the defaults (4,096 keys) a third faster than 4,096 rows, within 10 %
-    of the fastest from 0 to 16,384 keys (``benchmarks/predict_blocks.py``)."""
+    of the fastest from 0 to 14,745 keys (``benchmarks/predict_blocks.py``)."""
     return min(PREDICT_BATCH, max(512, ATTENTION_ENTRIES // max(keys, 1)))
 
 
@@ -35,13 +35,16 @@ def blocks(X, rows: np.ndarray | None = None, size: int | None = None):
 def in_blocks(function, X, rows: np.ndarray | None = None, size: int | None = None) -> np.ndarray:
     """``function(offset, dense block)`` of each of ``blocks``, stacked in one array allocated at the first block:
     small answers kept among each block's large temporaries pinned the allocator's heap, which then grew with the
-    rows (2 GB for 150,000 rows predicted in blocks of 512, against 0.1 GB so)."""
+    rows (2 GB for 150,000 rows predicted in blocks of 512, against 0.1 GB so). At least one row: the estimators
+    refuse empty tables before."""
     out = None
     for i, block in blocks(X, rows, size):
         answer = np.asarray(function(i, block))
         if out is None:
             out = np.empty((X.shape[0] if rows is None else len(rows), *answer.shape[1:]), answer.dtype)
         out[i : i + len(answer)] = answer
+    if out is None:
+        raise ValueError("no rows to take in blocks")
     return out
 
 
@@ -131,10 +134,7 @@ def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, offset: int 
 def standardised_rows(X, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """``standardise(X[rows])`` block by block: fit's one float32 copy of the training rows, without float64
     temporaries (or a densified sparse table) as large as the table."""
-    out = np.empty((len(rows), X.shape[1]), dtype=np.float32)
-    for i, block in blocks(X, rows):
-        out[i : i + len(block)] = standardise(block, mean, scale, i)
-    return out
+    return in_blocks(lambda i, block: standardise(block, mean, scale, i), X, rows)
 
 
 def numeric_columns(X):

@@ -82,7 +82,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
     ``overwrite``."""
     config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
-    with claimed(out, RECORDS, overwrite, "spiral") as out:
+    with claimed(out, RECORDS, overwrite, "spiral", records=RECORDS) as out:
         train, test, normalisation = _data(config, device)
         accuracy = {}
 
