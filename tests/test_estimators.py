@@ -265,6 +265,25 @@ def test_prediction_memory_does_not_grow_with_the_rows_predicted():
     assert _peak_rss_growth_mb(lambda: model.predict(fresh)) < 160  # a block's temporaries: 8 MB each, a few
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_float32_table_is_predicted_block_by_block_not_copied_whole_to_float64():
+    """predict converted the whole table to float64 before taking it in blocks: twice a float32 table's size."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 100))
+    model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 0}).fit(X, X[:, 0])
+    fresh = rng.normal(size=(50_000, 100)).astype(np.float32)  # 20 MB, 40 MB as float64
+    expected = model.predict(fresh.astype(np.float64))
+    tracemalloc.start()
+    try:
+        np.testing.assert_array_equal(model.predict(fresh), expected)  # each block is standardised in float64
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6
+
+
 def test_fit_standardises_in_bounded_blocks(monkeypatch):
     """Fit reads the table a block of rows at a time (no float64 copy of it): same statistics, same model."""
     import meta_neighborhoods.standardise as standardise

@@ -289,10 +289,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
                 block, mean, scale, i)).to(device)).cpu(), X, rows, size))
 
     def _raw_predict(self, X, answer=lambda out: out) -> torch.Tensor:
-        """``answer`` of the network's outputs for ``X`` (in float64); never a NaN or an inf passed on (nor, for a
-        classifier, a default class)."""
+        """``answer`` of the network's outputs for ``X`` (float64): never a NaN or an inf, nor a default class."""
         check_is_fitted(self, "model_")
-        out = self._forward(validate_data(self, numeric_columns(X), reset=False, dtype=np.float64, accept_sparse="csr"))
+        out = self._forward(validate_data(self, numeric_columns(X), reset=False, dtype=(np.float64, np.float32),
+                                          accept_sparse="csr"))
         out = answer(out.double())
         if not torch.isfinite(out).all():
             rows = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten()[:5].tolist()
