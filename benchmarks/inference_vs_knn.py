@@ -100,7 +100,7 @@ def meta_neighborhoods(epochs: int) -> MetaNeighborhoodsRegressor:
 
 def search(model) -> str:
     if isinstance(model, MetaNeighborhoodsRegressor):  # blocks sized to the dictionary it was fitted with
-        return f"blocks of {network_batch(model.model_.dictionary.size)}"
+        return f"blocks of {network_batch(model.model_.dictionary.size, model.model_.gathered_entries())}"
     return model[-1]._fit_method
 
 

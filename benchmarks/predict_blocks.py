@@ -39,14 +39,15 @@ def fitted(size: int, X: np.ndarray, y: np.ndarray) -> MetaNeighborhoodsRegresso
                                           random_state=0).fit(X, y)
 
 
-def keys(model: MetaNeighborhoodsRegressor) -> int:
-    """The keys the fitted model attends over (0: vanilla)."""
-    return 0 if model.model_.dictionary is None else model.model_.dictionary.size
+def chosen_block(model: MetaNeighborhoodsRegressor) -> int:
+    """The rows the estimators predict at once for this fitted model (its keys: the fit may keep fewer than S)."""
+    network = model.model_
+    return CHOSEN(0 if network.vanilla else network.dictionary.size, network.gathered_entries())
 
 
 def predict(model: MetaNeighborhoodsRegressor, X: np.ndarray, block: int | None) -> np.ndarray:
     """``model.predict(X)`` in blocks of ``block`` rows (None: as the estimators choose)."""
-    estimators.network_batch = CHOSEN if block is None else lambda keys: block
+    estimators.network_batch = CHOSEN if block is None else lambda keys, gathered=0: block
     return model.predict(X)
 
 
@@ -84,7 +85,7 @@ def main() -> None:
     for size in args.sizes:
         per_row = {block: ms[size, block] * 1e3 / args.rows for block in blocks}
         ratio = per_row[None] / per_row[4096] if 4096 in per_row else float("nan")
-        chosen = f"{per_row[None]:.1f} ({CHOSEN(keys(models[size]))})"
+        chosen = f"{per_row[None]:.1f} ({chosen_block(models[size])})"
         gap = max(gaps[size, block] for block in blocks)
         print(f"{size:>7}" + "".join(f"{per_row[b]:>10.1f}" for b in args.blocks) + f"{chosen:>14}{ratio:>14.2f}x"
               f"{gap:>12.1e}")
@@ -92,7 +93,7 @@ def main() -> None:
         write_json(args.json, {"rows": args.rows, "threads": args.threads, "provenance": provenance(),
                                "us_per_row": {f"S={s} block={b or 'chosen'}": round(t * 1e3 / args.rows, 2)
                                               for (s, b), t in ms.items()},
-                               "chosen_block": {f"S={s}": CHOSEN(keys(models[s])) for s in args.sizes},
+                               "chosen_block": {f"S={s}": chosen_block(models[s]) for s in args.sizes},
                                "max_abs_diff_vs_4096": {f"S={s} block={b or 'chosen'}": g
                                                         for (s, b), g in gaps.items()}})
 

@@ -284,6 +284,31 @@ def test_a_float32_table_is_predicted_block_by_block_not_copied_whole_to_float64
     assert peak < 20e6
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_where_prediction_gathers_each_row_s_keys_a_wide_table_is_predicted_in_smaller_blocks():
+    """Blocks were sized by the keys alone: at 2,000 features, k = 256 and 9,000 keys a block of 512 rows took 3 GB
+    in its gathered (rows, k, features) tensors."""
+    from meta_neighborhoods.standardise import GATHERED_ENTRIES, network_batch
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 3000))
+    model = MetaNeighborhoodsRegressor(hidden_layer_sizes=(4,), dictionary_size=300, top_k=2, max_epochs=1,
+                                       vanilla_fallback=False, random_state=0).fit(X, X[:, 0])
+    network = model.model_
+    assert network.gathered_entries() == 4 * 3000  # k = 2 / (1 - slot dropout 0.5), 300 keys > 32 k: gathered
+    assert network_batch(300, 4 * 3000) == GATHERED_ENTRIES // 12000 == 1398 < network_batch(300) == 4096
+    rows, forward = [], network.forward
+    network.forward = lambda x, *args: rows.append(len(x)) or forward(x, *args)
+    fresh = rng.normal(size=(3000, 3000))
+    model.predict(fresh)
+    assert rows == [1398, 1398, 204]
+    from meta_neighborhoods import MetaNeighborhoods
+    from meta_neighborhoods.heads import MLPHead
+
+    defaults = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=128, slot_dropout=0.5)
+    assert defaults.gathered_entries() == 0  # 4,096 keys, k = 256: dense at any width, blocks as measured
+
+
 def test_fit_standardises_in_bounded_blocks(monkeypatch):
     """Fit reads the table a block of rows at a time (no float64 copy of it): same statistics, same model."""
     import meta_neighborhoods.standardise as standardise

@@ -283,7 +283,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """Outputs of ``model`` (default ``model_``) for raw rows (all, or ``rows``), one bounded block at a time."""
         model = (self.model_ if model is None else model).eval()
         device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
-        size = network_batch(0 if model.dictionary is None else model.dictionary.size)
+        size = network_batch(0 if model.vanilla else model.dictionary.size, model.gathered_entries())
         with torch_globals():
             return torch.from_numpy(in_blocks(lambda i, block: model(torch.from_numpy(standardise(
                 block, mean, scale, i)).to(device)).cpu(), X, rows, size))

@@ -97,6 +97,12 @@ class MetaNeighborhoods(nn.Module):
         return self.adaptation(self.head, z, keys.index_select(0, used), values.index_select(0, used),
                                TopK(local, top.weight))
 
+    def gathered_entries(self) -> int:
+        """Entries a row takes in each (k, key features) tensor that ``predict_top_k`` gathers at evaluation, 0 where
+        it runs dense over every key (or without neighbours): what bounds a block of rows predicted at once."""
+        k = None if self.vanilla else self.config.neighbourhood_size(training=False)
+        return 0 if k is None or runs_dense(self.dictionary.size, k) else k * self.head.in_features
+
     def extra_repr(self) -> str:
         return "vanilla" if self.vanilla else f"top_k={self.config.top_k}"
 
