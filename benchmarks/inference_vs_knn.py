@@ -48,7 +48,6 @@ from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
-from meta_neighborhoods.standardise import network_batch
 
 FEATURES = 90  # synthetic table width (as YearPredictionMSD)
 FRESH_ROWS = 50_000  # rows predicted on the synthetic table
@@ -100,7 +99,7 @@ def meta_neighborhoods(epochs: int) -> MetaNeighborhoodsRegressor:
 
 def search(model) -> str:
     if isinstance(model, MetaNeighborhoodsRegressor):  # blocks sized to the dictionary it was fitted with
-        return f"blocks of {network_batch(model.model_.dictionary.size, model.model_.gathered_entries())}"
+        return f"blocks of {model.model_.prediction_rows()}"
     return model[-1]._fit_method
 
 
@@ -260,7 +259,8 @@ def main() -> None:
     results = protein + synthetic_main
 
     print(f"predict throughput and memory, MetaNeighborhoodsRegressor (defaults, max_epochs "
-          f"{args.fit_epochs or '20 protein / 2 synthetic'}, predicting in blocks sized to its dictionary) vs StandardScaler + "
+          f"{args.fit_epochs or '20 protein / 2 synthetic'}, predicting in blocks sized to its dictionary) vs "
+          "StandardScaler + "
           f"KNeighborsRegressor(k=10); cpu, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"scikit-learn {sklearn.__version__}")
     if not protein:

@@ -2,11 +2,12 @@
 
 Each block of rows meets every key: its attention matrices (rows x S) are several times the block's own size, so a
 block too large for the processor's caches is paid in memory traffic, one too small in per-block overhead (the keys'
-own pass is made again for each block). Models at the estimators' defaults but ``dictionary_size`` (0 is the
-vanilla network), fitted one epoch on ``fit_scale.py``'s synthetic 90-feature table (no fallback: the network with
+own pass is made again for each block). Models at the estimators' defaults but ``dictionary_size`` (0 is the vanilla
+network), fitted one epoch on ``fit_scale.py``'s synthetic 90-feature table (no fallback: the network with
 neighbours is the one timed), then ``predict`` on fresh rows in blocks of each size, and in those the estimators
-choose (``standardise.network_batch``: "chosen"). Interleaved (one call of each per round), medians; the last column
-is the largest difference of a block size's predictions from those of 4,096-row blocks, the size used before.
+choose (``MetaNeighborhoods.prediction_rows``: "chosen"). Interleaved (one call of each per round), medians; the
+last column is the largest difference of a block size's predictions from those of 4,096-row blocks, the size used
+before.
 
     python benchmarks/predict_blocks.py [--sizes 0 512 4096 8192 16384] [--blocks 4096 2048 1024 512 256]
         [--rows 4096] [--repeats 5] [--threads 2] [--json PATH]
@@ -23,13 +24,13 @@ import numpy as np
 import torch
 
 from fit_scale import table  # benchmarks/: scripts run from this folder
-import meta_neighborhoods.estimators as estimators
+import meta_neighborhoods.model as model_module
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from timing import timed
 
-CHOSEN = estimators.network_batch
+CHOSEN = model_module.network_batch
 
 
 def fitted(size: int, X: np.ndarray, y: np.ndarray) -> MetaNeighborhoodsRegressor:
@@ -41,13 +42,12 @@ def fitted(size: int, X: np.ndarray, y: np.ndarray) -> MetaNeighborhoodsRegresso
 
 def chosen_block(model: MetaNeighborhoodsRegressor) -> int:
     """The rows the estimators predict at once for this fitted model (its keys: the fit may keep fewer than S)."""
-    network = model.model_
-    return CHOSEN(0 if network.vanilla else network.dictionary.size, network.gathered_entries())
+    return model.model_.prediction_rows()
 
 
 def predict(model: MetaNeighborhoodsRegressor, X: np.ndarray, block: int | None) -> np.ndarray:
     """``model.predict(X)`` in blocks of ``block`` rows (None: as the estimators choose)."""
-    estimators.network_batch = CHOSEN if block is None else lambda keys, gathered=0: block
+    model_module.network_batch = CHOSEN if block is None else lambda keys, gathered=0: block
     return model.predict(X)
 
 
@@ -76,7 +76,7 @@ def main() -> None:
         before = {size: predict(model, X[fresh], 4096) for size, model in models.items()}
         gaps = {key: float(np.abs(call() - before[key[0]]).max()) for key, call in calls.items()}
     finally:
-        estimators.network_batch = CHOSEN
+        model_module.network_batch = CHOSEN
 
     print(f"predict, microseconds per row, {args.rows} fresh rows, 90 features, MLP 128-128, the defaults but S, "
           f"{args.threads} threads, torch {torch.__version__}; interleaved, median of {args.repeats} rounds")

@@ -31,7 +31,7 @@ from .datasets.batches import TensorBatches
 from .estimator_docs import doc
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
-from .standardise import (early_stopping_split, in_blocks, network_batch, numeric_columns, standardise, standardised_rows,
+from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
@@ -283,7 +283,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         """Outputs of ``model`` (default ``model_``) for raw rows (all, or ``rows``), one bounded block at a time."""
         model = (self.model_ if model is None else model).eval()
         device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
-        size = network_batch(0 if model.vanilla else model.dictionary.size, model.gathered_entries())
+        size = model.prediction_rows()
         with torch_globals():
             return torch.from_numpy(in_blocks(lambda i, block: model(torch.from_numpy(standardise(
                 block, mean, scale, i)).to(device)).cpu(), X, rows, size))

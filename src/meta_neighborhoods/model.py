@@ -12,6 +12,7 @@ from .dictionary import InducedDictionary
 from .heads import decayed_parameter_names
 from .inner_loss import TopK
 from .similarity import Attention
+from .standardise import network_batch
 
 
 DENSE_BELOW = 32  # top-k on at most this many keys per k runs dense (measured: benchmarks/adaptation_speed.py)
@@ -96,6 +97,11 @@ class MetaNeighborhoods(nn.Module):
         used, local = top.index.unique(return_inverse=True)
         return self.adaptation(self.head, z, keys.index_select(0, used), values.index_select(0, used),
                                TopK(local, top.weight))
+
+    def prediction_rows(self) -> int:
+        """Rows to predict at once outside training (``standardise.network_batch``): sized to the keys every row
+        meets, and to what the gathered path holds a row."""
+        return network_batch(0 if self.vanilla else self.dictionary.size, self.gathered_entries())
 
     def gathered_entries(self) -> int:
         """Entries a row takes in each (k, key features) tensor that ``predict_top_k`` gathers at evaluation, 0 where

@@ -110,7 +110,7 @@ def _dense_moments(a: np.ndarray, weights, rows, peak) -> tuple[np.ndarray, np.n
         return block.sum(axis=0) if weights is None else weights[i : i + len(block)] @ block
 
     total = (a.shape[0] if rows is None else len(rows)) if weights is None else weights.sum()
-    binade = np.ldexp(1.0, np.frexp(peak)[1] - 1)  # a power of two: dividing by it first is exact, a sum cannot overflow
+    binade = np.ldexp(1.0, np.frexp(peak)[1] - 1)  # a power of two: dividing by it is exact, a sum cannot overflow
     mean = sum(column_sum(i, block / binade) / (peak / binade) for i, block in blocks(a, rows)) / total
     squares = sum(column_sum(i, np.square(block / peak - mean)) for i, block in blocks(a, rows))
     return mean, np.sqrt(squares / total)
