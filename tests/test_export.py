@@ -11,6 +11,7 @@ from torch import nn
 
 ort = pytest.importorskip("onnxruntime", reason="ONNX export tests need onnxruntime: pip install '.[export]'")
 pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript: pip install '.[export]'")
+onnx = pytest.importorskip("onnx", reason="ONNX export tests need onnx: pip install '.[export]'")
 
 from meta_neighborhoods.cli import main  # noqa: E402
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor  # noqa: E402
@@ -53,6 +54,18 @@ def test_adapted_mlp_is_one_graph_with_a_free_batch(tmp_path, steps, similarity,
     with torch.no_grad():  # the graph holds the adaptation: the head alone answers differently
         assert np.abs(model.head(x).numpy() - expected).max() > 1e-2
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # written atomically: no temporary file left
+
+
+def test_a_top_k_model_exported_from_one_row_keeps_every_key(tmp_path):
+    """A few rows at evaluation pass only their keys through the inner loop (``predict_top_k``); the graph must not
+    take that data-dependent path from its example, or its batch would be fixed."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(5, (16,), 2), dictionary_size=40, top_k=2, step_size_init=0.3).eval()
+    path = export_onnx(model, torch.randn(1, 5), tmp_path / "model.onnx")
+    assert "NonZero" not in {node.op_type for node in onnx.load(path).graph.node}
+    x = torch.randn(30, 5)
+    np.testing.assert_allclose(_onnx(path, x), _torch(model, x), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(_onnx(path, x[:1]), _torch(model, x[:1]), atol=ATOL, rtol=0)
 
 
 def test_vanilla_model(tmp_path):
