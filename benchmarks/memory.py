@@ -18,14 +18,15 @@ Each case runs twice. The memory run pins glibc's mmap threshold at its 128 KiB 
 (MALLOC_MMAP_THRESHOLD_), so every large block goes back to the OS once freed and RSS follows what the code
 holds: with glibc's sliding threshold, blocks land in the heap, and the regressor's predict peak wandered
 between 25 and 70 MB from call to call whatever the training size. Pinning makes each of the regressor's
-4,096-row batches fault its pages in afresh, so its predictions run 2 to 4x slower; the seconds in the table
+blocks of rows fault its pages in afresh, so its predictions run 2 to 4x slower; the seconds in the table
 come from the other run, with glibc's defaults (its peaks and the memory run's seconds are in ``--json``).
 
 Each model predicts the same 100,000 fresh rows at every training size: a flat "predict peak MB" column
 means predict memory does not grow with the training set. One more case fits the regressor on the smallest
 size and predicts ``--predict-rows`` fresh rows (default 1,000,000), to show that prediction runs in bounded
-batches (PREDICT_BATCH rows at a time) whatever the number of rows; what does grow with them is the returned
-predictions (8 bytes a row, with their float32 batches before that).
+blocks (sized to the dictionary, ``MetaNeighborhoods.prediction_rows``; the table names them) whatever the
+number of rows; what does grow with them is the returned predictions (8 bytes a row, with their float32 blocks
+before that).
 
 ``--threads N`` caps torch, OpenMP and BLAS threads in every process (default 1: per-thread buffers add
 memory, and extra threads on a machine shared with other jobs slow fitting badly).
@@ -51,8 +52,8 @@ from threadpoolctl import threadpool_limits
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 
-from inference_vs_knn import (FEATURES, MB, PREDICT_BATCH, WARMUP_ROWS, PeakRSS, fitted, knn, meta_neighborhoods,
-                              release_memory, synthetic)
+from inference_vs_knn import (FEATURES, MB, WARMUP_ROWS, PeakRSS, fitted, knn, meta_neighborhoods, release_memory,
+                              search, synthetic)
 
 ROWS = (10_000, 50_000, 100_000, 200_000, 500_000)
 PREDICT_ROWS = 100_000  # fresh rows every model predicts at every training size
@@ -74,6 +75,7 @@ class Measurement:
     predict_s: float
     predict_peak_mb: float
     predict_input_mb: float  # size of the rows predicted (not part of predict_peak_mb)
+    search: str  # how it predicts: the regressor's blocks of rows, kNN's search
 
 
 def measure(model: str, train_rows: int, predict_rows: int, pinned: bool, epochs: int, threads: int) -> Measurement:
@@ -93,7 +95,8 @@ def measure(model: str, train_rows: int, predict_rows: int, pinned: bool, epochs
             predict_s = time.perf_counter() - start
     return Measurement(model=model, train_rows=train_rows, predict_rows=predict_rows, pinned_mmap_threshold=pinned,
                        fit_s=fit_s, fit_peak_mb=fit_rss.growth / MB, predict_s=predict_s,
-                       predict_peak_mb=predict_rss.growth / MB, predict_input_mb=X_new.nbytes / MB)
+                       predict_peak_mb=predict_rss.growth / MB, predict_input_mb=X_new.nbytes / MB,
+                       search=search(estimator))
 
 
 @contextmanager
@@ -117,16 +120,15 @@ def in_fresh_process(job: tuple, pinned: bool, epochs: int, threads: int) -> Mea
 
 def print_report(timed: list[Measurement], memory: list[Measurement], args) -> None:
     print(f"peak RSS growth of fit and predict vs training rows (synthetic, {FEATURES} features; a fresh process "
-          f"per run): MetaNeighborhoodsRegressor (defaults, no vanilla fallback, max_epochs {args.fit_epochs}, "
-          f"PREDICT_BATCH {PREDICT_BATCH}) vs StandardScaler + KNeighborsRegressor(k=10); cpu, "
-          f"threads {args.threads}, "
+          f"per run): MetaNeighborhoodsRegressor (defaults, no vanilla fallback, max_epochs {args.fit_epochs}) "
+          f"vs StandardScaler + KNeighborsRegressor(k=10); cpu, threads {args.threads}, "
           f"torch {torch.__version__}, scikit-learn {sklearn.__version__}; seconds with glibc's malloc defaults, "
           f"peaks with its mmap threshold pinned at {MMAP_THRESHOLD // 1024} KiB\n")
-    print("| model | train rows | fit s | fit peak MB | predict rows | predict s | predict peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | train rows | fit s | fit peak MB | predict rows | predict s | predict peak MB | prediction |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for t, m in zip(timed, memory):
         print(f"| {m.model} | {m.train_rows:,} | {t.fit_s:.1f} | {m.fit_peak_mb:.1f} | {m.predict_rows:,} "
-              f"| {t.predict_s:.2f} | {m.predict_peak_mb:.1f} |")
+              f"| {t.predict_s:.2f} | {m.predict_peak_mb:.1f} | {m.search} |")
     inputs = {m.predict_rows: m.predict_input_mb for m in memory}
     print("\nnot counted in predict peak MB, the rows predicted: "
           + ", ".join(f"{rows:,} rows are {mb:.0f} MB" for rows, mb in sorted(inputs.items())))
@@ -164,7 +166,7 @@ def main() -> None:
     if args.json:
         write_json(args.json, {
             "settings": {**vars(args), "features": FEATURES, "fresh_rows": PREDICT_ROWS, "train_seed": TRAIN_SEED,
-                         "predict_seed": PREDICT_SEED, "model_seed": 0, "predict_batch": PREDICT_BATCH,
+                         "predict_seed": PREDICT_SEED, "model_seed": 0,
                          "mmap_threshold": MMAP_THRESHOLD, "torch": torch.__version__,
                          "sklearn": sklearn.__version__},
             "results": [asdict(m) for results in runs.values() for m in results],

@@ -45,6 +45,17 @@ def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, op
         assert result["provenance"]["threads"] == result["threads"] == 2
 
 
+SMOKED = {"step_parts.py", "adaptation_speed.py", "predict_blocks.py", "fit_scale.py", "defaults_sweep.py"}
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in SMOKED | {
+    "timing.py"}))  # timing.py: the others' timer, no command
+def test_every_other_benchmark_still_imports_what_it_uses(script):
+    """The slow ones are not run here; their imports are (memory.py's import of a constant gone from
+    inference_vs_knn.py went unseen for sessions)."""
+    assert "usage:" in _run(script, "--help")
+
+
 def test_the_defaults_sweep_records_each_method_s_errors_with_its_provenance_and_reports(tmp_path):
     candidate = "S4096-k128-drop-last-layer-fallback"
     common = ["defaults_sweep.py", "--out", str(tmp_path), "--tables", "gom", "--seeds", "1", "--folds", "2",
