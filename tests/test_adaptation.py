@@ -416,8 +416,7 @@ def test_an_evaluating_model_ignores_own_slots():
 @pytest.mark.parametrize("head,task,adapt", CASES)
 def test_evaluating_a_few_rows_passes_only_the_keys_they_attend_to(head, task, adapt):
     """At evaluation, rows whose k keys together are fewer than the dictionary pass only those through the inner
-    loop (one row at a time: 0.9 ms a row at the defaults, not 2.7): the same predictions and gradients as the
-    oracle over every key."""
+    loop (``predict_top_k``): the same predictions and gradients as the oracle over every key."""
     model, x, y = _build(head, task, adapt, inner_steps=2, top_k=1)
     model.eval()
     passed = []
