@@ -7,6 +7,7 @@ import itertools
 import pytest
 import torch
 from torch import nn
+from torch.func import vmap
 
 from meta_neighborhoods import adaptation as adaptation_module
 from meta_neighborhoods.adaptation import Adaptation
@@ -431,6 +432,10 @@ def test_evaluating_a_few_rows_passes_only_the_keys_they_attend_to(head, task, a
         for name, g in oracle_grads.items():
             torch.testing.assert_close(grads.get(name, torch.zeros_like(g)), g, rtol=1e-8, atol=1e-10,
                                        msg=f"gradient of {name}")
+    every_key = model(x.repeat(2, 1))[: len(x)]  # 12 rows x k >= 7 keys: the path over every key
+    assert passed.pop() == model.dictionary.size
+    with torch.no_grad():  # shapes that follow the rows alone: vmap over single rows takes it
+        torch.testing.assert_close(vmap(lambda row: model(row[None])[0])(x), every_key, rtol=1e-9, atol=1e-10)
 
 
 @pytest.mark.parametrize("adapt", ["all", "last"])

@@ -56,12 +56,12 @@ def test_adapted_mlp_is_one_graph_with_a_free_batch(tmp_path, steps, similarity,
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # written atomically: no temporary file left
 
 
-def test_a_top_k_model_exported_from_one_row_keeps_every_key(tmp_path):
+def test_a_top_k_model_exported_from_a_few_rows_keeps_every_key(tmp_path):
     """A few rows at evaluation pass only their keys through the inner loop (``predict_top_k``); the graph must not
     take that data-dependent path from its example, or its batch would be fixed."""
     torch.manual_seed(0)
-    model = MetaNeighborhoods(MLPHead(5, (16,), 2), dictionary_size=40, top_k=2, step_size_init=0.3).eval()
-    path = export_onnx(model, torch.randn(1, 5), tmp_path / "model.onnx")
+    model = MetaNeighborhoods(MLPHead(5, (16,), 2), dictionary_size=41, top_k=2, step_size_init=0.3).eval()
+    path = export_onnx(model, torch.randn(2, 5), tmp_path / "model.onnx")  # 41 keys / k = 2: no whole bound
     assert "NonZero" not in {node.op_type for node in onnx.load(path).graph.node}
     x = torch.randn(30, 5)
     np.testing.assert_allclose(_onnx(path, x), _torch(model, x), atol=ATOL, rtol=0)
