@@ -145,6 +145,17 @@ def test_regressor_graph_gives_predict_on_raw_rows(tmp_path, table):
     np.testing.assert_allclose(_onnx(tmp_path / "two.onnx", X[:7]), two.predict(X[:7]), atol=ATOL, rtol=0)
 
 
+def test_an_estimator_with_top_k_attention_exports(tmp_path, table):
+    """Top-k attention on more keys than k, 60 keys at k = 8 (the defaults' case on any table under 4,550 rows):
+    the graph's free batch must not meet the few-rows path's test of rows x k against the keys."""
+    X, y, _ = table
+    model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 60, "top_k": 4}).fit(X, y)
+    assert model.model_.config.neighbourhood_size(training=False) == 8 and model.model_.dictionary.size == 60
+    model.export_onnx(tmp_path / "top_k.onnx")
+    np.testing.assert_allclose(_onnx(tmp_path / "top_k.onnx", X), model.predict(X), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(_onnx(tmp_path / "top_k.onnx", X[:1]), model.predict(X[:1]), atol=ATOL, rtol=0)
+
+
 def test_the_estimators_graph_takes_float32_rows_whatever_torch_s_default_dtype(tmp_path, table):
     """The estimators compute in float32 under a float64 default; their graph must too (it mixed both, and
     onnxruntime refused to load it)."""
