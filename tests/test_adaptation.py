@@ -438,6 +438,19 @@ def test_evaluating_a_few_rows_passes_only_the_keys_they_attend_to(head, task, a
         torch.testing.assert_close(vmap(lambda row: model(row[None])[0])(x), every_key, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("far", [1e6, 1e8, 1e10])
+def test_a_row_alone_gets_what_it_gets_in_a_batch_even_far_from_every_key(far):
+    """float32, Euclidean: at 1e8 the dense similarities (2 z.k - |z|^2 - |k|^2) keep few of their digits, so the
+    few-rows path must take the same numbers as a batch does, not the exact pairwise ones (0.37 apart before)."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(5, (8,), 1), dictionary_size=40, top_k=8, similarity="euclidean",
+                              step_size_init=0.3).eval()
+    x = torch.randn(12, 5)  # 12 rows x 8 keys >= 40 keys: the batch runs dense over every key
+    x[0, 0] = far
+    with torch.no_grad():
+        torch.testing.assert_close(model(x[:1]), model(x)[:1], rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("adapt", ["all", "last"])
 @pytest.mark.parametrize("top_k", [None, 3])
 @pytest.mark.parametrize("dense_below", [0, 64])

@@ -91,9 +91,11 @@ class MetaNeighborhoods(nn.Module):
         to, each example its own k. At evaluation, rows whose k keys together are fewer than the dictionary take
         only their own k each (``_predict_few``)."""
         keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
+        dense = runs_dense(keys.shape[0], k)
         if not self.training and not torch.compiler.is_exporting() and z.shape[0] * k < keys.shape[0]:
-            return self._predict_few(z, keys, values, self.attention.top_k(z, keys, k, hidden, own_slot))
-        if runs_dense(keys.shape[0], k):
+            attend = self.attention.top_k_ranked if dense else self.attention.top_k  # the batch's numbers
+            return self._predict_few(z, keys, values, attend(z, keys, k, hidden, own_slot))
+        if dense:
             weights = self.attention.top_k_dense(z, keys, k, hidden, own_slot)
             return self.adaptation(self.head, z, keys, values, weights)
         top = self.attention.top_k(z, keys, k, hidden, own_slot)

@@ -187,6 +187,14 @@ class Attention(nn.Module):
         logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
         return TopK(index, masked_softmax(logits, None if hidden is None else ~hidden))
 
+    def top_k_ranked(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
+                     own_slot: torch.Tensor | None = None) -> TopK:
+        """``top_k`` from the similarities to every key at once, the numbers ``top_k_dense`` takes: a few rows then
+        get what a batch gets, where rounding makes the two kinds differ (a row far from every key)."""
+        logits = self.logits(z, keys)
+        index, hidden = self.choose(z, keys, k, slot_dropout, own_slot, scores=logits.detach())
+        return TopK(index, masked_softmax(logits.gather(1, index), None if hidden is None else ~hidden))
+
     def top_k_dense(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
                     own_slot: torch.Tensor | None = None) -> torch.Tensor:
         """``top_k``'s weights as a (B, S) matrix, computed as full attention masked to the chosen keys: on a
