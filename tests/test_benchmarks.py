@@ -22,7 +22,7 @@ def _recorded(provenance: dict, script: str) -> None:
     assert {"torch", "numpy", "meta_neighborhoods", "git_commit", "time"} <= set(provenance)
 
 
-@pytest.mark.parametrize("script, options, measured", [
+COST_CASES = [
     ("step_parts.py", ["--sizes", "64", "256", "--repeats", "1"], lambda d: d["ms"]),  # 64 <= K: no choice
     ("adaptation_speed.py", ["--keys", "64", "--oracle-repeats", "1", "--sizes", "64", "--ks", "0", "8", "128",
                              "--repeats", "1"],  # K = 128 >= S: every key, as full attention
@@ -32,7 +32,11 @@ def _recorded(provenance: dict, script: str) -> None:
      lambda d: d["us_per_row"]),
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
      lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
-])
+]
+RUN_HERE = {script for script, _, _ in COST_CASES} | {"defaults_sweep.py", "timing.py"}  # timing.py: a timer, no command
+
+
+@pytest.mark.parametrize("script, options, measured", COST_CASES)
 def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, options, measured):
     _run(script, *options, "--json", str(tmp_path / "out.json"))
     result = json.loads((tmp_path / "out.json").read_text())
@@ -45,11 +49,7 @@ def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, op
         assert result["provenance"]["threads"] == result["threads"] == 2
 
 
-SMOKED = {"step_parts.py", "adaptation_speed.py", "predict_blocks.py", "fit_scale.py", "defaults_sweep.py"}
-
-
-@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in SMOKED | {
-    "timing.py"}))  # timing.py: the others' timer, no command
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in RUN_HERE))
 def test_every_other_benchmark_still_imports_what_it_uses(script):
     """The slow ones are not run here; their imports are (memory.py's import of a constant gone from
     inference_vs_knn.py went unseen for sessions)."""
