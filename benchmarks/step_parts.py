@@ -31,6 +31,7 @@ from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.callbacks import WeightAverage
+from meta_neighborhoods.estimator_settings import network_description
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.training import OptimizerSpec, optimizer_step
 from timing import timed
@@ -41,7 +42,7 @@ BATCH = 128  # the estimators' batch size
 def build(dictionary_size: int, rows: torch.Tensor, targets: torch.Tensor):
     """The defaults' network for 90 features, as ``fit`` builds and starts it, and its training step."""
     estimator = MetaNeighborhoodsRegressor(dictionary_size=dictionary_size)
-    network = estimator._network(rows.shape[1], 1, len(rows), rows.shape[1], dictionary_size)
+    network = network_description(estimator, rows.shape[1], 1, len(rows), rows.shape[1], dictionary_size)
     model = estimator._build(**network).train()
     if not model.vanilla:
         model.dictionary.init_from_samples(rows, targets, generator=torch.Generator().manual_seed(0))

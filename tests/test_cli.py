@@ -126,7 +126,7 @@ def test_an_argparse_error_exits_2_with_one_line(capsys, argv, message):
     (["classify", "--resume", "r", "--seed", "1"],
      "--resume continues a run with its saved configuration; drop --seed"),
     (["regress", "--dataset", "gom", "--target", "y", "--out", "o"], "--target only applies to --data-file"),
-    (["regress", "--dataset", "gom", "--dictionary-size", "0", "--out", "o"], "--dictionary-size 0 is the vanilla "
+    (["regress", "--dataset", "gom", "--dictionary-size", "0", "--out", "o"], "dictionary_size=0 is the vanilla "
                                                                                "network"),  # compared with itself
     (["regress", "--dataset", "gom", "--seed", "4294967295", "--seeds", "2", "--out", "o"],
      "seeds must be at most 1 from seed 4294967295"),

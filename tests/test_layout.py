@@ -14,7 +14,7 @@ LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one li
 LAYERS = [
     ["", "validation", "io", "inner_loss", "callbacks", "distributed", "plots", "standardise", "significance",
      "provenance", "estimator_docs"],
-    ["config", "presets"],
+    ["config", "presets", "estimator_settings"],
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model", "factories", "maxl"],
     ["datasets"],

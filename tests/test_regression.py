@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import re
 import shutil
 import sys
 import warnings
@@ -20,6 +21,7 @@ import meta_neighborhoods
 from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+from meta_neighborhoods.validation import ConfigError
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
 from meta_neighborhoods.experiments import ablation_caps, cross_validation, regression
 from meta_neighborhoods.experiments.cross_validation import TABLE_METHODS, available_methods, cross_validate
@@ -293,6 +295,21 @@ def test_a_value_the_estimator_refuses_leaves_no_output_folder(tiny_csv, tmp_pat
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", param, "--values", value,
                  "--out", str(out), "--quiet"]) == 2
     assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"batch_size": 0}, "batch_size must be a positive integer"), ({"top_k": 0}, "top_k must be a positive integer"),
+    ({"similarity": "manhattan"}, "unknown similarity"), ({"dictionary_size": 0}, "dictionary_size=0 is the vanilla"),
+    ({"leave_one_out": True, "key_init": "gaussian"}, "it needs key_init='samples'"),
+])
+def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, tmp_path, params, message):
+    """From Python as from the command line: refused before the folder is claimed (it used to leave one with .lock)."""
+    table = load_csv_table(tiny_csv, "y")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_regression(table, tmp_path / "one", estimator_params=params, progress=False)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_regression_all(["gom"], tmp_path / "all", estimator_params=params, progress=False)
+    assert not (tmp_path / "one").exists() and not (tmp_path / "all").exists()
 
 
 def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):

@@ -8,7 +8,6 @@ same network trained the same way, without neighbours. ``head`` and ``extractor`
 
 from __future__ import annotations
 
-import math
 import types
 import warnings
 from pathlib import Path
@@ -26,16 +25,15 @@ from torch import nn
 from . import export, persistence
 from . import estimator_docs as docs
 from .callbacks import Progress
-from .config import ESTIMATOR, SIMILARITIES, MNConfig, auto_similarity, default_temperature
+from .config import ESTIMATOR, MNConfig
 from .datasets.batches import TensorBatches
 from .estimator_docs import doc
+from .estimator_settings import check_settings, method_config, network_description
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
-from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
-                         is_real)
 
 TOL = 1e-6  # default tol: a validation loss must improve by more than this to count as better
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
@@ -155,68 +153,21 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     # -- building ---------------------------------------------------------------------------------
 
-    def _check_parameters(self) -> None:
-        """The training settings; the method's own are checked by ``MNConfig`` when ``_config`` builds it."""
-        for name in ("max_epochs", "batch_size", "n_iter_no_change"):
-            check_int(name, getattr(self, name))
-        check_int("verbose", int(self.verbose) if isinstance(self.verbose, (bool, np.bool_)) else self.verbose, 0)
-        for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
-        need_rows = {"learn_dictionary=False keeps the keys where they start": not self.learn_dictionary,
-                     "leave_one_out=True hides from each row the key started at it": self.leave_one_out}
-        for what in (what for what, on in need_rows.items() if on and self.key_init != "samples"):
-            raise ConfigError(f"{what}: it needs key_init='samples' (the training rows), got "
-                              f"key_init={self.key_init!r}")
-        hidden = self.hidden_layer_sizes
-        if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
-                is_int(h) and h >= 1 for h in hidden)):
-            raise ConfigError(f"hidden_layer_sizes must be a positive integer or a sequence of them (e.g. (128, 128)), "
-                              f"got {hidden!r}")
-        if not (is_positive(self.validation_fraction) and self.validation_fraction < 1.0):
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-        check_option("similarity", self.similarity, ("auto", *SIMILARITIES))
-        if self.gradient_clip is not None and self.gradient_clip != math.inf:  # inf: no clipping, as None
-            check_positive("gradient_clip", self.gradient_clip)
-        check_positive("learning_rate", self.learning_rate)
-        if self.ema_decay is not None and not (is_real(self.ema_decay) and 0.0 < self.ema_decay < 1.0):
-            raise ConfigError(f"ema_decay must be None or a number in (0, 1), got {self.ema_decay!r}")
-        check_non_negative("tol", self.tol)
-        check_non_negative("weight_decay", self.weight_decay)
-
-    def _config(self, dictionary_size, similarity: str, temperature: float) -> MNConfig:
-        """The method's settings: the estimator's parameters, with what fit resolved from the data."""
-        return MNConfig(task=self._task, dictionary_size=dictionary_size, similarity=similarity,
-                        temperature=temperature, learn_temperature=self.learn_temperature,
-                        learn_metric=self.learn_metric, top_k=self.top_k, slot_dropout=self.slot_dropout,
-                        slot_draw=self.slot_draw, inner_steps=self.inner_steps, step_size=self.step_size,
-                        step_size_init=self.step_size_init, adapt=self.adapt, key_init=self.key_init,
-                        key_lr_scale=self.key_lr_scale,
-                        **dict.fromkeys(("keys", "values"), "learned" if self.learn_dictionary else "fixed"))
-
-    def _network(self, n_features: int, n_outputs: int, n_rows: int, key_features: int, dictionary_size: int) -> dict:
-        """``_build``'s arguments, fixed at fit and saved with the weights: ``load`` rebuilds the same network."""
-        similarity = auto_similarity(self._task, key_features) if self.similarity == "auto" else self.similarity
-        temperature = default_temperature(similarity, key_features) if self.temperature is None else self.temperature
-        config = self._config(dictionary_size, similarity, temperature)
-        return {"n_features": n_features, "n_outputs": n_outputs,
-                "dictionary_size": min(config.dictionary_size, n_rows),  # at most one neighbour per training row
-                "similarity": config.similarity, "temperature": config.temperature}
-
     def _build(self, n_features: int, n_outputs: int, dictionary_size: int, similarity: str, temperature: float,
                extractor: nn.Module | None = None, key_features: int | None = None) -> MetaNeighborhoods:
         """The network ``network_`` describes; the head takes the ``key_features`` of ``extractor`` (without one,
         the rows themselves)."""
         with torch_globals():
             head = build_head(self.head, key_features or n_features, n_outputs, self.hidden_layer_sizes)
-            return MetaNeighborhoods(head, self._config(dictionary_size, similarity, temperature), extractor=extractor)
+            return MetaNeighborhoods(head, method_config(self, dictionary_size, similarity, temperature),
+                                     extractor=extractor)
 
     # -- training ---------------------------------------------------------------------------------
 
     def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int):
         """Fit on ``rows`` of X (with their ``weights`` and ``targets``) on the estimator's own seeded stream: the
         caller's global torch generator and default dtype are left as they were."""
-        self._check_parameters()
+        check_settings(self)
         device = resolve_device(self.device)
         with torch_globals(rng_devices=[device] if device.type == "cuda" else []):
             self._train(X, rows, weights, targets, n_outputs, device)
@@ -256,7 +207,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         torch.manual_seed(data.seed)
         extractor, key_features = build_extractor(self.extractor, data.X.shape[1])
         n_train, targets = len(data.train), data.per_row[0][data.train]
-        network = self._network(data.X.shape[1], data.n_outputs, n_train, key_features, dictionary_size)
+        network = network_description(self, data.X.shape[1], data.n_outputs, n_train, key_features, dictionary_size)
         model = self._build(**network, extractor=extractor, key_features=key_features)
         inputs = [data.X_train]
         if model.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows

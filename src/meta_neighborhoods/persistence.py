@@ -14,6 +14,7 @@ from torch import nn
 from . import __version__, checkpoint
 from .checkpoint import CheckpointError
 from .config import TRAINING_ONLY
+from .estimator_settings import check_settings, method_config
 from .factories import FACTORIES, hidden_widths
 from .training import torch_globals
 
@@ -192,11 +193,11 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         raise CheckpointError(f"{source} holds {found}, not a {cls.__name__}")
     try:
         estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
-        estimator._check_parameters()
+        check_settings(estimator)
         fitted = join_fitted(meta, tensors)
         check_fitted(fitted, cls._FITTED, source)
         network = fitted["network_"]
-        estimator._config(network["dictionary_size"], network["similarity"], network["temperature"])
+        method_config(estimator, network["dictionary_size"], network["similarity"], network["temperature"])
         check_shapes(fitted, tensors, hidden_widths(estimator.hidden_layer_sizes), source,
                      targets=cls._task == "regression")
         if cls._task == "classification" and len(fitted["classes_"]) != network["n_outputs"]:

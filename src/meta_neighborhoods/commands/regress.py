@@ -37,9 +37,6 @@ def run(args) -> int:
     from ..training import torch_threads
 
     options = {**fit_options(args), "search": args.search}
-    if options["estimator_params"].get("dictionary_size") == 0:  # its rows would compare vanilla with itself
-        raise ConfigError("--dictionary-size 0 is the vanilla network, which regress runs beside Meta-Neighborhoods: "
-                          "give a size of at least 1", "dictionary_size")
     with torch_threads(args.threads):
         if args.dataset == "all":
             run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..callbacks import bar_disabled
 from ..datasets.tables import Table
+from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsRegressor
 from ..standardise import standardiser
 from ..validation import ConfigError, check_int, check_seed
@@ -248,6 +249,17 @@ def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) ->
     if max_rows is not None:
         check_int("max_rows", max_rows)
     return {"folds": folds, "seed": seed, "seeds": seeds, "max_rows": max_rows}
+
+
+def check_method_settings(methods: dict, params: dict, n_rows: int, n_features: int) -> None:
+    """The settings ``params`` give the estimators of ``methods`` that take them (Meta-Neighborhoods' and vanilla's,
+    those with a dictionary), checked as their fit on ``n_rows`` x ``n_features`` would check them, before a folder
+    is claimed: a refused setting leaves nothing behind, and fails in a second, not after the methods before it
+    trained."""
+    for factory in methods.values():
+        estimator = factory(seed=0, n_train=n_rows, params=params)
+        if hasattr(estimator, "dictionary_size"):
+            check_before_fit(estimator, n_rows, n_features)
 
 
 def protocol_rows(table: Table, methods: dict, options: dict) -> Table:

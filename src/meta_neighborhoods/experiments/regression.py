@@ -18,11 +18,13 @@ from ..training import resolve_device
 from ..validation import ConfigError
 from .ablation_caps import CAPS, capped_note, capped_values, point_notes
 from .cross_validation import (
-    SEARCH, available_methods, cross_validate, meta_neighborhoods_estimator, protocol_options, protocol_rows,
+    SEARCH, available_methods, check_method_settings, cross_validate, meta_neighborhoods_estimator, protocol_options,
+    protocol_rows,
 )
 
 REFERENCE = "meta_neighborhoods"
 BASELINE = "vanilla"  # what the ratios are relative to
+NOMINAL_ROWS = 2  # the shape settings are checked against before a run of several tables has read one
 FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded with fold_seeds[r * folds + f]"
 ABLATION_TYPES = {
     "dictionary_size": int, "temperature": float, "top_k": int, "inner_steps": int,
@@ -159,7 +161,8 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows)
-    used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
+    used = protocol_rows(table, methods, options)
+    params = _checked_params(estimator_params, methods, len(used.y), table.X.shape[1])
     with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
                             progress=progress)
@@ -185,10 +188,16 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     return results
 
 
-def _checked_params(estimator_params: dict | None) -> dict:
-    """The estimators' settings, their device checked before any folder or fit: one this machine lacks fails here."""
+def _checked_params(estimator_params: dict | None, methods: dict, n_rows: int = NOMINAL_ROWS,
+                    n_features: int = 1) -> dict:
+    """The estimators' settings, checked before any folder or fit as the methods' fits on ``n_rows`` x
+    ``n_features`` would check them (a device this machine lacks fails here too)."""
     params = dict(estimator_params or {})
     resolve_device(params.get("device", "cpu"))
+    if params.get("dictionary_size") == 0 and BASELINE in methods and REFERENCE in methods:
+        raise ConfigError("dictionary_size=0 is the vanilla network, which regress runs beside Meta-Neighborhoods: "
+                          "give a size of at least 1", "dictionary_size")
+    check_method_settings(methods, params, n_rows, n_features)
     return params
 
 
@@ -238,7 +247,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
                                options.get("max_rows"))
     methods = available_methods() if methods is None else methods
     config = {**checked, "search": options.get("search", False),  # what --config with summary.json reruns
-              "estimator_params": _checked_params(options.get("estimator_params")), "version": __version__,
+              "estimator_params": _checked_params(options.get("estimator_params"), methods), "version": __version__,
               "provenance": provenance()}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
@@ -287,16 +296,6 @@ def ablation_values(param: str, values) -> list:
     return converted
 
 
-def _check_values(factories, params: dict, table: Table) -> None:
-    """Each value's settings checked as fit checks them (types, ranges, what the method allows), before a folder
-    is claimed: a refused value must leave nothing behind, not an empty --out."""
-    features = table.X.shape[1]
-    for factory in factories:
-        estimator = factory(seed=0, n_train=len(table.y), params=params)
-        estimator._check_parameters()
-        estimator._network(features, 1, len(table.y), features, estimator.dictionary_size)
-
-
 def _with_value(param: str, value):
     """Meta-Neighborhoods with one parameter fixed, as a method factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
@@ -314,8 +313,8 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     shown = [NONE_MEANS[param] if value is None else str(value) for value in values]
     options = protocol_options(folds, seed, seeds, max_rows)
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
-    used, params = protocol_rows(table, methods, options), _checked_params(estimator_params)
-    _check_values(methods.values(), params, used)
+    used = protocol_rows(table, methods, options)
+    params = _checked_params(estimator_params, methods, len(used.y), table.X.shape[1])
     with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
         first = next(iter(methods))

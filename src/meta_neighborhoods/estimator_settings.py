@@ -1,0 +1,78 @@
+"""The estimators' settings: checked as ``fit`` checks them, and resolved against the data into the description of
+the network (what ``save`` records and ``load`` rebuilds).
+
+Functions of an estimator rather than its private methods, so that what runs many fits (``regress``, ``ablate``)
+can refuse a setting before it claims a folder or trains anything, as the first fit would refuse it later.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import SIMILARITIES, MNConfig, auto_similarity, default_temperature
+from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
+                         is_real)
+
+
+def check_settings(estimator) -> None:
+    """The training settings of ``estimator``; the method's own are checked by ``MNConfig`` (``method_config``)."""
+    for name in ("max_epochs", "batch_size", "n_iter_no_change"):
+        check_int(name, getattr(estimator, name))
+    verbose = estimator.verbose
+    check_int("verbose", int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, 0)
+    for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback"):
+        if not isinstance(getattr(estimator, flag), (bool, np.bool_)):
+            raise ConfigError(f"{flag} must be True or False, got {getattr(estimator, flag)!r}")
+    need_rows = {"learn_dictionary=False keeps the keys where they start": not estimator.learn_dictionary,
+                 "leave_one_out=True hides from each row the key started at it": estimator.leave_one_out}
+    for what in (what for what, on in need_rows.items() if on and estimator.key_init != "samples"):
+        raise ConfigError(f"{what}: it needs key_init='samples' (the training rows), got "
+                          f"key_init={estimator.key_init!r}")
+    hidden = estimator.hidden_layer_sizes
+    if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
+            is_int(h) and h >= 1 for h in hidden)):
+        raise ConfigError(f"hidden_layer_sizes must be a positive integer or a sequence of them (e.g. (128, 128)), "
+                          f"got {hidden!r}")
+    if not (is_positive(estimator.validation_fraction) and estimator.validation_fraction < 1.0):
+        raise ConfigError(f"validation_fraction must be in (0, 1), got {estimator.validation_fraction!r}")
+    check_option("similarity", estimator.similarity, ("auto", *SIMILARITIES))
+    if estimator.gradient_clip is not None and estimator.gradient_clip != math.inf:  # inf: no clipping, as None
+        check_positive("gradient_clip", estimator.gradient_clip)
+    check_positive("learning_rate", estimator.learning_rate)
+    if estimator.ema_decay is not None and not (is_real(estimator.ema_decay) and 0.0 < estimator.ema_decay < 1.0):
+        raise ConfigError(f"ema_decay must be None or a number in (0, 1), got {estimator.ema_decay!r}")
+    check_non_negative("tol", estimator.tol)
+    check_non_negative("weight_decay", estimator.weight_decay)
+
+
+def method_config(estimator, dictionary_size, similarity: str, temperature: float) -> MNConfig:
+    """The method's settings: ``estimator``'s parameters, with what fit resolved from the data."""
+    return MNConfig(task=estimator._task, dictionary_size=dictionary_size, similarity=similarity,
+                    temperature=temperature, learn_temperature=estimator.learn_temperature,
+                    learn_metric=estimator.learn_metric, top_k=estimator.top_k, slot_dropout=estimator.slot_dropout,
+                    slot_draw=estimator.slot_draw, inner_steps=estimator.inner_steps, step_size=estimator.step_size,
+                    step_size_init=estimator.step_size_init, adapt=estimator.adapt, key_init=estimator.key_init,
+                    key_lr_scale=estimator.key_lr_scale,
+                    **dict.fromkeys(("keys", "values"), "learned" if estimator.learn_dictionary else "fixed"))
+
+
+def network_description(estimator, n_features: int, n_outputs: int, n_rows: int, key_features: int,
+                        dictionary_size: int) -> dict:
+    """The arguments of the network ``estimator`` builds for this data, fixed at fit and saved with the weights:
+    ``load`` rebuilds the same network. Checks every method setting (``MNConfig``) on the way."""
+    similarity, temperature = estimator.similarity, estimator.temperature
+    similarity = auto_similarity(estimator._task, key_features) if similarity == "auto" else similarity
+    temperature = default_temperature(similarity, key_features) if temperature is None else temperature
+    config = method_config(estimator, dictionary_size, similarity, temperature)
+    return {"n_features": n_features, "n_outputs": n_outputs,
+            "dictionary_size": min(config.dictionary_size, n_rows),  # at most one neighbour per training row
+            "similarity": config.similarity, "temperature": config.temperature}
+
+
+def check_before_fit(estimator, n_rows: int, n_features: int) -> None:
+    """Every setting of ``estimator`` that its fit on ``n_rows`` rows of ``n_features`` columns would refuse,
+    refused now (the rows themselves are not looked at)."""
+    check_settings(estimator)
+    network_description(estimator, n_features, 1, n_rows, n_features, estimator.dictionary_size)
