@@ -101,6 +101,19 @@ def test_no_import_cycles():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
+def test_the_spiral_toy_imports_none_of_the_image_side():
+    """spiral writes run.json as classify does; that record's module must not bring classify's run folders (and
+    with them the backbones, iFiLM and MAXL) into a process that trains a two-dimensional toy."""
+    graph = {_name(path): _imports(path) for path in MODULES}
+    reached, todo = set(), ["experiments.spiral"]
+    while todo:
+        module = todo.pop()
+        if module not in reached:
+            reached.add(module)
+            todo.extend(graph.get(module, ()))
+    assert "run_record" in reached and not reached & {"runs", "image_methods", "maxl", "film", "backbones"}
+
+
 # yaml: safe_load (or a safe loader's own) builds objects, and only plain ones; parse only lists events (to refuse
 # aliases), builds nothing
 UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLError\b|parse\(|SafeLoader\b"

@@ -197,6 +197,19 @@ def read_record(path: str | os.PathLike, limit: int = MAX_RECORD_BYTES) -> str:
     return data.decode("utf-8")
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a record in a folder given to us (untrusted), or a RunFolderError naming the file."""
+    if path.is_symlink() or not path.is_file():
+        raise RunFolderError(f"{path} is missing (or not a regular file)")
+    try:
+        content = json.loads(read_record(path))
+    except (ValueError, RecursionError) as error:  # too large, not UTF-8, not JSON
+        raise RunFolderError(f"{path} is not readable JSON ({type(error).__name__}: {error})") from None
+    if not isinstance(content, dict):
+        raise RunFolderError(f"{path} should hold a JSON object, got {type(content).__name__}")
+    return content
+
+
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

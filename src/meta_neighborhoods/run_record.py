@@ -17,10 +17,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .io import write_json
+from .io import RunFolderError, read_json_object, write_json
 from .provenance import provenance
-from .runs import RUN, RunFolderError, read_json
 
+RUN = "run.json"
 IMAGE_TRANSFORM = "x = (pixels / 255 - mean) / std, per channel; float32, (batch, channels, height, width)"
 
 
@@ -37,7 +37,7 @@ def write_run_record(run_dir, record: dict, resume: bool = False) -> Path:
     path, now = Path(run_dir) / RUN, provenance()
     if not resume:
         return write_json(path, {"provenance": now, **record, "resumed": []})
-    saved = read_json(path) if path.is_file() else {}  # a run of an older version has none: start the record here
+    saved = read_json_object(path) if path.is_file() else {}  # a run of an older version has none: start the record here
     resumed = saved.get("resumed") if isinstance(saved.get("resumed"), list) else []
     return write_json(path, {"provenance": saved.get("provenance"), **record, "resumed": [*resumed, now]})
 
@@ -54,7 +54,7 @@ def read_inputs(run_dir) -> tuple[dict, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the run was written by an older version of meta-neighborhoods, "
                                 "which did not record its inputs and classes; train it again")
-    saved = read_json(path)
+    saved = read_json_object(path)
     inputs, classes = saved.get("input"), saved.get("classes")
     sizes = ("channels", "height", "width")
     if not (isinstance(inputs, dict) and all(type(inputs.get(n)) is int and 1 <= inputs[n] <= 1 << 16 for n in sizes)

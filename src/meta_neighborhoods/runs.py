@@ -28,7 +28,6 @@ a folder that already holds a run unless asked to ``overwrite`` it (``claim``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,11 +41,12 @@ from .backbones import available_backbones
 from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
-from .io import RunFolderError, lock as folder_lock, read_record, refuse_held, refuse_other_runs, write_json
+from .io import RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, write_json
 from .model import MetaNeighborhoods
+from .run_record import RUN
 
 CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
-RUN, METRICS_CSV, TENSORBOARD = "run.json", "metrics.csv", "tensorboard"
+METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
 METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the method's fixed settings
@@ -69,24 +69,11 @@ def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[M
     return model.eval(), info
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from a run folder, or a RunFolderError naming the file."""
-    if path.is_symlink() or not path.is_file():
-        raise RunFolderError(f"{path} is missing (or not a regular file): not a classify run folder")
-    try:
-        content = json.loads(read_record(path))
-    except (ValueError, RecursionError) as error:  # too large, not UTF-8, not JSON
-        raise RunFolderError(f"{path} is not readable JSON ({type(error).__name__}: {error})") from None
-    if not isinstance(content, dict):
-        raise RunFolderError(f"{path} should hold a JSON object, got {type(content).__name__}")
-    return content
-
-
 def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationConfig:
     """The checked configuration of the run in ``run_dir`` (its ``config.json``), with the data and cache folders
     of the caller (never the folder's own: see the module docstring)."""
     path = Path(run_dir) / CONFIG
-    saved = read_json(path)
+    saved = read_json_object(path)
     names = [f.name for f in fields(ClassificationConfig) if f.name not in PATH_FIELDS]
     saved = {**{name: RUN_DEFAULTS[name] for name in ADDED_SINCE}, **saved}
     missing = [name for name in names if name not in saved]
@@ -170,7 +157,7 @@ def _foreign_config(path: Path) -> str:
     if path.is_symlink() or not path.is_file():
         return "is a link or not a regular file"
     try:
-        saved = read_json(path)
+        saved = read_json_object(path)
     except RunFolderError:
         return "is not readable JSON"
     if saved.get("method") in METHOD_NAMES and isinstance(saved.get(METHOD_SETTINGS), dict):
@@ -253,7 +240,7 @@ def read_split(run_dir: Path, n_images: int) -> Split:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the run was written by an older version of meta-neighborhoods, "
                                 "which did not record its split; train it again")
-    saved = read_json(path)
+    saved = read_json_object(path)
     for name in ("train", "validation", "mean", "std"):
         if not (isinstance(saved.get(name), list) and saved[name]):
             raise RunFolderError(f"{path}: field {name} should be a non-empty list")

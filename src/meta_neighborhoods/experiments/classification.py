@@ -53,9 +53,8 @@ from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, B
 from ..io import inner_folder, markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
-from ..run_record import image_inputs, write_run_record
-from ..runs import (BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, RUN, SPLIT, TENSORBOARD, Split,
-                    write_split)
+from ..run_record import RUN, image_inputs, write_run_record
+from ..runs import BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, SPLIT, TENSORBOARD, Split, write_split
 from ..training import OptimizerSpec, check_configuration, fit, resolve_device, torch_threads
 from ..validation import ConfigError
 
