@@ -1,8 +1,9 @@
 """Settings in frozen, validated objects: the method's (``MNConfig``) and those of the runs built on it.
 
 Every front end (the scikit-learn estimators, ``classify``, ``spiral``, the ablations) builds an ``MNConfig``
-and hands it to ``MetaNeighborhoods``; the method's defaults below are the only ones (the estimators' training
-settings: ``EstimatorDefaults``), and ``__post_init__`` checks every method setting before anything is built.
+and hands it to ``MetaNeighborhoods``, whose ``__post_init__`` checks every method setting before anything is
+built. The method's defaults are ``MNConfig``'s; the estimators' are ``EstimatorDefaults``, all of them, chosen
+for tables.
 ``SpiralConfig`` and ``ClassificationConfig`` hold the arguments of a spiral or classify run, with the command
 line's defaults. This module imports no torch, so ``--help`` stays fast.
 """
@@ -164,16 +165,39 @@ FIELDS = frozenset(f.name for f in fields(MNConfig))
 
 @dataclass(frozen=True)
 class EstimatorDefaults:
-    """The estimators' defaults that regress and ablate can override, chosen over eleven tables
-    (``docs/results/defaults.md``): one home for the estimators' signature and the commands' --help."""
+    """The estimators' defaults, one home for their signature and the commands' --help. Chosen by one rule over
+    eleven tables (``docs/results/defaults.md``), so they differ from the method's (``MNConfig``) where tables
+    wanted otherwise (the similarity by the features, a learned temperature, a step per layer, keys at the
+    training rows); where the method's default serves, it is taken from there."""
 
+    hidden_layer_sizes: tuple = (128, 128)
     dictionary_size: int = 4096
     top_k: int = 128
+    similarity: str = "auto"  # auto_similarity
+    temperature: float | None = None  # default_temperature
+    learn_temperature: bool = True
+    learn_metric: bool = MNConfig.learn_metric
     slot_dropout: float = 0.5
+    slot_draw: str = MNConfig.slot_draw
+    inner_steps: int = MNConfig.inner_steps
+    step_size: str = "layer"
+    step_size_init: float = MNConfig.step_size_init
+    adapt: str = MNConfig.adapt
+    key_init: str = "samples"
+    learn_dictionary: bool = True
+    key_lr_scale: float = MNConfig.key_lr_scale
+    leave_one_out: bool = False
+    vanilla_fallback: bool = True
     max_epochs: int = 3000
     batch_size: int = 128
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    gradient_clip: float = 1.0
+    ema_decay: float = 0.99
+    tol: float = 1e-6  # a validation loss must improve by more than this to count as better
+    early_stopping: bool = True
+    validation_fraction: float = 0.1
+    n_iter_no_change: int = 200
 
 
 ESTIMATOR = EstimatorDefaults()

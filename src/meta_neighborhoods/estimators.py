@@ -25,7 +25,7 @@ from torch import nn
 from . import export, persistence
 from . import estimator_docs as docs
 from .callbacks import Progress
-from .config import ESTIMATOR, MNConfig
+from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_docs import doc
 from .estimator_settings import check_settings, method_config, network_description
@@ -35,7 +35,6 @@ from .standardise import (early_stopping_split, in_blocks, numeric_columns, stan
                           standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
 
-TOL = 1e-6  # default tol: a validation loss must improve by more than this to count as better
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
           "best_loss_", "selected_", "validation_losses_", "n_features_in_",
           "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
@@ -70,34 +69,34 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     def __init__(
         self,
-        hidden_layer_sizes=(128, 128),
+        hidden_layer_sizes=ESTIMATOR.hidden_layer_sizes,
         dictionary_size=ESTIMATOR.dictionary_size,
         top_k=ESTIMATOR.top_k,
-        similarity="auto",
-        temperature=None,
-        learn_temperature=True,
-        learn_metric=False,
+        similarity=ESTIMATOR.similarity,
+        temperature=ESTIMATOR.temperature,
+        learn_temperature=ESTIMATOR.learn_temperature,
+        learn_metric=ESTIMATOR.learn_metric,
         slot_dropout=ESTIMATOR.slot_dropout,
-        slot_draw=MNConfig.slot_draw,
-        inner_steps=MNConfig.inner_steps,
-        step_size="layer",
-        step_size_init=MNConfig.step_size_init,
-        adapt=MNConfig.adapt,
-        key_init="samples",
-        learn_dictionary=True,
-        key_lr_scale=MNConfig.key_lr_scale,
-        leave_one_out=False,
-        vanilla_fallback=True,
+        slot_draw=ESTIMATOR.slot_draw,
+        inner_steps=ESTIMATOR.inner_steps,
+        step_size=ESTIMATOR.step_size,
+        step_size_init=ESTIMATOR.step_size_init,
+        adapt=ESTIMATOR.adapt,
+        key_init=ESTIMATOR.key_init,
+        learn_dictionary=ESTIMATOR.learn_dictionary,
+        key_lr_scale=ESTIMATOR.key_lr_scale,
+        leave_one_out=ESTIMATOR.leave_one_out,
+        vanilla_fallback=ESTIMATOR.vanilla_fallback,
         max_epochs=ESTIMATOR.max_epochs,
         batch_size=ESTIMATOR.batch_size,
         learning_rate=ESTIMATOR.learning_rate,
         weight_decay=ESTIMATOR.weight_decay,
-        gradient_clip=1.0,
-        ema_decay=0.99,
-        tol=TOL,
-        early_stopping=True,
-        validation_fraction=0.1,
-        n_iter_no_change=200,
+        gradient_clip=ESTIMATOR.gradient_clip,
+        ema_decay=ESTIMATOR.ema_decay,
+        tol=ESTIMATOR.tol,
+        early_stopping=ESTIMATOR.early_stopping,
+        validation_fraction=ESTIMATOR.validation_fraction,
+        n_iter_no_change=ESTIMATOR.n_iter_no_change,
         random_state=None,
         device="cpu",
         verbose=0,
