@@ -83,11 +83,11 @@ def test_history_travels_in_the_last_checkpoint(tmp_path):
             self.history.append({"epoch": epoch + 1, "loss": loss})
 
     history = History()
-    fit(model, batches, epochs=2, callbacks={"log": Logger(history), "history": history}, checkpoint=tmp_path / "last")
+    fit(model, batches, epochs=2, callbacks={"log": Logger(history), "history": history}, last=tmp_path / "last")
     resumed_model, resumed_batches = _setup()
     resumed = History()
     fit(resumed_model, resumed_batches, epochs=3, callbacks={"log": Logger(resumed), "history": resumed},
-        checkpoint=tmp_path / "last", resume=True)
+        last=tmp_path / "last", resume=True)
     assert [r["epoch"] for r in resumed] == [1, 2, 3] and resumed[:2] == list(history)
 
 
@@ -101,7 +101,7 @@ def _logged_fit(folder, epochs, resume=False, tensorboard=False):
     log = MetricsLog(folder / "metrics.csv", ("validation_loss",), lambda: {"validation_loss": 0.5})
     callbacks = {"metrics": log, **({"tensorboard": TensorBoardLog(folder / "tb", log)} if tensorboard else {})}
     fit(model, batches, epochs=epochs, optimizer=OptimizerSpec(0.01, milestones=(2,)), callbacks=callbacks,
-        checkpoint=folder / "last", resume=resume)
+        last=folder / "last", resume=resume)
     return log
 
 

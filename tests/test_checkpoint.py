@@ -84,11 +84,11 @@ def test_resumed_fit_equals_uninterrupted_fit(tmp_path):
     history = fit(reference, TensorBatches(x, y, batch_size=16), epochs=4, **options)
 
     stem = tmp_path / "last"
-    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, **options)
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, last=stem, **options)
     torch.manual_seed(123)  # the restarted process's RNG is elsewhere: the checkpoint must restore it
     resumed_model = _regression_model(seed=1)
     batches = TensorBatches(x, y, batch_size=16, seed=5)  # the checkpoint restores where the shuffling stood
-    resumed = fit(resumed_model, batches, epochs=4, checkpoint=stem, resume=True, **options)
+    resumed = fit(resumed_model, batches, epochs=4, last=stem, resume=True, **options)
     assert resumed == history
     for (name, a), b in zip(reference.state_dict().items(), resumed_model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -105,7 +105,7 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
                     model.head.layers[0].weight.fill_(float("nan"))
 
     with pytest.raises(FloatingPointError, match=r"became nan at epoch 2, step 7.*epoch 1\) is kept at"):
-        fit(model, TensorBatches(x, y, batch_size=16), epochs=3, checkpoint=stem, callbacks={"poison": Poison()})
+        fit(model, TensorBatches(x, y, batch_size=16), epochs=3, last=stem, callbacks={"poison": Poison()})
     tensors, meta = checkpoint.load(stem)
     assert meta["epoch"] == 1 and all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point())
 
@@ -198,11 +198,11 @@ def test_resume_needs_a_run_and_its_own_configuration(tmp_path, capsys):
 def test_a_checkpoint_of_another_run_configuration_is_refused(tmp_path, snapshot):
     x, y = _data()
     stem = tmp_path / "last"
-    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem,
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, last=stem,
         config={"epochs": 2})
     before = snapshot(tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match=r"another configuration \(epochs: 2 there, 3 here\)"):
-        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, last=stem, resume=True,
             config={"epochs": 3})
     assert snapshot(tmp_path) == before
 
@@ -222,11 +222,11 @@ def test_a_checkpoint_without_a_stateful_field_is_refused_by_name(tmp_path, snap
 
     x, y = _data()
     stem = tmp_path / "last"
-    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem,
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, last=stem,
         callbacks={"best": Tracker(["accuracy"])})
     before = snapshot(tmp_path)
     with pytest.raises(checkpoint.CheckpointError, match="lacks 'loss' for 'best': it was written by another version"):
-        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, last=stem, resume=True,
             callbacks={"best": Tracker(["accuracy", "loss"])})
     assert snapshot(tmp_path) == before
 
@@ -293,7 +293,7 @@ def test_a_manifest_naming_a_foreign_tensor_file_is_refused(tmp_path, tensors):
 def _finished_fit(tmp_path, epochs=2):
     x, y = _data()
     stem = tmp_path / "last"
-    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=epochs, checkpoint=stem)
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=epochs, last=stem)
     return x, y, stem
 
 
@@ -320,7 +320,7 @@ def test_a_tampered_last_checkpoint_is_refused(tmp_path, tamper, message):
     x, y, stem = _finished_fit(tmp_path)
     _tamper(stem, **tamper)
     with pytest.raises(checkpoint.CheckpointError, match=message):
-        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=3, checkpoint=stem, resume=True)
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=3, last=stem, resume=True)
 
 
 def test_nan_weights_are_refused_at_load(tmp_path):
@@ -389,10 +389,10 @@ def test_a_damaged_optimiser_state_is_refused_naming_the_file(tmp_path, edit):
     file; float64 moments were taken as they were."""
     x, y = _data()
     stem = tmp_path / "last"
-    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, checkpoint=stem, config={"epochs": 2})
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, last=stem, config={"epochs": 2})
     tensors, meta = checkpoint.load(stem)
     edit(tensors, meta)
     checkpoint.save(stem, tensors, {k: v for k, v in meta.items() if k not in ("format", "version", "tensors", "sha256")})
     with pytest.raises(checkpoint.CheckpointError, match="last.json: the optimiser state of parameter 0 is "):
-        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, checkpoint=stem, resume=True,
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, last=stem, resume=True,
             config={"epochs": 2})

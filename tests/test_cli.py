@@ -49,9 +49,9 @@ def test_help_lists_all_six_commands(capsys):
         assert f"    {name} " in text
 
 
-def test_help_imports_neither_torch_nor_sklearn_nor_the_experiments():
+def test_help_imports_neither_torch_nor_sklearn_nor_pandas_nor_the_experiments():
     code = ("import sys; from meta_neighborhoods.cli import build_parser; build_parser().format_help(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn') "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'sklearn', 'pandas') "
             "or m.startswith('meta_neighborhoods.experiments')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -75,7 +75,7 @@ def saved(tmp_path_factory):
     image_methods.save_checkpoint(root / "best" / "best", image_methods.build_model(**args), model_args=args, epoch=1,
                                   validation_accuracy=0.5, validation_loss=1.0)
     (root / "last").mkdir()
-    fit(_model(), _batches(), epochs=1, checkpoint=root / "last" / "last", config={"epochs": 2})
+    fit(_model(), _batches(), epochs=1, last=root / "last" / "last", config={"epochs": 2})
     (root / "run").mkdir()
     (root / "run" / "config.json").write_text(json.dumps(
         {**dataclasses.asdict(ClassificationConfig("digits", "convnet4", "mn")), "extra": 1}))
@@ -99,7 +99,7 @@ def _batches():
 LOADERS = {
     "estimator": ("model.json", lambda folder: MetaNeighborhoodsRegressor.load(folder / "model"), CheckpointError),
     "best": ("best.json", lambda folder: image_methods.load_checkpoint(folder / "best"), CheckpointError),
-    "last": ("last.json", lambda folder: fit(_model(), _batches(), epochs=2, checkpoint=folder / "last",
+    "last": ("last.json", lambda folder: fit(_model(), _batches(), epochs=2, last=folder / "last",
                                              resume=True, config={"epochs": 2}), CheckpointError),
     "run": ("config.json", lambda folder: runs.read_config(folder), runs.RunFolderError),
     "record": ("run.json", lambda folder: read_inputs(folder), runs.RunFolderError),

@@ -380,9 +380,9 @@ def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_
 
     out, fit = tmp_path / "run", classification.fit
 
-    def interrupted_in_mn(model, batches, *, epochs, checkpoint, **options):
-        fit(model, batches, epochs=1 if checkpoint.parent.name == "mn" else epochs, checkpoint=checkpoint, **options)
-        if checkpoint.parent.name == "mn":
+    def interrupted_in_mn(model, batches, *, epochs, last, **options):
+        fit(model, batches, epochs=1 if last.parent.name == "mn" else epochs, last=last, **options)
+        if last.parent.name == "mn":
             raise KeyboardInterrupt
 
     monkeypatch.setattr(classification, "fit", interrupted_in_mn)

@@ -1,7 +1,8 @@
 """Files the package writes and checks: output folders, atomic writes, JSON, checksums, Markdown tables.
 
-At the bottom of the import graph: everything that writes a file writes it through ``atomic_write``, so a
-crash never leaves half a file behind.
+At the bottom of the import graph: every record and result is written through ``atomic_write``, so a crash never
+leaves half of one behind (the per-epoch log ``metrics.csv`` is appended a row at a time, and TensorBoard writes its
+own event files).
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="
 
 
 def class_colours(n_classes):
-    """One colour per class, shared by every analysis figure: tab10 / tab20 where they suffice, else turbo."""
+    """One colour per class (the t-SNE figure): tab10 / tab20 where they suffice, else turbo."""
     if n_classes <= 10:
         return np.array(plt.get_cmap("tab10").colors[:n_classes])
     if n_classes <= 20:

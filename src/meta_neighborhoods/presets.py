@@ -32,7 +32,7 @@ class Budget(NamedTuple):
 PAPER_BUDGETS = {"cifar10": Budget(160_000, 120_000), "cifar100": Budget(160_000, 120_000),
                  "mnist": Budget(60_000, 40_000), "svhn": Budget(60_000, 40_000)}
 PAPER_BATCH = 128  # --meta_batch_size of every command in their README
-NEIGHBOURS_PER_CLASS = 100  # --dict_size=10000 for CIFAR-100 in their README
+PAPER_NEIGHBOURS_PER_CLASS = 100  # --dict_size=10000 for CIFAR-100 in their README
 # Their TensorFlow AdamW (tf.contrib.opt.AdamWOptimizer) subtracts weight_decay * w per step, not multiplied by the
 # learning rate, and they divide weight_decay by 10 when the learning rate drops (main.py, weight_decay 7.5e-5).
 # torch's AdamW subtracts lr * weight_decay * w, which drops with the learning rate by itself: the same decay is
@@ -57,4 +57,4 @@ def paper_settings(dataset: str, n_classes: int, n_train: int) -> dict:
     budget = PAPER_BUDGETS[dataset]
     epochs = math.ceil(budget.iterations * PAPER_BATCH / n_train)
     return {"epochs": epochs, "lr_drop_at": budget.drop_at / budget.iterations, "batch_size": PAPER_BATCH,
-            "weight_decay": WEIGHT_DECAY, "dictionary_size": NEIGHBOURS_PER_CLASS * n_classes, "augment": "paper"}
+            "weight_decay": WEIGHT_DECAY, "dictionary_size": PAPER_NEIGHBOURS_PER_CLASS * n_classes, "augment": "paper"}

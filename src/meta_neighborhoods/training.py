@@ -109,13 +109,13 @@ def _network(model: nn.Module) -> nn.Module:
 
 def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: OptimizerSpec = OptimizerSpec(),
         device: torch.device | str = "cpu", callbacks: dict[str, Callback] | None = None,
-        checkpoint: str | Path | None = None, resume: bool = False, config: dict | None = None) -> list[float]:
+        last: str | Path | None = None, resume: bool = False, config: dict | None = None) -> list[float]:
     """Train ``model`` (which provides ``loss`` and ``parameter_groups``); returns the mean loss of each epoch.
 
     ``batches`` yields ``(x, y)``, or ``(x, y, weight)`` with a weight per example, which ``model.loss`` takes;
     ``x`` may be a tuple of the model's inputs (``(x, own_slot)`` for leave-one-out).
 
-    A NaN or infinite loss stops training with an error naming the step. ``checkpoint`` (a path stem) receives
+    A NaN or infinite loss stops training with an error naming the step. ``last`` (the path stem of checkpoint ``last``) receives
     the whole training state after every epoch: weights, optimiser, schedule, random number generators,
     ``config`` and the ``state_dict()`` of every callback (and of ``batches``) that has one. ``resume=True``
     restores all of it from there first, so a resumed run continues exactly as the uninterrupted one would.
@@ -126,7 +126,7 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
     stateful = {name: c for name, c in {**callbacks, "batches": batches}.items() if hasattr(c, "state_dict")}
     state = TrainingState(model, optimizer, stateful, config)
     if resume:
-        state.load(checkpoint, epochs)
+        state.load(last, epochs)
     network = _network(model)
     for callback in callbacks.values():
         callback.on_train_begin(state.epoch, epochs)
@@ -134,13 +134,13 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
         for epoch in range(state.epoch, epochs):
             for callback in callbacks.values():
                 callback.on_epoch_start(epoch, state.optimizer.param_groups[0]["lr"])
-            loss = _train_epoch(state, network, batches, device, callbacks, checkpoint)
+            loss = _train_epoch(state, network, batches, device, callbacks, last)
             state.schedule.step()
             state.history.append(loss)
             state.epoch = epoch + 1
             stop = [callback.on_epoch_end(epoch, loss) for callback in callbacks.values()]
-            if checkpoint is not None and distributed.is_main():
-                state.save(checkpoint)
+            if last is not None and distributed.is_main():
+                state.save(last)
             if any(stop):
                 break
     finally:
@@ -188,7 +188,7 @@ def fit_early_stopping(model: nn.Module, batches: Iterable, *, epochs: int, pati
 
 
 def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, device, callbacks: dict,
-                 checkpoint) -> float:
+                 last) -> float:
     """One pass over ``batches`` of ``(x, y)`` or ``(x, y, weight)``; the mean loss over every process's examples
     (weighted: each batch counts with its total weight)."""
     model, optimizer, clip = state.model, state.optimizer, state.spec.grad_clip
@@ -199,8 +199,8 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
         y, *weight = (t.to(device) for t in targets)
         loss = model.loss(network(*inputs), y, *weight)
         if not torch.isfinite(loss):
-            kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {checkpoint}" if (
-                checkpoint is not None and state.epoch > 0) else ""
+            kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {last}" if (
+                last is not None and state.epoch > 0) else ""
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {state.epoch + 1}, step "
                                      f"{state.step + 1}: training stopped{kept}")
         optimizer_step(model, optimizer, clip, loss)

@@ -16,7 +16,7 @@ from .augmentation import crop_flip, paper_augment
 from .images import ImageSplit
 
 __all__ = ["TensorBatches", "ImageBatches"]
-AUGMENTATIONS = {"none": None, "crop_flip": crop_flip, "paper": paper_augment}  # each (uint8 batch, generator)
+AUGMENTERS = {"none": None, "crop_flip": crop_flip, "paper": paper_augment}  # each (uint8 batch, generator)
 
 
 class TensorBatches:
@@ -76,8 +76,8 @@ class ImageBatches:
         shard: tuple[int, int] = (0, 1),
     ) -> None:
         # Settings, not file contents, so ConfigError (a usage error on the command line).
-        if augment not in AUGMENTATIONS:
-            raise ConfigError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+        if augment not in AUGMENTERS:
+            raise ConfigError(f"augment must be one of {', '.join(AUGMENTERS)}, got {augment!r}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}", "batch_size")
         if len(mean) != split.images.shape[1] or len(std) != split.images.shape[1]:
@@ -127,7 +127,7 @@ class ImageBatches:
                 break
             batch = batch[rank::world_size]
             x = torch.from_numpy(self.split.images[batch])
-            if AUGMENTATIONS[self.augment] is not None:
-                x = AUGMENTATIONS[self.augment](x, augmenting)
+            if AUGMENTERS[self.augment] is not None:
+                x = AUGMENTERS[self.augment](x, augmenting)
             yield (x.float().div_(255) - self.mean) / self.std, torch.from_numpy(self.split.labels[batch])
 

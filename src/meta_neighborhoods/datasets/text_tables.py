@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 __all__ = ["Source", "TextTable", "read_numeric", "read_indices"]
 
@@ -66,6 +65,8 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
 
     The header is read apart (csv module), so that two columns of one name stay visibly two.
     """
+    import pandas as pd  # here: the command line lists the tables, and starts, without it
+
     try:
         names, skip, header_end = _header(path, delimiter) if header else (None, 0, 0)
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding="utf-8-sig",
@@ -127,6 +128,7 @@ def _parser_problem(error: Exception, path: Path) -> str:
 
 def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, dataset: str) -> np.ndarray:
     """The frame as float64; a column pandas could not read as numbers is named with its first non-number."""
+    import pandas as pd
     for j in range(frame.shape[1]):
         values = frame.iloc[:, j]
         if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):

@@ -264,7 +264,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         callbacks={"validation": validation, "best": best, "history": history,
                    **loggers, **({"record": record} if record else {}),
                    "progress": Progress(config.method, progress and main, validation.postfix, True, len(train))},
-        checkpoint=out / LAST, resume=resume, config=fit_config)
+        last=out / LAST, resume=resume, config=fit_config)
     if not main:
         return {}
     load_checkpoint(out / BEST, model)
