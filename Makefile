@@ -9,7 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= runs/demo
 # torch is pinned: this exact version is a local CPU build here; a looser pin may pull a multi-GB CUDA build.
+# Elsewhere pip takes its index's build (on Linux, PyPI's is CUDA's): TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# takes the CPU one.
 TORCH := torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: demo test setup clean
 
@@ -17,7 +20,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -86,6 +86,13 @@ def test_null_leaves_an_option_at_its_default(tmp_path, parsed):
     assert parsed(["regress", "--config", config]).max_rows is None
 
 
+def test_an_unknown_key_lists_only_the_options_a_file_may_give(tmp_path, capsys):
+    config = _write(tmp_path / "u.toml", 'dataset = "gom"\nepoch = 3\n')
+    error = _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], "unknown option 'epoch'")
+    listed = error.split("its options: ")[1].split(", ")
+    assert "max-epochs" in listed and not {"overwrite", "resume", "config", "help"} & set(listed)
+
+
 @pytest.mark.parametrize("name, text, parts", [
     ("u.toml", 'out = "o"\nepoch = 3\n', ["unknown option 'epoch' for meta-neighborhoods spiral", "epochs"]),
     ("c.toml", 'out = "o"\nconfig = "other.toml"\n', ["unknown option 'config'"]),

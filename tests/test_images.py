@@ -618,6 +618,15 @@ def test_subset_uses_a_seeded_part_of_the_split(split):
         ImageBatches(split, (0.0,) * 3, (1.0,) * 3, subset=11)
 
 
+def test_classify_help_names_the_data_sets_that_crop_and_flip():
+    """--help said SVHN was cropped and flipped; its registry entry takes no augmentation (a flipped digit is
+    another digit). The help's list is kept where --help can read it without the registry."""
+    from meta_neighborhoods.commands.classify import CROP_FLIP
+
+    assert CROP_FLIP == tuple(name for name, spec in images.IMAGE_DATASETS.items() if spec.augment == "crop_flip")
+    assert images.IMAGE_DATASETS["svhn"].augment == "none"
+
+
 def test_bad_augment_is_refused(split):
     with pytest.raises(ValueError, match="augment"):
         ImageBatches(split, (0.0,) * 3, (1.0,) * 3, augment="mixup")

@@ -23,6 +23,7 @@ CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size",
                         "threads", "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
 RECORDED = {name: default for name, default in RUN_DEFAULTS.items() if name not in PATH_FIELDS}  # in a record
+CROP_FLIP = ("cifar10", "cifar100", "cinic10")  # the data sets whose own augmentation it is (datasets/images.py)
 LOGGER = logging.getLogger(__name__)
 
 
@@ -82,9 +83,9 @@ def _configuration():
                         help=f"share of the epochs after which the learning rate drops tenfold (default "
                              f"{Defaults.lr_drop_at:.3g})")
     parser.add_argument("--augment", choices=AUGMENTATIONS,
-                        help="augmentation of the training images: the data set's own (default; crop and flip for "
-                             "CIFAR and SVHN, none for digits and MNIST) or the authors' pipeline, paper: crop, "
-                             "flip, AutoAugment's CIFAR-10 policy and Cutout")
+                        help=f"augmentation of the training images: the data set's own (default; crop and flip "
+                             f"for {', '.join(CROP_FLIP)}, none for the others: a flipped digit is another digit) or "
+                             "the authors' pipeline, paper: crop, flip, AutoAugment's CIFAR-10 policy and Cutout")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch's CPU threads (default: torch's choice). Training sums in an order that depends on "
                              "them: the run records the count it ran on, and --resume and --config runs use it again")

@@ -188,7 +188,7 @@ def _checked(command: argparse.ArgumentParser, values: dict, path) -> dict:
         if action is not None and action.dest in ASKED_ONLY and value not in (None, False):
             raise ConfigError(f"{path}: {key} is asked on the command line only (--{action.dest}), never by a file")
         if action is None:
-            known = ", ".join(sorted(option[2:] for option in options))
+            known = ", ".join(sorted(option[2:] for option, known in options.items() if known.dest not in ASKED_ONLY))
             raise ConfigError(f"{path}: unknown option {_shown(key)} for {command.prog}; its options: {known}")
         if action.dest in seen:
             raise ConfigError(f"{path}: option {key} is given twice")
