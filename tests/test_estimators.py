@@ -285,26 +285,33 @@ def test_a_float32_table_is_predicted_block_by_block_not_copied_whole_to_float64
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_where_prediction_gathers_each_row_s_keys_a_wide_table_is_predicted_in_smaller_blocks():
-    """Blocks were sized by the keys alone: at 2,000 features, k = 256 and 9,000 keys a block of 512 rows took 3 GB
-    in its gathered (rows, k, features) tensors."""
-    from meta_neighborhoods.standardise import GATHERED_ENTRIES, network_batch
+def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numbers_in_large_blocks(monkeypatch):
+    """At evaluation the gathered path took the exact pairwise similarities, gathering (rows, k, features) keys, and
+    sized its blocks to them: at 2,000 features and 9,000 keys 32 rows a block, each passing the keys through the
+    network again, 11x the dense path's time. It now ranks and weighs as the dense path does (the same numbers) and
+    holds only the adapted layer's inputs and gradients at each row's k keys."""
+    from meta_neighborhoods import model as model_module
+    from meta_neighborhoods.standardise import PREDICT_BATCH, network_batch
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3000))
     model = MetaNeighborhoodsRegressor(hidden_layer_sizes=(4,), dictionary_size=300, top_k=2, max_epochs=1,
                                        vanilla_fallback=False, random_state=0).fit(X, X[:, 0])
     network = model.model_
-    assert network.gathered_entries() == 4 * 3000  # k = 2 / (1 - slot dropout 0.5), 300 keys > 32 k: gathered
-    assert network_batch(300, 4 * 3000) == GATHERED_ENTRIES // 12000 == 1398 < network_batch(300) == 4096
-    rows, forward = [], network.forward
-    network.forward = lambda x, *args: rows.append(len(x)) or forward(x, *args)
+    assert network.gathered_entries() == 4 * (4 + 1)  # k = 2 / (1 - slot dropout 0.5); the last layer: 4 in, 1 out
+    assert network.prediction_rows() == network_batch(300) == PREDICT_BATCH
+    monkeypatch.setattr(network.attention, "top_k", None)  # training's: never called at evaluation
     fresh = rng.normal(size=(3000, 3000))
-    model.predict(fresh)
-    assert rows == [1398, 1398, 204]
+    gathered = model.predict(fresh)
+    monkeypatch.setattr(model_module, "DENSE_BELOW", 10**6)
+    assert network.gathered_entries() == 0
+    np.testing.assert_allclose(gathered, model.predict(fresh), rtol=1e-6, atol=1e-6)
     from meta_neighborhoods import MetaNeighborhoods
     from meta_neighborhoods.heads import MLPHead
 
+    monkeypatch.undo()
+    every_layer = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=8, adapt="all", inner_steps=2)
+    assert every_layer.gathered_entries() == 8 * (3000 + 4) + (4 * 3000 + 4 + 1 * 4 + 1)  # its own copy: 2 steps
     defaults = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=128, slot_dropout=0.5)
     assert defaults.gathered_entries() == 0  # 4,096 keys, k = 256: dense at any width, blocks as measured
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,14 +93,16 @@ class MetaNeighborhoods(nn.Module):
         to, each example its own k. At evaluation, rows whose k keys together are fewer than the dictionary take
         only their own k each (``_predict_few``)."""
         keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
-        dense = runs_dense(keys.shape[0], k)
-        if not self.training and not torch.compiler.is_exporting() and z.shape[0] * k < keys.shape[0]:
-            attend = self.attention.top_k_ranked if dense else self.attention.top_k  # the batch's numbers
-            return self._predict_few(z, keys, values, attend(z, keys, k, hidden, own_slot))
-        if dense:
+        few = not self.training and not torch.compiler.is_exporting() and z.shape[0] * k < keys.shape[0]
+        if runs_dense(keys.shape[0], k) and not few:
             weights = self.attention.top_k_dense(z, keys, k, hidden, own_slot)
             return self.adaptation(self.head, z, keys, values, weights)
-        top = self.attention.top_k(z, keys, k, hidden, own_slot)
+        # training: only the chosen similarities carry gradient (backward O(B k d)); at evaluation the numbers of
+        # the dense path, whatever the rows and keys, and no (B, k, d) gather of the keys' features
+        attend = self.attention.top_k if self.training else self.attention.top_k_ranked
+        top = attend(z, keys, k, hidden, own_slot)
+        if few:
+            return self._predict_few(z, keys, values, top)
         used, local = top.index.unique(return_inverse=True)
         return self.adaptation(self.head, z, keys.index_select(0, used), values.index_select(0, used),
                                TopK(local, top.weight))
@@ -119,10 +123,17 @@ class MetaNeighborhoods(nn.Module):
         return network_batch(0 if self.vanilla else self.dictionary.size, self.gathered_entries())
 
     def gathered_entries(self) -> int:
-        """Entries a row takes in each (k, key features) tensor that ``predict_top_k`` gathers at evaluation, 0 where
-        it runs dense over every key (or without neighbours): what bounds a block of rows predicted at once."""
+        """Entries a row takes in the tensors ``predict_top_k`` gathers at evaluation, 0 where it runs dense over
+        every key (or without neighbours): what bounds a block of rows predicted at once. The fast path holds, an
+        adapted layer at a time, its inputs and output gradients at the row's k keys (for more inner steps, the
+        row's own copy of each adapted tensor too); the keys' features are never gathered at evaluation."""
         k = None if self.vanilla else self.config.neighbourhood_size(training=False)
-        return 0 if k is None or runs_dense(self.dictionary.size, k) else k * self.head.in_features
+        if k is None or runs_dense(self.dictionary.size, k):
+            return 0
+        params = dict(self.head.named_parameters())
+        shapes = [params[name].shape for name in self.adaptation.step_size.names]
+        per_key = max((shape[0] + shape[-1] for shape in shapes if len(shape) > 1), default=self.head.in_features)
+        return k * per_key + (sum(math.prod(shape) for shape in shapes) if self.config.inner_steps > 1 else 0)
 
     def extra_repr(self) -> str:
         return "vanilla" if self.vanilla else f"top_k={self.config.top_k}"

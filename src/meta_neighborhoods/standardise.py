@@ -19,9 +19,9 @@ def network_batch(keys: int, gathered: int = 0) -> int:
     """Rows the network predicts at once when each attends over ``keys`` keys: a block's (rows x keys) attention
     matrices of about ATTENTION_ENTRIES entries stay in the processor's caches, at least 512 rows keep the keys' own
     pass (made again for each block) small; at the defaults (4,096 keys) a third faster than 4,096 rows, within 10 %
-    of the fastest from 0 to 14,745 keys (``benchmarks/predict_blocks.py``). Where prediction gathers each row's
-    keys (``gathered`` entries a row: k keys x their features) its few such tensors stay within about
-    GATHERED_ENTRIES entries however wide the table (2,000 features at k = 256 took 3 GB a block of 512 rows)."""
+    of the fastest from 0 to 14,745 keys (``benchmarks/predict_blocks.py``). Where prediction gathers at each row's
+    keys (``gathered`` entries a row: ``MetaNeighborhoods.gathered_entries``) its few such tensors stay within about
+    GATHERED_ENTRIES entries however wide the adapted layers."""
     rows = min(PREDICT_BATCH, max(512, ATTENTION_ENTRIES // max(keys, 1)))
     return min(rows, max(1, GATHERED_ENTRIES // gathered)) if gathered else rows
 
