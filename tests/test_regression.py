@@ -312,6 +312,52 @@ def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, 
     assert not (tmp_path / "one").exists() and not (tmp_path / "all").exists()
 
 
+def test_a_setting_refused_only_by_fit_leaves_no_folder_either(tiny_csv, tmp_path):
+    """A seed out of range is checked early too; a head factory is called only by fit, after the folder is claimed,
+    and the folder the run made is removed again (it was left holding .lock)."""
+    table = load_csv_table(tiny_csv, "y")
+    with pytest.raises(ValueError, match="Seed must be between"):
+        run_regression(table, tmp_path / "seed", estimator_params={"random_state": -1}, progress=False)
+    with pytest.raises(ConfigError, match="returned str, not a torch.nn.Module"):
+        run_regression(table, tmp_path / "head", folds=2, seeds=1, progress=False,
+                       estimator_params={"head": lambda n_in, n_out: "not a module", "max_epochs": 1})
+    assert not (tmp_path / "seed").exists() and not (tmp_path / "head").exists()
+    (tmp_path / "mine").mkdir()  # a folder the run did not make stays, empty or not
+    with pytest.raises(ConfigError, match="returned str, not a torch.nn.Module"):
+        run_regression(table, tmp_path / "mine", folds=2, seeds=1, progress=False,
+                       estimator_params={"head": lambda n_in, n_out: "not a module", "max_epochs": 1})
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_a_head_factory_and_numpy_settings_are_recorded_not_a_failure_after_every_fit(tiny_csv, tmp_path):
+    """results.json could not record a head factory or a numpy bool, and the run failed writing it, its fits done."""
+    from meta_neighborhoods.heads import MLPHead
+
+    def narrow(n_in, n_out):
+        return MLPHead(n_in, (8,), n_out)
+
+    params = {**FAST, "max_epochs": 1, "head": narrow, "vanilla_fallback": np.bool_(False), "batch_size": np.int64(32)}
+    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "run", folds=2, seeds=1, progress=False,
+                             methods=TABLE_METHODS, estimator_params=params)
+    recorded = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
+    assert recorded["estimator_params"]["head"].endswith("narrow")
+    assert recorded["estimator"]["head"].startswith("factory ")
+    assert (recorded["estimator_params"]["vanilla_fallback"], recorded["estimator_params"]["batch_size"]) == (False, 32)
+    assert results["kept"]["meta_neighborhoods"] == ["meta_neighborhoods"] * 2  # no fallback: as asked
+
+
+def test_a_factory_may_derive_settings_from_its_rows_in_a_run_of_several_tables(tmp_path):
+    """The run of several tables checks the settings before reading a table, as the estimators take them, not
+    through the methods' factories at a nominal size (a factory deriving top_k from its rows was refused)."""
+    def scaled_k(*, seed, n_train, params):
+        return MetaNeighborhoodsRegressor(**{"random_state": seed, **params, "top_k": n_train // 100})
+
+    results = run_regression_all(["gom"], tmp_path / "all", folds=2, seeds=1, max_rows=300, progress=False,
+                                 methods={"meta_neighborhoods": scaled_k},
+                                 estimator_params={**FAST, "max_epochs": 1})
+    assert list(results["datasets"]) == ["gom"]
+
+
 def test_ablate_command_on_a_csv_file(tiny_csv, tmp_path, capsys, fast_estimators):
     out = tmp_path / "ablation"
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "dictionary_size",

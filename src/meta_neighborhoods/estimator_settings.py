@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from sklearn.utils import check_random_state
 
 from .config import SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
@@ -72,7 +73,9 @@ def network_description(estimator, n_features: int, n_outputs: int, n_rows: int,
 
 
 def check_before_fit(estimator, n_rows: int, n_features: int) -> None:
-    """Every setting of ``estimator`` that its fit on ``n_rows`` rows of ``n_features`` columns would refuse,
-    refused now (the rows themselves are not looked at)."""
+    """The settings of ``estimator`` that its fit on ``n_rows`` rows of ``n_features`` columns would refuse, refused
+    now: every parameter's type and range, the method's settings and the seed (the rows themselves are not looked
+    at, nor a ``head`` or ``extractor`` factory called)."""
     check_settings(estimator)
+    check_random_state(estimator.random_state)
     network_description(estimator, n_features, 1, n_rows, n_features, estimator.dictionary_size)

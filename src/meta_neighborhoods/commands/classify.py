@@ -84,8 +84,9 @@ def _configuration():
                              f"{Defaults.lr_drop_at:.3g})")
     parser.add_argument("--augment", choices=AUGMENTATIONS,
                         help=f"augmentation of the training images: the data set's own (default; crop and flip "
-                             f"for {', '.join(CROP_FLIP)}, none for the others: a flipped digit is another digit) or "
-                             "the authors' pipeline, paper: crop, flip, AutoAugment's CIFAR-10 policy and Cutout")
+                             f"for {', '.join(CROP_FLIP)}, none for the others, the digit sets among them: a flipped "
+                             "digit is another digit) or the authors' pipeline, paper: crop, flip, AutoAugment's "
+                             "CIFAR-10 policy and Cutout")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch's CPU threads (default: torch's choice). Training sums in an order that depends on "
                              "them: the run records the count it ran on, and --resume and --config runs use it again")

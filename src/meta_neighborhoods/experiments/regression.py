@@ -4,6 +4,9 @@ MLP, Meta-Neighborhoods, gradient boosting and the optional baselines, with the 
 from __future__ import annotations
 
 import logging
+import math
+
+import numpy as np
 
 from .. import __version__
 from ..config import FOLDS, SEEDS
@@ -132,7 +135,23 @@ def _neighbours_kept(results: dict) -> int | None:
 
 def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
     """The Meta-Neighborhoods estimator's full parameters; ``varied`` says which ones the run set elsewhere."""
-    return {**meta_neighborhoods_estimator(seed=seed, n_train=0, params=params).get_params(), **varied}
+    return {**_recorded(meta_neighborhoods_estimator(seed=seed, n_train=0, params=params).get_params()), **varied}
+
+
+def _recorded(settings: dict) -> dict:
+    """Settings as JSON records them: numpy numbers as numbers, arrays as lists, a ``head`` or ``extractor``
+    factory by its name (a --config rerun refuses it rather than guess). Without this a factory failed the
+    results' writing after every fit had run."""
+    def one(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (tuple, list, np.ndarray)):
+            return [one(item) for item in value]
+        if callable(value):
+            return f"factory {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
+        return value
+
+    return {name: one(value) for name, value in settings.items()}
 
 
 def _run_config(table: Table, used: Table, options: dict, params: dict, varied: dict) -> dict:
@@ -140,7 +159,7 @@ def _run_config(table: Table, used: Table, options: dict, params: dict, varied: 
     parameters."""
     return {**options, "table": table.description, **({"target": table.target} if table.target is not None else {}),
             "table_sha256": table.sha256(), "rows_used": len(used.y),
-            "rows_in_table": len(table.y), "estimator_params": params,
+            "rows_in_table": len(table.y), "estimator_params": _recorded(params),
             "version": __version__, "estimator": _estimator_config(params, options["seed"], varied),
             "provenance": provenance()}
 
@@ -162,7 +181,7 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows)
     used = protocol_rows(table, methods, options)
-    params = _checked_params(estimator_params, methods, len(used.y), table.X.shape[1])
+    params = _checked_params(estimator_params, methods, used, folds)
     with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
                             progress=progress)
@@ -188,16 +207,22 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     return results
 
 
-def _checked_params(estimator_params: dict | None, methods: dict, n_rows: int = NOMINAL_ROWS,
-                    n_features: int = 1) -> dict:
-    """The estimators' settings, checked before any folder or fit as the methods' fits on ``n_rows`` x
-    ``n_features`` would check them (a device this machine lacks fails here too)."""
+def _checked_params(estimator_params: dict | None, methods: dict, used: Table | None = None,
+                    folds: int = FOLDS) -> dict:
+    """The estimators' settings, checked before any folder or fit (a device this machine lacks fails here too):
+    given the rows a run ``used``, as each method's fit on its smallest training fold would check them; before a run
+    of several tables has read one, as Meta-Neighborhoods' own estimator takes them (a method's factory may derive
+    settings from the rows it is given, so it waits for each table's)."""
     params = dict(estimator_params or {})
     resolve_device(params.get("device", "cpu"))
     if params.get("dictionary_size") == 0 and BASELINE in methods and REFERENCE in methods:
         raise ConfigError("dictionary_size=0 is the vanilla network, which regress runs beside Meta-Neighborhoods: "
                           "give a size of at least 1", "dictionary_size")
-    check_method_settings(methods, params, n_rows, n_features)
+    if used is None:
+        check_method_settings({REFERENCE: meta_neighborhoods_estimator}, params, NOMINAL_ROWS, 1)
+    else:
+        n_train = len(used.y) - math.ceil(len(used.y) / folds)
+        check_method_settings(methods, params, n_train, used.X.shape[1])
     return params
 
 
@@ -247,7 +272,8 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
                                options.get("max_rows"))
     methods = available_methods() if methods is None else methods
     config = {**checked, "search": options.get("search", False),  # what --config with summary.json reruns
-              "estimator_params": _checked_params(options.get("estimator_params"), methods), "version": __version__,
+              "estimator_params": _recorded(_checked_params(options.get("estimator_params"), methods)),
+              "version": __version__,
               "provenance": provenance()}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
@@ -314,7 +340,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     options = protocol_options(folds, seed, seeds, max_rows)
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used = protocol_rows(table, methods, options)
-    params = _checked_params(estimator_params, methods, len(used.y), table.X.shape[1])
+    params = _checked_params(estimator_params, methods, used, folds)
     with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
         first = next(iter(methods))
