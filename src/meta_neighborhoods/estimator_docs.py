@@ -106,7 +106,7 @@ PARAMETERS = """
         Epochs without improvement before training stops. Chosen on tables of about 1,000 rows, where both networks
         keep improving after long plateaus on nearly noise-free ones (naval, energy, yacht: 200 fitted them better
         than 60, and 60 than 20; ``docs/results/defaults.md``). On larger tables an epoch is many steps (protein's
-        45,730 rows: 10.2 s on one thread at the defaults, 42 times vanilla's): a smaller patience bounds the fit.
+        45,730 rows: 10.7 s on one thread at the defaults, 44 times vanilla's): a smaller patience bounds the fit.
     random_state : int, RandomState instance or None, default=None
         Seed of the validation split, the initialisation, the slot dropout and the batches. The caller's global
         torch generator is left untouched.
