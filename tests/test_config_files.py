@@ -229,7 +229,7 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
     assert main([*argv, "--threads", str(run_threads), "--out", str(tmp_path / "run")]) == 0
     assert torch.get_num_threads() == threads  # restored after the run
     saved = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
-    assert saved["provenance"]["threads"] == run_threads
+    assert saved["threads"] == saved["provenance"]["threads"] == run_threads  # the setting, and what ran
     assert saved["estimator_params"] == {"device": "cpu", "max_epochs": 2, "learning_rate": 0.01, "batch_size": 16,
                                          "top_k": 4, "slot_draw": "batch"}
     assert [saved["estimator"][name] for name in ("learning_rate", "batch_size", "slot_draw")] == [0.01, 16, "batch"]
@@ -287,14 +287,26 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
 
 
 
+@pytest.mark.parametrize("where", ["config", "provenance"])  # provenance: records from before threads was a setting
 @pytest.mark.parametrize("threads, parts", [("x", ("results.json", "threads")),  # torch would crash on 100000:
                                            (100000, ("results.json: --threads must be at most 1024",))])
-def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys, threads, parts):
-    record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1, "estimator_params": {},
-                                           "provenance": {"threads": threads}}}
-    config = _write(tmp_path / "results.json", json.dumps(record))
+def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys, threads, parts, where):
+    config = {"folds": 2, "seeds": 1, "estimator_params": {}}
+    config.update({"threads": threads} if where == "config" else {"provenance": {"threads": threads}})
+    config = _write(tmp_path / "results.json", json.dumps({"dataset": "gom", "config": config}))
     _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], *parts)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_old_record_reruns_on_the_thread_count_its_provenance_gives(tmp_path, parsed):
+    record = {"dataset": "gom",
+              "config": {"folds": 2, "seeds": 1, "estimator_params": {}, "provenance": {"threads": 3}}}
+    config = _write(tmp_path / "results.json", json.dumps(record))
+    assert parsed(["regress", "--config", config, "--out", "o"]).threads == 3
+    record["config"]["threads"] = 1  # the setting wins over what the provenance saw
+    (tmp_path / "new").mkdir()
+    config = _write(tmp_path / "new" / "results.json", json.dumps(record))
+    assert parsed(["regress", "--config", config, "--out", "o"]).threads == 1
 
 
 @pytest.mark.parametrize("command, line", [("spiral", "overwrite = true"), ("classify", "overwrite = true"),

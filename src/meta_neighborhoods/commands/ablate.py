@@ -36,11 +36,9 @@ def run(args) -> int:
     if args.param in ESTIMATOR_OPTIONS and getattr(args, args.param) is not None:
         raise UsageError(f"--param {args.param} is varied over --values; drop --{args.param.replace('_', '-')}")
     from ..experiments.regression import run_ablation
-    from ..training import torch_threads
 
     options = fit_options(args)
-    with torch_threads(args.threads):
-        run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
+    run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
     print((Path(args.out) / "ablation.md").read_text(), end="")
     LOGGER.info("wrote %s/ablation.md, ablation.json, ablation.png", args.out)
     return 0

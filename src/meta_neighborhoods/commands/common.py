@@ -126,7 +126,7 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch's CPU threads (default: torch's choice). Meta-Neighborhoods' training sums in an "
                              "order that depends on them: a rerun matches a run fold for fold only on as many "
-                             "(every run records its count, provenance.threads)")
+                             "(every run records the count it ran on, config.threads, and --config reruns on as many)")
     return parser
 
 
@@ -199,7 +199,7 @@ def fit_options(args) -> dict:
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
-            "overwrite": bool(args.overwrite), "progress": not args.quiet,
+            "threads": args.threads, "overwrite": bool(args.overwrite), "progress": not args.quiet,
             "estimator_params": {"device": args.device, **params}}
 
 
@@ -222,10 +222,10 @@ def table_run_options(record: dict) -> dict:
     config = record.get("config")
     if not (isinstance(config, dict) and isinstance(config.get("estimator_params"), dict)):
         raise ConfigError("not the results.json or ablation.json of a regress or ablate run")
-    options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "search", "table_sha256")
-               if key in config}
-    if isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
-        options["threads"] = config["provenance"]["threads"]  # checked as --threads is
+    options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "threads", "search", "table_sha256")
+               if key in config}  # threads: checked as --threads is
+    if "threads" not in config and isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
+        options["threads"] = config["provenance"]["threads"]  # a record from before runs recorded it as a setting
     if "target" in config:  # a --data-file's, even one named like a registered table (boston.csv)
         options["target"] = config["target"]
     elif isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():

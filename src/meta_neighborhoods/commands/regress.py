@@ -34,16 +34,14 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
     from ..experiments.regression import run_regression, run_regression_all
-    from ..training import torch_threads
 
     options = {**fit_options(args), "search": args.search}
-    with torch_threads(args.threads):
-        if args.dataset == "all":
-            run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
-            written = ("summary.md", "summary.json and a folder per data set")
-        else:
-            run_regression(load_table_source(args), args.out, **options)
-            written = ("results.md", "results.json, folds.png")
+    if args.dataset == "all":
+        run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
+        written = ("summary.md", "summary.json and a folder per data set")
+    else:
+        run_regression(load_table_source(args), args.out, **options)
+        written = ("results.md", "results.json, folds.png")
     print((Path(args.out) / written[0]).read_text(), end="")
     LOGGER.info("wrote %s/%s, %s", args.out, *written)
     return 0

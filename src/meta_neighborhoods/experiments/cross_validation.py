@@ -17,6 +17,7 @@ import warnings
 from contextlib import contextmanager
 
 import numpy as np
+import torch
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import mean_squared_error
@@ -31,7 +32,7 @@ from ..datasets.tables import Table
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsRegressor
 from ..standardise import standardiser
-from ..validation import ConfigError, check_int, check_seed
+from ..validation import ConfigError, check_int, check_seed, check_threads
 
 LOGGER = logging.getLogger(__name__)
 
@@ -238,8 +239,10 @@ def _counting_unconverged(counts: dict, name: str):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
-def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) -> dict:
-    """The protocol of a run, checked before anything is written."""
+def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None, threads: int | None = None) -> dict:
+    """The protocol of a run, checked before anything is written. ``threads``: torch's CPU threads for the run
+    (None: this process's count), recorded with the rest, since the network with neighbours trains on sums
+    rounded in an order that depends on them: a rerun matches the run fold for fold only on as many."""
     _check_folds(folds)
     check_int("seeds", seeds)
     check_seed("seed", seed, limit=2**32)  # scikit-learn's generators take seeds below 2**32: seed + repeat, each
@@ -248,7 +251,9 @@ def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None) ->
                           f"seeds - 1, must be below 2**32), got {seeds}", "seeds")
     if max_rows is not None:
         check_int("max_rows", max_rows)
-    return {"folds": folds, "seed": seed, "seeds": seeds, "max_rows": max_rows}
+    check_threads("threads", threads)
+    return {"folds": folds, "seed": seed, "seeds": seeds, "max_rows": max_rows,
+            "threads": torch.get_num_threads() if threads is None else threads}
 
 
 def check_method_settings(methods: dict, params: dict, n_rows: int, n_features: int) -> None:

@@ -17,7 +17,7 @@ from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
-from ..training import resolve_device
+from ..training import resolve_device, torch_threads
 from ..validation import ConfigError
 from .ablation_caps import CAPS, capped_note, capped_values, point_notes
 from .cross_validation import (
@@ -166,23 +166,23 @@ def _run_config(table: Table, used: Table, options: dict, params: dict, varied: 
 
 def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS, search: bool = False,
                    methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
-                   progress: bool = True, overwrite: bool = False) -> dict:
+                   progress: bool = True, overwrite: bool = False, threads: int | None = None) -> dict:
     """Table 2 for one data set: writes results.json, results.md and folds.png into ``out`` (a folder holding any
     table run's files is refused unless ``overwrite``).
 
     The whole ``folds``-fold CV runs ``seeds`` times (seeds ``seed``, ``seed + 1``, ...), every method on the same
     folds. ``estimator_params`` override the estimators' defaults for vanilla and Meta-Neighborhoods alike
     (vanilla keeps ``dictionary_size=0``); with ``search=True`` the searched architecture overrides theirs.
-    ``max_rows`` runs on a random subset of that many rows, to bound the cost. ``methods`` default to
-    ``available_methods()``.
+    ``max_rows`` runs on a random subset of that many rows, to bound the cost; ``threads``, torch's CPU threads
+    while it runs (recorded: ``protocol_options``). ``methods`` default to ``available_methods()``.
     """
     methods = available_methods() if methods is None else methods
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
-    options = protocol_options(folds, seed, seeds, max_rows)
+    options = protocol_options(folds, seed, seeds, max_rows, threads)
     used = protocol_rows(table, methods, options)
     params = _checked_params(estimator_params, methods, used, folds)
-    with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
+    with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
                             progress=progress)
         summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
@@ -269,7 +269,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
         known = ", ".join(available_tables())
         raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
     checked = protocol_options(options.get("folds", FOLDS), options.get("seed", 0), options.get("seeds", SEEDS),
-                               options.get("max_rows"))
+                               options.get("max_rows"), options.get("threads"))
     methods = available_methods() if methods is None else methods
     config = {**checked, "search": options.get("search", False),  # what --config with summary.json reruns
               "estimator_params": _recorded(_checked_params(options.get("estimator_params"), methods)),
@@ -331,17 +331,17 @@ def _with_value(param: str, value):
 
 def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS,
                  max_rows: int | None = None, progress: bool = True, estimator_params: dict | None = None,
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, threads: int | None = None) -> dict:
     """Meta-Neighborhoods' CV error for each value of one parameter (same folds, ``seeds`` repeats), each value
     tested against the first with the corrected t-test; writes ablation.json/.md/.png (a folder holding any table
     run's files is refused unless ``overwrite``)."""
     values = ablation_values(param, values)
     shown = [NONE_MEANS[param] if value is None else str(value) for value in values]
-    options = protocol_options(folds, seed, seeds, max_rows)
+    options = protocol_options(folds, seed, seeds, max_rows, threads)
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used = protocol_rows(table, methods, options)
     params = _checked_params(estimator_params, methods, used, folds)
-    with claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
+    with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
         first = next(iter(methods))
         summary = compare(cv["folds"], first, folds, baseline=first)
