@@ -334,6 +334,15 @@ def test_a_record_gives_settings_never_paths_or_overwrite(tmp_path, capsys, sett
              f"results.json: its estimator_params hold settings no run records ({setting})")
 
 
+@pytest.mark.parametrize("setting", ["head", "extractor"])
+def test_a_record_of_a_run_given_a_factory_is_refused_naming_it(tmp_path, capsys, setting):
+    record = {"dataset": "gom", "config": {"folds": 2, "seeds": 1,
+                                           "estimator_params": {setting: "factory __main__.narrow"}}}
+    config = _write(tmp_path / "results.json", json.dumps(record))
+    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")],
+             f"results.json: its run was given a {setting} factory (factory __main__.narrow), which a record cannot")
+
+
 @pytest.mark.parametrize("line, message", [("seeds = 0", "--seeds must be a positive integer, got 0"),
                                            ("top-k = 0", "top_k must be a positive integer"),
                                            ("slot_dropout = 1.5", "slot_dropout must be in [0, 1)"),

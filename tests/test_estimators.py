@@ -291,29 +291,34 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
     network again, 11x the dense path's time. It now ranks and weighs as the dense path does (the same numbers) and
     holds only the adapted layer's inputs and gradients at each row's k keys."""
     from meta_neighborhoods import model as model_module
-    from meta_neighborhoods.standardise import PREDICT_BATCH, network_batch
+    from meta_neighborhoods.standardise import HELD_ENTRIES, PREDICT_BATCH, network_batch
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3000))
     model = MetaNeighborhoodsRegressor(hidden_layer_sizes=(4,), dictionary_size=300, top_k=2, max_epochs=1,
                                        vanilla_fallback=False, random_state=0).fit(X, X[:, 0])
     network = model.model_
-    assert network.gathered_entries() == 4 * (4 + 1)  # k = 2 / (1 - slot dropout 0.5); the last layer: 4 in, 1 out
-    assert network.prediction_rows() == network_batch(300) == PREDICT_BATCH
+    held = 4 * 300 + 4 * (4 + 1)  # its similarities to the 300 keys; k = 2 / (1 - 0.5) keys of the last layer (4, 1)
+    assert network.row_entries() == held and network.prediction_rows() == network_batch(300) == PREDICT_BATCH
     monkeypatch.setattr(network.attention, "top_k", None)  # training's: never called at evaluation
     fresh = rng.normal(size=(3000, 3000))
     gathered = model.predict(fresh)
     monkeypatch.setattr(model_module, "DENSE_BELOW", 10**6)
-    assert network.gathered_entries() == 0
+    assert network.row_entries() == 0
     np.testing.assert_allclose(gathered, model.predict(fresh), rtol=1e-6, atol=1e-6)
     from meta_neighborhoods import MetaNeighborhoods
     from meta_neighborhoods.heads import MLPHead
 
     monkeypatch.undo()
+    own = 4 * 3000 + 4 + 1 * 4 + 1  # a row's own copy of every adapted tensor
     every_layer = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=8, adapt="all", inner_steps=2)
-    assert every_layer.gathered_entries() == 8 * (3000 + 4) + (4 * 3000 + 4 + 1 * 4 + 1)  # its own copy: 2 steps
+    assert every_layer.row_entries() == 4 * 4096 + 8 * (3000 + 4) + own
+    diagonal = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=100, adapt="all", step_size="diagonal")
+    assert diagonal.row_entries() == own and diagonal.prediction_rows() == HELD_ENTRIES // own  # dense, full
+    huge = MetaNeighborhoods(MLPHead(8, (4,)), dictionary_size=10**6, top_k=128, slot_dropout=0.5)
+    assert huge.prediction_rows() == HELD_ENTRIES // (4 * 10**6 + 256 * 5) == 4  # its similarities bound a block
     defaults = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=128, slot_dropout=0.5)
-    assert defaults.gathered_entries() == 0  # 4,096 keys, k = 256: dense at any width, blocks as measured
+    assert defaults.row_entries() == 0  # 4,096 keys, k = 256: dense at any width, blocks as measured
 
 
 def test_fit_standardises_in_bounded_blocks(monkeypatch):

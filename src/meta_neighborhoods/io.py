@@ -125,23 +125,15 @@ def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kin
     holds any of ``outputs`` (an earlier run's results) too unless ``overwrite`` (the new run then removes them just
     before it writes its own: ``remove_outputs``), both before any work; a second run into ``out`` fails at once.
     Files of ``outputs`` beside nothing that shows a run (``refuse_strays``; ``records``: the kind's own) are
-    refused either way. A folder made here is removed again if the block fails before anything but its lock is in
-    it: a refused setting or a failed first fit leaves no empty folder behind."""
+    refused either way."""
     refuse_other_runs(out, kind)
     found = [name for name in outputs if (Path(out) / name).exists()]
     refuse_strays(out, found, kind, records)
     if not overwrite:
         refuse_held(out, found)
-    made = not os.path.lexists(out)
     out = prepare_out_dir(out)
-    try:
-        with lock(out):
-            yield out
-    except BaseException:
-        if made and [path.name for path in out.iterdir()] == [LOCK]:
-            (out / LOCK).unlink()
-            out.rmdir()
-        raise
+    with lock(out):
+        yield out
 
 
 def remove_outputs(out: str | os.PathLike, outputs: Iterable[str]) -> None:

@@ -18,6 +18,7 @@ from .standardise import network_batch
 
 
 DENSE_BELOW = 32  # top-k on at most this many keys per k runs dense (measured: benchmarks/adaptation_speed.py)
+SIMILARITY_TEMPORARIES = 4  # (rows x keys) tensors that ranking and weighing every key hold at once, at most
 
 
 def runs_dense(n_keys: int, k: int) -> bool:
@@ -119,21 +120,26 @@ class MetaNeighborhoods(nn.Module):
 
     def prediction_rows(self) -> int:
         """Rows to predict at once outside training (``standardise.network_batch``): sized to the keys every row
-        meets, and to what the gathered path holds a row."""
-        return network_batch(0 if self.vanilla else self.dictionary.size, self.gathered_entries())
+        meets, and to what else a row holds (``row_entries``)."""
+        return network_batch(0 if self.vanilla else self.dictionary.size, self.row_entries())
 
-    def gathered_entries(self) -> int:
-        """Entries a row takes in the tensors ``predict_top_k`` gathers at evaluation, 0 where it runs dense over
-        every key (or without neighbours): what bounds a block of rows predicted at once. The fast path holds, an
-        adapted layer at a time, its inputs and output gradients at the row's k keys (for more inner steps, the
-        row's own copy of each adapted tensor too); the keys' features are never gathered at evaluation."""
-        k = None if self.vanilla else self.config.neighbourhood_size(training=False)
-        if k is None or runs_dense(self.dictionary.size, k):
+    def row_entries(self) -> int:
+        """Entries a row holds at evaluation besides its share of a dense block's (rows x keys) attention, which
+        ``network_batch`` bounds on its own: on the gathered path (beyond DENSE_BELOW keys per k) its similarities to
+        every key (a few such temporaries, however large the dictionary) and the adapted layer's inputs and output
+        gradients at its k keys; on either path, with a diagonal step or several inner steps, its own copy of each
+        adapted tensor. What bounds a block of rows predicted at once."""
+        if self.vanilla:
             return 0
         params = dict(self.head.named_parameters())
         shapes = [params[name].shape for name in self.adaptation.step_size.names]
+        per_example = self.config.inner_steps > 1 or self.config.step_size == "diagonal"
+        own = sum(math.prod(shape) for shape in shapes) if per_example else 0
+        k = self.config.neighbourhood_size(training=False)
+        if k is None or runs_dense(self.dictionary.size, k):
+            return own
         per_key = max((shape[0] + shape[-1] for shape in shapes if len(shape) > 1), default=self.head.in_features)
-        return k * per_key + (sum(math.prod(shape) for shape in shapes) if self.config.inner_steps > 1 else 0)
+        return SIMILARITY_TEMPORARIES * self.dictionary.size + k * per_key + own
 
     def extra_repr(self) -> str:
         return "vanilla" if self.vanilla else f"top_k={self.config.top_k}"

@@ -12,18 +12,19 @@ from sklearn.utils.sparsefuncs import mean_variance_axis, min_max_axis
 from sklearn.utils.validation import _check_sample_weight
 
 PREDICT_BATCH = 4096  # rows per block: memory stays bounded for any number of rows (at fit and at prediction)
-ATTENTION_ENTRIES, GATHERED_ENTRIES = 1 << 21, 1 << 24  # see network_batch
+ATTENTION_ENTRIES, HELD_ENTRIES = 1 << 21, 1 << 24  # see network_batch
 
 
-def network_batch(keys: int, gathered: int = 0) -> int:
+def network_batch(keys: int, held: int = 0) -> int:
     """Rows the network predicts at once when each attends over ``keys`` keys: a block's (rows x keys) attention
     matrices of about ATTENTION_ENTRIES entries stay in the processor's caches, at least 512 rows keep the keys' own
     pass (made again for each block) small; at the defaults (4,096 keys) a third faster than 4,096 rows, within 10 %
-    of the fastest from 0 to 14,745 keys (``benchmarks/predict_blocks.py``). Where prediction gathers at each row's
-    keys (``gathered`` entries a row: ``MetaNeighborhoods.gathered_entries``) its few such tensors stay within about
-    GATHERED_ENTRIES entries however wide the adapted layers."""
+    of the fastest from 0 to 14,745 keys (``benchmarks/predict_blocks.py``). Where a row holds more
+    (``held`` entries a row: ``MetaNeighborhoods.row_entries``, the gathered path's similarities and its
+    tensors at each row's keys, per-example copies of adapted weights) a block stays within about HELD_ENTRIES
+    such entries, however wide the layers or large the dictionary."""
     rows = min(PREDICT_BATCH, max(512, ATTENTION_ENTRIES // max(keys, 1)))
-    return min(rows, max(1, GATHERED_ENTRIES // gathered)) if gathered else rows
+    return min(rows, max(1, HELD_ENTRIES // held)) if held else rows
 
 
 def blocks(X, rows: np.ndarray | None = None, size: int | None = None):

@@ -230,6 +230,11 @@ def table_run_options(record: dict) -> dict:
         options["target"] = config["target"]
     elif isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
         options["dataset"] = record["dataset"]
+    factories = [name for name in ("head", "extractor") if name in config["estimator_params"]]
+    if factories:  # recorded by name (experiments/regression._recorded): code, which a record cannot carry
+        shown = str(config["estimator_params"][factories[0]])[:80]
+        raise ConfigError(f"its run was given a {factories[0]} factory ({shown}), which a record cannot rerun: call "
+                          "run_regression or run_ablation with it")
     unknown = sorted(set(config["estimator_params"]) - {*ESTIMATOR_OPTIONS, "device"}, key=str)
     if unknown:  # a record gives settings, never paths or --overwrite
         raise ConfigError(f"its estimator_params hold settings no run records ({', '.join(unknown)[:80]}); expected "

@@ -140,16 +140,19 @@ def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
 
 def _recorded(settings: dict) -> dict:
     """Settings as JSON records them: numpy numbers as numbers, arrays as lists, a ``head`` or ``extractor``
-    factory by its name (a --config rerun refuses it rather than guess). Without this a factory failed the
-    results' writing after every fit had run."""
+    factory by its name (a --config rerun refuses it rather than guess), anything else JSON has no type for (a
+    ``torch.device``, a ``RandomState``) as its text. Without this such a setting failed the results' writing
+    after every fit had run."""
     def one(value):
-        if isinstance(value, np.generic):
-            return value.item()
-        if isinstance(value, (tuple, list, np.ndarray)):
+        if isinstance(value, (np.generic, np.ndarray)):
+            value = value.tolist()
+        if isinstance(value, (tuple, list)):
             return [one(item) for item in value]
+        if value is None or isinstance(value, (str, bool, int, float)):
+            return value
         if callable(value):
             return f"factory {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
-        return value
+        return str(value)
 
     return {name: one(value) for name, value in settings.items()}
 
