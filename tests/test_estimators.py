@@ -304,7 +304,7 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
     fresh = rng.normal(size=(3000, 3000))
     gathered = model.predict(fresh)
     monkeypatch.setattr(model_module, "DENSE_BELOW", 10**6)
-    assert network.row_entries() == 0
+    assert network.row_entries() == 4 * 300  # dense, one step: the rows share the keys' terms
     np.testing.assert_allclose(gathered, model.predict(fresh), rtol=1e-6, atol=1e-6)
     from meta_neighborhoods import MetaNeighborhoods
     from meta_neighborhoods.heads import MLPHead
@@ -312,13 +312,17 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
     monkeypatch.undo()
     own = 4 * 3000 + 4 + 1 * 4 + 1  # a row's own copy of every adapted tensor
     every_layer = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=8, adapt="all", inner_steps=2)
-    assert every_layer.row_entries() == 4 * 4096 + 8 * (3000 + 4) + own
+    assert every_layer.row_entries() == 4 * 4096 + 8 * ((3000 + 4) + (4 + 1)) + own  # its keys through every layer
     diagonal = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=100, adapt="all", step_size="diagonal")
-    assert diagonal.row_entries() == own and diagonal.prediction_rows() == HELD_ENTRIES // own  # dense, full
+    assert diagonal.row_entries() == 4 * 100 + own  # dense, full attention
+    assert diagonal.prediction_rows() == HELD_ENTRIES // (4 * 100 + own)
+    several = MetaNeighborhoods(MLPHead(8, (128, 128)), dictionary_size=4096, adapt="all", inner_steps=2)
+    assert several.prediction_rows() == 7  # every key through every adapted layer, per row: 8.5 GB in 512 rows
     huge = MetaNeighborhoods(MLPHead(8, (4,)), dictionary_size=10**6, top_k=128, slot_dropout=0.5)
     assert huge.prediction_rows() == HELD_ENTRIES // (4 * 10**6 + 256 * 5) == 4  # its similarities bound a block
     defaults = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=128, slot_dropout=0.5)
-    assert defaults.row_entries() == 0  # 4,096 keys, k = 256: dense at any width, blocks as measured
+    assert defaults.row_entries() == 4 * 4096  # k = 256 of 4,096 keys: dense, and 512 rows a block as measured
+    assert defaults.prediction_rows() == 512
 
 
 def test_fit_standardises_in_bounded_blocks(monkeypatch):

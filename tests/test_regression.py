@@ -312,6 +312,18 @@ def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, 
     assert not (tmp_path / "one").exists() and not (tmp_path / "all").exists()
 
 
+def test_numpy_counts_are_recorded_as_numbers_and_the_thread_count_is_the_one_run_on(tmp_path):
+    before = torch.get_num_threads()
+    summary = run_regression_all(["gom"], tmp_path / "all", folds=np.int64(2), seeds=np.int64(1), seed=np.int64(0),
+                                 max_rows=np.int64(60), threads=np.int64(1), progress=False, methods=TABLE_METHODS,
+                                 estimator_params={**FAST, "max_epochs": 1})
+    config = json.loads((tmp_path / "all" / "summary.json").read_text())["config"]
+    assert config["threads"] == config["provenance"]["threads"] == 1 == summary["config"]["threads"]
+    table = json.loads((tmp_path / "all" / "gom" / "results.json").read_text())["config"]
+    assert (table["threads"], table["provenance"]["threads"], table["folds"], table["max_rows"]) == (1, 1, 2, 60)
+    assert torch.get_num_threads() == before
+
+
 def test_a_seed_out_of_range_is_refused_before_the_folder(tiny_csv, tmp_path):
     with pytest.raises(ValueError, match="Seed must be between"):
         run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "seed", estimator_params={"random_state": -1},

@@ -30,9 +30,11 @@ MAX_THREADS = 1024  # more than any CPU offers; torch crashes (segmentation faul
 
 def check_threads(name: str, value) -> int | None:
     """A count of torch's CPU threads (None: torch's choice), at most MAX_THREADS."""
-    if value is not None and check_int(name, value) > MAX_THREADS:
+    if value is None:
+        return None
+    if check_int(name, value) > MAX_THREADS:
         raise ConfigError(f"{name} must be at most {MAX_THREADS}, got {value}", name)
-    return value
+    return int(value)
 
 
 def is_int(value) -> bool:

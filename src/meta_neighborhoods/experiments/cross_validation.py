@@ -244,15 +244,15 @@ def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None, th
     (None: this process's count), recorded with the rest, since the network with neighbours trains on sums
     rounded in an order that depends on them: a rerun matches the run fold for fold only on as many."""
     _check_folds(folds)
-    check_int("seeds", seeds)
-    check_seed("seed", seed, limit=2**32)  # scikit-learn's generators take seeds below 2**32: seed + repeat, each
+    seeds = check_int("seeds", seeds)
+    seed = check_seed("seed", seed, limit=2**32)  # scikit-learn's generators take seeds below 2**32: seed + repeat
     if seed + seeds > 2**32:
         raise ConfigError(f"seeds must be at most {2**32 - seed} from seed {seed} (the last repeat's seed, seed + "
                           f"seeds - 1, must be below 2**32), got {seeds}", "seeds")
     if max_rows is not None:
-        check_int("max_rows", max_rows)
-    check_threads("threads", threads)
-    return {"folds": folds, "seed": seed, "seeds": seeds, "max_rows": max_rows,
+        max_rows = check_int("max_rows", max_rows)
+    threads = check_threads("threads", threads)
+    return {"folds": int(folds), "seed": seed, "seeds": seeds, "max_rows": max_rows,  # checked: plain ints, for JSON
             "threads": torch.get_num_threads() if threads is None else threads}
 
 

@@ -183,6 +183,7 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     options = protocol_options(folds, seed, seeds, max_rows, threads)
+    folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
     used = protocol_rows(table, methods, options)
     params = _checked_params(estimator_params, methods, used, folds)
     with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
@@ -276,8 +277,9 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     methods = available_methods() if methods is None else methods
     config = {**checked, "search": options.get("search", False),  # what --config with summary.json reruns
               "estimator_params": _recorded(_checked_params(options.get("estimator_params"), methods)),
-              "version": __version__,
-              "provenance": provenance()}
+              "version": __version__}
+    with torch_threads(checked["threads"]):  # what the tables' runs take: their provenance's count
+        config["provenance"] = provenance()
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
     with claimed(out, outputs, options.get("overwrite", False), TABLE_KIND) as out:
@@ -341,6 +343,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     values = ablation_values(param, values)
     shown = [NONE_MEANS[param] if value is None else str(value) for value in values]
     options = protocol_options(folds, seed, seeds, max_rows, threads)
+    folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
     used = protocol_rows(table, methods, options)
     params = _checked_params(estimator_params, methods, used, folds)
