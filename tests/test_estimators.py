@@ -314,8 +314,8 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
     every_layer = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=8, adapt="all", inner_steps=2)
     assert every_layer.row_entries() == 4 * 4096 + 8 * ((3000 + 4) + (4 + 1)) + own  # its keys through every layer
     diagonal = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=100, adapt="all", step_size="diagonal")
-    assert diagonal.row_entries() == 4 * 100 + own  # dense, full attention
-    assert diagonal.prediction_rows() == HELD_ENTRIES // (4 * 100 + own)
+    assert diagonal.row_entries() == 4 * 100 + 100 * (3000 + 4) + own  # dense, full attention: a gradient per row
+    assert diagonal.prediction_rows() == HELD_ENTRIES // (4 * 100 + 100 * 3004 + own)
     several = MetaNeighborhoods(MLPHead(8, (128, 128)), dictionary_size=4096, adapt="all", inner_steps=2)
     assert several.prediction_rows() == 7  # every key through every adapted layer, per row: 8.5 GB in 512 rows
     huge = MetaNeighborhoods(MLPHead(8, (4,)), dictionary_size=10**6, top_k=128, slot_dropout=0.5)

@@ -127,19 +127,19 @@ class MetaNeighborhoods(nn.Module):
         """Entries a row holds at evaluation, what bounds a block of rows predicted at once: its similarities to
         every key and their few (rows x keys) temporaries; the keys it attends to (all on the dense path, its k on
         the gathered one) at the adapted layer's inputs and output gradients, carried per row through every adapted
-        layer for several inner steps, and shared by the rows for one step on the dense path; and its own copy of
-        each adapted tensor for a diagonal step or several steps."""
+        layer for several inner steps, per row for a diagonal step, and shared by the rows for one other step on
+        the dense path; and its own copy of each adapted tensor for a diagonal step or several steps."""
         if self.vanilla:
             return 0
         params = dict(self.head.named_parameters())
         shapes = [params[name].shape for name in self.adaptation.step_size.names]
         widths = [shape[0] + shape[-1] for shape in shapes if len(shape) > 1] or [self.head.in_features]
-        several = self.config.inner_steps > 1
-        own = sum(math.prod(shape) for shape in shapes) if several or self.config.step_size == "diagonal" else 0
+        several, diagonal = self.config.inner_steps > 1, self.config.step_size == "diagonal"
+        own = sum(math.prod(shape) for shape in shapes) if several or diagonal else 0
         k, size = self.config.neighbourhood_size(training=False), self.dictionary.size
         dense = k is None or runs_dense(size, k)
-        per_row_keys = (size if dense else k) * (sum(widths) if several else max(widths)) if several or not dense else 0
-        return SIMILARITY_TEMPORARIES * size + per_row_keys + own
+        per_row_keys = (size if dense else k) * (sum(widths) if several else max(widths))
+        return SIMILARITY_TEMPORARIES * size + (per_row_keys if several or diagonal or not dense else 0) + own
 
     def extra_repr(self) -> str:
         return "vanilla" if self.vanilla else f"top_k={self.config.top_k}"
