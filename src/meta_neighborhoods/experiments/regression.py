@@ -6,14 +6,12 @@ from __future__ import annotations
 import logging
 import math
 
-import numpy as np
-
 from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
 from ..io import claimed, inner_folder, markdown_table, prepare_out_dir, remove_outputs, write_json, write_text
-from ..persistence import WITH_NEIGHBOURS
+from ..persistence import WITH_NEIGHBOURS, to_json
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
@@ -139,22 +137,18 @@ def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
 
 
 def _recorded(settings: dict) -> dict:
-    """Settings as JSON records them: numpy numbers as numbers, arrays as lists, a ``head`` or ``extractor``
-    factory by its name (a --config rerun refuses it rather than guess), anything else JSON has no type for (a
-    ``torch.device``, a ``RandomState``) as its text. Without this such a setting failed the results' writing
-    after every fit had run."""
+    """Settings as JSON records them: numpy values and tuples as ``persistence.to_json`` gives them, a ``head`` or
+    ``extractor`` factory by its name (a --config rerun refuses it rather than guess), anything else JSON has no
+    type for (a ``torch.device``, a ``RandomState``) as its text. Without this such a setting failed the results'
+    writing after every fit had run."""
     def one(value):
-        if isinstance(value, (np.generic, np.ndarray)):
-            value = value.tolist()
-        if isinstance(value, (tuple, list)):
-            return [one(item) for item in value]
-        if value is None or isinstance(value, (str, bool, int, float)):
+        if value is None or isinstance(value, (str, bool, int, float, list, dict)):
             return value
         if callable(value):
             return f"factory {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
         return str(value)
 
-    return {name: one(value) for name, value in settings.items()}
+    return {name: one(value) for name, value in to_json(settings).items()}
 
 
 def _run_config(table: Table, used: Table, options: dict, params: dict, varied: dict) -> dict:
