@@ -36,7 +36,7 @@ import torch
 
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.io import write_json
-from meta_neighborhoods.model import MetaNeighborhoods, runs_dense
+from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.provenance import provenance
 from timing import timed  # benchmarks/timing.py: scripts run from this folder
 
@@ -144,7 +144,7 @@ def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, a
     ms = timed({"vanilla_ms": _step(model, x, y, "vanilla"), "fast_ms": _step(model, x, y, "auto"),
                 "keys_ms": keys_alone(model, attended)}, repeats, 2, device)
     k = model.config.neighbourhood_size(training=True)
-    dense = k is None or runs_dense(size, k)
+    dense = k is None or model.runs_dense(size, k)
     return {"dictionary_size": size, "top_k": top_k, **{name: round(v, 3) for name, v in ms.items()},
             "distinct_keys": size if dense else attended.numel()}  # the keys the fast path runs the head on
 

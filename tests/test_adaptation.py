@@ -218,6 +218,29 @@ def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps
     assert len(touched) > 0 and set(touched.tolist()) <= set(attended.tolist())
 
 
+
+@pytest.mark.parametrize("setting", [{"inner_steps": 2}, {"step_size": "diagonal"}])
+def test_rows_taking_their_own_step_gather_their_keys(setting, monkeypatch):
+    """A row that takes its own step multiplies every key it attends to by the adapted weights: dense over all 64
+    keys it did 16x the gathered path's work here (36x its time at 4,096 keys and k = 128, every layer adapted, two
+    steps: ``benchmarks/own_step_paths.py``), where one step shared by the batch runs dense at 16 keys per k."""
+    torch.manual_seed(0)
+    shared = MetaNeighborhoods(MLPHead(8, (64, 64), 1), dictionary_size=64, top_k=4, adapt="all")
+    own = MetaNeighborhoods(MLPHead(8, (64, 64), 1), dictionary_size=64, top_k=4, adapt="all", **setting).double()
+    assert shared.runs_dense(64, 4) and not own.runs_dense(64, 4)
+    last = MetaNeighborhoods(MLPHead(8, (64, 64), 1), dictionary_size=64, top_k=4, adapt="last", **setting)
+    assert last.runs_dense(64, 4)  # a (64 + 1)-wide layer of one output: what a key costs is what it moves
+    x, y = torch.randn(6, 8, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
+    with _fast_only(gathered=True), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(own.attention, "top_k_dense", lambda *a: pytest.fail("the dense path ran"))
+        gathered, gathered_grads = _prediction_and_grads(own, y, lambda: own(x))
+    monkeypatch.setattr(model_module, "DENSE_BELOW", 10**6)
+    assert own.runs_dense(64, 4)
+    dense, dense_grads = _prediction_and_grads(own, y, lambda: own(x))
+    torch.testing.assert_close(gathered, dense, rtol=1e-9, atol=1e-10)
+    for name, g in dense_grads.items():
+        torch.testing.assert_close(gathered_grads[name], g, rtol=1e-8, atol=1e-10, msg=f"gradient of {name}")
+
 @pytest.mark.parametrize("head,task,adapt", CASES)
 @pytest.mark.parametrize("dense_below", [0, 64])
 def test_top_k_of_every_key_is_the_full_path(head, task, adapt, dense_below, monkeypatch):

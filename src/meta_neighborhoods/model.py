@@ -17,13 +17,21 @@ from .similarity import Attention
 from .standardise import network_batch
 
 
-DENSE_BELOW = 32  # top-k on at most this many keys per k runs dense (measured: benchmarks/adaptation_speed.py)
+DENSE_BELOW = 32  # what an entry gathered costs against a multiply-add (measured: benchmarks/adaptation_speed.py)
 SIMILARITY_TEMPORARIES = 4  # (rows x keys) tensors that ranking and weighing every key hold at once, at most
 
 
-def runs_dense(n_keys: int, k: int) -> bool:
-    """Whether top-k attention over ``n_keys`` keys runs dense, over every key (``predict_top_k``)."""
-    return n_keys <= DENSE_BELOW * k
+def dense_pays(n_keys: int, k: int, work: int = 1, gathered: int = 1) -> bool:
+    """Whether top-k attention over ``n_keys`` keys runs dense, over every key (``predict_top_k``), where a row
+    does ``work`` multiply-adds per key it attends to and the gathered path moves ``gathered`` entries per key: the
+    dense path's n_keys x work against k x DENSE_BELOW x gathered. With one step shared by the batch a key costs a
+    row about what it moves (a Gram product and a mix): dense up to DENSE_BELOW keys per k."""
+    return n_keys * work <= k * DENSE_BELOW * gathered
+
+
+def _widths(shapes: list[torch.Size], in_features: int) -> list[int]:
+    """Inputs plus outputs of each adapted weight matrix (the head's input width where only vectors are adapted)."""
+    return [shape[0] + shape[-1] for shape in shapes if len(shape) > 1] or [in_features]
 
 
 class MetaNeighborhoods(nn.Module):
@@ -95,7 +103,7 @@ class MetaNeighborhoods(nn.Module):
         only their own k each (``_predict_few``)."""
         keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
         few = not self.training and not torch.compiler.is_exporting() and z.shape[0] * k < keys.shape[0]
-        if runs_dense(keys.shape[0], k) and not few:
+        if self.runs_dense(keys.shape[0], k) and not few:
             weights = self.attention.top_k_dense(z, keys, k, hidden, own_slot)
             return self.adaptation(self.head, z, keys, values, weights)
         # training: only the chosen similarities carry gradient (backward O(B k d)); at evaluation the numbers of
@@ -131,15 +139,34 @@ class MetaNeighborhoods(nn.Module):
         the dense path; and its own copy of each adapted tensor for a diagonal step or several steps."""
         if self.vanilla:
             return 0
-        params = dict(self.head.named_parameters())
-        shapes = [params[name].shape for name in self.adaptation.step_size.names]
-        widths = [shape[0] + shape[-1] for shape in shapes if len(shape) > 1] or [self.head.in_features]
-        several, diagonal = self.config.inner_steps > 1, self.config.step_size == "diagonal"
-        own = sum(math.prod(shape) for shape in shapes) if several or diagonal else 0
+        shapes, own_step = self._adapted_shapes(), self._own_step()
+        widths = _widths(shapes, self.head.in_features)
+        several = self.config.inner_steps > 1
+        own = sum(math.prod(shape) for shape in shapes) if own_step else 0
         k, size = self.config.neighbourhood_size(training=False), self.dictionary.size
-        dense = k is None or runs_dense(size, k)
+        dense = k is None or self.runs_dense(size, k)
         per_row_keys = (size if dense else k) * (sum(widths) if several else max(widths))
-        return SIMILARITY_TEMPORARIES * size + (per_row_keys if several or diagonal or not dense else 0) + own
+        return SIMILARITY_TEMPORARIES * size + (per_row_keys if own_step or not dense else 0) + own
+
+    def runs_dense(self, n_keys: int, k: int) -> bool:
+        """Whether top-k attention over ``n_keys`` keys runs dense (``dense_pays``). A row that takes its own step
+        through the adapted tensors (``_own_step``) does their size in multiply-adds per key, against their widths
+        gathered: at 4,096 keys and k = 128, adapting every layer with two inner steps, the dense training step took
+        36x the gathered one's time, a diagonal step 19x (``benchmarks/own_step_paths.py``)."""
+        if not self._own_step():
+            return dense_pays(n_keys, k)
+        shapes = self._adapted_shapes()
+        return dense_pays(n_keys, k, sum(math.prod(shape) for shape in shapes),
+                          sum(_widths(shapes, self.head.in_features)))
+
+    def _adapted_shapes(self) -> list[torch.Size]:
+        params = dict(self.head.named_parameters())
+        return [params[name].shape for name in self.adaptation.step_size.names]
+
+    def _own_step(self) -> bool:
+        """Whether each row takes its own step through the adapted tensors, carrying its keys with it (several inner
+        steps, or a diagonal step size), rather than one step's terms shared by the batch."""
+        return self.config.inner_steps > 1 or self.config.step_size == "diagonal"
 
     def extra_repr(self) -> str:
         return "vanilla" if self.vanilla else f"top_k={self.config.top_k}"
