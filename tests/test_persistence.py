@@ -249,6 +249,12 @@ def _huge_network(meta):
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=[["a"], ["b"], ["c"]]), "a flat list"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<U250000000"),  # 3 GB for three labels
      "holds strings of over 10000 characters"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<U10000", values=[""] * 7000),  # 280 MB
+     "of 7000 values of dtype <U10000 would take 280000000 bytes"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<f8", values=[float("nan"), 1.0, 2.0]),
+     "classes_ should hold finite values"),
+    ("regressor", lambda meta: meta["arrays"].update(feature_names_in_={"dtype": "|O", "values": ["a"]}),
+     "feature_names_in_ should name the 4 features, got 1 names"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<M8[ns]"), "a flat list of strings or numbers"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|i1", values=[0, 1, 1000]), "OverflowError"),
     ("regressor", lambda meta: meta["params"].update(inner_steps=10**9), "inner_steps must be at most 100"),  # hung

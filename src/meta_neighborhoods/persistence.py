@@ -19,6 +19,7 @@ from .factories import FACTORIES, hidden_widths
 from .training import torch_globals
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
+MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
 FITTED = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
 
 
@@ -67,13 +68,17 @@ def join_fitted(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
 
 def _label_array(name: str, entry: dict) -> np.ndarray:
     """A label or name array from a checkpoint's JSON, as ``split_fitted`` wrote it: a flat list of strings or
-    numbers, of a dtype that holds them (strings of at most MAX_LABEL characters: a file cannot claim gigabytes)."""
+    numbers, of a dtype that holds them (strings of at most MAX_LABEL characters, at most MAX_LABEL_BYTES in all: a
+    file cannot claim gigabytes, as 10,000 empty labels of a 10,000-character dtype would)."""
     dtype, values = np.dtype(entry["dtype"]), entry["values"]
     if (dtype.kind not in "UObiuf" or not isinstance(values, list)
             or not all(isinstance(value, (str, int, float, bool)) for value in values)):
         raise ValueError(f"array {name} should be a flat list of strings or numbers, of their dtype")
     if dtype.kind == "U" and dtype.itemsize > 4 * MAX_LABEL:
         raise ValueError(f"array {name}'s dtype {dtype.str} holds strings of over {MAX_LABEL} characters")
+    if len(values) * dtype.itemsize > MAX_LABEL_BYTES:
+        raise ValueError(f"array {name} of {len(values)} values of dtype {dtype.str} would take "
+                         f"{len(values) * dtype.itemsize} bytes, over {MAX_LABEL_BYTES}")
     return np.array(values, dtype=dtype)
 
 
@@ -147,6 +152,12 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str, target
     classes = fitted.get("classes_")
     if classes is not None and len(np.unique(classes)) != len(classes):
         raise CheckpointError(f"{source}: classes_ should name each class once")
+    if classes is not None and classes.dtype.kind in "fc" and not np.isfinite(classes).all():
+        raise CheckpointError(f"{source}: classes_ should hold finite values (predict returns them)")
+    names = fitted.get("feature_names_in_")
+    if names is not None and len(names) != network["n_features"]:
+        raise CheckpointError(f"{source}: feature_names_in_ should name the {network['n_features']} features, got "
+                              f"{len(names)} names")
 
 
 def checkpoint_stem(path) -> Path:
