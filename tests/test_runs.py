@@ -36,6 +36,10 @@ def test_a_split_that_does_not_fit_the_data_set_is_refused(tmp_path):
     runs.write_split(tmp_path, _split())
     with pytest.raises(ValueError, match=r"split.json: the train indices do not fit a train split of 5 images"):
         runs.read_split(tmp_path, n_images=5)
+    saved = json.loads((tmp_path / "split.json").read_text())
+    (tmp_path / "split.json").write_text(json.dumps({**saved, "validation": [10**30]}))  # overflowed an int64 array
+    with pytest.raises(ValueError, match=r"split.json: the validation indices do not fit a train split of 6 images"):
+        runs.read_split(tmp_path, n_images=6)
 
 
 def test_a_run_without_a_split_record_is_refused_clearly(tmp_path):
@@ -476,6 +480,10 @@ def test_a_resume_on_other_images_under_the_same_name_is_refused(tmp_path, capsy
     assert "split.json: the run trained on digits images of channel means" in capsys.readouterr().err
     assert (out / "run.json").read_bytes() == record
     with pytest.raises(runs.RunFolderError, match="not the images the run was trained on"):
+        runs.read_split_of(out, load_image_dataset("digits"))
+    (out / "split.json").write_text(json.dumps({**split, "mean": split["mean"] * 3, "std": split["std"] * 3}))
+    with pytest.raises(runs.RunFolderError, match=r"split.json: mean and std should hold one value per channel of "
+                                                  r"digits's images \(1\), got 3"):  # allclose broadcast them
         runs.read_split_of(out, load_image_dataset("digits"))
 
 

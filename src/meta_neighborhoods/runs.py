@@ -246,11 +246,11 @@ def read_split(run_dir: Path, n_images: int) -> Split:
             raise RunFolderError(f"{path}: field {name} should be a non-empty list")
     if not all(type(i) is int for name in ("train", "validation") for i in saved[name]):
         raise RunFolderError(f"{path}: the train and validation fields should hold image indices (integers)")
-    indices = {name: np.asarray(saved[name], dtype=np.int64) for name in ("train", "validation")}
-    for name, index in indices.items():
-        if index.min() < 0 or index.max() >= n_images:
+    for name in ("train", "validation"):  # checked as Python ints: 10**30 overflows an int64 array
+        if not all(0 <= i < n_images for i in saved[name]):
             raise ValueError(f"{path}: the {name} indices do not fit a train split of {n_images} images; is this the "
                              "data set the run was trained on?")
+    indices = {name: np.asarray(saved[name], dtype=np.int64) for name in ("train", "validation")}
     normalisation = [saved["mean"], saved["std"]]
     if not (len(saved["mean"]) == len(saved["std"]) and all(
             type(v) in (int, float) and np.isfinite(v) for values in normalisation for v in values)
@@ -264,6 +264,9 @@ def read_split_of(run_dir: Path, dataset) -> Split:
     recorded: other pixels under the same name (the official CIFAR-10 files in place of its JPEG copy, another
     download) would continue or analyse another experiment without a word."""
     split = read_split(run_dir, len(dataset.train))
+    if not len(split.mean) == len(dataset.mean):  # allclose would broadcast one channel's statistics to three
+        raise RunFolderError(f"{Path(run_dir) / SPLIT}: mean and std should hold one value per channel of "
+                             f"{dataset.name}'s images ({len(dataset.mean)}), got {len(split.mean)}")
     if not (np.allclose(split.mean, dataset.mean, rtol=1e-9, atol=0) and np.allclose(split.std, dataset.std,
                                                                                         rtol=1e-9, atol=0)):
         raise RunFolderError(f"{Path(run_dir) / SPLIT}: the run trained on {dataset.name} images of channel means "
