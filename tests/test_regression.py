@@ -243,6 +243,14 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
     assert (tmp_path / "out" / "gom" / "results.json").is_file()
 
+    # an earlier run's boston results (its data there then), replaced by a run that skips it: none of them stays
+    # beside the new summary, which says boston was skipped
+    shutil.copytree(tmp_path / "out" / "gom", tmp_path / "out" / "boston", ignore=shutil.ignore_patterns(".lock"))
+    (tmp_path / "out" / "boston" / "mine.txt").write_text("a user's own file")
+    run_regression_all(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods, folds=2,
+                       seeds=1, estimator_params={**FAST, "max_epochs": 1}, progress=False, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "out" / "boston").iterdir()) == ["mine.txt"]
+
 
 # ---------------------------------------------------------------------------------------------------
 # run_ablation

@@ -291,6 +291,8 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
             results = run_regression(table, out / name, methods=methods, **options)
             rows[name], protocol = _summary_row(results), _protocol(results["config"])
         summary = {"datasets": rows, "skipped": skipped, "config": config}
+        for name in skipped:  # an earlier run's results of a table skipped now would sit beside this run's summary
+            remove_outputs(out / name, TABLE_RUNS)
         remove_outputs(out, TABLE_RUNS)
         write_json(out / "summary.json", summary)
         write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
