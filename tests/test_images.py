@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import tarfile
 
 import numpy as np
@@ -529,6 +530,21 @@ def test_an_image_folder_does_not_follow_symbolic_links(tmp_path):
     (tmp_path / "pacs" / "train" / "b").symlink_to(tmp_path / "elsewhere" / "b")
     with pytest.raises(ValueError, match=r"pacs: .*train/b is a symbolic link"):
         load_image_dataset("pacs", data_dir=tmp_path)
+    (tmp_path / "pacs" / "train" / "b").unlink()
+    shutil.rmtree(tmp_path / "pacs" / "test")
+    (tmp_path / "pacs" / "test").symlink_to(tmp_path / "elsewhere")  # a split's folder: read through before
+    with pytest.raises(ValueError, match=r"pacs: .*pacs/test is a symbolic link"):
+        load_image_dataset("pacs", data_dir=tmp_path)
+
+
+def test_mnist_m_reads_no_split_folder_through_a_link(tmp_path):
+    root = tmp_path / "mnist_m"
+    root.mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), dtype=np.uint8)).save(tmp_path / "outside.png")
+    (root / "mnist_m_train").symlink_to(tmp_path, target_is_directory=True)
+    (root / "mnist_m_train_labels.txt").write_text("outside.png 1\n")
+    with pytest.raises(ValueError, match="mnist_m_train_labels.txt names 'outside.png', which is not a file inside"):
+        load_image_dataset("mnist_m", data_dir=tmp_path)
 
 
 @pytest.mark.parametrize("stem, labels, message", [

@@ -94,6 +94,8 @@ def _read_image_folder(
     root: Path, size: int | None = None, classes: list[str] | None = None, *, dataset: str, hint: str
 ) -> tuple[Arrays, list[str]]:
     """An ImageFolder tree ``root/<class>/**/<image>``; other files (e.g. Tiny ImageNet's boxes.txt) are skipped."""
+    if root.is_symlink():  # a split's folder, as its class folders below: it may lead anywhere on the machine
+        raise ValueError(f"{dataset}: {root} is a symbolic link; image folders must hold the images themselves")
     if not root.is_dir():
         raise DataFileError(f"{dataset}: missing folder {root}. {hint}")
     folders = [folder for folder in root.iterdir() if folder.is_dir()]
@@ -339,15 +341,17 @@ def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | No
     annotations = require_file(root / "val" / "val_annotations.txt", None, dataset=name, hint=hint, within=root)
     entries = [(fields[1], str(path), path)
                for fields in (line.split("\t") for line in annotations.read_text().splitlines() if line.strip())
-               for path in [_listed(root / "val" / "images", fields[0], annotations, dataset=name)]]
+               for path in [_listed(root / "val" / "images", fields[0], annotations, within=root, dataset=name)]]
     test, _ = _build_split(entries, classes, image_size, dataset=name, hint=hint)
     return train, test, classes
 
 
-def _listed(folder: Path, name: str, listing: Path, *, dataset: str) -> Path:
-    """``folder / name`` for an image a label list names, refused unless it is a file inside ``folder``."""
+def _listed(folder: Path, name: str, listing: Path, *, within: Path, dataset: str) -> Path:
+    """``folder / name`` for an image a label list names, refused unless it is a file inside ``folder``, itself inside
+    the data set's folder ``within`` (not through a link)."""
     path = folder / name
     if (path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()) or Path(name).is_absolute()
+            or not folder.resolve().is_relative_to(within.resolve())
             or path.exists() and not path.is_file()):  # a FIFO would block the read forever
         raise ValueError(f"{dataset}: {listing} names {name!r}, which is not a file inside {folder}: refused")
     return path
@@ -368,7 +372,7 @@ def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
                 if fields:
                     raise ValueError(f"{name}: {listing} line {lineno} should be 'name label', got {line!r}")
                 continue
-            path = _listed(folder, fields[0], listing, dataset=name)
+            path = _listed(folder, fields[0], listing, within=root, dataset=name)
             entries.append((fields[1], str(path), path))
         splits.append(_build_split(entries, classes, None, dataset=name, hint=hint)[0])
     return splits[0], splits[1], classes
