@@ -322,18 +322,29 @@ def test_cifar10_wrong_checksum_is_refused(tiny_cifar, monkeypatch):
         load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
 
 
-@pytest.mark.parametrize("damage", [
-    lambda path: np.savez(path, labels=np.zeros(9, np.int64)),  # no images: a KeyError in the reader
-    lambda path: path.write_bytes(b"PK\x03\x04 not a zip"),  # zipfile.BadZipFile
-    lambda path: path.write_bytes(b"\x00" * 40),  # numpy's own ValueError, which names no file
+UNREADABLE = r"a file under {data_dir} or the cache {cache_dir} cannot be read as this data set \(\w+"
+DECLARED = r"{cached} is not a decoded image split of at most 100000 images of 3 x 32 x 32 bytes"
+CLASSES = np.array(["a", "b"])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: np.savez(path, labels=np.zeros(9, np.int64)), DECLARED),  # no images: a KeyError in the reader
+    (lambda path: path.write_bytes(b"PK\x03\x04 not a zip"), UNREADABLE),  # zipfile.BadZipFile
+    (lambda path: path.write_bytes(b"\x00" * 40), UNREADABLE),  # numpy's own ValueError, which names no file
+    (lambda path: np.savez_compressed(path, images=np.zeros((5, 3, 256, 256), np.uint8), labels=np.zeros(5, np.int64),
+                                      classes=CLASSES), DECLARED),  # 1 MB in memory, for each 2 kB of file
+    (lambda path: np.savez_compressed(path, images=np.zeros((100_001, 1, 1, 1), np.uint8),
+                                      labels=np.zeros(100_001, np.int64), classes=CLASSES), DECLARED),
+    (lambda path: np.savez_compressed(path, images=np.zeros((5, 3, 32, 32), np.uint8), labels=np.zeros(4, np.int64),
+                                      classes=CLASSES), DECLARED),
 ])
-def test_a_damaged_cache_is_refused_in_one_line_naming_the_data_set_and_its_folders(tiny_cifar, damage):
+def test_a_damaged_cache_is_refused_in_one_line_naming_the_data_set_and_its_folders(tiny_cifar, damage, message):
     data_dir, cache_dir, _ = tiny_cifar
     load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
     (cached,) = cache_dir.glob("cifar10_jpg_train-*.npz")
     damage(cached)
-    with pytest.raises(DataFileError, match=f"cifar10: a file under {data_dir} or the cache {cache_dir} cannot be "
-                                            r"read as this data set \(\w+"):
+    with pytest.raises(DataFileError, match="cifar10: " + message.format(data_dir=data_dir, cache_dir=cache_dir,
+                                                                         cached=cached)):
         load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
 
 

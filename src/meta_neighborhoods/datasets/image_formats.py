@@ -9,8 +9,8 @@ Every loader takes ``(name, data_dir, **options)``; ``name`` and ``hint`` only g
 from __future__ import annotations
 
 import gzip
-import math
 import io
+import math
 import os
 import tarfile
 import zlib
@@ -271,7 +271,30 @@ def _cached_tarball(
 
         atomic_write(cache, write)  # readers never see a half-written cache
     with np.load(cache, allow_pickle=False) as stored:
+        _check_cache(stored, cache, dataset)
         return (stored["images"], stored["labels"]), stored["classes"].tolist()
+
+
+CACHE_MAX_IMAGES = 100_000  # per cached split, of at most 3 x 32 x 32 pixels: CIFAR-10's train split holds 50,000
+
+
+def _check_cache(stored, cache: Path, dataset: str) -> None:
+    """What a cache file declares, read from its arrays' headers before the arrays: a compressed file of a few MB
+    may inflate to gigabytes (the decoded split that ``_cached_tarball`` writes: images (N, C, H, W) of uint8, N
+    labels, a list of class names)."""
+    declared = {}
+    for name in stored.files:
+        with stored.zip.open(f"{name}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            declared[name] = read(member)
+    images, labels, classes = (declared.get(name, ((), False, None)) for name in ("images", "labels", "classes"))
+    n = images[0][0] if len(images[0]) == 4 else -1
+    if not (set(declared) == {"images", "labels", "classes"} and images[2] == np.uint8 and 0 < n <= CACHE_MAX_IMAGES
+            and math.prod(images[0][1:]) <= 3 * 32 * 32 and labels[0] == (n,) and labels[2].kind in "iu"
+            and len(classes[0]) == 1 and classes[2].kind == "U" and classes[0][0] * classes[2].itemsize <= 1 << 20):
+        raise DataFileError(f"{dataset}: {cache} is not a decoded image split of at most {CACHE_MAX_IMAGES} images "
+                            f"of 3 x 32 x 32 bytes, their labels and class names; remove it to decode the data again")
 
 
 def load_jpeg_tarballs(
