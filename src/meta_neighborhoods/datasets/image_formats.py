@@ -285,9 +285,8 @@ def _check_cache(stored, cache: Path, dataset: str) -> None:
     declared = {}
     for name in stored.files:
         with stored.zip.open(f"{name}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            declared[name] = read(member)
+            one = np.lib.format.read_magic(member) == (1, 0)
+            declared[name] = (np.lib.format.read_array_header_1_0 if one else np.lib.format.read_array_header_2_0)(member)
     images, labels, classes = (declared.get(name, ((), False, None)) for name in ("images", "labels", "classes"))
     n = images[0][0] if len(images[0]) == 4 else -1
     if not (set(declared) == {"images", "labels", "classes"} and images[2] == np.uint8 and 0 < n <= CACHE_MAX_IMAGES
