@@ -376,6 +376,25 @@ def test_an_ablation_record_gives_its_parameter_and_values(tmp_path, parsed, cap
     _refused(capsys, ["regress", "--config", config, "--out", "o"], "the ablation.json of an ablate run")
 
 
+SMALL = {"folds": 2, "seed": 1, "seeds": 1, "max_rows": 60, "estimator_params": {"device": "cpu"}}
+
+
+@pytest.mark.parametrize("name, record, message", [
+    ("results.json", {"dataset": "gom", "config": {**SMALL, "folds": 1}},
+     "cross-validation needs at least 2 folds, got 1"),
+    ("ablation.json", {"dataset": "gom", "param": "temperature", "values": [-1.0, 1.0], "config": SMALL},
+     "temperature must be positive, got -1.0"),
+    ("ablation.json", {"dataset": "gom", "param": "top_k", "values": [1e300], "config": SMALL},
+     "top_k values must be of type int, got '1e+300'"),
+    ("ablation.json", {"dataset": "gom", "param": "top_k", "values": [4, 4], "config": SMALL}, "top_k values repeat"),
+])
+def test_a_record_s_value_refused_when_the_run_starts_names_the_record(tmp_path, capsys, name, record, message):
+    config = _write(tmp_path / name, json.dumps(record))
+    command = "ablate" if "param" in record else "regress"
+    _refused(capsys, [command, "--config", config, "--out", str(tmp_path / "o")], f"{name}: {message}")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_record_of_another_command_or_for_a_command_without_records_is_refused(tmp_path, capsys):
     spiral = _write(tmp_path / "metrics.json", json.dumps({"config": {"seed": 0, "n_per_class": 800}}))
     _refused(capsys, ["classify", "--config", spiral], "not the config.json, metrics.json or comparison.json of a "

@@ -38,7 +38,12 @@ def run(args) -> int:
     from ..experiments.regression import run_ablation
 
     options = fit_options(args)
-    run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
+    try:
+        run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
+    except ConfigError as error:  # a value of the ablated parameter is one of --values (which a --config file gives)
+        if error.setting != args.param:
+            raise
+        raise ConfigError(str(error), "values") from None
     print((Path(args.out) / "ablation.md").read_text(), end="")
     LOGGER.info("wrote %s/ablation.md, ablation.json, ablation.png", args.out)
     return 0

@@ -155,7 +155,7 @@ def subset_rows(table: Table, max_rows: int | None, seed: int) -> Table:
 def _check_folds(folds: int) -> None:
     check_int("folds", folds)
     if folds < 2:
-        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}")
+        raise ConfigError(f"cross-validation needs at least 2 folds, got {folds}", "folds")
 
 
 def _check_size(table: Table, methods: dict, folds: int) -> None:

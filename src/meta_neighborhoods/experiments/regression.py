@@ -315,11 +315,11 @@ def ablation_values(param: str, values) -> list:
         try:
             converted.append(kind(value))
         except ValueError:
-            raise ConfigError(f"{param} values must be of type {kind.__name__}, got {value!r}") from None
+            raise ConfigError(f"{param} values must be of type {kind.__name__}, got {value!r}", "values") from None
     if not converted:
-        raise ConfigError(f"no values given for {param}")
+        raise ConfigError(f"no values given for {param}", "values")
     if len(set(converted)) != len(converted):
-        raise ConfigError(f"{param} values repeat: {list(values)}")
+        raise ConfigError(f"{param} values repeat: {list(values)}", "values")
     return converted
 
 
