@@ -253,6 +253,10 @@ def _huge_network(meta):
      "of 7000 values of dtype <U10000 would take 280000000 bytes"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<f8", values=[float("nan"), 1.0, 2.0]),
      "classes_ should hold finite values"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|O", values=[float("nan"), 1.0, 2.0]),
+     "array classes_ should hold finite values"),
+    ("strings", lambda meta: meta["arrays"].update(junk={"dtype": "<U10000", "values": [""] * 7000}),
+     "unknown fitted attribute\\(s\\) junk: refused"),  # before its 280 MB are built
     ("regressor", lambda meta: meta["arrays"].update(feature_names_in_={"dtype": "|O", "values": ["a"]}),
      "feature_names_in_ should name the 4 features, got 1 names"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<M8[ns]"), "a flat list of strings or numbers"),

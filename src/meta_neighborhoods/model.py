@@ -96,10 +96,10 @@ class MetaNeighborhoods(nn.Module):
         return self.adaptation(self.head, z, keys, values, self.attention(z, keys, mask, own_slot))
 
     def predict_top_k(self, z: torch.Tensor, k: int, own_slot: torch.Tensor | None = None) -> torch.Tensor:
-        """``predict_features`` with attention on each input's k most similar visible keys. Up to DENSE_BELOW keys
-        per k, dense matrices over every key are faster than gathering (and their shapes do not depend on the data,
-        so the model exports to ONNX); beyond, the inner loop sees only the keys some example of the batch attends
-        to, each example its own k. At evaluation, rows whose k keys together are fewer than the dictionary take
+        """``predict_features`` with attention on each input's k most similar visible keys. Where ``runs_dense``
+        says so (up to DENSE_BELOW keys per k for one step shared by the batch), dense matrices over every key are
+        faster than gathering (and their shapes do not depend on the data); otherwise the inner loop sees only the
+        keys some example of the batch attends to, each example its own k. At evaluation, rows whose k keys together are fewer than the dictionary take
         only their own k each (``_predict_few``)."""
         keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
         few = not self.training and not torch.compiler.is_exporting() and z.shape[0] * k < keys.shape[0]

@@ -4,6 +4,7 @@ fitted attributes as JSON and tensors, checkpoint paths, and the deployable modu
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 from pathlib import Path
 
@@ -60,10 +61,15 @@ def split_fitted(attributes: dict) -> tuple[dict[str, torch.Tensor], dict]:
                                                      "arrays": json_only("array", arrays)}
 
 
-def join_fitted(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
-    """The inverse of ``split_fitted``: the fitted attributes from a checkpoint's JSON and tensors."""
+def join_fitted(meta: dict, tensors: dict[str, torch.Tensor], allowed: frozenset, source: str) -> dict:
+    """The inverse of ``split_fitted``: the fitted attributes from a checkpoint's JSON and tensors, refused before any
+    array is built if they hold a name outside ``allowed`` (what fit sets)."""
+    numeric = checkpoint.take_prefix(FITTED, tensors)
+    unknown = sorted((set(meta["fitted"]) | set(meta["arrays"]) | set(numeric)) - allowed)
+    if unknown:
+        raise CheckpointError(f"{source}: unknown fitted attribute(s) {', '.join(unknown[:5])}: refused")
     return {**meta["fitted"], **{name: _label_array(name, a) for name, a in meta["arrays"].items()},
-            **{name: t.numpy() for name, t in checkpoint.take_prefix(FITTED, tensors).items()}}
+            **{name: t.numpy() for name, t in numeric.items()}}
 
 
 def _label_array(name: str, entry: dict) -> np.ndarray:
@@ -76,6 +82,8 @@ def _label_array(name: str, entry: dict) -> np.ndarray:
         raise ValueError(f"array {name} should be a flat list of strings or numbers, of their dtype")
     if dtype.kind == "U" and dtype.itemsize > 4 * MAX_LABEL:
         raise ValueError(f"array {name}'s dtype {dtype.str} holds strings of over {MAX_LABEL} characters")
+    if any(isinstance(value, float) and not math.isfinite(value) for value in values):
+        raise ValueError(f"array {name} should hold finite values (predict returns them)")
     if len(values) * dtype.itemsize > MAX_LABEL_BYTES:
         raise ValueError(f"array {name} of {len(values)} values of dtype {dtype.str} would take "
                          f"{len(values) * dtype.itemsize} bytes, over {MAX_LABEL_BYTES}")
@@ -86,12 +94,10 @@ WITH_NEIGHBOURS, VANILLA = "meta_neighborhoods", "vanilla"  # the values of sele
 NETWORK = {"n_features": int, "n_outputs": int, "dictionary_size": int, "similarity": str, "temperature": float}
 
 
-def check_fitted(fitted: dict, allowed: frozenset, source: str) -> None:
-    """Fitted attributes from a file, checked before anything is built from them: only names ``fit`` sets, a
-    ``network_`` of the right fields and types, a ``selected_`` that names it, and the rest (``_FITTED_CHECKS``)."""
-    unknown = sorted(set(fitted) - allowed)
-    if unknown:
-        raise CheckpointError(f"{source}: unknown fitted attribute(s) {', '.join(unknown[:5])}: refused")
+def check_fitted(fitted: dict, source: str) -> None:
+    """Fitted attributes from a file (of names ``fit`` sets: ``join_fitted``), checked before anything is built from
+    them: a ``network_`` of the right fields and types, a ``selected_`` that names it, and the rest
+    (``_FITTED_CHECKS``)."""
     network = fitted.get("network_")
     if not (isinstance(network, dict) and set(network) == set(NETWORK)
             and all(type(network[k]) is t or (t is float and type(network[k]) is int) for k, t in NETWORK.items())):
@@ -205,8 +211,8 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
     try:
         estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
         check_settings(estimator)
-        fitted = join_fitted(meta, tensors)
-        check_fitted(fitted, cls._FITTED, source)
+        fitted = join_fitted(meta, tensors, cls._FITTED, source)
+        check_fitted(fitted, source)
         network = fitted["network_"]
         method_config(estimator, network["dictionary_size"], network["similarity"], network["temperature"])
         check_shapes(fitted, tensors, hidden_widths(estimator.hidden_layer_sizes), source,
