@@ -160,9 +160,52 @@ def test_soft_knn_identity():
     model = MetaNeighborhoods(ConstantHead(3), dictionary_size=9, step_size_init=0.5, temperature=0.7).double()
     assert fast_path_for(model.head) is None  # a custom head goes through the generic path
     x = torch.randn(11, 2, dtype=torch.float64)
-    weights = model.attention(x, model.dictionary.keys)
+    keys = model.dictionary.keys
+    temperature = model.attention.temperature.item()  # 0.7, kept as a float32 log
+    assert temperature == pytest.approx(0.7, rel=1e-6)
+    weights = (pairwise_similarity(x, keys, model.attention.similarity) / temperature).softmax(dim=1)  # Eq. 5
     expected = weights @ model.dictionary.values()
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["scalar", "layer", "diagonal"])
+def test_a_step_size_stored_negative_steps_as_its_absolute_value(kind):
+    """The step is |alpha|, as in the authors' code: a learned alpha that crosses zero never turns an inner step
+    into gradient ascent on the neighbours' loss."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(4, (6,), 2), dictionary_size=7, step_size=kind, inner_steps=2).double().eval()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    predictions = []
+    with torch.no_grad():
+        for alpha in (0.3, -0.3, 0.0):
+            for a in model.adaptation.step_size.parameters():
+                a.fill_(alpha)
+            predictions.append(model(x))
+    torch.testing.assert_close(predictions[1], predictions[0], rtol=1e-12, atol=1e-12)
+    assert (predictions[0] - predictions[2]).abs().max() > 1e-3  # the step moves the prediction at all
+
+
+@pytest.mark.parametrize("top_k, dense_below", [(None, 32), (3, 64), (3, 0)])  # full, top-k dense, top-k gathered
+def test_a_training_step_hides_slots_from_each_row(top_k, dense_below, monkeypatch):
+    """Slot dropout reaches the attention through the model on every path: a training forward is the oracle on the
+    weights the attention gives with the same draw, and differs from one without dropout."""
+    monkeypatch.setattr(model_module, "DENSE_BELOW", dense_below)
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(4, (6,), 2), dictionary_size=7, top_k=top_k, slot_dropout=0.5).double()
+    model.adaptation.implementation = "generic"
+    x, keys, values = torch.randn(40, 4, dtype=torch.float64), model.dictionary.keys, model.dictionary.values()
+    torch.manual_seed(5)
+    trained = model(x)
+    torch.manual_seed(5)
+    if top_k is None:
+        weights = model.attention(x, keys, model.dictionary.slot_mask(len(x)))
+    elif dense_below:
+        weights = model.attention.top_k_dense(x, keys, top_k, 0.5)
+    else:
+        weights = model.attention.top_k(x, keys, top_k, 0.5).dense(7)
+    torch.testing.assert_close(trained, model.adaptation(model.head, x, keys, values, weights), rtol=1e-9, atol=1e-10)
+    model.dictionary.slot_dropout = 0.0
+    assert (trained - model(x)).abs().max() > 1e-6
 
 
 def test_fast_implementation_refuses_custom_head():

@@ -371,6 +371,19 @@ def test_the_classifier_s_early_stopping_rows_hold_every_class():
     assert len(valid) == 20  # too small a class to stratify: the plain split
 
 
+def test_the_classifier_asks_for_validation_rows_that_hold_every_class(monkeypatch):
+    from meta_neighborhoods import estimators
+
+    labels = (np.arange(200) < 10).astype(np.int64)
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    split, seen = estimators.early_stopping_split, []
+    monkeypatch.setattr(estimators, "early_stopping_split", lambda *args: seen.append(split(*args)) or seen[-1])
+    for seed in range(8):  # a plain split leaves the minority class out on about 3 of them
+        MetaNeighborhoodsClassifier(hidden_layer_sizes=(4,), dictionary_size=0, max_epochs=1,
+                                    random_state=seed).fit(X, labels)
+    assert len(seen) == 8 and all(labels[valid].sum() == 1 for _, valid in seen)
+
+
 @pytest.mark.parametrize("value", [1e30, 3.3e100])
 def test_a_constant_column_of_any_magnitude_standardises_to_about_zero(value):
     """With scale 1, the rounding of a column of 1e30's mean left inputs of 5.6e14: the first loss was inf."""

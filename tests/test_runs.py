@@ -14,7 +14,7 @@ from meta_neighborhoods import image_methods, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
-from meta_neighborhoods.io import inner_folder
+from meta_neighborhoods.io import inner_folder, read_json_object
 from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.analysis import load_run
 from meta_neighborhoods.experiments.classification import run_classification
@@ -178,6 +178,19 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "tensorboard" / "other").rmdir()
     (tmp_path / "tensorboard").rmdir()
     runs.claim(tmp_path, overwrite=False, method="all")  # nothing of a run is left
+
+
+@pytest.mark.parametrize("kind", ["link", "folder", "fifo"])
+def test_a_record_is_read_only_from_a_regular_file_in_its_folder(tmp_path, kind):
+    """What analyze, export, resume and --config read from a folder given to them: never through a link, which
+    could lead anywhere on the machine, and never from a pipe, whose read would block."""
+    (tmp_path / "elsewhere.json").write_text("{}")
+    path = tmp_path / "config.json"
+    {"link": lambda: path.symlink_to(tmp_path / "elsewhere.json"), "folder": path.mkdir,
+     "fifo": lambda: os.mkfifo(path)}[kind]()
+    with pytest.raises(runs.RunFolderError, match="config.json is missing \\(or not a regular file\\)"):
+        read_json_object(path)
+    assert read_json_object(tmp_path / "elsewhere.json") == {}
 
 
 @pytest.mark.parametrize("where, method", [(".", "mn"), (".", "all"), ("mn", "all")])

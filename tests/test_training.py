@@ -116,3 +116,34 @@ def test_early_stopping_validates_and_keeps_the_moving_average_of_the_weights():
             assert not torch.allclose(value, raw.seen[len(batches) * (epoch + 1) - 1][name])
     for name, p in model.named_parameters():  # and the model ends with the best epoch's average
         torch.testing.assert_close(p.detach(), validated[1][name], rtol=0, atol=0)
+
+
+def test_an_epoch_s_loss_weighs_each_batch_by_its_total_weight():
+    """loss_curve_ with sample_weight and mini-batches: the weighted mean over all the epoch's rows (what early
+    stopping without validation rows keeps the best epoch by), not a mean of the batches' means."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=0).double()
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    w = torch.tensor([1.0, 1.0, 1.0, 1.0, 9.0, 9.0, 9.0, 9.0], dtype=torch.float64)
+    with torch.no_grad():
+        expected = model.loss(model(x), y, w).item()
+    losses = fit(model, [(x[:4], y[:4], w[:4]), (x[4:], y[4:], w[4:])], epochs=1,
+                 optimizer=OptimizerSpec(learning_rate=0.0))
+    assert losses[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_every_epoch_trains_in_training_mode_after_its_validation():
+    """Validation runs in evaluation mode (every slot, no leave-one-out); the next epoch must train again with slot
+    dropout, which only training mode draws."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=6, slot_dropout=0.5).double()
+    batches = [(torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)) for _ in range(2)]
+    modes, loss = [], model.loss
+    model.loss = lambda *args: modes.append(model.training) or loss(*args)
+
+    def validation_loss() -> float:
+        model.eval()
+        return float(len(modes))  # never better: patience runs out
+
+    fit_early_stopping(model, batches, epochs=5, patience=2, validation_loss=validation_loss)
+    assert len(modes) == 3 * len(batches) and all(modes)
