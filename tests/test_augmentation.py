@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from meta_neighborhoods.datasets.augmentation import (CIFAR10_POLICY, MAGNITUDES, _operate, autoaugment, cutout,
-                                                      paper_augment)
+from meta_neighborhoods.datasets import augmentation
+from meta_neighborhoods.datasets.augmentation import (CIFAR10_POLICY, MAGNITUDES, _operate, autoaugment, crop_flip,
+                                                      cutout, paper_augment)
 from PIL import Image
 
 
@@ -63,3 +64,32 @@ def test_cutout_zeroes_one_clipped_square_around_a_pixel_and_nothing_else():
         assert (image[image != 0] == 7).all()
     corners = [(out[:, 0, :8, :8] == 0).any(), (out[:, 0, -8:, -8:] == 0).any()]
     assert all(corners)  # squares reach the borders, clipped
+
+
+def _crop_offsets(images, out):
+    """(top, left, flipped) of each crop, found among the 81 windows of the padded image (and their mirrors)."""
+    found = []
+    for original, crop in zip(images, out):
+        padded = torch.nn.functional.pad(original, (4, 4, 4, 4))
+        hits = [(i, j, f) for i in range(9) for j in range(9) for f in (False, True)
+                if torch.equal(crop, padded[:, i:i + 32, j:j + 32].flip(2) if f else padded[:, i:i + 32, j:j + 32])]
+        assert len(hits) == 1
+        found.append(hits[0])
+    return found
+
+
+def test_crop_flip_flips_about_half_and_draws_rows_and_columns_apart():
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (64, 3, 32, 32), dtype=np.uint8))
+    found = _crop_offsets(images, crop_flip(images, torch.Generator().manual_seed(0)))
+    assert 16 <= sum(f for _, _, f in found) <= 48  # each image flipped with p = 0.5
+    assert sum(i != j for i, j, _ in found) > 32  # top and left are separate draws
+
+
+def test_autoaugment_turns_its_signed_operations_both_ways(monkeypatch):
+    """Rotations, shears and translations go either way (the authors' policy drew one sign only)."""
+    signs = []
+    monkeypatch.setattr(augmentation, "_operate", lambda image, name, level, sign: signs.append(sign) or
+                        _operate(image, name, level, sign))
+    autoaugment(torch.from_numpy(np.random.default_rng(0).integers(0, 256, (60, 3, 8, 8), dtype=np.uint8)),
+                np.random.default_rng(0))
+    assert set(signs) == {1, -1}

@@ -207,3 +207,35 @@ def test_keys_can_start_at_training_features():
     assert distance.max() < 1e-4 and sorted(row.tolist()) == list(range(20))  # each key is one image's feature
     values = model.dictionary.values()
     assert torch.equal(values.argmax(1), y[row]) and values.max(dim=1).values.min() > 0.99  # its label, one-hot
+
+
+def test_the_test_accuracy_is_the_best_epoch_s_when_a_later_epoch_is_worse(tmp_path, monkeypatch):
+    from meta_neighborhoods import image_methods
+    from meta_neighborhoods.experiments.classification import run_classification
+
+    # only the first epoch counts as an improvement: the best checkpoint is epoch 1 of 3, not the last
+    monkeypatch.setattr(image_methods, "higher_accuracy_then_lower_loss", lambda new, best: best["accuracy"] < 0)
+    metrics = run_classification("digits", "convnet4", "vanilla", tmp_path / "run", progress=False, epochs=3,
+                                 batch_size=32, device="cpu")
+    model, _ = load_checkpoint(tmp_path / "run" / "best")
+    data = load_image_dataset("digits")
+    test = ImageBatches(data.test, data.mean, data.std, batch_size=32)
+    assert metrics["best_epoch"] == 1 and metrics["test_accuracy"] == evaluate(model, test, torch.device("cpu"))[0]
+
+
+def test_the_validation_images_never_train():
+    from meta_neighborhoods.experiments.classification import split_validation
+
+    data = load_image_dataset("digits")
+    splits = split_validation(data, 0)
+    train, valid = set(splits.train_index.tolist()), set(splits.validation_index.tolist())
+    assert valid and not train & valid and len(train) + len(valid) == len(data.train)
+
+
+def test_evaluation_runs_in_evaluation_mode_and_leaves_the_batch_statistics():
+    torch.manual_seed(0)
+    model = build_model("vanilla", "convnet4", 1, 3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    split = ImageSplit(np.random.default_rng(0).integers(0, 256, (8, 1, 8, 8), dtype=np.uint8), np.arange(8) % 3)
+    evaluate(model, ImageBatches(split, (0.5,), (0.25,), batch_size=4), torch.device("cpu"))
+    assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())

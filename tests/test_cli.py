@@ -347,3 +347,22 @@ def test_a_folder_holding_another_command_s_run_is_refused_even_with_overwrite(t
     assert main([*argv, "--out", str(out), "--overwrite"]) == 1
     assert f"{out} holds a {kind} run ({mark}): a " in capsys.readouterr().err
     assert sorted(path.name for path in out.iterdir()) in ([mark], [".lock", mark])  # classify locks, then claims
+
+
+def test_quiet_turns_the_progress_bars_off():
+    from meta_neighborhoods.commands.common import fit_options
+
+    for extra, progress in (([], True), (["--quiet"], False)):
+        args = build_parser().parse_args(["regress", "--dataset", "gom", "--out", "x", *extra])
+        assert fit_options(args)["progress"] is progress
+
+
+def test_a_table_digest_in_capitals_names_the_same_table():
+    from types import SimpleNamespace
+
+    from meta_neighborhoods.commands.common import load_table_source
+    from meta_neighborhoods.datasets.tables import load_table
+
+    digest = load_table("gom").sha256().upper()  # --table-sha256 takes [0-9a-fA-F]{64}
+    args = SimpleNamespace(data_file=None, target=None, dataset="gom", data_dir=None, table_sha256=digest)
+    assert load_table_source(args).name == "gom"

@@ -78,6 +78,19 @@ def test_image_methods_use_the_image_config():
     model = build_model("mn", "convnet4", 1, 3, dictionary_size=6)
     assert model.config == IMAGE_CONFIG.replace(dictionary_size=6)
     assert build_model("vanilla", "convnet4", 1, 3, dictionary_size=6).vanilla
+    c = IMAGE_CONFIG  # the authors' settings for Table 1 (DESIGN.md), pinned: the line above only says it is used
+    assert (c.task, c.similarity, c.temperature, c.adapt, c.key_std, c.slot_dropout) == (
+        "classification", "cosine", 0.2, "last", 0.05, 0.5)
+
+
+def test_ifilm_modulates_every_batch_normalisation_of_the_backbone():
+    from torch import nn
+
+    from meta_neighborhoods.film import FiLMBatchNorm2d
+
+    films = sum(isinstance(m, FiLMBatchNorm2d) for m in build_model("mn_ifilm", "resnet29", 3, 10, 4).modules())
+    plain = sum(isinstance(m, nn.BatchNorm2d) for m in build_model("mn", "resnet29", 3, 10, 4).modules())
+    assert films == plain == 28
 
 
 @pytest.mark.parametrize("options, message", [

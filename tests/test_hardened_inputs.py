@@ -394,3 +394,12 @@ def test_a_constant_column_of_any_magnitude_standardises_to_about_zero(value):
     assert abs((X_[0, 0] - mean[0]) / scale[0]) < 1e-6
     model = MetaNeighborhoodsRegressor(**TINY).fit(X_, b + 0.1 * rng.normal(size=40))
     assert np.isfinite(model.predict(X_)).all()
+
+
+def test_a_value_beyond_float32_is_named_by_its_row_in_the_table_past_the_first_block():
+    from meta_neighborhoods.standardise import standardised_rows
+
+    X = np.zeros((5000, 2))
+    X[4500, 1] = 1e300
+    with pytest.raises(ValueError, match=r"^row 4500, feature 1:"):  # blocks of 4,096 rows: not 'row 404'
+        standardised_rows(X, np.arange(5000), np.zeros(2), np.ones(2))

@@ -641,6 +641,9 @@ def test_subset_uses_a_seeded_part_of_the_split(split):
     assert len(small) == 3 and len(labels) == 5 and len(set(labels.tolist())) == 5
     again = torch.cat([y for _, y in ImageBatches(split, (0.0,) * 3, (1.0,) * 3, batch_size=2, subset=5, seed=7)])
     assert torch.equal(labels, again)
+    chosen = {seed: sorted(torch.cat([y for _, y in ImageBatches(split, (0.0,) * 3, (1.0,) * 3, batch_size=2, subset=5,
+                                                                 seed=seed)]).tolist()) for seed in range(4)}
+    assert len({tuple(c) for c in chosen.values()}) > 1  # the part depends on the seed, not always the first rows
     with pytest.raises(ValueError, match="subset"):
         ImageBatches(split, (0.0,) * 3, (1.0,) * 3, subset=11)
 

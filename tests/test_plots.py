@@ -72,6 +72,7 @@ def test_ablation_figure_says_what_the_error_bars_are(tmp_path, figures):
         ax = figures[-1].axes[0]
         line = ax.lines[0]
         assert list(line.get_xdata()) == [8, 32, 64] and list(line.get_ydata()) == [0.8, 0.7, 1.0]  # no doubling back
+        assert (ax.get_xscale(), ax.get_xlabel()) == (("log", "top_k (log scale)") if log_x else ("linear", "top_k"))
     ticks = {tick.get_position()[0]: tick.get_text() for tick in ax.get_xticklabels()}
     assert ticks == {8.0: "8", 32.0: "32", 64.0: "64"} and ax.get_xlabel() == "top_k (log scale)"  # each its own
 

@@ -19,7 +19,7 @@ import torch
 
 import meta_neighborhoods
 from meta_neighborhoods.cli import build_parser, main
-from meta_neighborhoods.datasets.tables import GOM_FILE, available_tables, load_csv_table
+from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.validation import ConfigError
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
@@ -323,13 +323,75 @@ def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, 
 def test_numpy_counts_are_recorded_as_numbers_and_the_thread_count_is_the_one_run_on(tmp_path):
     before = torch.get_num_threads()
     summary = run_regression_all(["gom"], tmp_path / "all", folds=np.int64(2), seeds=np.int64(1), seed=np.int64(0),
-                                 max_rows=np.int64(60), threads=np.int64(1), progress=False, methods=TABLE_METHODS,
+                                 max_rows=np.int64(60), threads=np.int64(2), progress=False, methods=TABLE_METHODS,
                                  estimator_params={**FAST, "max_epochs": 1})
     config = json.loads((tmp_path / "all" / "summary.json").read_text())["config"]
-    assert config["threads"] == config["provenance"]["threads"] == 1 == summary["config"]["threads"]
+    assert before == 1  # this file's one thread: a count of 1 asked for would show nothing
+    assert config["threads"] == config["provenance"]["threads"] == 2 == summary["config"]["threads"]
     table = json.loads((tmp_path / "all" / "gom" / "results.json").read_text())["config"]
-    assert (table["threads"], table["provenance"]["threads"], table["folds"], table["max_rows"]) == (1, 1, 2, 60)
+    assert (table["threads"], table["provenance"]["threads"], table["folds"], table["max_rows"]) == (2, 2, 2, 60)
     assert torch.get_num_threads() == before
+
+
+class _Mean:
+    """A method that predicts the training mean, and notes the thread count it was fitted on."""
+
+    threads: list = []
+
+    def fit(self, X, y):
+        self.threads.append(torch.get_num_threads())
+        self.mean = float(np.mean(y))
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.mean)
+
+
+def _small_table(n=40, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    return Table(name="t", X=X, y=X[:, 0] + 0.1 * rng.normal(size=n), feature_names=None, description="t")
+
+
+def test_a_table_run_fits_on_the_threads_it_was_given(tmp_path):
+    _Mean.threads = []
+    results = run_regression(_small_table(30), tmp_path / "r", folds=2, seeds=1, threads=2, progress=False,
+                             methods={"meta_neighborhoods": lambda seed, n_train, params: _Mean()})
+    assert _Mean.threads == [2, 2] and torch.get_num_threads() == 1
+    assert results["config"]["threads"] == results["config"]["provenance"]["threads"] == 2
+
+
+def test_max_rows_draws_distinct_rows_so_no_row_sits_in_a_training_and_a_test_fold():
+    table = _small_table(200)
+    for seed in range(5):
+        used = cross_validation.subset_rows(table, 150, seed)
+        assert len(used.y) == 150 and len(np.unique(used.X, axis=0)) == 150
+
+
+def test_every_method_fits_the_architecture_the_search_chose(monkeypatch):
+    chosen = {"hidden_layer_sizes": [7, 7], "validation_mse": {"7x7": 0.5}, "seconds": 0.0}
+    monkeypatch.setattr(cross_validation, "search_architecture", lambda X, y, *, seed, params: dict(chosen))
+    seen = []
+
+    def spy(*, seed, n_train, params):
+        seen.append(params.get("hidden_layer_sizes"))
+        return _Mean()
+
+    cross_validate(_small_table(), {"vanilla": spy, "meta_neighborhoods": spy}, folds=2, seed=0,
+                   params={"hidden_layer_sizes": (3,)}, search=True, progress=False)
+    assert seen == [(7, 7)] * 4  # vanilla and MN, both folds: the README says MN takes the searched network too
+
+
+def _table_results(mean, p_values):
+    return {"n": 10, "d": 2, "mean": mean, "std": dict.fromkeys(mean, 0.1), "ratio": {}, "reference_wins": {},
+            "fold_seeds": [0, 0], "p_values": p_values}
+
+
+@pytest.mark.parametrize("knn, best", [(3.0, True), (0.5, False)])  # MN best: below vanilla and kNN both
+def test_the_summary_row_gives_each_p_value_and_whether_mn_is_best(knn, best):
+    row = regression._summary_row(_table_results({"meta_neighborhoods": 1.0, "vanilla": 2.0, "knn": knn},
+                                                 {"vanilla": 0.01, "knn": 0.5}))
+    assert (row["p_value_vs_vanilla"], row["p_value_vs_knn"], row["beats_both"]) == (0.01, 0.5, best)
 
 
 def test_a_seed_out_of_range_is_refused_before_the_folder(tiny_csv, tmp_path):

@@ -54,3 +54,6 @@ def test_compare_gives_every_figure_of_the_reports():
     assert summary["p_values_first_seed"]["vanilla"] == paired_t_test(OURS[:3], THEIRS[:3])
     assert "mn" not in summary["p_values"]
     json.dumps(summary)  # JSON-able as it is
+    assert summary["std"]["mn"] == pytest.approx(np.std(OURS, ddof=0)) != pytest.approx(np.std(OURS, ddof=1))
+    tied = compare({"mn": OURS, "vanilla": [*OURS[:2], *THEIRS[2:]]}, "mn", folds=3)  # the fallback's equal errors
+    assert tied["reference_wins"]["vanilla"] == sum(a < b for a, b in zip(OURS[2:], THEIRS[2:]))  # a tie is no win

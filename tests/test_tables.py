@@ -300,6 +300,10 @@ def test_a_tables_digest_is_of_its_numbers_not_of_its_file(small_csv, tmp_path):
     spaced.write_text("a, b, y, c\n1.0, 2, 1e1, 3\n4, 5.00, 20, 6\n7, 8, 30, 9.0\n")
     assert load_csv_table(spaced, "y").sha256() == load_csv_table(small_csv, "y").sha256()
     assert load_csv_table(small_csv, "c").sha256() != load_csv_table(small_csv, "y").sha256()  # y is not X
+    square = Table(name="a", X=np.arange(4.0).reshape(2, 2), y=np.array([4.0, 5.0]), feature_names=None, description="")
+    column = Table(name="a", X=np.arange(3.0).reshape(3, 1), y=np.array([3.0, 4.0, 5.0]), feature_names=None,
+                   description="")
+    assert square.sha256() != column.sha256()  # the same numbers in another shape: the shape is digested too
 
 
 def test_csv_table_unknown_target(small_csv):

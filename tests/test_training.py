@@ -147,3 +147,15 @@ def test_every_epoch_trains_in_training_mode_after_its_validation():
 
     fit_early_stopping(model, batches, epochs=5, patience=2, validation_loss=validation_loss)
     assert len(modes) == 3 * len(batches) and all(modes)
+
+
+def test_tensor_batches_come_in_a_new_order_every_epoch_which_the_seed_replays():
+    x = torch.arange(40)
+
+    def epochs(seed):
+        batches = TensorBatches(x, batch_size=8, seed=seed)
+        return [torch.cat([b[0] for b in batches]).tolist() for _ in range(3)]
+
+    first = epochs(0)
+    assert first == epochs(0) and first[0] != epochs(1)[0]
+    assert first[0] != first[1] != first[2] and sorted(first[1]) == list(range(40))  # each epoch every row once
