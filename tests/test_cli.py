@@ -254,9 +254,10 @@ def test_only_the_command_line_prints_and_configures_logging():
     (["--slot-dropout", "1"], "slot_dropout must be in [0, 1), got 1.0"),
 ])
 def test_the_estimator_settings_are_checked_before_any_work(tmp_path, capsys, argv, message):
+    small = ["--max-rows", "40", "--folds", "2", "--seeds", "1", "--max-epochs", "1"]  # a missed check ends soon
     for command in (["regress"], ["ablate", "--param", "temperature", "--values", "1"]):
         out = tmp_path / command[0]
-        assert main([*command, "--dataset", "gom", "--out", str(out), *argv]) == 2
+        assert main([*command, "--dataset", "gom", "--out", str(out), *small, *argv]) == 2
         assert message in capsys.readouterr().err and not out.exists()
 
 
