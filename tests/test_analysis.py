@@ -211,3 +211,31 @@ def test_an_out_holding_analyses_or_another_run_is_refused_before_any_work(mn_ru
     assert not (other / "cosine.json").exists()
     assert main([*argv, "--out", str(analysed), "--overwrite"]) == 0
     assert (analysed / "cosine.json").read_bytes() != before["cosine.json"]  # another sample: another config
+
+
+def test_a_change_within_the_tolerance_is_on_the_diagonal_not_above():
+    from meta_neighborhoods.experiments.analysis import diagonal_shares
+
+    shares = diagonal_shares(np.array([0.5, 0.5, 0.5]), np.array([0.5 + 1e-8, 0.6, 0.4]))  # rounding, up, down
+    assert [shares[f"share_{where}_diagonal"] for where in ("above", "on", "below")] == pytest.approx([1 / 3] * 3)
+
+
+def test_the_feature_space_share_takes_each_key_s_most_similar_training_feature(tmp_path):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from meta_neighborhoods.experiments.analysis import analyze_tsne
+
+    eye = torch.eye(4)
+    z = torch.cat([eye, -eye[:2]])  # six training features: +e0..+e3 (classes 0..3), -e0, -e1 (classes 2, 3)
+    labels = np.array([0, 1, 2, 3, 2, 3], dtype=np.int64)
+    keys = torch.stack([eye[0] + 0.1 * eye[1], eye[1] + 0.1 * eye[2]])  # nearest: +e0 (class 0), +e1 (class 1)
+    values = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.1, 0.9, 0.0, 0.0]])
+    model = SimpleNamespace(dictionary=SimpleNamespace(keys=keys, values=lambda: values),
+                            attention=SimpleNamespace(similarity="cosine"))
+    train = ImageSplit(np.zeros((6, 1, 2, 2), np.uint8), labels)
+    run = SimpleNamespace(run_dir=Path("r"), model=model, train=train, device="cpu",
+                          dataset=SimpleNamespace(classes=["a", "b", "c", "d"], test=train),
+                          config=SimpleNamespace(dataset="digits", backbone="convnet4", method="mn"),
+                          cache={("train", np.arange(6).tobytes()): z})
+    assert analyze_tsne(run, tmp_path, samples=None, seed=0)["key_nearest_same_class_share_feature_space"] == 1.0

@@ -396,3 +396,34 @@ def test_a_damaged_optimiser_state_is_refused_naming_the_file(tmp_path, edit):
     with pytest.raises(checkpoint.CheckpointError, match="last.json: the optimiser state of parameter 0 is "):
         fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, last=stem, resume=True,
             config={"epochs": 2})
+
+
+def test_infinite_weights_are_refused_as_nan_ones_are(tmp_path):
+    """non_finite promises NaN or infinite: a network of +inf weights must not load (nor export)."""
+    assert checkpoint.non_finite({"model.w": torch.tensor([1.0, float("inf")])}) == ["model.w"]
+    from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+
+    X = np.random.default_rng(0).normal(size=(60, 4))
+    model = MetaNeighborhoodsRegressor(hidden_layer_sizes=(16,), dictionary_size=8, max_epochs=3,
+                                       vanilla_fallback=False, random_state=0).fit(X, X[:, 0])
+    with torch.no_grad():
+        next(model.model_.parameters()).view(-1)[0] = float("inf")
+    model.save(tmp_path / "m")
+    with pytest.raises(checkpoint.CheckpointError, match="NaN or infinite"):
+        MetaNeighborhoodsRegressor.load(tmp_path / "m")
+
+
+def test_a_manifest_of_another_format_version_is_refused(tmp_path):
+    checkpoint.save(tmp_path / "c", {"x": torch.zeros(2)}, {"step": 1})
+    meta = json.loads((tmp_path / "c.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps({**meta, "version": checkpoint.VERSION + 1}))
+    with pytest.raises(checkpoint.CheckpointError, match="format version"):
+        checkpoint.load(tmp_path / "c")
+
+
+def test_save_keeps_a_user_s_file_that_only_starts_like_a_tensor_file(tmp_path):
+    backup = tmp_path / "c.0123abcd.safetensors.bak"
+    backup.write_text("mine")
+    checkpoint.save(tmp_path / "c", {"x": torch.zeros(1)}, {})
+    checkpoint.save(tmp_path / "c", {"x": torch.ones(1)}, {})  # removes its own earlier tensor file, not this
+    assert backup.read_text() == "mine"

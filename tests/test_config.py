@@ -130,3 +130,11 @@ def test_a_run_recorded_with_a_large_seed_is_still_read():
         protocol_options(5, 2**32, 3, None)
     with pytest.raises(ConfigError, match="seeds must be at most 2 from seed 4294967294"):  # seed + repeat, each
         protocol_options(5, 2**32 - 2, 3, None)
+
+
+def test_the_thread_limit_is_inclusive():
+    from meta_neighborhoods.validation import MAX_THREADS, check_threads
+
+    assert check_threads("threads", MAX_THREADS) == MAX_THREADS
+    with pytest.raises(ConfigError, match="at most 1024"):
+        check_threads("threads", MAX_THREADS + 1)

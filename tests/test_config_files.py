@@ -110,7 +110,8 @@ def test_an_unknown_key_lists_only_the_options_a_file_may_give(tmp_path, capsys)
     ("options.ini", 'epochs = 3\n', ["unknown kind of config file; --config reads .toml, .yaml, .yml or .json"]),
     ("quiet.toml", 'out = "o"\nquiet = true\nverbose = true\n', ["--quiet and --verbose exclude each other"]),
 ])
-def test_a_bad_file_is_refused_naming_the_file_and_the_key(tmp_path, capsys, name, text, parts):
+def test_a_bad_file_is_refused_naming_the_file_and_the_key(tmp_path, capsys, monkeypatch, name, text, parts):
+    monkeypatch.chdir(tmp_path)  # a file's relative out: a check that goes missing runs there, not in the checkout
     config = _write(tmp_path / name, text)
     _refused(capsys, ["spiral", "--config", config], f"meta-neighborhoods spiral: error: {config}", *parts)
 
@@ -434,3 +435,12 @@ def test_a_csv_runs_target_column_does_not_follow_its_record_onto_a_registered_t
     assert args.target is None
     with pytest.raises(UsageError, match="--target only applies to --data-file"):
         check_target(Namespace(**given))  # typed by the user: said, not ignored
+
+
+def test_a_classify_record_s_settings_its_method_does_not_use_are_not_taken():
+    from meta_neighborhoods.commands.classify import options_from_record
+
+    record = {"dataset": "digits", "backbone": "convnet4", "method": "vanilla", "epochs": 3,
+              "dictionary_size": 50, "psi": 3}  # an older version recorded them for every method
+    options = options_from_record(record)
+    assert options["epochs"] == 3 and "dictionary_size" not in options and "psi" not in options

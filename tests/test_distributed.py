@@ -110,3 +110,23 @@ def test_process_group_waits_for_every_rank_only_after_a_success(monkeypatch, er
             if error:
                 raise error("boom")
     assert not distributed.is_active() and barriers == ([] if error else [1])
+
+
+def _mean_worker(rank, rendezvous, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    value = distributed.mean([1.0, 5.0][rank], [1, 3][rank])
+    if rank == 0:
+        checkpoint.save(out, {"mean": torch.tensor([value], dtype=torch.float64)}, {})
+    distributed.teardown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # as gloo_processes: the interpreter's exit can abort in gloo's threads
+
+
+def test_an_epoch_s_mean_loss_is_over_every_process_s_examples(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_mean_worker, args=(str(tmp_path / "rdv"), str(tmp_path / "out")), nprocs=2,
+                       start_method="spawn")
+    assert checkpoint.load(tmp_path / "out")[0]["mean"].item() == 1.5  # (1 + 5) / (1 + 3), not rank 0's 1 / 1

@@ -309,3 +309,12 @@ def test_export_never_replaces_a_device_or_a_pipe_even_when_asked(tmp_path, caps
     assert main(["export", "--run", str(run), "--out", str(pipe), "--overwrite"]) == 1
     assert "pipe.onnx exists and is not a regular file" in capsys.readouterr().err
     assert stat.S_ISFIFO(pipe.lstat().st_mode)
+
+
+def test_the_run_s_lock_file_is_no_destination(tmp_path):
+    from meta_neighborhoods.export import export_run
+
+    (tmp_path / ".lock").write_text("process 1")
+    with pytest.raises(FileExistsError, match="is a file of the run being exported"):
+        export_run(tmp_path, tmp_path / ".lock", overwrite=True)
+    assert (tmp_path / ".lock").read_text() == "process 1"

@@ -161,3 +161,12 @@ def test_an_error_inside_a_factory_that_takes_the_sizes_is_its_own():
     X, y, _ = _table(n=40)
     with pytest.raises(TypeError, match="no_such_option"):  # not blamed on how the factory is called
         MetaNeighborhoodsRegressor(**FAST, head=broken).fit(X, y)
+
+
+def test_the_shape_check_leaves_a_factory_s_module_in_its_own_mode():
+    from torch import nn
+
+    from meta_neighborhoods.factories import build_extractor
+
+    extractor, width = build_extractor(lambda n: nn.Sequential(nn.Linear(n, 3), nn.Dropout(0.5)), 4)
+    assert width == 3 and extractor.training and extractor[1].training

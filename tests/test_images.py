@@ -717,3 +717,16 @@ def test_a_damaged_batches_state_is_refused(split, epoch):
     batches = ImageBatches(split, (0.5,) * 3, (0.25,) * 3, batch_size=4, shuffle=True, seed=0)
     with pytest.raises(ValueError, match="the batches' epoch should be a count of epochs"):
         batches.load_state_dict({"epoch": epoch})
+
+
+def test_a_label_equal_to_the_number_of_classes_is_refused():
+    from meta_neighborhoods.datasets.images import ImageSpec
+
+    def loader(labels):
+        pixels = np.arange(2 * 4, dtype=np.uint8).reshape(2, 1, 2, 2) * 30
+        return lambda name, data_dir: ((pixels, np.array(labels, np.int64)), (pixels, np.array([0, 1], np.int64)),
+                                       ["a", "b"])
+
+    assert ImageSpec(loader([0, 1])).load("toy", None, None, {}).classes == ["a", "b"]
+    with pytest.raises(ValueError, match="labels fall outside 0..1"):
+        ImageSpec(loader([0, 2])).load("toy", None, None, {})

@@ -286,3 +286,13 @@ def test_the_generator_learns_at_a_tenth_of_the_learning_rate_as_in_maxl():
     for name, p in model.named_parameters():
         assert rates[id(p)][0] == pytest.approx(0.002 if name.startswith("generator.") else 0.02), name
     assert all("lr_scale" not in group for group in optimizer.param_groups)
+
+
+def test_maxl_needs_two_auxiliary_classes_per_class():
+    """With one, the auxiliary task is the primary task again: a degenerate baseline."""
+    from meta_neighborhoods.image_methods import build_model
+    from meta_neighborhoods.validation import ConfigError
+
+    build_model("maxl", "convnet4", 1, 4, psi=2)
+    with pytest.raises(ConfigError, match="psi"):
+        build_model("maxl", "convnet4", 1, 4, psi=1)

@@ -306,3 +306,9 @@ def test_a_column_scale_that_would_break_predict_is_refused(fitted, tmp_path, na
                     {k: v for k, v in meta.items() if k not in ("format", "version", "tensors", "sha256")})
     with pytest.raises(CheckpointError, match=message):
         MetaNeighborhoodsRegressor.load(tmp_path / "model")
+
+
+def test_a_loaded_estimator_s_network_is_in_evaluation_mode_as_a_fitted_one(fitted, tmp_path):
+    model = fitted["regressor"]
+    model.save(tmp_path / "m")
+    assert not model.model_.training and not type(model).load(tmp_path / "m").model_.training

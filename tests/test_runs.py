@@ -37,9 +37,10 @@ def test_a_split_that_does_not_fit_the_data_set_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"split.json: the train indices do not fit a train split of 5 images"):
         runs.read_split(tmp_path, n_images=5)
     saved = json.loads((tmp_path / "split.json").read_text())
-    (tmp_path / "split.json").write_text(json.dumps({**saved, "validation": [10**30]}))  # overflowed an int64 array
-    with pytest.raises(ValueError, match=r"split.json: the validation indices do not fit a train split of 6 images"):
-        runs.read_split(tmp_path, n_images=6)
+    for index in (10**30, -1):  # an int64 array overflowed; numpy would take -1 for the last image
+        (tmp_path / "split.json").write_text(json.dumps({**saved, "validation": [index]}))
+        with pytest.raises(ValueError, match=r"split.json: the validation indices do not fit a train split of 6"):
+            runs.read_split(tmp_path, n_images=6)
 
 
 def test_a_run_without_a_split_record_is_refused_clearly(tmp_path):
@@ -565,3 +566,45 @@ def test_method_all_refuses_a_linked_method_folder_before_anything_is_removed_or
                  *overwrite]) == 1
     assert "mn_ifilm is a link" in capsys.readouterr().err
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before and not any(elsewhere.iterdir())
+
+
+def test_records_are_readable_by_others(tmp_path):
+    """mkstemp makes private files; results on a shared machine are for others to read too."""
+    import stat
+
+    from meta_neighborhoods.io import write_json
+
+    assert stat.S_IMODE(os.stat(write_json(tmp_path / "r.json", {"a": 1})).st_mode) == 0o644
+
+
+def test_each_resume_is_added_to_the_run_record(tmp_path):
+    from meta_neighborhoods.run_record import write_run_record
+
+    write_run_record(tmp_path, {"seeds": {"seed": 0}})
+    first = json.loads((tmp_path / "run.json").read_text())["provenance"]
+    for _ in range(2):
+        write_run_record(tmp_path, {"seeds": {"seed": 0}}, resume=True)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["provenance"] == first and len(saved["resumed"]) == 2
+
+
+def test_overwrite_removes_only_the_event_files_of_a_tensorboard_folder(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    board = tmp_path / "tensorboard"
+    board.mkdir()
+    (board / "events.out.tfevents.1.host").write_bytes(b"x")
+    (board / "notes.txt").write_text("mine")
+    runs.claim(tmp_path, overwrite=True, method="vanilla")
+    assert not (board / "events.out.tfevents.1.host").exists() and (board / "notes.txt").read_text() == "mine"
+
+
+def test_an_input_record_of_another_pixel_scale_is_refused(tmp_path):
+    """Exports state the transform from run.json's inputs, whose scale is 255: another must not be relabelled."""
+    from meta_neighborhoods.run_record import image_inputs, read_inputs, write_run_record
+
+    write_run_record(tmp_path, {"input": image_inputs((0, 1, 8, 8), [0.5], [0.2]), "classes": ["a", "b"]})
+    assert read_inputs(tmp_path)[1] == ["a", "b"]
+    saved = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**saved, "input": {**saved["input"], "scale": 1}}))
+    with pytest.raises(runs.RunFolderError, match="scale 255"):
+        read_inputs(tmp_path)
