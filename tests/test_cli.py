@@ -367,3 +367,24 @@ def test_a_table_digest_in_capitals_names_the_same_table():
     digest = load_table("gom").sha256().upper()  # --table-sha256 takes [0-9a-fA-F]{64}
     args = SimpleNamespace(data_file=None, target=None, dataset="gom", data_dir=None, table_sha256=digest)
     assert load_table_source(args).name == "gom"
+
+
+@pytest.mark.parametrize("torchrun", [False, True])
+def test_the_command_leaves_a_torchrun_process_without_the_interpreter_s_finalisation(monkeypatch, capsys, torchrun):
+    """gloo's threads can abort a finished rank in the interpreter's finalisation (pytorch/pytorch#179291), and
+    torchrun then reports a failed run: a process it launched exits at once with the command's code, streams
+    flushed; any other exits as usual."""
+    import torch.distributed  # noqa: F401 (imported by any command that can join a group)
+
+    from meta_neighborhoods import cli
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.setenv(name, "0" if name != "WORLD_SIZE" else "1") if torchrun else monkeypatch.delenv(
+            name, raising=False)
+    monkeypatch.setattr(sys, "argv", ["meta-neighborhoods", "regress", "--config", "/nonexistent/c.toml"])
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", lambda code: exits.append(code) or sys.exit(code))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entry()
+    assert exit_info.value.code == 2 and exits == ([2] if torchrun else [])
+    assert "c.toml" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from contextlib import contextmanager
 
@@ -49,6 +50,22 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     for name, command_parser in subparsers.choices.items():
         config_file.add_option(command_parser, records=_records(name))
     return parser, subparsers.choices
+
+
+def entry() -> None:
+    """The console command: ``main``'s code as the exit status. A process that joined torchrun's group leaves without
+    the interpreter's finalisation once its files are written and its streams flushed: gloo's worker threads can abort
+    a finished rank there ("terminate called without an active exception", pytorch/pytorch#179291), which torchrun
+    reports as a failed run (the test helpers leave their processes so too)."""
+    code = main()
+    if "torch.distributed" in sys.modules:  # never imported: no group was joined, and --help stays light
+        from .distributed import launched_by_torchrun
+
+        if launched_by_torchrun():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
