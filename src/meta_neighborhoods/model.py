@@ -29,11 +29,6 @@ def dense_pays(n_keys: int, k: int, work: int = 1, gathered: int = 1) -> bool:
     return n_keys * work <= k * DENSE_BELOW * gathered
 
 
-def _widths(shapes: list[torch.Size], in_features: int) -> list[int]:
-    """Inputs plus outputs of each adapted weight matrix (the head's input width where only vectors are adapted)."""
-    return [shape[0] + shape[-1] for shape in shapes if len(shape) > 1] or [in_features]
-
-
 class MetaNeighborhoods(nn.Module):
     """The model of Fig. 2. With ``dictionary_size=0`` it is the vanilla baseline: same extractor and
     head, trained the same way, no neighbours and no adaptation.
@@ -99,8 +94,8 @@ class MetaNeighborhoods(nn.Module):
         """``predict_features`` with attention on each input's k most similar visible keys. Where ``runs_dense``
         says so (up to DENSE_BELOW keys per k for one step shared by the batch), dense matrices over every key are
         faster than gathering (and their shapes do not depend on the data); otherwise the inner loop sees only the
-        keys some example of the batch attends to, each example its own k. At evaluation, rows whose k keys together are fewer than the dictionary take
-        only their own k each (``_predict_few``)."""
+        keys some example of the batch attends to, each example its own k. At evaluation, rows whose k keys
+        together are fewer than the dictionary take only their own k each (``_predict_few``)."""
         keys, values, hidden, own_slot = self.dictionary.visible(own_slot)
         few = not self.training and not torch.compiler.is_exporting() and z.shape[0] * k < keys.shape[0]
         if self.runs_dense(keys.shape[0], k) and not few:
@@ -139,10 +134,9 @@ class MetaNeighborhoods(nn.Module):
         the dense path; and its own copy of each adapted tensor for a diagonal step or several steps."""
         if self.vanilla:
             return 0
-        shapes, own_step = self._adapted_shapes(), self._own_step()
-        widths = _widths(shapes, self.head.in_features)
-        several = self.config.inner_steps > 1
-        own = sum(math.prod(shape) for shape in shapes) if own_step else 0
+        entries, widths = self._adapted()
+        own_step, several = self._own_step(), self.config.inner_steps > 1
+        own = entries if own_step else 0
         k, size = self.config.neighbourhood_size(training=False), self.dictionary.size
         dense = k is None or self.runs_dense(size, k)
         per_row_keys = (size if dense else k) * (sum(widths) if several else max(widths))
@@ -155,13 +149,16 @@ class MetaNeighborhoods(nn.Module):
         36x the gathered one's time, a diagonal step 19x (``benchmarks/own_step_paths.py``)."""
         if not self._own_step():
             return dense_pays(n_keys, k)
-        shapes = self._adapted_shapes()
-        return dense_pays(n_keys, k, sum(math.prod(shape) for shape in shapes),
-                          sum(_widths(shapes, self.head.in_features)))
+        entries, widths = self._adapted()
+        return dense_pays(n_keys, k, entries, sum(widths))
 
-    def _adapted_shapes(self) -> list[torch.Size]:
+    def _adapted(self) -> tuple[int, list[int]]:
+        """The adapted tensors' entries in all, and each adapted weight matrix's inputs plus outputs (the head's input
+        width where only vectors are adapted)."""
         params = dict(self.head.named_parameters())
-        return [params[name].shape for name in self.adaptation.step_size.names]
+        shapes = [params[name].shape for name in self.adaptation.step_size.names]
+        widths = [shape[0] + shape[-1] for shape in shapes if len(shape) > 1] or [self.head.in_features]
+        return sum(math.prod(shape) for shape in shapes), widths
 
     def _own_step(self) -> bool:
         """Whether each row takes its own step through the adapted tensors, carrying its keys with it (several inner

@@ -4,8 +4,8 @@ fitted attributes as JSON and tensors, checkpoint paths, and the deployable modu
 from __future__ import annotations
 
 import dataclasses
-import math
 import json
+import math
 from pathlib import Path
 
 import numpy as np

@@ -18,11 +18,12 @@ ATTENTION_ENTRIES, HELD_ENTRIES = 1 << 21, 1 << 24  # see network_batch
 def network_batch(keys: int, held: int = 0) -> int:
     """Rows the network predicts at once when each attends over ``keys`` keys: a block's (rows x keys) attention
     matrices of about ATTENTION_ENTRIES entries stay in the processor's caches, at least 512 rows (unless what the
-    rows hold bounds them, below) keep the keys' own pass (made again for each block) small; at the defaults (4,096 keys) a third faster than 4,096 rows, within 10 %
-    of the fastest from 0 to 14,745 keys (``benchmarks/predict_blocks.py``). Where a row holds more
-    (``held`` entries a row: ``MetaNeighborhoods.row_entries``, the gathered path's similarities and its
-    tensors at each row's keys, per-example copies of adapted weights) a block stays within about HELD_ENTRIES
-    such entries, however wide the layers or large the dictionary."""
+    rows hold bounds them, below) keep the keys' own pass (made again for each block) small; at the defaults (4,096
+    keys) a third faster than 4,096 rows, within 10 % of the fastest from 0 to 14,745 keys
+    (``benchmarks/predict_blocks.py``). Where a row holds more (``held`` entries a row:
+    ``MetaNeighborhoods.row_entries``, the gathered path's similarities and its tensors at each row's keys,
+    per-example copies of adapted weights) a block stays within about HELD_ENTRIES such entries, however wide the
+    layers or large the dictionary."""
     rows = min(PREDICT_BATCH, max(512, ATTENTION_ENTRIES // max(keys, 1)))
     return min(rows, max(1, HELD_ENTRIES // held)) if held else rows
 
