@@ -20,7 +20,7 @@ from meta_neighborhoods.image_methods import build_model, save_checkpoint  # noq
 from meta_neighborhoods.runs import load_best_model  # noqa: E402
 from meta_neighborhoods import export as export_module  # noqa: E402
 from meta_neighborhoods.export import IMAGES, export_onnx  # noqa: E402
-from meta_neighborhoods.heads import MLPHead  # noqa: E402
+from meta_neighborhoods.heads import CosineHead, MLPHead  # noqa: E402
 from meta_neighborhoods.model import MetaNeighborhoods  # noqa: E402
 
 ATOL = 1e-5  # float32 graph against float32 PyTorch
@@ -66,6 +66,23 @@ def test_a_top_k_model_exported_from_a_few_rows_keeps_every_key(tmp_path):
     x = torch.randn(30, 5)
     np.testing.assert_allclose(_onnx(path, x), _torch(model, x), atol=ATOL, rtol=0)
     np.testing.assert_allclose(_onnx(path, x[:1]), _torch(model, x[:1]), atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("head", ["cosine", "mlp", "images"])
+def test_a_graph_exported_from_one_row_keeps_its_batch_free(tmp_path, head):
+    """torch.export fixes an example's size 1 as a constant; the cosine head's inner loop was traced so."""
+    torch.manual_seed(0)
+    if head == "images":
+        model, dims, x = build_model("mn_ifilm", "convnet4", 1, 10, dictionary_size=20).eval(), IMAGES, (5, 1, 12, 16)
+    else:
+        net = CosineHead(5, 3) if head == "cosine" else MLPHead(5, (16,), 3)
+        model, dims, x = MetaNeighborhoods(net, task="classification", dictionary_size=12).eval(), {0: "batch"}, (5, 5)
+    example = torch.randn(1, *x[1:]) if head != "images" else torch.randn(1, 1, 1, 1)
+    path = export_onnx(model, example, tmp_path / "model.onnx", dims)
+    x = torch.randn(x)
+    np.testing.assert_allclose(_onnx(path, x), _torch(model, x), atol=ATOL, rtol=0)
+    with pytest.raises(ValueError, match="no batch .dimension 0 is 0"):
+        export_onnx(model, example[:0], tmp_path / "empty.onnx", dims)
 
 
 def test_vanilla_model(tmp_path):

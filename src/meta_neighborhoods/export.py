@@ -118,12 +118,24 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
     _check_dtype(module, example_input)
     dims = {dim: torch.export.Dim(name) for dim, name in dynamic_dims.items()}
     with torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(_exportable(module), (example_input.cpu(),), input_names=[INPUT],
-                                    output_names=[OUTPUT], opset_version=OPSET, dynamo=True, dynamic_shapes=(dims,),
+        program = torch.onnx.export(_exportable(module), (_traceable(example_input, dynamic_dims),),
+                                    input_names=[INPUT], output_names=[OUTPUT], opset_version=OPSET, dynamo=True, dynamic_shapes=(dims,),
                                     verbose=False)
     _check_free(program, dynamic_dims)
     program.model.metadata_props.update(metadata or {})
     return atomic_write(path, program.save)
+
+
+def _traceable(example_input: torch.Tensor, dynamic_dims: dict[int, str]) -> torch.Tensor:
+    """The example on the CPU, each free dimension of size 1 doubled: ``torch.export`` fixes a size 0 or 1 of its
+    example as a constant (the cosine head's inner loop, traced from one row, gave a graph for one row only)."""
+    example = example_input.cpu()
+    for dim, name in dynamic_dims.items():
+        if example.shape[dim] == 0:
+            raise ValueError(f"the example input has no {name} (dimension {dim} is 0): give at least one")
+        if example.shape[dim] == 1:
+            example = torch.cat([example, example], dim=dim)
+    return example
 
 
 def _check_dtype(module: nn.Module, example_input: torch.Tensor) -> None:
