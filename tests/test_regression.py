@@ -710,6 +710,29 @@ def test_an_overwrite_interrupted_while_writing_leaves_none_of_the_earlier_run(t
     assert "the earlier run" not in (out / "results.json").read_text()
 
 
+class _Fails(_Mean):
+    def fit(self, X, y):
+        raise KeyboardInterrupt
+
+
+def test_a_failed_run_removes_the_folders_it_created_and_only_those(tmp_path):
+    """A run stopped before it wrote anything left its new folder (and the table's, under --dataset all) holding
+    only its lock; a folder that was there before stays, and so does what a user put there."""
+    methods = {"meta_neighborhoods": lambda seed, n_train, params: _Fails()}
+    options = dict(folds=2, seeds=1, progress=False, methods=methods)
+    with pytest.raises(KeyboardInterrupt):
+        run_regression(_small_table(30), tmp_path / "new" / "run", **options)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(KeyboardInterrupt):
+        run_regression(_small_table(30), tmp_path / "mine", **options)
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [".lock", "notes.txt"]
+    with pytest.raises(KeyboardInterrupt):
+        run_regression_all(["gom"], tmp_path / "all", max_rows=30, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("command", [["regress"], ["ablate", "--param", "top_k", "--values", "4"]])
 def test_a_device_this_machine_lacks_is_refused_before_any_folder_or_fit(tiny_csv, tmp_path, capsys, command):

@@ -131,9 +131,26 @@ def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kin
     refuse_strays(out, found, kind, records)
     if not overwrite:
         refuse_held(out, found)
+    created = [folder for folder in (Path(out), *Path(out).parents) if not folder.exists()]
     out = prepare_out_dir(out)
     with lock(out):
-        yield out
+        try:
+            yield out
+        except BaseException:
+            _remove_created(created)
+            raise
+
+
+def _remove_created(folders: list[Path]) -> None:
+    """A failed run's ``folders`` (those it created, innermost first) removed where they hold only its lock: the
+    user finds no empty run folder. Only empty folders go (``rmdir``), so a file written meanwhile stays."""
+    if folders and [entry.name for entry in folders[0].iterdir()] == [LOCK]:
+        (folders[0] / LOCK).unlink()
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def remove_outputs(out: str | os.PathLike, outputs: Iterable[str]) -> None:
