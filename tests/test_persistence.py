@@ -254,7 +254,9 @@ def _huge_network(meta):
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<f8", values=[float("nan"), 1.0, 2.0]),
      "classes_ should hold finite values"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|O", values=[float("nan"), 1.0, 2.0]),
-     "array classes_ should hold finite values"),
+     "classes_ should hold finite values"),
+    ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|O", values=["a", 1.0, float("-inf")]),
+     "classes_ should hold finite values"),
     ("strings", lambda meta: meta["arrays"].update(junk={"dtype": "<U10000", "values": [""] * 7000}),
      "unknown fitted attribute\\(s\\) junk: refused"),  # before its 280 MB are built
     ("regressor", lambda meta: meta["arrays"].update(feature_names_in_={"dtype": "|O", "values": ["a"]}),

@@ -82,8 +82,6 @@ def _label_array(name: str, entry: dict) -> np.ndarray:
         raise ValueError(f"array {name} should be a flat list of strings or numbers, of their dtype")
     if dtype.kind == "U" and dtype.itemsize > 4 * MAX_LABEL:
         raise ValueError(f"array {name}'s dtype {dtype.str} holds strings of over {MAX_LABEL} characters")
-    if any(isinstance(value, float) and not math.isfinite(value) for value in values):
-        raise ValueError(f"array {name} should hold finite values (predict returns them)")
     if len(values) * dtype.itemsize > MAX_LABEL_BYTES:
         raise ValueError(f"array {name} of {len(values)} values of dtype {dtype.str} would take "
                          f"{len(values) * dtype.itemsize} bytes, over {MAX_LABEL_BYTES}")
@@ -156,10 +154,10 @@ def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str, target
     if targets and "_y_ndim" not in fitted:  # its value is checked with the other fitted attributes
         raise CheckpointError(f"{source}: _y_ndim should be 1 or 2 for one target, 2 for several")
     classes = fitted.get("classes_")
+    if classes is not None and any(isinstance(c, float) and not math.isfinite(c) for c in classes.tolist()):
+        raise CheckpointError(f"{source}: classes_ should hold finite values (predict returns them)")
     if classes is not None and len(np.unique(classes)) != len(classes):
         raise CheckpointError(f"{source}: classes_ should name each class once")
-    if classes is not None and classes.dtype.kind in "fc" and not np.isfinite(classes).all():
-        raise CheckpointError(f"{source}: classes_ should hold finite values (predict returns them)")
     names = fitted.get("feature_names_in_")
     if names is not None and len(names) != network["n_features"]:
         raise CheckpointError(f"{source}: feature_names_in_ should name the {network['n_features']} features, got "
