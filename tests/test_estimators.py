@@ -507,7 +507,8 @@ def test_ending_at_max_epochs_before_early_stopping_warns():
     from sklearn.exceptions import ConvergenceWarning
 
     X, y = _table(n=80)
-    with pytest.warns(ConvergenceWarning, match="stopped at max_epochs=2 while its validation loss was still"):
+    with pytest.warns(ConvergenceWarning, match="stopped at max_epochs=2 before early stopping ended it: its best "
+                      "validation loss, at epoch [12] .the network kept., was not followed by n_iter_no_change=5"):
         MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "n_iter_no_change": 5}).fit(X, y)
 
 

@@ -197,10 +197,10 @@ def test_fits_stopped_at_max_epochs_are_counted_and_reported_once(tiny_csv, tmp_
     assert [w.category for w in caught] == [UserWarning, UserWarning]  # seed 1's two folds; none of the capped
     assert results["unconverged"] == {"meta_neighborhoods": 2}
     assert json.loads((tmp_path / "run" / "results.json").read_text())["unconverged"] == {"meta_neighborhoods": 2}
-    note = "Stopped at max_epochs while the validation loss was still improving (meta_neighborhoods: 2 of 4 folds)"
+    note = "Stopped at max_epochs before early stopping ended them (meta_neighborhoods: 2 of 4 folds)"
     assert note in (tmp_path / "run" / "results.md").read_text()
     assert [r.getMessage() for r in caplog.records if "max_epochs" in r.getMessage()] == [
-        f"tiny: {note}: raise --max-epochs to train to convergence."]
+        f"tiny: {note}: raise --max-epochs, or lower --n-iter-no-change, to let early stopping decide."]
 
     caplog.clear()
     results = run_regression(table, tmp_path / "knn", folds=2, seeds=1, methods={**methods, "meta_neighborhoods":
@@ -559,6 +559,29 @@ def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_use
     assert len(ablated) == 2 + 4 and all(p["vanilla_fallback"] is False for p in ablated)  # each value checked
     # before the folder is claimed, then fitted on 2 folds
     assert json.loads((tmp_path / "a" / "ablation.json").read_text())["config"]["estimator"]["vanilla_fallback"] is False
+
+
+def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv, tmp_path, monkeypatch):
+    """--n-iter-no-change bounds a large table's fit with early stopping kept; --top-k none asks for every key
+    (top_k=None), which a record keeps: as an option's value None would read as not given, the default 128."""
+    made = []
+
+    def spy(**params):
+        made.append(params)
+        return MetaNeighborhoodsRegressor(**{**FAST, **params})
+
+    monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor", spy)
+    common = ["--data-file", str(tiny_csv), "--target", "y", "--folds", "2", "--seeds", "1", "--quiet"]
+    assert main(["regress", *common, "--out", str(tmp_path / "r"), "--max-epochs", "2", "--n-iter-no-change", "7",
+                 "--top-k", "None"]) == 0
+    with_neighbours = [p for p in made if "dictionary_size" not in p]
+    assert with_neighbours and all(p["n_iter_no_change"] == 7 and p["top_k"] is None for p in with_neighbours)
+    made.clear()
+    assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(tiny_csv), "--out",
+                 str(tmp_path / "again"), "--quiet"]) == 0
+    assert {(p["n_iter_no_change"], p["top_k"]) for p in made if "dictionary_size" not in p} == {(7, None)}
+    assert main(["regress", *common, "--out", str(tmp_path / "bad"), "--n-iter-no-change", "0"]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_path, capsys):

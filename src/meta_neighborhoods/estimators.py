@@ -196,9 +196,11 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
         self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
         if self.n_iter_ == self.max_epochs and self.n_iter_ - self.best_epoch_ < self.n_iter_no_change:
-            warnings.warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs} while its "
-                          f"{'validation' if valid is not None else 'training'} loss was still improving (best at "
-                          f"epoch {self.best_epoch_}); raise max_epochs to train to convergence", ConvergenceWarning)
+            warnings.warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs} before early stopping "
+                          f"ended it: its best {'validation' if valid is not None else 'training'} loss, at epoch "
+                          f"{self.best_epoch_} (the network kept), was not followed by n_iter_no_change="
+                          f"{self.n_iter_no_change} epochs without a better one; raise max_epochs, or lower "
+                          "n_iter_no_change, to let early stopping decide", ConvergenceWarning)
 
     def _train_network(self, data: _Rows, dictionary_size: int, device: torch.device) -> tuple:
         """(network_, model, run) of one network trained on ``data``: every draw is seeded from ``data.seed``, so

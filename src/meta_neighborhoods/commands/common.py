@@ -14,11 +14,12 @@ from pathlib import Path
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import ConfigError, check_int, check_non_negative, check_positive, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
+from .config_file import NONE, int_or_none
 
 
 # estimator parameters with an option of the same name in regress and ablate
-ESTIMATOR_OPTIONS = ("max_epochs", "learning_rate", "weight_decay", "batch_size", "dictionary_size", "top_k",
-                     "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's only
+ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size",
+                     "dictionary_size", "top_k", "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's
 
 
 class UsageError(Exception):
@@ -121,6 +122,10 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
     parser.add_argument("--max-epochs", type=int, metavar="E",
                         help=f"cap on the training epochs of the MLP methods (default {ESTIMATOR.max_epochs}, the "
                              "estimator's)")
+    parser.add_argument("--n-iter-no-change", type=int, metavar="E",
+                        help=f"early stopping's patience: epochs without a better validation loss (default "
+                             f"{ESTIMATOR.n_iter_no_change}, the estimator's; lower it with --max-epochs on a large "
+                             "table)")
     parser.add_argument("--max-rows", type=int, metavar="N",
                         help="run on N rows drawn at random (with --seed) to bound the cost (default: all rows)")
     parser.add_argument("--threads", type=int, metavar="N",
@@ -179,8 +184,9 @@ def estimator_settings() -> argparse.ArgumentParser:
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help=f"induced neighbours of Meta-Neighborhoods (default {ESTIMATOR.dictionary_size}, the "
                              "estimator's, at most one per training row; vanilla has none)")
-    parser.add_argument("--top-k", type=int, metavar="K",
-                        help=f"attend to the K most similar keys only (default {ESTIMATOR.top_k}, the estimator's)")
+    parser.add_argument("--top-k", type=int_or_none, metavar="K",
+                        help=f"attend to the K most similar keys only, or '{NONE}' to every key (default "
+                             f"{ESTIMATOR.top_k}, the estimator's)")
     parser.add_argument("--slot-dropout", type=float, metavar="P",
                         help=f"share of the dictionary hidden from each training example (default "
                              f"{ESTIMATOR.slot_dropout:g}, the estimator's)")
@@ -197,6 +203,8 @@ def fit_options(args) -> dict:
         check_int("--max-rows", args.max_rows)
     check_threads("--threads", args.threads)
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
+    if params.get("top_k") == NONE:
+        params["top_k"] = None
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
             "threads": args.threads, "overwrite": bool(args.overwrite), "progress": not args.quiet,
@@ -205,7 +213,7 @@ def fit_options(args) -> dict:
 
 def _check_estimator_params(params: dict) -> None:
     """The estimator checks its parameters when it fits, minutes into a run; these fail before any work."""
-    for name in ("max_epochs", "batch_size"):
+    for name in ("max_epochs", "n_iter_no_change", "batch_size"):
         if name in params:
             check_int("--" + name.replace("_", "-"), params[name])
     if "learning_rate" in params:
@@ -240,6 +248,8 @@ def table_run_options(record: dict) -> dict:
         raise ConfigError(f"its estimator_params hold settings no run records ({', '.join(unknown)[:80]}); expected "
                           f"some of {', '.join(ESTIMATOR_OPTIONS)}, device")
     params = dict(config["estimator_params"])
+    if "top_k" in params and params["top_k"] is None:  # a value None would be taken for an option not given
+        params["top_k"] = NONE
     fallback = params.pop("vanilla_fallback", True)  # its option is --no-vanilla-fallback
     if not isinstance(fallback, bool):
         raise ConfigError(f"its estimator_params give vanilla_fallback = {fallback!r:.40}, not true or false")

@@ -26,8 +26,17 @@ SHORT = reprlib.Repr()  # a value as messages show it: a few items of a few leve
 SHORT.maxlevel, SHORT.maxlist, SHORT.maxdict, SHORT.maxstring = 2, 4, 4, 40
 NOT_IN_FILES = ("help", "config")  # a file naming another file would chain untrusted reads
 ASKED_ONLY = ("overwrite", "resume")  # replacing or continuing a run: asked on the command line, never by a file
+NONE = "none"  # int_or_none's word for an option's None, which as the option's value would read as not given
+
+
+def int_or_none(text: str) -> int | str:
+    """An option's type for a whole number or NONE (--top-k none: top_k=None, full attention)."""
+    return NONE if text.lower() == NONE else int(text)
+
+
 SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
-           None: ("a string", lambda value: isinstance(value, str))}
+           None: ("a string", lambda value: isinstance(value, str)),
+           int_or_none: (f"an integer or {NONE!r}", lambda value: is_int(value) or str(value).lower() == NONE)}
 
 
 def add_option(parser: argparse.ArgumentParser, records: tuple[str, ...]) -> None:
@@ -219,7 +228,7 @@ def _scalar(action: argparse.Action, value, where: str):
     kind, accepts = SCALARS[action.type]
     if not accepts(value):
         raise ConfigError(f"{where} must be {kind}, got {_shown(value)}")
-    value = value if action.type is None else action.type(value)
+    value = value if action.type is None else action.type(value if action.type is not int_or_none else str(value))
     if action.choices is not None and value not in action.choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}; got {_shown(value)}")
     return value

@@ -185,7 +185,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, for
     each method whose estimator reports them (the vanilla fallback) the network each fold kept and the validation
     losses it chose by, the dictionary size each fit had (capped at its training rows), and how many fits stopped
-    at ``max_epochs`` while still improving (``unconverged``)."""
+    at ``max_epochs`` before early stopping ended them (``unconverged``)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
     errors, kept, losses, sizes, unconverged = {name: [] for name in methods}, {}, {}, {}, {}
@@ -226,7 +226,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
 
 @contextmanager
 def _counting_unconverged(counts: dict, name: str):
-    """Count under ``name`` the fits inside that stopped at ``max_epochs`` still improving (their
+    """Count under ``name`` the fits inside that stopped at ``max_epochs`` before early stopping (their
     ``ConvergenceWarning``), so that a run capped by ``--max-epochs`` says so once, not once per fit; every other
     warning passes on."""
     with warnings.catch_warnings(record=True) as caught:

@@ -107,16 +107,16 @@ def _method_note(config: dict) -> str:
 
 
 def _unconverged_note(results: dict) -> str:
-    """A paragraph on the fits that stopped at ``max_epochs`` while still improving ('' if none did): such a run
-    measures capped training, and its reader should know. The run also logs it, once, instead of a warning per
-    fit."""
+    """A paragraph on the fits that stopped at ``max_epochs`` before early stopping ended them ('' if none did):
+    such a run measures capped training, and its reader should know. The run also logs it, once, instead of a
+    warning per fit."""
     total, unconverged = len(results["fold_seeds"]), results["unconverged"]
     if not unconverged:
         return ""
     counts = "; ".join(f"{name}: {count} {'fits' if name == SEARCH else f'of {total} folds'}"
                        for name, count in unconverged.items())
-    return (f"\nStopped at max_epochs while the validation loss was still improving ({counts}): raise --max-epochs "
-            f"to train to convergence.\n")
+    return (f"\nStopped at max_epochs before early stopping ended them ({counts}): raise --max-epochs, or lower "
+            f"--n-iter-no-change, to let early stopping decide.\n")
 
 
 def _warn_unconverged(results: dict) -> None:
