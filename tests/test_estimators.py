@@ -164,6 +164,19 @@ def test_torchs_default_dtype_changes_nothing(estimator, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
+def test_a_fit_inside_a_no_gradient_block_trains_as_anywhere(mode):
+    """Gradient mode is the caller's thread's: a fit inside torch.no_grad() failed with 'element 0 of tensors does
+    not require grad'."""
+    X, y = _table(n=100)
+    expected = MetaNeighborhoodsRegressor(**FAST).fit(X, y).predict(X)
+    with mode():
+        model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+        np.testing.assert_array_equal(model.predict(X), expected)
+    assert torch.is_grad_enabled()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_fits_in_threads_of_one_process_give_what_they_give_alone():
     """torch's random state and default dtype are process-wide: fits and predictions in threads (joblib's
     threading backend, a web server's workers) take turns, each as it would run alone."""

@@ -165,10 +165,12 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int):
         """Fit on ``rows`` of X (with their ``weights`` and ``targets``) on the estimator's own seeded stream: the
-        caller's global torch generator and default dtype are left as they were."""
+        caller's global torch generator and default dtype are left as they were. Gradients are on whatever the
+        caller's mode (a fit inside ``torch.no_grad()`` or ``torch.inference_mode()`` trains as anywhere else)."""
         check_settings(self)
         device = resolve_device(self.device)
-        with torch_globals(rng_devices=[device] if device.type == "cuda" else []):
+        with (torch_globals(rng_devices=[device] if device.type == "cuda" else []), torch.inference_mode(False),
+              torch.enable_grad()):
             self._train(X, rows, weights, targets, n_outputs, device)
         return self
 
