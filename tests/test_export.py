@@ -13,6 +13,7 @@ ort = pytest.importorskip("onnxruntime", reason="ONNX export tests need onnxrunt
 pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript: pip install '.[export]'")
 onnx = pytest.importorskip("onnx", reason="ONNX export tests need onnx: pip install '.[export]'")
 
+import meta_neighborhoods  # noqa: E402
 from meta_neighborhoods.cli import main  # noqa: E402
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor  # noqa: E402
 from meta_neighborhoods.run_record import image_inputs, write_run_record  # noqa: E402
@@ -201,6 +202,19 @@ def test_classifier_graph_gives_predict_proba_on_raw_rows(tmp_path, table):
     probabilities = _onnx(path, X[:7])
     np.testing.assert_allclose(probabilities, model.predict_proba(X[:7]), atol=ATOL, rtol=0)
     np.testing.assert_array_equal(model.classes_[probabilities.argmax(1)], model.predict(X[:7]))
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}  # what reads the columns without Python
+    assert json.loads(meta.pop("classes")) == ["cat", "dog", "emu"] and "feature_names" not in meta
+    assert meta == {"estimator": "MetaNeighborhoodsClassifier", "selected": model.selected_,
+                    "meta_neighborhoods": meta_neighborhoods.__version__}
+
+
+def test_the_estimators_graph_names_the_features_fit_saw(tmp_path, table):
+    pd = pytest.importorskip("pandas")
+    X, y, _ = table
+    frame = pd.DataFrame(X, columns=["e", "d", "c", "b", "a"])
+    path = MetaNeighborhoodsRegressor(**FAST).fit(frame, y).export_onnx(tmp_path / "regressor.onnx")
+    meta = {p.key: p.value for p in onnx.load(path).metadata_props}
+    assert json.loads(meta["feature_names"]) == ["e", "d", "c", "b", "a"] and "classes" not in meta
 
 
 CLASSES = ["cat", "dog", "emu", "yak"]

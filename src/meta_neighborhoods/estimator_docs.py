@@ -74,8 +74,8 @@ PARAMETERS = """
         same seed, and keep it when its validation loss is lower (``selected_`` says which was kept). Over eleven
         tables x 3 seeds this cut the largest loss to the vanilla network from 6.3 % to 2.8 % and lowered the
         geometric mean of MN / vanilla from 0.898 to 0.893 (``docs/results/defaults.md``); fit takes about 1.1 to
-        1.2 times as long. Needs
-        validation rows (``early_stopping``); False always keeps the network with neighbours, as the paper does.
+        1.2 times as long. Needs validation rows (``early_stopping``); False always keeps the network with
+        neighbours, as the paper does.
     max_epochs : int, default=3000
         Upper bound on the training epochs; ending there before early stopping raises a ``ConvergenceWarning``.
         Early stopping ends most fits long before; 1,000 cut short vanilla's fits on naval, a noise-free table
@@ -92,8 +92,7 @@ PARAMETERS = """
     ema_decay : float or None, default=0.99
         Keep an exponential moving average of the weights, updated after every step with this decay (0.99: about
         the last 100 steps), and validate, keep and predict with it. None: the weights of the last step. Over 11
-        tables it lowered both the vanilla network's and Meta-Neighborhoods' errors by about 3 %
-        (docs/results/defaults.md).
+        tables it lowered both the vanilla network's and Meta-Neighborhoods' errors by about 3 % (defaults.md).
     tol : float, default=1e-6
         An epoch counts as better when its loss is lower than the best by more than ``tol``.
     early_stopping : bool, default=True
@@ -368,7 +367,8 @@ EXPORT_ONNX = """Write the fitted predictor as one ONNX graph, to run without Py
 
     Input ``"input"``: raw float32 rows (n, n_features_in_); output ``"output"``: ``predict`` (regressor) or
     ``predict_proba`` (classifier), up to float32 rounding. Standardisation, attention over the dictionary, the
-    inner steps and the head are all in the graph.
+    inner steps and the head are all in the graph; its ``metadata_props`` name the estimator, ``selected_``, the
+    version, the ``classes`` (JSON: the output columns) and the ``feature_names`` fit saw (JSON), where it saw any.
 
     Parameters
     ----------

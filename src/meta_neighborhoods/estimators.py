@@ -275,7 +275,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def export_onnx(self, path) -> Path:
         check_is_fitted(self, "model_")
         deployed = persistence.Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
-        return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_, dtype=torch.float32), path)
+        return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_, dtype=torch.float32), path,
+                                  metadata=persistence.deployment_metadata(self))
 
 
 class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):

@@ -186,6 +186,17 @@ class Deployed(nn.Module):
         return self.output(self.model((x - self.x_mean) / self.x_scale))
 
 
+def deployment_metadata(estimator) -> dict[str, str]:
+    """What the exported graph carries beside it (its ``metadata_props``, strings; lists as JSON): the estimator,
+    the network kept and the package version; the classifier's ``classes`` (the output columns' labels) and the
+    feature names fit saw, in order, where it saw any."""
+    listed = {"classes": "classes_", "feature_names": "feature_names_in_"}
+    return {"estimator": type(estimator).__name__, "meta_neighborhoods": __version__,
+            **({"selected": estimator.selected_} if hasattr(estimator, "selected_") else {}),
+            **{key: json.dumps(to_json(getattr(estimator, name))) for key, name in listed.items()
+               if hasattr(estimator, name)}}
+
+
 class Rescale(nn.Module):
     """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does."""
 
