@@ -65,3 +65,15 @@ def test_the_version_has_one_home_and_the_package_is_typed():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
     assert (ROOT / "src" / "meta_neighborhoods" / "py.typed").is_file()
+
+
+def test_the_package_exports_what_the_readme_names_and_the_errors_it_raises():
+    import meta_neighborhoods
+    from meta_neighborhoods import checkpoint, estimators, io, model, validation
+
+    assert meta_neighborhoods.MetaNeighborhoods is model.MetaNeighborhoods
+    assert meta_neighborhoods.MetaNeighborhoodsRegressor is estimators.MetaNeighborhoodsRegressor
+    assert meta_neighborhoods.ConfigError is validation.ConfigError
+    assert meta_neighborhoods.CheckpointError is checkpoint.CheckpointError
+    assert meta_neighborhoods.RunFolderError is io.RunFolderError
+    assert set(meta_neighborhoods.__all__) <= set(dir(meta_neighborhoods))

@@ -32,7 +32,7 @@ def _run(method):
 def _epoch_saved(out):
     try:
         return checkpoint.load(out / "last")[1]["epoch"]
-    except checkpoint.CheckpointError:
+    except (checkpoint.CheckpointError, FileNotFoundError):  # not written yet, or being replaced
         return 0
 
 

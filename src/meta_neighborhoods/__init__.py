@@ -8,6 +8,9 @@ _EXPORTS = {
     "MetaNeighborhoods": "model",
     "MetaNeighborhoodsClassifier": "estimators",
     "MetaNeighborhoodsRegressor": "estimators",
+    "ConfigError": "validation",  # the errors the README names, to catch without knowing the modules
+    "CheckpointError": "checkpoint",
+    "RunFolderError": "io",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

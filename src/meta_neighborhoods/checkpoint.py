@@ -116,8 +116,8 @@ def read_meta(stem: str | Path) -> dict:
     """The checked metadata of checkpoint ``stem``, its tensors left unread: what a resume compares before it
     builds anything."""
     manifest = _manifest(Path(stem))
-    if not manifest.exists():
-        raise CheckpointError(f"no checkpoint at {manifest}: the file does not exist")
+    if not manifest.exists() and not manifest.is_symlink():  # a missing file, as torch.load and joblib say it
+        raise FileNotFoundError(f"no checkpoint at {manifest}: the file does not exist")
     _regular_file_inside(manifest, manifest.parent, "a checkpoint manifest")
     return _read_manifest(manifest)
 

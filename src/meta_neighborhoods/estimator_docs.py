@@ -318,7 +318,7 @@ SAVE = """Save the fitted estimator as a checkpoint: ``path.json`` and ``path.<t
     Parameters
     ----------
     path : str or path-like
-        Stem of the two files (a ``.json`` suffix is taken off).
+        Stem of the two files (a ``.json`` suffix is taken off); their folder is created if needed.
 
     Returns
     -------

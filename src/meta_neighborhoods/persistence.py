@@ -17,6 +17,7 @@ from .checkpoint import CheckpointError
 from .config import TRAINING_ONLY
 from .estimator_settings import check_settings, method_config
 from .factories import FACTORIES, hidden_widths
+from .io import prepare_out_dir
 from .training import torch_globals
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
@@ -252,7 +253,9 @@ def save(estimator, path) -> Path:
     meta = {"estimator": type(estimator).__name__,
             "params": json_only("parameter", estimator.get_params(deep=False)),
             **fitted, "meta_neighborhoods_version": __version__}
-    return checkpoint.save(checkpoint_stem(path), {**checkpoint.network_tensors(estimator.model_), **tensors}, meta)
+    stem = checkpoint_stem(path)
+    prepare_out_dir(stem.parent)  # as export_onnx does
+    return checkpoint.save(stem, {**checkpoint.network_tensors(estimator.model_), **tensors}, meta)
 
 
 def changed_since_fit(estimator) -> list[str]:
