@@ -164,6 +164,29 @@ def test_torchs_default_dtype_changes_nothing(estimator, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_verbose_leaves_lines_wherever_stdout_goes(capsys):
+    """A bar shows on a terminal only and goes with the fit: off one (a notebook, a log) verbose said nothing.
+    Now 1 leaves each network's epochs and best loss and the fallback's choice; 2 a line each epoch."""
+    X, y = _table(n=100)
+    settings = {**FAST, "max_epochs": 3}
+    MetaNeighborhoodsRegressor(**settings).fit(X, y)
+    assert capsys.readouterr().out == ""
+    model = MetaNeighborhoodsRegressor(**settings, verbose=1).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    name, losses = "MetaNeighborhoodsRegressor", model.validation_losses_
+    assert len(lines) == 3
+    assert re.fullmatch(rf"{name}: 3 epochs; best validation loss {losses['meta_neighborhoods']:.4f} at epoch [123]",
+                        lines[0])
+    assert re.fullmatch(rf"{name} \(vanilla fallback\): 3 epochs; best validation loss {losses['vanilla']:.4f} at "
+                        "epoch [123]", lines[1])
+    assert lines[2] == f"{name}: kept the {model.selected_.replace('_', '-')} network (lower validation loss)"
+    model = MetaNeighborhoodsRegressor(**settings, verbose=2, vanilla_fallback=False).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == [f"{name}: epoch {e + 1}/3, loss {model.loss_curve_[e]:.4f}, validation "
+                         f"{model.validation_loss_curve_[e]:.4f}" for e in range(3)] and len(lines) == 4
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
 def test_a_fit_inside_a_no_gradient_block_trains_as_anywhere(mode):
     """Gradient mode is the caller's thread's: a fit inside torch.no_grad() failed with 'element 0 of tensors does

@@ -232,17 +232,19 @@ def bar_disabled(enabled: bool) -> bool | None:
 
 class Progress(Callback):
     """A progress bar over epochs with the training loss and whatever ``postfix()`` adds (e.g. validation); given
-    the ``steps`` of an epoch, over steps, epoch shown (an image epoch takes minutes on a CPU)."""
+    the ``steps`` of an epoch, over steps, epoch shown (an image epoch takes minutes on a CPU). ``lines``: instead
+    of the bar, a line on stdout each epoch, wherever it goes (scikit-learn's ``verbose``: a notebook or a log
+    file, where a bar is not shown)."""
 
     def __init__(self, desc: str, enabled: bool = True, postfix: Callable[[], dict] | None = None,
-                 leave: bool = False, steps: int | None = None):
+                 leave: bool = False, steps: int | None = None, lines: bool = False):
         self.desc, self.enabled, self.postfix, self.leave, self.steps = desc, enabled, postfix, leave, steps
-        self.bar, self.epochs = None, 0
+        self.lines, self.bar, self.epochs = lines, None, 0
 
     def on_train_begin(self, start_epoch: int, epochs: int) -> None:
         per, self.epochs = self.steps or 1, epochs
         self.bar = tqdm(desc=self.desc, total=epochs * per, initial=start_epoch * per, leave=self.leave,
-                        unit="step" if self.steps else "epoch", disable=bar_disabled(self.enabled))
+                        unit="step" if self.steps else "epoch", disable=bar_disabled(self.enabled and not self.lines))
 
     def on_step(self, step: int) -> None:
         if self.steps:
@@ -252,6 +254,10 @@ class Progress(Callback):
         self.bar.n = (epoch + 1) * (self.steps or 1)
         shown = {"epoch": f"{epoch + 1}/{self.epochs}"} if self.steps else {}
         self.bar.set_postfix(**shown, loss=f"{loss:.4f}", **(self.postfix() if self.postfix else {}))
+        if self.lines and self.enabled:
+            shown = {"loss": f"{loss:.4f}", **(self.postfix() if self.postfix else {})}
+            print(f"{self.desc}: epoch {epoch + 1}/{self.epochs}, "
+                  + ", ".join(f"{name} {value}" for name, value in shown.items()), flush=True)
 
     def on_train_end(self) -> None:
         self.bar.close()

@@ -103,16 +103,16 @@ PARAMETERS = """
         Share of the training rows held out for early stopping (the classifier's stratified by class).
     n_iter_no_change : int, default=200
         Epochs without improvement before training stops. Chosen on tables of about 1,000 rows, where both networks
-        keep improving after long plateaus on nearly noise-free ones (naval, energy, yacht: 200 fitted them better
-        than 60, and 60 than 20; ``docs/results/defaults.md``). On larger tables an epoch is many steps (protein's
-        45,730 rows: 10.7 s on one thread at the defaults, 44 times vanilla's): a smaller patience bounds the fit.
+        improve after long plateaus on nearly noise-free ones (naval, energy, yacht: 200 beat 60, and 60 beat 20).
+        On larger tables an epoch is many steps (protein's 45,730 rows: 44x vanilla's): a smaller patience helps.
     random_state : int, RandomState instance or None, default=None
         Seed of the validation split, the initialisation, the slot dropout and the batches. The caller's global
         torch generator is left untouched.
     device : str, default="cpu"
         "auto" (CUDA when available) or any torch device string ("cpu", "cuda", "cuda:1", "mps").
     verbose : int, default=0
-        Above 0, a progress bar over the epochs of each network trained (on a terminal).
+        1: a progress bar over each network's epochs (on a terminal), then a line with its epochs and best loss
+        (on stdout); 2 and above: instead of the bar, a line each epoch with its training and validation losses.
     head : callable or None, default=None
         One's own head: ``head(n_features, n_outputs)`` returns the ``torch.nn.Module`` finetuned for each row,
         meeting the head contract of ``heads/base.py`` (``in_features`` and ``out_features`` as asked; with an

@@ -194,6 +194,9 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             fits[persistence.VANILLA] = self._train_network(data, 0, device)
         self.validation_losses_ = {} if valid is None else {name: fit[2].best_loss for name, fit in fits.items()}
         self.selected_ = min(fits, key=lambda name: fits[name][2].best_loss)  # a tie keeps the neighbours
+        if self.verbose > 0 and len(fits) > 1:
+            print(f"{type(self).__name__}: kept the {self.selected_.replace('_', '-')} network (lower validation "
+                  "loss)", flush=True)
         self.network_, self.model_, run = fits[self.selected_]
         self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
         self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
@@ -219,17 +222,26 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             if self.leave_one_out:
                 inputs.append(own_slot)
         model.to(device)
-        valid = data.valid
-        validation_loss = None if valid is None else (lambda: model.loss(
-            self._forward(data.X, data.rows[valid], model), *(t[valid] for t in data.per_row)).item())
+        valid, seen = data.valid, {}  # seen: the last validation loss, which verbose shows
+
+        def validation_loss() -> float:
+            seen["validation"] = model.loss(self._forward(data.X, data.rows[valid], model),
+                                            *(t[valid] for t in data.per_row)).item()
+            return seen["validation"]
+
         batches = TensorBatches(*inputs, *(t[data.train] for t in data.per_row), batch_size=int(self.batch_size),
                                 seed=data.seed, inputs=len(inputs))
         label = type(self).__name__ + (" (vanilla fallback)" if dictionary_size == 0 < self.dictionary_size else "")
+        progress = Progress(label, self.verbose > 0, lambda: {name: f"{loss:.4f}" for name, loss in seen.items()},
+                            lines=self.verbose > 1)
         run = fit_early_stopping(
             model, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
-            validation_loss=validation_loss, device=device, average=self.ema_decay,
+            validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
             optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
-            callbacks={"progress": Progress(label, enabled=self.verbose > 0)})
+            callbacks={"progress": progress})
+        if self.verbose > 0:  # what the bar, gone with the fit (or not shown off a terminal), leaves behind
+            print(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} "
+                  f"loss {run.best_loss:.4f} at epoch {run.best_epoch}", flush=True)
         return network, model.eval(), run
 
     @torch.no_grad()
