@@ -80,6 +80,14 @@ def test_features_that_are_not_rows_of_the_heads_width_are_refused(head, shape, 
         model(torch.randn(shape))
 
 
+def test_an_extractor_of_another_width_than_the_head_is_named():
+    """The rows were right; the extractor's output was not the head's width: the error showed that output as if
+    it were the input."""
+    model = MetaNeighborhoods(MLPHead(7, (8,), 1), dictionary_size=4, extractor=torch.nn.Linear(8, 6))
+    with pytest.raises(ValueError, match=r"head takes features of shape \(batch, 7\), its extractor gave \(5, 6\)"):
+        model(torch.randn(5, 8))
+
+
 def test_the_models_repr_shows_the_methods_settings():
     text = repr(MetaNeighborhoods(MLPHead(5, (8,), 1), dictionary_size=16, top_k=4, inner_steps=2, temperature=0.5,
                                   step_size="layer"))

@@ -73,8 +73,9 @@ class MetaNeighborhoods(nn.Module):
         row, never sees its own answer among its neighbours. Top-k attention: ``predict_top_k``.
         """
         if z.dim() != 2 or z.shape[1] != self.head.in_features:  # each row has a neighbourhood: rows, not (*, d)
-            raise ValueError(f"MetaNeighborhoods takes features of shape (batch, {self.head.in_features}), got "
-                             f"{tuple(z.shape)}")
+            source = "its extractor gave" if not isinstance(self.extractor, nn.Identity) else "got"
+            raise ValueError(f"MetaNeighborhoods' head takes features of shape (batch, {self.head.in_features}), "
+                             f"{source} {tuple(z.shape)}")
         if self.vanilla:
             return self.head(z)
         own_slot = own_slot if self.training else None
