@@ -11,6 +11,7 @@ lowest validation loss (``lower_loss``), classify the highest validation accurac
 from __future__ import annotations
 
 import csv
+import sys
 import importlib.util
 import time
 from collections.abc import Callable, Iterator
@@ -230,6 +231,13 @@ def bar_disabled(enabled: bool) -> bool | None:
     return None if enabled else True
 
 
+def report(line: str, enabled: bool = True) -> None:
+    """A line on stdout that a user's ``verbose`` asked for (the library's own messages go through logging):
+    through tqdm, so that an open bar is redrawn below it."""
+    if enabled:
+        tqdm.write(line, file=sys.stdout)
+
+
 class Progress(Callback):
     """A progress bar over epochs with the training loss and whatever ``postfix()`` adds (e.g. validation); given
     the ``steps`` of an epoch, over steps, epoch shown (an image epoch takes minutes on a CPU). ``lines``: instead
@@ -254,10 +262,10 @@ class Progress(Callback):
         self.bar.n = (epoch + 1) * (self.steps or 1)
         shown = {"epoch": f"{epoch + 1}/{self.epochs}"} if self.steps else {}
         self.bar.set_postfix(**shown, loss=f"{loss:.4f}", **(self.postfix() if self.postfix else {}))
-        if self.lines and self.enabled:
+        if self.lines:
             shown = {"loss": f"{loss:.4f}", **(self.postfix() if self.postfix else {})}
-            print(f"{self.desc}: epoch {epoch + 1}/{self.epochs}, "
-                  + ", ".join(f"{name} {value}" for name, value in shown.items()), flush=True)
+            report(f"{self.desc}: epoch {epoch + 1}/{self.epochs}, "
+                   + ", ".join(f"{name} {value}" for name, value in shown.items()), self.enabled)
 
     def on_train_end(self) -> None:
         self.bar.close()

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import export, persistence
 from . import estimator_docs as docs
-from .callbacks import Progress
+from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_docs import doc
@@ -194,9 +194,9 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             fits[persistence.VANILLA] = self._train_network(data, 0, device)
         self.validation_losses_ = {} if valid is None else {name: fit[2].best_loss for name, fit in fits.items()}
         self.selected_ = min(fits, key=lambda name: fits[name][2].best_loss)  # a tie keeps the neighbours
-        if self.verbose > 0 and len(fits) > 1:
-            print(f"{type(self).__name__}: kept the {self.selected_.replace('_', '-')} network (lower validation "
-                  "loss)", flush=True)
+        if len(fits) > 1:
+            report(f"{type(self).__name__}: kept the {self.selected_.replace('_', '-')} network (lower validation "
+                   "loss)", self.verbose > 0)
         self.network_, self.model_, run = fits[self.selected_]
         self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
         self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
@@ -239,9 +239,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
             optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
             callbacks={"progress": progress})
-        if self.verbose > 0:  # what the bar, gone with the fit (or not shown off a terminal), leaves behind
-            print(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} "
-                  f"loss {run.best_loss:.4f} at epoch {run.best_epoch}", flush=True)
+        report(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} loss "
+               f"{run.best_loss:.4f} at epoch {run.best_epoch}", self.verbose > 0)  # what the bar leaves behind
         return network, model.eval(), run
 
     @torch.no_grad()
