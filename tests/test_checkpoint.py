@@ -323,6 +323,17 @@ def test_a_tampered_last_checkpoint_is_refused(tmp_path, tamper, message):
         fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=3, last=stem, resume=True)
 
 
+def test_a_checkpoint_of_one_step_without_the_optimisers_moments_is_refused(tmp_path):
+    """One step leaves AdamW its moments: a file without them would resume from fresh moments, another run."""
+    x, y = _data()
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=len(x)), epochs=1, last=stem)
+    assert checkpoint.read_meta(stem)["step"] == 1
+    _tamper(stem, drop_tensors="optimizer.")
+    with pytest.raises(checkpoint.CheckpointError, match="lacks the optimiser's moments after 1 steps"):
+        fit(_regression_model(), TensorBatches(x, y, batch_size=len(x)), epochs=2, last=stem, resume=True)
+
+
 def test_nan_weights_are_refused_at_load(tmp_path):
     model = build_model(**ARGS)
     with torch.no_grad():

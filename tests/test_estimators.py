@@ -386,6 +386,11 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"dictionary_size": -1}, "dictionary_size must be a non-negative integer"),
         ({"max_epochs": 0}, "max_epochs must be a positive integer"),
         ({"validation_fraction": 1.5}, "validation_fraction must be in"),
+        ({"validation_fraction": 1.0}, "validation_fraction must be in"),  # no training row left
+        ({"hidden_layer_sizes": 0}, "hidden_layer_sizes must be a positive integer"),
+        ({"ema_decay": 0.0}, "ema_decay must be None or a number in"),  # an average of the last step only
+        ({"n_iter_no_change": 0}, "n_iter_no_change must be a positive integer"),
+        ({"vanilla_fallback": "no"}, "vanilla_fallback must be True or False"),  # a truthy string
         ({"top_k": 0}, "top_k must be a positive integer"),
         ({"top_k": 2.5}, "top_k must be a positive integer"),
         ({"slot_dropout": 1.0}, "slot_dropout must be in"),
@@ -405,6 +410,13 @@ def test_bad_parameters_are_named(params, message):
     X, y = _table(n=40)
     with pytest.raises(ValueError, match=message):
         MetaNeighborhoodsRegressor(**{**FAST, **params}).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_verbose_may_be_a_flag(capsys):
+    X, y = _table(n=40)
+    MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}, verbose=True).fit(X, y)
+    assert "2 epochs; best validation loss" in capsys.readouterr().out
 
 
 def test_feature_count_mismatch_at_predict():
@@ -491,6 +503,14 @@ def test_a_data_frame_with_a_text_column_is_refused_naming_it():
         MetaNeighborhoodsRegressor(**FAST).fit(_Frame(), np.zeros(3))
 
 
+def test_a_data_frame_s_true_or_false_columns_are_numbers():
+    from meta_neighborhoods.standardise import numeric_columns
+
+    frame = _Frame()
+    frame.dtypes = [np.dtype(float), np.dtype(bool), np.dtype(np.complex64)]
+    assert numeric_columns(frame) is frame
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_asking_for_cuda_without_one_speaks_the_api_s_words():
     X, y = _table(n=30)
@@ -537,6 +557,29 @@ def test_the_moving_average_of_the_weights_is_what_is_validated_and_kept():
     assert averaged.validation_loss_curve_ != plain.validation_loss_curve_  # not the same weights validated
     assert averaged.loss_curve_[0] == plain.loss_curve_[0]  # yet the same first epoch of training
     assert averaged.best_loss_ == min(averaged.validation_loss_curve_)
+
+
+@pytest.mark.parametrize("max_epochs, warns", [(2, True), (3, False), (10, False)])
+def test_the_convergence_warning_comes_only_where_max_epochs_cut_the_patience_short(max_epochs, warns):
+    """A tol no epoch beats leaves epoch 1 the best: with a patience of 2, early stopping ends the fit at epoch 3,
+    so a cap of 3 cuts nothing short (no warning), nor does one of 10, where the fit stops by itself."""
+    X, y = _table(n=80)
+    params = {**FAST, "tol": 1e9, "n_iter_no_change": 2, "max_epochs": max_epochs, "vanilla_fallback": False}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = MetaNeighborhoodsRegressor(**params).fit(X, y)
+    assert (model.best_epoch_, model.n_iter_) == (1, min(max_epochs, 3))
+    assert [w.category for w in caught if w.category is ConvergenceWarning] == ([ConvergenceWarning] if warns else [])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_without_validation_rows_one_network_is_trained(capsys):
+    """The fallback chooses on validation rows; without them (early_stopping=False) it does not run, nor choose
+    on the training loss, which the network with neighbours, fitting its rows more closely, would win unfairly."""
+    X, y = _table(n=60)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 3}, early_stopping=False, verbose=1).fit(X, y)
+    assert capsys.readouterr().out.count("epochs; best training loss") == 1
+    assert model.selected_ == "meta_neighborhoods" and model.validation_losses_ == {}
 
 
 def test_ending_at_max_epochs_before_early_stopping_warns():

@@ -371,6 +371,11 @@ def test_the_classifier_s_early_stopping_rows_hold_every_class():
     assert len(valid) == 20  # too small a class to stratify: the plain split
 
 
+def test_the_validation_rows_are_the_fraction_rounded():
+    """19 rows at 0.1 hold out 2 (1.9 rounded), so that early stopping runs: truncated to 1, it would not."""
+    assert [len(early_stopping_split(n, 0.1, np.random.RandomState(0))[1]) for n in (19, 29)] == [2, 3]
+
+
 def test_the_classifier_asks_for_validation_rows_that_hold_every_class(monkeypatch):
     from meta_neighborhoods import estimators
 
