@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from meta_neighborhoods.callbacks import (
-    BestEpoch, Callback, EarlyStopping, History, MetricsLog, Progress, TensorBoardLog,
+    BestEpoch, Callback, EarlyStopping, History, MetricsLog, Progress, TensorBoardLog, WeightAverage,
     higher_accuracy_then_lower_loss, lower_loss, tensorboard_available,
 )
 from meta_neighborhoods.datasets.batches import TensorBatches
@@ -22,6 +22,22 @@ from meta_neighborhoods.training import OptimizerSpec, fit
 def test_lower_loss_needs_more_than_the_tolerance():
     better = lower_loss(0.1)
     assert better({"loss": 0.85}, {"loss": 1.0}) and not better({"loss": 0.95}, {"loss": 1.0})
+    assert not lower_loss(0.0)({"loss": 1.0}, {"loss": 1.0})  # a tie keeps the earlier epoch
+
+
+def test_the_weight_average_before_any_step_is_the_model_itself():
+    """Divided by 1 - decay^steps, the average of no step is 0 / 0: the model's own weights stand in."""
+    model = _setup()[0]
+    own = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with WeightAverage(model, 0.9).applied():
+        assert all(torch.equal(p, own[name]) for name, p in model.named_parameters())
+
+
+def test_a_best_epoch_of_zero_loads():
+    """Epoch 0: nothing measured yet (a run checkpointed before its first better epoch)."""
+    best = BestEpoch(lower_loss(), {"loss": 1.0})
+    best.load_state_dict({"loss": 1.0, "epoch": 0})
+    assert (best.epoch, best.best) == (0, {"loss": 1.0})
 
 
 def test_accuracy_comes_first_then_the_loss_and_a_tie_keeps_the_earlier_epoch():

@@ -207,6 +207,16 @@ def test_a_checkpoint_of_another_run_configuration_is_refused(tmp_path, snapshot
     assert snapshot(tmp_path) == before
 
 
+def test_a_refused_resume_names_three_differences_and_counts_the_rest(tmp_path):
+    x, y = _data()
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, last=stem, config=dict(a=1, b=1, c=1, d=1))
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"\(a: 1 there, 2 here; b: 1 there, 2 here; c: 1 there, 2 here; and 1 more\)"):
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, last=stem, resume=True,
+            config=dict(a=2, b=2, c=2, d=2))
+
+
 def test_a_checkpoint_without_a_stateful_field_is_refused_by_name(tmp_path, snapshot):
     """A checkpoint from a version whose best-so-far tracker kept fewer fields: named, not a KeyError."""
 
