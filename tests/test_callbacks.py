@@ -187,6 +187,20 @@ def test_tensorboard_events_hold_the_same_scalars(tmp_path):
     assert losses[0].value == pytest.approx(log.rows[0]["train_loss"])
 
 
+def test_a_resumed_run_purges_the_tensorboard_events_after_its_checkpoint(tmp_path, monkeypatch):
+    """Without TensorBoard installed too: a resume from epoch 3 purges the events of epoch 4 on (steps are epochs
+    from 1), those a killed run logged past its checkpoint; a new run purges nothing."""
+    import types
+
+    opened = []
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = lambda log_dir, purge_step: opened.append(purge_step)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    for start in (0, 3):
+        TensorBoardLog(tmp_path, metrics=None).on_train_begin(start, 5)
+    assert opened == [None, 4]
+
+
 def test_a_progress_bar_of_steps_advances_within_an_epoch_and_shows_it(monkeypatch, capsys):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     progress = Progress("train", enabled=True, steps=4)
