@@ -536,9 +536,9 @@ def test_the_api_refuses_a_folder_holding_a_run_unless_overwrite(tiny_csv, tmp_p
     assert json.loads((out / "results.json").read_text())["fold_seeds"] == [1, 1]
 
 
-def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_uses_it(tiny_csv, tmp_path, monkeypatch):
-    """The regress column is the estimator as users get it (vanilla fallback on); --no-vanilla-fallback gives the
-    paper's method; an ablation studies the method itself, so its networks with neighbours are always kept."""
+@pytest.fixture
+def made(monkeypatch):
+    """The parameters of every MetaNeighborhoodsRegressor a table run makes (with FAST's training settings)."""
     made = []
 
     def spy(**params):
@@ -546,6 +546,12 @@ def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_use
         return MetaNeighborhoodsRegressor(**{**FAST, **params})
 
     monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor", spy)
+    return made
+
+
+def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_uses_it(tiny_csv, tmp_path, made):
+    """The regress column is the estimator as users get it (vanilla fallback on); --no-vanilla-fallback gives the
+    paper's method; an ablation studies the method itself, so its networks with neighbours are always kept."""
     common = ["--data-file", str(tiny_csv), "--target", "y", "--folds", "2", "--seeds", "1", "--quiet"]
     fallback = {}
     for flags in ([], ["--no-vanilla-fallback"]):
@@ -561,16 +567,9 @@ def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_use
     assert json.loads((tmp_path / "a" / "ablation.json").read_text())["config"]["estimator"]["vanilla_fallback"] is False
 
 
-def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv, tmp_path, monkeypatch):
+def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv, tmp_path, made):
     """--n-iter-no-change bounds a large table's fit with early stopping kept; --top-k none asks for every key
     (top_k=None), which a record keeps: as an option's value None would read as not given, the default 128."""
-    made = []
-
-    def spy(**params):
-        made.append(params)
-        return MetaNeighborhoodsRegressor(**{**FAST, **params})
-
-    monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor", spy)
     common = ["--data-file", str(tiny_csv), "--target", "y", "--folds", "2", "--seeds", "1", "--quiet"]
     assert main(["regress", *common, "--out", str(tmp_path / "r"), "--max-epochs", "2", "--n-iter-no-change", "7",
                  "--top-k", "None"]) == 0
