@@ -29,8 +29,10 @@ ASKED_ONLY = ("overwrite", "resume")  # replacing or continuing a run: asked on 
 NONE = "none"  # int_or_none's word for an option's None, which as the option's value would read as not given
 
 
-def int_or_none(text: str) -> int | str:
-    """An option's type for a whole number or NONE (--top-k none: top_k=None, full attention)."""
+def int_or_none(value: str | int) -> int | str:
+    """An option's type for a whole number or NONE (--top-k none: top_k=None, full attention), from the command
+    line's text or a file's number."""
+    text = str(value)
     return NONE if text.lower() == NONE else int(text)
 
 
@@ -228,7 +230,7 @@ def _scalar(action: argparse.Action, value, where: str):
     kind, accepts = SCALARS[action.type]
     if not accepts(value):
         raise ConfigError(f"{where} must be {kind}, got {_shown(value)}")
-    value = value if action.type is None else action.type(value if action.type is not int_or_none else str(value))
+    value = value if action.type is None else action.type(value)
     if action.choices is not None and value not in action.choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}; got {_shown(value)}")
     return value
