@@ -138,3 +138,20 @@ def test_the_thread_limit_is_inclusive():
     assert check_threads("threads", MAX_THREADS) == MAX_THREADS
     with pytest.raises(ConfigError, match="at most 1024"):
         check_threads("threads", MAX_THREADS + 1)
+
+
+def test_the_estimators_automatic_similarity_and_temperature():
+    """The rules the defaults were chosen with (docs/results/defaults.md): regression goes cosine above 32 key
+    features (gom's 116), classification stays Euclidean (digits' 64: cosine lost to vanilla); Euclidean
+    temperature the key width (squared distances of standardised rows grow like 2 d), cosine 0.1."""
+    from meta_neighborhoods.config import auto_similarity, default_temperature
+
+    assert [auto_similarity("regression", d) for d in (32, 33, 116)] == ["euclidean", "cosine", "cosine"]
+    assert [auto_similarity("classification", d) for d in (32, 64, 1000)] == ["euclidean"] * 3
+    assert (default_temperature("euclidean", 7), default_temperature("cosine", 116)) == (7.0, 0.1)
+
+
+def test_the_inner_steps_limit_is_inclusive():
+    assert MNConfig(inner_steps=100).inner_steps == 100
+    with pytest.raises(ConfigError, match="inner_steps must be at most 100, got 101"):
+        MNConfig(inner_steps=101)
