@@ -205,8 +205,8 @@ CLASSIFIER = ("""Meta-Neighborhoods classification on tables: dictionary values 
 )
 
 X_PARAMETER = """X : array-like of shape (n_samples, n_features)
-        Rows to {what}: numbers (a data frame's columns must be numeric), dense or a scipy.sparse matrix (read a
-        block of rows at a time, never densified whole)."""
+        Rows to {what}: numbers (a data frame's columns must be numeric), dense or a scipy.sparse matrix (read in
+        blocks of rows; ``predict`` never densifies it whole, ``fit`` holds its training rows dense in float32)."""
 
 FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a held-out share of the rows.
 
