@@ -101,10 +101,16 @@ def test_ifilm_modulates_every_batch_normalisation_of_the_backbone():
     ({"device": "tpu"}, "unknown device 'tpu'"),
     ({"seed": -1}, "seed must be an integer from 0 to 4611686018427387903, got -1"),
     ({"seed": 2**62}, "seed must be an integer from 0 to 4611686018427387903"),
+    ({"lr_drop_at": 0}, r"lr_drop_at must be in \(0, 1\], got 0"),
+    ({"lr_drop_at": 1.5}, r"lr_drop_at must be in \(0, 1\], got 1.5"),
 ])
 def test_a_classify_run_checks_its_arguments(options, message):
     with pytest.raises(ConfigError, match=message):
         ClassificationConfig("digits", "convnet4", "mn", **options)
+
+
+def test_a_learning_rate_drop_at_the_very_end_is_allowed():
+    assert ClassificationConfig("digits", "convnet4", "mn", lr_drop_at=1).lr_drop_at == 1  # never drops
 
 
 def test_the_command_lines_show_the_run_configs_defaults(capsys):
