@@ -53,10 +53,18 @@ def test_replace_refuses_unknown_fields_and_lists_them():
 
 def test_numbers_become_plain_python_values():
     config = MNConfig(dictionary_size=np.int64(8), inner_steps=np.int32(2), temperature=np.float32(0.5),
-                      learn_temperature=np.bool_(True))
+                      learn_temperature=np.bool_(True), slot_dropout=np.float32(0.25))
     assert [type(getattr(config, name)) for name in ("dictionary_size", "inner_steps", "temperature",
-                                                     "learn_temperature")] == [int, int, float, bool]
+                                                     "learn_temperature", "slot_dropout")] == [int, int, float, bool,
+                                                                                               float]
     assert set(config.to_dict()) == FIELDS
+
+
+def test_a_run_config_records_its_folders_as_text():
+    from pathlib import Path
+
+    config = ClassificationConfig("digits", "convnet4", "mn", data_dir=Path("data"))
+    assert config.data_dir == "data" and type(config.data_dir) is str  # what run.json and config.json hold
 
 
 def test_model_keywords_override_the_config():
@@ -126,6 +134,8 @@ def test_the_command_lines_show_the_run_configs_defaults(capsys):
     assert f"(default {SpiralConfig.epochs})" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(ConfigError, match="epochs must be a positive integer"):
         SpiralConfig(epochs=0)
+    with pytest.raises(ConfigError, match="seed must be an integer from 0 to"):
+        SpiralConfig(seed=-1)
 
 
 def test_a_run_recorded_with_a_large_seed_is_still_read():
