@@ -561,3 +561,20 @@ def test_a_batch_draw_shows_each_slot_with_the_kept_share_and_all_of_them_at_eva
     assert ((seen - 1400).abs() < 90).all()  # 0.7 of 2,000 draws each, binomial sd 20
     keys, values, hidden, own = dictionary.eval().visible(torch.arange(3))
     assert keys is dictionary.keys and hidden == 0.0 and torch.equal(own, torch.arange(3))
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_the_written_out_inner_gradient_is_autograd_s_for_any_targets(task):
+    """Targets of any mass (a classifier's learned values need not sum to 1): d loss / d prediction, and its own
+    derivative for the second-order step, are autograd's."""
+    from meta_neighborhoods.inner_loss import inner_loss, loss_gradient
+
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.randn(6, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    target = torch.rand(6, 4, dtype=torch.float64, generator=generator) * 3
+    expected, = torch.autograd.grad(inner_loss(task, prediction, target).sum(), prediction, create_graph=True)
+    written = loss_gradient(task, prediction, target)
+    torch.testing.assert_close(written, expected)
+    upstream = torch.randn(6, 4, dtype=torch.float64, generator=generator)
+    torch.testing.assert_close(*(torch.autograd.grad((g * upstream).sum(), prediction, retain_graph=True)[0]
+                                 for g in (written, expected)))

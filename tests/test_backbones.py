@@ -114,3 +114,17 @@ def test_features_have_no_final_relu(name):
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))
     assert (out < 0).any()
+
+
+def test_the_architectures_details_the_parameter_counts_do_not_see():
+    """Two max-poolings in ConvNet-4, DenseNet-BC's transitions halving the channels (compression 0.5), and convs
+    drawn by Kaiming's rule on their fan-out (std sqrt(2 / (out x k x k)))."""
+    assert sum(isinstance(m, nn.MaxPool2d) for m in create_backbone("convnet4").modules()) == 2
+    dense = create_backbone("densenet40_bc")
+    transitions = [m.conv for m in dense.modules() if type(m).__name__ == "Transition"]
+    assert len(transitions) == 2 and all(c.out_channels == c.in_channels // 2 for c in transitions)
+    torch.manual_seed(0)
+    convs = [m for m in create_backbone("resnet56").modules() if isinstance(m, nn.Conv2d) and m.weight.numel() > 5000]
+    for conv in convs:
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.1)

@@ -39,6 +39,9 @@ def test_bad_presets_are_refused_naming_the_option(name, dataset, message):
 def test_no_preset_is_allowed_for_every_data_set():
     check_preset(None, "digits")
     assert set(PAPER_BUDGETS) == {"cifar10", "cifar100", "mnist", "svhn"}
+    # the authors' schedules (iterations, drop): CIFAR's [120000, 160000], mnist+svhn's [40000, 60000] for each
+    assert [tuple(PAPER_BUDGETS[name]) for name in ("cifar10", "cifar100", "mnist", "svhn")] == [
+        (160_000, 120_000), (160_000, 120_000), (60_000, 40_000), (60_000, 40_000)]
 
 
 def fake_cifar10(n_train=120, n_test=30, classes=3):
