@@ -128,3 +128,18 @@ def test_the_architectures_details_the_parameter_counts_do_not_see():
     for conv in convs:
         fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
         assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.1)
+
+
+def test_the_pre_activation_resnet_downsamples_twice_and_projects_the_activated_input():
+    """Stride 2 opens the second and third stages only (32 -> 8 pixels), and a projection shortcut reads the
+    block's BN-ReLU'd input, as in He et al.'s pre-activation ResNet."""
+    torch.manual_seed(0)
+    model = create_backbone("resnet29").eval()
+    shapes, seen = [], {}
+    model.final_bn.register_forward_hook(lambda module, inputs, output: shapes.append(tuple(output.shape)))
+    first = model.blocks[0]
+    first.shortcut.register_forward_hook(lambda module, inputs, output: seen.update(read=inputs[0]))
+    x = torch.randn(2, 3, 32, 32)
+    model(x)
+    assert shapes == [(2, model.out_features, 8, 8)]
+    torch.testing.assert_close(seen["read"], torch.relu(first.bn1(model.stem(x))))
