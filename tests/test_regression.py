@@ -320,6 +320,15 @@ def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, 
     assert not (tmp_path / "one").exists() and not (tmp_path / "all").exists()
 
 
+def test_a_seed_the_estimator_refuses_leaves_no_folder(tiny_csv, tmp_path):
+    """A table run's estimator_params may give random_state (it wins over the fold's seed): checked before the
+    folder is claimed, as every other setting."""
+    with pytest.raises(ValueError, match="cannot be used to seed"):
+        run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "one", estimator_params={"random_state": "x"},
+                       progress=False)
+    assert not (tmp_path / "one").exists()
+
+
 def test_numpy_counts_are_recorded_as_numbers_and_the_thread_count_is_the_one_run_on(tmp_path):
     before = torch.get_num_threads()
     summary = run_regression_all(["gom"], tmp_path / "all", folds=np.int64(2), seeds=np.int64(1), seed=np.int64(0),
