@@ -323,10 +323,11 @@ def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, 
 def test_a_seed_the_estimator_refuses_leaves_no_folder(tiny_csv, tmp_path):
     """A table run's estimator_params may give random_state (it wins over the fold's seed): checked before the
     folder is claimed, as every other setting."""
+    (tmp_path / "one").mkdir()  # a folder of the user's: a run refused after claiming it would leave its lock
     with pytest.raises(ValueError, match="cannot be used to seed"):
         run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "one", estimator_params={"random_state": "x"},
                        progress=False)
-    assert not (tmp_path / "one").exists()
+    assert not list((tmp_path / "one").iterdir())
 
 
 def test_numpy_counts_are_recorded_as_numbers_and_the_thread_count_is_the_one_run_on(tmp_path):
