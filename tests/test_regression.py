@@ -311,13 +311,15 @@ def test_a_value_the_estimator_refuses_leaves_no_output_folder(tiny_csv, tmp_pat
     ({"leave_one_out": True, "key_init": "gaussian"}, "it needs key_init='samples'"),
 ])
 def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, tmp_path, params, message):
-    """From Python as from the command line: refused before the folder is claimed (it used to leave one with .lock)."""
+    """From Python as from the command line: refused before the folder is claimed (it used to leave one with .lock;
+    the folders exist beforehand, since a run refused after claiming a folder it created removes it)."""
     table = load_csv_table(tiny_csv, "y")
+    (tmp_path / "one").mkdir(), (tmp_path / "all").mkdir()
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_regression(table, tmp_path / "one", estimator_params=params, progress=False)
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_regression_all(["gom"], tmp_path / "all", estimator_params=params, progress=False)
-    assert not (tmp_path / "one").exists() and not (tmp_path / "all").exists()
+    assert not list((tmp_path / "one").iterdir()) and not list((tmp_path / "all").iterdir())
 
 
 def test_a_seed_the_estimator_refuses_leaves_no_folder(tiny_csv, tmp_path):
