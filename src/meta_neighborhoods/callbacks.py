@@ -11,8 +11,8 @@ lowest validation loss (``lower_loss``), classify the highest validation accurac
 from __future__ import annotations
 
 import csv
-import sys
 import importlib.util
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -260,12 +260,11 @@ class Progress(Callback):
 
     def on_epoch_end(self, epoch: int, loss: float) -> None:
         self.bar.n = (epoch + 1) * (self.steps or 1)
-        shown = {"epoch": f"{epoch + 1}/{self.epochs}"} if self.steps else {}
-        self.bar.set_postfix(**shown, loss=f"{loss:.4f}", **(self.postfix() if self.postfix else {}))
+        losses = {"loss": f"{loss:.4f}", **(self.postfix() if self.postfix else {})}
+        self.bar.set_postfix(**({"epoch": f"{epoch + 1}/{self.epochs}"} if self.steps else {}), **losses)
         if self.lines:
-            shown = {"loss": f"{loss:.4f}", **(self.postfix() if self.postfix else {})}
             report(f"{self.desc}: epoch {epoch + 1}/{self.epochs}, "
-                   + ", ".join(f"{name} {value}" for name, value in shown.items()), self.enabled)
+                   + ", ".join(f"{name} {value}" for name, value in losses.items()), self.enabled)
 
     def on_train_end(self) -> None:
         self.bar.close()

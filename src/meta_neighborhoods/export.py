@@ -119,8 +119,8 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
     dims = {dim: torch.export.Dim(name) for dim, name in dynamic_dims.items()}
     with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(_exportable(module), (_traceable(example_input, dynamic_dims),),
-                                    input_names=[INPUT], output_names=[OUTPUT], opset_version=OPSET, dynamo=True, dynamic_shapes=(dims,),
-                                    verbose=False)
+                                    input_names=[INPUT], output_names=[OUTPUT], opset_version=OPSET, dynamo=True,
+                                    dynamic_shapes=(dims,), verbose=False)
     _check_free(program, dynamic_dims)
     program.model.metadata_props.update(metadata or {})
     return atomic_write(path, program.save)
