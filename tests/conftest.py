@@ -25,3 +25,15 @@ def snapshot():
     """``snapshot(root)``: what is on disk under ``root``, to show that a failed call wrote, changed or removed
     nothing."""
     return _snapshot
+
+
+@pytest.fixture
+def user_folder(tmp_path):
+    """``user_folder(name)``: an empty folder under tmp_path, to give a run as its output folder in a test that the
+    run is refused before any work. A run that fails after claiming a folder it created removes it, so a missing
+    folder cannot tell the two apart; one given beforehand can: a late refusal leaves its lock there."""
+    def make(name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        return folder
+    return make

@@ -152,7 +152,7 @@ def _vanilla_run(path):
     return path
 
 
-def test_a_vanilla_run_is_refused_with_a_clear_message(tmp_path, capsys):
+def test_a_vanilla_run_is_refused_with_a_clear_message(tmp_path, capsys, user_folder):
     run = _vanilla_run(tmp_path / "vanilla")
     before = sorted(p.name for p in run.iterdir())
     assert main(["analyze", "--run", str(run), "--what", "all", "--quiet"]) == 1
@@ -161,8 +161,9 @@ def test_a_vanilla_run_is_refused_with_a_clear_message(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == before  # nothing written
     with pytest.raises(ValueError, match="no dictionary"):
         run_analysis(run, "tsne")
-    assert main(["analyze", "--run", str(run), "--what", "all", "--out", str(tmp_path / "elsewhere"), "--quiet"]) == 1
-    assert not (tmp_path / "elsewhere").exists()  # refused before its output folder was made
+    elsewhere = user_folder("elsewhere")
+    assert main(["analyze", "--run", str(run), "--what", "all", "--out", str(elsewhere), "--quiet"]) == 1
+    assert not any(elsewhere.iterdir())  # refused before any work
 
 
 def test_unknown_analysis_is_a_usage_error(tmp_path, capsys):

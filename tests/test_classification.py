@@ -95,12 +95,12 @@ def test_metrics_csv_has_a_row_per_epoch_as_metrics_json_tells(digits_run):
         assert (digits_run / method / "tensorboard").is_dir() == tensorboard_available()
 
 
-def test_a_bad_train_subset_fails_before_any_file_is_written(tmp_path, capsys):
+def test_a_bad_train_subset_fails_before_any_file_is_written(tmp_path, capsys, user_folder):
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--train-subset", "0",
-            "--out", str(tmp_path / "run"), "--quiet"]
+            "--out", str(user_folder("run")), "--quiet"]
     assert main(argv) == 2
     assert "train_subset must be in 1.." in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()  # not even an empty folder
+    assert not any((tmp_path / "run").iterdir())  # not even the lock of a claimed folder
     (tmp_path / "run.toml").write_text("train-subset = 0\nbatch-size = 64\n")
     assert main([*argv[:-5], "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "run2"), "--quiet"]) == 2
     assert f"{tmp_path / 'run.toml'}: train_subset must be in 1.." in capsys.readouterr().err  # names the file

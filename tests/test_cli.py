@@ -254,12 +254,12 @@ def test_only_the_command_line_prints_and_configures_logging():
     (["--top-k", "0"], "top_k must be a positive integer"),
     (["--slot-dropout", "1"], "slot_dropout must be in [0, 1), got 1.0"),
 ])
-def test_the_estimator_settings_are_checked_before_any_work(tmp_path, capsys, argv, message):
+def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder, argv, message):
     small = ["--max-rows", "40", "--folds", "2", "--seeds", "1", "--max-epochs", "1"]  # a missed check ends soon
     for command in (["regress"], ["ablate", "--param", "temperature", "--values", "1"]):
-        out = tmp_path / command[0]
+        out = user_folder(command[0])
         assert main([*command, "--dataset", "gom", "--out", str(out), *small, *argv]) == 2
-        assert message in capsys.readouterr().err and not out.exists()
+        assert message in capsys.readouterr().err and not any(out.iterdir())
 
 
 @pytest.mark.parametrize("command", ["regress", "ablate"])
@@ -270,12 +270,12 @@ def test_an_unknown_slot_draw_is_refused_by_the_parser(command, tmp_path, capsys
     assert not (tmp_path / "o").exists()
 
 
-def test_the_ablated_parameter_is_not_also_a_flag(tmp_path, capsys):
-    argv = ["ablate", "--dataset", "gom", "--param", "top_k", "--values", "4", "8", "--top-k", "2", "--out",
-            str(tmp_path / "a")]
+def test_the_ablated_parameter_is_not_also_a_flag(capsys, user_folder):
+    out = user_folder("a")
+    argv = ["ablate", "--dataset", "gom", "--param", "top_k", "--values", "4", "8", "--top-k", "2", "--out", str(out)]
     assert main(argv) == 2
     assert "--param top_k is varied over --values; drop --top-k" in capsys.readouterr().err
-    assert not (tmp_path / "a").exists()
+    assert not any(out.iterdir())
 
 
 @pytest.mark.parametrize("argv, message", [

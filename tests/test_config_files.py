@@ -248,7 +248,7 @@ def _csv(path, seed: int) -> str:
 
 
 def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_table(tmp_path, parsed, capsys,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, user_folder):
     """MN alone (--no-vanilla-fallback) is the paper's method: its record repeats it; and a record names its table
     by digest, so that a file of another table under the same name (or a registered one) is refused."""
     from meta_neighborhoods.experiments import regression
@@ -272,12 +272,13 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
     monkeypatch.undo()
     _csv(data / "yacht.csv", 1)  # other numbers under the same name
     again = ["regress", "--config", record, "--data-file", str(data / "yacht.csv"), "--target", "y", "--out"]
-    _refused(capsys, [*again, str(tmp_path / "other")], "results.json: yacht", "other numbers; --table-sha256 none")
+    _refused(capsys, [*again, str(other := user_folder("other"))], "results.json: yacht",
+             "other numbers; --table-sha256 none")
     # the stem names a registered table, yacht, but the record is of a CSV file: it is not rerun on the registered one
     with pytest.raises(SystemExit) as refused:
         main(["regress", "--config", record, "--out", str(tmp_path / "registered")])
     assert refused.value.code == 2 and "--data-file is required" in capsys.readouterr().err
-    assert not (tmp_path / "other").exists() and not (tmp_path / "registered").exists()
+    assert not any(other.iterdir()) and not (tmp_path / "registered").exists()
     monkeypatch.setattr(regression, "available_methods", lambda: mlps)
     assert main([*again, str(tmp_path / "waived"), "--table-sha256", "none", "--quiet"]) == 0  # the line wins
     capsys.readouterr()
@@ -291,12 +292,13 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
 @pytest.mark.parametrize("where", ["config", "provenance"])  # provenance: records from before threads was a setting
 @pytest.mark.parametrize("threads, parts", [("x", ("results.json", "threads")),  # torch would crash on 100000:
                                            (100000, ("results.json: --threads must be at most 1024",))])
-def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys, threads, parts, where):
+def test_a_record_whose_thread_count_is_not_a_count_is_refused(tmp_path, capsys, user_folder, threads, parts,
+                                                              where):
     config = {"folds": 2, "seeds": 1, "estimator_params": {}}
     config.update({"threads": threads} if where == "config" else {"provenance": {"threads": threads}})
     config = _write(tmp_path / "results.json", json.dumps({"dataset": "gom", "config": config}))
-    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], *parts)
-    assert not (tmp_path / "o").exists()
+    _refused(capsys, ["regress", "--config", config, "--out", str(out := user_folder("o"))], *parts)
+    assert not any(out.iterdir())
 
 
 def test_an_old_record_reruns_on_the_thread_count_its_provenance_gives(tmp_path, parsed):
@@ -349,23 +351,24 @@ def test_a_record_of_a_run_given_a_factory_is_refused_naming_it(tmp_path, capsys
                                            ("slot_dropout = 1.5", "slot_dropout must be in [0, 1)"),
                                            ("learning-rate = -1.0", "--learning-rate must be positive"),
                                            ("learning-rate = nan", "--learning-rate must be positive")])
-def test_an_out_of_range_value_names_the_file_it_came_from_unless_the_command_line_gave_it(tmp_path, capsys, line,
-                                                                                          message):
+def test_an_out_of_range_value_names_the_file_it_came_from_unless_the_command_line_gave_it(tmp_path, capsys,
+                                                                                          user_folder, line, message):
     config = _write(tmp_path / "options.toml", f'dataset = "gom"\n{line}\n')
-    _refused(capsys, ["regress", "--config", config, "--out", str(tmp_path / "o")], f"options.toml: {message}")
+    out = user_folder("o")
+    _refused(capsys, ["regress", "--config", config, "--out", str(out)], f"options.toml: {message}")
     option = "--" + line.split(" = ")[0].replace("_", "-")
     value = line.split(" = ")[1]
     config = _write(tmp_path / "fine.toml", 'dataset = "gom"\n')
-    error = _refused(capsys, ["regress", "--config", config, option, value, "--out", str(tmp_path / "o")], message)
+    error = _refused(capsys, ["regress", "--config", config, option, value, "--out", str(out)], message)
     assert "fine.toml" not in error
-    assert not (tmp_path / "o").exists()
+    assert not any(out.iterdir())
 
 
-def test_a_misspelt_name_checked_at_run_time_names_the_file(tmp_path, capsys):
+def test_a_misspelt_name_checked_at_run_time_names_the_file(tmp_path, capsys, user_folder):
     config = _write(tmp_path / "c.toml",
-                    f'dataset = "mnist"\nmethod = "mn"\nbackbone = "conv4"\nout = "{tmp_path / "o"}"\n')
+                    f'dataset = "mnist"\nmethod = "mn"\nbackbone = "conv4"\nout = "{user_folder("o")}"\n')
     _refused(capsys, ["classify", "--config", config], "c.toml: unknown backbone 'conv4'; choose one of convnet4")
-    assert not (tmp_path / "o").exists()
+    assert not any((tmp_path / "o").iterdir())
 
 
 def test_an_ablation_record_gives_its_parameter_and_values(tmp_path, parsed, capsys):
@@ -389,11 +392,12 @@ SMALL = {"folds": 2, "seed": 1, "seeds": 1, "max_rows": 60, "estimator_params": 
      "top_k values must be of type int, got '1e+300'"),
     ("ablation.json", {"dataset": "gom", "param": "top_k", "values": [4, 4], "config": SMALL}, "top_k values repeat"),
 ])
-def test_a_record_s_value_refused_when_the_run_starts_names_the_record(tmp_path, capsys, name, record, message):
+def test_a_record_s_value_refused_when_the_run_starts_names_the_record(tmp_path, capsys, user_folder, name, record,
+                                                                       message):
     config = _write(tmp_path / name, json.dumps(record))
     command = "ablate" if "param" in record else "regress"
-    _refused(capsys, [command, "--config", config, "--out", str(tmp_path / "o")], f"{name}: {message}")
-    assert not (tmp_path / "o").exists()
+    _refused(capsys, [command, "--config", config, "--out", str(out := user_folder("o"))], f"{name}: {message}")
+    assert not any(out.iterdir())
 
 
 def test_a_record_of_another_command_or_for_a_command_without_records_is_refused(tmp_path, capsys):

@@ -240,10 +240,10 @@ def test_the_export_is_the_primary_network_and_analyze_is_refused(maxl_run, tmp_
     (["--psi", "3", "--method", "vanilla"], "--psi (psi, MAXL's auxiliary classes per class) applies to --method "
                                             "maxl or all, not 'vanilla'"),
 ])
-def test_bad_psi_is_refused_before_any_work(tmp_path, capsys, options, message):
-    assert _classify(tmp_path / "run", *options) == 2
+def test_bad_psi_is_refused_before_any_work(capsys, user_folder, options, message):
+    assert _classify(out := user_folder("run"), *options) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
+    assert not any(out.iterdir())
 
 
 def test_resume_refuses_psi_and_a_checkpoint_refuses_a_psi_its_tensors_do_not_have(maxl_run, tmp_path, capsys):

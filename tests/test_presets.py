@@ -82,11 +82,11 @@ def test_paper_augmentation_reaches_the_training_batches():
     assert torch.equal(batch("paper"), paper)  # and reproducible from the seed
 
 
-def test_the_command_line_refuses_a_preset_for_a_data_set_without_one_before_any_work(tmp_path, capsys):
+def test_the_command_line_refuses_a_preset_for_a_data_set_without_one_before_any_work(capsys, user_folder):
     from meta_neighborhoods.cli import main
 
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--preset", "paper",
-            "--out", str(tmp_path / "run"), "--quiet"]
+            "--out", str(out := user_folder("run")), "--quiet"]
     assert main(argv) == 2
     assert "--preset paper has no settings for 'digits'" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()
+    assert not any(out.iterdir())

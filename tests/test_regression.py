@@ -406,11 +406,11 @@ def test_the_summary_row_gives_each_p_value_and_whether_mn_is_best(knn, best):
     assert (row["p_value_vs_vanilla"], row["p_value_vs_knn"], row["beats_both"]) == (0.01, 0.5, best)
 
 
-def test_a_seed_out_of_range_is_refused_before_the_folder(tiny_csv, tmp_path):
+def test_a_seed_out_of_range_is_refused_before_the_folder(tiny_csv, user_folder):
     with pytest.raises(ValueError, match="Seed must be between"):
-        run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "seed", estimator_params={"random_state": -1},
-                       progress=False)
-    assert not (tmp_path / "seed").exists()
+        run_regression(load_csv_table(tiny_csv, "y"), out := user_folder("seed"),
+                       estimator_params={"random_state": -1}, progress=False)
+    assert not any(out.iterdir())
 
 
 def test_a_head_factory_and_numpy_settings_are_recorded_not_a_failure_after_every_fit(tiny_csv, tmp_path):
@@ -579,7 +579,7 @@ def test_regress_keeps_the_estimator_s_fallback_unless_told_and_ablate_never_use
     assert json.loads((tmp_path / "a" / "ablation.json").read_text())["config"]["estimator"]["vanilla_fallback"] is False
 
 
-def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv, tmp_path, made):
+def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv, tmp_path, made, user_folder):
     """--n-iter-no-change bounds a large table's fit with early stopping kept; --top-k none asks for every key
     (top_k=None), which a record keeps: as an option's value None would read as not given, the default 128."""
     common = ["--data-file", str(tiny_csv), "--target", "y", "--folds", "2", "--seeds", "1", "--quiet"]
@@ -591,8 +591,8 @@ def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv,
     assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(tiny_csv), "--out",
                  str(tmp_path / "again"), "--quiet"]) == 0
     assert {(p["n_iter_no_change"], p["top_k"]) for p in made if "dictionary_size" not in p} == {(7, None)}
-    assert main(["regress", *common, "--out", str(tmp_path / "bad"), "--n-iter-no-change", "0"]) == 2
-    assert not (tmp_path / "bad").exists()
+    assert main(["regress", *common, "--out", str(bad := user_folder("bad")), "--n-iter-no-change", "0"]) == 2
+    assert not any(bad.iterdir())
 
 
 def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_path, capsys):
@@ -665,14 +665,14 @@ def test_a_table_too_small_for_the_folds_says_so(tmp_path, capsys):
     (["--threads", "0"], "--threads must be a positive integer, got 0"),
     (["--threads", "100000"], "--threads must be at most 1024, got 100000"),  # torch would crash on it
 ])
-def test_a_bad_protocol_option_is_refused_before_any_work(tiny_csv, tmp_path, capsys, argv, message):
+def test_a_bad_protocol_option_is_refused_before_any_work(tiny_csv, user_folder, capsys, argv, message):
     for command in (["regress"], ["ablate", "--param", "top_k", "--values", "4"]):
-        out = tmp_path / command[0]
+        out = user_folder(command[0])
         assert main([*command, "--data-file", str(tiny_csv), "--target", "y", "--out", str(out), *argv]) == 2
-        assert message in capsys.readouterr().err and not out.exists()
+        assert message in capsys.readouterr().err and not any(out.iterdir())
     with pytest.raises(ValueError, match="seeds must be a positive integer"):
-        run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "api", seeds=0, progress=False)
-    assert not (tmp_path / "api").exists()
+        run_regression(load_csv_table(tiny_csv, "y"), api := user_folder("api"), seeds=0, progress=False)
+    assert not any(api.iterdir())
 
 
 @pytest.mark.parametrize("command", ["regress", "ablate"])
