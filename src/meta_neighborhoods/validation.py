@@ -25,6 +25,9 @@ def check_option(name: str, value, allowed) -> None:
         raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}", name)
 
 
+NONE = "none"  # the word for None in settings given as text (--top-k none, an ablation's values, a record's rerun)
+
+
 MAX_THREADS = 1024  # more than any CPU offers; torch crashes (segmentation fault) on counts near 100,000
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..validation import ConfigError
+from ..validation import NONE, ConfigError
 from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_settings, fit_options, load_table_source,
                      run_options, table_run_options, table_source)
 
@@ -57,5 +57,5 @@ def options_from_record(record: dict) -> dict:
     if "param" not in record:
         raise ConfigError("not the ablation.json of an ablate run")
     values = record.get("values")
-    listed = ["none" if value is None else value for value in values] if isinstance(values, list) else values
+    listed = [NONE if value is None else value for value in values] if isinstance(values, list) else values
     return {**table_run_options(record), "param": record["param"], "values": listed}

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
-from ..validation import ConfigError, check_int, check_non_negative, check_positive, check_threads
+from ..validation import NONE, ConfigError, check_int, check_non_negative, check_positive, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
-from .config_file import NONE, int_or_none
+from .config_file import int_or_none
 
 
 # estimator parameters with an option of the same name in regress and ablate
@@ -153,7 +153,7 @@ def check_target(args) -> None:
     if args.data_file is None and args.target is not None:
         raise UsageError("--target only applies to --data-file")
     recorded = "table_sha256" in getattr(args, "config_gave", {})
-    if args.table_sha256 is not None and (args.table_sha256.lower() == "none" or args.dataset == "all" and recorded):
+    if args.table_sha256 is not None and (args.table_sha256.lower() == NONE or args.dataset == "all" and recorded):
         args.table_sha256 = None
     if args.table_sha256 is not None and args.dataset == "all":
         raise UsageError("--table-sha256 names one table's numbers, not those of --dataset all")

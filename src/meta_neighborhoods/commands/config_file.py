@@ -19,19 +19,18 @@ import json
 import reprlib
 from pathlib import Path
 
-from ..validation import ConfigError, is_int, is_real
+from ..validation import NONE, ConfigError, is_int, is_real
 
 MAX_BYTES = 1 << 20  # options fit in far less; a larger file is a mistake, not a configuration
 SHORT = reprlib.Repr()  # a value as messages show it: a few items of a few levels, never the whole
 SHORT.maxlevel, SHORT.maxlist, SHORT.maxdict, SHORT.maxstring = 2, 4, 4, 40
 NOT_IN_FILES = ("help", "config")  # a file naming another file would chain untrusted reads
 ASKED_ONLY = ("overwrite", "resume")  # replacing or continuing a run: asked on the command line, never by a file
-NONE = "none"  # int_or_none's word for an option's None, which as the option's value would read as not given
 
 
 def int_or_none(value: str | int) -> int | str:
-    """An option's type for a whole number or NONE (--top-k none: top_k=None, full attention), from the command
-    line's text or a file's number."""
+    """An option's type for a whole number or NONE (--top-k none: top_k=None, full attention; None itself, as the
+    option's value, would read as not given), from the command line's text or a file's number."""
     text = str(value)
     return NONE if text.lower() == NONE else int(text)
 

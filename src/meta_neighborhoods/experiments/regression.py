@@ -16,7 +16,7 @@ from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
 from ..training import resolve_device, torch_threads
-from ..validation import ConfigError
+from ..validation import NONE, ConfigError
 from .ablation_caps import CAPS, capped_note, capped_values, point_notes
 from .cross_validation import (
     SEARCH, available_methods, check_method_settings, cross_validate, meta_neighborhoods_estimator, protocol_options,
@@ -304,12 +304,12 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
 
 
 def ablation_values(param: str, values) -> list:
-    """Command-line strings (or Python values) as the estimator's type; ``none`` means what NONE_MEANS says."""
+    """Command-line strings (or Python values) as the estimator's type; NONE means what NONE_MEANS says."""
     if param not in ABLATION_TYPES:
         raise ConfigError(f"unknown ablation parameter {param!r}; choose one of {', '.join(ABLATION_TYPES)}", "param")
     kind, converted = ABLATION_TYPES[param], []
     for value in values:
-        if param in NONE_MEANS and (value is None or str(value).lower() == "none"):
+        if param in NONE_MEANS and (value is None or str(value).lower() == NONE):
             converted.append(None)
             continue
         try:
