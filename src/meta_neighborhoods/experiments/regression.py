@@ -176,21 +176,17 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     methods = available_methods() if methods is None else methods
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
-    options = protocol_options(folds, seed, seeds, max_rows, threads)
+    options, used, params = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads)
     folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
-    used = protocol_rows(table, methods, options)
-    params = _checked_params(estimator_params, methods, used, folds)
     with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
                             progress=progress)
         summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
         varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
         results = {
-            "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
-            "folds": cv["folds"], "kept": cv["kept"], "validation_losses": cv["validation_losses"],
-            "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"],
-            "fold_order": FOLD_ORDER, **summary, "p_value_vs_vanilla": summary["p_values"].get("vanilla"),
-            "seconds": cv["seconds"], "unconverged": cv["unconverged"],
+            **_folds_record(table, used, cv), "folds": cv["folds"], "kept": cv["kept"],
+            "validation_losses": cv["validation_losses"], **summary,
+            "p_value_vs_vanilla": summary["p_values"].get("vanilla"), "seconds": cv["seconds"],
             **({"architectures": cv["architectures"]} if search else {}),
             "config": {**_run_config(table, used, options, params, varied), "search": search},
         }
@@ -203,6 +199,21 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
         fold_errors_figure(out / "folds.png", cv["folds"], f"{table.name}: MSE per fold, "
                            f"{_protocol(results['config'])}", folds, (REFERENCE, vanilla_kept))
     return results
+
+
+def _prepared(table: Table, methods: dict, estimator_params: dict | None, *protocol) -> tuple[dict, Table, dict]:
+    """A table run's ``protocol`` options (``protocol_options``' arguments), the rows it uses and its estimators'
+    settings, each checked before any folder is claimed."""
+    options = protocol_options(*protocol)
+    used = protocol_rows(table, methods, options)
+    return options, used, _checked_params(estimator_params, methods, used, options["folds"])
+
+
+def _folds_record(table: Table, used: Table, cv: dict) -> dict:
+    """What a table run's record says of its table and folds, for regress and ablate alike."""
+    return {"dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
+            "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"], "fold_order": FOLD_ORDER,
+            "unconverged": cv["unconverged"]}
 
 
 def _checked_params(estimator_params: dict | None, methods: dict, used: Table | None = None,
@@ -338,22 +349,18 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     run's files is refused unless ``overwrite``)."""
     values = ablation_values(param, values)
     shown = [NONE_MEANS[param] if value is None else str(value) for value in values]
-    options = protocol_options(folds, seed, seeds, max_rows, threads)
-    folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
     methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
-    used = protocol_rows(table, methods, options)
-    params = _checked_params(estimator_params, methods, used, folds)
+    options, used, params = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads)
+    folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
     with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
         first = next(iter(methods))
         summary = compare(cv["folds"], first, folds, baseline=first)
         results = {
-            "dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
-            "param": param, "values": values, "folds": list(cv["folds"].values()), "fold_seeds": cv["fold_seeds"],
-            "fold_numbers": cv["fold_numbers"], "fold_order": FOLD_ORDER,
+            **_folds_record(table, used, cv), "param": param, "values": values,
+            "folds": list(cv["folds"].values()),
             **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
-            "p_value_vs_first": [None, *summary["p_values"].values()],
-            "seconds": list(cv["seconds"].values()), "unconverged": cv["unconverged"],
+            "p_value_vs_first": [None, *summary["p_values"].values()], "seconds": list(cv["seconds"].values()),
             "dictionary_sizes": list(cv["dictionary_sizes"].values()),
             "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
         }
