@@ -133,6 +133,18 @@ def test_fused_layer_equals_the_unfused_computation(similarity, temperature, tra
         torch.testing.assert_close(fused.bn.state_dict(), plain.bn.state_dict())  # running stats, batch count
 
 
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_running_statistics_switched_off_after_they_were_kept_are_read_as_batch_norm_reads_them(train):
+    """track_running_stats turned off on a BN that has its buffers: in eval BatchNorm still normalises by them, in
+    training by the batch without updating them."""
+    fused = _random_layer().train(train)
+    fused.bn.track_running_stats = False
+    plain = copy.deepcopy(fused)
+    x = torch.randn(5, 6, 4, 3, dtype=torch.float64) * 2 + 1
+    torch.testing.assert_close(fused(x), _unfused(plain, x))
+    torch.testing.assert_close(fused.bn.state_dict(), plain.bn.state_dict())
+
+
 def test_pooled_outputs_below_the_norm_floor_are_clamped_as_f_normalize_clamps_them():
     """F.normalize floors a norm at 1e-12, and there its gradient is a plain scale. A zero BN weight makes
     every pooled BN output the BN's bias exactly, here of norm ~1e-13."""
@@ -223,6 +235,11 @@ def test_film_backbone_trains_every_dictionary_parameter():
 def test_unknown_where_raises_and_lists_choices():
     with pytest.raises(ValueError, match="'all', 'last'"):
         film_norm_layer("first")
+
+
+def test_bad_dictionary_options_are_refused_before_a_backbone_is_built():
+    with pytest.raises(ValueError, match="temperature"):
+        film_norm_layer("all", temperature=-1.0)
 
 
 def test_checking_the_options_draws_no_random_number():
