@@ -90,3 +90,15 @@ def test_the_command_line_refuses_a_preset_for_a_data_set_without_one_before_any
     assert main(argv) == 2
     assert "--preset paper has no settings for 'digits'" in capsys.readouterr().err
     assert not any(out.iterdir())
+
+
+def test_paper_augmentation_is_refused_on_images_its_cutout_would_hide(capsys, user_folder):
+    """Cutout's 16 x 16 square, made for 32 x 32 images, covers every 8 x 8 digit whole: training on blank images."""
+    from meta_neighborhoods.cli import main
+
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--augment", "paper",
+            "--epochs", "1", "--out", str(out := user_folder("run")), "--quiet"]
+    assert main(argv) == 2
+    assert "--augment paper cuts a 16 x 16 square out of each image, which hides most or all of images of 8x8 " \
+           "pixels" in capsys.readouterr().err
+    assert not any(out.iterdir())

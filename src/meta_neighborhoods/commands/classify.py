@@ -86,7 +86,7 @@ def _configuration():
                         help=f"augmentation of the training images: the data set's own (default; crop and flip "
                              f"for {', '.join(CROP_FLIP)}, none for the others, the digit sets among them: a flipped "
                              "digit is another digit) or the authors' pipeline, paper: crop, flip, AutoAugment's "
-                             "CIFAR-10 policy and Cutout")
+                             "CIFAR-10 policy and Cutout of 16 x 16 squares, for images larger than that")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch's CPU threads (default: torch's choice). Training sums in an order that depends on "
                              "them: the run records the count it ran on, and --resume and --config runs use it again")

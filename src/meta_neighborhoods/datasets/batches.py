@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..validation import ConfigError, is_int
-from .augmentation import crop_flip, paper_augment
+from .augmentation import CUTOUT, crop_flip, paper_augment
 from .images import ImageSplit
 
 __all__ = ["TensorBatches", "ImageBatches"]
@@ -78,6 +78,10 @@ class ImageBatches:
         # Settings, not file contents, so ConfigError (a usage error on the command line).
         if augment not in AUGMENTERS:
             raise ConfigError(f"augment must be one of {', '.join(AUGMENTERS)}, got {augment!r}")
+        if augment == "paper" and min(split.images.shape[2:]) <= CUTOUT:
+            raise ConfigError(f"--augment paper cuts a {CUTOUT} x {CUTOUT} square out of each image, which hides "
+                              f"most or all of images of {'x'.join(map(str, split.images.shape[2:]))} pixels (it is "
+                              "made for CIFAR's 32 x 32): choose the data set's own augmentation", "augment")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}", "batch_size")
         if len(mean) != split.images.shape[1] or len(std) != split.images.shape[1]:
