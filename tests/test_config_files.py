@@ -448,3 +448,26 @@ def test_a_classify_record_s_settings_its_method_does_not_use_are_not_taken():
               "dictionary_size": 50, "psi": 3}  # an older version recorded them for every method
     options = options_from_record(record)
     assert options["epochs"] == 3 and "dictionary_size" not in options and "psi" not in options
+
+
+@pytest.mark.parametrize("method, dropped", [("vanilla", "dictionary_size"), ("maxl", "dictionary_size"),
+                                             ("mn", "psi")])
+def test_a_record_reruns_as_another_method_without_the_settings_that_method_does_not_use(tmp_path, monkeypatch,
+                                                                                       method, dropped):
+    """A record gives its own method's settings (an mn run's dictionary size, a maxl run's psi); the command line's
+    --method wins, and what that method does not use is left out rather than refused. A file that also chose the
+    method gave a setting for another method by mistake: refused."""
+    from meta_neighborhoods.experiments import classification
+
+    record = {"dataset": "digits", "backbone": "convnet4", "method": "mn" if dropped == "dictionary_size" else "maxl",
+              "epochs": 3, "dictionary_size": 100, "psi": 3, "version": "0.1.0"}
+    config = _write(tmp_path / "config.json", json.dumps(record))
+    made = {}
+    monkeypatch.setattr(classification, "run_classification", lambda *args, **kwargs: made.update(kwargs) or {})
+    monkeypatch.setattr("meta_neighborhoods.commands.classify._report", lambda *args: None)
+    assert main(["classify", "--config", config, "--method", method, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert made["epochs"] == 3 and dropped not in made
+    monkeypatch.undo()
+    mistaken = _write(tmp_path / "mine.toml", f'dataset = "digits"\nbackbone = "convnet4"\nmethod = "{method}"\n'
+                                              f'{dropped.replace("_", "-")} = 7\n')
+    assert main(["classify", "--config", mistaken, "--out", str(tmp_path / "p"), "--quiet"]) == 2

@@ -122,8 +122,8 @@ def run(args) -> int:
         if args.resume is not None:
             result = resume_classification(out, device=args.device, progress=not args.quiet, **folders)
         else:
-            given = {name: getattr(args, name) for name in (*CLASSIFY_RUN_OPTIONS, "device", *folders)
-                     if name not in REQUIRED and getattr(args, name) is not None}
+            given = _without_unused({name: getattr(args, name) for name in (*CLASSIFY_RUN_OPTIONS, "device", *folders)
+                                     if name not in REQUIRED and getattr(args, name) is not None}, args)
             result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet,
                                         **given)
     except KeyboardInterrupt:
@@ -159,6 +159,19 @@ def _report(result: dict, out: Path) -> None:
           f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
           f"{result['best_epoch']}, {result['seconds']:.1f} s)")
     LOGGER.info("wrote %s/metrics.json, metrics.csv, config.json, run.json, checkpoints best and last", out)
+
+
+def _without_unused(given: dict, args) -> dict:
+    """The settings ``given``, less those the --config file gave that the method chosen on the command line does not
+    use: one method of a record's run (which gives its own method's settings) is rerun as another. Where the file
+    chose the method too, such a setting is its own mistake, and refused."""
+    from_file = getattr(args, "config_gave", {})
+    if "method" in from_file:
+        return given
+    from ..image_methods import unused_settings
+
+    unused = unused_settings(args.method)
+    return {name: value for name, value in given.items() if name not in unused or name not in from_file}
 
 
 RECORDS = ("config.json", "metrics.json", "comparison.json")  # what options_from_record reads
