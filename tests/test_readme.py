@@ -48,3 +48,10 @@ def test_readme_commands_parse():
             build_parser().parse_args(shlex.split(command)[1:])
         except SystemExit as error:
             assert error.code == 0 and command.endswith("--help"), command
+
+
+def test_the_readme_names_every_image_data_set_classify_reads():
+    from meta_neighborhoods.datasets.images import IMAGE_DATASETS
+
+    text = README.read_text()
+    assert [name for name in IMAGE_DATASETS if f"`{name}`" not in text] == []
