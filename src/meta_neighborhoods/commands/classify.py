@@ -70,7 +70,8 @@ def _configuration():
                              "global batch, split over processes")
     add_optimiser_options(parser, f"default {Defaults.learning_rate:g}", f"default {Defaults.weight_decay:g}")
     parser.add_argument("--train-subset", type=int, metavar="N",
-                        help="train on N images of the training split only (seeded), for quick CPU runs")
+                        help="train on N images of the training split only (seeded): shorter epochs; validation (up to "
+                             f"{VALIDATION_MAX:,} images) and the test split keep their full size")
     parser.add_argument("--key-init", choices=KEY_INITS,
                         help="gaussian (the default, as the authors): keys from N(0, 0.05^2) with random learned "
                              "values; samples: at the features of random training images, their labels as values")
