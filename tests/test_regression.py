@@ -515,6 +515,19 @@ def test_a_folder_holding_a_run_is_refused_before_any_work_unless_overwrite(tiny
     assert (out / existing).read_text() == '{"hours": "of work"}'  # a failed run leaves the earlier one whole
 
 
+def test_a_folder_where_a_run_writes_a_file_is_refused_before_any_work_even_with_overwrite(tiny_csv, tmp_path,
+                                                                                         capsys, monkeypatch):
+    """A folder named folds.png was found only at the last write, after results.json had been replaced."""
+    out = tmp_path / "run"
+    (out / "folds.png").mkdir(parents=True)
+    (out / "results.json").write_text('{"hours": "of work"}')
+    monkeypatch.setattr(regression, "cross_validate", lambda *args, **kwargs: pytest.fail("the work began"))
+    argv = ["regress", "--data-file", str(tiny_csv), "--target", "y", "--out", str(out), "--quiet", "--overwrite"]
+    assert main(argv) == 1
+    assert f"{out / 'folds.png'} exists and is not a regular file" in capsys.readouterr().err
+    assert (out / "results.json").read_text() == '{"hours": "of work"}' and (out / "folds.png").is_dir()
+
+
 @pytest.mark.parametrize("command, stray", [
     (["regress", "--data-file", "{csv}", "--target", "y"], "results.md"),
     (["regress", "--dataset", "all"], "summary.md"),

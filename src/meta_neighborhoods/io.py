@@ -123,7 +123,8 @@ def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kin
     """``out`` made ready for a new run of ``kind`` that writes the files ``outputs`` (paths relative to ``out``),
     and locked until the block has written the run. A folder that holds a run of another kind is refused, one that
     holds any of ``outputs`` (an earlier run's results) too unless ``overwrite`` (the new run then removes them just
-    before it writes its own: ``remove_outputs``), both before any work; a second run into ``out`` fails at once.
+    before it writes its own: ``remove_outputs``), and one where a folder has an output's name, all before any work; a
+    second run into ``out`` fails at once.
     Files of ``outputs`` beside nothing that shows a run (``refuse_strays``; ``records``: the kind's own) are
     refused either way."""
     refuse_other_runs(out, kind)
@@ -131,6 +132,8 @@ def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kin
     refuse_strays(out, found, kind, records)
     if not overwrite:
         refuse_held(out, found)
+    for name in found:  # a folder where the run writes a file: refused now, not after the work and half the writes
+        replaceable(Path(out) / name)
     created = [folder for folder in (Path(out), *Path(out).parents) if not folder.exists()]
     out = prepare_out_dir(out)
     with lock(out):
