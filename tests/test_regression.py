@@ -252,6 +252,39 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     assert sorted(p.name for p in (tmp_path / "out" / "boston").iterdir()) == ["mine.txt"]
 
 
+
+def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_it_fails(tmp_path, snapshot,
+                                                                                       monkeypatch):
+    """Each table's files went as soon as that table had its results: a run stopped at the second table left the
+    first table's new results beside the second's and the summary of the earlier run. Into a new folder they still
+    go at once, so that a failed run keeps the tables it finished."""
+    data, out = tmp_path / "data" / "gom", tmp_path / "out"
+    data.mkdir(parents=True)
+    shutil.copyfile(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}", data / GOM_FILE)
+    run = functools.partial(run_regression_all, ["gom", "gom-longitude"], data_dir=tmp_path / "data",
+                            methods={name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")},
+                            folds=2, seeds=1, max_rows=60, estimator_params={**FAST, "max_epochs": 1}, progress=False)
+    run(out)
+    earlier = snapshot(out)
+    tables = iter(range(2))
+    real = regression.cross_validate
+
+    def second_fails(*args, **kwargs):
+        if next(tables):
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(regression, "cross_validate", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        run(out, seed=1, overwrite=True)
+    assert snapshot(out) == earlier
+    tables = iter(range(2))
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "gom" / "results.json").read_text())["fold_seeds"] == [0, 0]
+    assert not (tmp_path / "new" / "summary.json").exists()
+
+
 # ---------------------------------------------------------------------------------------------------
 # run_ablation
 

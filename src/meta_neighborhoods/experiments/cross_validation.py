@@ -42,6 +42,8 @@ SEARCH_DEPTHS = (2, 3, 4, 5)  # hidden layers, as the paper's architecture searc
 SEARCH_WIDTHS = (32, 64, 128, 256)  # units in every hidden layer
 SEARCH_VALIDATION = 0.2
 SEARCH = "architecture search"  # the name the search's fits are counted under in ``unconverged``
+REFERENCE = "meta_neighborhoods"  # the method a table run tests against every other
+BASELINE = "vanilla"  # what the ratios are relative to
 
 
 # ---------------------------------------------------------------------------------------------------

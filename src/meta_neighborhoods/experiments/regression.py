@@ -1,10 +1,12 @@
-"""Table 2 and the ablations: the reports of repeated k-fold CV (``cross_validation.py``) of kNN, the vanilla
-MLP, Meta-Neighborhoods, gradient boosting and the optional baselines, with the tests of ``significance.py``."""
+"""Table 2 and the ablations as runs: repeated k-fold CV (``cross_validation.py``) of kNN, the vanilla MLP,
+Meta-Neighborhoods, gradient boosting and the optional baselines, the tests of ``significance.py``, and the files of
+a table run (their Markdown: ``reports.py``)."""
 
 from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 from .. import __version__
 from ..config import FOLDS, SEEDS
@@ -19,12 +21,14 @@ from ..training import resolve_device, torch_threads
 from ..validation import NONE, ConfigError
 from .ablation_caps import CAPS, capped_note, capped_values, point_notes
 from .cross_validation import (
-    SEARCH, available_methods, check_method_settings, cross_validate, meta_neighborhoods_estimator, protocol_options,
-    protocol_rows,
+    BASELINE, REFERENCE, available_methods, check_method_settings, cross_validate, meta_neighborhoods_estimator,
+    protocol_options, protocol_rows,
+)
+from .reports import (
+    method_note, mse_cell, neighbours_kept, number, p_cell, protocol_text, results_markdown, summary_markdown,
+    unconverged_note, warn_unconverged,
 )
 
-REFERENCE = "meta_neighborhoods"
-BASELINE = "vanilla"  # what the ratios are relative to
 NOMINAL_ROWS = 2  # the shape settings are checked against before a run of several tables has read one
 FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded with fold_seeds[r * folds + f]"
 ABLATION_TYPES = {
@@ -41,94 +45,6 @@ ABLATION = ("ablation.json", "ablation.md", "ablation.png")
 TABLE_RUNS = (*RESULTS, *SUMMARY, *ABLATION)  # what regress and ablate write: any of them in a folder is a run
 TABLE_KIND = "regress or ablate"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reports
-
-
-def _number(x: float) -> str:
-    """Four significant digits, trailing zeros kept so that a column of errors lines up."""
-    return f"{x:#.4g}".rstrip(".")
-
-
-def _mse(mean: float, std: float) -> str:
-    return f"{_number(mean)} ± {_number(std)}"
-
-
-def _p(p: float | None) -> str:
-    return "—" if p is None else f"{p:.3g}"
-
-
-def _gap(gap: float | None, mean: float) -> str:
-    return "—" if gap is None or mean == 0 else f"±{100 * gap / mean:.1f} %"
-
-
-def _protocol(config: dict) -> str:
-    seeds = config["seeds"]
-    return (f"{config['folds']}-fold CV repeated over {seeds} seed{'s' * (seeds > 1)} "
-            f"({config['seed']}..{config['seed'] + seeds - 1})")
-
-
-def _results_markdown(results: dict) -> str:
-    config, wins, total = results["config"], results["reference_wins"], len(results["fold_seeds"])
-    rows = [[name, _mse(results["mean"][name], results["std"][name]),
-             _number(results["ratio"][name]) if name in results["ratio"] else "—",
-             f"{wins[name]}/{total}" if name in wins else "—",
-             _p(results["p_values"].get(name)), _gap(results["resolvable"].get(name), results["mean"][name]),
-             _p(results["p_values_first_seed"].get(name))]
-            for name in results["folds"]]
-    title = (f"# {results['dataset']}: MSE on the standardised target (n = {results['n']}, d = {results['d']}; "
-             f"{_protocol(config)})\n\n"
-             f"Mean ± std over all {total} (seed, fold) errors. MN wins: folds where Meta-Neighborhoods has the lower "
-             f"error. p corrected: Nadeau & Bengio's corrected repeated-CV t-test of MN against the method over all "
-             f"of them; resolves: the smallest gap between MN and the method that test could call significant "
-             f"(p < 0.05) given how the gap varies from fold to fold, in % of the method's MSE; p paired: the "
-             f"paper's paired t-test over the {config['folds']} folds of seed {config['seed']}. Std: of the "
-             f"{total} errors (population, ddof = 0).\n\n{_method_note(config)}\n\n")
-    table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN wins", "p corrected",
-                            "resolves", "p paired (first seed)"], rows)
-    kept = _neighbours_kept(results)
-    if kept is not None and config["estimator"].get("vanilla_fallback", True):
-        table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
-                  f"fallback keeps the network without them where it validates better; `--no-vanilla-fallback` always "
-                  f"keeps the neighbours).\n")
-    return title + table + _unconverged_note(results)
-
-
-def _method_note(config: dict) -> str:
-    """Which Meta-Neighborhoods the run measured: the README's Table 2 has two (with and without the fallback)."""
-    fallback = config["estimator"].get("vanilla_fallback", True)
-    which = ("with the vanilla fallback (the estimator's default)" if fallback else
-             "without the vanilla fallback (MN alone: always the network with neighbours, as the paper)")
-    search = (f"; the MLP's architecture searched per fold for vanilla and used by MN too (`architectures` in "
-              f"results.json)") if config.get("search") else ""
-    return f"Meta-Neighborhoods (MN): {which}{search}."
-
-
-def _unconverged_note(results: dict) -> str:
-    """A paragraph on the fits that stopped at ``max_epochs`` before early stopping ended them ('' if none did):
-    such a run measures capped training, and its reader should know. The run also logs it, once, instead of a
-    warning per fit."""
-    total, unconverged = len(results["fold_seeds"]), results["unconverged"]
-    if not unconverged:
-        return ""
-    counts = "; ".join(f"{name}: {count} {'fits' if name == SEARCH else f'of {total} folds'}"
-                       for name, count in unconverged.items())
-    return (f"\nStopped at max_epochs before early stopping ended them ({counts}): raise --max-epochs, or lower "
-            f"--n-iter-no-change, to let early stopping decide.\n")
-
-
-def _warn_unconverged(results: dict) -> None:
-    """Say once on the log what ``_unconverged_note`` says in the report."""
-    if results["unconverged"]:
-        LOGGER.warning("%s: %s", results["dataset"], _unconverged_note(results).strip())
-
-
-def _neighbours_kept(results: dict) -> int | None:
-    """On how many folds Meta-Neighborhoods kept its network with neighbours (None: not recorded)."""
-    kept = results.get("kept", {}).get(REFERENCE)
-    return None if kept is None else sum(choice == WITH_NEIGHBOURS for choice in kept)
 
 
 def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
@@ -173,32 +89,50 @@ def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: 
     ``max_rows`` runs on a random subset of that many rows, to bound the cost; ``threads``, torch's CPU threads
     while it runs (recorded: ``protocol_options``). ``methods`` default to ``available_methods()``.
     """
+    methods = _with_reference(methods)
+    prepared = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads)
+    with torch_threads(prepared[0]["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
+        results = _table_results(table, methods, *prepared, search, progress)
+        _write_table_run(out, results)
+    return results
+
+
+def _with_reference(methods: dict | None) -> dict:
+    """A table run's ``methods`` (None: ``available_methods()``), which the tests compare with Meta-Neighborhoods."""
     methods = available_methods() if methods is None else methods
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
-    options, used, params = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads)
-    folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
-    with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
-        cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, search=search,
-                            progress=progress)
-        summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
-        varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
-        results = {
-            **_folds_record(table, used, cv), "folds": cv["folds"], "kept": cv["kept"],
-            "validation_losses": cv["validation_losses"], **summary,
-            "p_value_vs_vanilla": summary["p_values"].get("vanilla"), "seconds": cv["seconds"],
-            **({"architectures": cv["architectures"]} if search else {}),
-            "config": {**_run_config(table, used, options, params, varied), "search": search},
-        }
-        remove_outputs(out, TABLE_RUNS)
-        write_json(out / "results.json", results)
-        _warn_unconverged(results)
-        write_text(out / "results.md", _results_markdown(results))
-        kept = cv["kept"].get(REFERENCE, [])
-        vanilla_kept = [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]
-        fold_errors_figure(out / "folds.png", cv["folds"], f"{table.name}: MSE per fold, "
-                           f"{_protocol(results['config'])}", folds, (REFERENCE, vanilla_kept))
-    return results
+    return methods
+
+
+def _table_results(table: Table, methods: dict, options: dict, used: Table, params: dict, search: bool,
+                   progress: bool) -> dict:
+    """The cross-validation of a table run (``_prepared``'s checked ``options``, ``used`` rows and ``params``) and
+    its comparison of the methods: the run's record."""
+    folds = options["folds"]
+    cv = cross_validate(used, methods, folds=folds, seed=options["seed"], seeds=options["seeds"], params=params,
+                        search=search, progress=progress)
+    summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
+    varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
+    return {
+        **_folds_record(table, used, cv), "folds": cv["folds"], "kept": cv["kept"],
+        "validation_losses": cv["validation_losses"], **summary,
+        "p_value_vs_vanilla": summary["p_values"].get("vanilla"), "seconds": cv["seconds"],
+        **({"architectures": cv["architectures"]} if search else {}),
+        "config": {**_run_config(table, used, options, params, varied), "search": search},
+    }
+
+
+def _write_table_run(out: Path, results: dict) -> None:
+    """A table run's files in ``out``, which an earlier run's leave just before (``remove_outputs``)."""
+    remove_outputs(out, TABLE_RUNS)
+    write_json(out / "results.json", results)
+    warn_unconverged(results)
+    write_text(out / "results.md", results_markdown(results))
+    kept = results["kept"].get(REFERENCE, [])
+    vanilla_kept = [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]
+    fold_errors_figure(out / "folds.png", results["folds"], f"{results['dataset']}: MSE per fold, "
+                       f"{protocol_text(results['config'])}", results["config"]["folds"], (REFERENCE, vanilla_kept))
 
 
 def _prepared(table: Table, methods: dict, estimator_params: dict | None, *protocol) -> tuple[dict, Table, dict]:
@@ -241,57 +175,43 @@ def _summary_row(results: dict) -> dict:
     return {
         "n": results["n"], "d": results["d"], "mean": mean, "std": results["std"], "ratio": results["ratio"],
         "reference_wins": results["reference_wins"], "folds_total": len(results["fold_seeds"]),
-        "neighbours_kept": _neighbours_kept(results),
+        "neighbours_kept": neighbours_kept(results),
         "p_value_vs_vanilla": p_values.get("vanilla"), "p_value_vs_knn": p_values.get("knn"),
         "beats_both": bool(rivals) and all(mean[REFERENCE] < m for m in rivals),
     }
 
 
-def _summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str) -> str:
-    header = ["data set", "n", "d", *methods, "MN / vanilla", "MN wins vs vanilla", "p MN vs vanilla",
-              "p MN vs kNN", "MN best", "neighbours kept"]
-    lines = [[name, str(r["n"]), str(r["d"]), *(_mse(r["mean"][m], r["std"][m]) for m in methods),
-              _number(r["ratio"][REFERENCE]) if r["ratio"] else "—",
-              f"{r['reference_wins']['vanilla']}/{r['folds_total']}" if "vanilla" in r["reference_wins"] else "—",
-              _p(r["p_value_vs_vanilla"]), _p(r["p_value_vs_knn"]), "✓" if r["beats_both"] else "",
-              "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
-             for name, r in rows.items()]
-    text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
-            "Mean ± std over all (seed, fold) errors; p: corrected repeated-CV t-test (Nadeau & Bengio) of "
-            "Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and kNN. Neighbours kept: "
-            "folds where MN kept its network with neighbours, not the vanilla fallback's.\n\n")
-    text += markdown_table(header, lines)
-    if skipped:
-        text += "\nSkipped (data files missing): " + ", ".join(skipped) + "\n"
-    return text
-
-
-def run_regression_all(names: list[str], out, data_dir=None, methods: dict | None = None, **options) -> dict:
-    """Table 2 for several registered data sets into ``out/<name>/``, plus summary.md / summary.json.
+def run_regression_all(names: list[str], out, data_dir=None, methods: dict | None = None, folds: int = FOLDS,
+                       seed: int = 0, seeds: int = SEEDS, search: bool = False, estimator_params: dict | None = None,
+                       max_rows: int | None = None, progress: bool = True, overwrite: bool = False,
+                       threads: int | None = None) -> dict:
+    """Table 2 for several registered data sets into ``out/<name>/``, plus summary.md / summary.json; the options
+    are ``run_regression``'s.
 
     A data set whose files are missing is skipped with a note, so one absent download does not stop the rest.
-    ``options`` are passed to ``run_regression``. A misspelt name, a bad count of seeds or rows or a folder that holds an
-    earlier run's results (without ``overwrite``) fails before any data set is run.
+    A misspelt name, a bad count of seeds or rows or a folder that holds an earlier run's results (without
+    ``overwrite``) fails before any data set is run. Each table's files are written once it has its results, but
+    where they replace an earlier run's, only once every table has them: a failed or interrupted run leaves the
+    earlier one whole, never some tables of each.
     """
     unknown = [name for name in names if name not in available_tables()]
     if unknown:
         known = ", ".join(available_tables())
         raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
-    checked = protocol_options(options.get("folds", FOLDS), options.get("seed", 0), options.get("seeds", SEEDS),
-                               options.get("max_rows"), options.get("threads"))
-    methods = available_methods() if methods is None else methods
-    config = {**checked, "search": options.get("search", False),  # what --config with summary.json reruns
-              "estimator_params": _recorded(_checked_params(options.get("estimator_params"), methods)),
-              "version": __version__}
-    with torch_threads(checked["threads"]):  # what the tables' runs take: their provenance's count
-        config["provenance"] = provenance()
+    protocol = (folds, seed, seeds, max_rows, threads)
+    checked = protocol_options(*protocol)
+    methods = _with_reference(methods)
+    config = {**checked, "search": search,  # what --config with summary.json reruns
+              "estimator_params": _recorded(_checked_params(estimator_params, methods)), "version": __version__}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
-    with claimed(out, outputs, options.get("overwrite", False), TABLE_KIND) as out:
+    replacing = [name for name in outputs if (Path(out) / name).exists()]
+    with torch_threads(checked["threads"]), claimed(out, outputs, overwrite, TABLE_KIND) as out:
+        config["provenance"] = provenance()  # under the tables' thread count: their provenance's
         for folder in folders:  # a table's folder that cannot be written fails now, not after the tables before it ran
             if folder.exists():
                 prepare_out_dir(folder)
-        rows, skipped, protocol = {}, {}, ""
+        rows, skipped, pending, shown = {}, {}, {}, ""
         for name in names:
             try:
                 table = load_table(name, data_dir)
@@ -299,15 +219,28 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
                 LOGGER.warning("skipping %s: %s", name, error)
                 skipped[name] = str(error)
                 continue
-            results = run_regression(table, out / name, methods=methods, **options)
-            rows[name], protocol = _summary_row(results), _protocol(results["config"])
-        summary = {"datasets": rows, "skipped": skipped, "config": config}
+            results = _table_results(table, methods, *_prepared(table, methods, estimator_params, *protocol), search,
+                                     progress)
+            if replacing:
+                pending[name] = results  # the earlier run stays whole until every table has its results
+            else:
+                _write_table(out / name, results)
+            rows[name], shown = _summary_row(results), protocol_text(results["config"])
         for name in skipped:  # an earlier run's results of a table skipped now would sit beside this run's summary
             remove_outputs(out / name, TABLE_RUNS)
+        for name, results in pending.items():
+            _write_table(out / name, results)
+        summary = {"datasets": rows, "skipped": skipped, "config": config}
         remove_outputs(out, TABLE_RUNS)
         write_json(out / "summary.json", summary)
-        write_text(out / "summary.md", _summary_markdown(rows, list(methods), skipped, protocol))
+        write_text(out / "summary.md", summary_markdown(rows, list(methods), skipped, shown))
     return summary
+
+
+def _write_table(folder: Path, results: dict) -> None:
+    """One table's files of a run of several, in its own folder, claimed (checked and locked) as a table run's."""
+    with claimed(folder, TABLE_RUNS, True, TABLE_KIND) as folder:
+        _write_table_run(folder, results)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,17 +299,17 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
         }
         remove_outputs(out, TABLE_RUNS)
         write_json(out / "ablation.json", results)
-        _warn_unconverged(results)
-        rows = [[v, _mse(m, sd), _number(r), _p(p)] for v, m, sd, r, p in
+        warn_unconverged(results)
+        rows = [[v, mse_cell(m, sd), number(r), p_cell(p)] for v, m, sd, r, p in
                 zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
         total = len(cv["fold_seeds"])
         title = (f"# {table.name}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
-                 f"{_protocol(results['config'])})\n\n{_method_note(results['config'])} The other parameters at the "
+                 f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
                  f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
                  f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
         capped = capped_values(param, values, results["dictionary_sizes"])
         write_text(out / "ablation.md", title + markdown_table(
-            [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + _unconverged_note(results)
+            [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + unconverged_note(results)
             + capped_note(param, shown, capped))
         bars = (f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} folds), the same "
                 f"folds for every value; p: corrected t-test against {shown[0]}"

@@ -1,0 +1,115 @@
+"""The reports of a table run: the Markdown of regress's results and summary and of an ablation, and the notes they
+share (which Meta-Neighborhoods was measured, the fits stopped at max_epochs)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..io import markdown_table
+from ..persistence import WITH_NEIGHBOURS
+from .cross_validation import BASELINE, REFERENCE, SEARCH
+
+LOGGER = logging.getLogger(__name__)
+
+
+def number(x: float) -> str:
+    """Four significant digits, trailing zeros kept so that a column of errors lines up."""
+    return f"{x:#.4g}".rstrip(".")
+
+
+def mse_cell(mean: float, std: float) -> str:
+    return f"{number(mean)} ± {number(std)}"
+
+
+def p_cell(p: float | None) -> str:
+    return "—" if p is None else f"{p:.3g}"
+
+
+def gap_cell(gap: float | None, mean: float) -> str:
+    return "—" if gap is None or mean == 0 else f"±{100 * gap / mean:.1f} %"
+
+
+def protocol_text(config: dict) -> str:
+    seeds = config["seeds"]
+    return (f"{config['folds']}-fold CV repeated over {seeds} seed{'s' * (seeds > 1)} "
+            f"({config['seed']}..{config['seed'] + seeds - 1})")
+
+
+def results_markdown(results: dict) -> str:
+    config, wins, total = results["config"], results["reference_wins"], len(results["fold_seeds"])
+    rows = [[name, mse_cell(results["mean"][name], results["std"][name]),
+             number(results["ratio"][name]) if name in results["ratio"] else "—",
+             f"{wins[name]}/{total}" if name in wins else "—",
+             p_cell(results["p_values"].get(name)), gap_cell(results["resolvable"].get(name), results["mean"][name]),
+             p_cell(results["p_values_first_seed"].get(name))]
+            for name in results["folds"]]
+    title = (f"# {results['dataset']}: MSE on the standardised target (n = {results['n']}, d = {results['d']}; "
+             f"{protocol_text(config)})\n\n"
+             f"Mean ± std over all {total} (seed, fold) errors. MN wins: folds where Meta-Neighborhoods has the lower "
+             f"error. p corrected: Nadeau & Bengio's corrected repeated-CV t-test of MN against the method over all "
+             f"of them; resolves: the smallest gap between MN and the method that test could call significant "
+             f"(p < 0.05) given how the gap varies from fold to fold, in % of the method's MSE; p paired: the "
+             f"paper's paired t-test over the {config['folds']} folds of seed {config['seed']}. Std: of the "
+             f"{total} errors (population, ddof = 0).\n\n{method_note(config)}\n\n")
+    table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN wins", "p corrected",
+                            "resolves", "p paired (first seed)"], rows)
+    kept = neighbours_kept(results)
+    if kept is not None and config["estimator"].get("vanilla_fallback", True):
+        table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
+                  f"fallback keeps the network without them where it validates better; `--no-vanilla-fallback` always "
+                  f"keeps the neighbours).\n")
+    return title + table + unconverged_note(results)
+
+
+def method_note(config: dict) -> str:
+    """Which Meta-Neighborhoods the run measured: the README's Table 2 has two (with and without the fallback)."""
+    fallback = config["estimator"].get("vanilla_fallback", True)
+    which = ("with the vanilla fallback (the estimator's default)" if fallback else
+             "without the vanilla fallback (MN alone: always the network with neighbours, as the paper)")
+    search = (f"; the MLP's architecture searched per fold for vanilla and used by MN too (`architectures` in "
+              f"results.json)") if config.get("search") else ""
+    return f"Meta-Neighborhoods (MN): {which}{search}."
+
+
+def unconverged_note(results: dict) -> str:
+    """A paragraph on the fits that stopped at ``max_epochs`` before early stopping ended them ('' if none did):
+    such a run measures capped training, and its reader should know. The run also logs it, once, instead of a
+    warning per fit."""
+    total, unconverged = len(results["fold_seeds"]), results["unconverged"]
+    if not unconverged:
+        return ""
+    counts = "; ".join(f"{name}: {count} {'fits' if name == SEARCH else f'of {total} folds'}"
+                       for name, count in unconverged.items())
+    return (f"\nStopped at max_epochs before early stopping ended them ({counts}): raise --max-epochs, or lower "
+            f"--n-iter-no-change, to let early stopping decide.\n")
+
+
+def warn_unconverged(results: dict) -> None:
+    """Say once on the log what ``unconverged_note`` says in the report."""
+    if results["unconverged"]:
+        LOGGER.warning("%s: %s", results["dataset"], unconverged_note(results).strip())
+
+
+def neighbours_kept(results: dict) -> int | None:
+    """On how many folds Meta-Neighborhoods kept its network with neighbours (None: not recorded)."""
+    kept = results.get("kept", {}).get(REFERENCE)
+    return None if kept is None else sum(choice == WITH_NEIGHBOURS for choice in kept)
+
+
+def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str) -> str:
+    header = ["data set", "n", "d", *methods, "MN / vanilla", "MN wins vs vanilla", "p MN vs vanilla",
+              "p MN vs kNN", "MN best", "neighbours kept"]
+    lines = [[name, str(r["n"]), str(r["d"]), *(mse_cell(r["mean"][m], r["std"][m]) for m in methods),
+              number(r["ratio"][REFERENCE]) if r["ratio"] else "—",
+              f"{r['reference_wins']['vanilla']}/{r['folds_total']}" if "vanilla" in r["reference_wins"] else "—",
+              p_cell(r["p_value_vs_vanilla"]), p_cell(r["p_value_vs_knn"]), "✓" if r["beats_both"] else "",
+              "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
+             for name, r in rows.items()]
+    text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
+            "Mean ± std over all (seed, fold) errors; p: corrected repeated-CV t-test (Nadeau & Bengio) of "
+            "Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and kNN. Neighbours kept: "
+            "folds where MN kept its network with neighbours, not the vanilla fallback's.\n\n")
+    text += markdown_table(header, lines)
+    if skipped:
+        text += "\nSkipped (data files missing): " + ", ".join(skipped) + "\n"
+    return text
