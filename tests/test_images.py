@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import tarfile
 
@@ -202,7 +203,8 @@ def test_classify_trains_on_any_idx_set(tmp_path, capsys):
     assert metrics["config"]["model"]["num_classes"] == 3 and 0.0 <= metrics["test_accuracy"] <= 1.0
     record = json.loads((out / "run.json").read_text())
     assert record["classes"] == ["0", "1", "2"] and record["input"]["height"] == record["input"]["width"] == 8
-    assert "test accuracy" in capsys.readouterr().out
+    assert re.fullmatch(r"idx / convnet4 / mn: test accuracy \d\.\d{4} \(best validation accuracy \d\.\d{4} at "
+                        r"epoch 1\); trained in \d+\.\d s\n", capsys.readouterr().out)
 
 
 def test_mnist_refuses_other_idx_files(tmp_path):

@@ -158,7 +158,7 @@ def _report(result: dict, out: Path) -> None:
         return
     print(f"{result['dataset']} / {result['backbone']} / {result['method']}: test accuracy "
           f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
-          f"{result['best_epoch']}, {result['seconds']:.1f} s)")
+          f"{result['best_epoch']}); trained in {result['seconds']:.1f} s")
     LOGGER.info("wrote %s/metrics.json, metrics.csv, config.json, run.json, checkpoints best and last", out)
 
 
