@@ -239,3 +239,17 @@ def test_evaluation_runs_in_evaluation_mode_and_leaves_the_batch_statistics():
     split = ImageSplit(np.random.default_rng(0).integers(0, 256, (8, 1, 8, 8), dtype=np.uint8), np.arange(8) % 3)
     evaluate(model, ImageBatches(split, (0.5,), (0.25,), batch_size=4), torch.device("cpu"))
     assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_resume_without_the_split_of_its_checkpoint_is_refused(tmp_path, capsys):
+    """split.json is how a resume checks the images against the run's: a folder with checkpoint last but without
+    it is refused, not continued on whatever images the data folder holds."""
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    (out / "split.json").unlink()
+    record, metrics = (out / "run.json").read_bytes(), (out / "metrics.json").read_bytes()
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'split.json'} is missing beside {out / 'last'}.json" in err and len(err.splitlines()) == 1
+    assert (out / "run.json").read_bytes() == record and (out / "metrics.json").read_bytes() == metrics

@@ -50,7 +50,7 @@ from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, load_checkpoint, unused_settings)
-from ..io import inner_folder, markdown_table, prepare_out_dir, write_json, write_text
+from ..io import RunFolderError, inner_folder, markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
@@ -364,9 +364,11 @@ def resume_classification(out, device: str | None = None, progress: bool = True,
     if not runs.resumable(out, config.method):
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
     dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
-    for stem in runs.last_stems(out, config.method):
-        if (stem.parent / SPLIT).is_file():  # a method of --method all that had not started has none
+    for stem in runs.last_stems(out, config.method):  # a method of --method all that had not started has neither
+        if (stem.parent / SPLIT).is_file():
             runs.read_split_of(stem.parent, dataset)
+        elif checkpoint.exists(stem):  # else the resume could train on other images without a word
+            raise RunFolderError(f"{stem.parent / SPLIT} is missing beside {stem}.json: the images cannot be checked")
     return _execute(config, dataset, out, resolve_device(config.device), progress, resume=True)
 
 
