@@ -3,6 +3,7 @@ the order the loop calls them in, state that travels in the ``last`` checkpoint,
 TensorBoard)."""
 
 import csv
+import json
 import math
 import sys
 
@@ -13,6 +14,7 @@ from meta_neighborhoods.callbacks import (
     BestEpoch, Callback, EarlyStopping, History, MetricsLog, Progress, TensorBoardLog, WeightAverage,
     higher_accuracy_then_lower_loss, lower_loss, tensorboard_available,
 )
+from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.datasets.batches import TensorBatches
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
@@ -110,12 +112,13 @@ def test_history_travels_in_the_last_checkpoint(tmp_path):
 # --- metrics.csv and TensorBoard -------------------------------------------------------------------------
 
 
-def _logged_fit(folder, epochs, resume=False, tensorboard=False):
+def _logged_fit(folder, epochs, resume=False, tensorboard=False, history=None):
     """``fit`` with a MetricsLog (and a TensorBoardLog) whose validation column is a made-up function of the
     epoch; the learning rate drops tenfold after epoch 2."""
     model, batches = _setup()
     log = MetricsLog(folder / "metrics.csv", ("validation_loss",), lambda: {"validation_loss": 0.5})
-    callbacks = {"metrics": log, **({"tensorboard": TensorBoardLog(folder / "tb", log)} if tensorboard else {})}
+    callbacks = {"metrics": log, **({"tensorboard": TensorBoardLog(folder / "tb", log)} if tensorboard else {}),
+                 **({"history": history} if history is not None else {})}
     fit(model, batches, epochs=epochs, optimizer=OptimizerSpec(0.01, milestones=(2,)), callbacks=callbacks,
         last=folder / "last", resume=resume)
     return log
@@ -149,7 +152,13 @@ def test_a_resumed_run_logs_each_epoch_once(tmp_path):
 
 
 @pytest.mark.parametrize("rows", [[{"epoch": 1}], "rows", [{"epoch": "1", "train_loss": 1.0, "validation_loss": 1.0,
-                                                             "learning_rate": 0.1, "seconds": 1.0}]])
+                                                             "learning_rate": 0.1, "seconds": 1.0}],
+                                  [{"epoch": 0, "train_loss": 1.0, "validation_loss": 1.0, "learning_rate": 0.1,
+                                    "seconds": 1.0}],
+                                  [{"epoch": 1, "train_loss": 10**400, "validation_loss": 1.0, "learning_rate": 0.1,
+                                    "seconds": 1.0}],
+                                  [{"epoch": 1, "train_loss": 1.0, "validation_loss": math.inf, "learning_rate": 0.1,
+                                    "seconds": 1.0}]])
 def test_a_damaged_metrics_log_state_is_refused(tmp_path, rows):
     log = MetricsLog(tmp_path / "m.csv", ("validation_loss",), dict)
     with pytest.raises(ValueError, match="records of numbers with the columns epoch, train_loss"):
@@ -157,9 +166,17 @@ def test_a_damaged_metrics_log_state_is_refused(tmp_path, rows):
 
 
 @pytest.mark.parametrize("state", [{"accuracy": "x", "loss": 1.0, "epoch": 2}, {"accuracy": 0.5, "loss": 1.0, "epoch": "x"},
-                                   {"accuracy": 0.5, "loss": 1.0, "epoch": -1}, {"accuracy": True, "loss": 1.0, "epoch": 1}])
+                                   {"accuracy": 0.5, "loss": 1.0, "epoch": -1}, {"accuracy": True, "loss": 1.0, "epoch": 1},
+                                   {"accuracy": 7.5, "loss": 1.0, "epoch": 2},
+                                   {"accuracy": -0.5, "loss": 1.0, "epoch": 2},
+                                   {"accuracy": 10**400, "loss": 1.0, "epoch": 2},
+                                   {"accuracy": 0.5, "loss": 10**400, "epoch": 2},
+                                   {"accuracy": 0.5, "loss": math.nan, "epoch": 2},
+                                   {"accuracy": 0.5, "loss": 1.0, "epoch": 0}])
 def test_a_damaged_best_epoch_state_is_refused(state):
-    """Found by crafting a last.json: a text accuracy failed a whole epoch later, a text epoch was reported."""
+    """Found by crafting a last.json: a text accuracy failed a whole epoch later, a text epoch was reported, an
+    accuracy of 7.5 kept its network over every epoch the resumed run trained, and one of 10**400 (no float holds
+    it) failed a whole epoch later. Epoch 0 (nothing measured yet) holds the initial metrics and nothing else."""
     best = BestEpoch(lambda new, old: new["accuracy"] > old["accuracy"], {"accuracy": 0.0, "loss": math.inf})
     with pytest.raises(ValueError, match="the best epoch should be a count of epochs and its accuracy, loss numbers"):
         best.load_state_dict(state)
@@ -167,10 +184,27 @@ def test_a_damaged_best_epoch_state_is_refused(state):
     assert (best.best, best.epoch) == ({"accuracy": 0.5, "loss": 1.0}, 2)
 
 
-@pytest.mark.parametrize("epochs", ["x", [{"loss": "x"}], [[1.0]], [{"loss": [1.0]}]])
+@pytest.mark.parametrize("epochs", ["x", [{"loss": "x"}], [[1.0]], [{"loss": [1.0]}], [{"validation_accuracy": 7.5}],
+                                    [{"loss": 10**400}], [{"loss": -math.inf}], [{"epoch": 0, "loss": 1.0}],
+                                    [{"epoch": 1.5, "loss": 1.0}]])
 def test_a_damaged_history_state_is_refused(epochs):
     with pytest.raises(ValueError, match="the history should be a list of records of numbers"):
         History().load_state_dict({"epochs": epochs})
+
+
+@pytest.mark.parametrize("where", ["history", "log"])
+def test_a_state_that_names_an_epoch_past_its_checkpoint_is_refused(tmp_path, where):
+    """A history record or a log row of epoch 5 in the checkpoint of epoch 2: what the resumed run would report
+    comes from no epoch it trained (a best epoch likewise: test_classification)."""
+    _logged_fit(tmp_path, epochs=2, history=History())
+    meta = json.loads((tmp_path / "last.json").read_text())
+    meta["stateful"]["history"]["epochs"] = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.4}]
+    records = meta["stateful"]["history"]["epochs"] if where == "history" else meta["stateful"]["metrics"]["rows"]
+    records[1]["epoch"] = 5
+    (tmp_path / "last.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"last.json: the state of '(history|metrics)' names epoch 5, outside "
+                                              r"the 2 epochs the checkpoint has trained"):
+        _logged_fit(tmp_path, epochs=3, resume=True, history=History())
 
 
 def test_tensorboard_events_hold_the_same_scalars(tmp_path):

@@ -253,3 +253,23 @@ def test_a_resume_without_the_split_of_its_checkpoint_is_refused(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"{out / 'split.json'} is missing beside {out / 'last'}.json" in err and len(err.splitlines()) == 1
     assert (out / "run.json").read_bytes() == record and (out / "metrics.json").read_bytes() == metrics
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("accuracy", 7.5, "the best epoch should be a count of epochs and its accuracy, loss numbers"),
+    ("accuracy", 10**400, "the best epoch should be a count of epochs and its accuracy, loss numbers"),
+    ("epoch", 2, "the state of 'best' names epoch 2, outside the 1 epochs the checkpoint has trained")],
+    ids=["accuracy 7.5", "accuracy 10**400", "epoch past the checkpoint"])
+def test_a_resume_refuses_a_best_epoch_no_epoch_could_have_measured(tmp_path, capsys, field, value, message):
+    """An accuracy of 7.5, or a best epoch still to come, would keep the checkpointed network over every epoch the
+    resumed run trains; one of 10**400 (no float holds it) failed after a whole epoch. One line, before training."""
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    meta = json.loads((out / "last.json").read_text())
+    meta["stateful"]["best"][field] = value
+    (out / "last.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1

@@ -49,6 +49,14 @@ class Callback:
         pass
 
 
+def _measurable(name: str, value) -> bool:
+    """Whether ``value`` could be the metric ``name`` of an epoch, as read back from a checkpoint: a number a float
+    holds (an int of 400 digits fails only when printed), an accuracy in [0, 1], an epoch counted from 1."""
+    if name == "epoch":
+        return is_int(value) and value >= 1
+    return is_real(value) and abs(value) <= sys.float_info.max and (0 <= value <= 1 if "accuracy" in name else True)
+
+
 def lower_loss(tol: float = 0.0) -> Criterion:
     """Better = a validation loss lower than the best by more than ``tol``."""
     return lambda new, best: new["loss"] < best["loss"] - tol
@@ -84,10 +92,12 @@ class BestEpoch:
         return {**self.best, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict) -> None:
+        """Epoch 0 (nothing measured yet) holds the initial metrics; a later one, metrics an epoch can measure."""
         best, epoch = {name: state[name] for name in self.best}, state["epoch"]
-        if not (all(is_real(value) for value in best.values()) and is_int(epoch) and epoch >= 0):
-            raise ValueError(f"the best epoch should be a count of epochs and its {', '.join(best)} numbers, got "
-                             f"{state!r:.200}")
+        if not (is_int(epoch) and epoch >= 0 and (best == self.best if epoch == 0 else all(
+                _measurable(name, value) for name, value in best.items()))):
+            raise ValueError(f"the best epoch should be a count of epochs and its {', '.join(best)} numbers (finite, "
+                             f"an accuracy in [0, 1]; at epoch 0 the initial ones), got {state!r:.200}")
         self.best, self.epoch = best, epoch
 
 
@@ -146,8 +156,10 @@ class History(list, Callback):
     def load_state_dict(self, state: dict) -> None:
         epochs = state["epochs"]
         if not (isinstance(epochs, list) and all(isinstance(record, dict) and all(
-                isinstance(name, str) and is_real(value) for name, value in record.items()) for record in epochs)):
-            raise ValueError("the history should be a list of records of numbers, one per epoch")
+                isinstance(name, str) and _measurable(name, value) for name, value in record.items())
+                for record in epochs)):
+            raise ValueError("the history should be a list of records of numbers, one per epoch (finite, an "
+                             "accuracy in [0, 1], an epoch counted from 1)")
         self[:] = epochs
 
 
@@ -191,8 +203,10 @@ class MetricsLog(Callback):
     def load_state_dict(self, state: dict) -> None:
         rows = state["rows"]
         if not (isinstance(rows, list) and all(isinstance(row, dict) and list(row) == list(self.columns) and all(
-                type(value) in (int, float) for value in row.values()) for row in rows)):
-            raise ValueError(f"the rows should be records of numbers with the columns {', '.join(self.columns)}")
+                type(value) in (int, float) and _measurable(name, value) for name, value in row.items())
+                for row in rows)):
+            raise ValueError(f"the rows should be records of numbers with the columns {', '.join(self.columns)} "
+                             "(finite, an accuracy in [0, 1], an epoch counted from 1)")
         self.rows = [dict(row) for row in rows]
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import checkpoint, distributed
 from .callbacks import BestEpoch, Callback, EarlyStopping, WeightAverage, lower_loss
-from .validation import ConfigError, check_int
+from .validation import ConfigError, check_int, is_int
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -300,6 +300,12 @@ class TrainingState:
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(meta["epoch"]):
                 self.schedule.step()
+        self._load_stateful(meta, source)
+        self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
+
+    def _load_stateful(self, meta: dict, source: str) -> None:
+        """Each callback's state (and the batches'), none of which may count epochs past the checkpoint's: a best
+        epoch still to come would keep its network over those the resumed run trains."""
         for name, obj in self.stateful.items():
             try:
                 obj.load_state_dict(meta["stateful"][name])
@@ -309,7 +315,11 @@ class TrainingState:
             except (TypeError, ValueError, RuntimeError, IndexError, OverflowError, AttributeError) as error:
                 raise checkpoint.CheckpointError(f"{source}: the state of {name!r} is damaged "
                                                  f"({type(error).__name__}: {error})") from None
-        self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
+            past = [epoch for epoch in _epochs_named(meta["stateful"][name])
+                    if not (is_int(epoch) and 0 <= epoch <= meta["epoch"])]
+            if past:
+                raise checkpoint.CheckpointError(f"{source}: the state of {name!r} names epoch {past[0]!r:.40}, "
+                                                 f"outside the {meta['epoch']} epochs the checkpoint has trained")
 
     @staticmethod
     def _check_progress(meta: dict, epochs: int, source: str) -> None:
@@ -320,3 +330,13 @@ class TrainingState:
             raise checkpoint.CheckpointError(f"{source}: epoch {epoch!r}, step {step!r} and a history of "
                                              f"{len(history) if isinstance(history, list) else history!r} losses "
                                              f"do not describe a run of {epochs} epochs")
+
+
+def _epochs_named(state) -> list:
+    """The epochs a saved state names: its own ``epoch`` (a best epoch, the epochs batches have drawn) and its
+    records' (a history's, a log's rows)."""
+    if not isinstance(state, dict):
+        return []
+    records = [record for value in state.values() if isinstance(value, list) for record in value
+               if isinstance(record, dict)]
+    return [record["epoch"] for record in (state, *records) if "epoch" in record]
