@@ -1,11 +1,12 @@
 """MNConfig: one home for the method's defaults and their validation, shared by every front end."""
 
 import inspect
+import json
 
 import numpy as np
 import pytest
 
-from meta_neighborhoods.config import FIELDS, ClassificationConfig, MNConfig, SpiralConfig
+from meta_neighborhoods.config import FIELDS, MAX_EPOCHS, ClassificationConfig, MNConfig, SpiralConfig
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
@@ -103,6 +104,8 @@ def test_ifilm_modulates_every_batch_normalisation_of_the_backbone():
 
 @pytest.mark.parametrize("options, message", [
     ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"epochs": MAX_EPOCHS + 1}, f"epochs must be at most {MAX_EPOCHS}, got {MAX_EPOCHS + 1}$"),
+    ({"epochs": 10**400}, f"epochs must be at most {MAX_EPOCHS}, got a number of 401 digits$"),
     ({"batch_size": "32"}, "batch_size must be a positive integer"),
     ({"dictionary_size": 0}, "dictionary size must be a positive integer"),
     ({"key_init": "zeros"}, "unknown key initialisation 'zeros'"),
@@ -115,6 +118,28 @@ def test_ifilm_modulates_every_batch_normalisation_of_the_backbone():
 def test_a_classify_run_checks_its_arguments(options, message):
     with pytest.raises(ConfigError, match=message):
         ClassificationConfig("digits", "convnet4", "mn", **options)
+
+
+def test_epochs_past_the_bound_are_a_usage_error_before_any_folder_is_made(tmp_path, capsys, user_folder):
+    """10**400 epochs (on the command line, or from a --config file or a run's record) overflowed classify's
+    learning rate schedule after its folder was made, and ran spiral for minutes."""
+    from meta_neighborhoods.cli import main
+
+    assert SpiralConfig(epochs=MAX_EPOCHS).epochs == ClassificationConfig("digits", "convnet4", "mn",
+                                                                          epochs=MAX_EPOCHS).epochs
+    with pytest.raises(ConfigError, match=f"epochs must be at most {MAX_EPOCHS}, got {MAX_EPOCHS + 1}"):
+        SpiralConfig(epochs=MAX_EPOCHS + 1)
+    (tmp_path / "options.json").write_text(json.dumps({"dataset": "digits", "backbone": "convnet4", "method": "mn",
+                                                       "epochs": 10**400}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"n_per_class": 800, "epochs": 10**400}}))
+    classify = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn"]
+    for argv in ([*classify, "--epochs", "1" + "0" * 400], ["classify", "--config", str(tmp_path / "options.json")],
+                 ["spiral", "--config", str(tmp_path / "metrics.json")]):
+        out = user_folder(f"run{len(list(tmp_path.iterdir()))}")
+        assert main([*argv, "--out", str(out), "--device", "cpu", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"epochs must be at most {MAX_EPOCHS}, got a number of 401 digits" in err and len(err.splitlines()) == 1
+        assert not any(out.iterdir())
 
 
 def test_a_learning_rate_drop_at_the_very_end_is_allowed():

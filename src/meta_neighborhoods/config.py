@@ -30,6 +30,7 @@ KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDicti
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
 DEVICES = ("auto", "cpu", "cuda")  # where to train: "auto" = CUDA if available
 MAX_INNER_STEPS = 100  # the paper takes one; a few more never helped (docs/results/defaults.md)
+MAX_EPOCHS = 10**6  # far past any run (the paper's budget on 21 images); 10**400 overflowed the schedule's floats
 HIGH_DIMENSIONAL = 32  # key features above which the regressors' "auto" similarity is cosine
 FOLDS, SEEDS = 5, 3  # regress, ablate: k-fold CV, repeated (one seed hid a 4.5 % gain on gom that three seeds show)
 # classify's protocol: the dictionary by default, the validation split held out of the training set, the clip
@@ -202,6 +203,14 @@ class EstimatorDefaults:
 
 ESTIMATOR = EstimatorDefaults()
 
+
+def check_epochs(value) -> int:
+    """A count of training epochs, at most MAX_EPOCHS: refused before any folder is made, not by the schedule."""
+    if check_int("epochs", value) > MAX_EPOCHS:
+        shown = value if value < 10**12 else f"a number of {len(str(value))} digits"
+        raise ConfigError(f"epochs must be at most {MAX_EPOCHS}, got {shown}", "epochs")
+    return int(value)
+
 # Sec. 4.1: 100 neighbours with fixed labels, negative Euclidean similarity at T = 0.1; a large first step.
 SPIRAL_METHOD = MNConfig(task="classification", temperature=0.1, values="fixed", step_size_init=0.5)
 
@@ -221,8 +230,9 @@ class SpiralConfig:
     animation: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "n_per_class", "snapshots"):
+        for name in ("batch_size", "n_per_class", "snapshots"):
             check_int(name, getattr(self, name))
+        check_epochs(self.epochs)
         check_positive("learning_rate", self.learning_rate)
         check_seed("seed", self.seed)
 
@@ -259,7 +269,7 @@ class ClassificationConfig:
                 if not isinstance(path, (str, os.PathLike)):
                     raise ConfigError(f"{name} must be a folder's path, got {path!r}", name)
                 object.__setattr__(self, name, str(path))
-        check_int("epochs", self.epochs)
+        check_epochs(self.epochs)
         check_int("batch_size", self.batch_size)
         if self.dictionary_size is not None:  # train_subset is checked against the data by ImageBatches
             check_int("dictionary size", self.dictionary_size)
