@@ -1,6 +1,7 @@
 """The analyze command (Figs. 4-6): t-SNE of keys, cosine to the true prototype before/after finetuning, retrieval."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.image import imread
 
+from meta_neighborhoods import runs
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.batches import ImageBatches
 from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
@@ -212,6 +214,22 @@ def test_an_out_holding_analyses_or_another_run_is_refused_before_any_work(mn_ru
     assert not (other / "cosine.json").exists()
     assert main([*argv, "--out", str(analysed), "--overwrite"]) == 0
     assert (analysed / "cosine.json").read_bytes() != before["cosine.json"]  # another sample: another config
+
+
+def test_an_analysis_into_a_folder_another_process_is_writing_fails_at_once_naming_it(mn_run, tmp_path, capsys):
+    """analyze took no lock: it wrote its figures into a run folder a classify run was writing. Now the folder it
+    writes (the run's, or another --out) is locked as a classify run's is, and a holder is named before it writes."""
+    run, out = shutil.copytree(mn_run, tmp_path / "run"), tmp_path / "figures"
+    out.mkdir()
+    argv = ["analyze", "--run", str(run), "--what", "cosine", "--samples", str(SAMPLES), "--device", "cpu", "--quiet"]
+    for folder, extra in ((run, []), (out, ["--out", str(out)])):
+        with runs.lock(folder):
+            before = sorted(path.name for path in folder.iterdir())
+            assert main([*argv, *extra]) == 1
+        err = capsys.readouterr().err
+        assert f"{folder} is being written by process {os.getpid()}" in err and len(err.splitlines()) == 1
+        assert sorted(path.name for path in folder.iterdir()) == before
+    assert main(argv) == 0 and (run / "cosine.json").is_file()  # released with its holder
 
 
 def test_a_change_within_the_tolerance_is_on_the_diagonal_not_above():

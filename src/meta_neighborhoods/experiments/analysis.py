@@ -38,7 +38,7 @@ from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..image_methods import METHODS
-from ..io import prepare_out_dir, refuse_held, refuse_other_runs, write_json
+from ..io import lock, prepare_out_dir, refuse_held, refuse_other_runs, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..provenance import provenance
@@ -348,18 +348,20 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     check_seed("seed", seed, limit=2**32)  # numpy's and t-SNE's generators take seeds below 2**32
     _sample(1, samples, seed)  # validates samples and the key selection before any loading
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
-    if not Path(run_dir).is_dir():
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     names = ANALYSES if what == "all" else (what,)
-    out = _claim_analyses(Path(run_dir), None if out is None else Path(out), names, overwrite)
+    out = _claim_analyses(run_dir, None if out is None else Path(out), names, overwrite)
     run = load_run(run_dir, data_dir, cache_dir, device)  # refused runs and missing data leave no folder behind
     out = prepare_out_dir(out)
-    results = {}
-    for name in names:
-        if name == "tsne":
-            results[name] = analyze_tsne(run, out, TSNE_SAMPLES if samples is None else samples, seed)
-        elif name == "cosine":
-            results[name] = analyze_cosine(run, out, samples, seed)
-        else:
-            results[name] = analyze_retrieval(run, out, samples, seed, keys_per_class, max_keys)
-    return results
+    with runs.lock(out) if out == run_dir else lock(out):  # a classify run (or analysis) writing there is named
+        results = {}
+        for name in names:
+            if name == "tsne":
+                results[name] = analyze_tsne(run, out, TSNE_SAMPLES if samples is None else samples, seed)
+            elif name == "cosine":
+                results[name] = analyze_cosine(run, out, samples, seed)
+            else:
+                results[name] = analyze_retrieval(run, out, samples, seed, keys_per_class, max_keys)
+        return results
