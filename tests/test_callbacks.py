@@ -235,6 +235,16 @@ def test_a_resumed_run_purges_the_tensorboard_events_after_its_checkpoint(tmp_pa
     assert opened == [None, 4]
 
 
+def test_a_tensorboard_folder_that_is_a_link_is_refused_before_tensorboard_is_imported(tmp_path, monkeypatch):
+    """SummaryWriter writes through a link: a resumed run's events would have gone outside its folder."""
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it would fail
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "tensorboard").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(FileExistsError, match=f"{tmp_path / 'tensorboard'} is a link: the folders a run writes"):
+        TensorBoardLog(tmp_path / "tensorboard", metrics=None).on_train_begin(2, 5)
+    assert not any((tmp_path / "elsewhere").iterdir())
+
+
 def test_a_progress_bar_of_steps_advances_within_an_epoch_and_shows_it(monkeypatch, capsys):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     progress = Progress("train", enabled=True, steps=4)

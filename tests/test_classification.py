@@ -273,3 +273,35 @@ def test_a_resume_refuses_a_best_epoch_no_epoch_could_have_measured(tmp_path, ca
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_resume_refuses_a_tensorboard_link_in_its_folder(tmp_path, capsys, monkeypatch):
+    """TensorBoard's writer opened out/tensorboard with no check: a link there took the events out of the folder.
+    (A stand-in writer: the refusal comes before TensorBoard is imported, installed or not.)"""
+    import types
+
+    from meta_neighborhoods.experiments import classification
+
+    opened = []
+
+    class Writer:
+        def __init__(self, log_dir, purge_step):
+            opened.append(log_dir)
+
+        add_scalar = flush = close = lambda self, *args: None
+
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = Writer
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    monkeypatch.setattr(classification, "tensorboard_available", lambda: True)
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert opened == [str(out / "tensorboard")]
+    elsewhere.mkdir()  # the stand-in wrote no folder
+    (out / "tensorboard").symlink_to(elsewhere)
+    capsys.readouterr()
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'tensorboard'} is a link: the folders a run writes must lie inside {out}" in err
+    assert len(err.splitlines()) == 1 and opened == [str(out / "tensorboard")]

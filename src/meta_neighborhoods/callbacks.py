@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .io import atomic_write
+from .io import atomic_write, inner_folder
 from .validation import is_int, is_real
 
 Metrics = dict[str, float]
@@ -217,10 +217,11 @@ def tensorboard_available() -> bool:
 
 class TensorBoardLog(Callback):
     """The rows of a ``MetricsLog`` as TensorBoard scalars (step = epoch) in ``log_dir``; needs TensorBoard
-    (``tensorboard_available``). A resumed run purges the events logged after its checkpoint."""
+    (``tensorboard_available``). A resumed run purges the events logged after its checkpoint. ``log_dir`` may not
+    be a link (refused here, before TensorBoard is imported): its events would go outside the run folder."""
 
     def __init__(self, log_dir: Path, metrics: MetricsLog):
-        self.log_dir, self.metrics, self.writer = Path(log_dir), metrics, None
+        self.log_dir, self.metrics, self.writer = inner_folder(Path(log_dir).parent, Path(log_dir).name), metrics, None
 
     def on_train_begin(self, start_epoch: int, epochs: int) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported here: TensorBoard is optional
