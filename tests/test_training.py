@@ -159,3 +159,23 @@ def test_tensor_batches_come_in_a_new_order_every_epoch_which_the_seed_replays()
     first = epochs(0)
     assert first == epochs(0) and first[0] != epochs(1)[0]
     assert first[0] != first[1] != first[2] and sorted(first[1]) == list(range(40))  # each epoch every row once
+
+
+def test_a_loss_that_diverges_in_the_first_epoch_says_no_checkpoint_was_written(tmp_path):
+    """Past the first epoch the last good checkpoint is named; within it there is none, and the message says so
+    rather than leave a reader to expect one."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(3, (8,), 1), dictionary_size=6)
+    x, y = torch.randn(32, 3), torch.randn(32, 1)
+
+    class Poison(Callback):
+        def on_step(self, step):
+            with torch.no_grad():
+                model.head.layers[0].weight.fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match=r"became nan at epoch 1, step 2: training stopped; no epoch had "
+                                                 r"finished, so it wrote no checkpoint$"):
+        fit(model, TensorBatches(x, y, batch_size=16), epochs=2, last=tmp_path / "last", callbacks={"p": Poison()})
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(FloatingPointError, match=r"became nan at epoch 1, step 1: training stopped$"):
+        fit(model, TensorBatches(x, y, batch_size=16), epochs=2)  # no checkpoint asked for: nothing said of one

@@ -199,8 +199,8 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
         y, *weight = (t.to(device) for t in targets)
         loss = model.loss(network(*inputs), y, *weight)
         if not torch.isfinite(loss):
-            kept = f"; the last good checkpoint (epoch {state.epoch}) is kept at {last}" if (
-                last is not None and state.epoch > 0) else ""
+            kept = "" if last is None else (f"; the last good checkpoint (epoch {state.epoch}) is kept at {last}"
+                                            if state.epoch > 0 else "; no epoch had finished, so it wrote no checkpoint")
             raise FloatingPointError(f"training loss became {loss.item()} at epoch {state.epoch + 1}, step "
                                      f"{state.step + 1}: training stopped{kept}")
         optimizer_step(model, optimizer, clip, loss)
