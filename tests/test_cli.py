@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from meta_neighborhoods.cli import build_parser, main
@@ -131,7 +132,7 @@ def test_an_argparse_error_exits_2_with_one_line(capsys, argv, message):
     (["regress", "--dataset", "gom", "--seed", "4294967295", "--seeds", "2", "--out", "o"],
      "seeds must be at most 1 from seed 4294967295"),
     (["regress", "--dataset", "gom", "--seeds", "99999999999999999999", "--out", "o"],  # was: "from 0 to -9999..."
-     "seeds must be at most 4294967296 from seed 0"),
+     "--seeds must be at most 4294967296, got 99999999999999999999"),
     (["analyze", "--run", "r", "--what", "tsne", "--seed", "-1"], "seed must be an integer from 0 to 4294967295"),
     (["ablate", "--data-file", "t.csv", "--param", "p", "--values", "1", "--out", "o"], "--data-file needs --target"),
     *[(argv, "--data-dir /no/such/folder is not a folder") for argv in (  # not the shipped copy (gom, digits),
@@ -177,6 +178,60 @@ def test_a_missing_run_folder_exits_1(tmp_path, capsys):
     error = capsys.readouterr().err
     assert error.startswith("meta-neighborhoods analyze: error: ") and "does not exist" in error
     assert error.count("\n") == 1
+
+
+BIG, HUGE = 10**400, int("f" * 5000, 16)  # past float's range (JSON holds it); past repr's 4,300 digits (TOML)
+
+
+def _classify_run(run, config: dict | None = None, **files) -> list[str]:
+    """A digits run folder as classify leaves it, untrained, with ``config``'s fields and ``files`` (name: JSON)
+    changed; its ``export`` and ``analyze --what cosine`` command lines."""
+    import json
+
+    from meta_neighborhoods import image_methods, runs
+    from meta_neighborhoods.config import ClassificationConfig
+    from meta_neighborhoods.run_record import image_inputs, write_run_record
+
+    run.mkdir()
+    args = {"method": "mn", "backbone": "convnet4", "in_channels": 1, "num_classes": 10, "dictionary_size": 8}
+    image_methods.save_checkpoint(run / "best", image_methods.build_model(**args), model_args=args, epoch=1)
+    saved = {**vars(ClassificationConfig("digits", "convnet4", "mn", epochs=1)), "model": args, **(config or {})}
+    (run / "config.json").write_text(json.dumps(saved))
+    write_run_record(run, {"classes": list("0123456789"), "input": image_inputs((1, 1, 8, 8), [0.5], [0.25])})
+    runs.write_split(run, runs.Split(np.arange(5), np.arange(5, 8), (0.5,), (0.25,)))
+    for name, change in files.items():
+        (run / name).write_text(json.dumps(change(json.loads((run / name).read_text()))))
+    return [["export", "--run", str(run), "--out", str(run.parent / "m.onnx")],
+            ["analyze", "--run", str(run), "--what", "cosine", "--device", "cpu", "--quiet"]]
+
+
+def _with_config(tmp_path, name: str, text: str) -> list[str]:
+    (tmp_path / name).write_text(text)
+    return ["regress", "--dataset", "gom", "--out", str(tmp_path / "out"), "--config", str(tmp_path / name)]
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (lambda tmp: _classify_run(tmp / "run", **{"run.json": lambda r: {**r, "input": {**r["input"], "mean": [BIG]}}})[0],
+     1, "run.json: input should give the layout NCHW, scale 255, positive channels, height and width, and a finite "
+        "mean"),
+    (lambda tmp: _classify_run(tmp / "run", **{"split.json": lambda s: {**s, "mean": [BIG]}})[1],
+     1, "split.json: mean and std should be equally long lists of finite numbers"),
+    (lambda tmp: _with_config(tmp, "c.json", f'{{"learning-rate": {BIG}}}'),
+     2, "c.json: learning-rate must be a finite number, got 100000000000000000...0000000000000000000"),
+    (lambda tmp: _with_config(tmp, "c.toml", f"max-epochs = {hex(HUGE)}"),
+     2, "c.toml: --max-epochs must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
+    (lambda tmp: [*_with_config(tmp, "c.toml", f"seeds = {hex(HUGE)}"), "-v"],
+     2, "c.toml: --seeds must be at most 4294967296, got <an integer of about 6021 digits>"),
+], ids=["export run.json", "analyze split.json", "json learning-rate", "toml max-epochs", "toml seeds -v"])
+def test_an_integer_too_large_for_a_float_or_for_repr_is_refused_in_one_line(tmp_path, capsys, argv, status,
+                                                                              message):
+    """JSON holds integers of up to 4,300 digits, TOML's hex ones any: float() overflows on them, repr() and str()
+    refuse the longest. A count is refused as out of range, a real number as not finite, a file's field as it is
+    refused otherwise: in one line, the value shown cut short."""
+    assert main(argv(tmp_path)) == status
+    error = capsys.readouterr().err.splitlines()
+    assert message in error[-1] and len(error[-1]) < 400 and "Traceback" not in error[0]
+    assert len(error) == 1 or error[0].startswith("meta-neighborhoods regress: debug: options: ")
 
 
 def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, tmp_path, capsys):

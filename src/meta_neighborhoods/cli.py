@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from . import __version__
 from .commands import COMMANDS, config_file
 from .commands.common import UsageError, check_data_dir
-from .validation import ConfigError
+from .validation import Bounded, ConfigError
 
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError)
 LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
+OPTION = Bounded(maxstring=300, maxlist=20)  # an option as the debug line shows it: a file's may be huge
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prefix}: error: {error}", file=sys.stderr)
         return 2
     with _messages(prefix, args):
-        LOGGER.debug("options: %s", ", ".join(f"{key}={value!r}" for key, value in sorted(vars(args).items())
-                                              if not callable(value)))
+        LOGGER.debug("options: %s", ", ".join(f"{key}={OPTION.repr(value)}" for key, value
+                                              in sorted(vars(args).items()) if not callable(value)))
         try:
             check_data_dir(getattr(args, "data_dir", None))  # every command that reads data: before any work
             return args.run(args)

@@ -14,11 +14,11 @@ every field checked: a run folder is untrusted input (``runs.py``).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from .io import RunFolderError, read_json_object, write_json
 from .provenance import provenance
+from .validation import is_finite
 
 RUN = "run.json"
 IMAGE_TRANSFORM = "x = (pixels / 255 - mean) / std, per channel; float32, (batch, channels, height, width)"
@@ -44,7 +44,7 @@ def write_run_record(run_dir, record: dict, resume: bool = False) -> Path:
 
 def _finite_list(value, length: int, positive: bool = False) -> bool:
     return (isinstance(value, list) and len(value) == length and all(
-        type(v) in (int, float) and math.isfinite(v) and (v > 0 or not positive) for v in value))
+        type(v) in (int, float) and is_finite(v) and (v > 0 or not positive) for v in value))
 
 
 def read_inputs(run_dir) -> tuple[dict, list[str]]:

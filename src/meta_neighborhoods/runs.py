@@ -44,6 +44,7 @@ from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
 from .io import RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, write_json
 from .model import MetaNeighborhoods
 from .run_record import RUN
+from .validation import is_finite
 
 CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
 METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"
@@ -253,7 +254,7 @@ def read_split(run_dir: Path, n_images: int) -> Split:
     indices = {name: np.asarray(saved[name], dtype=np.int64) for name in ("train", "validation")}
     normalisation = [saved["mean"], saved["std"]]
     if not (len(saved["mean"]) == len(saved["std"]) and all(
-            type(v) in (int, float) and np.isfinite(v) for values in normalisation for v in values)
+            type(v) in (int, float) and is_finite(v) for values in normalisation for v in values)
             and all(v > 0 for v in saved["std"])):
         raise RunFolderError(f"{path}: mean and std should be equally long lists of finite numbers, std positive")
     return Split(indices["train"], indices["validation"], tuple(saved["mean"]), tuple(saved["std"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 
 
 class ConfigError(ValueError):
@@ -19,25 +20,46 @@ class ConfigError(ValueError):
         self.setting = setting
 
 
+class Bounded(reprlib.Repr):
+    """reprlib's repr, a few items of a few levels, never the whole; an integer too long for repr() itself (over
+    4,300 digits: a TOML hex number has no limit) by its size."""
+
+    def __init__(self, maxstring: int = 40, maxlist: int = 4):
+        super().__init__()
+        self.maxlevel, self.maxlist, self.maxdict, self.maxstring = 2, maxlist, 4, maxstring
+
+    def repr_int(self, x, level):
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # over sys.get_int_max_str_digits() digits
+            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+
+
+SHORT = Bounded()  # a value as messages show it
+
+
+def shown(value) -> str:
+    """A value for a one-line message: its repr, cut short (and never built whole: a file's list may be huge)."""
+    text = SHORT.repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_option(name: str, value, allowed) -> None:
     """Reject an unknown option value with a message that lists the valid ones."""
     if value not in allowed:
-        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}", name)
+        raise ConfigError(f"unknown {name} {shown(value)}; expected one of {', '.join(map(repr, allowed))}", name)
 
 
 NONE = "none"  # the word for None in settings given as text (--top-k none, an ablation's values, a record's rerun)
 
 
 MAX_THREADS = 1024  # more than any CPU offers; torch crashes (segmentation fault) on counts near 100,000
+MAX_COUNT = 2**63 - 1  # what an int64 holds: a larger count fits no array or tensor (nor a float, past 10**308)
 
 
 def check_threads(name: str, value) -> int | None:
     """A count of torch's CPU threads (None: torch's choice), at most MAX_THREADS."""
-    if value is None:
-        return None
-    if check_int(name, value) > MAX_THREADS:
-        raise ConfigError(f"{name} must be at most {MAX_THREADS}, got {value}", name)
-    return int(value)
+    return None if value is None else check_int(name, value, maximum=MAX_THREADS)
 
 
 def is_int(value) -> bool:
@@ -45,11 +67,13 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int when it is an integer >= ``minimum``; otherwise a ConfigError naming it."""
+def check_int(name: str, value, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """``value`` as an int when it is an integer from ``minimum`` to ``maximum``; otherwise a ConfigError naming it."""
     if not (is_int(value) and value >= minimum):
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        raise ConfigError(f"{name} must be {kind}, got {value!r}", name)
+        raise ConfigError(f"{name} must be {kind}, got {shown(value)}", name)
+    if value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {shown(value)}", name)
     return int(value)
 
 
@@ -57,32 +81,55 @@ def check_seed(name: str, value, limit: int = 2**62) -> int:
     """A seed: an integer in [0, ``limit``). torch's generators take signed 64-bit seeds, and the default leaves
     room for the seeds derived from one (2 seed + 1)."""
     if not (is_int(value) and 0 <= value < limit):
-        raise ConfigError(f"{name} must be an integer from 0 to {limit - 1}, got {value!r:.40}", name)
+        raise ConfigError(f"{name} must be an integer from 0 to {limit - 1}, got {shown(value)}", name)
     return int(value)
 
 
 def is_real(value) -> bool:
-    """A real number that is not a bool (numpy floats and integers included)."""
+    """A real number that is not a bool and that a float holds (numpy floats and integers included, NaN and
+    infinity too): not an integer past float's range (10**400, which JSON and TOML files hold), which float() and
+    math.isfinite refuse with an OverflowError."""
+    return _number(value) and not beyond_float(value)
+
+
+def _number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def beyond_float(value) -> bool:
+    """A number too large for a float (10**400): not finite, though no float's infinity."""
+    if not _number(value):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
+
+
+def is_finite(value) -> bool:
+    """A real number that is neither NaN nor infinite, as a float."""
+    return is_real(value) and math.isfinite(value)
+
+
 def is_positive(value) -> bool:
-    """A finite real number above zero: a string, None, NaN or infinity fails here rather than later."""
-    return is_real(value) and 0 < value < math.inf
+    """A finite real number above zero: a string, None, NaN, infinity or 10**400 fails here rather than later."""
+    return is_finite(value) and value > 0
 
 
 def check_positive(name: str, value) -> float:
     if not is_positive(value):
-        raise ConfigError(f"{name} must be positive{_and_finite(value)}, got {value!r}", name)
+        raise ConfigError(f"{name} must be positive{_and_finite(value)}, got {shown(value)}", name)
     return float(value)
 
 
 def check_non_negative(name: str, value) -> float:
-    if not (is_real(value) and 0 <= value < math.inf):
-        raise ConfigError(f"{name} must be a non-negative number{_and_finite(value)}, got {value!r}", name)
+    if not (is_finite(value) and value >= 0):
+        raise ConfigError(f"{name} must be a non-negative number{_and_finite(value)}, got {shown(value)}", name)
     return float(value)
 
 
 def _and_finite(value) -> str:
-    """What a message adds for an infinite value, which is of the right sign yet refused."""
-    return " and finite" if is_real(value) and value == math.inf else ""
+    """What a message adds for an infinite value (or one past float's range), which is of the right sign yet
+    refused."""
+    return " and finite" if beyond_float(value) and value > 0 or is_real(value) and value == math.inf else ""

@@ -198,7 +198,7 @@ def estimator_settings() -> argparse.ArgumentParser:
 
 def fit_options(args) -> dict:
     """The keyword arguments regress and ablate both pass to their experiment, checked before any work."""
-    check_int("--seeds", args.seeds)
+    check_int("--seeds", args.seeds, maximum=2**32)  # seed + repeat is below 2**32: see protocol_options
     if args.max_rows is not None:
         check_int("--max-rows", args.max_rows)
     check_threads("--threads", args.threads)

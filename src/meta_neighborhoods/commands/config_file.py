@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import reprlib
 from pathlib import Path
 
-from ..validation import NONE, ConfigError, is_int, is_real
+from ..validation import NONE, SHORT, ConfigError, beyond_float, is_int, is_real, shown
 
 MAX_BYTES = 1 << 20  # options fit in far less; a larger file is a mistake, not a configuration
-SHORT = reprlib.Repr()  # a value as messages show it: a few items of a few levels, never the whole
-SHORT.maxlevel, SHORT.maxlist, SHORT.maxdict, SHORT.maxstring = 2, 4, 4, 40
 NOT_IN_FILES = ("help", "config")  # a file naming another file would chain untrusted reads
 ASKED_ONLY = ("overwrite", "resume")  # replacing or continuing a run: asked on the command line, never by a file
 
 
 def int_or_none(value: str | int) -> int | str:
     """An option's type for a whole number or NONE (--top-k none: top_k=None, full attention; None itself, as the
-    option's value, would read as not given), from the command line's text or a file's number."""
+    option's value, would read as not given), from the command line's text or a file's number (never as text: str()
+    refuses an integer of over 4,300 digits, which a TOML file may hold)."""
+    if is_int(value):
+        return int(value)
     text = str(value)
     return NONE if text.lower() == NONE else int(text)
 
@@ -199,7 +199,7 @@ def _checked(command: argparse.ArgumentParser, values: dict, path) -> dict:
             raise ConfigError(f"{path}: {key} is asked on the command line only (--{action.dest}), never by a file")
         if action is None:
             known = ", ".join(sorted(option[2:] for option, known in options.items() if known.dest not in ASKED_ONLY))
-            raise ConfigError(f"{path}: unknown option {_shown(key)} for {command.prog}; its options: {known}")
+            raise ConfigError(f"{path}: unknown option {shown(key)} for {command.prog}; its options: {known}")
         if action.dest in seen:
             raise ConfigError(f"{path}: option {key} is given twice")
         seen.add(action.dest)
@@ -216,26 +216,20 @@ def _checked(command: argparse.ArgumentParser, values: dict, path) -> dict:
 def _value(action: argparse.Action, value, where: str):
     if action.nargs == 0:  # a flag
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
+            raise ConfigError(f"{where} must be true or false, got {shown(value)}")
         return action.const if value else action.default
     if action.nargs is None:
         return _scalar(action, value, where)
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where} must be a non-empty list, got {_shown(value)}")
+        raise ConfigError(f"{where} must be a non-empty list, got {shown(value)}")
     return [_scalar(action, str(item) if action.type is None and is_real(item) else item, where) for item in value]
 
 
 def _scalar(action: argparse.Action, value, where: str):
     kind, accepts = SCALARS[action.type]
-    if not accepts(value):
-        raise ConfigError(f"{where} must be {kind}, got {_shown(value)}")
+    if not accepts(value):  # a number past float's range (10**400) is none: float() would overflow
+        raise ConfigError(f"{where} must be {'a finite number' if beyond_float(value) else kind}, got {shown(value)}")
     value = value if action.type is None else action.type(value)
     if action.choices is not None and value not in action.choices:
-        raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}; got {_shown(value)}")
+        raise ConfigError(f"{where} must be one of {', '.join(map(str, action.choices))}; got {shown(value)}")
     return value
-
-
-def _shown(value) -> str:
-    """A value for a one-line message: its repr, cut short (and never built whole: a file's list may be huge)."""
-    text = SHORT.repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
