@@ -222,7 +222,12 @@ def _with_config(tmp_path, name: str, text: str) -> list[str]:
      2, "c.toml: --max-epochs must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
     (lambda tmp: [*_with_config(tmp, "c.toml", f"seeds = {hex(HUGE)}"), "-v"],
      2, "c.toml: --seeds must be at most 4294967296, got <an integer of about 6021 digits>"),
-], ids=["export run.json", "analyze split.json", "json learning-rate", "toml max-epochs", "toml seeds -v"])
+    (lambda tmp: _with_config(tmp, "c.toml", f"top-k = {hex(HUGE)}"),
+     2, "c.toml: top_k must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
+    (lambda tmp: _classify_run(tmp / "run", {"lr_drop_at": BIG})[1],
+     1, "config.json: lr_drop_at must be in (0, 1], got 100000000000000000...0000000000000000000"),
+], ids=["export run.json", "analyze split.json", "json learning-rate", "toml max-epochs", "toml seeds -v",
+        "toml top-k", "run config lr_drop_at"])
 def test_an_integer_too_large_for_a_float_or_for_repr_is_refused_in_one_line(tmp_path, capsys, argv, status,
                                                                               message):
     """JSON holds integers of up to 4,300 digits, TOML's hex ones any: float() overflows on them, repr() and str()

@@ -17,7 +17,7 @@ import numpy as np
 
 from .presets import PRESETS
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, check_seed,
-                         check_threads, is_int, is_real)
+                         check_threads, is_int, is_real, shown)
 
 TASKS = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
@@ -118,14 +118,15 @@ class MNConfig:
                    "key_std": check_positive("key_std", self.key_std),
                    "key_lr_scale": check_positive("key_lr_scale", self.key_lr_scale)}
         if numbers["inner_steps"] > MAX_INNER_STEPS:  # each is a pass over the head: a saved 10**9 hung predict
-            raise ConfigError(f"inner_steps must be at most {MAX_INNER_STEPS}, got {self.inner_steps}", "inner_steps")
+            raise ConfigError(f"inner_steps must be at most {MAX_INNER_STEPS}, got {shown(self.inner_steps)}",
+                              "inner_steps")
         if self.top_k is not None:
             if not (is_int(self.top_k) and self.top_k >= 1):
-                raise ConfigError(f"top_k must be a positive integer (or None for full attention), got {self.top_k!r}",
-                                  "top_k")
-            numbers["top_k"] = int(self.top_k)
+                raise ConfigError(f"top_k must be a positive integer (or None for full attention), got "
+                                  f"{shown(self.top_k)}", "top_k")
+            numbers["top_k"] = check_int("top_k", self.top_k)  # and no larger than a count can be
         if not (is_real(self.slot_dropout) and 0.0 <= self.slot_dropout < 1.0):
-            raise ConfigError(f"slot_dropout must be in [0, 1), got {self.slot_dropout!r}", "slot_dropout")
+            raise ConfigError(f"slot_dropout must be in [0, 1), got {shown(self.slot_dropout)}", "slot_dropout")
         for flag in ("learn_temperature", "learn_metric", "first_order"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}", flag)
@@ -278,7 +279,7 @@ class ClassificationConfig:
         check_option("key initialisation", self.key_init, KEY_INITS)
         check_int("psi (--psi, MAXL's auxiliary classes per class)", self.psi, minimum=2)
         if not (is_real(self.lr_drop_at) and 0 < self.lr_drop_at <= 1):
-            raise ConfigError(f"lr_drop_at must be in (0, 1], got {self.lr_drop_at!r}", "lr_drop_at")
+            raise ConfigError(f"lr_drop_at must be in (0, 1], got {shown(self.lr_drop_at)}", "lr_drop_at")
         check_option("augment", self.augment, AUGMENTATIONS)
         if self.preset is not None:
             check_option("--preset", self.preset, PRESETS)
