@@ -293,6 +293,13 @@ def test_cli_bad_inputs_are_reported(tmp_path, capsys):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_a_run_that_is_a_file_is_named_as_such_not_as_missing(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["export", "--run", str(tmp_path / "afile"), "--out", str(tmp_path / "m.onnx")]) == 1
+    error = capsys.readouterr().err
+    assert error == f"meta-neighborhoods export: error: run folder {tmp_path / 'afile'} is not a folder\n"
+
+
 def test_cli_names_the_missing_export_dependencies(tmp_path, capsys, monkeypatch):
     import importlib.util
 
