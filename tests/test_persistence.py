@@ -266,6 +266,11 @@ def _huge_network(meta):
     ("regressor", lambda meta: meta["params"].update(inner_steps=10**9), "inner_steps must be at most 100"),  # hung
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "a", "c"]), "classes_ should name each"),
     ("regressor", lambda meta: meta["params"].update(learning_rate=float("inf")), "learning_rate must be positive"),
+    ("regressor", lambda meta: meta["params"].update(extractor="builtins.eval"),  # kept unchecked, never called
+     r"model.json does not describe .*: extractor must be null: save writes no factory, got 'builtins.eval'"),
+    ("regressor", lambda meta: meta["params"].update(device="xyz"), r"model.json does not .*: unknown device 'xyz'"),
+    ("regressor", lambda meta: meta["params"].update(random_state={"a": 1}),
+     r"model.json does not .*: random_state must be null or a seed from 0 to 2\*\*32 - 1, got \{'a': 1\}"),
 ])
 def test_a_tampered_estimator_file_is_refused_before_anything_is_built(fitted, tmp_path, name, edit, message):
     fitted[name].save(tmp_path / "model")
@@ -314,3 +319,13 @@ def test_a_loaded_estimator_s_network_is_in_evaluation_mode_as_a_fitted_one(fitt
     model = fitted["regressor"]
     model.save(tmp_path / "m")
     assert not model.model_.training and not type(model).load(tmp_path / "m").model_.training
+
+
+def test_a_file_fitted_on_a_device_this_machine_lacks_loads_and_predicts(fitted, tmp_path):
+    """Its device is checked by name, as fit checks it, but a GPU elsewhere is no fault of the file."""
+    model = fitted["regressor"]
+    model.save(tmp_path / "m")
+    _edit_manifest(tmp_path / "m.json", lambda meta: meta["params"].update(device="cuda:99"))
+    loaded = type(model).load(tmp_path / "m")
+    X = _table()[0]
+    assert loaded.device == "cuda:99" and np.array_equal(loaded.predict(X), model.predict(X))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.utils import check_random_state
 from torch import nn
 
 from . import __version__, checkpoint
@@ -18,7 +19,8 @@ from .config import TRAINING_ONLY
 from .estimator_settings import check_settings, method_config
 from .factories import FACTORIES, hidden_widths
 from .io import prepare_out_dir
-from .training import torch_globals
+from .training import resolve_device, torch_globals
+from .validation import ConfigError, shown
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
@@ -212,6 +214,24 @@ class Rescale(nn.Module):
         return y[:, 0] if self.flat else y
 
 
+def check_params(estimator) -> None:
+    """The parameters of an estimator from a file, checked as fit would (its settings, seed and device's name), and
+    without a factory, which ``save`` never writes: a file's parameter would otherwise fail only at the next fit."""
+    for name in FACTORIES:
+        if getattr(estimator, name) is not None:
+            raise ConfigError(f"{name} must be null: save writes no factory, got {shown(getattr(estimator, name))}")
+    check_settings(estimator)
+    try:
+        check_random_state(estimator.random_state)
+    except ValueError:
+        raise ConfigError(f"random_state must be null or a seed from 0 to 2**32 - 1, got "
+                          f"{shown(estimator.random_state)}") from None
+    try:
+        resolve_device(estimator.device)
+    except RuntimeError:  # a device this machine lacks (a model fitted on a GPU): a refit here would say so
+        pass
+
+
 def rebuild(cls, meta: dict, tensors: dict, source: str):
     """(estimator, fitted attributes, unloaded network) of estimator class ``cls`` from a checkpoint's contents,
     every field checked first (see ``check_fitted`` and ``check_shapes``); anything wrong is a CheckpointError."""
@@ -220,7 +240,7 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         raise CheckpointError(f"{source} holds {found}, not a {cls.__name__}")
     try:
         estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
-        check_settings(estimator)
+        check_params(estimator)
         fitted = join_fitted(meta, tensors, cls._FITTED, source)
         check_fitted(fitted, source)
         network = fitted["network_"]
