@@ -236,6 +236,8 @@ def _huge_network(meta):
     ("regressor", lambda meta: meta["fitted"].update(n_iter_="5"), "n_iter_ should be a non-negative integer"),
     ("regressor", lambda meta: meta["fitted"].update(best_loss_=[0.1]), "best_loss_ should be a number"),
     ("regressor", lambda meta: meta["fitted"].update(loss_curve_=[0.1, "x"]), "loss_curve_ should be a list"),
+    ("regressor", lambda meta: meta["fitted"].update(loss_curve_=[10**400]), "loss_curve_ should be a list"),
+    ("regressor", lambda meta: meta["fitted"].update(best_loss_=10**400), "best_loss_ should be a number"),
     ("regressor", lambda meta: meta["fitted"].update(validation_loss_curve_={}), "validation_loss_curve_ should"),
     ("regressor", lambda meta: meta["fitted"].update(n_features_in_=5), "n_features_in_ should be network_'s"),
     ("regressor", lambda meta: meta["fitted"].update(_y_ndim=3), "_y_ndim should be 1 or 2"),

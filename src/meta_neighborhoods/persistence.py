@@ -20,7 +20,7 @@ from .estimator_settings import check_settings, method_config
 from .factories import FACTORIES, hidden_widths
 from .io import prepare_out_dir
 from .training import resolve_device, torch_globals
-from .validation import ConfigError, shown
+from .validation import ConfigError, is_real, shown
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
@@ -109,17 +109,17 @@ def check_fitted(fitted: dict, source: str) -> None:
                               f"{network['dictionary_size']} keys, got {fitted['selected_']!r}")
     for name, ok, what in _FITTED_CHECKS:
         if name in fitted and not ok(fitted[name], network):
-            raise CheckpointError(f"{source}: {name} should be {what}, got {str(fitted[name])[:80]}")
+            raise CheckpointError(f"{source}: {name} should be {what}, got {shown(fitted[name])}")
 
 
 def _numbers(value) -> bool:
-    return isinstance(value, list) and all(type(v) in (int, float) for v in value)
+    return isinstance(value, list) and all(type(v) in (int, float) and is_real(v) for v in value)  # not 10**400
 
 
 _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be): the rest of what fit sets
     ("n_iter_", lambda v, n: type(v) is int and v >= 0, "a non-negative integer"),
     ("best_epoch_", lambda v, n: type(v) is int and v >= 0, "a non-negative integer"),
-    ("best_loss_", lambda v, n: type(v) in (int, float), "a number"),
+    ("best_loss_", lambda v, n: _numbers([v]), "a number"),
     ("loss_curve_", lambda v, n: _numbers(v), "a list of numbers"),
     ("validation_loss_curve_", lambda v, n: v is None or _numbers(v), "a list of numbers or None"),
     ("validation_losses_", lambda v, n: isinstance(v, dict) and set(v) <= {WITH_NEIGHBOURS, VANILLA}
