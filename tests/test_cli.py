@@ -217,7 +217,7 @@ def _with_config(tmp_path, name: str, text: str) -> list[str]:
     (lambda tmp: _classify_run(tmp / "run", **{"split.json": lambda s: {**s, "mean": [BIG]}})[1],
      1, "split.json: mean and std should be equally long lists of finite numbers"),
     (lambda tmp: _with_config(tmp, "c.json", f'{{"learning-rate": {BIG}}}'),
-     2, "c.json: learning-rate must be a finite number, got 100000000000000000...0000000000000000000"),
+     2, "c.json: learning-rate must be a finite number, got <an integer of about 401 digits>"),
     (lambda tmp: _with_config(tmp, "c.toml", f"max-epochs = {hex(HUGE)}"),
      2, "c.toml: --max-epochs must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
     (lambda tmp: [*_with_config(tmp, "c.toml", f"seeds = {hex(HUGE)}"), "-v"],
@@ -225,7 +225,7 @@ def _with_config(tmp_path, name: str, text: str) -> list[str]:
     (lambda tmp: _with_config(tmp, "c.toml", f"top-k = {hex(HUGE)}"),
      2, "c.toml: top_k must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
     (lambda tmp: _classify_run(tmp / "run", {"lr_drop_at": BIG})[1],
-     1, "config.json: lr_drop_at must be in (0, 1], got 100000000000000000...0000000000000000000"),
+     1, "config.json: lr_drop_at must be in (0, 1], got <an integer of about 401 digits>"),
 ], ids=["export run.json", "analyze split.json", "json learning-rate", "toml max-epochs", "toml seeds -v",
         "toml top-k", "run config lr_drop_at"])
 def test_an_integer_too_large_for_a_float_or_for_repr_is_refused_in_one_line(tmp_path, capsys, argv, status,

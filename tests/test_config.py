@@ -105,7 +105,7 @@ def test_ifilm_modulates_every_batch_normalisation_of_the_backbone():
 @pytest.mark.parametrize("options, message", [
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"epochs": MAX_EPOCHS + 1}, f"epochs must be at most {MAX_EPOCHS}, got {MAX_EPOCHS + 1}$"),
-    ({"epochs": 10**400}, f"epochs must be at most {MAX_EPOCHS}, got a number of 401 digits$"),
+    ({"epochs": 10**400}, f"epochs must be at most {MAX_EPOCHS}, got <an integer of about 401 digits>$"),
     ({"batch_size": "32"}, "batch_size must be a positive integer"),
     ({"dictionary_size": 0}, "dictionary size must be a positive integer"),
     ({"key_init": "zeros"}, "unknown key initialisation 'zeros'"),
@@ -138,7 +138,7 @@ def test_epochs_past_the_bound_are_a_usage_error_before_any_folder_is_made(tmp_p
         out = user_folder(f"run{len(list(tmp_path.iterdir()))}")
         assert main([*argv, "--out", str(out), "--device", "cpu", "--quiet"]) == 2
         err = capsys.readouterr().err
-        assert f"epochs must be at most {MAX_EPOCHS}, got a number of 401 digits" in err and len(err.splitlines()) == 1
+        assert f"epochs must be at most {MAX_EPOCHS}, got <an integer of about 401 digits>" in err and len(err.splitlines()) == 1
         assert not any(out.iterdir())
 
 

@@ -112,14 +112,12 @@ class MNConfig:
                               ("slot_draw", SLOT_DRAWS), ("implementation", IMPLEMENTATIONS)):
             check_option(name, getattr(self, name.replace(" ", "_")), allowed)
         numbers = {"dictionary_size": check_int("dictionary_size", self.dictionary_size, minimum=0),
-                   "inner_steps": check_int("inner_steps", self.inner_steps),
+                   # each step is a pass over the head: a saved 10**9 hung predict
+                   "inner_steps": check_int("inner_steps", self.inner_steps, maximum=MAX_INNER_STEPS),
                    "temperature": check_positive("temperature", self.temperature),
                    "step_size_init": check_positive("step_size_init", self.step_size_init),
                    "key_std": check_positive("key_std", self.key_std),
                    "key_lr_scale": check_positive("key_lr_scale", self.key_lr_scale)}
-        if numbers["inner_steps"] > MAX_INNER_STEPS:  # each is a pass over the head: a saved 10**9 hung predict
-            raise ConfigError(f"inner_steps must be at most {MAX_INNER_STEPS}, got {shown(self.inner_steps)}",
-                              "inner_steps")
         if self.top_k is not None:
             if not (is_int(self.top_k) and self.top_k >= 1):
                 raise ConfigError(f"top_k must be a positive integer (or None for full attention), got "
@@ -204,14 +202,6 @@ class EstimatorDefaults:
 
 ESTIMATOR = EstimatorDefaults()
 
-
-def check_epochs(value) -> int:
-    """A count of training epochs, at most MAX_EPOCHS: refused before any folder is made, not by the schedule."""
-    if check_int("epochs", value) > MAX_EPOCHS:
-        shown = value if value < 10**12 else f"a number of {len(str(value))} digits"
-        raise ConfigError(f"epochs must be at most {MAX_EPOCHS}, got {shown}", "epochs")
-    return int(value)
-
 # Sec. 4.1: 100 neighbours with fixed labels, negative Euclidean similarity at T = 0.1; a large first step.
 SPIRAL_METHOD = MNConfig(task="classification", temperature=0.1, values="fixed", step_size_init=0.5)
 
@@ -233,7 +223,7 @@ class SpiralConfig:
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_per_class", "snapshots"):
             check_int(name, getattr(self, name))
-        check_epochs(self.epochs)
+        check_int("epochs", self.epochs, maximum=MAX_EPOCHS)  # not the schedule's overflow
         check_positive("learning_rate", self.learning_rate)
         check_seed("seed", self.seed)
 
@@ -270,7 +260,7 @@ class ClassificationConfig:
                 if not isinstance(path, (str, os.PathLike)):
                     raise ConfigError(f"{name} must be a folder's path, got {path!r}", name)
                 object.__setattr__(self, name, str(path))
-        check_epochs(self.epochs)
+        check_int("epochs", self.epochs, maximum=MAX_EPOCHS)  # not the schedule's overflow
         check_int("batch_size", self.batch_size)
         if self.dictionary_size is not None:  # train_subset is checked against the data by ImageBatches
             check_int("dictionary size", self.dictionary_size)

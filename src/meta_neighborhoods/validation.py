@@ -21,18 +21,17 @@ class ConfigError(ValueError):
 
 
 class Bounded(reprlib.Repr):
-    """reprlib's repr, a few items of a few levels, never the whole; an integer too long for repr() itself (over
-    4,300 digits: a TOML hex number has no limit) by its size."""
+    """reprlib's repr, a few items of a few levels, never the whole; an integer of more than ``maxlong`` digits by
+    its size (reprlib would cut out its middle, and repr() itself fails past 4,300 digits: a TOML hex number has no
+    limit)."""
 
     def __init__(self, maxstring: int = 40, maxlist: int = 4):
         super().__init__()
         self.maxlevel, self.maxlist, self.maxdict, self.maxstring = 2, maxlist, 4, maxstring
 
     def repr_int(self, x, level):
-        try:
-            return super().repr_int(x, level)
-        except ValueError:  # over sys.get_int_max_str_digits() digits
-            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        digits = int(abs(x).bit_length() * math.log10(2)) + 1
+        return f"<an integer of about {digits} digits>" if digits > self.maxlong else super().repr_int(x, level)
 
 
 SHORT = Bounded()  # a value as messages show it
