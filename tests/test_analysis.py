@@ -179,6 +179,10 @@ def test_a_missing_run_folder_or_checkpoint_is_reported(tmp_path, capsys):
     assert main(["analyze", "--run", str(tmp_path / "nope"), "--what", "cosine", "--quiet"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "nope").exists()
+    (tmp_path / "afile").write_text("not a run")
+    assert main(["analyze", "--run", str(tmp_path / "afile"), "--what", "cosine", "--quiet"]) == 1
+    assert f"run folder {tmp_path / 'afile'} is not a folder" in capsys.readouterr().err
+    (tmp_path / "afile").unlink()
     (tmp_path / "config.json").write_text("{}")
     assert main(["analyze", "--run", str(tmp_path), "--what", "cosine", "--quiet"]) == 1
     assert "best.json is missing" in capsys.readouterr().err

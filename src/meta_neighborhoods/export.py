@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, checkpoint
+from . import __version__, checkpoint, runs
 from .heads import FAST_PATHS, fast_path_for
 from .io import LOCK, atomic_write, prepare_out_dir, replaceable
 from .model import MetaNeighborhoods
@@ -170,9 +170,7 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
     network was trained at its data set's size). Output: the class logits (batch, classes) of the adapted predictor.
     """
     _require("onnx", "onnxscript", "onnxruntime")
-    if Path(run_dir).exists() and not Path(run_dir).is_dir():  # load_best_model would call it missing
-        raise NotADirectoryError(f"run folder {run_dir} is not a folder")
-    path = _destination(run_dir, path, overwrite)
+    path = _destination(runs.run_folder(run_dir), path, overwrite)
     model, info = load_best_model(run_dir)
     metadata = run_metadata(run_dir, info["model_args"])
     channels = info["model_args"]["in_channels"]

@@ -53,11 +53,19 @@ COMPARISON = ("comparison.json", "comparison.md")
 METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the method's fixed settings
 
 
+def run_folder(run_dir) -> Path:
+    """``run_dir``, the run folder a command reads, refused by name where it is missing or not a folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise (NotADirectoryError(f"run folder {run_dir} is not a folder") if run_dir.exists() else
+               FileNotFoundError(f"run folder {run_dir} does not exist"))
+    return run_dir
+
+
 def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[MetaNeighborhoods, dict]:
     """The best-on-validation network of a classify run folder, rebuilt from its checkpoint, and its info. Given
     the top folder of a --method all run, the error names the method folders ``among`` those the caller takes."""
-    if not Path(run_dir).is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    run_folder(run_dir)
     stem = Path(run_dir) / BEST
     if not checkpoint.exists(stem):
         methods = [name for name in among if checkpoint.exists(Path(run_dir) / name / BEST)]

@@ -348,9 +348,7 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     check_seed("seed", seed, limit=2**32)  # numpy's and t-SNE's generators take seeds below 2**32
     _sample(1, samples, seed)  # validates samples and the key selection before any loading
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    run_dir = runs.run_folder(run_dir)
     names = ANALYSES if what == "all" else (what,)
     out = _claim_analyses(run_dir, None if out is None else Path(out), names, overwrite)
     run = load_run(run_dir, data_dir, cache_dir, device)  # refused runs and missing data leave no folder behind
