@@ -93,3 +93,19 @@ def test_autoaugment_turns_its_signed_operations_both_ways(monkeypatch):
     autoaugment(torch.from_numpy(np.random.default_rng(0).integers(0, 256, (60, 3, 8, 8), dtype=np.uint8)),
                 np.random.default_rng(0))
     assert set(signs) == {1, -1}
+
+
+def _steps(x, seed, auto):
+    generator = torch.Generator().manual_seed(seed)
+    cropped = crop_flip(x, generator)
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    return cutout(autoaugment(cropped, rng) if auto else cropped, generator)
+
+
+def test_paper_augment_is_crop_flip_then_autoaugment_then_cutout():
+    """The authors' pipeline in its order, every step drawing from the one generator. A pipeline that dropped
+    AutoAugment is still uint8, reproducible and seed-dependent, which is all the other tests ask (A05)."""
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
+    got = paper_augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(got, _steps(x, 3, auto=True))
+    assert not torch.equal(got, _steps(x, 3, auto=False))  # AutoAugment changed some of the 16 images

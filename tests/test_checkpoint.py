@@ -448,3 +448,23 @@ def test_save_keeps_a_user_s_file_that_only_starts_like_a_tensor_file(tmp_path):
     checkpoint.save(tmp_path / "c", {"x": torch.zeros(1)}, {})
     checkpoint.save(tmp_path / "c", {"x": torch.ones(1)}, {})  # removes its own earlier tensor file, not this
     assert backup.read_text() == "mine"
+
+
+@pytest.mark.parametrize("reshape", [lambda t: t.reshape(-1), lambda t: t.reshape(-1)[:1],
+                                     lambda t: torch.cat([t, t])])
+def test_optimiser_moments_of_another_shape_are_refused_naming_the_file(tmp_path, reshape):
+    """A moment of another shape than its parameter: torch would take it, then fail at the first step with its own
+    broadcasting message naming no file (or broadcast it without a word) (K04)."""
+    x, y = _data()
+    stem = tmp_path / "last"
+    fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, last=stem, config={"epochs": 2})
+    tensors, meta = checkpoint.load(stem)
+    moment = tensors["optimizer.0.exp_avg"]
+    assert moment.dim() >= 1
+    tensors["optimizer.0.exp_avg"] = reshape(moment).contiguous()
+    assert tensors["optimizer.0.exp_avg"].shape != moment.shape
+    kept = {k: v for k, v in meta.items() if k not in ("format", "version", "tensors", "sha256")}
+    checkpoint.save(stem, tensors, kept)
+    with pytest.raises(checkpoint.CheckpointError, match="last.json: the optimiser state of parameter 0 is "):
+        fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=2, last=stem, resume=True,
+            config={"epochs": 2})

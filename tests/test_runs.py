@@ -5,12 +5,13 @@ import json
 import os
 import pickle
 import re
+from itertools import count
 
 import numpy as np
 import pytest
 import torch
 
-from meta_neighborhoods import image_methods, runs
+from meta_neighborhoods import image_methods, run_record, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
@@ -608,3 +609,16 @@ def test_an_input_record_of_another_pixel_scale_is_refused(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({**saved, "input": {**saved["input"], "scale": 1}}))
     with pytest.raises(runs.RunFolderError, match="scale 255"):
         read_inputs(tmp_path)
+
+
+def test_a_resume_keeps_the_provenance_of_the_process_that_started_the_run(tmp_path, monkeypatch):
+    """Each process has its own provenance (its command line, its time): the run's own is the first process's, each
+    resume is appended. Within one test process provenance() is the same every call, so it is told apart here (RR2)."""
+    calls = count()
+    monkeypatch.setattr(run_record, "provenance", lambda: {"process": next(calls)})
+    run_record.write_run_record(tmp_path, {"seeds": {"seed": 0}})
+    for _ in range(2):
+        run_record.write_run_record(tmp_path, {"seeds": {"seed": 0}}, resume=True)
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["provenance"] == {"process": 0}
+    assert saved["resumed"] == [{"process": 1}, {"process": 2}]
