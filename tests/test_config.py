@@ -114,6 +114,8 @@ def test_ifilm_modulates_every_batch_normalisation_of_the_backbone():
     ({"seed": 2**62}, "seed must be an integer from 0 to 4611686018427387903"),
     ({"lr_drop_at": 0}, r"lr_drop_at must be in \(0, 1\], got 0"),
     ({"lr_drop_at": 1.5}, r"lr_drop_at must be in \(0, 1\], got 1.5"),
+    ({"image_size": 0}, "image_size must be a positive integer, got 0"),
+    ({"image_size": 5000}, "image_size must be at most 4096, got 5000"),
 ])
 def test_a_classify_run_checks_its_arguments(options, message):
     with pytest.raises(ConfigError, match=message):

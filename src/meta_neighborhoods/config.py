@@ -30,6 +30,7 @@ KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDicti
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
 DEVICES = ("auto", "cpu", "cuda")  # where to train: "auto" = CUDA if available
 MAX_INNER_STEPS = 100  # the paper takes one; a few more never helped (docs/results/defaults.md)
+MAX_IMAGE_SIZE = 4096  # pixels a side: ImageNet's largest are about this size
 MAX_EPOCHS = 10**9  # past any run (the paper's budget on one image: 2e7); 10**400 overflowed the schedule's floats
 HIGH_DIMENSIONAL = 32  # key features above which the regressors' "auto" similarity is cosine
 FOLDS, SEEDS = 5, 3  # regress, ablate: k-fold CV, repeated (one seed hid a 4.5 % gain on gom that three seeds show)
@@ -246,6 +247,7 @@ class ClassificationConfig:
     psi: int = 5  # MAXL's auxiliary classes per class (maxl runs only), as MAXL's code (psi = [5] * 20)
     lr_drop_at: float = 2 / 3  # share of the epochs after which the learning rate drops tenfold
     augment: str = "dataset"  # the data set's own augmentation, or "paper": the authors' full pipeline
+    image_size: int | None = None  # every image resized to this square size (the data sets that take image_size)
     preset: str | None = None  # what set the defaults above (``presets.py``), recorded with the run
     seed: int = 0
     device: str = "auto"
@@ -271,12 +273,19 @@ class ClassificationConfig:
         if not (is_real(self.lr_drop_at) and 0 < self.lr_drop_at <= 1):
             raise ConfigError(f"lr_drop_at must be in (0, 1], got {shown(self.lr_drop_at)}", "lr_drop_at")
         check_option("augment", self.augment, AUGMENTATIONS)
+        if self.image_size is not None:
+            check_int("image_size", self.image_size, maximum=MAX_IMAGE_SIZE)
         if self.preset is not None:
             check_option("--preset", self.preset, PRESETS)
         check_option("device", self.device, DEVICES)
         check_threads("threads", self.threads)
         check_seed("seed", self.seed)
 
+    @property
+    def image_options(self) -> dict:
+        """What ``load_image_dataset`` takes of this run's settings."""
+        return {} if self.image_size is None else {"image_size": self.image_size}
+
 
 RUN_DEFAULTS = {field.name: field.default for field in fields(ClassificationConfig)}  # MISSING: none (the names)
-ADDED_SINCE = ("threads",)  # fields a run folder written before they existed lacks: it ran at their default
+ADDED_SINCE = ("threads", "image_size")  # fields a run folder written before they existed lacks: it ran at their default

@@ -19,8 +19,8 @@ from .common import (UsageError, add_optimiser_options, data_folders, device, ou
                      verbosity)
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
-                        "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment", "preset",
-                        "threads", "out", "overwrite")
+                        "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment",
+                        "image_size", "preset", "threads", "out", "overwrite")
 REQUIRED = ("dataset", "backbone", "method", "out")
 RECORDED = {name: default for name, default in RUN_DEFAULTS.items() if name not in PATH_FIELDS}  # in a record
 CROP_FLIP = ("cifar10", "cifar100", "cinic10")  # the data sets whose own augmentation it is (datasets/images.py)
@@ -88,6 +88,10 @@ def _configuration():
                              f"for {', '.join(CROP_FLIP)}, none for the others, the digit sets among them: a flipped "
                              "digit is another digit) or the authors' pipeline, paper: crop, flip, AutoAugment's "
                              "CIFAR-10 policy and Cutout of 16 x 16 squares, for images larger than that")
+    parser.add_argument("--image-size", type=int, metavar="PX",
+                        help="resize every image to PX x PX pixels (Pillow's BOX filter) for the data sets of images "
+                             "of any size: cinic10, tiny_imagenet, pacs and imagenet (default: their own size; "
+                             "imagenet 32)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="torch's CPU threads (default: torch's choice). Training sums in an order that depends on "
                              "them: the run records the count it ran on, and --resume and --config runs use it again")

@@ -84,7 +84,7 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     config = runs.read_config(run_dir, data_dir, cache_dir)
     torch_device = resolve_device(device)
     model.to(torch_device).eval()
-    dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
+    dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir, **config.image_options)
     args, images = info["model_args"], dataset.train.images
     if (args["in_channels"], args["num_classes"]) != (images.shape[1], len(dataset.classes)):
         raise ValueError(f"{run_dir}: its network takes {args['in_channels']}-channel images of {args['num_classes']} "

@@ -338,7 +338,7 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     check_settings(method, options)
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
-    data = load_image_dataset(dataset, config.data_dir, config.cache_dir)
+    data = load_image_dataset(dataset, config.data_dir, config.cache_dir, **config.image_options)
     if config.preset is not None:  # what the preset sets, unless given
         preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
         config = replace(config, **{name: value for name, value in preset.items()
@@ -363,7 +363,7 @@ def resume_classification(out, device: str | None = None, progress: bool = True,
     config = replace(config, device=device or config.device)
     if not runs.resumable(out, config.method):
         raise checkpoint.CheckpointError(f"nothing to resume in {out}: it holds no {LAST}.json checkpoint")
-    dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir)
+    dataset = load_image_dataset(config.dataset, config.data_dir, config.cache_dir, **config.image_options)
     for stem in runs.last_stems(out, config.method):  # a method of --method all that had not started has neither
         if (stem.parent / SPLIT).is_file():
             runs.read_split_of(stem.parent, dataset)
