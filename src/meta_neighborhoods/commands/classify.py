@@ -170,11 +170,11 @@ def _without_unused(given: dict, args) -> dict:
     """The settings ``given``, less those the --config file gave that the method chosen on the command line does not
     use: one method of a record's run (which gives its own method's settings) is rerun as another. Where the file
     chose the method too, such a setting is its own mistake, and refused."""
-    from_file = getattr(args, "config_gave", {})
-    if "method" in from_file:
-        return given
-    from ..image_methods import unused_settings
+    from ..image_methods import METHOD_NAMES, unused_settings
 
+    from_file = getattr(args, "config_gave", {})
+    if "method" in from_file or args.method not in METHOD_NAMES:  # an unknown one: the run refuses it by name
+        return given
     unused = unused_settings(args.method)
     return {name: value for name, value in given.items() if name not in unused or name not in from_file}
 
