@@ -76,6 +76,8 @@ def test_every_run_folder_records_provenance_seeds_and_inputs(digits_run):
         assert record["classes"] == [str(i) for i in range(10)] and record["dataset"] == "digits"
         inputs = record["input"]
         assert (inputs["layout"], inputs["channels"], inputs["height"], inputs["width"]) == ("NCHW", 1, 8, 8)
+        # the recipe holds on scikit-learn's own digits only once their counts are scaled as the loader does
+        assert inputs["pixels"] == "scikit-learn's load_digits counts 0..16, times 255 / 16, rounded half to even"
     split = json.loads((digits_run / "mn" / "split.json").read_text())
     assert (inputs["mean"], inputs["std"]) == (split["mean"], split["std"])
 

@@ -257,6 +257,7 @@ def test_the_graph_carries_the_normalisation_and_the_class_names(tmp_path):
     assert (metadata["input_channels"], metadata["input_height"], metadata["input_width"]) == ("3", "32", "32")
     assert metadata["input_layout"] == "NCHW" and metadata["input_scale"] == "255"
     assert "(pixels / 255 - mean) / std" in metadata["input_transform"]
+    assert metadata["input_pixels"] == "the data set's 8-bit pixels as its files hold them"
     assert (metadata["method"], metadata["backbone"]) == ("mn", "convnet4")
 
 

@@ -748,7 +748,8 @@ def test_classify_resizes_a_folder_set_at_the_size_given_and_keeps_it_on_resume(
             "vanilla", "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--quiet", "--image-size", "16"]
     assert main([*argv, "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["image_size"] == 16
-    assert json.loads((out / "run.json").read_text())["input"]["height"] == 16
+    inputs = json.loads((out / "run.json").read_text())["input"]
+    assert inputs["height"] == 16 and inputs["pixels"] == "resized to 16 x 16 pixels with Pillow's BOX filter (an area average)"
     assert main(["classify", "--resume", str(out), "--data-dir", str(tmp_path), "--quiet"]) == 0  # at 16 again
     capsys.readouterr()
     mnist = ["classify", "--dataset", "mnist", "--backbone", "convnet4", "--method", "vanilla", "--image-size", "16"]

@@ -4,8 +4,9 @@
   command line), and ``resumed``: the same for each process that continued it (``classify --resume``);
 * ``seeds`` - every seed the run draws from;
 * ``input`` - what the network expects of its inputs: for images the layout, channels, the size it was trained at
-  and the per-channel mean and std (inputs are ``(pixels / 255 - mean) / std``); for the spiral the per-feature
-  standardisation;
+  and the per-channel mean and std (inputs are ``(pixels / 255 - mean) / std``), and how the loader made those
+  pixels where not as the files hold them (digits' counts scaled to 0..255, images resized); for the spiral the
+  per-feature standardisation;
 * ``classes`` - the class names, in the order of the network's outputs.
 
 ``export`` writes ``input`` and ``classes`` into the ONNX graph's metadata, read back here (``read_inputs``) with
@@ -22,13 +23,18 @@ from .validation import is_finite
 
 RUN = "run.json"
 IMAGE_TRANSFORM = "x = (pixels / 255 - mean) / std, per channel; float32, (batch, channels, height, width)"
+OWN_PIXELS = "the data set's 8-bit pixels as its files hold them"
+MAX_PIXELS_TEXT = 300
 
 
-def image_inputs(shape: tuple[int, ...], mean, std) -> dict:
-    """``input`` of an image classifier trained on ``(N, C, H, W)`` images normalised with ``mean`` and ``std``."""
+def image_inputs(shape: tuple[int, ...], mean, std, pixels: str = "") -> dict:
+    """``input`` of an image classifier trained on ``(N, C, H, W)`` images normalised with ``mean`` and ``std``;
+    ``pixels``: how its loader made those 8-bit pixels, where not as the files hold them (digits' counts scaled,
+    images resized), which a deployment must do too."""
     channels, height, width = (int(n) for n in shape[1:])
     return {"layout": "NCHW", "channels": channels, "height": height, "width": width, "scale": 255,
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "transform": IMAGE_TRANSFORM}
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "pixels": pixels or OWN_PIXELS,
+            "transform": IMAGE_TRANSFORM}
 
 
 def write_run_record(run_dir, record: dict, resume: bool = False) -> Path:
@@ -60,9 +66,12 @@ def read_inputs(run_dir) -> tuple[dict, list[str]]:
     if not (isinstance(inputs, dict) and all(type(inputs.get(n)) is int and 1 <= inputs[n] <= 1 << 16 for n in sizes)
             and inputs.get("scale") == 255 and inputs.get("layout") == "NCHW"
             and _finite_list(inputs.get("mean"), inputs["channels"])
-            and _finite_list(inputs.get("std"), inputs["channels"], positive=True)):
+            and _finite_list(inputs.get("std"), inputs["channels"], positive=True)
+            and isinstance(inputs.get("pixels", ""), str) and len(inputs.get("pixels", "")) <= MAX_PIXELS_TEXT):
         raise RunFolderError(f"{path}: input should give the layout NCHW, scale 255, positive channels, height and "
-                             "width, and a finite mean and a positive std per channel")
+                             f"width, a finite mean and a positive std per channel, and how its pixels were made "
+                             f"(a text of at most {MAX_PIXELS_TEXT} characters; a run of an older version has none)")
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise RunFolderError(f"{path}: classes should be a non-empty list of names")
-    return image_inputs((0, *(inputs[n] for n in sizes)), inputs["mean"], inputs["std"]), classes
+    shape = (0, *(inputs[n] for n in sizes))
+    return image_inputs(shape, inputs["mean"], inputs["std"], inputs.get("pixels", "")), classes

@@ -41,7 +41,7 @@ This module says which files make which data set; ``image_formats`` reads them a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -103,6 +103,7 @@ class ImageDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str  # "none" | "crop_flip"
+    pixels: str = ""  # how the loader made the images' 8-bit pixels, where not as the files hold them
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class ImageSpec:
     augment: str = "none"
     settable: tuple[str, ...] = ()
     cached: bool = False  # the loader takes ``cache_dir``
+    pixels: str = ""  # how the loader makes 8-bit pixels of what the files hold, where they differ (besides resizing)
 
     def load(self, name: str, data_dir: Path | None, cache_dir: Path | None, overrides: dict[str, Any]) -> ImageDataset:
         unknown = sorted(set(overrides) - set(self.settable))
@@ -131,7 +133,10 @@ class ImageSpec:
             folders = f"{data_dir or 'the default data folder'}" + (f" or the cache {cache_dir}" if cache_dir else "")
             raise DataFileError(f"{name}: a file under {folders} cannot be read as this data set "
                                 f"({type(error).__name__}: {error})") from error
-        return _dataset(name, ImageSplit(*train), ImageSplit(*test), classes, self.augment)
+        resized = options.get("image_size")
+        pixels = "; ".join(filter(None, (self.pixels, resized and f"resized to {resized} x {resized} pixels with "
+                                                                 "Pillow's BOX filter (an area average)")))
+        return replace(_dataset(name, ImageSplit(*train), ImageSplit(*test), classes, self.augment), pixels=pixels)
 
 
 def _says_where(error: Exception, name: str) -> bool:
@@ -222,7 +227,8 @@ IMAGE_DATASETS: dict[str, ImageSpec] = {
         "hint": "Put the four IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
                 "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) in DIR and pass --data-dir DIR.",
     }),
-    "digits": ImageSpec(load_digits, {"seed": DIGITS_SPLIT_SEED}),
+    "digits": ImageSpec(load_digits, {"seed": DIGITS_SPLIT_SEED},
+                        pixels="scikit-learn's load_digits counts 0..16, times 255 / 16, rounded half to even"),
     "cifar10": ImageSpec(load_cifar10, {
         "folder": "cifar10_jpg", "checksums": CIFAR10_JPG_SHA256,
         "hint": "Put the official CIFAR-10 python version (cifar-10-batches-py/ from cifar-10-python.tar.gz) in DIR, "

@@ -175,7 +175,7 @@ def _run_record(config: ClassificationConfig, dataset: ImageDataset) -> dict:
     seeds = {name: config.seed for name in ("seed", "validation_split", "torch", "batches", "key_init")}
     return {"seeds": seeds, "dataset": config.dataset, "processes": distributed.world_size(),
             "classes": list(dataset.classes),
-            "input": image_inputs(dataset.train.images.shape, dataset.mean, dataset.std)}
+            "input": image_inputs(dataset.train.images.shape, dataset.mean, dataset.std, dataset.pixels)}
 
 
 def _training_seconds(loggers: dict) -> float:
