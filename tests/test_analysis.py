@@ -206,7 +206,8 @@ def test_an_out_holding_analyses_or_another_run_is_refused_before_any_work(mn_ru
     argv = ["analyze", "--run", str(mn_run), "--what", "cosine", "--samples", str(SAMPLES), "--device", "cpu",
             "--quiet"]
     assert main([*argv, "--out", str(analysed)]) == 1
-    assert "already holds a run (cosine.png, cosine.json): replace it with --overwrite" in capsys.readouterr().err
+    assert "already holds analyses (tsne.png, tsne.json, cosine.png, cosine.json): replace them with --overwrite" \
+        in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in analysed.iterdir()} == before
     other = tmp_path / "other run"
     shutil.copytree(mn_run, other, ignore=shutil.ignore_patterns("*.png", "*.json", "*.safetensors", "tensorboard"))
@@ -218,6 +219,8 @@ def test_an_out_holding_analyses_or_another_run_is_refused_before_any_work(mn_ru
     assert not (other / "cosine.json").exists()
     assert main([*argv, "--out", str(analysed), "--overwrite"]) == 0
     assert (analysed / "cosine.json").read_bytes() != before["cosine.json"]  # another sample: another config
+    # the analyses of the run that were there and that this one did not make went: none passes for another run's
+    assert sorted(p.name for p in analysed.iterdir() if p.name != ".lock") == ["cosine.json", "cosine.png"]
 
 
 def test_an_analysis_into_a_folder_another_process_is_writing_fails_at_once_naming_it(mn_run, tmp_path, capsys):

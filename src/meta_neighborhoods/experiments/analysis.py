@@ -38,7 +38,7 @@ from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..image_methods import METHODS
-from ..io import lock, prepare_out_dir, refuse_held, refuse_other_runs, write_json
+from ..io import lock, prepare_out_dir, refuse_other_runs, remove_outputs, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..provenance import provenance
@@ -318,19 +318,23 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
 # ---------------------------------------------------------------------------------------------------
 
 
-def _claim_analyses(run_dir: Path, out: Path | None, names, overwrite: bool) -> Path:
-    """Where the analyses ``names`` of ``run_dir`` go, refused before any work as ``run_analysis`` says."""
+def _claim_analyses(run_dir: Path, out: Path | None, names, overwrite: bool) -> tuple[Path, list[str]]:
+    """Where the analyses ``names`` of ``run_dir`` go, refused before any work as ``run_analysis`` says, and the files
+    there of other analyses, which go before these are written (another --out, with ``overwrite``): a folder of
+    analyses then holds one run's, never a t-SNE of one run beside the cosines of another."""
     if out is None or out.resolve() == run_dir.resolve():
-        return run_dir
+        return run_dir, []
     if out.is_dir():
         refuse_other_runs(out, "classify")  # a table or spiral run's: analyses would mix with it
     held = runs.holds_a_run(out) if out.is_dir() else []
     if held:
         raise runs.RunFolderError(f"{out} holds another classify run ({', '.join(held[:3])}): analyses of {run_dir} "
                                   "would pass for its own; choose another --out")
-    if not overwrite:
-        refuse_held(out, [file for name in names for file in runs.analysis_files(name) if (out / file).exists()])
-    return out
+    found = [file for name in ANALYSES for file in runs.analysis_files(name) if (out / file).exists()]
+    if found and not overwrite:
+        raise FileExistsError(f"{out} already holds analyses ({', '.join(found[:4])}): replace them with --overwrite, "
+                              "or choose another --out")
+    return out, [file for file in found if Path(file).stem not in names]
 
 
 def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=None, samples: int | None = None,
@@ -350,10 +354,11 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     select_keys(np.zeros(1, dtype=np.int64), np.ones(1), keys_per_class, max_keys)
     run_dir = runs.run_folder(run_dir)
     names = ANALYSES if what == "all" else (what,)
-    out = _claim_analyses(run_dir, None if out is None else Path(out), names, overwrite)
+    out, others = _claim_analyses(run_dir, None if out is None else Path(out), names, overwrite)
     run = load_run(run_dir, data_dir, cache_dir, device)  # refused runs and missing data leave no folder behind
     out = prepare_out_dir(out)
     with runs.lock(out) if out == run_dir else lock(out):  # a classify run (or analysis) writing there is named
+        remove_outputs(out, others)
         results = {}
         for name in names:
             if name == "tsne":
