@@ -212,7 +212,7 @@ def _with_config(tmp_path, name: str, text: str) -> list[str]:
 
 @pytest.mark.parametrize("argv, status, message", [
     (lambda tmp: _classify_run(tmp / "run", **{"run.json": lambda r: {**r, "input": {**r["input"], "mean": [BIG]}}})[0],
-     1, "run.json: input should give the layout NCHW, scale 255, positive channels, height and width, and a finite "
+     1, "run.json: input should give the layout NCHW, scale 255, positive channels, height and width, a finite "
         "mean"),
     (lambda tmp: _classify_run(tmp / "run", **{"split.json": lambda s: {**s, "mean": [BIG]}})[1],
      1, "split.json: mean and std should be equally long lists of finite numbers"),
