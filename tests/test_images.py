@@ -9,6 +9,7 @@ import pickle
 import re
 import shutil
 import tarfile
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -691,6 +692,68 @@ def test_a_crafted_cifar100_pickle_runs_no_code(tmp_path, file):
                                          "posix.system"):
         load_image_dataset("cifar100", data_dir=tmp_path)
     assert not marker.exists()
+
+
+def _cifar10_folder(tmp_path, **files):
+    """An official-looking ``cifar-10-batches-py/`` of two images per batch; ``files`` replace some with raw bytes."""
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    batch = pickle.dumps({b"data": np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072), b"labels": [0, 1]})
+    contents = {"batches.meta": pickle.dumps({b"label_names": [b"a", b"b"]}), "test_batch": batch,
+                **{f"data_batch_{i}": batch for i in range(1, 6)}, **files}
+    for name, content in contents.items():
+        (root / name).write_bytes(content)
+    return root
+
+
+def _declaring(call: bytes, rows: int = 0) -> bytes:
+    """A protocol-2 pickle of a CIFAR batch whose data is ``call`` (opcodes that build an array) and ``rows`` labels:
+    a few bytes that ask numpy for an array of any size."""
+    labels = b"](" + b"K\x00" * rows + b"e"
+    return b"\x80\x02}(C\x04data" + call + b"C\x06labels" + labels + b"u."
+
+
+SHAPE = b"J" + (20_000).to_bytes(4, "little") + b"M\x00\x0c\x86"  # (20000, 3072): twice a batch's 10,000 images
+
+
+@pytest.mark.parametrize("call, rows, message", [
+    (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + SHAPE + b"C\x01B\x87R", 20_000,
+     r"it declares an array of shape \(20000, 3072\); an official file holds at most 30720000 bytes"),
+    (b"cnumpy\nndarray\n" + SHAPE + b"\x85R", 20_000, "it calls numpy.ndarray, which a CIFAR file never does"),
+    (b"cnumpy\ndtype\nX\x07\x00\x00\x00V100000\x85R", 0, "it asks for an array of 'V100000', a CIFAR file holds"),
+])
+def test_a_cifar_pickle_cannot_make_numpy_allocate_more_than_an_official_file_holds(tmp_path, call, rows, message):
+    _cifar10_folder(tmp_path, data_batch_1=_declaring(call, rows))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=f"data_batch_1 is not an official CIFAR python file, refused: {message}"):
+            load_image_dataset("cifar10", data_dir=tmp_path)
+        assert tracemalloc.get_traced_memory()[1] < 20_000_000  # numpy's allocations are traced too
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_cifar_file_larger_than_an_official_one_is_refused_unread(tmp_path):
+    root = _cifar10_folder(tmp_path)
+    with open(root / "test_batch", "r+b") as handle:
+        handle.truncate(2 * 10_000 * 3072 + (1 << 20) + 1)  # sparse: no disk spent
+    with pytest.raises(ValueError, match=r"test_batch holds 62488577 bytes, more than an official CIFAR file of "
+                                         r"10000 images could \(62488576\); refused unread"):
+        load_image_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_cifar_files_written_by_python_2_are_read(tmp_path):
+    """The official files hold byte strings (Python 2's cPickle): numpy's names and the dtype as bytes."""
+    def string(data: bytes) -> bytes:
+        return b"T" + len(data).to_bytes(4, "little") + data
+    pixels = bytes(range(256)) * 24
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + string(b"b") + b"\x87R(K\x01K\x02"
+             b"M\x00\x0c\x86cnumpy\ndtype\n" + string(b"u1") + b"K\x00K\x01\x87R(K\x03" + string(b"|")
+             + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89" + string(pixels) + b"tb")
+    _cifar10_folder(tmp_path, test_batch=b"\x80\x02}(" + string(b"data") + array + string(b"labels")
+                    + b"](K\x01K\x00eu.")
+    data = load_image_dataset("cifar10", data_dir=tmp_path)
+    assert data.test.images.tobytes() == pixels and data.test.labels.tolist() == [1, 0]
 
 
 def test_an_idx_gzip_bomb_is_not_inflated(tmp_path):

@@ -6,7 +6,10 @@ naming the data set and a ``data_dir`` would be enough. ``_ArraysOnly`` admits o
 
 from __future__ import annotations
 
+import codecs
+import math
 import pickle
+import reprlib
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +22,67 @@ __all__ = ["CIFAR10_FOLDER", "load_cifar10_python", "load_cifar100"]
 CIFAR10_FOLDER, CIFAR10_META = "cifar-10-batches-py", "batches.meta"  # as cifar-10-python.tar.gz unpacks
 CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 
-# What a CIFAR pickle may ask for: numpy's array reconstruction (numpy 1 and 2 names) and, in files written
-# by Python 3 at protocol 2, bytes rebuilt by ``_codecs.encode``; nothing that can act on the system.
-_CIFAR_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+# A pickle's arrays, bounded by what the largest official file holds: CIFAR-10's batches 10,000 images of 3,072
+# bytes each, CIFAR-100's train file 50,000. A file may be twice its pixels' bytes (Python 3 writes bytes at protocol
+# 2 as a latin-1 text, two bytes per byte over 127) plus its labels and names; a larger one is refused unread.
+CIFAR10_ROWS, CIFAR100_TRAIN_ROWS = 10_000, 50_000  # images per file
+IMAGE_BYTES, NAMES_BYTES = 3072, 1 << 20
+_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}  # numpy 1, 2
 
 
 class _ArraysOnly(pickle.Unpickler):
-    """An unpickler that builds plain data and numpy arrays only: a crafted file cannot call anything else
-    (``pickle.load`` would run whatever its ``__reduce__`` names, e.g. ``os.system``)."""
+    """An unpickler that builds plain data and uint8 arrays of at most ``max_bytes`` only: a crafted file cannot call
+    anything else (``pickle.load`` would run whatever its ``__reduce__`` names, e.g. ``os.system``), nor declare an
+    array larger than an official file holds (numpy would allocate it before a check could see it)."""
+
+    def __init__(self, handle, max_bytes: int):
+        super().__init__(handle, encoding="bytes")
+        self.max_bytes = max_bytes
 
     def find_class(self, module: str, name: str):
-        if (module, name) not in _CIFAR_GLOBALS:
+        allowed = {("numpy", "ndarray"): _ndarray, ("numpy", "dtype"): _uint8, ("_codecs", "encode"): _latin1,
+                   **{key: self._reconstruct for key in _RECONSTRUCT}}
+        if (module, name) not in allowed:
             raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR file never holds")
-        return super().find_class(module, name)
+        return allowed[module, name]
+
+    def _reconstruct(self, subtype, shape, dtype) -> np.ndarray:
+        """numpy's ``_reconstruct``, of uint8 whatever ``dtype`` says (a wide one would multiply the bytes);
+        ``__setstate__`` then fills it from bytes the file holds."""
+        sizes = shape if isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape) else None
+        if subtype is not _ndarray or sizes is None or math.prod(sizes) > self.max_bytes:
+            raise pickle.UnpicklingError(f"it declares an array of shape {reprlib.repr(shape)}; an official file "
+                                         f"holds at most {self.max_bytes} bytes there")
+        return np.ndarray(sizes, np.uint8)
 
 
-def _entries(path: Path, keys: tuple[bytes, ...], *, dataset: str, hint: str) -> list:
-    """The entries ``keys`` of the dict one official file holds, read with ``_ArraysOnly``."""
+def _ndarray(*args):
+    """What ``numpy.ndarray`` unpickles to: ``_reconstruct`` takes it, a call (which would allocate) is refused."""
+    raise pickle.UnpicklingError("it calls numpy.ndarray, which a CIFAR file never does")
+
+
+def _uint8(name, align=False, copy=True) -> np.dtype:
+    if name not in ("u1", b"u1"):  # bytes in the official files, written by Python 2
+        raise pickle.UnpicklingError(f"it asks for an array of {reprlib.repr(name)}, a CIFAR file holds uint8 only")
+    return np.dtype(name, align, copy)
+
+
+def _latin1(text, encoding) -> bytes:
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError(f"it encodes a {type(text).__name__} as {reprlib.repr(encoding)}, not as latin1")
+    return codecs.encode(text, "latin1")
+
+
+def _entries(path: Path, keys: tuple[bytes, ...], rows: int, *, dataset: str, hint: str) -> list:
+    """The entries ``keys`` of the dict of one official file of at most ``rows`` images, read with ``_ArraysOnly``."""
     path = require_file(path, None, dataset=dataset, hint=hint, within=path.parent)
+    limit = 2 * rows * IMAGE_BYTES + NAMES_BYTES
+    if path.stat().st_size > limit:
+        raise ValueError(f"{dataset}: {path} holds {path.stat().st_size} bytes, more than an official CIFAR file of "
+                         f"{rows} images could ({limit}); refused unread")
     try:
         with open(path, "rb") as handle:
-            content = _ArraysOnly(handle, encoding="bytes").load()
+            content = _ArraysOnly(handle, rows * IMAGE_BYTES).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
         raise ValueError(f"{dataset}: {path} is not an official CIFAR python file, refused: {error}") from None
     if not isinstance(content, dict):
@@ -52,17 +94,17 @@ def _entries(path: Path, keys: tuple[bytes, ...], *, dataset: str, hint: str) ->
 
 
 def _names(path: Path, key: bytes, *, dataset: str, hint: str) -> list[str]:
-    (names,) = _entries(path, (key,), dataset=dataset, hint=hint)
+    (names,) = _entries(path, (key,), 0, dataset=dataset, hint=hint)
     if not (isinstance(names, list) and all(isinstance(c, bytes) for c in names)):
         raise ValueError(f"{dataset}: {path}: {key.decode()} should be a list of names")
     return [c.decode(errors="replace") for c in names]
 
 
-def _images(paths: list[Path], label_key: bytes, *, dataset: str, hint: str) -> tuple[np.ndarray, np.ndarray]:
-    """The (N, 3, 32, 32) pixels and labels of one split, which may span several files."""
+def _images(paths: list[Path], label_key: bytes, rows: int, *, dataset: str, hint: str) -> tuple[np.ndarray, ...]:
+    """The (N, 3, 32, 32) pixels and labels of one split, which may span several files of at most ``rows`` images."""
     images, labels = [], []
     for path in paths:
-        data, named = _entries(path, (b"data", label_key), dataset=dataset, hint=hint)
+        data, named = _entries(path, (b"data", label_key), rows, dataset=dataset, hint=hint)
         if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and isinstance(named, list)
                 and all(type(label) is int for label in named)):
             raise ValueError(f"{dataset}: {path} should hold uint8 pixels and a list of integer labels")
@@ -77,13 +119,14 @@ def load_cifar10_python(name: str, data_dir: Path | None, *, hint: str) -> Loade
     """The official python version: five training batches, the test batch and the class names."""
     root = folder_root(data_dir, CIFAR10_FOLDER, CIFAR10_META, dataset=name, hint=hint)
     classes = _names(root / CIFAR10_META, b"label_names", dataset=name, hint=hint)
-    train = _images([root / file for file in CIFAR10_TRAIN], b"labels", dataset=name, hint=hint)
-    return train, _images([root / "test_batch"], b"labels", dataset=name, hint=hint), classes
+    train = _images([root / file for file in CIFAR10_TRAIN], b"labels", CIFAR10_ROWS, dataset=name, hint=hint)
+    return train, _images([root / "test_batch"], b"labels", CIFAR10_ROWS, dataset=name, hint=hint), classes
 
 
 def load_cifar100(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
     """The official python version; fine labels."""
     root = folder_root(data_dir, "cifar-100-python", "meta", dataset=name, hint=hint)
     classes = _names(root / "meta", b"fine_label_names", dataset=name, hint=hint)
-    train, test = (_images([root / file], b"fine_labels", dataset=name, hint=hint) for file in ("train", "test"))
+    train, test = (_images([root / file], b"fine_labels", rows, dataset=name, hint=hint)
+                   for file, rows in (("train", CIFAR100_TRAIN_ROWS), ("test", CIFAR10_ROWS)))
     return train, test, classes
