@@ -733,6 +733,18 @@ def test_a_cifar_pickle_cannot_make_numpy_allocate_more_than_an_official_file_ho
         tracemalloc.stop()
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"\x80\x02P0\n.", "it holds a persistent id, which a CIFAR file never holds"),
+    (b"\x80\x02\x82\x01.", "unregistered extension code 1"),
+], ids=["persid", "ext"])
+def test_a_cifar_pickle_of_opcodes_no_official_file_holds_is_refused_in_one_line(tmp_path, content, message):
+    _cifar10_folder(tmp_path, test_batch=content)
+    refused = f"test_batch is not an official CIFAR python file, refused: {message}$"
+    with pytest.raises(ValueError, match=refused) as error:
+        load_image_dataset("cifar10", data_dir=tmp_path)
+    assert "\n" not in str(error.value)
+
+
 def test_a_cifar_file_larger_than_an_official_one_is_refused_unread(tmp_path):
     root = _cifar10_folder(tmp_path)
     with open(root / "test_batch", "r+b") as handle:

@@ -46,6 +46,10 @@ class _ArraysOnly(pickle.Unpickler):
             raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR file never holds")
         return allowed[module, name]
 
+    def persistent_load(self, pid):
+        """Python's own refusal spans two lines; errors here are one."""
+        raise pickle.UnpicklingError("it holds a persistent id, which a CIFAR file never holds")
+
     def _reconstruct(self, subtype, shape, dtype) -> np.ndarray:
         """numpy's ``_reconstruct``, of uint8 whatever ``dtype`` says (a wide one would multiply the bytes);
         ``__setstate__`` then fills it from bytes the file holds."""
