@@ -745,6 +745,14 @@ def test_a_cifar_pickle_of_opcodes_no_official_file_holds_is_refused_in_one_line
     assert "\n" not in str(error.value)
 
 
+def test_a_cifar10_meta_that_is_a_folder_is_named_not_the_jpeg_copy(tmp_path):
+    root = _cifar10_folder(tmp_path)
+    (root / "batches.meta").unlink()
+    (root / "batches.meta").mkdir()
+    with pytest.raises(DataFileError, match=r"cifar10: .*cifar-10-batches-py/batches.meta is not a regular file"):
+        load_image_dataset("cifar10", data_dir=tmp_path)
+
+
 def test_a_cifar_file_larger_than_an_official_one_is_refused_unread(tmp_path):
     root = _cifar10_folder(tmp_path)
     with open(root / "test_batch", "r+b") as handle:

@@ -210,9 +210,10 @@ def _hint(what: str, where: str) -> str:
 
 def load_cifar10(name: str, data_dir: Path | None, *, cache_dir: Path | None, hint: str, **jpeg_copy) -> Loaded:
     """The official python version where ``batches.meta`` is found (in ``cifar-10-batches-py/`` or the data folder),
-    else the JPEG copy (``jpeg_copy``: its folder and checksums), as ``../shared/data`` holds it."""
+    else the JPEG copy (``jpeg_copy``: its folder and checksums), as ``../shared/data`` holds it. A ``batches.meta``
+    that is there but no file (a folder) is the python version's error, not a missing JPEG copy."""
     base = data_root(data_dir, dataset=name, hint=hint)
-    if first_existing(base, [f"{CIFAR10_FOLDER}/batches.meta", "batches.meta"]).is_file():
+    if first_existing(base, [f"{CIFAR10_FOLDER}/batches.meta", "batches.meta"]).exists():
         return load_cifar10_python(name, data_dir, hint=hint)
     return load_jpeg_tarballs(name, data_dir, cache_dir=cache_dir, hint=hint, **jpeg_copy)
 
