@@ -497,6 +497,42 @@ def test_tiny_imagenet_layout(tmp_path):
     np.testing.assert_array_equal(data.test.labels, [0, 1, 1])  # n02 first, then the two n01 images
 
 
+def _tiny_imagenet(tmp_path, wnids: bytes = b"n1\nn2\n", annotations: str = "val_0.JPEG\tn1\nval_1.JPEG\tn2\n"):
+    """A ``tiny-imagenet-200/`` of two classes, two training and two validation images of 4 x 4."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "tiny-imagenet-200"
+    for wnid in ("n1", "n2"):
+        _write_png_tree(root / "train" / wnid, ["images"], 1, rng, size=(4, 4))
+    _write_png_tree(root / "val", ["images"], 2, rng, size=(4, 4))
+    for i in range(2):
+        (root / "val" / "images" / f"{i}.png").rename(root / "val" / "images" / f"val_{i}.JPEG")
+    (root / "wnids.txt").write_bytes(wnids)
+    (root / "val" / "val_annotations.txt").write_text(annotations)
+    return root
+
+
+def test_a_tiny_imagenet_annotation_without_a_class_names_its_file_and_line(tmp_path):
+    root = _tiny_imagenet(tmp_path, annotations="val_0.JPEG\tn1\t0\t0\t4\t4\n\nval_1.JPEG\n")
+    assert load_image_dataset("tiny_imagenet", data_dir=_tiny_imagenet(tmp_path / "ok")).test.labels.tolist() == [0, 1]
+    listing = re.escape(str(root / "val" / "val_annotations.txt"))
+    with pytest.raises(ValueError, match=f"tiny_imagenet: {listing} line 3 should be 'name<tab>label<tab>...', got "
+                                         "'val_1.JPEG'$"):
+        load_image_dataset("tiny_imagenet", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name, byte", [("tiny_imagenet", 3), ("mnist_m", 8)])
+def test_a_class_or_label_list_that_is_not_utf8_is_named(tmp_path, name, byte):
+    if name == "tiny_imagenet":
+        listing = _tiny_imagenet(tmp_path, wnids=b"n1\n\xe9\n") / "wnids.txt"
+    else:
+        listing = tmp_path / "mnist_m" / "mnist_m_train_labels.txt"
+        (tmp_path / "mnist_m" / "mnist_m_train").mkdir(parents=True)
+        listing.write_bytes(b"0.png 0\n\xe9.png 1\n")
+    with pytest.raises(ValueError, match=f"{name}: {re.escape(str(listing))} is not UTF-8 text \\(invalid "
+                                         f"continuation byte at byte {byte}\\)$"):
+        load_image_dataset(name, data_dir=tmp_path)
+
+
 def test_mnist_m_layout(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "mnist_m"

@@ -74,6 +74,26 @@ def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint:
     return path
 
 
+def read_text(path: Path, *, dataset: str, hint: str, within: Path) -> str:
+    """A data set's text file (a class or label list) inside ``within``; one that is not UTF-8 is refused naming it."""
+    path = require_file(path, None, dataset=dataset, hint=hint, within=within)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{dataset}: {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def listed_file(folder: Path, name: str, listing: Path, *, within: Path, dataset: str) -> Path:
+    """``folder / name`` for an image a label list names, refused unless it is a file inside ``folder``, itself inside
+    the data set's folder ``within`` (not through a link)."""
+    path = folder / name
+    if (path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()) or Path(name).is_absolute()
+            or not folder.resolve().is_relative_to(within.resolve())
+            or path.exists() and not path.is_file()):  # a FIFO would block the read forever
+        raise ValueError(f"{dataset}: {listing} names {name!r}, which is not a file inside {folder}: refused")
+    return path
+
+
 def _inside(path: Path, folder: Path, dataset: str) -> None:
     if path.exists() and not path.resolve().is_relative_to(Path(folder).resolve()):
         raise DataFileError(f"{dataset}: {path} leads outside the data folder {folder} (a symbolic link); a data "

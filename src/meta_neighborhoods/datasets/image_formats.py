@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from ..io import atomic_write
-from .files import DataFileError, data_root, first_existing, folder_root, require_file
+from .files import (DataFileError, data_root, first_existing, folder_root, listed_file, read_text,
+                    require_file)
 
 __all__ = [
     "Arrays",
@@ -358,25 +359,28 @@ def load_folders(
 def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | None, hint: str) -> Loaded:
     """``tiny-imagenet-200/`` as distributed; its test set has no labels, so ``val`` is the test split."""
     root = folder_root(data_dir, "tiny-imagenet-200", "wnids.txt", dataset=name, hint=hint)
-    classes = (root / "wnids.txt").read_text().split()
+    classes = read_text(root / "wnids.txt", dataset=name, hint=hint, within=root).split()
     train, _ = _read_image_folder(root / "train", image_size, classes, dataset=name, hint=hint)
-    annotations = require_file(root / "val" / "val_annotations.txt", None, dataset=name, hint=hint, within=root)
-    entries = [(fields[1], str(path), path)
-               for fields in (line.split("\t") for line in annotations.read_text().splitlines() if line.strip())
-               for path in [_listed(root / "val" / "images", fields[0], annotations, within=root, dataset=name)]]
+    entries = _listed_images(root / "val" / "val_annotations.txt", root / "val" / "images", root, "\t", dataset=name,
+                             hint=hint)
     test, _ = _build_split(entries, classes, image_size, dataset=name, hint=hint)
     return train, test, classes
 
 
-def _listed(folder: Path, name: str, listing: Path, *, within: Path, dataset: str) -> Path:
-    """``folder / name`` for an image a label list names, refused unless it is a file inside ``folder``, itself inside
-    the data set's folder ``within`` (not through a link)."""
-    path = folder / name
-    if (path.is_symlink() or not path.resolve().is_relative_to(folder.resolve()) or Path(name).is_absolute()
-            or not folder.resolve().is_relative_to(within.resolve())
-            or path.exists() and not path.is_file()):  # a FIFO would block the read forever
-        raise ValueError(f"{dataset}: {listing} names {name!r}, which is not a file inside {folder}: refused")
-    return path
+def _listed_images(listing: Path, folder: Path, root: Path, sep: str | None, *, dataset: str, hint: str
+                   ) -> list[_Entry]:
+    """The images in ``folder`` that a label list names, a line ``name label`` each (``sep``: ``None`` for any white
+    space and those two fields only, mnist_m's; a tab for Tiny ImageNet's, whose lines go on with a box)."""
+    entries, form = [], "name label" if sep is None else "name<tab>label<tab>..."
+    for lineno, line in enumerate(read_text(listing, dataset=dataset, hint=hint, within=root).splitlines(), start=1):
+        fields = line.split(sep)
+        if len(fields) < 2 or sep is None and len(fields) > 2:
+            if line.strip():
+                raise ValueError(f"{dataset}: {listing} line {lineno} should be '{form}', got {line!r}")
+            continue
+        path = listed_file(folder, fields[0], listing, within=root, dataset=dataset)
+        entries.append((fields[1], str(path), path))
+    return entries
 
 
 def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
@@ -385,16 +389,7 @@ def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
     classes = [str(i) for i in range(10)]
     splits = []
     for split in ("train", "test"):
-        listing = require_file(root / f"mnist_m_{split}_labels.txt", None, dataset=name, hint=hint, within=root)
-        folder = root / f"mnist_m_{split}"
-        entries = []
-        for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
-            fields = line.split()
-            if len(fields) != 2:
-                if fields:
-                    raise ValueError(f"{name}: {listing} line {lineno} should be 'name label', got {line!r}")
-                continue
-            path = _listed(folder, fields[0], listing, within=root, dataset=name)
-            entries.append((fields[1], str(path), path))
+        entries = _listed_images(root / f"mnist_m_{split}_labels.txt", root / f"mnist_m_{split}", root, None,
+                                 dataset=name, hint=hint)
         splits.append(_build_split(entries, classes, None, dataset=name, hint=hint)[0])
     return splits[0], splits[1], classes
