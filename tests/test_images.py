@@ -551,6 +551,14 @@ def test_mnist_m_layout(tmp_path):
     assert data.test.images.shape == (1, 3, 32, 32) and data.classes == [str(i) for i in range(10)]
 
 
+def test_a_label_list_may_start_with_a_byte_order_mark(tmp_path):
+    root = tmp_path / "mnist_m"
+    for split in ("train", "test"):
+        _write_png_tree(root, [f"mnist_m_{split}"], 2, np.random.default_rng(0))
+        (root / f"mnist_m_{split}_labels.txt").write_text("\ufeff0.png 1\n1.png 0\n", encoding="utf-8")
+    assert load_image_dataset("mnist_m", data_dir=tmp_path).train.labels.tolist() == [0, 1]
+
+
 def test_mnist_m_listed_image_missing(tmp_path):
     root = tmp_path / "mnist_m"
     (root / "mnist_m_train").mkdir(parents=True)

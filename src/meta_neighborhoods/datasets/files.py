@@ -75,10 +75,11 @@ def require_file(path: Path, expected_sha256: str | None, *, dataset: str, hint:
 
 
 def read_text(path: Path, *, dataset: str, hint: str, within: Path) -> str:
-    """A data set's text file (a class or label list) inside ``within``; one that is not UTF-8 is refused naming it."""
+    """A data set's text file (a class or label list) inside ``within``; one that is not UTF-8 is refused naming it. A
+    byte-order mark, which editors on Windows write, is dropped (it would be read as part of the first name)."""
     path = require_file(path, None, dataset=dataset, hint=hint, within=within)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(f"{dataset}: {path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
 
