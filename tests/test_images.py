@@ -520,6 +520,13 @@ def test_a_tiny_imagenet_annotation_without_a_class_names_its_file_and_line(tmp_
         load_image_dataset("tiny_imagenet", data_dir=tmp_path)
 
 
+def test_a_class_named_twice_in_wnids_is_refused(tmp_path):
+    root = _tiny_imagenet(tmp_path, wnids=b"n1\nn2\nn1\n")
+    wnids = re.escape(str(root / "wnids.txt"))
+    with pytest.raises(ValueError, match=f"tiny_imagenet: {wnids} names n1 more than once"):
+        load_image_dataset("tiny_imagenet", data_dir=tmp_path)
+
+
 @pytest.mark.parametrize("name, byte", [("tiny_imagenet", 3), ("mnist_m", 8)])
 def test_a_class_or_label_list_that_is_not_utf8_is_named(tmp_path, name, byte):
     if name == "tiny_imagenet":

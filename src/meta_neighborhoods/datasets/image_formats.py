@@ -14,6 +14,7 @@ import math
 import os
 import tarfile
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -360,6 +361,9 @@ def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | No
     """``tiny-imagenet-200/`` as distributed; its test set has no labels, so ``val`` is the test split."""
     root = folder_root(data_dir, "tiny-imagenet-200", "wnids.txt", dataset=name, hint=hint)
     classes = read_text(root / "wnids.txt", dataset=name, hint=hint, within=root).split()
+    repeated = [wnid for wnid, count in Counter(classes).items() if count > 1]
+    if repeated:  # it would make a class no image has, and a model with one output too many
+        raise ValueError(f"{name}: {root / 'wnids.txt'} names {repeated[0]} more than once")
     train, _ = _read_image_folder(root / "train", image_size, classes, dataset=name, hint=hint)
     entries = _listed_images(root / "val" / "val_annotations.txt", root / "val" / "images", root, "\t", dataset=name,
                              hint=hint)
