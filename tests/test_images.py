@@ -10,11 +10,13 @@ import re
 import shutil
 import tarfile
 import tracemalloc
+import warnings
+import zlib
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from meta_neighborhoods.datasets import files, image_formats, images
 from meta_neighborhoods.datasets.batches import ImageBatches
@@ -846,6 +848,37 @@ def test_a_decompression_bomb_image_is_refused_in_one_line(tmp_path, monkeypatch
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is then over twice the limit: PIL's bomb error
     with pytest.raises(ValueError, match="pacs: image .* is too large to decode safely"):
         load_image_dataset("pacs", data_dir=tmp_path)
+
+
+def _png_header(path, width, height):
+    """A PNG that declares ``width`` x ``height`` pixels but holds four rows: about 1 KB, which no decoder completes."""
+    def chunk(kind, data):
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    rows = zlib.compress(bytes(width * 3 + 1) * 4)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height, image_size, message", [
+    (9000, 9000, None, r"is 9000 x 9000 pixels, more than 67108864; refused before decoding"),
+    (9000, 9000, 8, r"is 9000 x 9000 pixels, more than 67108864; refused before decoding"),
+    (12000, 12000, None, r"is too large to decode safely \(Image size \(144000000 pixels\) exceeds limit"),
+    (2000, 2000, None, r"images differ in size \(.*bomb.png is \(2000, 2000\), .*0.png is \(8, 8\)\)"),
+], ids=["over-our-bound", "over-our-bound-resized", "over-pils-bound", "other-size"])
+def test_an_images_size_is_checked_from_its_header_before_it_is_decoded(tmp_path, monkeypatch, width, height,
+                                                                        image_size, message):
+    decoded, load = [], ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda image: decoded.append(image.size) or load(image))
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        _write_png_tree(tmp_path / "pacs" / split, ["a"], 1, rng)
+    _png_header(tmp_path / "pacs" / "train" / "a" / "bomb.png", width, height)
+    options = {} if image_size is None else {"image_size": image_size}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's warning is refused, not shown
+        with pytest.raises(ValueError, match=f"pacs: (image )?.*{message}"):
+            load_image_dataset("pacs", data_dir=tmp_path, **options)
+    assert decoded and (width, height) not in decoded
 
 
 @pytest.mark.parametrize("epoch", ["3", -1, 2**70, 1.0])

@@ -13,6 +13,7 @@ import io
 import math
 import os
 import tarfile
+import warnings
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -25,19 +26,8 @@ from ..io import atomic_write
 from .files import (DataFileError, data_root, first_existing, folder_root, listed_file, read_text,
                     require_file)
 
-__all__ = [
-    "Arrays",
-    "Loaded",
-    "read_idx",
-    "default_cache_dir",
-    "load_idx",
-    "load_digits",
-    "load_jpeg_tarballs",
-    "load_svhn",
-    "load_folders",
-    "load_tiny_imagenet",
-    "load_mnist_m",
-]
+__all__ = ["Arrays", "Loaded", "read_idx", "default_cache_dir", "load_idx", "load_digits", "load_jpeg_tarballs",
+           "load_svhn", "load_folders", "load_tiny_imagenet", "load_mnist_m"]
 
 Arrays = tuple[np.ndarray, np.ndarray]  # one split: images (N, C, H, W) uint8, labels (N,) int64
 Loaded = tuple[Arrays, Arrays, list[str]]  # train, test, class names
@@ -49,17 +39,32 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".ti
 # Decoding images (shared by every folder, list and tarball format)
 
 
-def _decode(source: Path | io.BytesIO, where: str, size: int | None, *, dataset: str, hint: str) -> np.ndarray:
-    """One image as ``(3, H, W)`` uint8 (grey and palette images become RGB); ``where`` names it in errors."""
+MAX_IMAGE_PIXELS = 1 << 26  # per image (8192 x 8192, 200 MB as RGB): far above PACS's 227 x 227 or ImageNet's photos
+
+
+def _decode(source: Path | io.BytesIO, where: str, size: int | None, like: tuple[str, tuple[int, ...]] | None, *,
+            dataset: str, hint: str) -> np.ndarray:
+    """One image as ``(3, H, W)`` uint8 (grey and palette images become RGB); ``where`` names it in errors. Its size,
+    read from its header, is checked before it is decoded: at most MAX_IMAGE_PIXELS, and when it is not resized the
+    ``(H, W)`` of the image ``like`` names (a small file may declare gigabytes of pixels)."""
     try:
-        with Image.open(source) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own bound, above ours: refuse
+            opened = Image.open(source)
+        with opened as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{dataset}: image {where} is {image.width} x {image.height} pixels, more than "
+                                 f"{MAX_IMAGE_PIXELS}; refused before decoding")
+            if size is None and like is not None and image.size[::-1] != like[1]:
+                raise ValueError(f"{dataset}: images differ in size ({where} is {image.size[::-1]}, {like[0]} is "
+                                 f"{like[1]}); pass image_size to resize them")
             image = image.convert("RGB")
             if size is not None and image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BOX)
             return np.asarray(image).transpose(2, 0, 1)
     except FileNotFoundError:
         raise DataFileError(f"{dataset}: missing image {where}. {hint}") from None
-    except Image.DecompressionBombError as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ValueError(f"{dataset}: image {where} is too large to decode safely ({error})") from None
     except OSError as error:
         raise ValueError(f"{dataset}: cannot decode image {where}: {error}") from None
@@ -80,14 +85,10 @@ def _build_split(
             f"(first: {classes[:5]})"
         )
     entries = sorted(entries, key=lambda e: (index[e[0]], e[1]))
-    arrays = [_decode(source, where, size, dataset=dataset, hint=hint) for _, where, source in entries]
-    first = arrays[0].shape
-    for array, (_, where, _) in zip(arrays, entries):
-        if array.shape != first:
-            raise ValueError(
-                f"{dataset}: images differ in size ({where} is {array.shape[1:]}, {entries[0][1]} is {first[1:]}); "
-                "pass image_size to resize them"
-            )
+    first = _decode(entries[0][2], entries[0][1], size, None, dataset=dataset, hint=hint)
+    like = (entries[0][1], first.shape[1:])  # each image's size is checked against it before the image is decoded
+    arrays = [first] + [_decode(source, where, size, like, dataset=dataset, hint=hint)
+                        for _, where, source in entries[1:]]
     labels = np.array([index[c] for c, _, _ in entries], dtype=np.int64)
     return (np.stack(arrays), labels), classes
 

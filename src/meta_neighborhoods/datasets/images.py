@@ -34,6 +34,8 @@ Each loader looks in ``<data_dir>/<folder>/`` first, then in ``<data_dir>/`` its
 
 Resizing uses Pillow's BOX filter (an area average, so downsampling does not alias). Folder formats are decoded on
 every load (no cache); only the JPEG copy of ``cifar10`` is cached.
+An image's size is read from its header and checked before it is decoded: one over 64 Mpixels, or, without
+``image_size``, of another size than the split's first image, is refused.
 
 This module says which files make which data set; ``image_formats`` reads them and ``batches`` feeds training.
 """
