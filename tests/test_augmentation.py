@@ -104,7 +104,7 @@ def _steps(x, seed, auto):
 
 def test_paper_augment_is_crop_flip_then_autoaugment_then_cutout():
     """The authors' pipeline in its order, every step drawing from the one generator. A pipeline that dropped
-    AutoAugment is still uint8, reproducible and seed-dependent, which is all the other tests ask (A05)."""
+    AutoAugment is still uint8, reproducible and seed-dependent, which is all the other tests ask."""
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8))
     got = paper_augment(x, torch.Generator().manual_seed(3))
     assert torch.equal(got, _steps(x, 3, auto=True))

@@ -454,7 +454,7 @@ def test_save_keeps_a_user_s_file_that_only_starts_like_a_tensor_file(tmp_path):
                                      lambda t: torch.cat([t, t])])
 def test_optimiser_moments_of_another_shape_are_refused_naming_the_file(tmp_path, reshape):
     """A moment of another shape than its parameter: torch would take it, then fail at the first step with its own
-    broadcasting message naming no file (or broadcast it without a word) (K04)."""
+    broadcasting message naming no file (or broadcast it without a word)."""
     x, y = _data()
     stem = tmp_path / "last"
     fit(_regression_model(), TensorBatches(x, y, batch_size=16), epochs=1, last=stem, config={"epochs": 2})

@@ -865,7 +865,7 @@ def test_a_table_folder_that_is_a_link_is_refused_before_anything_is_written_or_
 
 
 def test_max_rows_draws_its_rows_with_the_run_s_seed():
-    """--max-rows draws its subset with --seed: another seed, other rows (C05); the same seed, the same rows."""
+    """--max-rows draws its subset with --seed: another seed, other rows; the same seed, the same rows."""
     table = _small_table(200)
     drawn = [cross_validation.subset_rows(table, 50, seed).X for seed in (0, 0, 1, 2)]
     np.testing.assert_array_equal(drawn[0], drawn[1])
@@ -875,7 +875,7 @@ def test_max_rows_draws_its_rows_with_the_run_s_seed():
 @pytest.mark.parametrize("n_train", [6, 7, 8, 9, 11, 13])
 def test_knn_never_asks_for_more_neighbours_than_its_smallest_inner_training_split_holds(n_train):
     """kNN's inner 5-fold search on a small training fold: a k above the smallest inner training split fails that
-    split's fit, which scikit-learn reports as a FitFailedWarning and a NaN score (C11)."""
+    split's fit, which scikit-learn reports as a FitFailedWarning and a NaN score."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(n_train, 2)), rng.normal(size=n_train)
     search = cross_validation._knn(seed=0, n_train=n_train, params={})
@@ -889,7 +889,7 @@ def test_knn_never_asks_for_more_neighbours_than_its_smallest_inner_training_spl
 
 def test_an_ablated_value_wins_over_the_same_setting_in_estimator_params(tmp_path, monkeypatch):
     """run_ablation(..., estimator_params=FAST) where FAST sets dictionary_size too: each ablated value must reach
-    its fits, or every value runs FAST's size and the ablation compares a setting with itself (R02)."""
+    its fits, or every value runs FAST's size and the ablation compares a setting with itself."""
     monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor",
                         functools.partial(MetaNeighborhoodsRegressor, max_epochs=2))
     results = run_ablation(_small_table(30), tmp_path / "a", "dictionary_size", ["2", "4"], folds=2, seeds=1,

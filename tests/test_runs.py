@@ -613,7 +613,7 @@ def test_an_input_record_of_another_pixel_scale_is_refused(tmp_path):
 
 def test_a_resume_keeps_the_provenance_of_the_process_that_started_the_run(tmp_path, monkeypatch):
     """Each process has its own provenance (its command line, its time): the run's own is the first process's, each
-    resume is appended. Within one test process provenance() is the same every call, so it is told apart here (RR2)."""
+    resume is appended. Within one test process provenance() is the same every call, so it is told apart here."""
     calls = count()
     monkeypatch.setattr(run_record, "provenance", lambda: {"process": next(calls)})
     run_record.write_run_record(tmp_path, {"seeds": {"seed": 0}})

@@ -481,7 +481,7 @@ def test_index_files_that_would_leak_the_target_or_repeat_a_column_are_refused(t
 @pytest.mark.parametrize("features", ["0 1 2 3 4 5 6 -1", "-9 0 1"])
 def test_a_negative_column_index_is_refused_not_counted_from_the_end(tmp_path, features):
     """Column -1 of concrete's 9 columns is the target (8): counted from the end, it would leak the target into the
-    features past the check that compares the target's index with the features' (T01)."""
+    features past the check that compares the target's index with the features'."""
     folder = tmp_path / "uci_bdl" / "concrete"
     shutil.copytree(SHARED / "uci_bdl" / "concrete", folder)
     (folder / "index_features.txt").write_text(features.replace(" ", "\n") + "\n")
@@ -491,7 +491,7 @@ def test_a_negative_column_index_is_refused_not_counted_from_the_end(tmp_path, f
 
 def test_a_target_name_given_to_two_columns_is_refused(tmp_path):
     """Two columns named y: taking the first as the target would leave the other, the same quantity maybe, among the
-    features (T06)."""
+    features."""
     path = tmp_path / "twice.csv"
     path.write_text("a,y,y\n1,2,2\n3,4,4\n5,7,7\n")
     with pytest.raises(ValueError, match="more than one column named 'y'"):
@@ -499,7 +499,7 @@ def test_a_target_name_given_to_two_columns_is_refused(tmp_path):
 
 
 def test_a_gom_file_in_a_data_folder_may_not_be_a_link_out_of_it(tmp_path):
-    """As for the UCI benchmark files: a data folder holds its files, not links that lead anywhere (T07)."""
+    """As for the UCI benchmark files: a data folder holds its files, not links that lead anywhere."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(GOM_RAW, elsewhere / tables.GOM_FILE)
@@ -512,7 +512,7 @@ def test_a_gom_file_in_a_data_folder_may_not_be_a_link_out_of_it(tmp_path):
 
 @pytest.mark.parametrize("text", ["0.5\n", "0 1.5 2\n"])
 def test_an_index_file_with_a_fraction_is_refused_not_truncated(tmp_path, text):
-    """1.5 is no column: truncated to 1 it would pick a column the file never named (X02)."""
+    """1.5 is no column: truncated to 1 it would pick a column the file never named."""
     path = tmp_path / "index_features.txt"
     path.write_text(text)
     with pytest.raises(ValueError, match="should hold column indices"):
