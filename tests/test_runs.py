@@ -515,7 +515,8 @@ def test_a_resume_on_another_number_of_processes_is_refused_by_name(tmp_path, ca
     (out / "last.json").write_text(json.dumps(last))
     metrics = (out / "metrics.json").read_bytes()
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
-    assert "another configuration (processes: 2 there, None here)" in capsys.readouterr().err
+    assert ("last.json was written by a run of 2 process(es), and this one runs 1: resume it with as many (torchrun "
+            "--nproc_per_node 2)") in capsys.readouterr().err
     assert (out / "metrics.json").read_bytes() == metrics
 
 

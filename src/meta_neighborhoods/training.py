@@ -216,9 +216,19 @@ def check_configuration(meta: dict, config: dict | None, source: str) -> None:
     """Refuse checkpoint metadata ``meta`` (from ``source``) written under another configuration than ``config``
     (None: no check), naming where they differ."""
     if config is not None and meta.get("config") != config:
+        there, here = (_processes(c) for c in (meta.get("config"), config))
+        if there != here and is_int(there):  # what to do differs: say it (a run of one process records none)
+            launch = "plain python" if there == 1 else f"torchrun --nproc_per_node {there}"
+            raise checkpoint.CheckpointError(f"{source} was written by a run of {there} process(es), and this one "
+                                             f"runs {here}: resume it with as many ({launch})")
         raise checkpoint.CheckpointError(f"{source} was written by a run with another configuration "
                                          f"({_differences(meta.get('config'), config)}); resume it with its own "
                                          "settings")
+
+
+def _processes(config) -> int:
+    """The processes a run's configuration says it trains on: one where it says none."""
+    return config.get("processes", 1) if isinstance(config, dict) else 1
 
 
 def _differences(saved, now: dict) -> str:
