@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from tqdm.auto import tqdm
 
 from .io import atomic_write, inner_folder
 from .validation import is_int, is_real
+
+LOGGER = logging.getLogger(__name__)
 
 Metrics = dict[str, float]
 Criterion = Callable[[Metrics, Metrics], bool]  # better(new, best)
@@ -257,12 +260,13 @@ class Progress(Callback):
     """A progress bar over epochs with the training loss and whatever ``postfix()`` adds (e.g. validation); given
     the ``steps`` of an epoch, over steps, epoch shown (an image epoch takes minutes on a CPU). ``lines``: instead
     of the bar, a line on stdout each epoch, wherever it goes (scikit-learn's ``verbose``: a notebook or a log
-    file, where a bar is not shown)."""
+    file, where a bar is not shown). ``log``: where the bar is not shown, that line at INFO on the package's logger
+    (a command's long run, redirected to a log, says how far it is)."""
 
     def __init__(self, desc: str, enabled: bool = True, postfix: Callable[[], dict] | None = None,
-                 leave: bool = False, steps: int | None = None, lines: bool = False):
+                 leave: bool = False, steps: int | None = None, lines: bool = False, log: bool = False):
         self.desc, self.enabled, self.postfix, self.leave, self.steps = desc, enabled, postfix, leave, steps
-        self.lines, self.bar, self.epochs = lines, None, 0
+        self.lines, self.log, self.bar, self.epochs = lines, log, None, 0
 
     def on_train_begin(self, start_epoch: int, epochs: int) -> None:
         per, self.epochs = self.steps or 1, epochs
@@ -277,9 +281,11 @@ class Progress(Callback):
         self.bar.n = (epoch + 1) * (self.steps or 1)
         losses = {"loss": f"{loss:.4f}", **(self.postfix() if self.postfix else {})}
         self.bar.set_postfix(**({"epoch": f"{epoch + 1}/{self.epochs}"} if self.steps else {}), **losses)
+        line = f"{self.desc}: epoch {epoch + 1}/{self.epochs}, " + ", ".join(f"{k} {v}" for k, v in losses.items())
         if self.lines:
-            report(f"{self.desc}: epoch {epoch + 1}/{self.epochs}, "
-                   + ", ".join(f"{name} {value}" for name, value in losses.items()), self.enabled)
+            report(line, self.enabled)
+        elif self.log and self.enabled and self.bar.disable:
+            LOGGER.info("%s", line)
 
     def on_train_end(self) -> None:
         self.bar.close()

@@ -263,7 +263,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
                    **loggers, **({"record": record} if record else {}),
-                   "progress": Progress(config.method, progress and main, validation.postfix, True, len(train))},
+                   "progress": Progress(config.method, progress and main, validation.postfix, True, len(train),
+                                        log=True)},
         last=out / LAST, resume=resume, config=fit_config)
     if not main:
         return {}
