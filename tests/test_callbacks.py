@@ -282,3 +282,17 @@ def test_a_progress_off_a_terminal_logs_a_line_each_epoch_where_asked(monkeypatc
             progress.on_train_end()
         expected = ["mn: epoch 1/2, loss 0.5000, val_acc 0.9000", "mn: epoch 2/2, loss 0.5000, val_acc 0.9000"]
         assert caplog.messages == (expected if log and not tty else [])
+
+
+def test_a_progress_switched_off_logs_no_epoch_line(monkeypatch, caplog):
+    """A progress switched off (--quiet, progress=False, or a process of a torchrun other than the first, which
+    classify gives ``progress and main``) says nothing, off a terminal too: every process of a run of four logged
+    each epoch four times."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    progress = Progress("mn", enabled=False, postfix=lambda: {"val_acc": "0.9000"}, log=True)
+    with caplog.at_level("INFO", logger="meta_neighborhoods"):
+        progress.on_train_begin(0, 2)
+        for epoch in range(2):
+            progress.on_epoch_end(epoch, 0.5)
+        progress.on_train_end()
+    assert caplog.messages == []

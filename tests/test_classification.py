@@ -307,3 +307,17 @@ def test_a_resume_refuses_a_tensorboard_link_in_its_folder(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert f"{out / 'tensorboard'} is a link: the folders a run writes must lie inside {out}" in err
     assert len(err.splitlines()) == 1 and opened == [str(out / "tensorboard")]
+
+
+def test_classify_off_a_terminal_says_how_far_it_is_each_epoch(tmp_path, capsys):
+    """classify redirected to a log said nothing between its start and its end: each epoch is a line on stderr,
+    in the form of the command's messages."""
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "2",
+            "--batch-size", "64", "--train-subset", "128", "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": epoch " in line]
+    assert [line.split(", ")[0] for line in lines] == ["meta-neighborhoods classify: vanilla: epoch 1/2",
+                                                       "meta-neighborhoods classify: vanilla: epoch 2/2"]
+    assert all("loss " in line for line in lines)
+    assert main([*argv[:-4], "--out", str(tmp_path / "quiet"), "--device", "cpu", "--quiet"]) == 0
+    assert ": epoch " not in capsys.readouterr().err

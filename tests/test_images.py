@@ -29,6 +29,7 @@ from meta_neighborhoods.datasets.images import (
     load_image_dataset,
 )
 from meta_neighborhoods.io import sha256
+from meta_neighborhoods.validation import ConfigError
 
 SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(
@@ -923,3 +924,63 @@ def test_classify_resizes_a_folder_set_at_the_size_given_and_keeps_it_on_resume(
     assert main([*mnist, "--out", str(mine := user_folder("mnist"))]) == 2
     assert "mnist: unknown option(s) ['image_size']; this data set accepts none" in capsys.readouterr().err
     assert not any(mine.iterdir())
+
+
+def test_cifar100_s_train_file_is_bounded_as_a_file_of_50000_images(tmp_path):
+    """CIFAR-100's train file holds 50,000 images, five times a CIFAR-10 batch: bounded as a 10,000-image file
+   , the official file (about 150 MB) was refused unread. A file past a 10,000-image file's bound but within a
+    50,000-image file's is read (pickle stops at its STOP opcode; the rest is sparse zeros)."""
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    for split in ("train", "test"):
+        with open(root / split, "wb") as f:
+            pickle.dump({b"data": np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072), b"fine_labels": [0, 1]}, f)
+    with open(root / "meta", "wb") as f:
+        pickle.dump({b"fine_label_names": [b"apple", b"bee"]}, f)
+    with open(root / "train", "r+b") as handle:
+        handle.truncate(2 * 10_000 * 3072 + (1 << 20) + 1)  # sparse: no disk spent
+    assert load_image_dataset("cifar100", data_dir=tmp_path).train.images.shape == (2, 3, 32, 32)
+    with open(root / "test", "r+b") as handle:  # the test file holds 10,000 images: bounded as such
+        handle.truncate(2 * 10_000 * 3072 + (1 << 20) + 1)
+    with pytest.raises(ValueError, match=r"test holds 62488577 bytes, more than an official CIFAR file of 10000 "
+                                         r"images could \(62488576\); refused unread"):
+        load_image_dataset("cifar100", data_dir=tmp_path)
+
+
+def test_an_image_of_exactly_the_pixel_bound_is_decoded(tmp_path, monkeypatch):
+    """MAX_IMAGE_PIXELS is the most an image may have (8192 x 8192 is read): at the bound decoded, one pixel more
+    refused before decoding."""
+    monkeypatch.setattr(image_formats, "MAX_IMAGE_PIXELS", 64)  # 8 x 8 stands for 8192 x 8192
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        _write_png_tree(tmp_path / "pacs" / split, ["a"], 1, rng, size=(8, 8))
+    assert load_image_dataset("pacs", data_dir=tmp_path).train.images.shape == (1, 3, 8, 8)
+    monkeypatch.setattr(image_formats, "MAX_IMAGE_PIXELS", 63)
+    with pytest.raises(ValueError, match="is 8 x 8 pixels, more than 63; refused before decoding"):
+        load_image_dataset("pacs", data_dir=tmp_path)
+
+
+def test_an_mnist_m_label_line_of_more_than_two_fields_is_refused(tmp_path):
+    """mnist_m's lists hold 'name label': a third field (a name with a space, a list of another format) is refused
+    naming the line, not read as its first two."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist_m"
+    for split in ("train", "test"):
+        _write_png_tree(root, [f"mnist_m_{split}"], 2, rng)
+        (root / f"mnist_m_{split}_labels.txt").write_text("0.png 1\n1.png 0 7\n")
+    listing = re.escape(str(root / "mnist_m_train_labels.txt"))
+    with pytest.raises(ValueError, match=f"mnist_m: {listing} line 2 should be 'name label', got '1.png 0 7'$"):
+        load_image_dataset("mnist_m", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("side, refused", [(15, True), (16, True), (17, False)])
+def test_paper_augmentation_is_refused_up_to_the_cutout_s_own_size(side, refused):
+    """Cutout's 16 x 16 square hides all of a 16 x 16 image when centred on it (--image-size 16 --augment paper):
+    refused up to and including 16 px a side."""
+    split = ImageSplit(np.zeros((4, 3, side, side), np.uint8), np.arange(4, dtype=np.int64))
+    make = lambda: ImageBatches(split, (0.5,) * 3, (0.25,) * 3, batch_size=2, augment="paper")  # noqa: E731
+    if refused:
+        with pytest.raises(ConfigError, match=f"hides most or all of images of {side}x{side} pixels"):
+            make()
+    else:
+        make()

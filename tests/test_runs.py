@@ -623,3 +623,42 @@ def test_a_resume_keeps_the_provenance_of_the_process_that_started_the_run(tmp_p
     saved = json.loads((tmp_path / "run.json").read_text())
     assert saved["provenance"] == {"process": 0}
     assert saved["resumed"] == [{"process": 1}, {"process": 2}]
+
+
+RESIZED = "resized to 16 x 16 pixels with Pillow's BOX filter (an area average)"
+
+
+def _record_inputs(folder, pixels: str, classes=("a", "b")) -> None:
+    inputs = run_record.image_inputs((1, 3, 16, 16), [0.5] * 3, [0.25] * 3, pixels)
+    run_record.write_run_record(folder, {"classes": list(classes), "input": inputs})
+
+
+@pytest.mark.parametrize("pixels", [RESIZED, "scikit-learn's load_digits counts 0..16, times 255 / 16, rounded half "
+                                              "to even", ""])
+def test_how_a_run_s_pixels_were_made_is_read_back_as_recorded(tmp_path, pixels):
+    """export writes read_inputs' ``pixels`` into the ONNX graph: a resized or digits run's graph must say how its
+    pixels were made, not that they are the files' own."""
+    _record_inputs(tmp_path, pixels)
+    inputs, classes = run_record.read_inputs(tmp_path)
+    assert inputs["pixels"] == (pixels or run_record.OWN_PIXELS) and classes == ["a", "b"]
+
+
+def test_a_run_record_s_pixels_text_is_bounded(tmp_path):
+    """The text goes into every exported graph's metadata: a run folder (untrusted) may not give a longer one than
+    the loaders write."""
+    longest = run_record.MAX_PIXELS_TEXT
+    _record_inputs(tmp_path, "x" * longest)
+    assert run_record.read_inputs(tmp_path)[0]["pixels"] == "x" * longest
+    _record_inputs(tmp_path, "x" * (longest + 1))
+    with pytest.raises(runs.RunFolderError, match=f"a text of at most {longest} characters"):
+        run_record.read_inputs(tmp_path)
+
+
+def test_a_run_config_written_before_image_size_was_recorded_reads_at_its_default(tmp_path):
+    """A classify run of an earlier version recorded neither threads nor image_size; it trained at their defaults and
+    is read (analyze, export, --resume) as such, not refused as 'not the configuration of a classify run'."""
+    saved = dataclasses.asdict(ClassificationConfig("digits", "convnet4", "mn", epochs=2))
+    del saved["image_size"], saved["threads"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    config = runs.read_config(tmp_path)
+    assert (config.image_size, config.threads, config.image_options) == (None, None, {})
