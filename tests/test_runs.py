@@ -662,3 +662,12 @@ def test_a_run_config_written_before_image_size_was_recorded_reads_at_its_defaul
     (tmp_path / "config.json").write_text(json.dumps(saved))
     config = runs.read_config(tmp_path)
     assert (config.image_size, config.threads, config.image_options) == (None, None, {})
+
+
+def test_a_resume_of_a_finished_run_says_it_only_tested_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+            "--batch-size", "64", "--train-subset", "128", "--out", str(out), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    assert main(["classify", "--resume", str(out), "--device", "cpu"]) == 0
+    assert f"{out} had finished training: nothing was left to train" in capsys.readouterr().err

@@ -135,6 +135,8 @@ def run(args) -> int:
         raise KeyboardInterrupt(_how_to_continue(out)) from None
     if distributed.is_main():
         _report(result, out)
+        if args.resume is not None and result.get("resumed") is False:  # one method, its epochs all done before
+            LOGGER.info("%s had finished training: nothing was left to train, its best network was tested again", out)
     return 0
 
 
