@@ -89,8 +89,11 @@ def test_registry_and_unknown_name():
 
 
 def test_unknown_option_is_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"mnist: unknown option\(s\) \['image_size'\]"):
+    with pytest.raises(ValueError, match=r"mnist keeps its own image size: --image-size \(image_size\) resizes "
+                                         "cinic10, tiny_imagenet, pacs, imagenet only"):
         load_image_dataset("mnist", data_dir=tmp_path, image_size=32)
+    with pytest.raises(ValueError, match=r"pacs: unknown option\(s\) \['size'\]; this data set accepts \['image_size'\]"):
+        load_image_dataset("pacs", data_dir=tmp_path, size=32)
 
 
 # --- IDX / MNIST --------------------------------------------------------------------------------------
@@ -922,7 +925,7 @@ def test_classify_resizes_a_folder_set_at_the_size_given_and_keeps_it_on_resume(
     capsys.readouterr()
     mnist = ["classify", "--dataset", "mnist", "--backbone", "convnet4", "--method", "vanilla", "--image-size", "16"]
     assert main([*mnist, "--out", str(mine := user_folder("mnist"))]) == 2
-    assert "mnist: unknown option(s) ['image_size']; this data set accepts none" in capsys.readouterr().err
+    assert "mnist keeps its own image size: --image-size (image_size) resizes cinic10" in capsys.readouterr().err
     assert not any(mine.iterdir())
 
 

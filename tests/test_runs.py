@@ -643,6 +643,16 @@ def test_how_a_run_s_pixels_were_made_is_read_back_as_recorded(tmp_path, pixels)
     assert inputs["pixels"] == (pixels or run_record.OWN_PIXELS) and classes == ["a", "b"]
 
 
+def test_a_run_record_of_an_older_version_says_its_pixels_were_not_recorded(tmp_path):
+    """Not that they are the files' own: an older digits run scaled its counts too, and its graph would say to feed
+    them raw."""
+    _record_inputs(tmp_path, RESIZED)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["input"]["pixels"]
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    assert run_record.read_inputs(tmp_path)[0]["pixels"] == run_record.UNRECORDED_PIXELS
+
+
 def test_a_run_record_s_pixels_text_is_bounded(tmp_path):
     """The text goes into every exported graph's metadata: a run folder (untrusted) may not give a longer one than
     the loaders write."""

@@ -5,8 +5,8 @@
 * ``seeds`` - every seed the run draws from;
 * ``input`` - what the network expects of its inputs: for images the layout, channels, the size it was trained at
   and the per-channel mean and std (inputs are ``(pixels / 255 - mean) / std``), and how the loader made those
-  pixels where not as the files hold them (digits' counts scaled to 0..255, images resized); for the spiral the
-  per-feature standardisation;
+  pixels where not as the files hold them (digits' counts scaled to 0..255, images resized; a record of an older
+  version, which has none, is read as not recorded); for the spiral the per-feature standardisation;
 * ``classes`` - the class names, in the order of the network's outputs.
 
 ``export`` writes ``input`` and ``classes`` into the ONNX graph's metadata, read back here (``read_inputs``) with
@@ -24,6 +24,8 @@ from .validation import is_finite
 RUN = "run.json"
 IMAGE_TRANSFORM = "x = (pixels / 255 - mean) / std, per channel; float32, (batch, channels, height, width)"
 OWN_PIXELS = "the data set's 8-bit pixels as its files hold them"
+UNRECORDED_PIXELS = ("not recorded (a run of an older version): its loader made them then as now, digits' 0..16 "
+                     "counts scaled to 0..255 and imagenet's images resized to 32 x 32")
 MAX_PIXELS_TEXT = 300
 
 
@@ -43,7 +45,7 @@ def write_run_record(run_dir, record: dict, resume: bool = False) -> Path:
     path, now = Path(run_dir) / RUN, provenance()
     if not resume:
         return write_json(path, {"provenance": now, **record, "resumed": []})
-    saved = read_json_object(path) if path.is_file() else {}  # a run of an older version has none: start the record here
+    saved = read_json_object(path) if path.is_file() else {}  # an older version's run has none: start the record
     resumed = saved.get("resumed") if isinstance(saved.get("resumed"), list) else []
     return write_json(path, {"provenance": saved.get("provenance"), **record, "resumed": [*resumed, now]})
 
@@ -74,4 +76,4 @@ def read_inputs(run_dir) -> tuple[dict, list[str]]:
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise RunFolderError(f"{path}: classes should be a non-empty list of names")
     shape = (0, *(inputs[n] for n in sizes))
-    return image_inputs(shape, inputs["mean"], inputs["std"], inputs.get("pixels", "")), classes
+    return image_inputs(shape, inputs["mean"], inputs["std"], inputs.get("pixels", UNRECORDED_PIXELS)), classes

@@ -69,8 +69,9 @@ def _overwrite():
     """--overwrite: replace earlier analyses in an --out other than the run."""
     parser = parent()
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace these analyses' files in an --out other than the run (the run's own are always "
-                             "replaced); an --out that holds another run is refused")
+                        help="replace the analyses in an --out other than the run, all of them, whatever --what, so "
+                             "that the folder never holds two runs' analyses (the run's own are always replaced); an "
+                             "--out that holds another run is refused")
     return parser
 
 

@@ -30,8 +30,9 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "classify", help="image classification of Table 1: vanilla, MAXL, vanilla+iFiLM, Meta-Neighborhoods, MN+iFiLM",
-        parents=[output(required=False), overwrite(), seed(None, help=f"random seed (default {Defaults.seed})"),
-                 device(default=None, shown=Defaults.device), verbosity(), _configuration(), data_folders()],
+        parents=[output(required=False), overwrite("before training: a new run that fails leaves only its own"),
+                 seed(None, help=f"random seed (default {Defaults.seed})"), device(default=None, shown=Defaults.device),
+                 verbosity(), _configuration(), data_folders()],
         description="Train one method (or all five) on an image data set with a cosine-classifier head: AdamW, "
                     f"gradients clipped to +-{GRAD_CLIP:g}, learning rate x0.1 after 2/3 of the epochs "
                     f"(--lr-drop-at), a seeded {VALIDATION_FRACTION:.0%} validation split (at most {VALIDATION_MAX} "
@@ -40,8 +41,9 @@ def add_parser(subparsers) -> None:
                     "test accuracy reported; the whole training state is saved after every "
                     "epoch in checkpoint last, from which --resume continues. "
                     "Writes metrics.json, a row per epoch in metrics.csv (and TensorBoard events in tensorboard/ "
-                    "when TensorBoard is installed), config.json and run.json (provenance, seeds, the inputs and "
-                    "classes an exported model expects); with --method all: one folder per method, comparison.md "
+                    "when TensorBoard is installed), config.json, run.json (provenance, seeds, the inputs and "
+                    "classes an exported model expects) and split.json (the images trained and validated on, and "
+                    "their normalisation); with --method all: one folder per method, comparison.md "
                     "and comparison.json. Runs on several processes under torchrun (see the README).",
     )
     parser.set_defaults(run=run)
@@ -165,7 +167,8 @@ def _report(result: dict, out: Path) -> None:
     print(f"{result['dataset']} / {result['backbone']} / {result['method']}: test accuracy "
           f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
           f"{result['best_epoch']}); trained in {result['seconds']:.1f} s")
-    LOGGER.info("wrote %s/metrics.json, metrics.csv, config.json, run.json, checkpoints best and last", out)
+    LOGGER.info("wrote %s/metrics.json, metrics.csv, config.json, run.json, split.json, checkpoints best and last",
+                out)
 
 
 def _without_unused(given: dict, args) -> dict:

@@ -39,12 +39,13 @@ def output(required: bool = True, metavar: str | None = None,
     return parser
 
 
-def overwrite() -> argparse.ArgumentParser:
-    """--overwrite: a new run refuses a folder that holds an earlier run's results without it. Its default None
-    means "not given", so that classify --resume can refuse it."""
+def overwrite(when: str = "once the new run has its results") -> argparse.ArgumentParser:
+    """--overwrite: a new run refuses a folder that holds an earlier run's results without it; ``when`` the earlier
+    run's files go. Its default None means "not given", so that classify --resume can refuse it."""
     parser = parent()
     parser.add_argument("--overwrite", action="store_true", default=None,
-                        help="replace the run already in --out (its files only); without it such a folder is refused")
+                        help=f"replace the run already in --out (its files only, removed {when}); without it such a "
+                             "folder is refused")
     return parser
 
 

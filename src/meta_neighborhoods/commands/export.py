@@ -18,10 +18,12 @@ def add_parser(subparsers) -> None:
                     "or any ONNX runtime. Input 'input': float32 images (batch, C, height, width), scaled to [0, 1] "
                     "and normalised with the per-channel mean and std of the run's training split, as in training "
                     "(batch, height and width are free). Output 'output': class logits (batch, classes). The "
-                    "graph's metadata (metadata_props) carries the class names (classes) and the normalisation "
-                    "(input_mean, input_std, input_channels, input_height, input_width, input_transform) from the "
-                    "run's run.json. The graph is checked against PyTorch on a random batch and the largest "
-                    "difference printed.",
+                    "graph's metadata (metadata_props) carries the class names (classes) and the inputs' recipe "
+                    "(input_layout, input_channels, input_height, input_width, input_scale, input_mean, input_std, "
+                    "input_pixels: how the loader made the 8-bit pixels where not as the files hold them, such as "
+                    "digits' counts scaled to 0..255 or images resized, and input_transform) from the run's "
+                    "run.json. The graph is checked against PyTorch on a random batch and the largest difference "
+                    "printed.",
     )
     parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
                         help="folder of one classify run (with --method all: OUT/<method>)")
@@ -40,7 +42,7 @@ def run(args) -> int:
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
     print(f"{path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output 'output' = "
-          f"class logits of the run's best network (normalisation and class names in its metadata); "
+          f"class logits of the run's best network (normalisation, pixel recipe and class names in its metadata); "
           f"max |onnxruntime - PyTorch| = {difference:.2e} on a random batch of {CHECK_BATCH}")
     LOGGER.info("wrote %s", path)
     return 0

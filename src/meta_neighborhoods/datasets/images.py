@@ -121,6 +121,10 @@ class ImageSpec:
 
     def load(self, name: str, data_dir: Path | None, cache_dir: Path | None, overrides: dict[str, Any]) -> ImageDataset:
         unknown = sorted(set(overrides) - set(self.settable))
+        if unknown == ["image_size"]:  # the one option there is: say which sets take it
+            resizable = [other for other, spec in IMAGE_DATASETS.items() if "image_size" in spec.settable]
+            raise ConfigError(f"{name} keeps its own image size: --image-size (image_size) resizes "
+                              f"{', '.join(resizable)} only", "image_size")
         if unknown:
             accepted = list(self.settable) or "none"
             raise ConfigError(f"{name}: unknown option(s) {unknown}; this data set accepts {accepted}")

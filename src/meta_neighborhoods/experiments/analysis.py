@@ -341,8 +341,9 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
                  seed: int = 0, device: str = "cpu", keys_per_class: int | None = KEYS_PER_CLASS,
                  max_keys: int | None = MAX_KEYS, overwrite: bool = False) -> dict:
     """Run ``what`` (one of ``ANALYSES`` or ``"all"``) on a classify run; files go to ``out`` (default: the run,
-    whose earlier analyses they replace). Another ``out`` that holds these analyses' files is refused unless
-    ``overwrite``, one that holds another run always: its analyses would pass for that run's.
+    whose earlier analyses they replace). Another ``out`` that holds analyses is refused unless ``overwrite``, which
+    replaces them all; one that holds another run always: its analyses would pass for that run's. The folder written
+    is locked from the first file to the last.
 
     ``samples`` is the number of training images for ``tsne`` (default ``TSNE_SAMPLES``) and of test images for
     ``cosine`` and ``retrieval`` (default: all). Returns ``{analysis: result}``.
