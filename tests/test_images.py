@@ -466,7 +466,7 @@ def test_folder_of_mixed_sizes_asks_for_image_size(tmp_path):
     _write_png_tree(tmp_path / "pacs" / "train", ["a"], 1, rng, size=(8, 8))
     _write_png_tree(tmp_path / "pacs" / "train" / "b", ["c"], 1, rng, size=(9, 9))
     _write_png_tree(tmp_path / "pacs" / "test", ["a"], 1, rng)
-    with pytest.raises(ValueError, match="pacs: images differ in size.*image_size"):
+    with pytest.raises(ValueError, match="pacs: images differ in size.*--image-size resizes cinic10, tiny_imagenet, pacs and imagenet$"):
         load_image_dataset("pacs", data_dir=tmp_path)
     assert load_image_dataset("pacs", data_dir=tmp_path, image_size=8).train.images.shape == (2, 3, 8, 8)
 

@@ -57,7 +57,7 @@ def _decode(source: Path | io.BytesIO, where: str, size: int | None, like: tuple
                                  f"{MAX_IMAGE_PIXELS}; refused before decoding")
             if size is None and like is not None and image.size[::-1] != like[1]:
                 raise ValueError(f"{dataset}: images differ in size ({where} is {image.size[::-1]}, {like[0]} is "
-                                 f"{like[1]}); --image-size resizes cinic10, tiny_imagenet, pacs, imagenet (image_size)")
+                                 f"{like[1]}); --image-size resizes cinic10, tiny_imagenet, pacs and imagenet")
             image = image.convert("RGB")
             if size is not None and image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BOX)
