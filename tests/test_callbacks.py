@@ -269,30 +269,18 @@ def test_a_progress_bar_shows_on_a_terminal_only(monkeypatch, capsys):
         assert ("train" in capsys.readouterr().err) == tty  # a log redirected to a file gets no carriage returns
 
 
-def test_a_progress_off_a_terminal_logs_a_line_each_epoch_where_asked(monkeypatch, caplog):
-    """classify redirected to a log said nothing between its start and its end."""
-    for tty, log in ((False, True), (True, True), (False, False)):
-        monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
-        caplog.clear()
-        progress = Progress("mn", enabled=True, postfix=lambda: {"val_acc": "0.9000"}, log=log)
-        with caplog.at_level("INFO", logger="meta_neighborhoods"):
-            progress.on_train_begin(0, 2)
-            for epoch in range(2):
-                progress.on_epoch_end(epoch, 0.5)
-            progress.on_train_end()
-        expected = ["mn: epoch 1/2, loss 0.5000, val_acc 0.9000", "mn: epoch 2/2, loss 0.5000, val_acc 0.9000"]
-        assert caplog.messages == (expected if log and not tty else [])
-
-
-def test_a_progress_switched_off_logs_no_epoch_line(monkeypatch, caplog):
-    """A progress switched off (--quiet, progress=False, or a process of a torchrun other than the first, which
-    classify gives ``progress and main``) says nothing, off a terminal too: every process of a run of four logged
-    each epoch four times."""
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    progress = Progress("mn", enabled=False, postfix=lambda: {"val_acc": "0.9000"}, log=True)
+@pytest.mark.parametrize("tty, log, enabled", [(False, True, True), (True, True, True), (False, False, True),
+                                               (False, True, False)])
+def test_a_progress_off_a_terminal_logs_a_line_each_epoch_where_asked(monkeypatch, caplog, tty, log, enabled):
+    """classify redirected to a log said nothing between its start and its end. Not on a terminal (the bar shows
+    there), nor where not asked, nor switched off (--quiet, or a process of a torchrun other than the first: every
+    process of a run of four would log each epoch)."""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty, raising=False)
+    progress = Progress("mn", enabled=enabled, postfix=lambda: {"val_acc": "0.9000"}, log=log)
     with caplog.at_level("INFO", logger="meta_neighborhoods"):
         progress.on_train_begin(0, 2)
         for epoch in range(2):
             progress.on_epoch_end(epoch, 0.5)
         progress.on_train_end()
-    assert caplog.messages == []
+    expected = ["mn: epoch 1/2, loss 0.5000, val_acc 0.9000", "mn: epoch 2/2, loss 0.5000, val_acc 0.9000"]
+    assert caplog.messages == (expected if log and enabled and not tty else [])
