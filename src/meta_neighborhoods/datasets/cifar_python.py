@@ -9,11 +9,11 @@ from __future__ import annotations
 import codecs
 import math
 import pickle
-import reprlib
 from pathlib import Path
 
 import numpy as np
 
+from ..validation import shown
 from .files import folder_root, require_file
 from .image_formats import Loaded
 
@@ -55,7 +55,7 @@ class _ArraysOnly(pickle.Unpickler):
         ``__setstate__`` then fills it from bytes the file holds."""
         sizes = shape if isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape) else None
         if subtype is not _ndarray or sizes is None or math.prod(sizes) > self.max_bytes:
-            raise pickle.UnpicklingError(f"it declares an array of shape {reprlib.repr(shape)}; an official file "
+            raise pickle.UnpicklingError(f"it declares an array of shape {shown(shape)}; an official file "
                                          f"holds at most {self.max_bytes} bytes there")
         return np.ndarray(sizes, np.uint8)
 
@@ -67,13 +67,13 @@ def _ndarray(*args):
 
 def _uint8(name, align=False, copy=True) -> np.dtype:
     if name not in ("u1", b"u1"):  # bytes in the official files, written by Python 2
-        raise pickle.UnpicklingError(f"it asks for an array of {reprlib.repr(name)}, a CIFAR file holds uint8 only")
+        raise pickle.UnpicklingError(f"it asks for an array of {shown(name)}, a CIFAR file holds uint8 only")
     return np.dtype(name, align, copy)
 
 
 def _latin1(text, encoding) -> bytes:
     if not isinstance(text, str) or encoding != "latin1":
-        raise pickle.UnpicklingError(f"it encodes a {type(text).__name__} as {reprlib.repr(encoding)}, not as latin1")
+        raise pickle.UnpicklingError(f"it encodes a {type(text).__name__} as {shown(encoding)}, not as latin1")
     return codecs.encode(text, "latin1")
 
 
