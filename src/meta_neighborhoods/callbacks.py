@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .io import atomic_write, inner_folder
-from .validation import is_int, is_real
+from .validation import is_finite, is_int
 
 LOGGER = logging.getLogger(__name__)
 
@@ -53,11 +53,11 @@ class Callback:
 
 
 def _measurable(name: str, value) -> bool:
-    """Whether ``value`` could be the metric ``name`` of an epoch, as read back from a checkpoint: a number a float
-    holds (an int of 400 digits fails only when printed), an accuracy in [0, 1], an epoch counted from 1."""
+    """Whether ``value`` could be the metric ``name`` of an epoch, as read back from a checkpoint: a finite number
+    (an int of 400 digits failed only when printed), an accuracy in [0, 1], an epoch counted from 1."""
     if name == "epoch":
         return is_int(value) and value >= 1
-    return is_real(value) and abs(value) <= sys.float_info.max and (0 <= value <= 1 if "accuracy" in name else True)
+    return is_finite(value) and (0 <= value <= 1 if "accuracy" in name else True)
 
 
 def lower_loss(tol: float = 0.0) -> Criterion:
