@@ -43,7 +43,7 @@ This module says which files make which data set; ``image_formats`` reads them a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,7 +142,7 @@ class ImageSpec:
         resized = options.get("image_size")
         pixels = "; ".join(filter(None, (self.pixels, resized and f"resized to {resized} x {resized} pixels with "
                                                                  "Pillow's BOX filter (an area average)")))
-        return replace(_dataset(name, ImageSplit(*train), ImageSplit(*test), classes, self.augment), pixels=pixels)
+        return _dataset(name, ImageSplit(*train), ImageSplit(*test), classes, self.augment, pixels)
 
 
 def _says_where(error: Exception, name: str) -> bool:
@@ -154,7 +154,8 @@ def _says_where(error: Exception, name: str) -> bool:
     return isinstance(error, ValueError) and (text.startswith(f"{name}:") or os.path.isfile(text.split(": ")[0]))
 
 
-def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str], augment: str) -> ImageDataset:
+def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str], augment: str,
+             pixels: str) -> ImageDataset:
     """Check labels against the class list and attach the train-split channel statistics."""
     for split, part in (("train", train), ("test", test)):
         if len(part) == 0:
@@ -170,7 +171,7 @@ def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str],
         channel = std.index(0.0)
         raise ValueError(f"{name}: channel {channel} of every training image is the same value "
                          f"({mean[channel] * 255:.0f}): the files hold no image to learn from")
-    return ImageDataset(name, train, test, list(classes), mean, std, augment)
+    return ImageDataset(name, train, test, list(classes), mean, std, augment, pixels)
 
 
 STATS_BLOCK_PIXELS = 1 << 24  # pixels of one channel counted at a time (128 MB as int64)
