@@ -608,6 +608,27 @@ def test_an_image_folder_does_not_follow_symbolic_links(tmp_path):
         load_image_dataset("pacs", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("kind, error, message", [
+    ("folder", DataFileError, "is a folder, not an image file"),
+    ("fifo", DataFileError, "is a named pipe \\(FIFO\\), not an image file"),
+    ("link", ValueError, "is a symbolic link; image folders must hold the images themselves"),
+])
+def test_an_entry_of_an_image_folder_named_like_an_image_but_no_file_is_refused_not_skipped(tmp_path, kind, error,
+                                                                                          message):
+    """The set would silently miss an image (a FIFO would block its read): refused before any training. A link is
+    refused wherever it points, as every link in an image folder is (here: to an image beside it)."""
+    if kind == "fifo" and not hasattr(os, "mkfifo"):
+        pytest.skip("os.mkfifo is not available on this platform")
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        _write_png_tree(tmp_path / "pacs" / split, ["a", "b"], 1, rng)
+    cat = tmp_path / "pacs" / "train" / "b" / "cat.png"
+    {"folder": cat.mkdir, "fifo": lambda: os.mkfifo(cat), "link": lambda: cat.symlink_to(cat.parent / "0.png")}[kind]()
+    with pytest.raises(error, match=f"^pacs: {re.escape(str(cat))} {message}") as refused:
+        load_image_dataset("pacs", data_dir=tmp_path)
+    assert "\n" not in str(refused.value)
+
+
 def test_mnist_m_reads_no_split_folder_through_a_link(tmp_path):
     root = tmp_path / "mnist_m"
     root.mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from ..io import sha256
@@ -10,6 +11,9 @@ from ..io import sha256
 
 class DataFileError(FileNotFoundError):
     """A data file is missing or is not the file we expect (wrong checksum)."""
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
 
 
 def shared_data_dir() -> Path | None:
@@ -93,6 +97,29 @@ def listed_file(folder: Path, name: str, listing: Path, *, within: Path, dataset
             or path.exists() and not path.is_file()):  # a FIFO would block the read forever
         raise ValueError(f"{dataset}: {listing} names {name!r}, which is not a file inside {folder}: refused")
     return path
+
+
+def folder_images(root: Path, *, dataset: str) -> list[tuple[str, Path]]:
+    """``(class, path)`` of each entry named like an image in an ImageFolder tree ``root/<class>/**``; other files
+    (e.g. Tiny ImageNet's boxes.txt) are skipped. A link is refused (it may lead anywhere on the machine), and so is an
+    entry named like an image that is no regular file: skipped, the set would silently miss an image."""
+    folders = [folder for folder in root.iterdir() if folder.is_dir()]
+    paths = [(folder, path) for folder in folders for path in [folder, *folder.rglob("*")]]
+    linked = [path for _, path in paths if path.is_symlink()]
+    if linked:
+        raise ValueError(f"{dataset}: {linked[0]} is a symbolic link; image folders must hold the images themselves")
+    images = [(folder.name, path) for folder, path in paths if path != folder and path.suffix.lower() in IMAGE_SUFFIXES]
+    odd = next((path for _, path in images if not path.is_file()), None)
+    if odd is not None:  # a FIFO would also block the read forever
+        raise DataFileError(f"{dataset}: {odd} is {_kind(odd)}, not an image file; an image folder holds regular files")
+    return images
+
+
+def _kind(path: Path) -> str:
+    mode = path.lstat().st_mode
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a device", stat.S_ISBLK: "a device"}
+    return next((name for is_kind, name in kinds.items() if is_kind(mode)), "not a regular file")
 
 
 def _inside(path: Path, folder: Path, dataset: str) -> None:

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from ..io import atomic_write
-from .files import (DataFileError, data_root, first_existing, folder_root, listed_file, read_text,
-                    require_file)
+from .files import (IMAGE_SUFFIXES, DataFileError, data_root, first_existing, folder_images, folder_root, listed_file,
+                    read_text, require_file)
 
 __all__ = ["Arrays", "Loaded", "read_idx", "default_cache_dir", "load_idx", "load_digits", "load_jpeg_tarballs",
            "load_svhn", "load_folders", "load_tiny_imagenet", "load_mnist_m"]
@@ -32,7 +32,6 @@ __all__ = ["Arrays", "Loaded", "read_idx", "default_cache_dir", "load_idx", "loa
 Arrays = tuple[np.ndarray, np.ndarray]  # one split: images (N, C, H, W) uint8, labels (N,) int64
 Loaded = tuple[Arrays, Arrays, list[str]]  # train, test, class names
 _Entry = tuple[str, str, Any]  # (class name, where - for errors and ordering, path or file object)
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -101,13 +100,7 @@ def _read_image_folder(
         raise ValueError(f"{dataset}: {root} is a symbolic link; image folders must hold the images themselves")
     if not root.is_dir():
         raise DataFileError(f"{dataset}: missing folder {root}. {hint}")
-    folders = [folder for folder in root.iterdir() if folder.is_dir()]
-    paths = [(folder, path) for folder in folders for path in [folder, *folder.rglob("*")]]
-    linked = [path for _, path in paths if path.is_symlink()]
-    if linked:  # it may lead anywhere on the machine: a data set is read from its own folder only
-        raise ValueError(f"{dataset}: {linked[0]} is a symbolic link; image folders must hold the images themselves")
-    entries = [(folder.name, str(path), path) for folder, path in paths
-               if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file()]
+    entries = [(label, str(path), path) for label, path in folder_images(root, dataset=dataset)]
     if not entries:
         raise DataFileError(f"{dataset}: no images in {root} (expected {root}/<class>/<image>). {hint}")
     return _build_split(entries, classes, size, dataset=dataset, hint=hint)
@@ -253,7 +246,7 @@ def _tarball_entries(path: Path, split: str) -> list[_Entry]:
     with tarfile.open(path, "r:*") as tar:
         for member in tar:
             parts = member.name.split("/")
-            is_image = len(parts) == 3 and parts[0] == split and Path(parts[2]).suffix.lower() in _IMAGE_SUFFIXES
+            is_image = len(parts) == 3 and parts[0] == split and Path(parts[2]).suffix.lower() in IMAGE_SUFFIXES
             if member.isfile() and is_image:
                 entries.append((parts[1], f"{path}:{member.name}", io.BytesIO(tar.extractfile(member).read())))
     return entries
