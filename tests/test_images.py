@@ -533,6 +533,45 @@ def test_a_class_named_twice_in_wnids_is_refused(tmp_path):
         load_image_dataset("tiny_imagenet", data_dir=tmp_path)
 
 
+def _mnist_m_with_an_empty_train_list(tmp_path):
+    root = tmp_path / "mnist_m"
+    for split in ("train", "test"):
+        _write_png_tree(root, [f"mnist_m_{split}"], 1, np.random.default_rng(0))
+        (root / f"mnist_m_{split}_labels.txt").write_text(" \n\n" if split == "train" else "0.png 1\n")
+    return root / "mnist_m_train_labels.txt"
+
+
+def _cifar100_with_meta(tmp_path, meta: bytes):
+    root = tmp_path / "cifar-100-python"
+    root.mkdir()
+    for split in ("train", "test"):
+        (root / split).write_bytes(pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"fine_labels": [0]}))
+    (root / "meta").write_bytes(meta)
+    return root / "meta"
+
+
+EMPTY = pickle.dumps({b"label_names": [], b"fine_label_names": []})
+
+
+@pytest.mark.parametrize("name, setup, error, message", [
+    ("tiny_imagenet", lambda tmp: _tiny_imagenet(tmp, wnids=b"") / "wnids.txt", ValueError, "lists no classes"),
+    ("tiny_imagenet", lambda tmp: _tiny_imagenet(tmp, wnids=b" \n\t\n") / "wnids.txt", ValueError,
+     "lists no classes"),
+    ("tiny_imagenet", lambda tmp: _tiny_imagenet(tmp, annotations="\n") / "val" / "val_annotations.txt",
+     DataFileError, "lists no images"),
+    ("mnist_m", _mnist_m_with_an_empty_train_list, DataFileError, "lists no images"),
+    ("cifar10", lambda tmp: _cifar10_folder(tmp, **{"batches.meta": EMPTY}) / "batches.meta", ValueError,
+     "label_names lists no classes"),
+    ("cifar100", lambda tmp: _cifar100_with_meta(tmp, EMPTY), ValueError, "fine_label_names lists no classes"),
+], ids=["empty-wnids", "blank-wnids", "empty-val-annotations", "empty-mnist-m-list", "cifar10-meta", "cifar100-meta"])
+def test_a_class_or_label_list_that_lists_nothing_is_named_in_one_line(tmp_path, name, setup, error, message):
+    """Before, an empty wnids.txt was 'images of class(es) [...] not among the 0 known classes', an empty CIFAR meta
+    'train labels fall outside 0..-1', an empty label list 'no images found': none named the file."""
+    listing = setup(tmp_path)
+    with pytest.raises(error, match=f"^{name}: {re.escape(str(listing))}:? {message}$"):
+        load_image_dataset(name, data_dir=tmp_path, cache_dir=tmp_path / "cache")
+
+
 @pytest.mark.parametrize("name, byte", [("tiny_imagenet", 3), ("mnist_m", 8)])
 def test_a_class_or_label_list_that_is_not_utf8_is_named(tmp_path, name, byte):
     if name == "tiny_imagenet":

@@ -101,6 +101,8 @@ def _names(path: Path, key: bytes, *, dataset: str, hint: str) -> list[str]:
     (names,) = _entries(path, (key,), 0, dataset=dataset, hint=hint)
     if not (isinstance(names, list) and all(isinstance(c, bytes) for c in names)):
         raise ValueError(f"{dataset}: {path}: {key.decode()} should be a list of names")
+    if not names:  # else refused as "train labels fall outside 0..-1", the file unnamed
+        raise ValueError(f"{dataset}: {path}: {key.decode()} lists no classes")
     return [c.decode(errors="replace") for c in names]
 
 

@@ -355,6 +355,8 @@ def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | No
     """``tiny-imagenet-200/`` as distributed; its test set has no labels, so ``val`` is the test split."""
     root = folder_root(data_dir, "tiny-imagenet-200", "wnids.txt", dataset=name, hint=hint)
     classes = read_text(root / "wnids.txt", dataset=name, hint=hint, within=root).split()
+    if not classes:  # else refused as images of classes "not among the 0 known classes", the file unnamed
+        raise ValueError(f"{name}: {root / 'wnids.txt'} lists no classes")
     repeated = [wnid for wnid, count in Counter(classes).items() if count > 1]
     if repeated:  # it would make a class no image has, and a model with one output too many
         raise ValueError(f"{name}: {root / 'wnids.txt'} names {repeated[0]} more than once")
@@ -378,6 +380,8 @@ def _listed_images(listing: Path, folder: Path, root: Path, sep: str | None, *, 
             continue
         path = listed_file(folder, fields[0], listing, within=root, dataset=dataset)
         entries.append((fields[1], str(path), path))
+    if not entries:  # else "no images found", the file unnamed
+        raise DataFileError(f"{dataset}: {listing} lists no images")
     return entries
 
 
