@@ -862,6 +862,28 @@ def test_a_cifar_pickle_of_opcodes_no_official_file_holds_is_refused_in_one_line
     assert "\n" not in str(error.value)
 
 
+def test_a_cifar_pickle_of_many_small_objects_is_refused_before_they_are_built(tmp_path):
+    """An opcode a byte (``]``, an empty list) would have the unpickler build ~70 bytes of objects per file byte."""
+    _cifar10_folder(tmp_path, test_batch=b"\x80\x02" + b"]" * 1_000_000 + b".")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="test_batch is not an official CIFAR python file, refused: it holds "
+                                             "more than 164096 pickle opcodes, more than an official file$"):
+            load_image_dataset("cifar10", data_dir=tmp_path)
+        assert tracemalloc.get_traced_memory()[1] < 20_000_000
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_full_cifar_batch_written_again_by_python_3_stays_within_the_opcodes_an_official_file_may_hold(tmp_path):
+    """Protocol 2 writes each name with ~7 opcodes, where Python 2's files take 2: the bound must allow both."""
+    rows = 10_000
+    content = {b"batch_label": b"testing batch 1 of 1", b"labels": [i % 2 for i in range(rows)],
+               b"data": np.zeros((rows, 3072), np.uint8), b"filenames": [b"image_%05d.png" % i for i in range(rows)]}
+    _cifar10_folder(tmp_path, test_batch=pickle.dumps(content, protocol=2))
+    assert len(load_image_dataset("cifar10", data_dir=tmp_path).test.labels) == rows
+
+
 def test_a_cifar10_meta_that_is_a_folder_is_named_not_the_jpeg_copy(tmp_path):
     root = _cifar10_folder(tmp_path)
     (root / "batches.meta").unlink()

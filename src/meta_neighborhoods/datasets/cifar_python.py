@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import math
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,10 @@ CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 # 2 as a latin-1 text, two bytes per byte over 127) plus its labels and names; a larger one is refused unread.
 CIFAR10_ROWS, CIFAR100_TRAIN_ROWS = 10_000, 50_000  # images per file
 IMAGE_BYTES, NAMES_BYTES = 3072, 1 << 20
+# An official file takes about four pickle opcodes an image (its name, its labels, the lists' marks), one written
+# again by Python 3 at protocol 2 about ten; a crafted one of an opcode a byte (``]``, an empty list each) would have
+# the unpickler build ~70 bytes of objects per byte of file. Counting them costs about 2 us an opcode.
+OPCODES_PER_ROW, OPCODES_MORE = 16, 4096
 _RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}  # numpy 1, 2
 
 
@@ -86,6 +91,7 @@ def _entries(path: Path, keys: tuple[bytes, ...], rows: int, *, dataset: str, hi
                          f"{rows} images could ({limit}); refused unread")
     try:
         with open(path, "rb") as handle:
+            _count_opcodes(handle, OPCODES_PER_ROW * rows + OPCODES_MORE)
             content = _ArraysOnly(handle, rows * IMAGE_BYTES).load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
         raise ValueError(f"{dataset}: {path} is not an official CIFAR python file, refused: {error}") from None
@@ -95,6 +101,15 @@ def _entries(path: Path, keys: tuple[bytes, ...], rows: int, *, dataset: str, hi
     if missing:
         raise ValueError(f"{dataset}: {path} lacks {', '.join(missing)}")
     return [content[key] for key in keys]
+
+
+def _count_opcodes(handle, most: int) -> None:
+    """Refuses a pickle of more than ``most`` opcodes before anything is built (the scan holds one at a time), then
+    rewinds: the objects an unpickler builds are bounded by its opcodes, their bytes by the file's size."""
+    for count, _ in enumerate(pickletools.genops(handle), start=1):
+        if count > most:
+            raise pickle.UnpicklingError(f"it holds more than {most} pickle opcodes, more than an official file")
+    handle.seek(0)
 
 
 def _names(path: Path, key: bytes, *, dataset: str, hint: str) -> list[str]:
