@@ -385,6 +385,7 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"temperature": 0.0}, "temperature must be positive"),
         ({"dictionary_size": -1}, "dictionary_size must be a non-negative integer"),
         ({"max_epochs": 0}, "max_epochs must be a positive integer"),
+        ({"max_epochs": 10**9 + 1}, "max_epochs must be at most 1000000000, got 1000000001"),  # as --epochs
         ({"validation_fraction": 1.5}, "validation_fraction must be in"),
         ({"validation_fraction": 1.0}, "validation_fraction must be in"),  # no training row left
         ({"hidden_layer_sizes": 0}, "hidden_layer_sizes must be a positive integer"),
@@ -410,6 +411,15 @@ def test_bad_parameters_are_named(params, message):
     X, y = _table(n=40)
     with pytest.raises(ValueError, match=message):
         MetaNeighborhoodsRegressor(**{**FAST, **params}).fit(X, y)
+
+
+def test_max_epochs_is_bounded_as_the_command_line_bounds_epochs():
+    """int64's bound let 10**18 epochs through, where the command line stops at MAX_EPOCHS; the bound itself passes
+    (the settings alone are checked: a fit would train that long)."""
+    from meta_neighborhoods.config import MAX_EPOCHS
+    from meta_neighborhoods.estimator_settings import check_settings
+
+    check_settings(MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": MAX_EPOCHS}))
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

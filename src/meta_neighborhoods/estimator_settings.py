@@ -12,14 +12,15 @@ import math
 import numpy as np
 from sklearn.utils import check_random_state
 
-from .config import SIMILARITIES, MNConfig, auto_similarity, default_temperature
+from .config import MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real)
 
 
 def check_settings(estimator) -> None:
     """The training settings of ``estimator``; the method's own are checked by ``MNConfig`` (``method_config``)."""
-    for name in ("max_epochs", "batch_size", "n_iter_no_change"):
+    check_int("max_epochs", estimator.max_epochs, maximum=MAX_EPOCHS)  # the command line's bound on epochs
+    for name in ("batch_size", "n_iter_no_change"):
         check_int(name, getattr(estimator, name))
     verbose = estimator.verbose
     check_int("verbose", int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, 0)
