@@ -244,6 +244,40 @@ def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, tmp_path, c
     assert capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"
 
 
+@pytest.mark.parametrize("joined, error, status, line, held", [
+    (False, None, 2, "classify: rank 1: error: argument --epochs: invalid int value: 'x'", True),  # argparse's
+    (False, ValueError("the loss is not finite"), 1, "spiral: rank 1: error: the loss is not finite", True),
+    (True, ConfigError("epochs must be a positive integer"), 2, "spiral: rank 1: error: epochs must be", True),
+    (True, ValueError("the loss is not finite"), 1, "spiral: rank 1: error: the loss is not finite", False),
+    (True, KeyboardInterrupt("continue with ..."), 130, None, False),
+], ids=["usage", "before joining", "usage after joining", "after joining", "interrupt"])
+def test_under_torchrun_another_rank_holds_an_error_rank_0_says_and_says_its_own_after_its_rank(
+        monkeypatch, tmp_path, capsys, joined, error, status, line, held):
+    """Every rank said each error: the user read one line once per process. A rank other than 0 holds a line that
+    rank 0 most likely says (torchrun stops it meanwhile), says at once one that may be its own, and after its
+    rank either way; an interrupt, which reaches every rank, only rank 0 says."""
+    from types import SimpleNamespace
+
+    from meta_neighborhoods import cli, distributed
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(distributed, "_joined", joined, raising=False)
+    holds = []
+    monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=holds.append), raising=False)
+    if error is None:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["classify", "--epochs", "x"])
+        assert exit_info.value.code == status
+    else:
+        assert _spiral_raising(monkeypatch, error, tmp_path) == status
+    said = capsys.readouterr().err
+    assert said == ("" if line is None else said.splitlines()[0] + "\n") and holds == ([cli.HOLD] if held else [])
+    assert line is None or said.startswith(f"meta-neighborhoods {line}")
+    monkeypatch.setenv("RANK", "0")  # rank 0 says every one at once, as outside torchrun
+    assert _spiral_raising(monkeypatch, KeyboardInterrupt(), tmp_path) == 130 and holds == ([cli.HOLD] if held else [])
+    assert capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Messages: the package's loggers on stderr, results on stdout
 

@@ -93,6 +93,24 @@ def test_classify_runs_under_torchrun_and_only_rank_0_writes(tmp_path):  # digit
     assert checkpoint.load(out / "last")[1]["epoch"] == 2
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["--epochs", "x"], "meta-neighborhoods classify: error: argument --epochs: invalid int value: 'x'"),
+    (["--resume", "{run}"], "meta-neighborhoods classify: error: {run}/config.json lacks dataset"),
+], ids=["bad option", "refused folder"])
+def test_an_error_every_rank_meets_is_said_once_under_torchrun(tmp_path, argv, line):
+    """Each of torchrun's processes said it: the user read the same line once per process. Rank 0 says it now."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),
+               "-m", "meta_neighborhoods", "classify", *[a.format(run=run) for a in argv]]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=120)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and said.count("meta-neighborhoods classify:") == 1, said[-3000:]
+    assert line.format(run=run) in said
+
+
 @pytest.mark.parametrize("error", [None, ValueError])
 def test_process_group_waits_for_every_rank_only_after_a_success(monkeypatch, error):
     """A one-process torchrun group: joined inside the block, left after it; a barrier only on success."""

@@ -3,7 +3,8 @@
 Each command lives in ``commands/<name>.py``; this module only assembles the parser (with ``--config FILE`` for
 every command, read by ``commands/config_file.py``), sets the level of the package's messages on stderr (INFO;
 WARNING with ``--quiet``, DEBUG with ``-v``) and turns errors into one line on stderr and an exit status: 2 for a
-usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time, 130 when interrupted.
+usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time, 130 when interrupted;
+under torchrun the line is said once, not once per process (``_failed``).
 The results a command exists for (its tables, its accuracy line) go to stdout.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from contextlib import contextmanager
 
 from . import __version__
@@ -23,6 +25,7 @@ from .validation import Bounded, ConfigError
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError)
 LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
 OPTION = Bounded(maxstring=300, maxlist=20)  # an option as the debug line shows it: a file's may be huge
+HOLD = 5.0  # seconds a rank other than 0 holds an error line that rank 0 most likely says (torchrun stops it sooner)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         message = message if len(message) <= 300 else message[:300] + "..."  # it quotes the value, however long
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(_failed(self.prog, f"error: {message} (see {self.prog} --help)", 2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = config_file.parse(parser, argv, commands.get(name), _record_reader(name))
     except ConfigError as error:  # the --config file
-        print(f"{prefix}: error: {error}", file=sys.stderr)
-        return 2
+        return _failed(prefix, f"error: {error}", 2)
     with _messages(prefix, args):
         LOGGER.debug("options: %s", ", ".join(f"{key}={OPTION.repr(value)}" for key, value
                                               in sorted(vars(args).items()) if not callable(value)))
@@ -86,17 +88,45 @@ def main(argv: list[str] | None = None) -> int:
             check_data_dir(getattr(args, "data_dir", None))  # every command that reads data: before any work
             return args.run(args)
         except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
-            print(f"{prefix}: interrupted" + (f"; {interrupt}" if str(interrupt) else ""), file=sys.stderr)
-            return 130
+            return _failed(prefix, "interrupted" + (f"; {interrupt}" if str(interrupt) else ""), 130)
         except ConfigError as error:  # first: it is a ValueError too
-            print(f"{prefix}: error: {config_file.source(error, args)}{error}", file=sys.stderr)
-            return 2
+            return _failed(prefix, f"error: {config_file.source(error, args)}{error}", 2)
         except UsageError as error:
-            print(f"{prefix}: error: {error}", file=sys.stderr)
-            return 2
+            return _failed(prefix, f"error: {error}", 2)
         except RUNTIME_ERRORS as error:  # a bare MemoryError says nothing: its name then
-            print(f"{prefix}: error: {str(error) or type(error).__name__}", file=sys.stderr)
-            return 1
+            return _failed(prefix, f"error: {str(error) or type(error).__name__}", 1)
+
+
+def _failed(prefix: str, message: str, status: int) -> int:
+    """Say ``prefix: message`` on stderr, once under torchrun rather than once per rank, and return ``status``.
+
+    Rank 0 says it. Another rank never says an interrupt: Ctrl-C reaches every rank, and rank 0 says how to go on.
+    An error that every rank most likely meets alike, a usage error (status 2: one command line, one set of settings)
+    or any error before the rank joined the process group (the same files read), it holds for HOLD seconds: rank 0
+    says it meanwhile and exits, and torchrun stops the others. Any other error (the rank's device, a peer lost), and
+    one still held after HOLD (then the rank's own), it says after its rank: ``prefix: rank 1: message``. torchrun's
+    RANK is read here, not through ``distributed``: a usage error never waits for torch's import."""
+    rank = int(os.environ.get("RANK", 0))
+    if rank != 0:
+        if status == 130:
+            return status
+        if status == 2 or not _joined():
+            try:
+                time.sleep(HOLD)
+            except KeyboardInterrupt:  # Ctrl-C meanwhile: it reached rank 0 too, which says so
+                return status
+        prefix = f"{prefix}: rank {rank}"
+    print(f"{prefix}: {message}", file=sys.stderr)
+    return status
+
+
+def _joined() -> bool:
+    """Whether this process joined torchrun's group; never, where no command imported torch.distributed."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    from .distributed import joined
+
+    return joined()
 
 
 def _command(name: str | None):

@@ -16,6 +16,9 @@ import torch
 import torch.distributed as dist
 
 
+_joined = False  # set once this process joins a group (setup), and never unset
+
+
 def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
 
@@ -47,7 +50,16 @@ def setup(device: torch.device) -> torch.device:
         torch.cuda.set_device(device)
     if not is_active():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    global _joined
+    _joined = True
     return device
+
+
+def joined() -> bool:
+    """Whether this process has joined torchrun's group (it may have left it since). Until then it has read only the
+    command line and the files it names, as the other ranks have: an error then is most likely theirs too, which the
+    command line says once; after, it may be this rank's own (its device, a peer lost)."""
+    return _joined
 
 
 def teardown(wait: bool = True) -> None:
