@@ -219,7 +219,7 @@ def _with_config(tmp_path, name: str, text: str) -> list[str]:
     (lambda tmp: _with_config(tmp, "c.json", f'{{"learning-rate": {BIG}}}'),
      2, "c.json: learning-rate must be a finite number, got <an integer of about 401 digits>"),
     (lambda tmp: _with_config(tmp, "c.toml", f"max-epochs = {hex(HUGE)}"),
-     2, "c.toml: --max-epochs must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
+     2, "c.toml: --max-epochs must be at most 1000000000, got <an integer of about 6021 digits>"),
     (lambda tmp: [*_with_config(tmp, "c.toml", f"seeds = {hex(HUGE)}"), "-v"],
      2, "c.toml: --seeds must be at most 4294967296, got <an integer of about 6021 digits>"),
     (lambda tmp: _with_config(tmp, "c.toml", f"top-k = {hex(HUGE)}"),
@@ -260,7 +260,8 @@ def test_under_torchrun_another_rank_holds_an_error_rank_0_says_and_says_its_own
 
     from meta_neighborhoods import cli, distributed
 
-    monkeypatch.setenv("RANK", "1")
+    for name, value in (("RANK", "1"), ("LOCAL_RANK", "1"), ("WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
     monkeypatch.setattr(distributed, "_joined", joined, raising=False)
     holds = []
     monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=holds.append), raising=False)
@@ -276,6 +277,22 @@ def test_under_torchrun_another_rank_holds_an_error_rank_0_says_and_says_its_own
     monkeypatch.setenv("RANK", "0")  # rank 0 says every one at once, as outside torchrun
     assert _spiral_raising(monkeypatch, KeyboardInterrupt(), tmp_path) == 130 and holds == ([cli.HOLD] if held else [])
     assert capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"
+
+
+@pytest.mark.parametrize("environment", [{"RANK": "1"}, {"RANK": "one", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}],
+                         ids=["RANK alone", "RANK not a number"])
+def test_a_rank_in_the_environment_that_is_not_torchruns_says_an_error_at_once(monkeypatch, tmp_path, capsys,
+                                                                                  environment):
+    from types import SimpleNamespace
+
+    from meta_neighborhoods import cli
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    holds = []
+    monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=holds.append))
+    assert _spiral_raising(monkeypatch, ConfigError("epochs must be a positive integer"), tmp_path) == 2
+    assert capsys.readouterr().err.startswith("meta-neighborhoods spiral: error: epochs must be") and holds == []
 
 
 # ---------------------------------------------------------------------------------------------------

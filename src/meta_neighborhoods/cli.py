@@ -104,9 +104,8 @@ def _failed(prefix: str, message: str, status: int) -> int:
     An error that every rank most likely meets alike, a usage error (status 2: one command line, one set of settings)
     or any error before the rank joined the process group (the same files read), it holds for HOLD seconds: rank 0
     says it meanwhile and exits, and torchrun stops the others. Any other error (the rank's device, a peer lost), and
-    one still held after HOLD (then the rank's own), it says after its rank: ``prefix: rank 1: message``. torchrun's
-    RANK is read here, not through ``distributed``: a usage error never waits for torch's import."""
-    rank = int(os.environ.get("RANK", 0))
+    one still held after HOLD (then the rank's own), it says after its rank: ``prefix: rank 1: message``."""
+    rank = _rank()
     if rank != 0:
         if status == 130:
             return status
@@ -118,6 +117,13 @@ def _failed(prefix: str, message: str, status: int) -> int:
         prefix = f"{prefix}: rank {rank}"
     print(f"{prefix}: {message}", file=sys.stderr)
     return status
+
+
+def _rank() -> int:
+    """torchrun's rank of this process, 0 outside torchrun (a ``RANK`` of the shell's alone is not torchrun's), read
+    from its environment rather than through ``distributed``: a usage error never waits for torch's import."""
+    rank = os.environ.get("RANK", "")
+    return int(rank) if rank.isdigit() and {"LOCAL_RANK", "WORLD_SIZE"} <= os.environ.keys() else 0
 
 
 def _joined() -> bool:

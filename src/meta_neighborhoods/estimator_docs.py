@@ -77,9 +77,9 @@ PARAMETERS = """
         1.2 times as long. Needs validation rows (``early_stopping``); False always keeps the network with
         neighbours, as the paper does.
     max_epochs : int, default=3000
-        Upper bound on the training epochs; ending there before early stopping raises a ``ConvergenceWarning``.
-        Early stopping ends most fits long before; 1,000 cut short vanilla's fits on naval, a noise-free table
-        (20 % higher error; ``docs/results/defaults.md``).
+        Upper bound on the training epochs (10**9 at most); a fit ended here, not by early stopping, warns
+        (``ConvergenceWarning``). Early stopping ends most fits long before; 1,000 cut short vanilla's fits on
+        naval, a noise-free table (20 % higher error; ``docs/results/defaults.md``).
     batch_size : int, default=128
         Rows per training step.
     learning_rate : float, default=1e-3

@@ -11,8 +11,8 @@ import argparse
 import re
 from pathlib import Path
 
-from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
-from ..validation import NONE, ConfigError, check_int, check_non_negative, check_positive, check_threads
+from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, MAX_EPOCHS, SEEDS, SLOT_DRAWS, MNConfig
+from ..validation import MAX_COUNT, NONE, ConfigError, check_int, check_non_negative, check_positive, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
 from .config_file import int_or_none
 
@@ -214,9 +214,9 @@ def fit_options(args) -> dict:
 
 def _check_estimator_params(params: dict) -> None:
     """The estimator checks its parameters when it fits, minutes into a run; these fail before any work."""
-    for name in ("max_epochs", "n_iter_no_change", "batch_size"):
-        if name in params:
-            check_int("--" + name.replace("_", "-"), params[name])
+    for name, most in (("max_epochs", MAX_EPOCHS), ("n_iter_no_change", MAX_COUNT), ("batch_size", MAX_COUNT)):
+        if name in params:  # epochs as the estimators bound them
+            check_int("--" + name.replace("_", "-"), params[name], maximum=most)
     if "learning_rate" in params:
         check_positive("--learning-rate", params["learning_rate"])
     if "weight_decay" in params:
