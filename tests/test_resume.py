@@ -15,7 +15,7 @@ import torch
 
 from meta_neighborhoods import checkpoint
 
-EPOCHS = {"mn_ifilm": 8, "maxl": 4}  # by method: a maxl step (second-order lookahead) costs 2-3 mn_ifilm steps
+EPOCHS = {"mn_ifilm": 4, "maxl": 4}  # by method: a maxl step (second-order lookahead) costs 2-3 mn_ifilm steps
 # One thread in every process: float sums then run in the same order, so "exactly" can mean bit for bit.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
