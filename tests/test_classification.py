@@ -13,9 +13,10 @@ from torch import nn
 from meta_neighborhoods import checkpoint
 from meta_neighborhoods.callbacks import tensorboard_available
 from meta_neighborhoods.cli import main
+from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
-from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
-from meta_neighborhoods.experiments.classification import evaluate, init_keys_from_features
+from meta_neighborhoods.datasets.images import ImageDataset, ImageSplit, load_image_dataset
+from meta_neighborhoods.experiments.classification import _batches, evaluate, init_keys_from_features
 from meta_neighborhoods.image_methods import METHODS, BestCheckpoint, build_model, load_checkpoint
 from meta_neighborhoods.training import fit
 
@@ -232,6 +233,25 @@ def test_the_validation_images_never_train():
     splits = split_validation(data, 0)
     train, valid = set(splits.train_index.tolist()), set(splits.validation_index.tolist())
     assert valid and not train & valid and len(train) + len(valid) == len(data.train)
+
+
+def test_training_batches_are_reshuffled_every_epoch_and_evaluation_batches_keep_the_split_s_order():
+    """SGD on batches in the split's order (sorted indices, so often by class) trains worse and differently;
+    validation and test need no shuffle. Each image's label is its index, so the labels show the order."""
+    n = 40
+    split = ImageSplit(np.zeros((n, 1, 4, 4), dtype=np.uint8), np.arange(n))
+    dataset = ImageDataset("fake", split, split, [str(i) for i in range(n)], (0.5,), (0.25,), "none")
+    config = ClassificationConfig("fake", "convnet4", "vanilla", batch_size=8)
+
+    def epoch_labels(batches):
+        return torch.cat([y for _, y in batches]).tolist()
+
+    training = _batches(split, dataset, config, training=True)
+    first, second = epoch_labels(training), epoch_labels(training)
+    assert sorted(first) == sorted(second) == list(range(n))  # every image once an epoch
+    assert first != list(range(n)) and second != first
+    evaluation = _batches(split, dataset, config)
+    assert epoch_labels(evaluation) == epoch_labels(evaluation) == list(range(n))
 
 
 def test_evaluation_runs_in_evaluation_mode_and_leaves_the_batch_statistics():
