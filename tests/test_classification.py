@@ -48,8 +48,11 @@ def test_classify_all_writes_every_method_and_a_comparison(digits_run, capsys):
         assert metrics["config"]["model"]["dictionary_size"] == expected_size
     table = (digits_run / "comparison.md").read_text()
     assert "| method | test accuracy | validation accuracy | best epoch | seconds |" in table
-    assert all(f"| {method} |" in table for method in METHODS)
-    assert set(json.loads((digits_run / "comparison.json").read_text())["methods"]) == set(METHODS)
+    comparison = json.loads((digits_run / "comparison.json").read_text())["methods"]
+    assert set(comparison) == set(METHODS)
+    for method, m in comparison.items():  # each cell under its own header: test, then validation accuracy
+        assert (f"| {method} | {m['test_accuracy']:.4f} | {m['validation_accuracy']:.4f} | {m['best_epoch']} | "
+                f"{m['seconds']:.1f} |") in table, method
 
 
 @pytest.mark.parametrize("method", list(METHODS))
