@@ -17,7 +17,7 @@ from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
 from meta_neighborhoods.datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from meta_neighborhoods.experiments.classification import _batches, evaluate, init_keys_from_features
-from meta_neighborhoods.image_methods import METHODS, BestCheckpoint, build_model, load_checkpoint
+from meta_neighborhoods.image_methods import IMAGE_CONFIG, METHODS, BestCheckpoint, build_model, load_checkpoint
 from meta_neighborhoods.training import fit
 
 CPU = torch.device("cpu")
@@ -53,6 +53,30 @@ def test_classify_all_writes_every_method_and_a_comparison(digits_run, capsys):
     for method, m in comparison.items():  # each cell under its own header: test, then validation accuracy
         assert (f"| {method} | {m['test_accuracy']:.4f} | {m['validation_accuracy']:.4f} | {m['best_epoch']} | "
                 f"{m['seconds']:.1f} |") in table, method
+
+
+# The authors' image settings, each as DESIGN.md's "Facts from the authors' own code" (and its note on their README's
+# CIFAR-100 run) gives it
+AUTHORS_IMAGE_SETTINGS = {
+    "task": "classification",
+    "similarity": "cosine",  # the paper's cosine similarity, as their image code
+    "temperature": 0.2,  # "attention temperature T = 0.2 for images"; README: "inverse temperature 5 (T = 0.2)"
+    "adapt": "last",  # "Only the output layer is adapted for images"
+    "inner_steps": 1, "first_order": False,  # "one inner step; full second-order meta-gradient"
+    "step_size": "scalar", "step_size_init": 0.05,  # "Step size |alpha|, learned, init 0.05"; README: "scalar step"
+    "key_std": 0.05,  # "Keys ~ N(0, 0.05^2)"
+    "keys": "learned", "values": "learned",  # the loss is back-propagated into "the keys, the values"
+    "slot_dropout": 0.5, "slot_draw": "row",  # "each example sees a random half of the dictionary slots"
+}
+
+
+def test_the_image_methods_keep_the_authors_settings_and_every_run_records_them(digits_run):
+    """Table 1 compares with the authors' numbers only under their settings: each is pinned to its source, and
+    config.json, the record of what each run trained, carries them."""
+    assert {name: getattr(IMAGE_CONFIG, name) for name in AUTHORS_IMAGE_SETTINGS} == AUTHORS_IMAGE_SETTINGS
+    for folder in (digits_run, *(digits_run / method for method in METHODS)):
+        recorded = json.loads((folder / "config.json").read_text())["meta_neighborhoods"]
+        assert {name: recorded[name] for name in AUTHORS_IMAGE_SETTINGS} == AUTHORS_IMAGE_SETTINGS, folder
 
 
 @pytest.mark.parametrize("method", list(METHODS))
