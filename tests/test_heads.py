@@ -58,6 +58,20 @@ def test_a_registered_fast_path_is_what_the_inner_loop_runs():
         del FAST_PATHS[Marked]
 
 
+def test_the_cosine_head_is_tau_times_cosines_to_its_prototypes_with_tau_learned_from_10():
+    """The authors' cosine classifier starts at tau = 10 (DESIGN.md): at tau = 1 the logits, cosines in [-1, 1],
+    keep the softmax from ever being confident. Only the directions of features and prototypes count."""
+    torch.manual_seed(0)
+    head = CosineHead(5, 3).double()
+    assert head.scale.item() == 10.0 and head.scale.requires_grad
+    x = torch.randn(4, 5, dtype=torch.float64)
+    weight = head.weight.detach()
+    expected = 10.0 * (x / x.norm(dim=1, keepdim=True)) @ (weight / weight.norm(dim=0, keepdim=True))
+    torch.testing.assert_close(head(x), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(head(3 * x), expected, rtol=1e-12, atol=0)
+    assert CosineHead(5, 3, scale=2.5).scale.item() == 2.5
+
+
 def test_weight_decay_follows_the_contract():
     model = MetaNeighborhoods(CosineHead(4, 3), task="classification", dictionary_size=5, extractor=nn.Linear(6, 4))
     decayed, exempt = model.parameter_groups(1e-3, 0.01)
