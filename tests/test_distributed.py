@@ -130,6 +130,19 @@ def test_process_group_waits_for_every_rank_only_after_a_success(monkeypatch, er
     assert not distributed.is_active() and barriers == ([] if error else [1])
 
 
+def test_each_process_takes_the_gpu_of_its_local_rank_not_of_its_global_rank(monkeypatch):
+    """Rank 5 of 8 on two nodes of four GPUs is the second process of its node: cuda:1. Its global rank names a
+    GPU another process of the node holds, or none. (No GPU needed: torch's calls are recorded, not made.)"""
+    for name, value in dict(RANK="5", LOCAL_RANK="1", WORLD_SIZE="8").items():
+        monkeypatch.setenv(name, value)
+    pinned, joined = [], []
+    monkeypatch.setattr(torch.cuda, "set_device", pinned.append)
+    monkeypatch.setattr(dist, "init_process_group", lambda *args, **kwargs: joined.append(args))
+    monkeypatch.setattr(distributed, "_joined", False)  # setup sets it; restored after the test
+    assert distributed.setup(torch.device("cuda")) == torch.device("cuda", 1)
+    assert pinned == [torch.device("cuda", 1)] and joined == [("nccl",)]
+
+
 def _mean_worker(rank, rendezvous, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
