@@ -41,6 +41,21 @@ def test_spiral_command_separates_what_a_linear_model_cannot(tmp_path):
     assert "run.json" in metrics["files"]
 
 
+def test_the_figure_s_snapshots_run_from_the_initialisation_to_the_last_epoch(tmp_path, monkeypatch):
+    """Fig. 3 shows the keys and the decision regions as training moves them: its first panel is the untrained
+    model (epoch 0), its last the trained one, with one set of keys per panel."""
+    from meta_neighborhoods.experiments import spiral
+
+    drawn = []
+    monkeypatch.setattr(spiral, "spiral_figure", lambda path, points, frames, trajectory, labels, **kwargs:
+                        drawn.append((frames, trajectory)))
+    config = spiral.SpiralConfig(epochs=6, snapshots=4, n_per_class=50, animation=False)
+    metrics = spiral.run_spiral(tmp_path / "run", config, progress=False)
+    (frames, trajectory), = drawn
+    assert [epoch for epoch, _, _ in frames] == [0, 2, 4, 6]  # linspace(0, 6, 4), rounded
+    assert len(trajectory) == len(frames) and frames[-1][1] == metrics["test_accuracy"]["meta_neighborhoods"]
+
+
 def test_spiral_command_refuses_a_folder_holding_a_run_unless_overwrite(tmp_path, capsys):
     out, argv = tmp_path / "spiral", ["spiral", "--epochs", "2", "--quiet", "--no-animation", "--device", "cpu"]
     assert main([*argv, "--out", str(out)]) == 0
