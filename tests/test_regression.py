@@ -24,7 +24,7 @@ from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.validation import ConfigError
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
-from meta_neighborhoods.experiments import ablation_caps, cross_validation, regression
+from meta_neighborhoods.experiments import ablation_caps, cross_validation, regression, reports
 from meta_neighborhoods.experiments.cross_validation import TABLE_METHODS, available_methods, cross_validate
 from meta_neighborhoods.experiments.regression import (
     ABLATION_TYPES, ablation_values, run_ablation, run_regression, run_regression_all,
@@ -113,7 +113,20 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     assert ("| method | MSE (mean ± std) | ratio to vanilla | MN wins | p corrected | resolves | p paired (first seed) |"
             in markdown) and "2-fold CV repeated over 2 seeds (3..4)" in markdown
     assert all(f"| {name} |" in markdown for name in TABLE_METHODS)
+    for name in TABLE_METHODS:  # each figure in its header's column
+        assert _results_row(saved, name) in markdown.splitlines()
     assert (tmp_path / "run" / "folds.png").stat().st_size > 5_000
+
+
+def _results_row(results, name):
+    """A method's row of results.md, built from results.json cell by cell in the order of the table's header."""
+    wins, total = results["reference_wins"], len(results["fold_seeds"])
+    cells = [name, reports.mse_cell(results["mean"][name], results["std"][name]),
+             reports.number(results["ratio"][name]) if name in results["ratio"] else "—",
+             f"{wins[name]}/{total}" if name in wins else "—", reports.p_cell(results["p_values"].get(name)),
+             reports.gap_cell(results["resolvable"].get(name), results["mean"][name]),
+             reports.p_cell(results["p_values_first_seed"].get(name))]
+    return "| " + " | ".join(cells) + " |"
 
 
 @pytest.mark.parametrize("baseline, package", [("lightgbm", "lightgbm"), ("realmlp_td", "pytabkit")])
@@ -242,6 +255,12 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN wins vs vanilla | "
             "p MN vs vanilla | p MN vs kNN | MN best | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
+    saved, total = json.loads((tmp_path / "out" / "summary.json").read_text())["datasets"]["gom"], row["folds_total"]
+    cells = ["gom", "1059", "116", *(reports.mse_cell(saved["mean"][m], saved["std"][m]) for m in methods),
+             reports.number(saved["ratio"]["meta_neighborhoods"]), f"{saved['reference_wins']['vanilla']}/{total}",
+             reports.p_cell(saved["p_value_vs_vanilla"]), reports.p_cell(saved["p_value_vs_knn"]),
+             "✓" if saved["beats_both"] else "", f"{saved['neighbours_kept']}/{total}"]
+    assert "| " + " | ".join(cells) + " |" in markdown.splitlines()  # each figure in its header's column
     assert (tmp_path / "out" / "gom" / "results.json").is_file()
 
     # an earlier run's boston results (its data there then), replaced by a run that skips it: none of them stays
@@ -438,6 +457,14 @@ def test_the_summary_row_gives_each_p_value_and_whether_mn_is_best(knn, best):
     row = regression._summary_row(_table_results({"meta_neighborhoods": 1.0, "vanilla": 2.0, "knn": knn},
                                                  {"vanilla": 0.01, "knn": 0.5}))
     assert (row["p_value_vs_vanilla"], row["p_value_vs_knn"], row["beats_both"]) == (0.01, 0.5, best)
+
+
+def test_report_cells_keep_four_digits_and_give_the_resolvable_gap_in_percent_of_the_mse():
+    assert (reports.number(0.5), reports.number(12), reports.number(1234.0)) == ("0.5000", "12.00", "1234")
+    assert reports.mse_cell(0.5, 0.05) == "0.5000 ± 0.05000"  # a column of errors lines up
+    assert reports.gap_cell(0.05, 0.5) == "±10.0 %" and reports.gap_cell(0.002, 0.4) == "±0.5 %"
+    assert reports.gap_cell(None, 0.5) == "—" == reports.gap_cell(0.05, 0.0) == reports.p_cell(None)
+    assert reports.p_cell(0.012345) == "0.0123"
 
 
 def test_a_seed_out_of_range_is_refused_before_the_folder(tiny_csv, user_folder):
