@@ -45,6 +45,9 @@ def test_spiral_figure_has_a_legend_axis_labels_and_the_vanilla_model(tmp_path, 
     entries = [text.get_text() for text in legend.get_texts()]
     assert {"test point predicted as spiral 0", "learned neighbour, value = spiral 1",
             "neighbour's path during training"} <= set(entries)
+    first, *_, last = fig.axes[:3]  # from the first snapshot to the last: initialisation, then the end of training
+    assert first.get_title().startswith(f"Meta-Neighborhoods, epoch {frames[0][0]}\n")
+    assert last.get_title() == f"Meta-Neighborhoods, epoch {frames[-1][0]}\ntest accuracy {frames[-1][1]:.3f}"
 
 
 def test_a_neighbour_takes_the_colour_of_its_class(tmp_path, figures):
@@ -81,9 +84,11 @@ def test_retrieval_figure_explains_its_row_labels(tmp_path, figures):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 5, 1, 8, 8), dtype=np.uint8)
     labels = [f"key {i}: {i}\nv = 0.57" for i in range(3)]
-    shape = plots.retrieval_figure(tmp_path / "r.png", images, labels, rng.random((3, 5)) > 0.5, "digits",
-                                   RETRIEVAL_CAPTION)
-    assert shape == (3, 5)
+    correct = rng.random((3, 5)) > 0.5
+    shape = plots.retrieval_figure(tmp_path / "r.png", images, labels, correct, "digits", RETRIEVAL_CAPTION)
+    assert shape == (3, 5) and 0 < correct.sum() < correct.size == len(figures[0].axes)
+    for ax, right in zip(figures[0].axes, correct.ravel()):  # row by row: green for the key's class, else red
+        assert {spine.get_edgecolor() for spine in ax.spines.values()} == {to_rgba("#1a9850" if right else "#d73027")}
     text = " ".join(_texts(figures[0])).replace("\n", " ")
     assert "v = 0.57" in text and "and v, the probability its learned value" in text and "Green outline" in text
 
@@ -103,6 +108,7 @@ def test_points_on_the_diagonal_are_not_above_it(tmp_path, figures):
         assert points.get_zorder() > reference.get_zorder()
     after = before + np.linspace(-0.01, 0.02, len(before)).astype(np.float32)
     plots.cosine_figure(tmp_path / "moved.png", before, after, title)
+    np.testing.assert_allclose(figures[1].axes[0].collections[0].get_offsets(), np.c_[before, after])  # x before
     change = figures[1].axes[1]  # the change itself, after - before, against before
     np.testing.assert_allclose(change.collections[0].get_offsets(), np.c_[before, after - before], rtol=1e-6)
 
@@ -144,8 +150,9 @@ def test_the_fold_errors_break_between_seeds_whose_folds_are_other_rows(tmp_path
     errors = {"vanilla": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "mn": [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]}
     plots.fold_errors_figure(tmp_path / "folds.png", errors, "a title " * 20, folds=3)
     ax = figures[0].axes[0]
-    ys = ax.get_lines()[0].get_ydata()
+    xs, ys = ax.get_lines()[0].get_xdata(), ax.get_lines()[0].get_ydata()
     assert np.isnan(ys[3]) and np.array_equal(ys[[0, 1, 2, 4, 5, 6]], errors["vanilla"])  # no line joins two seeds
+    assert np.array_equal(xs[[0, 1, 2, 4, 5, 6]], [1, 2, 3, 5, 6, 7])  # and one empty slot sets the seeds apart
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "1", "2", "3"]
     assert "\n" in ax.get_title()  # a long title wraps instead of being cut off
 
