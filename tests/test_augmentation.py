@@ -23,6 +23,24 @@ def test_the_policy_has_25_pairs_of_known_operations_with_levels_0_to_9():
             assert 0 <= probability <= 1 and name in names and 0 <= level <= 9
 
 
+def test_the_policy_is_the_authors_cifar10_policy():
+    """Pinned to the 25 sub-policies of ``CIFAR10Policy`` in the authors' ``autoaugment.py``
+    (lupalab/Meta-Neighborhoods, commit f1fddad): the CIFAR-10 policy of Cubuk et al. 2019, in their order, written
+    here as operation, probability, level."""
+    authors = """invert 0.1 7, contrast 0.2 6; rotate 0.7 2, translate_x 0.3 9; sharpness 0.8 1, sharpness 0.9 3;
+        shear_y 0.5 8, translate_y 0.7 9; autocontrast 0.5 8, equalize 0.9 2; shear_y 0.2 7, posterize 0.3 7;
+        color 0.4 3, brightness 0.6 7; sharpness 0.3 9, brightness 0.7 9; equalize 0.6 5, equalize 0.5 1;
+        contrast 0.6 7, sharpness 0.6 5; color 0.7 7, translate_x 0.5 8; equalize 0.3 7, autocontrast 0.4 8;
+        translate_y 0.4 3, sharpness 0.2 6; brightness 0.9 6, color 0.2 8; solarize 0.5 2, invert 0.0 3;
+        equalize 0.2 0, autocontrast 0.6 0; equalize 0.2 8, equalize 0.8 4; color 0.9 9, equalize 0.6 6;
+        autocontrast 0.8 4, solarize 0.2 8; brightness 0.1 3, color 0.7 0; solarize 0.4 5, autocontrast 0.9 3;
+        translate_y 0.9 9, translate_y 0.7 9; autocontrast 0.9 2, solarize 0.8 3; equalize 0.8 8, invert 0.1 3;
+        translate_y 0.7 9, autocontrast 0.9 1"""
+    expected = tuple(tuple((float(p), name, int(level)) for name, p, level in map(str.split, pair.split(",")))
+                     for pair in authors.split(";"))
+    assert CIFAR10_POLICY == expected
+
+
 @pytest.mark.parametrize("mode", ["L", "RGB"])
 @pytest.mark.parametrize("name", sorted(set(MAGNITUDES) | {"autocontrast", "equalize", "invert"}))
 def test_every_operation_keeps_size_and_mode_and_changes_the_image(mode, name):
@@ -66,6 +84,27 @@ def test_cutout_zeroes_one_clipped_square_around_a_pixel_and_nothing_else():
     assert all(corners)  # squares reach the borders, clipped
 
 
+@pytest.mark.parametrize("name", ["brightness", "contrast"])
+def test_an_enhancement_goes_both_ways_with_its_sign(name):
+    """1 - m for sign -1, 1 + m for +1: darker and brighter (less and more contrast), not the same way twice."""
+    array = np.random.default_rng(2).integers(60, 190, (16, 16, 3), dtype=np.uint8)
+    spread = {"brightness": np.mean, "contrast": np.std}[name]
+    down, up = (spread(np.asarray(_operate(Image.fromarray(array), name, 5, sign), dtype=float)) for sign in (-1, 1))
+    assert down < spread(array.astype(float)) < up
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_translation_moves_by_its_share_of_its_own_side_in_the_direction_of_its_sign(sign):
+    """translate_y shifts by m x height (here not the width), up for sign +1 and down for -1, as PIL's affine map
+    reads the pixel at y + sign * m * height."""
+    array = np.full((40, 20), 50, dtype=np.uint8)
+    array[20] = 255  # a white row in the middle of a tall image
+    moved = np.asarray(_operate(Image.fromarray(array), "translate_y", 9, sign))
+    shift = 40 * MAGNITUDES["translate_y"][1]  # about 18 rows at level 9
+    (row,) = np.flatnonzero(moved[:, 10] == 255)
+    assert abs(row - (20 - sign * shift)) <= 1
+
+
 def _crop_offsets(images, out):
     """(top, left, flipped) of each crop, found among the 81 windows of the padded image (and their mirrors)."""
     found = []
@@ -83,6 +122,12 @@ def test_crop_flip_flips_about_half_and_draws_rows_and_columns_apart():
     found = _crop_offsets(images, crop_flip(images, torch.Generator().manual_seed(0)))
     assert 16 <= sum(f for _, _, f in found) <= 48  # each image flipped with p = 0.5
     assert sum(i != j for i, j, _ in found) > 32  # top and left are separate draws
+
+
+def test_the_crop_takes_every_offset_from_0_to_twice_the_padding():
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (300, 1, 32, 32), dtype=np.uint8))
+    found = _crop_offsets(images, crop_flip(images, torch.Generator().manual_seed(1)))
+    assert {i for i, _, _ in found} == set(range(9)) == {j for _, j, _ in found}
 
 
 def test_autoaugment_turns_its_signed_operations_both_ways(monkeypatch):
