@@ -3,6 +3,8 @@
 import json
 import os
 import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from meta_neighborhoods import runs
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.batches import ImageBatches
 from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
-from meta_neighborhoods.experiments.analysis import analyze_cosine, load_run, run_analysis, select_keys
+from meta_neighborhoods.experiments.analysis import analyze_cosine, analyze_tsne, load_run, run_analysis, select_keys
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.image_methods import build_model, save_checkpoint
 from meta_neighborhoods.runs import load_best_model
@@ -68,6 +70,7 @@ def test_all_writes_each_figure_with_its_numbers(analysed, mn_run, capsys):
 def test_tsne_embeds_the_sampled_features_and_every_key(analysed):
     result = json.loads((analysed / "tsne.json").read_text())
     assert result["train_images"] == SAMPLES and result["dictionary_size"] == 100
+    assert result["config"]["normalised"] is True  # mn's attention is cosine: unit features and keys are embedded
     train, keys = result["train"], result["keys"]
     assert len(train["indices"]) == len(train["labels"]) == len(train["xy"]) == SAMPLES
     assert len(keys["labels"]) == len(keys["xy"]) == len(keys["max_value"]) == 100
@@ -246,22 +249,83 @@ def test_a_change_within_the_tolerance_is_on_the_diagonal_not_above():
     assert [shares[f"share_{where}_diagonal"] for where in ("above", "on", "below")] == pytest.approx([1 / 3] * 3)
 
 
+def _fake_run(model, labels, z, split="train"):
+    """A LoadedRun's stand-in around ``model`` whose ``split`` images have labels ``labels`` and features ``z``."""
+    images = ImageSplit(np.zeros((len(labels), 1, 2, 2), np.uint8), labels)
+    return SimpleNamespace(run_dir=Path("r"), model=model, train=images, device="cpu",
+                           dataset=SimpleNamespace(classes=["a", "b", "c", "d"], test=images),
+                           config=SimpleNamespace(dataset="digits", backbone="convnet4", method="mn"),
+                           cache={(split, np.arange(len(labels)).tobytes()): z})
+
+
+def _keyed_model(keys, values, similarity="cosine"):
+    return SimpleNamespace(dictionary=SimpleNamespace(keys=keys, values=lambda: values),
+                           attention=SimpleNamespace(similarity=similarity))
+
+
 def test_the_feature_space_share_takes_each_key_s_most_similar_training_feature(tmp_path):
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    from meta_neighborhoods.experiments.analysis import analyze_tsne
-
     eye = torch.eye(4)
     z = torch.cat([eye, -eye[:2]])  # six training features: +e0..+e3 (classes 0..3), -e0, -e1 (classes 2, 3)
     labels = np.array([0, 1, 2, 3, 2, 3], dtype=np.int64)
     keys = torch.stack([eye[0] + 0.1 * eye[1], eye[1] + 0.1 * eye[2]])  # nearest: +e0 (class 0), +e1 (class 1)
     values = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.1, 0.9, 0.0, 0.0]])
-    model = SimpleNamespace(dictionary=SimpleNamespace(keys=keys, values=lambda: values),
-                            attention=SimpleNamespace(similarity="cosine"))
-    train = ImageSplit(np.zeros((6, 1, 2, 2), np.uint8), labels)
-    run = SimpleNamespace(run_dir=Path("r"), model=model, train=train, device="cpu",
-                          dataset=SimpleNamespace(classes=["a", "b", "c", "d"], test=train),
-                          config=SimpleNamespace(dataset="digits", backbone="convnet4", method="mn"),
-                          cache={("train", np.arange(6).tobytes()): z})
+    run = _fake_run(_keyed_model(keys, values), labels, z)
     assert analyze_tsne(run, tmp_path, samples=None, seed=0)["key_nearest_same_class_share_feature_space"] == 1.0
+
+
+def test_a_cosine_model_s_features_and_keys_are_embedded_as_unit_vectors(tmp_path, monkeypatch):
+    """Its attention sees only directions: a feature 100 times longer is the same point to it, and to the t-SNE;
+    a Euclidean attention's features are embedded as they are."""
+    embedded = []
+
+    class Embedding:  # t-SNE's stand-in: keeps what it is given to embed
+        def __init__(self, **settings):
+            pass
+
+        def fit_transform(self, points):
+            embedded.append(points)
+            return points[:, :2]
+
+    monkeypatch.setattr("sklearn.manifold.TSNE", Embedding)
+    generator = torch.Generator().manual_seed(0)
+    z, keys = torch.randn(6, 4, generator=generator), torch.randn(2, 4, generator=generator)
+    values = torch.tensor([[0.9, 0.1, 0.0, 0.0], [0.1, 0.9, 0.0, 0.0]])
+    labels = np.array([0, 1, 2, 3, 0, 1], dtype=np.int64)
+    for similarity in ("cosine", "euclidean"):
+        for scale in (1.0, 100.0):
+            scaled = z.clone()
+            scaled[0] *= scale
+            result = analyze_tsne(_fake_run(_keyed_model(keys, values, similarity), labels, scaled),
+                                  tmp_path / similarity, samples=None, seed=0)
+            assert result["config"]["normalised"] is (similarity == "cosine")
+    cosine, cosine_scaled, euclidean, euclidean_scaled = embedded
+    np.testing.assert_allclose(np.linalg.norm(cosine, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(cosine_scaled, cosine, rtol=1e-6)
+    np.testing.assert_allclose(euclidean, torch.cat([z, keys]).numpy(), rtol=1e-6)
+    assert not np.allclose(euclidean_scaled, euclidean)
+
+
+class _ScaledHead:
+    """A head whose logits are tau * z @ weight, as the cosine head's are tau times cosines (tau: ``scale``)."""
+
+    scale = torch.tensor(4.0)
+
+    def __init__(self, weight):
+        self.weight = weight
+
+    def __call__(self, z):
+        return self.scale * z @ self.weight
+
+
+def test_accuracy_after_adaptation_is_that_of_the_adapted_logits(tmp_path):
+    """The digits run's adaptation changes no prediction, so the accuracy after could be the one before there; here
+    the adapted head swaps the two prototypes and so every prediction."""
+    z = torch.eye(2).repeat(2, 1)  # features e0, e1, e0, e1
+    labels = np.array([0, 1, 1, 1], dtype=np.int64)
+    head, swapped = _ScaledHead(torch.eye(2)), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    model = SimpleNamespace(head=head, predict_features=lambda part: head.scale * part @ swapped, eval=lambda: None)
+    result = analyze_cosine(_fake_run(model, labels, z, split="test"), tmp_path)
+    rows = torch.arange(4)
+    assert result["accuracy_before"] == float((z.argmax(1).numpy() == labels).mean()) == 0.75
+    assert result["accuracy_after"] == float(((z @ swapped).argmax(1).numpy() == labels).mean()) == 0.25
+    assert result["before"] == z[rows, labels].tolist() and result["after"] == (z @ swapped)[rows, labels].tolist()
