@@ -500,3 +500,20 @@ def test_the_command_leaves_a_torchrun_process_without_the_interpreter_s_finalis
         cli.entry()
     assert exit_info.value.code == 2 and exits == ([2] if torchrun else [])
     assert "c.toml" in capsys.readouterr().err
+
+
+def test_the_command_leaves_after_ctrl_c_cut_torch_s_import_short(monkeypatch, capsys):
+    """main said "interrupted" and returned 130, then the console command imported the package's torchrun helpers,
+    which imported the half-imported torch again: a traceback and status 1."""
+    from meta_neighborhoods import cli
+
+    def interrupted_import(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("meta_neighborhoods.experiments.spiral.run_spiral", interrupted_import)
+    monkeypatch.setitem(sys.modules, "torch.distributed", None)  # left half-imported by the interrupt
+    monkeypatch.setitem(sys.modules, "meta_neighborhoods.distributed", None)  # importing it would fail
+    monkeypatch.setattr(sys, "argv", ["meta-neighborhoods", "spiral", "--out", "/nonexistent/x", "--quiet"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.entry()
+    assert exit_info.value.code == 130 and capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"

@@ -18,6 +18,7 @@ import time
 from contextlib import contextmanager
 
 from . import __version__
+from .launch import launched_by_torchrun, torchrun_rank
 from .commands import COMMANDS, config_file
 from .commands.common import UsageError, check_data_dir
 from .validation import Bounded, ConfigError
@@ -62,13 +63,10 @@ def entry() -> None:
     a finished rank there ("terminate called without an active exception", pytorch/pytorch#179291), which torchrun
     reports as a failed run (the test helpers leave their processes so too)."""
     code = main()
-    if "torch.distributed" in sys.modules:  # never imported: no group was joined, and --help stays light
-        from .distributed import launched_by_torchrun
-
-        if launched_by_torchrun():
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+    if "torch.distributed" in sys.modules and launched_by_torchrun():  # else no group was joined
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -105,7 +103,7 @@ def _failed(prefix: str, message: str, status: int) -> int:
     or any error before the rank joined the process group (the same files read), it holds for HOLD seconds: rank 0
     says it meanwhile and exits, and torchrun stops the others. Any other error (the rank's device, a peer lost), and
     one still held after HOLD (then the rank's own), it says after its rank: ``prefix: rank 1: message``."""
-    rank = _rank()
+    rank = torchrun_rank()
     if rank != 0:
         if status == 130:
             return status
@@ -117,13 +115,6 @@ def _failed(prefix: str, message: str, status: int) -> int:
         prefix = f"{prefix}: rank {rank}"
     print(f"{prefix}: {message}", file=sys.stderr)
     return status
-
-
-def _rank() -> int:
-    """torchrun's rank of this process, 0 outside torchrun (a ``RANK`` of the shell's alone is not torchrun's), read
-    from its environment rather than through ``distributed``: a usage error never waits for torch's import."""
-    rank = os.environ.get("RANK", "")
-    return int(rank) if rank.isdigit() and {"LOCAL_RANK", "WORLD_SIZE"} <= os.environ.keys() else 0
 
 
 def _joined() -> bool:

@@ -15,12 +15,10 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
+from .launch import launched_by_torchrun
+
 
 _joined = False  # set once this process joins a group (setup), and never unset
-
-
-def launched_by_torchrun() -> bool:
-    return all(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
 
 
 def is_active() -> bool:
