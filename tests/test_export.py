@@ -233,6 +233,17 @@ def _run_folder(path, method="mn"):
     return path
 
 
+def test_a_run_that_classify_is_still_writing_is_not_exported(tmp_path, capsys):
+    """Its best checkpoint is replaced every epoch: export took whichever epoch's it met, and the graph said nothing
+    of it."""
+    from meta_neighborhoods import io
+
+    run, out = _run_folder(tmp_path / "run"), tmp_path / "model.onnx"
+    with io.lock(run):
+        assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out)]) == 1
+    assert f"{run} is being written by process {os.getpid()}" in capsys.readouterr().err and not out.exists()
+
+
 def test_cli_exports_a_run_and_checks_it(tmp_path, capsys):
     run, out = _run_folder(tmp_path / "run"), tmp_path / "deploy" / "model.onnx"
     assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out)]) == 0

@@ -269,8 +269,19 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     (tmp_path / "out" / "boston" / "mine.txt").write_text("a user's own file")
     run_regression_all(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods, folds=2,
                        seeds=1, estimator_params={**FAST, "max_epochs": 1}, progress=False, overwrite=True)
-    assert sorted(p.name for p in (tmp_path / "out" / "boston").iterdir()) == ["mine.txt"]
+    assert sorted(p.name for p in (tmp_path / "out" / "boston").iterdir()) == [".lock", "mine.txt"]  # locked, emptied
 
+
+
+def _two_tables(tmp_path):
+    """A small run of gom and gom-longitude (the shipped file, copied to a data folder), given its --out."""
+    data = tmp_path / "data" / "gom"
+    data.mkdir(parents=True)
+    shutil.copyfile(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}", data / GOM_FILE)
+    return functools.partial(run_regression_all, ["gom", "gom-longitude"], data_dir=tmp_path / "data",
+                             methods={name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")},
+                             folds=2, seeds=1, max_rows=60, estimator_params={**FAST, "max_epochs": 1},
+                             progress=False)
 
 
 def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_it_fails(tmp_path, snapshot,
@@ -278,12 +289,7 @@ def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_i
     """Each table's files went as soon as that table had its results: a run stopped at the second table left the
     first table's new results beside the second's and the summary of the earlier run. Into a new folder they still
     go at once, so that a failed run keeps the tables it finished."""
-    data, out = tmp_path / "data" / "gom", tmp_path / "out"
-    data.mkdir(parents=True)
-    shutil.copyfile(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}", data / GOM_FILE)
-    run = functools.partial(run_regression_all, ["gom", "gom-longitude"], data_dir=tmp_path / "data",
-                            methods={name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")},
-                            folds=2, seeds=1, max_rows=60, estimator_params={**FAST, "max_epochs": 1}, progress=False)
+    run, out = _two_tables(tmp_path), tmp_path / "out"
     run(out)
     earlier = snapshot(out)
     tables = iter(range(2))
@@ -303,6 +309,52 @@ def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_i
         run(tmp_path / "new")
     assert json.loads((tmp_path / "new" / "gom" / "results.json").read_text())["fold_seeds"] == [0, 0]
     assert not (tmp_path / "new" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError(27, "File too large")], ids=["stopped", "failed"])
+def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_stopped_while_writing(
+        tmp_path, snapshot, monkeypatch, error):
+    """Once every table had its results, their files were written table after table (a figure each, seconds): a run
+    stopped or failing while drawing the second table's figure left the first table's new files beside the second's
+    earlier ones and the earlier summary. They are written aside and take their places together."""
+    run, out = _two_tables(tmp_path), tmp_path / "out"
+    run(out)
+    earlier = snapshot(out)
+    figures = iter(range(2))
+    real = regression.fold_errors_figure
+
+    def second_fails(*args, **kwargs):
+        if next(figures):
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(regression, "fold_errors_figure", second_fails)
+    with pytest.raises(type(error) if isinstance(error, BaseException) else error):
+        run(out, seed=1, overwrite=True)
+    assert snapshot(out) == earlier
+    monkeypatch.undo()
+    run(out, seed=1, overwrite=True)
+    assert all(json.loads((out / name / "results.json").read_text())["fold_seeds"] == [1, 1]
+               for name in ("gom", "gom-longitude"))
+    assert not any(path.name.startswith(".staged.") for path in out.rglob("*"))
+
+
+def test_a_table_folder_another_run_wrote_meanwhile_is_refused_not_replaced(tmp_path, monkeypatch):
+    """A run into a new folder claimed a table's folder only to write it, and with --overwrite: a one-table run
+    that wrote out/gom-longitude meanwhile was replaced without a word."""
+    run, out = _two_tables(tmp_path), tmp_path / "out"
+    real = regression._table_results
+
+    def meanwhile(table, *args, **kwargs):
+        if table.name == "gom-longitude":
+            (out / "gom-longitude").mkdir()
+            (out / "gom-longitude" / "results.json").write_text('{"another": "run"}')
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(regression, "_table_results", meanwhile)
+    with pytest.raises(FileExistsError, match=r"gom-longitude already holds a run \(results.json\)"):
+        run(out)
+    assert (out / "gom-longitude" / "results.json").read_text() == '{"another": "run"}'
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -799,9 +851,9 @@ def test_an_overwrite_stopped_among_its_removals_leaves_a_run_that_can_be_overwr
     assert run_regression(table, out, seed=1, overwrite=True, **options)["fold_seeds"] == [1, 1]
 
 
-def test_an_overwrite_interrupted_while_writing_leaves_none_of_the_earlier_run(tiny_csv, tmp_path, monkeypatch):
-    """The earlier run's files went only once the new one had written its own: its figure stayed beside the new
-    results.json and results.md when the new run was stopped while drawing."""
+def test_an_overwrite_interrupted_while_writing_leaves_the_earlier_run_whole(tiny_csv, tmp_path, monkeypatch):
+    """The new run's files take their places together once all are written: stopped while drawing its figure, it
+    left its results.json and results.md and no figure (the earlier one's removed), a run of neither."""
     out = tmp_path / "run"
     out.mkdir()
     for name in ("results.json", "results.md", "folds.png"):
@@ -814,8 +866,8 @@ def test_an_overwrite_interrupted_while_writing_leaves_none_of_the_earlier_run(t
     with pytest.raises(KeyboardInterrupt):
         run_regression(load_csv_table(tiny_csv, "y"), out, folds=2, seeds=1, estimator_params=FAST,
                        methods=TABLE_METHODS, progress=False, overwrite=True)
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["results.json", "results.md"]
-    assert "the earlier run" not in (out / "results.json").read_text()
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "folds.png", "results.json", "results.md"]
+    assert all((out / name).read_text() == "the earlier run" for name in ("results.json", "results.md", "folds.png"))
 
 
 class _Fails(_Mean):

@@ -15,6 +15,7 @@ from meta_neighborhoods import image_methods, run_record, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
+from meta_neighborhoods import io
 from meta_neighborhoods.io import inner_folder, read_json_object
 from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.analysis import load_run
@@ -681,3 +682,74 @@ def test_a_resume_of_a_finished_run_says_it_only_tested_again(tmp_path, capsys):
     assert main(argv) == 0
     assert main(["classify", "--resume", str(out), "--device", "cpu"]) == 0
     assert f"{out} had finished training: nothing was left to train" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------
+# Files taking their places together, and folders read while no run writes them
+
+
+def test_ctrl_c_while_a_run_s_files_take_their_places_arrives_after_them(tmp_path):
+    import signal
+
+    moved = []
+    with pytest.raises(KeyboardInterrupt):
+        with io.deferred_signals():
+            signal.raise_signal(signal.SIGINT)
+            moved.append("every file")
+    assert moved == ["every file"]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError(28, "No space left on device")], ids=str)
+def test_a_stage_that_raises_leaves_the_folder_as_it_was_and_one_that_ends_replaces_the_earlier_files(
+        tmp_path, snapshot, error):
+    (tmp_path / "old.json").write_text("earlier")
+    (tmp_path / "kept.json").write_text("earlier")
+    (tmp_path / ".staged.left_by_a_killed_run").mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(type(error) if isinstance(error, BaseException) else error):
+        with io.staged(tmp_path, ["old.json", "kept.json"]) as stage:
+            (stage / "kept.json").write_text("new")
+            raise error
+    assert snapshot(tmp_path) == {name: digest for name, digest in before.items() if "killed" not in name}
+    with io.staged(tmp_path, ["old.json", "kept.json"]) as stage:
+        (stage / "table").mkdir()
+        (stage / "table" / "results.json").write_text("new")
+        (stage / "kept.json").write_text("new")
+        assert not (tmp_path / "table").exists() and (tmp_path / "kept.json").read_text() == "earlier"
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["kept.json", "table",
+                                                                                 "table/results.json"]
+
+
+def test_a_folder_is_read_only_while_no_run_writes_it_and_a_writer_waits_for_its_readers(tmp_path):
+    with io.lock(tmp_path):
+        with pytest.raises(io.RunFolderError, match=rf"{tmp_path} is being written by process {os.getpid()} "):
+            with io.reading(tmp_path):
+                pass
+    with io.reading(tmp_path), io.reading(tmp_path):  # readers share the folder
+        with pytest.raises(io.RunFolderError, match=rf"{tmp_path} is being read by another process"):
+            with io.lock(tmp_path):
+                pass
+    with io.reading(tmp_path / "never_written"):  # no lock file: nothing of ours writes there
+        pass
+
+
+def test_a_write_that_fails_without_naming_a_file_is_named_and_a_read_only_folder_is_said_as_such(tmp_path,
+                                                                                                 monkeypatch):
+    """A full disk said "[Errno 28] No space left on device" of no file; a read-only folder's lock was called a bad
+    lock file to remove."""
+    import errno
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path / 'results.json'}'"):
+        io.atomic_write(tmp_path / "results.json", full)
+    assert list(tmp_path.iterdir()) == []
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(io.os, "open", read_only)
+    with pytest.raises(io.RunFolderError, match=rf"^cannot write in {tmp_path} \(Read-only file system\)$"):
+        with io.lock(tmp_path):
+            pass

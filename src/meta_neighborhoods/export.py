@@ -36,7 +36,7 @@ from torch import nn
 
 from . import __version__, checkpoint, runs
 from .heads import FAST_PATHS, fast_path_for
-from .io import LOCK, atomic_write, prepare_out_dir, replaceable
+from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable
 from .model import MetaNeighborhoods
 from .run_record import read_inputs
 from .runs import RunFolderError, holds_a_run, load_best_model
@@ -171,8 +171,9 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
     """
     _require("onnx", "onnxscript", "onnxruntime")
     path = _destination(runs.run_folder(run_dir), path, overwrite)
-    model, info = load_best_model(run_dir)
-    metadata = run_metadata(run_dir, info["model_args"])
+    with reading(run_dir):  # not a run that classify is still writing: its checkpoint is replaced each epoch
+        model, info = load_best_model(run_dir)
+        metadata = run_metadata(run_dir, info["model_args"])
     channels = info["model_args"]["in_channels"]
     generator = torch.Generator().manual_seed(seed)
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)

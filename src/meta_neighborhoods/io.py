@@ -7,13 +7,17 @@ own event files).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
+import signal
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 
 MAX_RECORD_BYTES = 256 << 20  # a record's text: the largest, a split's image indices, takes 12 bytes an image
 LOCK = ".lock"  # in a folder a run writes: see lock
+STAGE = ".staged."  # a folder a run writes its files into before they take their places: see staged
 
 
 # The files that mark a folder as holding a run of each kind: a run of another kind is refused there, --overwrite or
@@ -100,6 +105,8 @@ def lock(folder: str | os.PathLike) -> Iterator[None]:
     try:  # never through a link, never anything but a regular file: the lock's text replaces what it holds
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as error:
+        if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC):  # the folder, not the file
+            raise RunFolderError(f"cannot write in {folder} ({error.strerror})") from None
         raise RunFolderError(f"{path} cannot be the run's lock file ({error.strerror}): remove it") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
@@ -108,40 +115,131 @@ def lock(folder: str | os.PathLike) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = handle.read().strip() or "another process"
-            raise RunFolderError(f"{folder} is being written by {holder}; wait for it to end or choose another "
-                                 "folder") from None
+            raise _busy(folder, handle) from None
         handle.truncate()
         handle.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})")
         handle.flush()
         yield
 
 
+def _busy(folder, handle) -> RunFolderError:
+    """Why ``folder``'s lock (open as ``handle``) cannot be taken: a writer holds it (named by what it wrote there),
+    or only readers (``reading``), whose shared hold another reader could join."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _written(folder, handle)
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    return RunFolderError(f"{folder} is being read by another process (analyze or export); wait for it to end")
+
+
+@contextmanager
+def reading(folder: str | os.PathLike) -> Iterator[None]:
+    """``folder`` read under a shared hold of its lock: a run still writing it (a classify run training) is named and
+    refused, and none starts before the block ends. A folder whose lock file cannot be opened (none, or read-only)
+    is read as it is: no run of ours writes there."""
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        yield
+        return
+    with os.fdopen(fd) as handle:
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _written(folder, handle) from None
+        yield
+
+
+def _written(folder, handle) -> RunFolderError:
+    """A refusal of ``folder``, which a run writes: named by the text it wrote in the lock file (``handle``)."""
+    holder = handle.read().strip() or "another process"
+    return RunFolderError(f"{folder} is being written by {holder}; wait for it to end or choose another folder")
+
+
 @contextmanager
 def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kind: str,
-            records: Iterable[str] = ()) -> Iterator[Path]:
-    """``out`` made ready for a new run of ``kind`` that writes the files ``outputs`` (paths relative to ``out``),
-    and locked until the block has written the run. A folder that holds a run of another kind is refused, one that
-    holds any of ``outputs`` (an earlier run's results) too unless ``overwrite`` (the new run then removes them just
-    before it writes its own: ``remove_outputs``), and one where a folder has an output's name, all before any work; a
-    second run into ``out`` fails at once.
+            records: Iterable[str] = (), replaces: Iterable[str] = ()) -> Iterator[Path]:
+    """A folder where a new run of ``kind`` writes the files ``outputs`` (paths relative to ``out``), moved into
+    ``out`` when the block ends (``staged``), ``out`` locked meanwhile. A folder that holds a run of another kind is
+    refused, one that holds any of ``outputs`` (an earlier run's results) too unless ``overwrite`` (they then make
+    way for the new run's files, with ``replaces``, other files of an earlier run), and one where a folder has an
+    output's name, all before any work; a second run into ``out`` fails at once.
     Files of ``outputs`` beside nothing that shows a run (``refuse_strays``; ``records``: the kind's own) are
     refused either way."""
+    outputs = list(outputs)
+    _claimable(Path(out), outputs, overwrite, kind, records)  # before anything is made: a refusal changes nothing
+    created = [folder for folder in (Path(out), *Path(out).parents) if not folder.exists()]
+    out = prepare_out_dir(out)
+    try:
+        with lock(out):
+            found = _claimable(out, outputs, overwrite, kind, records)  # again: a run that ended before the lock
+            with staged(out, [*found, *replaces]) as stage:
+                yield stage
+    except BaseException:
+        _remove_created(created)
+        raise
+
+
+def _claimable(out: Path, outputs: list[str], overwrite: bool, kind: str, records: Iterable[str]) -> list[str]:
+    """The ``outputs`` found in ``out``, where ``claimed`` may write them; otherwise a refusal naming them."""
     refuse_other_runs(out, kind)
-    found = [name for name in outputs if (Path(out) / name).exists()]
+    found = [name for name in outputs if (out / name).exists()]
     refuse_strays(out, found, kind, records)
     if not overwrite:
         refuse_held(out, found)
-    for name in found:  # a folder where the run writes a file: refused now, not after the work and half the writes
-        replaceable(Path(out) / name)
-    created = [folder for folder in (Path(out), *Path(out).parents) if not folder.exists()]
-    out = prepare_out_dir(out)
-    with lock(out):
-        try:
-            yield out
-        except BaseException:
-            _remove_created(created)
-            raise
+    for name in found:  # a folder where the run writes a file: refused now, not after the work
+        replaceable(out / name)
+    return found
+
+
+@contextmanager
+def staged(out: Path, replaces: Iterable[str] = ()) -> Iterator[Path]:
+    """A hidden folder in ``out`` (whose lock the caller holds) where a run writes its files, moved to the same
+    places in ``out`` when the block ends, where an earlier run's ``replaces`` make way for them: renames of a few
+    milliseconds, with Ctrl-C and SIGTERM held, where writing took seconds (a figure per table). So a run that fails
+    or is stopped while it writes leaves the earlier one whole, never some files of each. A block that raises leaves
+    ``out`` as it was; a stage a killed run left is removed."""
+    for stale in out.glob(STAGE + "*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE))
+    try:
+        yield stage
+        with deferred_signals():
+            remove_outputs(out, replaces)
+            _move(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _move(stage: Path, out: Path) -> None:
+    """``stage``'s files to the same places in ``out``, the records that show a run (RUN_KINDS) last."""
+    marks = {mark for kind_marks in RUN_KINDS.values() for mark in kind_marks}
+    for path in sorted((path for path in stage.rglob("*") if path.is_file()), key=lambda path: path.name in marks):
+        target = replaceable(out / path.relative_to(stage))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
+
+@contextmanager
+def deferred_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Ctrl-C and SIGTERM arriving in the block delivered when it ends. A handler, not a signal mask: the mask is
+    per thread, and torch's threads would take the signal. Only the main thread can set handlers; elsewhere the
+    block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {number: signal.signal(number, lambda received, frame: caught.append(received)) for number in signals}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _remove_created(folders: list[Path]) -> None:
@@ -157,11 +255,10 @@ def _remove_created(folders: list[Path]) -> None:
 
 
 def remove_outputs(out: str | os.PathLike, outputs: Iterable[str]) -> None:
-    """The ``outputs`` an earlier run left in ``out`` (a run asked to overwrite it), removed once the new run has its
-    results and before it writes them: a failed run leaves the earlier one whole, an interrupted one part of its
-    own files, never a mix of two runs (an animation the new run does not make, an ablation where a regress run now
-    is). Files and links only, never a folder of such a name. The records that show a run (RUN_KINDS) go last: a
-    run stopped among the removals leaves a folder that is still a run's, which --overwrite can replace."""
+    """The ``outputs`` an earlier run left in ``out`` (a run asked to overwrite it), removed where the new run's files
+    take their places (``staged``): never a mix of two runs (an animation the new run does not make, an ablation
+    where a regress run now is). Files and links only, never a folder of such a name. The records that show a run
+    (RUN_KINDS) go last."""
     marks = {mark for kind_marks in RUN_KINDS.values() for mark in kind_marks}
     for name in sorted(outputs, key=lambda name: Path(name).name in marks):
         path = Path(out) / name
@@ -192,8 +289,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes files private (and writers may recreate them); results are shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None and error.filename is None:  # a full disk's
+            raise OSError(error.errno, error.strerror, str(path)) from None  # "[Errno 28] ...", of no file
         raise
     return path
 

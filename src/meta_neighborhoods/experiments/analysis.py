@@ -38,7 +38,7 @@ from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..image_methods import METHODS
-from ..io import lock, prepare_out_dir, refuse_other_runs, remove_outputs, write_json
+from ..io import lock, prepare_out_dir, reading, refuse_other_runs, staged, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..provenance import provenance
@@ -342,8 +342,9 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
                  max_keys: int | None = MAX_KEYS, overwrite: bool = False) -> dict:
     """Run ``what`` (one of ``ANALYSES`` or ``"all"``) on a classify run; files go to ``out`` (default: the run,
     whose earlier analyses they replace). Another ``out`` that holds analyses is refused unless ``overwrite``, which
-    replaces them all; one that holds another run always: its analyses would pass for that run's. The folder written
-    is locked from the first file to the last.
+    replaces them all; one that holds another run always: its analyses would pass for that run's. The run is read
+    under its lock (a classify run still writing it is refused), and the files take their places together when all
+    are written (``io.staged``): an interrupted analysis leaves the earlier ones whole.
 
     ``samples`` is the number of training images for ``tsne`` (default ``TSNE_SAMPLES``) and of test images for
     ``cosine`` and ``retrieval`` (default: all). Returns ``{analysis: result}``.
@@ -356,16 +357,16 @@ def run_analysis(run_dir, what: str = "all", out=None, data_dir=None, cache_dir=
     run_dir = runs.run_folder(run_dir)
     names = ANALYSES if what == "all" else (what,)
     out, others = _claim_analyses(run_dir, None if out is None else Path(out), names, overwrite)
-    run = load_run(run_dir, data_dir, cache_dir, device)  # refused runs and missing data leave no folder behind
+    with reading(run_dir):  # a classify run still writing it is named
+        run = load_run(run_dir, data_dir, cache_dir, device)  # refused runs and missing data leave no folder behind
     out = prepare_out_dir(out)
-    with runs.lock(out) if out == run_dir else lock(out):  # a classify run (or analysis) writing there is named
-        remove_outputs(out, others)
+    with runs.lock(out) if out == run_dir else lock(out), staged(out, others) as stage:
         results = {}
         for name in names:
             if name == "tsne":
-                results[name] = analyze_tsne(run, out, TSNE_SAMPLES if samples is None else samples, seed)
+                results[name] = analyze_tsne(run, stage, TSNE_SAMPLES if samples is None else samples, seed)
             elif name == "cosine":
-                results[name] = analyze_cosine(run, out, samples, seed)
+                results[name] = analyze_cosine(run, stage, samples, seed)
             else:
-                results[name] = analyze_retrieval(run, out, samples, seed, keys_per_class, max_keys)
+                results[name] = analyze_retrieval(run, stage, samples, seed, keys_per_class, max_keys)
         return results

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import ExitStack
 from pathlib import Path
 
 from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import claimed, inner_folder, markdown_table, prepare_out_dir, remove_outputs, write_json, write_text
+from ..io import (claimed, inner_folder, lock, markdown_table, prepare_out_dir, refuse_other_runs, write_json,
+                  write_text)
 from ..persistence import WITH_NEIGHBOURS, to_json
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
@@ -124,8 +126,7 @@ def _table_results(table: Table, methods: dict, options: dict, used: Table, para
 
 
 def _write_table_run(out: Path, results: dict) -> None:
-    """A table run's files in ``out``, which an earlier run's leave just before (``remove_outputs``)."""
-    remove_outputs(out, TABLE_RUNS)
+    """A table run's files in ``out`` (a claimed folder's stage: they take their places together)."""
     write_json(out / "results.json", results)
     warn_unconverged(results)
     write_text(out / "results.md", results_markdown(results))
@@ -191,8 +192,8 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     A data set whose files are missing is skipped with a note, so one absent download does not stop the rest.
     A misspelt name, a bad count of seeds or rows or a folder that holds an earlier run's results (without
     ``overwrite``) fails before any data set is run. Each table's files are written once it has its results, but
-    where they replace an earlier run's, only once every table has them: a failed or interrupted run leaves the
-    earlier one whole, never some tables of each.
+    where they replace an earlier run's, they all take their places together at the end (``io.staged``): a failed
+    or interrupted run leaves the earlier one whole, never some tables of each.
     """
     unknown = [name for name in names if name not in available_tables()]
     if unknown:
@@ -204,14 +205,18 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     config = {**checked, "search": search,  # what --config with summary.json reruns
               "estimator_params": _recorded(_checked_params(estimator_params, methods)), "version": __version__}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
+    for folder in folders:  # a table's folder that holds a run of another kind, or cannot be written: refused now
+        if folder.exists():
+            refuse_other_runs(folder, TABLE_KIND)
+            prepare_out_dir(folder)
     outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
-    replacing = [name for name in outputs if (Path(out) / name).exists()]
-    with torch_threads(checked["threads"]), claimed(out, outputs, overwrite, TABLE_KIND) as out:
+    replacing = any((Path(out) / name).exists() for name in outputs)
+    with torch_threads(checked["threads"]), claimed(out, outputs, overwrite, TABLE_KIND) as stage, ExitStack() as held:
         config["provenance"] = provenance()  # under the tables' thread count: their provenance's
-        for folder in folders:  # a table's folder that cannot be written fails now, not after the tables before it ran
+        for folder in folders if replacing else ():  # their files are replaced at the end: no other run writes there
             if folder.exists():
-                prepare_out_dir(folder)
-        rows, skipped, pending, shown = {}, {}, {}, ""
+                held.enter_context(lock(folder))
+        rows, skipped, shown = {}, {}, ""
         for name in names:
             try:
                 table = load_table(name, data_dir)
@@ -221,26 +226,22 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
                 continue
             results = _table_results(table, methods, *_prepared(table, methods, estimator_params, *protocol), search,
                                      progress)
-            if replacing:
-                pending[name] = results  # the earlier run stays whole until every table has its results
-            else:
-                _write_table(out / name, results)
+            if replacing:  # into the stage: the earlier run stays whole until every table has its files
+                _write_table_run(stage / name, results)
+            else:  # a folder of no earlier run: each table's files as it ends, so a failed run keeps what it finished
+                _write_table(Path(out) / name, results)
             rows[name], shown = _summary_row(results), protocol_text(results["config"])
-        for name in skipped:  # an earlier run's results of a table skipped now would sit beside this run's summary
-            remove_outputs(out / name, TABLE_RUNS)
-        for name, results in pending.items():
-            _write_table(out / name, results)
         summary = {"datasets": rows, "skipped": skipped, "config": config}
-        remove_outputs(out, TABLE_RUNS)
-        write_json(out / "summary.json", summary)
-        write_text(out / "summary.md", summary_markdown(rows, list(methods), skipped, shown))
+        write_json(stage / "summary.json", summary)
+        write_text(stage / "summary.md", summary_markdown(rows, list(methods), skipped, shown))
     return summary
 
 
 def _write_table(folder: Path, results: dict) -> None:
-    """One table's files of a run of several, in its own folder, claimed (checked and locked) as a table run's."""
-    with claimed(folder, TABLE_RUNS, True, TABLE_KIND) as folder:
-        _write_table_run(folder, results)
+    """One table's files of a run of several, in its own folder, claimed (checked and locked) as a table run's: one
+    that another run wrote meanwhile is refused, never replaced."""
+    with claimed(folder, TABLE_RUNS, False, TABLE_KIND) as stage:
+        _write_table_run(stage, results)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -297,7 +298,6 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
             "dictionary_sizes": list(cv["dictionary_sizes"].values()),
             "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
         }
-        remove_outputs(out, TABLE_RUNS)
         write_json(out / "ablation.json", results)
         warn_unconverged(results)
         rows = [[v, mse_cell(m, sd), number(r), p_cell(p)] for v, m, sd, r, p in

@@ -13,7 +13,7 @@ from ..config import SpiralConfig
 from ..datasets.batches import TensorBatches
 from ..datasets.spiral import make_spirals
 from ..heads import LinearHead
-from ..io import claimed, remove_outputs, write_json
+from ..io import claimed, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
@@ -82,7 +82,7 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
     ``overwrite``."""
     config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
-    with claimed(out, RECORDS, overwrite, "spiral", records=RECORDS) as out:
+    with claimed(out, RECORDS, overwrite, "spiral", records=RECORDS, replaces=OUTPUTS) as out:
         train, test, normalisation = _data(config, device)
         accuracy = {}
 
@@ -102,7 +102,6 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         points = test[0].cpu().numpy()
         labels = model.dictionary.values().argmax(1).cpu().numpy()
         trajectory = np.stack(trajectory)
-        remove_outputs(out, OUTPUTS)
         spiral_figure(out / "spiral.png", points, frames, trajectory, labels,
                       vanilla=(accuracy["vanilla"], vanilla_predictions))
         files = ["spiral.png"]
