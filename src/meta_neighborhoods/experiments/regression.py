@@ -211,9 +211,9 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
             prepare_out_dir(folder)
     outputs = [*TABLE_RUNS, *(f"{name}/{file}" for name in names for file in TABLE_RUNS)]
     replacing = any((Path(out) / name).exists() for name in outputs)
-    with torch_threads(checked["threads"]), claimed(out, outputs, overwrite, TABLE_KIND) as stage, ExitStack() as held:
+    with torch_threads(checked["threads"]), ExitStack() as held, claimed(out, outputs, overwrite, TABLE_KIND) as stage:
         config["provenance"] = provenance()  # under the tables' thread count: their provenance's
-        for folder in folders if replacing else ():  # their files are replaced at the end: no other run writes there
+        for folder in folders if replacing else ():  # held until their files are replaced: no other run writes there
             if folder.exists():
                 held.enter_context(lock(folder))
         rows, skipped, shown = {}, {}, ""

@@ -19,7 +19,7 @@ from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
 from ..training import OptimizerSpec, fit, resolve_device
 
-RECORDS = ("metrics.json", RUN)  # a folder holding them holds a run (written last: see run_spiral)
+RECORDS = ("metrics.json", RUN)  # a folder holding them holds a run
 OUTPUTS = (*RECORDS, "spiral.png", "spiral.gif")  # what a run writes; the figures alone are a killed run's leftovers
 
 
@@ -116,6 +116,6 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
             "files": [*files, RUN],
             "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
         }
-        write_run_record(out, {"seeds": _seeds(config), "input": normalisation})  # at the end: an interrupted run
-        write_json(out / "metrics.json", metrics)  # leaves no file that would make its folder refused
+        write_run_record(out, {"seeds": _seeds(config), "input": normalisation})
+        write_json(out / "metrics.json", metrics)
     return metrics
