@@ -284,54 +284,35 @@ def _two_tables(tmp_path):
                              progress=False)
 
 
+@pytest.mark.parametrize("where, error", [
+    ("cross_validate", KeyboardInterrupt), ("fold_errors_figure", KeyboardInterrupt),
+    ("fold_errors_figure", OSError(27, "File too large")),
+], ids=["stopped at the second table", "stopped while writing", "failed while writing"])
 def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_it_fails(tmp_path, snapshot,
-                                                                                       monkeypatch):
-    """Each table's files went as soon as that table had its results: a run stopped at the second table left the
-    first table's new results beside the second's and the summary of the earlier run. Into a new folder they still
-    go at once, so that a failed run keeps the tables it finished."""
+                                                                                       monkeypatch, where, error):
+    """Each table's files went as soon as that table had its results, and later, once all had them, table after
+    table (a figure each, seconds): a run stopped or failing at the second table left the first table's new files
+    beside the second's earlier ones and the earlier summary. They are written aside and take their places together.
+    Into a new folder they still go at once, so that a failed run keeps the tables it finished."""
     run, out = _two_tables(tmp_path), tmp_path / "out"
     run(out)
-    earlier = snapshot(out)
-    tables = iter(range(2))
-    real = regression.cross_validate
+    earlier, calls, real = snapshot(out), [], getattr(regression, where)
 
     def second_fails(*args, **kwargs):
-        if next(tables):
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(regression, "cross_validate", second_fails)
-    with pytest.raises(KeyboardInterrupt):
-        run(out, seed=1, overwrite=True)
-    assert snapshot(out) == earlier
-    tables = iter(range(2))
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "new")
-    assert json.loads((tmp_path / "new" / "gom" / "results.json").read_text())["fold_seeds"] == [0, 0]
-    assert not (tmp_path / "new" / "summary.json").exists()
-
-
-@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError(27, "File too large")], ids=["stopped", "failed"])
-def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_stopped_while_writing(
-        tmp_path, snapshot, monkeypatch, error):
-    """Once every table had its results, their files were written table after table (a figure each, seconds): a run
-    stopped or failing while drawing the second table's figure left the first table's new files beside the second's
-    earlier ones and the earlier summary. They are written aside and take their places together."""
-    run, out = _two_tables(tmp_path), tmp_path / "out"
-    run(out)
-    earlier = snapshot(out)
-    figures = iter(range(2))
-    real = regression.fold_errors_figure
-
-    def second_fails(*args, **kwargs):
-        if next(figures):
+        calls.append(where)
+        if len(calls) == 2:
             raise error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(regression, "fold_errors_figure", second_fails)
-    with pytest.raises(type(error) if isinstance(error, BaseException) else error):
+    monkeypatch.setattr(regression, where, second_fails)
+    with pytest.raises(error if isinstance(error, type) else type(error)):
         run(out, seed=1, overwrite=True)
     assert snapshot(out) == earlier
+    calls.clear()
+    with pytest.raises(error if isinstance(error, type) else type(error)):
+        run(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "gom" / "results.json").read_text())["fold_seeds"] == [0, 0]
+    assert not (tmp_path / "new" / "summary.json").exists()
     monkeypatch.undo()
     run(out, seed=1, overwrite=True)
     assert all(json.loads((out / name / "results.json").read_text())["fold_seeds"] == [1, 1]
