@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 import torch
 
 import meta_neighborhoods
+from meta_neighborhoods import io
 from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
@@ -314,6 +315,7 @@ def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_i
     assert json.loads((tmp_path / "new" / "gom" / "results.json").read_text())["fold_seeds"] == [0, 0]
     assert not (tmp_path / "new" / "summary.json").exists()
     monkeypatch.undo()
+    (out / "gom" / ".staged.of_a_killed_run").mkdir()  # a table's stage, where the folder's own run does not look
     run(out, seed=1, overwrite=True)
     assert all(json.loads((out / name / "results.json").read_text())["fold_seeds"] == [1, 1]
                for name in ("gom", "gom-longitude"))
@@ -809,27 +811,30 @@ def test_a_folder_holding_another_table_run_is_refused_and_overwrite_leaves_one_
                                                                                   "results.md"]
 
 
-def test_an_overwrite_stopped_among_its_removals_leaves_a_run_that_can_be_overwritten(tiny_csv, tmp_path,
-                                                                                       monkeypatch):
-    """results.json went first: a Ctrl-C after it left results.md and folds.png beside no record, a folder refused
-    for good as holding files no run wrote."""
+def test_an_overwrite_killed_among_its_renames_leaves_a_run_that_can_be_overwritten(tiny_csv, tmp_path,
+                                                                                     monkeypatch):
+    """The earlier files went first, results.json among them: a run killed after that (a SIGKILL: Ctrl-C waits for
+    the renames) left results.md and folds.png beside no record, a folder refused for good as holding files no run
+    wrote. The new files are renamed over the old ones, results.json last."""
     out, table = tmp_path / "run", load_csv_table(tiny_csv, "y")
     options = dict(folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
     run_regression(table, out, **options)
-    unlink, removed = Path.unlink, []
+    replace, moved = os.replace, []
 
-    def stopped_after_one(path, *args, **kwargs):
-        if removed:
-            raise KeyboardInterrupt
-        removed.append(path.name)
-        unlink(path, *args, **kwargs)
+    def killed_after_one(source, target):
+        if io.STAGE in str(source) and io.STAGE not in str(target):
+            if moved:
+                raise KeyboardInterrupt
+            moved.append(Path(target).name)
+        replace(source, target)
 
-    monkeypatch.setattr(Path, "unlink", stopped_after_one)
+    monkeypatch.setattr(io.os, "replace", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
         run_regression(table, out, seed=1, overwrite=True, **options)
-    monkeypatch.setattr(Path, "unlink", unlink)
-    assert removed != ["results.json"] and (out / "results.json").is_file()
+    monkeypatch.undo()
+    assert moved != ["results.json"] and json.loads((out / "results.json").read_text())["fold_seeds"] == [0, 0]
     assert run_regression(table, out, seed=1, overwrite=True, **options)["fold_seeds"] == [1, 1]
+    assert not any(path.name.startswith(io.STAGE) for path in out.iterdir())  # the killed run's stage, removed
 
 
 def test_an_overwrite_interrupted_while_writing_leaves_the_earlier_run_whole(tiny_csv, tmp_path, monkeypatch):

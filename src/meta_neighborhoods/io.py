@@ -201,26 +201,36 @@ def staged(out: Path, replaces: Iterable[str] = ()) -> Iterator[Path]:
     milliseconds, with Ctrl-C and SIGTERM held, where writing took seconds (a figure per table). So a run that fails
     or is stopped while it writes leaves the earlier one whole, never some files of each. A block that raises leaves
     ``out`` as it was; a stage a killed run left is removed."""
-    for stale in out.glob(STAGE + "*"):
-        if stale.is_dir() and not stale.is_symlink():
-            shutil.rmtree(stale)
+    remove_stale_stages(out)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE))
     try:
         yield stage
         with deferred_signals():
-            remove_outputs(out, replaces)
-            _move(stage, out)
+            moved = _move(stage, out)
+            remove_outputs(out, [name for name in replaces if name not in moved])
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def _move(stage: Path, out: Path) -> None:
-    """``stage``'s files to the same places in ``out``, the records that show a run (RUN_KINDS) last."""
+def remove_stale_stages(folder: Path) -> None:
+    """The stages (``staged``) a killed run left in ``folder``, whose lock the caller holds: nobody else writes there."""
+    for stale in folder.glob(STAGE + "*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+
+
+def _move(stage: Path, out: Path) -> set[str]:
+    """``stage``'s files renamed over their places in ``out`` (never removed first: a run killed among the renames
+    leaves each place holding one run's file), the records that show a run (RUN_KINDS) last; their relative paths."""
     marks = {mark for kind_marks in RUN_KINDS.values() for mark in kind_marks}
+    moved = set()
     for path in sorted((path for path in stage.rglob("*") if path.is_file()), key=lambda path: path.name in marks):
-        target = replaceable(out / path.relative_to(stage))
+        name = path.relative_to(stage).as_posix()
+        target = replaceable(out / name)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
+        moved.add(name)
+    return moved
 
 
 @contextmanager

@@ -13,8 +13,8 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import (claimed, inner_folder, lock, markdown_table, prepare_out_dir, refuse_other_runs, write_json,
-                  write_text)
+from ..io import (claimed, inner_folder, lock, markdown_table, prepare_out_dir, refuse_other_runs,
+                  remove_stale_stages, write_json, write_text)
 from ..persistence import WITH_NEIGHBOURS, to_json
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
@@ -216,6 +216,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
         for folder in folders if replacing else ():  # held until their files are replaced: no other run writes there
             if folder.exists():
                 held.enter_context(lock(folder))
+                remove_stale_stages(folder)  # a killed run's, which the stage of out does not see
         rows, skipped, shown = {}, {}, ""
         for name in names:
             try:
