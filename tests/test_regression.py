@@ -20,6 +20,7 @@ import torch
 
 import meta_neighborhoods
 from meta_neighborhoods import io
+from meta_neighborhoods.io import RunFolderError
 from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables, load_csv_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
@@ -274,12 +275,12 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
 
 
 
-def _two_tables(tmp_path):
+def _two_tables(tmp_path, names=("gom", "gom-longitude")):
     """A small run of gom and gom-longitude (the shipped file, copied to a data folder), given its --out."""
     data = tmp_path / "data" / "gom"
-    data.mkdir(parents=True)
+    data.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}", data / GOM_FILE)
-    return functools.partial(run_regression_all, ["gom", "gom-longitude"], data_dir=tmp_path / "data",
+    return functools.partial(run_regression_all, list(names), data_dir=tmp_path / "data",
                              methods={name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")},
                              folds=2, seeds=1, max_rows=60, estimator_params={**FAST, "max_epochs": 1},
                              progress=False)
@@ -320,6 +321,27 @@ def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_i
     assert all(json.loads((out / name / "results.json").read_text())["fold_seeds"] == [1, 1]
                for name in ("gom", "gom-longitude"))
     assert not any(path.name.startswith(".staged.") for path in out.rglob("*"))
+
+
+def test_a_run_replacing_an_earlier_one_locks_even_the_table_folders_it_has_not_written_yet(tiny_csv, tmp_path,
+                                                                                             monkeypatch):
+    """Only the table folders that existed were locked: a one-table run into a new one finished meanwhile and was
+    replaced at the end without a word. A folder made for its lock goes again where nothing else was written."""
+    out = tmp_path / "out"
+    _two_tables(tmp_path, ["gom"])(out)
+    real, refused = regression._table_results, []
+
+    def meanwhile(table, *args, **kwargs):
+        with pytest.raises(RunFolderError, match="gom-longitude is being written by process") as error:
+            run_regression(load_csv_table(tiny_csv, "y"), out / "gom-longitude", folds=2, seeds=1,
+                           estimator_params=FAST, methods=TABLE_METHODS, progress=False)
+        refused.append(error)
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(regression, "_table_results", meanwhile)
+    _two_tables(tmp_path, ["gom", "gom-longitude", "boston"])(out, overwrite=True)  # boston: no data, skipped
+    assert len(refused) == 2 and not (out / "boston").exists()
+    assert json.loads((out / "gom-longitude" / "results.json").read_text())["dataset"] == "gom-longitude"
 
 
 def test_a_table_folder_another_run_wrote_meanwhile_is_refused_not_replaced(tmp_path, monkeypatch):

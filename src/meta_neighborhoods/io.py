@@ -178,7 +178,7 @@ def claimed(out: str | os.PathLike, outputs: Iterable[str], overwrite: bool, kin
             with staged(out, [*found, *replaces]) as stage:
                 yield stage
     except BaseException:
-        _remove_created(created)
+        remove_created(created)
         raise
 
 
@@ -252,7 +252,7 @@ def deferred_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
-def _remove_created(folders: list[Path]) -> None:
+def remove_created(folders: list[Path]) -> None:
     """A failed run's ``folders`` (those it created, innermost first) removed where they hold only its lock: the
     user finds no empty run folder. Only empty folders go (``rmdir``), so a file written meanwhile stays."""
     if folders and [entry.name for entry in folders[0].iterdir()] == [LOCK]:

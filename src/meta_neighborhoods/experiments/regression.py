@@ -13,7 +13,7 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import (claimed, inner_folder, lock, markdown_table, prepare_out_dir, refuse_other_runs,
+from ..io import (claimed, inner_folder, lock, markdown_table, prepare_out_dir, refuse_other_runs, remove_created,
                   remove_stale_stages, write_json, write_text)
 from ..persistence import WITH_NEIGHBOURS, to_json
 from ..plots import ablation_figure, fold_errors_figure
@@ -214,9 +214,11 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     with torch_threads(checked["threads"]), ExitStack() as held, claimed(out, outputs, overwrite, TABLE_KIND) as stage:
         config["provenance"] = provenance()  # under the tables' thread count: their provenance's
         for folder in folders if replacing else ():  # held until their files are replaced: no other run writes there
-            if folder.exists():
-                held.enter_context(lock(folder))
-                remove_stale_stages(folder)  # a killed run's, which the stage of out does not see
+            if not folder.exists():  # a run into it meanwhile would be replaced at the end: made, to be locked
+                folder.mkdir()
+                held.callback(remove_created, [folder])  # left only if it holds more than the lock
+            held.enter_context(lock(folder))
+            remove_stale_stages(folder)  # a killed run's, which the stage of out does not see
         rows, skipped, shown = {}, {}, ""
         for name in names:
             try:
