@@ -735,6 +735,14 @@ def test_a_folder_is_read_only_while_no_run_writes_it_and_a_writer_waits_for_its
                 pass
     with io.reading(tmp_path / "never_written"):  # no lock file: nothing of ours writes there
         pass
+    import fcntl
+
+    (tmp_path / io.LOCK).write_text("process 1 " + "x" * 10_000_000)  # a folder's lock file is untrusted
+    with open(tmp_path / io.LOCK) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(io.RunFolderError, match="is being written by process 1 x") as error, io.reading(tmp_path):
+            pass
+    assert len(str(error.value)) < 500
 
 
 def test_a_write_that_fails_without_naming_a_file_is_named_and_a_read_only_folder_is_said_as_such(tmp_path,

@@ -154,7 +154,7 @@ def reading(folder: str | os.PathLike) -> Iterator[None]:
 
 def _written(folder, handle) -> RunFolderError:
     """A refusal of ``folder``, which a run writes: named by the text it wrote in the lock file (``handle``)."""
-    holder = handle.read().strip() or "another process"
+    holder = handle.read(300).strip() or "another process"  # ours is ~230 characters; a folder's may be any size
     return RunFolderError(f"{folder} is being written by {holder}; wait for it to end or choose another folder")
 
 
