@@ -128,16 +128,18 @@ def test_an_interrupted_run_leaves_nothing_that_refuses_its_folder(tmp_path, mon
 def test_a_run_that_fails_to_write_leaves_the_earlier_one_whole(tmp_path, monkeypatch, snapshot):
     """--overwrite removed the earlier run's files before the new one wrote its own: a figure that could not be
     written (a full disk) left an empty folder."""
+    import matplotlib.figure
+
     from meta_neighborhoods.experiments import spiral
 
     config = spiral.SpiralConfig(epochs=1, animation=False)
     spiral.run_spiral(tmp_path / "run", config, progress=False)
     earlier = snapshot(tmp_path / "run")
 
-    def full(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def full(figure, tmp, **kwargs):
+        raise OSError(28, "No space left on device", tmp)
 
-    monkeypatch.setattr(spiral, "spiral_figure", full)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    with pytest.raises(OSError, match=rf"^\[Errno 28\] No space left on device: '{tmp_path / 'run' / 'spiral.png'}'$"):
         spiral.run_spiral(tmp_path / "run", config, progress=False, overwrite=True)
-    assert snapshot(tmp_path / "run") == earlier
+    assert snapshot(tmp_path / "run") == earlier  # and the message names the figure, not the hidden stage's file

@@ -204,12 +204,24 @@ def staged(out: Path, replaces: Iterable[str] = ()) -> Iterator[Path]:
     remove_stale_stages(out)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE))
     try:
-        yield stage
+        try:
+            yield stage
+        except OSError as error:
+            raise _at_destination(error, stage, out) from None
         with deferred_signals():
             moved = _move(stage, out)
             remove_outputs(out, [name for name in replaces if name not in moved])
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _at_destination(error: OSError, stage: Path, out: Path) -> OSError:
+    """``error`` naming, for a file in ``stage``, its place in ``out``: a full disk's message named a hidden folder the
+    user never sees, and which is gone by the time they read it."""
+    name = error.filename
+    if not isinstance(name, str) or not Path(name).is_relative_to(stage):
+        return error
+    return OSError(error.errno, error.strerror, str(out / Path(name).relative_to(stage)))
 
 
 def remove_stale_stages(folder: Path) -> None:
@@ -301,7 +313,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno is not None and error.filename is None:  # a full disk's
+        if isinstance(error, OSError) and error.errno is not None and error.filename in (None, tmp):  # a full disk's
             raise OSError(error.errno, error.strerror, str(path)) from None  # "[Errno 28] ...", of no file
         raise
     return path
