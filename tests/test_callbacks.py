@@ -112,11 +112,11 @@ def test_history_travels_in_the_last_checkpoint(tmp_path):
 # --- metrics.csv and TensorBoard -------------------------------------------------------------------------
 
 
-def _logged_fit(folder, epochs, resume=False, tensorboard=False, history=None):
-    """``fit`` with a MetricsLog (and a TensorBoardLog) whose validation column is a made-up function of the
-    epoch; the learning rate drops tenfold after epoch 2."""
+def _logged_fit(folder, epochs, resume=False, tensorboard=False, history=None, validation_loss=0.5):
+    """``fit`` with a MetricsLog (and a TensorBoardLog) whose validation column is ``validation_loss``; the learning
+    rate drops tenfold after epoch 2."""
     model, batches = _setup()
-    log = MetricsLog(folder / "metrics.csv", ("validation_loss",), lambda: {"validation_loss": 0.5})
+    log = MetricsLog(folder / "metrics.csv", ("validation_loss",), lambda: {"validation_loss": validation_loss})
     callbacks = {"metrics": log, **({"tensorboard": TensorBoardLog(folder / "tb", log)} if tensorboard else {}),
                  **({"history": history} if history is not None else {})}
     fit(model, batches, epochs=epochs, optimizer=OptimizerSpec(0.01, milestones=(2,)), callbacks=callbacks,
@@ -151,13 +151,28 @@ def test_a_resumed_run_logs_each_epoch_once(tmp_path):
     assert float(rows[2]["train_loss"]) != 9.9
 
 
+@pytest.mark.parametrize("loss", [math.nan, math.inf])
+def test_a_run_whose_validation_loss_overflowed_resumes(tmp_path, loss):
+    """A validation loss of NaN (a network whose validation predictions overflow while its training loss is
+    finite) went into checkpoint last, whose history was then refused as damaged: the run could not resume."""
+    _logged_fit(tmp_path, epochs=2, validation_loss=loss)
+    log = _logged_fit(tmp_path, epochs=3, resume=True, validation_loss=loss)
+    assert [row["epoch"] for row in log.rows] == [1, 2, 3]
+    assert all(str(row["validation_loss"]) == str(loss) for row in log.rows)
+    History().load_state_dict({"epochs": [{"epoch": 1, "validation_loss": loss, "validation_accuracy": 0.5}]})
+    best = BestEpoch(higher_accuracy_then_lower_loss, {"accuracy": -1.0, "loss": math.inf})
+    best.load_state_dict({"accuracy": 0.5, "loss": loss, "epoch": 1})
+
+
 @pytest.mark.parametrize("rows", [[{"epoch": 1}], "rows", [{"epoch": "1", "train_loss": 1.0, "validation_loss": 1.0,
                                                              "learning_rate": 0.1, "seconds": 1.0}],
                                   [{"epoch": 0, "train_loss": 1.0, "validation_loss": 1.0, "learning_rate": 0.1,
                                     "seconds": 1.0}],
                                   [{"epoch": 1, "train_loss": 10**400, "validation_loss": 1.0, "learning_rate": 0.1,
                                     "seconds": 1.0}],
-                                  [{"epoch": 1, "train_loss": 1.0, "validation_loss": math.inf, "learning_rate": 0.1,
+                                  [{"epoch": 1, "train_loss": 1.0, "validation_loss": -math.inf, "learning_rate": 0.1,
+                                    "seconds": 1.0}],
+                                  [{"epoch": 1, "train_loss": 1.0, "validation_loss": 1.0, "learning_rate": math.nan,
                                     "seconds": 1.0}]])
 def test_a_damaged_metrics_log_state_is_refused(tmp_path, rows):
     log = MetricsLog(tmp_path / "m.csv", ("validation_loss",), dict)
@@ -171,7 +186,8 @@ def test_a_damaged_metrics_log_state_is_refused(tmp_path, rows):
                                    {"accuracy": -0.5, "loss": 1.0, "epoch": 2},
                                    {"accuracy": 10**400, "loss": 1.0, "epoch": 2},
                                    {"accuracy": 0.5, "loss": 10**400, "epoch": 2},
-                                   {"accuracy": 0.5, "loss": math.nan, "epoch": 2},
+                                   {"accuracy": 0.5, "loss": -math.inf, "epoch": 2},
+                                   {"accuracy": math.nan, "loss": 1.0, "epoch": 2},
                                    {"accuracy": 0.5, "loss": 1.0, "epoch": 0}])
 def test_a_damaged_best_epoch_state_is_refused(state):
     """Found by crafting a last.json: a text accuracy failed a whole epoch later, a text epoch was reported, an

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -54,9 +55,12 @@ class Callback:
 
 def _measurable(name: str, value) -> bool:
     """Whether ``value`` could be the metric ``name`` of an epoch, as read back from a checkpoint: a finite number
-    (an int of 400 digits failed only when printed), an accuracy in [0, 1], an epoch counted from 1."""
+    (an int of 400 digits failed only when printed), an accuracy in [0, 1], an epoch counted from 1; a loss may also
+    be NaN or infinite (a network whose validation predictions overflow trains on, and its run resumes)."""
     if name == "epoch":
         return is_int(value) and value >= 1
+    if name.endswith("loss") and type(value) is float and (math.isnan(value) or value == math.inf):
+        return True
     return is_finite(value) and (0 <= value <= 1 if "accuracy" in name else True)
 
 
@@ -99,8 +103,8 @@ class BestEpoch:
         best, epoch = {name: state[name] for name in self.best}, state["epoch"]
         if not (is_int(epoch) and epoch >= 0 and (best == self.best if epoch == 0 else all(
                 _measurable(name, value) for name, value in best.items()))):
-            raise ValueError(f"the best epoch should be a count of epochs and its {', '.join(best)} numbers (finite, "
-                             f"an accuracy in [0, 1]; at epoch 0 the initial ones), got {state!r:.200}")
+            raise ValueError(f"the best epoch should be a count of epochs and its {', '.join(best)} numbers (finite "
+                             f"but a loss, an accuracy in [0, 1]; at epoch 0 the initial ones), got {state!r:.200}")
         self.best, self.epoch = best, epoch
 
 
@@ -161,8 +165,8 @@ class History(list, Callback):
         if not (isinstance(epochs, list) and all(isinstance(record, dict) and all(
                 isinstance(name, str) and _measurable(name, value) for name, value in record.items())
                 for record in epochs)):
-            raise ValueError("the history should be a list of records of numbers, one per epoch (finite, an "
-                             "accuracy in [0, 1], an epoch counted from 1)")
+            raise ValueError("the history should be a list of records of numbers, one per epoch (finite but a loss, "
+                             "an accuracy in [0, 1], an epoch counted from 1)")
         self[:] = epochs
 
 
@@ -209,7 +213,7 @@ class MetricsLog(Callback):
                 type(value) in (int, float) and _measurable(name, value) for name, value in row.items())
                 for row in rows)):
             raise ValueError(f"the rows should be records of numbers with the columns {', '.join(self.columns)} "
-                             "(finite, an accuracy in [0, 1], an epoch counted from 1)")
+                             "(finite but a loss, an accuracy in [0, 1], an epoch counted from 1)")
         self.rows = [dict(row) for row in rows]
 
 
