@@ -517,3 +517,21 @@ def test_the_command_leaves_after_ctrl_c_cut_torch_s_import_short(monkeypatch, c
     with pytest.raises(SystemExit) as exit_info:
         cli.entry()
     assert exit_info.value.code == 130 and capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_its_run_cleans_up(tmp_path):
+    """SIGTERM (``kill``, a job scheduler's stop) ended the process on the spot: the folder it had made for its run
+    stayed, holding the lock file and the hidden stage of files it would have written. It is now an interrupt."""
+    import signal
+    import time
+
+    out = tmp_path / "made" / "by_the_run"
+    process = subprocess.Popen([sys.executable, "-m", "meta_neighborhoods", "spiral", "--out", str(out), "--epochs",
+                                "100000", "--quiet"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".staged.*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    assert process.stderr.read() == "meta-neighborhoods spiral: terminated\n"
+    assert list(tmp_path.iterdir()) == []

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from meta_neighborhoods import image_methods, run_record, runs
+from meta_neighborhoods import cli, image_methods, run_record, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
@@ -274,8 +274,12 @@ def test_a_refused_resume_leaves_the_run_record_as_it_was(tmp_path, capsys):
     assert (out / "run.json").read_bytes() == record  # no resume recorded: none took place
 
 
+@pytest.mark.parametrize("interrupt, said, status", [(KeyboardInterrupt, "interrupted", 130),
+                                                     (cli.Terminated, "terminated", 143)])
 @pytest.mark.parametrize("kept", [None, "last", "mn/last"])
-def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, capsys, monkeypatch, kept):
+def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, capsys, monkeypatch, kept, interrupt,
+                                                                    said, status):
+    """And SIGTERM (``cli.Terminated``), which interrupts a run as Ctrl-C does."""
     from meta_neighborhoods.experiments import classification
 
     out = tmp_path / "my run"
@@ -284,18 +288,18 @@ def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, ca
         if kept:  # an epoch had finished (of the one method, or of one of --method all's)
             (out / kept).parent.mkdir(parents=True)
             image_methods.save_checkpoint(out / kept, torch.nn.Linear(1, 1), epoch=1)
-        raise KeyboardInterrupt
+        raise interrupt
 
     monkeypatch.setattr(classification, "run_classification", interrupted)
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out", str(out),
             "--quiet"]
-    assert main(argv) == 130
+    assert main(argv) == status
     error = capsys.readouterr().err
     if kept:
-        assert error == (f"meta-neighborhoods classify: interrupted; the last checkpoint is kept; continue with: "
+        assert error == (f"meta-neighborhoods classify: {said}; the last checkpoint is kept; continue with: "
                          f"meta-neighborhoods classify --resume '{out}'\n")
     else:
-        assert error == (f"meta-neighborhoods classify: interrupted; no epoch had finished, so no checkpoint is "
+        assert error == (f"meta-neighborhoods classify: {said}; no epoch had finished, so no checkpoint is "
                          f"kept: start '{out}' again with --overwrite\n")
 
 

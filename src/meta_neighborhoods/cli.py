@@ -3,7 +3,8 @@
 Each command lives in ``commands/<name>.py``; this module only assembles the parser (with ``--config FILE`` for
 every command, read by ``commands/config_file.py``), sets the level of the package's messages on stderr (INFO;
 WARNING with ``--quiet``, DEBUG with ``-v``) and turns errors into one line on stderr and an exit status: 2 for a
-usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time, 130 when interrupted;
+usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time, 130 when interrupted
+(143 for SIGTERM, which interrupts a command as Ctrl-C does);
 under torchrun the line is said once, not once per process (``_failed``).
 The results a command exists for (its tables, its accuracy line) go to stdout.
 """
@@ -13,8 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import __version__
@@ -84,15 +88,40 @@ def main(argv: list[str] | None = None) -> int:
                                               in sorted(vars(args).items()) if not callable(value)))
         try:
             check_data_dir(getattr(args, "data_dir", None))  # every command that reads data: before any work
-            return args.run(args)
+            with _terminated_as_interrupt():
+                return args.run(args)
         except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
-            return _failed(prefix, "interrupted" + (f"; {interrupt}" if str(interrupt) else ""), 130)
+            said, status = ("terminated", 143) if isinstance(interrupt, Terminated) else ("interrupted", 130)
+            return _failed(prefix, said + (f"; {interrupt}" if str(interrupt) else ""), status)
         except ConfigError as error:  # first: it is a ValueError too
             return _failed(prefix, f"error: {config_file.source(error, args)}{error}", 2)
         except UsageError as error:
             return _failed(prefix, f"error: {error}", 2)
         except RUNTIME_ERRORS as error:  # a bare MemoryError says nothing: its name then
             return _failed(prefix, f"error: {str(error) or type(error).__name__}", 1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's stop) as Ctrl-C: raised where the command is, so that its run cleans up
+    (its stage, its lock, a folder it made for nothing) and says so; SIGTERM's default ended the process on the spot."""
+
+
+@contextmanager
+def _terminated_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` in the block; not under torchrun, whose agent stops its ranks with it (a rank
+    waiting in a collective would take it only when the wait ends) nor off the main thread (no handler there)."""
+    if launched_by_torchrun() or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(received, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _failed(prefix: str, message: str, status: int) -> int:

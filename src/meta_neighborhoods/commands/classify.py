@@ -133,8 +133,8 @@ def run(args) -> int:
                                      if name not in REQUIRED and getattr(args, name) is not None}, args)
             result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet,
                                         **given)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(_how_to_continue(out)) from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (cli.Terminated)
+        raise type(interrupt)(_how_to_continue(out)) from None
     if distributed.is_main():
         _report(result, out)
         if args.resume is not None and result.get("resumed") is False:  # one method, its epochs all done before
