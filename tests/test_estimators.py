@@ -252,6 +252,18 @@ def test_prediction_works_in_bounded_batches(monkeypatch):
     np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
 
 
+def test_prediction_is_the_same_for_any_memory_layout_and_follows_the_network_s_dtype():
+    """A data frame's columns reached the network as a strided (Fortran-order) tensor, whose products round
+    otherwise: predict(df) and predict(df.to_numpy()) differed in the last bits. A network made float64 by its user
+    (``model_.double()``) was fed float32 rows and failed."""
+    X, y = _table(n=100)
+    model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    whole = model.predict(X)
+    np.testing.assert_array_equal(model.predict(np.asfortranarray(X)), whole)
+    model.model_.double()
+    np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
+
+
 def test_prediction_blocks_shrink_as_the_dictionary_grows_within_bounds():
     from meta_neighborhoods.standardise import PREDICT_BATCH, network_batch
 
@@ -670,9 +682,10 @@ def test_one_hidden_layer_may_be_given_as_an_int_as_to_mlp_regressor(tmp_path):
 def test_too_few_rows_for_early_stopping_are_said_not_passed_over():
     X, y = _table(n=14)  # 10 % of 14 rows is one validation row
     with pytest.warns(UserWarning, match="14 training rows leave 1 for validation, too few: early stopping on the "
-                                         "training loss, and no vanilla fallback"):
+                                         "training loss, and no vanilla fallback") as said:
         model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}).fit(X, y)
     assert model.validation_losses_ == {} and model.validation_loss_curve_ is None
+    assert said[0].filename == __file__  # the caller's fit, as Python shows a warning: not a line of fit's own
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.simplefilter("ignore", ConvergenceWarning)

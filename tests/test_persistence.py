@@ -91,6 +91,24 @@ def test_round_trip_predicts_identically(fitted, name, round_trip, tmp_path):
     assert copy.network_ == model.network_ and copy.n_features_in_ == model.n_features_in_
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU, to pickle a network fitted there")
+def test_a_network_fitted_on_a_gpu_unpickles_on_a_machine_without_one(tmp_path):
+    """torch writes each tensor's device into a pickle: a network fitted on a GPU failed to load without one."""
+    import subprocess
+    import sys
+
+    X, y = _table()
+    model = MetaNeighborhoodsRegressor(**FAST, device="cuda").fit(X, y)
+    joblib.dump(model, tmp_path / "model.joblib")
+    assert next(model.model_.parameters()).is_cuda  # pickling left the fitted network where it was
+    np.save(tmp_path / "X.npy", X)
+    code = ("import sys, joblib, numpy as np; model = joblib.load(sys.argv[1]); "
+            "np.save(sys.argv[3], model.predict(np.load(sys.argv[2])))")
+    subprocess.run([sys.executable, "-c", code, *(str(tmp_path / name) for name in ("model.joblib", "X.npy", "p.npy"))],
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict(X), rtol=1e-5, atol=1e-6)
+
+
 def test_the_fallback_s_choice_survives_save_and_load(fitted, tmp_path):
     model = fitted["vanilla fallback"]
     assert model.selected_ == "vanilla" and set(model.validation_losses_) == {"meta_neighborhoods", "vanilla"}

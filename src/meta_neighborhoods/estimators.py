@@ -8,6 +8,7 @@ same network trained the same way, without neighbours. ``head`` and ``extractor`
 
 from __future__ import annotations
 
+import copy
 import types
 import warnings
 from pathlib import Path
@@ -245,13 +246,14 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     @torch.no_grad()
     def _forward(self, X, rows: np.ndarray | None = None, model: nn.Module | None = None) -> torch.Tensor:
-        """Outputs of ``model`` (default ``model_``) for raw rows (all, or ``rows``), one bounded block at a time."""
+        """Outputs of ``model`` (default ``model_``) for raw rows (all, or ``rows``), one bounded block at a time, on
+        the network's device and in its dtype (a user may move it, or make it float64)."""
         model = (self.model_ if model is None else model).eval()
-        device, mean, scale = next(model.parameters()).device, self.x_mean_, self.x_scale_
+        parameter, mean, scale = next(model.parameters()), self.x_mean_, self.x_scale_
         size = model.prediction_rows()
         with torch_globals():
             return torch.from_numpy(in_blocks(lambda i, block: model(torch.from_numpy(standardise(
-                block, mean, scale, i)).to(device)).cpu(), X, rows, size))
+                block, mean, scale, i)).to(parameter.device, parameter.dtype)).cpu(), X, rows, size))
 
     def _raw_predict(self, X, answer=lambda out: out) -> torch.Tensor:
         """``answer`` of the network's outputs for ``X`` (float64): never a NaN or an inf, nor a default class."""
@@ -271,6 +273,15 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         return tags
 
     # -- persistence and deployment ----------------------------------------------------------------
+
+    def __getstate__(self) -> dict:
+        """Pickled with the network on the CPU: torch writes each tensor's device into the pickle, and a network
+        fitted on a GPU failed to unpickle on a machine without one (no ``map_location`` reaches ``pickle.load``)."""
+        state = dict(super().__getstate__())  # Python's own is the instance's __dict__, not a copy
+        model = state.get("model_")
+        if isinstance(model, nn.Module) and any(t.device.type != "cpu" for t in model.state_dict().values()):
+            state["model_"] = copy.deepcopy(model).cpu()
+        return state
 
     @doc(docs.SAVE)
     def save(self, path) -> Path:

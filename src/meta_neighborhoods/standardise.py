@@ -128,7 +128,7 @@ def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, offset: int 
     """Dense rows on the training scale, in float32; a value that lands beyond float32 there is refused, by row
     (counted from ``offset``) and feature, rather than turned into inf and a NaN prediction."""
     with np.errstate(over="ignore"):
-        rows = ((X - mean) / scale).astype(np.float32)
+        rows = ((X - mean) / scale).astype(np.float32, order="C")  # a data frame's columns: the same sums as rows
     if not np.isfinite(rows).all():
         row, feature = np.argwhere(~np.isfinite(rows))[0]
         raise ValueError(f"row {offset + row}, feature {feature}: {float(X[row, feature]):.6g} lies too far outside "
@@ -169,5 +169,5 @@ def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
         return order[n_valid:], order[:n_valid]
     if fraction > 0:
         warnings.warn(f"{n} training rows leave {n_valid} for validation, too few: early stopping on the training "
-                      "loss, and no vanilla fallback", UserWarning, stacklevel=4)
+                      "loss, and no vanilla fallback", UserWarning, stacklevel=5)  # the user's fit
     return np.arange(n), None
