@@ -12,13 +12,14 @@ from torch.func import vmap
 from meta_neighborhoods import adaptation as adaptation_module
 from meta_neighborhoods.adaptation import Adaptation
 from meta_neighborhoods.config import MNConfig
+from meta_neighborhoods.config import SIMILARITIES, default_temperature
 from meta_neighborhoods.dictionary import InducedDictionary
 from meta_neighborhoods.heads import CosineHead, LinearHead, MLPHead, fast_path_for
 from meta_neighborhoods.inner_loss import TopK
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.similarity import (
-    Attention, first_visible, n_candidates, nearest, nearest_visible,
+    KINDS, Attention, first_visible, kind_of, n_candidates, nearest, nearest_visible,
 )
 from meta_neighborhoods.similarity import similarity as pairwise_similarity
 
@@ -74,7 +75,7 @@ def _run(model, x, y, implementation):
 @pytest.mark.parametrize("head,task,adapt", CASES)
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("step_size", ["scalar", "layer", "diagonal"])
-@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 @pytest.mark.parametrize("first_order", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
 def test_fast_path_matches_generic(head, task, adapt, steps, step_size, similarity, first_order, device):
@@ -238,7 +239,7 @@ def _prediction_and_grads(model, y, predict):
 @pytest.mark.parametrize("head,task,adapt", CASES)
 @pytest.mark.parametrize("steps", [1, 3])
 @pytest.mark.parametrize("step_size", ["scalar", "layer", "diagonal"])
-@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 @pytest.mark.parametrize("dense_below", [0, 64])  # each example's own k keys gathered, or dense over all keys
 def test_top_k_matches_the_oracle_with_the_same_weights(head, task, adapt, steps, step_size, similarity, dense_below,
                                                         monkeypatch):
@@ -296,7 +297,20 @@ def test_top_k_of_every_key_is_the_full_path(head, task, adapt, dense_below, mon
         torch.testing.assert_close(top_grads[name], g, rtol=1e-8, atol=1e-10, msg=f"gradient of {name}")
 
 
-@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("similarity", SIMILARITIES)
+def test_each_similarity_takes_the_same_values_in_its_three_forms(similarity):
+    """The pairs a row's own keys give and the ranking that chooses them are the full similarity's: a kind whose
+    forms fell through to another's (an else branch) chose its keys by one similarity and weighted them by another."""
+    assert set(KINDS) == set(SIMILARITIES)  # the names settings are checked against (config, without torch)
+    form = kind_of(similarity)
+    z, keys = torch.randn(5, 3, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64)
+    full, index = form.full(z, keys), torch.randint(9, (5, 4), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(form.pair(z, keys[index]), full.gather(1, index))
+    assert torch.equal(form.ranking(z, keys).argsort(dim=1), full.argsort(dim=1))
+    assert default_temperature(similarity, 3) > 0
+
+
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_nearest_scans_in_chunks_without_changing_the_choice(similarity):
     torch.manual_seed(3)
     z, keys = torch.randn(9, 4, dtype=torch.float64), torch.randn(50, 4, dtype=torch.float64)
@@ -335,7 +349,7 @@ def test_first_visible_takes_the_nearest_visible_keys_and_hidden_ones_only_when_
     assert chosen_hidden.tolist() == [[False, False, False], [False, True, True]]
 
 
-@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_top_k_with_slot_dropout_attends_to_the_nearest_visible_candidates(similarity):
     """Each slot is hidden with probability p, drawn for the nearest n_candidates keys (in the order ``nearest``
     finds them); the k nearest visible ones get all the weight."""
@@ -363,7 +377,7 @@ def test_top_k_weights_stay_finite_when_every_candidate_is_hidden():
     assert (top.weight == 0.5).all(dim=1).any()  # a row that saw none of its keys: uniform over the k chosen
 
 
-@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 @pytest.mark.parametrize("form", ["full", "top_k", "top_k_dense"])
 def test_a_learned_metric_compares_rows_and_keys_weighted_per_feature(similarity, form):
     """With log_scale = log s the weights are those of plain attention between z * s and k * s, gradients too;
@@ -434,7 +448,7 @@ def test_slot_dropout_shows_each_example_the_keep_slots_of_highest_score(size, d
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
-@pytest.mark.parametrize("similarity", ["euclidean", "cosine"])
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_leave_one_out_never_attends_to_a_rows_own_slot(similarity, dropout):
     """A row whose own key is in the dictionary (keys initialised at the training rows) never sees it while
     training; without slot dropout it attends to its k nearest other keys."""

@@ -535,3 +535,16 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_its_run_cleans_up(tmp_path):
     assert process.wait(timeout=60) == 143
     assert process.stderr.read() == "meta-neighborhoods spiral: terminated\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["regress", "ablate"])
+def test_every_estimator_option_of_a_command_reaches_the_estimator(command):
+    """An option named as an estimator parameter but left out of ESTIMATOR_OPTIONS parsed, and vanished from the
+    run and its record: the estimator trained at its default."""
+    from meta_neighborhoods import cli
+    from meta_neighborhoods.commands.common import ESTIMATOR_OPTIONS
+    from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
+
+    options = {action.dest for action in cli._build()[1][command]._actions}
+    given = options & set(MetaNeighborhoodsRegressor().get_params()) - {"device", "verbose"}  # -v: the log level
+    assert given <= set(ESTIMATOR_OPTIONS) and (given == set(ESTIMATOR_OPTIONS) or command == "ablate")

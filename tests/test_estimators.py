@@ -242,6 +242,23 @@ def test_a_child_forked_while_a_thread_fits_predicts():
     assert child.exitcode == 0
 
 
+def test_every_method_setting_of_the_estimators_reaches_their_network():
+    """Each parameter named as a field of the method's config (``MNConfig``), set away from its default, is the
+    network's: one copied by hand into the config, and left out there, was accepted, recorded and saved, never used."""
+    from meta_neighborhoods.config import ESTIMATOR, FIELDS
+
+    changed = {"dictionary_size": 16, "top_k": 4, "similarity": "cosine", "temperature": 0.3,
+               "learn_temperature": False, "learn_metric": True, "slot_dropout": 0.25, "slot_draw": "batch",
+               "inner_steps": 2, "step_size": "scalar", "step_size_init": 0.07, "adapt": "all",
+               "key_init": "gaussian", "key_lr_scale": 0.5}
+    assert set(changed) == FIELDS & set(MetaNeighborhoodsRegressor().get_params())  # a new one: add it here
+    assert all(value != getattr(ESTIMATOR, name) for name, value in changed.items())
+    X, y = _table(n=60)
+    config = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 1, "vanilla_fallback": False, **changed}).fit(
+        X, y).model_.config
+    assert {name: getattr(config, name) for name in changed} == changed
+
+
 def test_prediction_works_in_bounded_batches(monkeypatch):
     import meta_neighborhoods.standardise as standardise
 

@@ -11,8 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from meta_neighborhoods.backbones import create_backbone
-from meta_neighborhoods.film import FiLMBatchNorm2d, FiLMDictionary, film_norm_layer
+from meta_neighborhoods.config import SIMILARITIES
+from meta_neighborhoods.film import FUSED, FiLMBatchNorm2d, FiLMDictionary, film_norm_layer
 from meta_neighborhoods.heads import decayed_parameter_names
+from meta_neighborhoods.validation import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +42,23 @@ def test_init_equals_plain_batchnorm(train):
     torch.testing.assert_close(layer.bn.running_var, bn.running_var)
 
 
+REFERENCE = {"cosine": lambda g, k: g @ k / (g.norm() * k.norm()), "euclidean": lambda g, k: -(g - k).pow(2).sum()}
+TEMPERATURES = {"cosine": 0.2, "euclidean": 2.0}  # each kind's logits of order one on the random layers
+
+
+def test_a_similarity_without_fused_formulas_is_refused_by_ifilm(monkeypatch):
+    """The fused operator took any similarity but cosine as the Euclidean one (its else branch): a kind the method
+    has (``similarity.KINDS``) that iFiLM has no formulas for is refused; those it has are each tested against the
+    reference below."""
+    from meta_neighborhoods import similarity
+
+    assert set(TEMPERATURES) == set(REFERENCE) == set(FUSED) == set(SIMILARITIES)
+    monkeypatch.setitem(similarity.KINDS, "dot", similarity.KINDS["cosine"])  # a new kind, added to the method only
+    similarity.Attention("dot")
+    with pytest.raises(ConfigError, match="unknown similarity 'dot'; expected one of 'cosine', 'euclidean'"):
+        FiLMBatchNorm2d(4, similarity="dot")
+
+
 def _reference(layer: FiLMBatchNorm2d, x: torch.Tensor, similarity: str) -> torch.Tensor:
     """Eq. 4 and 5 one example at a time, with explicit similarities and softmax."""
     bn, film = layer.bn, layer.film
@@ -48,13 +67,7 @@ def _reference(layer: FiLMBatchNorm2d, x: torch.Tensor, similarity: str) -> torc
     outputs = []
     for a_i in a:
         g = a_i.mean(dim=(1, 2))
-        sims = []
-        for k in film.keys:
-            if similarity == "cosine":
-                sims.append(g @ k / (g.norm() * k.norm()))
-            else:
-                sims.append(-(g - k).pow(2).sum())
-        e = (torch.stack(sims) / temperature).exp()
+        e = (torch.stack([REFERENCE[similarity](g, k) for k in film.keys]) / temperature).exp()
         w = e / e.sum()
         gamma_hat = sum(w[j] * film.gamma[j] for j in range(len(w)))
         beta_hat = sum(w[j] * film.beta[j] for j in range(len(w)))
@@ -100,7 +113,7 @@ def _grads(out: torch.Tensor, upstream: torch.Tensor, inputs: list[torch.Tensor]
     return torch.autograd.grad((out * upstream).sum(), inputs)
 
 
-@pytest.mark.parametrize("similarity,temperature", [("cosine", 0.2), ("euclidean", 2.0)])
+@pytest.mark.parametrize("similarity,temperature", TEMPERATURES.items())
 def test_batched_layer_matches_per_example_loop(similarity, temperature):
     layer = _random_layer(similarity, temperature)
     x = torch.randn(5, 6, 4, 3, dtype=torch.float64, requires_grad=True)
@@ -115,7 +128,7 @@ def test_batched_layer_matches_per_example_loop(similarity, temperature):
         torch.testing.assert_close(g, e, msg=name)
 
 
-@pytest.mark.parametrize("similarity,temperature", [("cosine", 0.2), ("euclidean", 2.0)])
+@pytest.mark.parametrize("similarity,temperature", TEMPERATURES.items())
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("bn_options", [{}, {"momentum": None}, {"track_running_stats": False}],
                          ids=["default", "cumulative-average", "untracked"])
@@ -162,7 +175,7 @@ def test_pooled_outputs_below_the_norm_floor_are_clamped_as_f_normalize_clamps_t
         torch.testing.assert_close(g, e, msg=name)
 
 
-@pytest.mark.parametrize("similarity", ["cosine", "euclidean"])
+@pytest.mark.parametrize("similarity", SIMILARITIES)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_fused_layer_passes_gradcheck(similarity, train):
     layer = _random_layer(similarity, 0.5).train(train)

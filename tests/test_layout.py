@@ -13,7 +13,7 @@ LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one li
 # Bottom to top; a module may import from its own layer and the ones below (docs/architecture.md).
 LAYERS = [
     ["", "validation", "io", "inner_loss", "callbacks", "launch", "distributed", "plots", "standardise", "significance",
-     "provenance", "estimator_docs"],
+     "provenance", "estimator_docs", "estimator_method_docs"],
     ["config", "presets", "estimator_settings"],
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model", "factories", "maxl"],

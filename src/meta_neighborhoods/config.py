@@ -58,7 +58,8 @@ def auto_similarity(task: str, key_features: int) -> str:
 def default_temperature(similarity: str, key_features: int) -> float:
     """The estimators' ``temperature=None``: squared distances between standardised rows grow like 2 d; cosines
     stay in [-1, 1]."""
-    return float(key_features) if similarity == "euclidean" else 0.1
+    check_option("similarity", similarity, SIMILARITIES)
+    return {"euclidean": float(key_features), "cosine": 0.1}[similarity]
 
 
 # MNConfig's settings of how a model trains, not of what a trained one computes (a saved model needs no other)

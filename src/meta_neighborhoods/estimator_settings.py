@@ -12,7 +12,7 @@ import math
 import numpy as np
 from sklearn.utils import check_random_state
 
-from .config import MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
+from .config import FIELDS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real)
 
@@ -50,13 +50,11 @@ def check_settings(estimator) -> None:
 
 
 def method_config(estimator, dictionary_size, similarity: str, temperature: float) -> MNConfig:
-    """The method's settings: ``estimator``'s parameters, with what fit resolved from the data."""
-    return MNConfig(task=estimator._task, dictionary_size=dictionary_size, similarity=similarity,
-                    temperature=temperature, learn_temperature=estimator.learn_temperature,
-                    learn_metric=estimator.learn_metric, top_k=estimator.top_k, slot_dropout=estimator.slot_dropout,
-                    slot_draw=estimator.slot_draw, inner_steps=estimator.inner_steps, step_size=estimator.step_size,
-                    step_size_init=estimator.step_size_init, adapt=estimator.adapt, key_init=estimator.key_init,
-                    key_lr_scale=estimator.key_lr_scale,
+    """The method's settings: ``estimator``'s parameters of the same names (a new one reaches the network with no
+    edit here), with what fit resolved from the data."""
+    same = {name: value for name, value in estimator.get_params(deep=False).items() if name in FIELDS}
+    return MNConfig(**{**same, "task": estimator._task, "dictionary_size": dictionary_size, "similarity": similarity,
+                       "temperature": temperature},
                     **dict.fromkeys(("keys", "values"), "learned" if estimator.learn_dictionary else "fixed"))
 
 

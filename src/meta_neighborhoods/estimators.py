@@ -25,10 +25,11 @@ from torch import nn
 
 from . import export, persistence
 from . import estimator_docs as docs
+from . import estimator_method_docs as method_docs
 from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
-from .estimator_docs import doc
+from .estimator_method_docs import doc
 from .estimator_settings import check_settings, method_config, network_description
 from .factories import build_extractor, build_head
 from .model import MetaNeighborhoods
@@ -283,17 +284,17 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             state["model_"] = copy.deepcopy(model).cpu()
         return state
 
-    @doc(docs.SAVE)
+    @doc(method_docs.SAVE)
     def save(self, path) -> Path:
         check_is_fitted(self, "model_")
         return persistence.save(self, path)
 
     @classmethod
-    @doc(docs.LOAD)
+    @doc(method_docs.LOAD)
     def load(cls, path):
         return persistence.load(cls, path)
 
-    @doc(docs.EXPORT_ONNX)
+    @doc(method_docs.EXPORT_ONNX)
     def export_onnx(self, path) -> Path:
         check_is_fitted(self, "model_")
         deployed = persistence.Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
@@ -306,7 +307,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
     _task = "regression"
     _FITTED = frozenset({*FITTED, "y_mean_", "y_scale_", "_y_ndim"})
 
-    @doc(docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
+    @doc(method_docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
     def fit(self, X, y, sample_weight=None):
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, y_numeric=True,
                              multi_output=True)
@@ -324,13 +325,13 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         tags.target_tags.multi_output = True
         return tags
 
-    @doc(docs.REGRESSOR_PREDICT)
+    @doc(method_docs.REGRESSOR_PREDICT)
     def predict(self, X) -> np.ndarray:
         out = self._raw_predict(X, lambda out: out * torch.tensor(self.y_scale_) + torch.tensor(self.y_mean_))
         out = out.numpy()
         return out.ravel() if self._y_ndim == 1 else out
 
-    @doc(docs.REGRESSOR_SCORE)
+    @doc(method_docs.REGRESSOR_SCORE)
     def score(self, X, y, sample_weight=None) -> float:
         return super().score(X, y, sample_weight=sample_weight)
 
@@ -343,7 +344,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     _task = "classification"
     _FITTED = frozenset({*FITTED, "classes_"})
 
-    @doc(docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
+    @doc(method_docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
     def fit(self, X, y, sample_weight=None):
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64)
         check_classification_targets(y)
@@ -356,22 +357,22 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
                              "least 2")
         return self._fit(X, rows, weights, encoder.transform(y[rows]).astype(np.int64), len(self.classes_))
 
-    @doc(docs.PREDICT_PROBA)
+    @doc(method_docs.PREDICT_PROBA)
     def predict_proba(self, X) -> np.ndarray:
         return self._raw_predict(X).softmax(dim=1).numpy()  # in float64: rows sum to 1 at its precision
 
-    @doc(docs.PREDICT_LOG_PROBA)
+    @doc(method_docs.PREDICT_LOG_PROBA)
     def predict_log_proba(self, X) -> np.ndarray:
         return self._raw_predict(X).log_softmax(dim=1).numpy()
 
     def _deployed_output(self) -> nn.Module:
         return nn.Softmax(dim=1)
 
-    @doc(docs.CLASSIFIER_PREDICT)
+    @doc(method_docs.CLASSIFIER_PREDICT)
     def predict(self, X) -> np.ndarray:
         probabilities = self.predict_proba(X)  # checks fitting first, so an unfitted model says so
         return self.classes_[probabilities.argmax(axis=1)]
 
-    @doc(docs.CLASSIFIER_SCORE)
+    @doc(method_docs.CLASSIFIER_SCORE)
     def score(self, X, y, sample_weight=None) -> float:
         return super().score(X, y, sample_weight=sample_weight)

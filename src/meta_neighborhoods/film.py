@@ -42,6 +42,7 @@ class FiLMDictionary(nn.Module):
     def __init__(self, num_features: int, size: int = 10, similarity: str = "cosine",
                  temperature: float = 0.2, learn_temperature: bool = True):
         super().__init__()
+        check_option("similarity", similarity, tuple(FUSED))  # iFiLM's fused operator has its own formulas
         # The queries are pooled BN outputs: centred, per-channel std at most 1 at init (weight 1,
         # bias 0), so N(0, 1) keys lie in the same range. For cosine only the direction counts, and an
         # isotropic Gaussian spreads the directions uniformly.
@@ -142,25 +143,34 @@ def _unit_backward(grad: torch.Tensor, unit: torch.Tensor, clamped: torch.Tensor
     return torch.addcmul(grad, unit, radial, value=-1).div_(clamped)
 
 
-def _similarity(queries: torch.Tensor, keys: torch.Tensor, kind: str, n: int) -> tuple:
-    """(similarities (N, S) of ``queries / n`` to the keys as ``similarity.similarity``, what
-    ``_similarity_backward`` needs). Cosine ignores the 1/n but for F.normalize's floor on the norm."""
-    if kind == "cosine":
-        (q, q_norm, q_kept), (k, k_norm, k_kept) = _unit(queries, n * _NORM_EPS), _unit(keys, _NORM_EPS)
-        return torch.mm(q, k.t()), (q, q_norm, q_kept, k, k_norm, k_kept)
+def _cosine(queries: torch.Tensor, keys: torch.Tensor, n: int) -> tuple:
+    """(similarities (N, S) of ``queries / n`` to the keys, what the backward needs); the 1/n counts only through
+    F.normalize's floor on the norm."""
+    (q, q_norm, q_kept), (k, k_norm, k_kept) = _unit(queries, n * _NORM_EPS), _unit(keys, _NORM_EPS)
+    return torch.mm(q, k.t()), (q, q_norm, q_kept, k, k_norm, k_kept)
+
+
+def _cosine_backward(grad: torch.Tensor, saved: tuple, n: int) -> tuple:
+    """Gradients (queries, keys) of the similarities."""
+    q, q_norm, q_kept, k, k_norm, k_kept = saved
+    return (_unit_backward(torch.mm(grad, k), q, q_norm, q_kept),
+            _unit_backward(torch.mm(grad.t(), q), k, k_norm, k_kept))
+
+
+def _euclidean(queries: torch.Tensor, keys: torch.Tensor, n: int) -> tuple:
     sims = torch.addmm((keys * keys).sum(1), queries, keys.t(), beta=-1, alpha=2 / n)
     return sims.sub_((queries * queries).sum(1, keepdim=True), alpha=1 / n**2), (queries, keys)
 
 
-def _similarity_backward(grad: torch.Tensor, kind: str, saved: tuple, n: int) -> tuple:
-    """Gradients (queries, keys) of the similarities."""
-    if kind == "cosine":
-        q, q_norm, q_kept, k, k_norm, k_kept = saved
-        return (_unit_backward(torch.mm(grad, k), q, q_norm, q_kept),
-                _unit_backward(torch.mm(grad.t(), q), k, k_norm, k_kept))
+def _euclidean_backward(grad: torch.Tensor, saved: tuple, n: int) -> tuple:
     queries, keys = saved
     grad_queries = torch.addmm(queries * grad.sum(1, keepdim=True), grad, keys, beta=-2 / n**2, alpha=2 / n)
     return grad_queries, torch.addmm(keys * grad.sum(0)[:, None], grad.t(), queries, beta=-2, alpha=2 / n)
+
+
+# Each similarity (``similarity.KINDS``) of pooled sums ``queries`` = n x the pooled means, as the fused operator
+# takes it: (forward, backward). A kind without its formulas here is refused by FiLMDictionary.
+FUSED = {"cosine": (_cosine, _cosine_backward), "euclidean": (_euclidean, _euclidean_backward)}
 
 
 class _FusedFiLM(torch.autograd.Function):
@@ -172,7 +182,7 @@ class _FusedFiLM(torch.autograd.Function):
         n = x.shape[2] * x.shape[3]
         centred, offsets, inv_std = _normalise(x, running_mean, running_var, use_batch, momentum, eps)
         c = inv_std * weight
-        sims, saved = _similarity(torch.add(offsets * c, bias, alpha=n), keys, kind, n)
+        sims, saved = FUSED[kind][0](torch.add(offsets * c, bias, alpha=n), keys, n)
         temperature = log_temperature.exp()
         logits = sims / temperature
         attention = logits.softmax(dim=1)
@@ -194,7 +204,7 @@ class _FusedFiLM(torch.autograd.Function):
         grad_gamma_hat = torch.addcmul(grad_scale * c, grad_shift, bias)  # beta_hat's gradient is grad_shift
         grad_attention = torch.addmm(torch.mm(grad_gamma_hat, gamma.t()), grad_shift, beta.t())
         grad_logits = torch._softmax_backward_data(grad_attention, attention, 1, attention.dtype)
-        grad_queries, grad_keys = _similarity_backward(grad_logits / temperature, ctx.kind, saved, n)
+        grad_queries, grad_keys = FUSED[ctx.kind][1](grad_logits / temperature, saved, n)
         grad_c = torch.addcmul(torch.addcmul(grad_scale, gamma_hat, grad_scale), grad_queries, offsets).sum(dim=0)
         grad_bias = torch.add(torch.addcmul(grad_shift, gamma_hat, grad_shift), grad_queries, alpha=n).sum(dim=0)
         grad_weight, grad_offsets = grad_c * inv_std, grad_queries * c

@@ -3,43 +3,64 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SIMILARITIES
 from .inner_loss import TopK, gather_rows
 from .validation import check_option, check_positive
 
 
-def similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
-    """Similarities (B, S) between inputs z (B, d) and keys (S, d).
+class Kind(NamedTuple):
+    """One similarity in the three forms attention takes it; a new kind is one entry of ``KINDS`` (and its name in
+    ``config.SIMILARITIES``, where settings are checked without torch; iFiLM's fused operator has its own formulas,
+    ``film.FUSED``)."""
 
-    ``"cosine"``: cosine similarity; ``"euclidean"``: negative squared Euclidean distance.
-    """
-    if kind == "cosine":
-        return F.normalize(z, dim=-1) @ F.normalize(keys, dim=-1).T
-    if kind == "euclidean":
-        return 2 * z @ keys.T - z.pow(2).sum(-1, keepdim=True) - keys.pow(2).sum(-1)
-    check_option("similarity", kind, SIMILARITIES)
+    full: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # z (B, d), keys (S, d) -> (B, S)
+    pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # z (B, d), each row's own keys (B, K, d) -> (B, K)
+    ranking: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, S) in full's order per row, cheaper
 
 
-def pair_similarity(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
-    """Similarities (B, K) between each input z_b (B, d) and its own K keys (B, K, d); as ``similarity``.
+def _cosine(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    return F.normalize(z, dim=-1) @ F.normalize(keys, dim=-1).T
 
-    Elementwise products summed, not a batch of (K, d) x (d, 1) matrix products, which CPU kernels run slowly."""
-    if kind == "cosine":
-        return (F.normalize(keys, dim=-1) * F.normalize(z, dim=-1)[:, None]).sum(-1)
+
+def _cosine_pairs(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Elementwise products summed, not a batch of (K, d) x (d, 1) matrix products, which CPU kernels run slowly."""
+    return (F.normalize(keys, dim=-1) * F.normalize(z, dim=-1)[:, None]).sum(-1)
+
+
+def _euclidean(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Negative squared Euclidean distances."""
+    return 2 * z @ keys.T - z.pow(2).sum(-1, keepdim=True) - keys.pow(2).sum(-1)
+
+
+def _euclidean_pairs(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return -(keys - z[:, None]).pow(2).sum(-1)
 
 
-def _ranking_scores(z: torch.Tensor, keys: torch.Tensor, kind: str) -> torch.Tensor:
-    """Scores (B, S) that order the keys of each input as ``similarity`` does, in one fused product: for the
-    Euclidean kind the input's own norm, the same for every key, is left out."""
-    if kind == "cosine":
-        return similarity(z, keys, kind)
+def _euclidean_ranking(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """The input's own norm, the same for every key, left out: one fused product."""
     return torch.addmm(-keys.pow(2).sum(-1), z, keys.T, alpha=2)
+
+
+KINDS = {"cosine": Kind(_cosine, _cosine_pairs, _cosine),
+         "euclidean": Kind(_euclidean, _euclidean_pairs, _euclidean_ranking)}
+
+
+def kind_of(name: str) -> Kind:
+    """The similarity ``name`` (a ConfigError for any other)."""
+    check_option("similarity", name, tuple(KINDS))
+    return KINDS[name]
+
+
+def similarity(z: torch.Tensor, keys: torch.Tensor, name: str) -> torch.Tensor:
+    """Similarities (B, S) between inputs z (B, d) and keys (S, d): ``"cosine"``, or ``"euclidean"``, the negative
+    squared Euclidean distance."""
+    return kind_of(name).full(z, keys)
 
 
 @torch.no_grad()
@@ -52,10 +73,10 @@ def nearest(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elemen
     bounded however large the dictionary, so it may hold every training row. No gradient: only the choice is
     made here.
     """
-    chunk = max(k, chunk_elements // max(z.shape[0], 1))
+    chunk, ranking = max(k, chunk_elements // max(z.shape[0], 1)), kind_of(kind).ranking
     best = index = None
     for start in range(0, keys.shape[0], chunk):
-        scores = _ranking_scores(z, keys[start : start + chunk], kind)
+        scores = ranking(z, keys[start : start + chunk])
         candidates = torch.arange(start, start + scores.shape[1], device=z.device).expand_as(scores)
         if best is not None:
             scores, candidates = torch.cat([best, scores], dim=1), torch.cat([index, candidates], dim=1)
@@ -115,7 +136,7 @@ class Attention(nn.Module):
     def __init__(self, similarity: str = "euclidean", temperature: float = 1.0, learn_temperature: bool = False,
                  metric_dim: int | None = None):
         super().__init__()
-        check_option("similarity", similarity, SIMILARITIES)
+        kind_of(similarity)  # checked
         check_positive("temperature", temperature)
         self.similarity = similarity
         log_t = torch.tensor(math.log(temperature))
@@ -184,7 +205,7 @@ class Attention(nn.Module):
         """
         z, keys = self.scaled(z), self.scaled(keys)
         index, hidden = self.choose(z, keys, k, slot_dropout, own_slot)
-        logits = pair_similarity(z, gather_rows(keys, index), self.similarity) / self.temperature
+        logits = kind_of(self.similarity).pair(z, gather_rows(keys, index)) / self.temperature
         return TopK(index, masked_softmax(logits, None if hidden is None else ~hidden))
 
     def top_k_ranked(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,

@@ -213,7 +213,8 @@ def fit_options(args) -> dict:
 
 
 def _check_estimator_params(params: dict) -> None:
-    """The estimator checks its parameters when it fits, minutes into a run; these fail before any work."""
+    """Refused as the options are spelt (--learning-rate); the experiment's own check of the estimator's settings,
+    also before any folder is claimed, names them as parameters (learning_rate)."""
     for name, most in (("max_epochs", MAX_EPOCHS), ("n_iter_no_change", MAX_COUNT), ("batch_size", MAX_COUNT)):
         if name in params:  # epochs as the estimators bound them
             check_int("--" + name.replace("_", "-"), params[name], maximum=most)

@@ -1,0 +1,198 @@
+"""The numpydoc text of the scikit-learn estimators' methods (fit, predict, score, save, load, export_onnx),
+shared by both classes where they mean the same; the classes' own text, parameters and attributes:
+``estimator_docs.py``."""
+
+X_PARAMETER = """X : array-like of shape (n_samples, n_features)
+        Rows to {what}: numbers (a data frame's columns must be numeric), dense or a scipy.sparse matrix (read in
+        blocks of rows; ``predict`` never densifies it whole, ``fit`` holds its training rows dense in float32)."""
+
+FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a held-out share of the rows.
+
+    Inputs (and a regressor's targets) are standardised inside; the dictionary's keys start at random training
+    rows (``key_init="samples"``, the default), and head, keys, values, step size and temperature are trained
+    through the per-row adaptation. With ``vanilla_fallback`` the same network without neighbours is then
+    trained on the same rows, and the one with the lower validation loss is kept.
+
+    Parameters
+    ----------
+    """ + X_PARAMETER.format(what="train on") + """
+    y : array-like of shape (n_samples,){shape}
+        {target}
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative weights of the rows, not all zero. They weight the standardisation (means and scales of X,
+        and of a regressor's y), the loss of every training batch (sum w_i l_i / sum w_i) and the validation loss
+        of early stopping; a row of weight 0 is left out altogether (nor is it ever a key). Integer weights act
+        as repeated rows with full-batch training (``batch_size`` >= n_samples), ``early_stopping=False``,
+        ``key_init="gaussian"``, ``slot_dropout=0`` and a ``dictionary_size`` no larger than the rows of positive
+        weight, up to float32 rounding; otherwise approximately (batches, validation split, slot dropout's draws
+        and keys go by row, and the dictionary is capped at the rows, not their copies).
+
+    Returns
+    -------
+    object
+        The fitted estimator itself.
+
+    See Also
+    --------
+    predict : What the fitted estimator answers.
+
+    Examples
+    --------
+    See the class docstring.
+    """
+
+PREDICT = """{summary}
+
+    Each row attends to its nearest keys, the head takes ``inner_steps`` finetuning steps on them, and the
+    finetuned head answers; rows go through the network in bounded batches.
+
+    Parameters
+    ----------
+    """ + X_PARAMETER.format(what="predict") + """
+
+    Returns
+    -------
+    {returns}
+
+    See Also
+    --------
+    fit : Train the estimator first.
+
+    Examples
+    --------
+    See the class docstring.
+    """
+
+REGRESSOR_PREDICT = PREDICT.format(summary="Predict with the head adapted to each row's neighbourhood.",
+                                   returns="ndarray of shape (n_samples,) or (n_samples, n_outputs)\n"
+                                           "        Predictions on the scale of the y fit saw.")
+CLASSIFIER_PREDICT = PREDICT.format(summary="The most probable class of each row (see ``predict_proba``).",
+                                    returns="ndarray of shape (n_samples,)\n        Labels from ``classes_``.")
+PREDICT_PROBA = PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
+                               returns="ndarray of shape (n_samples, n_classes)\n"
+                                       "        Probabilities of the classes in the order of ``classes_``.")
+PREDICT_LOG_PROBA = PREDICT.format(summary="Logarithms of ``predict_proba``, computed without its rounding to 0.",
+                                   returns="ndarray of shape (n_samples, n_classes)\n"
+                                           "        Log-probabilities of the classes in the order of ``classes_``.")
+
+SCORE = """{summary}
+
+    As scikit-learn's own estimators score, so that model selection treats this one like any other.
+
+    Parameters
+    ----------
+    """ + X_PARAMETER.format(what="score") + """
+    y : array-like of shape (n_samples,){shape}
+        True {target}.
+    sample_weight : array-like of shape (n_samples,), default=None
+        Weights of the rows.
+
+    Returns
+    -------
+    float
+        {returns}
+
+    See Also
+    --------
+    predict : The predictions scored.
+
+    Examples
+    --------
+    See the class docstring.
+    """
+
+REGRESSOR_SCORE = SCORE.format(summary="The coefficient of determination R^2 of ``predict(X)``.",
+                               shape=" or (n_samples, n_outputs)", target="targets", returns="R^2 (1 is perfect).")
+CLASSIFIER_SCORE = SCORE.format(summary="The accuracy of ``predict(X)``.", shape="", target="labels",
+                                returns="Share of rows predicted right.")
+
+SAVE = """Save the fitted estimator as a checkpoint: ``path.json`` and ``path.<token>.safetensors``.
+
+    Written atomically (see ``checkpoint.py``); JSON and tensors only, so that, unlike a pickle, loading it
+    cannot run code. An earlier checkpoint at ``path`` is replaced, as ``torch.save`` and ``joblib.dump`` replace
+    a file; what is not a regular file (a folder, a device) is refused, and so are parameters set since fit
+    (``set_params``) from which ``load``, which rebuilds the network from them, would build another one.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Stem of the two files (a ``.json`` suffix is taken off); their folder is created if needed.
+
+    Returns
+    -------
+    Path
+        The JSON file written.
+
+    See Also
+    --------
+    load : Read it back.
+
+    Examples
+    --------
+    >>> model.save("model")  # doctest: +SKIP
+    """
+
+LOAD = """Read an estimator saved by ``save``, on the CPU and ready to predict.
+
+    Every field of the file is checked before anything is built; nothing is unpickled.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Stem of the checkpoint, or its ``.json`` file.
+
+    Returns
+    -------
+    estimator
+        The fitted estimator, predicting as the saved one did.
+
+    Raises
+    ------
+    CheckpointError
+        Names whatever is wrong: a missing, damaged or foreign file, another estimator class, or a network that
+        differs from the one the file describes.
+
+    See Also
+    --------
+    save : Write one.
+
+    Examples
+    --------
+    >>> same = MetaNeighborhoodsRegressor.load("model")  # doctest: +SKIP
+    """
+
+EXPORT_ONNX = """Write the fitted predictor as one ONNX graph, to run without PyTorch (see ``export.py``).
+
+    Input ``"input"``: raw float32 rows (n, n_features_in_); output ``"output"``: ``predict`` (regressor) or
+    ``predict_proba`` (classifier), up to float32 rounding. Standardisation, attention over the dictionary, the
+    inner steps and the head are all in the graph; its ``metadata_props`` name the estimator, ``selected_``, the
+    version, the ``classes`` (JSON: the output columns) and the ``feature_names`` fit saw (JSON), where it saw any.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.onnx`` file to write; an earlier one there is replaced (what is not a regular file is refused).
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    See Also
+    --------
+    save : The exact, PyTorch format.
+
+    Examples
+    --------
+    >>> model.export_onnx("model.onnx")  # doctest: +SKIP
+    """
+
+
+def doc(text: str):
+    """Give the decorated method ``text`` as its docstring."""
+
+    def apply(method):
+        method.__doc__ = text
+        return method
+
+    return apply
