@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..validation import NONE, ConfigError
-from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_settings, fit_options, load_table_source,
+from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_options, fit_options, load_table_source,
                      run_options, table_run_options, table_source)
 
 LOGGER = logging.getLogger(__name__)
@@ -15,7 +15,7 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "ablate", help="Meta-Neighborhoods' CV error against one of its parameters",
-        parents=[*run_options(), table_source(allow_all=False), estimator_settings()],
+        parents=[*run_options(), table_source(allow_all=False), estimator_options()],
         description="k-fold MSE of Meta-Neighborhoods for each value of one parameter (the same folds for every "
                     "value, the other parameters at the estimator's defaults, without the vanilla fallback: the "
                     "network with neighbours is always kept); writes ablation.json, ablation.md "

@@ -175,7 +175,7 @@ def load_table_source(args):
     return table
 
 
-def estimator_settings() -> argparse.ArgumentParser:
+def estimator_options() -> argparse.ArgumentParser:
     """The training settings regress and ablate pass to the MLP estimators; not given: the estimator's default."""
     parser = parent()
     add_optimiser_options(parser, f"default {ESTIMATOR.learning_rate:g}, the estimator's",

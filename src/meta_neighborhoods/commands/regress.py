@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
-from .common import (check_target, estimator_settings, fit_options, load_table_source, run_options, table_run_options,
+from .common import (check_target, estimator_options, fit_options, load_table_source, run_options, table_run_options,
                      table_source)
 
 LOGGER = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "regress", help="regression tables of Table 2: kNN, vanilla MLP, Meta-Neighborhoods, gradient boosting",
-        parents=[*run_options(), table_source(allow_all=True), estimator_settings()],
+        parents=[*run_options(), table_source(allow_all=True), estimator_options()],
         description="k-fold MSE on the standardised target for kNN (k by inner CV), the vanilla MLP, "
                     "Meta-Neighborhoods (estimator defaults) and HistGradientBoosting, with paired t-tests of "
                     "Meta-Neighborhoods against each; writes results.json, results.md and folds.png "
