@@ -24,7 +24,7 @@ from .validation import ConfigError, is_real, shown
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
-FITTED = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
+FITTED_PREFIX = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
 
 
 def to_json(value):
@@ -60,14 +60,14 @@ def split_fitted(attributes: dict) -> tuple[dict[str, torch.Tensor], dict]:
             arrays[name] = {"dtype": value.dtype.str, "values": value.tolist()}
         else:
             values[name] = value
-    return checkpoint.with_prefix(FITTED, tensors), {"fitted": json_only("fitted attribute", values),
+    return checkpoint.with_prefix(FITTED_PREFIX, tensors), {"fitted": json_only("fitted attribute", values),
                                                      "arrays": json_only("array", arrays)}
 
 
 def join_fitted(meta: dict, tensors: dict[str, torch.Tensor], allowed: frozenset, source: str) -> dict:
     """The inverse of ``split_fitted``: the fitted attributes from a checkpoint's JSON and tensors, refused before any
     array is built if they hold a name outside ``allowed`` (what fit sets)."""
-    numeric = checkpoint.take_prefix(FITTED, tensors)
+    numeric = checkpoint.take_prefix(FITTED_PREFIX, tensors)
     unknown = sorted((set(meta["fitted"]) | set(meta["arrays"]) | set(numeric)) - allowed)
     if unknown:
         raise CheckpointError(f"{source}: unknown fitted attribute(s) {', '.join(unknown[:5])}: refused")
