@@ -548,3 +548,23 @@ def test_every_estimator_option_of_a_command_reaches_the_estimator(command):
     options = {action.dest for action in cli._build()[1][command]._actions}
     given = options & set(MetaNeighborhoodsRegressor().get_params()) - {"device", "verbose"}  # -v: the log level
     assert given <= set(ESTIMATOR_OPTIONS) and (given == set(ESTIMATOR_OPTIONS) or command == "ablate")
+
+
+def test_ctrl_c_while_the_command_line_loads_is_said_in_one_line(monkeypatch, capsys):
+    """Ctrl-C within the first fifth of a second, while the command line's modules were imported, gave Python's
+    traceback (the console command's import of cli ran outside any handler)."""
+    import importlib.abc
+
+    from meta_neighborhoods.__main__ import console
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "meta_neighborhoods.cli":
+                raise KeyboardInterrupt
+
+    monkeypatch.delitem(sys.modules, "meta_neighborhoods.cli")
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exit_info:
+        console()
+    assert exit_info.value.code == 130 and capsys.readouterr().err == "meta-neighborhoods: interrupted\n"
+

@@ -77,3 +77,9 @@ def test_the_package_exports_what_the_readme_names_and_the_errors_it_raises():
     assert meta_neighborhoods.CheckpointError is checkpoint.CheckpointError
     assert meta_neighborhoods.RunFolderError is io.RunFolderError
     assert set(meta_neighborhoods.__all__) <= set(dir(meta_neighborhoods))
+
+
+def test_the_console_command_is_the_one_that_guards_its_imports():
+    """``__main__.console`` says Ctrl-C during the command line's imports in one line (test_cli)."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"meta-neighborhoods": "meta_neighborhoods.__main__:console"}
