@@ -240,6 +240,27 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
         "gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu", False, run_threads)
 
 
+def test_a_record_of_settings_that_defaults_have_since_changed_reruns_them_or_is_refused(tmp_path, parsed, capsys):
+    """A record of an earlier version reran with today's defaults, silently (yacht: MN 0.32 -> 0.55): the settings
+    its run took by default are given again where an option carries them, and refused where none does."""
+    from dataclasses import asdict
+
+    from meta_neighborhoods.config import ESTIMATOR
+
+    estimator = {**json.loads(json.dumps(asdict(ESTIMATOR))), "top_k": 32, "random_state": 0, "device": "auto"}
+    record = {"dataset": "gom", "config": {"folds": 5, "seed": 0, "seeds": 1, "estimator_params": {"device": "cpu"},
+                                           "estimator": estimator, "provenance": {"git_commit": "748d150"}}}
+    path = _write(tmp_path / "results.json", json.dumps(record))
+    args = parsed(["regress", "--config", path, "--out", "again"])
+    assert (args.top_k, args.max_epochs, args.device) == (32, ESTIMATOR.max_epochs, "cpu")
+    del estimator["ema_decay"]
+    estimator["adapt"] = "all"
+    _write(tmp_path / "results.json", json.dumps(record))
+    _refused(capsys, ["regress", "--config", path, "--out", "again"],
+             f"{path}: its run trained with adapt 'all' (now 'last'), ema_decay unset (now 0.99), which no option sets: "
+             "a rerun here would train otherwise; rerun it with the code that made it (commit 748d150)")
+
+
 def _csv(path, seed: int) -> str:
     rng = np.random.default_rng(seed)
     rows = rng.normal(size=(40, 3))

@@ -91,6 +91,8 @@ def test_classify_runs_under_torchrun_and_only_rank_0_writes(tmp_path):  # digit
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["processes"] == WORLD_SIZE and len(metrics["history"]) == 2 and metrics["test_accuracy"] > 0.3
     assert checkpoint.load(out / "last")[1]["epoch"] == 2
+    recorded = json.loads((out / "run.json").read_text())["provenance"]["command"]
+    assert recorded == ["torchrun", "--nnodes=1", f"--nproc-per-node={WORLD_SIZE}", *command[command.index("-m", 3):]]
 
 
 @pytest.mark.parametrize("argv, line", [

@@ -113,6 +113,8 @@ def test_the_fallback_s_choice_survives_save_and_load(fitted, tmp_path):
     model = fitted["vanilla fallback"]
     assert model.selected_ == "vanilla" and set(model.validation_losses_) == {"meta_neighborhoods", "vanilla"}
     loaded = _save_load(model, tmp_path)
+    saved_by = json.loads((tmp_path / "new" / "folder" / "model.json").read_text())["saved_by"]  # what saved it
+    assert (saved_by["torch"], saved_by["threads"]) == (torch.__version__, torch.get_num_threads())
     assert (loaded.selected_, loaded.validation_losses_, loaded.network_["dictionary_size"]) == (
         "vanilla", model.validation_losses_, 0)
 

@@ -2,6 +2,7 @@
 
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,31 @@ def test_a_run_started_with_python_m_records_a_command_that_runs_again(monkeypat
     main_file = str(Path(meta_neighborhoods.__file__).with_name("__main__.py"))
     monkeypatch.setattr(sys, "argv", [main_file, "spiral", "--epochs", "2"])
     assert provenance()["command"] == [sys.executable, "-m", "meta_neighborhoods", "spiral", "--epochs", "2"]
+
+
+@pytest.mark.parametrize("module", [True, False])
+def test_a_run_torchrun_launched_records_its_launch(monkeypatch, module):
+    """The command recorded under torchrun ran on one process: another result, said nowhere."""
+    script = str(Path(meta_neighborhoods.__file__).with_name("__main__.py")) if module else "/venv/bin/meta-neighborhoods"
+    monkeypatch.setattr(sys, "argv", [script, "classify", "--dataset", "digits"])
+    for name, value in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(name, value)
+    launch = ["-m", "meta_neighborhoods"] if module else [script]
+    assert provenance()["command"] == ["torchrun", "--nnodes=2", "--nproc-per-node=2", *launch, "classify",
+                                       "--dataset", "digits"]
+
+
+def test_the_record_names_the_source_that_ran_outside_a_clone_too(tmp_path):
+    """Outside a git clone the code was named only by its version, 0.1.0 since the first commit."""
+    from meta_neighborhoods.provenance import source_sha256
+
+    package = Path(meta_neighborhoods.__file__).parent
+    copy = shutil.copytree(package, tmp_path / "meta_neighborhoods", ignore=shutil.ignore_patterns("__pycache__"))
+    record = provenance()
+    assert record["source_sha256"] == source_sha256(copy) and re.fullmatch("[0-9a-f]{64}", record["source_sha256"])
+    (copy / "config.py").write_text((copy / "config.py").read_text().replace("4096", "512"))
+    assert source_sha256.__wrapped__(copy) != record["source_sha256"]  # computed again, not the cached digest
+    assert record["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
 
 def test_a_library_that_is_not_installed_is_recorded_as_none(monkeypatch):

@@ -19,6 +19,7 @@ from .config import TRAINING_ONLY
 from .estimator_settings import check_settings, method_config
 from .factories import FACTORIES, hidden_widths
 from .io import prepare_out_dir
+from .provenance import provenance
 from .training import resolve_device, torch_globals
 from .validation import ConfigError, is_real, shown
 
@@ -273,7 +274,7 @@ def save(estimator, path) -> Path:
         {name: value for name, value in vars(estimator).items() if name not in params and name != "model_"})
     meta = {"estimator": type(estimator).__name__,
             "params": json_only("parameter", estimator.get_params(deep=False)),
-            **fitted, "meta_neighborhoods_version": __version__}
+            **fitted, "meta_neighborhoods_version": __version__, "saved_by": provenance()}  # never read back
     stem = checkpoint_stem(path)
     prepare_out_dir(stem.parent)  # as export_onnx does
     return checkpoint.save(stem, {**checkpoint.network_tensors(estimator.model_), **tensors}, meta)

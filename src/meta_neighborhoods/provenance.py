@@ -6,6 +6,8 @@ the libraries that computed it (as scikit-learn's ``show_versions`` or a Lightni
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import platform
 import subprocess
@@ -18,9 +20,11 @@ import numpy as np
 import torch
 
 from . import __version__
+from .launch import launched_by_torchrun
 
 GIT_TIMEOUT = 5.0  # seconds; a hung git (a network file system, a lock) must not hold up a run
-LIBRARIES = ("scikit-learn", "scipy", "pandas")  # what else computes results (folds, baselines, tables, tests)
+# what else computes results (folds, baselines, tables, tests; the optional baselines' where installed)
+LIBRARIES = ("scikit-learn", "scipy", "pandas", "lightgbm", "pytabkit")
 
 
 def _git(*args: str) -> str | None:
@@ -45,6 +49,16 @@ def git_state() -> tuple[str | None, bool | None]:
     return commit or None, None if not commit or status is None else bool(status)
 
 
+@functools.cache
+def source_sha256(root: Path = Path(__file__).resolve().parent) -> str:
+    """A digest of the package's own source files (under ``root``), which names the code that ran where git cannot
+    (an installed copy, an edited tree): the version number stays the same across changes of the defaults."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
@@ -54,17 +68,23 @@ def _version(distribution: str) -> str | None:
 
 def command() -> list[str]:
     """The command line as it can be run again: ``sys.argv``, but ``python -m meta_neighborhoods ...`` where the
-    package ran as a module (its ``sys.argv[0]`` is ``__main__.py``, which cannot run by itself)."""
-    if sys.argv and Path(sys.argv[0]).resolve() == Path(__file__).resolve().with_name("__main__.py"):
-        return [sys.executable, "-m", "meta_neighborhoods", *sys.argv[1:]]
-    return list(sys.argv)
+    package ran as a module (its ``sys.argv[0]`` is ``__main__.py``, which cannot run by itself), and under torchrun
+    its launch with as many nodes and processes per node (run by one process, it trained otherwise; a run on
+    several nodes also needs their rendezvous, which torchrun's options give)."""
+    module = bool(sys.argv) and Path(sys.argv[0]).resolve() == Path(__file__).resolve().with_name("__main__.py")
+    if not launched_by_torchrun():
+        return [sys.executable, "-m", "meta_neighborhoods", *sys.argv[1:]] if module else list(sys.argv)
+    world, local = (int(os.environ.get(name, "1")) for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"))
+    launch = ["torchrun", f"--nnodes={max(1, world // max(local, 1))}", f"--nproc-per-node={local}"]
+    return [*launch, *(["-m", "meta_neighborhoods"] if module else sys.argv[:1]), *sys.argv[1:]]
 
 
 def provenance() -> dict:
     """A JSON-able record of what is running now: versions, platform, torch's CPU threads (training with
-    neighbours sums in an order that depends on them, so a rerun matches only on as many), git commit and whether
-    the clone had uncommitted changes (both None outside a clone), the command line (``command``) and the folder
-    its relative paths start from, and the time."""
+    neighbours sums in an order that depends on them, so a rerun matches only on as many), the GPU a device of
+    "auto" takes (None: the CPU), git commit and whether the clone had uncommitted changes (both None outside a
+    clone), a digest of the package's source (``source_sha256``), the command line (``command``) and the folder its
+    relative paths start from, and the time."""
     commit, dirty = git_state()
     return {
         "meta_neighborhoods": __version__,
@@ -73,10 +93,12 @@ def provenance() -> dict:
         "numpy": np.__version__,
         **{name: _version(name) for name in LIBRARIES},
         "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,  # what device "auto" takes
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
         "git_commit": commit,
         "git_dirty": dirty,
+        "source_sha256": source_sha256(),
         "command": command(),
         "working_directory": os.getcwd(),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -8,7 +8,9 @@ its own wording. Parents are added in the order the options appear in ``--help``
 from __future__ import annotations
 
 import argparse
+import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, MAX_EPOCHS, SEEDS, SLOT_DRAWS, MNConfig
@@ -249,10 +251,33 @@ def table_run_options(record: dict) -> dict:
     if unknown:  # a record gives settings, never paths or --overwrite
         raise ConfigError(f"its estimator_params hold settings no run records ({', '.join(unknown)[:80]}); expected "
                           f"some of {', '.join(ESTIMATOR_OPTIONS)}, device")
-    params = dict(config["estimator_params"])
+    params = {**_recorded_defaults(config, record), **config["estimator_params"]}
     if "top_k" in params and params["top_k"] is None:  # a value None would be taken for an option not given
         params["top_k"] = NONE
     fallback = params.pop("vanilla_fallback", True)  # its option is --no-vanilla-fallback
     if not isinstance(fallback, bool):
         raise ConfigError(f"its estimator_params give vanilla_fallback = {fallback!r:.40}, not true or false")
     return {**options, **params, **({"no_vanilla_fallback": True} if not fallback else {})}
+
+
+def _recorded_defaults(config: dict, record: dict) -> dict:
+    """The settings the recorded run's estimator took by default (``config["estimator"]``, all of them), as the
+    options that carry them, so that a rerun trains as it did after a default changed; a setting no option carries
+    that today's default changes is refused (a record of an earlier version reran silently with today's: 0.32 ->
+    0.55 on yacht). Records from before the full settings were kept give nothing here."""
+    estimator = config.get("estimator")
+    if not isinstance(estimator, dict):
+        return {}
+    skip = {record.get("param"), "vanilla_fallback" if "param" in record else None,  # an ablation's own
+            "hidden_layer_sizes" if config.get("search") is True else None}
+    changed = [f"{name} {repr(estimator[name]) if name in estimator else 'unset'} (now {today!r})"
+               for name, today in json.loads(json.dumps(asdict(ESTIMATOR))).items()
+               if name not in {*ESTIMATOR_OPTIONS, *skip} and estimator.get(name, _ABSENT) != today]
+    if changed:
+        commit = config.get("provenance", {}).get("git_commit") if isinstance(config.get("provenance"), dict) else None
+        raise ConfigError(f"its run trained with {', '.join(changed)[:300]}, which no option sets: a rerun here would "
+                          f"train otherwise; rerun it with the code that made it{f' (commit {commit:.40})' if commit else ''}")
+    return {name: estimator[name] for name in ESTIMATOR_OPTIONS if name in estimator and name not in skip}
+
+
+_ABSENT = object()
