@@ -272,12 +272,10 @@ def _recorded_defaults(config: dict, record: dict) -> dict:
             "hidden_layer_sizes" if config.get("search") is True else None}
     changed = [f"{name} {repr(estimator[name]) if name in estimator else 'unset'} (now {today!r})"
                for name, today in json.loads(json.dumps(asdict(ESTIMATOR))).items()
-               if name not in {*ESTIMATOR_OPTIONS, *skip} and estimator.get(name, _ABSENT) != today]
+               if name not in {*ESTIMATOR_OPTIONS, *skip} and (name not in estimator or estimator[name] != today)]
     if changed:
-        commit = config.get("provenance", {}).get("git_commit") if isinstance(config.get("provenance"), dict) else None
+        made = config.get("provenance") if isinstance(config.get("provenance"), dict) else {}
+        commit = f" (commit {made['git_commit'][:40]})" if isinstance(made.get("git_commit"), str) else ""
         raise ConfigError(f"its run trained with {', '.join(changed)[:300]}, which no option sets: a rerun here would "
-                          f"train otherwise; rerun it with the code that made it{f' (commit {commit:.40})' if commit else ''}")
+                          f"train otherwise; rerun it with the code that made it{commit}")
     return {name: estimator[name] for name in ESTIMATOR_OPTIONS if name in estimator and name not in skip}
-
-
-_ABSENT = object()
