@@ -350,6 +350,22 @@ def test_first_visible_takes_the_nearest_visible_keys_and_hidden_ones_only_when_
     assert chosen_hidden.tolist() == [[False, False, False], [False, True, True]]
 
 
+@pytest.mark.parametrize("form", ["top_k_dense", "top_k"])
+def test_a_row_with_fewer_visible_keys_than_k_weights_only_those(form):
+    """A row whose k candidates are partly hidden (a dictionary little larger than k, as the defaults' k = 128 of a
+    table under about 260 training rows) gave its hidden fillers weight on the dense path: slot dropout leaked
+    into training. Six keys, k = 4, half hidden: many rows see 1 to 3 keys, and only those get weight."""
+    attention = Attention("euclidean", 1.0).double()
+    generator = torch.Generator().manual_seed(0)
+    z, keys = (torch.randn(n, 3, dtype=torch.float64, generator=generator) for n in (300, 6))
+    torch.manual_seed(1)
+    weights = getattr(attention, form)(z, keys, 4, slot_dropout=0.5)
+    weights = weights if form == "top_k_dense" else weights.dense(6)
+    seen = (weights > 0).sum(1)
+    assert ((seen >= 1) & (seen < 4)).sum() > 50
+    torch.testing.assert_close(weights.sum(1), torch.ones(300, dtype=torch.float64))
+
+
 @pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_top_k_with_slot_dropout_attends_to_the_nearest_visible_candidates(similarity):
     """Each slot is hidden with probability p, drawn for the nearest n_candidates keys (in the order ``nearest``

@@ -300,3 +300,20 @@ def test_a_progress_off_a_terminal_logs_a_line_each_epoch_where_asked(monkeypatc
         progress.on_train_end()
     expected = ["mn: epoch 1/2, loss 0.5000, val_acc 0.9000", "mn: epoch 2/2, loss 0.5000, val_acc 0.9000"]
     assert caplog.messages == (expected if log and enabled and not tty else [])
+
+
+def test_the_weight_average_gives_the_model_its_own_weights_back_after_the_block():
+    """Without the restore, training went on from the averaged weights after every validation (ema_decay=0.99 is
+    the estimators' default); only an accuracy threshold of another test noticed."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=5)
+    average = WeightAverage(model, 0.9)
+    average.on_step(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.on_step(1)
+    own = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with average.applied():
+        assert not any(torch.equal(p, own[name]) for name, p in model.named_parameters())  # the average, now
+    assert all(torch.equal(p, own[name]) for name, p in model.named_parameters())

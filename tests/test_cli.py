@@ -568,3 +568,20 @@ def test_ctrl_c_while_the_command_line_loads_is_said_in_one_line(monkeypatch, ca
         console()
     assert exit_info.value.code == 130 and capsys.readouterr().err == "meta-neighborhoods: interrupted\n"
 
+
+
+def test_sigterm_is_an_interrupt_only_off_torchrun_and_its_handler_is_given_back(monkeypatch, tmp_path):
+    """Under torchrun SIGTERM keeps its handler (the agent stops its ranks with it); and main, run in a process of
+    its own (a notebook, a test), gives back the handler it found, which it left raising Terminated there."""
+    import signal
+
+    from meta_neighborhoods import cli
+
+    before = signal.getsignal(signal.SIGTERM)
+    with cli._terminated_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is not before
+    assert main(["analyze", "--run", str(tmp_path / "nope"), "--what", "cosine", "--quiet"]) == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+    monkeypatch.setattr(cli, "launched_by_torchrun", lambda: True)
+    with cli._terminated_as_interrupt():
+        assert signal.getsignal(signal.SIGTERM) is before

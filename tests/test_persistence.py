@@ -109,6 +109,28 @@ def test_a_network_fitted_on_a_gpu_unpickles_on_a_machine_without_one(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), model.predict(X), rtol=1e-5, atol=1e-6)
 
 
+def test_pickling_an_estimator_leaves_its_network_where_it_is_and_pickles_a_cpu_copy():
+    """What the GPU test above checks, without a GPU: a network that says it is on another device is copied to the
+    CPU for the pickle, and the estimator keeps its own network, unmoved."""
+    import types
+
+    class OnAnotherDevice(torch.nn.Module):
+        moved = False
+
+        def state_dict(self, *args, **kwargs):
+            return {"w": types.SimpleNamespace(device=torch.device("cuda"))}
+
+        def cpu(self):
+            self.moved = True
+            return self
+
+    estimator, network = MetaNeighborhoodsRegressor(), OnAnotherDevice()
+    estimator.model_ = network
+    state = estimator.__getstate__()
+    assert estimator.model_ is network and not network.moved
+    assert state["model_"] is not network and state["model_"].moved
+
+
 def test_the_fallback_s_choice_survives_save_and_load(fitted, tmp_path):
     model = fitted["vanilla fallback"]
     assert model.selected_ == "vanilla" and set(model.validation_losses_) == {"meta_neighborhoods", "vanilla"}

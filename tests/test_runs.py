@@ -6,6 +6,7 @@ import os
 import pickle
 import re
 from itertools import count
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -728,6 +729,32 @@ def test_a_stage_that_raises_leaves_the_folder_as_it_was_and_one_that_ends_repla
                                                                                  "table/results.json"]
 
 
+def test_a_run_s_records_take_their_places_after_its_other_files(tmp_path, monkeypatch):
+    """A run killed among the renames must not show a run (results.json) over an earlier run's other files: the
+    marks of RUN_KINDS are renamed last."""
+    order, replace = [], os.replace
+
+    def recorded(source, target):
+        order.append(Path(target).name)
+        replace(source, target)
+
+    monkeypatch.setattr(io.os, "replace", recorded)
+    with io.staged(tmp_path) as stage:
+        (stage / "results.json").write_text("{}")
+        (stage / "table").mkdir()
+        (stage / "table" / "summary.md").write_text("x")
+        (stage / "z.csv").write_text("x")
+    assert sorted(order) == ["results.json", "summary.md", "z.csv"] and order[-1] == "results.json"
+
+
+def test_the_lock_file_names_its_holder_alone(tmp_path):
+    """An earlier, longer text in the lock file stayed after this holder's, and a refusal quoted both."""
+    (tmp_path / io.LOCK).write_text("process 1 (" + "x" * 500 + ")")
+    with io.lock(tmp_path):
+        text = (tmp_path / io.LOCK).read_text()
+    assert text.startswith(f"process {os.getpid()} (") and "xxxxx" not in text
+
+
 def test_a_folder_is_read_only_while_no_run_writes_it_and_a_writer_waits_for_its_readers(tmp_path):
     with io.lock(tmp_path):
         with pytest.raises(io.RunFolderError, match=rf"{tmp_path} is being written by process {os.getpid()} "):
@@ -751,16 +778,21 @@ def test_a_folder_is_read_only_while_no_run_writes_it_and_a_writer_waits_for_its
 
 def test_a_write_that_fails_without_naming_a_file_is_named_and_a_read_only_folder_is_said_as_such(tmp_path,
                                                                                                  monkeypatch):
-    """A full disk said "[Errno 28] No space left on device" of no file; a read-only folder's lock was called a bad
-    lock file to remove."""
+    """A full disk said "[Errno 28] No space left on device" of no file, or of the hidden temporary file (gone when
+    the user reads it), or of the run's hidden stage; a read-only folder's lock was called a bad lock file to
+    remove."""
     import errno
 
-    def full(tmp):
-        raise OSError(errno.ENOSPC, "No space left on device")
+    for named in (lambda tmp: None, lambda tmp: tmp):
+        def full(tmp):
+            raise OSError(errno.ENOSPC, "No space left on device", named(tmp))
 
-    with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path / 'results.json'}'"):
-        io.atomic_write(tmp_path / "results.json", full)
-    assert list(tmp_path.iterdir()) == []
+        with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path / 'results.json'}'"):
+            io.atomic_write(tmp_path / "results.json", full)
+        assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path / 'table' / 'a.png'}'"):
+        with io.staged(tmp_path) as stage:
+            raise OSError(errno.ENOSPC, "No space left on device", str(stage / "table" / "a.png"))
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system")
