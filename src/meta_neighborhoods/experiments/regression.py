@@ -13,22 +13,21 @@ from .. import __version__
 from ..config import FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
-from ..io import (claimed, inner_folder, lock, markdown_table, prepare_out_dir, refuse_other_runs, remove_created,
-                  remove_stale_stages, write_json, write_text)
+from ..io import (claimed, inner_folder, lock, prepare_out_dir, refuse_other_runs, remove_created, remove_stale_stages,
+                  write_json, write_text)
 from ..persistence import WITH_NEIGHBOURS, to_json
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
 from ..training import resolve_device, torch_threads
 from ..validation import NONE, ConfigError
-from .ablation_caps import CAPS, capped_note, capped_values, point_notes
+from .ablation_caps import CAPS, capped_values, point_notes
 from .cross_validation import (
     BASELINE, REFERENCE, available_methods, check_method_settings, cross_validate, meta_neighborhoods_estimator,
     protocol_options, protocol_rows,
 )
 from .reports import (
-    method_note, mse_cell, neighbours_kept, number, p_cell, protocol_text, results_markdown, summary_markdown,
-    unconverged_note, warn_unconverged,
+    ablation_markdown, neighbours_kept, protocol_text, results_markdown, summary_markdown, warn_unconverged,
 )
 
 NOMINAL_ROWS = 2  # the shape settings are checked against before a run of several tables has read one
@@ -303,17 +302,8 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
         }
         write_json(out / "ablation.json", results)
         warn_unconverged(results)
-        rows = [[v, mse_cell(m, sd), number(r), p_cell(p)] for v, m, sd, r, p in
-                zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
-        total = len(cv["fold_seeds"])
-        title = (f"# {table.name}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
-                 f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
-                 f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
-                 f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
-        capped = capped_values(param, values, results["dictionary_sizes"])
-        write_text(out / "ablation.md", title + markdown_table(
-            [param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows) + unconverged_note(results)
-            + capped_note(param, shown, capped))
+        capped, total = capped_values(param, values, results["dictionary_sizes"]), len(cv["fold_seeds"])
+        write_text(out / "ablation.md", ablation_markdown(results, shown, capped))
         bars = (f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} folds), the same "
                 f"folds for every value; p: corrected t-test against {shown[0]}"
                 + (f"; {CAPS[param].legend}" if any(capped) else ""))

@@ -7,6 +7,7 @@ import logging
 
 from ..io import markdown_table
 from ..persistence import WITH_NEIGHBOURS
+from .ablation_caps import capped_note
 from .cross_validation import BASELINE, REFERENCE, SEARCH
 
 LOGGER = logging.getLogger(__name__)
@@ -59,6 +60,20 @@ def results_markdown(results: dict) -> str:
                   f"fallback keeps the network without them where it validates better; `--no-vanilla-fallback` always "
                   f"keeps the neighbours).\n")
     return title + table + unconverged_note(results)
+
+
+def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
+    """ablation.md: each value's error, its ratio and p against the first value (``shown``: the values as the
+    table names them; ``capped``: those the table's rows capped, ``ablation_caps.capped_values``)."""
+    param, total = results["param"], len(results["fold_seeds"])
+    rows = [[v, mse_cell(m, sd), number(r), p_cell(p)] for v, m, sd, r, p in
+            zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
+    title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
+             f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
+             f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
+             f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
+    return (title + markdown_table([param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows)
+            + unconverged_note(results) + capped_note(param, shown, capped))
 
 
 def method_note(config: dict) -> str:
