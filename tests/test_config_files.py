@@ -259,6 +259,10 @@ def test_a_record_of_settings_that_defaults_have_since_changed_reruns_them_or_is
     _refused(capsys, ["regress", "--config", path, "--out", "again"],
              f"{path}: its run trained with adapt 'all' (now 'last'), ema_decay unset (now 0.99), which no option sets: "
              "a rerun here would train otherwise; rerun it with the code that made it (commit 748d150)")
+    estimator.update(adapt="last", ema_decay=0.99, vanilla_fallback="yes")  # the record's values are checked too
+    _write(tmp_path / "results.json", json.dumps(record))
+    _refused(capsys, ["regress", "--config", path, "--out", "again"],
+             f"{path}: its estimator settings give vanilla_fallback = 'yes', not true or false")
 
 
 def _csv(path, seed: int) -> str:

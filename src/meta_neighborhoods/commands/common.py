@@ -256,7 +256,7 @@ def table_run_options(record: dict) -> dict:
         params["top_k"] = NONE
     fallback = params.pop("vanilla_fallback", True)  # its option is --no-vanilla-fallback
     if not isinstance(fallback, bool):
-        raise ConfigError(f"its estimator_params give vanilla_fallback = {fallback!r:.40}, not true or false")
+        raise ConfigError(f"its estimator settings give vanilla_fallback = {fallback!r:.40}, not true or false")
     return {**options, **params, **({"no_vanilla_fallback": True} if not fallback else {})}
 
 
