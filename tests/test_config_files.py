@@ -263,6 +263,10 @@ def test_a_record_of_settings_that_defaults_have_since_changed_reruns_them_or_is
     _write(tmp_path / "results.json", json.dumps(record))
     _refused(capsys, ["regress", "--config", path, "--out", "again"],
              f"{path}: its estimator settings give vanilla_fallback = 'yes', not true or false")
+    record["config"]["estimator"] = "damaged"
+    _write(tmp_path / "results.json", json.dumps(record))
+    _refused(capsys, ["regress", "--config", path, "--out", "again"],
+             f"{path}: its estimator settings should be a JSON object, got str")
 
 
 def _csv(path, seed: int) -> str:

@@ -266,8 +266,10 @@ def _recorded_defaults(config: dict, record: dict) -> dict:
     that today's default changes is refused (a record of an earlier version reran silently with today's: 0.32 ->
     0.55 on yacht). Records from before the full settings were kept give nothing here."""
     estimator = config.get("estimator")
-    if not isinstance(estimator, dict):
+    if estimator is None:
         return {}
+    if not isinstance(estimator, dict):
+        raise ConfigError(f"its estimator settings should be a JSON object, got {type(estimator).__name__}")
     skip = {record.get("param"), "vanilla_fallback" if "param" in record else None,  # an ablation's own
             "hidden_layer_sizes" if config.get("search") is True else None}
     changed = [f"{name} {repr(estimator[name]) if name in estimator else 'unset'} (now {today!r})"
