@@ -22,7 +22,9 @@ from meta_neighborhoods.runs import load_best_model  # noqa: E402
 from meta_neighborhoods import export as export_module  # noqa: E402
 from meta_neighborhoods.export import IMAGES, export_onnx  # noqa: E402
 from meta_neighborhoods.heads import CosineHead, MLPHead  # noqa: E402
+from meta_neighborhoods.io import sha256  # noqa: E402
 from meta_neighborhoods.model import MetaNeighborhoods  # noqa: E402
+from meta_neighborhoods.provenance import source_sha256  # noqa: E402
 
 ATOL = 1e-5  # float32 graph against float32 PyTorch
 FAST = dict(hidden_layer_sizes=(16,), dictionary_size=8, max_epochs=5, learning_rate=1e-2, random_state=0)
@@ -204,6 +206,8 @@ def test_classifier_graph_gives_predict_proba_on_raw_rows(tmp_path, table):
     np.testing.assert_array_equal(model.classes_[probabilities.argmax(1)], model.predict(X[:7]))
     meta = {p.key: p.value for p in onnx.load(path).metadata_props}  # what reads the columns without Python
     assert json.loads(meta.pop("classes")) == ["cat", "dog", "emu"] and "feature_names" not in meta
+    exported_by = json.loads(meta.pop("exported_by"))  # what exported it: the code, versions, command
+    assert exported_by["source_sha256"] == source_sha256() and exported_by["torch"] == torch.__version__
     assert meta == {"estimator": "MetaNeighborhoodsClassifier", "selected": model.selected_,
                     "meta_neighborhoods": meta_neighborhoods.__version__}
 
@@ -270,6 +274,8 @@ def test_the_graph_carries_the_normalisation_and_the_class_names(tmp_path):
     assert "(pixels / 255 - mean) / std" in metadata["input_transform"]
     assert metadata["input_pixels"] == "the data set's 8-bit pixels as its files hold them"
     assert (metadata["method"], metadata["backbone"]) == ("mn", "convnet4")
+    assert metadata["checkpoint_sha256"] == sha256(run / "best.json")  # which checkpoint, of a run's several
+    assert json.loads(metadata["exported_by"])["source_sha256"] == source_sha256()
 
 
 @pytest.mark.parametrize("damage, message", [

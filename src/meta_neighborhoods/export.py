@@ -14,7 +14,8 @@ any ONNX runtime) without Python, PyTorch or this package.
   no fast path is refused with an error saying so.
 * Metadata: a run's graph carries what a deployment needs beside it in ``metadata_props`` (strings; lists as JSON):
   ``classes`` (the output columns' names) and ``input_*`` (layout, channels, trained height and width, scale,
-  per-channel mean and std, and the transform in words), from the run's ``run.json``.
+  per-channel mean and std, and the transform in words), from the run's ``run.json``; ``checkpoint_sha256``, which
+  checkpoint it came from; and every graph ``exported_by``, what exported it (``provenance``, JSON).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from torch import nn
 
 from . import __version__, checkpoint, runs
 from .heads import FAST_PATHS, fast_path_for
-from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable
+from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable, sha256
 from .model import MetaNeighborhoods
+from .provenance import provenance
 from .run_record import read_inputs
 from .runs import RunFolderError, holds_a_run, load_best_model
 
@@ -106,8 +108,9 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
     """Write ``module``'s evaluation-mode forward pass as the ONNX graph ``path``, atomically; returns the path.
 
     One input ``"input"`` and one output ``"output"``; the input dimensions in ``dynamic_dims`` (default: the batch)
-    stay free, the others take ``example_input``'s sizes; ``metadata`` goes into the model's ``metadata_props``. The
-    module is copied, never changed; the file's folder is created if needed.
+    stay free, the others take ``example_input``'s sizes; ``metadata`` goes into the model's ``metadata_props``, with
+    ``exported_by``, the ``provenance`` of this export (JSON). The module is copied, never changed; the file's folder
+    is created if needed.
     """
     _require("onnx", "onnxscript")
     path = Path(path)
@@ -122,7 +125,7 @@ def export_onnx(module: nn.Module, example_input: torch.Tensor, path, dynamic_di
                                     input_names=[INPUT], output_names=[OUTPUT], opset_version=OPSET, dynamo=True,
                                     dynamic_shapes=(dims,), verbose=False)
     _check_free(program, dynamic_dims)
-    program.model.metadata_props.update(metadata or {})
+    program.model.metadata_props.update({**(metadata or {}), "exported_by": json.dumps(provenance())})
     return atomic_write(path, program.save)
 
 
@@ -204,7 +207,8 @@ def _destination(run_dir, path, overwrite: bool) -> Path:
 
 def run_metadata(run_dir, model_args: dict) -> dict[str, str]:
     """The graph's ``metadata_props`` for a classify run: its classes and inputs (``run.json``), checked against the
-    network of its best checkpoint, plus the method, backbone and package version."""
+    network of its best checkpoint, plus the method, backbone and package version, and the digest of the checkpoint's
+    manifest, which names its weights by theirs (``checkpoint_sha256``)."""
     inputs, classes = read_inputs(run_dir)
     if (len(classes), inputs["channels"]) != (model_args["num_classes"], model_args["in_channels"]):
         raise RunFolderError(f"{run_dir}: run.json names {len(classes)} classes of {inputs['channels']}-channel "
@@ -212,4 +216,5 @@ def run_metadata(run_dir, model_args: dict) -> dict[str, str]:
                              f"{model_args['in_channels']} input channels: the folder's files disagree")
     return {"classes": json.dumps(classes), **{f"input_{name}": value if isinstance(value, str) else json.dumps(value)
                                                for name, value in inputs.items()},
-            "method": model_args["method"], "backbone": model_args["backbone"], "meta_neighborhoods": __version__}
+            "method": model_args["method"], "backbone": model_args["backbone"], "meta_neighborhoods": __version__,
+            "checkpoint_sha256": sha256(Path(run_dir) / f"{runs.BEST}.json")}
