@@ -19,6 +19,7 @@ from meta_neighborhoods.datasets.images import ImageSplit, load_image_dataset
 from meta_neighborhoods.experiments.analysis import analyze_cosine, analyze_tsne, load_run, run_analysis, select_keys
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.image_methods import build_model, save_checkpoint
+from meta_neighborhoods.io import sha256
 from meta_neighborhoods.runs import load_best_model
 
 SAMPLES = 120
@@ -62,6 +63,7 @@ def test_all_writes_each_figure_with_its_numbers(analysed, mn_run, capsys):
         assert result["files"] == [f"{name}.png", f"{name}.json"]
         config = result["config"]
         assert (config["analysis"], config["run"], config["samples"], config["seed"]) == (name, str(mn_run), SAMPLES, 3)
+        assert config["checkpoint_sha256"] == sha256(mn_run / "best.json")  # which of the run's checkpoints
         assert (config["dataset"], config["method"]) == ("digits", "mn")
         assert {"command", "git_commit", "torch", "meta_neighborhoods"} <= set(config["provenance"])  # versions
     assert not (mn_run / "tsne.json").exists(), "--out must be honoured"

@@ -38,7 +38,7 @@ from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..image_methods import METHODS
-from ..io import lock, prepare_out_dir, reading, refuse_other_runs, staged, write_json
+from ..io import lock, prepare_out_dir, reading, refuse_other_runs, sha256, staged, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..provenance import provenance
@@ -64,6 +64,7 @@ class LoadedRun:
     dataset: ImageDataset
     split: runs.Split  # what the run recorded: its training images, and the normalisation of its inputs
     train: ImageSplit  # the images the run trained on (validation held out, ``train_subset`` applied)
+    checkpoint_sha256: str  # of the best checkpoint's manifest, which names its weights by theirs: which one it was
     device: torch.device
     cache: dict = field(default_factory=dict)  # features already computed, by (split name, indices)
 
@@ -78,6 +79,7 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     run_dir = Path(run_dir)
     model, info = runs.load_best_model(run_dir, among=tuple(name for name, kind in METHODS.items()
                                                              if kind.dictionary))  # what has keys to analyse
+    checkpoint_sha256 = sha256(run_dir / f"{runs.BEST}.json")
     if not info["model_args"].get("dictionary_size"):
         raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "
                          "of learned neighbours to analyse; pass an mn or mn_ifilm run")
@@ -92,7 +94,7 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
                          f"{len(dataset.classes)} classes: the folder's files disagree")
     split = runs.read_split_of(run_dir, dataset)
     train = ImageSplit(dataset.train.images[split.train], dataset.train.labels[split.train])
-    return LoadedRun(run_dir, config, model, dataset, split, train, torch_device)
+    return LoadedRun(run_dir, config, model, dataset, split, train, checkpoint_sha256, torch_device)
 
 
 @torch.no_grad()
@@ -133,9 +135,10 @@ def _key_classes(run: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _config(run: LoadedRun, what: str, samples, seed: int, **extra) -> dict:
-    """What an analysis's record says it was run with: its settings, the run's, and the versions and command."""
-    return {"analysis": what, "run": str(run.run_dir), "samples": samples, "seed": seed,
-            "dataset": run.config.dataset, "backbone": run.config.backbone,
+    """What an analysis's record says it was run with: its settings, the run's and which of its checkpoints, and
+    the versions and command."""
+    return {"analysis": what, "run": str(run.run_dir), "checkpoint_sha256": run.checkpoint_sha256, "samples": samples,
+            "seed": seed, "dataset": run.config.dataset, "backbone": run.config.backbone,
             "method": run.config.method, "device": str(run.device), **extra, "provenance": provenance()}
 
 
