@@ -254,7 +254,7 @@ def test_a_change_within_the_tolerance_is_on_the_diagonal_not_above():
 def _fake_run(model, labels, z, split="train"):
     """A LoadedRun's stand-in around ``model`` whose ``split`` images have labels ``labels`` and features ``z``."""
     images = ImageSplit(np.zeros((len(labels), 1, 2, 2), np.uint8), labels)
-    return SimpleNamespace(run_dir=Path("r"), model=model, train=images, device="cpu",
+    return SimpleNamespace(run_dir=Path("r"), checkpoint_sha256="0" * 64, model=model, train=images, device="cpu",
                            dataset=SimpleNamespace(classes=["a", "b", "c", "d"], test=images),
                            config=SimpleNamespace(dataset="digits", backbone="convnet4", method="mn"),
                            cache={(split, np.arange(len(labels)).tobytes()): z})
