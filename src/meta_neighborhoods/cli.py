@@ -16,15 +16,14 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from . import __version__
 from .launch import launched_by_torchrun, torchrun_rank
 from .commands import COMMANDS, config_file
 from .commands.common import UsageError, check_data_dir
+from .io import signals_handled
 from .validation import Bounded, ConfigError
 
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError)
@@ -106,22 +105,14 @@ class Terminated(KeyboardInterrupt):
     (its stage, its lock, a folder it made for nothing) and says so; SIGTERM's default ended the process on the spot."""
 
 
-@contextmanager
-def _terminated_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``Terminated`` in the block; not under torchrun, whose agent stops its ranks with it (a rank
-    waiting in a collective would take it only when the wait ends) nor off the main thread (no handler there)."""
-    if launched_by_torchrun() or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+def _terminated_as_interrupt():
+    """A block where SIGTERM raises ``Terminated``; not under torchrun, whose agent stops its ranks with it (a rank
+    waiting in a collective would take it only when the wait ends)."""
+    return nullcontext() if launched_by_torchrun() else signals_handled(_terminate, (signal.SIGTERM,))
 
-    def terminate(received, frame):
-        raise Terminated
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _terminate(received, frame):
+    raise Terminated
 
 
 def _failed(prefix: str, message: str, status: int) -> int:

@@ -32,6 +32,7 @@ STAGE = ".staged."  # a folder a run writes its files into before they take thei
 # not (their files would mix, and their same-named records, metrics.json and run.json, replace each other's)
 RUN_KINDS = {"regress or ablate": ("results.json", "summary.json", "ablation.json"),
              "spiral": ("spiral.png", "spiral.gif"), "classify": ("split.json", "last.json", "comparison.json")}
+RUN_MARKS = frozenset(mark for marks in RUN_KINDS.values() for mark in marks)  # of every kind: renamed, removed last
 
 
 class RunFolderError(ValueError):
@@ -225,7 +226,8 @@ def _at_destination(error: OSError, stage: Path, out: Path) -> OSError:
 
 
 def remove_stale_stages(folder: Path) -> None:
-    """The stages (``staged``) a killed run left in ``folder``, whose lock the caller holds: nobody else writes there."""
+    """The stages (``staged``) a killed run left in ``folder``, whose lock the caller holds: nobody else writes
+    there."""
     for stale in folder.glob(STAGE + "*"):
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale)
@@ -234,9 +236,8 @@ def remove_stale_stages(folder: Path) -> None:
 def _move(stage: Path, out: Path) -> set[str]:
     """``stage``'s files renamed over their places in ``out`` (never removed first: a run killed among the renames
     leaves each place holding one run's file), the records that show a run (RUN_KINDS) last; their relative paths."""
-    marks = {mark for kind_marks in RUN_KINDS.values() for mark in kind_marks}
     moved = set()
-    for path in sorted((path for path in stage.rglob("*") if path.is_file()), key=lambda path: path.name in marks):
+    for path in sorted((path for path in stage.rglob("*") if path.is_file()), key=lambda path: path.name in RUN_MARKS):
         name = path.relative_to(stage).as_posix()
         target = replaceable(out / name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,20 +249,29 @@ def _move(stage: Path, out: Path) -> set[str]:
 @contextmanager
 def deferred_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
     """Ctrl-C and SIGTERM arriving in the block delivered when it ends. A handler, not a signal mask: the mask is
-    per thread, and torch's threads would take the signal. Only the main thread can set handlers; elsewhere the
-    block runs as it is."""
+    per thread, and torch's threads would take the signal."""
+    caught = []
+    try:
+        with signals_handled(lambda received, frame: caught.append(received), signals):
+            yield
+    finally:
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+@contextmanager
+def signals_handled(handler: Callable, signals: Iterable[int]) -> Iterator[None]:
+    """``handler`` for ``signals`` in the block, the handlers before it restored after it. Only the main thread can
+    set handlers; elsewhere the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = []
-    previous = {number: signal.signal(number, lambda received, frame: caught.append(received)) for number in signals}
+    previous = {number: signal.signal(number, handler) for number in signals}
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
-        if caught:
-            signal.raise_signal(caught[0])
+        for number, before in previous.items():  # None: a handler not set from Python, which the default stands for
+            signal.signal(number, signal.SIG_DFL if before is None else before)
 
 
 def remove_created(folders: list[Path]) -> None:
@@ -281,8 +291,7 @@ def remove_outputs(out: str | os.PathLike, outputs: Iterable[str]) -> None:
     take their places (``staged``): never a mix of two runs (an animation the new run does not make, an ablation
     where a regress run now is). Files and links only, never a folder of such a name. The records that show a run
     (RUN_KINDS) go last."""
-    marks = {mark for kind_marks in RUN_KINDS.values() for mark in kind_marks}
-    for name in sorted(outputs, key=lambda name: Path(name).name in marks):
+    for name in sorted(outputs, key=lambda name: Path(name).name in RUN_MARKS):
         path = Path(out) / name
         if path.is_file() or path.is_symlink():
             path.unlink()
