@@ -37,7 +37,7 @@ from torch import nn
 
 from . import __version__, checkpoint, runs
 from .heads import FAST_PATHS, fast_path_for
-from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable, sha256
+from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable
 from .model import MetaNeighborhoods
 from .provenance import provenance
 from .run_record import read_inputs
@@ -217,4 +217,4 @@ def run_metadata(run_dir, model_args: dict) -> dict[str, str]:
     return {"classes": json.dumps(classes), **{f"input_{name}": value if isinstance(value, str) else json.dumps(value)
                                                for name, value in inputs.items()},
             "method": model_args["method"], "backbone": model_args["backbone"], "meta_neighborhoods": __version__,
-            "checkpoint_sha256": sha256(Path(run_dir) / f"{runs.BEST}.json")}
+            "checkpoint_sha256": runs.best_sha256(run_dir)}

@@ -263,8 +263,8 @@ def save(estimator, path) -> Path:
     custom = [name for name in FACTORIES if getattr(estimator, name) is not None]
     if custom:
         raise ValueError(f"cannot save a model built by a custom {' and '.join(custom)}: save() rebuilds networks "
-                         "from JSON, which a factory is not; pickle or joblib the estimator instead (with the factory defined at a "
-                         "module's top level, or a functools.partial of one: a lambda does not pickle)")
+                         "from JSON, which a factory is not; pickle or joblib the estimator instead (with the factory "
+                         "defined at a module's top level, or a functools.partial of one: a lambda does not pickle)")
     changed = changed_since_fit(estimator)
     if changed:
         raise ValueError(f"cannot save: set_params since fit changed {', '.join(changed)}, from which load would "

@@ -41,7 +41,8 @@ from .backbones import available_backbones
 from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
-from .io import RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, write_json
+from .io import (RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, sha256,
+                 write_json)
 from .model import MetaNeighborhoods
 from .run_record import RUN
 from .validation import is_finite
@@ -76,6 +77,12 @@ def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[M
                                 "not finished an epoch yet")
     model, info = load_checkpoint(stem)
     return model.eval(), info
+
+
+def best_sha256(run_dir) -> str:
+    """The digest of the best checkpoint's manifest, which names its weights by theirs: which of a run's checkpoints
+    a graph or an analysis came from (read, as the checkpoint, under ``io.reading``)."""
+    return sha256(Path(run_dir) / f"{BEST}.json")
 
 
 def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationConfig:

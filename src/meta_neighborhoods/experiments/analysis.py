@@ -38,7 +38,7 @@ from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..image_methods import METHODS
-from ..io import lock, prepare_out_dir, reading, refuse_other_runs, sha256, staged, write_json
+from ..io import lock, prepare_out_dir, reading, refuse_other_runs, staged, write_json
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..provenance import provenance
@@ -79,7 +79,7 @@ def load_run(run_dir, data_dir=None, cache_dir=None, device: str = "cpu") -> Loa
     run_dir = Path(run_dir)
     model, info = runs.load_best_model(run_dir, among=tuple(name for name, kind in METHODS.items()
                                                              if kind.dictionary))  # what has keys to analyse
-    checkpoint_sha256 = sha256(run_dir / f"{runs.BEST}.json")
+    checkpoint_sha256 = runs.best_sha256(run_dir)
     if not info["model_args"].get("dictionary_size"):
         raise ValueError(f"{run_dir} is a {info['model_args'].get('method', 'vanilla')!r} run: it has no dictionary "
                          "of learned neighbours to analyse; pass an mn or mn_ifilm run")
