@@ -113,7 +113,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     assert saved["folds"]["hist_gradient_boosting"] == pytest.approx(expected)
 
     markdown = (tmp_path / "run" / "results.md").read_text()
-    assert ("| method | MSE (mean ± std) | ratio to vanilla | MN wins | p corrected | resolves | p paired (first seed) |"
+    assert ("| method | MSE (mean ± std) | ratio to vanilla | MN won/tied/lost | p corrected | resolves | p paired (first seed) |"
             in markdown) and "2-fold CV repeated over 2 seeds (3..4)" in markdown
     assert all(f"| {name} |" in markdown for name in TABLE_METHODS)
     for name in TABLE_METHODS:  # each figure in its header's column
@@ -123,10 +123,10 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
 
 def _results_row(results, name):
     """A method's row of results.md, built from results.json cell by cell in the order of the table's header."""
-    wins, total = results["reference_wins"], len(results["fold_seeds"])
+    wins, ties, total = results["reference_wins"], results["reference_ties"], len(results["fold_seeds"])
     cells = [name, reports.mse_cell(results["mean"][name], results["std"][name]),
              reports.number(results["ratio"][name]) if name in results["ratio"] else "—",
-             f"{wins[name]}/{total}" if name in wins else "—", reports.p_cell(results["p_values"].get(name)),
+             f"{wins[name]}/{ties[name]}/{total - wins[name] - ties[name]}" if name in wins else "—", reports.p_cell(results["p_values"].get(name)),
              reports.gap_cell(results["resolvable"].get(name), results["mean"][name]),
              reports.p_cell(results["p_values_first_seed"].get(name))]
     return "| " + " | ".join(cells) + " |"
@@ -255,12 +255,14 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     assert row["beats_both"] == (row["mean"]["meta_neighborhoods"] < min(row["mean"]["vanilla"], row["mean"]["knn"]))
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
     markdown = (tmp_path / "out" / "summary.md").read_text()
-    assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN wins vs vanilla | "
+    assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN won/tied/lost vs vanilla | "
             "p MN vs vanilla | p MN vs kNN | MN best | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
     saved, total = json.loads((tmp_path / "out" / "summary.json").read_text())["datasets"]["gom"], row["folds_total"]
     cells = ["gom", "1059", "116", *(reports.mse_cell(saved["mean"][m], saved["std"][m]) for m in methods),
-             reports.number(saved["ratio"]["meta_neighborhoods"]), f"{saved['reference_wins']['vanilla']}/{total}",
+             reports.number(saved["ratio"]["meta_neighborhoods"]),
+             f"{saved['reference_wins']['vanilla']}/{saved['reference_ties']['vanilla']}/"
+             f"{total - saved['reference_wins']['vanilla'] - saved['reference_ties']['vanilla']}",
              reports.p_cell(saved["p_value_vs_vanilla"]), reports.p_cell(saved["p_value_vs_knn"]),
              "✓" if saved["beats_both"] else "", f"{saved['neighbours_kept']}/{total}"]
     assert "| " + " | ".join(cells) + " |" in markdown.splitlines()  # each figure in its header's column
@@ -507,7 +509,7 @@ def test_every_method_fits_the_architecture_the_search_chose(monkeypatch):
 
 def _table_results(mean, p_values):
     return {"n": 10, "d": 2, "mean": mean, "std": dict.fromkeys(mean, 0.1), "ratio": {}, "reference_wins": {},
-            "fold_seeds": [0, 0], "p_values": p_values}
+            "reference_ties": {}, "fold_seeds": [0, 0], "p_values": p_values}
 
 
 @pytest.mark.parametrize("knn, best", [(3.0, True), (0.5, False)])  # MN best: below vanilla and kNN both

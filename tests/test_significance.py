@@ -57,3 +57,4 @@ def test_compare_gives_every_figure_of_the_reports():
     assert summary["std"]["mn"] == pytest.approx(np.std(OURS, ddof=0)) != pytest.approx(np.std(OURS, ddof=1))
     tied = compare({"mn": OURS, "vanilla": [*OURS[:2], *THEIRS[2:]]}, "mn", folds=3)  # the fallback's equal errors
     assert tied["reference_wins"]["vanilla"] == sum(a < b for a, b in zip(OURS[2:], THEIRS[2:]))  # a tie is no win
+    assert tied["reference_ties"]["vanilla"] == 2 and summary["reference_ties"] == {"vanilla": 0, "knn": 0}

@@ -68,12 +68,13 @@ def resolvable_difference(ours, theirs, folds: int, level: float = 0.05) -> floa
 
 def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline: str | None = None) -> dict:
     """Every figure the reports give, per method: mean and std over all (seed, fold) errors (ddof=0), the ratio
-    of its mean to ``baseline``'s, and against ``reference``: folds the reference wins, the corrected test over
+    of its mean to ``baseline``'s, and against ``reference``: folds the reference wins and ties (the vanilla
+    fallback's network equals vanilla's on the folds it keeps it), the corrected test over
     all pairs, the smallest difference that test could see (``resolvable_difference``) and the plain paired test
     over the first ``folds`` pairs (the first seed, as the paper)."""
     ours = errors[reference]
-    summary = {"mean": {}, "std": {}, "ratio": {}, "reference_wins": {}, "p_values": {}, "resolvable": {},
-               "p_values_first_seed": {}}
+    summary = {"mean": {}, "std": {}, "ratio": {}, "reference_wins": {}, "reference_ties": {}, "p_values": {},
+               "resolvable": {}, "p_values_first_seed": {}}
     for name, theirs in errors.items():
         summary["mean"][name] = float(np.mean(theirs))
         summary["std"][name] = float(np.std(theirs))
@@ -81,6 +82,7 @@ def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline
             summary["ratio"][name] = float(np.mean(theirs) / np.mean(errors[baseline]))
         if name != reference:
             summary["reference_wins"][name] = int(np.sum(np.asarray(ours) < np.asarray(theirs)))
+            summary["reference_ties"][name] = int(np.sum(np.asarray(ours) == np.asarray(theirs)))
             summary["p_values"][name] = corrected_t_test(ours, theirs, folds)
             summary["resolvable"][name] = resolvable_difference(ours, theirs, folds)
             summary["p_values_first_seed"][name] = paired_t_test(ours[:folds], theirs[:folds])

@@ -174,7 +174,8 @@ def _summary_row(results: dict) -> dict:
     rivals = [mean[m] for m in ("vanilla", "knn") if m in mean]
     return {
         "n": results["n"], "d": results["d"], "mean": mean, "std": results["std"], "ratio": results["ratio"],
-        "reference_wins": results["reference_wins"], "folds_total": len(results["fold_seeds"]),
+        "reference_wins": results["reference_wins"],
+        "reference_ties": results["reference_ties"], "folds_total": len(results["fold_seeds"]),
         "neighbours_kept": neighbours_kept(results),
         "p_value_vs_vanilla": p_values.get("vanilla"), "p_value_vs_knn": p_values.get("knn"),
         "beats_both": bool(rivals) and all(mean[REFERENCE] < m for m in rivals),

@@ -30,6 +30,15 @@ def gap_cell(gap: float | None, mean: float) -> str:
     return "—" if gap is None or mean == 0 else f"±{100 * gap / mean:.1f} %"
 
 
+def won_tied_lost(results: dict, name: str, total: int) -> str:
+    """MN's folds against ``name``: won / tied / lost ('—' against itself). Ties are frequent, not rare: where the
+    vanilla fallback keeps the network without neighbours, MN's error is vanilla's."""
+    if name not in results["reference_wins"]:
+        return "—"
+    won, tied = results["reference_wins"][name], results["reference_ties"][name]
+    return f"{won}/{tied}/{total - won - tied}"
+
+
 def protocol_text(config: dict) -> str:
     seeds = config["seeds"]
     return (f"{config['folds']}-fold CV repeated over {seeds} seed{'s' * (seeds > 1)} "
@@ -37,22 +46,22 @@ def protocol_text(config: dict) -> str:
 
 
 def results_markdown(results: dict) -> str:
-    config, wins, total = results["config"], results["reference_wins"], len(results["fold_seeds"])
+    config, total = results["config"], len(results["fold_seeds"])
     rows = [[name, mse_cell(results["mean"][name], results["std"][name]),
-             number(results["ratio"][name]) if name in results["ratio"] else "—",
-             f"{wins[name]}/{total}" if name in wins else "—",
+             number(results["ratio"][name]) if name in results["ratio"] else "—", won_tied_lost(results, name, total),
              p_cell(results["p_values"].get(name)), gap_cell(results["resolvable"].get(name), results["mean"][name]),
              p_cell(results["p_values_first_seed"].get(name))]
             for name in results["folds"]]
     title = (f"# {results['dataset']}: MSE on the standardised target (n = {results['n']}, d = {results['d']}; "
              f"{protocol_text(config)})\n\n"
-             f"Mean ± std over all {total} (seed, fold) errors. MN wins: folds where Meta-Neighborhoods has the lower "
-             f"error. p corrected: Nadeau & Bengio's corrected repeated-CV t-test of MN against the method over all "
-             f"of them; resolves: the smallest gap between MN and the method that test could call significant "
-             f"(p < 0.05) given how the gap varies from fold to fold, in % of the method's MSE; p paired: the "
+             f"Mean ± std over all {total} (seed, fold) errors. MN won/tied/lost: folds where Meta-Neighborhoods has "
+             f"the lower, the same, the higher error. p corrected: Nadeau & Bengio's corrected repeated-CV t-test of "
+             f"MN against the method over all of them; resolves: the smallest gap between MN and the method that "
+             f"test could call significant (p < 0.05) given how the gap varies from fold to fold, in % of the "
+             f"method's MSE; p paired: the "
              f"paper's paired t-test over the {config['folds']} folds of seed {config['seed']}. Std: of the "
              f"{total} errors (population, ddof = 0).\n\n{method_note(config)}\n\n")
-    table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN wins", "p corrected",
+    table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN won/tied/lost", "p corrected",
                             "resolves", "p paired (first seed)"], rows)
     kept = neighbours_kept(results)
     if kept is not None and config["estimator"].get("vanilla_fallback", True):
@@ -70,8 +79,8 @@ def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
             zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
     title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
              f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
-             f"estimator's defaults. Mean ± std over all {total} (seed, fold) errors; ratio and p (corrected "
-             f"repeated-CV t-test) against {param} = {shown[0]}.\n\n")
+             f"estimator's defaults. Mean ± std (population, ddof = 0) over all {total} (seed, fold) errors; ratio "
+             f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.\n\n")
     return (title + markdown_table([param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows)
             + unconverged_note(results) + capped_note(param, shown, capped))
 
@@ -112,18 +121,18 @@ def neighbours_kept(results: dict) -> int | None:
 
 
 def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str) -> str:
-    header = ["data set", "n", "d", *methods, "MN / vanilla", "MN wins vs vanilla", "p MN vs vanilla",
+    header = ["data set", "n", "d", *methods, "MN / vanilla", "MN won/tied/lost vs vanilla", "p MN vs vanilla",
               "p MN vs kNN", "MN best", "neighbours kept"]
     lines = [[name, str(r["n"]), str(r["d"]), *(mse_cell(r["mean"][m], r["std"][m]) for m in methods),
               number(r["ratio"][REFERENCE]) if r["ratio"] else "—",
-              f"{r['reference_wins']['vanilla']}/{r['folds_total']}" if "vanilla" in r["reference_wins"] else "—",
+              won_tied_lost(r, "vanilla", r["folds_total"]),
               p_cell(r["p_value_vs_vanilla"]), p_cell(r["p_value_vs_knn"]), "✓" if r["beats_both"] else "",
               "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
              for name, r in rows.items()]
     text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
-            "Mean ± std over all (seed, fold) errors; p: corrected repeated-CV t-test (Nadeau & Bengio) of "
-            "Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and kNN. Neighbours kept: "
-            "folds where MN kept its network with neighbours, not the vanilla fallback's.\n\n")
+            "Mean ± std over all (seed, fold) errors (std: population, ddof = 0); p: corrected repeated-CV t-test "
+            "(Nadeau & Bengio) of Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and "
+            "kNN. Neighbours kept: folds where MN kept its network with neighbours, not the vanilla fallback's.\n\n")
     text += markdown_table(header, lines)
     if skipped:
         text += "\nSkipped (data files missing): " + ", ".join(skipped) + "\n"
