@@ -6,7 +6,8 @@ to ``OUT/<table>.json`` (one error per method for every seed x fold), so that an
 several processes can share the tables; ``--report`` then prints the comparison and applies the rule:
 
     lowest geometric mean of MN / vanilla over the tables, among the candidates that are never worse than
-    vanilla by more than 2 % on any table; ties (within 0.5 %) go to the cheaper candidate.
+    vanilla by more than 2 % on any table; ties (a geometric mean within 0.005 of the lowest, about 0.5 %) go
+    to the cheaper candidate, by the seconds on file: comparable only for candidates run side by side.
 
     python benchmarks/defaults_sweep.py --out runs/sweep --tables gom boston ... [--seeds 3] [--max-rows 1500]
     python benchmarks/defaults_sweep.py --out runs/sweep --report
@@ -28,6 +29,7 @@ import fcntl
 import json
 import math
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -167,6 +169,12 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     if "fold_seeds" in done and _rows_seed(done) != rows_seed:
         raise SystemExit(f"{path} holds the rows of --rows-seed {_rows_seed(done)}, not {rows_seed}: "
                          "give another --out")
+    repeats = [seed for seed in range(args.seed, args.seed + args.seeds) for _ in range(args.folds)]
+    if "fold_seeds" in done and (done["folds_k"], done["fold_seeds"]) != (args.folds, repeats):
+        ran = sorted(set(done["fold_seeds"]))
+        raise SystemExit(f"{path} holds {done['folds_k']}-fold CV repeated over seeds {ran}, not --folds {args.folds} "
+                         f"--seed {args.seed} --seeds {args.seeds}: every method must run on the same folds; further "
+                         "repeats go to a folder of their own (see --more-seeds)")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
     if done.get("n", len(table.y)) != len(table.y):  # other rows: the folds would not be the ones on file
         raise SystemExit(f"{path} holds {done['n']} rows, not the {len(table.y)} that --max-rows {args.max_rows} "
@@ -200,7 +208,8 @@ def _only_writer(folder: Path):
 def load(out: Path, more: Path | None = None) -> dict[str, dict]:
     """The sweep's tables by name; with ``more``, a folder of further repeats on the same rows (run with ``--seed 3
     --rows-seed 0`` after a ``--seed 0`` sweep, say): each method's errors there appended to its own, for the
-    tables and methods both folders have."""
+    methods both folders have (those left out named on stderr). A table ``more`` lacks stops it: a rule judged
+    on fewer tables is another rule."""
     tables = {p.stem: _read(p) for p in sorted(out.glob("*.json"))}
     if more is None:
         return tables
@@ -208,13 +217,16 @@ def load(out: Path, more: Path | None = None) -> dict[str, dict]:
     for name, d in tables.items():
         path = more / f"{name}.json"
         if not path.exists():
-            continue
+            raise SystemExit(f"{path} is missing: {more} holds no further repeats of {out / path.name}")
         e = _read(path)
         same = [(x["n"], x["folds_k"], x.get("params"), _rows_seed(x)) for x in (d, e)]
         if same[0] != same[1] or set(d["fold_seeds"]) & set(e["fold_seeds"]):
             raise SystemExit(f"{path} does not hold further repeats of {out / path.name}: "
                              "other rows, settings or seeds")
         methods = [m for m in d["folds"] if m in e["folds"]]
+        if len(methods) < len(d["folds"]):
+            print(f"{name}: {more} has no repeats of {', '.join(sorted(set(d['folds']) - set(methods)))}; "
+                  "left out", file=sys.stderr)
         merged[name] = {**d, "folds": {m: d["folds"][m] + e["folds"][m] for m in methods},
                         "seconds": {m: d["seconds"][m] + e["seconds"][m] for m in methods},
                         "fold_seeds": d["fold_seeds"] + e["fold_seeds"]}
@@ -233,8 +245,8 @@ def report(out: Path, more: Path | None = None) -> None:
         ratios[candidate] = {t: s["ratio"][candidate] for t, s in summaries.items()}
         cost[candidate] = float(np.mean([d["seconds"][candidate] / d["seconds"]["vanilla"] for d in seen.values()]))
         below_knn = sum(s["mean"][candidate] < s["mean"]["knn"] for s in summaries.values())
-        significant = sum(s["ratio"][candidate] < 1 and (s["p_values"]["vanilla"] or 1) < 0.05
-                          for s in summaries.values())
+        significant = sum(s["ratio"][candidate] < 1 and s["p_values"]["vanilla"] is not None
+                          and s["p_values"]["vanilla"] < 0.05 for s in summaries.values())
         r = list(ratios[candidate].values())
         rows.append([candidate, str(len(r)), f"{_geometric_mean(r):.4f}", f"{max(r):.3f}",
                      f"{sum(x < 1 for x in r)}", f"{significant}", f"{below_knn}", f"{cost[candidate]:.1f}"])
@@ -251,11 +263,15 @@ def report(out: Path, more: Path | None = None) -> None:
     if safe:
         score = {c: _geometric_mean(ratios[c].values()) for c in safe}
         best = min(score.values())
-        chosen = min((c for c in safe if score[c] <= best + TIE), key=cost.get)
+        tied = [c for c in safe if score[c] <= best + TIE]
+        chosen = min(tied, key=cost.get)
         among = f"{safe} (never > {TOLERANCE:.2f} x vanilla)" if strict else \
             f"{safe} (none is never > {TOLERANCE:.2f} x vanilla: all complete ones)"
         print(f"\nRule: among {among}, lowest geometric mean within {TIE}, "
               f"then cheapest: {chosen}")
+        if len(tied) > 1:
+            print(f"Tied within {TIE}: {', '.join(tied)}; the cost decided, from the seconds on file, which compare "
+                  "only candidates that ran side by side in one process")
         print("A choice that changes the defaults must also keep the classifier at least vanilla's accuracy on "
               "digits (benchmarks/classifier_defaults.py); docs/results/defaults.md says where that overruled it.")
 
@@ -268,6 +284,9 @@ def table2(out: Path, candidate: str, more: Path | None = None, alone: str | Non
     tables = load(out, more)
     methods = ["knn", "vanilla", candidate, *([alone] if alone else []), *BASELINES]
     seen = [m for m in methods if all(m in d["folds"] for d in tables.values())]
+    if not {"knn", "vanilla", candidate, alone} - {None} <= set(seen):
+        raise SystemExit(f"--table2 {candidate} {alone or ''}: not every table of {out} has kNN, vanilla and "
+                         "the candidates given")
     names = {candidate: "MN", alone: "MN alone"}
     ratios = [m for m in (candidate, alone) if m in seen]
     print("| data set | n | " + " | ".join(names.get(m, m) for m in seen)
@@ -287,13 +306,13 @@ def _resolves(gap: float | None, mean: float) -> str:
     return "—" if gap is None else f"±{100 * gap / mean:.1f} %"  # None: the errors are identical, no test
 
 
-def head_to_head(out: Path, reference: str, candidate: str) -> None:
+def head_to_head(out: Path, reference: str, candidate: str, more: Path | None = None) -> None:
     """``candidate`` against ``reference`` (both Meta-Neighborhoods settings) on every table both ran: the ratio of
     their mean errors, the folds the candidate wins and the corrected test between the two, beside each one's
     ratio to vanilla. It tells whether a change moved a table at all, which the ratios to vanilla alone cannot."""
     print(f"| table | {reference} / vanilla | {candidate} / vanilla | {candidate} / {reference} | folds lower | p |"
           "\n|---|---|---|---|---|---|")
-    for name, d in load(out).items():
+    for name, d in load(out, more).items():
         if not {reference, candidate} <= set(d["folds"]):
             continue
         s = compare({m: d["folds"][m] for m in ("vanilla", reference, candidate)}, candidate, d["folds_k"],
@@ -315,7 +334,7 @@ def compare_training(base: Path, other: Path, candidate: str) -> None:
     ratios = {"vanilla": [], candidate: []}
     for name in shared:
         runs = [_read(folder / f"{name}.json") for folder in (base, other)]
-        if runs[0]["fold_seeds"] != runs[1]["fold_seeds"] or runs[0]["n"] != runs[1]["n"]:
+        if len({(run["n"], run["folds_k"], _rows_seed(run), tuple(run["fold_seeds"])) for run in runs}) > 1:
             raise SystemExit(f"{name}: the two folders did not run the same folds")
         mean = {m: [float(np.mean(run["folds"][m])) for run in runs] for m in ratios}
         cells = []
@@ -361,12 +380,13 @@ def main() -> None:
     parser.add_argument("--compare-training", nargs=2, metavar=("OTHER", "CANDIDATE"),
                         help="compare a training setting run into folder OTHER with --out, for vanilla and CANDIDATE")
     parser.add_argument("--more-seeds", type=Path, metavar="DIR",
-                        help="with --report or --table2: append DIR's repeats on the same rows (see --rows-seed)")
+                        help="with --report, --table2 or --head-to-head: append DIR's repeats on the same rows "
+                             "(see --rows-seed)")
     parser.add_argument("--head-to-head", nargs=2, metavar=("REFERENCE", "CANDIDATE"),
                         help="compare two candidates in --out table by table, with the corrected test between them")
     args = parser.parse_args()
     if args.head_to_head:
-        head_to_head(args.out, *args.head_to_head)
+        head_to_head(args.out, *args.head_to_head, args.more_seeds)
         return
     if args.compare_training:
         compare_training(args.out, Path(args.compare_training[0]), args.compare_training[1])

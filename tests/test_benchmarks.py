@@ -17,6 +17,12 @@ def _run(*argv: str) -> str:
     return done.stdout
 
 
+def _refused(*argv: str) -> str:
+    done = subprocess.run([sys.executable, *argv], cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    return done.stderr
+
+
 def _recorded(provenance: dict, script: str) -> None:
     assert provenance["command"][0] == script and provenance["threads"] >= 1
     assert {"torch", "numpy", "meta_neighborhoods", "git_commit", "time"} <= set(provenance)
@@ -68,3 +74,13 @@ def test_the_defaults_sweep_records_each_method_s_errors_with_its_provenance_and
         _recorded(provenance, "defaults_sweep.py")
         assert provenance["threads"] == 1  # what a rerun must match (README, Table 2)
     assert candidate in _run("defaults_sweep.py", "--out", str(tmp_path), "--report")
+
+    # a method run on other folds (further repeats given the sweep's own folder) is refused before it runs
+    written = (tmp_path / "gom.json").read_bytes()
+    assert "repeated over seeds [0], not --folds 2 --seed 3" in _refused(*common, "--seed", "3", "--rows-seed", "0",
+                                                                        "--candidates", "S512")
+    assert (tmp_path / "gom.json").read_bytes() == written
+    (tmp_path / "more").mkdir()  # further repeats that lack a table: the rule is not judged on fewer tables
+    assert "gom.json is missing" in _refused("defaults_sweep.py", "--out", str(tmp_path), "--report",
+                                             "--more-seeds", str(tmp_path / "more"))
+    assert "not every table" in _refused("defaults_sweep.py", "--out", str(tmp_path), "--table2", candidate, "S512")
