@@ -5,6 +5,7 @@ import sys
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -530,24 +531,32 @@ def test_a_subclass_keeps_its_own_init_and_parameters():
         Plain(hiden=3)
 
 
-class _Frame:
-    """What the estimators read of a pandas DataFrame to name its columns (pandas is not a dependency)."""
-
-    columns = ["price", "colour", "size"]
-    dtypes = [np.dtype(float), np.dtype(object), np.dtype(int)]
-
-
-def test_a_data_frame_with_a_text_column_is_refused_naming_it():
+def test_a_data_frame_with_a_text_or_date_column_is_refused_naming_it():
+    frame = pd.DataFrame({"price": [1.0, 2.0, 3.0], "colour": ["red", "blue", "red"], "size": [1, 2, 3]})
     with pytest.raises(ValueError, match="X has non-numeric column.s. 'colour': encode them"):
-        MetaNeighborhoodsRegressor(**FAST).fit(_Frame(), np.zeros(3))
+        MetaNeighborhoodsRegressor(**FAST).fit(frame, np.zeros(3))
+    with pytest.raises(ValueError, match="non-numeric column.s. 'day'"):  # nanoseconds would be a poor feature
+        MetaNeighborhoodsRegressor(**FAST).fit(frame[["price"]].assign(day=pd.date_range("2020", periods=3)), [0] * 3)
 
 
-def test_a_data_frame_s_true_or_false_columns_are_numbers():
+def test_a_data_frame_s_columns_of_numbers_pass_whatever_their_dtype():
+    """As scikit-learn's own estimators take them: true or false, complex, numbers held as objects, numeric
+    categories and numeric text; and a frame without pandas' dtypes (polars) is left to scikit-learn."""
     from meta_neighborhoods.standardise import numeric_columns
 
-    frame = _Frame()
-    frame.dtypes = [np.dtype(float), np.dtype(bool), np.dtype(np.complex64)]
+    numbers = np.arange(40.0)
+    frame = pd.DataFrame({"flag": numbers > 2, "z": numbers.astype(np.complex64), "object": numbers.astype(object),
+                          "category": pd.Categorical(numbers % 2), "text": numbers.astype(str)})
     assert numeric_columns(frame) is frame
+    fitted = MetaNeighborhoodsRegressor(**FAST).fit(frame.drop(columns="z"), numbers)
+    assert list(fitted.feature_names_in_) == ["flag", "object", "category", "text"]
+    assert fitted.predict(frame.drop(columns="z")).shape == numbers.shape
+
+    class Polars:  # what the estimators see of a polars DataFrame: its dtypes are not numpy's
+        columns, dtypes = ["a", "b"], [object(), object()]
+
+    other = Polars()
+    assert numeric_columns(other) is other
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")

@@ -143,14 +143,27 @@ def standardised_rows(X, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray) 
 
 
 def numeric_columns(X):
-    """``X``; a data frame with text or other non-numeric columns is refused naming them (numpy's own error
-    names only a value)."""
-    if hasattr(X, "columns") and hasattr(X, "dtypes"):
-        bad = [str(c) for c, kind in zip(X.columns, X.dtypes) if getattr(kind, "kind", "O") not in "biufc"]
+    """``X``; a pandas data frame with a column that holds no numbers (text, dates) is refused naming it: numpy's own
+    error names only a value. A column whose values are numbers under another dtype (object, numeric categories or
+    text) passes, as scikit-learn's estimators take it; other frames (polars) are left to scikit-learn."""
+    if hasattr(X, "iloc") and hasattr(X, "dtypes"):
+        bad = [str(c) for i, (c, dtype) in enumerate(zip(X.columns, X.dtypes)) if not _numbers(X.iloc[:, i], dtype)]
         if bad:
             raise ValueError(f"X has non-numeric column(s) {', '.join(map(repr, bad[:5]))}: encode them (e.g. with "
                              "OneHotEncoder in a pipeline) or drop them first")
     return X
+
+
+def _numbers(column, dtype) -> bool:
+    """Whether a data frame's column reads as numbers; dates and durations do not (as nanoseconds, a poor feature)."""
+    kind = getattr(dtype, "kind", "O")
+    if kind in "biufc" or kind in "mM":
+        return kind not in "mM"
+    try:
+        np.asarray(column, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
