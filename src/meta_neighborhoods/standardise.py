@@ -56,7 +56,9 @@ def in_blocks(function, X, rows: np.ndarray | None = None, size: int | None = No
 def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
     """(rows fit learns from, their weights): all rows and None without ``sample_weight``; otherwise the rows of
     positive weight, so that a zero weight is the same as dropping the row (it never enters a statistic, a batch,
-    the validation split or the keys). Weights are checked as scikit-learn checks them."""
+    the validation split or the keys); so is a weight float32 cannot tell from 0 beside the largest (a ratio below
+    about 1e-45), which the network's loss would take as 0 (a batch of them only: 0 / 0). Weights are checked as
+    scikit-learn checks them."""
     if sample_weight is None:
         return np.arange(X.shape[0]), None
     weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
@@ -64,8 +66,10 @@ def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
     if not len(rows):
         return rows, weights[rows]
     # only ratios of weights count: brought to a largest weight in [1, 2) by a power of two, which is exact (the fit
-    # is the one the weights given make), so that float32 neither flushes tiny weights to 0 nor huge ones to inf
-    return rows, np.ldexp(weights[rows], 1 - np.frexp(weights[rows].max())[1])
+    # is the one the weights given make), so that float32 flushes no weight to 0 but those negligible beside it
+    scaled = np.ldexp(weights[rows], 1 - np.frexp(weights[rows].max())[1])
+    kept = scaled.astype(np.float32) > 0
+    return rows[kept], scaled[kept]
 
 
 CONSTANT = 1e-12  # a deviation this small against a column's magnitude counts as none (see standardiser)
