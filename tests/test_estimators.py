@@ -707,9 +707,12 @@ def test_one_hidden_layer_may_be_given_as_an_int_as_to_mlp_regressor(tmp_path):
 
 def test_too_few_rows_for_early_stopping_are_said_not_passed_over():
     X, y = _table(n=14)  # 10 % of 14 rows is one validation row
-    with pytest.warns(UserWarning, match="14 training rows leave 1 for validation, too few: early stopping on the "
-                                         "training loss, and no vanilla fallback") as said:
+    with pytest.warns(UserWarning, match="14 training rows leave 1 for validation and 13 for training, too few for "
+                                         "validation: early stopping on the training loss, and no vanilla fallback"
+                      ) as said:
         model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}).fit(X, y)
+    with pytest.warns(UserWarning, match="leave 13 for validation and 1 for training, too few for training"):
+        MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "validation_fraction": 0.9}).fit(X, y)
     assert model.validation_losses_ == {} and model.validation_loss_curve_ is None
     assert said[0].filename == __file__  # the caller's fit, as Python shows a warning: not a line of fit's own
     with warnings.catch_warnings():

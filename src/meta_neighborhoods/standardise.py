@@ -185,6 +185,8 @@ def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
         order = rng.permutation(n)
         return order[n_valid:], order[:n_valid]
     if fraction > 0:
-        warnings.warn(f"{n} training rows leave {n_valid} for validation, too few: early stopping on the training "
-                      "loss, and no vanilla fallback", UserWarning, stacklevel=5)  # the user's fit
+        side = "validation" if n_valid < 2 else "training"
+        warnings.warn(f"{n} training rows leave {n_valid} for validation and {n - n_valid} for training, too few for "
+                      f"{side}: early stopping on the training loss, and no vanilla fallback", UserWarning,
+                      stacklevel=5)  # the user's fit
     return np.arange(n), None
