@@ -109,7 +109,8 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                         help=f"registered table: {', '.join(names)}"
                              + (" (all = every one whose files are present)" if allow_all else ""))
     source.add_argument("--data-file", metavar="PATH",
-                        help="any numeric CSV with a header row instead (its file stem names the data set)")
+                        help="any numeric CSV with a header row instead (comma-separated, UTF-8; True/False read as "
+                             "1/0; its file stem names the data set)")
     parser.add_argument("--target", metavar="COLUMN", help="target column of --data-file (a header name)")
     parser.add_argument("--data-dir", metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "

@@ -300,8 +300,10 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
                  within=None)  # the file the user named
     names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True)
     if "" in names:  # pandas' to_csv writes its index so: row numbers would be taken for a feature
-        raise ValueError(f"{name}: column {names.index('') + 1} of {path} has no name in the header (a table's "
-                         "index written by pandas' to_csv? write it with index=False, or name the column)")
+        why = ("a separator at the end of every line? remove it" if names.index("") == len(names) - 1 else
+               "a table's index written by pandas' to_csv? write it with index=False")
+        raise ValueError(f"{name}: column {names.index('') + 1} of {path} has no name in the header ({why}, or name "
+                         "the column)")
     if isinstance(target, str):
         if names.count(target) != 1:
             problem = "no" if target not in names else "more than one"

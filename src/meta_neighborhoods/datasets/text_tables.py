@@ -19,6 +19,8 @@ __all__ = ["Source", "TextTable", "read_numeric", "read_indices"]
 # Read as missing (NaN, then reported as such) besides pandas' own markers (empty, NA, NaN, null, N/A, ...).
 _NA_MARKERS = ["?", "na", "Na", "none", "None", "NONE", "Null", "NAN", "Nan"]
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+_OTHER_DELIMITERS = ";\t|"
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         raise ValueError(f"{dataset}: {_parser_problem(error, path)}") from None
     source = Source(path, header_end, delimiter)
     if names is not None and frame.shape[1] != len(names):
-        raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data")
+        raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data"
+                         f"{_header_hint(names, delimiter)}")
     data = _as_float(frame, names, source, dataset=dataset)
     _refuse_short_rows(data, source, dataset=dataset)
     return TextTable(names, data, source)
@@ -96,6 +99,29 @@ def _header(path: Path, delimiter: str | None) -> tuple[list[str], int, int]:
             if len(fields) > 1 or "".join(fields).strip():
                 return [name.strip() for name in fields], count, line
     return [], 0, 0
+
+
+def _header_hint(names: list[str], delimiter: str | None) -> str:
+    """Why a header and its data may disagree: a first line that is not the header, or another separator."""
+    first = names[0] if names else ""
+    if first.startswith("#"):
+        return " (is its first line a comment? delete it)"
+    if first.lower().startswith("sep="):
+        return " (its first line is a spreadsheet's 'sep=' line: delete it)"
+    other = next((d for d in _OTHER_DELIMITERS if any(d in name for name in names)), None) if delimiter else None
+    return f" (the file seems separated by {other!r}, not {delimiter!r})" if other else ""
+
+
+def _number_hint(text: str, delimiter: str | None) -> str:
+    """What to do about a field that is not a number."""
+    other = next((d for d in _OTHER_DELIMITERS if d in text), None) if delimiter else None
+    if other:
+        return f"the file seems separated by {other!r}, not {delimiter!r}"
+    if _THOUSANDS.fullmatch(text.strip()):
+        return "a number with thousands separators: write it without them"
+    if text.strip().endswith("%"):
+        return "a percentage: write the number without its % sign"
+    return "only numeric columns can be read - encode or drop it first"
 
 
 def _records(handle, delimiter: str | None) -> Iterator[tuple[list[str], int]]:
@@ -131,18 +157,19 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
     import pandas as pd
     for j in range(frame.shape[1]):
         values = frame.iloc[:, j]
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if pd.api.types.is_bool_dtype(values):  # True and False, as pandas writes them: 1 and 0, as X's booleans
+            frame[frame.columns[j]] = values.astype(np.float64)
+            continue
+        if pd.api.types.is_numeric_dtype(values):
             continue
         numbers = pd.to_numeric(values.astype(str).where(values.notna()), errors="coerce")
         bad = np.flatnonzero(numbers.isna().to_numpy() & values.notna().to_numpy())
         if len(bad):
             text = str(values.iloc[bad[0]])
             column = repr(names[j]) if names is not None else f"{j} (0-based)"
-            other = next((d for d in ";\t|" if d in text), None) if source.delimiter else None
-            hint = (f"the file seems separated by {other!r}, not {source.delimiter!r}" if other
-                    else "only numeric columns can be read - encode or drop it first")
-            raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric "
-                             f"(file line {source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}")
+            raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric (file line "
+                             f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); "
+                             f"{_number_hint(text, source.delimiter)}")
         frame[frame.columns[j]] = numbers
     data = frame.to_numpy(dtype=np.float64)
     if data.size == 0:
