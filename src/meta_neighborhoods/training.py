@@ -198,15 +198,16 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
         inputs = tuple(t.to(device) for t in (x if isinstance(x, tuple) else (x,)))
         y, *weight = (t.to(device) for t in targets)
         loss = model.loss(network(*inputs), y, *weight)
-        if not torch.isfinite(loss):
+        value = loss.item()  # the one wait for the device a step makes: its check and the epoch's mean both read it
+        if not math.isfinite(value):
             kept = "" if last is None else (f"; the last good checkpoint (epoch {state.epoch}) is kept at {last}"
                                             if state.epoch > 0 else "; no epoch had finished, so it wrote no checkpoint")
-            raise FloatingPointError(f"training loss became {loss.item()} at epoch {state.epoch + 1}, step "
+            raise FloatingPointError(f"training loss became {value} at epoch {state.epoch + 1}, step "
                                      f"{state.step + 1}: training stopped{kept}")
         optimizer_step(model, optimizer, clip, loss)
         state.step += 1
         size = weight[0].sum().item() if weight else len(y)
-        total, count = total + loss.item() * size, count + size
+        total, count = total + value * size, count + size
         for callback in callbacks.values():
             callback.on_step(state.step)
     return distributed.mean(total, count)
