@@ -609,3 +609,33 @@ def test_the_written_out_inner_gradient_is_autograd_s_for_any_targets(task):
     upstream = torch.randn(6, 4, dtype=torch.float64, generator=generator)
     torch.testing.assert_close(*(torch.autograd.grad((g * upstream).sum(), prediction, retain_graph=True)[0]
                                  for g in (written, expected)))
+
+
+def test_learned_class_values_start_near_uniform_as_the_authors():
+    """Classification values are softmax(VALUE_SCALE * raw) with raw ~ N(0, 0.1^2): logits of std 1, near-uniform
+    class distributions at the start (image classification starts its dictionary there: key_init='gaussian'). At
+    raw ~ N(0, 1) every slot would start as a near one-hot random label."""
+    torch.manual_seed(0)
+    dictionary = InducedDictionary(MNConfig(task="classification", dictionary_size=512), 4, 3)
+    assert 0.08 < float(dictionary.raw_values.detach().std()) < 0.12
+    assert float(dictionary.values().detach().max(dim=1).values.mean()) < 0.7
+
+
+def test_the_python_loop_runs_each_example_without_vmap(monkeypatch):
+    """implementation='loop' is the escape from vmap (a head vmap cannot batch): it must not run through vmap."""
+    model, x, _ = _build("mlp", "regression", "all", inner_steps=2)
+    model.adaptation.implementation = "loop"
+    monkeypatch.setattr(adaptation_module, "vmap", lambda *a, **k: pytest.fail("vmap ran, not the Python loop"))
+    assert model(x).shape == (6, 3)
+
+
+def test_one_inner_step_of_an_mlp_head_shares_the_per_key_backpropagation(monkeypatch):
+    """One step (scalar or per-layer alpha) takes the shared path, O(B S) work per layer; only several steps or a
+    diagonal alpha take per-example weights (``_mlp_step``)."""
+    from meta_neighborhoods.heads import mlp
+
+    monkeypatch.setattr(mlp, "_mlp_step", lambda *a, **k: pytest.fail("one step took the per-example path"))
+    for step_size in ("scalar", "layer"):
+        model, x, _ = _build("mlp", "regression", "all", inner_steps=1, step_size=step_size)
+        model.adaptation.implementation = "fast"
+        model(x)

@@ -500,3 +500,33 @@ def test_a_record_reruns_as_another_method_without_the_settings_that_method_does
     mistaken = _write(tmp_path / "mine.toml", f'dataset = "digits"\nbackbone = "convnet4"\nmethod = "{method}"\n'
                                               f'{dropped.replace("_", "-")} = 7\n')
     assert main(["classify", "--config", mistaken, "--out", str(tmp_path / "p"), "--quiet"]) == 2
+
+
+def _estimator_record(**changes) -> dict:
+    """The full estimator settings a run records (today's defaults), with ``changes``."""
+    from dataclasses import asdict
+
+    from meta_neighborhoods.config import ESTIMATOR
+
+    return {**json.loads(json.dumps(asdict(ESTIMATOR))), "random_state": 1, "device": "cpu", **changes}
+
+
+@pytest.mark.parametrize("param", ["top_k", "inner_steps"])  # one with an option of its own, one without
+def test_an_ablation_record_with_its_estimator_settings_reruns(tmp_path, parsed, param):
+    """An ablation records its parameter as 'ablated, see values' and vanilla_fallback False: neither is a default
+    that changed since, nor a setting to give as an option (ablate refuses --top-k beside --param top_k)."""
+    estimator = _estimator_record(vanilla_fallback=False, **{param: "ablated, see values"})
+    record = {"dataset": "gom", "param": param, "values": [1, 2], "config": {**SMALL, "estimator": estimator}}
+    config = _write(tmp_path / "ablation.json", json.dumps(record))
+    args = parsed(["ablate", "--config", config, "--out", "o"])
+    assert (args.param, args.values) == (param, ["1", "2"])
+    assert args.top_k == (None if param == "top_k" else estimator["top_k"])
+
+
+def test_a_search_record_with_its_estimator_settings_reruns(tmp_path, parsed):
+    """A --search run records hidden_layer_sizes as 'searched per fold': not a default that changed."""
+    estimator = _estimator_record(hidden_layer_sizes="searched per fold, see architectures")
+    record = {"dataset": "gom", "config": {**SMALL, "search": True, "estimator": estimator}}
+    config = _write(tmp_path / "results.json", json.dumps(record))
+    args = parsed(["regress", "--config", config, "--out", "o"])
+    assert (args.dataset, args.search, args.folds) == ("gom", True, 2)

@@ -130,3 +130,26 @@ def test_a_mutated_file_loads_or_raises_the_documented_error(saved, tmp_path_fac
     check()
     assert snapshot(saved) == originals  # no loader reached back into the saved originals
     assert {"loaded", "refused"} <= set(outcomes), outcomes  # the loader reads the file, and refuses what is bad
+
+
+@pytest.mark.parametrize("field, value", [("mean", [0.5, 0.5]), ("std", [0.2, 0.2, 0.2, 0.2])],
+                         ids=["mean of 2 for 3 channels", "std of 4 for 3 channels"])
+def test_a_run_record_without_one_number_per_channel_is_refused(tmp_path, field, value):
+    """export copies mean and std into the ONNX graph for deployment to normalise with: one number per channel (a
+    deployment would normalise with too few numbers, or with numbers of another run)."""
+    import json
+
+    write_run_record(tmp_path, {"input": image_inputs((0, 3, 8, 8), [0.5] * 3, [0.2] * 3), "classes": ["a", "b"]})
+    record = json.loads((tmp_path / "run.json").read_text())
+    record["input"][field] = value
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    with pytest.raises(runs.RunFolderError, match="a finite mean and a positive std per channel"):
+        read_inputs(tmp_path)
+
+
+def test_a_run_record_without_classes_is_refused(tmp_path):
+    import json
+
+    write_run_record(tmp_path, {"input": image_inputs((0, 3, 8, 8), [0.5] * 3, [0.2] * 3), "classes": []})
+    with pytest.raises(runs.RunFolderError, match="classes should be a non-empty list of names"):
+        read_inputs(tmp_path)

@@ -167,3 +167,10 @@ def test_the_lazy_exports_are_listed():
     import meta_neighborhoods
 
     assert {"MetaNeighborhoods", "MetaNeighborhoodsRegressor", "__version__"} <= set(dir(meta_neighborhoods))
+
+
+def test_an_own_slot_equal_to_the_dictionary_size_is_refused():
+    """Slot S is one past the last slot: refused as 9 is. Accepted, it masks no key, and the row attends to its
+    own key and target (leave-one-out silently off)."""
+    with pytest.raises(ValueError, match=r"own_slot must hold one slot in \[-1, 4\) per row"):
+        _training(4).predict_features(torch.randn(5, 3), torch.full((5,), 4))

@@ -301,3 +301,17 @@ def test_maxl_needs_two_auxiliary_classes_per_class():
     build_model("maxl", "convnet4", 1, 4, psi=2)
     with pytest.raises(ConfigError, match="psi"):
         build_model("maxl", "convnet4", 1, 4, psi=1)
+
+
+def test_the_virtual_step_is_as_long_as_the_step_size_given():
+    """step_size=0 takes no virtual step: the primary loss after it does not depend on the labels, and the
+    generator's gradient is the entropy term's alone (at the default 0.01 the meta-gradient adds to it)."""
+    x, y = _batch()
+    torch.manual_seed(0)
+    model = MetaAuxiliaryLearning(Tiny(), Tiny(), CLASSES, PSI, step_size=0.0).double().train()
+    labels = model.generator(x, y)
+    phi = list(model.generator.parameters())
+    got = torch.autograd.grad(model.generator_objective(x, y, labels), phi, retain_graph=True)
+    expected = torch.autograd.grad(-ENTROPY_WEIGHT * label_entropy(labels), phi)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)

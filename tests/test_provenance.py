@@ -132,3 +132,38 @@ def test_a_missing_or_hung_git_gives_none_not_an_error(monkeypatch, failure):
 
     monkeypatch.setattr(subprocess, "run", run)
     assert git_state() == (None, None)
+
+
+def test_files_git_does_not_track_leave_the_clone_clean(tmp_path, monkeypatch):
+    """Run folders and notes inside a clone are untracked: the code that ran is the commit's, not 'dirty'."""
+    if shutil.which("git") is None:
+        pytest.skip("no git here")
+    clone = tmp_path / "clone"
+    (clone / "pkg").mkdir(parents=True)
+    (clone / "pkg" / "__init__.py").write_text("")
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(module, "__file__", str(clone / "pkg" / "provenance.py"))
+    (clone / "runs" / "yacht").mkdir(parents=True)
+    (clone / "runs" / "yacht" / "results.json").write_text("{}")
+    (clone / "pkg" / "scratch.py").write_text("x = 1\n")
+    assert git_state() == (git("rev-parse", "HEAD").strip(), False)
+
+
+def test_the_source_digest_names_each_file_by_its_path(tmp_path):
+    """A module moved or renamed, its bytes unchanged, is other code (another import path): the digest covers each
+    file's path with its bytes."""
+    from meta_neighborhoods.provenance import source_sha256
+
+    digests = []
+    for name in ("mlp.py", "linear.py"):
+        root = tmp_path / name.removesuffix(".py")
+        (root / "heads").mkdir(parents=True)
+        (root / "heads" / name).write_bytes(b"N = 1\n")
+        digests.append(source_sha256.__wrapped__(root))
+    assert digests[0] != digests[1]

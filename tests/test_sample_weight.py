@@ -140,3 +140,20 @@ def test_bad_weights_are_refused_naming_them(weights, message):
     X, y, _, _ = _table(n=20)
     with pytest.raises(ValueError, match=message):
         MetaNeighborhoodsRegressor(**FULL_BATCH).fit(X, y, sample_weight=weights)
+
+
+def test_weights_average_each_rows_loss_over_its_outputs():
+    """With several regression outputs a row's loss is the mean over its outputs, as without weights: unit weights
+    give exactly the unweighted loss (a sum over outputs would scale the loss, the clipping and tol with them)."""
+    import torch
+
+    from meta_neighborhoods.heads import MLPHead
+    from meta_neighborhoods.model import MetaNeighborhoods
+
+    model = MetaNeighborhoods(MLPHead(3, (), 2), task="regression", dictionary_size=0)
+    generator = torch.Generator().manual_seed(0)
+    prediction, target = torch.randn(5, 2, generator=generator), torch.randn(5, 2, generator=generator)
+    torch.testing.assert_close(model.loss(prediction, target, torch.ones(5)), model.loss(prediction, target))
+    weight = torch.tensor([1.0, 2.0, 0.0, 1.0, 3.0])
+    expected = (weight * ((prediction - target) ** 2).mean(dim=1)).sum() / weight.sum()
+    torch.testing.assert_close(model.loss(prediction, target, weight), expected)
