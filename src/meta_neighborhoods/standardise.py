@@ -161,8 +161,10 @@ def numeric_columns(X):
 def _numbers(column, dtype) -> bool:
     """Whether a data frame's column reads as numbers; dates and durations do not (as nanoseconds, a poor feature)."""
     kind = getattr(dtype, "kind", "O")
-    if kind in "biufc" or kind in "mM":
-        return kind not in "mM"
+    if kind in "mM":
+        return False
+    if kind in "biufc":
+        return True
     try:
         np.asarray(column, dtype=np.float64)
     except (TypeError, ValueError):
