@@ -1,10 +1,11 @@
-"""Fit time per epoch and peak memory of Meta-Neighborhoods and vanilla at the size of the paper's "music" set.
+"""A fit's wall time per epoch and peak memory, Meta-Neighborhoods and vanilla, at the size of the paper's "music" set.
 
 A synthetic regression table of 515,345 x 90 rows (a random two-layer network of the inputs plus noise). Each
 setting is fitted for ``--epochs`` epochs in a fresh process; settings take turns over ``--repeats`` rounds and
-the medians are reported, with ratios to vanilla. The seconds are the whole ``fit`` divided by the epochs: with
-one epoch they include its set-up, the validation pass of early stopping (10 % of the rows) and, for the defaults,
-the vanilla network the fallback trains beside. Memory, two ways: "fit MB", what fitting adds to the process
+the medians are reported (of two rounds: their mean), with ratios to vanilla. The seconds are the wall time of the
+whole ``fit`` divided by the epochs ("s / one-epoch fit" with one epoch, not an epoch's training alone): they
+include its set-up, the validation pass of early stopping (10 % of the rows) and, for the defaults, the vanilla
+network the fallback trains beside. Memory, two ways: "fit MB", what fitting adds to the process
 over the table it fits (the largest growth of the resident set over the fit's start, sampled every millisecond,
 freed heap returned to the OS first, as ``memory.py``); "peak MB", the process's high-water mark (ru_maxrss),
 which also holds torch itself and the float64 temporaries of making the table. Before either is measured the child
@@ -12,7 +13,8 @@ fits the same setting on 256 rows, so that neither counts what any first fit of 
 optimiser machinery is imported on first use: about a second and 70 MB). ``--threads`` caps torch, OpenMP
 and BLAS threads in each process (default 2, the figures so far; 1 is steadier on a machine shared with other
 jobs). Linux only (/proc, glibc's malloc_trim). Every round's figures are kept in ``--json``; a setting whose
-process fails (out of memory, say) is reported with its error and left out of the medians, the others go on.
+process fails (out of memory, say) is reported with its error and left out of the medians, the others go on; one
+that fails in only some rounds says so under its row, since its medians then rest on fewer rounds.
 
     python benchmarks/fit_scale.py [--rows 515345] [--epochs 1] [--repeats 3] [--threads 2] [--json PATH]
 """
@@ -87,6 +89,26 @@ def _child(name: str, args) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
+def report(runs: dict, result: dict, args) -> None:
+    """The table of medians; a setting that failed in some rounds says in how many: its medians rest on the others."""
+    base = result.get("vanilla", {}).get("seconds_per_epoch")
+    threads = sorted({r["threads"] for rs in runs.values() for r in rs if "threads" in r})
+    print(f"fit on {args.rows:,} x 90 rows, {args.epochs} epoch(s), median of {args.repeats}, "
+          f"{'/'.join(map(str, threads))} thread(s)")
+    seconds = "s / one-epoch fit" if args.epochs == 1 else f"fit s / {args.epochs} epochs"
+    print(f"{'setting':<20}{seconds:>19}{'vs vanilla':>12}{'fit MB':>9}{'peak MB':>10}")
+    for name, r in result.items():
+        failed = [run["error"] for run in runs[name] if "error" in run]
+        if not r:
+            print(f"{name:<20}{'failed: ' + failed[-1]}")
+            continue
+        ratio = f"{r['seconds_per_epoch'] / base:.1f}x" if base else "—"
+        print(f"{name:<20}{r['seconds_per_epoch']:>19.1f}{ratio:>12}{r['fit_mb']:>9.0f}{r['peak_mb']:>10.0f}")
+        if failed:
+            print(f"{'':<20}failed in {len(failed)} of {len(runs[name])} rounds (median of the other "
+                  f"{len(runs[name]) - len(failed)}): {failed[-1]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=515_345)
@@ -107,17 +129,7 @@ def main() -> None:
             print(f"  {name}: {runs[name][-1]}", file=sys.stderr, flush=True)
     result = {name: {key: statistics.median(r[key] for r in done) for key in done[0]} if done else {}
               for name, rs in runs.items() for done in [[r for r in rs if "error" not in r]]}
-    base = result.get("vanilla", {}).get("seconds_per_epoch")
-    threads = sorted({r["threads"] for rs in runs.values() for r in rs if "threads" in r})
-    print(f"fit on {args.rows:,} x 90 rows, {args.epochs} epoch(s), median of {args.repeats}, "
-          f"{'/'.join(map(str, threads))} thread(s)")
-    print(f"{'setting':<20}{'s / epoch':>11}{'vs vanilla':>12}{'fit MB':>9}{'peak MB':>10}")
-    for name, r in result.items():
-        if not r:
-            print(f"{name:<20}{'failed: ' + runs[name][-1]['error']}")
-            continue
-        ratio = f"{r['seconds_per_epoch'] / base:.1f}x" if base else "—"
-        print(f"{name:<20}{r['seconds_per_epoch']:>11.1f}{ratio:>12}{r['fit_mb']:>9.0f}{r['peak_mb']:>10.0f}")
+    report(runs, result, args)
     if args.json:
         from meta_neighborhoods.io import write_json  # here: the parent process needs no torch otherwise
         from meta_neighborhoods.provenance import provenance

@@ -84,3 +84,21 @@ def test_the_defaults_sweep_records_each_method_s_errors_with_its_provenance_and
     assert "gom.json is missing" in _refused("defaults_sweep.py", "--out", str(tmp_path), "--report",
                                              "--more-seeds", str(tmp_path / "more"))
     assert "not every table" in _refused("defaults_sweep.py", "--out", str(tmp_path), "--table2", candidate, "S512")
+
+
+def test_fit_scale_says_its_seconds_are_a_whole_fit_s_and_which_settings_failed_in_some_rounds(monkeypatch, capsys):
+    """A setting that failed in one round of two was reported as if both had counted; and "s / epoch" read as an
+    epoch's training, where it is the wall time of a whole one-epoch fit (set-up, validation, the fallback)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import fit_scale
+
+    rounds = {"vanilla": iter([{"seconds_per_epoch": 4.0}, {"seconds_per_epoch": 4.0}]),
+              "defaults": iter([{"seconds_per_epoch": 100.0}, {"error": "MemoryError"}])}
+    monkeypatch.setattr(fit_scale, "_child", lambda name, args: {"fit_mb": 1.0, "peak_mb": 2.0, "threads": 2,
+                                                                 **next(rounds[name])})
+    monkeypatch.setattr(sys, "argv", ["fit_scale.py", "--settings", "vanilla", "defaults", "--repeats", "2"])
+    fit_scale.main()
+    out = capsys.readouterr().out
+    assert "s / one-epoch fit" in out and "s / epoch " not in out
+    assert "failed in 1 of 2 rounds (median of the other 1): MemoryError" in out
+    assert "failed in" not in out.split("defaults")[0]  # vanilla, which never failed, says nothing
