@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Table 1 on a CUDA GPU in about 8 minutes: train_throughput.py (images/s of each method, eager, then captured in a CUDA graph), then ConvNet4 on full MNIST for the five methods (MAXL last: a step of
-# it costs 3-7 vanilla steps), then, while time remains, ResNet-29 on the CIFAR-10 JPEG copy for vanilla and
-# MN+iFiLM, then the rest. Run from the repository root with
+# it cost 5.5-7 vanilla steps on 2 CPU cores, README; not yet timed on a GPU), then, while time remains,
+# ResNet-29 on the CIFAR-10 JPEG copy for vanilla and MN+iFiLM, then the rest. Run from the repository root with
 # the data under ${DATA:-../shared/data} (mnist/, cifar10_jpg/). Results go to ${OUT:-runs/gpu_table1}:
 # one folder per run (metrics.json) and table1.md. MNIST_EPOCHS, CIFAR_EPOCHS, BUDGET (seconds), DEVICE and
 # PYTHON (default python3), EXTRA (more classify options, e.g. "--train-subset 500" for a quick check on a CPU) override the defaults.
