@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,8 @@ def test_the_commit_of_the_clone_the_package_is_imported_from():
     assert commit == head and isinstance(dirty, bool)
 
 
-def test_a_changed_tracked_file_marks_the_clone_dirty(tmp_path, monkeypatch):
+def _clone_of_the_package(tmp_path, monkeypatch) -> tuple[Path, Callable]:
+    """A one-commit git clone that provenance takes for the package's own, and a function running git in it."""
     if shutil.which("git") is None:
         pytest.skip("no git here")
     clone = tmp_path / "clone"
@@ -111,10 +113,24 @@ def test_a_changed_tracked_file_marks_the_clone_dirty(tmp_path, monkeypatch):
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
     monkeypatch.setattr(module, "__file__", str(clone / "pkg" / "provenance.py"))
+    return clone, git
+
+
+def test_a_changed_tracked_file_marks_the_clone_dirty(tmp_path, monkeypatch):
+    clone, git = _clone_of_the_package(tmp_path, monkeypatch)
     head = git("rev-parse", "HEAD").strip()
     assert git_state() == (head, False)
     (clone / "pkg" / "__init__.py").write_text("# changed\n")
     assert git_state() == (head, True)
+
+
+def test_files_git_does_not_track_leave_the_clone_clean(tmp_path, monkeypatch):
+    """Run folders and notes inside a clone are untracked: the code that ran is the commit's, not 'dirty'."""
+    clone, git = _clone_of_the_package(tmp_path, monkeypatch)
+    (clone / "runs" / "yacht").mkdir(parents=True)
+    (clone / "runs" / "yacht" / "results.json").write_text("{}")
+    (clone / "pkg" / "scratch.py").write_text("x = 1\n")
+    assert git_state() == (git("rev-parse", "HEAD").strip(), False)
 
 
 def test_outside_a_clone_there_is_no_commit(tmp_path, monkeypatch):
@@ -132,27 +148,6 @@ def test_a_missing_or_hung_git_gives_none_not_an_error(monkeypatch, failure):
 
     monkeypatch.setattr(subprocess, "run", run)
     assert git_state() == (None, None)
-
-
-def test_files_git_does_not_track_leave_the_clone_clean(tmp_path, monkeypatch):
-    """Run folders and notes inside a clone are untracked: the code that ran is the commit's, not 'dirty'."""
-    if shutil.which("git") is None:
-        pytest.skip("no git here")
-    clone = tmp_path / "clone"
-    (clone / "pkg").mkdir(parents=True)
-    (clone / "pkg" / "__init__.py").write_text("")
-
-    def git(*args):
-        return subprocess.run(["git", "-C", str(clone), *args], check=True, capture_output=True, text=True).stdout
-
-    git("init", "-q")
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
-    monkeypatch.setattr(module, "__file__", str(clone / "pkg" / "provenance.py"))
-    (clone / "runs" / "yacht").mkdir(parents=True)
-    (clone / "runs" / "yacht" / "results.json").write_text("{}")
-    (clone / "pkg" / "scratch.py").write_text("x = 1\n")
-    assert git_state() == (git("rev-parse", "HEAD").strip(), False)
 
 
 def test_the_source_digest_names_each_file_by_its_path(tmp_path):
