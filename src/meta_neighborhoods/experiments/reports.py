@@ -58,9 +58,8 @@ def results_markdown(results: dict) -> str:
              f"the lower, the same, the higher error. p corrected: Nadeau & Bengio's corrected repeated-CV t-test of "
              f"MN against the method over all of them; resolves: the smallest gap between MN and the method that "
              f"test could call significant (p < 0.05) given how the gap varies from fold to fold, in % of the "
-             f"method's MSE; p paired: the "
-             f"paper's paired t-test over the {config['folds']} folds of seed {config['seed']}. Std: of the "
-             f"{total} errors (population, ddof = 0).\n\n{method_note(config)}\n\n")
+             f"method's MSE; p paired: the paper's paired t-test over the {config['folds']} folds of seed "
+             f"{config['seed']}. Std: of the {total} errors (population, ddof = 0).\n\n{method_note(config)}\n\n")
     table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN won/tied/lost", "p corrected",
                             "resolves", "p paired (first seed)"], rows)
     kept = neighbours_kept(results)
