@@ -552,6 +552,11 @@ def test_a_data_frame_s_columns_of_numbers_pass_whatever_their_dtype():
     assert list(fitted.feature_names_in_) == ["flag", "object", "category", "text"]
     assert fitted.predict(frame.drop(columns="z")).shape == numbers.shape
 
+    with pytest.raises(ValueError, match="Expected a 2-dimensional container"):  # scikit-learn's words, not ours
+        MetaNeighborhoodsRegressor(**FAST).fit(frame["object"], numbers)
+    with pytest.raises(ValueError, match="non-numeric column.s. 'big'"):  # beyond float64: not a number to train on
+        numeric_columns(pd.DataFrame({"big": [10**400, 1]}))
+
     class Polars:  # what the estimators see of a polars DataFrame: its dtypes are not numpy's
         columns, dtypes = ["a", "b"], [object(), object()]
 

@@ -126,7 +126,8 @@ def test_classes_are_those_of_rows_with_positive_weight():
     only_a_and_b = np.where(labels == "c", 0.0, 1.0)
     model = MetaNeighborhoodsClassifier(**{**FULL_BATCH, "max_epochs": 2}).fit(X, labels, sample_weight=only_a_and_b)
     assert list(model.classes_) == ["a", "b"] and model.predict_proba(X).shape == (60, 2)
-    with pytest.raises(ValueError, match="1 class .'a'. among the rows of positive sample_weight; a classifier needs"):
+    with pytest.raises(ValueError, match="1 class .'a'. among the rows of sample_weight not negligible beside the "
+                                         "largest; a classifier needs"):
         MetaNeighborhoodsClassifier(**FULL_BATCH).fit(X, labels, sample_weight=(labels == "a").astype(float))
 
 

@@ -352,7 +352,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
         encoder = LabelEncoder().fit(y[rows])  # the classes of the rows fit learns from: a zero weight drops a row
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
-            among = "" if weights is None else " among the rows of positive sample_weight"
+            among = "" if weights is None else " among the rows of sample_weight not negligible beside the largest"
             raise ValueError(f"the target has 1 class ({self.classes_.tolist()[0]!r}){among}; a classifier needs at "
                              "least 2")
         return self._fit(X, rows, weights, encoder.transform(y[rows]).astype(np.int64), len(self.classes_))

@@ -150,7 +150,7 @@ def numeric_columns(X):
     """``X``; a pandas data frame with a column that holds no numbers (text, dates) is refused naming it: numpy's own
     error names only a value. A column whose values are numbers under another dtype (object, numeric categories or
     text) passes, as scikit-learn's estimators take it; other frames (polars) are left to scikit-learn."""
-    if hasattr(X, "iloc") and hasattr(X, "dtypes"):
+    if hasattr(X, "iloc") and hasattr(X, "columns"):  # not a Series: scikit-learn says it is not 2-D
         bad = [str(c) for i, (c, dtype) in enumerate(zip(X.columns, X.dtypes)) if not _numbers(X.iloc[:, i], dtype)]
         if bad:
             raise ValueError(f"X has non-numeric column(s) {', '.join(map(repr, bad[:5]))}: encode them (e.g. with "
@@ -167,7 +167,7 @@ def _numbers(column, dtype) -> bool:
         return True
     try:
         np.asarray(column, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     return True
 
