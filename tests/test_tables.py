@@ -404,10 +404,14 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     ("a;b;y\n1,5;2;3\n4,5;5;6\n", "has 1 header names but 2 columns of data .the file seems separated by ';', not"),
     ("# my data\na,b,y\n1,2,3\n4,5,6\n", "1 header names but 3 columns of data .is its first line a comment"),
     ("sep=,\na,b,y\n1,2,3\n4,5,6\n", "2 header names but 3 columns of data .its first line is a spreadsheet's 'sep='"),
-    ('a,b,y\n"1,500.5",2,3\n"4,000",5,6\n', r"'1,500.5'\); a number with thousands separators: write it without"),
+    ('a,b,y\n"1,500.5",2,3\n"4,000",5,6\n', r"'1,500.5'\); a number written with a comma .a decimal comma, or"),
+    ('a,b,y\n"3,142",2,3\n"2,5",5,6\n', r"'3,142'\); a number written with a comma .a decimal comma, or thousands"),
+    ("a;b;y\n1;2;3\n4,5;5;6\n", r"file line 3 of .* has 2 fields, expected 1 .the file seems separated by ';'"),
+    ("#rooms,b,y\n1,2,3,\n4,5,6,\n", r"3 header names but 4 columns of data .a separator at the end of every data"),
     ("a,b,y\n15%,2,3\n4%,5,6\n", r"'15%'\); a percentage: write the number without its % sign"),
     ("a,b,y,\n1,2,3,\n4,5,6,\n", r"column 4 of .* has no name in the header .a separator at the end of every line"),
-], ids=["semicolon", "decimal_comma", "comment", "spreadsheet_sep", "thousands", "percent", "trailing_separator"])
+], ids=["semicolon", "decimal_comma", "comment", "spreadsheet_sep", "thousands", "decimal_comma_quoted",
+        "ragged_semicolon", "trailing_on_data", "percent", "trailing_separator"])
 def test_a_file_written_another_way_says_how(tmp_path, text, hint):
     path = tmp_path / "other.csv"
     path.write_text(text)
@@ -420,6 +424,9 @@ def test_true_and_false_columns_are_read_as_one_and_zero(tmp_path):
     path = tmp_path / "flags.csv"
     path.write_text("a,flag,y\n1,True,3\n4,False,6\n")
     np.testing.assert_array_equal(load_csv_table(path, "y").X, [[1.0, 1.0], [4.0, 0.0]])
+    path.write_text("a,flag,y\n1,True,3\n4,,6\n")  # with a missing value: refused as one, not as text
+    with pytest.raises(ValueError, match="NaN"):
+        load_csv_table(path, "y")
 
 
 # --- reading through pandas: quoting, BOMs, NA markers, one numbering of rows ------------------------

@@ -19,7 +19,7 @@ __all__ = ["Source", "TextTable", "read_numeric", "read_indices"]
 # Read as missing (NaN, then reported as such) besides pandas' own markers (empty, NA, NaN, null, N/A, ...).
 _NA_MARKERS = ["?", "na", "Na", "none", "None", "NONE", "Null", "NAN", "Nan"]
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+_COMMA_NUMBER = re.compile(r"[+-]?\d[\d,]*,\d*(\.\d*)?")  # 3,142 or 17,640.52: a decimal comma, or thousands
 _OTHER_DELIMITERS = ";\t|"
 
 
@@ -69,6 +69,7 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     """
     import pandas as pd  # here: the command line lists the tables, and starts, without it
 
+    names = None
     try:
         names, skip, header_end = _header(path, delimiter) if header else (None, 0, 0)
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding="utf-8-sig",
@@ -80,11 +81,13 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     except pd.errors.EmptyDataError:
         raise ValueError(f"{dataset}: {path} has no data rows") from None
     except (pd.errors.ParserError, csv.Error) as error:  # ragged rows, or a broken quote / header
-        raise ValueError(f"{dataset}: {_parser_problem(error, path)}") from None
+        hint = _header_hint(names, delimiter, trailing=False) if names else ""
+        raise ValueError(f"{dataset}: {_parser_problem(error, path)}{hint}") from None
     source = Source(path, header_end, delimiter)
     if names is not None and frame.shape[1] != len(names):
+        trailing = frame.shape[1] == len(names) + 1 and frame.iloc[:, -1].isna().all()
         raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data"
-                         f"{_header_hint(names, delimiter)}")
+                         f"{_header_hint(names, delimiter, trailing)}")
     data = _as_float(frame, names, source, dataset=dataset)
     _refuse_short_rows(data, source, dataset=dataset)
     return TextTable(names, data, source)
@@ -101,9 +104,12 @@ def _header(path: Path, delimiter: str | None) -> tuple[list[str], int, int]:
     return [], 0, 0
 
 
-def _header_hint(names: list[str], delimiter: str | None) -> str:
-    """Why a header and its data may disagree: a first line that is not the header, or another separator."""
+def _header_hint(names: list[str], delimiter: str | None, trailing: bool) -> str:
+    """Why a header and its data may disagree: a separator ending every data line (``trailing``: the data's one
+    extra column is empty), a first line that is not the header, or another separator."""
     first = names[0] if names else ""
+    if trailing:
+        return " (a separator at the end of every data line? remove it)"
     if first.startswith("#"):
         return " (is its first line a comment? delete it)"
     if first.lower().startswith("sep="):
@@ -117,8 +123,8 @@ def _number_hint(text: str, delimiter: str | None) -> str:
     other = next((d for d in _OTHER_DELIMITERS if d in text), None) if delimiter else None
     if other:
         return f"the file seems separated by {other!r}, not {delimiter!r}"
-    if _THOUSANDS.fullmatch(text.strip()):
-        return "a number with thousands separators: write it without them"
+    if _COMMA_NUMBER.fullmatch(text.strip()):
+        return "a number written with a comma (a decimal comma, or thousands separators): write it with a decimal point"
     if text.strip().endswith("%"):
         return "a percentage: write the number without its % sign"
     return "only numeric columns can be read - encode or drop it first"
@@ -162,7 +168,8 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
             continue
         if pd.api.types.is_numeric_dtype(values):
             continue
-        numbers = pd.to_numeric(values.astype(str).where(values.notna()), errors="coerce")
+        written = values.astype(str).replace({"True": "1", "False": "0"})  # a boolean column with missing values
+        numbers = pd.to_numeric(written.where(values.notna()), errors="coerce")
         bad = np.flatnonzero(numbers.isna().to_numpy() & values.notna().to_numpy())
         if len(bad):
             text = str(values.iloc[bad[0]])
