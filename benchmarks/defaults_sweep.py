@@ -43,6 +43,7 @@ from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, available_methods, cross_validate,
                                                              subset_rows)
+from meta_neighborhoods.experiments.reports import won_tied_lost
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import compare
@@ -291,13 +292,14 @@ def table2(out: Path, candidate: str, more: Path | None = None, alone: str | Non
     ratios = [m for m in (candidate, alone) if m in seen]
     print("| data set | n | " + " | ".join(names.get(m, m) for m in seen)
           + "".join(f" | {names[m]} / vanilla" for m in ratios)
-          + " | MN wins | p vs vanilla | p vs kNN | resolves |\n|---|---|" + "---|" * (len(seen) + len(ratios) + 4))
+          + " | MN won/tied/lost | p vs vanilla | p vs kNN | resolves |\n|---|---|"
+          + "---|" * (len(seen) + len(ratios) + 4))
     for name, d in tables.items():
         s = compare({m: d["folds"][m] for m in seen}, candidate, d["folds_k"], baseline="vanilla")
         cells = [f"{s['mean'][m]:.4g} ± {s['std'][m]:.2g}" for m in seen]
         p = {m: s["p_values"][m] for m in ("vanilla", "knn")}
         print(f"| {name} | {d['n']} | " + " | ".join(cells) + "".join(f" | {s['ratio'][m]:.3f}" for m in ratios)
-              + f" | {s['reference_wins']['vanilla']}/{len(d['fold_seeds'])} | "
+              + f" | {won_tied_lost(s, 'vanilla', len(d['fold_seeds']))} | "
               + " | ".join("—" if v is None else f"{v:.2g}" for v in p.values())
               + f" | {_resolves(s['resolvable']['vanilla'], s['mean']['vanilla'])} |")
 
@@ -310,7 +312,8 @@ def head_to_head(out: Path, reference: str, candidate: str, more: Path | None = 
     """``candidate`` against ``reference`` (both Meta-Neighborhoods settings) on every table both ran: the ratio of
     their mean errors, the folds the candidate wins and the corrected test between the two, beside each one's
     ratio to vanilla. It tells whether a change moved a table at all, which the ratios to vanilla alone cannot."""
-    print(f"| table | {reference} / vanilla | {candidate} / vanilla | {candidate} / {reference} | folds lower | p |"
+    print(f"| table | {reference} / vanilla | {candidate} / vanilla | {candidate} / {reference} | lower/equal/higher"
+          " | p |"
           "\n|---|---|---|---|---|---|")
     for name, d in load(out, more).items():
         if not {reference, candidate} <= set(d["folds"]):
@@ -319,8 +322,8 @@ def head_to_head(out: Path, reference: str, candidate: str, more: Path | None = 
                     baseline="vanilla")
         p = s["p_values"][reference]
         print(f"| {name} | {s['ratio'][reference]:.3f} | {s['ratio'][candidate]:.3f} | "
-              f"{s['mean'][candidate] / s['mean'][reference]:.3f} | {s['reference_wins'][reference]}/"
-              f"{len(d['fold_seeds'])} | {'—' if p is None else f'{p:.2g}'} |")
+              f"{s['mean'][candidate] / s['mean'][reference]:.3f} | "
+              f"{won_tied_lost(s, reference, len(d['fold_seeds']))} | {'—' if p is None else f'{p:.2g}'} |")
 
 
 def compare_training(base: Path, other: Path, candidate: str) -> None:

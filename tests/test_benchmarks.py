@@ -2,6 +2,7 @@
 this is what keeps them from rotting between the sessions that time them."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,9 @@ def test_the_defaults_sweep_records_each_method_s_errors_with_its_provenance_and
         _recorded(provenance, "defaults_sweep.py")
         assert provenance["threads"] == 1  # what a rerun must match (README, Table 2)
     assert candidate in _run("defaults_sweep.py", "--out", str(tmp_path), "--report")
+    table2 = _run("defaults_sweep.py", "--out", str(tmp_path), "--table2", candidate)
+    won, tied, lost = (int(n) for n in re.search(r"\| gom \| .* \| (\d+)/(\d+)/(\d+) \|", table2).groups())
+    assert "MN won/tied/lost" in table2 and won + tied + lost == 2  # the fallback ties vanilla where it keeps it
 
     # a method run on other folds (further repeats given the sweep's own folder) is refused before it runs
     written = (tmp_path / "gom.json").read_bytes()
