@@ -164,34 +164,43 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     params = {key: value for key, value in settings if value is not None}  # every MLP's, vanilla's too: own folder
     params["ema_decay"] = args.ema_decay  # always recorded: its default changed from None to 0.99
     recorded = {**params, "input_transform": args.input_transform} if args.input_transform != "none" else params
-    if done.setdefault("params", recorded) != recorded:
-        raise SystemExit(f"{path} was run with {done['params']}, not {recorded}: give another --out")
     rows_seed = args.seed if args.rows_seed is None else args.rows_seed
-    if "fold_seeds" in done and _rows_seed(done) != rows_seed:
-        raise SystemExit(f"{path} holds the rows of --rows-seed {_rows_seed(done)}, not {rows_seed}: "
-                         "give another --out")
-    repeats = [seed for seed in range(args.seed, args.seed + args.seeds) for _ in range(args.folds)]
-    if "fold_seeds" in done and (done["folds_k"], done["fold_seeds"]) != (args.folds, repeats):
-        ran = sorted(set(done["fold_seeds"]))
-        raise SystemExit(f"{path} holds {done['folds_k']}-fold CV repeated over seeds {ran}, not --folds {args.folds} "
-                         f"--seed {args.seed} --seeds {args.seeds}: every method must run on the same folds; further "
-                         "repeats go to a folder of their own (see --more-seeds)")
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
-    if done.get("n", len(table.y)) != len(table.y):  # other rows: the folds would not be the ones on file
-        raise SystemExit(f"{path} holds {done['n']} rows, not the {len(table.y)} that --max-rows {args.max_rows} "
-                         "leaves: give the --max-rows it was run with, or another --out")
+    run = {"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
+           "fold_seeds": [seed for seed in range(args.seed, args.seed + args.seeds) for _ in range(args.folds)]}
+    _check_same_run(done, run, path, args)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
-    with _only_writer(out):  # what other processes wrote meanwhile is read and kept
+    with _only_writer(out):  # what other processes wrote meanwhile is read, checked again and kept
         done = _read(path) if path.exists() else done
+        _check_same_run(done, run, path, args)
         done["folds"].update(cv["folds"])
         done.setdefault("kept", {}).update(cv["kept"])  # the network each fold kept, for candidates with the fallback
         done.setdefault("validation_losses", {}).update(cv["validation_losses"])  # to replay other choices
         done["seconds"].update(cv["seconds"])
         done.setdefault("provenance", {}).update(dict.fromkeys(cv["folds"], provenance()))  # threads, versions
-        done.update({"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
-                     "fold_seeds": cv["fold_seeds"]})
+        done.update(run)
         write_json(path, done)
+
+
+def _check_same_run(done: dict, run: dict, path: Path, args) -> None:
+    """Refuse to add methods to a sweep file run on other settings, rows or folds (``run``: this run's): their
+    errors would be compared fold for fold with errors of other folds. Checked again under the writer's lock, as
+    another process may have written the file meanwhile."""
+    if done.get("params", run["params"]) != run["params"]:
+        raise SystemExit(f"{path} was run with {done['params']}, not {run['params']}: give another --out")
+    if "fold_seeds" not in done:
+        return
+    if _rows_seed(done) != run["rows_seed"]:
+        raise SystemExit(f"{path} holds the rows of --rows-seed {_rows_seed(done)}, not {run['rows_seed']}: "
+                         "give another --out")
+    if done["n"] != run["n"]:  # other rows: the folds would not be the ones on file
+        raise SystemExit(f"{path} holds {done['n']} rows, not the {run['n']} that --max-rows {args.max_rows} "
+                         "leaves: give the --max-rows it was run with, or another --out")
+    if (done["folds_k"], done["fold_seeds"]) != (run["folds_k"], run["fold_seeds"]):
+        raise SystemExit(f"{path} holds {done['folds_k']}-fold CV repeated over seeds {sorted(set(done['fold_seeds']))}"
+                         f", not --folds {args.folds} --seed {args.seed} --seeds {args.seeds}: every method must run "
+                         "on the same folds; further repeats go to a folder of their own (see --more-seeds)")
 
 
 @contextmanager
