@@ -366,7 +366,11 @@ def test_csv_table_nan_target(tmp_path):
 def test_a_table_no_model_can_learn_from_is_refused_before_any_work(tmp_path, text, message):
     """Found as a user: regress crashed on each (a ZeroDivisionError after writing results.json, or scikit-learn's
     50-line report of failed fits)."""
-    path = tmp_path / "only_target.csv"
+    _refused_csv(tmp_path / "only_target.csv", text, message)
+
+
+def _refused_csv(path, text: str, message: str) -> None:
+    """A CSV of ``text`` at ``path`` is refused with ``message`` (a regular expression), its target column 'y'."""
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_csv_table(path, "y")
@@ -413,10 +417,7 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
 ], ids=["semicolon", "decimal_comma", "comment", "spreadsheet_sep", "thousands", "decimal_comma_quoted",
         "ragged_semicolon", "trailing_on_data", "percent", "trailing_separator"])
 def test_a_file_written_another_way_says_how(tmp_path, text, hint):
-    path = tmp_path / "other.csv"
-    path.write_text(text)
-    with pytest.raises(ValueError, match=hint):
-        load_csv_table(path, "y")
+    _refused_csv(tmp_path / "other.csv", text, hint)
 
 
 def test_true_and_false_columns_are_read_as_one_and_zero(tmp_path):
