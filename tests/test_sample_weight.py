@@ -1,6 +1,8 @@
 """sample_weight in the estimators' fit: integer weights act as repeated rows, zero weights as dropped rows, and
 weights reach the standardisation, the training loss, the validation loss and the choice of keys."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,11 @@ def test_zero_weights_are_dropped_rows(cls, target, params, zero):
     took it as 0, and a batch of such rows alone was NaN)."""
     X, *targets, weights = _table(n=60)
     y, kept = targets[target - 1], weights > 0
-    weighted = cls(**params).fit(X, y, sample_weight=np.where(kept, 1.0, zero))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", UserWarning)
+        weighted = cls(**params).fit(X, y, sample_weight=np.where(kept, 1.0, zero))
+    dropped_rows = [w for w in said if "dropped as weight 0" in str(w.message)]
+    assert len(dropped_rows) == (zero > 0) and all(w.filename == __file__ for w in dropped_rows)  # the caller's fit
     dropped = cls(**params).fit(X[kept], y[kept])
     np.testing.assert_allclose(_answers(weighted, X), _answers(dropped, X), **TOLERANCE)
     assert weighted.network_ == dropped.network_ and weighted.n_iter_ == dropped.n_iter_

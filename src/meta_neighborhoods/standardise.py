@@ -69,6 +69,10 @@ def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
     # is the one the weights given make), so that float32 flushes no weight to 0 but those negligible beside it
     scaled = np.ldexp(weights[rows], 1 - np.frexp(weights[rows].max())[1])
     kept = scaled.astype(np.float32) > 0
+    if not kept.all():  # said: unlike a zero weight, the user gave these rows a weight
+        warnings.warn(f"{int((~kept).sum())} rows of positive sample_weight are dropped as weight 0: float32 cannot "
+                      "hold their weights beside the largest (a ratio below about 1e-45)", UserWarning,
+                      stacklevel=3)  # the user's fit
     return rows[kept], scaled[kept]
 
 
