@@ -42,7 +42,7 @@ from torch import nn
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, available_methods, cross_validate,
-                                                             subset_rows)
+                                                             repeated_folds, subset_rows)
 from meta_neighborhoods.experiments.reports import won_tied_lost
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
@@ -167,7 +167,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     rows_seed = args.seed if args.rows_seed is None else args.rows_seed
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
     run = {"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
-           "fold_seeds": [seed for seed in range(args.seed, args.seed + args.seeds) for _ in range(args.folds)]}
+           "fold_seeds": [seed for seed, *_ in repeated_folds(len(table.y), args.folds, args.seed, args.seeds)]}
     _check_same_run(done, run, path, args)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)

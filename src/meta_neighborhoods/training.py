@@ -198,7 +198,7 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
         inputs = tuple(t.to(device) for t in (x if isinstance(x, tuple) else (x,)))
         y, *weight = (t.to(device) for t in targets)
         loss = model.loss(network(*inputs), y, *weight)
-        value = loss.item()  # the one wait for the device a step makes: its check and the epoch's mean both read it
+        value = loss.item()  # read from the device once: its check and the epoch's mean both use it
         if not math.isfinite(value):
             kept = "" if last is None else (f"; the last good checkpoint (epoch {state.epoch}) is kept at {last}"
                                             if state.epoch > 0 else "; no epoch had finished, so it wrote no checkpoint")

@@ -114,13 +114,18 @@ def _header_hint(names: list[str], delimiter: str | None, trailing: bool) -> str
         return " (is its first line a comment? delete it)"
     if first.lower().startswith("sep="):
         return " (its first line is a spreadsheet's 'sep=' line: delete it)"
-    other = next((d for d in _OTHER_DELIMITERS if any(d in name for name in names)), None) if delimiter else None
+    other = _other_delimiter(names, delimiter)
     return f" (the file seems separated by {other!r}, not {delimiter!r})" if other else ""
+
+
+def _other_delimiter(texts: list[str], delimiter: str | None) -> str | None:
+    """A separator other than the file's that ``texts`` hold (None for whitespace tables, which split on any)."""
+    return next((d for d in _OTHER_DELIMITERS if any(d in text for text in texts)), None) if delimiter else None
 
 
 def _number_hint(text: str, delimiter: str | None) -> str:
     """What to do about a field that is not a number."""
-    other = next((d for d in _OTHER_DELIMITERS if d in text), None) if delimiter else None
+    other = _other_delimiter([text], delimiter)
     if other:
         return f"the file seems separated by {other!r}, not {delimiter!r}"
     if _COMMA_NUMBER.fullmatch(text.strip()):
