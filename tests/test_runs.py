@@ -464,6 +464,37 @@ def test_a_run_folder_written_before_threads_were_recorded_resumes_and_reruns(tm
     assert "dictionary_size" not in options and options["method"] == "vanilla"
 
 
+def test_a_method_without_neighbours_records_none_of_their_settings_and_an_older_run_that_did_resumes(tmp_path,
+                                                                                                     monkeypatch):
+    """vanilla trains no dictionary: its config.json (and checkpoint last) no longer record the neighbours' fixed
+    settings, nor iFiLM's; such a config.json is still a run's, and a run of a version that recorded them (in both)
+    continues, recording them as it did."""
+    from meta_neighborhoods.experiments import classification
+
+    out, fit = tmp_path / "run", classification.fit
+
+    def one_epoch(model, batches, *, epochs, **options):
+        fit(model, batches, epochs=1, **options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classification, "fit", one_epoch)
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "2",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 130
+    monkeypatch.setattr(classification, "fit", fit)
+    neighbours = {name: value for name, value in image_methods.IMAGE_CONFIG.to_dict().items()
+                  if name not in ("dictionary_size", "key_init")}  # as every run recorded them
+    older = {"meta_neighborhoods": neighbours, "ifilm_where": "all"}
+    for name, record in (("config.json", lambda meta: meta), ("last.json", lambda meta: meta["config"])):
+        meta = json.loads((out / name).read_text())
+        assert not set(older) & set(record(meta)) and "maxl" not in record(meta), name
+        record(meta).update(older)
+        (out / name).write_text(json.dumps(meta))
+    assert "config.json" in runs.holds_a_run(out)
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert {name: config[name] for name in older} == older
+
+
 def test_a_classify_run_trains_on_the_threads_it_records_and_so_do_its_resume_and_its_rerun(tmp_path, capsys,
                                                                                               monkeypatch):
     """Training sums in an order that depends on torch's threads: a resume, or a rerun from the record, on another

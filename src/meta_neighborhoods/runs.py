@@ -51,7 +51,7 @@ CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
 METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
-METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the method's fixed settings
+METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the fixed settings of the neighbours
 
 
 def run_folder(run_dir) -> Path:
@@ -167,7 +167,8 @@ def holds_a_run(run_dir: Path) -> list[str]:
 def _foreign_config(path: Path) -> str:
     """What makes ``path`` other than a run's ``config.json`` ('' when it is one, or is not there): a user's own file
     of that name, which is not ours to remove or replace. A run's is a JSON object naming a method and recording the
-    method's settings, as every classify run's is."""
+    method's settings (those of the neighbours, or, for a method without them, the network it builds), as every
+    classify run's is."""
     if not (path.exists() or path.is_symlink()):
         return ""
     if path.is_symlink() or not path.is_file():
@@ -176,7 +177,8 @@ def _foreign_config(path: Path) -> str:
         saved = read_json_object(path)
     except RunFolderError:
         return "is not readable JSON"
-    if saved.get("method") in METHOD_NAMES and isinstance(saved.get(METHOD_SETTINGS), dict):
+    if saved.get("method") in METHOD_NAMES and (isinstance(saved.get(METHOD_SETTINGS), dict)
+                                                or isinstance(saved.get("model"), dict)):
         return ""
     return "is not the configuration a classify run writes"
 

@@ -50,7 +50,8 @@ from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, load_checkpoint, unused_settings)
-from ..io import RunFolderError, inner_folder, markdown_table, prepare_out_dir, write_json, write_text
+from ..io import (RunFolderError, inner_folder, markdown_table, prepare_out_dir, read_json_object, write_json,
+                  write_text)
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
@@ -59,9 +60,11 @@ from ..training import OptimizerSpec, check_configuration, fit, resolve_device, 
 from ..validation import ConfigError
 
 RELOCATABLE = ("device", *PATH_FIELDS)  # settings a resumed run may change: they do not alter results
-RUN_FIELDS = ("dictionary_size", "key_init")  # MNConfig fields each run sets (recorded with its arguments)
 MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
                  "entropy_weight": maxl.ENTROPY_WEIGHT, "generator_lr_scale": maxl.GENERATOR_LR_SCALE}
+FIXED = {METHOD_SETTINGS: ("dictionary", {name: value for name, value in IMAGE_CONFIG.to_dict().items()  # not the
+                                         if name not in ("dictionary_size", "key_init")}),  # two each run sets
+         "ifilm_where": ("ifilm", IFILM_WHERE), "maxl": ("auxiliary", MAXL_SETTINGS)}  # by the part that uses each
 
 
 class Splits(NamedTuple):
@@ -153,14 +156,15 @@ def _check_names(dataset: str, backbone: str, method: str) -> None:
             raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(known)}", option)
 
 
-def _run_config(config: ClassificationConfig, model_args: dict | None = None) -> dict:
-    """The arguments plus every fixed choice of the protocol, as written to config.json."""
-    method = {name: value for name, value in IMAGE_CONFIG.to_dict().items() if name not in RUN_FIELDS}
+def _run_config(config: ClassificationConfig, model_args: dict | None = None, recorded: dict | None = None) -> dict:
+    """The arguments plus the protocol's fixed choices the method uses (all: every method's), as written to config.json,
+    and those ``recorded`` in a resumed run's (earlier versions recorded every method's, and its checkpoint too)."""
+    spec = METHODS.get(config.method)  # None: all
     return {
         **asdict(config),
         **({"model": model_args} if model_args is not None else {}),
-        METHOD_SETTINGS: method, "ifilm_where": IFILM_WHERE,
-        **({"maxl": MAXL_SETTINGS} if "psi" not in unused_settings(config.method) else {}),
+        **{name: value for name, (part, value) in FIXED.items() if spec is None or getattr(spec, part)
+           or name in (recorded or {})},
         "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config),
         "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX, "version": __version__,
     }
@@ -236,7 +240,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     out = prepare_out_dir(out) if main else Path(out)
     model_args = build_model_args(config.method, config.backbone, dataset.train.images.shape[1],
                                   len(dataset.classes), config.dictionary_size, config.psi)
-    run_config = _run_config(config, model_args)
+    run_config = _run_config(config, model_args, read_json_object(out / CONFIG) if resume else None)
     if main and not resume:
         write_json(out / CONFIG, run_config)
         write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
