@@ -418,6 +418,18 @@ def test_regress_help_shows_the_estimators_own_defaults(capsys):
         assert f"(default {value}, the estimator's" in shown.split(option, 2)[-1][:200], option
 
 
+def test_regress_help_names_every_method_it_runs(capsys):
+    """The methods --help names are those of the protocol (named in config.py, which imports no torch)."""
+    from meta_neighborhoods.config import OPTIONAL_METHOD_NAMES, TABLE_METHOD_NAMES
+    from meta_neighborhoods.experiments.cross_validation import BASELINES, TABLE_METHODS
+
+    assert list(TABLE_METHOD_NAMES) == list(TABLE_METHODS) and list(OPTIONAL_METHOD_NAMES) == list(BASELINES)
+    with pytest.raises(SystemExit):
+        main(["regress", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert all(label in shown for label in (*TABLE_METHOD_NAMES.values(), *OPTIONAL_METHOD_NAMES.values()))
+
+
 def test_a_command_that_reads_its_records_names_them():
     for command in COMMANDS:
         assert hasattr(command, "options_from_record") == bool(getattr(command, "RECORDS", ())), command.__name__

@@ -43,6 +43,12 @@ ANALYSES = ("tsne", "cosine", "retrieval")
 TSNE_SAMPLES = 2000  # training images in the t-SNE picture
 RETRIEVED = 5  # nearest test images per key (Appendix A.8)
 KEYS_PER_CLASS, MAX_KEYS = 2, 20  # rows of the retrieval grid
+# regress's methods by name, as its --help names them: here, without torch, so that --help stays fast (their
+# factories: experiments/cross_validation.py); the optional ones run where their package is installed ('.[baselines]')
+TABLE_METHOD_NAMES = {"knn": "kNN (k by inner CV)", "vanilla": "the vanilla MLP",
+                      "meta_neighborhoods": "Meta-Neighborhoods (estimator defaults)",
+                      "hist_gradient_boosting": "HistGradientBoosting"}
+OPTIONAL_METHOD_NAMES = {"lightgbm": "LightGBM", "realmlp_td": "pytabkit's RealMLP-TD"}
 PATH_FIELDS = ("data_dir", "cache_dir")  # classify's data folders: recorded, never read back from a run folder
 AUGMENTATIONS = ("dataset", "paper")  # classify: the data set's own (``ImageSpec.augment``) or the authors' pipeline
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import OPTIONAL_METHOD_NAMES, TABLE_METHOD_NAMES
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
 from .common import (check_target, estimator_options, fit_options, load_table_source, run_options, table_run_options,
@@ -15,10 +16,10 @@ LOGGER = logging.getLogger(__name__)
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "regress", help="regression tables of Table 2: kNN, vanilla MLP, Meta-Neighborhoods, gradient boosting",
+        "regress", help=f"regression tables of Table 2: {', '.join(TABLE_METHOD_NAMES.values())}",
         parents=[*run_options(), table_source(allow_all=True), estimator_options()],
-        description="k-fold MSE on the standardised target for kNN (k by inner CV), the vanilla MLP, "
-                    "Meta-Neighborhoods (estimator defaults) and HistGradientBoosting, with paired t-tests of "
+        description=f"k-fold MSE on the standardised target for {', '.join(TABLE_METHOD_NAMES.values())} and, "
+                    f"where installed, {' and '.join(OPTIONAL_METHOD_NAMES.values())}, with paired t-tests of "
                     "Meta-Neighborhoods against each; writes results.json, results.md and folds.png "
                     "(with --dataset all: one folder per data set, summary.md and summary.json).",
     )
