@@ -256,14 +256,14 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN won/tied/lost vs vanilla | "
-            "p MN vs vanilla | p MN vs kNN | MN best | neighbours kept |") in markdown
+            "p MN vs knn | p MN vs vanilla | MN best | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
     saved, total = json.loads((tmp_path / "out" / "summary.json").read_text())["datasets"]["gom"], row["folds_total"]
     cells = ["gom", "1059", "116", *(reports.mse_cell(saved["mean"][m], saved["std"][m]) for m in methods),
              reports.number(saved["ratio"]["meta_neighborhoods"]),
              f"{saved['reference_wins']['vanilla']}/{saved['reference_ties']['vanilla']}/"
              f"{total - saved['reference_wins']['vanilla'] - saved['reference_ties']['vanilla']}",
-             reports.p_cell(saved["p_value_vs_vanilla"]), reports.p_cell(saved["p_value_vs_knn"]),
+             reports.p_cell(saved["p_value_vs_knn"]), reports.p_cell(saved["p_value_vs_vanilla"]),
              "✓" if saved["beats_both"] else "", f"{saved['neighbours_kept']}/{total}"]
     assert "| " + " | ".join(cells) + " |" in markdown.splitlines()  # each figure in its header's column
     assert (tmp_path / "out" / "gom" / "results.json").is_file()
@@ -517,6 +517,19 @@ def test_the_summary_row_gives_each_p_value_and_whether_mn_is_best(knn, best):
     row = regression._summary_row(_table_results({"meta_neighborhoods": 1.0, "vanilla": 2.0, "knn": knn},
                                                  {"vanilla": 0.01, "knn": 0.5}))
     assert (row["p_value_vs_vanilla"], row["p_value_vs_knn"], row["beats_both"]) == (0.01, 0.5, best)
+
+
+def test_the_summary_gives_mn_s_p_value_against_every_method_it_compares():
+    """Gradient boosting (and any baseline installed) in the summary's columns has its p column, as vanilla and kNN."""
+    methods = ["knn", "vanilla", "meta_neighborhoods", "hist_gradient_boosting"]
+    row = {**regression._summary_row(_table_results(dict(zip(methods, (3.0, 2.0, 1.0, 0.5))),
+                                                    {"knn": 0.5, "vanilla": 0.01, "hist_gradient_boosting": 0.0123})),
+           "neighbours_kept": None}
+    lines = reports.summary_markdown({"t": row}, methods, {}, "2-fold CV").splitlines()
+    header, cells = (line.strip("| ").split(" | ") for line in (lines[4], lines[6]))
+    assert [name for name in header if name.startswith("p ")] == ["p MN vs knn", "p MN vs vanilla",
+                                                                  "p MN vs hist_gradient_boosting"]
+    assert cells[header.index("p MN vs hist_gradient_boosting")] == "0.0123"
 
 
 def test_report_cells_keep_four_digits_and_give_the_resolvable_gap_in_percent_of_the_mse():

@@ -178,6 +178,7 @@ def _summary_row(results: dict) -> dict:
         "reference_ties": results["reference_ties"], "folds_total": len(results["fold_seeds"]),
         "neighbours_kept": neighbours_kept(results),
         "p_value_vs_vanilla": p_values.get("vanilla"), "p_value_vs_knn": p_values.get("knn"),
+        "p_values": {name: p_values.get(name) for name in mean if name != REFERENCE},  # MN's against each
         "beats_both": bool(rivals) and all(mean[REFERENCE] < m for m in rivals),
     }
 

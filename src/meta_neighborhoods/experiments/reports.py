@@ -120,12 +120,14 @@ def neighbours_kept(results: dict) -> int | None:
 
 
 def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str) -> str:
-    header = ["data set", "n", "d", *methods, "MN / vanilla", "MN won/tied/lost vs vanilla", "p MN vs vanilla",
-              "p MN vs kNN", "MN best", "neighbours kept"]
+    """The summary of a run on several tables: each method's error, and MN's p against every other method."""
+    rivals = [m for m in methods if m != REFERENCE]
+    header = ["data set", "n", "d", *methods, "MN / vanilla", "MN won/tied/lost vs vanilla",
+              *(f"p MN vs {m}" for m in rivals), "MN best", "neighbours kept"]
     lines = [[name, str(r["n"]), str(r["d"]), *(mse_cell(r["mean"][m], r["std"][m]) for m in methods),
               number(r["ratio"][REFERENCE]) if r["ratio"] else "—",
               won_tied_lost(r, "vanilla", r["folds_total"]),
-              p_cell(r["p_value_vs_vanilla"]), p_cell(r["p_value_vs_knn"]), "✓" if r["beats_both"] else "",
+              *(p_cell(r["p_values"].get(m)) for m in rivals), "✓" if r["beats_both"] else "",
               "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
              for name, r in rows.items()]
     text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
