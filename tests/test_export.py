@@ -374,3 +374,30 @@ def test_the_run_s_lock_file_is_no_destination(tmp_path):
     with pytest.raises(FileExistsError, match="is a file of the run being exported"):
         export_run(tmp_path, tmp_path / ".lock", overwrite=True)
     assert (tmp_path / ".lock").read_text() == "process 1"
+
+
+def test_the_scratch_folder_a_killed_export_left_is_removed_by_the_next_and_nothing_else(tmp_path):
+    """SIGKILL runs no cleanup: an export killed while it wrote or checked its graph left its hidden scratch folder
+    beside --out. The next export of that name removes such a folder, its lock free, and only such a one: not one
+    another export holds, nor one of another name, nor a link, nor one holding a file no export writes."""
+    from meta_neighborhoods import io
+
+    run, out = _run_folder(tmp_path / "run", method="vanilla"), tmp_path / "model.onnx"
+    killed = {name: tmp_path / f".model.onnx.{name}" for name in ("k1ll3d_0", "held_abc", "notes_ab", "nolock_a")}
+    for name, folder in killed.items():
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half a graph")
+        (folder / ".model.onnx.x_7tmp12.tmp").write_bytes(b"")
+        if name != "nolock_a":  # a folder just made, whose export has not locked it yet
+            (folder / ".lock").write_text("process 1")
+    (killed["notes_ab"] / "notes.txt").write_text("mine")
+    others = [tmp_path / ".model.onnx.SHORT", tmp_path / ".other.onnx.k1ll3d_0", tmp_path / ".model.onnx.linked_1"]
+    for folder in others[:2]:
+        folder.mkdir()
+        (folder / ".lock").write_text("")
+    others[2].symlink_to(killed["notes_ab"], target_is_directory=True)
+    with io.lock(killed["held_abc"]):  # an export writing there now
+        assert main(["export", "--run", str(run), "--out", str(out), "--quiet"]) == 0
+    assert not killed.pop("k1ll3d_0").exists() and out.is_file()
+    assert all(folder.is_dir() for folder in [*killed.values(), *others]) and (others[2] / "notes.txt").is_file()
+    assert (killed["held_abc"] / "model.onnx").read_bytes() == b"half a graph"
