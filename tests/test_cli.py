@@ -597,3 +597,34 @@ def test_sigterm_is_an_interrupt_only_off_torchrun_and_its_handler_is_given_back
     monkeypatch.setattr(cli, "launched_by_torchrun", lambda: True)
     with cli._terminated_as_interrupt():
         assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_spiral_trains_on_the_threads_it_records_and_its_record_reruns_every_option(tmp_path, monkeypatch):
+    """spiral takes --threads as the other training commands do; its metrics.json records every option it took
+    (threads: the count it ran on) and --config with it reruns them all."""
+    import json
+
+    import torch
+
+    from meta_neighborhoods.experiments import spiral
+
+    seen, fit, threads = [], spiral.fit, torch.get_num_threads()
+    monkeypatch.setattr(spiral, "fit", lambda *args, **kwargs: (seen.append(torch.get_num_threads()),
+                                                                fit(*args, **kwargs))[1])
+    own = 2 if threads == 1 else 1  # not the process's
+    assert main(["spiral", "--out", str(tmp_path / "run"), "--epochs", "1", "--seed", "3", "--no-animation",
+                 "--device", "cpu", "--threads", str(own), "--quiet"]) == 0
+    record = tmp_path / "run" / "metrics.json"
+    config = json.loads(record.read_text())["config"]
+    assert {name: config[name] for name in ("seed", "epochs", "animation", "device", "threads")} == {
+        "seed": 3, "epochs": 1, "animation": False, "device": "cpu", "threads": own}
+    from meta_neighborhoods.cli import _build
+
+    taken = {action.dest for action in _build()[1]["spiral"]._actions}  # a run's settings, less where and how it says
+    assert taken - {"help", "config", "out", "overwrite", "quiet", "verbose"} == {
+        "seed", "epochs", "no_animation", "device", "threads"}  # each recorded above
+    assert main(["spiral", "--config", str(record), "--out", str(tmp_path / "rerun"), "--quiet"]) == 0
+    rerun = json.loads((tmp_path / "rerun" / "metrics.json").read_text())["config"]
+    assert rerun == config and seen == [own] * 4 and torch.get_num_threads() == threads
+    assert main(["spiral", "--out", str(tmp_path / "default"), "--epochs", "1", "--no-animation", "--quiet"]) == 0
+    assert json.loads((tmp_path / "default" / "metrics.json").read_text())["config"]["threads"] == threads

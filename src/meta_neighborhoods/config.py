@@ -227,10 +227,12 @@ class SpiralConfig:
     noise: float = 0.5
     snapshots: int = 30  # moments recorded for the figure and the animation
     animation: bool = True
+    threads: int | None = None  # torch's CPU threads, which results depend on (a run records the count it ran on)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "n_per_class", "snapshots"):
             check_int(name, getattr(self, name))
+        check_threads("threads", self.threads)
         check_int("epochs", self.epochs, maximum=MAX_EPOCHS)  # not the schedule's overflow
         check_positive("learning_rate", self.learning_rate)
         check_seed("seed", self.seed)

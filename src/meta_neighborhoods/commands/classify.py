@@ -15,8 +15,8 @@ from ..config import (AUGMENTATIONS, GRAD_CLIP, KEY_INITS, NEIGHBOURS_PER_CLASS,
                       VALIDATION_FRACTION, VALIDATION_MAX, ClassificationConfig as Defaults)
 from ..presets import PAPER_BUDGETS, PRESETS
 from ..validation import ConfigError
-from .common import (UsageError, add_optimiser_options, data_folders, device, output, overwrite, parent, seed,
-                     verbosity)
+from .common import (UsageError, add_optimiser_options, add_threads, data_folders, device, output, overwrite, parent,
+                     seed, verbosity)
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
                         "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment",
@@ -94,9 +94,8 @@ def _configuration():
                         help="resize every image to PX x PX pixels (Pillow's BOX filter) for the data sets of images "
                              "of any size: cinic10, tiny_imagenet, pacs and imagenet (default: their own size; "
                              "imagenet 32)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="torch's CPU threads (default: torch's choice). Training sums in an order that depends on "
-                             "them: the run records the count it ran on, and --resume and --config runs use it again")
+    add_threads(parser, "Training sums in an order that depends on them: the run records the count it ran on, and "
+                        "--resume and --config runs use it again")
     parser.add_argument("--preset", choices=PRESETS,
                         help=f"paper: the authors' protocol for the data set ({', '.join(PAPER_BUDGETS)}): their "
                              "budget in steps as epochs, learning-rate drop, batch 128, weight decay, 100 neighbours "

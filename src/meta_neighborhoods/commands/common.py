@@ -86,6 +86,13 @@ def add_optimiser_options(parser: argparse.ArgumentParser, learning_rate: str, w
     parser.add_argument("--weight-decay", type=float, metavar="WD", help=f"AdamW's weight decay ({weight_decay})")
 
 
+def add_threads(parser: argparse.ArgumentParser,
+                why: str = "Training sums in an order that depends on them: the run records the count it ran on, and "
+                           "--config reruns on as many") -> None:
+    """--threads of every training command: torch's CPU threads, which its results depend on; None = not given."""
+    parser.add_argument("--threads", type=int, metavar="N", help=f"torch's CPU threads (default: torch's choice). {why}")
+
+
 def data_folders(
     data_help: str = "folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; never a "
                      "path stored in a run folder)",
@@ -132,10 +139,9 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                              "table)")
     parser.add_argument("--max-rows", type=int, metavar="N",
                         help="run on N rows drawn at random (with --seed) to bound the cost (default: all rows)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="torch's CPU threads (default: torch's choice). Meta-Neighborhoods' training sums in an "
-                             "order that depends on them: a rerun matches a run fold for fold only on as many "
-                             "(every run records the count it ran on, config.threads, and --config reruns on as many)")
+    add_threads(parser, "Meta-Neighborhoods' training sums in an order that depends on them: a rerun matches a run "
+                        "fold for fold only on as many (every run records the count it ran on, config.threads, and "
+                        "--config reruns on as many)")
     return parser
 
 

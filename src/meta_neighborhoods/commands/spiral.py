@@ -6,7 +6,7 @@ import logging
 
 from ..config import SPIRAL_METHOD, SpiralConfig
 from ..validation import ConfigError
-from .common import run_options
+from .common import add_threads, run_options
 
 LOGGER = logging.getLogger(__name__)
 
@@ -22,13 +22,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--epochs", type=int, default=SpiralConfig.epochs,
                         help=f"training epochs of {2 * SpiralConfig.n_per_class} points (default %(default)s)")
     parser.add_argument("--no-animation", action="store_true", help="skip the GIF")
+    add_threads(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from ..experiments.spiral import run_spiral
 
-    config = SpiralConfig(seed=args.seed, epochs=args.epochs, animation=not args.no_animation)
+    config = SpiralConfig(seed=args.seed, epochs=args.epochs, animation=not args.no_animation, threads=args.threads)
     metrics = run_spiral(args.out, config, device=args.device, progress=not args.quiet,
                          overwrite=bool(args.overwrite))
     accuracy = metrics["test_accuracy"]
@@ -42,12 +43,12 @@ RECORDS = ("metrics.json",)  # what options_from_record reads
 
 
 def options_from_record(record: dict) -> dict:
-    """The options of the spiral run whose metrics.json ``record`` is, for --config (its other settings are
-    fixed)."""
+    """The options of the spiral run whose metrics.json ``record`` is, for --config: every one it records (its other
+    settings are fixed; a run of an earlier version recorded neither its device nor its threads)."""
     config = record.get("config")
     if not (isinstance(config, dict) and "n_per_class" in config):
         raise ConfigError("not the metrics.json of a spiral run")
-    options = {name: config[name] for name in ("seed", "epochs") if name in config}
+    options = {name: config[name] for name in ("seed", "epochs", "device", "threads") if name in config}
     if "animation" in config:
         if not isinstance(config["animation"], bool):
             raise ConfigError(f"animation must be true or false, got {config['animation']!r}")

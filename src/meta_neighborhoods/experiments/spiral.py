@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from ..io import claimed, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
-from ..training import OptimizerSpec, fit, resolve_device
+from ..training import OptimizerSpec, fit, resolve_device, torch_threads
 
 RECORDS = ("metrics.json", RUN)  # a folder holding them holds a run
 OUTPUTS = (*RECORDS, "spiral.png", "spiral.gif")  # what a run writes; the figures alone are a killed run's leftovers
@@ -81,8 +81,11 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
     """Train vanilla and Meta-Neighborhoods (same linear head) and write metrics, figure and animation, and the
     run's record (``run.json``: provenance, seeds, input normalisation); a folder holding them is refused unless
     ``overwrite``."""
-    config, device, started = config or SpiralConfig(), resolve_device(device), time.time()
-    with claimed(out, RECORDS, overwrite, "spiral", records=RECORDS, replaces=OUTPUTS) as out:
+    config, option, device, started = config or SpiralConfig(), device, resolve_device(device), time.time()
+    if config.threads is None:  # recorded, so that a rerun from the record sums as this run does
+        config = replace(config, threads=torch.get_num_threads())
+    with torch_threads(config.threads), claimed(out, RECORDS, overwrite, "spiral", records=RECORDS,
+                                                 replaces=OUTPUTS) as out:
         train, test, normalisation = _data(config, device)
         accuracy = {}
 
@@ -114,7 +117,8 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
             "seconds": round(time.time() - started, 2),
             "device": str(device),
             "files": [*files, RUN],
-            "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, **config.method.to_dict()},
+            "config": {**{k: v for k, v in asdict(config).items() if k != "method"}, "device": option,
+                       **config.method.to_dict()},
         }
         write_run_record(out, {"seeds": _seeds(config), "input": normalisation})
         write_json(out / "metrics.json", metrics)
