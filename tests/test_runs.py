@@ -519,6 +519,30 @@ def test_a_classify_run_trains_on_the_threads_it_records_and_so_do_its_resume_an
     assert "drop --threads" in capsys.readouterr().err
 
 
+def test_a_rerun_from_a_record_is_checked_against_its_run_s_images_and_processes(tmp_path, capsys):
+    """run.json beside a --config record says what its options do not: the images the run trained on (a rerun on
+    other pixels under the same name is refused, as a resume is) and its processes (a rerun launched on another count
+    is said to differ, naming it); a record without its run.json is rerun unchecked, saying so."""
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    record, saved = out / "config.json", json.loads((out / "run.json").read_text())
+    rerun = ["classify", "--config", str(record), "--out", str(tmp_path / "rerun"), "--quiet"]
+    (out / "run.json").write_text(json.dumps({**saved, "input": {**saved["input"], "mean": [0.25]}}))
+    assert main(rerun) == 2
+    assert f"{record}: its run trained on digits images of channel means [0.25], but" in capsys.readouterr().err
+    assert not (tmp_path / "rerun").exists()
+    assert main([*rerun, "--dataset", "mnist", "--data-dir", str(tmp_path)]) != 0  # another data set: not compared
+    assert "channel means" not in capsys.readouterr().err
+    (out / "run.json").write_text(json.dumps({**saved, "processes": 4}))
+    assert main(rerun) == 0
+    assert (f"{record}: its run trained on 4 process(es), this rerun on 1, as launched" in capsys.readouterr().err)
+    (tmp_path / "copied.json").write_text(record.read_text())
+    assert main(["classify", "--config", str(tmp_path / "copied.json"), "--out", str(tmp_path / "again"),
+                 "--quiet"]) == 0
+    assert "copied.json has no run.json beside it: this rerun is not checked" in capsys.readouterr().err
+
+
 def test_a_resume_on_other_images_under_the_same_name_is_refused(tmp_path, capsys):
     """cifar10 reads the official files where they are, else the JPEG copy: other pixels under one name. A run is
     continued (or analysed) only on the images whose channel statistics it recorded."""

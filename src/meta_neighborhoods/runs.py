@@ -45,7 +45,7 @@ from .io import (RunFolderError, lock as folder_lock, read_json_object, refuse_h
                  write_json)
 from .model import MetaNeighborhoods
 from .run_record import RUN
-from .validation import is_finite
+from .validation import ConfigError, is_finite
 
 CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
 METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"
@@ -109,6 +109,12 @@ def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationC
         if name not in known:
             raise RunFolderError(f"{path}: unknown {kind} {name!r}")
     return config
+
+
+def saved_config(run_dir: Path) -> dict:
+    """The run's ``config.json`` as saved, beyond the settings ``read_config`` checks (the fixed choices it records,
+    which a resume compares with its checkpoint's)."""
+    return read_json_object(Path(run_dir) / CONFIG)
 
 
 _FIELD_TYPES = {f.name: str(f.type) for f in fields(ClassificationConfig)}  # e.g. "int | None"
@@ -285,9 +291,24 @@ def read_split_of(run_dir: Path, dataset) -> Split:
     if not len(split.mean) == len(dataset.mean):  # allclose would broadcast one channel's statistics to three
         raise RunFolderError(f"{Path(run_dir) / SPLIT}: mean and std should hold one value per channel of "
                              f"{dataset.name}'s images ({len(dataset.mean)}), got {len(split.mean)}")
-    if not (np.allclose(split.mean, dataset.mean, rtol=1e-9, atol=0) and np.allclose(split.std, dataset.std,
-                                                                                        rtol=1e-9, atol=0)):
+    if not _same_images(split.mean, split.std, dataset):
         raise RunFolderError(f"{Path(run_dir) / SPLIT}: the run trained on {dataset.name} images of channel means "
                              f"{np.round(split.mean, 6).tolist()}, but those under the data folder given have "
                              f"{np.round(dataset.mean, 6).tolist()}: not the images the run was trained on")
     return split
+
+
+def _same_images(mean, std, dataset) -> bool:
+    """Whether the ``dataset`` loaded now has the channel statistics a run recorded (as many channels)."""
+    return (len(mean) == len(dataset.mean) and np.allclose(mean, dataset.mean, rtol=1e-9, atol=0)
+            and np.allclose(std, dataset.std, rtol=1e-9, atol=0))
+
+
+def check_rerun_images(recorded: dict | None, dataset) -> None:
+    """A rerun from a run's record (``recorded``: the record's path and the channel statistics its run.json gives) is
+    refused on other images under the same name, as a resume is: the record's run did not train on them."""
+    if recorded is not None and not _same_images(recorded["mean"], recorded["std"], dataset):
+        raise ConfigError(f"{recorded['record']}: its run trained on {dataset.name} images of channel means "
+                          f"{np.round(recorded['mean'], 6).tolist()}, but those under the data folder given have "
+                          f"{np.round(dataset.mean, 6).tolist()} (another copy or download): to train on them, give "
+                          "its options in a file of options or on the command line, not its record")

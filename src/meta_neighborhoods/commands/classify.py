@@ -124,6 +124,11 @@ def run(args) -> int:
 
     folders = {"data_dir": args.data_dir, "cache_dir": args.cache_dir}
     out = Path(args.resume if args.resume is not None else args.out)
+    recorded = _recorded_run(args)
+    if recorded.get("processes", distributed.world_size()) != distributed.world_size() and distributed.is_main():
+        LOGGER.warning("%s: its run trained on %d process(es), this rerun on %d, as launched: its batches are split "
+                       "otherwise, so its results will differ (launch it on %d to rerun it as it ran)",
+                       recorded["record"], recorded["processes"], distributed.world_size(), recorded["processes"])
     try:
         if args.resume is not None:
             result = resume_classification(out, device=args.device, progress=not args.quiet, **folders)
@@ -131,7 +136,7 @@ def run(args) -> int:
             given = _without_unused({name: getattr(args, name) for name in (*CLASSIFY_RUN_OPTIONS, "device", *folders)
                                      if name not in REQUIRED and getattr(args, name) is not None}, args)
             result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet,
-                                        **given)
+                                        recorded=recorded.get("images"), **given)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (cli.Terminated)
         raise type(interrupt)(_how_to_continue(out)) from None
     if distributed.is_main():
@@ -181,6 +186,29 @@ def _without_unused(given: dict, args) -> dict:
         return given
     unused = unused_settings(args.method)
     return {name: value for name, value in given.items() if name not in unused or name not in from_file}
+
+
+def _recorded_run(args) -> dict:
+    """What the run.json beside a --config record says of its run, which its options do not: the processes it trained
+    on, and, where this rerun trains on its data set at its image size, the channel statistics of its images (checked
+    once they are loaded); none for a file of options, nor for a record whose run.json is not beside it (said)."""
+    from ..io import read_json_object
+    from ..run_record import RUN, read_inputs
+    from ..validation import is_int
+
+    record = getattr(args, "config_record", None)
+    if record is None or not (record.parent / RUN).is_file():
+        if record is not None:
+            LOGGER.warning("%s has no %s beside it: this rerun is not checked against its run's images and processes",
+                           record, RUN)
+        return {}
+    saved, gave = read_json_object(record.parent / RUN), getattr(args, "config_gave", {})
+    processes = saved.get("processes")
+    recorded = {"record": record, **({"processes": processes} if is_int(processes) and processes >= 1 else {})}
+    if saved.get("dataset") == args.dataset and "dataset" in gave and (args.image_size is None or "image_size" in gave):
+        inputs = read_inputs(record.parent)[0]
+        recorded["images"] = {"record": record, "mean": inputs["mean"], "std": inputs["std"]}
+    return recorded
 
 
 RECORDS = ("config.json", "metrics.json", "comparison.json")  # what options_from_record reads

@@ -55,7 +55,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
     path = _config_path(argv) if command is not None else None
     if path is None:
         return parser.parse_args(argv)
-    values = _checked(command, _read_options(Path(path), from_record), path)
+    values, record = _read_options(Path(path), from_record)
+    values = _checked(command, values, path)
     defaults = {dest: command.get_default(dest) for dest in values}
     command.set_defaults(**values)
     for action in command._actions:  # given by the file: no longer required on the command line
@@ -66,6 +67,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
     _settle_exclusive(command, args, values, defaults)
     args.config_gave = {dest: path for dest, value in values.items()  # `is`: a NaN the file gave is not == itself
                         if getattr(args, dest) is value or getattr(args, dest) == value}
+    args.config_record = Path(path) if record else None  # a run's record, which a command may check more of
     return args
 
 
@@ -102,8 +104,8 @@ def _settle_exclusive(command, args, values: dict, defaults: dict) -> None:
 # Reading
 
 
-def _read_options(path: Path, from_record) -> dict:
-    """The file's mapping; a run record's as the options it ran with."""
+def _read_options(path: Path, from_record) -> tuple[dict, bool]:
+    """The file's mapping, and whether it is a run's record, given as the options it ran with."""
     values = _read(path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(values).__name__}")
@@ -111,10 +113,10 @@ def _read_options(path: Path, from_record) -> dict:
         if from_record is None:
             raise ConfigError(f"{path}: the record of a run, which this command cannot read; give a file of options")
         try:
-            values = from_record(values)
+            return from_record(values), True
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
-    return values
+    return values, False
 
 
 def _read(path: Path):

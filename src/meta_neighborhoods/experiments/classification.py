@@ -50,8 +50,7 @@ from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, load_checkpoint, unused_settings)
-from ..io import (RunFolderError, inner_folder, markdown_table, prepare_out_dir, read_json_object, write_json,
-                  write_text)
+from ..io import RunFolderError, inner_folder, markdown_table, prepare_out_dir, write_json, write_text
 from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
@@ -240,7 +239,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     out = prepare_out_dir(out) if main else Path(out)
     model_args = build_model_args(config.method, config.backbone, dataset.train.images.shape[1],
                                   len(dataset.classes), config.dictionary_size, config.psi)
-    run_config = _run_config(config, model_args, read_json_object(out / CONFIG) if resume else None)
+    run_config = _run_config(config, model_args, runs.saved_config(out) if resume else None)
     if main and not resume:
         write_json(out / CONFIG, run_config)
         write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
@@ -330,20 +329,21 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
 
 
 def run_classification(dataset: str, backbone: str, method: str, out, progress: bool = True,
-                       overwrite: bool = False, **options) -> dict:
+                       overwrite: bool = False, recorded: dict | None = None, **options) -> dict:
     """Train and test one method (``out/metrics.json``, ``config.json``, checkpoints) and return its metrics.
 
     ``options`` are the other fields of ``ClassificationConfig`` (epochs, batch_size, seed, device, ...), with its
     defaults. ``method="all"`` runs every method of ``METHODS`` into ``out/<method>/`` and returns the comparison
     (also written to ``out/comparison.json`` and ``out/comparison.md``). A folder that already holds a run is
-    refused unless ``overwrite`` (which removes that run's files first).
-    """
+    refused unless ``overwrite`` (which removes that run's files first); a rerun on other images than the run it
+    ``recorded`` ran on, always (``runs.check_rerun_images``)."""
     _check_names(dataset, backbone, method)
     check_preset(options.get("preset"), dataset)
     check_settings(method, options)
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir, **config.image_options)
+    runs.check_rerun_images(recorded, data)
     if config.preset is not None:  # what the preset sets, unless given
         preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
         config = replace(config, **{name: value for name, value in preset.items()
