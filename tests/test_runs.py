@@ -437,13 +437,11 @@ def test_a_method_all_resume_is_recorded_in_the_top_folder_once_a_checkpoint_is_
     assert json.loads((out / "run.json").read_text())["resumed"] == []  # a new run's record
 
 
-def test_a_run_folder_written_before_threads_were_recorded_resumes_and_reruns(tmp_path, monkeypatch):
-    """Such a run trained on torch's choice of threads, recorded nowhere but in run.json; and its vanilla records
-    gave the dictionary size vanilla does not use, which a rerun from them now leaves out."""
-    from meta_neighborhoods.commands.classify import options_from_record
+def _interrupted_vanilla_run(out, monkeypatch):
+    """A vanilla classify run into ``out`` stopped (as by Ctrl-C) after its first of two epochs."""
     from meta_neighborhoods.experiments import classification
 
-    out, fit = tmp_path / "run", classification.fit
+    fit = classification.fit
 
     def one_epoch(model, batches, *, epochs, **options):
         fit(model, batches, epochs=1, **options)
@@ -453,6 +451,15 @@ def test_a_run_folder_written_before_threads_were_recorded_resumes_and_reruns(tm
     assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "2",
                  "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 130
     monkeypatch.setattr(classification, "fit", fit)
+    return out
+
+
+def test_a_run_folder_written_before_threads_were_recorded_resumes_and_reruns(tmp_path, monkeypatch):
+    """Such a run trained on torch's choice of threads, recorded nowhere but in run.json; and its vanilla records
+    gave the dictionary size vanilla does not use, which a rerun from them now leaves out."""
+    from meta_neighborhoods.commands.classify import options_from_record
+
+    out = _interrupted_vanilla_run(tmp_path / "run", monkeypatch)
     for name, record in (("config.json", lambda meta: meta), ("last.json", lambda meta: meta["config"])):
         meta = json.loads((out / name).read_text())
         del record(meta)["threads"]
@@ -469,18 +476,7 @@ def test_a_method_without_neighbours_records_none_of_their_settings_and_an_older
     """vanilla trains no dictionary: its config.json (and checkpoint last) no longer record the neighbours' fixed
     settings, nor iFiLM's; such a config.json is still a run's, and a run of a version that recorded them (in both)
     continues, recording them as it did."""
-    from meta_neighborhoods.experiments import classification
-
-    out, fit = tmp_path / "run", classification.fit
-
-    def one_epoch(model, batches, *, epochs, **options):
-        fit(model, batches, epochs=1, **options)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(classification, "fit", one_epoch)
-    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "2",
-                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 130
-    monkeypatch.setattr(classification, "fit", fit)
+    out = _interrupted_vanilla_run(tmp_path / "run", monkeypatch)
     neighbours = {name: value for name, value in image_methods.IMAGE_CONFIG.to_dict().items()
                   if name not in ("dictionary_size", "key_init")}  # as every run recorded them
     older = {"meta_neighborhoods": neighbours, "ifilm_where": "all"}
