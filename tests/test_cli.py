@@ -83,7 +83,8 @@ def test_training_commands_share_out_seed_device_quiet(capsys, name):
 @pytest.mark.parametrize("name", ["regress", "ablate"])
 def test_regress_and_ablate_share_the_table_source(capsys, name):
     text = _help(capsys, name)
-    for option in ("--dataset NAME", "--data-file PATH", "--target COLUMN", "--data-dir PATH", "--folds FOLDS"):
+    for option in ("--dataset NAME", "--data-file PATH", "--target COLUMN", "--encoding NAME", "--data-dir PATH",
+                   "--folds FOLDS"):
         assert option in text
     assert ("all = every one whose files are present" in " ".join(text.split())) == (name == "regress")
 
@@ -135,6 +136,10 @@ def test_an_argparse_error_exits_2_with_one_line(capsys, argv, message):
      "--seeds must be at most 4294967296, got 99999999999999999999"),
     (["analyze", "--run", "r", "--what", "tsne", "--seed", "-1"], "seed must be an integer from 0 to 4294967295"),
     (["ablate", "--data-file", "t.csv", "--param", "p", "--values", "1", "--out", "o"], "--data-file needs --target"),
+    (["regress", "--dataset", "gom", "--encoding", "latin-1", "--out", "o"], "--encoding only applies to --data-file"),
+    (["ablate", "--data-file", "t.csv", "--target", "y", "--encoding", "latin-42", "--param", "top_k", "--values", "4",
+      "--out", "o"], "--encoding must be a text encoding Python knows (utf-8, utf-16, latin-1, cp1252, ...), got "
+                     "'latin-42'"),  # before the file is read, or a folder claimed
     *[(argv, "--data-dir /no/such/folder is not a folder") for argv in (  # not the shipped copy (gom, digits),
         ["regress", "--dataset", "gom", "--data-dir", "/no/such/folder", "--out", "o"],  # nor --dataset all's two
         ["regress", "--dataset", "all", "--data-dir", "/no/such/folder", "--out", "o"],

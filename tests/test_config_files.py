@@ -457,17 +457,19 @@ def test_a_key_given_twice_is_refused_not_taken_last(tmp_path, capsys, name, tex
     _refused(capsys, ["spiral", "--config", config, "--out", str(tmp_path / "run")], "key 'seed' is given twice")
 
 
-def test_a_csv_runs_target_column_does_not_follow_its_record_onto_a_registered_table():
+def test_a_csv_runs_target_column_and_encoding_do_not_follow_its_record_onto_a_registered_table():
     from argparse import Namespace
 
     from meta_neighborhoods.commands.common import UsageError, check_target
 
-    given = dict(data_file=None, target="y", table_sha256=None, dataset="gom", data_dir=None)
-    args = Namespace(**given, config_gave={"target": "results.json"})
-    check_target(args)  # the record gave it: the command line's --dataset wins
-    assert args.target is None
+    given = dict(data_file=None, target="y", encoding="latin-1", table_sha256=None, dataset="gom", data_dir=None)
+    args = Namespace(**given, config_gave={"target": "results.json", "encoding": "results.json"})
+    check_target(args)  # the record gave them: the command line's --dataset wins
+    assert args.target is None and args.encoding is None
     with pytest.raises(UsageError, match="--target only applies to --data-file"):
         check_target(Namespace(**given))  # typed by the user: said, not ignored
+    with pytest.raises(UsageError, match="--encoding only applies to --data-file"):
+        check_target(Namespace(**given, config_gave={"target": "results.json"}))
 
 
 def test_a_classify_record_s_settings_its_method_does_not_use_are_not_taken():

@@ -745,6 +745,22 @@ def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv,
     assert not any(bad.iterdir())
 
 
+def test_a_csv_s_encoding_is_recorded_and_its_rerun_reads_the_file_so(tiny_csv, tmp_path, made):
+    """--encoding reads a latin-1 export; the run records it, so that --config with its record reads the file again
+    as it did (else: refused as not UTF-8)."""
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(tiny_csv.read_text().replace("a,", "\u00e9,", 1).encode("latin-1"))
+    common = ["--data-file", str(latin), "--folds", "2", "--seeds", "1", "--quiet"]
+    assert main(["regress", *common, "--target", "y", "--out", str(tmp_path / "r"), "--encoding", "latin-1"]) == 0
+    record = json.loads((tmp_path / "r" / "results.json").read_text())["config"]
+    assert (record["target"], record["encoding"]) == ("y", "latin-1")
+    assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), *common, "--out",
+                 str(tmp_path / "again")]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())["config"]
+    assert (again["encoding"], again["table_sha256"]) == ("latin-1", record["table_sha256"])
+    assert main(["regress", *common, "--target", "y", "--out", str(tmp_path / "utf8")]) == 1  # not UTF-8: said
+
+
 def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

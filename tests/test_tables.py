@@ -9,6 +9,7 @@ from meta_neighborhoods.datasets import files, tables
 from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
 from meta_neighborhoods.datasets.tables import Table, available_tables, load_csv_table, load_table
 from meta_neighborhoods.datasets.text_tables import read_indices, read_numeric
+from meta_neighborhoods.validation import ConfigError
 
 SHARED = shared_data_dir()
 needs_shared = pytest.mark.skipif(
@@ -401,6 +402,29 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     path.write_text("\ufeffy,a\n1,2\n3,4\n5,7\n", encoding="utf-8")
     table = load_csv_table(path, "y")
     assert table.feature_names == ["a"] and table.y.tolist() == [1.0, 3.0, 5.0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1", "cp1252"])
+def test_a_csv_in_another_encoding_is_read_in_the_one_given_and_refused_without_it(tmp_path, encoding):
+    """Found as a user: a spreadsheet's UTF-16 or latin-1 export could not be read at all. Rows are still named by
+    their file line, which is read in the same encoding."""
+    path = tmp_path / "prices.csv"
+    path.write_bytes("a,\u00e9t\u00e9,y\n1,2,3\n4,5,6\n7,8,10\n".encode(encoding))
+    with pytest.raises(ValueError, match=r"prices: .*prices.csv is not a UTF-8 text table \(byte \d+\); is it the right "
+                                         r"file or in another encoding \(give it with --encoding"):
+        load_csv_table(path, "y")
+    table = load_csv_table(path, "y", encoding)
+    assert table.feature_names == ["a", "\u00e9t\u00e9"] and table.y.tolist() == [3.0, 6.0, 10.0]
+    assert table.encoding == encoding and load_csv_table(path, "y", encoding).sha256() == table.sha256()
+    path.write_bytes("a,\u00e9t\u00e9,y\n1,2,3\n\n4,NA,6\n".encode(encoding))
+    with pytest.raises(ValueError, match=r"feature '\u00e9t\u00e9', file line 4 of"):
+        load_csv_table(path, "y", encoding)
+
+
+@pytest.mark.parametrize("encoding", ["no-such-codec", "base64", 8])
+def test_an_encoding_python_cannot_read_text_in_is_refused_naming_it(small_csv, encoding):
+    with pytest.raises(ConfigError, match=r"encoding must be a text encoding Python knows \(utf-8, utf-16, latin-1"):
+        load_csv_table(small_csv, "y", encoding)
 
 
 @pytest.mark.parametrize("text, hint", [

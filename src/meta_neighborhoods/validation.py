@@ -6,6 +6,7 @@ it apart from failures at run time: a bad setting is a usage error (exit status 
 
 from __future__ import annotations
 
+import codecs
 import math
 import numbers
 import reprlib
@@ -74,6 +75,18 @@ def check_int(name: str, value, minimum: int = 1, maximum: int = MAX_COUNT) -> i
     if value > maximum:
         raise ConfigError(f"{name} must be at most {maximum}, got {shown(value)}", name)
     return int(value)
+
+
+def check_encoding(name: str, value) -> str:
+    """The name of a text encoding Python knows (``codecs.lookup``): not a codec of bytes to bytes (base64, zlib),
+    which reads no text."""
+    try:
+        codecs.lookup(value)
+        "".encode(value)  # refuses a codec that is not a text encoding (bytes.decode lets an empty input through)
+    except (LookupError, TypeError, ValueError):
+        raise ConfigError(f"{name} must be a text encoding Python knows (utf-8, utf-16, latin-1, cp1252, ...), got "
+                          f"{shown(value)}", name) from None
+    return value
 
 
 def check_seed(name: str, value, limit: int = 2**62) -> int:

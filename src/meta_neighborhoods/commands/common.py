@@ -14,7 +14,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, MAX_EPOCHS, SEEDS, SLOT_DRAWS, MNConfig
-from ..validation import MAX_COUNT, NONE, ConfigError, check_int, check_non_negative, check_positive, check_threads
+from ..validation import (MAX_COUNT, NONE, ConfigError, check_encoding, check_int, check_non_negative, check_positive,
+                          check_threads)
 from ..datasets.tables import available_tables, load_csv_table, load_table
 from .config_file import int_or_none
 
@@ -116,9 +117,12 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                         help=f"registered table: {', '.join(names)}"
                              + (" (all = every one whose files are present)" if allow_all else ""))
     source.add_argument("--data-file", metavar="PATH",
-                        help="any numeric CSV with a header row instead (comma-separated, UTF-8; True/False read as "
+                        help="any numeric CSV with a header row instead (comma-separated; True/False read as "
                              "1/0; its file stem names the data set)")
     parser.add_argument("--target", metavar="COLUMN", help="target column of --data-file (a header name)")
+    parser.add_argument("--encoding", metavar="NAME",
+                        help="text encoding of --data-file, e.g. utf-16, latin-1, cp1252 (default utf-8, a byte-order "
+                             "mark dropped; a run records it, and --config with its record reads the file so again)")
     parser.add_argument("--data-dir", metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
@@ -153,15 +157,19 @@ def check_data_dir(data_dir) -> None:
 
 
 def check_target(args) -> None:
-    """--target belongs to --data-file and to nothing else, --table-sha256 to one table: say so rather than ignore
-    them. A digest a record gave (--config) does not bind --dataset all, nor does 'none' bind anything, nor a
-    target column a record gave another table."""
-    if args.data_file is None and "target" in getattr(args, "config_gave", {}):
-        args.target = None  # a CSV run's record, rerun on a registered table the command line names
+    """--target and --encoding belong to --data-file and to nothing else, --table-sha256 to one table: say so rather
+    than ignore them; an unknown encoding is refused before any work. A digest a record gave (--config) does not
+    bind --dataset all, nor does 'none' bind anything, nor a target column or encoding a record gave another table."""
+    for name in ("target", "encoding"):
+        if args.data_file is None and name in getattr(args, "config_gave", {}):
+            setattr(args, name, None)  # a CSV run's record, rerun on a registered table the command line names
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
-    if args.data_file is None and args.target is not None:
-        raise UsageError("--target only applies to --data-file")
+    for name in ("target", "encoding"):
+        if args.data_file is None and getattr(args, name) is not None:
+            raise UsageError(f"--{name} only applies to --data-file")
+    if args.data_file is not None:
+        args.encoding = check_encoding("--encoding", args.encoding or "utf-8")
     recorded = "table_sha256" in getattr(args, "config_gave", {})
     if args.table_sha256 is not None and (args.table_sha256.lower() == NONE or args.dataset == "all" and recorded):
         args.table_sha256 = None
@@ -175,7 +183,7 @@ def check_target(args) -> None:
 def load_table_source(args):
     """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target),
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
-    table = load_csv_table(args.data_file, args.target) if args.data_file is not None else load_table(
+    table = load_csv_table(args.data_file, args.target, args.encoding) if args.data_file is not None else load_table(
         args.dataset, args.data_dir)
     if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
@@ -237,7 +245,7 @@ def _check_estimator_params(params: dict) -> None:
 def table_run_options(record: dict) -> dict:
     """The options of the regress or ablate run whose results.json or ablation.json ``record`` is: its protocol,
     the estimator settings it was given, and its table when registered, else its CSV's target column (a
-    --data-file's path is not recorded: the file is given again)."""
+    --data-file's path is not recorded: the file is given again, read in the encoding recorded)."""
     config = record.get("config")
     if not (isinstance(config, dict) and isinstance(config.get("estimator_params"), dict)):
         raise ConfigError("not the results.json or ablation.json of a regress or ablate run")
@@ -246,7 +254,7 @@ def table_run_options(record: dict) -> dict:
     if "threads" not in config and isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
         options["threads"] = config["provenance"]["threads"]  # a record from before runs recorded it as a setting
     if "target" in config:  # a --data-file's, even one named like a registered table (boston.csv)
-        options["target"] = config["target"]
+        options.update({key: config[key] for key in ("target", "encoding") if key in config})
     elif isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
         options["dataset"] = record["dataset"]
     factories = [name for name in ("head", "extractor") if name in config["estimator_params"]]

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..validation import ConfigError
+from ..validation import ConfigError, check_encoding
 from .files import data_root, first_existing, require_file
 from .text_tables import Source, read_indices, read_numeric
 
@@ -51,6 +51,7 @@ class Table:
     feature_names: list[str] | None
     description: str
     target: str | None = None  # the column a user's CSV file names as the target; None for a registered table
+    encoding: str | None = None  # the text encoding a user's CSV file was read in; None for a registered table
 
     def __post_init__(self) -> None:
         # Catch a loader bug here rather than as a confusing shape error deep inside training.
@@ -105,7 +106,7 @@ MAX_MAGNITUDE = 1e150  # a table's largest |value|: squares and sums of squares 
 
 
 def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
-                   source: Source, target: str | None = None) -> Table:
+                   source: Source, target: str | None = None, encoding: str | None = None) -> Table:
     """Build the Table, refusing NaN/inf (models here have no notion of missing values), values whose squares
     overflow (errors are squared, baselines standardise), a table without features and a constant target. Rows are
     named by their line in ``source``'s file (X and y hold its rows in file order)."""
@@ -133,7 +134,8 @@ def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[
                              f"{MAX_MAGNITUDE:.0e}, whose squares overflow: rescale it first")
     if np.ptp(y) == 0:
         raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
-    return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target)
+    return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
+                 encoding=encoding)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -289,16 +291,17 @@ def load_table(name: str, data_dir: Path | str | None = None) -> Table:
     return spec.load(name, Path(data_dir) if data_dir is not None else None)
 
 
-def load_csv_table(path: Path | str, target: str | int) -> Table:
-    """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index.
+def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8") -> Table:
+    """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index;
+    ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped).
 
     All other columns become features, so non-numeric columns must be encoded or dropped beforehand.
     """
-    path = Path(path)
+    path, encoding = Path(path), check_encoding("encoding", encoding)
     name = path.stem
     require_file(path, None, dataset=name, hint="Give an existing CSV file with a header row.",
                  within=None)  # the file the user named
-    names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True)
+    names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True, encoding=encoding)
     if "" in names:  # pandas' to_csv writes its index so: row numbers would be taken for a feature
         why = ("a separator at the end of every line? remove it" if names.index("") == len(names) - 1 else
                "a table's index written by pandas' to_csv? write it with index=False")
@@ -316,4 +319,4 @@ def load_csv_table(path: Path | str, target: str | int) -> Table:
     keep = [j for j in range(len(names)) if j != target_index]
     description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
     return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description, source,
-                          target=names[target_index])
+                          target=names[target_index], encoding=encoding)

@@ -5,6 +5,7 @@ the file (1-based, the header and blank lines counted). Which files make which t
 
 from __future__ import annotations
 
+import codecs
 import csv
 import itertools
 import re
@@ -31,11 +32,12 @@ class Source:
     path: Path
     header_end: int  # the file line the header ends on (0: no header)
     delimiter: str | None
+    encoding: str = "utf-8-sig"  # as Python's open() takes it
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
         """(file line, fields) of each data row: the header and blank lines hold none, as pandas reads them.
         Scans the file, so only errors ask."""
-        with open(self.path, encoding="utf-8-sig", newline="") as handle:
+        with open(self.path, encoding=self.encoding, newline="") as handle:
             for n, text in enumerate(handle, start=1):
                 if text.strip() and n > self.header_end:
                     yield n, _fields(text, self.delimiter)
@@ -60,30 +62,35 @@ class TextTable(NamedTuple):
     source: Source
 
 
-def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: bool) -> TextTable:
+def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: bool,
+                 encoding: str | None = None) -> TextTable:
     """Read a numeric text table (optionally with a header row) into float64, with pandas' C parser: quoted
     fields, a byte-order mark and NA markers are understood, blank lines skipped; NA markers (and the missing
     fields of a short row) become NaN, which the caller reports as missing values. ``delimiter=None``: whitespace.
+    ``encoding``: the one the user gave for the file (``--encoding``, which a refusal then names); None: UTF-8, as
+    a registered table's file is.
 
     The header is read apart (csv module), so that two columns of one name stay visibly two.
     """
     import pandas as pd  # here: the command line lists the tables, and starts, without it
 
-    names = None
+    names, codec = None, _codec(encoding or "utf-8")
     try:
-        names, skip, header_end = _header(path, delimiter) if header else (None, 0, 0)
-        frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding="utf-8-sig",
+        names, skip, header_end = _header(path, delimiter, codec) if header else (None, 0, 0)
+        frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding=codec,
                             na_values=_NA_MARKERS, low_memory=False, engine="c")
     except UnicodeDecodeError as error:  # a binary or differently encoded file: name it, not the codec
+        shown = "UTF-8" if codec == "utf-8-sig" else repr(encoding)
+        other = "" if encoding is None else " or in another encoding (give it with --encoding: utf-16, latin-1, ...)"
         raise ValueError(
-            f"{dataset}: {path} is not a UTF-8 text table (byte {error.start}); is it the right file?"
+            f"{dataset}: {path} is not a {shown} text table (byte {error.start}); is it the right file{other}?"
         ) from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{dataset}: {path} has no data rows") from None
     except (pd.errors.ParserError, csv.Error) as error:  # ragged rows, or a broken quote / header
         hint = _header_hint(names, delimiter, trailing=False) if names else ""
         raise ValueError(f"{dataset}: {_parser_problem(error, path)}{hint}") from None
-    source = Source(path, header_end, delimiter)
+    source = Source(path, header_end, delimiter, codec)
     if names is not None and frame.shape[1] != len(names):
         trailing = frame.shape[1] == len(names) + 1 and frame.iloc[:, -1].isna().all()
         raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data"
@@ -93,11 +100,17 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     return TextTable(names, data, source)
 
 
-def _header(path: Path, delimiter: str | None) -> tuple[list[str], int, int]:
+def _codec(encoding: str) -> str:
+    """``encoding`` as the file is opened: UTF-8 drops a byte-order mark (editors on Windows write one), which would
+    otherwise be read as part of the first name."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _header(path: Path, delimiter: str | None, codec: str) -> tuple[list[str], int, int]:
     """(the names of the header, the first record that is not blank; the records up to it, which the data skip
     (pandas counts a quoted line break inside a record as part of it, and blank lines as records); the file line
     it ends on)."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a name
+    with open(path, newline="", encoding=codec) as handle:
         for count, (fields, line) in enumerate(_records(handle, delimiter), start=1):
             if len(fields) > 1 or "".join(fields).strip():
                 return [name.strip() for name in fields], count, line
