@@ -564,6 +564,29 @@ def test_a_data_frame_s_columns_of_numbers_pass_whatever_their_dtype():
     assert numeric_columns(other) is other
 
 
+def test_a_data_frame_s_dates_held_as_objects_are_refused_and_its_missing_numbers_are_missing_values():
+    """numpy reads its dates and durations held in an object column as numbers (nanoseconds): refused by name, as a
+    column of a date dtype is. pandas' NA in an object column of numbers was refused as text: it is a missing value,
+    refused as a NaN in a float column is, at fit and at prediction; the caller's frame is left as it is."""
+    numbers = np.arange(40.0)
+    days = [np.datetime64("2020-01-01") + i for i in range(40)]
+    for held in (days, [np.timedelta64(i, "D") for i in range(40)], [*days[:39], 1.0], [*days[:39], pd.NA]):
+        frame = pd.DataFrame({"price": numbers, "day": pd.Series(held, dtype=object)})
+        with pytest.raises(ValueError, match="X has non-numeric column.s. 'day': encode them"):
+            MetaNeighborhoodsRegressor(**FAST).fit(frame, numbers)
+    nan = pd.DataFrame({"price": numbers, "size": np.where(numbers == 3, np.nan, numbers)})
+    na = nan.assign(size=pd.Series([*numbers[:3], pd.NA, *numbers[4:]], dtype=object))
+    fitted = MetaNeighborhoodsRegressor(**FAST).fit(nan.fillna(0.0), numbers)
+    for use in (lambda frame: MetaNeighborhoodsRegressor(**FAST).fit(frame, numbers), fitted.predict):
+        refusals = []
+        for frame in (nan, na):
+            with pytest.raises(ValueError, match="Input X contains NaN") as refused:
+                use(frame)
+            refusals.append(str(refused.value))
+        assert refusals[0] == refusals[1]
+    assert na["size"].iloc[3] is pd.NA and na["size"].dtype == object
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_asking_for_cuda_without_one_speaks_the_api_s_words():
     X, y = _table(n=30)

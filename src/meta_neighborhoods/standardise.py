@@ -153,27 +153,52 @@ def standardised_rows(X, rows: np.ndarray, mean: np.ndarray, scale: np.ndarray) 
 def numeric_columns(X):
     """``X``; a pandas data frame with a column that holds no numbers (text, dates) is refused naming it: numpy's own
     error names only a value. A column whose values are numbers under another dtype (object, numeric categories or
-    text) passes, as scikit-learn's estimators take it; other frames (polars) are left to scikit-learn."""
+    text) passes, as scikit-learn's estimators take it, its missing values (``pd.NA``, ``None``) as NaN, which
+    scikit-learn then refuses as it refuses a NaN in a float column; other frames (polars) are left to
+    scikit-learn."""
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # not a Series: scikit-learn says it is not 2-D
         bad = [str(c) for i, (c, dtype) in enumerate(zip(X.columns, X.dtypes)) if not _numbers(X.iloc[:, i], dtype)]
         if bad:
             raise ValueError(f"X has non-numeric column(s) {', '.join(map(repr, bad[:5]))}: encode them (e.g. with "
                              "OneHotEncoder in a pipeline) or drop them first")
+        gaps = [i for i, dtype in enumerate(X.dtypes) if _kind(dtype) == "O" and X.iloc[:, i].isna().any()]
+        if gaps:  # a copy: the caller's frame is left as it is
+            X = X.copy()
+            for i in gaps:
+                X.isetitem(i, _missing_as_nan(X.iloc[:, i]))
     return X
 
 
+DATES = ("datetime64", "datetime", "date", "timedelta64", "timedelta", "period")  # pandas' infer_dtype names
+
+
 def _numbers(column, dtype) -> bool:
-    """Whether a data frame's column reads as numbers; dates and durations do not (as nanoseconds, a poor feature)."""
-    kind = getattr(dtype, "kind", "O")
+    """Whether a data frame's column reads as numbers; dates and durations do not (as nanoseconds, a poor feature),
+    whether of a date dtype or numpy's dates held as objects (which numpy reads as numbers)."""
+    kind = _kind(dtype)
     if kind in "mM":
         return False
     if kind in "biufc":
         return True
+    from pandas.api.types import infer_dtype  # a data frame's column: pandas is there
+
+    held = infer_dtype(column, skipna=True)
+    if held in DATES or held == "mixed" and any(isinstance(value, (np.datetime64, np.timedelta64)) for value in column):
+        return False
     try:
-        np.asarray(column, dtype=np.float64)
+        np.asarray(_missing_as_nan(column), dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return False
     return True
+
+
+def _kind(dtype) -> str:
+    return getattr(dtype, "kind", "O")
+
+
+def _missing_as_nan(column):
+    """An object (or text) column with NaN for its missing values: numpy reads None as NaN, but not pandas' NA."""
+    return column.astype(object).where(column.notna(), np.nan)
 
 
 def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
