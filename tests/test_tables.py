@@ -438,8 +438,14 @@ def test_an_encoding_python_cannot_read_text_in_is_refused_naming_it(small_csv, 
     ("#rooms,b,y\n1,2,3,\n4,5,6,\n", r"3 header names but 4 columns of data .a separator at the end of every data"),
     ("a,b,y\n15%,2,3\n4%,5,6\n", r"'15%'\); a percentage: write the number without its % sign"),
     ("a,b,y,\n1,2,3,\n4,5,6,\n", r"column 4 of .* has no name in the header .a separator at the end of every line"),
+    ("# my data, v2, x\na,b,y\n1,2,3\n4,5,6\n", r"column '# my data' of .* is not numeric .file line 2: 'a'.; is its "
+                                                r"first line a comment\? delete it"),
+    ("sep=,\na,y\n1,2\n4,5\n", r"column 'sep=' of .* is not numeric .file line 2: 'a'.; its first line is a "
+                              r"spreadsheet's 'sep=' line: delete it"),
+    ("#rooms,b,y\n1,2,3\n4,x,6\n", r"column 'b' of .* \(file line 3: 'x'\); only numeric columns can be read"),
 ], ids=["semicolon", "decimal_comma", "comment", "spreadsheet_sep", "thousands", "decimal_comma_quoted",
-        "ragged_semicolon", "trailing_on_data", "percent", "trailing_separator"])
+        "ragged_semicolon", "trailing_on_data", "percent", "trailing_separator", "comment_of_the_data_s_width",
+        "spreadsheet_sep_of_two_columns", "text_below_a_header_named_with_a_hash"])
 def test_a_file_written_another_way_says_how(tmp_path, text, hint):
     _refused_csv(tmp_path / "other.csv", text, hint)
 

@@ -120,15 +120,24 @@ def _header(path: Path, delimiter: str | None, codec: str) -> tuple[list[str], i
 def _header_hint(names: list[str], delimiter: str | None, trailing: bool) -> str:
     """Why a header and its data may disagree: a separator ending every data line (``trailing``: the data's one
     extra column is empty), a first line that is not the header, or another separator."""
-    first = names[0] if names else ""
     if trailing:
         return " (a separator at the end of every data line? remove it)"
-    if first.startswith("#"):
-        return " (is its first line a comment? delete it)"
-    if first.lower().startswith("sep="):
-        return " (its first line is a spreadsheet's 'sep=' line: delete it)"
+    first = _first_line_hint(names)
+    if first:
+        return f" ({first})"
     other = _other_delimiter(names, delimiter)
     return f" (the file seems separated by {other!r}, not {delimiter!r})" if other else ""
+
+
+def _first_line_hint(names: list[str] | None) -> str:
+    """What the header's names say of a first line that is not the header: a comment, or a spreadsheet's 'sep='
+    line (whose fields may number the data's columns, which then hold the real header as their first row)."""
+    first = names[0] if names else ""
+    if first.startswith("#"):
+        return "is its first line a comment? delete it"
+    if first.lower().startswith("sep="):
+        return "its first line is a spreadsheet's 'sep=' line: delete it"
+    return ""
 
 
 def _other_delimiter(texts: list[str], delimiter: str | None) -> str | None:
@@ -192,9 +201,10 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
         if len(bad):
             text = str(values.iloc[bad[0]])
             column = repr(names[j]) if names is not None else f"{j} (0-based)"
+            # a comment or 'sep=' line read as the header leaves the real header as the first data row
+            hint = bad[0] == 0 and _first_line_hint(names) or _number_hint(text, source.delimiter)
             raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric (file line "
-                             f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); "
-                             f"{_number_hint(text, source.delimiter)}")
+                             f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}")
         frame[frame.columns[j]] = numbers
     data = frame.to_numpy(dtype=np.float64)
     if data.size == 0:
