@@ -378,6 +378,22 @@ def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder,
         assert message in capsys.readouterr().err and not any(out.iterdir())
 
 
+def test_the_command_line_checks_the_training_settings_in_their_one_home(monkeypatch, capsys, user_folder):
+    """regress's options go through the estimators' own check (``check_settings``), not a twin of it: a bound added
+    there reaches the command line, spelt as the option."""
+    from meta_neighborhoods import estimator_settings
+
+    def bounded(estimator):
+        if estimator.max_epochs > 7:
+            raise ConfigError(f"max_epochs must be at most 7, got {estimator.max_epochs}", "max_epochs")
+
+    monkeypatch.setattr(estimator_settings, "check_settings", bounded)
+    out = user_folder("regress")
+    assert main(["regress", "--dataset", "gom", "--out", str(out), "--max-rows", "40", "--folds", "2", "--seeds", "1",
+                 "--max-epochs", "9"]) == 2
+    assert "--max-epochs must be at most 7, got 9" in capsys.readouterr().err and not any(out.iterdir())
+
+
 @pytest.mark.parametrize("command", ["regress", "ablate"])
 def test_an_unknown_slot_draw_is_refused_by_the_parser(command, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:

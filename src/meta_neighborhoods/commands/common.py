@@ -12,10 +12,10 @@ import json
 import re
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
-from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, MAX_EPOCHS, SEEDS, SLOT_DRAWS, MNConfig
-from ..validation import (MAX_COUNT, NONE, ConfigError, check_encoding, check_int, check_non_negative, check_positive,
-                          check_threads)
+from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
+from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
 from .config_file import int_or_none
 
@@ -230,15 +230,18 @@ def fit_options(args) -> dict:
 
 
 def _check_estimator_params(params: dict) -> None:
-    """Refused as the options are spelt (--learning-rate); the experiment's own check of the estimator's settings,
-    also before any folder is claimed, names them as parameters (learning_rate)."""
-    for name, most in (("max_epochs", MAX_EPOCHS), ("n_iter_no_change", MAX_COUNT), ("batch_size", MAX_COUNT)):
-        if name in params:  # epochs as the estimators bound them
-            check_int("--" + name.replace("_", "-"), params[name], maximum=most)
-    if "learning_rate" in params:
-        check_positive("--learning-rate", params["learning_rate"])
-    if "weight_decay" in params:
-        check_non_negative("--weight-decay", params["weight_decay"])
+    """The estimators' own checks (``check_settings``, ``MNConfig``) of the settings given, with the estimator's
+    defaults for the rest, before any work; a training setting refused is named as its option is spelt
+    (--learning-rate), the method's as its parameter (dictionary_size), as the experiment's check names them."""
+    from ..estimator_settings import check_settings  # imports scikit-learn: not for --help
+
+    try:
+        check_settings(SimpleNamespace(**{**asdict(ESTIMATOR), "verbose": 0, **params}))
+    except ConfigError as error:
+        if error.setting not in params:
+            raise
+        option = "--" + error.setting.replace("_", "-")
+        raise ConfigError(option + str(error).removeprefix(error.setting), option) from None
     MNConfig(**{name: value for name, value in params.items() if name in FIELDS})  # the method's own settings
 
 
