@@ -373,3 +373,18 @@ def test_a_file_fitted_on_a_device_this_machine_lacks_loads_and_predicts(fitted,
     loaded = type(model).load(tmp_path / "m")
     X = _table()[0]
     assert loaded.device == "cuda:99" and np.array_equal(loaded.predict(X), model.predict(X))
+
+
+def test_save_and_load_build_the_network_as_fit_does_through_no_private_method(fitted, tmp_path, monkeypatch):
+    """persistence builds the network ``network_`` describes with ``factories.build_network``, the builder fit uses,
+    not with a private method of the estimators."""
+    from meta_neighborhoods import factories, persistence
+
+    built = []
+    monkeypatch.setattr(persistence, "build_network", lambda estimator, **network: built.append(network) or
+                        factories.build_network(estimator, **network))
+    model = fitted["regressor"]
+    loaded = MetaNeighborhoodsRegressor.load(model.save(tmp_path / "model"))
+    assert built == [model.network_, model.network_]  # save compares the parameters' network, load fills one
+    assert not hasattr(MetaNeighborhoodsRegressor, "_build")
+    np.testing.assert_array_equal(loaded.predict(_table()[0]), model.predict(_table()[0]))

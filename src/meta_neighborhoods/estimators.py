@@ -30,9 +30,8 @@ from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_method_docs import doc
-from .estimator_settings import check_settings, method_config, network_description
-from .factories import build_extractor, build_head
-from .model import MetaNeighborhoods
+from .estimator_settings import check_settings, network_description
+from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
@@ -152,17 +151,6 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         own.__kwdefaults__, own.__doc__, own.__qualname__ = init.__kwdefaults__, init.__doc__, name
         cls.__init__ = own
 
-    # -- building ---------------------------------------------------------------------------------
-
-    def _build(self, n_features: int, n_outputs: int, dictionary_size: int, similarity: str, temperature: float,
-               extractor: nn.Module | None = None, key_features: int | None = None) -> MetaNeighborhoods:
-        """The network ``network_`` describes; the head takes the ``key_features`` of ``extractor`` (without one,
-        the rows themselves)."""
-        with torch_globals():
-            head = build_head(self.head, key_features or n_features, n_outputs, self.hidden_layer_sizes)
-            return MetaNeighborhoods(head, method_config(self, dictionary_size, similarity, temperature),
-                                     extractor=extractor)
-
     # -- training ---------------------------------------------------------------------------------
 
     def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int):
@@ -216,7 +204,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         extractor, key_features = build_extractor(self.extractor, data.X.shape[1])
         n_train, targets = len(data.train), data.per_row[0][data.train]
         network = network_description(self, data.X.shape[1], data.n_outputs, n_train, key_features, dictionary_size)
-        model = self._build(**network, extractor=extractor, key_features=key_features)
+        model = build_network(self, **network, extractor=extractor, key_features=key_features)
         inputs = [data.X_train]
         if model.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows
             own_slot = model.dictionary.init_from_samples(data.X_train, targets, torch.Generator().manual_seed(

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .estimator_settings import method_config
 from .heads import MLPHead
+from .model import MetaNeighborhoods
 from .validation import ConfigError, is_int
 
 FACTORIES = ("head", "extractor")  # the estimators' parameters that take a factory
@@ -59,6 +61,17 @@ def build_head(factory, n_features: int, n_outputs: int, hidden: int | Sequence[
     if tuple(shape) != (2, n_outputs):
         raise ConfigError(f"{call} answers 2 rows with shape {tuple(shape)}, not (2, {n_outputs})")
     return head
+
+
+def build_network(estimator, n_features: int, n_outputs: int, dictionary_size: int, similarity: str,
+                  temperature: float, extractor: nn.Module | None = None,
+                  key_features: int | None = None) -> MetaNeighborhoods:
+    """The network of ``estimator`` that its ``network_`` describes (fit trains it, ``load`` fills it, ``save``
+    compares it with the fitted one); the head takes the ``key_features`` of ``extractor`` (without one,
+    the rows themselves). Called under ``training.torch_globals``, as every caller is: it draws initial weights."""
+    head = build_head(estimator.head, key_features or n_features, n_outputs, estimator.hidden_layer_sizes)
+    return MetaNeighborhoods(head, method_config(estimator, dictionary_size, similarity, temperature),
+                             extractor=extractor)
 
 
 def _call(name: str, factory, *sizes: int) -> tuple[str, nn.Module]:

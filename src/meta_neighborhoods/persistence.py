@@ -17,7 +17,7 @@ from . import __version__, checkpoint
 from .checkpoint import CheckpointError
 from .config import TRAINING_ONLY
 from .estimator_settings import check_settings, method_config
-from .factories import FACTORIES, hidden_widths
+from .factories import FACTORIES, build_network, hidden_widths
 from .io import prepare_out_dir
 from .provenance import provenance
 from .training import resolve_device, torch_globals
@@ -250,7 +250,7 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
                      targets=cls._task == "regression")
         if cls._task == "classification" and len(fitted["classes_"]) != network["n_outputs"]:
             raise ValueError(f"{len(fitted['classes_'])} classes_ for {network['n_outputs']} outputs")
-        return estimator, fitted, estimator._build(**network)
+        return estimator, fitted, build_network(estimator, **network)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, MemoryError) as error:
@@ -285,7 +285,7 @@ def changed_since_fit(estimator) -> list[str]:
     change what a trained network computes, or its weights' shapes): ``load`` rebuilds the network from the
     parameters ``save`` writes."""
     with torch_globals(rng_devices=[]):  # building draws initial weights: not from the caller's stream
-        rebuilt, fitted = estimator._build(**estimator.network_), estimator.model_
+        rebuilt, fitted = build_network(estimator, **estimator.network_), estimator.model_
     settings = [] if fitted.vanilla else [field.name for field in dataclasses.fields(fitted.config)
                                           if field.name not in TRAINING_ONLY]
     changed = [f"{name} ({getattr(fitted.config, name)!r} at fit, {getattr(rebuilt.config, name)!r} now)"
