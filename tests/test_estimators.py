@@ -1,5 +1,6 @@
 """The scikit-learn estimators: sklearn's own compliance checks, and behaviour on real and synthetic tables."""
 
+import copy
 import re
 import sys
 import warnings
@@ -435,6 +436,8 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"learn_dictionary": 0}, "learn_dictionary must be True or False"),
         ({"learn_dictionary": False, "key_init": "gaussian"}, "learn_dictionary=False .* needs key_init='samples'"),
         ({"leave_one_out": True, "key_init": "gaussian"}, "leave_one_out=True .* needs key_init='samples'"),
+        ({"warm_start": "yes"}, "warm_start must be True or False"),
+        ({"warm_start": True, "leave_one_out": True}, "warm_start=True with leave_one_out=True"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
@@ -756,3 +759,63 @@ def test_leave_one_out_with_slot_dropout_drawn_per_batch_fits_when_few_slots_sta
     model = MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 200, "top_k": 128, "leave_one_out": True,
                                           "slot_draw": "batch", "max_epochs": 2}).fit(X, y)
     assert np.isfinite(model.predict(X)).all()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_warm_start_continues_the_fitted_network_where_a_fresh_fit_starts_again():
+    """One epoch at a learning rate too small to move anything: warm, the fit's network and scales are the first
+    fit's (the moving average restarts over this fit's steps alone, from where they start); fresh, one epoch from new
+    initial weights."""
+    X, y = _table(n=120)
+    first = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    again = {"max_epochs": 1, "learning_rate": 1e-9, "early_stopping": False}  # no epoch 0 to fall back on
+    warm = copy.deepcopy(first).set_params(warm_start=True, **again).fit(X[:100], y[:100] + 5.0)
+    fresh = copy.deepcopy(first).set_params(**again).fit(X[:100], y[:100] + 5.0)
+    assert warm.n_iter_ == fresh.n_iter_ == 1 and warm.selected_ == first.selected_
+    for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):  # kept: the network learnt on them
+        np.testing.assert_array_equal(getattr(warm, name), getattr(first, name))
+        assert not np.array_equal(getattr(fresh, name), getattr(first, name)) or name == "x_scale_"
+    np.testing.assert_allclose(warm.predict(X), first.predict(X), atol=1e-4)
+    assert np.abs(fresh.predict(X) - first.predict(X)).max() > 0.1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_early_stopping_keeps_the_network_a_warm_start_began_with_unless_an_epoch_beats_it():
+    X, y = _table(n=120)
+    first = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
+    worse = copy.deepcopy(first).set_params(warm_start=True, max_epochs=2, learning_rate=0.5).fit(X, y)
+    assert worse.best_epoch_ == 0 and worse.n_iter_ == 2 and list(worse.validation_losses_) == [first.selected_]
+    np.testing.assert_array_equal(worse.predict(X), first.predict(X))
+    short = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 3}).fit(X, y)  # far from its best yet
+    better = copy.deepcopy(short).set_params(warm_start=True, max_epochs=5).fit(X, y)
+    assert better.best_epoch_ > 0 and better.best_loss_ < short.best_loss_
+
+
+@pytest.mark.parametrize("estimator, refit, message", [
+    ("regressor", lambda m, X, y: m.fit(X[:, :4], y), "X has 4 features, but MetaNeighborhoodsRegressor is expecting 5"),
+    ("regressor", lambda m, X, y: m.fit(X, np.c_[y, y]), "fitted network of outputs 1, but y has 2"),
+    ("regressor", lambda m, X, y: m.set_params(hidden_layer_sizes=(8,)).fit(X, y), "changed the weights' shapes"),
+    ("regressor", lambda m, X, y: m.set_params(dictionary_size=4).fit(X, y), r"dictionary_size \(8 at fit, 4 now\)"),
+    ("regressor", lambda m, X, y: m.set_params(similarity="cosine").fit(X, y), "similarity .* at fit, 'cosine' now"),
+    ("classifier", lambda m, X, y: m.fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 1)),
+     r"classes \[0, 1\], but y has \[0, 1, 2\]"),
+])
+def test_a_warm_start_refuses_what_the_fitted_network_cannot_continue(estimator, refit, message):
+    X, y = _table(n=80)
+    cls, target = {"regressor": (MetaNeighborhoodsRegressor, y),
+                   "classifier": (MetaNeighborhoodsClassifier, (X[:, 0] > 0).astype(int))}[estimator]
+    model = cls(**{**FAST, "max_epochs": 2, "vanilla_fallback": False}, warm_start=True).fit(X, target)
+    predicted = model.predict(X)
+    with pytest.raises(ValueError, match=message):
+        refit(model, X, target)
+    np.testing.assert_array_equal(model.predict(X), predicted)  # untouched by the refusal
+
+
+def test_warm_start_is_a_parameter_get_params_and_clone_carry_and_unfitted_it_fits_afresh():
+    X, y = _table(n=80)
+    model = MetaNeighborhoodsRegressor(**FAST, warm_start=True)
+    assert model.get_params()["warm_start"] is True and clone(model).get_params()["warm_start"] is True
+    fitted = model.fit(X, y)
+    assert not hasattr(clone(fitted), "model_")  # a clone starts afresh, warm_start or not
+    np.testing.assert_array_equal(clone(fitted).fit(X, y).predict(X), MetaNeighborhoodsRegressor(**FAST).fit(
+        X, y).predict(X))

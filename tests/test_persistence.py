@@ -388,3 +388,22 @@ def test_save_and_load_build_the_network_as_fit_does_through_no_private_method(f
     assert built == [model.network_, model.network_]  # save compares the parameters' network, load fills one
     assert not hasattr(MetaNeighborhoodsRegressor, "_build")
     np.testing.assert_array_equal(loaded.predict(_table()[0]), model.predict(_table()[0]))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", ["regressor", "vanilla fallback"])
+def test_a_warm_started_estimator_saves_loads_and_continues_the_network_it_kept(fitted, name, tmp_path):
+    """A warm start continues the network fit kept, the vanilla fallback's too; the file keeps warm_start, and the
+    loaded estimator continues from the loaded network."""
+    import copy
+
+    model = copy.deepcopy(fitted[name]).set_params(warm_start=True, max_epochs=1)
+    X, y = _noisy_line() if name == "vanilla fallback" else _table()
+    network = dict(model.network_)
+    model.fit(X, y)
+    assert model.network_ == network and model.selected_ == fitted[name].selected_
+    loaded = MetaNeighborhoodsRegressor.load(model.save(tmp_path / "model"))
+    assert loaded.get_params() == model.get_params() and loaded.warm_start is True
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    loaded.set_params(learning_rate=1e-9, early_stopping=False).fit(X, y)
+    np.testing.assert_allclose(loaded.predict(X), model.predict(X), atol=1e-4)

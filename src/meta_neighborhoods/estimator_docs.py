@@ -105,6 +105,19 @@ PARAMETERS = """
         Epochs without improvement before training stops. Chosen on tables of about 1,000 rows, where both networks
         improve after long plateaus on nearly noise-free ones (naval, energy, yacht: 200 beat 60, and 60 beat 20).
         On larger tables an epoch is many steps (protein's 45,730 rows: 44x vanilla's): a smaller patience helps.
+    warm_start : bool, default=False
+        True: a fit of a fitted estimator continues its network, as ``MLPRegressor``'s does, rather than starting
+        again. It keeps what the network is: weights, dictionary (the keys and values where training moved them),
+        temperature and step sizes, and the columns' scales it learnt on (``x_mean_``, ``x_scale_``, and the
+        regressor's ``y_mean_``, ``y_scale_``: new ones would move every input under it); AdamW's moments and the
+        moving average of the weights (``ema_decay``) start again. It continues the network the vanilla fallback
+        kept (``selected_``), alone: a rival trained from scratch would not compete on equal terms. Early stopping
+        measures the network it starts from on this fit's validation rows, as epoch 0, and keeps it unless an epoch
+        beats it (without validation rows, this fit's best epoch is kept); ``n_iter_``, ``best_epoch_`` and the
+        loss curves describe this fit. X must have the fitted columns, y the fitted outputs or classes, and the
+        method's settings and ``hidden_layer_sizes`` be those of the fit (a ValueError otherwise; training settings
+        such as ``learning_rate`` or ``max_epochs`` may change). Refused with ``leave_one_out``, which needs to know
+        which training row each key started at.
     random_state : int, RandomState instance or None, default=None
         Seed of the validation split, the initialisation, the slot dropout and the batches. The caller's global
         torch generator is left untouched.

@@ -24,7 +24,7 @@ def check_settings(estimator) -> None:
         check_int(name, getattr(estimator, name))
     verbose = estimator.verbose
     check_int("verbose", int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, 0)
-    for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback"):
+    for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback", "warm_start"):
         if not isinstance(getattr(estimator, flag), (bool, np.bool_)):
             raise ConfigError(f"{flag} must be True or False, got {getattr(estimator, flag)!r}")
     need_rows = {"learn_dictionary=False keeps the keys where they start": not estimator.learn_dictionary,
@@ -32,6 +32,9 @@ def check_settings(estimator) -> None:
     for what in (what for what, on in need_rows.items() if on and estimator.key_init != "samples"):
         raise ConfigError(f"{what}: it needs key_init='samples' (the training rows), got "
                           f"key_init={estimator.key_init!r}")
+    if estimator.warm_start and estimator.leave_one_out:
+        raise ConfigError("warm_start=True with leave_one_out=True: a warm start keeps the keys where they moved and "
+                          "knows no longer which training row each started at, which leave-one-out hides from it")
     hidden = estimator.hidden_layer_sizes
     if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
             is_int(h) and h >= 1 for h in hidden)):

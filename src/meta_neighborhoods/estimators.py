@@ -35,6 +35,7 @@ from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
+from .validation import shown
 
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
           "best_loss_", "selected_", "validation_losses_", "n_features_in_",
@@ -53,6 +54,7 @@ class _Rows(NamedTuple):
     per_row: list
     n_outputs: int
     seed: int
+    warm: bool  # continue the fitted network (warm_start)
 
 
 class _MetaNeighborhoodsEstimator(BaseEstimator):
@@ -98,6 +100,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         early_stopping=ESTIMATOR.early_stopping,
         validation_fraction=ESTIMATOR.validation_fraction,
         n_iter_no_change=ESTIMATOR.n_iter_no_change,
+        warm_start=False,
         random_state=None,
         device="cpu",
         verbose=0,
@@ -132,6 +135,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -153,35 +157,52 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
     # -- training ---------------------------------------------------------------------------------
 
-    def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int):
+    def _warm(self) -> bool:
+        """Whether this fit continues the fitted network (``warm_start``); the settings are checked first."""
+        check_settings(self)
+        return self.warm_start and hasattr(self, "model_")
+
+    @staticmethod
+    def _same_as_fitted(what: str, fitted, given) -> None:
+        """A warm start's refusal of a y whose ``what`` (outputs, classes) is not the fitted network's."""
+        if not np.array_equal(fitted, given):
+            raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
+                             f"{shown(given)}: fit with warm_start=False to train a new one")
+
+    def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int, warm: bool):
         """Fit on ``rows`` of X (with their ``weights`` and ``targets``) on the estimator's own seeded stream: the
         caller's global torch generator and default dtype are left as they were. Gradients are on whatever the
         caller's mode (a fit inside ``torch.no_grad()`` or ``torch.inference_mode()`` trains as anywhere else)."""
-        check_settings(self)
         device = resolve_device(self.device)
         with (torch_globals(rng_devices=[device] if device.type == "cuda" else []), torch.inference_mode(False),
               torch.enable_grad()):
-            self._train(X, rows, weights, targets, n_outputs, device)
+            self._train(X, rows, weights, targets, n_outputs, device, warm)
         return self
 
-    def _train(self, X, rows, weights, targets, n_outputs: int, device: torch.device) -> None:
+    def _train(self, X, rows, weights, targets, n_outputs: int, device: torch.device, warm: bool) -> None:
         """Train on ``rows`` of X, a share of them held out for early stopping; with ``vanilla_fallback``, train the
-        same network without neighbours on the same rows too, and keep whichever validates better."""
+        same network without neighbours on the same rows too, and keep whichever validates better. A ``warm`` fit
+        continues the network kept (``selected_``) alone, on the columns' scales it learnt on."""
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         train, valid = early_stopping_split(len(rows), self.validation_fraction if self.early_stopping else 0.0, rng,
                                             targets if self._task == "classification" else None)
-        self.x_mean_, self.x_scale_ = standardiser(X, weights, rows)
+        if not warm:
+            self.x_mean_, self.x_scale_ = standardiser(X, weights, rows)
         per_row = [torch.as_tensor(targets)]  # what goes with each row into batches and losses: target (and weight)
         if weights is not None:
             per_row.append(torch.as_tensor(weights, dtype=torch.float32))
         X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
-        data = _Rows(X, rows, train, valid, X_train, per_row, n_outputs, seed)
-        fits = {persistence.WITH_NEIGHBOURS: self._train_network(data, self.dictionary_size, device)}
-        if fits[persistence.WITH_NEIGHBOURS][0]["dictionary_size"] == 0:
-            fits = {persistence.VANILLA: fits.pop(persistence.WITH_NEIGHBOURS)}
-        elif self.vanilla_fallback and valid is not None:
-            fits[persistence.VANILLA] = self._train_network(data, 0, device)
+        data = _Rows(X, rows, train, valid, X_train, per_row, n_outputs, seed, warm)
+        if warm:  # the network kept, alone (a rival from scratch would not compete on equal terms): vanilla or not
+            size = self.network_["dictionary_size"] and self.dictionary_size
+            fits = {self.selected_: self._train_network(data, size, device)}
+        else:
+            fits = {persistence.WITH_NEIGHBOURS: self._train_network(data, self.dictionary_size, device)}
+            if fits[persistence.WITH_NEIGHBOURS][0]["dictionary_size"] == 0:
+                fits = {persistence.VANILLA: fits.pop(persistence.WITH_NEIGHBOURS)}
+            elif self.vanilla_fallback and valid is not None:
+                fits[persistence.VANILLA] = self._train_network(data, 0, device)
         self.validation_losses_ = {} if valid is None else {name: fit[2].best_loss for name, fit in fits.items()}
         self.selected_ = min(fits, key=lambda name: fits[name][2].best_loss)  # a tie keeps the neighbours
         if len(fits) > 1:
@@ -203,10 +224,13 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         torch.manual_seed(data.seed)
         extractor, key_features = build_extractor(self.extractor, data.X.shape[1])
         n_train, targets = len(data.train), data.per_row[0][data.train]
-        network = network_description(self, data.X.shape[1], data.n_outputs, n_train, key_features, dictionary_size)
+        network = network_description(self, data.X.shape[1], data.n_outputs, self.network_["dictionary_size"] if
+                                      data.warm else n_train, key_features, dictionary_size)  # warm: as at fit
         model = build_network(self, **network, extractor=extractor, key_features=key_features)
         inputs = [data.X_train]
-        if model.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows
+        if data.warm:
+            persistence.continue_fitted(model, self.model_)
+        elif model.dictionary is not None and self.key_init == "samples":  # never a row of weight 0: not in rows
             own_slot = model.dictionary.init_from_samples(data.X_train, targets, torch.Generator().manual_seed(
                 data.seed), features=model.features)
             if self.leave_one_out:
@@ -228,7 +252,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             model, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
             validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
             optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
-            callbacks={"progress": progress})
+            callbacks={"progress": progress}, warm=data.warm)
         report(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} loss "
                f"{run.best_loss:.4f} at epoch {run.best_epoch}", self.verbose > 0)  # what the bar leaves behind
         return network, model.eval(), run
@@ -297,16 +321,21 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
 
     @doc(method_docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
     def fit(self, X, y, sample_weight=None):
+        warm = self._warm()
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, y_numeric=True,
-                             multi_output=True)
+                             multi_output=True, reset=not warm)
         if y.dtype.kind not in "biuf":  # y_numeric converts object arrays only; strings would fail inside numpy
             raise ValueError(f"the target y must be numeric for regression, got dtype {y.dtype}; "
                              "use MetaNeighborhoodsClassifier for labels")
         rows, weights = training_rows(sample_weight, X)
-        self._y_ndim = y.ndim
         y2 = y.reshape(len(y), -1)[rows]
-        self.y_mean_, self.y_scale_ = standardiser(y2, weights, target=True)
-        return self._fit(X, rows, weights, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1])
+        if warm:
+            self._same_as_fitted("outputs", self.network_["n_outputs"], y2.shape[1])
+        else:  # a warm start keeps the targets' scale its network learnt on
+            self.y_mean_, self.y_scale_ = standardiser(y2, weights, target=True)
+        self._y_ndim = y.ndim
+        return self._fit(X, rows, weights, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1],
+                         warm)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -334,16 +363,19 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
 
     @doc(method_docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
     def fit(self, X, y, sample_weight=None):
-        X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64)
+        warm = self._warm()
+        X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, reset=not warm)
         check_classification_targets(y)
         rows, weights = training_rows(sample_weight, X)
         encoder = LabelEncoder().fit(y[rows])  # the classes of the rows fit learns from: a zero weight drops a row
+        if warm:
+            self._same_as_fitted("classes", self.classes_.tolist(), encoder.classes_.tolist())
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
             among = "" if weights is None else " among the rows of sample_weight not negligible beside the largest"
             raise ValueError(f"the target has 1 class ({self.classes_.tolist()[0]!r}){among}; a classifier needs at "
                              "least 2")
-        return self._fit(X, rows, weights, encoder.transform(y[rows]).astype(np.int64), len(self.classes_))
+        return self._fit(X, rows, weights, encoder.transform(y[rows]).astype(np.int64), len(self.classes_), warm)
 
     @doc(method_docs.PREDICT_PROBA)
     def predict_proba(self, X) -> np.ndarray:

@@ -285,13 +285,28 @@ def changed_since_fit(estimator) -> list[str]:
     change what a trained network computes, or its weights' shapes): ``load`` rebuilds the network from the
     parameters ``save`` writes."""
     with torch_globals(rng_devices=[]):  # building draws initial weights: not from the caller's stream
-        rebuilt, fitted = build_network(estimator, **estimator.network_), estimator.model_
+        return differences(build_network(estimator, **estimator.network_), estimator.model_)
+
+
+def differences(rebuilt: nn.Module, fitted: nn.Module) -> list[str]:
+    """What network ``rebuilt`` (from the parameters now) computes otherwise than ``fitted``, or its weights' shapes:
+    the method's settings that change what a trained network computes."""
     settings = [] if fitted.vanilla else [field.name for field in dataclasses.fields(fitted.config)
                                           if field.name not in TRAINING_ONLY]
     changed = [f"{name} ({getattr(fitted.config, name)!r} at fit, {getattr(rebuilt.config, name)!r} now)"
                for name in settings if getattr(rebuilt.config, name) != getattr(fitted.config, name)]
     shapes = [{name: tuple(t.shape) for name, t in net.state_dict().items()} for net in (rebuilt, fitted)]
     return changed + (["the weights' shapes (hidden_layer_sizes)"] if shapes[0] != shapes[1] else [])
+
+
+def continue_fitted(model: nn.Module, fitted: nn.Module) -> None:
+    """A warm start: ``model``, built from the parameters now, takes the weights of the ``fitted`` network (training
+    settings may have changed, and take effect), refused where the parameters build another network."""
+    changed = differences(model, fitted)
+    if changed:
+        raise ConfigError(f"warm_start=True cannot continue the fitted network: set_params since fit changed "
+                          f"{', '.join(changed)}; fit with warm_start=False, or set them back")
+    model.load_state_dict(fitted.state_dict())
 
 
 def load(cls, path):

@@ -161,11 +161,12 @@ class EarlyStopped(NamedTuple):
 
 def fit_early_stopping(model: nn.Module, batches: Iterable, *, epochs: int, patience: int, tol: float = 0.0,
                        validation_loss: Callable[[], float] | None = None, callbacks: dict[str, Callback] | None = None,
-                       average: float | None = None, **options) -> EarlyStopped:
+                       average: float | None = None, warm: bool = False, **options) -> EarlyStopped:
     """``fit`` (``options`` are its own) until the validation loss, or without ``validation_loss`` the epoch's
     training loss, has not beaten its best by more than ``tol`` for ``patience`` epochs; ``model`` is left with
     the weights of the best epoch. ``average`` (a decay in (0, 1)) measures and keeps, instead of the weights, their
-    moving average over the steps (``WeightAverage``)."""
+    moving average over the steps (``WeightAverage``). A ``warm`` model (trained before) competes as epoch 0 where
+    a validation loss measures it, so that a fit that only worsens it leaves it as it was."""
     measured, kept = [], {}
     averaged = {} if average is None else {"average": WeightAverage(model, average)}
     applied = averaged["average"].applied if averaged else contextlib.nullcontext
@@ -180,6 +181,8 @@ def fit_early_stopping(model: nn.Module, batches: Iterable, *, epochs: int, pati
             kept.update(state=copy.deepcopy(model.state_dict()))
 
     best = BestEpoch(lower_loss(tol), {"loss": math.inf}, keep=keep)
+    if warm and validation_loss is not None:
+        best.update({"loss": validation_loss()}, 0)
     losses = fit(model, batches, epochs=epochs, callbacks={
         **averaged, "early_stopping": EarlyStopping(best, measure, patience), **(callbacks or {})}, **options)
     if kept:
