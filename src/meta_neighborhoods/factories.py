@@ -66,8 +66,8 @@ def build_head(factory, n_features: int, n_outputs: int, hidden: int | Sequence[
 def build_network(estimator, n_features: int, n_outputs: int, dictionary_size: int, similarity: str,
                   temperature: float, extractor: nn.Module | None = None,
                   key_features: int | None = None) -> MetaNeighborhoods:
-    """The network of ``estimator`` that its ``network_`` describes (fit trains it, ``load`` fills it, ``save``
-    compares it with the fitted one); the head takes the ``key_features`` of ``extractor`` (without one,
+    """The network of ``estimator`` that its ``network_`` describes (fit trains it, ``load`` and a warm start fill it,
+    ``save`` compares it with the fitted one); the head takes the ``key_features`` of ``extractor`` (without one,
     the rows themselves). Called under ``training.torch_globals``, as every caller is: it draws initial weights."""
     head = build_head(estimator.head, key_features or n_features, n_outputs, estimator.hidden_layer_sizes)
     return MetaNeighborhoods(head, method_config(estimator, dictionary_size, similarity, temperature),
