@@ -12,7 +12,6 @@ import json
 import re
 from dataclasses import asdict
 from pathlib import Path
-from types import SimpleNamespace
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
@@ -233,10 +232,11 @@ def _check_estimator_params(params: dict) -> None:
     """The estimators' own checks (``check_settings``, ``MNConfig``) of the settings given, with the estimator's
     defaults for the rest, before any work; a training setting refused is named as its option is spelt
     (--learning-rate), the method's as its parameter (dictionary_size), as the experiment's check names them."""
-    from ..estimator_settings import check_settings  # imports scikit-learn: not for --help
+    from ..estimator_settings import check_settings  # imports scikit-learn and torch: not for --help
+    from ..estimators import MetaNeighborhoodsRegressor
 
     try:
-        check_settings(SimpleNamespace(**{**asdict(ESTIMATOR), "verbose": 0, **params}))
+        check_settings(MetaNeighborhoodsRegressor(**params))  # every other parameter at the estimator's default
     except ConfigError as error:
         if error.setting not in params:
             raise
