@@ -18,14 +18,15 @@ nothing of the batch: no choice of keys, no attention, no adapted prediction, no
 loss. Every exact implementation of the step does at least this, so ``keys alone / vanilla`` bounds the step's
 ratio from below.
 
-``--json PATH`` writes the four variants' medians (``vanilla_ms``, ``fast_ms``, ``generic_ms``, ``loop_ms``: S =
-``--keys``, full attention), the settings (batch, S, adapt, device) and ``configs``, one entry per S x K:
-``dictionary_size``, ``top_k`` (null for full attention), ``vanilla_ms``, ``fast_ms``, ``keys_ms`` (keys alone) and
-``distinct_keys`` (the "keys" column). The goals printed last are issue 10's (K = 32: at most 4x vanilla at S = 512,
-10x at S = 16,384), for the settings run.
+``--out PATH`` writes the printed tables under a header of what produced them (``record.py``: commit, command,
+versions, threads). ``--json PATH`` writes that record ("provenance"), the four variants' medians (``vanilla_ms``,
+``fast_ms``, ``generic_ms``, ``loop_ms``: S = ``--keys``, full attention), the settings (batch, S, adapt, device)
+and ``configs``, one entry per S x K: ``dictionary_size``, ``top_k`` (null for full attention), ``vanilla_ms``,
+``fast_ms``, ``keys_ms`` (keys alone) and ``distinct_keys`` (the "keys" column). The goals printed last are issue
+10's (K = 32: at most 4x vanilla at S = 512, 10x at S = 16,384), for the settings run.
 
-    python benchmarks/adaptation_speed.py [--json PATH] [--device cpu|cuda] [--threads N] [--sizes 512 4096 16384]
-        [--ks 0 64 32] [--repeats 30] [--oracle-repeats 5] [--adapt all|last]
+    python benchmarks/adaptation_speed.py [--json PATH] [--out PATH] [--device cpu|cuda] [--threads N]
+        [--sizes 512 4096 16384] [--ks 0 64 32] [--repeats 30] [--oracle-repeats 5] [--adapt all|last]
 """
 
 from __future__ import annotations
@@ -35,15 +36,14 @@ import argparse
 import torch
 
 from meta_neighborhoods.heads import MLPHead
-from meta_neighborhoods.io import write_json
 from meta_neighborhoods.model import MetaNeighborhoods
-from meta_neighborhoods.provenance import provenance
-from timing import timed  # benchmarks/timing.py: scripts run from this folder
+from record import Record, add_options  # benchmarks/: scripts run from this folder
+from timing import timed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", help="also write the timings here")
+    add_options(parser)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: torch's own choice)")
     parser.add_argument("--batch", type=int, default=256)
@@ -60,7 +60,12 @@ def main() -> None:
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args, device)
 
+
+def _report(args, device: torch.device) -> dict:
+    """Time the variants, print the tables and the goals; the figures (``--json``)."""
     torch.manual_seed(0)
     x = torch.randn(args.batch, 90, device=device)
     y = torch.randn(args.batch, 1, device=device)
@@ -87,10 +92,9 @@ def main() -> None:
               f"{c['fast_ms'] / c['vanilla_ms']:>7.1f}x{c['distinct_keys']:>8}{c['distinct_keys'] / len(x):>9.1f}x"
               f"{c['keys_ms']:>15.2f}{c['keys_ms'] / c['vanilla_ms']:>21.1f}x")
     _goals(configs)
-    if args.json:
-        settings = {"batch": args.batch, "keys": args.keys, "adapt": args.adapt, "device": device.type,
-                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
-        write_json(args.json, {**ms, **settings, "configs": configs, "provenance": provenance()})
+    settings = {"batch": args.batch, "keys": args.keys, "adapt": args.adapt, "device": device.type,
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    return {**ms, **settings, "configs": configs}
 
 
 GOALS = {(512, 32): 4.0, (16384, 32): 10.0}  # issue 10: (S, K) -> the most the fast step may cost, x vanilla

@@ -6,7 +6,7 @@ scikit-learn's other shipped classification tables (breast-cancer, wine, iris). 
 ``dictionary_size=0`` see the same folds; the report gives mean accuracy, the candidate minus vanilla, folds won
 and Nadeau & Bengio's corrected t-test, per table.
 
-    python benchmarks/classifier_defaults.py [--seeds 3] [--folds 5] [--json PATH]
+    python benchmarks/classifier_defaults.py [--seeds 3] [--folds 5] [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wi
 from sklearn.model_selection import StratifiedKFold
 
 from meta_neighborhoods import MetaNeighborhoodsClassifier
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import corrected_t_test
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 CANDIDATES = {
     "vanilla": {"dictionary_size": 0},
@@ -69,10 +68,17 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     parser.add_argument("--tables", nargs="+", default=CHOSEN_ON, choices=list(tables()))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json")
+    add_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
+    with Record(args.json, args.out) as record:  # written once every table has run: a file is untouched until then
+        record.figures = _compare(args)
+
+
+def _compare(args) -> dict:
+    """Every candidate on every table's folds, printed table by table; each fold's accuracy, the network it kept
+    and the validation losses it chose by."""
     results, kept, losses = {}, {}, {}  # per table and candidate, fold by fold: accuracy, network kept, its evidence
     for name, (X, y) in ((name, table) for name, table in tables().items() if name in args.tables):
         scores = {c: [] for c in args.candidates}
@@ -92,9 +98,7 @@ def main() -> None:
             p = corrected_t_test(s, base, args.folds) if c != "vanilla" else None
             print(f"{c:<26}{np.mean(s):>8.4f}{np.mean(s) - np.mean(base):>+11.4f}"
                   f"{int(np.sum(np.array(s) > np.array(base))):>7}{'—' if p is None else f'{p:.3g}':>8}", flush=True)
-    if args.json:  # beside the tables' scores, the network each fold kept and the losses it chose by, and what
-        # produced them; written atomically, so the file is untouched until then (and never left half-written)
-        write_json(args.json, {**results, "kept": kept, "validation_losses": losses, "provenance": provenance()})
+    return {**results, "kept": kept, "validation_losses": losses}
 
 
 if __name__ == "__main__":

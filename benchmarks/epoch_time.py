@@ -6,7 +6,8 @@ epochs (``max_epochs`` caps them; the patience is never reached); an epoch's sec
 by a fit of each setting on 256 rows. At the defaults an epoch trains both networks the vanilla fallback compares
 (and validates both). Settings take turns over ``--repeats`` rounds; medians.
 
-    python benchmarks/epoch_time.py [--table protein] [--epochs 3] [--repeats 3] [--threads 1] [--json PATH]
+    python benchmarks/epoch_time.py [--table protein] [--epochs 3] [--repeats 3] [--threads 1]
+        [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import torch
 
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
+
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 SETTINGS = {"vanilla": {"dictionary_size": 0}, "defaults": {}}
 
@@ -43,9 +44,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json")
+    add_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = _rounds(args)
+
+
+def _rounds(args) -> dict:
+    """Each setting's seconds per epoch over ``--repeats`` interleaved rounds, printed; the figures."""
     table = load_table(args.table, args.data_dir)
     for params in SETTINGS.values():  # what a process's first fit pays once (torch's optimiser machinery: ~1 s)
         seconds(table.X[:256], table.y[:256], params, 1)
@@ -60,10 +67,8 @@ def main() -> None:
     print(f"{'setting':<10} {'s / epoch':>10} {'vs vanilla':>11}")
     for name, value in median.items():
         print(f"{name:<10} {value:>10.2f} {value / median['vanilla']:>10.1f}x")
-    if args.json:
-        write_json(args.json, {"table": args.table, "rows": len(table.y), "threads": args.threads,
-                               "epochs": args.epochs, "seconds_per_epoch": median, "rounds": rounds,
-                               "provenance": provenance()})
+    return {"table": args.table, "rows": len(table.y), "threads": args.threads, "epochs": args.epochs,
+            "seconds_per_epoch": median, "rounds": rounds}
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ optimiser machinery is imported on first use: about a second and 70 MB). ``--thr
 and BLAS threads in each process (default 2, the figures so far; 1 is steadier on a machine shared with other
 jobs). Linux only (/proc, glibc's malloc_trim). Every round's figures are kept in ``--json``; a setting whose
 process fails (out of memory, say) is reported with its error and left out of the medians, the others go on; one
-that fails in only some rounds says so under its row, since its medians then rest on fewer rounds.
+that fails in only some rounds says so under its row, since its medians then rest on fewer rounds. ``--out PATH``
+writes the printed table under a header of what produced it (``record.py``; its threads are the children's).
 
-    python benchmarks/fit_scale.py [--rows 515345] [--epochs 1] [--repeats 3] [--threads 2] [--json PATH]
+    python benchmarks/fit_scale.py [--rows 515345] [--epochs 1] [--repeats 3] [--threads 2] [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import sys
 import time
 
 import numpy as np
+
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 _NO_DROP = {"slot_dropout": 0.0}
 SETTINGS = {  # name: estimator parameters (besides the defaults)
@@ -116,12 +119,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--json")
+    add_options(parser)
     parser.add_argument("--one", choices=list(SETTINGS), help=argparse.SUPPRESS)  # the child process's setting
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.rows, args.epochs, args.threads)))
         return
+    with Record(args.json, args.out, threads=args.threads) as record:  # the threads of the children, which measure
+        record.figures = _rounds(args)
+
+
+def _rounds(args) -> dict:
+    """Every setting fitted ``--repeats`` times, the settings taking turns; the table printed; the figures."""
     runs = {name: [] for name in args.settings}
     for _ in range(args.repeats):
         for name in args.settings:  # interleaved: a change of load hits every setting alike
@@ -130,12 +139,7 @@ def main() -> None:
     result = {name: {key: statistics.median(r[key] for r in done) for key in done[0]} if done else {}
               for name, rs in runs.items() for done in [[r for r in rs if "error" not in r]]}
     report(runs, result, args)
-    if args.json:
-        from meta_neighborhoods.io import write_json  # here: the parent process needs no torch otherwise
-        from meta_neighborhoods.provenance import provenance
-
-        write_json(args.json, {"rows": args.rows, "epochs": args.epochs, "threads": args.threads, "settings": result,
-                               "rounds": runs, "provenance": {**provenance(), "threads": args.threads}})  # the children's
+    return {"rows": args.rows, "epochs": args.epochs, "threads": args.threads, "settings": result, "rounds": runs}
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ before that).
 memory, and extra threads on a machine shared with other jobs slow fitting badly).
 
     python benchmarks/memory.py [--rows 10000 50000 ...] [--predict-rows 1000000] [--fit-epochs 2]
-                                [--threads 1] [--json PATH]
+                                [--threads 1] [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -49,11 +49,9 @@ import sklearn
 import torch
 from threadpoolctl import threadpool_limits
 
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
-
 from inference_vs_knn import (FEATURES, MB, WARMUP_ROWS, PeakRSS, fitted, knn, meta_neighborhoods, release_memory,
                               search, synthetic)
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 ROWS = (10_000, 50_000, 100_000, 200_000, 500_000)
 PREDICT_ROWS = 100_000  # fresh rows every model predicts at every training size
@@ -150,11 +148,17 @@ def main() -> None:
                         help="fresh rows for the bounded-batch case (regressor fitted on the smallest --rows)")
     parser.add_argument("--fit-epochs", type=int, default=2, help="max_epochs of the regressor")
     parser.add_argument("--threads", type=int, default=1, help="torch, OpenMP and BLAS threads in every process")
-    parser.add_argument("--json", help="also write every number and the settings here")
+    add_options(parser)
     args = parser.parse_args()
     if min(args.rows) < 10 * WARMUP_ROWS or args.predict_rows < WARMUP_ROWS:
         parser.error(f"--rows must be at least {10 * WARMUP_ROWS:,} and --predict-rows at least {WARMUP_ROWS:,}")
+    with Record(args.json, args.out, threads=args.threads) as record:  # the threads of the children, which measure
+        record.figures = _cases(args)
 
+
+def _cases(args) -> dict:
+    """Every case twice (glibc's defaults, then the pinned threshold), in fresh processes; the report printed;
+    the figures."""
     jobs = [(model, rows, PREDICT_ROWS) for rows in sorted(args.rows) for model in MODELS]
     jobs.append((MODELS[0], min(args.rows), args.predict_rows))
     runs = {pinned: [] for pinned in (False, True)}
@@ -162,16 +166,12 @@ def main() -> None:
         for pinned, results in runs.items():
             results.append(in_fresh_process(job, pinned, args.fit_epochs, args.threads))
     print_report(runs[False], runs[True], args)
-
-    if args.json:
-        write_json(args.json, {
-            "settings": {**vars(args), "features": FEATURES, "fresh_rows": PREDICT_ROWS, "train_seed": TRAIN_SEED,
-                         "predict_seed": PREDICT_SEED, "model_seed": 0,
-                         "mmap_threshold": MMAP_THRESHOLD, "torch": torch.__version__,
-                         "sklearn": sklearn.__version__},
-            "results": [asdict(m) for results in runs.values() for m in results],
-            "provenance": provenance(),
-        })
+    return {
+        "settings": {**vars(args), "features": FEATURES, "fresh_rows": PREDICT_ROWS, "train_seed": TRAIN_SEED,
+                     "predict_seed": PREDICT_SEED, "model_seed": 0, "mmap_threshold": MMAP_THRESHOLD,
+                     "torch": torch.__version__, "sklearn": sklearn.__version__},
+        "results": [asdict(m) for results in runs.values() for m in results],
+    }
 
 
 if __name__ == "__main__":

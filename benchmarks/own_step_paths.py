@@ -8,6 +8,7 @@ tensor, so on the dense path it multiplies all S keys by the adapted weights. Fo
 and one evaluation of ``--batch`` rows, on each path forced (DENSE_BELOW raised or set to 0); interleaved, medians.
 
     python benchmarks/own_step_paths.py [--keys 1024] [--top-k 32] [--batch 128] [--repeats 3] [--threads 1]
+        [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import torch
 from meta_neighborhoods import MetaNeighborhoods
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.heads import MLPHead
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
-from timing import timed  # benchmarks/: scripts run from this folder
+from record import Record, add_options  # benchmarks/: scripts run from this folder
+from timing import timed
 
 SETTINGS = {"1 step, all layers": {}, "2 steps, all layers": {"inner_steps": 2},
             "diagonal, all layers": {"step_size": "diagonal"}, "2 steps, last layer": {"inner_steps": 2, "adapt": "last"},
@@ -64,9 +64,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json")
+    add_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = {**vars(args), "rows": _report(args)}
+
+
+def _report(args) -> list[dict]:
+    """Time each setting's paths, taking turns, and print them; a row of figures per setting."""
     x, y = torch.randn(args.batch, args.features), torch.randn(args.batch, 1)
     print(f"MLP {args.features}-128-128-1, S = {args.keys}, top-{args.top_k}, B = {args.batch}, {args.threads} "
           f"thread(s); interleaved, median of {args.repeats}; ms")
@@ -81,8 +87,7 @@ def main() -> None:
         rows.append({"setting": name, "chosen": chosen, **{key: round(value, 2) for key, value in ms.items()}})
         print(f"{name:<22} {chosen:>8} {ms['train dense']:>12.1f} {ms['train gathered']:>9.1f} "
               f"{ms['eval dense']:>11.1f} {ms['eval gathered']:>9.1f}", flush=True)
-    if args.json:
-        write_json(args.json, {**vars(args), "rows": rows, "provenance": provenance()})
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ last column is the largest difference of a block size's predictions from those o
 before.
 
     python benchmarks/predict_blocks.py [--sizes 0 512 4096 8192 16384] [--blocks 4096 2048 1024 512 256]
-        [--rows 4096] [--repeats 5] [--threads 2] [--json PATH]
+        [--rows 4096] [--repeats 5] [--threads 2] [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import torch
 from fit_scale import table  # benchmarks/: scripts run from this folder
 import meta_neighborhoods.model as model_module
 from meta_neighborhoods import MetaNeighborhoodsRegressor
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 from timing import timed
 
 CHOSEN = model_module.network_batch
@@ -60,11 +59,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096, help="fresh rows predicted per call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", help="also write the timings here")
+    add_options(parser)
     args = parser.parse_args()
     if min(args.blocks) < 1:
         parser.error(f"--blocks must be positive, got {args.blocks}")
     torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args)
+
+
+def _report(args) -> dict:
+    """Time every S x block, taking turns, and print them; the figures (``--json``)."""
     X, y = table(math.ceil(max(max(args.sizes), 4096) / 0.9) + args.rows)  # S training rows besides the validation's
     train, fresh = slice(0, len(y) - args.rows), slice(len(y) - args.rows, None)
     models = {size: fitted(size, X[train], y[train]) for size in args.sizes}
@@ -89,13 +94,10 @@ def main() -> None:
         gap = max(gaps[size, block] for block in blocks)
         print(f"{size:>7}" + "".join(f"{per_row[b]:>10.1f}" for b in args.blocks) + f"{chosen:>14}{ratio:>14.2f}x"
               f"{gap:>12.1e}")
-    if args.json:
-        write_json(args.json, {"rows": args.rows, "threads": args.threads, "provenance": provenance(),
-                               "us_per_row": {f"S={s} block={b or 'chosen'}": round(t * 1e3 / args.rows, 2)
-                                              for (s, b), t in ms.items()},
-                               "chosen_block": {f"S={s}": chosen_block(models[s]) for s in args.sizes},
-                               "max_abs_diff_vs_4096": {f"S={s} block={b or 'chosen'}": g
-                                                        for (s, b), g in gaps.items()}})
+    return {"rows": args.rows, "threads": args.threads,
+            "us_per_row": {f"S={s} block={b or 'chosen'}": round(t * 1e3 / args.rows, 2) for (s, b), t in ms.items()},
+            "chosen_block": {f"S={s}": chosen_block(models[s]) for s in args.sizes},
+            "max_abs_diff_vs_4096": {f"S={s} block={b or 'chosen'}": g for (s, b), g in gaps.items()}}
 
 
 if __name__ == "__main__":

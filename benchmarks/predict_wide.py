@@ -8,6 +8,7 @@ the estimators choose (``prediction_rows``), once as it is and once with the den
 interleaved, medians, and the largest difference between the two.
 
     python benchmarks/predict_wide.py [--features 2000] [--keys 9000] [--rows 1024] [--repeats 3] [--threads 1]
+        [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import torch
 from meta_neighborhoods import MetaNeighborhoods
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.heads import MLPHead
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
-from timing import timed  # benchmarks/: scripts run from this folder
+from record import Record, add_options  # benchmarks/: scripts run from this folder
+from timing import timed
 
 
 def predict(model: MetaNeighborhoods, X: torch.Tensor, dense: bool) -> torch.Tensor:
@@ -43,9 +43,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--json")
+    add_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args)
+
+
+def _report(args) -> dict:
+    """Time the two paths, taking turns, and print them; the figures (``--json``)."""
     torch.manual_seed(0)
     model = MetaNeighborhoods(MLPHead(args.features, (128, 128)), dictionary_size=args.keys, top_k=128,
                               slot_dropout=0.5).eval()
@@ -59,8 +65,7 @@ def main() -> None:
     for name, value in ms.items():
         print(f"{name:<10} {value / args.rows:>9.3f} {value / ms['dense']:>8.2f}x")
     print(f"largest difference between the two: {difference:.2g}")
-    if args.json:
-        write_json(args.json, {**vars(args), "ms": ms, "max_difference": difference, "provenance": provenance()})
+    return {**vars(args), "ms": ms, "max_difference": difference}
 
 
 if __name__ == "__main__":

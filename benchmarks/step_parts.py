@@ -16,7 +16,7 @@ training rows as ``fit`` starts it. Timed in this process, interleaved (one call
   ``keys alone / vanilla`` is a second floor;
 * MN: a whole training step of the defaults, the same way.
 
-    python benchmarks/step_parts.py [--sizes 512 4096 16384] [--repeats 20] [--threads 2] [--json PATH]
+    python benchmarks/step_parts.py [--sizes 512 4096 16384] [--repeats 20] [--threads 2] [--json PATH] [--out PATH]
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ import torch
 from adaptation_speed import attended_keys, chosen_keys, keys_alone  # benchmarks/: scripts run from this folder
 from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
-from meta_neighborhoods.io import write_json
 from meta_neighborhoods.callbacks import WeightAverage
 from meta_neighborhoods.estimator_settings import network_description
-from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.training import OptimizerSpec, optimizer_step
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 from timing import timed
 
 BATCH = 128  # the estimators' batch size
@@ -72,9 +71,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384], help="dictionary sizes S")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", help="also write the timings here")
+    add_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args)
+
+
+def _report(args) -> dict:
+    """Time the parts, taking turns, and print them; the figures (``--json``)."""
     torch.manual_seed(0)
     X, y = table(max(args.sizes) + BATCH)
     rows, targets = torch.from_numpy(X).float(), torch.from_numpy(y).float()[:, None]
@@ -99,9 +104,7 @@ def main() -> None:
         choose, keys, step = ms.get(f"choose S={size}", 0.0), ms[f"keys S={size}"], ms[f"MN S={size}"]
         print(f"{size:>7}{vanilla:>12.2f}{choose:>11.2f}{choose / vanilla:>17.1f}x{keys:>15.2f}{keys / vanilla:>21.1f}x"
               f"{step:>9.2f}{step / vanilla:>13.1f}x{choose / step:>13.0%}")
-    if args.json:
-        write_json(args.json, {"batch": BATCH, "threads": args.threads, "ms": {k: round(v, 3) for k, v in ms.items()},
-                               "provenance": provenance()})
+    return {"batch": BATCH, "threads": args.threads, "ms": {k: round(v, 3) for k, v in ms.items()}}
 
 
 if __name__ == "__main__":

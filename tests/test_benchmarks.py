@@ -29,6 +29,19 @@ def _recorded(provenance: dict, script: str) -> None:
     assert {"torch", "numpy", "meta_neighborhoods", "git_commit", "time"} <= set(provenance)
 
 
+def _headed(text: str, printed: str, provenance: dict) -> None:
+    """A text result (``--out``) is what the script printed under a header of the record its JSON holds: the
+    commit and whether the clone had uncommitted changes, the command, the versions, the threads."""
+    first, command, versions, *body = text.splitlines(keepends=True)
+    changes = {True: "uncommitted changes", False: "no uncommitted changes", None: "not a git clone"}
+    assert first.startswith(f"# commit {provenance['git_commit']} ({changes[provenance['git_dirty']]}), ")
+    assert provenance["time"] in first
+    assert command.startswith(f"# command: {' '.join(provenance['command'])}  (in ")
+    assert versions.startswith(f"# torch {provenance['torch']}, python {provenance['python']}, ")
+    assert f", {provenance['threads']} thread(s), " in versions
+    assert "".join(body) == printed
+
+
 COST_CASES = [
     ("step_parts.py", ["--sizes", "64", "256", "--repeats", "1"], lambda d: d["ms"]),  # 64 <= K: no choice
     ("adaptation_speed.py", ["--keys", "64", "--oracle-repeats", "1", "--sizes", "64", "--ks", "0", "8", "128",
@@ -40,15 +53,16 @@ COST_CASES = [
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
      lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
 ]
-RUN_HERE = {script for script, _, _ in COST_CASES} | {"defaults_sweep.py", "timing.py"}  # timing.py: a timer, no command
+RUN_HERE = {script for script, _, _ in COST_CASES} | {"defaults_sweep.py"} | {"timing.py", "record.py"}  # helpers
 
 
 @pytest.mark.parametrize("script, options, measured", COST_CASES)
 def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, options, measured):
-    _run(script, *options, "--json", str(tmp_path / "out.json"))
+    printed = _run(script, *options, "--json", str(tmp_path / "out.json"), "--out", str(tmp_path / "out.txt"))
     result = json.loads((tmp_path / "out.json").read_text())
     assert measured(result) and all(value > 0 for value in measured(result).values())
     _recorded(result["provenance"], script)
+    _headed((tmp_path / "out.txt").read_text(), printed, result["provenance"])
     if script == "adaptation_speed.py":  # the layout issue 10 asks for
         assert {"vanilla_ms", "fast_ms", "generic_ms", "loop_ms", "batch", "keys", "adapt"} <= set(result)
         assert [(c["dictionary_size"], c["top_k"]) for c in result["configs"]] == [(64, None), (64, 8), (64, 128)]
