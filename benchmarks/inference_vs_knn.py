@@ -10,16 +10,22 @@ so the script runs in minutes on two cores; the goal is prediction speed, not ac
   predict 50,000 fresh rows; a second pair of models fitted on ROWS / 10 rows predicts the same fresh
   rows, to show whether prediction memory grows with the number of training rows.
 
-Each prediction is timed once, after a 1,000-row warm-up. During that call two memory figures are taken:
-the peak of ``tracemalloc`` (numpy and Python allocations; torch tensors are invisible to it) and the
-peak growth of the resident set size, sampled every millisecond from /proc/self/statm (Linux only) by a
-background thread. Freed heap is handed back to the OS (``malloc_trim``) before each call, so RSS growth
-is not hidden by memory that an earlier step left with the allocator. "model MB" is the pickled size.
+Every model is fitted first; then each prediction is timed ``--repeats`` times (default 5), every predictor
+of every case taking turns (one prediction each per round, so a change of the machine's load hits them all
+alike), each after a 1,000-row warm-up of the same model, and the medians are reported (every round's seconds
+are in ``--json``). During each call two memory figures are taken: the peak of ``tracemalloc`` (numpy and
+Python allocations; torch tensors are invisible to it) and the peak growth of the resident set size, sampled
+every millisecond from /proc/self/statm (Linux only) by a background thread; their medians are reported too.
+Freed heap is handed back to the OS (``malloc_trim``) before each call, so RSS growth is not hidden by memory
+that an earlier step left with the allocator. "model MB" is the pickled size. The protein table is skipped
+when its file is not found.
 ``--threads N`` caps torch, OpenMP and BLAS threads for both predictors; on a machine shared with other
 jobs, ``--threads 1`` avoids oversubscribed threads (two torch threads on two busy cores made training
-about 25x slower in one test).
+about 25x slower in one test). ``--out PATH`` writes the printed tables under a header of what produced them
+(``record.py``: commit, command, versions, threads); ``--json`` carries the same record under "provenance".
 
-    python benchmarks/inference_vs_knn.py [--json PATH] [--rows 500000] [--fit-epochs N] [--threads N]
+    python benchmarks/inference_vs_knn.py [--json PATH] [--out PATH] [--rows 500000] [--fit-epochs N] [--threads N]
+        [--repeats 5]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import ctypes
 import gc
 import os
 import pickle
+import statistics
 import threading
 import time
 import tracemalloc
@@ -43,11 +50,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from meta_neighborhoods.datasets.files import shared_data_dir
+from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 FEATURES = 90  # synthetic table width (as YearPredictionMSD)
 FRESH_ROWS = 50_000  # rows predicted on the synthetic table
@@ -66,13 +72,14 @@ class Measurement:
     train_rows: int
     predict_rows: int
     fit_s: float
-    predict_s: float
-    rows_per_s: float
-    peak_rss_mb: float
+    predict_s: float  # the median of predict_s_rounds
+    rows_per_s: float  # predict_rows / predict_s
+    peak_rss_mb: float  # medians over the rounds
     traced_peak_mb: float
     model_mb: float
     rmse: float
     search: str  # the neighbour search kNN's algorithm='auto' picked; for MN the rows it predicts at a time
+    predict_s_rounds: list[float]  # every round's seconds, in the order they ran
 
 
 # -- data and models ------------------------------------------------------------------------------
@@ -160,11 +167,11 @@ def pickled_mb(model) -> float:
     return counter.size / MB
 
 
-# -- one measurement ------------------------------------------------------------------------------
+# -- the measurements -----------------------------------------------------------------------------
 
 
-def measure(case: str, name: str, model, fit_s: float, train_rows: int, X, y) -> Measurement:
-    """Predict X once (after a warm-up), timing it and recording peak traced memory and RSS growth."""
+def predict_once(model, X, y) -> tuple[float, int, int, float]:
+    """Predict X once after a warm-up: the seconds, the RSS growth and traced peak (bytes), and the RMSE."""
     model.predict(X[:WARMUP_ROWS])
     release_memory()
     tracemalloc.start()
@@ -174,16 +181,28 @@ def measure(case: str, name: str, model, fit_s: float, train_rows: int, X, y) ->
         seconds = time.perf_counter() - start
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return Measurement(
-        case=case, model=name, train_rows=train_rows, predict_rows=len(X), fit_s=fit_s, predict_s=seconds,
-        rows_per_s=len(X) / seconds, peak_rss_mb=rss.growth / MB, traced_peak_mb=traced_peak / MB,
-        model_mb=pickled_mb(model), rmse=float(np.sqrt(np.mean((prediction - y) ** 2))), search=search(model),
-    )
+    return seconds, rss.growth, traced_peak, float(np.sqrt(np.mean((prediction - y) ** 2)))
 
 
-def compare(case: str, pair: dict, train_rows: int, X, y) -> list[Measurement]:
-    """Both predictors of ``pair`` ({name: (model, fit seconds)}) on the same prediction set."""
-    return [measure(case, name, model, fit_s, train_rows, X, y) for name, (model, fit_s) in pair.items()]
+def measure(cases: list[tuple], repeats: int) -> list[Measurement]:
+    """Every predictor of every case ((name, {model name: (model, fit seconds)}, training rows, X, y)) predicting X
+    ``repeats`` times, all taking turns, one prediction each per round; the medians."""
+    rounds = {(case, name): [] for case, pair, *_ in cases for name in pair}
+    for _ in range(repeats):
+        for case, pair, _, X, y in cases:
+            for name, (model, _) in pair.items():
+                rounds[case, name].append(predict_once(model, X, y))
+    results = []
+    for case, pair, train_rows, X, _ in cases:
+        for name, (model, fit_s) in pair.items():
+            seconds, rss, traced, rmse = zip(*rounds[case, name])
+            median = statistics.median(seconds)
+            results.append(Measurement(
+                case=case, model=name, train_rows=train_rows, predict_rows=len(X), fit_s=fit_s, predict_s=median,
+                rows_per_s=len(X) / median, peak_rss_mb=statistics.median(rss) / MB,
+                traced_peak_mb=statistics.median(traced) / MB, model_mb=pickled_mb(model), rmse=rmse[-1],
+                search=search(model), predict_s_rounds=list(seconds)))
+    return results
 
 
 def fit_pair(X, y, epochs: int) -> dict:
@@ -193,22 +212,27 @@ def fit_pair(X, y, epochs: int) -> dict:
 # -- the two tables -------------------------------------------------------------------------------
 
 
-def protein_results(epochs: int) -> list[Measurement]:
-    table = load_table("protein")
+def protein_cases(epochs: int) -> tuple[list[tuple], str | None]:
+    """The protein table's two cases (``measure``), or none and why (no data folder, no protein file)."""
+    if shared_data_dir() is None:
+        return [], "../shared/data not found"
+    try:
+        table = load_table("protein")
+    except DataFileError as error:
+        return [], str(error)
     X_train, X_test, y_train, y_test = train_test_split(table.X, table.y, test_size=0.1, random_state=0)
     pair = fit_pair(X_train, y_train, epochs)
-    return [*compare("protein, held-out 10%", pair, len(X_train), X_test, y_test),
-            *compare("protein, full table", pair, len(X_train), table.X, table.y)]
+    return [("protein, held-out 10%", pair, len(X_train), X_test, y_test),
+            ("protein, full table", pair, len(X_train), table.X, table.y)], None
 
 
-def synthetic_results(rows: int, epochs: int) -> tuple[list[Measurement], list[Measurement]]:
+def synthetic_cases(rows: int, epochs: int) -> list[tuple]:
     """The main comparison (fit on ``rows``), then the same fresh rows predicted by models fit on rows / 10."""
     X, y = synthetic(rows, seed=0)
     X_new, y_new = synthetic(FRESH_ROWS, seed=1)
-    main = compare("synthetic", fit_pair(X, y, epochs), rows, X_new, y_new)
     small = rows // 10
-    smaller = compare("synthetic, fewer training rows", fit_pair(X[:small], y[:small], epochs), small, X_new, y_new)
-    return main, smaller
+    return [("synthetic", fit_pair(X, y, epochs), rows, X_new, y_new),
+            ("synthetic, fewer training rows", fit_pair(X[:small], y[:small], epochs), small, X_new, y_new)]
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -243,44 +267,50 @@ def print_memory_scaling(scaling: list[Measurement]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", help="also write every number here")
+    add_options(parser)
     parser.add_argument("--rows", type=int, default=500_000, help="synthetic training rows")
     parser.add_argument("--fit-epochs", type=int, help="max_epochs of the regressor (default 2 synthetic, 20 protein)")
     parser.add_argument("--threads", type=int, help="torch, OpenMP and BLAS threads (default: the libraries' own)")
+    parser.add_argument("--repeats", type=int, default=5, help="predictions of each case by each model (medians)")
     args = parser.parse_args()
     if args.rows < 10 * WARMUP_ROWS:
         parser.error(f"--rows must be at least {10 * WARMUP_ROWS:,}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args)
 
+
+def _report(args) -> dict:
+    """Fit every model, time the predictions interleaved and print the tables; the figures (``--json``)."""
     with threadpool_limits(limits=args.threads):
-        protein = protein_results(args.fit_epochs or 20) if shared_data_dir() else []
-        synthetic_main, synthetic_small = synthetic_results(args.rows, args.fit_epochs or 2)
-    results = protein + synthetic_main
+        protein, skipped = protein_cases(args.fit_epochs or 20)
+        measured = measure(protein + synthetic_cases(args.rows, args.fit_epochs or 2), args.repeats)
+    results = [r for r in measured if r.case != "synthetic, fewer training rows"]
+    scaling = sorted((r for r in measured if r.case.startswith("synthetic")), key=lambda r: r.train_rows)
 
     print(f"predict throughput and memory, MetaNeighborhoodsRegressor (defaults, max_epochs "
           f"{args.fit_epochs or '20 protein / 2 synthetic'}, predicting in blocks sized to its dictionary) vs "
           "StandardScaler + "
           f"KNeighborsRegressor(k=10); cpu, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"scikit-learn {sklearn.__version__}")
-    if not protein:
-        print("protein: skipped, ../shared/data not found")
+          f"scikit-learn {sklearn.__version__}; median of {args.repeats} interleaved rounds")
+    if skipped:
+        print(f"protein: skipped, {skipped}")
     print_throughput(results)
-    print_memory_scaling(synthetic_small + synthetic_main)
+    print_memory_scaling(scaling)
     goal = ratio(results, "synthetic")
     print(f"\ngoal: MN predict throughput >= 10x kNN's: {goal:.1f}x on synthetic ({args.rows:,} training rows) "
           f"- {'met' if goal >= 10 else 'NOT met'}"
-          + "".join(f"; {ratio(results, case):.1f}x on {case}" for case in dict.fromkeys(r.case for r in protein)))
-
-    if args.json:
-        write_json(args.json, {
-            "settings": {**vars(args), "torch_threads": torch.get_num_threads(),
-                         "torch": torch.__version__, "sklearn": sklearn.__version__},
-            "results": [asdict(r) for r in results],
-            "memory_vs_training_rows": [asdict(r) for r in synthetic_small + synthetic_main],
-            "goal_ratio_synthetic": goal,
-            "provenance": provenance(),
-        })
+          + "".join(f"; {ratio(results, case):.1f}x on {case}" for case, *_ in protein))
+    return {
+        "settings": {**vars(args), "torch_threads": torch.get_num_threads(),
+                     "torch": torch.__version__, "sklearn": sklearn.__version__},
+        "results": [asdict(r) for r in results],
+        "memory_vs_training_rows": [asdict(r) for r in scaling],
+        "goal_ratio_synthetic": goal,
+    }
 
 
 if __name__ == "__main__":

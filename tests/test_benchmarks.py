@@ -2,7 +2,9 @@
 this is what keeps them from rotting between the sessions that time them."""
 
 import json
+import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +14,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _run(*argv: str) -> str:
-    done = subprocess.run([sys.executable, *argv], cwd=BENCHMARKS, capture_output=True, text=True, timeout=300)
+def _run(*argv: str, env: dict | None = None) -> str:
+    done = subprocess.run([sys.executable, *argv], cwd=BENCHMARKS, capture_output=True, text=True, timeout=300,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
@@ -53,7 +56,8 @@ COST_CASES = [
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
      lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
 ]
-RUN_HERE = {script for script, _, _ in COST_CASES} | {"defaults_sweep.py"} | {"timing.py", "record.py"}  # helpers
+RUN_HERE = ({script for script, _, _ in COST_CASES} | {"defaults_sweep.py", "inference_vs_knn.py"}
+            | {"timing.py", "record.py"})  # helpers, no command
 
 
 @pytest.mark.parametrize("script, options, measured", COST_CASES)
@@ -68,6 +72,22 @@ def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, op
         assert [(c["dictionary_size"], c["top_k"]) for c in result["configs"]] == [(64, None), (64, 8), (64, 128)]
     if script == "fit_scale.py":  # what the children ran with, not the parent's threads
         assert result["provenance"]["threads"] == result["threads"] == 2
+
+
+def test_inference_vs_knn_times_each_prediction_in_interleaved_rounds_and_reports_medians(tmp_path):
+    """Each prediction was timed once, on a machine whose load varies 2-4x from run to run."""
+    env = {**os.environ, "META_NEIGHBORHOODS_DATA": str(tmp_path)}  # no protein file: skipped, as without data
+    printed = _run("inference_vs_knn.py", "--rows", "10000", "--fit-epochs", "1", "--threads", "1", "--repeats", "2",
+                   "--json", str(tmp_path / "out.json"), "--out", str(tmp_path / "out.txt"), env=env)
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert "median of 2 interleaved rounds" in printed and "protein: skipped" in printed
+    measured = result["results"] + result["memory_vs_training_rows"]
+    assert {(r["case"], r["model"]) for r in measured} == {(case, model) for model in ("MN", "kNN") for case in
+                                                          ("synthetic", "synthetic, fewer training rows")}
+    for r in measured:
+        assert len(r["predict_s_rounds"]) == 2 and r["predict_s"] == statistics.median(r["predict_s_rounds"]) > 0
+    _recorded(result["provenance"], "inference_vs_knn.py")
+    _headed((tmp_path / "out.txt").read_text(), printed, result["provenance"])
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in RUN_HERE))
