@@ -5,9 +5,12 @@ value, AdamW step (weight decay as ``MetaNeighborhoods.parameter_groups``). The 
 (dictionary of 100 slots, 10 classes), fed random inputs and labels in training
 mode: ConvNet4 on 1x28x28, ResNet-29 on 3x32x32. Each time is the median over ``--steps`` timed steps after
 warm-up (one step on the CPU, three on CUDA), all in this process (synchronised on CUDA); the four methods of a
-backbone take turns step by step. Goal: MN+iFiLM keeps at least 0.6x of vanilla's throughput.
+backbone take turns step by step. Goal: MN+iFiLM keeps at least 0.6x of vanilla's throughput. ``--out PATH``
+writes the printed table under a header of what produced it (``record.py``: commit, command, versions, threads);
+``--json`` carries the same record under "provenance".
 
-    python benchmarks/train_throughput.py [--json PATH] [--device cpu|cuda] [--batch 128] [--steps N] [--threads N]
+    python benchmarks/train_throughput.py [--json PATH] [--out PATH] [--device cpu|cuda] [--batch 128] [--steps N]
+        [--threads N]
     python benchmarks/train_throughput.py --profile vanilla_ifilm --backbone resnet29 --device cuda
 
 ``--profile METHOD`` times nothing: it runs a few steps of one model under ``torch.profiler`` and prints the
@@ -29,11 +32,10 @@ import argparse
 import torch
 
 from meta_neighborhoods.config import GRAD_CLIP
-from meta_neighborhoods.io import write_json
-from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.image_methods import METHODS, build_model
 from meta_neighborhoods.training import OptimizerSpec, optimizer_step
-from timing import timed  # benchmarks/timing.py: scripts run from this folder
+from record import Record, add_options  # benchmarks/: scripts run from this folder
+from timing import timed
 
 BACKBONES = {"convnet4": (1, 28), "resnet29": (3, 32)}  # name: (channels, side)
 CLASSES, DICTIONARY_SIZE = 10, 100
@@ -109,7 +111,7 @@ def profile(method: str, backbone: str, batch: int, device: torch.device, rows: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", help="also write every number here")
+    add_options(parser)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=128, help="images per step")
     parser.add_argument("--steps", type=int, help="timed steps per model (default: 5 on cpu, 20 on cuda)")
@@ -128,8 +130,13 @@ def main() -> None:
     warmup = 3 if device.type == "cuda" else 1
     if args.profile:
         return profile(args.profile, args.backbone, batch, device)
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args, device, steps, warmup)
 
-    results, failed = [], {}
+
+def _report(args, device: torch.device, steps: int, warmup: int) -> dict:
+    """Time every method's step on both backbones, taking turns, and print them; the figures (``--json``)."""
+    batch, results, failed = args.batch, [], {}
     for backbone in BACKBONES:
         closures, failed[backbone] = _steps(backbone, batch, device, args.cuda_graph)
         ms = timed(closures, steps, warmup, device)
@@ -156,11 +163,9 @@ def main() -> None:
             summary[method] = goal
             print(f"goal: {method} >= {GOAL}x eager vanilla's throughput: "
                   + ", ".join(f"{b} {ratio:.2f}x ({'met' if ratio >= GOAL else 'missed'})" for b, ratio in goal.items()))
-    if args.json:
-        write_json(args.json, {"device": where, "torch": torch.__version__, "batch": batch, "steps": steps,
-                               "warmup": warmup, "goal_ratio": GOAL, "mn_ifilm_vs_vanilla": summary["mn_ifilm"],
-                               "vs_vanilla_by_method": summary, "not_captured": failed, "results": results,
-                               "provenance": provenance()})
+    return {"device": where, "torch": torch.__version__, "batch": batch, "steps": steps, "warmup": warmup,
+            "goal_ratio": GOAL, "mn_ifilm_vs_vanilla": summary["mn_ifilm"], "vs_vanilla_by_method": summary,
+            "not_captured": failed, "results": results}
 
 
 if __name__ == "__main__":
