@@ -6,7 +6,9 @@ then it runs to the end. Odd kills come at a random moment from the start (often
 loading); even kills wait until the process has written a checkpoint and then come at a random moment of the
 next epoch (training, validation, or the writing of ``best`` and ``last``).
 It must end bit-identical to the reference (every tensor of checkpoints ``best`` and ``last``, the metrics that do
-not depend on timing) with no temporary file left in the run folder. Needs ../shared/data/sklearn_digits.
+not depend on timing) with no temporary file left in the run folder. Needs ../shared/data/sklearn_digits. What it
+printed is written to ``OUT/chaos_resume.txt`` under a header of what produced it (``record.py``: commit, command,
+versions; the runs' one thread).
 
     python benchmarks/chaos_resume.py [--kills 10] [--seed 0] [--out /tmp/chaos]
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 from meta_neighborhoods import checkpoint
+from record import Record  # benchmarks/: scripts run from this folder
 
 EPOCHS = 12
 RUN = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn_ifilm", "--epochs", str(EPOCHS),
@@ -87,8 +90,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/chaos"))
     args = parser.parse_args()
-    rng = random.Random(args.seed)
     shutil.rmtree(args.out, ignore_errors=True)
+    with Record(None, args.out / "chaos_resume.txt", threads=1):  # ENV's one thread, the runs'
+        failed = _kill_and_compare(args)
+    return int(failed)
+
+
+def _kill_and_compare(args) -> bool:
+    """Run the reference, kill and resume the other run ``--kills`` times, finish it and compare; whether they
+    differ (or a temporary file was left)."""
+    rng = random.Random(args.seed)
     whole, killed = args.out / "whole", args.out / "killed"
     started = time.perf_counter()
     subprocess.run(_command(*RUN, "--out", str(whole)), env=ENV, check=True, capture_output=True)
@@ -110,7 +121,7 @@ def main() -> int:
     print(f"after {args.kills} kills: tensors differing {len(different)} {different[:3]}, metrics differing "
           f"{metrics}, temporary files left {leftovers}; test accuracy {resumed['test_accuracy']:.4f} "
           f"(uninterrupted {expected['test_accuracy']:.4f})")
-    return 0 if not (different or metrics or leftovers) else 1
+    return bool(different or metrics or leftovers)
 
 
 if __name__ == "__main__":

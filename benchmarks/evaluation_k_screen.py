@@ -5,7 +5,11 @@ Fits MetaNeighborhoodsRegressor at the defaults of its time (patience 60) on the
 (None: all of them), relative to K_eval = 32. It led to evaluating at K / (1 - slot_dropout) keys
 (``MNConfig.neighbourhood_size``); the sweep of ``defaults_sweep.py`` is what tested that rule. Prints one JSON line per fold and a summary.
 
-    python benchmarks/evaluation_k_screen.py --tables boston concrete ... [--max-rows 1000] [--seed 0]
+``--out PATH`` writes the printed lines under a header of what produced them (``record.py``: commit, command,
+versions, threads); ``--json PATH`` the ratios with the same record.
+
+    python benchmarks/evaluation_k_screen.py --tables boston concrete ... [--max-rows 1000] [--seed 0] [--json PATH]
+        [--out PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import repeated_folds, standardised_fold, subset_rows
+from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 KS = (8, 16, 32, 64, 128, 256, None)
 
@@ -44,13 +49,22 @@ def main() -> None:
     parser.add_argument("--max-rows", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir")
+    add_options(parser)
     args = parser.parse_args()
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args)
+
+
+def _report(args) -> dict:
+    """Screen every table and print the table of ratios; the ratios, table by table (``--json``)."""
     ratios = {name: screen(name, args.max_rows, args.seed, args.data_dir) for name in args.tables}
     print("\n| table | " + " | ".join(f"K = {k}" for k in KS) + " |\n|---|" + "---|" * len(KS))
     for name, row in ratios.items():
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |")
     geo = {k: math.exp(np.mean([math.log(r[k]) for r in ratios.values()])) for k in map(str, KS)}
     print("| geometric mean | " + " | ".join(f"{v:.3f}" for v in geo.values()) + " |")
+    return {"tables": args.tables, "max_rows": args.max_rows, "seed": args.seed, "ratios": ratios,
+            "geometric_mean": geo}
 
 
 if __name__ == "__main__":

@@ -13,11 +13,14 @@ For each method this script
   step, median over ``--steps``, one thread) at the backbone's image size (32x32) and at 4x4, where the
   arithmetic is negligible and the time is dispatch overhead (a CPU stand-in for the launch-bound GPU step).
 
-    python benchmarks/ifilm_ops.py [--batch 32] [--steps 11] [--backbone resnet29] [--before FILE]
+    python benchmarks/ifilm_ops.py [--batch 32] [--steps 11] [--backbone resnet29] [--before FILE] [--json PATH]
+        [--out PATH]
 
 ``--before FILE`` also measures vanilla+iFiLM and MN+iFiLM built with the ``film_norm_layer`` of FILE, an
 earlier film.py (``git show REV:src/meta_neighborhoods/film.py > FILE``), in the same process and taking
-turns with the others, so that before and after share the machine's load.
+turns with the others, so that before and after share the machine's load. ``--out PATH`` writes the printed
+table under a header of what produced it (``record.py``: commit, command, versions, threads); ``--json PATH`` the
+counts and times with the same record.
 
 Goal (issue 13): MN+iFiLM keeps at least 0.8x of vanilla's images/s on the CPU at batch 32, 32x32.
 """
@@ -34,7 +37,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from meta_neighborhoods import image_methods
-from timing import timed  # benchmarks/timing.py: scripts run from this folder
+from record import Record, add_options  # benchmarks/: scripts run from this folder
+from timing import timed
 from train_throughput import BACKBONES, training_step
 
 METHODS = ("vanilla", "vanilla_ifilm", "mn", "mn_ifilm")
@@ -82,8 +86,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=11, help="timed steps per method and image size")
     parser.add_argument("--backbone", choices=list(BACKBONES), default="resnet29")
     parser.add_argument("--before", metavar="FILE", help="an earlier film.py to measure beside the installed one")
+    add_options(parser)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    with Record(args.json, args.out) as record:
+        record.figures = _report(args)
+
+
+def _report(args) -> dict:
+    """Count and time every method's step, taking turns, and print them; the figures (``--json``)."""
     rows = {m: (m, None) for m in METHODS}
     if args.before:
         before = load_film(args.before)
@@ -105,6 +116,9 @@ def main() -> None:
     ratio = full["vanilla"] / full["mn_ifilm"]
     print(f"goal: MN+iFiLM >= {GOAL}x vanilla's images/s at {side}x{side}: {ratio:.2f}x "
           f"({'met' if ratio >= GOAL else 'missed'})")
+    return {"backbone": args.backbone, "batch": args.batch, "steps": args.steps, "tiny_side": TINY_SIDE,
+            "aten_ops": {name: dict(zip(("all", "fwd+bwd", "leaf"), counts)) for name, counts in ops.items()},
+            "ms": full, "ms_tiny": tiny, "goal_ratio": GOAL, "vs_vanilla": ratio}
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ COST_CASES = [
      lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
     ("train_throughput.py", ["--batch", "2", "--steps", "1"],  # its text result recorded no commit nor command
      lambda d: {f"{r['backbone']} {r['method']}": r["ms_per_step"] for r in d["results"]}),
+    ("ifilm_ops.py", ["--backbone", "convnet4", "--batch", "2", "--steps", "1"], lambda d: d["ms"]),
 ]
 RUN_HERE = ({script for script, _, _ in COST_CASES} | {"defaults_sweep.py", "inference_vs_knn.py"}
             | {"timing.py", "record.py"})  # helpers, no command
