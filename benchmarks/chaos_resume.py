@@ -42,6 +42,9 @@ def _command(*args: str) -> list[str]:
 
 
 def _epoch(out: Path) -> int:
+    """The epoch of checkpoint ``last``; 0 before the run wrote one (a kill during start-up)."""
+    if not checkpoint.exists(out / "last"):
+        return 0
     try:
         return checkpoint.load(out / "last")[1]["epoch"]
     except checkpoint.CheckpointError:

@@ -93,6 +93,15 @@ def test_inference_vs_knn_times_each_prediction_in_interleaved_rounds_and_report
     _headed((tmp_path / "out.txt").read_text(), printed, result["provenance"])
 
 
+def test_chaos_resume_reports_epoch_0_for_a_run_killed_before_its_first_checkpoint(monkeypatch, tmp_path):
+    """A kill during start-up left no checkpoint, and reading its epoch raised FileNotFoundError, which ended the
+    check (CheckpointError alone was caught)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import chaos_resume
+
+    assert chaos_resume._epoch(tmp_path) == 0
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in RUN_HERE))
 def test_every_other_benchmark_still_imports_what_it_uses(script):
     """The slow ones are not run here; their imports are (memory.py's import of a constant gone from
