@@ -25,7 +25,7 @@ about 25x slower in one test). ``--out PATH`` writes the printed tables under a 
 (``record.py``: commit, command, versions, threads); ``--json`` carries the same record under "provenance".
 
     python benchmarks/inference_vs_knn.py [--json PATH] [--out PATH] [--rows 500000] [--fit-epochs N] [--threads N]
-        [--repeats 5]
+        [--repeats 5] [--fresh-rows 50000]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 FEATURES = 90  # synthetic table width (as YearPredictionMSD)
-FRESH_ROWS = 50_000  # rows predicted on the synthetic table
+FRESH_ROWS = 50_000  # rows predicted on the synthetic table (--fresh-rows)
 WARMUP_ROWS = 1_000
 MB = 2**20
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -226,10 +226,11 @@ def protein_cases(epochs: int) -> tuple[list[tuple], str | None]:
             ("protein, full table", pair, len(X_train), table.X, table.y)], None
 
 
-def synthetic_cases(rows: int, epochs: int) -> list[tuple]:
-    """The main comparison (fit on ``rows``), then the same fresh rows predicted by models fit on rows / 10."""
+def synthetic_cases(rows: int, epochs: int, fresh: int) -> list[tuple]:
+    """The main comparison (fit on ``rows``, predict ``fresh`` new rows), then the same fresh rows predicted by
+    models fit on rows / 10."""
     X, y = synthetic(rows, seed=0)
-    X_new, y_new = synthetic(FRESH_ROWS, seed=1)
+    X_new, y_new = synthetic(fresh, seed=1)
     small = rows // 10
     return [("synthetic", fit_pair(X, y, epochs), rows, X_new, y_new),
             ("synthetic, fewer training rows", fit_pair(X[:small], y[:small], epochs), small, X_new, y_new)]
@@ -255,7 +256,7 @@ def print_throughput(results: list[Measurement]) -> None:
 
 
 def print_memory_scaling(scaling: list[Measurement]) -> None:
-    print(f"\nprediction memory vs training rows ({FRESH_ROWS:,} fresh synthetic rows predicted; MB)")
+    print(f"\nprediction memory vs training rows ({scaling[0].predict_rows:,} fresh synthetic rows predicted; MB)")
     print(f"{'train rows':>11}{'MN RSS+':>10}{'MN traced':>11}{'MN model':>10}"
           f"{'kNN RSS+':>10}{'kNN traced':>11}{'kNN model':>10}")
     for rows in sorted({r.train_rows for r in scaling}):
@@ -271,10 +272,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=500_000, help="synthetic training rows")
     parser.add_argument("--fit-epochs", type=int, help="max_epochs of the regressor (default 2 synthetic, 20 protein)")
     parser.add_argument("--threads", type=int, help="torch, OpenMP and BLAS threads (default: the libraries' own)")
+    parser.add_argument("--fresh-rows", type=int, default=FRESH_ROWS,
+                        help="new synthetic rows each synthetic model predicts (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="predictions of each case by each model (medians)")
     args = parser.parse_args()
     if args.rows < 10 * WARMUP_ROWS:
         parser.error(f"--rows must be at least {10 * WARMUP_ROWS:,}")
+    if args.fresh_rows < WARMUP_ROWS:
+        parser.error(f"--fresh-rows must be at least {WARMUP_ROWS:,}, the warm-up's rows")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     if args.threads:
@@ -287,7 +292,7 @@ def _report(args) -> dict:
     """Fit every model, time the predictions interleaved and print the tables; the figures (``--json``)."""
     with threadpool_limits(limits=args.threads):
         protein, skipped = protein_cases(args.fit_epochs or 20)
-        measured = measure(protein + synthetic_cases(args.rows, args.fit_epochs or 2), args.repeats)
+        measured = measure(protein + synthetic_cases(args.rows, args.fit_epochs or 2, args.fresh_rows), args.repeats)
     results = [r for r in measured if r.case != "synthetic, fewer training rows"]
     scaling = sorted((r for r in measured if r.case.startswith("synthetic")), key=lambda r: r.train_rows)
 

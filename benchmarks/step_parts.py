@@ -31,6 +31,7 @@ from fit_scale import table
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.callbacks import WeightAverage
 from meta_neighborhoods.estimator_settings import network_description
+from meta_neighborhoods.factories import build_network
 from meta_neighborhoods.training import OptimizerSpec, optimizer_step
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 from timing import timed
@@ -42,7 +43,7 @@ def build(dictionary_size: int, rows: torch.Tensor, targets: torch.Tensor):
     """The defaults' network for 90 features, as ``fit`` builds and starts it, and its training step."""
     estimator = MetaNeighborhoodsRegressor(dictionary_size=dictionary_size)
     network = network_description(estimator, rows.shape[1], 1, len(rows), rows.shape[1], dictionary_size)
-    model = estimator._build(**network).train()
+    model = build_network(estimator, **network).train()
     if not model.vanilla:
         model.dictionary.init_from_samples(rows, targets, generator=torch.Generator().manual_seed(0))
     return model, training_step(model, estimator)

@@ -80,7 +80,8 @@ def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, op
 def test_inference_vs_knn_times_each_prediction_in_interleaved_rounds_and_reports_medians(tmp_path):
     """Each prediction was timed once, on a machine whose load varies 2-4x from run to run."""
     env = {**os.environ, "META_NEIGHBORHOODS_DATA": str(tmp_path)}  # no protein file: skipped, as without data
-    printed = _run("inference_vs_knn.py", "--rows", "10000", "--fit-epochs", "1", "--threads", "1", "--repeats", "2",
+    printed = _run("inference_vs_knn.py", "--rows", "10000", "--fresh-rows", "2000", "--fit-epochs", "1",
+                   "--threads", "1", "--repeats", "2",
                    "--json", str(tmp_path / "out.json"), "--out", str(tmp_path / "out.txt"), env=env)
     result = json.loads((tmp_path / "out.json").read_text())
     assert "median of 2 interleaved rounds" in printed and "protein: skipped" in printed
