@@ -1,10 +1,10 @@
 """Seconds per training epoch of the regressor at its defaults on a registered table, whole, against vanilla.
 
-What the README's cost of the defaults on a larger table rests on. Each setting fits 1 epoch and 1 + ``--epochs``
-epochs (``max_epochs`` caps them; the patience is never reached); an epoch's seconds are the difference over
-``--epochs``, so each fit's set-up drops out, and what a process's first fit pays once is paid before the timing,
-by a fit of each setting on 256 rows. At the defaults an epoch trains both networks the vanilla fallback compares
-(and validates both). Settings take turns over ``--repeats`` rounds; medians.
+What the cost of the defaults on a larger table (docs/results/speed_and_cost.md) rests on. Each setting fits 1 epoch
+and 1 + ``--epochs`` epochs (``max_epochs`` caps them; the patience is never reached); an epoch's seconds are the
+difference over ``--epochs``, so each fit's set-up drops out, and what a process's first fit pays once is paid before
+the timing, by a fit of each setting on 256 rows. At the defaults an epoch trains both networks the vanilla fallback
+compares (and validates both). Settings take turns over ``--repeats`` rounds; medians.
 
     python benchmarks/epoch_time.py [--table protein] [--epochs 3] [--repeats 3] [--threads 1]
         [--json PATH] [--out PATH]
