@@ -44,6 +44,7 @@ from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, available_methods, cross_validate,
                                                              repeated_folds, subset_rows)
 from meta_neighborhoods.experiments.reports import won_tied_lost
+from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import compare
@@ -122,6 +123,43 @@ def _quantile(factory):
     return wrapped
 
 
+class PeriodicMLP(nn.Module):
+    """The defaults' MLP (128, 128) on periodic embeddings of the features (Gorishniy et al. 2022, "PLR"), beside the
+    features themselves: each feature x_j becomes ReLU(W_j [cos(2 pi c_j x_j), sin(2 pi c_j x_j)] + b_j), with
+    FREQUENCIES learned frequencies c_j drawn from N(0, SIGMA^2) (RealMLP-TD's scale) and EMBEDDING outputs. An
+    improvement for any MLP on tables, for vanilla and MN alike (``--input-transform periodic``); the last layer is
+    the one adapted."""
+
+    FREQUENCIES, SIGMA, EMBEDDING = 16, 0.1, 8
+
+    def __init__(self, n_features: int, n_outputs: int):
+        super().__init__()
+        self.in_features, self.out_features = n_features, n_outputs
+        self.frequencies = nn.Parameter(torch.randn(n_features, self.FREQUENCIES) * self.SIGMA)
+        self.weight = nn.Parameter(torch.randn(n_features, 2 * self.FREQUENCIES, self.EMBEDDING)
+                                   / math.sqrt(2 * self.FREQUENCIES))
+        self.bias = nn.Parameter(torch.zeros(n_features, self.EMBEDDING))
+        self.mlp = MLPHead(n_features * (self.EMBEDDING + 1), (128, 128), n_outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = 2 * math.pi * x.unsqueeze(-1) * self.frequencies  # (..., features, frequencies)
+        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+        embedded = torch.relu(torch.einsum("...fp,fpe->...fe", periodic, self.weight) + self.bias)
+        return self.mlp(torch.cat([x, embedded.flatten(-2)], dim=-1))
+
+    def adapted_parameter_names(self, adapt: str) -> list[str]:
+        if adapt != "last":
+            raise ValueError("PeriodicMLP adapts its last layer only")
+        return [f"mlp.{name}" for name in self.mlp.adapted_parameter_names("last")]
+
+
+def _with_head(factory, head):
+    """``factory``'s estimator with the network ``head`` builds (a head factory taking the features and outputs)."""
+    def wrapped(*, seed: int, n_train: int, params: dict):
+        return factory(seed=seed, n_train=n_train, params={**params, "head": head})
+    return wrapped
+
+
 def _read(path: Path) -> dict:
     """A sweep file, checked before use: a list of numbers per method and, once a run is in, one repeat seed per
     error. It is read, never executed; anything else stops with a line that names the file."""
@@ -155,6 +193,8 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     networks = {"vanilla": TABLE_METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
     if args.input_transform == "quantile":
         networks = {method: _quantile(factory) for method, factory in networks.items()}
+    if args.input_transform == "periodic":
+        networks = {method: _with_head(factory, PeriodicMLP) for method, factory in networks.items()}
     todo = {"knn": TABLE_METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
@@ -336,19 +376,21 @@ def head_to_head(out: Path, reference: str, candidate: str, more: Path | None = 
 
 
 def compare_training(base: Path, other: Path, candidate: str) -> None:
-    """A training setting shared by vanilla and MN (another --out), table by table: each method's MSE under
-    ``other`` over its MSE under ``base``, on the same folds. Adopted where it lowers vanilla's geometric mean by
-    more than the tie and MN's does not rise by more than the tie: the baseline must gain, so that a setting
-    that helps the neighbours alone is an MN candidate, not a training setting; and MN must not lose."""
+    """A training setting shared by vanilla and MN (another --out), table by table: each method's MSE under ``other``
+    over its MSE under ``base``, on the same folds (the repeats both ran, where one ran fewer). Adopted where it
+    lowers vanilla's geometric mean by more than the tie and MN's does not rise by more than the tie: the
+    baseline must gain, so that a setting that helps the neighbours alone is an MN candidate, not a training
+    setting; and MN must not lose."""
     shared = sorted({p.stem for p in base.glob("*.json")} & {p.stem for p in other.glob("*.json")})
     print(f"| table | vanilla {base.name} | vanilla {other.name} | ratio | MN {base.name} | MN {other.name} | ratio | "
           f"MN/vanilla {base.name} | MN/vanilla {other.name} |\n|---|---|---|---|---|---|---|---|---|")
     ratios = {"vanilla": [], candidate: []}
     for name in shared:
         runs = [_read(folder / f"{name}.json") for folder in (base, other)]
-        if len({(run["n"], run["folds_k"], _rows_seed(run), tuple(run["fold_seeds"])) for run in runs}) > 1:
+        common = min(len(run["fold_seeds"]) for run in runs)  # a screen of fewer repeats: the ones both ran
+        if len({(run["n"], run["folds_k"], _rows_seed(run), tuple(run["fold_seeds"][:common])) for run in runs}) > 1:
             raise SystemExit(f"{name}: the two folders did not run the same folds")
-        mean = {m: [float(np.mean(run["folds"][m])) for run in runs] for m in ratios}
+        mean = {m: [float(np.mean(run["folds"][m][:common])) for run in runs] for m in ratios}
         cells = []
         for m in ratios:
             ratios[m].append(mean[m][1] / mean[m][0])
@@ -382,7 +424,7 @@ def main() -> None:
                         help="validation_fraction of early stopping, for vanilla and MN alike")
     parser.add_argument("--ema-decay", type=_decay, default=MetaNeighborhoodsRegressor().ema_decay,
                         help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
-    parser.add_argument("--input-transform", choices=("none", "quantile"), default="none",
+    parser.add_argument("--input-transform", choices=("none", "quantile", "periodic"), default="none",
                         help="a transform of the features before vanilla and MN alike (kNN keeps its scaling)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")

@@ -137,6 +137,25 @@ def test_the_defaults_sweep_records_each_method_s_errors_with_its_provenance_and
     assert "not every table" in _refused("defaults_sweep.py", "--out", str(tmp_path), "--table2", candidate, "S512")
 
 
+def test_a_shared_training_setting_is_compared_on_the_repeats_both_folders_ran(tmp_path):
+    """A screen of one repeat (here periodic embeddings, for vanilla and MN alike) against a sweep of two on the same
+    rows: compared fold for fold on the first repeat, which both ran."""
+    candidate = "S4096-k128-drop-last-layer"
+    common = ["defaults_sweep.py", "--tables", "gom", "--folds", "2", "--max-epochs", "2", "--max-rows", "60",
+              "--threads", "1", "--quiet", "--candidates", candidate]
+    _run(*common, "--out", str(tmp_path / "base"), "--seeds", "2")
+    _run(*common, "--out", str(tmp_path / "periodic"), "--seeds", "1", "--input-transform", "periodic")
+    base, screen = (json.loads((tmp_path / name / "gom.json").read_text()) for name in ("base", "periodic"))
+    assert screen["params"]["input_transform"] == "periodic" and screen["fold_seeds"] == base["fold_seeds"][:2]
+    assert all(screen["folds"][m] != base["folds"][m][:2] for m in ("vanilla", candidate))  # another network
+    printed = _run("defaults_sweep.py", "--out", str(tmp_path / "base"), "--compare-training",
+                   str(tmp_path / "periodic"), candidate)
+    row = re.search(r"\| gom \| ([^|]+) \| ([^|]+) \| ([^|]+) \|", printed).groups()
+    first = sum(base["folds"]["vanilla"][:2]) / 2  # the first repeat's mean, not both repeats'
+    assert float(row[0]) == pytest.approx(first, rel=1e-3) and float(row[2]) == pytest.approx(
+        float(row[1]) / float(row[0]), abs=2e-3)
+
+
 def test_fit_scale_says_its_seconds_are_a_whole_fit_s_and_which_settings_failed_in_some_rounds(monkeypatch, capsys):
     """A setting that failed in one round of two was reported as if both had counted; and "s / epoch" read as an
     epoch's training, where it is the wall time of a whole one-epoch fit (set-up, validation, the fallback)."""
