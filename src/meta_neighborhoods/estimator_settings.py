@@ -14,7 +14,7 @@ from sklearn.utils import check_random_state
 
 from .config import FIELDS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
-                         is_real)
+                         is_real, shown)
 
 
 def check_settings(estimator) -> None:
@@ -81,3 +81,17 @@ def check_before_fit(estimator, n_rows: int, n_features: int) -> None:
     check_settings(estimator)
     check_random_state(estimator.random_state)
     network_description(estimator, n_features, 1, n_rows, n_features, estimator.dictionary_size)
+
+
+def warm_fit(estimator) -> bool:
+    """Whether this fit of ``estimator`` continues its fitted network (``warm_start``); the settings are checked
+    first."""
+    check_settings(estimator)
+    return estimator.warm_start and hasattr(estimator, "model_")
+
+
+def same_as_fitted(what: str, fitted, given) -> None:
+    """A warm start's refusal of a y whose ``what`` (outputs, classes) is not the fitted network's."""
+    if not np.array_equal(fitted, given):
+        raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
+                         f"{shown(given)}: fit with warm_start=False to train a new one")

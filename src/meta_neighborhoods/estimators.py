@@ -30,12 +30,11 @@ from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_method_docs import doc
-from .estimator_settings import check_settings, network_description
+from .estimator_settings import network_description, same_as_fitted, warm_fit
 from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
 from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
-from .validation import shown
 
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
           "best_loss_", "selected_", "validation_losses_", "n_features_in_",
@@ -156,18 +155,6 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         cls.__init__ = own
 
     # -- training ---------------------------------------------------------------------------------
-
-    def _warm(self) -> bool:
-        """Whether this fit continues the fitted network (``warm_start``); the settings are checked first."""
-        check_settings(self)
-        return self.warm_start and hasattr(self, "model_")
-
-    @staticmethod
-    def _same_as_fitted(what: str, fitted, given) -> None:
-        """A warm start's refusal of a y whose ``what`` (outputs, classes) is not the fitted network's."""
-        if not np.array_equal(fitted, given):
-            raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
-                             f"{shown(given)}: fit with warm_start=False to train a new one")
 
     def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int, warm: bool):
         """Fit on ``rows`` of X (with their ``weights`` and ``targets``) on the estimator's own seeded stream: the
@@ -321,7 +308,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
 
     @doc(method_docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
     def fit(self, X, y, sample_weight=None):
-        warm = self._warm()
+        warm = warm_fit(self)
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, y_numeric=True,
                              multi_output=True, reset=not warm)
         if y.dtype.kind not in "biuf":  # y_numeric converts object arrays only; strings would fail inside numpy
@@ -330,7 +317,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         rows, weights = training_rows(sample_weight, X)
         y2 = y.reshape(len(y), -1)[rows]
         if warm:
-            self._same_as_fitted("outputs", self.network_["n_outputs"], y2.shape[1])
+            same_as_fitted("outputs", self.network_["n_outputs"], y2.shape[1])
         else:  # a warm start keeps the targets' scale its network learnt on
             self.y_mean_, self.y_scale_ = standardiser(y2, weights, target=True)
         self._y_ndim = y.ndim
@@ -363,13 +350,13 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
 
     @doc(method_docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
     def fit(self, X, y, sample_weight=None):
-        warm = self._warm()
+        warm = warm_fit(self)
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, reset=not warm)
         check_classification_targets(y)
         rows, weights = training_rows(sample_weight, X)
         encoder = LabelEncoder().fit(y[rows])  # the classes of the rows fit learns from: a zero weight drops a row
         if warm:
-            self._same_as_fitted("classes", self.classes_.tolist(), encoder.classes_.tolist())
+            same_as_fitted("classes", self.classes_.tolist(), encoder.classes_.tolist())
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
             among = "" if weights is None else " among the rows of sample_weight not negligible beside the largest"
