@@ -407,3 +407,18 @@ def test_a_warm_started_estimator_saves_loads_and_continues_the_network_it_kept(
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     loaded.set_params(learning_rate=1e-9, early_stopping=False).fit(X, y)
     np.testing.assert_allclose(loaded.predict(X), model.predict(X), atol=1e-4)
+
+
+def test_a_pickle_of_a_version_before_a_parameter_existed_loads_with_its_default(fitted, tmp_path):
+    """A pickle made before warm_start existed (its state lacks the attribute) gets the parameter's default: its
+    get_params, repr, fit and save work, as pickles of scikit-learn's own estimators do."""
+    model = fitted["regressor"]
+    state = pickle.loads(pickle.dumps(model)).__dict__
+    del state["warm_start"]
+    old = MetaNeighborhoodsRegressor.__new__(MetaNeighborhoodsRegressor)
+    old.__setstate__(state)
+    assert old.get_params()["warm_start"] is False and "MetaNeighborhoodsRegressor" in repr(old)
+    X, y = _table()
+    np.testing.assert_array_equal(old.predict(X), model.predict(X))
+    assert old.save(tmp_path / "old").is_file()
+    assert old.set_params(max_epochs=1).fit(X, y).n_iter_ == 1

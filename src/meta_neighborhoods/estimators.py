@@ -9,6 +9,7 @@ same network trained the same way, without neighbours. ``head`` and ``extractor`
 from __future__ import annotations
 
 import copy
+import inspect
 import types
 import warnings
 from pathlib import Path
@@ -273,6 +274,14 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         return tags
 
     # -- persistence and deployment ----------------------------------------------------------------
+
+    def __setstate__(self, state: dict) -> None:
+        """A pickle of an earlier version lacks the parameters added since (``warm_start``): they take their defaults,
+        the behaviour it was fitted with, where get_params, repr, fit and save would raise AttributeError."""
+        signature = inspect.signature(type(self).__init__).parameters
+        defaults = {name: signature[name].default for name in self._get_param_names()
+                    if name in signature and signature[name].default is not inspect.Parameter.empty}
+        super().__setstate__({**defaults, **state})
 
     def __getstate__(self) -> dict:
         """Pickled with the network on the CPU: torch writes each tensor's device into the pickle, and a network
