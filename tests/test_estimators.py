@@ -819,3 +819,30 @@ def test_warm_start_is_a_parameter_get_params_and_clone_carry_and_unfitted_it_fi
     assert not hasattr(clone(fitted), "model_")  # a clone starts afresh, warm_start or not
     np.testing.assert_array_equal(clone(fitted).fit(X, y).predict(X), MetaNeighborhoodsRegressor(**FAST).fit(
         X, y).predict(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_fit_that_raises_leaves_a_fitted_estimator_as_it_was():
+    """A cold fit refused late (top_k=0, refused as the network is described) set the scales of the refused data,
+    on which a warm fit then continued the old network; a refused 1-class fit set classes_, and a refused warm fit the
+    shape of predict's answer."""
+    X, y = _table(n=120)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}).fit(X, y)
+    state, predicted = copy.deepcopy(vars(model)), model.predict(X)
+    with pytest.raises(ValueError, match="top_k"):
+        model.set_params(top_k=0).fit(X[:, :3] * 100 + 50, y * 10 + 3)
+    with pytest.raises(ValueError, match="top_k"):
+        model.set_params(warm_start=True).fit(X, y[:, None])
+    assert set(vars(model)) == set(state) and model.n_features_in_ == 5
+    for name in ("x_mean_", "x_scale_", "y_mean_", "y_scale_"):
+        np.testing.assert_array_equal(getattr(model, name), state[name])
+    np.testing.assert_array_equal(model.predict(X), predicted)
+    classifier = MetaNeighborhoodsClassifier(**{**FAST, "max_epochs": 2}).fit(X, (X[:, 0] > 0).astype(int))
+    with pytest.raises(ValueError, match="1 class"):
+        classifier.fit(X, np.zeros(len(X), int))
+    assert classifier.classes_.tolist() == [0, 1]
+    unfitted = MetaNeighborhoodsRegressor(**{**FAST, "top_k": 0})
+    with pytest.raises(ValueError, match="top_k"):
+        unfitted.fit(X, y)
+    assert not hasattr(unfitted, "x_mean_") and not hasattr(unfitted, "n_features_in_")
+

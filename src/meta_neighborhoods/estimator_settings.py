@@ -7,6 +7,7 @@ can refuse a setting before it claims a folder or trains anything, as the first 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -95,3 +96,18 @@ def same_as_fitted(what: str, fitted, given) -> None:
     if not np.array_equal(fitted, given):
         raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
                          f"{shown(given)}: fit with warm_start=False to train a new one")
+
+
+def unchanged_if_raised(fit):
+    """``fit``, after which a fit that raised (a setting refused late, a bad y, Ctrl-C) leaves the estimator as it
+    was: its fitted attributes stay those of its network, which a warm start continues on the scales it learnt on."""
+    @functools.wraps(fit)
+    def guarded(estimator, *args, **kwargs):
+        before = dict(vars(estimator))
+        try:
+            return fit(estimator, *args, **kwargs)
+        except BaseException:
+            vars(estimator).clear()
+            vars(estimator).update(before)
+            raise
+    return guarded

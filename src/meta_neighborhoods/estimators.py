@@ -31,7 +31,7 @@ from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_method_docs import doc
-from .estimator_settings import network_description, same_as_fitted, warm_fit
+from .estimator_settings import network_description, same_as_fitted, unchanged_if_raised, warm_fit
 from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
@@ -316,6 +316,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
     _FITTED = frozenset({*FITTED, "y_mean_", "y_scale_", "_y_ndim"})
 
     @doc(method_docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
+    @unchanged_if_raised
     def fit(self, X, y, sample_weight=None):
         warm = warm_fit(self)
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, y_numeric=True,
@@ -358,6 +359,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     _FITTED = frozenset({*FITTED, "classes_"})
 
     @doc(method_docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
+    @unchanged_if_raised
     def fit(self, X, y, sample_weight=None):
         warm = warm_fit(self)
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, reset=not warm)

@@ -72,7 +72,7 @@ def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
     if not kept.all():  # said: unlike a zero weight, the user gave these rows a weight
         warnings.warn(f"{int((~kept).sum())} rows of positive sample_weight are dropped as weight 0: float32 cannot "
                       "hold their weights beside the largest (a ratio below about 1e-45)", UserWarning,
-                      stacklevel=3)  # the user's fit
+                      stacklevel=4)  # the user's fit (through unchanged_if_raised)
     return rows[kept], scaled[kept]
 
 
@@ -219,5 +219,5 @@ def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
         side = "validation" if n_valid < 2 else "training"
         warnings.warn(f"{n} training rows leave {n_valid} for validation and {n - n_valid} for training, too few for "
                       f"{side}: early stopping on the training loss, and no vanilla fallback", UserWarning,
-                      stacklevel=5)  # the user's fit
+                      stacklevel=6)  # the user's fit (through unchanged_if_raised)
     return np.arange(n), None
