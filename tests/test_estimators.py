@@ -437,7 +437,6 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"learn_dictionary": False, "key_init": "gaussian"}, "learn_dictionary=False .* needs key_init='samples'"),
         ({"leave_one_out": True, "key_init": "gaussian"}, "leave_one_out=True .* needs key_init='samples'"),
         ({"warm_start": "yes"}, "warm_start must be True or False"),
-        ({"warm_start": True, "leave_one_out": True}, "warm_start=True with leave_one_out=True"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
@@ -799,6 +798,8 @@ def test_early_stopping_keeps_the_network_a_warm_start_began_with_unless_an_epoc
     ("regressor", lambda m, X, y: m.set_params(similarity="cosine").fit(X, y), "similarity .* at fit, 'cosine' now"),
     ("classifier", lambda m, X, y: m.fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 1)),
      r"classes \[0, 1\], but y has \[0, 1, 2\]"),
+    ("classifier", lambda m, X, y: m.fit(X, X[:, 0] > 0), r"classes \[0, 1\], but y has \[False, True\]"),
+    ("regressor", lambda m, X, y: m.set_params(leave_one_out=True).fit(X, y), "warm_start=True with leave_one_out"),
 ])
 def test_a_warm_start_refuses_what_the_fitted_network_cannot_continue(estimator, refit, message):
     X, y = _table(n=80)
@@ -846,3 +847,9 @@ def test_a_fit_that_raises_leaves_a_fitted_estimator_as_it_was():
         unfitted.fit(X, y)
     assert not hasattr(unfitted, "x_mean_") and not hasattr(unfitted, "n_features_in_")
 
+
+def test_a_first_fit_with_warm_start_is_a_cold_one_which_leave_one_out_may_start():
+    """warm_start=True with leave_one_out=True was refused before any fit; only a warm fit cannot hide the rows."""
+    X, y = _table(n=80)
+    model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}, warm_start=True, leave_one_out=True).fit(X, y)
+    assert model.n_iter_ == 2

@@ -116,8 +116,12 @@ PARAMETERS = """
         beats it (without validation rows, this fit's best epoch is kept); ``n_iter_``, ``best_epoch_`` and the
         loss curves describe this fit. X must have the fitted columns, y the fitted outputs or classes, and the
         method's settings and ``hidden_layer_sizes`` be those of the fit (a ValueError otherwise; training settings
-        such as ``learning_rate`` or ``max_epochs`` may change). Refused with ``leave_one_out``, which needs to know
-        which training row each key started at.
+        such as ``learning_rate`` or ``max_epochs`` may change; classes are compared by type and value, so labels
+        [False, True] do not continue a network of [0, 1]). ``dictionary_size`` below the fitted dictionary
+        (``network_["dictionary_size"]``) is refused; one above it continues the fitted dictionary as it is, since
+        fit caps the dictionary at its training rows and a fitted estimator does not record the value it was given.
+        A warm fit is refused with ``leave_one_out``, which needs to know which training row each key started at; a
+        first fit, cold, takes it.
     random_state : int, RandomState instance or None, default=None
         Seed of the validation split, the initialisation, the slot dropout and the batches. The caller's global
         torch generator is left untouched.

@@ -33,9 +33,6 @@ def check_settings(estimator) -> None:
     for what in (what for what, on in need_rows.items() if on and estimator.key_init != "samples"):
         raise ConfigError(f"{what}: it needs key_init='samples' (the training rows), got "
                           f"key_init={estimator.key_init!r}")
-    if estimator.warm_start and estimator.leave_one_out:
-        raise ConfigError("warm_start=True with leave_one_out=True: a warm start keeps the keys where they moved and "
-                          "knows no longer which training row each started at, which leave-one-out hides from it")
     hidden = estimator.hidden_layer_sizes
     if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
             is_int(h) and h >= 1 for h in hidden)):
@@ -88,12 +85,19 @@ def warm_fit(estimator) -> bool:
     """Whether this fit of ``estimator`` continues its fitted network (``warm_start``); the settings are checked
     first."""
     check_settings(estimator)
-    return estimator.warm_start and hasattr(estimator, "model_")
+    warm = estimator.warm_start and hasattr(estimator, "model_")
+    if warm and estimator.leave_one_out:  # a first fit is a cold one, which leave-one-out may start
+        raise ConfigError("warm_start=True with leave_one_out=True cannot continue the fitted network: a warm start "
+                          "keeps the keys where they moved and knows no longer which training row each started at, "
+                          "which leave-one-out hides from it")
+    return warm
 
 
 def same_as_fitted(what: str, fitted, given) -> None:
-    """A warm start's refusal of a y whose ``what`` (outputs, classes) is not the fitted network's."""
-    if not np.array_equal(fitted, given):
+    """A warm start's refusal of a y whose ``what`` (outputs, classes) is not the fitted network's, by type and value:
+    classes [False, True] are not [0, 1], which predict would answer."""
+    typed = [tuple((type(v), v) for v in np.ravel(values).tolist()) for values in (fitted, given)]
+    if typed[0] != typed[1]:
         raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
                          f"{shown(given)}: fit with warm_start=False to train a new one")
 
