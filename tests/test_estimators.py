@@ -572,7 +572,9 @@ def test_a_data_frame_s_dates_held_as_objects_are_refused_and_its_missing_number
     refused as a NaN in a float column is, at fit and at prediction; the caller's frame is left as it is."""
     numbers = np.arange(40.0)
     days = [np.datetime64("2020-01-01") + i for i in range(40)]
-    for held in (days, [np.timedelta64(i, "D") for i in range(40)], [*days[:39], 1.0], [*days[:39], pd.NA]):
+    durations = [np.timedelta64(i, "D") for i in range(40)]
+    for held in (days, durations, [*days[:39], 1.0], [*days[:39], pd.NA], [days[0], *range(39)],  # mixed-integer
+                 [durations[0], *range(39)]):
         frame = pd.DataFrame({"price": numbers, "day": pd.Series(held, dtype=object)})
         with pytest.raises(ValueError, match="X has non-numeric column.s. 'day': encode them"):
             MetaNeighborhoodsRegressor(**FAST).fit(frame, numbers)

@@ -183,7 +183,8 @@ def _numbers(column, dtype) -> bool:
     from pandas.api.types import infer_dtype  # a data frame's column: pandas is there
 
     held = infer_dtype(column, skipna=True)
-    if held in DATES or held == "mixed" and any(isinstance(value, (np.datetime64, np.timedelta64)) for value in column):
+    if held in DATES or held.startswith("mixed") and any(isinstance(value, (np.datetime64, np.timedelta64))
+                                                         for value in column):  # "mixed-integer" too
         return False
     try:
         np.asarray(_missing_as_nan(column), dtype=np.float64)
