@@ -472,6 +472,22 @@ def test_a_csv_runs_target_column_and_encoding_do_not_follow_its_record_onto_a_r
         check_target(Namespace(**given, config_gave={"target": "results.json"}))
 
 
+def test_a_file_not_in_the_encoding_a_record_gave_says_so_and_that_encoding_overrides_it(tmp_path):
+    from argparse import Namespace
+
+    from meta_neighborhoods.commands.common import load_table_source
+    from meta_neighborhoods.datasets.text_tables import NotInEncoding
+
+    path = tmp_path / "prices.csv"
+    path.write_bytes("a,y\n1,2\n3,4\n".encode("utf-16-le"))
+    given = dict(data_file=path, target="y", encoding="utf-16", table_sha256=None, dataset=None, data_dir=None)
+    with pytest.raises(NotInEncoding, match=r"not a 'utf-16' text table .*\(encoding 'utf-16' from results.json; "
+                                            r"--encoding overrides it\)$"):
+        load_table_source(Namespace(**given, config_gave={"encoding": "results.json"}))
+    with pytest.raises(NotInEncoding, match=r"with --encoding: utf-16, latin-1, ...\)\?$"):
+        load_table_source(Namespace(**given))
+
+
 def test_a_classify_record_s_settings_its_method_does_not_use_are_not_taken():
     from meta_neighborhoods.commands.classify import options_from_record
 

@@ -421,6 +421,15 @@ def test_a_csv_in_another_encoding_is_read_in_the_one_given_and_refused_without_
         load_csv_table(path, "y", encoding)
 
 
+def test_a_utf16_file_without_its_byte_order_mark_is_refused_in_one_line_naming_it(tmp_path):
+    """UTF-16's codec raises a UnicodeError that is not a UnicodeDecodeError: it escaped with no file name."""
+    path = tmp_path / "prices.csv"
+    path.write_bytes("a,y\n1,2\n3,4\n".encode("utf-16-le"))
+    with pytest.raises(ValueError, match=r"^prices: .*prices.csv is not a 'utf-16' text table \(UTF-16 stream does not "
+                                         r"start with BOM\); is it the right file or in another encoding"):
+        load_csv_table(path, "y", "utf-16")
+
+
 @pytest.mark.parametrize("encoding", ["no-such-codec", "base64", 8])
 def test_an_encoding_python_cannot_read_text_in_is_refused_naming_it(small_csv, encoding):
     with pytest.raises(ConfigError, match=r"encoding must be a text encoding Python knows \(utf-8, utf-16, latin-1"):

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
+from ..datasets.text_tables import NotInEncoding
 from .config_file import int_or_none
 
 
@@ -182,8 +183,14 @@ def check_target(args) -> None:
 def load_table_source(args):
     """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target),
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
-    table = load_csv_table(args.data_file, args.target, args.encoding) if args.data_file is not None else load_table(
-        args.dataset, args.data_dir)
+    try:
+        table = load_csv_table(args.data_file, args.target, args.encoding) if args.data_file is not None else \
+            load_table(args.dataset, args.data_dir)
+    except NotInEncoding as error:
+        if "encoding" not in getattr(args, "config_gave", {}):
+            raise
+        raise NotInEncoding(f"{error} (encoding {args.encoding!r} from {args.config_gave['encoding']}; --encoding "
+                            "overrides it)") from None
     if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
                           f"{args.table_sha256[:16]}... (--table-sha256, which a run records): other numbers; "

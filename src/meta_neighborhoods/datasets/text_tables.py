@@ -24,6 +24,10 @@ _COMMA_NUMBER = re.compile(r"[+-]?\d[\d,]*,\d*(\.\d*)?")  # 3,142 or 17,640.52: 
 _OTHER_DELIMITERS = ";\t|"
 
 
+class NotInEncoding(ValueError):
+    """A text table that cannot be read in the encoding it is read in (the caller may say where that came from)."""
+
+
 @dataclass(frozen=True)
 class Source:
     """The file a table's rows come from, to name a row in errors by the one numbering a user can look up: the
@@ -79,12 +83,12 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         names, skip, header_end = _header(path, delimiter, codec) if header else (None, 0, 0)
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding=codec,
                             na_values=_NA_MARKERS, low_memory=False, engine="c")
-    except UnicodeDecodeError as error:  # a binary or differently encoded file: name it, not the codec
+    except UnicodeError as error:  # a binary or differently encoded file, a UTF-16 one without its byte-order mark
         shown = "UTF-8" if codec == "utf-8-sig" else repr(encoding)
+        where = f"byte {error.start}" if isinstance(error, UnicodeDecodeError) else str(error)
         other = "" if encoding is None else " or in another encoding (give it with --encoding: utf-16, latin-1, ...)"
-        raise ValueError(
-            f"{dataset}: {path} is not a {shown} text table (byte {error.start}); is it the right file{other}?"
-        ) from None
+        raise NotInEncoding(f"{dataset}: {path} is not a {shown} text table ({where}); is it the right file{other}?"
+                            ) from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{dataset}: {path} has no data rows") from None
     except (pd.errors.ParserError, csv.Error) as error:  # ragged rows, or a broken quote / header
