@@ -140,6 +140,8 @@ def test_an_argparse_error_exits_2_with_one_line(capsys, argv, message):
     (["ablate", "--data-file", "t.csv", "--target", "y", "--encoding", "latin-42", "--param", "top_k", "--values", "4",
       "--out", "o"], "--encoding must be a text encoding Python knows (utf-8, utf-16, latin-1, cp1252, ...), got "
                      "'latin-42'"),  # before the file is read, or a folder claimed
+    (["regress", "--data-file", "t.csv", "--target", "y", "--encoding", "", "--out", "o"],
+     "--encoding must be a text encoding Python knows (utf-8, utf-16, latin-1, cp1252, ...), got ''"),  # not UTF-8
     *[(argv, "--data-dir /no/such/folder is not a folder") for argv in (  # not the shipped copy (gom, digits),
         ["regress", "--dataset", "gom", "--data-dir", "/no/such/folder", "--out", "o"],  # nor --dataset all's two
         ["regress", "--dataset", "all", "--data-dir", "/no/such/folder", "--out", "o"],

@@ -226,7 +226,7 @@ BAD_INPUTS = [
     pytest.param(_csv("a,b,y\n"), ValueError, "table.csv has no data rows", id="header-only-csv"),
     pytest.param(_csv("a,b,y\n1,red,3\n"), ValueError, "column 'b' .* is not numeric", id="text-column-csv"),
     pytest.param(_csv("a,b,y\n1,2,inf\n4,5,6\n"), ValueError, "target has 1 NaN/inf", id="inf-in-csv"),
-    pytest.param(_csv(b"\x89PNG\r\n\x1a\n\xff\xfe"), ValueError, "table.csv is not a UTF-8 text table",
+    pytest.param(_csv(b"\x89PNG\r\n\x1a\n\xff\xfe"), ValueError, "table.csv is not a text table in UTF-8",
                  id="binary-file-as-csv"),
     # -- output folders
     pytest.param(lambda tmp: (prepare_out_dir, _write(tmp / "metrics.json", "{}")), NotADirectoryError,

@@ -410,7 +410,7 @@ def test_a_csv_in_another_encoding_is_read_in_the_one_given_and_refused_without_
     their file line, which is read in the same encoding."""
     path = tmp_path / "prices.csv"
     path.write_bytes("a,\u00e9t\u00e9,y\n1,2,3\n4,5,6\n7,8,10\n".encode(encoding))
-    with pytest.raises(ValueError, match=r"prices: .*prices.csv is not a UTF-8 text table \(byte \d+\); is it the right "
+    with pytest.raises(ValueError, match=r"prices: .*prices.csv is not a text table in UTF-8 \(byte \d+\); is it the right "
                                          r"file or in another encoding \(give it with --encoding"):
         load_csv_table(path, "y")
     table = load_csv_table(path, "y", encoding)
@@ -425,9 +425,18 @@ def test_a_utf16_file_without_its_byte_order_mark_is_refused_in_one_line_naming_
     """UTF-16's codec raises a UnicodeError that is not a UnicodeDecodeError: it escaped with no file name."""
     path = tmp_path / "prices.csv"
     path.write_bytes("a,y\n1,2\n3,4\n".encode("utf-16-le"))
-    with pytest.raises(ValueError, match=r"^prices: .*prices.csv is not a 'utf-16' text table \(UTF-16 stream does not "
-                                         r"start with BOM\); is it the right file or in another encoding"):
+    with pytest.raises(ValueError, match=r"^prices: .*prices.csv is not a text table in the encoding 'utf-16' \(UTF-16 "
+                                         r"stream does not start with BOM\); is it the right file or in another"):
         load_csv_table(path, "y", "utf-16")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le"])
+def test_a_byte_order_mark_a_codec_keeps_is_not_part_of_the_first_name(tmp_path, encoding):
+    """utf-16-le and -be read a byte-order mark as a character: the first name was '\ufeffy', and --target y missed."""
+    path = tmp_path / "bom.csv"
+    path.write_bytes("\ufeffy,a\n1,2\n3,4\n5,7\n".encode(encoding))
+    table = load_csv_table(path, "y", encoding)
+    assert table.feature_names == ["a"] and table.y.tolist() == [1.0, 3.0, 5.0]
 
 
 @pytest.mark.parametrize("encoding", ["no-such-codec", "base64", 8])

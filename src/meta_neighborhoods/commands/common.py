@@ -160,16 +160,15 @@ def check_target(args) -> None:
     """--target and --encoding belong to --data-file and to nothing else, --table-sha256 to one table: say so rather
     than ignore them; an unknown encoding is refused before any work. A digest a record gave (--config) does not
     bind --dataset all, nor does 'none' bind anything, nor a target column or encoding a record gave another table."""
-    for name in ("target", "encoding"):
-        if args.data_file is None and name in getattr(args, "config_gave", {}):
+    for name in ("target", "encoding") if args.data_file is None else ():
+        if name in getattr(args, "config_gave", {}):
             setattr(args, name, None)  # a CSV run's record, rerun on a registered table the command line names
+        elif getattr(args, name) is not None:
+            raise UsageError(f"--{name} only applies to --data-file")
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
-    for name in ("target", "encoding"):
-        if args.data_file is None and getattr(args, name) is not None:
-            raise UsageError(f"--{name} only applies to --data-file")
-    if args.data_file is not None:
-        args.encoding = check_encoding("--encoding", args.encoding or "utf-8")
+    if args.data_file is not None:  # --encoding '' is refused, not read as UTF-8
+        args.encoding = check_encoding("--encoding", "utf-8" if args.encoding is None else args.encoding)
     recorded = "table_sha256" in getattr(args, "config_gave", {})
     if args.table_sha256 is not None and (args.table_sha256.lower() == NONE or args.dataset == "all" and recorded):
         args.table_sha256 = None

@@ -84,10 +84,10 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding=codec,
                             na_values=_NA_MARKERS, low_memory=False, engine="c")
     except UnicodeError as error:  # a binary or differently encoded file, a UTF-16 one without its byte-order mark
-        shown = "UTF-8" if codec == "utf-8-sig" else repr(encoding)
+        shown = "UTF-8" if codec == "utf-8-sig" else f"the encoding {encoding!r}"
         where = f"byte {error.start}" if isinstance(error, UnicodeDecodeError) else str(error)
         other = "" if encoding is None else " or in another encoding (give it with --encoding: utf-16, latin-1, ...)"
-        raise NotInEncoding(f"{dataset}: {path} is not a {shown} text table ({where}); is it the right file{other}?"
+        raise NotInEncoding(f"{dataset}: {path} is not a text table in {shown} ({where}); is it the right file{other}?"
                             ) from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{dataset}: {path} has no data rows") from None
@@ -117,6 +117,7 @@ def _header(path: Path, delimiter: str | None, codec: str) -> tuple[list[str], i
     with open(path, newline="", encoding=codec) as handle:
         for count, (fields, line) in enumerate(_records(handle, delimiter), start=1):
             if len(fields) > 1 or "".join(fields).strip():
+                fields[0] = fields[0].lstrip("\ufeff")  # a byte-order mark utf-16-le or -be keep, as utf-16 does not
                 return [name.strip() for name in fields], count, line
     return [], 0, 0
 
