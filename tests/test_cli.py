@@ -140,6 +140,7 @@ def test_an_argparse_error_exits_2_with_one_line(capsys, argv, message):
     (["ablate", "--data-file", "t.csv", "--target", "y", "--encoding", "latin-42", "--param", "top_k", "--values", "4",
       "--out", "o"], "--encoding must be a text encoding Python knows (utf-8, utf-16, latin-1, cp1252, ...), got "
                      "'latin-42'"),  # before the file is read, or a folder claimed
+    (["spiral", "--threads", "0", "--out", "o"], "--threads must be a positive integer, got 0"),
     (["regress", "--data-file", "t.csv", "--target", "y", "--encoding", "", "--out", "o"],
      "--encoding must be a text encoding Python knows (utf-8, utf-16, latin-1, cp1252, ...), got ''"),  # not UTF-8
     *[(argv, "--data-dir /no/such/folder is not a folder") for argv in (  # not the shipped copy (gom, digits),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..config import SPIRAL_METHOD, SpiralConfig
-from ..validation import ConfigError
+from ..validation import ConfigError, check_threads
 from .common import add_threads, run_options
 
 LOGGER = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from ..experiments.spiral import run_spiral
 
+    check_threads("--threads", args.threads)  # named as given, as regress names it (SpiralConfig says 'threads')
     config = SpiralConfig(seed=args.seed, epochs=args.epochs, animation=not args.no_animation, threads=args.threads)
     metrics = run_spiral(args.out, config, device=args.device, progress=not args.quiet,
                          overwrite=bool(args.overwrite))
