@@ -536,7 +536,8 @@ def test_a_rerun_from_a_record_is_checked_against_its_run_s_images_and_processes
     (tmp_path / "copied.json").write_text(record.read_text())
     assert main(["classify", "--config", str(tmp_path / "copied.json"), "--out", str(tmp_path / "again"),
                  "--quiet"]) == 0
-    assert "copied.json has no run.json beside it: this rerun is not checked" in capsys.readouterr().err
+    assert ("copied.json has no run.json beside it (a run of an older version, or a record copied from its run "
+            "folder): this rerun is not checked") in capsys.readouterr().err
 
 
 def test_a_resume_on_other_images_under_the_same_name_is_refused(tmp_path, capsys):

@@ -199,8 +199,8 @@ def _recorded_run(args) -> dict:
     record = getattr(args, "config_record", None)
     if record is None or not (record.parent / RUN).is_file():
         if record is not None:
-            LOGGER.warning("%s has no %s beside it: this rerun is not checked against its run's images and processes",
-                           record, RUN)
+            LOGGER.warning("%s has no %s beside it (a run of an older version, or a record copied from its run "
+                           "folder): this rerun is not checked against its run's images and processes", record, RUN)
         return {}
     saved, gave = read_json_object(record.parent / RUN), getattr(args, "config_gave", {})
     processes = saved.get("processes")
