@@ -158,9 +158,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     # -- training ---------------------------------------------------------------------------------
 
     def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int, warm: bool):
-        """Fit on ``rows`` of X (with their ``weights`` and ``targets``) on the estimator's own seeded stream: the
-        caller's global torch generator and default dtype are left as they were. Gradients are on whatever the
-        caller's mode (a fit inside ``torch.no_grad()`` or ``torch.inference_mode()`` trains as anywhere else)."""
+        """Fit on ``rows`` of X (with their ``weights`` and ``targets``), continuing the fitted network if ``warm``, on
+        the estimator's own seeded stream: the caller's global torch generator and default dtype are left as they
+        were. Gradients are on whatever the caller's mode (a fit inside ``torch.no_grad()`` or
+        ``torch.inference_mode()`` trains as anywhere else)."""
         device = resolve_device(self.device)
         with (torch_globals(rng_devices=[device] if device.type == "cuda" else []), torch.inference_mode(False),
               torch.enable_grad()):
@@ -183,7 +184,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
         data = _Rows(X, rows, train, valid, X_train, per_row, n_outputs, seed, warm)
         if warm:  # the network kept, alone (a rival from scratch would not compete on equal terms): vanilla or not
-            size = self.network_["dictionary_size"] and self.dictionary_size
+            size = 0 if self.network_["dictionary_size"] == 0 else self.dictionary_size  # the vanilla one kept: 0
             fits = {self.selected_: self._train_network(data, size, device)}
         else:
             fits = {persistence.WITH_NEIGHBOURS: self._train_network(data, self.dictionary_size, device)}
