@@ -38,7 +38,7 @@ from torch import nn
 
 from . import __version__, checkpoint, runs
 from .heads import FAST_PATHS, fast_path_for
-from .io import LOCK, atomic_write, lock, prepare_out_dir, reading, replaceable
+from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable
 from .model import MetaNeighborhoods
 from .provenance import provenance
 from .run_record import read_inputs
@@ -183,8 +183,9 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
     generator = torch.Generator().manual_seed(seed)
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
                       for n in (2, CHECK_BATCH))
-    with _scratch(prepare_out_dir(path.parent), path.name) as scratch:
-        candidate = export_onnx(model, example, scratch / path.name, IMAGES, metadata)
+    _say_leftovers(prepare_out_dir(path.parent), path.name)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+        candidate = export_onnx(model, example, Path(scratch) / path.name, IMAGES, metadata)
         difference = max_difference(candidate, model, check)
         if not np.isfinite(difference):
             raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference "
@@ -193,36 +194,14 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
     return path, difference
 
 
-@contextmanager
-def _scratch(folder: Path, name: str) -> Iterator[Path]:
-    """A folder of our own beside the graph ``name`` to write and check it in, locked while this export uses it;
-    first, the scratch folders that exports killed there (SIGKILL: no cleanup ran) left are removed."""
-    _remove_abandoned(folder, name)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{name}.") as scratch, lock(scratch):
-        yield Path(scratch)
-
-
-def _remove_abandoned(folder: Path, name: str) -> None:
-    """The scratch folders of exports of ``name`` into ``folder`` that ended without removing theirs: a folder (not
-    a link) named as ``_scratch`` names them, holding its lock file, which no export holds, and nothing an export
-    does not write there (the graph, ``atomic_write``'s temporary file). Any other is left as it is."""
-    scratch = re.escape(f".{name}.") + "[a-z0-9_]{8}"  # tempfile's random names, of the folder and of a file in it
-    for path in folder.iterdir():
-        if not (re.fullmatch(scratch, path.name) and path.is_dir() and not path.is_symlink()
-                and (path / LOCK).is_file() and not (path / LOCK).is_symlink()):
-            continue
-        files = list(path.iterdir())
-        if not all(file.name in (LOCK, name) or re.fullmatch(scratch + r"\.tmp", file.name) for file in files) or any(
-                file.is_dir() and not file.is_symlink() for file in files):
-            continue
-        try:
-            with lock(path):
-                for file in files:
-                    file.unlink()
-                path.rmdir()
-        except RunFolderError:  # its lock is held: an export is writing there now
-            continue
-        LOGGER.info("removed %s, the scratch folder of an export that was killed", path)
+def _say_leftovers(folder: Path, name: str) -> None:
+    """Name the scratch folders of other exports of ``name`` into ``folder``: one killed (SIGKILL runs no cleanup)
+    leaves its folder. Said, not removed: it may be the folder of an export running now."""
+    scratch = re.escape(f".{name}.") + "[a-z0-9_]{8}"  # tempfile's names of the folder export_run writes in
+    for path in sorted(folder.iterdir()):
+        if re.fullmatch(scratch, path.name) and path.is_dir() and not path.is_symlink():
+            LOGGER.warning("%s: the scratch folder of an export of %s that was killed (or of one running now); "
+                           "remove it once no export runs", path, name)
 
 
 def _destination(run_dir, path, overwrite: bool) -> Path:
