@@ -461,9 +461,13 @@ def test_an_encoding_python_cannot_read_text_in_is_refused_naming_it(small_csv, 
     ("sep=,\na,y\n1,2\n4,5\n", r"column 'sep=' of .* is not numeric .file line 2: 'a'.; its first line is a "
                               r"spreadsheet's 'sep=' line: delete it"),
     ("#rooms,b,y\n1,2,3\n4,x,6\n", r"column 'b' of .* \(file line 3: 'x'\); only numeric columns can be read"),
+    ("#id,b,y\nx1,2,3\n4,5,6\n", r"column '#id' of .* \(file line 2: 'x1'\); only numeric columns can be read"),
+    ("sep=;\na;b;y\n1;2;3\n", r"its first line is a spreadsheet's 'sep=' line: delete it, and the file seems "
+                              r"separated by ';', not ','"),
 ], ids=["semicolon", "decimal_comma", "comment", "spreadsheet_sep", "thousands", "decimal_comma_quoted",
         "ragged_semicolon", "trailing_on_data", "percent", "trailing_separator", "comment_of_the_data_s_width",
-        "spreadsheet_sep_of_two_columns", "text_below_a_header_named_with_a_hash"])
+        "spreadsheet_sep_of_two_columns", "text_below_a_header_named_with_a_hash",
+        "text_on_the_first_row_below_a_header_named_with_a_hash", "spreadsheet_sep_of_another_separator"])
 def test_a_file_written_another_way_says_how(tmp_path, text, hint):
     _refused_csv(tmp_path / "other.csv", text, hint)
 

@@ -127,21 +127,26 @@ def _header_hint(names: list[str], delimiter: str | None, trailing: bool) -> str
     extra column is empty), a first line that is not the header, or another separator."""
     if trailing:
         return " (a separator at the end of every data line? remove it)"
-    first = _first_line_hint(names)
+    first = _first_line_hint(names, delimiter)
     if first:
         return f" ({first})"
     other = _other_delimiter(names, delimiter)
     return f" (the file seems separated by {other!r}, not {delimiter!r})" if other else ""
 
 
-def _first_line_hint(names: list[str] | None) -> str:
+def _first_line_hint(names: list[str] | None, delimiter: str | None) -> str:
     """What the header's names say of a first line that is not the header: a comment, or a spreadsheet's 'sep='
-    line (whose fields may number the data's columns, which then hold the real header as their first row)."""
+    line (whose fields may number the data's columns, which then hold the real header as their first row), which
+    may name another separator than the file's."""
     first = names[0] if names else ""
     if first.startswith("#"):
         return "is its first line a comment? delete it"
     if first.lower().startswith("sep="):
-        return "its first line is a spreadsheet's 'sep=' line: delete it"
+        other = first[4:5]
+        if other in ("", delimiter):
+            return "its first line is a spreadsheet's 'sep=' line: delete it"
+        return f"its first line is a spreadsheet's 'sep=' line: delete it, and the file seems separated by {other!r}, " \
+               f"not {delimiter!r}"
     return ""
 
 
@@ -206,8 +211,9 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
         if len(bad):
             text = str(values.iloc[bad[0]])
             column = repr(names[j]) if names is not None else f"{j} (0-based)"
-            # a comment or 'sep=' line read as the header leaves the real header as the first data row
-            hint = bad[0] == 0 and _first_line_hint(names) or _number_hint(text, source.delimiter)
+            # a comment or 'sep=' line read as the header leaves the real header, no number in it, as the first row
+            header = bad[0] == 0 and pd.to_numeric(frame.iloc[0].astype(str), errors="coerce").isna().all()
+            hint = header and _first_line_hint(names, source.delimiter) or _number_hint(text, source.delimiter)
             raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric (file line "
                              f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}")
         frame[frame.columns[j]] = numbers
