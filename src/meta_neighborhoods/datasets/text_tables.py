@@ -145,8 +145,8 @@ def _first_line_hint(names: list[str] | None, delimiter: str | None) -> str:
         other = first[4:5]
         if other in ("", delimiter):
             return "its first line is a spreadsheet's 'sep=' line: delete it"
-        return f"its first line is a spreadsheet's 'sep=' line: delete it, and the file seems separated by {other!r}, " \
-               f"not {delimiter!r}"
+        return (f"its first line is a spreadsheet's 'sep=' line: delete it, and the file seems separated by "
+                f"{other!r}, not {delimiter!r}")
     return ""
 
 
