@@ -296,7 +296,8 @@ def differences(rebuilt: nn.Module, fitted: nn.Module) -> list[str]:
     changed = [f"{name} ({getattr(fitted.config, name)!r} at fit, {getattr(rebuilt.config, name)!r} now)"
                for name in settings if getattr(rebuilt.config, name) != getattr(fitted.config, name)]
     shapes = [{name: tuple(t.shape) for name, t in net.state_dict().items()} for net in (rebuilt, fitted)]
-    return changed + (["the weights' shapes (hidden_layer_sizes)"] if shapes[0] != shapes[1] else [])
+    resized = ["the weights' shapes (hidden_layer_sizes, or a head or extractor factory)"]
+    return changed + (resized if shapes[0] != shapes[1] else [])
 
 
 def continue_fitted(model: nn.Module, fitted: nn.Module) -> None:

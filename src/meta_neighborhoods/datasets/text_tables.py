@@ -36,7 +36,7 @@ class Source:
     path: Path
     header_end: int  # the file line the header ends on (0: no header)
     delimiter: str | None
-    encoding: str = "utf-8-sig"  # as Python's open() takes it
+    encoding: str  # as Python's open() takes it (_codec)
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
         """(file line, fields) of each data row: the header and blank lines hold none, as pandas reads them.
