@@ -526,7 +526,7 @@ def test_a_rerun_from_a_record_is_checked_against_its_run_s_images_and_processes
     rerun = ["classify", "--config", str(record), "--out", str(tmp_path / "rerun"), "--quiet"]
     (out / "run.json").write_text(json.dumps({**saved, "input": {**saved["input"], "mean": [0.25]}}))
     assert main(rerun) == 2
-    assert f"{record}: its run trained on digits images of channel means [0.25], but" in capsys.readouterr().err
+    assert f"{record}: the run trained on digits images of channel means [0.25], but" in capsys.readouterr().err
     assert not (tmp_path / "rerun").exists()
     assert main([*rerun, "--dataset", "mnist", "--data-dir", str(tmp_path)]) != 0  # another data set: not compared
     assert "channel means" not in capsys.readouterr().err

@@ -292,10 +292,15 @@ def read_split_of(run_dir: Path, dataset) -> Split:
         raise RunFolderError(f"{Path(run_dir) / SPLIT}: mean and std should hold one value per channel of "
                              f"{dataset.name}'s images ({len(dataset.mean)}), got {len(split.mean)}")
     if not _same_images(split.mean, split.std, dataset):
-        raise RunFolderError(f"{Path(run_dir) / SPLIT}: the run trained on {dataset.name} images of channel means "
-                             f"{np.round(split.mean, 6).tolist()}, but those under the data folder given have "
-                             f"{np.round(dataset.mean, 6).tolist()}: not the images the run was trained on")
+        raise RunFolderError(f"{Path(run_dir) / SPLIT}: {_other_images(split.mean, dataset)}: not the images the run "
+                             "was trained on")
     return split
+
+
+def _other_images(mean, dataset) -> str:
+    """What differs between the images a run recorded (their channel ``mean``) and the ``dataset`` loaded now."""
+    return (f"the run trained on {dataset.name} images of channel means {np.round(mean, 6).tolist()}, but those "
+            f"under the data folder given have {np.round(dataset.mean, 6).tolist()}")
 
 
 def _same_images(mean, std, dataset) -> bool:
@@ -308,7 +313,6 @@ def check_rerun_images(recorded: dict | None, dataset) -> None:
     """A rerun from a run's record (``recorded``: the record's path and the channel statistics its run.json gives) is
     refused on other images under the same name, as a resume is: the record's run did not train on them."""
     if recorded is not None and not _same_images(recorded["mean"], recorded["std"], dataset):
-        raise ConfigError(f"{recorded['record']}: its run trained on {dataset.name} images of channel means "
-                          f"{np.round(recorded['mean'], 6).tolist()}, but those under the data folder given have "
-                          f"{np.round(dataset.mean, 6).tolist()} (another copy or download): to train on them, give "
-                          "its options in a file of options or on the command line, not its record")
+        raise ConfigError(f"{recorded['record']}: {_other_images(recorded['mean'], dataset)} (another copy or "
+                          "download): to train on them, give its options in a file of options or on the command "
+                          "line, not its record")
