@@ -387,6 +387,9 @@ def compare_training(base: Path, other: Path, candidate: str) -> None:
     ratios = {"vanilla": [], candidate: []}
     for name in shared:
         runs = [_read(folder / f"{name}.json") for folder in (base, other)]
+        if not all(m in run["folds"] for run in runs for m in ratios):  # a screen not run that far
+            print(f"{name}: left out, not every folder has both vanilla and {candidate}", file=sys.stderr)
+            continue
         common = min(len(run["fold_seeds"]) for run in runs)  # a screen of fewer repeats: the ones both ran
         if len({(run["n"], run["folds_k"], _rows_seed(run), tuple(run["fold_seeds"][:common])) for run in runs}) > 1:
             raise SystemExit(f"{name}: the two folders did not run the same folds")
@@ -399,7 +402,7 @@ def compare_training(base: Path, other: Path, candidate: str) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     geo = {m: _geometric_mean(v) for m, v in ratios.items()}
     verdict = "adopt" if geo["vanilla"] < 1 - TIE and geo[candidate] < 1 + TIE else "keep the base"
-    print(f"\nGeometric mean of {other.name} / {base.name} over {len(shared)} tables: "
+    print(f"\nGeometric mean of {other.name} / {base.name} over {len(ratios['vanilla'])} tables: "
           + ", ".join(f"{m} {g:.4f}" for m, g in geo.items()) + f": {verdict}")
 
 

@@ -154,6 +154,11 @@ def test_a_shared_training_setting_is_compared_on_the_repeats_both_folders_ran(t
     first = sum(base["folds"]["vanilla"][:2]) / 2  # the first repeat's mean, not both repeats'
     assert float(row[0]) == pytest.approx(first, rel=1e-3) and float(row[2]) == pytest.approx(
         float(row[1]) / float(row[0]), abs=2e-3)
+    del screen["folds"][candidate]  # a screen that ran vanilla alone on a table: left out, and said
+    (tmp_path / "periodic" / "gom.json").write_text(json.dumps(screen))
+    done = subprocess.run([sys.executable, "defaults_sweep.py", "--out", str(tmp_path / "base"), "--compare-training",
+                           str(tmp_path / "periodic"), candidate], cwd=BENCHMARKS, capture_output=True, text=True)
+    assert done.returncode == 0 and "| gom |" not in done.stdout and "gom: left out" in done.stderr
 
 
 def test_fit_scale_says_its_seconds_are_a_whole_fit_s_and_which_settings_failed_in_some_rounds(monkeypatch, capsys):
