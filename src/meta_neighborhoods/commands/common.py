@@ -91,7 +91,8 @@ def add_threads(parser: argparse.ArgumentParser,
                 why: str = "Training sums in an order that depends on them: the run records the count it ran on, and "
                            "--config reruns on as many") -> None:
     """--threads of every training command: torch's CPU threads, which its results depend on; None = not given."""
-    parser.add_argument("--threads", type=int, metavar="N", help=f"torch's CPU threads (default: torch's choice). {why}")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help=f"torch's CPU threads (default: torch's choice). {why}")
 
 
 def data_folders(
