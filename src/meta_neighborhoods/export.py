@@ -183,8 +183,9 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
     generator = torch.Generator().manual_seed(seed)
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
                       for n in (2, CHECK_BATCH))
-    _say_leftovers(prepare_out_dir(path.parent), path.name)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+    folder = prepare_out_dir(path.parent)
+    _say_leftovers(folder, path.name)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{path.name}.") as scratch:
         candidate = export_onnx(model, example, Path(scratch) / path.name, IMAGES, metadata)
         difference = max_difference(candidate, model, check)
         if not np.isfinite(difference):

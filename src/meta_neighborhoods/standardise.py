@@ -157,15 +157,20 @@ def numeric_columns(X):
     scikit-learn then refuses as it refuses a NaN in a float column; other frames (polars) are left to
     scikit-learn."""
     if hasattr(X, "iloc") and hasattr(X, "columns"):  # not a Series: scikit-learn says it is not 2-D
-        bad = [str(c) for i, (c, dtype) in enumerate(zip(X.columns, X.dtypes)) if not _numbers(X.iloc[:, i], dtype)]
+        bad, filled = [], {}
+        for i, (name, dtype) in enumerate(zip(X.columns, X.dtypes)):
+            column = X.iloc[:, i]
+            if _kind(dtype) == "O" and column.isna().any():  # numpy reads None as NaN, but not pandas' NA
+                column = filled[i] = column.astype(object).where(column.notna(), np.nan)
+            if not _numbers(column, dtype):
+                bad.append(str(name))
         if bad:
             raise ValueError(f"X has non-numeric column(s) {', '.join(map(repr, bad[:5]))}: encode them (e.g. with "
                              "OneHotEncoder in a pipeline) or drop them first")
-        gaps = [i for i, dtype in enumerate(X.dtypes) if _kind(dtype) == "O" and X.iloc[:, i].isna().any()]
-        if gaps:  # a copy: the caller's frame is left as it is
+        if filled:  # a copy: the caller's frame is left as it is
             X = X.copy()
-            for i in gaps:
-                X.isetitem(i, _missing_as_nan(X.iloc[:, i]))
+            for i, column in filled.items():
+                X.isetitem(i, column)
     return X
 
 
@@ -187,7 +192,7 @@ def _numbers(column, dtype) -> bool:
                                                          for value in column):  # "mixed-integer" too
         return False
     try:
-        np.asarray(_missing_as_nan(column), dtype=np.float64)
+        np.asarray(column, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         return False
     return True
@@ -195,11 +200,6 @@ def _numbers(column, dtype) -> bool:
 
 def _kind(dtype) -> str:
     return getattr(dtype, "kind", "O")
-
-
-def _missing_as_nan(column):
-    """An object (or text) column with NaN for its missing values: numpy reads None as NaN, but not pandas' NA."""
-    return column.astype(object).where(column.notna(), np.nan)
 
 
 def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
