@@ -44,7 +44,7 @@ from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, available_methods, cross_validate,
                                                              repeated_folds, subset_rows)
 from meta_neighborhoods.experiments.reports import won_tied_lost
-from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.heads import PeriodicMLPHead
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import compare
@@ -123,36 +123,6 @@ def _quantile(factory):
     return wrapped
 
 
-class PeriodicMLP(nn.Module):
-    """The defaults' MLP (128, 128) on periodic embeddings of the features (Gorishniy et al. 2022, "PLR"), beside the
-    features themselves: each feature x_j becomes ReLU(W_j [cos(2 pi c_j x_j), sin(2 pi c_j x_j)] + b_j), with
-    FREQUENCIES learned frequencies c_j drawn from N(0, SIGMA^2) (RealMLP-TD's scale) and EMBEDDING outputs. An
-    improvement for any MLP on tables, for vanilla and MN alike (``--input-transform periodic``); the last layer is
-    the one adapted."""
-
-    FREQUENCIES, SIGMA, EMBEDDING = 16, 0.1, 8
-
-    def __init__(self, n_features: int, n_outputs: int):
-        super().__init__()
-        self.in_features, self.out_features = n_features, n_outputs
-        self.frequencies = nn.Parameter(torch.randn(n_features, self.FREQUENCIES) * self.SIGMA)
-        self.weight = nn.Parameter(torch.randn(n_features, 2 * self.FREQUENCIES, self.EMBEDDING)
-                                   / math.sqrt(2 * self.FREQUENCIES))
-        self.bias = nn.Parameter(torch.zeros(n_features, self.EMBEDDING))
-        self.mlp = MLPHead(n_features * (self.EMBEDDING + 1), (128, 128), n_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        angles = 2 * math.pi * x.unsqueeze(-1) * self.frequencies  # (..., features, frequencies)
-        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-        embedded = torch.relu(torch.einsum("...fp,fpe->...fe", periodic, self.weight) + self.bias)
-        return self.mlp(torch.cat([x, embedded.flatten(-2)], dim=-1))
-
-    def adapted_parameter_names(self, adapt: str) -> list[str]:
-        if adapt != "last":
-            raise ValueError("PeriodicMLP adapts its last layer only")
-        return [f"mlp.{name}" for name in self.mlp.adapted_parameter_names("last")]
-
-
 def _with_head(factory, head):
     """``factory``'s estimator with the network ``head`` builds (a head factory taking the features and outputs)."""
     def wrapped(*, seed: int, n_train: int, params: dict):
@@ -194,7 +164,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     if args.input_transform == "quantile":
         networks = {method: _quantile(factory) for method, factory in networks.items()}
     if args.input_transform == "periodic":
-        networks = {method: _with_head(factory, PeriodicMLP) for method, factory in networks.items()}
+        networks = {method: _with_head(factory, PeriodicMLPHead) for method, factory in networks.items()}
     todo = {"knn": TABLE_METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:

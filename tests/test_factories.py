@@ -11,7 +11,8 @@ from sklearn.model_selection import GridSearchCV
 from torch import nn
 
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
-from meta_neighborhoods.heads import MLPHead, fast_path_for
+from meta_neighborhoods import adaptation
+from meta_neighborhoods.heads import MLPHead, PeriodicMLPHead, fast_path_for
 from meta_neighborhoods.standardise import standardise
 
 FAST = dict(dictionary_size=8, max_epochs=20, learning_rate=1e-2, batch_size=32, n_iter_no_change=5, random_state=0)
@@ -66,6 +67,19 @@ def test_an_extractor_of_one_s_own_holds_the_keys_among_its_features():
     assert keys.shape == (8, 12) and nearest.max() < 1e-5
     both = MetaNeighborhoodsRegressor(**FAST, extractor=widening, head=TanhHead).fit(X, y)
     assert both.model_.head.in_features == 12 and both.predict(X).shape == (120,)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("cls", [MetaNeighborhoodsRegressor, MetaNeighborhoodsClassifier])
+def test_the_periodic_head_is_a_factory_whose_last_layer_takes_the_fast_path(cls, monkeypatch):
+    """``head=PeriodicMLPHead`` as it is; at the default ``adapt="last"`` the generic inner loop never runs."""
+    monkeypatch.setattr(adaptation, "adapt_generic", lambda *a, **k: pytest.fail("the generic inner loop ran"))
+    X, y, labels = _table()
+    target = y if cls is MetaNeighborhoodsRegressor else labels
+    model = cls(**FAST, head=functools.partial(PeriodicMLPHead, hidden=(16,))).fit(X, target)
+    assert type(model.model_.head) is PeriodicMLPHead and model.predict(X).shape == (120,)
+    assert model.score(X, target) > 0.6
+    assert model.model_.adaptation.step_size.names == ["last_layer.weight", "last_layer.bias"]
 
 
 def test_without_factories_the_network_is_the_paper_s():
@@ -131,7 +145,7 @@ def test_nn_linear_meets_the_head_contract():
 def test_save_refuses_a_factory_and_says_what_to_do(tmp_path):
     X, y, _ = _table(n=40)
     model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2}, extractor=widening).fit(X, y)
-    with pytest.raises(ValueError, match="cannot save a model built by a custom extractor: .* pickle or joblib .* a lambda does not pickle\)$"):
+    with pytest.raises(ValueError, match=r"cannot save a model built by a custom extractor: .* pickle or joblib .* a lambda does not pickle\)$"):
         model.save(tmp_path / "model")
     assert not list(tmp_path.iterdir())
 

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from meta_neighborhoods.heads import (
-    FAST_PATHS, CosineHead, MLPHead, adapted_parameter_names, decayed_parameter_names, fast_path, fast_path_for,
+    FAST_PATHS, CosineHead, LastLayerHead, MLPHead, PeriodicMLPHead, adapted_parameter_names, decayed_parameter_names,
+    fast_path, fast_path_for,
 )
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.validation import ConfigError
@@ -174,3 +175,52 @@ def test_an_own_slot_equal_to_the_dictionary_size_is_refused():
     own key and target (leave-one-out silently off)."""
     with pytest.raises(ValueError, match=r"own_slot must hold one slot in \[-1, 4\) per row"):
         _training(4).predict_features(torch.randn(5, 3), torch.full((5,), 4))
+
+
+class Declared(nn.Module):
+    """Any body under a last linear layer it declares (``LastLayerHead``)."""
+
+    def __init__(self, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = 3, 2
+        self.scale = nn.Parameter(torch.ones(3))
+        self.last_layer = nn.Linear(6, 2, bias=bias)
+
+    def body(self, z):
+        return torch.cat([torch.sin(self.scale * z), z], dim=-1)
+
+    def forward(self, z):
+        return self.last_layer(self.body(z))
+
+
+def test_a_declared_last_layer_is_adapted_alone_on_the_fast_path_of_linear_layers():
+    head = Declared()
+    assert adapted_parameter_names(head, "last") == ["last_layer.weight", "last_layer.bias"]
+    assert fast_path_for(head) is None  # not its exact type's: what it adapts decides
+    assert fast_path_for(head, ["last_layer.bias", "last_layer.weight"]) is FAST_PATHS[LastLayerHead]
+    assert fast_path_for(head, adapted_parameter_names(head, "all")) is None
+    assert fast_path_for(Declared(bias=False), ["last_layer.weight"]) is None  # the path steps a weight and a bias
+    assert fast_path_for(TwoLayers(), ["second.weight", "second.bias"]) is None  # declares nothing
+
+
+def test_the_periodic_head_embeds_each_feature_beside_itself_under_its_declared_last_layer():
+    torch.manual_seed(0)
+    head = PeriodicMLPHead(3, 2, hidden=(7,), frequencies=4, embedding=5)
+    x = torch.randn(6, 3)
+    embedded = head.embedding(x)
+    assert embedded.shape == (6, 3 * (5 + 1)) and torch.equal(embedded[:, :3], x)
+    assert (embedded[:, 3:] >= 0).all()  # a ReLU of each feature's cosines and sines
+    angles = 2 * torch.pi * x[:, :1] * head.embedding.frequencies[0]  # the first feature's, by hand
+    first = torch.relu(torch.cat([angles.cos(), angles.sin()], 1) @ head.embedding.weight[0] + head.embedding.bias[0])
+    torch.testing.assert_close(embedded[:, 3:8], first)
+    torch.testing.assert_close(head(x), head.last_layer(head.body(x)))
+    assert head.body(x).shape == (6, 7)
+    assert adapted_parameter_names(head, "last") == ["last_layer.weight", "last_layer.bias"]
+    assert len(adapted_parameter_names(head, "all")) == 7
+
+
+@pytest.mark.parametrize("options", [{"hidden": 128}, {"hidden": (0,)}, {"out_features": 0}, {"frequencies": 0},
+                                     {"sigma": 0.0}, {"embedding": 1.5}])
+def test_a_bad_periodic_head_is_refused_naming_its_settings(options):
+    with pytest.raises(ConfigError, match="Periodic"):
+        PeriodicMLPHead(3, **{"out_features": 1, **options})

@@ -68,7 +68,7 @@ class Adaptation(nn.Module):
     def forward(self, head, z, keys, values, weights) -> torch.Tensor:
         """Predictions (B, out) of the head adapted to each row of z (B, d) with attention ``weights``: (B, S), or
         ``TopK`` on S keys, which only fast paths registered with ``top_k=True`` take as it is."""
-        choice, path = self.implementation, fast_path_for(head)
+        choice, path = self.implementation, fast_path_for(head, self.step_size.names)
         if choice == "fast" and path is None:
             raise ValueError(f"no fast adaptation path for {type(head).__name__}; use implementation='generic'")
         loop = InnerLoop(self.task, self.steps, self.step_size(), self.first_order)

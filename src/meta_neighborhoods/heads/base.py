@@ -9,11 +9,15 @@ The head contract (``Head``): any ``nn.Module`` with
 * no batch normalisation (refused: the head is finetuned and applied one input at a time); dropout draws
   anew for each input;
 * optionally ``decays_weight = False`` on the head or any submodule whose parameters weight decay must not touch
-  (default: weight decay on every parameter with two or more dimensions, see ``decayed_parameter_names``).
+  (default: weight decay on every parameter with two or more dimensions, see ``decayed_parameter_names``);
+* optionally ``body(x)`` and ``last_layer``, an ``nn.Linear`` with a bias, where ``forward(x)`` is
+  ``last_layer(body(x))`` (``LastLayerHead``): then ``adapt="last"`` adapts that layer, on the fast path of linear
+  layers, whatever the body (its features are computed once for the batch and once for the keys; a dropout in the
+  body draws once for the keys, not anew for each input's copy of them).
 
 A head with a closed-form inner loop registers it with ``@fast_path(HeadClass)``; ``fast_path_for`` finds it by
 exact type, because a subclass may change the forward pass the closed form relies on. Heads without one run
-through the generic ``torch.func`` oracle in ``adaptation.py``.
+through the generic ``torch.func`` oracle in ``adaptation.py``, but for a ``LastLayerHead`` adapting its last layer.
 """
 
 from __future__ import annotations
@@ -42,6 +46,16 @@ class Head(Protocol):
     def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class LastLayerHead(Protocol):
+    """A head that says where its last linear layer is: ``forward(x) == last_layer(body(x))``. Its key in
+    ``FAST_PATHS`` is the path of that layer adapted alone."""
+
+    last_layer: nn.Linear
+
+    def body(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 def fast_path(head_type: type, top_k: bool = False) -> Callable[[FastPath], FastPath]:
     """Register the decorated function as ``head_type``'s closed-form inner loop; ``top_k=True`` says it takes
     top-k attention (``inner_loss.TopK``) as it is, rather than as a dense (B, S) matrix."""
@@ -58,9 +72,22 @@ def takes_top_k(path: FastPath) -> bool:
     return getattr(path, "takes_top_k", False)
 
 
-def fast_path_for(head: nn.Module) -> FastPath | None:
-    """The closed-form inner loop of this head's exact type, or None when only the generic one applies."""
-    return FAST_PATHS.get(type(head))
+def fast_path_for(head: nn.Module, adapted: list[str] | None = None) -> FastPath | None:
+    """The closed-form inner loop of this head's exact type; else, where the ``adapted`` parameters are the last
+    layer a ``LastLayerHead`` declares, that layer's; else None: only the generic one applies."""
+    path = FAST_PATHS.get(type(head))
+    if path is None and adapted is not None and sorted(adapted) == sorted(last_layer_names(head)):
+        return FAST_PATHS.get(LastLayerHead)
+    return path
+
+
+def last_layer_names(head: nn.Module) -> list[str]:
+    """The names of the weight and bias of the last linear layer the head declares (``LastLayerHead``), or []."""
+    layer = getattr(head, "last_layer", None)
+    if not (callable(getattr(head, "body", None)) and isinstance(layer, nn.Linear) and layer.bias is not None):
+        return []
+    names = {id(p): name for name, p in head.named_parameters()}
+    return [names[id(layer.weight)], names[id(layer.bias)]] if id(layer.weight) in names else []
 
 
 def adapted_parameter_names(head: nn.Module, adapt: str) -> list[str]:
@@ -70,6 +97,8 @@ def adapted_parameter_names(head: nn.Module, adapt: str) -> list[str]:
     names = [name for name, _ in head.named_parameters()]
     if adapt == "all":
         return names
+    if last_layer_names(head):
+        return last_layer_names(head)
     last_module = [m for m in head.modules() if any(True for _ in m.parameters(recurse=False))][-1]
     last = {id(p) for p in last_module.parameters(recurse=False)}
     return [name for name, p in head.named_parameters() if id(p) in last]

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..inner_loss import InnerLoop, TopK, gather_rows, loss_gradient
 from ..validation import ConfigError, is_int
-from .base import fast_path
+from .base import LastLayerHead, fast_path, last_layer_names
 
 
 class MLPHead(nn.Module):
@@ -112,28 +112,28 @@ def _top_k_correction(top: TopK, delta, inputs, query, alpha_w, alpha_b) -> torc
     return torch.einsum("boi,oi,bi->bo", grad_w, alpha_w, query) + alpha_b * (top.weight[..., None] * delta).sum(1)
 
 
-def _mlp_step(loop: InnerLoop, layers: Layers, tuned: list[int], keys, values, weights, start: int) -> Layers:
+def _mlp_step(loop: InnerLoop, layers: Layers, names: list[tuple[str, str]], tuned: list[int], keys, values,
+              weights, start: int) -> Layers:
     """One inner step with per-example results: tuned layers come out (B, out, in), the others stay shared."""
     inputs, deltas = _mlp_deltas(loop, layers, tuned, keys, values, weights, start)
     stepped = list(layers)
     for i in tuned:  # example b's gradient: its weighted deltas times the layer's inputs, summed over keys
-        (weight, bias), names = layers[i], _layer_names(i)
-        stepped[i] = (weight - loop.alphas[names[0]] * (deltas[i].transpose(-1, -2) @ inputs[i]),
-                      bias - loop.alphas[names[1]] * deltas[i].sum(-2))
+        (weight, bias), (w_name, b_name) = layers[i], names[i]
+        stepped[i] = (weight - loop.alphas[w_name] * (deltas[i].transpose(-1, -2) @ inputs[i]),
+                      bias - loop.alphas[b_name] * deltas[i].sum(-2))
     return stepped
 
 
-@fast_path(MLPHead, top_k=True)
-def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch.Tensor:
-    """Fast path for linear and MLP heads, adapted in full or in the last layer.
+def adapt_layers(layers: Layers, names: list[tuple[str, str]], z, keys, values, weights,
+                 loop: InnerLoop) -> torch.Tensor:
+    """The inner loop of linear layers with ReLU between them, ``layers`` (weight, bias) named ``names``, those
+    named in ``loop.alphas`` adapted: the fast path of MLP heads, and of any head's last linear layer.
 
     One step shares the per-key backpropagation across the batch; later steps are per example, so with top-k
     attention each example then carries its own K keys (B, K, d) through them. The layers below the first tuned
     one never change: the keys pass through them once, shared, whatever the number of steps.
     """
-    params = dict(head.named_parameters())
-    layers = [tuple(params[name] for name in _layer_names(i)) for i in range(len(head.layers))]
-    tuned = [i for i in range(len(layers)) if _layer_names(i)[0] in loop.alphas]
+    tuned = [i for i, (w_name, _) in enumerate(names) if w_name in loop.alphas]
     if loop.steps > 1:
         start = min(tuned)
         for weight, bias in layers[:start]:  # never the last layer, so always followed by a ReLU
@@ -142,15 +142,31 @@ def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch
             index, weights = weights.index, weights.weight
             keys, values = gather_rows(keys, index), gather_rows(values, index)
         for _ in range(loop.steps):
-            layers = _mlp_step(loop, layers, tuned, keys, values, weights, start)
+            layers = _mlp_step(loop, layers, names, tuned, keys, values, weights, start)
         return _mlp_forward(layers, z[:, None])[1][-1][:, 0]
 
     inputs, deltas = _mlp_deltas(loop, layers, tuned, keys, values)
     x = z
-    for i, layer in enumerate(head.layers):
-        a = layer(x)
+    for i, (weight, bias) in enumerate(layers):
+        a = F.linear(x, weight, bias)
         if i in tuned:
-            w_name, b_name = _layer_names(i)
+            w_name, b_name = names[i]
             a = a - _linear_correction(weights, deltas[i], inputs[i], x, loop.alphas[w_name], loop.alphas[b_name])
         x = F.relu(a) if i < len(layers) - 1 else a
     return x
+
+
+@fast_path(MLPHead, top_k=True)
+def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch.Tensor:
+    """Fast path for linear and MLP heads, adapted in full or in the last layer (``adapt_layers``)."""
+    names = [_layer_names(i) for i in range(len(head.layers))]
+    return adapt_layers([(layer.weight, layer.bias) for layer in head.layers], names, z, keys, values, weights, loop)
+
+
+@fast_path(LastLayerHead, top_k=True)
+def adapt_last_layer(head: nn.Module, z, keys, values, weights, loop: InnerLoop) -> torch.Tensor:
+    """Fast path for the last linear layer a head declares, adapted alone: linear layers' path on the body's features,
+    which the inner loop does not change."""
+    layer = head.last_layer
+    return adapt_layers([(layer.weight, layer.bias)], [tuple(last_layer_names(head))], head.body(z), head.body(keys),
+                        values, weights, loop)

@@ -1,0 +1,66 @@
+"""Periodic embeddings of the features under an MLP (Gorishniy et al. 2022, "PLR"): what helps any MLP on tables.
+
+Each feature x_j becomes ReLU(W_j [cos(2 pi c_j x_j), sin(2 pi c_j x_j)] + b_j), beside x_j itself, with learned
+frequencies c_j drawn from N(0, sigma^2) (RealMLP-TD's scale 0.1): a smooth feature's fine structure is then a
+few linear pieces away, which a ReLU network on x alone builds slowly. The head declares its last layer
+(``LastLayerHead``), so ``adapt="last"`` takes the fast path of linear layers; ``adapt="all"`` the generic one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..validation import ConfigError, is_int
+
+
+class PeriodicEmbedding(nn.Module):
+    """(n, features) -> (n, features * (embedding + 1)): each feature beside its own periodic embedding."""
+
+    def __init__(self, in_features: int, frequencies: int = 16, sigma: float = 0.1, embedding: int = 8):
+        super().__init__()
+        if not all(is_int(n) and n > 0 for n in (in_features, frequencies, embedding)) or not sigma > 0:
+            raise ConfigError(f"PeriodicEmbedding needs positive integer in_features, frequencies and embedding and a "
+                              f"positive sigma, got {in_features!r}, {frequencies!r}, {embedding!r}, {sigma!r}")
+        self.in_features, self.out_features = in_features, in_features * (embedding + 1)
+        self.frequencies = nn.Parameter(torch.randn(in_features, frequencies) * sigma)
+        self.weight = nn.Parameter(torch.randn(in_features, 2 * frequencies, embedding) / math.sqrt(2 * frequencies))
+        self.bias = nn.Parameter(torch.zeros(in_features, embedding))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = 2 * math.pi * x.unsqueeze(-1) * self.frequencies  # (..., features, frequencies)
+        periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+        embedded = F.relu(torch.einsum("...fp,fpe->...fe", periodic, self.weight) + self.bias)
+        return torch.cat([x, embedded.flatten(-2)], dim=-1)
+
+
+class PeriodicMLPHead(nn.Module):
+    """An MLP of ``hidden`` widths on ``PeriodicEmbedding`` of the features. Its arguments come in a head factory's
+    order, so ``head=PeriodicMLPHead`` (or ``functools.partial(PeriodicMLPHead, hidden=(64,))``) is an estimator's
+    head factory; the default widths are the estimators' ``hidden_layer_sizes``."""
+
+    def __init__(self, in_features: int, out_features: int = 1, hidden: Sequence[int] = (128, 128),
+                 frequencies: int = 16, sigma: float = 0.1, embedding: int = 8):
+        super().__init__()
+        if is_int(hidden) or not all(is_int(w) and w > 0 for w in hidden) or not (is_int(out_features)
+                                                                                  and out_features > 0):
+            raise ConfigError(f"PeriodicMLPHead needs a positive integer out_features and a sequence of positive "
+                              f"widths for hidden, got {out_features!r} and {hidden!r}")
+        self.embedding = PeriodicEmbedding(in_features, frequencies, sigma, embedding)
+        widths = [self.embedding.out_features, *map(int, hidden)]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.last_layer = nn.Linear(widths[-1], out_features)
+        self.in_features, self.out_features = in_features, int(out_features)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(x)
+        for layer in self.hidden:
+            x = F.relu(layer(x))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last_layer(self.body(x))
