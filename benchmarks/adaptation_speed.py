@@ -2,7 +2,9 @@
 and the fast path against vanilla for dictionary sizes S and top-k attention K.
 
 Configuration (issues 2 and 10): MLP head 90-128-128-1, batch B = 256, one inner step, all layers adapted (or
-with ``--adapt last`` the last, as the estimators' defaults),
+with ``--adapt last`` the last, as the estimators' defaults; ``--head periodic``: the same MLP on periodic
+embeddings of the 90 features, ``PeriodicMLPHead``, whose last layer alone adapts, on the path of a declared last
+layer),
 second-order meta-gradients, Euclidean attention at temperature 90 (the inputs' width); keys and inputs N(0, 1),
 so that the inputs of a batch share few neighbours (the worst case for top-k: up to B K distinct keys per step).
 Every variant is a full forward + backward of the meta-loss, timed in this process; the variants compared take
@@ -27,6 +29,7 @@ and ``configs``, one entry per S x K: ``dictionary_size``, ``top_k`` (null for f
 
     python benchmarks/adaptation_speed.py [--json PATH] [--out PATH] [--device cpu|cuda] [--threads N]
         [--sizes 512 4096 16384] [--ks 0 64 32] [--repeats 30] [--oracle-repeats 5] [--adapt all|last]
+        [--head mlp|periodic]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import argparse
 
 import torch
 
-from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.heads import MLPHead, PeriodicMLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 from timing import timed
@@ -56,7 +59,11 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[0, 64, 32], help="top-k K (0 = full attention)")
     parser.add_argument("--repeats", type=int, default=30, help="rounds of the interleaved S x K timings")
     parser.add_argument("--adapt", default="all", choices=["all", "last"], help="layers the inner loop finetunes")
+    parser.add_argument("--head", default="mlp", choices=list(HEADS),
+                        help="the MLP, or the MLP on periodic embeddings (its last layer alone adapts: --adapt last)")
     args = parser.parse_args()
+    if args.head == "periodic" and args.adapt != "last":
+        parser.error("--head periodic adapts its last layer alone: give --adapt last")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,9 +76,8 @@ def _report(args, device: torch.device) -> dict:
     torch.manual_seed(0)
     x = torch.randn(args.batch, 90, device=device)
     y = torch.randn(args.batch, 1, device=device)
-    ms = _implementations(_model(args.keys, None, args.adapt, device), x, y, args.loop_subset, args.oracle_repeats,
-                          device)
-    print(f"one meta-training step, MLP 90-128-128-1, B={args.batch}, S={args.keys}, 1 inner step, "
+    ms = _implementations(_model(args.keys, None, args, device), x, y, args.loop_subset, args.oracle_repeats, device)
+    print(f"one meta-training step, {HEADS[args.head][0]}, B={args.batch}, S={args.keys}, 1 inner step, "
           f"adapt={args.adapt}, second order, {device.type} ({torch.get_num_threads()} threads), "
           f"torch {torch.__version__}; interleaved, median of {args.oracle_repeats} rounds")
     print(f"{'variant':<28}{'ms':>12}{'vs fast':>12}{'vs vanilla':>12}")
@@ -82,8 +88,7 @@ def _report(args, device: torch.device) -> dict:
         print(f"{name:<28}{ms[key]:>12.2f}{ms[key] / ms['fast_ms']:>11.1f}x{ms[key] / ms['vanilla_ms']:>11.1f}x")
     print(f"issue 2's targets: generic / fast >= 100x (got {ms['generic_ms'] / ms['fast_ms']:.0f}x), "
           f"fast / vanilla <= 8x (got {ms['fast_ms'] / ms['vanilla_ms']:.1f}x)")
-    configs = [_sizes_and_top_k(S, K or None, x, y, args.repeats, device, args.adapt) for S in args.sizes
-               for K in args.ks]
+    configs = [_sizes_and_top_k(S, K or None, x, y, args.repeats, device, args) for S in args.sizes for K in args.ks]
     print(f"\nS x top-k: fast path vs vanilla, interleaved, median of {args.repeats} rounds")
     print(f"{'S':>7}{'top-k':>7}{'vanilla ms':>12}{'fast ms':>10}{'ratio':>8}{'keys':>8}{'keys / B':>10}"
           f"{'keys alone ms':>15}{'keys alone / vanilla':>22}")
@@ -92,7 +97,7 @@ def _report(args, device: torch.device) -> dict:
               f"{c['fast_ms'] / c['vanilla_ms']:>7.1f}x{c['distinct_keys']:>8}{c['distinct_keys'] / len(x):>9.1f}x"
               f"{c['keys_ms']:>15.2f}{c['keys_ms'] / c['vanilla_ms']:>21.1f}x")
     _goals(configs)
-    settings = {"batch": args.batch, "keys": args.keys, "adapt": args.adapt, "device": device.type,
+    settings = {"batch": args.batch, "keys": args.keys, "adapt": args.adapt, "head": args.head, "device": device.type,
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     return {**ms, **settings, "configs": configs}
 
@@ -110,10 +115,14 @@ def _goals(configs: list[dict]) -> None:
                   f"({'met' if ratio <= goal else 'missed'})")
 
 
-def _model(size: int, top_k: int | None, adapt: str, device) -> MetaNeighborhoods:
-    """The benchmark's network: MLP 90-128-128-1, Euclidean attention at a temperature of the inputs' width."""
+HEADS = {"mlp": ("MLP 90-128-128-1", lambda: MLPHead(90, (128, 128), 1)),
+         "periodic": ("periodic embeddings + MLP 810-128-128-1", lambda: PeriodicMLPHead(90, 1, hidden=(128, 128)))}
+
+
+def _model(size: int, top_k: int | None, args, device) -> MetaNeighborhoods:
+    """The benchmark's network: ``--head`` on 90 features, Euclidean attention at a temperature of their number."""
     torch.manual_seed(0)
-    return MetaNeighborhoods(MLPHead(90, (128, 128), 1), dictionary_size=size, top_k=top_k, adapt=adapt,
+    return MetaNeighborhoods(HEADS[args.head][1](), dictionary_size=size, top_k=top_k, adapt=args.adapt,
                              similarity="euclidean", temperature=90.0).to(device)
 
 
@@ -141,9 +150,9 @@ def _implementations(model: MetaNeighborhoods, x, y, loop_subset: int, repeats: 
     return {**{k: round(v, 3) for k, v in ms.items()}, "loop_ms": round(ms["loop_ms"] * len(x) / subset, 3)}
 
 
-def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, adapt: str) -> dict:
+def _sizes_and_top_k(size: int, top_k: int | None, x, y, repeats: int, device, args) -> dict:
     """Vanilla and the fast path of one S x K setting, taking turns; medians in milliseconds."""
-    model = _model(size, top_k, adapt, device)
+    model = _model(size, top_k, args, device)
     attended = attended_keys(model, x)
     ms = timed({"vanilla_ms": _step(model, x, y, "vanilla"), "fast_ms": _step(model, x, y, "auto"),
                 "keys_ms": keys_alone(model, attended)}, repeats, 2, device)
@@ -168,16 +177,18 @@ def attended_keys(model: MetaNeighborhoods, x: torch.Tensor) -> torch.Tensor:
 
 
 def keys_alone(model: MetaNeighborhoods, used: torch.Tensor):
-    """The floor of a step: the MLP head's forward on the ``used`` keys (``attended_keys``), the inner loss's
+    """The floor of a step: the head's forward on the ``used`` keys (``attended_keys``), the inner loss's
     backward to each adapted layer's output (what the step needs of the keys: each layer's input and output
     gradient, no weight gradient), and the backward of a scalar of those (the second order), which reaches the
-    weights and the keys."""
-    layers = list(model.head.layers)
+    weights and the keys. A head that declares its last layer runs its body, then that layer."""
+    head = model.head
+    body, layers = (head.body, [head.last_layer]) if hasattr(head, "last_layer") else (None, list(head.layers))
     adapted = range(len(layers)) if model.config.adapt == "all" else [len(layers) - 1]
 
     def run():
         model.zero_grad(set_to_none=True)
         h, kept, outputs = model.dictionary.keys[used], [], []
+        h = body(h) if body else h
         for i, layer in enumerate(layers):
             z = layer(h)
             if i in adapted:

@@ -51,6 +51,10 @@ COST_CASES = [
                              "--repeats", "1"],  # K = 128 >= S: every key, as full attention
      lambda d: {f"{i} {key}": value for i, one in enumerate([d, *d["configs"]]) for key, value in one.items()
                 if key.endswith("_ms")}),
+    ("adaptation_speed.py", ["--head", "periodic", "--adapt", "last", "--keys", "64", "--oracle-repeats", "1",
+                             "--sizes", "64", "--ks", "0", "8", "128", "--repeats", "1"],  # a declared last layer's path
+     lambda d: {f"{i} {key}": value for i, one in enumerate([d, *d["configs"]]) for key, value in one.items()
+                if key.endswith("_ms")}),
     ("predict_blocks.py", ["--sizes", "0", "64", "--blocks", "4096", "512", "--rows", "64", "--repeats", "1"],
      lambda d: d["us_per_row"]),
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
@@ -71,7 +75,8 @@ def test_a_cost_benchmark_writes_its_figures_and_provenance(tmp_path, script, op
     _recorded(result["provenance"], script)
     _headed((tmp_path / "out.txt").read_text(), printed, result["provenance"])
     if script == "adaptation_speed.py":  # the layout issue 10 asks for
-        assert {"vanilla_ms", "fast_ms", "generic_ms", "loop_ms", "batch", "keys", "adapt"} <= set(result)
+        assert {"vanilla_ms", "fast_ms", "generic_ms", "loop_ms", "batch", "keys", "adapt", "head"} <= set(result)
+        assert (result["head"], result["adapt"]) == (("periodic", "last") if "periodic" in options else ("mlp", "all"))
         assert [(c["dictionary_size"], c["top_k"]) for c in result["configs"]] == [(64, None), (64, 8), (64, 128)]
     if script == "fit_scale.py":  # what the children ran with, not the parent's threads
         assert result["provenance"]["threads"] == result["threads"] == 2

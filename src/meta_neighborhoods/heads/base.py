@@ -75,8 +75,8 @@ def takes_top_k(path: FastPath) -> bool:
 def fast_path_for(head: nn.Module, adapted: list[str] | None = None) -> FastPath | None:
     """The closed-form inner loop of this head's exact type; else, where the ``adapted`` parameters are the last
     layer a ``LastLayerHead`` declares, that layer's; else None: only the generic one applies."""
-    path = FAST_PATHS.get(type(head))
-    if path is None and adapted is not None and sorted(adapted) == sorted(last_layer_names(head)):
+    path, last = FAST_PATHS.get(type(head)), last_layer_names(head)
+    if path is None and last and adapted is not None and sorted(adapted) == sorted(last):
         return FAST_PATHS.get(LastLayerHead)
     return path
 
