@@ -30,7 +30,7 @@ HEADS = {
     "periodic": lambda: PeriodicMLPHead(4, 3, hidden=(5,), frequencies=3, sigma=0.3, embedding=2),
 }
 CLASSIFIERS_ONLY = {"cosine"}  # heads whose outputs are logits on a fixed scale, never a regression's targets
-LAST_ONLY = {"periodic"}  # heads whose fast path is their declared last layer's (LastLayerHead), adapted alone
+LAST_ONLY = {"periodic"}  # heads whose fast path is their declared last layer's (last_layer_path), adapted alone
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA too where there is one
 CASES = [
     (head, task, adapt)

@@ -52,7 +52,7 @@ COST_CASES = [
      lambda d: {f"{i} {key}": value for i, one in enumerate([d, *d["configs"]]) for key, value in one.items()
                 if key.endswith("_ms")}),
     ("adaptation_speed.py", ["--head", "periodic", "--adapt", "last", "--keys", "64", "--oracle-repeats", "1",
-                             "--sizes", "64", "--ks", "0", "8", "128", "--repeats", "1"],  # a declared last layer's path
+                             "--sizes", "64", "--ks", "0", "8", "128", "--repeats", "1"],  # a declared last layer
      lambda d: {f"{i} {key}": value for i, one in enumerate([d, *d["configs"]]) for key, value in one.items()
                 if key.endswith("_ms")}),
     ("predict_blocks.py", ["--sizes", "0", "64", "--blocks", "4096", "512", "--rows", "64", "--repeats", "1"],

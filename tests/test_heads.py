@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 from meta_neighborhoods.heads import (
-    FAST_PATHS, CosineHead, LastLayerHead, MLPHead, PeriodicMLPHead, adapted_parameter_names, decayed_parameter_names,
-    fast_path, fast_path_for,
+    FAST_PATHS, CosineHead, MLPHead, PeriodicMLPHead, adapted_parameter_names, decayed_parameter_names, fast_path,
+    fast_path_for, last_layer_path,
 )
+from meta_neighborhoods.heads.mlp import adapt_last_layer
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.validation import ConfigError
 
@@ -178,13 +179,14 @@ def test_an_own_slot_equal_to_the_dictionary_size_is_refused():
 
 
 class Declared(nn.Module):
-    """Any body under a last linear layer it declares (``LastLayerHead``)."""
+    """Any body under a last linear layer it declares; registered for the last layer's path where a test says so."""
 
-    def __init__(self, bias: bool = True):
+    def __init__(self, bias: bool = True, tied: bool = False):
         super().__init__()
         self.in_features, self.out_features = 3, 2
         self.scale = nn.Parameter(torch.ones(3))
-        self.last_layer = nn.Linear(6, 2, bias=bias)
+        self.mix = nn.Linear(6, 6, bias=bias)
+        self.last_layer = self.mix if tied else nn.Linear(6, 2, bias=bias)
 
     def body(self, z):
         return torch.cat([torch.sin(self.scale * z), z], dim=-1)
@@ -193,14 +195,31 @@ class Declared(nn.Module):
         return self.last_layer(self.body(z))
 
 
-def test_a_declared_last_layer_is_adapted_alone_on_the_fast_path_of_linear_layers():
+class Doubled(Declared):
+    """A subclass that breaks the contract: its forward is not ``last_layer(body(x))``."""
+
+    def forward(self, z):
+        return 2 * super().forward(z)
+
+
+def test_a_declared_last_layer_takes_linear_layers_path_only_where_registered_and_adapted_alone():
     head = Declared()
     assert adapted_parameter_names(head, "last") == ["last_layer.weight", "last_layer.bias"]
-    assert fast_path_for(head) is None  # not its exact type's: what it adapts decides
-    assert fast_path_for(head, ["last_layer.bias", "last_layer.weight"]) is FAST_PATHS[LastLayerHead]
-    assert fast_path_for(head, adapted_parameter_names(head, "all")) is None
-    assert fast_path_for(Declared(bias=False), ["last_layer.weight"]) is None  # the path steps a weight and a bias
-    assert fast_path_for(TwoLayers(), ["second.weight", "second.bias"]) is None  # declares nothing
+    assert fast_path_for(head, ["last_layer.weight", "last_layer.bias"]) is None  # declared, not registered
+    last_layer_path(Declared)
+    try:
+        path = FAST_PATHS[Declared]
+        assert fast_path_for(head, ["last_layer.bias", "last_layer.weight"]) is path is adapt_last_layer
+        assert fast_path_for(head) is None and fast_path_for(head, adapted_parameter_names(head, "all")) is None
+        assert fast_path_for(Declared(bias=False), ["last_layer.weight"]) is None  # the path steps a weight and bias
+        assert fast_path_for(Declared(tied=True), ["mix.weight", "mix.bias"]) is None  # the body's own tensors
+        assert fast_path_for(Doubled(), ["last_layer.weight", "last_layer.bias"]) is None  # exact type only
+        model = MetaNeighborhoods(Doubled(), dictionary_size=4, adapt="last")
+        with pytest.raises(ValueError, match="no fast adaptation path for Doubled"):
+            model.adaptation.implementation = "fast"
+            model(torch.randn(5, 3))
+    finally:
+        del FAST_PATHS[Declared]
 
 
 def test_the_periodic_head_embeds_each_feature_beside_itself_under_its_declared_last_layer():

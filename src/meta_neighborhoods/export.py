@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from . import __version__, checkpoint, runs
-from .heads import FAST_PATHS, LastLayerHead, fast_path_for
+from .heads import FAST_PATHS, fast_path_for
 from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable
 from .model import MetaNeighborhoods
 from .provenance import provenance
@@ -60,10 +60,10 @@ def _exportable(module: nn.Module) -> nn.Module:
     """A CPU copy of ``module`` in evaluation mode whose inner loops take their fast path (the traceable one)."""
     for model in _inner_loops(module):
         if fast_path_for(model.head, model.adaptation.step_size.names) is None:
-            heads = ", ".join(head.__name__ for head in FAST_PATHS if head is not LastLayerHead)
+            heads = ", ".join(head.__name__ for head in FAST_PATHS)
             raise ValueError(f"cannot export the inner loop of a {type(model.head).__name__} head to ONNX: only heads "
-                             f"with a closed-form fast path ({heads}, or a last layer adapted alone where the head "
-                             "declares it) export; the generic torch.func path (vmap of grad) cannot be traced")
+                             f"with a closed-form fast path ({heads}; those declaring their last layer adapting it "
+                             "alone) export; the generic torch.func path (vmap of grad) cannot be traced")
     broken = checkpoint.non_finite(module.state_dict())
     if broken:
         raise ValueError(f"cannot export a network with NaN or infinite values (in {', '.join(broken[:3])})")

@@ -11,13 +11,15 @@ The head contract (``Head``): any ``nn.Module`` with
 * optionally ``decays_weight = False`` on the head or any submodule whose parameters weight decay must not touch
   (default: weight decay on every parameter with two or more dimensions, see ``decayed_parameter_names``);
 * optionally ``body(x)`` and ``last_layer``, an ``nn.Linear`` with a bias, where ``forward(x)`` is
-  ``last_layer(body(x))`` (``LastLayerHead``): then ``adapt="last"`` adapts that layer, on the fast path of linear
-  layers, whatever the body (its features are computed once for the batch and once for the keys; a dropout in the
-  body draws once for the keys, not anew for each input's copy of them).
+  ``last_layer(body(x))`` and the body never reads the last layer's parameters: registered with
+  ``heads.last_layer_path``, ``adapt="last"`` adapts that layer on the fast path of linear layers (the body's
+  features are computed once for the batch and once for the keys; a dropout in the body draws once for the keys,
+  not anew for each input's copy of them).
 
 A head with a closed-form inner loop registers it with ``@fast_path(HeadClass)``; ``fast_path_for`` finds it by
 exact type, because a subclass may change the forward pass the closed form relies on. Heads without one run
-through the generic ``torch.func`` oracle in ``adaptation.py``, but for a ``LastLayerHead`` adapting its last layer.
+through the generic ``torch.func`` oracle in ``adaptation.py``; so does a head registered for its last layer alone
+(``last_layer=True``) when it adapts more.
 """
 
 from __future__ import annotations
@@ -46,22 +48,13 @@ class Head(Protocol):
     def __call__(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
-@runtime_checkable
-class LastLayerHead(Protocol):
-    """A head that says where its last linear layer is: ``forward(x) == last_layer(body(x))``. Its key in
-    ``FAST_PATHS`` is the path of that layer adapted alone."""
-
-    last_layer: nn.Linear
-
-    def body(self, x: torch.Tensor) -> torch.Tensor: ...
-
-
-def fast_path(head_type: type, top_k: bool = False) -> Callable[[FastPath], FastPath]:
+def fast_path(head_type: type, top_k: bool = False, last_layer: bool = False) -> Callable[[FastPath], FastPath]:
     """Register the decorated function as ``head_type``'s closed-form inner loop; ``top_k=True`` says it takes
-    top-k attention (``inner_loss.TopK``) as it is, rather than as a dense (B, S) matrix."""
+    top-k attention (``inner_loss.TopK``) as it is, rather than as a dense (B, S) matrix; ``last_layer=True`` that
+    it adapts the head's declared last layer alone (``last_layer_names``), and applies only where that is adapted."""
 
     def register(path: FastPath) -> FastPath:
-        path.takes_top_k = top_k
+        path.takes_top_k, path.last_layer = top_k, last_layer
         FAST_PATHS[head_type] = path
         return path
 
@@ -73,21 +66,25 @@ def takes_top_k(path: FastPath) -> bool:
 
 
 def fast_path_for(head: nn.Module, adapted: list[str] | None = None) -> FastPath | None:
-    """The closed-form inner loop of this head's exact type; else, where the ``adapted`` parameters are the last
-    layer a ``LastLayerHead`` declares, that layer's; else None: only the generic one applies."""
-    path, last = FAST_PATHS.get(type(head)), last_layer_names(head)
-    if path is None and last and adapted is not None and sorted(adapted) == sorted(last):
-        return FAST_PATHS.get(LastLayerHead)
+    """The closed-form inner loop of this head's exact type, or None when only the generic one applies: a path of
+    the last layer alone applies where the ``adapted`` parameters are that layer's."""
+    path = FAST_PATHS.get(type(head))
+    if path is not None and getattr(path, "last_layer", False):
+        last = last_layer_names(head)
+        return path if last and adapted is not None and sorted(adapted) == sorted(last) else None
     return path
 
 
 def last_layer_names(head: nn.Module) -> list[str]:
-    """The names of the weight and bias of the last linear layer the head declares (``LastLayerHead``), or []."""
+    """The weight's and bias's names of the ``last_layer`` a head declares beside its ``body``; [] where it has no
+    such ``nn.Linear`` with a bias, or where those tensors are also another module's (tied: the body would read
+    them, and adapting them would change it)."""
     layer = getattr(head, "last_layer", None)
     if not (callable(getattr(head, "body", None)) and isinstance(layer, nn.Linear) and layer.bias is not None):
         return []
-    names = {id(p): name for name, p in head.named_parameters()}
-    return [names[id(layer.weight)], names[id(layer.bias)]] if id(layer.weight) in names else []
+    elsewhere = {id(p) for name, p in head.named_parameters(remove_duplicate=False)
+                 if not name.startswith("last_layer.")}
+    return [] if {id(layer.weight), id(layer.bias)} & elsewhere else ["last_layer.weight", "last_layer.bias"]
 
 
 def adapted_parameter_names(head: nn.Module, adapt: str) -> list[str]:
@@ -97,8 +94,6 @@ def adapted_parameter_names(head: nn.Module, adapt: str) -> list[str]:
     names = [name for name, _ in head.named_parameters()]
     if adapt == "all":
         return names
-    if last_layer_names(head):
-        return last_layer_names(head)
     last_module = [m for m in head.modules() if any(True for _ in m.parameters(recurse=False))][-1]
     last = {id(p) for p in last_module.parameters(recurse=False)}
     return [name for name, p in head.named_parameters() if id(p) in last]

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..inner_loss import InnerLoop, TopK, gather_rows, loss_gradient
 from ..validation import ConfigError, is_int
-from .base import LastLayerHead, fast_path, last_layer_names
+from .base import fast_path, last_layer_names
 
 
 class MLPHead(nn.Module):
@@ -163,10 +163,17 @@ def adapt_mlp(head: MLPHead, z, keys, values, weights, loop: InnerLoop) -> torch
     return adapt_layers([(layer.weight, layer.bias) for layer in head.layers], names, z, keys, values, weights, loop)
 
 
-@fast_path(LastLayerHead, top_k=True)
 def adapt_last_layer(head: nn.Module, z, keys, values, weights, loop: InnerLoop) -> torch.Tensor:
     """Fast path for the last linear layer a head declares, adapted alone: linear layers' path on the body's features,
     which the inner loop does not change."""
     layer = head.last_layer
     return adapt_layers([(layer.weight, layer.bias)], [tuple(last_layer_names(head))], head.body(z), head.body(keys),
                         values, weights, loop)
+
+
+def last_layer_path(head_type: type) -> type:
+    """Class decorator: ``head_type`` declares its last layer (``body(x)``, ``last_layer``: the head contract), and
+    ``adapt="last"`` adapts that layer on ``adapt_last_layer``. Registered by exact type, as every fast path: a
+    subclass may change the forward pass."""
+    fast_path(head_type, top_k=True, last_layer=True)(adapt_last_layer)
+    return head_type

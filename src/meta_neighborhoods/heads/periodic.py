@@ -3,7 +3,9 @@
 Each feature x_j becomes ReLU(W_j [cos(2 pi c_j x_j), sin(2 pi c_j x_j)] + b_j), beside x_j itself, with learned
 frequencies c_j drawn from N(0, sigma^2) (RealMLP-TD's scale 0.1): a smooth feature's fine structure is then a
 few linear pieces away, which a ReLU network on x alone builds slowly. The head declares its last layer
-(``LastLayerHead``), so ``adapt="last"`` takes the fast path of linear layers; ``adapt="all"`` the generic one.
+(``last_layer_path``), so ``adapt="last"`` takes the fast path of linear layers; ``adapt="all"`` the generic one.
+Its frequencies and per-feature biases, being 2-D, are decayed as weight matrices are (as in the screens that
+measured it, ``docs/results/defaults.md``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import ConfigError, is_int
+from .mlp import last_layer_path
 
 
 class PeriodicEmbedding(nn.Module):
@@ -38,6 +41,7 @@ class PeriodicEmbedding(nn.Module):
         return torch.cat([x, embedded.flatten(-2)], dim=-1)
 
 
+@last_layer_path
 class PeriodicMLPHead(nn.Module):
     """An MLP of ``hidden`` widths on ``PeriodicEmbedding`` of the features. Its arguments come in a head factory's
     order, so ``head=PeriodicMLPHead`` (or ``functools.partial(PeriodicMLPHead, hidden=(64,))``) is an estimator's
