@@ -38,7 +38,7 @@ import argparse
 
 import torch
 
-from meta_neighborhoods.heads import MLPHead, PeriodicMLPHead
+from meta_neighborhoods.heads import MLPHead, PeriodicMLPHead, last_layer_names
 from meta_neighborhoods.model import MetaNeighborhoods
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 from timing import timed
@@ -182,7 +182,7 @@ def keys_alone(model: MetaNeighborhoods, used: torch.Tensor):
     gradient, no weight gradient), and the backward of a scalar of those (the second order), which reaches the
     weights and the keys. A head that declares its last layer runs its body, then that layer."""
     head = model.head
-    body, layers = (head.body, [head.last_layer]) if hasattr(head, "last_layer") else (None, list(head.layers))
+    body, layers = (head.body, [head.last_layer]) if last_layer_names(head) else (None, list(head.layers))
     adapted = range(len(layers)) if model.config.adapt == "all" else [len(layers) - 1]
 
     def run():
