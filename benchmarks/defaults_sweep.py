@@ -12,7 +12,8 @@ several processes can share the tables; ``--report`` then prints the comparison 
     python benchmarks/defaults_sweep.py --out runs/sweep --tables gom boston ... [--seeds 3] [--max-rows 1500]
     python benchmarks/defaults_sweep.py --out runs/sweep --report
 
-A training setting that vanilla shares (``--patience``, ``--batch-size``, ``--ema-decay``, ``--input-transform``)
+A training setting that vanilla shares (``--patience``, ``--batch-size``, ``--ema-decay``, ``--input-transform``,
+``--refine``)
 runs into its own folder, beside the base one on the same folds, and is compared with
 ``--out BASE --compare-training OTHER CANDIDATE``.
 
@@ -130,6 +131,39 @@ def _with_head(factory, head):
     return wrapped
 
 
+class _Refined:
+    """An estimator trained twice: as it is, then on from the weights early stopping kept at ``factor`` times its
+    learning rate, until early stopping ends that phase too (a warm start on the same rows, split and seed, so the
+    network the fallback kept is the one refined). A learning-rate schedule for any MLP: vanilla and MN alike."""
+
+    def __init__(self, estimator, factor: float):
+        self.estimator, self.factor = estimator, factor
+
+    def fit(self, X, y):
+        estimator, rate = self.estimator, self.estimator.learning_rate
+        estimator.fit(X, y)
+        chosen_by = dict(getattr(estimator, "validation_losses_", {}))  # the fallback's choice: the first phase's
+        estimator.set_params(warm_start=True, learning_rate=rate * self.factor).fit(X, y)
+        estimator.set_params(warm_start=False, learning_rate=rate)
+        estimator.validation_losses_ = chosen_by
+        return self
+
+    def predict(self, X):
+        return self.estimator.predict(X)
+
+    def __getattr__(self, name: str):  # what cross_validate reads of a fitted estimator: selected_, network_, ...
+        if name == "estimator":
+            raise AttributeError(name)
+        return getattr(self.estimator, name)
+
+
+def _refined(factory, factor: float):
+    """``factory``'s estimator refined at ``factor`` times its learning rate after early stopping (``_Refined``)."""
+    def wrapped(*, seed: int, n_train: int, params: dict):
+        return _Refined(factory(seed=seed, n_train=n_train, params=params), factor)
+    return wrapped
+
+
 def _read(path: Path) -> dict:
     """A sweep file, checked before use: a list of numbers per method and, once a run is in, one repeat seed per
     error. It is read, never executed; anything else stops with a line that names the file."""
@@ -165,6 +199,8 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
         networks = {method: _quantile(factory) for method, factory in networks.items()}
     if args.input_transform == "periodic":
         networks = {method: _with_head(factory, PeriodicMLPHead) for method, factory in networks.items()}
+    if args.refine is not None:
+        networks = {method: _refined(factory, args.refine) for method, factory in networks.items()}
     todo = {"knn": TABLE_METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
@@ -174,6 +210,7 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     params = {key: value for key, value in settings if value is not None}  # every MLP's, vanilla's too: own folder
     params["ema_decay"] = args.ema_decay  # always recorded: its default changed from None to 0.99
     recorded = {**params, "input_transform": args.input_transform} if args.input_transform != "none" else params
+    recorded = {**recorded, "refine": args.refine} if args.refine is not None else recorded
     rows_seed = args.seed if args.rows_seed is None else args.rows_seed
     table = subset_rows(load_table(name, args.data_dir), args.max_rows, rows_seed)
     run = {"params": recorded, "n": len(table.y), "rows_seed": rows_seed, "folds_k": args.folds,
@@ -399,6 +436,9 @@ def main() -> None:
                         help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
     parser.add_argument("--input-transform", choices=("none", "quantile", "periodic"), default="none",
                         help="a transform of the features before vanilla and MN alike (kNN keeps its scaling)")
+    parser.add_argument("--refine", type=float, metavar="FACTOR",
+                        help="after early stopping, train on from the kept weights at FACTOR times the learning rate "
+                             "until early stopping ends that too, for vanilla and MN alike")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")
