@@ -17,12 +17,10 @@ import statistics
 import time
 import warnings
 
-import torch
-
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
 
-from record import Record, add_options  # benchmarks/: scripts run from this folder
+from record import measure  # benchmarks/: scripts run from this folder
 
 SETTINGS = {"vanilla": {"dictionary_size": 0}, "defaults": {}}
 
@@ -44,11 +42,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    add_options(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    with Record(args.json, args.out) as record:
-        record.figures = _rounds(args)
+    measure(parser, _rounds)
 
 
 def _rounds(args) -> dict:

@@ -20,7 +20,7 @@ import torch
 from meta_neighborhoods import MetaNeighborhoods
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.heads import MLPHead
-from record import Record, add_options  # benchmarks/: scripts run from this folder
+from record import measure  # benchmarks/: scripts run from this folder
 from timing import timed
 
 SETTINGS = {"1 step, all layers": {}, "2 steps, all layers": {"inner_steps": 2},
@@ -64,11 +64,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    add_options(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    with Record(args.json, args.out) as record:
-        record.figures = {**vars(args), "rows": _report(args)}
+    measure(parser, lambda args: {**vars(args), "rows": _report(args)})
 
 
 def _report(args) -> list[dict]:

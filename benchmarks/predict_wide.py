@@ -20,7 +20,7 @@ import torch
 from meta_neighborhoods import MetaNeighborhoods
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.heads import MLPHead
-from record import Record, add_options  # benchmarks/: scripts run from this folder
+from record import measure  # benchmarks/: scripts run from this folder
 from timing import timed
 
 
@@ -43,11 +43,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    add_options(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    with Record(args.json, args.out) as record:
-        record.figures = _report(args)
+    measure(parser, _report)
 
 
 def _report(args) -> dict:

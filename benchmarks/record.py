@@ -23,6 +23,18 @@ def add_options(parser, json_help: str = "also write the figures here, with what
                         help="also write the printed text here, under a header of what produced it")
 
 
+def measure(parser, report) -> None:
+    """A script's ``main`` where it measures in this process: its options with ``--json`` and ``--out``, its
+    ``--threads`` set, then ``report(args)`` (which measures, prints and returns the figures) under one ``Record``."""
+    import torch  # here: a script that only launches children needs no torch in this module
+
+    add_options(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with Record(args.json, args.out) as record:
+        record.figures = report(args)
+
+
 def header(record: dict) -> str:
     """The comment lines a text result starts with: the commit, the command, the versions and threads."""
     dirty = {True: "uncommitted changes", False: "no uncommitted changes", None: "not a git clone"}[record["git_dirty"]]

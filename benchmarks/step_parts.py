@@ -33,7 +33,7 @@ from meta_neighborhoods.callbacks import WeightAverage
 from meta_neighborhoods.estimator_settings import network_description
 from meta_neighborhoods.factories import build_network
 from meta_neighborhoods.training import OptimizerSpec, optimizer_step
-from record import Record, add_options  # benchmarks/: scripts run from this folder
+from record import measure  # benchmarks/: scripts run from this folder
 from timing import timed
 
 BATCH = 128  # the estimators' batch size
@@ -72,11 +72,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 4096, 16384], help="dictionary sizes S")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
-    add_options(parser)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    with Record(args.json, args.out) as record:
-        record.figures = _report(args)
+    measure(parser, _report)
 
 
 def _report(args) -> dict:
