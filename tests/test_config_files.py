@@ -216,6 +216,35 @@ def test_a_spiral_run_repeats_from_its_metrics_json(tmp_path, parsed):
     assert (args.seed, args.epochs, args.no_animation) == (4, 9, True)
 
 
+def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_refused(tmp_path, parsed, capsys):
+    """Settings no option sets, recorded at other values than the code's now (an edited record, or one of an older
+    version), are refused: a rerun would train otherwise, silently. One the record lacks is one added since."""
+    from meta_neighborhoods.config import GRAD_CLIP, SPIRAL_METHOD
+
+    spiral = {"test_accuracy": {}, "config": {"seed": 4, "epochs": 9, "n_per_class": 800, "noise": 0.5,
+                                              "temperature": SPIRAL_METHOD.temperature}}
+    path = _write(tmp_path / "metrics.json", json.dumps(spiral))
+    assert parsed(["spiral", "--config", path, "--out", "o"]).epochs == 9
+    spiral["config"].update(noise=0.25, temperature=1.0)
+    _write(tmp_path / "metrics.json", json.dumps(spiral))
+    _refused(capsys, ["spiral", "--config", path, "--out", "o"], f"{path}: its run trained with noise 0.25 (now 0.5), "
+             f"temperature 1.0 (now {SPIRAL_METHOD.temperature}), which no option sets: a rerun here would train "
+             "otherwise")
+    record = {"dataset": "digits", "backbone": "convnet4", "method": "vanilla", "epochs": 3, "optimizer": "AdamW",
+              "grad_clip_value": GRAD_CLIP, "ifilm_where": "a method that does not use it", "version": "0.1.0"}
+    path = _write(tmp_path / "config.json", json.dumps(record))
+    assert parsed(["classify", "--config", path, "--out", "o"]).epochs == 3  # vanilla: iFiLM's is not its setting
+    record.update(method="vanilla_ifilm")
+    _write(tmp_path / "config.json", json.dumps(record))
+    _refused(capsys, ["classify", "--config", path, "--out", "o"], f"{path}: its run trained with ifilm_where 'a method",
+             "rerun it with the code that made it (version 0.1.0)")
+    record.update(method="all", ifilm_where=None, grad_clip_value=GRAD_CLIP * 2)
+    del record["ifilm_where"]
+    _write(tmp_path / "config.json", json.dumps(record))
+    _refused(capsys, ["classify", "--config", path, "--out", "o"],
+             f"its run trained with grad_clip_value {GRAD_CLIP * 2!r} (now {GRAD_CLIP!r})")
+
+
 def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_path, parsed, monkeypatch):
     from meta_neighborhoods.experiments import regression
 

@@ -285,6 +285,20 @@ def table_run_options(record: dict) -> dict:
     return {**options, **params, **({"no_vanilla_fallback": True} if not fallback else {})}
 
 
+def same_fixed_settings(recorded: dict, today: dict, made_by=None, unset: bool = False) -> None:
+    """Refuse the rerun of a run whose record says it trained with settings no option sets (``today``: their values
+    now) at other values: a rerun here would train otherwise, silently. ``unset``: a setting the record lacks differs
+    too (a record that holds them all); else it is one added since, whose default kept what runs did before it.
+    ``made_by``: what the record names as its maker ("commit 748d150"), which can rerun it."""
+    changed = [f"{name} {repr(recorded[name]) if name in recorded else 'unset'} (now {value!r})"
+               for name, value in json.loads(json.dumps(today)).items()  # as a record holds it: lists, not tuples
+               if (recorded[name] != value if name in recorded else unset)]
+    if changed:
+        shown = f" ({made_by})" if made_by else ""
+        raise ConfigError(f"its run trained with {', '.join(changed)[:300]}, which no option sets: a rerun here would "
+                          f"train otherwise; rerun it with the code that made it{shown}")
+
+
 def _recorded_defaults(config: dict, record: dict) -> dict:
     """The settings the recorded run's estimator took by default (``config["estimator"]``, all of them), as the
     options that carry them, so that a rerun trains as it did after a default changed; a setting no option carries
@@ -297,12 +311,8 @@ def _recorded_defaults(config: dict, record: dict) -> dict:
         raise ConfigError(f"its estimator settings should be a JSON object, got {type(estimator).__name__}")
     skip = {record.get("param"), "vanilla_fallback" if "param" in record else None,  # an ablation's own
             "hidden_layer_sizes" if config.get("search") is True else None}
-    changed = [f"{name} {repr(estimator[name]) if name in estimator else 'unset'} (now {today!r})"
-               for name, today in json.loads(json.dumps(asdict(ESTIMATOR))).items()
-               if name not in {*ESTIMATOR_OPTIONS, *skip} and (name not in estimator or estimator[name] != today)]
-    if changed:
-        made = config.get("provenance") if isinstance(config.get("provenance"), dict) else {}
-        commit = f" (commit {made['git_commit'][:40]})" if isinstance(made.get("git_commit"), str) else ""
-        raise ConfigError(f"its run trained with {', '.join(changed)[:300]}, which no option sets: a rerun here would "
-                          f"train otherwise; rerun it with the code that made it{commit}")
+    today = {name: value for name, value in asdict(ESTIMATOR).items() if name not in {*ESTIMATOR_OPTIONS, *skip}}
+    made = config.get("provenance") if isinstance(config.get("provenance"), dict) else {}
+    commit = f"commit {made['git_commit'][:40]}" if isinstance(made.get("git_commit"), str) else None
+    same_fixed_settings(estimator, today, commit, unset=True)
     return {name: estimator[name] for name in ESTIMATOR_OPTIONS if name in estimator and name not in skip}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from ..config import SPIRAL_METHOD, SpiralConfig
 from ..validation import ConfigError, check_threads
-from .common import add_threads, run_options
+from .common import add_threads, run_options, same_fixed_settings
 
 LOGGER = logging.getLogger(__name__)
 
@@ -41,15 +42,19 @@ def run(args) -> int:
 
 
 RECORDS = ("metrics.json",)  # what options_from_record reads
+OPTIONS = ("seed", "epochs", "device", "threads", "animation")  # the settings of its config an option sets
 
 
 def options_from_record(record: dict) -> dict:
-    """The options of the spiral run whose metrics.json ``record`` is, for --config: every one it records (its other
-    settings are fixed; a run of an earlier version recorded neither its device nor its threads)."""
+    """The options of the spiral run whose metrics.json ``record`` is, for --config: every one it records (a run of
+    an earlier version recorded neither its device nor its threads). Its other settings are fixed: a record of
+    other values is refused, as a rerun would train otherwise."""
     config = record.get("config")
     if not (isinstance(config, dict) and "n_per_class" in config):
         raise ConfigError("not the metrics.json of a spiral run")
-    options = {name: config[name] for name in ("seed", "epochs", "device", "threads") if name in config}
+    options = {name: config[name] for name in OPTIONS[:-1] if name in config}
+    same_fixed_settings(config, {**{name: value for name, value in asdict(SpiralConfig()).items()
+                                    if name not in {*OPTIONS, "method"}}, **SPIRAL_METHOD.to_dict()})
     if "animation" in config:
         if not isinstance(config["animation"], bool):
             raise ConfigError(f"animation must be true or false, got {config['animation']!r}")

@@ -156,17 +156,17 @@ def _check_names(dataset: str, backbone: str, method: str) -> None:
 
 
 def _run_config(config: ClassificationConfig, model_args: dict | None = None, recorded: dict | None = None) -> dict:
-    """The arguments plus the protocol's fixed choices the method uses (all: every method's), as written to config.json,
-    and those ``recorded`` in a resumed run's (earlier versions recorded every method's, and its checkpoint too)."""
-    spec = METHODS.get(config.method)  # None: all
-    return {
-        **asdict(config),
-        **({"model": model_args} if model_args is not None else {}),
-        **{name: value for name, (part, value) in FIXED.items() if spec is None or getattr(spec, part)
-           or name in (recorded or {})},
-        "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP, "milestones": _milestones(config),
-        "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX, "version": __version__,
-    }
+    """The arguments and ``fixed_choices`` (``recorded``: a resumed run's config.json, whose choices it keeps)."""
+    return {**asdict(config), **({"model": model_args} if model_args is not None else {}),
+            **fixed_choices(config.method, recorded), "milestones": _milestones(config), "version": __version__}
+
+
+def fixed_choices(method, recorded: dict | None = None) -> dict:
+    """The choices no option sets that ``method`` uses (else every method's), and those ``recorded`` beside them."""
+    spec = METHODS.get(method) if isinstance(method, str) else None
+    return {**{name: value for name, (part, value) in FIXED.items() if not spec or getattr(spec, part)
+               or name in (recorded or {})}, "optimizer": "AdamW", "grad_clip_value": GRAD_CLIP,
+            "validation_fraction": VALIDATION_FRACTION, "validation_max": VALIDATION_MAX}
 
 
 def _milestones(config: ClassificationConfig) -> list[int]:
