@@ -220,6 +220,7 @@ def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_ref
     """Settings no option sets, recorded at other values than the code's now (an edited record, or one of an older
     version), are refused: a rerun would train otherwise, silently. One the record lacks is one added since."""
     from meta_neighborhoods.config import GRAD_CLIP, SPIRAL_METHOD
+    from meta_neighborhoods.image_methods import IMAGE_CONFIG
 
     spiral = {"test_accuracy": {}, "config": {"seed": 4, "epochs": 9, "n_per_class": 800, "noise": 0.5,
                                               "temperature": SPIRAL_METHOD.temperature}}
@@ -238,11 +239,12 @@ def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_ref
     _write(tmp_path / "config.json", json.dumps(record))
     _refused(capsys, ["classify", "--config", path, "--out", "o"], f"{path}: its run trained with ifilm_where 'a method",
              "rerun it with the code that made it (version 0.1.0)")
-    record.update(method="all", ifilm_where=None, grad_clip_value=GRAD_CLIP * 2)
-    del record["ifilm_where"]
+    record.update(method="all", grad_clip_value=GRAD_CLIP * 2, meta_neighborhoods={"temperature": -1})
+    del record["ifilm_where"]  # a choice the record lacks: one added since
     _write(tmp_path / "config.json", json.dumps(record))
     _refused(capsys, ["classify", "--config", path, "--out", "o"],
-             f"its run trained with grad_clip_value {GRAD_CLIP * 2!r} (now {GRAD_CLIP!r})")
+             f"its run trained with meta_neighborhoods.temperature -1 (now {IMAGE_CONFIG.temperature!r}), "
+             f"grad_clip_value {GRAD_CLIP * 2!r} (now {GRAD_CLIP!r})")
 
 
 def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_path, parsed, monkeypatch):

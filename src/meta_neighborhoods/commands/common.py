@@ -290,13 +290,20 @@ def same_fixed_settings(recorded: dict, today: dict, made_by=None, unset: bool =
     now) at other values: a rerun here would train otherwise, silently. ``unset``: a setting the record lacks differs
     too (a record that holds them all); else it is one added since, whose default kept what runs did before it.
     ``made_by``: what the record names as its maker ("commit 748d150"), which can rerun it."""
+    recorded = dict(_flat(recorded))
     changed = [f"{name} {repr(recorded[name]) if name in recorded else 'unset'} (now {value!r})"
-               for name, value in json.loads(json.dumps(today)).items()  # as a record holds it: lists, not tuples
+               for name, value in _flat(json.loads(json.dumps(today)))  # as a record holds it: lists, not tuples
                if (recorded[name] != value if name in recorded else unset)]
     if changed:
         shown = f" ({made_by})" if made_by else ""
         raise ConfigError(f"its run trained with {', '.join(changed)[:300]}, which no option sets: a rerun here would "
                           f"train otherwise; rerun it with the code that made it{shown}")
+
+
+def _flat(settings: dict, prefix: str = ""):
+    """(name, value) of every setting, those of a nested group (classify's ``meta_neighborhoods``) as group.name."""
+    for name, value in settings.items():
+        yield from _flat(value, f"{prefix}{name}.") if isinstance(value, dict) else [(f"{prefix}{name}", value)]
 
 
 def _recorded_defaults(config: dict, record: dict) -> dict:
