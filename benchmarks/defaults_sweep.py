@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import QuantileTransformer
 from torch import nn
 
@@ -102,6 +102,14 @@ def _geometric_mean(ratios) -> float:
     return math.exp(np.mean(np.log(list(ratios))))
 
 
+def _factor(text: str) -> float:
+    """--refine's factor of the learning rate: a positive number."""
+    factor = float(text)
+    if not 0 < factor < math.inf:
+        raise argparse.ArgumentTypeError(f"the factor must be a positive number, got {text}")
+    return factor
+
+
 def _decay(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
@@ -134,27 +142,33 @@ def _with_head(factory, head):
 class _Refined:
     """An estimator trained twice: as it is, then on from the weights early stopping kept at ``factor`` times its
     learning rate, until early stopping ends that phase too (a warm start on the same rows, split and seed, so the
-    network the fallback kept is the one refined). A learning-rate schedule for any MLP: vanilla and MN alike."""
+    network the fallback kept is the one refined). A learning-rate schedule for any MLP: vanilla and MN alike. A
+    pipeline (``--input-transform quantile``) refits its transform, the same one, and refines its estimator."""
 
     def __init__(self, estimator, factor: float):
         self.estimator, self.factor = estimator, factor
 
     def fit(self, X, y):
-        estimator, rate = self.estimator, self.estimator.learning_rate
-        estimator.fit(X, y)
-        chosen_by = dict(getattr(estimator, "validation_losses_", {}))  # the fallback's choice: the first phase's
-        estimator.set_params(warm_start=True, learning_rate=rate * self.factor).fit(X, y)
-        estimator.set_params(warm_start=False, learning_rate=rate)
-        estimator.validation_losses_ = chosen_by
+        network = self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
+        rate = network.learning_rate
+        self.estimator.fit(X, y)
+        chosen_by = dict(getattr(network, "validation_losses_", {}))  # the fallback's choice: the first phase's
+        network.set_params(warm_start=True, learning_rate=rate * self.factor)
+        self.estimator.fit(X, y)
+        network.set_params(warm_start=False, learning_rate=rate)
+        network.validation_losses_ = chosen_by
         return self
 
     def predict(self, X):
         return self.estimator.predict(X)
 
-    def __getattr__(self, name: str):  # what cross_validate reads of a fitted estimator: selected_, network_, ...
-        if name == "estimator":
+    def __getattr__(self, name: str):
+        """What cross_validate reads of a fitted estimator (``selected_``, ``network_``, ...), and nothing else: a
+        clone or ``set_params`` of the inner estimator would lose the refinement."""
+        if not name.endswith("_") or name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self.estimator, name)
+        estimator = self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
+        return getattr(estimator, name)
 
 
 def _refined(factory, factor: float):
@@ -436,7 +450,7 @@ def main() -> None:
                         help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
     parser.add_argument("--input-transform", choices=("none", "quantile", "periodic"), default="none",
                         help="a transform of the features before vanilla and MN alike (kNN keeps its scaling)")
-    parser.add_argument("--refine", type=float, metavar="FACTOR",
+    parser.add_argument("--refine", type=_factor, metavar="FACTOR",
                         help="after early stopping, train on from the kept weights at FACTOR times the learning rate "
                              "until early stopping ends that too, for vanilla and MN alike")
     parser.add_argument("--threads", type=int, default=1)
@@ -464,6 +478,9 @@ def main() -> None:
         report(args.out, args.more_seeds) if args.report else table2(args.out, *args.table2[:1], args.more_seeds,
                                                                      *args.table2[1:2])
         return
+    warm_refused = [c for c in args.candidates if CANDIDATES[c].get("leave_one_out")]
+    if args.refine is not None and warm_refused:  # a warm start cannot continue them (estimator_settings.warm_fit)
+        parser.error(f"--refine cannot refine the leave-one-out candidates {', '.join(warm_refused)}: leave them out")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.tables:

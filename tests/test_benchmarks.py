@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -164,6 +165,36 @@ def test_a_shared_training_setting_is_compared_on_the_repeats_both_folders_ran(t
     done = subprocess.run([sys.executable, "defaults_sweep.py", "--out", str(tmp_path / "base"), "--compare-training",
                            str(tmp_path / "periodic"), candidate], cwd=BENCHMARKS, capture_output=True, text=True)
     assert done.returncode == 0 and "| gom |" not in done.stdout and "gom: left out" in done.stderr
+
+
+@pytest.mark.parametrize("quantile", [False, True])
+def test_the_sweep_s_refinement_continues_the_network_kept_at_a_lower_rate_on_the_same_split(monkeypatch, quantile):
+    """--refine: a second, warm fit of the network the first one kept (the fallback's choice stays the first
+    fit's), which keeps its start unless an epoch beats it on the same validation rows; the estimator's own
+    settings are left as they were, and nothing but fitted attributes is taken from it."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import defaults_sweep
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import QuantileTransformer
+
+    from meta_neighborhoods import MetaNeighborhoodsRegressor
+
+    X, y = np.random.default_rng(0).normal(size=(120, 3)), np.random.default_rng(1).normal(size=120)
+    settings = dict(dictionary_size=16, top_k=4, hidden_layer_sizes=(8,), max_epochs=6, n_iter_no_change=3,
+                    batch_size=32, random_state=0)
+
+    def build():
+        network = MetaNeighborhoodsRegressor(**settings)
+        return make_pipeline(QuantileTransformer(n_quantiles=50), network) if quantile else network
+
+    plain, refined = build().fit(X, y), defaults_sweep._Refined(build(), 0.1).fit(X, y)
+    network = refined.estimator[-1] if quantile else refined.estimator
+    first = plain[-1] if quantile else plain
+    assert refined.selected_ == first.selected_ and refined.validation_losses_ == first.validation_losses_
+    assert refined.best_epoch_ == 0 or refined.best_loss_ < first.best_loss_  # a warm phase on the same rows: its
+    assert refined.best_loss_ <= first.best_loss_  # start (epoch 0, which a first fit never keeps) kept or beaten
+    assert (network.learning_rate, network.warm_start) == (MetaNeighborhoodsRegressor().learning_rate, False)
+    assert not hasattr(refined, "get_params") and not hasattr(refined, "set_params")
 
 
 def test_fit_scale_says_its_seconds_are_a_whole_fit_s_and_which_settings_failed_in_some_rounds(monkeypatch, capsys):

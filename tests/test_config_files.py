@@ -237,8 +237,16 @@ def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_ref
     assert parsed(["classify", "--config", path, "--out", "o"]).epochs == 3  # vanilla: iFiLM's is not its setting
     record.update(method="vanilla_ifilm")
     _write(tmp_path / "config.json", json.dumps(record))
-    _refused(capsys, ["classify", "--config", path, "--out", "o"], f"{path}: its run trained with ifilm_where 'a method",
-             "rerun it with the code that made it (version 0.1.0)")
+    _refused(capsys, ["classify", "--config", path, "--out", "o"],
+             f"{path}: its run trained with ifilm_where 'a method", "the code that made it (version 0.1.0)")
+    for wrong in ({"v": GRAD_CLIP}, None, [GRAD_CLIP]):  # another type is another value, never one added since
+        _write(tmp_path / "config.json", json.dumps({**record, "method": "vanilla", "grad_clip_value": wrong}))
+        _refused(capsys, ["classify", "--config", path, "--out", "o"], f"grad_clip_value {wrong!r} (now {GRAD_CLIP!r})")
+    for wrong in ("x", None, [1]):
+        _write(tmp_path / "config.json", json.dumps({**record, "method": "mn", "meta_neighborhoods": wrong}))
+        _refused(capsys, ["classify", "--config", path, "--out", "o"], f"meta_neighborhoods {wrong!r} (now {{")
+    _write(tmp_path / "config.json", json.dumps({**record, "method": "mn", "meta_neighborhoods": 1, "version": "1\n2"}))
+    assert "version" not in _refused(capsys, ["classify", "--config", path, "--out", "o"], "the code that made it")
     record.update(method="all", grad_clip_value=GRAD_CLIP * 2, meta_neighborhoods={"temperature": -1})
     del record["ifilm_where"]  # a choice the record lacks: one added since
     _write(tmp_path / "config.json", json.dumps(record))
@@ -432,12 +440,20 @@ def test_a_misspelt_name_checked_at_run_time_names_the_file(tmp_path, capsys, us
 
 
 def test_an_ablation_record_gives_its_parameter_and_values(tmp_path, parsed, capsys):
+    from dataclasses import asdict
+
+    from meta_neighborhoods.config import ESTIMATOR
+
     record = {"dataset": "gom", "param": "top_k", "values": [None, 4],
               "config": {"folds": 2, "seed": 1, "seeds": 1, "max_rows": 60, "estimator_params": {"device": "cpu"}}}
     config = _write(tmp_path / "ablation.json", json.dumps(record))
     args = parsed(["ablate", "--config", config, "--out", "o"])
     assert (args.dataset, args.param, args.values, args.folds, args.seed) == ("gom", "top_k", ["none", "4"], 2, 1)
     _refused(capsys, ["regress", "--config", config, "--out", "o"], "the ablation.json of an ablate run")
+    estimator = json.loads(json.dumps(asdict(ESTIMATOR)))  # a record of every setting: its param is set aside
+    _write(tmp_path / "ablation.json", json.dumps({**record, "param": [1], "config": {**record["config"],
+                                                                                      "estimator": estimator}}))
+    _refused(capsys, ["ablate", "--config", config, "--out", "o"], "param must be a string, got [1]")
 
 
 SMALL = {"folds": 2, "seed": 1, "seeds": 1, "max_rows": 60, "estimator_params": {"device": "cpu"}}

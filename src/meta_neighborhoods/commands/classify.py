@@ -216,9 +216,10 @@ RECORDS = ("config.json", "metrics.json", "comparison.json")  # what options_fro
 
 def options_from_record(record: dict) -> dict:
     """The options of the classify run whose config.json (or metrics.json, comparison.json) ``record`` is, for
-    --config; a record of fixed choices (``fixed_choices``) other than today's is refused. Not its data folders (paths are never taken from a run folder), nor a setting at its default (the new
-    run gets that again), nor one the run's method does not use (earlier versions recorded a --preset's or a
-    --method all run's dictionary size for every method; given on the command line, such a setting is refused)."""
+    --config; a record of fixed choices (``fixed_choices``) other than today's is refused. Not its data folders
+    (paths are never taken from a run folder), nor a setting at its default (the new run gets that again), nor one
+    the run's method does not use (earlier versions recorded a --preset's or a --method all run's dictionary size
+    for every method; given on the command line, such a setting is refused)."""
     config = record.get("config", record)
     if not (isinstance(config, dict) and "backbone" in config):
         raise ConfigError("not the config.json, metrics.json or comparison.json of a classify run")
@@ -227,7 +228,7 @@ def options_from_record(record: dict) -> dict:
 
     version = config.get("version")
     same_fixed_settings(config, fixed_choices(config.get("method")),
-                        f"version {version[:40]}" if isinstance(version, str) else None)
+                        f"version {version}" if isinstance(version, str) else None)
     unused = unused_settings(config["method"]) if config.get("method") in METHOD_NAMES else {}  # an older run's
     return {name: config[name] for name, default in RECORDED.items()
             if name in config and config[name] != default and name not in unused}

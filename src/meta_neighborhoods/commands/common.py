@@ -285,25 +285,31 @@ def table_run_options(record: dict) -> dict:
     return {**options, **params, **({"no_vanilla_fallback": True} if not fallback else {})}
 
 
-def same_fixed_settings(recorded: dict, today: dict, made_by=None, unset: bool = False) -> None:
+def same_fixed_settings(recorded: dict, today: dict, made_by: str | None = None, unset: bool = False) -> None:
     """Refuse the rerun of a run whose record says it trained with settings no option sets (``today``: their values
     now) at other values: a rerun here would train otherwise, silently. ``unset``: a setting the record lacks differs
     too (a record that holds them all); else it is one added since, whose default kept what runs did before it.
     ``made_by``: what the record names as its maker ("commit 748d150"), which can rerun it."""
-    recorded = dict(_flat(recorded))
-    changed = [f"{name} {repr(recorded[name]) if name in recorded else 'unset'} (now {value!r})"
-               for name, value in _flat(json.loads(json.dumps(today)))  # as a record holds it: lists, not tuples
-               if (recorded[name] != value if name in recorded else unset)]
+    changed = ", ".join(f"{name} {was} (now {value!r})"  # today's as a record holds it: lists, not tuples
+                        for name, was, value in _differences(recorded, json.loads(json.dumps(today)), unset))
     if changed:
-        shown = f" ({made_by})" if made_by else ""
-        raise ConfigError(f"its run trained with {', '.join(changed)[:300]}, which no option sets: a rerun here would "
-                          f"train otherwise; rerun it with the code that made it{shown}")
+        shown = f" ({made_by[:60]})" if made_by and made_by.isprintable() else ""
+        raise ConfigError(f"its run trained with {changed if len(changed) <= 300 else changed[:297] + '...'}, which "
+                          f"no option sets: a rerun here would train otherwise; rerun it with the code that made "
+                          f"it{shown}")
 
 
-def _flat(settings: dict, prefix: str = ""):
-    """(name, value) of every setting, those of a nested group (classify's ``meta_neighborhoods``) as group.name."""
-    for name, value in settings.items():
-        yield from _flat(value, f"{prefix}{name}.") if isinstance(value, dict) else [(f"{prefix}{name}", value)]
+def _differences(recorded: dict, today: dict, unset: bool, prefix: str = ""):
+    """(name, recorded value's repr, today's value) of each setting of ``today`` the record gives otherwise; those
+    of a group (classify's ``meta_neighborhoods``) one by one, as group.name."""
+    for name, value in today.items():
+        if name not in recorded:
+            if unset:
+                yield prefix + name, "unset", value
+        elif isinstance(value, dict) and isinstance(recorded[name], dict):
+            yield from _differences(recorded[name], value, unset, f"{prefix}{name}.")
+        elif recorded[name] != value:
+            yield prefix + name, repr(recorded[name])[:80], value
 
 
 def _recorded_defaults(config: dict, record: dict) -> dict:
@@ -316,7 +322,8 @@ def _recorded_defaults(config: dict, record: dict) -> dict:
         return {}
     if not isinstance(estimator, dict):
         raise ConfigError(f"its estimator settings should be a JSON object, got {type(estimator).__name__}")
-    skip = {record.get("param"), "vanilla_fallback" if "param" in record else None,  # an ablation's own
+    param = record.get("param") if isinstance(record.get("param"), str) else None  # else refused as an option
+    skip = {param, "vanilla_fallback" if "param" in record else None,  # an ablation's own
             "hidden_layer_sizes" if config.get("search") is True else None}
     today = {name: value for name, value in asdict(ESTIMATOR).items() if name not in {*ESTIMATOR_OPTIONS, *skip}}
     made = config.get("provenance") if isinstance(config.get("provenance"), dict) else {}
