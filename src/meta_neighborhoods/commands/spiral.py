@@ -52,7 +52,7 @@ def options_from_record(record: dict) -> dict:
     config = record.get("config")
     if not (isinstance(config, dict) and "n_per_class" in config):
         raise ConfigError("not the metrics.json of a spiral run")
-    options = {name: config[name] for name in OPTIONS[:-1] if name in config}
+    options = {name: config[name] for name in OPTIONS if name in config and name != "animation"}  # see below
     same_fixed_settings(config, {**{name: value for name, value in asdict(SpiralConfig()).items()
                                     if name not in {*OPTIONS, "method"}}, **SPIRAL_METHOD.to_dict()})
     if "animation" in config:
