@@ -148,8 +148,13 @@ class _Refined:
     def __init__(self, estimator, factor: float):
         self.estimator, self.factor = estimator, factor
 
+    @property
+    def network(self):
+        """The estimator that trains the network: the pipeline's last step, or the estimator itself."""
+        return self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
+
     def fit(self, X, y):
-        network = self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
+        network = self.network
         rate = network.learning_rate
         self.estimator.fit(X, y)
         chosen_by = dict(getattr(network, "validation_losses_", {}))  # the fallback's choice: the first phase's
@@ -167,8 +172,7 @@ class _Refined:
         clone or ``set_params`` of the inner estimator would lose the refinement."""
         if not name.endswith("_") or name.startswith("__"):
             raise AttributeError(name)
-        estimator = self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
-        return getattr(estimator, name)
+        return getattr(self.network, name)
 
 
 def _refined(factory, factor: float):
