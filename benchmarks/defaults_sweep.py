@@ -36,12 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import QuantileTransformer
 from torch import nn
 
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
+from meta_neighborhoods.estimator_settings import check_settings
 from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, available_methods, cross_validate,
                                                              repeated_folds, subset_rows)
 from meta_neighborhoods.experiments.reports import won_tied_lost
@@ -49,6 +50,7 @@ from meta_neighborhoods.heads import PeriodicMLPHead
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import compare
+from meta_neighborhoods.validation import ConfigError
 
 _FULL = {"top_k": None, "slot_dropout": 0.0}
 
@@ -103,10 +105,10 @@ def _geometric_mean(ratios) -> float:
 
 
 def _factor(text: str) -> float:
-    """--refine's factor of the learning rate: a positive number."""
+    """--refine's factor of the learning rate, in (0, 1) as ``refine_factor``'s, refused before any table runs."""
     factor = float(text)
-    if not 0 < factor < math.inf:
-        raise argparse.ArgumentTypeError(f"the factor must be a positive number, got {text}")
+    if not 0 < factor < 1:
+        raise argparse.ArgumentTypeError(f"the factor must be a number in (0, 1), got {text}")
     return factor
 
 
@@ -132,53 +134,11 @@ def _quantile(factory):
     return wrapped
 
 
-def _with_head(factory, head):
-    """``factory``'s estimator with the network ``head`` builds (a head factory taking the features and outputs)."""
+def _with(factory, **extra):
+    """``factory``'s estimator with the parameters ``extra`` over the run's: the network a ``head`` factory builds (it
+    takes the features and outputs), or a second phase of training (``refine_factor``)."""
     def wrapped(*, seed: int, n_train: int, params: dict):
-        return factory(seed=seed, n_train=n_train, params={**params, "head": head})
-    return wrapped
-
-
-class _Refined:
-    """An estimator trained twice: as it is, then on from the weights early stopping kept at ``factor`` times its
-    learning rate, until early stopping ends that phase too (a warm start on the same rows, split and seed, so the
-    network the fallback kept is the one refined). A learning-rate schedule for any MLP: vanilla and MN alike. A
-    pipeline (``--input-transform quantile``) refits its transform, the same one, and refines its estimator."""
-
-    def __init__(self, estimator, factor: float):
-        self.estimator, self.factor = estimator, factor
-
-    @property
-    def network(self):
-        """The estimator that trains the network: the pipeline's last step, or the estimator itself."""
-        return self.estimator[-1] if isinstance(self.estimator, Pipeline) else self.estimator
-
-    def fit(self, X, y):
-        network = self.network
-        rate = network.learning_rate
-        self.estimator.fit(X, y)
-        chosen_by = dict(getattr(network, "validation_losses_", {}))  # the fallback's choice: the first phase's
-        network.set_params(warm_start=True, learning_rate=rate * self.factor)
-        self.estimator.fit(X, y)
-        network.set_params(warm_start=False, learning_rate=rate)
-        network.validation_losses_ = chosen_by
-        return self
-
-    def predict(self, X):
-        return self.estimator.predict(X)
-
-    def __getattr__(self, name: str):
-        """What cross_validate reads of a fitted estimator (``selected_``, ``network_``, ...), and nothing else: a
-        clone or ``set_params`` of the inner estimator would lose the refinement."""
-        if not name.endswith("_") or name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.network, name)
-
-
-def _refined(factory, factor: float):
-    """``factory``'s estimator refined at ``factor`` times its learning rate after early stopping (``_Refined``)."""
-    def wrapped(*, seed: int, n_train: int, params: dict):
-        return _Refined(factory(seed=seed, n_train=n_train, params=params), factor)
+        return factory(seed=seed, n_train=n_train, params={**params, **extra})
     return wrapped
 
 
@@ -216,9 +176,9 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     if args.input_transform == "quantile":
         networks = {method: _quantile(factory) for method, factory in networks.items()}
     if args.input_transform == "periodic":
-        networks = {method: _with_head(factory, PeriodicMLPHead) for method, factory in networks.items()}
-    if args.refine is not None:
-        networks = {method: _refined(factory, args.refine) for method, factory in networks.items()}
+        networks = {method: _with(factory, head=PeriodicMLPHead) for method, factory in networks.items()}
+    if args.refine is not None:  # recorded as "refine", as the sweeps before the estimator took it were
+        networks = {method: _with(factory, refine_factor=args.refine) for method, factory in networks.items()}
     todo = {"knn": TABLE_METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:
@@ -455,8 +415,8 @@ def main() -> None:
     parser.add_argument("--input-transform", choices=("none", "quantile", "periodic"), default="none",
                         help="a transform of the features before vanilla and MN alike (kNN keeps its scaling)")
     parser.add_argument("--refine", type=_factor, metavar="FACTOR",
-                        help="after early stopping, train on from the kept weights at FACTOR times the learning rate "
-                             "until early stopping ends that too, for vanilla and MN alike")
+                        help="refine_factor: after early stopping, train on from the kept weights at FACTOR times the "
+                             "learning rate until early stopping ends that too, for vanilla and MN alike")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--report", action="store_true")
@@ -482,9 +442,11 @@ def main() -> None:
         report(args.out, args.more_seeds) if args.report else table2(args.out, *args.table2[:1], args.more_seeds,
                                                                      *args.table2[1:2])
         return
-    warm_refused = [c for c in args.candidates if CANDIDATES[c].get("leave_one_out")]
-    if args.refine is not None and warm_refused:  # a warm start cannot continue them (estimator_settings.warm_fit)
-        parser.error(f"--refine cannot refine the leave-one-out candidates {', '.join(warm_refused)}: leave them out")
+    for candidate in args.candidates:  # what its first fit would refuse (leave-one-out refined), before any work
+        try:
+            check_settings(MetaNeighborhoodsRegressor(**CANDIDATES[candidate], refine_factor=args.refine))
+        except ConfigError as error:
+            parser.error(f"{candidate}: {error}")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.tables:

@@ -63,6 +63,8 @@ COST_CASES = [
     ("train_throughput.py", ["--batch", "2", "--steps", "1"],  # its text result recorded no commit nor command
      lambda d: {f"{r['backbone']} {r['method']}": r["ms_per_step"] for r in d["results"]}),
     ("ifilm_ops.py", ["--backbone", "convnet4", "--batch", "2", "--steps", "1"], lambda d: d["ms"]),
+    ("refine_cost.py", ["--tables", "gom", "--max-rows", "60", "--max-epochs", "3", "--repeats", "1"],
+     lambda d: {f"{table} {name}": s for table, one in d["tables"].items() for name, s in one["seconds"].items()}),
 ]
 RUN_HERE = ({script for script, _, _ in COST_CASES} | {"defaults_sweep.py", "inference_vs_knn.py"}
             | {"timing.py", "record.py"})  # helpers, no command
@@ -168,33 +170,31 @@ def test_a_shared_training_setting_is_compared_on_the_repeats_both_folders_ran(t
 
 
 @pytest.mark.parametrize("quantile", [False, True])
-def test_the_sweep_s_refinement_continues_the_network_kept_at_a_lower_rate_on_the_same_split(monkeypatch, quantile):
-    """--refine: a second, warm fit of the network the first one kept (the fallback's choice stays the first
-    fit's), which keeps its start unless an epoch beats it on the same validation rows; the estimator's own
-    settings are left as they were, and nothing but fitted attributes is taken from it."""
+def test_the_sweep_s_refine_gives_every_mlp_the_estimator_s_second_phase(monkeypatch, tmp_path, quantile):
+    """--refine is ``refine_factor`` for vanilla and the candidates alike, behind a quantile transform too; kNN and
+    the boosting baselines take no learning rate. A leave-one-out candidate, which the second phase cannot
+    continue, is refused before any work."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import defaults_sweep
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import QuantileTransformer
 
-    from meta_neighborhoods import MetaNeighborhoodsRegressor
+    built = {}
 
-    X, y = np.random.default_rng(0).normal(size=(120, 3)), np.random.default_rng(1).normal(size=120)
-    settings = dict(dictionary_size=16, top_k=4, hidden_layer_sizes=(8,), max_epochs=6, n_iter_no_change=3,
-                    batch_size=32, random_state=0)
+    def run(table, todo, **kwargs):
+        built.update({method: factory(seed=0, n_train=50, params={}) for method, factory in todo.items()})
+        raise SystemExit(0)  # nothing written: the estimators are what this test reads
 
-    def build():
-        network = MetaNeighborhoodsRegressor(**settings)
-        return make_pipeline(QuantileTransformer(n_quantiles=50), network) if quantile else network
-
-    plain, refined = build().fit(X, y), defaults_sweep._Refined(build(), 0.1).fit(X, y)
-    network = refined.estimator[-1] if quantile else refined.estimator
-    first = plain[-1] if quantile else plain
-    assert refined.selected_ == first.selected_ and refined.validation_losses_ == first.validation_losses_
-    assert refined.best_epoch_ == 0 or refined.best_loss_ < first.best_loss_  # a warm phase on the same rows: its
-    assert refined.best_loss_ <= first.best_loss_  # start (epoch 0, which a first fit never keeps) kept or beaten
-    assert (network.learning_rate, network.warm_start) == (MetaNeighborhoodsRegressor().learning_rate, False)
-    assert not hasattr(refined, "get_params") and not hasattr(refined, "set_params")
+    monkeypatch.setattr(defaults_sweep, "cross_validate", run)
+    monkeypatch.setattr(sys, "argv", ["defaults_sweep.py", "--out", str(tmp_path), "--tables", "gom", "--refine", "0.1",
+                                      "--candidates", "S512", *(["--input-transform", "quantile"] if quantile else [])])
+    with pytest.raises(SystemExit):
+        defaults_sweep.main()
+    networks = {method: (model[-1] if quantile else model) for method, model in built.items() if method != "knn"}
+    assert set(networks) == {"vanilla", "S512"} and {m.refine_factor for m in networks.values()} == {0.1}
+    assert networks["vanilla"].dictionary_size == 0 and networks["S512"].dictionary_size == 512
+    monkeypatch.setattr(sys, "argv", ["defaults_sweep.py", "--out", str(tmp_path), "--tables", "gom", "--refine", "0.1",
+                                      "--candidates", "S4096-k32-drop-loo"])
+    with pytest.raises(SystemExit, match="2"):
+        defaults_sweep.main()
 
 
 def test_fit_scale_says_its_seconds_are_a_whole_fit_s_and_which_settings_failed_in_some_rounds(monkeypatch, capsys):

@@ -372,6 +372,7 @@ def test_only_the_command_line_prints_and_configures_logging():
     (["--dictionary-size", "-1"], "dictionary_size must be a non-negative integer, got -1"),
     (["--top-k", "0"], "top_k must be a positive integer"),
     (["--slot-dropout", "1"], "slot_dropout must be in [0, 1), got 1.0"),
+    (["--refine-factor", "2"], "--refine-factor must be None or a number in (0, 1), got 2.0"),
 ])
 def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder, argv, message):
     small = ["--max-rows", "40", "--folds", "2", "--seeds", "1", "--max-epochs", "1"]  # a missed check ends soon

@@ -263,7 +263,7 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
     monkeypatch.setattr(regression, "available_methods", lambda: mlps)  # the methods the settings reach
     argv = ["regress", "--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2",
             "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--slot-draw", "batch", "--device", "cpu",
-            "--quiet"]
+            "--refine-factor", "0.5", "--quiet"]
     threads = torch.get_num_threads()
     run_threads = 1 if threads != 1 else 2  # not the process's own, so that the run's count shows
     assert main([*argv, "--threads", str(run_threads), "--out", str(tmp_path / "run")]) == 0
@@ -271,12 +271,13 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
     saved = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
     assert saved["threads"] == saved["provenance"]["threads"] == run_threads  # the setting, and what ran
     assert saved["estimator_params"] == {"device": "cpu", "max_epochs": 2, "learning_rate": 0.01, "batch_size": 16,
-                                         "top_k": 4, "slot_draw": "batch"}
-    assert [saved["estimator"][name] for name in ("learning_rate", "batch_size", "slot_draw")] == [0.01, 16, "batch"]
+                                         "top_k": 4, "slot_draw": "batch", "refine_factor": 0.5}
+    assert [saved["estimator"][name] for name in ("learning_rate", "batch_size", "slot_draw", "refine_factor")] == [
+        0.01, 16, "batch", 0.5]
     args = parsed(["regress", "--config", str(tmp_path / "run" / "results.json"), "--out", "again"])
     assert (args.dataset, args.max_rows, args.folds, args.seeds, args.max_epochs, args.learning_rate, args.batch_size,
-            args.top_k, args.slot_draw, args.device, args.search, args.threads) == (
-        "gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", "cpu", False, run_threads)
+            args.top_k, args.slot_draw, args.refine_factor, args.device, args.search, args.threads) == (
+        "gom", 60, 2, 1, 2, 0.01, 16, 4, "batch", 0.5, "cpu", False, run_threads)
 
 
 def test_a_record_of_settings_that_defaults_have_since_changed_reruns_them_or_is_refused(tmp_path, parsed, capsys):

@@ -421,6 +421,8 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"validation_fraction": 1.0}, "validation_fraction must be in"),  # no training row left
         ({"hidden_layer_sizes": 0}, "hidden_layer_sizes must be a positive integer"),
         ({"ema_decay": 0.0}, "ema_decay must be None or a number in"),  # an average of the last step only
+        ({"refine_factor": 1.0}, "refine_factor must be None or a number in"),  # the same rate: no second phase
+        ({"refine_factor": 0.1, "leave_one_out": True}, "refine_factor with leave_one_out=True"),
         ({"n_iter_no_change": 0}, "n_iter_no_change must be a positive integer"),
         ({"vanilla_fallback": "no"}, "vanilla_fallback must be True or False"),  # a truthy string
         ({"top_k": 0}, "top_k must be a positive integer"),
@@ -790,6 +792,34 @@ def test_early_stopping_keeps_the_network_a_warm_start_began_with_unless_an_epoc
     short = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 3}).fit(X, y)  # far from its best yet
     better = copy.deepcopy(short).set_params(warm_start=True, max_epochs=5).fit(X, y)
     assert better.best_epoch_ > 0 and better.best_loss_ < short.best_loss_
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("random_state, kept", [(1, "vanilla"), (2, "meta_neighborhoods")])
+def test_refine_factor_goes_on_with_the_network_kept_as_a_warm_fit_at_that_share_of_the_rate(random_state, kept):
+    """The second phase is the one the sweep measured (a warm fit at a tenth of the learning rate, defaults.md):
+    the network the fallback kept, on the same rows, split and seed. The choice and its losses stay the first
+    phase's; the curves, epochs and best epoch count both phases."""
+    X, y = _noisy_line()
+    params = {**FAST, "dictionary_size": 64, "max_epochs": 60, "random_state": random_state}
+    refined = MetaNeighborhoodsRegressor(**params, refine_factor=0.1).fit(X, y)
+    first = MetaNeighborhoodsRegressor(**params).fit(X, y)
+    chosen, curves = dict(first.validation_losses_), (first.loss_curve_, first.validation_loss_curve_)
+    warm = copy.deepcopy(first).set_params(warm_start=True, learning_rate=params["learning_rate"] * 0.1).fit(X, y)
+    assert refined.selected_ == first.selected_ == kept and refined.validation_losses_ == chosen
+    np.testing.assert_array_equal(refined.predict(X), warm.predict(X))
+    assert refined.loss_curve_ == curves[0] + warm.loss_curve_ and refined.n_iter_ == len(curves[0]) + warm.n_iter_
+    assert refined.validation_loss_curve_ == curves[1] + warm.validation_loss_curve_
+    assert refined.best_epoch_ == (first.best_epoch_ if warm.best_epoch_ == 0 else len(curves[0]) + warm.best_epoch_)
+    assert refined.best_loss_ == warm.best_loss_ <= first.best_loss_ and refined.get_params()["learning_rate"] == 1e-2
+
+
+def test_a_second_phase_cut_short_by_max_epochs_says_so():
+    X, y = _noisy_line(n=120)
+    with pytest.warns(ConvergenceWarning) as caught:
+        MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "refine_factor": 0.5}).fit(X, y)
+    assert [str(w.message).split(" before")[0] for w in caught if w.category is ConvergenceWarning][-1] == (
+        "MetaNeighborhoodsRegressor stopped at max_epochs=2 in its second phase")
 
 
 @pytest.mark.parametrize("estimator, refit, message", [

@@ -188,6 +188,9 @@ BAD_INPUTS = [
                  id="ema-decay-of-one"),
     pytest.param(_bad_parameter(ema_decay="0.9"), ValueError, "ema_decay must be None or a number in",
                  id="ema-decay-text"),
+    pytest.param(_bad_parameter(refine_factor=-0.1), ValueError,
+                 r"refine_factor must be None or a number in \(0, 1\)",
+                 id="negative-refine-factor"),
     # -- the torch module
     pytest.param(_module(similarity="manhattan"), ValueError, "unknown similarity 'manhattan'",
                  id="module-unknown-similarity"),

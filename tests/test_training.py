@@ -10,7 +10,7 @@ from meta_neighborhoods.datasets.batches import TensorBatches
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.callbacks import Callback
-from meta_neighborhoods.training import OptimizerSpec, clip_gradients, fit, fit_early_stopping
+from meta_neighborhoods.training import EarlyStopped, OptimizerSpec, clip_gradients, fit, fit_early_stopping
 
 
 def _steps(model: MetaNeighborhoods, optimizer, steps: int = 5) -> dict:
@@ -179,3 +179,12 @@ def test_a_loss_that_diverges_in_the_first_epoch_says_no_checkpoint_was_written(
     assert not any(tmp_path.iterdir())
     with pytest.raises(FloatingPointError, match=r"became nan at epoch 1, step 1: training stopped$"):
         fit(model, TensorBatches(x, y, batch_size=16), epochs=2)  # no checkpoint asked for: nothing said of one
+
+
+def test_a_run_followed_by_a_warm_one_counts_the_epochs_of_both():
+    """The second phase (``refine_factor``) starts from the first's kept weights, its epoch 0: kept, the best epoch
+    stays the first phase's; beaten, it is counted on from the first phase's last epoch."""
+    first = EarlyStopped([3.0, 2.0, 2.5], [1.0, 0.5, 0.6], 2, 0.5)
+    kept = first.followed_by(EarlyStopped([2.4, 2.3], [0.55, 0.52], 0, 0.5))
+    assert kept == EarlyStopped([3.0, 2.0, 2.5, 2.4, 2.3], [1.0, 0.5, 0.6, 0.55, 0.52], 2, 0.5)
+    assert first.followed_by(EarlyStopped([2.4, 2.3], [0.45, 0.47], 1, 0.45)).best_epoch == 4

@@ -202,6 +202,7 @@ class EstimatorDefaults:
     weight_decay: float = 1e-4
     gradient_clip: float = 1.0
     ema_decay: float = 0.99
+    refine_factor: float | None = None  # a second phase at this factor of the learning rate: naval alone gained
     tol: float = 1e-6  # a validation loss must improve by more than this to count as better
     early_stopping: bool = True
     validation_fraction: float = 0.1

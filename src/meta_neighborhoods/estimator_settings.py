@@ -28,6 +28,9 @@ def check_settings(estimator) -> None:
     for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback", "warm_start"):
         if not isinstance(getattr(estimator, flag), (bool, np.bool_)):
             raise ConfigError(f"{flag} must be True or False, got {getattr(estimator, flag)!r}")
+    if estimator.leave_one_out and estimator.refine_factor is not None:
+        raise ConfigError("refine_factor with leave_one_out=True: the second phase goes on from the network kept as a "
+                          "warm start would, and a warm start cannot hide from each row the key started at it")
     need_rows = {"learn_dictionary=False keeps the keys where they start": not estimator.learn_dictionary,
                  "leave_one_out=True hides from each row the key started at it": estimator.leave_one_out}
     for what in (what for what, on in need_rows.items() if on and estimator.key_init != "samples"):
@@ -44,8 +47,10 @@ def check_settings(estimator) -> None:
     if estimator.gradient_clip is not None and estimator.gradient_clip != math.inf:  # inf: no clipping, as None
         check_positive("gradient_clip", estimator.gradient_clip)
     check_positive("learning_rate", estimator.learning_rate)
-    if estimator.ema_decay is not None and not (is_real(estimator.ema_decay) and 0.0 < estimator.ema_decay < 1.0):
-        raise ConfigError(f"ema_decay must be None or a number in (0, 1), got {estimator.ema_decay!r}")
+    for name in ("ema_decay", "refine_factor"):  # None: no average, no second phase
+        value = getattr(estimator, name)
+        if value is not None and not (is_real(value) and 0.0 < value < 1.0):
+            raise ConfigError(f"{name} must be None or a number in (0, 1), got {value!r}", name)
     check_non_negative("tol", estimator.tol)
     check_non_negative("weight_decay", estimator.weight_decay)
 

@@ -8,8 +8,6 @@ same network trained the same way, without neighbours. ``head`` and ``extractor`
 
 from __future__ import annotations
 
-import copy
-import inspect
 import types
 import warnings
 from pathlib import Path
@@ -96,6 +94,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         weight_decay=ESTIMATOR.weight_decay,
         gradient_clip=ESTIMATOR.gradient_clip,
         ema_decay=ESTIMATOR.ema_decay,
+        refine_factor=ESTIMATOR.refine_factor,
         tol=ESTIMATOR.tol,
         early_stopping=ESTIMATOR.early_stopping,
         validation_fraction=ESTIMATOR.validation_fraction,
@@ -131,6 +130,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.weight_decay = weight_decay
         self.gradient_clip = gradient_clip
         self.ema_decay = ema_decay
+        self.refine_factor = refine_factor
         self.tol = tol
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
@@ -184,8 +184,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
         data = _Rows(X, rows, train, valid, X_train, per_row, n_outputs, seed, warm)
         if warm:  # the network kept, alone (a rival from scratch would not compete on equal terms): vanilla or not
-            size = 0 if self.network_["dictionary_size"] == 0 else self.dictionary_size  # the vanilla one kept: 0
-            fits = {self.selected_: self._train_network(data, size, device)}
+            fits = {self.selected_: self._train_network(data, self._kept_size(), device)}
         else:
             fits = {persistence.WITH_NEIGHBOURS: self._train_network(data, self.dictionary_size, device)}
             if fits[persistence.WITH_NEIGHBOURS][0]["dictionary_size"] == 0:
@@ -198,18 +197,32 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             report(f"{type(self).__name__}: kept the {self.selected_.replace('_', '-')} network (lower validation "
                    "loss)", self.verbose > 0)
         self.network_, self.model_, run = fits[self.selected_]
+        self._warn_if_cut_short(run, valid is not None)
+        if self.refine_factor is not None:  # the second phase: the network kept, as a warm fit would continue it
+            self.network_, self.model_, then = self._train_network(data._replace(warm=True), self._kept_size(), device,
+                                                                   self.learning_rate * self.refine_factor)
+            self._warn_if_cut_short(then, valid is not None, " in its second phase")
+            run = run.followed_by(then)
         self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
         self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
-        if self.n_iter_ == self.max_epochs and self.n_iter_ - self.best_epoch_ < self.n_iter_no_change:
-            warnings.warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs} before early stopping "
-                          f"ended it: its best {'validation' if valid is not None else 'training'} loss, at epoch "
-                          f"{self.best_epoch_} (the network kept), was not followed by n_iter_no_change="
+
+    def _warn_if_cut_short(self, run, validated: bool, phase: str = "") -> None:
+        """A ConvergenceWarning where ``max_epochs``, not early stopping, ended the ``run`` of the network kept."""
+        if len(run.losses) == self.max_epochs and len(run.losses) - run.best_epoch < self.n_iter_no_change:
+            warnings.warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs}{phase} before early stopping "
+                          f"ended it: its best {'validation' if validated else 'training'} loss, at epoch "
+                          f"{run.best_epoch} (the network kept), was not followed by n_iter_no_change="
                           f"{self.n_iter_no_change} epochs without a better one; raise max_epochs, or lower "
                           "n_iter_no_change, to let early stopping decide", ConvergenceWarning)
 
-    def _train_network(self, data: _Rows, dictionary_size: int, device: torch.device) -> tuple:
-        """(network_, model, run) of one network trained on ``data``: every draw is seeded from ``data.seed``, so
-        the vanilla network trained here equals the one ``dictionary_size=0`` fits."""
+    def _kept_size(self) -> int:
+        """The ``dictionary_size`` that continues the fitted network: 0 where the fallback kept the vanilla one."""
+        return 0 if self.network_["dictionary_size"] == 0 else self.dictionary_size
+
+    def _train_network(self, data: _Rows, dictionary_size: int, device: torch.device, rate: float | None = None):
+        """(network_, model, run) of one network trained on ``data`` (at learning rate ``rate``, else the estimator's):
+        every draw is seeded from ``data.seed``, so the vanilla network trained here equals the one
+        ``dictionary_size=0`` fits."""
         torch.manual_seed(data.seed)
         extractor, key_features = build_extractor(self.extractor, data.X.shape[1])
         n_train, targets = len(data.train), data.per_row[0][data.train]
@@ -240,7 +253,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         run = fit_early_stopping(
             model, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
             validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
-            optimizer=OptimizerSpec(self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
+            optimizer=OptimizerSpec(rate or self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
             callbacks={"progress": progress}, warm=data.warm)
         report(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} loss "
                f"{run.best_loss:.4f} at epoch {run.best_epoch}", self.verbose > 0)  # what the bar leaves behind
@@ -277,21 +290,10 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     # -- persistence and deployment ----------------------------------------------------------------
 
     def __setstate__(self, state: dict) -> None:
-        """A pickle of an earlier version lacks the parameters added since (``warm_start``): they take their defaults,
-        the behaviour it was fitted with, where get_params, repr, fit and save would raise AttributeError."""
-        signature = inspect.signature(type(self).__init__).parameters
-        defaults = {name: signature[name].default for name in self._get_param_names()
-                    if name in signature and signature[name].default is not inspect.Parameter.empty}
-        super().__setstate__({**defaults, **state})
+        super().__setstate__(persistence.unpickled(type(self), state))
 
     def __getstate__(self) -> dict:
-        """Pickled with the network on the CPU: torch writes each tensor's device into the pickle, and a network
-        fitted on a GPU failed to unpickle on a machine without one (no ``map_location`` reaches ``pickle.load``)."""
-        state = dict(super().__getstate__())  # Python's own is the instance's __dict__, not a copy
-        model = state.get("model_")
-        if isinstance(model, nn.Module) and any(t.device.type != "cpu" for t in model.state_dict().values()):
-            state["model_"] = copy.deepcopy(model).cpu()
-        return state
+        return persistence.pickled(dict(super().__getstate__()))  # Python's own is the instance's __dict__: copied
 
     @doc(method_docs.SAVE)
     def save(self, path) -> Path:

@@ -3,7 +3,9 @@ fitted attributes as JSON and tensors, checkpoint paths, and the deployable modu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import json
 import math
 from pathlib import Path
@@ -213,6 +215,24 @@ class Rescale(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         y = y * self.scale + self.mean
         return y[:, 0] if self.flat else y
+
+
+def unpickled(cls, state: dict) -> dict:
+    """An estimator's pickled ``state`` with the parameters a pickle of an earlier version lacks (``warm_start``) at
+    their defaults, the behaviour it was fitted with: get_params, repr, fit and save would raise AttributeError."""
+    signature = inspect.signature(cls.__init__).parameters
+    defaults = {name: signature[name].default for name in cls._get_param_names()
+                if name in signature and signature[name].default is not inspect.Parameter.empty}
+    return {**defaults, **state}
+
+
+def pickled(state: dict) -> dict:
+    """An estimator's ``state`` with the network on the CPU: torch writes each tensor's device into a pickle, and a
+    network fitted on a GPU failed to unpickle on a machine without one (``pickle.load`` takes no ``map_location``)."""
+    model = state.get("model_")
+    if isinstance(model, nn.Module) and any(t.device.type != "cpu" for t in model.state_dict().values()):
+        state["model_"] = copy.deepcopy(model).cpu()
+    return state
 
 
 def check_params(estimator) -> None:

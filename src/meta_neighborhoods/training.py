@@ -158,6 +158,12 @@ class EarlyStopped(NamedTuple):
     best_epoch: int
     best_loss: float
 
+    def followed_by(self, then: EarlyStopped) -> EarlyStopped:
+        """This run and ``then``, a warm run from the weights this one kept (its epoch 0): the epochs of both, and
+        the best of both counted from this run's first epoch."""
+        best = self.best_epoch if then.best_epoch == 0 else len(self.losses) + then.best_epoch
+        return EarlyStopped(self.losses + then.losses, self.measured + then.measured, best, then.best_loss)
+
 
 def fit_early_stopping(model: nn.Module, batches: Iterable, *, epochs: int, patience: int, tol: float = 0.0,
                        validation_loss: Callable[[], float] | None = None, callbacks: dict[str, Callback] | None = None,

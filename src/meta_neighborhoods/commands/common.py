@@ -21,7 +21,7 @@ from .config_file import int_or_none
 
 
 # estimator parameters with an option of the same name in regress and ablate
-ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size",
+ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size", "refine_factor",
                      "dictionary_size", "top_k", "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's
 
 
@@ -205,6 +205,9 @@ def estimator_options() -> argparse.ArgumentParser:
                           f"default {ESTIMATOR.weight_decay:g}, the estimator's")
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help=f"mini-batch size (default {ESTIMATOR.batch_size}, the estimator's)")
+    parser.add_argument("--refine-factor", type=float, metavar="F",
+                        help="a second phase of training, from the weights early stopping kept, at F times the "
+                             "learning rate (0.1, say; default none, the estimator's: one phase)")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help=f"induced neighbours of Meta-Neighborhoods (default {ESTIMATOR.dictionary_size}, the "
                              "estimator's, at most one per training row; vanilla has none)")
