@@ -41,6 +41,8 @@ CANDIDATES = {
     "vanilla ema": {"dictionary_size": 0, "ema_decay": 0.99},  # a training setting both share: weight averaging
     "defaults ema": {"ema_decay": 0.99},
     "defaults full": {"top_k": None},  # full attention, which the regression rule ties with top-128
+    "vanilla refined": {"dictionary_size": 0, "refine_factor": 0.1},  # a second phase, both share
+    "defaults refined": {"refine_factor": 0.1},
 }
 
 
