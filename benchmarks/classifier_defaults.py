@@ -20,6 +20,7 @@ from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wi
 from sklearn.model_selection import StratifiedKFold
 
 from meta_neighborhoods import MetaNeighborhoodsClassifier
+from meta_neighborhoods.heads import PeriodicMLPHead
 from meta_neighborhoods.significance import corrected_t_test
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 
@@ -43,6 +44,8 @@ CANDIDATES = {
     "defaults full": {"top_k": None},  # full attention, which the regression rule ties with top-128
     "vanilla refined": {"dictionary_size": 0, "refine_factor": 0.1},  # a second phase, both share
     "defaults refined": {"refine_factor": 0.1},
+    "vanilla periodic": {"dictionary_size": 0, "head": PeriodicMLPHead},  # periodic embeddings, both alike
+    "defaults periodic": {"head": PeriodicMLPHead},
 }
 
 
