@@ -21,7 +21,9 @@ import numpy as np
 
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
+from meta_neighborhoods.estimator_settings import check_settings
 from meta_neighborhoods.experiments.cross_validation import repeated_folds, subset_rows
+from meta_neighborhoods.validation import ConfigError
 
 from record import measure  # benchmarks/: scripts run from this folder
 
@@ -54,6 +56,10 @@ def main() -> None:
 def _rounds(args) -> dict:
     """Per table, the median seconds of each setting over the interleaved rounds, with its epochs and test MSE."""
     bound = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    try:  # refused in one line before any fit, as the estimator's fit would refuse it
+        check_settings(MetaNeighborhoodsRegressor(**bound, refine_factor=args.factor))
+    except ConfigError as error:
+        raise SystemExit(f"refine_cost.py: {error}") from None
     settings = {"defaults": bound, "refined": {**bound, "refine_factor": args.factor}}
     figures = {}
     print(f"whole fits at the defaults, first of 5 folds, seed 0, {args.threads} thread(s), median of "

@@ -814,12 +814,26 @@ def test_refine_factor_goes_on_with_the_network_kept_as_a_warm_fit_at_that_share
     assert refined.best_loss_ == warm.best_loss_ <= first.best_loss_ and refined.get_params()["learning_rate"] == 1e-2
 
 
-def test_a_second_phase_cut_short_by_max_epochs_says_so():
+def test_a_fit_whose_two_phases_max_epochs_cut_short_says_so_once():
+    """One warning a fit, naming the phases cut short: regress counts the warnings as the fits max_epochs ended."""
     X, y = _noisy_line(n=120)
-    with pytest.warns(ConvergenceWarning) as caught:
-        MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "refine_factor": 0.5}).fit(X, y)
-    assert [str(w.message).split(" before")[0] for w in caught if w.category is ConvergenceWarning][-1] == (
-        "MetaNeighborhoodsRegressor stopped at max_epochs=2 in its second phase")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "refine_factor": 0.5}).fit(X, y)
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert len(messages) == 1 and model.n_iter_ == 4
+    assert messages[0].startswith("MetaNeighborhoodsRegressor stopped at max_epochs=2 in both phases before early "
+                                  f"stopping ended it: its best validation loss, at epoch {model.best_epoch_} ")
+
+
+def test_without_validation_rows_there_is_no_second_phase():
+    """Without validation rows nothing measures the first phase's weights against the second's (its epoch 0), as
+    nothing chooses between the networks: a fit without early stopping is the same with refine_factor or not."""
+    X, y = _noisy_line(n=120)
+    params = {**FAST, "early_stopping": False, "max_epochs": 8}
+    plain, refined = (MetaNeighborhoodsRegressor(**params, refine_factor=factor).fit(X, y) for factor in (None, 0.1))
+    np.testing.assert_array_equal(plain.predict(X), refined.predict(X))
+    assert plain.loss_curve_ == refined.loss_curve_ and refined.n_iter_ == 8
 
 
 @pytest.mark.parametrize("estimator, refit, message", [

@@ -745,6 +745,20 @@ def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv,
     assert not any(bad.iterdir())
 
 
+def test_the_second_phase_reaches_both_networks_is_counted_once_a_fit_and_none_turns_it_off(tiny_csv, tmp_path, made):
+    """--refine-factor F: refine_factor=F for vanilla and MN alike, recorded; a fit max_epochs cut short in both
+    phases counts once (it counted twice: "4 of 2 folds"); --refine-factor none, over a record's F: one phase."""
+    common = ["--data-file", str(tiny_csv), "--target", "y", "--folds", "2", "--seeds", "1", "--quiet"]
+    assert main(["regress", *common, "--out", str(tmp_path / "r"), "--max-epochs", "2", "--refine-factor", "0.5"]) == 0
+    assert made and {p["refine_factor"] for p in made} == {0.5}
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["unconverged"] == {"vanilla": 2, "meta_neighborhoods": 2}
+    made.clear()
+    assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(tiny_csv), "--out",
+                 str(tmp_path / "again"), "--refine-factor", "none", "--quiet"]) == 0
+    assert made and {p["refine_factor"] for p in made} == {None}
+
+
 def test_a_csv_s_encoding_is_recorded_and_its_rerun_reads_the_file_so(tiny_csv, tmp_path, made):
     """--encoding reads a latin-1 export; the run records it, so that --config with its record reads the file again
     as it did (else: refused as not UTF-8)."""

@@ -2,15 +2,18 @@
 the network (what ``save`` records and ``load`` rebuilds).
 
 Functions of an estimator rather than its private methods, so that what runs many fits (``regress``, ``ablate``)
-can refuse a setting before it claims a folder or trains anything, as the first fit would refuse it later.
+can refuse a setting before it claims a folder or trains anything, as the first fit would refuse it later; and the
+warning a fit gives where its settings let ``max_epochs``, not early stopping, end it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 
 from .config import FIELDS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
@@ -120,3 +123,18 @@ def unchanged_if_raised(fit):
             vars(estimator).update(before)
             raise
     return guarded
+
+
+def warn_if_cut_short(estimator, phases: list, validated: bool) -> None:
+    """One ConvergenceWarning where ``max_epochs``, not early stopping, ended a phase (``EarlyStopped``) of the
+    network ``estimator`` kept: the first, or the second of ``refine_factor``."""
+    patience = estimator.n_iter_no_change
+    cut = tuple(len(run.losses) == estimator.max_epochs and len(run.losses) - run.best_epoch < patience for run in phases)
+    if any(cut):
+        where = {(True,): "", (True, False): " in its first phase", (False, True): " in its second phase",
+                 (True, True): " in both phases"}[cut]
+        warnings.warn(f"{type(estimator).__name__} stopped at max_epochs={estimator.max_epochs}{where} before early "
+                      f"stopping ended it: its best {'validation' if validated else 'training'} loss, at epoch "
+                      f"{estimator.best_epoch_} (the network kept), was not followed by n_iter_no_change="
+                      f"{patience} epochs without a better one; raise max_epochs, or lower "
+                      "n_iter_no_change, to let early stopping decide", ConvergenceWarning)

@@ -9,14 +9,12 @@ same network trained the same way, without neighbours. ``head`` and ``extractor`
 from __future__ import annotations
 
 import types
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
@@ -29,7 +27,7 @@ from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_method_docs import doc
-from .estimator_settings import network_description, same_as_fitted, unchanged_if_raised, warm_fit
+from .estimator_settings import network_description, same_as_fitted, unchanged_if_raised, warm_fit, warn_if_cut_short
 from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
@@ -197,23 +195,14 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             report(f"{type(self).__name__}: kept the {self.selected_.replace('_', '-')} network (lower validation "
                    "loss)", self.verbose > 0)
         self.network_, self.model_, run = fits[self.selected_]
-        self._warn_if_cut_short(run, valid is not None)
-        if self.refine_factor is not None:  # the second phase: the network kept, as a warm fit would continue it
+        phases = [run]
+        if self.refine_factor is not None and valid is not None:  # the second phase, as a warm fit would go on
             self.network_, self.model_, then = self._train_network(data._replace(warm=True), self._kept_size(), device,
                                                                    self.learning_rate * self.refine_factor)
-            self._warn_if_cut_short(then, valid is not None, " in its second phase")
-            run = run.followed_by(then)
+            phases, run = [run, then], run.followed_by(then)
         self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
         self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
-
-    def _warn_if_cut_short(self, run, validated: bool, phase: str = "") -> None:
-        """A ConvergenceWarning where ``max_epochs``, not early stopping, ended the ``run`` of the network kept."""
-        if len(run.losses) == self.max_epochs and len(run.losses) - run.best_epoch < self.n_iter_no_change:
-            warnings.warn(f"{type(self).__name__} stopped at max_epochs={self.max_epochs}{phase} before early stopping "
-                          f"ended it: its best {'validation' if validated else 'training'} loss, at epoch "
-                          f"{run.best_epoch} (the network kept), was not followed by n_iter_no_change="
-                          f"{self.n_iter_no_change} epochs without a better one; raise max_epochs, or lower "
-                          "n_iter_no_change, to let early stopping decide", ConvergenceWarning)
+        warn_if_cut_short(self, phases, valid is not None)
 
     def _kept_size(self) -> int:
         """The ``dictionary_size`` that continues the fitted network: 0 where the fallback kept the vanilla one."""
@@ -247,13 +236,15 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
 
         batches = TensorBatches(*inputs, *(t[data.train] for t in data.per_row), batch_size=int(self.batch_size),
                                 seed=data.seed, inputs=len(inputs))
-        label = type(self).__name__ + (" (vanilla fallback)" if dictionary_size == 0 < self.dictionary_size else "")
+        label = type(self).__name__ + (" (vanilla fallback)" if dictionary_size == 0 < self.dictionary_size else "") + (
+            "" if rate is None else " (second phase)")
         progress = Progress(label, self.verbose > 0, lambda: {name: f"{loss:.4f}" for name, loss in seen.items()},
                             lines=self.verbose > 1)
         run = fit_early_stopping(
             model, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
             validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
-            optimizer=OptimizerSpec(rate or self.learning_rate, self.weight_decay, grad_clip=self.gradient_clip),
+            optimizer=OptimizerSpec(self.learning_rate if rate is None else rate, self.weight_decay,
+                                    grad_clip=self.gradient_clip),
             callbacks={"progress": progress}, warm=data.warm)
         report(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} loss "
                f"{run.best_loss:.4f} at epoch {run.best_epoch}", self.verbose > 0)  # what the bar leaves behind

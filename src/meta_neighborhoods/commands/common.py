@@ -17,12 +17,13 @@ from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNCon
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
 from ..datasets.text_tables import NotInEncoding
-from .config_file import int_or_none
+from .config_file import float_or_none, int_or_none
 
 
 # estimator parameters with an option of the same name in regress and ablate
 ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size", "refine_factor",
                      "dictionary_size", "top_k", "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's
+NONE_OPTIONS = ("top_k", "refine_factor")  # options whose value None is spelt NONE ("none"): None is "not given"
 
 
 class UsageError(Exception):
@@ -205,9 +206,9 @@ def estimator_options() -> argparse.ArgumentParser:
                           f"default {ESTIMATOR.weight_decay:g}, the estimator's")
     parser.add_argument("--batch-size", type=int, metavar="B",
                         help=f"mini-batch size (default {ESTIMATOR.batch_size}, the estimator's)")
-    parser.add_argument("--refine-factor", type=float, metavar="F",
+    parser.add_argument("--refine-factor", type=float_or_none, metavar="F",
                         help="a second phase of training, from the weights early stopping kept, at F times the "
-                             "learning rate (0.1, say; default none, the estimator's: one phase)")
+                             f"learning rate (0.1, say), or '{NONE}' (the estimator's default): one phase")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help=f"induced neighbours of Meta-Neighborhoods (default {ESTIMATOR.dictionary_size}, the "
                              "estimator's, at most one per training row; vanilla has none)")
@@ -230,8 +231,7 @@ def fit_options(args) -> dict:
         check_int("--max-rows", args.max_rows)
     check_threads("--threads", args.threads)
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
-    if params.get("top_k") == NONE:
-        params["top_k"] = None
+    params.update({name: None for name in NONE_OPTIONS if params.get(name) == NONE})
     _check_estimator_params(params)
     return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
             "threads": args.threads, "overwrite": bool(args.overwrite), "progress": not args.quiet,
@@ -280,8 +280,7 @@ def table_run_options(record: dict) -> dict:
         raise ConfigError(f"its estimator_params hold settings no run records ({', '.join(unknown)[:80]}); expected "
                           f"some of {', '.join(ESTIMATOR_OPTIONS)}, device")
     params = {**_recorded_defaults(config, record), **config["estimator_params"]}
-    if "top_k" in params and params["top_k"] is None:  # a value None would be taken for an option not given
-        params["top_k"] = NONE
+    params.update({name: NONE for name in NONE_OPTIONS if name in params and params[name] is None})  # else: not given
     fallback = params.pop("vanilla_fallback", True)  # its option is --no-vanilla-fallback
     if not isinstance(fallback, bool):
         raise ConfigError(f"its estimator settings give vanilla_fallback = {fallback!r:.40}, not true or false")

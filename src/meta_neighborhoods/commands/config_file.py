@@ -35,9 +35,18 @@ def int_or_none(value: str | int) -> int | str:
     return NONE if text.lower() == NONE else int(text)
 
 
+def float_or_none(value: str | float) -> float | str:
+    """An option's type for a number or NONE (--refine-factor none: one phase of training), as ``int_or_none``."""
+    if is_real(value):
+        return float(value)
+    text = str(value)
+    return NONE if text.lower() == NONE else float(text)
+
+
 SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
            None: ("a string", lambda value: isinstance(value, str)),
-           int_or_none: (f"an integer or {NONE!r}", lambda value: is_int(value) or str(value).lower() == NONE)}
+           int_or_none: (f"an integer or {NONE!r}", lambda value: is_int(value) or str(value).lower() == NONE),
+           float_or_none: (f"a number or {NONE!r}", lambda value: is_real(value) or str(value).lower() == NONE)}
 
 
 def add_option(parser: argparse.ArgumentParser, records: tuple[str, ...]) -> None:
