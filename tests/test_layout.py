@@ -14,7 +14,7 @@ LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one li
 LAYERS = [
     ["", "validation", "io", "inner_loss", "callbacks", "launch", "distributed", "plots", "standardise", "significance",
      "provenance", "estimator_docs", "estimator_method_docs"],
-    ["config", "presets", "estimator_settings"],
+    ["config", "presets", "estimator_settings", "incremental"],
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model", "factories", "maxl"],
     ["datasets"],

@@ -1,5 +1,5 @@
-"""The numpydoc text of the scikit-learn estimators' methods (fit, predict, score, save, load, export_onnx),
-shared by both classes where they mean the same; the classes' own text, parameters and attributes:
+"""The numpydoc text of the scikit-learn estimators' methods (fit, partial_fit, predict, score, save, load,
+export_onnx), shared by both classes where they mean the same; the classes' own text, parameters and attributes:
 ``estimator_docs.py``."""
 
 X_PARAMETER = """X : array-like of shape (n_samples, n_features)
@@ -40,6 +40,44 @@ FIT = """Train the network{what} on ``X`` and ``y``, with early stopping on a he
     --------
     See the class docstring.
     """
+
+PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, continuing it from the last call.
+
+    scikit-learn's incremental learning, for rows that come in batches: a call is ``fit`` for one epoch without
+    early stopping (``max_epochs=1``, ``early_stopping=False``, whatever the parameters say, which stay as they
+    are). The first call (on an unfitted estimator) learns its rows' columns' scales{scales} and starts a dictionary
+    of at most ``dictionary_size`` of its rows; each later call goes on from the network as ``warm_start`` does, on
+    those scales and that dictionary. The vanilla fallback and the second phase (``refine_factor``) need validation
+    rows and do not run; AdamW's moments and the moving average of the weights start again at every call.
+    ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call. Refused with
+    ``leave_one_out``.
+
+    Parameters
+    ----------
+    """ + X_PARAMETER.format(what="train on") + """
+    y : array-like of shape (n_samples,){shape}
+        {target}
+    sample_weight : array-like of shape (n_samples,), default=None
+        Non-negative weights of the rows, as ``fit`` takes them.{classes}
+
+    Returns
+    -------
+    object
+        The estimator itself.
+
+    See Also
+    --------
+    fit : Train with early stopping, in one call.
+    """
+
+REGRESSOR_PARTIAL_FIT = PARTIAL_FIT.format(what="", scales=" (and the targets')", shape=" or (n_samples, n_outputs)",
+                                           target="Numeric targets.", classes="")
+CLASSIFIER_PARTIAL_FIT = PARTIAL_FIT.format(
+    what=" (a softmax over the classes)", scales="", shape="", target="Class labels, each one of ``classes``.",
+    classes="""
+    classes : array-like of shape (n_classes,), default=None
+        Every class of all the calls, which a batch's y need not hold: required on the first call; later ones may
+        give it again, the same.""")
 
 PREDICT = """{summary}
 

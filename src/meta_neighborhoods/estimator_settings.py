@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 
 from .config import FIELDS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
@@ -108,6 +109,18 @@ def same_as_fitted(what: str, fitted, given) -> None:
     if typed[0] != typed[1]:
         raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
                          f"{shown(given)}: fit with warm_start=False to train a new one")
+
+
+def fit_classes(estimator, labels: np.ndarray, warm: bool, weighted: bool) -> np.ndarray:
+    """The classes a classifier's fit learns, those of its ``labels`` (at least two): a warm fit's must be the fitted
+    ones, by type and value."""
+    found = LabelEncoder().fit(labels).classes_
+    if warm:
+        same_as_fitted("classes", estimator.classes_.tolist(), found.tolist())
+    if len(found) < 2:
+        among = " among the rows of sample_weight not negligible beside the largest" if weighted else ""
+        raise ValueError(f"the target has 1 class ({found.tolist()[0]!r}){among}; a classifier needs at least 2")
+    return found
 
 
 def unchanged_if_raised(fit):

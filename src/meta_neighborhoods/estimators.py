@@ -20,14 +20,15 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 from torch import nn
 
-from . import export, persistence
+from . import export, incremental, persistence
 from . import estimator_docs as docs
 from . import estimator_method_docs as method_docs
 from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_method_docs import doc
-from .estimator_settings import network_description, same_as_fitted, unchanged_if_raised, warm_fit, warn_if_cut_short
+from .estimator_settings import (fit_classes, network_description, same_as_fitted, unchanged_if_raised, warm_fit,
+                                 warn_if_cut_short)
 from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
@@ -309,6 +310,10 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
     _task = "regression"
     _FITTED = frozenset({*FITTED, "y_mean_", "y_scale_", "_y_ndim"})
 
+    @doc(method_docs.REGRESSOR_PARTIAL_FIT)
+    def partial_fit(self, X, y, sample_weight=None):
+        return incremental.one_epoch(self, lambda: self.fit(X, y, sample_weight))
+
     @doc(method_docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
     @unchanged_if_raised
     def fit(self, X, y, sample_weight=None):
@@ -353,21 +358,24 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
     _FITTED = frozenset({*FITTED, "classes_"})
 
     @doc(method_docs.FIT.format(what=" (a softmax over the classes)", shape="", target="Class labels (at least two)."))
-    @unchanged_if_raised
     def fit(self, X, y, sample_weight=None):
+        return self._fit_labels(X, y, sample_weight)
+
+    @doc(method_docs.CLASSIFIER_PARTIAL_FIT)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        return incremental.one_epoch(self, lambda: self._fit_labels(X, y, sample_weight, classes, partial=True))
+
+    @unchanged_if_raised
+    def _fit_labels(self, X, y, sample_weight, classes=None, partial: bool = False):
+        """``fit``, or a call of ``partial_fit`` (whose classes are given, not those of its rows)."""
         warm = warm_fit(self)
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, reset=not warm)
         check_classification_targets(y)
         rows, weights = training_rows(sample_weight, X)
-        encoder = LabelEncoder().fit(y[rows])  # the classes of the rows fit learns from: a zero weight drops a row
-        if warm:
-            same_as_fitted("classes", self.classes_.tolist(), encoder.classes_.tolist())
-        self.classes_ = encoder.classes_
-        if len(self.classes_) < 2:
-            among = "" if weights is None else " among the rows of sample_weight not negligible beside the largest"
-            raise ValueError(f"the target has 1 class ({self.classes_.tolist()[0]!r}){among}; a classifier needs at "
-                             "least 2")
-        return self._fit(X, rows, weights, encoder.transform(y[rows]).astype(np.int64), len(self.classes_), warm)
+        self.classes_ = incremental.known_classes(self, y[rows], classes) if partial else fit_classes(
+            self, y[rows], warm, weights is not None)  # those of the rows learnt from: a zero weight drops a row
+        labels = LabelEncoder().fit(self.classes_).transform(y[rows]).astype(np.int64)
+        return self._fit(X, rows, weights, labels, len(self.classes_), warm)
 
     @doc(method_docs.PREDICT_PROBA)
     def predict_proba(self, X) -> np.ndarray:

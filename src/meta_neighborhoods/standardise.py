@@ -11,6 +11,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.sparsefuncs import mean_variance_axis, min_max_axis
 from sklearn.utils.validation import _check_sample_weight
 
+from .validation import outside_level
+
 PREDICT_BATCH = 4096  # rows per block: memory stays bounded for any number of rows (at fit and at prediction)
 ATTENTION_ENTRIES, HELD_ENTRIES = 1 << 21, 1 << 24  # see network_batch
 
@@ -72,7 +74,7 @@ def training_rows(sample_weight, X) -> tuple[np.ndarray, np.ndarray | None]:
     if not kept.all():  # said: unlike a zero weight, the user gave these rows a weight
         warnings.warn(f"{int((~kept).sum())} rows of positive sample_weight are dropped as weight 0: float32 cannot "
                       "hold their weights beside the largest (a ratio below about 1e-45)", UserWarning,
-                      stacklevel=4)  # the user's fit (through unchanged_if_raised)
+                      stacklevel=outside_level())  # the user's fit
     return rows[kept], scaled[kept]
 
 
@@ -220,5 +222,5 @@ def early_stopping_split(n: int, fraction: float, rng: np.random.RandomState,
         side = "validation" if n_valid < 2 else "training"
         warnings.warn(f"{n} training rows leave {n_valid} for validation and {n - n_valid} for training, too few for "
                       f"{side}: early stopping on the training loss, and no vanilla fallback", UserWarning,
-                      stacklevel=6)  # the user's fit (through unchanged_if_raised)
+                      stacklevel=outside_level())  # the user's fit
     return np.arange(n), None

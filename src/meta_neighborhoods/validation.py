@@ -9,7 +9,9 @@ from __future__ import annotations
 import codecs
 import math
 import numbers
+import os
 import reprlib
+import sys
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,15 @@ class Bounded(reprlib.Repr):
 
 
 SHORT = Bounded()  # a value as messages show it
+
+
+def outside_level() -> int:
+    """The ``stacklevel`` that makes a warning raised by the caller name the first frame outside this package: the
+    user's ``fit`` or ``partial_fit`` (or scikit-learn's), however many of the package's own frames lie between."""
+    package, frame, level = os.path.dirname(os.path.abspath(__file__)) + os.sep, sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def shown(value) -> str:

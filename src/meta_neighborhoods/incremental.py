@@ -1,0 +1,64 @@
+"""``partial_fit``: the estimators' training one epoch a call, for rows that come in batches (scikit-learn's
+incremental learning, as ``MLPRegressor.partial_fit``).
+
+A call is ``fit`` for one epoch, without early stopping: the first on its own rows (their columns' scales, a
+dictionary of at most their rows), a later one continuing the network as a warm start does (``warm_start``), on the
+scales and dictionary it learnt. Early stopping, the vanilla fallback and the second phase (``refine_factor``) need
+validation rows and do not run; AdamW's moments and the moving average of the weights start again at each call, as
+in a warm start.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import LabelEncoder
+
+from .validation import ConfigError, shown
+
+ONE_EPOCH = {"warm_start": True, "max_epochs": 1, "early_stopping": False}  # what a call fits with
+
+
+def one_epoch(estimator, fit):
+    """``fit()`` (the estimator's fit of the caller's rows) as a call of ``partial_fit``, the estimator's parameters
+    left as they were; ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call since the
+    first (or since a ``fit``), the last of them the one kept."""
+    if estimator.leave_one_out:
+        raise ConfigError("partial_fit with leave_one_out=True: a call after the first goes on as a warm start does, "
+                          "which cannot hide from each row the key started at it", "leave_one_out")
+    curve = list(estimator.loss_curve_) if hasattr(estimator, "model_") else []
+    given = {name: getattr(estimator, name) for name in ONE_EPOCH}
+    estimator.set_params(**ONE_EPOCH)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=ConvergenceWarning)  # max_epochs=1 ended it, as asked
+            fit()
+    finally:
+        estimator.set_params(**given)
+    estimator.loss_curve_ = curve + list(estimator.loss_curve_)
+    estimator.n_iter_ = estimator.best_epoch_ = len(estimator.loss_curve_)
+    return estimator
+
+
+def known_classes(estimator, labels: np.ndarray, classes) -> np.ndarray:
+    """The classes of a classifier's ``partial_fit``: ``classes`` on the first call, which a batch's ``labels`` need
+    not all hold (as scikit-learn asks), the fitted ones after (which ``classes``, if given again, must be); every
+    label must be one of them, by type and value ([False, True] are not [0, 1])."""
+    fitted = hasattr(estimator, "model_")
+    if classes is None and not fitted:
+        raise ValueError("classes must be given to the first call of partial_fit: every class of all the calls "
+                         "(np.unique of all the labels), since a batch need not hold them all")
+    given = None if classes is None else LabelEncoder().fit(np.asarray(classes)).classes_
+    known = estimator.classes_ if fitted else given
+    if fitted and given is not None and given.tolist() != known.tolist():
+        raise ValueError(f"partial_fit continues a network of classes {shown(known.tolist())}, but classes gives "
+                         f"{shown(given.tolist())}")
+    if len(known) < 2:
+        raise ValueError(f"classes must hold at least 2 classes, got {shown(known.tolist())}")
+    typed = {(type(v), v) for v in known.tolist()}
+    unseen = [v for v in np.unique(labels).tolist() if (type(v), v) not in typed]
+    if unseen:
+        raise ValueError(f"y has labels {shown(unseen)} that are not among the classes {shown(known.tolist())}")
+    return known

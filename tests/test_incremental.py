@@ -1,0 +1,97 @@
+"""partial_fit: one epoch of fit a call, the first cold and the later ones warm, the parameters left as given."""
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+
+from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+
+SMALL = dict(hidden_layer_sizes=(16,), dictionary_size=64, batch_size=32, learning_rate=1e-2, random_state=0)
+
+
+def _rows(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4))
+    return X, X[:, 0] + 0.3 * rng.normal(size=n)
+
+
+def test_each_call_is_one_epoch_of_fit_the_first_cold_the_later_warm():
+    """The first call is fit for one epoch without early stopping on its rows (their scales, a dictionary of at most
+    their rows); the second goes on from it as a warm fit of one epoch would; the parameters stay the user's."""
+    X, y = _rows()
+    model = MetaNeighborhoodsRegressor(**SMALL)
+    given = model.get_params()
+    one = {"max_epochs": 1, "early_stopping": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ConvergenceWarning: one epoch is what partial_fit asks for
+        model.partial_fit(X[:80], y[:80])
+    first = MetaNeighborhoodsRegressor(**SMALL, **one)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first.fit(X[:80], y[:80])
+    np.testing.assert_array_equal(model.predict(X), first.predict(X))
+    assert model.get_params() == given and model.network_["dictionary_size"] == 64
+    model.partial_fit(X[80:], y[80:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        second = copy.deepcopy(first).set_params(warm_start=True).fit(X[80:], y[80:])
+    np.testing.assert_array_equal(model.predict(X), second.predict(X))
+    np.testing.assert_array_equal(model.x_mean_, first.x_mean_)  # the first call's scales, kept
+    assert model.get_params() == given and model.n_iter_ == model.best_epoch_ == len(model.loss_curve_) == 2
+    assert model.loss_curve_ == [first.loss_curve_[0], second.loss_curve_[0]]
+
+
+def test_partial_fit_after_fit_goes_on_from_the_network_fit_kept():
+    X, y = _rows()
+    fitted = MetaNeighborhoodsRegressor(**SMALL, max_epochs=5).fit(X, y)
+    epochs = fitted.n_iter_
+    fitted.partial_fit(X[:50], y[:50])
+    assert fitted.n_iter_ == epochs + 1 and fitted.max_epochs == 5 and fitted.early_stopping
+
+
+def test_a_classifier_s_calls_share_the_classes_given_first_which_a_batch_need_not_all_hold():
+    X, _ = _rows()
+    y = np.digitize(X[:, 0], [-0.5, 0.5])  # classes 0, 1, 2
+    model = MetaNeighborhoodsClassifier(**SMALL)
+    with pytest.raises(ValueError, match="classes must be given to the first call of partial_fit"):
+        model.partial_fit(X, y)
+    assert not hasattr(model, "classes_")
+    model.partial_fit(X[y < 2], y[y < 2], classes=[2, 0, 1])  # a batch without class 2
+    assert model.classes_.tolist() == [0, 1, 2] and model.predict_proba(X).shape == (len(X), 3)
+    model.partial_fit(X[y == 2], y[y == 2])  # one class a batch: fine, the classes are known
+    state = copy.deepcopy(model.__dict__)
+    for labels, classes, message in [(y + 3, None, r"y has labels \[3, 4, 5\] that are not among the classes"),
+                                     (y == 1, None, r"y has labels \[False, True\] that are not among"),
+                                     (y, [0, 1], r"continues a network of classes \[0, 1, 2\], but classes gives")]:
+        with pytest.raises(ValueError, match=message):
+            model.partial_fit(X, labels, classes=classes)
+        assert model.__dict__.keys() == state.keys() and model.n_iter_ == 2  # nothing trained, nothing changed
+    with pytest.raises(ValueError, match="classes must hold at least 2 classes"):
+        MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, np.zeros(len(X), dtype=int), classes=[0])
+
+
+def test_a_refused_call_leaves_the_estimator_and_its_parameters_as_they_were():
+    X, y = _rows()
+    model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
+    given, curve = model.get_params(), list(model.loss_curve_)
+    with pytest.raises(ValueError, match="X has 3 features"):
+        model.partial_fit(X[:, :3], y)
+    assert model.get_params() == given and model.loss_curve_ == curve
+    with pytest.raises(ValueError, match="partial_fit with leave_one_out=True"):
+        MetaNeighborhoodsRegressor(**SMALL, leave_one_out=True).partial_fit(X, y)
+
+
+def test_a_warning_of_a_call_names_the_caller_s_line_however_deep_the_package_s_frames():
+    """Warnings named the frame a fixed number of levels up, which partial_fit's extra frames moved into the
+    package: now the first frame outside it."""
+    X, y = _rows(n=60)
+    weights = np.where(np.arange(60) < 50, 1.0, 1e-60)  # float32 cannot hold these beside 1: dropped, and said
+    for model in (MetaNeighborhoodsRegressor(**SMALL), MetaNeighborhoodsClassifier(**SMALL)):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            model.partial_fit(X, y if model._task == "regression" else y > 0, sample_weight=weights,
+                              **({} if model._task == "regression" else {"classes": [False, True]}))
+        dropped = [w for w in said if "dropped as weight 0" in str(w.message)]
+        assert len(dropped) == 1 and dropped[0].filename == __file__
