@@ -9,8 +9,9 @@ from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsReg
 
 validate = pytest.importorskip("numpydoc.validate").validate
 
-METHODS = {MetaNeighborhoodsRegressor: ["fit", "predict", "score", "save", "load", "export_onnx"],
-           MetaNeighborhoodsClassifier: ["fit", "predict", "predict_proba", "score", "save", "load", "export_onnx"]}
+METHODS = {MetaNeighborhoodsRegressor: ["fit", "partial_fit", "predict", "score", "save", "load", "export_onnx"],
+           MetaNeighborhoodsClassifier: ["fit", "partial_fit", "predict", "predict_proba", "score", "save", "load",
+                                         "export_onnx"]}
 NAMES = [f"meta_neighborhoods.{cls.__name__}" + (f".{m}" if m else "") for cls, ms in METHODS.items()
          for m in ["", *ms]]
 
@@ -40,3 +41,17 @@ def test_every_default_the_docstring_states_is_the_signatures(estimator):
     assert set(params) <= set(stated)
     for name, value in params.items():
         assert ast.literal_eval(stated[name]) == value, name
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("cls", list(METHODS))
+def test_the_examples_of_the_estimators_docstrings_run_as_written(cls):
+    """The class's and its methods' Examples sections, run (doctest): an example that drifted from the code would
+    teach the wrong call."""
+    import doctest
+
+    tests = [t for t in doctest.DocTestFinder().find(cls, cls.__name__) if t.examples]
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in tests:
+        runner.run(test)
+    assert tests and runner.summarize(verbose=False).failed == 0

@@ -822,6 +822,7 @@ def test_a_fit_whose_two_phases_max_epochs_cut_short_says_so_once():
         model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "refine_factor": 0.5}).fit(X, y)
     messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
     assert len(messages) == 1 and model.n_iter_ == 4
+    assert [w.filename for w in caught if w.category is ConvergenceWarning] == [__file__]  # the caller's fit
     assert messages[0].startswith("MetaNeighborhoodsRegressor stopped at max_epochs=2 in both phases before early "
                                   f"stopping ended it: its best validation loss, at epoch {model.best_epoch_} ")
 

@@ -43,12 +43,18 @@ def test_each_call_is_one_epoch_of_fit_the_first_cold_the_later_warm():
     assert model.loss_curve_ == [first.loss_curve_[0], second.loss_curve_[0]]
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_partial_fit_after_fit_goes_on_from_the_network_fit_kept():
+    """As a warm fit of one epoch: the curve keeps fit's epochs up to the one it kept, which this call goes on from."""
     X, y = _rows()
-    fitted = MetaNeighborhoodsRegressor(**SMALL, max_epochs=5).fit(X, y)
-    epochs = fitted.n_iter_
+    fitted = MetaNeighborhoodsRegressor(**SMALL, max_epochs=60, n_iter_no_change=3).fit(X, y)
+    assert fitted.best_epoch_ < fitted.n_iter_  # early stopping dropped the last epochs
+    kept = fitted.loss_curve_[:fitted.best_epoch_]
+    warm = copy.deepcopy(fitted).set_params(warm_start=True, max_epochs=1, early_stopping=False).fit(X[:50], y[:50])
     fitted.partial_fit(X[:50], y[:50])
-    assert fitted.n_iter_ == epochs + 1 and fitted.max_epochs == 5 and fitted.early_stopping
+    np.testing.assert_array_equal(fitted.predict(X), warm.predict(X))
+    assert fitted.loss_curve_ == kept + warm.loss_curve_ and fitted.n_iter_ == fitted.best_epoch_ == len(kept) + 1
+    assert (fitted.max_epochs, fitted.early_stopping, fitted.warm_start) == (60, True, False)
 
 
 def test_a_classifier_s_calls_share_the_classes_given_first_which_a_batch_need_not_all_hold():
@@ -61,13 +67,15 @@ def test_a_classifier_s_calls_share_the_classes_given_first_which_a_batch_need_n
     model.partial_fit(X[y < 2], y[y < 2], classes=[2, 0, 1])  # a batch without class 2
     assert model.classes_.tolist() == [0, 1, 2] and model.predict_proba(X).shape == (len(X), 3)
     model.partial_fit(X[y == 2], y[y == 2])  # one class a batch: fine, the classes are known
-    state = copy.deepcopy(model.__dict__)
+    curve, answers = list(model.loss_curve_), model.predict_proba(X)
     for labels, classes, message in [(y + 3, None, r"y has labels \[3, 4, 5\] that are not among the classes"),
                                      (y == 1, None, r"y has labels \[False, True\] that are not among"),
-                                     (y, [0, 1], r"continues a network of classes \[0, 1, 2\], but classes gives")]:
+                                     (y, [0, 1], r"continues a network of classes \[0, 1, 2\], but classes gives"),
+                                     (y, [0.0, 1.0, 2.0], r"classes \[0, 1, 2\], but classes gives \[0.0, 1.0, 2.0\]")]:
         with pytest.raises(ValueError, match=message):
             model.partial_fit(X, labels, classes=classes)
-        assert model.__dict__.keys() == state.keys() and model.n_iter_ == 2  # nothing trained, nothing changed
+        assert model.loss_curve_ == curve and model.classes_.tolist() == [0, 1, 2]  # nothing trained or changed
+        np.testing.assert_array_equal(model.predict_proba(X), answers)
     with pytest.raises(ValueError, match="classes must hold at least 2 classes"):
         MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, np.zeros(len(X), dtype=int), classes=[0])
 

@@ -48,8 +48,10 @@ PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, conti
     are). The first call (on an unfitted estimator) learns its rows' columns' scales{scales} and starts a dictionary
     of at most ``dictionary_size`` of its rows; each later call goes on from the network as ``warm_start`` does, on
     those scales and that dictionary. The vanilla fallback and the second phase (``refine_factor``) need validation
-    rows and do not run; AdamW's moments and the moving average of the weights start again at every call.
-    ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call. Refused with
+    rows and do not run; AdamW's moments and the moving average of the weights start again at every call. Give the
+    first call representative rows, a few hundred at least: their scales stay, and so does a dictionary of fewer
+    keys than ``dictionary_size``. ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call
+    (after a ``fit``, from the epoch it kept); ``best_loss_`` is the last epoch's training loss. Refused with
     ``leave_one_out``.
 
     Parameters
@@ -68,12 +70,25 @@ PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, conti
     See Also
     --------
     fit : Train with early stopping, in one call.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from meta_neighborhoods import {cls}
+    >>> X = np.random.default_rng(0).normal(size=(400, 3))
+    >>> model = {cls}(hidden_layer_sizes=(16,), random_state=0)
+    >>> for rows in np.array_split(np.arange(400), 4):
+    ...     model = model.partial_fit(X[rows], {call})
+    >>> model.n_iter_, model.network_["dictionary_size"]
+    (4, 100)
     """
 
 REGRESSOR_PARTIAL_FIT = PARTIAL_FIT.format(what="", scales=" (and the targets')", shape=" or (n_samples, n_outputs)",
-                                           target="Numeric targets.", classes="")
+                                           target="Numeric targets.", classes="", cls="MetaNeighborhoodsRegressor",
+                                           call="X[rows, 0]")
 CLASSIFIER_PARTIAL_FIT = PARTIAL_FIT.format(
     what=" (a softmax over the classes)", scales="", shape="", target="Class labels, each one of ``classes``.",
+    cls="MetaNeighborhoodsClassifier", call="X[rows, 0] > 0, classes=[False, True]",
     classes="""
     classes : array-like of shape (n_classes,), default=None
         Every class of all the calls, which a batch's y need not hold: required on the first call; later ones may

@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 
 from .config import FIELDS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
-                         is_real, shown)
+                         is_real, outside_level, shown)
 
 
 def check_settings(estimator) -> None:
@@ -102,11 +102,15 @@ def warm_fit(estimator) -> bool:
     return warm
 
 
+def typed(values) -> tuple:
+    """``values`` as (type, value) pairs, which compare by both: labels [False, True] are not [0, 1]."""
+    return tuple((type(v), v) for v in np.ravel(values).tolist())
+
+
 def same_as_fitted(what: str, fitted, given) -> None:
     """A warm start's refusal of a y whose ``what`` (outputs, classes) is not the fitted network's, by type and value:
     classes [False, True] are not [0, 1], which predict would answer."""
-    typed = [tuple((type(v), v) for v in np.ravel(values).tolist()) for values in (fitted, given)]
-    if typed[0] != typed[1]:
+    if typed(fitted) != typed(given):
         raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
                          f"{shown(given)}: fit with warm_start=False to train a new one")
 
@@ -150,4 +154,5 @@ def warn_if_cut_short(estimator, phases: list, validated: bool) -> None:
                       f"stopping ended it: its best {'validation' if validated else 'training'} loss, at epoch "
                       f"{estimator.best_epoch_} (the network kept), was not followed by n_iter_no_change="
                       f"{patience} epochs without a better one; raise max_epochs, or lower "
-                      "n_iter_no_change, to let early stopping decide", ConvergenceWarning)
+                      "n_iter_no_change, to let early stopping decide", ConvergenceWarning,
+                      stacklevel=outside_level())  # the user's fit

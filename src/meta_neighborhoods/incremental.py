@@ -16,6 +16,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 
+from .estimator_settings import typed
 from .validation import ConfigError, shown
 
 ONE_EPOCH = {"warm_start": True, "max_epochs": 1, "early_stopping": False}  # what a call fits with
@@ -24,11 +25,11 @@ ONE_EPOCH = {"warm_start": True, "max_epochs": 1, "early_stopping": False}  # wh
 def one_epoch(estimator, fit):
     """``fit()`` (the estimator's fit of the caller's rows) as a call of ``partial_fit``, the estimator's parameters
     left as they were; ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call since the
-    first (or since a ``fit``), the last of them the one kept."""
+    first, after those of a ``fit`` up to the epoch it kept (the one this call goes on from), the last the one kept."""
     if estimator.leave_one_out:
         raise ConfigError("partial_fit with leave_one_out=True: a call after the first goes on as a warm start does, "
                           "which cannot hide from each row the key started at it", "leave_one_out")
-    curve = list(estimator.loss_curve_) if hasattr(estimator, "model_") else []
+    curve = list(estimator.loss_curve_[:estimator.best_epoch_]) if hasattr(estimator, "model_") else []
     given = {name: getattr(estimator, name) for name in ONE_EPOCH}
     estimator.set_params(**ONE_EPOCH)
     try:
@@ -52,13 +53,13 @@ def known_classes(estimator, labels: np.ndarray, classes) -> np.ndarray:
                          "(np.unique of all the labels), since a batch need not hold them all")
     given = None if classes is None else LabelEncoder().fit(np.asarray(classes)).classes_
     known = estimator.classes_ if fitted else given
-    if fitted and given is not None and given.tolist() != known.tolist():
+    if fitted and given is not None and typed(given) != typed(known):
         raise ValueError(f"partial_fit continues a network of classes {shown(known.tolist())}, but classes gives "
                          f"{shown(given.tolist())}")
     if len(known) < 2:
         raise ValueError(f"classes must hold at least 2 classes, got {shown(known.tolist())}")
-    typed = {(type(v), v) for v in known.tolist()}
-    unseen = [v for v in np.unique(labels).tolist() if (type(v), v) not in typed]
+    allowed = set(typed(known))
+    unseen = [label for label in np.unique(labels).tolist() if typed([label])[0] not in allowed]
     if unseen:
         raise ValueError(f"y has labels {shown(unseen)} that are not among the classes {shown(known.tolist())}")
     return known
