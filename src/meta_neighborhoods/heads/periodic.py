@@ -4,8 +4,10 @@ Each feature x_j becomes ReLU(W_j [cos(2 pi c_j x_j), sin(2 pi c_j x_j)] + b_j),
 frequencies c_j drawn from N(0, sigma^2) (RealMLP-TD's scale 0.1): a smooth feature's fine structure is then a
 few linear pieces away, which a ReLU network on x alone builds slowly. The head declares its last layer
 (``last_layer_path``), so ``adapt="last"`` takes the fast path of linear layers; ``adapt="all"`` the generic one.
-Its frequencies and per-feature biases, being 2-D, are decayed as weight matrices are (as in the screens that
-measured it, ``docs/results/defaults.md``).
+Its frequencies and per-feature weights and biases, being 2-D, are decayed as weight matrices are (as in the screens
+that measured it, ``docs/results/defaults.md``); the parameter groups of Gorishniy et al.'s own code (rtdl, TabM)
+exempt the embeddings from weight decay, which was not measured here (``decays_weight = False`` on a subclass of
+``PeriodicEmbedding`` does that, see the head contract).
 """
 
 from __future__ import annotations
