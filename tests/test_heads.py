@@ -238,6 +238,15 @@ def test_the_periodic_head_embeds_each_feature_beside_itself_under_its_declared_
     assert len(adapted_parameter_names(head, "all")) == 7
 
 
+def test_the_periodic_head_s_embedding_is_decayed_unless_it_asks_otherwise():
+    """As measured by default; exempt, as the reference code (rtdl, TabM) has it, with decay_embedding=False."""
+    names = {flag: decayed_parameter_names(PeriodicMLPHead(3, 1, hidden=(7,), decay_embedding=flag))
+             for flag in (True, False)}
+    embedded = {"embedding.frequencies", "embedding.weight", "embedding.bias"}
+    assert embedded <= set(names[True]) and not embedded & set(names[False])
+    assert set(names[True]) - embedded == set(names[False]) == {"hidden.0.weight", "last_layer.weight"}
+
+
 @pytest.mark.parametrize("options", [{"hidden": 128}, {"hidden": (0,)}, {"out_features": 0}, {"frequencies": 0},
                                      {"sigma": 0.0}, {"embedding": 1.5}])
 def test_a_bad_periodic_head_is_refused_naming_its_settings(options):

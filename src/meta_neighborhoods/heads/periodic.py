@@ -4,10 +4,9 @@ Each feature x_j becomes ReLU(W_j [cos(2 pi c_j x_j), sin(2 pi c_j x_j)] + b_j),
 frequencies c_j drawn from N(0, sigma^2) (RealMLP-TD's scale 0.1): a smooth feature's fine structure is then a
 few linear pieces away, which a ReLU network on x alone builds slowly. The head declares its last layer
 (``last_layer_path``), so ``adapt="last"`` takes the fast path of linear layers; ``adapt="all"`` the generic one.
-Its frequencies and per-feature weights and biases, being 2-D, are decayed as weight matrices are (as in the screens
-that measured it, ``docs/results/defaults.md``); the parameter groups of Gorishniy et al.'s own code (rtdl, TabM)
-exempt the embeddings from weight decay, which was not measured here (``decays_weight = False`` on a subclass of
-``PeriodicEmbedding`` does that, see the head contract).
+Its frequencies and per-feature weights and biases, being 2-D, are decayed as weight matrices are by default (as in
+the screens that measured it, ``docs/results/defaults.md``); Gorishniy et al.'s own code (rtdl, TabM) exempts the
+embeddings from weight decay, as ``decay_embedding=False`` does (not measured here).
 """
 
 from __future__ import annotations
@@ -47,16 +46,18 @@ class PeriodicEmbedding(nn.Module):
 class PeriodicMLPHead(nn.Module):
     """An MLP of ``hidden`` widths on ``PeriodicEmbedding`` of the features. Its arguments come in a head factory's
     order, so ``head=PeriodicMLPHead`` (or ``functools.partial(PeriodicMLPHead, hidden=(64,))``) is an estimator's
-    head factory; the default widths are the estimators' ``hidden_layer_sizes``."""
+    head factory; the default widths are the estimators' ``hidden_layer_sizes``. ``decay_embedding=False`` exempts
+    the embedding from weight decay (its ``decays_weight``, the head contract's)."""
 
     def __init__(self, in_features: int, out_features: int = 1, hidden: Sequence[int] = (128, 128),
-                 frequencies: int = 16, sigma: float = 0.1, embedding: int = 8):
+                 frequencies: int = 16, sigma: float = 0.1, embedding: int = 8, decay_embedding: bool = True):
         super().__init__()
         if is_int(hidden) or not all(is_int(w) and w > 0 for w in hidden) or not (is_int(out_features)
                                                                                   and out_features > 0):
             raise ConfigError(f"PeriodicMLPHead needs a positive integer out_features and a sequence of positive "
                               f"widths for hidden, got {out_features!r} and {hidden!r}")
         self.embedding = PeriodicEmbedding(in_features, frequencies, sigma, embedding)
+        self.embedding.decays_weight = bool(decay_embedding)
         widths = [self.embedding.out_features, *map(int, hidden)]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.last_layer = nn.Linear(widths[-1], out_features)
