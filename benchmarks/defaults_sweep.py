@@ -104,14 +104,6 @@ def _geometric_mean(ratios) -> float:
     return math.exp(np.mean(np.log(list(ratios))))
 
 
-def _factor(text: str) -> float:
-    """--refine's factor of the learning rate, in (0, 1) as ``refine_factor``'s, refused before any table runs."""
-    factor = float(text)
-    if not 0 < factor < 1:
-        raise argparse.ArgumentTypeError(f"the factor must be a number in (0, 1), got {text}")
-    return factor
-
-
 def _decay(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
@@ -414,7 +406,7 @@ def main() -> None:
                         help="ema_decay (a moving average of the weights; 'none': without), for vanilla and MN alike")
     parser.add_argument("--input-transform", choices=("none", "quantile", "periodic"), default="none",
                         help="a transform of the features before vanilla and MN alike (kNN keeps its scaling)")
-    parser.add_argument("--refine", type=_factor, metavar="FACTOR",
+    parser.add_argument("--refine", type=float, metavar="FACTOR",
                         help="refine_factor: after early stopping, train on from the kept weights at FACTOR times the "
                              "learning rate until early stopping ends that too, for vanilla and MN alike")
     parser.add_argument("--threads", type=int, default=1)
@@ -442,11 +434,12 @@ def main() -> None:
         report(args.out, args.more_seeds) if args.report else table2(args.out, *args.table2[:1], args.more_seeds,
                                                                      *args.table2[1:2])
         return
-    for candidate in args.candidates:  # what its first fit would refuse (leave-one-out refined), before any work
+    mlps = {"vanilla": {"dictionary_size": 0}, **{candidate: CANDIDATES[candidate] for candidate in args.candidates}}
+    for name, settings in mlps.items():  # what its first fit would refuse (a bad --refine, leave-one-out refined)
         try:
-            check_settings(MetaNeighborhoodsRegressor(**CANDIDATES[candidate], refine_factor=args.refine))
+            check_settings(MetaNeighborhoodsRegressor(**settings, refine_factor=args.refine))
         except ConfigError as error:
-            parser.error(f"{candidate}: {error}")
+            parser.error(f"{name}: {error}")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.tables:

@@ -170,7 +170,7 @@ def test_a_shared_training_setting_is_compared_on_the_repeats_both_folders_ran(t
 
 
 @pytest.mark.parametrize("quantile", [False, True])
-def test_the_sweep_s_refine_gives_every_mlp_the_estimator_s_second_phase(monkeypatch, tmp_path, quantile):
+def test_the_sweep_s_refine_gives_every_mlp_the_estimator_s_second_phase(monkeypatch, tmp_path, capsys, quantile):
     """--refine is ``refine_factor`` for vanilla and the candidates alike, behind a quantile transform too; kNN and
     the boosting baselines take no learning rate. A leave-one-out candidate, which the second phase cannot
     continue, is refused before any work."""
@@ -195,6 +195,10 @@ def test_the_sweep_s_refine_gives_every_mlp_the_estimator_s_second_phase(monkeyp
                                       "--candidates", "S4096-k32-drop-loo"])
     with pytest.raises(SystemExit, match="2"):
         defaults_sweep.main()
+    monkeypatch.setattr(sys, "argv", ["defaults_sweep.py", "--out", str(tmp_path), "--tables", "gom", "--refine", "2"])
+    with pytest.raises(SystemExit, match="2"):  # vanilla alone: the estimator's bound, before any table runs
+        defaults_sweep.main()
+    assert "vanilla: refine_factor must be None or a number in (0, 1), got 2.0" in capsys.readouterr().err
 
 
 def test_fit_scale_says_its_seconds_are_a_whole_fit_s_and_which_settings_failed_in_some_rounds(monkeypatch, capsys):
