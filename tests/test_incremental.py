@@ -17,30 +17,62 @@ def _rows(n=240, seed=0):
     return X, X[:, 0] + 0.3 * rng.normal(size=n)
 
 
-def test_each_call_is_one_epoch_of_fit_the_first_cold_the_later_warm():
+def test_the_first_call_is_one_epoch_of_fit_on_its_rows_whose_scales_stay():
     """The first call is fit for one epoch without early stopping on its rows (their scales, a dictionary of at most
-    their rows); the second goes on from it as a warm fit of one epoch would; the parameters stay the user's."""
+    their rows); a later call on other rows keeps those scales; the parameters stay the user's."""
     X, y = _rows()
     model = MetaNeighborhoodsRegressor(**SMALL)
     given = model.get_params()
-    one = {"max_epochs": 1, "early_stopping": False}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ConvergenceWarning: one epoch is what partial_fit asks for
         model.partial_fit(X[:80], y[:80])
-    first = MetaNeighborhoodsRegressor(**SMALL, **one)
+    first = MetaNeighborhoodsRegressor(**SMALL, max_epochs=1, early_stopping=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first.fit(X[:80], y[:80])
     np.testing.assert_array_equal(model.predict(X), first.predict(X))
     assert model.get_params() == given and model.network_["dictionary_size"] == 64
     model.partial_fit(X[80:], y[80:])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        second = copy.deepcopy(first).set_params(warm_start=True).fit(X[80:], y[80:])
-    np.testing.assert_array_equal(model.predict(X), second.predict(X))
     np.testing.assert_array_equal(model.x_mean_, first.x_mean_)  # the first call's scales, kept
     assert model.get_params() == given and model.n_iter_ == model.best_epoch_ == len(model.loss_curve_) == 2
-    assert model.loss_curve_ == [first.loss_curve_[0], second.loss_curve_[0]]
+    assert model.loss_curve_[0] == first.loss_curve_[0]
+
+
+def _labels(y):
+    return np.digitize(y, [-0.5, 0.5])
+
+
+@pytest.mark.parametrize("estimator", [MetaNeighborhoodsRegressor, MetaNeighborhoodsClassifier])
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_calls_on_the_same_rows_train_as_one_fit_of_as_many_epochs(estimator):
+    """AdamW's moments, the weight average, the shuffle and the slot dropout's draws go on from call to call (they
+    started again at each call, as a warm start's do): four calls are the weights of a four-epoch fit."""
+    X, y = _rows()
+    y = y if estimator is MetaNeighborhoodsRegressor else _labels(y)
+    extra = {} if estimator is MetaNeighborhoodsRegressor else {"classes": [0, 1, 2]}
+    whole = estimator(**SMALL, max_epochs=4, early_stopping=False).fit(X, y)
+    assert whole.best_epoch_ == 4  # its last epoch is the one fit keeps: the weights the calls must reach
+    model = estimator(**SMALL)
+    for _ in range(4):
+        model.partial_fit(X, y, **extra)
+    assert model.loss_curve_ == whole.loss_curve_
+    answer = "predict" if estimator is MetaNeighborhoodsRegressor else "predict_proba"
+    np.testing.assert_array_equal(getattr(model, answer)(X), getattr(whole, answer)(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_pickle_between_calls_keeps_the_run_going_and_save_load_or_fit_start_it_again(tmp_path):
+    """A pickle (deepcopy) keeps the calls' training state; save writes none (its files hold the network), so a
+    loaded estimator's next call is a warm one-epoch fit, as is a call after fit."""
+    X, y = _rows()
+    model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
+    copied = copy.deepcopy(model)
+    loaded = MetaNeighborhoodsRegressor.load(model.save(tmp_path / "model"))
+    warm = copy.deepcopy(loaded).set_params(warm_start=True, max_epochs=1, early_stopping=False).fit(X, y)
+    model.partial_fit(X, y)
+    np.testing.assert_array_equal(copied.partial_fit(X, y).predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.partial_fit(X, y).predict(X), warm.predict(X))
+    assert not np.array_equal(warm.predict(X), model.predict(X))  # the state carried makes a difference
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -84,9 +116,13 @@ def test_a_refused_call_leaves_the_estimator_and_its_parameters_as_they_were():
     X, y = _rows()
     model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
     given, curve = model.get_params(), list(model.loss_curve_)
+    untouched = copy.deepcopy(model)
     with pytest.raises(ValueError, match="X has 3 features"):
         model.partial_fit(X[:, :3], y)
     assert model.get_params() == given and model.loss_curve_ == curve
+    with pytest.raises(FloatingPointError, match="training loss became"):  # raised in training: the state is kept
+        model.partial_fit(X, np.full(len(y), 1e300))
+    np.testing.assert_array_equal(model.partial_fit(X, y).predict(X), untouched.partial_fit(X, y).predict(X))
     with pytest.raises(ValueError, match="partial_fit with leave_one_out=True"):
         MetaNeighborhoodsRegressor(**SMALL, leave_one_out=True).partial_fit(X, y)
 

@@ -18,7 +18,7 @@ LAYERS = [
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model", "factories", "maxl"],
     ["datasets"],
-    ["checkpoint", "training", "persistence", "image_methods", "runs", "run_record", "export"],
+    ["checkpoint", "training_state", "training", "persistence", "image_methods", "runs", "run_record", "export"],
     ["estimators", "experiments"],
     ["commands", "cli", "__main__"],
 ]

@@ -135,6 +135,20 @@ class WeightAverage(Callback):
         for name, p in self.model.named_parameters():
             self.average[name].lerp_(p, 1.0 - self.decay)
 
+    def carried(self) -> dict:
+        """The average and its count of steps (copies, on the CPU), for ``training_state.Carried``."""
+        return {"decay": self.decay, "steps": self.steps,
+                "average": {name: t.to("cpu", copy=True) for name, t in self.average.items()}}
+
+    @torch.no_grad()
+    def go_on(self, carried: dict | None) -> None:
+        """Continue the average ``carried()`` gave (if any, and of this decay: another decay's would be weighed
+        wrongly), which is left as it was."""
+        if carried is not None and carried["decay"] == self.decay:
+            self.steps = carried["steps"]
+            for name, t in self.average.items():
+                t.copy_(carried["average"][name])
+
     @contextmanager
     def applied(self) -> Iterator[None]:
         """The model holds the averaged parameters inside the block (its own before any step) and its own again

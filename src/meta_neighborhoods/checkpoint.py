@@ -202,7 +202,7 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
                    source: str = "the checkpoint") -> None:
     """Restore the optimiser's per-parameter state, checked against the optimiser the configuration built: the
     recorded groups and hyper-parameters must be its own (they are not taken from the file: the learning rate is
-    the schedule's, see ``training.TrainingState.load``), and every parameter with a state has all its entries,
+    the schedule's, see ``training_state.TrainingState.load``), and every parameter with a state has all its entries,
     shaped like the parameter."""
     fresh = optimizer.state_dict()
     try:

@@ -48,10 +48,13 @@ PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, conti
     are). The first call (on an unfitted estimator) learns its rows' columns' scales{scales} and starts a dictionary
     of at most ``dictionary_size`` of its rows; each later call goes on from the network as ``warm_start`` does, on
     those scales and that dictionary. The vanilla fallback and the second phase (``refine_factor``) need validation
-    rows and do not run; AdamW's moments and the moving average of the weights start again at every call. Give the
-    first call representative rows, a few hundred at least: their scales stay, and so does a dictionary of fewer
-    keys than ``dictionary_size``. ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call
-    (after a ``fit``, from the epoch it kept); ``best_loss_`` is the last epoch's training loss. Refused with
+    rows and do not run. The calls train as one run: AdamW's moments, the moving average of the weights, the shuffle
+    and the slot dropout's draws go on from the last call, so that ``n`` calls on the same rows train the weights
+    that ``fit`` with ``max_epochs=n, early_stopping=False`` trains (it keeps them where its last epoch is its best).
+    A ``fit`` in between, or ``load``, starts that state again; a pickle keeps it. Give the first call representative
+    rows, a few hundred at least: their scales stay, and so does a dictionary of fewer keys than
+    ``dictionary_size``. ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call (after a
+    ``fit``, from the epoch it kept); ``best_loss_`` is the last epoch's training loss. Refused with
     ``leave_one_out``.
 
     Parameters

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 import warnings
 
 import numpy as np
@@ -156,3 +157,16 @@ def warn_if_cut_short(estimator, phases: list, validated: bool) -> None:
                       f"{patience} epochs without a better one; raise max_epochs, or lower "
                       "n_iter_no_change, to let early stopping decide", ConvergenceWarning,
                       stacklevel=outside_level())  # the user's fit
+
+
+def own_init(cls, init) -> None:
+    """Give public estimator ``cls`` its own copy of the shared ``init``, so that a misspelt parameter is reported as
+    ``MetaNeighborhoodsRegressor.__init__() got an unexpected keyword argument``, not under the private class's
+    name. A subclass with an ``__init__`` of its own (a user's) keeps it."""
+    if "__init__" in vars(cls):
+        return
+    name = f"{cls.__name__}.__init__"
+    code = init.__code__.replace(co_qualname=name) if hasattr(init.__code__, "co_qualname") else init.__code__
+    own = types.FunctionType(code, init.__globals__, "__init__", init.__defaults__, init.__closure__)
+    own.__kwdefaults__, own.__doc__, own.__qualname__ = init.__kwdefaults__, init.__doc__, name
+    cls.__init__ = own

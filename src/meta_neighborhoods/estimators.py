@@ -8,7 +8,6 @@ same network trained the same way, without neighbours. ``head`` and ``extractor`
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,12 +26,12 @@ from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_method_docs import doc
-from .estimator_settings import (fit_classes, network_description, same_as_fitted, unchanged_if_raised, warm_fit,
-                                 warn_if_cut_short)
+from .estimator_settings import (fit_classes, network_description, own_init, same_as_fitted, unchanged_if_raised,
+                                 warm_fit, warn_if_cut_short)
 from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
-from .training import OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
+from .training import Carried, OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
 
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
           "best_loss_", "selected_", "validation_losses_", "n_features_in_",
@@ -142,32 +141,26 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         self.extractor = extractor
 
     def __init_subclass__(cls, **kwargs):
-        """Give each public estimator its own copy of ``__init__``, so that a misspelt parameter is reported as
-        ``MetaNeighborhoodsRegressor.__init__() got an unexpected keyword argument``, not under this private
-        class's name. A subclass with an ``__init__`` of its own (a user's) keeps it."""
         super().__init_subclass__(**kwargs)
-        if "__init__" in vars(cls):
-            return
-        init, name = _MetaNeighborhoodsEstimator.__init__, f"{cls.__name__}.__init__"
-        code = init.__code__.replace(co_qualname=name) if hasattr(init.__code__, "co_qualname") else init.__code__
-        own = types.FunctionType(code, init.__globals__, "__init__", init.__defaults__, init.__closure__)
-        own.__kwdefaults__, own.__doc__, own.__qualname__ = init.__kwdefaults__, init.__doc__, name
-        cls.__init__ = own
+        own_init(cls, _MetaNeighborhoodsEstimator.__init__)
 
     # -- training ---------------------------------------------------------------------------------
 
-    def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int, warm: bool):
-        """Fit on ``rows`` of X (with their ``weights`` and ``targets``), continuing the fitted network if ``warm``, on
+    def _fit(self, X, rows: np.ndarray, weights: np.ndarray | None, targets: np.ndarray, n_outputs: int, warm: bool,
+             partial: bool = False):
+        """Fit on ``rows`` of X (with their ``weights`` and ``targets``), continuing the fitted network if ``warm``
+        (and, in a call of ``partial_fit``, the last call's training state: ``training_state.Carried``), on
         the estimator's own seeded stream: the caller's global torch generator and default dtype are left as they
         were. Gradients are on whatever the caller's mode (a fit inside ``torch.no_grad()`` or
         ``torch.inference_mode()`` trains as anywhere else)."""
         device = resolve_device(self.device)
         with (torch_globals(rng_devices=[device] if device.type == "cuda" else []), torch.inference_mode(False),
               torch.enable_grad()):
-            self._train(X, rows, weights, targets, n_outputs, device, warm)
+            self._train(X, rows, weights, targets, n_outputs, device, warm, partial)
         return self
 
-    def _train(self, X, rows, weights, targets, n_outputs: int, device: torch.device, warm: bool) -> None:
+    def _train(self, X, rows, weights, targets, n_outputs: int, device: torch.device, warm: bool,
+               partial: bool) -> None:
         """Train on ``rows`` of X, a share of them held out for early stopping; with ``vanilla_fallback``, train the
         same network without neighbours on the same rows too, and keep whichever validates better. A ``warm`` fit
         continues the network kept (``selected_``) alone, on the columns' scales it learnt on."""
@@ -182,10 +175,11 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             per_row.append(torch.as_tensor(weights, dtype=torch.float32))
         X_train = torch.from_numpy(standardised_rows(X, rows[train], self.x_mean_, self.x_scale_))
         data = _Rows(X, rows, train, valid, X_train, per_row, n_outputs, seed, warm)
+        carried = Carried(getattr(self, "_carried", {}) if warm else {}) if partial else None
         if warm:  # the network kept, alone (a rival from scratch would not compete on equal terms): vanilla or not
-            fits = {self.selected_: self._train_network(data, self._kept_size(), device)}
+            fits = {self.selected_: self._train_network(data, self._kept_size(), device, carried)}
         else:
-            fits = {persistence.WITH_NEIGHBOURS: self._train_network(data, self.dictionary_size, device)}
+            fits = {persistence.WITH_NEIGHBOURS: self._train_network(data, self.dictionary_size, device, carried)}
             if fits[persistence.WITH_NEIGHBOURS][0]["dictionary_size"] == 0:
                 fits = {persistence.VANILLA: fits.pop(persistence.WITH_NEIGHBOURS)}
             elif self.vanilla_fallback and valid is not None:
@@ -199,18 +193,21 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         phases = [run]
         if self.refine_factor is not None and valid is not None:  # the second phase, as a warm fit would go on
             self.network_, self.model_, then = self._train_network(data._replace(warm=True), self._kept_size(), device,
-                                                                   self.learning_rate * self.refine_factor)
+                                                                   rate=self.learning_rate * self.refine_factor)
             phases, run = [run, then], run.followed_by(then)
         self.n_iter_, self.best_epoch_, self.best_loss_ = len(run.losses), run.best_epoch, run.best_loss
         self.loss_curve_, self.validation_loss_curve_ = run.losses, None if valid is None else run.measured
         warn_if_cut_short(self, phases, valid is not None)
+        self._carried = carried.after if partial else {}  # what the next call of partial_fit goes on from
 
     def _kept_size(self) -> int:
         """The ``dictionary_size`` that continues the fitted network: 0 where the fallback kept the vanilla one."""
         return 0 if self.network_["dictionary_size"] == 0 else self.dictionary_size
 
-    def _train_network(self, data: _Rows, dictionary_size: int, device: torch.device, rate: float | None = None):
-        """(network_, model, run) of one network trained on ``data`` (at learning rate ``rate``, else the estimator's):
+    def _train_network(self, data: _Rows, dictionary_size: int, device: torch.device, carried: Carried | None = None,
+                       rate: float | None = None):
+        """(network_, model, run) of one network trained on ``data`` (at learning rate ``rate``, else the estimator's;
+        from the training state ``carried``, if any):
         every draw is seeded from ``data.seed``, so the vanilla network trained here equals the one
         ``dictionary_size=0`` fits."""
         torch.manual_seed(data.seed)
@@ -246,7 +243,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
             optimizer=OptimizerSpec(self.learning_rate if rate is None else rate, self.weight_decay,
                                     grad_clip=self.gradient_clip),
-            callbacks={"progress": progress}, warm=data.warm)
+            callbacks={"progress": progress}, warm=data.warm, carried=carried)
         report(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} loss "
                f"{run.best_loss:.4f} at epoch {run.best_epoch}", self.verbose > 0)  # what the bar leaves behind
         return network, model.eval(), run
@@ -312,11 +309,15 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
 
     @doc(method_docs.REGRESSOR_PARTIAL_FIT)
     def partial_fit(self, X, y, sample_weight=None):
-        return incremental.one_epoch(self, lambda: self.fit(X, y, sample_weight))
+        return incremental.one_epoch(self, lambda: self._fit_targets(X, y, sample_weight, partial=True))
 
     @doc(method_docs.FIT.format(what="", shape=" or (n_samples, n_outputs)", target="Numeric targets."))
-    @unchanged_if_raised
     def fit(self, X, y, sample_weight=None):
+        return self._fit_targets(X, y, sample_weight)
+
+    @unchanged_if_raised
+    def _fit_targets(self, X, y, sample_weight, partial: bool = False):
+        """``fit``, or a call of ``partial_fit``."""
         warm = warm_fit(self)
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, y_numeric=True,
                              multi_output=True, reset=not warm)
@@ -331,7 +332,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
             self.y_mean_, self.y_scale_ = standardiser(y2, weights, target=True)
         self._y_ndim = y.ndim
         return self._fit(X, rows, weights, ((y2 - self.y_mean_) / self.y_scale_).astype(np.float32), y2.shape[1],
-                         warm)
+                         warm, partial)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -375,7 +376,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
         self.classes_ = incremental.known_classes(self, y[rows], classes) if partial else fit_classes(
             self, y[rows], warm, weights is not None)  # those of the rows learnt from: a zero weight drops a row
         labels = LabelEncoder().fit(self.classes_).transform(y[rows]).astype(np.int64)
-        return self._fit(X, rows, weights, labels, len(self.classes_), warm)
+        return self._fit(X, rows, weights, labels, len(self.classes_), warm, partial)
 
     @doc(method_docs.PREDICT_PROBA)
     def predict_proba(self, X) -> np.ndarray:

@@ -89,7 +89,7 @@ def build_model_args(method: str, backbone: str, in_channels: int, num_classes: 
 
 
 # ---------------------------------------------------------------------------------------------------
-# Checkpoint ``best``: weights plus the ``model_args`` that rebuild them (``last`` is ``training.TrainingState``'s)
+# Checkpoint ``best``: weights plus the ``model_args`` that rebuild them (``last`` is ``training_state.TrainingState``'s)
 
 
 def save_checkpoint(stem: Path, model: nn.Module, **info) -> None:

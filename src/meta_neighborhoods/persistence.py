@@ -27,6 +27,7 @@ from .validation import ConfigError, is_real, shown
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
+NOT_SAVED = ("model_", "_carried")  # the network, saved as such; partial_fit's training state (pickle keeps it)
 FITTED_PREFIX = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
 
 
@@ -291,7 +292,7 @@ def save(estimator, path) -> Path:
                          "rebuild another network than the fitted one; fit again, or set them back")
     params = estimator._get_param_names()
     tensors, fitted = split_fitted(
-        {name: value for name, value in vars(estimator).items() if name not in params and name != "model_"})
+        {name: value for name, value in vars(estimator).items() if name not in params and name not in NOT_SAVED})
     meta = {"estimator": type(estimator).__name__,
             "params": json_only("parameter", estimator.get_params(deep=False)),
             **fitted, "meta_neighborhoods_version": __version__, "saved_by": provenance()}  # never read back

@@ -25,9 +25,8 @@ Protocol (the same for every method, so only the method differs):
 Every method uses the cosine classifier (tau learned, init 10) on the backbone's features. The Meta-Neighborhoods
 settings follow the authors' image code, see ``image_methods.IMAGE_CONFIG``; the run folder's layout is
 ``runs.py``'s. The dictionary size is not given in the paper's main text; our default is ``NEIGHBOURS_PER_CLASS``
-(10) slots per class: 100 for 10-class sets.
-MAXL (``maxl.py``) trains the vanilla network with a label generator beside it, through the same loop and protocol;
-its fixed settings are recorded in config.json under ``maxl``, psi with the arguments.
+(10) slots per class: 100 for 10-class sets. MAXL (``maxl.py``) trains the vanilla network with a label generator
+beside it, through the same loop and protocol; its fixed settings are recorded in config.json under ``maxl``.
 """
 
 from __future__ import annotations
@@ -55,7 +54,8 @@ from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
 from ..runs import BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, SPLIT, TENSORBOARD, Split, write_split
-from ..training import OptimizerSpec, check_configuration, fit, resolve_device, torch_threads
+from ..training import fit, resolve_device, torch_threads
+from ..training_state import OptimizerSpec, check_configuration
 from ..validation import ConfigError
 
 RELOCATABLE = ("device", *PATH_FIELDS)  # settings a resumed run may change: they do not alter results

@@ -1,0 +1,200 @@
+"""A training run's whole state: the optimiser it builds (``OptimizerSpec``), ``TrainingState``, the one writer and
+reader of checkpoint ``last`` (an exact resume), and ``Carried``, the same state kept in memory from one call of
+``fit`` to the next (``partial_fit``'s)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .validation import is_int
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """AdamW over ``model.parameter_groups(weight_decay, learning_rate)`` (each group with its learning rate); the
+    learning rates drop tenfold after each epoch in ``milestones``; every gradient entry is clipped to +-``grad_clip``
+    (None: no clipping)."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    milestones: tuple[int, ...] = ()
+    grad_clip: float | None = None
+
+    def build(self, model: nn.Module):
+        """(optimizer, scheduler) for ``model``."""
+        groups = model.parameter_groups(self.weight_decay, self.learning_rate)
+        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate, fused=True)  # one kernel, not ~28 ops per tensor
+        return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, sorted(self.milestones), gamma=0.1)
+
+
+@dataclass
+class Carried:
+    """A run's state from one call of ``fit`` to the next (``partial_fit``'s), so that calls of one epoch train as
+    one run of many would: ``before`` is where this call starts (empty: afresh), ``after`` where it ended, on the CPU.
+    It holds the parameters as trained (not the average early stopping keeps), AdamW's moments by parameter name (a
+    changed learning rate or weight decay takes effect), the shuffle's and torch's generators, and the weight
+    average (``fit_early_stopping``). ``before`` is never changed: a call that raises leaves it as it was."""
+
+    before: dict = field(default_factory=dict)
+    after: dict = field(default_factory=dict)
+
+
+def check_configuration(meta: dict, config: dict | None, source: str) -> None:
+    """Refuse checkpoint metadata ``meta`` (from ``source``) written under another configuration than ``config``
+    (None: no check), naming where they differ."""
+    if config is not None and meta.get("config") != config:
+        there, here = (_processes(c) for c in (meta.get("config"), config))
+        if there != here and is_int(there):  # what to do differs: say it (a run of one process records none)
+            launch = "plain python" if there == 1 else f"torchrun --nproc_per_node {there}"
+            raise checkpoint.CheckpointError(f"{source} was written by a run of {there} process(es), and this one "
+                                             f"runs {here}: resume it with as many ({launch})")
+        raise checkpoint.CheckpointError(f"{source} was written by a run with another configuration "
+                                         f"({_differences(meta.get('config'), config)}); resume it with its own "
+                                         "settings")
+
+
+def _processes(config) -> int:
+    """The processes a run's configuration says it trains on: one where it says none."""
+    return config.get("processes", 1) if isinstance(config, dict) else 1
+
+
+def _differences(saved, now: dict) -> str:
+    """The settings on which a checkpoint's configuration and this run's differ, as 'name: saved there, now here'
+    (the first three), so that a refused resume says what to change; the saved values are shown cut short."""
+    if not isinstance(saved, dict):
+        return "none recorded"
+    saved, now = _flat(saved), _flat(now)
+    names = [name for name in sorted({*saved, *now}) if saved.get(name) != now.get(name)]
+    shown = [f"{name!s:.40}: {saved.get(name)!r:.40} there, {now.get(name)!r:.40} here" for name in names[:3]]
+    return "; ".join(shown) + (f"; and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested configuration as one level of dotted names: 'model.dictionary_size', not the whole 'model'."""
+    flat = {}
+    for name, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+class TrainingState:
+    """Everything a run needs to continue exactly where it stopped; the one writer of the ``last`` checkpoint."""
+
+    def __init__(self, model: nn.Module, spec: OptimizerSpec, stateful: dict, config: dict | None):
+        self.model, self.spec, self.stateful, self.config = model, spec, stateful, config
+        self.optimizer, self.schedule = spec.build(model)
+        self.epoch, self.step, self.history = 0, 0, []
+
+    def save(self, stem: str | Path) -> None:
+        optimizer_tensors, optimizer_meta = checkpoint.optimizer_state(self.optimizer)
+        rng_tensors, rng_meta = checkpoint.rng_state()
+        tensors = {**checkpoint.network_tensors(self.model),
+                   **checkpoint.with_prefix("optimizer.", optimizer_tensors),
+                   **checkpoint.with_prefix("rng.", rng_tensors)}
+        checkpoint.save(stem, tensors, {
+            "epoch": self.epoch, "step": self.step, "history": self.history, "config": self.config,
+            "optimizer": optimizer_meta, "rng": rng_meta,
+            "stateful": {name: obj.state_dict() for name, obj in self.stateful.items()},
+        })
+
+    def carried(self) -> dict:
+        """Where this run stands, as ``Carried.after`` keeps it (copies, on the CPU)."""
+        names = {p: name for name, p in self.model.named_parameters()}
+        device = next(self.model.parameters()).device
+        return {"parameters": _on_cpu(self.model.state_dict()),
+                "moments": {names[p]: _on_cpu(entries) for p, entries in self.optimizer.state.items()},
+                "torch": torch.get_rng_state(), "step": self.step,
+                **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                **({"batches": self.stateful["batches"].state_dict()} if "batches" in self.stateful else {})}
+
+    def go_on(self, carried: dict) -> None:
+        """Continue from ``carried`` (``Carried.before``), which is left as it was."""
+        self.model.load_state_dict(carried["parameters"])
+        optimised = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        for name, p in self.model.named_parameters():
+            if id(p) in optimised and name in carried["moments"]:
+                self.optimizer.state[p] = {k: v.to(p.device, copy=True) if torch.is_tensor(v) else v
+                                           for k, v in carried["moments"][name].items()}
+        torch.set_rng_state(carried["torch"])
+        if "cuda" in carried and next(self.model.parameters()).device.type == "cuda":
+            torch.cuda.set_rng_state(carried["cuda"], next(self.model.parameters()).device)
+        if "batches" in carried and "batches" in self.stateful:
+            self.stateful["batches"].load_state_dict(carried["batches"])
+        self.step = carried["step"]
+
+    def load(self, stem: str | Path, epochs: int) -> None:
+        """Restore everything from checkpoint ``stem`` of a run of ``epochs`` epochs; any field that is not what
+        the configuration implies is a CheckpointError naming it."""
+        if stem is None:
+            raise ValueError("resume=True needs the checkpoint to resume from")
+        tensors, meta = checkpoint.load(stem)
+        source = f"{stem}.json"
+        check_configuration(meta, self.config, source)
+        self._check_progress(meta, epochs, source)
+        checkpoint.load_network(self.model, tensors, source)
+        moments = checkpoint.take_prefix("optimizer.", tensors)
+        if meta["step"] > 0 and not moments:
+            raise checkpoint.CheckpointError(f"{source} lacks the optimiser's moments after {meta['step']} steps")
+        checkpoint.load_optimizer(self.optimizer, moments, meta.get("optimizer"), source)
+        try:
+            checkpoint.load_rng(checkpoint.take_prefix("rng.", tensors), meta["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as error:
+            raise checkpoint.CheckpointError(f"{source}: damaged random number generator state "
+                                             f"({type(error).__name__}: {error})") from None
+        with warnings.catch_warnings():  # stepping the schedule alone, to where the run stood, is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(meta["epoch"]):
+                self.schedule.step()
+        self._load_stateful(meta, source)
+        self.epoch, self.step, self.history = meta["epoch"], meta["step"], meta["history"]
+
+    def _load_stateful(self, meta: dict, source: str) -> None:
+        """Each callback's state (and the batches'), none of which may count epochs past the checkpoint's: a best
+        epoch still to come would keep its network over those the resumed run trains."""
+        for name, obj in self.stateful.items():
+            try:
+                obj.load_state_dict(meta["stateful"][name])
+            except KeyError as missing:
+                raise checkpoint.CheckpointError(f"{source} lacks {missing} for {name!r}: it was written by another "
+                                                 "version of meta-neighborhoods; start the run afresh") from None
+            except (TypeError, ValueError, RuntimeError, IndexError, OverflowError, AttributeError) as error:
+                raise checkpoint.CheckpointError(f"{source}: the state of {name!r} is damaged "
+                                                 f"({type(error).__name__}: {error})") from None
+            past = [epoch for epoch in _epochs_named(meta["stateful"][name])
+                    if not (is_int(epoch) and 0 <= epoch <= meta["epoch"])]
+            if past:
+                raise checkpoint.CheckpointError(f"{source}: the state of {name!r} names epoch {past[0]!r:.40}, "
+                                                 f"outside the {meta['epoch']} epochs the checkpoint has trained")
+
+    @staticmethod
+    def _check_progress(meta: dict, epochs: int, source: str) -> None:
+        epoch, step, history = meta.get("epoch"), meta.get("step"), meta.get("history")
+        if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int and step >= epoch
+                and isinstance(history, list) and len(history) == epoch
+                and all(type(loss) in (int, float) for loss in history)):
+            raise checkpoint.CheckpointError(f"{source}: epoch {epoch!r}, step {step!r} and a history of "
+                                             f"{len(history) if isinstance(history, list) else history!r} losses "
+                                             f"do not describe a run of {epochs} epochs")
+
+
+def _on_cpu(tensors: dict) -> dict:
+    return {name: t.detach().to("cpu", copy=True) if torch.is_tensor(t) else t for name, t in tensors.items()}
+
+
+def _epochs_named(state) -> list:
+    """The epochs a saved state names: its own ``epoch`` (a best epoch, the epochs batches have drawn) and its
+    records' (a history's, a log's rows)."""
+    if not isinstance(state, dict):
+        return []
+    records = [record for value in state.values() if isinstance(value, list) for record in value
+               if isinstance(record, dict)]
+    return [record["epoch"] for record in (state, *records) if "epoch" in record]
