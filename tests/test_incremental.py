@@ -1,12 +1,16 @@
 """partial_fit: one epoch of fit a call, the first cold and the later ones warm, the parameters left as given."""
 
 import copy
+import json
 import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from meta_neighborhoods.checkpoint import CheckpointError
+from meta_neighborhoods.training_state import carried_from_file, carried_to_file
 
 SMALL = dict(hidden_layer_sizes=(16,), dictionary_size=64, batch_size=32, learning_rate=1e-2, random_state=0)
 
@@ -61,32 +65,56 @@ def test_calls_on_the_same_rows_train_as_one_fit_of_as_many_epochs(estimator):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_a_pickle_between_calls_keeps_the_run_going_and_save_load_or_fit_start_it_again(tmp_path):
-    """A pickle (deepcopy) keeps the calls' training state; save writes none (its files hold the network), so a
-    loaded estimator's next call is a warm one-epoch fit, as is a call after fit."""
+def test_a_pickle_or_save_and_load_between_calls_keeps_the_run_going(tmp_path):
+    """A pickle (deepcopy) and save/load keep the calls' training state: the next call is the one the estimator
+    would have made; without that state it would be a warm one-epoch fit, which differs."""
     X, y = _rows()
     model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
-    copied = copy.deepcopy(model)
-    loaded = MetaNeighborhoodsRegressor.load(model.save(tmp_path / "model"))
+    copied, loaded = copy.deepcopy(model), MetaNeighborhoodsRegressor.load(model.save(tmp_path / "model"))
     warm = copy.deepcopy(loaded).set_params(warm_start=True, max_epochs=1, early_stopping=False).fit(X, y)
     model.partial_fit(X, y)
     np.testing.assert_array_equal(copied.partial_fit(X, y).predict(X), model.predict(X))
-    np.testing.assert_array_equal(loaded.partial_fit(X, y).predict(X), warm.predict(X))
+    np.testing.assert_array_equal(loaded.partial_fit(X, y).predict(X), model.predict(X))
     assert not np.array_equal(warm.predict(X), model.predict(X))  # the state carried makes a difference
+    assert loaded.fit(X, y)._carried == {}  # a fit starts it again, and save writes none then
+    assert "carried" not in json.loads(loaded.save(tmp_path / "fitted").read_text())
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_partial_fit_after_fit_goes_on_from_the_network_fit_kept():
-    """As a warm fit of one epoch: the curve keeps fit's epochs up to the one it kept, which this call goes on from."""
-    X, y = _rows()
-    fitted = MetaNeighborhoodsRegressor(**SMALL, max_epochs=60, n_iter_no_change=3).fit(X, y)
-    assert fitted.best_epoch_ < fitted.n_iter_  # early stopping dropped the last epochs
-    kept = fitted.loss_curve_[:fitted.best_epoch_]
-    warm = copy.deepcopy(fitted).set_params(warm_start=True, max_epochs=1, early_stopping=False).fit(X[:50], y[:50])
-    fitted.partial_fit(X[:50], y[:50])
-    np.testing.assert_array_equal(fitted.predict(X), warm.predict(X))
-    assert fitted.loss_curve_ == kept + warm.loss_curve_ and fitted.n_iter_ == fitted.best_epoch_ == len(kept) + 1
-    assert (fitted.max_epochs, fitted.early_stopping, fitted.warm_start) == (60, True, False)
+def _first(entries: dict) -> str:
+    return next(iter(entries))
+
+
+DAMAGE = {  # what a crafted file may hold instead of partial_fit's training state
+    "a negative moment": lambda c: c["moments"][_first(c["moments"])]["exp_avg_sq"].sub_(1.0),
+    "a misshapen moment": lambda c: c["moments"][_first(c["moments"])].update(exp_avg=torch.zeros(3)),
+    "a moment of no parameter": lambda c: c["moments"].update(
+        ghost={k: t.clone() for k, t in c["moments"][_first(c["moments"])].items()}),
+    "a weight that is not finite": lambda c: c["parameters"][_first(c["parameters"])].fill_(float("nan")),
+    "a weight missing": lambda c: c["parameters"].pop(_first(c["parameters"])),
+    "a short generator": lambda c: c.update(torch=c["torch"][:10]),
+    "a byte over 255": lambda c: c["batches"]["generator"].__setitem__(0, 300),
+    "a negative step": lambda c: c.update(step=-1),
+    "a decay of 1.5": lambda c: c["average"].update(decay=1.5),
+    "an average short of a weight": lambda c: c["average"]["average"].pop(_first(c["average"]["average"])),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_damaged_training_state_in_a_file_is_refused_naming_it(tmp_path, damage):
+    X, y = _rows(n=60)
+    model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
+    damage(model._carried)
+    with pytest.raises(CheckpointError, match=r"model\.json: partial_fit's carried training state is damaged"):
+        MetaNeighborhoodsRegressor.load(model.save(tmp_path / "model"))
+
+
+def test_tensors_of_no_training_state_are_refused():
+    X, y = _rows(n=60)
+    model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
+    tensors, meta = carried_to_file(model._carried)
+    assert carried_from_file(tensors, meta, model.model_, "f")["step"] == model._carried["step"]
+    with pytest.raises(CheckpointError, match="f: partial_fit's carried .* unknown tensors stray"):
+        carried_from_file({**tensors, "stray": torch.zeros(1)}, meta, model.model_, "f")
 
 
 def test_a_classifier_s_calls_share_the_classes_given_first_which_a_batch_need_not_all_hold():

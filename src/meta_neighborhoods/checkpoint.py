@@ -220,16 +220,19 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
         raise CheckpointError(f"{source}: the optimiser state is damaged ({type(error).__name__}: {error})") from None
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, entry in entries.items():
-        moments = [entry.get(key) for key in ("exp_avg", "exp_avg_sq")]
-        step = entry.get("step")
-        step = step.item() if torch.is_tensor(step) and step.numel() == 1 else step
-        if not (0 <= index < len(params) and set(entry) == {"step", "exp_avg", "exp_avg_sq"}
-                and is_real(step) and 0 <= step < 2**53 and all(
-                    torch.is_tensor(m) and m.shape == params[index].shape and m.dtype == params[index].dtype
-                    for m in moments)):
+        if not (0 <= index < len(params) and complete_moments(entry, params[index])):
             raise CheckpointError(f"{source}: the optimiser state of parameter {index} is incomplete, misshapen or "
                                   "of another type")
     optimizer.load_state_dict({"state": entries, "param_groups": fresh["param_groups"]})
+
+
+def complete_moments(entry: dict, param: torch.Tensor) -> bool:
+    """Whether ``entry`` is AdamW's whole state of ``param``: a step count, and both moments shaped and typed like it."""
+    moments = [entry.get(key) for key in ("exp_avg", "exp_avg_sq")]
+    step = entry.get("step")
+    step = step.item() if torch.is_tensor(step) and step.numel() == 1 else step
+    return (set(entry) == {"step", "exp_avg", "exp_avg_sq"} and is_real(step) and 0 <= step < 2**53
+            and all(torch.is_tensor(m) and m.shape == param.shape and m.dtype == param.dtype for m in moments))
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:

@@ -51,11 +51,11 @@ PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, conti
     rows and do not run. The calls train as one run: AdamW's moments, the moving average of the weights, the shuffle
     and the slot dropout's draws go on from the last call, so that ``n`` calls on the same rows train the weights
     that ``fit`` with ``max_epochs=n, early_stopping=False`` trains (it keeps them where its last epoch is its best).
-    A ``fit`` in between, or ``load``, starts that state again; a pickle keeps it. Give the first call representative
-    rows, a few hundred at least: their scales stay, and so does a dictionary of fewer keys than
-    ``dictionary_size``. ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call (after a
-    ``fit``, from the epoch it kept); ``best_loss_`` is the last epoch's training loss. Refused with
-    ``leave_one_out``.
+    A ``fit`` in between starts that state again; a pickle, and ``save`` and ``load``, keep it (on the GPU, slot
+    dropout draws afresh after ``load``). Give the first call representative rows, a few hundred at least: their
+    scales stay, and so does a dictionary of fewer keys than ``dictionary_size``. ``loss_curve_``, ``n_iter_`` and
+    ``best_epoch_`` count the epochs of every call (after a ``fit``, from the epoch it kept); ``best_loss_`` is the
+    last epoch's training loss. Refused with ``leave_one_out``.
 
     Parameters
     ----------
@@ -167,7 +167,8 @@ SAVE = """Save the fitted estimator as a checkpoint: ``path.json`` and ``path.<t
     Written atomically (see ``checkpoint.py``); JSON and tensors only, so that, unlike a pickle, loading it
     cannot run code. An earlier checkpoint at ``path`` is replaced, as ``torch.save`` and ``joblib.dump`` replace
     a file; what is not a regular file (a folder, a device) is refused, and so are parameters set since fit
-    (``set_params``) from which ``load``, which rebuilds the network from them, would build another one.
+    (``set_params``) from which ``load``, which rebuilds the network from them, would build another one. After
+    ``partial_fit``, the checkpoint also holds the training state its next call goes on from.
 
     Parameters
     ----------

@@ -23,11 +23,13 @@ from .factories import FACTORIES, build_network, hidden_widths
 from .io import prepare_out_dir
 from .provenance import provenance
 from .training import resolve_device, torch_globals
+from .training_state import carried_from_file, carried_to_file
 from .validation import ConfigError, is_real, shown
 
 MAX_LABEL = 10_000  # characters of a class label or feature name that a saved estimator may hold
 MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
-NOT_SAVED = ("model_", "_carried")  # the network, saved as such; partial_fit's training state (pickle keeps it)
+NOT_SAVED = ("model_", "_carried")  # saved apart: the network's tensors, partial_fit's training state (CARRIED)
+CARRIED = "carried"  # partial_fit's training state: its key in the JSON and, with a dot, its tensors' prefix
 FITTED_PREFIX = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
 
 
@@ -296,6 +298,9 @@ def save(estimator, path) -> Path:
     meta = {"estimator": type(estimator).__name__,
             "params": json_only("parameter", estimator.get_params(deep=False)),
             **fitted, "meta_neighborhoods_version": __version__, "saved_by": provenance()}  # never read back
+    if getattr(estimator, "_carried", None):  # where the next call of partial_fit goes on from
+        carried, meta[CARRIED] = carried_to_file(estimator._carried)
+        tensors.update(checkpoint.with_prefix(f"{CARRIED}.", carried))
     stem = checkpoint_stem(path)
     prepare_out_dir(stem.parent)  # as export_onnx does
     return checkpoint.save(stem, {**checkpoint.network_tensors(estimator.model_), **tensors}, meta)
@@ -339,6 +344,9 @@ def load(cls, path):
     with torch_globals(rng_devices=[]):  # the initial weights it draws are replaced: not from the caller's stream
         estimator, fitted, model = rebuild(cls, meta, tensors, source)
     checkpoint.load_network(model, tensors, source)
+    if CARRIED in meta:
+        fitted["_carried"] = carried_from_file(checkpoint.take_prefix(f"{CARRIED}.", tensors), meta[CARRIED], model,
+                                               source)
     vars(estimator).update(fitted)
     estimator.model_ = model.eval()
     return estimator

@@ -198,3 +198,73 @@ def _epochs_named(state) -> list:
     records = [record for value in state.values() if isinstance(value, list) for record in value
                if isinstance(record, dict)]
     return [record["epoch"] for record in (state, *records) if "epoch" in record]
+
+
+MOMENTS = ("step", "exp_avg", "exp_avg_sq")  # AdamW's state of one parameter
+
+
+def carried_to_file(carried: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """``Carried.after`` as a checkpoint holds it: (tensors, JSON). A CUDA generator's state is not kept: a call
+    after ``load`` draws on the GPU afresh."""
+    tensors = {"torch": carried["torch"], **checkpoint.with_prefix("parameters.", carried["parameters"])}
+    for name, entries in carried["moments"].items():
+        tensors.update({f"moments.{key}.{name}": entries[key] for key in MOMENTS})
+    meta = {"step": carried["step"], "batches": carried.get("batches")}
+    if carried.get("average") is not None:
+        tensors.update(checkpoint.with_prefix("average.", carried["average"]["average"]))
+        meta["average"] = {"decay": carried["average"]["decay"], "steps": carried["average"]["steps"]}
+    return tensors, meta
+
+
+def carried_from_file(tensors: dict[str, torch.Tensor], meta, model: nn.Module, source: str) -> dict:
+    """The inverse of ``carried_to_file``, every field checked against ``model`` (the network it goes on with); a
+    damaged one is a CheckpointError naming ``source``."""
+    try:
+        return _checked_carry(tensors, meta, model)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        raise checkpoint.CheckpointError(f"{source}: partial_fit's carried training state is damaged "
+                                         f"({type(error).__name__}: {error})") from None
+
+
+def _checked_carry(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Module) -> dict:
+    parameters = dict(model.named_parameters())
+    carried = {"parameters": _like(checkpoint.take_prefix("parameters.", tensors), model.state_dict(), "parameters"),
+               "torch": tensors["torch"], "step": meta["step"], "moments": {}}
+    for key in MOMENTS:
+        for name, t in checkpoint.take_prefix(f"moments.{key}.", tensors).items():
+            carried["moments"].setdefault(name, {})[key] = t
+    for name, entry in carried["moments"].items():
+        if not (name in parameters and checkpoint.complete_moments(entry, parameters[name])
+                and all(torch.isfinite(t).all() for t in entry.values()) and (entry["exp_avg_sq"] >= 0).all()):
+            raise ValueError(f"the moments of {name!r:.80} are incomplete, misshapen, not finite or negative")
+    if not (torch.is_tensor(carried["torch"]) and carried["torch"].dtype == torch.uint8
+            and carried["torch"].shape == torch.get_rng_state().shape):
+        raise ValueError("torch's generator state is not one")
+    if not (is_int(meta["step"]) and meta["step"] >= 0):
+        raise ValueError(f"step should be a count of steps, got {meta['step']!r:.40}")
+    if meta["batches"] is not None:  # TensorBatches' generator, as its state_dict gives it
+        state = meta["batches"]["generator"]
+        if not (isinstance(state, list) and len(state) == len(torch.get_rng_state())
+                and all(type(v) is int and 0 <= v < 256 for v in state)):
+            raise ValueError("the batches' generator state is not one")
+        carried["batches"] = {"generator": state}
+    if "average" in meta:
+        decay, steps = meta["average"]["decay"], meta["average"]["steps"]
+        if not (type(decay) is float and 0 < decay < 1 and is_int(steps) and steps >= 0):
+            raise ValueError(f"the weight average's decay {decay!r:.40} or steps {steps!r:.40} are not valid")
+        carried["average"] = {"decay": decay, "steps": steps, "average": _like(
+            checkpoint.take_prefix("average.", tensors), parameters, "the weight average")}
+    known = ("parameters.", "moments.", "average." if "average" in meta else "parameters.")
+    unknown = sorted(name for name in tensors if name != "torch" and not name.startswith(known))
+    if unknown:
+        raise ValueError(f"unknown tensors {', '.join(unknown[:3])}")
+    return carried
+
+
+def _like(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> dict:
+    """``tensors``, refused unless they are ``expected``'s names, shapes and types, and finite."""
+    if tensors.keys() != expected.keys() or not all(
+            tensors[n].shape == t.shape and tensors[n].dtype == t.dtype and torch.isfinite(tensors[n]).all()
+            for n, t in expected.items()):
+        raise ValueError(f"{what} are not the network's: names, shapes or types differ, or values are not finite")
+    return tensors
