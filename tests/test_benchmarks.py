@@ -65,6 +65,9 @@ COST_CASES = [
     ("ifilm_ops.py", ["--backbone", "convnet4", "--batch", "2", "--steps", "1"], lambda d: d["ms"]),
     ("refine_cost.py", ["--tables", "gom", "--max-rows", "60", "--max-epochs", "3", "--repeats", "1"],
      lambda d: {f"{table} {name}": s for table, one in d["tables"].items() for name, s in one["seconds"].items()}),
+    ("partial_fit_stream.py", ["--table", "gom", "--max-rows", "100", "--chunk", "40", "--passes", "2", "--seeds", "1"],
+     lambda d: {f"{setting} {variant}": runs[0]["seconds"] for setting, variants in d["results"].items()
+                for variant, runs in variants.items()}),
 ]
 RUN_HERE = ({script for script, _, _ in COST_CASES} | {"defaults_sweep.py", "inference_vs_knn.py"}
             | {"timing.py", "record.py"})  # helpers, no command

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor, training
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.training_state import carried_from_file, carried_to_file
 
@@ -150,6 +150,26 @@ def test_a_refused_call_leaves_the_estimator_and_its_parameters_as_they_were():
     assert model.get_params() == given and model.loss_curve_ == curve
     with pytest.raises(FloatingPointError, match="training loss became"):  # raised in training: the state is kept
         model.partial_fit(X, np.full(len(y), 1e300))
+    np.testing.assert_array_equal(model.partial_fit(X, y).predict(X), untouched.partial_fit(X, y).predict(X))
+
+
+def test_a_call_stopped_after_some_steps_leaves_the_carried_state_as_it_was(monkeypatch):
+    """Steps taken before the interruption moved AdamW's moments and the weights: none of it may reach the state
+    the next call goes on from (the moments are copied in, not shared)."""
+    X, y = _rows()
+    model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
+    untouched, steps, step = copy.deepcopy(model), [], training.optimizer_step
+
+    def interrupted(*args):
+        step(*args)
+        steps.append(1)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "optimizer_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.partial_fit(X, y)
+    monkeypatch.undo()
     np.testing.assert_array_equal(model.partial_fit(X, y).predict(X), untouched.partial_fit(X, y).predict(X))
     with pytest.raises(ValueError, match="partial_fit with leave_one_out=True"):
         MetaNeighborhoodsRegressor(**SMALL, leave_one_out=True).partial_fit(X, y)

@@ -1,6 +1,6 @@
-"""The training loop's optimiser (``training.OptimizerSpec``): torch's fused AdamW kernel, which must take the same
-steps as the reference AdamW over the model's weight-decay groups, on gradients clipped first; and the moving average of the weights that early
-stopping can validate and keep."""
+"""The training loop's optimiser (``training_state.OptimizerSpec``): torch's fused AdamW kernel, which must take the
+same steps as the reference AdamW over the model's weight-decay groups, on gradients clipped first; the moving average
+of the weights that early stopping can validate and keep; the state carried from one call of fit to the next."""
 
 import pytest
 import torch
@@ -11,6 +11,8 @@ from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.callbacks import Callback
 from meta_neighborhoods.training import EarlyStopped, OptimizerSpec, clip_gradients, fit, fit_early_stopping
+from meta_neighborhoods.training_state import Carried
+from meta_neighborhoods.validation import ConfigError
 
 
 def _steps(model: MetaNeighborhoods, optimizer, steps: int = 5) -> dict:
@@ -188,3 +190,25 @@ def test_a_run_followed_by_a_warm_one_counts_the_epochs_of_both():
     kept = first.followed_by(EarlyStopped([2.4, 2.3], [0.55, 0.52], 0, 0.5))
     assert kept == EarlyStopped([3.0, 2.0, 2.5, 2.4, 2.3], [1.0, 0.5, 0.6, 0.55, 0.52], 2, 0.5)
     assert first.followed_by(EarlyStopped([2.4, 2.3], [0.45, 0.47], 1, 0.45)).best_epoch == 4
+
+
+def test_calls_of_fit_that_carry_their_state_train_as_one_run_in_float64():
+    """Two calls of one epoch carrying ``Carried`` are one run of two epochs, weight average included; a schedule of
+    milestones, whose epoch the state does not carry, is refused."""
+    def model():
+        torch.manual_seed(0)
+        return MetaNeighborhoods(MLPHead(3, (8,), 1), dictionary_size=6).double()
+
+    x, y = torch.randn(40, 3, dtype=torch.float64), torch.randn(40, 1, dtype=torch.float64)
+    whole = model()
+    fit_early_stopping(whole, TensorBatches(x, y, batch_size=16, seed=3), epochs=2, patience=5, average=0.9)
+    calls, carried = model(), Carried()
+    for _ in range(2):
+        carried = Carried(carried.after)
+        fit_early_stopping(calls, TensorBatches(x, y, batch_size=16, seed=3), epochs=1, patience=5, average=0.9,
+                           carried=carried)
+    for (name, p), q in zip(whole.named_parameters(), calls.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=0, msg=name)
+    with pytest.raises(ConfigError, match="cannot be used with milestones"):
+        fit(model(), TensorBatches(x, y, batch_size=16), epochs=1, optimizer=OptimizerSpec(milestones=(1,)),
+            carried=Carried())

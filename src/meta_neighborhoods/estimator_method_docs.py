@@ -46,13 +46,16 @@ PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, conti
     scikit-learn's incremental learning, for rows that come in batches: a call is ``fit`` for one epoch without
     early stopping (``max_epochs=1``, ``early_stopping=False``, whatever the parameters say, which stay as they
     are). The first call (on an unfitted estimator) learns its rows' columns' scales{scales} and starts a dictionary
-    of at most ``dictionary_size`` of its rows; each later call goes on from the network as ``warm_start`` does, on
-    those scales and that dictionary. The vanilla fallback and the second phase (``refine_factor``) need validation
-    rows and do not run. The calls train as one run: AdamW's moments, the moving average of the weights, the shuffle
-    and the slot dropout's draws go on from the last call, so that ``n`` calls on the same rows train the weights
-    that ``fit`` with ``max_epochs=n, early_stopping=False`` trains (it keeps them where its last epoch is its best).
-    A ``fit`` in between starts that state again; a pickle, and ``save`` and ``load``, keep it (on the GPU, slot
-    dropout draws afresh after ``load``). Give the first call representative rows, a few hundred at least: their
+    of at most ``dictionary_size`` of its rows; each later call goes on from that network, on those scales and that
+    dictionary. The vanilla fallback and the second phase (``refine_factor``) need validation rows and do not run.
+    The calls train as one run: a call goes on from the weights the last one trained (of which ``model_`` holds the
+    moving average: an edit of ``model_`` between calls is not seen), AdamW's moments, the average, the shuffle and
+    the slot dropout's draws, so that ``n`` calls on the same rows train the weights that ``fit`` with
+    ``max_epochs=n, early_stopping=False`` trains (it keeps them where its last epoch is its best); ``random_state``
+    counts at the first call only. That state is about four times the network's parameters. A ``fit`` in between
+    drops it (and a ``partial_fit`` after a ``fit`` goes on from the network kept, as ``warm_start`` does, with AdamW
+    afresh); a pickle or deepcopy, and ``save`` and ``load``, keep it (on the GPU, slot dropout draws afresh after
+    ``load``); ``clone`` does not. Give the first call representative rows, a few hundred at least: their
     scales stay, and so does a dictionary of fewer keys than ``dictionary_size``. ``loss_curve_``, ``n_iter_`` and
     ``best_epoch_`` count the epochs of every call (after a ``fit``, from the epoch it kept); ``best_loss_`` is the
     last epoch's training loss. Refused with ``leave_one_out``.

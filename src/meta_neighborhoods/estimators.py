@@ -31,7 +31,8 @@ from .estimator_settings import (fit_classes, network_description, own_init, sam
 from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
                           standardiser, training_rows)
-from .training import Carried, OptimizerSpec, fit_early_stopping, resolve_device, torch_globals
+from .training import fit_early_stopping, resolve_device, torch_globals
+from .training_state import Carried, OptimizerSpec
 
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
           "best_loss_", "selected_", "validation_losses_", "n_features_in_",

@@ -106,6 +106,8 @@ def fit(model: nn.Module, batches: Iterable, *, epochs: int, optimizer: Optimize
     wrapped in DistributedDataParallel and only rank 0 writes the checkpoint.
     """
     check_int("epochs", epochs)
+    if carried is not None and optimizer.milestones:
+        raise ConfigError("carried goes on without the schedule's epoch: it cannot be used with milestones")
     callbacks = dict(callbacks or {})
     stateful = {name: c for name, c in {**callbacks, "batches": batches}.items() if hasattr(c, "state_dict")}
     state = TrainingState(model, optimizer, stateful, config)

@@ -39,7 +39,9 @@ class Carried:
     one run of many would: ``before`` is where this call starts (empty: afresh), ``after`` where it ended, on the CPU.
     It holds the parameters as trained (not the average early stopping keeps), AdamW's moments by parameter name (a
     changed learning rate or weight decay takes effect), the shuffle's and torch's generators, and the weight
-    average (``fit_early_stopping``). ``before`` is never changed: a call that raises leaves it as it was."""
+    average (``fit_early_stopping``); not a schedule's epoch, so ``fit`` refuses it with ``milestones``, nor the
+    state of callbacks other than the batches'. ``before`` is never changed: a call that raises leaves it as it
+    was."""
 
     before: dict = field(default_factory=dict)
     after: dict = field(default_factory=dict)

@@ -26,7 +26,8 @@ Every method uses the cosine classifier (tau learned, init 10) on the backbone's
 settings follow the authors' image code, see ``image_methods.IMAGE_CONFIG``; the run folder's layout is
 ``runs.py``'s. The dictionary size is not given in the paper's main text; our default is ``NEIGHBOURS_PER_CLASS``
 (10) slots per class: 100 for 10-class sets. MAXL (``maxl.py``) trains the vanilla network with a label generator
-beside it, through the same loop and protocol; its fixed settings are recorded in config.json under ``maxl``.
+beside it, through the same loop and protocol; its fixed settings are recorded in config.json under ``maxl``, psi
+with the arguments.
 """
 
 from __future__ import annotations
@@ -106,8 +107,7 @@ def _validation_images(n: int) -> int:
 
 def split_validation(dataset: ImageDataset, seed: int) -> Splits:
     """A seeded random ``VALIDATION_FRACTION`` of the training images (at most ``VALIDATION_MAX``) held out."""
-    n = len(dataset.train)
-    n_validation = _validation_images(n)
+    n_validation = _validation_images(n := len(dataset.train))
     if n_validation >= n:
         raise ValueError(f"the training split has {n} images, too few to hold out a validation split")
     order = np.random.default_rng(seed).permutation(n)

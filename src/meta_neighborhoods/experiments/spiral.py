@@ -17,7 +17,8 @@ from ..io import claimed, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
 from ..run_record import RUN, write_run_record
-from ..training import OptimizerSpec, fit, resolve_device, torch_threads
+from ..training import fit, resolve_device, torch_threads
+from ..training_state import OptimizerSpec
 
 RECORDS = ("metrics.json", RUN)  # a folder holding them holds a run
 OUTPUTS = (*RECORDS, "spiral.png", "spiral.gif")  # what a run writes; the figures alone are a killed run's leftovers
