@@ -84,6 +84,10 @@ def _first(entries: dict) -> str:
     return next(iter(entries))
 
 
+def _moment(carried: dict) -> dict:
+    return carried["moments"][_first(carried["moments"])]
+
+
 DAMAGE = {  # what a crafted file may hold instead of partial_fit's training state
     "a negative moment": lambda c: c["moments"][_first(c["moments"])]["exp_avg_sq"].sub_(1.0),
     "a misshapen moment": lambda c: c["moments"][_first(c["moments"])].update(exp_avg=torch.zeros(3)),
@@ -96,6 +100,14 @@ DAMAGE = {  # what a crafted file may hold instead of partial_fit's training sta
     "a negative step": lambda c: c.update(step=-1),
     "a decay of 1.5": lambda c: c["average"].update(decay=1.5),
     "an average short of a weight": lambda c: c["average"]["average"].pop(_first(c["average"]["average"])),
+    "a generator of zeros": lambda c: c.update(torch=torch.zeros_like(c["torch"])),  # mt19937 refuses it
+    "a shuffle of zeros": lambda c: c["batches"].update(generator=[0] * len(c["batches"]["generator"])),
+    "no shuffle": lambda c: c.update(batches=None),
+    "an integer step count": lambda c: _moment(c).update(step=_moment(c)["step"].long()),  # fused AdamW refuses
+    "a step count of shape (1,)": lambda c: _moment(c).update(step=_moment(c)["step"].reshape(1)),
+    "a step count beyond the run's": lambda c: _moment(c)["step"].fill_(c["step"] + 1),
+    "an average of no steps": lambda c: c["average"].update(steps=0),  # would rescale the weights it holds
+    "an average of more steps than the run": lambda c: c["average"].update(steps=c["step"] + 1),
 }
 
 
@@ -113,8 +125,27 @@ def test_tensors_of_no_training_state_are_refused():
     model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
     tensors, meta = carried_to_file(model._carried)
     assert carried_from_file(tensors, meta, model.model_, "f")["step"] == model._carried["step"]
-    with pytest.raises(CheckpointError, match="f: partial_fit's carried .* unknown tensors stray"):
-        carried_from_file({**tensors, "stray": torch.zeros(1)}, meta, model.model_, "f")
+    for stray in ("stray", "moments.foo.head.layers.0.weight", "x\ny" * 1000):
+        with pytest.raises(CheckpointError, match=r"^f: partial_fit's carried .* unknown tensors '[^\n]{,60}\)$"):
+            carried_from_file({**tensors, stray: torch.zeros(1)}, meta, model.model_, "f")
+    with pytest.raises(CheckpointError, match=r"unknown entries \['extra'\]"):
+        carried_from_file(tensors, {**meta, "extra": 1}, model.model_, "f")
+    with pytest.raises(CheckpointError, match="step should be a positive count of steps, got 1000000"):
+        carried_from_file(tensors, {**meta, "step": 10**400}, model.model_, "f")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_partial_fit_after_fit_goes_on_from_the_network_fit_kept():
+    """As a warm fit of one epoch: the curve keeps fit's epochs up to the one it kept, which this call goes on from."""
+    X, y = _rows()
+    fitted = MetaNeighborhoodsRegressor(**SMALL, max_epochs=60, n_iter_no_change=3).fit(X, y)
+    assert fitted.best_epoch_ < fitted.n_iter_  # early stopping dropped the last epochs
+    kept = fitted.loss_curve_[:fitted.best_epoch_]
+    warm = copy.deepcopy(fitted).set_params(warm_start=True, max_epochs=1, early_stopping=False).fit(X[:50], y[:50])
+    fitted.partial_fit(X[:50], y[:50])
+    np.testing.assert_array_equal(fitted.predict(X), warm.predict(X))
+    assert fitted.loss_curve_ == kept + warm.loss_curve_ and fitted.n_iter_ == fitted.best_epoch_ == len(kept) + 1
+    assert (fitted.max_epochs, fitted.early_stopping, fitted.warm_start) == (60, True, False)
 
 
 def test_a_classifier_s_calls_share_the_classes_given_first_which_a_batch_need_not_all_hold():
@@ -151,6 +182,8 @@ def test_a_refused_call_leaves_the_estimator_and_its_parameters_as_they_were():
     with pytest.raises(FloatingPointError, match="training loss became"):  # raised in training: the state is kept
         model.partial_fit(X, np.full(len(y), 1e300))
     np.testing.assert_array_equal(model.partial_fit(X, y).predict(X), untouched.partial_fit(X, y).predict(X))
+    with pytest.raises(ValueError, match="partial_fit with leave_one_out=True"):
+        MetaNeighborhoodsRegressor(**SMALL, leave_one_out=True).partial_fit(X, y)
 
 
 def test_a_call_stopped_after_some_steps_leaves_the_carried_state_as_it_was(monkeypatch):
@@ -171,8 +204,6 @@ def test_a_call_stopped_after_some_steps_leaves_the_carried_state_as_it_was(monk
         model.partial_fit(X, y)
     monkeypatch.undo()
     np.testing.assert_array_equal(model.partial_fit(X, y).predict(X), untouched.partial_fit(X, y).predict(X))
-    with pytest.raises(ValueError, match="partial_fit with leave_one_out=True"):
-        MetaNeighborhoodsRegressor(**SMALL, leave_one_out=True).partial_fit(X, y)
 
 
 def test_a_warning_of_a_call_names_the_caller_s_line_however_deep_the_package_s_frames():

@@ -9,6 +9,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from sklearn.exceptions import NotFittedError
 
@@ -172,6 +173,18 @@ def _edit_manifest(path: Path, edit) -> None:
     meta = json.loads(path.read_text())
     edit(meta)
     path.write_text(json.dumps(meta))
+
+
+def test_a_tensor_file_holding_more_than_the_estimator_is_refused(fitted, tmp_path):
+    """A tensor that no part of the estimator reads (the network, the fitted arrays, partial_fit's state) is
+    refused, not ignored: the file is not what save wrote."""
+    fitted["regressor"].save(tmp_path / "model")
+    path = next(tmp_path.glob("model.*.safetensors"))
+    tensors = {**safetensors.torch.load_file(path), "stray\nname": torch.zeros(1)}
+    safetensors.torch.save_file(tensors, path)
+    _edit_manifest(tmp_path / "model.json", lambda meta: meta.update(sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+    with pytest.raises(CheckpointError, match=r"model\.json: unknown tensors 'stray\\nname': refused$"):
+        MetaNeighborhoodsRegressor.load(tmp_path / "model")
 
 
 def test_a_file_from_another_configuration_is_refused(fitted, tmp_path):

@@ -2,10 +2,10 @@
 incremental learning, as ``MLPRegressor.partial_fit``).
 
 A call is ``fit`` for one epoch, without early stopping: the first on its own rows (their columns' scales, a
-dictionary of at most their rows), a later one continuing the network as a warm start does (``warm_start``), on the
-scales and dictionary it learnt. Early stopping, the vanilla fallback and the second phase (``refine_factor``) need
-validation rows and do not run. Unlike a warm start, the calls train as one run: each goes on from the last one's
-training state (``training_state.Carried``: AdamW's moments, the weight average, the generators).
+dictionary of at most their rows), a later one on the scales and dictionary it learnt. Early stopping, the vanilla
+fallback and the second phase (``refine_factor``) need validation rows and do not run. Unlike warm starts, the calls
+train as one run: each goes on from the last one's training state (``training_state.Carried``: the weights as
+trained, of which ``model_`` holds the average, AdamW's moments, the weight average, the generators).
 """
 
 from __future__ import annotations

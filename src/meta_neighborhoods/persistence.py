@@ -341,6 +341,9 @@ def load(cls, path):
     stem = checkpoint_stem(path)
     tensors, meta = checkpoint.load(stem)
     source = f"{stem}.json"
+    stray = sorted(name for name in tensors if not name.startswith((checkpoint.MODEL, FITTED_PREFIX, f"{CARRIED}.")))
+    if stray:
+        raise CheckpointError(f"{source}: unknown tensors {', '.join(repr(name)[:60] for name in stray[:3])}: refused")
     with torch_globals(rng_devices=[]):  # the initial weights it draws are replaced: not from the caller's stream
         estimator, fitted, model = rebuild(cls, meta, tensors, source)
     checkpoint.load_network(model, tensors, source)

@@ -206,12 +206,12 @@ MOMENTS = ("step", "exp_avg", "exp_avg_sq")  # AdamW's state of one parameter
 
 
 def carried_to_file(carried: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """``Carried.after`` as a checkpoint holds it: (tensors, JSON). A CUDA generator's state is not kept: a call
-    after ``load`` draws on the GPU afresh."""
+    """``Carried.after`` (of an estimator's fit, whose batches are ``TensorBatches``) as a checkpoint holds it:
+    (tensors, JSON). A CUDA generator's state is not kept: a call after ``load`` draws on the GPU afresh."""
     tensors = {"torch": carried["torch"], **checkpoint.with_prefix("parameters.", carried["parameters"])}
     for name, entries in carried["moments"].items():
         tensors.update({f"moments.{key}.{name}": entries[key] for key in MOMENTS})
-    meta = {"step": carried["step"], "batches": carried.get("batches")}
+    meta = {"step": carried["step"], "batches": carried["batches"]}
     if carried.get("average") is not None:
         tensors.update(checkpoint.with_prefix("average.", carried["average"]["average"]))
         meta["average"] = {"decay": carried["average"]["decay"], "steps": carried["average"]["steps"]}
@@ -219,48 +219,73 @@ def carried_to_file(carried: dict) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def carried_from_file(tensors: dict[str, torch.Tensor], meta, model: nn.Module, source: str) -> dict:
-    """The inverse of ``carried_to_file``, every field checked against ``model`` (the network it goes on with); a
-    damaged one is a CheckpointError naming ``source``."""
+    """The inverse of ``carried_to_file``, every field checked against ``model`` (the network it goes on with) and
+    against the others; a damaged one is a one-line CheckpointError naming ``source``."""
     try:
         return _checked_carry(tensors, meta, model)
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:
+        said = " ".join(str(error).split())
         raise checkpoint.CheckpointError(f"{source}: partial_fit's carried training state is damaged "
-                                         f"({type(error).__name__}: {error})") from None
+                                         f"({type(error).__name__}: {said:.200})") from None
 
 
 def _checked_carry(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Module) -> dict:
-    parameters = dict(model.named_parameters())
+    """``carried_from_file``'s checks; each raises naming what it found wrong."""
+    parameters, step = dict(model.named_parameters()), meta["step"]
+    if not (set(meta) <= {"step", "batches", "average"} and set(meta["batches"]) == {"generator"}):
+        raise ValueError(f"unknown entries {sorted(set(meta) - {'step', 'batches', 'average'})!r:.80}")
+    if not (is_int(step) and 0 < step < 2**53):
+        raise ValueError(f"step should be a positive count of steps, got {step!r:.40}")
     carried = {"parameters": _like(checkpoint.take_prefix("parameters.", tensors), model.state_dict(), "parameters"),
-               "torch": tensors["torch"], "step": meta["step"], "moments": {}}
+               "torch": _generator_state(tensors["torch"]), "step": step, "moments": _moments(tensors, parameters, step),
+               "batches": {"generator": _generator_state(meta["batches"]["generator"]).tolist()}}
+    prefixes = ("parameters.", *(f"moments.{key}." for key in MOMENTS))
+    if "average" in meta:
+        carried["average"], prefixes = _average(tensors, meta["average"], parameters, step), (*prefixes, "average.")
+    unknown = sorted(name for name in tensors if name != "torch" and not name.startswith(prefixes))
+    if unknown:
+        raise ValueError(f"unknown tensors {', '.join(repr(name)[:60] for name in unknown[:3])}")
+    return carried
+
+
+def _generator_state(state) -> torch.Tensor:
+    """A CPU generator's state (a uint8 tensor, or the list of its bytes that ``TensorBatches`` keeps), refused
+    unless a generator takes it (mt19937 refuses, among others, a state of zeros)."""
+    if isinstance(state, list) and len(state) == len(torch.get_rng_state()) and all(
+            type(v) is int and 0 <= v < 256 for v in state):
+        state = torch.tensor(state, dtype=torch.uint8)
+    if not (torch.is_tensor(state) and state.dtype == torch.uint8 and state.shape == torch.get_rng_state().shape):
+        raise ValueError("a generator's state is not one: not the bytes of a CPU generator's")
+    torch.Generator().set_state(state)
+    return state
+
+
+def _moments(tensors: dict[str, torch.Tensor], parameters: dict, step: int) -> dict:
+    """AdamW's state by parameter name: whole, shaped and typed like its parameter, finite, a second moment that is
+    not negative, a step count (a 0-d float, as the fused kernel takes it) of at most the run's steps."""
+    moments = {}
     for key in MOMENTS:
         for name, t in checkpoint.take_prefix(f"moments.{key}.", tensors).items():
-            carried["moments"].setdefault(name, {})[key] = t
-    for name, entry in carried["moments"].items():
+            moments.setdefault(name, {})[key] = t
+    for name, entry in moments.items():
+        count = entry.get("step")
         if not (name in parameters and checkpoint.complete_moments(entry, parameters[name])
+                and count.dtype in (torch.float32, torch.float64) and count.dim() == 0 and 0 < count.item() <= step
                 and all(torch.isfinite(t).all() for t in entry.values()) and (entry["exp_avg_sq"] >= 0).all()):
-            raise ValueError(f"the moments of {name!r:.80} are incomplete, misshapen, not finite or negative")
-    if not (torch.is_tensor(carried["torch"]) and carried["torch"].dtype == torch.uint8
-            and carried["torch"].shape == torch.get_rng_state().shape):
-        raise ValueError("torch's generator state is not one")
-    if not (is_int(meta["step"]) and meta["step"] >= 0):
-        raise ValueError(f"step should be a count of steps, got {meta['step']!r:.40}")
-    if meta["batches"] is not None:  # TensorBatches' generator, as its state_dict gives it
-        state = meta["batches"]["generator"]
-        if not (isinstance(state, list) and len(state) == len(torch.get_rng_state())
-                and all(type(v) is int and 0 <= v < 256 for v in state)):
-            raise ValueError("the batches' generator state is not one")
-        carried["batches"] = {"generator": state}
-    if "average" in meta:
-        decay, steps = meta["average"]["decay"], meta["average"]["steps"]
-        if not (type(decay) is float and 0 < decay < 1 and is_int(steps) and steps >= 0):
-            raise ValueError(f"the weight average's decay {decay!r:.40} or steps {steps!r:.40} are not valid")
-        carried["average"] = {"decay": decay, "steps": steps, "average": _like(
-            checkpoint.take_prefix("average.", tensors), parameters, "the weight average")}
-    known = ("parameters.", "moments.", "average." if "average" in meta else "parameters.")
-    unknown = sorted(name for name in tensors if name != "torch" and not name.startswith(known))
-    if unknown:
-        raise ValueError(f"unknown tensors {', '.join(unknown[:3])}")
-    return carried
+            raise ValueError(f"the moments of {name!r:.80} are incomplete, misshapen, not finite or negative, or "
+                             f"count other steps than the run's {step}")
+    return moments
+
+
+def _average(tensors: dict[str, torch.Tensor], meta: dict, parameters: dict, step: int) -> dict:
+    """The weight average: a decay in (0, 1), a count of at most the run's steps, a tensor like each parameter."""
+    decay, steps = meta["decay"], meta["steps"]
+    if not (set(meta) == {"decay", "steps"} and type(decay) is float and 0 < decay < 1 and is_int(steps)
+            and 0 < steps <= step):
+        raise ValueError(f"the weight average's decay {decay!r:.40} or steps {steps!r:.40} are not valid "
+                         f"(steps: from 1 to the run's {step})")
+    return {"decay": decay, "steps": steps,
+            "average": _like(checkpoint.take_prefix("average.", tensors), parameters, "the weight average")}
 
 
 def _like(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> dict:
