@@ -231,7 +231,7 @@ def _with_config(tmp_path, name: str, text: str) -> list[str]:
     (lambda tmp: [*_with_config(tmp, "c.toml", f"seeds = {hex(HUGE)}"), "-v"],
      2, "c.toml: --seeds must be at most 4294967296, got <an integer of about 6021 digits>"),
     (lambda tmp: _with_config(tmp, "c.toml", f"top-k = {hex(HUGE)}"),
-     2, "c.toml: top_k must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
+     2, "c.toml: --top-k must be at most 9223372036854775807, got <an integer of about 6021 digits>"),
     (lambda tmp: _classify_run(tmp / "run", {"lr_drop_at": BIG})[1],
      1, "config.json: lr_drop_at must be in (0, 1], got <an integer of about 401 digits>"),
 ], ids=["export run.json", "analyze split.json", "json learning-rate", "toml max-epochs", "toml seeds -v",
@@ -369,9 +369,9 @@ def test_only_the_command_line_prints_and_configures_logging():
     (["--learning-rate", "0"], "--learning-rate must be positive, got 0.0"),
     (["--weight-decay", "-1"], "--weight-decay must be a non-negative number, got -1.0"),
     (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
-    (["--dictionary-size", "-1"], "dictionary_size must be a non-negative integer, got -1"),
-    (["--top-k", "0"], "top_k must be a positive integer"),
-    (["--slot-dropout", "1"], "slot_dropout must be in [0, 1), got 1.0"),
+    (["--dictionary-size", "-1"], "--dictionary-size must be a non-negative integer, got -1"),
+    (["--top-k", "0"], "--top-k must be a positive integer"),
+    (["--slot-dropout", "1"], "--slot-dropout must be in [0, 1), got 1.0"),
     (["--refine-factor", "2"], "--refine-factor must be None or a number in (0, 1), got 2.0"),
 ])
 def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder, argv, message):
@@ -380,6 +380,16 @@ def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder,
         out = user_folder(command[0])
         assert main([*command, "--dataset", "gom", "--out", str(out), *small, *argv]) == 2
         assert message in capsys.readouterr().err and not any(out.iterdir())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--top-k", "abc"], "argument --top-k: expected an integer or 'none', got 'abc'"),
+    (["--refine-factor", "tenth"], "argument --refine-factor: expected a number or 'none', got 'tenth'"),
+])
+def test_an_option_of_a_number_or_none_says_what_it_takes_not_its_type_s_name(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        main(["regress", "--dataset", "gom", *argv])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_the_command_line_checks_the_training_settings_in_their_one_home(monkeypatch, capsys, user_folder):

@@ -416,8 +416,8 @@ def test_a_record_of_a_run_given_a_factory_is_refused_naming_it(tmp_path, capsys
 
 
 @pytest.mark.parametrize("line, message", [("seeds = 0", "--seeds must be a positive integer, got 0"),
-                                           ("top-k = 0", "top_k must be a positive integer"),
-                                           ("slot_dropout = 1.5", "slot_dropout must be in [0, 1)"),
+                                           ("top-k = 0", "--top-k must be a positive integer"),
+                                           ("slot_dropout = 1.5", "--slot-dropout must be in [0, 1)"),
                                            ("learning-rate = -1.0", "--learning-rate must be positive"),
                                            ("learning-rate = nan", "--learning-rate must be positive")])
 def test_an_out_of_range_value_names_the_file_it_came_from_unless_the_command_line_gave_it(tmp_path, capsys,

@@ -42,6 +42,20 @@ def test_the_first_call_is_one_epoch_of_fit_on_its_rows_whose_scales_stay():
     assert model.loss_curve_[0] == first.loss_curve_[0]
 
 
+def test_a_first_call_of_fewer_rows_than_the_dictionary_says_so_once():
+    """Its rows make the dictionary and the scales of every later call: a smaller dictionary than asked is said,
+    naming the caller's line, and later calls say nothing."""
+    X, y = _rows()
+    model = MetaNeighborhoodsRegressor(**SMALL)
+    with pytest.warns(UserWarning, match="first call had 40 rows: the dictionary holds 40 keys, not dictionary_size=64"
+                      ) as said:
+        model.partial_fit(X[:40], y[:40])
+    assert said[0].filename == __file__ and model.network_["dictionary_size"] == 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.partial_fit(X, y)
+
+
 def _labels(y):
     return np.digitize(y, [-0.5, 0.5])
 
@@ -182,6 +196,9 @@ def test_a_refused_call_leaves_the_estimator_and_its_parameters_as_they_were():
     with pytest.raises(FloatingPointError, match="training loss became"):  # raised in training: the state is kept
         model.partial_fit(X, np.full(len(y), 1e300))
     np.testing.assert_array_equal(model.partial_fit(X, y).predict(X), untouched.partial_fit(X, y).predict(X))
+    with pytest.raises(ValueError, match=r"a warm start \(warm_start=True, or a call of partial_fit after the first\) "
+                       r"continues the fitted network of outputs 1, but y has 2"):
+        model.partial_fit(X, np.c_[y, y])
     with pytest.raises(ValueError, match="partial_fit with leave_one_out=True"):
         MetaNeighborhoodsRegressor(**SMALL, leave_one_out=True).partial_fit(X, y)
 

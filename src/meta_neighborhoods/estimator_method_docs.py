@@ -56,9 +56,9 @@ PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, conti
     drops it (and a ``partial_fit`` after a ``fit`` goes on from the network kept, as ``warm_start`` does, with AdamW
     afresh); a pickle or deepcopy, and ``save`` and ``load``, keep it (on the GPU, slot dropout draws afresh after
     ``load``); ``clone`` does not. Give the first call representative rows, a few hundred at least: their
-    scales stay, and so does a dictionary of fewer keys than ``dictionary_size``. ``loss_curve_``, ``n_iter_`` and
-    ``best_epoch_`` count the epochs of every call (after a ``fit``, from the epoch it kept); ``best_loss_`` is the
-    last epoch's training loss. Refused with ``leave_one_out``.
+    scales stay, and so does a dictionary of fewer keys than ``dictionary_size`` (a UserWarning says so).
+    ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call (after a ``fit``, from the epoch
+    it kept); ``best_loss_`` is the last epoch's training loss. Refused with ``leave_one_out``.
 
     Parameters
     ----------

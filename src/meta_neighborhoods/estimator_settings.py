@@ -112,8 +112,9 @@ def same_as_fitted(what: str, fitted, given) -> None:
     """A warm start's refusal of a y whose ``what`` (outputs, classes) is not the fitted network's, by type and value:
     classes [False, True] are not [0, 1], which predict would answer."""
     if typed(fitted) != typed(given):
-        raise ValueError(f"warm_start=True continues the fitted network of {what} {shown(fitted)}, but y has "
-                         f"{shown(given)}: fit with warm_start=False to train a new one")
+        raise ValueError(f"a warm start (warm_start=True, or a call of partial_fit after the first) continues the "
+                         f"fitted network of {what} {shown(fitted)}, but y has {shown(given)}: fit with "
+                         "warm_start=False to train a new one")
 
 
 def fit_classes(estimator, labels: np.ndarray, warm: bool, weighted: bool) -> np.ndarray:
@@ -151,11 +152,12 @@ def warn_if_cut_short(estimator, phases: list, validated: bool) -> None:
     if any(cut):
         where = {(True,): "", (True, False): " in its first phase", (False, True): " in its second phase",
                  (True, True): " in both phases"}[cut]
-        warnings.warn(f"{type(estimator).__name__} stopped at max_epochs={estimator.max_epochs}{where} before early "
-                      f"stopping ended it: its best {'validation' if validated else 'training'} loss, at epoch "
+        ended = "early stopping ended it" if validated else "its training loss stopped improving (early_stopping=False)"
+        warnings.warn(f"{type(estimator).__name__} stopped at max_epochs={estimator.max_epochs}{where} before "
+                      f"{ended}: its best {'validation' if validated else 'training'} loss, at epoch "
                       f"{estimator.best_epoch_} (the network kept), was not followed by n_iter_no_change="
-                      f"{patience} epochs without a better one; raise max_epochs, or lower "
-                      "n_iter_no_change, to let early stopping decide", ConvergenceWarning,
+                      f"{patience} epochs without a better one; raise max_epochs, or lower n_iter_no_change, to let "
+                      f"{'early stopping' if validated else 'the training loss'} decide", ConvergenceWarning,
                       stacklevel=outside_level())  # the user's fit
 
 

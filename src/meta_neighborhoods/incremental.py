@@ -17,7 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 
 from .estimator_settings import typed
-from .validation import ConfigError, shown
+from .validation import ConfigError, outside_level, shown
 
 ONE_EPOCH = {"warm_start": True, "max_epochs": 1, "early_stopping": False}  # what a call fits with
 
@@ -29,7 +29,8 @@ def one_epoch(estimator, fit):
     if estimator.leave_one_out:
         raise ConfigError("partial_fit with leave_one_out=True: a call after the first goes on as a warm start does, "
                           "which cannot hide from each row the key started at it", "leave_one_out")
-    curve = list(estimator.loss_curve_[:estimator.best_epoch_]) if hasattr(estimator, "model_") else []
+    first = not hasattr(estimator, "model_")
+    curve = [] if first else list(estimator.loss_curve_[:estimator.best_epoch_])
     given = {name: getattr(estimator, name) for name in ONE_EPOCH}
     estimator.set_params(**ONE_EPOCH)
     try:
@@ -40,6 +41,12 @@ def one_epoch(estimator, fit):
         estimator.set_params(**given)
     estimator.loss_curve_ = curve + list(estimator.loss_curve_)
     estimator.n_iter_ = estimator.best_epoch_ = len(estimator.loss_curve_)
+    keys = estimator.network_["dictionary_size"]
+    if first and 0 < keys < estimator.dictionary_size:  # what no later call can change, said once
+        warnings.warn(f"partial_fit's first call had {keys} rows: the dictionary holds {keys} keys, not "
+                      f"dictionary_size={estimator.dictionary_size}, and the columns' scales are those rows', for "
+                      "every later call; give the first call as many representative rows", UserWarning,
+                      stacklevel=outside_level())
     return estimator
 
 

@@ -239,20 +239,20 @@ def fit_options(args) -> dict:
 
 
 def _check_estimator_params(params: dict) -> None:
-    """The estimators' own checks (``check_settings``, ``MNConfig``) of the settings given, with the estimator's
-    defaults for the rest, before any work; a training setting refused is named as its option is spelt
-    (--learning-rate), the method's as its parameter (dictionary_size), as the experiment's check names them."""
+    """The estimators' own checks (``check_settings``, ``MNConfig``, the method's own settings) of the settings
+    given, with the estimator's defaults for the rest, before any work; a setting refused is named as its option is
+    spelt (--learning-rate, --slot-dropout)."""
     from ..estimator_settings import check_settings  # imports scikit-learn and torch: not for --help
     from ..estimators import MetaNeighborhoodsRegressor
 
     try:
         check_settings(MetaNeighborhoodsRegressor(**params))  # every other parameter at the estimator's default
+        MNConfig(**{name: value for name, value in params.items() if name in FIELDS})
     except ConfigError as error:
-        if error.setting not in params:
+        if error.setting not in params or not str(error).startswith(error.setting):
             raise
         option = "--" + error.setting.replace("_", "-")
         raise ConfigError(option + str(error).removeprefix(error.setting), option) from None
-    MNConfig(**{name: value for name, value in params.items() if name in FIELDS})  # the method's own settings
 
 
 def table_run_options(record: dict) -> dict:

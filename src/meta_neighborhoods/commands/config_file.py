@@ -31,16 +31,26 @@ def int_or_none(value: str | int) -> int | str:
     refuses an integer of over 4,300 digits, which a TOML file may hold)."""
     if is_int(value):
         return int(value)
-    text = str(value)
-    return NONE if text.lower() == NONE else int(text)
+    return _or_none(value, int, "an integer")
 
 
 def float_or_none(value: str | float) -> float | str:
     """An option's type for a number or NONE (--refine-factor none: one phase of training), as ``int_or_none``."""
     if is_real(value):
         return float(value)
+    return _or_none(value, float, "a number")
+
+
+def _or_none(value, kind: type, what: str):
+    """``value`` read as ``kind``, or NONE; otherwise argparse's error naming what the option takes (not this
+    function's name)."""
     text = str(value)
-    return NONE if text.lower() == NONE else float(text)
+    if text.lower() == NONE:
+        return NONE
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what} or {NONE!r}, got {text!r:.40}") from None
 
 
 SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
