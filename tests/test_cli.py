@@ -1,5 +1,6 @@
 """The command line: one module per command, shared options, and the exit status of each kind of error."""
 
+import json
 import logging
 import re
 import subprocess
@@ -380,6 +381,20 @@ def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder,
         out = user_folder(command[0])
         assert main([*command, "--dataset", "gom", "--out", str(out), *small, *argv]) == 2
         assert message in capsys.readouterr().err and not any(out.iterdir())
+
+
+def test_a_head_the_package_ships_is_an_option_its_record_reruns(tmp_path):
+    """--head periodic reaches vanilla and MN alike, is recorded by name, and a --config rerun of the record gives
+    the same errors."""
+    small = ["--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2", "--quiet"]
+    assert main(["regress", *small, "--head", "periodic", "--out", str(tmp_path / "a")]) == 0
+    record = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert record["config"]["estimator_params"]["head"] == record["config"]["estimator"]["head"] == "periodic"
+    assert main(["regress", "--config", str(tmp_path / "a" / "results.json"), "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["folds"] == record["folds"]
+    assert main(["regress", *small, "--out", str(tmp_path / "c")]) == 0  # the MLP: other errors
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["folds"] != record["folds"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -102,9 +102,25 @@ def test_factories_are_parameters_scikit_learn_clones_and_searches():
     assert len(search.cv_results_["params"]) == 2
 
 
+def test_a_head_the_package_ships_is_a_setting_by_name():
+    """head="periodic" is PeriodicMLPHead of hidden_layer_sizes, and head="mlp" the default MLP, fit for fit; every
+    name the settings accept builds one (config.HEADS is NAMED_HEADS's keys)."""
+    from meta_neighborhoods.config import HEADS
+    from meta_neighborhoods.factories import NAMED_HEADS
+
+    assert tuple(NAMED_HEADS) == HEADS
+    X, y, _ = _table(n=60)
+    heads = ("periodic", functools.partial(PeriodicMLPHead, hidden=(16,)), "mlp", None)
+    answers = [MetaNeighborhoodsRegressor(**FAST, hidden_layer_sizes=(16,), head=head).fit(X, y).predict(X)
+               for head in heads]
+    np.testing.assert_array_equal(answers[0], answers[1])
+    np.testing.assert_array_equal(answers[2], answers[3])
+
+
 @pytest.mark.parametrize("params, message", [
-    ({"head": 3}, "head must be None or a callable returning a torch.nn.Module .*got 3"),
-    ({"head": nn.Linear(4, 1)}, "head must be None or a callable .*not a built module"),
+    ({"head": 3}, "head must be None, one of 'mlp', 'periodic' or a callable returning a torch.nn.Module .*got 3"),
+    ({"head": nn.Linear(4, 1)}, "head must be None, one of .* or a callable .*not a built module"),
+    ({"head": "perodic"}, "unknown head 'perodic'; expected one of 'mlp', 'periodic'"),
     ({"head": lambda d, o: "a head"}, r"head\(4, 1\) returned str, not a torch.nn.Module"),
     ({"head": lambda d, o: TanhHead(d + 1, o)}, r"head\(4, 1\) returned a head with in_features=5 and "
                                                  r"out_features=1; the head contract .* needs in_features=4"),

@@ -25,6 +25,7 @@ STEP_SIZES = ("scalar", "layer", "diagonal")
 ADAPT = ("all", "last")
 VALUE_KINDS = ("learned", "fixed")
 KEY_KINDS = ("learned", "fixed")  # trained with the network, or left where they start
+HEADS = ("mlp", "periodic")  # the heads the package ships, by name (``factories.NAMED_HEADS`` builds them)
 SLOT_DRAWS = ("row", "batch")  # slot dropout drawn for each example, or once for the whole batch
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")

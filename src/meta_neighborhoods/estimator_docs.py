@@ -141,7 +141,9 @@ PARAMETERS = """
     verbose : int, default=0
         1: a progress bar over each network's epochs (on a terminal), then a line with its epochs and best loss
         (on stdout); 2 and above: instead of the bar, a line each epoch with its training and validation losses.
-    head : callable or None, default=None
+    head : callable, {"mlp", "periodic"} or None, default=None
+        A head the package ships, by name (a setting: ``save`` keeps it): "mlp", the MLP of ``hidden_layer_sizes``
+        (as None), or "periodic", ``heads.PeriodicMLPHead`` of those widths (periodic embeddings of the features).
         One's own head: ``head(n_features, n_outputs)`` returns the ``torch.nn.Module`` finetuned for each row,
         meeting the head contract of ``heads/base.py`` (``in_features`` and ``out_features`` as asked; with an
         extractor, ``n_features`` is its output width). None: the MLP of ``hidden_layer_sizes``. Heads with a

@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 
-from .config import FIELDS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
+from .config import FIELDS, HEADS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
                          is_real, outside_level, shown)
 
@@ -49,6 +49,8 @@ def check_settings(estimator) -> None:
     if not (is_positive(estimator.validation_fraction) and estimator.validation_fraction < 1.0):
         raise ConfigError(f"validation_fraction must be in (0, 1), got {estimator.validation_fraction!r}")
     check_option("similarity", estimator.similarity, ("auto", *SIMILARITIES))
+    if isinstance(estimator.head, str):  # a head the package ships, by name; a factory is checked when it is called
+        check_option("head", estimator.head, HEADS)
     if estimator.gradient_clip is not None and estimator.gradient_clip != math.inf:  # inf: no clipping, as None
         check_positive("gradient_clip", estimator.gradient_clip)
     check_positive("learning_rate", estimator.learning_rate)

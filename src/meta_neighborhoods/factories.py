@@ -23,12 +23,16 @@ import torch
 from torch import nn
 
 from .estimator_settings import method_config
-from .heads import MLPHead
+from .heads import MLPHead, PeriodicMLPHead
 from .model import MetaNeighborhoods
-from .validation import ConfigError, is_int
+from .validation import ConfigError, check_option, is_int
 
 FACTORIES = ("head", "extractor")  # the estimators' parameters that take a factory
 CALLS = {"head": "head(n_features, n_outputs)", "extractor": "extractor(n_features)"}
+NAMED_HEADS = {  # config.HEADS, built: a head=NAME is a setting (JSON, save, the command line), not code
+    "mlp": lambda n_features, n_outputs, hidden: MLPHead(n_features, hidden, n_outputs),
+    "periodic": lambda n_features, n_outputs, hidden: PeriodicMLPHead(n_features, n_outputs, hidden),
+}
 
 
 def build_extractor(factory, n_features: int) -> tuple[nn.Module | None, int]:
@@ -49,9 +53,11 @@ def hidden_widths(hidden: int | Sequence[int]) -> tuple[int, ...]:
 
 
 def build_head(factory, n_features: int, n_outputs: int, hidden: int | Sequence[int]) -> nn.Module:
-    """The head for ``n_features`` inputs and ``n_outputs`` outputs; the MLP of ``hidden`` without a factory."""
-    if factory is None:
-        return MLPHead(n_features, hidden_widths(hidden), n_outputs)
+    """The head for ``n_features`` inputs and ``n_outputs`` outputs: a factory's, or a head the package ships by its
+    name (``NAMED_HEADS``), of ``hidden`` widths; the MLP of ``hidden`` without either."""
+    if factory is None or isinstance(factory, str):
+        check_option("head", "mlp" if factory is None else factory, NAMED_HEADS)
+        return NAMED_HEADS["mlp" if factory is None else factory](n_features, n_outputs, hidden_widths(hidden))
     call, head = _call("head", factory, n_features, n_outputs)
     sizes = getattr(head, "in_features", None), getattr(head, "out_features", None)
     if sizes != (n_features, n_outputs):
@@ -77,8 +83,9 @@ def build_network(estimator, n_features: int, n_outputs: int, dictionary_size: i
 def _call(name: str, factory, *sizes: int) -> tuple[str, nn.Module]:
     """(the call in words, for messages; the module it returned)."""
     if isinstance(factory, nn.Module) or not callable(factory):
-        raise ConfigError(f"{name} must be None or a callable returning a torch.nn.Module (a class or a function, "
-                          f"not a built module), got {factory!r}")
+        names = f", one of {', '.join(map(repr, NAMED_HEADS))}" if name == "head" else ""
+        raise ConfigError(f"{name} must be None{names} or a callable returning a torch.nn.Module (a class or a "
+                          f"function, not a built module), got {factory!r:.80}")
     call = f"{name}({', '.join(map(str, sizes))})"
     try:
         inspect.signature(factory).bind(*sizes)

@@ -19,7 +19,7 @@ from . import __version__, checkpoint
 from .checkpoint import CheckpointError
 from .config import TRAINING_ONLY
 from .estimator_settings import check_settings, method_config
-from .factories import FACTORIES, build_network, hidden_widths
+from .factories import FACTORIES, build_head, build_network, hidden_widths
 from .io import prepare_out_dir
 from .provenance import provenance
 from .training import resolve_device, torch_globals
@@ -136,18 +136,20 @@ _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be
 )
 
 
-def check_shapes(fitted: dict, tensors: dict, hidden: tuple, source: str, targets: bool = False) -> None:
-    """The sizes ``network_`` and the parameters imply, against the tensor file's own shapes: a crafted size must
-    fail here, not make torch allocate terabytes when the network is built; and the columns' scales (``targets``:
-    the regressor's of its targets too), which predict would otherwise apply without a word."""
+def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str, targets: bool = False) -> None:
+    """The sizes ``network_`` and the parameters (the ``head`` named, of ``hidden`` widths) imply, against the tensor
+    file's own shapes: a crafted size must fail here, not make torch allocate terabytes when the network is built (the
+    head expected is built on the meta device, which allocates nothing); and the columns' scales (``targets``: the
+    regressor's of its targets too), which predict would otherwise apply without a word."""
     network, state = fitted["network_"], checkpoint.network_of(tensors)
-    widths = [network["n_features"], *hidden, network["n_outputs"]]
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        weight = state.get(f"head.layers.{i}.weight")
-        if weight is None or tuple(weight.shape) != (b, a):
-            raise CheckpointError(f"{source} was written for another model configuration: shapes differ: layer {i} "
-                                  f"is {None if weight is None else tuple(weight.shape)} in the tensor file, {b} x {a} "
-                                  "by its network_ and parameters")
+    with torch.device("meta"):
+        expected = build_head(head, network["n_features"], network["n_outputs"], hidden).state_dict()
+    for name, t in expected.items():
+        found = state.get(f"head.{name}")
+        if found is None or found.shape != t.shape:
+            raise CheckpointError(f"{source} was written for another model configuration: shapes differ: head.{name} "
+                                  f"is {None if found is None else tuple(found.shape)} in the tensor file, "
+                                  f"{tuple(t.shape)} by its network_ and parameters")
     keys = state.get("dictionary.keys")
     if (0 if keys is None else tuple(keys.shape)) != (
             0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
@@ -241,8 +243,8 @@ def pickled(state: dict) -> dict:
 def check_params(estimator) -> None:
     """The parameters of an estimator from a file, checked as fit would (its settings, seed and device's name), and
     without a factory, which ``save`` never writes: a file's parameter would otherwise fail only at the next fit."""
-    for name in FACTORIES:
-        if getattr(estimator, name) is not None:
+    for name in FACTORIES:  # a head the package ships is named (a string, which check_settings checks)
+        if getattr(estimator, name) is not None and not (name == "head" and isinstance(estimator.head, str)):
             raise ConfigError(f"{name} must be null: save writes no factory, got {shown(getattr(estimator, name))}")
     check_settings(estimator)
     try:
@@ -269,7 +271,7 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         check_fitted(fitted, source)
         network = fitted["network_"]
         method_config(estimator, network["dictionary_size"], network["similarity"], network["temperature"])
-        check_shapes(fitted, tensors, hidden_widths(estimator.hidden_layer_sizes), source,
+        check_shapes(fitted, tensors, estimator.head, hidden_widths(estimator.hidden_layer_sizes), source,
                      targets=cls._task == "regression")
         if cls._task == "classification" and len(fitted["classes_"]) != network["n_outputs"]:
             raise ValueError(f"{len(fitted['classes_'])} classes_ for {network['n_outputs']} outputs")
@@ -283,7 +285,8 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
 
 def save(estimator, path) -> Path:
     """``estimator.save``: parameters and fitted attributes as JSON, the network's weights and arrays as tensors."""
-    custom = [name for name in FACTORIES if getattr(estimator, name) is not None]
+    custom = [name for name in FACTORIES if getattr(estimator, name) is not None
+              and not isinstance(getattr(estimator, name), str)]  # a head the package ships, by name, is a setting
     if custom:
         raise ValueError(f"cannot save a model built by a custom {' and '.join(custom)}: save() rebuilds networks "
                          "from JSON, which a factory is not; pickle or joblib the estimator instead (with the factory "

@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, SEEDS, SLOT_DRAWS, MNConfig
+from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, HEADS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
 from ..datasets.tables import available_tables, load_csv_table, load_table
 from ..datasets.text_tables import NotInEncoding
@@ -22,7 +22,8 @@ from .config_file import float_or_none, int_or_none
 
 # estimator parameters with an option of the same name in regress and ablate
 ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size", "refine_factor",
-                     "dictionary_size", "top_k", "slot_dropout", "slot_draw", "vanilla_fallback")  # the last: regress's
+                     "head", "dictionary_size", "top_k", "slot_dropout", "slot_draw",
+                     "vanilla_fallback")  # the last: regress's
 NONE_OPTIONS = ("top_k", "refine_factor")  # options whose value None is spelt NONE ("none"): None is "not given"
 
 
@@ -209,6 +210,9 @@ def estimator_options() -> argparse.ArgumentParser:
     parser.add_argument("--refine-factor", type=float_or_none, metavar="F",
                         help="a second phase of training, from the weights early stopping kept, at F times the "
                              f"learning rate (0.1, say), or '{NONE}' (the estimator's default): one phase")
+    parser.add_argument("--head", choices=HEADS,
+                        help="the network of vanilla and Meta-Neighborhoods alike: 'mlp' (the default), or 'periodic', "
+                             "the MLP on periodic embeddings of each feature (Gorishniy et al. 2022)")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help=f"induced neighbours of Meta-Neighborhoods (default {ESTIMATOR.dictionary_size}, the "
                              "estimator's, at most one per training row; vanilla has none)")
@@ -270,7 +274,8 @@ def table_run_options(record: dict) -> dict:
         options.update({key: config[key] for key in ("target", "encoding") if key in config})
     elif isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
         options["dataset"] = record["dataset"]
-    factories = [name for name in ("head", "extractor") if name in config["estimator_params"]]
+    factories = [name for name in ("head", "extractor") if name in config["estimator_params"]
+                 and config["estimator_params"][name] not in HEADS]  # a head the package ships is a name
     if factories:  # recorded by name (experiments/regression._recorded): code, which a record cannot carry
         shown = str(config["estimator_params"][factories[0]])[:80]
         raise ConfigError(f"its run was given a {factories[0]} factory ({shown}), which a record cannot rerun: call "
