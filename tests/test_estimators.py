@@ -6,6 +6,7 @@ import sys
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import pandas as pd
 import pytest
 import torch
@@ -492,6 +493,19 @@ def test_a_prediction_beyond_float64_on_the_scale_of_y_is_refused_not_answered_w
     beyond = np.flatnonzero(outputs > 0.8)[:5].tolist()  # 1e308 * (1 + output) overflows
     with pytest.raises(ValueError, match=rf"the answers for rows {re.escape(str(beyond))} are not finite"):
         model.predict(X)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_answers_that_overflow_name_the_value_farthest_from_the_training_data(sparse):
+    """1e20 fits float32 on the training scale, but its square in a Euclidean distance does not: the refusal names
+    the row's farthest feature, not only the row."""
+    X, y = _table(n=60)
+    model = MetaNeighborhoodsRegressor(**FAST, similarity="euclidean").fit(X, y)
+    query = X[:3].copy()
+    query[1, 2] = 1e20
+    with pytest.raises(ValueError, match=r"rows \[1\] are not finite .*; row 1's feature 2 \(1e\+20\) lies "
+                                         r"[0-9.]+e\+(19|20) standard deviations from the training mean$"):
+        model.predict(sp.csr_matrix(query) if sparse else query)
 
 
 def test_a_row_beyond_float32_on_the_training_scale_is_refused_not_answered_with_nan(monkeypatch):

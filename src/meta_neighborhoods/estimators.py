@@ -29,8 +29,8 @@ from .estimator_method_docs import doc
 from .estimator_settings import (fit_classes, network_description, own_init, same_as_fitted, unchanged_if_raised,
                                  warm_fit, warn_if_cut_short)
 from .factories import build_extractor, build_network
-from .standardise import (early_stopping_split, in_blocks, numeric_columns, standardise, standardised_rows,
-                          standardiser, training_rows)
+from .standardise import (early_stopping_split, farthest, in_blocks, numeric_columns, standardise,
+                          standardised_rows, standardiser, training_rows)
 from .training import fit_early_stopping, resolve_device, torch_globals
 from .training_state import Carried, OptimizerSpec
 
@@ -263,12 +263,12 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def _raw_predict(self, X, answer=lambda out: out) -> torch.Tensor:
         """``answer`` of the network's outputs for ``X`` (float64): never a NaN or an inf, nor a default class."""
         check_is_fitted(self, "model_")
-        out = self._forward(validate_data(self, numeric_columns(X), reset=False, dtype=(np.float64, np.float32),
-                                          accept_sparse="csr"))
-        out = answer(out.double())
+        X = validate_data(self, numeric_columns(X), reset=False, dtype=(np.float64, np.float32), accept_sparse="csr")
+        out = answer(self._forward(X).double())
         if not torch.isfinite(out).all():
             rows = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten()[:5].tolist()
-            raise ValueError(f"the answers for rows {rows} are not finite (NaN, or beyond float64): refusing to answer")
+            raise ValueError(f"the answers for rows {rows} are not finite (NaN, or beyond float64): refusing to answer"
+                             f"{farthest(X, rows[0], self.x_mean_, self.x_scale_)}")
         return out
 
     def __sklearn_tags__(self):

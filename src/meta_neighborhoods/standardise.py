@@ -134,6 +134,17 @@ def _sparse_moments(a, weights, peak) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(variance)
 
 
+def farthest(X, row: int, mean: np.ndarray, scale: np.ndarray) -> str:
+    """Where row ``row`` of X (dense or CSR) lies farthest from the training data, in training standard deviations:
+    what to say beside answers that came out not finite (a value far outside, squared in a distance, overflows)."""
+    values = np.asarray(X[row].toarray() if sp.issparse(X) else X[row], dtype=np.float64).ravel()
+    with np.errstate(over="ignore", invalid="ignore"):
+        distance = np.abs((values - mean) / scale)
+    feature = int(np.argmax(np.where(np.isnan(distance), -1.0, distance)))
+    return (f"; row {row}'s feature {feature} ({values[feature]:.6g}) lies {distance[feature]:.3g} standard "
+            "deviations from the training mean")
+
+
 def standardise(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, offset: int = 0) -> np.ndarray:
     """Dense rows on the training scale, in float32; a value that lands beyond float32 there is refused, by row
     (counted from ``offset``) and feature, rather than turned into inf and a NaN prediction."""
