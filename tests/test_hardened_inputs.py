@@ -10,10 +10,12 @@ import copy
 import functools
 import gzip
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse
 import sklearn.utils.multiclass
 import sklearn.utils.validation
 from hypothesis import given, settings
@@ -349,9 +351,25 @@ def test_a_small_constant_column_keeps_scale_1_so_a_new_value_at_prediction_stay
 def test_a_constant_column_over_many_rows_stays_constant_despite_the_mean_s_rounding():
     """Naval's column of 11,934 times 0.998: the blocked sum's rounding gives it a deviation of 4e-14 of its value,
     which a threshold of a few float64 steps took for real variation (every input then -1, and a new value at
-    prediction multiplied by 2.5e13)."""
-    mean, scale = standardiser(np.c_[np.full(11_934, 0.998), np.arange(11_934.0)])
+    prediction multiplied by 2.5e13). Its values are all equal: no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mean, scale = standardiser(np.c_[np.full(11_934, 0.998), np.arange(11_934.0)])
     assert scale[0] == 1.0 and abs(mean[0] - 0.998) < 1e-12
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_column_varying_below_the_constant_threshold_is_named_its_variation_being_lost(sparse):
+    """1e12 plus a spread of 1 is taken as constant: its scale is its magnitude, so its variation vanishes from the
+    inputs; the user is told which column, and how to keep it (a target's scale stays 1: it keeps its variation)."""
+    X = np.c_[1e12 + np.linspace(-1, 1, 50), np.arange(50.0), np.full(50, 3.0)]
+    with pytest.warns(UserWarning, match=r"column\(s\) \[0\] vary by less than 1e-12 of their magnitude: taken as "
+                                         r"constant, that variation is lost; subtract their offset") as said:
+        standardiser(scipy.sparse.csr_matrix(X) if sparse else X)
+    assert len(said) == 1 and said[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        standardiser(X[:, :1], target=True)
 
 
 @pytest.mark.parametrize("value", [5.0, 1e9])

@@ -103,7 +103,21 @@ def standardiser(a, weights: np.ndarray | None = None, rows: np.ndarray | None =
     mean, std = _sparse_moments(a, weights, peak) if sp.issparse(a) else _dense_moments(a, weights, rows, peak)
     mean, scale = mean * peak, std * peak
     constant = scale <= CONSTANT * peak
+    if constant.any() and not target:  # a target keeps scale 1: its variation stays
+        _warn_if_varying(a, rows, np.flatnonzero(constant))
     return mean, np.where(constant, 1.0 if target else np.maximum(peak, 1.0), scale)
+
+
+def _warn_if_varying(a, rows, columns: np.ndarray) -> None:
+    """A warning naming the input ``columns`` taken as constant whose values differ all the same: their variation,
+    below ``CONSTANT`` of their magnitude (1e12 + a spread of 1), is lost at the scale of that magnitude, which a
+    user can prevent by taking the offset off (a column whose values are all equal, as naval's, says nothing)."""
+    low, high = ([reduce(block[:, columns], axis=0) for _, block in blocks(a, rows)] for reduce in (np.min, np.max))
+    varying = columns[np.min(low, axis=0) != np.max(high, axis=0)].tolist()
+    if varying:
+        warnings.warn(f"column(s) {varying[:10]} vary by less than {CONSTANT:g} of their magnitude: taken as "
+                      "constant, that variation is lost; subtract their offset (their median, say) to keep it",
+                      UserWarning, stacklevel=outside_level())
 
 
 def _column_peaks(a, rows) -> np.ndarray:
