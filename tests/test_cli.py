@@ -374,6 +374,7 @@ def test_only_the_command_line_prints_and_configures_logging():
     (["--top-k", "0"], "--top-k must be a positive integer"),
     (["--slot-dropout", "1"], "--slot-dropout must be in [0, 1), got 1.0"),
     (["--refine-factor", "2"], "--refine-factor must be None or a number in (0, 1), got 2.0"),
+    (["--hidden-layer-sizes", "16", "0"], "--hidden-layer-sizes must be a positive integer or a sequence of them"),
 ])
 def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder, argv, message):
     small = ["--max-rows", "40", "--folds", "2", "--seeds", "1", "--max-epochs", "1"]  # a missed check ends soon
@@ -383,18 +384,22 @@ def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder,
         assert message in capsys.readouterr().err and not any(out.iterdir())
 
 
-def test_a_head_the_package_ships_is_an_option_its_record_reruns(tmp_path):
-    """--head periodic reaches vanilla and MN alike, is recorded by name, and a --config rerun of the record gives
-    the same errors."""
+def test_the_network_s_head_and_widths_are_options_their_record_reruns(tmp_path, capsys):
+    """--head periodic and --hidden-layer-sizes reach vanilla and MN alike, are recorded, and a --config rerun of
+    the record gives the same errors; --search, which chooses the widths, refuses the option."""
     small = ["--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2", "--quiet"]
-    assert main(["regress", *small, "--head", "periodic", "--out", str(tmp_path / "a")]) == 0
+    assert main(["regress", *small, "--head", "periodic", "--hidden-layer-sizes", "16", "8",
+                 "--out", str(tmp_path / "a")]) == 0
     record = json.loads((tmp_path / "a" / "results.json").read_text())
     assert record["config"]["estimator_params"]["head"] == record["config"]["estimator"]["head"] == "periodic"
+    assert record["config"]["estimator"]["hidden_layer_sizes"] == [16, 8]
     assert main(["regress", "--config", str(tmp_path / "a" / "results.json"), "--out", str(tmp_path / "b"),
                  "--quiet"]) == 0
     assert json.loads((tmp_path / "b" / "results.json").read_text())["folds"] == record["folds"]
-    assert main(["regress", *small, "--out", str(tmp_path / "c")]) == 0  # the MLP: other errors
-    assert json.loads((tmp_path / "c" / "results.json").read_text())["folds"] != record["folds"]
+    assert main(["regress", *small, "--hidden-layer-sizes", "16", "8", "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["folds"] != record["folds"]  # the MLP's
+    assert main(["regress", *small, "--search", "--hidden-layer-sizes", "16", "--out", str(tmp_path / "d")]) == 2
+    assert "--search chooses the hidden layers per fold; drop --hidden-layer-sizes" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [

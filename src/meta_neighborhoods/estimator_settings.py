@@ -45,7 +45,7 @@ def check_settings(estimator) -> None:
     if not (is_int(hidden) and hidden >= 1 or isinstance(hidden, (tuple, list, np.ndarray)) and all(
             is_int(h) and h >= 1 for h in hidden)):
         raise ConfigError(f"hidden_layer_sizes must be a positive integer or a sequence of them (e.g. (128, 128)), "
-                          f"got {hidden!r}")
+                          f"got {hidden!r:.80}", "hidden_layer_sizes")
     if not (is_positive(estimator.validation_fraction) and estimator.validation_fraction < 1.0):
         raise ConfigError(f"validation_fraction must be in (0, 1), got {estimator.validation_fraction!r}")
     check_option("similarity", estimator.similarity, ("auto", *SIMILARITIES))

@@ -22,7 +22,7 @@ from .config_file import float_or_none, int_or_none
 
 # estimator parameters with an option of the same name in regress and ablate
 ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size", "refine_factor",
-                     "head", "dictionary_size", "top_k", "slot_dropout", "slot_draw",
+                     "hidden_layer_sizes", "head", "dictionary_size", "top_k", "slot_dropout", "slot_draw",
                      "vanilla_fallback")  # the last: regress's
 NONE_OPTIONS = ("top_k", "refine_factor")  # options whose value None is spelt NONE ("none"): None is "not given"
 
@@ -210,6 +210,9 @@ def estimator_options() -> argparse.ArgumentParser:
     parser.add_argument("--refine-factor", type=float_or_none, metavar="F",
                         help="a second phase of training, from the weights early stopping kept, at F times the "
                              f"learning rate (0.1, say), or '{NONE}' (the estimator's default): one phase")
+    parser.add_argument("--hidden-layer-sizes", type=int, nargs="+", metavar="W",
+                        help="widths of the MLP's hidden layers, vanilla's and Meta-Neighborhoods' alike (default "
+                             f"{' '.join(map(str, ESTIMATOR.hidden_layer_sizes))}, the estimator's)")
     parser.add_argument("--head", choices=HEADS,
                         help="the network of vanilla and Meta-Neighborhoods alike: 'mlp' (the default), or 'periodic', "
                              "the MLP on periodic embeddings of each feature (Gorishniy et al. 2022)")

@@ -8,8 +8,8 @@ from pathlib import Path
 from ..config import OPTIONAL_METHOD_NAMES, TABLE_METHOD_NAMES
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
-from .common import (check_target, estimator_options, fit_options, load_table_source, run_options, table_run_options,
-                     table_source)
+from .common import (UsageError, check_target, estimator_options, fit_options, load_table_source, run_options,
+                     table_run_options, table_source)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
     from ..experiments.regression import run_regression, run_regression_all
 
+    if args.search and args.hidden_layer_sizes is not None:
+        raise UsageError("--search chooses the hidden layers per fold; drop --hidden-layer-sizes")
     options = {**fit_options(args), "search": args.search}
     if args.dataset == "all":
         run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
