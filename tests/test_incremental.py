@@ -47,7 +47,7 @@ def test_a_first_call_of_fewer_rows_than_the_dictionary_says_so_once():
     naming the caller's line, and later calls say nothing."""
     X, y = _rows()
     model = MetaNeighborhoodsRegressor(**SMALL)
-    with pytest.warns(UserWarning, match="first call had 40 rows: the dictionary holds 40 keys, not dictionary_size=64"
+    with pytest.warns(UserWarning, match="first call trained on 40 rows: the dictionary holds 40 keys, not dictionary_size=64"
                       ) as said:
         model.partial_fit(X[:40], y[:40])
     assert said[0].filename == __file__ and model.network_["dictionary_size"] == 40

@@ -43,7 +43,7 @@ def one_epoch(estimator, fit):
     estimator.n_iter_ = estimator.best_epoch_ = len(estimator.loss_curve_)
     keys = estimator.network_["dictionary_size"]
     if first and 0 < keys < estimator.dictionary_size:  # what no later call can change, said once
-        warnings.warn(f"partial_fit's first call had {keys} rows: the dictionary holds {keys} keys, not "
+        warnings.warn(f"partial_fit's first call trained on {keys} rows: the dictionary holds {keys} keys, not "
                       f"dictionary_size={estimator.dictionary_size}, and the columns' scales are those rows', for "
                       "every later call; give the first call as many representative rows", UserWarning,
                       stacklevel=outside_level())

@@ -138,12 +138,23 @@ _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be
 
 def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str, targets: bool = False) -> None:
     """The sizes ``network_`` and the parameters (the ``head`` named, of ``hidden`` widths) imply, against the tensor
-    file's own shapes: a crafted size must fail here, not make torch allocate terabytes when the network is built (the
-    head expected is built on the meta device, which allocates nothing); and the columns' scales (``targets``: the
-    regressor's of its targets too), which predict would otherwise apply without a word."""
+    file's own shapes: a crafted size must fail here, not make torch allocate terabytes when the network is built;
+    and the columns' scales (``targets``: the regressor's of its targets too), which predict would otherwise apply
+    without a word. The head expected is built on the meta device (no storage), once its layers and sizes are known
+    to be within what the file's head holds (every layer has a weight and a bias; every size, as many values)."""
     network, state = fitted["network_"], checkpoint.network_of(tensors)
-    with torch.device("meta"):
-        expected = build_head(head, network["n_features"], network["n_outputs"], hidden).state_dict()
+    held = [t for name, t in state.items() if name.startswith("head.")]
+    sizes = (network["n_features"], network["n_outputs"], *hidden)
+    if 2 * (len(hidden) + 1) > len(held) or max(sizes) > sum(t.numel() for t in held):
+        raise CheckpointError(f"{source} was written for another model configuration: its network_ and parameters ask "
+                              f"for {len(hidden)} hidden layers and sizes up to {max(sizes)}, more than the tensor "
+                              f"file's head holds ({len(held)} tensors)")
+    try:
+        with torch.device("meta"):
+            expected = build_head(head, network["n_features"], network["n_outputs"], hidden).state_dict()
+    except RuntimeError as error:  # a size torch cannot count (its numel overflows)
+        raise CheckpointError(f"{source}: network_ and parameters describe no head torch can size "
+                              f"({' '.join(str(error).split())[:120]})") from None
     for name, t in expected.items():
         found = state.get(f"head.{name}")
         if found is None or found.shape != t.shape:
@@ -245,7 +256,8 @@ def check_params(estimator) -> None:
     without a factory, which ``save`` never writes: a file's parameter would otherwise fail only at the next fit."""
     for name in FACTORIES:  # a head the package ships is named (a string, which check_settings checks)
         if getattr(estimator, name) is not None and not (name == "head" and isinstance(estimator.head, str)):
-            raise ConfigError(f"{name} must be null: save writes no factory, got {shown(getattr(estimator, name))}")
+            raise ConfigError(f"{name} must be null{' or a name of a head the package ships' if name == 'head' else ''}: "
+                              f"save writes no factory, got {shown(getattr(estimator, name))}")
     check_settings(estimator)
     try:
         check_random_state(estimator.random_state)

@@ -112,8 +112,12 @@ def _warn_if_varying(a, rows, columns: np.ndarray) -> None:
     """A warning naming the input ``columns`` taken as constant whose values differ all the same: their variation,
     below ``CONSTANT`` of their magnitude (1e12 + a spread of 1), is lost at the scale of that magnitude, which a
     user can prevent by taking the offset off (a column whose values are all equal, as naval's, says nothing)."""
-    low, high = ([reduce(block[:, columns], axis=0) for _, block in blocks(a, rows)] for reduce in (np.min, np.max))
-    varying = columns[np.min(low, axis=0) != np.max(high, axis=0)].tolist()
+    if sp.issparse(a):  # its own statistics: never densified
+        low, high = min_max_axis((a if rows is None else a[rows])[:, columns], axis=0)
+    else:
+        low, high = (np.min([block[:, columns].min(axis=0) for _, block in blocks(a, rows)], axis=0),
+                     np.max([block[:, columns].max(axis=0) for _, block in blocks(a, rows)], axis=0))
+    varying = columns[low != high].tolist()
     if varying:
         warnings.warn(f"column(s) {varying[:10]} vary by less than {CONSTANT:g} of their magnitude: taken as "
                       "constant, that variation is lost; subtract their offset (their median, say) to keep it",

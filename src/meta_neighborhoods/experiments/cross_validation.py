@@ -121,7 +121,7 @@ def _imports(name: str, package: str) -> bool:
 
 def standardised_fold(table: Table, train: np.ndarray, test: np.ndarray):
     """Scale the target by the training fold only, so test rows never leak into the scale of the error."""
-    mean, std = (float(v[0]) for v in standardiser(table.y[train][:, None]))  # no overflow near the float limit
+    mean, std = (float(v[0]) for v in standardiser(table.y[train][:, None], target=True))  # no overflow near 1e308
     return table.X[train], (table.y[train] - mean) / std, table.X[test], (table.y[test] - mean) / std
 
 
@@ -190,7 +190,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     at ``max_epochs`` before early stopping ended them (``unconverged``)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
-    errors, kept, losses, sizes, unconverged = {name: [] for name in methods}, {}, {}, {}, {}
+    errors, kept, losses, sizes, unconverged, said = {name: [] for name in methods}, {}, {}, {}, {}, set()
     seconds = dict.fromkeys(methods, 0.0)
     architectures, fold_seeds = [], []
     with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=bar_disabled(progress)) as bar:
@@ -200,7 +200,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
             fold_seeds.append(repeat_seed)
             if search:
                 bar.set_postfix_str(f"{where}: architecture search")
-                with _counting_unconverged(unconverged, SEARCH):
+                with _counting_unconverged(unconverged, SEARCH, said):
                     choice = search_architecture(X_train, y_train, seed=repeat_seed, params=params)
                 architectures.append({"seed": repeat_seed, "fold": fold, **choice})
                 fold_params["hidden_layer_sizes"] = tuple(choice["hidden_layer_sizes"])
@@ -208,7 +208,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                 bar.set_postfix_str(f"{where}: {name}")
                 started = time.perf_counter()
                 model = factory(seed=repeat_seed, n_train=len(train), params=fold_params)
-                with _counting_unconverged(unconverged, name):
+                with _counting_unconverged(unconverged, name, said):
                     errors[name].append(_fit_mse(model, X_train, y_train, X_test, y_test))
                 if hasattr(model, "selected_"):
                     kept.setdefault(name, []).append(model.selected_)
@@ -227,17 +227,18 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
 
 
 @contextmanager
-def _counting_unconverged(counts: dict, name: str):
+def _counting_unconverged(counts: dict, name: str, said: set):
     """Count under ``name`` the fits inside that stopped at ``max_epochs`` before early stopping (their
     ``ConvergenceWarning``), so that a run capped by ``--max-epochs`` says so once, not once per fit; every other
-    warning passes on."""
+    warning passes on, once a run (``said``: those passed on already), not once for every fit of every fold."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         yield
     for warning in caught:
         if issubclass(warning.category, ConvergenceWarning):
             counts[name] = counts.get(name, 0) + 1
-        else:
+        elif (warning.category, str(warning.message)) not in said:
+            said.add((warning.category, str(warning.message)))
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
