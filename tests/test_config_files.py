@@ -528,7 +528,8 @@ def test_a_file_not_in_the_encoding_a_record_gave_says_so_and_that_encoding_over
 
     path = tmp_path / "prices.csv"
     path.write_bytes("a,y\n1,2\n3,4\n".encode("utf-16-le"))
-    given = dict(data_file=path, target="y", encoding="utf-16", table_sha256=None, dataset=None, data_dir=None)
+    given = dict(data_file=path, target="y", encoding="utf-16", separator=None, table_sha256=None, dataset=None,
+                 data_dir=None)
     with pytest.raises(NotInEncoding, match=r"not a text table in the encoding 'utf-16' .*\(encoding 'utf-16' from results.json; "
                                             r"--encoding overrides it\)$"):
         load_table_source(Namespace(**given, config_gave={"encoding": "results.json"}))

@@ -776,6 +776,29 @@ def test_a_csv_s_encoding_is_recorded_and_its_rerun_reads_the_file_so(tiny_csv, 
     assert main(["regress", *common, "--target", "y", "--out", str(tmp_path / "utf8")]) == 1  # not UTF-8: said
 
 
+def test_a_csv_s_separator_is_an_option_recorded_and_its_rerun_reads_the_file_so(tiny_csv, tmp_path, capsys):
+    """A semicolon-separated export (a spreadsheet's where the comma is the decimal mark) is refused as such without
+    --separator, read with it, recorded, and read so again by --config with its record; the numbers are the
+    comma-separated file's."""
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text(tiny_csv.read_text().replace(",", ";"))
+    common = ["--folds", "2", "--seeds", "1", "--max-epochs", "2", "--quiet"]
+    assert main(["regress", "--data-file", str(semicolons), "--target", "y", *common, "--out", str(tmp_path / "no")]) == 1
+    assert "the file seems separated by ';', not ','" in capsys.readouterr().err
+    assert main(["regress", "--data-file", str(semicolons), "--target", "y", "--separator", "semicolon", *common,
+                 "--out", str(tmp_path / "r")]) == 0
+    record = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert record["config"]["separator"] == "semicolon"
+    assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(semicolons),
+                 "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["folds"] == record["folds"]
+    assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", *common, "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["config"]["table_sha256"] == \
+        record["config"]["table_sha256"]  # the same numbers
+    assert main(["regress", "--dataset", "gom", "--separator", "tab", "--out", str(tmp_path / "gom")]) == 2
+    assert "--separator only applies to --data-file" in capsys.readouterr().err
+
+
 def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

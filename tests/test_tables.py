@@ -1,5 +1,6 @@
 """Table registry: shapes and targets of the real files, checksums, clear errors, the official layouts."""
 
+import re
 import shutil
 
 import numpy as np
@@ -402,6 +403,19 @@ def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
     path.write_text("\ufeffy,a\n1,2\n3,4\n5,7\n", encoding="utf-8")
     table = load_csv_table(path, "y")
     assert table.feature_names == ["a"] and table.y.tolist() == [1.0, 3.0, 5.0]
+
+
+@pytest.mark.parametrize("name, character", [("semicolon", ";"), ("tab", "\t"), ("pipe", "|")])
+def test_a_csv_of_another_separator_is_read_with_its_name_and_the_table_records_it(tmp_path, name, character):
+    path = tmp_path / "other.csv"
+    path.write_text(character.join(["y", "a b", "c"]) + "\n" + "\n".join(
+        character.join(row) for row in (["1", "2", "3"], ["4", "5", "6"], ["7", "8", "10"])) + "\n")
+    table = load_csv_table(path, "y", separator=name)
+    assert table.feature_names == ["a b", "c"] and table.y.tolist() == [1.0, 4.0, 7.0] and table.separator == name
+    with pytest.raises(ValueError, match=re.escape(f"the file seems separated by {character!r}, not ','")):
+        load_csv_table(path, "y")
+    with pytest.raises(ConfigError, match="unknown separator ';'; expected one of 'comma', 'semicolon', 'tab', 'pipe'"):
+        load_csv_table(path, "y", separator=";")
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1", "cp1252"])

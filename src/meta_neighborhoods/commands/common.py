@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, HEADS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
-from ..datasets.tables import available_tables, load_csv_table, load_table
+from ..datasets.tables import SEPARATORS, available_tables, load_csv_table, load_table
 from ..datasets.text_tables import NotInEncoding
 from .config_file import float_or_none, int_or_none
 
@@ -24,6 +24,7 @@ from .config_file import float_or_none, int_or_none
 ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size", "refine_factor",
                      "hidden_layer_sizes", "head", "dictionary_size", "top_k", "slot_dropout", "slot_draw",
                      "vanilla_fallback")  # the last: regress's
+CSV_OPTIONS = ("target", "encoding", "separator")  # what a --data-file run takes, and records, of its file
 NONE_OPTIONS = ("top_k", "refine_factor")  # options whose value None is spelt NONE ("none"): None is "not given"
 
 
@@ -120,12 +121,15 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
                         help=f"registered table: {', '.join(names)}"
                              + (" (all = every one whose files are present)" if allow_all else ""))
     source.add_argument("--data-file", metavar="PATH",
-                        help="any numeric CSV with a header row instead (comma-separated; True/False read as "
-                             "1/0; its file stem names the data set)")
+                        help="any numeric CSV with a header row instead (comma-separated unless --separator says "
+                             "otherwise; True/False read as 1/0; its file stem names the data set)")
     parser.add_argument("--target", metavar="COLUMN", help="target column of --data-file (a header name)")
     parser.add_argument("--encoding", metavar="NAME",
                         help="text encoding of --data-file, e.g. utf-16, latin-1, cp1252 (default utf-8, a byte-order "
                              "mark dropped; a run records it, and --config with its record reads the file so again)")
+    parser.add_argument("--separator", choices=tuple(SEPARATORS),
+                        help="what separates the fields of --data-file (default comma; a run records it, and --config "
+                             "with its record reads the file so again)")
     parser.add_argument("--data-dir", metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
@@ -160,13 +164,14 @@ def check_data_dir(data_dir) -> None:
 
 
 def check_target(args) -> None:
-    """--target and --encoding belong to --data-file and to nothing else, --table-sha256 to one table: say so rather
-    than ignore them; an unknown encoding is refused before any work. A digest a record gave (--config) does not
-    bind --dataset all, nor does 'none' bind anything, nor a target column or encoding a record gave another table."""
-    for name in ("target", "encoding") if args.data_file is None else ():
+    """--target, --encoding and --separator belong to --data-file and to nothing else, --table-sha256 to one table:
+    say so rather than ignore them; an unknown encoding is refused before any work. A digest a record gave (--config)
+    does not bind --dataset all, nor does 'none' bind anything, nor a target column, encoding or separator a record
+    gave another table."""
+    for name in CSV_OPTIONS if args.data_file is None else ():
         if name in getattr(args, "config_gave", {}):
             setattr(args, name, None)  # a CSV run's record, rerun on a registered table the command line names
-        elif getattr(args, name) is not None:
+        elif getattr(args, name, None) is not None:
             raise UsageError(f"--{name} only applies to --data-file")
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
@@ -186,8 +191,10 @@ def load_table_source(args):
     """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target),
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
     try:
-        table = load_csv_table(args.data_file, args.target, args.encoding) if args.data_file is not None else \
-            load_table(args.dataset, args.data_dir)
+        if args.data_file is not None:
+            table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma")
+        else:
+            table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:
         if "encoding" not in getattr(args, "config_gave", {}):
             raise
@@ -274,7 +281,7 @@ def table_run_options(record: dict) -> dict:
     if "threads" not in config and isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
         options["threads"] = config["provenance"]["threads"]  # a record from before runs recorded it as a setting
     if "target" in config:  # a --data-file's, even one named like a registered table (boston.csv)
-        options.update({key: config[key] for key in ("target", "encoding") if key in config})
+        options.update({key: config[key] for key in CSV_OPTIONS if key in config})
     elif isinstance(record.get("dataset"), str) and record["dataset"] in available_tables():
         options["dataset"] = record["dataset"]
     factories = [name for name in ("head", "extractor") if name in config["estimator_params"]

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..validation import ConfigError, check_encoding
+from ..validation import ConfigError, check_encoding, check_option
 from .files import data_root, first_existing, require_file
 from .text_tables import Source, read_indices, read_numeric
 
@@ -52,6 +52,7 @@ class Table:
     description: str
     target: str | None = None  # the column a user's CSV file names as the target; None for a registered table
     encoding: str | None = None  # the text encoding a user's CSV file was read in; None for a registered table
+    separator: str | None = None  # the name of a user's CSV file's separator (SEPARATORS); None for a registered table
 
     def __post_init__(self) -> None:
         # Catch a loader bug here rather than as a confusing shape error deep inside training.
@@ -102,11 +103,13 @@ def _expect_columns(data: np.ndarray, expected: int, path: Path, *, dataset: str
         )
 
 
+SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
 MAX_MAGNITUDE = 1e150  # a table's largest |value|: squares and sums of squares stay finite in float64
 
 
 def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
-                   source: Source, target: str | None = None, encoding: str | None = None) -> Table:
+                   source: Source, target: str | None = None, encoding: str | None = None,
+                   separator: str | None = None) -> Table:
     """Build the Table, refusing NaN/inf (models here have no notion of missing values), values whose squares
     overflow (errors are squared, baselines standardise), a table without features and a constant target. Rows are
     named by their line in ``source``'s file (X and y hold its rows in file order)."""
@@ -135,7 +138,7 @@ def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[
     if np.ptp(y) == 0:
         raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
     return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
-                 encoding=encoding)
+                 encoding=encoding, separator=separator)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -291,17 +294,21 @@ def load_table(name: str, data_dir: Path | str | None = None) -> Table:
     return spec.load(name, Path(data_dir) if data_dir is not None else None)
 
 
-def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8") -> Table:
+def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8", separator: str = "comma") -> Table:
     """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index;
-    ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped).
+    ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped); ``separator``, the name of
+    the character between its fields (``SEPARATORS``: a semicolon, as spreadsheets write where the comma is the
+    decimal mark, a tab, a pipe).
 
     All other columns become features, so non-numeric columns must be encoded or dropped beforehand.
     """
     path, encoding = Path(path), check_encoding("encoding", encoding)
+    check_option("separator", separator, SEPARATORS)
     name = path.stem
     require_file(path, None, dataset=name, hint="Give an existing CSV file with a header row.",
                  within=None)  # the file the user named
-    names, data, source = read_numeric(path, dataset=name, delimiter=",", header=True, encoding=encoding)
+    names, data, source = read_numeric(path, dataset=name, delimiter=SEPARATORS[separator], header=True,
+                                       encoding=encoding)
     if "" in names:  # pandas' to_csv writes its index so: row numbers would be taken for a feature
         why = ("a separator at the end of every line? remove it" if names.index("") == len(names) - 1 else
                "a table's index written by pandas' to_csv? write it with index=False")
@@ -319,4 +326,4 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8")
     keep = [j for j in range(len(names)) if j != target_index]
     description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
     return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description, source,
-                          target=names[target_index], encoding=encoding)
+                          target=names[target_index], encoding=encoding, separator=separator)

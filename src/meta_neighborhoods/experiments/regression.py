@@ -71,7 +71,8 @@ def _recorded(settings: dict) -> dict:
 def _run_config(table: Table, used: Table, options: dict, params: dict, varied: dict) -> dict:
     """What a run needs to be repeated: the protocol, the table and the rows it used, the estimator's full
     parameters."""
-    csv = {key: value for key, value in (("target", table.target), ("encoding", table.encoding)) if value is not None}
+    csv = {key: value for key, value in (("target", table.target), ("encoding", table.encoding),
+                                         ("separator", table.separator)) if value is not None}
     return {**options, "table": table.description, **csv, "table_sha256": table.sha256(), "rows_used": len(used.y),
             "rows_in_table": len(table.y), "estimator_params": _recorded(params),
             "version": __version__, "estimator": _estimator_config(params, options["seed"], varied),
