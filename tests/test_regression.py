@@ -777,9 +777,8 @@ def test_a_csv_s_encoding_is_recorded_and_its_rerun_reads_the_file_so(tiny_csv, 
 
 
 def test_a_csv_s_separator_is_an_option_recorded_and_its_rerun_reads_the_file_so(tiny_csv, tmp_path, capsys):
-    """A semicolon-separated export (a spreadsheet's where the comma is the decimal mark) is refused as such without
-    --separator, read with it, recorded, and read so again by --config with its record; the numbers are the
-    comma-separated file's."""
+    """A semicolon-separated file is refused as such without --separator, read with it, recorded, and read so again
+    by --config with its record (which, given another file, it names); the numbers are the comma-separated file's."""
     semicolons = tmp_path / "semicolons.csv"
     semicolons.write_text(tiny_csv.read_text().replace(",", ";"))
     common = ["--folds", "2", "--seeds", "1", "--max-epochs", "2", "--quiet"]
@@ -792,6 +791,9 @@ def test_a_csv_s_separator_is_an_option_recorded_and_its_rerun_reads_the_file_so
     assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(semicolons),
                  "--out", str(tmp_path / "again"), "--quiet"]) == 0
     assert json.loads((tmp_path / "again" / "results.json").read_text())["folds"] == record["folds"]
+    assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(tiny_csv),
+                 "--out", str(tmp_path / "other"), "--quiet"]) == 1
+    assert "the file seems separated by ',', not ';' (separator 'semicolon' from " in capsys.readouterr().err
     assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", *common, "--out", str(tmp_path / "c")]) == 0
     assert json.loads((tmp_path / "c" / "results.json").read_text())["config"]["table_sha256"] == \
         record["config"]["table_sha256"]  # the same numbers

@@ -418,6 +418,18 @@ def test_a_csv_of_another_separator_is_read_with_its_name_and_the_table_records_
         load_csv_table(path, "y", separator=";")
 
 
+@pytest.mark.parametrize("text, separator, hint", [
+    ("a,b,y\n1,2,3\n4,5,6\n", "semicolon", "the file seems separated by ',', not ';'"),  # no decimal comma: its header
+    ("a;b;y\n0,1;0,2;3\n0,4;0,5;6\n", "semicolon", "a number written with a comma"),  # a decimal comma
+    ("a|b|y\n1|2|3\n4|5|6\n", "tab", "the file seems separated by '|', not '\\t'"),
+])
+def test_a_csv_read_with_another_separator_than_its_own_is_told_which(tmp_path, text, separator, hint):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        load_csv_table(path, "y", separator=separator)
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1", "cp1252"])
 def test_a_csv_in_another_encoding_is_read_in_the_one_given_and_refused_without_it(tmp_path, encoding):
     """Found as a user: a spreadsheet's UTF-16 or latin-1 export could not be read at all. Rows are still named by

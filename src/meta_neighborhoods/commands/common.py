@@ -200,6 +200,11 @@ def load_table_source(args):
             raise
         raise NotInEncoding(f"{error} (encoding {args.encoding!r} from {args.config_gave['encoding']}; --encoding "
                             "overrides it)") from None
+    except ValueError as error:  # read with a record's separator, maybe another file's: say where it came from
+        if args.data_file is None or "separator" not in getattr(args, "config_gave", {}):
+            raise
+        raise ValueError(f"{error} (separator {args.separator!r} from {args.config_gave['separator']}; --separator "
+                         "overrides it)") from None
     if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
                           f"{args.table_sha256[:16]}... (--table-sha256, which a run records): other numbers; "
@@ -218,11 +223,11 @@ def estimator_options() -> argparse.ArgumentParser:
                         help="a second phase of training, from the weights early stopping kept, at F times the "
                              f"learning rate (0.1, say), or '{NONE}' (the estimator's default): one phase")
     parser.add_argument("--hidden-layer-sizes", type=int, nargs="+", metavar="W",
-                        help="widths of the MLP's hidden layers, vanilla's and Meta-Neighborhoods' alike (default "
+                        help="widths of the MLP's hidden layers, for every MLP the run trains (default "
                              f"{' '.join(map(str, ESTIMATOR.hidden_layer_sizes))}, the estimator's)")
     parser.add_argument("--head", choices=HEADS,
-                        help="the network of vanilla and Meta-Neighborhoods alike: 'mlp' (the default), or 'periodic', "
-                             "the MLP on periodic embeddings of each feature (Gorishniy et al. 2022)")
+                        help="the network of every MLP the run trains: 'mlp' (the default), or 'periodic', the MLP on "
+                             "periodic embeddings of each feature (Gorishniy et al. 2022)")
     parser.add_argument("--dictionary-size", type=int, metavar="S",
                         help=f"induced neighbours of Meta-Neighborhoods (default {ESTIMATOR.dictionary_size}, the "
                              "estimator's, at most one per training row; vanilla has none)")

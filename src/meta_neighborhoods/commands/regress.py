@@ -34,10 +34,10 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
-    from ..experiments.regression import run_regression, run_regression_all
-
     if args.search and args.hidden_layer_sizes is not None:
         raise UsageError("--search chooses the hidden layers per fold; drop --hidden-layer-sizes")
+    from ..experiments.regression import run_regression, run_regression_all
+
     options = {**fit_options(args), "search": args.search}
     if args.dataset == "all":
         run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)

@@ -297,8 +297,8 @@ def load_table(name: str, data_dir: Path | str | None = None) -> Table:
 def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8", separator: str = "comma") -> Table:
     """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index;
     ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped); ``separator``, the name of
-    the character between its fields (``SEPARATORS``: a semicolon, as spreadsheets write where the comma is the
-    decimal mark, a tab, a pipe).
+    the character between its fields (``SEPARATORS``). Numbers are written with a decimal point, whatever the
+    separator (a decimal comma is refused, saying so).
 
     All other columns become features, so non-numeric columns must be encoded or dropped beforehand.
     """

@@ -21,7 +21,7 @@ __all__ = ["Source", "TextTable", "read_numeric", "read_indices"]
 _NA_MARKERS = ["?", "na", "Na", "none", "None", "NONE", "Null", "NAN", "Nan"]
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _COMMA_NUMBER = re.compile(r"[+-]?\d[\d,]*,\d*(\.\d*)?")  # 3,142 or 17,640.52: a decimal comma, or thousands
-_OTHER_DELIMITERS = ";\t|"
+_DELIMITERS = ",;\t|"  # a CSV file's separators, one of which may be another than the one it is read with
 
 
 class NotInEncoding(ValueError):
@@ -152,15 +152,21 @@ def _first_line_hint(names: list[str] | None, delimiter: str | None) -> str:
 
 def _other_delimiter(texts: list[str], delimiter: str | None) -> str | None:
     """A separator other than the file's that ``texts`` hold (None for whitespace tables, which split on any)."""
-    return next((d for d in _OTHER_DELIMITERS if any(d in text for text in texts)), None) if delimiter else None
+    return next((d for d in _DELIMITERS if d != delimiter and any(d in text for text in texts)), None) \
+        if delimiter else None
 
 
-def _number_hint(text: str, delimiter: str | None) -> str:
-    """What to do about a field that is not a number."""
-    other = _other_delimiter([text], delimiter)
+def _number_hint(text: str, delimiter: str | None, name: str | None = None) -> str:
+    """What to do about a field that is not a number (of column ``name``): another separator where its name holds
+    one (a comma file read as a semicolon one: '1,2,3' is then no decimal comma), else a comma in a number, else
+    another separator in the field."""
+    other = _other_delimiter([name or ""], delimiter)
+    comma = _COMMA_NUMBER.fullmatch(text.strip())
+    if not other and not comma:
+        other = _other_delimiter([text], delimiter)
     if other:
         return f"the file seems separated by {other!r}, not {delimiter!r}"
-    if _COMMA_NUMBER.fullmatch(text.strip()):
+    if comma:
         return "a number written with a comma (a decimal comma, or thousands separators): write it with a decimal point"
     if text.strip().endswith("%"):
         return "a percentage: write the number without its % sign"
@@ -213,7 +219,8 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
             column = repr(names[j]) if names is not None else f"{j} (0-based)"
             # a comment or 'sep=' line read as the header leaves the real header, no number in it, as the first row
             header = bad[0] == 0 and pd.to_numeric(frame.iloc[0].astype(str), errors="coerce").isna().all()
-            hint = header and _first_line_hint(names, source.delimiter) or _number_hint(text, source.delimiter)
+            hint = header and _first_line_hint(names, source.delimiter) or _number_hint(
+                text, source.delimiter, None if names is None else names[j])
             raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric (file line "
                              f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}")
         frame[frame.columns[j]] = numbers
