@@ -114,9 +114,9 @@ def _warn_if_varying(a, rows, columns: np.ndarray) -> None:
     user can prevent by taking the offset off (a column whose values are all equal, as naval's, says nothing)."""
     if sp.issparse(a):  # its own statistics: never densified
         low, high = min_max_axis((a if rows is None else a[rows])[:, columns], axis=0)
-    else:
-        low, high = (np.min([block[:, columns].min(axis=0) for _, block in blocks(a, rows)], axis=0),
-                     np.max([block[:, columns].max(axis=0) for _, block in blocks(a, rows)], axis=0))
+    else:  # one pass over the blocks for both ends
+        spans = [(part.min(axis=0), part.max(axis=0)) for part in (block[:, columns] for _, block in blocks(a, rows))]
+        low, high = np.min([low for low, _ in spans], axis=0), np.max([high for _, high in spans], axis=0)
     varying = columns[low != high].tolist()
     if varying:
         warnings.warn(f"column(s) {varying[:10]} vary by less than {CONSTANT:g} of their magnitude: taken as "

@@ -127,8 +127,9 @@ class TrainingState:
                 self.optimizer.state[p] = {k: v.to(p.device, copy=True) if torch.is_tensor(v) else v
                                            for k, v in carried["moments"][name].items()}
         torch.set_rng_state(carried["torch"])
-        if "cuda" in carried and next(self.model.parameters()).device.type == "cuda":
-            torch.cuda.set_rng_state(carried["cuda"], next(self.model.parameters()).device)
+        device = next(self.model.parameters()).device
+        if "cuda" in carried and device.type == "cuda":
+            torch.cuda.set_rng_state(carried["cuda"], device)
         if "batches" in carried and "batches" in self.stateful:
             self.stateful["batches"].load_state_dict(carried["batches"])
         self.step = carried["step"]
@@ -237,7 +238,8 @@ def _checked_carry(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Modul
     if not (is_int(step) and 0 < step < 2**53):
         raise ValueError(f"step should be a positive count of steps, got {step!r:.40}")
     carried = {"parameters": _like(checkpoint.take_prefix("parameters.", tensors), model.state_dict(), "parameters"),
-               "torch": _generator_state(tensors["torch"]), "step": step, "moments": _moments(tensors, parameters, step),
+               "torch": _generator_state(tensors["torch"]), "step": step,
+               "moments": _moments(tensors, parameters, step),
                "batches": {"generator": _generator_state(meta["batches"]["generator"]).tolist()}}
     prefixes = ("parameters.", *(f"moments.{key}." for key in MOMENTS))
     if "average" in meta:
