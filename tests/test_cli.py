@@ -14,7 +14,7 @@ from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.commands import COMMANDS
 from meta_neighborhoods.validation import ConfigError
 
-NAMES = ["spiral", "regress", "ablate", "classify", "analyze", "export"]
+NAMES = ["spiral", "regress", "ablate", "fit", "predict", "classify", "analyze", "export"]
 TRAINING = ["spiral", "regress", "ablate", "classify"]
 
 
@@ -40,12 +40,13 @@ def test_every_command_module_registers_itself_and_runs():
         assert callable(command.add_parser) and callable(command.run)
     for name in NAMES:
         argv = {"regress": ["--dataset", "gom"], "ablate": ["--dataset", "gom", "--param", "p", "--values", "1"],
-                "analyze": ["--run", "r", "--what", "all"], "export": ["--run", "r"]}.get(name, [])
+                "analyze": ["--run", "r", "--what", "all"], "export": ["--run", "r"], "fit": ["--dataset", "gom"],
+                "predict": ["--model", "m", "--data-file", "f.csv"]}.get(name, [])
         args = build_parser().parse_args([name, *argv, "--out", "o"])
         assert args.command == name and args.run.__module__ == f"meta_neighborhoods.commands.{name}"
 
 
-def test_help_lists_all_six_commands(capsys):
+def test_help_lists_every_command(capsys):
     text = _help(capsys)
     for name in NAMES:
         assert f"    {name} " in text

@@ -31,7 +31,8 @@ STAGE = ".staged."  # a folder a run writes its files into before they take thei
 # The files that mark a folder as holding a run of each kind: a run of another kind is refused there, --overwrite or
 # not (their files would mix, and their same-named records, metrics.json and run.json, replace each other's)
 RUN_KINDS = {"regress or ablate": ("results.json", "summary.json", "ablation.json"),
-             "spiral": ("spiral.png", "spiral.gif"), "classify": ("split.json", "last.json", "comparison.json")}
+             "spiral": ("spiral.png", "spiral.gif"), "classify": ("split.json", "last.json", "comparison.json"),
+             "fit": ("fit.json",)}
 RUN_MARKS = frozenset(mark for marks in RUN_KINDS.values() for mark in marks)  # of every kind: renamed, removed last
 
 

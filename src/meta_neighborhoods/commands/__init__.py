@@ -6,6 +6,6 @@
 cheap: each imports its experiment (torch, scikit-learn) inside ``run``, so ``--help`` starts fast.
 """
 
-from . import ablate, analyze, classify, export, regress, spiral
+from . import ablate, analyze, classify, export, fit, predict, regress, spiral
 
-COMMANDS = (spiral, regress, ablate, classify, analyze, export)
+COMMANDS = (spiral, regress, ablate, fit, predict, classify, analyze, export)

@@ -112,8 +112,9 @@ def data_folders(
     return parser
 
 
-def table_source(allow_all: bool) -> argparse.ArgumentParser:
-    """The table of regress and ablate: --dataset NAME or --data-file PATH --target COLUMN, and its folds."""
+def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser:
+    """The table of regress, ablate and fit: --dataset NAME or --data-file PATH --target COLUMN, and its folds (not
+    fit's: ``folds=False``)."""
     parser = parent()
     names = available_tables() + (["all"] if allow_all else [])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -136,11 +137,12 @@ def table_source(allow_all: bool) -> argparse.ArgumentParser:
     parser.add_argument("--table-sha256", metavar="HEX",
                         help="refuse a table whose numbers have another digest (a run records its table's, and "
                              "--config with its record reruns it on that table only; 'none' waives the check)")
-    parser.add_argument("--folds", type=int, default=FOLDS,
-                        help="cross-validation folds, the same for every method (default %(default)s)")
-    parser.add_argument("--seeds", type=int, default=SEEDS,
-                        help="repeats of the whole k-fold CV, each with its own fold shuffle and model seed "
-                             "(--seed, --seed + 1, ...; default %(default)s); errors and tests cover every repeat")
+    if folds:
+        parser.add_argument("--folds", type=int, default=FOLDS,
+                            help="cross-validation folds, the same for every method (default %(default)s)")
+        parser.add_argument("--seeds", type=int, default=SEEDS,
+                            help="repeats of the whole k-fold CV, each with its own fold shuffle and model seed "
+                                 "(--seed, --seed + 1, ...; default %(default)s); errors and tests cover every repeat")
     parser.add_argument("--max-epochs", type=int, metavar="E",
                         help=f"cap on the training epochs of the MLP methods (default {ESTIMATOR.max_epochs}, the "
                              "estimator's)")
@@ -246,15 +248,28 @@ def estimator_options() -> argparse.ArgumentParser:
 def fit_options(args) -> dict:
     """The keyword arguments regress and ablate both pass to their experiment, checked before any work."""
     check_int("--seeds", args.seeds, maximum=2**32)  # seed + repeat is below 2**32: see protocol_options
+    return {"folds": args.folds, "seeds": args.seeds, **training_options(args)}
+
+
+def training_options(args) -> dict:
+    """The keyword arguments of regress, ablate and fit for the rows and the estimator, checked before any work."""
     if args.max_rows is not None:
         check_int("--max-rows", args.max_rows)
     check_threads("--threads", args.threads)
     params = {name: getattr(args, name) for name in ESTIMATOR_OPTIONS if getattr(args, name, None) is not None}
     params.update({name: None for name in NONE_OPTIONS if params.get(name) == NONE})
     _check_estimator_params(params)
-    return {"folds": args.folds, "seed": args.seed, "seeds": args.seeds, "max_rows": args.max_rows,
-            "threads": args.threads, "overwrite": bool(args.overwrite), "progress": not args.quiet,
-            "estimator_params": {"device": args.device, **params}}
+    return {"seed": args.seed, "max_rows": args.max_rows, "threads": args.threads, "overwrite": bool(args.overwrite),
+            "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}
+
+
+def vanilla_fallback() -> argparse.ArgumentParser:
+    """--no-vanilla-fallback of regress and fit: the estimator's choice between its two networks, turned off."""
+    parser = parent()
+    parser.add_argument("--no-vanilla-fallback", dest="vanilla_fallback", action="store_const", const=False,
+                        help="always keep Meta-Neighborhoods' network, as the paper does, instead of the estimator's "
+                             "default: keep the vanilla network trained on the same rows where it validates better")
+    return parser
 
 
 def _check_estimator_params(params: dict) -> None:

@@ -9,7 +9,7 @@ from ..config import OPTIONAL_METHOD_NAMES, TABLE_METHOD_NAMES
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
 from .common import (UsageError, check_target, estimator_options, fit_options, load_table_source, run_options,
-                     table_run_options, table_source)
+                     table_run_options, table_source, vanilla_fallback)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "regress", help=f"regression tables of Table 2: {', '.join(TABLE_METHOD_NAMES.values())}",
-        parents=[*run_options(), table_source(allow_all=True), estimator_options()],
+        parents=[*run_options(), table_source(allow_all=True), estimator_options(), vanilla_fallback()],
         description=f"k-fold MSE on the standardised target for {', '.join(TABLE_METHOD_NAMES.values())} and, "
                     f"where installed, {' and '.join(OPTIONAL_METHOD_NAMES.values())}, with paired t-tests of "
                     "Meta-Neighborhoods against each; writes results.json, results.md and folds.png "
@@ -26,9 +26,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--search", action="store_true",
                         help="choose the MLP architecture per fold (2-5 layers x 32-256 units, inner 80/20 split) "
                              "for vanilla, and use it for Meta-Neighborhoods too")
-    parser.add_argument("--no-vanilla-fallback", dest="vanilla_fallback", action="store_const", const=False,
-                        help="always keep Meta-Neighborhoods' network, as the paper does, instead of the estimator's "
-                             "default: keep the vanilla network trained on the same rows where it validates better")
     parser.set_defaults(run=run)
 
 

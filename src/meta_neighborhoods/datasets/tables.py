@@ -121,6 +121,18 @@ def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[
             f"{name}: the target has {int(bad_y.sum())} NaN/inf value(s) (first on file line "
             f"{source.line(int(np.argmax(bad_y)))} of {source.path}); drop or fill those rows first"
         )
+    _check_features(name, X, feature_names, source)
+    if np.abs(y).max() > MAX_MAGNITUDE:
+        raise ValueError(f"{name}: the target in {source.path} reaches {np.abs(y).max():.3g}, beyond "
+                         f"{MAX_MAGNITUDE:.0e}, whose squares overflow: rescale it first")
+    if np.ptp(y) == 0:
+        raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
+    return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
+                 encoding=encoding, separator=separator)
+
+
+def _check_features(name: str, X: np.ndarray, feature_names: list[str] | None, source: Source) -> None:
+    """Refuse features with NaN/inf, none at all, or values whose squares overflow, naming the first bad one."""
     bad_X = ~np.isfinite(X)
     if bad_X.any():
         row, col = (int(i[0]) for i in np.nonzero(bad_X))
@@ -131,14 +143,9 @@ def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[
         )
     if X.shape[1] == 0:
         raise ValueError(f"{name}: {source.path} has no feature columns besides the target")
-    for values, what in ((X, "a feature"), (y, "the target")):
-        if np.abs(values).max() > MAX_MAGNITUDE:
-            raise ValueError(f"{name}: {what} in {source.path} reaches {np.abs(values).max():.3g}, beyond "
-                             f"{MAX_MAGNITUDE:.0e}, whose squares overflow: rescale it first")
-    if np.ptp(y) == 0:
-        raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
-    return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
-                 encoding=encoding, separator=separator)
+    if X.size and np.abs(X).max() > MAX_MAGNITUDE:
+        raise ValueError(f"{name}: a feature in {source.path} reaches {np.abs(X).max():.3g}, beyond "
+                         f"{MAX_MAGNITUDE:.0e}, whose squares overflow: rescale it first")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -302,28 +309,67 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
 
     All other columns become features, so non-numeric columns must be encoded or dropped beforehand.
     """
+    encoding = check_encoding("encoding", encoding)  # as the table records it
+    path, names, data, source = _read_csv(path, encoding, separator)
+    if isinstance(target, str):
+        target_index = _column(names, target, path)
+    else:
+        if not -len(names) <= target < len(names):
+            raise ValueError(f"{path.stem}: target index {target} is out of range for {path} ({len(names)} columns)")
+        target_index = target % len(names)
+    keep = [j for j in range(len(names)) if j != target_index]
+    description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
+    return _checked_table(path.stem, data[:, keep], data[:, target_index], [names[j] for j in keep], description,
+                          source, target=names[target_index], encoding=encoding, separator=separator)
+
+
+def load_csv_rows(path: Path | str, features: list[str] | int, target: str | None = None, encoding: str = "utf-8",
+                  separator: str = "comma") -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows of a CSV file with a header row that a fitted model predicts: the columns it was fitted on by name,
+    in its order (``features``; an int: a model fitted without names takes that many, every column but ``target``,
+    in the file's order), and the ``target`` column where one is named, to score against (else None). Other columns
+    are left out. Read and checked as ``load_csv_table`` reads a table."""
+    path, names, data, source = _read_csv(path, encoding, separator)
+    target_index = None if target is None else _column(names, target, path)
+    if isinstance(features, int):
+        columns = [j for j in range(len(names)) if j != target_index]
+        if len(columns) != features:
+            raise ValueError(f"{path.stem}: {path} has {len(columns)} columns{' besides the target' * bool(target)}, "
+                             f"the model takes {features} features (in order; it was fitted without their names)")
+    else:
+        missing = [feature for feature in features if feature not in names]
+        if missing:
+            raise ValueError(f"{path.stem}: {path} has no column named {missing[0]!r}, a feature of the model"
+                             f"{f' ({len(missing)} missing)' if len(missing) > 1 else ''}; columns: {names}"[:400])
+        columns = [_column(names, feature, path) for feature in features]
+    X = np.ascontiguousarray(data[:, columns])
+    _check_features(path.stem, X, [names[j] for j in columns], source)
+    y = None if target_index is None else data[:, target_index]
+    if y is not None and not np.isfinite(y).all():
+        raise ValueError(f"{path.stem}: the target has NaN/inf values (first on file line "
+                         f"{source.line(int(np.argmax(~np.isfinite(y))))} of {path}); drop or fill them to score")
+    return X, y
+
+
+def _read_csv(path: Path | str, encoding: str, separator: str):
+    """(path, header names, float64 rows, source) of a user's CSV file, its header checked for unnamed columns."""
     path, encoding = Path(path), check_encoding("encoding", encoding)
     check_option("separator", separator, SEPARATORS)
-    name = path.stem
-    require_file(path, None, dataset=name, hint="Give an existing CSV file with a header row.",
+    require_file(path, None, dataset=path.stem, hint="Give an existing CSV file with a header row.",
                  within=None)  # the file the user named
-    names, data, source = read_numeric(path, dataset=name, delimiter=SEPARATORS[separator], header=True,
+    names, data, source = read_numeric(path, dataset=path.stem, delimiter=SEPARATORS[separator], header=True,
                                        encoding=encoding)
     if "" in names:  # pandas' to_csv writes its index so: row numbers would be taken for a feature
         why = ("a separator at the end of every line? remove it" if names.index("") == len(names) - 1 else
                "a table's index written by pandas' to_csv? write it with index=False")
-        raise ValueError(f"{name}: column {names.index('') + 1} of {path} has no name in the header ({why}, or name "
-                         "the column)")
-    if isinstance(target, str):
-        if names.count(target) != 1:
-            problem = "no" if target not in names else "more than one"
-            raise ValueError(f"{name}: {path} has {problem} column named {target!r}; columns: {names}")
-        target_index = names.index(target)
-    else:
-        if not -len(names) <= target < len(names):
-            raise ValueError(f"{name}: target index {target} is out of range for {path} ({len(names)} columns)")
-        target_index = target % len(names)
-    keep = [j for j in range(len(names)) if j != target_index]
-    description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
-    return _checked_table(name, data[:, keep], data[:, target_index], [names[j] for j in keep], description, source,
-                          target=names[target_index], encoding=encoding, separator=separator)
+        raise ValueError(f"{path.stem}: column {names.index('') + 1} of {path} has no name in the header ({why}, or "
+                         "name the column)")
+    return path, names, data, source
+
+
+def _column(names: list[str], column: str, path: Path) -> int:
+    """The index of the one column of the header ``names`` called ``column``."""
+    if names.count(column) != 1:
+        problem = "no" if column not in names else "more than one"
+        raise ValueError(f"{path.stem}: {path} has {problem} column named {column!r}; columns: {names}")
+    return names.index(column)

@@ -15,7 +15,7 @@ from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
 from ..io import (claimed, inner_folder, lock, prepare_out_dir, refuse_other_runs, remove_created, remove_stale_stages,
                   write_json, write_text)
-from ..persistence import WITH_NEIGHBOURS, to_json
+from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
@@ -29,6 +29,7 @@ from .cross_validation import (
 from .reports import (
     ablation_markdown, neighbours_kept, protocol_text, results_markdown, summary_markdown, warn_unconverged,
 )
+from .table_records import recorded, run_config
 
 NOMINAL_ROWS = 2  # the shape settings are checked against before a run of several tables has read one
 FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded with fold_seeds[r * folds + f]"
@@ -46,37 +47,6 @@ ABLATION = ("ablation.json", "ablation.md", "ablation.png")
 TABLE_RUNS = (*RESULTS, *SUMMARY, *ABLATION)  # what regress and ablate write: any of them in a folder is a run
 TABLE_KIND = "regress or ablate"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
-
-
-def _estimator_config(params: dict, seed: int, varied: dict) -> dict:
-    """The Meta-Neighborhoods estimator's full parameters; ``varied`` says which ones the run set elsewhere."""
-    return {**_recorded(meta_neighborhoods_estimator(seed=seed, n_train=0, params=params).get_params()), **varied}
-
-
-def _recorded(settings: dict) -> dict:
-    """Settings as JSON records them: numpy values and tuples as ``persistence.to_json`` gives them, a ``head`` or
-    ``extractor`` factory by its name (a --config rerun refuses it rather than guess), anything else JSON has no
-    type for (a ``torch.device``, a ``RandomState``) as its text. Without this such a setting failed the results'
-    writing after every fit had run."""
-    def one(value):
-        if value is None or isinstance(value, (str, bool, int, float, list, dict)):
-            return value
-        if callable(value):
-            return f"factory {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}"
-        return str(value)
-
-    return {name: one(value) for name, value in to_json(settings).items()}
-
-
-def _run_config(table: Table, used: Table, options: dict, params: dict, varied: dict) -> dict:
-    """What a run needs to be repeated: the protocol, the table and the rows it used, the estimator's full
-    parameters."""
-    csv = {key: value for key, value in (("target", table.target), ("encoding", table.encoding),
-                                         ("separator", table.separator)) if value is not None}
-    return {**options, "table": table.description, **csv, "table_sha256": table.sha256(), "rows_used": len(used.y),
-            "rows_in_table": len(table.y), "estimator_params": _recorded(params),
-            "version": __version__, "estimator": _estimator_config(params, options["seed"], varied),
-            "provenance": provenance()}
 
 
 def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS, search: bool = False,
@@ -121,7 +91,7 @@ def _table_results(table: Table, methods: dict, options: dict, used: Table, para
         "validation_losses": cv["validation_losses"], **summary,
         "p_value_vs_vanilla": summary["p_values"].get("vanilla"), "seconds": cv["seconds"],
         **({"architectures": cv["architectures"]} if search else {}),
-        "config": {**_run_config(table, used, options, params, varied), "search": search},
+        "config": {**run_config(table, used, options, params, varied), "search": search},
     }
 
 
@@ -205,7 +175,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     checked = protocol_options(*protocol)
     methods = _with_reference(methods)
     config = {**checked, "search": search,  # what --config with summary.json reruns
-              "estimator_params": _recorded(_checked_params(estimator_params, methods)), "version": __version__}
+              "estimator_params": recorded(_checked_params(estimator_params, methods)), "version": __version__}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     for folder in folders:  # a table's folder that holds a run of another kind, or cannot be written: refused now
         if folder.exists():
@@ -301,7 +271,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
             **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
             "p_value_vs_first": [None, *summary["p_values"].values()], "seconds": list(cv["seconds"].values()),
             "dictionary_sizes": list(cv["dictionary_sizes"].values()),
-            "config": _run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
+            "config": run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
         }
         write_json(out / "ablation.json", results)
         warn_unconverged(results)

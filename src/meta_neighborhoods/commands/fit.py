@@ -1,0 +1,67 @@
+"""``meta-neighborhoods fit``: one estimator fit on a whole table and saved, to predict with (``predict``)."""
+
+from __future__ import annotations
+
+import logging
+
+from ..validation import ConfigError
+from .common import (check_target, estimator_options, load_table_source, run_options, table_run_options,
+                     table_source, training_options, vanilla_fallback)
+
+LOGGER = logging.getLogger(__name__)
+TASKS = ("regression", "classification")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fit", help="fit the estimator on a whole table and save it, to predict with",
+        parents=[*run_options(), table_source(allow_all=False, folds=False), estimator_options(), vanilla_fallback()],
+        description="Fit MetaNeighborhoodsRegressor (or, with --task classification, MetaNeighborhoodsClassifier, "
+                    "whose target column holds integer class labels) on every row of a table, early stopping on a "
+                    "share of them as the estimator does, and write into --out the fitted estimator (model.json and "
+                    "its tensors, which MetaNeighborhoodsRegressor.load reads) and fit.json, the record of the fit: "
+                    "its settings, the table's digest, its epochs and validation loss, versions and command. "
+                    "`meta-neighborhoods predict --model OUT` then predicts the rows of a CSV file. --config takes "
+                    "the fit.json of a fit to rerun it, or the results.json of a regress run to fit with the "
+                    "settings that run cross-validated.",
+    )
+    parser.add_argument("--task", choices=TASKS, default="regression",
+                        help="regression (default) or classification of the target column")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    check_target(args)  # before the imports: a usage error needs no torch
+    from ..experiments.final_model import fit_final
+
+    options = training_options(args)
+    record = fit_final(load_table_source(args), args.out, task=args.task, **options)
+    training = record["training"]
+    kept = "" if training["kept"] == "meta_neighborhoods" else f", kept the {training['kept']} network"
+    print(f"{record['estimator']} fit on {record['dataset']} ({record['n']} rows x {record['d']} features) in "
+          f"{training['seconds']:.1f} s: {training['epochs']} epochs, best validation loss "
+          f"{training['best_validation_loss']:.4g} at epoch {training['best_epoch']}{kept}")
+    LOGGER.info("wrote %s/model.json (and its tensors) and %s/fit.json; predict with: meta-neighborhoods predict "
+                "--model %s --data-file FILE --out predictions.csv", args.out, args.out, args.out)
+    return 0
+
+
+RECORDS = ("fit.json",)  # what options_from_record reads; also a regress run's results.json
+
+
+def options_from_record(record: dict) -> dict:
+    """The options of the fit whose fit.json ``record`` is, for --config; a regress run's results.json gives the
+    settings that run cross-validated (its protocol's folds and seeds are no fit's)."""
+    if "param" in record or "datasets" in record:
+        raise ConfigError("the record of an ablate run or of regress --dataset all; fit takes a fit.json or the "
+                          "results.json of a regress run on one table")
+    config = record.get("config")
+    task = config.get("task", "regression") if isinstance(config, dict) else None
+    if task not in TASKS:
+        raise ConfigError(f"its task should be one of {', '.join(TASKS)}, got {task!r:.40}")
+    if config.get("search") is True:
+        raise ConfigError("its regress run searched the architecture per fold, which gives no one network to fit: "
+                         "give --hidden-layer-sizes instead")
+    options = table_run_options(record)
+    return {**{key: value for key, value in options.items() if key not in ("folds", "seeds", "search")},
+            "task": task}

@@ -1,0 +1,52 @@
+"""``meta-neighborhoods predict``: a saved estimator's predictions for the rows of a CSV file."""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import DEVICES
+from ..datasets.tables import SEPARATORS
+from ..validation import check_encoding
+from .common import verbosity
+
+LOGGER = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="a saved estimator's predictions for the rows of a CSV file",
+        parents=[verbosity("warnings and errors only")],
+        description="Predict the rows of a CSV file with a header row by an estimator that `meta-neighborhoods fit` "
+                    "or the estimators' save() wrote, and write them to --out as CSV, one line per row in the file's "
+                    "order: a column 'prediction' (prediction_0, ... for several targets) and, with "
+                    "--probabilities, a classifier's probability_<class> columns. The model's feature columns are "
+                    "found by name, in any order; other columns are left out (a model saved without names takes "
+                    "every column but --target, in order). With --target, that column is scored: mean squared "
+                    "error in its own units, or accuracy.",
+    )
+    parser.add_argument("--model", required=True, metavar="PATH",
+                        help="the --out folder of a fit, or a checkpoint as save() was given it (model or model.json)")
+    parser.add_argument("--data-file", required=True, metavar="PATH", help="CSV file of the rows to predict")
+    parser.add_argument("--out", required=True, metavar="FILE", help="CSV file to write the predictions to")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--target", metavar="COLUMN", help="a column of true values to score the predictions by")
+    parser.add_argument("--probabilities", action="store_true", help="a classifier's probability of each class too")
+    parser.add_argument("--encoding", default="utf-8", metavar="NAME",
+                        help="text encoding of --data-file (default %(default)s, a byte-order mark dropped)")
+    parser.add_argument("--separator", choices=tuple(SEPARATORS), default="comma",
+                        help="what separates the fields of --data-file, and of --out (default %(default)s)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where to predict: auto = CUDA if available (default %(default)s)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    encoding = check_encoding("--encoding", args.encoding)  # before the imports: a usage error needs no torch
+    from ..experiments.final_model import predict_file
+
+    done = predict_file(args.model, args.data_file, args.out, encoding=encoding, separator=args.separator,
+                        target=args.target, probabilities=args.probabilities, device=args.device,
+                        overwrite=args.overwrite)
+    scored = "" if done["score"] is None else f"; {done['metric']} against --target {args.target}: {done['score']:.6g}"
+    print(f"{args.out}: {done['rows']} predictions of the {done['estimator']} of {args.model}{scored}")
+    return 0

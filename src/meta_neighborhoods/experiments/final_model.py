@@ -1,0 +1,177 @@
+"""A final model: one estimator fit on a whole table and saved in a folder beside the record of its fit
+(``meta-neighborhoods fit``), and a saved estimator's predictions for the rows of a CSV file
+(``meta-neighborhoods predict``). Cross-validation says how well a setting does; this is the model one then uses."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..datasets.tables import SEPARATORS, Table, load_csv_rows
+from ..estimator_settings import check_before_fit
+from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from ..io import atomic_write, claimed, replaceable, write_json
+from ..persistence import checkpoint_stem
+from ..training import torch_threads
+from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
+from .cross_validation import subset_rows
+from .table_records import run_config
+
+MODEL = "model"  # the estimator's checkpoint in a fit folder: model.json and model.<token>.safetensors
+RECORD = "fit.json"
+FIT_KIND = "fit"  # io.RUN_KINDS
+ESTIMATORS = {"regression": MetaNeighborhoodsRegressor, "classification": MetaNeighborhoodsClassifier}
+LOGGER = logging.getLogger(__name__)
+
+
+def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_rows: int | None = None,
+              threads: int | None = None, estimator_params: dict | None = None, overwrite: bool = False,
+              progress: bool = True) -> dict:
+    """Fit the ``task``'s estimator on the rows of ``table`` (at most ``max_rows``, drawn with ``seed``) and write
+    it into ``out`` (``model.json`` and its tensors, as ``save`` writes them) with ``fit.json``, the record of the
+    fit: its settings, the table's digest, the epochs and validation loss, versions and command. A folder that holds
+    an earlier fit is refused unless ``overwrite``; every setting is checked before the folder is claimed."""
+    check_option("task", task, ESTIMATORS)
+    options = {"task": task, "seed": check_seed("seed", seed, limit=2**32),
+               "max_rows": None if max_rows is None else check_int("max_rows", max_rows)}
+    params = dict(estimator_params or {})
+    used = subset_rows(table, options["max_rows"], options["seed"])
+    y = _targets(used, task)
+    estimator = ESTIMATORS[task](**{"random_state": options["seed"], **params, "verbose": int(progress)})
+    check_before_fit(estimator, len(y), used.X.shape[1])
+    X = _named(used)
+    with torch_threads(check_threads("threads", threads)), claimed(out, [RECORD, f"{MODEL}.json"], overwrite,
+                                                                    FIT_KIND, replaces=_tensor_files(out)) as stage:
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            estimator.fit(X, y)
+        seconds = time.perf_counter() - start
+        said = list(dict.fromkeys(str(warning.message) for warning in caught))
+        for message in said:  # a line each, as the command line says everything, and kept in the record
+            LOGGER.warning("%s", message)
+        estimator.save(stage / MODEL)
+        record = {"dataset": table.name, "task": task, "estimator": type(estimator).__name__, "n": len(y),
+                  "d": int(used.X.shape[1]), "features": used.feature_names, "model": f"{MODEL}.json",
+                  "training": _training(estimator, seconds), "warnings": said,
+                  "config": run_config(table, used, {**options, "threads": torch.get_num_threads()}, params, {})}
+        write_json(stage / RECORD, record)
+    return record
+
+
+def _targets(table: Table, task: str) -> np.ndarray:
+    """The target a ``task``'s estimator fits: class labels as integers (a numeric CSV holds them as floats), where
+    a column of fractions is refused, being most likely a regression's target."""
+    if task == "regression":
+        return table.y
+    fractional = table.y != np.round(table.y)
+    if fractional.any():
+        raise ConfigError(f"{table.name}: classification needs class labels, but its target holds fractions such as "
+                          f"{table.y[np.argmax(fractional)]:g}; is it a regression's target?", "task")
+    return table.y.astype(np.int64)
+
+
+def _named(table: Table):
+    """The rows with their column names, which the estimator keeps (``feature_names_in_``), so that ``predict``
+    finds its columns in another file by name; a registered table without names as an array."""
+    if table.feature_names is None:
+        return table.X
+    import pandas as pd
+
+    return pd.DataFrame(table.X, columns=table.feature_names)
+
+
+def _tensor_files(out) -> list[str]:
+    """The tensor files of an earlier fit's model in ``out``, which the new one's replace."""
+    folder = Path(out)
+    return sorted(path.name for path in folder.glob(f"{MODEL}.*.safetensors") if checkpoint.owns(MODEL, path.name)) \
+        if folder.is_dir() else []
+
+
+def _training(estimator, seconds: float) -> dict:
+    """What the fit did: the kept network's epochs and best validation loss, which network it kept, its time."""
+    return {"epochs": int(estimator.n_iter_), "best_epoch": int(estimator.best_epoch_),
+            "best_validation_loss": float(estimator.best_loss_), "kept": estimator.selected_,
+            "seconds": round(seconds, 3)}
+
+
+def load_model(path):
+    """The estimator saved at ``path``: a fit folder, or a checkpoint as ``save`` was given it (``model`` or
+    ``model.json``), of either class, every field checked (``persistence.load``)."""
+    stem = _stem(path)
+    if not checkpoint.exists(stem):
+        raise FileNotFoundError(f"{path} is neither a fit's folder nor a saved model (no {stem}.json)")
+    name = checkpoint.read_meta(stem).get("estimator")
+    classes = {cls.__name__: cls for cls in ESTIMATORS.values()}
+    if name not in classes:
+        raise checkpoint.CheckpointError(f"{stem}.json holds no estimator of this package ({str(name)[:40]!r}); "
+                                         f"expected one of {', '.join(classes)}")
+    return classes[name].load(stem)
+
+
+def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str = "comma", target: str | None = None,
+                 probabilities: bool = False, device: str = "cpu", overwrite: bool = False) -> dict:
+    """Write the predictions of the estimator saved at ``model`` (see ``load_model``) for the rows of CSV file
+    ``data_file`` into CSV file ``out``, one line per row in the file's order, with the file's separator: a column
+    ``prediction`` (``prediction_0``, ... for several targets) and, for a classifier with ``probabilities``, one
+    ``probability_<class>`` per class. The model's columns are found by name; others are left out. With ``target``,
+    that column is scored: the mean squared error in its own units, or the accuracy. A file that exists is refused
+    unless ``overwrite``, the data file and the model's own files always."""
+    estimator = load_model(model)
+    _check_out(out, overwrite, [data_file, *_model_files(model)])
+    named = hasattr(estimator, "feature_names_in_")
+    X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
+                         target, encoding, separator)
+    if named:  # as it was fitted: scikit-learn warns of an array where it kept names
+        import pandas as pd
+
+        X = pd.DataFrame(X, columns=estimator.feature_names_in_)
+    estimator.set_params(device=device, verbose=0)
+    predicted = estimator.predict(X)
+    columns = {"prediction": predicted} if predicted.ndim == 1 else \
+        {f"prediction_{j}": predicted[:, j] for j in range(predicted.shape[1])}
+    if probabilities and hasattr(estimator, "predict_proba"):
+        columns.update({f"probability_{label}": p for label, p in zip(estimator.classes_, estimator.predict_proba(X).T)})
+    _write_csv(out, columns, SEPARATORS[separator])
+    classifier = hasattr(estimator, "classes_")
+    score = None if y is None else float(np.mean(predicted == y) if classifier else np.mean((predicted - y) ** 2))
+    return {"rows": len(predicted), "estimator": type(estimator).__name__, "score": score,
+            "metric": None if y is None else "accuracy" if classifier else "mse"}
+
+
+def _stem(model) -> Path:
+    """The checkpoint of the model at ``model``: a fit folder's, or ``model`` as ``save`` was given it."""
+    return Path(model) / MODEL if Path(model).is_dir() else checkpoint_stem(model)
+
+
+def _model_files(model) -> list[Path]:
+    """The files of the saved model at ``model``, which predictions never replace."""
+    stem = _stem(model)
+    return [path for path in stem.parent.glob(f"{stem.name}*") if checkpoint.owns(stem, path.name)] + \
+        ([Path(model) / RECORD] if Path(model).is_dir() else [])
+
+
+def _check_out(out, overwrite: bool, inputs: list) -> None:
+    """Refuse ``out`` where it is one of the ``inputs`` (the data file, the model's files), a folder, or a file that
+    exists without ``overwrite``: before any prediction."""
+    out = Path(out)
+    if any(Path(path).exists() and out.exists() and out.samefile(path) or out.absolute() == Path(path).absolute()
+           for path in inputs):
+        raise FileExistsError(f"{out} is one of the files predict reads (the data file or the model's); choose "
+                              "another --out")
+    replaceable(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists: replace it with --overwrite, or choose another --out")
+
+
+def _write_csv(out, columns: dict[str, np.ndarray], separator: str) -> None:
+    """``columns`` as a CSV file with a header, written whole or not at all; floats to float32's precision."""
+    import pandas as pd
+
+    atomic_write(out, lambda path: pd.DataFrame(columns).to_csv(path, sep=separator, index=False, float_format="%.9g"))

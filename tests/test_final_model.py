@@ -1,0 +1,179 @@
+"""``meta-neighborhoods fit`` and ``predict``: a final model fit on a whole table, saved, and used on another file."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from meta_neighborhoods.cli import main
+
+SMALL = ["--max-epochs", "3", "--dictionary-size", "16", "--hidden-layer-sizes", "8", "--quiet"]
+SETTINGS = {"max_epochs": 3, "dictionary_size": 16, "hidden_layer_sizes": (8,)}
+
+
+def _table(rows: int = 80, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["a", "b", "c"])
+    frame["y"] = np.sin(frame.a) + frame.b ** 2
+    frame["label"] = (frame.y > frame.y.median()).astype(int)
+    return frame
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A training file (target y), a file to predict in another column order with an extra column, and the fit."""
+    table, new = _table(), _table(seed=1)
+    table.drop(columns="label").to_csv(tmp_path / "train.csv", index=False)
+    new[["label", "c", "y", "a", "b"]].to_csv(tmp_path / "new.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--out",
+                 str(tmp_path / "model"), *SMALL]) == 0
+    return tmp_path, table, new
+
+
+def test_fit_saves_the_estimator_that_python_fits_and_predict_writes_its_predictions(files, capsys):
+    tmp_path, table, new = files
+    expected = MetaNeighborhoodsRegressor(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]], table.y)
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"),
+                 "--out", str(tmp_path / "p.csv"), "--target", "y", "--quiet"]) == 0
+    written = pd.read_csv(tmp_path / "p.csv")
+    predicted = expected.predict(new[["a", "b", "c"]])
+    assert list(written.columns) == ["prediction"] and len(written) == len(new)
+    np.testing.assert_allclose(written.prediction, predicted, rtol=1e-7)  # columns found by name, in any order
+    mse = float(np.mean((predicted - new.y) ** 2))
+    assert f"mse against --target y: {mse:.6g}" in capsys.readouterr().out
+    loaded = MetaNeighborhoodsRegressor.load(tmp_path / "model" / "model")
+    np.testing.assert_array_equal(loaded.predict(new[["a", "b", "c"]]), predicted)
+
+
+def test_the_record_of_a_fit_reruns_it_with_config(files):
+    tmp_path, table, new = files
+    record = json.loads((tmp_path / "model" / "fit.json").read_text())
+    assert record["task"] == "regression" and record["features"] == ["a", "b", "c"] and record["n"] == 80
+    assert record["training"]["epochs"] == 3 and record["config"]["estimator_params"]["dictionary_size"] == 16
+    assert record["config"]["table_sha256"] and record["config"]["provenance"]["command"]
+    assert any("max_epochs=3" in warning for warning in record["warnings"])  # cut short: said and kept
+    assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
+                 "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    first, second = (MetaNeighborhoodsRegressor.load(tmp_path / name / "model") for name in ("model", "again"))
+    np.testing.assert_array_equal(first.predict(new[["a", "b", "c"]]), second.predict(new[["a", "b", "c"]]))
+
+
+def test_a_regress_record_gives_fit_its_settings_and_a_search_is_refused(files):
+    tmp_path, _, _ = files
+    record = json.loads((tmp_path / "model" / "fit.json").read_text())
+    config = {key: value for key, value in record["config"].items() if key != "task"}
+    regress = {"dataset": "train", "config": {**config, "folds": 5, "seeds": 3, "search": False}}
+    (tmp_path / "results.json").write_text(json.dumps(regress))
+    assert main(["fit", "--config", str(tmp_path / "results.json"), "--data-file", str(tmp_path / "train.csv"),
+                 "--out", str(tmp_path / "from_regress"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "from_regress" / "fit.json").read_text())
+    assert again["config"]["estimator"] == record["config"]["estimator"]  # every setting, given or by default
+    (tmp_path / "results.json").write_text(json.dumps({**regress, "config": {**regress["config"], "search": True}}))
+    assert main(["fit", "--config", str(tmp_path / "results.json"), "--data-file", str(tmp_path / "train.csv"),
+                 "--out", str(tmp_path / "searched"), "--quiet"]) == 2
+    assert not (tmp_path / "searched").exists()
+
+
+def test_a_fit_is_replaced_only_when_asked_and_leaves_no_stale_tensors(files, capsys):
+    tmp_path, _, _ = files
+    argv = ["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--out", str(tmp_path / "model"),
+            *SMALL, "--seed", "1"]
+    before = sorted(path.name for path in (tmp_path / "model").iterdir())
+    assert main(argv) == 1 and "already holds a run" in capsys.readouterr().err
+    assert sorted(path.name for path in (tmp_path / "model").iterdir()) == before
+    assert main([*argv, "--overwrite"]) == 0
+    assert len(list((tmp_path / "model").glob("model.*.safetensors"))) == 1
+    assert json.loads((tmp_path / "model" / "fit.json").read_text())["config"]["seed"] == 1
+
+
+def test_fit_never_replaces_a_model_it_did_not_write(tmp_path, capsys):
+    _table().drop(columns="label").to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.json").write_text("{}")
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--out", str(tmp_path / "mine"),
+                 *SMALL, "--overwrite"]) == 1
+    assert "beside no record of a fit run" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "model.json").read_text() == "{}"
+
+
+def test_a_classifier_fit_predicts_labels_and_probabilities(tmp_path, capsys):
+    table = _table()
+    table.drop(columns="y").to_csv(tmp_path / "train.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "label", "--task", "classification",
+                 "--out", str(tmp_path / "model"), *SMALL]) == 0
+    assert main(["predict", "--model", str(tmp_path / "model" / "model.json"), "--data-file",
+                 str(tmp_path / "train.csv"), "--out", str(tmp_path / "p.csv"), "--probabilities", "--target",
+                 "label", "--quiet"]) == 0
+    written = pd.read_csv(tmp_path / "p.csv")
+    expected = MetaNeighborhoodsClassifier(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]], table.label)
+    assert list(written.columns) == ["prediction", "probability_0", "probability_1"]
+    np.testing.assert_array_equal(written.prediction, expected.predict(table[["a", "b", "c"]]))
+    np.testing.assert_allclose(written[["probability_0", "probability_1"]], expected.predict_proba(table[["a", "b",
+                                                                                                         "c"]]),
+                               rtol=1e-6)
+    accuracy = float(np.mean(written.prediction == table.label))
+    assert f"accuracy against --target label: {accuracy:.6g}" in capsys.readouterr().out
+
+
+def test_classification_of_a_fractional_target_is_refused_before_any_folder(tmp_path, capsys):
+    _table().to_csv(tmp_path / "train.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--task", "classification",
+                 "--out", str(tmp_path / "model"), *SMALL]) == 2
+    assert "classification needs class labels" in capsys.readouterr().err and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda frame: frame.drop(columns="b"), "has no column named 'b', a feature of the model"),
+    (lambda frame: frame.assign(a=[np.nan, *frame.a[1:]]), "NaN/inf value(s) (first: feature 'a', file line 2"),
+    (lambda frame: frame.assign(a=1e200), "whose squares overflow"),
+])
+def test_predict_names_what_is_wrong_with_the_file(files, capsys, change, message):
+    tmp_path, _, new = files
+    change(new).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "bad.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert message in error and "bad.csv" in error and not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("out, flags, message", [
+    ("p.csv", [], "already exists: replace it with --overwrite"),
+    ("new.csv", ["--overwrite"], "is one of the files predict reads"),
+    ("model/model.json", ["--overwrite"], "is one of the files predict reads"),
+    ("model/fit.json", ["--overwrite"], "is one of the files predict reads"),
+    ("model", ["--overwrite"], "is not a regular file"),
+])
+def test_predict_replaces_no_file_it_reads_and_no_other_unless_asked(files, capsys, out, flags, message):
+    tmp_path, _, _ = files
+    (tmp_path / "p.csv").write_text("mine\n")
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / out), "--quiet", *flags]) == 1
+    assert message in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+
+
+def test_a_model_saved_without_names_takes_the_columns_in_order_and_another_separator(tmp_path, capsys):
+    table = _table()
+    estimator = MetaNeighborhoodsRegressor(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]].to_numpy(), table.y)
+    estimator.save(tmp_path / "saved")
+    table[["a", "b", "c", "y"]].to_csv(tmp_path / "rows.csv", index=False, sep=";")
+    assert main(["predict", "--model", str(tmp_path / "saved"), "--data-file", str(tmp_path / "rows.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--separator", "semicolon", "--target", "y", "--quiet"]) == 0
+    written = pd.read_csv(tmp_path / "p.csv", sep=";")
+    np.testing.assert_allclose(written.prediction, estimator.predict(table[["a", "b", "c"]].to_numpy()), rtol=1e-7)
+    assert main(["predict", "--model", str(tmp_path / "saved"), "--data-file", str(tmp_path / "rows.csv"), "--out",
+                 str(tmp_path / "q.csv"), "--separator", "semicolon", "--quiet"]) == 1
+    assert "has 4 columns, the model takes 3 features" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_model_that_is_not_there_or_not_an_estimator(tmp_path, capsys):
+    _table().to_csv(tmp_path / "rows.csv", index=False)
+    argv = ["--data-file", str(tmp_path / "rows.csv"), "--out", str(tmp_path / "p.csv"), "--quiet"]
+    assert main(["predict", "--model", str(tmp_path / "nothing"), *argv]) == 1
+    assert "is neither a fit's folder nor a saved model" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text(json.dumps({"format": "meta-neighborhoods-checkpoint", "version": 1}))
+    assert main(["predict", "--model", str(tmp_path / "other.json"), *argv]) == 1
+    assert "other" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
