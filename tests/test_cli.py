@@ -39,7 +39,7 @@ def test_every_command_module_registers_itself_and_runs():
     for command in COMMANDS:
         assert callable(command.add_parser) and callable(command.run)
     for name in NAMES:
-        argv = {"regress": ["--dataset", "gom"], "ablate": ["--dataset", "gom", "--param", "p", "--values", "1"],
+        argv = {"regress": ["--dataset", "gom"], "ablate": ["--dataset", "gom", "--param", "top_k", "--values", "1"],
                 "analyze": ["--run", "r", "--what", "all"], "export": ["--run", "r"], "fit": ["--dataset", "gom"],
                 "predict": ["--model", "m", "--data-file", "f.csv"]}.get(name, [])
         args = build_parser().parse_args([name, *argv, "--out", "o"])
@@ -137,7 +137,7 @@ def test_an_argparse_error_exits_2_with_one_line(capsys, argv, message):
     (["regress", "--dataset", "gom", "--seeds", "99999999999999999999", "--out", "o"],  # was: "from 0 to -9999..."
      "--seeds must be at most 4294967296, got 99999999999999999999"),
     (["analyze", "--run", "r", "--what", "tsne", "--seed", "-1"], "seed must be an integer from 0 to 4294967295"),
-    (["ablate", "--data-file", "t.csv", "--param", "p", "--values", "1", "--out", "o"], "--data-file needs --target"),
+    (["ablate", "--data-file", "t.csv", "--param", "top_k", "--values", "1", "--out", "o"], "--data-file needs --target"),
     (["regress", "--dataset", "gom", "--encoding", "latin-1", "--out", "o"], "--encoding only applies to --data-file"),
     (["ablate", "--data-file", "t.csv", "--target", "y", "--encoding", "latin-42", "--param", "top_k", "--values", "4",
       "--out", "o"], "--encoding must be a text encoding Python knows (utf-8, utf-16, latin-1, cp1252, ...), got "

@@ -384,10 +384,13 @@ def test_ablation_values_take_the_estimators_types():
 def test_unknown_ablation_parameter_names_the_allowed_ones(tiny_csv, tmp_path, capsys):
     with pytest.raises(ValueError, match="dictionary_size, temperature, top_k, inner_steps, step_size, similarity"):
         run_ablation(load_csv_table(tiny_csv, "y"), tmp_path, "learning_rate", ["0.1"], progress=False)
-    assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "width", "--values", "3",
-                 "--out", str(tmp_path / "a"), "--quiet"]) == 2
-    error = capsys.readouterr().err.strip()
-    assert error.count("\n") == 0 and "unknown ablation parameter 'width'" in error
+    for given in (["--param", "width"], ["--param", "hidden_layer_sizes", "--hidden-layer-sizes", "16"]):
+        with pytest.raises(SystemExit) as exited:  # argparse's own refusal
+            main(["ablate", "--data-file", str(tiny_csv), "--target", "y", *given, "--values", "3",
+                  "--out", str(tmp_path / "a"), "--quiet"])
+        assert exited.value.code == 2
+        error = capsys.readouterr().err.strip()  # one message, not first "drop --hidden-layer-sizes"
+        assert error.count("\n") == 0 and f"invalid choice: '{given[1]}'" in error and "slot_dropout" in error
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ MAX_IMAGE_SIZE = 4096  # pixels a side: ImageNet's largest are about this size
 MAX_EPOCHS = 10**9  # past any run (the paper's budget on one image: 2e7); 10**400 overflowed the schedule's floats
 HIGH_DIMENSIONAL = 32  # key features above which the regressors' "auto" similarity is cosine
 FOLDS, SEEDS = 5, 3  # regress, ablate: k-fold CV, repeated (one seed hid a 4.5 % gain on gom that three seeds show)
+ABLATION_TYPES = {  # ablate --param: the settings it varies, and the type of their --values
+    "dictionary_size": int, "temperature": float, "top_k": int, "inner_steps": int,
+    "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
+}
 # classify's protocol: the dictionary by default, the validation split held out of the training set, the clip
 NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000

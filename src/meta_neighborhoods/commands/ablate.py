@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..config import ABLATION_TYPES
 from ..validation import NONE, ConfigError
 from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_options, fit_options, load_table_source,
                      run_options, table_run_options, table_source)
@@ -22,9 +23,8 @@ def add_parser(subparsers) -> None:
                     "and ablation.png.",
     )
     # Not choices=: the list lives in experiments.regression, a slow import.
-    parser.add_argument("--param", required=True,
-                        help="parameter to vary: dictionary_size, temperature, top_k, inner_steps, step_size, "
-                             "similarity, adapt or slot_dropout")
+    parser.add_argument("--param", required=True, choices=tuple(ABLATION_TYPES), metavar="NAME",
+                        help=f"parameter to vary: {', '.join(ABLATION_TYPES)}")
     parser.add_argument("--values", required=True, nargs="+", metavar="V",
                         help="values to try, e.g. 16 64 256 (temperature and top_k also take 'none': the default "
                              "temperature, full attention)")

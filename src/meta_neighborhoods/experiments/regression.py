@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from .. import __version__
-from ..config import FOLDS, SEEDS
+from ..config import ABLATION_TYPES, FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
 from ..io import (claimed, inner_folder, lock, prepare_out_dir, refuse_other_runs, remove_created, remove_stale_stages,
@@ -33,10 +33,6 @@ from .table_records import recorded, run_config
 
 NOMINAL_ROWS = 2  # the shape settings are checked against before a run of several tables has read one
 FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded with fold_seeds[r * folds + f]"
-ABLATION_TYPES = {
-    "dictionary_size": int, "temperature": float, "top_k": int, "inner_steps": int,
-    "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
-}
 # The parameters whose value 'none' means their default temperature or full attention, as reports show it.
 NONE_MEANS = {"temperature": "default", "top_k": "full"}
 ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
