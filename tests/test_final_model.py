@@ -26,7 +26,8 @@ def files(tmp_path):
     """A training file (target y), a file to predict in another column order with an extra column, and the fit."""
     table, new = _table(), _table(seed=1)
     table.drop(columns="label").to_csv(tmp_path / "train.csv", index=False)
-    new[["label", "c", "y", "a", "b"]].to_csv(tmp_path / "new.csv", index=False)
+    new.assign(id=[f"row {i}" for i in range(len(new))])[["id", "label", "c", "y", "a", "b"]].to_csv(
+        tmp_path / "new.csv", index=False)  # a column of text the model does not take is left out
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--out",
                  str(tmp_path / "model"), *SMALL]) == 0
     return tmp_path, table, new
@@ -40,7 +41,7 @@ def test_fit_saves_the_estimator_that_python_fits_and_predict_writes_its_predict
     written = pd.read_csv(tmp_path / "p.csv")
     predicted = expected.predict(new[["a", "b", "c"]])
     assert list(written.columns) == ["prediction"] and len(written) == len(new)
-    np.testing.assert_allclose(written.prediction, predicted, rtol=1e-7)  # columns found by name, in any order
+    np.testing.assert_array_equal(written.prediction, predicted)  # columns by name, in any order; every digit
     mse = float(np.mean((predicted - new.y) ** 2))
     assert f"mse against --target y: {mse:.6g}" in capsys.readouterr().out
     loaded = MetaNeighborhoodsRegressor.load(tmp_path / "model" / "model")
@@ -64,12 +65,13 @@ def test_a_regress_record_gives_fit_its_settings_and_a_search_is_refused(files):
     tmp_path, _, _ = files
     record = json.loads((tmp_path / "model" / "fit.json").read_text())
     config = {key: value for key, value in record["config"].items() if key != "task"}
-    regress = {"dataset": "train", "config": {**config, "folds": 5, "seeds": 3, "search": False}}
+    regress = {"dataset": "train", "config": {**config, "folds": 5, "seeds": 3, "search": False, "max_rows": 40}}
     (tmp_path / "results.json").write_text(json.dumps(regress))
     assert main(["fit", "--config", str(tmp_path / "results.json"), "--data-file", str(tmp_path / "train.csv"),
                  "--out", str(tmp_path / "from_regress"), "--quiet"]) == 0
     again = json.loads((tmp_path / "from_regress" / "fit.json").read_text())
     assert again["config"]["estimator"] == record["config"]["estimator"]  # every setting, given or by default
+    assert again["n"] == 80  # the final model takes every row, whatever rows the cross-validation ran on
     (tmp_path / "results.json").write_text(json.dumps({**regress, "config": {**regress["config"], "search": True}}))
     assert main(["fit", "--config", str(tmp_path / "results.json"), "--data-file", str(tmp_path / "train.csv"),
                  "--out", str(tmp_path / "searched"), "--quiet"]) == 2
@@ -90,12 +92,18 @@ def test_a_fit_is_replaced_only_when_asked_and_leaves_no_stale_tensors(files, ca
 
 def test_fit_never_replaces_a_model_it_did_not_write(tmp_path, capsys):
     _table().drop(columns="label").to_csv(tmp_path / "train.csv", index=False)
+    argv = ["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", *SMALL]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "model.json").write_text("{}")
-    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--out", str(tmp_path / "mine"),
-                 *SMALL, "--overwrite"]) == 1
+    assert main([*argv, "--out", str(tmp_path / "mine"), "--overwrite"]) == 1
     assert "beside no record of a fit run" in capsys.readouterr().err
     assert (tmp_path / "mine" / "model.json").read_text() == "{}"
+    for flags in ([], ["--overwrite"]):  # a tensor file of the model's name, beside no fit: someone else's
+        folder = tmp_path / f"tensors{len(flags)}"
+        folder.mkdir()
+        (folder / "model.0123abcd.safetensors").write_text("mine")
+        assert main([*argv, "--out", str(folder), *flags]) == 0
+        assert (folder / "model.0123abcd.safetensors").read_text() == "mine"
 
 
 def test_a_classifier_fit_predicts_labels_and_probabilities(tmp_path, capsys):
@@ -117,11 +125,19 @@ def test_a_classifier_fit_predicts_labels_and_probabilities(tmp_path, capsys):
     assert f"accuracy against --target label: {accuracy:.6g}" in capsys.readouterr().out
 
 
-def test_classification_of_a_fractional_target_is_refused_before_any_folder(tmp_path, capsys):
-    _table().to_csv(tmp_path / "train.csv", index=False)
+@pytest.mark.parametrize("labels, message", [
+    (None, "classification needs class labels"),  # the regression target y
+    ([0, 1e30, 2e30], "beyond 2**53"),  # as int64, 1e30 and 2e30 became one class of a label the file never held
+])
+def test_a_target_that_holds_no_class_labels_is_refused_before_any_folder(tmp_path, capsys, labels, message):
+    table = _table()
+    if labels is not None:
+        table["y"] = np.resize(labels, len(table))
+    table.to_csv(tmp_path / "train.csv", index=False)
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--task", "classification",
                  "--out", str(tmp_path / "model"), *SMALL]) == 2
-    assert "classification needs class labels" in capsys.readouterr().err and not (tmp_path / "model").exists()
+    error = capsys.readouterr().err
+    assert message in error and "train.csv" in error and not (tmp_path / "model").exists()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -143,14 +159,17 @@ def test_predict_names_what_is_wrong_with_the_file(files, capsys, change, messag
     ("new.csv", ["--overwrite"], "is one of the files predict reads"),
     ("model/model.json", ["--overwrite"], "is one of the files predict reads"),
     ("model/fit.json", ["--overwrite"], "is one of the files predict reads"),
+    ("model/.lock", ["--overwrite"], "is one of the files predict reads"),
     ("model", ["--overwrite"], "is not a regular file"),
+    ("elsewhere/", [], "names a folder"),
 ])
-def test_predict_replaces_no_file_it_reads_and_no_other_unless_asked(files, capsys, out, flags, message):
+@pytest.mark.parametrize("model", ["model", "model/model.json", "model/model"])
+def test_predict_replaces_no_file_it_reads_and_no_other_unless_asked(files, capsys, model, out, flags, message):
     tmp_path, _, _ = files
     (tmp_path / "p.csv").write_text("mine\n")
     before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
-                 str(tmp_path / out), "--quiet", *flags]) == 1
+    assert main(["predict", "--model", str(tmp_path / model), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / out) + "/" * out.endswith("/"), "--quiet", *flags]) == 1
     assert message in capsys.readouterr().err
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
@@ -167,6 +186,22 @@ def test_a_model_saved_without_names_takes_the_columns_in_order_and_another_sepa
     assert main(["predict", "--model", str(tmp_path / "saved"), "--data-file", str(tmp_path / "rows.csv"), "--out",
                  str(tmp_path / "q.csv"), "--separator", "semicolon", "--quiet"]) == 1
     assert "has 4 columns, the model takes 3 features" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "saved"), "--data-file", str(tmp_path / "rows.csv"), "--out",
+                 str(tmp_path / "q.csv"), "--separator", "semicolon", "--target", "y", "--probabilities"]) == 2
+    assert "holds a regressor: it has no class probabilities" in capsys.readouterr().err
+
+
+def test_predict_scores_one_target_only_and_writes_nothing_it_cannot_score(tmp_path, capsys):
+    table = _table()
+    both = MetaNeighborhoodsRegressor(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]], table[["y", "label"]])
+    both.save(tmp_path / "both")
+    table.to_csv(tmp_path / "rows.csv", index=False)
+    argv = ["predict", "--model", str(tmp_path / "both"), "--data-file", str(tmp_path / "rows.csv"), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "p.csv")]) == 0
+    written = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_array_equal(written[["prediction_0", "prediction_1"]], both.predict(table[["a", "b", "c"]]))
+    assert main([*argv, "--out", str(tmp_path / "q.csv"), "--target", "y"]) == 2
+    assert "predicts 2 targets" in capsys.readouterr().err and not (tmp_path / "q.csv").exists()
 
 
 def test_predict_refuses_a_model_that_is_not_there_or_not_an_estimator(tmp_path, capsys):
@@ -177,3 +212,21 @@ def test_predict_refuses_a_model_that_is_not_there_or_not_an_estimator(tmp_path,
     (tmp_path / "other.json").write_text(json.dumps({"format": "meta-neighborhoods-checkpoint", "version": 1}))
     assert main(["predict", "--model", str(tmp_path / "other.json"), *argv]) == 1
     assert "other" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
+    (tmp_path / "listed.json").write_text(json.dumps({"format": "meta-neighborhoods-checkpoint", "version": 1,
+                                                      "tensors": "listed.0123abcd.safetensors", "sha256": "0" * 64,
+                                                      "estimator": ["MetaNeighborhoodsRegressor"]}))
+    assert main(["predict", "--model", str(tmp_path / "listed"), *argv]) == 1
+    assert "holds no estimator of this package" in capsys.readouterr().err
+
+
+def test_a_saved_model_naming_a_feature_twice_is_refused(tmp_path):
+    from meta_neighborhoods import CheckpointError
+
+    table = _table()
+    MetaNeighborhoodsRegressor(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]], table.y).save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    text = json.dumps(manifest).replace('["a", "b", "c"]', '["a", "a", "c"]')
+    assert text != json.dumps(manifest)
+    (tmp_path / "m.json").write_text(text)
+    with pytest.raises(CheckpointError, match="feature_names_in_ should name each feature once"):
+        MetaNeighborhoodsRegressor.load(tmp_path / "m")

@@ -184,6 +184,8 @@ def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str, 
     if names is not None and len(names) != network["n_features"]:
         raise CheckpointError(f"{source}: feature_names_in_ should name the {network['n_features']} features, got "
                               f"{len(names)} names")
+    if names is not None and len(set(names.tolist())) != len(names):  # fit takes no table with two of a name
+        raise CheckpointError(f"{source}: feature_names_in_ should name each feature once")
 
 
 def checkpoint_stem(path) -> Path:

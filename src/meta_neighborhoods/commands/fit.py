@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from ..validation import ConfigError
-from .common import (check_target, estimator_options, load_table_source, run_options, table_run_options,
-                     table_source, training_options, vanilla_fallback)
+from .common import (check_target, device, estimator_options, load_table_source, output, overwrite, seed,
+                     table_run_options, table_source, training_options, vanilla_fallback, verbosity)
 
 LOGGER = logging.getLogger(__name__)
 TASKS = ("regression", "classification")
@@ -15,15 +15,17 @@ TASKS = ("regression", "classification")
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "fit", help="fit the estimator on a whole table and save it, to predict with",
-        parents=[*run_options(), table_source(allow_all=False, folds=False), estimator_options(), vanilla_fallback()],
+        parents=[output(help="folder for the model and the record of its fit, fit.json (created if needed)"),
+                 overwrite(), seed(), device(), verbosity(), table_source(allow_all=False, folds=False),
+                 estimator_options(), vanilla_fallback()],
         description="Fit MetaNeighborhoodsRegressor (or, with --task classification, MetaNeighborhoodsClassifier, "
                     "whose target column holds integer class labels) on every row of a table, early stopping on a "
                     "share of them as the estimator does, and write into --out the fitted estimator (model.json and "
                     "its tensors, which MetaNeighborhoodsRegressor.load reads) and fit.json, the record of the fit: "
                     "its settings, the table's digest, its epochs and validation loss, versions and command. "
                     "`meta-neighborhoods predict --model OUT` then predicts the rows of a CSV file. --config takes "
-                    "the fit.json of a fit to rerun it, or the results.json of a regress run to fit with the "
-                    "settings that run cross-validated.",
+                    "the fit.json of a fit to rerun it (give --data-file again), or the results.json of a regress "
+                    "run on one table to fit, on all its rows, with the settings that run cross-validated.",
     )
     parser.add_argument("--task", choices=TASKS, default="regression",
                         help="regression (default) or classification of the target column")
@@ -46,7 +48,7 @@ def run(args) -> int:
     return 0
 
 
-RECORDS = ("fit.json",)  # what options_from_record reads; also a regress run's results.json
+RECORDS = ("fit.json", "results.json")  # what options_from_record reads: a fit's, and a regress run's
 
 
 def options_from_record(record: dict) -> dict:
@@ -62,6 +64,5 @@ def options_from_record(record: dict) -> dict:
     if config.get("search") is True:
         raise ConfigError("its regress run searched the architecture per fold, which gives no one network to fit: "
                          "give --hidden-layer-sizes instead")
-    options = table_run_options(record)
-    return {**{key: value for key, value in options.items() if key not in ("folds", "seeds", "search")},
-            "task": task}
+    protocol = ("folds", "seeds", "search") + (("max_rows",) if "task" not in config else ())  # the CV's, not a fit's
+    return {**{key: value for key, value in table_run_options(record).items() if key not in protocol}, "task": task}

@@ -48,5 +48,6 @@ def run(args) -> int:
                         target=args.target, probabilities=args.probabilities, device=args.device,
                         overwrite=args.overwrite)
     scored = "" if done["score"] is None else f"; {done['metric']} against --target {args.target}: {done['score']:.6g}"
-    print(f"{args.out}: {done['rows']} predictions of the {done['estimator']} of {args.model}{scored}")
+    print(f"{args.out}: {done['rows']} prediction{'s' * (done['rows'] != 1)} of the {done['estimator']} of "
+          f"{args.model}{scored}")
     return 0

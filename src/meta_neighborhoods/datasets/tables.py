@@ -328,43 +328,58 @@ def load_csv_rows(path: Path | str, features: list[str] | int, target: str | Non
     """The rows of a CSV file with a header row that a fitted model predicts: the columns it was fitted on by name,
     in its order (``features``; an int: a model fitted without names takes that many, every column but ``target``,
     in the file's order), and the ``target`` column where one is named, to score against (else None). Other columns
-    are left out. Read and checked as ``load_csv_table`` reads a table."""
-    path, names, data, source = _read_csv(path, encoding, separator)
-    target_index = None if target is None else _column(names, target, path)
-    if isinstance(features, int):
-        columns = [j for j in range(len(names)) if j != target_index]
-        if len(columns) != features:
-            raise ValueError(f"{path.stem}: {path} has {len(columns)} columns{' besides the target' * bool(target)}, "
-                             f"the model takes {features} features (in order; it was fitted without their names)")
-    else:
+    are left out, and may hold text (an identifier). Read and checked as ``load_csv_table`` reads a table."""
+    path = Path(path)
+
+    def wanted(names: list[str]) -> list[int]:
+        target_index = [] if target is None else [_column(names, target, path)]
+        if isinstance(features, int):
+            _refuse_unnamed(names, path)
+            columns = [j for j in range(len(names)) if j not in target_index]
+            if len(columns) != features:
+                raise ValueError(f"{path.stem}: {path} has {len(columns)} columns"
+                                 f"{' besides the target' * bool(target_index)}, the model takes {features} features "
+                                 "(in order; it was fitted without their names)")
+            return columns + target_index
         missing = [feature for feature in features if feature not in names]
         if missing:
             raise ValueError(f"{path.stem}: {path} has no column named {missing[0]!r}, a feature of the model"
                              f"{f' ({len(missing)} missing)' if len(missing) > 1 else ''}; columns: {names}"[:400])
-        columns = [_column(names, feature, path) for feature in features]
-    X = np.ascontiguousarray(data[:, columns])
-    _check_features(path.stem, X, [names[j] for j in columns], source)
-    y = None if target_index is None else data[:, target_index]
+        return [_column(names, feature, path) for feature in features] + target_index
+
+    path, names, data, source = _read_csv(path, encoding, separator, wanted)
+    n_features = len(names) - (target is not None)
+    X = np.ascontiguousarray(data[:, :n_features])
+    _check_features(path.stem, X, names[:n_features], source)
+    y = None if target is None else data[:, n_features]
     if y is not None and not np.isfinite(y).all():
         raise ValueError(f"{path.stem}: the target has NaN/inf values (first on file line "
                          f"{source.line(int(np.argmax(~np.isfinite(y))))} of {path}); drop or fill them to score")
     return X, y
 
 
-def _read_csv(path: Path | str, encoding: str, separator: str):
-    """(path, header names, float64 rows, source) of a user's CSV file, its header checked for unnamed columns."""
+def _read_csv(path: Path | str, encoding: str, separator: str, columns=None):
+    """(path, header names, float64 rows, source) of a user's CSV file, its header checked for unnamed columns;
+    ``columns``: which to read (``read_numeric``'s), else all."""
     path, encoding = Path(path), check_encoding("encoding", encoding)
     check_option("separator", separator, SEPARATORS)
     require_file(path, None, dataset=path.stem, hint="Give an existing CSV file with a header row.",
                  within=None)  # the file the user named
     names, data, source = read_numeric(path, dataset=path.stem, delimiter=SEPARATORS[separator], header=True,
-                                       encoding=encoding)
-    if "" in names:  # pandas' to_csv writes its index so: row numbers would be taken for a feature
+                                       encoding=encoding, columns=columns)
+    if columns is None:  # else the selection refuses what it takes
+        _refuse_unnamed(names, path)
+    return path, names, data, source
+
+
+def _refuse_unnamed(names: list[str], path: Path) -> None:
+    """Refuse a header with an empty name: pandas' to_csv writes its index so, whose row numbers would be taken for
+    a feature."""
+    if "" in names:
         why = ("a separator at the end of every line? remove it" if names.index("") == len(names) - 1 else
                "a table's index written by pandas' to_csv? write it with index=False")
         raise ValueError(f"{path.stem}: column {names.index('') + 1} of {path} has no name in the header ({why}, or "
                          "name the column)")
-    return path, names, data, source
 
 
 def _column(names: list[str], column: str, path: Path) -> int:

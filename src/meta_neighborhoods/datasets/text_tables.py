@@ -11,7 +11,7 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -67,12 +67,13 @@ class TextTable(NamedTuple):
 
 
 def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: bool,
-                 encoding: str | None = None) -> TextTable:
+                 encoding: str | None = None, columns: Callable[[list[str]], list[int]] | None = None) -> TextTable:
     """Read a numeric text table (optionally with a header row) into float64, with pandas' C parser: quoted
     fields, a byte-order mark and NA markers are understood, blank lines skipped; NA markers (and the missing
     fields of a short row) become NaN, which the caller reports as missing values. ``delimiter=None``: whitespace.
     ``encoding``: the one the user gave for the file (``--encoding``, which a refusal then names); None: UTF-8, as
-    a registered table's file is.
+    a registered table's file is. ``columns``: which columns of the header's names to read, and in what order (it
+    raises for a column it misses); the others are left out, and may hold text.
 
     The header is read apart (csv module), so that two columns of one name stay visibly two.
     """
@@ -99,8 +100,12 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         trailing = frame.shape[1] == len(names) + 1 and frame.iloc[:, -1].isna().all()
         raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data"
                          f"{_header_hint(names, delimiter, trailing)}")
+    width = frame.shape[1]
+    if columns is not None:
+        keep = columns(names)
+        frame, names = frame.iloc[:, keep].copy(), [names[j] for j in keep]
     data = _as_float(frame, names, source, dataset=dataset)
-    _refuse_short_rows(data, source, dataset=dataset)
+    _refuse_short_rows(data, source, width, dataset=dataset)
     return TextTable(names, data, source)
 
 
@@ -182,14 +187,14 @@ def _records(handle, delimiter: str | None) -> Iterator[tuple[list[str], int]]:
     yield from ((fields, reader.line_num) for fields in reader)
 
 
-def _refuse_short_rows(data: np.ndarray, source: Source, *, dataset: str) -> None:
-    """pandas fills the missing fields of a short row (a truncated file) with NaN: call it what it is, not a
-    missing value. Only rows holding NaN are looked at, in one pass over the file."""
+def _refuse_short_rows(data: np.ndarray, source: Source, width: int, *, dataset: str) -> None:
+    """pandas fills the missing fields of a short row (a truncated file; ``width`` fields a row) with NaN: call it
+    what it is, not a missing value. Only rows holding NaN are looked at, in one pass over the file."""
     suspects = set(np.flatnonzero(np.isnan(data).any(axis=1)).tolist())
     for row, (line, fields) in enumerate(source.rows() if suspects else ()):
-        if row in suspects and len(fields) < data.shape[1]:
+        if row in suspects and len(fields) < width:
             raise ValueError(f"{dataset}: file line {line} of {source.path} has {len(fields)} fields, expected "
-                             f"{data.shape[1]}")
+                             f"{width}")
 
 
 def _parser_problem(error: Exception, path: Path) -> str:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from .. import checkpoint
 from ..datasets.tables import SEPARATORS, Table, load_csv_rows
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
-from ..io import atomic_write, claimed, replaceable, write_json
+from ..io import LOCK, atomic_write, claimed, replaceable, write_json
 from ..persistence import checkpoint_stem
 from ..training import torch_threads
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
@@ -46,8 +47,9 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
     estimator = ESTIMATORS[task](**{"random_state": options["seed"], **params, "verbose": int(progress)})
     check_before_fit(estimator, len(y), used.X.shape[1])
     X = _named(used)
+    replaces = _tensor_files(out) if overwrite else []
     with torch_threads(check_threads("threads", threads)), claimed(out, [RECORD, f"{MODEL}.json"], overwrite,
-                                                                    FIT_KIND, replaces=_tensor_files(out)) as stage:
+                                                                    FIT_KIND, replaces=replaces) as stage:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -72,8 +74,13 @@ def _targets(table: Table, task: str) -> np.ndarray:
         return table.y
     fractional = table.y != np.round(table.y)
     if fractional.any():
-        raise ConfigError(f"{table.name}: classification needs class labels, but its target holds fractions such as "
-                          f"{table.y[np.argmax(fractional)]:g}; is it a regression's target?", "task")
+        raise ConfigError(f"{table.name}: classification needs class labels, but the target of {table.description} "
+                          f"holds fractions such as {table.y[np.argmax(fractional)]:g}; is it a regression's target?",
+                          "task")
+    if np.abs(table.y).max() > 2**53:  # past it, a float64 holds no longer every integer: labels would merge
+        raise ConfigError(f"{table.name}: the class labels of {table.description} reach {np.abs(table.y).max():g}, "
+                          "beyond 2**53, where the file's numbers no longer tell every integer apart; renumber them",
+                          "task")
     return table.y.astype(np.int64)
 
 
@@ -88,10 +95,12 @@ def _named(table: Table):
 
 
 def _tensor_files(out) -> list[str]:
-    """The tensor files of an earlier fit's model in ``out``, which the new one's replace."""
+    """The tensor files of an earlier fit's model in ``out``, which the new one's replace: none where no record
+    shows a fit (a file of that name is someone else's)."""
     folder = Path(out)
-    return sorted(path.name for path in folder.glob(f"{MODEL}.*.safetensors") if checkpoint.owns(MODEL, path.name)) \
-        if folder.is_dir() else []
+    if not (folder / RECORD).is_file():
+        return []
+    return sorted(path.name for path in folder.glob(f"{MODEL}.*.safetensors") if checkpoint.owns(MODEL, path.name))
 
 
 def _training(estimator, seconds: float) -> dict:
@@ -109,7 +118,7 @@ def load_model(path):
         raise FileNotFoundError(f"{path} is neither a fit's folder nor a saved model (no {stem}.json)")
     name = checkpoint.read_meta(stem).get("estimator")
     classes = {cls.__name__: cls for cls in ESTIMATORS.values()}
-    if name not in classes:
+    if not isinstance(name, str) or name not in classes:
         raise checkpoint.CheckpointError(f"{stem}.json holds no estimator of this package ({str(name)[:40]!r}); "
                                          f"expected one of {', '.join(classes)}")
     return classes[name].load(stem)
@@ -124,6 +133,9 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     that column is scored: the mean squared error in its own units, or the accuracy. A file that exists is refused
     unless ``overwrite``, the data file and the model's own files always."""
     estimator = load_model(model)
+    classifier = hasattr(estimator, "classes_")
+    if probabilities and not classifier:
+        raise ConfigError(f"{model} holds a regressor: it has no class probabilities", "probabilities")
     _check_out(out, overwrite, [data_file, *_model_files(model)])
     named = hasattr(estimator, "feature_names_in_")
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
@@ -134,13 +146,17 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
         X = pd.DataFrame(X, columns=estimator.feature_names_in_)
     estimator.set_params(device=device, verbose=0)
     predicted = estimator.predict(X)
+    if y is not None and predicted.ndim != 1:
+        raise ConfigError(f"--target scores one column, and {model} predicts {predicted.shape[1]} targets", "target")
     columns = {"prediction": predicted} if predicted.ndim == 1 else \
         {f"prediction_{j}": predicted[:, j] for j in range(predicted.shape[1])}
-    if probabilities and hasattr(estimator, "predict_proba"):
+    if probabilities:
         columns.update({f"probability_{label}": p for label, p in zip(estimator.classes_, estimator.predict_proba(X).T)})
-    _write_csv(out, columns, SEPARATORS[separator])
-    classifier = hasattr(estimator, "classes_")
     score = None if y is None else float(np.mean(predicted == y) if classifier else np.mean((predicted - y) ** 2))
+    if classifier and y is not None and not np.isin(y, estimator.classes_).all():
+        LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,
+                       y[~np.isin(y, estimator.classes_)][0])
+    _write_csv(out, columns, SEPARATORS[separator])
     return {"rows": len(predicted), "estimator": type(estimator).__name__, "score": score,
             "metric": None if y is None else "accuracy" if classifier else "mse"}
 
@@ -154,12 +170,14 @@ def _model_files(model) -> list[Path]:
     """The files of the saved model at ``model``, which predictions never replace."""
     stem = _stem(model)
     return [path for path in stem.parent.glob(f"{stem.name}*") if checkpoint.owns(stem, path.name)] + \
-        ([Path(model) / RECORD] if Path(model).is_dir() else [])
+        [stem.parent / RECORD, stem.parent / LOCK]  # a fit folder's, whichever way --model names it
 
 
 def _check_out(out, overwrite: bool, inputs: list) -> None:
     """Refuse ``out`` where it is one of the ``inputs`` (the data file, the model's files), a folder, or a file that
     exists without ``overwrite``: before any prediction."""
+    if str(out).endswith(("/", os.sep)):
+        raise IsADirectoryError(f"{out} names a folder: --out is the file to write, such as predictions.csv")
     out = Path(out)
     if any(Path(path).exists() and out.exists() and out.samefile(path) or out.absolute() == Path(path).absolute()
            for path in inputs):
@@ -171,7 +189,7 @@ def _check_out(out, overwrite: bool, inputs: list) -> None:
 
 
 def _write_csv(out, columns: dict[str, np.ndarray], separator: str) -> None:
-    """``columns`` as a CSV file with a header, written whole or not at all; floats to float32's precision."""
+    """``columns`` as a CSV file with a header, written whole or not at all; each number as it reads back."""
     import pandas as pd
 
-    atomic_write(out, lambda path: pd.DataFrame(columns).to_csv(path, sep=separator, index=False, float_format="%.9g"))
+    atomic_write(out, lambda path: pd.DataFrame(columns).to_csv(path, sep=separator, index=False))
