@@ -372,9 +372,9 @@ def test_only_the_command_line_prints_and_configures_logging():
     (["--weight-decay", "-1"], "--weight-decay must be a non-negative number, got -1.0"),
     (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
     (["--dictionary-size", "-1"], "--dictionary-size must be a non-negative integer, got -1"),
-    (["--top-k", "0"], "--top-k must be a positive integer"),
+    (["--top-k", "0"], "--top-k must be a positive integer (or 'none' for full attention)"),
     (["--slot-dropout", "1"], "--slot-dropout must be in [0, 1), got 1.0"),
-    (["--refine-factor", "2"], "--refine-factor must be None or a number in (0, 1), got 2.0"),
+    (["--refine-factor", "2"], "--refine-factor must be 'none' or a number in (0, 1), got 2.0"),
     (["--hidden-layer-sizes", "16", "0"], "--hidden-layer-sizes must be a positive integer or a sequence of them"),
 ])
 def test_the_estimator_settings_are_checked_before_any_work(capsys, user_folder, argv, message):
@@ -684,3 +684,28 @@ def test_spiral_trains_on_the_threads_it_records_and_its_record_reruns_every_opt
     assert rerun == config and seen == [own] * 4 and torch.get_num_threads() == threads
     assert main(["spiral", "--out", str(tmp_path / "default"), "--epochs", "1", "--no-animation", "--quiet"]) == 0
     assert json.loads((tmp_path / "default" / "metrics.json").read_text())["config"]["threads"] == threads
+
+
+def test_a_python_warning_is_one_of_the_commands_warning_lines(monkeypatch, capsys):
+    """A warning of the estimators or scikit-learn, met by a command, reads as the command's own lines do, not as
+    Python's two (``<frozen runpy>:88: UserWarning: ...`` and its source line)."""
+    import warnings
+
+    from meta_neighborhoods.commands import spiral
+
+    def warns(args):
+        warnings.warn("6 training rows leave 1 for validation", UserWarning)
+        return 0
+
+    monkeypatch.setattr(spiral, "run", warns)
+    before = warnings.showwarning
+    assert main(["spiral", "--out", "o"]) == 0
+    assert capsys.readouterr().err == "meta-neighborhoods spiral: warning: 6 training rows leave 1 for validation\n"
+    assert warnings.showwarning is before  # left as it was found
+
+
+def test_an_option_no_command_takes_is_refused_by_the_command(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["fit", "--dataset", "gom", "--out", "o", "--bogus", "1"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("meta-neighborhoods fit: error: unrecognized arguments: --bogus 1")

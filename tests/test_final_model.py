@@ -44,15 +44,33 @@ def test_fit_saves_the_estimator_that_python_fits_and_predict_writes_its_predict
     np.testing.assert_array_equal(written.prediction, predicted)  # columns by name, in any order; every digit
     mse = float(np.mean((predicted - new.y) ** 2))
     assert f"mse against --target y: {mse:.6g}" in capsys.readouterr().out
-    loaded = MetaNeighborhoodsRegressor.load(tmp_path / "model" / "model")
-    np.testing.assert_array_equal(loaded.predict(new[["a", "b", "c"]]), predicted)
+    for path in ("model/model", "model"):  # the checkpoint, or the folder fit wrote
+        loaded = MetaNeighborhoodsRegressor.load(tmp_path / path)
+        np.testing.assert_array_equal(loaded.predict(new[["a", "b", "c"]]), predicted)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without CUDA refuses --device cuda")
+def test_predict_runs_on_the_device_asked_for_and_refuses_one_it_lacks(files, capsys):
+    tmp_path, _, _ = files
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--device", "cuda", "--quiet"]) == 1
+    assert "this machine has 0 CUDA GPU(s)" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
+
+
+def test_a_fit_without_validation_rows_says_its_loss_is_the_training_loss(tmp_path, capsys):
+    _table(rows=8).drop(columns="label").to_csv(tmp_path / "tiny.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "tiny.csv"), "--target", "y", "--out", str(tmp_path / "m"),
+                 *SMALL[:-1], "--dictionary-size", "4"]) == 0  # not --quiet: the estimator shows its progress
+    assert "best training loss" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m" / "fit.json").read_text())["training"]["loss"] == "training"
+    assert MetaNeighborhoodsRegressor.load(tmp_path / "m").verbose == 0  # the command's progress is not the model's
 
 
 def test_the_record_of_a_fit_reruns_it_with_config(files):
     tmp_path, table, new = files
     record = json.loads((tmp_path / "model" / "fit.json").read_text())
     assert record["task"] == "regression" and record["features"] == ["a", "b", "c"] and record["n"] == 80
-    assert record["training"]["epochs"] == 3 and record["config"]["estimator_params"]["dictionary_size"] == 16
+    assert record["training"]["epochs"] == 3 and record["training"]["loss"] == "validation" and record["config"]["estimator_params"]["dictionary_size"] == 16
     assert record["config"]["table_sha256"] and record["config"]["provenance"]["command"]
     assert any("max_epochs=3" in warning for warning in record["warnings"])  # cut short: said and kept
     assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
@@ -135,7 +153,7 @@ def test_a_target_that_holds_no_class_labels_is_refused_before_any_folder(tmp_pa
         table["y"] = np.resize(labels, len(table))
     table.to_csv(tmp_path / "train.csv", index=False)
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--task", "classification",
-                 "--out", str(tmp_path / "model"), *SMALL]) == 2
+                 "--out", str(tmp_path / "model"), *SMALL]) == 1  # the data's problem, not the command line's
     error = capsys.readouterr().err
     assert message in error and "train.csv" in error and not (tmp_path / "model").exists()
 

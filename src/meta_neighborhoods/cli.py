@@ -1,8 +1,8 @@
 """The command line: ``meta-neighborhoods <experiment> ...`` (also ``python -m meta_neighborhoods``).
 
 Each command lives in ``commands/<name>.py``; this module only assembles the parser (with ``--config FILE`` for
-every command, read by ``commands/config_file.py``), sets the level of the package's messages on stderr (INFO;
-WARNING with ``--quiet``, DEBUG with ``-v``) and turns errors into one line on stderr and an exit status: 2 for a
+every command, read by ``commands/config_file.py``), sets the level of the package's messages on stderr, Python's
+warnings among them (INFO; WARNING with ``--quiet``, DEBUG with ``-v``) and turns errors into one line on stderr and an exit status: 2 for a
 usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time, 130 when interrupted
 (143 for SIGTERM, which interrupts a command as Ctrl-C does);
 under torchrun the line is said once, not once per process (``_failed``).
@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 
 from . import __version__
@@ -164,15 +165,23 @@ def _records(name: str) -> tuple[str, ...]:
 def _messages(prefix: str, args):
     """The package's messages on stderr at the level --quiet / -v chose, while the command runs; the logger is left
     as it was found (main may run more than once in a process)."""
-    handler, level = logging.StreamHandler(sys.stderr), LOGGER.level
+    handler, level, shown = logging.StreamHandler(sys.stderr), LOGGER.level, warnings.showwarning
     handler.setFormatter(_Lines(prefix))
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    warnings.showwarning = _warning_line
     try:
         yield
     finally:
+        warnings.showwarning = shown
         LOGGER.removeHandler(handler)
         LOGGER.setLevel(level)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning the command meets (the estimators', scikit-learn's), said as one of its own warning lines:
+    ``meta-neighborhoods <command>: warning: ...``, not ``<frozen runpy>:88: UserWarning: ...`` and its source."""
+    LOGGER.warning("%s", message)
 
 
 class _Lines(logging.Formatter):

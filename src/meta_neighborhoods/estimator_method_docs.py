@@ -199,7 +199,8 @@ LOAD = """Read an estimator saved by ``save``, on the CPU and ready to predict.
     Parameters
     ----------
     path : str or path-like
-        Stem of the checkpoint, or its ``.json`` file.
+        Stem of the checkpoint, or its ``.json`` file; a folder: its ``model.json``, as ``meta-neighborhoods fit``
+        writes it.
 
     Returns
     -------

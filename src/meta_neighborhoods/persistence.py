@@ -30,6 +30,7 @@ MAX_LABEL = 10_000  # characters of a class label or feature name that a saved e
 MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
 NOT_SAVED = ("model_", "_carried")  # saved apart: the network's tensors, partial_fit's training state (CARRIED)
 CARRIED = "carried"  # partial_fit's training state: its key in the JSON and, with a dot, its tensors' prefix
+FOLDER_MODEL = "model"  # the checkpoint that ``load`` reads in a folder: a fit folder's model.json
 FITTED_PREFIX = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
 
 
@@ -353,9 +354,15 @@ def continue_fitted(model: nn.Module, fitted: nn.Module) -> None:
     model.load_state_dict(fitted.state_dict())
 
 
+def saved_stem(path) -> Path:
+    """The checkpoint a load of ``path`` reads: ``checkpoint_stem``'s, or in a folder its ``FOLDER_MODEL`` (as
+    ``meta-neighborhoods fit`` writes one; ``save`` takes a path to write, never a folder's default)."""
+    return Path(path) / FOLDER_MODEL if Path(path).is_dir() else checkpoint_stem(path)
+
+
 def load(cls, path):
     """``cls.load``: the estimator ``save`` wrote, every field checked by ``rebuild`` before it is built."""
-    stem = checkpoint_stem(path)
+    stem = saved_stem(path)
     tensors, meta = checkpoint.load(stem)
     source = f"{stem}.json"
     stray = sorted(name for name in tensors if not name.startswith((checkpoint.MODEL, FITTED_PREFIX, f"{CARRIED}.")))

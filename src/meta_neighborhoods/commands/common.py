@@ -285,8 +285,10 @@ def _check_estimator_params(params: dict) -> None:
     except ConfigError as error:
         if error.setting not in params or not str(error).startswith(error.setting):
             raise
-        option = "--" + error.setting.replace("_", "-")
-        raise ConfigError(option + str(error).removeprefix(error.setting), option) from None
+        option, said = "--" + error.setting.replace("_", "-"), str(error).removeprefix(error.setting)
+        if error.setting in NONE_OPTIONS:  # the option spells None so
+            said = said.replace("None", repr(NONE))
+        raise ConfigError(option + said, option) from None
 
 
 def table_run_options(record: dict) -> dict:

@@ -73,7 +73,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
     as defaults; ``from_record`` turns a run record into options (None: the command reads none)."""
     path = _config_path(argv) if command is not None else None
     if path is None:
-        return parser.parse_args(argv)
+        return _parse(parser, argv, command)
     values, record = _read_options(Path(path), from_record)
     values = _checked(command, values, path)
     defaults = {dest: command.get_default(dest) for dest in values}
@@ -82,11 +82,22 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
         action.required = action.required and action.dest not in values
     for group in command._mutually_exclusive_groups:
         group.required = group.required and not any(action.dest in values for action in group._group_actions)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv, command)
     _settle_exclusive(command, args, values, defaults)
     args.config_gave = {dest: path for dest, value in values.items()  # `is`: a NaN the file gave is not == itself
                         if getattr(args, dest) is value or getattr(args, dest) == value}
     args.config_record = Path(path) if record else None  # a run's record, which a command may check more of
+    return args
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.ArgumentParser | None):
+    """``parser.parse_args(argv)``, where arguments no option takes are refused by the command's own parser, which
+    names the command (``meta-neighborhoods fit: error: unrecognized arguments: --bogus``)."""
+    if command is None:
+        return parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
 
 

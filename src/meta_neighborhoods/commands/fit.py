@@ -41,8 +41,8 @@ def run(args) -> int:
     training = record["training"]
     kept = "" if training["kept"] == "meta_neighborhoods" else f", kept the {training['kept']} network"
     print(f"{record['estimator']} fit on {record['dataset']} ({record['n']} rows x {record['d']} features) in "
-          f"{training['seconds']:.1f} s: {training['epochs']} epochs, best validation loss "
-          f"{training['best_validation_loss']:.4g} at epoch {training['best_epoch']}{kept}")
+          f"{training['seconds']:.1f} s: {training['epochs']} epochs, best {training['loss']} loss "
+          f"{training['best_loss']:.4g} at epoch {training['best_epoch']}{kept}")
     LOGGER.info("wrote %s/model.json (and its tensors) and %s/fit.json; predict with: meta-neighborhoods predict "
                 "--model %s --data-file FILE --out predictions.csv", args.out, args.out, args.out)
     return 0

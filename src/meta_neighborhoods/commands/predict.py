@@ -36,7 +36,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--separator", choices=tuple(SEPARATORS), default="comma",
                         help="what separates the fields of --data-file, and of --out (default %(default)s)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
-                        help="where to predict: auto = CUDA if available (default %(default)s)")
+                        help="where to predict: auto = CUDA if available (default %(default)s; cuda is refused "
+                             "where there is none)")
     parser.set_defaults(run=run)
 
 

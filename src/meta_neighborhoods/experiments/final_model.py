@@ -18,13 +18,12 @@ from ..datasets.tables import SEPARATORS, Table, load_csv_rows
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from ..io import LOCK, atomic_write, claimed, replaceable, write_json
-from ..persistence import checkpoint_stem
-from ..training import torch_threads
+from ..persistence import FOLDER_MODEL as MODEL, saved_stem
+from ..training import resolve_device, torch_threads
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
 from .cross_validation import subset_rows
 from .table_records import run_config
 
-MODEL = "model"  # the estimator's checkpoint in a fit folder: model.json and model.<token>.safetensors
 RECORD = "fit.json"
 FIT_KIND = "fit"  # io.RUN_KINDS
 ESTIMATORS = {"regression": MetaNeighborhoodsRegressor, "classification": MetaNeighborhoodsClassifier}
@@ -58,7 +57,7 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
         said = list(dict.fromkeys(str(warning.message) for warning in caught))
         for message in said:  # a line each, as the command line says everything, and kept in the record
             LOGGER.warning("%s", message)
-        estimator.save(stage / MODEL)
+        estimator.set_params(verbose=0).save(stage / MODEL)  # the command's progress is no setting of the model
         record = {"dataset": table.name, "task": task, "estimator": type(estimator).__name__, "n": len(y),
                   "d": int(used.X.shape[1]), "features": used.feature_names, "model": f"{MODEL}.json",
                   "training": _training(estimator, seconds), "warnings": said,
@@ -74,13 +73,11 @@ def _targets(table: Table, task: str) -> np.ndarray:
         return table.y
     fractional = table.y != np.round(table.y)
     if fractional.any():
-        raise ConfigError(f"{table.name}: classification needs class labels, but the target of {table.description} "
-                          f"holds fractions such as {table.y[np.argmax(fractional)]:g}; is it a regression's target?",
-                          "task")
+        raise ValueError(f"{table.name}: classification needs class labels, but the target of {table.description} "
+                         f"holds fractions such as {table.y[np.argmax(fractional)]:g}; is it a regression's target?")
     if np.abs(table.y).max() > 2**53:  # past it, a float64 holds no longer every integer: labels would merge
-        raise ConfigError(f"{table.name}: the class labels of {table.description} reach {np.abs(table.y).max():g}, "
-                          "beyond 2**53, where the file's numbers no longer tell every integer apart; renumber them",
-                          "task")
+        raise ValueError(f"{table.name}: the class labels of {table.description} reach {np.abs(table.y).max():g}, "
+                         "beyond 2**53, where the file's numbers no longer tell every integer apart; renumber them")
     return table.y.astype(np.int64)
 
 
@@ -104,16 +101,18 @@ def _tensor_files(out) -> list[str]:
 
 
 def _training(estimator, seconds: float) -> dict:
-    """What the fit did: the kept network's epochs and best validation loss, which network it kept, its time."""
+    """What the fit did: the kept network's epochs and best loss (validation, or training where too few rows left
+    any for validation: ``loss``), which network it kept, its time."""
+    validated = estimator.validation_loss_curve_ is not None
     return {"epochs": int(estimator.n_iter_), "best_epoch": int(estimator.best_epoch_),
-            "best_validation_loss": float(estimator.best_loss_), "kept": estimator.selected_,
-            "seconds": round(seconds, 3)}
+            "loss": "validation" if validated else "training", "best_loss": float(estimator.best_loss_),
+            "kept": estimator.selected_, "seconds": round(seconds, 3)}
 
 
 def load_model(path):
     """The estimator saved at ``path``: a fit folder, or a checkpoint as ``save`` was given it (``model`` or
     ``model.json``), of either class, every field checked (``persistence.load``)."""
-    stem = _stem(path)
+    stem = saved_stem(path)
     if not checkpoint.exists(stem):
         raise FileNotFoundError(f"{path} is neither a fit's folder nor a saved model (no {stem}.json)")
     name = checkpoint.read_meta(stem).get("estimator")
@@ -144,7 +143,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
         import pandas as pd
 
         X = pd.DataFrame(X, columns=estimator.feature_names_in_)
-    estimator.set_params(device=device, verbose=0)
+    estimator.model_.to(resolve_device(device))  # predict runs where the network is
     predicted = estimator.predict(X)
     if y is not None and predicted.ndim != 1:
         raise ConfigError(f"--target scores one column, and {model} predicts {predicted.shape[1]} targets", "target")
@@ -161,14 +160,9 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
             "metric": None if y is None else "accuracy" if classifier else "mse"}
 
 
-def _stem(model) -> Path:
-    """The checkpoint of the model at ``model``: a fit folder's, or ``model`` as ``save`` was given it."""
-    return Path(model) / MODEL if Path(model).is_dir() else checkpoint_stem(model)
-
-
 def _model_files(model) -> list[Path]:
     """The files of the saved model at ``model``, which predictions never replace."""
-    stem = _stem(model)
+    stem = saved_stem(model)
     return [path for path in stem.parent.glob(f"{stem.name}*") if checkpoint.owns(stem, path.name)] + \
         [stem.parent / RECORD, stem.parent / LOCK]  # a fit folder's, whichever way --model names it
 
