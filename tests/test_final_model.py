@@ -248,3 +248,21 @@ def test_a_saved_model_naming_a_feature_twice_is_refused(tmp_path):
     (tmp_path / "m.json").write_text(text)
     with pytest.raises(CheckpointError, match="feature_names_in_ should name each feature once"):
         MetaNeighborhoodsRegressor.load(tmp_path / "m")
+
+
+def test_a_column_left_out_of_the_fit_is_recorded_and_left_out_again(tmp_path, capsys):
+    table = _table().drop(columns="label")
+    table.insert(0, "id", [f"house {i}" for i in range(len(table))])
+    table.to_csv(tmp_path / "train.csv", index=False)
+    argv = ["fit", "--data-file", str(tmp_path / "train.csv"), *SMALL]
+    assert main([*argv, "--target", "y", "--out", str(tmp_path / "m")]) == 1
+    assert "column 'id'" in capsys.readouterr().err  # text: refused unless left out
+    assert main([*argv, "--target", "y", "--ignore-columns", "id", "--out", str(tmp_path / "m")]) == 0
+    record = json.loads((tmp_path / "m" / "fit.json").read_text())
+    assert record["features"] == ["a", "b", "c"] and record["config"]["ignore_columns"] == ["id"]
+    assert main(["fit", "--config", str(tmp_path / "m" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
+                 "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "fit.json").read_text())["config"]["table_sha256"] == \
+        record["config"]["table_sha256"]
+    assert main(["fit", "--dataset", "gom", "--ignore-columns", "id", "--out", str(tmp_path / "g"), "--quiet"]) == 2
+    assert "--ignore-columns only applies to --data-file" in capsys.readouterr().err

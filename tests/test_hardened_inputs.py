@@ -29,7 +29,8 @@ from meta_neighborhoods.cli import main
 from meta_neighborhoods.datasets.files import DataFileError
 from meta_neighborhoods.datasets.image_formats import read_idx
 from meta_neighborhoods.datasets.images import load_image_dataset
-from meta_neighborhoods.datasets.tables import GOM_FILE, _GOM_PACKAGED, load_csv_table, load_table
+from meta_neighborhoods.datasets.csv_tables import load_csv_table
+from meta_neighborhoods.datasets.tables import GOM_FILE, _GOM_PACKAGED, load_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.experiments.regression import run_regression_all

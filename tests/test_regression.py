@@ -23,7 +23,8 @@ import meta_neighborhoods
 from meta_neighborhoods import io
 from meta_neighborhoods.io import RunFolderError
 from meta_neighborhoods.cli import build_parser, main
-from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables, load_csv_table
+from meta_neighborhoods.datasets.csv_tables import load_csv_table
+from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.validation import ConfigError
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference

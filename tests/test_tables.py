@@ -8,7 +8,8 @@ import pytest
 
 from meta_neighborhoods.datasets import files, tables
 from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
-from meta_neighborhoods.datasets.tables import Table, available_tables, load_csv_table, load_table
+from meta_neighborhoods.datasets.csv_tables import load_csv_table
+from meta_neighborhoods.datasets.tables import Table, available_tables, load_table
 from meta_neighborhoods.datasets.text_tables import read_indices, read_numeric
 from meta_neighborhoods.validation import ConfigError
 
@@ -349,6 +350,26 @@ def test_csv_table_non_numeric_column_is_named(tmp_path):
     path.write_text("a,colour,y\n1,red,10\n2,blue,20\n")
     with pytest.raises(ValueError, match=r"column 'colour' of .*colors.csv is not numeric \(file line 2: 'red'\)"):
         load_csv_table(path, "y")
+
+
+def test_columns_left_out_by_name_may_hold_text(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id,a,note,y\nx1,1,red,10\nx2,2,blue,20\nx3,4,,30\n")
+    table = load_csv_table(path, "y", ignore=("id", "note"))
+    np.testing.assert_array_equal(table.X, [[1.0], [2.0], [4.0]])
+    assert table.feature_names == ["a"] and table.ignored == ("id", "note") and table.target == "y"
+    assert table.sha256() == load_csv_table(_written(tmp_path / "plain.csv", "a,y\n1,10\n2,20\n4,30\n"), "y").sha256()
+    with pytest.raises(ValueError, match=r"ids.csv has no column named 'nothing'"):
+        load_csv_table(path, "y", ignore=("id", "note", "nothing"))
+    with pytest.raises(ValueError, match=r"the target column 'y' is one of the columns ignored"):
+        load_csv_table(path, -1, ignore=("id", "note", "y"))
+    with pytest.raises(ValueError, match=r"column 'note' of .*ids.csv is not numeric"):
+        load_csv_table(path, "y", ignore=("id",))
+
+
+def _written(path, text: str):
+    path.write_text(text)
+    return path
 
 
 def test_csv_table_nan_target(tmp_path):

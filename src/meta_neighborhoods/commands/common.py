@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, HEADS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
-from ..datasets.tables import SEPARATORS, available_tables, load_csv_table, load_table
+from ..datasets.csv_tables import SEPARATORS, load_csv_table
+from ..datasets.tables import available_tables, load_table
 from ..datasets.text_tables import NotInEncoding
 from .config_file import float_or_none, int_or_none
 
@@ -24,7 +25,7 @@ from .config_file import float_or_none, int_or_none
 ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size", "refine_factor",
                      "hidden_layer_sizes", "head", "dictionary_size", "top_k", "slot_dropout", "slot_draw",
                      "vanilla_fallback")  # the last: regress's
-CSV_OPTIONS = ("target", "encoding", "separator")  # what a --data-file run takes, and records, of its file
+CSV_OPTIONS = ("target", "encoding", "separator", "ignore_columns")  # what a --data-file run takes, and records
 NONE_OPTIONS = ("top_k", "refine_factor")  # options whose value None is spelt NONE ("none"): None is "not given"
 
 
@@ -131,6 +132,9 @@ def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser
     parser.add_argument("--separator", choices=tuple(SEPARATORS),
                         help="what separates the fields of --data-file (default comma; a run records it, and --config "
                              "with its record reads the file so again)")
+    parser.add_argument("--ignore-columns", nargs="+", metavar="COLUMN",
+                        help="columns of --data-file to leave out, which may hold text (an identifier); a run "
+                             "records them")
     parser.add_argument("--data-dir", metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
@@ -174,7 +178,7 @@ def check_target(args) -> None:
         if name in getattr(args, "config_gave", {}):
             setattr(args, name, None)  # a CSV run's record, rerun on a registered table the command line names
         elif getattr(args, name, None) is not None:
-            raise UsageError(f"--{name} only applies to --data-file")
+            raise UsageError(f"--{name.replace('_', '-')} only applies to --data-file")
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
     if args.data_file is not None:  # --encoding '' is refused, not read as UTF-8
@@ -194,7 +198,8 @@ def load_table_source(args):
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
     try:
         if args.data_file is not None:
-            table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma")
+            table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
+                                   tuple(getattr(args, "ignore_columns", None) or ()))
         else:
             table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:

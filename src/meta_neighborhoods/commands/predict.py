@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..config import DEVICES
-from ..datasets.tables import SEPARATORS
+from ..datasets.csv_tables import SEPARATORS
 from ..validation import check_encoding
 from .common import verbosity
 

@@ -19,7 +19,7 @@ Names and where their files are looked for (``data_dir`` defaults to ``shared_da
   official file in ``<data_dir>`` (or ``<data_dir>/<name>/``). No checksum is known for them, so the
   loader checks the column layout instead.
 
-``load_csv_table`` reads any numeric CSV with a header row for data sets outside the registry.
+``csv_tables.load_csv_table`` reads any numeric CSV with a header row for data sets outside the registry.
 
 Every text table is read by ``text_tables.py`` (pandas: quoting, a byte-order mark, NA markers). Errors name a row by
 its line in the file (1-based, the header and blank lines counted), the one numbering a user can look up in an editor.
@@ -34,11 +34,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..validation import ConfigError, check_encoding, check_option
+from ..validation import ConfigError
 from .files import data_root, first_existing, require_file
 from .text_tables import Source, read_indices, read_numeric
 
-__all__ = ["Table", "TableSpec", "TABLES", "available_tables", "load_table", "load_csv_table"]
+__all__ = ["Table", "TableSpec", "TABLES", "available_tables", "load_table"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value, so compare by identity
@@ -52,7 +52,8 @@ class Table:
     description: str
     target: str | None = None  # the column a user's CSV file names as the target; None for a registered table
     encoding: str | None = None  # the text encoding a user's CSV file was read in; None for a registered table
-    separator: str | None = None  # the name of a user's CSV file's separator (SEPARATORS); None for a registered table
+    separator: str | None = None  # the name of a user's CSV file's separator (csv_tables.SEPARATORS), else None
+    ignored: tuple[str, ...] = ()  # the columns of a user's CSV file left out (an identifier, free text)
 
     def __post_init__(self) -> None:
         # Catch a loader bug here rather than as a confusing shape error deep inside training.
@@ -103,13 +104,12 @@ def _expect_columns(data: np.ndarray, expected: int, path: Path, *, dataset: str
         )
 
 
-SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
 MAX_MAGNITUDE = 1e150  # a table's largest |value|: squares and sums of squares stay finite in float64
 
 
-def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
+def checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
                    source: Source, target: str | None = None, encoding: str | None = None,
-                   separator: str | None = None) -> Table:
+                   separator: str | None = None, ignored: tuple[str, ...] = ()) -> Table:
     """Build the Table, refusing NaN/inf (models here have no notion of missing values), values whose squares
     overflow (errors are squared, baselines standardise), a table without features and a constant target. Rows are
     named by their line in ``source``'s file (X and y hold its rows in file order)."""
@@ -121,17 +121,17 @@ def _checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[
             f"{name}: the target has {int(bad_y.sum())} NaN/inf value(s) (first on file line "
             f"{source.line(int(np.argmax(bad_y)))} of {source.path}); drop or fill those rows first"
         )
-    _check_features(name, X, feature_names, source)
+    check_features(name, X, feature_names, source)
     if np.abs(y).max() > MAX_MAGNITUDE:
         raise ValueError(f"{name}: the target in {source.path} reaches {np.abs(y).max():.3g}, beyond "
                          f"{MAX_MAGNITUDE:.0e}, whose squares overflow: rescale it first")
     if np.ptp(y) == 0:
         raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
     return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
-                 encoding=encoding, separator=separator)
+                 encoding=encoding, separator=separator, ignored=ignored)
 
 
-def _check_features(name: str, X: np.ndarray, feature_names: list[str] | None, source: Source) -> None:
+def check_features(name: str, X: np.ndarray, feature_names: list[str] | None, source: Source) -> None:
     """Refuse features with NaN/inf, none at all, or values whose squares overflow, naming the first bad one."""
     bad_X = ~np.isfinite(X)
     if bad_X.any():
@@ -176,7 +176,7 @@ def _load_gom(name: str, data_dir: Path | None, *, target_column: int, target_na
         f"UCI Geographical Original of Music: 1059 x 116 audio features; target = {target_name} of the music's origin "
         "(latitude and longitude are both excluded from the features)"
     )
-    return _checked_table(name, read.data[:, :116], read.data[:, target_column], None, description, read.source)
+    return checked_table(name, read.data[:, :116], read.data[:, target_column], None, description, read.source)
 
 
 def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str, what: str) -> Table:
@@ -201,7 +201,7 @@ def _load_uci_bdl(name: str, data_dir: Path | None, *, folder: str, sha256: str,
         f"UCI {what}: {len(data)} x {len(features)}, target = column {int(target[0])} of {folder}/data.txt "
         "(Hernandez-Lobato & Adams benchmark files)"
     )
-    return _checked_table(name, data[:, features], data[:, int(target[0])], None, description, source)
+    return checked_table(name, data[:, features], data[:, int(target[0])], None, description, source)
 
 
 def _load_uci_file(
@@ -235,7 +235,7 @@ def _load_uci_file(
     dropped = {target_index, *(names.index(c) for c in drop)} if names is not None else {target_index}
     keep = [j for j in range(n_columns) if j not in dropped]
     feature_names = [names[j] for j in keep] if names is not None else None
-    return _checked_table(name, data[:, keep], data[:, target_index], feature_names, description, source)
+    return checked_table(name, data[:, keep], data[:, target_index], feature_names, description, source)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -299,92 +299,3 @@ def load_table(name: str, data_dir: Path | str | None = None) -> Table:
     if spec is None:
         raise ConfigError(f"unknown table {name!r}; known tables: {', '.join(TABLES)}")
     return spec.load(name, Path(data_dir) if data_dir is not None else None)
-
-
-def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8", separator: str = "comma") -> Table:
-    """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index;
-    ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped); ``separator``, the name of
-    the character between its fields (``SEPARATORS``). Numbers are written with a decimal point, whatever the
-    separator (a decimal comma is refused, saying so).
-
-    All other columns become features, so non-numeric columns must be encoded or dropped beforehand.
-    """
-    encoding = check_encoding("encoding", encoding)  # as the table records it
-    path, names, data, source = _read_csv(path, encoding, separator)
-    if isinstance(target, str):
-        target_index = _column(names, target, path)
-    else:
-        if not -len(names) <= target < len(names):
-            raise ValueError(f"{path.stem}: target index {target} is out of range for {path} ({len(names)} columns)")
-        target_index = target % len(names)
-    keep = [j for j in range(len(names)) if j != target_index]
-    description = f"CSV file {path}: {len(data)} x {len(keep)}, target = column {names[target_index]!r}"
-    return _checked_table(path.stem, data[:, keep], data[:, target_index], [names[j] for j in keep], description,
-                          source, target=names[target_index], encoding=encoding, separator=separator)
-
-
-def load_csv_rows(path: Path | str, features: list[str] | int, target: str | None = None, encoding: str = "utf-8",
-                  separator: str = "comma") -> tuple[np.ndarray, np.ndarray | None]:
-    """The rows of a CSV file with a header row that a fitted model predicts: the columns it was fitted on by name,
-    in its order (``features``; an int: a model fitted without names takes that many, every column but ``target``,
-    in the file's order), and the ``target`` column where one is named, to score against (else None). Other columns
-    are left out, and may hold text (an identifier). Read and checked as ``load_csv_table`` reads a table."""
-    path = Path(path)
-
-    def wanted(names: list[str]) -> list[int]:
-        target_index = [] if target is None else [_column(names, target, path)]
-        if isinstance(features, int):
-            _refuse_unnamed(names, path)
-            columns = [j for j in range(len(names)) if j not in target_index]
-            if len(columns) != features:
-                raise ValueError(f"{path.stem}: {path} has {len(columns)} columns"
-                                 f"{' besides the target' * bool(target_index)}, the model takes {features} features "
-                                 "(in order; it was fitted without their names)")
-            return columns + target_index
-        missing = [feature for feature in features if feature not in names]
-        if missing:
-            raise ValueError(f"{path.stem}: {path} has no column named {missing[0]!r}, a feature of the model"
-                             f"{f' ({len(missing)} missing)' if len(missing) > 1 else ''}; columns: {names}"[:400])
-        return [_column(names, feature, path) for feature in features] + target_index
-
-    path, names, data, source = _read_csv(path, encoding, separator, wanted)
-    n_features = len(names) - (target is not None)
-    X = np.ascontiguousarray(data[:, :n_features])
-    _check_features(path.stem, X, names[:n_features], source)
-    y = None if target is None else data[:, n_features]
-    if y is not None and not np.isfinite(y).all():
-        raise ValueError(f"{path.stem}: the target has NaN/inf values (first on file line "
-                         f"{source.line(int(np.argmax(~np.isfinite(y))))} of {path}); drop or fill them to score")
-    return X, y
-
-
-def _read_csv(path: Path | str, encoding: str, separator: str, columns=None):
-    """(path, header names, float64 rows, source) of a user's CSV file, its header checked for unnamed columns;
-    ``columns``: which to read (``read_numeric``'s), else all."""
-    path, encoding = Path(path), check_encoding("encoding", encoding)
-    check_option("separator", separator, SEPARATORS)
-    require_file(path, None, dataset=path.stem, hint="Give an existing CSV file with a header row.",
-                 within=None)  # the file the user named
-    names, data, source = read_numeric(path, dataset=path.stem, delimiter=SEPARATORS[separator], header=True,
-                                       encoding=encoding, columns=columns)
-    if columns is None:  # else the selection refuses what it takes
-        _refuse_unnamed(names, path)
-    return path, names, data, source
-
-
-def _refuse_unnamed(names: list[str], path: Path) -> None:
-    """Refuse a header with an empty name: pandas' to_csv writes its index so, whose row numbers would be taken for
-    a feature."""
-    if "" in names:
-        why = ("a separator at the end of every line? remove it" if names.index("") == len(names) - 1 else
-               "a table's index written by pandas' to_csv? write it with index=False")
-        raise ValueError(f"{path.stem}: column {names.index('') + 1} of {path} has no name in the header ({why}, or "
-                         "name the column)")
-
-
-def _column(names: list[str], column: str, path: Path) -> int:
-    """The index of the one column of the header ``names`` called ``column``."""
-    if names.count(column) != 1:
-        problem = "no" if column not in names else "more than one"
-        raise ValueError(f"{path.stem}: {path} has {problem} column named {column!r}; columns: {names}")
-    return names.index(column)

@@ -102,7 +102,13 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
                          f"{_header_hint(names, delimiter, trailing)}")
     width = frame.shape[1]
     if columns is not None:
-        keep = columns(names)
+        try:
+            keep = columns(names)
+        except ValueError as error:  # a column not found: perhaps in a header of another separator
+            hint = _header_hint(names, delimiter, trailing=False)
+            if not hint:
+                raise
+            raise ValueError(f"{error}{hint}") from None
         frame, names = frame.iloc[:, keep].copy(), [names[j] for j in keep]
     data = _as_float(frame, names, source, dataset=dataset)
     _refuse_short_rows(data, source, width, dataset=dataset)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..datasets.tables import SEPARATORS, Table, load_csv_rows
+from ..datasets.csv_tables import SEPARATORS, load_csv_rows
+from ..datasets.tables import Table
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from ..io import LOCK, atomic_write, claimed, replaceable, write_json
