@@ -709,3 +709,6 @@ def test_an_option_no_command_takes_is_refused_by_the_command(capsys):
         main(["fit", "--dataset", "gom", "--out", "o", "--bogus", "1"])
     assert exited.value.code == 2
     assert capsys.readouterr().err.startswith("meta-neighborhoods fit: error: unrecognized arguments: --bogus 1")
+    with pytest.raises(SystemExit):  # an option of the command's, before its name
+        main(["-v", "fit", "--dataset", "gom", "--out", "o"])
+    assert "unrecognized arguments: -v (the command's options go after its name" in capsys.readouterr().err

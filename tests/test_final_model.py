@@ -266,3 +266,20 @@ def test_a_column_left_out_of_the_fit_is_recorded_and_left_out_again(tmp_path, c
         record["config"]["table_sha256"]
     assert main(["fit", "--dataset", "gom", "--ignore-columns", "id", "--out", str(tmp_path / "g"), "--quiet"]) == 2
     assert "--ignore-columns only applies to --data-file" in capsys.readouterr().err
+    table.drop(columns="id").to_csv(tmp_path / "plain.csv", index=False)  # the record's column is not in this file
+    rerun = ["fit", "--config", str(tmp_path / "m" / "fit.json"), "--data-file", str(tmp_path / "plain.csv"),
+             "--out", str(tmp_path / "plain")]
+    assert main(rerun) == 1
+    assert "ignore_columns ['id'] from " in capsys.readouterr().err  # the record's, named
+    assert main([*rerun, "--ignore-columns", "none"]) == 0  # 'none' over the record's
+    assert json.loads((tmp_path / "plain" / "fit.json").read_text())["config"]["table_sha256"] == \
+        record["config"]["table_sha256"]
+
+
+def test_load_reads_a_checkpoint_beside_a_folder_of_its_name(tmp_path):
+    table = _table()
+    estimator = MetaNeighborhoodsRegressor(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]], table.y)
+    (tmp_path / "results").mkdir()
+    estimator.save(tmp_path / "results")
+    loaded = MetaNeighborhoodsRegressor.load(tmp_path / "results")  # results.json, not results/model.json
+    np.testing.assert_array_equal(loaded.predict(table[["a", "b", "c"]]), estimator.predict(table[["a", "b", "c"]]))

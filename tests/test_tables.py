@@ -367,6 +367,23 @@ def test_columns_left_out_by_name_may_hold_text(tmp_path):
         load_csv_table(path, "y", ignore=("id",))
 
 
+@pytest.mark.parametrize("text, ignore, message", [
+    ("id,a,note,b,note,y\nx,1,p,2,q,3\nz,2,r,1,s,5\n", ("id", "note", "note"), None),  # every 'note', named once or twice
+    ("id,a,y,note\nx,1,3,p\nz,2,5\n", ("id", "note"), r"file line 3 of .*t.csv has 3 fields, expected 4"),  # cut
+    ("id,a|b,c,y\nx,1,2,3\nz,2,1,5\n", ("id", "y"), r"the target column 'y' is one of the columns ignored$"),
+    (",a,y\n0,1,3\n1,2,5\n", ("",), None),  # pandas' index, left out by its empty name
+    ("id,a,y\nx,1,3\nz,2,5\n", "id", None),  # one name as text, not its letters
+])
+def test_what_is_left_out_is_left_out_whole_and_a_file_cut_short_is_still_refused(tmp_path, text, ignore, message):
+    path = _written(tmp_path / "t.csv", text)
+    if message is None:
+        table = load_csv_table(path, "y", ignore=ignore)
+        assert table.feature_names in (["a", "b"], ["a"]) and table.X.shape[0] == 2
+    else:  # no separator hint where no column was missing
+        with pytest.raises(ValueError, match=message):
+            load_csv_table(path, "y", ignore=ignore)
+
+
 def _written(path, text: str):
     path.write_text(text)
     return path

@@ -180,7 +180,8 @@ def _messages(prefix: str, args):
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
     """A Python warning the command meets (the estimators', scikit-learn's), said as one of its own warning lines:
-    ``meta-neighborhoods <command>: warning: ...``, not ``<frozen runpy>:88: UserWarning: ...`` and its source."""
+    ``meta-neighborhoods <command>: warning: ...``, not ``<frozen runpy>:88: UserWarning: ...`` and its source
+    (a caller of ``main`` that records warnings, ``catch_warnings(record=True)``, sees these lines instead)."""
     LOGGER.warning("%s", message)
 
 

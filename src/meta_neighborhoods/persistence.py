@@ -355,9 +355,11 @@ def continue_fitted(model: nn.Module, fitted: nn.Module) -> None:
 
 
 def saved_stem(path) -> Path:
-    """The checkpoint a load of ``path`` reads: ``checkpoint_stem``'s, or in a folder its ``FOLDER_MODEL`` (as
-    ``meta-neighborhoods fit`` writes one; ``save`` takes a path to write, never a folder's default)."""
-    return Path(path) / FOLDER_MODEL if Path(path).is_dir() else checkpoint_stem(path)
+    """The checkpoint a load of ``path`` reads: ``checkpoint_stem``'s, or where there is none and ``path`` is a
+    folder, its ``FOLDER_MODEL`` (as ``meta-neighborhoods fit`` writes one; ``save`` takes a path to write, never a
+    folder's default)."""
+    stem = checkpoint_stem(path)
+    return Path(path) / FOLDER_MODEL if Path(path).is_dir() and not checkpoint.exists(stem) else stem
 
 
 def load(cls, path):

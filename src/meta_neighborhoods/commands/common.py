@@ -133,8 +133,8 @@ def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser
                         help="what separates the fields of --data-file (default comma; a run records it, and --config "
                              "with its record reads the file so again)")
     parser.add_argument("--ignore-columns", nargs="+", metavar="COLUMN",
-                        help="columns of --data-file to leave out, which may hold text (an identifier); a run "
-                             "records them")
+                        help=f"columns of --data-file to leave out, which may hold text (an identifier); a run "
+                             f"records them ('{NONE}': none, over a record's)")
     parser.add_argument("--data-dir", metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
@@ -198,8 +198,9 @@ def load_table_source(args):
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
     try:
         if args.data_file is not None:
+            ignore = getattr(args, "ignore_columns", None) or ()
             table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
-                                   tuple(getattr(args, "ignore_columns", None) or ()))
+                                   () if list(ignore) == [NONE] else tuple(ignore))
         else:
             table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:
@@ -207,11 +208,15 @@ def load_table_source(args):
             raise
         raise NotInEncoding(f"{error} (encoding {args.encoding!r} from {args.config_gave['encoding']}; --encoding "
                             "overrides it)") from None
-    except ValueError as error:  # read with a record's separator, maybe another file's: say where it came from
-        if args.data_file is None or "separator" not in getattr(args, "config_gave", {}):
+    except ValueError as error:  # read as a record says, maybe another file's: say what it gave, and where from
+        gave = {name: path for name, path in getattr(args, "config_gave", {}).items()
+                if name in ("separator", "ignore_columns")}
+        if args.data_file is None or not gave:
             raise
-        raise ValueError(f"{error} (separator {args.separator!r} from {args.config_gave['separator']}; --separator "
-                         "overrides it)") from None
+        said = ", ".join(f"{name} {getattr(args, name)!r}" for name in gave)
+        options = " and ".join("--" + name.replace("_", "-") for name in gave)
+        override = "overrides it" if len(gave) == 1 else "override them"
+        raise ValueError(f"{error} ({said} from {next(iter(gave.values()))}; {options} {override})") from None
     if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
                           f"{args.table_sha256[:16]}... (--table-sha256, which a run records): other numbers; "

@@ -97,7 +97,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.A
         return parser.parse_args(argv)
     args, extras = parser.parse_known_args(argv)
     if extras:
-        command.error(f"unrecognized arguments: {' '.join(extras)}")
+        misplaced = any(extra.split("=")[0] in command._option_string_actions for extra in extras)
+        command.error(f"unrecognized arguments: {' '.join(extras)}"
+                      + (f" (the command's options go after its name: {command.prog} ...)" if misplaced else ""))
     return args
 
 

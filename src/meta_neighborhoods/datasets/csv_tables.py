@@ -12,7 +12,7 @@ import numpy as np
 from ..validation import check_encoding, check_option
 from .files import require_file
 from .tables import Table, check_features, checked_table
-from .text_tables import read_numeric
+from .text_tables import MissingColumn, read_numeric
 
 SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
 
@@ -21,17 +21,21 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
                    ignore: tuple[str, ...] = ()) -> Table:
     """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index;
     ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped); ``separator``, the name of
-    the character between its fields (``SEPARATORS``); ``ignore``, columns to leave out by name, which may hold text
-    (an identifier). Numbers are written with a decimal point, whatever the separator (a decimal comma is refused,
+    the character between its fields (``SEPARATORS``); ``ignore``, columns to leave out by name (every column of
+    that name), which may hold text (an identifier). Numbers are written with a decimal point, whatever the separator (a decimal comma is refused,
     saying so).
 
     All other columns become features, so non-numeric columns must be encoded, dropped or ignored.
     """
-    encoding, ignore, path = check_encoding("encoding", encoding), tuple(ignore), Path(path)
+    encoding, path = check_encoding("encoding", encoding), Path(path)
+    ignore = tuple(dict.fromkeys((ignore,) if isinstance(ignore, str) else ignore))  # each name once
 
     def wanted(names: list[str]) -> list[int]:  # the features, then the target
-        _refuse_unnamed(names, path)
-        left_out = [_column(names, name, path) for name in ignore]
+        absent = [name for name in ignore if name not in names]
+        if absent:
+            raise MissingColumn(f"{path.stem}: {path} has no column named {absent[0]!r} to ignore; columns: {names}")
+        left_out = [j for j, name in enumerate(names) if name in ignore]
+        _refuse_unnamed(names, path, ignore)
         if isinstance(target, str):
             target_index = _column(names, target, path)
         elif -len(names) <= target < len(names):
@@ -69,7 +73,7 @@ def load_csv_rows(path: Path | str, features: list[str] | int, target: str | Non
             return columns + target_index
         missing = [feature for feature in features if feature not in names]
         if missing:
-            raise ValueError(f"{path.stem}: {path} has no column named {missing[0]!r}, a feature of the model"
+            raise MissingColumn(f"{path.stem}: {path} has no column named {missing[0]!r}, a feature of the model"
                              f"{f' ({len(missing)} missing)' if len(missing) > 1 else ''}; columns: {names}"[:400])
         return [_column(names, feature, path) for feature in features] + target_index
 
@@ -101,10 +105,10 @@ def _read_csv(path: Path | str, encoding: str, separator: str, columns: Callable
     return path, names, data, source
 
 
-def _refuse_unnamed(names: list[str], path: Path) -> None:
-    """Refuse a header with an empty name: pandas' to_csv writes its index so, whose row numbers would be taken for
-    a feature."""
-    if "" in names:
+def _refuse_unnamed(names: list[str], path: Path, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse a header with an empty name, unless ``ignore`` leaves it out: pandas' to_csv writes its index so, whose
+    row numbers would be taken for a feature."""
+    if "" in names and "" not in ignore:
         why = ("a separator at the end of every line? remove it" if names.index("") == len(names) - 1 else
                "a table's index written by pandas' to_csv? write it with index=False")
         raise ValueError(f"{path.stem}: column {names.index('') + 1} of {path} has no name in the header ({why}, or "
@@ -113,7 +117,8 @@ def _refuse_unnamed(names: list[str], path: Path) -> None:
 
 def _column(names: list[str], column: str, path: Path) -> int:
     """The index of the one column of the header ``names`` called ``column``."""
-    if names.count(column) != 1:
-        problem = "no" if column not in names else "more than one"
-        raise ValueError(f"{path.stem}: {path} has {problem} column named {column!r}; columns: {names}")
+    if column not in names:
+        raise MissingColumn(f"{path.stem}: {path} has no column named {column!r}; columns: {names}")
+    if names.count(column) > 1:
+        raise ValueError(f"{path.stem}: {path} has more than one column named {column!r}; columns: {names}")
     return names.index(column)

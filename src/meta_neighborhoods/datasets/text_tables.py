@@ -24,6 +24,10 @@ _COMMA_NUMBER = re.compile(r"[+-]?\d[\d,]*,\d*(\.\d*)?")  # 3,142 or 17,640.52: 
 _DELIMITERS = ",;\t|"  # a CSV file's separators, one of which may be another than the one it is read with
 
 
+class MissingColumn(ValueError):
+    """A column a reader asked for by name that the header lacks (``read_numeric``'s ``columns``)."""
+
+
 class NotInEncoding(ValueError):
     """A text table that cannot be read in the encoding it is read in (the caller may say where that came from)."""
 
@@ -100,18 +104,15 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         trailing = frame.shape[1] == len(names) + 1 and frame.iloc[:, -1].isna().all()
         raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data"
                          f"{_header_hint(names, delimiter, trailing)}")
-    width = frame.shape[1]
+    width, missing = frame.shape[1], frame.isna().to_numpy().any(axis=1)  # of every column, those left out too
     if columns is not None:
         try:
             keep = columns(names)
-        except ValueError as error:  # a column not found: perhaps in a header of another separator
-            hint = _header_hint(names, delimiter, trailing=False)
-            if not hint:
-                raise
-            raise ValueError(f"{error}{hint}") from None
+        except MissingColumn as error:  # perhaps in a header of another separator
+            raise MissingColumn(f"{error}{_header_hint(names, delimiter, trailing=False)}") from None
         frame, names = frame.iloc[:, keep].copy(), [names[j] for j in keep]
     data = _as_float(frame, names, source, dataset=dataset)
-    _refuse_short_rows(data, source, width, dataset=dataset)
+    _refuse_short_rows(missing, source, width, dataset=dataset)
     return TextTable(names, data, source)
 
 
@@ -181,7 +182,7 @@ def _number_hint(text: str, delimiter: str | None, name: str | None = None) -> s
         return "a number written with a comma (a decimal comma, or thousands separators): write it with a decimal point"
     if text.strip().endswith("%"):
         return "a percentage: write the number without its % sign"
-    return "only numeric columns can be read - encode or drop it first"
+    return "only numeric columns can be read - encode or drop it first, or leave it out (--ignore-columns)"
 
 
 def _records(handle, delimiter: str | None) -> Iterator[tuple[list[str], int]]:
@@ -193,10 +194,11 @@ def _records(handle, delimiter: str | None) -> Iterator[tuple[list[str], int]]:
     yield from ((fields, reader.line_num) for fields in reader)
 
 
-def _refuse_short_rows(data: np.ndarray, source: Source, width: int, *, dataset: str) -> None:
+def _refuse_short_rows(missing: np.ndarray, source: Source, width: int, *, dataset: str) -> None:
     """pandas fills the missing fields of a short row (a truncated file; ``width`` fields a row) with NaN: call it
-    what it is, not a missing value. Only rows holding NaN are looked at, in one pass over the file."""
-    suspects = set(np.flatnonzero(np.isnan(data).any(axis=1)).tolist())
+    what it is, not a missing value. Only the rows ``missing`` marks (a field missing in any column, read or left
+    out) are looked at, in one pass over the file."""
+    suspects = set(np.flatnonzero(missing).tolist())
     for row, (line, fields) in enumerate(source.rows() if suspects else ()):
         if row in suspects and len(fields) < width:
             raise ValueError(f"{dataset}: file line {line} of {source.path} has {len(fields)} fields, expected "

@@ -74,10 +74,10 @@ def _targets(table: Table, task: str) -> np.ndarray:
         return table.y
     fractional = table.y != np.round(table.y)
     if fractional.any():
-        raise ValueError(f"{table.name}: classification needs class labels, but the target of {table.description} "
-                         f"holds fractions such as {table.y[np.argmax(fractional)]:g}; is it a regression's target?")
+        raise ValueError(f"{table.name}: classification needs class labels, but the target holds fractions such as "
+                         f"{table.y[np.argmax(fractional)]:g} ({table.description}); is it a regression's target?")
     if np.abs(table.y).max() > 2**53:  # past it, a float64 holds no longer every integer: labels would merge
-        raise ValueError(f"{table.name}: the class labels of {table.description} reach {np.abs(table.y).max():g}, "
+        raise ValueError(f"{table.name}: the class labels reach {np.abs(table.y).max():g} ({table.description}), "
                          "beyond 2**53, where the file's numbers no longer tell every integer apart; renumber them")
     return table.y.astype(np.int64)
 
