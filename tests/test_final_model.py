@@ -70,7 +70,8 @@ def test_the_record_of_a_fit_reruns_it_with_config(files):
     tmp_path, table, new = files
     record = json.loads((tmp_path / "model" / "fit.json").read_text())
     assert record["task"] == "regression" and record["features"] == ["a", "b", "c"] and record["n"] == 80
-    assert record["training"]["epochs"] == 3 and record["training"]["loss"] == "validation" and record["config"]["estimator_params"]["dictionary_size"] == 16
+    assert record["training"]["epochs"] == 3 and record["training"]["loss"] == "validation"
+    assert record["config"]["estimator_params"]["dictionary_size"] == 16
     assert record["config"]["table_sha256"] and record["config"]["provenance"]["command"]
     assert any("max_epochs=3" in warning for warning in record["warnings"])  # cut short: said and kept
     assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
@@ -283,3 +284,22 @@ def test_load_reads_a_checkpoint_beside_a_folder_of_its_name(tmp_path):
     estimator.save(tmp_path / "results")
     loaded = MetaNeighborhoodsRegressor.load(tmp_path / "results")  # results.json, not results/model.json
     np.testing.assert_array_equal(loaded.predict(table[["a", "b", "c"]]), estimator.predict(table[["a", "b", "c"]]))
+
+
+def test_predict_carries_columns_as_written_beside_its_predictions(files, capsys):
+    tmp_path, table, new = files
+    rows = new[["a", "b", "c"]].head(3).copy()
+    codes = ["007", "NA", '"x, y"']  # as written, never read as a number, a missing value or two fields
+    lines = ["code,a,b,c",
+             *(",".join([code, *map(repr, map(float, row))]) for code, row in zip(codes, rows.to_numpy()))]
+    (tmp_path / "codes.csv").write_text("\n".join([*lines[:2], "", *lines[2:]]) + "\n")  # a blank line: skipped
+    argv = ["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "codes.csv"), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "p.csv"), "--keep-columns", "code"]) == 0
+    written = pd.read_csv(tmp_path / "p.csv", dtype={"code": str}, keep_default_na=False)
+    assert list(written.columns) == ["code", "prediction"] and list(written.code) == ["007", "NA", "x, y"]
+    expected = MetaNeighborhoodsRegressor.load(tmp_path / "model").predict(rows)
+    np.testing.assert_array_equal(written.prediction, expected)
+    assert main([*argv, "--out", str(tmp_path / "q.csv"), "--keep-columns", "id"]) == 1
+    assert "has no column named 'id'" in capsys.readouterr().err and not (tmp_path / "q.csv").exists()
+    assert main([*argv, "--out", str(tmp_path / "q.csv"), "--keep-columns", "prediction"]) == 2
+    assert "is the name of a column of predictions" in capsys.readouterr().err

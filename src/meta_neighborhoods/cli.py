@@ -2,10 +2,10 @@
 
 Each command lives in ``commands/<name>.py``; this module only assembles the parser (with ``--config FILE`` for
 every command, read by ``commands/config_file.py``), sets the level of the package's messages on stderr, Python's
-warnings among them (INFO; WARNING with ``--quiet``, DEBUG with ``-v``) and turns errors into one line on stderr and an exit status: 2 for a
-usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time, 130 when interrupted
-(143 for SIGTERM, which interrupts a command as Ctrl-C does);
-under torchrun the line is said once, not once per process (``_failed``).
+warnings among them (INFO; WARNING with ``--quiet``, DEBUG with ``-v``) and turns errors into one line on stderr and
+an exit status: 2 for a usage error (argparse's own, ``UsageError``, ``ConfigError``), 1 for a failure at run time,
+130 when interrupted (143 for SIGTERM, which interrupts a command as Ctrl-C does); under torchrun the line is said
+once, not once per process (``_failed``).
 The results a command exists for (its tables, its accuracy line) go to stdout.
 """
 

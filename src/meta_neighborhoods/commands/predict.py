@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--target", metavar="COLUMN", help="a column of true values to score the predictions by")
     parser.add_argument("--probabilities", action="store_true", help="a classifier's probability of each class too")
+    parser.add_argument("--keep-columns", nargs="+", default=(), metavar="COLUMN",
+                        help="columns of --data-file to copy into --out as written, before the predictions (an "
+                             "identifier to match rows by)")
     parser.add_argument("--encoding", default="utf-8", metavar="NAME",
                         help="text encoding of --data-file (default %(default)s, a byte-order mark dropped)")
     parser.add_argument("--separator", choices=tuple(SEPARATORS), default="comma",
@@ -46,8 +49,8 @@ def run(args) -> int:
     from ..experiments.final_model import predict_file
 
     done = predict_file(args.model, args.data_file, args.out, encoding=encoding, separator=args.separator,
-                        target=args.target, probabilities=args.probabilities, device=args.device,
-                        overwrite=args.overwrite)
+                        target=args.target, probabilities=args.probabilities, keep=tuple(args.keep_columns),
+                        device=args.device, overwrite=args.overwrite)
     scored = "" if done["score"] is None else f"; {done['metric']} against --target {args.target}: {done['score']:.6g}"
     print(f"{args.out}: {done['rows']} prediction{'s' * (done['rows'] != 1)} of the {done['estimator']} of "
           f"{args.model}{scored}")

@@ -12,7 +12,7 @@ import numpy as np
 from ..validation import check_encoding, check_option
 from .files import require_file
 from .tables import Table, check_features, checked_table
-from .text_tables import MissingColumn, read_numeric
+from .text_tables import MissingColumn, read_numeric, read_text_columns
 
 SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
 
@@ -22,8 +22,8 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
     """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index;
     ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped); ``separator``, the name of
     the character between its fields (``SEPARATORS``); ``ignore``, columns to leave out by name (every column of
-    that name), which may hold text (an identifier). Numbers are written with a decimal point, whatever the separator (a decimal comma is refused,
-    saying so).
+    that name), which may hold text (an identifier). Numbers are written with a decimal point, whatever the
+    separator (a decimal comma is refused, saying so).
 
     All other columns become features, so non-numeric columns must be encoded, dropped or ignored.
     """
@@ -86,6 +86,14 @@ def load_csv_rows(path: Path | str, features: list[str] | int, target: str | Non
         raise ValueError(f"{path.stem}: the target has NaN/inf values (first on file line "
                          f"{source.line(int(np.argmax(~np.isfinite(y))))} of {path}); drop or fill them to score")
     return X, y
+
+
+def load_csv_text(path: Path | str, columns: list[str], rows: int, encoding: str = "utf-8",
+                  separator: str = "comma") -> dict[str, np.ndarray]:
+    """The ``columns`` of a CSV file that ``load_csv_rows`` read (its ``rows`` rows), by name, each field as written:
+    an identifier to carry beside predictions."""
+    return read_text_columns(Path(path), list(columns), dataset=Path(path).stem, delimiter=SEPARATORS[separator],
+                             encoding=check_encoding("encoding", encoding), rows=rows)
 
 
 def _read_csv(path: Path | str, encoding: str, separator: str, columns: Callable[[list[str]], list[int]],

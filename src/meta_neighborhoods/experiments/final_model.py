@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..datasets.csv_tables import SEPARATORS, load_csv_rows
+from ..datasets.csv_tables import SEPARATORS, load_csv_rows, load_csv_text
 from ..datasets.tables import Table
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
@@ -125,11 +125,13 @@ def load_model(path):
 
 
 def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str = "comma", target: str | None = None,
-                 probabilities: bool = False, device: str = "cpu", overwrite: bool = False) -> dict:
+                 probabilities: bool = False, keep: tuple[str, ...] = (), device: str = "cpu",
+                 overwrite: bool = False) -> dict:
     """Write the predictions of the estimator saved at ``model`` (see ``load_model``) for the rows of CSV file
     ``data_file`` into CSV file ``out``, one line per row in the file's order, with the file's separator: a column
     ``prediction`` (``prediction_0``, ... for several targets) and, for a classifier with ``probabilities``, one
-    ``probability_<class>`` per class. The model's columns are found by name; others are left out. With ``target``,
+    ``probability_<class>`` per class, after the columns ``keep`` names, copied as written (an identifier). The
+    model's columns are found by name; others are left out. With ``target``,
     that column is scored: the mean squared error in its own units, or the accuracy. A file that exists is refused
     unless ``overwrite``, the data file and the model's own files always."""
     estimator = load_model(model)
@@ -151,7 +153,12 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     columns = {"prediction": predicted} if predicted.ndim == 1 else \
         {f"prediction_{j}": predicted[:, j] for j in range(predicted.shape[1])}
     if probabilities:
-        columns.update({f"probability_{label}": p for label, p in zip(estimator.classes_, estimator.predict_proba(X).T)})
+        columns.update({f"probability_{label}": p
+                        for label, p in zip(estimator.classes_, estimator.predict_proba(X).T)})
+    taken = [name for name in keep if name in columns]
+    if taken:
+        raise ConfigError(f"--keep-columns {taken[0]!r} is the name of a column of predictions", "keep_columns")
+    columns = {**(load_csv_text(data_file, keep, len(predicted), encoding, separator) if keep else {}), **columns}
     score = None if y is None else float(np.mean(predicted == y) if classifier else np.mean((predicted - y) ** 2))
     if classifier and y is not None and not np.isin(y, estimator.classes_).all():
         LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,
