@@ -205,6 +205,13 @@ def test_a_model_saved_without_names_takes_the_columns_in_order_and_another_sepa
     assert main(["predict", "--model", str(tmp_path / "saved"), "--data-file", str(tmp_path / "rows.csv"), "--out",
                  str(tmp_path / "q.csv"), "--separator", "semicolon", "--quiet"]) == 1
     assert "has 4 columns, the model takes 3 features" in capsys.readouterr().err
+    table.assign(id=[f"r{i}" for i in range(len(table))])[["id", "a", "b", "c"]].to_csv(tmp_path / "ids.csv",
+                                                                                       index=False, sep=";")
+    assert main(["predict", "--model", str(tmp_path / "saved"), "--data-file", str(tmp_path / "ids.csv"), "--out",
+                 str(tmp_path / "r.csv"), "--separator", "semicolon", "--keep-columns", "id", "--quiet"]) == 0
+    kept = pd.read_csv(tmp_path / "r.csv", sep=";")  # the kept column is no feature of a model without names
+    assert list(kept.id) == [f"r{i}" for i in range(len(table))]
+    np.testing.assert_array_equal(kept.prediction, written.prediction)
     assert main(["predict", "--model", str(tmp_path / "saved"), "--data-file", str(tmp_path / "rows.csv"), "--out",
                  str(tmp_path / "q.csv"), "--separator", "semicolon", "--target", "y", "--probabilities"]) == 2
     assert "holds a regressor: it has no class probabilities" in capsys.readouterr().err
@@ -275,6 +282,13 @@ def test_a_column_left_out_of_the_fit_is_recorded_and_left_out_again(tmp_path, c
     assert main([*rerun, "--ignore-columns", "none"]) == 0  # 'none' over the record's
     assert json.loads((tmp_path / "plain" / "fit.json").read_text())["config"]["table_sha256"] == \
         record["config"]["table_sha256"]
+
+
+def test_a_fit_folder_is_read_whatever_file_lies_beside_it(files, capsys):
+    tmp_path, _, _ = files
+    (tmp_path / "model.json").write_text("{}")  # the user's own file, named as the folder
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--quiet"]) == 0
 
 
 def test_load_reads_a_checkpoint_beside_a_folder_of_its_name(tmp_path):

@@ -378,7 +378,7 @@ def test_what_is_left_out_is_left_out_whole_and_a_file_cut_short_is_still_refuse
     path = _written(tmp_path / "t.csv", text)
     if message is None:
         table = load_csv_table(path, "y", ignore=ignore)
-        assert table.feature_names in (["a", "b"], ["a"]) and table.X.shape[0] == 2
+        assert table.feature_names == (["a", "b"] if "b" in text else ["a"]) and table.X.shape == (2, 1 + ("b" in text))
     else:  # no separator hint where no column was missing
         with pytest.raises(ValueError, match=message):
             load_csv_table(path, "y", ignore=ignore)

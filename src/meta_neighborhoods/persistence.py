@@ -355,11 +355,11 @@ def continue_fitted(model: nn.Module, fitted: nn.Module) -> None:
 
 
 def saved_stem(path) -> Path:
-    """The checkpoint a load of ``path`` reads: ``checkpoint_stem``'s, or where there is none and ``path`` is a
-    folder, its ``FOLDER_MODEL`` (as ``meta-neighborhoods fit`` writes one; ``save`` takes a path to write, never a
-    folder's default)."""
-    stem = checkpoint_stem(path)
-    return Path(path) / FOLDER_MODEL if Path(path).is_dir() and not checkpoint.exists(stem) else stem
+    """The checkpoint a load of ``path`` reads: in a folder that holds one called ``FOLDER_MODEL`` (as
+    ``meta-neighborhoods fit`` writes it), that one; else ``checkpoint_stem``'s (``save``'s, beside a folder of its
+    name too). ``save`` takes a path to write, never a folder's default."""
+    inside = Path(path) / FOLDER_MODEL
+    return inside if Path(path).is_dir() and checkpoint.exists(inside) else checkpoint_stem(path)
 
 
 def load(cls, path):

@@ -22,7 +22,6 @@ def add_parser(subparsers) -> None:
                     "network with neighbours is always kept); writes ablation.json, ablation.md "
                     "and ablation.png.",
     )
-    # Not choices=: the list lives in experiments.regression, a slow import.
     parser.add_argument("--param", required=True, choices=tuple(ABLATION_TYPES), metavar="NAME",
                         help=f"parameter to vary: {', '.join(ABLATION_TYPES)}")
     parser.add_argument("--values", required=True, nargs="+", metavar="V",

@@ -21,8 +21,8 @@ def add_parser(subparsers) -> None:
         description="Fit MetaNeighborhoodsRegressor (or, with --task classification, MetaNeighborhoodsClassifier, "
                     "whose target column holds integer class labels) on every row of a table, early stopping on a "
                     "share of them as the estimator does, and write into --out the fitted estimator (model.json and "
-                    "its tensors, which MetaNeighborhoodsRegressor.load reads) and fit.json, the record of the fit: "
-                    "its settings, the table's digest, its epochs and validation loss, versions and command. "
+                    "its tensors, which the estimator's load reads) and fit.json, the record of the fit: its "
+                    "settings, the table's digest, its epochs and best loss, versions and command. "
                     "`meta-neighborhoods predict --model OUT` then predicts the rows of a CSV file. --config takes "
                     "the fit.json of a fit to rerun it (give --data-file again), or the results.json of a regress "
                     "run on one table to fit, on all its rows, with the settings that run cross-validated.",

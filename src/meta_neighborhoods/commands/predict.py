@@ -19,10 +19,11 @@ def add_parser(subparsers) -> None:
         description="Predict the rows of a CSV file with a header row by an estimator that `meta-neighborhoods fit` "
                     "or the estimators' save() wrote, and write them to --out as CSV, one line per row in the file's "
                     "order: a column 'prediction' (prediction_0, ... for several targets) and, with "
-                    "--probabilities, a classifier's probability_<class> columns. The model's feature columns are "
-                    "found by name, in any order; other columns are left out (a model saved without names takes "
-                    "every column but --target, in order). With --target, that column is scored: mean squared "
-                    "error in its own units, or accuracy.",
+                    "--probabilities, a classifier's probability_<class> columns, after the columns --keep-columns "
+                    "copies as written. The model's feature columns are found by name, in any order; other columns "
+                    "are left out (a model saved without names takes every column but --target and those kept, in "
+                    "order). With --target, that column is scored: mean squared error in its own units, or "
+                    "accuracy. --out is written in UTF-8.",
     )
     parser.add_argument("--model", required=True, metavar="PATH",
                         help="the --out folder of a fit, or a checkpoint as save() was given it (model or model.json)")

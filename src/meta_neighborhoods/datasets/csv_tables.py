@@ -54,27 +54,28 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
 
 
 def load_csv_rows(path: Path | str, features: list[str] | int, target: str | None = None, encoding: str = "utf-8",
-                  separator: str = "comma") -> tuple[np.ndarray, np.ndarray | None]:
+                  separator: str = "comma", kept: tuple[str, ...] = ()) -> tuple[np.ndarray, np.ndarray | None]:
     """The rows of a CSV file with a header row that a fitted model predicts: the columns it was fitted on by name,
-    in its order (``features``; an int: a model fitted without names takes that many, every column but ``target``,
-    in the file's order), and the ``target`` column where one is named, to score against (else None). Other columns
-    are left out, and may hold text (an identifier). Read and checked as ``load_csv_table`` reads a table."""
+    in its order (``features``; an int: a model fitted without names takes that many, every column but ``target``
+    and the ``kept`` ones, which predictions carry, in the file's order), and the ``target`` column where one is
+    named, to score against (else None). Other columns are left out, and may hold text (an identifier). Read and
+    checked as ``load_csv_table`` reads a table."""
     path = Path(path)
 
     def wanted(names: list[str]) -> list[int]:
         target_index = [] if target is None else [_column(names, target, path)]
         if isinstance(features, int):
-            _refuse_unnamed(names, path)
-            columns = [j for j in range(len(names)) if j not in target_index]
+            _refuse_unnamed(names, path, tuple(kept))
+            columns = [j for j in range(len(names)) if j not in target_index and names[j] not in kept]
             if len(columns) != features:
-                raise ValueError(f"{path.stem}: {path} has {len(columns)} columns"
-                                 f"{' besides the target' * bool(target_index)}, the model takes {features} features "
-                                 "(in order; it was fitted without their names)")
+                besides = " besides the target and the columns kept" if target_index or kept else ""
+                raise ValueError(f"{path.stem}: {path} has {len(columns)} columns{besides}, the model takes "
+                                 f"{features} features (in order; it was fitted without their names)")
             return columns + target_index
         missing = [feature for feature in features if feature not in names]
         if missing:
             raise MissingColumn(f"{path.stem}: {path} has no column named {missing[0]!r}, a feature of the model"
-                             f"{f' ({len(missing)} missing)' if len(missing) > 1 else ''}; columns: {names}"[:400])
+                                f"{f' ({len(missing)} missing)' * (len(missing) > 1)}; columns: {names}"[:400])
         return [_column(names, feature, path) for feature in features] + target_index
 
     path, names, data, source = _read_csv(path, encoding, separator, wanted, text=True)
@@ -92,7 +93,10 @@ def load_csv_text(path: Path | str, columns: list[str], rows: int, encoding: str
                   separator: str = "comma") -> dict[str, np.ndarray]:
     """The ``columns`` of a CSV file that ``load_csv_rows`` read (its ``rows`` rows), by name, each field as written:
     an identifier to carry beside predictions."""
-    return read_text_columns(Path(path), list(columns), dataset=Path(path).stem, delimiter=SEPARATORS[separator],
+    path = Path(path)
+    check_option("separator", separator, SEPARATORS)
+    return read_text_columns(path, lambda names: [_column(names, name, path) for name in dict.fromkeys(columns)],
+                             dataset=path.stem, delimiter=SEPARATORS[separator],
                              encoding=check_encoding("encoding", encoding), rows=rows)
 
 
@@ -126,7 +130,7 @@ def _refuse_unnamed(names: list[str], path: Path, ignore: tuple[str, ...] = ()) 
 def _column(names: list[str], column: str, path: Path) -> int:
     """The index of the one column of the header ``names`` called ``column``."""
     if column not in names:
-        raise MissingColumn(f"{path.stem}: {path} has no column named {column!r}; columns: {names}")
+        raise MissingColumn(f"{path.stem}: {path} has no column named {column!r}; columns: {names}"[:400])
     if names.count(column) > 1:
         raise ValueError(f"{path.stem}: {path} has more than one column named {column!r}; columns: {names}")
     return names.index(column)

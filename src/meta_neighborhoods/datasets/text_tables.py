@@ -25,7 +25,7 @@ _DELIMITERS = ",;\t|"  # a CSV file's separators, one of which may be another th
 
 
 class MissingColumn(ValueError):
-    """A column a reader asked for by name that the header lacks (``read_numeric``'s ``columns``)."""
+    """A column asked for by name that the header lacks: perhaps a header read with another separator."""
 
 
 class NotInEncoding(ValueError):
@@ -116,25 +116,21 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     return TextTable(names, data, source)
 
 
-def read_text_columns(path: Path, columns: list[str], *, dataset: str, delimiter: str, encoding: str,
-                      rows: int) -> dict[str, np.ndarray]:
-    """The ``columns`` of a text table with a header, by name, each field as written (no number or missing value
-    read into it: an identifier such as 007 or NA stays so), for the ``rows`` data rows ``read_numeric`` read of the
-    same file: the same header and the same records."""
+def read_text_columns(path: Path, columns: Callable[[list[str]], list[int]], *, dataset: str, delimiter: str,
+                      encoding: str, rows: int) -> dict[str, np.ndarray]:
+    """Columns of a text table with a header (``columns``, as ``read_numeric`` takes them), by name, each field as
+    written (no number or missing value read into it: an identifier such as 007 or NA stays so), for the ``rows``
+    data rows ``read_numeric`` read of the same file: the same header and records, which the count checks."""
     import pandas as pd
 
     codec = _codec(encoding)
     names, skip, _ = _header(path, delimiter, codec)
-    for name in columns:
-        if names.count(name) != 1:
-            problem = "no" if name not in names else "more than one"
-            raise MissingColumn(f"{dataset}: {path} has {problem} column named {name!r}; columns: {names}"[:400])
-    indices = [names.index(name) for name in columns]
+    indices = columns(names)
     frame = pd.read_csv(path, sep=delimiter, header=None, skiprows=skip, encoding=codec, usecols=indices, dtype=str,
                         keep_default_na=False, engine="c")
     if len(frame) != rows:  # the same records as the numbers': never a column shifted against them
         raise ValueError(f"{dataset}: {path} reads as {len(frame)} rows of text but {rows} of numbers")
-    return {name: frame[index].to_numpy(dtype=object) for name, index in zip(columns, indices)}
+    return {names[index]: frame[index].to_numpy(dtype=object) for index in indices}
 
 
 def _codec(encoding: str) -> str:
@@ -203,7 +199,7 @@ def _number_hint(text: str, delimiter: str | None, name: str | None = None) -> s
         return "a number written with a comma (a decimal comma, or thousands separators): write it with a decimal point"
     if text.strip().endswith("%"):
         return "a percentage: write the number without its % sign"
-    return "only numeric columns can be read - encode or drop it first, or --ignore-columns it"
+    return "only numeric columns can be read - encode or drop it first"
 
 
 def _records(handle, delimiter: str | None) -> Iterator[tuple[list[str], int]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -36,7 +37,7 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
               progress: bool = True) -> dict:
     """Fit the ``task``'s estimator on the rows of ``table`` (at most ``max_rows``, drawn with ``seed``) and write
     it into ``out`` (``model.json`` and its tensors, as ``save`` writes them) with ``fit.json``, the record of the
-    fit: its settings, the table's digest, the epochs and validation loss, versions and command. A folder that holds
+    fit: its settings, the table's digest, the epochs and best loss, versions and command. A folder that holds
     an earlier fit is refused unless ``overwrite``; every setting is checked before the folder is claimed."""
     check_option("task", task, ESTIMATORS)
     options = {"task": task, "seed": check_seed("seed", seed, limit=2**32),
@@ -139,9 +140,14 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     if probabilities and not classifier:
         raise ConfigError(f"{model} holds a regressor: it has no class probabilities", "probabilities")
     _check_out(out, overwrite, [data_file, *_model_files(model)])
+    taken = [name for name in keep if re.fullmatch(r"prediction(_\d+)?", name)
+             or probabilities and name.startswith("probability_")]
+    if taken:
+        raise ConfigError(f"--keep-columns {taken[0]!r} is the name of a column of predictions", "keep_columns")
     named = hasattr(estimator, "feature_names_in_")
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
-                         target, encoding, separator)
+                         target, encoding, separator, keep)
+    kept = load_csv_text(data_file, keep, len(X), encoding, separator) if keep else {}
     if named:  # as it was fitted: scikit-learn warns of an array where it kept names
         import pandas as pd
 
@@ -155,10 +161,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     if probabilities:
         columns.update({f"probability_{label}": p
                         for label, p in zip(estimator.classes_, estimator.predict_proba(X).T)})
-    taken = [name for name in keep if name in columns]
-    if taken:
-        raise ConfigError(f"--keep-columns {taken[0]!r} is the name of a column of predictions", "keep_columns")
-    columns = {**(load_csv_text(data_file, keep, len(predicted), encoding, separator) if keep else {}), **columns}
+    columns = {**kept, **columns}
     score = None if y is None else float(np.mean(predicted == y) if classifier else np.mean((predicted - y) ** 2))
     if classifier and y is not None and not np.isin(y, estimator.classes_).all():
         LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,
