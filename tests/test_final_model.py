@@ -61,7 +61,9 @@ def test_a_fit_without_validation_rows_says_its_loss_is_the_training_loss(tmp_pa
     _table(rows=8).drop(columns="label").to_csv(tmp_path / "tiny.csv", index=False)
     assert main(["fit", "--data-file", str(tmp_path / "tiny.csv"), "--target", "y", "--out", str(tmp_path / "m"),
                  *SMALL[:-1], "--dictionary-size", "4"]) == 0  # not --quiet: the estimator shows its progress
-    assert "best training loss" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "best training loss" in said.out
+    assert said.err.count("meta-neighborhoods fit: warning: 8 training rows leave 1 for validation") == 1
     assert json.loads((tmp_path / "m" / "fit.json").read_text())["training"]["loss"] == "training"
     assert MetaNeighborhoodsRegressor.load(tmp_path / "m").verbose == 0  # the command's progress is not the model's
 
@@ -317,3 +319,15 @@ def test_predict_carries_columns_as_written_beside_its_predictions(files, capsys
     assert "has no column named 'id'" in capsys.readouterr().err and not (tmp_path / "q.csv").exists()
     assert main([*argv, "--out", str(tmp_path / "q.csv"), "--keep-columns", "prediction"]) == 2
     assert "is the name of a column of predictions" in capsys.readouterr().err
+
+
+def test_fit_final_passes_the_fits_warnings_on_to_its_caller_once_each(tmp_path):
+    from meta_neighborhoods.datasets.csv_tables import load_csv_table
+    from meta_neighborhoods.experiments.final_model import fit_final
+
+    _table().drop(columns="label").to_csv(tmp_path / "train.csv", index=False)
+    with pytest.warns(Warning) as caught:
+        record = fit_final(load_csv_table(tmp_path / "train.csv", "y"), tmp_path / "m", progress=False,
+                           estimator_params=SETTINGS)
+    messages = [str(warning.message) for warning in caught]
+    assert messages == record["warnings"] and any("max_epochs=3" in message for message in messages)

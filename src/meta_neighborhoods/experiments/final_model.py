@@ -56,13 +56,15 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
             warnings.simplefilter("always")
             estimator.fit(X, y)
         seconds = time.perf_counter() - start
-        said = list(dict.fromkeys(str(warning.message) for warning in caught))
-        for message in said:  # a line each, as the command line says everything, and kept in the record
-            LOGGER.warning("%s", message)
+        first = {}
+        for warning in caught:
+            first.setdefault(str(warning.message), warning)
+        for warning in first.values():  # passed on once each (the command line says them as its lines), and kept
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         estimator.set_params(verbose=0).save(stage / MODEL)  # the command's progress is no setting of the model
         record = {"dataset": table.name, "task": task, "estimator": type(estimator).__name__, "n": len(y),
                   "d": int(used.X.shape[1]), "features": used.feature_names, "model": f"{MODEL}.json",
-                  "training": _training(estimator, seconds), "warnings": said,
+                  "training": _training(estimator, seconds), "warnings": list(first),
                   "config": run_config(table, used, {**options, "threads": torch.get_num_threads()}, params, {})}
         write_json(stage / RECORD, record)
     return record
