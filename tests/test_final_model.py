@@ -331,3 +331,79 @@ def test_fit_final_passes_the_fits_warnings_on_to_its_caller_once_each(tmp_path)
                            estimator_params=SETTINGS)
     messages = [str(warning.message) for warning in caught]
     assert messages == record["warnings"] and any("max_epochs=3" in message for message in messages)
+
+
+def _species(rows: int = 90) -> pd.DataFrame:
+    """A table whose classes are named by text, written with blanks around some labels."""
+    table = _table(rows).drop(columns=["y", "label"])
+    table["species"] = np.where(table.a > 0.3, " setosa", np.where(table.b > 0, "versicolor ", "virginica"))
+    return table
+
+
+def test_class_labels_of_text_are_fit_predicted_scored_and_rerun(tmp_path, capsys):
+    table = _species()
+    table.to_csv(tmp_path / "train.csv", index=False)
+    fit = ["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "species", "--task", "classification"]
+    assert main([*fit, "--out", str(tmp_path / "model"), *SMALL]) == 0
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "train.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--probabilities", "--target", "species", "--quiet"]) == 0
+    labels = table.species.str.strip()
+    expected = MetaNeighborhoodsClassifier(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]], labels)
+    written = pd.read_csv(tmp_path / "p.csv")
+    classes = ["setosa", "versicolor", "virginica"]
+    assert list(written.columns) == ["prediction", *(f"probability_{label}" for label in classes)]
+    np.testing.assert_array_equal(written.prediction, expected.predict(table[["a", "b", "c"]]))
+    assert f"accuracy against --target species: {np.mean(written.prediction == labels):.6g}" in capsys.readouterr().out
+    record = json.loads((tmp_path / "model" / "fit.json").read_text())
+    assert record["classes"] == classes and MetaNeighborhoodsClassifier.load(tmp_path / "model").classes_.tolist() == \
+        classes
+    assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
+                 "--out", str(tmp_path / "again"), "--quiet"]) == 0  # the recorded digest holds the labels too
+    again = MetaNeighborhoodsClassifier.load(tmp_path / "again")
+    np.testing.assert_array_equal(again.predict_proba(table[["a", "b", "c"]]),
+                                  expected.predict_proba(table[["a", "b", "c"]]))
+    table.assign(species=table.species.replace("virginica", "virginia")).to_csv(tmp_path / "renamed.csv", index=False)
+    assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "renamed.csv"),
+                 "--out", str(tmp_path / "renamed"), "--quiet"]) == 2  # renamed classes are another table
+    assert "is not the table of digest" in capsys.readouterr().err
+
+
+def test_labels_that_are_numbers_read_as_the_numbers_of_a_numeric_column(tmp_path):
+    from meta_neighborhoods.datasets.csv_tables import load_csv_table
+
+    _table().drop(columns="y").to_csv(tmp_path / "train.csv", index=False)
+    numbers, labels = (load_csv_table(tmp_path / "train.csv", "label", labels=flag) for flag in (False, True))
+    assert labels.classes is None and labels.sha256() == numbers.sha256()
+
+
+@pytest.mark.parametrize("species, message", [
+    (["setosa", "NA"], "missing class label(s) (first 'NA', on file line 3 of"),
+    (["setosa", ""], "missing class label(s) (first '', on file line 3 of"),
+    (["setosa"], "holds one class ('setosa'): there is nothing to predict"),
+])
+def test_missing_labels_and_a_single_class_are_refused_before_any_folder(tmp_path, capsys, species, message):
+    _species().assign(species=np.resize(species, 90)).to_csv(tmp_path / "train.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "species", "--task",
+                 "classification", "--out", str(tmp_path / "model"), *SMALL]) == 1
+    error = capsys.readouterr().err
+    assert message in error and "train.csv" in error and not (tmp_path / "model").exists()
+
+
+def test_labels_are_scored_as_the_model_names_its_classes(tmp_path, capsys):
+    table = _table().drop(columns="y")
+    text = table.assign(label=np.resize(["1", "2", "x"], len(table)))  # classes of text, some writing numbers
+    text.to_csv(tmp_path / "text.csv", index=False)
+    table.to_csv(tmp_path / "numbers.csv", index=False)
+    for name in ("text", "numbers"):
+        assert main(["fit", "--data-file", str(tmp_path / f"{name}.csv"), "--target", "label", "--task",
+                     "classification", "--out", str(tmp_path / name), *SMALL]) == 0
+    table.assign(label=table.label + 1).to_csv(tmp_path / "ones.csv", index=False)  # 1 and 2 only: numbers
+    table.assign(label=table.label.astype(float)).to_csv(tmp_path / "floats.csv", index=False)  # 0.0 and 1.0
+    for model, data in (("text", "ones"), ("numbers", "floats")):
+        assert main(["predict", "--model", str(tmp_path / model), "--data-file", str(tmp_path / f"{data}.csv"),
+                     "--out", str(tmp_path / f"{model}_p.csv"), "--target", "label", "--quiet"]) == 0
+        predicted = pd.read_csv(tmp_path / f"{model}_p.csv", dtype=str).prediction
+        truth = pd.read_csv(tmp_path / f"{data}.csv", dtype=str).label.str.replace(".0", "", regex=False)
+        said = capsys.readouterr()
+        assert f"accuracy against --target label: {np.mean(predicted == truth):.6g}" in said.out
+        assert "never saw" not in said.err

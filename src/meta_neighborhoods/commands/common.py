@@ -200,7 +200,8 @@ def load_table_source(args):
         if args.data_file is not None:
             ignore = getattr(args, "ignore_columns", None) or ()
             table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
-                                   () if list(ignore) == [NONE] else tuple(ignore))
+                                   () if list(ignore) == [NONE] else tuple(ignore),
+                                   labels=getattr(args, "task", None) == "classification")
         else:
             table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:

@@ -19,7 +19,7 @@ def add_parser(subparsers) -> None:
                  overwrite(), seed(), device(), verbosity(), table_source(allow_all=False, folds=False),
                  estimator_options(), vanilla_fallback()],
         description="Fit MetaNeighborhoodsRegressor (or, with --task classification, MetaNeighborhoodsClassifier, "
-                    "whose target column holds integer class labels) on every row of a table, early stopping on a "
+                    "whose target column holds class labels, integers or text) on every row of a table, early stopping on a "
                     "share of them as the estimator does, and write into --out the fitted estimator (model.json and "
                     "its tensors, which the estimator's load reads) and fit.json, the record of the fit: its "
                     "settings, the table's digest, its epochs and best loss, versions and command. "

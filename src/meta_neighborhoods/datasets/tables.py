@@ -28,6 +28,7 @@ its line in the file (1-based, the header and blank lines counted), the one numb
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +44,8 @@ __all__ = ["Table", "TableSpec", "TABLES", "available_tables", "load_table"]
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value, so compare by identity
 class Table:
-    """A regression data set: features ``X`` (n x d, float64) and target ``y`` (n,, float64)."""
+    """A data set: features ``X`` (n x d, float64) and target ``y`` (n,, float64): a regression's target, or class
+    labels, as numbers or, where a user's CSV file names its classes by text, as each row's index into ``classes``."""
 
     name: str
     X: np.ndarray
@@ -54,6 +56,7 @@ class Table:
     encoding: str | None = None  # the text encoding a user's CSV file was read in; None for a registered table
     separator: str | None = None  # the name of a user's CSV file's separator (csv_tables.SEPARATORS), else None
     ignored: tuple[str, ...] = ()  # the columns of a user's CSV file left out (an identifier, free text)
+    classes: tuple[str, ...] | None = None  # the class labels of a target of text, in order (y indexes them)
 
     def __post_init__(self) -> None:
         # Catch a loader bug here rather than as a confusing shape error deep inside training.
@@ -63,11 +66,13 @@ class Table:
             raise ValueError(f"{self.name}: {len(self.feature_names)} feature names for {self.X.shape[1]} features")
 
     def sha256(self) -> str:
-        """Of the numbers (the shape, then X and y as float64): a run records which table it used, whatever the file
-        and formatting the numbers were read from."""
+        """Of the numbers (the shape, then X and y as float64, then any class labels of text): a run records which
+        table it used, whatever the file and formatting the numbers were read from."""
         digest = hashlib.sha256(np.asarray(self.X.shape, dtype=np.int64).tobytes())
         for array in (self.X, self.y):
             digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        if self.classes is not None:  # renamed classes are another table
+            digest.update(json.dumps(self.classes).encode())
         return digest.hexdigest()
 
 
@@ -109,7 +114,8 @@ MAX_MAGNITUDE = 1e150  # a table's largest |value|: squares and sums of squares 
 
 def checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
                    source: Source, target: str | None = None, encoding: str | None = None,
-                   separator: str | None = None, ignored: tuple[str, ...] = ()) -> Table:
+                   separator: str | None = None, ignored: tuple[str, ...] = (),
+                   classes: tuple[str, ...] | None = None) -> Table:
     """Build the Table, refusing NaN/inf (models here have no notion of missing values), values whose squares
     overflow (errors are squared, baselines standardise), a table without features and a constant target. Rows are
     named by their line in ``source``'s file (X and y hold its rows in file order)."""
@@ -128,7 +134,7 @@ def checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[s
     if np.ptp(y) == 0:
         raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
     return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
-                 encoding=encoding, separator=separator, ignored=ignored)
+                 encoding=encoding, separator=separator, ignored=ignored, classes=classes)
 
 
 def check_features(name: str, X: np.ndarray, feature_names: list[str] | None, source: Source) -> None:

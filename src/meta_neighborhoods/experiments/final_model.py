@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..datasets.csv_tables import SEPARATORS, load_csv_rows, load_csv_text
+from ..datasets.csv_tables import SEPARATORS, label_numbers, load_csv_rows, load_csv_text
 from ..datasets.tables import Table
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
@@ -65,16 +65,19 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
         record = {"dataset": table.name, "task": task, "estimator": type(estimator).__name__, "n": len(y),
                   "d": int(used.X.shape[1]), "features": used.feature_names, "model": f"{MODEL}.json",
                   "training": _training(estimator, seconds), "warnings": list(first),
+                  **({"classes": estimator.classes_.tolist()} if task == "classification" else {}),
                   "config": run_config(table, used, {**options, "threads": torch.get_num_threads()}, params, {})}
         write_json(stage / RECORD, record)
     return record
 
 
 def _targets(table: Table, task: str) -> np.ndarray:
-    """The target a ``task``'s estimator fits: class labels as integers (a numeric CSV holds them as floats), where
-    a column of fractions is refused, being most likely a regression's target."""
+    """The target a ``task``'s estimator fits: class labels as the table names them, text or integers (a numeric
+    CSV holds them as floats), where a column of fractions is refused, being most likely a regression's target."""
     if task == "regression":
         return table.y
+    if table.classes is not None:
+        return np.asarray(table.classes, dtype=object)[table.y.astype(np.int64)]
     fractional = table.y != np.round(table.y)
     if fractional.any():
         raise ValueError(f"{table.name}: classification needs class labels, but the target holds fractions such as "
@@ -148,7 +151,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
         raise ConfigError(f"--keep-columns {taken[0]!r} is the name of a column of predictions", "keep_columns")
     named = hasattr(estimator, "feature_names_in_")
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
-                         target, encoding, separator, keep)
+                         target, encoding, separator, keep, labels=classifier)
     kept = load_csv_text(data_file, keep, len(X), encoding, separator) if keep else {}
     if named:  # as it was fitted: scikit-learn warns of an array where it kept names
         import pandas as pd
@@ -164,13 +167,24 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
         columns.update({f"probability_{label}": p
                         for label, p in zip(estimator.classes_, estimator.predict_proba(X).T)})
     columns = {**kept, **columns}
-    score = None if y is None else float(np.mean(predicted == y) if classifier else np.mean((predicted - y) ** 2))
-    if classifier and y is not None and not np.isin(y, estimator.classes_).all():
-        LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,
-                       y[~np.isin(y, estimator.classes_)][0])
+    score = _score(estimator, predicted, y, target)
     _write_csv(out, columns, SEPARATORS[separator])
     return {"rows": len(predicted), "estimator": type(estimator).__name__, "score": score,
             "metric": None if y is None else "accuracy" if classifier else "mse"}
+
+
+def _score(estimator, predicted: np.ndarray, y: np.ndarray | None, target: str | None) -> float | None:
+    """The mean squared error of ``predicted`` against the values ``y`` of column ``target``, or a classifier's
+    accuracy against its labels ``y`` (text, read as numbers where its classes are numbers, as fit read them),
+    warning of labels it never saw."""
+    if y is None or not hasattr(estimator, "classes_"):
+        return None if y is None else float(np.mean((predicted - y) ** 2))
+    labels = label_numbers(y) if estimator.classes_.dtype.kind in "iufb" else y
+    unseen = ~np.isin(labels, estimator.classes_)
+    if unseen.any():
+        LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,
+                       y[unseen][0])
+    return float(np.mean(predicted == labels))
 
 
 def _model_files(model) -> list[Path]:
