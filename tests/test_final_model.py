@@ -407,3 +407,13 @@ def test_labels_are_scored_as_the_model_names_its_classes(tmp_path, capsys):
         said = capsys.readouterr()
         assert f"accuracy against --target label: {np.mean(predicted == truth):.6g}" in said.out
         assert "never saw" not in said.err
+
+
+def test_a_target_that_cannot_be_scored_is_named_before_anything_is_written(files, capsys):
+    tmp_path, _, new = files
+    new.assign(y=[*new.y[:2], np.inf, *new.y[3:]]).to_csv(tmp_path / "bad.csv", index=False)
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "bad.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--target", "y", "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert "the target has 1 NaN/inf value(s) (first on file line 4 of" in error and "bad.csv" in error
+    assert not (tmp_path / "p.csv").exists()

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..validation import check_encoding, check_option
 from .files import require_file
-from .tables import Table, check_features, checked_table
+from .tables import Table, check_features, check_target, checked_table
 from .text_tables import MissingColumn, Source, read_numeric, read_text_columns
 
 SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
@@ -28,7 +28,7 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
 
     All other columns become features, so non-numeric columns must be encoded, dropped or ignored.
     """
-    encoding, path = check_encoding("encoding", encoding), Path(path)
+    path = Path(path)
     ignore = tuple(dict.fromkeys((ignore,) if isinstance(ignore, str) else ignore))  # each name once
 
     def wanted(names: list[str]) -> list[int]:  # the features, then the target
@@ -138,9 +138,8 @@ def load_csv_rows(path: Path | str, features: list[str] | int, target: str | Non
     if labels and target is not None:
         return X, read_labels(path, target, len(X), source, encoding, separator)
     y = None if target is None else data[:, n_features]
-    if y is not None and not np.isfinite(y).all():
-        raise ValueError(f"{path.stem}: the target has NaN/inf values (first on file line "
-                         f"{source.line(int(np.argmax(~np.isfinite(y))))} of {path}); drop or fill them to score")
+    if y is not None:
+        check_target(path.stem, y, source)
     return X, y
 
 

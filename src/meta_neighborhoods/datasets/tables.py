@@ -121,12 +121,7 @@ def checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[s
     named by their line in ``source``'s file (X and y hold its rows in file order)."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     y = np.ascontiguousarray(y, dtype=np.float64)
-    bad_y = ~np.isfinite(y)
-    if bad_y.any():
-        raise ValueError(
-            f"{name}: the target has {int(bad_y.sum())} NaN/inf value(s) (first on file line "
-            f"{source.line(int(np.argmax(bad_y)))} of {source.path}); drop or fill those rows first"
-        )
+    check_target(name, y, source)
     check_features(name, X, feature_names, source)
     if np.abs(y).max() > MAX_MAGNITUDE:
         raise ValueError(f"{name}: the target in {source.path} reaches {np.abs(y).max():.3g}, beyond "
@@ -135,6 +130,14 @@ def checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[s
         raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
     return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
                  encoding=encoding, separator=separator, ignored=ignored, classes=classes)
+
+
+def check_target(name: str, y: np.ndarray, source: Source) -> None:
+    """Refuse a target with NaN/inf, naming the first one's line: to fit, or to score predictions against."""
+    bad_y = ~np.isfinite(y)
+    if bad_y.any():
+        raise ValueError(f"{name}: the target has {int(bad_y.sum())} NaN/inf value(s) (first on file line "
+                         f"{source.line(int(np.argmax(bad_y)))} of {source.path}); drop or fill those rows first")
 
 
 def check_features(name: str, X: np.ndarray, feature_names: list[str] | None, source: Source) -> None:
