@@ -260,7 +260,7 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
 
     mlps = {name: method for name, method in regression.available_methods().items()
             if name in ("vanilla", "meta_neighborhoods")}
-    monkeypatch.setattr(regression, "available_methods", lambda: mlps)  # the methods the settings reach
+    monkeypatch.setattr(regression, "available_methods", lambda task="regression": mlps)  # the methods the settings reach
     argv = ["regress", "--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2",
             "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--slot-draw", "batch", "--device", "cpu",
             "--refine-factor", "0.5", "--quiet"]
@@ -324,7 +324,7 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
 
     mlps = {name: method for name, method in regression.available_methods().items()
             if name in ("vanilla", "meta_neighborhoods")}
-    monkeypatch.setattr(regression, "available_methods", lambda: mlps)
+    monkeypatch.setattr(regression, "available_methods", lambda task="regression": mlps)
     data = tmp_path / "data"
     data.mkdir()
     argv = ["regress", "--data-file", _csv(data / "yacht.csv", 0), "--target", "y", "--folds", "2", "--seeds", "1",
@@ -348,7 +348,7 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
         main(["regress", "--config", record, "--out", str(tmp_path / "registered")])
     assert refused.value.code == 2 and "--data-file is required" in capsys.readouterr().err
     assert not any(other.iterdir()) and not (tmp_path / "registered").exists()
-    monkeypatch.setattr(regression, "available_methods", lambda: mlps)
+    monkeypatch.setattr(regression, "available_methods", lambda task="regression": mlps)
     assert main([*again, str(tmp_path / "waived"), "--table-sha256", "none", "--quiet"]) == 0  # the line wins
     capsys.readouterr()
     _refused(capsys, ["regress", "--dataset", "gom", "--table-sha256", "abc", "--out", "x"], "64 hexadecimal")

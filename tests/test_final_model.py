@@ -148,7 +148,7 @@ def test_a_classifier_fit_predicts_labels_and_probabilities(tmp_path, capsys):
 
 @pytest.mark.parametrize("labels, message", [
     (None, "classification needs class labels"),  # the regression target y
-    ([0, 1e30, 2e30], "beyond 2**53"),  # as int64, 1e30 and 2e30 became one class of a label the file never held
+    ([0, 2**53 + 1, 2**53], "from 2**53 on"),  # as float64 one number: they would be one class
 ])
 def test_a_target_that_holds_no_class_labels_is_refused_before_any_folder(tmp_path, capsys, labels, message):
     table = _table()
@@ -368,17 +368,66 @@ def test_class_labels_of_text_are_fit_predicted_scored_and_rerun(tmp_path, capsy
     assert "is not the table of digest" in capsys.readouterr().err
 
 
-def test_labels_that_are_numbers_read_as_the_numbers_of_a_numeric_column(tmp_path):
+def test_integers_written_plainly_are_numbers_and_other_labels_stay_as_written(tmp_path):
     from meta_neighborhoods.datasets.csv_tables import load_csv_table
 
-    _table().drop(columns="y").to_csv(tmp_path / "train.csv", index=False)
+    table = _table().drop(columns="y")
+    table.to_csv(tmp_path / "train.csv", index=False)
     numbers, labels = (load_csv_table(tmp_path / "train.csv", "label", labels=flag) for flag in (False, True))
-    assert labels.classes is None and labels.sha256() == numbers.sha256()
+    assert labels.classes is None and labels.sha256() == numbers.sha256()  # a record of before text labels reruns
+    for written, classes in ((["007", "7", "010"], ("007", "010", "7")), (["1.0", "0.0"], ("0.0", "1.0")),
+                             ([True, False], ("False", "True")), (["1e3", "1000"], ("1000", "1e3"))):
+        table.assign(label=np.resize(written, len(table))).to_csv(tmp_path / "written.csv", index=False)
+        assert load_csv_table(tmp_path / "written.csv", "label", labels=True).classes == classes
+
+
+def test_every_field_the_numbers_read_as_missing_is_a_missing_label():
+    from pandas._libs.parsers import STR_NA_VALUES  # read_csv's own, which read_numeric reads as missing too
+
+    from meta_neighborhoods.datasets.text_tables import MISSING, _NA_MARKERS, text_numbers
+
+    assert MISSING == STR_NA_VALUES | set(_NA_MARKERS)
+    np.testing.assert_array_equal(text_numbers(np.array(["1", " 2 ", "True", "false", "?", "x", "1e3"], dtype=object)),
+                                  [1, 2, 1, 0, np.nan, np.nan, 1000])
+
+
+def test_a_target_of_text_is_said_to_be_class_labels_where_it_may_be(tmp_path, capsys):
+    _species().to_csv(tmp_path / "train.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "species", "--out",
+                 str(tmp_path / "model"), *SMALL]) == 1
+    assert "is not numeric" in (error := capsys.readouterr().err) and "--task classification" in error
+    _species().assign(a="text").to_csv(tmp_path / "feature.csv", index=False)  # a feature's text: no class labels
+    assert main(["fit", "--data-file", str(tmp_path / "feature.csv"), "--target", "species", "--task",
+                 "classification", "--out", str(tmp_path / "model"), *SMALL]) == 1
+    assert "column 'a' of" in (error := capsys.readouterr().err) and "--task" not in error
+
+
+def test_a_model_of_boolean_classes_scores_labels_written_true_and_false(tmp_path, capsys):
+    table = _table().drop(columns="y")
+    MetaNeighborhoodsClassifier(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]], table.label.astype(bool)).save(
+        tmp_path / "booleans")
+    table.assign(label=table.label.astype(bool)).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", "--model", str(tmp_path / "booleans"), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--target", "label", "--quiet"]) == 0
+    predicted = pd.read_csv(tmp_path / "p.csv").prediction
+    said = capsys.readouterr()
+    assert f"accuracy against --target label: {np.mean(predicted == table.label.astype(bool)):.6g}" in said.out
+    assert "never saw" not in said.err
+
+
+def test_classes_that_the_rows_drawn_lack_are_warned_of(tmp_path, capsys):
+    _species().assign(species=["rare", *["common", "usual"] * 44, "common"]).to_csv(tmp_path / "train.csv",
+                                                                                   index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "species", "--task",
+                 "classification", "--max-rows", "20", "--out", str(tmp_path / "model"), *SMALL]) == 0
+    assert "hold 2 of the table's 3 classes: the model never predicts 'rare'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("species, message", [
     (["setosa", "NA"], "missing class label(s) (first 'NA', on file line 3 of"),
     (["setosa", ""], "missing class label(s) (first '', on file line 3 of"),
+    (["setosa", "?"], "missing class label(s) (first '?', on file line 3 of"),  # as the numbers read it
+    (["1", "?"], "missing class label(s) (first '?', on file line 3 of"),
     (["setosa"], "holds one class ('setosa'): there is nothing to predict"),
 ])
 def test_missing_labels_and_a_single_class_are_refused_before_any_folder(tmp_path, capsys, species, message):
@@ -403,7 +452,7 @@ def test_labels_are_scored_as_the_model_names_its_classes(tmp_path, capsys):
         assert main(["predict", "--model", str(tmp_path / model), "--data-file", str(tmp_path / f"{data}.csv"),
                      "--out", str(tmp_path / f"{model}_p.csv"), "--target", "label", "--quiet"]) == 0
         predicted = pd.read_csv(tmp_path / f"{model}_p.csv", dtype=str).prediction
-        truth = pd.read_csv(tmp_path / f"{data}.csv", dtype=str).label.str.replace(".0", "", regex=False)
+        truth = pd.read_csv(tmp_path / f"{data}.csv", dtype=str).label.replace({"0.0": "0", "1.0": "1"})
         said = capsys.readouterr()
         assert f"accuracy against --target label: {np.mean(predicted == truth):.6g}" in said.out
         assert "never saw" not in said.err
@@ -417,3 +466,26 @@ def test_a_target_that_cannot_be_scored_is_named_before_anything_is_written(file
     error = capsys.readouterr().err
     assert "the target has 1 NaN/inf value(s) (first on file line 4 of" in error and "bad.csv" in error
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_model_asked_for_by_a_path_that_holds_none_is_told_where_one_is(files, capsys, monkeypatch):
+    tmp_path, _, _ = files
+    (tmp_path / "run").mkdir()  # as regress leaves it: no model
+    for model, message in (("model/fit.json", "is the record of a fit: give its folder"),
+                           ("run", "is a folder that holds no saved model (model.json)")):
+        assert main(["predict", "--model", str(tmp_path / model), "--data-file", str(tmp_path / "new.csv"), "--out",
+                     str(tmp_path / "p.csv"), "--quiet"]) == 1
+        assert message in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path / "model")
+    assert MetaNeighborhoodsRegressor.load(".").n_features_in_ == 3  # the folder fit wrote, named as "."
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match="is a folder that holds no saved model"):
+        MetaNeighborhoodsRegressor.load(".")
+
+
+def test_a_target_of_many_classes_of_a_row_or_two_is_warned_of(tmp_path, capsys):
+    table = _table().drop(columns="y")
+    table.assign(label=np.arange(len(table)) // 2).to_csv(tmp_path / "train.csv", index=False)  # 40 classes of 2
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "label", "--task", "classification",
+                 "--out", str(tmp_path / "model"), *SMALL]) == 0
+    assert "40 classes among 80 rows, most of a row or two" in capsys.readouterr().err

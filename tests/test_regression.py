@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
@@ -57,8 +58,8 @@ def tiny_csv(tmp_path):
 @pytest.fixture
 def fast_estimators(monkeypatch):
     """The commands use the estimator's defaults, which are sized for real data; shrink them for a test."""
-    monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor",
-                        functools.partial(MetaNeighborhoodsRegressor, **FAST))
+    for task, estimator in cross_validation.ESTIMATORS.items():
+        monkeypatch.setitem(cross_validation.ESTIMATORS, task, functools.partial(estimator, **FAST))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -500,7 +501,7 @@ def test_max_rows_draws_distinct_rows_so_no_row_sits_in_a_training_and_a_test_fo
 
 def test_every_method_fits_the_architecture_the_search_chose(monkeypatch):
     chosen = {"hidden_layer_sizes": [7, 7], "validation_mse": {"7x7": 0.5}, "seconds": 0.0}
-    monkeypatch.setattr(cross_validation, "search_architecture", lambda X, y, *, seed, params: dict(chosen))
+    monkeypatch.setattr(cross_validation, "search_architecture", lambda X, y, *, seed, params, task: dict(chosen))
     seen = []
 
     def spy(*, seed, n_train, params):
@@ -709,7 +710,7 @@ def made(monkeypatch):
         made.append(params)
         return MetaNeighborhoodsRegressor(**{**FAST, **params})
 
-    monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor", spy)
+    monkeypatch.setitem(cross_validation.ESTIMATORS, "regression", spy)
     from meta_neighborhoods.commands import common  # its defaults are FAST's: a rerun from a record compares them
 
     monkeypatch.setattr(common, "ESTIMATOR", dataclasses.replace(common.ESTIMATOR, **FAST))
@@ -1056,9 +1057,54 @@ def test_knn_never_asks_for_more_neighbours_than_its_smallest_inner_training_spl
 def test_an_ablated_value_wins_over_the_same_setting_in_estimator_params(tmp_path, monkeypatch):
     """run_ablation(..., estimator_params=FAST) where FAST sets dictionary_size too: each ablated value must reach
     its fits, or every value runs FAST's size and the ablation compares a setting with itself."""
-    monkeypatch.setattr(cross_validation, "MetaNeighborhoodsRegressor",
+    monkeypatch.setitem(cross_validation.ESTIMATORS, "regression",
                         functools.partial(MetaNeighborhoodsRegressor, max_epochs=2))
     results = run_ablation(_small_table(30), tmp_path / "a", "dictionary_size", ["2", "4"], folds=2, seeds=1,
                            estimator_params=FAST, progress=False)
     assert results["values"] == [2, 4]
     assert results["dictionary_sizes"] == [[2, 2], [4, 4]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# --task classification
+
+
+def test_regress_cross_validates_classifiers_on_stratified_folds_by_their_error_rate(tmp_path, capsys,
+                                                                                     fast_estimators):
+    """Every method a classifier, each fold holding each class's share of the rows, the error the share of test
+    rows misclassified; the record reruns (regress --config) and fits the final classifier (fit --config)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(75, 3)), columns=["a", "b", "c"])
+    frame["kind"] = np.where(frame.a > 0.4, "x", np.where(frame.b > 0, "y", "z"))
+    frame.to_csv(tmp_path / "kinds.csv", index=False)
+    common = ["--data-file", str(tmp_path / "kinds.csv"), "--target", "kind", "--folds", "3", "--seeds", "2",
+              "--quiet"]
+    assert main(["regress", *common, "--task", "classification", "--out", str(tmp_path / "r")]) == 0
+    assert "error rate, the share of test rows misclassified" in capsys.readouterr().out
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert results["metric"] == "error_rate" and results["config"]["task"] == "classification"
+    labels, X = frame.kind.to_numpy(), frame[["a", "b", "c"]].to_numpy()
+    for entry, (train, test) in enumerate(StratifiedKFold(3, shuffle=True, random_state=1).split(X, labels)):
+        boosted = HistGradientBoostingClassifier(random_state=1).fit(X[train], labels[train])
+        assert results["folds"]["hist_gradient_boosting"][3 + entry] == np.mean(boosted.predict(X[test]) !=
+                                                                                labels[test])
+    assert all(np.isclose(error * 25, round(error * 25)) for errors in results["folds"].values() for error in errors)
+    assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file",
+                 str(tmp_path / "kinds.csv"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["folds"]["knn"] == results["folds"]["knn"] and again["metric"] == "error_rate"
+    assert main(["fit", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(tmp_path / "kinds.csv"),
+                 "--out", str(tmp_path / "model"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "model" / "fit.json").read_text())["classes"] == ["x", "y", "z"]
+    capsys.readouterr()
+    assert main(["regress", "--dataset", "all", "--task", "classification", "--out", str(tmp_path / "all")]) == 2
+    assert "--task classification takes --data-file" in capsys.readouterr().err
+
+
+def test_a_regression_target_is_refused_as_class_labels_before_any_folder(tiny_csv, tmp_path, capsys):
+    assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", "--task", "classification", "--out",
+                 str(tmp_path / "r"), "--quiet"]) == 1
+    assert "classification needs class labels" in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -17,6 +17,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
 
 from .config import FIELDS, HEADS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
@@ -117,6 +118,17 @@ def same_as_fitted(what: str, fitted, given) -> None:
         raise ValueError(f"a warm start (warm_start=True, or a call of partial_fit after the first) continues the "
                          f"fitted network of {what} {shown(fitted)}, but y has {shown(given)}: fit with "
                          "warm_start=False to train a new one")
+
+
+def check_labels(labels: np.ndarray) -> None:
+    """scikit-learn's ``check_classification_targets``, after a check of its own for labels of text mixed with
+    others, which it calls of an "unknown" type (and which cannot be sorted into classes)."""
+    if labels.dtype == object and len({isinstance(label, str) for label in labels}) > 1:
+        text = next(label for label in labels if isinstance(label, str))
+        other = next(label for label in labels if not isinstance(label, str))
+        raise ValueError(f"the target mixes labels of text and of other types ({text!r:.40} and {other!r:.40}); "
+                         "give every label as text, or every one as a number")
+    check_classification_targets(labels)
 
 
 def fit_classes(estimator, labels: np.ndarray, warm: bool, weighted: bool) -> np.ndarray:

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 from torch import nn
 
@@ -26,8 +25,8 @@ from .callbacks import Progress, report
 from .config import ESTIMATOR
 from .datasets.batches import TensorBatches
 from .estimator_method_docs import doc
-from .estimator_settings import (fit_classes, network_description, own_init, same_as_fitted, unchanged_if_raised,
-                                 warm_fit, warn_if_cut_short)
+from .estimator_settings import (check_labels, fit_classes, network_description, own_init, same_as_fitted,
+                                 unchanged_if_raised, warm_fit, warn_if_cut_short)
 from .factories import build_extractor, build_network
 from .standardise import (early_stopping_split, farthest, in_blocks, numeric_columns, standardise,
                           standardised_rows, standardiser, training_rows)
@@ -372,7 +371,7 @@ class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):
         """``fit``, or a call of ``partial_fit`` (whose classes are given, not those of its rows)."""
         warm = warm_fit(self)
         X, y = validate_data(self, numeric_columns(X), y, accept_sparse="csr", dtype=np.float64, reset=not warm)
-        check_classification_targets(y)
+        check_labels(y)
         rows, weights = training_rows(sample_weight, X)
         self.classes_ = incremental.known_classes(self, y[rows], classes) if partial else fit_classes(
             self, y[rows], warm, weights is not None)  # those of the rows learnt from: a zero weight drops a row

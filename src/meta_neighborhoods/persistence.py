@@ -358,8 +358,14 @@ def saved_stem(path) -> Path:
     """The checkpoint a load of ``path`` reads: in a folder that holds one called ``FOLDER_MODEL`` (as
     ``meta-neighborhoods fit`` writes it), that one; else ``checkpoint_stem``'s (``save``'s, beside a folder of its
     name too). ``save`` takes a path to write, never a folder's default."""
-    inside = Path(path) / FOLDER_MODEL
-    return inside if Path(path).is_dir() and checkpoint.exists(inside) else checkpoint_stem(path)
+    path = Path(path)
+    if path.is_dir() and checkpoint.exists(path / FOLDER_MODEL):
+        return path / FOLDER_MODEL
+    if path.is_dir() and not (path.name and checkpoint.exists(checkpoint_stem(path))):  # no save('name') beside it
+        raise FileNotFoundError(f"{path} is a folder that holds no saved model ({FOLDER_MODEL}.json): give the folder "
+                                "meta-neighborhoods fit wrote, or the checkpoint save wrote (a regress or ablate run "
+                                "keeps none: meta-neighborhoods fit --config RUN/results.json fits one)")
+    return checkpoint_stem(path)
 
 
 def load(cls, path):

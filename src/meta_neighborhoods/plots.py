@@ -117,11 +117,11 @@ def spiral_animation(path, points, frames, trajectory, neighbour_labels, fps=8):
     plt.close(fig)
 
 
-def fold_errors_figure(path, fold_errors, title, folds, fell_back=None):
+def fold_errors_figure(path, fold_errors, title, folds, fell_back=None, ylabel="MSE (standardised target)"):
     """One line per method across each seed's ``folds`` (entry r * folds + f is fold f of repeat r), broken
     between seeds, whose folds are not the same rows: paired differences (what the t-test sees) at a glance.
     ``fell_back``: (method, the folds where it kept the vanilla network), ringed, since its point there hides
-    vanilla's, equal to it."""
+    vanilla's, equal to it; ``ylabel``, what the errors are."""
     n = len(next(iter(fold_errors.values())))
     x = np.array([(i // folds) * (folds + 1) + i % folds + 1 for i in range(n)], dtype=float)
     gaps = list(range(folds, n, folds))  # a NaN there breaks the line between seeds
@@ -137,7 +137,7 @@ def fold_errors_figure(path, fold_errors, title, folds, fell_back=None):
     shown = [i for i in range(n) if (i % folds) % max(1, folds // 10) == 0]
     ax.set_xticks(x[shown], [str(i % folds + 1) for i in shown])
     ax.set_xlabel(f"fold, seed by seed ({n // folds} seed{'s' * (n // folds != 1)} x {folds} folds, left to right)")
-    ax.set_ylabel("MSE (standardised target)")
+    ax.set_ylabel(ylabel)
     ax.set_title(textwrap.fill(title, 80), fontsize=9)
     entries = len(ax.get_legend_handles_labels()[1])
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(entries, int(width // 2.6)))

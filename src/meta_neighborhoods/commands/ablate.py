@@ -57,4 +57,5 @@ def options_from_record(record: dict) -> dict:
         raise ConfigError("not the ablation.json of an ablate run")
     values = record.get("values")
     listed = [NONE if value is None else value for value in values] if isinstance(values, list) else values
-    return {**table_run_options(record), "param": record["param"], "values": listed}
+    options = {key: value for key, value in table_run_options(record).items() if key != "task"}  # regression's
+    return {**options, "param": record["param"], "values": listed}

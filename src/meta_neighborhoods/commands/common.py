@@ -124,7 +124,8 @@ def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser
                              + (" (all = every one whose files are present)" if allow_all else ""))
     source.add_argument("--data-file", metavar="PATH",
                         help="any numeric CSV with a header row instead (comma-separated unless --separator says "
-                             "otherwise; True/False read as 1/0; its file stem names the data set)")
+                             "otherwise; True/False read as 1/0, but in a target of class labels as written; its "
+                             "file stem names the data set)")
     parser.add_argument("--target", metavar="COLUMN", help="target column of --data-file (a header name)")
     parser.add_argument("--encoding", metavar="NAME",
                         help="text encoding of --data-file, e.g. utf-16, latin-1, cp1252 (default utf-8, a byte-order "
@@ -219,8 +220,9 @@ def load_table_source(args):
         override = "overrides it" if len(gave) == 1 else "override them"
         raise ValueError(f"{error} ({said} from {next(iter(gave.values()))}; {options} {override})") from None
     if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
+        other = "other numbers or class names" if table.classes else "other numbers"
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
-                          f"{args.table_sha256[:16]}... (--table-sha256, which a run records): other numbers; "
+                          f"{args.table_sha256[:16]}... (--table-sha256, which a run records): {other}; "
                           "--table-sha256 none runs on them", "table_sha256")
     return table
 
@@ -274,6 +276,16 @@ def training_options(args) -> dict:
             "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}
 
 
+TASKS = ("regression", "classification")
+
+
+def task(help: str) -> argparse.ArgumentParser:
+    """--task of regress and fit: a table's target as a regression's, or as class labels."""
+    parser = parent()
+    parser.add_argument("--task", choices=TASKS, default="regression", help=help)
+    return parser
+
+
 def vanilla_fallback() -> argparse.ArgumentParser:
     """--no-vanilla-fallback of regress and fit: the estimator's choice between its two networks, turned off."""
     parser = parent()
@@ -309,8 +321,8 @@ def table_run_options(record: dict) -> dict:
     config = record.get("config")
     if not (isinstance(config, dict) and isinstance(config.get("estimator_params"), dict)):
         raise ConfigError("not the results.json or ablation.json of a regress or ablate run")
-    options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "threads", "search", "table_sha256")
-               if key in config}  # threads: checked as --threads is
+    options = {key: config[key] for key in ("folds", "seed", "seeds", "max_rows", "threads", "search", "table_sha256",
+                                            "task") if key in config}  # threads: checked as --threads is
     if "threads" not in config and isinstance(config.get("provenance"), dict) and "threads" in config["provenance"]:
         options["threads"] = config["provenance"]["threads"]  # a record from before runs recorded it as a setting
     if "target" in config:  # a --data-file's, even one named like a registered table (boston.csv)

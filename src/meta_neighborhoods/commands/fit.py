@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 
 from ..validation import ConfigError
-from .common import (check_target, device, estimator_options, load_table_source, output, overwrite, seed,
-                     table_run_options, table_source, training_options, vanilla_fallback, verbosity)
+from .common import (TASKS, check_target, device, estimator_options, load_table_source, output, overwrite, seed,
+                     table_run_options, table_source, task, training_options, vanilla_fallback, verbosity)
 
 LOGGER = logging.getLogger(__name__)
-TASKS = ("regression", "classification")
 
 
 def add_parser(subparsers) -> None:
@@ -17,18 +16,17 @@ def add_parser(subparsers) -> None:
         "fit", help="fit the estimator on a whole table and save it, to predict with",
         parents=[output(help="folder for the model and the record of its fit, fit.json (created if needed)"),
                  overwrite(), seed(), device(), verbosity(), table_source(allow_all=False, folds=False),
-                 estimator_options(), vanilla_fallback()],
+                 estimator_options(), vanilla_fallback(),
+                 task("regression (default) or classification of the target column")],
         description="Fit MetaNeighborhoodsRegressor (or, with --task classification, MetaNeighborhoodsClassifier, "
-                    "whose target column holds class labels, integers or text) on every row of a table, early stopping on a "
-                    "share of them as the estimator does, and write into --out the fitted estimator (model.json and "
+                    "whose target column holds class labels, integers or text) on every row of a table, early "
+                    "stopping on a share of them as the estimator does, and write into --out the fitted estimator (model.json and "
                     "its tensors, which the estimator's load reads) and fit.json, the record of the fit: its "
                     "settings, the table's digest, its epochs and best loss, versions and command. "
                     "`meta-neighborhoods predict --model OUT` then predicts the rows of a CSV file. --config takes "
                     "the fit.json of a fit to rerun it (give --data-file again), or the results.json of a regress "
                     "run on one table to fit, on all its rows, with the settings that run cross-validated.",
     )
-    parser.add_argument("--task", choices=TASKS, default="regression",
-                        help="regression (default) or classification of the target column")
     parser.set_defaults(run=run)
 
 
@@ -64,5 +62,5 @@ def options_from_record(record: dict) -> dict:
     if config.get("search") is True:
         raise ConfigError("its regress run searched the architecture per fold, which gives no one network to fit: "
                          "give --hidden-layer-sizes instead")
-    protocol = ("folds", "seeds", "search") + (("max_rows",) if "task" not in config else ())  # the CV's, not a fit's
+    protocol = ("folds", "seeds", "search") + (("max_rows",) if "folds" in config else ())  # the CV's, not a fit's
     return {**{key: value for key, value in table_run_options(record).items() if key not in protocol}, "task": task}

@@ -40,8 +40,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--separator", choices=tuple(SEPARATORS), default="comma",
                         help="what separates the fields of --data-file, and of --out (default %(default)s)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
-                        help="where to predict: auto = CUDA if available (default %(default)s; cuda is refused "
-                             "where there is none)")
+                        help="where to predict (default %(default)s): cpu, cuda (refused where there is none), or "
+                             "auto: CUDA where there is one, else the CPU")
     parser.set_defaults(run=run)
 
 

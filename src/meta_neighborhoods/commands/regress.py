@@ -9,7 +9,7 @@ from ..config import OPTIONAL_METHOD_NAMES, TABLE_METHOD_NAMES
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
 from .common import (UsageError, check_target, estimator_options, fit_options, load_table_source, run_options,
-                     table_run_options, table_source, vanilla_fallback)
+                     table_run_options, table_source, task, vanilla_fallback)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -17,10 +17,14 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "regress", help=f"regression tables of Table 2: {', '.join(TABLE_METHOD_NAMES.values())}",
-        parents=[*run_options(), table_source(allow_all=True), estimator_options(), vanilla_fallback()],
-        description=f"k-fold MSE on the standardised target for {', '.join(TABLE_METHOD_NAMES.values())} and, "
-                    f"where installed, {' and '.join(OPTIONAL_METHOD_NAMES.values())}, with paired t-tests of "
-                    "Meta-Neighborhoods against each; writes results.json, results.md and folds.png "
+        parents=[*run_options(), table_source(allow_all=True), estimator_options(), vanilla_fallback(),
+                 task("regression (default: the MSE on the standardised target) or classification (the error rate, "
+                      "on folds stratified by class; the target column holds class labels, integers or text) of "
+                      "the target column")],
+        description=f"Repeated k-fold MSE on the standardised target for {', '.join(TABLE_METHOD_NAMES.values())} "
+                    f"and, where installed, {' and '.join(OPTIONAL_METHOD_NAMES.values())}, with t-tests of "
+                    "Meta-Neighborhoods against each (with --task classification: the error rate of their "
+                    "classifiers); writes results.json, results.md and folds.png "
                     "(with --dataset all: one folder per data set, summary.md and summary.json).",
     )
     parser.add_argument("--search", action="store_true",
@@ -36,11 +40,13 @@ def run(args) -> int:
     from ..experiments.regression import run_regression, run_regression_all
 
     options = {**fit_options(args), "search": args.search}
+    if args.dataset == "all" and args.task != "regression":
+        raise UsageError("the registered tables are regression tables: --task classification takes --data-file")
     if args.dataset == "all":
         run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
         written = ("summary.md", "summary.json and a folder per data set")
     else:
-        run_regression(load_table_source(args), args.out, **options)
+        run_regression(load_table_source(args), args.out, **options, task=args.task)
         written = ("results.md", "results.json, folds.png")
     print((Path(args.out) / written[0]).read_text(), end="")
     LOGGER.info("wrote %s/%s, %s", args.out, *written)

@@ -4,6 +4,7 @@ the rows a fitted model predicts (``load_csv_rows``), each read and checked as a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -12,7 +13,7 @@ import numpy as np
 from ..validation import check_encoding, check_option
 from .files import require_file
 from .tables import Table, check_features, check_target, checked_table
-from .text_tables import MissingColumn, Source, read_numeric, read_text_columns
+from .text_tables import MISSING, MissingColumn, NotNumeric, Source, read_numeric, read_text_columns, text_numbers
 
 SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
 
@@ -23,79 +24,90 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
     ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped); ``separator``, the name of
     the character between its fields (``SEPARATORS``); ``ignore``, columns to leave out by name (every column of
     that name), which may hold text (an identifier). Numbers are written with a decimal point, whatever the
-    separator (a decimal comma is refused, saying so). Where the target holds class ``labels``, they may be text
-    (``read_labels``): the table then lists them as its ``classes``, and ``y`` holds each row's index into them.
+    separator (a decimal comma is refused, saying so). A target of class ``labels`` is read as text
+    (``read_labels``): as numbers where every label is an integer written plainly, else as written (``_coded``),
+    the table then listing them as its ``classes``, and ``y`` each row's index into them.
 
     All other columns become features, so non-numeric columns must be encoded, dropped or ignored.
     """
     path = Path(path)
     ignore = tuple(dict.fromkeys((ignore,) if isinstance(ignore, str) else ignore))  # each name once
 
-    def wanted(names: list[str]) -> list[int]:  # the features, then the target
+    def target_index(names: list[str]) -> int:
         absent = [name for name in ignore if name not in names]
         if absent:
             raise MissingColumn(f"{path.stem}: {path} has no column named {absent[0]!r} to ignore; columns: {names}")
-        left_out = [j for j, name in enumerate(names) if name in ignore]
         _refuse_unnamed(names, path, ignore)
         if isinstance(target, str):
-            target_index = _column(names, target, path)
+            index = _column(names, target, path)
         elif -len(names) <= target < len(names):
-            target_index = target % len(names)
+            index = target % len(names)
         else:
             raise ValueError(f"{path.stem}: target index {target} is out of range for {path} ({len(names)} columns)")
-        if target_index in left_out:
-            raise ValueError(f"{path.stem}: the target column {names[target_index]!r} is one of the columns ignored")
-        chosen[:] = [names[target_index], target_index]
-        features = [j for j in range(len(names)) if j != target_index and j not in left_out]
-        return features if labels else features + [target_index]  # labels are read as text, after the numbers
+        if names[index] in ignore:
+            raise ValueError(f"{path.stem}: the target column {names[index]!r} is one of the columns ignored")
+        return index
 
-    chosen: list = []  # the target's name and index
-    path, names, data, source = _read_csv(path, encoding, separator, wanted, text=bool(ignore) or labels)
-    if labels:
-        X, (y, classes) = data, _coded(read_labels(path, chosen[1], len(data), source, encoding, separator), path)
+    def features(names: list[str]) -> list[int]:
+        index = target_index(names)
+        return [j for j, name in enumerate(names) if j != index and name not in ignore]
+
+    if labels:  # the features as numbers, then the target as text
+        path, names, X, source = _read_csv(path, encoding, separator, features, text=True)
+        name, text = read_labels(path, lambda names: [target_index(names)], len(X), source, encoding, separator)
+        y, classes = _coded(text, path)
     else:
-        X, y, classes = data[:, :-1], data[:, -1], None
+        path, names, data, source = _read_numbers(path, encoding, separator, ignore, target, features, target_index)
+        X, y, classes, name = data[:, :-1], data[:, -1], None, names[-1]
     ignored = f", {len(ignore)} column(s) ignored" if ignore else ""
     named = f", {len(classes)} classes" if classes else ""
-    description = f"CSV file {path}: {len(X)} x {X.shape[1]}, target = column {chosen[0]!r}{ignored}{named}"
-    return checked_table(path.stem, X, y, names[:X.shape[1]], description, source, target=chosen[0],
+    description = f"CSV file {path}: {len(X)} x {X.shape[1]}, target = column {name!r}{ignored}{named}"
+    return checked_table(path.stem, X, y, names[:X.shape[1]], description, source, target=name,
                           encoding=encoding, separator=separator, ignored=ignore, classes=classes)
 
 
-NOT_LABELS = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                        "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})  # pandas' missing values
+def _read_numbers(path: Path, encoding: str, separator: str, ignore: tuple[str, ...], target: str | int, features,
+                  target_index):
+    """``_read_csv`` of the ``features`` and the target as numbers; a target of text is said to be class labels
+    where it may be."""
+    try:
+        return _read_csv(path, encoding, separator, lambda names: features(names) + [target_index(names)],
+                         text=bool(ignore))
+    except NotNumeric as error:
+        if error.column != target:
+            raise
+        raise NotNumeric(f"{error} (or, if it holds class labels, read it as such: --task classification)",
+                         error.column) from None
 
 
-def read_labels(path: Path, column: str | int, rows: int, source: Source, encoding: str,
-                separator: str) -> np.ndarray:
-    """The class labels in ``column`` (a name, or an index) of a CSV file whose ``rows`` rows ``read_numeric`` read
-    (``source``), as text without the blanks around it; an empty or missing label (NA, ...) is refused, naming its
-    line."""
-    index = (lambda names: [column]) if isinstance(column, int) else (lambda names: [_column(names, column, path)])
-    [text] = read_text_columns(path, index, dataset=path.stem, delimiter=SEPARATORS[separator], encoding=encoding,
-                               rows=rows).values()
+def read_labels(path: Path, columns: Callable[[list[str]], list[int]], rows: int, source: Source, encoding: str,
+                separator: str) -> tuple[str, np.ndarray]:
+    """(name, class labels) of the one column ``columns`` picks of a CSV file whose ``rows`` rows ``read_numeric``
+    read (``source``), each label as text without the blanks around it; a missing one (empty, NA, ?, ...: a field
+    ``read_numeric`` reads as missing) is refused, naming its line."""
+    [(name, text)] = read_text_columns(path, columns, dataset=path.stem, delimiter=SEPARATORS[separator],
+                                       encoding=encoding, rows=rows).items()
     text = np.array([label.strip() for label in text], dtype=object)
-    missing = np.isin(text, list(NOT_LABELS))
+    missing = np.isin(text, list(MISSING))
     if missing.any():
         first = int(np.argmax(missing))
         raise ValueError(f"{path.stem}: the target has {int(missing.sum())} missing class label(s) (first "
                          f"{text[first]!r}, on file line {source.line(first)} of {path}); drop or fill those rows, "
                          "or rename the class")
-    return text
+    return name, text
 
 
-def label_numbers(labels: np.ndarray) -> np.ndarray:
-    """Class labels of text as the numbers they write (NaN for one that writes none), as a numeric column reads."""
-    import pandas as pd
-
-    return pd.to_numeric(pd.Series(labels, dtype=object), errors="coerce").to_numpy(dtype=np.float64)
+PLAIN_INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # a label read as a number: no other text writes that number
 
 
 def _coded(labels: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """(y, classes) of a table's class labels: their numbers, and None, where every label is a number; else each
-    row's index into the sorted labels, which are the ``classes``."""
-    numbers = label_numbers(labels)
-    if not np.isnan(numbers).any():
+    """(y, classes) of a table's class ``labels`` (text): the numbers, and None, where every label is an integer
+    written plainly (0, 7, -2), or where they are numbers with fractions (a regression's target, which
+    classification refuses); else each row's index into the sorted labels, which are the classes, as written
+    (007, 1.0, True): two labels are one class only where they are written alike."""
+    numbers = text_numbers(labels)
+    if all(PLAIN_INTEGER.fullmatch(label) for label in labels) or np.isfinite(numbers).all() and (
+            numbers != np.round(numbers)).any():
         return numbers, None
     classes, y = np.unique(labels.astype(str), return_inverse=True)
     if len(classes) == 1:
@@ -136,7 +148,8 @@ def load_csv_rows(path: Path | str, features: list[str] | int, target: str | Non
     X = np.ascontiguousarray(data[:, :n_features])
     check_features(path.stem, X, names[:n_features], source)
     if labels and target is not None:
-        return X, read_labels(path, target, len(X), source, encoding, separator)
+        return X, read_labels(path, lambda names: [_column(names, target, path)], len(X), source, encoding,
+                              separator)[1]
     y = None if target is None else data[:, n_features]
     if y is not None:
         check_target(path.stem, y, source)

@@ -15,10 +15,15 @@ from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
-__all__ = ["Source", "TextTable", "read_numeric", "read_indices"]
+__all__ = ["Source", "TextTable", "read_numeric", "read_indices", "read_text_columns", "text_numbers", "MISSING",
+           "MissingColumn", "NotNumeric", "NotInEncoding"]
 
 # Read as missing (NaN, then reported as such) besides pandas' own markers (empty, NA, NaN, null, N/A, ...).
 _NA_MARKERS = ["?", "na", "Na", "none", "None", "NONE", "Null", "NAN", "Nan"]
+_PANDAS_NA = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+              "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # read_csv's defaults (its documentation lists them)
+MISSING = frozenset(_NA_MARKERS + _PANDAS_NA)  # every field read_numeric reads as a missing value
+_BOOLEANS = {"True": "1", "TRUE": "1", "true": "1", "False": "0", "FALSE": "0", "false": "0"}  # as pandas reads them
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _COMMA_NUMBER = re.compile(r"[+-]?\d[\d,]*,\d*(\.\d*)?")  # 3,142 or 17,640.52: a decimal comma, or thousands
 _DELIMITERS = ",;\t|"  # a CSV file's separators, one of which may be another than the one it is read with
@@ -26,6 +31,14 @@ _DELIMITERS = ",;\t|"  # a CSV file's separators, one of which may be another th
 
 class MissingColumn(ValueError):
     """A column asked for by name that the header lacks: perhaps a header read with another separator."""
+
+
+class NotNumeric(ValueError):
+    """A column read as numbers that holds text (its name, or None in a file without a header: ``column``)."""
+
+    def __init__(self, message: str, column: str | None):
+        super().__init__(message)
+        self.column = column
 
 
 class NotInEncoding(ValueError):
@@ -231,6 +244,23 @@ def _parser_problem(error: Exception, path: Path) -> str:
     return f"file line {line} of {path} has {saw} fields, expected {expected}"
 
 
+def _numbers(values: pd.Series) -> pd.Series:
+    """The numbers a column of text writes, True and False as 1 and 0 (a boolean column with missing values); NaN
+    where one writes none, or is missing."""
+    import pandas as pd
+
+    return pd.to_numeric(values.astype(str).replace(_BOOLEANS).where(values.notna()), errors="coerce")
+
+
+def text_numbers(texts: np.ndarray) -> np.ndarray:
+    """Fields of text as ``read_numeric`` reads them as numbers (float64; NaN for a missing one, or one that writes
+    no number)."""
+    import pandas as pd
+
+    values = pd.Series(texts, dtype=object)
+    return _numbers(values.where(~values.isin(list(MISSING)))).to_numpy(dtype=np.float64)
+
+
 def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, dataset: str) -> np.ndarray:
     """The frame as float64; a column pandas could not read as numbers is named with its first non-number."""
     import pandas as pd
@@ -241,8 +271,7 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
             continue
         if pd.api.types.is_numeric_dtype(values):
             continue
-        written = values.astype(str).replace({"True": "1", "False": "0"})  # a boolean column with missing values
-        numbers = pd.to_numeric(written.where(values.notna()), errors="coerce")
+        numbers = _numbers(values)
         bad = np.flatnonzero(numbers.isna().to_numpy() & values.notna().to_numpy())
         if len(bad):
             text = str(values.iloc[bad[0]])
@@ -251,8 +280,9 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
             header = bad[0] == 0 and pd.to_numeric(frame.iloc[0].astype(str), errors="coerce").isna().all()
             hint = header and _first_line_hint(names, source.delimiter) or _number_hint(
                 text, source.delimiter, None if names is None else names[j])
-            raise ValueError(f"{dataset}: column {column} of {source.path} is not numeric (file line "
-                             f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}")
+            raise NotNumeric(f"{dataset}: column {column} of {source.path} is not numeric (file line "
+                             f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}",
+                             None if names is None else names[j])
         frame[frame.columns[j]] = numbers
     data = frame.to_numpy(dtype=np.float64)
     if data.size == 0:

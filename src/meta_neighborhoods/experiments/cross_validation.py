@@ -1,13 +1,15 @@
 """The protocol of Table 2 and the ablations: the methods, and repeated k-fold CV on identical folds.
 
-Every method sees the same folds; the target is standardised with each training fold's mean and std and the MSE
-is measured on that scale, so the numbers are comparable with the paper's Table 2. The whole CV is repeated over
-seeds, each with its own fold shuffle and model seed: one seed is an anecdote.
+Every method sees the same folds. In regression the target is standardised with each training fold's mean and std
+and the MSE is measured on that scale, so the numbers are comparable with the paper's Table 2; in classification the
+folds are stratified and the error is the share of test rows misclassified. The whole CV is repeated over seeds,
+each with its own fold shuffle and model seed: one seed is an anecdote.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import logging
@@ -18,11 +20,11 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import mean_squared_error
-from sklearn.model_selection import GridSearchCV, KFold, train_test_split
-from sklearn.neighbors import KNeighborsRegressor
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, train_test_split
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
@@ -30,9 +32,9 @@ from tqdm.auto import tqdm
 from ..callbacks import bar_disabled
 from ..datasets.tables import Table
 from ..estimator_settings import check_before_fit
-from ..estimators import MetaNeighborhoodsRegressor
+from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from ..standardise import standardiser
-from ..validation import ConfigError, check_int, check_seed, check_threads
+from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,45 +46,53 @@ SEARCH_VALIDATION = 0.2
 SEARCH = "architecture search"  # the name the search's fits are counted under in ``unconverged``
 REFERENCE = "meta_neighborhoods"  # the method a table run tests against every other
 BASELINE = "vanilla"  # what the ratios are relative to
+REGRESSION, CLASSIFICATION = "regression", "classification"
+ESTIMATORS = {REGRESSION: MetaNeighborhoodsRegressor, CLASSIFICATION: MetaNeighborhoodsClassifier}  # by task
+METRICS = {REGRESSION: "mse", CLASSIFICATION: "error_rate"}  # a fold's error, lower better, by task
 
 
 # ---------------------------------------------------------------------------------------------------
-# Methods: factory(seed=, n_train=, params=) -> unfitted estimator; params only reach the MLP estimators
+# Methods: factory(seed=, n_train=, params=, task=) -> unfitted estimator; params only reach the MLP estimators
 
 
-def _knn(*, seed: int, n_train: int, params: dict):
+def _knn(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
     """k by inner CV; k never exceeds the smallest inner training split, where kNN would fail."""
     inner_train = n_train - math.ceil(n_train / KNN_INNER_FOLDS)
     grid = [k for k in KNN_NEIGHBOURS if k <= inner_train]
-    pipeline = Pipeline([("scale", StandardScaler()), ("knn", KNeighborsRegressor())])
-    return GridSearchCV(pipeline, {"knn__n_neighbors": grid}, scoring="neg_mean_squared_error",
-                        cv=KFold(KNN_INNER_FOLDS, shuffle=True, random_state=seed))
+    knn, scoring, split = ((KNeighborsRegressor, "neg_mean_squared_error", KFold) if task == REGRESSION else
+                           (KNeighborsClassifier, "accuracy", StratifiedKFold))
+    pipeline = Pipeline([("scale", StandardScaler()), ("knn", knn())])
+    return GridSearchCV(pipeline, {"knn__n_neighbors": grid}, scoring=scoring,
+                        cv=split(KNN_INNER_FOLDS, shuffle=True, random_state=seed))
 
 
-def _vanilla(*, seed: int, n_train: int, params: dict):
+def _vanilla(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
     """The same MLP as Meta-Neighborhoods without neighbours, whatever ``params`` say about the dictionary."""
-    return MetaNeighborhoodsRegressor(**{"random_state": seed, **params, "dictionary_size": 0})
+    return ESTIMATORS[task](**{"random_state": seed, **params, "dictionary_size": 0})
 
 
-def meta_neighborhoods_estimator(*, seed: int, n_train: int, params: dict):
-    return MetaNeighborhoodsRegressor(**{"random_state": seed, **params})
+def meta_neighborhoods_estimator(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
+    return ESTIMATORS[task](**{"random_state": seed, **params})
 
 
-def _hist_gradient_boosting(*, seed: int, n_train: int, params: dict):
-    return HistGradientBoostingRegressor(random_state=seed)
+def _hist_gradient_boosting(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
+    model = HistGradientBoostingRegressor if task == REGRESSION else HistGradientBoostingClassifier
+    return model(random_state=seed)
 
 
-def _lightgbm(*, seed: int, n_train: int, params: dict):
-    from lightgbm import LGBMRegressor
+def _lightgbm(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
+    import lightgbm
 
-    return LGBMRegressor(random_state=seed, n_jobs=1, verbose=-1)
+    model = lightgbm.LGBMRegressor if task == REGRESSION else lightgbm.LGBMClassifier
+    return model(random_state=seed, n_jobs=1, verbose=-1)
 
 
-def _realmlp_td(*, seed: int, n_train: int, params: dict):
+def _realmlp_td(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
     """pytabkit's RealMLP with its tuned defaults (TD): robust scaling, numerical embeddings, its own schedule."""
-    from pytabkit import RealMLP_TD_Regressor
+    import pytabkit
 
-    return RealMLP_TD_Regressor(random_state=seed, device="cpu", n_threads=1, verbosity=0)
+    model = pytabkit.RealMLP_TD_Regressor if task == REGRESSION else pytabkit.RealMLP_TD_Classifier
+    return model(random_state=seed, device="cpu", n_threads=1, verbosity=0)
 
 
 TABLE_METHODS = {
@@ -94,14 +104,17 @@ TABLE_METHODS = {
 BASELINES = {"lightgbm": ("lightgbm", _lightgbm), "realmlp_td": ("pytabkit", _realmlp_td)}  # name: (package, factory)
 
 
-def available_methods() -> dict:
-    """TABLE_METHODS, plus each optional baseline whose package imports (``pip install -e '.[baselines]'``).
+def available_methods(task: str = REGRESSION) -> dict:
+    """TABLE_METHODS, plus each optional baseline whose package imports (``pip install -e '.[baselines]'``), for
+    ``task`` (their factories bound to it).
 
     Imported here, not only looked up: a package that is installed but broken (a missing shared library) is
     skipped with a warning before any fit, not found at the first fold's baseline after the others trained.
     """
-    return {**TABLE_METHODS,
-            **{name: factory for name, (package, factory) in BASELINES.items() if _imports(name, package)}}
+    methods = {**TABLE_METHODS,
+               **{name: factory for name, (package, factory) in BASELINES.items() if _imports(name, package)}}
+    check_option("task", task, ESTIMATORS)
+    return {name: functools.partial(factory, task=task) for name, factory in methods.items()}
 
 
 def _imports(name: str, package: str) -> bool:
@@ -125,23 +138,56 @@ def standardised_fold(table: Table, train: np.ndarray, test: np.ndarray):
     return table.X[train], (table.y[train] - mean) / std, table.X[test], (table.y[test] - mean) / std
 
 
-def _fit_mse(estimator, X_train, y_train, X_test, y_test) -> float:
-    return float(mean_squared_error(y_test, estimator.fit(X_train, y_train).predict(X_test)))
+def class_labels(table: Table) -> np.ndarray:
+    """The class labels a classifier fits, as the table names them: text, or integers (a numeric CSV holds them as
+    floats), where a column of fractions is refused, being most likely a regression's target, and classes of a row
+    or two are warned of."""
+    counts = np.unique(table.y, return_counts=True)[1]
+    if np.median(counts) < 3:
+        warnings.warn(f"{table.name}: {len(counts)} classes among {len(table.y)} rows, most of a row or two, too few "
+                      f"to learn them from ({table.description}); is it a regression's target?", UserWarning,
+                      stacklevel=2)
+    if table.classes is not None:
+        return np.asarray(table.classes, dtype=object)[table.y.astype(np.int64)]
+    fractional = table.y != np.round(table.y)
+    if fractional.any():
+        raise ValueError(f"{table.name}: classification needs class labels, but the target holds fractions such as "
+                         f"{table.y[np.argmax(fractional)]:g} ({table.description}); is it a regression's target?")
+    if np.abs(table.y).max() >= 2**53:  # from it on, a float64 holds no longer every integer: labels would merge
+        raise ValueError(f"{table.name}: the class labels reach {np.abs(table.y).max():g} ({table.description}), "
+                         "from 2**53 on, where the file's numbers no longer tell every integer apart; renumber them")
+    return table.y.astype(np.int64)
 
 
-def search_architecture(X: np.ndarray, y: np.ndarray, *, seed: int, params: dict) -> dict:
-    """The paper's search: every depth x width for the vanilla MLP, judged on an inner 80/20 split."""
-    X_fit, X_valid, y_fit, y_valid = train_test_split(X, y, test_size=SEARCH_VALIDATION, random_state=seed)
+def fold_data(table: Table, train: np.ndarray, test: np.ndarray, labels: np.ndarray | None = None):
+    """(X_train, y_train, X_test, y_test) of a fold: a regression's target standardised (``standardised_fold``),
+    or the class ``labels`` (``class_labels``) as they are."""
+    if labels is None:
+        return standardised_fold(table, train, test)
+    return table.X[train], labels[train], table.X[test], labels[test]
+
+
+def _fit_error(estimator, X_train, y_train, X_test, y_test, task: str = REGRESSION) -> float:
+    """The ``task``'s error (``METRICS``) on the test rows of the estimator fit on the training rows."""
+    predicted = estimator.fit(X_train, y_train).predict(X_test)
+    return float(mean_squared_error(y_test, predicted) if task == REGRESSION else np.mean(predicted != y_test))
+
+
+def search_architecture(X: np.ndarray, y: np.ndarray, *, seed: int, params: dict, task: str = REGRESSION) -> dict:
+    """The paper's search: every depth x width for the vanilla MLP, judged on an inner 80/20 split (stratified by
+    class in classification)."""
+    X_fit, X_valid, y_fit, y_valid = train_test_split(X, y, test_size=SEARCH_VALIDATION, random_state=seed,
+                                                      stratify=None if task == REGRESSION else y)
     started, scores = time.perf_counter(), {}
     for depth in SEARCH_DEPTHS:
         for width in SEARCH_WIDTHS:
             layers = (width,) * depth
-            model = _vanilla(seed=seed, n_train=len(X_fit), params={**params, "hidden_layer_sizes": layers})
-            scores[layers] = _fit_mse(model, X_fit, y_fit, X_valid, y_valid)
+            model = _vanilla(seed=seed, n_train=len(X_fit), params={**params, "hidden_layer_sizes": layers}, task=task)
+            scores[layers] = _fit_error(model, X_fit, y_fit, X_valid, y_valid, task)
     best = min(scores, key=scores.get)
     return {
         "hidden_layer_sizes": list(best),
-        "validation_mse": {"x".join(map(str, layers)): mse for layers, mse in scores.items()},
+        f"validation_{METRICS[task]}": {"x".join(map(str, layers)): error for layers, error in scores.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -173,18 +219,21 @@ def _check_size(table: Table, methods: dict, folds: int) -> None:
                              methods else ""), "folds")
 
 
-def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int):
+def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int, labels: np.ndarray | None = None):
     """(seed, fold, train, test) of ``seeds`` repeats of k-fold CV, seed-major: repeat r shuffles with seed + r,
-    and the models of that repeat are seeded with it too. Entry r * folds + f of every error list is (r, f)."""
+    and the models of that repeat are seeded with it too. Entry r * folds + f of every error list is (r, f). With
+    class ``labels`` the folds are stratified: each holds each class's share of the rows."""
+    split = KFold if labels is None else StratifiedKFold
     for repeat_seed in range(seed, seed + seeds):
-        for fold, (train, test) in enumerate(KFold(folds, shuffle=True, random_state=repeat_seed).split(
-                np.empty((n_rows, 1)))):
+        for fold, (train, test) in enumerate(split(folds, shuffle=True, random_state=repeat_seed).split(
+                np.empty((n_rows, 1)), labels)):
             yield repeat_seed, fold, train, test
 
 
 def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params: dict, seeds: int = 1,
-                   search: bool = False, progress: bool = True) -> dict:
-    """One CV loop for every experiment: the same folds for every method, per-fold MSE and fit+predict time, for
+                   search: bool = False, progress: bool = True, task: str = REGRESSION) -> dict:
+    """One CV loop for every experiment: the same folds for every method (``methods`` made for ``task``, as
+    ``available_methods`` gives them), per-fold error (``METRICS``) and fit+predict time, for
     each method whose estimator reports them (the vanilla fallback) the network each fold kept and the validation
     losses it chose by, the dictionary size each fit had (capped at its training rows), and how many fits stopped
     at ``max_epochs`` before early stopping ended them (``unconverged``)."""
@@ -193,15 +242,17 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     errors, kept, losses, sizes, unconverged, said = {name: [] for name in methods}, {}, {}, {}, {}, set()
     seconds = dict.fromkeys(methods, 0.0)
     architectures, fold_seeds = [], []
+    check_option("task", task, METRICS)
+    labels = None if task == REGRESSION else class_labels(table)
     with tqdm(total=seeds * folds * len(methods), desc=table.name, disable=bar_disabled(progress)) as bar:
-        for repeat_seed, fold, train, test in repeated_folds(len(table.y), folds, seed, seeds):
-            X_train, y_train, X_test, y_test = standardised_fold(table, train, test)
+        for repeat_seed, fold, train, test in repeated_folds(len(table.y), folds, seed, seeds, labels):
+            X_train, y_train, X_test, y_test = fold_data(table, train, test, labels)
             fold_params, where = dict(params), f"seed {repeat_seed} fold {fold + 1}"
             fold_seeds.append(repeat_seed)
             if search:
                 bar.set_postfix_str(f"{where}: architecture search")
                 with _counting_unconverged(unconverged, SEARCH, said):
-                    choice = search_architecture(X_train, y_train, seed=repeat_seed, params=params)
+                    choice = search_architecture(X_train, y_train, seed=repeat_seed, params=params, task=task)
                 architectures.append({"seed": repeat_seed, "fold": fold, **choice})
                 fold_params["hidden_layer_sizes"] = tuple(choice["hidden_layer_sizes"])
             for name, factory in methods.items():
@@ -209,7 +260,7 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                 started = time.perf_counter()
                 model = factory(seed=repeat_seed, n_train=len(train), params=fold_params)
                 with _counting_unconverged(unconverged, name, said):
-                    errors[name].append(_fit_mse(model, X_train, y_train, X_test, y_test))
+                    errors[name].append(_fit_error(model, X_train, y_train, X_test, y_test, task))
                 if hasattr(model, "selected_"):
                     kept.setdefault(name, []).append(model.selected_)
                 if hasattr(model, "validation_losses_"):

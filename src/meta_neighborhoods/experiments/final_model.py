@@ -15,20 +15,19 @@ import numpy as np
 import torch
 
 from .. import checkpoint
-from ..datasets.csv_tables import SEPARATORS, label_numbers, load_csv_rows, load_csv_text
+from ..datasets.csv_tables import SEPARATORS, load_csv_rows, load_csv_text
 from ..datasets.tables import Table
+from ..datasets.text_tables import text_numbers
 from ..estimator_settings import check_before_fit
-from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from ..io import LOCK, atomic_write, claimed, replaceable, write_json
 from ..persistence import FOLDER_MODEL as MODEL, saved_stem
 from ..training import resolve_device, torch_threads
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
-from .cross_validation import subset_rows
+from .cross_validation import ESTIMATORS, class_labels, subset_rows
 from .table_records import run_config
 
 RECORD = "fit.json"
 FIT_KIND = "fit"  # io.RUN_KINDS
-ESTIMATORS = {"regression": MetaNeighborhoodsRegressor, "classification": MetaNeighborhoodsClassifier}
 LOGGER = logging.getLogger(__name__)
 
 
@@ -45,6 +44,8 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
     params = dict(estimator_params or {})
     used = subset_rows(table, options["max_rows"], options["seed"])
     y = _targets(used, task)
+    if task != "regression" and len(used.y) < len(table.y):
+        _warn_lost_classes(class_labels(table), y)
     estimator = ESTIMATORS[task](**{"random_state": options["seed"], **params, "verbose": int(progress)})
     check_before_fit(estimator, len(y), used.X.shape[1])
     X = _named(used)
@@ -72,20 +73,18 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
 
 
 def _targets(table: Table, task: str) -> np.ndarray:
-    """The target a ``task``'s estimator fits: class labels as the table names them, text or integers (a numeric
-    CSV holds them as floats), where a column of fractions is refused, being most likely a regression's target."""
-    if task == "regression":
-        return table.y
-    if table.classes is not None:
-        return np.asarray(table.classes, dtype=object)[table.y.astype(np.int64)]
-    fractional = table.y != np.round(table.y)
-    if fractional.any():
-        raise ValueError(f"{table.name}: classification needs class labels, but the target holds fractions such as "
-                         f"{table.y[np.argmax(fractional)]:g} ({table.description}); is it a regression's target?")
-    if np.abs(table.y).max() > 2**53:  # past it, a float64 holds no longer every integer: labels would merge
-        raise ValueError(f"{table.name}: the class labels reach {np.abs(table.y).max():g} ({table.description}), "
-                         "beyond 2**53, where the file's numbers no longer tell every integer apart; renumber them")
-    return table.y.astype(np.int64)
+    """The target a ``task``'s estimator fits: a regression's values, or the class labels (``class_labels``)."""
+    return table.y if task == "regression" else class_labels(table)
+
+
+def _warn_lost_classes(labels: np.ndarray, drawn: np.ndarray) -> None:
+    """Warn where the rows drawn (``max_rows``) lack classes of the table's ``labels``: the model never predicts
+    those."""
+    lost = np.setdiff1d(np.unique(labels), np.unique(drawn))
+    if len(lost):
+        warnings.warn(f"the {len(drawn)} rows drawn (max_rows) hold {len(np.unique(drawn))} of the table's "
+                      f"{len(lost) + len(np.unique(drawn))} classes: the model never predicts {str(lost[0])!r}"
+                      f"{' and the others' * (len(lost) > 1)}", UserWarning, stacklevel=3)
 
 
 def _named(table: Table):
@@ -119,6 +118,8 @@ def _training(estimator, seconds: float) -> dict:
 def load_model(path):
     """The estimator saved at ``path``: a fit folder, or a checkpoint as ``save`` was given it (``model`` or
     ``model.json``), of either class, every field checked (``persistence.load``)."""
+    if Path(path).name == RECORD:
+        raise FileNotFoundError(f"{path} is the record of a fit: give its folder, {Path(path).parent}")
     stem = saved_stem(path)
     if not checkpoint.exists(stem):
         raise FileNotFoundError(f"{path} is neither a fit's folder nor a saved model (no {stem}.json)")
@@ -179,7 +180,7 @@ def _score(estimator, predicted: np.ndarray, y: np.ndarray | None, target: str |
     warning of labels it never saw."""
     if y is None or not hasattr(estimator, "classes_"):
         return None if y is None else float(np.mean((predicted - y) ** 2))
-    labels = label_numbers(y) if estimator.classes_.dtype.kind in "iufb" else y
+    labels = text_numbers(y) if estimator.classes_.dtype.kind in "iufb" else y  # as fit read them: True is 1
     unseen = ~np.isin(labels, estimator.classes_)
     if unseen.any():
         LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,

@@ -20,14 +20,15 @@ from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
 from ..significance import compare
 from ..training import resolve_device, torch_threads
-from ..validation import NONE, ConfigError
+from ..validation import NONE, ConfigError, check_option
 from .ablation_caps import CAPS, capped_values, point_notes
 from .cross_validation import (
-    BASELINE, REFERENCE, available_methods, check_method_settings, cross_validate, meta_neighborhoods_estimator,
-    protocol_options, protocol_rows,
+    BASELINE, METRICS, REFERENCE, REGRESSION, available_methods, check_method_settings, class_labels, cross_validate,
+    meta_neighborhoods_estimator, protocol_options, protocol_rows,
 )
 from .reports import (
-    ablation_markdown, neighbours_kept, protocol_text, results_markdown, summary_markdown, warn_unconverged,
+    METRIC_TEXT, ablation_markdown, neighbours_kept, protocol_text, results_markdown, summary_markdown,
+    warn_unconverged,
 )
 from .table_records import recorded, run_config
 
@@ -47,27 +48,30 @@ LOGGER = logging.getLogger(__name__)
 
 def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS, search: bool = False,
                    methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
-                   progress: bool = True, overwrite: bool = False, threads: int | None = None) -> dict:
+                   progress: bool = True, overwrite: bool = False, threads: int | None = None,
+                   task: str = REGRESSION) -> dict:
     """Table 2 for one data set: writes results.json, results.md and folds.png into ``out`` (a folder holding any
-    table run's files is refused unless ``overwrite``).
+    table run's files is refused unless ``overwrite``). With ``task="classification"`` the methods are classifiers
+    on the table's class labels, the folds stratified, and the error the share of test rows misclassified.
 
     The whole ``folds``-fold CV runs ``seeds`` times (seeds ``seed``, ``seed + 1``, ...), every method on the same
     folds. ``estimator_params`` override the estimators' defaults for vanilla and Meta-Neighborhoods alike
     (vanilla keeps ``dictionary_size=0``); with ``search=True`` the searched architecture overrides theirs.
     ``max_rows`` runs on a random subset of that many rows, to bound the cost; ``threads``, torch's CPU threads
-    while it runs (recorded: ``protocol_options``). ``methods`` default to ``available_methods()``.
+    while it runs (recorded: ``protocol_options``). ``methods`` default to ``available_methods(task)``.
     """
-    methods = _with_reference(methods)
-    prepared = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads)
+    methods = _with_reference(methods, task)
+    prepared = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads, task=task)
     with torch_threads(prepared[0]["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         results = _table_results(table, methods, *prepared, search, progress)
         _write_table_run(out, results)
     return results
 
 
-def _with_reference(methods: dict | None) -> dict:
-    """A table run's ``methods`` (None: ``available_methods()``), which the tests compare with Meta-Neighborhoods."""
-    methods = available_methods() if methods is None else methods
+def _with_reference(methods: dict | None, task: str = REGRESSION) -> dict:
+    """A table run's ``methods`` (None: ``available_methods(task)``), which the tests compare with
+    Meta-Neighborhoods."""
+    methods = available_methods(task) if methods is None else methods
     if REFERENCE not in methods:
         raise ConfigError(f"methods must include {REFERENCE!r}, the reference of the tests")
     return methods
@@ -79,11 +83,11 @@ def _table_results(table: Table, methods: dict, options: dict, used: Table, para
     its comparison of the methods: the run's record."""
     folds = options["folds"]
     cv = cross_validate(used, methods, folds=folds, seed=options["seed"], seeds=options["seeds"], params=params,
-                        search=search, progress=progress)
+                        search=search, progress=progress, task=options["task"])
     summary = compare(cv["folds"], REFERENCE, folds, baseline=BASELINE)
     varied = {"hidden_layer_sizes": "searched per fold, see architectures"} if search else {}
     return {
-        **_folds_record(table, used, cv), "folds": cv["folds"], "kept": cv["kept"],
+        **_folds_record(table, used, cv, options["task"]), "folds": cv["folds"], "kept": cv["kept"],
         "validation_losses": cv["validation_losses"], **summary,
         "p_value_vs_vanilla": summary["p_values"].get("vanilla"), "seconds": cv["seconds"],
         **({"architectures": cv["architectures"]} if search else {}),
@@ -98,21 +102,27 @@ def _write_table_run(out: Path, results: dict) -> None:
     write_text(out / "results.md", results_markdown(results))
     kept = results["kept"].get(REFERENCE, [])
     vanilla_kept = [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]
-    fold_errors_figure(out / "folds.png", results["folds"], f"{results['dataset']}: MSE per fold, "
-                       f"{protocol_text(results['config'])}", results["config"]["folds"], (REFERENCE, vanilla_kept))
+    short, _, axis = METRIC_TEXT[results["metric"]]
+    fold_errors_figure(out / "folds.png", results["folds"], f"{results['dataset']}: {short} per fold, "
+                       f"{protocol_text(results['config'])}", results["config"]["folds"], (REFERENCE, vanilla_kept),
+                       ylabel=axis)
 
 
-def _prepared(table: Table, methods: dict, estimator_params: dict | None, *protocol) -> tuple[dict, Table, dict]:
-    """A table run's ``protocol`` options (``protocol_options``' arguments), the rows it uses and its estimators'
-    settings, each checked before any folder is claimed."""
-    options = protocol_options(*protocol)
+def _prepared(table: Table, methods: dict, estimator_params: dict | None, *protocol,
+              task: str = REGRESSION) -> tuple[dict, Table, dict]:
+    """A table run's ``protocol`` options (``protocol_options``' arguments) with its ``task``, the rows it uses and
+    its estimators' settings, each checked before any folder is claimed."""
+    check_option("task", task, METRICS)
+    options = {**protocol_options(*protocol), "task": task}
     used = protocol_rows(table, methods, options)
+    if task != REGRESSION:
+        class_labels(used)  # a target of fractions is refused now, not at the first fold
     return options, used, _checked_params(estimator_params, methods, used, options["folds"])
 
 
-def _folds_record(table: Table, used: Table, cv: dict) -> dict:
+def _folds_record(table: Table, used: Table, cv: dict, task: str = REGRESSION) -> dict:
     """What a table run's record says of its table and folds, for regress and ablate alike."""
-    return {"dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": "mse",
+    return {"dataset": table.name, "n": len(used.y), "d": int(table.X.shape[1]), "metric": METRICS[task],
             "fold_seeds": cv["fold_seeds"], "fold_numbers": cv["fold_numbers"], "fold_order": FOLD_ORDER,
             "unconverged": cv["unconverged"]}
 

@@ -13,6 +13,11 @@ from .cross_validation import BASELINE, REFERENCE, SEARCH
 LOGGER = logging.getLogger(__name__)
 
 
+# A table run's error (cross_validation.METRICS) as reports name it: (short, what it measures, a figure's axis).
+METRIC_TEXT = {"mse": ("MSE", "MSE on the standardised target", "MSE (standardised target)"),
+               "error_rate": ("error rate", "error rate, the share of test rows misclassified", "error rate")}
+
+
 def number(x: float) -> str:
     """Four significant digits, trailing zeros kept so that a column of errors lines up."""
     return f"{x:#.4g}".rstrip(".")
@@ -52,16 +57,17 @@ def results_markdown(results: dict) -> str:
              p_cell(results["p_values"].get(name)), gap_cell(results["resolvable"].get(name), results["mean"][name]),
              p_cell(results["p_values_first_seed"].get(name))]
             for name in results["folds"]]
-    title = (f"# {results['dataset']}: MSE on the standardised target (n = {results['n']}, d = {results['d']}; "
+    short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
+    title = (f"# {results['dataset']}: {measured} (n = {results['n']}, d = {results['d']}; "
              f"{protocol_text(config)})\n\n"
              f"Mean ± std over all {total} (seed, fold) errors. MN won/tied/lost: folds where Meta-Neighborhoods has "
              f"the lower, the same, the higher error. p corrected: Nadeau & Bengio's corrected repeated-CV t-test of "
              f"MN against the method over all of them; resolves: the smallest gap between MN and the method that "
              f"test could call significant (p < 0.05) given how the gap varies from fold to fold, in % of the "
-             f"method's MSE; p paired: the paper's paired t-test over the {config['folds']} folds of seed "
+             f"method's {short}; p paired: the paper's paired t-test over the {config['folds']} folds of seed "
              f"{config['seed']}. Std: of the {total} errors (population, ddof = 0).\n\n{method_note(config)}\n\n")
-    table = markdown_table(["method", "MSE (mean ± std)", f"ratio to {BASELINE}", "MN won/tied/lost", "p corrected",
-                            "resolves", "p paired (first seed)"], rows)
+    table = markdown_table(["method", f"{short} (mean ± std)", f"ratio to {BASELINE}", "MN won/tied/lost",
+                            "p corrected", "resolves", "p paired (first seed)"], rows)
     kept = neighbours_kept(results)
     if kept is not None and config["estimator"].get("vanilla_fallback", True):
         table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
