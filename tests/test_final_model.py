@@ -177,10 +177,10 @@ def test_predict_names_what_is_wrong_with_the_file(files, capsys, change, messag
 
 @pytest.mark.parametrize("out, flags, message", [
     ("p.csv", [], "already exists: replace it with --overwrite"),
-    ("new.csv", ["--overwrite"], "is one of the files predict reads"),
-    ("model/model.json", ["--overwrite"], "is one of the files predict reads"),
-    ("model/fit.json", ["--overwrite"], "is one of the files predict reads"),
-    ("model/.lock", ["--overwrite"], "is one of the files predict reads"),
+    ("new.csv", ["--overwrite"], "is one of the files read"),
+    ("model/model.json", ["--overwrite"], "is one of the files read"),
+    ("model/fit.json", ["--overwrite"], "is one of the files read"),
+    ("model/.lock", ["--overwrite"], "is one of the files read"),
     ("model", ["--overwrite"], "is not a regular file"),
     ("elsewhere/", [], "names a folder"),
 ])
@@ -489,3 +489,30 @@ def test_a_target_of_many_classes_of_a_row_or_two_is_warned_of(tmp_path, capsys)
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "label", "--task", "classification",
                  "--out", str(tmp_path / "model"), *SMALL]) == 0
     assert "40 classes among 80 rows, most of a row or two" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_export_writes_a_fits_estimator_as_a_graph_that_answers_as_it_does(tmp_path, capsys, task):
+    ort = pytest.importorskip("onnxruntime", reason="ONNX export needs onnxruntime: pip install '.[export]'")
+    pytest.importorskip("onnxscript", reason="torch's ONNX exporter needs onnxscript: pip install '.[export]'")
+    table = _species() if task == "classification" else _table().drop(columns="label")
+    table.to_csv(tmp_path / "train.csv", index=False)
+    target = "species" if task == "classification" else "y"
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", target, "--task", task, "--out",
+                 str(tmp_path / "model"), *SMALL]) == 0
+    before = {path: path.read_bytes() for path in (tmp_path / "model").iterdir()}
+    for out in ("model/model.json", "model/fit.json"):
+        assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / out), "--overwrite"]) == 1
+        assert "is one of the files read" in capsys.readouterr().err
+    assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / "model.onnx"), "--quiet"]) == 0
+    assert "max |onnxruntime - estimator|" in capsys.readouterr().out
+    assert {path: path.read_bytes() for path in (tmp_path / "model").iterdir()} == before
+    estimator = (MetaNeighborhoodsClassifier if task == "classification" else MetaNeighborhoodsRegressor).load(
+        tmp_path / "model")
+    rows = table[["a", "b", "c"]]
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"input": rows.to_numpy(dtype=np.float32)})
+    expected = estimator.predict_proba(rows) if task == "classification" else estimator.predict(rows)
+    np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5)
+    assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / "model.onnx")]) == 1
+    assert "already exists" in capsys.readouterr().err

@@ -814,7 +814,7 @@ def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_
                  "2", "--seeds", "1", "--max-epochs", "1", "--max-rows", "60", "--device", "cpu", "--quiet"]) == 0
     captured = capsys.readouterr()
     shipped = ["gom", "gom-longitude"]
-    missing = [name for name in available_tables() if name not in shipped]
+    missing = [name for name in available_tables("regression") if name not in shipped]  # digits classifies
     assert all(f"skipping {name}:" in captured.err for name in missing)
     summary = json.loads((tmp_path / "all" / "summary.json").read_text())
     assert list(summary["datasets"]) == shipped and list(summary["skipped"]) == missing
@@ -1108,3 +1108,22 @@ def test_a_regression_target_is_refused_as_class_labels_before_any_folder(tiny_c
     assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", "--task", "classification", "--out",
                  str(tmp_path / "r"), "--quiet"]) == 1
     assert "classification needs class labels" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_the_registered_classification_table_runs_with_its_task_only(tmp_path, capsys, fast_estimators):
+    from meta_neighborhoods.datasets.tables import available_tables
+
+    assert "digits" in available_tables() and "digits" not in available_tables("regression")
+    assert available_tables("classification") == ["digits"]
+    for argv, message in ((["regress", "--dataset", "digits"], "digits is a classification table: give --task "
+                                                               "classification"),
+                          (["ablate", "--dataset", "digits", "--param", "top_k", "--values", "1", "2"],
+                           "digits is a classification table: ablate runs on regression tables"),
+                          (["fit", "--dataset", "gom", "--task", "classification"],
+                           "gom is a regression table: give --task regression")):
+        assert main([*argv, "--out", str(tmp_path / "refused"), "--quiet"]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    assert main(["regress", "--dataset", "digits", "--task", "classification", "--max-rows", "120", "--folds", "2",
+                 "--seeds", "1", "--out", str(tmp_path / "digits"), "--quiet"]) == 0
+    results = json.loads((tmp_path / "digits" / "results.json").read_text())
+    assert (results["dataset"], results["n"], results["d"], results["metric"]) == ("digits", 120, 64, "error_rate")

@@ -34,7 +34,7 @@ GOM_RAW = tables._GOM_PACKAGED
 
 
 def test_registry_lists_every_table():
-    assert available_tables() == ["gom", "gom-longitude", *UCI_SHAPES, "music", "toms", "cte", "super"]
+    assert available_tables() == ["gom", "gom-longitude", *UCI_SHAPES, "music", "toms", "cte", "super", "digits"]
 
 
 def test_unknown_name_raises_and_lists_known_names():

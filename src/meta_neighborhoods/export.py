@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -152,16 +152,35 @@ def _check_dtype(module: nn.Module, example_input: torch.Tensor) -> None:
                         f"{', '.join(sorted(map(str, weights)))}: give an input of the weights' dtype")
 
 
-def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:
-    """Largest |onnxruntime - PyTorch| over ``inputs``: how faithful the graph at ``path`` is to ``module``."""
+def onnx_output(path, inputs: np.ndarray) -> np.ndarray:
+    """What the graph at ``path`` gives for ``inputs``, run by onnxruntime on the CPU."""
     _require("onnxruntime")
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (onnx_output,) = session.run([OUTPUT], {INPUT: inputs.numpy()})
+    return session.run([OUTPUT], {INPUT: inputs})[0]
+
+
+def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:
+    """Largest |onnxruntime - PyTorch| over ``inputs``: how faithful the graph at ``path`` is to ``module``."""
     with torch.no_grad():
         torch_output = _exportable(module)(inputs)
-    return float(np.abs(onnx_output - torch_output.numpy()).max())
+    return float(np.abs(onnx_output(path, inputs.numpy()) - torch_output.numpy()).max())
+
+
+def write_checked(path: Path, write: Callable[[Path], Path], difference: Callable[[Path], float]) -> float:
+    """Write a graph with ``write`` into a scratch folder beside ``path``, measure it (``difference``: its largest
+    from PyTorch's answers), and move it to ``path`` only where that is finite: otherwise nothing is written."""
+    folder = prepare_out_dir(path.parent)
+    _say_leftovers(folder, path.name)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{path.name}.") as scratch:
+        candidate = write(Path(scratch) / path.name)
+        measured = difference(candidate)
+        if not np.isfinite(measured):
+            raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference "
+                               f"{measured}); nothing was written")
+        os.replace(candidate, path)
+    return measured
 
 
 def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[Path, float]:
@@ -183,16 +202,8 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
     generator = torch.Generator().manual_seed(seed)
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
                       for n in (2, CHECK_BATCH))
-    folder = prepare_out_dir(path.parent)
-    _say_leftovers(folder, path.name)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=f".{path.name}.") as scratch:
-        candidate = export_onnx(model, example, Path(scratch) / path.name, IMAGES, metadata)
-        difference = max_difference(candidate, model, check)
-        if not np.isfinite(difference):
-            raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference "
-                               f"{difference}); nothing was written")
-        os.replace(candidate, path)
-    return path, difference
+    return path, write_checked(path, lambda scratch: export_onnx(model, example, scratch, IMAGES, metadata),
+                               lambda candidate: max_difference(candidate, model, check))
 
 
 def _say_leftovers(folder: Path, name: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, HEADS, SEEDS, SLOT_DRAWS, MNConfig
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
 from ..datasets.csv_tables import SEPARATORS, load_csv_table
-from ..datasets.tables import available_tables, load_table
+from ..datasets.tables import TABLES, available_tables, load_table
 from ..datasets.text_tables import NotInEncoding
 from .config_file import float_or_none, int_or_none
 
@@ -197,12 +197,17 @@ def check_target(args) -> None:
 def load_table_source(args):
     """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target),
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
+    task = getattr(args, "task", None) or "regression"
+    kind = None if args.data_file is not None else TABLES[args.dataset].task
+    if kind not in (None, task):
+        hint = f"give --task {kind}" if hasattr(args, "task") else f"{args.command} runs on regression tables"
+        raise UsageError(f"{args.dataset} is a {kind} table: {hint}")
     try:
         if args.data_file is not None:
             ignore = getattr(args, "ignore_columns", None) or ()
             table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
                                    () if list(ignore) == [NONE] else tuple(ignore),
-                                   labels=getattr(args, "task", None) == "classification")
+                                   labels=task == "classification")
         else:
             table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:

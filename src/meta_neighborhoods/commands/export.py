@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from .common import verbosity
 
@@ -11,9 +12,15 @@ LOGGER = logging.getLogger(__name__)
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", help="a classify run's best network as one ONNX graph, to deploy without Python",
+        "export", help="a classify run's best network, or a fit's estimator, as one ONNX graph, to deploy without "
+                       "Python",
         parents=[verbosity("warnings and errors only")],
-        description="Export the best checkpoint of a classify run as a single ONNX graph: backbone (with iFiLM), "
+        description="Export the estimator of a fit folder (meta-neighborhoods fit) as a single ONNX graph: input "
+                    "'input', float32 rows (batch, features) as the table holds them, in the order of the "
+                    "estimator's features (the graph standardises them); output 'output', the regressor's "
+                    "predictions or the classifier's class probabilities (feature and class names in its "
+                    "metadata), checked against the estimator on random rows. "
+                    "Or export the best checkpoint of a classify run as a single ONNX graph: backbone (with iFiLM), "
                     "attention over the dictionary, the inner finetuning steps and the cosine head, for onnxruntime "
                     "or any ONNX runtime. Input 'input': float32 images (batch, C, height, width), scaled to [0, 1] "
                     "and normalised with the per-channel mean and std of the run's training split, as in training "
@@ -26,7 +33,7 @@ def add_parser(subparsers) -> None:
                     "printed.",
     )
     parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
-                        help="folder of one classify run (with --method all: OUT/<method>)")
+                        help="folder of one classify run (with --method all: OUT/<method>), or of a fit")
     parser.add_argument("--format", choices=["onnx"], default="onnx",
                         help="file format (default %(default)s, the only one)")
     parser.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
@@ -35,14 +42,18 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..experiments.final_model import RECORD, export_fit
     from ..export import CHECK_BATCH, export_run
 
+    fit = (Path(args.run_dir) / RECORD).is_file()
     try:
-        path, difference = export_run(args.run_dir, args.out, overwrite=args.overwrite)
+        path, difference = (export_fit if fit else export_run)(args.run_dir, args.out, overwrite=args.overwrite)
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
-    print(f"{path} ({args.format}): input 'input' = normalised images (batch, C, height, width), output 'output' = "
-          f"class logits of the run's best network (normalisation, pixel recipe and class names in its metadata); "
-          f"max |onnxruntime - PyTorch| = {difference:.2e} on a random batch of {CHECK_BATCH}")
+    said = ("raw rows (batch, features), output 'output' = the estimator's predictions or class probabilities "
+            "(feature and class names in its metadata); max |onnxruntime - estimator|") if fit else (
+        "normalised images (batch, C, height, width), output 'output' = class logits of the run's best network "
+        "(normalisation, pixel recipe and class names in its metadata); max |onnxruntime - PyTorch|")
+    print(f"{path} ({args.format}): input 'input' = {said} = {difference:.2e} on a random batch of {CHECK_BATCH}")
     LOGGER.info("wrote %s", path)
     return 0

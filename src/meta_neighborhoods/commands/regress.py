@@ -43,7 +43,7 @@ def run(args) -> int:
     if args.dataset == "all" and args.task != "regression":
         raise UsageError("the registered tables are regression tables: --task classification takes --data-file")
     if args.dataset == "all":
-        run_regression_all(available_tables(), args.out, data_dir=args.data_dir, **options)
+        run_regression_all(available_tables("regression"), args.out, data_dir=args.data_dir, **options)
         written = ("summary.md", "summary.json and a folder per data set")
     else:
         run_regression(load_table_source(args), args.out, **options, task=args.task)

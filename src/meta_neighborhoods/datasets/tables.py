@@ -1,4 +1,5 @@
-"""Regression tables by name: one registry, one ``load_table`` call, every file checked before use.
+"""Tables by name, regression's and one classification table: one registry, one ``load_table`` call, every file
+checked before use.
 
 Names and where their files are looked for (``data_dir`` defaults to ``shared_data_dir()``):
 
@@ -18,6 +19,8 @@ Names and where their files are looked for (``data_dir`` defaults to ``shared_da
 * ``music``, ``toms``, ``cte``, ``super`` - large UCI files that are not shipped anywhere; put the
   official file in ``<data_dir>`` (or ``<data_dir>/<name>/``). No checksum is known for them, so the
   loader checks the column layout instead.
+* ``digits`` - a classification table (``TableSpec.task``): scikit-learn's 8 x 8 digits, which ship with
+  scikit-learn (no data folder), the 64 pixel counts as features and the digit as the class label.
 
 ``csv_tables.load_csv_table`` reads any numeric CSV with a header row for data sets outside the registry.
 
@@ -82,6 +85,7 @@ class TableSpec:
 
     loader: Callable[..., Table]
     options: dict[str, Any] = field(default_factory=dict)
+    task: str = "regression"  # or "classification": the target holds class labels
 
     def load(self, name: str, data_dir: Path | None) -> Table:
         return self.loader(name, data_dir, **self.options)
@@ -247,6 +251,16 @@ def _load_uci_file(
     return checked_table(name, data[:, keep], data[:, target_index], feature_names, description, source)
 
 
+def _load_digits(name: str, data_dir: Path | None) -> Table:
+    """scikit-learn's digits, from scikit-learn itself (a file shipped inside it; ``data_dir`` is not used): the
+    8 x 8 pixel counts (0..16) as they are, the digit as the class label."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
+
+    X, y = load_digits(return_X_y=True)
+    return Table(name, X.astype(np.float64), y.astype(np.float64), None,
+                 "scikit-learn's 8 x 8 digits: 1797 x 64 pixel counts (0..16); target = the digit (10 classes)")
+
+
 # ---------------------------------------------------------------------------------------------------
 # Registry
 
@@ -294,12 +308,14 @@ TABLES: dict[str, TableSpec] = {
         "description": "UCI Superconductivity data (train.csv): all 81 features, target = critical_temp. "
                        "The Meta-Neighborhoods paper lists d = 80; the official file has 81 features and all are kept.",
     }),
+    "digits": TableSpec(_load_digits, task="classification"),
 }
 
 
-def available_tables() -> list[str]:
-    """Registered names, in registry order (gom first, then the UCI benchmark, then the large UCI files)."""
-    return list(TABLES)
+def available_tables(task: str | None = None) -> list[str]:
+    """Registered names (of ``task``'s tables only, where given), in registry order (gom first, then the UCI
+    benchmark, then the large UCI files, then digits)."""
+    return [name for name, spec in TABLES.items() if task in (None, spec.task)]
 
 
 def load_table(name: str, data_dir: Path | str | None = None) -> Table:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint
+from .. import checkpoint, export
 from ..datasets.csv_tables import SEPARATORS, load_csv_rows, load_csv_text
 from ..datasets.tables import Table
 from ..datasets.text_tables import text_numbers
@@ -154,10 +154,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
                          target, encoding, separator, keep, labels=classifier)
     kept = load_csv_text(data_file, keep, len(X), encoding, separator) if keep else {}
-    if named:  # as it was fitted: scikit-learn warns of an array where it kept names
-        import pandas as pd
-
-        X = pd.DataFrame(X, columns=estimator.feature_names_in_)
+    X = _frame(estimator, X)
     estimator.model_.to(resolve_device(device))  # predict runs where the network is
     predicted = estimator.predict(X)
     if y is not None and predicted.ndim != 1:
@@ -188,6 +185,32 @@ def _score(estimator, predicted: np.ndarray, y: np.ndarray | None, target: str |
     return float(np.mean(predicted == labels))
 
 
+def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> tuple[Path, float]:
+    """The estimator saved at ``model`` (see ``load_model``) as one ONNX graph at ``out`` (its ``export_onnx``: raw
+    float32 rows in, its predictions, or a classifier's class probabilities, out), written only once it agrees with
+    the estimator on random rows around its training columns' means (the largest difference, returned); never over
+    the model's own files, nor over a file without ``overwrite``."""
+    estimator = load_model(model)
+    _check_out(out, overwrite, _model_files(model))
+    rows = np.random.default_rng(seed).normal(size=(export.CHECK_BATCH, estimator.n_features_in_))
+    rows = (rows * estimator.x_scale_ + estimator.x_mean_).astype(np.float32)
+    named = _frame(estimator, rows)
+    expected = estimator.predict_proba(named) if hasattr(estimator, "classes_") else estimator.predict(named)
+    difference = export.write_checked(Path(out), estimator.export_onnx, lambda candidate: float(np.abs(
+        export.onnx_output(candidate, rows).reshape(expected.shape) - expected).max()))
+    return Path(out), difference
+
+
+def _frame(estimator, X: np.ndarray):
+    """Rows as the estimator was fitted: with their columns' names where it kept them (scikit-learn warns of an
+    array there)."""
+    if not hasattr(estimator, "feature_names_in_"):
+        return X
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=estimator.feature_names_in_)
+
+
 def _model_files(model) -> list[Path]:
     """The files of the saved model at ``model``, which predictions never replace."""
     stem = saved_stem(model)
@@ -203,7 +226,7 @@ def _check_out(out, overwrite: bool, inputs: list) -> None:
     out = Path(out)
     if any(Path(path).exists() and out.exists() and out.samefile(path) or out.absolute() == Path(path).absolute()
            for path in inputs):
-        raise FileExistsError(f"{out} is one of the files predict reads (the data file or the model's); choose "
+        raise FileExistsError(f"{out} is one of the files read (the data file or the model's); choose "
                               "another --out")
     replaceable(out)
     if out.exists() and not overwrite:

@@ -173,9 +173,9 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     where they replace an earlier run's, they all take their places together at the end (``io.staged``): a failed
     or interrupted run leaves the earlier one whole, never some tables of each.
     """
-    unknown = [name for name in names if name not in available_tables()]
+    unknown = [name for name in names if name not in available_tables(REGRESSION)]
     if unknown:
-        known = ", ".join(available_tables())
+        known = ", ".join(available_tables(REGRESSION))
         raise ConfigError(f"unknown table(s) {', '.join(map(repr, unknown))}; known tables: {known}")
     protocol = (folds, seed, seeds, max_rows, threads)
     checked = protocol_options(*protocol)
