@@ -73,6 +73,9 @@ def test_the_record_of_a_fit_reruns_it_with_config(files):
     record = json.loads((tmp_path / "model" / "fit.json").read_text())
     assert record["task"] == "regression" and record["features"] == ["a", "b", "c"] and record["n"] == 80
     assert record["training"]["epochs"] == 3 and record["training"]["loss"] == "validation"
+    losses = record["training"]["validation_losses"]  # what the fallback chose by, each network's best
+    assert set(losses) == {"meta_neighborhoods", "vanilla"} and losses[record["training"]["kept"]] == min(
+        losses.values()) == record["training"]["best_loss"]
     assert record["config"]["estimator_params"]["dictionary_size"] == 16
     assert record["config"]["table_sha256"] and record["config"]["provenance"]["command"]
     assert any("max_epochs=3" in warning for warning in record["warnings"])  # cut short: said and kept
