@@ -68,7 +68,7 @@ def test_a_fit_without_validation_rows_says_its_loss_is_the_training_loss(tmp_pa
     assert MetaNeighborhoodsRegressor.load(tmp_path / "m").verbose == 0  # the command's progress is not the model's
 
 
-def test_the_record_of_a_fit_reruns_it_with_config(files):
+def test_the_record_of_a_fit_reruns_it_with_config(files, capsys):
     tmp_path, table, new = files
     record = json.loads((tmp_path / "model" / "fit.json").read_text())
     assert record["task"] == "regression" and record["features"] == ["a", "b", "c"] and record["n"] == 80
@@ -79,6 +79,9 @@ def test_the_record_of_a_fit_reruns_it_with_config(files):
     assert record["config"]["estimator_params"]["dictionary_size"] == 16
     assert record["config"]["table_sha256"] and record["config"]["provenance"]["command"]
     assert any("max_epochs=3" in warning for warning in record["warnings"])  # cut short: said and kept
+    assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--out", str(tmp_path / "again")]) == 2
+    assert "is the record of a run on a CSV file, whose path records never keep: give the file again with " \
+        "--data-file" in capsys.readouterr().err
     assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
                  "--out", str(tmp_path / "again"), "--quiet"]) == 0
     first, second = (MetaNeighborhoodsRegressor.load(tmp_path / name / "model") for name in ("model", "again"))

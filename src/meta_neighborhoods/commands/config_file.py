@@ -82,12 +82,20 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
         action.required = action.required and action.dest not in values
     for group in command._mutually_exclusive_groups:
         group.required = group.required and not any(action.dest in values for action in group._group_actions)
+        if group.required and "target" in values and not _given(group, argv):  # said before argparse's message
+            command.error(f"{path} is the record of a run on a CSV file, whose path records never keep: give the "
+                          "file again with --data-file")
     args = _parse(parser, argv, command)
     _settle_exclusive(command, args, values, defaults)
     args.config_gave = {dest: path for dest, value in values.items()  # `is`: a NaN the file gave is not == itself
                         if getattr(args, dest) is value or getattr(args, dest) == value}
     args.config_record = Path(path) if record else None  # a run's record, which a command may check more of
     return args
+
+
+def _given(group, argv: list[str]) -> bool:
+    """Whether ``argv`` gives an option of the mutually exclusive ``group`` (``--data-file x``, ``--data-file=x``)."""
+    return any(arg.split("=")[0] in action.option_strings for action in group._group_actions for arg in argv)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.ArgumentParser | None):
