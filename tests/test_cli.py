@@ -88,7 +88,7 @@ def test_regress_and_ablate_share_the_table_source(capsys, name):
     for option in ("--dataset NAME", "--data-file PATH", "--target COLUMN", "--encoding NAME", "--data-dir PATH",
                    "--folds FOLDS"):
         assert option in text
-    assert ("all = every one whose files are present" in " ".join(text.split())) == (name == "regress")
+    assert ("all = every regression table whose files are present" in " ".join(text.split())) == (name == "regress")
 
 
 def test_each_command_keeps_its_own_defaults():

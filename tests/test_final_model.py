@@ -427,6 +427,8 @@ def test_classes_that_the_rows_drawn_lack_are_warned_of(tmp_path, capsys):
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "species", "--task",
                  "classification", "--max-rows", "20", "--out", str(tmp_path / "model"), *SMALL]) == 0
     assert "hold 2 of the table's 3 classes: the model never predicts 'rare'" in capsys.readouterr().err
+    assert any("the model never predicts 'rare'" in warning  # kept with the fit's own
+               for warning in json.loads((tmp_path / "model" / "fit.json").read_text())["warnings"])
 
 
 @pytest.mark.parametrize("species, message", [
@@ -522,3 +524,8 @@ def test_export_writes_a_fits_estimator_as_a_graph_that_answers_as_it_does(tmp_p
     np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5)
     assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / "model.onnx")]) == 1
     assert "already exists" in capsys.readouterr().err
+    estimator.save(tmp_path / "saved")  # a checkpoint save wrote, beside no fit.json
+    assert main(["export", "--run", str(tmp_path / "saved"), "--out", str(tmp_path / "saved.onnx"), "--quiet"]) == 0
+    (output,) = ort.InferenceSession(str(tmp_path / "saved.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": rows.to_numpy(dtype=np.float32)})
+    np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5)

@@ -126,7 +126,7 @@ def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
 def _results_row(results, name):
     """A method's row of results.md, built from results.json cell by cell in the order of the table's header."""
     wins, ties, total = results["reference_wins"], results["reference_ties"], len(results["fold_seeds"])
-    cells = [name, reports.mse_cell(results["mean"][name], results["std"][name]),
+    cells = [name, reports.error_cell(results["mean"][name], results["std"][name]),
              reports.number(results["ratio"][name]) if name in results["ratio"] else "—",
              f"{wins[name]}/{ties[name]}/{total - wins[name] - ties[name]}" if name in wins else "—", reports.p_cell(results["p_values"].get(name)),
              reports.gap_cell(results["resolvable"].get(name), results["mean"][name]),
@@ -262,7 +262,7 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
             "p MN vs knn | p MN vs vanilla | MN best | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
     saved, total = json.loads((tmp_path / "out" / "summary.json").read_text())["datasets"]["gom"], row["folds_total"]
-    cells = ["gom", "1059", "116", *(reports.mse_cell(saved["mean"][m], saved["std"][m]) for m in methods),
+    cells = ["gom", "1059", "116", *(reports.error_cell(saved["mean"][m], saved["std"][m]) for m in methods),
              reports.number(saved["ratio"]["meta_neighborhoods"]),
              f"{saved['reference_wins']['vanilla']}/{saved['reference_ties']['vanilla']}/"
              f"{total - saved['reference_wins']['vanilla'] - saved['reference_ties']['vanilla']}",
@@ -540,7 +540,7 @@ def test_the_summary_gives_mn_s_p_value_against_every_method_it_compares():
 
 def test_report_cells_keep_four_digits_and_give_the_resolvable_gap_in_percent_of_the_mse():
     assert (reports.number(0.5), reports.number(12), reports.number(1234.0)) == ("0.5000", "12.00", "1234")
-    assert reports.mse_cell(0.5, 0.05) == "0.5000 ± 0.05000"  # a column of errors lines up
+    assert reports.error_cell(0.5, 0.05) == "0.5000 ± 0.05000"  # a column of errors lines up
     assert reports.gap_cell(0.05, 0.5) == "±10.0 %" and reports.gap_cell(0.002, 0.4) == "±0.5 %"
     assert reports.gap_cell(None, 0.5) == "—" == reports.gap_cell(0.05, 0.0) == reports.p_cell(None)
     assert reports.p_cell(0.012345) == "0.0123"
@@ -1101,7 +1101,8 @@ def test_regress_cross_validates_classifiers_on_stratified_folds_by_their_error_
     assert json.loads((tmp_path / "model" / "fit.json").read_text())["classes"] == ["x", "y", "z"]
     capsys.readouterr()
     assert main(["regress", "--dataset", "all", "--task", "classification", "--out", str(tmp_path / "all")]) == 2
-    assert "--task classification takes --data-file" in capsys.readouterr().err
+    assert "--dataset all runs the regression tables: give --task classification one table, digits, or a " \
+        "--data-file" in capsys.readouterr().err
 
 
 def test_a_regression_target_is_refused_as_class_labels_before_any_folder(tiny_csv, tmp_path, capsys):
@@ -1117,13 +1118,66 @@ def test_the_registered_classification_table_runs_with_its_task_only(tmp_path, c
     assert available_tables("classification") == ["digits"]
     for argv, message in ((["regress", "--dataset", "digits"], "digits is a classification table: give --task "
                                                                "classification"),
-                          (["ablate", "--dataset", "digits", "--param", "top_k", "--values", "1", "2"],
-                           "digits is a classification table: ablate runs on regression tables"),
                           (["fit", "--dataset", "gom", "--task", "classification"],
                            "gom is a regression table: give --task regression")):
         assert main([*argv, "--out", str(tmp_path / "refused"), "--quiet"]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    with pytest.raises(SystemExit):  # ablate takes the regression tables only
+        main(["ablate", "--dataset", "digits", "--param", "top_k", "--values", "1", "2", "--out", str(tmp_path)])
+    assert "invalid choice: 'digits'" in capsys.readouterr().err
     assert main(["regress", "--dataset", "digits", "--task", "classification", "--max-rows", "120", "--folds", "2",
                  "--seeds", "1", "--out", str(tmp_path / "digits"), "--quiet"]) == 0
     results = json.loads((tmp_path / "digits" / "results.json").read_text())
     assert (results["dataset"], results["n"], results["d"], results["metric"]) == ("digits", 120, 64, "error_rate")
+
+
+def _kinds(tmp_path, labels) -> Path:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(len(labels), 3)), columns=["a", "b", "c"]).assign(kind=labels)
+    frame.to_csv(tmp_path / "kinds.csv", index=False)
+    return tmp_path / "kinds.csv"
+
+
+def test_a_class_too_small_for_the_folds_is_refused_and_small_classes_split_without_regard_to_class(
+        tmp_path, capsys, fast_estimators):
+    """A class of fewer rows than folds: refused before any folder (a training fold would lack it); classes too
+    small for kNN's inner 5 folds or the search's 80/20 split: those split without regard to class."""
+    rare = _kinds(tmp_path, ["b", *["a"] * 39])
+    assert main(["regress", "--data-file", str(rare), "--target", "kind", "--task", "classification", "--folds", "2",
+                 "--seeds", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "class 'b' has 1 row(s), fewer than the 2 folds" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    small = _kinds(tmp_path, ["x", "y", "z"] * 8)  # 8 rows a class: 4 in a training fold, 1 in kNN's inner folds
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*least populated class")  # scikit-learn's, of a split by class
+        results = run_regression(load_csv_table(small, "kind", labels=True), tmp_path / "s", folds=2, seeds=1,
+                                 search=True, progress=False, task="classification",
+                                 estimator_params={"max_epochs": 2, "n_iter_no_change": 1})
+    assert len(results["architectures"]) == 2 and all(0 <= e <= 1 for e in results["folds"]["knn"])
+
+
+def test_a_classification_run_takes_classifiers_and_a_baseline_without_error_has_no_ratio(tmp_path):
+    from sklearn.tree import DecisionTreeClassifier
+
+    separable = load_csv_table(_kinds(tmp_path, ["x", "y"] * 20), "kind", labels=True)
+    separable = dataclasses.replace(separable, X=np.c_[separable.X, separable.y],  # the label, as a feature
+                                    feature_names=[*separable.feature_names, "label"])
+    with pytest.raises(ConfigError, match="method 'knn' gives a GridSearchCV, not a classifier"):
+        run_regression(separable, tmp_path / "regressors", folds=2, seeds=1, methods=TABLE_METHODS,
+                       task="classification", progress=False)
+    assert not (tmp_path / "regressors").exists()
+    tree = functools.partial(lambda *, seed, n_train, params: DecisionTreeClassifier(random_state=seed))
+    results = run_regression(separable, tmp_path / "tree", folds=2, seeds=1, progress=False, task="classification",
+                             methods={"vanilla": tree, "meta_neighborhoods": tree})
+    assert results["folds"]["vanilla"] == [0.0, 0.0] and results["ratio"] == {"vanilla": None,
+                                                                                "meta_neighborhoods": None}
+    json.loads((tmp_path / "tree" / "results.json").read_text(), parse_constant=pytest.fail)  # no NaN: valid JSON
+    assert "| vanilla | 0.000 ± 0.000 | — |" in (tmp_path / "tree" / "results.md").read_text()
+
+
+def test_classes_the_rows_drawn_lack_are_warned_of_in_a_run(tmp_path, capsys, fast_estimators):
+    path = _kinds(tmp_path, [*["a", "b"] * 30, "rare", "rare"])
+    assert main(["regress", "--data-file", str(path), "--target", "kind", "--task", "classification", "--folds", "2",
+                 "--seeds", "1", "--max-rows", "20", "--seed", "2", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "the 20 rows drawn (max_rows) hold 2 of the table's 3 classes: the model never predicts 'rare'" in \
+        capsys.readouterr().err

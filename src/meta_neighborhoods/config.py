@@ -19,7 +19,7 @@ from .presets import PRESETS
 from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, check_seed,
                          check_threads, is_int, is_real, shown)
 
-TASKS = ("regression", "classification")
+TASKS = REGRESSION, CLASSIFICATION = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
 STEP_SIZES = ("scalar", "layer", "diagonal")
 ADAPT = ("all", "last")

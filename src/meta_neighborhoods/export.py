@@ -170,7 +170,8 @@ def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:
 
 def write_checked(path: Path, write: Callable[[Path], Path], difference: Callable[[Path], float]) -> float:
     """Write a graph with ``write`` into a scratch folder beside ``path``, measure it (``difference``: its largest
-    from PyTorch's answers), and move it to ``path`` only where that is finite: otherwise nothing is written."""
+    from the answers of what it exports), and move it to ``path`` only where that is finite: otherwise nothing is
+    written."""
     folder = prepare_out_dir(path.parent)
     _say_leftovers(folder, path.name)
     with tempfile.TemporaryDirectory(dir=folder, prefix=f".{path.name}.") as scratch:

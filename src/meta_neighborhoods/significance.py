@@ -68,8 +68,8 @@ def resolvable_difference(ours, theirs, folds: int, level: float = 0.05) -> floa
 
 def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline: str | None = None) -> dict:
     """Every figure the reports give, per method: mean and std over all (seed, fold) errors (ddof=0), the ratio
-    of its mean to ``baseline``'s, and against ``reference``: folds the reference wins and ties (the vanilla
-    fallback's network equals vanilla's on the folds it keeps it), the corrected test over
+    of its mean to ``baseline``'s (None where that is 0), and against ``reference``: folds the reference wins and
+    ties (the vanilla fallback's network equals vanilla's on the folds it keeps it), the corrected test over
     all pairs, the smallest difference that test could see (``resolvable_difference``) and the plain paired test
     over the first ``folds`` pairs (the first seed, as the paper)."""
     ours = errors[reference]
@@ -78,8 +78,9 @@ def compare(errors: dict[str, list[float]], reference: str, folds: int, baseline
     for name, theirs in errors.items():
         summary["mean"][name] = float(np.mean(theirs))
         summary["std"][name] = float(np.std(theirs))
-        if baseline in errors:
-            summary["ratio"][name] = float(np.mean(theirs) / np.mean(errors[baseline]))
+        if baseline in errors:  # None against a baseline without error (a classifier may make none)
+            base = float(np.mean(errors[baseline]))
+            summary["ratio"][name] = float(np.mean(theirs) / base) if base > 0 else None
         if name != reference:
             summary["reference_wins"][name] = int(np.sum(np.asarray(ours) < np.asarray(theirs)))
             summary["reference_ties"][name] = int(np.sum(np.asarray(ours) == np.asarray(theirs)))

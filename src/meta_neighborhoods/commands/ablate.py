@@ -16,7 +16,7 @@ LOGGER = logging.getLogger(__name__)
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "ablate", help="Meta-Neighborhoods' CV error against one of its parameters",
-        parents=[*run_options(), table_source(allow_all=False), estimator_options()],
+        parents=[*run_options(), table_source(allow_all=False, classification=False), estimator_options()],
         description="k-fold MSE of Meta-Neighborhoods for each value of one parameter (the same folds for every "
                     "value, the other parameters at the estimator's defaults, without the vanilla fallback: the "
                     "network with neighbours is always kept); writes ablation.json, ablation.md "

@@ -13,11 +13,12 @@ import re
 from dataclasses import asdict
 from pathlib import Path
 
-from ..config import DEVICES, ESTIMATOR, FIELDS, FOLDS, HEADS, SEEDS, SLOT_DRAWS, MNConfig
+from ..config import (CLASSIFICATION, DEVICES, ESTIMATOR, FIELDS, FOLDS, HEADS, REGRESSION, SEEDS, SLOT_DRAWS, TASKS,
+                      MNConfig)
 from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
 from ..datasets.csv_tables import SEPARATORS, load_csv_table
 from ..datasets.tables import TABLES, available_tables, load_table
-from ..datasets.text_tables import NotInEncoding
+from ..datasets.text_tables import NotInEncoding, NotNumeric
 from .config_file import float_or_none, int_or_none
 
 
@@ -113,15 +114,15 @@ def data_folders(
     return parser
 
 
-def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser:
+def table_source(allow_all: bool, folds: bool = True, classification: bool = True) -> argparse.ArgumentParser:
     """The table of regress, ablate and fit: --dataset NAME or --data-file PATH --target COLUMN, and its folds (not
-    fit's: ``folds=False``)."""
+    fit's: ``folds=False``); the registered classification tables only for a command of ``classification``."""
     parser = parent()
-    names = available_tables() + (["all"] if allow_all else [])
+    names = available_tables(None if classification else REGRESSION) + (["all"] if allow_all else [])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=names, metavar="NAME",
                         help=f"registered table: {', '.join(names)}"
-                             + (" (all = every one whose files are present)" if allow_all else ""))
+                             + (" (all = every regression table whose files are present)" if allow_all else ""))
     source.add_argument("--data-file", metavar="PATH",
                         help="any numeric CSV with a header row instead (comma-separated unless --separator says "
                              "otherwise; True/False read as 1/0, but in a target of class labels as written; its "
@@ -197,17 +198,16 @@ def check_target(args) -> None:
 def load_table_source(args):
     """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target),
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
-    task = getattr(args, "task", None) or "regression"
+    task = getattr(args, "task", None) or REGRESSION
     kind = None if args.data_file is not None else TABLES[args.dataset].task
-    if kind not in (None, task):
-        hint = f"give --task {kind}" if hasattr(args, "task") else f"{args.command} runs on regression tables"
-        raise UsageError(f"{args.dataset} is a {kind} table: {hint}")
+    if kind not in (None, task):  # a command without --task takes regression tables only (table_source)
+        raise UsageError(f"{args.dataset} is a {kind} table: give --task {kind}")
     try:
         if args.data_file is not None:
             ignore = getattr(args, "ignore_columns", None) or ()
             table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
                                    () if list(ignore) == [NONE] else tuple(ignore),
-                                   labels=task == "classification")
+                                   labels=task == CLASSIFICATION)
         else:
             table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:
@@ -215,15 +215,18 @@ def load_table_source(args):
             raise
         raise NotInEncoding(f"{error} (encoding {args.encoding!r} from {args.config_gave['encoding']}; --encoding "
                             "overrides it)") from None
-    except ValueError as error:  # read as a record says, maybe another file's: say what it gave, and where from
+    except ValueError as error:  # a target of class labels, perhaps; read as a record says, maybe another file's
+        labels = isinstance(error, NotNumeric) and error.column == args.target and hasattr(args, "task")
         gave = {name: path for name, path in getattr(args, "config_gave", {}).items()
                 if name in ("separator", "ignore_columns")}
-        if args.data_file is None or not gave:
+        if args.data_file is None or not (gave or labels):
             raise
         said = ", ".join(f"{name} {getattr(args, name)!r}" for name in gave)
         options = " and ".join("--" + name.replace("_", "-") for name in gave)
         override = "overrides it" if len(gave) == 1 else "override them"
-        raise ValueError(f"{error} ({said} from {next(iter(gave.values()))}; {options} {override})") from None
+        raise ValueError(f"{error}" + " (or, if it holds class labels, give --task classification)" * labels
+                         + (f" ({said} from {next(iter(gave.values()))}; {options} {override})" if gave else "")
+                         ) from None
     if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
         other = "other numbers or class names" if table.classes else "other numbers"
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
@@ -281,13 +284,10 @@ def training_options(args) -> dict:
             "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}
 
 
-TASKS = ("regression", "classification")
-
-
 def task(help: str) -> argparse.ArgumentParser:
     """--task of regress and fit: a table's target as a regression's, or as class labels."""
     parser = parent()
-    parser.add_argument("--task", choices=TASKS, default="regression", help=help)
+    parser.add_argument("--task", choices=TASKS, default=REGRESSION, help=help)
     return parser
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from .common import verbosity
 
@@ -33,7 +32,8 @@ def add_parser(subparsers) -> None:
                     "printed.",
     )
     parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
-                        help="folder of one classify run (with --method all: OUT/<method>), or of a fit")
+                        help="folder of one classify run (with --method all: OUT/<method>), or a saved estimator: "
+                             "a fit's folder, or a checkpoint save wrote")
     parser.add_argument("--format", choices=["onnx"], default="onnx",
                         help="file format (default %(default)s, the only one)")
     parser.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
@@ -42,16 +42,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..experiments.final_model import RECORD, export_fit
+    from ..experiments.final_model import export_fit, holds_model
     from ..export import CHECK_BATCH, export_run
 
-    fit = (Path(args.run_dir) / RECORD).is_file()
+    fit = holds_model(args.run_dir)
     try:
         path, difference = (export_fit if fit else export_run)(args.run_dir, args.out, overwrite=args.overwrite)
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
-    said = ("raw rows (batch, features), output 'output' = the estimator's predictions or class probabilities "
-            "(feature and class names in its metadata); max |onnxruntime - estimator|") if fit else (
+    said = ("raw rows (batch, features), output 'output' = the estimator's predict (a classifier's predict_proba; "
+            "its metadata says what), max |onnxruntime - estimator|") if fit else (
         "normalised images (batch, C, height, width), output 'output' = class logits of the run's best network "
         "(normalisation, pixel recipe and class names in its metadata); max |onnxruntime - PyTorch|")
     print(f"{path} ({args.format}): input 'input' = {said} = {difference:.2e} on a random batch of {CHECK_BATCH}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from ..config import TASKS
 from ..validation import ConfigError
-from .common import (TASKS, check_target, device, estimator_options, load_table_source, output, overwrite, seed,
+from .common import (check_target, device, estimator_options, load_table_source, output, overwrite, seed,
                      table_run_options, table_source, task, training_options, vanilla_fallback, verbosity)
 
 LOGGER = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import OPTIONAL_METHOD_NAMES, TABLE_METHOD_NAMES
+from ..config import CLASSIFICATION, OPTIONAL_METHOD_NAMES, REGRESSION, TABLE_METHOD_NAMES
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
 from .common import (UsageError, check_target, estimator_options, fit_options, load_table_source, run_options,
@@ -40,10 +40,11 @@ def run(args) -> int:
     from ..experiments.regression import run_regression, run_regression_all
 
     options = {**fit_options(args), "search": args.search}
-    if args.dataset == "all" and args.task != "regression":
-        raise UsageError("the registered tables are regression tables: --task classification takes --data-file")
+    if args.dataset == "all" and args.task != REGRESSION:
+        raise UsageError("--dataset all runs the regression tables: give --task classification one table, "
+                         f"{' or '.join(available_tables(CLASSIFICATION))}, or a --data-file")
     if args.dataset == "all":
-        run_regression_all(available_tables("regression"), args.out, data_dir=args.data_dir, **options)
+        run_regression_all(available_tables(REGRESSION), args.out, data_dir=args.data_dir, **options)
         written = ("summary.md", "summary.json and a folder per data set")
     else:
         run_regression(load_table_source(args), args.out, **options, task=args.task)

@@ -13,7 +13,7 @@ import numpy as np
 from ..validation import check_encoding, check_option
 from .files import require_file
 from .tables import Table, check_features, check_target, checked_table
-from .text_tables import MISSING, MissingColumn, NotNumeric, Source, read_numeric, read_text_columns, text_numbers
+from .text_tables import MISSING, MissingColumn, Source, read_numeric, read_text_columns, text_numbers
 
 SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
 
@@ -57,27 +57,14 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
         name, text = read_labels(path, lambda names: [target_index(names)], len(X), source, encoding, separator)
         y, classes = _coded(text, path)
     else:
-        path, names, data, source = _read_numbers(path, encoding, separator, ignore, target, features, target_index)
+        path, names, data, source = _read_csv(path, encoding, separator,
+                                              lambda names: features(names) + [target_index(names)], text=bool(ignore))
         X, y, classes, name = data[:, :-1], data[:, -1], None, names[-1]
     ignored = f", {len(ignore)} column(s) ignored" if ignore else ""
     named = f", {len(classes)} classes" if classes else ""
     description = f"CSV file {path}: {len(X)} x {X.shape[1]}, target = column {name!r}{ignored}{named}"
     return checked_table(path.stem, X, y, names[:X.shape[1]], description, source, target=name,
                           encoding=encoding, separator=separator, ignored=ignore, classes=classes)
-
-
-def _read_numbers(path: Path, encoding: str, separator: str, ignore: tuple[str, ...], target: str | int, features,
-                  target_index):
-    """``_read_csv`` of the ``features`` and the target as numbers; a target of text is said to be class labels
-    where it may be."""
-    try:
-        return _read_csv(path, encoding, separator, lambda names: features(names) + [target_index(names)],
-                         text=bool(ignore))
-    except NotNumeric as error:
-        if error.column != target:
-            raise
-        raise NotNumeric(f"{error} (or, if it holds class labels, read it as such: --task classification)",
-                         error.column) from None
 
 
 def read_labels(path: Path, columns: Callable[[list[str]], list[int]], rows: int, source: Source, encoding: str,

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from sklearn.base import is_classifier
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import mean_squared_error
@@ -30,11 +31,13 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from ..callbacks import bar_disabled
+from ..config import CLASSIFICATION, REGRESSION
 from ..datasets.tables import Table
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from ..standardise import standardiser
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
+from .class_labels import ByClassWherePossible, class_labels, stratifiable
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,7 +49,6 @@ SEARCH_VALIDATION = 0.2
 SEARCH = "architecture search"  # the name the search's fits are counted under in ``unconverged``
 REFERENCE = "meta_neighborhoods"  # the method a table run tests against every other
 BASELINE = "vanilla"  # what the ratios are relative to
-REGRESSION, CLASSIFICATION = "regression", "classification"
 ESTIMATORS = {REGRESSION: MetaNeighborhoodsRegressor, CLASSIFICATION: MetaNeighborhoodsClassifier}  # by task
 METRICS = {REGRESSION: "mse", CLASSIFICATION: "error_rate"}  # a fold's error, lower better, by task
 
@@ -59,11 +61,12 @@ def _knn(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
     """k by inner CV; k never exceeds the smallest inner training split, where kNN would fail."""
     inner_train = n_train - math.ceil(n_train / KNN_INNER_FOLDS)
     grid = [k for k in KNN_NEIGHBOURS if k <= inner_train]
-    knn, scoring, split = ((KNeighborsRegressor, "neg_mean_squared_error", KFold) if task == REGRESSION else
-                           (KNeighborsClassifier, "accuracy", StratifiedKFold))
+    knn, scoring, inner = ((KNeighborsRegressor, "neg_mean_squared_error", KFold(KNN_INNER_FOLDS, shuffle=True,
+                                                                                 random_state=seed))
+                           if task == REGRESSION else
+                           (KNeighborsClassifier, "accuracy", ByClassWherePossible(KNN_INNER_FOLDS, seed)))
     pipeline = Pipeline([("scale", StandardScaler()), ("knn", knn())])
-    return GridSearchCV(pipeline, {"knn__n_neighbors": grid}, scoring=scoring,
-                        cv=split(KNN_INNER_FOLDS, shuffle=True, random_state=seed))
+    return GridSearchCV(pipeline, {"knn__n_neighbors": grid}, scoring=scoring, cv=inner)
 
 
 def _vanilla(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
@@ -138,27 +141,6 @@ def standardised_fold(table: Table, train: np.ndarray, test: np.ndarray):
     return table.X[train], (table.y[train] - mean) / std, table.X[test], (table.y[test] - mean) / std
 
 
-def class_labels(table: Table) -> np.ndarray:
-    """The class labels a classifier fits, as the table names them: text, or integers (a numeric CSV holds them as
-    floats), where a column of fractions is refused, being most likely a regression's target, and classes of a row
-    or two are warned of."""
-    counts = np.unique(table.y, return_counts=True)[1]
-    if np.median(counts) < 3:
-        warnings.warn(f"{table.name}: {len(counts)} classes among {len(table.y)} rows, most of a row or two, too few "
-                      f"to learn them from ({table.description}); is it a regression's target?", UserWarning,
-                      stacklevel=2)
-    if table.classes is not None:
-        return np.asarray(table.classes, dtype=object)[table.y.astype(np.int64)]
-    fractional = table.y != np.round(table.y)
-    if fractional.any():
-        raise ValueError(f"{table.name}: classification needs class labels, but the target holds fractions such as "
-                         f"{table.y[np.argmax(fractional)]:g} ({table.description}); is it a regression's target?")
-    if np.abs(table.y).max() >= 2**53:  # from it on, a float64 holds no longer every integer: labels would merge
-        raise ValueError(f"{table.name}: the class labels reach {np.abs(table.y).max():g} ({table.description}), "
-                         "from 2**53 on, where the file's numbers no longer tell every integer apart; renumber them")
-    return table.y.astype(np.int64)
-
-
 def fold_data(table: Table, train: np.ndarray, test: np.ndarray, labels: np.ndarray | None = None):
     """(X_train, y_train, X_test, y_test) of a fold: a regression's target standardised (``standardised_fold``),
     or the class ``labels`` (``class_labels``) as they are."""
@@ -175,9 +157,10 @@ def _fit_error(estimator, X_train, y_train, X_test, y_test, task: str = REGRESSI
 
 def search_architecture(X: np.ndarray, y: np.ndarray, *, seed: int, params: dict, task: str = REGRESSION) -> dict:
     """The paper's search: every depth x width for the vanilla MLP, judged on an inner 80/20 split (stratified by
-    class in classification)."""
+    class in classification, where the classes allow it)."""
+    by_class = task != REGRESSION and stratifiable(y, round(1 / SEARCH_VALIDATION))  # else a class may break it
     X_fit, X_valid, y_fit, y_valid = train_test_split(X, y, test_size=SEARCH_VALIDATION, random_state=seed,
-                                                      stratify=None if task == REGRESSION else y)
+                                                      stratify=y if by_class else None)
     started, scores = time.perf_counter(), {}
     for depth in SEARCH_DEPTHS:
         for width in SEARCH_WIDTHS:
@@ -310,13 +293,17 @@ def protocol_options(folds: int, seed: int, seeds: int, max_rows: int | None, th
             "threads": torch.get_num_threads() if threads is None else threads}
 
 
-def check_method_settings(methods: dict, params: dict, n_rows: int, n_features: int) -> None:
+def check_method_settings(methods: dict, params: dict, n_rows: int, n_features: int,
+                          task: str = REGRESSION) -> None:
     """The settings ``params`` give the estimators of ``methods`` that take them (Meta-Neighborhoods' and vanilla's,
     those with a dictionary), checked as their fit on ``n_rows`` x ``n_features`` would check them, before a folder
     is claimed: a refused setting leaves nothing behind, and fails in a second, not after the methods before it
-    trained."""
-    for factory in methods.values():
+    trained. In classification, every method must be a classifier (``available_methods(task)`` gives them)."""
+    for name, factory in methods.items():
         estimator = factory(seed=0, n_train=n_rows, params=params)
+        if task != REGRESSION and not is_classifier(estimator):
+            raise ConfigError(f"method {name!r} gives a {type(estimator).__name__}, not a classifier: a {task} run "
+                              f"takes the methods of available_methods({task!r})", "methods")
         if hasattr(estimator, "dictionary_size"):
             check_before_fit(estimator, n_rows, n_features)
 

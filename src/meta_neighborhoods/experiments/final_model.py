@@ -9,12 +9,14 @@ import os
 import re
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import checkpoint, export
+from ..config import CLASSIFICATION, REGRESSION
 from ..datasets.csv_tables import SEPARATORS, load_csv_rows, load_csv_text
 from ..datasets.tables import Table
 from ..datasets.text_tables import text_numbers
@@ -23,7 +25,8 @@ from ..io import LOCK, atomic_write, claimed, replaceable, write_json
 from ..persistence import FOLDER_MODEL as MODEL, saved_stem
 from ..training import resolve_device, torch_threads
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
-from .cross_validation import ESTIMATORS, class_labels, subset_rows
+from .class_labels import checked_classes
+from .cross_validation import ESTIMATORS, subset_rows
 from .table_records import run_config
 
 RECORD = "fit.json"
@@ -31,7 +34,7 @@ FIT_KIND = "fit"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
 
 
-def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_rows: int | None = None,
+def fit_final(table: Table, out, task: str = REGRESSION, seed: int = 0, max_rows: int | None = None,
               threads: int | None = None, estimator_params: dict | None = None, overwrite: bool = False,
               progress: bool = True) -> dict:
     """Fit the ``task``'s estimator on the rows of ``table`` (at most ``max_rows``, drawn with ``seed``) and write
@@ -42,10 +45,9 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
     options = {"task": task, "seed": check_seed("seed", seed, limit=2**32),
                "max_rows": None if max_rows is None else check_int("max_rows", max_rows)}
     params = dict(estimator_params or {})
-    used = subset_rows(table, options["max_rows"], options["seed"])
-    y = _targets(used, task)
-    if task != "regression" and len(used.y) < len(table.y):
-        _warn_lost_classes(class_labels(table), y)
+    used, caught = subset_rows(table, options["max_rows"], options["seed"]), []
+    with _recorded(caught):  # what the rows' classes warn of is kept with the fit's own warnings
+        y = used.y if task == REGRESSION else checked_classes(used, drawn_from=table)
     estimator = ESTIMATORS[task](**{"random_state": options["seed"], **params, "verbose": int(progress)})
     check_before_fit(estimator, len(y), used.X.shape[1])
     X = _named(used)
@@ -53,8 +55,7 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
     with torch_threads(check_threads("threads", threads)), claimed(out, [RECORD, f"{MODEL}.json"], overwrite,
                                                                     FIT_KIND, replaces=replaces) as stage:
         start = time.perf_counter()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _recorded(caught):
             estimator.fit(X, y)
         seconds = time.perf_counter() - start
         first = {}
@@ -66,25 +67,19 @@ def fit_final(table: Table, out, task: str = "regression", seed: int = 0, max_ro
         record = {"dataset": table.name, "task": task, "estimator": type(estimator).__name__, "n": len(y),
                   "d": int(used.X.shape[1]), "features": used.feature_names, "model": f"{MODEL}.json",
                   "training": _training(estimator, seconds), "warnings": list(first),
-                  **({"classes": estimator.classes_.tolist()} if task == "classification" else {}),
+                  **({"classes": estimator.classes_.tolist()} if task == CLASSIFICATION else {}),
                   "config": run_config(table, used, {**options, "threads": torch.get_num_threads()}, params, {})}
         write_json(stage / RECORD, record)
     return record
 
 
-def _targets(table: Table, task: str) -> np.ndarray:
-    """The target a ``task``'s estimator fits: a regression's values, or the class labels (``class_labels``)."""
-    return table.y if task == "regression" else class_labels(table)
-
-
-def _warn_lost_classes(labels: np.ndarray, drawn: np.ndarray) -> None:
-    """Warn where the rows drawn (``max_rows``) lack classes of the table's ``labels``: the model never predicts
-    those."""
-    lost = np.setdiff1d(np.unique(labels), np.unique(drawn))
-    if len(lost):
-        warnings.warn(f"the {len(drawn)} rows drawn (max_rows) hold {len(np.unique(drawn))} of the table's "
-                      f"{len(lost) + len(np.unique(drawn))} classes: the model never predicts {str(lost[0])!r}"
-                      f"{' and the others' * (len(lost) > 1)}", UserWarning, stacklevel=3)
+@contextmanager
+def _recorded(caught: list):
+    """Every warning raised inside, appended to ``caught`` rather than shown."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        yield
+    caught.extend(seen)
 
 
 def _named(table: Table):
@@ -118,6 +113,14 @@ def _training(estimator, seconds: float) -> dict:
             "seconds": round(seconds, 3)}
 
 
+def holds_model(path) -> bool:
+    """Whether ``path`` names a saved estimator (``load_model``'s)."""
+    try:
+        return Path(path).name != RECORD and checkpoint.exists(saved_stem(path))
+    except (FileNotFoundError, checkpoint.CheckpointError):  # a folder without one; a tensor file
+        return False
+
+
 def load_model(path):
     """The estimator saved at ``path``: a fit folder, or a checkpoint as ``save`` was given it (``model`` or
     ``model.json``), of either class, every field checked (``persistence.load``)."""
@@ -148,7 +151,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     classifier = hasattr(estimator, "classes_")
     if probabilities and not classifier:
         raise ConfigError(f"{model} holds a regressor: it has no class probabilities", "probabilities")
-    _check_out(out, overwrite, [data_file, *_model_files(model)])
+    _check_out(out, overwrite, [data_file, *_model_files(model)], "the data file or the model's files")
     taken = [name for name in keep if re.fullmatch(r"prediction(_\d+)?", name)
              or probabilities and name.startswith("probability_")]
     if taken:
@@ -194,7 +197,7 @@ def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> tuple[Path
     the estimator on random rows around its training columns' means (the largest difference, returned); never over
     the model's own files, nor over a file without ``overwrite``."""
     estimator = load_model(model)
-    _check_out(out, overwrite, _model_files(model))
+    _check_out(out, overwrite, _model_files(model), "the model's files")
     rows = np.random.default_rng(seed).normal(size=(export.CHECK_BATCH, estimator.n_features_in_))
     rows = (rows * estimator.x_scale_ + estimator.x_mean_).astype(np.float32)
     named = _frame(estimator, rows)
@@ -221,16 +224,15 @@ def _model_files(model) -> list[Path]:
         [stem.parent / RECORD, stem.parent / LOCK]  # a fit folder's, whichever way --model names it
 
 
-def _check_out(out, overwrite: bool, inputs: list) -> None:
-    """Refuse ``out`` where it is one of the ``inputs`` (the data file, the model's files), a folder, or a file that
-    exists without ``overwrite``: before any prediction."""
+def _check_out(out, overwrite: bool, inputs: list, named: str) -> None:
+    """Refuse ``out`` where it is one of the ``inputs`` (the data file, the model's files: what ``named`` says), a
+    folder, or a file that exists without ``overwrite``: before any work."""
     if str(out).endswith(("/", os.sep)):
         raise IsADirectoryError(f"{out} names a folder: --out is the file to write, such as predictions.csv")
     out = Path(out)
     if any(Path(path).exists() and out.exists() and out.samefile(path) or out.absolute() == Path(path).absolute()
            for path in inputs):
-        raise FileExistsError(f"{out} is one of the files read (the data file or the model's); choose "
-                              "another --out")
+        raise FileExistsError(f"{out} is one of the files read ({named}); choose another --out")
     replaceable(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists: replace it with --overwrite, or choose another --out")

@@ -23,9 +23,10 @@ from ..training import resolve_device, torch_threads
 from ..validation import NONE, ConfigError, check_option
 from .ablation_caps import CAPS, capped_values, point_notes
 from .cross_validation import (
-    BASELINE, METRICS, REFERENCE, REGRESSION, available_methods, check_method_settings, class_labels, cross_validate,
+    BASELINE, METRICS, REFERENCE, REGRESSION, available_methods, check_method_settings, cross_validate,
     meta_neighborhoods_estimator, protocol_options, protocol_rows,
 )
+from .class_labels import checked_classes
 from .reports import (
     METRIC_TEXT, ablation_markdown, neighbours_kept, protocol_text, results_markdown, summary_markdown,
     warn_unconverged,
@@ -115,9 +116,9 @@ def _prepared(table: Table, methods: dict, estimator_params: dict | None, *proto
     check_option("task", task, METRICS)
     options = {**protocol_options(*protocol), "task": task}
     used = protocol_rows(table, methods, options)
-    if task != REGRESSION:
-        class_labels(used)  # a target of fractions is refused now, not at the first fold
-    return options, used, _checked_params(estimator_params, methods, used, options["folds"])
+    if task != REGRESSION:  # a regression's target, or a class too small for the folds: refused now
+        checked_classes(used, options["folds"], drawn_from=table)
+    return options, used, _checked_params(estimator_params, methods, used, options["folds"], task)
 
 
 def _folds_record(table: Table, used: Table, cv: dict, task: str = REGRESSION) -> dict:
@@ -128,7 +129,7 @@ def _folds_record(table: Table, used: Table, cv: dict, task: str = REGRESSION) -
 
 
 def _checked_params(estimator_params: dict | None, methods: dict, used: Table | None = None,
-                    folds: int = FOLDS) -> dict:
+                    folds: int = FOLDS, task: str = REGRESSION) -> dict:
     """The estimators' settings, checked before any folder or fit (a device this machine lacks fails here too):
     given the rows a run ``used``, as each method's fit on its smallest training fold would check them; before a run
     of several tables has read one, as Meta-Neighborhoods' own estimator takes them (a method's factory may derive
@@ -142,7 +143,7 @@ def _checked_params(estimator_params: dict | None, methods: dict, used: Table | 
         check_method_settings({REFERENCE: meta_neighborhoods_estimator}, params, NOMINAL_ROWS, 1)
     else:
         n_train = len(used.y) - math.ceil(len(used.y) / folds)
-        check_method_settings(methods, params, n_train, used.X.shape[1])
+        check_method_settings(methods, params, n_train, used.X.shape[1], task)
     return params
 
 
@@ -180,7 +181,7 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     protocol = (folds, seed, seeds, max_rows, threads)
     checked = protocol_options(*protocol)
     methods = _with_reference(methods)
-    config = {**checked, "search": search,  # what --config with summary.json reruns
+    config = {**checked, "task": REGRESSION, "search": search,  # what --config with summary.json reruns
               "estimator_params": recorded(_checked_params(estimator_params, methods)), "version": __version__}
     folders = [inner_folder(out, name) for name in names]  # before anything is read or removed through a link
     for folder in folders:  # a table's folder that holds a run of another kind, or cannot be written: refused now

@@ -23,8 +23,14 @@ def number(x: float) -> str:
     return f"{x:#.4g}".rstrip(".")
 
 
-def mse_cell(mean: float, std: float) -> str:
+def error_cell(mean: float, std: float) -> str:
+    """A mean error and its std (an MSE, or an error rate)."""
     return f"{number(mean)} ± {number(std)}"
+
+
+def ratio_cell(ratio: float | None) -> str:
+    """A ratio to the baseline; '—' where it has none (its error is 0)."""
+    return "—" if ratio is None else number(ratio)
 
 
 def p_cell(p: float | None) -> str:
@@ -52,8 +58,8 @@ def protocol_text(config: dict) -> str:
 
 def results_markdown(results: dict) -> str:
     config, total = results["config"], len(results["fold_seeds"])
-    rows = [[name, mse_cell(results["mean"][name], results["std"][name]),
-             number(results["ratio"][name]) if name in results["ratio"] else "—", won_tied_lost(results, name, total),
+    rows = [[name, error_cell(results["mean"][name], results["std"][name]),
+             ratio_cell(results["ratio"].get(name)), won_tied_lost(results, name, total),
              p_cell(results["p_values"].get(name)), gap_cell(results["resolvable"].get(name), results["mean"][name]),
              p_cell(results["p_values_first_seed"].get(name))]
             for name in results["folds"]]
@@ -80,7 +86,7 @@ def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
     """ablation.md: each value's error, its ratio and p against the first value (``shown``: the values as the
     table names them; ``capped``: those the table's rows capped, ``ablation_caps.capped_values``)."""
     param, total = results["param"], len(results["fold_seeds"])
-    rows = [[v, mse_cell(m, sd), number(r), p_cell(p)] for v, m, sd, r, p in
+    rows = [[v, error_cell(m, sd), ratio_cell(r), p_cell(p)] for v, m, sd, r, p in
             zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
     title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
              f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
@@ -130,8 +136,8 @@ def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: st
     rivals = [m for m in methods if m != REFERENCE]
     header = ["data set", "n", "d", *methods, "MN / vanilla", "MN won/tied/lost vs vanilla",
               *(f"p MN vs {m}" for m in rivals), "MN best", "neighbours kept"]
-    lines = [[name, str(r["n"]), str(r["d"]), *(mse_cell(r["mean"][m], r["std"][m]) for m in methods),
-              number(r["ratio"][REFERENCE]) if r["ratio"] else "—",
+    lines = [[name, str(r["n"]), str(r["d"]), *(error_cell(r["mean"][m], r["std"][m]) for m in methods),
+              ratio_cell(r["ratio"].get(REFERENCE)),
               won_tied_lost(r, "vanilla", r["folds_total"]),
               *(p_cell(r["p_values"].get(m)) for m in rivals), "✓" if r["beats_both"] else "",
               "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
