@@ -541,7 +541,7 @@ def test_quiet_turns_the_progress_bars_off():
 def test_a_table_digest_in_capitals_names_the_same_table():
     from types import SimpleNamespace
 
-    from meta_neighborhoods.commands.common import load_table_source
+    from meta_neighborhoods.commands.table_source import load_table_source
     from meta_neighborhoods.datasets.tables import load_table
 
     digest = load_table("gom").sha256().upper()  # --table-sha256 takes [0-9a-fA-F]{64}

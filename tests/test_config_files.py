@@ -507,7 +507,8 @@ def test_a_key_given_twice_is_refused_not_taken_last(tmp_path, capsys, name, tex
 def test_a_csv_runs_target_column_and_encoding_do_not_follow_its_record_onto_a_registered_table():
     from argparse import Namespace
 
-    from meta_neighborhoods.commands.common import UsageError, check_target
+    from meta_neighborhoods.commands.common import UsageError
+    from meta_neighborhoods.commands.table_source import check_target
 
     given = dict(data_file=None, target="y", encoding="latin-1", table_sha256=None, dataset="gom", data_dir=None)
     args = Namespace(**given, config_gave={"target": "results.json", "encoding": "results.json"})
@@ -522,7 +523,7 @@ def test_a_csv_runs_target_column_and_encoding_do_not_follow_its_record_onto_a_r
 def test_a_file_not_in_the_encoding_a_record_gave_says_so_and_that_encoding_overrides_it(tmp_path):
     from argparse import Namespace
 
-    from meta_neighborhoods.commands.common import load_table_source
+    from meta_neighborhoods.commands.table_source import load_table_source
     from meta_neighborhoods.datasets.text_tables import NotInEncoding
 
     path = tmp_path / "prices.csv"

@@ -529,3 +529,27 @@ def test_export_writes_a_fits_estimator_as_a_graph_that_answers_as_it_does(tmp_p
     (output,) = ort.InferenceSession(str(tmp_path / "saved.onnx"), providers=["CPUExecutionProvider"]).run(
         None, {"input": rows.to_numpy(dtype=np.float32)})
     np.testing.assert_allclose(output.reshape(expected.shape), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_records_models_and_columns_given_for_one_another_are_named(files, capsys):
+    """A fit.json where a regress run's record is asked for, a run's record or folder where a model is, a feature
+    named twice, a column of text: each refused in one line that says what to give instead."""
+    tmp_path, table, _ = files
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{}")
+    table.assign(kind="red").to_csv(tmp_path / "colored.csv", index=False)
+    table.rename(columns={"b": "a"}).to_csv(tmp_path / "twice.csv", index=False)
+    for argv, status, message in (
+            (["regress", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
+              "--out", str(tmp_path / "r")], 2, "the fit.json of a fit, not the results.json of a regress run"),
+            (["predict", "--model", str(tmp_path / "run" / "results.json"), "--data-file", str(tmp_path / "new.csv"),
+              "--out", str(tmp_path / "p.csv")], 1, "is the record of a regress or ablate run, which keeps no model"),
+            (["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")], 1,
+             "nor a saved estimator (a fit's folder, or a checkpoint save wrote"),
+            (["fit", "--data-file", str(tmp_path / "twice.csv"), "--target", "y", "--out", str(tmp_path / "f")], 1,
+             "more than one feature is named 'a'"),
+            (["fit", "--data-file", str(tmp_path / "colored.csv"), "--target", "y", "--out", str(tmp_path / "f")], 1,
+             "(or leave it out: --ignore-columns 'kind')")):
+        assert main([*argv, "--quiet"]) == status
+        assert message in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("r", "p.csv", "m.onnx", "f"))

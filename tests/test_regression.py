@@ -1111,21 +1111,21 @@ def test_a_regression_target_is_refused_as_class_labels_before_any_folder(tiny_c
     assert "classification needs class labels" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
-def test_the_registered_classification_table_runs_with_its_task_only(tmp_path, capsys, fast_estimators):
+def test_the_registered_classification_table_runs_with_its_own_task(tmp_path, capsys, fast_estimators):
     from meta_neighborhoods.datasets.tables import available_tables
 
     assert "digits" in available_tables() and "digits" not in available_tables("regression")
     assert available_tables("classification") == ["digits"]
-    for argv, message in ((["regress", "--dataset", "digits"], "digits is a classification table: give --task "
-                                                               "classification"),
+    for argv, message in ((["regress", "--dataset", "digits", "--task", "regression"],
+                           "digits is a classification table: give --task classification, or none"),
                           (["fit", "--dataset", "gom", "--task", "classification"],
-                           "gom is a regression table: give --task regression")):
+                           "gom is a regression table: give --task regression, or none")):
         assert main([*argv, "--out", str(tmp_path / "refused"), "--quiet"]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "refused").exists()
     with pytest.raises(SystemExit):  # ablate takes the regression tables only
         main(["ablate", "--dataset", "digits", "--param", "top_k", "--values", "1", "2", "--out", str(tmp_path)])
     assert "invalid choice: 'digits'" in capsys.readouterr().err
-    assert main(["regress", "--dataset", "digits", "--task", "classification", "--max-rows", "120", "--folds", "2",
+    assert main(["regress", "--dataset", "digits", "--max-rows", "120", "--folds", "2",  # its task, as the table's
                  "--seeds", "1", "--out", str(tmp_path / "digits"), "--quiet"]) == 0
     results = json.loads((tmp_path / "digits" / "results.json").read_text())
     assert (results["dataset"], results["n"], results["d"], results["metric"]) == ("digits", 120, 64, "error_rate")
@@ -1140,12 +1140,13 @@ def _kinds(tmp_path, labels) -> Path:
 
 def test_a_class_too_small_for_the_folds_is_refused_and_small_classes_split_without_regard_to_class(
         tmp_path, capsys, fast_estimators):
-    """A class of fewer rows than folds: refused before any folder (a training fold would lack it); classes too
-    small for kNN's inner 5 folds or the search's 80/20 split: those split without regard to class."""
+    """A class of a single row: refused before any folder (a training fold would lack it); classes too small for
+    kNN's inner 5 folds or the search's 80/20 split: those split without regard to class."""
     rare = _kinds(tmp_path, ["b", *["a"] * 39])
     assert main(["regress", "--data-file", str(rare), "--target", "kind", "--task", "classification", "--folds", "2",
                  "--seeds", "1", "--out", str(tmp_path / "r"), "--quiet"]) == 2
-    assert "class 'b' has 1 row(s), fewer than the 2 folds" in capsys.readouterr().err
+    assert "class 'b' has a single row, which the training rows of the fold that tests it would lack" in \
+        capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     small = _kinds(tmp_path, ["x", "y", "z"] * 8)  # 8 rows a class: 4 in a training fold, 1 in kNN's inner folds
     with warnings.catch_warnings():

@@ -7,15 +7,15 @@ from pathlib import Path
 
 from ..config import ABLATION_TYPES
 from ..validation import NONE, ConfigError
-from .common import (ESTIMATOR_OPTIONS, UsageError, check_target, estimator_options, fit_options, load_table_source,
-                     run_options, table_run_options, table_source)
+from .common import ESTIMATOR_OPTIONS, UsageError, estimator_options, fit_options, run_options, table_run_options
+from .table_source import check_target, load_table_source, table_source
 
 LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "ablate", help="Meta-Neighborhoods' CV error against one of its parameters",
+        "ablate", help="Meta-Neighborhoods' CV error against one of its parameters, on a regression table",
         parents=[*run_options(), table_source(allow_all=False, classification=False), estimator_options()],
         description="k-fold MSE of Meta-Neighborhoods for each value of one parameter (the same folds for every "
                     "value, the other parameters at the estimator's defaults, without the vanilla fallback: the "

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import asdict
 from pathlib import Path
 
-from ..config import (CLASSIFICATION, DEVICES, ESTIMATOR, FIELDS, FOLDS, HEADS, REGRESSION, SEEDS, SLOT_DRAWS, TASKS,
-                      MNConfig)
-from ..validation import NONE, ConfigError, check_encoding, check_int, check_threads
-from ..datasets.csv_tables import SEPARATORS, load_csv_table
-from ..datasets.tables import TABLES, available_tables, load_table
-from ..datasets.text_tables import NotInEncoding, NotNumeric
+from ..config import DEVICES, ESTIMATOR, FIELDS, HEADS, SLOT_DRAWS, MNConfig
+from ..datasets.tables import available_tables
+from ..validation import NONE, ConfigError, check_int, check_threads
 from .config_file import float_or_none, int_or_none
 
 
@@ -114,125 +110,11 @@ def data_folders(
     return parser
 
 
-def table_source(allow_all: bool, folds: bool = True, classification: bool = True) -> argparse.ArgumentParser:
-    """The table of regress, ablate and fit: --dataset NAME or --data-file PATH --target COLUMN, and its folds (not
-    fit's: ``folds=False``); the registered classification tables only for a command of ``classification``."""
-    parser = parent()
-    names = available_tables(None if classification else REGRESSION) + (["all"] if allow_all else [])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=names, metavar="NAME",
-                        help=f"registered table: {', '.join(names)}"
-                             + (" (all = every regression table whose files are present)" if allow_all else ""))
-    source.add_argument("--data-file", metavar="PATH",
-                        help="any numeric CSV with a header row instead (comma-separated unless --separator says "
-                             "otherwise; True/False read as 1/0, but in a target of class labels as written; its "
-                             "file stem names the data set)")
-    parser.add_argument("--target", metavar="COLUMN", help="target column of --data-file (a header name)")
-    parser.add_argument("--encoding", metavar="NAME",
-                        help="text encoding of --data-file, e.g. utf-16, latin-1, cp1252 (default utf-8, a byte-order "
-                             "mark dropped; a run records it, and --config with its record reads the file so again)")
-    parser.add_argument("--separator", choices=tuple(SEPARATORS),
-                        help="what separates the fields of --data-file (default comma; a run records it, and --config "
-                             "with its record reads the file so again)")
-    parser.add_argument("--ignore-columns", nargs="+", metavar="COLUMN",
-                        help=f"columns of --data-file to leave out, which may hold text (an identifier); a run "
-                             f"records them ('{NONE}': none, over a record's)")
-    parser.add_argument("--data-dir", metavar="PATH",
-                        help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
-                             "gom defaults to the copy shipped with the package)")
-    parser.add_argument("--table-sha256", metavar="HEX",
-                        help="refuse a table whose numbers have another digest (a run records its table's, and "
-                             "--config with its record reruns it on that table only; 'none' waives the check)")
-    if folds:
-        parser.add_argument("--folds", type=int, default=FOLDS,
-                            help="cross-validation folds, the same for every method (default %(default)s)")
-        parser.add_argument("--seeds", type=int, default=SEEDS,
-                            help="repeats of the whole k-fold CV, each with its own fold shuffle and model seed "
-                                 "(--seed, --seed + 1, ...; default %(default)s); errors and tests cover every repeat")
-    parser.add_argument("--max-epochs", type=int, metavar="E",
-                        help=f"cap on the training epochs of the MLP methods (default {ESTIMATOR.max_epochs}, the "
-                             "estimator's)")
-    parser.add_argument("--n-iter-no-change", type=int, metavar="E",
-                        help=f"early stopping's patience: epochs without a better validation loss (default "
-                             f"{ESTIMATOR.n_iter_no_change}, the estimator's; lower it with --max-epochs on a large "
-                             "table)")
-    parser.add_argument("--max-rows", type=int, metavar="N",
-                        help="run on N rows drawn at random (with --seed) to bound the cost (default: all rows)")
-    add_threads(parser, "Meta-Neighborhoods' training sums in an order that depends on them: a rerun matches a run "
-                        "fold for fold only on as many (every run records the count it ran on, config.threads, and "
-                        "--config reruns on as many)")
-    return parser
-
-
 def check_data_dir(data_dir) -> None:
     """A --data-dir given must be a folder: a mistyped one would otherwise fall back to the shipped copies (gom,
     digits) or, for --dataset all, skip every table it should hold, and the run would succeed on other data."""
     if data_dir is not None and not Path(data_dir).is_dir():
         raise UsageError(f"--data-dir {data_dir} is not a folder")
-
-
-def check_target(args) -> None:
-    """--target, --encoding and --separator belong to --data-file and to nothing else, --table-sha256 to one table:
-    say so rather than ignore them; an unknown encoding is refused before any work. A digest a record gave (--config)
-    does not bind --dataset all, nor does 'none' bind anything, nor a target column, encoding or separator a record
-    gave another table."""
-    for name in CSV_OPTIONS if args.data_file is None else ():
-        if name in getattr(args, "config_gave", {}):
-            setattr(args, name, None)  # a CSV run's record, rerun on a registered table the command line names
-        elif getattr(args, name, None) is not None:
-            raise UsageError(f"--{name.replace('_', '-')} only applies to --data-file")
-    if args.data_file is not None and args.target is None:
-        raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
-    if args.data_file is not None:  # --encoding '' is refused, not read as UTF-8
-        args.encoding = check_encoding("--encoding", "utf-8" if args.encoding is None else args.encoding)
-    recorded = "table_sha256" in getattr(args, "config_gave", {})
-    if args.table_sha256 is not None and (args.table_sha256.lower() == NONE or args.dataset == "all" and recorded):
-        args.table_sha256 = None
-    if args.table_sha256 is not None and args.dataset == "all":
-        raise UsageError("--table-sha256 names one table's numbers, not those of --dataset all")
-    if args.table_sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.table_sha256):
-        raise ConfigError(f"--table-sha256 must be 64 hexadecimal digits or none, got {args.table_sha256!r:.80}",
-                          "table_sha256")
-
-
-def load_table_source(args):
-    """The table named by --dataset, or the CSV of --data-file with its --target column (see check_target),
-    refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
-    task = getattr(args, "task", None) or REGRESSION
-    kind = None if args.data_file is not None else TABLES[args.dataset].task
-    if kind not in (None, task):  # a command without --task takes regression tables only (table_source)
-        raise UsageError(f"{args.dataset} is a {kind} table: give --task {kind}")
-    try:
-        if args.data_file is not None:
-            ignore = getattr(args, "ignore_columns", None) or ()
-            table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
-                                   () if list(ignore) == [NONE] else tuple(ignore),
-                                   labels=task == CLASSIFICATION)
-        else:
-            table = load_table(args.dataset, args.data_dir)
-    except NotInEncoding as error:
-        if "encoding" not in getattr(args, "config_gave", {}):
-            raise
-        raise NotInEncoding(f"{error} (encoding {args.encoding!r} from {args.config_gave['encoding']}; --encoding "
-                            "overrides it)") from None
-    except ValueError as error:  # a target of class labels, perhaps; read as a record says, maybe another file's
-        labels = isinstance(error, NotNumeric) and error.column == args.target and hasattr(args, "task")
-        gave = {name: path for name, path in getattr(args, "config_gave", {}).items()
-                if name in ("separator", "ignore_columns")}
-        if args.data_file is None or not (gave or labels):
-            raise
-        said = ", ".join(f"{name} {getattr(args, name)!r}" for name in gave)
-        options = " and ".join("--" + name.replace("_", "-") for name in gave)
-        override = "overrides it" if len(gave) == 1 else "override them"
-        raise ValueError(f"{error}" + " (or, if it holds class labels, give --task classification)" * labels
-                         + (f" ({said} from {next(iter(gave.values()))}; {options} {override})" if gave else "")
-                         ) from None
-    if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
-        other = "other numbers or class names" if table.classes else "other numbers"
-        raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
-                          f"{args.table_sha256[:16]}... (--table-sha256, which a run records): {other}; "
-                          "--table-sha256 none runs on them", "table_sha256")
-    return table
 
 
 def estimator_options() -> argparse.ArgumentParser:
@@ -282,13 +164,6 @@ def training_options(args) -> dict:
     _check_estimator_params(params)
     return {"seed": args.seed, "max_rows": args.max_rows, "threads": args.threads, "overwrite": bool(args.overwrite),
             "progress": not args.quiet, "estimator_params": {"device": args.device, **params}}
-
-
-def task(help: str) -> argparse.ArgumentParser:
-    """--task of regress and fit: a table's target as a regression's, or as class labels."""
-    parser = parent()
-    parser.add_argument("--task", choices=TASKS, default=REGRESSION, help=help)
-    return parser
 
 
 def vanilla_fallback() -> argparse.ArgumentParser:

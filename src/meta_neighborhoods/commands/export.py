@@ -50,8 +50,14 @@ def run(args) -> int:
         path, difference = (export_fit if fit else export_run)(args.run_dir, args.out, overwrite=args.overwrite)
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
-    said = ("raw rows (batch, features), output 'output' = the estimator's predict (a classifier's predict_proba; "
-            "its metadata says what), max |onnxruntime - estimator|") if fit else (
+    except FileNotFoundError as error:  # no classify run: nor a saved estimator
+        if "not a classify run folder" not in str(error):
+            raise
+        raise FileNotFoundError(f"{error}; nor a saved estimator (a fit's folder, or a checkpoint save wrote; a "
+                                "regress or ablate run keeps none: meta-neighborhoods fit --config RUN/results.json "
+                                "fits one)") from None
+    said = ("raw rows (batch, features), output 'output' = a regressor's predictions, or a classifier's class "
+            "probabilities, in the order of its metadata's classes; max |onnxruntime - estimator|") if fit else (
         "normalised images (batch, C, height, width), output 'output' = class logits of the run's best network "
         "(normalisation, pixel recipe and class names in its metadata); max |onnxruntime - PyTorch|")
     print(f"{path} ({args.format}): input 'input' = {said} = {difference:.2e} on a random batch of {CHECK_BATCH}")

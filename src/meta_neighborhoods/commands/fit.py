@@ -6,8 +6,9 @@ import logging
 
 from ..config import TASKS
 from ..validation import ConfigError
-from .common import (check_target, device, estimator_options, load_table_source, output, overwrite, seed,
-                     table_run_options, table_source, task, training_options, vanilla_fallback, verbosity)
+from .common import (device, estimator_options, output, overwrite, seed, table_run_options, training_options,
+                     vanilla_fallback, verbosity)
+from .table_source import check_target, load_table_source, table_source, table_task, task
 
 LOGGER = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ def add_parser(subparsers) -> None:
         parents=[output(help="folder for the model and the record of its fit, fit.json (created if needed)"),
                  overwrite(), seed(), device(), verbosity(), table_source(allow_all=False, folds=False),
                  estimator_options(), vanilla_fallback(),
-                 task("regression (default) or classification of the target column")],
+                 task("regression or classification of the target column (default: a registered table's task, "
+                      "else regression)")],
         description="Fit MetaNeighborhoodsRegressor (or, with --task classification, MetaNeighborhoodsClassifier, "
                     "whose target column holds class labels, integers or text) on every row of a table, early "
                     "stopping on a share of them as the estimator does, and write into --out the fitted estimator (model.json and "
@@ -36,7 +38,7 @@ def run(args) -> int:
     from ..experiments.final_model import fit_final
 
     options = training_options(args)
-    record = fit_final(load_table_source(args), args.out, task=args.task, **options)
+    record = fit_final(load_table_source(args), args.out, task=table_task(args), **options)
     training = record["training"]
     kept = "" if training["kept"] == "meta_neighborhoods" else f", kept the {training['kept']} network"
     print(f"{record['estimator']} fit on {record['dataset']} ({record['n']} rows x {record['d']} features) in "

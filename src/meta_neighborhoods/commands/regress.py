@@ -8,19 +8,20 @@ from pathlib import Path
 from ..config import CLASSIFICATION, OPTIONAL_METHOD_NAMES, REGRESSION, TABLE_METHOD_NAMES
 from ..datasets.tables import available_tables
 from ..validation import ConfigError
-from .common import (UsageError, check_target, estimator_options, fit_options, load_table_source, run_options,
-                     table_run_options, table_source, task, vanilla_fallback)
+from .common import UsageError, estimator_options, fit_options, run_options, table_run_options, vanilla_fallback
+from .table_source import check_target, load_table_source, table_source, table_task, task
 
 LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "regress", help=f"regression tables of Table 2: {', '.join(TABLE_METHOD_NAMES.values())}",
+        "regress", help=f"cross-validate {', '.join(TABLE_METHOD_NAMES.values())} on a table: Table 2 (or a "
+                        "classification table, --task classification)",
         parents=[*run_options(), table_source(allow_all=True), estimator_options(), vanilla_fallback(),
-                 task("regression (default: the MSE on the standardised target) or classification (the error rate, "
-                      "on folds stratified by class; the target column holds class labels, integers or text) of "
-                      "the target column")],
+                 task("regression (the MSE on the standardised target) or classification (the error rate, on folds "
+                      "stratified by class; the target column holds class labels, integers or text) of the target "
+                      "column (default: a registered table's task, else regression)")],
         description=f"Repeated k-fold MSE on the standardised target for {', '.join(TABLE_METHOD_NAMES.values())} "
                     f"and, where installed, {' and '.join(OPTIONAL_METHOD_NAMES.values())}, with t-tests of "
                     "Meta-Neighborhoods against each (with --task classification: the error rate of their "
@@ -40,14 +41,14 @@ def run(args) -> int:
     from ..experiments.regression import run_regression, run_regression_all
 
     options = {**fit_options(args), "search": args.search}
-    if args.dataset == "all" and args.task != REGRESSION:
+    if args.dataset == "all" and table_task(args) != REGRESSION:
         raise UsageError("--dataset all runs the regression tables: give --task classification one table, "
                          f"{' or '.join(available_tables(CLASSIFICATION))}, or a --data-file")
     if args.dataset == "all":
         run_regression_all(available_tables(REGRESSION), args.out, data_dir=args.data_dir, **options)
         written = ("summary.md", "summary.json and a folder per data set")
     else:
-        run_regression(load_table_source(args), args.out, **options, task=args.task)
+        run_regression(load_table_source(args), args.out, **options, task=table_task(args))
         written = ("results.md", "results.json, folds.png")
     print((Path(args.out) / written[0]).read_text(), end="")
     LOGGER.info("wrote %s/%s, %s", args.out, *written)
@@ -60,8 +61,9 @@ RECORDS = ("results.json", "summary.json")  # what options_from_record reads
 def options_from_record(record: dict) -> dict:
     """The options of the regress run whose results.json ``record`` is, for --config; a summary.json reruns
     --dataset all (each table then checks its own digest no more: the tables' records hold them)."""
-    if "param" in record:
-        raise ConfigError("the ablation.json of an ablate run, not the results.json of a regress run")
+    if "param" in record or "training" in record:
+        raise ConfigError(f"the {'ablation.json of an ablate run' if 'param' in record else 'fit.json of a fit'}, "
+                          "not the results.json of a regress run")
     if "datasets" in record:
         return {**table_run_options(record), "dataset": "all"}
     return table_run_options(record)

@@ -29,25 +29,30 @@ def class_labels(table: Table) -> np.ndarray:
 
 
 def checked_classes(table: Table, folds: int | None = None, drawn_from: Table | None = None) -> np.ndarray:
-    """``class_labels``, checked before any work: a class with fewer rows than ``folds`` is refused (a training
-    fold would lack it, or hold no other class); classes of a row or two each, and classes that the rows drawn
-    from the table ``drawn_from`` (``max_rows``) lack, are warned of."""
+    """``class_labels``, checked before any work: with ``folds``, a class of a single row is refused (the training
+    rows of the fold that tests it would lack it, and a binary table's would hold one class); classes of a row or
+    two each, a class of a single row (a mistyped label?), and classes that the rows drawn from the table
+    ``drawn_from`` (``max_rows``) lack, are warned of."""
     labels = class_labels(table)
     classes, counts = np.unique(labels, return_counts=True)
     if np.median(counts) < 3:
         warnings.warn(f"{table.name}: {len(counts)} classes among {len(labels)} rows, most of a row or two, too few "
                       f"to learn them from ({table.description}); is it a regression's target?", UserWarning,
                       stacklevel=2)
+    elif counts.min() == 1 and folds is None:
+        warnings.warn(f"{table.name}: {int(np.sum(counts == 1))} class(es) of a single row, such as "
+                      f"{str(classes[np.argmin(counts)])!r}, which the model learns little of: a mistyped label?",
+                      UserWarning, stacklevel=2)
     if drawn_from is not None and len(drawn_from.y) > len(table.y):
         lost = np.setdiff1d(np.unique(class_labels(drawn_from)), classes)
         if len(lost):
             warnings.warn(f"{table.name}: the {len(labels)} rows drawn (max_rows) hold {len(classes)} of the table's "
                           f"{len(lost) + len(classes)} classes: the model never predicts {str(lost[0])!r}"
                           f"{' and the others' * (len(lost) > 1)}", UserWarning, stacklevel=2)
-    if folds is not None and counts.min() < folds:
-        raise ConfigError(f"{table.name}: class {str(classes[np.argmin(counts)])!r} has {counts.min()} row(s), fewer "
-                          f"than the {folds} folds, so that a training fold would lack it: give fewer folds, more "
-                          "rows, or drop its rows", "folds")
+    if folds is not None and counts.min() == 1:
+        raise ConfigError(f"{table.name}: class {str(classes[np.argmin(counts)])!r} has a single row, which the "
+                          "training rows of the fold that tests it would lack: drop that row, or give more rows "
+                          "(--max-rows)", "folds")
     return labels
 
 

@@ -45,6 +45,10 @@ def fit_final(table: Table, out, task: str = REGRESSION, seed: int = 0, max_rows
     options = {"task": task, "seed": check_seed("seed", seed, limit=2**32),
                "max_rows": None if max_rows is None else check_int("max_rows", max_rows)}
     params = dict(estimator_params or {})
+    twice = sorted({name for name in table.feature_names or () if table.feature_names.count(name) > 1})
+    if twice:  # the model finds its columns by name
+        raise ValueError(f"{table.name}: more than one feature is named {twice[0]!r} ({table.description}), and a "
+                         "model finds its columns by name: rename one, or leave them out (--ignore-columns)")
     used, caught = subset_rows(table, options["max_rows"], options["seed"]), []
     with _recorded(caught):  # what the rows' classes warn of is kept with the fit's own warnings
         y = used.y if task == REGRESSION else checked_classes(used, drawn_from=table)
@@ -126,6 +130,9 @@ def load_model(path):
     ``model.json``), of either class, every field checked (``persistence.load``)."""
     if Path(path).name == RECORD:
         raise FileNotFoundError(f"{path} is the record of a fit: give its folder, {Path(path).parent}")
+    if Path(path).is_file() and Path(path).name in ("results.json", "summary.json", "ablation.json"):
+        raise FileNotFoundError(f"{path} is the record of a regress or ablate run, which keeps no model: "
+                                f"meta-neighborhoods fit --config {path} fits one")
     stem = saved_stem(path)
     if not checkpoint.exists(stem):
         raise FileNotFoundError(f"{path} is neither a fit's folder nor a saved model (no {stem}.json)")
