@@ -1148,7 +1148,7 @@ def test_a_class_too_small_for_the_folds_is_refused_and_small_classes_split_with
     assert "class 'b' has a single row, which the training rows of the fold that tests it would lack" in \
         capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-    small = _kinds(tmp_path, ["x", "y", "z"] * 8)  # 8 rows a class: 4 in a training fold, 1 in kNN's inner folds
+    small = _kinds(tmp_path, [*["x", "y"] * 11, "z", "z"])  # z: a row in each training fold, for kNN and search
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*least populated class")  # scikit-learn's, of a split by class
         results = run_regression(load_csv_table(small, "kind", labels=True), tmp_path / "s", folds=2, seeds=1,
