@@ -553,3 +553,13 @@ def test_records_models_and_columns_given_for_one_another_are_named(files, capsy
         assert main([*argv, "--quiet"]) == status
         assert message in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("r", "p.csv", "m.onnx", "f"))
+
+
+def test_a_target_of_a_few_integers_read_as_a_regressions_is_said_to_be_maybe_labels(tmp_path, capsys):
+    _table().drop(columns="y").to_csv(tmp_path / "train.csv", index=False)
+    said = "the target holds 2 distinct integers, read as a regression's target; if they are class labels, give " \
+           "--task classification"
+    for task, shown in (([], True), (["--task", "regression"], False)):  # asked for: not said
+        assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "label", *task, "--out",
+                     str(tmp_path / f"m{len(task)}"), *SMALL[:-1]]) == 0
+        assert (said in capsys.readouterr().err) == shown

@@ -4,7 +4,10 @@ checked and read, and the task of its target."""
 from __future__ import annotations
 
 import argparse
+import logging
 import re
+
+import numpy as np
 
 from ..config import CLASSIFICATION, ESTIMATOR, FOLDS, REGRESSION, SEEDS, TASKS
 from ..datasets.csv_tables import SEPARATORS, load_csv_table
@@ -12,6 +15,9 @@ from ..datasets.tables import TABLES, available_tables, load_table
 from ..datasets.text_tables import NotInEncoding, NotNumeric
 from ..validation import NONE, ConfigError, check_encoding
 from .common import CSV_OPTIONS, UsageError, add_threads, parent
+
+LOGGER = logging.getLogger(__name__)
+LABELS_AT_MOST = 10  # distinct integer values of a target that may be class labels
 
 
 def table_source(allow_all: bool, folds: bool = True, classification: bool = True) -> argparse.ArgumentParser:
@@ -129,7 +135,18 @@ def load_table_source(args):
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "
                           f"{args.table_sha256[:16]}... (--table-sha256, which a run records): {other}; "
                           "--table-sha256 none runs on them", "table_sha256")
+    if args.data_file is not None and hasattr(args, "task") and args.task is None:
+        _say_if_labels(table)
     return table
+
+
+def _say_if_labels(table) -> None:
+    """Say where a --data-file's target, read as a regression's by default, looks like class labels: a few integers
+    (said, not refused: a rating such as wine quality is both)."""
+    values = np.unique(table.y)
+    if len(values) <= LABELS_AT_MOST and np.array_equal(values, np.round(values)):
+        LOGGER.info("%s: the target holds %d distinct integers, read as a regression's target; if they are class "
+                    "labels, give --task classification", table.name, len(values))
 
 
 def task(help: str) -> argparse.ArgumentParser:
