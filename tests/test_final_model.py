@@ -537,15 +537,22 @@ def test_records_models_and_columns_given_for_one_another_are_named(files, capsy
     tmp_path, table, _ = files
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text("{}")
+    (tmp_path / "ablation.json").write_text("{}")
     table.assign(kind="red").to_csv(tmp_path / "colored.csv", index=False)
     table.rename(columns={"b": "a"}).to_csv(tmp_path / "twice.csv", index=False)
     for argv, status, message in (
             (["regress", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
               "--out", str(tmp_path / "r")], 2, "the fit.json of a fit, not the results.json of a regress run"),
             (["predict", "--model", str(tmp_path / "run" / "results.json"), "--data-file", str(tmp_path / "new.csv"),
-              "--out", str(tmp_path / "p.csv")], 1, "is the record of a regress or ablate run, which keeps no model"),
+              "--out", str(tmp_path / "p.csv")], 1, "is the record of a regress run, which keeps no model"),
+            (["predict", "--model", str(tmp_path / "ablation.json"), "--data-file", str(tmp_path / "new.csv"),
+              "--out", str(tmp_path / "p.csv")], 1, "the record of an ablate run, which keeps no model: fit --config "
+                                                  "takes a regress run's results.json"),
             (["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")], 1,
-             "nor a saved estimator (a fit's folder, or a checkpoint save wrote"),
+             f"results.json is the record of a regress run, which keeps no model: meta-neighborhoods fit --config "
+             f"{tmp_path / 'run' / 'results.json'} fits one"),
+            (["export", "--run", str(tmp_path / "model" / "fit.json"), "--out", str(tmp_path / "m.onnx")], 1,
+             "is the record of a fit: give its folder"),
             (["fit", "--data-file", str(tmp_path / "twice.csv"), "--target", "y", "--out", str(tmp_path / "f")], 1,
              "more than one feature is named 'a'"),
             (["fit", "--data-file", str(tmp_path / "colored.csv"), "--target", "y", "--out", str(tmp_path / "f")], 1,

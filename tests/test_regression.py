@@ -1117,9 +1117,9 @@ def test_the_registered_classification_table_runs_with_its_own_task(tmp_path, ca
     assert "digits" in available_tables() and "digits" not in available_tables("regression")
     assert available_tables("classification") == ["digits"]
     for argv, message in ((["regress", "--dataset", "digits", "--task", "regression"],
-                           "digits is a classification table: give --task classification, or none"),
+                           "digits is a classification table: give --task classification, or no --task"),
                           (["fit", "--dataset", "gom", "--task", "classification"],
-                           "gom is a regression table: give --task regression, or none")):
+                           "gom is a regression table: give --task regression, or no --task")):
         assert main([*argv, "--out", str(tmp_path / "refused"), "--quiet"]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "refused").exists()
     with pytest.raises(SystemExit):  # ablate takes the regression tables only
@@ -1182,3 +1182,27 @@ def test_classes_the_rows_drawn_lack_are_warned_of_in_a_run(tmp_path, capsys, fa
                  "--seeds", "1", "--max-rows", "20", "--seed", "2", "--out", str(tmp_path / "r"), "--quiet"]) == 0
     assert "the 20 rows drawn (max_rows) hold 2 of the table's 3 classes: the model never predicts 'rare'" in \
         capsys.readouterr().err
+
+
+def test_a_records_task_is_its_tables_and_a_class_smaller_than_the_folds_is_said_once(tmp_path, capsys,
+                                                                                      fast_estimators):
+    """A record's task reruns its table, not another the command line names; a record without one leaves it to the
+    table; a class of fewer rows than folds is said in the run's words, not scikit-learn's."""
+    small = ["--max-rows", "60", "--folds", "2", "--seeds", "1", "--quiet"]
+    assert main(["regress", "--dataset", "digits", *small, "--out", str(tmp_path / "d")]) == 0
+    record = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert record["config"]["task"] == "classification"
+    del record["config"]["task"]  # a record from before tasks: the table's own
+    (tmp_path / "untasked.json").write_text(json.dumps(record))
+    assert main(["fit", "--config", str(tmp_path / "untasked.json"), "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "f" / "fit.json").read_text())["task"] == "classification"
+    assert main(["regress", "--config", str(tmp_path / "d" / "results.json"), "--dataset", "gom", "--table-sha256",
+                 "none", *small, "--out", str(tmp_path / "g")]) == 0  # digits' task does not follow it onto gom
+    assert json.loads((tmp_path / "g" / "results.json").read_text())["metric"] == "mse"
+    capsys.readouterr()
+    path = _kinds(tmp_path, [*["x", "y"] * 20, "z", "z", "z"])
+    assert main(["regress", "--data-file", str(path), "--target", "kind", "--task", "classification", "--folds", "5",
+                 "--seeds", "1", "--out", str(tmp_path / "k"), "--quiet"]) == 0
+    error = capsys.readouterr().err
+    assert "kinds: class 'z' has 3 rows, fewer than the 5 folds: 2 test fold(s) lack it" in error
+    assert "least populated class" not in error

@@ -363,8 +363,7 @@ def saved_stem(path) -> Path:
         return path / FOLDER_MODEL
     if path.is_dir() and not (path.name and checkpoint.exists(checkpoint_stem(path))):  # no save('name') beside it
         raise FileNotFoundError(f"{path} is a folder that holds no saved model ({FOLDER_MODEL}.json): give the folder "
-                                "meta-neighborhoods fit wrote, or the checkpoint save wrote (a regress or ablate run "
-                                "keeps none: meta-neighborhoods fit --config RUN/results.json fits one)")
+                                "meta-neighborhoods fit wrote, or the checkpoint save wrote")
     return checkpoint_stem(path)
 
 

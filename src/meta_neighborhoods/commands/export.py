@@ -42,20 +42,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..experiments.final_model import export_fit, holds_model
+    from ..experiments.final_model import export_fit, means_model
     from ..export import CHECK_BATCH, export_run
 
-    fit = holds_model(args.run_dir)
+    fit = means_model(args.run_dir)  # else a classify run
     try:
         path, difference = (export_fit if fit else export_run)(args.run_dir, args.out, overwrite=args.overwrite)
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
-    except FileNotFoundError as error:  # no classify run: nor a saved estimator
-        if "not a classify run folder" not in str(error):
-            raise
-        raise FileNotFoundError(f"{error}; nor a saved estimator (a fit's folder, or a checkpoint save wrote; a "
-                                "regress or ablate run keeps none: meta-neighborhoods fit --config RUN/results.json "
-                                "fits one)") from None
     said = ("raw rows (batch, features), output 'output' = a regressor's predictions, or a classifier's class "
             "probabilities, in the order of its metadata's classes; max |onnxruntime - estimator|") if fit else (
         "normalised images (batch, C, height, width), output 'output' = class logits of the run's best network "

@@ -21,8 +21,9 @@ def add_parser(subparsers) -> None:
                  estimator_options(), vanilla_fallback(),
                  task("regression or classification of the target column (default: a registered table's task, "
                       "else regression)")],
-        description="Fit MetaNeighborhoodsRegressor (or, with --task classification, MetaNeighborhoodsClassifier, "
-                    "whose target column holds class labels, integers or text) on every row of a table, early "
+        description="Fit MetaNeighborhoodsRegressor (or, for a classification table or with --task "
+                    "classification, MetaNeighborhoodsClassifier, whose target column holds class labels, integers "
+                    "or text) on every row of a table, early "
                     "stopping on a share of them as the estimator does, and write into --out the fitted estimator (model.json and "
                     "its tensors, which the estimator's load reads) and fit.json, the record of the fit: its "
                     "settings, the table's digest, its epochs and best loss, versions and command. "
@@ -59,11 +60,12 @@ def options_from_record(record: dict) -> dict:
         raise ConfigError("the record of an ablate run or of regress --dataset all; fit takes a fit.json or the "
                           "results.json of a regress run on one table")
     config = record.get("config")
-    task = config.get("task", "regression") if isinstance(config, dict) else None
-    if task not in TASKS:
-        raise ConfigError(f"its task should be one of {', '.join(TASKS)}, got {task!r:.40}")
+    if not isinstance(config, dict):
+        raise ConfigError("not the fit.json of a fit or the results.json of a regress run: it has no config")
+    if config.get("task", TASKS[0]) not in TASKS:  # none recorded: the table's (table_task)
+        raise ConfigError(f"its task should be one of {', '.join(TASKS)}, got {config['task']!r:.40}")
     if config.get("search") is True:
         raise ConfigError("its regress run searched the architecture per fold, which gives no one network to fit: "
                          "give --hidden-layer-sizes instead")
     protocol = ("folds", "seeds", "search") + (("max_rows",) if "folds" in config else ())  # the CV's, not a fit's
-    return {**{key: value for key, value in table_run_options(record).items() if key not in protocol}, "task": task}
+    return {key: value for key, value in table_run_options(record).items() if key not in protocol}

@@ -16,16 +16,16 @@ LOGGER = logging.getLogger(__name__)
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "regress", help=f"cross-validate {', '.join(TABLE_METHOD_NAMES.values())} on a table: Table 2 (or a "
-                        "classification table, --task classification)",
+        "regress", help=f"cross-validate {', '.join(TABLE_METHOD_NAMES.values())} on a table: Table 2, or a "
+                        "classification table's error rate",
         parents=[*run_options(), table_source(allow_all=True), estimator_options(), vanilla_fallback(),
                  task("regression (the MSE on the standardised target) or classification (the error rate, on folds "
                       "stratified by class; the target column holds class labels, integers or text) of the target "
                       "column (default: a registered table's task, else regression)")],
         description=f"Repeated k-fold MSE on the standardised target for {', '.join(TABLE_METHOD_NAMES.values())} "
                     f"and, where installed, {' and '.join(OPTIONAL_METHOD_NAMES.values())}, with t-tests of "
-                    "Meta-Neighborhoods against each (with --task classification: the error rate of their "
-                    "classifiers); writes results.json, results.md and folds.png "
+                    "Meta-Neighborhoods against each (on a classification table, or with --task classification: "
+                    "the error rate of their classifiers); writes results.json, results.md and folds.png "
                     "(with --dataset all: one folder per data set, summary.md and summary.json).",
     )
     parser.add_argument("--search", action="store_true",

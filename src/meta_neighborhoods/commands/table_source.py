@@ -73,10 +73,13 @@ def table_source(allow_all: bool, folds: bool = True, classification: bool = Tru
 def check_target(args) -> None:
     """--target, --encoding and --separator belong to --data-file and to nothing else, --table-sha256 to one table:
     say so rather than ignore them; an unknown encoding is refused before any work. A digest a record gave (--config)
-    does not bind --dataset all, nor does 'none' bind anything, nor a target column, encoding or separator a record
-    gave another table."""
+    does not bind --dataset all, nor does 'none' bind anything, nor a target column, encoding, separator or task a
+    record gave another table."""
+    gave = getattr(args, "config_gave", {})
+    if args.data_file is None and "task" in gave and "dataset" not in gave:  # a record's, rerun on another table
+        args.task = None  # that table's own
     for name in CSV_OPTIONS if args.data_file is None else ():
-        if name in getattr(args, "config_gave", {}):
+        if name in gave:
             setattr(args, name, None)  # a CSV run's record, rerun on a registered table the command line names
         elif getattr(args, name, None) is not None:
             raise UsageError(f"--{name.replace('_', '-')} only applies to --data-file")
@@ -100,7 +103,7 @@ def load_table_source(args):
     task = table_task(args)
     kind = None if args.data_file is not None else TABLES[args.dataset].task
     if kind not in (None, task):  # a command without --task takes regression tables only (table_source)
-        raise UsageError(f"{args.dataset} is a {kind} table: give --task {kind}, or none")
+        raise UsageError(f"{args.dataset} is a {kind} table: give --task {kind}, or no --task")
     try:
         if args.data_file is not None:
             ignore = getattr(args, "ignore_columns", None) or ()
@@ -119,7 +122,8 @@ def load_table_source(args):
             and "separated by" not in str(error)  # not a column of text, but a line read with another separator
         labels = text and error.column == args.target and hasattr(args, "task")
         hint = (" (or, if it holds class labels, give --task classification)" if labels else
-                f" (or leave it out: --ignore-columns {error.column!r})" if text and error.column != args.target else "")
+                f" (or leave it out: --ignore-columns {error.column!r})" if text and error.column != args.target else
+                "")
         gave = {name: path for name, path in getattr(args, "config_gave", {}).items()
                 if name in ("separator", "ignore_columns")}
         if args.data_file is None or not (gave or hint):

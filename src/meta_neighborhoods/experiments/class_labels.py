@@ -30,9 +30,9 @@ def class_labels(table: Table) -> np.ndarray:
 
 def checked_classes(table: Table, folds: int | None = None, drawn_from: Table | None = None) -> np.ndarray:
     """``class_labels``, checked before any work: with ``folds``, a class of a single row is refused (the training
-    rows of the fold that tests it would lack it, and a binary table's would hold one class); classes of a row or
-    two each, a class of a single row (a mistyped label?), and classes that the rows drawn from the table
-    ``drawn_from`` (``max_rows``) lack, are warned of."""
+    rows of the fold that tests it would lack it, and a binary table's would hold one class), and one of fewer rows
+    than folds is warned of; classes of a row or two each, a class of a single row (a mistyped label?), and classes
+    that the rows drawn from the table ``drawn_from`` (``max_rows``) lack, are warned of."""
     labels = class_labels(table)
     classes, counts = np.unique(labels, return_counts=True)
     if np.median(counts) < 3:
@@ -49,6 +49,9 @@ def checked_classes(table: Table, folds: int | None = None, drawn_from: Table | 
             warnings.warn(f"{table.name}: the {len(labels)} rows drawn (max_rows) hold {len(classes)} of the table's "
                           f"{len(lost) + len(classes)} classes: the model never predicts {str(lost[0])!r}"
                           f"{' and the others' * (len(lost) > 1)}", UserWarning, stacklevel=2)
+    if folds is not None and 1 < counts.min() < folds:  # said here, with the table's name, not by scikit-learn
+        warnings.warn(f"{table.name}: class {str(classes[np.argmin(counts)])!r} has {counts.min()} rows, fewer than "
+                      f"the {folds} folds: {folds - counts.min()} test fold(s) lack it", UserWarning, stacklevel=2)
     if folds is not None and counts.min() == 1:
         raise ConfigError(f"{table.name}: class {str(classes[np.argmin(counts)])!r} has a single row, which the "
                           "training rows of the fold that tests it would lack: drop that row, or give more rows "

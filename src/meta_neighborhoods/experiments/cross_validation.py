@@ -208,8 +208,10 @@ def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int, labels: np.nd
     class ``labels`` the folds are stratified: each holds each class's share of the rows."""
     split = KFold if labels is None else StratifiedKFold
     for repeat_seed in range(seed, seed + seeds):
-        for fold, (train, test) in enumerate(split(folds, shuffle=True, random_state=repeat_seed).split(
-                np.empty((n_rows, 1)), labels)):
+        with warnings.catch_warnings():  # a class smaller than the folds: class_labels.checked_classes says it
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            splits = list(split(folds, shuffle=True, random_state=repeat_seed).split(np.empty((n_rows, 1)), labels))
+        for fold, (train, test) in enumerate(splits):
             yield repeat_seed, fold, train, test
 
 

@@ -117,12 +117,34 @@ def _training(estimator, seconds: float) -> dict:
             "seconds": round(seconds, 3)}
 
 
-def holds_model(path) -> bool:
-    """Whether ``path`` names a saved estimator (``load_model``'s)."""
+TABLE_RUN_RECORDS = {"results.json": "{path}", "summary.json": "{folder}/TABLE/results.json"}  # what fit --config
+# takes of a regress run's record, or of a folder holding it; an ablation.json gives no model
+
+
+def means_model(path) -> bool:
+    """Whether ``path`` names a saved estimator, or what ``load_model`` explains holds none: a fit's record, a table
+    run's record or folder (so that ``export`` does not take it for a classify run)."""
+    path = Path(path)
     try:
-        return Path(path).name != RECORD and checkpoint.exists(saved_stem(path))
+        return path.name == RECORD or _table_run_record(path) is not None or checkpoint.exists(saved_stem(path))
     except (FileNotFoundError, checkpoint.CheckpointError):  # a folder without one; a tensor file
         return False
+
+
+def _table_run_record(path: Path) -> Path | None:
+    """The record of the regress or ablate run that ``path`` is, or whose folder it is; else None."""
+    names = (*TABLE_RUN_RECORDS, "ablation.json")
+    if path.is_file() and path.name in names:
+        return path
+    return next((path / name for name in names if path.is_dir() and (path / name).is_file()), None)
+
+
+def _no_model(record: Path) -> str:
+    """Why a table run's ``record`` gives no model to load, and what fits one."""
+    form = TABLE_RUN_RECORDS.get(record.name)
+    fits = (f"meta-neighborhoods fit --config {form.format(path=record, folder=record.parent)} fits one" if form else
+            "fit --config takes a regress run's results.json")
+    return f"{record} is the record of {'a regress' if form else 'an ablate'} run, which keeps no model: {fits}"
 
 
 def load_model(path):
@@ -130,9 +152,9 @@ def load_model(path):
     ``model.json``), of either class, every field checked (``persistence.load``)."""
     if Path(path).name == RECORD:
         raise FileNotFoundError(f"{path} is the record of a fit: give its folder, {Path(path).parent}")
-    if Path(path).is_file() and Path(path).name in ("results.json", "summary.json", "ablation.json"):
-        raise FileNotFoundError(f"{path} is the record of a regress or ablate run, which keeps no model: "
-                                f"meta-neighborhoods fit --config {path} fits one")
+    record = _table_run_record(Path(path))
+    if record is not None and not (Path(path).is_dir() and checkpoint.exists(Path(path) / MODEL)):
+        raise FileNotFoundError(_no_model(record))
     stem = saved_stem(path)
     if not checkpoint.exists(stem):
         raise FileNotFoundError(f"{path} is neither a fit's folder nor a saved model (no {stem}.json)")
