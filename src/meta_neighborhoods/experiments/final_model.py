@@ -54,7 +54,7 @@ def fit_final(table: Table, out, task: str = REGRESSION, seed: int = 0, max_rows
         y = used.y if task == REGRESSION else checked_classes(used, drawn_from=table)
     estimator = ESTIMATORS[task](**{"random_state": options["seed"], **params, "verbose": int(progress)})
     check_before_fit(estimator, len(y), used.X.shape[1])
-    X = _named(used)
+    X = _named(used.X, used.feature_names)
     replaces = _tensor_files(out) if overwrite else []
     with torch_threads(check_threads("threads", threads)), claimed(out, [RECORD, f"{MODEL}.json"], overwrite,
                                                                     FIT_KIND, replaces=replaces) as stage:
@@ -86,14 +86,15 @@ def _recorded(caught: list):
     caught.extend(seen)
 
 
-def _named(table: Table):
-    """The rows with their column names, which the estimator keeps (``feature_names_in_``), so that ``predict``
-    finds its columns in another file by name; a registered table without names as an array."""
-    if table.feature_names is None:
-        return table.X
+def _named(X: np.ndarray, names) -> np.ndarray:
+    """Rows with their columns' ``names`` where there are any: a fit's, which the estimator keeps
+    (``feature_names_in_``) so that ``predict`` finds its columns in another file by name, and the rows it then
+    predicts (scikit-learn warns of an array where it kept names); without names (a registered table), the array."""
+    if names is None:
+        return X
     import pandas as pd
 
-    return pd.DataFrame(table.X, columns=table.feature_names)
+    return pd.DataFrame(X, columns=names)
 
 
 def _tensor_files(out) -> list[str]:
@@ -189,7 +190,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
                          target, encoding, separator, keep, labels=classifier)
     kept = load_csv_text(data_file, keep, len(X), encoding, separator) if keep else {}
-    X = _frame(estimator, X)
+    X = _named(X, getattr(estimator, "feature_names_in_", None))
     estimator.model_.to(resolve_device(device))  # predict runs where the network is
     predicted = estimator.predict(X)
     if y is not None and predicted.ndim != 1:
@@ -229,21 +230,11 @@ def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> tuple[Path
     _check_out(out, overwrite, _model_files(model), "the model's files")
     rows = np.random.default_rng(seed).normal(size=(export.CHECK_BATCH, estimator.n_features_in_))
     rows = (rows * estimator.x_scale_ + estimator.x_mean_).astype(np.float32)
-    named = _frame(estimator, rows)
+    named = _named(rows, getattr(estimator, "feature_names_in_", None))
     expected = estimator.predict_proba(named) if hasattr(estimator, "classes_") else estimator.predict(named)
     difference = export.write_checked(Path(out), estimator.export_onnx, lambda candidate: float(np.abs(
         export.onnx_output(candidate, rows).reshape(expected.shape) - expected).max()))
     return Path(out), difference
-
-
-def _frame(estimator, X: np.ndarray):
-    """Rows as the estimator was fitted: with their columns' names where it kept them (scikit-learn warns of an
-    array there)."""
-    if not hasattr(estimator, "feature_names_in_"):
-        return X
-    import pandas as pd
-
-    return pd.DataFrame(X, columns=estimator.feature_names_in_)
 
 
 def _model_files(model) -> list[Path]:
