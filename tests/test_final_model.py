@@ -476,6 +476,34 @@ def test_a_target_that_cannot_be_scored_is_named_before_anything_is_written(file
     assert not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_predict_scores_the_rows_that_hold_a_target_and_predicts_every_row(tmp_path, capsys, task):
+    table = _species() if task == "classification" else _table().drop(columns="label")
+    target = "species" if task == "classification" else "y"
+    table.to_csv(tmp_path / "train.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", target, "--task", task, "--out",
+                 str(tmp_path / "model"), *SMALL]) == 0
+    truth = table[target].astype(str).str.strip() if task == "classification" else table[target]
+    new = table.astype({target: object})
+    new.loc[[2, 5, 6], target] = ["", "NA", "?"]  # new rows beside labelled ones
+    new.to_csv(tmp_path / "new.csv", index=False)
+    predict = ["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--target",
+               target]
+    assert main([*predict, "--out", str(tmp_path / "p.csv")]) == 0
+    predicted = pd.read_csv(tmp_path / "p.csv").prediction.to_numpy()
+    assert len(predicted) == len(table)
+    kept = np.setdiff1d(np.arange(len(table)), [2, 5, 6])
+    score = np.mean(predicted[kept] == truth[kept]) if task == "classification" else \
+        np.mean((predicted[kept] - truth[kept]) ** 2)
+    said = capsys.readouterr()
+    assert f"against --target {target} on the {len(kept)} rows that hold one: {score:.6g}" in said.out
+    assert f"--target {target} has no value on 3 of {len(table)} rows: the others are scored" in said.err
+    new.assign(**{target: ""}).to_csv(tmp_path / "none.csv", index=False)
+    assert main([*predict[:4], str(tmp_path / "none.csv"), *predict[5:], "--out", str(tmp_path / "q.csv")]) == 0
+    said = capsys.readouterr()
+    assert "against" not in said.out and "nothing is scored" in said.err and (tmp_path / "q.csv").exists()
+
+
 def test_a_model_asked_for_by_a_path_that_holds_none_is_told_where_one_is(files, capsys, monkeypatch):
     tmp_path, _, _ = files
     (tmp_path / "run").mkdir()  # as regress leaves it: no model

@@ -22,8 +22,8 @@ def add_parser(subparsers) -> None:
                     "--probabilities, a classifier's probability_<class> columns, after the columns --keep-columns "
                     "copies as written. The model's feature columns are found by name, in any order; other columns "
                     "are left out (a model saved without names takes every column but --target and those kept, in "
-                    "order). With --target, that column is scored: mean squared error in its own units, or "
-                    "accuracy. --out is written in UTF-8.",
+                    "order). With --target, that column is scored on the rows that hold a value (every row is "
+                    "predicted): mean squared error in its own units, or accuracy. --out is written in UTF-8.",
     )
     parser.add_argument("--model", required=True, metavar="PATH",
                         help="the --out folder of a fit, or a checkpoint as save() was given it (model or model.json)")
@@ -52,7 +52,9 @@ def run(args) -> int:
     done = predict_file(args.model, args.data_file, args.out, encoding=encoding, separator=args.separator,
                         target=args.target, probabilities=args.probabilities, keep=tuple(args.keep_columns),
                         device=args.device, overwrite=args.overwrite)
-    scored = "" if done["score"] is None else f"; {done['metric']} against --target {args.target}: {done['score']:.6g}"
+    rows = "" if done["scored"] == done["rows"] else f" on the {done['scored']} rows that hold one"
+    scored = "" if done["score"] is None else \
+        f"; {done['metric']} against --target {args.target}{rows}: {done['score']:.6g}"
     print(f"{args.out}: {done['rows']} prediction{'s' * (done['rows'] != 1)} of the {done['estimator']} of "
           f"{args.model}{scored}")
     return 0

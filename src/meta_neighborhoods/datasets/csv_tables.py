@@ -68,15 +68,17 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
 
 
 def read_labels(path: Path, columns: Callable[[list[str]], list[int]], rows: int, source: Source, encoding: str,
-                separator: str) -> tuple[str, np.ndarray]:
+                separator: str, unlabelled: bool = False) -> tuple[str, np.ndarray]:
     """(name, class labels) of the one column ``columns`` picks of a CSV file whose ``rows`` rows ``read_numeric``
     read (``source``), each label as text without the blanks around it; a missing one (empty, NA, ?, ...: a field
-    ``read_numeric`` reads as missing) is refused, naming its line."""
+    ``read_numeric`` reads as missing) is refused, naming its line, or, where rows may be ``unlabelled``, None."""
     [(name, text)] = read_text_columns(path, columns, dataset=path.stem, delimiter=SEPARATORS[separator],
                                        encoding=encoding, rows=rows).items()
     text = np.array([label.strip() for label in text], dtype=object)
     missing = np.isin(text, list(MISSING))
-    if missing.any():
+    if unlabelled:
+        text[missing] = None
+    elif missing.any():
         first = int(np.argmax(missing))
         raise ValueError(f"{path.stem}: the target has {int(missing.sum())} missing class label(s) (first "
                          f"{text[first]!r}, on file line {source.line(first)} of {path}); drop or fill those rows, "
@@ -104,13 +106,14 @@ def _coded(labels: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...] 
 
 
 def load_csv_rows(path: Path | str, features: list[str] | int, target: str | None = None, encoding: str = "utf-8",
-                  separator: str = "comma", kept: tuple[str, ...] = (),
-                  labels: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  separator: str = "comma", kept: tuple[str, ...] = (), labels: bool = False,
+                  unlabelled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """The rows of a CSV file with a header row that a fitted model predicts: the columns it was fitted on by name,
     in its order (``features``; an int: a model fitted without names takes that many, every column but ``target``
     and the ``kept`` ones, which predictions carry, in the file's order), and the ``target`` column where one is
-    named, to score against (else None; class ``labels`` as text, as ``read_labels`` reads them). Other
-    columns are left out, and may hold text (an identifier). Read and checked as ``load_csv_table`` reads a table."""
+    named, to score against (else None; class ``labels`` as text, as ``read_labels`` reads them; where rows may be
+    ``unlabelled``, a missing value is NaN, or None among labels, and only inf is refused). Other columns are left
+    out, and may hold text (an identifier). Read and checked as ``load_csv_table`` reads a table."""
     path = Path(path)
 
     def wanted(names: list[str]) -> list[int]:
@@ -136,10 +139,10 @@ def load_csv_rows(path: Path | str, features: list[str] | int, target: str | Non
     check_features(path.stem, X, names[:n_features], source)
     if labels and target is not None:
         return X, read_labels(path, lambda names: [_column(names, target, path)], len(X), source, encoding,
-                              separator)[1]
+                              separator, unlabelled)[1]
     y = None if target is None else data[:, n_features]
     if y is not None:
-        check_target(path.stem, y, source)
+        check_target(path.stem, np.where(np.isnan(y), 0.0, y) if unlabelled else y, source)
     return X, y
 
 

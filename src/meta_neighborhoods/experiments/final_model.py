@@ -175,7 +175,8 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     ``prediction`` (``prediction_0``, ... for several targets) and, for a classifier with ``probabilities``, one
     ``probability_<class>`` per class, after the columns ``keep`` names, copied as written (an identifier). The
     model's columns are found by name; others are left out. With ``target``,
-    that column is scored: the mean squared error in its own units, or the accuracy. A file that exists is refused
+    that column is scored on the rows that hold a value: the mean squared error in its own units, or the accuracy
+    (``scored``: how many rows). A file that exists is refused
     unless ``overwrite``, the data file and the model's own files always."""
     estimator = load_model(model)
     classifier = hasattr(estimator, "classes_")
@@ -188,7 +189,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
         raise ConfigError(f"--keep-columns {taken[0]!r} is the name of a column of predictions", "keep_columns")
     named = hasattr(estimator, "feature_names_in_")
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
-                         target, encoding, separator, keep, labels=classifier)
+                         target, encoding, separator, keep, labels=classifier, unlabelled=True)
     kept = load_csv_text(data_file, keep, len(X), encoding, separator) if keep else {}
     X = _named(X, getattr(estimator, "feature_names_in_", None))
     estimator.model_.to(resolve_device(device))  # predict runs where the network is
@@ -201,18 +202,30 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
         columns.update({f"probability_{label}": p
                         for label, p in zip(estimator.classes_, estimator.predict_proba(X).T)})
     columns = {**kept, **columns}
-    score = _score(estimator, predicted, y, target)
+    scored = None if y is None else _labelled(y, target)
+    score = None if not scored else _score(estimator, predicted[scored], y[scored], target)
     _write_csv(out, columns, SEPARATORS[separator])
     return {"rows": len(predicted), "estimator": type(estimator).__name__, "score": score,
-            "metric": None if y is None else "accuracy" if classifier else "mse"}
+            "scored": 0 if scored is None else len(scored), "metric": None if y is None else
+            "accuracy" if classifier else "mse"}
 
 
-def _score(estimator, predicted: np.ndarray, y: np.ndarray | None, target: str | None) -> float | None:
+def _labelled(y: np.ndarray, target: str) -> list[int]:
+    """The rows whose column ``target`` holds a value (missing: NaN, or None among labels), warning of the others:
+    a file may hold new rows beside labelled ones, and every row is predicted."""
+    rows = [i for i, value in enumerate(y) if value is not None and value == value]  # NaN != NaN
+    if len(rows) < len(y):
+        LOGGER.warning("--target %s has no value on %d of %d rows: %s", target, len(y) - len(rows), len(y),
+                       "the others are scored" if rows else "nothing is scored")
+    return rows
+
+
+def _score(estimator, predicted: np.ndarray, y: np.ndarray, target: str) -> float:
     """The mean squared error of ``predicted`` against the values ``y`` of column ``target``, or a classifier's
     accuracy against its labels ``y`` (text, read as numbers where its classes are numbers, as fit read them),
     warning of labels it never saw."""
-    if y is None or not hasattr(estimator, "classes_"):
-        return None if y is None else float(np.mean((predicted - y) ** 2))
+    if not hasattr(estimator, "classes_"):
+        return float(np.mean((predicted - y) ** 2))
     labels = text_numbers(y) if estimator.classes_.dtype.kind in "iufb" else y  # as fit read them: True is 1
     unseen = ~np.isin(labels, estimator.classes_)
     if unseen.any():
