@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -511,6 +512,30 @@ def test_every_method_fits_the_architecture_the_search_chose(monkeypatch):
     cross_validate(_small_table(), {"vanilla": spy, "meta_neighborhoods": spy}, folds=2, seed=0,
                    params={"hidden_layer_sizes": (3,)}, search=True, progress=False)
     assert seen == [(7, 7)] * 4  # vanilla and MN, both folds: the README says MN takes the searched network too
+
+
+def test_no_method_s_seconds_carry_the_one_time_import_of_the_first_optimiser():
+    code = """
+import sys
+from meta_neighborhoods.experiments.cross_validation import cross_validate
+from meta_neighborhoods.datasets.tables import Table
+import numpy as np
+seen = []
+class Mean:
+    def fit(self, X, y):
+        seen.append("torch._dynamo" in sys.modules)  # imported by AdamW's first construction, about 1.5 s
+        self.mean = y.mean()
+        return self
+    def predict(self, X):
+        return np.full(len(X), self.mean)
+X = np.arange(20.0)[:, None]
+cross_validate(Table("t", X, X[:, 0], None, ""), {"first": lambda **_: Mean()}, folds=2, seed=0, params={},
+               progress=False)
+print(seen)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(meta_neighborhoods.__file__).parents[1])})
+    assert done.stdout.strip() == "[True, True]"
 
 
 def _table_results(mean, p_values):

@@ -226,6 +226,8 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     _check_size(table, methods, folds)
     errors, kept, losses, sizes, unconverged, said = {name: [] for name in methods}, {}, {}, {}, {}, set()
     seconds = dict.fromkeys(methods, 0.0)
+    # The first optimiser a process makes imports torch._dynamo (about 1.5 s): made here, no method's seconds hold it.
+    torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
     architectures, fold_seeds = [], []
     check_option("task", task, METRICS)
     labels = None if task == REGRESSION else class_labels(table)
