@@ -161,6 +161,34 @@ def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
     assert results["config"]["estimator"]["hidden_layer_sizes"].startswith("searched")
 
 
+class _Confident:
+    """A classifier right on every row, surer of it the more units its network has."""
+
+    def __init__(self, layers):
+        self.sure = 0.5 + 0.49 * np.prod(layers) ** (1 / len(layers)) * len(layers) / (5 * 256)
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return (X[:, 0] > 0.5).astype(int)
+
+    def predict_proba(self, X):
+        right = self.predict(X)
+        return np.where(np.arange(2) == right[:, None], self.sure, 1 - self.sure)
+
+
+def test_the_classifier_s_search_breaks_error_rate_ties_by_log_loss(monkeypatch):
+    monkeypatch.setattr(cross_validation, "_vanilla", lambda *, params, task, **_: _Confident(params["hidden_layer_sizes"]))
+    y = np.arange(50) % 2
+    choice = cross_validation.search_architecture(y[:, None] * 1.0, y, seed=0, params={}, task="classification")
+    assert set(choice["validation_error_rate"].values()) == {0.0}  # every architecture ties on the error rate
+    assert choice["hidden_layer_sizes"] == [256] * 5  # the surest: the lowest log-loss
+    sure = _Confident([256] * 5).sure
+    assert choice["validation_log_loss"]["x".join(["256"] * 5)] == pytest.approx(-np.log(sure))
+
+
 class _KeptBySeed:
     """A mean predictor that reports the vanilla fallback's choice: the network without neighbours under seed 3."""
 

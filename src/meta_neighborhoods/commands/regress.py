@@ -29,8 +29,9 @@ def add_parser(subparsers) -> None:
                     "(with --dataset all: one folder per data set, summary.md and summary.json).",
     )
     parser.add_argument("--search", action="store_true",
-                        help="choose the MLP architecture per fold (2-5 layers x 32-256 units, inner 80/20 split) "
-                             "for vanilla, and use it for Meta-Neighborhoods too")
+                        help="choose the MLP architecture per fold (2-5 layers x 32-256 units, inner 80/20 split; "
+                             "by MSE, or by error rate and then log-loss) for vanilla, and use it for "
+                             "Meta-Neighborhoods too")
     parser.set_defaults(run=run)
 
 

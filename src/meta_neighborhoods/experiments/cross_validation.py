@@ -157,22 +157,35 @@ def _fit_error(estimator, X_train, y_train, X_test, y_test, task: str = REGRESSI
 
 def search_architecture(X: np.ndarray, y: np.ndarray, *, seed: int, params: dict, task: str = REGRESSION) -> dict:
     """The paper's search: every depth x width for the vanilla MLP, judged on an inner 80/20 split (stratified by
-    class in classification, where the classes allow it)."""
+    class in classification, where the classes allow it). A classifier's error rate ties often on a small split,
+    so ties go to the lower log-loss."""
     by_class = task != REGRESSION and stratifiable(y, round(1 / SEARCH_VALIDATION))  # else a class may break it
     X_fit, X_valid, y_fit, y_valid = train_test_split(X, y, test_size=SEARCH_VALIDATION, random_state=seed,
                                                       stratify=y if by_class else None)
-    started, scores = time.perf_counter(), {}
+    started, scores, losses = time.perf_counter(), {}, {}
     for depth in SEARCH_DEPTHS:
         for width in SEARCH_WIDTHS:
             layers = (width,) * depth
             model = _vanilla(seed=seed, n_train=len(X_fit), params={**params, "hidden_layer_sizes": layers}, task=task)
             scores[layers] = _fit_error(model, X_fit, y_fit, X_valid, y_valid, task)
-    best = min(scores, key=scores.get)
+            if task != REGRESSION:
+                losses[layers] = _log_loss(model, X_valid, y_valid)
+    best = min(scores, key=lambda layers: (scores[layers], losses.get(layers, 0.0)))
+    named = {f"validation_{METRICS[task]}": scores, **({"validation_log_loss": losses} if losses else {})}
     return {
         "hidden_layer_sizes": list(best),
-        f"validation_{METRICS[task]}": {"x".join(map(str, layers)): error for layers, error in scores.items()},
+        **{key: {"x".join(map(str, layers)): value for layers, value in by_layers.items()}
+           for key, by_layers in named.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _log_loss(classifier, X: np.ndarray, y: np.ndarray) -> float:
+    """The mean negative log-probability of each row's class; a class the fit never saw has none (clipped)."""
+    column = {label: j for j, label in enumerate(classifier.classes_.tolist())}
+    proba = classifier.predict_proba(X)
+    p = np.array([proba[i, column[label]] if label in column else 0.0 for i, label in enumerate(y.tolist())])
+    return float(-np.mean(np.log(np.clip(p, 1e-15, 1.0))))
 
 
 def subset_rows(table: Table, max_rows: int | None, seed: int) -> Table:
