@@ -1127,6 +1127,7 @@ def test_regress_cross_validates_classifiers_on_stratified_folds_by_their_error_
     """Every method a classifier, each fold holding each class's share of the rows, the error the share of test
     rows misclassified; the record reruns (regress --config) and fits the final classifier (fit --config)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import log_loss
     from sklearn.model_selection import StratifiedKFold
 
     rng = np.random.default_rng(0)
@@ -1144,6 +1145,10 @@ def test_regress_cross_validates_classifiers_on_stratified_folds_by_their_error_
         boosted = HistGradientBoostingClassifier(random_state=1).fit(X[train], labels[train])
         assert results["folds"]["hist_gradient_boosting"][3 + entry] == np.mean(boosted.predict(X[test]) !=
                                                                                 labels[test])
+        assert results["log_loss"]["hist_gradient_boosting"][3 + entry] == pytest.approx(
+            log_loss(labels[test], boosted.predict_proba(X[test]), labels=boosted.classes_))
+    assert set(results["log_loss"]) == set(results["folds"]) and all(len(v) == 6 for v in results["log_loss"].values())
+    assert "| log-loss (mean) |" in (tmp_path / "r" / "results.md").read_text()
     assert all(np.isclose(error * 25, round(error * 25)) for errors in results["folds"].values() for error in errors)
     assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file",
                  str(tmp_path / "kinds.csv"), "--out", str(tmp_path / "again"), "--quiet"]) == 0

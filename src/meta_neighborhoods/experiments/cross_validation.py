@@ -233,11 +233,12 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
     """One CV loop for every experiment: the same folds for every method (``methods`` made for ``task``, as
     ``available_methods`` gives them), per-fold error (``METRICS``) and fit+predict time, for
     each method whose estimator reports them (the vanilla fallback) the network each fold kept and the validation
-    losses it chose by, the dictionary size each fit had (capped at its training rows), and how many fits stopped
+    losses it chose by, in classification each fold's log-loss of the methods that give probabilities, the dictionary size each fit had (capped at its training rows), and how many fits stopped
     at ``max_epochs`` before early stopping ended them (``unconverged``)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
     errors, kept, losses, sizes, unconverged, said = {name: [] for name in methods}, {}, {}, {}, {}, set()
+    log_losses = {}
     seconds = dict.fromkeys(methods, 0.0)
     # The first optimiser a process makes imports torch._dynamo (about 1.5 s): made here, no method's seconds hold it.
     torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
@@ -268,12 +269,15 @@ def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params
                 if hasattr(model, "network_"):
                     sizes.setdefault(name, []).append(model.network_["dictionary_size"])
                 seconds[name] += time.perf_counter() - started
+                if task != REGRESSION and hasattr(model, "predict_proba"):  # not timed: a measure, not the method
+                    log_losses.setdefault(name, []).append(_log_loss(model, X_test, y_test))
                 bar.update()
     return {
         "folds": errors, "kept": kept, "validation_losses": losses, "fold_seeds": fold_seeds,
         "fold_numbers": list(range(folds)) * seeds,
         "seconds": {name: round(s, 2) for name, s in seconds.items()},
         "architectures": architectures, "unconverged": unconverged, "dictionary_sizes": sizes,
+        "log_loss": log_losses,
     }
 
 

@@ -92,6 +92,7 @@ def _table_results(table: Table, methods: dict, options: dict, used: Table, para
         "validation_losses": cv["validation_losses"], **summary,
         "p_value_vs_vanilla": summary["p_values"].get("vanilla"), "seconds": cv["seconds"],
         **({"architectures": cv["architectures"]} if search else {}),
+        **({"log_loss": cv["log_loss"]} if cv["log_loss"] else {}),
         "config": {**run_config(table, used, options, params, varied), "search": search},
     }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
+
 from ..io import markdown_table
 from ..persistence import WITH_NEIGHBOURS
 from .ablation_caps import capped_note
@@ -56,6 +58,10 @@ def protocol_text(config: dict) -> str:
             f"({config['seed']}..{config['seed'] + seeds - 1})")
 
 
+LOG_LOSS_NOTE = (" Log-loss: the mean over the folds of the test rows' negative log-probability of their class (natural "
+                 "log; a probability of 0 counts as 1e-15).")
+
+
 def results_markdown(results: dict) -> str:
     config, total = results["config"], len(results["fold_seeds"])
     rows = [[name, error_cell(results["mean"][name], results["std"][name]),
@@ -63,6 +69,10 @@ def results_markdown(results: dict) -> str:
              p_cell(results["p_values"].get(name)), gap_cell(results["resolvable"].get(name), results["mean"][name]),
              p_cell(results["p_values_first_seed"].get(name))]
             for name in results["folds"]]
+    log_loss = results.get("log_loss", {})
+    if log_loss:  # a classifier's probabilities, where the error rate ties
+        rows = [[*row, "—" if name not in log_loss else number(float(np.mean(log_loss[name])))]
+                for row, name in zip(rows, results["folds"])]
     short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
     title = (f"# {results['dataset']}: {measured} (n = {results['n']}, d = {results['d']}; "
              f"{protocol_text(config)})\n\n"
@@ -71,9 +81,11 @@ def results_markdown(results: dict) -> str:
              f"MN against the method over all of them; resolves: the smallest gap between MN and the method that "
              f"test could call significant (p < 0.05) given how the gap varies from fold to fold, in % of the "
              f"method's {short}; p paired: the paper's paired t-test over the {config['folds']} folds of seed "
-             f"{config['seed']}. Std: of the {total} errors (population, ddof = 0).\n\n{method_note(config)}\n\n")
+             f"{config['seed']}. Std: of the {total} errors (population, ddof = 0)."
+             f"{LOG_LOSS_NOTE if log_loss else ''}\n\n{method_note(config)}\n\n")
     table = markdown_table(["method", f"{short} (mean ± std)", f"ratio to {BASELINE}", "MN won/tied/lost",
-                            "p corrected", "resolves", "p paired (first seed)"], rows)
+                            "p corrected", "resolves", "p paired (first seed)",
+                            *(["log-loss (mean)"] if log_loss else [])], rows)
     kept = neighbours_kept(results)
     if kept is not None and config["estimator"].get("vanilla_fallback", True):
         table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
