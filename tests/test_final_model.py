@@ -57,6 +57,18 @@ def test_predict_runs_on_the_device_asked_for_and_refuses_one_it_lacks(files, ca
     assert "this machine has 0 CUDA GPU(s)" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
 
 
+def test_the_estimator_s_warnings_name_the_command_s_options_not_python_parameters(tmp_path, capsys):
+    _table().drop(columns="label").to_csv(tmp_path / "train.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--out", str(tmp_path / "m"),
+                 *SMALL[:-1]]) == 0
+    said = capsys.readouterr().err
+    assert "stopped at --max-epochs 3 before early stopping ended it" in said
+    assert "not followed by --n-iter-no-change 200 epochs" in said and "raise --max-epochs, or lower " \
+        "--n-iter-no-change," in said and "max_epochs" not in said
+    record = json.loads((tmp_path / "m" / "fit.json").read_text())
+    assert "stopped at max_epochs=3" in json.dumps(record)  # the record keeps the estimator's words
+
+
 def test_a_fit_without_validation_rows_says_its_loss_is_the_training_loss(tmp_path, capsys):
     _table(rows=8).drop(columns="label").to_csv(tmp_path / "tiny.csv", index=False)
     assert main(["fit", "--data-file", str(tmp_path / "tiny.csv"), "--target", "y", "--out", str(tmp_path / "m"),

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import functools
 import os
+import re
 import signal
 import sys
 import time
@@ -23,7 +25,7 @@ from contextlib import contextmanager, nullcontext
 from . import __version__
 from .launch import launched_by_torchrun, torchrun_rank
 from .commands import COMMANDS, config_file
-from .commands.common import UsageError, check_data_dir
+from .commands.common import ESTIMATOR_OPTIONS, UsageError, check_data_dir
 from .io import signals_handled
 from .validation import Bounded, ConfigError
 
@@ -169,7 +171,8 @@ def _messages(prefix: str, args):
     handler.setFormatter(_Lines(prefix))
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
-    warnings.showwarning = _warning_line
+    warnings.showwarning = functools.partial(_warning_line, options=[name for name in ESTIMATOR_OPTIONS
+                                                                     if name in vars(args)])
     try:
         yield
     finally:
@@ -178,11 +181,16 @@ def _messages(prefix: str, args):
         LOGGER.setLevel(level)
 
 
-def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+def _warning_line(message, category, filename, lineno, file=None, line=None, *, options=()) -> None:
     """A Python warning the command meets (the estimators', scikit-learn's), said as one of its own warning lines:
     ``meta-neighborhoods <command>: warning: ...``, not ``<frozen runpy>:88: UserWarning: ...`` and its source
-    (a caller of ``main`` that records warnings, ``catch_warnings(record=True)``, sees these lines instead)."""
-    LOGGER.warning("%s", message)
+    (a caller of ``main`` that records warnings, ``catch_warnings(record=True)``, sees these lines instead). The
+    estimator parameters it names that the command has ``options`` for are named as those: ``--max-epochs 3``."""
+    text = str(message)
+    if options:
+        text = re.sub(rf"\b({'|'.join(options)})\b(=?)", lambda m: f"--{m[1].replace('_', '-')}{' ' * bool(m[2])}",
+                      text)
+    LOGGER.warning("%s", text)
 
 
 class _Lines(logging.Formatter):
