@@ -10,8 +10,8 @@ from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsReg
 validate = pytest.importorskip("numpydoc.validate").validate
 
 METHODS = {MetaNeighborhoodsRegressor: ["fit", "partial_fit", "predict", "score", "save", "load", "export_onnx"],
-           MetaNeighborhoodsClassifier: ["fit", "partial_fit", "predict", "predict_proba", "score", "save", "load",
-                                         "export_onnx"]}
+           MetaNeighborhoodsClassifier: ["fit", "partial_fit", "predict", "predict_proba", "predict_log_proba", "score",
+                                         "save", "load", "export_onnx"]}
 NAMES = [f"meta_neighborhoods.{cls.__name__}" + (f".{m}" if m else "") for cls, ms in METHODS.items()
          for m in ["", *ms]]
 
@@ -43,7 +43,7 @@ def test_every_default_the_docstring_states_is_the_signatures(estimator):
         assert ast.literal_eval(stated[name]) == value, name
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("error")  # an example that warns teaches a fit to fix
 @pytest.mark.parametrize("cls", list(METHODS))
 def test_the_examples_of_the_estimators_docstrings_run_as_written(cls):
     """The class's and its methods' Examples sections, run (doctest): an example that drifted from the code would

@@ -209,9 +209,10 @@ REGRESSOR = ("""Meta-Neighborhoods regression on tables (Sec. 4.3): an MLP finet
     --------
     >>> import numpy as np
     >>> from meta_neighborhoods import MetaNeighborhoodsRegressor
-    >>> X = np.random.default_rng(0).normal(size=(200, 4))
-    >>> y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2
-    >>> model = MetaNeighborhoodsRegressor(max_epochs=20, random_state=0).fit(X, y)
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4))
+    >>> y = np.sin(2 * X[:, 0]) + X[:, 1] ** 2 + 0.5 * rng.normal(size=200)
+    >>> model = MetaNeighborhoodsRegressor(n_iter_no_change=10, random_state=0).fit(X, y)
     >>> model.predict(X[:3]).shape
     (3,)
 """)
@@ -228,7 +229,7 @@ CLASSIFIER = ("""Meta-Neighborhoods classification on tables: dictionary values 
     >>> from meta_neighborhoods import MetaNeighborhoodsClassifier
     >>> X = np.random.default_rng(0).normal(size=(200, 4))
     >>> y = (X[:, 0] * X[:, 1] > 0).astype(int)
-    >>> model = MetaNeighborhoodsClassifier(max_epochs=20, random_state=0).fit(X, y)
+    >>> model = MetaNeighborhoodsClassifier(n_iter_no_change=10, random_state=0).fit(X, y)
     >>> model.predict_proba(X[:3]).shape
     (3, 2)
 """

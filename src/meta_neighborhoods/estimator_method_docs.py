@@ -82,11 +82,11 @@ PARTIAL_FIT = """Train the network{what} for one epoch on ``X`` and ``y``, conti
     >>> import numpy as np
     >>> from meta_neighborhoods import {cls}
     >>> X = np.random.default_rng(0).normal(size=(400, 3))
-    >>> model = {cls}(hidden_layer_sizes=(16,), random_state=0)
-    >>> for rows in np.array_split(np.arange(400), 4):
+    >>> model = {cls}(hidden_layer_sizes=(16,), dictionary_size=64, random_state=0)
+    >>> for rows in np.array_split(np.arange(400), 4):  # the first call's rows hold the 64 keys
     ...     model = model.partial_fit(X[rows], {call})
     >>> model.n_iter_, model.network_["dictionary_size"]
-    (4, 100)
+    (4, 64)
     """
 
 REGRESSOR_PARTIAL_FIT = PARTIAL_FIT.format(what="", scales=" (and the targets')", shape=" or (n_samples, n_outputs)",
@@ -130,7 +130,7 @@ CLASSIFIER_PREDICT = PREDICT.format(summary="The most probable class of each row
 PREDICT_PROBA = PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
                                returns="ndarray of shape (n_samples, n_classes)\n"
                                        "        Probabilities of the classes in the order of ``classes_``.")
-PREDICT_LOG_PROBA = PREDICT.format(summary="Logarithms of ``predict_proba``, computed without its rounding to 0.",
+PREDICT_LOG_PROBA = PREDICT.format(summary="Return the logarithms of ``predict_proba``, computed without its rounding to 0.",
                                    returns="ndarray of shape (n_samples, n_classes)\n"
                                            "        Log-probabilities of the classes in the order of ``classes_``.")
 
