@@ -57,6 +57,7 @@ def test_predict_runs_on_the_device_asked_for_and_refuses_one_it_lacks(files, ca
     assert "this machine has 0 CUDA GPU(s)" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
 
 
+@pytest.mark.filterwarnings("default::sklearn.exceptions.ConvergenceWarning")  # the suite ignores them
 def test_the_estimator_s_warnings_name_the_command_s_options_not_python_parameters(tmp_path, capsys):
     _table().drop(columns="label").to_csv(tmp_path / "train.csv", index=False)
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "y", "--out", str(tmp_path / "m"),
