@@ -16,8 +16,10 @@ from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
 from meta_neighborhoods.datasets.images import ImageDataset, ImageSplit, load_image_dataset
-from meta_neighborhoods.experiments.classification import _batches, evaluate, init_keys_from_features
-from meta_neighborhoods.image_methods import IMAGE_CONFIG, METHODS, BestCheckpoint, build_model, load_checkpoint
+from meta_neighborhoods.experiments.classification import _batches, evaluate
+from meta_neighborhoods.experiments import classification
+from meta_neighborhoods.image_methods import (IMAGE_CONFIG, METHODS, BestCheckpoint, build_model,
+                                              init_keys_from_features, load_checkpoint)
 from meta_neighborhoods.training import fit
 
 CPU = torch.device("cpu")
@@ -231,7 +233,7 @@ def test_keys_can_start_at_training_features():
     dataset = load_image_dataset("digits")
     torch.manual_seed(0)
     model = build_model("mn", "convnet4", 1, 10, dictionary_size=20)
-    init_keys_from_features(model, dataset.train, dataset, seed=0, device=torch.device("cpu"))
+    init_keys_from_features(model, dataset.train, dataset.mean, dataset.std, seed=0, device=torch.device("cpu"))
     torch.manual_seed(0)  # the same network, to compute the features of the images the keys should be
     reference = build_model("mn", "convnet4", 1, 10, dictionary_size=20).train()
     pick = np.random.default_rng(0).choice(len(dataset.train), 20, replace=False)
@@ -293,6 +295,24 @@ def test_evaluation_runs_in_evaluation_mode_and_leaves_the_batch_statistics():
     split = ImageSplit(np.random.default_rng(0).integers(0, 256, (8, 1, 8, 8), dtype=np.uint8), np.arange(8) % 3)
     evaluate(model, ImageBatches(split, (0.5,), (0.25,), batch_size=4), torch.device("cpu"))
     assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_keys_from_samples_start_at_the_images_the_run_trains_on_and_no_image_twice(tmp_path, capsys, monkeypatch):
+    """With --train-subset the run trains on some of the training split: its keys start there, not on images it
+    never sees; fewer images than keys is refused before any folder."""
+    seen = []
+    monkeypatch.setattr(classification, "init_keys_from_features", lambda model, split, *rest: seen.append(split))
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--epochs", "1",
+            "--batch-size", "8", "--key-init", "samples", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--train-subset", "12", "--out", str(tmp_path / "few")]) == 2
+    assert "--key-init samples starts each of the 100 keys at a training image, and the run trains on 12: give " \
+        "--dictionary-size 12 or fewer, or --key-init gaussian" in capsys.readouterr().err
+    assert not (tmp_path / "few").exists() and not seen
+    assert main([*argv, "--train-subset", "16", "--dictionary-size", "16", "--out", str(tmp_path / "run")]) == 0
+    trained = json.loads((tmp_path / "run" / "split.json").read_text())["train"]
+    images = load_image_dataset("digits").train.images
+    [split] = seen
+    np.testing.assert_array_equal(split.images, images[trained])
 
 
 def test_a_resume_without_the_split_of_its_checkpoint_is_refused(tmp_path, capsys):

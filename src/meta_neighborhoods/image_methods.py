@@ -10,12 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+import torch
 from torch import nn
 
 from . import checkpoint
 from .backbones import available_backbones, create_backbone
 from .callbacks import BestEpoch, Callback, higher_accuracy_then_lower_loss
 from .config import ClassificationConfig, MNConfig
+from .datasets.batches import ImageBatches
+from .datasets.images import ImageSplit
 from .film import film_norm_layer
 from .heads import CosineHead
 from .maxl import MetaAuxiliaryLearning
@@ -159,3 +163,23 @@ class BestCheckpoint(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state)
+
+
+@torch.no_grad()
+def init_keys_from_features(model: MetaNeighborhoods, split: ImageSplit, mean, std, seed: int,
+                            device: torch.device) -> None:
+    """Keys at the initial features of S distinct random images of ``split`` (the images a run trains on,
+    normalised by ``mean`` and ``std``), values at their labels.
+
+    Random Gaussian keys are nearly orthogonal to every feature in a wide feature space, so attention
+    starts uniform, adaptation moves nothing and the keys get almost no gradient; keys that start on
+    the data are attended to selectively from the first step.
+    """
+    size = model.dictionary.size
+    if len(split) < size:
+        raise ValueError(f"{size} keys cannot start at {len(split)} distinct training images")
+    pick = np.random.default_rng(seed).choice(len(split), size=size, replace=False)
+    batch = ImageBatches(ImageSplit(split.images[pick], split.labels[pick]), mean, std, batch_size=size)
+    images, labels = next(iter(batch))
+    model.train()  # batch statistics: the running ones are still at their initial values
+    model.dictionary.init_from_samples(model.features(images.to(device)), labels.to(device))

@@ -49,9 +49,9 @@ from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, RUN_DEFAULTS
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
-                             build_model_args, check_settings, load_checkpoint, unused_settings)
+                             build_model_args, check_settings, init_keys_from_features, load_checkpoint,
+                             unused_settings)
 from ..io import RunFolderError, inner_folder, markdown_table, prepare_out_dir, write_json, write_text
-from ..model import MetaNeighborhoods
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
 from ..runs import BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, SPLIT, TENSORBOARD, Split, write_split
@@ -73,23 +73,6 @@ class Splits(NamedTuple):
     test: ImageSplit
     train_index: np.ndarray  # indices into the data set's train split
     validation_index: np.ndarray
-
-
-@torch.no_grad()
-def init_keys_from_features(model: MetaNeighborhoods, split: ImageSplit, dataset: ImageDataset, seed: int,
-                            device: torch.device) -> None:
-    """Keys at the initial features of S random training images, values at their labels.
-
-    Random Gaussian keys are nearly orthogonal to every feature in a wide feature space, so attention
-    starts uniform, adaptation moves nothing and the keys get almost no gradient; keys that start on
-    the data are attended to selectively from the first step.
-    """
-    size = model.dictionary.size
-    pick = np.random.default_rng(seed).choice(len(split), size=size, replace=len(split) < size)
-    batch = ImageBatches(ImageSplit(split.images[pick], split.labels[pick]), dataset.mean, dataset.std, batch_size=size)
-    images, labels = next(iter(batch))
-    model.train()  # batch statistics: the running ones are still at their initial values
-    model.dictionary.init_from_samples(model.features(images.to(device)), labels.to(device))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -117,6 +100,15 @@ def split_validation(dataset: ImageDataset, seed: int) -> Splits:
         return ImageSplit(dataset.train.images[index], dataset.train.labels[index])
 
     return Splits(part(train_index), part(validation_index), dataset.test, train_index, validation_index)
+
+
+def _check_key_images(config: ClassificationConfig, images: int) -> None:
+    """``key_init="samples"`` starts each key at one of the ``images`` the run trains on: refused, before any
+    folder, where they are fewer than the keys (a key drawn twice would start as another's copy)."""
+    if config.key_init == "samples" and config.dictionary_size is not None and config.dictionary_size > images:
+        raise ConfigError(f"--key-init samples starts each of the {config.dictionary_size} keys at a training image, "
+                          f"and the run trains on {images}: give --dictionary-size {images} or fewer, or --key-init "
+                          "gaussian", "key_init")
 
 
 def _batches(split: ImageSplit, dataset: ImageDataset, config: ClassificationConfig, training: bool = False):
@@ -256,7 +248,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     if resuming:  # a damaged best is found now, not after the remaining epochs have trained
         load_checkpoint(out / BEST, model)
     if model.dictionary is not None and config.key_init == "samples" and not resume:  # else Gaussian keys
-        init_keys_from_features(model, splits.train, dataset, config.seed, device)
+        trained_on = ImageSplit(splits.train.images[train.indices], splits.train.labels[train.indices])
+        init_keys_from_features(model, trained_on, dataset.mean, dataset.std, config.seed, device)
     best, history = BestCheckpoint(out / BEST, model_args), History()
     validation = _Validation(model, _batches(splits.validation, dataset, config), device, best, history)
     loggers = _loggers(out, history) if main else {}
@@ -383,7 +376,8 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
     holds the run folder's lock throughout."""
     with distributed.process_group(device) as device, torch_threads(config.threads):
         splits = split_validation(dataset, config.seed)
-        _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
+        train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
+        _check_key_images(config, len(train.indices))
         if config.method == "all":
             _method_folders(out)  # a link among them is refused before anything is removed or written
         main = distributed.is_main()
