@@ -16,7 +16,7 @@ from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
 from meta_neighborhoods.datasets.batches import ImageBatches, TensorBatches
 from meta_neighborhoods.datasets.images import ImageDataset, ImageSplit, load_image_dataset
-from meta_neighborhoods.experiments.classification import _batches, evaluate
+from meta_neighborhoods.experiments.image_data import batches, evaluate
 from meta_neighborhoods.experiments import classification
 from meta_neighborhoods.image_methods import (IMAGE_CONFIG, METHODS, BestCheckpoint, build_model,
                                               init_keys_from_features, load_checkpoint)
@@ -261,7 +261,7 @@ def test_the_test_accuracy_is_the_best_epoch_s_when_a_later_epoch_is_worse(tmp_p
 
 
 def test_the_validation_images_never_train():
-    from meta_neighborhoods.experiments.classification import split_validation
+    from meta_neighborhoods.experiments.image_data import split_validation
 
     data = load_image_dataset("digits")
     splits = split_validation(data, 0)
@@ -280,11 +280,11 @@ def test_training_batches_are_reshuffled_every_epoch_and_evaluation_batches_keep
     def epoch_labels(batches):
         return torch.cat([y for _, y in batches]).tolist()
 
-    training = _batches(split, dataset, config, training=True)
+    training = batches(split, dataset, config, training=True)
     first, second = epoch_labels(training), epoch_labels(training)
     assert sorted(first) == sorted(second) == list(range(n))  # every image once an epoch
     assert first != list(range(n)) and second != first
-    evaluation = _batches(split, dataset, config)
+    evaluation = batches(split, dataset, config)
     assert epoch_labels(evaluation) == epoch_labels(evaluation) == list(range(n))
 
 

@@ -73,14 +73,14 @@ def test_a_paper_run_records_the_authors_values_and_options_given_win(tmp_path, 
 def test_paper_epochs_count_the_training_images_left_after_the_validation_hold_out(tmp_path, monkeypatch):
     """The budget is in steps over the images that train: 120 fake images less the 12 held out for validation
     train, so 160,000 steps of 128 images are ceil(160,000 * 128 / 108) epochs, not ceil(... / 120) = 170,667."""
-    from meta_neighborhoods.experiments import classification
+    from meta_neighborhoods.experiments import classification, image_data
 
     runs = []
     monkeypatch.setattr(classification, "load_image_dataset", lambda *args, **kwargs: fake_cifar10())
     monkeypatch.setattr(classification, "_execute", lambda config, *args, **kwargs: runs.append(config) or {})
     classification.run_classification("cifar10", "convnet4", "mn", tmp_path / "run", progress=False, preset="paper",
                                       device="cpu")
-    assert len(classification.split_validation(fake_cifar10(), 0).train) == 108
+    assert len(image_data.split_validation(fake_cifar10(), 0).train) == 108
     assert [config.epochs for config in runs] == [189_630]
 
 

@@ -35,9 +35,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,7 +44,6 @@ from ..backbones import available_backbones
 from ..callbacks import Callback, History, MetricsLog, Progress, TensorBoardLog, tensorboard_available
 from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, RUN_DEFAULTS, VALIDATION_FRACTION,
                       VALIDATION_MAX, ClassificationConfig)
-from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, init_keys_from_features, load_checkpoint,
@@ -58,6 +55,7 @@ from ..runs import BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, SP
 from ..training import fit, resolve_device, torch_threads
 from ..training_state import OptimizerSpec, check_configuration
 from ..validation import ConfigError
+from .image_data import Splits, batches, check_key_images, evaluate, split_validation, training_images
 
 RELOCATABLE = ("device", *PATH_FIELDS)  # settings a resumed run may change: they do not alter results
 MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.STEP_SIZE,
@@ -65,73 +63,6 @@ MAXL_SETTINGS = {"meta_gradient": "second order", "lookahead_step_size": maxl.ST
 FIXED = {METHOD_SETTINGS: ("dictionary", {name: value for name, value in IMAGE_CONFIG.to_dict().items()  # not the
                                          if name not in ("dictionary_size", "key_init")}),  # two each run sets
          "ifilm_where": ("ifilm", IFILM_WHERE), "maxl": ("auxiliary", MAXL_SETTINGS)}  # by the part that uses each
-
-
-class Splits(NamedTuple):
-    train: ImageSplit
-    validation: ImageSplit
-    test: ImageSplit
-    train_index: np.ndarray  # indices into the data set's train split
-    validation_index: np.ndarray
-
-
-# ---------------------------------------------------------------------------------------------------
-# Data and evaluation
-
-
-def _training_images(dataset: ImageDataset) -> int:
-    """How many training images are left once the validation split is held out."""
-    return len(dataset.train) - _validation_images(len(dataset.train))
-
-
-def _validation_images(n: int) -> int:
-    return min(VALIDATION_MAX, max(1, round(VALIDATION_FRACTION * n)))
-
-
-def split_validation(dataset: ImageDataset, seed: int) -> Splits:
-    """A seeded random ``VALIDATION_FRACTION`` of the training images (at most ``VALIDATION_MAX``) held out."""
-    n_validation = _validation_images(n := len(dataset.train))
-    if n_validation >= n:
-        raise ValueError(f"the training split has {n} images, too few to hold out a validation split")
-    order = np.random.default_rng(seed).permutation(n)
-    train_index, validation_index = np.sort(order[n_validation:]), np.sort(order[:n_validation])
-
-    def part(index: np.ndarray) -> ImageSplit:
-        return ImageSplit(dataset.train.images[index], dataset.train.labels[index])
-
-    return Splits(part(train_index), part(validation_index), dataset.test, train_index, validation_index)
-
-
-def _check_key_images(config: ClassificationConfig, images: int) -> None:
-    """``key_init="samples"`` starts each key at one of the ``images`` the run trains on: refused, before any
-    folder, where they are fewer than the keys (a key drawn twice would start as another's copy)."""
-    if config.key_init == "samples" and config.dictionary_size is not None and config.dictionary_size > images:
-        raise ConfigError(f"--key-init samples starts each of the {config.dictionary_size} keys at a training image, "
-                          f"and the run trains on {images}: give --dictionary-size {images} or fewer, or --key-init "
-                          "gaussian", "key_init")
-
-
-def _batches(split: ImageSplit, dataset: ImageDataset, config: ClassificationConfig, training: bool = False):
-    """Normalised batches; shuffling, augmentation and ``train_subset`` apply to training batches only."""
-    if not training:
-        return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size)
-    return ImageBatches(split, dataset.mean, dataset.std, batch_size=config.batch_size, shuffle=True,
-                        seed=config.seed, augment=dataset.augment if config.augment == "dataset" else config.augment,
-                        subset=config.train_subset,
-                        shard=(distributed.rank(), distributed.world_size()))
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches, device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the predictions in evaluation mode (all dictionary slots, BN running stats)."""
-    model.eval()
-    correct = total = loss = 0.0
-    for x, y in batches:
-        logits = model(x.to(device)).cpu()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-        loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        total += len(y)
-    return correct / total, loss / total
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,7 +157,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     """One method end to end into ``out``: train (or continue from ``out/last``), keep the best-on-validation
     checkpoint, test it. Only rank 0 writes; other ranks return an empty dict. A resume is recorded in ``out``
     and, where given, in the ``top`` folder of a ``--method all`` run, once the checkpoint is restored."""
-    train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
+    train = batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
     main = distributed.is_main()
     out = prepare_out_dir(out) if main else Path(out)
     model_args = build_model_args(config.method, config.backbone, dataset.train.images.shape[1],
@@ -251,7 +182,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         trained_on = ImageSplit(splits.train.images[train.indices], splits.train.labels[train.indices])
         init_keys_from_features(model, trained_on, dataset.mean, dataset.std, config.seed, device)
     best, history = BestCheckpoint(out / BEST, model_args), History()
-    validation = _Validation(model, _batches(splits.validation, dataset, config), device, best, history)
+    validation = _Validation(model, batches(splits.validation, dataset, config), device, best, history)
     loggers = _loggers(out, history) if main else {}
     record = _ResumeRecord([out] + ([top] if top else []), _run_record(config, dataset)) if main and resume else None
     fit(model, train, epochs=config.epochs, device=device,
@@ -265,7 +196,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     if not main:
         return {}
     load_checkpoint(out / BEST, model)
-    metrics = {"test_accuracy": evaluate(model, _batches(splits.test, dataset, config), device)[0],
+    metrics = {"test_accuracy": evaluate(model, batches(splits.test, dataset, config), device)[0],
                **_summary(config, best), "seconds": _training_seconds(loggers),
                "device": str(device), "processes": distributed.world_size(), "resumed": bool(record and record.continued),
                "parameters": sum(p.numel() for p in model.parameters()),
@@ -338,7 +269,7 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir, **config.image_options)
     runs.check_rerun_images(recorded, data)
     if config.preset is not None:  # what the preset sets, unless given
-        preset = paper_settings(dataset, len(data.classes), config.train_subset or _training_images(data))
+        preset = paper_settings(dataset, len(data.classes), config.train_subset or training_images(data))
         config = replace(config, **{name: value for name, value in preset.items()
                                     if name not in options and name not in unused_settings(method)})
     if config.dictionary_size is None and "dictionary_size" not in unused_settings(config.method):
@@ -376,8 +307,8 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
     holds the run folder's lock throughout."""
     with distributed.process_group(device) as device, torch_threads(config.threads):
         splits = split_validation(dataset, config.seed)
-        train = _batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
-        _check_key_images(config, len(train.indices))
+        train = batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
+        check_key_images(config, len(train.indices))
         if config.method == "all":
             _method_folders(out)  # a link among them is refused before anything is removed or written
         main = distributed.is_main()
