@@ -315,6 +315,22 @@ def test_keys_from_samples_start_at_the_images_the_run_trains_on_and_no_image_tw
     np.testing.assert_array_equal(split.images, images[trained])
 
 
+def test_a_resume_of_method_all_refuses_a_method_folder_of_another_run(tmp_path, capsys):
+    """A method's folder replaced by a run of other settings (another seed) would mix its accuracy into the
+    comparison of the run it sits in: refused, naming the setting, before anything is trained or written."""
+    common = ["--dataset", "digits", "--backbone", "convnet4", "--epochs", "1", "--batch-size", "32",
+              "--train-subset", "64", "--device", "cpu", "--quiet"]
+    out = tmp_path / "all"
+    assert main(["classify", *common, "--method", "all", "--out", str(out)]) == 0
+    assert main(["classify", *common, "--method", "mn", "--seed", "7", "--out", str(out / "mn"), "--overwrite"]) == 0
+    written = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert main(["classify", "--resume", str(out), "--device", "cpu", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'mn' / 'config.json'} records seed 7, where the --method all run in {out} gives mn 0: it holds " \
+        "another run; move it out of the run's folder" in err and len(err.splitlines()) == 1
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == written
+
+
 def test_a_resume_without_the_split_of_its_checkpoint_is_refused(tmp_path, capsys):
     """split.json is how a resume checks the images against the run's: a folder with checkpoint last but without
     it is refused, not continued on whatever images the data folder holds."""

@@ -233,13 +233,12 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     Each method gets the settings it uses (the others at their defaults), or, resumed, those its folder recorded.
     Resuming tests again the methods that had finished, continues the one that was interrupted, starts the rest;
     the first method with epochs left to train records the resume in ``out`` too."""
-    results, unrecorded = {}, resume
-    for name, folder in _method_folders(out).items():
-        continues = resume and checkpoint.exists(folder / LAST)
-        own = (replace(runs.read_config(folder, config.data_dir, config.cache_dir), device=config.device) if continues
-               else replace(config, method=name, **{unused: RUN_DEFAULTS[unused] for unused in unused_settings(name)}))
-        results[name] = _train_method(own, dataset, splits, folder, device, progress, resume=continues,
-                                      top=out if continues and unrecorded else None)
+    results, unrecorded, folders = {}, resume, _method_folders(out)
+    started = {name: resume and checkpoint.exists(folder / LAST) for name, folder in folders.items()}
+    owns = {name: _member_config(config, name, folder if started[name] else None) for name, folder in folders.items()}
+    for name, folder in folders.items():
+        results[name] = _train_method(owns[name], dataset, splits, folder, device, progress, resume=started[name],
+                                      top=out if started[name] and unrecorded else None)
         unrecorded = unrecorded and not results[name].get("resumed")  # a finished method records no resume
     if not distributed.is_main():
         return {}
@@ -250,6 +249,24 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     write_json(out / "comparison.json", comparison)
     write_text(out / "comparison.md", _comparison_markdown(config, results))
     return comparison
+
+
+def _member_config(config: ClassificationConfig, name: str, folder: Path | None) -> ClassificationConfig:
+    """Method ``name``'s settings in the ``--method all`` run of ``config`` (the others at their defaults), or,
+    from a ``folder`` it started in, what that recorded: refused where it differs other than in where the run reads
+    and runs, since a folder of another run moved in would mix its results into the comparison."""
+    own = replace(config, method=name, **{unused: RUN_DEFAULTS[unused] for unused in unused_settings(name)})
+    if folder is None:
+        return own
+    recorded = replace(runs.read_config(folder, config.data_dir, config.cache_dir), device=config.device)
+    differ = [field for field, value in asdict(recorded).items() if field not in RELOCATABLE and value !=
+              getattr(own, field) and not (field == "threads" and None in (value, own.threads))]  # unrecorded before
+    if differ:
+        raise RunFolderError(f"{folder / CONFIG} records {differ[0]} {getattr(recorded, differ[0])!r}, where the "
+                             f"--method all run in {folder.parent} gives {name} {getattr(own, differ[0])!r}"
+                             f"{f' ({len(differ)} settings differ)' * (len(differ) > 1)}: it holds another run; "
+                             "move it out of the run's folder")
+    return recorded
 
 
 def run_classification(dataset: str, backbone: str, method: str, out, progress: bool = True,
