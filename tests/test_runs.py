@@ -648,7 +648,24 @@ def test_each_resume_is_added_to_the_run_record(tmp_path):
     assert saved["provenance"] == first and len(saved["resumed"]) == 2
 
 
+@pytest.mark.parametrize("method, folder", [("vanilla", "."), ("all", "."), ("all", "mn")])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_user_s_files_of_a_run_s_names_where_no_run_is_are_never_replaced(tmp_path, method, folder, overwrite):
+    """A metrics.csv of the user's own results is no run: without a run's config.json or checkpoint beside it,
+    neither --overwrite nor a run of --method all (which writes into the method folders) replaces it."""
+    (tmp_path / folder).mkdir(exist_ok=True)
+    for name in ("metrics.csv", "run.json"):
+        (tmp_path / folder / name).write_text("mine")
+    with pytest.raises(runs.RunFolderError, match=re.escape(
+            f"{tmp_path / folder if folder != '.' else tmp_path} holds metrics.csv, run.json of the names a run "
+            "writes, and no run's config.json or checkpoint: the run would replace them")):
+        runs.claim(tmp_path, overwrite=overwrite, method=method)
+    assert all((tmp_path / folder / name).read_text() == "mine" for name in ("metrics.csv", "run.json"))
+    assert runs.holds_a_run(tmp_path) == []
+
+
 def test_overwrite_removes_only_the_event_files_of_a_tensorboard_folder(tmp_path):
+    (tmp_path / "config.json").write_text('{"method": "vanilla", "model": {}}')
     (tmp_path / "metrics.json").write_text("{}")
     board = tmp_path / "tensorboard"
     board.mkdir()

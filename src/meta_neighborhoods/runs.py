@@ -155,19 +155,31 @@ def analysis_files(name: str) -> tuple[str, str]:
     return f"{name}.png", f"{name}.json"
 
 
-def holds_a_run(run_dir: Path) -> list[str]:
-    """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them). What analyze
-    wrote beside a run's files is the run's too (an overwritten run keeps no figure of a model it no longer holds);
-    alone, it is a folder of analyses, not a run."""
+RUN_NAMED = {SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # what else a run writes beside its
+# config.json and checkpoints, and what alone makes no run: a user's metrics.csv is not ours to remove
+
+
+def holds_a_run(run_dir: Path, within_run: bool = False) -> list[str]:
+    """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them): files of a run's
+    names where a run's ``config.json`` or a checkpoint is there to say so, or the folder is a method's folder
+    ``within_run`` of ``--method all``. What analyze wrote beside a run's files is the run's too (an overwritten run
+    keeps no figure of a model it no longer holds); alone, it is a folder of analyses, not a run."""
     run_dir = Path(run_dir)
-    own = {SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # and the checkpoints' files,
-    # manifests included (checkpoint.owns), and a config.json a run wrote (``_foreign_config``)
-    found = [p.name for p in run_dir.iterdir() if p.name in own or checkpoint.owns(run_dir / BEST, p.name)
-             or checkpoint.owns(run_dir / LAST, p.name)
-             or p.name == CONFIG and not _foreign_config(run_dir / CONFIG)]
+    found = _run_named(run_dir)
+    recorded = within_run or any(name not in RUN_NAMED for name in found)
+    methods = sorted(name for name in METHODS if _is_method_dir(run_dir / name)
+                     and holds_a_run(run_dir / name, recorded))
+    if not recorded and not methods:
+        return []
     figures = [file for name in ANALYSES for file in analysis_files(name) if found and (run_dir / file).exists()]
-    return sorted(found + figures) + sorted(name for name in METHODS if _is_method_dir(run_dir / name)
-                                            and holds_a_run(run_dir / name))
+    return sorted(found + figures) + methods
+
+
+def _run_named(run_dir: Path) -> list[str]:
+    """The files in ``run_dir`` of the names a classify run writes: ``RUN_NAMED``, the checkpoints' files (their
+    manifests included, ``checkpoint.owns``) and a ``config.json`` a run wrote (``_foreign_config``)."""
+    return [p.name for p in run_dir.iterdir() if p.name in RUN_NAMED or checkpoint.owns(run_dir / BEST, p.name)
+            or checkpoint.owns(run_dir / LAST, p.name) or p.name == CONFIG and not _foreign_config(run_dir / CONFIG)]
 
 
 def _foreign_config(path: Path) -> str:
@@ -208,14 +220,20 @@ def claim(run_dir: Path, overwrite: bool, method: str) -> None:
     """Make ``run_dir`` ready for a new run of ``method``: refuse one that holds a run (offering --resume where it
     can), unless ``overwrite``, which removes the earlier run's files (and only those). A ``config.json`` the new run
     would write (``--method all``: in each method's folder too) that no run wrote is refused either way, before
-    anything is removed: the run would replace it."""
+    anything is removed: the run would replace it; so are files of the other names a run writes where no run is."""
     refuse_other_runs(run_dir, "classify")
-    writes = [Path(run_dir) / CONFIG, *(Path(run_dir) / name / CONFIG for name in METHODS if method == "all")]
-    for path in writes:
+    folders = [Path(run_dir), *(Path(run_dir) / name for name in METHODS if method == "all")]
+    for path in (folder / CONFIG for folder in folders):
         problem = _foreign_config(path)
         if problem:
             raise RunFolderError(f"{path} {problem}, and the run would replace it: move it, or choose another --out")
     found = holds_a_run(run_dir)
+    for folder in folders if not found else ():  # else what its folders hold of a run's names is the run's
+        strays = sorted(name for name in _run_named(folder) if name != TENSORBOARD) if _is_method_dir(folder) else []
+        if strays:  # a tensorboard folder's own event files alone go
+            raise RunFolderError(f"{folder} holds {', '.join(strays)} of the names a run writes, and no run's "
+                                 f"{CONFIG} or checkpoint: the run would replace them; move them, or choose another "
+                                 "--out")
     if not overwrite:
         refuse_held(run_dir, found, resume=resumable(run_dir))
     _remove(Path(run_dir), found)
@@ -228,7 +246,7 @@ def _remove(run_dir: Path, found: list[str]) -> None:
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
             _remove_event_files(path)
         elif path.is_dir() and not path.is_symlink():
-            _remove(path, holds_a_run(path))
+            _remove(path, holds_a_run(path, within_run=True))
         else:
             path.unlink(missing_ok=True)
 
