@@ -533,6 +533,43 @@ def test_a_class_named_twice_in_wnids_is_refused(tmp_path):
         load_image_dataset("tiny_imagenet", data_dir=tmp_path)
 
 
+def _mnist_m(tmp_path, train_labels: str):
+    """An ``mnist_m/`` whose training list is ``train_labels`` (images 0.png, 1.png) and test list one line."""
+    root = tmp_path / "mnist_m"
+    for split in ("train", "test"):
+        _write_png_tree(root, [f"mnist_m_{split}"], 2, np.random.default_rng(0))
+        (root / f"mnist_m_{split}_labels.txt").write_text(train_labels if split == "train" else "0.png 1\n")
+    return root / "mnist_m_train_labels.txt"
+
+
+@pytest.mark.parametrize("name, setup, message", [
+    ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png x\n"),
+     "line 2 labels '1.png' 'x', which is not among the 10 classes (0, 1, 2, 3, 4, ...)"),
+    ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png 10\n"), "line 2 labels '1.png' '10', which is not among"),
+    ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png 2\n0.png 7\n"),
+     "names '0.png' on line 1 and again on line 3: an image is listed once"),
+    ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png 2\n0.png 1\n"),
+     "names '0.png' on line 1 and again on line 3"),
+    ("tiny_imagenet", lambda tmp: _tiny_imagenet(tmp, annotations="val_0.JPEG\tn1\nval_1.JPEG\tn3\n") / "val" /
+     "val_annotations.txt", "line 2 labels 'val_1.JPEG' 'n3', which is not among the 2 classes (n1, n2)"),
+    ("tiny_imagenet", lambda tmp: _tiny_imagenet(tmp, annotations="val_0.JPEG\tn1\nval_1.JPEG\tn2\nval_0.JPEG\tn2\n")
+     / "val" / "val_annotations.txt", "names 'val_0.JPEG' on line 1 and again on line 3"),
+], ids=["text label", "label 10", "listed twice, two labels", "listed twice", "unknown wnid", "val listed twice"])
+def test_a_label_list_s_unknown_label_or_repeated_image_is_refused_naming_its_line(tmp_path, name, setup, message):
+    """A repeated image counted twice (a test image scored twice, or a training image under two labels); a label
+    that is no class was said without its file or line."""
+    listing = setup(tmp_path)
+    with pytest.raises(ValueError, match=f"^{name}: {re.escape(str(listing))} {re.escape(message)}"):
+        load_image_dataset(name, data_dir=tmp_path)
+
+
+def test_a_class_without_a_training_image_is_warned_of(tmp_path):
+    _tiny_imagenet(tmp_path, wnids=b"n1\nn2\nn3\n")
+    with pytest.warns(UserWarning, match=r"tiny_imagenet: 1 of its 3 classes have no training image \(n3\): the "
+                                         "network cannot learn them"):
+        load_image_dataset("tiny_imagenet", data_dir=tmp_path)
+
+
 def _mnist_m_with_an_empty_train_list(tmp_path):
     root = tmp_path / "mnist_m"
     for split in ("train", "test"):

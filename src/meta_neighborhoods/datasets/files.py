@@ -99,6 +99,33 @@ def listed_file(folder: Path, name: str, listing: Path, *, within: Path, dataset
     return path
 
 
+def listed_images(listing: Path, folder: Path, root: Path, sep: str | None, classes: list[str], *, dataset: str,
+                  hint: str) -> list[tuple[str, str, Path]]:
+    """(label, where, path) of the images in ``folder`` that a label list names, a line ``name label`` each (``sep``:
+    ``None`` for any white space and those two fields only, mnist_m's; a tab for Tiny ImageNet's, whose lines go on
+    with a box). A label not among ``classes``, or an image named twice (which would count it twice, or under two
+    labels), is refused, naming the line."""
+    entries, form, seen = [], "name label" if sep is None else "name<tab>label<tab>...", {}
+    for lineno, line in enumerate(read_text(listing, dataset=dataset, hint=hint, within=root).splitlines(), start=1):
+        fields = line.split(sep)
+        if len(fields) < 2 or sep is None and len(fields) > 2:
+            if line.strip():
+                raise ValueError(f"{dataset}: {listing} line {lineno} should be '{form}', got {line!r}")
+            continue
+        if fields[1] not in classes:
+            raise ValueError(f"{dataset}: {listing} line {lineno} labels {fields[0]!r} {fields[1]!r}, which is not "
+                             f"among the {len(classes)} classes ({', '.join(classes[:5])}{', ...' * (len(classes) > 5)})")
+        if fields[0] in seen:
+            raise ValueError(f"{dataset}: {listing} names {fields[0]!r} on line {seen[fields[0]]} and again on line "
+                             f"{lineno}: an image is listed once")
+        seen[fields[0]] = lineno
+        path = listed_file(folder, fields[0], listing, within=root, dataset=dataset)
+        entries.append((fields[1], str(path), path))
+    if not entries:  # else "no images found", the file unnamed
+        raise DataFileError(f"{dataset}: {listing} lists no images")
+    return entries
+
+
 def folder_images(root: Path, *, dataset: str) -> list[tuple[str, Path]]:
     """``(class, path)`` of each entry named like an image in an ImageFolder tree ``root/<class>/**``; other files
     (e.g. Tiny ImageNet's boxes.txt) are skipped. A link is refused (it may lead anywhere on the machine), and so is an

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from ..io import atomic_write
-from .files import (IMAGE_SUFFIXES, DataFileError, data_root, first_existing, folder_images, folder_root, listed_file,
-                    read_text, require_file)
+from .files import (IMAGE_SUFFIXES, DataFileError, data_root, first_existing, folder_images, folder_root,
+                    listed_images, read_text, require_file)
 
 __all__ = ["Arrays", "Loaded", "read_idx", "default_cache_dir", "load_idx", "load_digits", "load_jpeg_tarballs",
            "load_svhn", "load_folders", "load_tiny_imagenet", "load_mnist_m"]
@@ -361,28 +361,10 @@ def load_tiny_imagenet(name: str, data_dir: Path | None, *, image_size: int | No
     if repeated:  # it would make a class no image has, and a model with one output too many
         raise ValueError(f"{name}: {root / 'wnids.txt'} names {repeated[0]} more than once")
     train, _ = _read_image_folder(root / "train", image_size, classes, dataset=name, hint=hint)
-    entries = _listed_images(root / "val" / "val_annotations.txt", root / "val" / "images", root, "\t", dataset=name,
-                             hint=hint)
+    entries = listed_images(root / "val" / "val_annotations.txt", root / "val" / "images", root, "\t", classes,
+                            dataset=name, hint=hint)
     test, _ = _build_split(entries, classes, image_size, dataset=name, hint=hint)
     return train, test, classes
-
-
-def _listed_images(listing: Path, folder: Path, root: Path, sep: str | None, *, dataset: str, hint: str
-                   ) -> list[_Entry]:
-    """The images in ``folder`` that a label list names, a line ``name label`` each (``sep``: ``None`` for any white
-    space and those two fields only, mnist_m's; a tab for Tiny ImageNet's, whose lines go on with a box)."""
-    entries, form = [], "name label" if sep is None else "name<tab>label<tab>..."
-    for lineno, line in enumerate(read_text(listing, dataset=dataset, hint=hint, within=root).splitlines(), start=1):
-        fields = line.split(sep)
-        if len(fields) < 2 or sep is None and len(fields) > 2:
-            if line.strip():
-                raise ValueError(f"{dataset}: {listing} line {lineno} should be '{form}', got {line!r}")
-            continue
-        path = listed_file(folder, fields[0], listing, within=root, dataset=dataset)
-        entries.append((fields[1], str(path), path))
-    if not entries:  # else "no images found", the file unnamed
-        raise DataFileError(f"{dataset}: {listing} lists no images")
-    return entries
 
 
 def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
@@ -391,7 +373,7 @@ def load_mnist_m(name: str, data_dir: Path | None, *, hint: str) -> Loaded:
     classes = [str(i) for i in range(10)]
     splits = []
     for split in ("train", "test"):
-        entries = _listed_images(root / f"mnist_m_{split}_labels.txt", root / f"mnist_m_{split}", root, None,
-                                 dataset=name, hint=hint)
+        entries = listed_images(root / f"mnist_m_{split}_labels.txt", root / f"mnist_m_{split}", root, None, classes,
+                                dataset=name, hint=hint)
         splits.append(_build_split(entries, classes, None, dataset=name, hint=hint)[0])
     return splits[0], splits[1], classes

@@ -43,6 +43,7 @@ This module says which files make which data set; ``image_formats`` reads them a
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -166,6 +167,11 @@ def _dataset(name: str, train: ImageSplit, test: ImageSplit, classes: list[str],
             raise ValueError(
                 f"{name}: train images are {train.images.shape[1:]} but {split} images {part.images.shape[1:]}"
             )
+    untrained = [classes[i] for i in np.flatnonzero(np.bincount(train.labels, minlength=len(classes)) == 0)]
+    if untrained:  # a class no training image shows: the network has an output that nothing trains
+        warnings.warn(f"{name}: {len(untrained)} of its {len(classes)} classes have no training image "
+                      f"({', '.join(map(str, untrained[:5]))}{', ...' * (len(untrained) > 5)}): the network cannot "
+                      "learn them", UserWarning, stacklevel=2)
     mean, std = _channel_stats(train.images)
     if min(std) == 0:  # normalising by it would make every input NaN
         channel = std.index(0.0)
