@@ -331,7 +331,7 @@ def test_cifar10_wrong_checksum_is_refused(tiny_cifar, monkeypatch):
         load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
 
 
-UNREADABLE = r"a file under {data_dir} or the cache {cache_dir} cannot be read as this data set \(\w+"
+UNREADABLE = r"{cached} cannot be read as the decoded split it caches \(\w+\); remove it to decode the data again$"
 DECLARED = r"{cached} is not a decoded image split of at most 100000 images of 3 x 32 x 32 bytes"
 CLASSES = np.array(["a", "b"])
 
@@ -347,7 +347,7 @@ CLASSES = np.array(["a", "b"])
     (lambda path: np.savez_compressed(path, images=np.zeros((5, 3, 32, 32), np.uint8), labels=np.zeros(4, np.int64),
                                       classes=CLASSES), DECLARED),
 ])
-def test_a_damaged_cache_is_refused_in_one_line_naming_the_data_set_and_its_folders(tiny_cifar, damage, message):
+def test_a_damaged_cache_is_refused_in_one_line_naming_the_data_set_and_the_cache_file(tiny_cifar, damage, message):
     data_dir, cache_dir, _ = tiny_cifar
     load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
     (cached,) = cache_dir.glob("cifar10_jpg_train-*.npz")

@@ -14,6 +14,7 @@ import math
 import os
 import tarfile
 import warnings
+import zipfile
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -266,9 +267,13 @@ def _cached_tarball(
                 np.savez(handle, images=images, labels=labels, classes=np.array(classes))
 
         atomic_write(cache, write)  # readers never see a half-written cache
-    with np.load(cache, allow_pickle=False) as stored:
-        _check_cache(stored, cache, dataset)
-        return (stored["images"], stored["labels"]), stored["classes"].tolist()
+    try:
+        with np.load(cache, allow_pickle=False) as stored:
+            _check_cache(stored, cache, dataset)
+            return (stored["images"], stored["labels"]), stored["classes"].tolist()
+    except (zipfile.BadZipFile, EOFError, zlib.error, ValueError) as error:  # truncated, overwritten, or no .npz
+        raise DataFileError(f"{dataset}: {cache} cannot be read as the decoded split it caches ({type(error).__name__}"
+                            "); remove it to decode the data again") from None
 
 
 CACHE_MAX_IMAGES = 100_000  # per cached split, of at most 3 x 32 x 32 pixels: CIFAR-10's train split holds 50,000
