@@ -278,9 +278,11 @@ def test_a_refused_resume_leaves_the_run_record_as_it_was(tmp_path, capsys):
 @pytest.mark.parametrize("interrupt, said, status", [(KeyboardInterrupt, "interrupted", 130),
                                                      (cli.Terminated, "terminated", 143)])
 @pytest.mark.parametrize("kept", [None, "last", "mn/last"])
+@pytest.mark.parametrize("folders", [False, True], ids=["", "folders"])
 def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, capsys, monkeypatch, kept, interrupt,
-                                                                    said, status):
-    """And SIGTERM (``cli.Terminated``), which interrupts a run as Ctrl-C does."""
+                                                                    said, status, folders):
+    """And SIGTERM (``cli.Terminated``), which interrupts a run as Ctrl-C does. The data and cache folders given are
+    given again: a run folder never records them."""
     from meta_neighborhoods.experiments import classification
 
     out = tmp_path / "my run"
@@ -292,13 +294,16 @@ def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, ca
         raise interrupt
 
     monkeypatch.setattr(classification, "run_classification", interrupted)
+    (tmp_path / "my data").mkdir()
+    given = ["--data-dir", str(tmp_path / "my data"), "--cache-dir", str(tmp_path / "cache")] if folders else []
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out", str(out),
-            "--quiet"]
+            "--quiet", *given]
     assert main(argv) == status
     error = capsys.readouterr().err
     if kept:
+        given = f" --data-dir '{tmp_path / 'my data'}' --cache-dir {tmp_path / 'cache'}" if folders else ""
         assert error == (f"meta-neighborhoods classify: {said}; the last checkpoint is kept; continue with: "
-                         f"meta-neighborhoods classify --resume '{out}'\n")
+                         f"meta-neighborhoods classify --resume '{out}'{given}\n")
     else:
         assert error == (f"meta-neighborhoods classify: {said}; no epoch had finished, so no checkpoint is "
                          f"kept: start '{out}' again with --overwrite\n")

@@ -138,7 +138,7 @@ def run(args) -> int:
             result = run_classification(args.dataset, args.backbone, args.method, out, progress=not args.quiet,
                                         recorded=recorded.get("images"), **given)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (cli.Terminated)
-        raise type(interrupt)(_how_to_continue(out)) from None
+        raise type(interrupt)(_how_to_continue(out, folders)) from None
     if distributed.is_main():
         _report(result, out)
         if args.resume is not None and result.get("resumed") is False:  # one method, its epochs all done before
@@ -146,15 +146,18 @@ def run(args) -> int:
     return 0
 
 
-def _how_to_continue(out: Path) -> str:
-    """What an interrupted run can do next: --resume from its last checkpoint, with as many processes as it ran
-    on, or, before its first epoch ended, only start again."""
+def _how_to_continue(out: Path, folders: dict) -> str:
+    """What an interrupted run can do next: --resume from its last checkpoint (with the data and cache ``folders``
+    it was given, which a run folder never records), with as many processes as it ran on, or, before its first
+    epoch ended, only start again."""
     from .. import distributed
     from ..runs import resumable
 
     if not resumable(out):
         return f"no epoch had finished, so no checkpoint is kept: start {shlex.quote(str(out))} again with --overwrite"
-    resume, processes = f"classify --resume {shlex.quote(str(out))}", distributed.world_size()
+    given = "".join(f" --{name.replace('_', '-')} {shlex.quote(str(path))}" for name, path in folders.items()
+                    if path is not None)
+    resume, processes = f"classify --resume {shlex.quote(str(out))}{given}", distributed.world_size()
     if processes > 1:
         return (f"the last checkpoint is kept; continue on {processes} processes in all, as it ran: torchrun ... "
                 f"-m meta_neighborhoods {resume}")
