@@ -1180,13 +1180,28 @@ def test_the_registered_classification_table_runs_with_its_own_task(tmp_path, ca
                            "gom is a regression table: give --task regression, or no --task")):
         assert main([*argv, "--out", str(tmp_path / "refused"), "--quiet"]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "refused").exists()
-    with pytest.raises(SystemExit):  # ablate takes the regression tables only
-        main(["ablate", "--dataset", "digits", "--param", "top_k", "--values", "1", "2", "--out", str(tmp_path)])
-    assert "invalid choice: 'digits'" in capsys.readouterr().err
     assert main(["regress", "--dataset", "digits", "--max-rows", "120", "--folds", "2",  # its task, as the table's
                  "--seeds", "1", "--out", str(tmp_path / "digits"), "--quiet"]) == 0
     results = json.loads((tmp_path / "digits" / "results.json").read_text())
     assert (results["dataset"], results["n"], results["d"], results["metric"]) == ("digits", 120, 64, "error_rate")
+
+
+def test_ablate_on_a_classification_table_measures_the_classifier_s_error_rate(tmp_path, capsys, fast_estimators):
+    """The same folds for every value, stratified by class; the record reruns fold for fold (--config)."""
+    small = ["--max-rows", "120", "--folds", "2", "--seeds", "1", "--quiet"]
+    assert main(["ablate", "--dataset", "digits", "--param", "top_k", "--values", "1", "2", *small, "--out",
+                 str(tmp_path / "a")]) == 0
+    results = json.loads((tmp_path / "a" / "ablation.json").read_text())
+    assert results["metric"] == "error_rate" and results["config"]["task"] == "classification"
+    assert all(np.isclose(error * 60, round(error * 60)) for errors in results["folds"] for error in errors)
+    assert len(results["log_loss"]) == 2 and all(len(losses) == 2 for losses in results["log_loss"])
+    assert "ablation of top_k (error rate, the share of test rows misclassified;" in capsys.readouterr().out
+    assert main(["ablate", "--config", str(tmp_path / "a" / "ablation.json"), "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "b" / "ablation.json").read_text())["folds"] == results["folds"]
+    assert main(["ablate", "--dataset", "digits", "--task", "regression", "--param", "top_k", "--values", "1", "2",
+                 *small, "--out", str(tmp_path / "c")]) == 2
+    assert "digits is a classification table" in capsys.readouterr().err
 
 
 def _kinds(tmp_path, labels) -> Path:

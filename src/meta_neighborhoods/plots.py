@@ -145,7 +145,7 @@ def fold_errors_figure(path, fold_errors, title, folds, fell_back=None, ylabel="
 
 
 def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="error bars: ±1 std over folds",
-                    notes=None):
+                    notes=None, ylabel="MSE (standardised target)"):
     """Mean ± std over folds against the value, with ``error_bars`` (what the bars are, e.g. "error bars: ±1 std
     over 15 folds (3 seeds x 5 folds)") written under the plot: a bar means nothing until it says what it spans.
     ``notes``, one per value, are written above its point: the paired test's p, which bars dominated by how hard
@@ -173,7 +173,7 @@ def ablation_figure(path, param, values, means, stds, log_x, title, error_bars="
         ax.set_xticks(x, [str(v) for v in values])
         ax.minorticks_off()
     ax.set_xlabel(f"{param} (log scale)" if log_x else param)
-    ax.set_ylabel("MSE (standardised target)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.text(0.5, 0.015, textwrap.fill(error_bars, 90), ha="center", va="bottom", fontsize=8, color="#444444")
     _save(fig, path, rect=(0.0, 0.08, 1.0, 1.0))

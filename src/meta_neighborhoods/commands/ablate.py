@@ -8,16 +8,20 @@ from pathlib import Path
 from ..config import ABLATION_TYPES
 from ..validation import NONE, ConfigError
 from .common import ESTIMATOR_OPTIONS, UsageError, estimator_options, fit_options, run_options, table_run_options
-from .table_source import check_target, load_table_source, table_source
+from .table_source import check_target, load_table_source, table_source, table_task, task
 
 LOGGER = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "ablate", help="Meta-Neighborhoods' CV error against one of its parameters, on a regression table",
-        parents=[*run_options(), table_source(allow_all=False, classification=False), estimator_options()],
-        description="k-fold MSE of Meta-Neighborhoods for each value of one parameter (the same folds for every "
+        "ablate", help="Meta-Neighborhoods' CV error against one of its parameters",
+        parents=[*run_options(), table_source(allow_all=False), estimator_options(),
+                 task("regression (the MSE on the standardised target) or classification (the error rate, on folds "
+                      "stratified by class) of the target column (default: a registered table's task, else "
+                      "regression)")],
+        description="Repeated k-fold MSE of Meta-Neighborhoods (a classifier's error rate on a classification "
+                    "table, or with --task classification) for each value of one parameter (the same folds for every "
                     "value, the other parameters at the estimator's defaults, without the vanilla fallback: the "
                     "network with neighbours is always kept); writes ablation.json, ablation.md "
                     "and ablation.png.",
@@ -38,7 +42,7 @@ def run(args) -> int:
 
     options = fit_options(args)
     try:
-        run_ablation(load_table_source(args), args.out, args.param, args.values, **options)
+        run_ablation(load_table_source(args), args.out, args.param, args.values, **options, task=table_task(args))
     except ConfigError as error:  # a value of the ablated parameter is one of --values (which a --config file gives)
         if error.setting != args.param:
             raise
@@ -57,5 +61,4 @@ def options_from_record(record: dict) -> dict:
         raise ConfigError("not the ablation.json of an ablate run")
     values = record.get("values")
     listed = [NONE if value is None else value for value in values] if isinstance(values, list) else values
-    options = {key: value for key, value in table_run_options(record).items() if key != "task"}  # regression's
-    return {**options, "param": record["param"], "values": listed}
+    return {**table_run_options(record), "param": record["param"], "values": listed}

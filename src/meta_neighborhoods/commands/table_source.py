@@ -20,11 +20,11 @@ LOGGER = logging.getLogger(__name__)
 LABELS_AT_MOST = 10  # distinct integer values of a target that may be class labels
 
 
-def table_source(allow_all: bool, folds: bool = True, classification: bool = True) -> argparse.ArgumentParser:
+def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser:
     """The table of regress, ablate and fit: --dataset NAME or --data-file PATH --target COLUMN, and its folds (not
-    fit's: ``folds=False``); the registered classification tables only for a command of ``classification``."""
+    fit's: ``folds=False``)."""
     parser = parent()
-    names = available_tables(None if classification else REGRESSION) + (["all"] if allow_all else [])
+    names = available_tables() + (["all"] if allow_all else [])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=names, metavar="NAME",
                         help=f"registered table: {', '.join(names)}"
@@ -102,7 +102,7 @@ def load_table_source(args):
     refused unless its numbers have the digest --table-sha256 gives (a record's: the table it ran on)."""
     task = table_task(args)
     kind = None if args.data_file is not None else TABLES[args.dataset].task
-    if kind not in (None, task):  # a command without --task takes regression tables only (table_source)
+    if kind not in (None, task):
         raise UsageError(f"{args.dataset} is a {kind} table: give --task {kind}, or no --task")
     try:
         if args.data_file is not None:

@@ -251,45 +251,50 @@ def ablation_values(param: str, values) -> list:
     return converted
 
 
-def _with_value(param: str, value):
-    """Meta-Neighborhoods with one parameter fixed, as a method factory for ``cross_validate``."""
+def _with_value(param: str, value, task: str):
+    """Meta-Neighborhoods for ``task`` with one parameter fixed, as a method factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
-        return meta_neighborhoods_estimator(seed=seed, n_train=n_train, params={**params, **ABLATED, param: value})
+        return meta_neighborhoods_estimator(seed=seed, n_train=n_train, params={**params, **ABLATED, param: value},
+                                            task=task)
     return factory
 
 
 def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS,
                  max_rows: int | None = None, progress: bool = True, estimator_params: dict | None = None,
-                 overwrite: bool = False, threads: int | None = None) -> dict:
-    """Meta-Neighborhoods' CV error for each value of one parameter (same folds, ``seeds`` repeats), each value
-    tested against the first with the corrected t-test; writes ablation.json/.md/.png (a folder holding any table
-    run's files is refused unless ``overwrite``)."""
+                 overwrite: bool = False, threads: int | None = None, task: str = REGRESSION) -> dict:
+    """Meta-Neighborhoods' CV error for ``task`` (``METRICS``) for each value of one parameter (same folds,
+    ``seeds`` repeats), each value tested against the first with the corrected t-test; writes
+    ablation.json/.md/.png (a folder holding any table run's files is refused unless ``overwrite``)."""
     values = ablation_values(param, values)
     shown = [NONE_MEANS[param] if value is None else str(value) for value in values]
-    methods = {f"{param}={label}": _with_value(param, value) for label, value in zip(shown, values)}
-    options, used, params = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads)
+    methods = {f"{param}={label}": _with_value(param, value, task) for label, value in zip(shown, values)}
+    options, used, params = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads,
+                                      task=task)
     folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
     with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
-        cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress)
+        cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress,
+                            task=task)
         first = next(iter(methods))
         summary = compare(cv["folds"], first, folds, baseline=first)
         results = {
-            **_folds_record(table, used, cv), "param": param, "values": values,
+            **_folds_record(table, used, cv, task), "param": param, "values": values,
             "folds": list(cv["folds"].values()),
             **{key: list(summary[key].values()) for key in ("mean", "std", "ratio")},
             "p_value_vs_first": [None, *summary["p_values"].values()], "seconds": list(cv["seconds"].values()),
             "dictionary_sizes": list(cv["dictionary_sizes"].values()),
+            **({"log_loss": list(cv["log_loss"].values())} if cv["log_loss"] else {}),
             "config": run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
         }
         write_json(out / "ablation.json", results)
         warn_unconverged(results)
         capped, total = capped_values(param, values, results["dictionary_sizes"]), len(cv["fold_seeds"])
+        short, _, axis = METRIC_TEXT[results["metric"]]
         write_text(out / "ablation.md", ablation_markdown(results, shown, capped))
         bars = (f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} folds), the same "
                 f"folds for every value; p: corrected t-test against {shown[0]}"
                 + (f"; {CAPS[param].legend}" if any(capped) else ""))
         ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"],
-                        results["std"], log_x=param in LOG_SCALE_PARAMS, error_bars=bars,
-                        title=f"{table.name}: Meta-Neighborhoods' MSE against {param}",
+                        results["std"], log_x=param in LOG_SCALE_PARAMS, error_bars=bars, ylabel=axis,
+                        title=f"{table.name}: Meta-Neighborhoods' {short} against {param}",
                         notes=point_notes(param, results["p_value_vs_first"], capped))
     return results

@@ -100,11 +100,12 @@ def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
     param, total = results["param"], len(results["fold_seeds"])
     rows = [[v, error_cell(m, sd), ratio_cell(r), p_cell(p)] for v, m, sd, r, p in
             zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
-    title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} (MSE on the standardised target; "
+    short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
+    title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} ({measured}; "
              f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
              f"estimator's defaults. Mean ± std (population, ddof = 0) over all {total} (seed, fold) errors; ratio "
              f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.\n\n")
-    return (title + markdown_table([param, "MSE (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows)
+    return (title + markdown_table([param, f"{short} (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows)
             + unconverged_note(results) + capped_note(param, shown, capped))
 
 
