@@ -331,6 +331,21 @@ def test_a_resume_of_method_all_refuses_a_method_folder_of_another_run(tmp_path,
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == written
 
 
+def test_a_resume_of_method_all_takes_a_member_s_unused_settings_as_older_runs_recorded_them(tmp_path, monkeypatch):
+    """Runs of earlier versions recorded a vanilla member's dictionary size and key start as the run's, though it
+    reads neither: not another run's settings. A resume sets no keys, so --key-init samples is not checked again."""
+    out = tmp_path / "all"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--epochs", "1", "--batch-size", "32",
+                 "--train-subset", "64", "--device", "cpu", "--quiet", "--method", "all", "--key-init", "samples",
+                 "--dictionary-size", "20", "--out", str(out)]) == 0
+    for name in ("config.json", "last.json"):
+        saved = json.loads((out / "vanilla" / name).read_text())
+        (saved.get("config") or saved).update(dictionary_size=20, key_init="samples")
+        (out / "vanilla" / name).write_text(json.dumps(saved))
+    monkeypatch.setattr(classification, "check_key_images", lambda *args: pytest.fail("checked on a resume"))
+    assert main(["classify", "--resume", str(out), "--device", "cpu", "--quiet"]) == 0
+
+
 def test_a_resume_without_the_split_of_its_checkpoint_is_refused(tmp_path, capsys):
     """split.json is how a resume checks the images against the run's: a folder with checkpoint last but without
     it is refused, not continued on whatever images the data folder holds."""

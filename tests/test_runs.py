@@ -168,6 +168,7 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "tensorboard" / "other" / "events.out.tfevents.2.host").write_text("x")
     image_methods.save_checkpoint(tmp_path / "best", torch.nn.Linear(1, 1), epoch=1)
     (tmp_path / "mn").mkdir()
+    (tmp_path / "mn" / "config.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')
     (tmp_path / "mn" / "metrics.json").write_text("{}")
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="already holds a run") as refused:
@@ -656,9 +657,15 @@ def test_each_resume_is_added_to_the_run_record(tmp_path):
 
 @pytest.mark.parametrize("method, folder", [("vanilla", "."), ("all", "."), ("all", "mn")])
 @pytest.mark.parametrize("overwrite", [False, True])
-def test_a_user_s_files_of_a_run_s_names_where_no_run_is_are_never_replaced(tmp_path, method, folder, overwrite):
+@pytest.mark.parametrize("beside", [None, "vanilla"], ids=["alone", "beside a run"])
+def test_a_user_s_files_of_a_run_s_names_where_no_run_is_are_never_replaced(tmp_path, method, folder, overwrite,
+                                                                            beside):
     """A metrics.csv of the user's own results is no run: without a run's config.json or checkpoint beside it,
-    neither --overwrite nor a run of --method all (which writes into the method folders) replaces it."""
+    neither --overwrite nor a run of --method all (which writes into the method folders) replaces it, even where
+    another folder of --out holds a run."""
+    if beside and folder == "mn":
+        (tmp_path / beside).mkdir()
+        image_methods.save_checkpoint(tmp_path / beside / "last", torch.nn.Linear(1, 1), epoch=1)
     (tmp_path / folder).mkdir(exist_ok=True)
     for name in ("metrics.csv", "run.json"):
         (tmp_path / folder / name).write_text("mine")
@@ -667,7 +674,7 @@ def test_a_user_s_files_of_a_run_s_names_where_no_run_is_are_never_replaced(tmp_
             "writes, and no run's config.json or checkpoint: the run would replace them")):
         runs.claim(tmp_path, overwrite=overwrite, method=method)
     assert all((tmp_path / folder / name).read_text() == "mine" for name in ("metrics.csv", "run.json"))
-    assert runs.holds_a_run(tmp_path) == []
+    assert runs.holds_a_run(tmp_path) == (["vanilla"] if beside and folder == "mn" else [])
 
 
 def test_overwrite_removes_only_the_event_files_of_a_tensorboard_folder(tmp_path):

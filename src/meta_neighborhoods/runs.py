@@ -159,18 +159,15 @@ RUN_NAMED = {SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # what
 # config.json and checkpoints, and what alone makes no run: a user's metrics.csv is not ours to remove
 
 
-def holds_a_run(run_dir: Path, within_run: bool = False) -> list[str]:
+def holds_a_run(run_dir: Path) -> list[str]:
     """What in ``run_dir`` belongs to a classify run (its files, or method folders holding them): files of a run's
-    names where a run's ``config.json`` or a checkpoint is there to say so, or the folder is a method's folder
-    ``within_run`` of ``--method all``. What analyze wrote beside a run's files is the run's too (an overwritten run
-    keeps no figure of a model it no longer holds); alone, it is a folder of analyses, not a run."""
+    names where a run's ``config.json`` or a checkpoint is there to say so. What analyze wrote beside a run's files
+    is the run's too (an overwritten run keeps no figure of a model it no longer holds); alone, it is a folder of
+    analyses, not a run."""
     run_dir = Path(run_dir)
     found = _run_named(run_dir)
-    recorded = within_run or any(name not in RUN_NAMED for name in found)
-    methods = sorted(name for name in METHODS if _is_method_dir(run_dir / name)
-                     and holds_a_run(run_dir / name, recorded))
-    if not recorded and not methods:
-        return []
+    found = found if any(name not in RUN_NAMED for name in found) else []  # a config.json or checkpoint says so
+    methods = sorted(name for name in METHODS if _is_method_dir(run_dir / name) and holds_a_run(run_dir / name))
     figures = [file for name in ANALYSES for file in analysis_files(name) if found and (run_dir / file).exists()]
     return sorted(found + figures) + methods
 
@@ -227,13 +224,15 @@ def claim(run_dir: Path, overwrite: bool, method: str) -> None:
         problem = _foreign_config(path)
         if problem:
             raise RunFolderError(f"{path} {problem}, and the run would replace it: move it, or choose another --out")
-    found = holds_a_run(run_dir)
-    for folder in folders if not found else ():  # else what its folders hold of a run's names is the run's
-        strays = sorted(name for name in _run_named(folder) if name != TENSORBOARD) if _is_method_dir(folder) else []
-        if strays:  # a tensorboard folder's own event files alone go
+    for folder in folders:  # what the run writes into each, where no run is recorded there: a user's files
+        written = RUN_NAMED - (set() if method == "all" and folder == folders[0] else set(COMPARISON))
+        strays = [] if not _is_method_dir(folder) or holds_a_run(folder) else \
+            sorted(name for name in _run_named(folder) if name in written)
+        if strays:
             raise RunFolderError(f"{folder} holds {', '.join(strays)} of the names a run writes, and no run's "
                                  f"{CONFIG} or checkpoint: the run would replace them; move them, or choose another "
                                  "--out")
+    found = holds_a_run(run_dir)
     if not overwrite:
         refuse_held(run_dir, found, resume=resumable(run_dir))
     _remove(Path(run_dir), found)
@@ -246,7 +245,7 @@ def _remove(run_dir: Path, found: list[str]) -> None:
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
             _remove_event_files(path)
         elif path.is_dir() and not path.is_symlink():
-            _remove(path, holds_a_run(path, within_run=True))
+            _remove(path, holds_a_run(path))
         else:
             path.unlink(missing_ok=True)
 

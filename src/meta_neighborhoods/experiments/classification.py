@@ -259,7 +259,8 @@ def _member_config(config: ClassificationConfig, name: str, folder: Path | None)
     if folder is None:
         return own
     recorded = replace(runs.read_config(folder, config.data_dir, config.cache_dir), device=config.device)
-    differ = [field for field, value in asdict(recorded).items() if field not in RELOCATABLE and value !=
+    ignored = {*RELOCATABLE, *unused_settings(name)}  # settings the method never reads (older runs gave them)
+    differ = [field for field, value in asdict(recorded).items() if field not in ignored and value !=
               getattr(own, field) and not (field == "threads" and None in (value, own.threads))]  # unrecorded before
     if differ:
         raise RunFolderError(f"{folder / CONFIG} records {differ[0]} {getattr(recorded, differ[0])!r}, where the "
@@ -325,7 +326,8 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
     with distributed.process_group(device) as device, torch_threads(config.threads):
         splits = split_validation(dataset, config.seed)
         train = batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
-        check_key_images(config, len(train.indices))
+        if not resume:  # a resumed run's keys are its checkpoint's
+            check_key_images(config, len(train.indices))
         if config.method == "all":
             _method_folders(out)  # a link among them is refused before anything is removed or written
         main = distributed.is_main()
