@@ -686,7 +686,7 @@ def test_ending_at_max_epochs_before_early_stopping_warns():
                       "validation loss, at epoch [12] .the network kept., was not followed by n_iter_no_change=5"):
         MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "n_iter_no_change": 5}).fit(X, y)
     with pytest.warns(ConvergenceWarning, match=r"max_epochs=2 before its training loss stopped improving "
-                      r"\(early_stopping=False\): its best training loss.*to let the training loss decide$"):
+                      r"\(no validation rows\): its best training loss.*to let the training loss decide$"):
         MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "n_iter_no_change": 5}, early_stopping=False).fit(X, y)
 
 

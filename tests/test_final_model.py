@@ -68,6 +68,13 @@ def test_the_estimator_s_warnings_name_the_command_s_options_not_python_paramete
         "--n-iter-no-change," in said and "max_epochs" not in said
     record = json.loads((tmp_path / "m" / "fit.json").read_text())
     assert "stopped at max_epochs=3" in json.dumps(record)  # the record keeps the estimator's words
+    table = _species()
+    table.loc[0, "species"] = "head"  # a class of a single row, warned of in the class's own name
+    table.to_csv(tmp_path / "classes.csv", index=False)
+    assert main(["fit", "--data-file", str(tmp_path / "classes.csv"), "--target", "species", "--task",
+                 "classification", "--out", str(tmp_path / "c"), *SMALL[:-1]]) == 0
+    said = capsys.readouterr().err
+    assert "'head'" in said and "--head" not in said and "--max-epochs 3" in said
 
 
 def test_a_fit_without_validation_rows_says_its_loss_is_the_training_loss(tmp_path, capsys):

@@ -185,9 +185,10 @@ def _warning_line(message, category, filename, lineno, file=None, line=None, *, 
     """A Python warning the command meets (the estimators', scikit-learn's), said as one of its own warning lines:
     ``meta-neighborhoods <command>: warning: ...``, not ``<frozen runpy>:88: UserWarning: ...`` and its source
     (a caller of ``main`` that records warnings, ``catch_warnings(record=True)``, sees these lines instead). The
-    estimator parameters it names that the command has ``options`` for are named as those: ``--max-epochs 3``."""
+    parameters an estimator's ConvergenceWarning names that the command has ``options`` for are named as those
+    (``--max-epochs 3``); no other text is touched, for it may hold a column or class of that name."""
     text = str(message)
-    if options:
+    if options and category.__name__ == "ConvergenceWarning":  # by name: the command line imports no sklearn
         text = re.sub(rf"\b({'|'.join(options)})\b(=?)", lambda m: f"--{m[1].replace('_', '-')}{' ' * bool(m[2])}",
                       text)
     LOGGER.warning("%s", text)

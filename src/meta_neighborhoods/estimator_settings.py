@@ -166,7 +166,7 @@ def warn_if_cut_short(estimator, phases: list, validated: bool) -> None:
     if any(cut):
         where = {(True,): "", (True, False): " in its first phase", (False, True): " in its second phase",
                  (True, True): " in both phases"}[cut]
-        ended = "early stopping ended it" if validated else "its training loss stopped improving (early_stopping=False)"
+        ended = "early stopping ended it" if validated else "its training loss stopped improving (no validation rows)"
         warnings.warn(f"{type(estimator).__name__} stopped at max_epochs={estimator.max_epochs}{where} before "
                       f"{ended}: its best {'validation' if validated else 'training'} loss, at epoch "
                       f"{estimator.best_epoch_} (the network kept), was not followed by n_iter_no_change="
