@@ -228,15 +228,18 @@ def test_evaluate_returns_accuracy_and_mean_cross_entropy():
     assert loss == pytest.approx(nn.functional.cross_entropy(logits, labels).item())
 
 
-def test_keys_can_start_at_training_features():
-    """--key-init samples: keys are features of training images, values peak at their labels."""
+@pytest.mark.parametrize("rows", [None, np.arange(100, 140)], ids=["every image", "the rows a run trains on"])
+def test_keys_can_start_at_training_features(rows):
+    """--key-init samples: keys are features of training images (among ``rows``), values peak at their labels."""
     dataset = load_image_dataset("digits")
     torch.manual_seed(0)
     model = build_model("mn", "convnet4", 1, 10, dictionary_size=20)
-    init_keys_from_features(model, dataset.train, dataset.mean, dataset.std, seed=0, device=torch.device("cpu"))
+    init_keys_from_features(model, dataset.train, dataset.mean, dataset.std, seed=0, device=torch.device("cpu"),
+                            rows=rows)
     torch.manual_seed(0)  # the same network, to compute the features of the images the keys should be
     reference = build_model("mn", "convnet4", 1, 10, dictionary_size=20).train()
-    pick = np.random.default_rng(0).choice(len(dataset.train), 20, replace=False)
+    among = np.arange(len(dataset.train)) if rows is None else rows
+    pick = among[np.random.default_rng(0).choice(len(among), 20, replace=False)]
     x, y = next(iter(ImageBatches(ImageSplit(dataset.train.images[pick], dataset.train.labels[pick]),
                                   dataset.mean, dataset.std, batch_size=20)))
     with torch.no_grad():
@@ -301,7 +304,8 @@ def test_keys_from_samples_start_at_the_images_the_run_trains_on_and_no_image_tw
     """With --train-subset the run trains on some of the training split: its keys start there, not on images it
     never sees; fewer images than keys is refused before any folder."""
     seen = []
-    monkeypatch.setattr(classification, "init_keys_from_features", lambda model, split, *rest: seen.append(split))
+    monkeypatch.setattr(classification, "init_keys_from_features",
+                        lambda model, split, *rest: seen.append(split.images[rest[-1]]))
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--epochs", "1",
             "--batch-size", "8", "--key-init", "samples", "--device", "cpu", "--quiet"]
     assert main([*argv, "--train-subset", "12", "--out", str(tmp_path / "few")]) == 2
@@ -311,8 +315,8 @@ def test_keys_from_samples_start_at_the_images_the_run_trains_on_and_no_image_tw
     assert main([*argv, "--train-subset", "16", "--dictionary-size", "16", "--out", str(tmp_path / "run")]) == 0
     trained = json.loads((tmp_path / "run" / "split.json").read_text())["train"]
     images = load_image_dataset("digits").train.images
-    [split] = seen
-    np.testing.assert_array_equal(split.images, images[trained])
+    [drawn_from] = seen
+    np.testing.assert_array_equal(drawn_from, images[trained])
 
 
 def test_a_resume_of_method_all_refuses_a_method_folder_of_another_run(tmp_path, capsys):

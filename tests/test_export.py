@@ -279,8 +279,8 @@ def test_the_graph_carries_the_normalisation_and_the_class_names(tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda run: (run / "run.json").unlink(), "run.json is missing: a run writes it as it starts (a run of an older "
-     "version of meta-neighborhoods had none), so it was removed"),
+    (lambda run: (run / "run.json").unlink(), "run.json is missing: removed, or the run was written by an older "
+     "version of meta-neighborhoods that did not record it"),
     (lambda run: write_run_record(run, {"classes": CLASSES[:3], "input": image_inputs((1, 3, 8, 8), MEAN, STD)}),
      "run.json names 3 classes of 3-channel images, but the best checkpoint's network has 4 outputs"),
     (lambda run: write_run_record(run, {"classes": CLASSES, "input": image_inputs((1, 3, 8, 8), MEAN, [0, 1, 1])}),

@@ -331,6 +331,13 @@ def test_cifar10_wrong_checksum_is_refused(tiny_cifar, monkeypatch):
         load_image_dataset("cifar10", data_dir=data_dir, cache_dir=cache_dir)
 
 
+def _npy(array: np.ndarray) -> bytes:
+    """What np.save writes of ``array``."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 UNREADABLE = r"{cached} cannot be read as the decoded split it caches \(\w+\); remove it to decode the data again$"
 DECLARED = r"{cached} is not a decoded image split of at most 100000 images of 3 x 32 x 32 bytes"
 CLASSES = np.array(["a", "b"])
@@ -340,6 +347,7 @@ CLASSES = np.array(["a", "b"])
     (lambda path: np.savez(path, labels=np.zeros(9, np.int64)), DECLARED),  # no images: a KeyError in the reader
     (lambda path: path.write_bytes(b"PK\x03\x04 not a zip"), UNREADABLE),  # zipfile.BadZipFile
     (lambda path: path.write_bytes(b"\x00" * 40), UNREADABLE),  # numpy's own ValueError, which names no file
+    (lambda path: path.write_bytes(_npy(np.zeros(3))), UNREADABLE),  # one array, np.save's, under the .npz name
     (lambda path: np.savez_compressed(path, images=np.zeros((5, 3, 256, 256), np.uint8), labels=np.zeros(5, np.int64),
                                       classes=CLASSES), DECLARED),  # 1 MB in memory, for each 2 kB of file
     (lambda path: np.savez_compressed(path, images=np.zeros((100_001, 1, 1, 1), np.uint8),
@@ -547,14 +555,15 @@ def _mnist_m(tmp_path, train_labels: str):
      "line 2 labels '1.png' 'x', which is not among the 10 classes (0, 1, 2, 3, 4, ...)"),
     ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png 10\n"), "line 2 labels '1.png' '10', which is not among"),
     ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png 2\n0.png 7\n"),
-     "names '0.png' on line 1 and again on line 3: an image is listed once"),
-    ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png 2\n0.png 1\n"),
-     "names '0.png' on line 1 and again on line 3"),
+     "names '0.png' on line 3, an image line 1 names already: an image is listed once"),
+    ("mnist_m", lambda tmp: _mnist_m(tmp, "0.png 1\n1.png 2\n./0.png 1\n"),
+     "names './0.png' on line 3, an image line 1 names already"),
     ("tiny_imagenet", lambda tmp: _tiny_imagenet(tmp, annotations="val_0.JPEG\tn1\nval_1.JPEG\tn3\n") / "val" /
      "val_annotations.txt", "line 2 labels 'val_1.JPEG' 'n3', which is not among the 2 classes (n1, n2)"),
     ("tiny_imagenet", lambda tmp: _tiny_imagenet(tmp, annotations="val_0.JPEG\tn1\nval_1.JPEG\tn2\nval_0.JPEG\tn2\n")
-     / "val" / "val_annotations.txt", "names 'val_0.JPEG' on line 1 and again on line 3"),
-], ids=["text label", "label 10", "listed twice, two labels", "listed twice", "unknown wnid", "val listed twice"])
+     / "val" / "val_annotations.txt", "names 'val_0.JPEG' on line 3, an image line 1 names already"),
+], ids=["text label", "label 10", "listed twice, two labels", "listed twice as ./", "unknown wnid",
+        "val listed twice"])
 def test_a_label_list_s_unknown_label_or_repeated_image_is_refused_naming_its_line(tmp_path, name, setup, message):
     """A repeated image counted twice (a test image scored twice, or a training image under two labels); a label
     that is no class was said without its file or line."""

@@ -180,7 +180,8 @@ class _Confident:
 
 
 def test_the_classifier_s_search_breaks_error_rate_ties_by_log_loss(monkeypatch):
-    monkeypatch.setattr(cross_validation, "_vanilla", lambda *, params, task, **_: _Confident(params["hidden_layer_sizes"]))
+    monkeypatch.setattr(cross_validation, "_vanilla",
+                        lambda *, params, task, **_: _Confident(params["hidden_layer_sizes"]))
     y = np.arange(50) % 2
     choice = cross_validation.search_architecture(y[:, None] * 1.0, y, seed=0, params={}, task="classification")
     assert set(choice["validation_error_rate"].values()) == {0.0}  # every architecture ties on the error rate

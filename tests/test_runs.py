@@ -47,8 +47,8 @@ def test_a_split_that_does_not_fit_the_data_set_is_refused(tmp_path):
 
 
 def test_a_run_without_a_split_record_is_refused_clearly(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"split.json is missing: a run writes it as it starts \(a run of an "
-                       r"older version of meta-neighborhoods had none\), so it was removed, or the folder is not whole"):
+    with pytest.raises(FileNotFoundError, match="split.json is missing: removed, or the run was written by an older "
+                       "version of meta-neighborhoods that did not record it"):
         runs.read_split(tmp_path, n_images=5)
 
 

@@ -130,7 +130,7 @@ CLASSIFIER_PREDICT = PREDICT.format(summary="The most probable class of each row
 PREDICT_PROBA = PREDICT.format(summary="Class probabilities of the head adapted to each row's neighbourhood.",
                                returns="ndarray of shape (n_samples, n_classes)\n"
                                        "        Probabilities of the classes in the order of ``classes_``.")
-PREDICT_LOG_PROBA = PREDICT.format(summary="Return the logarithms of ``predict_proba``, computed without its rounding to 0.",
+PREDICT_LOG_PROBA = PREDICT.format(summary="Return the logarithms of ``predict_proba``, without its rounding to 0.",
                                    returns="ndarray of shape (n_samples, n_classes)\n"
                                            "        Log-probabilities of the classes in the order of ``classes_``.")
 

@@ -167,18 +167,18 @@ class BestCheckpoint(Callback):
 
 @torch.no_grad()
 def init_keys_from_features(model: MetaNeighborhoods, split: ImageSplit, mean, std, seed: int,
-                            device: torch.device) -> None:
-    """Keys at the initial features of S distinct random images of ``split`` (the images a run trains on,
-    normalised by ``mean`` and ``std``), values at their labels.
+                            device: torch.device, rows: np.ndarray | None = None) -> None:
+    """Keys at the initial features of S distinct random images among the ``rows`` of ``split`` that a run trains
+    on (default: all; normalised by ``mean`` and ``std``), values at their labels; only those S are copied.
 
     Random Gaussian keys are nearly orthogonal to every feature in a wide feature space, so attention
     starts uniform, adaptation moves nothing and the keys get almost no gradient; keys that start on
     the data are attended to selectively from the first step.
     """
-    size = model.dictionary.size
-    if len(split) < size:
-        raise ValueError(f"{size} keys cannot start at {len(split)} distinct training images")
-    pick = np.random.default_rng(seed).choice(len(split), size=size, replace=False)
+    size, rows = model.dictionary.size, np.arange(len(split)) if rows is None else np.asarray(rows)
+    if len(rows) < size:
+        raise ValueError(f"{size} keys cannot start at {len(rows)} distinct training images")
+    pick = rows[np.random.default_rng(seed).choice(len(rows), size=size, replace=False)]
     batch = ImageBatches(ImageSplit(split.images[pick], split.labels[pick]), mean, std, batch_size=size)
     images, labels = next(iter(batch))
     model.train()  # batch statistics: the running ones are still at their initial values

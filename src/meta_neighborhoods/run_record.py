@@ -60,9 +60,8 @@ def read_inputs(run_dir) -> tuple[dict, list[str]]:
     the file (FileNotFoundError for a run of an older version, which recorded neither)."""
     path = Path(run_dir) / RUN
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: a run writes it as it starts (a run of an older version of "
-                                "meta-neighborhoods had none), so it was removed, or the folder is not whole; train "
-                                "the run again")
+        raise FileNotFoundError(f"{path} is missing: removed, or the run was written by an older version "
+                                "of meta-neighborhoods that did not record it; train the run again")
     saved = read_json_object(path)
     inputs, classes = saved.get("input"), saved.get("classes")
     sizes = ("channels", "height", "width")

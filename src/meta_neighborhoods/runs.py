@@ -279,9 +279,8 @@ def read_split(run_dir: Path, n_images: int) -> Split:
     """The run's ``split.json``, checked against a train split of ``n_images`` images."""
     path = Path(run_dir) / SPLIT
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: a run writes it as it starts (a run of an older version of "
-                                "meta-neighborhoods had none), so it was removed, or the folder is not whole; train "
-                                "the run again")
+        raise FileNotFoundError(f"{path} is missing: removed, or the run was written by an older version "
+                                "of meta-neighborhoods that did not record it; train the run again")
     saved = read_json_object(path)
     for name in ("train", "validation", "mean", "std"):
         if not (isinstance(saved.get(name), list) and saved[name]):

@@ -268,7 +268,10 @@ def _cached_tarball(
 
         atomic_write(cache, write)  # readers never see a half-written cache
     try:
-        with np.load(cache, allow_pickle=False) as stored:
+        stored = np.load(cache, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):  # one array, np.save's
+            raise ValueError("an array, not an archive of arrays")
+        with stored:
             _check_cache(stored, cache, dataset)
             return (stored["images"], stored["labels"]), stored["classes"].tolist()
     except (zipfile.BadZipFile, EOFError, zlib.error, ValueError) as error:  # truncated, overwritten, or no .npz

@@ -44,7 +44,7 @@ from ..backbones import available_backbones
 from ..callbacks import Callback, History, MetricsLog, Progress, TensorBoardLog, tensorboard_available
 from ..config import (GRAD_CLIP, NEIGHBOURS_PER_CLASS, PATH_FIELDS, RUN_DEFAULTS, VALIDATION_FRACTION,
                       VALIDATION_MAX, ClassificationConfig)
-from ..datasets.images import ImageDataset, ImageSplit, available_image_datasets, load_image_dataset
+from ..datasets.images import ImageDataset, available_image_datasets, load_image_dataset
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, init_keys_from_features, load_checkpoint,
                              unused_settings)
@@ -179,8 +179,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     if resuming:  # a damaged best is found now, not after the remaining epochs have trained
         load_checkpoint(out / BEST, model)
     if model.dictionary is not None and config.key_init == "samples" and not resume:  # else Gaussian keys
-        trained_on = ImageSplit(splits.train.images[train.indices], splits.train.labels[train.indices])
-        init_keys_from_features(model, trained_on, dataset.mean, dataset.std, config.seed, device)
+        init_keys_from_features(model, splits.train, dataset.mean, dataset.std, config.seed, device, train.indices)
     best, history = BestCheckpoint(out / BEST, model_args), History()
     validation = _Validation(model, batches(splits.validation, dataset, config), device, best, history)
     loggers = _loggers(out, history) if main else {}

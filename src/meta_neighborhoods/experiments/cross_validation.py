@@ -181,11 +181,12 @@ def search_architecture(X: np.ndarray, y: np.ndarray, *, seed: int, params: dict
 
 
 def _log_loss(classifier, X: np.ndarray, y: np.ndarray) -> float:
-    """The mean negative log-probability of each row's class; a class the fit never saw has none (clipped)."""
+    """The mean negative log-probability of each row's class; a class the fit never saw, or a NaN, has none
+    (clipped to 1e-15): the record is JSON, and the search's order needs a number."""
     column = {label: j for j, label in enumerate(classifier.classes_.tolist())}
     proba = classifier.predict_proba(X)
     p = np.array([proba[i, column[label]] if label in column else 0.0 for i, label in enumerate(y.tolist())])
-    return float(-np.mean(np.log(np.clip(p, 1e-15, 1.0))))
+    return float(-np.mean(np.log(np.clip(np.nan_to_num(p, nan=0.0), 1e-15, 1.0))))  # a diverged network's: none
 
 
 def subset_rows(table: Table, max_rows: int | None, seed: int) -> Table:
@@ -231,10 +232,11 @@ def repeated_folds(n_rows: int, folds: int, seed: int, seeds: int, labels: np.nd
 def cross_validate(table: Table, methods: dict, *, folds: int, seed: int, params: dict, seeds: int = 1,
                    search: bool = False, progress: bool = True, task: str = REGRESSION) -> dict:
     """One CV loop for every experiment: the same folds for every method (``methods`` made for ``task``, as
-    ``available_methods`` gives them), per-fold error (``METRICS``) and fit+predict time, for
-    each method whose estimator reports them (the vanilla fallback) the network each fold kept and the validation
-    losses it chose by, in classification each fold's log-loss of the methods that give probabilities, the dictionary size each fit had (capped at its training rows), and how many fits stopped
-    at ``max_epochs`` before early stopping ended them (``unconverged``)."""
+    ``available_methods`` gives them), per-fold error (``METRICS``) and fit+predict time, for each method whose
+    estimator reports them (the vanilla fallback) the network each fold kept and the validation losses it chose by,
+    in classification each fold's log-loss of the methods that give probabilities, the dictionary size each fit had
+    (capped at its training rows), and how many fits stopped at ``max_epochs`` before early stopping ended them
+    (``unconverged``)."""
     check_int("seeds", seeds)
     _check_size(table, methods, folds)
     errors, kept, losses, sizes, unconverged, said = {name: [] for name in methods}, {}, {}, {}, {}, set()

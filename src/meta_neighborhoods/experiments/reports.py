@@ -58,8 +58,8 @@ def protocol_text(config: dict) -> str:
             f"({config['seed']}..{config['seed'] + seeds - 1})")
 
 
-LOG_LOSS_NOTE = (" Log-loss: the mean over the folds of the test rows' negative log-probability of their class (natural "
-                 "log; a probability of 0 counts as 1e-15).")
+LOG_LOSS_NOTE = (" Log-loss: the mean over the folds of the test rows' negative log-probability of their class "
+                 "(natural log; a probability of 0 counts as 1e-15).")
 
 
 def results_markdown(results: dict) -> str:
