@@ -561,7 +561,11 @@ def test_export_writes_a_fits_estimator_as_a_graph_that_answers_as_it_does(tmp_p
         assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / out), "--overwrite"]) == 1
         assert "is one of the files read" in capsys.readouterr().err
     assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / "model.onnx"), "--quiet"]) == 0
-    assert "max |onnxruntime - estimator|" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "max |onnxruntime - estimator|" in said.out and said.err == ""
+    assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / "model.pt"), "--quiet"]) == 0
+    assert f"{tmp_path / 'model.pt'}: an ONNX graph is written there, whatever its name says" in \
+        capsys.readouterr().err
     assert {path: path.read_bytes() for path in (tmp_path / "model").iterdir()} == before
     estimator = (MetaNeighborhoodsClassifier if task == "classification" else MetaNeighborhoodsRegressor).load(
         tmp_path / "model")

@@ -42,8 +42,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..experiments.final_model import export_fit, means_model
     from ..export import CHECK_BATCH, export_run
+
+    if Path(args.out).suffix.lower() != f".{args.format}":  # model.pt would read as a PyTorch file
+        LOGGER.warning("%s: an ONNX graph is written there, whatever its name says (onnxruntime reads it)", args.out)
 
     fit = means_model(args.run_dir)  # else a classify run
     try:
