@@ -221,6 +221,18 @@ def test_predict_replaces_no_file_it_reads_and_no_other_unless_asked(files, caps
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
 
 
+def test_predict_reads_and_writes_decimal_commas(files, capsys):
+    tmp_path, _, new = files
+    new.to_csv(tmp_path / "europe.csv", sep=";", decimal=",", index=False)
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "point.csv"), "--quiet"]) == 0
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "europe.csv"), "--out",
+                 str(tmp_path / "comma.csv"), "--separator", "semicolon", "--decimal", "comma", "--quiet"]) == 0
+    point = pd.read_csv(tmp_path / "point.csv").prediction
+    assert "," in (tmp_path / "comma.csv").read_text().splitlines()[1]
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "comma.csv", sep=";", decimal=",").prediction, point)
+
+
 def test_a_model_saved_without_names_takes_the_columns_in_order_and_another_separator(tmp_path, capsys):
     table = _table()
     estimator = MetaNeighborhoodsRegressor(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]].to_numpy(), table.y)

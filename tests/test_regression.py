@@ -860,6 +860,32 @@ def test_a_csv_s_separator_is_an_option_recorded_and_its_rerun_reads_the_file_so
     assert "--separator only applies to --data-file" in capsys.readouterr().err
 
 
+def test_a_decimal_comma_is_an_option_recorded_and_its_rerun_reads_the_file_so(tiny_csv, tmp_path, capsys):
+    """A file of semicolons and decimal commas (a spreadsheet's in much of Europe): its numbers are those of the
+    file written with points, the option is recorded and --config reads the file so again."""
+    frame = pd.read_csv(tiny_csv)
+    frame.to_csv(tmp_path / "europe.csv", sep=";", decimal=",", index=False)
+    common = ["--folds", "2", "--seeds", "1", "--max-epochs", "2", "--quiet"]
+    given = ["--data-file", str(tmp_path / "europe.csv"), "--target", "y", "--separator", "semicolon"]
+    assert main(["regress", *given, *common, "--out", str(tmp_path / "no")]) == 1
+    assert "give --decimal comma, with a separator other than the comma" in capsys.readouterr().err
+    assert main(["regress", *given, "--decimal", "comma", *common, "--out", str(tmp_path / "r")]) == 0
+    record = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert record["config"]["decimal"] == "comma"
+    assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", *common, "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["config"]["table_sha256"] == \
+        record["config"]["table_sha256"]  # the same numbers
+    assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file",
+                 str(tmp_path / "europe.csv"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["folds"] == record["folds"]
+    assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", "--decimal", "comma", *common,
+                 "--out", str(tmp_path / "refused")]) == 2
+    assert "a decimal comma needs another separator than the comma" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+    assert main(["regress", "--dataset", "gom", "--decimal", "comma", "--out", str(tmp_path / "gom")]) == 2
+    assert "--decimal only applies to --data-file" in capsys.readouterr().err
+
+
 def test_regress_all_skips_every_missing_data_set_but_finds_the_shipped_gom(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -4,6 +4,7 @@ import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from meta_neighborhoods.datasets import files, tables
@@ -503,6 +504,18 @@ def test_a_byte_order_mark_a_codec_keeps_is_not_part_of_the_first_name(tmp_path,
     assert table.feature_names == ["a"] and table.y.tolist() == [1.0, 3.0, 5.0]
 
 
+@pytest.mark.parametrize("separator, sep", [("semicolon", ";"), ("tab", "\t"), ("pipe", "|")])
+def test_a_decimal_comma_reads_the_numbers_a_decimal_point_writes(tmp_path, separator, sep):
+    frame = pd.DataFrame({"a": [0.125, -1.5, 2e-3, 4.0], "b": [1.0, 2.5, -3.25, 0.5], "y": [0.1, 0.2, 0.35, -7.75]})
+    frame.to_csv(tmp_path / "point.csv", index=False)
+    frame.to_csv(tmp_path / "comma.csv", index=False, sep=sep, decimal=",")
+    point, comma = (load_csv_table(tmp_path / "point.csv", "y"),
+                    load_csv_table(tmp_path / "comma.csv", "y", separator=separator, decimal="comma"))
+    assert point.sha256() == comma.sha256() and comma.decimal == "comma" and point.decimal == "point"
+    with pytest.raises(ConfigError, match="a decimal comma needs another separator than the comma"):
+        load_csv_table(tmp_path / "point.csv", "y", decimal="comma")
+
+
 @pytest.mark.parametrize("encoding", ["no-such-codec", "base64", 8])
 def test_an_encoding_python_cannot_read_text_in_is_refused_naming_it(small_csv, encoding):
     with pytest.raises(ConfigError, match=r"encoding must be a text encoding Python knows \(utf-8, utf-16, latin-1"):
@@ -514,8 +527,10 @@ def test_an_encoding_python_cannot_read_text_in_is_refused_naming_it(small_csv, 
     ("a;b;y\n1,5;2;3\n4,5;5;6\n", "has 1 header names but 2 columns of data .the file seems separated by ';', not"),
     ("# my data\na,b,y\n1,2,3\n4,5,6\n", "1 header names but 3 columns of data .is its first line a comment"),
     ("sep=,\na,b,y\n1,2,3\n4,5,6\n", "2 header names but 3 columns of data .its first line is a spreadsheet's 'sep='"),
-    ('a,b,y\n"1,500.5",2,3\n"4,000",5,6\n', r"'1,500.5'\); a number written with a comma .a decimal comma, or"),
-    ('a,b,y\n"3,142",2,3\n"2,5",5,6\n', r"'3,142'\); a number written with a comma .a decimal comma, or thousands"),
+    ('a,b,y\n"1,500.5",2,3\n"4,000",5,6\n', r"'1,500.5'\); a number written with a comma: a decimal comma .give "
+                                          r"--decimal comma, with a separator other than the comma., or"),
+    ('a,b,y\n"3,142",2,3\n"2,5",5,6\n', r"'3,142'\); a number written with a comma: a decimal comma .*, or thousands "
+                                      r"separators .write the number without them.$"),
     ("a;b;y\n1;2;3\n4,5;5;6\n", r"file line 3 of .* has 2 fields, expected 1 .the file seems separated by ';'"),
     ("#rooms,b,y\n1,2,3,\n4,5,6,\n", r"3 header names but 4 columns of data .a separator at the end of every data"),
     ("a,b,y\n15%,2,3\n4%,5,6\n", r"'15%'\); a percentage: write the number without its % sign"),

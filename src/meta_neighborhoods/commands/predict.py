@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..config import DEVICES
-from ..datasets.csv_tables import SEPARATORS
+from ..datasets.csv_tables import DECIMALS, SEPARATORS
 from ..validation import check_encoding
 from .common import verbosity
 
@@ -39,6 +39,9 @@ def add_parser(subparsers) -> None:
                         help="text encoding of --data-file (default %(default)s, a byte-order mark dropped)")
     parser.add_argument("--separator", choices=tuple(SEPARATORS), default="comma",
                         help="what separates the fields of --data-file, and of --out (default %(default)s)")
+    parser.add_argument("--decimal", choices=tuple(DECIMALS), default="point",
+                        help="what marks a number's fraction in --data-file, and in --out (default %(default)s; comma "
+                             "with another separator than the comma)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",
                         help="where to predict (default %(default)s): cpu, cuda (refused where there is none), or "
                              "auto: CUDA where there is one, else the CPU")
@@ -51,7 +54,7 @@ def run(args) -> int:
 
     done = predict_file(args.model, args.data_file, args.out, encoding=encoding, separator=args.separator,
                         target=args.target, probabilities=args.probabilities, keep=tuple(args.keep_columns),
-                        device=args.device, overwrite=args.overwrite)
+                        device=args.device, overwrite=args.overwrite, decimal=args.decimal)
     rows = "" if done["scored"] == done["rows"] else f" on the {done['scored']} rows that hold one"
     scored = "" if done["score"] is None else \
         f"; {done['metric']} against --target {args.target}{rows}: {done['score']:.6g}"

@@ -10,7 +10,7 @@ import re
 import numpy as np
 
 from ..config import CLASSIFICATION, ESTIMATOR, FOLDS, REGRESSION, SEEDS, TASKS
-from ..datasets.csv_tables import SEPARATORS, load_csv_table
+from ..datasets.csv_tables import DECIMALS, SEPARATORS, load_csv_table
 from ..datasets.tables import TABLES, available_tables, load_table
 from ..datasets.text_tables import NotInEncoding, NotNumeric
 from ..validation import NONE, ConfigError, check_encoding
@@ -40,6 +40,9 @@ def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser
     parser.add_argument("--separator", choices=tuple(SEPARATORS),
                         help="what separates the fields of --data-file (default comma; a run records it, and --config "
                              "with its record reads the file so again)")
+    parser.add_argument("--decimal", choices=tuple(DECIMALS),
+                        help="what marks a number's fraction in --data-file (default point; comma with another "
+                             "separator than the comma; a run records it)")
     parser.add_argument("--ignore-columns", nargs="+", metavar="COLUMN",
                         help=f"columns of --data-file to leave out, which may hold text (an identifier); a run "
                              f"records them ('{NONE}': none, over a record's)")
@@ -109,7 +112,7 @@ def load_table_source(args):
             ignore = getattr(args, "ignore_columns", None) or ()
             table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
                                    () if list(ignore) == [NONE] else tuple(ignore),
-                                   labels=task == CLASSIFICATION)
+                                   labels=task == CLASSIFICATION, decimal=getattr(args, "decimal", None) or "point")
         else:
             table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:
@@ -119,7 +122,7 @@ def load_table_source(args):
                             "overrides it)") from None
     except ValueError as error:  # a target of class labels, perhaps; read as a record says, maybe another file's
         text = isinstance(error, NotNumeric) and error.column is not None and hasattr(args, "ignore_columns") \
-            and "separated by" not in str(error)  # not a column of text, but a line read with another separator
+            and "separated by" not in str(error) and "decimal comma" not in str(error)  # numbers, written otherwise
         labels = text and error.column == args.target and hasattr(args, "task")
         hint = (" (or, if it holds class labels, give --task classification)" if labels else
                 f" (or leave it out: --ignore-columns {error.column!r})" if text and error.column != args.target else

@@ -10,21 +10,22 @@ from typing import Callable
 
 import numpy as np
 
-from ..validation import check_encoding, check_option
+from ..validation import ConfigError, check_encoding, check_option
 from .files import require_file
 from .tables import Table, check_features, check_target, checked_table
 from .text_tables import MISSING, MissingColumn, Source, read_numeric, read_text_columns, text_numbers
 
 SEPARATORS = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}  # a CSV file's, by name (an option's value)
+DECIMALS = {"point": ".", "comma": ","}  # what marks a number's fraction in a CSV file, by name
 
 
 def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8", separator: str = "comma",
-                   ignore: tuple[str, ...] = (), labels: bool = False) -> Table:
+                   ignore: tuple[str, ...] = (), labels: bool = False, decimal: str = "point") -> Table:
     """Any numeric CSV with a header row; ``target`` is a column name or a (possibly negative) column index;
     ``encoding``, the file's text encoding (UTF-8's byte-order mark, if any, is dropped); ``separator``, the name of
     the character between its fields (``SEPARATORS``); ``ignore``, columns to leave out by name (every column of
-    that name), which may hold text (an identifier). Numbers are written with a decimal point, whatever the
-    separator (a decimal comma is refused, saying so). A target of class ``labels`` is read as text
+    that name), which may hold text (an identifier); ``decimal``, what marks a number's fraction (``DECIMALS``: a
+    decimal comma goes with another separator than the comma). A target of class ``labels`` is read as text
     (``read_labels``): as numbers where every label is an integer written plainly, else as written (``_coded``),
     the table then listing them as its ``classes``, and ``y`` each row's index into them.
 
@@ -53,18 +54,19 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
         return [j for j, name in enumerate(names) if j != index and name not in ignore]
 
     if labels:  # the features as numbers, then the target as text
-        path, names, X, source = _read_csv(path, encoding, separator, features, text=True)
+        path, names, X, source = _read_csv(path, encoding, separator, features, text=True, decimal=decimal)
         name, text = read_labels(path, lambda names: [target_index(names)], len(X), source, encoding, separator)
         y, classes = _coded(text, path)
     else:
         path, names, data, source = _read_csv(path, encoding, separator,
-                                              lambda names: features(names) + [target_index(names)], text=bool(ignore))
+                                              lambda names: features(names) + [target_index(names)], text=bool(ignore),
+                                              decimal=decimal)
         X, y, classes, name = data[:, :-1], data[:, -1], None, names[-1]
     ignored = f", {len(ignore)} column(s) ignored" if ignore else ""
     named = f", {len(classes)} classes" if classes else ""
     description = f"CSV file {path}: {len(X)} x {X.shape[1]}, target = column {name!r}{ignored}{named}"
     return checked_table(path.stem, X, y, names[:X.shape[1]], description, source, target=name,
-                          encoding=encoding, separator=separator, ignored=ignore, classes=classes)
+                          encoding=encoding, separator=separator, ignored=ignore, classes=classes, decimal=decimal)
 
 
 def read_labels(path: Path, columns: Callable[[list[str]], list[int]], rows: int, source: Source, encoding: str,
@@ -107,7 +109,7 @@ def _coded(labels: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...] 
 
 def load_csv_rows(path: Path | str, features: list[str] | int, target: str | None = None, encoding: str = "utf-8",
                   separator: str = "comma", kept: tuple[str, ...] = (), labels: bool = False,
-                  unlabelled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                  unlabelled: bool = False, decimal: str = "point") -> tuple[np.ndarray, np.ndarray | None]:
     """The rows of a CSV file with a header row that a fitted model predicts: the columns it was fitted on by name,
     in its order (``features``; an int: a model fitted without names takes that many, every column but ``target``
     and the ``kept`` ones, which predictions carry, in the file's order), and the ``target`` column where one is
@@ -133,7 +135,7 @@ def load_csv_rows(path: Path | str, features: list[str] | int, target: str | Non
                                 f"{f' ({len(missing)} missing)' * (len(missing) > 1)}; columns: {names}"[:400])
         return [_column(names, feature, path) for feature in features] + read
 
-    path, names, data, source = _read_csv(path, encoding, separator, wanted, text=True)
+    path, names, data, source = _read_csv(path, encoding, separator, wanted, text=True, decimal=decimal)
     n_features = len(names) - (target is not None and not labels)
     X = np.ascontiguousarray(data[:, :n_features])
     check_features(path.stem, X, names[:n_features], source)
@@ -158,16 +160,21 @@ def load_csv_text(path: Path | str, columns: list[str], rows: int, encoding: str
 
 
 def _read_csv(path: Path | str, encoding: str, separator: str, columns: Callable[[list[str]], list[int]],
-              text: bool):
+              text: bool, decimal: str = "point"):
     """(path, names, float64 rows, source) of the ``columns`` of a user's CSV file (``read_numeric``'s). Where the
     others may hold ``text``, only those are read as numbers; else every column is, first, so that a file read with
     the wrong separator or header is told so by its fields."""
     path, encoding = Path(path), check_encoding("encoding", encoding)
     check_option("separator", separator, SEPARATORS)
+    check_option("decimal", decimal, DECIMALS)
+    if DECIMALS[decimal] == SEPARATORS[separator]:
+        raise ConfigError("a decimal comma needs another separator than the comma (--separator semicolon, say)",
+                          "decimal")
     require_file(path, None, dataset=path.stem, hint="Give an existing CSV file with a header row.",
                  within=None)  # the file the user named
     names, data, source = read_numeric(path, dataset=path.stem, delimiter=SEPARATORS[separator], header=True,
-                                       encoding=encoding, columns=columns if text else None)
+                                       encoding=encoding, columns=columns if text else None,
+                                       decimal=DECIMALS[decimal])
     if not text:
         keep = columns(names)
         names, data = [names[j] for j in keep], data[:, keep]

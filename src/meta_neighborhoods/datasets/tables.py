@@ -60,6 +60,7 @@ class Table:
     separator: str | None = None  # the name of a user's CSV file's separator (csv_tables.SEPARATORS), else None
     ignored: tuple[str, ...] = ()  # the columns of a user's CSV file left out (an identifier, free text)
     classes: tuple[str, ...] | None = None  # the class labels of a target of text, in order (y indexes them)
+    decimal: str | None = None  # what marks a fraction in a user's CSV file (csv_tables.DECIMALS), else None
 
     def __post_init__(self) -> None:
         # Catch a loader bug here rather than as a confusing shape error deep inside training.
@@ -119,7 +120,7 @@ MAX_MAGNITUDE = 1e150  # a table's largest |value|: squares and sums of squares 
 def checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[str] | None, description: str,
                    source: Source, target: str | None = None, encoding: str | None = None,
                    separator: str | None = None, ignored: tuple[str, ...] = (),
-                   classes: tuple[str, ...] | None = None) -> Table:
+                   classes: tuple[str, ...] | None = None, decimal: str | None = None) -> Table:
     """Build the Table, refusing NaN/inf (models here have no notion of missing values), values whose squares
     overflow (errors are squared, baselines standardise), a table without features and a constant target. Rows are
     named by their line in ``source``'s file (X and y hold its rows in file order)."""
@@ -133,7 +134,7 @@ def checked_table(name: str, X: np.ndarray, y: np.ndarray, feature_names: list[s
     if np.ptp(y) == 0:
         raise ValueError(f"{name}: the target of {source.path} is constant ({y[0]:g}): there is nothing to predict")
     return Table(name=name, X=X, y=y, feature_names=feature_names, description=description, target=target,
-                 encoding=encoding, separator=separator, ignored=ignored, classes=classes)
+                 encoding=encoding, separator=separator, ignored=ignored, classes=classes, decimal=decimal)
 
 
 def check_target(name: str, y: np.ndarray, source: Source) -> None:

@@ -84,13 +84,15 @@ class TextTable(NamedTuple):
 
 
 def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: bool,
-                 encoding: str | None = None, columns: Callable[[list[str]], list[int]] | None = None) -> TextTable:
+                 encoding: str | None = None, columns: Callable[[list[str]], list[int]] | None = None,
+                 decimal: str = ".") -> TextTable:
     """Read a numeric text table (optionally with a header row) into float64, with pandas' C parser: quoted
     fields, a byte-order mark and NA markers are understood, blank lines skipped; NA markers (and the missing
     fields of a short row) become NaN, which the caller reports as missing values. ``delimiter=None``: whitespace.
     ``encoding``: the one the user gave for the file (``--encoding``, which a refusal then names); None: UTF-8, as
     a registered table's file is. ``columns``: which columns of the header's names to read, and in what order (it
-    raises for a column it misses); the others are left out, and may hold text.
+    raises for a column it misses); the others are left out, and may hold text. ``decimal``: what marks a number's
+    fraction, a point or (a CSV file of another separator) a comma.
 
     The header is read apart (csv module), so that two columns of one name stay visibly two.
     """
@@ -100,7 +102,7 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     try:
         names, skip, header_end = _header(path, delimiter, codec) if header else (None, 0, 0)
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding=codec,
-                            na_values=_NA_MARKERS, low_memory=False, engine="c")
+                            na_values=_NA_MARKERS, low_memory=False, engine="c", decimal=decimal)
     except UnicodeError as error:  # a binary or differently encoded file, a UTF-16 one without its byte-order mark
         shown = "UTF-8" if codec == "utf-8-sig" else f"the encoding {encoding!r}"
         where = f"byte {error.start}" if isinstance(error, UnicodeDecodeError) else str(error)
@@ -209,7 +211,8 @@ def _number_hint(text: str, delimiter: str | None, name: str | None = None) -> s
     if other:
         return f"the file seems separated by {other!r}, not {delimiter!r}"
     if comma:
-        return "a number written with a comma (a decimal comma, or thousands separators): write it with a decimal point"
+        return ("a number written with a comma: a decimal comma (give --decimal comma, with a separator other than "
+                "the comma), or thousands separators (write the number without them)")
     if text.strip().endswith("%"):
         return "a percentage: write the number without its % sign"
     return "only numeric columns can be read - encode or drop it first"

@@ -17,7 +17,7 @@ import torch
 
 from .. import checkpoint, export
 from ..config import CLASSIFICATION, REGRESSION
-from ..datasets.csv_tables import SEPARATORS, load_csv_rows, load_csv_text
+from ..datasets.csv_tables import DECIMALS, SEPARATORS, load_csv_rows, load_csv_text
 from ..datasets.tables import Table
 from ..datasets.text_tables import text_numbers
 from ..estimator_settings import check_before_fit
@@ -169,9 +169,10 @@ def load_model(path):
 
 def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str = "comma", target: str | None = None,
                  probabilities: bool = False, keep: tuple[str, ...] = (), device: str = "cpu",
-                 overwrite: bool = False) -> dict:
+                 overwrite: bool = False, decimal: str = "point") -> dict:
     """Write the predictions of the estimator saved at ``model`` (see ``load_model``) for the rows of CSV file
-    ``data_file`` into CSV file ``out``, one line per row in the file's order, with the file's separator: a column
+    ``data_file`` into CSV file ``out``, one line per row in the file's order, with the file's separator and
+    ``decimal`` mark: a column
     ``prediction`` (``prediction_0``, ... for several targets) and, for a classifier with ``probabilities``, one
     ``probability_<class>`` per class, after the columns ``keep`` names, copied as written (an identifier). The
     model's columns are found by name; others are left out. With ``target``,
@@ -189,7 +190,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
         raise ConfigError(f"--keep-columns {taken[0]!r} is the name of a column of predictions", "keep_columns")
     named = hasattr(estimator, "feature_names_in_")
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
-                         target, encoding, separator, keep, labels=classifier, unlabelled=True)
+                         target, encoding, separator, keep, labels=classifier, unlabelled=True, decimal=decimal)
     kept = load_csv_text(data_file, keep, len(X), encoding, separator) if keep else {}
     X = _named(X, getattr(estimator, "feature_names_in_", None))
     estimator.model_.to(resolve_device(device))  # predict runs where the network is
@@ -204,7 +205,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     columns = {**kept, **columns}
     scored = None if y is None else _labelled(y, target)
     score = None if not scored else _score(estimator, predicted[scored], y[scored], target)
-    _write_csv(out, columns, SEPARATORS[separator])
+    _write_csv(out, columns, SEPARATORS[separator], DECIMALS[decimal])
     return {"rows": len(predicted), "estimator": type(estimator).__name__, "score": score,
             "scored": 0 if scored is None else len(scored), "metric": None if y is None else
             "accuracy" if classifier else "mse"}
@@ -271,8 +272,9 @@ def _check_out(out, overwrite: bool, inputs: list, named: str) -> None:
         raise FileExistsError(f"{out} already exists: replace it with --overwrite, or choose another --out")
 
 
-def _write_csv(out, columns: dict[str, np.ndarray], separator: str) -> None:
-    """``columns`` as a CSV file with a header, written whole or not at all; each number as it reads back."""
+def _write_csv(out, columns: dict[str, np.ndarray], separator: str, decimal: str = ".") -> None:
+    """``columns`` as a CSV file with a header, written whole or not at all; each number as it reads back (with its
+    ``decimal`` mark)."""
     import pandas as pd
 
-    atomic_write(out, lambda path: pd.DataFrame(columns).to_csv(path, sep=separator, index=False))
+    atomic_write(out, lambda path: pd.DataFrame(columns).to_csv(path, sep=separator, index=False, decimal=decimal))

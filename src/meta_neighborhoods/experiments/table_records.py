@@ -36,7 +36,7 @@ def run_config(table: Table, used: Table, options: dict, params: dict, varied: d
     """What a run needs to be repeated: its ``options`` (the protocol, the seed), the table and the rows it used, the
     settings given (``params``) and the estimator's full parameters."""
     csv = {key: value for key, value in (("target", table.target), ("encoding", table.encoding),
-                                         ("separator", table.separator),
+                                         ("separator", table.separator), ("decimal", table.decimal),
                                          ("ignore_columns", list(table.ignored) or None)) if value is not None}
     return {**options, "table": table.description, **csv, "table_sha256": table.sha256(), "rows_used": len(used.y),
             "rows_in_table": len(table.y), "estimator_params": recorded(params),
