@@ -516,6 +516,17 @@ def test_a_decimal_comma_reads_the_numbers_a_decimal_point_writes(tmp_path, sepa
         load_csv_table(tmp_path / "point.csv", "y", decimal="comma")
 
 
+@pytest.mark.parametrize("text, line, written", [("a;y\n0,5;1.166\n0,25;997\n", 2, "1.166"),  # thousands
+                                                 ("a;y\n0,5;1\n0.25;2\n", 3, "0.25"),  # a stray decimal point
+                                                 ("a;y\n0,5;1\n0,25;1.200,50\n", 3, "1.200,50")])
+def test_a_point_in_a_file_of_decimal_commas_is_refused_naming_its_line(tmp_path, text, line, written):
+    """Read as a decimal point, 1.166 (a thousands separator, 1166) would pass for a number unnoticed."""
+    (tmp_path / "t.csv").write_text(text)
+    with pytest.raises(ValueError, match=f"holds a point in a file of decimal commas \\(file line {line}: "
+                                         f"'{re.escape(written)}'\\): a thousands separator, or a decimal point"):
+        load_csv_table(tmp_path / "t.csv", "y", separator="semicolon", decimal="comma")
+
+
 @pytest.mark.parametrize("encoding", ["no-such-codec", "base64", 8])
 def test_an_encoding_python_cannot_read_text_in_is_refused_naming_it(small_csv, encoding):
     with pytest.raises(ConfigError, match=r"encoding must be a text encoding Python knows \(utf-8, utf-16, latin-1"):

@@ -102,7 +102,8 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     try:
         names, skip, header_end = _header(path, delimiter, codec) if header else (None, 0, 0)
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding=codec,
-                            na_values=_NA_MARKERS, low_memory=False, engine="c", decimal=decimal)
+                            na_values=_NA_MARKERS, low_memory=False, engine="c",
+                            dtype=str if decimal != "." else None)  # decimal commas: read as written, then checked
     except UnicodeError as error:  # a binary or differently encoded file, a UTF-16 one without its byte-order mark
         shown = "UTF-8" if codec == "utf-8-sig" else f"the encoding {encoding!r}"
         where = f"byte {error.start}" if isinstance(error, UnicodeDecodeError) else str(error)
@@ -126,7 +127,7 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         except MissingColumn as error:  # perhaps in a header of another separator
             raise MissingColumn(f"{error}{_header_hint(names, delimiter, trailing=False)}") from None
         frame, names = frame.iloc[:, keep].copy(), [names[j] for j in keep]
-    data = _as_float(frame, names, source, dataset=dataset)
+    data = _as_float(frame, names, source, dataset=dataset, decimal=decimal)
     _refuse_short_rows(missing, source, width, dataset=dataset)
     return TextTable(names, data, source)
 
@@ -255,6 +256,22 @@ def _numbers(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values.astype(str).replace(_BOOLEANS).where(values.notna()), errors="coerce")
 
 
+def _with_point(values: pd.Series, decimal: str, column: str, source: Source, dataset: str,
+                name: str | None) -> pd.Series:
+    """A column of text of numbers written with a ``decimal`` comma, as written with a point. A point there is
+    refused, naming its line: a thousands separator (1.166 for 1166) or a stray decimal point, which of the two
+    nothing tells, and read as a decimal point either would pass for a number unnoticed."""
+    if decimal == ".":
+        return values
+    pointed = np.flatnonzero(values.str.contains(".", regex=False).fillna(False).to_numpy())
+    if len(pointed):
+        text = str(values.iloc[pointed[0]])
+        raise NotNumeric(f"{dataset}: column {column} of {source.path} holds a point in a file of decimal commas "
+                         f"(file line {source.line(int(pointed[0]))}: {text[:60]!r}): a thousands separator, or a "
+                         "decimal point? write each number with its decimal comma alone", name)
+    return values.str.replace(decimal, ".", regex=False)
+
+
 def text_numbers(texts: np.ndarray) -> np.ndarray:
     """Fields of text as ``read_numeric`` reads them as numbers (float64; NaN for a missing one, or one that writes
     no number)."""
@@ -264,28 +281,29 @@ def text_numbers(texts: np.ndarray) -> np.ndarray:
     return _numbers(values.where(~values.isin(list(MISSING)))).to_numpy(dtype=np.float64)
 
 
-def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, dataset: str) -> np.ndarray:
-    """The frame as float64; a column pandas could not read as numbers is named with its first non-number."""
+def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, dataset: str,
+              decimal: str = ".") -> np.ndarray:
+    """The frame as float64 (its text of numbers written with ``decimal``); a column pandas could not read as
+    numbers is named with its first non-number."""
     import pandas as pd
     for j in range(frame.shape[1]):
-        values = frame.iloc[:, j]
+        values, name = frame.iloc[:, j], None if names is None else names[j]
+        column = repr(name) if names is not None else f"{j} (0-based)"
         if pd.api.types.is_bool_dtype(values):  # True and False, as pandas writes them: 1 and 0, as X's booleans
             frame[frame.columns[j]] = values.astype(np.float64)
             continue
         if pd.api.types.is_numeric_dtype(values):
             continue
-        numbers = _numbers(values)
+        numbers = _numbers(_with_point(values, decimal, column, source, dataset, name))
         bad = np.flatnonzero(numbers.isna().to_numpy() & values.notna().to_numpy())
         if len(bad):
             text = str(values.iloc[bad[0]])
-            column = repr(names[j]) if names is not None else f"{j} (0-based)"
             # a comment or 'sep=' line read as the header leaves the real header, no number in it, as the first row
-            header = bad[0] == 0 and pd.to_numeric(frame.iloc[0].astype(str), errors="coerce").isna().all()
-            hint = header and _first_line_hint(names, source.delimiter) or _number_hint(
-                text, source.delimiter, None if names is None else names[j])
+            first = frame.iloc[0].astype(str).str.replace(decimal, ".", regex=False)
+            header = bad[0] == 0 and pd.to_numeric(first, errors="coerce").isna().all()
+            hint = header and _first_line_hint(names, source.delimiter) or _number_hint(text, source.delimiter, name)
             raise NotNumeric(f"{dataset}: column {column} of {source.path} is not numeric (file line "
-                             f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}",
-                             None if names is None else names[j])
+                             f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}", name)
         frame[frame.columns[j]] = numbers
     data = frame.to_numpy(dtype=np.float64)
     if data.size == 0:
