@@ -231,6 +231,12 @@ def test_predict_reads_and_writes_decimal_commas(files, capsys):
     point = pd.read_csv(tmp_path / "point.csv").prediction
     assert "," in (tmp_path / "comma.csv").read_text().splitlines()[1]
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "comma.csv", sep=";", decimal=",").prediction, point)
+    capsys.readouterr()
+    assert main(["fit", "--data-file", str(tmp_path / "europe.csv"), "--target", "y", "--separator", "semicolon",
+                 "--decimal", "comma", "--ignore-columns", "label", "--out", str(tmp_path / "eu"),
+                 *SMALL[:-1]]) == 0  # its hint reads a file like the table's so
+    assert f"predict --model {tmp_path / 'eu'} --data-file FILE --out predictions.csv --separator semicolon " \
+        "--decimal comma\n" in capsys.readouterr().err
 
 
 def test_a_model_saved_without_names_takes_the_columns_in_order_and_another_separator(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 
 from ..config import TASKS
 from ..validation import ConfigError
@@ -45,8 +46,12 @@ def run(args) -> int:
     print(f"{record['estimator']} fit on {record['dataset']} ({record['n']} rows x {record['d']} features) in "
           f"{training['seconds']:.1f} s: {training['epochs']} epochs, best {training['loss']} loss "
           f"{training['best_loss']:.4g} at epoch {training['best_epoch']}{kept}")
+    given = "".join(f" --{name} {shlex.quote(record['config'][name])}" for name, default in
+                    (("encoding", "utf-8"), ("separator", "comma"), ("decimal", "point"))
+                    if record["config"].get(name, default) != default)  # a file like the table's is read so
     LOGGER.info("wrote %s/model.json (and its tensors) and %s/fit.json; predict with: meta-neighborhoods predict "
-                "--model %s --data-file FILE --out predictions.csv", args.out, args.out, args.out)
+                "--model %s --data-file FILE --out predictions.csv%s", args.out, args.out, shlex.quote(str(args.out)),
+                given)
     return 0
 
 
