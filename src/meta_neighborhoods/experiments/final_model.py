@@ -229,6 +229,11 @@ def _score(estimator, predicted: np.ndarray, y: np.ndarray, target: str) -> floa
         return float(np.mean((predicted - y) ** 2))
     labels = text_numbers(y) if estimator.classes_.dtype.kind in "iufb" else y  # as fit read them: True is 1
     unseen = ~np.isin(labels, estimator.classes_)
+    if unseen.all():  # another column, or classes written otherwise (true for True): no score to give
+        shown = ", ".join(map(str, estimator.classes_[:5]))
+        raise ConfigError(f"--target {target} holds no class of the model ({y[0]!r}, ...; its classes: {shown}"
+                          f"{', ...' * (len(estimator.classes_) > 5)}): is it the column of the labels, written as "
+                          "the table the model was fit on wrote them?", "target")
     if unseen.any():
         LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,
                        y[unseen][0])
