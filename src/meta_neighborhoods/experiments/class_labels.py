@@ -21,7 +21,8 @@ def class_labels(table: Table) -> np.ndarray:
     fractional = table.y != np.round(table.y)
     if fractional.any():
         raise ValueError(f"{table.name}: classification needs class labels, but the target holds fractions such as "
-                         f"{table.y[np.argmax(fractional)]:g} ({table.description}); is it a regression's target?")
+                         f"{float(table.y[np.argmax(fractional)])!r} ({table.description}); is it a regression's "
+                         "target?")
     if np.abs(table.y).max() >= 2**53:  # from it on, a float64 holds no longer every integer: labels would merge
         raise ValueError(f"{table.name}: the class labels reach {np.abs(table.y).max():g} ({table.description}), "
                          "from 2**53 on, where the file's numbers no longer tell every integer apart; renumber them")
