@@ -1194,7 +1194,7 @@ def test_a_regression_target_is_refused_as_class_labels_before_any_folder(tiny_c
     assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", "--task", "classification", "--out",
                  str(tmp_path / "r"), "--quiet"]) == 1
     assert "classification needs class labels" in capsys.readouterr().err and not (tmp_path / "r").exists()
-    pd.DataFrame({"a": range(6), "price": [151075.5, 2, 3, 2, 3, 2]}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"a": range(30), "price": [151075.5] + [2, 3] * 14 + [4]}).to_csv(tmp_path / "p.csv", index=False)
     assert main(["regress", "--data-file", str(tmp_path / "p.csv"), "--target", "price", "--task", "classification",
                  "--out", str(tmp_path / "r"), "--quiet"]) == 1
     assert "the target holds fractions such as 151075.5 (" in capsys.readouterr().err  # as written, not 151076
