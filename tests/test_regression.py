@@ -1190,6 +1190,17 @@ def test_regress_cross_validates_classifiers_on_stratified_folds_by_their_error_
         "--data-file" in capsys.readouterr().err
 
 
+def test_a_table_with_two_features_of_one_name_runs_and_is_said_to_be_refused_by_fit(tiny_csv, tmp_path, caplog):
+    frame = pd.read_csv(tiny_csv)
+    frame.columns = ["x" if name != "y" else "y" for name in frame.columns]  # every feature named x
+    frame.to_csv(tmp_path / "twice.csv", index=False)
+    with caplog.at_level("WARNING"):
+        assert main(["regress", "--data-file", str(tmp_path / "twice.csv"), "--target", "y", "--folds", "2",
+                     "--seeds", "1", "--max-epochs", "2", "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert caplog.text.count("twice: more than one feature is named 'x', which a run takes by position; fit refuses "
+                             "such a table") == 1
+
+
 def test_a_regression_target_is_refused_as_class_labels_before_any_folder(tiny_csv, tmp_path, capsys):
     assert main(["regress", "--data-file", str(tiny_csv), "--target", "y", "--task", "classification", "--out",
                  str(tmp_path / "r"), "--quiet"]) == 1

@@ -69,6 +69,11 @@ class Table:
         if self.feature_names is not None and len(self.feature_names) != self.X.shape[1]:
             raise ValueError(f"{self.name}: {len(self.feature_names)} feature names for {self.X.shape[1]} features")
 
+    def repeated_features(self) -> list[str]:
+        """The names more than one feature has: a model finds its columns by name (``predict``)."""
+        names = self.feature_names or []
+        return sorted({name for name in names if names.count(name) > 1})
+
     def sha256(self) -> str:
         """Of the numbers (the shape, then X and y as float64, then any class labels of text): a run records which
         table it used, whatever the file and formatting the numbers were read from."""

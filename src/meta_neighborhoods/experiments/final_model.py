@@ -45,7 +45,7 @@ def fit_final(table: Table, out, task: str = REGRESSION, seed: int = 0, max_rows
     options = {"task": task, "seed": check_seed("seed", seed, limit=2**32),
                "max_rows": None if max_rows is None else check_int("max_rows", max_rows)}
     params = dict(estimator_params or {})
-    twice = sorted({name for name in table.feature_names or () if table.feature_names.count(name) > 1})
+    twice = table.repeated_features()
     if twice:  # the model finds its columns by name
         raise ValueError(f"{table.name}: more than one feature is named {twice[0]!r} ({table.description}), and a "
                          "model finds its columns by name: rename one, or leave them out (--ignore-columns)")
