@@ -1237,7 +1237,9 @@ def test_ablate_on_a_classification_table_measures_the_classifier_s_error_rate(t
     assert results["metric"] == "error_rate" and results["config"]["task"] == "classification"
     assert all(np.isclose(error * 60, round(error * 60)) for errors in results["folds"] for error in errors)
     assert len(results["log_loss"]) == 2 and all(len(losses) == 2 for losses in results["log_loss"])
-    assert "ablation of top_k (error rate, the share of test rows misclassified;" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "ablation of top_k (error rate, the share of test rows misclassified;" in said
+    assert "| p vs first | log-loss (mean) |" in said
     assert main(["ablate", "--config", str(tmp_path / "a" / "ablation.json"), "--out", str(tmp_path / "b"),
                  "--quiet"]) == 0
     assert json.loads((tmp_path / "b" / "ablation.json").read_text())["folds"] == results["folds"]

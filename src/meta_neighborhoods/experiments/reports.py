@@ -97,16 +97,20 @@ def results_markdown(results: dict) -> str:
 def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
     """ablation.md: each value's error, its ratio and p against the first value (``shown``: the values as the
     table names them; ``capped``: those the table's rows capped, ``ablation_caps.capped_values``)."""
-    param, total = results["param"], len(results["fold_seeds"])
+    param, total, log_loss = results["param"], len(results["fold_seeds"]), results.get("log_loss")
     rows = [[v, error_cell(m, sd), ratio_cell(r), p_cell(p)] for v, m, sd, r, p in
             zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
+    if log_loss:  # a classifier's probabilities, where the error rate ties
+        rows = [[*row, number(float(np.mean(losses)))] for row, losses in zip(rows, log_loss)]
     short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
     title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} ({measured}; "
              f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
              f"estimator's defaults. Mean ± std (population, ddof = 0) over all {total} (seed, fold) errors; ratio "
-             f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.\n\n")
-    return (title + markdown_table([param, f"{short} (mean ± std)", f"ratio to {shown[0]}", "p vs first"], rows)
-            + unconverged_note(results) + capped_note(param, shown, capped))
+             f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.{LOG_LOSS_NOTE if log_loss else ''}"
+             "\n\n")
+    header = [param, f"{short} (mean ± std)", f"ratio to {shown[0]}", "p vs first",
+              *(["log-loss (mean)"] if log_loss else [])]
+    return title + markdown_table(header, rows) + unconverged_note(results) + capped_note(param, shown, capped)
 
 
 def method_note(config: dict) -> str:
