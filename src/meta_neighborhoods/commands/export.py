@@ -47,18 +47,23 @@ def run(args) -> int:
     from ..experiments.final_model import export_fit, means_model
     from ..export import CHECK_BATCH, export_run
 
-    if Path(args.out).suffix.lower() != f".{args.format}":  # model.pt would read as a PyTorch file
-        LOGGER.warning("%s: an ONNX graph is written there, whatever its name says (onnxruntime reads it)", args.out)
 
-    fit = means_model(args.run_dir)  # else a classify run
     try:
-        path, difference = (export_fit if fit else export_run)(args.run_dir, args.out, overwrite=args.overwrite)
+        if means_model(args.run_dir):  # else a classify run
+            done = export_fit(args.run_dir, args.out, overwrite=args.overwrite)
+            path, answers = done["path"], ("the classifier's class probabilities, in the order of its metadata's "
+                                           "classes" if done["classifier"] else "the regressor's predictions")
+            said = (f"raw rows (batch, features), output 'output' = {answers}; max |onnxruntime - estimator| = "
+                    f"{done['difference']:.2e} (float32; the largest answer is {done['largest']:.3g})")
+        else:
+            path, difference = export_run(args.run_dir, args.out, overwrite=args.overwrite)
+            said = ("normalised images (batch, C, height, width), output 'output' = class logits of the run's best "
+                    "network (normalisation, pixel recipe and class names in its metadata); max |onnxruntime - "
+                    f"PyTorch| = {difference:.2e}")
     except ImportError as error:  # the optional export dependencies: say what to install, without a traceback
         raise RuntimeError(str(error)) from error
-    said = ("raw rows (batch, features), output 'output' = a regressor's predictions, or a classifier's class "
-            "probabilities, in the order of its metadata's classes; max |onnxruntime - estimator|") if fit else (
-        "normalised images (batch, C, height, width), output 'output' = class logits of the run's best network "
-        "(normalisation, pixel recipe and class names in its metadata); max |onnxruntime - PyTorch|")
-    print(f"{path} ({args.format}): input 'input' = {said} = {difference:.2e} on a random batch of {CHECK_BATCH}")
+    print(f"{path} ({args.format}): input 'input' = {said} on a random batch of {CHECK_BATCH}")
+    if Path(args.out).suffix.lower() != f".{args.format}":  # model.pt would read as a PyTorch file
+        LOGGER.warning("%s: an ONNX graph is written there, whatever its name says (onnxruntime reads it)", args.out)
     LOGGER.info("wrote %s", path)
     return 0

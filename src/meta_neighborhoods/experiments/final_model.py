@@ -240,11 +240,12 @@ def _score(estimator, predicted: np.ndarray, y: np.ndarray, target: str) -> floa
     return float(np.mean(predicted == labels))
 
 
-def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> tuple[Path, float]:
+def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> dict:
     """The estimator saved at ``model`` (see ``load_model``) as one ONNX graph at ``out`` (its ``export_onnx``: raw
     float32 rows in, its predictions, or a classifier's class probabilities, out), written only once it agrees with
-    the estimator on random rows around its training columns' means (the largest difference, returned); never over
-    the model's own files, nor over a file without ``overwrite``."""
+    the estimator on random rows around its training columns' means; never over the model's own files, nor over a
+    file without ``overwrite``. Returns the ``path``, whether the model is a ``classifier``, the largest
+    ``difference`` from the estimator's answers and the ``largest`` of those (float32 rounds in proportion)."""
     estimator = load_model(model)
     _check_out(out, overwrite, _model_files(model), "the model's files")
     rows = np.random.default_rng(seed).normal(size=(export.CHECK_BATCH, estimator.n_features_in_))
@@ -253,7 +254,8 @@ def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> tuple[Path
     expected = estimator.predict_proba(named) if hasattr(estimator, "classes_") else estimator.predict(named)
     difference = export.write_checked(Path(out), estimator.export_onnx, lambda candidate: float(np.abs(
         export.onnx_output(candidate, rows).reshape(expected.shape) - expected).max()))
-    return Path(out), difference
+    return {"path": Path(out), "classifier": hasattr(estimator, "classes_"), "difference": difference,
+            "largest": float(np.abs(expected).max())}
 
 
 def _model_files(model) -> list[Path]:
