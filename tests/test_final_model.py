@@ -589,6 +589,7 @@ def test_export_writes_a_fits_estimator_as_a_graph_that_answers_as_it_does(tmp_p
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", target, "--task", task, "--out",
                  str(tmp_path / "model"), *SMALL]) == 0
     before = {path: path.read_bytes() for path in (tmp_path / "model").iterdir()}
+    capsys.readouterr()
     for out in ("model/model.json", "model/fit.json"):
         assert main(["export", "--run", str(tmp_path / "model"), "--out", str(tmp_path / out), "--overwrite"]) == 1
         assert "is one of the files read" in (error := capsys.readouterr().err) and len(error.splitlines()) == 1
