@@ -446,18 +446,18 @@ def test_a_target_of_text_is_said_to_be_class_labels_where_it_may_be(tmp_path, c
     assert "column 'a' of" in (error := capsys.readouterr().err) and "--task" not in error
 
 
-def test_a_target_that_holds_no_class_of_the_model_is_refused_not_scored_zero(tmp_path, capsys):
+def test_a_target_that_holds_no_class_of_the_model_is_not_scored_zero(tmp_path, capsys):
     table = _species()
     table.to_csv(tmp_path / "train.csv", index=False)
     assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "species", "--task",
                  "classification", "--out", str(tmp_path / "model"), *SMALL]) == 0
     table.assign(species=table.species.str.strip().str.upper()).to_csv(tmp_path / "upper.csv", index=False)
     assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "upper.csv"), "--out",
-                 str(tmp_path / "p.csv"), "--target", "species"]) == 2
-    first = table.species.str.strip().str.upper()[0]
+                 str(tmp_path / "p.csv"), "--target", "species"]) == 0
+    first, said = table.species.str.strip().str.upper()[0], capsys.readouterr()
     assert f"--target species holds no class of the model ({first!r}, ...; its classes: setosa, versicolor, " \
-        "virginica): is it the column of the labels" in capsys.readouterr().err
-    assert not (tmp_path / "p.csv").exists()
+        "virginica), so nothing is scored: is it the column of the labels" in said.err
+    assert "accuracy" not in said.out and len(pd.read_csv(tmp_path / "p.csv")) == len(table)
 
 
 def test_a_model_of_boolean_classes_scores_labels_written_true_and_false(tmp_path, capsys):

@@ -517,14 +517,36 @@ def test_a_decimal_comma_reads_the_numbers_a_decimal_point_writes(tmp_path, sepa
 
 
 @pytest.mark.parametrize("text, line, written", [("a;y\n0,5;1.166\n0,25;997\n", 2, "1.166"),  # thousands
-                                                 ("a;y\n0,5;1\n0.25;2\n", 3, "0.25"),  # a stray decimal point
-                                                 ("a;y\n0,5;1\n0,25;1.200,50\n", 3, "1.200,50")])
+                                                 ("a;y\n0,5;1\n0.25;2\n", 3, "0.25")])  # a stray decimal point
 def test_a_point_in_a_file_of_decimal_commas_is_refused_naming_its_line(tmp_path, text, line, written):
     """Read as a decimal point, 1.166 (a thousands separator, 1166) would pass for a number unnoticed."""
     (tmp_path / "t.csv").write_text(text)
     with pytest.raises(ValueError, match=f"holds a point in a file of decimal commas \\(file line {line}: "
                                          f"'{re.escape(written)}'\\): a thousands separator, or a decimal point"):
         load_csv_table(tmp_path / "t.csv", "y", separator="semicolon", decimal="comma")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a;y\n0,5;1\n0,25;1.200,50\n", r"'1.200,50'\); a number written with thousands separators: write it without"),
+    ("a;d;y\n0,5;01.02.2020;1\n0,25;02.02.2020;2\n", r"column 'd' .* \(file line 2: '01.02.2020'\); only numeric "
+                                                   "columns can be read"),  # a date: text, not an ambiguous number
+    ("a;y\n0,5;1\n0,25;1 234,5\n", r"'1 234,5'\); only numeric columns can be read"),  # no other separator
+    ("#;x;y\nprice.eur;b;y\n1,5;2;3\n", r"is its first line a comment\? delete it"),
+])
+def test_text_in_a_file_of_decimal_commas_gets_the_hint_of_that_file(tmp_path, text, message):
+    (tmp_path / "t.csv").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_csv_table(tmp_path / "t.csv", "y", separator="semicolon", decimal="comma")
+
+
+def test_class_labels_with_decimal_commas_are_fractions_refused_as_a_regression_s_target(tmp_path):
+    from meta_neighborhoods.experiments.class_labels import class_labels
+
+    (tmp_path / "t.csv").write_text("a;y\n1;0,5\n2;1,5\n3;0,5\n")
+    table = load_csv_table(tmp_path / "t.csv", "y", separator="semicolon", decimal="comma", labels=True)
+    assert table.classes is None and table.y.tolist() == [0.5, 1.5, 0.5]
+    with pytest.raises(ValueError, match="the target holds fractions such as 0.5"):
+        class_labels(table)
 
 
 @pytest.mark.parametrize("encoding", ["no-such-codec", "base64", 8])

@@ -22,6 +22,7 @@ from .config_file import float_or_none, int_or_none
 ESTIMATOR_OPTIONS = ("max_epochs", "n_iter_no_change", "learning_rate", "weight_decay", "batch_size", "refine_factor",
                      "hidden_layer_sizes", "head", "dictionary_size", "top_k", "slot_dropout", "slot_draw",
                      "vanilla_fallback")  # the last: regress's
+READ_BY_DEFAULT = {"encoding": "utf-8", "separator": "comma", "decimal": "point"}  # a CSV file's, unless told
 CSV_OPTIONS = ("target", "encoding", "separator", "decimal", "ignore_columns")  # a --data-file run's, recorded
 NONE_OPTIONS = ("top_k", "refine_factor")  # options whose value None is spelt NONE ("none"): None is "not given"
 

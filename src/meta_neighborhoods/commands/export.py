@@ -47,7 +47,6 @@ def run(args) -> int:
     from ..experiments.final_model import export_fit, means_model
     from ..export import CHECK_BATCH, export_run
 
-
     try:
         if means_model(args.run_dir):  # else a classify run
             done = export_fit(args.run_dir, args.out, overwrite=args.overwrite)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import logging
 import shlex
 
 from ..config import TASKS
 from ..validation import ConfigError
-from .common import (device, estimator_options, output, overwrite, seed, table_run_options, training_options,
-                     vanilla_fallback, verbosity)
+from .common import (READ_BY_DEFAULT, device, estimator_options, output, overwrite, seed, table_run_options,
+                     training_options, vanilla_fallback, verbosity)
 from .table_source import check_target, load_table_source, table_source, table_task, task
 
 LOGGER = logging.getLogger(__name__)
@@ -46,9 +47,9 @@ def run(args) -> int:
     print(f"{record['estimator']} fit on {record['dataset']} ({record['n']} rows x {record['d']} features) in "
           f"{training['seconds']:.1f} s: {training['epochs']} epochs, best {training['loss']} loss "
           f"{training['best_loss']:.4g} at epoch {training['best_epoch']}{kept}")
-    given = "".join(f" --{name} {shlex.quote(record['config'][name])}" for name, default in
-                    (("encoding", "utf-8"), ("separator", "comma"), ("decimal", "point"))
-                    if record["config"].get(name, default) != default)  # a file like the table's is read so
+    read = {name: record["config"][name] for name in ("encoding", "separator", "decimal") if name in record["config"]}
+    given = "".join(f" --{name} {shlex.quote(value)}" for name, value in read.items()  # a file like the table's
+                    if (codecs.lookup(value).name if name == "encoding" else value) != READ_BY_DEFAULT[name])
     LOGGER.info("wrote %s/model.json (and its tensors) and %s/fit.json; predict with: meta-neighborhoods predict "
                 "--model %s --data-file FILE --out predictions.csv%s", args.out, args.out, shlex.quote(str(args.out)),
                 given)

@@ -7,7 +7,7 @@ import logging
 from ..config import DEVICES
 from ..datasets.csv_tables import DECIMALS, SEPARATORS
 from ..validation import check_encoding
-from .common import verbosity
+from .common import READ_BY_DEFAULT, verbosity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,11 +35,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--keep-columns", nargs="+", default=(), metavar="COLUMN",
                         help="columns of --data-file to copy into --out as written, before the predictions (an "
                              "identifier to match rows by)")
-    parser.add_argument("--encoding", default="utf-8", metavar="NAME",
+    parser.add_argument("--encoding", default=READ_BY_DEFAULT["encoding"], metavar="NAME",
                         help="text encoding of --data-file (default %(default)s, a byte-order mark dropped)")
-    parser.add_argument("--separator", choices=tuple(SEPARATORS), default="comma",
+    parser.add_argument("--separator", choices=tuple(SEPARATORS), default=READ_BY_DEFAULT["separator"],
                         help="what separates the fields of --data-file, and of --out (default %(default)s)")
-    parser.add_argument("--decimal", choices=tuple(DECIMALS), default="point",
+    parser.add_argument("--decimal", choices=tuple(DECIMALS), default=READ_BY_DEFAULT["decimal"],
                         help="what marks a number's fraction in --data-file, and in --out (default %(default)s; comma "
                              "with another separator than the comma)")
     parser.add_argument("--device", choices=DEVICES, default="cpu",

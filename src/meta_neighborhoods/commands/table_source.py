@@ -127,8 +127,8 @@ def load_table_source(args):
         hint = (" (or, if it holds class labels, give --task classification)" if labels else
                 f" (or leave it out: --ignore-columns {error.column!r})" if text and error.column != args.target else
                 "")
-        gave = {name: path for name, path in getattr(args, "config_gave", {}).items()
-                if name in ("separator", "ignore_columns")}
+        gave = {name: path for name, path in getattr(args, "config_gave", {}).items()  # what may have misread it
+                if name in ("separator", "decimal", "ignore_columns") and getattr(args, name) != "point"}
         if args.data_file is None or not (gave or hint):
             raise
         said = ", ".join(f"{name} {getattr(args, name)!r}" for name in gave)

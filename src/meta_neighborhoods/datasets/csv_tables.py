@@ -56,7 +56,7 @@ def load_csv_table(path: Path | str, target: str | int, encoding: str = "utf-8",
     if labels:  # the features as numbers, then the target as text
         path, names, X, source = _read_csv(path, encoding, separator, features, text=True, decimal=decimal)
         name, text = read_labels(path, lambda names: [target_index(names)], len(X), source, encoding, separator)
-        y, classes = _coded(text, path)
+        y, classes = _coded(text, path, DECIMALS[decimal])
     else:
         path, names, data, source = _read_csv(path, encoding, separator,
                                               lambda names: features(names) + [target_index(names)], text=bool(ignore),
@@ -91,12 +91,12 @@ def read_labels(path: Path, columns: Callable[[list[str]], list[int]], rows: int
 PLAIN_INTEGER = re.compile(r"0|-?[1-9][0-9]*")  # a label read as a number: no other text writes that number
 
 
-def _coded(labels: np.ndarray, path: Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
+def _coded(labels: np.ndarray, path: Path, decimal: str = ".") -> tuple[np.ndarray, tuple[str, ...] | None]:
     """(y, classes) of a table's class ``labels`` (text): the numbers, and None, where every label is an integer
-    written plainly (0, 7, -2), or where they are numbers with fractions (a regression's target, which
-    classification refuses); else each row's index into the sorted labels, which are the classes, as written
-    (007, 1.0, True): two labels are one class only where they are written alike."""
-    numbers = text_numbers(labels)
+    written plainly (0, 7, -2), or where they are numbers with fractions (with the file's ``decimal`` mark: a
+    regression's target, which classification refuses); else each row's index into the sorted labels, which are the
+    classes, as written (007, 1.0, True): two labels are one class only where they are written alike."""
+    numbers = text_numbers(np.array([label.replace(decimal, ".") for label in labels], dtype=object))
     if all(PLAIN_INTEGER.fullmatch(label) for label in labels) or np.isfinite(numbers).all() and (
             numbers != np.round(numbers)).any():
         return numbers, None

@@ -26,6 +26,7 @@ MISSING = frozenset(_NA_MARKERS + _PANDAS_NA)  # every field read_numeric reads 
 _BOOLEANS = {"True": "1", "TRUE": "1", "true": "1", "False": "0", "FALSE": "0", "false": "0"}  # as pandas reads them
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 _COMMA_NUMBER = re.compile(r"[+-]?\d[\d,]*,\d*(\.\d*)?")  # 3,142 or 17,640.52: a decimal comma, or thousands
+_POINT_THOUSANDS = re.compile(r"[+-]?\d{1,3}(\.\d{3})+(,\d*)?")  # 1.200,50 in a file of decimal commas
 _DELIMITERS = ",;\t|"  # a CSV file's separators, one of which may be another than the one it is read with
 
 
@@ -102,8 +103,7 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     try:
         names, skip, header_end = _header(path, delimiter, codec) if header else (None, 0, 0)
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding=codec,
-                            na_values=_NA_MARKERS, low_memory=False, engine="c",
-                            dtype=str if decimal != "." else None)  # decimal commas: read as written, then checked
+                            na_values=_NA_MARKERS, low_memory=False, engine="c", decimal=decimal)
     except UnicodeError as error:  # a binary or differently encoded file, a UTF-16 one without its byte-order mark
         shown = "UTF-8" if codec == "utf-8-sig" else f"the encoding {encoding!r}"
         where = f"byte {error.start}" if isinstance(error, UnicodeDecodeError) else str(error)
@@ -195,25 +195,28 @@ def _first_line_hint(names: list[str] | None, delimiter: str | None) -> str:
     return ""
 
 
-def _other_delimiter(texts: list[str], delimiter: str | None) -> str | None:
-    """A separator other than the file's that ``texts`` hold (None for whitespace tables, which split on any)."""
-    return next((d for d in _DELIMITERS if d != delimiter and any(d in text for text in texts)), None) \
-        if delimiter else None
+def _other_delimiter(texts: list[str], delimiter: str | None, decimal: str = ".") -> str | None:
+    """A separator other than the file's (and than its ``decimal`` mark) that ``texts`` hold (None for whitespace
+    tables, which split on any)."""
+    return next((d for d in _DELIMITERS if d not in (delimiter, decimal) and any(d in text for text in texts)),
+                None) if delimiter else None
 
 
-def _number_hint(text: str, delimiter: str | None, name: str | None = None) -> str:
-    """What to do about a field that is not a number (of column ``name``): another separator where its name holds
-    one (a comma file read as a semicolon one: '1,2,3' is then no decimal comma), else a comma in a number, else
-    another separator in the field."""
-    other = _other_delimiter([name or ""], delimiter)
-    comma = _COMMA_NUMBER.fullmatch(text.strip())
+def _number_hint(text: str, delimiter: str | None, name: str | None = None, decimal: str = ".") -> str:
+    """What to do about a field that is not a number (of column ``name``) in a file of that ``decimal`` mark:
+    another separator where its name holds one (a comma file read as a semicolon one: '1,2,3' is then no decimal
+    comma), else a comma in a number, else thousands separators, else another separator in the field."""
+    other = _other_delimiter([name or ""], delimiter, decimal)
+    comma = decimal == "." and _COMMA_NUMBER.fullmatch(text.strip())
     if not other and not comma:
-        other = _other_delimiter([text], delimiter)
+        other = _other_delimiter([text], delimiter, decimal)
     if other:
         return f"the file seems separated by {other!r}, not {delimiter!r}"
     if comma:
         return ("a number written with a comma: a decimal comma (give --decimal comma, with a separator other than "
                 "the comma), or thousands separators (write the number without them)")
+    if decimal != "." and _POINT_THOUSANDS.fullmatch(text.strip()):
+        return "a number written with thousands separators: write it without them"
     if text.strip().endswith("%"):
         return "a percentage: write the number without its % sign"
     return "only numeric columns can be read - encode or drop it first"
@@ -258,18 +261,23 @@ def _numbers(values: pd.Series) -> pd.Series:
 
 def _with_point(values: pd.Series, decimal: str, column: str, source: Source, dataset: str,
                 name: str | None) -> pd.Series:
-    """A column of text of numbers written with a ``decimal`` comma, as written with a point. A point there is
-    refused, naming its line: a thousands separator (1.166 for 1166) or a stray decimal point, which of the two
-    nothing tells, and read as a decimal point either would pass for a number unnoticed."""
+    """A column of text in a file of ``decimal`` commas (where pandas read no number, perhaps for one field), as
+    written with a point. A field that reads as a number with a point is refused, naming its line: a thousands
+    separator (1.166 for 1166) or a stray decimal point, which of the two nothing tells, and read either way it
+    would pass for a number unnoticed. Other text (a date, 1.200,50) is left to be found no number."""
+    import pandas as pd
+
     if decimal == ".":
         return values
-    pointed = np.flatnonzero(values.str.contains(".", regex=False).fillna(False).to_numpy())
+    text = values.astype(str).str.strip()
+    pointed = np.flatnonzero((text.str.contains(".", regex=False) & pd.to_numeric(text.where(values.notna()),
+                                                                                 errors="coerce").notna()).to_numpy())
     if len(pointed):
-        text = str(values.iloc[pointed[0]])
+        shown = str(values.iloc[pointed[0]])
         raise NotNumeric(f"{dataset}: column {column} of {source.path} holds a point in a file of decimal commas "
-                         f"(file line {source.line(int(pointed[0]))}: {text[:60]!r}): a thousands separator, or a "
+                         f"(file line {source.line(int(pointed[0]))}: {shown[:60]!r}): a thousands separator, or a "
                          "decimal point? write each number with its decimal comma alone", name)
-    return values.str.replace(decimal, ".", regex=False)
+    return values.where(values.isna(), text.str.replace(decimal, ".", regex=False))
 
 
 def text_numbers(texts: np.ndarray) -> np.ndarray:
@@ -299,9 +307,9 @@ def _as_float(frame: pd.DataFrame, names: list[str] | None, source: Source, *, d
         if len(bad):
             text = str(values.iloc[bad[0]])
             # a comment or 'sep=' line read as the header leaves the real header, no number in it, as the first row
-            first = frame.iloc[0].astype(str).str.replace(decimal, ".", regex=False)
-            header = bad[0] == 0 and pd.to_numeric(first, errors="coerce").isna().all()
-            hint = header and _first_line_hint(names, source.delimiter) or _number_hint(text, source.delimiter, name)
+            header = bad[0] == 0 and pd.to_numeric(frame.iloc[0].astype(str), errors="coerce").isna().all()
+            hint = header and _first_line_hint(names, source.delimiter) or _number_hint(text, source.delimiter, name,
+                                                                                         decimal)
             raise NotNumeric(f"{dataset}: column {column} of {source.path} is not numeric (file line "
                              f"{source.line(int(bad[0]))}: {text[:60]!r}{'...' * (len(text) > 60)}); {hint}", name)
         frame[frame.columns[j]] = numbers

@@ -221,19 +221,20 @@ def _labelled(y: np.ndarray, target: str) -> list[int]:
     return rows
 
 
-def _score(estimator, predicted: np.ndarray, y: np.ndarray, target: str) -> float:
+def _score(estimator, predicted: np.ndarray, y: np.ndarray, target: str) -> float | None:
     """The mean squared error of ``predicted`` against the values ``y`` of column ``target``, or a classifier's
     accuracy against its labels ``y`` (text, read as numbers where its classes are numbers, as fit read them),
-    warning of labels it never saw."""
+    warning of labels it never saw (None, and a warning, where it knows none of them)."""
     if not hasattr(estimator, "classes_"):
         return float(np.mean((predicted - y) ** 2))
     labels = text_numbers(y) if estimator.classes_.dtype.kind in "iufb" else y  # as fit read them: True is 1
     unseen = ~np.isin(labels, estimator.classes_)
-    if unseen.all():  # another column, or classes written otherwise (true for True): no score to give
-        shown = ", ".join(map(str, estimator.classes_[:5]))
-        raise ConfigError(f"--target {target} holds no class of the model ({y[0]!r}, ...; its classes: {shown}"
-                          f"{', ...' * (len(estimator.classes_) > 5)}): is it the column of the labels, written as "
-                          "the table the model was fit on wrote them?", "target")
+    if unseen.all():  # another column, or classes written otherwise (true for True): no accuracy of 0 to give
+        shown = ", ".join(map(str, estimator.classes_[:5])) + ", ..." * (len(estimator.classes_) > 5)
+        LOGGER.warning("--target %s holds no class of the model (%r, ...; its classes: %s), so nothing is scored: is "
+                       "it the column of the labels, written as the table the model was fit on wrote them?", target,
+                       y[0], shown)
+        return None
     if unseen.any():
         LOGGER.warning("--target %s holds labels the model never saw (%s, ...), which it cannot predict", target,
                        y[unseen][0])
