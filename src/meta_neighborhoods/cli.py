@@ -12,8 +12,8 @@ The results a command exists for (its tables, its accuracy line) go to stdout.
 from __future__ import annotations
 
 import argparse
-import logging
 import functools
+import logging
 import os
 import re
 import signal

@@ -224,15 +224,16 @@ def claim(run_dir: Path, overwrite: bool, method: str) -> None:
         problem = _foreign_config(path)
         if problem:
             raise RunFolderError(f"{path} {problem}, and the run would replace it: move it, or choose another --out")
+    found = holds_a_run(run_dir)
     for folder in folders:  # what the run writes into each, where no run is recorded there: a user's files
-        written = RUN_NAMED - (set() if method == "all" and folder == folders[0] else set(COMPARISON))
-        strays = [] if not _is_method_dir(folder) or holds_a_run(folder) else \
+        top = folder == folders[0]
+        written = RUN_NAMED - (set() if method == "all" and top else set(COMPARISON))
+        strays = [] if not _is_method_dir(folder) or (found if top else holds_a_run(folder)) else \
             sorted(name for name in _run_named(folder) if name in written)
         if strays:
             raise RunFolderError(f"{folder} holds {', '.join(strays)} of the names a run writes, and no run's "
                                  f"{CONFIG} or checkpoint: the run would replace them; move them, or choose another "
                                  "--out")
-    found = holds_a_run(run_dir)
     if not overwrite:
         refuse_held(run_dir, found, resume=resumable(run_dir))
     _remove(Path(run_dir), found)

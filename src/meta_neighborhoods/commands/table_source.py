@@ -14,7 +14,7 @@ from ..datasets.csv_tables import DECIMALS, SEPARATORS, load_csv_table
 from ..datasets.tables import TABLES, available_tables, load_table
 from ..datasets.text_tables import NotInEncoding, NotNumeric
 from ..validation import NONE, ConfigError, check_encoding
-from .common import CSV_OPTIONS, UsageError, add_threads, parent
+from .common import CSV_OPTIONS, READ_BY_DEFAULT, UsageError, add_threads, parent
 
 LOGGER = logging.getLogger(__name__)
 LABELS_AT_MOST = 10  # distinct integer values of a target that may be class labels
@@ -110,9 +110,10 @@ def load_table_source(args):
     try:
         if args.data_file is not None:
             ignore = getattr(args, "ignore_columns", None) or ()
-            table = load_csv_table(args.data_file, args.target, args.encoding, args.separator or "comma",
-                                   () if list(ignore) == [NONE] else tuple(ignore),
-                                   labels=task == CLASSIFICATION, decimal=getattr(args, "decimal", None) or "point")
+            table = load_csv_table(args.data_file, args.target, args.encoding,
+                                   args.separator or READ_BY_DEFAULT["separator"],
+                                   () if list(ignore) == [NONE] else tuple(ignore), labels=task == CLASSIFICATION,
+                                   decimal=getattr(args, "decimal", None) or READ_BY_DEFAULT["decimal"])
         else:
             table = load_table(args.dataset, args.data_dir)
     except NotInEncoding as error:
@@ -128,7 +129,8 @@ def load_table_source(args):
                 f" (or leave it out: --ignore-columns {error.column!r})" if text and error.column != args.target else
                 "")
         gave = {name: path for name, path in getattr(args, "config_gave", {}).items()  # what may have misread it
-                if name in ("separator", "decimal", "ignore_columns") and getattr(args, name) != "point"}
+                if name in ("separator", "decimal", "ignore_columns")
+                and not (name == "decimal" and args.decimal == READ_BY_DEFAULT["decimal"])}
         if args.data_file is None or not (gave or hint):
             raise
         said = ", ".join(f"{name} {getattr(args, name)!r}" for name in gave)

@@ -117,10 +117,11 @@ def listed_images(listing: Path, folder: Path, root: Path, sep: str | None, clas
             raise ValueError(f"{dataset}: {listing} line {lineno} labels {fields[0]!r} {fields[1]!r}, which is not "
                              f"among the {len(classes)} classes ({shown})")
         path = listed_file(folder, fields[0], listing, within=root, dataset=dataset)
-        if path.resolve() in seen:  # by the file: ./0.png is 0.png
+        same = path.resolve()  # by the file: ./0.png is 0.png
+        if same in seen:
             raise ValueError(f"{dataset}: {listing} names {fields[0]!r} on line {lineno}, an image line "
-                             f"{seen[path.resolve()]} names already: an image is listed once")
-        seen[path.resolve()] = lineno
+                             f"{seen[same]} names already: an image is listed once")
+        seen[same] = lineno
         entries.append((fields[1], str(path), path))
     if not entries:  # else "no images found", the file unnamed
         raise DataFileError(f"{dataset}: {listing} lists no images")

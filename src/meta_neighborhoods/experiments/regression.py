@@ -115,10 +115,11 @@ def _prepared(table: Table, methods: dict, estimator_params: dict | None, *proto
     """A table run's ``protocol`` options (``protocol_options``' arguments) with its ``task``, the rows it uses and
     its estimators' settings, each checked before any folder is claimed."""
     check_option("task", task, METRICS)
-    for twice in table.repeated_features()[:1]:  # said now, not when fit --config of the run's record refuses it
+    twice = table.repeated_features()
+    if twice:  # said now, not when fit --config of the run's record refuses the table
         LOGGER.warning("%s: more than one feature is named %r, which a run takes by position; fit refuses such a "
                        "table (a model finds its columns by name): rename one, or leave them out (--ignore-columns)",
-                       table.name, twice)
+                       table.name, twice[0])
     options = {**protocol_options(*protocol), "task": task}
     used = protocol_rows(table, methods, options)
     if task != REGRESSION:  # a regression's target, or a class too small for the folds: refused now

@@ -62,6 +62,16 @@ LOG_LOSS_NOTE = (" Log-loss: the mean over the folds of the test rows' negative 
                  "(natural log; a probability of 0 counts as 1e-15).")
 
 
+def _with_log_loss(rows: list[list[str]], losses: list | None) -> tuple[list[list[str]], dict]:
+    """``rows`` with a classifier's mean log-loss added, one list of fold losses per row (None: a method without
+    probabilities), where a classification run kept them (``losses``), and the ``header`` and ``note`` that column
+    needs: the error rate ties where the probabilities do not."""
+    if not losses:
+        return rows, {"header": [], "note": ""}
+    cells = ["—" if fold_losses is None else number(float(np.mean(fold_losses))) for fold_losses in losses]
+    return [[*row, cell] for row, cell in zip(rows, cells)], {"header": ["log-loss (mean)"], "note": LOG_LOSS_NOTE}
+
+
 def results_markdown(results: dict) -> str:
     config, total = results["config"], len(results["fold_seeds"])
     rows = [[name, error_cell(results["mean"][name], results["std"][name]),
@@ -70,9 +80,7 @@ def results_markdown(results: dict) -> str:
              p_cell(results["p_values_first_seed"].get(name))]
             for name in results["folds"]]
     log_loss = results.get("log_loss", {})
-    if log_loss:  # a classifier's probabilities, where the error rate ties
-        rows = [[*row, "—" if name not in log_loss else number(float(np.mean(log_loss[name])))]
-                for row, name in zip(rows, results["folds"])]
+    rows, losses = _with_log_loss(rows, [log_loss.get(name) for name in results["folds"]] if log_loss else None)
     short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
     title = (f"# {results['dataset']}: {measured} (n = {results['n']}, d = {results['d']}; "
              f"{protocol_text(config)})\n\n"
@@ -81,11 +89,10 @@ def results_markdown(results: dict) -> str:
              f"MN against the method over all of them; resolves: the smallest gap between MN and the method that "
              f"test could call significant (p < 0.05) given how the gap varies from fold to fold, in % of the "
              f"method's {short}; p paired: the paper's paired t-test over the {config['folds']} folds of seed "
-             f"{config['seed']}. Std: of the {total} errors (population, ddof = 0)."
-             f"{LOG_LOSS_NOTE if log_loss else ''}\n\n{method_note(config)}\n\n")
+             f"{config['seed']}. Std: of the {total} errors (population, ddof = 0).{losses['note']}\n\n"
+             f"{method_note(config)}\n\n")
     table = markdown_table(["method", f"{short} (mean ± std)", f"ratio to {BASELINE}", "MN won/tied/lost",
-                            "p corrected", "resolves", "p paired (first seed)",
-                            *(["log-loss (mean)"] if log_loss else [])], rows)
+                            "p corrected", "resolves", "p paired (first seed)", *losses["header"]], rows)
     kept = neighbours_kept(results)
     if kept is not None and config["estimator"].get("vanilla_fallback", True):
         table += (f"\nMeta-Neighborhoods kept the network with neighbours on {kept} of {total} folds (the vanilla "
@@ -97,19 +104,16 @@ def results_markdown(results: dict) -> str:
 def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
     """ablation.md: each value's error, its ratio and p against the first value (``shown``: the values as the
     table names them; ``capped``: those the table's rows capped, ``ablation_caps.capped_values``)."""
-    param, total, log_loss = results["param"], len(results["fold_seeds"]), results.get("log_loss")
+    param, total = results["param"], len(results["fold_seeds"])
     rows = [[v, error_cell(m, sd), ratio_cell(r), p_cell(p)] for v, m, sd, r, p in
             zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
-    if log_loss:  # a classifier's probabilities, where the error rate ties
-        rows = [[*row, number(float(np.mean(losses)))] for row, losses in zip(rows, log_loss)]
+    rows, losses = _with_log_loss(rows, results.get("log_loss"))
     short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
     title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} ({measured}; "
              f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
              f"estimator's defaults. Mean ± std (population, ddof = 0) over all {total} (seed, fold) errors; ratio "
-             f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.{LOG_LOSS_NOTE if log_loss else ''}"
-             "\n\n")
-    header = [param, f"{short} (mean ± std)", f"ratio to {shown[0]}", "p vs first",
-              *(["log-loss (mean)"] if log_loss else [])]
+             f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.{losses['note']}\n\n")
+    header = [param, f"{short} (mean ± std)", f"ratio to {shown[0]}", "p vs first", *losses["header"]]
     return title + markdown_table(header, rows) + unconverged_note(results) + capped_note(param, shown, capped)
 
 
