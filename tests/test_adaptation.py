@@ -311,7 +311,7 @@ def test_each_similarity_takes_the_same_values_in_its_three_forms(similarity):
     full, index = form.full(z, keys), torch.randint(9, (5, 4), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(form.pair(z, keys[index]), full.gather(1, index))
     assert torch.equal(form.ranking(z, keys).argsort(dim=1), full.argsort(dim=1))
-    assert default_temperature(similarity, 3) > 0
+    assert default_temperature(similarity, 3) > 0  # every kind has the estimators' temperature=None
 
 
 @pytest.mark.parametrize("similarity", SIMILARITIES)
@@ -432,13 +432,12 @@ def test_a_learned_metric_compares_rows_and_keys_weighted_per_feature(similarity
 def test_a_bad_top_k_is_refused_naming_it(top_k):
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         MNConfig(top_k=top_k)
-    assert MNConfig(dictionary_size=8, top_k=8).neighbourhood_size(True) is None  # K >= S: every key
-    assert MNConfig(dictionary_size=8, top_k=80).neighbourhood_size(True) is None
 
 
 @pytest.mark.parametrize("top_k, dropout, size, training, expected", [
     (32, 0.5, 4096, True, 32), (32, 0.5, 4096, False, 64), (32, 0.0, 4096, False, 32), (30, 0.25, 4096, False, 40),
-    (3, 0.5, 5, False, None), (3, 0.5, 6, True, 3), (None, 0.5, 4096, False, None)])
+    (3, 0.5, 5, False, None), (3, 0.5, 6, True, 3), (None, 0.5, 4096, False, None),
+    (8, 0.0, 8, True, None), (80, 0.0, 8, True, None)])  # K >= S: every key
 def test_evaluation_attends_to_the_neighbourhood_training_saw(top_k, dropout, size, training, expected):
     """Training shows each example (1 - dropout) of the slots, so its K nearest visible keys are about its
     K / (1 - dropout) nearest keys overall: evaluation, with every slot visible, attends to that many."""

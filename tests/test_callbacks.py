@@ -2,7 +2,6 @@
 the order the loop calls them in, state that travels in the ``last`` checkpoint, and the per-epoch logs (metrics.csv,
 TensorBoard)."""
 
-import csv
 import json
 import math
 import sys
@@ -19,6 +18,7 @@ from meta_neighborhoods.datasets.batches import TensorBatches
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.training import OptimizerSpec, fit
+from helpers import csv_rows
 
 
 def test_lower_loss_needs_more_than_the_tolerance():
@@ -124,14 +124,9 @@ def _logged_fit(folder, epochs, resume=False, tensorboard=False, history=None, v
     return log
 
 
-def _csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_metrics_csv_has_a_row_per_epoch_with_its_learning_rate(tmp_path):
     _logged_fit(tmp_path, epochs=3)
-    rows = _csv(tmp_path / "metrics.csv")
+    rows = csv_rows(tmp_path / "metrics.csv")
     assert list(rows[0]) == ["epoch", "train_loss", "validation_loss", "learning_rate", "seconds"]
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([0.01, 0.01, 0.001])
@@ -142,11 +137,11 @@ def test_a_resumed_run_logs_each_epoch_once(tmp_path):
     """Killed after logging epoch 3 but before checkpointing it: the resumed run does epoch 3 again, and the file
     holds it once (the row of the checkpointed state, not the killed run's)."""
     _logged_fit(tmp_path, epochs=2)
-    before = _csv(tmp_path / "metrics.csv")
+    before = csv_rows(tmp_path / "metrics.csv")
     with open(tmp_path / "metrics.csv", "a") as handle:
         handle.write("3,9.9,0.5,0.001,1.0\n")  # what the killed run appended
     _logged_fit(tmp_path, epochs=4, resume=True)
-    rows = _csv(tmp_path / "metrics.csv")
+    rows = csv_rows(tmp_path / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4] and rows[:2] == before
     assert float(rows[2]["train_loss"]) != 9.9
 

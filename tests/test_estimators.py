@@ -15,6 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from helpers import noisy_line
 
 FAST = dict(hidden_layer_sizes=(16,), dictionary_size=8, max_epochs=30, learning_rate=1e-2, n_iter_no_change=5,
             batch_size=32, random_state=0)
@@ -96,17 +97,12 @@ def test_a_dictionary_as_large_as_the_training_set_with_top_k_attention():
     assert model.score(X, y) > 0.5
 
 
-def _noisy_line(n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(n, 5))
-    return X, X[:, 0] + 0.5 * rng.normal(size=n)
-
 
 @pytest.mark.parametrize("random_state, kept", [(1, "vanilla"), (2, "meta_neighborhoods")])
 def test_the_vanilla_fallback_keeps_the_network_that_validates_better(random_state, kept):
     """Both networks train on the same rows with the same seed, so each is exactly the estimator that trains it
     alone; the one of lower validation loss answers, and every fitted attribute is its own."""
-    X, y = _noisy_line()
+    X, y = noisy_line()
     params = {**FAST, "dictionary_size": 64, "max_epochs": 60, "random_state": random_state}
     both = MetaNeighborhoodsRegressor(**params).fit(X, y)
     alone = {"meta_neighborhoods": MetaNeighborhoodsRegressor(**{**params, "vanilla_fallback": False}).fit(X, y),
@@ -120,7 +116,7 @@ def test_the_vanilla_fallback_keeps_the_network_that_validates_better(random_sta
 
 
 def test_without_validation_rows_the_network_with_neighbours_is_kept():
-    X, y = _noisy_line(n=120)
+    X, y = noisy_line(n=120)
     model = MetaNeighborhoodsClassifier(**{**FAST, "early_stopping": False}).fit(X, y > 0)
     assert model.selected_ == "meta_neighborhoods" and model.validation_losses_ == {}
     assert model.model_.dictionary is not None
@@ -263,12 +259,12 @@ def test_every_method_setting_of_the_estimators_reaches_their_network():
 
 
 def test_prediction_works_in_bounded_batches(monkeypatch):
-    import meta_neighborhoods.standardise as standardise
+    import meta_neighborhoods.estimator_rows as estimator_rows
 
     X, y = _table(n=100)
     model = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
     whole = model.predict(X)
-    monkeypatch.setattr(standardise, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(estimator_rows, "PREDICT_BATCH", 7)
     np.testing.assert_allclose(model.predict(X), whole, rtol=1e-5, atol=1e-6)
 
 
@@ -285,7 +281,7 @@ def test_prediction_is_the_same_for_any_memory_layout_and_follows_the_network_s_
 
 
 def test_prediction_blocks_shrink_as_the_dictionary_grows_within_bounds():
-    from meta_neighborhoods.standardise import PREDICT_BATCH, network_batch
+    from meta_neighborhoods.estimator_rows import PREDICT_BATCH, network_batch
 
     assert network_batch(0) == network_batch(512) == PREDICT_BATCH  # vanilla, and small dictionaries: as before
     assert network_batch(1024) == 2048 and network_batch(4096) == 512  # about 2**21 attention entries a block
@@ -359,7 +355,7 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
     network again, 11x the dense path's time. It now ranks and weighs as the dense path does (the same numbers) and
     holds only the adapted layer's inputs and gradients at each row's k keys."""
     from meta_neighborhoods import model as model_module
-    from meta_neighborhoods.standardise import HELD_ENTRIES, PREDICT_BATCH, network_batch
+    from meta_neighborhoods.estimator_rows import HELD_ENTRIES, PREDICT_BATCH, network_batch
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3000))
@@ -395,11 +391,11 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
 
 def test_fit_standardises_in_bounded_blocks(monkeypatch):
     """Fit reads the table a block of rows at a time (no float64 copy of it): same statistics, same model."""
-    import meta_neighborhoods.standardise as standardise
+    import meta_neighborhoods.estimator_rows as estimator_rows
 
     X, y = _table(n=100)
     whole = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
-    monkeypatch.setattr(standardise, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(estimator_rows, "PREDICT_BATCH", 7)
     blocks = MetaNeighborhoodsRegressor(**FAST).fit(X, y)
     np.testing.assert_allclose(blocks.x_mean_, X.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(blocks.x_scale_, X.std(axis=0), rtol=1e-12)
@@ -509,11 +505,11 @@ def test_answers_that_overflow_name_the_value_farthest_from_the_training_data(sp
 
 
 def test_a_row_beyond_float32_on_the_training_scale_is_refused_not_answered_with_nan(monkeypatch):
-    import meta_neighborhoods.standardise as standardise
+    import meta_neighborhoods.estimator_rows as estimator_rows
 
     X, y = _table(n=60)
     labels = (X[:, 0] > np.median(X[:, 0])).astype(int)
-    monkeypatch.setattr(standardise, "PREDICT_BATCH", 7)
+    monkeypatch.setattr(estimator_rows, "PREDICT_BATCH", 7)
     for model, target in ((MetaNeighborhoodsRegressor(**FAST), y), (MetaNeighborhoodsClassifier(**FAST), labels)):
         model.fit(X, target)
         bad = X[:10].copy()
@@ -560,7 +556,7 @@ def test_a_data_frame_with_a_text_or_date_column_is_refused_naming_it():
 def test_a_data_frame_s_columns_of_numbers_pass_whatever_their_dtype():
     """As scikit-learn's own estimators take them: true or false, complex, numbers held as objects, numeric
     categories and numeric text; and a frame without pandas' dtypes (polars) is left to scikit-learn."""
-    from meta_neighborhoods.standardise import numeric_columns
+    from meta_neighborhoods.estimator_rows import numeric_columns
 
     numbers = np.arange(40.0)
     frame = pd.DataFrame({"flag": numbers > 2, "z": numbers.astype(np.complex64), "object": numbers.astype(object),
@@ -817,7 +813,7 @@ def test_refine_factor_goes_on_with_the_network_kept_as_a_warm_fit_at_that_share
     """The second phase is the one the sweep measured (a warm fit at a tenth of the learning rate, defaults.md):
     the network the fallback kept, on the same rows, split and seed. The choice and its losses stay the first
     phase's; the curves, epochs and best epoch count both phases."""
-    X, y = _noisy_line()
+    X, y = noisy_line()
     params = {**FAST, "dictionary_size": 64, "max_epochs": 60, "random_state": random_state}
     refined = MetaNeighborhoodsRegressor(**params, refine_factor=0.1).fit(X, y)
     first = MetaNeighborhoodsRegressor(**params).fit(X, y)
@@ -833,7 +829,7 @@ def test_refine_factor_goes_on_with_the_network_kept_as_a_warm_fit_at_that_share
 
 def test_a_fit_whose_two_phases_max_epochs_cut_short_says_so_once():
     """One warning a fit, naming the phases cut short: regress counts the warnings as the fits max_epochs ended."""
-    X, y = _noisy_line(n=120)
+    X, y = noisy_line(n=120)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = MetaNeighborhoodsRegressor(**{**FAST, "max_epochs": 2, "refine_factor": 0.5}).fit(X, y)
@@ -847,7 +843,7 @@ def test_a_fit_whose_two_phases_max_epochs_cut_short_says_so_once():
 def test_without_validation_rows_there_is_no_second_phase():
     """Without validation rows nothing measures the first phase's weights against the second's (its epoch 0), as
     nothing chooses between the networks: a fit without early stopping is the same with refine_factor or not."""
-    X, y = _noisy_line(n=120)
+    X, y = noisy_line(n=120)
     params = {**FAST, "early_stopping": False, "max_epochs": 8}
     plain, refined = (MetaNeighborhoodsRegressor(**params, refine_factor=factor).fit(X, y) for factor in (None, 0.1))
     np.testing.assert_array_equal(plain.predict(X), refined.predict(X))

@@ -13,7 +13,7 @@ from torch import nn
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from meta_neighborhoods import adaptation
 from meta_neighborhoods.heads import MLPHead, PeriodicMLPHead, fast_path_for
-from meta_neighborhoods.standardise import standardise
+from meta_neighborhoods.estimator_rows import standardise
 
 FAST = dict(dictionary_size=8, max_epochs=20, learning_rate=1e-2, batch_size=32, n_iter_no_change=5, random_state=0)
 

@@ -35,7 +35,7 @@ from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeigh
 from meta_neighborhoods.experiments.classification import run_classification
 from meta_neighborhoods.experiments.regression import run_regression_all
 from meta_neighborhoods.heads import MLPHead
-from meta_neighborhoods.standardise import early_stopping_split, standardiser
+from meta_neighborhoods.estimator_rows import early_stopping_split, standardiser
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.io import prepare_out_dir
 from meta_neighborhoods.similarity import Attention
@@ -424,7 +424,7 @@ def test_a_constant_column_of_any_magnitude_standardises_to_about_zero(value):
 
 
 def test_a_value_beyond_float32_is_named_by_its_row_in_the_table_past_the_first_block():
-    from meta_neighborhoods.standardise import standardised_rows
+    from meta_neighborhoods.estimator_rows import standardised_rows
 
     X = np.zeros((5000, 2))
     X[4500, 1] = 1e300

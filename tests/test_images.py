@@ -20,7 +20,7 @@ from PIL import Image, ImageFile
 
 from meta_neighborhoods.datasets import files, image_formats, images
 from meta_neighborhoods.datasets.batches import ImageBatches
-from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
+from meta_neighborhoods.datasets.files import DataFileError
 from meta_neighborhoods.datasets.image_formats import _stratified_split, read_idx
 from meta_neighborhoods.datasets.images import (
     IMAGE_DATASETS,
@@ -30,12 +30,8 @@ from meta_neighborhoods.datasets.images import (
 )
 from meta_neighborhoods.io import sha256
 from meta_neighborhoods.validation import ConfigError
+from helpers import SHARED, needs_shared
 
-SHARED = shared_data_dir()
-needs_shared = pytest.mark.skipif(
-    SHARED is None or not SHARED.is_dir(),
-    reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
-)
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]  # shared/data/mnist/PROVENANCE.md
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

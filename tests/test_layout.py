@@ -12,8 +12,8 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one line per parameter
 # Bottom to top; a module may import from its own layer and the ones below (docs/architecture.md).
 LAYERS = [
-    ["", "validation", "io", "inner_loss", "callbacks", "launch", "distributed", "plots", "standardise", "significance",
-     "provenance", "estimator_docs", "estimator_method_docs"],
+    ["", "validation", "io", "inner_loss", "callbacks", "launch", "distributed", "plots", "estimator_rows",
+     "significance", "provenance", "estimator_docs", "estimator_method_docs"],
     ["config", "presets", "estimator_settings", "incremental"],
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model", "factories", "maxl"],
@@ -120,6 +120,7 @@ UNSAFE = re.compile(r"pickle\.loads?\(|torch\.load\(|yaml\.(?!safe_load\b|YAMLEr
                     r"|CSafeLoader\b|AliasEvent\b|MappingNode\b|ScalarNode\b)"
                     r"|(?<![.\w])eval\("
                     r"|(?<![.\w])exec\(|np\.load\((?![^)]*allow_pickle=False)")
+UNPICKLERS = {"cifar_python.py"}  # CIFAR's official pickles, through an unpickler that admits numpy's arrays alone
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -127,7 +128,8 @@ def test_nothing_read_from_disk_can_run_code(path):
     """No unpickling, no torch.load, YAML through yaml.safe_load only (--config files), no eval/exec, np.load only
     with allow_pickle=False (CIFAR's pickles go through datasets/cifar_python.py's unpickler, which admits numpy's
     array reconstruction only)."""
-    assert not UNSAFE.findall(path.read_text())
+    text = path.read_text()
+    assert not UNSAFE.findall(text) and (path.name in UNPICKLERS or "Unpickler" not in text)
 
 
 def test_the_unsafe_pattern_admits_only_safe_yaml():

@@ -17,6 +17,7 @@ from meta_neighborhoods import checkpoint
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from meta_neighborhoods.image_methods import build_model, save_checkpoint
+from helpers import noisy_line
 
 FAST = dict(hidden_layer_sizes=(16,), dictionary_size=8, max_epochs=5, learning_rate=1e-2, random_state=0)
 
@@ -26,11 +27,6 @@ def _table(n=90, seed=0):
     X = rng.normal(size=(n, 4)) * 3 + 10
     return X, np.sin(X[:, 0]) + 0.2 * X[:, 1]
 
-
-def _noisy_line(n=200):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(n, 4))
-    return X, X[:, 0] + 0.5 * rng.normal(size=n)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +38,7 @@ def fitted():
         "multioutput": MetaNeighborhoodsRegressor(**FAST).fit(X, np.c_[y, -2 * y]),
         "vanilla fallback": MetaNeighborhoodsRegressor(  # a setting where the fallback keeps the vanilla network
             hidden_layer_sizes=(16,), dictionary_size=64, max_epochs=60, learning_rate=1e-2, n_iter_no_change=5,
-            batch_size=32, random_state=2).fit(*_noisy_line()),
+            batch_size=32, random_state=2).fit(*noisy_line(d=4)),
         "strings": MetaNeighborhoodsClassifier(**FAST, inner_steps=2).fit(X, np.array(["a", "bb", "c"])[
             (X[:, 0] > 10).astype(int) + (X[:, 1] > 12)]),
         "integers": MetaNeighborhoodsClassifier(**FAST, similarity="cosine", learn_metric=True).fit(
@@ -437,7 +433,7 @@ def test_a_warm_started_estimator_saves_loads_and_continues_the_network_it_kept(
     import copy
 
     model = copy.deepcopy(fitted[name]).set_params(warm_start=True, max_epochs=1)
-    X, y = _noisy_line() if name == "vanilla fallback" else _table()
+    X, y = noisy_line(d=4) if name == "vanilla fallback" else _table()
     network = dict(model.network_)
     model.fit(X, y)
     assert model.network_ == network and model.selected_ == fitted[name].selected_

@@ -2,7 +2,6 @@
 MAXL, whose label generator trains beside the network), and its records (metrics.csv, run.json) tell each epoch
 once and who resumed it."""
 
-import csv
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from meta_neighborhoods import checkpoint
+from helpers import csv_rows
 
 EPOCHS = {"mn_ifilm": 4, "maxl": 4}  # by method: a maxl step (second-order lookahead) costs 2-3 mn_ifilm steps
 # One thread in every process: float sums then run in the same order, so "exactly" can mean bit for bit.
@@ -60,7 +60,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, meth
 
     saved_epoch = _kill_after_an_epoch(killed, run)
     assert 1 <= saved_epoch < epochs and not (killed / "metrics.json").exists()
-    logged = _csv(killed / "metrics.csv")[:saved_epoch]  # with the timings of the epochs the checkpoint holds
+    logged = csv_rows(killed / "metrics.csv")[:saved_epoch]  # with the timings of the epochs the checkpoint holds
     done = subprocess.run(_command("classify", "--resume", str(killed), "--quiet"), env=ENV, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
@@ -76,7 +76,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, meth
         assert resumed[key] == expected[key], key
     assert len(resumed["history"]) == epochs
 
-    expected, resumed = (_csv(run / "metrics.csv") for run in (whole, killed))
+    expected, resumed = (csv_rows(run / "metrics.csv") for run in (whole, killed))
     assert [row["epoch"] for row in resumed] == [str(epoch) for epoch in range(1, epochs + 1)]  # each epoch once
     for name in ("train_loss", "validation_loss", "validation_accuracy", "learning_rate"):
         assert [row[name] for row in resumed] == [row[name] for row in expected], name
@@ -87,6 +87,3 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(tmp_path, meth
                                                                           "--quiet")]
 
 
-def _csv(path):
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))

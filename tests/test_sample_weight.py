@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
-from meta_neighborhoods.standardise import standardise
+from meta_neighborhoods.estimator_rows import standardise
 
 # Full-batch training without a validation split, random keys and no slot dropout (its masks are drawn per row):
 # here a weight of k is k copies of the row.

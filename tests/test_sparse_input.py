@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import meta_neighborhoods.standardise as standardise
+import meta_neighborhoods.estimator_rows as estimator_rows
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 
 FAST = dict(hidden_layer_sizes=(8,), dictionary_size=6, max_epochs=15, learning_rate=1e-2, batch_size=16,
@@ -26,7 +26,7 @@ def _sparse_table(n=80, d=6, seed=0):
 @pytest.mark.parametrize("container", [sp.csr_matrix, sp.csc_matrix, sp.csr_array], ids=["csr", "csc", "csr_array"])
 @pytest.mark.parametrize("cls", [MetaNeighborhoodsRegressor, MetaNeighborhoodsClassifier])
 def test_sparse_rows_give_the_answers_of_dense_rows(cls, container, weighted, monkeypatch):
-    monkeypatch.setattr(standardise, "PREDICT_BATCH", 7)  # several blocks, at fit and at prediction
+    monkeypatch.setattr(estimator_rows, "PREDICT_BATCH", 7)  # several blocks, at fit and at prediction
     X, y, labels, weights = _sparse_table()
     target = y if cls is MetaNeighborhoodsRegressor else labels
     fit = {"sample_weight": weights} if weighted else {}
@@ -55,7 +55,7 @@ def _peak_bytes(action) -> int:
 def test_a_sparse_table_is_densified_a_block_at_a_time_never_whole(monkeypatch):
     """8,000 x 1,000 at 0.1 % density: 64 MB as dense float64, 0.1 MB sparse. Prediction holds a few blocks of
     50 rows; fit holds its float32 copy of the training rows (half the dense size) and no more."""
-    monkeypatch.setattr(standardise, "PREDICT_BATCH", 50)
+    monkeypatch.setattr(estimator_rows, "PREDICT_BATCH", 50)
     X = sp.random(8000, 1000, density=0.001, format="csr", random_state=np.random.RandomState(0))
     y = np.asarray(X[:, :10].sum(axis=1)).ravel()
     dense_bytes = 8 * X.shape[0] * X.shape[1]

@@ -8,17 +8,13 @@ import pandas as pd
 import pytest
 
 from meta_neighborhoods.datasets import files, tables
-from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
+from meta_neighborhoods.datasets.files import DataFileError
 from meta_neighborhoods.datasets.csv_tables import load_csv_table
 from meta_neighborhoods.datasets.tables import Table, available_tables, load_table
 from meta_neighborhoods.datasets.text_tables import read_indices, read_numeric
 from meta_neighborhoods.validation import ConfigError
+from helpers import SHARED, needs_shared
 
-SHARED = shared_data_dir()
-needs_shared = pytest.mark.skipif(
-    SHARED is None or not SHARED.is_dir(),
-    reason="../shared/data (or $META_NEIGHBORHOODS_DATA) is not present in this checkout"
-)
 
 UCI_SHAPES = {  # name: (folder, n, d) from shared/data/uci_bdl/PROVENANCE.md
     "boston": ("bostonHousing", 506, 13),
@@ -347,10 +343,8 @@ def test_a_row_is_named_by_its_file_line_after_blank_lines_or_a_header_of_severa
 
 
 def test_csv_table_non_numeric_column_is_named(tmp_path):
-    path = tmp_path / "colors.csv"
-    path.write_text("a,colour,y\n1,red,10\n2,blue,20\n")
-    with pytest.raises(ValueError, match=r"column 'colour' of .*colors.csv is not numeric \(file line 2: 'red'\)"):
-        load_csv_table(path, "y")
+    _refused_csv(tmp_path / "colors.csv", "a,colour,y\n1,red,10\n2,blue,20\n",
+                 r"column 'colour' of .*colors.csv is not numeric \(file line 2: 'red'\)")
 
 
 def test_columns_left_out_by_name_may_hold_text(tmp_path):
@@ -418,18 +412,14 @@ def _refused_csv(path, text: str, message: str) -> None:
 
 
 def test_csv_table_nan_feature_names_data_set_and_column(tmp_path):
-    path = tmp_path / "holes.csv"
-    path.write_text("a,b,y\n1,NA,10\n2,3,20\n")
-    with pytest.raises(ValueError, match=r"holes: the features have 1 NaN/inf value\(s\) \(first: feature 'b'"):
-        load_csv_table(path, "y")
+    _refused_csv(tmp_path / "holes.csv", "a,b,y\n1,NA,10\n2,3,20\n",
+                 r"holes: the features have 1 NaN/inf value\(s\) \(first: feature 'b'")
 
 
 @pytest.mark.parametrize("row, fields", [("2,20,5", 3), ("2", 1)])
 def test_csv_table_ragged_row(tmp_path, row, fields):
-    path = tmp_path / "ragged.csv"
-    path.write_text(f"a,y\n1,10\n{row}\n")
-    with pytest.raises(ValueError, match=f"file line 3 of .*ragged.csv has {fields} fields, expected 2"):
-        load_csv_table(path, "y")
+    _refused_csv(tmp_path / "ragged.csv", f"a,y\n1,10\n{row}\n",
+                 f"file line 3 of .*ragged.csv has {fields} fields, expected 2")
 
 
 def test_csv_table_missing_file(tmp_path):
@@ -670,10 +660,7 @@ def test_index_files_that_would_leak_the_target_or_repeat_a_column_are_refused(t
 def test_a_target_name_given_to_two_columns_is_refused(tmp_path):
     """Two columns named y: taking the first as the target would leave the other, the same quantity maybe, among the
     features."""
-    path = tmp_path / "twice.csv"
-    path.write_text("a,y,y\n1,2,2\n3,4,4\n5,7,7\n")
-    with pytest.raises(ValueError, match="more than one column named 'y'"):
-        load_csv_table(path, "y")
+    _refused_csv(tmp_path / "twice.csv", "a,y,y\n1,2,2\n3,4,4\n5,7,7\n", "more than one column named 'y'")
 
 
 def test_a_gom_file_in_a_data_folder_may_not_be_a_link_out_of_it(tmp_path):

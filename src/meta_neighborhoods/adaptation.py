@@ -1,11 +1,13 @@
 """The inner loop: finetune the head for each input on its attention-weighted neighbours (Eqs. 1-3).
 
-Two implementations of the same mathematics:
+Two implementations of the same mathematics, and the oracle's plain loop:
 
 * ``generic`` is built on ``torch.func`` (``functional_call``, ``grad``, ``vmap``) and works for any
   head. It is the oracle the tests compare everything else against.
 * ``fast`` paths use the structure of particular heads; each lives beside its head and is registered
   with it (``heads/base.py``). ``auto`` takes the head's fast path when it has one.
+* ``loop`` runs the oracle one input at a time, a Python loop instead of ``vmap``: the reference the benchmarks
+  time the others against.
 
 Meta-gradients are second order by default. ``first_order=True`` drops the derivatives of the inner
 gradient with respect to the adapted head parameters (the Hessian terms); keys, values, attention and

@@ -93,8 +93,8 @@ class MNConfig:
     each training example, drawn for each example (``slot_draw="row"``) or once for the whole batch ("batch": each
     example's view has about the same law, and the hidden slots cost nothing). ``top_k`` = K lets each example
     attend only to its K most similar keys (softmax over those; None or K >= S: all of them), so the inner loop's
-    work grows with K, not S. ``implementation`` picks the inner loop: a head's fast path or the ``torch.func``
-    oracle.
+    work grows with K, not S. ``implementation`` picks the inner loop: a head's fast path (``fast``; ``auto`` where
+    the head has one), the ``torch.func`` oracle (``generic``), or the oracle one input at a time (``loop``).
     """
 
     task: str = "regression"

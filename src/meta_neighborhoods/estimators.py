@@ -3,7 +3,7 @@
 Tables use the paper's regression setting by default: identity feature extractor, keys in (standardised) input
 space, and a head that is the same MLP as the vanilla baseline. ``dictionary_size=0`` *is* that baseline: the
 same network trained the same way, without neighbours. ``head`` and ``extractor`` bring one's own network
-(``factories.py``); rows may be dense or sparse and weighted (``standardise.py``).
+(``factories.py``); rows may be dense or sparse and weighted (``estimator_rows.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .estimator_method_docs import doc
 from .estimator_settings import (check_labels, fit_classes, network_description, own_init, same_as_fitted,
                                  unchanged_if_raised, warm_fit, warn_if_cut_short)
 from .factories import build_extractor, build_network
-from .standardise import (early_stopping_split, farthest, in_blocks, numeric_columns, standardise,
+from .estimator_rows import (early_stopping_split, farthest, in_blocks, numeric_columns, standardise,
                           standardised_rows, standardiser, training_rows)
 from .training import fit_early_stopping, resolve_device, torch_globals
 from .training_state import Carried, OptimizerSpec

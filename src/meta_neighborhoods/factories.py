@@ -2,8 +2,9 @@
 the sizes fit finds and checked before training starts, so that a wrong one is named, not met deep inside torch.
 
 * ``head(n_features, n_outputs) -> nn.Module`` meets the head contract (``heads/base.py``): its ``in_features``
-  and ``out_features`` are the sizes it was asked for. Heads with a fast path (``MLPHead``, ``CosineHead``) keep
-  it; any other runs the generic ``torch.func`` inner loop.
+  and ``out_features`` are the sizes it was asked for. The heads the package registers keep their fast path
+  (``MLPHead``, ``CosineHead``, and ``PeriodicMLPHead`` where the last layer alone is adapted); any other runs the
+  generic ``torch.func`` inner loop.
 * ``extractor(n_features) -> nn.Module`` maps rows (n, n_features) to features (n, m): the dictionary's keys
   live there, and the head is asked for ``m`` inputs.
 

@@ -11,10 +11,10 @@ from torch import nn
 from .adaptation import Adaptation
 from .config import MNConfig
 from .dictionary import InducedDictionary
-from .heads import decayed_parameter_names
+from .heads import Head, decayed_parameter_names
 from .inner_loss import TopK
 from .similarity import Attention
-from .standardise import network_batch
+from .estimator_rows import network_batch
 
 
 DENSE_BELOW = 32  # what an entry gathered costs against a multiply-add (measured: benchmarks/adaptation_speed.py)
@@ -41,7 +41,7 @@ class MetaNeighborhoods(nn.Module):
     def __init__(self, head: nn.Module, config: MNConfig | None = None, *, extractor: nn.Module | None = None,
                  **overrides):
         super().__init__()
-        if not (isinstance(head, nn.Module) and hasattr(head, "in_features") and hasattr(head, "out_features")):
+        if not (isinstance(head, nn.Module) and isinstance(head, Head)):
             raise TypeError(f"head must be a torch.nn.Module with in_features and out_features (the head contract, "
                             f"heads/base.py), got {type(head).__name__}")
         if not isinstance(config, (MNConfig, type(None))):
@@ -123,7 +123,7 @@ class MetaNeighborhoods(nn.Module):
                                TopK(own, top.weight))
 
     def prediction_rows(self) -> int:
-        """Rows to predict at once outside training (``standardise.network_batch``): sized to the keys every row
+        """Rows to predict at once outside training (``estimator_rows.network_batch``): sized to the keys every row
         meets, and to what else a row holds (``row_entries``)."""
         return network_batch(0 if self.vanilla else self.dictionary.size, self.row_entries())
 

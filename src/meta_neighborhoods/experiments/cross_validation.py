@@ -35,7 +35,7 @@ from ..config import CLASSIFICATION, REGRESSION
 from ..datasets.tables import Table
 from ..estimator_settings import check_before_fit
 from ..estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
-from ..standardise import standardiser
+from ..estimator_rows import standardiser
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
 from .class_labels import ByClassWherePossible, class_labels, stratifiable
 

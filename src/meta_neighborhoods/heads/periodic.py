@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ESTIMATOR
 from ..validation import ConfigError, is_int
 from .mlp import last_layer_path
 
@@ -49,7 +50,7 @@ class PeriodicMLPHead(nn.Module):
     head factory; the default widths are the estimators' ``hidden_layer_sizes``. ``decay_embedding=False`` exempts
     the embedding from weight decay (its ``decays_weight``, the head contract's)."""
 
-    def __init__(self, in_features: int, out_features: int = 1, hidden: Sequence[int] = (128, 128),
+    def __init__(self, in_features: int, out_features: int = 1, hidden: Sequence[int] = ESTIMATOR.hidden_layer_sizes,
                  frequencies: int = 16, sigma: float = 0.1, embedding: int = 8, decay_embedding: bool = True):
         super().__init__()
         if is_int(hidden) or not all(is_int(w) and w > 0 for w in hidden) or not (is_int(out_features)
