@@ -395,3 +395,17 @@ def test_the_scratch_folder_a_killed_export_left_is_named_by_the_next_and_left_a
     assert (killed / "model.onnx").read_bytes() == b"half a graph" and all(folder.is_dir() for folder in others)
     assert sorted(p.name for p in tmp_path.glob(".model.onnx.*")) == [".model.onnx.SHORT", ".model.onnx.k1ll3d_0",
                                                                        ".model.onnx.linked_1"]  # its own is gone
+
+def test_a_graph_is_not_moved_over_a_file_written_while_it_was_checked(tmp_path):
+    out = tmp_path / "model.onnx"
+
+    def write(candidate):
+        candidate.write_bytes(b"graph")
+        out.write_text("the user's")  # meanwhile
+        return candidate
+
+    with pytest.raises(FileExistsError, match="written by something else while this ran"):
+        export_module.write_checked(out, write, lambda candidate: 0.0)
+    assert out.read_text() == "the user's" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    assert export_module.write_checked(out, write, lambda candidate: 0.0, replace=True) == 0.0
+    assert out.read_bytes() == b"graph"

@@ -657,3 +657,22 @@ def test_a_target_of_a_few_integers_read_as_a_regressions_is_said_to_be_maybe_la
         assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "label", *task, "--out",
                      str(tmp_path / f"m{len(task)}"), *SMALL[:-1]]) == 0
         assert (said in capsys.readouterr().err) == shown
+
+
+def test_predict_replaces_no_file_written_while_it_ran_unless_asked(files, capsys, monkeypatch):
+    from meta_neighborhoods.experiments import final_model
+
+    tmp_path, _, _ = files
+    named = final_model._named
+
+    def and_a_file_appears(*args):  # after predict checked --out, before it writes
+        (tmp_path / "p.csv").write_text("mine\n")
+        return named(*args)
+
+    monkeypatch.setattr(final_model, "_named", and_a_file_appears)
+    command = ["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
+               str(tmp_path / "p.csv"), "--quiet"]
+    assert main(command) == 1
+    assert "was written by something else while this ran" in capsys.readouterr().err
+    assert (tmp_path / "p.csv").read_text() == "mine\n"
+    assert main([*command, "--overwrite"]) == 0 and "prediction" in (tmp_path / "p.csv").read_text()

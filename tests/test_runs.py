@@ -883,3 +883,25 @@ def test_a_write_that_fails_without_naming_a_file_is_named_and_a_read_only_folde
     with pytest.raises(io.RunFolderError, match=rf"^cannot write in {tmp_path} \(Read-only file system\)$"):
         with io.lock(tmp_path):
             pass
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_a_file_written_meanwhile_is_replaced_only_when_asked(tmp_path, monkeypatch, links):
+    """predict and export check --out before their work and write after it: a file the user (or a second run into
+    the same --out) wrote meanwhile was replaced without --overwrite."""
+    target = tmp_path / "p.csv"
+    if not links:
+        monkeypatch.setattr(io.os, "link", lambda *args: (_ for _ in ()).throw(OSError(1, "Operation not permitted")))
+
+    def meanwhile(tmp):
+        Path(tmp).write_text("ours\n")
+        target.write_text("the user's\n")
+
+    with pytest.raises(FileExistsError, match="p.csv was written by something else while this ran: replace it with"):
+        io.atomic_write(target, meanwhile, replace=False)
+    assert target.read_text() == "the user's\n" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
+    io.atomic_write(target, meanwhile, replace=True)
+    assert target.read_text() == "ours\n" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
+    target.unlink()
+    io.atomic_write(target, lambda tmp: Path(tmp).write_text("new\n"), replace=False)
+    assert target.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]

@@ -24,7 +24,6 @@ import copy
 import importlib.util
 import json
 import logging
-import os
 import re
 import tempfile
 import warnings
@@ -38,7 +37,7 @@ from torch import nn
 
 from . import __version__, checkpoint, runs
 from .heads import FAST_PATHS, fast_path_for
-from .io import LOCK, atomic_write, prepare_out_dir, reading, replaceable
+from .io import LOCK, atomic_write, move_into_place, prepare_out_dir, reading, replaceable
 from .model import MetaNeighborhoods
 from .provenance import provenance
 from .run_record import read_inputs
@@ -168,10 +167,11 @@ def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:
     return float(np.abs(onnx_output(path, inputs.numpy()) - torch_output.numpy()).max())
 
 
-def write_checked(path: Path, write: Callable[[Path], Path], difference: Callable[[Path], float]) -> float:
+def write_checked(path: Path, write: Callable[[Path], Path], difference: Callable[[Path], float],
+                  replace: bool = False) -> float:
     """Write a graph with ``write`` into a scratch folder beside ``path``, measure it (``difference``: its largest
     from the answers of what it exports), and move it to ``path`` only where that is finite: otherwise nothing is
-    written."""
+    written. A file at ``path`` is replaced only with ``replace`` (``--overwrite``), even one written meanwhile."""
     folder = prepare_out_dir(path.parent)
     _say_leftovers(folder, path.name)
     with tempfile.TemporaryDirectory(dir=folder, prefix=f".{path.name}.") as scratch:
@@ -180,7 +180,7 @@ def write_checked(path: Path, write: Callable[[Path], Path], difference: Callabl
         if not np.isfinite(measured):
             raise RuntimeError(f"the exported graph gives non-finite outputs on a random batch (difference "
                                f"{measured}); nothing was written")
-        os.replace(candidate, path)
+        move_into_place(candidate, path, replace)
     return measured
 
 
@@ -204,7 +204,7 @@ def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[P
     example, check = (torch.randn(n, channels, CHECK_IMAGE_SIZE, CHECK_IMAGE_SIZE, generator=generator)
                       for n in (2, CHECK_BATCH))
     return path, write_checked(path, lambda scratch: export_onnx(model, example, scratch, IMAGES, metadata),
-                               lambda candidate: max_difference(candidate, model, check))
+                               lambda candidate: max_difference(candidate, model, check), overwrite)
 
 
 def _say_leftovers(folder: Path, name: str) -> None:

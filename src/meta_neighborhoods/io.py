@@ -307,11 +307,12 @@ def replaceable(path: str | os.PathLike) -> Path:
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None], replace: bool = True) -> Path:
     """Call ``write(temporary_path)``, then rename the result onto ``path``: a crash never leaves half a file.
 
     The temporary file lies beside ``path`` (same file system, so the rename is atomic); ``path``'s folder is
-    created if needed. A link at ``path`` is replaced, never written through (see ``replaceable``).
+    created if needed. A link at ``path`` is replaced, never written through (see ``replaceable``); with
+    ``replace=False`` nothing at ``path`` is (``move_into_place``).
     """
     path = replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,13 +321,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes files private (and writers may recreate them); results are shared
-        os.replace(tmp, path)
+        move_into_place(tmp, path, replace)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno is not None and error.filename in (None, tmp):  # a full disk's
             raise OSError(error.errno, error.strerror, str(path)) from None  # "[Errno 28] ...", of no file
         raise
     return path
+
+
+def move_into_place(source: str | os.PathLike, path: Path, replace: bool = True) -> None:
+    """Rename ``source`` to ``path``; with ``replace=False`` only where nothing is there when it lands, not merely
+    when the command began (a file written meanwhile, by the user or a second run into the same ``--out``): a hard
+    link claims the name atomically. Where the file system has no hard links, it is checked just before."""
+    if replace:
+        os.replace(source, path)
+        return
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} was written by something else while this ran: replace it with --overwrite, "
+                              "or choose another --out") from None
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} was written by something else while this ran: replace it with "
+                                  "--overwrite, or choose another --out") from None
+        os.replace(source, path)
+        return
+    os.unlink(source)
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:

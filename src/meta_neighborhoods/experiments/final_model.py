@@ -205,7 +205,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     columns = {**kept, **columns}
     scored = None if y is None else _labelled(y, target)
     score = None if not scored else _score(estimator, predicted[scored], y[scored], target)
-    _write_csv(out, columns, SEPARATORS[separator], DECIMALS[decimal])
+    _write_csv(out, columns, SEPARATORS[separator], DECIMALS[decimal], overwrite)
     return {"rows": len(predicted), "estimator": type(estimator).__name__, "score": score,
             "scored": 0 if scored is None else len(scored), "metric": None if y is None else
             "accuracy" if classifier else "mse"}
@@ -254,7 +254,7 @@ def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> dict:
     named = _named(rows, getattr(estimator, "feature_names_in_", None))
     expected = estimator.predict_proba(named) if hasattr(estimator, "classes_") else estimator.predict(named)
     difference = export.write_checked(Path(out), estimator.export_onnx, lambda candidate: float(np.abs(
-        export.onnx_output(candidate, rows).reshape(expected.shape) - expected).max()))
+        export.onnx_output(candidate, rows).reshape(expected.shape) - expected).max()), overwrite)
     return {"path": Path(out), "classifier": hasattr(estimator, "classes_"), "difference": difference,
             "largest": float(np.abs(expected).max())}
 
@@ -280,9 +280,10 @@ def _check_out(out, overwrite: bool, inputs: list, named: str) -> None:
         raise FileExistsError(f"{out} already exists: replace it with --overwrite, or choose another --out")
 
 
-def _write_csv(out, columns: dict[str, np.ndarray], separator: str, decimal: str = ".") -> None:
+def _write_csv(out, columns: dict[str, np.ndarray], separator: str, decimal: str, overwrite: bool) -> None:
     """``columns`` as a CSV file with a header, written whole or not at all; each number as it reads back (with its
-    ``decimal`` mark)."""
+    ``decimal`` mark); a file at ``out`` replaced only with ``overwrite``, even one written while this ran."""
     import pandas as pd
 
-    atomic_write(out, lambda path: pd.DataFrame(columns).to_csv(path, sep=separator, index=False, decimal=decimal))
+    atomic_write(out, lambda path: pd.DataFrame(columns).to_csv(path, sep=separator, index=False, decimal=decimal),
+                 overwrite)
