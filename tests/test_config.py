@@ -22,6 +22,8 @@ from meta_neighborhoods.validation import ConfigError
     ("temperature", 0.0, "temperature must be positive, got 0.0"),
     ("temperature", "hot", "temperature must be positive"),
     ("temperature", float("inf"), "temperature must be positive and finite, got inf"),
+    ("temperature", 1e39, r"temperature must be within float32's range \(1.18e-38 to 3.4e\+38\)"),  # trained to NaN
+    ("temperature", 1e-39, "temperature must be within float32's range"),
     ("inner_steps", 0, "inner_steps must be a positive integer, got 0"),
     ("inner_steps", 10**9, "inner_steps must be at most 100, got 1000000000"),
     ("inner_steps", True, "inner_steps must be a positive integer"),

@@ -457,3 +457,52 @@ def test_a_pickle_of_a_version_before_a_parameter_existed_loads_with_its_default
     np.testing.assert_array_equal(old.predict(X), model.predict(X))
     assert old.save(tmp_path / "old").is_file()
     assert old.set_params(max_epochs=1).fit(X, y).n_iter_ == 1
+
+
+def _junk(tensors, meta):
+    meta["junk"] = [[]] * 3
+
+
+def _flat_classes(tensors, meta):
+    tensors["fitted.classes_"] = tensors["fitted.classes_"].reshape(-1, 1)
+
+
+def _classes_twice(tensors, meta):
+    meta["arrays"]["classes_"] = {"dtype": "<i8", "values": [0, 7]}
+
+
+def _float64_weights(tensors, meta):
+    name = next(name for name in tensors if name.endswith("head.layers.0.weight"))
+    tensors[name] = torch.full_like(tensors[name], 1e300, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_junk, r"model\.json: unknown field\(s\) 'junk': refused"),
+    (_flat_classes, r"classes_ should be a flat list of the classes, got shape \(2, 1\)"),
+    (_classes_twice, r"fitted attribute\(s\) classes_ given twice"),
+    (_float64_weights, r"types differ: .*head\.layers\.0\.weight .* torch\.float64 \(model: .* torch\.float32"),
+    (lambda tensors, meta: meta["params"].update(dictionary_size={"a": 1}), "dictionary_size must be"),
+    (lambda tensors, meta: meta["params"].update(temperature="x"), "temperature must be positive"),
+    (lambda tensors, meta: meta["params"].update(temperature=1e39), r"temperature must be within float32's range"),
+])
+def test_a_saved_estimator_is_refused_for_any_field_that_save_would_not_have_written(fitted, tmp_path, damage,
+                                                                                      message):
+    """Found by a review: each of these loaded (float64 weights of 1e300 as infinities, which predict blamed on the
+    rows; a parameter no one read until the next fit; classes_ as a column, or given twice, the tensor winning)."""
+    fitted["integers"].save(tmp_path / "model")
+    tensors, meta = checkpoint.load(tmp_path / "model")
+    damage(tensors, meta)
+    checkpoint.save(tmp_path / "model", tensors, {k: v for k, v in meta.items() if k not in checkpoint.MANIFEST_FIELDS})
+    with pytest.raises(CheckpointError, match=message):
+        MetaNeighborhoodsClassifier.load(tmp_path / "model")
+
+
+def test_a_manifest_of_another_version_or_too_large_is_refused(fitted, tmp_path):
+    fitted["regressor"].save(tmp_path / "model")
+    _edit_manifest(tmp_path / "model.json", lambda meta: meta.update(version=True))  # True == 1 in Python
+    with pytest.raises(CheckpointError, match="has checkpoint format version True"):
+        MetaNeighborhoodsRegressor.load(tmp_path / "model")
+    _edit_manifest(tmp_path / "model.json",
+                   lambda meta: meta.update(version=1, junk="x" * checkpoint.MAX_MANIFEST_BYTES))
+    with pytest.raises(CheckpointError, match="larger than 32 MiB"):
+        MetaNeighborhoodsRegressor.load(tmp_path / "model")

@@ -882,6 +882,11 @@ def test_a_decimal_comma_is_an_option_recorded_and_its_rerun_reads_the_file_so(t
                  "--out", str(tmp_path / "refused")]) == 2
     assert "a decimal comma needs another separator than the comma" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+    clash = tmp_path / "clash.json"  # the same clash from a record: a usage error too (it was a runtime one)
+    clash.write_text(json.dumps({**record, "config": {**record["config"], "separator": "comma"}}))
+    assert main(["regress", "--config", str(clash), "--data-file", str(tmp_path / "europe.csv"), "--out",
+                 str(tmp_path / "refused")]) == 2
+    assert "decimal 'comma' from" in capsys.readouterr().err and not (tmp_path / "refused").exists()
     assert main(["regress", "--dataset", "gom", "--decimal", "comma", "--out", str(tmp_path / "gom")]) == 2
     assert "--decimal only applies to --data-file" in capsys.readouterr().err
 

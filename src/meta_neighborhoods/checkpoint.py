@@ -27,6 +27,8 @@ from .validation import is_real
 
 FORMAT = "meta-neighborhoods-checkpoint"
 VERSION = 1
+MANIFEST_FIELDS = ("format", "version", "tensors", "sha256")  # beside the metadata a writer adds
+MAX_MANIFEST_BYTES = 32 << 20  # a saved estimator's label and feature names, loss curves: far less
 MODEL = "model."  # the prefix of the network's tensors in every checkpoint (training's last, best, a saved estimator)
 
 
@@ -95,13 +97,13 @@ def _regular_file_inside(path: Path, folder: Path, what: str) -> None:
 
 def _read_manifest(manifest: Path) -> dict:
     try:
-        meta = json.loads(read_record(manifest))
+        meta = json.loads(read_record(manifest, MAX_MANIFEST_BYTES))
     except (ValueError, RecursionError) as error:  # too large, not UTF-8, not JSON
         raise CheckpointError(f"{manifest} is not a readable checkpoint manifest (corrupt or truncated JSON: "
                               f"{type(error).__name__}: {error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{manifest} is not a meta-neighborhoods checkpoint manifest")
-    if meta.get("version") != VERSION:
+    if type(meta.get("version")) is not int or meta["version"] != VERSION:  # not true, which equals 1
         raise CheckpointError(f"{manifest} has checkpoint format version {meta.get('version')!r}; "
                               f"this version of meta-neighborhoods reads version {VERSION}")
     tensors, digest = meta.get("tensors"), meta.get("sha256")
@@ -165,12 +167,13 @@ def load_network(module: nn.Module, tensors: dict[str, torch.Tensor], source: st
     mismatch names the configuration problem, not torch internals, and non-finite weights are refused."""
     state, expected = network_of(tensors), module.state_dict()
     missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    wrong = [f"{name} {tuple(state[name].shape)} (model: {tuple(t.shape)})"
-             for name, t in expected.items() if name in state and state[name].shape != t.shape]
+    wrong = [f"{name} {tuple(state[name].shape)} {state[name].dtype} (model: {tuple(t.shape)} {t.dtype})"
+             for name, t in expected.items()
+             if name in state and (state[name].shape, state[name].dtype) != (t.shape, t.dtype)]
     if missing or unexpected or wrong:
         parts = [f"missing {', '.join(missing[:5])}" if missing else "",
                  f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
-                 f"shapes differ: {', '.join(wrong[:5])}" if wrong else ""]
+                 f"shapes or types differ: {', '.join(wrong[:5])}" if wrong else ""]
         raise CheckpointError(f"{source} was written for another model configuration: "
                               + "; ".join(p for p in parts if p))
     broken = non_finite(state)

@@ -18,7 +18,7 @@ from torch import nn
 from . import __version__, checkpoint
 from .checkpoint import CheckpointError
 from .config import TRAINING_ONLY
-from .estimator_settings import check_settings, method_config
+from .estimator_settings import check_settings, method_config, network_description
 from .factories import FACTORIES, build_head, build_network, hidden_widths
 from .io import prepare_out_dir
 from .provenance import provenance
@@ -30,6 +30,8 @@ MAX_LABEL = 10_000  # characters of a class label or feature name that a saved e
 MAX_LABEL_BYTES = 1 << 28  # what one label array may take in memory, whatever dtype its file names
 NOT_SAVED = ("model_", "_carried")  # saved apart: the network's tensors, partial_fit's training state (CARRIED)
 CARRIED = "carried"  # partial_fit's training state: its key in the JSON and, with a dot, its tensors' prefix
+SAVED_FIELDS = frozenset((*checkpoint.MANIFEST_FIELDS, "estimator", "params", "fitted", "arrays", CARRIED,
+                          "meta_neighborhoods_version", "saved_by"))  # what save writes
 FOLDER_MODEL = "model"  # the checkpoint that ``load`` reads in a folder: a fit folder's model.json
 FITTED_PREFIX = "fitted."  # the prefix of the numeric fitted attributes' tensors (the network's: checkpoint.MODEL)
 
@@ -78,6 +80,10 @@ def join_fitted(meta: dict, tensors: dict[str, torch.Tensor], allowed: frozenset
     unknown = sorted((set(meta["fitted"]) | set(meta["arrays"]) | set(numeric)) - allowed)
     if unknown:
         raise CheckpointError(f"{source}: unknown fitted attribute(s) {', '.join(unknown[:5])}: refused")
+    twice = sorted((set(meta["fitted"]) & set(meta["arrays"])) | ((set(meta["fitted"]) | set(meta["arrays"]))
+                                                                  & set(numeric)))
+    if twice:  # split_fitted writes each in one place: which one would hold?
+        raise CheckpointError(f"{source}: fitted attribute(s) {', '.join(twice[:5])} given twice: refused")
     return {**meta["fitted"], **{name: _label_array(name, a) for name, a in meta["arrays"].items()},
             **{name: t.numpy() for name, t in numeric.items()}}
 
@@ -177,6 +183,8 @@ def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str, 
     if targets and "_y_ndim" not in fitted:  # its value is checked with the other fitted attributes
         raise CheckpointError(f"{source}: _y_ndim should be 1 or 2 for one target, 2 for several")
     classes = fitted.get("classes_")
+    if classes is not None and np.ndim(classes) != 1:
+        raise CheckpointError(f"{source}: classes_ should be a flat list of the classes, got shape {np.shape(classes)}")
     if classes is not None and any(isinstance(c, float) and not math.isfinite(c) for c in classes.tolist()):
         raise CheckpointError(f"{source}: classes_ should hold finite values (predict returns them)")
     if classes is not None and len(np.unique(classes)) != len(classes):
@@ -262,6 +270,7 @@ def check_params(estimator) -> None:
             raise ConfigError(f"{name} must be null{' or a name of a head the package ships' if name == 'head' else ''}: "
                               f"save writes no factory, got {shown(getattr(estimator, name))}")
     check_settings(estimator)
+    network_description(estimator, 1, 1, 1, 1, estimator.dictionary_size)  # the method's settings, as fit checks them
     try:
         check_random_state(estimator.random_state)
     except ValueError:
@@ -279,6 +288,9 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
     if meta.get("estimator") != cls.__name__:
         found = f"a {meta['estimator']}" if "estimator" in meta else "no estimator (another kind of checkpoint)"
         raise CheckpointError(f"{source} holds {found}, not a {cls.__name__}")
+    unknown = sorted(set(meta) - SAVED_FIELDS)
+    if unknown:
+        raise CheckpointError(f"{source}: unknown field(s) {', '.join(map(repr, unknown[:5]))}: refused")
     try:
         estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
         check_params(estimator)

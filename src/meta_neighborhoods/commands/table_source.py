@@ -136,9 +136,9 @@ def load_table_source(args):
         said = ", ".join(f"{name} {getattr(args, name)!r}" for name in gave)
         options = " and ".join("--" + name.replace("_", "-") for name in gave)
         override = "overrides it" if len(gave) == 1 else "override them"
-        raise ValueError(f"{error}{hint}"
-                         + (f" ({said} from {next(iter(gave.values()))}; {options} {override})" if gave else "")
-                         ) from None
+        kind = ConfigError if isinstance(error, ConfigError) else ValueError  # a setting's error stays a usage error
+        raise kind(f"{error}{hint}"
+                   + (f" ({said} from {next(iter(gave.values()))}; {options} {override})" if gave else "")) from None
     if args.table_sha256 is not None and table.sha256() != args.table_sha256.lower():
         other = "other numbers or class names" if table.classes else "other numbers"
         raise ConfigError(f"{table.name} ({table.description}) is not the table of digest "

@@ -163,7 +163,8 @@ def _read_csv(path: Path | str, encoding: str, separator: str, columns: Callable
               text: bool, decimal: str = "point"):
     """(path, names, float64 rows, source) of the ``columns`` of a user's CSV file (``read_numeric``'s). Where the
     others may hold ``text``, only those are read as numbers; else every column is, first, so that a file read with
-    the wrong separator or header is told so by its fields."""
+    the wrong separator or header is told so by its fields. A column the header lacks is refused before any data
+    row is read."""
     path, encoding = Path(path), check_encoding("encoding", encoding)
     check_option("separator", separator, SEPARATORS)
     check_option("decimal", decimal, DECIMALS)
@@ -173,8 +174,7 @@ def _read_csv(path: Path | str, encoding: str, separator: str, columns: Callable
     require_file(path, None, dataset=path.stem, hint="Give an existing CSV file with a header row.",
                  within=None)  # the file the user named
     names, data, source = read_numeric(path, dataset=path.stem, delimiter=SEPARATORS[separator], header=True,
-                                       encoding=encoding, columns=columns if text else None,
-                                       decimal=DECIMALS[decimal])
+                                       encoding=encoding, columns=columns, decimal=DECIMALS[decimal], select=text)
     if not text:
         keep = columns(names)
         names, data = [names[j] for j in keep], data[:, keep]

@@ -86,14 +86,15 @@ class TextTable(NamedTuple):
 
 def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: bool,
                  encoding: str | None = None, columns: Callable[[list[str]], list[int]] | None = None,
-                 decimal: str = ".") -> TextTable:
+                 decimal: str = ".", select: bool = True) -> TextTable:
     """Read a numeric text table (optionally with a header row) into float64, with pandas' C parser: quoted
     fields, a byte-order mark and NA markers are understood, blank lines skipped; NA markers (and the missing
     fields of a short row) become NaN, which the caller reports as missing values. ``delimiter=None``: whitespace.
     ``encoding``: the one the user gave for the file (``--encoding``, which a refusal then names); None: UTF-8, as
     a registered table's file is. ``columns``: which columns of the header's names to read, and in what order (it
-    raises for a column it misses); the others are left out, and may hold text. ``decimal``: what marks a number's
-    fraction, a point or (a CSV file of another separator) a comma.
+    raises for a column it misses, from the header alone); the others are left out, and may hold text, unless not
+    ``select``: then every column is read as numbers. ``decimal``: what marks a number's fraction, a point or (a CSV
+    file of another separator) a comma.
 
     The header is read apart (csv module), so that two columns of one name stay visibly two.
     """
@@ -102,6 +103,7 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
     names, codec = None, _codec(encoding or "utf-8")
     try:
         names, skip, header_end = _header(path, delimiter, codec) if header else (None, 0, 0)
+        keep = None if columns is None else _wanted(columns, names, delimiter, select)  # before the data
         frame = pd.read_csv(path, sep=delimiter or r"\s+", header=None, skiprows=skip, encoding=codec,
                             na_values=_NA_MARKERS, low_memory=False, engine="c", decimal=decimal)
     except UnicodeError as error:  # a binary or differently encoded file, a UTF-16 one without its byte-order mark
@@ -121,15 +123,29 @@ def read_numeric(path: Path, *, dataset: str, delimiter: str | None, header: boo
         raise ValueError(f"{dataset}: {path} has {len(names)} header names but {frame.shape[1]} columns of data"
                          f"{_header_hint(names, delimiter, trailing)}")
     width, missing = frame.shape[1], frame.isna().to_numpy().any(axis=1)  # of every column, those left out too
-    if columns is not None:
-        try:
-            keep = columns(names)
-        except MissingColumn as error:  # perhaps in a header of another separator
-            raise MissingColumn(f"{error}{_header_hint(names, delimiter, trailing=False)}") from None
+    if keep is not None and select:
         frame, names = frame.iloc[:, keep].copy(), [names[j] for j in keep]
     data = _as_float(frame, names, source, dataset=dataset, decimal=decimal)
     _refuse_short_rows(missing, source, width, dataset=dataset)
     return TextTable(names, data, source)
+
+
+def _wanted(columns: Callable[[list[str]], list[int]], names: list[str] | None, delimiter: str | None,
+            select: bool) -> list[int] | None:
+    """``columns(names)`` from the header alone, so that a file of a million columns is not read to say that the
+    target is not among them; a column it misses said with the hint of a header of another layout. Where every
+    column is read (not ``select``), the data rows name such a layout better, and the caller's own check follows
+    them: then only a missing column in a header with no such hint is refused here (None: not decided)."""
+    try:
+        return columns(names)
+    except MissingColumn as error:
+        hint = _header_hint(names, delimiter, trailing=False)
+        if select or not hint:
+            raise MissingColumn(f"{error}{hint}") from None
+    except ValueError:
+        if select:
+            raise
+    return None
 
 
 def read_text_columns(path: Path, columns: Callable[[list[str]], list[int]], *, dataset: str, delimiter: str,
