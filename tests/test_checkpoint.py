@@ -160,7 +160,7 @@ def _foreign_json(stem):
 
 
 BAD_CHECKPOINTS = [
-    pytest.param(None, "written for another model configuration: shapes differ: dictionary.keys",
+    pytest.param(None, "written for another model configuration: shapes or types differ: dictionary.keys",
                  id="another-configuration"),
     pytest.param(_flip_a_byte, "is damaged: its sha256 differs", id="corrupt-weights"),
     pytest.param(_truncate_weights, "is damaged: its sha256 differs", id="truncated-weights"),
