@@ -712,3 +712,26 @@ def test_an_option_no_command_takes_is_refused_by_the_command(capsys):
     with pytest.raises(SystemExit):  # an option of the command's, before its name
         main(["-v", "fit", "--dataset", "gom", "--out", "o"])
     assert "unrecognized arguments: -v (the command's options go after its name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["spiral", "--out", ""], ["regress", "--dataset", "gom", "--out", ""],
+    ["regress", "--data-file", "", "--target", "y", "--out", "r"],
+    ["ablate", "--dataset", "gom", "--param", "temperature", "--values", "1", "--out", ""],
+    ["fit", "--data-file", "t.csv", "--target", "y", "--out", ""],
+    ["predict", "--model", "m", "--data-file", "t.csv", "--out", ""], ["predict", "--model", "", "--data-file",
+                                                                        "t.csv", "--out", "p.csv"],
+    ["classify", "--dataset", "digits", "--out", ""], ["classify", "--resume", ""],
+    ["classify", "--dataset", "digits", "--out", "r", "--data-dir", " "],
+    ["analyze", "--run", "", "--what", "cosine", "--out", "a"], ["export", "--run", "", "--out", "m.onnx"],
+], ids=lambda argv: " ".join(argv))
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, capsys, argv):
+    """Found by a trial: ``--out ""`` (an unset shell variable) wrote a whole classify run into the current
+    folder."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = main(argv)
+    except SystemExit as stopped:  # argparse's own exit, where the option is its subcommand's
+        status = stopped.code
+    assert status == 2
+    assert "an empty path (an unset shell variable?)" in capsys.readouterr().err and not any(tmp_path.iterdir())

@@ -602,6 +602,40 @@ def test_a_damaged_best_checkpoint_is_refused_before_a_resume_trains(tmp_path, c
     assert best.name in capsys.readouterr().err and not trained
 
 
+@pytest.mark.parametrize("swap", ["another run's", "edited epoch", "edited model_args"])
+def test_another_run_s_best_checkpoint_is_refused_by_a_resume_and_an_analysis(tmp_path, capsys, monkeypatch,
+                                                                             swap):
+    """Found by a trial: best of a run of another seed, copied in, was resumed, tested and exported as this run's
+    (with this run's best epoch and validation accuracy beside another network's test accuracy)."""
+    from meta_neighborhoods.experiments import classification
+
+    runs_of = {}
+    for seed in ("0", "1"):
+        runs_of[seed] = tmp_path / seed
+        assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs",
+                     "1", "--batch-size", "64", "--train-subset", "200", "--out", str(runs_of[seed]), "--device",
+                     "cpu", "--quiet", "--seed", seed]) == 0
+    out = runs_of["0"]
+    if swap == "another run's":
+        for path in out.glob("best.*"):
+            path.unlink()
+        for path in runs_of["1"].glob("best.*"):
+            (out / path.name).write_bytes(path.read_bytes())
+    else:
+        meta = json.loads((out / "best.json").read_text())
+        meta.update(epoch=99) if swap == "edited epoch" else meta["model_args"].update(num_classes=11)
+        (out / "best.json").write_text(json.dumps(meta))
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    trained = []
+    monkeypatch.setattr(classification, "fit", lambda *args, **kwargs: trained.append(1))
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    message = "another run's checkpoint, or an edited one" if swap != "edited model_args" else "best.json"
+    assert message in capsys.readouterr().err and not trained
+    assert main(["analyze", "--run", str(out), "--what", "cosine", "--out", str(tmp_path / "analysis"), "--quiet"]) == 1
+    assert message in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
 def test_an_edited_config_is_refused_before_the_network_is_built(tmp_path, capsys, monkeypatch):
     from meta_neighborhoods.experiments import classification
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint
+from .checkpoint import CheckpointError
 from .backbones import available_backbones
 from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
@@ -45,7 +46,7 @@ from .io import (RunFolderError, lock as folder_lock, read_json_object, refuse_h
                  write_json)
 from .model import MetaNeighborhoods
 from .run_record import RUN
-from .validation import ConfigError, is_finite
+from .validation import ConfigError, is_finite, shown
 
 CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
 METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"
@@ -76,7 +77,26 @@ def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[M
         raise FileNotFoundError(f"{stem}.json is missing: {run_dir} is not a classify run folder, or the run has "
                                 "not finished an epoch yet")
     model, info = load_checkpoint(stem)
+    check_best(Path(run_dir), info)
     return model.eval(), info
+
+
+def check_best(run_dir: Path, info: dict, model_args: dict | None = None) -> None:
+    """Checkpoint ``best`` of the run in ``run_dir`` (its ``info``) against checkpoint ``last``, which records the
+    best epoch and its metrics, and where given against the ``model_args`` the run's configuration builds: another
+    run's best, or an edited one, would otherwise be tested, analysed and exported as this run's."""
+    source = f"{run_dir / BEST}.json"
+    if model_args is not None and info.get("model_args") != model_args:
+        raise CheckpointError(f"{source} is of another network ({shown(info.get('model_args'))}) than the run's "
+                              f"configuration builds ({model_args}): another run's checkpoint, or an edited one")
+    recorded = (checkpoint.read_meta(run_dir / LAST).get("stateful") or {}).get("best") \
+        if checkpoint.exists(run_dir / LAST) else None  # older runs: no record to compare with
+    held = {"accuracy": info.get("validation_accuracy"), "loss": info.get("validation_loss"), "epoch": info.get("epoch")}
+    if isinstance(recorded, dict) and recorded != held:
+        raise CheckpointError(f"{source} holds epoch {shown(held['epoch'])} (validation accuracy "
+                              f"{shown(held['accuracy'])}), where {LAST}.json records the best at epoch "
+                              f"{shown(recorded.get('epoch'))} (validation accuracy {shown(recorded.get('accuracy'))}): "
+                              "another run's checkpoint, or an edited one")
 
 
 def best_sha256(run_dir) -> str:

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
-from .common import data_folders, device, output, parent, seed, verbosity
+from .common import data_folders, device, output, parent, path, seed, verbosity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
 def _run():
     """--run and --what, the first options in --help."""
     parser = parent()
-    parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
+    parser.add_argument("--run", dest="run_dir", type=path, required=True, metavar="DIR",  # args.run is the handler
                         help="folder of one classify run (with --method all: OUT/mn or OUT/mn_ifilm)")
     parser.add_argument("--what", required=True, choices=[*ANALYSES, "all"],
                         help="which analysis to run (all = the three)")

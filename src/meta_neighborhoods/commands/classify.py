@@ -16,7 +16,7 @@ from ..config import (AUGMENTATIONS, GRAD_CLIP, KEY_INITS, NEIGHBOURS_PER_CLASS,
 from ..presets import PAPER_BUDGETS, PRESETS
 from ..validation import ConfigError
 from .common import (UsageError, add_optimiser_options, add_threads, data_folders, device, output, overwrite, parent,
-                     same_fixed_settings, seed, verbosity)
+                     path, same_fixed_settings, seed, verbosity)
 
 CLASSIFY_RUN_OPTIONS = ("dataset", "backbone", "method", "epochs", "batch_size", "seed", "train_subset", "key_init",
                         "dictionary_size", "psi", "learning_rate", "weight_decay", "lr_drop_at", "augment",
@@ -52,7 +52,7 @@ def add_parser(subparsers) -> None:
 def _configuration():
     """--resume and the configuration of a new run, between --quiet and the data folders in --help."""
     parser = parent()
-    parser.add_argument("--resume", metavar="DIR",
+    parser.add_argument("--resume", type=path, metavar="DIR",
                         help="continue the interrupted run in DIR with its saved configuration (only --device, "
                              "--quiet, -v, --data-dir and --cache-dir may be given with it)")
     # Names are checked by the experiment, not choices=: the registries import torch, which slows --help.

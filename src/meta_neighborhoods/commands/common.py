@@ -31,6 +31,14 @@ class UsageError(Exception):
     """Options that parse but do not go together; the command line reports it as a usage error (status 2)."""
 
 
+def path(text: str) -> str:
+    """A file or folder option's value: an empty one (an unset shell variable, ``--out "$OUT"``) would be the current
+    folder, where a run would then write."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?): give a file or folder")
+    return text
+
+
 def parent() -> argparse.ArgumentParser:
     """A parser that only carries options: the sub-command that takes it as a parent owns --help."""
     return argparse.ArgumentParser(add_help=False)
@@ -40,7 +48,7 @@ def output(required: bool = True, metavar: str | None = None,
            help: str = "folder for metrics, configuration and figures (created if needed)") -> argparse.ArgumentParser:
     """--out, the folder a command writes to."""
     parser = parent()
-    parser.add_argument("--out", required=required, metavar=metavar, help=help)
+    parser.add_argument("--out", type=path, required=required, metavar=metavar, help=help)
     return parser
 
 
@@ -106,8 +114,8 @@ def data_folders(
     """--data-dir and --cache-dir, where image data sets are read and their decoded images cached. A run folder
     may record them, but a resumed run or an analysis takes them from here or the defaults (runs.py)."""
     parser = parent()
-    parser.add_argument("--data-dir", metavar="PATH", help=data_help)
-    parser.add_argument("--cache-dir", metavar="PATH", help=cache_help)
+    parser.add_argument("--data-dir", type=path, metavar="PATH", help=data_help)
+    parser.add_argument("--cache-dir", type=path, metavar="PATH", help=cache_help)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .common import verbosity
+from .common import path, verbosity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -31,12 +31,12 @@ def add_parser(subparsers) -> None:
                     "run.json. The graph is checked against PyTorch on a random batch and the largest difference "
                     "printed.",
     )
-    parser.add_argument("--run", dest="run_dir", required=True, metavar="DIR",  # args.run is the handler
+    parser.add_argument("--run", dest="run_dir", type=path, required=True, metavar="DIR",  # args.run is the handler
                         help="folder of one classify run (with --method all: OUT/<method>), or a saved estimator: "
                              "a fit's folder, or a checkpoint save wrote")
     parser.add_argument("--format", choices=["onnx"], default="onnx",
                         help="file format (default %(default)s, the only one)")
-    parser.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
+    parser.add_argument("--out", type=path, required=True, metavar="FILE", help="file to write, e.g. model.onnx")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never a file of the run)")
     parser.set_defaults(run=run)
 

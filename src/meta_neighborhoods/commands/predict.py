@@ -7,7 +7,7 @@ import logging
 from ..config import DEVICES
 from ..datasets.csv_tables import DECIMALS, SEPARATORS
 from ..validation import check_encoding
-from .common import READ_BY_DEFAULT, verbosity
+from .common import READ_BY_DEFAULT, path, verbosity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -25,10 +25,10 @@ def add_parser(subparsers) -> None:
                     "order). With --target, that column is scored on the rows that hold a value (every row is "
                     "predicted): mean squared error in its own units, or accuracy. --out is written in UTF-8.",
     )
-    parser.add_argument("--model", required=True, metavar="PATH",
+    parser.add_argument("--model", type=path, required=True, metavar="PATH",
                         help="the --out folder of a fit, or a checkpoint as save() was given it (model or model.json)")
-    parser.add_argument("--data-file", required=True, metavar="PATH", help="CSV file of the rows to predict")
-    parser.add_argument("--out", required=True, metavar="FILE", help="CSV file to write the predictions to")
+    parser.add_argument("--data-file", type=path, required=True, metavar="PATH", help="CSV file of the rows to predict")
+    parser.add_argument("--out", type=path, required=True, metavar="FILE", help="CSV file to write the predictions to")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--target", metavar="COLUMN", help="a column of true values to score the predictions by")
     parser.add_argument("--probabilities", action="store_true", help="a classifier's probability of each class too")

@@ -14,7 +14,7 @@ from ..datasets.csv_tables import DECIMALS, SEPARATORS, load_csv_table
 from ..datasets.tables import TABLES, available_tables, load_table
 from ..datasets.text_tables import NotInEncoding, NotNumeric
 from ..validation import NONE, ConfigError, check_encoding
-from .common import CSV_OPTIONS, READ_BY_DEFAULT, UsageError, add_threads, parent
+from .common import CSV_OPTIONS, READ_BY_DEFAULT, UsageError, add_threads, parent, path
 
 LOGGER = logging.getLogger(__name__)
 LABELS_AT_MOST = 10  # distinct integer values of a target that may be class labels
@@ -29,7 +29,7 @@ def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser
     source.add_argument("--dataset", choices=names, metavar="NAME",
                         help=f"registered table: {', '.join(names)}"
                              + (" (all = every regression table whose files are present)" if allow_all else ""))
-    source.add_argument("--data-file", metavar="PATH",
+    source.add_argument("--data-file", type=path, metavar="PATH",
                         help="any numeric CSV with a header row instead (comma-separated unless --separator says "
                              "otherwise; True/False read as 1/0, but in a target of class labels as written; its "
                              "file stem names the data set)")
@@ -46,7 +46,7 @@ def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser
     parser.add_argument("--ignore-columns", nargs="+", metavar="COLUMN",
                         help=f"columns of --data-file to leave out, which may hold text (an identifier); a run "
                              f"records them ('{NONE}': none, over a record's)")
-    parser.add_argument("--data-dir", metavar="PATH",
+    parser.add_argument("--data-dir", type=path, metavar="PATH",
                         help="folder with the data files (default ../shared/data or $META_NEIGHBORHOODS_DATA; "
                              "gom defaults to the copy shipped with the package)")
     parser.add_argument("--table-sha256", metavar="HEX",

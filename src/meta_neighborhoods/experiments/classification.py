@@ -176,8 +176,8 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         check_configuration(checkpoint.read_meta(out / LAST), fit_config, f"{out / LAST}.json")
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
-    if resuming:  # a damaged best is found now, not after the remaining epochs have trained
-        load_checkpoint(out / BEST, model)
+    if resuming:  # a damaged best, or another run's, is found now, not after the remaining epochs have trained
+        runs.check_best(out, load_checkpoint(out / BEST, model)[1], model_args)
     if model.dictionary is not None and config.key_init == "samples" and not resume:  # else Gaussian keys
         init_keys_from_features(model, splits.train, dataset.mean, dataset.std, config.seed, device, train.indices)
     best, history = BestCheckpoint(out / BEST, model_args), History()
