@@ -375,9 +375,10 @@ def test_a_resume_refuses_a_best_epoch_no_epoch_could_have_measured(tmp_path, ca
     out = tmp_path / "run"
     assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
                  "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
-    meta = json.loads((out / "last.json").read_text())
-    meta["stateful"]["best"][field] = value
-    (out / "last.json").write_text(json.dumps(meta))
+    for name, key in (("last.json", field), ("best.json", {"accuracy": "validation_accuracy"}.get(field, field))):
+        meta = json.loads((out / name).read_text())  # both: best must agree with what last records of it
+        (meta["stateful"]["best"] if name == "last.json" else meta)[key] = value
+        (out / name).write_text(json.dumps(meta))
     capsys.readouterr()
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
     err = capsys.readouterr().err

@@ -66,6 +66,8 @@ def test_each_process_takes_its_slice_of_every_global_batch():
         ImageBatches(split, (0.5,), (0.25,), batch_size=BATCH, shard=(2, 2))
     with pytest.raises(ValueError, match="batch_size 17 must be a multiple of the 2 processes"):
         ImageBatches(split, (0.5,), (0.25,), batch_size=17, shard=(0, 2))  # unequal shares weigh images unequally
+    with pytest.raises(ValueError, match=r"1 image\(s\) cannot be shared among 2 processes"):
+        ImageBatches(split, (0.5,), (0.25,), batch_size=BATCH, subset=1, shard=(1, 2))  # a trial's run trained nothing
 
 
 def test_every_process_takes_an_equal_share_of_the_last_batch_and_augments_on_its_own():

@@ -277,6 +277,20 @@ def test_a_refused_resume_leaves_the_run_record_as_it_was(tmp_path, capsys):
     assert (out / "run.json").read_bytes() == record  # no resume recorded: none took place
 
 
+def test_a_resume_refused_for_its_run_record_writes_nothing(tmp_path, capsys, monkeypatch):
+    """Found by a trial: metrics.csv was written again before run.json was refused."""
+    out = _interrupted_vanilla_run(tmp_path / "run", monkeypatch)
+    (tmp_path / "elsewhere.json").write_bytes((out / "run.json").read_bytes())
+    (out / "run.json").unlink()
+    (out / "run.json").symlink_to(tmp_path / "elsewhere.json")
+    before = {path.name: (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns)
+              for path in out.iterdir() if path.is_file() and not path.is_symlink() and path.name != ".lock"}
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert "run.json" in capsys.readouterr().err
+    assert {path.name: (path.read_bytes(), path.stat().st_ino, path.stat().st_mtime_ns)
+            for path in out.iterdir() if path.is_file() and not path.is_symlink() and path.name != ".lock"} == before
+
+
 @pytest.mark.parametrize("interrupt, said, status", [(KeyboardInterrupt, "interrupted", 130),
                                                      (cli.Terminated, "terminated", 143)])
 @pytest.mark.parametrize("kept", [None, "last", "mn/last"])
@@ -629,11 +643,30 @@ def test_another_run_s_best_checkpoint_is_refused_by_a_resume_and_an_analysis(tm
     trained = []
     monkeypatch.setattr(classification, "fit", lambda *args, **kwargs: trained.append(1))
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
-    message = "another run's checkpoint, or an edited one" if swap != "edited model_args" else "best.json"
+    message = "one of them is another run's checkpoint, or an edited one" if swap != "edited model_args" else \
+        "best.json"
     assert message in capsys.readouterr().err and not trained
     assert main(["analyze", "--run", str(out), "--what", "cosine", "--out", str(tmp_path / "analysis"), "--quiet"]) == 1
     assert message in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+
+def test_a_resume_refuses_another_run_s_split(tmp_path, capsys, monkeypatch):
+    """Found by a trial: split.json of a run of another seed was kept as the resumed run's record (analyze reads
+    it), while the resume trained on the images its own seed draws."""
+    from meta_neighborhoods.experiments import classification
+
+    out = _interrupted_vanilla_run(tmp_path / "run", monkeypatch)
+    other = tmp_path / "other"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(other), "--device", "cpu", "--quiet",
+                 "--seed", "1"]) == 0
+    (out / "split.json").write_bytes((other / "split.json").read_bytes())
+    trained = []
+    monkeypatch.setattr(classification, "fit", lambda *args, **kwargs: trained.append(1))
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert "split.json lists other images than the run's seed and settings draw" in capsys.readouterr().err
+    assert not trained
 
 
 def test_an_edited_config_is_refused_before_the_network_is_built(tmp_path, capsys, monkeypatch):

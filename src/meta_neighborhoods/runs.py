@@ -96,7 +96,7 @@ def check_best(run_dir: Path, info: dict, model_args: dict | None = None) -> Non
         raise CheckpointError(f"{source} holds epoch {shown(held['epoch'])} (validation accuracy "
                               f"{shown(held['accuracy'])}), where {LAST}.json records the best at epoch "
                               f"{shown(recorded.get('epoch'))} (validation accuracy {shown(recorded.get('accuracy'))}): "
-                              "another run's checkpoint, or an edited one")
+                              "one of them is another run's checkpoint, or an edited one")
 
 
 def best_sha256(run_dir) -> str:
@@ -333,6 +333,15 @@ def read_split_of(run_dir: Path, dataset) -> Split:
         raise RunFolderError(f"{Path(run_dir) / SPLIT}: {_other_images(split.mean, dataset)}: not the images the run "
                              "was trained on")
     return split
+
+
+def check_split(run_dir: Path, dataset, drawn: Split) -> None:
+    """The split a resumed run records against the one its seed and settings draw (``drawn``), which it trains on
+    again: a split.json of another run would stay the record that ``analyze`` reads, of images it never used."""
+    saved = read_split_of(run_dir, dataset)
+    if not (np.array_equal(saved.train, drawn.train) and np.array_equal(saved.validation, drawn.validation)):
+        raise RunFolderError(f"{Path(run_dir) / SPLIT} lists other images than the run's seed and settings draw: "
+                             "another run's split, or an edited one")
 
 
 def _other_images(mean, dataset) -> str:

@@ -98,6 +98,10 @@ class ImageBatches:
             if not 1 <= subset <= len(split):
                 raise ConfigError(f"train_subset must be in 1..{len(split)}, got {subset}", "train_subset")
             self.indices = np.sort(np.random.default_rng(seed).permutation(len(split))[:subset])
+        if len(self.indices) < shard[1]:  # each process takes an equal share of a batch: none would train
+            raise ConfigError(f"{len(self.indices)} image(s) cannot be shared among {shard[1]} processes, each of "
+                              "which takes one a step at least: train on more (--train-subset), or run fewer",
+                              "train_subset")
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.epoch = 0

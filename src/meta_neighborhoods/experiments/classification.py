@@ -163,9 +163,10 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     model_args = build_model_args(config.method, config.backbone, dataset.train.images.shape[1],
                                   len(dataset.classes), config.dictionary_size, config.psi)
     run_config = _run_config(config, model_args, runs.saved_config(out) if resume else None)
+    split = Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std)
     if main and not resume:
         write_json(out / CONFIG, run_config)
-        write_split(out, Split(splits.train_index[train.indices], splits.validation_index, dataset.mean, dataset.std))
+        write_split(out, split)
         write_run_record(out, _run_record(config, dataset))
     processes = distributed.world_size()  # several: part of the run (one, as every run before they were recorded)
     fit_config = {**{key: value for key, value in run_config.items()  # threads: None in runs that did not record them
@@ -174,6 +175,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
     resuming = resume and checkpoint.exists(out / LAST)  # a method of --method all may not have started
     if resuming:  # before the network is built: an edited config.json must not allocate what it asks for
         check_configuration(checkpoint.read_meta(out / LAST), fit_config, f"{out / LAST}.json")
+        runs.check_split(out, dataset, split)
     torch.manual_seed(config.seed)
     model = build_model(**model_args).to(device)
     if resuming:  # a damaged best, or another run's, is found now, not after the remaining epochs have trained
@@ -188,7 +190,7 @@ def _train_method(config: ClassificationConfig, dataset: ImageDataset, splits: S
         optimizer=OptimizerSpec(config.learning_rate, config.weight_decay, tuple(_milestones(config)),
                                 GRAD_CLIP),
         callbacks={"validation": validation, "best": best, "history": history,
-                   **loggers, **({"record": record} if record else {}),
+                   **({"record": record} if record else {}), **loggers,  # a refused run.json: before metrics.csv
                    "progress": Progress(config.method, progress and main, validation.postfix, True, len(train),
                                         log=True)},
         last=out / LAST, resume=resume, config=fit_config)
