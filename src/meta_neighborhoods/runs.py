@@ -91,12 +91,14 @@ def check_best(run_dir: Path, info: dict, model_args: dict | None = None) -> Non
                               f"configuration builds ({model_args}): another run's checkpoint, or an edited one")
     recorded = (checkpoint.read_meta(run_dir / LAST).get("stateful") or {}).get("best") \
         if checkpoint.exists(run_dir / LAST) else None  # older runs: no record to compare with
-    held = {"accuracy": info.get("validation_accuracy"), "loss": info.get("validation_loss"), "epoch": info.get("epoch")}
+    held = {"accuracy": info.get("validation_accuracy"), "loss": info.get("validation_loss"),
+            "epoch": info.get("epoch")}
     if isinstance(recorded, dict) and recorded != held:
         raise CheckpointError(f"{source} holds epoch {shown(held['epoch'])} (validation accuracy "
                               f"{shown(held['accuracy'])}), where {LAST}.json records the best at epoch "
-                              f"{shown(recorded.get('epoch'))} (validation accuracy {shown(recorded.get('accuracy'))}): "
-                              "one of them is another run's checkpoint, or an edited one")
+                              f"{shown(recorded.get('epoch'))} (validation accuracy "
+                              f"{shown(recorded.get('accuracy'))}): one of them is another run's checkpoint, or an "
+                              "edited one")
 
 
 def best_sha256(run_dir) -> str:
