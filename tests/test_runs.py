@@ -651,6 +651,26 @@ def test_another_run_s_best_checkpoint_is_refused_by_a_resume_and_an_analysis(tm
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda out: (out / "config.json").write_text(json.dumps({**json.loads((out / "config.json").read_text()),
+                                                              "model": {"method": "mn"}})),
+     "config.json records"),
+    (lambda out: (out / "config.json").write_text("{bad"), "config.json"),
+    (lambda out: ((out / ".lock").unlink(), (out / ".lock").symlink_to(out.parent / "elsewhere")), "is a link"),
+], ids=["the network config.json records", "config.json damaged", "a linked lock"])
+def test_an_export_reads_a_run_folder_only_as_its_own_records_describe_it(tmp_path, capsys, damage, message):
+    """Found by a trial: export went ahead where config.json recorded another network, where it was not JSON, and
+    without a lock where .lock was a link (analyze refused the last two)."""
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    (tmp_path / "elsewhere").write_text("not a lock")
+    damage(out)
+    capsys.readouterr()
+    assert main(["export", "--run", str(out), "--out", str(tmp_path / "m.onnx"), "--quiet"]) == 1
+    assert message in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
+
+
 def test_a_resume_refuses_another_run_s_split(tmp_path, capsys, monkeypatch):
     """Found by a trial: split.json of a run of another seed was kept as the resumed run's record (analyze reads
     it), while the resume trained on the images its own seed draws."""

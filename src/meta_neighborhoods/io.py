@@ -142,7 +142,10 @@ def reading(folder: str | os.PathLike) -> Iterator[None]:
     is read as it is: no run of ours writes there."""
     try:
         fd = os.open(Path(folder) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+    except OSError as error:
+        if error.errno == errno.ELOOP:  # a link: a run's lock is never one, and the link's target may be held
+            raise RunFolderError(f"{Path(folder) / LOCK} is a link, not a run's lock: refusing to read {folder}") \
+                from None
         yield
         return
     with os.fdopen(fd) as handle:

@@ -83,12 +83,15 @@ def load_best_model(run_dir, among: tuple[str, ...] = tuple(METHODS)) -> tuple[M
 
 def check_best(run_dir: Path, info: dict, model_args: dict | None = None) -> None:
     """Checkpoint ``best`` of the run in ``run_dir`` (its ``info``) against checkpoint ``last``, which records the
-    best epoch and its metrics, and where given against the ``model_args`` the run's configuration builds: another
-    run's best, or an edited one, would otherwise be tested, analysed and exported as this run's."""
+    best epoch and its metrics, and against the network the run's ``config.json`` records (and ``model_args``, the
+    one its configuration builds, where given): another run's best, or an edited one, would otherwise be tested,
+    analysed and exported as this run's."""
     source = f"{run_dir / BEST}.json"
-    if model_args is not None and info.get("model_args") != model_args:
-        raise CheckpointError(f"{source} is of another network ({shown(info.get('model_args'))}) than the run's "
-                              f"configuration builds ({model_args}): another run's checkpoint, or an edited one")
+    recorded_args = read_json_object(run_dir / CONFIG).get("model")  # older runs and --method all's top: none
+    for expected, whose in ((recorded_args, f"{run_dir / CONFIG} records"), (model_args, "the configuration builds")):
+        if expected is not None and info.get("model_args") != expected:
+            raise CheckpointError(f"{source} is of another network ({shown(info.get('model_args'))}) than {whose} "
+                                  f"({shown(expected)}): another run's checkpoint, or an edited one")
     recorded = (checkpoint.read_meta(run_dir / LAST).get("stateful") or {}).get("best") \
         if checkpoint.exists(run_dir / LAST) else None  # older runs: no record to compare with
     held = {"accuracy": info.get("validation_accuracy"), "loss": info.get("validation_loss"),
