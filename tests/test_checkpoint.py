@@ -67,6 +67,26 @@ def test_a_new_commit_removes_the_stale_weights(tmp_path):
     assert checkpoint.load(tmp_path / "last")[1]["step"] == 2
 
 
+def test_an_interrupt_at_the_commit_leaves_no_stale_weights(tmp_path, monkeypatch):
+    """Found by a trial: SIGTERM between the manifest's rename and the removal of the weights it replaced left two
+    tensor files beside one manifest. The interrupt now comes once both are done."""
+    import signal
+
+    checkpoint.save(tmp_path / "last", {"w": torch.zeros(2)}, {"step": 0})
+    write_json = checkpoint.write_json
+
+    def interrupted(*args, **kwargs):
+        written = write_json(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # delivered as Ctrl-C would be, just after the commit
+        return written
+
+    monkeypatch.setattr(checkpoint, "write_json", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path / "last", {"w": torch.ones(2)}, {"step": 1})
+    assert len(list(tmp_path.glob("last.*.safetensors"))) == 1
+    assert checkpoint.load(tmp_path / "last")[1]["step"] == 1
+
+
 def test_rng_states_are_restored_exactly():
     tensors, meta = checkpoint.rng_state()
     meta = json.loads(json.dumps(meta))  # what a checkpoint stores

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from meta_neighborhoods import cli, image_methods, run_record, runs
+from meta_neighborhoods import checkpoint, cli, image_methods, run_record, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
@@ -335,6 +335,20 @@ def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path):
     with runs.lock(tmp_path):
         pass
     assert not any(path.exists() for path in leftovers) and mine.exists()
+
+
+def test_the_lock_holder_removes_the_weights_a_writer_killed_after_its_commit_left(tmp_path):
+    checkpoint.save(tmp_path / "best", {"w": torch.zeros(2)}, {"step": 0})
+    named = next(tmp_path.glob("best.*.safetensors")).name
+    stale = tmp_path / "best.0123abcd.safetensors"  # what the commit replaced, not yet removed
+    stale.write_bytes((tmp_path / named).read_bytes())
+    for name in ("best.backup.safetensors", "last.0123abcd.safetensors"):  # not a checkpoint's; no manifest of last
+        (tmp_path / name).write_text("x")
+    with runs.lock(tmp_path):
+        pass
+    assert sorted(path.name for path in tmp_path.glob("*.safetensors")) == sorted(
+        [named, "best.backup.safetensors", "last.0123abcd.safetensors"])
+    assert checkpoint.load(tmp_path / "best")[1]["step"] == 0
 
 
 @pytest.mark.parametrize("kind", ["link", "fifo"])

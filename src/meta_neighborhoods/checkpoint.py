@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .io import atomic_write, read_record, replaceable, sha256, write_json
+from .io import atomic_write, deferred_signals, read_record, replaceable, sha256, write_json
 from .validation import is_real
 
 FORMAT = "meta-neighborhoods-checkpoint"
@@ -80,13 +80,28 @@ def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
         atomic_write(weights, lambda tmp: save_file(tensors, tmp))
     except SafetensorError as error:  # e.g. the disk is full: an OSError, as for any other file that cannot be written
         raise OSError(f"cannot write checkpoint {weights}: {error}") from None
-    manifest = write_json(_manifest(stem), {"format": FORMAT, "version": VERSION, "tensors": weights.name,
-                                            "sha256": sha256(weights), **meta})
-    own = _own_files(stem)
-    for stale in stem.parent.iterdir():
-        if stale != weights and own.fullmatch(stale.name):
-            stale.unlink(missing_ok=True)
+    digest, own = sha256(weights), _own_files(stem)
+    with deferred_signals():  # the commit and the removal of what it replaces, one step for Ctrl-C and SIGTERM
+        manifest = write_json(_manifest(stem), {"format": FORMAT, "version": VERSION, "tensors": weights.name,
+                                                "sha256": digest, **meta})
+        for stale in stem.parent.iterdir():
+            if stale != weights and own.fullmatch(stale.name):
+                stale.unlink(missing_ok=True)
     return manifest
+
+
+def remove_stale(stem: str | Path) -> None:
+    """The tensor files of checkpoint ``stem`` that its manifest does not name: those a writer killed between its
+    commit and their removal left (``save`` removes them otherwise). Only under the folder's lock: a writer may be
+    between its tensors and its commit. A damaged manifest names nothing; its checkpoint's files are left."""
+    stem = Path(stem)
+    try:
+        named = read_meta(stem)["tensors"]
+    except (CheckpointError, FileNotFoundError):
+        return
+    for path in stem.parent.glob(f"{stem.name}.*.safetensors"):
+        if path.name != named and re.fullmatch(_tensor_file(stem), path.name) and not path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def _regular_file_inside(path: Path, folder: Path, what: str) -> None:

@@ -173,6 +173,8 @@ def _remove_leftovers(run_dir: Path) -> None:
         for path in folder.glob(".*.tmp"):
             if path.is_file() and path.name[1:].startswith(own):
                 path.unlink(missing_ok=True)
+        for stem in (BEST, LAST):  # and the weights a commit replaced, its writer killed before it removed them
+            checkpoint.remove_stale(folder / stem)
 
 
 def analysis_files(name: str) -> tuple[str, str]:
