@@ -109,6 +109,7 @@ def test_an_unknown_key_lists_only_the_options_a_file_may_give(tmp_path, capsys)
     ("syntax.json", '{"epochs": 3', ["not valid JSON"]),
     ("options.ini", 'epochs = 3\n', ["unknown kind of config file; --config reads .toml, .yaml, .yml or .json"]),
     ("quiet.toml", 'out = "o"\nquiet = true\nverbose = true\n', ["--quiet and --verbose exclude each other"]),
+    ("empty.toml", 'out = ""\n', ["out must be a file or folder's path, got ''"]),  # not the current folder
 ])
 def test_a_bad_file_is_refused_naming_the_file_and_the_key(tmp_path, capsys, monkeypatch, name, text, parts):
     monkeypatch.chdir(tmp_path)  # a file's relative out: a check that goes missing runs there, not in the checkout

@@ -144,8 +144,7 @@ def reading(folder: str | os.PathLike) -> Iterator[None]:
         fd = os.open(Path(folder) / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as error:
         if error.errno == errno.ELOOP:  # a link: a run's lock is never one, and the link's target may be held
-            raise RunFolderError(f"{Path(folder) / LOCK} is a link, not a run's lock: refusing to read {folder}") \
-                from None
+            raise RunFolderError(f"{Path(folder) / LOCK} is a link, not a run's lock: {folder} is not read") from None
         yield
         return
     with os.fdopen(fd) as handle:
@@ -342,16 +341,16 @@ def move_into_place(source: str | os.PathLike, path: Path, replace: bool = True)
         return
     try:
         os.link(source, path)
-    except FileExistsError:
-        raise FileExistsError(f"{path} was written by something else while this ran: replace it with --overwrite, "
-                              "or choose another --out") from None
-    except OSError:  # no hard links here (some network and FAT file systems)
-        if os.path.lexists(path):
-            raise FileExistsError(f"{path} was written by something else while this ran: replace it with "
-                                  "--overwrite, or choose another --out") from None
-        os.replace(source, path)
+        os.unlink(source)
         return
-    os.unlink(source)
+    except FileExistsError:
+        pass
+    except OSError:  # no hard links here (some network and FAT file systems)
+        if not os.path.lexists(path):
+            os.replace(source, path)
+            return
+    raise FileExistsError(f"{path} was written by something else while this ran: replace it with --overwrite, or "
+                          "choose another --out")
 
 
 def write_json(path: str | os.PathLike, obj) -> Path:

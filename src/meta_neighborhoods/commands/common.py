@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import DEVICES, ESTIMATOR, FIELDS, HEADS, SLOT_DRAWS, MNConfig
 from ..datasets.tables import available_tables
 from ..validation import NONE, ConfigError, check_int, check_threads
-from .config_file import float_or_none, int_or_none
+from .config_file import float_or_none, int_or_none, path
 
 
 # estimator parameters with an option of the same name in regress and ablate
@@ -29,14 +29,6 @@ NONE_OPTIONS = ("top_k", "refine_factor")  # options whose value None is spelt N
 
 class UsageError(Exception):
     """Options that parse but do not go together; the command line reports it as a usage error (status 2)."""
-
-
-def path(text: str) -> str:
-    """A file or folder option's value: an empty one (an unset shell variable, ``--out "$OUT"``) would be the current
-    folder, where a run would then write."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?): give a file or folder")
-    return text
 
 
 def parent() -> argparse.ArgumentParser:

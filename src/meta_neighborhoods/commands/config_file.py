@@ -41,6 +41,17 @@ def float_or_none(value: str | float) -> float | str:
     return _or_none(value, float, "a number")
 
 
+EMPTY_PATH = "an empty path (an unset shell variable?): give a file or folder"
+
+
+def path(text: str) -> str:
+    """A file or folder option's type: an empty value (an unset shell variable, ``--out "$OUT"``) would be the
+    current folder, where a run would then write."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
+    return text
+
+
 def _or_none(value, kind: type, what: str):
     """``value`` read as ``kind``, or NONE; otherwise argparse's error naming what the option takes (not this
     function's name)."""
@@ -56,7 +67,8 @@ def _or_none(value, kind: type, what: str):
 SCALARS = {int: ("an integer", is_int), float: ("a number", is_real),
            None: ("a string", lambda value: isinstance(value, str)),
            int_or_none: (f"an integer or {NONE!r}", lambda value: is_int(value) or str(value).lower() == NONE),
-           float_or_none: (f"a number or {NONE!r}", lambda value: is_real(value) or str(value).lower() == NONE)}
+           float_or_none: (f"a number or {NONE!r}", lambda value: is_real(value) or str(value).lower() == NONE),
+           path: ("a file or folder's path", lambda value: isinstance(value, str) and value.strip() != "")}
 
 
 def add_option(parser: argparse.ArgumentParser, records: tuple[str, ...]) -> None:

@@ -159,7 +159,11 @@ def load_model(path):
     stem = saved_stem(path)
     if not checkpoint.exists(stem):
         raise FileNotFoundError(f"{path} is neither a fit's folder nor a saved model (no {stem}.json)")
-    name = checkpoint.read_meta(stem).get("estimator")
+    meta = checkpoint.read_meta(stem)
+    name = meta.get("estimator")
+    if name is None and "model_args" in meta:  # checkpoint best of a classify run
+        raise FileNotFoundError(f"{stem}.json is a checkpoint of a classify run, not a saved estimator: export takes "
+                                f"the run's folder, {stem.parent}")
     classes = {cls.__name__: cls for cls in ESTIMATORS.values()}
     if not isinstance(name, str) or name not in classes:
         raise checkpoint.CheckpointError(f"{stem}.json holds no estimator of this package ({str(name)[:40]!r}); "
