@@ -148,6 +148,7 @@ def test_all_keys_gives_one_row_per_key(mn_run, tmp_path):
     result = json.loads((tmp_path / "retrieval.json").read_text())
     assert result["grid"] == [100, 5] and sorted(r["key"] for r in result["keys"]) == list(range(100))
     assert imread(tmp_path / "retrieval.png").shape[0] > 5000  # a tall grid: 100 rows of images
+    assert main([*argv, "--keys-per-class", "3"]) == 2  # it had been ignored without a word
 
 
 def _vanilla_run(path):

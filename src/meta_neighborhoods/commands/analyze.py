@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
-from .common import data_folders, device, output, parent, path, seed, verbosity
+from .common import UsageError, data_folders, device, output, parent, path, seed, verbosity
 
 LOGGER = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ def _samples():
     parser.add_argument("--samples", type=int, metavar="N",
                         help=f"training images for tsne (default {TSNE_SAMPLES}), test images for cosine and retrieval "
                              "(default all); a seeded sample")
-    parser.add_argument("--keys-per-class", type=int, default=KEYS_PER_CLASS, metavar="K",
-                        help=f"retrieval: most confident keys per value class (default %(default)s; at most {MAX_KEYS} "
-                             "rows)")
+    parser.add_argument("--keys-per-class", type=int, metavar="K",
+                        help=f"retrieval: most confident keys per value class (default {KEYS_PER_CLASS}; at most "
+                             f"{MAX_KEYS} rows)")
     parser.add_argument("--all-keys", action="store_true", help="retrieval: one row for every key instead")
     return parser
 
@@ -78,9 +78,12 @@ def _overwrite():
 def run(args) -> int:
     from ..experiments.analysis import run_analysis
 
+    if args.all_keys and args.keys_per_class is not None:
+        raise UsageError("--all-keys shows every key, --keys-per-class the most confident of each class: give one")
+    per_class = None if args.all_keys else KEYS_PER_CLASS if args.keys_per_class is None else args.keys_per_class
     results = run_analysis(
         args.run_dir, args.what, out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir, samples=args.samples,
-        seed=args.seed, device=args.device, keys_per_class=None if args.all_keys else args.keys_per_class,
+        seed=args.seed, device=args.device, keys_per_class=per_class,
         max_keys=None if args.all_keys else MAX_KEYS, overwrite=args.overwrite,
     )
     out = Path(args.out if args.out is not None else args.run_dir)
