@@ -12,6 +12,7 @@ import pytest
 
 from meta_neighborhoods.cli import build_parser, main
 from meta_neighborhoods.commands import COMMANDS
+from meta_neighborhoods.io import RunFolderError
 from meta_neighborhoods.validation import ConfigError
 
 NAMES = ["spiral", "regress", "ablate", "fit", "predict", "classify", "analyze", "export"]
@@ -259,8 +260,10 @@ def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, tmp_path, c
     (False, ValueError("the loss is not finite"), 1, "spiral: rank 1: error: the loss is not finite", True),
     (True, ConfigError("epochs must be a positive integer"), 2, "spiral: rank 1: error: epochs must be", True),
     (True, ValueError("the loss is not finite"), 1, "spiral: rank 1: error: the loss is not finite", False),
+    (True, RunFolderError("last.json was written by a run of 1 process(es)"), 1, "spiral: rank 1: error: last.json",
+     True),  # a file every rank reads: a trial read it twice
     (True, KeyboardInterrupt("continue with ..."), 130, None, False),
-], ids=["usage", "before joining", "usage after joining", "after joining", "interrupt"])
+], ids=["usage", "before joining", "usage after joining", "after joining", "a run file", "interrupt"])
 def test_under_torchrun_another_rank_holds_an_error_rank_0_says_and_says_its_own_after_its_rank(
         monkeypatch, tmp_path, capsys, joined, error, status, line, held):
     """Every rank said each error: the user read one line once per process. A rank other than 0 holds a line that

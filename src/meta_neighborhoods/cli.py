@@ -26,7 +26,7 @@ from . import __version__
 from .launch import launched_by_torchrun, torchrun_rank
 from .commands import COMMANDS, config_file
 from .commands.common import ESTIMATOR_OPTIONS, UsageError, check_data_dir
-from .io import signals_handled
+from .io import RunFolderError, signals_handled
 from .validation import Bounded, ConfigError
 
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError)
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as error:
             return _failed(prefix, f"error: {error}", 2)
         except RUNTIME_ERRORS as error:  # a bare MemoryError says nothing: its name then
-            return _failed(prefix, f"error: {str(error) or type(error).__name__}", 1)
+            return _failed(prefix, f"error: {str(error) or type(error).__name__}", 1, _of_files(error))
 
 
 class Terminated(KeyboardInterrupt):
@@ -118,19 +118,20 @@ def _terminate(received, frame):
     raise Terminated
 
 
-def _failed(prefix: str, message: str, status: int) -> int:
+def _failed(prefix: str, message: str, status: int, of_files: bool = False) -> int:
     """Say ``prefix: message`` on stderr, once under torchrun rather than once per rank, and return ``status``.
 
     Rank 0 says it. Another rank never says an interrupt: Ctrl-C reaches every rank, and rank 0 says how to go on.
-    An error that every rank most likely meets alike, a usage error (status 2: one command line, one set of settings)
-    or any error before the rank joined the process group (the same files read), it holds for HOLD seconds: rank 0
-    says it meanwhile and exits, and torchrun stops the others. Any other error (the rank's device, a peer lost), and
-    one still held after HOLD (then the rank's own), it says after its rank: ``prefix: rank 1: message``."""
+    An error that every rank most likely meets alike, a usage error (status 2: one command line, one set of settings),
+    one ``of_files`` (a run folder or checkpoint the ranks read alike) or any error before the rank joined the process
+    group (the same files read), it holds for HOLD seconds: rank 0 says it meanwhile and exits, and torchrun stops the
+    others. Any other error (the rank's device, a peer lost), and one still held after HOLD (then the rank's own), it
+    says after its rank: ``prefix: rank 1: message``."""
     rank = torchrun_rank()
     if rank != 0:
         if status == 130:
             return status
-        if status == 2 or not _joined():
+        if status == 2 or of_files or not _joined():
             try:
                 time.sleep(HOLD)
             except KeyboardInterrupt:  # Ctrl-C meanwhile: it reached rank 0 too, which says so
@@ -138,6 +139,13 @@ def _failed(prefix: str, message: str, status: int) -> int:
         prefix = f"{prefix}: rank {rank}"
     print(f"{prefix}: {message}", file=sys.stderr)
     return status
+
+
+def _of_files(error: BaseException) -> bool:
+    """Whether ``error`` is one of a run folder or checkpoint, which every rank reads alike (checkpoint.py, which
+    imports torch, is loaded where one was raised)."""
+    checkpoint = sys.modules.get(f"{__package__}.checkpoint")
+    return isinstance(error, RunFolderError) or checkpoint is not None and isinstance(error, checkpoint.CheckpointError)
 
 
 def _joined() -> bool:
