@@ -260,8 +260,8 @@ def test_cli_exports_a_run_and_checks_it(tmp_path, capsys):
     x = torch.randn(5, 3, 24, 24)
     np.testing.assert_allclose(_onnx(out, x), _torch(model, x), atol=ATOL, rtol=0)
     assert main(["export", "--run", str(run / "best.json"), "--out", str(tmp_path / "other.onnx")]) == 1
-    assert f"best.json is a checkpoint of a classify run, not a saved estimator: export takes the run's folder, {run}" \
-        in capsys.readouterr().err  # it had said: "holds no estimator of this package ('None')"
+    assert ("best.json is a checkpoint of a classify run, not a saved estimator (a fit's folder): export takes the "
+            f"run's folder, {run}") in capsys.readouterr().err  # it had said: "holds no estimator ... ('None')"
 
 
 def test_the_graph_carries_the_normalisation_and_the_class_names(tmp_path):

@@ -676,3 +676,14 @@ def test_predict_replaces_no_file_written_while_it_ran_unless_asked(files, capsy
     assert "was written by something else while this ran" in capsys.readouterr().err
     assert (tmp_path / "p.csv").read_text() == "mine\n"
     assert main([*command, "--overwrite"]) == 0 and "prediction" in (tmp_path / "p.csv").read_text()
+
+
+def test_predict_refuses_a_dangling_link_at_out_before_any_work(files, capsys):
+    """A review: a link to nowhere passed the check of --out, and was refused only once every row was predicted, as
+    a file written meanwhile."""
+    tmp_path, _, _ = files
+    (tmp_path / "p.csv").symlink_to(tmp_path / "nowhere.csv")
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--quiet"]) == 1
+    assert "p.csv already exists: replace it with --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "p.csv").is_symlink() and not (tmp_path / "nowhere.csv").exists()

@@ -685,6 +685,33 @@ def test_an_export_reads_a_run_folder_only_as_its_own_records_describe_it(tmp_pa
     assert message in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()
 
 
+def test_a_run_stopped_between_its_best_and_its_last_checkpoint_resumes_and_is_analysed(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """An epoch ends by saving best, then last: a run stopped between the two holds a best one epoch ahead of what
+    last records of it. A review found it refused as another run's best; it is the run's own."""
+    from meta_neighborhoods import training_state
+
+    out, save = tmp_path / "run", training_state.TrainingState.save
+
+    def stopped_before_last(state, last):  # once best holds an epoch after the first
+        if state.epoch >= 2 and json.loads((out / "best.json").read_text())["epoch"] == state.epoch:
+            raise KeyboardInterrupt
+        return save(state, last)
+
+    monkeypatch.setattr(training_state.TrainingState, "save", stopped_before_last)
+    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "6",
+            "--batch-size", "64", "--train-subset", "200", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 130
+    monkeypatch.setattr(training_state.TrainingState, "save", save)
+    best, last = (json.loads((out / f"{name}.json").read_text()) for name in ("best", "last"))
+    assert best["epoch"] == last["epoch"] + 1 and last["stateful"]["best"]["epoch"] < best["epoch"]
+    assert runs.load_best_model(out)[1]["epoch"] == best["epoch"]  # analyze and export take it
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert (json.loads((out / "metrics.json").read_text())["test_accuracy"]
+            == json.loads((tmp_path / "whole" / "metrics.json").read_text())["test_accuracy"])
+
+
 def test_a_resume_refuses_another_run_s_split(tmp_path, capsys, monkeypatch):
     """Found by a trial: split.json of a run of another seed was kept as the resumed run's record (analyze reads
     it), while the resume trained on the images its own seed draws."""

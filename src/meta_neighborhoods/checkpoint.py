@@ -73,6 +73,10 @@ def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
     stem = Path(stem)
     if not stem.parent.is_dir():
         raise FileNotFoundError(f"cannot save checkpoint {stem}: folder {stem.parent} does not exist")
+    size = len(json.dumps(meta, indent=2))  # as write_json writes it (ASCII): what load would refuse, refused now
+    if size > MAX_MANIFEST_BYTES - 4096:  # and the manifest's own four fields
+        raise ValueError(f"cannot save checkpoint {stem}: its JSON ({size >> 20} MiB: label or feature names, loss "
+                         f"curves) would exceed the {MAX_MANIFEST_BYTES >> 20} MiB a checkpoint's manifest may hold")
     replaceable(_manifest(stem))  # before the tensors are written, not after
     weights = stem.with_name(f"{stem.name}.{secrets.token_hex(TOKEN_HEX // 2)}.safetensors")
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
@@ -111,9 +115,12 @@ def _regular_file_inside(path: Path, folder: Path, what: str) -> None:
 
 
 def _read_manifest(manifest: Path) -> dict:
+    if manifest.stat().st_size > MAX_MANIFEST_BYTES:  # said as such, and never read whole
+        raise CheckpointError(f"{manifest} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, far more than any checkpoint "
+                              "manifest this package writes")
     try:
         meta = json.loads(read_record(manifest, MAX_MANIFEST_BYTES))
-    except (ValueError, RecursionError) as error:  # too large, not UTF-8, not JSON
+    except (ValueError, RecursionError) as error:  # grown meanwhile, not UTF-8, not JSON
         raise CheckpointError(f"{manifest} is not a readable checkpoint manifest (corrupt or truncated JSON: "
                               f"{type(error).__name__}: {error})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:

@@ -92,16 +92,25 @@ def check_best(run_dir: Path, info: dict, model_args: dict | None = None) -> Non
         if expected is not None and info.get("model_args") != expected:
             raise CheckpointError(f"{source} is of another network ({shown(info.get('model_args'))}) than {whose} "
                                   f"({shown(expected)}): another run's checkpoint, or an edited one")
-    recorded = (checkpoint.read_meta(run_dir / LAST).get("stateful") or {}).get("best") \
-        if checkpoint.exists(run_dir / LAST) else None  # older runs: no record to compare with
+    last = checkpoint.read_meta(run_dir / LAST) if checkpoint.exists(run_dir / LAST) else {}
+    recorded = (last.get("stateful") or {}).get("best")  # none in older runs: nothing to compare with
     held = {"accuracy": info.get("validation_accuracy"), "loss": info.get("validation_loss"),
             "epoch": info.get("epoch")}
-    if isinstance(recorded, dict) and recorded != held:
+    if isinstance(recorded, dict) and recorded != held and not _saved_before_last(held, recorded, last.get("epoch")):
         raise CheckpointError(f"{source} holds epoch {shown(held['epoch'])} (validation accuracy "
                               f"{shown(held['accuracy'])}), where {LAST}.json records the best at epoch "
                               f"{shown(recorded.get('epoch'))} (validation accuracy "
                               f"{shown(recorded.get('accuracy'))}): one of them is another run's checkpoint, or an "
                               "edited one")
+
+
+def _saved_before_last(held: dict, recorded: dict, trained) -> bool:
+    """Whether best holds the epoch after the ``trained`` ones of checkpoint last, better than the best that last
+    records: an epoch ends by saving best, then last, and a run stopped between the two (Ctrl-C, a time limit,
+    SIGKILL) left them so; its resume trains that epoch again and writes the same best."""
+    return (type(trained) is int and held["epoch"] == trained + 1 and all(
+        isinstance(held[name], float) and isinstance(recorded.get(name), (int, float)) for name in ("accuracy", "loss"))
+            and held["accuracy"] >= recorded["accuracy"])
 
 
 def best_sha256(run_dir) -> str:
@@ -159,15 +168,16 @@ def _json_type_fits(name: str, value) -> bool:
 
 @contextmanager
 def lock(run_dir: Path) -> Iterator[None]:
-    """``io.lock`` on a classify run folder, whose killed writer's temporary files it then removes."""
+    """``io.lock`` on a classify run folder, whose killed writer's leftovers it then removes (``_remove_leftovers``)."""
     with folder_lock(run_dir):
         _remove_leftovers(Path(run_dir))
         yield
 
 
 def _remove_leftovers(run_dir: Path) -> None:
-    """The temporary files (``io.atomic_write``'s ``.<name>.<random>.tmp``) of a writer that was killed: with the
-    lock held nobody else writes here. Only those of the run's own files are removed."""
+    """The temporary files (``io.atomic_write``'s ``.<name>.<random>.tmp``) of a writer that was killed, and the
+    tensor files a checkpoint's commit replaced (``checkpoint.remove_stale``): with the lock held nobody else writes
+    here. Only those of the run's own files are removed."""
     own = (CONFIG, SPLIT, METRICS, RUN, METRICS_CSV, *COMPARISON, f"{BEST}.", f"{LAST}.")
     for folder in [run_dir, *(run_dir / name for name in METHODS if _is_method_dir(run_dir / name))]:
         for path in folder.glob(".*.tmp"):

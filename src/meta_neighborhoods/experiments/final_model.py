@@ -162,8 +162,8 @@ def load_model(path):
     meta = checkpoint.read_meta(stem)
     name = meta.get("estimator")
     if name is None and "model_args" in meta:  # checkpoint best of a classify run
-        raise FileNotFoundError(f"{stem}.json is a checkpoint of a classify run, not a saved estimator: export takes "
-                                f"the run's folder, {stem.parent}")
+        raise FileNotFoundError(f"{stem}.json is a checkpoint of a classify run, not a saved estimator (a fit's "
+                                f"folder): export takes the run's folder, {stem.parent}")
     classes = {cls.__name__: cls for cls in ESTIMATORS.values()}
     if not isinstance(name, str) or name not in classes:
         raise checkpoint.CheckpointError(f"{stem}.json holds no estimator of this package ({str(name)[:40]!r}); "
@@ -280,7 +280,7 @@ def _check_out(out, overwrite: bool, inputs: list, named: str) -> None:
            for path in inputs):
         raise FileExistsError(f"{out} is one of the files read ({named}); choose another --out")
     replaceable(out)
-    if out.exists() and not overwrite:
+    if (out.exists() or out.is_symlink()) and not overwrite:  # a dangling link too: it is not replaced unasked
         raise FileExistsError(f"{out} already exists: replace it with --overwrite, or choose another --out")
 
 
