@@ -149,6 +149,9 @@ def test_all_keys_gives_one_row_per_key(mn_run, tmp_path):
     assert result["grid"] == [100, 5] and sorted(r["key"] for r in result["keys"]) == list(range(100))
     assert imread(tmp_path / "retrieval.png").shape[0] > 5000  # a tall grid: 100 rows of images
     assert main([*argv, "--keys-per-class", "3"]) == 2  # it had been ignored without a word
+    cosine = [option if option != "retrieval" else "cosine" for option in argv]
+    per_class = [*(option for option in cosine if option != "--all-keys"), "--keys-per-class", "3"]
+    assert main(cosine) == 2 and main(per_class) == 2  # options of a figure that --what cosine does not draw
 
 
 def _vanilla_run(path):

@@ -80,6 +80,10 @@ def run(args) -> int:
 
     if args.all_keys and args.keys_per_class is not None:
         raise UsageError("--all-keys shows every key, --keys-per-class the most confident of each class: give one")
+    given = [option for option, value in (("--all-keys", args.all_keys), ("--keys-per-class", args.keys_per_class))
+             if value not in (False, None)]
+    if given and args.what not in ("retrieval", "all"):
+        raise UsageError(f"{given[0]} chooses the keys of the retrieval figure, which --what {args.what} does not draw")
     per_class = None if args.all_keys else KEYS_PER_CLASS if args.keys_per_class is None else args.keys_per_class
     results = run_analysis(
         args.run_dir, args.what, out=args.out, data_dir=args.data_dir, cache_dir=args.cache_dir, samples=args.samples,

@@ -181,7 +181,8 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
         "files": list(runs.analysis_files("tsne")),
     }
     title = (f"{run.config.dataset}: t-SNE of {len(index)} training features (dots) and {len(keys)} keys (+);\n"
-             f"keys whose nearest training feature shares their class: {result['key_nearest_same_class_share']:.2f}")
+             f"keys whose nearest training feature shares their class: {result['key_nearest_same_class_share']:.2f} "
+             f"in the plane, {result['key_nearest_same_class_share_feature_space']:.2f} in feature space")
     figure, record = runs.analysis_files("tsne")
     tsne_figure(out / figure, train_xy, labels, key_xy, key_classes, run.dataset.classes, title)
     write_json(out / record, result)
