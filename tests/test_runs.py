@@ -1034,3 +1034,27 @@ def test_a_file_written_meanwhile_is_replaced_only_when_asked(tmp_path, monkeypa
     target.unlink()
     io.atomic_write(target, lambda tmp: Path(tmp).write_text("new\n"), replace=False)
     assert target.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
+
+
+def test_a_stop_as_the_stage_is_made_leaves_no_stage(tmp_path, monkeypatch):
+    """A clean clone's CI sent SIGTERM as a spiral run's stage appeared: the folder the run had made for itself
+    stayed, holding the stage made before the block that removes it was entered."""
+    import signal
+    import tempfile
+
+    made = tempfile.mkdtemp
+
+    def and_a_stop(*args, **kwargs):
+        folder = made(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)
+        return folder
+
+    monkeypatch.setattr(io.tempfile, "mkdtemp", and_a_stop)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own: a test worker may ignore it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with io.staged(tmp_path):
+                pytest.fail("the block ran")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert list(tmp_path.iterdir()) == []

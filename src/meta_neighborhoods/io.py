@@ -206,8 +206,10 @@ def staged(out: Path, replaces: Iterable[str] = ()) -> Iterator[Path]:
     or is stopped while it writes leaves the earlier one whole, never some files of each. A block that raises leaves
     ``out`` as it was; a stage a killed run left is removed."""
     remove_stale_stages(out)
-    stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE))
+    stage = None
     try:
+        with deferred_signals():  # made and known at once: a stop between the two left it (a clean clone's CI)
+            stage = Path(tempfile.mkdtemp(dir=out, prefix=STAGE))
         try:
             yield stage
         except OSError as error:
@@ -216,7 +218,8 @@ def staged(out: Path, replaces: Iterable[str] = ()) -> Iterator[Path]:
             moved = _move(stage, out)
             remove_outputs(out, [name for name in replaces if name not in moved])
     finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def _at_destination(error: OSError, stage: Path, out: Path) -> OSError:
@@ -337,18 +340,15 @@ def move_into_place(source: str | os.PathLike, path: Path, replace: bool = True)
     when the command began (a file written meanwhile, by the user or a second run into the same ``--out``): a hard
     link claims the name atomically. Where the file system has no hard links, it is checked just before."""
     if replace:
-        os.replace(source, path)
-        return
+        return os.replace(source, path)
     try:
         os.link(source, path)
-        os.unlink(source)
-        return
+        return os.unlink(source)
     except FileExistsError:
         pass
     except OSError:  # no hard links here (some network and FAT file systems)
         if not os.path.lexists(path):
-            os.replace(source, path)
-            return
+            return os.replace(source, path)
     raise FileExistsError(f"{path} was written by something else while this ran: replace it with --overwrite, or "
                           "choose another --out")
 
