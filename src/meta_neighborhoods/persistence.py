@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.utils import check_random_state
 from torch import nn
 
 from . import __version__, checkpoint
 from .checkpoint import CheckpointError
 from .config import TRAINING_ONLY
-from .estimator_settings import check_settings, method_config, network_description
+from .estimator_settings import check_before_fit, method_config
 from .factories import FACTORIES, build_head, build_network, hidden_widths
 from .io import prepare_out_dir
 from .provenance import provenance
@@ -269,11 +268,11 @@ def check_params(estimator) -> None:
         if getattr(estimator, name) is not None and not (name == "head" and isinstance(estimator.head, str)):
             raise ConfigError(f"{name} must be null{' or a name of a head the package ships' if name == 'head' else ''}: "
                               f"save writes no factory, got {shown(getattr(estimator, name))}")
-    check_settings(estimator)
-    network_description(estimator, 1, 1, 1, 1, estimator.dictionary_size)  # the method's settings, as fit checks them
     try:
-        check_random_state(estimator.random_state)
-    except ValueError:
+        check_before_fit(estimator, 1, 1)  # every setting and the method's, as a fit on any rows checks them
+    except ConfigError:
+        raise
+    except ValueError:  # scikit-learn's check_random_state, the one check that raises no ConfigError
         raise ConfigError(f"random_state must be null or a seed from 0 to 2**32 - 1, got "
                           f"{shown(estimator.random_state)}") from None
     try:
