@@ -84,27 +84,30 @@ def save(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
         atomic_write(weights, lambda tmp: save_file(tensors, tmp))
     except SafetensorError as error:  # e.g. the disk is full: an OSError, as for any other file that cannot be written
         raise OSError(f"cannot write checkpoint {weights}: {error}") from None
-    digest, own = sha256(weights), _own_files(stem)
+    digest = sha256(weights)
     with deferred_signals():  # the commit and the removal of what it replaces, one step for Ctrl-C and SIGTERM
         manifest = write_json(_manifest(stem), {"format": FORMAT, "version": VERSION, "tensors": weights.name,
                                                 "sha256": digest, **meta})
-        for stale in stem.parent.iterdir():
-            if stale != weights and own.fullmatch(stale.name):
-                stale.unlink(missing_ok=True)
+        _remove_others(stem, weights.name)
     return manifest
 
 
 def remove_stale(stem: str | Path) -> None:
-    """The tensor files of checkpoint ``stem`` that its manifest does not name: those a writer killed between its
-    commit and their removal left (``save`` removes them otherwise). Only under the folder's lock: a writer may be
-    between its tensors and its commit. A damaged manifest names nothing; its checkpoint's files are left."""
-    stem = Path(stem)
+    """What a writer of checkpoint ``stem`` killed after its commit left (``save`` removes it otherwise): the files
+    of this checkpoint but the tensor file its manifest names. Only under the folder's lock: a writer may be between
+    its tensors and its commit. A damaged manifest names nothing; its checkpoint's files are left."""
     try:
-        named = read_meta(stem)["tensors"]
+        _remove_others(Path(stem), read_meta(stem)["tensors"])
     except (CheckpointError, FileNotFoundError):
         return
-    for path in stem.parent.glob(f"{stem.name}.*.safetensors"):
-        if path.name != named and re.fullmatch(_tensor_file(stem), path.name) and not path.is_symlink():
+
+
+def _remove_others(stem: Path, kept: str) -> None:
+    """The files checkpoint ``stem`` writes (``_own_files``: tensor files, interrupted writes' temporary files) but
+    its tensor file ``kept``."""
+    own = _own_files(stem)
+    for path in stem.parent.iterdir():
+        if path.name != kept and own.fullmatch(path.name):
             path.unlink(missing_ok=True)
 
 
