@@ -38,10 +38,11 @@ ESTIMATORS = [MetaNeighborhoodsRegressor(**FAST), MetaNeighborhoodsClassifier(**
               MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 16, "top_k": 4, "slot_dropout": 0.5})]
 
 
-@parametrize_with_checks(
-    ESTIMATORS, expected_failed_checks=lambda estimator: {**FLOAT32_ROUNDING, **WEIGHTS_ARE_NOT_REPEATS},
-)
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda estimator: WEIGHTS_ARE_NOT_REPEATS)
 def test_scikit_learn_compliance(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if name in FLOAT32_ROUNDING:  # skipped, not expected to fail: it passes or fails with the rounding of the day
+        pytest.skip(f"{FLOAT32_ROUNDING[name]}: checked at a tolerance by the next test")
     check(estimator)
 
 
