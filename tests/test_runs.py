@@ -91,11 +91,21 @@ def test_paths_in_a_run_folder_are_never_used(tmp_path):
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"seed": -3}, "seed must be an integer from 0 to 4611686018427387903, got -3"),
     ({"key_init": "zeros"}, "unknown key initialisation"),
+    ({"epoch": 90}, "unknown field 'epoch', which classify never writes"),  # an edit that would have been ignored
 ])
 def test_every_field_of_a_run_config_is_checked(tmp_path, changes, message):
     (tmp_path / "config.json").write_text(json.dumps(_config(**changes)))
     with pytest.raises(runs.RunFolderError, match=f"config.json: .*{re.escape(message)}"):
         runs.read_config(tmp_path)
+
+
+@pytest.mark.parametrize("method", image_methods.METHOD_NAMES)
+def test_what_classify_records_beside_its_configuration_is_known(method):
+    from meta_neighborhoods.experiments.classification import _run_config
+
+    config = ClassificationConfig("digits", "convnet4", method, epochs=2)
+    recorded = _run_config(config, {"num_classes": 10})
+    assert set(recorded) - set(dataclasses.asdict(config)) <= runs.RECORDED_BESIDE
 
 
 @pytest.mark.parametrize("text, message", [

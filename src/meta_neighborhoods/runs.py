@@ -53,6 +53,9 @@ METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"
 LAST, BEST = "last", "best"  # checkpoint stems
 COMPARISON = ("comparison.json", "comparison.md")
 METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the fixed settings of the neighbours
+RECORDED_BESIDE = frozenset({  # what config.json holds beside ClassificationConfig (classification._run_config)
+    "model", METHOD_SETTINGS, "ifilm_where", "maxl", "optimizer", "grad_clip_value", "validation_fraction",
+    "validation_max", "milestones", "version"})
 
 
 def run_folder(run_dir) -> Path:
@@ -129,6 +132,9 @@ def read_config(run_dir: Path, data_dir=None, cache_dir=None) -> ClassificationC
     missing = [name for name in names if name not in saved]
     if missing:
         raise RunFolderError(f"{path} lacks {', '.join(missing)}: not the configuration of a classify run")
+    unknown = sorted(set(saved) - set(names) - set(PATH_FIELDS) - RECORDED_BESIDE)
+    if unknown:  # an edited or another program's file: a setting it names would be silently ignored
+        raise RunFolderError(f"{path}: unknown field {shown(unknown[0])}, which classify never writes")
     wrong = [name for name in names if not _json_type_fits(name, saved[name])]
     if wrong:
         raise RunFolderError(f"{path}: field {wrong[0]} has the wrong type ({saved[wrong[0]]!r})")
