@@ -75,14 +75,6 @@ def _reference(layer: FiLMBatchNorm2d, x: torch.Tensor, similarity: str) -> torc
     return torch.stack(outputs)
 
 
-def _unfused(layer: FiLMBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """The layer as autograd's generic operators, as computed before the fused operator: the nn.BatchNorm2d
-    module, then ``Attention`` over the pooled outputs, the mixture and the modulation."""
-    a, film = layer.bn(x), layer.film
-    weights = film.attention(a.mean(dim=(2, 3)), film.keys)
-    return torch.addcmul((weights @ film.beta)[:, :, None, None], 1 + (weights @ film.gamma)[:, :, None, None], a)
-
-
 def _random_layer(similarity: str = "cosine", temperature: float = 0.2, **bn_options) -> FiLMBatchNorm2d:
     """A float64 layer of 6 channels and 4 entries, away from its identity init; ``bn_options`` rebuild its BN."""
     layer = FiLMBatchNorm2d(6, size=4, similarity=similarity, temperature=temperature)
@@ -138,7 +130,7 @@ def test_fused_layer_equals_the_unfused_computation(similarity, temperature, tra
     for _ in range(2):  # the second step starts from the running statistics the first one left
         x = (torch.randn(5, 6, 4, 3, dtype=torch.float64) * 2 + 1).requires_grad_()
         upstream = torch.randn(5, 6, 4, 3, dtype=torch.float64)
-        out, expected = fused(x), _unfused(plain, x)
+        out, expected = fused(x), plain.unfused(x)
         torch.testing.assert_close(out, expected)
         grads, expected_grads = _grads(out, upstream, _inputs(fused, x)), _grads(expected, upstream, _inputs(plain, x))
         for name, g, e in zip(INPUT_NAMES, grads, expected_grads):
@@ -154,7 +146,7 @@ def test_running_statistics_switched_off_after_they_were_kept_are_read_as_batch_
     fused.bn.track_running_stats = False
     plain = copy.deepcopy(fused)
     x = torch.randn(5, 6, 4, 3, dtype=torch.float64) * 2 + 1
-    torch.testing.assert_close(fused(x), _unfused(plain, x))
+    torch.testing.assert_close(fused(x), plain.unfused(x))
     torch.testing.assert_close(fused.bn.state_dict(), plain.bn.state_dict())
 
 
@@ -168,7 +160,7 @@ def test_pooled_outputs_below_the_norm_floor_are_clamped_as_f_normalize_clamps_t
     plain = copy.deepcopy(fused)
     x = torch.randn(5, 6, 4, 3, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(5, 6, 4, 3, dtype=torch.float64)
-    out, expected = fused(x), _unfused(plain, x)
+    out, expected = fused(x), plain.unfused(x)
     torch.testing.assert_close(out, expected)
     for name, g, e in zip(INPUT_NAMES, _grads(out, upstream, _inputs(fused, x)),
                           _grads(expected, upstream, _inputs(plain, x))):
@@ -186,6 +178,44 @@ def test_fused_layer_passes_gradcheck(similarity, train):
 
     x = torch.randn(3, 6, 2, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(forward, (x, *layer.parameters()))
+
+
+def test_under_autocast_the_layer_trains_in_the_lower_precision():
+    """The fused operator's formulas hold one dtype (its backward had failed on bfloat16 under autocast)."""
+    layer, conv = _random_layer().float().train(), nn.Conv2d(6, 6, 1)
+    x = torch.randn(5, 6, 4, 3)
+    expected = copy.deepcopy(layer)(conv(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(conv(x))
+    out.float().square().sum().backward()
+    torch.testing.assert_close(out.float(), expected, atol=0.1, rtol=0.05)
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in layer.parameters())
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_torch_func_transforms_take_the_layer(train):
+    """vmap over examples (in evaluation, as BatchNorm: a batch of one has no batch statistics) and grad through
+    functional_call give what the fused operator gives (they had failed: it is an old-style autograd.Function)."""
+    layer = _random_layer().train(train)
+    x = torch.randn(5, 6, 4, 3, dtype=torch.float64)
+    params = dict(layer.named_parameters())
+    if not train:
+        rows = torch.func.vmap(lambda row: layer(row[None])[0])(x)
+        torch.testing.assert_close(rows, layer(x))
+
+    def loss(p, buffers):  # the buffers an input, as torch.func asks of what a training step updates
+        return torch.func.functional_call(layer, (p, buffers), (x,)).square().sum()
+
+    expected = torch.autograd.grad(loss(params, copy.deepcopy(dict(layer.named_buffers()))), list(params.values()))
+    got = torch.func.grad(loss)(params, dict(layer.named_buffers()))
+    for name, got, want in zip(params, got.values(), expected):
+        torch.testing.assert_close(got, want, msg=name)
+
+
+def test_an_empty_batch_gives_an_empty_output_as_batch_norm_does():
+    layer, bn = FiLMBatchNorm2d(3), nn.BatchNorm2d(3)
+    assert layer(torch.randn(0, 3, 2, 2)).shape == bn(torch.randn(0, 3, 2, 2)).shape == (0, 3, 2, 2)
+    torch.testing.assert_close(layer.bn.state_dict(), bn.state_dict())
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4), (1, 3, 1, 1)], ids=["not-4d", "one-value-per-channel"])

@@ -59,7 +59,9 @@ class FiLMBatchNorm2d(nn.Module):
     """nn.BatchNorm2d (``.bn``) followed by iFiLM (``.film``); equals the BN while gamma = beta = 0.
 
     The two run as one fused operator (``_FusedFiLM``): the BN's parameters and buffers are read and
-    updated as nn.BatchNorm2d.forward would, but ``.bn`` itself is never called.
+    updated as nn.BatchNorm2d.forward would, but ``.bn`` itself is never called; under autocast or a
+    ``torch.func`` transform, and for an empty batch, they run ``unfused``. The fused operator's backward is
+    once differentiable: a gradient of gradients (a gradient penalty) needs ``unfused``.
     """
 
     def __init__(self, num_features: int, **options):
@@ -71,9 +73,18 @@ class FiLMBatchNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn, film = self.bn, self.film
         bn._check_input_dim(x)  # nn.BatchNorm2d's error for an input that is not (N, C, H, W)
+        if x.numel() == 0 or torch.is_autocast_enabled(x.device.type) or torch._C._are_functorch_transforms_active():
+            return self.unfused(x)  # where the fused operator cannot go: its formulas hold one dtype and no batching
         return _FusedFiLM.apply(x, bn.weight, bn.bias, film.keys, film.gamma, film.beta,
                                 film.attention.log_temperature, film.attention.similarity, *_batch_norm_mode(bn),
                                 bn.eps)
+
+    def unfused(self, x: torch.Tensor) -> torch.Tensor:
+        """The same layer as autograd's generic operators (slower): the BatchNorm, ``Attention`` over its pooled
+        outputs, the mixture and the modulation; what autocast, ``torch.func`` and an empty batch get."""
+        a, film = self.bn(x), self.film
+        weights = film.attention(a.mean(dim=(2, 3)), film.keys)
+        return torch.addcmul((weights @ film.beta)[:, :, None, None], 1 + (weights @ film.gamma)[:, :, None, None], a)
 
 
 # ---------------------------------------------------------------------------------------------------
