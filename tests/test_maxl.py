@@ -5,6 +5,7 @@ options that are refused."""
 import copy
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -136,6 +137,24 @@ def test_the_loss_is_worth_the_multitask_loss_and_needs_the_training_forward():
         model.loss(value.new_zeros(BATCH, CLASSES), y)
     with pytest.raises(RuntimeError, match="needs the training-mode forward"):
         model.loss(model.eval()(x), y)
+
+
+def test_a_module_holding_a_batch_for_its_loss_copies_and_pickles_as_its_weights():
+    """A training-mode forward not followed by ``loss`` (a probe, a snapshot for a moving average) held its batch and
+    graph on the module, and copy.deepcopy failed on it; the copy holds no batch, the original still does."""
+    model, (x, y) = _tiny(), _batch()
+    model.train()(x)
+    for copied in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert copied._held.batch is None
+        torch.testing.assert_close(copied.state_dict(), model.state_dict())
+    model.loss(model(x), y)  # the original's forward and loss go on as before
+    assert "psi=" in repr(model) and "vanilla" not in repr(model)
+
+
+def test_row_weights_are_refused_by_name():
+    model, (x, y) = _tiny(), _batch()
+    with pytest.raises(ValueError, match="MetaAuxiliaryLearning takes no row weights"):
+        model.loss(model.train()(x), y, torch.ones(len(y)))
 
 
 def test_the_virtual_steps_leave_the_batchnorm_statistics_to_the_real_forward():

@@ -86,6 +86,17 @@ class _Batch(NamedTuple):
     features: torch.Tensor
 
 
+class _Held:
+    """The training-mode forward's batch, held for ``loss``: never copied or pickled with the module, whose copy is
+    of its weights (a batch held with its graph had made ``copy.deepcopy`` fail)."""
+
+    def __init__(self):
+        self.batch: _Batch | None = None
+
+    def __reduce__(self):
+        return _Held, ()
+
+
 class MetaAuxiliaryLearning(MetaNeighborhoods):
     """The vanilla network (``MetaNeighborhoods`` without a dictionary) trained with meta-learned auxiliary labels.
 
@@ -103,18 +114,25 @@ class MetaAuxiliaryLearning(MetaNeighborhoods):
         self.auxiliary = CosineHead(width, num_classes * psi)
         self.generator = LabelGenerator(generator_extractor, num_classes, psi)
         self.step_size, self.entropy_weight, self.first_order = step_size, entropy_weight, first_order
-        self._batch: _Batch | None = None
+        self._held = _Held()
+
+    def extra_repr(self) -> str:
+        return f"psi={self.generator.psi}, step_size={self.step_size}, first_order={self.first_order}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.features(x)
         if self.training and torch.is_grad_enabled():
-            self._batch = _Batch(x, z)
+            self._held.batch = _Batch(x, z)
         return self.head(z)
 
-    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The multi-task loss (generated labels detached: it trains the multi-task network only), plus a term worth
-        exactly zero whose gradient is the generator's, computed here, so one backward gives each network its own."""
-        batch, self._batch = self._batch, None
+        exactly zero whose gradient is the generator's, computed here, so one backward gives each network its own.
+        Rows are not weighted (``weight``, which ``training.fit`` passes for weighted rows, is refused)."""
+        if weight is not None:
+            raise ValueError("MetaAuxiliaryLearning takes no row weights: its generator and virtual step weigh every "
+                             "image alike")
+        batch, self._held.batch = self._held.batch, None
         if batch is None or batch.inputs.shape[0] != prediction.shape[0]:
             raise RuntimeError("MetaAuxiliaryLearning.loss needs the training-mode forward of the same batch just "
                                "before: the generator and the virtual step see its images")
