@@ -151,8 +151,14 @@ def test_a_head_with_batch_normalisation_is_refused_by_name(norm):
     (lambda: CosineHead(0, 4), ConfigError, "in_features and out_features must be positive integers"),
     (lambda: MLPHead(3, 1), ConfigError, "hidden must be a sequence of layer widths"),
     (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((5,), 9)), ValueError,
-     r"own_slot must hold one slot in \[-1, 4\) per row"),  # was: taken as -1
-    (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((4,), -1)), ValueError, r"got shape \(4,\)"),
+     r"own_slot must hold one integer slot in \[-1, 4\) per row"),  # was: taken as -1
+    (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((4,), -1)), ValueError,
+     r"got torch.int64 of shape \(4,\)"),
+    (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((5,), 0.5)), ValueError,
+     "got torch.float32 of shape"),  # was: a fraction masked no key, and leave-one-out was silently off
+    (lambda: MetaNeighborhoods(Parameterless(), dictionary_size=4), ConfigError,
+     "Parameterless has no parameters for the inner loop to finetune"),  # was: an IndexError
+    (lambda: _implementation("vmap"), ConfigError, "unknown implementation 'vmap'"),  # was: the generic path
     (lambda: _training(4).dictionary.init_from_samples(torch.randn(5, 3), torch.randn(4, 1)), ValueError,
      "4 targets for 5 samples"),
 ])
@@ -165,6 +171,20 @@ def _training(size: int) -> MetaNeighborhoods:
     return MetaNeighborhoods(MLPHead(3, (4,), 1), dictionary_size=size).train()
 
 
+class Parameterless(nn.Module):
+    in_features = out_features = 3
+
+    def forward(self, z):
+        return z
+
+
+def _implementation(name: str) -> torch.Tensor:
+    """A prediction after ``adaptation.implementation`` was set to ``name`` (the ONNX export switches it)."""
+    model = _training(4)
+    model.adaptation.implementation = name
+    return model(torch.randn(5, 3))
+
+
 def test_the_lazy_exports_are_listed():
     import meta_neighborhoods
 
@@ -174,7 +194,7 @@ def test_the_lazy_exports_are_listed():
 def test_an_own_slot_equal_to_the_dictionary_size_is_refused():
     """Slot S is one past the last slot: refused as 9 is. Accepted, it masks no key, and the row attends to its
     own key and target (leave-one-out silently off)."""
-    with pytest.raises(ValueError, match=r"own_slot must hold one slot in \[-1, 4\) per row"):
+    with pytest.raises(ValueError, match=r"own_slot must hold one integer slot in \[-1, 4\) per row"):
         _training(4).predict_features(torch.randn(5, 3), torch.full((5,), 4))
 
 

@@ -21,10 +21,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .config import MNConfig
+from .config import IMPLEMENTATIONS, MNConfig
 from .heads import adapted_parameter_names, fast_path_for, takes_top_k
 from .inner_loss import InnerLoop, Params, TopK, inner_loss
-from .validation import ConfigError
+from .validation import ConfigError, check_option
 
 
 class StepSize(nn.Module):
@@ -64,15 +64,17 @@ class Adaptation(nn.Module):
         self.implementation = config.implementation
         _check_per_input(head)
         names = adapted_parameter_names(head, config.adapt)
+        if not names:
+            raise ConfigError(f"{type(head).__name__} has no parameters for the inner loop to finetune (adapt="
+                              f"{config.adapt!r}): Meta-Neighborhoods adapts a head's parameters to each input", "head")
         shapes = {n: p.shape for n, p in head.named_parameters() if n in names}
         self.step_size = StepSize(shapes, config.step_size, config.step_size_init)
+        _check_implementation(head, self.step_size.names, self.implementation)
 
     def forward(self, head, z, keys, values, weights) -> torch.Tensor:
         """Predictions (B, out) of the head adapted to each row of z (B, d) with attention ``weights``: (B, S), or
         ``TopK`` on S keys, which only fast paths registered with ``top_k=True`` take as it is."""
-        choice, path = self.implementation, fast_path_for(head, self.step_size.names)
-        if choice == "fast" and path is None:
-            raise ValueError(f"no fast adaptation path for {type(head).__name__}; use implementation='generic'")
+        choice, path = self.implementation, _check_implementation(head, self.step_size.names, self.implementation)
         loop = InnerLoop(self.task, self.steps, self.step_size(), self.first_order)
         fast = choice in ("auto", "fast") and path is not None
         if isinstance(weights, TopK) and not (fast and takes_top_k(path)):
@@ -94,6 +96,16 @@ def _check_per_input(head: nn.Module) -> None:
     if norms:
         raise ConfigError(f"the head holds batch normalisation ({', '.join(norms)}), which a head finetuned per "
                           "input cannot use: put it in the extractor, or use nn.LayerNorm in the head", "head")
+
+
+def _check_implementation(head: nn.Module, names: list[str], choice: str):
+    """``head``'s fast path for the parameters ``names`` (None where it has none); an implementation other than
+    IMPLEMENTATIONS, or ``fast`` where there is no fast path, is refused (set after construction too)."""
+    check_option("implementation", choice, IMPLEMENTATIONS)
+    path = fast_path_for(head, names)
+    if choice == "fast" and path is None:
+        raise ValueError(f"no fast adaptation path for {type(head).__name__}; use implementation='generic'")
+    return path
 
 
 def adapt_generic(head: nn.Module, z, keys, values, weights, loop: InnerLoop,

@@ -79,11 +79,11 @@ class MetaNeighborhoods(nn.Module):
         if self.vanilla:
             return self.head(z)
         own_slot = own_slot if self.training else None
-        if own_slot is not None and not (own_slot.shape == (len(z),) and bool(
+        if own_slot is not None and not (own_slot.shape == (len(z),) and _is_integer(own_slot) and bool(
                 ((own_slot >= -1) & (own_slot < self.dictionary.size)).all())):
             values = f" with values in [{own_slot.min()}, {own_slot.max()}]" if own_slot.numel() else ""
-            raise ValueError(f"own_slot must hold one slot in [-1, {self.dictionary.size}) per row: shape ({len(z)},), "
-                             f"got shape {tuple(own_slot.shape)}{values}")
+            raise ValueError(f"own_slot must hold one integer slot in [-1, {self.dictionary.size}) per row: shape "
+                             f"({len(z)},), got {own_slot.dtype} of shape {tuple(own_slot.shape)}{values}")
         k = self.config.neighbourhood_size(self.training)
         if k is not None:
             return self.predict_top_k(z, k, own_slot)
@@ -206,3 +206,7 @@ class MetaNeighborhoods(nn.Module):
         if scaled:
             groups.append({"params": [keys], "weight_decay": 0.0, "lr": learning_rate * self.config.key_lr_scale})
         return [{"lr": learning_rate, **group} for group in groups]
+
+
+def _is_integer(t: torch.Tensor) -> bool:
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)

@@ -94,8 +94,8 @@ def adapted_parameter_names(head: nn.Module, adapt: str) -> list[str]:
     names = [name for name, _ in head.named_parameters()]
     if adapt == "all":
         return names
-    last_module = [m for m in head.modules() if any(True for _ in m.parameters(recurse=False))][-1]
-    last = {id(p) for p in last_module.parameters(recurse=False)}
+    owners = [m for m in head.modules() if any(True for _ in m.parameters(recurse=False))]
+    last = {id(p) for p in owners[-1].parameters(recurse=False)} if owners else set()
     return [name for name, p in head.named_parameters() if id(p) in last]
 
 
