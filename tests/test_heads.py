@@ -10,6 +10,7 @@ from meta_neighborhoods.heads import (
 )
 from meta_neighborhoods.heads.mlp import adapt_last_layer
 from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.similarity import Attention
 from meta_neighborhoods.validation import ConfigError
 
 
@@ -159,6 +160,7 @@ def test_a_head_with_batch_normalisation_is_refused_by_name(norm):
     (lambda: MetaNeighborhoods(Parameterless(), dictionary_size=4), ConfigError,
      "Parameterless has no parameters for the inner loop to finetune"),  # was: an IndexError
     (lambda: _implementation("vmap"), ConfigError, "unknown implementation 'vmap'"),  # was: the generic path
+    (lambda: Attention("cosine", 1e-50), ConfigError, "temperature must be within float32's range"),  # was: all NaN
     (lambda: _training(4).dictionary.init_from_samples(torch.randn(5, 3), torch.randn(4, 1)), ValueError,
      "4 targets for 5 samples"),
 ])

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from .presets import PRESETS
-from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, check_seed,
+from .validation import (ConfigError, check_float32_positive, check_int, check_non_negative, check_option, check_positive, check_seed,
                          check_threads, is_int, is_real, shown)
 
 TASKS = REGRESSION, CLASSIFICATION = ("regression", "classification")
@@ -29,7 +29,6 @@ HEADS = ("mlp", "periodic")  # the heads the package ships, by name (``factories
 SLOT_DRAWS = ("row", "batch")  # slot dropout drawn for each example, or once for the whole batch
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
-FLOAT32_TINY, FLOAT32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
 DEVICES = ("auto", "cpu", "cuda")  # where to train: "auto" = CUDA if available
 MAX_INNER_STEPS = 100  # the paper takes one; a few more never helped (docs/results/defaults.md)
 MAX_IMAGE_SIZE = 4096  # pixels a side: ImageNet's largest are about this size
@@ -76,16 +75,6 @@ def default_temperature(similarity: str, key_features: int) -> float:
 
 # MNConfig's settings of how a model trains, not of what a trained one computes (a saved model needs no other)
 TRAINING_ONLY = ("first_order", "key_init", "key_std", "key_lr_scale", "slot_draw")
-
-
-def _float32_range(name: str, value) -> float:
-    """A positive number the network can hold: it computes in float32, where 1e39 is infinite and 1e-39 is not
-    normal (a temperature of either trained to NaN)."""
-    value = check_positive(name, value)
-    if not FLOAT32_TINY <= value <= FLOAT32_MAX:
-        raise ConfigError(f"{name} must be within float32's range ({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}), in "
-                          f"which the network computes, got {value!r}", name)
-    return value
 
 
 @dataclass(frozen=True)
@@ -138,7 +127,7 @@ class MNConfig:
         numbers = {"dictionary_size": check_int("dictionary_size", self.dictionary_size, minimum=0),
                    # each step is a pass over the head: a saved 10**9 hung predict
                    "inner_steps": check_int("inner_steps", self.inner_steps, maximum=MAX_INNER_STEPS),
-                   "temperature": _float32_range("temperature", self.temperature),
+                   "temperature": check_float32_positive("temperature", self.temperature),
                    "step_size_init": check_positive("step_size_init", self.step_size_init),
                    "key_std": check_positive("key_std", self.key_std),
                    "key_lr_scale": check_positive("key_lr_scale", self.key_lr_scale)}

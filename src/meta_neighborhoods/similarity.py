@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .inner_loss import TopK, gather_rows
-from .validation import check_option, check_positive
+from .validation import check_float32_positive, check_option
 
 
 class Kind(NamedTuple):
@@ -139,7 +139,7 @@ class Attention(nn.Module):
                  metric_dim: int | None = None):
         super().__init__()
         kind_of(similarity)  # checked
-        check_positive("temperature", temperature)
+        check_float32_positive("temperature", temperature)
         self.similarity = similarity
         log_t = torch.tensor(math.log(temperature))
         if learn_temperature:

@@ -146,6 +146,19 @@ def check_positive(name: str, value) -> float:
     return float(value)
 
 
+FLOAT32_TINY, FLOAT32_MAX = 2.0**-126, (2 - 2**-23) * 2.0**127  # the smallest normal and the largest float32
+
+
+def check_float32_positive(name: str, value) -> float:
+    """A positive number the network can hold: it computes in float32, where 1e39 is infinite and 1e-39 is not
+    normal (a temperature of either trained to NaN)."""
+    value = check_positive(name, value)
+    if not FLOAT32_TINY <= value <= FLOAT32_MAX:
+        raise ConfigError(f"{name} must be within float32's range ({FLOAT32_TINY:.3g} to {FLOAT32_MAX:.3g}), in "
+                          f"which the network computes, got {value!r}", name)
+    return value
+
+
 def check_non_negative(name: str, value) -> float:
     if not (is_finite(value) and value >= 0):
         raise ConfigError(f"{name} must be a non-negative number{_and_finite(value)}, got {shown(value)}", name)
