@@ -195,6 +195,14 @@ BAD_CHECKPOINTS = [
 ]
 
 
+def test_weights_of_another_dtype_are_named_as_such(tmp_path):
+    """Not "another model configuration": a float32 checkpoint loaded into a float64 copy of its model."""
+    stem = _saved(tmp_path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"weights of another dtype than the model's, the same "
+                                                         r"shapes: .*torch\.float32 \(model: .* torch\.float64\)"):
+        load_checkpoint(stem, build_model(**ARGS).double())
+
+
 @pytest.mark.parametrize("damage, message", BAD_CHECKPOINTS)
 def test_a_bad_checkpoint_is_refused_and_left_as_it_was(tmp_path, damage, message, snapshot):
     stem = _saved(tmp_path)

@@ -480,7 +480,8 @@ def _float64_weights(tensors, meta):
     (_junk, r"model\.json: unknown field\(s\) 'junk': refused"),
     (_flat_classes, r"classes_ should be a flat list of the classes, got shape \(2, 1\)"),
     (_classes_twice, r"fitted attribute\(s\) classes_ given twice"),
-    (_float64_weights, r"types differ: .*head\.layers\.0\.weight .* torch\.float64 \(model: .* torch\.float32"),
+    (_float64_weights, r"weights of another dtype than the model's, the same shapes: .*head\.layers\.0\.weight .* "
+                       r"torch\.float64 \(model: .* torch\.float32"),
     (lambda tensors, meta: meta["params"].update(dictionary_size={"a": 1}), "dictionary_size must be"),
     (lambda tensors, meta: meta["params"].update(temperature="x"), "temperature must be positive"),
     (lambda tensors, meta: meta["params"].update(temperature=1e39), r"temperature must be within float32's range"),

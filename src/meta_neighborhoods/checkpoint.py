@@ -195,6 +195,9 @@ def load_network(module: nn.Module, tensors: dict[str, torch.Tensor], source: st
     wrong = [f"{name} {tuple(state[name].shape)} {state[name].dtype} (model: {tuple(t.shape)} {t.dtype})"
              for name, t in expected.items()
              if name in state and (state[name].shape, state[name].dtype) != (t.shape, t.dtype)]
+    if not (missing or unexpected) and wrong and all(state[n].shape == t.shape for n, t in expected.items()):
+        raise CheckpointError(f"{source} holds weights of another dtype than the model's, the same shapes: "
+                              f"{', '.join(wrong[:5])}")
     if missing or unexpected or wrong:
         parts = [f"missing {', '.join(missing[:5])}" if missing else "",
                  f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
