@@ -546,6 +546,20 @@ def test_a_subclass_keeps_its_own_init_and_parameters():
         Plain(hiden=3)
 
 
+def test_a_setting_a_subclass_fixes_in_its_own_init_reaches_the_network():
+    """Settings the subclass passes on but does not take were read from get_params, which lists only what it
+    takes: adapt="all" became the method's default, the last layer, without a word."""
+
+    class AllLayers(MetaNeighborhoodsRegressor):
+        def __init__(self, top_k=4):
+            super().__init__(hidden_layer_sizes=(8,), dictionary_size=16, max_epochs=2, top_k=top_k, adapt="all",
+                             key_init="gaussian", random_state=0)
+
+    X, y = _table(n=60)
+    config = AllLayers().fit(X, y).model_.config
+    assert (config.adapt, config.key_init, config.top_k) == ("all", "gaussian", 4)
+
+
 def test_a_data_frame_with_a_text_or_date_column_is_refused_naming_it():
     frame = pd.DataFrame({"price": [1.0, 2.0, 3.0], "colour": ["red", "blue", "red"], "size": [1, 2, 3]})
     with pytest.raises(ValueError, match="X has non-numeric column.s. 'colour': encode them"):

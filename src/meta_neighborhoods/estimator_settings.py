@@ -64,9 +64,10 @@ def check_settings(estimator) -> None:
 
 
 def method_config(estimator, dictionary_size, similarity: str, temperature: float) -> MNConfig:
-    """The method's settings: ``estimator``'s parameters of the same names (a new one reaches the network with no
-    edit here), with what fit resolved from the data."""
-    same = {name: value for name, value in estimator.get_params(deep=False).items() if name in FIELDS}
+    """The method's settings: ``estimator``'s attributes of the same names (a new parameter reaches the network with
+    no edit here), with what fit resolved from the data. Its attributes, not ``get_params``: a subclass whose own
+    ``__init__`` fixes a setting it does not take (``adapt="all"``) has it only as an attribute."""
+    same = {name: getattr(estimator, name) for name in FIELDS if hasattr(estimator, name)}
     return MNConfig(**{**same, "task": estimator._task, "dictionary_size": dictionary_size, "similarity": similarity,
                        "temperature": temperature},
                     **dict.fromkeys(("keys", "values"), "learned" if estimator.learn_dictionary else "fixed"))
