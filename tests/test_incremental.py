@@ -176,13 +176,26 @@ def test_a_classifier_s_calls_share_the_classes_given_first_which_a_batch_need_n
     for labels, classes, message in [(y + 3, None, r"y has labels \[3, 4, 5\] that are not among the classes"),
                                      (y == 1, None, r"y has labels \[False, True\] that are not among"),
                                      (y, [0, 1], r"continues a network of classes \[0, 1, 2\], but classes gives"),
-                                     (y, [0.0, 1.0, 2.0], r"classes \[0, 1, 2\], but classes gives \[0.0, 1.0, 2.0\]")]:
+                                     (y, ["0", "1", "2"], r"classes \[0, 1, 2\], but classes gives \['0', '1', '2'\]")]:
         with pytest.raises(ValueError, match=message):
             model.partial_fit(X, labels, classes=classes)
         assert model.loss_curve_ == curve and model.classes_.tolist() == [0, 1, 2]  # nothing trained or changed
         np.testing.assert_array_equal(model.predict_proba(X), answers)
     with pytest.raises(ValueError, match="classes must hold at least 2 classes"):
         MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, np.zeros(len(X), dtype=int), classes=[0])
+
+
+def test_labels_of_equal_value_are_one_class_whether_integers_or_floats():
+    """As in scikit-learn: a nullable integer column reaches the estimator as floats, beside np.unique's integers
+    for ``classes``; both had been refused, as [False, True] rightly are for [0, 1]. The fitted classes keep their
+    type, so predict answers as before."""
+    X, _ = _rows()
+    y = np.digitize(X[:, 0], [-0.5, 0.5])
+    model = MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, y.astype(float), classes=np.unique(y))
+    model.partial_fit(X, y, classes=[0.0, 1.0, 2.0])
+    assert model.classes_.tolist() == [0, 1, 2] and model.predict(X).dtype == y.dtype
+    warm = MetaNeighborhoodsClassifier(**SMALL, warm_start=True).fit(X, y).fit(X, y.astype(float))
+    assert warm.classes_.dtype == y.dtype
 
 
 def test_a_refused_call_leaves_the_estimator_and_its_parameters_as_they_were():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import types
 import warnings
 
@@ -108,8 +109,13 @@ def warm_fit(estimator) -> bool:
 
 
 def typed(values) -> tuple:
-    """``values`` as (type, value) pairs, which compare by both: labels [False, True] are not [0, 1]."""
-    return tuple((type(v), v) for v in np.ravel(values).tolist())
+    """``values`` as (kind, value) pairs, which compare by both: labels [False, True] are not [0, 1], nor "1" 1;
+    but 0 and 0.0 are one label (scikit-learn hands a nullable integer column over as floats)."""
+    return tuple((_kind(v), v) for v in np.ravel(values).tolist())
+
+
+def _kind(value) -> type:
+    return bool if isinstance(value, bool) else numbers.Real if isinstance(value, numbers.Real) else type(value)
 
 
 def same_as_fitted(what: str, fitted, given) -> None:
@@ -138,6 +144,7 @@ def fit_classes(estimator, labels: np.ndarray, warm: bool, weighted: bool) -> np
     found = LabelEncoder().fit(labels).classes_
     if warm:
         same_as_fitted("classes", estimator.classes_.tolist(), found.tolist())
+        return estimator.classes_  # of the type fitted: predict answers as before
     if len(found) < 2:
         among = " among the rows of sample_weight not negligible beside the largest" if weighted else ""
         raise ValueError(f"the target has 1 class ({found.tolist()[0]!r}){among}; a classifier needs at least 2")
