@@ -869,8 +869,11 @@ def test_without_validation_rows_there_is_no_second_phase():
     ("regressor", lambda m, X, y: m.fit(X[:, :4], y), "X has 4 features, but MetaNeighborhoodsRegressor is expecting 5"),
     ("regressor", lambda m, X, y: m.fit(X, np.c_[y, y]), "fitted network of outputs 1, but y has 2"),
     ("regressor", lambda m, X, y: m.set_params(hidden_layer_sizes=(8,)).fit(X, y), "changed the weights' shapes"),
-    ("regressor", lambda m, X, y: m.set_params(dictionary_size=4).fit(X, y), r"dictionary_size \(8 at fit, 4 now\)"),
+    ("regressor", lambda m, X, y: m.set_params(dictionary_size=4).fit(X, y),
+     r"changed dictionary_size \(8 at fit, 4 now\); fit"),  # the dictionary's shape is its setting's, no other
     ("regressor", lambda m, X, y: m.set_params(similarity="cosine").fit(X, y), "similarity .* at fit, 'cosine' now"),
+    ("regressor", lambda m, X, y: m.set_params(learn_metric=True).fit(X, y),
+     r"changed learn_metric \(False at fit, True now\); fit"),
     ("classifier", lambda m, X, y: m.fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 1)),
      r"classes \[0, 1\], but y has \[0, 1, 2\]"),
     ("classifier", lambda m, X, y: m.fit(X, X[:, 0] > 0), r"classes \[0, 1\], but y has \[False, True\]"),

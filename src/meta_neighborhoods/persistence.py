@@ -351,8 +351,10 @@ def differences(rebuilt: nn.Module, fitted: nn.Module) -> list[str]:
     changed = [f"{name} ({getattr(fitted.config, name)!r} at fit, {getattr(rebuilt.config, name)!r} now)"
                for name in settings if getattr(rebuilt.config, name) != getattr(fitted.config, name)]
     shapes = [{name: tuple(t.shape) for name, t in net.state_dict().items()} for net in (rebuilt, fitted)]
-    resized = ["the weights' shapes (hidden_layer_sizes, or a head or extractor factory)"]
-    return changed + (resized if shapes[0] != shapes[1] else [])
+    network = [{name: shape for name, shape in both.items() if name.startswith(("head.", "extractor."))}
+               for both in shapes]  # what hidden_layer_sizes and the factories shape; the settings, the rest
+    resized = network[0] != network[1] or (shapes[0] != shapes[1] and not changed)
+    return changed + (["the weights' shapes (hidden_layer_sizes, or a head or extractor factory)"] if resized else [])
 
 
 def continue_fitted(model: nn.Module, fitted: nn.Module) -> None:
