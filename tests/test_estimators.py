@@ -437,6 +437,7 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"learn_dictionary": False, "key_init": "gaussian"}, "learn_dictionary=False .* needs key_init='samples'"),
         ({"leave_one_out": True, "key_init": "gaussian"}, "leave_one_out=True .* needs key_init='samples'"),
         ({"warm_start": "yes"}, "warm_start must be True or False"),
+        ({"random_state": np.random.default_rng(0)}, "got a numpy Generator: give an int"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
@@ -500,7 +501,8 @@ def test_answers_that_overflow_name_the_value_farthest_from_the_training_data(sp
     model = MetaNeighborhoodsRegressor(**FAST, similarity="euclidean").fit(X, y)
     query = X[:3].copy()
     query[1, 2] = 1e20
-    with pytest.raises(ValueError, match=r"rows \[1\] are not finite .*; row 1's feature 2 \(1e\+20\) lies "
+    with pytest.raises(ValueError, match=r"rows \[1\] are not finite \(NaN, or beyond the network's float32\): "
+                                         r"refusing to answer; row 1's feature 2 \(1e\+20\) lies "
                                          r"[0-9.]+e\+(19|20) standard deviations from the training mean$"):
         model.predict(sp.csr_matrix(query) if sparse else query)
 

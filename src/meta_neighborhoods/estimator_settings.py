@@ -35,6 +35,9 @@ def check_settings(estimator) -> None:
     for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback", "warm_start"):
         if not isinstance(getattr(estimator, flag), (bool, np.bool_)):
             raise ConfigError(f"{flag} must be True or False, got {getattr(estimator, flag)!r}")
+    if isinstance(estimator.random_state, np.random.Generator):  # scikit-learn's refusal names no alternative
+        raise ConfigError("random_state must be None, an int or a numpy RandomState, as in scikit-learn, got a numpy "
+                          "Generator: give an int (generator.integers(2**32), say)", "random_state")
     if estimator.leave_one_out and estimator.refine_factor is not None:
         raise ConfigError("refine_factor with leave_one_out=True: the second phase goes on from the network kept as a "
                           "warm start would, and a warm start cannot hide from each row the key started at it")
