@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from .presets import PRESETS
-from .validation import (ConfigError, check_float32_positive, check_int, check_non_negative, check_option, check_positive, check_seed,
-                         check_threads, is_int, is_real, shown)
+from .validation import (ConfigError, check_float32_positive, check_int, check_non_negative, check_option,
+                         check_positive, check_seed, check_threads, is_int, is_real, shown)
 
 TASKS = REGRESSION, CLASSIFICATION = ("regression", "classification")
 SIMILARITIES = ("cosine", "euclidean")
