@@ -13,10 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
-import numpy as np
-
 from .presets import PRESETS
-from .validation import (ConfigError, check_float32_positive, check_int, check_non_negative, check_option,
+from .validation import (ConfigError, check_flag, check_float32_positive, check_int, check_non_negative, check_option,
                          check_positive, check_seed, check_threads, is_int, is_real, shown)
 
 TASKS = REGRESSION, CLASSIFICATION = ("regression", "classification")
@@ -139,9 +137,7 @@ class MNConfig:
         if not (is_real(self.slot_dropout) and 0.0 <= self.slot_dropout < 1.0):
             raise ConfigError(f"slot_dropout must be in [0, 1), got {shown(self.slot_dropout)}", "slot_dropout")
         for flag in ("learn_temperature", "learn_metric", "first_order"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}", flag)
-            numbers[flag] = bool(getattr(self, flag))
+            numbers[flag] = check_flag(flag, getattr(self, flag))
         for name, value in {**numbers, "slot_dropout": float(self.slot_dropout)}.items():
             object.__setattr__(self, name, value)  # frozen: normalise in place, once
 

@@ -21,8 +21,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
 from .config import FIELDS, HEADS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
-from .validation import (ConfigError, check_int, check_non_negative, check_option, check_positive, is_int, is_positive,
-                         is_real, outside_level, shown)
+from .validation import (ConfigError, check_flag, check_int, check_non_negative, check_option, check_positive, is_int,
+                         is_positive, is_real, outside_level, shown)
 
 
 def check_settings(estimator) -> None:
@@ -33,8 +33,7 @@ def check_settings(estimator) -> None:
     verbose = estimator.verbose
     check_int("verbose", int(verbose) if isinstance(verbose, (bool, np.bool_)) else verbose, 0)
     for flag in ("early_stopping", "leave_one_out", "learn_dictionary", "vanilla_fallback", "warm_start"):
-        if not isinstance(getattr(estimator, flag), (bool, np.bool_)):
-            raise ConfigError(f"{flag} must be True or False, got {getattr(estimator, flag)!r}")
+        check_flag(flag, getattr(estimator, flag))
     if isinstance(estimator.random_state, np.random.Generator):  # scikit-learn's refusal names no alternative
         raise ConfigError("random_state must be None, an int or a numpy RandomState, as in scikit-learn, got a numpy "
                           "Generator: give an int (generator.integers(2**32), say)", "random_state")

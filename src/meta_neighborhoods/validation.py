@@ -13,6 +13,8 @@ import os
 import reprlib
 import sys
 
+import numpy as np
+
 
 class ConfigError(ValueError):
     """A setting (parameter, option, command-line value) that is not allowed; the message names it, and so does
@@ -71,6 +73,13 @@ MAX_COUNT = 2**63 - 1  # what an int64 holds: a larger count fits no array or te
 def check_threads(name: str, value) -> int | None:
     """A count of torch's CPU threads (None: torch's choice), at most MAX_THREADS."""
     return None if value is None else check_int(name, value, maximum=MAX_THREADS)
+
+
+def check_flag(name: str, value) -> bool:
+    """True or False (numpy's too), where a truthy string ("no") or a 1 would pass for one."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{name} must be True or False, got {shown(value)}", name)
+    return bool(value)
 
 
 def is_int(value) -> bool:
