@@ -37,9 +37,8 @@ def check_settings(estimator) -> None:
     if isinstance(estimator.random_state, np.random.Generator):  # scikit-learn's refusal names no alternative
         raise ConfigError("random_state must be None, an int or a numpy RandomState, as in scikit-learn, got a numpy "
                           "Generator: give an int (generator.integers(2**32), say)", "random_state")
-    if estimator.leave_one_out and estimator.refine_factor is not None:
-        raise ConfigError("refine_factor with leave_one_out=True: the second phase goes on from the network kept as a "
-                          "warm start would, and a warm start cannot hide from each row the key started at it")
+    if estimator.leave_one_out and estimator.refine_factor is not None:  # the second phase goes on as a warm start
+        refuse_continued_leave_one_out("refine_factor")
     need_rows = {"learn_dictionary=False keeps the keys where they start": not estimator.learn_dictionary,
                  "leave_one_out=True hides from each row the key started at it": estimator.leave_one_out}
     for what in (what for what, on in need_rows.items() if on and estimator.key_init != "samples"):
@@ -104,10 +103,15 @@ def warm_fit(estimator) -> bool:
     check_settings(estimator)
     warm = estimator.warm_start and hasattr(estimator, "model_")
     if warm and estimator.leave_one_out:  # a first fit is a cold one, which leave-one-out may start
-        raise ConfigError("warm_start=True with leave_one_out=True cannot continue the fitted network: a warm start "
-                          "keeps the keys where they moved and knows no longer which training row each started at, "
-                          "which leave-one-out hides from it")
+        refuse_continued_leave_one_out("warm_start=True")
     return warm
+
+
+def refuse_continued_leave_one_out(how: str) -> None:
+    """Refuse ``how`` (a warm start, a call of partial_fit after the first, a second phase) for leave-one-out."""
+    raise ConfigError(f"{how} with leave_one_out=True cannot go on from a fitted network: that keeps the keys where "
+                      "they moved and knows no longer which training row each started at, which leave-one-out hides "
+                      "from it", "leave_one_out")
 
 
 def typed(values) -> tuple:

@@ -16,8 +16,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import LabelEncoder
 
-from .estimator_settings import typed
-from .validation import ConfigError, outside_level, shown
+from .estimator_settings import refuse_continued_leave_one_out, typed
+from .validation import outside_level, shown
 
 ONE_EPOCH = {"warm_start": True, "max_epochs": 1, "early_stopping": False}  # what a call fits with
 
@@ -26,9 +26,8 @@ def one_epoch(estimator, fit):
     """``fit()`` (the estimator's fit of the caller's rows) as a call of ``partial_fit``, the estimator's parameters
     left as they were; ``loss_curve_``, ``n_iter_`` and ``best_epoch_`` count the epochs of every call since the
     first, after those of a ``fit`` up to the epoch it kept (the one this call goes on from), the last the one kept."""
-    if estimator.leave_one_out:
-        raise ConfigError("partial_fit with leave_one_out=True: a call after the first goes on as a warm start does, "
-                          "which cannot hide from each row the key started at it", "leave_one_out")
+    if estimator.leave_one_out:  # a call after the first goes on as a warm start does
+        refuse_continued_leave_one_out("partial_fit")
     first = not hasattr(estimator, "model_")
     curve = [] if first else list(estimator.loss_curve_[:estimator.best_epoch_])
     given = {name: getattr(estimator, name) for name in ONE_EPOCH}
