@@ -52,6 +52,7 @@ from threadpoolctl import threadpool_limits
 
 from meta_neighborhoods.datasets.files import DataFileError, shared_data_dir
 from meta_neighborhoods.datasets.tables import load_table
+from meta_neighborhoods.estimator_rows import prediction_rows
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 
@@ -106,7 +107,7 @@ def meta_neighborhoods(epochs: int) -> MetaNeighborhoodsRegressor:
 
 def search(model) -> str:
     if isinstance(model, MetaNeighborhoodsRegressor):  # blocks sized to the dictionary it was fitted with
-        return f"blocks of {model.model_.prediction_rows()}"
+        return f"blocks of {prediction_rows(model.model_)}"
     return model[-1]._fit_method
 
 

@@ -24,7 +24,7 @@ come from the other run, with glibc's defaults (its peaks and the memory run's s
 Each model predicts the same 100,000 fresh rows at every training size: a flat "predict peak MB" column
 means predict memory does not grow with the training set. One more case fits the regressor on the smallest
 size and predicts ``--predict-rows`` fresh rows (default 1,000,000), to show that prediction runs in bounded
-blocks (sized to the dictionary, ``MetaNeighborhoods.prediction_rows``; the table names them) whatever the
+blocks (sized to the dictionary, ``estimator_rows.prediction_rows``; the table names them) whatever the
 number of rows; what does grow with them is the returned predictions (8 bytes a row, with their float32 blocks
 before that).
 

@@ -5,7 +5,7 @@ block too large for the processor's caches is paid in memory traffic, one too sm
 own pass is made again for each block). Models at the estimators' defaults but ``dictionary_size`` (0 is the vanilla
 network), fitted one epoch on ``fit_scale.py``'s synthetic 90-feature table (no fallback: the network with
 neighbours is the one timed), then ``predict`` on fresh rows in blocks of each size, and in those the estimators
-choose (``MetaNeighborhoods.prediction_rows``: "chosen"). Interleaved (one call of each per round), medians; the
+choose (``estimator_rows.prediction_rows``: "chosen"). Interleaved (one call of each per round), medians; the
 last column is the largest difference of a block size's predictions from those of 4,096-row blocks, the size used
 before.
 
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from fit_scale import table  # benchmarks/: scripts run from this folder
-import meta_neighborhoods.model as model_module
+import meta_neighborhoods.estimator_rows as rows_module
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 from timing import timed
 
-CHOSEN = model_module.network_batch
+CHOSEN = rows_module.network_batch
 
 
 def fitted(size: int, X: np.ndarray, y: np.ndarray) -> MetaNeighborhoodsRegressor:
@@ -41,12 +41,12 @@ def fitted(size: int, X: np.ndarray, y: np.ndarray) -> MetaNeighborhoodsRegresso
 
 def chosen_block(model: MetaNeighborhoodsRegressor) -> int:
     """The rows the estimators predict at once for this fitted model (its keys: the fit may keep fewer than S)."""
-    return model.model_.prediction_rows()
+    return rows_module.prediction_rows(model.model_)
 
 
 def predict(model: MetaNeighborhoodsRegressor, X: np.ndarray, block: int | None) -> np.ndarray:
     """``model.predict(X)`` in blocks of ``block`` rows (None: as the estimators choose)."""
-    model_module.network_batch = CHOSEN if block is None else lambda keys, gathered=0: block
+    rows_module.network_batch = CHOSEN if block is None else lambda keys, gathered=0: block
     return model.predict(X)
 
 
@@ -81,7 +81,7 @@ def _report(args) -> dict:
         before = {size: predict(model, X[fresh], 4096) for size, model in models.items()}
         gaps = {key: float(np.abs(call() - before[key[0]]).max()) for key, call in calls.items()}
     finally:
-        model_module.network_batch = CHOSEN
+        rows_module.network_batch = CHOSEN
 
     print(f"predict, microseconds per row, {args.rows} fresh rows, 90 features, MLP 128-128, the defaults but S, "
           f"{args.threads} threads, torch {torch.__version__}; interleaved, median of {args.repeats} rounds")

@@ -19,6 +19,7 @@ import torch
 
 from meta_neighborhoods import MetaNeighborhoods
 from meta_neighborhoods import model as model_module
+from meta_neighborhoods.estimator_rows import prediction_rows
 from meta_neighborhoods.heads import MLPHead
 from record import measure  # benchmarks/: scripts run from this folder
 from timing import timed
@@ -29,7 +30,7 @@ def predict(model: MetaNeighborhoods, X: torch.Tensor, dense: bool) -> torch.Ten
     saved = model_module.DENSE_BELOW
     model_module.DENSE_BELOW = 10**9 if dense else saved
     try:
-        size = model.prediction_rows()
+        size = prediction_rows(model)
         with torch.no_grad():
             return torch.cat([model(X[i:i + size]) for i in range(0, len(X), size)])
     finally:
@@ -56,7 +57,7 @@ def _report(args) -> dict:
     ms = timed(steps, args.repeats, 1, torch.device("cpu"))
     difference = (predict(model, X, False) - predict(model, X, True)).abs().max().item()
     print(f"{args.features} features, {args.keys} keys, k = 256 at evaluation, {args.rows} rows, {args.threads} "
-          f"thread(s); interleaved, median of {args.repeats}; blocks of {model.prediction_rows()} rows gathered")
+          f"thread(s); interleaved, median of {args.repeats}; blocks of {prediction_rows(model)} rows gathered")
     print(f"{'path':<10} {'ms / row':>9} {'vs dense':>9}")
     for name, value in ms.items():
         print(f"{name:<10} {value / args.rows:>9.3f} {value / ms['dense']:>8.2f}x")

@@ -356,7 +356,7 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
     network again, 11x the dense path's time. It now ranks and weighs as the dense path does (the same numbers) and
     holds only the adapted layer's inputs and gradients at each row's k keys."""
     from meta_neighborhoods import model as model_module
-    from meta_neighborhoods.estimator_rows import HELD_ENTRIES, PREDICT_BATCH, network_batch
+    from meta_neighborhoods.estimator_rows import HELD_ENTRIES, PREDICT_BATCH, network_batch, prediction_rows
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(400, 3000))
@@ -364,7 +364,7 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
                                        vanilla_fallback=False, random_state=0).fit(X, X[:, 0])
     network = model.model_
     held = 4 * 300 + 4 * (4 + 1)  # its similarities to the 300 keys; k = 2 / (1 - 0.5) keys of the last layer (4, 1)
-    assert network.row_entries() == held and network.prediction_rows() == network_batch(300) == PREDICT_BATCH
+    assert network.row_entries() == held and prediction_rows(network) == network_batch(300) == PREDICT_BATCH
     monkeypatch.setattr(network.attention, "top_k", None)  # training's: never called at evaluation
     fresh = rng.normal(size=(3000, 3000))
     gathered = model.predict(fresh)
@@ -380,14 +380,14 @@ def test_where_prediction_gathers_each_row_s_keys_it_takes_the_dense_path_s_numb
     assert every_layer.row_entries() == 4 * 4096 + 8 * ((3000 + 4) + (4 + 1)) + own  # its keys through every layer
     diagonal = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=100, adapt="all", step_size="diagonal")
     assert diagonal.row_entries() == 4 * 100 + 100 * (3000 + 4) + own  # dense, full attention: a gradient per row
-    assert diagonal.prediction_rows() == HELD_ENTRIES // (4 * 100 + 100 * 3004 + own)
+    assert prediction_rows(diagonal) == HELD_ENTRIES // (4 * 100 + 100 * 3004 + own)
     several = MetaNeighborhoods(MLPHead(8, (128, 128)), dictionary_size=4096, adapt="all", inner_steps=2)
-    assert several.prediction_rows() == 7  # every key through every adapted layer, per row: 8.5 GB in 512 rows
+    assert prediction_rows(several) == 7  # every key through every adapted layer, per row: 8.5 GB in 512 rows
     huge = MetaNeighborhoods(MLPHead(8, (4,)), dictionary_size=10**6, top_k=128, slot_dropout=0.5)
-    assert huge.prediction_rows() == HELD_ENTRIES // (4 * 10**6 + 256 * 5) == 4  # its similarities bound a block
+    assert prediction_rows(huge) == HELD_ENTRIES // (4 * 10**6 + 256 * 5) == 4  # its similarities bound a block
     defaults = MetaNeighborhoods(MLPHead(3000, (4,)), dictionary_size=4096, top_k=128, slot_dropout=0.5)
     assert defaults.row_entries() == 4 * 4096  # k = 256 of 4,096 keys: dense, and 512 rows a block as measured
-    assert defaults.prediction_rows() == 512
+    assert prediction_rows(defaults) == 512
 
 
 def test_fit_standardises_in_bounded_blocks(monkeypatch):

@@ -30,6 +30,12 @@ def network_batch(keys: int, held: int = 0) -> int:
     return min(rows, max(1, HELD_ENTRIES // held)) if held else rows
 
 
+def prediction_rows(model) -> int:
+    """Rows a ``MetaNeighborhoods`` network predicts at once outside training (``network_batch``): sized to the keys
+    every row meets, and to what else a row holds (``row_entries``)."""
+    return network_batch(0 if model.vanilla else model.dictionary.size, model.row_entries())
+
+
 def blocks(X, rows: np.ndarray | None = None, size: int | None = None):
     """``(offset, dense float block)`` of X's rows (or of ``rows``, indices into X), ``size`` (PREDICT_BATCH) at a
     time: a sparse table is densified one block at a time, never whole."""

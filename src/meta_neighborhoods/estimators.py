@@ -28,7 +28,7 @@ from .estimator_method_docs import doc
 from .estimator_settings import (check_labels, fit_classes, network_description, own_init, same_as_fitted,
                                  unchanged_if_raised, warm_fit, warn_if_cut_short)
 from .factories import build_extractor, build_network
-from .estimator_rows import (early_stopping_split, farthest, in_blocks, numeric_columns, standardise,
+from .estimator_rows import (early_stopping_split, farthest, in_blocks, numeric_columns, prediction_rows, standardise,
                           standardised_rows, standardiser, training_rows)
 from .training import fit_early_stopping, resolve_device, torch_globals
 from .training_state import Carried, OptimizerSpec
@@ -254,7 +254,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         the network's device and in its dtype (a user may move it, or make it float64)."""
         model = (self.model_ if model is None else model).eval()
         parameter, mean, scale = next(model.parameters()), self.x_mean_, self.x_scale_
-        size = model.prediction_rows()
+        size = prediction_rows(model)
         with torch_globals():
             return torch.from_numpy(in_blocks(lambda i, block: model(torch.from_numpy(standardise(
                 block, mean, scale, i)).to(parameter.device, parameter.dtype)).cpu(), X, rows, size))

@@ -14,7 +14,6 @@ from .dictionary import InducedDictionary
 from .heads import Head, decayed_parameter_names
 from .inner_loss import TopK
 from .similarity import Attention
-from .estimator_rows import network_batch
 
 
 DENSE_BELOW = 32  # what an entry gathered costs against a multiply-add (measured: benchmarks/adaptation_speed.py)
@@ -121,11 +120,6 @@ class MetaNeighborhoods(nn.Module):
         own = torch.arange(index.numel(), device=z.device).view(top.index.shape)
         return self.adaptation(self.head, z, keys.index_select(0, index), values.index_select(0, index),
                                TopK(own, top.weight))
-
-    def prediction_rows(self) -> int:
-        """Rows to predict at once outside training (``estimator_rows.network_batch``): sized to the keys every row
-        meets, and to what else a row holds (``row_entries``)."""
-        return network_batch(0 if self.vanilla else self.dictionary.size, self.row_entries())
 
     def row_entries(self) -> int:
         """Entries a row holds at evaluation, what bounds a block of rows predicted at once: its similarities to
