@@ -39,9 +39,9 @@ FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded wit
 NONE_MEANS = {"temperature": "default", "top_k": "full"}
 ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
-RESULTS = ("results.json", "results.md", "folds.png")  # what each run writes: a folder holding them holds a run
-SUMMARY = ("summary.json", "summary.md")
-ABLATION = ("ablation.json", "ablation.md", "ablation.png")
+RESULTS = RESULTS_JSON, RESULTS_MD, FOLDS_PNG = ("results.json", "results.md", "folds.png")  # what each run writes
+SUMMARY = SUMMARY_JSON, SUMMARY_MD = ("summary.json", "summary.md")
+ABLATION = ABLATION_JSON, ABLATION_MD, ABLATION_PNG = ("ablation.json", "ablation.md", "ablation.png")
 TABLE_RUNS = (*RESULTS, *SUMMARY, *ABLATION)  # what regress and ablate write: any of them in a folder is a run
 TABLE_KIND = "regress or ablate"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
@@ -99,13 +99,13 @@ def _table_results(table: Table, methods: dict, options: dict, used: Table, para
 
 def _write_table_run(out: Path, results: dict) -> None:
     """A table run's files in ``out`` (a claimed folder's stage: they take their places together)."""
-    write_json(out / "results.json", results)
+    write_json(out / RESULTS_JSON, results)
     warn_unconverged(results)
-    write_text(out / "results.md", results_markdown(results))
+    write_text(out / RESULTS_MD, results_markdown(results))
     kept = results["kept"].get(REFERENCE, [])
     vanilla_kept = [i for i, choice in enumerate(kept) if choice != WITH_NEIGHBOURS]
     short, _, axis = METRIC_TEXT[results["metric"]]
-    fold_errors_figure(out / "folds.png", results["folds"], f"{results['dataset']}: {short} per fold, "
+    fold_errors_figure(out / FOLDS_PNG, results["folds"], f"{results['dataset']}: {short} per fold, "
                        f"{protocol_text(results['config'])}", results["config"]["folds"], (REFERENCE, vanilla_kept),
                        ylabel=axis)
 
@@ -220,8 +220,8 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
                 _write_table(Path(out) / name, results)
             rows[name], shown = _summary_row(results), protocol_text(results["config"])
         summary = {"datasets": rows, "skipped": skipped, "config": config}
-        write_json(stage / "summary.json", summary)
-        write_text(stage / "summary.md", summary_markdown(rows, list(methods), skipped, shown))
+        write_json(stage / SUMMARY_JSON, summary)
+        write_text(stage / SUMMARY_MD, summary_markdown(rows, list(methods), skipped, shown))
     return summary
 
 
@@ -290,15 +290,15 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
             **({"log_loss": list(cv["log_loss"].values())} if cv["log_loss"] else {}),
             "config": run_config(table, used, options, params, {**ABLATED, param: "ablated, see values"}),
         }
-        write_json(out / "ablation.json", results)
+        write_json(out / ABLATION_JSON, results)
         warn_unconverged(results)
         capped, total = capped_values(param, values, results["dictionary_sizes"]), len(cv["fold_seeds"])
         short, _, axis = METRIC_TEXT[results["metric"]]
-        write_text(out / "ablation.md", ablation_markdown(results, shown, capped))
+        write_text(out / ABLATION_MD, ablation_markdown(results, shown, capped))
         bars = (f"error bars: ±1 std over {total} folds ({seeds} seed{'s' * (seeds != 1)} x {folds} folds), the same "
                 f"folds for every value; p: corrected t-test against {shown[0]}"
                 + (f"; {CAPS[param].legend}" if any(capped) else ""))
-        ablation_figure(out / "ablation.png", param, shown if None in values else values, results["mean"],
+        ablation_figure(out / ABLATION_PNG, param, shown if None in values else values, results["mean"],
                         results["std"], log_x=param in LOG_SCALE_PARAMS, error_bars=bars, ylabel=axis,
                         title=f"{table.name}: Meta-Neighborhoods' {short} against {param}",
                         notes=point_notes(param, results["p_value_vs_first"], capped))
