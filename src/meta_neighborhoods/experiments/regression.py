@@ -198,12 +198,8 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
     replacing = any((Path(out) / name).exists() for name in outputs)
     with torch_threads(checked["threads"]), ExitStack() as held, claimed(out, outputs, overwrite, TABLE_KIND) as stage:
         config["provenance"] = provenance()  # under the tables' thread count: their provenance's
-        for folder in folders if replacing else ():  # held until their files are replaced: no other run writes there
-            if not folder.exists():  # a run into it meanwhile would be replaced at the end: made, to be locked
-                folder.mkdir()
-                held.callback(remove_created, [folder])  # left only if it holds more than the lock
-            held.enter_context(lock(folder))
-            remove_stale_stages(folder)  # a killed run's, which the stage of out does not see
+        if replacing:
+            _hold(held, folders)
         rows, skipped, shown = {}, {}, ""
         for name in names:
             try:
@@ -223,6 +219,19 @@ def run_regression_all(names: list[str], out, data_dir=None, methods: dict | Non
         write_json(stage / SUMMARY_JSON, summary)
         write_text(stage / SUMMARY_MD, summary_markdown(rows, list(methods), skipped, shown))
     return summary
+
+
+def _hold(held: ExitStack, folders: list[Path]) -> None:
+    """Each table's folder locked in ``held`` until the run's files replace the earlier run's, so that no other run
+    writes there meanwhile; one that is missing is made, to be locked (a run into it would be replaced at the end),
+    and removed again where it holds no more than the lock; a killed run's stages there, which the stage of the
+    whole run does not see, are removed."""
+    for folder in folders:
+        if not folder.exists():
+            folder.mkdir()
+            held.callback(remove_created, [folder])
+        held.enter_context(lock(folder))
+        remove_stale_stages(folder)
 
 
 def _write_table(folder: Path, results: dict) -> None:
