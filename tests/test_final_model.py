@@ -300,7 +300,7 @@ def test_a_saved_model_naming_a_feature_twice_is_refused(tmp_path):
     text = json.dumps(manifest).replace('["a", "b", "c"]', '["a", "a", "c"]')
     assert text != json.dumps(manifest)
     (tmp_path / "m.json").write_text(text)
-    with pytest.raises(CheckpointError, match="feature_names_in_ should name each feature once"):
+    with pytest.raises(CheckpointError, match="feature_names_in_ should name each of the 3 features once"):
         MetaNeighborhoodsRegressor.load(tmp_path / "m")
 
 

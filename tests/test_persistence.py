@@ -339,7 +339,7 @@ def test_a_head_the_package_ships_is_saved_by_name_and_its_shapes_checked_on_loa
     ("strings", lambda meta: meta["arrays"].update(junk={"dtype": "<U10000", "values": [""] * 7000}),
      "unknown fitted attribute\\(s\\) junk: refused"),  # before its 280 MB are built
     ("regressor", lambda meta: meta["arrays"].update(feature_names_in_={"dtype": "|O", "values": ["a"]}),
-     "feature_names_in_ should name the 4 features, got 1 names"),
+     "feature_names_in_ should name each of the 4 features once, got 1 names"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<M8[ns]"), "a flat list of strings or numbers"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|i1", values=[0, 1, 1000]), "OverflowError"),
     ("regressor", lambda meta: meta["params"].update(inner_steps=10**9), "inner_steps must be at most 100"),  # hung

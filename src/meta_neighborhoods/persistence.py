@@ -142,12 +142,11 @@ _FITTED_CHECKS = (  # (name, test of its value given network_, what it should be
 )
 
 
-def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str, targets: bool = False) -> None:
+def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str) -> None:
     """The sizes ``network_`` and the parameters (the ``head`` named, of ``hidden`` widths) imply, against the tensor
-    file's own shapes: a crafted size must fail here, not make torch allocate terabytes when the network is built;
-    and the columns' scales (``targets``: the regressor's of its targets too), which predict would otherwise apply
-    without a word. The head expected is built on the meta device (no storage), once its layers and sizes are known
-    to be within what the file's head holds (every layer has a weight and a bias; every size, as many values)."""
+    file's own shapes: a crafted size must fail here, not make torch allocate terabytes when the network is built.
+    The head expected is built on the meta device (no storage), once its layers and sizes are known to be within
+    what the file's head holds (every layer has a weight and a bias; every size, as many values)."""
     network, state = fitted["network_"], checkpoint.network_of(tensors)
     held = [t for name, t in state.items() if name.startswith("head.")]
     sizes = (network["n_features"], network["n_outputs"], *hidden)
@@ -171,8 +170,14 @@ def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str, 
     if (0 if keys is None else tuple(keys.shape)) != (
             0 if network["dictionary_size"] == 0 else (network["dictionary_size"], network["n_features"])):
         raise CheckpointError(f"{source}: the dictionary's keys do not match network_ {network}")
+
+
+def check_columns(fitted: dict, source: str, targets: bool = False) -> None:
+    """What predict applies without a word, and returns: the inputs' (``targets``: and targets') means and scales, a
+    finite value for each column of ``network_``, the scales positive; the classes; the features' names."""
+    network, classes, names = fitted["network_"], fitted.get("classes_"), fitted.get("feature_names_in_")
     scaled = {"x": network["n_features"], **({"y": network["n_outputs"]} if targets else {})}
-    for side, size in scaled.items():  # what predict standardises the inputs and rescales the targets with
+    for side, size in scaled.items():
         for name in (f"{side}_mean_", f"{side}_scale_"):
             values = np.asarray(fitted.get(name, []))
             if values.shape != (size,) or values.dtype.kind not in "fiu" or not np.isfinite(values).all():
@@ -181,19 +186,15 @@ def check_shapes(fitted: dict, tensors: dict, head, hidden: tuple, source: str, 
             raise CheckpointError(f"{source}: {side}_scale_ should hold positive values")
     if targets and "_y_ndim" not in fitted:  # its value is checked with the other fitted attributes
         raise CheckpointError(f"{source}: _y_ndim should be 1 or 2 for one target, 2 for several")
-    classes = fitted.get("classes_")
     if classes is not None and np.ndim(classes) != 1:
         raise CheckpointError(f"{source}: classes_ should be a flat list of the classes, got shape {np.shape(classes)}")
     if classes is not None and any(isinstance(c, float) and not math.isfinite(c) for c in classes.tolist()):
         raise CheckpointError(f"{source}: classes_ should hold finite values (predict returns them)")
     if classes is not None and len(np.unique(classes)) != len(classes):
         raise CheckpointError(f"{source}: classes_ should name each class once")
-    names = fitted.get("feature_names_in_")
-    if names is not None and len(names) != network["n_features"]:
-        raise CheckpointError(f"{source}: feature_names_in_ should name the {network['n_features']} features, got "
-                              f"{len(names)} names")
-    if names is not None and len(set(names.tolist())) != len(names):  # fit takes no table with two of a name
-        raise CheckpointError(f"{source}: feature_names_in_ should name each feature once")
+    if names is not None and not len(set(names.tolist())) == len(names) == network["n_features"]:
+        raise CheckpointError(f"{source}: feature_names_in_ should name each of the {network['n_features']} features "
+                              f"once, got {len(names)} names")
 
 
 def checkpoint_stem(path) -> Path:
@@ -283,7 +284,7 @@ def check_params(estimator) -> None:
 
 def rebuild(cls, meta: dict, tensors: dict, source: str):
     """(estimator, fitted attributes, unloaded network) of estimator class ``cls`` from a checkpoint's contents,
-    every field checked first (see ``check_fitted`` and ``check_shapes``); anything wrong is a CheckpointError."""
+    every field checked first (``check_fitted``, ``check_shapes``, ``check_columns``): a CheckpointError if wrong."""
     if meta.get("estimator") != cls.__name__:
         found = f"a {meta['estimator']}" if "estimator" in meta else "no estimator (another kind of checkpoint)"
         raise CheckpointError(f"{source} holds {found}, not a {cls.__name__}")
@@ -297,8 +298,8 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         check_fitted(fitted, source)
         network = fitted["network_"]
         method_config(estimator, network["dictionary_size"], network["similarity"], network["temperature"])
-        check_shapes(fitted, tensors, estimator.head, hidden_widths(estimator.hidden_layer_sizes), source,
-                     targets=cls._task == "regression")
+        check_shapes(fitted, tensors, estimator.head, hidden_widths(estimator.hidden_layer_sizes), source)
+        check_columns(fitted, source, targets=cls._task == "regression")
         if cls._task == "classification" and len(fitted["classes_"]) != network["n_outputs"]:
             raise ValueError(f"{len(fitted['classes_'])} classes_ for {network['n_outputs']} outputs")
         return estimator, fitted, build_network(estimator, **network)
