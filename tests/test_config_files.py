@@ -257,11 +257,11 @@ def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_ref
 
 
 def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_path, parsed, monkeypatch):
-    from meta_neighborhoods.experiments import regression
+    from meta_neighborhoods.experiments import table_runs
 
-    mlps = {name: method for name, method in regression.available_methods().items()
+    mlps = {name: method for name, method in table_runs.available_methods().items()
             if name in ("vanilla", "meta_neighborhoods")}
-    monkeypatch.setattr(regression, "available_methods", lambda task="regression": mlps)  # the methods the settings reach
+    monkeypatch.setattr(table_runs, "available_methods", lambda task="regression": mlps)  # the methods the settings reach
     argv = ["regress", "--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2",
             "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--slot-draw", "batch", "--device", "cpu",
             "--refine-factor", "0.5", "--quiet"]
@@ -321,11 +321,11 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
                                                                                        monkeypatch, user_folder):
     """MN alone (--no-vanilla-fallback) is the paper's method: its record repeats it; and a record names its table
     by digest, so that a file of another table under the same name (or a registered one) is refused."""
-    from meta_neighborhoods.experiments import regression
+    from meta_neighborhoods.experiments import table_runs
 
-    mlps = {name: method for name, method in regression.available_methods().items()
+    mlps = {name: method for name, method in table_runs.available_methods().items()
             if name in ("vanilla", "meta_neighborhoods")}
-    monkeypatch.setattr(regression, "available_methods", lambda task="regression": mlps)
+    monkeypatch.setattr(table_runs, "available_methods", lambda task="regression": mlps)
     data = tmp_path / "data"
     data.mkdir()
     argv = ["regress", "--data-file", _csv(data / "yacht.csv", 0), "--target", "y", "--folds", "2", "--seeds", "1",
@@ -348,7 +348,7 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
     assert main(["regress", "--config", record, "--out", str(tmp_path / "registered")]) == 2
     assert "whose path records never keep: give the file again with --data-file" in capsys.readouterr().err
     assert not any(other.iterdir()) and not (tmp_path / "registered").exists()
-    monkeypatch.setattr(regression, "available_methods", lambda task="regression": mlps)
+    monkeypatch.setattr(table_runs, "available_methods", lambda task="regression": mlps)
     assert main([*again, str(tmp_path / "waived"), "--table-sha256", "none", "--quiet"]) == 0  # the line wins
     capsys.readouterr()
     _refused(capsys, ["regress", "--dataset", "gom", "--table-sha256", "abc", "--out", "x"], "64 hexadecimal")

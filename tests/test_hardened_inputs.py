@@ -33,7 +33,7 @@ from meta_neighborhoods.datasets.csv_tables import load_csv_table
 from meta_neighborhoods.datasets.tables import GOM_FILE, _GOM_PACKAGED, load_table
 from meta_neighborhoods.estimators import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
 from meta_neighborhoods.experiments.classification import run_classification
-from meta_neighborhoods.experiments.regression import run_regression_all
+from meta_neighborhoods.experiments.table_runs import run_tables
 from meta_neighborhoods.heads import MLPHead
 from meta_neighborhoods.estimator_rows import early_stopping_split, standardiser
 from meta_neighborhoods.model import MetaNeighborhoods
@@ -210,7 +210,7 @@ BAD_INPUTS = [
                  "unknown image data set 'cifar11'.*cifar10", id="unknown-dataset"),
     pytest.param(lambda tmp: (run_classification, "digits", "convnet4", "knn", tmp / "out", 1), ValueError,
                  "unknown method 'knn'.*mn_ifilm", id="unknown-method"),
-    pytest.param(lambda tmp: (run_regression_all, ["gom", "bostn"], tmp / "out"), ValueError,
+    pytest.param(lambda tmp: (run_tables, ["gom", "bostn"], tmp / "out"), ValueError,
                  r"unknown table\(s\) 'bostn'.*boston", id="unknown-table-in-regression-runner"),
     # -- data files
     pytest.param(lambda tmp: (load_csv_table, tmp / "missing.csv", "y"), DataFileError, "missing data file",

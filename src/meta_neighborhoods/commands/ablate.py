@@ -38,7 +38,7 @@ def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
     if args.param in ESTIMATOR_OPTIONS and getattr(args, args.param) is not None:
         raise UsageError(f"--param {args.param} is varied over --values; drop --{args.param.replace('_', '-')}")
-    from ..experiments.regression import run_ablation
+    from ..experiments.table_runs import run_ablation
 
     options = fit_options(args)
     try:

@@ -212,10 +212,10 @@ def table_run_options(record: dict) -> dict:
         options["dataset"] = record["dataset"]
     factories = [name for name in ("head", "extractor") if name in config["estimator_params"]
                  and config["estimator_params"][name] not in HEADS]  # a head the package ships is a name
-    if factories:  # recorded by name (experiments/regression._recorded): code, which a record cannot carry
+    if factories:  # recorded by name (experiments/table_records.recorded): code, which a record cannot carry
         shown = str(config["estimator_params"][factories[0]])[:80]
         raise ConfigError(f"its run was given a {factories[0]} factory ({shown}), which a record cannot rerun: call "
-                          "run_regression or run_ablation with it")
+                          "run_table or run_ablation with it")
     unknown = sorted(set(config["estimator_params"]) - {*ESTIMATOR_OPTIONS, "device"}, key=str)
     if unknown:  # a record gives settings, never paths or --overwrite
         raise ConfigError(f"its estimator_params hold settings no run records ({', '.join(unknown)[:80]}); expected "

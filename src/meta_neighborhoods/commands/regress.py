@@ -39,17 +39,17 @@ def run(args) -> int:
     check_target(args)  # before the imports: a usage error needs no torch
     if args.search and args.hidden_layer_sizes is not None:
         raise UsageError("--search chooses the hidden layers per fold; drop --hidden-layer-sizes")
-    from ..experiments.regression import run_regression, run_regression_all
+    from ..experiments.table_runs import run_table, run_tables
 
     options = {**fit_options(args), "search": args.search}
     if args.dataset == "all" and table_task(args) != REGRESSION:
         raise UsageError("--dataset all runs the regression tables: give --task classification one table, "
                          f"{' or '.join(available_tables(CLASSIFICATION))}, or a --data-file")
     if args.dataset == "all":
-        run_regression_all(available_tables(REGRESSION), args.out, data_dir=args.data_dir, **options)
+        run_tables(available_tables(REGRESSION), args.out, data_dir=args.data_dir, **options)
         written = ("summary.md", "summary.json and a folder per data set")
     else:
-        run_regression(load_table_source(args), args.out, **options, task=table_task(args))
+        run_table(load_table_source(args), args.out, **options, task=table_task(args))
         written = ("results.md", "results.json, folds.png")
     print((Path(args.out) / written[0]).read_text(), end="")
     LOGGER.info("wrote %s/%s, %s", args.out, *written)

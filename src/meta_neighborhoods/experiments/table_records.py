@@ -1,5 +1,5 @@
 """What a run on a table records of itself, so that it can be repeated: the table and the rows it used, the settings
-given and the estimator's full parameters, as JSON holds them, and the provenance. Table runs (``regression.py``)
+given and the estimator's full parameters, as JSON holds them, and the provenance. Table runs (``table_runs.py``)
 and a final model's fit (``final_model.py``) write the same ``config``, which ``--config`` reads back."""
 
 from __future__ import annotations

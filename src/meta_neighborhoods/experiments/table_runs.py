@@ -47,10 +47,10 @@ TABLE_KIND = "regress or ablate"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
 
 
-def run_regression(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS, search: bool = False,
-                   methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
-                   progress: bool = True, overwrite: bool = False, threads: int | None = None,
-                   task: str = REGRESSION) -> dict:
+def run_table(table: Table, out, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS, search: bool = False,
+              methods: dict | None = None, estimator_params: dict | None = None, max_rows: int | None = None,
+              progress: bool = True, overwrite: bool = False, threads: int | None = None,
+              task: str = REGRESSION) -> dict:
     """Table 2 for one data set: writes results.json, results.md and folds.png into ``out`` (a folder holding any
     table run's files is refused unless ``overwrite``). With ``task="classification"`` the methods are classifiers
     on the table's class labels, the folds stratified, and the error the share of test rows misclassified.
@@ -167,12 +167,12 @@ def _summary_row(results: dict) -> dict:
     }
 
 
-def run_regression_all(names: list[str], out, data_dir=None, methods: dict | None = None, folds: int = FOLDS,
-                       seed: int = 0, seeds: int = SEEDS, search: bool = False, estimator_params: dict | None = None,
-                       max_rows: int | None = None, progress: bool = True, overwrite: bool = False,
-                       threads: int | None = None) -> dict:
+def run_tables(names: list[str], out, data_dir=None, methods: dict | None = None, folds: int = FOLDS,
+               seed: int = 0, seeds: int = SEEDS, search: bool = False, estimator_params: dict | None = None,
+               max_rows: int | None = None, progress: bool = True, overwrite: bool = False,
+               threads: int | None = None) -> dict:
     """Table 2 for several registered data sets into ``out/<name>/``, plus summary.md / summary.json; the options
-    are ``run_regression``'s.
+    are ``run_table``'s.
 
     A data set whose files are missing is skipped with a note, so one absent download does not stop the rest.
     A misspelt name, a bad count of seeds or rows or a folder that holds an earlier run's results (without

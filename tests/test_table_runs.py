@@ -30,10 +30,10 @@ from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.validation import ConfigError
 from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
-from meta_neighborhoods.experiments import ablation_caps, cross_validation, regression, reports
+from meta_neighborhoods.experiments import ablation_caps, cross_validation, reports, table_runs
 from meta_neighborhoods.experiments.cross_validation import TABLE_METHODS, available_methods, cross_validate
-from meta_neighborhoods.experiments.regression import (
-    ABLATION_TYPES, ablation_values, run_ablation, run_regression, run_regression_all,
+from meta_neighborhoods.experiments.table_runs import (
+    ABLATION_TYPES, ablation_values, run_ablation, run_table, run_tables,
 )
 
 FAST = {"max_epochs": 5, "hidden_layer_sizes": (16,), "dictionary_size": 16}
@@ -64,13 +64,13 @@ def fast_estimators(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------
-# run_regression
+# run_table
 
 
-def test_run_regression_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
+def test_run_table_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     table = load_csv_table(tiny_csv, "y")
-    results = run_regression(table, tmp_path / "run", folds=2, seed=3, seeds=2, estimator_params=FAST,
-                             methods=TABLE_METHODS, progress=False)
+    results = run_table(table, tmp_path / "run", folds=2, seed=3, seeds=2, estimator_params=FAST,
+                        methods=TABLE_METHODS, progress=False)
 
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
@@ -140,8 +140,8 @@ def test_an_installed_baseline_joins_the_table_on_the_same_folds(tiny_csv, tmp_p
     pytest.importorskip(package)
     assert baseline in available_methods()
     methods = {name: available_methods()[name] for name in ("meta_neighborhoods", baseline)}
-    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, methods=methods,
-                             estimator_params=FAST, progress=False)
+    results = run_table(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, methods=methods,
+                        estimator_params=FAST, progress=False)
     assert len(results["folds"][baseline]) == 2 and 0 < results["mean"][baseline] < 1.5  # learns something
     assert results["p_values"].keys() == {baseline}
 
@@ -149,8 +149,8 @@ def test_an_installed_baseline_joins_the_table_on_the_same_folds(tiny_csv, tmp_p
 def test_search_records_one_architecture_per_fold(tiny_csv, tmp_path):
     table = load_csv_table(tiny_csv, "y")
     methods = {name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
-    results = run_regression(table, tmp_path, folds=2, seeds=2, search=True, methods=methods,
-                             estimator_params={**FAST, "max_epochs": 1}, progress=False)
+    results = run_table(table, tmp_path, folds=2, seeds=2, search=True, methods=methods,
+                        estimator_params={**FAST, "max_epochs": 1}, progress=False)
     assert [(a["seed"], a["fold"]) for a in results["architectures"]] == [(0, 0), (0, 1), (1, 0), (1, 1)]
     for choice in results["architectures"]:
         depth, width = len(choice["hidden_layer_sizes"]), choice["hidden_layer_sizes"][0]
@@ -206,12 +206,12 @@ class _KeptBySeed:
 
 def test_the_network_each_fold_kept_is_recorded_and_counted(tiny_csv, tmp_path):
     methods = {"knn": TABLE_METHODS["knn"], "meta_neighborhoods": lambda seed, n_train, params: _KeptBySeed(seed)}
-    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "run", folds=2, seed=3, seeds=2,
-                             methods=methods, progress=False)
+    results = run_table(load_csv_table(tiny_csv, "y"), tmp_path / "run", folds=2, seed=3, seeds=2,
+                        methods=methods, progress=False)
     assert results["kept"] == {"meta_neighborhoods": ["vanilla", "vanilla", "meta_neighborhoods",
                                                       "meta_neighborhoods"]}  # the folds' order; knn reports none
     assert "kept the network with neighbours on 2 of 4 folds" in (tmp_path / "run" / "results.md").read_text()
-    summary = run_regression_all(["gom"], tmp_path / "all", methods=methods, folds=2, seeds=1, progress=False)
+    summary = run_tables(["gom"], tmp_path / "all", methods=methods, folds=2, seeds=1, progress=False)
     assert summary["datasets"]["gom"]["neighbours_kept"] == 2  # seed 0: the neighbours kept on both folds
     assert "| 2/2 |" in (tmp_path / "all" / "summary.md").read_text()
 
@@ -243,7 +243,7 @@ def test_fits_stopped_at_max_epochs_are_counted_and_reported_once(tiny_csv, tmp_
     table = load_csv_table(tiny_csv, "y")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        results = run_regression(table, tmp_path / "run", folds=2, seeds=2, methods=methods, progress=False)
+        results = run_table(table, tmp_path / "run", folds=2, seeds=2, methods=methods, progress=False)
     assert [(w.category, str(w.message)) for w in caught] == [(UserWarning, "something else")]  # seed 1's folds, once
     assert results["unconverged"] == {"meta_neighborhoods": 2}
     assert json.loads((tmp_path / "run" / "results.json").read_text())["unconverged"] == {"meta_neighborhoods": 2}
@@ -253,33 +253,33 @@ def test_fits_stopped_at_max_epochs_are_counted_and_reported_once(tiny_csv, tmp_
         f"tiny: {note}: raise --max-epochs, or lower --n-iter-no-change, to let early stopping decide."]
 
     caplog.clear()
-    results = run_regression(table, tmp_path / "knn", folds=2, seeds=1, methods={**methods, "meta_neighborhoods":
-                             lambda seed, n_train, params: _KeptBySeed(seed)}, progress=False)
+    results = run_table(table, tmp_path / "knn", folds=2, seeds=1, methods={**methods, "meta_neighborhoods":
+                        lambda seed, n_train, params: _KeptBySeed(seed)}, progress=False)
     assert results["unconverged"] == {} and "Stopped" not in (tmp_path / "knn" / "results.md").read_text()
     assert not caplog.records
 
 
 def test_the_search_s_capped_fits_are_counted_apart(tiny_csv, tmp_path):
     methods = {name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")}
-    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, search=True, methods=methods,
-                             estimator_params={**FAST, "max_epochs": 1}, progress=False)
+    results = run_table(load_csv_table(tiny_csv, "y"), tmp_path, folds=2, seeds=1, search=True, methods=methods,
+                        estimator_params={**FAST, "max_epochs": 1}, progress=False)
     search = len(cross_validation.SEARCH_DEPTHS) * len(cross_validation.SEARCH_WIDTHS) * 2
     assert results["unconverged"] == {"architecture search": search, "vanilla": 2, "meta_neighborhoods": 2}
     assert f"architecture search: {search} fits; vanilla: 2 of 2 folds" in (tmp_path / "results.md").read_text()
 
 
-def test_run_regression_needs_the_reference_method(tiny_csv, tmp_path):
+def test_run_table_needs_the_reference_method(tiny_csv, tmp_path):
     with pytest.raises(ValueError, match="meta_neighborhoods"):
-        run_regression(load_csv_table(tiny_csv, "y"), tmp_path, methods={"knn": TABLE_METHODS["knn"]}, progress=False)
+        run_table(load_csv_table(tiny_csv, "y"), tmp_path, methods={"knn": TABLE_METHODS["knn"]}, progress=False)
 
 
-def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog):
+def test_run_tables_skips_missing_files_and_summarises(tmp_path, caplog):
     data = tmp_path / "data" / "gom"
     data.mkdir(parents=True)
     shutil.copyfile(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}", data / GOM_FILE)
     methods = {name: TABLE_METHODS[name] for name in ("knn", "vanilla", "meta_neighborhoods")}
-    summary = run_regression_all(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods,
-                                 folds=2, seeds=1, estimator_params={**FAST, "max_epochs": 2}, progress=False)
+    summary = run_tables(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods,
+                         folds=2, seeds=1, estimator_params={**FAST, "max_epochs": 2}, progress=False)
 
     assert "skipping boston: boston: missing data file" in caplog.text  # a warning of the package's logger
     assert list(summary["datasets"]) == ["gom"] and list(summary["skipped"]) == ["boston"]
@@ -305,8 +305,8 @@ def test_run_regression_all_skips_missing_files_and_summarises(tmp_path, caplog)
     # beside the new summary, which says boston was skipped
     shutil.copytree(tmp_path / "out" / "gom", tmp_path / "out" / "boston", ignore=shutil.ignore_patterns(".lock"))
     (tmp_path / "out" / "boston" / "mine.txt").write_text("a user's own file")
-    run_regression_all(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods, folds=2,
-                       seeds=1, estimator_params={**FAST, "max_epochs": 1}, progress=False, overwrite=True)
+    run_tables(["gom", "boston"], tmp_path / "out", data_dir=tmp_path / "data", methods=methods, folds=2,
+               seeds=1, estimator_params={**FAST, "max_epochs": 1}, progress=False, overwrite=True)
     assert sorted(p.name for p in (tmp_path / "out" / "boston").iterdir()) == [".lock", "mine.txt"]  # locked, emptied
 
 
@@ -316,7 +316,7 @@ def _two_tables(tmp_path, names=("gom", "gom-longitude")):
     data = tmp_path / "data" / "gom"
     data.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(meta_neighborhoods.__file__).parent / "data" / f"gom_{GOM_FILE}", data / GOM_FILE)
-    return functools.partial(run_regression_all, list(names), data_dir=tmp_path / "data",
+    return functools.partial(run_tables, list(names), data_dir=tmp_path / "data",
                              methods={name: TABLE_METHODS[name] for name in ("vanilla", "meta_neighborhoods")},
                              folds=2, seeds=1, max_rows=60, estimator_params={**FAST, "max_epochs": 1},
                              progress=False)
@@ -334,7 +334,7 @@ def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_i
     Into a new folder they still go at once, so that a failed run keeps the tables it finished."""
     run, out = _two_tables(tmp_path), tmp_path / "out"
     run(out)
-    earlier, calls, real = snapshot(out), [], getattr(regression, where)
+    earlier, calls, real = snapshot(out), [], getattr(table_runs, where)
 
     def second_fails(*args, **kwargs):
         calls.append(where)
@@ -342,7 +342,7 @@ def test_a_run_of_several_tables_replacing_an_earlier_one_leaves_it_whole_when_i
             raise error
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(regression, where, second_fails)
+    monkeypatch.setattr(table_runs, where, second_fails)
     with pytest.raises(error if isinstance(error, type) else type(error)):
         run(out, seed=1, overwrite=True)
     assert snapshot(out) == earlier
@@ -365,16 +365,16 @@ def test_a_run_replacing_an_earlier_one_locks_even_the_table_folders_it_has_not_
     replaced at the end without a word. A folder made for its lock goes again where nothing else was written."""
     out = tmp_path / "out"
     _two_tables(tmp_path, ["gom"])(out)
-    real, refused = regression._table_results, []
+    real, refused = table_runs._table_results, []
 
     def meanwhile(table, *args, **kwargs):
         with pytest.raises(RunFolderError, match="gom-longitude is being written by process") as error:
-            run_regression(load_csv_table(tiny_csv, "y"), out / "gom-longitude", folds=2, seeds=1,
-                           estimator_params=FAST, methods=TABLE_METHODS, progress=False)
+            run_table(load_csv_table(tiny_csv, "y"), out / "gom-longitude", folds=2, seeds=1,
+                      estimator_params=FAST, methods=TABLE_METHODS, progress=False)
         refused.append(error)
         return real(table, *args, **kwargs)
 
-    monkeypatch.setattr(regression, "_table_results", meanwhile)
+    monkeypatch.setattr(table_runs, "_table_results", meanwhile)
     _two_tables(tmp_path, ["gom", "gom-longitude", "boston"])(out, overwrite=True)  # boston: no data, skipped
     assert len(refused) == 2 and not (out / "boston").exists()
     assert json.loads((out / "gom-longitude" / "results.json").read_text())["dataset"] == "gom-longitude"
@@ -384,7 +384,7 @@ def test_a_table_folder_another_run_wrote_meanwhile_is_refused_not_replaced(tmp_
     """A run into a new folder claimed a table's folder only to write it, and with --overwrite: a one-table run
     that wrote out/gom-longitude meanwhile was replaced without a word."""
     run, out = _two_tables(tmp_path), tmp_path / "out"
-    real = regression._table_results
+    real = table_runs._table_results
 
     def meanwhile(table, *args, **kwargs):
         if table.name == "gom-longitude":
@@ -392,7 +392,7 @@ def test_a_table_folder_another_run_wrote_meanwhile_is_refused_not_replaced(tmp_
             (out / "gom-longitude" / "results.json").write_text('{"another": "run"}')
         return real(table, *args, **kwargs)
 
-    monkeypatch.setattr(regression, "_table_results", meanwhile)
+    monkeypatch.setattr(table_runs, "_table_results", meanwhile)
     with pytest.raises(FileExistsError, match=r"gom-longitude already holds a run \(results.json\)"):
         run(out)
     assert (out / "gom-longitude" / "results.json").read_text() == '{"another": "run"}'
@@ -465,9 +465,9 @@ def test_a_setting_the_estimator_refuses_leaves_no_folder_from_python(tiny_csv, 
     table = load_csv_table(tiny_csv, "y")
     (tmp_path / "one").mkdir(), (tmp_path / "all").mkdir()
     with pytest.raises(ConfigError, match=re.escape(message)):
-        run_regression(table, tmp_path / "one", estimator_params=params, progress=False)
+        run_table(table, tmp_path / "one", estimator_params=params, progress=False)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        run_regression_all(["gom"], tmp_path / "all", estimator_params=params, progress=False)
+        run_tables(["gom"], tmp_path / "all", estimator_params=params, progress=False)
     assert not list((tmp_path / "one").iterdir()) and not list((tmp_path / "all").iterdir())
 
 
@@ -476,16 +476,16 @@ def test_a_seed_the_estimator_refuses_leaves_no_folder(tiny_csv, tmp_path):
     folder is claimed, as every other setting."""
     (tmp_path / "one").mkdir()  # a folder of the user's: a run refused after claiming it would leave its lock
     with pytest.raises(ValueError, match="cannot be used to seed"):
-        run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "one", estimator_params={"random_state": "x"},
-                       progress=False)
+        run_table(load_csv_table(tiny_csv, "y"), tmp_path / "one", estimator_params={"random_state": "x"},
+                  progress=False)
     assert not list((tmp_path / "one").iterdir())
 
 
 def test_numpy_counts_are_recorded_as_numbers_and_the_thread_count_is_the_one_run_on(tmp_path):
     before = torch.get_num_threads()
-    summary = run_regression_all(["gom"], tmp_path / "all", folds=np.int64(2), seeds=np.int64(1), seed=np.int64(0),
-                                 max_rows=np.int64(60), threads=np.int64(2), progress=False, methods=TABLE_METHODS,
-                                 estimator_params={**FAST, "max_epochs": 1})
+    summary = run_tables(["gom"], tmp_path / "all", folds=np.int64(2), seeds=np.int64(1), seed=np.int64(0),
+                         max_rows=np.int64(60), threads=np.int64(2), progress=False, methods=TABLE_METHODS,
+                         estimator_params={**FAST, "max_epochs": 1})
     config = json.loads((tmp_path / "all" / "summary.json").read_text())["config"]
     assert before == 1  # this file's one thread: a count of 1 asked for would show nothing
     assert config["threads"] == config["provenance"]["threads"] == 2 == summary["config"]["threads"]
@@ -516,8 +516,8 @@ def _small_table(n=40, d=3, seed=0):
 
 def test_a_table_run_fits_on_the_threads_it_was_given(tmp_path):
     _Mean.threads = []
-    results = run_regression(_small_table(30), tmp_path / "r", folds=2, seeds=1, threads=2, progress=False,
-                             methods={"meta_neighborhoods": lambda seed, n_train, params: _Mean()})
+    results = run_table(_small_table(30), tmp_path / "r", folds=2, seeds=1, threads=2, progress=False,
+                        methods={"meta_neighborhoods": lambda seed, n_train, params: _Mean()})
     assert _Mean.threads == [2, 2] and torch.get_num_threads() == 1
     assert results["config"]["threads"] == results["config"]["provenance"]["threads"] == 2
 
@@ -574,7 +574,7 @@ def _table_results(mean, p_values):
 
 @pytest.mark.parametrize("knn, best", [(3.0, True), (0.5, False)])  # MN best: below vanilla and kNN both
 def test_the_summary_row_gives_each_p_value_and_whether_mn_is_best(knn, best):
-    row = regression._summary_row(_table_results({"meta_neighborhoods": 1.0, "vanilla": 2.0, "knn": knn},
+    row = table_runs._summary_row(_table_results({"meta_neighborhoods": 1.0, "vanilla": 2.0, "knn": knn},
                                                  {"vanilla": 0.01, "knn": 0.5}))
     assert (row["p_value_vs_vanilla"], row["p_value_vs_knn"], row["beats_both"]) == (0.01, 0.5, best)
 
@@ -582,7 +582,7 @@ def test_the_summary_row_gives_each_p_value_and_whether_mn_is_best(knn, best):
 def test_the_summary_gives_mn_s_p_value_against_every_method_it_compares():
     """Gradient boosting (and any baseline installed) in the summary's columns has its p column, as vanilla and kNN."""
     methods = ["knn", "vanilla", "meta_neighborhoods", "hist_gradient_boosting"]
-    row = {**regression._summary_row(_table_results(dict(zip(methods, (3.0, 2.0, 1.0, 0.5))),
+    row = {**table_runs._summary_row(_table_results(dict(zip(methods, (3.0, 2.0, 1.0, 0.5))),
                                                     {"knn": 0.5, "vanilla": 0.01, "hist_gradient_boosting": 0.0123})),
            "neighbours_kept": None}
     lines = reports.summary_markdown({"t": row}, methods, {}, "2-fold CV").splitlines()
@@ -602,8 +602,8 @@ def test_report_cells_keep_four_digits_and_give_the_resolvable_gap_in_percent_of
 
 def test_a_seed_out_of_range_is_refused_before_the_folder(tiny_csv, user_folder):
     with pytest.raises(ValueError, match="Seed must be between"):
-        run_regression(load_csv_table(tiny_csv, "y"), out := user_folder("seed"),
-                       estimator_params={"random_state": -1}, progress=False)
+        run_table(load_csv_table(tiny_csv, "y"), out := user_folder("seed"),
+                  estimator_params={"random_state": -1}, progress=False)
     assert not any(out.iterdir())
 
 
@@ -616,8 +616,8 @@ def test_a_head_factory_and_numpy_settings_are_recorded_not_a_failure_after_ever
 
     params = {**FAST, "max_epochs": 1, "head": narrow, "vanilla_fallback": np.bool_(False), "batch_size": np.int64(32),
               "device": torch.device("cpu"), "learning_rate": np.float64(0.01)}
-    results = run_regression(load_csv_table(tiny_csv, "y"), tmp_path / "run", folds=2, seeds=1, progress=False,
-                             methods=TABLE_METHODS, estimator_params=params)
+    results = run_table(load_csv_table(tiny_csv, "y"), tmp_path / "run", folds=2, seeds=1, progress=False,
+                        methods=TABLE_METHODS, estimator_params=params)
     recorded = json.loads((tmp_path / "run" / "results.json").read_text())["config"]
     assert recorded["estimator_params"]["head"].endswith("narrow")
     assert recorded["estimator"]["head"].startswith("factory ")
@@ -632,9 +632,9 @@ def test_a_factory_may_derive_settings_from_its_rows_in_a_run_of_several_tables(
     def scaled_k(*, seed, n_train, params):
         return MetaNeighborhoodsRegressor(**{"random_state": seed, **params, "top_k": n_train // 100})
 
-    results = run_regression_all(["gom"], tmp_path / "all", folds=2, seeds=1, max_rows=300, progress=False,
-                                 methods={"meta_neighborhoods": scaled_k},
-                                 estimator_params={**FAST, "max_epochs": 1})
+    results = run_tables(["gom"], tmp_path / "all", folds=2, seeds=1, max_rows=300, progress=False,
+                         methods={"meta_neighborhoods": scaled_k},
+                         estimator_params={**FAST, "max_epochs": 1})
     assert list(results["datasets"]) == ["gom"]
 
 
@@ -699,7 +699,7 @@ def test_a_folder_holding_a_run_is_refused_before_any_work_unless_overwrite(tiny
     def work(*args, **kwargs):
         raise RuntimeError("the work began")
 
-    monkeypatch.setattr(regression, "cross_validate", work)
+    monkeypatch.setattr(table_runs, "cross_validate", work)
     argv = [part.format(csv=tiny_csv) for part in command] + ["--out", str(out), "--quiet", "--folds", "2"]
     assert main(argv) == 1
     error = capsys.readouterr().err
@@ -715,7 +715,7 @@ def test_a_folder_where_a_run_writes_a_file_is_refused_before_any_work_even_with
     out = tmp_path / "run"
     (out / "folds.png").mkdir(parents=True)
     (out / "results.json").write_text('{"hours": "of work"}')
-    monkeypatch.setattr(regression, "cross_validate", lambda *args, **kwargs: pytest.fail("the work began"))
+    monkeypatch.setattr(table_runs, "cross_validate", lambda *args, **kwargs: pytest.fail("the work began"))
     argv = ["regress", "--data-file", str(tiny_csv), "--target", "y", "--out", str(out), "--quiet", "--overwrite"]
     assert main(argv) == 1
     assert f"{out / 'folds.png'} exists and is not a regular file" in capsys.readouterr().err
@@ -745,13 +745,13 @@ def test_a_user_s_file_of_a_run_s_name_is_never_replaced_even_with_overwrite(tin
 
 def test_the_api_refuses_a_folder_holding_a_run_unless_overwrite(tiny_csv, tmp_path):
     table, out = load_csv_table(tiny_csv, "y"), tmp_path / "run"
-    first = run_regression(table, out, folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
+    first = run_table(table, out, folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
-        run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS,
-                       progress=False)
+        run_table(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS,
+                  progress=False)
     assert json.loads((out / "results.json").read_text())["fold_seeds"] == first["fold_seeds"] == [0, 0]
-    run_regression(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False,
-                   overwrite=True)
+    run_table(table, out, folds=2, seeds=1, seed=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False,
+              overwrite=True)
     assert json.loads((out / "results.json").read_text())["fold_seeds"] == [1, 1]
 
 
@@ -967,7 +967,7 @@ def test_a_bad_protocol_option_is_refused_before_any_work(tiny_csv, user_folder,
         assert main([*command, "--data-file", str(tiny_csv), "--target", "y", "--out", str(out), *argv]) == 2
         assert message in capsys.readouterr().err and not any(out.iterdir())
     with pytest.raises(ValueError, match="seeds must be a positive integer"):
-        run_regression(load_csv_table(tiny_csv, "y"), api := user_folder("api"), seeds=0, progress=False)
+        run_table(load_csv_table(tiny_csv, "y"), api := user_folder("api"), seeds=0, progress=False)
     assert not any(api.iterdir())
 
 
@@ -1005,7 +1005,7 @@ def test_an_overwrite_killed_among_its_renames_leaves_a_run_that_can_be_overwrit
     wrote. The new files are renamed over the old ones, results.json last."""
     out, table = tmp_path / "run", load_csv_table(tiny_csv, "y")
     options = dict(folds=2, seeds=1, estimator_params=FAST, methods=TABLE_METHODS, progress=False)
-    run_regression(table, out, **options)
+    run_table(table, out, **options)
     replace, moved = os.replace, []
 
     def killed_after_one(source, target):
@@ -1017,10 +1017,10 @@ def test_an_overwrite_killed_among_its_renames_leaves_a_run_that_can_be_overwrit
 
     monkeypatch.setattr(io.os, "replace", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
-        run_regression(table, out, seed=1, overwrite=True, **options)
+        run_table(table, out, seed=1, overwrite=True, **options)
     monkeypatch.undo()
     assert moved != ["results.json"] and json.loads((out / "results.json").read_text())["fold_seeds"] == [0, 0]
-    assert run_regression(table, out, seed=1, overwrite=True, **options)["fold_seeds"] == [1, 1]
+    assert run_table(table, out, seed=1, overwrite=True, **options)["fold_seeds"] == [1, 1]
     assert not any(path.name.startswith(io.STAGE) for path in out.iterdir())  # the killed run's stage, removed
 
 
@@ -1035,10 +1035,10 @@ def test_an_overwrite_interrupted_while_writing_leaves_the_earlier_run_whole(tin
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(regression, "fold_errors_figure", interrupted)
+    monkeypatch.setattr(table_runs, "fold_errors_figure", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        run_regression(load_csv_table(tiny_csv, "y"), out, folds=2, seeds=1, estimator_params=FAST,
-                       methods=TABLE_METHODS, progress=False, overwrite=True)
+        run_table(load_csv_table(tiny_csv, "y"), out, folds=2, seeds=1, estimator_params=FAST,
+                  methods=TABLE_METHODS, progress=False, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == [".lock", "folds.png", "results.json", "results.md"]
     assert all((out / name).read_text() == "the earlier run" for name in ("results.json", "results.md", "folds.png"))
 
@@ -1054,15 +1054,15 @@ def test_a_failed_run_removes_the_folders_it_created_and_only_those(tmp_path):
     methods = {"meta_neighborhoods": lambda seed, n_train, params: _Fails()}
     options = dict(folds=2, seeds=1, progress=False, methods=methods)
     with pytest.raises(KeyboardInterrupt):
-        run_regression(_small_table(30), tmp_path / "new" / "run", **options)
+        run_table(_small_table(30), tmp_path / "new" / "run", **options)
     assert list(tmp_path.iterdir()) == []
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("kept")
     with pytest.raises(KeyboardInterrupt):
-        run_regression(_small_table(30), tmp_path / "mine", **options)
+        run_table(_small_table(30), tmp_path / "mine", **options)
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == [".lock", "notes.txt"]
     with pytest.raises(KeyboardInterrupt):
-        run_regression_all(["gom"], tmp_path / "all", max_rows=30, **options)
+        run_tables(["gom"], tmp_path / "all", max_rows=30, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
 
 
@@ -1084,10 +1084,10 @@ def test_every_table_folder_of_an_all_run_is_checked_before_the_first_table_runs
             raise PermissionError(f"cannot write to output directory {folder}")
         return folder
 
-    monkeypatch.setattr(regression, "prepare_out_dir", unwritable)
-    monkeypatch.setattr(regression, "run_regression", lambda *a, **k: pytest.fail("a table ran"))
+    monkeypatch.setattr(table_runs, "prepare_out_dir", unwritable)
+    monkeypatch.setattr(table_runs, "run_table", lambda *a, **k: pytest.fail("a table ran"))
     with pytest.raises(PermissionError, match="boston"):
-        run_regression_all(["gom", "boston"], out, methods={"meta_neighborhoods": TABLE_METHODS["meta_neighborhoods"]})
+        run_tables(["gom", "boston"], out, methods={"meta_neighborhoods": TABLE_METHODS["meta_neighborhoods"]})
 
 
 def test_a_baseline_installed_but_broken_is_skipped_before_any_fit(tmp_path, monkeypatch, caplog):
@@ -1111,8 +1111,8 @@ def test_a_table_folder_that_is_a_link_is_refused_before_anything_is_written_or_
     out.mkdir()
     (out / "gom").symlink_to(elsewhere)
     with pytest.raises(FileExistsError, match=r"gom is a link: the folders a run writes must lie inside"):
-        run_regression_all(["gom"], out, methods=dict(TABLE_METHODS), folds=2, seeds=1, progress=False,
-                           overwrite=overwrite)
+        run_tables(["gom"], out, methods=dict(TABLE_METHODS), folds=2, seeds=1, progress=False,
+                   overwrite=overwrite)
     assert [p.name for p in elsewhere.iterdir()] == ["ablation.json"] and sorted(os.listdir(out)) == ["gom"]
 
 
@@ -1273,9 +1273,9 @@ def test_a_class_too_small_for_the_folds_is_refused_and_small_classes_split_with
     small = _kinds(tmp_path, [*["x", "y"] * 11, "z", "z"])  # z: a row in each training fold, for kNN and search
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*least populated class")  # scikit-learn's, of a split by class
-        results = run_regression(load_csv_table(small, "kind", labels=True), tmp_path / "s", folds=2, seeds=1,
-                                 search=True, progress=False, task="classification",
-                                 estimator_params={"max_epochs": 2, "n_iter_no_change": 1})
+        results = run_table(load_csv_table(small, "kind", labels=True), tmp_path / "s", folds=2, seeds=1,
+                            search=True, progress=False, task="classification",
+                            estimator_params={"max_epochs": 2, "n_iter_no_change": 1})
     assert len(results["architectures"]) == 2 and all(0 <= e <= 1 for e in results["folds"]["knn"])
 
 
@@ -1286,12 +1286,12 @@ def test_a_classification_run_takes_classifiers_and_a_baseline_without_error_has
     separable = dataclasses.replace(separable, X=np.c_[separable.X, separable.y],  # the label, as a feature
                                     feature_names=[*separable.feature_names, "label"])
     with pytest.raises(ConfigError, match="method 'knn' gives a GridSearchCV, not a classifier"):
-        run_regression(separable, tmp_path / "regressors", folds=2, seeds=1, methods=TABLE_METHODS,
-                       task="classification", progress=False)
+        run_table(separable, tmp_path / "regressors", folds=2, seeds=1, methods=TABLE_METHODS,
+                  task="classification", progress=False)
     assert not (tmp_path / "regressors").exists()
     tree = functools.partial(lambda *, seed, n_train, params: DecisionTreeClassifier(random_state=seed))
-    results = run_regression(separable, tmp_path / "tree", folds=2, seeds=1, progress=False, task="classification",
-                             methods={"vanilla": tree, "meta_neighborhoods": tree})
+    results = run_table(separable, tmp_path / "tree", folds=2, seeds=1, progress=False, task="classification",
+                        methods={"vanilla": tree, "meta_neighborhoods": tree})
     assert results["folds"]["vanilla"] == [0.0, 0.0] and results["ratio"] == {"vanilla": None,
                                                                                 "meta_neighborhoods": None}
     json.loads((tmp_path / "tree" / "results.json").read_text(), parse_constant=pytest.fail)  # no NaN: valid JSON
