@@ -49,6 +49,19 @@ def test_fit_saves_the_estimator_that_python_fits_and_predict_writes_its_predict
         np.testing.assert_array_equal(loaded.predict(new[["a", "b", "c"]]), predicted)
 
 
+def test_a_model_fitted_without_names_takes_the_columns_in_order_and_says_so(files, capsys):
+    """As scikit-learn warns of named columns given to an estimator fitted on an array: a trial's file, in another
+    order than the registered table its model was fitted on, was predicted wrong without a word."""
+    tmp_path, table, _ = files
+    MetaNeighborhoodsRegressor(random_state=0, **SETTINGS).fit(table[["a", "b", "c"]].to_numpy(), table.y).save(
+        tmp_path / "array")
+    table[["c", "b", "a"]].to_csv(tmp_path / "reordered.csv", index=False)
+    assert main(["predict", "--model", str(tmp_path / "array"), "--data-file", str(tmp_path / "reordered.csv"),
+                 "--out", str(tmp_path / "p.csv")]) == 0
+    said = capsys.readouterr().err
+    assert "was fitted without column names" in said and "3 columns of" in said and "whatever its header" in said
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a machine without CUDA refuses --device cuda")
 def test_predict_runs_on_the_device_asked_for_and_refuses_one_it_lacks(files, capsys):
     tmp_path, _, _ = files

@@ -193,6 +193,10 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     if taken:
         raise ConfigError(f"--keep-columns {taken[0]!r} is the name of a column of predictions", "keep_columns")
     named = hasattr(estimator, "feature_names_in_")
+    if not named:  # as scikit-learn warns of named columns given to an estimator fitted without names
+        LOGGER.warning("%s was fitted without column names (on a registered table, or on an array): it takes the "
+                       "%d columns of %s in the file's order, whatever its header names them", model,
+                       estimator.n_features_in_, data_file)
     X, y = load_csv_rows(data_file, estimator.feature_names_in_.tolist() if named else estimator.n_features_in_,
                          target, encoding, separator, keep, labels=classifier, unlabelled=True, decimal=decimal)
     kept = load_csv_text(data_file, keep, len(X), encoding, separator) if keep else {}
