@@ -105,6 +105,8 @@ def test_run_table_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     assert config["version"] == meta_neighborhoods.__version__
     assert config["estimator"]["dictionary_size"] == 16 and config["estimator"]["random_state"] == 3
     assert config["estimator"]["hidden_layer_sizes"] == [16]
+    assert ("Parameters given: `max_epochs=5`, `hidden_layer_sizes=[16]`, `dictionary_size=16`; the others at the "
+            "estimator's defaults. Command: `") in (tmp_path / "run" / "results.md").read_text()
 
     # The same folds and the training fold's standardisation, checked on the deterministic method.
     expected = []
@@ -291,6 +293,9 @@ def test_run_tables_skips_missing_files_and_summarises(tmp_path, caplog):
     assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN won/tied/lost vs vanilla | "
             "p MN vs knn | p MN vs vanilla | MN best | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
+    assert "Parameters given: `max_epochs=2`, `hidden_layer_sizes=[16]`, `dictionary_size=16`; the others" in markdown
+    stopped = sum(row["unconverged"].values())  # at 2 epochs: a trial's summary had not said so
+    assert stopped and f"Stopped at max_epochs before early stopping ended them: gom ({stopped} fits)" in markdown
     saved, total = json.loads((tmp_path / "out" / "summary.json").read_text())["datasets"]["gom"], row["folds_total"]
     cells = ["gom", "1059", "116", *(reports.error_cell(saved["mean"][m], saved["std"][m]) for m in methods),
              reports.number(saved["ratio"]["meta_neighborhoods"]),
@@ -569,7 +574,7 @@ print(seen)
 
 def _table_results(mean, p_values):
     return {"n": 10, "d": 2, "mean": mean, "std": dict.fromkeys(mean, 0.1), "ratio": {}, "reference_wins": {},
-            "reference_ties": {}, "fold_seeds": [0, 0], "p_values": p_values}
+            "reference_ties": {}, "fold_seeds": [0, 0], "p_values": p_values, "unconverged": {}}
 
 
 @pytest.mark.parametrize("knn, best", [(3.0, True), (0.5, False)])  # MN best: below vanilla and kNN both
@@ -585,7 +590,7 @@ def test_the_summary_gives_mn_s_p_value_against_every_method_it_compares():
     row = {**table_runs._summary_row(_table_results(dict(zip(methods, (3.0, 2.0, 1.0, 0.5))),
                                                     {"knn": 0.5, "vanilla": 0.01, "hist_gradient_boosting": 0.0123})),
            "neighbours_kept": None}
-    lines = reports.summary_markdown({"t": row}, methods, {}, "2-fold CV").splitlines()
+    lines = reports.summary_markdown({"t": row}, methods, {}, "2-fold CV", {}).splitlines()
     header, cells = (line.strip("| ").split(" | ") for line in (lines[4], lines[6]))
     assert [name for name in header if name.startswith("p ")] == ["p MN vs knn", "p MN vs vanilla",
                                                                   "p MN vs hist_gradient_boosting"]
@@ -683,6 +688,7 @@ def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fa
     assert "| full |" in report and "ratio to full" in report and "None" not in report
     assert json.loads((out / "ablation.json").read_text())["values"] == [None, 4, 1000]  # the record keeps the value
     assert "A top-k of at least the dictionary's keys is full attention: 1000 (of " in report and "4 (of" not in report
+    assert "Parameters given: `device='cpu'`; the others at the estimator's defaults. Command: `" in report
 
 
 @pytest.mark.parametrize("command, existing", [

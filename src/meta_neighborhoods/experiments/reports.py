@@ -90,7 +90,7 @@ def results_markdown(results: dict) -> str:
              f"test could call significant (p < 0.05) given how the gap varies from fold to fold, in % of the "
              f"method's {short}; p paired: the paper's paired t-test over the {config['folds']} folds of seed "
              f"{config['seed']}. Std: of the {total} errors (population, ddof = 0).{losses['note']}\n\n"
-             f"{method_note(config)}\n\n")
+             f"{method_note(config)} {settings_note(config)}\n\n")
     table = markdown_table(["method", f"{short} (mean ± std)", f"ratio to {BASELINE}", "MN won/tied/lost",
                             "p corrected", "resolves", "p paired (first seed)", *losses["header"]], rows)
     kept = neighbours_kept(results)
@@ -110,8 +110,8 @@ def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
     rows, losses = _with_log_loss(rows, results.get("log_loss"))
     short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
     title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} ({measured}; "
-             f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} The other parameters at the "
-             f"estimator's defaults. Mean ± std (population, ddof = 0) over all {total} (seed, fold) errors; ratio "
+             f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} "
+             f"{settings_note(results['config'], param)} Mean ± std (population, ddof = 0) over all {total} (seed, fold) errors; ratio "
              f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.{losses['note']}\n\n")
     header = [param, f"{short} (mean ± std)", f"ratio to {shown[0]}", "p vs first", *losses["header"]]
     return title + markdown_table(header, rows) + unconverged_note(results) + capped_note(param, shown, capped)
@@ -125,6 +125,16 @@ def method_note(config: dict) -> str:
     search = (f"; the MLP's architecture searched per fold for vanilla and used by MN too (`architectures` in "
               f"results.json)") if config.get("search") else ""
     return f"Meta-Neighborhoods (MN): {which}{search}."
+
+
+def settings_note(config: dict, varied: str | None = None) -> str:
+    """The estimator's parameters the run was given, beside the ``varied`` one (an ablation's): the rest were the
+    defaults; and the command that ran it (``results.json``'s ``config`` holds everything, for ``--config``)."""
+    given = {name: value for name, value in config.get("estimator_params", {}).items() if name != varied}
+    shown = ", ".join(f"`{name}={value!r}`" for name, value in given.items())
+    command = " ".join(config.get("provenance", {}).get("command", []))
+    return (f"{'Parameters given: ' + shown + '; the others' if given else 'The other parameters'} at the estimator's "
+            f"defaults." + (f" Command: `{command}`." if command else ""))
 
 
 def unconverged_note(results: dict) -> str:
@@ -152,8 +162,9 @@ def neighbours_kept(results: dict) -> int | None:
     return None if kept is None else sum(choice == WITH_NEIGHBOURS for choice in kept)
 
 
-def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str) -> str:
-    """The summary of a run on several tables: each method's error, and MN's p against every other method."""
+def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str, config: dict) -> str:
+    """The summary of a run on several tables: each method's error, and MN's p against every other method; the
+    parameters given (``config``: the run's) and the tables where fits stopped at max_epochs."""
     rivals = [m for m in methods if m != REFERENCE]
     header = ["data set", "n", "d", *methods, "MN / vanilla", "MN won/tied/lost vs vanilla",
               *(f"p MN vs {m}" for m in rivals), "MN best", "neighbours kept"]
@@ -166,8 +177,13 @@ def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: st
     text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
             "Mean ± std over all (seed, fold) errors (std: population, ddof = 0); p: corrected repeated-CV t-test "
             "(Nadeau & Bengio) of Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and "
-            "kNN. Neighbours kept: folds where MN kept its network with neighbours, not the vanilla fallback's.\n\n")
+            "kNN. Neighbours kept: folds where MN kept its network with neighbours, not the vanilla fallback's. "
+            f"{settings_note(config)}\n\n")
     text += markdown_table(header, lines)
+    stopped = {name: sum(r.get("unconverged", {}).values()) for name, r in rows.items() if r.get("unconverged")}
+    if stopped:  # each table's results.md says which methods and folds
+        text += ("\nStopped at max_epochs before early stopping ended them: " + ", ".join(
+            f"{name} ({count} fits)" for name, count in stopped.items()) + "; see each table's results.md.\n")
     if skipped:
         text += "\nSkipped (data files missing): " + ", ".join(skipped) + "\n"
     return text

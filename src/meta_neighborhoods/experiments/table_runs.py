@@ -164,6 +164,7 @@ def _summary_row(results: dict) -> dict:
         "p_value_vs_vanilla": p_values.get("vanilla"), "p_value_vs_knn": p_values.get("knn"),
         "p_values": {name: p_values.get(name) for name in mean if name != REFERENCE},  # MN's against each
         "beats_both": bool(rivals) and all(mean[REFERENCE] < m for m in rivals),
+        "unconverged": results["unconverged"],  # fits stopped at max_epochs, by method
     }
 
 
@@ -217,7 +218,7 @@ def run_tables(names: list[str], out, data_dir=None, methods: dict | None = None
             rows[name], shown = _summary_row(results), protocol_text(results["config"])
         summary = {"datasets": rows, "skipped": skipped, "config": config}
         write_json(stage / SUMMARY_JSON, summary)
-        write_text(stage / SUMMARY_MD, summary_markdown(rows, list(methods), skipped, shown))
+        write_text(stage / SUMMARY_MD, summary_markdown(rows, list(methods), skipped, shown, config))
     return summary
 
 
