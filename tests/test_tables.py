@@ -342,6 +342,16 @@ def test_a_row_is_named_by_its_file_line_after_blank_lines_or_a_header_of_severa
         load_csv_table(path, "y")
 
 
+@pytest.mark.parametrize("field", ['"x\ny"', '"x\n\ny"', '"' + "x" * 200_000 + '"'])  # beyond csv's field limit
+def test_a_row_after_a_data_row_of_several_lines_is_named_by_its_file_line(tmp_path, field):
+    """A quoted field's line breaks in a data row (a column left out) had made every later row's line one too low."""
+    path = tmp_path / "notes.csv"
+    path.write_text(f"note,a,b,y\n{field},1,2,3\nr2,4,5,6\nr3,7,,9\n")
+    line = 3 + field.count("\n") + 1
+    with pytest.raises(ValueError, match=rf"feature 'b', file line {line} of .*notes.csv"):
+        load_csv_table(path, "y", ignore=("note",))
+
+
 def test_csv_table_non_numeric_column_is_named(tmp_path):
     _refused_csv(tmp_path / "colors.csv", "a,colour,y\n1,red,10\n2,blue,20\n",
                  r"column 'colour' of .*colors.csv is not numeric \(file line 2: 'red'\)")

@@ -57,25 +57,18 @@ class Source:
     encoding: str  # as Python's open() takes it (_codec)
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """(file line, fields) of each data row: the header and blank lines hold none, as pandas reads them.
-        Scans the file, so only errors ask."""
+        """(file line, fields) of each data row, a row spanning lines (a quoted field's line breaks) named by its
+        first: the header and blank lines hold none, as pandas reads them. Scans the file, so only errors ask."""
         with open(self.path, encoding=self.encoding, newline="") as handle:
-            for n, text in enumerate(handle, start=1):
-                if text.strip() and n > self.header_end:
-                    yield n, _fields(text, self.delimiter)
+            first = 1
+            for fields, last in _records(handle, self.delimiter):
+                if first > self.header_end and (len(fields) > 1 or "".join(fields).strip()):
+                    yield first, fields
+                first = last + 1
 
     def line(self, row: int) -> int:
         """File line of data row ``row`` (0-based)."""
         return next(itertools.islice(self.rows(), row, None), (row + 1 + self.header_end, []))[0]
-
-
-def _fields(line: str, delimiter: str | None) -> list[str]:
-    if delimiter is None:
-        return line.split()
-    try:
-        return next(csv.reader([line], delimiter=delimiter), [])
-    except csv.Error:  # a field beyond the csv module's size limit: split plainly, only to count and locate rows
-        return line.split(delimiter)
 
 
 class TextTable(NamedTuple):
@@ -239,12 +232,20 @@ def _number_hint(text: str, delimiter: str | None, name: str | None = None, deci
 
 
 def _records(handle, delimiter: str | None) -> Iterator[tuple[list[str], int]]:
-    """(fields, the file line it ends on) of each record: a CSV's quoted field may hold a line break."""
-    if delimiter is None:
-        yield from ((line.split(), n) for n, line in enumerate(handle, start=1))
-        return
-    reader = csv.reader(handle, delimiter=delimiter)
-    yield from ((fields, reader.line_num) for fields in reader)
+    """(fields, the file line it ends on) of each record: a CSV's quoted field may hold a line break. From a field
+    beyond the csv module's size limit on, lines split plainly, only to count and locate rows."""
+    lines = enumerate(handle, start=1)
+    if delimiter is not None:
+        reader, last = csv.reader((line for _, line in lines), delimiter=delimiter), 0
+        try:
+            for fields in reader:
+                last = reader.line_num
+                yield fields, last
+            return
+        except csv.Error:
+            handle.seek(0)
+            lines = itertools.islice(enumerate(handle, start=1), last, None)
+    yield from ((line.split(delimiter), n) for n, line in lines)
 
 
 def _refuse_short_rows(missing: np.ndarray, source: Source, width: int, *, dataset: str) -> None:
