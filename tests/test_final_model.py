@@ -639,6 +639,7 @@ def test_records_models_and_columns_given_for_one_another_are_named(files, capsy
     (tmp_path / "run" / "results.json").write_text("{}")
     (tmp_path / "ablation.json").write_text("{}")
     table.assign(kind="red").to_csv(tmp_path / "colored.csv", index=False)
+    table.assign(none="red").to_csv(tmp_path / "none.csv", index=False)  # --ignore-columns none leaves out nothing
     table.rename(columns={"b": "a"}).to_csv(tmp_path / "twice.csv", index=False)
     for argv, status, message in (
             (["regress", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
@@ -656,7 +657,9 @@ def test_records_models_and_columns_given_for_one_another_are_named(files, capsy
             (["fit", "--data-file", str(tmp_path / "twice.csv"), "--target", "y", "--out", str(tmp_path / "f")], 1,
              "more than one feature is named 'a'"),
             (["fit", "--data-file", str(tmp_path / "colored.csv"), "--target", "y", "--out", str(tmp_path / "f")], 1,
-             "(or leave it out: --ignore-columns 'kind')")):
+             "(or leave it out: --ignore-columns 'kind')"),
+            (["fit", "--data-file", str(tmp_path / "none.csv"), "--target", "y", "--out", str(tmp_path / "f")], 1,
+             "(or rename the column to leave it out: --ignore-columns none alone means no column)")):
         assert main([*argv, "--quiet"]) == status
         assert message in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("r", "p.csv", "m.onnx", "f"))

@@ -122,12 +122,7 @@ def load_table_source(args):
         raise NotInEncoding(f"{error} (encoding {args.encoding!r} from {args.config_gave['encoding']}; --encoding "
                             "overrides it)") from None
     except ValueError as error:  # a target of class labels, perhaps; read as a record says, maybe another file's
-        text = isinstance(error, NotNumeric) and error.column is not None and hasattr(args, "ignore_columns") \
-            and "separated by" not in str(error) and "decimal comma" not in str(error)  # numbers, written otherwise
-        labels = text and error.column == args.target and hasattr(args, "task")
-        hint = (" (or, if it holds class labels, give --task classification)" if labels else
-                f" (or leave it out: --ignore-columns {error.column!r})" if text and error.column != args.target else
-                "")
+        hint = _text_hint(error, args)
         gave = {name: path for name, path in getattr(args, "config_gave", {}).items()  # what may have misread it
                 if name in ("separator", "decimal", "ignore_columns")
                 and not (name == "decimal" and args.decimal == READ_BY_DEFAULT["decimal"])}
@@ -147,6 +142,20 @@ def load_table_source(args):
     if args.data_file is not None and hasattr(args, "task") and args.task is None:
         _say_if_labels(table)
     return table
+
+
+def _text_hint(error: ValueError, args) -> str:
+    """What to do about a column of text in a --data-file: give the task, where it is the target and may hold class
+    labels; else leave it out (a column named none cannot be: --ignore-columns none alone means no column)."""
+    text = isinstance(error, NotNumeric) and error.column is not None and hasattr(args, "ignore_columns") \
+        and "separated by" not in str(error) and "decimal comma" not in str(error)  # numbers, written otherwise
+    if not text:
+        return ""
+    if error.column == args.target:
+        return " (or, if it holds class labels, give --task classification)" if hasattr(args, "task") else ""
+    if error.column == NONE:
+        return " (or rename the column to leave it out: --ignore-columns none alone means no column)"
+    return f" (or leave it out: --ignore-columns {error.column!r})"
 
 
 def _say_if_labels(table) -> None:
