@@ -1011,6 +1011,8 @@ def test_a_write_that_fails_without_naming_a_file_is_named_and_a_read_only_folde
         with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path / 'results.json'}'"):
             io.atomic_write(tmp_path / "results.json", full)
         assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match=rf"No such file or directory: '{Path('/proc') / 'x.csv'}'$"):  # not its stage's
+        io.atomic_write("/proc/x.csv", lambda tmp: None)  # a folder that takes no file
     with pytest.raises(OSError, match=rf"No space left on device: '{tmp_path / 'table' / 'a.png'}'"):
         with io.staged(tmp_path) as stage:
             raise OSError(errno.ENOSPC, "No space left on device", str(stage / "table" / "a.png"))

@@ -321,7 +321,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], replace:
     """
     path = replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:  # a folder that takes no file (/proc): said of the path asked for, not the stage's
+        raise OSError(error.errno, error.strerror, str(path)) from None
     os.close(fd)
     try:
         write(tmp)
@@ -392,9 +395,3 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table from a header and rows of already formatted cells."""
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"

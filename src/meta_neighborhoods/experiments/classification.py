@@ -49,7 +49,7 @@ from ..datasets.images import ImageDataset, available_image_datasets, load_image
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, init_keys_from_features, load_checkpoint,
                              unused_settings)
-from ..io import RunFolderError, inner_folder, markdown_table, prepare_out_dir, write_json, write_text
+from ..io import RunFolderError, inner_folder, prepare_out_dir, write_json, write_text
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
 from ..runs import BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, SPLIT, TENSORBOARD, Split, write_split
@@ -57,6 +57,7 @@ from ..training import fit, resolve_device, torch_threads
 from ..training_state import OptimizerSpec, check_configuration
 from ..validation import ConfigError
 from .image_data import Splits, batches, check_key_images, evaluate, split_validation, training_images
+from .reports import markdown_table
 
 LOGGER = logging.getLogger(__name__)
 SETTLED_STEPS = 100  # optimiser steps over which BatchNorm's running statistics follow the weights (a trial: 16 do not)

@@ -1,5 +1,6 @@
 """The reports of a table run: the Markdown of regress's results and summary and of an ablation, and the notes they
-share (which Meta-Neighborhoods was measured, the fits stopped at max_epochs)."""
+share (which Meta-Neighborhoods was measured, the settings, the fits stopped at max_epochs); the Markdown table
+that classify's comparison writes too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import logging
 
 import numpy as np
 
-from ..io import markdown_table
 from ..persistence import WITH_NEIGHBOURS
 from .ablation_caps import capped_note
 from .cross_validation import BASELINE, REFERENCE, SEARCH
@@ -18,6 +18,12 @@ LOGGER = logging.getLogger(__name__)
 # A table run's error (cross_validation.METRICS) as reports name it: (short, what it measures, a figure's axis).
 METRIC_TEXT = {"mse": ("MSE", "MSE on the standardised target", "MSE (standardised target)"),
                "error_rate": ("error rate", "error rate, the share of test rows misclassified", "error rate")}
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table from a header and rows of already formatted cells."""
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines) + "\n"
 
 
 def number(x: float) -> str:
