@@ -74,10 +74,10 @@ def table_source(allow_all: bool, folds: bool = True) -> argparse.ArgumentParser
 
 
 def check_target(args) -> None:
-    """--target, --encoding and --separator belong to --data-file and to nothing else, --table-sha256 to one table:
-    say so rather than ignore them; an unknown encoding is refused before any work. A digest a record gave (--config)
-    does not bind --dataset all, nor does 'none' bind anything, nor a target column, encoding, separator or task a
-    record gave another table."""
+    """--target, --encoding and --separator belong to --data-file and to nothing else, --data-dir to --dataset,
+    --table-sha256 to one table: say so rather than ignore them; an unknown encoding is refused before any work. A
+    digest a record gave (--config) does not bind --dataset all, nor does 'none' bind anything, nor a target column,
+    encoding, separator or task a record gave another table."""
     gave = getattr(args, "config_gave", {})
     if args.data_file is None and "task" in gave and "dataset" not in gave:  # a record's, rerun on another table
         args.task = None  # that table's own
@@ -88,6 +88,8 @@ def check_target(args) -> None:
             raise UsageError(f"--{name.replace('_', '-')} only applies to --data-file")
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
+    if args.data_file is not None and getattr(args, "data_dir", None) is not None:
+        raise UsageError("--data-dir only applies to --dataset (the folder of the registered tables' files)")
     if args.data_file is not None:  # --encoding '' is refused, not read as UTF-8
         args.encoding = check_encoding("--encoding", "utf-8" if args.encoding is None else args.encoding)
     recorded = "table_sha256" in getattr(args, "config_gave", {})
