@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                               in sorted(vars(args).items()) if not callable(value)))
         try:
             check_data_dir(getattr(args, "data_dir", None))  # every command that reads data: before any work
+            import numpy.random  # noqa: F401  numpy imports it at first use, and an interrupt within that is lost
             with _terminated_as_interrupt():
                 return args.run(args)
         except KeyboardInterrupt as interrupt:  # a command may say how to continue (classify: the --resume command)
