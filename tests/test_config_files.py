@@ -346,7 +346,8 @@ def test_a_run_without_the_fallback_repeats_from_its_record_and_only_on_its_own_
              "other numbers; --table-sha256 none")
     # the stem names a registered table, yacht, but the record is of a CSV file: it is not rerun on the registered one
     assert main(["regress", "--config", record, "--out", str(tmp_path / "registered")]) == 2
-    assert "whose path records never keep: give the file again with --data-file" in capsys.readouterr().err
+    assert ("whose path a rerun never takes from a record (it describes the table only): give the file again with "
+            "--data-file") in capsys.readouterr().err
     assert not any(other.iterdir()) and not (tmp_path / "registered").exists()
     monkeypatch.setattr(table_runs, "available_methods", lambda task="regression": mlps)
     assert main([*again, str(tmp_path / "waived"), "--table-sha256", "none", "--quiet"]) == 0  # the line wins

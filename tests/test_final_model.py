@@ -113,8 +113,8 @@ def test_the_record_of_a_fit_reruns_it_with_config(files, capsys):
     assert record["config"]["table_sha256"] and record["config"]["provenance"]["command"]
     assert any("max_epochs=3" in warning for warning in record["warnings"])  # cut short: said and kept
     assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--out", str(tmp_path / "again")]) == 2
-    assert "is the record of a run on a CSV file, whose path records never keep: give the file again with " \
-        "--data-file" in capsys.readouterr().err
+    assert "is the record of a run on a CSV file, whose path a rerun never takes from a record (it describes the " \
+        "table only): give the file again with --data-file" in capsys.readouterr().err
     assert main(["fit", "--config", str(tmp_path / "model" / "fit.json"), "--data-file", str(tmp_path / "train.csv"),
                  "--out", str(tmp_path / "again"), "--quiet"]) == 0
     first, second = (MetaNeighborhoodsRegressor.load(tmp_path / name / "model") for name in ("model", "again"))

@@ -209,7 +209,7 @@ def _train_epoch(state: TrainingState, network: nn.Module, batches: Iterable, de
             kept = "" if last is None else (f"; the last good checkpoint (epoch {state.epoch}) is kept at {last}"
                                             if state.epoch > 0 else "; no epoch had finished, so it wrote no checkpoint")
             raise FloatingPointError(f"training loss became {value} at epoch {state.epoch + 1}, step "
-                                     f"{state.step + 1}: training stopped{kept}")
+                                     f"{state.step + 1}: training stopped{kept} (a lower learning rate may help)")
         optimizer_step(model, optimizer, clip, loss)
         state.step += 1
         size = weight[0].sum().item() if weight else len(y)

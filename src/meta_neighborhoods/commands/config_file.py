@@ -95,8 +95,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
     for group in command._mutually_exclusive_groups:
         group.required = group.required and not any(action.dest in values for action in group._group_actions)
         if group.required and "target" in values and not _given(group, argv):  # said before argparse's message
-            raise ConfigError(f"{path} is the record of a run on a CSV file, whose path records never keep: give "
-                              "the file again with --data-file")
+            raise ConfigError(f"{path} is the record of a run on a CSV file, whose path a rerun never takes from a "
+                              "record (it describes the table only): give the file again with --data-file")
     args = _parse(parser, argv, command)
     _settle_exclusive(command, args, values, defaults)
     args.config_gave = {dest: path for dest, value in values.items()  # `is`: a NaN the file gave is not == itself
