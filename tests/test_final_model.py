@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor
+from meta_neighborhoods import MetaNeighborhoodsClassifier, MetaNeighborhoodsRegressor, io
 from meta_neighborhoods.cli import main
 
 SMALL = ["--max-epochs", "3", "--dictionary-size", "16", "--hidden-layer-sizes", "8", "--quiet"]
@@ -302,6 +302,10 @@ def test_predict_refuses_a_model_that_is_not_there_or_not_an_estimator(tmp_path,
                                                       "estimator": ["MetaNeighborhoodsRegressor"]}))
     assert main(["predict", "--model", str(tmp_path / "listed"), *argv]) == 1
     assert "holds no estimator of this package" in capsys.readouterr().err
+    (tmp_path / "writing").mkdir()
+    with io.lock(tmp_path / "writing"):  # a fit still writing its folder: named, not a folder without a model
+        assert main(["predict", "--model", str(tmp_path / "writing"), *argv]) == 1
+    assert "writing is being written by process" in capsys.readouterr().err
 
 
 def test_a_saved_model_naming_a_feature_twice_is_refused(tmp_path):

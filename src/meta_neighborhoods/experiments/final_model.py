@@ -9,7 +9,7 @@ import os
 import re
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from ..datasets.csv_tables import DECIMALS, SEPARATORS, load_csv_rows, load_csv_
 from ..datasets.tables import Table
 from ..datasets.text_tables import text_numbers
 from ..estimator_settings import check_before_fit
-from ..io import LOCK, atomic_write, claimed, replaceable, write_json
+from ..io import LOCK, atomic_write, claimed, reading, replaceable, write_json
 from ..persistence import FOLDER_MODEL as MODEL, saved_stem
 from ..training import resolve_device, torch_threads
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
@@ -150,7 +150,13 @@ def _no_model(record: Path) -> str:
 
 def load_model(path):
     """The estimator saved at ``path``: a fit folder, or a checkpoint as ``save`` was given it (``model`` or
-    ``model.json``), of either class, every field checked (``persistence.load``)."""
+    ``model.json``), of either class, every field checked (``persistence.load``). A folder that a fit still writes
+    is named as such, not as one without a model."""
+    with reading(path) if Path(path).is_dir() else nullcontext():
+        return _load_model(path)
+
+
+def _load_model(path):
     if Path(path).name == RECORD:
         raise FileNotFoundError(f"{path} is the record of a fit: give its folder, {Path(path).parent}")
     record = _table_run_record(Path(path))
