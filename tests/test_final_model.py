@@ -106,6 +106,7 @@ def test_the_record_of_a_fit_reruns_it_with_config(files, capsys):
     record = json.loads((tmp_path / "model" / "fit.json").read_text())
     assert record["task"] == "regression" and record["features"] == ["a", "b", "c"] and record["n"] == 80
     assert record["training"]["epochs"] == 3 and record["training"]["loss"] == "validation"
+    assert record["training"]["measure"] == "mean squared error on the standardised target"  # not the target's units
     losses = record["training"]["validation_losses"]  # what the fallback chose by, each network's best
     assert set(losses) == {"meta_neighborhoods", "vanilla"} and losses[record["training"]["kept"]] == min(
         losses.values()) == record["training"]["best_loss"]

@@ -46,7 +46,7 @@ def run(args) -> int:
     kept = "" if training["kept"] == "meta_neighborhoods" else f", kept the {training['kept']} network"
     print(f"{record['estimator']} fit on {record['dataset']} ({record['n']} rows x {record['d']} features) in "
           f"{training['seconds']:.1f} s: {training['epochs']} epochs, best {training['loss']} loss "
-          f"{training['best_loss']:.4g} at epoch {training['best_epoch']}{kept}")
+          f"{training['best_loss']:.4g} ({training['measure']}) at epoch {training['best_epoch']}{kept}")
     read = {name: record["config"][name] for name in ("encoding", "separator", "decimal") if name in record["config"]}
     given = "".join(f" --{name} {shlex.quote(value)}" for name, value in read.items()  # a file like the table's
                     if (codecs.lookup(value).name if name == "encoding" else value) != READ_BY_DEFAULT[name])

@@ -108,11 +108,13 @@ def _tensor_files(out) -> list[str]:
 
 def _training(estimator, seconds: float) -> dict:
     """What the fit did: the kept network's epochs and best loss (validation, or training where too few rows left
-    any for validation: ``loss``), which network it kept and each network's best validation loss, which it chose
+    any for validation: ``loss``; what it measures: ``measure``), which network it kept and each network's best validation loss, which it chose
     by (``validation_losses_``), its time."""
     validated = estimator.validation_loss_curve_ is not None
+    measure = "cross-entropy" if hasattr(estimator, "classes_") else "mean squared error on the standardised target"
     return {"epochs": int(estimator.n_iter_), "best_epoch": int(estimator.best_epoch_),
             "loss": "validation" if validated else "training", "best_loss": float(estimator.best_loss_),
+            "measure": measure,  # of the losses: a regressor's is not in the target's units, as predict's MSE is
             "kept": estimator.selected_, "validation_losses": {name: float(loss) for name, loss in
                                                                 estimator.validation_losses_.items()},
             "seconds": round(seconds, 3)}
