@@ -105,8 +105,8 @@ def test_run_table_writes_table_2_for_one_data_set(tiny_csv, tmp_path):
     assert config["version"] == meta_neighborhoods.__version__
     assert config["estimator"]["dictionary_size"] == 16 and config["estimator"]["random_state"] == 3
     assert config["estimator"]["hidden_layer_sizes"] == [16]
-    assert ("Parameters given: `max_epochs=5`, `hidden_layer_sizes=[16]`, `dictionary_size=16`; the others at the "
-            "estimator's defaults. Command: `") in (tmp_path / "run" / "results.md").read_text()
+    assert ("Parameters other than the estimator's defaults: `dictionary_size=16`, `hidden_layer_sizes=[16]`, "
+            "`max_epochs=5`. Command: `") in (tmp_path / "run" / "results.md").read_text()
 
     # The same folds and the training fold's standardisation, checked on the deterministic method.
     expected = []
@@ -293,7 +293,8 @@ def test_run_tables_skips_missing_files_and_summarises(tmp_path, caplog):
     assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN won/tied/lost vs vanilla | "
             "p MN vs knn | p MN vs vanilla | MN best | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
-    assert "Parameters given: `max_epochs=2`, `hidden_layer_sizes=[16]`, `dictionary_size=16`; the others" in markdown
+    assert "Parameters other than the estimator's defaults: `hidden_layer_sizes=[16]`" in markdown
+    assert "`max_epochs=2`" in markdown and "`device=" not in markdown  # the command line's device: no parameter
     stopped = sum(row["unconverged"].values())  # at 2 epochs: a trial's summary had not said so
     assert stopped and f"Stopped at max_epochs before early stopping ended them: gom ({stopped} fits)" in markdown
     saved, total = json.loads((tmp_path / "out" / "summary.json").read_text())["datasets"]["gom"], row["folds_total"]
@@ -688,7 +689,7 @@ def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fa
     assert "| full |" in report and "ratio to full" in report and "None" not in report
     assert json.loads((out / "ablation.json").read_text())["values"] == [None, 4, 1000]  # the record keeps the value
     assert "A top-k of at least the dictionary's keys is full attention: 1000 (of " in report and "4 (of" not in report
-    assert "Parameters given: `device='cpu'`; the others at the estimator's defaults. Command: `" in report
+    assert "`vanilla_fallback=False`" in report and "`top_k=" not in report  # the ablated parameter, set apart
 
 
 @pytest.mark.parametrize("command, existing", [
@@ -807,6 +808,9 @@ def test_patience_and_full_attention_reach_the_estimator_and_its_rerun(tiny_csv,
     assert main(["regress", "--config", str(tmp_path / "r" / "results.json"), "--data-file", str(tiny_csv), "--out",
                  str(tmp_path / "again"), "--quiet"]) == 0
     assert {(p["n_iter_no_change"], p["top_k"]) for p in made if p.get("dictionary_size") != 0} == {(7, None)}
+    notes = [re.search(r"Parameters other than the estimator's defaults: [^.]*\.", (tmp_path / run / "results.md")
+                       .read_text()).group() for run in ("r", "again")]
+    assert notes[0] == notes[1] and "`n_iter_no_change=7`, `top_k=None`" in notes[0]  # not the record's every value
     assert main(["regress", *common, "--out", str(bad := user_folder("bad")), "--n-iter-no-change", "0"]) == 2
     assert not any(bad.iterdir())
 

@@ -5,12 +5,15 @@ that classify's comparison writes too."""
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 import numpy as np
 
+from ..config import ESTIMATOR
 from ..persistence import WITH_NEIGHBOURS
 from .ablation_caps import capped_note
 from .cross_validation import BASELINE, REFERENCE, SEARCH
+from .table_records import recorded
 
 LOGGER = logging.getLogger(__name__)
 
@@ -117,8 +120,9 @@ def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
     short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
     title = (f"# {results['dataset']}: Meta-Neighborhoods ablation of {param} ({measured}; "
              f"{protocol_text(results['config'])})\n\n{method_note(results['config'])} "
-             f"{settings_note(results['config'], param)} Mean ± std (population, ddof = 0) over all {total} (seed, fold) errors; ratio "
-             f"and p (corrected repeated-CV t-test) against {param} = {shown[0]}.{losses['note']}\n\n")
+             f"{settings_note(results['config'], param)} Mean ± std (population, ddof = 0) over all {total} "
+             f"(seed, fold) errors; ratio and p (corrected repeated-CV t-test) against {param} = "
+             f"{shown[0]}.{losses['note']}\n\n")
     header = [param, f"{short} (mean ± std)", f"ratio to {shown[0]}", "p vs first", *losses["header"]]
     return title + markdown_table(header, rows) + unconverged_note(results) + capped_note(param, shown, capped)
 
@@ -134,13 +138,17 @@ def method_note(config: dict) -> str:
 
 
 def settings_note(config: dict, varied: str | None = None) -> str:
-    """The estimator's parameters the run was given, beside the ``varied`` one (an ablation's): the rest were the
-    defaults; and the command that ran it (``results.json``'s ``config`` holds everything, for ``--config``)."""
-    given = {name: value for name, value in config.get("estimator_params", {}).items() if name != varied}
-    shown = ", ".join(f"`{name}={value!r}`" for name, value in given.items())
+    """The estimator's parameters that differ from its defaults (``config.ESTIMATOR``) in the run (``config``: its
+    record), but ``varied`` (an ablation's); and the command that ran it. ``results.json``'s ``config`` holds
+    everything, for ``--config``."""
+    defaults = recorded(asdict(ESTIMATOR))  # as a record holds them: lists for tuples
+    run = config.get("estimator") or {**defaults, **config.get("estimator_params", {})}  # a summary's: given only
+    differ = {name: value for name, value in run.items() if name in defaults and name != varied
+              and defaults[name] != value}
+    shown = ", ".join(f"`{name}={value!r}`" for name, value in differ.items())
     command = " ".join(config.get("provenance", {}).get("command", []))
-    return (f"{'Parameters given: ' + shown + '; the others' if given else 'The other parameters'} at the estimator's "
-            f"defaults." + (f" Command: `{command}`." if command else ""))
+    return ((f"Parameters other than the estimator's defaults: {shown}." if differ else
+             "Every other parameter at the estimator's default.") + (f" Command: `{command}`." if command else ""))
 
 
 def unconverged_note(results: dict) -> str:
