@@ -81,6 +81,21 @@ def test_a_flag_on_the_command_line_replaces_the_files_choice_of_an_exclusive_pa
     assert (args.dataset, args.data_file, args.quiet, args.verbose) == ("all", None, True, False)
 
 
+def test_an_options_file_s_data_dir_is_left_aside_for_a_data_file_and_the_command_line_s_refused(tmp_path, parsed):
+    """A file of options for the registered tables' runs may name their folder; a run on a CSV file from it failed
+    when --data-dir with --data-file became a usage error, which a review of the change found."""
+    from meta_neighborhoods.commands.table_source import check_target
+    from meta_neighborhoods.commands.common import UsageError
+
+    config = _write(tmp_path / "o.toml", f'data-dir = "{tmp_path}"\nout = "o"\n')
+    args = parsed(["regress", "--config", config, "--data-file", "t.csv", "--target", "y"])
+    check_target(args)
+    assert args.data_dir is None
+    args = parsed(["regress", "--data-dir", str(tmp_path), "--data-file", "t.csv", "--target", "y", "--out", "o"])
+    with pytest.raises(UsageError, match="--data-dir only applies to --dataset"):
+        check_target(args)
+
+
 def test_null_leaves_an_option_at_its_default(tmp_path, parsed):
     config = _write(tmp_path / "r.json", '{"dataset": "gom", "out": "o", "max_rows": null}')
     assert parsed(["regress", "--config", config]).max_rows is None

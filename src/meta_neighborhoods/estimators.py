@@ -266,9 +266,9 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
         out = answer(self._forward(X).double())
         if not torch.isfinite(out).all():
             rows = torch.nonzero(~torch.isfinite(out).all(dim=1)).flatten()[:5].tolist()
-            dtype = str(next(self.model_.parameters()).dtype).removeprefix("torch.")
-            raise ValueError(f"the answers for rows {rows} are not finite (NaN, or beyond the network's {dtype}): "
-                             f"refusing to answer{farthest(X, rows[0], self.x_mean_, self.x_scale_)}")
+            dtype, at = str(next(self.model_.parameters()).dtype)[6:], farthest(X, rows[0], self.x_mean_, self.x_scale_)
+            raise ValueError(f"the answers for rows {rows} are not finite (NaN, or beyond the network's {dtype} or, "
+                             f"rescaled, float64): refusing to answer{at}")
         return out
 
     def __sklearn_tags__(self):

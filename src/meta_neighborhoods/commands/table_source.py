@@ -89,7 +89,9 @@ def check_target(args) -> None:
     if args.data_file is not None and args.target is None:
         raise UsageError("--data-file needs --target COLUMN (the name of the target column in its header)")
     if args.data_file is not None and getattr(args, "data_dir", None) is not None:
-        raise UsageError("--data-dir only applies to --dataset (the folder of the registered tables' files)")
+        if "data_dir" not in gave:  # an options file's, for the registered tables it may also run, is left aside
+            raise UsageError("--data-dir only applies to --dataset (the folder of the registered tables' files)")
+        args.data_dir = None
     if args.data_file is not None:  # --encoding '' is refused, not read as UTF-8
         args.encoding = check_encoding("--encoding", "utf-8" if args.encoding is None else args.encoding)
     recorded = "table_sha256" in getattr(args, "config_gave", {})
