@@ -78,7 +78,7 @@ def saved(tmp_path_factory):
     fit(_model(), _batches(), epochs=1, last=root / "last" / "last", config={"epochs": 2})
     (root / "run").mkdir()
     (root / "run" / "config.json").write_text(json.dumps(
-        {**dataclasses.asdict(ClassificationConfig("digits", "convnet4", "mn")), "extra": 1}))
+        {**dataclasses.asdict(ClassificationConfig("digits", "convnet4", "mn")), "version": "0.1"}))  # as written
     (root / "record").mkdir()
     write_run_record(root / "record", {"seeds": {"seed": 0}, "classes": ["0", "1", "2"],
                                        "input": image_inputs((5, 3, 8, 8), [0.5, 0.4, 0.3], [0.2, 0.2, 0.3])})
