@@ -346,12 +346,13 @@ def move_into_place(source: str | os.PathLike, path: Path, replace: bool = True)
         return os.replace(source, path)
     try:
         os.link(source, path)
-        return os.unlink(source)
     except FileExistsError:
         pass
     except OSError:  # no hard links here (some network and FAT file systems)
         if not os.path.lexists(path):
             return os.replace(source, path)
+    else:
+        return os.unlink(source)  # the name is claimed: an error removing the source is not "written meanwhile"
     raise FileExistsError(f"{path} was written by something else while this ran: replace it with --overwrite, or "
                           "choose another --out")
 
