@@ -276,7 +276,8 @@ def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_p
 
     mlps = {name: method for name, method in table_runs.available_methods().items()
             if name in ("vanilla", "meta_neighborhoods")}
-    monkeypatch.setattr(table_runs, "available_methods", lambda task="regression": mlps)  # the methods the settings reach
+    monkeypatch.setattr(table_runs, "available_methods",
+                        lambda task="regression": mlps)  # the methods the settings reach
     argv = ["regress", "--dataset", "gom", "--max-rows", "60", "--folds", "2", "--seeds", "1", "--max-epochs", "2",
             "--learning-rate", "0.01", "--batch-size", "16", "--top-k", "4", "--slot-draw", "batch", "--device", "cpu",
             "--refine-factor", "0.5", "--quiet"]

@@ -108,8 +108,8 @@ def _tensor_files(out) -> list[str]:
 
 def _training(estimator, seconds: float) -> dict:
     """What the fit did: the kept network's epochs and best loss (validation, or training where too few rows left
-    any for validation: ``loss``; what it measures: ``measure``), which network it kept and each network's best validation loss, which it chose
-    by (``validation_losses_``), its time."""
+    any for validation: ``loss``; what it measures: ``measure``), which network it kept and each network's best
+    validation loss, which it chose by (``validation_losses_``), its time."""
     validated = estimator.validation_loss_curve_ is not None
     measure = "cross-entropy" if hasattr(estimator, "classes_") else "mean squared error on the standardised target"
     return {"epochs": int(estimator.n_iter_), "best_epoch": int(estimator.best_epoch_),

@@ -178,7 +178,7 @@ def neighbours_kept(results: dict) -> int | None:
 
 def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: str, config: dict) -> str:
     """The summary of a run on several tables: each method's error, and MN's p against every other method; the
-    parameters given (``config``: the run's) and the tables where fits stopped at max_epochs."""
+    parameters other than the defaults (``config``: the run's) and the tables where fits stopped at max_epochs."""
     rivals = [m for m in methods if m != REFERENCE]
     header = ["data set", "n", "d", *methods, "MN / vanilla", "MN won/tied/lost vs vanilla",
               *(f"p MN vs {m}" for m in rivals), "MN best", "neighbours kept"]
@@ -194,7 +194,7 @@ def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: st
             "kNN. Neighbours kept: folds where MN kept its network with neighbours, not the vanilla fallback's. "
             f"{settings_note(config)}\n\n")
     text += markdown_table(header, lines)
-    stopped = {name: sum(r.get("unconverged", {}).values()) for name, r in rows.items() if r.get("unconverged")}
+    stopped = {name: sum(r["unconverged"].values()) for name, r in rows.items() if r["unconverged"]}
     if stopped:  # each table's results.md says which methods and folds
         text += ("\nStopped at max_epochs before early stopping ended them: " + ", ".join(
             f"{name} ({count} fits)" for name, count in stopped.items()) + "; see each table's results.md.\n")
