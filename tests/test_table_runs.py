@@ -431,6 +431,21 @@ def test_unknown_ablation_parameter_names_the_allowed_ones(tiny_csv, tmp_path, c
         assert error.count("\n") == 0 and f"invalid choice: '{given[1]}'" in error and "slot_dropout" in error
 
 
+def test_an_ablated_temperature_that_resolves_as_another_is_refused_before_any_work(tiny_csv, tmp_path, capsys):
+    out = tmp_path / "ablation"
+    assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "temperature", "--values", "none",
+                 "4", "--out", str(out), "--quiet"]) == 2
+    assert ("none (the default) and 4 are the same here: the default temperature of euclidean similarity on 4 features "
+            "is 4; drop one") in capsys.readouterr().err and not out.exists()
+    with pytest.raises(ValueError, match=r"0.1 and none \(the default\) are the same.* cosine similarity"):
+        run_ablation(load_csv_table(tiny_csv, "y"), out, "temperature", ["0.5", "0.1", "none"], progress=False,
+                     estimator_params={"similarity": "cosine"})
+    assert not out.exists()
+    assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "temperature", "--values",
+                 "none", "5", "--out", str(out), "--folds", "2", "--seeds", "1", "--max-epochs", "1",
+                 "--quiet"]) == 0  # 5 is not the default here
+
+
 # ---------------------------------------------------------------------------------------------------
 # Commands
 

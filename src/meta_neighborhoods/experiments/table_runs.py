@@ -13,6 +13,7 @@ from .. import __version__
 from ..config import ABLATION_TYPES, FOLDS, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
+from ..estimator_settings import network_description
 from ..io import (claimed, inner_folder, lock, prepare_out_dir, refuse_other_runs, remove_created, remove_stale_stages,
                   write_json, write_text)
 from ..persistence import WITH_NEIGHBOURS
@@ -266,6 +267,24 @@ def ablation_values(param: str, values) -> list:
     return converted
 
 
+def _check_distinct(param: str, values: list, methods: dict, params: dict, used: Table) -> None:
+    """Refuses two temperatures that the estimator resolves alike on ``used``: 'none', the default for its similarity
+    and features, beside that number would fit the same network twice and read as two results."""
+    if param != "temperature":
+        return
+    d, seen = used.X.shape[1], {}
+    for value, factory in zip(values, methods.values()):
+        label = f"{NONE} (the default)" if value is None else f"{value:g}"
+        estimator = factory(seed=0, n_train=len(used.y), params=params)
+        network = network_description(estimator, d, 1, len(used.y), d, estimator.dictionary_size)
+        resolved = network["temperature"]
+        if resolved in seen:
+            raise ConfigError(f"temperature values {seen[resolved]} and {label} are the same here: the default "
+                              f"temperature of {network['similarity']} similarity on {d} features is {resolved:g}; "
+                              f"drop one", "values")
+        seen[resolved] = label
+
+
 def _with_value(param: str, value, task: str):
     """Meta-Neighborhoods for ``task`` with one parameter fixed, as a method factory for ``cross_validate``."""
     def factory(*, seed: int, n_train: int, params: dict):
@@ -286,6 +305,7 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     options, used, params = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads,
                                       task=task)
     folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
+    _check_distinct(param, values, methods, params, used)
     with torch_threads(options["threads"]), claimed(out, TABLE_RUNS, overwrite, TABLE_KIND) as out:
         cv = cross_validate(used, methods, folds=folds, seed=seed, seeds=seeds, params=params, progress=progress,
                             task=task)
