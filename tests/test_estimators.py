@@ -116,6 +116,27 @@ def test_the_vanilla_fallback_keeps_the_network_that_validates_better(random_sta
     assert all(model.selected_ == name and list(model.validation_losses_) == [name] for name, model in alone.items())
 
 
+@pytest.mark.parametrize("diverges, named", [
+    (lambda model, warm: model.dictionary is None, r" \(vanilla fallback\)"),
+    (lambda model, warm: warm, r" \(second phase\)"),
+    (lambda model, warm: True, ""),  # the first network, with neighbours
+])
+def test_a_loss_that_diverges_names_the_network_of_the_fit_it_came_from(monkeypatch, diverges, named):
+    """A fit trains up to three networks in turn (with neighbours, the fallback, the second phase): the error says
+    which one stopped, so that a user knows which settings to change."""
+    from meta_neighborhoods import estimators
+    trained = estimators.fit_early_stopping
+
+    def diverging(model, *args, **kwargs):
+        if diverges(model, kwargs["warm"]):
+            raise FloatingPointError("training loss became nan at epoch 1, step 1: training stopped")
+        return trained(model, *args, **kwargs)
+    monkeypatch.setattr(estimators, "fit_early_stopping", diverging)
+    X, y = noisy_line()
+    with pytest.raises(FloatingPointError, match=rf"^MetaNeighborhoodsRegressor{named}: training loss became nan"):
+        MetaNeighborhoodsRegressor(**{**FAST, "dictionary_size": 16, "max_epochs": 2, "refine_factor": 0.1}).fit(X, y)
+
+
 def test_without_validation_rows_the_network_with_neighbours_is_kept():
     X, y = noisy_line(n=120)
     model = MetaNeighborhoodsClassifier(**{**FAST, "early_stopping": False}).fit(X, y > 0)

@@ -34,8 +34,7 @@ from .training import fit_early_stopping, resolve_device, torch_globals
 from .training_state import Carried, OptimizerSpec
 
 FITTED = ("x_mean_", "x_scale_", "network_", "n_iter_", "best_epoch_", "loss_curve_", "validation_loss_curve_",
-          "best_loss_", "selected_", "validation_losses_", "n_features_in_",
-          "feature_names_in_")  # what fit sets besides model_ (and what load may restore)
+          "best_loss_", "selected_", "validation_losses_", "n_features_in_", "feature_names_in_")  # and model_
 
 
 class _Rows(NamedTuple):
@@ -207,9 +206,8 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     def _train_network(self, data: _Rows, dictionary_size: int, device: torch.device, carried: Carried | None = None,
                        rate: float | None = None):
         """(network_, model, run) of one network trained on ``data`` (at learning rate ``rate``, else the estimator's;
-        from the training state ``carried``, if any):
-        every draw is seeded from ``data.seed``, so the vanilla network trained here equals the one
-        ``dictionary_size=0`` fits."""
+        from the training state ``carried``, if any): every draw is seeded from ``data.seed``, so the vanilla network
+        trained here equals the one ``dictionary_size=0`` fits."""
         torch.manual_seed(data.seed)
         extractor, key_features = build_extractor(self.extractor, data.X.shape[1])
         n_train, targets = len(data.train), data.per_row[0][data.train]
@@ -238,12 +236,15 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
             "" if rate is None else " (second phase)")
         progress = Progress(label, self.verbose > 0, lambda: {name: f"{loss:.4f}" for name, loss in seen.items()},
                             lines=self.verbose > 1)
-        run = fit_early_stopping(
-            model, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
-            validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
-            optimizer=OptimizerSpec(self.learning_rate if rate is None else rate, self.weight_decay,
-                                    grad_clip=self.gradient_clip),
-            callbacks={"progress": progress}, warm=data.warm, carried=carried)
+        try:
+            run = fit_early_stopping(
+                model, batches, epochs=int(self.max_epochs), patience=int(self.n_iter_no_change), tol=self.tol,
+                validation_loss=None if valid is None else validation_loss, device=device, average=self.ema_decay,
+                optimizer=OptimizerSpec(self.learning_rate if rate is None else rate, self.weight_decay,
+                                        grad_clip=self.gradient_clip), callbacks={"progress": progress},
+                warm=data.warm, carried=carried)
+        except FloatingPointError as error:  # which of the fit's networks: with neighbours, the fallback, a phase
+            raise FloatingPointError(f"{label}: {error}") from None
         report(f"{label}: {len(run.losses)} epochs; best {'validation' if valid is not None else 'training'} loss "
                f"{run.best_loss:.4f} at epoch {run.best_epoch}", self.verbose > 0)  # what the bar leaves behind
         return network, model.eval(), run
@@ -342,8 +343,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
 
     @doc(method_docs.REGRESSOR_PREDICT)
     def predict(self, X) -> np.ndarray:
-        out = self._raw_predict(X, lambda out: out * torch.tensor(self.y_scale_) + torch.tensor(self.y_mean_))
-        out = out.numpy()
+        out = self._raw_predict(X, lambda out: out * torch.tensor(self.y_scale_) + torch.tensor(self.y_mean_)).numpy()
         return out.ravel() if self._y_ndim == 1 else out
 
     @doc(method_docs.REGRESSOR_SCORE)
