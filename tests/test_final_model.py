@@ -670,14 +670,21 @@ def test_records_models_and_columns_given_for_one_another_are_named(files, capsy
     assert not any((tmp_path / name).exists() for name in ("r", "p.csv", "m.onnx", "f"))
 
 
-def test_a_target_of_a_few_integers_read_as_a_regressions_is_said_to_be_maybe_labels(tmp_path, capsys):
-    _table().drop(columns="y").to_csv(tmp_path / "train.csv", index=False)
-    said = "the target holds 2 distinct integers, read as a regression's target; if they are class labels, give " \
-           "--task classification"
-    for task, shown in (([], True), (["--task", "regression"], False)):  # asked for: not said
+@pytest.mark.parametrize("labels, said", [
+    ([3, 7], "2 distinct whole numbers, read as a regression's target; if they are class labels, give --task "
+             "classification"),
+    ([False, True], "2 distinct whole numbers (True and False read as 1 and 0), read as"),
+    ([1, 2, 3], None),  # three: said at INFO, which --quiet hides
+])
+def test_a_target_of_a_few_integers_read_as_a_regressions_is_said_to_be_maybe_labels(tmp_path, capsys, labels,
+                                                                                     said):
+    table = _table().drop(columns="y")
+    table.assign(label=np.resize(labels, len(table))).to_csv(tmp_path / "train.csv", index=False)
+    for task, shown in (([], said is not None), (["--task", "regression"], False)):  # asked for: not said
         assert main(["fit", "--data-file", str(tmp_path / "train.csv"), "--target", "label", *task, "--out",
-                     str(tmp_path / f"m{len(task)}"), *SMALL[:-1]]) == 0
-        assert (said in capsys.readouterr().err) == shown
+                     str(tmp_path / f"m{len(task)}"), *SMALL]) == 0  # --quiet: a yes/no target is warned of
+        err = capsys.readouterr().err
+        assert ("distinct whole numbers" in err) == shown and (not shown or said in err)
 
 
 def test_predict_replaces_no_file_written_while_it_ran_unless_asked(files, capsys, monkeypatch):

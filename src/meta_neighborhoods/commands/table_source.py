@@ -163,12 +163,15 @@ def _text_hint(error: ValueError, args) -> str:
 
 
 def _say_if_labels(table) -> None:
-    """Say where a --data-file's target, read as a regression's by default, looks like class labels: a few integers
-    (said, not refused: a rating such as wine quality is both)."""
+    """Say where a --data-file's target, read as a regression's by default, looks like class labels: a few whole
+    numbers (said, not refused: a rating such as wine quality is both); two as a warning, which --quiet shows too,
+    since a regression of a yes/no target is seldom what was meant."""
     values = np.unique(table.y)
     if len(values) <= LABELS_AT_MOST and np.array_equal(values, np.round(values)):
-        LOGGER.info("%s: the target holds %d distinct integers, read as a regression's target; if they are class "
-                    "labels, give --task classification", table.name, len(values))
+        booleans = " (True and False read as 1 and 0)" if set(values.tolist()) <= {0, 1} else ""
+        LOGGER.log(logging.WARNING if len(values) == 2 else logging.INFO, "%s: the target holds %d distinct whole "
+                   "numbers%s, read as a regression's target; if they are class labels, give --task classification",
+                   table.name, len(values), booleans)
 
 
 def task(help: str) -> argparse.ArgumentParser:
