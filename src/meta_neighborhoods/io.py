@@ -22,17 +22,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .run_files import RUN_KINDS
 
 MAX_RECORD_BYTES = 256 << 20  # a record's text: the largest, a split's image indices, takes 12 bytes an image
 LOCK = ".lock"  # in a folder a run writes: see lock
 STAGE = ".staged."  # a folder a run writes its files into before they take their places: see staged
-
-
-# The files that mark a folder as holding a run of each kind: a run of another kind is refused there, --overwrite or
-# not (their files would mix, and their same-named records, metrics.json and run.json, replace each other's)
-RUN_KINDS = {"regress or ablate": ("results.json", "summary.json", "ablation.json"),
-             "spiral": ("spiral.png", "spiral.gif"), "classify": ("split.json", "last.json", "comparison.json"),
-             "fit": ("fit.json",)}
 RUN_MARKS = frozenset(mark for marks in RUN_KINDS.values() for mark in marks)  # of every kind: renamed, removed last
 
 

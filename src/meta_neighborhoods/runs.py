@@ -45,13 +45,10 @@ from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
 from .io import (RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, sha256,
                  write_json)
 from .model import MetaNeighborhoods
+from .run_files import BEST, COMPARISON, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD
 from .run_record import RUN
 from .validation import ConfigError, is_finite, shown
 
-CONFIG, SPLIT, METRICS = "config.json", "split.json", "metrics.json"
-METRICS_CSV, TENSORBOARD = "metrics.csv", "tensorboard"
-LAST, BEST = "last", "best"  # checkpoint stems
-COMPARISON = ("comparison.json", "comparison.md")
 METHOD_SETTINGS = "meta_neighborhoods"  # the key of config.json that holds the fixed settings of the neighbours
 RECORDED_BESIDE = frozenset({  # what config.json holds beside ClassificationConfig (classification._run_config)
     "model", METHOD_SETTINGS, "ifilm_where", "maxl", "optimizer", "grad_clip_value", "validation_fraction",

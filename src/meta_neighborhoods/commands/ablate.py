@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import ABLATION_TYPES
+from ..run_files import ABLATION_JSON, ABLATION_MD, ABLATION_PNG
 from ..validation import NONE, ConfigError
 from .common import ESTIMATOR_OPTIONS, UsageError, estimator_options, fit_options, run_options, table_run_options
 from .table_source import check_target, load_table_source, table_source, table_task, task
@@ -47,12 +48,12 @@ def run(args) -> int:
         if error.setting != args.param:
             raise
         raise ConfigError(str(error), "values") from None
-    print((Path(args.out) / "ablation.md").read_text(), end="")
-    LOGGER.info("wrote %s/ablation.md, ablation.json, ablation.png", args.out)
+    print((Path(args.out) / ABLATION_MD).read_text(), end="")
+    LOGGER.info("wrote %s/%s, %s, %s", args.out, ABLATION_MD, ABLATION_JSON, ABLATION_PNG)
     return 0
 
 
-RECORDS = ("ablation.json",)  # what options_from_record reads
+RECORDS = (ABLATION_JSON,)  # what options_from_record reads
 
 
 def options_from_record(record: dict) -> dict:

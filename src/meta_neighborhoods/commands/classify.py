@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config import (AUGMENTATIONS, GRAD_CLIP, KEY_INITS, NEIGHBOURS_PER_CLASS, PATH_FIELDS, RUN_DEFAULTS,
                       VALIDATION_FRACTION, VALIDATION_MAX, ClassificationConfig as Defaults)
 from ..presets import PAPER_BUDGETS, PRESETS
+from ..run_files import COMPARISON_JSON, COMPARISON_MD, CONFIG, METRICS
 from ..validation import ConfigError
 from .common import (UsageError, add_optimiser_options, add_threads, data_folders, device, output, overwrite, parent,
                      path, same_fixed_settings, seed, verbosity)
@@ -168,8 +169,9 @@ def _report(result: dict, out: Path) -> None:
     """The result on stdout: one line for a single method, the comparison table for --method all; the files
     written as a message."""
     if "methods" in result:
-        print((out / "comparison.md").read_text(), end="")
-        LOGGER.info("wrote %s/comparison.md, comparison.json, config.json, run.json and a folder per method", out)
+        print((out / COMPARISON_MD).read_text(), end="")
+        LOGGER.info("wrote %s/%s, %s, %s, run.json and a folder per method", out, COMPARISON_MD, COMPARISON_JSON,
+                    CONFIG)
         return
     print(f"{result['dataset']} / {result['backbone']} / {result['method']}: test accuracy "
           f"{result['test_accuracy']:.4f} (best validation accuracy {result['validation_accuracy']:.4f} at epoch "
@@ -214,7 +216,7 @@ def _recorded_run(args) -> dict:
     return recorded
 
 
-RECORDS = ("config.json", "metrics.json", "comparison.json")  # what options_from_record reads
+RECORDS = (CONFIG, METRICS, COMPARISON_JSON)  # what options_from_record reads
 
 
 def options_from_record(record: dict) -> dict:

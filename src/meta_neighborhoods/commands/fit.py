@@ -7,6 +7,7 @@ import logging
 import shlex
 
 from ..config import TASKS
+from ..run_files import FIT_JSON, RESULTS_JSON
 from ..validation import ConfigError
 from .common import (READ_BY_DEFAULT, device, estimator_options, output, overwrite, seed, table_run_options,
                      training_options, vanilla_fallback, verbosity)
@@ -56,7 +57,7 @@ def run(args) -> int:
     return 0
 
 
-RECORDS = ("fit.json", "results.json")  # what options_from_record reads: a fit's, and a regress run's
+RECORDS = (FIT_JSON, RESULTS_JSON)  # what options_from_record reads: a fit's, and a regress run's
 
 
 def options_from_record(record: dict) -> dict:

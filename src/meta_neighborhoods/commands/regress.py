@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..config import CLASSIFICATION, OPTIONAL_METHOD_NAMES, REGRESSION, TABLE_METHOD_NAMES
 from ..datasets.tables import available_tables
+from ..run_files import FOLDS_PNG, RESULTS_JSON, RESULTS_MD, SUMMARY_JSON, SUMMARY_MD
 from ..validation import ConfigError
 from .common import UsageError, estimator_options, fit_options, run_options, table_run_options, vanilla_fallback
 from .table_source import check_target, load_table_source, table_source, table_task, task
@@ -47,16 +48,16 @@ def run(args) -> int:
                          f"{' or '.join(available_tables(CLASSIFICATION))}, or a --data-file")
     if args.dataset == "all":
         run_tables(available_tables(REGRESSION), args.out, data_dir=args.data_dir, **options)
-        written = ("summary.md", "summary.json and a folder per data set")
+        written = (SUMMARY_MD, f"{SUMMARY_JSON} and a folder per data set")
     else:
         run_table(load_table_source(args), args.out, **options, task=table_task(args))
-        written = ("results.md", "results.json, folds.png")
+        written = (RESULTS_MD, f"{RESULTS_JSON}, {FOLDS_PNG}")
     print((Path(args.out) / written[0]).read_text(), end="")
     LOGGER.info("wrote %s/%s, %s", args.out, *written)
     return 0
 
 
-RECORDS = ("results.json", "summary.json")  # what options_from_record reads
+RECORDS = (RESULTS_JSON, SUMMARY_JSON)  # what options_from_record reads
 
 
 def options_from_record(record: dict) -> dict:

@@ -6,6 +6,7 @@ import logging
 from dataclasses import asdict
 
 from ..config import SPIRAL_METHOD, SpiralConfig
+from ..run_files import METRICS
 from ..validation import ConfigError, check_threads
 from .common import add_threads, run_options, same_fixed_settings
 
@@ -37,11 +38,11 @@ def run(args) -> int:
     accuracy = metrics["test_accuracy"]
     print(f"spiral test accuracy: vanilla {accuracy['vanilla']:.4f}, "
           f"meta-neighborhoods {accuracy['meta_neighborhoods']:.4f} ({metrics['seconds']:.1f} s)")
-    LOGGER.info("wrote %s/metrics.json, %s", args.out, ", ".join(metrics["files"]))
+    LOGGER.info("wrote %s/%s, %s", args.out, METRICS, ", ".join(metrics["files"]))
     return 0
 
 
-RECORDS = ("metrics.json",)  # what options_from_record reads
+RECORDS = (METRICS,)  # what options_from_record reads
 OPTIONS = ("seed", "epochs", "device", "threads", "animation")  # the settings of its config an option sets
 
 

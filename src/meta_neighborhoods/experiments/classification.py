@@ -52,7 +52,8 @@ from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, B
 from ..io import RunFolderError, inner_folder, prepare_out_dir, write_json, write_text
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
-from ..runs import BEST, CONFIG, LAST, METHOD_SETTINGS, METRICS, METRICS_CSV, SPLIT, TENSORBOARD, Split, write_split
+from ..run_files import BEST, COMPARISON_JSON, COMPARISON_MD, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD
+from ..runs import METHOD_SETTINGS, Split, write_split
 from ..training import fit, resolve_device, torch_threads
 from ..training_state import OptimizerSpec, check_configuration
 from ..validation import ConfigError
@@ -251,8 +252,8 @@ def _compare(config: ClassificationConfig, dataset: ImageDataset, splits: Splits
     comparison = {"dataset": config.dataset, "backbone": config.backbone,
                   "methods": {name: {k: m[k] for k in keys} for name, m in results.items()},
                   "config": _run_config(config)}
-    write_json(out / "comparison.json", comparison)
-    write_text(out / "comparison.md", _comparison_markdown(config, results))
+    write_json(out / COMPARISON_JSON, comparison)
+    write_text(out / COMPARISON_MD, _comparison_markdown(config, results))
     return comparison
 
 

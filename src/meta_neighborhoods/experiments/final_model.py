@@ -23,14 +23,13 @@ from ..datasets.text_tables import text_numbers
 from ..estimator_settings import check_before_fit
 from ..io import LOCK, atomic_write, claimed, reading, replaceable, write_json
 from ..persistence import FOLDER_MODEL as MODEL, saved_stem
+from ..run_files import ABLATION_JSON, FIT_JSON as RECORD, FIT_KIND, RESULTS_JSON, SUMMARY_JSON
 from ..training import resolve_device, torch_threads
 from ..validation import ConfigError, check_int, check_option, check_seed, check_threads
 from .class_labels import checked_classes
 from .cross_validation import ESTIMATORS, subset_rows
 from .table_records import run_config
 
-RECORD = "fit.json"
-FIT_KIND = "fit"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
 
 
@@ -120,7 +119,7 @@ def _training(estimator, seconds: float) -> dict:
             "seconds": round(seconds, 3)}
 
 
-TABLE_RUN_RECORDS = {"results.json": "{path}", "summary.json": "{folder}/TABLE/results.json"}  # what fit --config
+TABLE_RUN_RECORDS = {RESULTS_JSON: "{path}", SUMMARY_JSON: f"{{folder}}/TABLE/{RESULTS_JSON}"}  # what fit --config
 # takes of a regress run's record, or of a folder holding it; an ablation.json gives no model
 
 
@@ -136,7 +135,7 @@ def means_model(path) -> bool:
 
 def _table_run_record(path: Path) -> Path | None:
     """The record of the regress or ablate run that ``path`` is, or whose folder it is; else None."""
-    names = (*TABLE_RUN_RECORDS, "ablation.json")
+    names = (*TABLE_RUN_RECORDS, ABLATION_JSON)
     if path.is_file() and path.name in names:
         return path
     return next((path / name for name in names if path.is_dir() and (path / name).is_file()), None)

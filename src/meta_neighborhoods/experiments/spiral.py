@@ -16,12 +16,13 @@ from ..heads import LinearHead
 from ..io import claimed, write_json
 from ..model import MetaNeighborhoods
 from ..plots import spiral_animation, spiral_figure
+from ..run_files import METRICS, SPIRAL_GIF, SPIRAL_PNG
 from ..run_record import RUN, write_run_record
 from ..training import fit, resolve_device, torch_threads
 from ..training_state import OptimizerSpec
 
-RECORDS = ("metrics.json", RUN)  # a folder holding them holds a run
-OUTPUTS = (*RECORDS, "spiral.png", "spiral.gif")  # what a run writes; the figures alone are a killed run's leftovers
+RECORDS = (METRICS, RUN)  # a folder holding them holds a run
+OUTPUTS = (*RECORDS, SPIRAL_PNG, SPIRAL_GIF)  # what a run writes; the figures alone are a killed run's leftovers
 
 
 def _seeds(config: SpiralConfig) -> dict:
@@ -106,12 +107,12 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
         points = test[0].cpu().numpy()
         labels = model.dictionary.values().argmax(1).cpu().numpy()
         trajectory = np.stack(trajectory)
-        spiral_figure(out / "spiral.png", points, frames, trajectory, labels,
+        spiral_figure(out / SPIRAL_PNG, points, frames, trajectory, labels,
                       vanilla=(accuracy["vanilla"], vanilla_predictions))
-        files = ["spiral.png"]
+        files = [SPIRAL_PNG]
         if config.animation:
-            spiral_animation(out / "spiral.gif", points, frames, trajectory, labels)
-            files.append("spiral.gif")
+            spiral_animation(out / SPIRAL_GIF, points, frames, trajectory, labels)
+            files.append(SPIRAL_GIF)
         metrics = {
             "test_accuracy": accuracy,
             "step_size": model.adaptation.step_size()["layers.0.weight"].item(),
@@ -122,5 +123,5 @@ def run_spiral(out, config: SpiralConfig | None = None, device: str = "auto", pr
                        **config.method.to_dict()},
         }
         write_run_record(out, {"seeds": _seeds(config), "input": normalisation})
-        write_json(out / "metrics.json", metrics)
+        write_json(out / METRICS, metrics)
     return metrics

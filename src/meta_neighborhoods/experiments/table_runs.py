@@ -19,6 +19,8 @@ from ..io import (claimed, inner_folder, lock, prepare_out_dir, refuse_other_run
 from ..persistence import WITH_NEIGHBOURS
 from ..plots import ablation_figure, fold_errors_figure
 from ..provenance import provenance
+from ..run_files import (ABLATION, ABLATION_JSON, ABLATION_MD, ABLATION_PNG, FOLDS_PNG, RESULTS, RESULTS_JSON,
+                         RESULTS_MD, SUMMARY, SUMMARY_JSON, SUMMARY_MD, TABLE_KIND)
 from ..significance import compare
 from ..training import resolve_device, torch_threads
 from ..validation import NONE, ConfigError, check_option
@@ -40,11 +42,7 @@ FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded wit
 NONE_MEANS = {"temperature": "default", "top_k": "full"}
 ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
-RESULTS = RESULTS_JSON, RESULTS_MD, FOLDS_PNG = ("results.json", "results.md", "folds.png")  # what each run writes
-SUMMARY = SUMMARY_JSON, SUMMARY_MD = ("summary.json", "summary.md")
-ABLATION = ABLATION_JSON, ABLATION_MD, ABLATION_PNG = ("ablation.json", "ablation.md", "ablation.png")
 TABLE_RUNS = (*RESULTS, *SUMMARY, *ABLATION)  # what regress and ablate write: any of them in a folder is a run
-TABLE_KIND = "regress or ablate"  # io.RUN_KINDS
 LOGGER = logging.getLogger(__name__)
 
 
