@@ -287,13 +287,13 @@ def test_run_tables_skips_missing_files_and_summarises(tmp_path, caplog):
     assert list(summary["datasets"]) == ["gom"] and list(summary["skipped"]) == ["boston"]
     row = summary["datasets"]["gom"]
     assert (row["n"], row["d"]) == (1059, 116)
-    assert row["beats_both"] == (row["mean"]["meta_neighborhoods"] < min(row["mean"]["vanilla"], row["mean"]["knn"]))
+    assert row["lowest"] == min(row["mean"], key=row["mean"].get)
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == json.loads(json.dumps(summary))
     markdown = (tmp_path / "out" / "summary.md").read_text()
     assert ("| data set | n | d | knn | vanilla | meta_neighborhoods | MN / vanilla | MN won/tied/lost vs vanilla | "
-            "p MN vs knn | p MN vs vanilla | MN best | neighbours kept |") in markdown
+            "p MN vs knn | p MN vs vanilla | lowest mean | neighbours kept |") in markdown
     assert "| gom | 1059 | 116 |" in markdown and "Skipped (data files missing): boston" in markdown
-    assert "Parameters other than the estimator's defaults: `hidden_layer_sizes=[16]`" in markdown
+    assert "Parameters other than the estimator's defaults: `dictionary_size=16`, `hidden_layer_sizes=[16]`" in markdown
     assert "`max_epochs=2`" in markdown and "`device=" not in markdown  # the command line's device: no parameter
     stopped = sum(row["unconverged"].values())  # at 2 epochs: a trial's summary had not said so
     assert stopped and f"Stopped at max_epochs before early stopping ended them: gom ({stopped} fits)" in markdown
@@ -303,7 +303,7 @@ def test_run_tables_skips_missing_files_and_summarises(tmp_path, caplog):
              f"{saved['reference_wins']['vanilla']}/{saved['reference_ties']['vanilla']}/"
              f"{total - saved['reference_wins']['vanilla'] - saved['reference_ties']['vanilla']}",
              reports.p_cell(saved["p_value_vs_knn"]), reports.p_cell(saved["p_value_vs_vanilla"]),
-             "✓" if saved["beats_both"] else "", f"{saved['neighbours_kept']}/{total}"]
+             saved["lowest"], f"{saved['neighbours_kept']}/{total}"]
     assert "| " + " | ".join(cells) + " |" in markdown.splitlines()  # each figure in its header's column
     assert (tmp_path / "out" / "gom" / "results.json").is_file()
 
@@ -593,12 +593,26 @@ def _table_results(mean, p_values):
             "reference_ties": {}, "fold_seeds": [0, 0], "p_values": p_values, "unconverged": {}}
 
 
-@pytest.mark.parametrize("knn, best", [(3.0, True), (0.5, False)])  # MN best: below vanilla and kNN both
-def test_the_summary_row_gives_each_p_value_and_whether_mn_is_best(knn, best):
-    row = table_runs._summary_row(_table_results({"meta_neighborhoods": 1.0, "vanilla": 2.0, "knn": knn},
-                                                 {"vanilla": 0.01, "knn": 0.5}))
-    assert (row["p_value_vs_vanilla"], row["p_value_vs_knn"], row["beats_both"]) == (0.01, 0.5, best)
+@pytest.mark.parametrize("knn, boosting, lowest", [(3.0, 4.0, "meta_neighborhoods"), (0.5, 4.0, "knn"),
+                                                    (3.0, 0.3, "hist_gradient_boosting")])  # not only vanilla and kNN
+def test_the_summary_row_gives_each_p_value_and_the_method_of_lowest_error(knn, boosting, lowest):
+    row = table_runs._summary_row(_table_results(
+        {"meta_neighborhoods": 1.0, "vanilla": 2.0, "knn": knn, "hist_gradient_boosting": boosting},
+        {"vanilla": 0.01, "knn": 0.5, "hist_gradient_boosting": 0.001}))
+    assert (row["p_value_vs_vanilla"], row["p_value_vs_knn"], row["lowest"]) == (0.01, 0.5, lowest)
 
+
+def test_the_reports_name_every_estimator_parameter_given_other_than_its_default_and_no_run_setting():
+    """A head is an estimator parameter as any other (it had been left out), the seed, device and verbosity the
+    run's own."""
+    given = {"head": "periodic", "device": "cpu", "random_state": 4, "verbose": 1}
+    recorded = json.loads(json.dumps(MetaNeighborhoodsRegressor(**given).get_params()))
+    expected = "Parameters other than the estimator's defaults: `head='periodic'`."
+    assert reports.settings_note({"estimator_params": given}) == expected  # a summary's: what was given
+    assert reports.settings_note({"estimator": recorded, "provenance": {"command": ["r"]}}) == expected + \
+        " Command: `r`."
+    assert reports.settings_note({"estimator": recorded}, varied="head") == "Every other parameter at the estimator's " \
+        "default."
 
 def test_the_summary_gives_mn_s_p_value_against_every_method_it_compares():
     """Gradient boosting (and any baseline installed) in the summary's columns has its p column, as vanilla and kNN."""

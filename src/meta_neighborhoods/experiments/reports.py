@@ -5,17 +5,17 @@ that classify's comparison writes too."""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 
 import numpy as np
 
-from ..config import ESTIMATOR
+from ..estimators import MetaNeighborhoodsRegressor
 from ..persistence import WITH_NEIGHBOURS
 from .ablation_caps import capped_note
 from .cross_validation import BASELINE, REFERENCE, SEARCH
 from .table_records import recorded
 
 LOGGER = logging.getLogger(__name__)
+RUN_SETTINGS = ("random_state", "device", "verbose")  # estimator parameters that a run's own options set
 
 
 # A table run's error (cross_validation.METRICS) as reports name it: (short, what it measures, a figure's axis).
@@ -138,10 +138,11 @@ def method_note(config: dict) -> str:
 
 
 def settings_note(config: dict, varied: str | None = None) -> str:
-    """The estimator's parameters that differ from its defaults (``config.ESTIMATOR``) in the run (``config``: its
+    """The estimator's parameters that differ from its defaults (``head`` too) in the run (``config``: its
     record), but ``varied`` (an ablation's); and the command that ran it. ``results.json``'s ``config`` holds
     everything, for ``--config``."""
-    defaults = recorded(asdict(ESTIMATOR))  # as a record holds them: lists for tuples
+    defaults = {name: value for name, value in recorded(MetaNeighborhoodsRegressor().get_params()).items()
+                if name not in RUN_SETTINGS}  # as a record holds them: lists for tuples
     run = config.get("estimator") or {**defaults, **config.get("estimator_params", {})}  # a summary's: given only
     differ = {name: value for name, value in run.items() if name in defaults and name != varied
               and defaults[name] != value}
@@ -181,17 +182,18 @@ def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: st
     parameters other than the defaults (``config``: the run's) and the tables where fits stopped at max_epochs."""
     rivals = [m for m in methods if m != REFERENCE]
     header = ["data set", "n", "d", *methods, "MN / vanilla", "MN won/tied/lost vs vanilla",
-              *(f"p MN vs {m}" for m in rivals), "MN best", "neighbours kept"]
+              *(f"p MN vs {m}" for m in rivals), "lowest mean", "neighbours kept"]
     lines = [[name, str(r["n"]), str(r["d"]), *(error_cell(r["mean"][m], r["std"][m]) for m in methods),
               ratio_cell(r["ratio"].get(REFERENCE)),
               won_tied_lost(r, "vanilla", r["folds_total"]),
-              *(p_cell(r["p_values"].get(m)) for m in rivals), "✓" if r["beats_both"] else "",
+              *(p_cell(r["p_values"].get(m)) for m in rivals), r["lowest"],
               "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
              for name, r in rows.items()]
     text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
             "Mean ± std over all (seed, fold) errors (std: population, ddof = 0); p: corrected repeated-CV t-test "
-            "(Nadeau & Bengio) of Meta-Neighborhoods (MN). MN best: MN has a lower mean MSE than both vanilla and "
-            "kNN. Neighbours kept: folds where MN kept its network with neighbours, not the vanilla fallback's. "
+            "(Nadeau & Bengio) of Meta-Neighborhoods (MN), per table (not adjusted for the number of tables). Lowest "
+            "mean: the method of the lowest mean MSE, of those run, significantly or not. Neighbours kept: folds "
+            "where MN kept its network with neighbours, not the vanilla fallback's. "
             f"{settings_note(config)}\n\n")
     text += markdown_table(header, lines)
     stopped = {name: sum(r["unconverged"].values()) for name, r in rows.items() if r["unconverged"]}
