@@ -611,8 +611,8 @@ def test_the_reports_name_every_estimator_parameter_given_other_than_its_default
     assert reports.settings_note({"estimator_params": given}) == expected  # a summary's: what was given
     assert reports.settings_note({"estimator": recorded, "provenance": {"command": ["r"]}}) == expected + \
         " Command: `r`."
-    assert reports.settings_note({"estimator": recorded}, varied="head") == "Every other parameter at the estimator's " \
-        "default."
+    unvaried = reports.settings_note({"estimator": recorded}, varied="head")
+    assert unvaried == "Every other parameter at the estimator's default."
 
 def test_the_summary_gives_mn_s_p_value_against_every_method_it_compares():
     """Gradient boosting (and any baseline installed) in the summary's columns has its p column, as vanilla and kNN."""
