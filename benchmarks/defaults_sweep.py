@@ -49,7 +49,7 @@ from meta_neighborhoods.experiments.reports import won_tied_lost
 from meta_neighborhoods.heads import PeriodicMLPHead
 from meta_neighborhoods.io import write_json
 from meta_neighborhoods.provenance import provenance
-from meta_neighborhoods.significance import compare
+from meta_neighborhoods.significance import compare, shown_p
 from meta_neighborhoods.validation import ConfigError
 
 _FULL = {"top_k": None, "slot_dropout": 0.0}
@@ -272,12 +272,13 @@ def report(out: Path, more: Path | None = None) -> None:
         ratios[candidate] = {t: s["ratio"][candidate] for t, s in summaries.items()}
         cost[candidate] = float(np.mean([d["seconds"][candidate] / d["seconds"]["vanilla"] for d in seen.values()]))
         below_knn = sum(s["mean"][candidate] < s["mean"]["knn"] for s in summaries.values())
-        significant = sum(s["ratio"][candidate] < 1 and s["p_values"]["vanilla"] is not None
-                          and s["p_values"]["vanilla"] < 0.05 for s in summaries.values())
+        tested = [(s["ratio"][candidate], s["p_values"]["vanilla"]) for s in summaries.values()]
+        gains, losses = (sum(p is not None and p < 0.05 and (ratio < 1) == below for ratio, p in tested)
+                         for below in (True, False))
         r = list(ratios[candidate].values())
         rows.append([candidate, str(len(r)), f"{_geometric_mean(r):.4f}", f"{max(r):.3f}",
-                     f"{sum(x < 1 for x in r)}", f"{significant}", f"{below_knn}", f"{cost[candidate]:.1f}"])
-    print("| candidate | tables | geo-mean MN/vanilla | worst | below vanilla | significant (p<0.05) | below kNN | "
+                     f"{sum(x < 1 for x in r)}", f"{gains} / {losses}", f"{below_knn}", f"{cost[candidate]:.1f}"])
+    print("| candidate | tables | geo-mean MN/vanilla | worst | below vanilla | p < 0.05 below / above | below kNN | "
           "fit time / vanilla |\n|---|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
@@ -326,7 +327,7 @@ def table2(out: Path, candidate: str, more: Path | None = None, alone: str | Non
         p = {m: s["p_values"][m] for m in ("vanilla", "knn")}
         print(f"| {name} | {d['n']} | " + " | ".join(cells) + "".join(f" | {s['ratio'][m]:.3f}" for m in ratios)
               + f" | {won_tied_lost(s, 'vanilla', len(d['fold_seeds']))} | "
-              + " | ".join("—" if v is None else f"{v:.2g}" for v in p.values())
+              + " | ".join(shown_p(v, 2) for v in p.values())
               + f" | {_resolves(s['resolvable']['vanilla'], s['mean']['vanilla'])} |")
 
 
@@ -349,7 +350,7 @@ def head_to_head(out: Path, reference: str, candidate: str, more: Path | None = 
         p = s["p_values"][reference]
         print(f"| {name} | {s['ratio'][reference]:.3f} | {s['ratio'][candidate]:.3f} | "
               f"{s['mean'][candidate] / s['mean'][reference]:.3f} | "
-              f"{won_tied_lost(s, reference, len(d['fold_seeds']))} | {'—' if p is None else f'{p:.2g}'} |")
+              f"{won_tied_lost(s, reference, len(d['fold_seeds']))} | {shown_p(p, 2)} |")
 
 
 def compare_training(base: Path, other: Path, candidate: str) -> None:

@@ -29,7 +29,7 @@ from meta_neighborhoods.datasets.csv_tables import load_csv_table
 from meta_neighborhoods.datasets.tables import GOM_FILE, Table, available_tables
 from meta_neighborhoods.estimators import MetaNeighborhoodsRegressor
 from meta_neighborhoods.validation import ConfigError
-from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference
+from meta_neighborhoods.significance import corrected_t_test, paired_t_test, resolvable_difference, shown_p
 from meta_neighborhoods.experiments import ablation_caps, cross_validation, reports, table_runs
 from meta_neighborhoods.experiments.cross_validation import TABLE_METHODS, available_methods, cross_validate
 from meta_neighborhoods.experiments.table_runs import (
@@ -131,9 +131,9 @@ def _results_row(results, name):
     wins, ties, total = results["reference_wins"], results["reference_ties"], len(results["fold_seeds"])
     cells = [name, reports.error_cell(results["mean"][name], results["std"][name]),
              reports.number(results["ratio"][name]) if name in results["ratio"] else "—",
-             f"{wins[name]}/{ties[name]}/{total - wins[name] - ties[name]}" if name in wins else "—", reports.p_cell(results["p_values"].get(name)),
+             f"{wins[name]}/{ties[name]}/{total - wins[name] - ties[name]}" if name in wins else "—", shown_p(results["p_values"].get(name)),
              reports.gap_cell(results["resolvable"].get(name), results["mean"][name]),
-             reports.p_cell(results["p_values_first_seed"].get(name))]
+             shown_p(results["p_values_first_seed"].get(name))]
     return "| " + " | ".join(cells) + " |"
 
 
@@ -302,7 +302,7 @@ def test_run_tables_skips_missing_files_and_summarises(tmp_path, caplog):
              reports.number(saved["ratio"]["meta_neighborhoods"]),
              f"{saved['reference_wins']['vanilla']}/{saved['reference_ties']['vanilla']}/"
              f"{total - saved['reference_wins']['vanilla'] - saved['reference_ties']['vanilla']}",
-             reports.p_cell(saved["p_value_vs_knn"]), reports.p_cell(saved["p_value_vs_vanilla"]),
+             shown_p(saved["p_value_vs_knn"]), shown_p(saved["p_value_vs_vanilla"]),
              saved["lowest"], f"{saved['neighbours_kept']}/{total}"]
     assert "| " + " | ".join(cells) + " |" in markdown.splitlines()  # each figure in its header's column
     assert (tmp_path / "out" / "gom" / "results.json").is_file()
@@ -631,8 +631,8 @@ def test_report_cells_keep_four_digits_and_give_the_resolvable_gap_in_percent_of
     assert (reports.number(0.5), reports.number(12), reports.number(1234.0)) == ("0.5000", "12.00", "1234")
     assert reports.error_cell(0.5, 0.05) == "0.5000 ± 0.05000"  # a column of errors lines up
     assert reports.gap_cell(0.05, 0.5) == "±10.0 %" and reports.gap_cell(0.002, 0.4) == "±0.5 %"
-    assert reports.gap_cell(None, 0.5) == "—" == reports.gap_cell(0.05, 0.0) == reports.p_cell(None)
-    assert reports.p_cell(0.012345) == "0.0123"
+    assert reports.gap_cell(None, 0.5) == "—" == reports.gap_cell(0.05, 0.0) == shown_p(None)
+    assert shown_p(0.012345) == "0.0123" and shown_p(0.0) == shown_p(9e-5) == "< 0.0001" and shown_p(1e-4) == "0.0001"
 
 
 def test_a_seed_out_of_range_is_refused_before_the_folder(tiny_csv, user_folder):
@@ -708,6 +708,7 @@ def test_the_ablation_figure_marks_values_the_dictionary_capped(param, values, s
     """A capped value's point is said on the figure too, not only in its report: its equal height is no finding."""
     capped = ablation_caps.capped_values(param, values, sizes)
     assert ablation_caps.point_notes(param, [None, 0.0312, 0.5], capped) == notes
+    assert ablation_caps.point_notes(param, [None, 0.0, 0.5], capped)[1].startswith("p < 0.0001")  # not "p = 0"
 
 
 def test_an_ablation_of_none_says_what_none_means(tiny_csv, tmp_path, capsys, fast_estimators):

@@ -9,7 +9,10 @@ method against each other one:
   folds overlap and their errors are not independent. The plain test over r x k pairs would be far too
   confident; this one is the usual choice for repeated CV (Bouckaert & Frank 2004).
 
-A p-value is None (JSON null) where no test exists: fewer than two pairs, or no difference at all.
+A p-value is None (JSON null) where no test exists: fewer than two pairs, or no difference at all. Reports show
+one below ``SMALLEST_SHOWN`` as such (``shown_p``): where the difference is (nearly) the same on every fold, as
+whole misclassified rows often are, the t-test gives any small value, 0 for a constant one, which its assumption
+of normal differences cannot bear out.
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ import math
 
 import numpy as np
 from scipy import stats
+
+
+SMALLEST_SHOWN = 1e-4
+
+
+def shown_p(p: float | None, digits: int = 3) -> str:
+    """A p-value as the reports write it: '—' where no test exists, '< 0.0001' below ``SMALLEST_SHOWN``."""
+    return "—" if p is None else f"< {SMALLEST_SHOWN:g}" if p < SMALLEST_SHOWN else f"{p:.{digits}g}"
 
 
 def _t_test(differences: np.ndarray, variance_factor: float) -> float | None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
+from ..significance import shown_p
+
 
 class _Cap(NamedTuple):
     """How the fitted dictionary can make an ablated value another: when a fold's key count does, and how the
@@ -57,7 +59,7 @@ def point_notes(param: str, p_values: list, capped: list) -> list[str]:
     their own, the keys it ran with where the dictionary capped it (``CAPS``' legend says what they mean)."""
     notes = []
     for p, one in zip(p_values, capped):
-        lines = ["" if p is None else f"p = {p:.2g}"]
+        lines = ["" if p is None else f"p {shown}" if (shown := shown_p(p, 2)).startswith("<") else f"p = {shown}"]
         if one:
             lo, hi, hit, total = one
             lines += [CAPS[param].point.format(keys=_keys(lo, hi, "–")), f"in {hit}/{total} folds" if hit < total else ""]

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..estimators import MetaNeighborhoodsRegressor
 from ..persistence import WITH_NEIGHBOURS
+from ..significance import shown_p
 from .ablation_caps import capped_note
 from .cross_validation import BASELINE, REFERENCE, SEARCH
 from .table_records import recorded
@@ -42,10 +43,6 @@ def error_cell(mean: float, std: float) -> str:
 def ratio_cell(ratio: float | None) -> str:
     """A ratio to the baseline; '—' where it has none (its error is 0)."""
     return "—" if ratio is None else number(ratio)
-
-
-def p_cell(p: float | None) -> str:
-    return "—" if p is None else f"{p:.3g}"
 
 
 def gap_cell(gap: float | None, mean: float) -> str:
@@ -85,8 +82,8 @@ def results_markdown(results: dict) -> str:
     config, total = results["config"], len(results["fold_seeds"])
     rows = [[name, error_cell(results["mean"][name], results["std"][name]),
              ratio_cell(results["ratio"].get(name)), won_tied_lost(results, name, total),
-             p_cell(results["p_values"].get(name)), gap_cell(results["resolvable"].get(name), results["mean"][name]),
-             p_cell(results["p_values_first_seed"].get(name))]
+             shown_p(results["p_values"].get(name)), gap_cell(results["resolvable"].get(name), results["mean"][name]),
+             shown_p(results["p_values_first_seed"].get(name))]
             for name in results["folds"]]
     log_loss = results.get("log_loss", {})
     rows, losses = _with_log_loss(rows, [log_loss.get(name) for name in results["folds"]] if log_loss else None)
@@ -114,7 +111,7 @@ def ablation_markdown(results: dict, shown: list[str], capped: list) -> str:
     """ablation.md: each value's error, its ratio and p against the first value (``shown``: the values as the
     table names them; ``capped``: those the table's rows capped, ``ablation_caps.capped_values``)."""
     param, total = results["param"], len(results["fold_seeds"])
-    rows = [[v, error_cell(m, sd), ratio_cell(r), p_cell(p)] for v, m, sd, r, p in
+    rows = [[v, error_cell(m, sd), ratio_cell(r), shown_p(p)] for v, m, sd, r, p in
             zip(shown, results["mean"], results["std"], results["ratio"], results["p_value_vs_first"])]
     rows, losses = _with_log_loss(rows, results.get("log_loss"))
     short, measured, _ = METRIC_TEXT[results.get("metric", "mse")]
@@ -186,7 +183,7 @@ def summary_markdown(rows: dict, methods: list[str], skipped: dict, protocol: st
     lines = [[name, str(r["n"]), str(r["d"]), *(error_cell(r["mean"][m], r["std"][m]) for m in methods),
               ratio_cell(r["ratio"].get(REFERENCE)),
               won_tied_lost(r, "vanilla", r["folds_total"]),
-              *(p_cell(r["p_values"].get(m)) for m in rivals), r["lowest"],
+              *(shown_p(r["p_values"].get(m)) for m in rivals), r["lowest"],
               "—" if r["neighbours_kept"] is None else f"{r['neighbours_kept']}/{r['folds_total']}"]
              for name, r in rows.items()]
     text = (f"# Regression: MSE on the standardised target, {protocol}\n\n"
