@@ -34,5 +34,6 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n auto --maxprocesses 8 $(PYTEST_ARGS)
 
+# The environment only: runs/ holds a user's results (the README's examples write there), which are theirs to remove.
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV)

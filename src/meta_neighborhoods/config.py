@@ -212,7 +212,7 @@ class EstimatorDefaults:
 
 ESTIMATOR = EstimatorDefaults()
 
-# Sec. 4.1: 100 neighbours with fixed labels, negative Euclidean similarity at T = 0.1; a large first step.
+# Sec. 4.1: 100 neighbours with fixed labels, the negative (squared) Euclidean distance at T = 0.1; a large first step.
 SPIRAL_METHOD = MNConfig(task="classification", temperature=0.1, values="fixed", step_size_init=0.5)
 
 

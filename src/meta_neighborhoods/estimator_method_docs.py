@@ -209,9 +209,11 @@ LOAD = """Read an estimator saved by ``save``, on the CPU and ready to predict.
 
     Raises
     ------
+    FileNotFoundError
+        No checkpoint at ``path``, or a folder without ``model.json``.
     CheckpointError
-        Names whatever is wrong: a missing, damaged or foreign file, another estimator class, or a network that
-        differs from the one the file describes.
+        Names whatever else is wrong: a damaged or foreign file, a missing tensor file, another estimator class, or
+        a network that differs from the one the file describes.
 
     See Also
     --------

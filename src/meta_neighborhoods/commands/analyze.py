@@ -1,4 +1,4 @@
-"""``meta-neighborhoods analyze``: figures 4-6 of a Meta-Neighborhoods classify run."""
+"""``meta-neighborhoods analyze``: figures 4-5 and Appendix A.8 of a Meta-Neighborhoods classify run."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ SUMMARIES = {
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "analyze", help="figures 4-6 of a classify run: t-SNE of keys, cosine before/after finetuning, retrieval",
+        "analyze",
+        help="figures 4-5 and App. A.8 of a classify run: t-SNE of keys, cosine before/after finetuning, retrieval",
         parents=[_run(), output(required=False, metavar="DIR",
                                 help="where to write PNG and JSON files (default: the run folder)"),
                  data_folders(),

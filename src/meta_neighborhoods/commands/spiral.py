@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "spiral", help="two-spiral toy of Sec. 4.1 / Fig. 3", parents=run_options(),
         description=f"Train a vanilla linear classifier and Meta-Neighborhoods (same linear head, "
-                    f"{SPIRAL_METHOD.dictionary_size} neighbours, negative Euclidean similarity, T = "
+                    f"{SPIRAL_METHOD.dictionary_size} neighbours, negative squared Euclidean distance, T = "
                     f"{SPIRAL_METHOD.temperature:g}) on two spirals; writes metrics.json, run.json, spiral.png "
                     "and spiral.gif (test predictions, neighbours coloured by value, their trajectories).",
     )
