@@ -17,11 +17,12 @@ import warnings
 import numpy as np
 import torch
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine, make_classification
-from sklearn.model_selection import StratifiedKFold
 
-from meta_neighborhoods import MetaNeighborhoodsClassifier
+from meta_neighborhoods.config import CLASSIFICATION
+from meta_neighborhoods.datasets.tables import Table
+from meta_neighborhoods.experiments.cross_validation import available_methods, cross_validate, with_params
 from meta_neighborhoods.heads import PeriodicMLPHead
-from meta_neighborhoods.significance import corrected_t_test
+from meta_neighborhoods.significance import corrected_t_test, shown_p
 from record import Record, add_options  # benchmarks/: scripts run from this folder
 
 CANDIDATES = {
@@ -82,29 +83,25 @@ def main() -> None:
 
 
 def _compare(args) -> dict:
-    """Every candidate on every table's folds, printed table by table; each fold's accuracy, the network it kept
-    and the validation losses it chose by."""
+    """Every candidate on every table's folds (``cross_validate``'s, as ``regress --task classification``), printed
+    table by table; each fold's accuracy, the network it kept and the validation losses it chose by."""
     results, kept, losses = {}, {}, {}  # per table and candidate, fold by fold: accuracy, network kept, its evidence
+    classifier = available_methods(CLASSIFICATION)["meta_neighborhoods"]
+    methods = {c: with_params(classifier, **CANDIDATES[c]) for c in args.candidates}
     for name, (X, y) in ((name, table) for name, table in tables().items() if name in args.tables):
-        scores = {c: [] for c in args.candidates}
-        kept[name], losses[name] = {c: [] for c in args.candidates}, {c: [] for c in args.candidates}
-        for seed in range(args.seeds):
-            for train, test in StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(X, y):
-                for c in args.candidates:
-                    model = MetaNeighborhoodsClassifier(random_state=seed, **CANDIDATES[c]).fit(X[train], y[train])
-                    scores[c].append(float(model.score(X[test], y[test])))
-                    kept[name][c].append(model.selected_)
-                    losses[name][c].append(model.validation_losses_)
-        results[name] = scores
+        table = Table(name, np.asarray(X, dtype=float), np.asarray(y, dtype=float), None, name)
+        cv = cross_validate(table, methods, folds=args.folds, seed=0, seeds=args.seeds, params={}, progress=False,
+                            task=CLASSIFICATION)
+        scores = results[name] = {c: [1.0 - error for error in errors] for c, errors in cv["folds"].items()}
+        kept[name], losses[name] = cv["kept"], cv["validation_losses"]
         print(f"\n{name}: accuracy, {args.folds}-fold CV x {args.seeds} seeds")
         print(f"{'candidate':<26}{'mean':>8}{'- vanilla':>11}{'wins':>7}{'p':>8}")
         for c, s in scores.items():
             base = scores.get("vanilla", s)
             p = corrected_t_test(s, base, args.folds) if c != "vanilla" else None
             print(f"{c:<26}{np.mean(s):>8.4f}{np.mean(s) - np.mean(base):>+11.4f}"
-                  f"{int(np.sum(np.array(s) > np.array(base))):>7}{'—' if p is None else f'{p:.3g}':>8}", flush=True)
+                  f"{int(np.sum(np.array(s) > np.array(base))):>7}{shown_p(p):>8}", flush=True)
     return {**results, "kept": kept, "validation_losses": losses}
-
 
 if __name__ == "__main__":
     main()

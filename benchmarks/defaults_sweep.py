@@ -44,7 +44,7 @@ from meta_neighborhoods import MetaNeighborhoodsRegressor
 from meta_neighborhoods.datasets.tables import load_table
 from meta_neighborhoods.estimator_settings import check_settings
 from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, available_methods, cross_validate,
-                                                             repeated_folds, subset_rows)
+                                                             repeated_folds, subset_rows, with_params)
 from meta_neighborhoods.experiments.reports import won_tied_lost
 from meta_neighborhoods.heads import PeriodicMLPHead
 from meta_neighborhoods.io import write_json
@@ -108,14 +108,6 @@ def _decay(text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
-def _method(extra: dict):
-    """Meta-Neighborhoods with ``extra`` over the run's parameters, as a factory for ``cross_validate``."""
-    def factory(*, seed: int, n_train: int, params: dict):
-        return TABLE_METHODS["meta_neighborhoods"](seed=seed, n_train=n_train,
-                                             params={**params, "vanilla_fallback": False, **extra})
-    return factory
-
-
 def _quantile(factory):
     """``factory``'s estimator behind a quantile transform of each feature to a normal distribution, fitted on the
     training fold: an input transform for any MLP on tables, given to vanilla and MN alike."""
@@ -123,14 +115,6 @@ def _quantile(factory):
         transform = QuantileTransformer(n_quantiles=min(1000, n_train), output_distribution="normal",
                                         subsample=None, random_state=seed)
         return make_pipeline(transform, factory(seed=seed, n_train=n_train, params=params))
-    return wrapped
-
-
-def _with(factory, **extra):
-    """``factory``'s estimator with the parameters ``extra`` over the run's: the network a ``head`` factory builds (it
-    takes the features and outputs), or a second phase of training (``refine_factor``)."""
-    def wrapped(*, seed: int, n_train: int, params: dict):
-        return factory(seed=seed, n_train=n_train, params={**params, **extra})
     return wrapped
 
 
@@ -164,13 +148,15 @@ def _rows_seed(run: dict) -> int:
 def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     path = out / f"{name}.json"
     done = _read(path) if path.exists() else {"folds": {}, "seconds": {}}
-    networks = {"vanilla": TABLE_METHODS["vanilla"], **{c: _method(CANDIDATES[c]) for c in candidates}}
+    networks = {"vanilla": TABLE_METHODS["vanilla"],  # a candidate's vanilla_fallback is its own, else False
+                **{c: with_params(TABLE_METHODS["meta_neighborhoods"], **{"vanilla_fallback": False, **CANDIDATES[c]})
+                   for c in candidates}}
     if args.input_transform == "quantile":
         networks = {method: _quantile(factory) for method, factory in networks.items()}
     if args.input_transform == "periodic":
-        networks = {method: _with(factory, head=PeriodicMLPHead) for method, factory in networks.items()}
+        networks = {method: with_params(factory, head=PeriodicMLPHead) for method, factory in networks.items()}
     if args.refine is not None:  # recorded as "refine", as the sweeps before the estimator took it were
-        networks = {method: _with(factory, refine_factor=args.refine) for method, factory in networks.items()}
+        networks = {method: with_params(factory, refine_factor=args.refine) for method, factory in networks.items()}
     todo = {"knn": TABLE_METHODS["knn"], **networks, **{name: available_methods()[name] for name in args.baselines}}
     todo = {method: factory for method, factory in todo.items() if method not in done["folds"]}
     if not todo:

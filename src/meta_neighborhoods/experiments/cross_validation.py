@@ -78,6 +78,14 @@ def meta_neighborhoods_estimator(*, seed: int, n_train: int, params: dict, task:
     return ESTIMATORS[task](**{"random_state": seed, **params})
 
 
+def with_params(factory, **extra):
+    """``factory`` (a method of ``cross_validate``) with ``extra`` over the run's parameters: an ablated value, a
+    candidate setting, a head that every network of a comparison takes."""
+    def wrapped(*, seed: int, n_train: int, params: dict):
+        return factory(seed=seed, n_train=n_train, params={**params, **extra})
+    return wrapped
+
+
 def _hist_gradient_boosting(*, seed: int, n_train: int, params: dict, task: str = REGRESSION):
     model = HistGradientBoostingRegressor if task == REGRESSION else HistGradientBoostingClassifier
     return model(random_state=seed)

@@ -4,6 +4,7 @@ a table run (their Markdown: ``reports.py``)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from contextlib import ExitStack
@@ -27,7 +28,7 @@ from ..validation import NONE, ConfigError, check_option
 from .ablation_caps import CAPS, capped_values, point_notes
 from .cross_validation import (
     BASELINE, METRICS, REFERENCE, REGRESSION, available_methods, check_method_settings, cross_validate,
-    meta_neighborhoods_estimator, protocol_options, protocol_rows,
+    meta_neighborhoods_estimator, protocol_options, protocol_rows, with_params,
 )
 from .class_labels import checked_classes
 from .reports import (
@@ -282,14 +283,6 @@ def _check_distinct(param: str, values: list, methods: dict, params: dict, used:
         seen[resolved] = label
 
 
-def _with_value(param: str, value, task: str):
-    """Meta-Neighborhoods for ``task`` with one parameter fixed, as a method factory for ``cross_validate``."""
-    def factory(*, seed: int, n_train: int, params: dict):
-        return meta_neighborhoods_estimator(seed=seed, n_train=n_train, params={**params, **ABLATED, param: value},
-                                            task=task)
-    return factory
-
-
 def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed: int = 0, seeds: int = SEEDS,
                  max_rows: int | None = None, progress: bool = True, estimator_params: dict | None = None,
                  overwrite: bool = False, threads: int | None = None, task: str = REGRESSION) -> dict:
@@ -298,7 +291,9 @@ def run_ablation(table: Table, out, param: str, values, folds: int = FOLDS, seed
     ablation.json/.md/.png (a folder holding any table run's files is refused unless ``overwrite``)."""
     values = ablation_values(param, values)
     shown = [NONE_MEANS[param] if value is None else str(value) for value in values]
-    methods = {f"{param}={label}": _with_value(param, value, task) for label, value in zip(shown, values)}
+    method = functools.partial(meta_neighborhoods_estimator, task=task)
+    methods = {f"{param}={label}": with_params(method, **ABLATED, **{param: value})
+               for label, value in zip(shown, values)}
     options, used, params = _prepared(table, methods, estimator_params, folds, seed, seeds, max_rows, threads,
                                       task=task)
     folds, seed, seeds = options["folds"], options["seed"], options["seeds"]  # checked, as plain ints
