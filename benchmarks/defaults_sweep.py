@@ -26,12 +26,9 @@ More repeats of a finished sweep, on its rows, go to a folder of their own and j
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +44,7 @@ from meta_neighborhoods.experiments.cross_validation import (TABLE_METHODS, avai
                                                              repeated_folds, subset_rows, with_params)
 from meta_neighborhoods.experiments.reports import won_tied_lost
 from meta_neighborhoods.heads import PeriodicMLPHead
-from meta_neighborhoods.io import write_json
+from meta_neighborhoods.io import lock, write_json
 from meta_neighborhoods.provenance import provenance
 from meta_neighborhoods.significance import compare, shown_p
 from meta_neighborhoods.validation import ConfigError
@@ -174,7 +171,9 @@ def run_table(name: str, out: Path, candidates: list[str], args) -> None:
     _check_same_run(done, run, path, args)
     cv = cross_validate(table, todo, folds=args.folds, seed=args.seed, seeds=args.seeds, params=params,
                         progress=not args.quiet)
-    with _only_writer(out):  # what other processes wrote meanwhile is read, checked again and kept
+    with lock(out, wait=True):  # one writer at a time: what other processes wrote meanwhile is read, checked again
+        # and kept, where two that finish methods of one table at once would both read its file and the second to
+        # write would drop the first one's methods
         done = _read(path) if path.exists() else done
         _check_same_run(done, run, path, args)
         done["folds"].update(cv["folds"])
@@ -204,18 +203,6 @@ def _check_same_run(done: dict, run: dict, path: Path, args) -> None:
         raise SystemExit(f"{path} holds {done['folds_k']}-fold CV repeated over seeds {sorted(set(done['fold_seeds']))}"
                          f", not --folds {args.folds} --seed {args.seed} --seeds {args.seeds}: every method must run "
                          "on the same folds; further repeats go to a folder of their own (see --more-seeds)")
-
-
-@contextmanager
-def _only_writer(folder: Path):
-    """An exclusive lock on the sweep's folder for the block: two processes that finish methods of one table at once
-    would otherwise both read its file, and the second to write would drop the first one's methods."""
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(handle)  # and with it the lock
 
 
 def load(out: Path, more: Path | None = None) -> dict[str, dict]:

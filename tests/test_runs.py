@@ -997,6 +997,28 @@ def test_a_folder_is_read_only_while_no_run_writes_it_and_a_writer_waits_for_its
     assert len(str(error.value)) < 500
 
 
+def test_a_writer_that_waits_takes_the_lock_once_its_holder_lets_go(tmp_path):
+    """The processes of one sweep write a folder in turn (``wait``); any other writer is refused at once."""
+    import threading
+
+    taken, release, order = threading.Event(), threading.Event(), []
+
+    def holder():
+        with io.lock(tmp_path):
+            taken.set()
+            release.wait(10)
+            order.append("released")
+    thread = threading.Thread(target=holder)
+    thread.start()
+    taken.wait(10)
+    with pytest.raises(io.RunFolderError, match="is being written by process"), io.lock(tmp_path):
+        pass
+    threading.Timer(0.2, release.set).start()
+    with io.lock(tmp_path, wait=True):
+        order.append("waited")
+    thread.join(10)
+    assert order == ["released", "waited"]
+
 def test_a_write_that_fails_without_naming_a_file_is_named_and_a_read_only_folder_is_said_as_such(tmp_path,
                                                                                                  monkeypatch):
     """A full disk said "[Errno 28] No space left on device" of no file, or of the hidden temporary file (gone when

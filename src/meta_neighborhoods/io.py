@@ -90,9 +90,10 @@ def refuse_held(out: str | os.PathLike, found: list[str], resume: bool = False) 
 
 
 @contextmanager
-def lock(folder: str | os.PathLike) -> Iterator[None]:
+def lock(folder: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     """Hold ``folder``'s exclusive lock for the block; a second writer fails at once, naming this process and its
-    command line, where it would have replaced or removed what the first one wrote.
+    command line, where it would have replaced or removed what the first one wrote (or, if it ``wait``s, as the
+    processes of one sweep that write a folder in turn, takes the lock when it is free).
 
     An advisory ``fcntl`` lock on ``folder/.lock``: the system releases it when the holder exits, however it
     ends (SIGKILL included), so a killed run never leaves its folder locked.
@@ -109,7 +110,7 @@ def lock(folder: str | os.PathLike) -> Iterator[None]:
         raise RunFolderError(f"{path} is not a regular file, so it cannot be the run's lock file: remove it")
     with os.fdopen(fd, "r+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             raise _busy(folder, handle) from None
         handle.truncate()
