@@ -149,8 +149,12 @@ def test_a_head_with_batch_normalisation_is_refused_by_name(norm):
 @pytest.mark.parametrize("build, error, message", [
     (lambda: MetaNeighborhoods(MLPHead(3, (4,), 1), {"dictionary_size": 4}), TypeError, "config must be an MNConfig"),
     (lambda: MetaNeighborhoods("head"), TypeError, "head must be a torch.nn.Module with in_features"),
-    (lambda: CosineHead(0, 4), ConfigError, "in_features and out_features must be positive integers"),
-    (lambda: MLPHead(3, 1), ConfigError, "hidden must be a sequence of layer widths"),
+    (lambda: CosineHead(0, 4), ConfigError, "CosineHead's in_features must be a positive integer, got 0"),
+    (lambda: MLPHead(3, 1), ConfigError, "MLPHead's hidden must be a sequence of layer widths"),
+    (lambda: MLPHead(3, (4, 0)), ConfigError, r"MLPHead's hidden\[1\] must be a positive integer, got 0"),
+    (lambda: PeriodicMLPHead(3, 2, (4, True)), ConfigError, r"PeriodicMLPHead's hidden\[1\] must be a positive"),
+    (lambda: PeriodicMLPHead(3, 2, frequencies=0), ConfigError, "PeriodicEmbedding's frequencies must be a positive"),
+    (lambda: PeriodicMLPHead(3, 2, sigma=-1.0), ConfigError, "PeriodicEmbedding's sigma must be positive"),
     (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((5,), 9)), ValueError,
      r"own_slot must hold one integer slot in \[-1, 4\) per row"),  # was: taken as -1
     (lambda: _training(4).predict_features(torch.randn(5, 3), torch.full((4,), -1)), ValueError,

@@ -31,11 +31,25 @@ import torch
 from torch import nn
 
 from ..inner_loss import InnerLoop
+from ..validation import ConfigError, check_int, is_int
 
 FastPath = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, InnerLoop], torch.Tensor]
 """``path(head, z (B, d), keys (S, d), values (S, out), weights (B, S), loop) -> predictions (B, out)``."""
 
 FAST_PATHS: dict[type, FastPath] = {}
+
+
+def check_widths(owner: str, **widths) -> list[int]:
+    """A head's ``widths`` (features, units, counts) as ints, each a positive integer: else one ConfigError, the same
+    for every head, naming ``owner`` and the argument."""
+    return [check_int(f"{owner}'s {name}", value) for name, value in widths.items()]
+
+
+def check_hidden(owner: str, hidden, hint: str = "") -> list[int]:
+    """``owner``'s hidden-layer widths as ints (``check_widths``); an integer for them is refused, with ``hint``."""
+    if is_int(hidden):
+        raise ConfigError(f"{owner}'s hidden must be a sequence of layer widths, got {hidden!r}{hint}")
+    return check_widths(owner, **{f"hidden[{i}]": width for i, width in enumerate(hidden)})
 
 
 @runtime_checkable

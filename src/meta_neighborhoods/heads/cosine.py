@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inner_loss import InnerLoop, loss_gradient
-from ..validation import ConfigError, is_int
-from .base import fast_path
+from .base import check_widths, fast_path
 
 
 class CosineHead(nn.Module):
@@ -22,9 +21,7 @@ class CosineHead(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, scale: float = 10.0):
         super().__init__()
-        if not all(is_int(n) and n > 0 for n in (in_features, out_features)):
-            raise ConfigError(f"CosineHead's in_features and out_features must be positive integers, got "
-                              f"{in_features!r} and {out_features!r}")
+        in_features, out_features = check_widths("CosineHead", in_features=in_features, out_features=out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.randn(in_features, out_features) * in_features**-0.5)
         self.scale = nn.Parameter(torch.tensor(float(scale)))

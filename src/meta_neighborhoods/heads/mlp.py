@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inner_loss import InnerLoop, TopK, gather_rows, loss_gradient
-from ..validation import ConfigError, is_int
-from .base import fast_path, last_layer_names
+from .base import check_hidden, check_widths, fast_path, last_layer_names
 
 
 class MLPHead(nn.Module):
@@ -25,13 +24,10 @@ class MLPHead(nn.Module):
 
     def __init__(self, in_features: int, hidden: Sequence[int] = (), out_features: int = 1):
         super().__init__()
-        if is_int(hidden):  # MLPHead(n_features, n_outputs), as a head factory calls it, lands here
-            raise ConfigError(f"MLPHead's hidden must be a sequence of layer widths, got {hidden!r} (as a head "
-                              "factory it would take n_outputs for it: use the estimators' hidden_layer_sizes)")
-        widths = [in_features, *hidden, out_features]
-        if any(not (is_int(w) and w > 0) for w in widths):
-            raise ConfigError(f"layer widths must be positive integers, got {widths}")
-        widths = [int(w) for w in widths]
+        hidden = check_hidden("MLPHead", hidden, " (as a head factory it would take n_outputs for it: use the "
+                              "estimators' hidden_layer_sizes)")  # MLPHead(n_features, n_outputs), as factories call
+        widths = check_widths("MLPHead", in_features=in_features, out_features=out_features)
+        widths = [widths[0], *hidden, widths[1]]
         self.in_features, self.out_features = widths[0], widths[-1]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 

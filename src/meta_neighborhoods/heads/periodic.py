@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ESTIMATOR
-from ..validation import ConfigError, is_int
+from ..validation import check_positive
+from .base import check_hidden, check_widths
 from .mlp import last_layer_path
 
 
@@ -28,9 +29,9 @@ class PeriodicEmbedding(nn.Module):
 
     def __init__(self, in_features: int, frequencies: int = 16, sigma: float = 0.1, embedding: int = 8):
         super().__init__()
-        if not all(is_int(n) and n > 0 for n in (in_features, frequencies, embedding)) or not sigma > 0:
-            raise ConfigError(f"PeriodicEmbedding needs positive integer in_features, frequencies and embedding and a "
-                              f"positive sigma, got {in_features!r}, {frequencies!r}, {embedding!r}, {sigma!r}")
+        in_features, frequencies, embedding = check_widths("PeriodicEmbedding", in_features=in_features,
+                                                           frequencies=frequencies, embedding=embedding)
+        sigma = check_positive("PeriodicEmbedding's sigma", sigma)
         self.in_features, self.out_features = in_features, in_features * (embedding + 1)
         self.frequencies = nn.Parameter(torch.randn(in_features, frequencies) * sigma)
         self.weight = nn.Parameter(torch.randn(in_features, 2 * frequencies, embedding) / math.sqrt(2 * frequencies))
@@ -53,16 +54,14 @@ class PeriodicMLPHead(nn.Module):
     def __init__(self, in_features: int, out_features: int = 1, hidden: Sequence[int] = ESTIMATOR.hidden_layer_sizes,
                  frequencies: int = 16, sigma: float = 0.1, embedding: int = 8, decay_embedding: bool = True):
         super().__init__()
-        if is_int(hidden) or not all(is_int(w) and w > 0 for w in hidden) or not (is_int(out_features)
-                                                                                  and out_features > 0):
-            raise ConfigError(f"PeriodicMLPHead needs a positive integer out_features and a sequence of positive "
-                              f"widths for hidden, got {out_features!r} and {hidden!r}")
+        hidden, (out_features,) = check_hidden("PeriodicMLPHead", hidden), check_widths("PeriodicMLPHead",
+                                                                                         out_features=out_features)
         self.embedding = PeriodicEmbedding(in_features, frequencies, sigma, embedding)
         self.embedding.decays_weight = bool(decay_embedding)
-        widths = [self.embedding.out_features, *map(int, hidden)]
+        widths = [self.embedding.out_features, *hidden]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.last_layer = nn.Linear(widths[-1], out_features)
-        self.in_features, self.out_features = in_features, int(out_features)
+        self.in_features, self.out_features = in_features, out_features
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embedding(x)
