@@ -687,6 +687,21 @@ def test_a_target_of_a_few_integers_read_as_a_regressions_is_said_to_be_maybe_la
         assert ("distinct whole numbers" in err) == shown and (not shown or said in err)
 
 
+def test_a_name_from_a_damaged_model_file_cannot_break_the_error_line_nor_reach_the_terminal(files, capsys):
+    """A fitted attribute named with a line break and a terminal escape (the file is untrusted) is said escaped."""
+    tmp_path, _, _ = files
+    record = tmp_path / "model" / "model.json"
+    saved = json.loads(record.read_text())
+    saved["fitted"]["x\n\x1b[31mFAKE: all good"] = 1
+    record.write_text(json.dumps(saved))
+    assert main(["predict", "--model", str(tmp_path / "model"), "--data-file", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "p.csv"), "--quiet"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "\x1b" not in error and "x\\n\\x1b[31mFAKE: all good" in error
+    from meta_neighborhoods.cli import _one_line
+
+    assert _one_line("x" * 2500) == "x" * 2000 + "... (500 more characters)"  # a list of 20,000 columns, say
+
 def test_predict_replaces_no_file_written_while_it_ran_unless_asked(files, capsys, monkeypatch):
     from meta_neighborhoods.experiments import final_model
 

@@ -33,6 +33,7 @@ RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryE
 LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
 OPTION = Bounded(maxstring=300, maxlist=20)  # an option as the debug line shows it: a file's may be huge
 HOLD = 5.0  # seconds a rank other than 0 holds an error line that rank 0 most likely says (torchrun stops it sooner)
+LONGEST = 2000  # characters of an error line: beyond, said as cut (a list of a wide file's columns)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,8 +139,16 @@ def _failed(prefix: str, message: str, status: int, of_files: bool = False) -> i
             except KeyboardInterrupt:  # Ctrl-C meanwhile: it reached rank 0 too, which says so
                 return status
         prefix = f"{prefix}: rank {rank}"
-    print(f"{prefix}: {message}", file=sys.stderr)
+    print(f"{prefix}: {_one_line(message)}", file=sys.stderr)
     return status
+
+
+def _one_line(message: str) -> str:
+    """``message`` with line breaks and control characters escaped, and cut at LONGEST characters: names read from
+    untrusted files (a fitted attribute, a column, a tensor) cannot break its one line, nor colour or move the
+    terminal, nor list twenty thousand columns."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    return text if len(text) <= LONGEST else f"{text[:LONGEST]}... ({len(text) - LONGEST:,} more characters)"
 
 
 def _of_files(error: BaseException) -> bool:
