@@ -221,6 +221,9 @@ def test_predict_names_what_is_wrong_with_the_file(files, capsys, change, messag
     ("model/model.json", ["--overwrite"], "is one of the files read"),
     ("model/fit.json", ["--overwrite"], "is one of the files read"),
     ("model/.lock", ["--overwrite"], "is one of the files read"),
+    ("model/model.deadbeef.safetensors", [], "is named as the saved model's own files, which a fit into its folder "
+                                             "removes"),  # a file the model's next save would remove
+    ("model/.model.json.x.tmp", [], "is named as the saved model's own files"),
     ("model", ["--overwrite"], "is not a regular file"),
     ("elsewhere/", [], "names a folder"),
 ])

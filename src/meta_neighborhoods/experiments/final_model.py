@@ -194,7 +194,7 @@ def predict_file(model, data_file, out, encoding: str = "utf-8", separator: str 
     classifier = hasattr(estimator, "classes_")
     if probabilities and not classifier:
         raise ConfigError(f"{model} holds a regressor: it has no class probabilities", "probabilities")
-    _check_out(out, overwrite, [data_file, *_model_files(model)], "the data file or the model's files")
+    _check_out(out, overwrite, model, [data_file], "the data file or the model's files")
     taken = [name for name in keep if re.fullmatch(r"prediction(_\d+)?", name)
              or probabilities and name.startswith("probability_")]
     if taken:
@@ -263,7 +263,7 @@ def export_fit(model, out, overwrite: bool = False, seed: int = 0) -> dict:
     file without ``overwrite``. Returns the ``path``, whether the model is a ``classifier``, the largest
     ``difference`` from the estimator's answers and the ``largest`` of those (float32 rounds in proportion)."""
     estimator = load_model(model)
-    _check_out(out, overwrite, _model_files(model), "the model's files")
+    _check_out(out, overwrite, model, [], "the model's files")
     rows = np.random.default_rng(seed).normal(size=(export.CHECK_BATCH, estimator.n_features_in_))
     rows = (rows * estimator.x_scale_ + estimator.x_mean_).astype(np.float32)
     named = _named(rows, getattr(estimator, "feature_names_in_", None))
@@ -281,15 +281,19 @@ def _model_files(model) -> list[Path]:
         [stem.parent / RECORD, stem.parent / LOCK]  # a fit folder's, whichever way --model names it
 
 
-def _check_out(out, overwrite: bool, inputs: list, named: str) -> None:
-    """Refuse ``out`` where it is one of the ``inputs`` (the data file, the model's files: what ``named`` says), a
-    folder, or a file that exists without ``overwrite``: before any work."""
+def _check_out(out, overwrite: bool, model, inputs: list, named: str) -> None:
+    """Refuse ``out`` where it is one of the ``inputs`` or ``model``'s files (what ``named`` says), or named as one
+    of them (a later fit into the model's folder would remove it), a folder, or a file that exists without
+    ``overwrite``: before any work."""
     if str(out).endswith(("/", os.sep)):
         raise IsADirectoryError(f"{out} names a folder: --out is the file to write, such as predictions.csv")
-    out = Path(out)
+    out, stem = Path(out), saved_stem(model)
     if any(Path(path).exists() and out.exists() and out.samefile(path) or out.absolute() == Path(path).absolute()
-           for path in inputs):
+           for path in [*inputs, *_model_files(model)]):
         raise FileExistsError(f"{out} is one of the files read ({named}); choose another --out")
+    if out.parent.resolve() == stem.parent.resolve() and checkpoint.owns(stem, out.name):
+        raise FileExistsError(f"{out} is named as the saved model's own files, which a fit into its folder removes; "
+                              "choose another --out")
     replaceable(out)
     if (out.exists() or out.is_symlink()) and not overwrite:  # a dangling link too: it is not replaced unasked
         raise FileExistsError(f"{out} already exists: replace it with --overwrite, or choose another --out")
