@@ -350,6 +350,11 @@ CLASSES = np.array(["a", "b"])
                                       labels=np.zeros(100_001, np.int64), classes=CLASSES), DECLARED),
     (lambda path: np.savez_compressed(path, images=np.zeros((5, 3, 32, 32), np.uint8), labels=np.zeros(4, np.int64),
                                       classes=CLASSES), DECLARED),
+    (lambda path: np.savez_compressed(path, images=np.zeros((5, 1, 32, 32), np.uint8), labels=np.zeros(5, np.int64),
+                                      classes=CLASSES), DECLARED),  # was taken: no CIFAR-10 image has one channel
+    (lambda path: np.savez_compressed(path, images=np.zeros((5, 3, 32, 32), np.uint8), labels=np.zeros(5, np.int64),
+                                      classes=np.array(["a", "a"])), r"{cached} names its classes \['a', 'a'\], not "
+                                                                     "once each; remove it"),  # was taken, and exported
 ])
 def test_a_damaged_cache_is_refused_in_one_line_naming_the_data_set_and_the_cache_file(tiny_cifar, damage, message):
     data_dir, cache_dir, _ = tiny_cifar

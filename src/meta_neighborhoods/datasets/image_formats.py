@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..io import atomic_write
+from ..validation import shown
 from .files import (IMAGE_SUFFIXES, DataFileError, data_root, first_existing, folder_images, folder_root,
                     listed_images, read_text, require_file)
 
@@ -273,13 +274,17 @@ def _cached_tarball(
             raise ValueError("an array, not an archive of arrays")
         with stored:
             _check_cache(stored, cache, dataset)
-            return (stored["images"], stored["labels"]), stored["classes"].tolist()
+            classes = stored["classes"].tolist()
+            if len(set(classes)) != len(classes) or not all(classes):
+                raise DataFileError(f"{dataset}: {cache} names its classes {shown(classes)}, not once each; remove "
+                                    "it to decode the data again")
+            return (stored["images"], stored["labels"]), classes
     except (zipfile.BadZipFile, EOFError, zlib.error, ValueError) as error:  # truncated, overwritten, or no .npz
         raise DataFileError(f"{dataset}: {cache} cannot be read as the decoded split it caches ({type(error).__name__}"
                             "); remove it to decode the data again") from None
 
 
-CACHE_MAX_IMAGES = 100_000  # per cached split, of at most 3 x 32 x 32 pixels: CIFAR-10's train split holds 50,000
+CACHE_MAX_IMAGES = 100_000  # per cached split, of 3 x 32 x 32 pixels: CIFAR-10's train split holds 50,000
 
 
 def _check_cache(stored, cache: Path, dataset: str) -> None:
@@ -294,7 +299,7 @@ def _check_cache(stored, cache: Path, dataset: str) -> None:
     images, labels, classes = (declared.get(name, ((), False, None)) for name in ("images", "labels", "classes"))
     n = images[0][0] if len(images[0]) == 4 else -1
     if not (set(declared) == {"images", "labels", "classes"} and images[2] == np.uint8 and 0 < n <= CACHE_MAX_IMAGES
-            and math.prod(images[0][1:]) <= 3 * 32 * 32 and labels[0] == (n,) and labels[2].kind in "iu"
+            and images[0][1:] == (3, 32, 32) and labels[0] == (n,) and labels[2].kind in "iu"
             and len(classes[0]) == 1 and classes[2].kind == "U" and classes[0][0] * classes[2].itemsize <= 1 << 20):
         raise DataFileError(f"{dataset}: {cache} is not a decoded image split of at most {CACHE_MAX_IMAGES} images "
                             f"of 3 x 32 x 32 bytes, their labels and class names; remove it to decode the data again")
