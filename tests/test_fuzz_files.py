@@ -147,9 +147,8 @@ def test_a_run_record_without_one_number_per_channel_is_refused(tmp_path, field,
         read_inputs(tmp_path)
 
 
-def test_a_run_record_without_classes_is_refused(tmp_path):
-    import json
-
-    write_run_record(tmp_path, {"input": image_inputs((0, 3, 8, 8), [0.5] * 3, [0.2] * 3), "classes": []})
-    with pytest.raises(runs.RunFolderError, match="classes should be a non-empty list of names"):
+@pytest.mark.parametrize("classes", [[], ["a\nb"] * 2, ["a", ""]])  # the last two were exported as class names
+def test_a_run_record_without_classes_each_named_once_is_refused(tmp_path, classes):
+    write_run_record(tmp_path, {"input": image_inputs((0, 3, 8, 8), [0.5] * 3, [0.2] * 3), "classes": classes})
+    with pytest.raises(runs.RunFolderError, match="classes should be a non-empty list of names, each once"):
         read_inputs(tmp_path)

@@ -73,7 +73,8 @@ def read_inputs(run_dir) -> tuple[dict, list[str]]:
         raise RunFolderError(f"{path}: input should give the layout NCHW, scale 255, positive channels, height and "
                              f"width, a finite mean and a positive std per channel, and how its pixels were made "
                              f"(a text of at most {MAX_PIXELS_TEXT} characters; a run of an older version has none)")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise RunFolderError(f"{path}: classes should be a non-empty list of names")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise RunFolderError(f"{path}: classes should be a non-empty list of names, each once")
     shape = (0, *(inputs[n] for n in sizes))
     return image_inputs(shape, inputs["mean"], inputs["std"], inputs.get("pixels", UNRECORDED_PIXELS)), classes
