@@ -175,6 +175,15 @@ def test_a_damaged_metrics_log_state_is_refused(tmp_path, rows):
         log.load_state_dict({"rows": rows})
 
 
+@pytest.mark.parametrize("epochs", [[1, 1], [2], [1, 3, 2]])  # found in a crafted last.json: a resume wrote them
+def test_a_metrics_log_state_whose_rows_are_not_epochs_1_2_in_order_is_refused(tmp_path, epochs):
+    log = MetricsLog(tmp_path / "m.csv", ("validation_loss",), dict)
+    row = {"train_loss": 1.0, "validation_loss": 1.0, "learning_rate": 0.1, "seconds": 1.0}
+    with pytest.raises(ValueError, match=r"epochs 1, 2, \.\.\. in order, each once"):
+        log.load_state_dict({"rows": [{"epoch": epoch, **row} for epoch in epochs]})
+    log.load_state_dict({"rows": [{"epoch": epoch, **row} for epoch in (1, 2)]})
+    assert [row["epoch"] for row in log.rows] == [1, 2]
+
 @pytest.mark.parametrize("state", [{"accuracy": "x", "loss": 1.0, "epoch": 2}, {"accuracy": 0.5, "loss": 1.0, "epoch": "x"},
                                    {"accuracy": 0.5, "loss": 1.0, "epoch": -1}, {"accuracy": True, "loss": 1.0, "epoch": 1},
                                    {"accuracy": 7.5, "loss": 1.0, "epoch": 2},
@@ -203,8 +212,11 @@ def test_a_damaged_history_state_is_refused(epochs):
         History().load_state_dict({"epochs": epochs})
 
 
-@pytest.mark.parametrize("where", ["history", "log"])
-def test_a_state_that_names_an_epoch_past_its_checkpoint_is_refused(tmp_path, where):
+@pytest.mark.parametrize("where, said", [
+    ("history", r"the state of 'history' names epoch 5, outside the 2 epochs the checkpoint has trained"),
+    ("log", r"the state of 'metrics' is damaged \(ValueError: the rows should be those of epochs 1, 2"),
+])
+def test_a_state_that_names_an_epoch_past_its_checkpoint_is_refused(tmp_path, where, said):
     """A history record or a log row of epoch 5 in the checkpoint of epoch 2: what the resumed run would report
     comes from no epoch it trained (a best epoch likewise: test_classification)."""
     _logged_fit(tmp_path, epochs=2, history=History())
@@ -213,8 +225,7 @@ def test_a_state_that_names_an_epoch_past_its_checkpoint_is_refused(tmp_path, wh
     records = meta["stateful"]["history"]["epochs"] if where == "history" else meta["stateful"]["metrics"]["rows"]
     records[1]["epoch"] = 5
     (tmp_path / "last.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"last.json: the state of '(history|metrics)' names epoch 5, outside "
-                                              r"the 2 epochs the checkpoint has trained"):
+    with pytest.raises(CheckpointError, match=r"last.json: " + said):
         _logged_fit(tmp_path, epochs=3, resume=True, history=History())
 
 

@@ -228,6 +228,8 @@ class MetricsLog(Callback):
                 for row in rows)):
             raise ValueError(f"the rows should be records of numbers with the columns {', '.join(self.columns)} "
                              "(finite but a loss, an accuracy in [0, 1], an epoch counted from 1)")
+        if [row["epoch"] for row in rows] != list(range(1, len(rows) + 1)):  # else metrics.csv would say so
+            raise ValueError("the rows should be those of epochs 1, 2, ... in order, each once")
         self.rows = [dict(row) for row in rows]
 
 
