@@ -439,6 +439,8 @@ def test_fit_standardises_in_bounded_blocks(monkeypatch):
         ({"validation_fraction": 1.5}, "validation_fraction must be in"),
         ({"validation_fraction": 1.0}, "validation_fraction must be in"),  # no training row left
         ({"hidden_layer_sizes": 0}, "hidden_layer_sizes must be a positive integer"),
+        ({"hidden_layer_sizes": 10**9}, r"hidden_layer_sizes 1000000000 on 5 inputs make 6,000,000,000 weights, more "
+                                        r"than the 1,073,741,824"),  # the system had killed the process
         ({"ema_decay": 0.0}, "ema_decay must be None or a number in"),  # an average of the last step only
         ({"refine_factor": 1.0}, "refine_factor must be None or a number in"),  # the same rate: no second phase
         ({"refine_factor": 0.1, "leave_one_out": True}, "refine_factor with leave_one_out=True"),

@@ -417,6 +417,8 @@ def test_ablation_values_take_the_estimators_types():
         ablation_values("inner_steps", ["1.5"])
     with pytest.raises(ValueError, match="repeat"):
         ablation_values("dictionary_size", ["8", "8"])
+    with pytest.raises(ValueError, match="101 values of top_k: an ablation tries at most 100"):  # a record's list
+        ablation_values("top_k", range(1, 102))
 
 
 def test_unknown_ablation_parameter_names_the_allowed_ones(tiny_csv, tmp_path, capsys):

@@ -6,7 +6,7 @@ PARAMETERS = """
     ----------
     hidden_layer_sizes : int or tuple of int, default=(128, 128)
         Widths of the MLP head's hidden layers (an int: one layer). The vanilla baseline (``dictionary_size=0``) is
-        the same network.
+        the same network. At most 2**30 weights in all (4 GB of float32), refused before they are allocated.
         Unused with a ``head`` of one's own.
     dictionary_size : int, default=4096
         S, the number of induced neighbours, capped at the number of training rows (keys start at training rows,

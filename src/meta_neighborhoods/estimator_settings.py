@@ -75,10 +75,27 @@ def method_config(estimator, dictionary_size, similarity: str, temperature: floa
                     **dict.fromkeys(("keys", "values"), "learned" if estimator.learn_dictionary else "fixed"))
 
 
+MAX_WEIGHTS = 2**30  # of the MLP a fit builds: 4 GB of float32, three times that with the optimiser's moments
+
+
+def _check_weights(estimator, inputs: int, n_outputs: int) -> None:
+    """Refuse an MLP head of more than MAX_WEIGHTS weights before it is built: a record's or a typo's width of 10**9
+    would otherwise take the machine's memory until the system killed the process, with no word said."""
+    if not (estimator.head is None or isinstance(estimator.head, str)):
+        return  # a factory's own network
+    hidden = estimator.hidden_layer_sizes
+    widths = [inputs, *([hidden] if is_int(hidden) else hidden), n_outputs]
+    weights = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:]))
+    if weights > MAX_WEIGHTS:
+        raise ConfigError(f"hidden_layer_sizes {shown(hidden)} on {inputs} inputs make {weights:,} weights, more than "
+                          f"the {MAX_WEIGHTS:,} a fit builds (4 GB of float32)", "hidden_layer_sizes")
+
+
 def network_description(estimator, n_features: int, n_outputs: int, n_rows: int, key_features: int,
                         dictionary_size: int) -> dict:
     """The arguments of the network ``estimator`` builds for this data, fixed at fit and saved with the weights:
     ``load`` rebuilds the same network. Checks every method setting (``MNConfig``) on the way."""
+    _check_weights(estimator, key_features, n_outputs)  # the head takes the keys' features
     similarity, temperature = estimator.similarity, estimator.temperature
     similarity = auto_similarity(estimator._task, key_features) if similarity == "auto" else similarity
     temperature = default_temperature(similarity, key_features) if temperature is None else temperature
