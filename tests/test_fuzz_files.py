@@ -132,6 +132,18 @@ def test_a_mutated_file_loads_or_raises_the_documented_error(saved, tmp_path_fac
     assert {"loaded", "refused"} <= set(outcomes), outcomes  # the loader reads the file, and refuses what is bad
 
 
+@pytest.mark.parametrize("kind", list(LOADERS))
+def test_a_file_that_names_a_key_twice_is_refused_as_a_config_file_is(saved, tmp_path, kind):
+    """Python's JSON keeps the last of two same keys without a word: a record read two ways (a reviewer, a loader)
+    would say two things. Every kind of file is refused by the error its loader documents."""
+    name, load, error = LOADERS[kind]
+    folder = tmp_path / kind
+    shutil.copytree(saved / kind, folder)
+    text = (folder / name).read_text()
+    (folder / name).write_text(text.replace("{", '{"twice": 1, "twice": 2, ', 1))
+    with pytest.raises(error, match="key 'twice' is given twice"):
+        load(folder)
+
 @pytest.mark.parametrize("field, value", [("mean", [0.5, 0.5]), ("std", [0.2, 0.2, 0.2, 0.2])],
                          ids=["mean of 2 for 3 channels", "std of 4 for 3 channels"])
 def test_a_run_record_without_one_number_per_channel_is_refused(tmp_path, field, value):

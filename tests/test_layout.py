@@ -12,8 +12,8 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 LONG_FUNCTIONS_ALLOWED = {("estimators.py", "__init__")}  # scikit-learn: one line per parameter
 # Bottom to top; a module may import from its own layer and the ones below (docs/architecture.md).
 LAYERS = [
-    ["", "validation", "run_files", "io", "inner_loss", "callbacks", "launch", "distributed", "plots", "estimator_rows",
-     "significance", "provenance", "estimator_docs", "estimator_method_docs"],
+    ["", "validation", "run_files", "signals", "io", "inner_loss", "callbacks", "launch", "distributed", "plots",
+     "estimator_rows", "significance", "provenance", "estimator_docs", "estimator_method_docs"],
     ["config", "presets", "estimator_settings", "incremental"],
     ["similarity", "dictionary", "heads", "film", "backbones"],
     ["adaptation", "model", "factories", "maxl"],

@@ -16,7 +16,7 @@ from meta_neighborhoods import checkpoint, cli, image_methods, run_record, runs
 from meta_neighborhoods.checkpoint import CheckpointError
 from meta_neighborhoods.cli import main
 from meta_neighborhoods.config import ClassificationConfig
-from meta_neighborhoods import io
+from meta_neighborhoods import io, signals
 from meta_neighborhoods.io import inner_folder, read_json_object
 from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.analysis import load_run
@@ -921,7 +921,7 @@ def test_ctrl_c_while_a_run_s_files_take_their_places_arrives_after_them():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal: a background job ignores it
     try:
         with pytest.raises(KeyboardInterrupt):
-            with io.deferred_signals():
+            with signals.deferred_signals():
                 signal.raise_signal(signal.SIGINT)
                 moved.append("every file")
         assert moved == ["every file"] and signal.getsignal(signal.SIGINT) is signal.default_int_handler

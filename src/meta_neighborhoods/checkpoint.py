@@ -22,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .io import atomic_write, deferred_signals, read_record, replaceable, sha256, write_json
+from .io import atomic_write, read_record, replaceable, sha256, write_json
+from .signals import deferred_signals
 from .validation import is_real
 
 FORMAT = "meta-neighborhoods-checkpoint"
@@ -122,7 +123,7 @@ def _read_manifest(manifest: Path) -> dict:
         raise CheckpointError(f"{manifest} is larger than {MAX_MANIFEST_BYTES >> 20} MiB, far more than any checkpoint "
                               "manifest this package writes")
     try:
-        meta = json.loads(read_record(manifest, MAX_MANIFEST_BYTES))
+        meta = read_record(manifest, MAX_MANIFEST_BYTES)
     except (ValueError, RecursionError) as error:  # grown meanwhile, not UTF-8, not JSON
         raise CheckpointError(f"{manifest} is not a readable checkpoint manifest (corrupt or truncated JSON: "
                               f"{type(error).__name__}: {error})") from None

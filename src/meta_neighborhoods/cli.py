@@ -26,7 +26,8 @@ from . import __version__
 from .launch import launched_by_torchrun, torchrun_rank
 from .commands import COMMANDS, config_file
 from .commands.common import ESTIMATOR_OPTIONS, UsageError, check_data_dir
-from .io import RunFolderError, signals_handled
+from .io import RunFolderError
+from .signals import signals_handled
 from .validation import Bounded, ConfigError
 
 RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryError)

@@ -1,4 +1,4 @@
-"""Files the package writes and checks: output folders, atomic writes, JSON, checksums, Markdown tables.
+"""Files the package writes and checks: output folders, atomic writes, JSON, checksums.
 
 At the bottom of the import graph: every record and result is written through ``atomic_write``, so a crash never
 leaves half of one behind (the per-epoch log ``metrics.csv`` is appended a row at a time, and TensorBoard writes its
@@ -12,17 +12,17 @@ import fcntl
 import hashlib
 import json
 import os
+import reprlib
 import shutil
-import signal
 import stat
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .run_files import RUN_KINDS
+from .signals import deferred_signals
 
 MAX_RECORD_BYTES = 256 << 20  # a record's text: the largest, a split's image indices, takes 12 bytes an image
 LOCK = ".lock"  # in a folder a run writes: see lock
@@ -247,34 +247,6 @@ def _move(stage: Path, out: Path) -> set[str]:
     return moved
 
 
-@contextmanager
-def deferred_signals(signals=(signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Ctrl-C and SIGTERM arriving in the block delivered when it ends. A handler, not a signal mask: the mask is
-    per thread, and torch's threads would take the signal."""
-    caught = []
-    try:
-        with signals_handled(lambda received, frame: caught.append(received), signals):
-            yield
-    finally:
-        if caught:
-            signal.raise_signal(caught[0])
-
-
-@contextmanager
-def signals_handled(handler: Callable, signals: Iterable[int]) -> Iterator[None]:
-    """``handler`` for ``signals`` in the block, the handlers before it restored after it. Only the main thread can
-    set handlers; elsewhere the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {number: signal.signal(number, handler) for number in signals}
-    try:
-        yield
-    finally:
-        for number, before in previous.items():  # None: a handler not set from Python, which the default stands for
-            signal.signal(number, signal.SIG_DFL if before is None else before)
-
-
 def remove_created(folders: list[Path]) -> None:
     """A failed run's ``folders`` (those it created, innermost first) removed where they hold only its lock: the
     user finds no empty run folder. Only empty folders go (``rmdir``), so a file written meanwhile stays."""
@@ -362,14 +334,29 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def read_record(path: str | os.PathLike, limit: int = MAX_RECORD_BYTES) -> str:
-    """The text of a JSON record the package wrote (a manifest, a run's configuration): refused, as a ValueError
-    naming the file, above ``limit`` bytes, so that a crafted file (a sparse gigabyte) is never read whole."""
+def read_record(path: str | os.PathLike, limit: int = MAX_RECORD_BYTES):
+    """A JSON record the package wrote (a manifest, a run's configuration), parsed: refused, as a ValueError naming
+    the file, above ``limit`` bytes, so that a crafted file (a sparse gigabyte) is never read whole."""
     with open(path, "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"{path} is larger than {limit >> 20} MiB, far more than any record this package writes")
-    return data.decode("utf-8")
+    return parse_json(data.decode("utf-8"))
+
+
+def parse_json(text: str | bytes):
+    """JSON as the package reads every file: an object that names a key twice is refused (``once_each``)."""
+    return json.loads(text, object_pairs_hook=once_each)
+
+
+def once_each(pairs: list) -> dict:
+    """A mapping whose keys are each given once: of a key given twice, the last would win without a word."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"key {reprlib.repr(key)} is given twice")
+        seen.add(key)
+    return dict(pairs)
 
 
 def read_json_object(path: Path) -> dict:
@@ -377,7 +364,7 @@ def read_json_object(path: Path) -> dict:
     if path.is_symlink() or not path.is_file():
         raise RunFolderError(f"{path} is missing (or not a regular file)")
     try:
-        content = json.loads(read_record(path))
+        content = read_record(path)
     except (ValueError, RecursionError) as error:  # too large, not UTF-8, not JSON
         raise RunFolderError(f"{path} is not readable JSON ({type(error).__name__}: {error})") from None
     if not isinstance(content, dict):

@@ -15,10 +15,10 @@ libyaml's where present), and every refusal is one line naming the file and the 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from ..validation import NONE, SHORT, ConfigError, beyond_float, is_int, is_real, shown
+from ..io import once_each, parse_json
+from ..validation import NONE, ConfigError, beyond_float, is_int, is_real, shown
 
 MAX_BYTES = 1 << 20  # options fit in far less; a larger file is a mistake, not a configuration
 NOT_IN_FILES = ("help", "config")  # a file naming another file would chain untrusted reads
@@ -172,7 +172,7 @@ def _read_options(path: Path, from_record) -> tuple[dict, bool]:
 
 
 def _read(path: Path):
-    readers = {".toml": _toml, ".yaml": _yaml, ".yml": _yaml, ".json": _json}
+    readers = {".toml": _toml, ".yaml": _yaml, ".yml": _yaml, ".json": parse_json}
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise ConfigError(f"{path}: unknown kind of config file; --config reads .toml, .yaml, .yml or .json")
@@ -194,19 +194,6 @@ def _read(path: Path):
             from None
 
 
-def _json(data: bytes):
-    return json.loads(data, object_pairs_hook=_once_each)
-
-
-def _once_each(pairs: list) -> dict:
-    """A mapping whose keys are each given once: of a key given twice, the last would win without a word (TOML
-    refuses it itself)."""
-    seen = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise ValueError(f"key {SHORT.repr(key)} is given twice")
-        seen.add(key)
-    return dict(pairs)
 
 
 def _toml(data: bytes):
@@ -230,7 +217,7 @@ def _yaml(data: bytes):
         try:
             node = loader.get_single_node()
             if isinstance(node, yaml.MappingNode):  # the options: each once
-                _once_each([(key.value, None) for key, _ in node.value if isinstance(key, yaml.ScalarNode)])
+                once_each([(key.value, None) for key, _ in node.value if isinstance(key, yaml.ScalarNode)])
             return None if node is None else loader.construct_document(node)
         finally:
             loader.dispose()
