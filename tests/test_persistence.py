@@ -299,7 +299,8 @@ def test_a_head_the_package_ships_is_saved_by_name_and_its_shapes_checked_on_loa
     ("regressor", lambda meta: meta["fitted"].update(predict="x"), "unknown fitted attribute.*predict: refused"),
     ("regressor", lambda meta: meta["fitted"].update(__class__="x"), "unknown fitted attribute"),
     ("regressor", _huge_network, "sizes up to 1000000000, more than the tensor file's head holds"),
-    ("regressor", lambda meta: meta["params"].update(hidden_layer_sizes=[10**9, 10**9]), "more than the 1,073,741,824 a fit builds"),
+    ("regressor", lambda meta: meta["params"].update(hidden_layer_sizes=[10**9, 10**9]),
+     "more than the 1,073,741,824 a fit builds"),
     ("regressor", lambda meta: meta["params"].update(hidden_layer_sizes=[1] * 100_000),  # was 13 s and 800 MB
      "ask for 100000 hidden layers and sizes up to 4, more than the tensor file's head holds"),
     ("regressor", lambda meta: meta["params"].update(hidden_layer_sizes=[3]), "shapes differ: head.layers.0.weight is"),
