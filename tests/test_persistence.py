@@ -373,11 +373,14 @@ def test_save_never_replaces_what_is_not_a_regular_file(fitted, tmp_path):
 
 @pytest.mark.parametrize("name, value, message", [
     ("x_scale_", 0.0, "x_scale_ should hold positive values"),
-    ("x_mean_", float("nan"), "x_mean_ should hold 4 finite values"),
+    ("x_mean_", float("nan"), "x_mean_ should hold 4 finite float64 values"),
     ("y_scale_", 0.0, "y_scale_ should hold positive values"),  # predicted a constant
-    ("y_scale_", float("nan"), "y_scale_ should hold 1 finite values"),  # predicted NaN
-    ("y_mean_", torch.zeros(7, dtype=torch.float64), "y_mean_ should hold 1 finite values"),  # 28 values for 4 rows
-    ("y_mean_", None, "y_mean_ should hold 1 finite values"),  # predict's AttributeError
+    ("y_scale_", float("nan"), "y_scale_ should hold 1 finite float64 values"),  # predicted NaN
+    ("y_mean_", torch.zeros(7, dtype=torch.float64), "y_mean_ should hold 1 finite float64"),  # 28 values for 4 rows
+    ("y_mean_", None, "y_mean_ should hold 1 finite float64 values"),  # predict's AttributeError
+    ("x_mean_", torch.zeros(4, dtype=torch.int8), "x_mean_ should hold 4 finite float64 values, got int8"),  # was
+    # taken, and rounded the means predict subtracts
+    ("y_scale_", torch.ones(1, dtype=torch.float16), "got float16"),
 ])
 def test_a_column_scale_that_would_break_predict_is_refused(fitted, tmp_path, name, value, message):
     """A saved scale of 0 loaded, and predict then blamed the rows ('lies too far outside the training data')."""

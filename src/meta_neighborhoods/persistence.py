@@ -180,8 +180,8 @@ def check_columns(fitted: dict, source: str, targets: bool = False) -> None:
     for side, size in scaled.items():
         for name in (f"{side}_mean_", f"{side}_scale_"):
             values = np.asarray(fitted.get(name, []))
-            if values.shape != (size,) or values.dtype.kind not in "fiu" or not np.isfinite(values).all():
-                raise CheckpointError(f"{source}: {name} should hold {size} finite values")
+            if values.shape != (size,) or values.dtype != np.float64 or not np.isfinite(values).all():  # as fit sets
+                raise CheckpointError(f"{source}: {name} should hold {size} finite float64 values, got {values.dtype}")
         if not (np.asarray(fitted[f"{side}_scale_"]) > 0).all():  # fit never gives a scale of 0
             raise CheckpointError(f"{source}: {side}_scale_ should hold positive values")
     if targets and "_y_ndim" not in fitted:  # its value is checked with the other fitted attributes
