@@ -215,6 +215,7 @@ def test_a_damaged_history_state_is_refused(epochs):
 @pytest.mark.parametrize("where, said", [
     ("history", r"the state of 'history' names epoch 5, outside the 2 epochs the checkpoint has trained"),
     ("log", r"the state of 'metrics' is damaged \(ValueError: the rows should be those of epochs 1, 2"),
+    ("log rows", r"the state of 'metrics' names epoch 3, outside the 2 epochs the checkpoint has trained"),
 ])
 def test_a_state_that_names_an_epoch_past_its_checkpoint_is_refused(tmp_path, where, said):
     """A history record or a log row of epoch 5 in the checkpoint of epoch 2: what the resumed run would report
@@ -223,7 +224,10 @@ def test_a_state_that_names_an_epoch_past_its_checkpoint_is_refused(tmp_path, wh
     meta = json.loads((tmp_path / "last.json").read_text())
     meta["stateful"]["history"]["epochs"] = [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.4}]
     records = meta["stateful"]["history"]["epochs"] if where == "history" else meta["stateful"]["metrics"]["rows"]
-    records[1]["epoch"] = 5
+    if where == "log rows":  # epochs 1, 2, 3 in order, one more than the checkpoint trained
+        records.append({**records[1], "epoch": 3})
+    else:
+        records[1]["epoch"] = 5
     (tmp_path / "last.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"last.json: " + said):
         _logged_fit(tmp_path, epochs=3, resume=True, history=History())

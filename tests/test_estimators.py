@@ -469,6 +469,19 @@ def test_bad_parameters_are_named(params, message):
         MetaNeighborhoodsRegressor(**{**FAST, **params}).fit(X, y)
 
 
+def test_the_weights_bound_counts_the_head_a_fit_builds():
+    """The periodic head's first layer takes 9 numbers a feature; a head on an extractor's features is sized by the
+    extractor, which regress and ablate check without building (a narrowing one was refused on a wide table)."""
+    import functools
+
+    from meta_neighborhoods.estimator_settings import check_before_fit
+
+    with pytest.raises(ValueError, match="more than the 1,073,741,824"):
+        check_before_fit(MetaNeighborhoodsRegressor(head="periodic", hidden_layer_sizes=[1024]), 100, 200_000)
+    check_before_fit(MetaNeighborhoodsRegressor(hidden_layer_sizes=[1024]), 100, 200_000)  # 2e8: the MLP alone
+    narrowing = functools.partial(torch.nn.Linear, out_features=8)
+    check_before_fit(MetaNeighborhoodsRegressor(extractor=narrowing, hidden_layer_sizes=[4096, 4096]), 100, 300_000)
+
 def test_max_epochs_is_bounded_as_the_command_line_bounds_epochs():
     """int64's bound let 10**18 epochs through, where the command line stops at MAX_EPOCHS; the bound itself passes
     (the settings alone are checked: a fit would train that long)."""

@@ -676,7 +676,7 @@ def test_records_models_and_columns_given_for_one_another_are_named(files, capsy
 @pytest.mark.parametrize("labels, said", [
     ([3, 7], "2 distinct whole numbers, read as a regression's target; if they are class labels, give --task "
              "classification"),
-    ([False, True], "2 distinct whole numbers (True and False read as 1 and 0), read as"),
+    ([False, True], "2 distinct whole numbers (0 and 1, as True and False are read), read as"),
     ([1, 2, 3], None),  # three: said at INFO, which --quiet hides
 ])
 def test_a_target_of_a_few_integers_read_as_a_regressions_is_said_to_be_maybe_labels(tmp_path, capsys, labels,
@@ -704,6 +704,7 @@ def test_a_name_from_a_damaged_model_file_cannot_break_the_error_line_nor_reach_
     from meta_neighborhoods.cli import _one_line
 
     assert _one_line("x" * 2500) == "x" * 2000 + "... (500 more characters)"  # a list of 20,000 columns, say
+    assert _one_line("shot 10.00\u202fAM ± é\u200d\u202e") == "shot 10.00\u202fAM ± é\u200d\\u202e"  # a macOS name
 
 def test_predict_replaces_no_file_written_while_it_ran_unless_asked(files, capsys, monkeypatch):
     from meta_neighborhoods.experiments import final_model

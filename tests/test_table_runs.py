@@ -131,7 +131,8 @@ def _results_row(results, name):
     wins, ties, total = results["reference_wins"], results["reference_ties"], len(results["fold_seeds"])
     cells = [name, reports.error_cell(results["mean"][name], results["std"][name]),
              reports.number(results["ratio"][name]) if name in results["ratio"] else "—",
-             f"{wins[name]}/{ties[name]}/{total - wins[name] - ties[name]}" if name in wins else "—", shown_p(results["p_values"].get(name)),
+             f"{wins[name]}/{ties[name]}/{total - wins[name] - ties[name]}" if name in wins else "—",
+             shown_p(results["p_values"].get(name)),
              reports.gap_cell(results["resolvable"].get(name), results["mean"][name]),
              shown_p(results["p_values_first_seed"].get(name))]
     return "| " + " | ".join(cells) + " |"
@@ -446,6 +447,11 @@ def test_an_ablated_temperature_that_resolves_as_another_is_refused_before_any_w
     assert main(["ablate", "--data-file", str(tiny_csv), "--target", "y", "--param", "temperature", "--values",
                  "none", "5", "--out", str(out), "--folds", "2", "--seeds", "1", "--max-epochs", "1",
                  "--quiet"]) == 0  # 5 is not the default here
+    factory = cross_validation.meta_neighborhoods_estimator
+    methods = {value: cross_validation.with_params(factory, temperature=value) for value in (None, 4.0)}
+    extractor = functools.partial(torch.nn.Linear, out_features=16)  # its width, not the table's, sets the default
+    table_runs._check_distinct("temperature", [None, 4.0], methods, {"extractor": extractor},
+                               load_csv_table(tiny_csv, "y"))
 
 
 # ---------------------------------------------------------------------------------------------------

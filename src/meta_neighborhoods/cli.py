@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import time
+import unicodedata
 import warnings
 from contextlib import contextmanager, nullcontext
 
@@ -34,6 +35,7 @@ RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryE
 LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
 OPTION = Bounded(maxstring=300, maxlist=20)  # an option as the debug line shows it: a file's may be huge
 HOLD = 5.0  # seconds a rank other than 0 holds an error line that rank 0 most likely says (torchrun stops it sooner)
+BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # text direction marks
 LONGEST = 2000  # characters of an error line: beyond, said as cut (a list of a wide file's columns)
 
 
@@ -148,7 +150,7 @@ def _one_line(message: str) -> str:
     """``message`` with line breaks and control characters escaped, and cut at LONGEST characters: names read from
     untrusted files (a fitted attribute, a column, a tensor) cannot break its one line, nor colour or move the
     terminal, nor list twenty thousand columns."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+    text = "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in BIDI else c for c in message)
     return text if len(text) <= LONGEST else f"{text[:LONGEST]}... ({len(text) - LONGEST:,} more characters)"
 
 

@@ -81,11 +81,12 @@ MAX_WEIGHTS = 2**30  # of the MLP a fit builds: 4 GB of float32, three times tha
 def _check_weights(estimator, inputs: int, n_outputs: int) -> None:
     """Refuse an MLP head of more than MAX_WEIGHTS weights before it is built: a record's or a typo's width of 10**9
     would otherwise take the machine's memory until the system killed the process, with no word said."""
-    if not (estimator.head is None or isinstance(estimator.head, str)):
-        return  # a factory's own network
+    if estimator.extractor is not None or not (estimator.head is None or isinstance(estimator.head, str)):
+        return  # a factory's own network, or a head on an extractor's features, whose width its build says
     hidden = estimator.hidden_layer_sizes
-    widths = [inputs, *([hidden] if is_int(hidden) else hidden), n_outputs]
-    weights = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:]))
+    periodic = estimator.head == "periodic"  # PeriodicEmbedding's defaults: 8 numbers beside each feature, from 32
+    widths = [inputs * (9 if periodic else 1), *([hidden] if is_int(hidden) else hidden), n_outputs]
+    weights = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:])) + (inputs * 256 if periodic else 0)
     if weights > MAX_WEIGHTS:
         raise ConfigError(f"hidden_layer_sizes {shown(hidden)} on {inputs} inputs make {weights:,} weights, more than "
                           f"the {MAX_WEIGHTS:,} a fit builds (4 GB of float32)", "hidden_layer_sizes")

@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--param", required=True, choices=tuple(ABLATION_TYPES), metavar="NAME",
                         help=f"parameter to vary: {', '.join(ABLATION_TYPES)}")
     parser.add_argument("--values", required=True, nargs="+", metavar="V",
-                        help="values to try, e.g. 16 64 256 (temperature and top_k also take 'none': the default "
-                             "temperature, full attention)")
+                        help="values to try, at most 100, e.g. 16 64 256 (temperature and top_k also take 'none': "
+                             "the default temperature, full attention)")
     parser.set_defaults(run=run)
 
 

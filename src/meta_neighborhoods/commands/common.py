@@ -130,7 +130,8 @@ def estimator_options() -> argparse.ArgumentParser:
                              f"learning rate (0.1, say), or '{NONE}' (the estimator's default): one phase")
     parser.add_argument("--hidden-layer-sizes", type=int, nargs="+", metavar="W",
                         help="widths of the MLP's hidden layers, for every MLP the run trains (default "
-                             f"{' '.join(map(str, ESTIMATOR.hidden_layer_sizes))}, the estimator's)")
+                             f"{' '.join(map(str, ESTIMATOR.hidden_layer_sizes))}, the estimator's; at most 2**30 "
+                             "weights in all)")
     parser.add_argument("--head", choices=HEADS,
                         help="the network of every MLP the run trains: 'mlp' (the default), or 'periodic', the MLP on "
                              "periodic embeddings of each feature (Gorishniy et al. 2022)")

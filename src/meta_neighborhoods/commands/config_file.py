@@ -194,8 +194,6 @@ def _read(path: Path):
             from None
 
 
-
-
 def _toml(data: bytes):
     try:
         import tomllib

@@ -168,7 +168,7 @@ def _say_if_labels(table) -> None:
     since a regression of a yes/no target is seldom what was meant."""
     values = np.unique(table.y)
     if len(values) <= LABELS_AT_MOST and np.array_equal(values, np.round(values)):
-        booleans = " (True and False read as 1 and 0)" if set(values.tolist()) <= {0, 1} else ""
+        booleans = " (0 and 1, as True and False are read)" if values.tolist() == [0, 1] else ""
         LOGGER.log(logging.WARNING if len(values) == 2 else logging.INFO, "%s: the target holds %d distinct whole "
                    "numbers%s, read as a regression's target; if they are class labels, give --task classification",
                    table.name, len(values), booleans)

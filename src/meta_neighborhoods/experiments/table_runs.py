@@ -271,7 +271,7 @@ def ablation_values(param: str, values) -> list:
 def _check_distinct(param: str, values: list, methods: dict, params: dict, used: Table) -> None:
     """Refuses two temperatures that the estimator resolves alike on ``used``: 'none', the default for its similarity
     and features, beside that number would fit the same network twice and read as two results."""
-    if param != "temperature":
+    if param != "temperature" or params.get("extractor") is not None:  # an extractor's width: known once built
         return
     d, seen = used.X.shape[1], {}
     for value, factory in zip(values, methods.values()):
