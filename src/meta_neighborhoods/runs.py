@@ -89,9 +89,13 @@ def check_best(run_dir: Path, info: dict, model_args: dict | None = None) -> Non
     source = f"{run_dir / BEST}.json"
     recorded_args = read_json_object(run_dir / CONFIG).get("model")  # older runs and --method all's top: none
     for expected, whose in ((recorded_args, f"{run_dir / CONFIG} records"), (model_args, "the configuration builds")):
-        if expected is not None and info.get("model_args") != expected:
-            raise CheckpointError(f"{source} is of another network ({shown(info.get('model_args'))}) than {whose} "
-                                  f"({shown(expected)}): another run's checkpoint, or an edited one")
+        saved = info.get("model_args")
+        if expected is not None and saved != expected:
+            keys = sorted({*saved, *expected} if isinstance(saved, dict) and isinstance(expected, dict) else (), key=str)
+            said = "; ".join(f"{key}: {shown(saved.get(key))} against {shown(expected.get(key))}" for key in keys
+                             if saved.get(key) != expected.get(key)) or f"{shown(saved)} against {shown(expected)}"
+            raise CheckpointError(f"{source} is of another network than {whose} ({said}): another run's checkpoint, "
+                                  "or an edited one")
     last = checkpoint.read_meta(run_dir / LAST) if checkpoint.exists(run_dir / LAST) else {}
     recorded = (last.get("stateful") or {}).get("best")  # none in older runs: nothing to compare with
     held = {"accuracy": info.get("validation_accuracy"), "loss": info.get("validation_loss"),
