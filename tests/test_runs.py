@@ -187,14 +187,34 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     image_methods.save_checkpoint(tmp_path / "mn" / "last", torch.nn.Linear(1, 1), epoch=1)
     with pytest.raises(FileExistsError, match="already holds a run .*--resume.*--overwrite"):
         runs.claim(tmp_path, overwrite=False, method="all")
-    runs.claim(tmp_path, overwrite=True, method="all")
+    runs.claim(tmp_path, overwrite=True, method="all")  # a method's folder left empty goes too (a trial found five)
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
-        "mn", "notes.txt", "tensorboard", "tensorboard/other", "tensorboard/other/events.out.tfevents.2.host"]
+        "notes.txt", "tensorboard", "tensorboard/other", "tensorboard/other/events.out.tfevents.2.host"]
     (tmp_path / "tensorboard" / "other" / "events.out.tfevents.2.host").unlink()
     (tmp_path / "tensorboard" / "other").rmdir()
     (tmp_path / "tensorboard").rmdir()
     runs.claim(tmp_path, overwrite=False, method="all")  # nothing of a run is left
 
+
+def test_a_folder_of_another_run_s_analyses_is_refused_before_the_images_load(tmp_path, capsys, monkeypatch):
+    """analyze --out writes a run's analyses into a folder of their own: a run there would pass them for its own
+    (a trial). A folder holding a run is refused before the images load, as it is after."""
+    from meta_neighborhoods.experiments import classification
+
+    loaded = []
+    monkeypatch.setattr(classification, "load_image_dataset", lambda *args, **kwargs: loaded.append(1))
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "tsne.json").write_text("{}")
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "config.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')
+    (tmp_path / "held" / "metrics.json").write_text("{}")
+    for out, said in (("analysis", "holds tsne.json of an analysis of another run, which would pass for this run's"),
+                      ("held", "already holds a run (config.json, metrics.json)")):
+        assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--epochs", "1",
+                     "--out", str(tmp_path / out), "--device", "cpu", "--quiet"]) == 1
+        assert said in capsys.readouterr().err and not loaded
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["analysis", "config.json", "held", "metrics.json",
+                                                           "tsne.json"]
 
 @pytest.mark.parametrize("kind", ["link", "folder", "fifo"])
 def test_a_record_is_read_only_from_a_regular_file_in_its_folder(tmp_path, kind):
@@ -249,12 +269,15 @@ def test_a_config_json_in_a_folder_the_run_does_not_write_is_left_alone(tmp_path
         "mn", "mn/vanilla", "mn/vanilla/config.json", "vanilla", "vanilla/config.json"]
 
 
-def test_a_folder_of_analyses_alone_is_not_a_run(tmp_path):
-    """analyze --out FOLDER writes figures there: neither a run to refuse nor files --overwrite may remove."""
+def test_a_folder_of_analyses_alone_is_not_a_run_nor_a_place_for_one(tmp_path):
+    """analyze --out FOLDER writes figures there: not a run, nor files --overwrite may remove; and a run there would
+    sit beside another run's analyses, which would pass for its own (a trial)."""
     for name in ("cosine.png", "tsne.json"):
         (tmp_path / name).write_text("x")
     assert runs.holds_a_run(tmp_path) == []
-    runs.claim(tmp_path, overwrite=True, method="mn")
+    for overwrite in (False, True):
+        with pytest.raises(runs.RunFolderError, match="holds tsne.json, cosine.png of an analysis of another run"):
+            runs.claim(tmp_path, overwrite=overwrite, method="mn")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cosine.png", "tsne.json"]
 
 

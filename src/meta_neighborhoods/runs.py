@@ -257,11 +257,12 @@ def resumable(run_dir, method: str | None = None) -> bool:
     return any(checkpoint.exists(stem) for stem in last_stems(run_dir, method))
 
 
-def claim(run_dir: Path, overwrite: bool, method: str) -> None:
+def claim(run_dir: Path, overwrite: bool, method: str, remove: bool = True) -> None:
     """Make ``run_dir`` ready for a new run of ``method``: refuse one that holds a run (offering --resume where it
-    can), unless ``overwrite``, which removes the earlier run's files (and only those). A ``config.json`` the new run
-    would write (``--method all``: in each method's folder too) that no run wrote is refused either way, before
-    anything is removed: the run would replace it; so are files of the other names a run writes where no run is."""
+    can), unless ``overwrite``, which removes the earlier run's files (and only those; not where ``remove`` is False:
+    the checks alone, before the data are loaded). A ``config.json`` the new run would write (``--method all``: in
+    each method's folder too) that no run wrote is refused either way, before anything is removed: the run would
+    replace it; so are files of the other names a run writes where no run is, and another run's analyses."""
     refuse_other_runs(run_dir, "classify")
     folders = [Path(run_dir), *(Path(run_dir) / name for name in METHODS if method == "all")]
     for path in (folder / CONFIG for folder in folders):
@@ -269,6 +270,10 @@ def claim(run_dir: Path, overwrite: bool, method: str) -> None:
         if problem:
             raise RunFolderError(f"{path} {problem}, and the run would replace it: move it, or choose another --out")
     found = holds_a_run(run_dir)
+    analyses = [file for name in ANALYSES for file in analysis_files(name) if (Path(run_dir) / file).exists()]
+    if analyses and not found:  # analyze --out of another run: a run here would pass them for its own
+        raise RunFolderError(f"{run_dir} holds {', '.join(analyses[:4])} of an analysis of another run, which would "
+                             "pass for this run's: move them, or choose another --out")
     for folder in folders:  # what the run writes into each, where no run is recorded there: a user's files
         top = folder == folders[0]
         written = RUN_NAMED - (set() if method == "all" and top else set(COMPARISON))
@@ -280,7 +285,8 @@ def claim(run_dir: Path, overwrite: bool, method: str) -> None:
                                  "--out")
     if not overwrite:
         refuse_held(run_dir, found, resume=resumable(run_dir))
-    _remove(Path(run_dir), found)
+    if remove:
+        _remove(Path(run_dir), found)
 
 
 def _remove(run_dir: Path, found: list[str]) -> None:
@@ -289,8 +295,10 @@ def _remove(run_dir: Path, found: list[str]) -> None:
         path = run_dir / name
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
             _remove_event_files(path)
-        elif path.is_dir() and not path.is_symlink():
+        elif path.is_dir() and not path.is_symlink():  # a method's folder of --method all: gone once empty
             _remove(path, holds_a_run(path))
+            if not any(path.iterdir()):
+                path.rmdir()
         else:
             path.unlink(missing_ok=True)
 

@@ -49,7 +49,7 @@ from ..datasets.images import ImageDataset, available_image_datasets, load_image
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, init_keys_from_features, load_checkpoint,
                              unused_settings)
-from ..io import RunFolderError, inner_folder, prepare_out_dir, write_json, write_text
+from ..io import RunFolderError, inner_folder, prepare_out_dir, reading, write_json, write_text
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
 from ..run_files import BEST, COMPARISON_JSON, COMPARISON_MD, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD
@@ -290,6 +290,11 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     check_settings(method, options)
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
+    if Path(out).is_dir():  # what the claim refuses, said before the images load (60,000 JPEGs to decode, say)
+        if method == "all":
+            _method_folders(Path(out))
+        with reading(out):
+            runs.claim(Path(out), overwrite, method, remove=False)
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir, **config.image_options)
     runs.check_rerun_images(recorded, data)
     if config.preset is not None:  # what the preset sets, unless given
