@@ -146,6 +146,21 @@ def test_class_names_from_disk_are_drawn_as_plain_text(tmp_path):
     assert (tmp_path / "t.png").stat().st_size > 0 and (tmp_path / "r.png").stat().st_size > 0
 
 
+def test_the_t_sne_title_lies_within_the_figure(tmp_path, figures):
+    """Its two long lines, centred over the axes, ran off the figure's left edge (a trial read 'earest training')."""
+    rng = np.random.default_rng(0)
+    title = ("cifar10: t-SNE of 2000 training features (dots) and 100 keys (+);\nkeys whose nearest training feature "
+             "shares their class: 0.87 in the plane, 0.91 in feature space")
+    plots.tsne_figure(tmp_path / "t.png", rng.normal(size=(50, 2)), rng.integers(0, 10, 50), rng.normal(size=(10, 2)),
+                      rng.integers(0, 10, 10), [str(i) for i in range(10)], title)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    canvas = FigureCanvasAgg(fig)  # the figure is closed once written: drawn again, as it was laid out
+    canvas.draw()
+    extent = fig.axes[0].title.get_window_extent(canvas.get_renderer())
+    assert 0 <= extent.x0 and extent.x1 <= fig.bbox.width
+
 def test_the_fold_errors_break_between_seeds_whose_folds_are_other_rows(tmp_path, figures):
     errors = {"vanilla": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "mn": [6.0, 5.0, 4.0, 3.0, 2.0, 1.0]}
     plots.fold_errors_figure(tmp_path / "folds.png", errors, "a title " * 20, folds=3)

@@ -204,7 +204,7 @@ def tsne_figure(path, train_xy, train_labels, key_xy, key_labels, class_names, t
     handles += [plt.Line2D([], [], marker="P", linestyle="", markerfacecolor="white", markeredgecolor="black",
                            markersize=8, label="learned neighbour (key)")]
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9, wrap=True)  # two long lines: kept within the figure
     ax.set_xticks([])
     ax.set_yticks([])
     _save(fig, path)
