@@ -493,7 +493,7 @@ def test_folder_format_missing_says_where_to_put_it(tmp_path):
         load_image_dataset("cinic10", data_dir=tmp_path)
 
 
-def test_tiny_imagenet_layout(tmp_path):
+def test_tiny_imagenet_layout(tmp_path, caplog):
     rng = np.random.default_rng(0)
     root = tmp_path / "tiny-imagenet-200"
     wnids = ["n02", "n01"]  # the order of wnids.txt is the class order
@@ -507,9 +507,13 @@ def test_tiny_imagenet_layout(tmp_path):
         Image.fromarray(_random_rgb(rng)).save(root / "val" / "images" / f"val_{i}.JPEG", format="JPEG")
         lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t8\t8")
     (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-    data = load_image_dataset("tiny_imagenet", data_dir=tmp_path, image_size=4)
+    (root / "train" / "n03").mkdir()  # a class folder that holds no image: said, with the files left out
+    with caplog.at_level("INFO", logger="meta_neighborhoods"):
+        data = load_image_dataset("tiny_imagenet", data_dir=tmp_path, image_size=4)
     assert data.classes == wnids and data.train.images.shape == (4, 3, 4, 4)
     np.testing.assert_array_equal(data.test.labels, [0, 1, 1])  # n02 first, then the two n01 images
+    assert f"{root / 'train'}: left out 2 file(s) not named as images (n01/n01_boxes.txt, ...); folder(s) without " \
+        "images, which are no class: n03" in caplog.text
 
 
 def _tiny_imagenet(tmp_path, wnids: bytes = b"n1\nn2\n", annotations: str = "val_0.JPEG\tn1\nval_1.JPEG\tn2\n"):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
 
 from ..io import sha256
+
+LOGGER = logging.getLogger(__name__)
 
 
 class DataFileError(FileNotFoundError):
@@ -141,7 +144,19 @@ def folder_images(root: Path, *, dataset: str) -> list[tuple[str, Path]]:
     odd = next((path for _, path in images if not path.is_file()), None)
     if odd is not None:  # a FIFO would also block the read forever
         raise DataFileError(f"{dataset}: {odd} is {_kind(odd)}, not an image file; an image folder holds regular files")
+    _say_left_out(root, [path for _, path in paths if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES],
+                  sorted({folder.name for folder in folders} - {name for name, _ in images}))
     return images
+
+
+def _say_left_out(root: Path, others: list[Path], empty: list[str]) -> None:
+    """Say which files of an image tree are no image and which class folders hold none, for a user who misfiled
+    images: a class missing here may be refused later, in the other split."""
+    said = ([f"{len(others)} file(s) not named as images ({others[0].relative_to(root)}"
+             f"{', ...' if len(others) > 1 else ''})"] if others else []) + \
+        ([f"folder(s) without images, which are no class: {', '.join(empty[:5])}"] if empty else [])
+    if said:
+        LOGGER.info("%s: left out %s", root, "; ".join(said))
 
 
 def _kind(path: Path) -> str:
