@@ -474,13 +474,18 @@ def test_the_weights_bound_counts_the_head_a_fit_builds():
     extractor, which regress and ablate check without building (a narrowing one was refused on a wide table)."""
     import functools
 
-    from meta_neighborhoods.estimator_settings import check_before_fit
+    from meta_neighborhoods.estimator_settings import check_before_fit, network_description
 
     with pytest.raises(ValueError, match="more than the 1,073,741,824"):
         check_before_fit(MetaNeighborhoodsRegressor(head="periodic", hidden_layer_sizes=[1024]), 100, 200_000)
     check_before_fit(MetaNeighborhoodsRegressor(hidden_layer_sizes=[1024]), 100, 200_000)  # 2e8: the MLP alone
     narrowing = functools.partial(torch.nn.Linear, out_features=8)
     check_before_fit(MetaNeighborhoodsRegressor(extractor=narrowing, hidden_layer_sizes=[4096, 4096]), 100, 300_000)
+    wide = MetaNeighborhoodsRegressor(extractor=narrowing, hidden_layer_sizes=[50_000, 50_000])
+    with pytest.raises(ValueError, match="on 8 inputs make 2,500,450,000 weights"):  # at fit, the extractor built
+        network_description(wide, 10, 1, 100, 8, 64)
+    with pytest.raises(ValueError, match="after the extractor make 2,500,050,000 weights"):  # the layers after it
+        check_before_fit(wide, 100, 10)
 
 def test_max_epochs_is_bounded_as_the_command_line_bounds_epochs():
     """int64's bound let 10**18 epochs through, where the command line stops at MAX_EPOCHS; the bound itself passes

@@ -512,7 +512,7 @@ def test_tiny_imagenet_layout(tmp_path, caplog):
         data = load_image_dataset("tiny_imagenet", data_dir=tmp_path, image_size=4)
     assert data.classes == wnids and data.train.images.shape == (4, 3, 4, 4)
     np.testing.assert_array_equal(data.test.labels, [0, 1, 1])  # n02 first, then the two n01 images
-    assert f"{root / 'train'}: left out 2 file(s) not named as images (n01/n01_boxes.txt, ...); folder(s) without " \
+    assert f"{root / 'train'}: left out 2 file(s) not named as images (n01/n01_boxes.txt, ...); 1 folder(s) without " \
         "images, which are no class: n03" in caplog.text
 
 

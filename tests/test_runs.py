@@ -180,6 +180,7 @@ def test_a_folder_holding_a_run_is_refused_and_overwrite_removes_only_its_files(
     (tmp_path / "mn").mkdir()
     (tmp_path / "mn" / "config.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')
     (tmp_path / "mn" / "metrics.json").write_text("{}")
+    (tmp_path / "mn" / ".lock").write_text("")  # analyze of that method left it
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="already holds a run") as refused:
         runs.claim(tmp_path, overwrite=False, method="all")  # no last checkpoint: --resume would say nothing is there
@@ -208,13 +209,20 @@ def test_a_folder_of_another_run_s_analyses_is_refused_before_the_images_load(tm
     (tmp_path / "held").mkdir()
     (tmp_path / "held" / "config.json").write_text('{"method": "mn", "meta_neighborhoods": {}}')
     (tmp_path / "held" / "metrics.json").write_text("{}")
-    for out, said in (("analysis", "holds tsne.json of an analysis of another run, which would pass for this run's"),
-                      ("held", "already holds a run (config.json, metrics.json)")):
-        assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--epochs", "1",
-                     "--out", str(tmp_path / out), "--device", "cpu", "--quiet"]) == 1
+    (tmp_path / "all" / "mn").mkdir(parents=True)  # analyze --out all/mn: a method's folder of --method all
+    (tmp_path / "all" / "mn" / "cosine.png").write_text("x")
+    (tmp_path / "file").write_text("mine")
+    for out, method, said in (
+            ("analysis", "mn", "holds tsne.json of an analysis of another run, which would pass for this run's"),
+            ("held", "mn", "already holds a run (config.json, metrics.json)"),
+            ("all", "all", f"{tmp_path / 'all' / 'mn'} holds cosine.png of an analysis of another run"),
+            ("file", "mn", "it is a file, not a folder")):
+        assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", method, "--epochs",
+                     "1", "--out", str(tmp_path / out), "--device", "cpu", "--quiet"]) == 1
         assert said in capsys.readouterr().err and not loaded
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["analysis", "config.json", "held", "metrics.json",
-                                                           "tsne.json"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "all", "all/mn", "all/mn/cosine.png", "analysis", "analysis/tsne.json", "file", "held", "held/config.json",
+        "held/metrics.json"]
 
 @pytest.mark.parametrize("kind", ["link", "folder", "fifo"])
 def test_a_record_is_read_only_from_a_regular_file_in_its_folder(tmp_path, kind):
@@ -691,7 +699,7 @@ def test_another_run_s_best_checkpoint_is_refused_by_a_resume_and_an_analysis(tm
     monkeypatch.setattr(classification, "fit", lambda *args, **kwargs: trained.append(1))
     assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
     message = "one of them is another run's checkpoint, or an edited one" if swap != "edited model_args" else \
-        "(num_classes: 11 against 10): another run's checkpoint"  # the field that differs, not two cut reprs
+        "('num_classes': 11 against 10): another run's checkpoint"  # the field that differs, not two cut reprs
     assert message in capsys.readouterr().err and not trained
     assert main(["analyze", "--run", str(out), "--what", "cosine", "--out", str(tmp_path / "analysis"), "--quiet"]) == 1
     assert (message if swap != "edited model_args" else "best.json: model_args") in capsys.readouterr().err

@@ -35,7 +35,7 @@ RUNTIME_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError, MemoryE
 LOGGER = logging.getLogger("meta_neighborhoods")  # the package's loggers are its children
 OPTION = Bounded(maxstring=300, maxlist=20)  # an option as the debug line shows it: a file's may be huge
 HOLD = 5.0  # seconds a rank other than 0 holds an error line that rank 0 most likely says (torchrun stops it sooner)
-BIDI = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # text direction marks
+BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # direction marks
 LONGEST = 2000  # characters of an error line: beyond, said as cut (a list of a wide file's columns)
 
 

@@ -37,6 +37,8 @@ ABLATION_TYPES = {  # ablate --param: the settings it varies, and the type of th
     "dictionary_size": int, "temperature": float, "top_k": int, "inner_steps": int,
     "step_size": str, "similarity": str, "adapt": str, "slot_dropout": float,
 }
+MAX_VALUES = 100  # of one ablation: a record's list may be any length, and each value is folds x seeds fits
+MAX_WEIGHTS = 2**30  # of the MLP a fit builds: 4 GB of float32, three times that with the optimiser's moments
 # classify's protocol: the dictionary by default, the validation split held out of the training set, the clip
 NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000

@@ -20,7 +20,8 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
-from .config import FIELDS, HEADS, MAX_EPOCHS, SIMILARITIES, MNConfig, auto_similarity, default_temperature
+from .config import (FIELDS, HEADS, MAX_EPOCHS, MAX_WEIGHTS, SIMILARITIES, MNConfig, auto_similarity,
+                     default_temperature)
 from .validation import (ConfigError, check_flag, check_int, check_non_negative, check_option, check_positive, is_int,
                          is_positive, is_real, outside_level, shown)
 
@@ -75,28 +76,29 @@ def method_config(estimator, dictionary_size, similarity: str, temperature: floa
                     **dict.fromkeys(("keys", "values"), "learned" if estimator.learn_dictionary else "fixed"))
 
 
-MAX_WEIGHTS = 2**30  # of the MLP a fit builds: 4 GB of float32, three times that with the optimiser's moments
-
-
-def _check_weights(estimator, inputs: int, n_outputs: int) -> None:
+def _check_weights(estimator, inputs: int | None, n_outputs: int) -> None:
     """Refuse an MLP head of more than MAX_WEIGHTS weights before it is built: a record's or a typo's width of 10**9
-    would otherwise take the machine's memory until the system killed the process, with no word said."""
-    if estimator.extractor is not None or not (estimator.head is None or isinstance(estimator.head, str)):
-        return  # a factory's own network, or a head on an extractor's features, whose width its build says
+    would otherwise take the machine's memory until the system killed the process, with no word said. ``inputs``
+    None: an extractor's width, unknown until it is built (its layers after the first are counted)."""
+    if not (estimator.head is None or isinstance(estimator.head, str)):
+        return  # a factory's own network
     hidden = estimator.hidden_layer_sizes
     periodic = estimator.head == "periodic"  # PeriodicEmbedding's defaults: 8 numbers beside each feature, from 32
-    widths = [inputs * (9 if periodic else 1), *([hidden] if is_int(hidden) else hidden), n_outputs]
-    weights = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:])) + (inputs * 256 if periodic else 0)
+    widths = [*([] if inputs is None else [inputs * (9 if periodic else 1)]), *([hidden] if is_int(hidden) else hidden),
+              n_outputs]
+    weights = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:])) + ((inputs or 0) * 256 if periodic else 0)
     if weights > MAX_WEIGHTS:
-        raise ConfigError(f"hidden_layer_sizes {shown(hidden)} on {inputs} inputs make {weights:,} weights, more than "
-                          f"the {MAX_WEIGHTS:,} a fit builds (4 GB of float32)", "hidden_layer_sizes")
+        on = "after the extractor" if inputs is None else f"on {inputs} inputs"
+        raise ConfigError(f"hidden_layer_sizes {shown(hidden)} {on} make {weights:,} weights, more than the "
+                          f"{MAX_WEIGHTS:,} a fit builds (4 GB of float32)", "hidden_layer_sizes")
 
 
 def network_description(estimator, n_features: int, n_outputs: int, n_rows: int, key_features: int,
-                        dictionary_size: int) -> dict:
+                        dictionary_size: int, built: bool = True) -> dict:
     """The arguments of the network ``estimator`` builds for this data, fixed at fit and saved with the weights:
-    ``load`` rebuilds the same network. Checks every method setting (``MNConfig``) on the way."""
-    _check_weights(estimator, key_features, n_outputs)  # the head takes the keys' features
+    ``load`` rebuilds the same network. Checks every method setting (``MNConfig``) on the way (not ``built``: its
+    extractor, if any, is not, and ``key_features`` are the rows' until it is)."""
+    _check_weights(estimator, key_features if built or estimator.extractor is None else None, n_outputs)
     similarity, temperature = estimator.similarity, estimator.temperature
     similarity = auto_similarity(estimator._task, key_features) if similarity == "auto" else similarity
     temperature = default_temperature(similarity, key_features) if temperature is None else temperature
@@ -112,7 +114,7 @@ def check_before_fit(estimator, n_rows: int, n_features: int) -> None:
     at, nor a ``head`` or ``extractor`` factory called)."""
     check_settings(estimator)
     check_random_state(estimator.random_state)
-    network_description(estimator, n_features, 1, n_rows, n_features, estimator.dictionary_size)
+    network_description(estimator, n_features, 1, n_rows, n_features, estimator.dictionary_size, built=False)
 
 
 def warm_fit(estimator) -> bool:

@@ -42,8 +42,8 @@ from .backbones import available_backbones
 from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
-from .io import (RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, sha256,
-                 write_json)
+from .io import (RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, remove_created,
+                 sha256, write_json)
 from .model import MetaNeighborhoods
 from .run_files import BEST, COMPARISON, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD
 from .run_record import RUN
@@ -91,9 +91,11 @@ def check_best(run_dir: Path, info: dict, model_args: dict | None = None) -> Non
     for expected, whose in ((recorded_args, f"{run_dir / CONFIG} records"), (model_args, "the configuration builds")):
         saved = info.get("model_args")
         if expected is not None and saved != expected:
-            keys = sorted({*saved, *expected} if isinstance(saved, dict) and isinstance(expected, dict) else (), key=str)
-            said = "; ".join(f"{key}: {shown(saved.get(key))} against {shown(expected.get(key))}" for key in keys
-                             if saved.get(key) != expected.get(key)) or f"{shown(saved)} against {shown(expected)}"
+            both = isinstance(saved, dict) and isinstance(expected, dict)
+            keys = sorted((k for k in {*saved, *expected} if saved.get(k) != expected.get(k)) if both else (), key=str)
+            said = "; ".join(f"{shown(key)}: {shown(saved.get(key))} against {shown(expected.get(key))}"
+                             for key in keys[:5]) + (f"; {len(keys)} fields differ" if len(keys) > 5 else "")
+            said = said or f"{shown(saved)} against {shown(expected)}"
             raise CheckpointError(f"{source} is of another network than {whose} ({said}): another run's checkpoint, "
                                   "or an edited one")
     last = checkpoint.read_meta(run_dir / LAST) if checkpoint.exists(run_dir / LAST) else {}
@@ -270,14 +272,15 @@ def claim(run_dir: Path, overwrite: bool, method: str, remove: bool = True) -> N
         if problem:
             raise RunFolderError(f"{path} {problem}, and the run would replace it: move it, or choose another --out")
     found = holds_a_run(run_dir)
-    analyses = [file for name in ANALYSES for file in analysis_files(name) if (Path(run_dir) / file).exists()]
-    if analyses and not found:  # analyze --out of another run: a run here would pass them for its own
-        raise RunFolderError(f"{run_dir} holds {', '.join(analyses[:4])} of an analysis of another run, which would "
-                             "pass for this run's: move them, or choose another --out")
     for folder in folders:  # what the run writes into each, where no run is recorded there: a user's files
         top = folder == folders[0]
         written = RUN_NAMED - (set() if method == "all" and top else set(COMPARISON))
-        strays = [] if not _is_method_dir(folder) or (found if top else holds_a_run(folder)) else \
+        held = _is_method_dir(folder) and (found if top else holds_a_run(folder))
+        analyses = [file for name in ANALYSES for file in analysis_files(name) if (folder / file).exists()]
+        if analyses and not held:  # analyze --out of another run: a run here would pass them for its own
+            raise RunFolderError(f"{folder} holds {', '.join(analyses[:4])} of an analysis of another run, which "
+                                 "would pass for this run's: move them, or choose another --out")
+        strays = [] if not _is_method_dir(folder) or held else \
             sorted(name for name in _run_named(folder) if name in written)
         if strays:
             raise RunFolderError(f"{folder} holds {', '.join(strays)} of the names a run writes, and no run's "
@@ -297,8 +300,7 @@ def _remove(run_dir: Path, found: list[str]) -> None:
             _remove_event_files(path)
         elif path.is_dir() and not path.is_symlink():  # a method's folder of --method all: gone once empty
             _remove(path, holds_a_run(path))
-            if not any(path.iterdir()):
-                path.rmdir()
+            remove_created([path])  # and its lock, which analyze of it left
         else:
             path.unlink(missing_ok=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import ABLATION_TYPES
+from ..config import ABLATION_TYPES, MAX_VALUES
 from ..run_files import ABLATION_JSON, ABLATION_MD, ABLATION_PNG
 from ..validation import NONE, ConfigError
 from .common import ESTIMATOR_OPTIONS, UsageError, estimator_options, fit_options, run_options, table_run_options
@@ -30,8 +30,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--param", required=True, choices=tuple(ABLATION_TYPES), metavar="NAME",
                         help=f"parameter to vary: {', '.join(ABLATION_TYPES)}")
     parser.add_argument("--values", required=True, nargs="+", metavar="V",
-                        help="values to try, at most 100, e.g. 16 64 256 (temperature and top_k also take 'none': "
-                             "the default temperature, full attention)")
+                        help=f"values to try, at most {MAX_VALUES}, e.g. 16 64 256 (temperature and top_k also "
+                             "take 'none': the default temperature, full attention)")
     parser.set_defaults(run=run)
 
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..config import DEVICES, ESTIMATOR, FIELDS, HEADS, SLOT_DRAWS, MNConfig
+from ..config import DEVICES, ESTIMATOR, FIELDS, HEADS, MAX_WEIGHTS, SLOT_DRAWS, MNConfig
 from ..datasets.tables import available_tables
 from ..validation import NONE, ConfigError, check_int, check_threads
 from .config_file import float_or_none, int_or_none, path
@@ -130,8 +130,8 @@ def estimator_options() -> argparse.ArgumentParser:
                              f"learning rate (0.1, say), or '{NONE}' (the estimator's default): one phase")
     parser.add_argument("--hidden-layer-sizes", type=int, nargs="+", metavar="W",
                         help="widths of the MLP's hidden layers, for every MLP the run trains (default "
-                             f"{' '.join(map(str, ESTIMATOR.hidden_layer_sizes))}, the estimator's; at most 2**30 "
-                             "weights in all)")
+                             f"{' '.join(map(str, ESTIMATOR.hidden_layer_sizes))}, the estimator's; at most "
+                             f"{MAX_WEIGHTS:,} weights in all)")
     parser.add_argument("--head", choices=HEADS,
                         help="the network of every MLP the run trains: 'mlp' (the default), or 'periodic', the MLP on "
                              "periodic embeddings of each feature (Gorishniy et al. 2022)")

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 from ..io import sha256
+from ..launch import torchrun_rank
 
 LOGGER = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def folder_images(root: Path, *, dataset: str) -> list[tuple[str, Path]]:
     odd = next((path for _, path in images if not path.is_file()), None)
     if odd is not None:  # a FIFO would also block the read forever
         raise DataFileError(f"{dataset}: {odd} is {_kind(odd)}, not an image file; an image folder holds regular files")
-    _say_left_out(root, [path for _, path in paths if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES],
+    _say_left_out(root, [path for _, path in paths if path.suffix.lower() not in IMAGE_SUFFIXES and path.is_file()],
                   sorted({folder.name for folder in folders} - {name for name, _ in images}))
     return images
 
@@ -154,8 +155,8 @@ def _say_left_out(root: Path, others: list[Path], empty: list[str]) -> None:
     images: a class missing here may be refused later, in the other split."""
     said = ([f"{len(others)} file(s) not named as images ({others[0].relative_to(root)}"
              f"{', ...' if len(others) > 1 else ''})"] if others else []) + \
-        ([f"folder(s) without images, which are no class: {', '.join(empty[:5])}"] if empty else [])
-    if said:
+        ([f"{len(empty)} folder(s) without images, which are no class: {', '.join(empty[:5])}"] if empty else [])
+    if said and torchrun_rank() == 0:  # once, not once a process
         LOGGER.info("%s: left out %s", root, "; ".join(said))
 
 

@@ -50,6 +50,7 @@ from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, B
                              build_model_args, check_settings, init_keys_from_features, load_checkpoint,
                              unused_settings)
 from ..io import RunFolderError, inner_folder, prepare_out_dir, reading, write_json, write_text
+from ..launch import torchrun_rank
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
 from ..run_files import BEST, COMPARISON_JSON, COMPARISON_MD, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD
@@ -290,11 +291,7 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     check_settings(method, options)
     config = ClassificationConfig(dataset, backbone, method, **options)
     torch_device = resolve_device(config.device)
-    if Path(out).is_dir():  # what the claim refuses, said before the images load (60,000 JPEGs to decode, say)
-        if method == "all":
-            _method_folders(Path(out))
-        with reading(out):
-            runs.claim(Path(out), overwrite, method, remove=False)
+    _refuse_early(Path(out), overwrite, method)
     data = load_image_dataset(dataset, config.data_dir, config.cache_dir, **config.image_options)
     runs.check_rerun_images(recorded, data)
     if config.preset is not None:  # what the preset sets, unless given
@@ -306,6 +303,19 @@ def run_classification(dataset: str, backbone: str, method: str, out, progress: 
     if config.threads is None:  # recorded, so that a resume or a rerun from the record sums as this run does
         config = replace(config, threads=torch.get_num_threads())
     return _execute(config, data, Path(out), torch_device, progress, resume=False, overwrite=overwrite)
+
+
+def _refuse_early(out: Path, overwrite: bool, method: str) -> None:
+    """What the run's claim of ``out`` would refuse (a file there, a link among its method folders, a run, a writer
+    holding it), said before the images load, which may decode 60,000 JPEGs first: by rank 0 alone, which claims the
+    folder later, under its lock, when another rank may have begun (torchrun)."""
+    if torchrun_rank() != 0 or not out.exists():
+        return
+    prepare_out_dir(out)
+    if method == "all":
+        _method_folders(out)
+    with reading(out):
+        runs.claim(out, overwrite, method, remove=False)
 
 
 def resume_classification(out, device: str | None = None, progress: bool = True, data_dir=None,

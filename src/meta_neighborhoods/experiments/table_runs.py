@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from .. import __version__
-from ..config import ABLATION_TYPES, FOLDS, SEEDS
+from ..config import ABLATION_TYPES, FOLDS, MAX_VALUES, SEEDS
 from ..datasets.files import DataFileError
 from ..datasets.tables import Table, available_tables, load_table
 from ..estimator_settings import network_description
@@ -43,7 +43,6 @@ FOLD_ORDER = "entry r * folds + f of each list is fold f of repeat r, seeded wit
 NONE_MEANS = {"temperature": "default", "top_k": "full"}
 ABLATED = {"vanilla_fallback": False}  # an ablation studies the method itself: its network is always kept
 LOG_SCALE_PARAMS = ("dictionary_size", "temperature", "top_k")  # values that span orders of magnitude
-MAX_VALUES = 100  # of one ablation
 TABLE_RUNS = (*RESULTS, *SUMMARY, *ABLATION)  # what regress and ablate write: any of them in a folder is a run
 LOGGER = logging.getLogger(__name__)
 
@@ -261,7 +260,7 @@ def ablation_values(param: str, values) -> list:
             raise ConfigError(f"{param} values must be of type {kind.__name__}, got {value!r}", "values") from None
     if not converted:
         raise ConfigError(f"no values given for {param}", "values")
-    if len(converted) > MAX_VALUES:  # a record's list may be any length: each value is folds x seeds fits
+    if len(converted) > MAX_VALUES:
         raise ConfigError(f"{len(converted):,} values of {param}: an ablation tries at most {MAX_VALUES}", "values")
     if len(set(converted)) != len(converted):
         raise ConfigError(f"{param} values repeat: {list(values)}", "values")
