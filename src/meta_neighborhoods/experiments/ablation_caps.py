@@ -59,7 +59,8 @@ def point_notes(param: str, p_values: list, capped: list) -> list[str]:
     their own, the keys it ran with where the dictionary capped it (``CAPS``' legend says what they mean)."""
     notes = []
     for p, one in zip(p_values, capped):
-        lines = ["" if p is None else f"p {shown}" if (shown := shown_p(p, 2)).startswith("<") else f"p = {shown}"]
+        shown = shown_p(p, 2)  # '< 0.0001' reads as it is, a value after '='
+        lines = ["" if p is None else f"p {shown}" if shown.startswith("<") else f"p = {shown}"]
         if one:
             lo, hi, hit, total = one
             lines += [CAPS[param].point.format(keys=_keys(lo, hi, "–")), f"in {hit}/{total} folds" if hit < total else ""]

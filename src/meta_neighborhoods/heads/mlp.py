@@ -26,9 +26,9 @@ class MLPHead(nn.Module):
         super().__init__()
         hidden = check_hidden("MLPHead", hidden, " (as a head factory it would take n_outputs for it: use the "
                               "estimators' hidden_layer_sizes)")  # MLPHead(n_features, n_outputs), as factories call
-        widths = check_widths("MLPHead", in_features=in_features, out_features=out_features)
-        widths = [widths[0], *hidden, widths[1]]
-        self.in_features, self.out_features = widths[0], widths[-1]
+        in_features, out_features = check_widths("MLPHead", in_features=in_features, out_features=out_features)
+        widths = [in_features, *hidden, out_features]
+        self.in_features, self.out_features = in_features, out_features
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -54,8 +54,8 @@ class PeriodicMLPHead(nn.Module):
     def __init__(self, in_features: int, out_features: int = 1, hidden: Sequence[int] = ESTIMATOR.hidden_layer_sizes,
                  frequencies: int = 16, sigma: float = 0.1, embedding: int = 8, decay_embedding: bool = True):
         super().__init__()
-        hidden, (out_features,) = check_hidden("PeriodicMLPHead", hidden), check_widths("PeriodicMLPHead",
-                                                                                         out_features=out_features)
+        hidden = check_hidden("PeriodicMLPHead", hidden)
+        (out_features,) = check_widths("PeriodicMLPHead", out_features=out_features)
         self.embedding = PeriodicEmbedding(in_features, frequencies, sigma, embedding)
         self.embedding.decays_weight = bool(decay_embedding)
         widths = [self.embedding.out_features, *hidden]
