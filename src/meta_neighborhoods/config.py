@@ -24,6 +24,7 @@ ADAPT = ("all", "last")
 VALUE_KINDS = ("learned", "fixed")
 KEY_KINDS = ("learned", "fixed")  # trained with the network, or left where they start
 HEADS = ("mlp", "periodic")  # the heads the package ships, by name (``factories.NAMED_HEADS`` builds them)
+PERIODIC_FREQUENCIES, PERIODIC_EMBEDDING = 16, 8  # heads.PeriodicEmbedding's, per feature (its weights bounded too)
 SLOT_DRAWS = ("row", "batch")  # slot dropout drawn for each example, or once for the whole batch
 KEY_INITS = ("samples", "gaussian")  # keys at training examples (``InducedDictionary.init_from_samples``), or random
 IMPLEMENTATIONS = ("auto", "fast", "generic", "loop")
@@ -43,8 +44,7 @@ MAX_WEIGHTS = 2**30  # of the MLP a fit builds: 4 GB of float32, three times tha
 NEIGHBOURS_PER_CLASS = 10
 VALIDATION_FRACTION, VALIDATION_MAX = 0.1, 5000
 GRAD_CLIP = 10.0
-# analyze: what it draws, and how much of it by default
-ANALYSES = ("tsne", "cosine", "retrieval")
+# analyze: how much it draws by default (what it draws: run_files.ANALYSES)
 TSNE_SAMPLES = 2000  # training images in the t-SNE picture
 RETRIEVED = 5  # nearest test images per key (Appendix A.8)
 KEYS_PER_CLASS, MAX_KEYS = 2, 20  # rows of the retrieval grid

@@ -20,8 +20,8 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets
 
-from .config import (FIELDS, HEADS, MAX_EPOCHS, MAX_WEIGHTS, SIMILARITIES, MNConfig, auto_similarity,
-                     default_temperature)
+from .config import (FIELDS, HEADS, MAX_EPOCHS, MAX_WEIGHTS, PERIODIC_EMBEDDING, PERIODIC_FREQUENCIES, SIMILARITIES,
+                     MNConfig, auto_similarity, default_temperature)
 from .validation import (ConfigError, check_flag, check_int, check_non_negative, check_option, check_positive, is_int,
                          is_positive, is_real, outside_level, shown)
 
@@ -83,10 +83,11 @@ def _check_weights(estimator, inputs: int | None, n_outputs: int) -> None:
     if not (estimator.head is None or isinstance(estimator.head, str)):
         return  # a factory's own network
     hidden = estimator.hidden_layer_sizes
-    periodic = estimator.head == "periodic"  # PeriodicEmbedding's defaults: 8 numbers beside each feature, from 32
-    widths = [*([] if inputs is None else [inputs * (9 if periodic else 1)]), *([hidden] if is_int(hidden) else hidden),
-              n_outputs]
-    weights = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:])) + ((inputs or 0) * 256 if periodic else 0)
+    periodic = estimator.head == "periodic"  # each feature beside its embedding, from 2 x frequencies periodic ones
+    embedding = PERIODIC_FREQUENCIES * (1 + 2 * PERIODIC_EMBEDDING) + PERIODIC_EMBEDDING if periodic else 0
+    widths = [*([] if inputs is None else [inputs * (1 + PERIODIC_EMBEDDING * periodic)]),
+              *([hidden] if is_int(hidden) else hidden), n_outputs]
+    weights = sum(int(a) * int(b) for a, b in zip(widths[:-1], widths[1:])) + (inputs or 0) * embedding
     if weights > MAX_WEIGHTS:
         on = "after the extractor" if inputs is None else f"on {inputs} inputs"
         raise ConfigError(f"hidden_layer_sizes {shown(hidden)} {on} make {weights:,} weights, more than the "

@@ -39,13 +39,13 @@ import numpy as np
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .backbones import available_backbones
-from .config import ADDED_SINCE, ANALYSES, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
+from .config import ADDED_SINCE, PATH_FIELDS, RUN_DEFAULTS, ClassificationConfig
 from .datasets.images import available_image_datasets
 from .image_methods import METHOD_NAMES, METHODS, load_checkpoint
 from .io import (RunFolderError, lock as folder_lock, read_json_object, refuse_held, refuse_other_runs, remove_created,
                  sha256, write_json)
 from .model import MetaNeighborhoods
-from .run_files import BEST, COMPARISON, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD
+from .run_files import BEST, COMPARISON, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD, analyses_in
 from .run_record import RUN
 from .validation import ConfigError, is_finite, shown
 
@@ -196,11 +196,6 @@ def _remove_leftovers(run_dir: Path) -> None:
             checkpoint.remove_stale(folder / stem)
 
 
-def analysis_files(name: str) -> tuple[str, str]:
-    """The figure and the record that analysis ``name`` (of ``ANALYSES``) writes."""
-    return f"{name}.png", f"{name}.json"
-
-
 RUN_NAMED = {SPLIT, METRICS, RUN, METRICS_CSV, TENSORBOARD, *COMPARISON}  # what else a run writes beside its
 # config.json and checkpoints, and what alone makes no run: a user's metrics.csv is not ours to remove
 
@@ -214,8 +209,7 @@ def holds_a_run(run_dir: Path) -> list[str]:
     found = _run_named(run_dir)
     found = found if any(name not in RUN_NAMED for name in found) else []  # a config.json or checkpoint says so
     methods = sorted(name for name in METHODS if _is_method_dir(run_dir / name) and holds_a_run(run_dir / name))
-    figures = [file for name in ANALYSES for file in analysis_files(name) if found and (run_dir / file).exists()]
-    return sorted(found + figures) + methods
+    return sorted(found + (analyses_in(run_dir) if found else [])) + methods
 
 
 def _run_named(run_dir: Path) -> list[str]:
@@ -276,7 +270,7 @@ def claim(run_dir: Path, overwrite: bool, method: str, remove: bool = True) -> N
         top = folder == folders[0]
         written = RUN_NAMED - (set() if method == "all" and top else set(COMPARISON))
         held = _is_method_dir(folder) and (found if top else holds_a_run(folder))
-        analyses = [file for name in ANALYSES for file in analysis_files(name) if (folder / file).exists()]
+        analyses = analyses_in(folder)
         if analyses and not held:  # analyze --out of another run: a run here would pass them for its own
             raise RunFolderError(f"{folder} holds {', '.join(analyses[:4])} of an analysis of another run, which "
                                  "would pass for this run's: move them, or choose another --out")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
+from ..config import KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES
+from ..run_files import ANALYSES
 from .common import UsageError, data_folders, device, output, parent, path, seed, verbosity
 
 LOGGER = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import runs
-from ..config import ANALYSES, KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES, ClassificationConfig
+from ..config import KEYS_PER_CLASS, MAX_KEYS, RETRIEVED, TSNE_SAMPLES, ClassificationConfig
 from ..datasets.batches import ImageBatches
 from ..datasets.images import ImageDataset, ImageSplit, load_image_dataset
 from ..image_methods import METHODS
@@ -42,6 +42,7 @@ from ..io import lock, prepare_out_dir, reading, refuse_other_runs, staged, writ
 from ..model import MetaNeighborhoods
 from ..plots import cosine_figure, retrieval_figure, tsne_figure
 from ..provenance import provenance
+from ..run_files import ANALYSES, analyses_in, analysis_files
 from ..similarity import similarity
 from ..training import resolve_device
 from ..validation import ConfigError, check_int, check_seed
@@ -178,12 +179,12 @@ def analyze_tsne(run: LoadedRun, out, samples: int | None = TSNE_SAMPLES, seed: 
                   "indices_into": "the run's training images: the train split minus its validation hold-out"},
         "keys": {"labels": key_classes.tolist(), "max_value": key_max.tolist(), "xy": key_xy.tolist(),
                  "nearest_train": nearest_2d.tolist()},
-        "files": list(runs.analysis_files("tsne")),
+        "files": list(analysis_files("tsne")),
     }
     title = (f"{run.config.dataset}: t-SNE of {len(index)} training features (dots) and {len(keys)} keys (+);\n"
              f"keys whose nearest training feature shares their class: {result['key_nearest_same_class_share']:.2f} "
              f"in the plane, {result['key_nearest_same_class_share_feature_space']:.2f} in feature space")
-    figure, record = runs.analysis_files("tsne")
+    figure, record = analysis_files("tsne")
     tsne_figure(out / figure, train_xy, labels, key_xy, key_classes, run.dataset.classes, title)
     write_json(out / record, result)
     return result
@@ -248,10 +249,10 @@ def analyze_cosine(run: LoadedRun, out, samples: int | None = None, seed: int = 
         "accuracy_after": float((logits_after.argmax(dim=1) == labels).float().mean()),
         "indices": index.tolist(), "labels": split.labels.tolist(),
         "before": before.tolist(), "after": after.tolist(),
-        "files": list(runs.analysis_files("cosine")),
+        "files": list(analysis_files("cosine")),
     }
     title = cosine_title(run.config.dataset, result, result["accuracy_before"], result["accuracy_after"], len(index))
-    figure, record = runs.analysis_files("cosine")
+    figure, record = analysis_files("cosine")
     cosine_figure(out / figure, before, after, title)
     write_json(out / record, result)
     return result
@@ -306,14 +307,14 @@ def analyze_retrieval(run: LoadedRun, out, samples: int | None = None, seed: int
                           k=k, similarity="cosine"),
         "test_images": len(index), "dictionary_size": len(keys), "class_names": run.dataset.classes,
         "same_class_share": float(correct.mean()), "keys": rows,
-        "files": list(runs.analysis_files("retrieval")),
+        "files": list(analysis_files("retrieval")),
     }
     images = run.dataset.test.images[np.array([r["indices"] for r in rows])]
     names = run.dataset.classes
     labels = [f"key {r['key']}: {names[r['value_class']]}\nv = {r['max_value']:.2f}" for r in rows]
     title = (f"{run.config.dataset}: {k} nearest test images of {len(rows)} learned neighbours "
              f"(green = key's class; {result['same_class_share']:.0%})")
-    figure, record = runs.analysis_files("retrieval")
+    figure, record = analysis_files("retrieval")
     result["grid"] = list(retrieval_figure(out / figure, images, labels, correct, title, RETRIEVAL_CAPTION))
     write_json(out / record, result)
     return result
@@ -334,7 +335,7 @@ def _claim_analyses(run_dir: Path, out: Path | None, names, overwrite: bool) -> 
     if held:
         raise runs.RunFolderError(f"{out} holds another classify run ({', '.join(held[:3])}): analyses of {run_dir} "
                                   "would pass for its own; choose another --out")
-    found = [file for name in ANALYSES for file in runs.analysis_files(name) if (out / file).exists()]
+    found = analyses_in(out)
     if found and not overwrite:
         raise FileExistsError(f"{out} already holds analyses ({', '.join(found[:4])}): replace them with --overwrite, "
                               "or choose another --out")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ESTIMATOR
+from ..config import ESTIMATOR, PERIODIC_EMBEDDING, PERIODIC_FREQUENCIES
 from ..validation import check_positive
 from .base import check_hidden, check_widths
 from .mlp import last_layer_path
@@ -27,7 +27,8 @@ from .mlp import last_layer_path
 class PeriodicEmbedding(nn.Module):
     """(n, features) -> (n, features * (embedding + 1)): each feature beside its own periodic embedding."""
 
-    def __init__(self, in_features: int, frequencies: int = 16, sigma: float = 0.1, embedding: int = 8):
+    def __init__(self, in_features: int, frequencies: int = PERIODIC_FREQUENCIES, sigma: float = 0.1,
+                 embedding: int = PERIODIC_EMBEDDING):
         super().__init__()
         in_features, frequencies, embedding = check_widths("PeriodicEmbedding", in_features=in_features,
                                                            frequencies=frequencies, embedding=embedding)
@@ -52,7 +53,8 @@ class PeriodicMLPHead(nn.Module):
     the embedding from weight decay (its ``decays_weight``, the head contract's)."""
 
     def __init__(self, in_features: int, out_features: int = 1, hidden: Sequence[int] = ESTIMATOR.hidden_layer_sizes,
-                 frequencies: int = 16, sigma: float = 0.1, embedding: int = 8, decay_embedding: bool = True):
+                 frequencies: int = PERIODIC_FREQUENCIES, sigma: float = 0.1, embedding: int = PERIODIC_EMBEDDING,
+                 decay_embedding: bool = True):
         super().__init__()
         hidden = check_hidden("PeriodicMLPHead", hidden)
         (out_features,) = check_widths("PeriodicMLPHead", out_features=out_features)
