@@ -236,6 +236,7 @@ def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_ref
     """Settings no option sets, recorded at other values than the code's now (an edited record, or one of an older
     version), are refused: a rerun would train otherwise, silently. One the record lacks is one added since."""
     from meta_neighborhoods.config import GRAD_CLIP, SPIRAL_METHOD
+    from meta_neighborhoods.experiments.classification import fixed_choices
     from meta_neighborhoods.image_methods import IMAGE_CONFIG
 
     spiral = {"test_accuracy": {}, "config": {"seed": 4, "epochs": 9, "n_per_class": 800, "noise": 0.5,
@@ -269,6 +270,10 @@ def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_ref
     _refused(capsys, ["classify", "--config", path, "--out", "o"],
              f"its run trained with meta_neighborhoods.temperature -1 (now {IMAGE_CONFIG.temperature!r}), "
              f"grad_clip_value {GRAD_CLIP * 2!r} (now {GRAD_CLIP!r})")
+    record.update(grad_clip_value=GRAD_CLIP, meta_neighborhoods={**fixed_choices("mn")["meta_neighborhoods"], "sharpen": 2})
+    _write(tmp_path / "config.json", json.dumps(record))  # a later version's setting: a rerun would train without it
+    _refused(capsys, ["classify", "--config", path, "--out", "o"],
+             "its run trained with meta_neighborhoods.sharpen 2 (no such setting now), which no option sets")
 
 
 def test_a_regress_run_repeats_from_its_results_json_with_its_new_settings(tmp_path, parsed, monkeypatch):

@@ -234,8 +234,8 @@ def same_fixed_settings(recorded: dict, today: dict, made_by: str | None = None,
     now) at other values: a rerun here would train otherwise, silently. ``unset``: a setting the record lacks differs
     too (a record that holds them all); else it is one added since, whose default kept what runs did before it.
     ``made_by``: what the record names as its maker ("commit 748d150"), which can rerun it."""
-    changed = ", ".join(f"{name} {was} (now {value!r})"  # today's as a record holds it: lists, not tuples
-                        for name, was, value in _differences(recorded, json.loads(json.dumps(today)), unset))
+    changed = ", ".join(f"{name} {was} ({now})"  # today's as a record holds it: lists, not tuples
+                        for name, was, now in _differences(recorded, json.loads(json.dumps(today)), unset))
     if changed:
         shown = f" ({made_by[:60]})" if made_by and made_by.isprintable() else ""
         raise ConfigError(f"its run trained with {changed if len(changed) <= 300 else changed[:297] + '...'}, which "
@@ -244,16 +244,19 @@ def same_fixed_settings(recorded: dict, today: dict, made_by: str | None = None,
 
 
 def _differences(recorded: dict, today: dict, unset: bool, prefix: str = ""):
-    """(name, recorded value's repr, today's value) of each setting of ``today`` the record gives otherwise; those
-    of a group (classify's ``meta_neighborhoods``) one by one, as group.name."""
+    """(name, recorded value's repr, what it is today) of each setting of ``today`` the record gives otherwise;
+    those of a group (classify's ``meta_neighborhoods``) one by one, as group.name, and a group's settings that
+    today lacks (a later version's, or an edit) too: the rerun would train without them."""
     for name, value in today.items():
         if name not in recorded:
             if unset:
-                yield prefix + name, "unset", value
+                yield prefix + name, "unset", f"now {value!r}"
         elif isinstance(value, dict) and isinstance(recorded[name], dict):
             yield from _differences(recorded[name], value, unset, f"{prefix}{name}.")
+            yield from ((f"{prefix}{name}.{extra[:40]}", repr(recorded[name][extra])[:80], "no such setting now")
+                        for extra in sorted(set(recorded[name]) - set(value)))
         elif recorded[name] != value:
-            yield prefix + name, repr(recorded[name])[:80], value
+            yield prefix + name, repr(recorded[name])[:80], f"now {value!r}"
 
 
 def _recorded_defaults(config: dict, record: dict) -> dict:
