@@ -233,6 +233,22 @@ def test_a_state_that_names_an_epoch_past_its_checkpoint_is_refused(tmp_path, wh
         _logged_fit(tmp_path, epochs=3, resume=True, history=History())
 
 
+@pytest.mark.parametrize("edit, said", [
+    (lambda meta: meta["stateful"].update(plateau={"epoch": 1}), r"unknown state 'plateau'"),  # another version's
+    (lambda meta: meta["stateful"]["metrics"].update(columns=["loss"]), r"unknown state 'metrics.columns'"),
+    (lambda meta: meta.update(step=10**20), r"epoch 2, step 100000000000000000000 and a history of 2 losses"),
+])
+def test_a_state_a_run_never_saves_is_refused(tmp_path, edit, said):
+    """Found by crafting a last.json: a callback's state of another name, or a key its state lacks, was dropped
+    without a word, and a step count of 10**20 went on counting."""
+    _logged_fit(tmp_path, epochs=2, history=History())
+    meta = json.loads((tmp_path / "last.json").read_text())
+    edit(meta)
+    (tmp_path / "last.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"last.json: " + said):
+        _logged_fit(tmp_path, epochs=3, resume=True, history=History())
+
+
 def test_tensorboard_events_hold_the_same_scalars(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from .validation import is_int
+from .validation import is_int, shown
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,10 @@ class TrainingState:
     def _load_stateful(self, meta: dict, source: str) -> None:
         """Each callback's state (and the batches'), none of which may count epochs past the checkpoint's: a best
         epoch still to come would keep its network over those the resumed run trains."""
+        unknown = _unknown_states(meta.get("stateful"), self.stateful)
+        if unknown:  # another version's or an edited state: it would be dropped without a word
+            raise checkpoint.CheckpointError(f"{source}: unknown state {shown(unknown[0])}, which this run never "
+                                             "saves")
         for name, obj in self.stateful.items():
             try:
                 obj.load_state_dict(meta["stateful"][name])
@@ -181,12 +185,22 @@ class TrainingState:
     @staticmethod
     def _check_progress(meta: dict, epochs: int, source: str) -> None:
         epoch, step, history = meta.get("epoch"), meta.get("step"), meta.get("history")
-        if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int and step >= epoch
+        if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int and epoch <= step < 2**53
                 and isinstance(history, list) and len(history) == epoch
                 and all(type(loss) in (int, float) for loss in history)):
             raise checkpoint.CheckpointError(f"{source}: epoch {epoch!r}, step {step!r} and a history of "
                                              f"{len(history) if isinstance(history, list) else history!r} losses "
                                              f"do not describe a run of {epochs} epochs")
+
+
+def _unknown_states(saved, stateful: dict) -> list[str]:
+    """The names in a checkpoint's ``saved`` states that none of ``stateful`` (nor, within one's state, its own
+    ``state_dict``) has."""
+    if not isinstance(saved, dict):
+        return []
+    return sorted(set(saved) - set(stateful)) + sorted(
+        f"{name}.{key}" for name, obj in stateful.items() if isinstance(saved.get(name), dict)
+        for key in set(saved[name]) - set(obj.state_dict()))
 
 
 def _on_cpu(tensors: dict) -> dict:
