@@ -5,6 +5,8 @@ import json
 import os
 import pickle
 import re
+import shlex
+import sys
 from itertools import count
 from pathlib import Path
 
@@ -355,6 +357,7 @@ def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, ca
     given = ["--data-dir", str(tmp_path / "my data"), "--cache-dir", str(tmp_path / "cache")] if folders else []
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out", str(out),
             "--quiet", *given]
+    monkeypatch.setattr(sys, "argv", ["meta-neighborhoods", *argv])  # as the shell gave it
     assert main(argv) == status
     error = capsys.readouterr().err
     if kept:
@@ -363,7 +366,7 @@ def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, ca
                          f"meta-neighborhoods classify --resume '{out}'{given}\n")
     else:
         assert error == (f"meta-neighborhoods classify: {said}; no epoch had finished, so no checkpoint is "
-                         f"kept: start '{out}' again with --overwrite\n")
+                         f"kept; start again with: {shlex.join(['meta-neighborhoods', *argv, '--overwrite'])}\n")
 
 
 def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path):
@@ -1123,3 +1126,12 @@ def test_a_stop_as_the_stage_is_made_leaves_no_stage(tmp_path, monkeypatch):
     finally:
         signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_interrupted_before_its_first_epoch_is_started_again_by_its_own_command(tmp_path, monkeypatch):
+    """With --overwrite once, where the command gave it already."""
+    from meta_neighborhoods.commands.classify import _how_to_continue
+
+    argv = ["meta-neighborhoods", "classify", "--dataset", "digits", "--out", str(tmp_path / "a b"), "--overwrite"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert _how_to_continue(tmp_path / "a b", {}).endswith(f"start again with: {shlex.join(argv)}")

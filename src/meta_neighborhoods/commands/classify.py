@@ -150,12 +150,15 @@ def run(args) -> int:
 def _how_to_continue(out: Path, folders: dict) -> str:
     """What an interrupted run can do next: --resume from its last checkpoint (with the data and cache ``folders``
     it was given, which a run folder never records), with as many processes as it ran on, or, before its first
-    epoch ended, only start again."""
+    epoch ended, only start again: its own command line, with --overwrite."""
     from .. import distributed
+    from ..provenance import command
     from ..runs import resumable
 
     if not resumable(out):
-        return f"no epoch had finished, so no checkpoint is kept: start {shlex.quote(str(out))} again with --overwrite"
+        again = command()
+        return ("no epoch had finished, so no checkpoint is kept; start again with: "
+                + shlex.join(again if "--overwrite" in again else [*again, "--overwrite"]))
     given = "".join(f" --{name.replace('_', '-')} {shlex.quote(str(path))}" for name, path in folders.items()
                     if path is not None)
     resume, processes = f"classify --resume {shlex.quote(str(out))}{given}", distributed.world_size()
