@@ -1135,3 +1135,16 @@ def test_a_run_interrupted_before_its_first_epoch_is_started_again_by_its_own_co
     argv = ["meta-neighborhoods", "classify", "--dataset", "digits", "--out", str(tmp_path / "a b"), "--overwrite"]
     monkeypatch.setattr(sys, "argv", argv)
     assert _how_to_continue(tmp_path / "a b", {}).endswith(f"start again with: {shlex.join(argv)}")
+
+
+def test_an_overwrite_removes_the_analyses_first_and_what_marks_the_run_last(tmp_path, monkeypatch):
+    """So that an interrupted removal leaves a run, never analyses without it (which a new run there refuses)."""
+    names = ["best.json", "config.json", "cosine.json", "metrics.json", "split.json", "tsne.json", "tsne.png"]
+    for name in names:
+        (tmp_path / name).write_text("{}")
+    removed = []
+    unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda path, **kwargs: (removed.append(path.name), unlink(path, **kwargs)))
+    runs._remove(tmp_path, names)
+    assert set(removed[:3]) == {"cosine.json", "tsne.json", "tsne.png"}
+    assert set(removed[3:5]) == {"metrics.json", "split.json"} and set(removed[5:]) == {"best.json", "config.json"}

@@ -287,8 +287,12 @@ def claim(run_dir: Path, overwrite: bool, method: str, remove: bool = True) -> N
 
 
 def _remove(run_dir: Path, found: list[str]) -> None:
-    """The files of an earlier run that ``holds_a_run`` found in ``run_dir``, and those of its method folders."""
-    for name in found:
+    """The files of an earlier run that ``holds_a_run`` found in ``run_dir``, and those of its method folders: its
+    analyses first and its config.json and checkpoints last, so that an interrupted removal leaves a run (whose
+    --overwrite goes on), never analyses without their run (which a new run there refuses as another run's)."""
+    analyses = analyses_in(run_dir)
+    for name in sorted(found, key=lambda name: 0 if name in analyses else 1 if name in RUN_NAMED or name in METHODS
+                       else 2):
         path = run_dir / name
         if name == TENSORBOARD and path.is_dir() and not path.is_symlink():
             _remove_event_files(path)
