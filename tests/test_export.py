@@ -190,6 +190,27 @@ def test_the_estimators_graph_takes_float32_rows_whatever_torch_s_default_dtype(
     np.testing.assert_allclose(_onnx(tmp_path / "regressor.onnx", X), model.predict(X), atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("cls", [MetaNeighborhoodsRegressor, MetaNeighborhoodsClassifier])
+def test_a_network_made_float64_saves_loads_and_exports_as_float64(tmp_path, table, cls):
+    """As the estimators' docs allow (``model_`` made float64): load had refused its file (weights of another dtype)
+    and export_onnx its float32 example input; the graph takes float64 rows, and ``onnx_output`` gives it those."""
+    X, y, labels = table
+    model = cls(**FAST).fit(X, y if cls is MetaNeighborhoodsRegressor else labels)
+    model.model_.double()
+    answer = model.predict if cls is MetaNeighborhoodsRegressor else model.predict_proba
+    loaded = cls.load(model.save(tmp_path / "model"))
+    assert next(loaded.model_.parameters()).dtype == torch.float64
+    loaded_answer = loaded.predict if cls is MetaNeighborhoodsRegressor else loaded.predict_proba
+    np.testing.assert_array_equal(loaded_answer(X), answer(X))
+    model.export_onnx(tmp_path / "model.onnx")
+    graph = ort.InferenceSession(str(tmp_path / "model.onnx"))
+    assert graph.get_inputs()[0].type == "tensor(double)"
+    np.testing.assert_allclose(graph.run(["output"], {"input": X})[0], answer(X), atol=1e-6, rtol=0)  # predict's
+    # standardised rows are float32
+    rows = X.astype(np.float32)  # as the CLI's export checks a graph: given float64 for this one
+    np.testing.assert_allclose(export_module.onnx_output(tmp_path / "model.onnx", rows), answer(rows), atol=1e-6)
+
+
 def test_an_example_input_of_another_dtype_than_the_weights_is_refused(tmp_path):
     model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=6, top_k=2).eval()
     with pytest.raises(TypeError, match="example input is torch.float64 but the module's weights are torch.float32"):

@@ -299,9 +299,7 @@ class _MetaNeighborhoodsEstimator(BaseEstimator):
     @doc(method_docs.EXPORT_ONNX)
     def export_onnx(self, path) -> Path:
         check_is_fitted(self, "model_")
-        deployed = persistence.Deployed(self.model_, self.x_mean_, self.x_scale_, self._deployed_output())
-        return export.export_onnx(deployed, torch.zeros(2, self.n_features_in_, dtype=torch.float32), path,
-                                  metadata=persistence.deployment_metadata(self))
+        return export.export_estimator(self, self._deployed_output(), path)
 
 
 class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
@@ -351,7 +349,7 @@ class MetaNeighborhoodsRegressor(RegressorMixin, _MetaNeighborhoodsEstimator):
         return super().score(X, y, sample_weight=sample_weight)
 
     def _deployed_output(self) -> nn.Module:
-        return persistence.Rescale(self.y_mean_, self.y_scale_, flat=self._y_ndim == 1)
+        return export.Rescale(self.y_mean_, self.y_scale_, flat=self._y_ndim == 1)
 
 
 class MetaNeighborhoodsClassifier(ClassifierMixin, _MetaNeighborhoodsEstimator):

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from . import __version__, checkpoint, runs
+from .persistence import to_json
 from .heads import FAST_PATHS, fast_path_for
 from .io import LOCK, atomic_write, move_into_place, prepare_out_dir, reading, replaceable
 from .model import MetaNeighborhoods
@@ -152,12 +153,14 @@ def _check_dtype(module: nn.Module, example_input: torch.Tensor) -> None:
 
 
 def onnx_output(path, inputs: np.ndarray) -> np.ndarray:
-    """What the graph at ``path`` gives for ``inputs``, run by onnxruntime on the CPU."""
+    """What the graph at ``path`` gives for ``inputs`` (as float64 where the graph takes those: an estimator's
+    network made float64), run by onnxruntime on the CPU."""
     _require("onnxruntime")
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT], {INPUT: inputs})[0]
+    double = session.get_inputs()[0].type == "tensor(double)"
+    return session.run([OUTPUT], {INPUT: inputs.astype(np.float64) if double else inputs})[0]
 
 
 def max_difference(path, module: nn.Module, inputs: torch.Tensor) -> float:
@@ -182,6 +185,54 @@ def write_checked(path: Path, write: Callable[[Path], Path], difference: Callabl
                                f"{measured}); nothing was written")
         move_into_place(candidate, path, replace)
     return measured
+
+
+def export_estimator(estimator, output: nn.Module, path) -> Path:
+    """``estimator.export_onnx``: its network with the columns' scales and ``output`` as one graph, which takes rows
+    in the network's dtype (float32 as fit makes it; float64 for a network the user made float64)."""
+    dtype = next(estimator.model_.parameters()).dtype
+    deployed = Deployed(estimator.model_, estimator.x_mean_, estimator.x_scale_, output).to(dtype)
+    return export_onnx(deployed, torch.zeros(2, estimator.n_features_in_, dtype=dtype), path,
+                       metadata=_deployment_metadata(estimator))
+
+
+class Deployed(nn.Module):
+    """Raw rows in, the estimator's answer out: standardisation, network and ``output`` in one graph (its scales in
+    float64 until ``export_estimator`` gives it the network's dtype)."""
+
+    def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module):
+        super().__init__()
+        self.model, self.output = model, output
+        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=torch.float64))
+        self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.model((x - self.x_mean) / self.x_scale))
+
+
+def _deployment_metadata(estimator) -> dict[str, str]:
+    """What the exported graph carries beside it (its ``metadata_props``, strings; lists as JSON): the estimator,
+    the network kept and the package version; the classifier's ``classes`` (the output columns' labels) and the
+    feature names fit saw, in order, where it saw any."""
+    listed = {"classes": "classes_", "feature_names": "feature_names_in_"}
+    return {"estimator": type(estimator).__name__, "meta_neighborhoods": __version__,
+            **({"selected": estimator.selected_} if hasattr(estimator, "selected_") else {}),
+            **{key: json.dumps(to_json(getattr(estimator, name))) for key, name in listed.items()
+               if hasattr(estimator, name)}}
+
+
+class Rescale(nn.Module):
+    """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, flat: bool):
+        super().__init__()
+        self.flat = flat
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        y = y * self.scale + self.mean
+        return y[:, 0] if self.flat else y
 
 
 def export_run(run_dir, path, seed: int = 0, overwrite: bool = False) -> tuple[Path, float]:

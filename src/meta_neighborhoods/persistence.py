@@ -1,5 +1,5 @@
-"""The estimators' ``save`` and ``load``, and what ``export_onnx`` needs, on top of the checkpoint format itself:
-fitted attributes as JSON and tensors, checkpoint paths, and the deployable module (raw rows in, answer out)."""
+"""The estimators' ``save`` and ``load``, on top of the checkpoint format itself: fitted attributes as JSON and
+tensors, and checkpoint paths (the deployable module, raw rows in, answer out, is ``export``'s)."""
 
 from __future__ import annotations
 
@@ -206,44 +206,6 @@ def checkpoint_stem(path) -> Path:
     return path.with_suffix("") if path.suffix == ".json" else path
 
 
-class Deployed(nn.Module):
-    """Raw float32 rows in, the estimator's answer out: standardisation, network and ``output`` in one graph."""
-
-    def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module):
-        super().__init__()
-        self.model, self.output = model, output
-        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=torch.float32))
-        self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=torch.float32))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.model((x - self.x_mean) / self.x_scale))
-
-
-def deployment_metadata(estimator) -> dict[str, str]:
-    """What the exported graph carries beside it (its ``metadata_props``, strings; lists as JSON): the estimator,
-    the network kept and the package version; the classifier's ``classes`` (the output columns' labels) and the
-    feature names fit saw, in order, where it saw any."""
-    listed = {"classes": "classes_", "feature_names": "feature_names_in_"}
-    return {"estimator": type(estimator).__name__, "meta_neighborhoods": __version__,
-            **({"selected": estimator.selected_} if hasattr(estimator, "selected_") else {}),
-            **{key: json.dumps(to_json(getattr(estimator, name))) for key, name in listed.items()
-               if hasattr(estimator, name)}}
-
-
-class Rescale(nn.Module):
-    """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does."""
-
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, flat: bool):
-        super().__init__()
-        self.flat = flat
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        y = y * self.scale + self.mean
-        return y[:, 0] if self.flat else y
-
-
 def unpickled(cls, state: dict) -> dict:
     """An estimator's pickled ``state`` with the parameters a pickle of an earlier version lacks (``warm_start``) at
     their defaults, the behaviour it was fitted with: get_params, repr, fit and save would raise AttributeError."""
@@ -391,6 +353,8 @@ def load(cls, path):
         raise CheckpointError(f"{source}: unknown tensors {', '.join(repr(name)[:60] for name in stray[:3])}: refused")
     with torch_globals(rng_devices=[]):  # the initial weights it draws are replaced: not from the caller's stream
         estimator, fitted, model = rebuild(cls, meta, tensors, source)
+    if {t.dtype for t in checkpoint.network_of(tensors).values() if t.is_floating_point()} == {torch.float64}:
+        model.double()  # a network the user made float64 (fit makes float32), saved so
     checkpoint.load_network(model, tensors, source)
     if CARRIED in meta:
         fitted["_carried"] = carried_from_file(checkpoint.take_prefix(f"{CARRIED}.", tensors), meta[CARRIED], model,
