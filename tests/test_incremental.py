@@ -248,3 +248,16 @@ def test_a_warning_of_a_call_names_the_caller_s_line_however_deep_the_package_s_
                               **({} if model._task == "regression" else {"classes": [False, True]}))
         dropped = [w for w in said if "dropped as weight 0" in str(w.message)]
         assert len(dropped) == 1 and dropped[0].filename == __file__
+
+
+def test_a_partial_fit_refused_says_what_a_partial_fit_can_do():
+    """Found by a user's trial: a changed network was refused as a warm_start=True the user never set, and a set
+    of classes was blamed on y (LabelEncoder's 'y should be a 1d array')."""
+    X, y = _rows()
+    model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
+    model.set_params(hidden_layer_sizes=(7,))
+    with pytest.raises(ValueError, match=r"a warm start \(warm_start=True, or a call of partial_fit after the first\) "
+                                         r"cannot continue the fitted network: set_params since fit changed the weights"):
+        model.partial_fit(X, y)
+    with pytest.raises(ValueError, match="classes must be a list or 1-D array of the class labels, got a set"):
+        MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, X[:, 0] > 0, classes={False, True})

@@ -325,8 +325,9 @@ def continue_fitted(model: nn.Module, fitted: nn.Module) -> None:
     settings may have changed, and take effect), refused where the parameters build another network."""
     changed = differences(model, fitted)
     if changed:
-        raise ConfigError(f"warm_start=True cannot continue the fitted network: set_params since fit changed "
-                          f"{', '.join(changed)}; fit with warm_start=False, or set them back")
+        raise ConfigError(f"a warm start (warm_start=True, or a call of partial_fit after the first) cannot "
+                          f"continue the fitted network: set_params since fit changed {', '.join(changed)}; fit "
+                          "afresh (fit with warm_start=False), or set them back")
     model.load_state_dict(fitted.state_dict())
 
 
