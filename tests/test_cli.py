@@ -264,8 +264,10 @@ def test_an_interrupted_command_exits_130_with_one_line(monkeypatch, tmp_path, c
     (True, ValueError("the loss is not finite"), 1, "spiral: rank 1: error: the loss is not finite", False),
     (True, RunFolderError("last.json was written by a run of 1 process(es)"), 1, "spiral: rank 1: error: last.json",
      True),  # a file every rank reads: a trial read it twice
+    (True, FloatingPointError("training loss became nan"), 1, "spiral: rank 1: error: training loss became nan",
+     True),  # of weights the ranks average: a trial read it twice
     (True, KeyboardInterrupt("continue with ..."), 130, None, False),
-], ids=["usage", "before joining", "usage after joining", "after joining", "a run file", "interrupt"])
+], ids=["usage", "before joining", "usage after joining", "after joining", "a run file", "a NaN loss", "interrupt"])
 def test_under_torchrun_another_rank_holds_an_error_rank_0_says_and_says_its_own_after_its_rank(
         monkeypatch, tmp_path, capsys, joined, error, status, line, held):
     """Every rank said each error: the user read one line once per process. A rank other than 0 holds a line that
@@ -292,6 +294,29 @@ def test_under_torchrun_another_rank_holds_an_error_rank_0_says_and_says_its_own
     monkeypatch.setenv("RANK", "0")  # rank 0 says every one at once, as outside torchrun
     assert _spiral_raising(monkeypatch, KeyboardInterrupt(), tmp_path) == 130 and holds == ([cli.HOLD] if held else [])
     assert capsys.readouterr().err == "meta-neighborhoods spiral: interrupted\n"
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_under_torchrun_rank_0_alone_says_the_messages(monkeypatch, tmp_path, capsys, rank):
+    """Warnings and -v's options line, which every rank meets alike: a trial read them once per process (MAXL's
+    warning of a deprecated collective, even with --quiet)."""
+    import warnings
+    from types import SimpleNamespace
+
+    from meta_neighborhoods import cli
+
+    def run_spiral(*args, **kwargs):
+        warnings.warn("a warning every rank meets")
+        raise ValueError("stopped")
+
+    for name, value in (("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr("meta_neighborhoods.experiments.spiral.run_spiral", run_spiral)
+    monkeypatch.setattr(cli, "time", SimpleNamespace(sleep=lambda seconds: None), raising=False)
+    assert main(["spiral", "--out", str(tmp_path / "run"), "-v"]) == 1
+    said = capsys.readouterr().err.splitlines()
+    assert said[-1].endswith("error: stopped") and len(said) == (3 if rank == "0" else 1)
+    assert rank != "0" or "debug: options: " in said[0] and said[1].endswith("warning: a warning every rank meets")
 
 
 @pytest.mark.parametrize("environment", [{"RANK": "1"}, {"RANK": "one", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}],

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as error:
             return _failed(prefix, f"error: {error}", 2)
         except RUNTIME_ERRORS as error:  # a bare MemoryError says nothing: its name then
-            return _failed(prefix, f"error: {str(error) or type(error).__name__}", 1, _of_files(error))
+            return _failed(prefix, f"error: {str(error) or type(error).__name__}", 1, _met_alike(error))
 
 
 class Terminated(KeyboardInterrupt):
@@ -123,20 +123,20 @@ def _terminate(received, frame):
     raise Terminated
 
 
-def _failed(prefix: str, message: str, status: int, of_files: bool = False) -> int:
+def _failed(prefix: str, message: str, status: int, alike: bool = False) -> int:
     """Say ``prefix: message`` on stderr, once under torchrun rather than once per rank, and return ``status``.
 
     Rank 0 says it. Another rank never says an interrupt: Ctrl-C reaches every rank, and rank 0 says how to go on.
     An error that every rank most likely meets alike, a usage error (status 2: one command line, one set of settings),
-    one ``of_files`` (a run folder or checkpoint the ranks read alike) or any error before the rank joined the process
-    group (the same files read), it holds for HOLD seconds: rank 0 says it meanwhile and exits, and torchrun stops the
+    one met ``alike`` (a run folder or checkpoint the ranks read alike, a loss gone NaN) or any error before the rank
+    joined the process group (the same files read), it holds for HOLD seconds: rank 0 says it meanwhile and exits, and torchrun stops the
     others. Any other error (the rank's device, a peer lost), and one still held after HOLD (then the rank's own), it
     says after its rank: ``prefix: rank 1: message``."""
     rank = torchrun_rank()
     if rank != 0:
         if status == 130:
             return status
-        if status == 2 or of_files or not _joined():
+        if status == 2 or alike or not _joined():
             try:
                 time.sleep(HOLD)
             except KeyboardInterrupt:  # Ctrl-C meanwhile: it reached rank 0 too, which says so
@@ -154,11 +154,13 @@ def _one_line(message: str) -> str:
     return text if len(text) <= LONGEST else f"{text[:LONGEST]}... ({len(text) - LONGEST:,} more characters)"
 
 
-def _of_files(error: BaseException) -> bool:
-    """Whether ``error`` is one of a run folder or checkpoint, which every rank reads alike (checkpoint.py, which
-    imports torch, is loaded where one was raised)."""
+def _met_alike(error: BaseException) -> bool:
+    """Whether every rank most likely meets ``error`` alike: one of a run folder or checkpoint, which they read alike
+    (checkpoint.py, which imports torch, is loaded where one was raised), or a training loss gone NaN, of weights
+    that every step averages over the ranks."""
     checkpoint = sys.modules.get(f"{__package__}.checkpoint")
-    return isinstance(error, RunFolderError) or checkpoint is not None and isinstance(error, checkpoint.CheckpointError)
+    return isinstance(error, (RunFolderError, FloatingPointError)) or checkpoint is not None and isinstance(
+        error, checkpoint.CheckpointError)
 
 
 def _joined() -> bool:
@@ -187,9 +189,12 @@ def _records(name: str) -> tuple[str, ...]:
 @contextmanager
 def _messages(prefix: str, args):
     """The package's messages on stderr at the level --quiet / -v chose, while the command runs; the logger is left
-    as it was found (main may run more than once in a process)."""
+    as it was found (main may run more than once in a process). Under torchrun rank 0 alone says them: every rank
+    meets the same options, warnings and progress (errors are ``_failed``'s)."""
     handler, level, shown = logging.StreamHandler(sys.stderr), LOGGER.level, warnings.showwarning
     handler.setFormatter(_Lines(prefix))
+    if torchrun_rank() != 0:
+        handler.addFilter(lambda record: False)
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     warnings.showwarning = functools.partial(_warning_line, options=[name for name in ESTIMATOR_OPTIONS

@@ -99,7 +99,21 @@ def average(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     rank's own tensors (one collective for all of them). The tensors themselves outside torchrun."""
     if not is_active():
         return tensors
-    from torch.distributed.nn.functional import all_reduce  # differentiable, unlike dist.all_reduce
-
-    total = all_reduce(torch.cat([t.flatten() for t in tensors])) / world_size()
+    total = _Summed.apply(torch.cat([t.flatten() for t in tensors])) / world_size()
     return [part.view_as(t) for part, t in zip(total.split([t.numel() for t in tensors]), tensors)]
+
+
+class _Summed(torch.autograd.Function):
+    """A tensor's sum over every rank, differentiable (to any order) as ``dist.all_reduce`` is not: each rank's
+    gradient of the sum goes back, summed, to every rank's tensor. torch's own
+    (``torch.distributed.nn.functional.all_reduce``) is deprecated for a private module."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor) -> torch.Tensor:
+        return _Summed.apply(gradient)
