@@ -80,6 +80,16 @@ def test_every_process_takes_an_equal_share_of_the_last_batch_and_augments_on_it
     assert sum(torch.equal(a, b) for a, b in zip(first, second)) < len(first) // 2  # not the same crops and flips
 
 
+@pytest.mark.parametrize("images, world_size", [(33, 2), (34, 2), (35, 4), (36, 4), (32, 2), (3, 2), (1, 1)])
+def test_the_count_of_batches_is_what_an_epoch_yields(images, world_size):
+    """A last batch of fewer images than the processes is cut to none: the steps a run announces and records
+    (its progress bar's total, a warning of few steps) counted it."""
+    split = ImageSplit(np.zeros((images, 1, 8, 8), dtype=np.uint8), np.zeros(images, int))
+    for rank in range(world_size):
+        batches = ImageBatches(split, (0.5,), (0.25,), batch_size=BATCH, seed=3, shard=(rank, world_size))
+        assert len(batches) == len(list(batches))
+
+
 def test_classify_runs_under_torchrun_and_only_rank_0_writes(tmp_path):  # digits ship with scikit-learn
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD_SIZE),

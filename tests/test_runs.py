@@ -658,6 +658,22 @@ def test_a_resume_on_another_number_of_processes_is_refused_by_name(tmp_path, ca
     assert (out / "metrics.json").read_bytes() == metrics
 
 
+def test_a_resume_on_a_count_of_processes_its_batch_size_does_not_split_is_refused_as_such(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """A trial resumed a 2-process run of batch 64 on 3: the batch size, which the user had not given and cannot
+    change on a resume, was blamed (a usage error)."""
+    from meta_neighborhoods import distributed
+
+    out = tmp_path / "run"
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "vanilla", "--epochs", "1",
+                 "--batch-size", "64", "--train-subset", "200", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    (out / "run.json").write_text(json.dumps({**json.loads((out / "run.json").read_text()), "processes": 2}))
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    assert main(["classify", "--resume", str(out), "--quiet", "--device", "cpu"]) == 1
+    assert ("run.json was written by a run of 2 process(es), and this one runs 3: resume it with as many (torchrun "
+            "--nproc_per_node 2)") in capsys.readouterr().err
+
+
 def test_a_damaged_best_checkpoint_is_refused_before_a_resume_trains(tmp_path, capsys, monkeypatch):
     from meta_neighborhoods.experiments import classification
 

@@ -51,14 +51,19 @@ def check_configuration(meta: dict, config: dict | None, source: str) -> None:
     """Refuse checkpoint metadata ``meta`` (from ``source``) written under another configuration than ``config``
     (None: no check), naming where they differ."""
     if config is not None and meta.get("config") != config:
-        there, here = (_processes(c) for c in (meta.get("config"), config))
-        if there != here and is_int(there):  # what to do differs: say it (a run of one process records none)
-            launch = "plain python" if there == 1 else f"torchrun --nproc_per_node {there}"
-            raise checkpoint.CheckpointError(f"{source} was written by a run of {there} process(es), and this one "
-                                             f"runs {here}: resume it with as many ({launch})")
+        check_processes(_processes(meta.get("config")), _processes(config), source)  # what to do differs: say it
         raise checkpoint.CheckpointError(f"{source} was written by a run with another configuration "
                                          f"({_differences(meta.get('config'), config)}); resume it with its own "
                                          "settings")
+
+
+def check_processes(there, here: int, source) -> None:
+    """Refuse to resume on ``here`` processes a run that ``source`` says trained on ``there`` (an int; else no
+    check): it would be another run."""
+    if is_int(there) and there != here:
+        launch = "plain python" if there == 1 else f"torchrun --nproc_per_node {there}"
+        raise checkpoint.CheckpointError(f"{source} was written by a run of {there} process(es), and this one runs "
+                                         f"{here}: resume it with as many ({launch})")
 
 
 def _processes(config) -> int:

@@ -107,7 +107,9 @@ class ImageBatches:
         self.epoch = 0
 
     def __len__(self) -> int:
-        return -(-len(self.indices) // self.batch_size)
+        """The batches an epoch yields: a last one of fewer images than the processes is cut to none."""
+        full, rest = divmod(len(self.indices), self.batch_size)
+        return full + (rest >= self.shard[1])
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch}

@@ -49,14 +49,14 @@ from ..datasets.images import ImageDataset, available_image_datasets, load_image
 from ..image_methods import (IFILM_WHERE, IMAGE_CONFIG, METHOD_NAMES, METHODS, BestCheckpoint, build_model,
                              build_model_args, check_settings, init_keys_from_features, load_checkpoint,
                              unused_settings)
-from ..io import RunFolderError, inner_folder, prepare_out_dir, reading, write_json, write_text
+from ..io import RunFolderError, inner_folder, prepare_out_dir, read_json_object, reading, write_json, write_text
 from ..launch import torchrun_rank
 from ..presets import check_preset, paper_settings
 from ..run_record import RUN, image_inputs, write_run_record
 from ..run_files import BEST, COMPARISON_JSON, COMPARISON_MD, CONFIG, LAST, METRICS, METRICS_CSV, SPLIT, TENSORBOARD
 from ..runs import METHOD_SETTINGS, Split, write_split
 from ..training import fit, resolve_device, torch_threads
-from ..training_state import OptimizerSpec, check_configuration
+from ..training_state import OptimizerSpec, check_configuration, check_processes
 from ..validation import ConfigError
 from .image_data import Splits, batches, check_key_images, evaluate, split_validation, training_images
 from .reports import markdown_table
@@ -357,6 +357,8 @@ def _execute(config: ClassificationConfig, dataset: ImageDataset, out: Path, dev
     """Run (or resume) ``config`` in this process, inside torchrun's process group when launched by it; rank 0
     holds the run folder's lock throughout."""
     with distributed.process_group(device) as device, torch_threads(config.threads):
+        if resume and (out / RUN).is_file():  # another process count is said as such, not as a batch size it splits
+            check_processes(read_json_object(out / RUN).get("processes"), distributed.world_size(), out / RUN)
         splits = split_validation(dataset, config.seed)
         train = batches(splits.train, dataset, config, training=True)  # checks batch size and subset before any file
         if not resume:  # a resumed run's keys are its checkpoint's
