@@ -1164,3 +1164,31 @@ def test_an_overwrite_removes_the_analyses_first_and_what_marks_the_run_last(tmp
     runs._remove(tmp_path, names)
     assert set(removed[:3]) == {"cosine.json", "tsne.json", "tsne.png"}
     assert set(removed[3:5]) == {"metrics.json", "split.json"} and set(removed[5:]) == {"best.json", "config.json"}
+
+
+def test_a_process_lost_under_torchrun_names_the_loss_and_how_to_resume(tmp_path, capsys, monkeypatch):
+    """A trial killed rank 1: rank 0 said gloo's line alone ('[.../pair.cc:537] Read error ... GLHF!'), where the
+    run could be resumed from its last checkpoint, as after Ctrl-C."""
+    from meta_neighborhoods.experiments import classification
+
+    out = tmp_path / "run"
+
+    def lost(*args, **kwargs):
+        (out / "last").parent.mkdir(parents=True)
+        image_methods.save_checkpoint(out / "last", torch.nn.Linear(1, 1), epoch=1)
+        raise RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed "
+                           "by peer [127.0.0.1]:31431. This is typically caused by a remote worker crashing. GLHF!")
+
+    monkeypatch.setattr(classification, "run_classification", lost)
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out", str(out),
+                 "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        "meta-neighborhoods classify: error: another process of the run stopped (Connection closed by peer "
+        f"[127.0.0.1]:31431); the last checkpoint is kept; continue with: meta-neighborhoods classify --resume {out}\n")
+    def failed(*args, **kwargs):  # another runtime error: as it was
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(classification, "run_classification", failed)
+    assert main(["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out",
+                 str(tmp_path / "other"), "--quiet"]) == 1
+    assert capsys.readouterr().err == "meta-neighborhoods classify: error: out of memory\n"

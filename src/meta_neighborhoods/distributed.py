@@ -9,6 +9,7 @@ logs, shows progress and writes files. Outside torchrun every function here is a
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -51,6 +52,15 @@ def setup(device: torch.device) -> torch.device:
     global _joined
     _joined = True
     return device
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """What a collective said where ``error`` is its failure because another process of the group stopped (its
+    first sentence, without gloo's source location: 'Connection closed by peer [127.0.0.1]:31431'); else None."""
+    text = str(error)
+    if not (isinstance(error, getattr(dist, "DistBackendError", ())) or "by peer" in text):
+        return None
+    return re.sub(r"^\[[^\]]*\]\s*", "", text).split(". ")[0]
 
 
 def joined() -> bool:

@@ -140,6 +140,11 @@ def run(args) -> int:
                                         recorded=recorded.get("images"), **given)
     except KeyboardInterrupt as interrupt:  # Ctrl-C, or SIGTERM (cli.Terminated)
         raise type(interrupt)(_how_to_continue(out, folders)) from None
+    except RuntimeError as error:  # a process of torchrun's killed, or failed: the others' collectives fail
+        lost = distributed.lost_peer(error)
+        if lost is None:
+            raise
+        raise RuntimeError(f"another process of the run stopped ({lost}); {_how_to_continue(out, folders)}") from None
     if distributed.is_main():
         _report(result, out)
         if args.resume is not None and result.get("resumed") is False:  # one method, its epochs all done before
