@@ -87,6 +87,22 @@ def nearest(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elemen
     return best, index
 
 
+STEADY_BITS = 16  # a row's scores are ranked on a grid of 2^-16 of their largest magnitude, then by index
+
+
+def steady_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's k highest ``scores`` (B, S) and their indices, ranked on a grid of 2^-STEADY_BITS of the row's
+    largest magnitude (a power of two) and then by index, the lower first: a row's keys stay its own whatever rows
+    are predicted with it. A batch's matrix product rounds a row's scores otherwise than the row's alone, which
+    reordered keys at equal distances (repeated training rows, a grid of values) and changed predictions by up to
+    2 %. Keys whose scores the grid makes equal differ by less than its step: their weights, by less than 2^-16."""
+    largest = scores.detach().abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    level = torch.round(scores.detach() / torch.exp2(torch.floor(torch.log2(largest)) - STEADY_BITS))
+    index = torch.arange(scores.shape[1], dtype=torch.float64, device=scores.device)
+    chosen = (level.double() * 2.0**32 - index).topk(k, dim=1, sorted=False).indices  # exact: |level| <= 2^17
+    return scores.gather(1, chosen), chosen
+
+
 def n_candidates(k: int, slot_dropout: float, n_keys: int) -> int:
     """How many nearest keys to draw slot dropout for, so that fewer than k of them are visible with a chance
     below about 1e-8: their visible count is binomial, with mean n (1 - slot_dropout)."""
@@ -187,8 +203,10 @@ class Attention(nn.Module):
         n = min(keys.shape[0], n + int(own_slot is not None))
         if scores is None:
             scores, index = nearest(z, keys, self.similarity, n, ordered=False)
-        else:
+        elif self.training:
             scores, index = scores.topk(n, dim=1, sorted=False)
+        else:  # at evaluation, the row's own choice whatever rows are predicted with it
+            scores, index = steady_top(scores, n)
         hidden = None
         if slot_dropout > 0:
             hidden = torch.rand(index.shape, device=z.device) < slot_dropout
