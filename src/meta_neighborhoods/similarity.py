@@ -96,10 +96,19 @@ def steady_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     are predicted with it. A batch's matrix product rounds a row's scores otherwise than the row's alone, which
     reordered keys at equal distances (repeated training rows, a grid of values) and changed predictions by up to
     2 %. Keys whose scores the grid makes equal differ by less than its step: their weights, by less than 2^-16."""
-    largest = scores.detach().abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
-    level = torch.round(scores.detach() / torch.exp2(torch.floor(torch.log2(largest)) - STEADY_BITS))
-    index = torch.arange(scores.shape[1], dtype=torch.float64, device=scores.device)
-    chosen = (level.double() * 2.0**32 - index).topk(k, dim=1, sorted=False).indices  # exact: |level| <= 2^17
+    if k >= scores.shape[1]:
+        return scores.topk(k, dim=1, sorted=False)
+    largest = torch.maximum(scores.detach().amax(dim=1, keepdim=True), -scores.detach().amin(dim=1, keepdim=True))
+    unit = torch.exp2(torch.floor(torch.log2(largest.clamp_min(torch.finfo(scores.dtype).tiny))) - STEADY_BITS)
+    level = (scores.detach() / unit).round_()  # whole numbers, exact in any float
+    top, chosen = level.topk(k + 1, dim=1, sorted=False)
+    last = top.topk(2, dim=1, largest=False)  # the (k+1)-th level and the k-th
+    chosen = chosen.scatter(1, last.indices[:, :1], -1)  # without the (k+1)-th: the k highest, where it is lower
+    chosen = chosen[chosen >= 0].view(len(chosen), k)
+    tied = last.values[:, 0] == last.values[:, 1]  # the k-th level shared by a key left out: by index, then
+    if tied.any():
+        index = torch.arange(scores.shape[1], dtype=torch.float64, device=scores.device)
+        chosen[tied] = (level[tied].double() * 2.0**32 - index).topk(k, dim=1, sorted=False).indices  # exact
     return scores.gather(1, chosen), chosen
 
 
