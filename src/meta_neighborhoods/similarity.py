@@ -98,18 +98,26 @@ def steady_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     2 %. Keys whose scores the grid makes equal differ by less than its step: their weights, by less than 2^-16."""
     if k >= scores.shape[1]:
         return scores.topk(k, dim=1, sorted=False)
-    largest = torch.maximum(scores.detach().amax(dim=1, keepdim=True), -scores.detach().amin(dim=1, keepdim=True))
-    unit = torch.exp2(torch.floor(torch.log2(largest.clamp_min(torch.finfo(scores.dtype).tiny))) - STEADY_BITS)
-    level = (scores.detach() / unit).round_()  # whole numbers, exact in any float
-    top, chosen = level.topk(k + 1, dim=1, sorted=False)
-    last = top.topk(2, dim=1, largest=False)  # the (k+1)-th level and the k-th
-    chosen = chosen.scatter(1, last.indices[:, :1], -1)  # without the (k+1)-th: the k highest, where it is lower
-    chosen = chosen[chosen >= 0].view(len(chosen), k)
-    tied = last.values[:, 0] == last.values[:, 1]  # the k-th level shared by a key left out: by index, then
-    if tied.any():
-        index = torch.arange(scores.shape[1], dtype=torch.float64, device=scores.device)
-        chosen[tied] = (level[tied].double() * 2.0**32 - index).topk(k, dim=1, sorted=False).indices  # exact
+    s = scores.detach()
+    largest = torch.maximum(s.amax(dim=1, keepdim=True), -s.amin(dim=1, keepdim=True))
+    unit = torch.exp2(torch.floor(torch.log2(largest.clamp_min(torch.finfo(s.dtype).tiny))) - STEADY_BITS)
+    level = (s / unit).round_()  # whole numbers, exact in any float
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch._C._functorch.is_batchedtensor(s):
+        chosen = _by_index(level, k)  # a graph's or vmap's: no shape or branch that follows the values
+    else:  # the k + 1 highest levels, and by index only the rows where the k-th is shared with a key left out
+        top, chosen = level.topk(k + 1, dim=1, sorted=False)
+        chosen = chosen.gather(1, top.topk(k, dim=1, sorted=False).indices)
+        last = top.topk(2, dim=1, largest=False).values  # the (k+1)-th level and the k-th
+        tied = last[:, 0] == last[:, 1]
+        if tied.any():
+            chosen[tied] = _by_index(level[tied], k)
     return scores.gather(1, chosen), chosen
+
+
+def _by_index(level: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of each row's k highest ``level``s (whole numbers), the lower index first among equals."""
+    index = torch.arange(level.shape[1], dtype=torch.float64, device=level.device)
+    return (level.double() * 2.0**32 - index).topk(k, dim=1, sorted=False).indices  # exact: |level| <= 2^17
 
 
 def n_candidates(k: int, slot_dropout: float, n_keys: int) -> int:
