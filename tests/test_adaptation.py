@@ -4,7 +4,6 @@ import contextlib
 import copy
 import itertools
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from meta_neighborhoods.inner_loss import TopK
 from meta_neighborhoods import model as model_module
 from meta_neighborhoods.model import MetaNeighborhoods
 from meta_neighborhoods.similarity import (
-    KINDS, Attention, first_visible, kind_of, n_candidates, nearest, nearest_visible, steady_top,
+    KINDS, Attention, first_visible, kind_of, n_candidates, nearest, nearest_visible,
 )
 from meta_neighborhoods.similarity import similarity as pairwise_similarity
 
@@ -330,37 +329,6 @@ def test_nearest_scans_in_chunks_without_changing_the_choice(similarity):
         assert torch.equal(unordered.sort(1).values, expected.sort(1).values)  # the same keys, in any order
         offset = scores - pairwise_similarity(z, keys, similarity).gather(1, unordered)
         torch.testing.assert_close(offset, offset[:, :1].expand_as(offset))  # similarities up to a constant per row
-
-
-def test_the_steady_choice_takes_the_highest_scores_and_the_lower_index_among_equals():
-    """As topk where scores differ by more than the grid's step (2^-16 of the row's largest); among equals, the
-    lower index; whatever the sign and size of the scores."""
-    torch.manual_seed(0)
-    for scale in (1e-30, 1.0, 1e30):
-        scores = torch.randn(7, 300, dtype=torch.float64) * scale
-        values, chosen = steady_top(scores, 10)
-        assert torch.equal(chosen.sort(1).values, scores.topk(10, dim=1).indices.sort(1).values)
-        assert torch.equal(values, scores.gather(1, chosen))
-    scores = torch.tensor([[1.0, 2.0, 2.0, 2.0, -0.0, 0.0, -3.0, 2.0], [0.0] * 8])
-    assert steady_top(scores, 3)[1].sort(1).values.tolist() == [[1, 2, 3], [0, 1, 2]]
-    assert steady_top(-scores, 3)[1].sort(1).values.tolist() == [[4, 5, 6], [0, 1, 2]]
-    near = torch.tensor([[1.0, 1.0 + 2.0**-20, 1.0 - 2.0**-20, 0.5]])  # equal on the grid: by index
-    assert steady_top(near, 2)[1].sort(1).values.tolist() == [[0, 1]]
-
-
-def test_a_row_predicted_alone_takes_the_keys_it_takes_in_a_batch():
-    """Found by a user's trial: on repeated rows (keys at equal distances) a row's prediction alone and in a batch
-    differed by up to 2 % of the target's spread, where the batch's matrix product rounded its scores otherwise."""
-    from meta_neighborhoods import MetaNeighborhoodsRegressor
-
-    rng = np.random.default_rng(0)
-    X = rng.integers(0, 3, size=(600, 3)).astype(float)
-    model = MetaNeighborhoodsRegressor(max_epochs=2, n_iter_no_change=2, random_state=0, learn_dictionary=False,
-                                       hidden_layer_sizes=(8,), vanilla_fallback=False)
-    model.fit(X, X.sum(1) + rng.normal(size=600))
-    whole = model.predict(X)
-    alone = np.array([model.predict(X[i : i + 1])[0] for i in range(0, 600, 2)])
-    np.testing.assert_allclose(alone, whole[::2], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("hidden_share", [0.3, 0.9])  # enough visible in every row; too few in some

@@ -87,39 +87,6 @@ def nearest(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elemen
     return best, index
 
 
-STEADY_BITS = 16  # a row's scores are ranked on a grid of 2^-16 of their largest magnitude, then by index
-
-
-def steady_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's k highest ``scores`` (B, S) and their indices, ranked on a grid of 2^-STEADY_BITS of the row's
-    largest magnitude (a power of two) and then by index, the lower first: a row's keys stay its own whatever rows
-    are predicted with it. A batch's matrix product rounds a row's scores otherwise than the row's alone, which
-    reordered keys at equal distances (repeated training rows, a grid of values) and changed predictions by up to
-    2 %. Keys whose scores the grid makes equal differ by less than its step: their weights, by less than 2^-16."""
-    if k >= scores.shape[1]:
-        return scores.topk(k, dim=1, sorted=False)
-    s = scores.detach()
-    largest = torch.maximum(s.amax(dim=1, keepdim=True), -s.amin(dim=1, keepdim=True))
-    unit = torch.exp2(torch.floor(torch.log2(largest.clamp_min(torch.finfo(s.dtype).tiny))) - STEADY_BITS)
-    level = (s / unit).round_()  # whole numbers, exact in any float
-    if torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch._C._functorch.is_batchedtensor(s):
-        chosen = _by_index(level, k)  # a graph's or vmap's: no shape or branch that follows the values
-    else:  # the k + 1 highest levels, and by index only the rows where the k-th is shared with a key left out
-        top, chosen = level.topk(k + 1, dim=1, sorted=False)
-        chosen = chosen.gather(1, top.topk(k, dim=1, sorted=False).indices)
-        last = top.topk(2, dim=1, largest=False).values  # the (k+1)-th level and the k-th
-        tied = last[:, 0] == last[:, 1]
-        if tied.any():
-            chosen[tied] = _by_index(level[tied], k)
-    return scores.gather(1, chosen), chosen
-
-
-def _by_index(level: torch.Tensor, k: int) -> torch.Tensor:
-    """The indices of each row's k highest ``level``s (whole numbers), the lower index first among equals."""
-    index = torch.arange(level.shape[1], dtype=torch.float64, device=level.device)
-    return (level.double() * 2.0**32 - index).topk(k, dim=1, sorted=False).indices  # exact: |level| <= 2^17
-
-
 def n_candidates(k: int, slot_dropout: float, n_keys: int) -> int:
     """How many nearest keys to draw slot dropout for, so that fewer than k of them are visible with a chance
     below about 1e-8: their visible count is binomial, with mean n (1 - slot_dropout)."""
@@ -220,10 +187,8 @@ class Attention(nn.Module):
         n = min(keys.shape[0], n + int(own_slot is not None))
         if scores is None:
             scores, index = nearest(z, keys, self.similarity, n, ordered=False)
-        elif self.training:
+        else:
             scores, index = scores.topk(n, dim=1, sorted=False)
-        else:  # at evaluation, the row's own choice whatever rows are predicted with it
-            scores, index = steady_top(scores, n)
         hidden = None
         if slot_dropout > 0:
             hidden = torch.rand(index.shape, device=z.device) < slot_dropout
