@@ -209,6 +209,13 @@ def test_a_network_made_float64_saves_loads_and_exports_as_float64(tmp_path, tab
     # standardised rows are float32
     rows = X.astype(np.float32)  # as the CLI's export checks a graph: given float64 for this one
     np.testing.assert_allclose(export_module.onnx_output(tmp_path / "model.onnx", rows), answer(rows), atol=1e-6)
+    mixed = cls(**FAST, vanilla_fallback=False).fit(X, y if cls is MetaNeighborhoodsRegressor else labels)
+    mixed.model_.head.double()  # the head alone: whatever export makes of it, the estimator's network stays
+    try:
+        mixed.export_onnx(tmp_path / "mixed.onnx")
+    except (TypeError, RuntimeError):
+        pass
+    assert mixed.model_.dictionary.keys.dtype == torch.float32  # a review saw export make it float64
 
 
 def test_an_example_input_of_another_dtype_than_the_weights_is_refused(tmp_path):

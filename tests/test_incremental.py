@@ -261,3 +261,7 @@ def test_a_partial_fit_refused_says_what_a_partial_fit_can_do():
         model.partial_fit(X, y)
     with pytest.raises(ValueError, match="classes must be a list or 1-D array of the class labels, got a set"):
         MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, X[:, 0] > 0, classes={False, True})
+    column = MetaNeighborhoodsClassifier(**SMALL)
+    with pytest.warns(Warning):  # scikit-learn's: a column vector for a 1-D array
+        column.partial_fit(X, X[:, 0] > 0, classes=np.array([[False], [True]]))
+    assert column.classes_.tolist() == [False, True]

@@ -190,21 +190,22 @@ def write_checked(path: Path, write: Callable[[Path], Path], difference: Callabl
 def export_estimator(estimator, output: nn.Module, path) -> Path:
     """``estimator.export_onnx``: its network with the columns' scales and ``output`` as one graph, which takes rows
     in the network's dtype (float32 as fit makes it; float64 for a network the user made float64)."""
-    dtype = next(estimator.model_.parameters()).dtype
-    deployed = Deployed(estimator.model_, estimator.x_mean_, estimator.x_scale_, output).to(dtype)
+    dtype = next(estimator.model_.parameters()).dtype  # the estimator's network itself is never changed
+    deployed = Deployed(estimator.model_, estimator.x_mean_, estimator.x_scale_, output.to(dtype), dtype)
     return export_onnx(deployed, torch.zeros(2, estimator.n_features_in_, dtype=dtype), path,
                        metadata=_deployment_metadata(estimator))
 
 
 class Deployed(nn.Module):
-    """Raw rows in, the estimator's answer out: standardisation, network and ``output`` in one graph (its scales in
-    float64 until ``export_estimator`` gives it the network's dtype)."""
+    """Raw rows in, the estimator's answer out: standardisation, network and ``output`` in one graph, its scales in
+    ``dtype``, the network's."""
 
-    def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module):
+    def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module,
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
         self.model, self.output = model, output
-        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=torch.float64))
-        self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=torch.float64))
+        self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=dtype))
+        self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.model((x - self.x_mean) / self.x_scale))
@@ -222,7 +223,8 @@ def _deployment_metadata(estimator) -> dict[str, str]:
 
 
 class Rescale(nn.Module):
-    """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does."""
+    """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does (its
+    scales in float64 until ``export_estimator`` gives them the network's dtype)."""
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray, flat: bool):
         super().__init__()

@@ -199,12 +199,13 @@ class TrainingState:
 
 
 def _unknown_states(saved, stateful: dict) -> list[str]:
-    """The names in a checkpoint's ``saved`` states that none of ``stateful`` (nor, within one's state, its own
-    ``state_dict``) has."""
+    """The names in a checkpoint's ``saved`` states that none of ``stateful`` has, nor, within the state of one of
+    the package's own (whose keys are fixed; a caller's callback may name its own as it goes), its ``state_dict``."""
     if not isinstance(saved, dict):
         return []
+    own = {name: obj for name, obj in stateful.items() if type(obj).__module__.startswith(__package__ + ".")}
     return sorted(set(saved) - set(stateful)) + sorted(
-        f"{name}.{key}" for name, obj in stateful.items() if isinstance(saved.get(name), dict)
+        f"{name}.{key}" for name, obj in own.items() if isinstance(saved.get(name), dict)
         for key in set(saved[name]) - set(obj.state_dict()))
 
 
