@@ -224,6 +224,23 @@ def test_a_classify_record_gives_its_options_but_no_paths(tmp_path, parsed):
     assert parsed(["classify", "--config", metrics, "--out", "o"]).epochs == 3
 
 
+def test_a_classify_rerun_names_the_folders_its_record_s_run_was_given(tmp_path, parsed, caplog):
+    """A record never gives folders: a rerun without them looks where the defaults say, and a data set missing
+    there was refused without naming where the run had found it."""
+    import logging
+
+    from meta_neighborhoods.commands.classify import _say_recorded_folders
+
+    record = {"dataset": "digits", "backbone": "convnet4", "method": "vanilla", "data_dir": "/elsewhere",
+              "cache_dir": "/cache", "version": "0.1.0"}
+    metrics = _write(tmp_path / "metrics.json", json.dumps({"test_accuracy": 0.5, "config": record}))
+    with caplog.at_level(logging.INFO, logger="meta_neighborhoods"):
+        _say_recorded_folders(parsed(["classify", "--config", metrics, "--out", "o", "--cache-dir", "c"]))
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"{metrics}: its run was given --data-dir /elsewhere, which a record never gives: give it again "
+                    "to read there"]
+
+
 def test_a_spiral_run_repeats_from_its_metrics_json(tmp_path, parsed):
     record = {"test_accuracy": {}, "config": {"seed": 4, "epochs": 9, "batch_size": 256, "n_per_class": 800,
                                              "animation": False, "dictionary_size": 100}}

@@ -126,6 +126,7 @@ def run(args) -> int:
     folders = {"data_dir": args.data_dir, "cache_dir": args.cache_dir}
     out = Path(args.resume if args.resume is not None else args.out)
     recorded = _recorded_run(args)
+    _say_recorded_folders(args)
     if recorded.get("processes", distributed.world_size()) != distributed.world_size() and distributed.is_main():
         LOGGER.warning("%s: its run trained on %d process(es), this rerun on %d, as launched: its batches are split "
                        "otherwise, so its results will differ (launch it on %d to rerun it as it ran)",
@@ -199,6 +200,21 @@ def _without_unused(given: dict, args) -> dict:
         return given
     unused = unused_settings(args.method)
     return {name: value for name, value in given.items() if name not in unused or name not in from_file}
+
+
+def _say_recorded_folders(args) -> None:
+    """Name the data and cache folders a --config record's run was given that this rerun is not: a record never
+    gives folders, and a rerun without them looks where the defaults say (a data set missing there was refused
+    without naming where the run had found it)."""
+    from ..io import read_json_object
+
+    record = getattr(args, "config_record", None)
+    saved = read_json_object(record) if record is not None else {}
+    saved = saved.get("config", saved) if isinstance(saved.get("config", saved), dict) else {}
+    for name in ("data_dir", "cache_dir"):
+        if isinstance(saved.get(name), str) and getattr(args, name) is None:
+            LOGGER.info("%s: its run was given --%s %s, which a record never gives: give it again to read there",
+                        record, name.replace("_", "-"), saved[name][:200])
 
 
 def _recorded_run(args) -> dict:
