@@ -287,7 +287,8 @@ def test_a_spiral_or_classify_record_of_fixed_settings_other_than_today_s_is_ref
     _refused(capsys, ["classify", "--config", path, "--out", "o"],
              f"its run trained with meta_neighborhoods.temperature -1 (now {IMAGE_CONFIG.temperature!r}), "
              f"grad_clip_value {GRAD_CLIP * 2!r} (now {GRAD_CLIP!r})")
-    record.update(grad_clip_value=GRAD_CLIP, meta_neighborhoods={**fixed_choices("mn")["meta_neighborhoods"], "sharpen": 2})
+    group = {**fixed_choices("mn")["meta_neighborhoods"], "sharpen": 2}
+    record.update(grad_clip_value=GRAD_CLIP, meta_neighborhoods=group)
     _write(tmp_path / "config.json", json.dumps(record))  # a later version's setting: a rerun would train without it
     _refused(capsys, ["classify", "--config", path, "--out", "o"],
              "its run trained with meta_neighborhoods.sharpen 2 (no such setting now), which no option sets")

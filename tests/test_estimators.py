@@ -495,10 +495,12 @@ def test_the_weights_bound_counts_the_periodic_head_as_built(monkeypatch):
 
     monkeypatch.setattr(estimator_settings, "MAX_WEIGHTS", 0)
     with pytest.raises(ValueError, match=r"on 3 inputs make (\S+) weights") as refused:
-        estimator_settings.check_before_fit(MetaNeighborhoodsRegressor(head="periodic", hidden_layer_sizes=[5, 4]), 9, 3)
+        estimator_settings.check_before_fit(MetaNeighborhoodsRegressor(head="periodic", hidden_layer_sizes=[5, 4]),
+                                            9, 3)
     head = PeriodicMLPHead(3, 1, hidden=(5, 4))
     biases = sum(layer.bias.numel() for layer in [*head.hidden, head.last_layer])
-    assert int(refused.value.args[0].split(" make ")[1].split()[0]) == sum(p.numel() for p in head.parameters()) - biases
+    counted = int(refused.value.args[0].split(" make ")[1].split()[0])
+    assert counted == sum(p.numel() for p in head.parameters()) - biases
 
 def test_max_epochs_is_bounded_as_the_command_line_bounds_epochs():
     """int64's bound let 10**18 epochs through, where the command line stops at MAX_EPOCHS; the bound itself passes

@@ -257,7 +257,8 @@ def test_a_partial_fit_refused_says_what_a_partial_fit_can_do():
     model = MetaNeighborhoodsRegressor(**SMALL).partial_fit(X, y)
     model.set_params(hidden_layer_sizes=(7,))
     with pytest.raises(ValueError, match=r"a warm start \(warm_start=True, or a call of partial_fit after the first\) "
-                                         r"cannot continue the fitted network: set_params since fit changed the weights"):
+                                         r"cannot continue the fitted network: set_params since fit changed the "
+                                         r"weights"):
         model.partial_fit(X, y)
     with pytest.raises(ValueError, match="classes must be a list or 1-D array of the class labels, got a set"):
         MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, X[:, 0] > 0, classes={False, True})

@@ -129,9 +129,9 @@ def _failed(prefix: str, message: str, status: int, alike: bool = False) -> int:
     Rank 0 says it. Another rank never says an interrupt: Ctrl-C reaches every rank, and rank 0 says how to go on.
     An error that every rank most likely meets alike, a usage error (status 2: one command line, one set of settings),
     one met ``alike`` (a run folder or checkpoint the ranks read alike, a loss gone NaN) or any error before the rank
-    joined the process group (the same files read), it holds for HOLD seconds: rank 0 says it meanwhile and exits, and torchrun stops the
-    others. Any other error (the rank's device, a peer lost), and one still held after HOLD (then the rank's own), it
-    says after its rank: ``prefix: rank 1: message``."""
+    joined the process group (the same files read), it holds for HOLD seconds: rank 0 says it meanwhile and exits,
+    and torchrun stops the others. Any other error (the rank's device, a peer lost), and one still held after HOLD
+    (then the rank's own), it says after its rank: ``prefix: rank 1: message``."""
     rank = torchrun_rank()
     if rank != 0:
         if status == 130:

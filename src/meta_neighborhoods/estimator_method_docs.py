@@ -227,9 +227,10 @@ LOAD = """Read an estimator saved by ``save``, on the CPU and ready to predict.
 EXPORT_ONNX = """Write the fitted predictor as one ONNX graph, to run without PyTorch (see ``export.py``).
 
     Input ``"input"``: raw float32 rows (n, n_features_in_) (float64 ones where ``model_`` was made float64);
-    output ``"output"``: ``predict`` (regressor) or ``predict_proba`` (classifier), up to float32 rounding. Standardisation, attention over the dictionary, the
-    inner steps and the head are all in the graph; its ``metadata_props`` name the estimator, ``selected_``, the
-    version, the ``classes`` (JSON: the output columns) and the ``feature_names`` fit saw (JSON), where it saw any.
+    output ``"output"``: ``predict`` (regressor) or ``predict_proba`` (classifier), up to float32 rounding.
+    Standardisation, attention over the dictionary, the inner steps and the head are all in the graph; its
+    ``metadata_props`` name the estimator, ``selected_``, the version, the ``classes`` (JSON: the output columns)
+    and the ``feature_names`` fit saw (JSON), where it saw any.
 
     Parameters
     ----------
