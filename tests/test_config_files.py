@@ -239,6 +239,14 @@ def test_a_classify_rerun_names_the_folders_its_record_s_run_was_given(tmp_path,
     said = [r.getMessage() for r in caplog.records]
     assert said == [f"{metrics}: its run was given --data-dir /elsewhere, which a record never gives: give it again "
                     "to read there"]
+    link = tmp_path / "link.json"
+    link.symlink_to(metrics)  # --config follows a link: so does what it says of the record (a review's refusal)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="meta_neighborhoods"):
+        _say_recorded_folders(parsed(["classify", "--config", str(link), "--out", "o"]))
+    assert [r.getMessage()[len(str(link)):] for r in caplog.records] == [
+        ": its run was given --data-dir /elsewhere, which a record never gives: give it again to read there",
+        ": its run was given --cache-dir /cache, which a record never gives: give it again to read there"]
 
 
 def test_a_spiral_run_repeats_from_its_metrics_json(tmp_path, parsed):

@@ -262,6 +262,9 @@ def test_a_partial_fit_refused_says_what_a_partial_fit_can_do():
         model.partial_fit(X, y)
     with pytest.raises(ValueError, match="classes must be a list or 1-D array of the class labels, got a set"):
         MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, X[:, 0] > 0, classes={False, True})
+    with pytest.raises(ValueError, match=r"classes must be a list or 1-D array of the class labels, got a list of "
+                                         r"shape \(1, 2\)"):
+        MetaNeighborhoodsClassifier(**SMALL).partial_fit(X, X[:, 0] > 0, classes=[[False, True]])
     column = MetaNeighborhoodsClassifier(**SMALL)
     with pytest.warns(Warning):  # scikit-learn's: a column vector for a 1-D array
         column.partial_fit(X, X[:, 0] > 0, classes=np.array([[False], [True]]))

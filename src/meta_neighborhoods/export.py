@@ -144,9 +144,13 @@ def _traceable(example_input: torch.Tensor, dynamic_dims: dict[int, str]) -> tor
 
 
 def _check_dtype(module: nn.Module, example_input: torch.Tensor) -> None:
-    """Refuse an example input of another floating dtype than the module's weights: eager torch would refuse the
-    forward pass, but the exporter writes a graph that mixes both, which onnxruntime cannot load."""
+    """Refuse an example input of another floating dtype than the module's weights, and weights of several: eager
+    torch would refuse the forward pass, but the exporter writes a graph that mixes both, which onnxruntime cannot
+    load."""
     weights = {p.dtype for p in module.parameters() if p.is_floating_point()}
+    if len(weights) > 1:
+        raise TypeError(f"the module's weights are of several dtypes, {', '.join(sorted(map(str, weights)))}: make "
+                        "them one (.float() or .double())")
     if weights and example_input.dtype not in weights:
         raise TypeError(f"the example input is {example_input.dtype} but the module's weights are "
                         f"{', '.join(sorted(map(str, weights)))}: give an input of the weights' dtype")

@@ -57,8 +57,11 @@ def known_classes(estimator, labels: np.ndarray, classes) -> np.ndarray:
     if classes is None and not fitted:
         raise ValueError("classes must be given to the first call of partial_fit: every class of all the calls "
                          "(np.unique of all the labels), since a batch need not hold them all")
-    if classes is not None and np.ndim(classes) == 0:  # a set: a 0-d object array, blamed on y by LabelEncoder
-        raise ValueError(f"classes must be a list or 1-D array of the class labels, got a {type(classes).__name__}")
+    shape = None if classes is None else np.shape(classes)
+    if shape is not None and (shape == () or shape[1:] not in ((), (1,))):  # a set, a matrix (a column is taken,
+        # with scikit-learn's warning): LabelEncoder would blame y
+        raise ValueError(f"classes must be a list or 1-D array of the class labels, got a {type(classes).__name__}"
+                         + (f" of shape {shape}" if shape else ""))
     given = None if classes is None else LabelEncoder().fit(np.asarray(classes)).classes_
     known = estimator.classes_ if fitted else given
     if fitted and given is not None and typed(given) != typed(known):

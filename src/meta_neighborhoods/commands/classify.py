@@ -206,10 +206,7 @@ def _say_recorded_folders(args) -> None:
     """Name the data and cache folders a --config record's run was given that this rerun is not: a record never
     gives folders, and a rerun without them looks where the defaults say (a data set missing there was refused
     without naming where the run had found it)."""
-    from ..io import read_json_object
-
-    record = getattr(args, "config_record", None)
-    saved = read_json_object(record) if record is not None else {}
+    record, saved = getattr(args, "config_record", None), getattr(args, "config_recorded", None) or {}
     saved = saved.get("config", saved) if isinstance(saved.get("config", saved), dict) else {}
     for name in ("data_dir", "cache_dir"):
         if isinstance(saved.get(name), str) and getattr(args, name) is None:

@@ -101,7 +101,8 @@ def parse(parser: argparse.ArgumentParser, argv: list[str], command: argparse.Ar
     _settle_exclusive(command, args, values, defaults)
     args.config_gave = {dest: path for dest, value in values.items()  # `is`: a NaN the file gave is not == itself
                         if getattr(args, dest) is value or getattr(args, dest) == value}
-    args.config_record = Path(path) if record else None  # a run's record, which a command may check more of
+    args.config_record = Path(path) if record is not None else None  # a run's record, which a command may check
+    args.config_recorded = record  # more of, as read
     return args
 
 
@@ -156,8 +157,9 @@ def _settle_exclusive(command, args, values: dict, defaults: dict) -> None:
 # Reading
 
 
-def _read_options(path: Path, from_record) -> tuple[dict, bool]:
-    """The file's mapping, and whether it is a run's record, given as the options it ran with."""
+def _read_options(path: Path, from_record) -> tuple[dict, dict | None]:
+    """The file's mapping, given as the options it ran with where it is a run's record, and that record (None: a
+    file of options)."""
     values = _read(path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values, got {type(values).__name__}")
@@ -165,10 +167,10 @@ def _read_options(path: Path, from_record) -> tuple[dict, bool]:
         if from_record is None:
             raise ConfigError(f"{path}: the record of a run, which this command cannot read; give a file of options")
         try:
-            return from_record(values), True
+            return from_record(values), values
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
-    return values, False
+    return values, None
 
 
 def _read(path: Path):
