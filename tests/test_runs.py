@@ -1184,7 +1184,8 @@ def test_a_process_lost_under_torchrun_names_the_loss_and_how_to_resume(tmp_path
                  "--quiet"]) == 1
     assert capsys.readouterr().err == (
         "meta-neighborhoods classify: error: another process of the run stopped (Connection closed by peer "
-        f"[127.0.0.1]:31431); the last checkpoint is kept; continue with: meta-neighborhoods classify --resume {out}\n")
+        "[127.0.0.1]:31431); the last checkpoint is kept; continue with: meta-neighborhoods classify --resume "
+        f"{out}\n")
     def failed(*args, **kwargs):  # another runtime error: as it was
         raise RuntimeError("out of memory")
 
