@@ -30,6 +30,7 @@ FORMAT = "meta-neighborhoods-checkpoint"
 VERSION = 1
 MANIFEST_FIELDS = ("format", "version", "tensors", "sha256")  # beside the metadata a writer adds
 MAX_MANIFEST_BYTES = 32 << 20  # a saved estimator's label and feature names, loss curves: far less
+MAX_STEPS = 2**53  # a count of optimiser steps below it: exact in the float64 that AdamW's state holds it in
 MODEL = "model."  # the prefix of the network's tensors in every checkpoint (training's last, best, a saved estimator)
 
 
@@ -263,7 +264,7 @@ def complete_moments(entry: dict, param: torch.Tensor) -> bool:
     moments = [entry.get(key) for key in ("exp_avg", "exp_avg_sq")]
     step = entry.get("step")
     step = step.item() if torch.is_tensor(step) and step.numel() == 1 else step
-    return (set(entry) == {"step", "exp_avg", "exp_avg_sq"} and is_real(step) and 0 <= step < 2**53
+    return (set(entry) == {"step", "exp_avg", "exp_avg_sq"} and is_real(step) and 0 <= step < MAX_STEPS
             and all(torch.is_tensor(m) and m.shape == param.shape and m.dtype == param.dtype for m in moments))
 
 

@@ -88,14 +88,14 @@ class MNConfig:
     ``step_size_init``) on the head's parameters (``adapt``: the "last" layer, a local linear correction on the
     hidden features, or "all"), second order unless ``first_order``. Dictionary values are "learned" or "fixed"
     (random labels, or the targets of the rows the keys start at); ``keys`` are "learned" or "fixed" where they
-    start. Keys start at training examples (``key_init="samples"``: done by the
-    front end, which has the data, with ``dictionary.init_from_samples``; a loop of your own calls it) or at
-    N(0, ``key_std``^2). ``slot_dropout`` hides that share of the slots from
-    each training example, drawn for each example (``slot_draw="row"``) or once for the whole batch ("batch": each
-    example's view has about the same law, and the hidden slots cost nothing). ``top_k`` = K lets each example
-    attend only to its K most similar keys (softmax over those; None or K >= S: all of them), so the inner loop's
-    work grows with K, not S. ``implementation`` picks the inner loop: a head's fast path (``fast``; ``auto`` where
-    the head has one), the ``torch.func`` oracle (``generic``), or the oracle one input at a time (``loop``).
+    start. Keys start at training examples (``key_init="samples"``: done by the front end, which has the data, with
+    ``dictionary.init_from_samples``; a loop of your own calls it) or at N(0, ``key_std``^2). ``slot_dropout``
+    hides that share of the slots from each training example, drawn for each example (``slot_draw="row"``) or once
+    for the whole batch ("batch": each example's view has about the same law, and the hidden slots cost nothing).
+    ``top_k`` = K lets each example attend only to its K most similar keys (softmax over those; None or K >= S: all
+    of them), so the inner loop's work grows with K, not S. ``implementation`` picks the inner loop: a head's fast
+    path (``fast``; ``auto`` where the head has one), the ``torch.func`` oracle (``generic``), or the oracle one
+    input at a time (``loop``).
     """
 
     task: str = "regression"

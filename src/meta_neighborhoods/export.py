@@ -36,10 +36,10 @@ import torch
 from torch import nn
 
 from . import __version__, checkpoint, runs
-from .persistence import to_json
 from .heads import FAST_PATHS, fast_path_for
 from .io import LOCK, atomic_write, move_into_place, prepare_out_dir, reading, replaceable
 from .model import MetaNeighborhoods
+from .persistence import to_json
 from .provenance import provenance
 from .run_record import read_inputs
 from .runs import RunFolderError, holds_a_run, load_best_model
@@ -195,19 +195,19 @@ def export_estimator(estimator, output: nn.Module, path) -> Path:
     """``estimator.export_onnx``: its network with the columns' scales and ``output`` as one graph, which takes rows
     in the network's dtype (float32 as fit makes it; float64 for a network the user made float64)."""
     dtype = next(estimator.model_.parameters()).dtype  # the estimator's network itself is never changed
-    deployed = Deployed(estimator.model_, estimator.x_mean_, estimator.x_scale_, output.to(dtype), dtype)
+    deployed = Deployed(estimator.model_, estimator.x_mean_, estimator.x_scale_, output, dtype)
     return export_onnx(deployed, torch.zeros(2, estimator.n_features_in_, dtype=dtype), path,
                        metadata=_deployment_metadata(estimator))
 
 
 class Deployed(nn.Module):
-    """Raw rows in, the estimator's answer out: standardisation, network and ``output`` in one graph, its scales in
-    ``dtype``, the network's."""
+    """Raw rows in, the estimator's answer out: standardisation, network and ``output`` in one graph, its scales and
+    ``output``'s in ``dtype``, the network's (which is left as it is)."""
 
     def __init__(self, model: nn.Module, x_mean: np.ndarray, x_scale: np.ndarray, output: nn.Module,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype):
         super().__init__()
-        self.model, self.output = model, output
+        self.model, self.output = model, output.to(dtype)
         self.register_buffer("x_mean", torch.as_tensor(x_mean, dtype=dtype))
         self.register_buffer("x_scale", torch.as_tensor(x_scale, dtype=dtype))
 
@@ -228,7 +228,7 @@ def _deployment_metadata(estimator) -> dict[str, str]:
 
 class Rescale(nn.Module):
     """Standardised regression outputs back on the scale of y; a 1-D y gives 1-D answers, as ``predict`` does (its
-    scales in float64 until ``export_estimator`` gives them the network's dtype)."""
+    scales in float64 until ``Deployed`` gives them the network's dtype)."""
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray, flat: bool):
         super().__init__()

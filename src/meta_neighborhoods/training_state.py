@@ -190,8 +190,8 @@ class TrainingState:
     @staticmethod
     def _check_progress(meta: dict, epochs: int, source: str) -> None:
         epoch, step, history = meta.get("epoch"), meta.get("step"), meta.get("history")
-        if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int and epoch <= step < 2**53
-                and isinstance(history, list) and len(history) == epoch
+        if not (type(epoch) is int and 0 <= epoch <= epochs and type(step) is int
+                and epoch <= step < checkpoint.MAX_STEPS and isinstance(history, list) and len(history) == epoch
                 and all(type(loss) in (int, float) for loss in history)):
             raise checkpoint.CheckpointError(f"{source}: epoch {epoch!r}, step {step!r} and a history of "
                                              f"{len(history) if isinstance(history, list) else history!r} losses "
@@ -255,7 +255,7 @@ def _checked_carry(tensors: dict[str, torch.Tensor], meta: dict, model: nn.Modul
     parameters, step = dict(model.named_parameters()), meta["step"]
     if not (set(meta) <= {"step", "batches", "average"} and set(meta["batches"]) == {"generator"}):
         raise ValueError(f"unknown entries {sorted(set(meta) - {'step', 'batches', 'average'})!r:.80}")
-    if not (is_int(step) and 0 < step < 2**53):
+    if not (is_int(step) and 0 < step < checkpoint.MAX_STEPS):
         raise ValueError(f"step should be a positive count of steps, got {step!r:.40}")
     carried = {"parameters": _like(checkpoint.take_prefix("parameters.", tensors), model.state_dict(), "parameters"),
                "torch": _generator_state(tensors["torch"]), "step": step,

@@ -207,7 +207,8 @@ def _say_recorded_folders(args) -> None:
     gives folders, and a rerun without them looks where the defaults say (a data set missing there was refused
     without naming where the run had found it)."""
     record, saved = getattr(args, "config_record", None), getattr(args, "config_recorded", None) or {}
-    saved = saved.get("config", saved) if isinstance(saved.get("config", saved), dict) else {}
+    saved = saved.get("config", saved)  # a metrics.json or comparison.json holds its run's config.json
+    saved = saved if isinstance(saved, dict) else {}
     for name in ("data_dir", "cache_dir"):
         if isinstance(saved.get(name), str) and getattr(args, name) is None:
             LOGGER.info("%s: its run was given --%s %s, which a record never gives: give it again to read there",
