@@ -58,6 +58,8 @@ COST_CASES = [
                 if key.endswith("_ms")}),
     ("predict_blocks.py", ["--sizes", "0", "64", "--blocks", "4096", "512", "--rows", "64", "--repeats", "1"],
      lambda d: d["us_per_row"]),
+    ("settled_choice.py", ["--sizes", "64", "--rows", "64", "--single", "2", "--tie-seeds", "1", "--repeats", "1"],
+     lambda d: d["us_per_row"]),
     ("fit_scale.py", ["--rows", "2000", "--settings", "vanilla", "defaults", "--repeats", "1"],
      lambda d: {f"{name} {key}": value for name, one in d["settings"].items() for key, value in one.items()}),
     ("train_throughput.py", ["--batch", "2", "--steps", "1"],  # its text result recorded no commit nor command

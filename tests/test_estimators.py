@@ -60,6 +60,19 @@ def test_a_rows_answer_depends_neither_on_the_other_rows_nor_on_their_order(esti
     np.testing.assert_allclose(in_sevens, whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_row_alone_gets_what_it_gets_in_a_batch_among_keys_at_equal_distances():
+    """Features in {0, 1, 2}, the keys fixed at training rows: which of many tied keys fill a row's last places had
+    followed how the batch's float32 similarities rounded (0.022 apart here before ``similarity.settled``)."""
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 3, size=(300, 3)).astype(float)
+    y = X @ rng.normal(size=3) + np.sin(X.sum(1))
+    model = MetaNeighborhoodsRegressor(hidden_layer_sizes=(16,), max_epochs=3, top_k=32, learn_dictionary=False,
+                                       random_state=2).fit(X, y)
+    alone = np.concatenate([model.predict(X[i:i + 1]) for i in range(0, 300, 3)])
+    np.testing.assert_allclose(alone, model.predict(X)[::3], rtol=1e-5, atol=1e-6)
+
+
 def _table(n=300, d=5, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))

@@ -22,6 +22,13 @@ class Kind(NamedTuple):
     full: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # z (B, d), keys (S, d) -> (B, S)
     pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # z (B, d), each row's own keys (B, K, d) -> (B, K)
     ranking: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, S) in full's order per row, cheaper
+    size: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 1): full sums d terms of at most this size
+
+
+# the unit rounding of float32 matrix products at each of torch.set_float32_matmul_precision's settings: float32,
+# TF32 (10 bits), bfloat16 (7 bits)
+ROUNDING = {"highest": 2.0**-24, "high": 2.0**-11, "medium": 2.0**-8}
+MARGIN = 8  # keys beyond each row's k that ``settled`` ranks again, where some tie with its k-th
 
 
 def _cosine(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -47,8 +54,18 @@ def _euclidean_ranking(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return torch.addmm(-keys.pow(2).sum(-1), z, keys.T, alpha=2)
 
 
-KINDS = {"cosine": Kind(_cosine, _cosine_pairs, _cosine),
-         "euclidean": Kind(_euclidean, _euclidean_pairs, _euclidean_ranking)}
+def _cosine_size(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Unit vectors' products, and their normalisation's own rounding as much again."""
+    return torch.full((z.shape[0], 1), 2.0, dtype=z.dtype, device=z.device)
+
+
+def _euclidean_size(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """2 z.k, |z|^2 and |k|^2 together: (|z| + |k|)^2 at the largest key."""
+    return (z.norm(dim=-1, keepdim=True) + keys.norm(dim=-1).max()).pow(2)
+
+
+KINDS = {"cosine": Kind(_cosine, _cosine_pairs, _cosine, _cosine_size),
+         "euclidean": Kind(_euclidean, _euclidean_pairs, _euclidean_ranking, _euclidean_size)}
 
 
 def kind_of(name: str) -> Kind:
@@ -85,6 +102,68 @@ def nearest(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elemen
         best, chosen = scores.topk(min(k, scores.shape[1]), dim=1, sorted=ordered)
         index = candidates.gather(1, chosen)
     return best, index
+
+
+@torch.no_grad()
+def settled(scores: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str, k: int,
+            temperature: torch.Tensor) -> torch.Tensor:
+    """Each row's k most similar keys (B, k) by a rule that no other row of the batch can change: their
+    similarities over the temperature, computed in float64 and rounded to float32, the lower index first where
+    these tie. Keys that lie at equal distances (discrete features) would otherwise be chosen by how the batch's
+    float32 ``scores`` (B, S) rounded, which follows the batch's shape.
+
+    The float32 choice obeys the rule wherever the (k+1)-th score falls short of the k-th by more than rounding can
+    ``reach``; the other rows are ranked again (``_ranked_again``). An exported graph or ``vmap`` takes the float32
+    choice: their shapes may not follow the data."""
+    if k >= keys.shape[0] or torch.compiler.is_exporting() or torch._C._functorch.is_batchedtensor(scores):
+        return scores.topk(k, dim=1, sorted=False).indices
+    best, index = scores.topk(k + 1, dim=1, sorted=False)
+    low, at = best.topk(2, dim=1, largest=False)  # the (k+1)-th and k-th scores, and where the (k+1)-th is
+    index = index.scatter(1, at[:, :1], index[:, k:])[:, :k]  # the last key in the (k+1)-th's place
+    kth = low[:, 1:]
+    margin = reach(kth, z, keys, kind, temperature)
+    rows = (low[:, :1] >= kth - margin).nonzero()[:, 0]
+    if len(rows):
+        index[rows] = _ranked_again(scores[rows], z[rows], keys, kind, k, temperature, kth[rows], margin[rows])
+    return index
+
+
+def _ranked_again(scores: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str, k: int,
+                  temperature: torch.Tensor, kth: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """``settled``'s choice (R, k) for rows whose keys near the k-th score (within ``margin``) may be out of place:
+    those keys ranked by exact similarities (float64, rounded), found among the k + MARGIN best, or among every
+    key where these may not hold them all."""
+    n_keys = keys.shape[0]
+    best, index = scores.topk(min(k + MARGIN, n_keys), dim=1, sorted=False)
+    ranks = torch.where(best > kth, torch.inf, -torch.inf).float()  # above or below the near ones, as they are
+    row, column = ((best - kth).abs() <= margin).nonzero().unbind(1)
+    exact = KINDS[kind].pair(z[row].double(), keys[index[row, column]].double()[:, None])[:, 0]
+    ranks[row, column] = (exact / temperature.double()).float()
+    chosen = index.gather(1, _lower_first(ranks, index).topk(k, dim=1).indices)
+    beyond = ((best.min(1, keepdim=True).values >= kth - margin)[:, 0] & (best.shape[1] < n_keys)).nonzero()[:, 0]
+    if len(beyond):
+        exact = (KINDS[kind].full(z[beyond].double(), keys.double()) / temperature.double()).float()
+        chosen[beyond] = _lower_first(exact, torch.arange(n_keys, device=z.device)).topk(k, dim=1).indices
+    return chosen
+
+
+def reach(kth: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str, temperature: torch.Tensor) -> torch.Tensor:
+    """How far (B, 1) rounding can have moved a score from the k-th ``kth`` (B, 1) relative to where its exact
+    value ranks: twice the similarity's worst rounding (d products summed in any order, two sums more, a division:
+    ``ROUNDING`` times d + 4 terms of at most ``Kind.size``) and two float32 steps (where the exact scores round)."""
+    unit = torch.finfo(kth.dtype).eps / 2
+    if kth.dtype == torch.float32:
+        unit = ROUNDING[torch.get_float32_matmul_precision()]
+    drift = (keys.shape[1] + 4) * unit * KINDS[kind].size(z, keys) / temperature
+    return 2 * drift + 2 ** -22 * kth.abs()
+
+
+def _lower_first(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Integers that order as float32 ``scores`` (R, n) do, then the lower of their keys' ``index`` first: one
+    top-k of them picks by the rule, 4x faster than a stable sort."""
+    bits = scores.view(torch.int32).long()
+    order = torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)  # the floats' order (-0 as +0)
+    return order * 2**31 + (2**31 - 1 - index)
 
 
 def n_candidates(k: int, slot_dropout: float, n_keys: int) -> int:
@@ -180,13 +259,16 @@ class Attention(nn.Module):
         example's nearest ``n_candidates`` keys, not for all S slots; ``own_slot`` (B,) is a slot each example
         never sees (-1: none). A key is hidden only where fewer than k candidates are visible (chance below 1e-8).
         ``scores`` (B, S), if given, rank the keys as the similarities do, so that they are not computed again;
-        otherwise ``z`` and ``keys`` are taken as ``scaled`` already.
+        ``z`` and ``keys`` are taken as ``scaled`` already. At evaluation the choice from ``scores`` is ``settled``:
+        a row gets the keys it gets alone, whatever other rows the batch holds.
         """
         k = max(1, min(k, keys.shape[0] - int(own_slot is not None)))  # a row's own key is never among its k
         n = n_candidates(k, slot_dropout, keys.shape[0]) if slot_dropout > 0 else k
         n = min(keys.shape[0], n + int(own_slot is not None))
         if scores is None:
             scores, index = nearest(z, keys, self.similarity, n, ordered=False)
+        elif not (self.training or slot_dropout > 0 or own_slot is not None):  # training's choice is drawn anew
+            return settled(scores, z, keys, self.similarity, k, self.temperature), None
         else:
             scores, index = scores.topk(n, dim=1, sorted=False)
         hidden = None
@@ -214,8 +296,7 @@ class Attention(nn.Module):
                      own_slot: torch.Tensor | None = None) -> TopK:
         """``top_k`` from the similarities to every key at once, the numbers ``top_k_dense`` takes: a few rows then
         get what a batch gets, where rounding makes the two kinds differ (a row far from every key)."""
-        logits = self.logits(z, keys)
-        index, hidden = self.choose(z, keys, k, slot_dropout, own_slot, scores=logits.detach())
+        logits, index, hidden = self._ranked(z, keys, k, slot_dropout, own_slot)
         return TopK(index, masked_softmax(logits.gather(1, index), None if hidden is None else ~hidden))
 
     def top_k_dense(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
@@ -223,12 +304,17 @@ class Attention(nn.Module):
         """``top_k``'s weights as a (B, S) matrix, computed as full attention masked to the chosen keys: on a
         small dictionary one (B, S) matrix product costs less than gathering (B, k, d) keys, and it ranks the keys
         too. A row whose k keys are all hidden gets uniform weights over them, as in ``top_k``."""
-        logits = self.logits(z, keys)
-        index, hidden = self.choose(z, keys, k, slot_dropout, own_slot, scores=logits.detach())
+        logits, index, hidden = self._ranked(z, keys, k, slot_dropout, own_slot)
         chosen = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, index, True)
         if hidden is None:
             return masked_softmax(logits, chosen)
         return masked_softmax(logits, torch.zeros_like(chosen).scatter_(1, index, ~hidden), chosen)
+
+    def _ranked(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float,
+                own_slot: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The logits (B, S) and what ``choose`` makes of them."""
+        logits = self.logits(z, keys)
+        return (logits, *self.choose(self.scaled(z), self.scaled(keys), k, slot_dropout, own_slot, logits.detach()))
 
     def extra_repr(self) -> str:
         temperature = "?" if self.log_temperature.is_meta else f"{self.log_temperature.exp().item():.4g}"

@@ -1,0 +1,66 @@
+"""The choice of keys at evaluation (``similarity.settled``): a rule that no other row of the batch can change."""
+
+import pytest
+import torch
+
+from meta_neighborhoods import model as model_module
+from meta_neighborhoods import similarity as similarity_module
+from meta_neighborhoods.heads import MLPHead
+from meta_neighborhoods.model import MetaNeighborhoods
+from meta_neighborhoods.similarity import KINDS, reach, settled
+
+
+def _rule(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, temperature: torch.Tensor) -> torch.Tensor:
+    """``settled``'s rule over every row: float64 similarities rounded to float32, the lower index first on ties."""
+    exact = (KINDS[kind].full(z.double(), keys.double()) / temperature.double()).float()
+    return exact.sort(dim=1, descending=True, stable=True).indices[:, :k]  # what first_by_rule does faster
+
+
+def _grid(rows: int, generator: torch.Generator) -> torch.Tensor:
+    """Points of a coarse grid, steps of 0.37 (not exact in binary): many keys at equal distances from a row."""
+    return torch.randint(0, 3, (rows, 4), generator=generator) * 0.37
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("data", ["grid", "random"])
+@pytest.mark.parametrize("margin", [1, 8, 100])  # ties ranked again among every key; some of them; the candidates
+def test_the_choice_follows_the_rule_ranking_few_rows_again(kind, dtype, data, margin, monkeypatch):
+    monkeypatch.setattr(similarity_module, "MARGIN", margin)
+    generator = torch.Generator().manual_seed(0)
+    draw = _grid if data == "grid" else lambda n, g: torch.randn(n, 4, generator=g)
+    z, keys, temperature = draw(300, generator).to(dtype), draw(60, generator).to(dtype), torch.tensor(0.7, dtype=dtype)
+    scores = KINDS[kind].full(z, keys) / temperature
+    chosen = settled(scores, z, keys, kind, 9, temperature)
+    assert torch.equal(chosen.sort(1).values, _rule(z, keys, kind, 9, temperature).sort(1).values)
+    best = scores.topk(10, dim=1).values
+    again = (best[:, -1:] >= best[:, -2:-1] - reach(best[:, -2:-1], z, keys, kind, temperature)).float().mean()
+    assert again > 0.5 if data == "grid" else again < 0.05  # ties ranked again; otherwise the float32 choice
+
+
+def test_the_plain_float32_choice_breaks_the_rule_on_ties():
+    """What the test above guards: the top-k of float32 scores picks among tied keys as its kernel goes."""
+    generator = torch.Generator().manual_seed(0)
+    z, keys, temperature = _grid(300, generator), _grid(60, generator), torch.tensor(0.7)
+    scores = KINDS["euclidean"].full(z, keys) / temperature
+    plain = scores.topk(9, dim=1, sorted=False).indices.sort(1).values
+    assert not torch.equal(plain, _rule(z, keys, "euclidean", 9, temperature).sort(1).values)
+
+
+@pytest.mark.parametrize("dense_below", [0, 64])  # every path: gathered, and dense over every key
+@pytest.mark.parametrize("similarity", sorted(KINDS))
+def test_a_row_alone_and_in_any_batch_attends_to_the_same_keys_among_ties(similarity, dense_below, monkeypatch):
+    """Keys at the training rows of a grid, many at equal distances: a row's answer must not follow its batch
+    (float32; 0.018 apart, relative, at the estimators' defaults before the choice was settled)."""
+    monkeypatch.setattr(model_module, "DENSE_BELOW", dense_below)
+    generator = torch.Generator().manual_seed(1)
+    x = _grid(120, generator)
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=60, top_k=8, similarity=similarity,
+                              step_size_init=0.5)
+    model.dictionary.init_from_samples(x, torch.randn(120, 1, generator=generator))
+    with torch.no_grad():
+        whole = model.eval()(x)
+        for size in (1, 7, 13):
+            parts = torch.cat([model(x[start:start + size]) for start in range(0, len(x), size)])
+            torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
