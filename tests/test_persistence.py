@@ -344,6 +344,8 @@ def test_a_head_the_package_ships_is_saved_by_name_and_its_shapes_checked_on_loa
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="<M8[ns]"), "a flat list of strings or numbers"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|i1", values=[0, 1, 1000]), "OverflowError"),
     ("regressor", lambda meta: meta["params"].update(inner_steps=10**9), "inner_steps must be at most 100"),  # hung
+    ("integers", lambda meta: meta["params"].pop("top_k"),  # had taken today's default, 128 keys
+     r"model.json: no value for parameter\(s\) top_k, which this version's files hold: refused"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "a", "c"]), "classes_ should name each"),
     ("regressor", lambda meta: meta["params"].update(learning_rate=float("inf")), "learning_rate must be positive"),
     ("regressor", lambda meta: meta["params"].update(extractor="builtins.eval"),  # kept unchecked, never called

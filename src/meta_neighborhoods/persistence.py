@@ -254,6 +254,10 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
     if unknown:
         raise CheckpointError(f"{source}: unknown field(s) {', '.join(map(repr, unknown[:5]))}: refused")
     try:
+        missing = sorted(set(cls._get_param_names()) - set(meta["params"]))
+        if missing:  # today's defaults need not be how it was fitted (an absent top_k was full attention)
+            raise CheckpointError(f"{source}: no value for parameter(s) {', '.join(missing)}, which this version's "
+                                  f"files hold: refused")
         estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
         check_params(estimator)
         fitted = join_fitted(meta, tensors, cls._FITTED, source)
