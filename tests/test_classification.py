@@ -30,10 +30,13 @@ def digits_run(tmp_path_factory):
     """All five methods, 2 epochs. Batch 32: at 128 the BatchNorm running statistics still lag after 20 steps,
     and evaluation-mode accuracy after 2 epochs is ~0.35 although the batch-statistics accuracy is ~0.95."""
     out = tmp_path_factory.mktemp("classify") / "digits"
-    argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "2",
-            "--batch-size", "32", "--out", str(out), "--device", "cpu", "--quiet"]
-    assert main(argv) == 0
+    assert main(_digits_argv(out)) == 0
     return out
+
+
+def _digits_argv(out):
+    return ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "all", "--epochs", "2",
+            "--batch-size", "32", "--out", str(out), "--device", "cpu", "--quiet"]
 
 
 def test_classify_all_writes_every_method_and_a_comparison(digits_run, capsys):
@@ -105,7 +108,8 @@ def test_every_run_folder_records_provenance_seeds_and_inputs(digits_run):
         record = json.loads((folder / "run.json").read_text())
         provenance = record["provenance"]
         assert provenance["torch"] == torch.__version__ and provenance["python"] == sys.version.split()[0]
-        assert provenance["command"] == sys.argv  # in-process here; test_resume sees a real command line
+        # cli.main called in-process: its arguments as the package's command line, not pytest's (sys.argv)
+        assert provenance["command"] == [sys.executable, "-m", "meta_neighborhoods", *_digits_argv(digits_run)]
         assert "git_commit" in provenance and record["resumed"] == []
         assert set(record["seeds"].values()) == {0}  # --seed's default, from which every seed is drawn
         assert record["classes"] == [str(i) for i in range(10)] and record["dataset"] == "digits"

@@ -43,6 +43,23 @@ def test_a_run_started_with_python_m_records_a_command_that_runs_again(monkeypat
     assert provenance()["command"] == [sys.executable, "-m", "meta_neighborhoods", "spiral", "--epochs", "2"]
 
 
+def test_a_program_calling_the_command_line_records_its_arguments_not_its_own_command_line(monkeypatch):
+    """``cli.main(argv)`` from a notebook had recorded the notebook kernel's command line as the run's command, and
+    printed it as the command to resume with after Ctrl-C."""
+    from meta_neighborhoods.launch import called_with
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/ipykernel_launcher.py", "-f", "kernel.json"])
+    with called_with(["spiral", "--epochs", "2"]):
+        assert provenance()["command"] == [sys.executable, "-m", "meta_neighborhoods", "spiral", "--epochs", "2"]
+        for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}.items():
+            monkeypatch.setenv(name, value)
+        assert provenance()["command"] == ["torchrun", "--nnodes=1", "--nproc-per-node=2", "-m", "meta_neighborhoods",
+                                           "spiral", "--epochs", "2"]
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name)
+    assert provenance()["command"] == sys.argv  # the call over: this process's own command line again
+
+
 @pytest.mark.parametrize("module", [True, False])
 def test_a_run_torchrun_launched_records_its_launch(monkeypatch, module):
     """The command recorded under torchrun ran on one process: another result, said nowhere."""

@@ -24,7 +24,7 @@ import warnings
 from contextlib import contextmanager, nullcontext
 
 from . import __version__
-from .launch import launched_by_torchrun, torchrun_rank
+from .launch import called_with, launched_by_torchrun, torchrun_rank
 from .commands import COMMANDS, config_file
 from .commands.common import ESTIMATOR_OPTIONS, UsageError, check_data_dir
 from .io import RunFolderError
@@ -81,7 +81,15 @@ def entry() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """Run the command line ``argv`` (None: this process's own) and return its exit status."""
+    if argv is None:
+        return _main(sys.argv[1:])
+    argv = list(argv)
+    with called_with(argv):  # what the run's records call its command
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     parser, commands = _build()
     name = next((token for token in argv if not token.startswith("-")), None)  # the command, if any
     prefix = f"meta-neighborhoods {name}"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .launch import launched_by_torchrun
+from .launch import called_arguments, launched_by_torchrun
 
 GIT_TIMEOUT = 5.0  # seconds; a hung git (a network file system, a lock) must not hold up a run
 # what else computes results (folds, baselines, tables, tests; the optional baselines' where installed)
@@ -68,15 +68,19 @@ def _version(distribution: str) -> str | None:
 
 def command() -> list[str]:
     """The command line as it can be run again: ``sys.argv``, but ``python -m meta_neighborhoods ...`` where the
-    package ran as a module (its ``sys.argv[0]`` is ``__main__.py``, which cannot run by itself), and under torchrun
-    its launch with as many nodes and processes per node (run by one process, it trained otherwise; a run on
-    several nodes also needs their rendezvous, which torchrun's options give)."""
-    module = bool(sys.argv) and Path(sys.argv[0]).resolve() == Path(__file__).resolve().with_name("__main__.py")
+    package ran as a module (its ``sys.argv[0]`` is ``__main__.py``, which cannot run by itself) or a program
+    called ``cli.main`` with arguments of its own (``launch.called_with``), and under torchrun its launch with as
+    many nodes and processes per node (run by one process, it trained otherwise; a run on several nodes also needs
+    their rendezvous, which torchrun's options give)."""
+    called = called_arguments()
+    module = called is not None or bool(sys.argv) and Path(sys.argv[0]).resolve() == Path(
+        __file__).resolve().with_name("__main__.py")
+    arguments = list(called) if called is not None else sys.argv[1:]
     if not launched_by_torchrun():
-        return [sys.executable, "-m", "meta_neighborhoods", *sys.argv[1:]] if module else list(sys.argv)
+        return [sys.executable, "-m", "meta_neighborhoods", *arguments] if module else list(sys.argv)
     world, local = (int(os.environ.get(name, "1")) for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"))
     launch = ["torchrun", f"--nnodes={max(1, world // max(local, 1))}", f"--nproc-per-node={local}"]
-    return [*launch, *(["-m", "meta_neighborhoods"] if module else sys.argv[:1]), *sys.argv[1:]]
+    return [*launch, *(["-m", "meta_neighborhoods"] if module else sys.argv[:1]), *arguments]
 
 
 def provenance() -> dict:
