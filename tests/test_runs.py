@@ -358,7 +358,7 @@ def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, ca
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out", str(out),
             "--quiet", *given]
     monkeypatch.setattr(sys, "argv", ["meta-neighborhoods", *argv])  # as the shell gave it
-    assert main(argv) == status
+    assert main() == status
     error = capsys.readouterr().err
     if kept:
         given = f" --data-dir '{tmp_path / 'my data'}' --cache-dir {tmp_path / 'cache'}" if folders else ""
