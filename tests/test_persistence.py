@@ -345,7 +345,8 @@ def test_a_head_the_package_ships_is_saved_by_name_and_its_shapes_checked_on_loa
     ("strings", lambda meta: meta["arrays"]["classes_"].update(dtype="|i1", values=[0, 1, 1000]), "OverflowError"),
     ("regressor", lambda meta: meta["params"].update(inner_steps=10**9), "inner_steps must be at most 100"),  # hung
     ("integers", lambda meta: meta["params"].pop("top_k"),  # had taken today's default, 128 keys
-     r"model.json: no value for parameter\(s\) top_k, which this version's files hold: refused"),
+     r"model.json: no value for parameter\(s\) top_k, which this version's files hold: refused \(fit it again with "
+     r"this version, or add to the file's \"params\" the value it was fitted with\)"),
     ("strings", lambda meta: meta["arrays"]["classes_"].update(values=["a", "a", "c"]), "classes_ should name each"),
     ("regressor", lambda meta: meta["params"].update(learning_rate=float("inf")), "learning_rate must be positive"),
     ("regressor", lambda meta: meta["params"].update(extractor="builtins.eval"),  # kept unchecked, never called
@@ -451,13 +452,15 @@ def test_a_warm_started_estimator_saves_loads_and_continues_the_network_it_kept(
 
 
 def test_a_pickle_of_a_version_before_a_parameter_existed_loads_with_its_default(fitted, tmp_path):
-    """A pickle made before warm_start existed (its state lacks the attribute) gets the parameter's default: its
-    get_params, repr, fit and save work, as pickles of scikit-learn's own estimators do."""
+    """A pickle made before warm_start existed (its state lacks the attribute) gets the parameter's default, and a
+    warning naming it: its get_params, repr, fit and save work, as pickles of scikit-learn's own estimators do."""
     model = fitted["regressor"]
     state = pickle.loads(pickle.dumps(model)).__dict__
     del state["warm_start"]
     old = MetaNeighborhoodsRegressor.__new__(MetaNeighborhoodsRegressor)
-    old.__setstate__(state)
+    with pytest.warns(UserWarning, match="a pickled MetaNeighborhoodsRegressor of an earlier version lacks the "
+                                         "parameter\\(s\\) warm_start: they take this version's defaults"):
+        old.__setstate__(state)
     assert old.get_params()["warm_start"] is False and "MetaNeighborhoodsRegressor" in repr(old)
     X, y = _table()
     np.testing.assert_array_equal(old.predict(X), model.predict(X))

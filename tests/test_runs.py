@@ -24,6 +24,7 @@ from meta_neighborhoods.datasets.images import load_image_dataset
 from meta_neighborhoods.experiments.analysis import load_run
 from meta_neighborhoods.experiments.classification import run_classification
 
+PYTHON_M = [sys.executable, "-m", "meta_neighborhoods"]  # how a program's call of cli.main(argv) runs again
 
 
 def _split():
@@ -338,10 +339,12 @@ def test_a_resume_refused_for_its_run_record_writes_nothing(tmp_path, capsys, mo
                                                      (cli.Terminated, "terminated", 143)])
 @pytest.mark.parametrize("kept", [None, "last", "mn/last"])
 @pytest.mark.parametrize("folders", [False, True], ids=["", "folders"])
+@pytest.mark.parametrize("called", [False, True], ids=["", "called"])  # by a program: cli.main(argv)
 def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, capsys, monkeypatch, kept, interrupt,
-                                                                    said, status, folders):
+                                                                    said, status, folders, called):
     """And SIGTERM (``cli.Terminated``), which interrupts a run as Ctrl-C does. The data and cache folders given are
-    given again: a run folder never records them."""
+    given again: a run folder never records them. A program's call is continued as ``python -m``, not as the
+    program's own command line."""
     from meta_neighborhoods.experiments import classification
 
     out = tmp_path / "my run"
@@ -357,16 +360,17 @@ def test_ctrl_c_names_the_resume_command_where_a_checkpoint_is_kept(tmp_path, ca
     given = ["--data-dir", str(tmp_path / "my data"), "--cache-dir", str(tmp_path / "cache")] if folders else []
     argv = ["classify", "--dataset", "digits", "--backbone", "convnet4", "--method", "mn", "--out", str(out),
             "--quiet", *given]
-    monkeypatch.setattr(sys, "argv", ["meta-neighborhoods", *argv])  # as the shell gave it
-    assert main() == status
+    monkeypatch.setattr(sys, "argv", ["/kernel/launcher.py", "-f"] if called else ["meta-neighborhoods", *argv])
+    assert (main(argv) if called else main()) == status
     error = capsys.readouterr().err
+    launcher = shlex.join(PYTHON_M) if called else "meta-neighborhoods"
     if kept:
         given = f" --data-dir '{tmp_path / 'my data'}' --cache-dir {tmp_path / 'cache'}" if folders else ""
         assert error == (f"meta-neighborhoods classify: {said}; the last checkpoint is kept; continue with: "
-                         f"meta-neighborhoods classify --resume '{out}'{given}\n")
+                         f"{launcher} classify --resume '{out}'{given}\n")
     else:
         assert error == (f"meta-neighborhoods classify: {said}; no epoch had finished, so no checkpoint is "
-                         f"kept; start again with: {shlex.join(['meta-neighborhoods', *argv, '--overwrite'])}\n")
+                         f"kept; start again with: {launcher} {shlex.join([*argv, '--overwrite'])}\n")
 
 
 def test_the_lock_holder_removes_what_a_killed_writer_left(tmp_path):
@@ -1184,8 +1188,8 @@ def test_a_process_lost_under_torchrun_names_the_loss_and_how_to_resume(tmp_path
                  "--quiet"]) == 1
     assert capsys.readouterr().err == (
         "meta-neighborhoods classify: error: another process of the run stopped (Connection closed by peer "
-        "[127.0.0.1]:31431); the last checkpoint is kept; continue with: meta-neighborhoods classify --resume "
-        f"{out}\n")
+        f"[127.0.0.1]:31431); the last checkpoint is kept; continue with: {shlex.join(PYTHON_M)} classify --resume "
+        f"{out}\n")  # called by a program (main(argv)): as python -m
     def failed(*args, **kwargs):  # another runtime error: as it was
         raise RuntimeError("out of memory")
 

@@ -10,9 +10,10 @@ from meta_neighborhoods.similarity import KINDS, reach, settled
 
 
 def _rule(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, temperature: torch.Tensor) -> torch.Tensor:
-    """``settled``'s rule over every row: float64 similarities rounded to float32, the lower index first on ties."""
-    exact = (KINDS[kind].full(z.double(), keys.double()) / temperature.double()).float()
-    return exact.sort(dim=1, descending=True, stable=True).indices[:, :k]  # what first_by_rule does faster
+    """``settled``'s rule over every row: float64 similarities (each pair's own, as ``_ranked_again`` takes them)
+    rounded to float32, the lower index first on ties; a stable sort, which ``_lower_first`` replaces."""
+    pairs = KINDS[kind].pair(z.double(), keys.double().expand(len(z), *keys.shape))
+    return (pairs / temperature.double()).float().sort(dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def _grid(rows: int, generator: torch.Generator) -> torch.Tensor:
@@ -61,3 +62,31 @@ def test_a_row_alone_and_in_any_batch_attends_to_the_same_keys_among_ties(simila
         for size in (1, 7, 13):
             parts = torch.cat([model(x[start:start + size]) for start in range(0, len(x), size)])
             torch.testing.assert_close(parts, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def bf16_matmuls():
+    """torch's newer per-backend precision setting, under which the older query raises."""
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    yield
+    torch.backends.mkldnn.matmul.fp32_precision = before
+
+
+def test_the_rounding_bound_follows_torchs_newer_precision_settings(bf16_matmuls):
+    """Evaluation had raised there (torch.get_float32_matmul_precision refuses to answer once they are set)."""
+    z, keys = torch.randn(5, 4), torch.randn(9, 4)
+    kth = torch.full((5, 1), -3.0)
+    wide = reach(kth, z, keys, "euclidean", torch.tensor(1.0))
+    torch.backends.mkldnn.matmul.fp32_precision = "ieee"
+    assert (wide > 2**15 * reach(kth, z, keys, "euclidean", torch.tensor(1.0))).all()  # bfloat16 against float32
+
+
+def test_gradients_of_rows_under_vmap_take_the_float32_choice():
+    """``vmap(grad(...))`` wraps the scores twice: the rule's data-dependent shapes had failed under it."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=60, top_k=8).eval()
+    x = torch.randn(5, 4)
+    per_row = torch.func.vmap(torch.func.grad(lambda row: model(row[None]).sum()))(x)
+    loop = torch.stack([torch.autograd.grad(model(row[None]).sum(), row)[0] for row in x.clone().requires_grad_()])
+    torch.testing.assert_close(per_row, loop)

@@ -212,8 +212,9 @@ LOAD = """Read an estimator saved by ``save``, on the CPU and ready to predict.
     FileNotFoundError
         No checkpoint at ``path``, or a folder without ``model.json``.
     CheckpointError
-        Names whatever else is wrong: a damaged or foreign file, a missing tensor file, another estimator class, or
-        a network that differs from the one the file describes.
+        Names whatever else is wrong: a damaged or foreign file, a missing tensor file, another estimator class, a
+        network that differs from the one the file describes, or a parameter the file lacks (one of an earlier
+        version, fitted with settings this version cannot know).
 
     See Also
     --------

@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -207,11 +208,16 @@ def checkpoint_stem(path) -> Path:
 
 
 def unpickled(cls, state: dict) -> dict:
-    """An estimator's pickled ``state`` with the parameters a pickle of an earlier version lacks (``warm_start``) at
-    their defaults, the behaviour it was fitted with: get_params, repr, fit and save would raise AttributeError."""
+    """An estimator's pickled ``state`` with the parameters a pickle of an earlier version lacks at their defaults,
+    and a warning naming them: get_params, repr, fit and save would raise AttributeError, and where a default is not
+    the behaviour it was fitted with (an absent ``top_k`` was full attention), only its user knows."""
     signature = inspect.signature(cls.__init__).parameters
     defaults = {name: signature[name].default for name in cls._get_param_names()
-                if name in signature and signature[name].default is not inspect.Parameter.empty}
+                if name not in state and name in signature and signature[name].default is not inspect.Parameter.empty}
+    if defaults:
+        warnings.warn(f"a pickled {cls.__name__} of an earlier version lacks the parameter(s) {', '.join(defaults)}: "
+                      f"they take this version's defaults, which need not be what it was fitted with", UserWarning,
+                      stacklevel=3)
     return {**defaults, **state}
 
 
@@ -257,7 +263,8 @@ def rebuild(cls, meta: dict, tensors: dict, source: str):
         missing = sorted(set(cls._get_param_names()) - set(meta["params"]))
         if missing:  # today's defaults need not be how it was fitted (an absent top_k was full attention)
             raise CheckpointError(f"{source}: no value for parameter(s) {', '.join(missing)}, which this version's "
-                                  f"files hold: refused")
+                                  f"files hold: refused (fit it again with this version, or add to the file's "
+                                  f"\"params\" the value{'s' * (len(missing) > 1)} it was fitted with)")
         estimator = cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in meta["params"].items()})
         check_params(estimator)
         fitted = join_fitted(meta, tensors, cls._FITTED, source)

@@ -67,20 +67,24 @@ def _version(distribution: str) -> str | None:
 
 
 def command() -> list[str]:
-    """The command line as it can be run again: ``sys.argv``, but ``python -m meta_neighborhoods ...`` where the
-    package ran as a module (its ``sys.argv[0]`` is ``__main__.py``, which cannot run by itself) or a program
-    called ``cli.main`` with arguments of its own (``launch.called_with``), and under torchrun its launch with as
-    many nodes and processes per node (run by one process, it trained otherwise; a run on several nodes also needs
-    their rendezvous, which torchrun's options give)."""
+    """The command line as it can be run again: ``launcher()`` and the arguments, ``sys.argv``'s or those a program
+    gave ``cli.main`` (``launch.called_with``)."""
     called = called_arguments()
-    module = called is not None or bool(sys.argv) and Path(sys.argv[0]).resolve() == Path(
+    return [*launcher(), *(sys.argv[1:] if called is None else called)]
+
+
+def launcher() -> list[str]:
+    """What starts the command line as it ran: ``sys.argv[0]``, but ``python -m meta_neighborhoods`` where the
+    package ran as a module (its ``sys.argv[0]`` is ``__main__.py``, which cannot run by itself) or a program called
+    ``cli.main``, and under torchrun its launch with as many nodes and processes per node (run by one process, it
+    trained otherwise; a run on several nodes also needs their rendezvous, which torchrun's options give)."""
+    module = called_arguments() is not None or bool(sys.argv) and Path(sys.argv[0]).resolve() == Path(
         __file__).resolve().with_name("__main__.py")
-    arguments = list(called) if called is not None else sys.argv[1:]
+    own = ["-m", "meta_neighborhoods"] if module else sys.argv[:1]
     if not launched_by_torchrun():
-        return [sys.executable, "-m", "meta_neighborhoods", *arguments] if module else list(sys.argv)
+        return [sys.executable, *own] if module else own
     world, local = (int(os.environ.get(name, "1")) for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"))
-    launch = ["torchrun", f"--nnodes={max(1, world // max(local, 1))}", f"--nproc-per-node={local}"]
-    return [*launch, *(["-m", "meta_neighborhoods"] if module else sys.argv[:1]), *arguments]
+    return ["torchrun", f"--nnodes={max(1, world // max(local, 1))}", f"--nproc-per-node={local}", *own]
 
 
 def provenance() -> dict:

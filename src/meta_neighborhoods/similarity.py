@@ -25,9 +25,10 @@ class Kind(NamedTuple):
     size: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 1): full sums d terms of at most this size
 
 
-# the unit rounding of float32 matrix products at each of torch.set_float32_matmul_precision's settings: float32,
-# TF32 (10 bits), bfloat16 (7 bits)
-ROUNDING = {"highest": 2.0**-24, "high": 2.0**-11, "medium": 2.0**-8}
+# the unit rounding of float32 matrix products at each of torch's precision settings (set_float32_matmul_precision's
+# and the newer fp32_precision's, "none" where it defers): float32, TF32 (10 bits), bfloat16 (7 bits)
+ROUNDING = {"highest": 2.0**-24, "ieee": 2.0**-24, "none": 2.0**-24, "high": 2.0**-11, "tf32": 2.0**-11,
+            "medium": 2.0**-8, "bf16": 2.0**-8}
 
 
 def _cosine(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -107,14 +108,14 @@ def nearest(z: torch.Tensor, keys: torch.Tensor, kind: str, k: int, chunk_elemen
 def settled(scores: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str, k: int,
             temperature: torch.Tensor) -> torch.Tensor:
     """Each row's k most similar keys (B, k) by a rule that no other row of the batch can change: their
-    similarities over the temperature, computed in float64 and rounded to float32, the lower index first where
-    these tie. Keys that lie at equal distances (discrete features) would otherwise be chosen by how the batch's
-    float32 ``scores`` (B, S) rounded, which follows the batch's shape.
+    similarities over the temperature, computed in float64 pair by pair and rounded to float32, the lower index
+    first where these tie. Keys that lie at equal distances (discrete features) would otherwise be chosen by how
+    the batch's float32 ``scores`` (B, S) rounded, which follows the batch's shape.
 
     The float32 choice obeys the rule wherever the (k+1)-th score falls short of the k-th by more than rounding can
     ``reach``; the other rows are ranked again (``_ranked_again``). An exported graph or ``vmap`` takes the float32
     choice: their shapes may not follow the data."""
-    if k >= keys.shape[0] or torch.compiler.is_exporting() or torch._C._functorch.is_batchedtensor(scores):
+    if k >= keys.shape[0] or torch.compiler.is_exporting() or _under_vmap(scores):
         return scores.topk(k, dim=1, sorted=False).indices
     best, index = scores.topk(k + 1, dim=1, sorted=False)
     next_, at = best.min(dim=1, keepdim=True)  # the (k+1)-th score, and where it is
@@ -126,6 +127,16 @@ def settled(scores: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str
     if len(rows):
         index[rows] = _ranked_again(scores[rows], top, z[rows], keys, kind, temperature, kth[rows], margin[rows])
     return index
+
+
+def _under_vmap(t: torch.Tensor) -> bool:
+    """Whether ``vmap`` batches ``t`` at any level of torch.func's wrappers (``vmap(grad(...))`` wraps it twice)."""
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            return True
+        t = functorch.get_unwrapped(t)
+    return False
 
 
 def _ranked_again(scores: torch.Tensor, top: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str,
@@ -161,11 +172,21 @@ def reach(kth: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str, tem
     """How far (B, 1) rounding can have moved a score from the k-th ``kth`` (B, 1) relative to where its exact
     value ranks: twice the similarity's worst rounding (d products summed in any order, two sums more, a division:
     ``ROUNDING`` times d + 4 terms of at most ``Kind.size``) and two float32 steps (where the exact scores round)."""
-    unit = torch.finfo(kth.dtype).eps / 2
-    if kth.dtype == torch.float32:
-        unit = ROUNDING[torch.get_float32_matmul_precision()]
-    drift = (keys.shape[1] + 4) * unit * KINDS[kind].size(z, keys) / temperature
-    return 2 * drift + 2 ** -22 * kth.abs()
+    unit = _matmul_rounding(kth.device) if kth.dtype == torch.float32 else torch.finfo(kth.dtype).eps / 2
+    drift = (keys.shape[1] + 4) * unit * KINDS[kind].size(z, keys).double() / temperature.double()
+    tiny = 4 * torch.finfo(torch.float32).tiny  # where the scores are subnormal, their rounding is absolute
+    return (2 * drift + 2**-22 * (kth.abs() + drift) + tiny).to(kth.dtype)
+
+
+def _matmul_rounding(device: torch.device) -> float:
+    """The unit rounding of float32 matrix products on ``device`` at torch's precision setting; where the newer
+    per-backend settings are in use (the older query then raises), the backend's own."""
+    try:
+        return ROUNDING[torch.get_float32_matmul_precision()]
+    except RuntimeError:
+        backend = torch.backends.cuda.matmul if device.type == "cuda" else torch.backends.mkldnn.matmul
+        setting = backend.fp32_precision
+        return ROUNDING.get(torch.backends.fp32_precision if setting == "none" else setting, ROUNDING["bf16"])
 
 
 def _lower_first(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -257,7 +278,10 @@ class Attention(nn.Module):
 
     def logits(self, z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """Similarities (B, S) over the temperature: the softmax's input, and a ranking of the keys too."""
-        return similarity(self.scaled(z), self.scaled(keys), self.similarity) / self.temperature
+        return self._logits_scaled(self.scaled(z), self.scaled(keys))
+
+    def _logits_scaled(self, z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return similarity(z, keys, self.similarity) / self.temperature
 
     @torch.no_grad()
     def choose(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float = 0.0,
@@ -296,6 +320,7 @@ class Attention(nn.Module):
               own_slot: torch.Tensor | None = None) -> TopK:
         """Weights on the keys ``choose`` picks, a softmax over those k alone (``TopK``; uniform over them if all
         are hidden). Only the (B, k) chosen similarities are computed with gradient: the backward costs O(B k d).
+        Training's form: its choice, from chunks of the keys, is not ``settled`` (``top_k_ranked``'s is).
         """
         z, keys = self.scaled(z), self.scaled(keys)
         index, hidden = self.choose(z, keys, k, slot_dropout, own_slot)
@@ -323,8 +348,9 @@ class Attention(nn.Module):
     def _ranked(self, z: torch.Tensor, keys: torch.Tensor, k: int, slot_dropout: float,
                 own_slot: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The logits (B, S) and what ``choose`` makes of them."""
-        logits = self.logits(z, keys)
-        return (logits, *self.choose(self.scaled(z), self.scaled(keys), k, slot_dropout, own_slot, logits.detach()))
+        z, keys = self.scaled(z), self.scaled(keys)
+        logits = self._logits_scaled(z, keys)
+        return (logits, *self.choose(z, keys, k, slot_dropout, own_slot, logits.detach()))
 
     def extra_repr(self) -> str:
         temperature = "?" if self.log_temperature.is_meta else f"{self.log_temperature.exp().item():.4g}"

@@ -158,7 +158,7 @@ def _how_to_continue(out: Path, folders: dict) -> str:
     it was given, which a run folder never records), with as many processes as it ran on, or, before its first
     epoch ended, only start again: its own command line, with --overwrite."""
     from .. import distributed
-    from ..provenance import command
+    from ..provenance import command, launcher
     from ..runs import resumable
 
     if not resumable(out):
@@ -171,7 +171,7 @@ def _how_to_continue(out: Path, folders: dict) -> str:
     if processes > 1:
         return (f"the last checkpoint is kept; continue on {processes} processes in all, as it ran: torchrun ... "
                 f"-m meta_neighborhoods {resume}")
-    return f"the last checkpoint is kept; continue with: meta-neighborhoods {resume}"
+    return f"the last checkpoint is kept; continue with: {shlex.join(launcher())} {resume}"
 
 
 def _report(result: dict, out: Path) -> None:
