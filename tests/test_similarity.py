@@ -90,3 +90,13 @@ def test_gradients_of_rows_under_vmap_take_the_float32_choice():
     per_row = torch.func.vmap(torch.func.grad(lambda row: model(row[None]).sum()))(x)
     loop = torch.stack([torch.autograd.grad(model(row[None]).sum(), row)[0] for row in x.clone().requires_grad_()])
     torch.testing.assert_close(per_row, loop)
+
+
+def test_a_whole_graph_compiles_at_evaluation_with_the_float32_choice():
+    """``torch.compile(fullgraph=True)`` had failed on the rule's checks and data-dependent shapes; a compiled graph
+    takes the float32 choice, as an exported one does (the same keys where none tie)."""
+    torch.manual_seed(0)
+    model = MetaNeighborhoods(MLPHead(4, (8,), 1), dictionary_size=60, top_k=8).eval()
+    x = torch.randn(20, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x))

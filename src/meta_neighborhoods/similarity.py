@@ -113,9 +113,9 @@ def settled(scores: torch.Tensor, z: torch.Tensor, keys: torch.Tensor, kind: str
     the batch's float32 ``scores`` (B, S) rounded, which follows the batch's shape.
 
     The float32 choice obeys the rule wherever the (k+1)-th score falls short of the k-th by more than rounding can
-    ``reach``; the other rows are ranked again (``_ranked_again``). An exported graph or ``vmap`` takes the float32
-    choice: their shapes may not follow the data."""
-    if k >= keys.shape[0] or torch.compiler.is_exporting() or _under_vmap(scores):
+    ``reach``; the other rows are ranked again (``_ranked_again``). A compiled or exported graph (``torch.compile``,
+    ``torch.export``, ONNX) and ``vmap`` take the float32 choice: their shapes may not follow the data."""
+    if k >= keys.shape[0] or torch.compiler.is_compiling() or _under_vmap(scores):
         return scores.topk(k, dim=1, sorted=False).indices
     best, index = scores.topk(k + 1, dim=1, sorted=False)
     next_, at = best.min(dim=1, keepdim=True)  # the (k+1)-th score, and where it is
