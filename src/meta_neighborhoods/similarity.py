@@ -22,7 +22,7 @@ class Kind(NamedTuple):
     full: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # z (B, d), keys (S, d) -> (B, S)
     pair: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # z (B, d), each row's own keys (B, K, d) -> (B, K)
     ranking: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, S) in full's order per row, cheaper
-    size: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 1): full sums d terms of at most this size
+    size: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (B, 1): at least the sum of |terms| full adds
 
 
 # the unit rounding of float32 matrix products at each of torch's precision settings (set_float32_matmul_precision's
@@ -55,12 +55,12 @@ def _euclidean_ranking(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 def _cosine_size(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """Unit vectors' products, and their normalisation's own rounding as much again."""
+    """Products of unit vectors add up to 1 at most, and their normalisation's rounding counts as much again."""
     return torch.full((z.shape[0], 1), 2.0, dtype=z.dtype, device=z.device)
 
 
 def _euclidean_size(z: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """2 z.k, |z|^2 and |k|^2 together: (|z| + |k|)^2 at the largest key."""
+    """|2 z.k| + |z|^2 + |k|^2 is at most (|z| + |k|)^2, taken at the largest key."""
     return (z.norm(dim=-1, keepdim=True) + keys.norm(dim=-1).max()).pow(2)
 
 
