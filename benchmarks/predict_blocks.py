@@ -32,11 +32,12 @@ from timing import timed
 CHOSEN = rows_module.network_batch
 
 
-def fitted(size: int, X: np.ndarray, y: np.ndarray) -> MetaNeighborhoodsRegressor:
+def fitted(size: int, X: np.ndarray, y: np.ndarray, **options) -> MetaNeighborhoodsRegressor:
+    """The defaults but ``dictionary_size`` and ``options``, one epoch, no fallback: the network with neighbours."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # one epoch does not converge, and is not meant to
-        return MetaNeighborhoodsRegressor(dictionary_size=size, max_epochs=1, vanilla_fallback=False,
-                                          random_state=0).fit(X, y)
+        warnings.simplefilter("ignore")  # a short fit does not converge, and is not meant to
+        return MetaNeighborhoodsRegressor(dictionary_size=size, vanilla_fallback=False, random_state=0,
+                                          **{"max_epochs": 1, **options}).fit(X, y)
 
 
 def chosen_block(model: MetaNeighborhoodsRegressor) -> int:

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import warnings
 
 import numpy as np
 import torch
 
 from fit_scale import table  # benchmarks/: scripts run from this folder
+from predict_blocks import fitted
 import meta_neighborhoods.similarity as similarity_module
 from meta_neighborhoods import MetaNeighborhoodsRegressor
 from record import measure  # benchmarks/: scripts run from this folder
@@ -38,19 +38,15 @@ def plain(scores, z, keys, kind, k, temperature):
     return scores.topk(k, dim=1, sorted=False).indices
 
 
+CHOICES = {"settled": SETTLED, "float32": plain}
+
+
 def predict(model: MetaNeighborhoodsRegressor, X: np.ndarray, choice, single: bool) -> np.ndarray:
     """``model.predict`` with ``choice`` of keys: of all ``X`` at once, or one row a call."""
     similarity_module.settled = choice
     if single:
         return np.concatenate([model.predict(X[i:i + 1]) for i in range(len(X))])
     return model.predict(X)
-
-
-def fitted(size: int, X: np.ndarray, y: np.ndarray, **options) -> MetaNeighborhoodsRegressor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a short fit does not converge, and is not meant to
-        return MetaNeighborhoodsRegressor(dictionary_size=size, vanilla_fallback=False, random_state=0,
-                                          **{"max_epochs": 1, **options}).fit(X, y)
 
 
 def ranked_again(model: MetaNeighborhoodsRegressor, X: np.ndarray) -> float:
@@ -71,13 +67,13 @@ def ranked_again(model: MetaNeighborhoodsRegressor, X: np.ndarray) -> float:
 
 def tie_gaps(seeds: int) -> dict[str, float]:
     """The largest gap, relative, between a row predicted alone and in the whole batch, on tables of ties."""
-    gaps = {"settled": 0.0, "float32": 0.0}
+    gaps = dict.fromkeys(CHOICES, 0.0)
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
         X = rng.integers(0, 3, size=(600, 3)).astype(float)
         y = X @ rng.normal(size=3) + np.sin(X.sum(1)) + 0.1 * rng.normal(size=600)
         model = fitted(512, X, y, max_epochs=3, learn_dictionary=False)
-        for name, choice in (("settled", SETTLED), ("float32", plain)):
+        for name, choice in CHOICES.items():
             whole, alone = predict(model, X, choice, False), predict(model, X[::3], choice, True)
             gaps[name] = max(gaps[name], float(np.abs(alone - whole[::3]).max() / np.abs(whole).max()))
     return gaps
@@ -90,8 +86,7 @@ def _report(args) -> dict:
     models = {size: fitted(size, X[train], y[train]) for size in args.sizes}
     calls = {(size, name, single): functools.partial(predict, model, fresh[:args.single] if single else fresh, choice,
                                                      single)
-             for size, model in models.items() for name, choice in (("settled", SETTLED), ("float32", plain))
-             for single in (False, True)}
+             for size, model in models.items() for name, choice in CHOICES.items() for single in (False, True)}
     try:
         ms = timed(calls, args.repeats, 1, torch.device("cpu"))
         again = {size: ranked_again(model, fresh) for size, model in models.items()}
@@ -110,8 +105,8 @@ def _report(args) -> dict:
                         f"{per_row[size, 'settled', single] / per_row[size, 'float32', single]:>7.2f}x"
                         for single in (False, True))
         print(f"{size:>7}{cells}{again[size]:>18.2%}")
-    print(f"a row alone against the whole batch, ties, {args.tie_seeds} seed(s), largest relative gap: settled {gaps['settled']:.1e}, "
-          f"float32 {gaps['float32']:.1e}")
+    print(f"a row alone against the whole batch, ties, {args.tie_seeds} seed(s), largest relative gap: "
+          f"settled {gaps['settled']:.1e}, float32 {gaps['float32']:.1e}")
     return {"rows": args.rows, "single": args.single, "threads": args.threads,
             "us_per_row": {f"S={s} {name} {'one row' if single else 'block'}": round(t, 2)
                            for (s, name, single), t in per_row.items()},

@@ -49,7 +49,7 @@ def test_the_plain_float32_choice_breaks_the_rule_on_ties():
 @pytest.mark.parametrize("similarity", sorted(KINDS))
 def test_a_row_alone_and_in_any_batch_attends_to_the_same_keys_among_ties(similarity, dense_below, monkeypatch):
     """Keys at the training rows of a grid, many at equal distances: a row's answer must not follow its batch
-    (float32; 0.018 apart, relative, at the estimators' defaults before the choice was settled)."""
+    (float32; the estimators' predictions had differed by up to 0.018, relative, on a table of such rows)."""
     monkeypatch.setattr(model_module, "DENSE_BELOW", dense_below)
     generator = torch.Generator().manual_seed(1)
     x = _grid(120, generator)
